@@ -1,0 +1,228 @@
+// Package account describes the DigiCert accounts certmail may act for: each
+// has a name that tasks refer to ("default" unless a task says otherwise), a
+// CertCentral base URL, an API key and its own rate-limit windows. Accounts
+// come from DIGICERT_API_KEY/DIGICERT_BASE_URL (the account "default") and
+// from the YAML file DIGICERT_ACCOUNTS_FILE.
+package account
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/certmail/certmail/internal/ratelimit"
+	"github.com/certmail/certmail/tasks"
+)
+
+// Secret is an API key. It prints as "[redacted]" in every format, JSON and
+// YAML, so that it cannot reach a log line or an error by accident; Reveal
+// returns the key itself for the one place that sends it.
+type Secret string
+
+const redacted = "[redacted]"
+
+// Reveal returns the key.
+func (s Secret) Reveal() string { return string(s) }
+
+// String implements fmt.Stringer.
+func (s Secret) String() string { return redacted }
+
+// GoString implements fmt.GoStringer.
+func (s Secret) GoString() string { return redacted }
+
+// MarshalJSON implements json.Marshaler.
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+
+// MarshalText implements encoding.TextMarshaler (zap and YAML use it).
+func (s Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// Account is one DigiCert account.
+type Account struct {
+	Name       string
+	BaseURL    string
+	APIKey     Secret
+	RateLimits []ratelimit.Window
+}
+
+// Set is the configured accounts, by name.
+type Set map[string]Account
+
+// Names lists the account names in order.
+func (s Set) Names() []string {
+	names := make([]string, 0, len(s))
+	for n := range s {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Has reports whether name is configured; the empty name means "default".
+func (s Set) Has(name string) bool {
+	if name == "" {
+		name = tasks.DefaultAccount
+	}
+	_, ok := s[name]
+	return ok
+}
+
+// ErrNoKey is returned by Load when an account has no API key and keys are required.
+var ErrNoKey = errors.New("no DigiCert API key")
+
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// Default describes the account "default" as given by the environment.
+type Default struct {
+	APIKey     string // DIGICERT_API_KEY
+	APIKeyFile string // DIGICERT_API_KEY_FILE
+	BaseURL    string // DIGICERT_BASE_URL
+	RateLimits string // DIGICERT_RATE_LIMITS
+}
+
+// Load builds the account set from the default account's settings and, when
+// file is not empty, the accounts file. With needKeys, every account must have
+// a key (the worker); without, keys are not read at all (the API and the
+// scheduler only need the names). The "default" account exists when it has a
+// key or when the file does not define it; a file entry named "default"
+// overrides the environment.
+func Load(def Default, file string, needKeys bool) (Set, error) {
+	set := Set{}
+	limits, err := ratelimit.ParseWindows(def.RateLimits)
+	if err != nil {
+		return nil, fmt.Errorf("DIGICERT_RATE_LIMITS: %w", err)
+	}
+	if def.BaseURL == "" {
+		def.BaseURL = DefaultBaseURL
+	}
+	if err := checkBaseURL(def.BaseURL); err != nil {
+		return nil, fmt.Errorf("DIGICERT_BASE_URL: %w", err)
+	}
+	defAcct := Account{Name: tasks.DefaultAccount, BaseURL: def.BaseURL, RateLimits: limits}
+	if needKeys {
+		key, err := readKey(def.APIKey, def.APIKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		defAcct.APIKey = key
+	}
+	if file != "" {
+		fromFile, err := loadFile(file, limits, needKeys)
+		if err != nil {
+			return nil, fmt.Errorf("DIGICERT_ACCOUNTS_FILE %s: %w", file, err)
+		}
+		for name, a := range fromFile {
+			set[name] = a
+		}
+	}
+	if _, inFile := set[tasks.DefaultAccount]; !inFile {
+		switch {
+		case defAcct.APIKey != "" || !needKeys:
+			set[tasks.DefaultAccount] = defAcct
+		case file == "":
+			return nil, fmt.Errorf("%w: set DIGICERT_API_KEY or DIGICERT_API_KEY_FILE", ErrNoKey)
+		}
+	}
+	return set, nil
+}
+
+// DefaultBaseURL is the US CertCentral instance.
+const DefaultBaseURL = "https://www.digicert.com/services/v2"
+
+func readKey(key, file string) (Secret, error) {
+	switch {
+	case key != "" && file != "":
+		return "", errors.New("set DIGICERT_API_KEY or DIGICERT_API_KEY_FILE, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("DIGICERT_API_KEY_FILE: %w", err)
+		}
+		k := strings.TrimSpace(string(b))
+		if k == "" {
+			return "", fmt.Errorf("%w: DIGICERT_API_KEY_FILE %s is empty", ErrNoKey, file)
+		}
+		return Secret(k), nil
+	default:
+		return Secret(strings.TrimSpace(key)), nil
+	}
+}
+
+func checkBaseURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http(s) URL", s)
+	}
+	return nil
+}
+
+type fileEntry struct {
+	Name       string `yaml:"name"`
+	BaseURL    string `yaml:"base_url"`
+	APIKeyFile string `yaml:"api_key_file"`
+	RateLimits string `yaml:"rate_limits"`
+}
+
+type fileDoc struct {
+	Accounts []fileEntry `yaml:"accounts"`
+}
+
+func loadFile(path string, defLimits []ratelimit.Window, needKeys bool) (Set, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var doc fileDoc
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	if len(doc.Accounts) == 0 {
+		return nil, errors.New("no accounts listed under accounts:")
+	}
+	set := Set{}
+	for i, e := range doc.Accounts {
+		where := fmt.Sprintf("accounts[%d]", i)
+		if !namePattern.MatchString(e.Name) {
+			return nil, fmt.Errorf("%s: name %q must match %s", where, e.Name, namePattern)
+		}
+		where = fmt.Sprintf("accounts[%d] (%s)", i, e.Name)
+		if _, dup := set[e.Name]; dup {
+			return nil, fmt.Errorf("%s: name listed twice", where)
+		}
+		a := Account{Name: e.Name, BaseURL: e.BaseURL, RateLimits: defLimits}
+		if a.BaseURL == "" {
+			a.BaseURL = DefaultBaseURL
+		}
+		if err := checkBaseURL(a.BaseURL); err != nil {
+			return nil, fmt.Errorf("%s: base_url: %w", where, err)
+		}
+		if e.RateLimits != "" {
+			if a.RateLimits, err = ratelimit.ParseWindows(e.RateLimits); err != nil {
+				return nil, fmt.Errorf("%s: rate_limits: %w", where, err)
+			}
+		}
+		if needKeys {
+			if e.APIKeyFile == "" {
+				return nil, fmt.Errorf("%s: %w: api_key_file is required", where, ErrNoKey)
+			}
+			keyPath := e.APIKeyFile
+			if !filepath.IsAbs(keyPath) {
+				keyPath = filepath.Join(filepath.Dir(path), keyPath)
+			}
+			if a.APIKey, err = readKey("", keyPath); err != nil {
+				return nil, fmt.Errorf("%s: %w", where, err)
+			}
+		}
+		set[e.Name] = a
+	}
+	return set, nil
+}

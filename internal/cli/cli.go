@@ -1,0 +1,77 @@
+// Package cli is certmail's command line: one binary, one subcommand per role
+// (worker, scheduler, api, dev) and per operator tool (enqueue, task, dlq,
+// schedule). Flags and environment variables are declared once, on the
+// command structs below, through kong; each command then builds the
+// package that does the work and runs it.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/alecthomas/kong"
+)
+
+// Env is what every command receives: the process context (cancelled on
+// SIGINT/SIGTERM) and the standard streams.
+type Env struct {
+	Ctx    context.Context
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// CLI is the command tree.
+type CLI struct {
+	Worker       WorkerCmd       `cmd:"" help:"Consume tasks and perform them against DigiCert."`
+	FakeDigicert FakeDigicertCmd `cmd:"" name:"fake-digicert" help:"Serve a fake CertCentral API for tests and demos."`
+	Version      VersionCmd      `cmd:"" help:"Print the version."`
+}
+
+// Main runs the command line args and returns the process exit status.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var root CLI
+	exitCode, exited := 0, false
+	parser, err := kong.New(&root,
+		kong.Name("certmail"),
+		kong.Description("certmail performs DigiCert CertCentral email operations from a Redis-backed task queue."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { exitCode, exited = code, true }),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.UsageOnError(),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "certmail: %v\n", err)
+		return 2
+	}
+	kctx, err := parser.Parse(args)
+	if exited { // --help, or kong gave up on its own
+		return exitCode
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "certmail: %v\n", err)
+		return 2
+	}
+	env := &Env{Ctx: ctx, Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	if err := kctx.Run(env); err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "certmail %s: %v\n", kctx.Command(), err)
+			return 2
+		}
+		fmt.Fprintf(stderr, "certmail %s: %v\n", kctx.Command(), err)
+		return 1
+	}
+	return 0
+}
+
+// usageError marks a configuration mistake (exit status 2) as opposed to a
+// failure while running (exit status 1).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }

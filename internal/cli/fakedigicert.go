@@ -1,0 +1,55 @@
+package cli
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/certmail/certmail/internal/admin"
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/ratelimit"
+)
+
+// FakeDigicertCmd serves the fake CertCentral over HTTP.
+type FakeDigicertCmd struct {
+	Addr        string        `default:"127.0.0.1:8443" help:"Listen address."`
+	APIKey      []string      `name:"api-key" env:"DIGICERT_API_KEY" required:"" help:"Accepted API key (repeat the flag or separate with commas for several)."`
+	AnyID       bool          `name:"any-id" help:"Every order and certificate id exists (demo mode)."`
+	Orders      []int64       `help:"Order ids that exist (comma separated)."`
+	Certs       []int64       `help:"Certificate ids that exist (comma separated)."`
+	RateLimits  string        `name:"rate-limits" default:"100/5s,1000/3m" help:"Windows per key, as DigiCert enforces them; empty for none."`
+	BlockFor    time.Duration `name:"block-for" default:"10s" help:"How long a key that went over a window is answered 429."`
+	Latency     time.Duration `help:"Delay added before every answer."`
+	ErrorRate   float64       `name:"error-rate" help:"Share of requests answered 502/503 with an HTML body (0 to 1)."`
+	ResetRate   float64       `name:"reset-rate" help:"Share of requests whose connection is reset (0 to 1)."`
+	ShutdownFor time.Duration `name:"shutdown-timeout" default:"5s" help:"How long to let open requests finish on SIGTERM."`
+}
+
+// Run serves until the process is told to stop.
+func (c *FakeDigicertCmd) Run(env *Env) error {
+	windows, err := ratelimit.ParseWindows(c.RateLimits)
+	if err != nil {
+		return usagef("--rate-limits: %v", err)
+	}
+	for name, rate := range map[string]float64{"--error-rate": c.ErrorRate, "--reset-rate": c.ResetRate} {
+		if rate < 0 || rate > 1 {
+			return usagef("%s: %v is not between 0 and 1", name, rate)
+		}
+	}
+	cfg := digicerttest.Config{APIKeys: c.APIKey, AnyIDExists: c.AnyID, BlockFor: c.BlockFor}
+	for _, w := range windows {
+		cfg.RateLimits = append(cfg.RateLimits, digicerttest.Window{Limit: w.Limit, Period: w.Period})
+	}
+	fake := digicerttest.New(cfg)
+	fake.AddOrder(c.Orders...)
+	fake.AddCertificate(c.Certs...)
+	fake.SetFaults(digicerttest.Faults{Latency: c.Latency, ErrorRate: c.ErrorRate, ResetRate: c.ResetRate})
+
+	return admin.Serve(env.Ctx, c.Addr, fake, c.ShutdownFor, func(a net.Addr) {
+		fmt.Fprintf(env.Stdout, "fake CertCentral (not DigiCert: nothing is emailed) at http://%s/services/v2\n", a)
+		fmt.Fprintf(env.Stdout, "  point workers at it with DIGICERT_BASE_URL=http://%s/services/v2\n", a)
+		if c.AnyID {
+			fmt.Fprintln(env.Stdout, "  every order and certificate id exists")
+		}
+	})
+}

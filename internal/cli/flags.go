@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/logging"
+	"github.com/certmail/certmail/internal/ratelimit"
+	"github.com/certmail/certmail/internal/redisconn"
+)
+
+// RedisFlags select the Redis server.
+type RedisFlags struct {
+	RedisURL string `name:"redis-url" env:"REDIS_URL" default:"redis://127.0.0.1:6379/0" help:"Redis: redis://, rediss:// or redis-sentinel://." group:"Redis"`
+}
+
+func (f RedisFlags) open() (*redisconn.Conn, error) {
+	c, err := redisconn.Open(f.RedisURL)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return c, nil
+}
+
+// LogFlags configure the process logger.
+type LogFlags struct {
+	LogLevel  string `name:"log-level" env:"CERTMAIL_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)." group:"Logging"`
+	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"json" enum:"json,console" help:"Log format (json, console)." group:"Logging"`
+}
+
+func (f LogFlags) logger(w io.Writer) (*zap.Logger, error) {
+	l, err := logging.New(f.LogLevel, f.LogFormat, w)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return l, nil
+}
+
+// AccountFlags describe the DigiCert accounts.
+type AccountFlags struct {
+	APIKey       string `name:"digicert-api-key" env:"DIGICERT_API_KEY" help:"API key of the account \"default\" (prefer the _FILE form)." group:"DigiCert"`
+	APIKeyFile   string `name:"digicert-api-key-file" env:"DIGICERT_API_KEY_FILE" type:"path" help:"File holding the API key of the account \"default\"." group:"DigiCert"`
+	BaseURL      string `name:"digicert-base-url" env:"DIGICERT_BASE_URL" default:"https://www.digicert.com/services/v2" help:"CertCentral base URL (EU: https://certcentral.digicert.eu/services/v2)." group:"DigiCert"`
+	AccountsFile string `name:"digicert-accounts-file" env:"DIGICERT_ACCOUNTS_FILE" type:"path" help:"YAML file of named accounts (name, base_url, api_key_file, rate_limits)." group:"DigiCert"`
+	RateLimits   string `name:"digicert-rate-limits" env:"DIGICERT_RATE_LIMITS" default:"100/5s,1000/3m" help:"Request windows per API key, shared by all workers." group:"DigiCert"`
+}
+
+func (f AccountFlags) load(needKeys bool) (account.Set, error) {
+	set, err := account.Load(account.Default{
+		APIKey: f.APIKey, APIKeyFile: f.APIKeyFile, BaseURL: f.BaseURL, RateLimits: f.RateLimits,
+	}, f.AccountsFile, needKeys)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return set, nil
+}
+
+// parseQueues reads "critical=6,default=3,bulk=1".
+func parseQueues(s string) (map[string]int, error) {
+	qs := map[string]int{}
+	for _, part := range strings.Split(s, ",") {
+		name, weight, ok := strings.Cut(strings.TrimSpace(part), "=")
+		w, err := strconv.Atoi(weight)
+		if !ok || name == "" || err != nil || w < 1 {
+			return nil, fmt.Errorf("queue %q: want NAME=WEIGHT with a weight of at least 1, e.g. critical=6,default=3,bulk=1", part)
+		}
+		if _, dup := qs[name]; dup {
+			return nil, fmt.Errorf("queue %q listed twice", name)
+		}
+		qs[name] = w
+	}
+	return qs, nil
+}
+
+// windowsOrUsage parses rate-limit windows as a usage error.
+func windowsOrUsage(flag, s string) ([]ratelimit.Window, error) {
+	ws, err := ratelimit.ParseWindows(s)
+	if err != nil {
+		return nil, usagef("%s: %v", flag, err)
+	}
+	return ws, nil
+}

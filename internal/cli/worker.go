@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"net"
+	"time"
+
+	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/worker"
+)
+
+// WorkerCmd consumes tasks and calls DigiCert.
+type WorkerCmd struct {
+	RedisFlags
+	AccountFlags
+	LogFlags
+	Concurrency       int           `env:"CERTMAIL_CONCURRENCY" default:"20" help:"Deliveries handled at once by this process."`
+	Queues            string        `env:"CERTMAIL_QUEUES" default:"critical=6,default=3,bulk=1" help:"Queues served, with weights."`
+	MaxRetry          int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"12" help:"Retries before a task is dead-lettered (the lower of this and the task's own)."`
+	AdminAddr         string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:":9090" help:"Address of /healthz, /readyz and /metrics (empty: none)."`
+	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"30s" help:"Time in-flight deliveries get to finish on SIGTERM; the rest go back to the queue."`
+	DeadLetterMaxLen  int64         `name:"deadletter-maxlen" env:"CERTMAIL_DEADLETTER_MAXLEN" default:"100000" help:"Approximate cap of the certmail:deadletter stream."`
+	AuthProbeInterval time.Duration `name:"auth-probe-interval" env:"CERTMAIL_AUTH_PROBE_INTERVAL" default:"1m" help:"While DigiCert rejects an account's key, how often one delivery tries again."`
+	RateLimitPause    time.Duration `name:"rate-limit-pause" env:"CERTMAIL_RATE_LIMIT_PAUSE" default:"30s" help:"Wait after a DigiCert 429 before a task is tried again."`
+	DigiCertTimeout   time.Duration `name:"digicert-timeout" env:"DIGICERT_TIMEOUT" default:"10s" help:"Timeout of one HTTP request to DigiCert."`
+}
+
+// Run starts the worker and blocks until SIGTERM/SIGINT.
+func (c *WorkerCmd) Run(env *Env) error {
+	cfg, err := c.config(env)
+	if err != nil {
+		return err
+	}
+	w, err := worker.New(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	return w.Run(env.Ctx, func(net.Addr) {})
+}
+
+func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
+	log, err := c.logger(env.Stderr)
+	if err != nil {
+		return worker.Config{}, err
+	}
+	queues, err := parseQueues(c.Queues)
+	if err != nil {
+		return worker.Config{}, usagef("CERTMAIL_QUEUES: %v", err)
+	}
+	if c.Concurrency < 1 {
+		return worker.Config{}, usagef("CERTMAIL_CONCURRENCY: %d must be at least 1", c.Concurrency)
+	}
+	if c.MaxRetry < 0 {
+		return worker.Config{}, usagef("CERTMAIL_MAX_RETRY: %d must not be negative", c.MaxRetry)
+	}
+	accounts, err := c.load(true)
+	if err != nil {
+		return worker.Config{}, err
+	}
+	conn, err := c.open()
+	if err != nil {
+		return worker.Config{}, err
+	}
+	return worker.Config{
+		Redis:             conn,
+		Accounts:          accounts,
+		Concurrency:       c.Concurrency,
+		Queues:            queues,
+		MaxRetry:          maxRetryConfig(c.MaxRetry),
+		ShutdownTimeout:   c.ShutdownTimeout,
+		AdminAddr:         c.AdminAddr,
+		DeadLetterMaxLen:  c.DeadLetterMaxLen,
+		AuthProbeInterval: c.AuthProbeInterval,
+		RateLimitPause:    c.RateLimitPause,
+		Client:            digicert.Config{Timeout: c.DigiCertTimeout},
+		Logger:            log,
+	}, nil
+}
+
+// maxRetryConfig maps the flag (0 = no retries) onto worker.Config (0 = default).
+func maxRetryConfig(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}

@@ -1,0 +1,449 @@
+// Package digicert is certmail's client for the DigiCert CertCentral Services
+// API. It performs the three email operations certmail offers (replace an
+// order's additional emails, resend an order's DCV emails, email an issued
+// certificate), retries transient failures within a stated budget, and turns
+// every failure into a typed error that Classify sorts into the one retry
+// decision the rest of certmail relies on.
+//
+// The API key travels only in the X-DC-DEVKEY header: it never appears in an
+// error, in a formatted Client or Config, or in a recorded response body.
+package digicert
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// DefaultBaseURL is the CertCentral Services API of DigiCert's US instance.
+const DefaultBaseURL = "https://www.digicert.com/services/v2"
+
+// Endpoint names, used in metrics labels and errors.
+const (
+	EndpointAdditionalEmails = "additional-emails" // PUT /order/certificate/{id}/additional-emails
+	EndpointResendEmails     = "resend-emails"     // PUT /order/certificate/{id}/resend-emails
+	EndpointSendEmail        = "sendemail"         // PUT /certificate/{id}/sendemail
+)
+
+const (
+	defaultUserAgent      = "certmail/dev"
+	defaultTimeout        = 10 * time.Second
+	defaultMaxAttempts    = 4
+	defaultMaxElapsed     = 20 * time.Second
+	defaultInitialBackoff = 500 * time.Millisecond
+
+	backoffMultiplier     = 2
+	backoffJitter         = 0.5      // each wait is the nominal one ±50%
+	maxResponseBody       = 64 << 10 // read at most this much of any answer
+	headerAPIKey          = "X-DC-DEVKEY"
+	contentTypeJSON       = "application/json"
+	redactedPlaceholder   = "[redacted]"
+	maxUserAgentLength    = 256
+	dialTimeout           = 5 * time.Second
+	tlsHandshakeTimeout   = 5 * time.Second
+	idleConnTimeout       = 90 * time.Second
+	maxIdleConnsPerHost   = 32
+	expectContinueTimeout = time.Second
+)
+
+// Limiter is consulted before every HTTP attempt (the shared rate limiter plugs
+// in here). Wait blocks until a request may be sent or ctx is done.
+type Limiter interface {
+	Wait(ctx context.Context) error
+}
+
+// Observer receives one call per HTTP attempt (metrics plug in here). status is
+// 0 when no response arrived. It is called on the calling goroutine and should
+// return quickly.
+type Observer interface {
+	ObserveRequest(endpoint string, status int, d time.Duration)
+}
+
+// Config configures a Client. The zero value of every field but APIKey means
+// its default.
+type Config struct {
+	// BaseURL is the API root, default DefaultBaseURL; a trailing slash is
+	// tolerated. It must be an absolute http or https URL without credentials,
+	// query or fragment.
+	BaseURL string
+	// APIKey is required; it is sent as X-DC-DEVKEY and nowhere else. It must
+	// be printable ASCII without spaces.
+	APIKey string
+	// HTTPClient sends the requests, default a client of this package with
+	// dial and TLS handshake timeouts (never http.DefaultClient). The Client
+	// works on a copy that does not follow redirects: a redirect would carry
+	// the key to wherever it points, so a 3xx answer is returned as an error.
+	HTTPClient *http.Client
+	// UserAgent is sent with every request, default "certmail/dev".
+	UserAgent string
+	// Timeout bounds one HTTP attempt, reading the answer included; default 10s.
+	Timeout time.Duration
+	// MaxAttempts bounds the HTTP attempts of one call, default 4 (1 = no retry).
+	MaxAttempts int
+	// MaxElapsed bounds one call, waits and attempts included, default 20s.
+	// A call also never runs past its context's deadline. A retry is only
+	// started when, after its wait, a tenth of the budget (at most Timeout)
+	// is left: an attempt cut short may still take effect at DigiCert while
+	// the call reports a failure, and a resent email would then go out twice.
+	MaxElapsed time.Duration
+	// InitialBackoff is the first wait between attempts, default 500ms; later
+	// waits double, and each is jittered by ±50%.
+	InitialBackoff time.Duration
+	// Limiter, when set, is waited on before every HTTP attempt.
+	Limiter Limiter
+	// Observer, when set, is told about every HTTP attempt.
+	Observer Observer
+}
+
+// String describes the configuration without the API key.
+func (c Config) String() string {
+	key := ""
+	if c.APIKey != "" {
+		key = redactedPlaceholder
+	}
+	return fmt.Sprintf("digicert.Config{BaseURL:%q APIKey:%s UserAgent:%q Timeout:%s MaxAttempts:%d MaxElapsed:%s InitialBackoff:%s Limiter:%t Observer:%t}",
+		c.BaseURL, key, c.UserAgent, c.Timeout, c.MaxAttempts, c.MaxElapsed, c.InitialBackoff, c.Limiter != nil, c.Observer != nil)
+}
+
+// Format prints String for every verb, so that no verb (%v, %+v, %#v, %s, %d...)
+// can print the API key.
+func (c Config) Format(f fmt.State, _ rune) {
+	_, _ = io.WriteString(f, c.String())
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.BaseURL == "" {
+		c.BaseURL = DefaultBaseURL
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = defaultUserAgent
+	}
+	if c.Timeout == 0 {
+		c.Timeout = defaultTimeout
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = defaultMaxAttempts
+	}
+	if c.MaxElapsed == 0 {
+		c.MaxElapsed = defaultMaxElapsed
+	}
+	if c.InitialBackoff == 0 {
+		c.InitialBackoff = defaultInitialBackoff
+	}
+	return c
+}
+
+// validate reports the first invalid setting. Messages never quote the key or
+// the base URL (which could hold credentials).
+func (c Config) validate() error {
+	if c.APIKey == "" {
+		return errors.New("api key is required")
+	}
+	if !isToken(c.APIKey) {
+		return errors.New("api key must be printable ASCII without spaces")
+	}
+	if _, err := parseBaseURL(c.BaseURL); err != nil {
+		return err
+	}
+	if len(c.UserAgent) > maxUserAgentLength || !isHeaderText(c.UserAgent) {
+		return errors.New("user agent must be printable ASCII of at most 256 characters")
+	}
+	switch {
+	case c.Timeout < 0:
+		return fmt.Errorf("timeout %s is negative", c.Timeout)
+	case c.MaxAttempts < 0:
+		return fmt.Errorf("max attempts %d is negative", c.MaxAttempts)
+	case c.MaxElapsed < 0:
+		return fmt.Errorf("max elapsed %s is negative", c.MaxElapsed)
+	case c.InitialBackoff < 0:
+		return fmt.Errorf("initial backoff %s is negative", c.InitialBackoff)
+	}
+	return nil
+}
+
+// parseBaseURL checks a base URL and returns it without trailing slashes.
+func parseBaseURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return "", errors.New("base URL does not parse")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", errors.New("base URL must be an absolute http or https URL")
+	case u.Host == "":
+		return "", errors.New("base URL has no host")
+	case u.User != nil:
+		return "", errors.New("base URL must not hold credentials")
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return "", errors.New("base URL must not have a query or fragment")
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// isToken reports whether s is non-empty printable ASCII without spaces.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// isHeaderText reports whether s is printable ASCII (spaces allowed).
+func isHeaderText(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// Client calls CertCentral. It is safe for concurrent use.
+type Client struct {
+	baseURL        string
+	apiKey         string
+	redact         redactor
+	http           *http.Client
+	userAgent      string
+	timeout        time.Duration
+	maxAttempts    int
+	maxElapsed     time.Duration
+	initialBackoff time.Duration
+	limiter        Limiter
+	observer       Observer
+}
+
+// New validates cfg and returns a Client.
+func New(cfg Config) (*Client, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("new digicert client: %w", err)
+	}
+	base, err := parseBaseURL(cfg.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("new digicert client: %w", err)
+	}
+	var hc http.Client
+	if cfg.HTTPClient != nil {
+		hc = *cfg.HTTPClient
+	} else {
+		hc.Transport = newTransport()
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &Client{
+		baseURL:        base,
+		apiKey:         cfg.APIKey,
+		redact:         newRedactor(cfg.APIKey),
+		http:           &hc,
+		userAgent:      cfg.UserAgent,
+		timeout:        cfg.Timeout,
+		maxAttempts:    cfg.MaxAttempts,
+		maxElapsed:     cfg.MaxElapsed,
+		initialBackoff: cfg.InitialBackoff,
+		limiter:        cfg.Limiter,
+		observer:       cfg.Observer,
+	}, nil
+}
+
+// newTransport returns the default transport: its own connection pool with
+// bounded dial and handshake times (the per-attempt Timeout bounds the rest).
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          maxIdleConnsPerHost,
+		MaxIdleConnsPerHost:   maxIdleConnsPerHost,
+		IdleConnTimeout:       idleConnTimeout,
+		TLSHandshakeTimeout:   tlsHandshakeTimeout,
+		ExpectContinueTimeout: expectContinueTimeout,
+	}
+}
+
+// String describes the client without the API key. String and Format have
+// value receivers, unlike the other methods, so that printing a dereferenced
+// Client cannot print the key either.
+func (c Client) String() string {
+	return fmt.Sprintf("digicert.Client{BaseURL:%q MaxAttempts:%d MaxElapsed:%s Timeout:%s}",
+		c.baseURL, c.maxAttempts, c.maxElapsed, c.timeout)
+}
+
+// Format prints String for every verb, so that no verb can print the API key.
+func (c Client) Format(f fmt.State, _ rune) {
+	_, _ = io.WriteString(f, c.String())
+}
+
+// CloseIdleConnections closes the idle connections of the client's transport.
+func (c *Client) CloseIdleConnections() {
+	c.http.CloseIdleConnections()
+}
+
+// Result describes a successful call.
+type Result struct {
+	Status   int           // the 2xx status DigiCert answered (204 normally)
+	Attempts int           // HTTP attempts made, the successful one included
+	Duration time.Duration // the whole call, waits included
+}
+
+// SetAdditionalEmails replaces the additional notification emails of an order:
+// PUT /order/certificate/{orderID}/additional-emails with body sent as is.
+func (c *Client) SetAdditionalEmails(ctx context.Context, orderID int64, body []byte) (Result, error) {
+	return c.put(ctx, EndpointAdditionalEmails, orderID, "/order/certificate/"+strconv.FormatInt(orderID, 10)+"/additional-emails", body)
+}
+
+// ResendDCVEmails resends the domain-control-validation emails of an order:
+// PUT /order/certificate/{orderID}/resend-emails with body sent as is.
+// A retry after a timeout may send the emails twice.
+func (c *Client) ResendDCVEmails(ctx context.Context, orderID int64, body []byte) (Result, error) {
+	return c.put(ctx, EndpointResendEmails, orderID, "/order/certificate/"+strconv.FormatInt(orderID, 10)+"/resend-emails", body)
+}
+
+// SendCertificateEmail emails a copy of an issued certificate:
+// PUT /certificate/{certificateID}/sendemail with body sent as is.
+// A retry after a timeout may send the email twice.
+func (c *Client) SendCertificateEmail(ctx context.Context, certificateID int64, body []byte) (Result, error) {
+	return c.put(ctx, EndpointSendEmail, certificateID, "/certificate/"+strconv.FormatInt(certificateID, 10)+"/sendemail", body)
+}
+
+// put is the path shared by the three operations: it sends PUT base+path with
+// body until an attempt succeeds (any 2xx), fails for a reason other than a
+// transient one, or the budget (MaxAttempts, MaxElapsed, ctx) is spent.
+func (c *Client) put(ctx context.Context, endpoint string, id int64, path string, body []byte) (Result, error) {
+	start := time.Now()
+	if id <= 0 {
+		return Result{}, fmt.Errorf("digicert %s: %w: id %d is not positive", endpoint, ErrInvalidRequest, id)
+	}
+	if !json.Valid(body) {
+		return Result{}, fmt.Errorf("digicert %s: %w: body is not JSON", endpoint, ErrInvalidRequest)
+	}
+	target := c.baseURL + path
+
+	// callCtx carries the call's budget; ctx alone tells the caller's wishes.
+	callCtx, cancel := context.WithTimeout(ctx, c.maxElapsed)
+	defer cancel()
+	deadline, _ := callCtx.Deadline()
+	headroom := min(c.timeout, time.Until(deadline)/10)
+	bo := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(c.initialBackoff),
+		backoff.WithMultiplier(backoffMultiplier),
+		backoff.WithRandomizationFactor(backoffJitter),
+		backoff.WithMaxInterval(max(c.maxElapsed, c.initialBackoff)),
+		backoff.WithMaxElapsedTime(c.maxElapsed),
+	)
+
+	attempts := 0
+	var lastErr error
+	for {
+		if err := ctx.Err(); err != nil {
+			return Result{}, &RequestError{Endpoint: endpoint, Attempts: attempts, Err: err}
+		}
+		if c.limiter != nil {
+			if err := c.limiter.Wait(callCtx); err != nil {
+				return Result{}, c.limiterError(ctx, callCtx, endpoint, attempts, lastErr, err)
+			}
+			if time.Until(deadline) < headroom { // the limiter used up the budget
+				return Result{}, c.limiterError(ctx, callCtx, endpoint, attempts, lastErr, nil)
+			}
+		}
+		attempts++
+		status, err := c.attempt(callCtx, endpoint, target, body, attempts)
+		if err == nil {
+			return Result{Status: status, Attempts: attempts, Duration: time.Since(start)}, nil
+		}
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			// The caller gave up: say so, not what the interrupted attempt saw.
+			return Result{}, &RequestError{Endpoint: endpoint, Attempts: attempts, Err: ctxErr}
+		}
+		lastErr = err
+		if Classify(err) != ClassTransient || attempts >= c.maxAttempts {
+			return Result{}, err
+		}
+		wait := bo.NextBackOff()
+		if wait == backoff.Stop {
+			return Result{}, err
+		}
+		if time.Until(deadline)-wait < headroom {
+			return Result{}, err // the next attempt could not start, or not finish, in time
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-callCtx.Done():
+			timer.Stop()
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return Result{}, &RequestError{Endpoint: endpoint, Attempts: attempts, Err: ctxErr}
+			}
+			return Result{}, err
+		}
+	}
+}
+
+// limiterError turns a failed Limiter.Wait (err) or a wait that left too
+// little of the budget (err nil) into the error of the call.
+func (c *Client) limiterError(ctx, callCtx context.Context, endpoint string, attempts int, lastErr, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return &RequestError{Endpoint: endpoint, Attempts: attempts, Err: ctxErr}
+	}
+	if lastErr != nil {
+		// The budget cannot fit another attempt: what DigiCert said last is
+		// the more useful error.
+		return lastErr
+	}
+	if err == nil || callCtx.Err() != nil {
+		return &RequestError{Endpoint: endpoint, Attempts: attempts,
+			Err: fmt.Errorf("call budget spent waiting for the rate limiter: %w", context.DeadlineExceeded)}
+	}
+	return &RequestError{Endpoint: endpoint, Attempts: attempts, Err: fmt.Errorf("%w: %w", errLimiter, c.redact.err(err))}
+}
+
+// attempt sends one request and reads its answer. It returns the status of a
+// 2xx answer, an *APIError for any other answer, or a *RequestError when no
+// answer arrived.
+func (c *Client) attempt(ctx context.Context, endpoint, target string, body []byte, attempt int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, target, bytes.NewReader(body))
+	if err != nil {
+		return 0, fmt.Errorf("digicert %s: %w: %w", endpoint, ErrInvalidRequest, c.redact.err(err))
+	}
+	req.Header.Set(headerAPIKey, c.apiKey)
+	req.Header.Set("Content-Type", contentTypeJSON)
+	req.Header.Set("Accept", contentTypeJSON)
+	req.Header.Set("User-Agent", c.userAgent)
+
+	began := time.Now()
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.observe(endpoint, 0, time.Since(began))
+		return 0, &RequestError{Endpoint: endpoint, Attempts: attempt, Err: c.redact.err(err)}
+	}
+	// The status decides; the body is best effort, read up to a bound so the
+	// connection can be reused, then closed.
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	_ = resp.Body.Close()
+	c.observe(endpoint, resp.StatusCode, time.Since(began))
+	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		return resp.StatusCode, nil
+	}
+	return resp.StatusCode, newAPIError(endpoint, resp.StatusCode, data, attempt, c.redact)
+}
+
+// observe reports one attempt to the Observer, if any.
+func (c *Client) observe(endpoint string, status int, d time.Duration) {
+	if c.observer != nil {
+		c.observer.ObserveRequest(endpoint, status, d)
+	}
+}

@@ -1,0 +1,873 @@
+package digicert_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+)
+
+const (
+	testKey = "K3Y0123456789ABCDEFGHIJKLMNOPQRS"
+	orderID = 1001
+	certID  = 2002
+)
+
+// bundle is what setup returns.
+type bundle struct {
+	fake   *digicerttest.Server
+	base   string
+	client *digicert.Client
+	obs    *recordingObserver
+}
+
+// setup starts a fake that knows orderID and certID and a client for it with
+// fast retries; tweak adjusts the client's configuration.
+func setup(t *testing.T, tweak func(*digicert.Config)) bundle {
+	t.Helper()
+	fake, base := digicerttest.NewTestServer(t, digicerttest.Config{APIKeys: []string{testKey}})
+	fake.AddOrder(orderID)
+	fake.AddCertificate(certID)
+	obs := &recordingObserver{}
+	cfg := digicert.Config{
+		BaseURL:        base,
+		APIKey:         testKey,
+		Timeout:        5 * time.Second,
+		MaxAttempts:    4,
+		MaxElapsed:     20 * time.Second,
+		InitialBackoff: time.Millisecond,
+		Observer:       obs,
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	return bundle{fake: fake, base: base, client: newClient(t, cfg), obs: obs}
+}
+
+func newClient(t *testing.T, cfg digicert.Config) *digicert.Client {
+	t.Helper()
+	c, err := digicert.New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
+// recordingObserver keeps every observed attempt.
+type recordingObserver struct {
+	mu        sync.Mutex
+	endpoints []string
+	statuses  []int
+	durations []time.Duration
+	attempted chan struct{} // when set, sent to (without blocking) after each attempt
+}
+
+func (o *recordingObserver) ObserveRequest(endpoint string, status int, d time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.endpoints = append(o.endpoints, endpoint)
+	o.statuses = append(o.statuses, status)
+	o.durations = append(o.durations, d)
+	if o.attempted != nil {
+		select {
+		case o.attempted <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (o *recordingObserver) seen() ([]string, []int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.endpoints), slices.Clone(o.statuses)
+}
+
+func (o *recordingObserver) notify(ch chan struct{}) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.attempted = ch
+}
+
+// waitFor polls cond until it holds, failing the test after 10s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	ticker := time.NewTicker(time.Millisecond)
+	defer ticker.Stop()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for !cond() {
+		select {
+		case <-ticker.C:
+		case <-timeout.C:
+			t.Fatalf("gave up waiting for %s", what)
+		}
+	}
+}
+
+// countingLimiter counts Wait calls.
+type countingLimiter struct {
+	mu    sync.Mutex
+	waits int
+}
+
+func (l *countingLimiter) Wait(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.waits++
+	return ctx.Err()
+}
+
+func (l *countingLimiter) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.waits
+}
+
+// call is one of the three operations.
+type call func(c *digicert.Client, ctx context.Context, id int64, body []byte) (digicert.Result, error)
+
+var (
+	setEmails call = (*digicert.Client).SetAdditionalEmails
+	resendDCV call = (*digicert.Client).ResendDCVEmails
+	sendCert  call = (*digicert.Client).SendCertificateEmail
+)
+
+func TestClient_WireRequest(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		call     call
+		id       int64
+		body     string
+		path     string
+		endpoint string
+		effect   func(t *testing.T, fake *digicerttest.Server)
+	}{
+		{
+			name: "set additional emails", call: setEmails, id: orderID,
+			body:     `{"additional_emails": ["jill@example.com", "leon@example.com"]}`,
+			path:     "/services/v2/order/certificate/1001/additional-emails",
+			endpoint: digicert.EndpointAdditionalEmails,
+			effect: func(t *testing.T, fake *digicerttest.Server) {
+				if got, ok := fake.AdditionalEmails(orderID); !ok || !slices.Equal(got, []string{"jill@example.com", "leon@example.com"}) {
+					t.Errorf("AdditionalEmails = %q, %t", got, ok)
+				}
+			},
+		},
+		{
+			name: "clear additional emails", call: setEmails, id: orderID,
+			body:     `{"additional_emails":[]}`,
+			path:     "/services/v2/order/certificate/1001/additional-emails",
+			endpoint: digicert.EndpointAdditionalEmails,
+			effect: func(t *testing.T, fake *digicerttest.Server) {
+				if got, ok := fake.AdditionalEmails(orderID); !ok || len(got) != 0 {
+					t.Errorf("AdditionalEmails = %q, %t; want set and empty", got, ok)
+				}
+			},
+		},
+		{
+			name: "resend DCV emails", call: resendDCV, id: orderID,
+			body:     `{"domain_approval_emails":[{"domain":"sub.example.com","email":"admin@example.com","email_domain":"example.com"}],"locale":"en"}`,
+			path:     "/services/v2/order/certificate/1001/resend-emails",
+			endpoint: digicert.EndpointResendEmails,
+			effect: func(t *testing.T, fake *digicerttest.Server) {
+				sends := fake.DCVSends(orderID)
+				want := []digicerttest.ApprovalEmail{{Domain: "sub.example.com", Email: "admin@example.com", EmailDomain: "example.com"}}
+				if len(sends) != 1 || !slices.Equal(sends[0].DomainApprovalEmails, want) || sends[0].Locale != "en" {
+					t.Errorf("DCVSends = %+v", sends)
+				}
+			},
+		},
+		{
+			name: "resend DCV emails with an empty body", call: resendDCV, id: orderID,
+			body:     `{}`,
+			path:     "/services/v2/order/certificate/1001/resend-emails",
+			endpoint: digicert.EndpointResendEmails,
+			effect: func(t *testing.T, fake *digicerttest.Server) {
+				if sends := fake.DCVSends(orderID); len(sends) != 1 {
+					t.Errorf("DCVSends = %+v, want one", sends)
+				}
+			},
+		},
+		{
+			name: "send a certificate", call: sendCert, id: certID,
+			body:     "{\n  \"emails\": [\"jill@example.com\"],\n  \"certificate_collect_format\": \"attachment\",\n  \"custom_message\": \"Install \\u00e9 <now> & then\"\n}",
+			path:     "/services/v2/certificate/2002/sendemail",
+			endpoint: digicert.EndpointSendEmail,
+			effect: func(t *testing.T, fake *digicerttest.Server) {
+				sends := fake.CertSends(certID)
+				if len(sends) != 1 || !slices.Equal(sends[0].Emails, []string{"jill@example.com"}) ||
+					sends[0].Format != "attachment" || sends[0].CustomMessage != "Install é <now> & then" {
+					t.Errorf("CertSends = %+v", sends)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, func(c *digicert.Config) { c.UserAgent = "certmail/1.2.3 (test)" })
+			res, err := tt.call(b.client, t.Context(), tt.id, []byte(tt.body))
+			if err != nil {
+				t.Fatalf("call: %v", err)
+			}
+			if res.Status != http.StatusNoContent || res.Attempts != 1 || res.Duration <= 0 {
+				t.Errorf("Result = %+v, want 204 after 1 attempt", res)
+			}
+			reqs := b.fake.Requests()
+			if len(reqs) != 1 {
+				t.Fatalf("fake got %d requests, want 1", len(reqs))
+			}
+			r := reqs[0]
+			if r.Method != http.MethodPut || r.Path != tt.path {
+				t.Errorf("request %s %s, want PUT %s", r.Method, r.Path, tt.path)
+			}
+			for name, want := range map[string]string{
+				"X-DC-DEVKEY":  testKey,
+				"Content-Type": "application/json",
+				"Accept":       "application/json",
+				"User-Agent":   "certmail/1.2.3 (test)",
+			} {
+				if got := r.Header.Values(name); len(got) != 1 || got[0] != want {
+					t.Errorf("header %s = %q, want %q", name, got, want)
+				}
+			}
+			if !bytes.Equal(r.Body, []byte(tt.body)) {
+				t.Errorf("body %q, want exactly %q", r.Body, tt.body)
+			}
+			tt.effect(t, b.fake)
+			if endpoints, statuses := b.obs.seen(); !slices.Equal(endpoints, []string{tt.endpoint}) || !slices.Equal(statuses, []int{204}) {
+				t.Errorf("observed %q %v, want [%s] [204]", endpoints, statuses, tt.endpoint)
+			}
+			if d := b.obs.durations; len(d) != 1 || d[0] <= 0 || d[0] > res.Duration {
+				t.Errorf("observed durations %v, want one within the call's %s", d, res.Duration)
+			}
+		})
+	}
+}
+
+func TestClient_DefaultUserAgentAndBaseURLSlash(t *testing.T) {
+	t.Parallel()
+	fake, base := digicerttest.NewTestServer(t, digicerttest.Config{APIKeys: []string{testKey}, AnyIDExists: true})
+	c := newClient(t, digicert.Config{BaseURL: base + "/", APIKey: testKey})
+	if _, err := c.ResendDCVEmails(t.Context(), 7, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	r := fake.Requests()[0]
+	if r.Path != "/services/v2/order/certificate/7/resend-emails" || r.Header.Get("User-Agent") != "certmail/dev" {
+		t.Errorf("request %s with User-Agent %q", r.Path, r.Header.Get("User-Agent"))
+	}
+}
+
+func TestClient_Answers(t *testing.T) {
+	t.Parallel()
+	const html = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>cloud</body>\r\n</html>\r\n"
+	tests := []struct {
+		name        string
+		status      int
+		body        string
+		contentType string
+		wantErrors  []digicert.ErrorEntry
+		wantBody    string
+		wantMessage string
+		class       digicert.Class
+		code        string
+	}{
+		{
+			name: "one JSON entry", status: 404, contentType: "application/json",
+			body:        `{"errors":[{"code":"not_found|order","message":"Order not found."}]}`,
+			wantErrors:  []digicert.ErrorEntry{{Code: "not_found|order", Message: "Order not found."}},
+			wantBody:    `{"errors":[{"code":"not_found|order","message":"Order not found."}]}`,
+			wantMessage: "digicert additional-emails: 404 not_found|order: Order not found.",
+			class:       digicert.ClassPermanent, code: "not_found|order",
+		},
+		{
+			name: "several JSON entries", status: 400, contentType: "application/json",
+			body: `{"errors":[{"code":"invalid_value:locale","message":"Bad locale."},{"code":"required_param:emails","message":""},{"code":"","message":"Just text."},{}]}`,
+			wantErrors: []digicert.ErrorEntry{
+				{Code: "invalid_value:locale", Message: "Bad locale."},
+				{Code: "required_param:emails"},
+				{Message: "Just text."},
+			},
+			wantMessage: "digicert additional-emails: 400 invalid_value:locale: Bad locale.; required_param:emails; Just text.",
+			class:       digicert.ClassPermanent, code: "invalid_value:locale",
+		},
+		{
+			name: "JSON with odd types", status: 400, contentType: "application/json",
+			body:        `{"errors":[{"code":42,"message":{"text":"x"}}]}`,
+			wantErrors:  []digicert.ErrorEntry{{Code: "42", Message: `{"text":"x"}`}},
+			wantMessage: `digicert additional-emails: 400 42: {"text":"x"}`,
+			class:       digicert.ClassPermanent, code: "42",
+		},
+		{
+			name: "HTML from the CDN", status: 502, contentType: "text/html", body: html,
+			wantBody:    "<html>  <head><title>502 Bad Gateway</title></head>  <body>cloud</body>  </html>  ",
+			wantMessage: "digicert additional-emails: 502 Bad Gateway",
+			class:       digicert.ClassTransient, code: "http_502",
+		},
+		{
+			name: "empty", status: 503, contentType: "",
+			wantMessage: "digicert additional-emails: 503 Service Unavailable",
+			class:       digicert.ClassTransient, code: "http_503",
+		},
+		{
+			name: "plain text", status: 500, contentType: "text/plain", body: "upstream\x00 broke\n\xff",
+			wantBody:    "upstream  broke \uFFFD",
+			wantMessage: "digicert additional-emails: 500 Internal Server Error",
+			class:       digicert.ClassTransient, code: "http_500",
+		},
+		{
+			name: "JSON without errors", status: 409, contentType: "application/json", body: `{"message":"conflict"}`,
+			wantBody:    `{"message":"conflict"}`,
+			wantMessage: "digicert additional-emails: 409 Conflict",
+			class:       digicert.ClassPermanent, code: "http_409",
+		},
+		{
+			name: "long body is cut to 512 bytes", status: 500, contentType: "text/plain", body: strings.Repeat("é", 300),
+			wantBody:    strings.Repeat("é", 256),
+			wantMessage: "digicert additional-emails: 500 Internal Server Error",
+			class:       digicert.ClassTransient, code: "http_500",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, func(c *digicert.Config) { c.MaxAttempts = 1 })
+			b.fake.FailNext(1, tt.status, tt.body, tt.contentType)
+			_, err := b.client.SetAdditionalEmails(t.Context(), orderID, []byte(`{"additional_emails":[]}`))
+			var apiErr *digicert.APIError
+			if !errors.As(err, &apiErr) {
+				t.Fatalf("error %v (%T), want *APIError", err, err)
+			}
+			if apiErr.Status != tt.status || apiErr.Endpoint != digicert.EndpointAdditionalEmails || apiErr.Attempts != 1 {
+				t.Errorf("APIError %+v", apiErr)
+			}
+			if !slices.Equal(apiErr.Errors, tt.wantErrors) {
+				t.Errorf("Errors = %+v, want %+v", apiErr.Errors, tt.wantErrors)
+			}
+			wantBody := tt.wantBody
+			if wantBody == "" && tt.wantErrors != nil {
+				wantBody = tt.body
+			}
+			if apiErr.Body != wantBody {
+				t.Errorf("Body = %q, want %q", apiErr.Body, wantBody)
+			}
+			if got := err.Error(); got != tt.wantMessage {
+				t.Errorf("Error() = %q, want %q", got, tt.wantMessage)
+			}
+			if got := digicert.Classify(err); got != tt.class {
+				t.Errorf("Classify = %s, want %s", got, tt.class)
+			}
+			if got := digicert.ErrorCode(err); got != tt.code {
+				t.Errorf("ErrorCode = %q, want %q", got, tt.code)
+			}
+		})
+	}
+}
+
+func TestClient_RetryBudget(t *testing.T) {
+	t.Parallel()
+	const html = "<html><body>Service Unavailable</body></html>"
+	tests := []struct {
+		name        string
+		maxAttempts int
+		id          int64                           // default certID
+		fail        func(fake *digicerttest.Server) // nil: none
+		wantErr     bool
+		class       digicert.Class
+		calls       int
+	}{
+		{
+			name: "transient twice then success", maxAttempts: 4,
+			fail:  func(f *digicerttest.Server) { f.FailNext(1, 503, html, "text/html"); f.FailNext(1, 502, "", "") },
+			class: digicert.ClassNone, calls: 3,
+		},
+		{
+			name: "always 503", maxAttempts: 4,
+			fail:    func(f *digicerttest.Server) { f.FailNext(100, 503, html, "text/html") },
+			wantErr: true, class: digicert.ClassTransient, calls: 4,
+		},
+		{
+			name: "one attempt means no retry", maxAttempts: 1,
+			fail:    func(f *digicerttest.Server) { f.FailNext(100, 504, "", "") },
+			wantErr: true, class: digicert.ClassTransient, calls: 1,
+		},
+		{
+			name: "408 is retried", maxAttempts: 2,
+			fail:    func(f *digicerttest.Server) { f.FailNext(100, 408, "", "") },
+			wantErr: true, class: digicert.ClassTransient, calls: 2,
+		},
+		{
+			name: "406 without JSON is retried", maxAttempts: 3,
+			fail:  func(f *digicerttest.Server) { f.FailNext(1, 406, "Not Acceptable", "text/plain") },
+			class: digicert.ClassNone, calls: 2,
+		},
+		{
+			name: "429 returns at once", maxAttempts: 4,
+			fail: func(f *digicerttest.Server) {
+				f.FailNext(100, 429, `{"errors":[{"code":"request_limit_exceeded","message":"Service unavailable, please limit request volume"}]}`, "application/json")
+			},
+			wantErr: true, class: digicert.ClassRateLimited, calls: 1,
+		},
+		{
+			name: "403 returns at once", maxAttempts: 4,
+			fail:    func(f *digicerttest.Server) { f.SetAPIKeys("another") },
+			wantErr: true, class: digicert.ClassAuth, calls: 1,
+		},
+		{
+			name: "403 missing permission returns at once", maxAttempts: 4,
+			fail: func(f *digicerttest.Server) {
+				f.FailNext(100, 403, `{"errors":[{"code":"access_denied|missing_permission","message":"View only"}]}`, "application/json")
+			},
+			wantErr: true, class: digicert.ClassPermanent, calls: 1,
+		},
+		{
+			name: "404 returns at once", maxAttempts: 4, id: 999,
+			wantErr: true, class: digicert.ClassPermanent, calls: 1,
+		},
+		{
+			name: "406 with DigiCert JSON returns at once", maxAttempts: 4,
+			fail: func(f *digicerttest.Server) {
+				f.FailNext(100, 406, `{"errors":[{"code":"invalid_value:emails","message":"nope"}]}`, "application/json")
+			},
+			wantErr: true, class: digicert.ClassPermanent, calls: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			limiter := &countingLimiter{}
+			b := setup(t, func(c *digicert.Config) {
+				c.MaxAttempts = tt.maxAttempts
+				c.Limiter = limiter
+			})
+			if tt.fail != nil {
+				tt.fail(b.fake)
+			}
+			id := tt.id
+			if id == 0 {
+				id = certID
+			}
+			res, err := b.client.SendCertificateEmail(t.Context(), id, []byte(`{"emails":["a@example.com"],"certificate_collect_format":"attachment"}`))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("error %v, want error: %t", err, tt.wantErr)
+			}
+			if got := digicert.Classify(err); got != tt.class {
+				t.Errorf("Classify = %s, want %s (%v)", got, tt.class, err)
+			}
+			if got := b.fake.RequestCount(); got != tt.calls {
+				t.Errorf("fake got %d calls, want %d", got, tt.calls)
+			}
+			if got := limiter.count(); got != tt.calls {
+				t.Errorf("limiter waited %d times, want %d", got, tt.calls)
+			}
+			if _, statuses := b.obs.seen(); len(statuses) != tt.calls {
+				t.Errorf("observer saw %v, want %d attempts", statuses, tt.calls)
+			}
+			attempts := res.Attempts
+			var apiErr *digicert.APIError
+			if errors.As(err, &apiErr) {
+				attempts = apiErr.Attempts
+			}
+			if attempts != tt.calls {
+				t.Errorf("attempts reported %d, want %d", attempts, tt.calls)
+			}
+			if tt.calls > 1 && err != nil && !strings.Contains(err.Error(), fmt.Sprintf("after %d attempts", tt.calls)) {
+				t.Errorf("error %q does not say how many attempts", err)
+			}
+		})
+	}
+}
+
+func TestClient_MaxElapsed(t *testing.T) {
+	t.Parallel()
+	const budget = 300 * time.Millisecond
+	b := setup(t, func(c *digicert.Config) {
+		c.MaxAttempts = 1000
+		c.InitialBackoff = 20 * time.Millisecond
+		c.MaxElapsed = budget
+	})
+	b.fake.FailNext(1000, 503, "", "")
+	start := time.Now()
+	_, err := b.client.ResendDCVEmails(t.Context(), orderID, []byte(`{}`))
+	took := time.Since(start)
+	// The last error is the last 503, or, when a slow attempt met the end of
+	// the budget, its timeout.
+	if code := digicert.ErrorCode(err); digicert.Classify(err) != digicert.ClassTransient || code != "http_503" && code != "timeout" {
+		t.Errorf("error %v, want the last 503", err)
+	}
+	// 20, 40, 80, 160ms ± 50% fit about 4 to 6 attempts in 300ms; without a
+	// budget the call would make 1000.
+	if n := b.fake.RequestCount(); n < 2 || n > 10 {
+		t.Errorf("fake got %d calls in %s", n, took)
+	}
+	if took > budget+time.Second {
+		t.Errorf("call took %s, budget %s", took, budget)
+	}
+}
+
+func TestClient_MaxElapsedBoundsASlowAttempt(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *digicert.Config) {
+		c.MaxAttempts = 5
+		c.Timeout = time.Hour
+		c.MaxElapsed = 200 * time.Millisecond
+	})
+	b.fake.SetFaults(digicerttest.Faults{HangRate: 1})
+	start := time.Now()
+	_, err := b.client.ResendDCVEmails(t.Context(), orderID, []byte(`{}`))
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("call took %s, budget 200ms", took)
+	}
+	if digicert.Classify(err) != digicert.ClassTransient || digicert.ErrorCode(err) != "timeout" {
+		t.Errorf("error %v (code %q), want a transient timeout", err, digicert.ErrorCode(err))
+	}
+	if n := b.fake.RequestCount(); n != 1 {
+		t.Errorf("fake got %d calls, want 1", n)
+	}
+}
+
+func TestClient_DeadlineStopsBeforeAWaitThatCannotFit(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *digicert.Config) {
+		c.InitialBackoff = time.Minute
+		c.MaxElapsed = time.Hour
+	})
+	b.fake.FailNext(100, 503, "", "")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := b.client.ResendDCVEmails(ctx, orderID, []byte(`{}`))
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("call took %s; the 30s+ wait cannot fit in 20s", took)
+	}
+	var apiErr *digicert.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != 503 || ctx.Err() != nil {
+		t.Errorf("error %v, want the 503 before the deadline", err)
+	}
+	if n := b.fake.RequestCount(); n != 1 {
+		t.Errorf("fake got %d calls, want 1", n)
+	}
+}
+
+func TestClient_CancelDuringBackoff(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	b := setup(t, func(c *digicert.Config) {
+		c.InitialBackoff = time.Minute // 30 to 90s before the second attempt
+		c.MaxElapsed = time.Hour
+	})
+	attempted := make(chan struct{}, 1)
+	b.obs.notify(attempted)
+	b.fake.FailNext(100, 503, "", "")
+	errc := make(chan error, 1)
+	go func() {
+		_, err := b.client.SetAdditionalEmails(ctx, orderID, []byte(`{"additional_emails":[]}`))
+		errc <- err
+	}()
+	select {
+	case <-attempted: // the first attempt is over: the client is on its way into the wait
+	case <-time.After(10 * time.Second):
+		t.Fatal("no attempt was made")
+	}
+	cancel()
+	var err error
+	select {
+	case err = <-errc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call did not return after cancel")
+	}
+	var reqErr *digicert.RequestError
+	if !errors.Is(err, context.Canceled) || !errors.As(err, &reqErr) || reqErr.Attempts != 1 {
+		t.Errorf("error %v, want context.Canceled after 1 attempt", err)
+	}
+	if digicert.Classify(err) != digicert.ClassTransient || digicert.ErrorCode(err) != "canceled" {
+		t.Errorf("Classify %s, ErrorCode %q; want transient, canceled", digicert.Classify(err), digicert.ErrorCode(err))
+	}
+	if n := b.fake.RequestCount(); n != 1 {
+		t.Errorf("fake got %d calls, want 1", n)
+	}
+}
+
+func TestClient_CancelBeforeAndDuringAttempt(t *testing.T) {
+	t.Parallel()
+	t.Run("already canceled", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		_, err := b.client.SendCertificateEmail(ctx, certID, []byte(`{}`))
+		if !errors.Is(err, context.Canceled) || b.fake.RequestCount() != 0 {
+			t.Errorf("error %v with %d calls, want context.Canceled and none", err, b.fake.RequestCount())
+		}
+	})
+	t.Run("during a hanging attempt", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		b.fake.SetFaults(digicerttest.Faults{HangRate: 1})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() {
+			_, err := b.client.SendCertificateEmail(ctx, certID, []byte(`{}`))
+			errc <- err
+		}()
+		waitFor(t, "the request to hang at the fake", func() bool { return b.fake.RequestCount() == 1 })
+		cancel()
+		select {
+		case err := <-errc:
+			var reqErr *digicert.RequestError
+			if !errors.Is(err, context.Canceled) || !errors.As(err, &reqErr) || reqErr.Attempts != 1 {
+				t.Errorf("error %v, want context.Canceled after 1 attempt", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the call did not return after cancel")
+		}
+		if n := b.fake.RequestCount(); n != 1 {
+			t.Errorf("fake got %d calls, want 1", n)
+		}
+	})
+	t.Run("caller deadline during an attempt", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		b.fake.SetFaults(digicerttest.Faults{HangRate: 1})
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		_, err := b.client.SendCertificateEmail(ctx, certID, []byte(`{}`))
+		var reqErr *digicert.RequestError
+		if !errors.As(err, &reqErr) || !errors.Is(err, context.DeadlineExceeded) || digicert.ErrorCode(err) != "timeout" {
+			t.Errorf("error %v, want the caller's deadline", err)
+		}
+		if n := b.fake.RequestCount(); n != 1 {
+			t.Errorf("fake got %d calls, want 1", n)
+		}
+	})
+}
+
+func TestClient_NetworkFaults(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		faults  digicerttest.Faults
+		code    string
+		minTook time.Duration
+	}{
+		{name: "connection reset", faults: digicerttest.Faults{ResetRate: 1}, code: "network"},
+		{name: "hang past the attempt timeout", faults: digicerttest.Faults{HangRate: 1}, code: "timeout", minTook: 200 * time.Millisecond},
+		{name: "latency past the attempt timeout", faults: digicerttest.Faults{Latency: time.Hour}, code: "timeout", minTook: 200 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, func(c *digicert.Config) {
+				c.MaxAttempts = 2
+				c.Timeout = 100 * time.Millisecond
+			})
+			b.fake.SetFaults(tt.faults)
+			start := time.Now()
+			_, err := b.client.SetAdditionalEmails(t.Context(), orderID, []byte(`{"additional_emails":[]}`))
+			took := time.Since(start)
+			var reqErr *digicert.RequestError
+			if !errors.As(err, &reqErr) || reqErr.Attempts != 2 || reqErr.Endpoint != digicert.EndpointAdditionalEmails {
+				t.Fatalf("error %v (%T), want *RequestError after 2 attempts", err, err)
+			}
+			if digicert.Classify(err) != digicert.ClassTransient || digicert.ErrorCode(err) != tt.code {
+				t.Errorf("Classify %s, ErrorCode %q; want transient, %s", digicert.Classify(err), digicert.ErrorCode(err), tt.code)
+			}
+			if reqErr.Timeout() != (tt.code == "timeout") {
+				t.Errorf("Timeout() = %t", reqErr.Timeout())
+			}
+			if n := b.fake.RequestCount(); n != 2 {
+				t.Errorf("fake got %d calls, want 2", n)
+			}
+			if _, statuses := b.obs.seen(); !slices.Equal(statuses, []int{0, 0}) {
+				t.Errorf("observed statuses %v, want [0 0]", statuses)
+			}
+			if took < tt.minTook || took > 10*time.Second {
+				t.Errorf("call took %s, want at least %s", took, tt.minTook)
+			}
+		})
+	}
+}
+
+func TestClient_InvalidRequestsAreNotSent(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		id   int64
+		body string
+	}{
+		{name: "zero id", id: 0, body: `{}`},
+		{name: "negative id", id: -4, body: `{}`},
+		{name: "body not JSON", id: orderID, body: `{"additional_emails":`},
+		{name: "nil body", id: orderID},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, nil)
+			_, err := b.client.SetAdditionalEmails(t.Context(), tt.id, []byte(tt.body))
+			if !errors.Is(err, digicert.ErrInvalidRequest) || digicert.Classify(err) != digicert.ClassPermanent ||
+				digicert.ErrorCode(err) != "invalid_request" {
+				t.Errorf("error %v, want a permanent ErrInvalidRequest", err)
+			}
+			if n := b.fake.RequestCount(); n != 0 {
+				t.Errorf("fake got %d calls, want none", n)
+			}
+		})
+	}
+}
+
+// limiterFunc adapts a function to digicert.Limiter.
+type limiterFunc func(ctx context.Context) error
+
+func (f limiterFunc) Wait(ctx context.Context) error { return f(ctx) }
+
+// sleepLimiter lets a request through after d, or fails when ctx ends first.
+func sleepLimiter(d time.Duration) limiterFunc {
+	return func(ctx context.Context) error {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func TestClient_Limiter(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		limiter    digicert.Limiter
+		maxElapsed time.Duration
+		ctxTimeout time.Duration
+		wantInErr  string
+		code       string
+	}{
+		{
+			name:      "the limiter fails",
+			limiter:   limiterFunc(func(context.Context) error { return errors.New("redis: connection refused") }),
+			wantInErr: "rate limiter: redis: connection refused", code: "rate_limiter",
+		},
+		{
+			name: "the limiter holds the call past its budget", limiter: sleepLimiter(time.Hour),
+			maxElapsed: 100 * time.Millisecond, wantInErr: "call budget spent", code: "timeout",
+		},
+		{
+			name: "the limiter leaves too little of the budget", limiter: sleepLimiter(95 * time.Millisecond),
+			maxElapsed: 100 * time.Millisecond, wantInErr: "call budget spent", code: "timeout",
+		},
+		{
+			name: "the limiter holds the call past the caller's deadline", limiter: sleepLimiter(time.Hour),
+			ctxTimeout: 100 * time.Millisecond, wantInErr: "context deadline exceeded", code: "timeout",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, func(c *digicert.Config) {
+				c.Limiter = tt.limiter
+				if tt.maxElapsed > 0 {
+					c.MaxElapsed = tt.maxElapsed
+				}
+			})
+			ctx := t.Context()
+			if tt.ctxTimeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tt.ctxTimeout)
+				defer cancel()
+			}
+			start := time.Now()
+			_, err := b.client.SetAdditionalEmails(ctx, orderID, []byte(`{"additional_emails":[]}`))
+			if took := time.Since(start); took > 10*time.Second {
+				t.Errorf("call took %s", took)
+			}
+			var reqErr *digicert.RequestError
+			if !errors.As(err, &reqErr) || reqErr.Attempts != 0 || !strings.Contains(err.Error(), tt.wantInErr) {
+				t.Fatalf("error %v, want a *RequestError saying %q after no attempt", err, tt.wantInErr)
+			}
+			if digicert.Classify(err) != digicert.ClassTransient || digicert.ErrorCode(err) != tt.code {
+				t.Errorf("Classify %s, ErrorCode %q; want transient, %s", digicert.Classify(err), digicert.ErrorCode(err), tt.code)
+			}
+			if n := b.fake.RequestCount(); n != 0 {
+				t.Errorf("fake got %d calls, want none", n)
+			}
+		})
+	}
+}
+
+func TestClient_RedirectsAreNotFollowed(t *testing.T) {
+	t.Parallel()
+	fake, base := digicerttest.NewTestServer(t, digicerttest.Config{APIKeys: []string{testKey}, AnyIDExists: true})
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, base+strings.TrimPrefix(r.URL.Path, "/services/v2"), http.StatusPermanentRedirect)
+	}))
+	t.Cleanup(redirector.Close)
+	c := newClient(t, digicert.Config{BaseURL: redirector.URL + "/services/v2", APIKey: testKey, HTTPClient: &http.Client{}})
+	_, err := c.ResendDCVEmails(t.Context(), 5, []byte(`{}`))
+	var apiErr *digicert.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusPermanentRedirect || digicert.Classify(err) != digicert.ClassPermanent {
+		t.Errorf("error %v, want a permanent 308", err)
+	}
+	if n := fake.RequestCount(); n != 0 {
+		t.Errorf("the redirect target got %d requests carrying the key", n)
+	}
+}
+
+func TestNew(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		cfg     digicert.Config
+		wantErr string
+	}{
+		{name: "defaults", cfg: digicert.Config{APIKey: testKey}},
+		{name: "EU instance with slash", cfg: digicert.Config{APIKey: testKey, BaseURL: "https://certcentral.digicert.eu/services/v2/"}},
+		{name: "no key", cfg: digicert.Config{}, wantErr: "api key is required"},
+		{name: "key with a newline", cfg: digicert.Config{APIKey: testKey + "\n"}, wantErr: "printable"},
+		{name: "relative base URL", cfg: digicert.Config{APIKey: testKey, BaseURL: "/services/v2"}, wantErr: "absolute"},
+		{name: "ftp base URL", cfg: digicert.Config{APIKey: testKey, BaseURL: "ftp://example.com/"}, wantErr: "absolute"},
+		{name: "no host", cfg: digicert.Config{APIKey: testKey, BaseURL: "https:///services/v2"}, wantErr: "no host"},
+		{name: "credentials in base URL", cfg: digicert.Config{APIKey: testKey, BaseURL: "https://user:" + testKey + "@example.com/"}, wantErr: "credentials"},
+		{name: "query in base URL", cfg: digicert.Config{APIKey: testKey, BaseURL: "https://example.com/?key=" + testKey}, wantErr: "query"},
+		{name: "unparsable base URL", cfg: digicert.Config{APIKey: testKey, BaseURL: "https://exa mple.com/%zz"}, wantErr: "parse"},
+		{name: "negative timeout", cfg: digicert.Config{APIKey: testKey, Timeout: -time.Second}, wantErr: "timeout"},
+		{name: "negative attempts", cfg: digicert.Config{APIKey: testKey, MaxAttempts: -1}, wantErr: "attempts"},
+		{name: "negative budget", cfg: digicert.Config{APIKey: testKey, MaxElapsed: -1}, wantErr: "elapsed"},
+		{name: "negative backoff", cfg: digicert.Config{APIKey: testKey, InitialBackoff: -1}, wantErr: "backoff"},
+		{name: "user agent with a newline", cfg: digicert.Config{APIKey: testKey, UserAgent: "x\ny"}, wantErr: "user agent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := digicert.New(tt.cfg)
+			if tt.wantErr == "" {
+				if err != nil || c == nil {
+					t.Fatalf("New: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("New error %v, want one saying %q", err, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), testKey) {
+				t.Errorf("error %q holds the key", err)
+			}
+		})
+	}
+}

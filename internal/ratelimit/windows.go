@@ -1,0 +1,72 @@
+// Package ratelimit keeps all certmail workers together under DigiCert's
+// per-key request limits: rolling windows such as 100 requests per 5 seconds
+// and 1000 per 3 minutes, counted in Redis so that every process shares them.
+package ratelimit
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultWindows is DigiCert's documented limit per API key.
+const DefaultWindows = "100/5s,1000/3m"
+
+// Window allows at most Limit requests in any period of length Period.
+type Window struct {
+	Limit  int
+	Period time.Duration
+}
+
+// String formats w the way ParseWindows reads it ("100/5s").
+func (w Window) String() string {
+	return strconv.Itoa(w.Limit) + "/" + shortDuration(w.Period)
+}
+
+// shortDuration drops the zero tails time.Duration.String adds: 3m0s → 3m.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// ParseWindows reads a comma-separated list of LIMIT/PERIOD pairs such as
+// "100/5s,1000/3m" (PERIOD is a Go duration). An empty string means no limit.
+func ParseWindows(s string) ([]Window, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	var ws []Window
+	for _, part := range strings.Split(s, ",") {
+		limit, period, ok := strings.Cut(strings.TrimSpace(part), "/")
+		if !ok {
+			return nil, fmt.Errorf("rate limit %q: want LIMIT/PERIOD, e.g. 100/5s", part)
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(limit))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("rate limit %q: limit must be a whole number above 0", part)
+		}
+		d, err := time.ParseDuration(strings.TrimSpace(period))
+		if err != nil || d < time.Millisecond {
+			return nil, fmt.Errorf("rate limit %q: period must be a duration of at least 1ms, e.g. 5s or 3m", part)
+		}
+		ws = append(ws, Window{Limit: n, Period: d})
+	}
+	return ws, nil
+}
+
+// FormatWindows is the inverse of ParseWindows.
+func FormatWindows(ws []Window) string {
+	parts := make([]string, len(ws))
+	for i, w := range ws {
+		parts[i] = w.String()
+	}
+	return strings.Join(parts, ",")
+}

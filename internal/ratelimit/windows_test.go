@@ -1,0 +1,53 @@
+package ratelimit_test
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/certmail/certmail/internal/ratelimit"
+)
+
+func TestParseWindows(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in      string
+		want    []ratelimit.Window
+		wantErr bool
+	}{
+		{in: "", want: nil},
+		{in: "100/5s,1000/3m", want: []ratelimit.Window{{100, 5 * time.Second}, {1000, 3 * time.Minute}}},
+		{in: " 10 / 1s ", want: []ratelimit.Window{{10, time.Second}}},
+		{in: "10/90s", want: []ratelimit.Window{{10, 90 * time.Second}}},
+		{in: "100", wantErr: true},
+		{in: "0/5s", wantErr: true},
+		{in: "-1/5s", wantErr: true},
+		{in: "x/5s", wantErr: true},
+		{in: "10/soon", wantErr: true},
+		{in: "10/0s", wantErr: true},
+		{in: "100/5s,", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := ratelimit.ParseWindows(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("ParseWindows(%q) error = %v, wantErr %v", tt.in, err, tt.wantErr)
+			continue
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("ParseWindows(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestFormatWindowsRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{"100/5s,1000/3m", "10/10s", "5/1h", "7/1m30s", "3/250ms"} {
+		ws, err := ratelimit.ParseWindows(in)
+		if err != nil {
+			t.Fatalf("ParseWindows(%q): %v", in, err)
+		}
+		if got := ratelimit.FormatWindows(ws); got != in {
+			t.Errorf("FormatWindows(ParseWindows(%q)) = %q", in, got)
+		}
+	}
+}

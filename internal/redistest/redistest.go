@@ -1,0 +1,196 @@
+// Package redistest starts real redis-server processes for tests: each on a
+// free loopback port with its data in the test's temporary directory, stopped
+// when the test ends. Tests that touch Redis use it instead of a mock.
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// Options tune the server. The zero value is a throw-away in-memory server.
+type Options struct {
+	// AppendOnly turns on AOF persistence with appendfsync everysec, as in production.
+	AppendOnly bool
+	// Args are extra redis-server arguments, e.g. {"--replicaof", "127.0.0.1", "6380"}.
+	Args []string
+}
+
+// Server is one redis-server process owned by a test.
+type Server struct {
+	tb   testing.TB
+	opts Options
+	dir  string
+	port int
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
+}
+
+// Start launches a redis-server and registers its shutdown with tb.Cleanup.
+// The test fails at once, saying how to install it, when redis-server is not
+// on PATH.
+func Start(tb testing.TB, opts ...Options) *Server {
+	tb.Helper()
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		tb.Fatalf("redistest: redis-server not found on PATH (apt-get install -y redis-server): %v", err)
+	}
+	s := &Server{tb: tb, opts: o, dir: tb.TempDir()}
+	var err error
+	for range 5 { // a free port can be taken by someone else before we bind it
+		if s.port, err = FreePort(); err != nil {
+			break
+		}
+		if err = s.launch(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		tb.Fatalf("redistest: start redis-server: %v", err)
+	}
+	tb.Cleanup(s.Kill)
+	return s
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that nothing listens on right now.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (s *Server) launch() error {
+	args := []string{
+		"--port", strconv.Itoa(s.port),
+		"--bind", "127.0.0.1",
+		"--dir", s.dir,
+		"--save", "",
+		"--daemonize", "no",
+		"--protected-mode", "no",
+		"--logfile", "",
+	}
+	if s.opts.AppendOnly {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec")
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	args = append(args, s.opts.Args...)
+	out, err := os.OpenFile(filepath.Join(s.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("log file: %w", err)
+	}
+	cmd := exec.Command("redis-server", args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return fmt.Errorf("exec: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if err := waitReady(s.Addr(), exited); err != nil {
+		_ = cmd.Process.Kill()
+		out.Close()
+		log, _ := os.ReadFile(out.Name())
+		return fmt.Errorf("%w; log:\n%s", err, log)
+	}
+	done := make(chan struct{})
+	go func() { <-exited; out.Close(); close(done) }()
+	s.mu.Lock()
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+	return nil
+}
+
+func waitReady(addr string, exited <-chan error) error {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after 10s: %w", err)
+		}
+		select {
+		case werr := <-exited:
+			return fmt.Errorf("redis-server exited: %v", werr)
+		case <-tick.C:
+		}
+	}
+}
+
+// Addr is host:port of the server.
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// Port is the server's TCP port.
+func (s *Server) Port() int { return s.port }
+
+// Dir is the server's data directory (the AOF lives there).
+func (s *Server) Dir() string { return s.dir }
+
+// URL is the server as a REDIS_URL.
+func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+
+// ConnOpt is the server as an asynq connection option.
+func (s *Server) ConnOpt() asynq.RedisClientOpt { return asynq.RedisClientOpt{Addr: s.Addr()} }
+
+// Client returns a go-redis client closed at the test's cleanup.
+func (s *Server) Client() *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	s.tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Kill stops the server with SIGKILL (no chance to write anything) and waits
+// for it to go. Killing a stopped server does nothing.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// Restart kills the server and starts it again on the same port and data
+// directory, so an AOF written before is replayed.
+func (s *Server) Restart() {
+	s.tb.Helper()
+	s.Kill()
+	var err error
+	for range 50 { // the port may linger for a moment after the kill
+		if err = s.launch(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.tb.Fatalf("redistest: restart redis-server: %v", err)
+}

@@ -1,0 +1,98 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// DeadLetterStream is the Redis stream that receives one entry per
+// dead-lettered task (the task itself stays in asynq's archive).
+const DeadLetterStream = "certmail:deadletter"
+
+// DefaultDeadLetterMaxLen caps the stream (approximately, as XADD MAXLEN ~ does).
+const DefaultDeadLetterMaxLen = 100000
+
+// errorHandler is asynq's ErrorHandler: the one place where a failed
+// delivery is logged, and where a task that asynq is about to archive is
+// written to the dead-letter stream.
+type errorHandler struct {
+	rdb       redis.UniversalClient
+	log       *zap.Logger
+	metrics   *metrics
+	maxLen    int64
+	isFailure func(error) bool
+}
+
+// HandleError implements asynq.ErrorHandler.
+func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error) {
+	id, _ := asynq.GetTaskID(ctx)
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	queue, _ := asynq.GetQueueName(ctx)
+
+	te := &taskError{code: "internal", class: classTransient, failure: true, err: err}
+	if !errors.As(err, &te) {
+		// Raised outside a handler: the task's deadline, a lost lease, a panic.
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			te.code = "timeout"
+		case errors.Is(err, asynq.ErrLeaseExpired):
+			te.code = "lease_expired"
+		}
+	}
+	fields := []zap.Field{
+		zap.String("task_id", id), zap.String("task_type", t.Type()), zap.String("queue", queue),
+		zap.Int("attempt", retried+1), zap.Int("max_retry", maxRetry),
+		zap.String("error_code", te.code), zap.String("error_class", te.class),
+		zap.Int("http_status", te.status), zap.Error(err),
+	}
+	archived := errors.Is(err, asynq.SkipRetry) || (retried >= maxRetry && !errors.Is(err, asynq.RevokeTask))
+	switch {
+	case archived:
+		h.deadLetter(ctx, t, id, queue, retried+1, te)
+		h.metrics.tasks.WithLabelValues(t.Type(), "dead_lettered").Inc()
+		h.metrics.deadLetters.WithLabelValues(t.Type(), te.code).Inc()
+		h.log.Error("task dead-lettered", fields...)
+	case h.isFailure(err):
+		h.metrics.tasks.WithLabelValues(t.Type(), "retry").Inc()
+		next := te.retryAfter
+		if next <= 0 {
+			next = RetryDelay(retried)
+		}
+		h.log.Warn("delivery failed; will retry", append(fields, zap.Duration("next_delay", next))...)
+	default: // a wait that does not count against the task's retries
+		h.metrics.tasks.WithLabelValues(t.Type(), "wait").Inc()
+		h.log.Info("delivery deferred", append(fields, zap.Duration("next_delay", te.retryAfter))...)
+	}
+}
+
+func (h *errorHandler) deadLetter(ctx context.Context, t *asynq.Task, id, queue string, attempts int, te *taskError) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err := h.rdb.XAdd(ctx, &redis.XAddArgs{
+		Stream: DeadLetterStream,
+		MaxLen: h.maxLen,
+		Approx: true,
+		Values: []any{
+			"task_id", id,
+			"type", t.Type(),
+			"queue", queue,
+			"payload", string(t.Payload()),
+			"error_code", te.code,
+			"error_message", te.err.Error(),
+			"http_status", strconv.Itoa(te.status),
+			"attempts", strconv.Itoa(attempts),
+			"failed_at", time.Now().UTC().Format(time.RFC3339),
+		},
+	}).Err()
+	if err != nil {
+		// The task is still archived by asynq; the stream entry is what is lost.
+		h.log.Warn("could not append to the dead-letter stream", zap.String("task_id", id), zap.Error(err))
+	}
+}

@@ -1,0 +1,301 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/tasks"
+)
+
+// Outcomes of a delivered task, as written in its result.
+const (
+	OutcomeDelivered  = "delivered"  // DigiCert answered 2xx
+	OutcomeSuperseded = "superseded" // a newer set-emails of the order was already applied
+	OutcomeDuplicate  = "duplicate"  // this task's effect was already delivered
+)
+
+// Result is the JSON kept with a completed task (asynq's ResultWriter).
+type Result struct {
+	Outcome    string `json:"outcome"`
+	HTTPStatus int    `json:"http_status,omitempty"`
+	Attempts   int    `json:"attempts"`
+	DurationMS int64  `json:"duration_ms"`
+}
+
+// accountRuntime is what a worker holds for one configured DigiCert account.
+type accountRuntime struct {
+	name   string
+	client *digicert.Client
+	gate   *authGate
+}
+
+// processor runs deliveries. It is shared by the handlers of the three types.
+type processor struct {
+	rdb       redis.UniversalClient
+	accounts  map[string]*accountRuntime
+	log       *zap.Logger
+	metrics   *metrics
+	retention time.Duration // how long duplicate guards and applied sequences are kept
+	lockWait  time.Duration // how long a set-emails waits for its order's lock in place
+	// rateLimitPause is how long a task waits after a 429 before its next delivery.
+	rateLimitPause time.Duration
+}
+
+// report is filled by a handler and read by the logging middleware.
+type report struct {
+	orderID    int64
+	certID     int64
+	account    string
+	outcome    string
+	httpStatus int
+	calls      int
+}
+
+type reportKey struct{}
+
+func reportFrom(ctx context.Context) *report {
+	if r, ok := ctx.Value(reportKey{}).(*report); ok {
+		return r
+	}
+	return &report{}
+}
+
+// delivery is one attempt at one task, after decoding.
+type delivery struct {
+	taskID   string
+	attempt  int // 1 for the first delivery
+	start    time.Time
+	account  *accountRuntime
+	rw       *asynq.ResultWriter
+	report   *report
+	dedupKey string // set for types whose effect must not repeat
+}
+
+// begin decodes and validates the payload and resolves its account. Any
+// problem here is permanent: the payload will not get better by waiting.
+func (p *processor) begin(ctx context.Context, t *asynq.Task) (tasks.Payload, *delivery, error) {
+	rep := reportFrom(ctx)
+	d := &delivery{start: time.Now(), rw: t.ResultWriter(), report: rep}
+	d.taskID, _ = asynq.GetTaskID(ctx)
+	retried, _ := asynq.GetRetryCount(ctx)
+	d.attempt = retried + 1
+	payload, err := tasks.Parse(t.Type(), t.Payload())
+	if err != nil {
+		return nil, nil, permanent("invalid_payload", 0, err)
+	}
+	acct, ok := p.accounts[payload.AccountName()]
+	if !ok {
+		return nil, nil, permanent("unknown_account", 0, fmt.Errorf("account %q is not configured on this worker", payload.AccountName()))
+	}
+	d.account = acct
+	rep.account = acct.name
+	return payload, d, nil
+}
+
+func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) error {
+	payload, d, err := p.begin(ctx, t)
+	if err != nil {
+		return err
+	}
+	pl := payload.(tasks.SetEmails)
+	d.report.orderID = pl.OrderID
+	seq := pl.Sequence
+	if seq == 0 {
+		// A producer that did not go through certmail's entry points: order
+		// by the time the task is first processed.
+		seq = time.Now().UnixNano()
+	}
+	lock, err := lockOrder(ctx, p.rdb, orderKey(d.account.name, pl.OrderID, "lock"), lockTTL(ctx), p.lockWait)
+	if errors.Is(err, errLockBusy) {
+		return &taskError{code: "order_busy", class: classWait, retryAfter: time.Second, err: errors.New("another set-emails of this order is in progress")}
+	}
+	if err != nil {
+		return transient("redis", 0, RetryDelay(d.attempt-1), err)
+	}
+	defer func() { _ = lock.unlock(context.WithoutCancel(ctx)) }()
+
+	appliedKey := orderKey(d.account.name, pl.OrderID, "applied")
+	applied, err := p.rdb.Get(ctx, appliedKey).Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return transient("redis", 0, RetryDelay(d.attempt-1), fmt.Errorf("read applied sequence: %w", err))
+	}
+	switch {
+	case seq < applied:
+		return p.finish(ctx, d, OutcomeSuperseded, 0)
+	case seq == applied:
+		return p.finish(ctx, d, OutcomeDuplicate, 0)
+	}
+	body, err := pl.DigiCertBody()
+	if err != nil {
+		return permanent("invalid_payload", 0, err)
+	}
+	res, err := p.call(ctx, d, func(ctx context.Context) (digicert.Result, error) {
+		return d.account.client.SetAdditionalEmails(ctx, pl.OrderID, body)
+	})
+	if err != nil {
+		return err
+	}
+	if err := setAppliedScript.Run(context.WithoutCancel(ctx), p.rdb, []string{appliedKey}, seq, p.retention.Milliseconds()).Err(); err != nil {
+		p.log.Warn("could not record applied sequence", zap.String("task_id", d.taskID), zap.Int64("order_id", pl.OrderID), zap.Error(err))
+	}
+	return p.finish(ctx, d, OutcomeDelivered, res.Status)
+}
+
+func (p *processor) handleResendDCV(ctx context.Context, t *asynq.Task) error {
+	payload, d, err := p.begin(ctx, t)
+	if err != nil {
+		return err
+	}
+	pl := payload.(tasks.ResendDCV)
+	d.report.orderID = pl.OrderID
+	body, err := pl.DigiCertBody()
+	if err != nil {
+		return permanent("invalid_payload", 0, err)
+	}
+	return p.deliverOnce(ctx, d, func(ctx context.Context) (digicert.Result, error) {
+		return d.account.client.ResendDCVEmails(ctx, pl.OrderID, body)
+	})
+}
+
+func (p *processor) handleSendCert(ctx context.Context, t *asynq.Task) error {
+	payload, d, err := p.begin(ctx, t)
+	if err != nil {
+		return err
+	}
+	pl := payload.(tasks.SendCert)
+	d.report.certID = pl.CertificateID
+	body, err := pl.DigiCertBody()
+	if err != nil {
+		return permanent("invalid_payload", 0, err)
+	}
+	return p.deliverOnce(ctx, d, func(ctx context.Context) (digicert.Result, error) {
+		return d.account.client.SendCertificateEmail(ctx, pl.CertificateID, body)
+	})
+}
+
+// deliverOnce calls DigiCert unless this task's call already succeeded in an
+// earlier delivery (the guard is written right after the 2xx).
+func (p *processor) deliverOnce(ctx context.Context, d *delivery, call func(context.Context) (digicert.Result, error)) error {
+	if d.taskID != "" {
+		d.dedupKey = deliveredKey(d.taskID)
+		n, err := p.rdb.Exists(ctx, d.dedupKey).Result()
+		if err != nil {
+			return transient("redis", 0, RetryDelay(d.attempt-1), fmt.Errorf("read duplicate guard: %w", err))
+		}
+		if n > 0 {
+			return p.finish(ctx, d, OutcomeDuplicate, 0)
+		}
+	}
+	res, err := p.call(ctx, d, call)
+	if err != nil {
+		return err
+	}
+	if d.dedupKey != "" {
+		if err := p.rdb.Set(context.WithoutCancel(ctx), d.dedupKey, time.Now().UTC().Format(time.RFC3339), p.retention).Err(); err != nil {
+			p.log.Warn("could not write duplicate guard", zap.String("task_id", d.taskID), zap.Error(err))
+		}
+	}
+	return p.finish(ctx, d, OutcomeDelivered, res.Status)
+}
+
+// call passes the account's auth gate, calls DigiCert and turns a failure
+// into a taskError according to digicert.Classify, the one classification.
+func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Context) (digicert.Result, error)) (digicert.Result, error) {
+	verdict, wait, err := d.account.gate.check(ctx)
+	if err != nil {
+		return digicert.Result{}, transient("redis", 0, RetryDelay(d.attempt-1), err)
+	}
+	if verdict == gateWait {
+		return digicert.Result{}, &taskError{code: "account_paused", class: classAuth, retryAfter: jitter(wait),
+			err: fmt.Errorf("account %s is paused: DigiCert rejected its API key", d.account.name)}
+	}
+	res, err := fn(ctx)
+	d.report.calls += res.Attempts
+	if err == nil {
+		d.report.httpStatus = res.Status
+		if verdict == gateProbe {
+			if resumed, rerr := d.account.gate.resume(context.WithoutCancel(ctx)); rerr == nil && resumed {
+				p.log.Info("DigiCert accepts the API key again; account resumed", zap.String("account", d.account.name))
+				p.metrics.accountPaused.WithLabelValues(d.account.name).Set(0)
+			}
+		}
+		return res, nil
+	}
+	var apiErr *digicert.APIError
+	status := 0
+	if errors.As(err, &apiErr) {
+		status = apiErr.Status
+		d.report.calls = max(d.report.calls, apiErr.Attempts)
+	}
+	d.report.httpStatus = status
+	code := digicert.ErrorCode(err)
+	switch digicert.Classify(err) {
+	case digicert.ClassPermanent:
+		return res, permanent(code, status, err)
+	case digicert.ClassRateLimited:
+		return res, &taskError{code: code, status: status, class: classRateLimited, retryAfter: jitter(p.rateLimitPause), err: err}
+	case digicert.ClassAuth:
+		first, perr := d.account.gate.pause(context.WithoutCancel(ctx))
+		if perr != nil {
+			p.log.Warn("could not record auth pause", zap.String("account", d.account.name), zap.Error(perr))
+		}
+		p.metrics.accountPaused.WithLabelValues(d.account.name).Set(1)
+		if first {
+			p.log.Error("DigiCert rejected the API key: account paused; tasks stay queued and a probe retries every interval",
+				zap.String("account", d.account.name), zap.Int("http_status", status), zap.String("error_code", code),
+				zap.Duration("probe_interval", d.account.gate.interval))
+		}
+		return res, &taskError{code: code, status: status, class: classAuth, retryAfter: jitter(d.account.gate.interval), err: err}
+	default:
+		return res, transient(code, status, RetryDelay(d.attempt-1), err)
+	}
+}
+
+func transient(code string, status int, after time.Duration, err error) error {
+	return &taskError{code: code, status: status, class: classTransient, retryAfter: after, failure: true, err: err}
+}
+
+// jitter spreads d by up to +25 % so that tasks paused together do not come
+// back together.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		d = time.Second
+	}
+	return d + time.Duration(float64(d)*0.25*rand.Float64())
+}
+
+func (p *processor) finish(ctx context.Context, d *delivery, outcome string, status int) error {
+	d.report.outcome = outcome
+	res := Result{Outcome: outcome, HTTPStatus: status, Attempts: d.attempt, DurationMS: time.Since(d.start).Milliseconds()}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	if d.rw != nil {
+		if _, err := d.rw.Write(b); err != nil {
+			// The effect happened; failing now would repeat it. Say so and complete.
+			p.log.Warn("could not store task result", zap.String("task_id", d.taskID), zap.Error(err))
+		}
+	}
+	return nil
+}
+
+// lockTTL bounds the order lock by the task's own deadline, so that a
+// crashed worker's lock frees itself.
+func lockTTL(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl) + 5*time.Second; d > 0 {
+			return d
+		}
+	}
+	return tasks.DefaultTimeout
+}

@@ -1,0 +1,129 @@
+package worker
+
+import (
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/hibiken/asynq"
+)
+
+// The delivery retry schedule (between deliveries of one task, as opposed to
+// the client's quick retries inside one delivery): exponential from 30 s,
+// doubling, capped at 1 h, each delay ±20 % at random. See README "Retries".
+const (
+	retryInitial    = 30 * time.Second
+	retryMultiplier = 2
+	retryMax        = time.Hour
+	retryJitter     = 0.2
+)
+
+// leaseExpiredDelay is the pause before a task whose worker died is tried again.
+const leaseExpiredDelay = time.Second
+
+// RetryDelay is the pause before delivery n+1 of a task whose delivery n
+// (counted from 0) failed transiently. It walks a backoff/v4 exponential
+// schedule n steps, so the delays follow the library's definition of
+// exponential growth with randomisation.
+func RetryDelay(n int) time.Duration {
+	return retryDelay(n, rand.Float64)
+}
+
+func retryDelay(n int, random func() float64) time.Duration {
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     retryInitial,
+		RandomizationFactor: 0,
+		Multiplier:          retryMultiplier,
+		MaxInterval:         retryMax,
+		MaxElapsedTime:      0,
+		Stop:                backoff.Stop,
+		Clock:               backoff.SystemClock,
+	}
+	b.Reset()
+	d := b.NextBackOff()
+	for range n {
+		d = b.NextBackOff()
+	}
+	// Jitter applied here rather than by the library so that tests can pin it.
+	delta := retryJitter * float64(d)
+	return time.Duration(float64(d) - delta + random()*2*delta)
+}
+
+// taskError is what a handler returns when a delivery does not succeed. It
+// carries what the error handler logs and dead-letters, and how the retry is
+// to be scheduled, so that the decision is made once, in the handler.
+type taskError struct {
+	code       string        // stable short code: invalid_payload, not_found|order, http_503, ...
+	status     int           // DigiCert's HTTP status, 0 when none
+	class      string        // permanent, transient, rate_limited, auth, ...
+	retryAfter time.Duration // when the task is retried (not used when permanent)
+	failure    bool          // counts against the task's retries
+	err        error
+}
+
+func (e *taskError) Error() string { return e.err.Error() }
+
+// Unwrap exposes the cause and, for a permanent error, asynq.SkipRetry, so
+// that errors.Is(err, asynq.SkipRetry) tells asynq to archive the task.
+func (e *taskError) Unwrap() []error {
+	if e.class == classPermanent {
+		return []error{e.err, asynq.SkipRetry}
+	}
+	return []error{e.err}
+}
+
+// Classes of taskError, as logged in error_class.
+const (
+	classPermanent   = "permanent"
+	classTransient   = "transient"
+	classRateLimited = "rate_limited"
+	classAuth        = "auth"
+	classWait        = "wait"
+)
+
+// permanent marks err so that asynq archives the task at once.
+func permanent(code string, status int, err error) error {
+	return &taskError{code: code, status: status, class: classPermanent, failure: true, err: err}
+}
+
+// IsFailure tells asynq whether a handler error consumes one of the task's
+// retries: waits caused by rate limits and paused accounts do not.
+func IsFailure(err error) bool {
+	var te *taskError
+	if errors.As(err, &te) {
+		return te.failure
+	}
+	return true
+}
+
+// retryDelayFunc is the asynq RetryDelayFunc: the handler already chose the
+// delay; errors raised outside a handler (deadline exceeded, lease expired,
+// a panic) follow the transient schedule.
+func retryDelayFunc(n int, err error, _ *asynq.Task) time.Duration {
+	var te *taskError
+	if errors.As(err, &te) && te.retryAfter > 0 {
+		return te.retryAfter
+	}
+	if errors.Is(err, asynq.ErrLeaseExpired) {
+		// The worker holding the task died; DigiCert did not fail. Go again soon.
+		return leaseExpiredDelay
+	}
+	return RetryDelay(n)
+}
+
+// exhausted turns a failed delivery of a task that has no retries left into
+// a permanent error, keeping its code for the dead-letter entry.
+func exhausted(err error) error {
+	if err == nil || errors.Is(err, asynq.SkipRetry) {
+		return err
+	}
+	te := &taskError{code: "internal", err: err}
+	if errors.As(err, &te) {
+		cp := *te
+		te = &cp
+	}
+	te.class = classPermanent
+	te.failure = true
+	return te
+}

@@ -1,0 +1,163 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis keys certmail's workers keep besides asynq's own (all under
+// "certmail:"; see README "Redis keys"):
+//
+//	certmail:account:{name}:paused       auth pause in force, expires when the next probe is due
+//	certmail:account:{name}:auth_broken  the key was rejected; deleted when a probe succeeds
+//	certmail:account:{name}:probe        held by the one delivery allowed to probe
+//	certmail:delivered:{task_id}         the task's DigiCert call succeeded (duplicate guard)
+//	certmail:order:{account}:{order_id}:applied   sequence of the last set-emails applied
+//	certmail:order:{account}:{order_id}:lock      one set-emails per order at a time
+const keyPrefix = "certmail:"
+
+func pausedKey(acct string) string      { return keyPrefix + "account:" + acct + ":paused" }
+func brokenKey(acct string) string      { return keyPrefix + "account:" + acct + ":auth_broken" }
+func probeKey(acct string) string       { return keyPrefix + "account:" + acct + ":probe" }
+func deliveredKey(taskID string) string { return keyPrefix + "delivered:" + taskID }
+func orderKey(acct string, orderID int64, what string) string {
+	return keyPrefix + "order:" + acct + ":" + strconv.FormatInt(orderID, 10) + ":" + what
+}
+
+// gate decides whether a delivery for an account may call DigiCert:
+// go (1), wait ms (0, ms) while a pause is in force or another delivery
+// probes, or probe (2): this delivery is the one that tries the key again.
+var gateScript = redis.NewScript(`
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then return {0, ttl} end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, 0} end
+  local p = redis.call('PTTL', KEYS[3])
+  if p < 0 then p = 1000 end
+  return {0, p}
+end
+return {1, 0}
+`)
+
+type gateVerdict int
+
+const (
+	gateWait gateVerdict = iota
+	gateGo
+	gateProbe
+)
+
+// authGate keeps one account's auth pause in Redis, shared by all workers.
+type authGate struct {
+	rdb      redis.UniversalClient
+	account  string
+	interval time.Duration // pause between probes
+}
+
+func (g *authGate) check(ctx context.Context) (gateVerdict, time.Duration, error) {
+	res, err := gateScript.Run(ctx, g.rdb,
+		[]string{pausedKey(g.account), brokenKey(g.account), probeKey(g.account)},
+		randomToken(), g.interval.Milliseconds()).Int64Slice()
+	if err != nil {
+		return gateGo, 0, fmt.Errorf("auth gate: %w", err)
+	}
+	return gateVerdict(res[0]), time.Duration(res[1]) * time.Millisecond, nil
+}
+
+// pause records a rejected key; first reports whether this starts the pause
+// (the account was working until now), which is when an ERROR is logged.
+var pauseScript = redis.NewScript(`
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+redis.call('DEL', KEYS[3])
+if redis.call('SET', KEYS[2], ARGV[2], 'NX') then return 1 end
+return 0
+`)
+
+func (g *authGate) pause(ctx context.Context) (first bool, err error) {
+	n, err := pauseScript.Run(ctx, g.rdb,
+		[]string{pausedKey(g.account), brokenKey(g.account), probeKey(g.account)},
+		g.interval.Milliseconds(), time.Now().UTC().Format(time.RFC3339)).Int()
+	if err != nil {
+		return false, fmt.Errorf("pause account: %w", err)
+	}
+	return n == 1, nil
+}
+
+// resume ends a pause after a successful probe; resumed reports whether a
+// pause was in fact ended (so that one INFO line says so).
+func (g *authGate) resume(ctx context.Context) (resumed bool, err error) {
+	n, err := g.rdb.Del(ctx, brokenKey(g.account), probeKey(g.account), pausedKey(g.account)).Result()
+	if err != nil {
+		return false, fmt.Errorf("resume account: %w", err)
+	}
+	return n > 0, nil
+}
+
+// orderLock serialises set-emails of one order across workers.
+type orderLock struct {
+	rdb   redis.UniversalClient
+	key   string
+	token string
+}
+
+var unlockScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+var errLockBusy = errors.New("order lock busy")
+
+// lockOrder takes the order's lock for ttl, waiting up to wait for it.
+func lockOrder(ctx context.Context, rdb redis.UniversalClient, key string, ttl, wait time.Duration) (*orderLock, error) {
+	l := &orderLock{rdb: rdb, key: key, token: randomToken()}
+	deadline := time.Now().Add(wait)
+	delay := 5 * time.Millisecond
+	for {
+		ok, err := rdb.SetNX(ctx, key, l.token, ttl).Result()
+		if err != nil {
+			return nil, fmt.Errorf("lock order: %w", err)
+		}
+		if ok {
+			return l, nil
+		}
+		if time.Now().Add(delay).After(deadline) {
+			return nil, errLockBusy
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		delay = min(delay*2, 200*time.Millisecond)
+	}
+}
+
+func (l *orderLock) unlock(ctx context.Context) error {
+	if err := unlockScript.Run(ctx, l.rdb, []string{l.key}, l.token).Err(); err != nil {
+		return fmt.Errorf("unlock order: %w", err)
+	}
+	return nil
+}
+
+// setApplied records seq as the order's last applied set-emails, unless a
+// newer one is already recorded.
+var setAppliedScript = redis.NewScript(`
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+return 0
+`)
+
+func randomToken() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
+}

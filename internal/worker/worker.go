@@ -1,0 +1,312 @@
+// Package worker consumes certmail's tasks from Redis and performs them
+// against DigiCert CertCentral: one handler per task type behind an asynq
+// ServeMux, retries with backoff for transient failures, a pause per account
+// when DigiCert rejects the API key, duplicate and stale-update guards, and a
+// dead-letter stream for what cannot be delivered. Every outcome is logged
+// and counted; see README "Worker" for the retry schedule and call budget.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/admin"
+	"github.com/certmail/certmail/internal/buildinfo"
+	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/tasks"
+)
+
+// Config configures a worker. Zero values take the defaults noted.
+type Config struct {
+	Redis    *redisconn.Conn // required; the worker closes its client when Run returns
+	Accounts account.Set     // required; every account has its key
+
+	Concurrency       int            // handlers running at once; default 20
+	Queues            map[string]int // weighted queues; default critical=6, default=3, bulk=1
+	MaxRetry          int            // the worker's cap on a task's retries; 0 means 12, negative means none
+	ShutdownTimeout   time.Duration  // time in-flight deliveries get on shutdown; default 30s
+	AdminAddr         string         // /healthz, /readyz, /metrics; "" for none
+	DeadLetterMaxLen  int64          // approximate cap of certmail:deadletter; default 100000
+	GuardRetention    time.Duration  // how long duplicate guards and applied sequences live; default 7 days
+	AuthProbeInterval time.Duration  // pause between probes of a rejected key; default 1m
+	RateLimitPause    time.Duration  // wait after a DigiCert 429; default 30s
+	TaskCheckInterval time.Duration  // asynq's poll interval when queues are empty; default 1s
+
+	// Client tunes the DigiCert client (timeouts, in-call retries); its
+	// BaseURL, APIKey, UserAgent, Limiter and Observer are set per account.
+	Client digicert.Config
+
+	Logger   *zap.Logger          // required
+	Registry *prometheus.Registry // optional; a new one with Go and process collectors otherwise
+}
+
+// Default values of Config.
+const (
+	DefaultConcurrency       = 20
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultGuardRetention    = 7 * 24 * time.Hour
+	DefaultAuthProbeInterval = time.Minute
+	DefaultRateLimitPause    = 30 * time.Second
+)
+
+// DefaultQueues is CERTMAIL_QUEUES's default.
+const DefaultQueues = "critical=6,default=3,bulk=1"
+
+// WithDefaults returns c with zero values replaced by the defaults.
+func (c Config) WithDefaults() Config {
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if len(c.Queues) == 0 {
+		c.Queues = map[string]int{"critical": 6, tasks.DefaultQueue: 3, "bulk": 1}
+	}
+	if c.MaxRetry == 0 {
+		c.MaxRetry = tasks.DefaultMaxRetry
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.DeadLetterMaxLen == 0 {
+		c.DeadLetterMaxLen = DefaultDeadLetterMaxLen
+	}
+	if c.GuardRetention == 0 {
+		c.GuardRetention = DefaultGuardRetention
+	}
+	if c.AuthProbeInterval == 0 {
+		c.AuthProbeInterval = DefaultAuthProbeInterval
+	}
+	if c.RateLimitPause == 0 {
+		c.RateLimitPause = DefaultRateLimitPause
+	}
+	if c.TaskCheckInterval == 0 {
+		c.TaskCheckInterval = time.Second
+	}
+	if c.Registry == nil {
+		c.Registry = admin.NewRegistry()
+	}
+	return c
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Redis == nil:
+		return errors.New("no Redis configured")
+	case len(c.Accounts) == 0:
+		return errors.New("no DigiCert account configured")
+	case c.Logger == nil:
+		return errors.New("no logger")
+	case c.Concurrency < 1:
+		return fmt.Errorf("concurrency %d: must be at least 1", c.Concurrency)
+	case c.ShutdownTimeout < 0 || c.AuthProbeInterval < 0 || c.RateLimitPause < 0 || c.GuardRetention < 0:
+		return errors.New("durations must not be negative")
+	}
+	for q, w := range c.Queues {
+		if q == "" || w < 1 {
+			return fmt.Errorf("queue %q weight %d: want a name and a weight of at least 1", q, w)
+		}
+	}
+	for name, a := range c.Accounts {
+		if a.APIKey.Reveal() == "" {
+			return fmt.Errorf("account %s: %w", name, account.ErrNoKey)
+		}
+	}
+	return nil
+}
+
+// Worker is a configured worker process.
+type Worker struct {
+	cfg     Config
+	rdb     redis.UniversalClient
+	proc    *processor
+	errs    *errorHandler
+	metrics *metrics
+	log     *zap.Logger
+}
+
+// New builds a worker from cfg (after WithDefaults and Validate).
+func New(cfg Config) (*Worker, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	rdb := cfg.Redis.Client
+	m := newMetrics(cfg.Registry)
+	p := &processor{
+		rdb:            rdb,
+		accounts:       map[string]*accountRuntime{},
+		log:            cfg.Logger,
+		metrics:        m,
+		retention:      cfg.GuardRetention,
+		lockWait:       5 * time.Second,
+		rateLimitPause: cfg.RateLimitPause,
+	}
+	for name, a := range cfg.Accounts {
+		cc := cfg.Client
+		cc.BaseURL = a.BaseURL
+		cc.APIKey = a.APIKey.Reveal()
+		cc.UserAgent = buildinfo.UserAgent()
+		cc.Observer = observer{m: m, account: name}
+		client, err := digicert.New(cc)
+		if err != nil {
+			return nil, fmt.Errorf("account %s: %w", name, err)
+		}
+		p.accounts[name] = &accountRuntime{name: name, client: client,
+			gate: &authGate{rdb: rdb, account: name, interval: cfg.AuthProbeInterval}}
+	}
+	return &Worker{
+		cfg:     cfg,
+		rdb:     rdb,
+		proc:    p,
+		errs:    &errorHandler{rdb: rdb, log: cfg.Logger, metrics: m, maxLen: cfg.DeadLetterMaxLen, isFailure: IsFailure},
+		metrics: m,
+		log:     cfg.Logger,
+	}, nil
+}
+
+// Handler returns the task handler: an asynq ServeMux with one handler per
+// task type, wrapped in the logging and metrics middleware. Task types the
+// worker does not know are dead-lettered rather than retried.
+func (w *Worker) Handler() asynq.Handler {
+	mux := asynq.NewServeMux()
+	mux.Use(w.observe)
+	mux.HandleFunc(tasks.TypeSetEmails, w.proc.handleSetEmails)
+	mux.HandleFunc(tasks.TypeResendDCV, w.proc.handleResendDCV)
+	mux.HandleFunc(tasks.TypeSendCert, w.proc.handleSendCert)
+	known := map[string]bool{}
+	for _, t := range tasks.Types() {
+		known[t] = true
+	}
+	maxRetry := max(w.cfg.MaxRetry, 0)
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		if !known[t.Type()] {
+			return permanent("unknown_type", 0, fmt.Errorf("task type %q: %w", t.Type(), tasks.ErrUnknownType))
+		}
+		err := mux.ProcessTask(ctx, t)
+		if retried, _ := asynq.GetRetryCount(ctx); retried >= maxRetry && IsFailure(err) {
+			// The worker's cap is lower than the task's own: stop here.
+			return exhausted(err)
+		}
+		return err
+	})
+}
+
+// observe is the middleware that counts deliveries in flight and logs each
+// success (failures are logged once, by the error handler).
+func (w *Worker) observe(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		rep := &report{}
+		ctx = context.WithValue(ctx, reportKey{}, rep)
+		inFlight := w.metrics.inFlight.WithLabelValues(t.Type())
+		inFlight.Inc()
+		start := time.Now()
+		err := next.ProcessTask(ctx, t)
+		elapsed := time.Since(start)
+		inFlight.Dec()
+		w.metrics.taskDuration.WithLabelValues(t.Type()).Observe(elapsed.Seconds())
+		if err == nil {
+			w.metrics.tasks.WithLabelValues(t.Type(), rep.outcome).Inc()
+			id, _ := asynq.GetTaskID(ctx)
+			retried, _ := asynq.GetRetryCount(ctx)
+			fields := []zap.Field{zap.String("task_id", id), zap.String("task_type", t.Type()),
+				zap.String("account", rep.account), zap.String("outcome", rep.outcome),
+				zap.Int("http_status", rep.httpStatus), zap.Int("attempt", retried+1),
+				zap.Int("digicert_calls", rep.calls), zap.Duration("duration", elapsed)}
+			if rep.orderID != 0 {
+				fields = append(fields, zap.Int64("order_id", rep.orderID))
+			}
+			if rep.certID != 0 {
+				fields = append(fields, zap.Int64("certificate_id", rep.certID))
+			}
+			w.log.Info("task done", fields...)
+		}
+		return err
+	})
+}
+
+// Run waits for Redis, then processes tasks until ctx is done; then it stops
+// fetching, gives in-flight deliveries the shutdown timeout to finish and
+// hands the rest back to their queues. started, when not nil, is called with
+// the admin address once the worker is processing.
+func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) error {
+	defer w.rdb.Close()
+	if err := w.cfg.Redis.Wait(ctx, w.log); err != nil {
+		return err
+	}
+	srv := asynq.NewServer(w.cfg.Redis.Opt, asynq.Config{
+		Concurrency:       w.cfg.Concurrency,
+		Queues:            w.cfg.Queues,
+		RetryDelayFunc:    retryDelayFunc,
+		IsFailure:         IsFailure,
+		ErrorHandler:      w.errs,
+		Logger:            asynqLogger{w.log.Sugar().Named("asynq")},
+		LogLevel:          asynq.WarnLevel,
+		ShutdownTimeout:   w.cfg.ShutdownTimeout,
+		TaskCheckInterval: w.cfg.TaskCheckInterval,
+	})
+	if err := srv.Start(w.Handler()); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAdmin()
+	var adminDone chan error // nil (never ready) when there is no admin server
+	var adminAddr net.Addr
+	if w.cfg.AdminAddr != "" {
+		adminDone = make(chan error, 1)
+		mux := http.NewServeMux()
+		admin.Routes(mux, func(ctx context.Context) error { return w.rdb.Ping(ctx).Err() }, w.cfg.Registry)
+		bound := make(chan net.Addr, 1)
+		go func() {
+			adminDone <- admin.Serve(adminCtx, w.cfg.AdminAddr, mux, 5*time.Second, func(a net.Addr) { bound <- a })
+		}()
+		select {
+		case adminAddr = <-bound:
+		case err := <-adminDone:
+			srv.Shutdown()
+			return err
+		}
+	}
+	w.log.Info("worker started", zap.Int("concurrency", w.cfg.Concurrency), zap.Any("queues", w.cfg.Queues),
+		zap.Strings("accounts", w.cfg.Accounts.Names()), zap.Stringer("admin_addr", adminAddr),
+		zap.String("version", buildinfo.Version))
+	if started != nil {
+		started(adminAddr)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-adminDone:
+		adminDone = nil
+	}
+	w.log.Info("shutting down: no new deliveries; in-flight ones get the shutdown timeout",
+		zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
+	srv.Shutdown()
+	stopAdmin()
+	if adminDone != nil {
+		runErr = <-adminDone
+	}
+	w.log.Info("worker stopped")
+	return runErr
+}
+
+// asynqLogger routes asynq's own log lines through zap. asynq's Fatal is
+// logged as an error: only main may end the process.
+type asynqLogger struct{ s *zap.SugaredLogger }
+
+func (l asynqLogger) Debug(args ...any) { l.s.Debug(args...) }
+func (l asynqLogger) Info(args ...any)  { l.s.Info(args...) }
+func (l asynqLogger) Warn(args ...any)  { l.s.Warn(args...) }
+func (l asynqLogger) Error(args ...any) { l.s.Error(args...) }
+func (l asynqLogger) Fatal(args ...any) { l.s.Error(args...) }

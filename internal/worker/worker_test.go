@@ -1,0 +1,357 @@
+package worker_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/tasks"
+)
+
+func TestEachTypeEndToEnd(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		task     func() (*asynq.Task, error)
+		wantPath string
+		wantBody string
+		effect   func(t *testing.T, f *digicerttest.Server)
+	}{
+		{
+			name: "set-emails",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1001, AdditionalEmails: []string{"jill@example.com", "leon@example.com"}})
+			},
+			wantPath: "/services/v2/order/certificate/1001/additional-emails",
+			wantBody: `{"additional_emails":["jill@example.com","leon@example.com"]}`,
+			effect: func(t *testing.T, f *digicerttest.Server) {
+				got, ok := f.AdditionalEmails(1001)
+				if !ok || strings.Join(got, ",") != "jill@example.com,leon@example.com" {
+					t.Errorf("order 1001 emails = %v, %v", got, ok)
+				}
+			},
+		},
+		{
+			name: "set-emails empty list clears",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1001, AdditionalEmails: []string{}})
+			},
+			wantPath: "/services/v2/order/certificate/1001/additional-emails",
+			wantBody: `{"additional_emails":[]}`,
+			effect: func(t *testing.T, f *digicerttest.Server) {
+				got, ok := f.AdditionalEmails(1001)
+				if !ok || len(got) != 0 {
+					t.Errorf("order 1001 emails = %v, %v; want set and empty", got, ok)
+				}
+			},
+		},
+		{
+			name: "resend-dcv without options",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: 1002})
+			},
+			wantPath: "/services/v2/order/certificate/1002/resend-emails",
+			wantBody: `{}`,
+			effect: func(t *testing.T, f *digicerttest.Server) {
+				if n := len(f.DCVSends(1002)); n != 1 {
+					t.Errorf("DCV sends of order 1002 = %d, want 1", n)
+				}
+			},
+		},
+		{
+			name: "resend-dcv with entries",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: 1002, Locale: "en", DomainApprovalEmails: []tasks.DomainApprovalEmail{
+					{Domain: "sub.example2.com", Email: "admin@example2.com", EmailDomain: "example2.com"}}})
+			},
+			wantPath: "/services/v2/order/certificate/1002/resend-emails",
+			wantBody: `{"domain_approval_emails":[{"domain":"sub.example2.com","email":"admin@example2.com","email_domain":"example2.com"}],"locale":"en"}`,
+			effect: func(t *testing.T, f *digicerttest.Server) {
+				sends := f.DCVSends(1002)
+				if len(sends) != 1 || sends[0].Locale != "en" || len(sends[0].DomainApprovalEmails) != 1 {
+					t.Errorf("DCV sends of order 1002 = %+v", sends)
+				}
+			},
+		},
+		{
+			name: "send-cert",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewSendCertTask(tasks.SendCert{CertificateID: 2001, Emails: []string{"jill@example.com"},
+					CertificateCollectFormat: "attachment", CustomMessage: "Please install"})
+			},
+			wantPath: "/services/v2/certificate/2001/sendemail",
+			wantBody: `{"emails":["jill@example.com"],"certificate_collect_format":"attachment","custom_message":"Please install"}`,
+			effect: func(t *testing.T, f *digicerttest.Server) {
+				sends := f.CertSends(2001)
+				if len(sends) != 1 || sends[0].Format != "attachment" || sends[0].CustomMessage != "Please install" {
+					t.Errorf("certificate sends of 2001 = %+v", sends)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, setupOpts{})
+			b.fake.AddOrder(1001, 1002)
+			b.fake.AddCertificate(2001)
+			task, err := tt.task()
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := b.client.Enqueue(task)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := b.waitState(t, info.ID, asynq.TaskStateCompleted, 10*time.Second)
+			r := result(t, done)
+			if r.Outcome != worker.OutcomeDelivered || r.HTTPStatus != 204 || r.Attempts != 1 {
+				t.Errorf("result = %+v, want delivered/204/1 attempt", r)
+			}
+			reqs := b.fake.Requests()
+			if len(reqs) != 1 {
+				t.Fatalf("fake saw %d requests, want 1", len(reqs))
+			}
+			req := reqs[0]
+			if req.Method != "PUT" || req.Path != tt.wantPath || string(req.Body) != tt.wantBody {
+				t.Errorf("request = %s %s %s\nwant      PUT %s %s", req.Method, req.Path, req.Body, tt.wantPath, tt.wantBody)
+			}
+			if req.Header.Get("X-DC-DEVKEY") != testKey || req.Header.Get("Content-Type") != "application/json" ||
+				!strings.HasPrefix(req.Header.Get("User-Agent"), "certmail/") {
+				t.Errorf("headers: key ok=%v, content type %q, user agent %q", req.Header.Get("X-DC-DEVKEY") == testKey,
+					req.Header.Get("Content-Type"), req.Header.Get("User-Agent"))
+			}
+			tt.effect(t, b.fake)
+			if n := len(b.logLines(t, "info", "task done")); n != 1 {
+				t.Errorf("%d INFO 'task done' lines, want 1", n)
+			}
+		})
+	}
+}
+
+// Another service knows only the type name and the JSON payload.
+func TestRawAsynqProducer(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.AddOrder(7)
+	id := b.enqueue(t, "set-emails", `{"order_id": 7, "additional_emails": [" Jill@Example.COM ", "jill@example.com"]}`)
+	r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second))
+	if r.Outcome != worker.OutcomeDelivered {
+		t.Errorf("outcome = %q", r.Outcome)
+	}
+	reqs := b.fake.Requests()
+	if len(reqs) != 1 || string(reqs[0].Body) != `{"additional_emails":["Jill@example.com"]}` {
+		t.Fatalf("requests = %+v", reqs)
+	}
+}
+
+func TestPermanentErrorIsDeadLetteredOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{}) // order 404 does not exist at the fake
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 404}`)
+	info := b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	if !strings.Contains(info.LastErr, "not_found") {
+		t.Errorf("last error = %q", info.LastErr)
+	}
+	if n := b.fake.RequestCount(); n != 1 {
+		t.Errorf("fake saw %d requests, want exactly 1", n)
+	}
+	entries := b.deadLetters(t, 1)
+	e := entries[0]
+	want := map[string]string{"task_id": id, "type": "resend-dcv", "queue": "default", "payload": `{"order_id": 404}`,
+		"error_code": "not_found|order", "http_status": "404", "attempts": "1"}
+	for k, v := range want {
+		if e[k] != v {
+			t.Errorf("stream field %s = %q, want %q", k, e[k], v)
+		}
+	}
+	if _, err := time.Parse(time.RFC3339, e["failed_at"]); err != nil {
+		t.Errorf("failed_at %q: %v", e["failed_at"], err)
+	}
+	if !strings.Contains(e["error_message"], "not_found") {
+		t.Errorf("error_message = %q", e["error_message"])
+	}
+	lines := b.logLines(t, "error", "task dead-lettered")
+	if len(lines) != 1 || lines[0]["task_id"] != id {
+		t.Errorf("ERROR lines = %v, want one with task_id %s", lines, id)
+	}
+}
+
+func TestTransientHTMLErrorsThenSuccess(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.AddCertificate(3)
+	b.fake.FailNext(2, 503, "<html><body>Service Unavailable</body></html>", "text/html")
+	id := b.enqueue(t, "send-cert", `{"certificate_id": 3, "emails": ["a@example.com"], "certificate_collect_format": "plaintext"}`)
+	r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second))
+	if r.Outcome != worker.OutcomeDelivered {
+		t.Errorf("outcome = %q", r.Outcome)
+	}
+	if n := b.fake.RequestCount(); n != 3 {
+		t.Errorf("fake saw %d requests, want 3 (two 503s, one 204)", n)
+	}
+	if n := len(b.fake.CertSends(3)); n != 1 {
+		t.Errorf("certificate emailed %d times, want 1", n)
+	}
+}
+
+func TestRateLimitedDoesNotConsumeRetries(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.AddOrder(9)
+	b.fake.FailNext(1, 429, `{"errors":[{"code":"request_limit_exceeded","message":"Service unavailable, please limit request volume"}]}`, "application/json")
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 9}`)
+	info := b.waitState(t, id, asynq.TaskStateCompleted, 15*time.Second)
+	if info.Retried != 0 {
+		t.Errorf("retried = %d after a 429, want 0", info.Retried)
+	}
+	if n, ok := b.fake.StatusCount(429), b.fake.StatusCount(204); n != 1 || ok != 1 {
+		t.Errorf("fake answered %d×429 and %d×204, want 1 and 1", n, ok)
+	}
+	if n := len(b.logLines(t, "error", "")); n != 0 {
+		t.Errorf("%d ERROR lines for a 429, want none", n)
+	}
+}
+
+func TestInvalidPayloadsAreDeadLetteredWithoutCalls(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
+	payloads := map[string]string{
+		"not json":         `order 5 please`,
+		"fails validation": `{"order_id": 0, "additional_emails": ["not an email"]}`,
+		"unknown field":    `{"order_id": 5, "additional_emails": [], "colour": "blue"}`,
+	}
+	var ids []string
+	for _, p := range payloads {
+		ids = append(ids, b.enqueue(t, "set-emails", p))
+	}
+	ids = append(ids, b.enqueue(t, "set-emails-v2", `{"order_id": 5}`))
+	for _, id := range ids {
+		b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	}
+	if n := b.fake.RequestCount(); n != 0 {
+		t.Errorf("fake saw %d requests, want 0", n)
+	}
+	entries := b.deadLetters(t, len(ids))
+	codes := map[string]int{}
+	for _, e := range entries {
+		codes[e["error_code"]]++
+	}
+	if codes["invalid_payload"] != 3 || codes["unknown_type"] != 1 {
+		t.Errorf("dead-letter codes = %v", codes)
+	}
+}
+
+func TestRejectedKeyPausesThenResumes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{APIKeys: []string{"another-key"}, AnyIDExists: true}})
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, b.enqueue(t, "resend-dcv", `{"order_id": `+strconv.Itoa(i+1)+`}`))
+	}
+	// Wait until the pause is in force and several probes were refused.
+	waitFor(t, 10*time.Second, func() bool { return b.fake.StatusCount(403) >= 3 }, func() string { return "fewer than 3 probes" })
+	for _, id := range ids {
+		info, err := b.inspector.GetTaskInfo("default", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State == asynq.TaskStateArchived || info.Retried != 0 {
+			t.Errorf("task %s is %v with %d retries while the account is paused", id, info.State, info.Retried)
+		}
+	}
+	// Probes only: far fewer requests than deliveries would have made.
+	if n := b.fake.RequestCount(); n > 3+5 {
+		t.Errorf("fake saw %d requests while paused", n)
+	}
+	b.fake.SetAPIKeys("another-key", testKey) // the key is fixed
+	for _, id := range ids {
+		b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)
+	}
+	if n := len(b.logLines(t, "error", "")); n != 1 {
+		t.Errorf("%d ERROR lines, want exactly 1 for the pause", n)
+	}
+	if n := len(b.logLines(t, "info", "DigiCert accepts the API key again; account resumed")); n != 1 {
+		t.Errorf("%d resume lines, want 1", n)
+	}
+	if n := b.redis.Client().XLen(context.Background(), worker.DeadLetterStream).Val(); n != 0 {
+		t.Errorf("dead-letter stream has %d entries, want 0", n)
+	}
+}
+
+func (b *bundle) deadLetters(t *testing.T, want int) []map[string]string {
+	t.Helper()
+	msgs, err := b.redis.Client().XRange(context.Background(), worker.DeadLetterStream, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != want {
+		t.Fatalf("dead-letter stream has %d entries, want %d", len(msgs), want)
+	}
+	out := make([]map[string]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = map[string]string{}
+		for k, v := range m.Values {
+			out[i][k], _ = v.(string)
+		}
+	}
+	return out
+}
+
+// The API key must appear in no log line and no Redis value, whatever happens.
+func TestAPIKeyNeverLeaks(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.AddOrder(1)
+	b.fake.FailNext(1, 500, `{"errors":[{"code":"server_error","message":"echo `+testKey+`"}]}`, "application/json")
+	ok := b.enqueue(t, "set-emails", `{"order_id": 1, "additional_emails": ["a@example.com"]}`)
+	bad := b.enqueue(t, "resend-dcv", `{"order_id": 2}`)
+	b.waitState(t, ok, asynq.TaskStateCompleted, 10*time.Second)
+	b.waitState(t, bad, asynq.TaskStateArchived, 10*time.Second)
+	if strings.Contains(b.logs.String(), testKey) {
+		t.Error("the API key appears in the worker's log")
+	}
+	ctx := context.Background()
+	rdb := b.redis.Client()
+	keys, err := rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) == 0 {
+		t.Fatal("no keys in Redis: the scan would prove nothing")
+	}
+	for _, k := range keys {
+		var values []string
+		switch rdb.Type(ctx, k).Val() {
+		case "string":
+			values = []string{rdb.Get(ctx, k).Val()}
+		case "hash":
+			for f, v := range rdb.HGetAll(ctx, k).Val() {
+				values = append(values, f, v)
+			}
+		case "list":
+			values = rdb.LRange(ctx, k, 0, -1).Val()
+		case "set":
+			values = rdb.SMembers(ctx, k).Val()
+		case "zset":
+			values = rdb.ZRange(ctx, k, 0, -1).Val()
+		case "stream":
+			for _, m := range rdb.XRange(ctx, k, "-", "+").Val() {
+				for f, v := range m.Values {
+					values = append(values, f, v.(string))
+				}
+			}
+		}
+		for _, v := range append(values, k) {
+			if strings.Contains(v, testKey) {
+				t.Errorf("the API key appears in Redis key %s", k)
+			}
+		}
+	}
+}

@@ -1,0 +1,129 @@
+package tasks_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/tasks"
+)
+
+func ExampleNewSetEmailsTask() {
+	task, err := tasks.NewSetEmailsTask(tasks.SetEmails{
+		OrderID: 123,
+		AdditionalEmails: []string{
+			" Jill.Valentine@Example.com",
+			"jill.valentine@example.com", // a duplicate: dropped
+			"leon.kennedy@example.com",
+		},
+		// Leave Sequence zero in real code: the constructor stamps it. It is
+		// fixed here only to keep the output stable.
+		Sequence: 1,
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(task.Type())
+	fmt.Println(string(task.Payload()))
+	// Output:
+	// set-emails
+	// {"order_id":123,"additional_emails":["Jill.Valentine@example.com","leon.kennedy@example.com"],"sequence":1}
+}
+
+func ExampleNewResendDCVTask() {
+	task, err := tasks.NewResendDCVTask(tasks.ResendDCV{
+		OrderID: 123,
+		DomainApprovalEmails: []tasks.DomainApprovalEmail{
+			{Domain: "example.com", Email: "admin@example.com"},
+			{Domain: "sub.example2.com", Email: "hostmaster@example2.com", EmailDomain: "example2.com"},
+		},
+		Locale:  "en",
+		Account: "eu",
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	body, err := tasks.ResendDCV{OrderID: 123}.DigiCertBody()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(task.Type())
+	fmt.Println(string(task.Payload()))
+	fmt.Println(string(body))
+	// Output:
+	// resend-dcv
+	// {"order_id":123,"domain_approval_emails":[{"domain":"example.com","email":"admin@example.com"},{"domain":"sub.example2.com","email":"hostmaster@example2.com","email_domain":"example2.com"}],"locale":"en","account":"eu"}
+	// {}
+}
+
+func ExampleNewSendCertTask() {
+	task, err := tasks.NewSendCertTask(tasks.SendCert{
+		CertificateID:            456,
+		Emails:                   []string{"jill.valentine@example.com"},
+		CertificateCollectFormat: tasks.CollectAttachment,
+		CustomMessage:            "Please install this certificate!",
+	}, asynq.Queue("critical"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(task.Type())
+	fmt.Println(string(task.Payload()))
+	// Output:
+	// send-cert
+	// {"certificate_id":456,"emails":["jill.valentine@example.com"],"certificate_collect_format":"attachment","custom_message":"Please install this certificate!"}
+}
+
+func ExampleParse() {
+	body := []byte(`{"order_id": 0, "additional_emails": ["jill@example.com", "Jill <jill@example.com>"], "colour": "red"}`)
+	_, err := tasks.Parse(tasks.TypeSetEmails, body)
+	var ve *tasks.ValidationError
+	if errors.As(err, &ve) {
+		for _, fe := range ve.Errors {
+			fmt.Printf("%s: %s\n", fe.Field, fe.Message)
+		}
+	}
+
+	p, err := tasks.Parse(tasks.TypeSetEmails, []byte(`{"order_id": 123, "additional_emails": ["Jill@EXAMPLE.com"]}`))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("%+v\n", p)
+	// Output:
+	// order_id: must be greater than 0
+	// colour: unknown field
+	// additional_emails[1]: not a bare email address
+	// {OrderID:123 AdditionalEmails:[Jill@example.com] Account: Sequence:0}
+}
+
+// Another Go service enqueues a set-emails task with its own asynq client.
+// (Compiled but not run: it needs a Redis server.)
+func Example_enqueue() {
+	client := asynq.NewClient(asynq.RedisClientOpt{Addr: "127.0.0.1:6379"})
+	defer client.Close()
+
+	task, err := tasks.NewSetEmailsTask(tasks.SetEmails{
+		OrderID:          123,
+		AdditionalEmails: []string{"jill.valentine@example.com"},
+	})
+	if err != nil {
+		fmt.Println("build task:", err) // a *tasks.ValidationError listing every problem
+		return
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := client.EnqueueContext(ctx, task, asynq.Queue("critical"))
+	if err != nil {
+		fmt.Println("enqueue:", err)
+		return
+	}
+	fmt.Println("enqueued", info.ID, "in queue", info.Queue)
+}

@@ -1,0 +1,206 @@
+// Package tasks is certmail's public producer package: the asynq task type
+// names, the payload of each task type, the validation rules every entry point
+// shares, and constructors that turn a payload into an *asynq.Task.
+//
+// Another Go service enqueues a DigiCert CertCentral email operation by building
+// a payload, turning it into a task with the matching constructor and handing
+// it to its own asynq client:
+//
+//	client := asynq.NewClient(asynq.RedisClientOpt{Addr: "redis:6379"})
+//	defer client.Close()
+//	task, err := tasks.NewSetEmailsTask(tasks.SetEmails{
+//		OrderID:          123,
+//		AdditionalEmails: []string{"jill.valentine@example.com"},
+//	})
+//	if err != nil {
+//		return err // a *tasks.ValidationError listing every problem
+//	}
+//	info, err := client.EnqueueContext(ctx, task)
+//
+// The constructors normalise the payload (trimmed addresses, lower-case
+// domains, duplicates removed), validate it and prepend DefaultOptions, so a
+// task that reaches Redis is always one the certmail worker accepts. Parse is
+// the strict reader used by the worker, the HTTP API and the CLI for payloads
+// that arrive as JSON.
+//
+// The package imports asynq and the standard library only, so producers never
+// pull in the worker.
+package tasks
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// Task type names. They are a wire contract and are never renamed.
+const (
+	// TypeSetEmails replaces the additional notification emails of an order.
+	TypeSetEmails = "set-emails"
+	// TypeResendDCV resends the domain-control-validation emails of an order.
+	TypeResendDCV = "resend-dcv"
+	// TypeSendCert emails a copy of an issued certificate.
+	TypeSendCert = "send-cert"
+)
+
+// Defaults and limits shared by every entry point.
+const (
+	// DefaultAccount is the DigiCert account used when a payload names none.
+	DefaultAccount = "default"
+	// DefaultQueue is the asynq queue NewTask puts tasks in unless told otherwise.
+	DefaultQueue = "default"
+	// DefaultMaxRetry is how many times a task is retried before it is dead-lettered.
+	DefaultMaxRetry = 12
+	// DefaultTimeout bounds one delivery attempt.
+	DefaultTimeout = 2 * time.Minute
+	// DefaultRetention is how long the result of a completed task is kept.
+	DefaultRetention = 24 * time.Hour
+	// MaxEntries is the most emails or approval entries one task may carry,
+	// counted after duplicates are removed.
+	MaxEntries = 100
+	// MaxEmailLength is the longest email address accepted, in characters.
+	MaxEmailLength = 254
+	// MaxCustomMessage is the longest custom_message accepted, in characters (runes).
+	MaxCustomMessage = 2000
+)
+
+// Types returns the three task type names in a stable order.
+func Types() []string {
+	return []string{TypeSetEmails, TypeResendDCV, TypeSendCert}
+}
+
+// Payload is implemented by SetEmails, ResendDCV and SendCert (value receivers;
+// pointers to them work too).
+type Payload interface {
+	// TaskType returns the asynq type name of the payload.
+	TaskType() string
+	// AccountName returns the DigiCert account to use: Account, or
+	// DefaultAccount when it is empty.
+	AccountName() string
+	// Validate returns nil, or a *ValidationError listing every problem. It
+	// judges the payload as NewTask would send it, that is after
+	// normalisation, but reports array indexes as they are in the payload.
+	Validate() error
+	// Normalized returns a copy with surrounding spaces trimmed, domains
+	// lower-cased and duplicates removed.
+	Normalized() Payload
+}
+
+// DefaultOptions returns the options NewTask puts before the caller's own:
+// queue DefaultQueue, DefaultMaxRetry retries, DefaultTimeout per attempt and
+// DefaultRetention for the result.
+func DefaultOptions() []asynq.Option {
+	return []asynq.Option{
+		asynq.Queue(DefaultQueue),
+		asynq.MaxRetry(DefaultMaxRetry),
+		asynq.Timeout(DefaultTimeout),
+		asynq.Retention(DefaultRetention),
+	}
+}
+
+// NewTask normalises and validates p, stamps the Sequence of a SetEmails whose
+// Sequence is zero, and returns an asynq task carrying the JSON payload.
+// DefaultOptions come first and opts after them, so the caller's options win.
+// An invalid payload gives a nil task and a *ValidationError.
+func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
+	var (
+		n    Payload
+		errs []FieldError
+	)
+	switch v := concrete(p).(type) {
+	case SetEmails:
+		s, e := v.check()
+		if len(e) == 0 && s.Sequence == 0 {
+			s.Sequence = nextSequence()
+		}
+		n, errs = s, e
+	case ResendDCV:
+		n, errs = v.check()
+	case SendCert:
+		n, errs = v.check()
+	case nil:
+		return nil, fmt.Errorf("new task: %w: nil payload", ErrInvalidPayload)
+	default:
+		return nil, fmt.Errorf("new task: %w: %T", ErrUnknownType, p)
+	}
+	if len(errs) > 0 {
+		return nil, &ValidationError{Type: n.TaskType(), Errors: errs}
+	}
+	b, err := marshal(n)
+	if err != nil {
+		return nil, fmt.Errorf("new %s task: %w", n.TaskType(), err)
+	}
+	return asynq.NewTask(n.TaskType(), b, append(DefaultOptions(), opts...)...), nil
+}
+
+// NewSetEmailsTask is NewTask for a SetEmails payload.
+func NewSetEmailsTask(p SetEmails, opts ...asynq.Option) (*asynq.Task, error) {
+	return NewTask(p, opts...)
+}
+
+// NewResendDCVTask is NewTask for a ResendDCV payload.
+func NewResendDCVTask(p ResendDCV, opts ...asynq.Option) (*asynq.Task, error) {
+	return NewTask(p, opts...)
+}
+
+// NewSendCertTask is NewTask for a SendCert payload.
+func NewSendCertTask(p SendCert, opts ...asynq.Option) (*asynq.Task, error) {
+	return NewTask(p, opts...)
+}
+
+// concrete returns p as one of the three payload values, dereferencing
+// pointers; nil for a nil payload or nil pointer; p itself for foreign types.
+func concrete(p Payload) Payload {
+	switch v := p.(type) {
+	case *SetEmails:
+		if v == nil {
+			return nil
+		}
+		return *v
+	case *ResendDCV:
+		if v == nil {
+			return nil
+		}
+		return *v
+	case *SendCert:
+		if v == nil {
+			return nil
+		}
+		return *v
+	}
+	return p
+}
+
+// lastSequence is the last Sequence handed out by nextSequence. It is package
+// state on purpose: the ordering it provides must hold across every caller in
+// the process, and the constructors are plain functions.
+var lastSequence atomic.Int64
+
+// nextSequence returns the current time in Unix nanoseconds, or one more than
+// the previous value when the clock has not moved past it, so values are
+// strictly increasing within the process even under concurrent calls.
+func nextSequence() int64 {
+	for {
+		last := lastSequence.Load()
+		next := max(time.Now().UnixNano(), last+1)
+		if lastSequence.CompareAndSwap(last, next) {
+			return next
+		}
+	}
+}
+
+// marshal encodes v as compact JSON without escaping <, > and &, which keeps
+// addresses and messages readable in the dashboard and in logs.
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}

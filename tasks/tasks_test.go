@@ -1,0 +1,329 @@
+package tasks_test
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/tasks"
+)
+
+func TestDefaultOptions(t *testing.T) {
+	t.Parallel()
+	opts := tasks.DefaultOptions()
+	type opt struct {
+		typ asynq.OptionType
+		val any
+	}
+	want := []opt{
+		{asynq.QueueOpt, "default"},
+		{asynq.MaxRetryOpt, 12},
+		{asynq.TimeoutOpt, 2 * time.Minute},
+		{asynq.RetentionOpt, 24 * time.Hour},
+	}
+	if len(opts) != len(want) {
+		t.Fatalf("DefaultOptions() = %v, want %d options", opts, len(want))
+	}
+	for i, o := range opts {
+		if o.Type() != want[i].typ || o.Value() != want[i].val {
+			t.Errorf("option %d = %v (type %d, value %v), want type %d value %v", i, o, o.Type(), o.Value(), want[i].typ, want[i].val)
+		}
+	}
+	opts[0] = asynq.Queue("changed")
+	if tasks.DefaultOptions()[0].Value() != "default" {
+		t.Error("DefaultOptions returns a shared slice")
+	}
+}
+
+func TestNewTaskTypeAndPayload(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		newTask func() (*asynq.Task, error)
+		typ     string
+		payload string
+	}{
+		{"set-emails empty list", func() (*asynq.Task, error) {
+			return tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{}, Sequence: 7})
+		}, "set-emails", `{"order_id":1,"additional_emails":[],"sequence":7}`},
+		{"set-emails nil list", func() (*asynq.Task, error) {
+			return tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1, Sequence: 7})
+		}, "set-emails", `{"order_id":1,"additional_emails":[],"sequence":7}`},
+		{"set-emails normalised with account", func() (*asynq.Task, error) {
+			return tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 5, AdditionalEmails: []string{" a@EXAMPLE.com", "A@example.com", "b&c@example.com"}, Account: "eu", Sequence: 1})
+		}, "set-emails", `{"order_id":5,"additional_emails":["a@example.com","b&c@example.com"],"account":"eu","sequence":1}`},
+		{"resend-dcv order only", func() (*asynq.Task, error) {
+			return tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: 9, DomainApprovalEmails: []tasks.DomainApprovalEmail{}})
+		}, "resend-dcv", `{"order_id":9}`},
+		{"resend-dcv full", func() (*asynq.Task, error) {
+			return tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: 9, Locale: "en", Account: "eu", DomainApprovalEmails: []tasks.DomainApprovalEmail{
+				{Domain: "Example.com", Email: "admin@example.com"},
+				{Domain: "sub.example2.com", Email: "someone@example2.com", EmailDomain: "example2.com"},
+			}})
+		}, "resend-dcv", `{"order_id":9,"domain_approval_emails":[{"domain":"example.com","email":"admin@example.com"},{"domain":"sub.example2.com","email":"someone@example2.com","email_domain":"example2.com"}],"locale":"en","account":"eu"}`},
+		{"send-cert without message", func() (*asynq.Task, error) {
+			return tasks.NewSendCertTask(tasks.SendCert{CertificateID: 456, Emails: []string{"a@example.com"}, CertificateCollectFormat: "attachment"})
+		}, "send-cert", `{"certificate_id":456,"emails":["a@example.com"],"certificate_collect_format":"attachment"}`},
+		{"send-cert with message, not HTML-escaped", func() (*asynq.Task, error) {
+			return tasks.NewSendCertTask(tasks.SendCert{CertificateID: 456, Emails: []string{"a@example.com"}, CertificateCollectFormat: "plaintext", CustomMessage: "<b>R&D</b>\n"})
+		}, "send-cert", `{"certificate_id":456,"emails":["a@example.com"],"certificate_collect_format":"plaintext","custom_message":"<b>R&D</b>\n"}`},
+		{"pointer payload through NewTask", func() (*asynq.Task, error) {
+			return tasks.NewTask(&tasks.SendCert{CertificateID: 1, Emails: []string{"a@example.com"}, CertificateCollectFormat: "downloadlink"})
+		}, "send-cert", `{"certificate_id":1,"emails":["a@example.com"],"certificate_collect_format":"downloadlink"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			task, err := tt.newTask()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if task.Type() != tt.typ {
+				t.Errorf("Type() = %q, want %q", task.Type(), tt.typ)
+			}
+			if string(task.Payload()) != tt.payload {
+				t.Errorf("Payload() =\n%s\nwant\n%s", task.Payload(), tt.payload)
+			}
+			back, err := tasks.Parse(task.Type(), task.Payload())
+			if err != nil {
+				t.Fatalf("Parse(own payload): %v", err)
+			}
+			if back.TaskType() != tt.typ {
+				t.Errorf("round trip gave a %s", back.TaskType())
+			}
+		})
+	}
+}
+
+// foreign implements tasks.Payload without being one of the package's types.
+type foreign struct{ tasks.SetEmails }
+
+func (foreign) TaskType() string { return "foreign" }
+
+func TestNewTaskRejects(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		p       tasks.Payload
+		wantErr error
+	}{
+		{"invalid set-emails", tasks.SetEmails{}, tasks.ErrInvalidPayload},
+		{"invalid resend-dcv", tasks.ResendDCV{Locale: "x"}, tasks.ErrInvalidPayload},
+		{"invalid send-cert", tasks.SendCert{CertificateID: 1}, tasks.ErrInvalidPayload},
+		{"invalid pointer", &tasks.SetEmails{OrderID: -1}, tasks.ErrInvalidPayload},
+		{"nil payload", nil, tasks.ErrInvalidPayload},
+		{"nil pointer", (*tasks.ResendDCV)(nil), tasks.ErrInvalidPayload},
+		{"foreign type", foreign{tasks.SetEmails{OrderID: 1}}, tasks.ErrUnknownType},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			task, err := tasks.NewTask(tt.p)
+			if task != nil || !errors.Is(err, tt.wantErr) {
+				t.Fatalf("NewTask = %v, %v; want nil, %v", task, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestNewTaskReportsIndexesAsSent(t *testing.T) {
+	t.Parallel()
+	_, err := tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"a@example.com", "A@example.com", "not an address"}})
+	assertProblems(t, tasks.TypeSetEmails, err, []tasks.FieldError{fe("additional_emails[2]", msgBare)})
+	_, err = tasks.NewSendCertTask(tasks.SendCert{CertificateID: 1, Emails: []string{"x"}})
+	assertProblems(t, tasks.TypeSendCert, err, []tasks.FieldError{fe("emails[0]", msgBare), fe("certificate_collect_format", "required")})
+	_, err = tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: 1, DomainApprovalEmails: []tasks.DomainApprovalEmail{{Domain: "example.com"}}})
+	assertProblems(t, tasks.TypeResendDCV, err, []tasks.FieldError{fe("domain_approval_emails[0].email", "required")})
+}
+
+func TestMarshalSetEmails(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		v    any
+		want string
+	}{
+		{"nil list", tasks.SetEmails{OrderID: 1}, `{"order_id":1,"additional_emails":[]}`},
+		{"empty list", tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{}}, `{"order_id":1,"additional_emails":[]}`},
+		{"pointer", &tasks.SetEmails{OrderID: 1}, `{"order_id":1,"additional_emails":[]}`},
+		{"nested", struct {
+			P tasks.SetEmails `json:"p"`
+		}{tasks.SetEmails{OrderID: 2, Account: "eu", Sequence: 3}}, `{"p":{"order_id":2,"additional_emails":[],"account":"eu","sequence":3}}`},
+	}
+	for _, tt := range tests {
+		b, err := json.Marshal(tt.v)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if string(b) != tt.want {
+			t.Errorf("%s: json.Marshal = %s, want %s", tt.name, b, tt.want)
+		}
+	}
+}
+
+func TestDigiCertBody(t *testing.T) {
+	t.Parallel()
+	type bodier interface{ DigiCertBody() ([]byte, error) }
+	tests := []struct {
+		name string
+		p    bodier
+		want string
+	}{
+		{"set-emails nil list", tasks.SetEmails{OrderID: 1, Account: "eu", Sequence: 99}, `{"additional_emails":[]}`},
+		{"set-emails empty list", tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{}}, `{"additional_emails":[]}`},
+		{"set-emails normalised", tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"jill.valentine@Example.com ", "JILL.valentine@example.com", "leon.kennedy@example.com"}},
+			`{"additional_emails":["jill.valentine@example.com","leon.kennedy@example.com"]}`},
+		{"resend-dcv nothing optional", tasks.ResendDCV{OrderID: 1, Account: "eu"}, `{}`},
+		{"resend-dcv empty entries", tasks.ResendDCV{OrderID: 1, DomainApprovalEmails: []tasks.DomainApprovalEmail{}}, `{}`},
+		{"resend-dcv locale only", tasks.ResendDCV{OrderID: 1, Locale: "en"}, `{"locale":"en"}`},
+		{"resend-dcv entries only", tasks.ResendDCV{OrderID: 1, DomainApprovalEmails: []tasks.DomainApprovalEmail{{Domain: "example.com", Email: "admin@example.com"}}},
+			`{"domain_approval_emails":[{"domain":"example.com","email":"admin@example.com"}]}`},
+		{"resend-dcv full", tasks.ResendDCV{OrderID: 1, Locale: "en", Account: "eu", DomainApprovalEmails: []tasks.DomainApprovalEmail{
+			{Domain: "example.com", Email: "someone@example.com"},
+			{Domain: "sub.example2.com", Email: "someone@example2.com", EmailDomain: "example2.com"},
+		}}, `{"domain_approval_emails":[{"domain":"example.com","email":"someone@example.com"},{"domain":"sub.example2.com","email":"someone@example2.com","email_domain":"example2.com"}],"locale":"en"}`},
+		{"send-cert without message", tasks.SendCert{CertificateID: 456, Emails: []string{"jill.valentine@example.com"}, CertificateCollectFormat: "attachment", Account: "eu"},
+			`{"emails":["jill.valentine@example.com"],"certificate_collect_format":"attachment"}`},
+		{"send-cert with message", tasks.SendCert{CertificateID: 456, Emails: []string{"jill.valentine@example.com"}, CertificateCollectFormat: "attachment", CustomMessage: "Please install this certificate!"},
+			`{"emails":["jill.valentine@example.com"],"certificate_collect_format":"attachment","custom_message":"Please install this certificate!"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b, err := tt.p.DigiCertBody()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != tt.want {
+				t.Errorf("DigiCertBody() =\n%s\nwant\n%s", b, tt.want)
+			}
+		})
+	}
+}
+
+func TestDigiCertBodyRejectsInvalid(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		body func() ([]byte, error)
+	}{
+		{"set-emails", tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"bad"}}.DigiCertBody},
+		{"resend-dcv", tasks.ResendDCV{OrderID: 1, Locale: "english"}.DigiCertBody},
+		{"send-cert", tasks.SendCert{CertificateID: 1, CertificateCollectFormat: "attachment"}.DigiCertBody},
+	}
+	for _, tt := range tests {
+		b, err := tt.body()
+		var ve *tasks.ValidationError
+		if b != nil || !errors.As(err, &ve) {
+			t.Errorf("%s: DigiCertBody = %s, %v; want nil, *ValidationError", tt.name, b, err)
+		}
+	}
+}
+
+func sequenceOf(t *testing.T, task *asynq.Task) int64 {
+	t.Helper()
+	var p tasks.SetEmails
+	if err := json.Unmarshal(task.Payload(), &p); err != nil {
+		t.Fatal(err)
+	}
+	return p.Sequence
+}
+
+func TestSequenceStamped(t *testing.T) {
+	t.Parallel()
+	before := time.Now().UnixNano()
+	task, err := tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sequenceOf(t, task); got < before {
+		t.Fatalf("stamped sequence %d is before the call (%d)", got, before)
+	}
+	task, err = tasks.NewTask(tasks.SetEmails{OrderID: 1, Sequence: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sequenceOf(t, task); got != 42 {
+		t.Fatalf("sequence = %d, want the caller's 42", got)
+	}
+	p := tasks.SetEmails{OrderID: 1}
+	if _, err := tasks.NewTask(&p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Sequence != 0 {
+		t.Fatal("NewTask changed the caller's payload")
+	}
+}
+
+func TestSequenceStrictlyIncreasingUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	const workers, each = 8, 500
+	got := make([][]int64, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for range each {
+				task, err := tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				var p tasks.SetEmails
+				if err := json.Unmarshal(task.Payload(), &p); err != nil {
+					t.Error(err)
+					return
+				}
+				got[w] = append(got[w], p.Sequence)
+			}
+		})
+	}
+	wg.Wait()
+	seen := make(map[int64]bool, workers*each)
+	for w, seqs := range got {
+		if len(seqs) != each {
+			t.Fatalf("worker %d made %d tasks, want %d", w, len(seqs), each)
+		}
+		for i, s := range seqs {
+			if i > 0 && s <= seqs[i-1] {
+				t.Fatalf("worker %d: sequence %d after %d", w, s, seqs[i-1])
+			}
+			if seen[s] {
+				t.Fatalf("sequence %d handed out twice", s)
+			}
+			seen[s] = true
+		}
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	t.Parallel()
+	payloads := []tasks.Payload{
+		tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"B@Example.com", "c@example.com"}, Account: "eu", Sequence: 5},
+		tasks.SetEmails{OrderID: 1},
+		tasks.ResendDCV{OrderID: 2, DomainApprovalEmails: []tasks.DomainApprovalEmail{{Domain: "a.example.com", Email: "x@example.com", EmailDomain: "example.com"}}, Locale: "de_DE"},
+		tasks.SendCert{CertificateID: 3, Emails: []string{"a@example.com"}, CertificateCollectFormat: "plaintext", CustomMessage: "\u2028 \"quoted\" \\ é\t"},
+	}
+	for _, p := range payloads {
+		task, err := tasks.NewTask(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := tasks.Parse(task.Type(), task.Payload())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := p.Normalized()
+		if s, ok := want.(tasks.SetEmails); ok && s.Sequence == 0 {
+			s.Sequence = back.(tasks.SetEmails).Sequence
+			want = s
+		}
+		if !reflect.DeepEqual(back, want) {
+			t.Errorf("round trip of %T:\n got %#v\nwant %#v", p, back, want)
+		}
+	}
+}
