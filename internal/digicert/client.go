@@ -58,9 +58,11 @@ const (
 )
 
 // Limiter is consulted before every HTTP attempt (the shared rate limiter plugs
-// in here). Wait blocks until a request may be sent or ctx is done.
+// in here). Acquire blocks until a request may be sent or ctx is done; the
+// client calls release once the attempt has ended (answer or not), so that a
+// limiter can count the request from before it left until after it arrived.
 type Limiter interface {
-	Wait(ctx context.Context) error
+	Acquire(ctx context.Context) (release func(), err error)
 }
 
 // Observer receives one call per HTTP attempt (metrics plug in here). status is
@@ -350,16 +352,21 @@ func (c *Client) put(ctx context.Context, endpoint string, id int64, path string
 		if err := ctx.Err(); err != nil {
 			return Result{}, &RequestError{Endpoint: endpoint, Attempts: attempts, Err: err}
 		}
+		release := func() {}
 		if c.limiter != nil {
-			if err := c.limiter.Wait(callCtx); err != nil {
+			rel, err := c.limiter.Acquire(callCtx)
+			if err != nil {
 				return Result{}, c.limiterError(ctx, callCtx, endpoint, attempts, lastErr, err)
 			}
 			if time.Until(deadline) < headroom { // the limiter used up the budget
+				rel()
 				return Result{}, c.limiterError(ctx, callCtx, endpoint, attempts, lastErr, nil)
 			}
+			release = rel
 		}
 		attempts++
 		status, err := c.attempt(callCtx, endpoint, target, body, attempts)
+		release()
 		if err == nil {
 			return Result{Status: status, Attempts: attempts, Duration: time.Since(start)}, nil
 		}
@@ -391,7 +398,7 @@ func (c *Client) put(ctx context.Context, endpoint string, id int64, path string
 	}
 }
 
-// limiterError turns a failed Limiter.Wait (err) or a wait that left too
+// limiterError turns a failed Limiter.Acquire (err) or a wait that left too
 // little of the budget (err nil) into the error of the call.
 func (c *Client) limiterError(ctx, callCtx context.Context, endpoint string, attempts int, lastErr, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {

@@ -115,17 +115,28 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// countingLimiter counts Wait calls.
+// countingLimiter counts Acquire calls and releases.
 type countingLimiter struct {
-	mu    sync.Mutex
-	waits int
+	mu       sync.Mutex
+	waits    int
+	releases int
 }
 
-func (l *countingLimiter) Wait(ctx context.Context) error {
+func (l *countingLimiter) Acquire(ctx context.Context) (func(), error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.waits++
-	return ctx.Err()
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.releases++
+	}, ctx.Err()
+}
+
+func (l *countingLimiter) released() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.releases
 }
 
 func (l *countingLimiter) count() int {
@@ -472,6 +483,9 @@ func TestClient_RetryBudget(t *testing.T) {
 			if got := limiter.count(); got != tt.calls {
 				t.Errorf("limiter waited %d times, want %d", got, tt.calls)
 			}
+			if got := limiter.released(); got != tt.calls {
+				t.Errorf("limiter released %d times, want %d (one per attempt)", got, tt.calls)
+			}
 			if _, statuses := b.obs.seen(); len(statuses) != tt.calls {
 				t.Errorf("observer saw %v, want %d attempts", statuses, tt.calls)
 			}
@@ -733,7 +747,7 @@ func TestClient_InvalidRequestsAreNotSent(t *testing.T) {
 // limiterFunc adapts a function to digicert.Limiter.
 type limiterFunc func(ctx context.Context) error
 
-func (f limiterFunc) Wait(ctx context.Context) error { return f(ctx) }
+func (f limiterFunc) Acquire(ctx context.Context) (func(), error) { return func() {}, f(ctx) }
 
 // sleepLimiter lets a request through after d, or fails when ctx ends first.
 func sleepLimiter(d time.Duration) limiterFunc {

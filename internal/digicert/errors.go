@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -294,7 +295,21 @@ func Classify(err error) Class {
 	if errors.Is(err, ErrInvalidRequest) {
 		return ClassPermanent
 	}
+	if _, ok := RetryAfter(err); ok {
+		return ClassRateLimited
+	}
 	return ClassTransient
+}
+
+// RetryAfter reports how long to wait when err is the Limiter's refusal to
+// wait any longer (an error in its chain with a RetryAfter method): the
+// call was not sent, and may be tried again after the returned duration.
+func RetryAfter(err error) (time.Duration, bool) {
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.Is(err, errLimiter) && errors.As(err, &ra) {
+		return ra.RetryAfter(), true
+	}
+	return 0, false
 }
 
 // ErrorCode returns a short stable code for logs and the dead-letter stream:

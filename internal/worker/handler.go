@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -33,9 +34,10 @@ type Result struct {
 
 // accountRuntime is what a worker holds for one configured DigiCert account.
 type accountRuntime struct {
-	name   string
-	client *digicert.Client
-	gate   *authGate
+	name    string
+	client  *digicert.Client
+	gate    *authGate
+	limiter *ratelimit.Limiter
 }
 
 // processor runs deliveries. It is shared by the handlers of the three types.
@@ -48,6 +50,7 @@ type processor struct {
 	lockWait  time.Duration // how long a set-emails waits for its order's lock in place
 	// rateLimitPause is how long a task waits after a 429 before its next delivery.
 	rateLimitPause time.Duration
+	afterDelivery  func(ctx context.Context, taskID string)
 }
 
 // report is filled by a handler and read by the logging middleware.
@@ -204,6 +207,9 @@ func (p *processor) deliverOnce(ctx context.Context, d *delivery, call func(cont
 			p.log.Warn("could not write duplicate guard", zap.String("task_id", d.taskID), zap.Error(err))
 		}
 	}
+	if p.afterDelivery != nil {
+		p.afterDelivery(ctx, d.taskID)
+	}
 	return p.finish(ctx, d, OutcomeDelivered, res.Status)
 }
 
@@ -242,7 +248,19 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 	case digicert.ClassPermanent:
 		return res, permanent(code, status, err)
 	case digicert.ClassRateLimited:
-		return res, &taskError{code: code, status: status, class: classRateLimited, retryAfter: jitter(p.rateLimitPause), err: err}
+		if wait, ok := digicert.RetryAfter(err); ok {
+			// Our own limiter: the request was not sent; come back when a slot frees.
+			return res, &taskError{code: "rate_limit_wait", class: classRateLimited, retryAfter: jitter(wait), err: err}
+		}
+		// DigiCert said 429 anyway (another system shares the key, or the
+		// limits changed): every worker of this account pauses.
+		pause, cerr := d.account.limiter.CoolDown(context.WithoutCancel(ctx), p.rateLimitPause, maxCoolDown)
+		if cerr != nil {
+			p.log.Warn("could not start the shared cool-down", zap.String("account", d.account.name), zap.Error(cerr))
+			pause = p.rateLimitPause
+		}
+		p.metrics.coolDowns.WithLabelValues(d.account.name).Inc()
+		return res, &taskError{code: code, status: status, class: classRateLimited, retryAfter: jitter(pause), err: err}
 	case digicert.ClassAuth:
 		first, perr := d.account.gate.pause(context.WithoutCancel(ctx))
 		if perr != nil {
@@ -259,6 +277,9 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 		return res, transient(code, status, RetryDelay(d.attempt-1), err)
 	}
 }
+
+// maxCoolDown caps the shared pause after repeated 429s.
+const maxCoolDown = 5 * time.Minute
 
 func transient(code string, status int, after time.Duration, err error) error {
 	return &taskError{code: code, status: status, class: classTransient, retryAfter: after, failure: true, err: err}

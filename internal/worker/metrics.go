@@ -16,6 +16,8 @@ type metrics struct {
 	latency       *prometheus.HistogramVec // certmail_digicert_request_duration_seconds{account,endpoint}
 	deadLetters   *prometheus.CounterVec   // certmail_dead_letters_total{type,error_code}
 	accountPaused *prometheus.GaugeVec     // certmail_account_paused{account}
+	limiterWaits  *prometheus.HistogramVec // certmail_ratelimit_wait_seconds{account}
+	coolDowns     *prometheus.CounterVec   // certmail_ratelimit_cooldowns_total{account}
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -50,8 +52,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "certmail_account_paused",
 			Help: "1 while this worker saw DigiCert reject the account's API key and processing is paused.",
 		}, []string{"account"}),
+		limiterWaits: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "certmail_ratelimit_wait_seconds",
+			Help:    "Time deliveries waited for a slot of the shared DigiCert rate limiter (only waits are observed).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10),
+		}, []string{"account"}),
+		coolDowns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certmail_ratelimit_cooldowns_total",
+			Help: "Shared cool-downs started because DigiCert answered 429.",
+		}, []string{"account"}),
 	}
-	reg.MustRegister(m.tasks, m.inFlight, m.taskDuration, m.requests, m.latency, m.deadLetters, m.accountPaused)
+	reg.MustRegister(m.tasks, m.inFlight, m.taskDuration, m.requests, m.latency, m.deadLetters, m.accountPaused,
+		m.limiterWaits, m.coolDowns)
 	return m
 }
 

@@ -32,13 +32,14 @@ type bundle struct {
 	client    *asynq.Client
 	inspector *asynq.Inspector
 	logs      *syncBuffer
+	workerKey string
 }
 
 type setupOpts struct {
 	fake         digicerttest.Config
 	workerKey    string
 	configure    func(*worker.Config)
-	startWorkers int // default 1
+	startWorkers int // default 1; -1 for none
 }
 
 func setup(t *testing.T, o setupOpts) *bundle {
@@ -55,18 +56,30 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	t.Cleanup(func() { b.client.Close() })
 	b.inspector = asynq.NewInspector(b.redis.ConnOpt())
 	t.Cleanup(func() { b.inspector.Close() })
-	n := o.startWorkers
+	n := o.startWorkers // -1: none yet
 	if n == 0 {
 		n = 1
 	}
+	b.workerKey = o.workerKey
 	for range n {
 		b.startWorker(t, o)
 	}
 	return b
 }
 
+// startWorker starts a worker that runs until the test ends.
 func (b *bundle) startWorker(t *testing.T, o setupOpts) {
 	t.Helper()
+	b.startWorkerCtl(t, o)
+}
+
+// startWorkerCtl starts a worker and returns a function that stops it
+// (gracefully) and waits for it; the test's cleanup stops it otherwise.
+func (b *bundle) startWorkerCtl(t *testing.T, o setupOpts) (stop func()) {
+	t.Helper()
+	if o.workerKey == "" {
+		o.workerKey = b.workerKey
+	}
 	log, err := logging.New("debug", "json", b.logs)
 	if err != nil {
 		t.Fatal(err)
@@ -103,12 +116,17 @@ func (b *bundle) startWorker(t *testing.T, o setupOpts) {
 	case err := <-done:
 		t.Fatalf("worker stopped at start: %v", err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker Run: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("worker Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // enqueue puts a raw task on the default queue with a short retention so

@@ -23,6 +23,7 @@ import (
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/buildinfo"
 	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/tasks"
 )
@@ -46,6 +47,11 @@ type Config struct {
 	// Client tunes the DigiCert client (timeouts, in-call retries); its
 	// BaseURL, APIKey, UserAgent, Limiter and Observer are set per account.
 	Client digicert.Config
+
+	// AfterDelivery, when set, runs after a successful DigiCert call and the
+	// write of its duplicate guard, before the task is marked complete: tests
+	// use it to stop a worker in exactly that window.
+	AfterDelivery func(ctx context.Context, taskID string)
 
 	Logger   *zap.Logger          // required
 	Registry *prometheus.Registry // optional; a new one with Go and process collectors otherwise
@@ -151,6 +157,7 @@ func New(cfg Config) (*Worker, error) {
 		retention:      cfg.GuardRetention,
 		lockWait:       5 * time.Second,
 		rateLimitPause: cfg.RateLimitPause,
+		afterDelivery:  cfg.AfterDelivery,
 	}
 	for name, a := range cfg.Accounts {
 		cc := cfg.Client
@@ -158,11 +165,15 @@ func New(cfg Config) (*Worker, error) {
 		cc.APIKey = a.APIKey.Reveal()
 		cc.UserAgent = buildinfo.UserAgent()
 		cc.Observer = observer{m: m, account: name}
+		waits := m.limiterWaits.WithLabelValues(name)
+		limiter := ratelimit.NewLimiter(rdb, ratelimit.Config{Account: name, Windows: a.RateLimits,
+			OnWait: func(d time.Duration) { waits.Observe(d.Seconds()) }})
+		cc.Limiter = limiter
 		client, err := digicert.New(cc)
 		if err != nil {
 			return nil, fmt.Errorf("account %s: %w", name, err)
 		}
-		p.accounts[name] = &accountRuntime{name: name, client: client,
+		p.accounts[name] = &accountRuntime{name: name, client: client, limiter: limiter,
 			gate: &authGate{rdb: rdb, account: name, interval: cfg.AuthProbeInterval}}
 	}
 	return &Worker{

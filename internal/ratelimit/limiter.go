@@ -1,0 +1,223 @@
+package ratelimit
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Limiter admits requests of one DigiCert account so that all processes
+// sharing its Redis stay within every window together. Each window is a
+// sliding log (a sorted set of request times) updated atomically by
+// scripts timed by the Redis server's clock, so process clocks do not
+// matter. A request enters the log when it is admitted and is stamped again
+// when its answer arrives: DigiCert saw it somewhere in between, so however
+// long the network took, it is counted for a whole window after DigiCert
+// could have seen it. A limiter also holds the account's shared cool-down,
+// started when DigiCert answers 429 anyway, during which nobody is admitted.
+type Limiter struct {
+	rdb     redis.UniversalClient
+	prefix  string
+	windows []Window
+	margin  time.Duration
+	maxWait time.Duration
+	onWait  func(time.Duration)
+}
+
+// Config configures a Limiter.
+type Config struct {
+	// Account names the limited account; its keys are certmail:ratelimit:{<account>}:* (one hash slot).
+	Account string
+	// Windows are the limits; none means every request is admitted (cool-downs still apply).
+	Windows []Window
+	// Margin is added to every window's period, for the difference between
+	// DigiCert's clock and Redis's; default 1% of the shortest period, at
+	// most 100ms.
+	Margin time.Duration
+	// MaxWait bounds one Wait: a longer wait returns a *WaitError instead, so
+	// that the caller can give the task back to the queue rather than hold a
+	// worker slot. Default 30s.
+	MaxWait time.Duration
+	// OnWait, when set, is told of every wait (for metrics).
+	OnWait func(time.Duration)
+}
+
+// NewLimiter returns a limiter on rdb.
+func NewLimiter(rdb redis.UniversalClient, cfg Config) *Limiter {
+	l := &Limiter{rdb: rdb, prefix: "certmail:ratelimit:{" + cfg.Account + "}:", windows: cfg.Windows,
+		margin: cfg.Margin, maxWait: cfg.MaxWait, onWait: cfg.OnWait}
+	if l.margin == 0 && len(cfg.Windows) > 0 {
+		shortest := cfg.Windows[0].Period
+		for _, w := range cfg.Windows {
+			shortest = min(shortest, w.Period)
+		}
+		l.margin = min(shortest/100, 100*time.Millisecond)
+	}
+	if l.maxWait == 0 {
+		l.maxWait = 30 * time.Second
+	}
+	return l
+}
+
+// WaitError says that admission is further away than the limiter's MaxWait.
+type WaitError struct{ Wait time.Duration }
+
+// RetryAfter is when to ask again.
+func (e *WaitError) RetryAfter() time.Duration { return e.Wait }
+
+func (e *WaitError) Error() string {
+	return fmt.Sprintf("rate limit: next DigiCert request slot in %v", e.Wait.Round(time.Millisecond))
+}
+
+// admitScript: KEYS[1] is the cool-down, KEYS[2..] one sorted set per
+// window; ARGV[1] a unique member, then (limit, period ms) per window.
+// Returns 0 when admitted (and recorded in every window) or the number of
+// milliseconds to wait before asking again.
+var admitScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cd = redis.call('PTTL', KEYS[1])
+if cd > 0 then return cd end
+local wait = 0
+for i = 2, #KEYS do
+  local limit = tonumber(ARGV[2 * i - 2])
+  local period = tonumber(ARGV[2 * i - 1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - period)
+  if redis.call('ZCARD', KEYS[i]) >= limit then
+    local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+    local w = tonumber(oldest[2]) + period - now + 1
+    if w > wait then wait = w end
+  end
+end
+if wait > 0 then return wait end
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], now, ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 * i - 1]))
+end
+return 0
+`)
+
+func (l *Limiter) keys() ([]string, []any) {
+	keys := make([]string, 1, 1+len(l.windows))
+	keys[0] = l.prefix + "cooldown"
+	args := make([]any, 1, 1+2*len(l.windows))
+	for _, w := range l.windows {
+		keys = append(keys, l.prefix+strconv.Itoa(w.Limit)+"/"+w.Period.String())
+		args = append(args, w.Limit, (w.Period + l.margin).Milliseconds())
+	}
+	return keys, args
+}
+
+// reserve takes a slot for member now if every window has room, and
+// otherwise says how long to wait before asking again.
+func (l *Limiter) reserve(ctx context.Context, member string) (time.Duration, error) {
+	keys, args := l.keys()
+	args[0] = member
+	ms, err := admitScript.Run(ctx, l.rdb, keys, args...).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("rate limit: %w", err)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// restampScript moves member to the current time in every window it is in.
+var restampScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 2, #KEYS do
+  if redis.call('ZSCORE', KEYS[i], ARGV[1]) then
+    redis.call('ZADD', KEYS[i], 'XX', now, ARGV[1])
+    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 * i - 1]))
+  end
+end
+return 0
+`)
+
+// Acquire blocks until a request may be sent, ctx is done, or the wait
+// would exceed MaxWait or ctx's deadline (*WaitError, which says how long).
+// Call release when the request has ended. It implements digicert.Limiter;
+// it holds no Redis connection while it waits.
+func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
+	member := token()
+	var waited time.Duration
+	defer func() {
+		if waited > 0 && l.onWait != nil {
+			l.onWait(waited)
+		}
+	}()
+	for {
+		d, err := l.reserve(ctx, member)
+		if err != nil {
+			return nil, err
+		}
+		if d == 0 {
+			return func() { l.restamp(member) }, nil
+		}
+		if waited+d > l.maxWait {
+			return nil, &WaitError{Wait: d}
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Now().Add(d).After(dl) {
+			return nil, &WaitError{Wait: d} // sleeping into the deadline would waste the caller's budget
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+			waited += d
+		}
+	}
+}
+
+// restamp counts member from now on. A failure leaves the admission time in
+// place, which errs on the side of admitting a little early.
+func (l *Limiter) restamp(member string) {
+	if len(l.windows) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	keys, args := l.keys()
+	args[0] = member
+	_ = restampScript.Run(ctx, l.rdb, keys, args...).Err()
+}
+
+// Reserve takes a slot now, without a release, if every window has room,
+// and otherwise says how long to wait before asking again.
+func (l *Limiter) Reserve(ctx context.Context) (time.Duration, error) {
+	return l.reserve(ctx, token())
+}
+
+// coolDownScript starts or extends the shared cool-down: each 429 within a
+// streak doubles it from ARGV[1] ms up to ARGV[2] ms. Returns the cool-down in ms.
+var coolDownScript = redis.NewScript(`
+local n = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) * 4)
+local d = math.min(tonumber(ARGV[1]) * 2 ^ (n - 1), tonumber(ARGV[2]))
+if redis.call('PTTL', KEYS[1]) < d then redis.call('SET', KEYS[1], n, 'PX', math.floor(d)) end
+return math.floor(d)
+`)
+
+// CoolDown pauses every process's requests of this account after DigiCert
+// answered 429: for base the first time, doubling with every further 429 of
+// the streak up to ceiling. It returns the cool-down now in force.
+func (l *Limiter) CoolDown(ctx context.Context, base, ceiling time.Duration) (time.Duration, error) {
+	ms, err := coolDownScript.Run(ctx, l.rdb, []string{l.prefix + "cooldown", l.prefix + "streak"},
+		base.Milliseconds(), ceiling.Milliseconds()).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("rate limit cool-down: %w", err)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+func token() string {
+	var b [10]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,177 @@
+package ratelimit_test
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certmail/certmail/internal/ratelimit"
+	"github.com/certmail/certmail/internal/redistest"
+)
+
+// Many goroutines with their own Redis clients share two windows: no
+// sliding window of either length ever holds more admissions than its limit,
+// and the limiter admits close to the limit.
+func TestLimiterHoldsEverySlidingWindow(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	windows := []ratelimit.Window{{Limit: 10, Period: 200 * time.Millisecond}, {Limit: 30, Period: time.Second}}
+	const workers, perWorker = 6, 10 // 60 admissions: the 1 s window makes this take about 1.5 s
+	var (
+		mu    sync.Mutex
+		times []time.Time
+		wg    sync.WaitGroup
+	)
+	for range workers {
+		l := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "acct", Windows: windows, Margin: 5 * time.Millisecond})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range perWorker {
+				release, err := l.Acquire(context.Background())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				times = append(times, time.Now())
+				mu.Unlock()
+				release()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(times) != workers*perWorker {
+		t.Fatalf("%d admissions, want %d", len(times), workers*perWorker)
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i].Before(times[j]) })
+	for _, w := range windows {
+		// Admission times are taken after Wait returns, so allow the few ms
+		// between Redis's clock and ours by shrinking the checked window.
+		checked := w.Period - 20*time.Millisecond
+		for i := range times {
+			n := 0
+			for j := i; j < len(times) && times[j].Sub(times[i]) < checked; j++ {
+				n++
+			}
+			if n > w.Limit {
+				t.Errorf("%d admissions within %v starting at #%d, limit %d per %v", n, checked, i, w.Limit, w.Period)
+				break
+			}
+		}
+	}
+	// 60 admissions under 30/s take at least 1 s (two full windows after the first 30).
+	if span := times[len(times)-1].Sub(times[0]); span < time.Second-50*time.Millisecond {
+		t.Errorf("60 admissions in %v: the 30/1s window was not enforced", span)
+	}
+}
+
+func TestLimiterWaitErrorBeyondMaxWait(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	l := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "a", Windows: []ratelimit.Window{{Limit: 1, Period: time.Minute}},
+		MaxWait: 50 * time.Millisecond})
+	ctx := context.Background()
+	if _, err := l.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := l.Acquire(ctx)
+	var we *ratelimit.WaitError
+	if !errors.As(err, &we) {
+		t.Fatalf("second Wait = %v, want *WaitError", err)
+	}
+	if we.RetryAfter() < 50*time.Second || we.RetryAfter() > time.Minute+time.Second {
+		t.Errorf("RetryAfter = %v, want about a minute", we.RetryAfter())
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Error("Wait slept although the wait was beyond MaxWait")
+	}
+}
+
+func TestLimiterWaitErrorBeforeDeadline(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	l := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "a", Windows: []ratelimit.Window{{Limit: 1, Period: 10 * time.Second}}})
+	if _, err := l.Acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var we *ratelimit.WaitError
+	if _, err := l.Acquire(ctx); !errors.As(err, &we) {
+		t.Fatalf("Wait = %v, want *WaitError (the slot is past the deadline)", err)
+	}
+	if ctx.Err() != nil {
+		t.Error("Wait slept until the deadline")
+	}
+}
+
+func TestCoolDownStopsEveryoneAndDoubles(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	a := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "acct"})
+	b := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "acct"})
+	other := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "other"})
+	ctx := context.Background()
+	first, err := a.CoolDown(ctx, 200*time.Millisecond, time.Second)
+	if err != nil || first != 200*time.Millisecond {
+		t.Fatalf("first CoolDown = %v, %v; want 200ms", first, err)
+	}
+	if d, err := b.Reserve(ctx); err != nil || d <= 0 || d > 200*time.Millisecond {
+		t.Errorf("another process's Reserve during the cool-down = %v, %v; want a wait of up to 200ms", d, err)
+	}
+	if d, err := other.Reserve(ctx); err != nil || d != 0 {
+		t.Errorf("another account's Reserve = %v, %v; want admitted", d, err)
+	}
+	second, _ := b.CoolDown(ctx, 200*time.Millisecond, time.Second)
+	third, _ := a.CoolDown(ctx, 200*time.Millisecond, time.Second)
+	fourth, _ := a.CoolDown(ctx, 200*time.Millisecond, time.Second)
+	if second != 400*time.Millisecond || third != 800*time.Millisecond || fourth != time.Second {
+		t.Errorf("streak = %v, %v, %v; want 400ms, 800ms, 1s (capped)", second, third, fourth)
+	}
+	start := time.Now()
+	if _, err := b.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited < 700*time.Millisecond {
+		t.Errorf("Wait returned after %v during a 1s cool-down", waited)
+	}
+}
+
+// A request counts from its admission until a whole window after its
+// release: a slow request holds its slot for longer.
+func TestReleaseRestampsTheRequest(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	l := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "a", Windows: []ratelimit.Window{{Limit: 1, Period: 400 * time.Millisecond}},
+		Margin: time.Millisecond})
+	ctx := context.Background()
+	release, err := l.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := l.Reserve(ctx); d <= 0 {
+		t.Fatal("a second request was admitted within the window")
+	}
+	time.Sleep(300 * time.Millisecond) // the request is "in flight" for 300ms
+	release()
+	released := time.Now()
+	d, err := l.Reserve(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without the re-stamp the slot would free 100ms from now.
+	if d < 300*time.Millisecond {
+		t.Errorf("next slot in %v after the release, want about 400ms", d)
+	}
+	if _, err := l.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(released); waited < 350*time.Millisecond {
+		t.Errorf("admitted %v after the release, want at least a window", waited)
+	}
+}

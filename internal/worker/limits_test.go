@@ -1,0 +1,225 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/admin"
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/ratelimit"
+	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/tasks"
+)
+
+// Three workers (each with its own Redis connections, sharing only Redis)
+// and a burst of 500 tasks stay under the fake's windows: not one 429.
+func TestBurstStaysUnderDigiCertLimits(t *testing.T) {
+	t.Parallel()
+	limits := []ratelimit.Window{{Limit: 50, Period: 500 * time.Millisecond}, {Limit: 300, Period: 3 * time.Second}}
+	var fakeLimits []digicerttest.Window
+	for _, w := range limits {
+		fakeLimits = append(fakeLimits, digicerttest.Window{Limit: w.Limit, Period: w.Period})
+	}
+	regs := make([]*prometheus.Registry, 3)
+	i := 0
+	b := setup(t, setupOpts{
+		fake:         digicerttest.Config{AnyIDExists: true, RateLimits: fakeLimits, BlockFor: 10 * time.Second},
+		startWorkers: 3,
+		configure: func(c *worker.Config) {
+			c.Concurrency = 20
+			a := c.Accounts["default"]
+			a.RateLimits = limits
+			c.Accounts["default"] = a
+			c.Registry = admin.NewRegistry()
+			regs[i] = c.Registry
+			i++
+		},
+	})
+	const n = 500
+	ids := make([]string, n)
+	for k := range n {
+		task, err := tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: int64(k + 1)}, asynq.Retention(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := b.client.Enqueue(task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[k] = info.ID
+	}
+	waitFor(t, 60*time.Second, func() bool { return b.fake.StatusCount(204) == n }, func() string {
+		return fmt.Sprintf("%d of %d delivered, %d×429", b.fake.StatusCount(204), n, b.fake.StatusCount(429))
+	})
+	if got := b.fake.StatusCount(429); got != 0 {
+		t.Errorf("fake answered %d×429, want 0", got)
+	}
+	if got := b.fake.RequestCount(); got != n {
+		t.Errorf("fake saw %d requests for %d tasks", got, n)
+	}
+	waits := 0.0
+	for _, reg := range regs {
+		waits += histogramCount(t, reg, "certmail_ratelimit_wait_seconds")
+	}
+	if waits == 0 {
+		t.Error("certmail_ratelimit_wait_seconds observed no wait: the limiter never held anyone back")
+	}
+}
+
+// A 429 from DigiCert anyway pauses every worker of the account, then all
+// tasks are delivered.
+func TestForced429PausesEveryWorker(t *testing.T) {
+	t.Parallel()
+	const pause = 1500 * time.Millisecond
+	b := setup(t, setupOpts{
+		fake:         digicerttest.Config{AnyIDExists: true},
+		startWorkers: 3,
+		configure:    func(c *worker.Config) { c.RateLimitPause = pause },
+	})
+	b.fake.FailNext(1, 429, `{"errors":[{"code":"request_limit_exceeded","message":"Service unavailable, please limit request volume"}]}`, "application/json")
+	var ids []string
+	for k := range 30 {
+		ids = append(ids, b.enqueue(t, "resend-dcv", fmt.Sprintf(`{"order_id": %d}`, k+1)))
+	}
+	for _, id := range ids {
+		b.waitState(t, id, asynq.TaskStateCompleted, 30*time.Second)
+	}
+	reqs := b.fake.Requests()
+	var at429 time.Time
+	for _, r := range reqs {
+		if r.Status == 429 {
+			at429 = r.At
+		}
+	}
+	if at429.IsZero() {
+		t.Fatal("no 429 recorded")
+	}
+	// Requests already past the limiter when the 429 came may still land a
+	// few ms later; after that nobody may call until the cool-down ends.
+	for _, r := range reqs {
+		if r.At.After(at429.Add(100*time.Millisecond)) && r.At.Before(at429.Add(pause-200*time.Millisecond)) {
+			t.Errorf("request at +%v during the %v cool-down", r.At.Sub(at429), pause)
+		}
+	}
+	if n := b.fake.StatusCount(204); n != len(ids) {
+		t.Errorf("%d deliveries, want %d", n, len(ids))
+	}
+}
+
+// A worker stopped right after DigiCert accepted a send-cert (its guard
+// written, the task not yet completed) hands the task back; the next
+// delivery finds the guard and reports duplicate: one email batch in all.
+func TestRedeliveryAfterSuccessIsDuplicate(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	hit := make(chan struct{}, 1)
+	stopA := b.startWorkerCtl(t, setupOpts{configure: func(c *worker.Config) {
+		c.ShutdownTimeout = 200 * time.Millisecond
+		c.AfterDelivery = func(ctx context.Context, _ string) {
+			hit <- struct{}{}
+			<-ctx.Done() // the process "dies" here: nothing after the guard runs
+		}
+	}})
+	id := b.enqueue(t, "send-cert", `{"certificate_id": 77, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	<-hit
+	stopA() // shutdown: asynq hands the unfinished task back to its queue
+	b.startWorker(t, setupOpts{})
+	r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 15*time.Second))
+	if r.Outcome != worker.OutcomeDuplicate {
+		t.Errorf("outcome = %q, want duplicate", r.Outcome)
+	}
+	if n := len(b.fake.CertSends(77)); n != 1 {
+		t.Errorf("certificate 77 emailed %d times, want once", n)
+	}
+	if n := b.fake.RequestCount(); n != 1 {
+		t.Errorf("fake saw %d requests, want 1", n)
+	}
+}
+
+// set-emails A then B; A fails transiently and is retried after B was
+// applied: the order keeps B's list and A is superseded.
+func TestStaleSetEmailsIsSuperseded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
+	b.fake.FailNext(4, 503, "<html>bad gateway</html>", "text/html") // every in-call attempt of A
+	taskA, _ := tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 5, AdditionalEmails: []string{"a@example.com"}}, asynq.Retention(time.Hour))
+	infoA, err := b.client.Enqueue(taskA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.waitState(t, infoA.ID, asynq.TaskStateRetry, 10*time.Second)
+	taskB, _ := tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 5, AdditionalEmails: []string{"b@example.com"}}, asynq.Retention(time.Hour))
+	infoB, err := b.client.Enqueue(taskB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := result(t, b.waitState(t, infoB.ID, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != worker.OutcomeDelivered {
+		t.Fatalf("B outcome = %q", r.Outcome)
+	}
+	if err := b.inspector.RunTask("default", infoA.ID); err != nil { // A's retry comes now
+		t.Fatal(err)
+	}
+	if r := result(t, b.waitState(t, infoA.ID, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != worker.OutcomeSuperseded {
+		t.Errorf("A outcome = %q, want superseded", r.Outcome)
+	}
+	if got, _ := b.fake.AdditionalEmails(5); strings.Join(got, ",") != "b@example.com" {
+		t.Errorf("order 5 list = %v, want B's", got)
+	}
+}
+
+// Two accounts with their own keys and base URLs: each task reaches its own.
+func TestTasksReachTheirOwnAccount(t *testing.T) {
+	t.Parallel()
+	euFake, euURL := digicerttest.NewTestServer(t, digicerttest.Config{APIKeys: []string{"eu-key-0123456789"}, AnyIDExists: true})
+	b := setup(t, setupOpts{
+		fake: digicerttest.Config{AnyIDExists: true},
+		configure: func(c *worker.Config) {
+			c.Accounts["eu"] = account.Account{Name: "eu", BaseURL: euURL, APIKey: "eu-key-0123456789"}
+		},
+	})
+	us := b.enqueue(t, "resend-dcv", `{"order_id": 1}`)
+	eu := b.enqueue(t, "resend-dcv", `{"order_id": 2, "account": "eu"}`)
+	unknown := b.enqueue(t, "resend-dcv", `{"order_id": 3, "account": "apac"}`)
+	b.waitState(t, us, asynq.TaskStateCompleted, 10*time.Second)
+	b.waitState(t, eu, asynq.TaskStateCompleted, 10*time.Second)
+	b.waitState(t, unknown, asynq.TaskStateArchived, 10*time.Second)
+	if len(b.fake.DCVSends(1)) != 1 || len(b.fake.DCVSends(2)) != 0 {
+		t.Errorf("US fake: order 1 sends %d, order 2 sends %d", len(b.fake.DCVSends(1)), len(b.fake.DCVSends(2)))
+	}
+	if len(euFake.DCVSends(2)) != 1 || len(euFake.DCVSends(1)) != 0 {
+		t.Errorf("EU fake: order 2 sends %d, order 1 sends %d", len(euFake.DCVSends(2)), len(euFake.DCVSends(1)))
+	}
+	for _, r := range euFake.Requests() {
+		if r.Header.Get("X-DC-DEVKEY") != "eu-key-0123456789" {
+			t.Error("EU fake received another account's key")
+		}
+	}
+	if e := b.deadLetters(t, 1)[0]; e["error_code"] != "unknown_account" {
+		t.Errorf("unknown account dead-lettered with %q", e["error_code"])
+	}
+}
+
+func histogramCount(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			total += float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	return total
+}
