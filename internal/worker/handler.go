@@ -117,7 +117,7 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) error {
 		// by the time the task is first processed.
 		seq = time.Now().UnixNano()
 	}
-	lock, err := lockOrder(ctx, p.rdb, orderKey(d.account.name, pl.OrderID, "lock"), lockTTL(ctx), p.lockWait)
+	lock, err := lockOrder(ctx, p.rdb, orderKey(d.account.name, pl.OrderID, "lock"), orderLockTTL, p.lockWait)
 	if errors.Is(err, errLockBusy) {
 		return &taskError{code: "order_busy", class: classWait, retryAfter: time.Second, err: errors.New("another set-emails of this order is in progress")}
 	}
@@ -308,15 +308,4 @@ func (p *processor) finish(ctx context.Context, d *delivery, outcome string, sta
 		}
 	}
 	return nil
-}
-
-// lockTTL bounds the order lock by the task's own deadline, so that a
-// crashed worker's lock frees itself.
-func lockTTL(ctx context.Context) time.Duration {
-	if dl, ok := ctx.Deadline(); ok {
-		if d := time.Until(dl) + 5*time.Second; d > 0 {
-			return d
-		}
-	}
-	return tasks.DefaultTimeout
 }

@@ -100,11 +100,39 @@ func (g *authGate) resume(ctx context.Context) (resumed bool, err error) {
 	return n > 0, nil
 }
 
-// orderLock serialises set-emails of one order across workers.
+// orderLock serialises set-emails of one order across workers. It is a
+// lease: short, and renewed while held, so that the lock of a worker that
+// died frees itself within orderLockTTL.
 type orderLock struct {
 	rdb   redis.UniversalClient
 	key   string
 	token string
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+// orderLockTTL is the lease of an order lock; the holder renews it every third of it.
+const orderLockTTL = 15 * time.Second
+
+var renewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`)
+
+func (l *orderLock) renew(ttl time.Duration) {
+	defer close(l.done)
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), ttl/3)
+			_ = renewScript.Run(ctx, l.rdb, []string{l.key}, l.token, ttl.Milliseconds()).Err()
+			cancel()
+		}
+	}
 }
 
 var unlockScript = redis.NewScript(`
@@ -116,7 +144,7 @@ var errLockBusy = errors.New("order lock busy")
 
 // lockOrder takes the order's lock for ttl, waiting up to wait for it.
 func lockOrder(ctx context.Context, rdb redis.UniversalClient, key string, ttl, wait time.Duration) (*orderLock, error) {
-	l := &orderLock{rdb: rdb, key: key, token: randomToken()}
+	l := &orderLock{rdb: rdb, key: key, token: randomToken(), stop: make(chan struct{}), done: make(chan struct{})}
 	deadline := time.Now().Add(wait)
 	delay := 5 * time.Millisecond
 	for {
@@ -125,6 +153,7 @@ func lockOrder(ctx context.Context, rdb redis.UniversalClient, key string, ttl, 
 			return nil, fmt.Errorf("lock order: %w", err)
 		}
 		if ok {
+			go l.renew(ttl)
 			return l, nil
 		}
 		if time.Now().Add(delay).After(deadline) {
@@ -142,6 +171,8 @@ func lockOrder(ctx context.Context, rdb redis.UniversalClient, key string, ttl, 
 }
 
 func (l *orderLock) unlock(ctx context.Context) error {
+	close(l.stop)
+	<-l.done
 	if err := unlockScript.Run(ctx, l.rdb, []string{l.key}, l.token).Err(); err != nil {
 		return fmt.Errorf("unlock order: %w", err)
 	}
