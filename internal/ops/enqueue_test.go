@@ -1,0 +1,436 @@
+package ops_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/tasks"
+)
+
+func TestEnqueue(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		typ         string
+		payload     string
+		wantPayload string // as stored, normalised
+	}{
+		{
+			name:        "set-emails normalised",
+			typ:         tasks.TypeSetEmails,
+			payload:     `{"order_id": 12, "additional_emails": [" Jill@Example.COM", "jill@example.com", "leon@example.com"], "sequence": 7}`,
+			wantPayload: `{"order_id":12,"additional_emails":["Jill@example.com","leon@example.com"],"sequence":7}`,
+		},
+		{
+			name:        "set-emails empty list clears",
+			typ:         tasks.TypeSetEmails,
+			payload:     `{"order_id": 12, "additional_emails": [], "sequence": 1}`,
+			wantPayload: `{"order_id":12,"additional_emails":[],"sequence":1}`,
+		},
+		{
+			name:        "resend-dcv",
+			typ:         tasks.TypeResendDCV,
+			payload:     `{"order_id": 13, "domain_approval_emails": [{"domain": "WWW.example.com", "email": "admin@example.com", "email_domain": "example.com"}], "locale": "en"}`,
+			wantPayload: `{"order_id":13,"domain_approval_emails":[{"domain":"www.example.com","email":"admin@example.com","email_domain":"example.com"}],"locale":"en"}`,
+		},
+		{
+			name:        "send-cert on a named account",
+			typ:         tasks.TypeSendCert,
+			payload:     `{"certificate_id": 14, "emails": ["a@example.com"], "certificate_collect_format": "attachment", "custom_message": "hi", "account": "eu"}`,
+			wantPayload: `{"certificate_id":14,"emails":["a@example.com"],"certificate_collect_format":"attachment","custom_message":"hi","account":"eu"}`,
+		},
+	}
+	b := setup(t, ops.Options{Accounts: account.Set{"default": {}, "eu": {}}})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ref, existing, err := b.svc.Enqueue(context.Background(), ops.EnqueueRequest{Type: tt.typ, Payload: []byte(tt.payload)})
+			if err != nil {
+				t.Fatalf("Enqueue: %v", err)
+			}
+			if existing || ref.ID == "" || ref.Type != tt.typ || ref.Queue != tasks.DefaultQueue || ref.State != "pending" {
+				t.Errorf("Enqueue = %+v, existing %t; want a new pending %s task in %s", ref, existing, tt.typ, tasks.DefaultQueue)
+			}
+			info, err := b.inspector.GetTaskInfo(tasks.DefaultQueue, ref.ID)
+			if err != nil {
+				t.Fatalf("GetTaskInfo: %v", err)
+			}
+			if string(info.Payload) != tt.wantPayload {
+				t.Errorf("stored payload = %s\nwant %s", info.Payload, tt.wantPayload)
+			}
+			if info.MaxRetry != tasks.DefaultMaxRetry || info.Retention != tasks.DefaultRetention || info.Timeout != tasks.DefaultTimeout {
+				t.Errorf("max retry %d, retention %v, timeout %v; want the tasks defaults", info.MaxRetry, info.Retention, info.Timeout)
+			}
+		})
+	}
+}
+
+func TestEnqueueStampsSequence(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.enqueue(t, 12)
+	info, err := b.inspector.GetTaskInfo(tasks.DefaultQueue, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tasks.Parse(tasks.TypeSetEmails, info.Payload)
+	if err != nil {
+		t.Fatalf("stored payload %s: %v", info.Payload, err)
+	}
+	if p.(tasks.SetEmails).Sequence <= 0 {
+		t.Errorf("stored payload %s has no sequence", info.Payload)
+	}
+}
+
+func TestEnqueueInvalid(t *testing.T) {
+	t.Parallel()
+	future := time.Now().Add(time.Hour)
+	good := `{"order_id": 12, "additional_emails": ["a@example.com"]}`
+	tests := []struct {
+		name string
+		req  ops.EnqueueRequest
+		want []tasks.FieldError
+	}{
+		{
+			name: "bad email",
+			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": ["a@example.com", "Jill <jill@example.com>"]}`)},
+			want: []tasks.FieldError{{Field: "additional_emails[1]", Message: "not a bare email address"}},
+		},
+		{
+			name: "missing fields",
+			req:  ops.EnqueueRequest{Type: "send-cert", Payload: []byte(`{}`)},
+			want: []tasks.FieldError{
+				{Field: "certificate_id", Message: "required"},
+				{Field: "emails", Message: "required"},
+				{Field: "certificate_collect_format", Message: "required"},
+			},
+		},
+		{
+			name: "unknown field",
+			req:  ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id": 12, "langue": "fr"}`)},
+			want: []tasks.FieldError{{Field: "langue", Message: "unknown field"}},
+		},
+		{
+			name: "wrong JSON type",
+			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": "12", "additional_emails": []}`)},
+			want: []tasks.FieldError{{Field: "order_id", Message: "must be an integer"}},
+		},
+		{
+			name: "malformed JSON",
+			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 12,`)},
+			want: []tasks.FieldError{{Field: "", Message: "malformed JSON: unexpected EOF"}},
+		},
+		{
+			name: "empty body",
+			req:  ops.EnqueueRequest{Type: "set-emails"},
+			want: []tasks.FieldError{{Field: "", Message: "empty body"}},
+		},
+		{
+			name: "unknown account",
+			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": [], "account": "eu"}`)},
+			want: []tasks.FieldError{{Field: "account", Message: "unknown account"}},
+		},
+		{
+			name: "unknown account with other problems",
+			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 0, "additional_emails": [], "account": "eu"}`)},
+			want: []tasks.FieldError{
+				{Field: "order_id", Message: "must be greater than 0"},
+				{Field: "account", Message: "unknown account"},
+			},
+		},
+		{
+			name: "malformed account name",
+			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": [], "account": "EU"}`)},
+			want: []tasks.FieldError{{Field: "account", Message: "must be 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"}},
+		},
+		{
+			name: "bad queue",
+			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(good), Queue: "Bulk!"},
+			want: []tasks.FieldError{{Field: "queue", Message: "must be 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"}},
+		},
+		{
+			name: "process_at and process_in",
+			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(good), ProcessAt: future, ProcessIn: time.Minute},
+			want: []tasks.FieldError{{Field: "process_at", Message: "give process_at or process_in, not both"}},
+		},
+		{
+			name: "negative process_in",
+			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(good), ProcessIn: -time.Minute},
+			want: []tasks.FieldError{{Field: "process_in", Message: "must not be negative"}},
+		},
+		{
+			name: "idempotency key too long",
+			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(good), IdempotencyKey: strings.Repeat("k", 256)},
+			want: []tasks.FieldError{{Field: "idempotency_key", Message: "at most 255 characters"}},
+		},
+		{
+			name: "idempotency key not printable",
+			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(good), IdempotencyKey: "key\n1"},
+			want: []tasks.FieldError{{Field: "idempotency_key", Message: "must be printable ASCII"}},
+		},
+		{
+			name: "payload and option problems in one list",
+			req: ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": -1, "additional_emails": ["nope"]}`),
+				Queue: "-x", IdempotencyKey: "ключ"},
+			want: []tasks.FieldError{
+				{Field: "order_id", Message: "must be greater than 0"},
+				{Field: "additional_emails[0]", Message: "not a bare email address"},
+				{Field: "queue", Message: "must be 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"},
+				{Field: "idempotency_key", Message: "must be printable ASCII"},
+			},
+		},
+	}
+	b := setup(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			for name, call := range map[string]func() error{
+				"Enqueue": func() error {
+					_, _, err := b.svc.Enqueue(context.Background(), tt.req)
+					return err
+				},
+				"Validate": func() error { return b.svc.Validate(tt.req) },
+			} {
+				err := call()
+				var ve *tasks.ValidationError
+				if !errors.As(err, &ve) {
+					t.Fatalf("%s error = %v, want a *tasks.ValidationError", name, err)
+				}
+				if ve.Type != tt.req.Type || !slices.Equal(ve.Errors, tt.want) {
+					t.Errorf("%s errors = %s %+v\nwant %s %+v", name, ve.Type, ve.Errors, tt.req.Type, tt.want)
+				}
+			}
+		})
+	}
+	t.Cleanup(func() { // after the parallel subtests
+		if n, err := b.rdb.DBSize(context.Background()).Result(); err != nil || n != 0 {
+			t.Errorf("Redis holds %d keys (%v) after invalid requests; want none", n, err)
+		}
+	})
+}
+
+func TestEnqueueUnknownType(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, typ := range []string{"", "set_emails", "Set-Emails"} {
+		_, _, err := b.svc.Enqueue(context.Background(), ops.EnqueueRequest{Type: typ, Payload: []byte(`{}`)})
+		var ve *tasks.ValidationError
+		if !errors.Is(err, tasks.ErrUnknownType) || errors.As(err, &ve) {
+			t.Errorf("type %q: error = %v, want one wrapping tasks.ErrUnknownType", typ, err)
+		}
+	}
+	if sizes := b.queueSizes(t); len(sizes) != 0 {
+		t.Errorf("queues after unknown types = %v, want none", sizes)
+	}
+}
+
+func TestEnqueueOptions(t *testing.T) {
+	t.Parallel()
+	payload := []byte(`{"order_id": 12, "additional_emails": []}`)
+	tests := []struct {
+		name      string
+		opts      ops.Options
+		req       ops.EnqueueRequest
+		wantQueue string
+		wantState asynq.TaskState
+		wantNext  time.Duration // from now, for scheduled tasks
+		wantRetry int
+		wantKeep  time.Duration
+	}{
+		{
+			name:      "queue",
+			req:       ops.EnqueueRequest{Queue: "bulk"},
+			wantQueue: "bulk", wantState: asynq.TaskStatePending, wantRetry: tasks.DefaultMaxRetry, wantKeep: tasks.DefaultRetention,
+		},
+		{
+			name:      "process_in",
+			req:       ops.EnqueueRequest{ProcessIn: 10 * time.Minute},
+			wantQueue: "default", wantState: asynq.TaskStateScheduled, wantNext: 10 * time.Minute,
+			wantRetry: tasks.DefaultMaxRetry, wantKeep: tasks.DefaultRetention,
+		},
+		{
+			name:      "process_at in the future",
+			req:       ops.EnqueueRequest{ProcessAt: time.Now().Add(2 * time.Hour), Queue: "critical"},
+			wantQueue: "critical", wantState: asynq.TaskStateScheduled, wantNext: 2 * time.Hour,
+			wantRetry: tasks.DefaultMaxRetry, wantKeep: tasks.DefaultRetention,
+		},
+		{
+			name:      "process_at in the past runs now",
+			req:       ops.EnqueueRequest{ProcessAt: time.Now().Add(-time.Hour)},
+			wantQueue: "default", wantState: asynq.TaskStatePending, wantRetry: tasks.DefaultMaxRetry, wantKeep: tasks.DefaultRetention,
+		},
+		{
+			name:      "retries and retention",
+			opts:      ops.Options{MaxRetry: 3, Retention: time.Hour},
+			wantQueue: "default", wantState: asynq.TaskStatePending, wantRetry: 3, wantKeep: time.Hour,
+		},
+		{
+			name:      "no retries",
+			opts:      ops.Options{MaxRetry: -1},
+			wantQueue: "default", wantState: asynq.TaskStatePending, wantRetry: 0, wantKeep: tasks.DefaultRetention,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, tt.opts)
+			req := tt.req
+			req.Type, req.Payload = tasks.TypeSetEmails, payload
+			ref, _, err := b.svc.Enqueue(context.Background(), req)
+			if err != nil {
+				t.Fatalf("Enqueue: %v", err)
+			}
+			if ref.Queue != tt.wantQueue || ref.State != tt.wantState.String() {
+				t.Errorf("Enqueue = %+v, want queue %s and state %s", ref, tt.wantQueue, tt.wantState)
+			}
+			info, err := b.inspector.GetTaskInfo(tt.wantQueue, ref.ID)
+			if err != nil {
+				t.Fatalf("GetTaskInfo: %v", err)
+			}
+			if info.State != tt.wantState || info.MaxRetry != tt.wantRetry || info.Retention != tt.wantKeep {
+				t.Errorf("task is %s with max retry %d and retention %v; want %s, %d, %v",
+					info.State, info.MaxRetry, info.Retention, tt.wantState, tt.wantRetry, tt.wantKeep)
+			}
+			if tt.wantNext > 0 {
+				if d := time.Until(info.NextProcessAt) - tt.wantNext; d > 0 || d < -time.Minute {
+					t.Errorf("next process at %v, want about %v from now", info.NextProcessAt, tt.wantNext)
+				}
+			}
+		})
+	}
+}
+
+func TestEnqueueIdempotency(t *testing.T) {
+	t.Parallel()
+	first := `{"order_id": 12, "additional_emails": ["jill@example.com"]}`
+	tests := []struct {
+		name         string
+		second       ops.EnqueueRequest
+		wantExisting bool
+		wantErr      error
+	}{
+		{
+			name:         "same request",
+			second:       ops.EnqueueRequest{Type: "set-emails", Payload: []byte(first)},
+			wantExisting: true,
+		},
+		{
+			name: "same request written differently",
+			second: ops.EnqueueRequest{Type: "set-emails", Queue: "default",
+				Payload: []byte(`{"additional_emails":[" jill@EXAMPLE.com", "jill@example.com"],"order_id":12}`)},
+			wantExisting: true,
+		},
+		{
+			name:    "different payload",
+			second:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": []}`)},
+			wantErr: ops.ErrIdempotencyConflict,
+		},
+		{
+			name:    "different queue",
+			second:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(first), Queue: "bulk"},
+			wantErr: ops.ErrIdempotencyConflict,
+		},
+		{
+			name:    "different type",
+			second:  ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id": 12}`)},
+			wantErr: ops.ErrIdempotencyConflict,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := context.Background()
+			ref1, existing, err := b.svc.Enqueue(ctx, ops.EnqueueRequest{Type: "set-emails", Payload: []byte(first), IdempotencyKey: "order-12 v1"})
+			if err != nil || existing {
+				t.Fatalf("first Enqueue = %+v, %t, %v", ref1, existing, err)
+			}
+			second := tt.second
+			second.IdempotencyKey = "order-12 v1"
+			ref2, existing, err := b.svc.Enqueue(ctx, second)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("second Enqueue error = %v, want %v", err, tt.wantErr)
+			}
+			if tt.wantExisting && (!existing || ref2 != ref1) {
+				t.Errorf("second Enqueue = %+v, existing %t; want %+v, existing", ref2, existing, ref1)
+			}
+			if sizes := b.queueSizes(t); sizes["default"] != 1 || len(sizes) != 1 {
+				t.Errorf("queues = %v, want one task in default", sizes)
+			}
+			ref3, existing, err := b.svc.Enqueue(ctx, ops.EnqueueRequest{Type: "set-emails", Payload: []byte(first), IdempotencyKey: "order-12 v2"})
+			if err != nil || existing || ref3.ID == ref1.ID {
+				t.Errorf("Enqueue with another key = %+v, %t, %v; want a new task", ref3, existing, err)
+			}
+		})
+	}
+}
+
+func TestEnqueueIdempotencyExpires(t *testing.T) {
+	t.Parallel()
+	b := setup(t, ops.Options{IdempotencyTTL: 50 * time.Millisecond})
+	req := ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": []}`), IdempotencyKey: "k"}
+	ref1, _, err := b.svc.Enqueue(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		ref2, existing, err := b.svc.Enqueue(context.Background(), req)
+		switch {
+		case err != nil:
+			t.Fatalf("Enqueue: %v", err)
+		case existing:
+			return errors.New("the key is still remembered")
+		case ref2.ID == ref1.ID:
+			t.Fatalf("a new task got the old id %s", ref1.ID)
+		}
+		return nil
+	})
+}
+
+func TestEnqueueIdempotencyConcurrent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n = 32
+	req := ops.EnqueueRequest{Type: "send-cert", IdempotencyKey: "send-456",
+		Payload: []byte(`{"certificate_id": 456, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		fresh int
+		ids   = map[string]bool{}
+		start = make(chan struct{})
+	)
+	for range n {
+		wg.Go(func() {
+			<-start
+			ref, existing, err := b.svc.Enqueue(context.Background(), req)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				t.Errorf("Enqueue: %v", err)
+				return
+			}
+			ids[ref.ID] = true
+			if !existing {
+				fresh++
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if fresh != 1 || len(ids) != 1 {
+		t.Errorf("%d requests enqueued, %d distinct ids; want exactly 1 and 1", fresh, len(ids))
+	}
+	if sizes := b.queueSizes(t); sizes["default"] != 1 {
+		t.Errorf("queues = %v, want exactly one task in default", sizes)
+	}
+}

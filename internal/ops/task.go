@@ -1,0 +1,93 @@
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// TaskStatus is what is known of one task.
+type TaskStatus struct {
+	ID            string          `json:"id"`
+	Type          string          `json:"type"`
+	Queue         string          `json:"queue"`
+	State         string          `json:"state"` // pending, scheduled, active, retry, archived or completed
+	Retried       int             `json:"retried"`
+	MaxRetry      int             `json:"max_retry"`
+	LastError     string          `json:"last_error,omitempty"`
+	LastFailedAt  *time.Time      `json:"last_failed_at,omitempty"`
+	NextProcessAt *time.Time      `json:"next_process_at,omitempty"`
+	CompletedAt   *time.Time      `json:"completed_at,omitempty"`
+	Result        json.RawMessage `json:"result,omitempty"` // the worker's {"outcome","http_status","attempts","duration_ms"}
+	Payload       json.RawMessage `json:"payload"`
+}
+
+// Task finds the task with id in any queue. The error wraps ErrNotFound
+// when no queue has it.
+func (s *Service) Task(ctx context.Context, id string) (TaskStatus, error) {
+	info, err := s.find(ctx, id)
+	if err != nil {
+		return TaskStatus{}, err
+	}
+	st := TaskStatus{
+		ID:            info.ID,
+		Type:          info.Type,
+		Queue:         info.Queue,
+		State:         info.State.String(),
+		Retried:       info.Retried,
+		MaxRetry:      info.MaxRetry,
+		LastError:     info.LastErr,
+		LastFailedAt:  timePtr(info.LastFailedAt),
+		NextProcessAt: timePtr(info.NextProcessAt),
+		CompletedAt:   timePtr(info.CompletedAt),
+		Payload:       rawJSON(info.Payload),
+	}
+	if len(info.Result) > 0 {
+		st.Result = rawJSON(info.Result)
+	}
+	return st, nil
+}
+
+// find looks the task up in every queue asynq knows.
+func (s *Service) find(ctx context.Context, id string) (*asynq.TaskInfo, error) {
+	queues, err := s.inspector.Queues()
+	if err != nil {
+		return nil, fmt.Errorf("list queues: %w", err)
+	}
+	for _, q := range queues {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		info, err := s.inspector.GetTaskInfo(q, id)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("task %s in queue %s: %w", id, q, err)
+		}
+		return info, nil
+	}
+	return nil, fmt.Errorf("task %s: %w", id, ErrNotFound)
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
+// rawJSON returns b itself when it is JSON, otherwise b as a JSON string, so
+// that a payload or result always embeds in a JSON answer.
+func rawJSON(b []byte) json.RawMessage {
+	if len(b) > 0 && json.Valid(b) {
+		return json.RawMessage(b)
+	}
+	s, _ := json.Marshal(string(b)) // a string always encodes
+	return s
+}

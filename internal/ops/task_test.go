@@ -1,0 +1,89 @@
+package ops_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/worker"
+)
+
+func TestTaskAcrossQueues(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	payload := `{"order_id":12,"additional_emails":[],"sequence":5}`
+	refs := map[string]ops.TaskRef{}
+	for _, q := range []string{"default", "bulk", "critical"} {
+		ref, _, err := b.svc.Enqueue(ctx, ops.EnqueueRequest{Type: "set-emails", Payload: []byte(payload), Queue: q, ProcessIn: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs[q] = ref
+	}
+	for q, ref := range refs {
+		st, err := b.svc.Task(ctx, ref.ID)
+		if err != nil {
+			t.Fatalf("Task(%s): %v", ref.ID, err)
+		}
+		if st.ID != ref.ID || st.Queue != q || st.Type != "set-emails" || st.State != "scheduled" ||
+			st.MaxRetry != 12 || st.Retried != 0 || st.NextProcessAt == nil || string(st.Payload) != payload {
+			t.Errorf("Task(%s) = %+v, payload %s", ref.ID, st, st.Payload)
+		}
+		if st.Result != nil || st.CompletedAt != nil || st.LastFailedAt != nil || st.LastError != "" {
+			t.Errorf("Task(%s) of a task never run = %+v", ref.ID, st)
+		}
+	}
+}
+
+func TestTaskNotFound(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	for _, id := range []string{"no-such-task", ""} {
+		if _, err := b.svc.Task(ctx, id); !errors.Is(err, ops.ErrNotFound) {
+			t.Errorf("Task(%q) without queues: error = %v, want ErrNotFound", id, err)
+		}
+	}
+	b.enqueue(t, 12) // now a queue exists
+	if _, err := b.svc.Task(ctx, "no-such-task"); !errors.Is(err, ops.ErrNotFound) {
+		t.Errorf("Task(no-such-task): error = %v, want ErrNotFound", err)
+	}
+}
+
+func TestTaskCompletedAndArchived(t *testing.T) {
+	t.Parallel()
+	b := setup(t, ops.Options{Retention: time.Hour})
+	b.startWorker(t, 1001)
+	ctx := context.Background()
+	done := b.enqueue(t, 1001)
+	dead := b.deadLetters(t, 404)[0]
+
+	var st ops.TaskStatus
+	waitFor(t, 10*time.Second, func() error {
+		var err error
+		st, err = b.svc.Task(ctx, done)
+		if err == nil && st.State != "completed" {
+			err = errors.New("task is " + st.State)
+		}
+		return err
+	})
+	var res worker.Result
+	if err := json.Unmarshal(st.Result, &res); err != nil {
+		t.Fatalf("result %s: %v", st.Result, err)
+	}
+	if res.Outcome != "delivered" || res.HTTPStatus != 204 || res.Attempts != 1 || st.CompletedAt == nil {
+		t.Errorf("completed task = %+v, result %+v", st, res)
+	}
+
+	st, err := b.svc.Task(ctx, dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != "archived" || st.LastError == "" || st.LastFailedAt == nil {
+		t.Errorf("dead-lettered task = %+v", st)
+	}
+}
