@@ -1,0 +1,19 @@
+package api
+
+import (
+	"net/http"
+	"slices"
+)
+
+// Patterns returns every pattern the server registered, for the test that
+// holds the routes and the OpenAPI document together.
+func (s *Server) Patterns() []string { return slices.Clone(s.patterns) }
+
+// Route returns the pattern the server's mux picks for r, "" when none.
+func (s *Server) Route(r *http.Request) string {
+	_, pattern := s.mux.Handler(r)
+	return pattern
+}
+
+// FormatPayload is the dashboard's payload and result formatter.
+var FormatPayload = formatPayload

@@ -1,0 +1,158 @@
+package api
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// metrics are the API's Prometheus series.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certmail_api_requests_total",
+			Help: "HTTP requests answered by the API, by route pattern and status code.",
+		}, []string{"route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "certmail_api_request_duration_seconds",
+			Help:    "Time taken to answer HTTP requests, by route pattern.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register API metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// routeUnmatched labels requests that matched no route, so that arbitrary
+// paths never become label values.
+const routeUnmatched = "unmatched"
+
+// requestIDHeader carries the request id: taken from the request when it is
+// a sensible id, otherwise generated, and always sent back.
+const requestIDHeader = "X-Request-Id"
+
+// observe gives each request an id, answers 500 for a handler that panics,
+// counts and times the request and logs one line for it: INFO, or ERROR for
+// a 5xx answer. The line never holds the body, the query or a header other
+// than the request id, so no address or token can reach the log.
+func (s *Server) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		info := &requestInfo{id: requestID(r.Header.Get(requestIDHeader))}
+		w.Header().Set(requestIDHeader, info.id)
+		rec := &statusRecorder{ResponseWriter: w}
+		r = r.WithContext(withInfo(r.Context(), info))
+		func() {
+			defer func() {
+				v := recover()
+				if v == nil {
+					return
+				}
+				if v == http.ErrAbortHandler {
+					panic(v) // net/http's way to abort a response: let it through
+				}
+				if !rec.wrote {
+					s.writeProblem(rec, r, Problem{Status: http.StatusInternalServerError}, fmt.Errorf("panic: %v", v))
+				} else {
+					info.err = fmt.Errorf("panic after the answer started: %v", v)
+				}
+			}()
+			next.ServeHTTP(rec, r)
+		}()
+		elapsed := time.Since(start)
+		status := rec.status
+		if !rec.wrote {
+			status = http.StatusOK
+		}
+		route := r.Pattern
+		if route == "" {
+			route = routeUnmatched
+		}
+		s.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+		s.metrics.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+		level := zapcore.InfoLevel
+		if status >= 500 {
+			level = zapcore.ErrorLevel
+		}
+		if ce := s.log.Check(level, "http request"); ce != nil {
+			fields := []zap.Field{
+				zap.String("method", r.Method), zap.String("route", route), zap.Int("status", status),
+				zap.Duration("duration", elapsed), zap.String("request_id", info.id),
+			}
+			if info.err != nil {
+				fields = append(fields, zap.Error(info.err))
+			}
+			ce.Write(fields...)
+		}
+	})
+}
+
+// requestID returns given when it is 1 to 64 characters of letters, digits,
+// '-', '_' and '.', and a new random id otherwise.
+func requestID(given string) string {
+	if len(given) > 0 && len(given) <= 64 {
+		ok := true
+		for i := 0; i < len(given) && ok; i++ {
+			c := given[i]
+			ok = isAlnum(c) || c == '-' || c == '_' || c == '.'
+		}
+		if ok {
+			return given
+		}
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// statusRecorder remembers the status code of the answer.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote && code >= 200 { // 1xx answers are informational: the real one follows
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if !r.wrote {
+		r.status, r.wrote = http.StatusOK, true
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Flush lets the dashboard and the metrics handler stream.
+func (r *statusRecorder) Flush() {
+	if !r.wrote {
+		r.status, r.wrote = http.StatusOK, true
+	}
+	_ = http.NewResponseController(r.ResponseWriter).Flush() // not every writer flushes
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

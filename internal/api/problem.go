@@ -1,0 +1,171 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/tasks"
+)
+
+// ProblemContentType is the media type of every error answer.
+const ProblemContentType = "application/problem+json"
+
+// TypeValidation is the problem type of a request whose payload, query or
+// headers break a rule; its errors member lists every broken rule.
+const TypeValidation = "tag:certmail,2025:problem:validation"
+
+// statusClientClosed is logged and counted when the client went away before
+// the answer was ready (nginx's convention; nobody receives it).
+const statusClientClosed = 499
+
+// Problem is an RFC 9457 problem details document, the body of every error
+// answer. Type is "about:blank" (the status says it all, and Title is the
+// status text) or TypeValidation.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	// RequestID is the id of the request, as in the X-Request-Id header and
+	// the API's log line.
+	RequestID string `json:"request_id,omitempty"`
+	// Errors lists every field-level problem of a validation problem, under
+	// the JSON path of the field ("additional_emails[1]"), the query
+	// parameter ("process_at") or the header ("Idempotency-Key").
+	Errors []tasks.FieldError `json:"errors,omitempty"`
+}
+
+// validationProblem is the 400 answer listing errs.
+func validationProblem(errs []tasks.FieldError) Problem {
+	detail := "the request breaks 1 rule; see errors"
+	if len(errs) != 1 {
+		detail = fmt.Sprintf("the request breaks %d rules; see errors", len(errs))
+	}
+	return Problem{Type: TypeValidation, Title: "Invalid request", Status: http.StatusBadRequest, Detail: detail, Errors: errs}
+}
+
+// writeProblem is the one function that answers with an error. cause is the
+// error behind a 5xx answer: it goes to the request's log line, never to the
+// client, whose detail is then a fixed sentence.
+func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, p Problem, cause error) {
+	if p.Type == "" {
+		p.Type = "about:blank"
+	}
+	if p.Title == "" {
+		p.Title = http.StatusText(p.Status)
+	}
+	info := infoOf(r.Context())
+	if info != nil {
+		p.RequestID = info.id
+		if p.Status >= 500 {
+			info.err = cause
+		}
+	}
+	if p.Status >= 500 {
+		p.Detail = "the server could not complete the request; its log has the cause under this request_id"
+	}
+	if p.Errors == nil && p.Type == TypeValidation {
+		p.Errors = []tasks.FieldError{}
+	}
+	body, err := json.Marshal(p)
+	if err != nil { // a Problem always encodes; keep the status anyway
+		body = []byte(`{"type":"about:blank","status":500}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", ProblemContentType)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Del("Content-Length")
+	w.WriteHeader(p.Status)
+	_, _ = w.Write(append(body, '\n')) // the client is gone when this fails
+}
+
+// writeOpsError answers with the problem matching an error of internal/ops:
+// validation or invalid argument 400, not found 404 (with notFound as
+// detail), idempotency conflict 409, unknown task type 404, anything else 500.
+func (s *Server) writeOpsError(w http.ResponseWriter, r *http.Request, err error, notFound string) {
+	var ve *tasks.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		s.writeProblem(w, r, validationProblem(ve.Errors), nil)
+	case errors.Is(err, ops.ErrInvalidArgument):
+		s.writeProblem(w, r, Problem{Status: http.StatusBadRequest, Detail: err.Error()}, nil)
+	case errors.Is(err, ops.ErrNotFound):
+		s.writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: notFound}, nil)
+	case errors.Is(err, ops.ErrIdempotencyConflict):
+		s.writeProblem(w, r, Problem{Status: http.StatusConflict,
+			Detail: "this Idempotency-Key was used before with another request; use a new key for a new request"}, nil)
+	case errors.Is(err, tasks.ErrUnknownType):
+		s.writeProblem(w, r, unknownType(), nil)
+	case r.Context().Err() != nil:
+		s.writeProblem(w, r, Problem{Status: statusClientClosed, Title: "Client Closed Request",
+			Detail: "the client went away before the answer was ready"}, nil)
+	default:
+		s.writeProblem(w, r, Problem{Status: http.StatusInternalServerError}, err)
+	}
+}
+
+func unknownType() Problem {
+	return Problem{Status: http.StatusNotFound, Detail: "unknown task type; known types are set-emails, resend-dcv and send-cert"}
+}
+
+// problemsForUnmatched turns the mux's own 404 and 405 answers (requests no
+// pattern matches) into problems. A 405 keeps the mux's Allow header.
+func (s *Server) problemsForUnmatched(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&unmatchedWriter{ResponseWriter: w, s: s, r: r}, r)
+	})
+}
+
+// unmatchedWriter replaces the answer of the mux when the request matched no
+// pattern (the mux sets r.Pattern before it calls a handler).
+type unmatchedWriter struct {
+	http.ResponseWriter
+	s        *Server
+	r        *http.Request
+	replaced bool
+}
+
+func (w *unmatchedWriter) WriteHeader(code int) {
+	if w.r.Pattern == "" && (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) {
+		w.replaced = true
+		p := Problem{Status: code, Detail: "no such route; see /v1/openapi.json"}
+		if code == http.StatusMethodNotAllowed {
+			p.Detail = "this route does not take that method; see the Allow header"
+		}
+		w.s.writeProblem(w.ResponseWriter, w.r, p, nil)
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *unmatchedWriter) Write(b []byte) (int, error) {
+	if w.replaced {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *unmatchedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// requestInfo is what the observe middleware logs about a request beyond
+// what it sees itself.
+type requestInfo struct {
+	id  string
+	err error // the cause of a 5xx answer
+}
+
+type infoKey struct{}
+
+func withInfo(ctx context.Context, info *requestInfo) context.Context {
+	return context.WithValue(ctx, infoKey{}, info)
+}
+
+func infoOf(ctx context.Context) *requestInfo {
+	info, _ := ctx.Value(infoKey{}).(*requestInfo)
+	return info
+}

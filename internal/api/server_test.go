@@ -1,0 +1,387 @@
+package api_test
+
+import (
+	"context"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/logging"
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/redisconn"
+)
+
+func basicAuth(password string) http.Header {
+	return http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("anyone:"+password))}}
+}
+
+func TestAuth(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	none := http.Header{}
+	bearer := func(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
+	tests := []struct {
+		name      string
+		path      string
+		header    http.Header
+		status    int
+		challenge string // prefix of WWW-Authenticate on a 401
+	}{
+		{"healthz is open", "/healthz", none, 200, ""},
+		{"readyz is open", "/readyz", none, 200, ""},
+		{"metrics is open", "/metrics", none, 200, ""},
+		{"openapi is open", "/v1/openapi.json", none, 200, ""},
+		{"unknown path outside /v1 is open", "/nothing-here", none, 404, ""},
+		{"task needs a token", "/v1/tasks/x", none, 401, "Bearer "},
+		{"dead letters need a token", "/v1/dead-letters", none, 401, "Bearer "},
+		{"unknown /v1 route needs a token", "/v1/nothing-here", none, 401, "Bearer "},
+		{"cleaned path needs a token", "/v1/openapi.json/../dead-letters", none, 401, "Bearer "},
+		{"wrong token", "/v1/dead-letters", bearer("nope"), 401, `Bearer realm="certmail", error="invalid_token"`},
+		{"empty bearer", "/v1/dead-letters", http.Header{"Authorization": {"Bearer "}}, 401, "Bearer "},
+		{"first token", "/v1/dead-letters", bearer(testToken), 200, ""},
+		{"second token", "/v1/dead-letters", bearer(otherToken), 200, ""},
+		{"scheme in lower case", "/v1/dead-letters", http.Header{"Authorization": {"bearer " + testToken}}, 200, ""},
+		{"token with a suffix", "/v1/dead-letters", bearer(testToken + "x"), 401, "Bearer "},
+		{"two tokens glued", "/v1/dead-letters", bearer(testToken + otherToken), 401, "Bearer "},
+		{"basic on the API", "/v1/dead-letters", basicAuth(testToken), 401, "Bearer "},
+		{"dashboard needs a login", "/monitoring/", none, 401, `Basic realm="certmail"`},
+		{"dashboard without slash needs a login", "/monitoring", none, 401, `Basic realm="certmail"`},
+		{"dashboard API needs a login", "/monitoring/api/queues", none, 401, `Basic realm="certmail"`},
+		{"dashboard wrong password", "/monitoring/", basicAuth("nope"), 401, `Basic realm="certmail"`},
+		{"dashboard token as password", "/monitoring/", basicAuth(testToken), 200, ""},
+		{"dashboard second token as password", "/monitoring/api/queues", basicAuth(otherToken), 200, ""},
+		{"dashboard bearer token", "/monitoring/api/queues", bearer(testToken), 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			res := b.do(t, http.MethodGet, tt.path, "", tt.header)
+			if tt.status != 200 {
+				mustProblem(t, res, tt.status)
+			} else if res.status != 200 {
+				t.Fatalf("status %d, want 200; body: %.200s", res.status, res.body)
+			}
+			if got := res.header.Get("WWW-Authenticate"); !strings.HasPrefix(got, tt.challenge) || (tt.challenge == "") != (got == "") {
+				t.Errorf("WWW-Authenticate %q, want %q...", got, tt.challenge)
+			}
+		})
+	}
+}
+
+func TestInsecureNoAuth(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{configure: func(c *api.Config) { c.Tokens, c.InsecureNoAuth = nil, true }})
+	for _, path := range []string{"/v1/dead-letters", "/monitoring/", "/monitoring/api/queues"} {
+		if res := b.do(t, http.MethodGet, path, "", http.Header{}); res.status != http.StatusOK {
+			t.Errorf("GET %s without a token: %d %.200s", path, res.status, res.body)
+		}
+	}
+	res := b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, http.Header{"Content-Type": {"application/json"}})
+	mustJSON(t, res, http.StatusAccepted, &api.TaskRef{})
+}
+
+func TestUnknownRoutes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tests := []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{http.MethodGet, "/v1/nothing-here", 404, ""},
+		{http.MethodGet, "/v1/schedules", 404, ""},
+		{http.MethodGet, "/v1", 404, ""},
+		{http.MethodGet, "/nothing-here", 404, ""},
+		{http.MethodPut, "/v1/tasks/set-emails", 405, "GET, HEAD, POST"},
+		{http.MethodDelete, "/v1/tasks/abc", 405, "GET, HEAD, POST"},
+		{http.MethodPut, "/v1/dead-letters", 405, "GET, HEAD"},
+		{http.MethodPost, "/healthz", 405, "GET, HEAD"},
+		{http.MethodPost, "/v1/openapi.json", 405, "GET, HEAD"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			t.Parallel()
+			res := b.do(t, tt.method, tt.path, "", http.Header{"Authorization": {"Bearer " + testToken}})
+			mustProblem(t, res, tt.status)
+			if got := res.header.Get("Allow"); got != tt.allow {
+				t.Errorf("Allow %q, want %q", got, tt.allow)
+			}
+		})
+	}
+}
+
+func TestProbes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if res := b.do(t, http.MethodGet, "/healthz", "", http.Header{}); res.status != 200 || string(res.body) != "ok\n" {
+		t.Errorf("/healthz: %d %q", res.status, res.body)
+	}
+	if res := b.do(t, http.MethodGet, "/readyz", "", http.Header{}); res.status != 200 {
+		t.Errorf("/readyz with Redis up: %d %q", res.status, res.body)
+	}
+	b.redis.Kill()
+	res := b.do(t, http.MethodGet, "/readyz", "", http.Header{})
+	if res.status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with Redis down: %d %q", res.status, res.body)
+	}
+	if res := b.do(t, http.MethodGet, "/healthz", "", http.Header{}); res.status != 200 {
+		t.Errorf("/healthz with Redis down: %d %q", res.status, res.body)
+	}
+	// A failure of Redis is a 500 problem that hides the cause, which the
+	// log line of the request has.
+	res = b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil)
+	p := mustProblem(t, res, http.StatusInternalServerError)
+	if strings.Contains(p.Detail, "127.0.0.1") || strings.Contains(p.Detail, "refused") {
+		t.Errorf("the problem tells the cause: %q", p.Detail)
+	}
+	var found bool
+	for _, l := range b.logLines(t) {
+		if l["request_id"] == p.RequestID {
+			found = true
+			if l["level"] != "error" || l["status"] != 500.0 || l["error"] == nil {
+				t.Errorf("log line of the failed request: %v", l)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no log line with request_id %s", p.RequestID)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil), http.StatusAccepted, &api.TaskRef{})
+	mustProblem(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{}`, nil), http.StatusBadRequest)
+	mustProblem(t, b.get(t, "/v1/no/such/route/12345"), http.StatusNotFound)
+	res := b.do(t, http.MethodGet, "/metrics", "", http.Header{})
+	if res.status != 200 {
+		t.Fatalf("/metrics: %d", res.status)
+	}
+	text := string(res.body)
+	for _, want := range []string{
+		`certmail_api_requests_total{route="POST /v1/tasks/{type}",status="202"} 1`,
+		`certmail_api_requests_total{route="POST /v1/tasks/{type}",status="400"} 1`,
+		`certmail_api_requests_total{route="unmatched",status="404"} 1`,
+		`certmail_api_request_duration_seconds_count{route="POST /v1/tasks/{type}"} 2`,
+		`certmail_api_request_duration_seconds_bucket{route="POST /v1/tasks/{type}",le="+Inf"} 2`,
+		"go_goroutines ",
+		"process_open_fds ",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(text, "/v1/no/such/route") {
+		t.Errorf("an unmatched path became a label value")
+	}
+}
+
+func TestRequestLog(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const address = "claire.redfield@example.com"
+	h := authJSON()
+	h.Set("X-Request-Id", "req-from-client.1")
+	res := b.do(t, http.MethodPost, "/v1/tasks/set-emails?queue=bulk", `{"order_id":1,"additional_emails":["`+address+`"]}`, h)
+	mustJSON(t, res, http.StatusAccepted, &api.TaskRef{})
+	if got := res.header.Get("X-Request-Id"); got != "req-from-client.1" {
+		t.Errorf("X-Request-Id %q, want the client's", got)
+	}
+	h.Set("X-Request-Id", "not a sensible id\t")
+	res = b.do(t, http.MethodPost, "/v1/tasks/set-emails", `{"order_id":0,"additional_emails":["`+address+`", "bad"]}`, h)
+	p := mustProblem(t, res, http.StatusBadRequest)
+	if p.RequestID == "not a sensible id\t" || len(p.RequestID) != 24 {
+		t.Errorf("request id %q, want a generated one", p.RequestID)
+	}
+	logs := b.logs.String()
+	for _, secret := range []string{address, "claire", testToken} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the log holds %q:\n%s", secret, logs)
+		}
+	}
+	lines := b.logLines(t)
+	if len(lines) != 2 {
+		t.Fatalf("%d log lines for 2 requests:\n%s", len(lines), logs)
+	}
+	for i, want := range []struct {
+		id     string
+		status float64
+	}{{"req-from-client.1", 202}, {p.RequestID, 400}} {
+		l := lines[i]
+		if l["level"] != "info" || l["msg"] != "http request" || l["method"] != "POST" || l["route"] != "POST /v1/tasks/{type}" ||
+			l["status"] != want.status || l["request_id"] != want.id || l["duration"] == nil {
+			t.Errorf("log line %d: %v", i, l)
+		}
+	}
+}
+
+func TestDashboard(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		readOnly bool
+		delete   int // status of a DELETE through the dashboard's API
+	}{
+		{"read-write", false, http.StatusNoContent},
+		{"read-only", true, http.StatusMethodNotAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, setupOpts{configure: func(c *api.Config) { c.DashboardReadOnly = tt.readOnly }})
+			res := b.do(t, http.MethodGet, "/monitoring/", "", basicAuth(testToken))
+			if res.status != 200 || !strings.Contains(string(res.body), `window.FLAG_ROOT_PATH="\/monitoring"`) {
+				t.Fatalf("dashboard: %d %.300s", res.status, res.body)
+			}
+			if flag := `window.FLAG_READ_ONLY="` + map[bool]string{true: "true", false: "false"}[tt.readOnly] + `"`; !strings.Contains(string(res.body), flag) {
+				t.Errorf("dashboard page lacks %s", flag)
+			}
+			if res := b.do(t, http.MethodGet, "/monitoring", "", basicAuth(testToken)); res.status/100 != 3 || res.header.Get("Location") != "/monitoring/" {
+				t.Errorf("/monitoring: %d to %q, want a redirect to /monitoring/", res.status, res.header.Get("Location"))
+			}
+			var ref api.TaskRef
+			mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil), http.StatusAccepted, &ref)
+			res = b.do(t, http.MethodGet, "/monitoring/api/queues/default/pending_tasks", "", basicAuth(testToken))
+			if res.status != 200 || !strings.Contains(string(res.body), ref.ID) {
+				t.Errorf("pending tasks: %d %.300s", res.status, res.body)
+			}
+			// The payload formatter indents certmail's JSON.
+			if !strings.Contains(string(res.body), `"payload":"{\n  \"order_id\": 3\n}"`) {
+				t.Errorf("payload not indented: %.500s", res.body)
+			}
+			res = b.do(t, http.MethodDelete, "/monitoring/api/queues/default/pending_tasks/"+ref.ID, "", basicAuth(testToken))
+			if res.status != tt.delete {
+				t.Errorf("DELETE through the dashboard: %d, want %d", res.status, tt.delete)
+			}
+		})
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	t.Parallel()
+	conn, err := redisconn.Open("redis://127.0.0.1:1/0") // never dialled
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Client.Close() })
+	svc := ops.New(conn, ops.Options{})
+	t.Cleanup(func() { _ = svc.Close() })
+	good := func() api.Config {
+		return api.Config{Ops: svc, Redis: conn, Tokens: []string{testToken}, Logger: zap.NewNop()}
+	}
+	tests := []struct {
+		name   string
+		change func(*api.Config)
+		want   string
+	}{
+		{"no ops", func(c *api.Config) { c.Ops = nil }, "no queue operations service"},
+		{"no redis", func(c *api.Config) { c.Redis = nil }, "no Redis"},
+		{"no logger", func(c *api.Config) { c.Logger = nil }, "no logger"},
+		{"no token", func(c *api.Config) { c.Tokens = nil }, "no API token configured"},
+		{"tokens and insecure", func(c *api.Config) { c.InsecureNoAuth = true }, "drop one of them"},
+		{"empty token", func(c *api.Config) { c.Tokens = []string{testToken, ""} }, "API token 2:"},
+		{"token with a space", func(c *api.Config) { c.Tokens = []string{"two words"} }, "API token 1:"},
+		{"token too long", func(c *api.Config) { c.Tokens = []string{strings.Repeat("t", 4097)} }, "API token 1:"},
+		{"negative shutdown timeout", func(c *api.Config) { c.ShutdownTimeout = -time.Second }, "must not be negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := good()
+			tt.change(&cfg)
+			_, err := api.New(cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "two words") {
+				t.Errorf("the error repeats the token: %v", err)
+			}
+		})
+	}
+	t.Run("good", func(t *testing.T) {
+		t.Parallel()
+		s, err := api.New(good())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		insecure bool
+	}{
+		{"with tokens", false},
+		{"insecure", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			logs := &syncBuffer{}
+			log, err := logging.New("info", "json", logs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := api.Config{Ops: b.ops, Redis: b.conn, Tokens: []string{testToken}, Addr: "127.0.0.1:0", Logger: log}
+			if tt.insecure {
+				cfg.Tokens, cfg.InsecureNoAuth = nil, true
+			}
+			s, err := api.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			addr := make(chan net.Addr, 1)
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx, func(a net.Addr) { addr <- a }) }()
+			var base string
+			select {
+			case a := <-addr:
+				base = "http://" + a.String()
+			case err := <-done:
+				t.Fatalf("Run: %v", err)
+			}
+			res, err := b.http.Get(base + "/v1/dead-letters")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if want := map[bool]int{false: 401, true: 200}[tt.insecure]; res.StatusCode != want {
+				t.Errorf("/v1/dead-letters without a token: %d, want %d", res.StatusCode, want)
+			}
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run after cancel: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("Run did not return after its context was cancelled")
+			}
+			out := logs.String()
+			if !strings.Contains(out, `"msg":"api started"`) || !strings.Contains(out, `"msg":"api stopped"`) {
+				t.Errorf("log lacks start or stop:\n%s", out)
+			}
+			if warned := strings.Contains(out, `"level":"warn"`) && strings.Contains(out, "--insecure-no-auth"); warned != tt.insecure {
+				t.Errorf("warned about missing authentication: %t, want %t:\n%s", warned, tt.insecure, out)
+			}
+		})
+	}
+}

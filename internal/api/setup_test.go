@@ -1,0 +1,329 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/admin"
+	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/logging"
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/internal/worker"
+)
+
+// testToken is the API token of every test server; otherToken is a second
+// one where a test needs two.
+const (
+	testToken  = "tok-3c9e1f0a7b5d4e2c"
+	otherToken = "tok-other-88a1c4d2"
+	digicertKey = "dc-key-4f1d9a7c2b"
+)
+
+// bundle is what an API test works with: a real Redis, the API behind a real
+// HTTP server, an asynq inspector and the API's log.
+type bundle struct {
+	redis     *redistest.Server
+	conn      *redisconn.Conn
+	ops       *ops.Service
+	srv       *api.Server
+	url       string // base URL of the API, no trailing slash
+	http      *http.Client
+	inspector *asynq.Inspector
+	registry  *prometheus.Registry
+	logs      *syncBuffer
+}
+
+type setupOpts struct {
+	configure func(*api.Config) // adjusts the API's configuration
+	worker    bool              // start a worker against a fake CertCentral that knows no order
+}
+
+func setup(t testing.TB, opts ...setupOpts) *bundle {
+	t.Helper()
+	var o setupOpts
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	b := &bundle{redis: redistest.Start(t), logs: &syncBuffer{}, registry: admin.NewRegistry()}
+	var err error
+	b.conn, err = redisconn.Open(b.redis.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.conn.Client.Close() })
+	b.ops = ops.New(b.conn, ops.Options{Accounts: account.Set{"default": {Name: "default"}, "eu": {Name: "eu"}}})
+	t.Cleanup(func() { _ = b.ops.Close() })
+	log, err := logging.New("debug", "json", b.logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := api.Config{
+		Ops:      b.ops,
+		Redis:    b.conn,
+		Tokens:   []string{testToken, otherToken},
+		Logger:   log,
+		Registry: b.registry,
+	}
+	if o.configure != nil {
+		o.configure(&cfg)
+	}
+	b.srv, err = api.New(cfg)
+	if err != nil {
+		t.Fatalf("api.New: %v", err)
+	}
+	t.Cleanup(func() { _ = b.srv.Close() })
+	ts := httptest.NewServer(b.srv)
+	t.Cleanup(ts.Close)
+	b.url = ts.URL
+	transport := &http.Transport{}
+	t.Cleanup(transport.CloseIdleConnections)
+	b.http = &http.Client{
+		Transport:     transport,
+		Timeout:       20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	b.inspector = asynq.NewInspector(b.redis.ConnOpt())
+	t.Cleanup(func() { _ = b.inspector.Close() })
+	if o.worker {
+		b.startWorker(t)
+	}
+	return b
+}
+
+// startWorker runs a worker whose DigiCert is a fake that knows no order or
+// certificate, so that every task it takes is dead-lettered (404) at once.
+// It stops at the test's cleanup.
+func (b *bundle) startWorker(t testing.TB) {
+	t.Helper()
+	_, baseURL := digicerttest.NewTestServer(t, digicerttest.Config{APIKeys: []string{digicertKey}})
+	conn, err := redisconn.Open(b.redis.URL()) // the worker closes its own
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := logging.New("error", "json", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(worker.Config{
+		Redis: conn,
+		Accounts: account.Set{
+			"default": {Name: "default", BaseURL: baseURL, APIKey: account.Secret(digicertKey)},
+			"eu":      {Name: "eu", BaseURL: baseURL, APIKey: account.Secret(digicertKey)},
+		},
+		Concurrency:       2,
+		ShutdownTimeout:   2 * time.Second,
+		TaskCheckInterval: 50 * time.Millisecond,
+		Client:            digicert.Config{Timeout: 2 * time.Second, InitialBackoff: 10 * time.Millisecond},
+		Logger:            log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	started := make(chan struct{})
+	go func() { done <- w.Run(ctx, func(net.Addr) { close(started) }) }()
+	select {
+	case <-started:
+	case err := <-done:
+		cancel()
+		t.Fatalf("worker stopped at start: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker Run: %v", err)
+		}
+	})
+}
+
+// response is an answer read in full.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// authJSON is the header set of an authorised JSON request.
+func authJSON() http.Header {
+	return http.Header{"Authorization": {"Bearer " + testToken}, "Content-Type": {"application/json"}}
+}
+
+// do sends a request to the API; header nil means authJSON().
+func (b *bundle) do(t testing.TB, method, path, body string, header http.Header) response {
+	t.Helper()
+	if header == nil {
+		header = authJSON()
+	}
+	req, err := http.NewRequest(method, b.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = header
+	res, err := b.http.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	got, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return response{status: res.StatusCode, header: res.Header, body: got}
+}
+
+// get is an authorised GET.
+func (b *bundle) get(t testing.TB, path string) response {
+	t.Helper()
+	return b.do(t, http.MethodGet, path, "", http.Header{"Authorization": {"Bearer " + testToken}})
+}
+
+// mustJSON decodes an application/json answer of the expected status into v.
+func mustJSON(t testing.TB, res response, status int, v any) {
+	t.Helper()
+	if res.status != status {
+		t.Fatalf("status %d, want %d; body: %s", res.status, status, res.body)
+	}
+	if ct := res.header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type %q, want application/json", ct)
+	}
+	dec := json.NewDecoder(bytes.NewReader(res.body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("decode %s: %v", res.body, err)
+	}
+}
+
+// mustProblem checks that res is a problem+json answer of status and
+// returns it. Every problem must carry type, title, status, detail and the
+// request id of the X-Request-Id header.
+func mustProblem(t testing.TB, res response, status int) api.Problem {
+	t.Helper()
+	if res.status != status {
+		t.Fatalf("status %d, want %d; body: %s", res.status, status, res.body)
+	}
+	if ct := res.header.Get("Content-Type"); ct != api.ProblemContentType {
+		t.Fatalf("Content-Type %q, want %s", ct, api.ProblemContentType)
+	}
+	var p api.Problem
+	dec := json.NewDecoder(bytes.NewReader(res.body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		t.Fatalf("decode problem %s: %v", res.body, err)
+	}
+	switch {
+	case p.Status != status:
+		t.Errorf("problem status %d, want %d", p.Status, status)
+	case p.Type != "about:blank" && p.Type != api.TypeValidation:
+		t.Errorf("problem type %q", p.Type)
+	case p.Title == "" || p.Detail == "":
+		t.Errorf("problem without title or detail: %s", res.body)
+	case p.RequestID == "" || p.RequestID != res.header.Get("X-Request-Id"):
+		t.Errorf("problem request_id %q, header %q", p.RequestID, res.header.Get("X-Request-Id"))
+	}
+	if p.Type == api.TypeValidation && len(p.Errors) == 0 {
+		t.Errorf("validation problem without errors: %s", res.body)
+	}
+	return p
+}
+
+// taskCount is how many tasks Redis holds in every state of every queue.
+func (b *bundle) taskCount(t testing.TB) int {
+	t.Helper()
+	queues, err := b.inspector.Queues()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, q := range queues {
+		info, err := b.inspector.GetQueueInfo(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += info.Pending + info.Active + info.Scheduled + info.Retry + info.Archived + info.Completed + info.Aggregating
+	}
+	return n
+}
+
+// assertUntouched checks that nothing reached Redis: no queue, no task, no
+// key at all.
+func (b *bundle) assertUntouched(t testing.TB) {
+	t.Helper()
+	queues, err := b.inspector.Queues()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(queues) > 0 {
+		t.Errorf("queues %v exist, want none", queues)
+	}
+	keys, err := b.redis.Client().Keys(context.Background(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) > 0 {
+		t.Errorf("Redis holds keys %v, want none", keys)
+	}
+}
+
+// waitFor polls cond until it holds or within passes.
+func waitFor(t testing.TB, within time.Duration, cond func() bool, describe func() string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, describe())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// logLines returns the API's log lines, decoded.
+func (b *bundle) logLines(t testing.TB) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(b.logs.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

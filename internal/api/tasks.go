@@ -1,0 +1,237 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/tasks"
+)
+
+// TaskRef is the answer to an enqueue or a requeue: where the task is and
+// where to ask about it.
+type TaskRef struct {
+	ID    string `json:"id"`
+	Type  string `json:"type"`
+	Queue string `json:"queue"`
+	// State is pending, or scheduled for a task with process_at or process_in.
+	State string `json:"state"`
+	// StatusURL is the path of GET /v1/tasks/{id} for this task.
+	StatusURL string `json:"status_url"`
+}
+
+func taskRef(ref ops.TaskRef) TaskRef {
+	return TaskRef{ID: ref.ID, Type: ref.Type, Queue: ref.Queue, State: ref.State, StatusURL: statusURL(ref.ID)}
+}
+
+func statusURL(id string) string { return "/v1/tasks/" + url.PathEscape(id) }
+
+// maxIdempotencyKey is the longest Idempotency-Key accepted.
+const maxIdempotencyKey = 255
+
+// enqueue is POST /v1/tasks/{type}: 202 with the new task, 200 with the
+// earlier one for a replayed Idempotency-Key.
+func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
+	typ := r.PathValue("type")
+	if !slices.Contains(tasks.Types(), typ) {
+		s.writeProblem(w, r, unknownType(), nil)
+		return
+	}
+	if !isJSON(r.Header.Get("Content-Type")) {
+		s.writeProblem(w, r, Problem{Status: http.StatusUnsupportedMediaType,
+			Detail: "the body must be sent as Content-Type: application/json"}, nil)
+		return
+	}
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	req, errs := enqueueRequest(r)
+	req.Type, req.Payload = typ, body
+	if len(errs) > 0 {
+		// Add what ops finds wrong with the rest, so that one answer lists
+		// everything to fix.
+		var ve *tasks.ValidationError
+		if errors.As(s.ops.Validate(req), &ve) {
+			errs = append(errs, ve.Errors...)
+		}
+		s.writeProblem(w, r, validationProblem(errs), nil)
+		return
+	}
+	ref, existing, err := s.ops.Enqueue(r.Context(), req)
+	if err != nil {
+		s.writeOpsError(w, r, err, "")
+		return
+	}
+	out := taskRef(ref)
+	w.Header().Set("Location", out.StatusURL)
+	status := http.StatusAccepted
+	if existing {
+		status = http.StatusOK
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	s.writeJSON(w, r, status, out)
+}
+
+// isJSON reports whether a Content-Type is application/json, with at most a
+// charset parameter of utf-8.
+func isJSON(contentType string) bool {
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil || mt != "application/json" {
+		return false
+	}
+	for k, v := range params {
+		if k != "charset" || !strings.EqualFold(v, "utf-8") {
+			return false
+		}
+	}
+	return true
+}
+
+// readBody reads at most MaxBodyBytes of the body; it answers 413 (or 400)
+// itself and returns false when the body cannot be had.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	tooLarge := Problem{Status: http.StatusRequestEntityTooLarge, Detail: "the body must be at most 1 MiB (1048576 bytes)"}
+	if r.ContentLength > MaxBodyBytes {
+		s.writeProblem(w, r, tooLarge, nil)
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		s.writeProblem(w, r, tooLarge, nil)
+		return nil, false
+	case err != nil:
+		s.writeProblem(w, r, Problem{Status: http.StatusBadRequest, Detail: "the body could not be read"}, nil)
+		return nil, false
+	}
+	return body, true
+}
+
+// enqueueRequest reads the query (queue, process_at, process_in) and the
+// Idempotency-Key header, reporting what cannot be read. What can be read is
+// judged by ops: the queue name, a negative process_in, process_at and
+// process_in together.
+func enqueueRequest(r *http.Request) (ops.EnqueueRequest, []tasks.FieldError) {
+	var req ops.EnqueueRequest
+	q, errs := queryParams(r.URL.RawQuery, "queue", "process_at", "process_in")
+	if v, ok := q["queue"]; ok {
+		if v == "" {
+			errs = append(errs, tasks.FieldError{Field: "queue", Message: "must not be empty (leave it out for the default queue)"})
+		}
+		req.Queue = v
+	}
+	if v, ok := q["process_at"]; ok {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			errs = append(errs, tasks.FieldError{Field: "process_at", Message: "must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z"})
+		}
+		req.ProcessAt = t
+	}
+	if v, ok := q["process_in"]; ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, tasks.FieldError{Field: "process_in", Message: "must be a Go duration, e.g. 90s or 1h30m"})
+		}
+		req.ProcessIn = d
+	}
+	keys := r.Header.Values("Idempotency-Key")
+	switch {
+	case len(keys) > 1:
+		errs = append(errs, tasks.FieldError{Field: "Idempotency-Key", Message: "must be sent once"})
+	case len(keys) == 1 && !validIdempotencyKey(keys[0]):
+		errs = append(errs, tasks.FieldError{Field: "Idempotency-Key", Message: "must be 1 to 255 printable ASCII characters"})
+	case len(keys) == 1:
+		req.IdempotencyKey = keys[0]
+	}
+	return req, errs
+}
+
+func validIdempotencyKey(k string) bool {
+	if k == "" || len(k) > maxIdempotencyKey {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < ' ' || k[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// queryParams parses a raw query that may hold each of known at most once.
+// Malformed, unknown and repeated parameters are reported under their name,
+// or under "query" for a query that cannot be parsed at all and for a name
+// that is not a plain identifier (it is not repeated back to the client).
+func queryParams(raw string, known ...string) (map[string]string, []tasks.FieldError) {
+	var errs []tasks.FieldError
+	values, err := url.ParseQuery(raw)
+	if err != nil {
+		errs = append(errs, tasks.FieldError{Field: "query", Message: "malformed query string"})
+	}
+	names := make([]string, 0, len(values))
+	for name := range values {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	out := make(map[string]string, len(values))
+	for _, name := range names {
+		switch {
+		case !slices.Contains(known, name):
+			field := name
+			if !identifier(name) {
+				field = "query"
+			}
+			errs = append(errs, tasks.FieldError{Field: field, Message: "unknown query parameter; known: " + strings.Join(known, ", ")})
+		case len(values[name]) > 1:
+			errs = append(errs, tasks.FieldError{Field: name, Message: "must be given once"})
+		default:
+			out[name] = values[name][0]
+		}
+	}
+	return out, errs
+}
+
+// task is GET /v1/tasks/{id}.
+func (s *Server) task(w http.ResponseWriter, r *http.Request) {
+	st, err := s.ops.Task(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeOpsError(w, r, err, "no queue holds a task with this id (results are kept for CERTMAIL_RESULT_RETENTION)")
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, st)
+}
+
+// writeJSON answers with v as JSON.
+func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		s.writeProblem(w, r, Problem{Status: http.StatusInternalServerError}, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n')) // the client is gone when this fails
+}
+
+// identifier reports whether s is 1 to 64 letters, digits and underscores.
+func identifier(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isAlnum(s[i]) && s[i] != '_' {
+			return false
+		}
+	}
+	return true
+}
