@@ -26,7 +26,11 @@ type Env struct {
 // CLI is the command tree.
 type CLI struct {
 	Worker       WorkerCmd       `cmd:"" help:"Consume tasks and perform them against DigiCert."`
+	API          APICmd          `cmd:"" name:"api" help:"Serve the HTTP API, the asynq dashboard and the probes."`
 	FakeDigicert FakeDigicertCmd `cmd:"" name:"fake-digicert" help:"Serve a fake CertCentral API for tests and demos."`
+	Enqueue      EnqueueCmd      `cmd:"" help:"Enqueue tasks: one from flags, or many from a JSON Lines file (--file)."`
+	Task         TaskCmd         `cmd:"" help:"Show the state, retries and result of a task."`
+	DLQ          DLQCmd          `cmd:"" name:"dlq" help:"List, show, requeue, delete or purge dead-lettered tasks."`
 	Version      VersionCmd      `cmd:"" help:"Print the version."`
 }
 

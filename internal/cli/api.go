@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/ops"
+)
+
+// APICmd serves the HTTP API, the dashboard and the probes.
+type APICmd struct {
+	RedisFlags
+	AccountFlags
+	LogFlags
+	HTTPAddr          string        `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:":8080" help:"Listen address of the API."`
+	Tokens            string        `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"Accepted bearer tokens, comma separated (prefer the _FILE form: flags show in ps)." group:"Authentication"`
+	TokensFile        string        `name:"api-tokens-file" env:"CERTMAIL_API_TOKENS_FILE" type:"path" help:"File of accepted bearer tokens, one per line; # starts a comment." group:"Authentication"`
+	InsecureNoAuth    bool          `name:"insecure-no-auth" help:"Serve the API and the dashboard without any token (local development only)." group:"Authentication"`
+	MaxRetry          int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"12" help:"Retries given to the tasks enqueued here before they are dead-lettered."`
+	ResultRetention   time.Duration `name:"result-retention" env:"CERTMAIL_RESULT_RETENTION" default:"24h" help:"How long the result of a completed task is kept."`
+	DashboardReadOnly bool          `name:"dashboard-readonly" env:"CERTMAIL_DASHBOARD_READONLY" help:"Dashboard users can look but not delete, run, archive or pause."`
+	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"10s" help:"Time in-flight requests get to finish on SIGTERM."`
+}
+
+// Run serves the API until SIGTERM/SIGINT.
+func (c *APICmd) Run(env *Env) (err error) {
+	tokens, err := c.tokens()
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(tokens) == 0 && !c.InsecureNoAuth:
+		return usagef("no API token: set CERTMAIL_API_TOKENS or CERTMAIL_API_TOKENS_FILE (or pass --insecure-no-auth for local development)")
+	case len(tokens) > 0 && c.InsecureNoAuth:
+		return usagef("--insecure-no-auth given while API tokens are configured: drop one of them")
+	case c.MaxRetry < 0:
+		return usagef("CERTMAIL_MAX_RETRY: %d must not be negative", c.MaxRetry)
+	case c.ResultRetention <= 0:
+		return usagef("CERTMAIL_RESULT_RETENTION: %s must be positive", c.ResultRetention)
+	}
+	log, err := c.logger(env.Stderr)
+	if err != nil {
+		return err
+	}
+	accounts, err := c.load(false)
+	if err != nil {
+		return err
+	}
+	conn, err := c.open()
+	if err != nil {
+		return err
+	}
+	svc := ops.New(conn, ops.Options{Accounts: accounts, MaxRetry: maxRetryConfig(c.MaxRetry), Retention: c.ResultRetention})
+	defer func() { err = errors.Join(err, svc.Close(), conn.Client.Close()) }()
+	srv, err := api.New(api.Config{
+		Ops:               svc,
+		Redis:             conn,
+		Tokens:            tokens,
+		InsecureNoAuth:    c.InsecureNoAuth,
+		DashboardReadOnly: c.DashboardReadOnly,
+		Addr:              c.HTTPAddr,
+		ShutdownTimeout:   c.ShutdownTimeout,
+		Logger:            log,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	defer func() { err = errors.Join(err, srv.Close()) }()
+	return srv.Run(env.Ctx, nil)
+}
+
+// tokens gathers the tokens of CERTMAIL_API_TOKENS and of the file
+// CERTMAIL_API_TOKENS_FILE, in that order, without duplicates.
+func (c *APICmd) tokens() ([]string, error) {
+	var tokens []string
+	for _, t := range strings.Split(c.Tokens, ",") {
+		tokens = append(tokens, strings.TrimSpace(t))
+	}
+	if c.TokensFile != "" {
+		b, err := os.ReadFile(c.TokensFile)
+		if err != nil {
+			return nil, usagef("CERTMAIL_API_TOKENS_FILE: %v", err)
+		}
+		fromFile, err := parseTokenFile(b)
+		if err != nil {
+			return nil, usagef("CERTMAIL_API_TOKENS_FILE %s: %v", c.TokensFile, err)
+		}
+		tokens = append(tokens, fromFile...)
+	}
+	out := tokens[:0]
+	seen := map[string]bool{}
+	for _, t := range tokens {
+		if t != "" && !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// parseTokenFile reads one token per line; blank lines and lines starting
+// with # are skipped, surrounding spaces trimmed. A line with a space inside
+// is an error (most likely a comment without its #), reported by number only.
+func parseTokenFile(b []byte) ([]string, error) {
+	var tokens []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.ContainsAny(line, " \t") {
+			return nil, fmt.Errorf("line %d: a token has no spaces (comments start with #)", n)
+		}
+		tokens = append(tokens, line)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	return tokens, nil
+}

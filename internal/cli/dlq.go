@@ -1,0 +1,259 @@
+package cli
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/term"
+
+	"github.com/certmail/certmail/internal/ops"
+)
+
+// DLQCmd works on dead-lettered tasks: those archived after a permanent
+// failure, with their entries in the certmail:deadletter stream.
+type DLQCmd struct {
+	List    DLQListCmd    `cmd:"" help:"List dead-lettered tasks, newest first."`
+	Show    DLQShowCmd    `cmd:"" help:"Show the dead letter of one task."`
+	Requeue DLQRequeueCmd `cmd:"" help:"Run dead-lettered tasks again (they go back to pending)."`
+	Delete  DLQDeleteCmd  `cmd:"" help:"Delete dead-lettered tasks and their entries."`
+	Purge   DLQPurgeCmd   `cmd:"" help:"Delete every dead-lettered task and the whole dead-letter stream."`
+}
+
+// DLQListCmd lists dead letters a page at a time.
+type DLQListCmd struct {
+	RedisFlags
+	LogFlags
+	Limit  int    `short:"n" default:"100" help:"Entries per page (1 to 1000)."`
+	Before string `placeholder:"ENTRY-ID" help:"Start after this entry (the cursor printed at the end of the previous page)."`
+	Output string `short:"o" enum:"json,table" default:"table" help:"Output format: table or json."`
+}
+
+// Run prints one page of dead letters.
+func (c *DLQListCmd) Run(env *Env) error {
+	if c.Limit < 1 || c.Limit > ops.MaxDeadLetterLimit {
+		return usagef("--limit %d: want 1 to %d", c.Limit, ops.MaxDeadLetterLimit)
+	}
+	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Options{})
+	if err != nil {
+		return err
+	}
+	defer done()
+	entries, next, err := svc.DeadLetters(env.Ctx, c.Limit, c.Before)
+	if errors.Is(err, ops.ErrInvalidArgument) {
+		return usageError{err}
+	}
+	if err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		return writeJSON(env.Stdout, struct {
+			Entries []ops.DeadLetter `json:"entries"`
+			Next    string           `json:"next,omitempty"`
+		}{entries, next})
+	}
+	if len(entries) == 0 {
+		_, err := fmt.Fprintln(env.Stdout, "no dead-lettered tasks")
+		return err
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FAILED AT\tTASK ID\tTYPE\tQUEUE\tERROR\tHTTP\tATTEMPTS\tARCHIVED")
+	for _, e := range entries {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.FailedAt.Format(time.RFC3339), e.TaskID, e.Type, e.Queue,
+			e.ErrorCode, httpStatus(e.HTTPStatus), e.Attempts, yesNo(e.Archived))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if next != "" {
+		fmt.Fprintf(env.Stderr, "more: certmail dlq list --before %s\n", next)
+	}
+	return nil
+}
+
+func httpStatus(s int) string {
+	if s == 0 {
+		return "-"
+	}
+	return strconv.Itoa(s)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// DLQShowCmd prints the newest dead letter of one task.
+type DLQShowCmd struct {
+	RedisFlags
+	LogFlags
+	TaskID string `arg:"" name:"task-id" help:"Task id."`
+	Output string `short:"o" enum:"json,table" default:"json" help:"Output format: json or table."`
+}
+
+// Run prints the entry; a task without dead letter is a failure (exit status 1).
+func (c *DLQShowCmd) Run(env *Env) error {
+	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Options{})
+	if err != nil {
+		return err
+	}
+	defer done()
+	dl, err := svc.DeadLetter(env.Ctx, c.TaskID)
+	if err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		return writeJSON(env.Stdout, dl)
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 1, ' ', 0)
+	fmt.Fprintf(tw, "task id:\t%s\ntype:\t%s\nqueue:\t%s\nfailed at:\t%s\nerror code:\t%s\nerror:\t%s\nhttp status:\t%s\nattempts:\t%d\narchived:\t%s\nentry id:\t%s\npayload:\t%s\n",
+		dl.TaskID, dl.Type, dl.Queue, dl.FailedAt.Format(time.RFC3339), dl.ErrorCode, dl.ErrorMessage,
+		httpStatus(dl.HTTPStatus), dl.Attempts, yesNo(dl.Archived), dl.EntryID, dl.Payload)
+	return tw.Flush()
+}
+
+// DLQRequeueCmd runs dead-lettered tasks again.
+type DLQRequeueCmd struct {
+	RedisFlags
+	LogFlags
+	TaskIDs []string `arg:"" name:"task-id" help:"Task ids."`
+}
+
+// Run requeues each task, going on past failures; any failure makes the
+// exit status 1.
+func (c *DLQRequeueCmd) Run(env *Env) error {
+	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Options{})
+	if err != nil {
+		return err
+	}
+	defer done()
+	return eachTask(env, c.TaskIDs, "requeued", func(id string) (string, error) {
+		ref, err := svc.Requeue(env.Ctx, id)
+		if err != nil {
+			return "", err
+		}
+		log.Debug("dead letter requeued", zap.String("task_id", ref.ID), zap.String("task_type", ref.Type), zap.String("queue", ref.Queue))
+		return fmt.Sprintf("requeued %s (%s, queue %s): %s", ref.ID, ref.Type, ref.Queue, ref.State), nil
+	})
+}
+
+// DLQDeleteCmd deletes dead-lettered tasks.
+type DLQDeleteCmd struct {
+	RedisFlags
+	LogFlags
+	TaskIDs []string `arg:"" name:"task-id" help:"Task ids."`
+}
+
+// Run deletes each task and its entries, going on past failures; any
+// failure makes the exit status 1.
+func (c *DLQDeleteCmd) Run(env *Env) error {
+	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Options{})
+	if err != nil {
+		return err
+	}
+	defer done()
+	return eachTask(env, c.TaskIDs, "deleted", func(id string) (string, error) {
+		if err := svc.DeleteDeadLetter(env.Ctx, id); err != nil {
+			return "", err
+		}
+		log.Debug("dead letter deleted", zap.String("task_id", id))
+		return "deleted " + id, nil
+	})
+}
+
+// eachTask runs fn for every id, printing its message or its error.
+func eachTask(env *Env, ids []string, what string, fn func(id string) (string, error)) error {
+	failed := 0
+	for _, id := range ids {
+		if err := env.Ctx.Err(); err != nil {
+			return err
+		}
+		msg, err := fn(id)
+		if err != nil {
+			failed++
+			fmt.Fprintf(env.Stderr, "%s: %v\n", id, err)
+			continue
+		}
+		fmt.Fprintln(env.Stdout, msg)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d tasks not %s", failed, len(ids), what)
+	}
+	return nil
+}
+
+// DLQPurgeCmd deletes every dead letter.
+type DLQPurgeCmd struct {
+	RedisFlags
+	LogFlags
+	Yes bool `short:"y" help:"Do not ask for confirmation."`
+}
+
+// Run asks for confirmation on stdin unless --yes is given. When stdin is a
+// file or pipe rather than a terminal, there is nobody to ask: it refuses
+// without --yes. (A reader other than an *os.File, as Main's callers may
+// pass, is read as the answer.)
+func (c *DLQPurgeCmd) Run(env *Env) error {
+	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Options{})
+	if err != nil {
+		return err
+	}
+	defer done()
+	if !c.Yes {
+		n, err := svc.CountDeadLetters(env.Ctx)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			_, err := fmt.Fprintln(env.Stdout, "no dead-lettered tasks")
+			return err
+		}
+		if f, ok := env.Stdin.(*os.File); ok && !term.IsTerminal(int(f.Fd())) {
+			return usagef("%d dead-lettered tasks, and stdin is not a terminal to confirm on: give --yes to purge without asking", n)
+		}
+		yes, err := confirm(env.Stdin, env.Stdout, fmt.Sprintf("Delete %d dead-lettered tasks? [y/N] ", n))
+		if err != nil {
+			return err
+		}
+		if !yes {
+			_, err := fmt.Fprintln(env.Stdout, "nothing deleted")
+			return err
+		}
+	}
+	purged, err := svc.PurgeDeadLetters(env.Ctx)
+	if err != nil {
+		return err
+	}
+	log.Debug("dead letters purged", zap.Int("entries", purged))
+	_, err = fmt.Fprintf(env.Stdout, "deleted %d dead-lettered tasks\n", purged)
+	return err
+}
+
+// confirm prints question and reports whether the answer read from in is
+// y or yes (in any case); anything else, or no answer at all, is no.
+func confirm(in io.Reader, out io.Writer, question string) (bool, error) {
+	if _, err := io.WriteString(out, question); err != nil {
+		return false, err
+	}
+	answer, err := bufio.NewReader(in).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, fmt.Errorf("read answer: %w", err)
+	}
+	if errors.Is(err, io.EOF) {
+		fmt.Fprintln(out) // the answer line never came: end the question's line
+	}
+	switch strings.ToLower(strings.TrimSpace(answer)) {
+	case "y", "yes":
+		return true, nil
+	}
+	return false, nil
+}

@@ -1,0 +1,95 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/ops"
+)
+
+// TaskCmd prints what is known of one task.
+type TaskCmd struct {
+	RedisFlags
+	LogFlags
+	ID     string `arg:"" name:"id" help:"Task id, as enqueue printed it."`
+	Output string `short:"o" enum:"json,table" default:"json" help:"Output format: json or table."`
+}
+
+// Run prints the task's status; a task no queue has is a failure (exit status 1).
+func (c *TaskCmd) Run(env *Env) error {
+	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Options{})
+	if err != nil {
+		return err
+	}
+	defer done()
+	st, err := svc.Task(env.Ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	if c.Output == "table" {
+		return taskTable(env.Stdout, st)
+	}
+	return writeJSON(env.Stdout, st)
+}
+
+func taskTable(w io.Writer, st ops.TaskStatus) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	row("id", st.ID)
+	row("type", st.Type)
+	row("queue", st.Queue)
+	row("state", st.State)
+	row("retried", strconv.Itoa(st.Retried)+" of "+strconv.Itoa(st.MaxRetry))
+	row("last error", st.LastError)
+	row("last failed at", timeString(st.LastFailedAt))
+	row("next process at", timeString(st.NextProcessAt))
+	row("completed at", timeString(st.CompletedAt))
+	row("result", string(st.Result))
+	row("payload", string(st.Payload))
+	return tw.Flush()
+}
+
+func timeString(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// writeJSON writes v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// openOps opens Redis and an ops.Service on it with a logger from lf;
+// done closes both.
+func openOps(env *Env, rf RedisFlags, lf LogFlags, opts ops.Options) (svc *ops.Service, log *zap.Logger, done func(), err error) {
+	log, err = lf.logger(env.Stderr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	conn, err := rf.open()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	svc = ops.New(conn, opts)
+	return svc, log, func() {
+		// Nothing is left to flush at this point: close errors say nothing useful.
+		_ = svc.Close()
+		_ = conn.Client.Close()
+		_ = log.Sync()
+	}, nil
+}
