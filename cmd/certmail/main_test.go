@@ -165,4 +165,3 @@ func waitFor(t *testing.T, within time.Duration, cond func() bool, describe func
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-

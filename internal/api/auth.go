@@ -15,9 +15,9 @@ const realm = `realm="certmail"`
 type guard int
 
 const (
-	open       guard = iota // probes, metrics, the OpenAPI document, unknown paths outside /v1
-	bearer                  // the API: Authorization: Bearer <token>
-	basic                   // the dashboard: basic auth with a token as password (or a bearer token)
+	open   guard = iota // probes, metrics, the OpenAPI document, unknown paths outside /v1
+	bearer              // the API: Authorization: Bearer <token>
+	basic               // the dashboard: basic auth with a token as password (or a bearer token)
 )
 
 // guardOf tells what the request's path needs. It judges the cleaned path,

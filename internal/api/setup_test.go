@@ -31,8 +31,8 @@ import (
 // testToken is the API token of every test server; otherToken is a second
 // one where a test needs two.
 const (
-	testToken  = "tok-3c9e1f0a7b5d4e2c"
-	otherToken = "tok-other-88a1c4d2"
+	testToken   = "tok-3c9e1f0a7b5d4e2c"
+	otherToken  = "tok-other-88a1c4d2"
 	digicertKey = "dc-key-4f1d9a7c2b"
 )
 
