@@ -90,9 +90,10 @@ type Default struct {
 // Load builds the account set from the default account's settings and, when
 // file is not empty, the accounts file. With needKeys, every account must have
 // a key (the worker); without, keys are not read at all (the API and the
-// scheduler only need the names). The "default" account exists when it has a
-// key or when the file does not define it; a file entry named "default"
-// overrides the environment.
+// scheduler only need the names). A file entry named "default" overrides the
+// environment; otherwise "default" comes from the environment, and exists
+// when there is no file or when DIGICERT_API_KEY or DIGICERT_API_KEY_FILE is
+// set, so that every process sharing the configuration agrees on the names.
 func Load(def Default, file string, needKeys bool) (Set, error) {
 	set := Set{}
 	limits, err := ratelimit.ParseWindows(def.RateLimits)
@@ -107,7 +108,7 @@ func Load(def Default, file string, needKeys bool) (Set, error) {
 	}
 	defAcct := Account{Name: tasks.DefaultAccount, BaseURL: def.BaseURL, RateLimits: limits}
 	if needKeys {
-		key, err := readKey(def.APIKey, def.APIKeyFile)
+		key, err := readKey(def.APIKey, def.APIKeyFile, "DIGICERT_API_KEY_FILE")
 		if err != nil {
 			return nil, err
 		}
@@ -123,11 +124,13 @@ func Load(def Default, file string, needKeys bool) (Set, error) {
 		}
 	}
 	if _, inFile := set[tasks.DefaultAccount]; !inFile {
+		envKey := def.APIKey != "" || def.APIKeyFile != ""
 		switch {
-		case defAcct.APIKey != "" || !needKeys:
+		case file == "" || envKey:
+			if needKeys && defAcct.APIKey == "" {
+				return nil, fmt.Errorf("%w: set DIGICERT_API_KEY or DIGICERT_API_KEY_FILE", ErrNoKey)
+			}
 			set[tasks.DefaultAccount] = defAcct
-		case file == "":
-			return nil, fmt.Errorf("%w: set DIGICERT_API_KEY or DIGICERT_API_KEY_FILE", ErrNoKey)
 		}
 	}
 	return set, nil
@@ -136,18 +139,20 @@ func Load(def Default, file string, needKeys bool) (Set, error) {
 // DefaultBaseURL is the US CertCentral instance.
 const DefaultBaseURL = "https://www.digicert.com/services/v2"
 
-func readKey(key, file string) (Secret, error) {
+// readKey returns the key given directly or read from file; what names the
+// file in errors (the variable or the YAML field).
+func readKey(key, file, what string) (Secret, error) {
 	switch {
 	case key != "" && file != "":
 		return "", errors.New("set DIGICERT_API_KEY or DIGICERT_API_KEY_FILE, not both")
 	case file != "":
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return "", fmt.Errorf("DIGICERT_API_KEY_FILE: %w", err)
+			return "", fmt.Errorf("%s: %w", what, err)
 		}
 		k := strings.TrimSpace(string(b))
 		if k == "" {
-			return "", fmt.Errorf("%w: DIGICERT_API_KEY_FILE %s is empty", ErrNoKey, file)
+			return "", fmt.Errorf("%w: %s %s is empty", ErrNoKey, what, file)
 		}
 		return Secret(k), nil
 	default:
@@ -218,7 +223,7 @@ func loadFile(path string, defLimits []ratelimit.Window, needKeys bool) (Set, er
 			if !filepath.IsAbs(keyPath) {
 				keyPath = filepath.Join(filepath.Dir(path), keyPath)
 			}
-			if a.APIKey, err = readKey("", keyPath); err != nil {
+			if a.APIKey, err = readKey("", keyPath, "api_key_file"); err != nil {
 				return nil, fmt.Errorf("%s: %w", where, err)
 			}
 		}

@@ -1,0 +1,237 @@
+package account
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/certmail/certmail/internal/ratelimit"
+)
+
+// dir writes files (name → content) into a fresh directory and returns it.
+func dir(t *testing.T, files map[string]string) string {
+	t.Helper()
+	d := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
+}
+
+const twoAccounts = `accounts:
+  - name: us
+    api_key_file: us.key
+  - name: eu
+    base_url: https://certcentral.digicert.eu/services/v2
+    api_key_file: /ABS/eu.key
+    rate_limits: 50/5s
+`
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	defaultLimits := []ratelimit.Window{{Limit: 100, Period: 5 * time.Second}, {Limit: 1000, Period: 3 * time.Minute}}
+	d := dir(t, map[string]string{"us.key": "us-secret\n", "eu.key": " eu-secret ", "default.key": "file-secret"})
+	accounts := filepath.Join(d, "accounts.yaml")
+	if err := os.WriteFile(accounts, []byte(strings.ReplaceAll(twoAccounts, "/ABS", d)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	type want struct {
+		name, baseURL, key string
+		limits             []ratelimit.Window
+	}
+	tests := []struct {
+		name     string
+		def      Default
+		file     string
+		needKeys bool
+		want     []want
+	}{
+		{
+			name:     "environment only",
+			def:      Default{APIKey: " env-secret ", RateLimits: "100/5s,1000/3m"},
+			needKeys: true,
+			want:     []want{{"default", DefaultBaseURL, "env-secret", defaultLimits}},
+		},
+		{
+			name:     "key file and base URL",
+			def:      Default{APIKeyFile: filepath.Join(d, "default.key"), BaseURL: "http://127.0.0.1:8443/services/v2", RateLimits: "100/5s,1000/3m"},
+			needKeys: true,
+			want:     []want{{"default", "http://127.0.0.1:8443/services/v2", "file-secret", defaultLimits}},
+		},
+		{
+			name:     "names only need no key",
+			def:      Default{RateLimits: "100/5s,1000/3m"},
+			needKeys: false,
+			want:     []want{{"default", DefaultBaseURL, "", defaultLimits}},
+		},
+		{
+			name:     "file accounts, relative and absolute key files, own limits",
+			def:      Default{RateLimits: "100/5s,1000/3m"},
+			file:     accounts,
+			needKeys: true,
+			want: []want{
+				{"eu", "https://certcentral.digicert.eu/services/v2", "eu-secret", []ratelimit.Window{{Limit: 50, Period: 5 * time.Second}}},
+				{"us", DefaultBaseURL, "us-secret", defaultLimits},
+			},
+		},
+		{
+			name:     "file plus the environment's default account",
+			def:      Default{APIKey: "env-secret", RateLimits: "100/5s,1000/3m"},
+			file:     accounts,
+			needKeys: true,
+			want: []want{
+				{"default", DefaultBaseURL, "env-secret", defaultLimits},
+				{"eu", "https://certcentral.digicert.eu/services/v2", "eu-secret", []ratelimit.Window{{Limit: 50, Period: 5 * time.Second}}},
+				{"us", DefaultBaseURL, "us-secret", defaultLimits},
+			},
+		},
+		{
+			name:     "file names only, no default without a key setting",
+			def:      Default{RateLimits: "100/5s,1000/3m"},
+			file:     accounts,
+			needKeys: false,
+			want: []want{
+				{"eu", "https://certcentral.digicert.eu/services/v2", "", []ratelimit.Window{{Limit: 50, Period: 5 * time.Second}}},
+				{"us", DefaultBaseURL, "", defaultLimits},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			set, err := Load(tt.def, tt.file, tt.needKeys)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			var names []string
+			for _, w := range tt.want {
+				names = append(names, w.name)
+			}
+			if got := fmt.Sprint(set.Names()); got != fmt.Sprint(names) {
+				t.Fatalf("names = %s, want %s", got, fmt.Sprint(names))
+			}
+			for _, w := range tt.want {
+				a := set[w.name]
+				if a.Name != w.name || a.BaseURL != w.baseURL || a.APIKey.Reveal() != w.key || fmt.Sprint(a.RateLimits) != fmt.Sprint(w.limits) {
+					t.Errorf("%s = {%q %q %q %v}, want {%q %q %q %v}", w.name, a.Name, a.BaseURL, a.APIKey.Reveal(), a.RateLimits,
+						w.name, w.baseURL, w.key, w.limits)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	t.Parallel()
+	d := dir(t, map[string]string{
+		"empty.key":     " \n",
+		"ok.key":        "k",
+		"unknown.yaml":  "accounts:\n  - name: us\n    api_key: inline\n",
+		"badname.yaml":  "accounts:\n  - name: US East\n    api_key_file: ok.key\n",
+		"dup.yaml":      "accounts:\n  - name: us\n    api_key_file: ok.key\n  - name: us\n    api_key_file: ok.key\n",
+		"nokey.yaml":    "accounts:\n  - name: us\n",
+		"emptykey.yaml": "accounts:\n  - name: us\n    api_key_file: empty.key\n",
+		"badurl.yaml":   "accounts:\n  - name: us\n    base_url: ftp://x\n    api_key_file: ok.key\n",
+		"badrate.yaml":  "accounts:\n  - name: us\n    rate_limits: lots\n    api_key_file: ok.key\n",
+		"none.yaml":     "accounts: []\n",
+		"garbage.yaml":  "accounts: [\n",
+	})
+	limits := "100/5s,1000/3m"
+	tests := []struct {
+		name  string
+		def   Default
+		file  string
+		want  string
+		errIs error
+	}{
+		{name: "no key", def: Default{RateLimits: limits}, want: "set DIGICERT_API_KEY or DIGICERT_API_KEY_FILE", errIs: ErrNoKey},
+		{name: "key and key file", def: Default{APIKey: "a", APIKeyFile: filepath.Join(d, "ok.key"), RateLimits: limits}, want: "not both"},
+		{name: "missing key file", def: Default{APIKeyFile: filepath.Join(d, "absent.key"), RateLimits: limits}, want: "DIGICERT_API_KEY_FILE: open"},
+		{name: "empty key file", def: Default{APIKeyFile: filepath.Join(d, "empty.key"), RateLimits: limits}, want: "is empty", errIs: ErrNoKey},
+		{name: "bad base URL", def: Default{APIKey: "a", BaseURL: "www.digicert.com", RateLimits: limits}, want: "DIGICERT_BASE_URL"},
+		{name: "bad rate limits", def: Default{APIKey: "a", RateLimits: "100 per 5s"}, want: "DIGICERT_RATE_LIMITS"},
+		{name: "unknown field", file: "unknown.yaml", want: "field api_key not found"},
+		{name: "bad name", file: "badname.yaml", want: "accounts[0]: name"},
+		{name: "duplicate name", file: "dup.yaml", want: "accounts[1] (us): name listed twice"},
+		{name: "no key file", file: "nokey.yaml", want: "accounts[0] (us): no DigiCert API key: api_key_file is required", errIs: ErrNoKey},
+		{name: "empty key file in accounts", file: "emptykey.yaml", want: "accounts[0] (us): no DigiCert API key: api_key_file", errIs: ErrNoKey},
+		{name: "bad account URL", file: "badurl.yaml", want: "accounts[0] (us): base_url"},
+		{name: "bad account limits", file: "badrate.yaml", want: "accounts[0] (us): rate_limits"},
+		{name: "no accounts", file: "none.yaml", want: "no accounts listed"},
+		{name: "not YAML", file: "garbage.yaml", want: "parse"},
+		{name: "missing file", file: "absent.yaml", want: "DIGICERT_ACCOUNTS_FILE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			def := tt.def
+			if def.RateLimits == "" {
+				def.RateLimits = limits
+			}
+			file := ""
+			if tt.file != "" {
+				file = filepath.Join(d, tt.file)
+			}
+			_, err := Load(def, file, true)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Load error = %v, want one containing %q", err, tt.want)
+			}
+			if tt.errIs != nil && !errors.Is(err, tt.errIs) {
+				t.Errorf("error %v is not %v", err, tt.errIs)
+			}
+		})
+	}
+}
+
+func TestSetHas(t *testing.T) {
+	t.Parallel()
+	set := Set{"default": {Name: "default"}, "eu": {Name: "eu"}}
+	for name, want := range map[string]bool{"": true, "default": true, "eu": true, "us": false} {
+		if got := set.Has(name); got != want {
+			t.Errorf("Has(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if got := (Set{"eu": {}}).Has(""); got {
+		t.Error(`Has("") without a default account = true`)
+	}
+}
+
+// TestSecretRedacted checks every way a key could be printed.
+func TestSecretRedacted(t *testing.T) {
+	t.Parallel()
+	const key = "k3y-that-must-not-leak"
+	a := Account{Name: "default", APIKey: Secret(key)}
+	core, logs := observer.New(zap.DebugLevel)
+	zap.New(core).Info("account", zap.Any("account", a), zap.Stringer("key", a.APIKey))
+	js, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outputs := map[string]string{
+		"%v":   fmt.Sprintf("%v", a),
+		"%+v":  fmt.Sprintf("%+v", a),
+		"%#v":  fmt.Sprintf("%#v", a),
+		"%s":   fmt.Sprintf("%s", a.APIKey),
+		"json": string(js),
+		"zap":  fmt.Sprint(logs.All()[0].ContextMap()),
+	}
+	for how, out := range outputs {
+		if strings.Contains(out, key) || !strings.Contains(out, redacted) {
+			t.Errorf("%s printed %q", how, out)
+		}
+	}
+	if a.APIKey.Reveal() != key {
+		t.Errorf("Reveal = %q", a.APIKey.Reveal())
+	}
+}
