@@ -1,0 +1,83 @@
+package main_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/tasks"
+)
+
+// TestFakeDigicertBinary calls each endpoint with the client against
+// `certmail fake-digicert` run as a process, the way the README starts it.
+func TestFakeDigicertBinary(t *testing.T) {
+	t.Parallel()
+	port, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	start(t, "fake-digicert", nil, "fake-digicert", "--addr", addr, "--api-key", "good-key",
+		"--orders", "1001", "--certs", "2002")
+	waitFor(t, 20*time.Second, func() bool {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, func() string { return "fake-digicert does not listen on " + addr })
+	baseURL := "http://" + addr + "/services/v2"
+	client := func(key string) *digicert.Client {
+		c, err := digicert.New(digicert.Config{BaseURL: baseURL, APIKey: key, MaxAttempts: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	good, bad := client("good-key"), client("bad-key")
+
+	body := func(p interface{ DigiCertBody() ([]byte, error) }) []byte {
+		b, err := p.DigiCertBody()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	setEmails := body(tasks.SetEmails{OrderID: 1001, AdditionalEmails: []string{}})
+	resend := body(tasks.ResendDCV{OrderID: 1001})
+	send := body(tasks.SendCert{CertificateID: 2002, Emails: []string{"ops@example.com"}, CertificateCollectFormat: "attachment"})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tests := []struct {
+		name   string
+		call   func() (digicert.Result, error)
+		status int
+		class  digicert.Class
+	}{
+		{"set-emails", func() (digicert.Result, error) { return good.SetAdditionalEmails(ctx, 1001, setEmails) }, 204, digicert.ClassNone},
+		{"resend-dcv", func() (digicert.Result, error) { return good.ResendDCVEmails(ctx, 1001, resend) }, 204, digicert.ClassNone},
+		{"send-cert", func() (digicert.Result, error) { return good.SendCertificateEmail(ctx, 2002, send) }, 204, digicert.ClassNone},
+		{"unknown order", func() (digicert.Result, error) { return good.ResendDCVEmails(ctx, 9, resend) }, 404, digicert.ClassPermanent},
+		{"unknown certificate", func() (digicert.Result, error) { return good.SendCertificateEmail(ctx, 9, send) }, 404, digicert.ClassPermanent},
+		{"wrong key", func() (digicert.Result, error) { return bad.SetAdditionalEmails(ctx, 1001, setEmails) }, 403, digicert.ClassAuth},
+	}
+	for _, tt := range tests {
+		res, err := tt.call()
+		if tt.status == 204 {
+			if err != nil || res.Status != 204 {
+				t.Errorf("%s: status %d, error %v; want 204", tt.name, res.Status, err)
+			}
+			continue
+		}
+		var apiErr *digicert.APIError
+		if !errors.As(err, &apiErr) || apiErr.Status != tt.status || digicert.Classify(err) != tt.class {
+			t.Errorf("%s: error %v (class %v), want a %d classified %v", tt.name, err, digicert.Classify(err), tt.status, tt.class)
+		}
+	}
+}
