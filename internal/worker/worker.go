@@ -23,6 +23,7 @@ import (
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/buildinfo"
 	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/queuestats"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/tasks"
@@ -149,6 +150,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	rdb := cfg.Redis.Client
 	m := newMetrics(cfg.Registry)
+	if err := cfg.Registry.Register(queuestats.New(rdb, DeadLetterStream)); err != nil {
+		return nil, fmt.Errorf("register queue metrics: %w", err)
+	}
 	p := &processor{
 		rdb:            rdb,
 		accounts:       map[string]*accountRuntime{},
