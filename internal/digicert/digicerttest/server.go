@@ -43,6 +43,9 @@ type Config struct {
 	APIKeys []string
 	// AnyIDExists makes every positive order and certificate id exist (demo mode).
 	AnyIDExists bool
+	// Missing lists order and certificate ids that do not exist even with
+	// AnyIDExists (a demo's way to show a 404).
+	Missing []int64
 	// RateLimits are rolling windows counted per valid key (DigiCert: 100/5s
 	// and 1000/3m); none means unlimited. Windows with a limit or period that
 	// is not positive are ignored.
@@ -111,6 +114,7 @@ type Server struct {
 	mu           sync.Mutex
 	keys         map[string]bool
 	anyID        bool
+	missing      map[int64]bool
 	windows      []Window
 	blockFor     time.Duration
 	faults       Faults
@@ -135,6 +139,7 @@ func New(cfg Config) *Server {
 		recordLimit:  cfg.RecordLimit,
 		done:         make(chan struct{}),
 		anyID:        cfg.AnyIDExists,
+		missing:      map[int64]bool{},
 		blockFor:     cfg.BlockFor,
 		orders:       map[int64]bool{},
 		certificates: map[int64]bool{},
@@ -144,6 +149,9 @@ func New(cfg Config) *Server {
 	}
 	if s.blockFor <= 0 {
 		s.blockFor = defaultBlockFor
+	}
+	for _, id := range cfg.Missing {
+		s.missing[id] = true
 	}
 	s.setAPIKeys(cfg.APIKeys)
 	s.setRateLimits(cfg.RateLimits)
@@ -569,10 +577,14 @@ func parseID(text string) (int64, bool) {
 }
 
 // orderExists needs s.mu held.
-func (s *Server) orderExists(id int64) bool { return id > 0 && (s.anyID || s.orders[id]) }
+func (s *Server) orderExists(id int64) bool {
+	return id > 0 && (s.anyID || s.orders[id]) && !s.missing[id]
+}
 
 // certificateExists needs s.mu held.
-func (s *Server) certificateExists(id int64) bool { return id > 0 && (s.anyID || s.certificates[id]) }
+func (s *Server) certificateExists(id int64) bool {
+	return id > 0 && (s.anyID || s.certificates[id]) && !s.missing[id]
+}
 
 // setAdditionalEmails replaces an order's additional emails.
 func (s *Server) setAdditionalEmails(orderID int64, emails []string) answer {

@@ -21,6 +21,8 @@ const (
 	otherKey = "OTHERKEY9876543210FEDCBA"
 	orderID  = 1001
 	certID   = 2002
+	// missingID does not exist even in demo mode (Config.Missing).
+	missingID = 404404
 )
 
 // fakeClock is a Clock tests move by hand.
@@ -355,6 +357,10 @@ func TestServer_Errors(t *testing.T) {
 			status: 204},
 		{name: "any order exists in demo mode", path: "/order/certificate/123456/additional-emails", body: goodEmails, anyID: true,
 			status: 204},
+		{name: "missing order in demo mode", path: "/order/certificate/404404/resend-emails", body: `{}`, anyID: true,
+			status: 404, codes: []string{"not_found|order"}},
+		{name: "missing certificate in demo mode", path: "/certificate/404404/sendemail", body: goodSend, anyID: true,
+			status: 404, codes: []string{"not_found|certificate"}},
 		{name: "body too large", path: "/order/certificate/1001/additional-emails",
 			body:   `{"additional_emails":["` + strings.Repeat("a", 1<<20) + `@example.com"]}`,
 			status: 413, codes: []string{"request_too_large"}},
@@ -362,7 +368,7 @@ func TestServer_Errors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t, digicerttest.Config{AnyIDExists: tt.anyID})
+			b := setup(t, digicerttest.Config{AnyIDExists: tt.anyID, Missing: []int64{missingID}})
 			key := tt.key
 			switch {
 			case tt.noKey:
