@@ -25,8 +25,8 @@ test: test-deps ## go vet and the whole test suite with the race detector.
 lint: ## golangci-lint (errcheck, govet, staticcheck, revive, goimports).
 	$(GO) run $(GOLANGCI) run ./...
 
-run: build ## The demo: see README.md.
-	$(BIN) fake-digicert --any-id --api-key dev-key
+run: build ## The one-process demo (certmail dev): see README.md.
+	$(BIN) dev
 
 bench: build test-deps ## Throughput, rate-limit and memory figures (BENCH name=value lines).
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./... | grep -E '^(BENCH|ok|FAIL|---)' || true

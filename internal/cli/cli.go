@@ -26,6 +26,7 @@ type Env struct {
 // CLI is the command tree.
 type CLI struct {
 	Worker       WorkerCmd       `cmd:"" help:"Consume tasks and perform them against DigiCert."`
+	Dev          DevCmd          `cmd:"" help:"Run everything in one process on an embedded Redis and a fake DigiCert: a local demo."`
 	API          APICmd          `cmd:"" name:"api" help:"Serve the HTTP API, the asynq dashboard and the probes."`
 	FakeDigicert FakeDigicertCmd `cmd:"" name:"fake-digicert" help:"Serve a fake CertCentral API for tests and demos."`
 	Enqueue      EnqueueCmd      `cmd:"" help:"Enqueue tasks: one from flags, or many from a JSON Lines file (--file)."`

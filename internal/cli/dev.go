@@ -1,0 +1,44 @@
+package cli
+
+import (
+	"strings"
+
+	"github.com/certmail/certmail/internal/dev"
+	"github.com/certmail/certmail/internal/logging"
+)
+
+// DevCmd runs the whole product in one process for a local demo.
+type DevCmd struct {
+	RedisURL  string `name:"redis-url" env:"REDIS_URL" help:"Use this Redis instead of the embedded in-memory one." group:"Redis"`
+	RedisAddr string `name:"redis-addr" help:"Listen address of the embedded Redis (default: a free loopback port)." group:"Redis"`
+	HTTPAddr  string `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"127.0.0.1:8080" help:"Listen address of the API and the dashboard."`
+	AdminAddr string `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"127.0.0.1:9090" help:"Listen address of the worker's /healthz, /readyz and /metrics."`
+	Tokens    string `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"API tokens, comma separated (default: one generated and printed at start)."`
+	NoDemo    bool   `name:"no-demo" help:"Do not enqueue the demo tasks."`
+	LogLevel  string `name:"log-level" env:"CERTMAIL_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)." group:"Logging"`
+	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"console" enum:"json,console" help:"Log format (json, console)." group:"Logging"`
+}
+
+// Run serves the demo until SIGINT/SIGTERM.
+func (c *DevCmd) Run(env *Env) error {
+	log, err := logging.New(c.LogLevel, c.LogFormat, env.Stderr)
+	if err != nil {
+		return usageError{err}
+	}
+	var tokens []string
+	for t := range strings.SplitSeq(c.Tokens, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			tokens = append(tokens, t)
+		}
+	}
+	return dev.Run(env.Ctx, dev.Config{
+		RedisURL:  c.RedisURL,
+		RedisAddr: c.RedisAddr,
+		HTTPAddr:  c.HTTPAddr,
+		AdminAddr: c.AdminAddr,
+		Tokens:    tokens,
+		NoDemo:    c.NoDemo,
+		Stdout:    env.Stdout,
+		Logger:    log,
+	}, nil)
+}

@@ -1,0 +1,132 @@
+package dev
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/ops"
+)
+
+// demoBatch is the size of the demo's bulk batch: large enough that the
+// shared rate limiter (100 requests per 5 s) spreads it over several seconds,
+// so pending and active tasks can be seen on the dashboard.
+const demoBatch = 250
+
+// demoTask is one task of the demo.
+type demoTask struct {
+	why string
+	req ops.EnqueueRequest
+}
+
+func demoTasks() []demoTask {
+	return []demoTask{
+		{"set-emails", ops.EnqueueRequest{Type: "set-emails",
+			Payload: []byte(`{"order_id": 1001, "additional_emails": ["security@example.com", "pki@example.com"]}`)}},
+		{"set-emails clearing the list", ops.EnqueueRequest{Type: "set-emails",
+			Payload: []byte(`{"order_id": 1002, "additional_emails": []}`)}},
+		{"resend-dcv", ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id": 1001, "domain_approval_emails": ` +
+			`[{"domain": "www.example.com", "email": "admin@example.com", "email_domain": "example.com"}], "locale": "en"}`)}},
+		{"resend-dcv without options", ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id": 1003}`)}},
+		{"send-cert", ops.EnqueueRequest{Type: "send-cert", Payload: []byte(`{"certificate_id": 2001, ` +
+			`"emails": ["ops@example.com"], "certificate_collect_format": "attachment", "custom_message": "Renewed."}`)}},
+		{"send-cert in an hour (scheduled)", ops.EnqueueRequest{Type: "send-cert", ProcessIn: time.Hour,
+			Payload: []byte(`{"certificate_id": 2002, "emails": ["ops@example.com"], "certificate_collect_format": "downloadlink"}`)}},
+		{"resend-dcv of an order DigiCert does not know (dead-lettered)", ops.EnqueueRequest{Type: "resend-dcv",
+			Payload: []byte(fmt.Sprintf(`{"order_id": %d}`, MissingID))}},
+	}
+}
+
+// enqueueDemo enqueues the demo tasks, then one that meets DigiCert errors
+// (it waits in the retry state about 30 s, then is delivered), then a bulk
+// batch paced by the rate limiter.
+func enqueueDemo(ctx context.Context, svc *ops.Service, fake *digicerttest.Server, log *zap.Logger) error {
+	for _, d := range demoTasks() {
+		ref, _, err := svc.Enqueue(ctx, d.req)
+		if err != nil {
+			return fmt.Errorf("demo task %s: %w", d.why, err)
+		}
+		log.Info("demo task enqueued", zap.String("task_id", ref.ID), zap.String("what", d.why))
+	}
+	// Let the first tasks through before the fake starts failing, so that
+	// the failures meet the one task meant for them.
+	deadline := time.Now().Add(10 * time.Second)
+	for fake.RequestCount() < len(demoTasks())-1 && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// Four failures use up the client's in-call attempts of one delivery.
+	fake.FailNext(4, 503, "<html><body><h1>503 Service Unavailable</h1></body></html>", "text/html")
+	ref, _, err := svc.Enqueue(ctx, ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id": 1004, "locale": "de"}`)})
+	if err != nil {
+		return fmt.Errorf("demo task that is retried: %w", err)
+	}
+	log.Info("demo task enqueued", zap.String("task_id", ref.ID), zap.String("what", "resend-dcv meeting DigiCert 503s (retried)"))
+	// The batch waits until that task met the failures, or they would be
+	// spread over the batch's first deliveries instead.
+	deadline = time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if st, err := svc.Task(ctx, ref.ID); err == nil && st.State != "pending" && st.State != "active" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
+	for i := range demoBatch {
+		req := ops.EnqueueRequest{Type: "resend-dcv", Queue: "bulk", Payload: []byte(fmt.Sprintf(`{"order_id": %d}`, 5000+i))}
+		if _, _, err := svc.Enqueue(ctx, req); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("demo batch: %w", err)
+		}
+	}
+	log.Info("demo batch enqueued", zap.Int("tasks", demoBatch), zap.String("queue", "bulk"))
+	return nil
+}
+
+// CurlEnqueue is the banner's example request.
+func curlEnqueue(st *Stack) string {
+	return fmt.Sprintf(`curl -sS -X POST %s/v1/tasks/set-emails \
+    -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' \
+    -d '{"order_id": 1234, "additional_emails": ["you@example.com"]}'`, st.APIURL, st.Token)
+}
+
+func printBanner(w io.Writer, st *Stack) {
+	redis := st.RedisURL + " (embedded, in memory: everything is lost on exit)"
+	if !st.Embedded {
+		redis = st.RedisURL + " (from REDIS_URL)"
+	}
+	lines := []string{
+		"",
+		"certmail dev: a local demo, NOT for production. DigiCert is a fake (nothing is emailed).",
+		"",
+		"  dashboard  " + st.dashboard + "   (log in with any user name, the token as password)",
+		"  API        " + st.APIURL + "/v1   (OpenAPI: " + st.APIURL + "/v1/openapi.json)",
+		"  token      " + st.Token,
+		"  metrics    " + st.AdminURL + "/metrics (worker), " + st.APIURL + "/metrics (API)",
+		"  redis      " + redis,
+		"",
+		"Enqueue a task:",
+		"  " + curlEnqueue(st),
+		"Then read its state (use the id from the answer):",
+		fmt.Sprintf("  curl -sS -H 'Authorization: Bearer %s' %s/v1/tasks/<id>", st.Token, st.APIURL),
+		"",
+		"Demo tasks of every kind are being enqueued; one fails for good (see the dashboard's Archived tab).",
+		"Stop with Ctrl-C.",
+		"",
+	}
+	_, _ = io.WriteString(w, strings.Join(lines, "\n")+"\n")
+}

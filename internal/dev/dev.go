@@ -1,0 +1,268 @@
+// Package dev runs the whole of certmail in one process for a newcomer
+// (`certmail dev`, run by `make run`): an embedded Redis (miniredis, its clock
+// advanced in real time), the fake CertCentral in "any id exists" mode, a
+// worker, a scheduler with a demo schedule, the HTTP API and the dashboard,
+// plus demo tasks in every state. Nothing it runs is fit for production: the
+// Redis keeps everything in memory and the fake emails nobody.
+package dev
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/ratelimit"
+	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/worker"
+)
+
+// Defaults of Config.
+const (
+	DefaultHTTPAddr  = "127.0.0.1:8080"
+	DefaultAdminAddr = "127.0.0.1:9090"
+)
+
+// MissingID is the order and certificate id the dev fake does not know: the
+// demo's permanently failing task uses it.
+const MissingID = 404404
+
+// Config configures the dev stack. Zero values take the defaults noted.
+type Config struct {
+	// RedisURL, when set, is used instead of the embedded Redis.
+	RedisURL string
+	// RedisAddr is where the embedded Redis listens; default a free
+	// loopback port.
+	RedisAddr string
+	// HTTPAddr is the API and dashboard address; default DefaultHTTPAddr.
+	HTTPAddr string
+	// AdminAddr serves the worker's /healthz, /readyz and /metrics; default
+	// DefaultAdminAddr.
+	AdminAddr string
+	// Tokens are the API tokens; default one generated at start.
+	Tokens []string
+	// NoDemo skips the demo tasks and schedule.
+	NoDemo bool
+	// Stdout receives the banner (URLs, token, curl commands).
+	Stdout io.Writer
+	// Logger receives the components' logs (required).
+	Logger *zap.Logger
+}
+
+// Stack is the running dev stack, as Run reports it once everything serves.
+type Stack struct {
+	APIURL    string // http://host:port
+	AdminURL  string // the worker's admin server
+	RedisURL  string
+	Token     string
+	Embedded  bool // Redis is the in-memory miniredis
+	FakeURL   string
+	fake      *digicerttest.Server
+	dashboard string
+}
+
+// Fake returns the fake CertCentral, for tests that assert its effects.
+func (s *Stack) Fake() *digicerttest.Server { return s.fake }
+
+// Run starts every component, prints the banner, enqueues the demo tasks and
+// serves until ctx is done; then it stops everything and returns. started,
+// when not nil, is called once everything serves.
+func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
+	if cfg.Logger == nil {
+		return errors.New("no logger")
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = io.Discard
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = DefaultHTTPAddr
+	}
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = DefaultAdminAddr
+	}
+	log := cfg.Logger
+	st := &Stack{RedisURL: cfg.RedisURL}
+	if len(cfg.Tokens) == 0 {
+		cfg.Tokens = []string{"dev-" + randomHex(16)}
+	}
+	st.Token = cfg.Tokens[0]
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	// run starts a component; its failure stops the whole stack.
+	run := func(name string, fn func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	var mr *miniredis.Miniredis
+	defer func() {
+		cancel()
+		wg.Wait()
+		if mr != nil {
+			mr.Close()
+		}
+		close(errs)
+		for e := range errs {
+			err = errors.Join(err, e)
+		}
+	}()
+
+	// Redis.
+	if st.RedisURL == "" {
+		mr, err = startMiniredis(ctx, cfg.RedisAddr, &wg)
+		if err != nil {
+			return err
+		}
+		st.Embedded = true
+		st.RedisURL = "redis://" + mr.Addr() + "/0"
+	}
+
+	// The fake CertCentral, with a key that never leaves the process.
+	key := randomHex(24)
+	windows, err := ratelimit.ParseWindows(ratelimit.DefaultWindows)
+	if err != nil {
+		return err
+	}
+	var fakeWindows []digicerttest.Window
+	for _, w := range windows {
+		fakeWindows = append(fakeWindows, digicerttest.Window{Limit: w.Limit, Period: w.Period})
+	}
+	st.fake = digicerttest.New(digicerttest.Config{APIKeys: []string{key}, AnyIDExists: true,
+		Missing: []int64{MissingID}, RateLimits: fakeWindows, RecordLimit: 10000})
+	fakeLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("fake CertCentral: %w", err)
+	}
+	st.FakeURL = "http://" + fakeLn.Addr().String() + "/services/v2"
+	fakeSrv := &http.Server{Handler: st.fake, ReadHeaderTimeout: 5 * time.Second}
+	run("fake CertCentral", func() error {
+		if err := fakeSrv.Serve(fakeLn); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	context.AfterFunc(ctx, func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = fakeSrv.Shutdown(sctx)
+		st.fake.Close()
+	})
+
+	accounts := account.Set{"default": {Name: "default", BaseURL: st.FakeURL, APIKey: account.Secret(key), RateLimits: windows}}
+
+	// The worker, on its own connection (it closes it when it stops).
+	wconn, err := redisconn.Open(st.RedisURL)
+	if err != nil {
+		return err
+	}
+	if err := wconn.Wait(ctx, log); err != nil {
+		_ = wconn.Client.Close()
+		return err
+	}
+	w, err := worker.New(worker.Config{Redis: wconn, Accounts: accounts, AdminAddr: cfg.AdminAddr,
+		ShutdownTimeout: 5 * time.Second, Logger: log.Named("worker")})
+	if err != nil {
+		_ = wconn.Client.Close()
+		return err
+	}
+	workerUp := make(chan net.Addr, 1)
+	run("worker", func() error { return w.Run(ctx, func(a net.Addr) { workerUp <- a }) })
+
+	// The API and the dashboard.
+	aconn, err := redisconn.Open(st.RedisURL)
+	if err != nil {
+		return err
+	}
+	svc := ops.New(aconn, ops.Options{Accounts: accounts})
+	srv, err := api.New(api.Config{Ops: svc, Redis: aconn, Tokens: cfg.Tokens, Addr: cfg.HTTPAddr,
+		ShutdownTimeout: 5 * time.Second, Logger: log.Named("api")})
+	if err != nil {
+		return errors.Join(err, svc.Close(), aconn.Client.Close())
+	}
+	apiUp := make(chan net.Addr, 1)
+	run("api", func() error {
+		err := srv.Run(ctx, func(a net.Addr) { apiUp <- a })
+		return errors.Join(err, srv.Close(), svc.Close(), aconn.Client.Close())
+	})
+
+	for range 2 {
+		select {
+		case a := <-workerUp:
+			st.AdminURL = "http://" + a.String()
+		case a := <-apiUp:
+			st.APIURL = "http://" + a.String()
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	st.dashboard = st.APIURL + api.DashboardPath + "/"
+	printBanner(cfg.Stdout, st)
+	if started != nil {
+		started(st)
+	}
+	if !cfg.NoDemo {
+		run("demo", func() error { return enqueueDemo(ctx, svc, st.fake, log.Named("demo")) })
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// startMiniredis starts the embedded Redis and a goroutine (counted in wg)
+// that moves its clock with the wall clock until ctx is done: miniredis only
+// expires keys when told time passed, and asynq's leases, heartbeats and
+// retention depend on expiry. The caller closes it once everything stopped.
+func startMiniredis(ctx context.Context, addr string, wg *sync.WaitGroup) (*miniredis.Miniredis, error) {
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	mr := miniredis.NewMiniRedis()
+	if err := mr.StartAddr(addr); err != nil {
+		return nil, fmt.Errorf("embedded Redis on %s: %w", addr, err)
+	}
+	mr.SetTime(time.Now())
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				mr.SetTime(now)
+				mr.FastForward(now.Sub(last))
+				last = now
+			}
+		}
+	}()
+	return mr, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read does not fail
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,242 @@
+package dev_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/certmail/certmail/internal/dev"
+	"github.com/certmail/certmail/internal/redistest"
+)
+
+// syncBuffer is a bytes.Buffer safe for the writer and the test reading it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// stack runs the dev stack on free ports until the test ends and returns
+// it, its banner, and a function that stops it and returns Run's error.
+func stack(t *testing.T, cfg dev.Config) (*dev.Stack, string, func() error) {
+	t.Helper()
+	out := &syncBuffer{}
+	cfg.HTTPAddr, cfg.AdminAddr, cfg.Stdout, cfg.Logger = "127.0.0.1:0", "127.0.0.1:0", out, zaptest.NewLogger(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	up := make(chan *dev.Stack, 1)
+	done := make(chan error, 1)
+	go func() { done <- dev.Run(ctx, cfg, func(s *dev.Stack) { up <- s }) }()
+	var st *dev.Stack
+	select {
+	case st = <-up:
+	case err := <-done:
+		cancel()
+		t.Fatalf("dev stack stopped at start: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("dev stack not up within 30s")
+	}
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(30 * time.Second):
+				t.Error("dev stack still running 30s after cancel")
+			}
+		})
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	return st, out.String(), stop
+}
+
+// call sends an HTTP request and returns the status and body.
+func call(t *testing.T, method, url, token, user string, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case user != "":
+		req.SetBasicAuth(user, token)
+	case token != "":
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+// taskState polls GET /v1/tasks/{id}.
+func taskState(t *testing.T, st *dev.Stack, id string) (state, outcome string) {
+	t.Helper()
+	status, body := call(t, "GET", st.APIURL+"/v1/tasks/"+id, st.Token, "", "")
+	if status != 200 {
+		t.Fatalf("GET task %s: %d %s", id, status, body)
+	}
+	var ts struct {
+		State  string `json:"state"`
+		Result struct {
+			Outcome string `json:"outcome"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(body, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return ts.State, ts.Result.Outcome
+}
+
+func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+var curlPattern = regexp.MustCompile(`curl -sS -X POST (\S+) \\\s+-H 'Authorization: Bearer (\S+)' -H 'Content-Type: application/json' \\\s+-d '([^']*)'`)
+
+// TestDevStack runs `certmail dev` as a newcomer would: the printed curl
+// command works, the demo reaches every state, the dashboard is guarded.
+// It is not parallel: it checks that no goroutine outlives the stack.
+func TestDevStack(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	st, banner, stop := stack(t, dev.Config{})
+
+	for _, want := range []string{"NOT for production", st.APIURL + "/monitoring/", "token      " + st.Token, "embedded"} {
+		if !strings.Contains(banner, want) {
+			t.Errorf("banner lacks %q:\n%s", want, banner)
+		}
+	}
+	m := curlPattern.FindStringSubmatch(banner)
+	if m == nil {
+		t.Fatalf("no curl command in the banner:\n%s", banner)
+	}
+	status, body := call(t, "POST", m[1], m[2], "", m[3])
+	if status != http.StatusAccepted {
+		t.Fatalf("printed curl command: %d %s", status, body)
+	}
+	var ref struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(body, &ref); err != nil || ref.ID == "" {
+		t.Fatalf("answer %s: %v", body, err)
+	}
+	waitUntil(t, 30*time.Second, "the curl task is delivered", func() bool {
+		state, outcome := taskState(t, st, ref.ID)
+		return state == "completed" && outcome == "delivered"
+	})
+	if got, ok := st.Fake().AdditionalEmails(1234); !ok || len(got) != 1 || got[0] != "you@example.com" {
+		t.Errorf("fake's list for order 1234 = %v (%v)", got, ok)
+	}
+
+	// The dashboard: guarded, and its JSON API shows the demo's states.
+	if status, _ := call(t, "GET", st.APIURL+"/monitoring/", "", "", ""); status != http.StatusUnauthorized {
+		t.Errorf("dashboard without credentials: %d, want 401", status)
+	}
+	if status, _ := call(t, "GET", st.APIURL+"/monitoring/", st.Token, "operator", ""); status != http.StatusOK {
+		t.Errorf("dashboard with the token: %d, want 200", status)
+	}
+	type queue struct {
+		Queue                                          string
+		Scheduled, Retry, Archived, Completed, Pending int
+	}
+	queues := func() map[string]queue {
+		status, body := call(t, "GET", st.APIURL+"/monitoring/api/queues", st.Token, "operator", "")
+		if status != http.StatusOK {
+			t.Fatalf("dashboard API: %d %s", status, body)
+		}
+		var qs struct{ Queues []queue }
+		if err := json.Unmarshal(body, &qs); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]queue{}
+		for _, q := range qs.Queues {
+			out[q.Queue] = q
+		}
+		return out
+	}
+	waitUntil(t, 45*time.Second, "demo tasks scheduled, retried, archived and completed", func() bool {
+		d := queues()["default"]
+		return d.Scheduled == 1 && d.Archived == 1 && d.Retry == 1 && d.Completed >= 5
+	})
+	waitUntil(t, 60*time.Second, "the bulk batch is delivered", func() bool {
+		return queues()["bulk"].Completed == 250
+	})
+	if got := st.Fake().StatusCount(429); got != 0 {
+		t.Errorf("the fake answered 429 %d times; the limiter should prevent it", got)
+	}
+	if status, _ := call(t, "GET", st.AdminURL+"/readyz", "", "", ""); status != http.StatusOK {
+		t.Errorf("worker /readyz: %d", status)
+	}
+
+	if err := stop(); err != nil {
+		t.Errorf("Run returned %v after cancel, want nil", err)
+	}
+}
+
+// TestDevStackExternalRedis uses REDIS_URL's server instead of the embedded one.
+func TestDevStackExternalRedis(t *testing.T) {
+	t.Parallel()
+	redis := redistest.Start(t)
+	st, banner, stop := stack(t, dev.Config{RedisURL: redis.URL(), NoDemo: true, Tokens: []string{"given-token"}})
+	if st.Embedded || !strings.Contains(banner, "from REDIS_URL") || st.Token != "given-token" {
+		t.Errorf("stack embedded=%v token=%q, banner:\n%s", st.Embedded, st.Token, banner)
+	}
+	status, body := call(t, "POST", st.APIURL+"/v1/tasks/resend-dcv", "given-token", "", `{"order_id": 77}`)
+	if status != http.StatusAccepted {
+		t.Fatalf("enqueue: %d %s", status, body)
+	}
+	var ref struct{ ID string }
+	if err := json.Unmarshal(body, &ref); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "delivered", func() bool {
+		state, outcome := taskState(t, st, ref.ID)
+		return state == "completed" && outcome == "delivered"
+	})
+	if n, err := redis.Client().Exists(context.Background(), "asynq:{default}:t:"+ref.ID).Result(); err != nil || n != 1 {
+		t.Errorf("task not in the external Redis: %d, %v", n, err)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
