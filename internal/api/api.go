@@ -32,6 +32,7 @@ import (
 	"github.com/certmail/certmail/internal/buildinfo"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/scheduler"
 )
 
 // Defaults of Config.
@@ -146,6 +147,7 @@ type Server struct {
 	tokens    tokenSet
 	mux       *http.ServeMux
 	patterns  []string // every pattern registered on mux, in order
+	schedules *scheduler.Store
 	dashboard *asynqmon.HTTPHandler
 	metrics   *metrics
 	handler   http.Handler
@@ -170,6 +172,8 @@ func New(cfg Config) (*Server, error) {
 		tokens:  newTokenSet(cfg.Tokens),
 		mux:     http.NewServeMux(),
 		metrics: m,
+		// Schedules are validated by the same ops service as tasks.
+		schedules: scheduler.NewStore(cfg.Redis.Client, cfg.Ops),
 	}
 	s.dashboard = asynqmon.New(asynqmon.Options{
 		RootPath:         DashboardPath,
@@ -191,6 +195,10 @@ func (s *Server) routes() {
 	s.handle("GET /v1/dead-letters", http.HandlerFunc(s.deadLetters))
 	s.handle("POST /v1/dead-letters/{id}/requeue", http.HandlerFunc(s.requeue))
 	s.handle("DELETE /v1/dead-letters/{id}", http.HandlerFunc(s.deleteDeadLetter))
+	s.handle("GET /v1/schedules", http.HandlerFunc(s.listSchedules))
+	s.handle("POST /v1/schedules", http.HandlerFunc(s.addSchedule))
+	s.handle("GET /v1/schedules/{id}", http.HandlerFunc(s.getSchedule))
+	s.handle("DELETE /v1/schedules/{id}", http.HandlerFunc(s.deleteSchedule))
 	s.handle("GET /v1/openapi.json", http.HandlerFunc(s.openAPI))
 	s.handle(DashboardPath+"/", s.dashboard)
 	admin.Routes(s.mux, s.ready, s.cfg.Registry)

@@ -27,11 +27,13 @@ type Env struct {
 type CLI struct {
 	Worker       WorkerCmd       `cmd:"" help:"Consume tasks and perform them against DigiCert."`
 	Dev          DevCmd          `cmd:"" help:"Run everything in one process on an embedded Redis and a fake DigiCert: a local demo."`
+	Scheduler    SchedulerCmd    `cmd:"" help:"Enqueue periodic tasks from the schedules file and the API (several replicas are safe)."`
 	API          APICmd          `cmd:"" name:"api" help:"Serve the HTTP API, the asynq dashboard and the probes."`
 	FakeDigicert FakeDigicertCmd `cmd:"" name:"fake-digicert" help:"Serve a fake CertCentral API for tests and demos."`
 	Enqueue      EnqueueCmd      `cmd:"" help:"Enqueue tasks: one from flags, or many from a JSON Lines file (--file)."`
 	Task         TaskCmd         `cmd:"" help:"Show the state, retries and result of a task."`
 	DLQ          DLQCmd          `cmd:"" name:"dlq" help:"List, show, requeue, delete or purge dead-lettered tasks."`
+	Schedule     ScheduleCmd     `cmd:"" help:"List, add or remove periodic schedules."`
 	Version      VersionCmd      `cmd:"" help:"Print the version."`
 }
 

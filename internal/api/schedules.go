@@ -1,0 +1,97 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+
+	"github.com/certmail/certmail/internal/scheduler"
+	"github.com/certmail/certmail/tasks"
+)
+
+// ScheduleList is the answer of GET /v1/schedules.
+type ScheduleList struct {
+	Schedules []scheduler.Status `json:"schedules"`
+}
+
+// listSchedules is GET /v1/schedules: every schedule, file and API.
+func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) {
+	all, err := s.schedules.List(r.Context())
+	if err != nil {
+		s.writeScheduleError(w, r, err)
+		return
+	}
+	if all == nil {
+		all = []scheduler.Status{}
+	}
+	s.writeJSON(w, r, http.StatusOK, ScheduleList{Schedules: all})
+}
+
+// addSchedule is POST /v1/schedules: 201 with the schedule, 400 listing
+// every problem, 409 when the id is taken.
+func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request) {
+	if !isJSON(r.Header.Get("Content-Type")) {
+		s.writeProblem(w, r, Problem{Status: http.StatusUnsupportedMediaType,
+			Detail: "the body must be sent as Content-Type: application/json"}, nil)
+		return
+	}
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	var sc scheduler.Schedule
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&sc); err != nil || dec.More() {
+		msg := "not a JSON schedule object"
+		if err != nil {
+			msg += ": " + err.Error()
+		}
+		s.writeProblem(w, r, validationProblem([]tasks.FieldError{{Field: "", Message: msg}}), nil)
+		return
+	}
+	st, err := s.schedules.Add(r.Context(), sc)
+	if err != nil {
+		s.writeScheduleError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/schedules/"+url.PathEscape(st.ID))
+	s.writeJSON(w, r, http.StatusCreated, st)
+}
+
+// getSchedule is GET /v1/schedules/{id}.
+func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) {
+	st, err := s.schedules.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeScheduleError(w, r, err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, st)
+}
+
+// deleteSchedule is DELETE /v1/schedules/{id}: 204; 409 for a file schedule.
+func (s *Server) deleteSchedule(w http.ResponseWriter, r *http.Request) {
+	if err := s.schedules.Delete(r.Context(), r.PathValue("id")); err != nil {
+		s.writeScheduleError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) writeScheduleError(w http.ResponseWriter, r *http.Request, err error) {
+	var ve *tasks.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		s.writeProblem(w, r, validationProblem(ve.Errors), nil)
+	case errors.Is(err, scheduler.ErrNotFound):
+		s.writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: "no schedule has this id"}, nil)
+	case errors.Is(err, scheduler.ErrExists):
+		s.writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: "a schedule with this id exists; delete it first or pick another id"}, nil)
+	case errors.Is(err, scheduler.ErrFileSchedule):
+		s.writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: "this schedule comes from the schedules file; change it there"}, nil)
+	default:
+		s.writeOpsError(w, r, err, "")
+	}
+}

@@ -1,0 +1,99 @@
+package api_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certmail/certmail/internal/scheduler"
+)
+
+func TestSchedules(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const body = `{"id": "dcv-1002", "cron": "0 9 * * *", "timezone": "Europe/Berlin", "type": "resend-dcv",
+		"payload": {"order_id": 1002, "locale": "en"}, "max_runs": 30}`
+
+	res := b.do(t, http.MethodPost, "/v1/schedules", body, nil)
+	var created scheduler.Status
+	mustJSON(t, res, http.StatusCreated, &created)
+	if created.ID != "dcv-1002" || created.Source != "api" || created.Queue != "bulk" || created.NextRun == nil ||
+		res.header.Get("Location") != "/v1/schedules/dcv-1002" {
+		t.Errorf("created %+v, Location %q", created, res.header.Get("Location"))
+	}
+	if next := created.NextRun.In(mustZone(t, "Europe/Berlin")); next.Hour() != 9 || next.Minute() != 0 {
+		t.Errorf("next run %v is not 09:00 in Berlin", next)
+	}
+	mustProblem(t, b.do(t, http.MethodPost, "/v1/schedules", body, nil), http.StatusConflict)
+
+	var list scheduleList
+	mustJSON(t, b.get(t, "/v1/schedules"), http.StatusOK, &list)
+	if len(list.Schedules) != 1 || list.Schedules[0].ID != "dcv-1002" {
+		t.Errorf("list %+v", list)
+	}
+	var one scheduler.Status
+	mustJSON(t, b.get(t, "/v1/schedules/dcv-1002"), http.StatusOK, &one)
+	if one.MaxRuns != 30 || one.Runs != 0 || one.Ended {
+		t.Errorf("get %+v", one)
+	}
+	if res := b.do(t, http.MethodDelete, "/v1/schedules/dcv-1002", "", nil); res.status != http.StatusNoContent {
+		t.Errorf("delete: %d %s", res.status, res.body)
+	}
+	mustProblem(t, b.get(t, "/v1/schedules/dcv-1002"), http.StatusNotFound)
+	mustProblem(t, b.do(t, http.MethodDelete, "/v1/schedules/dcv-1002", "", nil), http.StatusNotFound)
+	b.assertUntouched(t)
+}
+
+// scheduleList decodes api.ScheduleList.
+type scheduleList struct {
+	Schedules []scheduler.Status `json:"schedules"`
+}
+
+func TestSchedulesReject(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tests := []struct {
+		name   string
+		body   string
+		header http.Header
+		status int
+		fields []string
+	}{
+		{"not JSON", `{`, nil, 400, []string{""}},
+		{"unknown field", `{"id": "a", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}, "every": "day"}`, nil, 400, []string{""}},
+		{"trailing data", `{"id": "a", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}} {}`, nil, 400, []string{""}},
+		{"every problem at once", `{"id": "A B", "cron": "whenever", "timezone": "Nowhere/City", "type": "resend-dcv", "payload": {"order_id": 0}, "queue": "Bulk"}`,
+			nil, 400, []string{"id", "timezone", "cron", "payload.order_id", "queue"}},
+		{"unknown type", `{"id": "a", "cron": "@daily", "type": "send-fax", "payload": {}}`, nil, 400, []string{"type"}},
+		{"wrong content type", `{}`, http.Header{"Authorization": {"Bearer " + testToken}, "Content-Type": {"text/plain"}}, 415, nil},
+		{"no token", `{}`, http.Header{"Content-Type": {"application/json"}}, 401, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := mustProblem(t, b.do(t, http.MethodPost, "/v1/schedules", tt.body, tt.header), tt.status)
+			var fields []string
+			for _, fe := range p.Errors {
+				fields = append(fields, fe.Field)
+			}
+			if strings.Join(fields, ",") != strings.Join(tt.fields, ",") {
+				t.Errorf("fields %q, want %q (%v)", fields, tt.fields, p.Errors)
+			}
+		})
+	}
+	var list scheduleList
+	mustJSON(t, b.get(t, "/v1/schedules"), http.StatusOK, &list)
+	if len(list.Schedules) != 0 {
+		t.Errorf("rejected schedules were stored: %+v", list.Schedules)
+	}
+}
+
+func mustZone(t *testing.T, name string) *time.Location {
+	t.Helper()
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc
+}

@@ -1,0 +1,189 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/scheduler"
+	"github.com/certmail/certmail/tasks"
+)
+
+// SchedulerCmd enqueues periodic tasks; run as many replicas as wanted.
+type SchedulerCmd struct {
+	RedisFlags
+	AccountFlags
+	LogFlags
+	File      string        `name:"schedules-file" env:"CERTMAIL_SCHEDULES_FILE" type:"path" help:"YAML file of schedules (reloaded when it changes)."`
+	AdminAddr string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:":9090" help:"Listen address of /healthz, /readyz and /metrics (empty: none)."`
+	MaxRetry  int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"12" help:"Retries given to the tasks enqueued before they are dead-lettered (0: none)."`
+	Retention time.Duration `name:"result-retention" env:"CERTMAIL_RESULT_RETENTION" default:"24h" help:"How long the result of a completed task is kept."`
+	Lease     time.Duration `name:"lease" env:"CERTMAIL_SCHEDULER_LEASE" default:"5s" help:"Leader lease: a dead leader's replica takes over within it."`
+}
+
+// Run schedules until SIGTERM/SIGINT.
+func (c *SchedulerCmd) Run(env *Env) error {
+	switch {
+	case c.MaxRetry < 0:
+		return usagef("CERTMAIL_MAX_RETRY: %d must not be negative", c.MaxRetry)
+	case c.Retention <= 0:
+		return usagef("CERTMAIL_RESULT_RETENTION: %s must be positive", c.Retention)
+	case c.Lease < time.Second:
+		return usagef("CERTMAIL_SCHEDULER_LEASE: %s must be at least 1s", c.Lease)
+	}
+	log, err := c.logger(env.Stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	accounts, err := c.load(false)
+	if err != nil {
+		return err
+	}
+	conn, err := c.open()
+	if err != nil {
+		return err
+	}
+	s, err := scheduler.New(scheduler.Config{Redis: conn, File: c.File, Accounts: accounts, MaxRetry: maxRetryConfig(c.MaxRetry),
+		Retention: c.Retention, Lease: c.Lease, AdminAddr: c.AdminAddr, Logger: log})
+	if err != nil {
+		_ = conn.Client.Close()
+		return usageError{err}
+	}
+	return s.Run(env.Ctx, nil)
+}
+
+// ScheduleCmd manages the schedules kept in Redis.
+type ScheduleCmd struct {
+	List ScheduleListCmd `cmd:"" help:"List every schedule (file and API) with its next and last run."`
+	Add  ScheduleAddCmd  `cmd:"" help:"Add a schedule (stored in Redis, picked up by the scheduler within seconds)."`
+	Rm   ScheduleRmCmd   `cmd:"" name:"rm" help:"Remove a schedule added with add or the API."`
+}
+
+// scheduleFlags open the schedule store.
+type scheduleFlags struct {
+	RedisFlags
+	AccountFlags
+}
+
+func (f scheduleFlags) store(env *Env) (*scheduler.Store, func(), error) {
+	accounts, err := f.load(false)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := f.open()
+	if err != nil {
+		return nil, nil, err
+	}
+	svc := ops.New(conn, ops.Options{Accounts: accounts})
+	return scheduler.NewStore(conn.Client, svc), func() {
+		_ = svc.Close()
+		_ = conn.Client.Close()
+	}, nil
+}
+
+// ScheduleListCmd lists schedules.
+type ScheduleListCmd struct {
+	scheduleFlags
+	Output string `short:"o" enum:"json,table" default:"table" help:"Output format: table or json."`
+}
+
+// Run prints the schedules.
+func (c *ScheduleListCmd) Run(env *Env) error {
+	st, done, err := c.store(env)
+	if err != nil {
+		return err
+	}
+	defer done()
+	all, err := st.List(env.Ctx)
+	if err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		return writeJSON(env.Stdout, all)
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSOURCE\tCRON\tTYPE\tNEXT RUN\tLAST RUN\tRUNS")
+	for _, s := range all {
+		next := timeString(s.NextRun)
+		if s.Ended {
+			next = "(ended)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", s.ID, s.Source, s.Cron, s.Type, next, orDash(timeString(s.LastRun)), s.Runs)
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// ScheduleAddCmd adds a schedule.
+type ScheduleAddCmd struct {
+	scheduleFlags
+	ID       string `name:"id" required:"" help:"Unique, stable id (a-z, 0-9, '.', '_', '-')."`
+	Cron     string `name:"cron" required:"" help:"5-field cron spec, or @every <duration>, @daily, @hourly ..."`
+	Timezone string `name:"timezone" help:"Time zone of the cron spec (default UTC), e.g. Europe/Berlin."`
+	Type     string `name:"type" required:"" help:"Task type: set-emails, resend-dcv or send-cert."`
+	Payload  string `name:"payload" required:"" help:"Task payload as JSON, e.g. '{\"order_id\": 1002}'."`
+	Queue    string `name:"queue" help:"Queue (default bulk)."`
+	Until    string `name:"until" placeholder:"RFC3339" help:"Last time a tick may run."`
+	MaxRuns  int    `name:"max-runs" help:"End the schedule after this many runs."`
+}
+
+// Run validates and stores the schedule; validation problems are a usage error.
+func (c *ScheduleAddCmd) Run(env *Env) error {
+	s := scheduler.Schedule{ID: c.ID, Cron: c.Cron, Timezone: c.Timezone, Type: c.Type, Payload: []byte(c.Payload),
+		Queue: c.Queue, MaxRuns: c.MaxRuns}
+	if c.Until != "" {
+		t, err := time.Parse(time.RFC3339, c.Until)
+		if err != nil {
+			return usagef("--until: %q is not an RFC 3339 time", c.Until)
+		}
+		s.Until = &t
+	}
+	st, done, err := c.store(env)
+	if err != nil {
+		return err
+	}
+	defer done()
+	status, err := st.Add(env.Ctx, s)
+	var ve *tasks.ValidationError
+	if errors.As(err, &ve) {
+		var lines []string
+		for _, fe := range ve.Errors {
+			lines = append(lines, "  "+fe.Field+": "+fe.Message)
+		}
+		return usagef("invalid schedule:\n%s", strings.Join(lines, "\n"))
+	}
+	if err != nil {
+		return err
+	}
+	return writeJSON(env.Stdout, status)
+}
+
+// ScheduleRmCmd removes a schedule.
+type ScheduleRmCmd struct {
+	scheduleFlags
+	ID string `arg:"" name:"id" help:"Schedule id."`
+}
+
+// Run removes the schedule.
+func (c *ScheduleRmCmd) Run(env *Env) error {
+	st, done, err := c.store(env)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := st.Delete(env.Ctx, c.ID); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "removed schedule %s\n", c.ID)
+	return nil
+}

@@ -1,0 +1,235 @@
+// Package scheduler enqueues certmail tasks periodically, from schedules in
+// a YAML file (CERTMAIL_SCHEDULES_FILE, reloaded when it changes) and from
+// Redis (added through the API or the CLI), with any number of replicas.
+//
+// asynq's own Scheduler is not used: it enqueues every tick once per
+// process and fixes the task at registration. Here one replica holds a leader
+// lease in Redis and fires; each tick becomes one task with the id
+// sched:<schedule id>:<tick unix seconds>, so a tick enqueued by a leader
+// that died before recording it is recognised (asynq refuses the same task
+// id) instead of enqueued twice. Each schedule's state (last tick, runs,
+// ended) lives in Redis and is only advanced by the lease holder.
+//
+// Ticks missed while no scheduler ran are caught up when they are at most
+// CatchUp old (one minute by default); older ones are skipped.
+package scheduler
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/tasks"
+)
+
+// DefaultQueue is where scheduled tasks go unless a schedule names another.
+const DefaultQueue = "bulk"
+
+// Schedule is one periodic task, as written in the file or posted to the API.
+type Schedule struct {
+	ID       string          `json:"id" yaml:"id"`
+	Cron     string          `json:"cron" yaml:"cron"`
+	Timezone string          `json:"timezone,omitempty" yaml:"timezone"`
+	Type     string          `json:"type" yaml:"type"`
+	Payload  json.RawMessage `json:"payload" yaml:"-"`
+	Queue    string          `json:"queue,omitempty" yaml:"queue"`
+	Until    *time.Time      `json:"until,omitempty" yaml:"until"`
+	MaxRuns  int             `json:"max_runs,omitempty" yaml:"max_runs"`
+}
+
+// compiled is a validated schedule ready to fire.
+type compiled struct {
+	Schedule
+	source string // "file" or "api"
+	spec   cron.Schedule
+	loc    *time.Location
+}
+
+// next returns the first tick strictly after t.
+func (c *compiled) next(t time.Time) time.Time { return c.spec.Next(t.In(c.loc)) }
+
+var (
+	idPattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
+	cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+)
+
+// Validate checks s with the same rules as every task entry point (through
+// ops, which also checks the account and the queue), plus the id, the cron
+// spec, the time zone and the limits. Problems come back together in one
+// *tasks.ValidationError, payload fields prefixed with "payload.".
+func Validate(s Schedule, checker *ops.Service) error {
+	_, err := compile(s, "", checker)
+	return err
+}
+
+func compile(s Schedule, source string, checker *ops.Service) (*compiled, error) {
+	var errs []tasks.FieldError
+	add := func(field, msg string) { errs = append(errs, tasks.FieldError{Field: field, Message: msg}) }
+	if !idPattern.MatchString(s.ID) {
+		add("id", "must be 1-128 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit")
+	}
+	c := &compiled{Schedule: s, source: source, loc: time.UTC}
+	if c.Queue == "" {
+		c.Queue = DefaultQueue
+	}
+	if tz := strings.TrimSpace(s.Timezone); tz != "" {
+		loc, err := time.LoadLocation(tz)
+		if err != nil || tz == "Local" {
+			add("timezone", "not a time zone name such as Europe/Berlin")
+		} else {
+			c.loc = loc
+		}
+	}
+	switch spec := strings.TrimSpace(s.Cron); {
+	case spec == "":
+		add("cron", "required")
+	case strings.HasPrefix(spec, "CRON_TZ=") || strings.HasPrefix(spec, "TZ="):
+		add("cron", "give the time zone in the timezone field")
+	default:
+		sched, err := cronParser.Parse(spec)
+		if err != nil {
+			add("cron", "not a 5-field cron spec or a descriptor such as @every 1h: "+err.Error())
+		} else {
+			c.spec = sched
+		}
+	}
+	if s.MaxRuns < 0 {
+		add("max_runs", "must not be negative")
+	}
+	if len(bytes.TrimSpace(s.Payload)) == 0 {
+		add("payload", "required")
+	} else if checker != nil {
+		err := checker.Validate(ops.EnqueueRequest{Type: s.Type, Payload: s.Payload, Queue: c.Queue})
+		var ve *tasks.ValidationError
+		switch {
+		case errors.As(err, &ve):
+			for _, fe := range ve.Errors {
+				if fe.Field == "queue" {
+					errs = append(errs, fe)
+				} else {
+					add(joinField("payload", fe.Field), fe.Message)
+				}
+			}
+		case errors.Is(err, tasks.ErrUnknownType):
+			add("type", "unknown task type (want one of "+strings.Join(tasks.Types(), ", ")+")")
+		case err != nil:
+			add("payload", err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return nil, &tasks.ValidationError{Type: s.Type, Errors: errs}
+	}
+	return c, nil
+}
+
+func joinField(prefix, field string) string {
+	if field == "" {
+		return prefix
+	}
+	if strings.HasPrefix(field, "[") {
+		return prefix + field
+	}
+	return prefix + "." + field
+}
+
+// fileDoc is the schedules file.
+type fileDoc struct {
+	Schedules []yaml.Node `yaml:"schedules"`
+}
+
+// yamlSchedule decodes one file entry; the payload is any YAML mapping,
+// turned into JSON.
+type yamlSchedule struct {
+	Schedule `yaml:",inline"`
+	Payload  map[string]any `yaml:"payload"`
+}
+
+// EntryError is an invalid entry of the schedules file.
+type EntryError struct {
+	Index int    // position in the schedules list, from 0
+	ID    string // "" when the entry has none
+	Err   error
+}
+
+func (e *EntryError) Error() string {
+	if e.ID == "" {
+		return fmt.Sprintf("schedules[%d]: %v", e.Index, e.Err)
+	}
+	return fmt.Sprintf("schedules[%d] (%s): %v", e.Index, e.ID, e.Err)
+}
+
+func (e *EntryError) Unwrap() error { return e.Err }
+
+// ParseFile reads a schedules file. Valid entries are returned; each invalid
+// one (or a repeated id) is an *EntryError in bad, so that the others keep
+// running. err is set only when the file as a whole cannot be read.
+func ParseFile(data []byte, checker *ops.Service) (good []*compiled, bad []*EntryError, err error) {
+	var doc fileDoc
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) { // an empty file has no schedules
+		return nil, nil, fmt.Errorf("parse: %w", err)
+	}
+	seen := map[string]int{}
+	for i, node := range doc.Schedules {
+		var ys yamlSchedule
+		if err := decodeStrict(&node, &ys); err != nil {
+			bad = append(bad, &EntryError{Index: i, ID: idOf(&node), Err: err})
+			continue
+		}
+		s := ys.Schedule
+		if ys.Payload != nil {
+			b, err := json.Marshal(ys.Payload)
+			if err != nil {
+				bad = append(bad, &EntryError{Index: i, ID: s.ID, Err: fmt.Errorf("payload: %w", err)})
+				continue
+			}
+			s.Payload = b
+		}
+		if first, dup := seen[s.ID]; dup && s.ID != "" {
+			bad = append(bad, &EntryError{Index: i, ID: s.ID, Err: fmt.Errorf("id already used by schedules[%d]", first)})
+			continue
+		}
+		seen[s.ID] = i
+		c, err := compile(s, SourceFile, checker)
+		if err != nil {
+			bad = append(bad, &EntryError{Index: i, ID: s.ID, Err: err})
+			continue
+		}
+		good = append(good, c)
+	}
+	return good, bad, nil
+}
+
+func decodeStrict(node *yaml.Node, v any) error {
+	// yaml.Node.Decode has no KnownFields; re-encode and decode strictly.
+	b, err := yaml.Marshal(node)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	return dec.Decode(v)
+}
+
+func idOf(node *yaml.Node) string {
+	var probe struct {
+		ID string `yaml:"id"`
+	}
+	_ = node.Decode(&probe) // best effort: only names the entry in an error
+	return probe.ID
+}
+
+// Sources of a schedule.
+const (
+	SourceFile = "file"
+	SourceAPI  = "api"
+)

@@ -1,0 +1,480 @@
+package scheduler
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/admin"
+	"github.com/certmail/certmail/internal/buildinfo"
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/tasks"
+)
+
+// Defaults of Config.
+const (
+	DefaultLease          = 5 * time.Second
+	DefaultCatchUp        = time.Minute
+	DefaultReloadInterval = 2 * time.Second
+	// pollInterval is how often the leader looks for due ticks; ticks are
+	// whole seconds, so a tick is enqueued within this much of its time.
+	pollInterval = 200 * time.Millisecond
+	// refreshInterval is how often the leader re-reads the API's schedules.
+	refreshInterval = time.Second
+	// maxFiresPerRound bounds the catch-up of one schedule in one round.
+	maxFiresPerRound = 100
+)
+
+// Config configures a Scheduler. Zero values take the defaults noted.
+type Config struct {
+	Redis    *redisconn.Conn // required; the Scheduler closes its client when Run returns
+	File     string          // CERTMAIL_SCHEDULES_FILE; "" for none
+	Accounts account.Set     // names of the configured accounts (keys not needed)
+
+	MaxRetry       int           // retries of the tasks enqueued; 0 means tasks.DefaultMaxRetry, negative none
+	Retention      time.Duration // result retention of the tasks; default tasks.DefaultRetention
+	Lease          time.Duration // leader lease; default DefaultLease
+	CatchUp        time.Duration // how old a missed tick may be and still be enqueued; default DefaultCatchUp
+	ReloadInterval time.Duration // how often the file is checked for changes; default DefaultReloadInterval
+	AdminAddr      string        // /healthz, /readyz, /metrics; "" for none
+
+	Logger   *zap.Logger          // required
+	Registry *prometheus.Registry // default admin.NewRegistry()
+}
+
+func (c Config) withDefaults() Config {
+	if c.Lease == 0 {
+		c.Lease = DefaultLease
+	}
+	if c.CatchUp == 0 {
+		c.CatchUp = DefaultCatchUp
+	}
+	if c.ReloadInterval == 0 {
+		c.ReloadInterval = DefaultReloadInterval
+	}
+	if c.Retention == 0 {
+		c.Retention = tasks.DefaultRetention
+	}
+	if c.MaxRetry == 0 {
+		c.MaxRetry = tasks.DefaultMaxRetry
+	} else if c.MaxRetry < 0 {
+		c.MaxRetry = 0
+	}
+	if c.Registry == nil {
+		c.Registry = admin.NewRegistry()
+	}
+	return c
+}
+
+// Scheduler fires schedules while it holds the leader lease.
+type Scheduler struct {
+	cfg     Config
+	rdb     redis.UniversalClient
+	ops     *ops.Service
+	store   *Store
+	client  *asynq.Client
+	log     *zap.Logger
+	metrics *metrics
+	token   string
+
+	leader      bool
+	renewedAt   time.Time
+	fileHash    string
+	fileScheds  []*compiled
+	mirrored    bool
+	apiScheds   []*compiled
+	refreshedAt time.Time
+	warned      map[string]string // schedule id → problem already logged
+}
+
+// New builds a Scheduler; the file, when given, must be readable and parse
+// as YAML (invalid entries are reported and skipped by Run).
+func New(cfg Config) (*Scheduler, error) {
+	cfg = cfg.withDefaults()
+	switch {
+	case cfg.Redis == nil:
+		return nil, errors.New("no Redis configured")
+	case cfg.Logger == nil:
+		return nil, errors.New("no logger")
+	case cfg.Lease < time.Second:
+		return nil, fmt.Errorf("lease %v: want at least 1s", cfg.Lease)
+	case cfg.CatchUp < 0 || cfg.ReloadInterval < 0 || cfg.Retention < 0:
+		return nil, errors.New("durations must not be negative")
+	}
+	if cfg.File != "" {
+		data, err := os.ReadFile(cfg.File)
+		if err != nil {
+			return nil, fmt.Errorf("schedules file: %w", err)
+		}
+		if _, _, err := ParseFile(data, nil); err != nil {
+			return nil, fmt.Errorf("schedules file %s: %w", cfg.File, err)
+		}
+	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	svc := ops.New(cfg.Redis, ops.Options{Accounts: cfg.Accounts, MaxRetry: cfg.MaxRetry, Retention: cfg.Retention})
+	return &Scheduler{
+		cfg:     cfg,
+		rdb:     cfg.Redis.Client,
+		ops:     svc,
+		store:   NewStore(cfg.Redis.Client, svc),
+		client:  asynq.NewClientFromRedisClient(cfg.Redis.Client),
+		log:     cfg.Logger,
+		metrics: m,
+		token:   randomToken(),
+		warned:  map[string]string{},
+	}, nil
+}
+
+// Run schedules until ctx is done, then gives up the lease (so another
+// replica takes over at once) and closes its Redis client. started, when
+// not nil, is called with the admin address (nil without one).
+func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) (err error) {
+	defer func() { err = errors.Join(err, s.ops.Close(), s.rdb.Close()) }()
+	if err := s.cfg.Redis.Wait(ctx, s.log); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	var adminAddr net.Addr
+	adminDone := make(chan error, 1)
+	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAdmin()
+	if s.cfg.AdminAddr != "" {
+		mux := http.NewServeMux()
+		admin.Routes(mux, func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }, s.cfg.Registry)
+		bound := make(chan net.Addr, 1)
+		go func() {
+			adminDone <- admin.Serve(adminCtx, s.cfg.AdminAddr, mux, 5*time.Second, func(a net.Addr) { bound <- a })
+		}()
+		select {
+		case adminAddr = <-bound:
+		case err := <-adminDone:
+			return err
+		}
+	} else {
+		adminDone <- nil
+	}
+	s.log.Info("scheduler started", zap.String("file", s.cfg.File), zap.Duration("lease", s.cfg.Lease),
+		zap.Stringer("admin_addr", adminAddr), zap.String("version", buildinfo.Version))
+	if started != nil {
+		started(adminAddr)
+	}
+
+	var reloadedAt time.Time
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		if s.cfg.File != "" && now.Sub(reloadedAt) >= s.cfg.ReloadInterval {
+			s.reloadFile()
+			reloadedAt = now
+		}
+		s.lead(ctx, now)
+		if s.leader {
+			s.round(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			s.resign()
+			stopAdmin()
+			s.log.Info("scheduler stopped")
+			return <-adminDone
+		case <-t.C:
+		}
+	}
+}
+
+// Lease scripts: renew and release only the caller's own lease.
+var (
+	renewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`)
+	releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+)
+
+// lead takes, renews or loses the leader lease.
+func (s *Scheduler) lead(ctx context.Context, now time.Time) {
+	if s.leader && now.Sub(s.renewedAt) < s.cfg.Lease/3 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.Lease/3)
+	defer cancel()
+	var ok bool
+	var err error
+	if s.leader {
+		var n int64
+		n, err = renewScript.Run(rctx, s.rdb, []string{leaderKey}, s.token, s.cfg.Lease.Milliseconds()).Int64()
+		ok = err == nil && n == 1
+		if err != nil && now.Sub(s.renewedAt) < s.cfg.Lease*2/3 {
+			return // a Redis hiccup: the lease is still ours for a while
+		}
+	} else {
+		ok, err = s.rdb.SetNX(rctx, leaderKey, s.token, s.cfg.Lease).Result()
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	switch {
+	case ok && !s.leader:
+		s.log.Info("became the scheduler leader")
+		s.mirrored, s.refreshedAt = false, time.Time{}
+	case !ok && s.leader:
+		s.log.Warn("lost the scheduler leadership", zap.Error(err))
+	}
+	if ok {
+		s.renewedAt = now
+	}
+	s.leader = ok
+	s.metrics.setLeader(ok)
+}
+
+func (s *Scheduler) resign() {
+	if !s.leader {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := releaseScript.Run(ctx, s.rdb, []string{leaderKey}, s.token).Err(); err != nil {
+		s.log.Warn("could not release the leader lease; another scheduler takes over when it expires", zap.Error(err))
+	}
+	s.leader = false
+	s.metrics.setLeader(false)
+}
+
+// reloadFile re-reads the schedules file when its content changed. Invalid
+// entries are reported once per version of the file; an unreadable file
+// keeps the last good version.
+func (s *Scheduler) reloadFile() {
+	data, err := os.ReadFile(s.cfg.File)
+	if err != nil {
+		if s.fileHash != "unreadable" {
+			s.log.Error("cannot read the schedules file; keeping its last good version", zap.String("file", s.cfg.File), zap.Error(err))
+			s.fileHash = "unreadable"
+		}
+		return
+	}
+	sum := sha256.Sum256(data)
+	hash := hex.EncodeToString(sum[:])
+	if hash == s.fileHash {
+		return
+	}
+	s.fileHash = hash
+	good, bad, err := ParseFile(data, s.ops)
+	if err != nil {
+		s.log.Error("cannot parse the schedules file; keeping its last good version", zap.String("file", s.cfg.File), zap.Error(err))
+		return
+	}
+	for _, e := range bad {
+		s.log.Error("invalid schedule skipped", zap.String("file", s.cfg.File), zap.String("schedule", e.ID),
+			zap.String("position", fmt.Sprintf("schedules[%d]", e.Index)), zap.Error(e.Err))
+	}
+	s.fileScheds, s.mirrored = good, false
+	s.metrics.schedules.WithLabelValues(SourceFile).Set(float64(len(good)))
+	s.log.Info("schedules file loaded", zap.String("file", s.cfg.File), zap.Int("schedules", len(good)), zap.Int("invalid", len(bad)))
+}
+
+// round is one pass of the leader: refresh the schedules, fire what is due.
+func (s *Scheduler) round(ctx context.Context) {
+	if !s.mirrored && s.cfg.File != "" {
+		if err := s.store.mirrorFile(ctx, s.fileScheds); err != nil {
+			s.log.Warn("could not publish the file's schedules", zap.Error(err))
+		} else {
+			s.mirrored = true
+		}
+	}
+	if time.Since(s.refreshedAt) >= refreshInterval {
+		if err := s.refreshAPI(ctx); err != nil {
+			s.log.Warn("could not read the API's schedules", zap.Error(err))
+		} else {
+			s.refreshedAt = time.Now()
+		}
+	}
+	fileIDs := map[string]bool{}
+	for _, c := range s.fileScheds {
+		fileIDs[c.ID] = true
+		if !s.fire(ctx, c) {
+			return
+		}
+	}
+	for _, c := range s.apiScheds {
+		if fileIDs[c.ID] {
+			s.warnOnce(c.ID, "an API schedule has the id of a file schedule; the file's runs")
+			continue
+		}
+		if !s.fire(ctx, c) {
+			return
+		}
+	}
+}
+
+// refreshAPI re-reads the API's schedules, validating each payload again
+// (an account may have been removed since).
+func (s *Scheduler) refreshAPI(ctx context.Context) error {
+	raw, err := s.rdb.HGetAll(ctx, apiSchedulesKey).Result()
+	if err != nil {
+		return err
+	}
+	var out []*compiled
+	for id, js := range raw {
+		var sc Schedule
+		c, err := func() (*compiled, error) {
+			if err := json.Unmarshal([]byte(js), &sc); err != nil {
+				return nil, err
+			}
+			return compile(sc, SourceAPI, s.ops)
+		}()
+		if err != nil {
+			s.warnOnce(id, "invalid API schedule skipped: "+err.Error())
+			continue
+		}
+		out = append(out, c)
+	}
+	s.apiScheds = out
+	s.metrics.schedules.WithLabelValues(SourceAPI).Set(float64(len(out)))
+	return nil
+}
+
+func (s *Scheduler) warnOnce(id, problem string) {
+	if s.warned[id] == problem {
+		return
+	}
+	s.warned[id] = problem
+	s.log.Error(problem, zap.String("schedule", id))
+}
+
+// recordScript advances a schedule's state to a fired tick, only for the
+// lease holder and only forwards; it ends the schedule at max_runs.
+// Returns 1 recorded, 0 already recorded, -1 not the leader.
+var recordScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local last = tonumber(redis.call('HGET', KEYS[2], 'last_tick') or '0')
+if tonumber(ARGV[2]) <= last then return 0 end
+local runs = redis.call('HINCRBY', KEYS[2], 'runs', 1)
+redis.call('HSET', KEYS[2], 'last_tick', ARGV[2], 'last_run_at', ARGV[3], 'last_task_id', ARGV[4])
+local max = tonumber(ARGV[5])
+if max > 0 and runs >= max then redis.call('HSET', KEYS[2], 'ended', '1') end
+return 1`)
+
+// endScript ends a schedule (its until passed), only for the lease holder.
+var endScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[2], 'ended', '1')
+return 1`)
+
+// fire enqueues the due ticks of one schedule. It returns false when the
+// leadership was lost (the round stops).
+func (s *Scheduler) fire(ctx context.Context, c *compiled) bool {
+	key := stateKey(c.ID)
+	now := time.Now()
+	if err := s.rdb.HSetNX(ctx, key, "since", now.Unix()).Err(); err != nil {
+		return true // Redis trouble: try again next round
+	}
+	state, err := s.rdb.HGetAll(ctx, key).Result()
+	if err != nil || state["ended"] == "1" {
+		return true
+	}
+	runs, _ := strconv.Atoi(state["runs"])
+	base := unixField(state, "last_tick")
+	if base.IsZero() {
+		base = unixField(state, "since")
+	}
+	if oldest := now.Add(-s.cfg.CatchUp); base.Before(oldest) {
+		base = oldest // ticks older than CatchUp are skipped
+	}
+	for tick, n := c.next(base), 0; !tick.After(now) && n < maxFiresPerRound; tick, n = c.next(tick), n+1 {
+		if c.Until != nil && tick.After(*c.Until) {
+			break
+		}
+		if c.MaxRuns > 0 && runs >= c.MaxRuns {
+			break
+		}
+		taskID := fmt.Sprintf("sched:%s:%d", c.ID, tick.Unix())
+		if !s.enqueue(ctx, c, taskID, tick) {
+			return true
+		}
+		res, err := recordScript.Run(ctx, s.rdb, []string{leaderKey, key}, s.token, tick.Unix(), time.Now().Unix(),
+			taskID, c.MaxRuns).Int()
+		switch {
+		case err != nil:
+			s.log.Warn("could not record a fired tick; it is recognised by its task id next round", zap.String("schedule", c.ID), zap.Error(err))
+			return true
+		case res < 0:
+			s.leader = false
+			s.metrics.setLeader(false)
+			s.log.Warn("lost the scheduler leadership while firing", zap.String("schedule", c.ID))
+			return false
+		case res == 1:
+			runs++
+		}
+	}
+	if c.Until != nil && c.next(maxTime(base, unixField(state, "last_tick"))).After(*c.Until) ||
+		c.MaxRuns > 0 && runs >= c.MaxRuns {
+		if res, err := endScript.Run(ctx, s.rdb, []string{leaderKey, key}, s.token).Int(); err == nil && res == 1 && state["ended"] != "1" {
+			s.log.Info("schedule ended", zap.String("schedule", c.ID), zap.Int("runs", runs))
+		}
+	}
+	return true
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// enqueue enqueues one tick's task; true when it is in the queue (now or
+// from an earlier leader).
+func (s *Scheduler) enqueue(ctx context.Context, c *compiled, taskID string, tick time.Time) bool {
+	p, err := tasks.Parse(c.Type, c.Payload)
+	if err != nil {
+		s.warnOnce(c.ID, "schedule payload no longer valid: "+err.Error())
+		return false
+	}
+	opts := []asynq.Option{asynq.TaskID(taskID), asynq.Queue(c.Queue), asynq.MaxRetry(s.cfg.MaxRetry), asynq.Retention(s.cfg.Retention)}
+	task, err := tasks.NewTask(p, opts...)
+	if err == nil {
+		_, err = s.client.EnqueueContext(ctx, task)
+	}
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		s.log.Info("tick already enqueued by an earlier leader", zap.String("schedule", c.ID), zap.String("task_id", taskID))
+		return true
+	case err != nil:
+		s.metrics.failed.WithLabelValues(c.ID).Inc()
+		s.log.Warn("could not enqueue a tick; trying again", zap.String("schedule", c.ID), zap.String("task_id", taskID), zap.Error(err))
+		return false
+	}
+	s.metrics.ticks.WithLabelValues(c.ID).Inc()
+	s.log.Info("tick enqueued", zap.String("schedule", c.ID), zap.String("task_id", taskID), zap.String("task_type", c.Type),
+		zap.String("queue", c.Queue), zap.Time("tick", tick))
+	return true
+}
+
+func randomToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand.Read does not fail
+	return hex.EncodeToString(b)
+}

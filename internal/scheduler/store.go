@@ -1,0 +1,226 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certmail/certmail/internal/ops"
+)
+
+// Redis keys of the scheduler (see README "Redis keys").
+const (
+	apiSchedulesKey  = "certmail:schedules"      // hash id → Schedule JSON, added through the API or the CLI
+	fileSchedulesKey = "certmail:schedules:file" // hash id → Schedule JSON, the file's valid entries, mirrored by the leader
+	leaderKey        = "certmail:scheduler:leader"
+	statePrefix      = "certmail:schedule:" // + id: hash since, last_tick, runs, last_run_at, last_task_id, ended
+)
+
+func stateKey(id string) string { return statePrefix + id }
+
+// Errors of the Store.
+var (
+	ErrNotFound     = errors.New("schedule not found")
+	ErrExists       = errors.New("a schedule with this id exists")
+	ErrFileSchedule = errors.New("the schedule is defined in the schedules file: edit the file")
+)
+
+// Status is a schedule with its source and what it has done.
+type Status struct {
+	Schedule
+	Source     string     `json:"source"`
+	NextRun    *time.Time `json:"next_run,omitempty"`
+	LastRun    *time.Time `json:"last_run,omitempty"`
+	LastTaskID string     `json:"last_task_id,omitempty"`
+	Runs       int        `json:"runs"`
+	Ended      bool       `json:"ended"`
+}
+
+// Store keeps the API's schedules in Redis and reads every schedule's
+// status. The API and the CLI use it; the scheduler reads from it.
+type Store struct {
+	rdb     redis.UniversalClient
+	checker *ops.Service
+	now     func() time.Time
+}
+
+// NewStore returns a Store on rdb; checker validates payloads exactly as
+// every other entry point does.
+func NewStore(rdb redis.UniversalClient, checker *ops.Service) *Store {
+	return &Store{rdb: rdb, checker: checker, now: time.Now}
+}
+
+// Add validates s (a *tasks.ValidationError listing every problem) and
+// stores it. An id used by the API or the file gives ErrExists.
+func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
+	c, err := compile(s, SourceAPI, st.checker)
+	if err != nil {
+		return Status{}, err
+	}
+	inFile, err := st.rdb.HExists(ctx, fileSchedulesKey, s.ID).Result()
+	if err != nil {
+		return Status{}, fmt.Errorf("read schedules: %w", err)
+	}
+	if inFile {
+		return Status{}, fmt.Errorf("%s: %w (in the schedules file)", s.ID, ErrExists)
+	}
+	b, err := json.Marshal(c.Schedule)
+	if err != nil {
+		return Status{}, fmt.Errorf("encode schedule: %w", err)
+	}
+	added, err := st.rdb.HSetNX(ctx, apiSchedulesKey, s.ID, b).Result()
+	if err != nil {
+		return Status{}, fmt.Errorf("store schedule: %w", err)
+	}
+	if !added {
+		return Status{}, fmt.Errorf("%s: %w", s.ID, ErrExists)
+	}
+	// Ticks count from now (Delete removed any earlier state of this id).
+	now := st.now()
+	if err := st.rdb.HSet(ctx, stateKey(s.ID), "since", now.Unix()).Err(); err != nil {
+		return Status{}, fmt.Errorf("store schedule state: %w", err)
+	}
+	return st.status(c, map[string]string{"since": strconv.FormatInt(now.Unix(), 10)}), nil
+}
+
+// Delete removes an API schedule and its state. A file schedule gives
+// ErrFileSchedule, an unknown id ErrNotFound.
+func (st *Store) Delete(ctx context.Context, id string) error {
+	n, err := st.rdb.HDel(ctx, apiSchedulesKey, id).Result()
+	if err != nil {
+		return fmt.Errorf("delete schedule: %w", err)
+	}
+	if n == 0 {
+		inFile, err := st.rdb.HExists(ctx, fileSchedulesKey, id).Result()
+		switch {
+		case err != nil:
+			return fmt.Errorf("read schedules: %w", err)
+		case inFile:
+			return fmt.Errorf("%s: %w", id, ErrFileSchedule)
+		default:
+			return fmt.Errorf("%s: %w", id, ErrNotFound)
+		}
+	}
+	if err := st.rdb.Del(ctx, stateKey(id)).Err(); err != nil {
+		return fmt.Errorf("delete schedule state: %w", err)
+	}
+	return nil
+}
+
+// Get returns one schedule's status, or ErrNotFound.
+func (st *Store) Get(ctx context.Context, id string) (Status, error) {
+	all, err := st.List(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	for _, s := range all {
+		if s.ID == id {
+			return s, nil
+		}
+	}
+	return Status{}, fmt.Errorf("%s: %w", id, ErrNotFound)
+}
+
+// List returns every schedule (the file's as last mirrored by the leader,
+// then the API's), sorted by id.
+func (st *Store) List(ctx context.Context) ([]Status, error) {
+	scheds, err := st.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Status, 0, len(scheds))
+	for _, c := range scheds {
+		state, err := st.rdb.HGetAll(ctx, stateKey(c.ID)).Result()
+		if err != nil {
+			return nil, fmt.Errorf("read schedule state: %w", err)
+		}
+		out = append(out, st.status(c, state))
+	}
+	return out, nil
+}
+
+// load reads both sources from Redis; a file schedule wins over an API one
+// with the same id (Add prevents that, but the file can change later).
+func (st *Store) load(ctx context.Context) ([]*compiled, error) {
+	byID := map[string]*compiled{}
+	for _, src := range []struct{ key, name string }{{apiSchedulesKey, SourceAPI}, {fileSchedulesKey, SourceFile}} {
+		raw, err := st.rdb.HGetAll(ctx, src.key).Result()
+		if err != nil {
+			return nil, fmt.Errorf("read schedules: %w", err)
+		}
+		for id, js := range raw {
+			var s Schedule
+			if err := json.Unmarshal([]byte(js), &s); err != nil {
+				return nil, fmt.Errorf("schedule %s in Redis: %w", id, err)
+			}
+			// Stored schedules were validated when stored; compile without
+			// the payload checker so that an account removed since then
+			// shows the schedule rather than hiding it (the scheduler skips
+			// and reports it).
+			c, err := compile(s, src.name, nil)
+			if err != nil {
+				return nil, fmt.Errorf("schedule %s in Redis: %w", id, err)
+			}
+			byID[id] = c
+		}
+	}
+	out := make([]*compiled, 0, len(byID))
+	for _, c := range byID {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// mirrorFile replaces the file schedules kept in Redis.
+func (st *Store) mirrorFile(ctx context.Context, scheds []*compiled) error {
+	pipe := st.rdb.TxPipeline()
+	pipe.Del(ctx, fileSchedulesKey)
+	for _, c := range scheds {
+		b, err := json.Marshal(c.Schedule)
+		if err != nil {
+			return fmt.Errorf("encode schedule %s: %w", c.ID, err)
+		}
+		pipe.HSet(ctx, fileSchedulesKey, c.ID, b)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("mirror file schedules: %w", err)
+	}
+	return nil
+}
+
+// status computes what GET shows from a schedule and its state hash.
+func (st *Store) status(c *compiled, state map[string]string) Status {
+	s := Status{Schedule: c.Schedule, Source: c.source, LastTaskID: state["last_task_id"], Ended: state["ended"] == "1"}
+	s.Runs, _ = strconv.Atoi(state["runs"])
+	if at, err := strconv.ParseInt(state["last_run_at"], 10, 64); err == nil && at > 0 {
+		t := time.Unix(at, 0).UTC()
+		s.LastRun = &t
+	}
+	if !s.Ended {
+		base := st.now()
+		if last := unixField(state, "last_tick"); last.After(base) {
+			base = last
+		}
+		if next := c.next(base); c.Until == nil || !next.After(*c.Until) {
+			next = next.UTC()
+			s.NextRun = &next
+		}
+	}
+	return s
+}
+
+// unixField reads a Unix-seconds field; zero time when absent.
+func unixField(state map[string]string, name string) time.Time {
+	n, err := strconv.ParseInt(state[name], 10, 64)
+	if err != nil || n <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(n, 0)
+}
