@@ -1,0 +1,101 @@
+package main_test
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+)
+
+// scheduler starts `certmail scheduler` with the schedules file, as the
+// README shows.
+func (e *e2e) scheduler(t *testing.T, name, file string) *proc {
+	t.Helper()
+	p := start(t, name, []string{
+		"REDIS_URL=" + e.redis.URL(),
+		"CERTMAIL_SCHEDULES_FILE=" + file,
+		"CERTMAIL_ADMIN_ADDR=127.0.0.1:0",
+		"CERTMAIL_SCHEDULER_LEASE=2s",
+	}, "scheduler")
+	p.waitLog("scheduler started", 20*time.Second)
+	return p
+}
+
+// TestTwoSchedulersSurviveSIGKILL: two scheduler processes and a worker;
+// the leader is killed with SIGKILL; every tick gives exactly one DigiCert
+// call at the fake, before and after the takeover.
+func TestTwoSchedulersSurviveSIGKILL(t *testing.T) {
+	t.Parallel()
+	e := setupE2E(t, digicerttest.Config{AnyIDExists: true})
+	file := filepath.Join(t.TempDir(), "schedules.yaml")
+	if err := os.WriteFile(file, []byte(`schedules:
+  - id: dcv-order-1002
+    cron: "@every 1s"
+    type: resend-dcv
+    payload: {order_id: 1002, locale: en}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.worker(t, "worker", "CERTMAIL_QUEUES=bulk=1")
+	a := e.scheduler(t, "scheduler-a", file)
+	b := e.scheduler(t, "scheduler-b", file)
+
+	sends := func() int { return len(e.fake.DCVSends(1002)) }
+	waitFor(t, 30*time.Second, func() bool { return sends() >= 10 }, func() string { return strconv.Itoa(sends()) + " DCV sends" })
+
+	leader, other := a, b
+	if b.count("info", "became the scheduler leader") == 1 {
+		leader, other = b, a
+	}
+	if leader.count("info", "became the scheduler leader") != 1 || other.count("info", "became the scheduler leader") != 0 {
+		t.Fatalf("leaderships: a %d, b %d; want exactly one", a.count("info", "became the scheduler leader"), b.count("info", "became the scheduler leader"))
+	}
+	killed := time.Now()
+	if err := leader.stop(syscall.SIGKILL, 10*time.Second); err == nil {
+		t.Fatal("the SIGKILLed scheduler exited cleanly")
+	}
+	other.waitLog("became the scheduler leader", 15*time.Second)
+	t.Logf("takeover after SIGKILL of the leader: %v (lease 2s)", time.Since(killed).Round(10*time.Millisecond))
+	n := sends()
+	waitFor(t, 30*time.Second, func() bool { return sends() >= n+5 }, func() string { return strconv.Itoa(sends()) + " DCV sends" })
+
+	// One task per tick: the ids are consecutive seconds, with no double.
+	ticks := schedTicks(t, e, "dcv-order-1002")
+	for i := 1; i < len(ticks); i++ {
+		if ticks[i] == ticks[i-1] {
+			t.Fatalf("tick %d enqueued twice", ticks[i])
+		}
+		if ticks[i] != ticks[i-1]+1 {
+			t.Errorf("ticks %d..%d missing around the takeover", ticks[i-1]+1, ticks[i]-1)
+		}
+	}
+	// One DigiCert call per delivered tick.
+	waitFor(t, 20*time.Second, func() bool { return sends() == len(schedTicks(t, e, "dcv-order-1002")) }, func() string {
+		return strconv.Itoa(sends()) + " sends for " + strconv.Itoa(len(schedTicks(t, e, "dcv-order-1002"))) + " ticks"
+	})
+}
+
+// schedTicks lists the ticks of a schedule's tasks in Redis (any state).
+func schedTicks(t *testing.T, e *e2e, id string) []int64 {
+	t.Helper()
+	keys, err := e.redis.Client().Keys(t.Context(), "asynq:{bulk}:t:sched:"+id+":*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ticks []int64
+	for _, k := range keys {
+		n, err := strconv.ParseInt(k[strings.LastIndex(k, ":")+1:], 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ticks = append(ticks, n)
+	}
+	sort.Slice(ticks, func(i, j int) bool { return ticks[i] < ticks[j] })
+	return ticks
+}
