@@ -2,6 +2,7 @@ package dev
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -11,12 +12,17 @@ import (
 
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/scheduler"
 )
 
 // demoBatch is the size of the demo's bulk batch: large enough that the
 // shared rate limiter (100 requests per 5 s) spreads it over several seconds,
 // so pending and active tasks can be seen on the dashboard.
 const demoBatch = 250
+
+// DemoSchedule is the periodic resend the demo adds.
+var DemoSchedule = scheduler.Schedule{ID: "demo-dcv-order-1002", Cron: "@every 1m", Type: "resend-dcv",
+	Payload: []byte(`{"order_id": 1002, "locale": "en"}`)}
 
 // demoTask is one task of the demo.
 type demoTask struct {
@@ -45,7 +51,15 @@ func demoTasks() []demoTask {
 // enqueueDemo enqueues the demo tasks, then one that meets DigiCert errors
 // (it waits in the retry state about 30 s, then is delivered), then a bulk
 // batch paced by the rate limiter.
-func enqueueDemo(ctx context.Context, svc *ops.Service, fake *digicerttest.Server, log *zap.Logger) error {
+func enqueueDemo(ctx context.Context, svc *ops.Service, schedules *scheduler.Store, fake *digicerttest.Server, log *zap.Logger) error {
+	_, err := schedules.Add(ctx, DemoSchedule)
+	switch {
+	case errors.Is(err, scheduler.ErrExists): // a Redis given by REDIS_URL keeps it from an earlier run
+	case err != nil:
+		return fmt.Errorf("demo schedule: %w", err)
+	default:
+		log.Info("demo schedule added", zap.String("schedule", DemoSchedule.ID), zap.String("cron", DemoSchedule.Cron))
+	}
 	for _, d := range demoTasks() {
 		ref, _, err := svc.Enqueue(ctx, d.req)
 		if err != nil {
@@ -125,6 +139,7 @@ func printBanner(w io.Writer, st *Stack) {
 		fmt.Sprintf("  curl -sS -H 'Authorization: Bearer %s' %s/v1/tasks/<id>", st.Token, st.APIURL),
 		"",
 		"Demo tasks of every kind are being enqueued; one fails for good (see the dashboard's Archived tab).",
+		"A demo schedule resends order 1002's DCV emails every minute: curl -sS -H 'Authorization: Bearer " + st.Token + "' " + st.APIURL + "/v1/schedules",
 		"Stop with Ctrl-C.",
 		"",
 	}

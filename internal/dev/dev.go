@@ -27,6 +27,7 @@ import (
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/scheduler"
 	"github.com/certmail/certmail/internal/worker"
 )
 
@@ -206,6 +207,18 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 		return errors.Join(err, srv.Close(), svc.Close(), aconn.Client.Close())
 	})
 
+	// The scheduler, on its own connection too.
+	sconn, err := redisconn.Open(st.RedisURL)
+	if err != nil {
+		return err
+	}
+	sch, err := scheduler.New(scheduler.Config{Redis: sconn, Accounts: accounts, Logger: log.Named("scheduler")})
+	if err != nil {
+		_ = sconn.Client.Close()
+		return err
+	}
+	run("scheduler", func() error { return sch.Run(ctx, nil) })
+
 	for range 2 {
 		select {
 		case a := <-workerUp:
@@ -222,7 +235,9 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 		started(st)
 	}
 	if !cfg.NoDemo {
-		run("demo", func() error { return enqueueDemo(ctx, svc, st.fake, log.Named("demo")) })
+		run("demo", func() error {
+			return enqueueDemo(ctx, svc, scheduler.NewStore(aconn.Client, svc), st.fake, log.Named("demo"))
+		})
 	}
 	<-ctx.Done()
 	return nil

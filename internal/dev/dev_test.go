@@ -74,6 +74,10 @@ func stack(t *testing.T, cfg dev.Config) (*dev.Stack, string, func() error) {
 	return st, out.String(), stop
 }
 
+// testClient sends the tests' requests; its idle connections are closed
+// before the goroutine check, which would count them as leaks.
+var testClient = &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+
 // call sends an HTTP request and returns the status and body.
 func call(t *testing.T, method, url, token, user string, body string) (int, []byte) {
 	t.Helper()
@@ -90,7 +94,7 @@ func call(t *testing.T, method, url, token, user string, body string) (int, []by
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,10 +208,22 @@ func TestDevStack(t *testing.T) {
 	if got := st.Fake().StatusCount(429); got != 0 {
 		t.Errorf("the fake answered 429 %d times; the limiter should prevent it", got)
 	}
+	status, body = call(t, "GET", st.APIURL+"/v1/schedules", st.Token, "", "")
+	var scheds struct {
+		Schedules []struct {
+			ID      string  `json:"id"`
+			NextRun *string `json:"next_run"`
+		} `json:"schedules"`
+	}
+	if err := json.Unmarshal(body, &scheds); status != http.StatusOK || err != nil || len(scheds.Schedules) != 1 ||
+		scheds.Schedules[0].ID != dev.DemoSchedule.ID || scheds.Schedules[0].NextRun == nil {
+		t.Errorf("schedules: %d %s (%v)", status, body, err)
+	}
 	if status, _ := call(t, "GET", st.AdminURL+"/readyz", "", "", ""); status != http.StatusOK {
 		t.Errorf("worker /readyz: %d", status)
 	}
 
+	testClient.CloseIdleConnections()
 	if err := stop(); err != nil {
 		t.Errorf("Run returned %v after cancel, want nil", err)
 	}
