@@ -2,7 +2,11 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/certmail/certmail/internal/admin"
@@ -13,7 +17,8 @@ import (
 // FakeDigicertCmd serves the fake CertCentral over HTTP.
 type FakeDigicertCmd struct {
 	Addr        string        `default:"127.0.0.1:8443" help:"Listen address."`
-	APIKey      []string      `name:"api-key" env:"DIGICERT_API_KEY" required:"" help:"Accepted API key (repeat the flag or separate with commas for several)."`
+	APIKey      []string      `name:"api-key" env:"DIGICERT_API_KEY" help:"Accepted API key (repeat the flag or separate with commas for several)."`
+	APIKeyFile  string        `name:"api-key-file" env:"DIGICERT_API_KEY_FILE" type:"path" help:"File holding an accepted API key (as the workers' DIGICERT_API_KEY_FILE)."`
 	AnyID       bool          `name:"any-id" help:"Every order and certificate id exists (demo mode)."`
 	Orders      []int64       `help:"Order ids that exist (comma separated)."`
 	Certs       []int64       `help:"Certificate ids that exist (comma separated)."`
@@ -36,7 +41,20 @@ func (c *FakeDigicertCmd) Run(env *Env) error {
 			return usagef("%s: %v is not between 0 and 1", name, rate)
 		}
 	}
-	cfg := digicerttest.Config{APIKeys: c.APIKey, AnyIDExists: c.AnyID, BlockFor: c.BlockFor}
+	keys := c.APIKey
+	if c.APIKeyFile != "" {
+		b, err := os.ReadFile(c.APIKeyFile)
+		if err != nil {
+			return usagef("--api-key-file: %v", err)
+		}
+		if k := strings.TrimSpace(string(b)); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return usagef("no API key: give --api-key or --api-key-file (DIGICERT_API_KEY or DIGICERT_API_KEY_FILE)")
+	}
+	cfg := digicerttest.Config{APIKeys: keys, AnyIDExists: c.AnyID, BlockFor: c.BlockFor}
 	for _, w := range windows {
 		cfg.RateLimits = append(cfg.RateLimits, digicerttest.Window{Limit: w.Limit, Period: w.Period})
 	}
@@ -45,7 +63,11 @@ func (c *FakeDigicertCmd) Run(env *Env) error {
 	fake.AddCertificate(c.Certs...)
 	fake.SetFaults(digicerttest.Faults{Latency: c.Latency, ErrorRate: c.ErrorRate, ResetRate: c.ResetRate})
 
-	return admin.Serve(env.Ctx, c.Addr, fake, c.ShutdownFor, func(a net.Addr) {
+	// /healthz for container healthchecks; everything else is CertCentral.
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.Handle("/", fake)
+	return admin.Serve(env.Ctx, c.Addr, mux, c.ShutdownFor, func(a net.Addr) {
 		fmt.Fprintf(env.Stdout, "fake CertCentral (not DigiCert: nothing is emailed) at http://%s/services/v2\n", a)
 		fmt.Fprintf(env.Stdout, "  point workers at it with DIGICERT_BASE_URL=http://%s/services/v2\n", a)
 		if c.AnyID {

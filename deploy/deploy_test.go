@@ -1,0 +1,369 @@
+// Package deploy holds certmail's deployment files (Kubernetes manifests,
+// alert rules, the Grafana dashboard, compose secrets) and the tests that
+// keep them, the repository's docker-compose.yml and its Dockerfile
+// consistent with the code.
+package deploy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/scheduler"
+)
+
+// repo is the repository root, seen from this package's directory.
+const repo = ".."
+
+// docs parses every YAML document of a file.
+func docs(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	for {
+		var d map[string]any
+		err := dec.Decode(&d)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if d != nil {
+			out = append(out, d)
+		}
+	}
+}
+
+// get walks a parsed YAML value along keys (string) and indexes (int).
+func get(v any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil
+			}
+			v = m[k]
+		case int:
+			l, ok := v.([]any)
+			if !ok || k >= len(l) {
+				return nil
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+func TestComposeFile(t *testing.T) {
+	t.Parallel()
+	d := docs(t, filepath.Join(repo, "docker-compose.yml"))[0]
+	services, _ := d["services"].(map[string]any)
+	for _, name := range []string{"redis", "worker", "scheduler", "api", "fake-digicert"} {
+		svc, ok := services[name].(map[string]any)
+		if !ok {
+			t.Errorf("service %s missing", name)
+			continue
+		}
+		if svc["healthcheck"] == nil {
+			t.Errorf("service %s has no healthcheck", name)
+		}
+	}
+	redisCmd := strings.Join(toStrings(get(services, "redis", "command")), " ")
+	for _, want := range []string{"--appendonly yes", "--appendfsync everysec"} {
+		if !strings.Contains(redisCmd, want) {
+			t.Errorf("redis command %q lacks %q", redisCmd, want)
+		}
+	}
+	if get(services, "redis", "volumes", 0) != "redis-data:/data" {
+		t.Errorf("redis data is not on the named volume: %v", get(services, "redis", "volumes"))
+	}
+	for _, name := range []string{"worker", "scheduler"} {
+		if r, _ := get(services, name, "deploy", "replicas").(int); r != 2 {
+			t.Errorf("%s replicas = %v, want 2", name, get(services, name, "deploy", "replicas"))
+		}
+	}
+	if p := toStrings(get(services, "fake-digicert", "profiles")); !slices.Equal(p, []string{"sandbox"}) {
+		t.Errorf("fake-digicert profiles %v, want [sandbox]", p)
+	}
+	if get(services, "worker", "environment", "DIGICERT_API_KEY_FILE") != "/run/secrets/digicert-api-key" {
+		t.Error("the worker does not read the DigiCert key from the secret")
+	}
+	for name, s := range get(d, "secrets").(map[string]any) {
+		if _, err := os.Stat(filepath.Join(repo, get(s, "file").(string))); err != nil {
+			t.Errorf("secret %s: %v", name, err)
+		}
+	}
+	env := docs(t, filepath.Join(repo, "deploy/compose/schedules.yaml"))
+	if len(env) != 1 {
+		t.Error("compose schedules file is empty")
+	}
+	sandbox, err := os.ReadFile(filepath.Join(repo, "deploy/compose/sandbox.env"))
+	if err != nil || !strings.Contains(string(sandbox), "DIGICERT_BASE_URL=http://fake-digicert:8443/services/v2") {
+		t.Errorf("sandbox.env does not point the workers at the fake: %v", err)
+	}
+	if out, err := exec.Command("docker", "compose", "version").CombinedOutput(); err != nil {
+		t.Logf("docker compose config not run: the compose plugin is not installed here (%s)", strings.TrimSpace(string(out)))
+		return
+	}
+	cmd := exec.Command("docker", "compose", "--profile", "sandbox", "config", "-q")
+	cmd.Dir = repo
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("docker compose config: %v\n%s", err, out)
+	}
+}
+
+func toStrings(v any) []string {
+	l, _ := v.([]any)
+	var out []string
+	for _, x := range l {
+		s, _ := x.(string)
+		out = append(out, s)
+	}
+	return out
+}
+
+// TestKustomize checks that every resource a kustomization names exists and
+// that every Deployment is production-ready.
+func TestKustomize(t *testing.T) {
+	t.Parallel()
+	var kustomizations []string
+	err := filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == "kustomization.yaml" {
+			kustomizations = append(kustomizations, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kustomizations) < 3 {
+		t.Fatalf("kustomizations %v: want base, monitoring and an overlay", kustomizations)
+	}
+	deployments := map[string]map[string]any{}
+	pdbs := map[string]bool{}
+	for _, k := range kustomizations {
+		dir := filepath.Dir(k)
+		kd := docs(t, k)[0]
+		var refs []string
+		refs = append(refs, toStrings(kd["resources"])...)
+		for _, gen := range append(toAnySlice(kd["configMapGenerator"]), toAnySlice(kd["secretGenerator"])...) {
+			for _, f := range toStrings(get(gen, "files")) {
+				_, file, found := strings.Cut(f, "=")
+				if !found {
+					file = f
+				}
+				refs = append(refs, file)
+			}
+		}
+		for _, r := range refs {
+			p := filepath.Join(dir, r)
+			if _, err := os.Stat(p); err != nil {
+				t.Errorf("%s: %s: %v", k, r, err)
+				continue
+			}
+			if strings.HasSuffix(p, ".yaml") && filepath.Base(filepath.Dir(p)) != "secrets" {
+				for _, d := range docs(t, p) {
+					name, _ := get(d, "metadata", "name").(string)
+					switch d["kind"] {
+					case "Deployment":
+						deployments[name] = d
+					case "PodDisruptionBudget":
+						pdbs[name] = true
+					}
+				}
+			}
+		}
+	}
+	for _, name := range []string{"certmail-worker", "certmail-scheduler", "certmail-api"} {
+		d, ok := deployments[name]
+		if !ok {
+			t.Errorf("Deployment %s missing", name)
+			continue
+		}
+		if !pdbs[name] {
+			t.Errorf("no PodDisruptionBudget for %s", name)
+		}
+		spec := get(d, "spec", "template", "spec")
+		c := get(spec, "containers", 0)
+		if get(c, "livenessProbe", "httpGet", "path") != "/healthz" || get(c, "readinessProbe", "httpGet", "path") != "/readyz" {
+			t.Errorf("%s probes: %v %v", name, get(c, "livenessProbe"), get(c, "readinessProbe"))
+		}
+		if get(c, "resources", "requests") == nil || get(c, "resources", "limits") == nil {
+			t.Errorf("%s has no resource requests or limits", name)
+		}
+		if get(spec, "securityContext", "runAsNonRoot") != true || get(c, "securityContext", "readOnlyRootFilesystem") != true {
+			t.Errorf("%s is not non-root with a read-only root filesystem", name)
+		}
+	}
+	if r := get(deployments["certmail-scheduler"], "spec", "replicas"); r != 2 {
+		t.Errorf("scheduler replicas %v, want 2", r)
+	}
+	// The worker's grace period exceeds its shutdown timeout.
+	w := deployments["certmail-worker"]
+	grace, _ := get(w, "spec", "template", "spec", "terminationGracePeriodSeconds").(int)
+	var shutdown time.Duration
+	for _, e := range toAnySlice(get(w, "spec", "template", "spec", "containers", 0, "env")) {
+		if get(e, "name") == "CERTMAIL_SHUTDOWN_TIMEOUT" {
+			shutdown, _ = time.ParseDuration(get(e, "value").(string))
+		}
+	}
+	if shutdown == 0 || time.Duration(grace)*time.Second <= shutdown {
+		t.Errorf("worker grace period %ds is not longer than its shutdown timeout %v", grace, shutdown)
+	}
+}
+
+func toAnySlice(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
+// TestSchedulesFilesValid parses the example schedules with the scheduler's
+// own validation.
+func TestSchedulesFilesValid(t *testing.T) {
+	t.Parallel()
+	conn, err := redisconn.Open("redis://127.0.0.1:1/0") // never contacted: validation only
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Client.Close()
+	checker := ops.New(conn, ops.Options{})
+	defer checker.Close()
+	for _, p := range []string{"compose/schedules.yaml", "base/schedules.yaml", "overlays/example/schedules.yaml"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, bad, err := scheduler.ParseFile(b, checker); err != nil || len(bad) > 0 {
+			t.Errorf("%s: %v %v", p, err, bad)
+		}
+	}
+}
+
+var metricName = regexp.MustCompile(`certmail_[a-z0-9_]+`)
+
+// TestMetricsExist: every metric the alerts and the dashboard use is one
+// the code registers.
+func TestMetricsExist(t *testing.T) {
+	t.Parallel()
+	defined := map[string]bool{}
+	definition := regexp.MustCompile(`(?:Name:\s*|NewDesc\(\s*)"(certmail_[a-z0-9_]+)"`)
+	err := filepath.WalkDir(filepath.Join(repo, "internal"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		for _, m := range definition.FindAllSubmatch(b, -1) {
+			defined[string(m[1])] = true
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dash, err := os.ReadFile("grafana/certmail.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var board struct {
+		Panels []struct {
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(dash, &board); err != nil || len(board.Panels) == 0 {
+		t.Fatalf("Grafana dashboard: %v", err)
+	}
+	var exprs []string
+	for _, p := range board.Panels {
+		for _, tg := range p.Targets {
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	rules := docs(t, "monitoring/prometheusrule.yaml")[0]
+	alerts := map[string]bool{}
+	for _, g := range toAnySlice(get(rules, "spec", "groups")) {
+		for _, r := range toAnySlice(get(g, "rules")) {
+			alerts[get(r, "alert").(string)] = true
+			exprs = append(exprs, get(r, "expr").(string))
+		}
+	}
+	for _, want := range []string{"CertmailDeadLettersGrowing", "CertmailAccountPaused", "CertmailQueueLatencyHigh", "CertmailDigiCert429", "CertmailNoSchedulerLeader"} {
+		if !alerts[want] {
+			t.Errorf("alert %s missing", want)
+		}
+	}
+	for _, e := range exprs {
+		for _, m := range metricName.FindAllString(e, -1) {
+			base := m
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				base = strings.TrimSuffix(base, suffix)
+			}
+			if !defined[base] {
+				t.Errorf("%q uses %s, which no code registers", e, m)
+			}
+		}
+	}
+}
+
+// TestDockerfileBuildsLikeMake: the Dockerfile's go build uses the flags of
+// `make build`, and that command line builds a binary that reports the
+// injected version.
+func TestDockerfileBuildsLikeMake(t *testing.T) {
+	t.Parallel()
+	mk, err := os.ReadFile(filepath.Join(repo, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	df, err := os.ReadFile(filepath.Join(repo, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ldflags := regexp.MustCompile(`(?m)^LDFLAGS\s*:=\s*(.+)$`).FindSubmatch(mk)
+	makeBuild := regexp.MustCompile(`(?m)^\tCGO_ENABLED=0 \$\(GO\) build (.+) -o \$\(BIN\) (\S+)$`).FindSubmatch(mk)
+	dockerBuild := regexp.MustCompile(`(?m)^RUN (CGO_ENABLED=0 go build (.+) -o /out/certmail (\S+))$`).FindSubmatch(df)
+	if ldflags == nil || makeBuild == nil || dockerBuild == nil {
+		t.Fatalf("build lines not found (Makefile LDFLAGS %v, build %v; Dockerfile %v)", ldflags != nil, makeBuild != nil, dockerBuild != nil)
+	}
+	makeFlags := strings.ReplaceAll(string(makeBuild[1]), "$(LDFLAGS)", strings.ReplaceAll(string(ldflags[1]), "$(VERSION)", "${VERSION}"))
+	if makeFlags != string(dockerBuild[2]) || string(makeBuild[2]) != string(dockerBuild[3]) {
+		t.Fatalf("flags differ:\n  make:   %s %s\n  docker: %s %s", makeFlags, makeBuild[2], dockerBuild[2], dockerBuild[3])
+	}
+	if !strings.Contains(string(df), "USER 10001") || !strings.Contains(string(df), `ENTRYPOINT ["certmail"]`) ||
+		!strings.Contains(string(df), "ca-certificates") {
+		t.Error("the final image must run certmail as a non-root user with CA certificates")
+	}
+	if testing.Short() {
+		return
+	}
+	out := filepath.Join(t.TempDir(), "certmail")
+	line := strings.ReplaceAll(string(dockerBuild[1]), "/out/certmail", out)
+	cmd := exec.Command("sh", "-c", line)
+	cmd.Dir = repo
+	cmd.Env = append(os.Environ(), "VERSION=v9.8.7-deploytest")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", line, err, b)
+	}
+	v, err := exec.Command(out, "version").CombinedOutput()
+	if err != nil || !strings.Contains(string(v), "v9.8.7-deploytest") {
+		t.Errorf("certmail version = %q (%v), want the injected version", v, err)
+	}
+}
