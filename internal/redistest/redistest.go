@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -180,11 +181,37 @@ func (s *Server) Kill() {
 	<-done
 }
 
+// Stop stops the server with SIGTERM, as an orderly restart does: Redis
+// writes its AOF to disk and exits. Stopping a stopped server does nothing.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
 // Restart kills the server and starts it again on the same port and data
 // directory, so an AOF written before is replayed.
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Kill()
+	s.Relaunch()
+}
+
+// Relaunch starts a stopped or killed server again on the same port and
+// data directory.
+func (s *Server) Relaunch() {
+	s.tb.Helper()
 	var err error
 	for range 50 { // the port may linger for a moment after the kill
 		if err = s.launch(); err == nil {

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -203,14 +204,36 @@ func (p *processor) deliverOnce(ctx context.Context, d *delivery, call func(cont
 		return err
 	}
 	if d.dedupKey != "" {
-		if err := p.rdb.Set(context.WithoutCancel(ctx), d.dedupKey, time.Now().UTC().Format(time.RFC3339), p.retention).Err(); err != nil {
-			p.log.Warn("could not write duplicate guard", zap.String("task_id", d.taskID), zap.Error(err))
-		}
+		p.writeGuard(ctx, d)
 	}
 	if p.afterDelivery != nil {
 		p.afterDelivery(ctx, d.taskID)
 	}
 	return p.finish(ctx, d, OutcomeDelivered, res.Status)
+}
+
+// guardPatience is how long a worker keeps trying to write a duplicate guard
+// while Redis does not answer: DigiCert has sent the emails, and without the
+// guard a redelivery would send them again.
+const guardPatience = 30 * time.Second
+
+// writeGuard records that the task's DigiCert call succeeded, retrying with
+// backoff while Redis is unreachable (a restart, a failover).
+func (p *processor) writeGuard(ctx context.Context, d *delivery) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 50*time.Millisecond, 2*time.Second, guardPatience
+	tries := 0
+	err := backoff.Retry(func() error {
+		tries++
+		return p.rdb.Set(context.WithoutCancel(ctx), d.dedupKey, time.Now().UTC().Format(time.RFC3339), p.retention).Err()
+	}, b)
+	switch {
+	case err != nil:
+		p.log.Error("could not write the duplicate guard: a redelivery of this task would email again",
+			zap.String("task_id", d.taskID), zap.Int("tries", tries), zap.Error(err))
+	case tries > 1:
+		p.log.Warn("duplicate guard written after Redis came back", zap.String("task_id", d.taskID), zap.Int("tries", tries))
+	}
 }
 
 // call passes the account's auth gate, calls DigiCert and turns a failure
