@@ -58,3 +58,27 @@ func waitRewrite(t *testing.T, c interface {
 	}
 	t.Fatal("AOF rewrite did not finish")
 }
+
+func TestSentinelFailover(t *testing.T) {
+	t.Parallel()
+	g := redistest.StartSentinel(t)
+	ctx := context.Background()
+	if m, err := g.CurrentMaster(ctx); err != nil || m != g.Master.Addr() {
+		t.Fatalf("master %q (%v), want %s", m, err, g.Master.Addr())
+	}
+	g.Master.Kill()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m, err := g.CurrentMaster(ctx)
+		if err == nil && m == g.Replica.Addr() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no failover to the replica within 30s: master %q, %v", m, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.HasPrefix(g.URL(), "redis-sentinel://127.0.0.1:") || !strings.HasSuffix(g.URL(), "?master=mymaster") {
+		t.Errorf("URL %q", g.URL())
+	}
+}

@@ -1,0 +1,125 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// SentinelMaster is the master name the Sentinel group monitors.
+const SentinelMaster = "mymaster"
+
+// SentinelGroup is a master, a replica and three sentinels on loopback, as
+// in a small production setup; failover happens within a few seconds of the
+// master's death (down-after-milliseconds 1000).
+type SentinelGroup struct {
+	Master, Replica *Server
+	sentinels       []*exec.Cmd
+	addrs           []string
+}
+
+// StartSentinel starts the group and waits until the replica is in sync and
+// every sentinel knows the master. Everything stops at the test's end.
+func StartSentinel(tb testing.TB) *SentinelGroup {
+	tb.Helper()
+	if _, err := exec.LookPath("redis-sentinel"); err != nil {
+		tb.Fatalf("redistest: redis-sentinel not found on PATH (apt-get install -y redis-sentinel): %v", err)
+	}
+	g := &SentinelGroup{Master: Start(tb, Options{AppendOnly: true})}
+	g.Replica = Start(tb, Options{AppendOnly: true, Args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(g.Master.Port())}})
+	if err := waitFor(15*time.Second, func() bool {
+		info, err := g.Replica.Client().Info(context.Background(), "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	}); err != nil {
+		tb.Fatalf("redistest: replica not in sync: %v", err)
+	}
+	for i := range 3 {
+		port, err := FreePort()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		dir := tb.TempDir()
+		conf := filepath.Join(dir, "sentinel.conf")
+		content := fmt.Sprintf(`port %d
+bind 127.0.0.1
+dir %s
+sentinel monitor %s 127.0.0.1 %d 2
+sentinel down-after-milliseconds %s 1000
+sentinel failover-timeout %s 5000
+sentinel parallel-syncs %s 1
+`, port, dir, SentinelMaster, g.Master.Port(), SentinelMaster, SentinelMaster, SentinelMaster)
+		if err := os.WriteFile(conf, []byte(content), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+		log, err := os.Create(filepath.Join(dir, "sentinel.log"))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		cmd := exec.Command("redis-sentinel", conf)
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Start(); err != nil {
+			tb.Fatalf("redistest: start sentinel %d: %v", i, err)
+		}
+		tb.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			log.Close()
+		})
+		g.sentinels = append(g.sentinels, cmd)
+		g.addrs = append(g.addrs, "127.0.0.1:"+strconv.Itoa(port))
+	}
+	for _, addr := range g.addrs {
+		c := redis.NewSentinelClient(&redis.Options{Addr: addr})
+		err := waitFor(15*time.Second, func() bool {
+			a, err := c.GetMasterAddrByName(context.Background(), SentinelMaster).Result()
+			return err == nil && len(a) == 2 && a[1] == strconv.Itoa(g.Master.Port())
+		})
+		c.Close()
+		if err != nil {
+			tb.Fatalf("redistest: sentinel %s does not know the master: %v", addr, err)
+		}
+	}
+	return g
+}
+
+// Addrs are the sentinels' addresses.
+func (g *SentinelGroup) Addrs() []string { return g.addrs }
+
+// URL is the group as a REDIS_URL.
+func (g *SentinelGroup) URL() string {
+	return "redis-sentinel://" + strings.Join(g.addrs, ",") + "?master=" + SentinelMaster
+}
+
+// CurrentMaster asks the first sentinel that answers for the master's address.
+func (g *SentinelGroup) CurrentMaster(ctx context.Context) (string, error) {
+	var lastErr error
+	for _, addr := range g.addrs {
+		c := redis.NewSentinelClient(&redis.Options{Addr: addr})
+		a, err := c.GetMasterAddrByName(ctx, SentinelMaster).Result()
+		c.Close()
+		if err == nil && len(a) == 2 {
+			return a[0] + ":" + a[1], nil
+		}
+		lastErr = err
+	}
+	return "", fmt.Errorf("no sentinel answered: %w", lastErr)
+}
+
+func waitFor(within time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %v", within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
