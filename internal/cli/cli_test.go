@@ -1,0 +1,444 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/cli"
+	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/logging"
+	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/internal/worker"
+)
+
+// result is one run of the command line.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// run runs certmail with args (stdin empty) in this process.
+func run(t *testing.T, args ...string) result {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := cli.Main(context.Background(), args, strings.NewReader(""), &out, &errOut)
+	return result{code, out.String(), errOut.String()}
+}
+
+// env is a Redis for CLI tests and the flag that points commands at it.
+type env struct {
+	t         *testing.T
+	redis     *redistest.Server
+	inspector *asynq.Inspector
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, redis: redistest.Start(t)}
+	e.inspector = asynq.NewInspector(e.redis.ConnOpt())
+	t.Cleanup(func() { e.inspector.Close() })
+	return e
+}
+
+// run runs certmail with --redis-url added after the subcommand words.
+func (e *env) run(args ...string) result {
+	e.t.Helper()
+	return run(e.t, append(args, "--redis-url", e.redis.URL())...)
+}
+
+// tasks lists the tasks of every queue in every state.
+func (e *env) tasks() []*asynq.TaskInfo {
+	e.t.Helper()
+	queues, err := e.inspector.Queues()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []*asynq.TaskInfo
+	for _, q := range queues {
+		for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){
+			e.inspector.ListPendingTasks, e.inspector.ListScheduledTasks, e.inspector.ListArchivedTasks, e.inspector.ListCompletedTasks,
+		} {
+			ts, err := list(q, asynq.PageSize(5000))
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			out = append(out, ts...)
+		}
+	}
+	return out
+}
+
+// TestHelpListsEveryCommand: --help names every command of the CLI struct
+// with its one-line help.
+func TestHelpListsEveryCommand(t *testing.T) {
+	t.Parallel()
+	r := run(t, "--help")
+	if r.code != 0 {
+		t.Fatalf("--help exit %d: %s", r.code, r.stderr)
+	}
+	help := strings.Join(strings.Fields(r.stdout), " ")
+	typ := reflect.TypeOf(cli.CLI{})
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if _, ok := f.Tag.Lookup("cmd"); !ok {
+			continue
+		}
+		name := f.Tag.Get("name")
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		text := strings.Join(strings.Fields(f.Tag.Get("help")), " ")
+		if text == "" {
+			t.Errorf("command %s has no help", name)
+			continue
+		}
+		if !strings.Contains(help, name) {
+			t.Errorf("--help does not list %s", name)
+		}
+		// Commands with subcommands are listed by their subcommands.
+		if f.Type.Kind() == reflect.Struct && !hasSubcommands(f.Type) && !strings.Contains(help, text) {
+			t.Errorf("--help lacks the line of %s: %q", name, text)
+		}
+	}
+	for _, want := range []string{"worker", "scheduler", "api", "dev", "fake-digicert", "enqueue", "task", "dlq", "schedule", "version"} {
+		if !regexp.MustCompile(`(^|\s)` + want + `(\s|$)`).MatchString(help) {
+			t.Errorf("--help does not list %s", want)
+		}
+	}
+}
+
+func hasSubcommands(t reflect.Type) bool {
+	for i := range t.NumField() {
+		if _, ok := t.Field(i).Tag.Lookup("cmd"); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func TestVersionAndUsageErrors(t *testing.T) {
+	t.Parallel()
+	if r := run(t, "version"); r.code != 0 || strings.TrimSpace(r.stdout) == "" {
+		t.Errorf("version: %+v", r)
+	}
+	for _, args := range [][]string{{"nope"}, {"worker", "--concurrency", "x"}, {"enqueue", "set-emails", "--order-id"}} {
+		if r := run(t, args...); r.code != 2 || r.stderr == "" {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and a message", args, r.code, r.stderr)
+		}
+	}
+	// The worker refuses to start without a key, in one line.
+	r := run(t, "worker", "--redis-url", "redis://127.0.0.1:1/0")
+	if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "DIGICERT_API_KEY") {
+		t.Errorf("worker without a key: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+func TestEnqueueFromFlags(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	tests := []struct {
+		args    []string
+		typ     string
+		payload string
+		queue   string
+	}{
+		{[]string{"enqueue", "set-emails", "--order-id", "123", "--email", "a@example.com", "--email", "B@Example.COM", "--email", "b@example.com"},
+			"set-emails", `{"order_id":123,"additional_emails":["a@example.com","B@example.com"]}`, "default"},
+		{[]string{"enqueue", "set-emails", "--order-id", "124", "--clear", "--queue", "critical"},
+			"set-emails", `{"order_id":124,"additional_emails":[]}`, "critical"},
+		{[]string{"enqueue", "resend-dcv", "--order-id", "125"}, "resend-dcv", `{"order_id":125}`, "default"},
+		{[]string{"enqueue", "resend-dcv", "--order-id", "126", "--locale", "de", "--approval", "domain=www.example.com,email=admin@example.com,email-domain=example.com"},
+			"resend-dcv", `{"order_id":126,"domain_approval_emails":[{"domain":"www.example.com","email":"admin@example.com","email_domain":"example.com"}],"locale":"de"}`, "default"},
+		{[]string{"enqueue", "send-cert", "--certificate-id", "456", "--email", "ops@example.com", "--format", "plaintext", "--message", "Hi"},
+			"send-cert", `{"certificate_id":456,"emails":["ops@example.com"],"certificate_collect_format":"plaintext","custom_message":"Hi"}`, "default"},
+	}
+	for _, tt := range tests {
+		r := e.run(tt.args...)
+		if r.code != 0 {
+			t.Fatalf("%v: exit %d: %s", tt.args, r.code, r.stderr)
+		}
+		id := regexp.MustCompile(`id:\s+(\S+)`).FindStringSubmatch(r.stdout)
+		if id == nil {
+			t.Fatalf("%v: no id in %q", tt.args, r.stdout)
+		}
+		info, err := e.inspector.GetTaskInfo(tt.queue, id[1])
+		if err != nil {
+			t.Fatalf("%v: task %s: %v", tt.args, id[1], err)
+		}
+		if info.Type != tt.typ || withoutSequence(t, info.Payload) != tt.payload {
+			t.Errorf("%v: stored %s %s, want %s %s", tt.args, info.Type, info.Payload, tt.typ, tt.payload)
+		}
+	}
+}
+
+// withoutSequence drops the sequence stamped on set-emails (its value is a
+// clock reading) after checking it is there.
+func withoutSequence(t *testing.T, payload []byte) string {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &m); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m["additional_emails"]; ok {
+		if _, ok := m["sequence"]; !ok {
+			t.Errorf("set-emails without a sequence: %s", payload)
+		}
+		delete(m, "sequence")
+		b, _ := json.Marshal(struct {
+			OrderID json.RawMessage `json:"order_id"`
+			Emails  json.RawMessage `json:"additional_emails"`
+		}{m["order_id"], m["additional_emails"]})
+		return string(b)
+	}
+	return string(payload)
+}
+
+func TestEnqueueRejects(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"enqueue", "set-emails", "--order-id", "0", "--email", "Bob <b@example.com>"}, []string{"order_id:", "additional_emails[0]:"}},
+		{[]string{"enqueue", "set-emails", "--order-id", "5"}, []string{"--clear"}},
+		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--account", "mars"}, []string{"account: unknown account"}},
+		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--locale", "english"}, []string{"locale:"}},
+		{[]string{"enqueue", "send-cert", "--certificate-id", "5", "--email", "a@example.com", "--format", "fax"}, []string{"certificate_collect_format:"}},
+		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--queue", "Not A Queue"}, []string{"queue:"}},
+	}
+	for _, tt := range tests {
+		r := e.run(tt.args...)
+		if r.code == 0 {
+			t.Errorf("%v: exit 0", tt.args)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("%v: stderr %q lacks %q", tt.args, r.stderr, w)
+			}
+		}
+	}
+	if n := len(e.tasks()); n != 0 {
+		t.Errorf("%d tasks in Redis after rejected enqueues", n)
+	}
+}
+
+func TestEnqueueFile(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	lines := []string{
+		`{"type": "resend-dcv", "payload": {"order_id": 1}}`,
+		``,
+		`not json`,
+		`# a comment`,
+		`{"type": "send-fax", "payload": {}}`,
+		`{"type": "set-emails", "payload": {"order_id": 2, "additional_emails": ["x"]}}`,
+		`{"type": "send-cert", "payload": {"certificate_id": 3, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}, "queue": "bulk"}`,
+		`{"type": "resend-dcv", "payload": {"order_id": 4}, "unknown": true}`,
+		`{"type": "set-emails", "payload": {"order_id": 5, "additional_emails": []}, "process_in": "1h"}`,
+	}
+	file := filepath.Join(t.TempDir(), "jobs.jsonl")
+	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("enqueue", "--file", file)
+	if r.code == 0 {
+		t.Errorf("exit 0 with bad lines")
+	}
+	for _, n := range []int{3, 5, 6, 8} {
+		if !strings.Contains(r.stderr, fmt.Sprintf("line %d:", n)) {
+			t.Errorf("line %d not reported: %s", n, r.stderr)
+		}
+	}
+	for _, n := range []int{1, 7, 9} {
+		if strings.Contains(r.stderr, fmt.Sprintf("line %d:", n)) {
+			t.Errorf("good line %d reported: %s", n, r.stderr)
+		}
+	}
+	if !strings.Contains(r.stdout, "3 enqueued") || !strings.Contains(r.stdout, "4 failed") {
+		t.Errorf("summary: %s", r.stdout)
+	}
+	if n := len(e.tasks()); n != 3 {
+		t.Errorf("%d tasks in Redis, want the 3 good lines", n)
+	}
+}
+
+func TestEnqueueFileThousandLines(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	var b strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&b, `{"type": "resend-dcv", "payload": {"order_id": %d}}`+"\n", i+1)
+	}
+	file := filepath.Join(t.TempDir(), "jobs.jsonl")
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("enqueue", "--file", file)
+	if r.code != 0 || !strings.Contains(r.stdout, "1000 enqueued") {
+		t.Fatalf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	if n := len(e.tasks()); n != 1000 {
+		t.Errorf("%d tasks in Redis, want 1000", n)
+	}
+}
+
+// TestTaskAndDLQ works on tasks a real worker completed and dead-lettered.
+func TestTaskAndDLQ(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	fake, baseURL := digicerttest.NewTestServer(t, digicerttest.Config{APIKeys: []string{"cli-key"}})
+	fake.AddOrder(10)
+	startWorker(t, e, baseURL, "cli-key")
+
+	id := func(r result) string {
+		m := regexp.MustCompile(`id:\s+(\S+)`).FindStringSubmatch(r.stdout)
+		if m == nil {
+			t.Fatalf("no id in %q %q", r.stdout, r.stderr)
+		}
+		return m[1]
+	}
+	good := id(e.run("enqueue", "resend-dcv", "--order-id", "10"))
+	bad := id(e.run("enqueue", "resend-dcv", "--order-id", "11"))
+	state := func(id string) string {
+		r := e.run("task", id)
+		var st struct {
+			State  string          `json:"state"`
+			Result json.RawMessage `json:"result"`
+		}
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
+			return ""
+		}
+		return st.State
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for state(good) != "completed" || state(bad) != "archived" {
+		if time.Now().After(deadline) {
+			t.Fatalf("states %q %q", state(good), state(bad))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := e.run("task", good); !strings.Contains(r.stdout, `"outcome": "delivered"`) {
+		t.Errorf("task output lacks the result: %s", r.stdout)
+	}
+	if r := e.run("task", "no-such-task"); r.code != 1 || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("unknown task: %+v", r)
+	}
+	if r := e.run("dlq", "list"); r.code != 0 || !strings.Contains(r.stdout, bad) || strings.Contains(r.stdout, good) {
+		t.Errorf("dlq list: %+v", r)
+	}
+	if r := e.run("dlq", "show", bad); r.code != 0 || !strings.Contains(r.stdout, "not_found|order") {
+		t.Errorf("dlq show: %+v", r)
+	}
+	fake.AddOrder(11) // the cause fixed
+	if r := e.run("dlq", "requeue", bad); r.code != 0 {
+		t.Fatalf("dlq requeue: %+v", r)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for state(bad) != "completed" {
+		if time.Now().After(deadline) {
+			t.Fatalf("requeued task: %q", state(bad))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Purge asks first; without a yes (stdin empty here) nothing goes.
+	third := id(e.run("enqueue", "resend-dcv", "--order-id", "12"))
+	for state(third) != "archived" {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := e.run("dlq", "purge"); !strings.Contains(r.stdout, "[y/N]") || !strings.Contains(r.stdout, "nothing deleted") {
+		t.Errorf("purge without --yes: %+v", r)
+	}
+	if r := e.run("dlq", "list"); !strings.Contains(r.stdout, third) {
+		t.Errorf("purge without a yes deleted: %+v", r)
+	}
+	if r := e.run("dlq", "purge", "--yes"); r.code != 0 {
+		t.Errorf("purge --yes: %+v", r)
+	}
+	if r := e.run("dlq", "list"); !strings.Contains(r.stdout, "no dead-lettered tasks") {
+		t.Errorf("after purge: %+v", r)
+	}
+}
+
+func startWorker(t *testing.T, e *env, baseURL, key string) {
+	t.Helper()
+	conn, err := redisconn.Open(e.redis.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := logging.New("error", "json", &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(worker.Config{Redis: conn,
+		Accounts:          account.Set{"default": {Name: "default", BaseURL: baseURL, APIKey: account.Secret(key)}},
+		TaskCheckInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second,
+		Client: digicert.Config{InitialBackoff: 10 * time.Millisecond}, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
+}
+
+func TestSchedule(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	r := e.run("schedule", "add", "--id", "dcv-1", "--cron", "0 9 * * *", "--timezone", "Europe/Berlin", "--type", "resend-dcv",
+		"--payload", `{"order_id": 1002}`, "--max-runs", "3")
+	if r.code != 0 || !strings.Contains(r.stdout, `"next_run"`) {
+		t.Fatalf("add: %+v", r)
+	}
+	if r := e.run("schedule", "add", "--id", "Bad Id", "--cron", "soon", "--type", "resend-dcv", "--payload", `{"order_id": 0}`); r.code != 2 ||
+		!strings.Contains(r.stderr, "id:") || !strings.Contains(r.stderr, "cron:") || !strings.Contains(r.stderr, "payload.order_id:") {
+		t.Errorf("invalid add: %+v", r)
+	}
+	if r := e.run("schedule", "list"); r.code != 0 || !strings.Contains(r.stdout, "dcv-1") || !strings.Contains(r.stdout, "api") {
+		t.Errorf("list: %+v", r)
+	}
+	if r := e.run("schedule", "rm", "dcv-1"); r.code != 0 {
+		t.Errorf("rm: %+v", r)
+	}
+	if r := e.run("schedule", "rm", "dcv-1"); r.code != 1 || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("rm again: %+v", r)
+	}
+}
+
+func TestAPIRefusesWithoutTokens(t *testing.T) {
+	t.Parallel()
+	if r := run(t, "api", "--redis-url", "redis://127.0.0.1:1/0"); r.code != 2 || !strings.Contains(r.stderr, "no API token") {
+		t.Errorf("no token: %+v", r)
+	}
+	if r := run(t, "api", "--insecure-no-auth", "--api-tokens", "abc", "--redis-url", "redis://127.0.0.1:1/0"); r.code != 2 {
+		t.Errorf("--insecure-no-auth with tokens: %+v", r)
+	}
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("# comment\nhas space\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, "api", "--api-tokens-file", file, "--redis-url", "redis://127.0.0.1:1/0"); r.code != 2 || !strings.Contains(r.stderr, "line 2") ||
+		strings.Contains(r.stderr, "has space") {
+		t.Errorf("bad tokens file: %+v", r)
+	}
+}
