@@ -96,7 +96,7 @@ func TestUnknownRoutes(t *testing.T) {
 		allow        string
 	}{
 		{http.MethodGet, "/v1/nothing-here", 404, ""},
-		{http.MethodGet, "/v1/schedules", 404, ""},
+		{http.MethodPut, "/v1/schedules", 405, "GET, HEAD, POST"},
 		{http.MethodGet, "/v1", 404, ""},
 		{http.MethodGet, "/nothing-here", 404, ""},
 		{http.MethodPut, "/v1/tasks/set-emails", 405, "GET, HEAD, POST"},

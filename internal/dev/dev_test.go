@@ -142,7 +142,9 @@ var curlPattern = regexp.MustCompile(`curl -sS -X POST (\S+) \\\s+-H 'Authorizat
 // command works, the demo reaches every state, the dashboard is guarded.
 // It is not parallel: it checks that no goroutine outlives the stack.
 func TestDevStack(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	// Registered first, so it runs after the stack's own cleanup.
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 	st, banner, stop := stack(t, dev.Config{})
 
 	for _, want := range []string{"NOT for production", st.APIURL + "/monitoring/", "token      " + st.Token, "embedded"} {
@@ -198,9 +200,16 @@ func TestDevStack(t *testing.T) {
 		}
 		return out
 	}
-	waitUntil(t, 45*time.Second, "demo tasks scheduled, retried, archived and completed", func() bool {
+	// Each state is seen at some point: the retried task leaves the retry
+	// state after about 30 s.
+	var scheduled, retried, archived, completed bool
+	waitUntil(t, 90*time.Second, "demo tasks scheduled, retried, archived and completed", func() bool {
 		d := queues()["default"]
-		return d.Scheduled == 1 && d.Archived == 1 && d.Retry == 1 && d.Completed >= 5
+		scheduled = scheduled || d.Scheduled == 1
+		retried = retried || d.Retry == 1
+		archived = archived || d.Archived == 1
+		completed = completed || d.Completed >= 5
+		return scheduled && retried && archived && completed
 	})
 	waitUntil(t, 60*time.Second, "the bulk batch is delivered", func() bool {
 		return queues()["bulk"].Completed == 250

@@ -175,7 +175,7 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) (err error)
 		adminDone <- nil
 	}
 	s.log.Info("scheduler started", zap.String("file", s.cfg.File), zap.Duration("lease", s.cfg.Lease),
-		zap.Stringer("admin_addr", adminAddr), zap.String("version", buildinfo.Version))
+		zap.String("admin_addr", addrString(adminAddr)), zap.String("version", buildinfo.Version))
 	if started != nil {
 		started(adminAddr)
 	}
@@ -477,4 +477,12 @@ func randomToken() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b) // crypto/rand.Read does not fail
 	return hex.EncodeToString(b)
+}
+
+// addrString is a listen address for logs; "none" without an admin server.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "none"
+	}
+	return a.String()
 }

@@ -293,7 +293,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) erro
 		}
 	}
 	w.log.Info("worker started", zap.Int("concurrency", w.cfg.Concurrency), zap.Any("queues", w.cfg.Queues),
-		zap.Strings("accounts", w.cfg.Accounts.Names()), zap.Stringer("admin_addr", adminAddr),
+		zap.Strings("accounts", w.cfg.Accounts.Names()), zap.String("admin_addr", addrString(adminAddr)),
 		zap.String("version", buildinfo.Version))
 	if started != nil {
 		started(adminAddr)
@@ -325,3 +325,11 @@ func (l asynqLogger) Info(args ...any)  { l.s.Info(args...) }
 func (l asynqLogger) Warn(args ...any)  { l.s.Warn(args...) }
 func (l asynqLogger) Error(args ...any) { l.s.Error(args...) }
 func (l asynqLogger) Fatal(args ...any) { l.s.Error(args...) }
+
+// addrString is a listen address for logs; "none" without an admin server.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "none"
+	}
+	return a.String()
+}
