@@ -73,3 +73,76 @@ func Serve(ctx context.Context, addr string, h http.Handler, grace time.Duration
 	}
 	return nil
 }
+
+// Background is the admin server of a process whose main work is elsewhere
+// (a worker, a scheduler): started by Start, stopped by Stop. A nil
+// *Background (no address configured) is valid and does nothing.
+type Background struct {
+	srv  *http.Server
+	addr net.Addr
+	done chan struct{} // closed when serving ended
+	err  error         // why serving ended, when not by Stop
+}
+
+// Start serves /healthz, /readyz (ready) and /metrics (g) on addr in the
+// background. An empty addr means no admin server: Start returns nil, nil.
+func Start(addr string, ready func(context.Context) error, g prometheus.Gatherer) (*Background, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	mux := http.NewServeMux()
+	Routes(mux, ready, g)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	b := &Background{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, addr: ln.Addr(), done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		if err := b.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			b.err = fmt.Errorf("serve %s: %w", addr, err)
+		}
+	}()
+	return b, nil
+}
+
+// Addr is the bound address (nil without a server).
+func (b *Background) Addr() net.Addr {
+	if b == nil {
+		return nil
+	}
+	return b.addr
+}
+
+// Done is closed when the server stopped serving by itself (Err says why);
+// nil, so never ready, without a server.
+func (b *Background) Done() <-chan struct{} {
+	if b == nil {
+		return nil
+	}
+	return b.done
+}
+
+// Err is why serving ended, once Done is closed.
+func (b *Background) Err() error {
+	if b == nil {
+		return nil
+	}
+	<-b.done
+	return b.err
+}
+
+// Stop gives open requests grace to finish, then closes the server.
+func (b *Background) Stop(grace time.Duration) error {
+	if b == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := b.srv.Shutdown(ctx)
+	<-b.done
+	if err != nil {
+		return errors.Join(fmt.Errorf("shutdown %s: %w", b.addr, err), b.err)
+	}
+	return b.err
+}

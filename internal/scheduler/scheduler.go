@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"time"
@@ -155,25 +154,11 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) (err error)
 		}
 		return err
 	}
-	var adminAddr net.Addr
-	adminDone := make(chan error, 1)
-	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopAdmin()
-	if s.cfg.AdminAddr != "" {
-		mux := http.NewServeMux()
-		admin.Routes(mux, func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }, s.cfg.Registry)
-		bound := make(chan net.Addr, 1)
-		go func() {
-			adminDone <- admin.Serve(adminCtx, s.cfg.AdminAddr, mux, 5*time.Second, func(a net.Addr) { bound <- a })
-		}()
-		select {
-		case adminAddr = <-bound:
-		case err := <-adminDone:
-			return err
-		}
-	} else {
-		adminDone <- nil
+	adm, err := admin.Start(s.cfg.AdminAddr, func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }, s.cfg.Registry)
+	if err != nil {
+		return err
 	}
+	adminAddr := adm.Addr()
 	s.log.Info("scheduler started", zap.String("file", s.cfg.File), zap.Duration("lease", s.cfg.Lease),
 		zap.String("admin_addr", addrString(adminAddr)), zap.String("version", buildinfo.Version))
 	if started != nil {
@@ -196,9 +181,12 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) (err error)
 		select {
 		case <-ctx.Done():
 			s.resign()
-			stopAdmin()
+			err := adm.Stop(5 * time.Second)
 			s.log.Info("scheduler stopped")
-			return <-adminDone
+			return err
+		case <-adm.Done():
+			s.resign()
+			return adm.Err()
 		case <-t.C:
 		}
 	}

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -273,25 +272,12 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) erro
 	if err := srv.Start(w.Handler()); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopAdmin()
-	var adminDone chan error // nil (never ready) when there is no admin server
-	var adminAddr net.Addr
-	if w.cfg.AdminAddr != "" {
-		adminDone = make(chan error, 1)
-		mux := http.NewServeMux()
-		admin.Routes(mux, func(ctx context.Context) error { return w.rdb.Ping(ctx).Err() }, w.cfg.Registry)
-		bound := make(chan net.Addr, 1)
-		go func() {
-			adminDone <- admin.Serve(adminCtx, w.cfg.AdminAddr, mux, 5*time.Second, func(a net.Addr) { bound <- a })
-		}()
-		select {
-		case adminAddr = <-bound:
-		case err := <-adminDone:
-			srv.Shutdown()
-			return err
-		}
+	adm, err := admin.Start(w.cfg.AdminAddr, func(ctx context.Context) error { return w.rdb.Ping(ctx).Err() }, w.cfg.Registry)
+	if err != nil {
+		srv.Shutdown()
+		return err
 	}
+	adminAddr := adm.Addr()
 	w.log.Info("worker started", zap.Int("concurrency", w.cfg.Concurrency), zap.Any("queues", w.cfg.Queues),
 		zap.Strings("accounts", w.cfg.Accounts.Names()), zap.String("admin_addr", addrString(adminAddr)),
 		zap.String("version", buildinfo.Version))
@@ -302,16 +288,13 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) erro
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case runErr = <-adminDone:
-		adminDone = nil
+	case <-adm.Done():
+		runErr = adm.Err()
 	}
 	w.log.Info("shutting down: no new deliveries; in-flight ones get the shutdown timeout",
 		zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
 	srv.Shutdown()
-	stopAdmin()
-	if adminDone != nil {
-		runErr = <-adminDone
-	}
+	runErr = errors.Join(runErr, adm.Stop(5*time.Second))
 	w.log.Info("worker stopped")
 	return runErr
 }
