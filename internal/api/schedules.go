@@ -32,12 +32,7 @@ func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) {
 // addSchedule is POST /v1/schedules: 201 with the schedule, 400 listing
 // every problem, 409 when the id is taken.
 func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request) {
-	if !isJSON(r.Header.Get("Content-Type")) {
-		s.writeProblem(w, r, Problem{Status: http.StatusUnsupportedMediaType,
-			Detail: "the body must be sent as Content-Type: application/json"}, nil)
-		return
-	}
-	body, ok := s.readBody(w, r)
+	body, ok := s.readJSONBody(w, r)
 	if !ok {
 		return
 	}

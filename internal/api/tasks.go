@@ -45,12 +45,7 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, r, unknownType(), nil)
 		return
 	}
-	if !isJSON(r.Header.Get("Content-Type")) {
-		s.writeProblem(w, r, Problem{Status: http.StatusUnsupportedMediaType,
-			Detail: "the body must be sent as Content-Type: application/json"}, nil)
-		return
-	}
-	body, ok := s.readBody(w, r)
+	body, ok := s.readJSONBody(w, r)
 	if !ok {
 		return
 	}
@@ -94,6 +89,17 @@ func isJSON(contentType string) bool {
 		}
 	}
 	return true
+}
+
+// readJSONBody checks that the body is sent as JSON (415 otherwise) and
+// reads it as readBody does.
+func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if !isJSON(r.Header.Get("Content-Type")) {
+		s.writeProblem(w, r, Problem{Status: http.StatusUnsupportedMediaType,
+			Detail: "the body must be sent as Content-Type: application/json"}, nil)
+		return nil, false
+	}
+	return s.readBody(w, r)
 }
 
 // readBody reads at most MaxBodyBytes of the body; it answers 413 (or 400)
