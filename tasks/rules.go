@@ -104,7 +104,7 @@ func dnsLabel(l string) bool {
 	}
 	for i := 0; i < len(l); i++ {
 		c := l[i]
-		if !(isAlnum(c) || c == '-') {
+		if !isAlnum(c) && c != '-' {
 			return false
 		}
 	}

@@ -191,7 +191,7 @@ func loadFile(path string, defLimits []ratelimit.Window, needKeys bool) (Set, er
 		return nil, fmt.Errorf("parse: %w", err)
 	}
 	if len(doc.Accounts) == 0 {
-		return nil, errors.New("no accounts listed under accounts:")
+		return nil, errors.New("no accounts listed under the accounts key")
 	}
 	set := Set{}
 	for i, e := range doc.Accounts {

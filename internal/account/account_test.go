@@ -219,12 +219,12 @@ func TestSecretRedacted(t *testing.T) {
 		t.Fatal(err)
 	}
 	outputs := map[string]string{
-		"%v":   fmt.Sprintf("%v", a),
-		"%+v":  fmt.Sprintf("%+v", a),
-		"%#v":  fmt.Sprintf("%#v", a),
-		"%s":   fmt.Sprintf("%s", a.APIKey),
-		"json": string(js),
-		"zap":  fmt.Sprint(logs.All()[0].ContextMap()),
+		"%v":     fmt.Sprintf("%v", a),
+		"%+v":    fmt.Sprintf("%+v", a),
+		"%#v":    fmt.Sprintf("%#v", a),
+		"Sprint": fmt.Sprint(a.APIKey),
+		"json":   string(js),
+		"zap":    fmt.Sprint(logs.All()[0].ContextMap()),
 	}
 	for how, out := range outputs {
 		if strings.Contains(out, key) || !strings.Contains(out, redacted) {

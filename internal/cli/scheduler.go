@@ -69,7 +69,7 @@ type scheduleFlags struct {
 	AccountFlags
 }
 
-func (f scheduleFlags) store(env *Env) (*scheduler.Store, func(), error) {
+func (f scheduleFlags) store() (*scheduler.Store, func(), error) {
 	accounts, err := f.load(false)
 	if err != nil {
 		return nil, nil, err
@@ -93,7 +93,7 @@ type ScheduleListCmd struct {
 
 // Run prints the schedules.
 func (c *ScheduleListCmd) Run(env *Env) error {
-	st, done, err := c.store(env)
+	st, done, err := c.store()
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,7 @@ func (c *ScheduleAddCmd) Run(env *Env) error {
 		}
 		s.Until = &t
 	}
-	st, done, err := c.store(env)
+	st, done, err := c.store()
 	if err != nil {
 		return err
 	}
@@ -176,7 +176,7 @@ type ScheduleRmCmd struct {
 
 // Run removes the schedule.
 func (c *ScheduleRmCmd) Run(env *Env) error {
-	st, done, err := c.store(env)
+	st, done, err := c.store()
 	if err != nil {
 		return err
 	}

@@ -114,7 +114,15 @@ func (s *Server) launch() error {
 		return fmt.Errorf("%w; log:\n%s", err, log)
 	}
 	done := make(chan struct{})
-	go func() { <-exited; out.Close(); close(done) }()
+	go func() {
+		// Killed on purpose or not, the server is gone; a test that cares
+		// notices through its clients.
+		if err := <-exited; err != nil {
+			s.tb.Logf("redistest: redis-server on %s exited: %v", s.Addr(), err)
+		}
+		_ = out.Close()
+		close(done)
+	}()
 	s.mu.Lock()
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()

@@ -169,10 +169,20 @@ func (e *EntryError) Error() string {
 
 func (e *EntryError) Unwrap() error { return e.Err }
 
-// ParseFile reads a schedules file. Valid entries are returned; each invalid
-// one (or a repeated id) is an *EntryError in bad, so that the others keep
-// running. err is set only when the file as a whole cannot be read.
-func ParseFile(data []byte, checker *ops.Service) (good []*compiled, bad []*EntryError, err error) {
+// ParseFile reads a schedules file. Valid entries are returned (with their
+// defaults filled in); each invalid one (or a repeated id) is an
+// *EntryError in bad, so that the others keep running. err is set only when
+// the file as a whole cannot be read. checker validates payloads as every
+// entry point does; nil skips that part.
+func ParseFile(data []byte, checker *ops.Service) (good []Schedule, bad []*EntryError, err error) {
+	compiled, bad, err := parseFile(data, checker)
+	for _, c := range compiled {
+		good = append(good, c.Schedule)
+	}
+	return good, bad, err
+}
+
+func parseFile(data []byte, checker *ops.Service) (good []*compiled, bad []*EntryError, err error) {
 	var doc fileDoc
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) { // an empty file has no schedules

@@ -269,7 +269,7 @@ func (s *Scheduler) reloadFile() {
 		return
 	}
 	s.fileHash = hash
-	good, bad, err := ParseFile(data, s.ops)
+	good, bad, err := parseFile(data, s.ops)
 	if err != nil {
 		s.log.Error("cannot parse the schedules file; keeping its last good version", zap.String("file", s.cfg.File), zap.Error(err))
 		return

@@ -317,7 +317,7 @@ func jitter(d time.Duration) time.Duration {
 	return d + time.Duration(float64(d)*0.25*rand.Float64())
 }
 
-func (p *processor) finish(ctx context.Context, d *delivery, outcome string, status int) error {
+func (p *processor) finish(_ context.Context, d *delivery, outcome string, status int) error {
 	d.report.outcome = outcome
 	res := Result{Outcome: outcome, HTTPStatus: status, Attempts: d.attempt, DurationMS: time.Since(d.start).Milliseconds()}
 	b, err := json.Marshal(res)
