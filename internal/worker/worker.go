@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -305,7 +306,16 @@ type asynqLogger struct{ s *zap.SugaredLogger }
 
 func (l asynqLogger) Debug(args ...any) { l.s.Debug(args...) }
 func (l asynqLogger) Info(args ...any)  { l.s.Info(args...) }
-func (l asynqLogger) Warn(args ...any)  { l.s.Warn(args...) }
+
+// Warn demotes asynq's "Retry exhausted" line to debug: the error handler
+// has logged the dead letter once, at ERROR, with its reason.
+func (l asynqLogger) Warn(args ...any) {
+	if msg := fmt.Sprint(args...); strings.HasPrefix(msg, "Retry exhausted for task") {
+		l.s.Debug(msg)
+		return
+	}
+	l.s.Warn(args...)
+}
 func (l asynqLogger) Error(args ...any) { l.s.Error(args...) }
 func (l asynqLogger) Fatal(args ...any) { l.s.Error(args...) }
 

@@ -181,6 +181,12 @@ func TestPermanentErrorIsDeadLetteredOnce(t *testing.T) {
 	if len(lines) != 1 || lines[0]["task_id"] != id {
 		t.Errorf("ERROR lines = %v, want one with task_id %s", lines, id)
 	}
+	// asynq's own "Retry exhausted" does not repeat it at WARN.
+	for _, l := range b.logLines(t, "warn", "") {
+		if msg, _ := l["msg"].(string); strings.Contains(msg, "Retry exhausted") {
+			t.Errorf("asynq's WARN line repeats the dead letter: %v", l)
+		}
+	}
 }
 
 func TestTransientHTMLErrorsThenSuccess(t *testing.T) {
