@@ -261,8 +261,10 @@ func TestRejectedKeyPausesThenResumes(t *testing.T) {
 	for i := range 5 {
 		ids = append(ids, b.enqueue(t, "resend-dcv", `{"order_id": `+strconv.Itoa(i+1)+`}`))
 	}
-	// Wait until the pause is in force and several probes were refused.
-	waitFor(t, 10*time.Second, func() bool { return b.fake.StatusCount(403) >= 3 }, func() string { return "fewer than 3 probes" })
+	// Wait until the pause is in force and several probes were refused. A
+	// waiting task comes back through asynq's scheduled set, which asynq
+	// forwards every few seconds: give the three probes time.
+	waitFor(t, 30*time.Second, func() bool { return b.fake.StatusCount(403) >= 3 }, func() string { return "fewer than 3 probes" })
 	for _, id := range ids {
 		info, err := b.inspector.GetTaskInfo("default", id)
 		if err != nil {
