@@ -97,8 +97,10 @@ func (b *bundle) startWorkerCtl(t *testing.T, o setupOpts) (stop func()) {
 		AuthProbeInterval: 300 * time.Millisecond,
 		RateLimitPause:    300 * time.Millisecond,
 		TaskCheckInterval: 50 * time.Millisecond,
-		Client:            digicert.Config{Timeout: 2 * time.Second, InitialBackoff: 10 * time.Millisecond},
-		Logger:            log,
+		// Retries and waits come back within a tenth of a second.
+		DelayedTaskCheckInterval: 100 * time.Millisecond,
+		Client:                   digicert.Config{Timeout: 2 * time.Second, InitialBackoff: 10 * time.Millisecond},
+		Logger:                   log,
 	}
 	if o.configure != nil {
 		o.configure(&cfg)

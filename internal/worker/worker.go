@@ -44,6 +44,9 @@ type Config struct {
 	AuthProbeInterval time.Duration  // pause between probes of a rejected key; default 1m
 	RateLimitPause    time.Duration  // wait after a DigiCert 429; default 30s
 	TaskCheckInterval time.Duration  // asynq's poll interval when queues are empty; default 1s
+	// DelayedTaskCheckInterval is how often tasks due for a retry or a
+	// scheduled run are moved to their queue; default asynq's 5s.
+	DelayedTaskCheckInterval time.Duration
 
 	// Client tunes the DigiCert client (timeouts, in-call retries); its
 	// BaseURL, APIKey, UserAgent, Limiter and Observer are set per account.
@@ -269,6 +272,8 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) erro
 		LogLevel:          asynq.WarnLevel,
 		ShutdownTimeout:   w.cfg.ShutdownTimeout,
 		TaskCheckInterval: w.cfg.TaskCheckInterval,
+
+		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
 	})
 	if err := srv.Start(w.Handler()); err != nil {
 		return fmt.Errorf("start: %w", err)
