@@ -1,8 +1,9 @@
 // Package api is certmail's HTTP API, served by `certmail api`.
 //
 // Producers enqueue tasks with POST /v1/tasks/{type}; operators look tasks up
-// with GET /v1/tasks/{id} and handle dead letters under /v1/dead-letters. The
-// asynq dashboard is mounted at /monitoring/, and /healthz, /readyz and
+// with GET /v1/tasks/{id}, handle dead letters under /v1/dead-letters and
+// manage periodic tasks under /v1/schedules (kept in Redis for `certmail
+// scheduler`). The asynq dashboard is mounted at /monitoring/, and /healthz, /readyz and
 // /metrics serve probes and Prometheus. Every error is an RFC 9457
 // application/problem+json document, written by one function (writeProblem).
 // The routes, parameters and bodies are described by the OpenAPI 3.1 document
