@@ -18,12 +18,11 @@ type APICmd struct {
 	RedisFlags
 	AccountFlags
 	LogFlags
+	NewTaskFlags
 	HTTPAddr          string        `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:":8080" help:"Listen address of the API."`
 	Tokens            string        `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"Accepted bearer tokens, comma separated (prefer the _FILE form: flags show in ps)." group:"Authentication"`
 	TokensFile        string        `name:"api-tokens-file" env:"CERTMAIL_API_TOKENS_FILE" type:"path" help:"File of accepted bearer tokens, one per line; # starts a comment." group:"Authentication"`
 	InsecureNoAuth    bool          `name:"insecure-no-auth" help:"Serve the API and the dashboard without any token (local development only)." group:"Authentication"`
-	MaxRetry          int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"12" help:"Retries given to the tasks enqueued here before they are dead-lettered."`
-	ResultRetention   time.Duration `name:"result-retention" env:"CERTMAIL_RESULT_RETENTION" default:"24h" help:"How long the result of a completed task is kept."`
 	DashboardReadOnly bool          `name:"dashboard-readonly" env:"CERTMAIL_DASHBOARD_READONLY" help:"Dashboard users can look but not delete, run, archive or pause."`
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"10s" help:"Time in-flight requests get to finish on SIGTERM."`
 }
@@ -39,10 +38,9 @@ func (c *APICmd) Run(env *Env) (err error) {
 		return usagef("no API token: set CERTMAIL_API_TOKENS or CERTMAIL_API_TOKENS_FILE (or pass --insecure-no-auth for local development)")
 	case len(tokens) > 0 && c.InsecureNoAuth:
 		return usagef("--insecure-no-auth given while API tokens are configured: drop one of them")
-	case c.MaxRetry < 0:
-		return usagef("CERTMAIL_MAX_RETRY: %d must not be negative", c.MaxRetry)
-	case c.ResultRetention <= 0:
-		return usagef("CERTMAIL_RESULT_RETENTION: %s must be positive", c.ResultRetention)
+	}
+	if err := c.check(); err != nil {
+		return err
 	}
 	log, err := c.logger(env.Stderr)
 	if err != nil {
@@ -56,7 +54,7 @@ func (c *APICmd) Run(env *Env) (err error) {
 	if err != nil {
 		return err
 	}
-	svc := ops.New(conn, ops.Options{Accounts: accounts, MaxRetry: maxRetryConfig(c.MaxRetry), Retention: c.ResultRetention})
+	svc := ops.New(conn, c.opsOptions(accounts))
 	defer func() { err = errors.Join(err, svc.Close(), conn.Client.Close()) }()
 	srv, err := api.New(api.Config{
 		Ops:               svc,

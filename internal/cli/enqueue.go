@@ -37,28 +37,20 @@ type EnqueueFlags struct {
 	RedisFlags
 	LogFlags
 	AccountFlags
-	MaxRetry  int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"12" help:"Retries given to new tasks before they are dead-lettered (0: none)." group:"Tasks"`
-	Retention time.Duration `name:"result-retention" env:"CERTMAIL_RESULT_RETENTION" default:"24h" help:"How long the result of a completed task is kept." group:"Tasks"`
-	DryRun    bool          `name:"dry-run" help:"Validate only: enqueue nothing (idempotency keys are checked for their form only)."`
+	NewTaskFlags
+	DryRun bool `name:"dry-run" help:"Validate only: enqueue nothing (idempotency keys are checked for their form only)."`
 }
 
 // service opens Redis and the ops.Service; done closes both.
 func (f EnqueueFlags) service(env *Env) (svc *ops.Service, log *zap.Logger, done func(), err error) {
-	if f.MaxRetry < 0 {
-		return nil, nil, nil, usagef("CERTMAIL_MAX_RETRY: %d must not be negative", f.MaxRetry)
-	}
-	if f.Retention <= 0 {
-		return nil, nil, nil, usagef("CERTMAIL_RESULT_RETENTION: %v must be positive", f.Retention)
+	if err := f.check(); err != nil {
+		return nil, nil, nil, err
 	}
 	accounts, err := f.load(false)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return openOps(env, f.RedisFlags, f.LogFlags, ops.Options{
-		Accounts:  accounts,
-		MaxRetry:  maxRetryConfig(f.MaxRetry),
-		Retention: f.Retention,
-	})
+	return openOps(env, f.RedisFlags, f.LogFlags, f.opsOptions(accounts))
 }
 
 // TaskOptionFlags are the options of one task enqueued from flags.

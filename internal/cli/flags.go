@@ -5,11 +5,13 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/logging"
+	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
 )
@@ -84,4 +86,26 @@ func windowsOrUsage(flag, s string) ([]ratelimit.Window, error) {
 		return nil, usagef("%s: %v", flag, err)
 	}
 	return ws, nil
+}
+
+// NewTaskFlags are what a command that enqueues gives its tasks.
+type NewTaskFlags struct {
+	MaxRetry  int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"12" help:"Retries given to new tasks before they are dead-lettered (0: none)." group:"Tasks"`
+	Retention time.Duration `name:"result-retention" env:"CERTMAIL_RESULT_RETENTION" default:"24h" help:"How long the result of a completed task is kept." group:"Tasks"`
+}
+
+// check reports a setting that cannot work, as a usage error.
+func (f NewTaskFlags) check() error {
+	if f.MaxRetry < 0 {
+		return usagef("CERTMAIL_MAX_RETRY: %d must not be negative", f.MaxRetry)
+	}
+	if f.Retention <= 0 {
+		return usagef("CERTMAIL_RESULT_RETENTION: %v must be positive", f.Retention)
+	}
+	return nil
+}
+
+// opsOptions are the ops.Options of these flags for accounts.
+func (f NewTaskFlags) opsOptions(accounts account.Set) ops.Options {
+	return ops.Options{Accounts: accounts, MaxRetry: maxRetryConfig(f.MaxRetry), Retention: f.Retention}
 }

@@ -17,21 +17,18 @@ type SchedulerCmd struct {
 	RedisFlags
 	AccountFlags
 	LogFlags
+	NewTaskFlags
 	File      string        `name:"schedules-file" env:"CERTMAIL_SCHEDULES_FILE" type:"path" help:"YAML file of schedules (reloaded when it changes)."`
 	AdminAddr string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:":9090" help:"Listen address of /healthz, /readyz and /metrics (empty: none)."`
-	MaxRetry  int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"12" help:"Retries given to the tasks enqueued before they are dead-lettered (0: none)."`
-	Retention time.Duration `name:"result-retention" env:"CERTMAIL_RESULT_RETENTION" default:"24h" help:"How long the result of a completed task is kept."`
 	Lease     time.Duration `name:"lease" env:"CERTMAIL_SCHEDULER_LEASE" default:"5s" help:"Leader lease: a dead leader's replica takes over within it."`
 }
 
 // Run schedules until SIGTERM/SIGINT.
 func (c *SchedulerCmd) Run(env *Env) error {
-	switch {
-	case c.MaxRetry < 0:
-		return usagef("CERTMAIL_MAX_RETRY: %d must not be negative", c.MaxRetry)
-	case c.Retention <= 0:
-		return usagef("CERTMAIL_RESULT_RETENTION: %s must be positive", c.Retention)
-	case c.Lease < time.Second:
+	if err := c.check(); err != nil {
+		return err
+	}
+	if c.Lease < time.Second {
 		return usagef("CERTMAIL_SCHEDULER_LEASE: %s must be at least 1s", c.Lease)
 	}
 	log, err := c.logger(env.Stderr)
