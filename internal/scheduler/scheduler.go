@@ -100,6 +100,10 @@ type Scheduler struct {
 	apiScheds   []*compiled
 	refreshedAt time.Time
 	warned      map[string]string // schedule id → problem already logged
+	// due is when each schedule next needs a look, so that rounds do not
+	// read Redis for schedules with nothing due. Cleared whenever the
+	// schedules or the leadership change.
+	due map[*compiled]time.Time
 }
 
 // New builds a Scheduler; the file, when given, must be readable and parse
@@ -140,6 +144,7 @@ func New(cfg Config) (*Scheduler, error) {
 		metrics: m,
 		token:   randomToken(),
 		warned:  map[string]string{},
+		due:     map[*compiled]time.Time{},
 	}, nil
 }
 
@@ -234,6 +239,9 @@ func (s *Scheduler) lead(ctx context.Context, now time.Time) {
 	if ok {
 		s.renewedAt = now
 	}
+	if ok != s.leader {
+		clear(s.due)
+	}
 	s.leader = ok
 	s.metrics.setLeader(ok)
 }
@@ -279,6 +287,7 @@ func (s *Scheduler) reloadFile() {
 			zap.String("position", fmt.Sprintf("schedules[%d]", e.Index)), zap.Error(e.Err))
 	}
 	s.fileScheds, s.mirrored = good, false
+	clear(s.due)
 	s.metrics.schedules.WithLabelValues(SourceFile).Set(float64(len(good)))
 	s.log.Info("schedules file loaded", zap.String("file", s.cfg.File), zap.Int("schedules", len(good)), zap.Int("invalid", len(bad)))
 }
@@ -340,6 +349,7 @@ func (s *Scheduler) refreshAPI(ctx context.Context) error {
 		out = append(out, c)
 	}
 	s.apiScheds = out
+	clear(s.due)
 	s.metrics.schedules.WithLabelValues(SourceAPI).Set(float64(len(out)))
 	return nil
 }
@@ -376,12 +386,18 @@ return 1`)
 func (s *Scheduler) fire(ctx context.Context, c *compiled) bool {
 	key := stateKey(c.ID)
 	now := time.Now()
-	if err := s.rdb.HSetNX(ctx, key, "since", now.Unix()).Err(); err != nil {
-		return true // Redis trouble: try again next round
+	if due, ok := s.due[c]; ok && now.Before(due) {
+		return true // nothing due: no need to ask Redis
 	}
 	state, err := s.rdb.HGetAll(ctx, key).Result()
 	if err != nil || state["ended"] == "1" {
-		return true
+		return true // Redis trouble (try again next round), or over
+	}
+	if state["since"] == "" { // first seen: ticks count from now
+		if err := s.rdb.HSetNX(ctx, key, "since", now.Unix()).Err(); err != nil {
+			return true
+		}
+		state["since"] = strconv.FormatInt(now.Unix(), 10)
 	}
 	runs, _ := strconv.Atoi(state["runs"])
 	base := unixField(state, "last_tick")
@@ -391,6 +407,7 @@ func (s *Scheduler) fire(ctx context.Context, c *compiled) bool {
 	if oldest := now.Add(-s.cfg.CatchUp); base.Before(oldest) {
 		base = oldest // ticks older than CatchUp are skipped
 	}
+	last := base // the latest tick handled
 	for tick, n := c.next(base), 0; !tick.After(now) && n < maxFiresPerRound; tick, n = c.next(tick), n+1 {
 		if c.Until != nil && tick.After(*c.Until) {
 			break
@@ -410,13 +427,16 @@ func (s *Scheduler) fire(ctx context.Context, c *compiled) bool {
 			return true
 		case res < 0:
 			s.leader = false
+			clear(s.due)
 			s.metrics.setLeader(false)
 			s.log.Warn("lost the scheduler leadership while firing", zap.String("schedule", c.ID))
 			return false
 		case res == 1:
 			runs++
 		}
+		last = tick
 	}
+	s.due[c] = c.next(last)
 	if c.Until != nil && c.next(maxTime(base, unixField(state, "last_tick"))).After(*c.Until) ||
 		c.MaxRuns > 0 && runs >= c.MaxRuns {
 		if res, err := endScript.Run(ctx, s.rdb, []string{leaderKey, key}, s.token).Int(); err == nil && res == 1 && state["ended"] != "1" {
