@@ -89,7 +89,7 @@ type checked struct {
 	payload   tasks.Payload
 	queue     string
 	processAt time.Time // zero: now
-	hash      string    // of type, normalised payload and queue
+	hash      string    // of type, normalised payload and queue; with an idempotency key only
 }
 
 func (s *Service) check(req EnqueueRequest) (checked, error) {
@@ -121,16 +121,18 @@ func (s *Service) check(req EnqueueRequest) (checked, error) {
 	if req.ProcessIn > 0 {
 		c.processAt = time.Now().Add(req.ProcessIn)
 	}
-	canonical, err := json.Marshal(p)
-	if err != nil {
-		return checked{}, fmt.Errorf("encode %s payload: %w", req.Type, err)
+	if req.IdempotencyKey != "" { // only an idempotency key needs the request's fingerprint
+		canonical, err := json.Marshal(p)
+		if err != nil {
+			return checked{}, fmt.Errorf("encode %s payload: %w", req.Type, err)
+		}
+		sum := sha256.New()
+		for _, part := range [][]byte{[]byte(p.TaskType()), canonical, []byte(c.queue)} {
+			sum.Write(part)
+			sum.Write([]byte{0})
+		}
+		c.hash = hex.EncodeToString(sum.Sum(nil))
 	}
-	sum := sha256.New()
-	for _, part := range [][]byte{[]byte(p.TaskType()), canonical, []byte(c.queue)} {
-		sum.Write(part)
-		sum.Write([]byte{0})
-	}
-	c.hash = hex.EncodeToString(sum.Sum(nil))
 	return c, nil
 }
 
