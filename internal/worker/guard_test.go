@@ -46,3 +46,52 @@ func TestWriteGuardOutlivesRedisRestart(t *testing.T) {
 		t.Errorf("logs: %v", logs.All())
 	}
 }
+
+// TestGateVerdicts: one round trip answers whether the task was already
+// delivered (first, even while the account is paused) and whether the
+// account's auth pause lets the call through, probe or wait.
+func TestGateVerdicts(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.Client()
+	ctx := context.Background()
+	g := &authGate{rdb: rdb, account: "acct", interval: time.Minute}
+	guard := deliveredKey("t-gate")
+
+	expect := func(step string, guardKey string, want gateVerdict, wantWait bool) {
+		t.Helper()
+		v, wait, err := g.check(ctx, guardKey)
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if v != want || (wait > 0) != wantWait {
+			t.Fatalf("%s: verdict %d wait %v, want verdict %d (wait: %t)", step, v, wait, want, wantWait)
+		}
+	}
+	expect("clear account, no guard", guard, gateGo, false)
+	expect("clear account, no guard key given", "", gateGo, false)
+
+	if _, err := g.pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expect("paused", guard, gateWait, true)
+
+	if err := rdb.Set(ctx, guard, "x", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	expect("paused, guard set", guard, gateDone, false)
+	expect("paused, guard not asked", "", gateWait, true)
+
+	// The pause expires while the key is still marked broken: one delivery probes, the others wait.
+	if err := rdb.Del(ctx, pausedKey("acct")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	expect("probe due", "", gateProbe, false)
+	expect("another delivery while probing", "", gateWait, true)
+
+	if _, err := g.resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expect("resumed", "", gateGo, false)
+	expect("resumed, guard set", guard, gateDone, false)
+}

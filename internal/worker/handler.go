@@ -187,19 +187,16 @@ func (p *processor) handleSendCert(ctx context.Context, t *asynq.Task) error {
 }
 
 // deliverOnce calls DigiCert unless this task's call already succeeded in an
-// earlier delivery (the guard is written right after the 2xx).
+// earlier delivery (the guard is written right after the 2xx and checked by
+// the account's gate, in the same round trip as the auth pause).
 func (p *processor) deliverOnce(ctx context.Context, d *delivery, call func(context.Context) (digicert.Result, error)) error {
 	if d.taskID != "" {
 		d.dedupKey = deliveredKey(d.taskID)
-		n, err := p.rdb.Exists(ctx, d.dedupKey).Result()
-		if err != nil {
-			return transient("redis", 0, RetryDelay(d.attempt-1), fmt.Errorf("read duplicate guard: %w", err))
-		}
-		if n > 0 {
-			return p.finish(ctx, d, OutcomeDuplicate, 0)
-		}
 	}
 	res, err := p.call(ctx, d, call)
+	if errors.Is(err, errAlreadyDelivered) {
+		return p.finish(ctx, d, OutcomeDuplicate, 0)
+	}
 	if err != nil {
 		return err
 	}
@@ -211,6 +208,10 @@ func (p *processor) deliverOnce(ctx context.Context, d *delivery, call func(cont
 	}
 	return p.finish(ctx, d, OutcomeDelivered, res.Status)
 }
+
+// errAlreadyDelivered is returned by call when the delivery's duplicate
+// guard is set: an earlier delivery's DigiCert call succeeded.
+var errAlreadyDelivered = errors.New("already delivered")
 
 // guardPatience is how long a worker keeps trying to write a duplicate guard
 // while Redis does not answer: DigiCert has sent the emails, and without the
@@ -236,12 +237,16 @@ func (p *processor) writeGuard(ctx context.Context, d *delivery) {
 	}
 }
 
-// call passes the account's auth gate, calls DigiCert and turns a failure
+// call passes the account's auth gate (and the delivery's duplicate guard,
+// if it has one: errAlreadyDelivered), calls DigiCert and turns a failure
 // into a taskError according to digicert.Classify, the one classification.
 func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Context) (digicert.Result, error)) (digicert.Result, error) {
-	verdict, wait, err := d.account.gate.check(ctx)
+	verdict, wait, err := d.account.gate.check(ctx, d.dedupKey)
 	if err != nil {
 		return digicert.Result{}, transient("redis", 0, RetryDelay(d.attempt-1), err)
+	}
+	if verdict == gateDone {
+		return digicert.Result{}, errAlreadyDelivered
 	}
 	if verdict == gateWait {
 		return digicert.Result{}, &taskError{code: "account_paused", class: classAuth, retryAfter: jitter(wait),

@@ -31,10 +31,14 @@ func orderKey(acct string, orderID int64, what string) string {
 	return keyPrefix + "order:" + acct + ":" + strconv.FormatInt(orderID, 10) + ":" + what
 }
 
-// gate decides whether a delivery for an account may call DigiCert:
-// go (1), wait ms (0, ms) while a pause is in force or another delivery
-// probes, or probe (2): this delivery is the one that tries the key again.
+// gateScript decides whether a delivery may call DigiCert: done (3) when
+// the task's duplicate guard (KEYS[4], when given) says its call already
+// succeeded; wait ms (0, ms) while the account's auth pause is in force or
+// another delivery probes; probe (2): this delivery is the one that tries
+// the key again; otherwise go (1). One round trip answers both questions a
+// delivery asks before its call.
 var gateScript = redis.NewScript(`
+if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return {3, 0} end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then return {0, ttl} end
 if redis.call('EXISTS', KEYS[2]) == 1 then
@@ -52,6 +56,7 @@ const (
 	gateWait gateVerdict = iota
 	gateGo
 	gateProbe
+	gateDone // the duplicate guard is set: the call already succeeded
 )
 
 // authGate keeps one account's auth pause in Redis, shared by all workers.
@@ -61,10 +66,14 @@ type authGate struct {
 	interval time.Duration // pause between probes
 }
 
-func (g *authGate) check(ctx context.Context) (gateVerdict, time.Duration, error) {
-	res, err := gateScript.Run(ctx, g.rdb,
-		[]string{pausedKey(g.account), brokenKey(g.account), probeKey(g.account)},
-		randomToken(), g.interval.Milliseconds()).Int64Slice()
+// check asks whether a delivery may call DigiCert now; guardKey, when not
+// empty, is the task's duplicate guard, checked first.
+func (g *authGate) check(ctx context.Context, guardKey string) (gateVerdict, time.Duration, error) {
+	keys := []string{pausedKey(g.account), brokenKey(g.account), probeKey(g.account)}
+	if guardKey != "" {
+		keys = append(keys, guardKey)
+	}
+	res, err := gateScript.Run(ctx, g.rdb, keys, randomToken(), g.interval.Milliseconds()).Int64Slice()
 	if err != nil {
 		return gateGo, 0, fmt.Errorf("auth gate: %w", err)
 	}
