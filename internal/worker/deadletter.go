@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"time"
@@ -9,6 +10,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/tasks"
 )
 
 // DeadLetterStream is the Redis stream that receives one entry per
@@ -52,6 +55,7 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 		zap.String("error_code", te.code), zap.String("error_class", te.class),
 		zap.Int("http_status", te.status), zap.Error(err),
 	}
+	fields = append(fields, subject(t.Payload())...)
 	archived := errors.Is(err, asynq.SkipRetry) || (retried >= maxRetry && !errors.Is(err, asynq.RevokeTask))
 	switch {
 	case archived:
@@ -70,6 +74,30 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 		h.metrics.tasks.WithLabelValues(t.Type(), "wait").Inc()
 		h.log.Info("delivery deferred", append(fields, zap.Duration("next_delay", te.retryAfter))...)
 	}
+}
+
+// subject names what a failed task was about (its account and order or
+// certificate), read from the payload as far as it decodes: the operator
+// reading a failure line needs them, and the handler's own report is not
+// visible here. Emails are left out.
+func subject(payload []byte) []zap.Field {
+	var s struct {
+		Account       string `json:"account"`
+		OrderID       int64  `json:"order_id"`
+		CertificateID int64  `json:"certificate_id"`
+	}
+	_ = json.Unmarshal(payload, &s) // best effort: an invalid payload names what it can
+	if s.Account == "" {
+		s.Account = tasks.DefaultAccount
+	}
+	fields := []zap.Field{zap.String("account", s.Account)}
+	if s.OrderID != 0 {
+		fields = append(fields, zap.Int64("order_id", s.OrderID))
+	}
+	if s.CertificateID != 0 {
+		fields = append(fields, zap.Int64("certificate_id", s.CertificateID))
+	}
+	return fields
 }
 
 func (h *errorHandler) deadLetter(ctx context.Context, t *asynq.Task, id, queue string, attempts int, te *taskError) {

@@ -237,8 +237,9 @@ func (w *Worker) observe(next asynq.Handler) asynq.Handler {
 			w.metrics.tasks.WithLabelValues(t.Type(), rep.outcome).Inc()
 			id, _ := asynq.GetTaskID(ctx)
 			retried, _ := asynq.GetRetryCount(ctx)
+			queue, _ := asynq.GetQueueName(ctx)
 			fields := []zap.Field{zap.String("task_id", id), zap.String("task_type", t.Type()),
-				zap.String("account", rep.account), zap.String("outcome", rep.outcome),
+				zap.String("queue", queue), zap.String("account", rep.account), zap.String("outcome", rep.outcome),
 				zap.Int("http_status", rep.httpStatus), zap.Int("attempt", retried+1),
 				zap.Int("digicert_calls", rep.calls), zap.Duration("duration", elapsed)}
 			if rep.orderID != 0 {

@@ -128,8 +128,14 @@ func TestEachTypeEndToEnd(t *testing.T) {
 					req.Header.Get("Content-Type"), req.Header.Get("User-Agent"))
 			}
 			tt.effect(t, b.fake)
-			if n := len(b.logLines(t, "info", "task done")); n != 1 {
-				t.Errorf("%d INFO 'task done' lines, want 1", n)
+			lines := b.logLines(t, "info", "task done")
+			if len(lines) != 1 {
+				t.Fatalf("%d INFO 'task done' lines, want 1", len(lines))
+			}
+			for _, k := range []string{"task_id", "task_type", "queue", "account", "outcome", "http_status", "attempt", "digicert_calls", "duration"} {
+				if _, ok := lines[0][k]; !ok {
+					t.Errorf("'task done' line has no %s: %v", k, lines[0])
+				}
 			}
 		})
 	}
@@ -179,7 +185,13 @@ func TestPermanentErrorIsDeadLetteredOnce(t *testing.T) {
 	}
 	lines := b.logLines(t, "error", "task dead-lettered")
 	if len(lines) != 1 || lines[0]["task_id"] != id {
-		t.Errorf("ERROR lines = %v, want one with task_id %s", lines, id)
+		t.Fatalf("ERROR lines = %v, want one with task_id %s", lines, id)
+	}
+	// The operator reading it sees what the task was about without decoding the payload.
+	for k, v := range map[string]any{"account": "default", "order_id": 404.0, "queue": "default", "task_type": "resend-dcv"} {
+		if lines[0][k] != v {
+			t.Errorf("ERROR line field %s = %v, want %v", k, lines[0][k], v)
+		}
 	}
 	// asynq's own "Retry exhausted" does not repeat it at WARN.
 	for _, l := range b.logLines(t, "warn", "") {
