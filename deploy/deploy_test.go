@@ -78,13 +78,8 @@ func TestComposeFile(t *testing.T) {
 	t.Parallel()
 	d := docs(t, filepath.Join(repo, "docker-compose.yml"))[0]
 	services, _ := d["services"].(map[string]any)
-	for _, name := range []string{"redis", "worker", "scheduler", "api", "fake-digicert"} {
-		svc, ok := services[name].(map[string]any)
-		if !ok {
-			t.Errorf("service %s missing", name)
-			continue
-		}
-		if svc["healthcheck"] == nil {
+	for name, svc := range services {
+		if get(svc, "healthcheck") == nil {
 			t.Errorf("service %s has no healthcheck", name)
 		}
 	}
@@ -97,39 +92,126 @@ func TestComposeFile(t *testing.T) {
 	if get(services, "redis", "volumes", 0) != "redis-data:/data" {
 		t.Errorf("redis data is not on the named volume: %v", get(services, "redis", "volumes"))
 	}
-	for _, name := range []string{"worker", "scheduler"} {
+	for _, name := range []string{"worker", "worker-sandbox", "scheduler"} {
 		if r, _ := get(services, name, "deploy", "replicas").(int); r != 2 {
 			t.Errorf("%s replicas = %v, want 2", name, get(services, name, "deploy", "replicas"))
 		}
 	}
-	if p := toStrings(get(services, "fake-digicert", "profiles")); !slices.Equal(p, []string{"sandbox"}) {
-		t.Errorf("fake-digicert profiles %v, want [sandbox]", p)
-	}
-	if get(services, "worker", "environment", "DIGICERT_API_KEY_FILE") != "/run/secrets/digicert-api-key" {
-		t.Error("the worker does not read the DigiCert key from the secret")
+	for _, name := range []string{"worker", "worker-sandbox"} {
+		if get(services, name, "environment", "DIGICERT_API_KEY_FILE") != "/run/secrets/digicert-api-key" {
+			t.Errorf("%s does not read the DigiCert key from the secret", name)
+		}
 	}
 	for name, s := range get(d, "secrets").(map[string]any) {
 		if _, err := os.Stat(filepath.Join(repo, get(s, "file").(string))); err != nil {
 			t.Errorf("secret %s: %v", name, err)
 		}
 	}
-	env := docs(t, filepath.Join(repo, "deploy/compose/schedules.yaml"))
-	if len(env) != 1 {
+	if len(docs(t, filepath.Join(repo, "deploy/compose/schedules.yaml"))) != 1 {
 		t.Error("compose schedules file is empty")
 	}
-	sandbox, err := os.ReadFile(filepath.Join(repo, "deploy/compose/sandbox.env"))
-	if err != nil || !strings.Contains(string(sandbox), "DIGICERT_BASE_URL=http://fake-digicert:8443/services/v2") {
-		t.Errorf("sandbox.env does not point the workers at the fake: %v", err)
+
+	// `docker compose up` runs the workers that call DigiCert (the .env file
+	// turns their profile on); `docker compose --profile sandbox up` runs the
+	// fake and workers that call it instead, and nothing that calls DigiCert.
+	defaults := composeDefaultProfiles(t)
+	const fakeURL = "http://fake-digicert:8443/services/v2"
+	runs := []struct {
+		profiles []string
+		want     []string
+		baseURL  map[string]string // worker service: where it calls DigiCert
+	}{
+		{defaults, []string{"api", "redis", "scheduler", "worker"},
+			map[string]string{"worker": "https://www.digicert.com/services/v2"}},
+		{[]string{"sandbox"}, []string{"api", "fake-digicert", "redis", "scheduler", "worker-sandbox"},
+			map[string]string{"worker-sandbox": fakeURL}},
 	}
+	if !strings.Contains(strings.Join(toStrings(get(services, "fake-digicert", "command")), " "), "0.0.0.0:8443") {
+		t.Errorf("fake-digicert does not listen where %s points: %v", fakeURL, get(services, "fake-digicert", "command"))
+	}
+	for _, r := range runs {
+		if got := activeServices(services, r.profiles); !slices.Equal(got, r.want) {
+			t.Errorf("profiles %v start %v, want %v", r.profiles, got, r.want)
+		}
+		for name, want := range r.baseURL {
+			if got, _ := get(services, name, "environment", "DIGICERT_BASE_URL").(string); !strings.Contains(got, want) {
+				t.Errorf("%s calls DigiCert at %q, want %q", name, got, want)
+			}
+		}
+	}
+
 	if out, err := exec.Command("docker", "compose", "version").CombinedOutput(); err != nil {
 		t.Logf("docker compose config not run: the compose plugin is not installed here (%s)", strings.TrimSpace(string(out)))
 		return
 	}
-	cmd := exec.Command("docker", "compose", "--profile", "sandbox", "config", "-q")
-	cmd.Dir = repo
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("docker compose config: %v\n%s", err, out)
+	for _, r := range runs {
+		args := []string{"compose"}
+		if !slices.Equal(r.profiles, defaults) {
+			for _, p := range r.profiles {
+				args = append(args, "--profile", p)
+			}
+		}
+		cmd := exec.Command("docker", append(args, "config", "--format", "json")...)
+		cmd.Dir = repo
+		cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "COMPOSE_PROFILES=") })
+		out, err := cmd.Output()
+		if err != nil {
+			t.Errorf("docker %s: %v", strings.Join(cmd.Args[1:], " "), err)
+			continue
+		}
+		var cfg struct {
+			Services map[string]struct {
+				Environment map[string]string `json:"environment"`
+			} `json:"services"`
+		}
+		if err := json.Unmarshal(out, &cfg); err != nil {
+			t.Fatalf("docker compose config: %v", err)
+		}
+		var got []string
+		for name := range cfg.Services {
+			got = append(got, name)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, r.want) {
+			t.Errorf("docker %s: services %v, want %v", strings.Join(cmd.Args[1:], " "), got, r.want)
+		}
+		for name, want := range r.baseURL {
+			if got := cfg.Services[name].Environment["DIGICERT_BASE_URL"]; got != want {
+				t.Errorf("docker %s: %s calls DigiCert at %q, want %q", strings.Join(cmd.Args[1:], " "), name, got, want)
+			}
+		}
 	}
+}
+
+// composeDefaultProfiles reads COMPOSE_PROFILES from the .env file docker
+// compose loads from the repository.
+func composeDefaultProfiles(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repo, ".env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "COMPOSE_PROFILES="); ok {
+			return strings.Split(v, ",")
+		}
+	}
+	t.Fatal(".env sets no COMPOSE_PROFILES")
+	return nil
+}
+
+// activeServices lists, sorted, the services compose starts with profiles
+// on: those without profiles and those with one of them.
+func activeServices(services map[string]any, profiles []string) []string {
+	var out []string
+	for name := range services {
+		ps := toStrings(get(services, name, "profiles"))
+		if len(ps) == 0 || slices.ContainsFunc(ps, func(p string) bool { return slices.Contains(profiles, p) }) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func toStrings(v any) []string {
