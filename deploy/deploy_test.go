@@ -314,6 +314,88 @@ func TestKustomize(t *testing.T) {
 	}
 }
 
+// TestKustomizeBuild renders the kustomizations with kustomize (or kubectl
+// kustomize) where one is installed, and checks that every Secret and
+// ConfigMap a Deployment names exists in the output under its final, hashed
+// name (in the base, Secrets excepted: an overlay or the cluster provides
+// them).
+func TestKustomizeBuild(t *testing.T) {
+	t.Parallel()
+	var build []string
+	if p, err := exec.LookPath("kustomize"); err == nil {
+		build = []string{p, "build"}
+	} else if p, err := exec.LookPath("kubectl"); err == nil {
+		build = []string{p, "kustomize"}
+	} else {
+		t.Skip("neither kustomize nor kubectl is installed: rendering not checked (TestKustomize checks the files)")
+	}
+	for _, dir := range []string{"base", "monitoring", "overlays/example"} {
+		out, err := exec.Command(build[0], append(build[1:], dir)...).Output()
+		if err != nil {
+			t.Errorf("%s %s: %v", strings.Join(build, " "), dir, err)
+			continue
+		}
+		var objs []map[string]any
+		dec := yaml.NewDecoder(bytes.NewReader(out))
+		for {
+			var o map[string]any
+			if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", dir, err)
+			}
+			objs = append(objs, o)
+		}
+		have := map[string]bool{}
+		for _, o := range objs {
+			have[o["kind"].(string)+"/"+get(o, "metadata", "name").(string)] = true
+		}
+		deployments := 0
+		for _, o := range objs {
+			if o["kind"] != "Deployment" {
+				continue
+			}
+			deployments++
+			for _, ref := range objectRefs(get(o, "spec", "template", "spec")) {
+				// The base names Secrets the cluster or an overlay provides; the overlay must provide them.
+				if !have[ref] && (dir != "base" || !strings.HasPrefix(ref, "Secret/")) {
+					t.Errorf("%s: Deployment %s refers to %s, which the build does not contain", dir, get(o, "metadata", "name"), ref)
+				}
+			}
+		}
+		if dir != "monitoring" && deployments != 3 {
+			t.Errorf("%s renders %d Deployments, want 3", dir, deployments)
+		}
+	}
+}
+
+// objectRefs lists the Secrets and ConfigMaps a pod spec refers to, as
+// "Kind/name".
+func objectRefs(v any) []string {
+	var out []string
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			switch k {
+			case "secretKeyRef", "secretRef":
+				out = append(out, "Secret/"+get(x, "name").(string))
+			case "configMapKeyRef", "configMapRef":
+				out = append(out, "ConfigMap/"+get(x, "name").(string))
+			case "secret":
+				out = append(out, "Secret/"+get(x, "secretName").(string))
+			case "configMap":
+				out = append(out, "ConfigMap/"+get(x, "name").(string))
+			}
+			out = append(out, objectRefs(x)...)
+		}
+	case []any:
+		for _, x := range v {
+			out = append(out, objectRefs(x)...)
+		}
+	}
+	return out
+}
+
 func toAnySlice(v any) []any {
 	l, _ := v.([]any)
 	return l
