@@ -20,6 +20,9 @@ import (
 // so pending and active tasks can be seen on the dashboard.
 const demoBatch = 250
 
+// retriedID is the order whose first delivery meets DigiCert 503s.
+const retriedID = 1004
+
 // DemoSchedule is the periodic resend the demo adds.
 var DemoSchedule = scheduler.Schedule{ID: "demo-dcv-order-1002", Cron: "@every 1m", Type: "resend-dcv",
 	Payload: []byte(`{"order_id": 1002, "locale": "en"}`)}
@@ -67,36 +70,16 @@ func enqueueDemo(ctx context.Context, svc *ops.Service, schedules *scheduler.Sto
 		}
 		log.Info("demo task enqueued", zap.String("task_id", ref.ID), zap.String("what", d.why))
 	}
-	// Let the first tasks through before the fake starts failing, so that
-	// the failures meet the one task meant for them.
-	deadline := time.Now().Add(10 * time.Second)
-	for fake.RequestCount() < len(demoTasks())-1 && time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 	// Four failures use up the client's in-call attempts of one delivery.
-	fake.FailNext(4, 503, "<html><body><h1>503 Service Unavailable</h1></body></html>", "text/html")
-	ref, _, err := svc.Enqueue(ctx, ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id": 1004, "locale": "de"}`)})
+	// They answer only this order's path, so no other request (the demo's,
+	// or one a newcomer sends at once) can take them.
+	fake.FailPath(fmt.Sprintf("/services/v2/order/certificate/%d/resend-emails", retriedID), 4, 503,
+		"<html><body><h1>503 Service Unavailable</h1></body></html>", "text/html")
+	ref, _, err := svc.Enqueue(ctx, ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(fmt.Sprintf(`{"order_id": %d, "locale": "de"}`, retriedID))})
 	if err != nil {
 		return fmt.Errorf("demo task that is retried: %w", err)
 	}
 	log.Info("demo task enqueued", zap.String("task_id", ref.ID), zap.String("what", "resend-dcv meeting DigiCert 503s (retried)"))
-	// The batch waits until that task met the failures, or they would be
-	// spread over the batch's first deliveries instead.
-	deadline = time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if st, err := svc.Task(ctx, ref.ID); err == nil && st.State != "pending" && st.State != "active" {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 
 	for i := range demoBatch {
 		req := ops.EnqueueRequest{Type: "resend-dcv", Queue: "bulk", Payload: []byte(fmt.Sprintf(`{"order_id": %d}`, 5000+i))}

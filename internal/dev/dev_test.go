@@ -203,14 +203,22 @@ func TestDevStack(t *testing.T) {
 	// Each state is seen at some point: the retried task leaves the retry
 	// state after about 30 s.
 	var scheduled, retried, archived, completed bool
-	waitUntil(t, 90*time.Second, "demo tasks scheduled, retried, archived and completed", func() bool {
+	deadline := time.Now().Add(90 * time.Second)
+	for {
 		d := queues()["default"]
 		scheduled = scheduled || d.Scheduled == 1
 		retried = retried || d.Retry == 1
 		archived = archived || d.Archived == 1
 		completed = completed || d.Completed >= 5
-		return scheduled && retried && archived && completed
-	})
+		if scheduled && retried && archived && completed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("within 90s the default queue was seen scheduled=%v retried=%v archived=%v completed=%v; now %+v; fake requests:\n%v",
+				scheduled, retried, archived, completed, d, st.Fake().Requests())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	waitUntil(t, 60*time.Second, "the bulk batch is delivered", func() bool {
 		return queues()["bulk"].Completed == 250
 	})

@@ -89,8 +89,9 @@ type Faults struct {
 	HangRate float64
 }
 
-// failure is an answer scripted by FailNext.
+// failure is an answer scripted by FailNext or FailPath.
 type failure struct {
+	path        string // the request path it answers; any when empty
 	remaining   int
 	status      int
 	body        string
@@ -257,12 +258,21 @@ func (s *Server) SetFaults(f Faults) {
 // status outside 200-999 (which net/http cannot send as a final answer) is
 // ignored.
 func (s *Server) FailNext(n int, status int, body, contentType string) {
+	s.FailPath("", n, status, body, contentType)
+}
+
+// FailPath is FailNext for the requests to one path only, such as
+// "/services/v2/order/certificate/1004/resend-emails": requests to other
+// paths pass it by, so concurrent traffic cannot take its answers. Among
+// the scripted answers that apply to a request, the earliest scripted is
+// used. An empty path is FailNext.
+func (s *Server) FailPath(path string, n int, status int, body, contentType string) {
 	if n <= 0 || status < 200 || status > 999 {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.failNext = append(s.failNext, failure{remaining: n, status: status, body: body, contentType: contentType})
+	s.failNext = append(s.failNext, failure{path: path, remaining: n, status: status, body: body, contentType: contentType})
 }
 
 // Reset forgets recorded requests and counts, effects, rate-limit usage and
@@ -331,15 +341,18 @@ func (s *Server) receive(r *http.Request, body []byte) (*record, *answer, Faults
 	}
 	s.total++
 	s.statuses[0]++ // moved to the answered status by respond
-	if len(s.failNext) == 0 {
-		return rec, nil, s.faults
+	for i := range s.failNext {
+		f := &s.failNext[i]
+		if f.path != "" && f.path != r.URL.Path {
+			continue
+		}
+		scripted := &answer{status: f.status, body: []byte(f.body), contentType: f.contentType}
+		if f.remaining--; f.remaining == 0 {
+			s.failNext = append(s.failNext[:i:i], s.failNext[i+1:]...)
+		}
+		return rec, scripted, s.faults
 	}
-	f := &s.failNext[0]
-	scripted := &answer{status: f.status, body: []byte(f.body), contentType: f.contentType}
-	if f.remaining--; f.remaining == 0 {
-		s.failNext = s.failNext[1:]
-	}
-	return rec, scripted, s.faults
+	return rec, nil, s.faults
 }
 
 // respond records the status, then writes the answer (in that order, so that

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -513,6 +514,42 @@ func TestServer_FailNext(t *testing.T) {
 	}
 	if b.fake.RequestCount() != 5 || b.fake.StatusCount(503) != 2 {
 		t.Errorf("RequestCount %d, StatusCount(503) %d; want 5 and 2", b.fake.RequestCount(), b.fake.StatusCount(503))
+	}
+}
+
+func TestServer_FailPath(t *testing.T) {
+	t.Parallel()
+	b := setup(t, digicerttest.Config{})
+	b.fake.AddOrder(orderID + 1)
+	target := resendURL(b.base, orderID)
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.fake.FailPath(u.Path, 2, 503, "", "")
+	b.fake.FailNext(1, 502, "", "")
+
+	// Requests elsewhere pass the path's answers by and take the later
+	// unscoped one; the path's own requests take theirs first.
+	steps := []struct {
+		url  string
+		want int
+	}{
+		{additionalURL(b.base, orderID), 502},
+		{additionalURL(b.base, orderID), 204},
+		{resendURL(b.base, orderID+1), 204},
+		{target, 503},
+		{target, 503},
+		{target, 204},
+	}
+	for i, step := range steps {
+		body := `{"additional_emails":["a@example.com"]}`
+		if step.url != steps[0].url {
+			body = `{}`
+		}
+		if got := send(t, http.MethodPut, step.url, testKey, body); got.status != step.want {
+			t.Errorf("request %d to %s: %d %s, want %d", i, step.url, got.status, got.body, step.want)
+		}
 	}
 }
 
