@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/internal/worker"
 )
 
 // TaskStatus is what is known of one task.
@@ -48,6 +50,17 @@ func (s *Service) Task(ctx context.Context, id string) (TaskStatus, error) {
 	}
 	if len(info.Result) > 0 {
 		st.Result = rawJSON(info.Result)
+	}
+	if info.State == asynq.TaskStateArchived {
+		// A task parked by a wait on its last retry sits in asynq's archive
+		// without being dead-lettered: it is waiting to be tried again.
+		until, parked, err := worker.ParkedUntil(ctx, s.rdb, info.Queue, info.ID)
+		if err != nil {
+			return TaskStatus{}, fmt.Errorf("task %s: parked entry: %w", id, err)
+		}
+		if parked {
+			st.State, st.NextProcessAt = asynq.TaskStateRetry.String(), &until
+		}
 	}
 	return st, nil
 }

@@ -57,13 +57,32 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 	}
 	fields = append(fields, subject(t.Payload())...)
 	archived := errors.Is(err, asynq.SkipRetry) || (retried >= maxRetry && !errors.Is(err, asynq.RevokeTask))
+	wait := !h.isFailure(err)
+	if archived && wait {
+		// asynq archives a task on its last delivery whatever the error;
+		// a wait must not cost it its retries: park it (see park.go).
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		perr := park(pctx, h.rdb, parkedTask{Queue: queue, ID: id}, time.Now().Add(te.retryAfter))
+		cancel()
+		if perr == nil {
+			h.metrics.tasks.WithLabelValues(t.Type(), "wait").Inc()
+			h.log.Info("delivery deferred on the task's last retry: parked in the archive until the wait is over",
+				append(fields, zap.Duration("next_delay", te.retryAfter))...)
+			return
+		}
+		// Not parked, it would stay archived unseen: dead-letter it instead.
+		fields = append(fields, zap.NamedError("park_error", perr))
+	}
 	switch {
 	case archived:
+		if err := h.rdb.ZRem(ctx, parkedKey, parkedTask{Queue: queue, ID: id}.member()).Err(); err != nil {
+			h.log.Warn("could not clear the task's parked entry", zap.String("task_id", id), zap.Error(err))
+		}
 		h.deadLetter(ctx, t, id, queue, retried+1, te)
 		h.metrics.tasks.WithLabelValues(t.Type(), "dead_lettered").Inc()
 		h.metrics.deadLetters.WithLabelValues(t.Type(), te.code).Inc()
 		h.log.Error("task dead-lettered", fields...)
-	case h.isFailure(err):
+	case !wait:
 		h.metrics.tasks.WithLabelValues(t.Type(), "retry").Inc()
 		next := te.retryAfter
 		if next <= 0 {

@@ -292,6 +292,15 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) erro
 		started(adminAddr)
 	}
 
+	unparkCtx, stopUnpark := context.WithCancel(context.WithoutCancel(ctx))
+	unparked := make(chan struct{})
+	go func() {
+		defer close(unparked)
+		u := &unparker{rdb: w.rdb, inspector: asynq.NewInspectorFromRedisClient(w.rdb), log: w.log}
+		u.run(unparkCtx, w.unparkInterval())
+	}()
+	defer func() { stopUnpark(); <-unparked }()
+
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -304,6 +313,15 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) erro
 	runErr = errors.Join(runErr, adm.Stop(5*time.Second))
 	w.log.Info("worker stopped")
 	return runErr
+}
+
+// unparkInterval is how often parked tasks are looked for: as often as
+// asynq looks for tasks due for a retry.
+func (w *Worker) unparkInterval() time.Duration {
+	if d := w.cfg.DelayedTaskCheckInterval; d > 0 {
+		return d
+	}
+	return 5 * time.Second // asynq's default DelayedTaskCheckInterval
 }
 
 // asynqLogger routes asynq's own log lines through zap. asynq's Fatal is

@@ -1,0 +1,174 @@
+package worker_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/worker"
+)
+
+const limited = `{"errors":[{"code":"request_limit_exceeded","message":"Service unavailable, please limit request volume"}]}`
+
+// asynq archives a task on its last delivery whatever the error; a 429
+// there must still cost no retry: the task is parked, then delivered.
+func TestWaitOnLastDeliveryIsParkedNotDeadLettered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.AddOrder(9)
+	b.fake.FailNext(2, 429, limited, "application/json")
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 9}`, asynq.MaxRetry(0))
+	info := b.waitState(t, id, asynq.TaskStateCompleted, 15*time.Second)
+	if info.Retried != 0 {
+		t.Errorf("retried = %d, want 0", info.Retried)
+	}
+	if n, ok := b.fake.StatusCount(429), b.fake.StatusCount(204); n != 2 || ok != 1 {
+		t.Errorf("fake answered %d×429 and %d×204, want 2 and 1", n, ok)
+	}
+	if r := result(t, info); r.Outcome != worker.OutcomeDelivered {
+		t.Errorf("outcome = %q", r.Outcome)
+	}
+	b.deadLetters(t, 0)
+	if n := len(b.logLines(t, "error", "")); n != 0 {
+		t.Errorf("%d ERROR lines, want none", n)
+	}
+	parked := b.logLines(t, "info", "delivery deferred on the task's last retry: parked in the archive until the wait is over")
+	if len(parked) != 2 || parked[0]["task_id"] != id || parked[0]["error_class"] != "rate_limited" {
+		t.Errorf("parking lines = %v, want two for task %s", parked, id)
+	}
+	if n := len(b.logLines(t, "info", "parked task back in its queue")); n != 2 {
+		t.Errorf("%d unparking lines, want 2", n)
+	}
+	if n := b.redis.Client().ZCard(context.Background(), "certmail:parked").Val(); n != 0 {
+		t.Errorf("%d parked entries left, want 0", n)
+	}
+}
+
+// A parked task's retries are still spent: its next failure, not its next
+// wait, dead-letters it, once, and leaves no parked entry behind.
+func TestParkedTaskStillDeadLettersOnFailure(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{}) // order 404 does not exist at the fake
+	b.fake.FailNext(1, 429, limited, "application/json")
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 404}`, asynq.MaxRetry(0))
+	b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	waitFor(t, 10*time.Second, func() bool { return b.fake.RequestCount() == 2 }, func() string {
+		return strconv.Itoa(b.fake.RequestCount()) + " requests, want 2 (the 429, then the 404)"
+	})
+	b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	waitFor(t, 5*time.Second, func() bool { return len(b.logLines(t, "error", "task dead-lettered")) == 1 },
+		func() string { return "no dead-letter line" })
+	if e := b.deadLetters(t, 1)[0]; e["task_id"] != id || e["error_code"] != "not_found|order" {
+		t.Errorf("dead letter = %v", e)
+	}
+	if n := b.redis.Client().ZCard(context.Background(), "certmail:parked").Val(); n != 0 {
+		t.Errorf("%d parked entries left, want 0", n)
+	}
+	// Nothing brings it back: it stays archived.
+	time.Sleep(500 * time.Millisecond)
+	if info := b.waitState(t, id, asynq.TaskStateArchived, time.Second); info.Retried != 0 {
+		t.Errorf("retried = %d", info.Retried)
+	}
+	if n := b.fake.RequestCount(); n != 2 {
+		t.Errorf("fake saw %d requests, want 2", n)
+	}
+
+	// One an operator ran before its wait was over leaves no entry either,
+	// or the unparker would bring the dead letter back at the due time.
+	ctx := context.Background()
+	id = b.enqueue(t, "resend-dcv", `{"order_id": 404}`, asynq.MaxRetry(0), asynq.ProcessIn(time.Second))
+	entry := `{"queue":"default","id":"` + id + `"}`
+	b.redis.Client().ZAdd(ctx, "certmail:parked", redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: entry})
+	if _, parked, err := worker.ParkedUntil(ctx, b.redis.Client(), "default", id); !parked || err != nil {
+		t.Fatalf("the test's entry is not read as parked: %v", err)
+	}
+	b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	waitFor(t, 5*time.Second, func() bool { return len(b.logLines(t, "error", "task dead-lettered")) == 2 },
+		func() string { return "no second dead-letter line" })
+	if n := b.redis.Client().ZCard(ctx, "certmail:parked").Val(); n != 0 {
+		t.Errorf("%d parked entries left after the dead letter, want 0", n)
+	}
+}
+
+// Tasks without retries wait out a paused account as the others do: none
+// is dead-lettered, the API reports them as waiting to be retried, and
+// they are delivered once the key works again.
+func TestPausedAccountParksTasksWithoutRetries(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{APIKeys: []string{"another-key"}, AnyIDExists: true}})
+	conn, err := redisconn.Open(b.redis.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Client.Close() })
+	svc := ops.New(conn, ops.Options{})
+	t.Cleanup(func() { svc.Close() })
+
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, b.enqueue(t, "resend-dcv", `{"order_id": `+strconv.Itoa(i+1)+`}`, asynq.MaxRetry(0)))
+	}
+	waitFor(t, 30*time.Second, func() bool { return b.fake.StatusCount(403) >= 3 }, func() string { return "fewer than 3 probes" })
+	// Wherever each task is in its cycle, none is dead-lettered, and one
+	// that sits in the archive is reported as waiting.
+	sawParked := false
+	waitFor(t, 10*time.Second, func() bool {
+		for _, id := range ids {
+			st, err := svc.Task(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.State == "archived" {
+				t.Fatalf("task %s reported archived while the account is paused", id)
+			}
+			info, err := b.inspector.GetTaskInfo("default", id)
+			if err == nil && info.State == asynq.TaskStateArchived && st.State == "retry" && st.NextProcessAt != nil {
+				sawParked = true
+			}
+		}
+		return sawParked
+	}, func() string { return "no task seen parked" })
+	b.deadLetters(t, 0)
+
+	b.fake.SetAPIKeys("another-key", testKey)
+	for _, id := range ids {
+		if info := b.waitState(t, id, asynq.TaskStateCompleted, 15*time.Second); info.Retried != 0 {
+			t.Errorf("task %s retried %d times", id, info.Retried)
+		}
+	}
+	b.deadLetters(t, 0)
+	if n := len(b.logLines(t, "error", "")); n != 1 {
+		t.Errorf("%d ERROR lines, want exactly 1 for the pause", n)
+	}
+}
+
+// An entry whose task an operator deleted, or ran to completion, is
+// dropped without touching the task.
+func TestUnparkerLeavesTasksNoLongerArchived(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
+	ctx := context.Background()
+	done := b.enqueue(t, "resend-dcv", `{"order_id": 5}`)
+	b.waitState(t, done, asynq.TaskStateCompleted, 10*time.Second)
+	past := float64(time.Now().Add(-time.Second).UnixMilli())
+	for _, id := range []string{done, "deleted-task"} {
+		b.redis.Client().ZAdd(ctx, "certmail:parked", redis.Z{Score: past, Member: `{"queue":"default","id":"` + id + `"}`})
+	}
+	waitFor(t, 5*time.Second, func() bool { return b.redis.Client().ZCard(ctx, "certmail:parked").Val() == 0 },
+		func() string { return "entries not dropped" })
+	time.Sleep(300 * time.Millisecond)
+	b.waitState(t, done, asynq.TaskStateCompleted, time.Second)
+	if n := b.fake.RequestCount(); n != 1 {
+		t.Errorf("fake saw %d requests, want 1: the completed task was run again", n)
+	}
+	if n := len(b.logLines(t, "warn", "parked task no longer exists (deleted from the archive)")); n != 1 {
+		t.Errorf("%d WARN lines for the deleted task, want 1", n)
+	}
+}
