@@ -115,8 +115,11 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) error {
 	seq := pl.Sequence
 	if seq == 0 {
 		// A producer that did not go through certmail's entry points: order
-		// by the time the task is first processed.
-		seq = time.Now().UnixNano()
+		// by the time the task is first processed, kept for its retries.
+		id, _ := asynq.GetTaskID(ctx)
+		if seq, err = firstSeen(ctx, p.rdb, id); err != nil {
+			return transient("redis", 0, RetryDelay(d.attempt-1), err)
+		}
 	}
 	lock, err := lockOrder(ctx, p.rdb, orderKey(d.account.name, pl.OrderID, "lock"), orderLockTTL, p.lockWait)
 	if errors.Is(err, errLockBusy) {

@@ -145,32 +145,46 @@ func TestRedeliveryAfterSuccessIsDuplicate(t *testing.T) {
 
 // set-emails A then B; A fails transiently and is retried after B was
 // applied: the order keeps B's list and A is superseded.
+// A set-emails retried after a newer one of the same order was applied is
+// skipped: whether certmail stamped its sequence when building it, or a raw
+// producer sent none and the worker stamps the time it first processed it.
 func TestStaleSetEmailsIsSuperseded(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
-	b.fake.FailNext(4, 503, "<html>bad gateway</html>", "text/html") // every in-call attempt of A
-	taskA, _ := tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 5, AdditionalEmails: []string{"a@example.com"}}, asynq.Retention(time.Hour))
-	infoA, err := b.client.Enqueue(taskA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.waitState(t, infoA.ID, asynq.TaskStateRetry, 10*time.Second)
-	taskB, _ := tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 5, AdditionalEmails: []string{"b@example.com"}}, asynq.Retention(time.Hour))
-	infoB, err := b.client.Enqueue(taskB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r := result(t, b.waitState(t, infoB.ID, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != worker.OutcomeDelivered {
-		t.Fatalf("B outcome = %q", r.Outcome)
-	}
-	if err := b.inspector.RunTask("default", infoA.ID); err != nil { // A's retry comes now
-		t.Fatal(err)
-	}
-	if r := result(t, b.waitState(t, infoA.ID, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != worker.OutcomeSuperseded {
-		t.Errorf("A outcome = %q, want superseded", r.Outcome)
-	}
-	if got, _ := b.fake.AdditionalEmails(5); strings.Join(got, ",") != "b@example.com" {
-		t.Errorf("order 5 list = %v, want B's", got)
+	for _, raw := range []bool{false, true} {
+		t.Run(map[bool]string{false: "built by tasks", true: "raw producer"}[raw], func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
+			enqueue := func(email string) string {
+				if raw {
+					return b.enqueue(t, tasks.TypeSetEmails, `{"order_id": 5, "additional_emails": ["`+email+`"]}`)
+				}
+				task, err := tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 5, AdditionalEmails: []string{email}}, asynq.Retention(time.Hour))
+				if err != nil {
+					t.Fatal(err)
+				}
+				info, err := b.client.Enqueue(task)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return info.ID
+			}
+			b.fake.FailNext(4, 503, "<html>bad gateway</html>", "text/html") // every in-call attempt of A
+			idA := enqueue("a@example.com")
+			b.waitState(t, idA, asynq.TaskStateRetry, 10*time.Second)
+			idB := enqueue("b@example.com")
+			if r := result(t, b.waitState(t, idB, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != worker.OutcomeDelivered {
+				t.Fatalf("B outcome = %q", r.Outcome)
+			}
+			if err := b.inspector.RunTask("default", idA); err != nil { // A's retry comes now
+				t.Fatal(err)
+			}
+			if r := result(t, b.waitState(t, idA, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != worker.OutcomeSuperseded {
+				t.Errorf("A outcome = %q, want superseded", r.Outcome)
+			}
+			if got, _ := b.fake.AdditionalEmails(5); strings.Join(got, ",") != "b@example.com" {
+				t.Errorf("order 5 list = %v, want B's", got)
+			}
+		})
 	}
 }
 

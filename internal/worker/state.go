@@ -19,6 +19,8 @@ import (
 //	certmail:account:{name}:auth_broken  the key was rejected; deleted when a probe succeeds
 //	certmail:account:{name}:probe        held by the one delivery allowed to probe
 //	certmail:delivered:{task_id}         the task's DigiCert call succeeded (duplicate guard)
+//	certmail:first_seen:{task_id}        when a set-emails without a sequence was first processed
+//	certmail:parked                      tasks parked by a wait on their last delivery (park.go)
 //	certmail:order:{account}:{order_id}:applied   sequence of the last set-emails applied
 //	certmail:order:{account}:{order_id}:lock      one set-emails per order at a time
 const keyPrefix = "certmail:"
@@ -27,6 +29,7 @@ func pausedKey(acct string) string      { return keyPrefix + "account:" + acct +
 func brokenKey(acct string) string      { return keyPrefix + "account:" + acct + ":auth_broken" }
 func probeKey(acct string) string       { return keyPrefix + "account:" + acct + ":probe" }
 func deliveredKey(taskID string) string { return keyPrefix + "delivered:" + taskID }
+func firstSeenKey(taskID string) string { return keyPrefix + "first_seen:" + taskID }
 func orderKey(acct string, orderID int64, what string) string {
 	return keyPrefix + "order:" + acct + ":" + strconv.FormatInt(orderID, 10) + ":" + what
 }
@@ -195,6 +198,26 @@ local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 return 0
 `)
+
+// firstSeenScript stamps a task with the time it was first processed, once,
+// and returns the stamp.
+var firstSeenScript = redis.NewScript(`
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+return redis.call('GET', KEYS[1])
+`)
+
+// firstSeenTTL outlives a task's retries (about a day by default) many times over.
+const firstSeenTTL = 7 * 24 * time.Hour
+
+// firstSeen is the sequence of a set-emails task that carries none: the
+// time, in nanoseconds, its first delivery started, the same on every retry.
+func firstSeen(ctx context.Context, rdb redis.UniversalClient, taskID string) (int64, error) {
+	seq, err := firstSeenScript.Run(ctx, rdb, []string{firstSeenKey(taskID)}, time.Now().UnixNano(), firstSeenTTL.Milliseconds()).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("first-seen stamp: %w", err)
+	}
+	return seq, nil
+}
 
 func randomToken() string {
 	var b [12]byte
