@@ -410,8 +410,8 @@ func (c *Client) limiterError(ctx, callCtx context.Context, endpoint string, att
 		return lastErr
 	}
 	if err == nil || callCtx.Err() != nil {
-		return &RequestError{Endpoint: endpoint, Attempts: attempts,
-			Err: fmt.Errorf("call budget spent waiting for the rate limiter: %w", context.DeadlineExceeded)}
+		// Nothing was sent and the wait is over: a wait, not a failure.
+		return &RequestError{Endpoint: endpoint, Attempts: attempts, Err: fmt.Errorf("%w: %w", errLimiter, budgetSpent{})}
 	}
 	return &RequestError{Endpoint: endpoint, Attempts: attempts, Err: fmt.Errorf("%w: %w", errLimiter, c.redact.err(err))}
 }

@@ -772,23 +772,26 @@ func TestClient_Limiter(t *testing.T) {
 		ctxTimeout time.Duration
 		wantInErr  string
 		code       string
+		class      digicert.Class
 	}{
 		{
 			name:      "the limiter fails",
 			limiter:   limiterFunc(func(context.Context) error { return errors.New("redis: connection refused") }),
-			wantInErr: "rate limiter: redis: connection refused", code: "rate_limiter",
+			wantInErr: "rate limiter: redis: connection refused", code: "rate_limiter", class: digicert.ClassTransient,
 		},
+		// A wait that used up the call's budget is a wait too: it must not
+		// cost the task one of its retries.
 		{
 			name: "the limiter holds the call past its budget", limiter: sleepLimiter(time.Hour),
-			maxElapsed: 100 * time.Millisecond, wantInErr: "call budget spent", code: "timeout",
+			maxElapsed: 100 * time.Millisecond, wantInErr: "call budget spent", code: "rate_limiter", class: digicert.ClassRateLimited,
 		},
 		{
 			name: "the limiter leaves too little of the budget", limiter: sleepLimiter(95 * time.Millisecond),
-			maxElapsed: 100 * time.Millisecond, wantInErr: "call budget spent", code: "timeout",
+			maxElapsed: 100 * time.Millisecond, wantInErr: "call budget spent", code: "rate_limiter", class: digicert.ClassRateLimited,
 		},
 		{
 			name: "the limiter holds the call past the caller's deadline", limiter: sleepLimiter(time.Hour),
-			ctxTimeout: 100 * time.Millisecond, wantInErr: "context deadline exceeded", code: "timeout",
+			ctxTimeout: 100 * time.Millisecond, wantInErr: "context deadline exceeded", code: "timeout", class: digicert.ClassTransient,
 		},
 	}
 	for _, tt := range tests {
@@ -815,8 +818,11 @@ func TestClient_Limiter(t *testing.T) {
 			if !errors.As(err, &reqErr) || reqErr.Attempts != 0 || !strings.Contains(err.Error(), tt.wantInErr) {
 				t.Fatalf("error %v, want a *RequestError saying %q after no attempt", err, tt.wantInErr)
 			}
-			if digicert.Classify(err) != digicert.ClassTransient || digicert.ErrorCode(err) != tt.code {
-				t.Errorf("Classify %s, ErrorCode %q; want transient, %s", digicert.Classify(err), digicert.ErrorCode(err), tt.code)
+			if digicert.Classify(err) != tt.class || digicert.ErrorCode(err) != tt.code {
+				t.Errorf("Classify %s, ErrorCode %q; want %s, %s", digicert.Classify(err), digicert.ErrorCode(err), tt.class, tt.code)
+			}
+			if wait, ok := digicert.RetryAfter(err); ok != (tt.class == digicert.ClassRateLimited) || (ok && wait <= 0) {
+				t.Errorf("RetryAfter = %v, %v", wait, ok)
 			}
 			if n := b.fake.RequestCount(); n != 0 {
 				t.Errorf("fake got %d calls, want none", n)

@@ -29,6 +29,17 @@ var ErrInvalidRequest = errors.New("invalid request")
 // errLimiter is wrapped by the error of a call whose Limiter failed.
 var errLimiter = errors.New("rate limiter")
 
+// budgetSpentRetryAfter is when a call whose budget went on waiting for the
+// Limiter may be tried again: its wait ended, so a slot is free about now.
+const budgetSpentRetryAfter = time.Second
+
+// budgetSpent is the error of a call whose budget went on waiting for the
+// Limiter: nothing was sent.
+type budgetSpent struct{}
+
+func (budgetSpent) Error() string             { return "call budget spent waiting for a slot" }
+func (budgetSpent) RetryAfter() time.Duration { return budgetSpentRetryAfter }
+
 // ErrorEntry is one entry of DigiCert's {"errors":[{"code","message"}]}.
 type ErrorEntry struct {
 	Code    string `json:"code"`
@@ -255,7 +266,8 @@ const (
 	// context ending (so the task is redelivered), 408, 5xx, a 406 without
 	// DigiCert errors, and any error this package does not know.
 	ClassTransient
-	// ClassRateLimited: 429; wait without spending a retry.
+	// ClassRateLimited: 429, or the Limiter kept the call from being sent
+	// (RetryAfter says for how long); wait without spending a retry.
 	ClassRateLimited
 	// ClassAuth: the key is refused (401, 403 with an invalid-key code such
 	// as access_denied|access_denied_invalid_key, or a 403 without DigiCert
