@@ -252,6 +252,7 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 		return digicert.Result{}, errAlreadyDelivered
 	}
 	if verdict == gateWait {
+		p.metrics.accountPaused.WithLabelValues(d.account.name).Set(1) // as seen by this worker too
 		return digicert.Result{}, &taskError{code: "account_paused", class: classAuth, retryAfter: jitter(wait),
 			err: fmt.Errorf("account %s is paused: DigiCert rejected its API key", d.account.name)}
 	}
@@ -259,12 +260,7 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 	d.report.calls += res.Attempts
 	if err == nil {
 		d.report.httpStatus = res.Status
-		if verdict == gateProbe {
-			if resumed, rerr := d.account.gate.resume(context.WithoutCancel(ctx)); rerr == nil && resumed {
-				p.log.Info("DigiCert accepts the API key again; account resumed", zap.String("account", d.account.name))
-				p.metrics.accountPaused.WithLabelValues(d.account.name).Set(0)
-			}
-		}
+		p.keyWorks(ctx, d, verdict)
 		return res, nil
 	}
 	var apiErr *digicert.APIError
@@ -277,6 +273,10 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 	code := digicert.ErrorCode(err)
 	switch digicert.Classify(err) {
 	case digicert.ClassPermanent:
+		if apiErr != nil && len(apiErr.Errors) > 0 {
+			// DigiCert itself judged the request, past the key check.
+			p.keyWorks(ctx, d, verdict)
+		}
 		return res, permanent(code, status, err)
 	case digicert.ClassRateLimited:
 		if wait, ok := digicert.RetryAfter(err); ok {
@@ -307,6 +307,20 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 	default:
 		return res, transient(code, status, RetryDelay(d.attempt-1), err)
 	}
+}
+
+// keyWorks is called when DigiCert accepted the account's key: a probe ends
+// the account's pause, and this worker's gauge says the account works.
+func (p *processor) keyWorks(ctx context.Context, d *delivery, verdict gateVerdict) {
+	if verdict == gateProbe {
+		resumed, err := d.account.gate.resume(context.WithoutCancel(ctx))
+		if err != nil {
+			p.log.Warn("could not end the auth pause; the next probe will", zap.String("account", d.account.name), zap.Error(err))
+		} else if resumed {
+			p.log.Info("DigiCert accepts the API key again; account resumed", zap.String("account", d.account.name))
+		}
+	}
+	p.metrics.accountPaused.WithLabelValues(d.account.name).Set(0)
 }
 
 // maxCoolDown caps the shared pause after repeated 429s.

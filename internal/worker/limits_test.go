@@ -237,3 +237,45 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name string) float64
 	}
 	return total
 }
+
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+// A probe that reaches DigiCert's own judgement (here: the order does not
+// exist) proves the key works: the account resumes at once, though the
+// probing task is dead-lettered, and the gauge follows.
+func TestProbeAnsweredByDigiCertResumes(t *testing.T) {
+	t.Parallel()
+	var reg *prometheus.Registry
+	b := setup(t, setupOpts{fake: digicerttest.Config{APIKeys: []string{"another-key"}}, configure: func(c *worker.Config) {
+		c.Registry = admin.NewRegistry()
+		reg = c.Registry
+	}})
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 404}`)
+	waitFor(t, 10*time.Second, func() bool { return b.fake.StatusCount(403) >= 2 }, func() string { return "no refused probe" })
+	if v := gaugeValue(t, reg, "certmail_account_paused"); v != 1 {
+		t.Errorf("certmail_account_paused = %v while paused, want 1", v)
+	}
+	b.fake.SetAPIKeys("another-key", testKey)
+	b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	if n := b.redis.Client().Exists(context.Background(), "certmail:account:default:auth_broken").Val(); n != 0 {
+		t.Error("the account is still marked broken after DigiCert answered 404 to the probe")
+	}
+	if n := len(b.logLines(t, "info", "DigiCert accepts the API key again; account resumed")); n != 1 {
+		t.Errorf("%d resume lines, want 1", n)
+	}
+	if v := gaugeValue(t, reg, "certmail_account_paused"); v != 0 {
+		t.Errorf("certmail_account_paused = %v after the resume, want 0", v)
+	}
+}
