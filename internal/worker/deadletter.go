@@ -75,9 +75,12 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 	}
 	switch {
 	case archived:
-		if err := h.rdb.ZRem(ctx, parkedKey, parkedTask{Queue: queue, ID: id}.member()).Err(); err != nil {
+		// The task's context may be over (a deadline): clear the entry anyway.
+		zctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := h.rdb.ZRem(zctx, parkedKey, parkedTask{Queue: queue, ID: id}.member()).Err(); err != nil {
 			h.log.Warn("could not clear the task's parked entry", zap.String("task_id", id), zap.Error(err))
 		}
+		cancel()
 		h.deadLetter(ctx, t, id, queue, retried+1, te)
 		h.metrics.tasks.WithLabelValues(t.Type(), "dead_lettered").Inc()
 		h.metrics.deadLetters.WithLabelValues(t.Type(), te.code).Inc()

@@ -105,7 +105,7 @@ func (p *processor) begin(ctx context.Context, t *asynq.Task) (tasks.Payload, *d
 	return payload, d, nil
 }
 
-func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) error {
+func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) (err error) {
 	payload, d, err := p.begin(ctx, t)
 	if err != nil {
 		return err
@@ -115,11 +115,17 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) error {
 	seq := pl.Sequence
 	if seq == 0 {
 		// A producer that did not go through certmail's entry points: order
-		// by the time the task is first processed, kept for its retries.
-		id, _ := asynq.GetTaskID(ctx)
-		if seq, err = firstSeen(ctx, p.rdb, id); err != nil {
+		// by the time the task is first processed, kept for its retries and
+		// forgotten when it ends, so that a task id used again is stamped
+		// anew.
+		if seq, err = firstSeen(ctx, p.rdb, d.taskID); err != nil {
 			return transient("redis", 0, RetryDelay(d.attempt-1), err)
 		}
+		defer func() {
+			if err == nil || errors.Is(err, asynq.SkipRetry) {
+				_ = p.rdb.Del(context.WithoutCancel(ctx), firstSeenKey(d.taskID)).Err() // else it expires
+			}
+		}()
 	}
 	lock, err := lockOrder(ctx, p.rdb, orderKey(d.account.name, pl.OrderID, "lock"), orderLockTTL, p.lockWait)
 	if errors.Is(err, errLockBusy) {
@@ -252,7 +258,6 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 		return digicert.Result{}, errAlreadyDelivered
 	}
 	if verdict == gateWait {
-		p.metrics.accountPaused.WithLabelValues(d.account.name).Set(1) // as seen by this worker too
 		return digicert.Result{}, &taskError{code: "account_paused", class: classAuth, retryAfter: jitter(wait),
 			err: fmt.Errorf("account %s is paused: DigiCert rejected its API key", d.account.name)}
 	}
@@ -297,7 +302,6 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 		if perr != nil {
 			p.log.Warn("could not record auth pause", zap.String("account", d.account.name), zap.Error(perr))
 		}
-		p.metrics.accountPaused.WithLabelValues(d.account.name).Set(1)
 		if first {
 			p.log.Error("DigiCert rejected the API key: account paused; tasks stay queued and a probe retries every interval",
 				zap.String("account", d.account.name), zap.Int("http_status", status), zap.String("error_code", code),
@@ -310,7 +314,7 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 }
 
 // keyWorks is called when DigiCert accepted the account's key: a probe ends
-// the account's pause, and this worker's gauge says the account works.
+// the account's pause.
 func (p *processor) keyWorks(ctx context.Context, d *delivery, verdict gateVerdict) {
 	if verdict == gateProbe {
 		resumed, err := d.account.gate.resume(context.WithoutCancel(ctx))
@@ -320,7 +324,6 @@ func (p *processor) keyWorks(ctx context.Context, d *delivery, verdict gateVerdi
 			p.log.Info("DigiCert accepts the API key again; account resumed", zap.String("account", d.account.name))
 		}
 	}
-	p.metrics.accountPaused.WithLabelValues(d.account.name).Set(0)
 }
 
 // maxCoolDown caps the shared pause after repeated 429s.

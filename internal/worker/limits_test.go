@@ -279,3 +279,23 @@ func TestProbeAnsweredByDigiCertResumes(t *testing.T) {
 		t.Errorf("certmail_account_paused = %v after the resume, want 0", v)
 	}
 }
+
+// A raw producer that uses one task id per order, enqueueing again once the
+// previous task is gone, has each new list applied: the worker's stamp of a
+// task without a sequence ends with the task.
+func TestReusedTaskIDGetsAFreshStamp(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
+	for i, email := range []string{"first@example.com", "second@example.com"} {
+		id := b.enqueue(t, tasks.TypeSetEmails, `{"order_id": 77, "additional_emails": ["`+email+`"]}`, asynq.TaskID("order-77"))
+		if r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != worker.OutcomeDelivered {
+			t.Fatalf("task %d outcome = %q, want delivered", i, r.Outcome)
+		}
+		if got, _ := b.fake.AdditionalEmails(77); strings.Join(got, ",") != email {
+			t.Errorf("after task %d the list is %v, want %s", i, got, email)
+		}
+		if err := b.inspector.DeleteTask("default", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

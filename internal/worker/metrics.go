@@ -1,26 +1,29 @@
 package worker
 
 import (
+	"context"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 )
 
 // metrics are the worker's Prometheus series (see README "Metrics").
 type metrics struct {
-	tasks         *prometheus.CounterVec   // certmail_tasks_total{type,outcome}
-	inFlight      *prometheus.GaugeVec     // certmail_tasks_in_flight{type}
-	taskDuration  *prometheus.HistogramVec // certmail_task_duration_seconds{type}
-	requests      *prometheus.CounterVec   // certmail_digicert_requests_total{account,endpoint,status}
-	latency       *prometheus.HistogramVec // certmail_digicert_request_duration_seconds{account,endpoint}
-	deadLetters   *prometheus.CounterVec   // certmail_dead_letters_total{type,error_code}
-	accountPaused *prometheus.GaugeVec     // certmail_account_paused{account}
-	limiterWaits  *prometheus.HistogramVec // certmail_ratelimit_wait_seconds{account}
-	coolDowns     *prometheus.CounterVec   // certmail_ratelimit_cooldowns_total{account}
+	tasks        *prometheus.CounterVec   // certmail_tasks_total{type,outcome}
+	inFlight     *prometheus.GaugeVec     // certmail_tasks_in_flight{type}
+	taskDuration *prometheus.HistogramVec // certmail_task_duration_seconds{type}
+	requests     *prometheus.CounterVec   // certmail_digicert_requests_total{account,endpoint,status}
+	latency      *prometheus.HistogramVec // certmail_digicert_request_duration_seconds{account,endpoint}
+	deadLetters  *prometheus.CounterVec   // certmail_dead_letters_total{type,error_code}
+	limiterWaits *prometheus.HistogramVec // certmail_ratelimit_wait_seconds{account}
+	coolDowns    *prometheus.CounterVec   // certmail_ratelimit_cooldowns_total{account}
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics registers the worker's series; accounts are the configured
+// account names, whose pause is read from rdb at each scrape.
+func newMetrics(reg prometheus.Registerer, rdb redis.UniversalClient, accounts []string) *metrics {
 	m := &metrics{
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certmail_tasks_total",
@@ -48,10 +51,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "certmail_dead_letters_total",
 			Help: "Tasks dead-lettered, by type and error code.",
 		}, []string{"type", "error_code"}),
-		accountPaused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "certmail_account_paused",
-			Help: "1 while this worker saw DigiCert reject the account's API key and processing is paused.",
-		}, []string{"account"}),
 		limiterWaits: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "certmail_ratelimit_wait_seconds",
 			Help:    "Time deliveries waited for a slot of the shared DigiCert rate limiter (only waits are observed).",
@@ -62,9 +61,37 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Shared cool-downs started because DigiCert answered 429.",
 		}, []string{"account"}),
 	}
-	reg.MustRegister(m.tasks, m.inFlight, m.taskDuration, m.requests, m.latency, m.deadLetters, m.accountPaused,
-		m.limiterWaits, m.coolDowns)
+	reg.MustRegister(m.tasks, m.inFlight, m.taskDuration, m.requests, m.latency, m.deadLetters,
+		m.limiterWaits, m.coolDowns, &pausedCollector{rdb: rdb, accounts: accounts, desc: prometheus.NewDesc(
+			"certmail_account_paused",
+			"1 while the account is paused because DigiCert rejected its API key (read from Redis: the same on every worker).",
+			[]string{"account"}, nil)})
 	return m
+}
+
+// pausedCollector reports certmail_account_paused from the shared pause in
+// Redis at each scrape, so that a worker that saw the pause begin does not
+// keep reporting it after another worker's probe ended it.
+type pausedCollector struct {
+	rdb      redis.UniversalClient
+	accounts []string
+	desc     *prometheus.Desc
+}
+
+func (c *pausedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect leaves the series out while Redis does not answer, rather than
+// failing the whole scrape.
+func (c *pausedCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, a := range c.accounts {
+		n, err := c.rdb.Exists(ctx, brokenKey(a)).Result()
+		if err != nil {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), a)
+	}
 }
 
 // observer feeds one account's DigiCert requests into the metrics

@@ -53,30 +53,41 @@ func ParkedUntil(ctx context.Context, rdb redis.UniversalClient, queue, id strin
 	return time.UnixMilli(int64(ms)), true, nil
 }
 
-// claimDueScript removes and returns up to ARGV[2] parked tasks due by
-// ARGV[1], each followed by its due time: removal is the claim, so that of
-// several workers one moves each.
+// claimDueScript leases up to ARGV[3] parked tasks due by ARGV[1]: their
+// due time moves to the lease's end, ARGV[2], so that of several workers one
+// handles each, and the tasks of a worker that dies meanwhile are claimed
+// again when the lease ends. An entry is removed only once its task has
+// been moved (settleScript).
 var claimDueScript = redis.NewScript(`
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
-for i = 1, #due, 2 do redis.call('ZREM', KEYS[1], due[i]) end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for i = 1, #due do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], due[i]) end
 return due
 `)
 
-// archivingGrace is how long after its due time a parked task still found
-// active is taken to be waiting for asynq to archive it, rather than run by
-// an operator meanwhile.
-const archivingGrace = 30 * time.Second
+// settleScript removes entry ARGV[1] (ARGV[3] empty) or moves it to ARGV[3],
+// only if it still holds this worker's lease, ARGV[2]: an error handler
+// that parked the task again, or dead-lettered it, meanwhile wins.
+var settleScript = redis.NewScript(`
+if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '-1') ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[3] == '' then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+`)
+
+// claimLease is how long a claimed parked task is left to the worker that
+// claimed it.
+const claimLease = 30 * time.Second
 
 // unparker moves due parked tasks back to pending.
 type unparker struct {
 	rdb       redis.UniversalClient
 	inspector *asynq.Inspector
 	log       *zap.Logger
+	interval  time.Duration // between looks
 }
 
-// run checks every interval until ctx is done.
-func (u *unparker) run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
+// run looks every interval until ctx is done.
+func (u *unparker) run(ctx context.Context) {
+	t := time.NewTicker(u.interval)
 	defer t.Stop()
 	for {
 		select {
@@ -91,67 +102,74 @@ func (u *unparker) run(ctx context.Context, interval time.Duration) {
 }
 
 // once moves the tasks due by now, a batch at a time and at most a few
-// batches: tasks parked again are left for the next tick.
+// batches; the rest wait for the next look.
 func (u *unparker) once(ctx context.Context, now time.Time) error {
 	const batch, batches = 200, 5
+	lease := strconv.FormatInt(now.Add(claimLease).UnixMilli(), 10)
 	for range batches {
-		due, err := claimDueScript.Run(ctx, u.rdb, []string{parkedKey}, strconv.FormatInt(now.UnixMilli(), 10), batch).StringSlice()
+		if ctx.Err() != nil {
+			return nil
+		}
+		due, err := claimDueScript.Run(ctx, u.rdb, []string{parkedKey}, strconv.FormatInt(now.UnixMilli(), 10), lease, batch).StringSlice()
 		if err != nil {
 			return err
 		}
-		for i := 0; i+1 < len(due); i += 2 {
-			var p parkedTask
-			if err := json.Unmarshal([]byte(due[i]), &p); err != nil {
-				u.log.Error("dropping an unreadable parked-task entry", zap.String("entry", due[i]), zap.Error(err))
-				continue
-			}
-			ms, _ := strconv.ParseFloat(due[i+1], 64)
-			u.move(ctx, p, time.UnixMilli(int64(ms)), now)
+		for _, m := range due {
+			u.move(ctx, m, lease)
 		}
-		if len(due) < 2*batch {
+		if len(due) < batch {
 			return nil
 		}
 	}
 	return nil
 }
 
-// move puts one claimed task, due at due, back to pending if it is still
-// archived. A task still active soon after its due time (asynq archives it
-// just after the error handler parked it) is parked again for a moment, as
-// is one that Redis could not be asked about (both keep their due time, so
-// the next tick looks again); one an operator deleted or ran meanwhile is
-// left alone.
-func (u *unparker) move(ctx context.Context, p parkedTask, due, now time.Time) {
-	fields := []zap.Field{zap.String("task_id", p.ID), zap.String("queue", p.Queue)}
-	again := func(cause error) {
-		if err := park(ctx, u.rdb, p, due); err != nil {
-			u.log.Error("parked task stays in the archive: run it from the dashboard or the CLI",
-				append(fields, zap.NamedError("cause", cause), zap.Error(err))...)
-		}
+// move handles one claimed entry: a task still archived goes back to
+// pending; one still active (asynq archives it just after the error handler
+// parked it, or later after a lost lease; or an operator ran it) is looked
+// at again next time; one deleted, or in any other state, needs nothing
+// more. Errors leave the entry to be claimed again when the lease ends.
+func (u *unparker) move(ctx context.Context, entry, lease string) {
+	var p parkedTask
+	if err := json.Unmarshal([]byte(entry), &p); err != nil {
+		u.log.Error("dropping an unreadable parked-task entry", zap.String("entry", entry), zap.Error(err))
+		u.settle(ctx, entry, lease, "")
+		return
 	}
+	fields := []zap.Field{zap.String("task_id", p.ID), zap.String("queue", p.Queue)}
 	info, err := u.inspector.GetTaskInfo(p.Queue, p.ID)
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 		u.log.Warn("parked task no longer exists (deleted from the archive)", fields...)
+		u.settle(ctx, entry, lease, "")
 		return
 	case err != nil:
-		again(err)
+		u.log.Warn("could not look up a parked task; will try again", append(fields, zap.Error(err))...)
 		return
 	}
 	switch info.State {
 	case asynq.TaskStateArchived:
 		if err := u.inspector.RunTask(p.Queue, p.ID); err != nil {
-			again(err)
+			u.log.Warn("could not move a parked task back to its queue; will try again", append(fields, zap.Error(err))...)
 			return
 		}
 		u.log.Info("parked task back in its queue", fields...)
+		u.settle(ctx, entry, lease, "")
 	case asynq.TaskStateActive:
-		if now.Sub(due) < archivingGrace {
-			again(nil)
-			return
-		}
-		fallthrough
+		u.settle(ctx, entry, lease, strconv.FormatInt(time.Now().Add(u.interval).UnixMilli(), 10))
 	default:
 		u.log.Info("parked task left as it is: no longer archived", append(fields, zap.String("state", info.State.String()))...)
+		u.settle(ctx, entry, lease, "")
+	}
+}
+
+// settle removes the claimed entry (next empty) or moves its due time to
+// next, unless an error handler changed it meanwhile.
+func (u *unparker) settle(ctx context.Context, entry, lease, next string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := settleScript.Run(ctx, u.rdb, []string{parkedKey}, entry, lease, next).Err(); err != nil {
+		u.log.Warn("could not update a parked-task entry; it is looked at again when its claim ends",
+			zap.String("entry", entry), zap.Error(err))
 	}
 }

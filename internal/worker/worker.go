@@ -152,7 +152,7 @@ func New(cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	rdb := cfg.Redis.Client
-	m := newMetrics(cfg.Registry)
+	m := newMetrics(cfg.Registry, rdb, cfg.Accounts.Names())
 	if err := cfg.Registry.Register(queuestats.New(rdb, DeadLetterStream)); err != nil {
 		return nil, fmt.Errorf("register queue metrics: %w", err)
 	}
@@ -296,8 +296,8 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) erro
 	unparked := make(chan struct{})
 	go func() {
 		defer close(unparked)
-		u := &unparker{rdb: w.rdb, inspector: asynq.NewInspectorFromRedisClient(w.rdb), log: w.log}
-		u.run(unparkCtx, w.unparkInterval())
+		u := &unparker{rdb: w.rdb, inspector: asynq.NewInspectorFromRedisClient(w.rdb), log: w.log, interval: w.unparkInterval()}
+		u.run(unparkCtx)
 	}()
 	defer func() { stopUnpark(); <-unparked }()
 

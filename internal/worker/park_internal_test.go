@@ -1,0 +1,91 @@
+package worker
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/redistest"
+)
+
+// The unparker's claims are leases: a claimed entry stays until its task
+// has been moved, comes back when a claimer dies, and gives way to an error
+// handler that parks or dead-letters the task meanwhile.
+func TestUnparkerClaimsAreLeases(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	ctx := context.Background()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	client := asynq.NewClientFromRedisClient(rdb)
+	u := &unparker{rdb: rdb, inspector: insp, log: zap.NewNop(), interval: time.Second}
+	now := time.Now()
+
+	// An archived task, parked and due.
+	info, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id": 1}`)), asynq.MaxRetry(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := insp.ArchiveTask("default", info.ID); err != nil {
+		t.Fatal(err)
+	}
+	p := parkedTask{Queue: "default", ID: info.ID}
+	if err := park(ctx, rdb, p, now.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+
+	// A claimer that dies after its claim: the entry stays, leased.
+	due, err := claimDueScript.Run(ctx, rdb, []string{parkedKey}, now.UnixMilli(), now.Add(claimLease).UnixMilli(), 10).StringSlice()
+	if err != nil || len(due) != 1 {
+		t.Fatalf("claim = %v, %v", due, err)
+	}
+	until, parked, err := ParkedUntil(ctx, rdb, "default", info.ID)
+	if err != nil || !parked || until.Before(now.Add(claimLease-time.Second)) {
+		t.Fatalf("after a claim: parked %v until %v (%v), want the lease's end", parked, until, err)
+	}
+	if err := u.once(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := insp.GetTaskInfo("default", info.ID); st.State != asynq.TaskStateArchived {
+		t.Fatalf("a leased entry was moved by another worker: %v", st.State)
+	}
+	// When the lease ends, another worker moves it and removes the entry.
+	if err := u.once(ctx, now.Add(claimLease+time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := insp.GetTaskInfo("default", info.ID); st.State != asynq.TaskStatePending {
+		t.Errorf("after the lease: task %v, want pending", st.State)
+	}
+	if n := rdb.ZCard(ctx, parkedKey).Val(); n != 0 {
+		t.Errorf("%d entries left, want 0", n)
+	}
+
+	// An error handler that parks the task again after a claim wins: the
+	// claimer's settle does not remove the new entry.
+	if err := park(ctx, rdb, p, now.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	lease := now.Add(claimLease).UnixMilli()
+	if _, err := claimDueScript.Run(ctx, rdb, []string{parkedKey}, now.UnixMilli(), lease, 10).Result(); err != nil {
+		t.Fatal(err)
+	}
+	later := now.Add(time.Hour)
+	if err := park(ctx, rdb, p, later); err != nil {
+		t.Fatal(err)
+	}
+	u.settle(ctx, p.member(), strconv.FormatInt(lease, 10), "")
+	if until, parked, _ := ParkedUntil(ctx, rdb, "default", info.ID); !parked || until.UnixMilli() != later.UnixMilli() {
+		t.Errorf("the error handler's new entry: parked %v until %v, want %v", parked, until, later)
+	}
+	// With its own lease still in place, settle removes it.
+	rdb.ZAdd(ctx, parkedKey, redis.Z{Score: float64(lease), Member: p.member()})
+	u.settle(ctx, p.member(), strconv.FormatInt(lease, 10), "")
+	if _, parked, _ := ParkedUntil(ctx, rdb, "default", info.ID); parked {
+		t.Error("settle left its own claimed entry")
+	}
+}
