@@ -157,17 +157,24 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 	}
 	st.FakeURL = "http://" + fakeLn.Addr().String() + "/services/v2"
 	fakeSrv := &http.Server{Handler: st.fake, ReadHeaderTimeout: 5 * time.Second}
+	// Its shutdown is part of its run, so that Run returns only once the
+	// fake's connections are closed.
 	run("fake CertCentral", func() error {
-		if err := fakeSrv.Serve(fakeLn); !errors.Is(err, http.ErrServerClosed) {
-			return err
+		served := make(chan error, 1)
+		go func() { served <- fakeSrv.Serve(fakeLn) }()
+		select {
+		case err := <-served:
+			return err // Serve failed before the stack stopped
+		case <-ctx.Done():
 		}
-		return nil
-	})
-	context.AfterFunc(ctx, func() {
+		st.fake.Close() // releases any request it holds
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
-		_ = fakeSrv.Shutdown(sctx)
-		st.fake.Close()
+		if err := fakeSrv.Shutdown(sctx); err != nil {
+			_ = fakeSrv.Close()
+		}
+		<-served
+		return nil
 	})
 
 	accounts := account.Set{"default": {Name: "default", BaseURL: st.FakeURL, APIKey: account.Secret(key), RateLimits: windows}}
