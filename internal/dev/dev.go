@@ -173,7 +173,9 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 		if err := fakeSrv.Shutdown(sctx); err != nil {
 			_ = fakeSrv.Close()
 		}
-		<-served
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
 		return nil
 	})
 
