@@ -75,12 +75,6 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 	}
 	switch {
 	case archived:
-		// The task's context may be over (a deadline): clear the entry anyway.
-		zctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if err := h.rdb.ZRem(zctx, parkedKey, parkedTask{Queue: queue, ID: id}.member()).Err(); err != nil {
-			h.log.Warn("could not clear the task's parked entry", zap.String("task_id", id), zap.Error(err))
-		}
-		cancel()
 		h.deadLetter(ctx, t, id, queue, retried+1, te)
 		h.metrics.tasks.WithLabelValues(t.Type(), "dead_lettered").Inc()
 		h.metrics.deadLetters.WithLabelValues(t.Type(), te.code).Inc()
@@ -122,10 +116,15 @@ func subject(payload []byte) []zap.Field {
 	return fields
 }
 
+// deadLetter appends the stream entry and, in the same round trip, clears
+// any parked entry of the task, which would otherwise bring the dead letter
+// back. The task's context may be over (a deadline): both are written anyway.
 func (h *errorHandler) deadLetter(ctx context.Context, t *asynq.Task, id, queue string, attempts int, te *taskError) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	err := h.rdb.XAdd(ctx, &redis.XAddArgs{
+	pipe := h.rdb.Pipeline() // not a transaction: the two keys may live on different cluster slots
+	unpark := pipe.ZRem(ctx, parkedKey, parkedTask{Queue: queue, ID: id}.member())
+	add := pipe.XAdd(ctx, &redis.XAddArgs{
 		Stream: DeadLetterStream,
 		MaxLen: h.maxLen,
 		Approx: true,
@@ -140,8 +139,12 @@ func (h *errorHandler) deadLetter(ctx context.Context, t *asynq.Task, id, queue 
 			"attempts", strconv.Itoa(attempts),
 			"failed_at", time.Now().UTC().Format(time.RFC3339),
 		},
-	}).Err()
-	if err != nil {
+	})
+	_, _ = pipe.Exec(ctx) // each command's error is read below
+	if err := unpark.Err(); err != nil {
+		h.log.Warn("could not clear the task's parked entry", zap.String("task_id", id), zap.Error(err))
+	}
+	if err := add.Err(); err != nil {
 		// The task is still archived by asynq; the stream entry is what is lost.
 		h.log.Warn("could not append to the dead-letter stream", zap.String("task_id", id), zap.Error(err))
 	}
