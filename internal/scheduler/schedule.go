@@ -12,6 +12,13 @@
 //
 // Ticks missed while no scheduler ran are caught up when they are at most
 // CatchUp old (one minute by default); older ones are skipped.
+//
+// So that the asynq dashboard's Schedulers tab lists the schedules, the
+// leader writes asynq's scheduler records (package asynqsched): every
+// Heartbeat (and after each tick) the list of running schedules with their
+// next and previous run, expiring after two heartbeats and cleared when it
+// stops leading; and one enqueue event per tick in the schedule's history,
+// whose entry id is the schedule id, so the history outlives a failover.
 package scheduler
 
 import (

@@ -51,6 +51,7 @@ type Config struct {
 	Lease          time.Duration // leader lease; default DefaultLease
 	CatchUp        time.Duration // how old a missed tick may be and still be enqueued; default DefaultCatchUp
 	ReloadInterval time.Duration // how often the file is checked for changes; default DefaultReloadInterval
+	Heartbeat      time.Duration // how often the leader rewrites the dashboard's entries; default DefaultHeartbeat
 	AdminAddr      string        // /healthz, /readyz, /metrics; "" for none
 
 	Logger   *zap.Logger          // required
@@ -69,6 +70,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Retention == 0 {
 		c.Retention = tasks.DefaultRetention
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = DefaultHeartbeat
 	}
 	if c.MaxRetry == 0 {
 		c.MaxRetry = tasks.DefaultMaxRetry
@@ -104,6 +108,7 @@ type Scheduler struct {
 	// read Redis for schedules with nothing due. Cleared whenever the
 	// schedules or the leadership change.
 	due map[*compiled]time.Time
+	hb  heartbeat // the dashboard's entries (heartbeat.go)
 }
 
 // New builds a Scheduler; the file, when given, must be readable and parse
@@ -117,7 +122,7 @@ func New(cfg Config) (*Scheduler, error) {
 		return nil, errors.New("no logger")
 	case cfg.Lease < time.Second:
 		return nil, fmt.Errorf("lease %v: want at least 1s", cfg.Lease)
-	case cfg.CatchUp < 0 || cfg.ReloadInterval < 0 || cfg.Retention < 0:
+	case cfg.CatchUp < 0 || cfg.ReloadInterval < 0 || cfg.Retention < 0 || cfg.Heartbeat < 0:
 		return nil, errors.New("durations must not be negative")
 	}
 	if cfg.File != "" {
@@ -183,6 +188,7 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) (err error)
 		if s.leader {
 			s.round(ctx)
 		}
+		s.beat(ctx, now)
 		select {
 		case <-ctx.Done():
 			s.resign()
@@ -246,12 +252,16 @@ func (s *Scheduler) lead(ctx context.Context, now time.Time) {
 	s.metrics.setLeader(ok)
 }
 
+// resign clears the dashboard's entries and gives up the lease.
 func (s *Scheduler) resign() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if s.hb.written {
+		s.clearEntries(ctx)
+	}
 	if !s.leader {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
 	if err := releaseScript.Run(ctx, s.rdb, []string{leaderKey}, s.token).Err(); err != nil {
 		s.log.Warn("could not release the leader lease; another scheduler takes over when it expires", zap.Error(err))
 	}
@@ -433,6 +443,7 @@ func (s *Scheduler) fire(ctx context.Context, c *compiled) bool {
 			return false
 		case res == 1:
 			runs++
+			s.recordRun(ctx, c, taskID, time.Now())
 		}
 		last = tick
 	}
@@ -461,8 +472,7 @@ func (s *Scheduler) enqueue(ctx context.Context, c *compiled, taskID string, tic
 		s.warnOnce(c.ID, "schedule payload no longer valid: "+err.Error())
 		return false
 	}
-	opts := []asynq.Option{asynq.TaskID(taskID), asynq.Queue(c.Queue), asynq.MaxRetry(s.cfg.MaxRetry), asynq.Retention(s.cfg.Retention)}
-	task, err := tasks.NewTask(p, opts...)
+	task, err := tasks.NewTask(p, append([]asynq.Option{asynq.TaskID(taskID)}, s.tickOptions(c)...)...)
 	if err == nil {
 		_, err = s.client.EnqueueContext(ctx, task)
 	}

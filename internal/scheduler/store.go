@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/asynqsched"
 	"github.com/certmail/certmail/internal/ops"
 )
 
@@ -89,8 +90,9 @@ func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
 	return st.status(c, map[string]string{"since": strconv.FormatInt(now.Unix(), 10)}), nil
 }
 
-// Delete removes an API schedule and its state. A file schedule gives
-// ErrFileSchedule, an unknown id ErrNotFound.
+// Delete removes an API schedule, its state and its history on the
+// dashboard. A file schedule gives ErrFileSchedule, an unknown id
+// ErrNotFound.
 func (st *Store) Delete(ctx context.Context, id string) error {
 	n, err := st.rdb.HDel(ctx, apiSchedulesKey, id).Result()
 	if err != nil {
@@ -107,7 +109,7 @@ func (st *Store) Delete(ctx context.Context, id string) error {
 			return fmt.Errorf("%s: %w", id, ErrNotFound)
 		}
 	}
-	if err := st.rdb.Del(ctx, stateKey(id)).Err(); err != nil {
+	if err := st.rdb.Del(ctx, stateKey(id), asynqsched.HistoryKey(id)).Err(); err != nil {
 		return fmt.Errorf("delete schedule state: %w", err)
 	}
 	return nil

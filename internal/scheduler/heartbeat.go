@@ -1,0 +1,217 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/asynqsched"
+	"github.com/certmail/certmail/tasks"
+)
+
+// DefaultHeartbeat is how often the leader rewrites the dashboard's entries
+// (Config.Heartbeat). They expire after two heartbeats.
+const DefaultHeartbeat = 5 * time.Second
+
+// The dashboard's Schedulers tab lists what asynq.Inspector.SchedulerEntries
+// reads; the leader writes it (see package asynqsched for the format).
+const (
+	// dashboardID names the one entry list of whichever replica leads, so
+	// that a failover replaces the list instead of showing every schedule
+	// twice until the dead leader's expires.
+	dashboardID = "certmail"
+	// maxEntries caps the list; the schedules beyond it, by id, are left
+	// out of the dashboard (and the leader logs how many), not out of
+	// the scheduling.
+	maxEntries = 1000
+)
+
+// heartbeat is the state of the leader's dashboard entries.
+type heartbeat struct {
+	at      time.Time // last write
+	soon    bool      // write at the end of this round (a tick was recorded)
+	written bool      // this replica's entries may be in Redis
+	failing bool      // the last write failed (logged once)
+	leftOut int       // schedules left out at the last write (logged on change)
+}
+
+var errNotLeader = errors.New("not the leader")
+
+// beat writes the dashboard's entries when the leader's heartbeat is due or
+// a tick was just recorded, and clears them once this replica no longer
+// leads.
+func (s *Scheduler) beat(ctx context.Context, now time.Time) {
+	switch {
+	case s.leader && (s.hb.soon || now.Sub(s.hb.at) >= s.cfg.Heartbeat):
+		s.writeEntries(ctx, now)
+	case !s.leader && s.hb.written:
+		s.clearEntries(ctx)
+	}
+}
+
+// writeEntries replaces the dashboard's entries with the schedules this
+// leader fires, only while it holds the lease.
+func (s *Scheduler) writeEntries(ctx context.Context, now time.Time) {
+	entries, leftOut, err := s.entries(ctx, now)
+	if err == nil {
+		err = s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			holder, err := tx.Get(ctx, leaderKey).Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+			if holder != s.token {
+				return errNotLeader
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				asynqsched.WriteEntries(ctx, p, dashboardID, entries, now, 2*s.cfg.Heartbeat)
+				return nil
+			})
+			return err
+		}, leaderKey)
+	}
+	switch {
+	case errors.Is(err, errNotLeader):
+		return // lead notices at its next renewal
+	case err != nil:
+		// Tried again next round; the entries expire meanwhile if this lasts.
+		if !s.hb.failing && ctx.Err() == nil {
+			s.log.Warn("could not write the schedules for the dashboard", zap.Error(err))
+		}
+		s.hb.failing = true
+		return
+	}
+	s.hb.at, s.hb.soon, s.hb.written, s.hb.failing = now, false, true, false
+	if leftOut != s.hb.leftOut {
+		if leftOut > 0 {
+			s.log.Warn("the dashboard lists only the first schedules by id", zap.Int("listed", maxEntries), zap.Int("left_out", leftOut))
+		}
+		s.hb.leftOut = leftOut
+	}
+}
+
+// clearEntries removes the dashboard's entries unless another replica
+// leads now (its entries replace them).
+func (s *Scheduler) clearEntries(ctx context.Context) {
+	err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+		holder, err := tx.Get(ctx, leaderKey).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		if holder != "" && holder != s.token {
+			return nil
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			asynqsched.ClearEntries(ctx, p, dashboardID)
+			return nil
+		})
+		return err
+	}, leaderKey)
+	if err != nil && ctx.Err() == nil {
+		// They expire by themselves within two heartbeats.
+		s.log.Warn("could not clear the schedules from the dashboard", zap.Error(err))
+	}
+	s.hb.written = false
+}
+
+// entries lists the schedules the leader fires, sorted by id, as the
+// dashboard shows them: without the ended ones, at most maxEntries.
+func (s *Scheduler) entries(ctx context.Context, now time.Time) ([]asynqsched.Entry, int, error) {
+	scheds := s.firing()
+	leftOut := max(0, len(scheds)-maxEntries)
+	scheds = scheds[:len(scheds)-leftOut]
+	pipe := s.rdb.Pipeline()
+	states := make([]*redis.SliceCmd, len(scheds))
+	for i, c := range scheds {
+		states[i] = pipe.HMGet(ctx, stateKey(c.ID), "since", "last_tick", "last_run_at", "ended")
+	}
+	if len(scheds) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, 0, err
+		}
+	}
+	out := make([]asynqsched.Entry, 0, len(scheds))
+	for i, c := range scheds {
+		state := map[string]string{}
+		for j, name := range []string{"since", "last_tick", "last_run_at", "ended"} {
+			if v, ok := states[i].Val()[j].(string); ok {
+				state[name] = v
+			}
+		}
+		if state["ended"] == "1" {
+			continue
+		}
+		// The next tick, as fire computes it.
+		base := unixField(state, "last_tick")
+		if base.IsZero() {
+			base = unixField(state, "since")
+		}
+		if oldest := now.Add(-s.cfg.CatchUp); base.Before(oldest) {
+			base = oldest
+		}
+		next := c.next(base)
+		if c.Until != nil && next.After(*c.Until) {
+			continue // over; fire marks it ended
+		}
+		out = append(out, asynqsched.Entry{ID: c.ID, Spec: c.Cron, Type: c.Type, Payload: c.Payload,
+			Options: s.entryOptions(c), Next: next, Prev: unixField(state, "last_run_at")})
+	}
+	return out, leftOut, nil
+}
+
+// firing returns the schedules the leader fires (a file schedule hides an
+// API one with its id, as in round), sorted by id.
+func (s *Scheduler) firing() []*compiled {
+	out := make([]*compiled, 0, len(s.fileScheds)+len(s.apiScheds))
+	inFile := map[string]bool{}
+	for _, c := range s.fileScheds {
+		inFile[c.ID] = true
+		out = append(out, c)
+	}
+	for _, c := range s.apiScheds {
+		if !inFile[c.ID] {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// tickOptions are the options of a tick's task besides its id.
+func (s *Scheduler) tickOptions(c *compiled) []asynq.Option {
+	return []asynq.Option{asynq.Queue(c.Queue), asynq.MaxRetry(s.cfg.MaxRetry), asynq.Retention(s.cfg.Retention)}
+}
+
+// entryOptions are the options every tick's task ends up with: the
+// defaults of tasks.NewTask, overridden by tickOptions.
+func (s *Scheduler) entryOptions(c *compiled) []asynq.Option {
+	var out []asynq.Option
+	at := map[asynq.OptionType]int{}
+	for _, o := range append(tasks.DefaultOptions(), s.tickOptions(c)...) {
+		if i, ok := at[o.Type()]; ok {
+			out[i] = o
+			continue
+		}
+		at[o.Type()] = len(out)
+		out = append(out, o)
+	}
+	return out
+}
+
+// recordRun adds a tick's task to its schedule's history on the dashboard.
+// Called once per tick, when the tick's run is recorded (the schedule id
+// is the entry id, so the history survives a failover).
+func (s *Scheduler) recordRun(ctx context.Context, c *compiled, taskID string, at time.Time) {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		asynqsched.RecordEvent(ctx, p, c.ID, asynqsched.Event{TaskID: taskID, EnqueuedAt: at})
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("could not add a tick to the dashboard's history", zap.String("schedule", c.ID), zap.String("task_id", taskID), zap.Error(err))
+	}
+	s.hb.soon = true
+}

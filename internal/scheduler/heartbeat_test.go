@@ -1,0 +1,291 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/certmail/certmail/internal/asynqsched"
+)
+
+// testHeartbeat keeps the tests short; entries expire after two.
+const testHeartbeat = 300 * time.Millisecond
+
+// dashboard reads what the dashboard's Schedulers tab shows.
+type dashboard struct {
+	t    *testing.T
+	insp *asynq.Inspector
+}
+
+func (e *env) dashboard() dashboard {
+	insp := asynq.NewInspector(e.redis.ConnOpt())
+	e.t.Cleanup(func() { _ = insp.Close() })
+	return dashboard{t: e.t, insp: insp}
+}
+
+// entries returns the listed entries by id; an id listed twice fails the test.
+func (d dashboard) entries() map[string]*asynq.SchedulerEntry {
+	d.t.Helper()
+	list, err := d.insp.SchedulerEntries()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	out := map[string]*asynq.SchedulerEntry{}
+	for _, en := range list {
+		if out[en.ID] != nil {
+			d.t.Fatalf("schedule %s listed twice", en.ID)
+		}
+		out[en.ID] = en
+	}
+	return out
+}
+
+// history returns an entry's task ids, newest first.
+func (d dashboard) history(id string) []string {
+	d.t.Helper()
+	events, err := d.insp.ListSchedulerEnqueueEvents(id, asynq.PageSize(asynqsched.MaxEvents))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	var out []string
+	for _, ev := range events {
+		out = append(out, ev.TaskID)
+	}
+	return out
+}
+
+func optionStrings(opts []asynq.Option) []string {
+	var out []string
+	for _, o := range opts {
+		out = append(out, o.String())
+	}
+	return out
+}
+
+// TestDashboardListsSchedules: the leader lists every schedule, from the file
+// and the API, with what it enqueues and when; each tick is in the
+// schedule's history; a deleted or ended schedule leaves the list within a
+// heartbeat, a deleted one takes its history along; stopping clears the list.
+func TestDashboardListsSchedules(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	d := e.dashboard()
+	ctx := context.Background()
+	file := e.writeFile(`schedules:
+  - id: daily
+    cron: "0 9 * * *"
+    timezone: Europe/Berlin
+    type: resend-dcv
+    payload: {order_id: 1002, locale: en}
+  - id: twice
+    cron: "@every 1s"
+    type: resend-dcv
+    payload: {order_id: 7}
+    max_runs: 2
+`)
+	st := e.store()
+	if _, err := st.Add(ctx, Schedule{ID: "from-api", Cron: "@every 1s", Type: "send-cert", Queue: "critical",
+		Payload: json.RawMessage(`{"certificate_id": 5, "emails": ["ops@example.com"], "certificate_collect_format": "attachment"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	_, stop := e.start(Config{File: file, Heartbeat: testHeartbeat, MaxRetry: 3, Retention: time.Hour})
+
+	waitFor(t, 10*time.Second, "from-api listed with a previous run", func() bool {
+		en := d.entries()["from-api"]
+		return en != nil && !en.Prev.IsZero()
+	})
+	entries := d.entries()
+	daily := entries["daily"]
+	if daily == nil {
+		t.Fatalf("daily not listed: %v", entries)
+	}
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	now := time.Now().In(berlin)
+	wantNext := time.Date(now.Year(), now.Month(), now.Day(), 9, 0, 0, 0, berlin)
+	if !wantNext.After(now) {
+		wantNext = time.Date(now.Year(), now.Month(), now.Day()+1, 9, 0, 0, 0, berlin)
+	}
+	if daily.Spec != "0 9 * * *" || daily.Task.Type() != "resend-dcv" || !daily.Next.Equal(wantNext) || !daily.Prev.IsZero() {
+		t.Errorf("daily = spec %q type %q next %v prev %v; want next %v and no prev", daily.Spec, daily.Task.Type(), daily.Next, daily.Prev, wantNext)
+	}
+	var payload map[string]any
+	if err := json.Unmarshal(daily.Task.Payload(), &payload); err != nil || payload["order_id"] != 1002.0 || payload["locale"] != "en" {
+		t.Errorf("daily payload %s (%v)", daily.Task.Payload(), err)
+	}
+	api := entries["from-api"]
+	if got, want := optionStrings(api.Opts), []string{`Queue("critical")`, "MaxRetry(3)", "Timeout(2m0s)", "Retention(1h0m0s)"}; !slices.Equal(got, want) {
+		t.Errorf("from-api options %q, want %q (what its tasks get)", got, want)
+	}
+	// Every second: the next run is about a second from the last (which
+	// may have been recorded late on a loaded machine).
+	if gap := api.Next.Sub(api.Prev); gap < -3*time.Second || gap > 3*time.Second {
+		t.Errorf("from-api next %v, prev %v: want about a second apart", api.Next, api.Prev)
+	}
+
+	// The history: the ticks' tasks, newest first, as in the queue.
+	waitFor(t, 10*time.Second, "from-api's history holds 2 ticks", func() bool { return len(d.history("from-api")) >= 2 })
+	hist := d.history("from-api")
+	queued := map[string]bool{}
+	for _, tick := range e.ticks("critical")["from-api"] {
+		queued[fmt.Sprintf("sched:from-api:%d", tick)] = true
+	}
+	for i, id := range hist {
+		if !queued[id] {
+			t.Errorf("history row %s is not a tick's task in the queue", id)
+		}
+		if i > 0 && id >= hist[i-1] {
+			t.Errorf("history %q is not newest first", hist)
+		}
+	}
+
+	// Ended (max_runs: 2): off the list, its history kept.
+	waitFor(t, 10*time.Second, "twice leaves the list once ended", func() bool {
+		_, listed := d.entries()["twice"]
+		return !listed && len(d.history("twice")) == 2
+	})
+
+	// Deleted: off the list, history gone.
+	if err := st.Delete(ctx, "from-api"); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.history("from-api"); len(got) != 0 {
+		t.Errorf("a deleted schedule's history: %q", got)
+	}
+	waitFor(t, 5*time.Second, "from-api leaves the list", func() bool {
+		_, listed := d.entries()["from-api"]
+		return !listed
+	})
+	if _, listed := d.entries()["daily"]; !listed {
+		t.Error("daily left the list too")
+	}
+
+	// Stopped: nothing listed at once, not after an expiry.
+	stop()
+	if got := d.entries(); len(got) != 0 {
+		t.Errorf("after the scheduler stopped: %d entries listed", len(got))
+	}
+}
+
+// TestDashboardFailover: two replicas list each schedule once; when the
+// leader stops, the other takes over the list and the same history.
+func TestDashboardFailover(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	d := e.dashboard()
+	file := e.writeFile(`schedules:
+  - id: both
+    cron: "@every 1s"
+    type: resend-dcv
+    payload: {order_id: 1}
+`)
+	logsA, stopA := e.start(Config{File: file, Heartbeat: testHeartbeat})
+	_, stopB := e.start(Config{File: file, Heartbeat: testHeartbeat})
+	waitFor(t, 10*time.Second, "2 ticks in the history", func() bool { return len(d.history("both")) >= 2 })
+	stop := stopA
+	if len(logsA.FilterMessage("became the scheduler leader").All()) == 0 {
+		stop = stopB
+	}
+	stop()
+	n := len(d.history("both"))
+	// d.entries fails the test if the schedule is listed twice meanwhile.
+	waitFor(t, 20*time.Second, "the new leader lists it and adds 2 ticks", func() bool {
+		_, listed := d.entries()["both"]
+		return listed && len(d.history("both")) >= n+2
+	})
+	hist := d.history("both")
+	ticks := e.ticks("bulk")["both"]
+	if len(hist) != len(ticks) {
+		t.Errorf("history has %d rows for %d ticks: %q", len(hist), len(ticks), hist)
+	}
+}
+
+// TestDashboardFenced: entries are written only under the leader lease;
+// a replica that lost it clears them unless another replica leads.
+func TestDashboardFenced(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	d := e.dashboard()
+	ctx := context.Background()
+	rdb := e.redis.Client()
+	c, err := compile(Schedule{ID: "one", Cron: "@every 1h", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}, SourceAPI, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Redis: e.conn(), Accounts: testAccounts, Logger: zaptest.NewLogger(t), Heartbeat: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.ops.Close(); _ = s.rdb.Close() })
+	s.apiScheds = []*compiled{c}
+	lease := func(holder string) {
+		t.Helper()
+		if err := rdb.Set(ctx, leaderKey, holder, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listed := func() bool { _, ok := d.entries()["one"]; return ok }
+
+	s.leader = true // believes it leads, but another holds the lease
+	lease("other")
+	s.beat(ctx, time.Now())
+	if listed() || s.hb.written {
+		t.Fatal("entries written without the lease")
+	}
+	lease(s.token)
+	s.beat(ctx, time.Now())
+	if !listed() {
+		t.Fatal("entries not written under the lease")
+	}
+	// Lost to another replica, which writes its own: left alone.
+	lease("other")
+	s.leader = false
+	s.beat(ctx, time.Now())
+	if !listed() || s.hb.written {
+		t.Errorf("listed %v, written %v: want the entries left to the new leader", listed(), s.hb.written)
+	}
+	// Lost with nobody leading: cleared.
+	lease(s.token)
+	s.leader = true
+	s.beat(ctx, time.Now().Add(time.Hour)) // the heartbeat is due
+	if err := rdb.Del(ctx, leaderKey).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.leader = false
+	s.beat(ctx, time.Now())
+	if listed() || s.hb.written {
+		t.Errorf("listed %v, written %v after losing the lease with nobody leading: want cleared", listed(), s.hb.written)
+	}
+	if n, err := rdb.Exists(ctx, asynqsched.EntriesKey(dashboardID)).Result(); err != nil || n != 0 {
+		t.Errorf("entries key left: %d (%v)", n, err)
+	}
+}
+
+// TestDashboardEntriesCapped: the list holds at most maxEntries schedules,
+// the first by id, and the leader says how many it left out.
+func TestDashboardEntriesCapped(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	d := e.dashboard()
+	var b strings.Builder
+	b.WriteString("schedules:\n")
+	for i := range maxEntries + 3 {
+		fmt.Fprintf(&b, "  - {id: s%04d, cron: \"0 9 * * *\", type: resend-dcv, payload: {order_id: %d}}\n", i, i+1)
+	}
+	logs, _ := e.start(Config{File: e.writeFile(b.String()), Heartbeat: testHeartbeat})
+	waitFor(t, 20*time.Second, "the list is written", func() bool { return len(d.entries()) > 0 })
+	entries := d.entries()
+	if len(entries) != maxEntries || entries["s0000"] == nil || entries[fmt.Sprintf("s%04d", maxEntries-1)] == nil {
+		t.Errorf("%d entries listed, want the first %d by id", len(entries), maxEntries)
+	}
+	warns := logs.FilterMessage("the dashboard lists only the first schedules by id").All()
+	if len(warns) != 1 || warns[0].ContextMap()["left_out"] != int64(3) {
+		t.Errorf("warnings %v, want one saying 3 left out", warns)
+	}
+}
