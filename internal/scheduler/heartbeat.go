@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/asynqsched"
-	"github.com/certmail/certmail/tasks"
 )
 
 // DefaultHeartbeat is how often the leader rewrites the dashboard's entries
@@ -181,25 +180,14 @@ func (s *Scheduler) firing() []*compiled {
 	return out
 }
 
-// tickOptions are the options of a tick's task besides its id.
-func (s *Scheduler) tickOptions(c *compiled) []asynq.Option {
-	return []asynq.Option{asynq.Queue(c.Queue), asynq.MaxRetry(s.cfg.MaxRetry), asynq.Retention(s.cfg.Retention)}
-}
-
-// entryOptions are the options every tick's task ends up with: the
-// defaults of tasks.NewTask, overridden by tickOptions.
+// entryOptions are the options the dashboard shows for a schedule: the
+// queue its tasks go to and their retries, as enqueue sets them. The others
+// its tasks get, the same for every certmail task (timeout, retention),
+// are left out: the
+// table is wider than the dashboard's page, and the widest column would
+// push the next and previous runs out of sight.
 func (s *Scheduler) entryOptions(c *compiled) []asynq.Option {
-	var out []asynq.Option
-	at := map[asynq.OptionType]int{}
-	for _, o := range append(tasks.DefaultOptions(), s.tickOptions(c)...) {
-		if i, ok := at[o.Type()]; ok {
-			out[i] = o
-			continue
-		}
-		at[o.Type()] = len(out)
-		out = append(out, o)
-	}
-	return out
+	return []asynq.Option{asynq.Queue(c.Queue), asynq.MaxRetry(s.cfg.MaxRetry)}
 }
 
 // recordRun adds a tick's task to its schedule's history on the dashboard.

@@ -472,7 +472,8 @@ func (s *Scheduler) enqueue(ctx context.Context, c *compiled, taskID string, tic
 		s.warnOnce(c.ID, "schedule payload no longer valid: "+err.Error())
 		return false
 	}
-	task, err := tasks.NewTask(p, append([]asynq.Option{asynq.TaskID(taskID)}, s.tickOptions(c)...)...)
+	opts := []asynq.Option{asynq.TaskID(taskID), asynq.Queue(c.Queue), asynq.MaxRetry(s.cfg.MaxRetry), asynq.Retention(s.cfg.Retention)}
+	task, err := tasks.NewTask(p, opts...)
 	if err == nil {
 		_, err = s.client.EnqueueContext(ctx, task)
 	}
