@@ -23,7 +23,8 @@ const demoBatch = 250
 // retriedID is the order whose first delivery meets DigiCert 503s.
 const retriedID = 1004
 
-// DemoSchedule is the periodic resend the demo adds.
+// DemoSchedule is the periodic resend the demo adds (Config.DemoEvery
+// changes its interval).
 var DemoSchedule = scheduler.Schedule{ID: "demo-dcv-order-1002", Cron: "@every 1m", Type: "resend-dcv",
 	Payload: []byte(`{"order_id": 1002, "locale": "en"}`)}
 
@@ -54,14 +55,15 @@ func demoTasks() []demoTask {
 // enqueueDemo enqueues the demo tasks, then one that meets DigiCert errors
 // (it waits in the retry state about 30 s, then is delivered), then a bulk
 // batch paced by the rate limiter.
-func enqueueDemo(ctx context.Context, svc *ops.Service, schedules *scheduler.Store, fake *digicerttest.Server, log *zap.Logger) error {
-	_, err := schedules.Add(ctx, DemoSchedule)
+func enqueueDemo(ctx context.Context, svc *ops.Service, schedules *scheduler.Store, demo scheduler.Schedule,
+	fake *digicerttest.Server, log *zap.Logger) error {
+	_, err := schedules.Add(ctx, demo)
 	switch {
 	case errors.Is(err, scheduler.ErrExists): // a Redis given by REDIS_URL keeps it from an earlier run
 	case err != nil:
 		return fmt.Errorf("demo schedule: %w", err)
 	default:
-		log.Info("demo schedule added", zap.String("schedule", DemoSchedule.ID), zap.String("cron", DemoSchedule.Cron))
+		log.Info("demo schedule added", zap.String("schedule", demo.ID), zap.String("cron", demo.Cron))
 	}
 	for _, d := range demoTasks() {
 		ref, _, err := svc.Enqueue(ctx, d.req)
@@ -101,7 +103,7 @@ func curlEnqueue(st *Stack) string {
     -d '{"order_id": 1234, "additional_emails": ["you@example.com"]}'`, st.APIURL, st.Token)
 }
 
-func printBanner(w io.Writer, st *Stack) {
+func printBanner(w io.Writer, st *Stack, demo scheduler.Schedule) {
 	redis := st.RedisURL + " (embedded, in memory: everything is lost on exit)"
 	if !st.Embedded {
 		redis = st.RedisURL + " (from REDIS_URL)"
@@ -122,7 +124,8 @@ func printBanner(w io.Writer, st *Stack) {
 		fmt.Sprintf("  curl -sS -H 'Authorization: Bearer %s' %s/v1/tasks/<id>", st.Token, st.APIURL),
 		"",
 		"Demo tasks of every kind are being enqueued; one fails for good (see the dashboard's Archived tab).",
-		"A demo schedule resends order 1002's DCV emails every minute: curl -sS -H 'Authorization: Bearer " + st.Token + "' " + st.APIURL + "/v1/schedules",
+		"A demo schedule (" + demo.Cron + ") resends order 1002's DCV emails: see the dashboard's Schedulers tab, or",
+		"  curl -sS -H 'Authorization: Bearer " + st.Token + "' " + st.APIURL + "/v1/schedules",
 		"Stop with Ctrl-C.",
 		"",
 	}

@@ -57,6 +57,9 @@ type Config struct {
 	Tokens []string
 	// NoDemo skips the demo tasks and schedule.
 	NoDemo bool
+	// DemoEvery is how often the demo schedule fires; default every minute
+	// (DemoSchedule). Whole seconds.
+	DemoEvery time.Duration
 	// Stdout receives the banner (URLs, token, curl commands).
 	Stdout io.Writer
 	// Logger receives the components' logs (required).
@@ -93,6 +96,13 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 	}
 	if cfg.AdminAddr == "" {
 		cfg.AdminAddr = DefaultAdminAddr
+	}
+	demo := DemoSchedule
+	if cfg.DemoEvery != 0 {
+		if cfg.DemoEvery < time.Second || cfg.DemoEvery%time.Second != 0 {
+			return fmt.Errorf("demo schedule every %v: want whole seconds", cfg.DemoEvery)
+		}
+		demo.Cron = "@every " + cfg.DemoEvery.String()
 	}
 	log := cfg.Logger
 	st := &Stack{RedisURL: cfg.RedisURL}
@@ -239,13 +249,13 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 		}
 	}
 	st.dashboard = st.APIURL + api.DashboardPath + "/"
-	printBanner(cfg.Stdout, st)
+	printBanner(cfg.Stdout, st, demo)
 	if started != nil {
 		started(st)
 	}
 	if !cfg.NoDemo {
 		run("demo", func() error {
-			return enqueueDemo(ctx, svc, scheduler.NewStore(aconn.Client, svc), st.fake, log.Named("demo"))
+			return enqueueDemo(ctx, svc, scheduler.NewStore(aconn.Client, svc), demo, st.fake, log.Named("demo"))
 		})
 	}
 	<-ctx.Done()

@@ -273,3 +273,15 @@ func TestDevStackExternalRedis(t *testing.T) {
 		t.Errorf("Run: %v", err)
 	}
 }
+
+// TestDemoEveryWholeSeconds: an interval the demo schedule cannot have is
+// refused before anything starts.
+func TestDemoEveryWholeSeconds(t *testing.T) {
+	t.Parallel()
+	for _, every := range []time.Duration{1500 * time.Millisecond, time.Millisecond, -time.Second} {
+		err := dev.Run(context.Background(), dev.Config{DemoEvery: every, Logger: zaptest.NewLogger(t)}, nil)
+		if err == nil || !strings.Contains(err.Error(), "whole seconds") {
+			t.Errorf("DemoEvery %v: Run = %v, want a refusal", every, err)
+		}
+	}
+}
