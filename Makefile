@@ -7,10 +7,10 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X github.com/certmail/certmail/internal/buildinfo.Version=$(VERSION)
 GOLANGCI ?= github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: help build test test-deps lint run bench clean
+.PHONY: help build test test-deps lint run bench screenshots clean
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## Build a static bin/certmail with the version stamped in.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/certmail
@@ -30,6 +30,9 @@ run: build ## The one-process demo (certmail dev): see README.md.
 
 bench: build test-deps ## Throughput, rate-limit, memory and API figures (BENCH name=value lines); see README "Performance".
 	$(GO) run ./cmd/certmail-bench -certmail $(BIN)
+
+screenshots: test-deps ## Take the README's dashboard screenshots again (internal/dev/screenshots/*.png).
+	$(GO) test -count=1 -run '^TestDashboardInBrowser$$' ./internal/dev -screenshots
 
 clean: ## Remove build output.
 	rm -rf bin
