@@ -35,6 +35,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/certmail/certmail/internal/admin"
 )
 
 // options are the driver's flags.
@@ -195,7 +197,7 @@ func serve(h http.Handler) (addr string, stop func(), err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := admin.NewServer(h, admin.Limits{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -1,6 +1,7 @@
 // Package admin serves the operational endpoints every certmail process
 // exposes: /healthz (the process is up), /readyz (its dependencies answer)
-// and /metrics (Prometheus).
+// and /metrics (Prometheus). It also builds every HTTP server certmail runs
+// (NewServer), so that each one has the same timeouts and header limit.
 package admin
 
 import (
@@ -14,7 +15,98 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
 )
+
+// Defaults of Limits: what every certmail HTTP server allows a connection.
+const (
+	// DefaultReadHeaderTimeout is the time a client has to send the request
+	// line and headers.
+	DefaultReadHeaderTimeout = 10 * time.Second
+	// DefaultReadTimeout is the time a client has to send a whole request,
+	// body included (a 1 MiB body at 35 KB/s).
+	DefaultReadTimeout = 30 * time.Second
+	// DefaultHandlerTimeout is the deadline of a request's context: a handler
+	// waiting on Redis gives up and answers before the write deadline.
+	DefaultHandlerTimeout = 20 * time.Second
+	// DefaultWriteTimeout is the time from the end of the request headers to
+	// the end of the answer.
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultIdleTimeout is how long a keep-alive connection may wait for
+	// its next request.
+	DefaultIdleTimeout = 60 * time.Second
+	// DefaultMaxHeaderBytes bounds the request line and headers (64 KiB);
+	// a larger request is answered 431.
+	DefaultMaxHeaderBytes = 64 << 10
+)
+
+// Limits bound the connections of an HTTP server. Zero values take the
+// defaults above; tests shorten them.
+type Limits struct {
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	// HandlerTimeout is the deadline of each request's context; it must be
+	// shorter than WriteTimeout, so that the answer can still be written.
+	HandlerTimeout time.Duration
+	WriteTimeout   time.Duration
+	IdleTimeout    time.Duration
+	MaxHeaderBytes int
+}
+
+// WithDefaults returns l with zero values replaced by the defaults.
+func (l Limits) WithDefaults() Limits {
+	if l.ReadHeaderTimeout == 0 {
+		l.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if l.ReadTimeout == 0 {
+		l.ReadTimeout = DefaultReadTimeout
+	}
+	if l.HandlerTimeout == 0 {
+		l.HandlerTimeout = DefaultHandlerTimeout
+	}
+	if l.WriteTimeout == 0 {
+		l.WriteTimeout = DefaultWriteTimeout
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = DefaultIdleTimeout
+	}
+	if l.MaxHeaderBytes == 0 {
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	return l
+}
+
+// Validate reports the first limit that cannot work (after WithDefaults).
+func (l Limits) Validate() error {
+	switch {
+	case l.ReadHeaderTimeout < 0 || l.ReadTimeout < 0 || l.HandlerTimeout < 0 || l.WriteTimeout < 0 || l.IdleTimeout < 0:
+		return errors.New("HTTP timeouts must not be negative")
+	case l.MaxHeaderBytes < 0:
+		return errors.New("HTTP header limit must not be negative")
+	case l.HandlerTimeout >= l.WriteTimeout:
+		return fmt.Errorf("HTTP handler timeout %v must be shorter than the write timeout %v", l.HandlerTimeout, l.WriteTimeout)
+	}
+	return nil
+}
+
+// NewServer returns a server for h with l's limits (zero values take the
+// defaults): every certmail HTTP server is built here. Each request's
+// context ends after l.HandlerTimeout.
+func NewServer(h http.Handler, l Limits) *http.Server {
+	l = l.WithDefaults()
+	return &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), l.HandlerTimeout)
+			defer cancel()
+			h.ServeHTTP(w, r.WithContext(ctx))
+		}),
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+	}
+}
 
 // NewRegistry returns a Prometheus registry with the Go runtime and process
 // collectors, ready for a component's own series.
@@ -24,30 +116,39 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
+// Router is where Routes registers its handlers (an *http.ServeMux, or a
+// table that also records what each route needs).
+type Router interface {
+	Handle(pattern string, h http.Handler)
+}
+
 // Routes adds /healthz, /readyz and /metrics to mux. ready is called with a
-// short deadline on every /readyz request.
-func Routes(mux *http.ServeMux, ready func(context.Context) error, g prometheus.Gatherer) {
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+// short deadline on every /readyz request; when it fails, the answer says
+// only "not ready" and log gets the cause, which may name hosts and ports.
+func Routes(mux Router, ready func(context.Context) error, g prometheus.Gatherer, log *zap.Logger) {
+	mux.Handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.Handle("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := ready(ctx); err != nil {
+			log.Warn("not ready", zap.Error(err))
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: %v\n", err)
+			fmt.Fprintln(w, "not ready")
 			return
 		}
 		fmt.Fprintln(w, "ready")
-	})
+	}))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 }
 
-// Serve serves h on addr until ctx is done, then shuts down within grace.
-// started, when not nil, receives the bound address (useful with port 0).
-func Serve(ctx context.Context, addr string, h http.Handler, grace time.Duration, started func(net.Addr)) error {
+// Serve serves srv (built by NewServer) on addr until ctx is done, then
+// shuts down within grace. started, when not nil, receives the bound
+// address (useful with port 0).
+func Serve(ctx context.Context, addr string, srv *http.Server, grace time.Duration, started func(net.Addr)) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
@@ -55,7 +156,6 @@ func Serve(ctx context.Context, addr string, h http.Handler, grace time.Duration
 	if started != nil {
 		started(ln.Addr())
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -85,18 +185,19 @@ type Background struct {
 }
 
 // Start serves /healthz, /readyz (ready) and /metrics (g) on addr in the
-// background. An empty addr means no admin server: Start returns nil, nil.
-func Start(addr string, ready func(context.Context) error, g prometheus.Gatherer) (*Background, error) {
+// background, with the default Limits; log receives why /readyz failed. An
+// empty addr means no admin server: Start returns nil, nil.
+func Start(addr string, ready func(context.Context) error, g prometheus.Gatherer, log *zap.Logger) (*Background, error) {
 	if addr == "" {
 		return nil, nil
 	}
 	mux := http.NewServeMux()
-	Routes(mux, ready, g)
+	Routes(mux, ready, g, log)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	b := &Background{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, addr: ln.Addr(), done: make(chan struct{})}
+	b := &Background{srv: NewServer(mux, Limits{}), addr: ln.Addr(), done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
 		if err := b.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

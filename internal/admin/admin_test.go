@@ -1,9 +1,12 @@
 package admin_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -11,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/certmail/certmail/internal/admin"
 )
@@ -37,11 +42,12 @@ func TestBackground(t *testing.T) {
 	c.Inc()
 	var mu sync.Mutex
 	var readyErr error
+	core, logs := observer.New(zap.DebugLevel)
 	b, err := admin.Start("127.0.0.1:0", func(context.Context) error {
 		mu.Lock()
 		defer mu.Unlock()
 		return readyErr
-	}, reg)
+	}, reg, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +60,7 @@ func TestBackground(t *testing.T) {
 	}{
 		{"/healthz", nil, 200, "ok"},
 		{"/readyz", nil, 200, "ready"},
-		{"/readyz", errors.New("redis down"), 503, "not ready: redis down"},
+		{"/readyz", errors.New("redis 10.0.0.7:6379: connection refused"), 503, "not ready"},
 		{"/healthz", errors.New("redis down"), 200, "ok"},
 		{"/metrics", nil, 200, "certmail_test_total 1"},
 		{"/metrics", nil, 200, "go_goroutines"},
@@ -68,6 +74,13 @@ func TestBackground(t *testing.T) {
 		if status != tt.status || !strings.Contains(body, tt.body) {
 			t.Errorf("GET %s (ready error %v) = %d %q, want %d with %q", tt.path, tt.ready, status, body, tt.status, tt.body)
 		}
+		if tt.ready != nil && strings.Contains(body, "10.0.0.7") {
+			t.Errorf("GET %s tells the cause: %q", tt.path, body)
+		}
+	}
+	// The cause goes to the log instead.
+	if l := logs.FilterMessage("not ready").All(); len(l) != 1 || !strings.Contains(l[0].ContextMap()["error"].(string), "10.0.0.7:6379") {
+		t.Errorf("log of the failed /readyz: %v", l)
 	}
 	select {
 	case <-b.Done():
@@ -84,11 +97,174 @@ func TestBackground(t *testing.T) {
 
 func TestBackgroundNone(t *testing.T) {
 	t.Parallel()
-	b, err := admin.Start("", nil, nil)
+	b, err := admin.Start("", nil, nil, zap.NewNop())
 	if err != nil || b != nil || b.Addr() != nil || b.Done() != nil || b.Stop(time.Second) != nil {
 		t.Errorf("Start(\"\") = %v, %v; want a nil server that does nothing", b, err)
 	}
-	if _, err := admin.Start("256.0.0.1:1", nil, admin.NewRegistry()); err == nil {
+	if _, err := admin.Start("256.0.0.1:1", nil, admin.NewRegistry(), zap.NewNop()); err == nil {
 		t.Error("Start on a bad address succeeded")
+	}
+}
+
+// shortLimits are limits a test can watch run out.
+var shortLimits = admin.Limits{
+	ReadHeaderTimeout: 300 * time.Millisecond,
+	ReadTimeout:       500 * time.Millisecond,
+	HandlerTimeout:    400 * time.Millisecond,
+	WriteTimeout:      time.Second,
+	IdleTimeout:       300 * time.Millisecond,
+	MaxHeaderBytes:    4 << 10,
+}
+
+// serveLimited serves h through admin.NewServer with limits on a loopback
+// port until the test ends, and returns the address.
+func serveLimited(t *testing.T, h http.Handler, limits admin.Limits) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- admin.Serve(ctx, "127.0.0.1:0", admin.NewServer(h, limits), time.Second, func(a net.Addr) { addr <- a })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	select {
+	case a := <-addr:
+		return a.String()
+	case err := <-done:
+		t.Fatalf("Serve: %v", err)
+		return ""
+	}
+}
+
+// closedWithin reads from conn until the server closes it, and fails the test
+// when that takes longer than within (far less than a connection left open
+// without limits would take: forever).
+func closedWithin(t *testing.T, conn net.Conn, within time.Duration) {
+	t.Helper()
+	if err := conn.SetReadDeadline(time.Now().Add(within)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := io.Copy(io.Discard, conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the server kept the connection open for %v", within)
+	}
+}
+
+func TestServerLimits(t *testing.T) {
+	t.Parallel()
+	var bodyErr sync.Map // what a handler got reading a body that never came
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			_, err := io.ReadAll(r.Body)
+			bodyErr.Store("err", err)
+		}
+		if r.URL.Path == "/deadline" {
+			_, ok := r.Context().Deadline()
+			fmt.Fprintf(w, "deadline %t\n", ok)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	addr := serveLimited(t, h, shortLimits)
+	dial := func(t *testing.T) net.Conn {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+
+	t.Run("idle keep-alive connection is closed", func(t *testing.T) {
+		t.Parallel()
+		conn := dial(t)
+		if _, err := io.WriteString(conn, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		if res.StatusCode != 200 || res.Close {
+			t.Fatalf("first answer %d, close %t: want a kept-alive 200", res.StatusCode, res.Close)
+		}
+		closedWithin(t, conn, 10*time.Second)
+	})
+	t.Run("headers that never end are cut off", func(t *testing.T) {
+		t.Parallel()
+		conn := dial(t)
+		if _, err := io.WriteString(conn, "GET /x HTTP/1.1\r\nHost: a\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		closedWithin(t, conn, 10*time.Second)
+	})
+	t.Run("body that never arrives is cut off", func(t *testing.T) {
+		t.Parallel()
+		conn := dial(t)
+		if _, err := io.WriteString(conn, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{"); err != nil {
+			t.Fatal(err)
+		}
+		closedWithin(t, conn, 10*time.Second)
+		waitErr := time.Now().Add(10 * time.Second)
+		for {
+			if v, ok := bodyErr.Load("err"); ok {
+				var ne net.Error
+				if err, _ := v.(error); !errors.As(err, &ne) || !ne.Timeout() {
+					t.Errorf("the handler read the body with error %v, want a timeout", err)
+				}
+				break
+			}
+			if time.Now().After(waitErr) {
+				t.Fatal("the handler never finished reading the body")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	t.Run("oversized headers are refused", func(t *testing.T) {
+		t.Parallel()
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Big", strings.Repeat("a", 16<<10))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("16 KiB header: %d, want 431", res.StatusCode)
+		}
+	})
+	t.Run("handlers get a deadline", func(t *testing.T) {
+		t.Parallel()
+		if status, body := get(t, "http://"+addr+"/deadline"); status != 200 || body != "deadline true\n" {
+			t.Errorf("GET /deadline = %d %q", status, body)
+		}
+	})
+}
+
+func TestNewServerDefaults(t *testing.T) {
+	t.Parallel()
+	srv := admin.NewServer(http.NotFoundHandler(), admin.Limits{})
+	got := []any{srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout, srv.MaxHeaderBytes}
+	want := []any{admin.DefaultReadHeaderTimeout, admin.DefaultReadTimeout, admin.DefaultWriteTimeout, admin.DefaultIdleTimeout, admin.DefaultMaxHeaderBytes}
+	for i := range got {
+		if got[i] != want[i] || got[i] == time.Duration(0) {
+			t.Errorf("limit %d: %v, want %v", i, got[i], want[i])
+		}
+	}
+	if err := (admin.Limits{}).WithDefaults().Validate(); err != nil {
+		t.Errorf("the defaults do not validate: %v", err)
+	}
+	if err := (admin.Limits{HandlerTimeout: time.Minute}).WithDefaults().Validate(); err == nil {
+		t.Error("a handler timeout longer than the write timeout validates")
 	}
 }

@@ -77,6 +77,9 @@ type Config struct {
 	// ShutdownTimeout is the time in-flight requests get to finish once
 	// Run's context is done; default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// Limits bound the connections Run accepts; zero values take admin's
+	// defaults.
+	Limits admin.Limits
 
 	// Logger receives one line per request (required).
 	Logger *zap.Logger
@@ -100,6 +103,7 @@ func (c Config) WithDefaults() Config {
 	if c.Registry == nil {
 		c.Registry = admin.NewRegistry()
 	}
+	c.Limits = c.Limits.WithDefaults()
 	return c
 }
 
@@ -119,6 +123,9 @@ func (c Config) Validate() error {
 		return errors.New("no API token configured (set CERTMAIL_API_TOKENS or CERTMAIL_API_TOKENS_FILE, or pass --insecure-no-auth)")
 	case len(c.Tokens) > 0 && c.InsecureNoAuth:
 		return errors.New("API tokens are configured and --insecure-no-auth is given: drop one of them")
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return err
 	}
 	for i, t := range c.Tokens {
 		if !validToken(t) {
@@ -202,7 +209,7 @@ func (s *Server) routes() {
 	s.handle("DELETE /v1/schedules/{id}", http.HandlerFunc(s.deleteSchedule))
 	s.handle("GET /v1/openapi.json", http.HandlerFunc(s.openAPI))
 	s.handle(DashboardPath+"/", s.dashboard)
-	admin.Routes(s.mux, s.ready, s.cfg.Registry)
+	admin.Routes(s.mux, s.ready, s.cfg.Registry, s.log)
 	s.patterns = append(s.patterns, "GET /healthz", "GET /readyz", "GET /metrics")
 }
 
@@ -241,7 +248,7 @@ func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 	if s.cfg.InsecureNoAuth {
 		s.log.Warn("authentication is off (--insecure-no-auth): anyone who can reach the API can enqueue tasks, manage dead letters and use the dashboard")
 	}
-	err := admin.Serve(ctx, s.cfg.Addr, s, s.cfg.ShutdownTimeout, func(a net.Addr) {
+	err := admin.Serve(ctx, s.cfg.Addr, admin.NewServer(s, s.cfg.Limits), s.cfg.ShutdownTimeout, func(a net.Addr) {
 		s.log.Info("api started", zap.Stringer("addr", a), zap.String("redis", s.cfg.Redis.Target),
 			zap.Int("tokens", len(s.cfg.Tokens)), zap.Bool("dashboard_read_only", s.cfg.DashboardReadOnly),
 			zap.String("version", buildinfo.Version))

@@ -1,8 +1,10 @@
 package api_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/ops"
@@ -128,8 +131,8 @@ func TestProbes(t *testing.T) {
 	}
 	b.redis.Kill()
 	res := b.do(t, http.MethodGet, "/readyz", "", http.Header{})
-	if res.status != http.StatusServiceUnavailable {
-		t.Errorf("/readyz with Redis down: %d %q", res.status, res.body)
+	if res.status != http.StatusServiceUnavailable || string(res.body) != "not ready\n" {
+		t.Errorf("/readyz with Redis down: %d %q, want 503 \"not ready\" without the cause", res.status, res.body)
 	}
 	if res := b.do(t, http.MethodGet, "/healthz", "", http.Header{}); res.status != 200 {
 		t.Errorf("/healthz with Redis down: %d %q", res.status, res.body)
@@ -383,5 +386,56 @@ func TestRun(t *testing.T) {
 				t.Errorf("warned about missing authentication: %t, want %t:\n%s", warned, tt.insecure, out)
 			}
 		})
+	}
+}
+
+// TestRunLimits: the server Run starts takes Config.Limits; an idle
+// keep-alive connection is closed once its idle timeout runs out.
+func TestRunLimits(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := api.Config{Ops: b.ops, Redis: b.conn, Tokens: []string{testToken}, Addr: "127.0.0.1:0", Logger: zap.NewNop(),
+		Limits: admin.Limits{IdleTimeout: 200 * time.Millisecond}}
+	s, err := api.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, func(a net.Addr) { addr <- a }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	var a net.Addr
+	select {
+	case a = <-addr:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	conn, err := net.Dial("tcp", a.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(io.Discard, conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the API kept an idle connection open for 10 s")
 	}
 }

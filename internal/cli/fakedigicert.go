@@ -67,7 +67,7 @@ func (c *FakeDigicertCmd) Run(env *Env) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.Handle("/", fake)
-	return admin.Serve(env.Ctx, c.Addr, mux, c.ShutdownFor, func(a net.Addr) {
+	return admin.Serve(env.Ctx, c.Addr, admin.NewServer(mux, admin.Limits{}), c.ShutdownFor, func(a net.Addr) {
 		fmt.Fprintf(env.Stdout, "fake CertCentral (not DigiCert: nothing is emailed) at http://%s/services/v2\n", a)
 		fmt.Fprintf(env.Stdout, "  point workers at it with DIGICERT_BASE_URL=http://%s/services/v2\n", a)
 		if c.AnyID {

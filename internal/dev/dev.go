@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/ops"
@@ -166,7 +167,7 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 		return fmt.Errorf("fake CertCentral: %w", err)
 	}
 	st.FakeURL = "http://" + fakeLn.Addr().String() + "/services/v2"
-	fakeSrv := &http.Server{Handler: st.fake, ReadHeaderTimeout: 5 * time.Second}
+	fakeSrv := admin.NewServer(st.fake, admin.Limits{})
 	// Its shutdown is part of its run, so that Run returns only once the
 	// fake's connections are closed.
 	run("fake CertCentral", func() error {

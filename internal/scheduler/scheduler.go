@@ -164,7 +164,7 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) (err error)
 		}
 		return err
 	}
-	adm, err := admin.Start(s.cfg.AdminAddr, func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }, s.cfg.Registry)
+	adm, err := admin.Start(s.cfg.AdminAddr, func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }, s.cfg.Registry, s.log)
 	if err != nil {
 		return err
 	}

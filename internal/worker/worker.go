@@ -279,7 +279,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) erro
 	if err := srv.Start(w.Handler()); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	adm, err := admin.Start(w.cfg.AdminAddr, func(ctx context.Context) error { return w.rdb.Ping(ctx).Err() }, w.cfg.Registry)
+	adm, err := admin.Start(w.cfg.AdminAddr, func(ctx context.Context) error { return w.rdb.Ping(ctx).Err() }, w.cfg.Registry, w.log)
 	if err != nil {
 		srv.Shutdown()
 		return err
