@@ -42,7 +42,7 @@ func (c *APICmd) Run(env *Env) (err error) {
 	if err := c.check(); err != nil {
 		return err
 	}
-	log, err := c.logger(env.Stderr)
+	log, err := c.logger(env)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,10 @@ import (
 	"io"
 
 	"github.com/alecthomas/kong"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/logging"
 )
 
 // Env is what every command receives: the process context (cancelled on
@@ -21,6 +25,26 @@ type Env struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
+
+	redisLog *logging.RedisLogger // go-redis's messages, while the command runs
+}
+
+// logRedisTo sends go-redis's own log output (process-wide) to log until
+// the command returns: JSON lines stay JSON lines.
+func (e *Env) logRedisTo(log *zap.Logger) {
+	if e.redisLog != nil {
+		e.redisLog.Detach()
+	}
+	e.redisLog = logging.NewRedisLogger(log.Named("redis"))
+	redis.SetLogger(e.redisLog)
+}
+
+// done detaches the command's go-redis logger, so that nothing is written to
+// its streams after Main returns.
+func (e *Env) done() {
+	if e.redisLog != nil {
+		e.redisLog.Detach()
+	}
 }
 
 // CLI is the command tree.
@@ -62,7 +86,9 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return 2
 	}
 	env := &Env{Ctx: ctx, Stdin: stdin, Stdout: stdout, Stderr: stderr}
-	if err := kctx.Run(env); err != nil {
+	err = kctx.Run(env)
+	env.done()
+	if err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "certmail %s: %v\n", kctx.Command(), err)

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -440,5 +442,72 @@ func TestAPIRefusesWithoutTokens(t *testing.T) {
 	if r := run(t, "api", "--api-tokens-file", file, "--redis-url", "redis://127.0.0.1:1/0"); r.code != 2 || !strings.Contains(r.stderr, "line 2") ||
 		strings.Contains(r.stderr, "has space") {
 		t.Errorf("bad tokens file: %+v", r)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a command writes while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRedisLogsAreJSON: go-redis's own messages (here: a failed dial while
+// the scheduler waits for Redis) reach stderr as zap JSON lines, not as
+// go-redis's plain "redis: <date> pool.go:..." lines.
+//
+// Not parallel: go-redis's logger is process-wide, and a command running
+// in parallel would take it over.
+func TestRedisLogsAreJSON(t *testing.T) {
+	port, err := redistest.FreePort() // nothing listens there
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr lockedBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- cli.Main(ctx, []string{"scheduler", "--redis-url", fmt.Sprintf("redis://127.0.0.1:%d/0", port), "--admin-addr", ""},
+			strings.NewReader(""), io.Discard, &stderr)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stderr.String(), "failed to dial") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no go-redis dial failure logged within 30 s:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if c := <-code; c != 0 {
+		t.Errorf("scheduler exit %d", c)
+	}
+	var found bool
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Errorf("stderr line is not JSON: %q", line)
+			continue
+		}
+		if msg, _ := m["msg"].(string); strings.Contains(msg, "failed to dial") {
+			found = true
+			if m["logger"] != "redis" || m["level"] != "warn" || strings.HasPrefix(msg, "redis: ") || m["ts"] == nil {
+				t.Errorf("go-redis line: %v", m)
+			}
+		}
+	}
+	if !found {
+		t.Error("the dial failure is in no JSON line")
 	}
 }

@@ -25,6 +25,7 @@ func (c *DevCmd) Run(env *Env) error {
 	if err != nil {
 		return usageError{err}
 	}
+	env.logRedisTo(log)
 	var tokens []string
 	for t := range strings.SplitSeq(c.Tokens, ",") {
 		if t = strings.TrimSpace(t); t != "" {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -35,11 +34,14 @@ type LogFlags struct {
 	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"json" enum:"json,console" help:"Log format (json, console)." group:"Logging"`
 }
 
-func (f LogFlags) logger(w io.Writer) (*zap.Logger, error) {
-	l, err := logging.New(f.LogLevel, f.LogFormat, w)
+// logger builds the process logger on env.Stderr and sends go-redis's own
+// messages to it too, until the command returns.
+func (f LogFlags) logger(env *Env) (*zap.Logger, error) {
+	l, err := logging.New(f.LogLevel, f.LogFormat, env.Stderr)
 	if err != nil {
 		return nil, usageError{err}
 	}
+	env.logRedisTo(l)
 	return l, nil
 }
 

@@ -31,7 +31,7 @@ func (c *SchedulerCmd) Run(env *Env) error {
 	if c.Lease < time.Second {
 		return usagef("CERTMAIL_SCHEDULER_LEASE: %s must be at least 1s", c.Lease)
 	}
-	log, err := c.logger(env.Stderr)
+	log, err := c.logger(env)
 	if err != nil {
 		return err
 	}

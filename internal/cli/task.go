@@ -77,7 +77,7 @@ func writeJSON(w io.Writer, v any) error {
 // openOps opens Redis and an ops.Service on it with a logger from lf;
 // done closes both.
 func openOps(env *Env, rf RedisFlags, lf LogFlags, opts ops.Options) (svc *ops.Service, log *zap.Logger, done func(), err error) {
-	log, err = lf.logger(env.Stderr)
+	log, err = lf.logger(env)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -38,7 +38,7 @@ func (c *WorkerCmd) Run(env *Env) error {
 }
 
 func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
-	log, err := c.logger(env.Stderr)
+	log, err := c.logger(env)
 	if err != nil {
 		return worker.Config{}, err
 	}

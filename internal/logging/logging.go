@@ -1,5 +1,6 @@
 // Package logging builds certmail's zap loggers from the two settings operators
-// see: a level (debug, info, warn, error) and a format (json or console).
+// see: a level (debug, info, warn, error) and a format (json or console), and
+// carries go-redis's own messages to them (RedisLogger).
 package logging
 
 import (
