@@ -135,6 +135,9 @@ func TestOpenAPISecurity(t *testing.T) {
 			if _, documented := op.Responses["401"]; documented == open {
 				t.Errorf("%s %s: open=%t but 401 documented=%t", method, path, open, documented)
 			}
+			if _, documented := op.Responses["503"]; strings.HasPrefix(path, "/v1/") && !open && !documented {
+				t.Errorf("%s %s needs Redis but does not document 503", method, path)
+			}
 		}
 	}
 }

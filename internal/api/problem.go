@@ -5,7 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/tasks"
@@ -50,7 +57,7 @@ func validationProblem(errs []tasks.FieldError) Problem {
 
 // writeProblem is the one function that answers with an error. cause is the
 // error behind a 5xx answer: it goes to the request's log line, never to the
-// client, whose detail is then a fixed sentence.
+// client, whose detail is a fixed sentence unless p has one.
 func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, p Problem, cause error) {
 	if p.Type == "" {
 		p.Type = "about:blank"
@@ -65,7 +72,7 @@ func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, p Problem,
 			info.err = cause
 		}
 	}
-	if p.Status >= 500 {
+	if p.Status >= 500 && p.Detail == "" {
 		p.Detail = "the server could not complete the request; its log has the cause under this request_id"
 	}
 	if p.Errors == nil && p.Type == TypeValidation {
@@ -85,7 +92,8 @@ func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, p Problem,
 
 // writeOpsError answers with the problem matching an error of internal/ops:
 // validation or invalid argument 400, not found 404 (with notFound as
-// detail), idempotency conflict 409, unknown task type 404, anything else 500.
+// detail), idempotency conflict 409, unknown task type 404, Redis out of
+// reach 503 with Retry-After, anything else 500.
 func (s *Server) writeOpsError(w http.ResponseWriter, r *http.Request, err error, notFound string) {
 	var ve *tasks.ValidationError
 	switch {
@@ -100,12 +108,45 @@ func (s *Server) writeOpsError(w http.ResponseWriter, r *http.Request, err error
 			Detail: "this Idempotency-Key was used before with another request; use a new key for a new request"}, nil)
 	case errors.Is(err, tasks.ErrUnknownType):
 		s.writeProblem(w, r, unknownType(), nil)
-	case r.Context().Err() != nil:
+	case errors.Is(r.Context().Err(), context.Canceled):
 		s.writeProblem(w, r, Problem{Status: statusClientClosed, Title: "Client Closed Request",
 			Detail: "the client went away before the answer was ready"}, nil)
+	case s.redisUnavailable(err):
+		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterUnavailable))
+		s.writeProblem(w, r, Problem{Status: http.StatusServiceUnavailable,
+			Detail: "Redis, where tasks are kept, cannot be reached right now; try again after Retry-After seconds"}, err)
 	default:
 		s.writeProblem(w, r, Problem{Status: http.StatusInternalServerError}, err)
 	}
+}
+
+// RetryAfterUnavailable is the Retry-After, in seconds, of a 503 answer while
+// Redis is out of reach: about what a Redis restart or a Sentinel failover
+// takes.
+const RetryAfterUnavailable = 5
+
+// pingTimeout bounds the PING redisUnavailable sends.
+const pingTimeout = time.Second
+
+// redisUnavailable reports whether err means that Redis cannot serve right
+// now: a connection error of go-redis (a failed dial, a reset, a timeout, a
+// full pool) or a state Redis reports (loading, read-only replica, master
+// down), anywhere in err's chain. asynq turns some of these into text
+// ("redis eval error: dial tcp ..."), so for any other error a PING decides.
+func (s *Server) redisUnavailable(err error) bool {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne), // dial, read and write errors, timeouts, context deadlines
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, redis.ErrClosed), errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted),
+		redis.IsLoadingError(err), redis.IsReadOnlyError(err), redis.IsMasterDownError(err),
+		redis.IsTryAgainError(err), redis.IsClusterDownError(err), redis.IsMaxClientsError(err):
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
+	defer cancel()
+	return s.cfg.Redis.Client.Ping(ctx).Err() != nil
 }
 
 func unknownType() Problem {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,25 +138,67 @@ func TestProbes(t *testing.T) {
 	if res := b.do(t, http.MethodGet, "/healthz", "", http.Header{}); res.status != 200 {
 		t.Errorf("/healthz with Redis down: %d %q", res.status, res.body)
 	}
-	// A failure of Redis is a 500 problem that hides the cause, which the
-	// log line of the request has.
-	res = b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil)
-	p := mustProblem(t, res, http.StatusInternalServerError)
-	if strings.Contains(p.Detail, "127.0.0.1") || strings.Contains(p.Detail, "refused") {
-		t.Errorf("the problem tells the cause: %q", p.Detail)
+}
+
+// TestRedisOutage: with Redis gone, every /v1 route that needs it answers
+// 503 problem+json with Retry-After, never 500, and tells no address; the
+// cause is in the request's log line. Once Redis is back, the same server
+// serves again.
+func TestRedisOutage(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var ref api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil), http.StatusAccepted, &ref)
+	b.redis.Kill()
+	withKey := authJSON()
+	withKey.Set("Idempotency-Key", "outage-1")
+	schedule := `{"id":"s1","cron":"@daily","type":"resend-dcv","payload":{"order_id":1}}`
+	requests := []struct {
+		method, path, body string
+		header             http.Header
+	}{
+		{http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil},
+		{http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, withKey},
+		{http.MethodPost, "/v1/tasks/resend-dcv?process_in=1h", `{"order_id":3}`, nil},
+		{http.MethodGet, "/v1/tasks/" + ref.ID, "", nil},
+		{http.MethodGet, "/v1/dead-letters", "", nil},
+		{http.MethodPost, "/v1/dead-letters/" + ref.ID + "/requeue", "", nil},
+		{http.MethodDelete, "/v1/dead-letters/" + ref.ID, "", nil},
+		{http.MethodGet, "/v1/schedules", "", nil},
+		{http.MethodPost, "/v1/schedules", schedule, nil},
+		{http.MethodGet, "/v1/schedules/s1", "", nil},
+		{http.MethodDelete, "/v1/schedules/s1", "", nil},
 	}
-	var found bool
-	for _, l := range b.logLines(t) {
-		if l["request_id"] == p.RequestID {
-			found = true
-			if l["level"] != "error" || l["status"] != 500.0 || l["error"] == nil {
-				t.Errorf("log line of the failed request: %v", l)
+	for _, rq := range requests {
+		res := b.do(t, rq.method, rq.path, rq.body, rq.header)
+		if res.status != http.StatusServiceUnavailable {
+			t.Errorf("%s %s with Redis down: %d %s, want 503", rq.method, rq.path, res.status, res.body)
+			continue
+		}
+		p := mustProblem(t, res, http.StatusServiceUnavailable)
+		if got := res.header.Get("Retry-After"); got != strconv.Itoa(api.RetryAfterUnavailable) {
+			t.Errorf("%s %s: Retry-After %q", rq.method, rq.path, got)
+		}
+		if strings.Contains(p.Detail, "127.0.0.1") || strings.Contains(p.Detail, "refused") || strings.Contains(p.Detail, strconv.Itoa(b.redis.Port())) {
+			t.Errorf("%s %s: the problem tells the cause: %q", rq.method, rq.path, p.Detail)
+		}
+		var found bool
+		for _, l := range b.logLines(t) {
+			if l["request_id"] == p.RequestID {
+				found = true
+				if l["level"] != "error" || l["status"] != 503.0 || l["error"] == nil {
+					t.Errorf("log line of %s %s: %v", rq.method, rq.path, l)
+				}
 			}
 		}
+		if !found {
+			t.Errorf("no log line with request_id %s", p.RequestID)
+		}
 	}
-	if !found {
-		t.Errorf("no log line with request_id %s", p.RequestID)
-	}
+	b.redis.Relaunch()
+	waitFor(t, 20*time.Second, func() bool {
+		return b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":4}`, nil).status == http.StatusAccepted
+	}, func() string { return "enqueues do not succeed after Redis came back" })
 }
 
 func TestMetrics(t *testing.T) {
