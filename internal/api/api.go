@@ -154,7 +154,8 @@ type Server struct {
 	log       *zap.Logger
 	tokens    tokenSet
 	mux       *http.ServeMux
-	patterns  []string // every pattern registered on mux, in order
+	patterns  []string         // every pattern registered on mux, in order
+	guards    map[string]guard // what each pattern needs
 	schedules *scheduler.Store
 	dashboard *asynqmon.HTTPHandler
 	metrics   *metrics
@@ -179,6 +180,7 @@ func New(cfg Config) (*Server, error) {
 		log:     cfg.Logger,
 		tokens:  newTokenSet(cfg.Tokens),
 		mux:     http.NewServeMux(),
+		guards:  map[string]guard{},
 		metrics: m,
 		// Schedules are validated by the same ops service as tasks.
 		schedules: scheduler.NewStore(cfg.Redis.Client, cfg.Ops),
@@ -195,28 +197,35 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// routes registers every route; the OpenAPI document describes each of them
-// (a test holds the two together).
+// routes registers every route with what it needs: the one table that
+// authentication reads. The OpenAPI document describes each route (a test
+// holds the two together, another the guards).
 func (s *Server) routes() {
-	s.handle("POST /v1/tasks/{type}", http.HandlerFunc(s.enqueue))
-	s.handle("GET /v1/tasks/{id}", http.HandlerFunc(s.task))
-	s.handle("GET /v1/dead-letters", http.HandlerFunc(s.deadLetters))
-	s.handle("POST /v1/dead-letters/{id}/requeue", http.HandlerFunc(s.requeue))
-	s.handle("DELETE /v1/dead-letters/{id}", http.HandlerFunc(s.deleteDeadLetter))
-	s.handle("GET /v1/schedules", http.HandlerFunc(s.listSchedules))
-	s.handle("POST /v1/schedules", http.HandlerFunc(s.addSchedule))
-	s.handle("GET /v1/schedules/{id}", http.HandlerFunc(s.getSchedule))
-	s.handle("DELETE /v1/schedules/{id}", http.HandlerFunc(s.deleteSchedule))
-	s.handle("GET /v1/openapi.json", http.HandlerFunc(s.openAPI))
-	s.handle(DashboardPath+"/", s.dashboard)
-	admin.Routes(s.mux, s.ready, s.cfg.Registry, s.log)
-	s.patterns = append(s.patterns, "GET /healthz", "GET /readyz", "GET /metrics")
+	s.handle("POST /v1/tasks/{type}", bearer, http.HandlerFunc(s.enqueue))
+	s.handle("GET /v1/tasks/{id}", bearer, http.HandlerFunc(s.task))
+	s.handle("GET /v1/dead-letters", bearer, http.HandlerFunc(s.deadLetters))
+	s.handle("POST /v1/dead-letters/{id}/requeue", bearer, http.HandlerFunc(s.requeue))
+	s.handle("DELETE /v1/dead-letters/{id}", bearer, http.HandlerFunc(s.deleteDeadLetter))
+	s.handle("GET /v1/schedules", bearer, http.HandlerFunc(s.listSchedules))
+	s.handle("POST /v1/schedules", bearer, http.HandlerFunc(s.addSchedule))
+	s.handle("GET /v1/schedules/{id}", bearer, http.HandlerFunc(s.getSchedule))
+	s.handle("DELETE /v1/schedules/{id}", bearer, http.HandlerFunc(s.deleteSchedule))
+	s.handle("GET /v1/openapi.json", open, http.HandlerFunc(s.openAPI))
+	s.handle(DashboardPath+"/", basic, s.dashboard)
+	admin.Routes(openRoutes{s}, s.ready, s.cfg.Registry, s.log)
 }
 
-func (s *Server) handle(pattern string, h http.Handler) {
+// handle registers h for pattern, needing g.
+func (s *Server) handle(pattern string, g guard, h http.Handler) {
 	s.mux.Handle(pattern, h)
 	s.patterns = append(s.patterns, pattern)
+	s.guards[pattern] = g
 }
+
+// openRoutes registers admin's probes and metrics as open routes.
+type openRoutes struct{ s *Server }
+
+func (o openRoutes) Handle(pattern string, h http.Handler) { o.s.handle(pattern, open, h) }
 
 // ready is /readyz: Redis answers a PING.
 func (s *Server) ready(ctx context.Context) error {

@@ -4,42 +4,43 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
-	"path"
-	"strings"
 )
 
 // realm names the protection space in WWW-Authenticate.
 const realm = `realm="certmail"`
 
-// guard is what a path needs.
+// guard is what a route needs.
 type guard int
 
 const (
-	open   guard = iota // probes, metrics, the OpenAPI document, unknown paths outside /v1
+	open   guard = iota // probes, metrics, the OpenAPI document
 	bearer              // the API: Authorization: Bearer <token>
 	basic               // the dashboard: basic auth with a token as password (or a bearer token)
 )
 
-// guardOf tells what the request's path needs. It judges the cleaned path,
-// so that "/v1/../x" and "/v1//tasks" are judged as what the mux serves.
-func guardOf(r *http.Request) guard {
-	p := path.Clean("/" + r.URL.Path)
-	switch {
-	case p == "/v1/openapi.json":
+// guardOf tells what the request needs, from the route the mux picks for it:
+// the pattern of the handler that will run, or, when the mux answers with a
+// redirect (a cleaned path, a missing trailing slash), of the route the
+// redirect leads to. A request that matches no route is open: the mux
+// answers 404 or 405 itself and no handler runs.
+func (s *Server) guardOf(r *http.Request) guard {
+	_, pattern := s.mux.Handler(r)
+	if pattern == "" {
 		return open
-	case p == "/v1" || strings.HasPrefix(p, "/v1/"):
-		return bearer
-	case p == DashboardPath || strings.HasPrefix(p, DashboardPath+"/"):
-		return basic
 	}
-	return open
+	g, ok := s.guards[pattern]
+	if !ok { // every route is registered with its guard; never trust a stray one
+		return bearer
+	}
+	return g
 }
 
-// authenticate lets a request through when its path is open, authentication
-// is off, or it carries a valid token; otherwise it answers 401.
+// authenticate lets a request through when its route is open,
+// authentication is off, or it carries a valid token; otherwise it answers
+// 401.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g := guardOf(r)
+		g := s.guardOf(r)
 		if g == open || s.cfg.InsecureNoAuth {
 			next.ServeHTTP(w, r)
 			return
