@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -21,6 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/scheduler"
@@ -529,5 +531,53 @@ func TestDockerfileBuildsLikeMake(t *testing.T) {
 	v, err := exec.Command(out, "version").CombinedOutput()
 	if err != nil || !strings.Contains(string(v), "v9.8.7-deploytest") {
 		t.Errorf("certmail version = %q (%v), want the injected version", v, err)
+	}
+}
+
+// TestTokenPlaceholdersRefused reads every API token shipped with the
+// repository (the token files under a secrets/ directory of deploy/, and any
+// CERTMAIL_API_TOKENS value in deploy/ or docker-compose.yml): each is a
+// placeholder that certmail refuses to start with, so that a deployment
+// never runs on a token anyone who read the repository knows.
+func TestTokenPlaceholdersRefused(t *testing.T) {
+	t.Parallel()
+	var shipped []string // "file:line: token"
+	envValue := regexp.MustCompile(`CERTMAIL_API_TOKENS["']?\s*(?::|=|,\s*value:)\s*["']?([^"'\s}]+)`)
+	check := func(path string) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokenFile := slices.Contains(strings.Split(filepath.ToSlash(path), "/"), "secrets") && strings.Contains(filepath.Base(path), "token")
+		for n, line := range strings.Split(string(b), "\n") {
+			line = strings.TrimSpace(line)
+			if tokenFile && line != "" && !strings.HasPrefix(line, "#") {
+				shipped = append(shipped, fmt.Sprintf("%s:%d: %s", path, n+1, line))
+			}
+			if m := envValue.FindStringSubmatch(line); m != nil && !tokenFile {
+				for _, entry := range strings.Split(m[1], ",") {
+					shipped = append(shipped, fmt.Sprintf("%s:%d: %s", path, n+1, entry))
+				}
+			}
+		}
+	}
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			check(path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(filepath.Join(repo, "docker-compose.yml"))
+	if len(shipped) < 2 {
+		t.Fatalf("found %d shipped tokens, want the compose and the example overlay's: the search is broken", len(shipped))
+	}
+	for _, s := range shipped {
+		where, entry, _ := strings.Cut(s, ": ")
+		if _, err := api.ParseToken(entry); err == nil {
+			t.Errorf("%s: the shipped token is accepted; add it to the placeholders of internal/api", where)
+		}
 	}
 }

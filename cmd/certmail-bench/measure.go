@@ -293,8 +293,8 @@ func apiEnqueue(ctx context.Context, r *redisServer, o options) ([]figure, error
 	defer conn.Client.Close()
 	svc := ops.New(conn, ops.Options{})
 	defer svc.Close()
-	const token = "bench-token"
-	srv, err := api.New(api.Config{Ops: svc, Redis: conn, Tokens: []string{token}, Logger: zap.NewNop()})
+	const token = "bench-token-7d2f91c4"
+	srv, err := api.New(api.Config{Ops: svc, Redis: conn, Tokens: []api.Token{{Secret: token}}, Logger: zap.NewNop()})
 	if err != nil {
 		return nil, err
 	}

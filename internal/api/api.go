@@ -11,18 +11,19 @@
 //
 // Everything under /v1 except the OpenAPI document needs
 // "Authorization: Bearer <token>"; the dashboard takes the same tokens as the
-// password of HTTP basic auth. Queue operations themselves (validation,
-// idempotency, Redis) live in internal/ops; this package only translates HTTP.
+// password of HTTP basic auth. Each token has a role (producer, reader,
+// operator) and each route, in one table, says which roles may use it; the
+// decision is made on the route the mux picks for the request. Queue
+// operations themselves (validation, idempotency, Redis) live in
+// internal/ops; this package only translates HTTP.
 package api
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynqmon"
@@ -61,15 +62,19 @@ type Config struct {
 	// (required). The Server does not close its client.
 	Redis *redisconn.Conn
 
-	// Tokens are the accepted bearer tokens (and dashboard passwords). At
-	// least one is required unless InsecureNoAuth is set; each is 1 to 4096
-	// printable ASCII characters without spaces.
-	Tokens []string
-	// InsecureNoAuth serves /v1 and the dashboard to anyone. It cannot be
-	// combined with Tokens, so that a configured token is never ignored.
+	// Tokens are the accepted bearer tokens (and dashboard passwords) with
+	// their roles. At least one is required unless InsecureNoAuth is set;
+	// each is MinTokenLen to 4096 printable ASCII characters without spaces,
+	// and none is a placeholder shipped in deploy/.
+	Tokens []Token
+	// InsecureNoAuth serves /v1 and the dashboard to anyone, as an
+	// operator. It cannot be combined with Tokens, so that a configured
+	// token is never ignored.
 	InsecureNoAuth bool
 	// DashboardReadOnly lets dashboard users look but not change anything
-	// (no deleting, running, archiving or pausing).
+	// (no deleting, running, archiving or pausing), and refuses the /v1
+	// routes that change dead letters and schedules to every token, so that
+	// what the dashboard forbids cannot be done through the API instead.
 	DashboardReadOnly bool
 
 	// Addr is the listen address of Run; default DefaultAddr.
@@ -87,10 +92,6 @@ type Config struct {
 	// default admin.NewRegistry() (Go and process collectors included).
 	Registry *prometheus.Registry
 }
-
-// maxTokenLen bounds a token: long enough for any generated secret, short
-// enough that comparing against every token stays cheap.
-const maxTokenLen = 4096
 
 // WithDefaults returns c with zero values replaced by the defaults.
 func (c Config) WithDefaults() Config {
@@ -127,24 +128,20 @@ func (c Config) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		return err
 	}
+	seen := map[string]int{}
 	for i, t := range c.Tokens {
-		if !validToken(t) {
-			return fmt.Errorf("API token %d: want 1 to %d printable ASCII characters without spaces", i+1, maxTokenLen)
+		if err := checkSecret(t.Secret.Reveal()); err != nil {
+			return fmt.Errorf("API token %d: %w", i+1, err)
 		}
+		if t.Role != "" && !validRole(t.Role) {
+			return fmt.Errorf("API token %d: unknown role; want one of %s", i+1, roleNames())
+		}
+		if j, dup := seen[t.Secret.Reveal()]; dup {
+			return fmt.Errorf("API tokens %d and %d are the same token: give each token once, with one role", j+1, i+1)
+		}
+		seen[t.Secret.Reveal()] = i
 	}
 	return nil
-}
-
-func validToken(t string) bool {
-	if t == "" || len(t) > maxTokenLen {
-		return false
-	}
-	for i := 0; i < len(t); i++ {
-		if t[i] <= ' ' || t[i] > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 // Server is the HTTP API. It implements http.Handler; Run serves it.
@@ -154,12 +151,15 @@ type Server struct {
 	log       *zap.Logger
 	tokens    tokenSet
 	mux       *http.ServeMux
-	patterns  []string         // every pattern registered on mux, in order
-	guards    map[string]guard // what each pattern needs
+	patterns  []string          // every pattern registered on mux, in order
+	access    map[string]access // what each pattern asks of a request
 	schedules *scheduler.Store
-	dashboard *asynqmon.HTTPHandler
-	metrics   *metrics
-	handler   http.Handler
+	// dashboard is asynqmon as configured, for operators; dashboardRO is
+	// its read-only twin, for readers (the same when DashboardReadOnly).
+	dashboard   *asynqmon.HTTPHandler
+	dashboardRO *asynqmon.HTTPHandler
+	metrics     *metrics
+	handler     http.Handler
 }
 
 // New builds a Server from cfg (after WithDefaults and Validate) and
@@ -180,18 +180,13 @@ func New(cfg Config) (*Server, error) {
 		log:     cfg.Logger,
 		tokens:  newTokenSet(cfg.Tokens),
 		mux:     http.NewServeMux(),
-		guards:  map[string]guard{},
+		access:  map[string]access{},
 		metrics: m,
 		// Schedules are validated by the same ops service as tasks.
 		schedules: scheduler.NewStore(cfg.Redis.Client, cfg.Ops),
 	}
-	s.dashboard = asynqmon.New(asynqmon.Options{
-		RootPath:         DashboardPath,
-		RedisConnOpt:     cfg.Redis.Opt,
-		ReadOnly:         cfg.DashboardReadOnly,
-		PayloadFormatter: asynqmon.PayloadFormatterFunc(formatPayload),
-		ResultFormatter:  asynqmon.ResultFormatterFunc(formatPayload),
-	})
+	s.dashboard = newDashboard(cfg.Redis, cfg.DashboardReadOnly)
+	s.dashboardRO = newDashboard(cfg.Redis, true)
 	s.routes()
 	s.handler = s.observe(s.authenticate(s.problemsForUnmatched(s.mux)))
 	return s, nil
@@ -199,33 +194,33 @@ func New(cfg Config) (*Server, error) {
 
 // routes registers every route with what it needs: the one table that
 // authentication reads. The OpenAPI document describes each route (a test
-// holds the two together, another the guards).
+// holds the two together, TestAccessTable the accesses).
 func (s *Server) routes() {
-	s.handle("POST /v1/tasks/{type}", bearer, http.HandlerFunc(s.enqueue))
-	s.handle("GET /v1/tasks/{id}", bearer, http.HandlerFunc(s.task))
-	s.handle("GET /v1/dead-letters", bearer, http.HandlerFunc(s.deadLetters))
-	s.handle("POST /v1/dead-letters/{id}/requeue", bearer, http.HandlerFunc(s.requeue))
-	s.handle("DELETE /v1/dead-letters/{id}", bearer, http.HandlerFunc(s.deleteDeadLetter))
-	s.handle("GET /v1/schedules", bearer, http.HandlerFunc(s.listSchedules))
-	s.handle("POST /v1/schedules", bearer, http.HandlerFunc(s.addSchedule))
-	s.handle("GET /v1/schedules/{id}", bearer, http.HandlerFunc(s.getSchedule))
-	s.handle("DELETE /v1/schedules/{id}", bearer, http.HandlerFunc(s.deleteSchedule))
-	s.handle("GET /v1/openapi.json", open, http.HandlerFunc(s.openAPI))
-	s.handle(DashboardPath+"/", basic, s.dashboard)
+	s.handle("POST /v1/tasks/{type}", accessEnqueue, http.HandlerFunc(s.enqueue))
+	s.handle("GET /v1/tasks/{id}", accessTask, http.HandlerFunc(s.task))
+	s.handle("GET /v1/dead-letters", accessRead, http.HandlerFunc(s.deadLetters))
+	s.handle("POST /v1/dead-letters/{id}/requeue", accessManage, http.HandlerFunc(s.requeue))
+	s.handle("DELETE /v1/dead-letters/{id}", accessManage, http.HandlerFunc(s.deleteDeadLetter))
+	s.handle("GET /v1/schedules", accessRead, http.HandlerFunc(s.listSchedules))
+	s.handle("POST /v1/schedules", accessManage, http.HandlerFunc(s.addSchedule))
+	s.handle("GET /v1/schedules/{id}", accessRead, http.HandlerFunc(s.getSchedule))
+	s.handle("DELETE /v1/schedules/{id}", accessManage, http.HandlerFunc(s.deleteSchedule))
+	s.handle("GET /v1/openapi.json", accessOpen, http.HandlerFunc(s.openAPI))
+	s.handle(DashboardPath+"/", accessDashboard, http.HandlerFunc(s.serveDashboard))
 	admin.Routes(openRoutes{s}, s.ready, s.cfg.Registry, s.log)
 }
 
-// handle registers h for pattern, needing g.
-func (s *Server) handle(pattern string, g guard, h http.Handler) {
+// handle registers h for pattern, asking a of every request.
+func (s *Server) handle(pattern string, a access, h http.Handler) {
 	s.mux.Handle(pattern, h)
 	s.patterns = append(s.patterns, pattern)
-	s.guards[pattern] = g
+	s.access[pattern] = a
 }
 
 // openRoutes registers admin's probes and metrics as open routes.
 type openRoutes struct{ s *Server }
 
-func (o openRoutes) Handle(pattern string, h http.Handler) { o.s.handle(pattern, open, h) }
+func (o openRoutes) Handle(pattern string, h http.Handler) { o.s.handle(pattern, accessOpen, h) }
 
 // ready is /readyz: Redis answers a PING.
 func (s *Server) ready(ctx context.Context) error {
@@ -240,13 +235,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handler.ServeHTTP(w, r)
 }
 
-// Close releases the dashboard's Redis client and inspector. It does not
+// Close releases the dashboards' Redis clients and inspectors. It does not
 // close Config.Ops or Config.Redis.
 func (s *Server) Close() error {
-	if err := s.dashboard.Close(); err != nil {
-		return fmt.Errorf("close dashboard: %w", err)
+	var errs []error
+	for _, d := range []*asynqmon.HTTPHandler{s.dashboard, s.dashboardRO} {
+		if err := d.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close dashboard: %w", err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Run serves the API on Config.Addr until ctx is done, then gives in-flight
@@ -259,7 +257,7 @@ func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 	}
 	err := admin.Serve(ctx, s.cfg.Addr, admin.NewServer(s, s.cfg.Limits), s.cfg.ShutdownTimeout, func(a net.Addr) {
 		s.log.Info("api started", zap.Stringer("addr", a), zap.String("redis", s.cfg.Redis.Target),
-			zap.Int("tokens", len(s.cfg.Tokens)), zap.Bool("dashboard_read_only", s.cfg.DashboardReadOnly),
+			zap.Int("tokens", len(s.cfg.Tokens)), zap.Bool("read_only", s.cfg.DashboardReadOnly),
 			zap.String("version", buildinfo.Version))
 		if started != nil {
 			started(a)
@@ -267,26 +265,4 @@ func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 	})
 	s.log.Info("api stopped")
 	return err
-}
-
-// tokenSet holds the SHA-256 of each accepted token, so that every
-// comparison runs over 32 bytes whatever the lengths involved.
-type tokenSet [][sha256.Size]byte
-
-func newTokenSet(tokens []string) tokenSet {
-	ts := make(tokenSet, 0, len(tokens))
-	for _, t := range tokens {
-		ts = append(ts, sha256.Sum256([]byte(t)))
-	}
-	return ts
-}
-
-// bearerToken returns the token of an "Authorization: Bearer <token>" header
-// (the scheme is case-insensitive), or "" when there is none.
-func bearerToken(r *http.Request) string {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(token)
 }

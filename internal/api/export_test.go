@@ -9,13 +9,14 @@ import (
 // holds the routes and the OpenAPI document together.
 func (s *Server) Patterns() []string { return slices.Clone(s.patterns) }
 
-// Guards returns what each registered pattern needs: "open", "bearer" or
-// "basic".
-func (s *Server) Guards() map[string]string {
-	names := map[guard]string{open: "open", bearer: "bearer", basic: "basic"}
+// Accesses returns what each registered pattern asks of a request: "open",
+// "enqueue", "task", "read", "manage" or "dashboard".
+func (s *Server) Accesses() map[string]string {
+	names := map[access]string{accessOpen: "open", accessEnqueue: "enqueue", accessTask: "task",
+		accessRead: "read", accessManage: "manage", accessDashboard: "dashboard"}
 	out := map[string]string{}
-	for p, g := range s.guards {
-		out[p] = names[g]
+	for p, a := range s.access {
+		out[p] = names[a]
 	}
 	return out
 }

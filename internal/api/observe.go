@@ -95,6 +95,9 @@ func (s *Server) observe(next http.Handler) http.Handler {
 				zap.String("method", r.Method), zap.String("route", route), zap.Int("status", status),
 				zap.Duration("duration", elapsed), zap.String("request_id", info.id),
 			}
+			if info.role != "" {
+				fields = append(fields, zap.String("role", string(info.role)))
+			}
 			if info.err != nil {
 				fields = append(fields, zap.Error(info.err))
 			}

@@ -38,6 +38,7 @@ type openAPIOperation struct {
 	OperationID string                     `json:"operationId"`
 	Security    *[]map[string][]string     `json:"security"`
 	Responses   map[string]json.RawMessage `json:"responses"`
+	Roles       []string                   `json:"x-certmail-roles"`
 }
 
 var httpMethods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -137,6 +138,20 @@ func TestOpenAPISecurity(t *testing.T) {
 			}
 			if _, documented := op.Responses["503"]; strings.HasPrefix(path, "/v1/") && !open && !documented {
 				t.Errorf("%s %s needs Redis but does not document 503", method, path)
+			}
+			if _, documented := op.Responses["403"]; documented == open {
+				t.Errorf("%s %s: open=%t but 403 documented=%t", method, path, open, documented)
+			}
+			// The roles it documents are those the route's access allows.
+			route := b.srv.Route(httptest.NewRequest(strings.ToUpper(method), param.ReplaceAllString(path, "x1"), nil))
+			var want []string
+			for _, role := range []string{"producer", "reader", "operator"} {
+				if !open && slices.Contains(roleMay[b.srv.Accesses()[route]], role) {
+					want = append(want, role)
+				}
+			}
+			if !slices.Equal(op.Roles, want) {
+				t.Errorf("%s %s documents roles %q, the route allows %q", method, path, op.Roles, want)
 			}
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -94,10 +95,10 @@ func TestAuthSeesTheRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	guards := b.srv.Guards()
+	accesses := b.srv.Accesses()
 	sent := 0
 	for _, pattern := range b.srv.Patterns() {
-		if guards[pattern] == "open" {
+		if accesses[pattern] == "open" {
 			continue
 		}
 		method, path, ok := strings.Cut(pattern, " ")
@@ -134,41 +135,145 @@ func TestAuthSeesTheRoute(t *testing.T) {
 	}
 }
 
-// TestGuardsComplete: every registered route has a guard, and the guards are
-// the ones this test expects; a new route needs a row here.
-func TestGuardsComplete(t *testing.T) {
+// accessTable is what each route asks of a request; a new route needs a row.
+var accessTable = map[string]string{
+	"POST /v1/tasks/{type}":              "enqueue",
+	"GET /v1/tasks/{id}":                 "task",
+	"GET /v1/dead-letters":               "read",
+	"POST /v1/dead-letters/{id}/requeue": "manage",
+	"DELETE /v1/dead-letters/{id}":       "manage",
+	"GET /v1/schedules":                  "read",
+	"POST /v1/schedules":                 "manage",
+	"GET /v1/schedules/{id}":             "read",
+	"DELETE /v1/schedules/{id}":          "manage",
+	"GET /v1/openapi.json":               "open",
+	"/monitoring/":                       "dashboard",
+	"GET /healthz":                       "open",
+	"GET /readyz":                        "open",
+	"GET /metrics":                       "open",
+}
+
+// TestAccessTable: every registered route has an access, the one this
+// test's table expects, and the table has no route the server lacks.
+func TestAccessTable(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	want := map[string]string{
-		"POST /v1/tasks/{type}":              "bearer",
-		"GET /v1/tasks/{id}":                 "bearer",
-		"GET /v1/dead-letters":               "bearer",
-		"POST /v1/dead-letters/{id}/requeue": "bearer",
-		"DELETE /v1/dead-letters/{id}":       "bearer",
-		"GET /v1/schedules":                  "bearer",
-		"POST /v1/schedules":                 "bearer",
-		"GET /v1/schedules/{id}":             "bearer",
-		"DELETE /v1/schedules/{id}":          "bearer",
-		"GET /v1/openapi.json":               "open",
-		"/monitoring/":                       "basic",
-		"GET /healthz":                       "open",
-		"GET /readyz":                        "open",
-		"GET /metrics":                       "open",
-	}
-	got := b.srv.Guards()
+	got := b.srv.Accesses()
 	for _, p := range b.srv.Patterns() {
 		if _, ok := got[p]; !ok {
-			t.Errorf("route %q has no guard", p)
+			t.Errorf("route %q has no access", p)
 		}
 	}
-	for p, g := range want {
-		if got[p] != g {
-			t.Errorf("route %q: guard %q, want %q", p, got[p], g)
+	for p, a := range accessTable {
+		if got[p] != a {
+			t.Errorf("route %q: access %q, want %q", p, got[p], a)
 		}
 	}
 	for p := range got {
-		if _, ok := want[p]; !ok {
+		if _, ok := accessTable[p]; !ok {
 			t.Errorf("route %q is not in this test's table", p)
 		}
+	}
+}
+
+// roleMay is which roles each access allows ("" is no token).
+var roleMay = map[string][]string{
+	"open":      {"", "producer", "reader", "operator"},
+	"enqueue":   {"producer", "operator"},
+	"task":      {"producer", "reader", "operator"},
+	"read":      {"reader", "operator"},
+	"manage":    {"operator"},
+	"dashboard": {"reader", "operator"},
+}
+
+// TestRoles sends a request to every route with no token and with a token
+// of each role, with the API read-write and read-only: 401 without a token,
+// 403 for a role the route does not allow (and for changes to dead letters
+// and schedules while read-only), anything else where the role may.
+func TestRoles(t *testing.T) {
+	t.Parallel()
+	tokens := map[string]string{"": "", "producer": producerToken, "reader": readerToken, "operator": testToken}
+	for _, readOnly := range []bool{false, true} {
+		t.Run(map[bool]string{false: "read-write", true: "read-only"}[readOnly], func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, setupOpts{configure: func(c *api.Config) { c.DashboardReadOnly = readOnly }})
+			param := regexp.MustCompile(`\{[^}]+\}`)
+			for pattern, a := range accessTable {
+				method, path, ok := strings.Cut(pattern, " ")
+				if !ok {
+					method, path = http.MethodGet, pattern
+				}
+				path = strings.Replace(param.ReplaceAllString(path, "nope"), "{type}", "resend-dcv", 1)
+				if method == http.MethodPost && strings.HasPrefix(path, "/v1/tasks/") {
+					path = "/v1/tasks/resend-dcv"
+				}
+				for role, token := range tokens {
+					h := http.Header{"Content-Type": {"application/json"}}
+					if token != "" {
+						h.Set("Authorization", "Bearer "+token)
+					}
+					res := b.do(t, method, path, "{}", h)
+					allowed := slices.Contains(roleMay[a], role) && !(readOnly && a == "manage")
+					switch {
+					case allowed && (res.status == 401 || res.status == 403):
+						t.Errorf("%s %s as %q: %d, want it allowed; %s", method, path, role, res.status, res.body)
+					case !allowed && role == "":
+						mustProblem(t, res, http.StatusUnauthorized)
+					case !allowed:
+						if p := mustProblem(t, res, http.StatusForbidden); p.Detail == "" || strings.Contains(p.Detail, token) {
+							t.Errorf("%s %s as %q: detail %q", method, path, role, p.Detail)
+						}
+					}
+				}
+			}
+			if b.taskCount(t) != 0 {
+				t.Errorf("%d tasks enqueued by empty payloads", b.taskCount(t))
+			}
+		})
+	}
+}
+
+// TestDashboardRoles: readers get the read-only dashboard, operators the
+// configured one, producers none; with the API read-only, operators too
+// get the read-only one.
+func TestDashboardRoles(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		readOnly bool
+		token    string
+		status   int  // of the page
+		flag     bool // FLAG_READ_ONLY
+		delete   int  // status of a DELETE through the dashboard's API
+	}{
+		{"operator", false, testToken, 200, false, http.StatusNoContent},
+		{"reader", false, readerToken, 200, true, http.StatusMethodNotAllowed},
+		{"producer", false, producerToken, 403, false, http.StatusForbidden},
+		{"operator, read-only API", true, testToken, 200, true, http.StatusMethodNotAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, setupOpts{configure: func(c *api.Config) { c.DashboardReadOnly = tt.readOnly }})
+			res := b.do(t, http.MethodGet, "/monitoring/", "", basicAuth(tt.token))
+			if res.status != tt.status {
+				t.Fatalf("dashboard page: %d, want %d", res.status, tt.status)
+			}
+			if tt.status == 200 {
+				flag := `window.FLAG_READ_ONLY="` + map[bool]string{true: "true", false: "false"}[tt.flag] + `"`
+				if !strings.Contains(string(res.body), flag) {
+					t.Errorf("dashboard page lacks %s", flag)
+				}
+			}
+			var ref api.TaskRef
+			mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil), http.StatusAccepted, &ref)
+			res = b.do(t, http.MethodDelete, "/monitoring/api/queues/default/pending_tasks/"+ref.ID, "", basicAuth(tt.token))
+			if res.status != tt.delete {
+				t.Errorf("DELETE through the dashboard: %d, want %d", res.status, tt.delete)
+			}
+			if want := map[bool]int{true: 0, false: 1}[tt.delete == http.StatusNoContent]; b.taskCount(t) != want {
+				t.Errorf("%d tasks after the DELETE, want %d", b.taskCount(t), want)
+			}
+		})
 	}
 }

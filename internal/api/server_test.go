@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/logging"
@@ -322,7 +323,7 @@ func TestNewRejects(t *testing.T) {
 	svc := ops.New(conn, ops.Options{})
 	t.Cleanup(func() { _ = svc.Close() })
 	good := func() api.Config {
-		return api.Config{Ops: svc, Redis: conn, Tokens: []string{testToken}, Logger: zap.NewNop()}
+		return api.Config{Ops: svc, Redis: conn, Tokens: []api.Token{{Secret: testToken}}, Logger: zap.NewNop()}
 	}
 	tests := []struct {
 		name   string
@@ -334,9 +335,16 @@ func TestNewRejects(t *testing.T) {
 		{"no logger", func(c *api.Config) { c.Logger = nil }, "no logger"},
 		{"no token", func(c *api.Config) { c.Tokens = nil }, "no API token configured"},
 		{"tokens and insecure", func(c *api.Config) { c.InsecureNoAuth = true }, "drop one of them"},
-		{"empty token", func(c *api.Config) { c.Tokens = []string{testToken, ""} }, "API token 2:"},
-		{"token with a space", func(c *api.Config) { c.Tokens = []string{"two words"} }, "API token 1:"},
-		{"token too long", func(c *api.Config) { c.Tokens = []string{strings.Repeat("t", 4097)} }, "API token 1:"},
+		{"empty token", func(c *api.Config) { c.Tokens = []api.Token{{Secret: testToken}, {}} }, "API token 2:"},
+		{"token with a space", func(c *api.Config) { c.Tokens = []api.Token{{Secret: "two words in a token"}} }, "API token 1:"},
+		{"token too long", func(c *api.Config) { c.Tokens = []api.Token{{Secret: account.Secret(strings.Repeat("t", 4097))}} }, "API token 1:"},
+		{"short token", func(c *api.Config) { c.Tokens = []api.Token{{Secret: "short-token"}} }, "fewer than 16"},
+		{"placeholder", func(c *api.Config) { c.Tokens = []api.Token{{Secret: "replace-me-with-a-long-random-token"}} }, "placeholder"},
+		{"unknown role", func(c *api.Config) { c.Tokens = []api.Token{{Secret: testToken, Role: "admin"}} }, "unknown role"},
+		{"one token, two roles", func(c *api.Config) {
+			c.Tokens = []api.Token{{Secret: testToken, Role: api.RoleProducer}, {Secret: testToken, Role: api.RoleOperator}}
+		}, "API tokens 1 and 2 are the same token"},
+		{"handler timeout past the write timeout", func(c *api.Config) { c.Limits.HandlerTimeout = time.Hour }, "shorter than the write timeout"},
 		{"negative shutdown timeout", func(c *api.Config) { c.ShutdownTimeout = -time.Second }, "must not be negative"},
 	}
 	for _, tt := range tests {
@@ -348,7 +356,7 @@ func TestNewRejects(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want %q", err, tt.want)
 			}
-			if strings.Contains(err.Error(), "two words") {
+			if strings.Contains(err.Error(), "two words") || strings.Contains(err.Error(), "replace-me") || strings.Contains(err.Error(), testToken) {
 				t.Errorf("the error repeats the token: %v", err)
 			}
 		})
@@ -383,7 +391,7 @@ func TestRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg := api.Config{Ops: b.ops, Redis: b.conn, Tokens: []string{testToken}, Addr: "127.0.0.1:0", Logger: log}
+			cfg := api.Config{Ops: b.ops, Redis: b.conn, Tokens: []api.Token{{Secret: testToken}}, Addr: "127.0.0.1:0", Logger: log}
 			if tt.insecure {
 				cfg.Tokens, cfg.InsecureNoAuth = nil, true
 			}
@@ -438,7 +446,7 @@ func TestRun(t *testing.T) {
 func TestRunLimits(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	cfg := api.Config{Ops: b.ops, Redis: b.conn, Tokens: []string{testToken}, Addr: "127.0.0.1:0", Logger: zap.NewNop(),
+	cfg := api.Config{Ops: b.ops, Redis: b.conn, Tokens: []api.Token{{Secret: testToken}}, Addr: "127.0.0.1:0", Logger: zap.NewNop(),
 		Limits: admin.Limits{IdleTimeout: 200 * time.Millisecond}}
 	s, err := api.New(cfg)
 	if err != nil {

@@ -28,12 +28,15 @@ import (
 	"github.com/certmail/certmail/internal/worker"
 )
 
-// testToken is the API token of every test server; otherToken is a second
-// one where a test needs two.
+// testToken is the API token of every test server, an operator token given
+// without a role; otherToken is a second one where a test needs two;
+// producerToken and readerToken have those roles.
 const (
-	testToken   = "tok-3c9e1f0a7b5d4e2c"
-	otherToken  = "tok-other-88a1c4d2"
-	digicertKey = "dc-key-4f1d9a7c2b"
+	testToken     = "tok-3c9e1f0a7b5d4e2c"
+	otherToken    = "tok-other-88a1c4d2"
+	producerToken = "tok-producer-5e0b7a91"
+	readerToken   = "tok-reader-c41d09f3"
+	digicertKey   = "dc-key-4f1d9a7c2b"
 )
 
 // bundle is what an API test works with: a real Redis, the API behind a real
@@ -77,7 +80,7 @@ func setup(t testing.TB, opts ...setupOpts) *bundle {
 	cfg := api.Config{
 		Ops:      b.ops,
 		Redis:    b.conn,
-		Tokens:   []string{testToken, otherToken},
+		Tokens:   []api.Token{{Secret: testToken}, {Secret: otherToken}, {Secret: producerToken, Role: api.RoleProducer}, {Secret: readerToken, Role: api.RoleReader}},
 		Logger:   log,
 		Registry: b.registry,
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,10 +21,10 @@ type APICmd struct {
 	LogFlags
 	NewTaskFlags
 	HTTPAddr          string        `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:":8080" help:"Listen address of the API."`
-	Tokens            string        `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"Accepted bearer tokens, comma separated (prefer the _FILE form: flags show in ps)." group:"Authentication"`
-	TokensFile        string        `name:"api-tokens-file" env:"CERTMAIL_API_TOKENS_FILE" type:"path" help:"File of accepted bearer tokens, one per line; # starts a comment." group:"Authentication"`
+	Tokens            string        `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"Accepted bearer tokens, comma separated, each optionally followed by a space and its role: producer, reader or operator (the default). Prefer the _FILE form: flags show in ps." group:"Authentication"`
+	TokensFile        string        `name:"api-tokens-file" env:"CERTMAIL_API_TOKENS_FILE" type:"path" help:"File of accepted bearer tokens, one per line, each optionally followed by its role (producer, reader, operator: the default); # starts a comment." group:"Authentication"`
 	InsecureNoAuth    bool          `name:"insecure-no-auth" help:"Serve the API and the dashboard without any token (local development only)." group:"Authentication"`
-	DashboardReadOnly bool          `name:"dashboard-readonly" env:"CERTMAIL_DASHBOARD_READONLY" help:"Dashboard users can look but not delete, run, archive or pause."`
+	DashboardReadOnly bool          `name:"dashboard-readonly" env:"CERTMAIL_DASHBOARD_READONLY" help:"Dashboard users can look but not delete, run, archive or pause, and no token may change dead letters or schedules through /v1."`
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"10s" help:"Time in-flight requests get to finish on SIGTERM."`
 }
 
@@ -74,11 +75,12 @@ func (c *APICmd) Run(env *Env) (err error) {
 }
 
 // tokens gathers the tokens of CERTMAIL_API_TOKENS and of the file
-// CERTMAIL_API_TOKENS_FILE, in that order, without duplicates.
-func (c *APICmd) tokens() ([]string, error) {
-	var tokens []string
-	for _, t := range strings.Split(c.Tokens, ",") {
-		tokens = append(tokens, strings.TrimSpace(t))
+// CERTMAIL_API_TOKENS_FILE, in that order; a token given twice with the same
+// role counts once. Errors name the entry or line, never the token.
+func (c *APICmd) tokens() ([]api.Token, error) {
+	tokens, err := parseTokenList(c.Tokens)
+	if err != nil {
+		return nil, usagef("CERTMAIL_API_TOKENS %v", err)
 	}
 	if c.TokensFile != "" {
 		b, err := os.ReadFile(c.TokensFile)
@@ -92,31 +94,48 @@ func (c *APICmd) tokens() ([]string, error) {
 		tokens = append(tokens, fromFile...)
 	}
 	out := tokens[:0]
-	seen := map[string]bool{}
 	for _, t := range tokens {
-		if t != "" && !seen[t] {
-			seen[t] = true
+		if !slices.Contains(out, t) {
 			out = append(out, t)
 		}
 	}
 	return out, nil
 }
 
-// parseTokenFile reads one token per line; blank lines and lines starting
-// with # are skipped, surrounding spaces trimmed. A line with a space inside
-// is an error (most likely a comment without its #), reported by number only.
-func parseTokenFile(b []byte) ([]string, error) {
-	var tokens []string
+// parseTokenList reads CERTMAIL_API_TOKENS: entries separated by commas,
+// each a token optionally followed by white space and its role; empty
+// entries are skipped.
+func parseTokenList(s string) ([]api.Token, error) {
+	var tokens []api.Token
+	for i, entry := range strings.Split(s, ",") {
+		if strings.TrimSpace(entry) == "" {
+			continue
+		}
+		t, err := api.ParseToken(entry)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i+1, err)
+		}
+		tokens = append(tokens, t)
+	}
+	return tokens, nil
+}
+
+// parseTokenFile reads one token per line, optionally followed by white
+// space and its role; blank lines and lines starting with # are skipped.
+// Errors name the line by number only.
+func parseTokenFile(b []byte) ([]api.Token, error) {
+	var tokens []api.Token
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if strings.ContainsAny(line, " \t") {
-			return nil, fmt.Errorf("line %d: a token has no spaces (comments start with #)", n)
+		t, err := api.ParseToken(line)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
 		}
-		tokens = append(tokens, line)
+		tokens = append(tokens, t)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read: %w", err)

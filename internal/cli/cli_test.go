@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -432,16 +433,137 @@ func TestAPIRefusesWithoutTokens(t *testing.T) {
 	if r := run(t, "api", "--redis-url", "redis://127.0.0.1:1/0"); r.code != 2 || !strings.Contains(r.stderr, "no API token") {
 		t.Errorf("no token: %+v", r)
 	}
-	if r := run(t, "api", "--insecure-no-auth", "--api-tokens", "abc", "--redis-url", "redis://127.0.0.1:1/0"); r.code != 2 {
+	if r := run(t, "api", "--insecure-no-auth", "--api-tokens", "k3J9-q8Zr-77aa-b0c1", "--redis-url", "redis://127.0.0.1:1/0"); r.code != 2 ||
+		!strings.Contains(r.stderr, "drop one of them") {
 		t.Errorf("--insecure-no-auth with tokens: %+v", r)
 	}
-	file := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(file, []byte("# comment\nhas space\n"), 0o600); err != nil {
+}
+
+// TestAPIRefusesBadTokens: a token that is short, a placeholder shipped in
+// deploy/, or followed by something other than a role stops the API (and
+// the dev stack) at start with exit status 2 and one line naming where the
+// token is, never the token.
+func TestAPIRefusesBadTokens(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	placeholder, err := os.ReadFile(filepath.Join("..", "..", "deploy", "compose", "secrets", "api-tokens"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if r := run(t, "api", "--api-tokens-file", file, "--redis-url", "redis://127.0.0.1:1/0"); r.code != 2 || !strings.Contains(r.stderr, "line 2") ||
-		strings.Contains(r.stderr, "has space") {
-		t.Errorf("bad tokens file: %+v", r)
+	tests := []struct {
+		name   string
+		file   string // tokens file content; "" for none
+		env    string // --api-tokens
+		want   string
+		secret string // must not be printed
+	}{
+		{"short in the file", "# comment\nk3J9-q8Zr-77aa-b0c1 producer\nabc123secret\n", "", "line 3: the token has 12 characters, fewer than 16", "abc123secret"},
+		{"words in the file", "# comment\nhas space in-it-0123456789\n", "", "line 2:", "in-it-0123456789"},
+		{"role first in the file", "producer k3J9-q8Zr-77aa-b0c1\n", "", "line 1: the role comes after the token", "k3J9-q8Zr-77aa-b0c1"},
+		{"unknown role", "k3J9-q8Zr-77aa-b0c1 admin\n", "", "line 1: the word after the token is not a role", "k3J9-q8Zr-77aa-b0c1"},
+		{"compose placeholder", string(placeholder), "", "placeholder shipped in deploy/", "replace-me-with-a-long-random-token"},
+		{"short in the environment", "", "k3J9-q8Zr-77aa-b0c1 reader, abc123secret", "CERTMAIL_API_TOKENS entry 2: the token has 12 characters", "abc123secret"},
+		{"placeholder in the environment", "", "replace-with-a-long-random-token", "CERTMAIL_API_TOKENS entry 1: the token is the placeholder", "replace-with-a-long-random-token"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"api", "--redis-url", "redis://127.0.0.1:1/0"}
+			if tt.file != "" {
+				file := filepath.Join(dir, fmt.Sprintf("tokens-%d", i))
+				if err := os.WriteFile(file, []byte(tt.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--api-tokens-file", file)
+			}
+			if tt.env != "" {
+				args = append(args, "--api-tokens", tt.env)
+			}
+			r := run(t, args...)
+			if r.code != 2 || !strings.Contains(r.stderr, tt.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+				t.Errorf("exit %d, stderr %q; want 2 and one line with %q", r.code, r.stderr, tt.want)
+			}
+			if strings.Contains(r.stderr+r.stdout, tt.secret) {
+				t.Errorf("the output repeats the token: %q", r.stderr)
+			}
+			if tt.env != "" {
+				r := run(t, "dev", "--api-tokens", tt.env, "--no-demo")
+				if r.code != 2 || !strings.Contains(r.stderr, tt.want) || strings.Contains(r.stderr, tt.secret) {
+					t.Errorf("dev: exit %d, stderr %q; want 2 with %q", r.code, r.stderr, tt.want)
+				}
+			}
+		})
+	}
+}
+
+// TestAPITokenRoles starts `certmail api` with a tokens file that gives one
+// token the producer role and leaves another without one: the producer may
+// enqueue but not read dead letters; the other token, an operator's, may.
+func TestAPITokenRoles(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	const producer, operator = "prod-9f8e7d6c5b4a3210", "oper-0123456789abcdef"
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("# producers\n"+producer+"   producer\n\n# full rights, as before roles\n"+operator+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr lockedBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- cli.Main(ctx, []string{"api", "--redis-url", e.redis.URL(), "--http-addr", "127.0.0.1:0", "--api-tokens-file", file},
+			strings.NewReader(""), io.Discard, &stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if c := <-code; c != 0 {
+			t.Errorf("api exit %d: %s", c, stderr.String())
+		}
+	})
+	var base string
+	deadline := time.Now().Add(20 * time.Second)
+	for base == "" {
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "api started" {
+				base = "http://" + m["addr"].(string)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the API did not start: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	call := func(method, path, token, body string) int {
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, c := range []struct {
+		method, path, token, body string
+		status                    int
+	}{
+		{"POST", "/v1/tasks/resend-dcv", producer, `{"order_id": 5}`, 202},
+		{"GET", "/v1/dead-letters", producer, "", 403},
+		{"POST", "/v1/tasks/resend-dcv", operator, `{"order_id": 6}`, 202},
+		{"GET", "/v1/dead-letters", operator, "", 200},
+		{"GET", "/v1/dead-letters", "prod-9f8e7d6c5b4a3211", "", 401},
+	} {
+		if got := call(c.method, c.path, c.token, c.body); got != c.status {
+			t.Errorf("%s %s as %.4s…: %d, want %d", c.method, c.path, c.token, got, c.status)
+		}
+	}
+	if strings.Contains(stderr.String(), producer) || strings.Contains(stderr.String(), operator) {
+		t.Errorf("the log holds a token:\n%s", stderr.String())
 	}
 }
 

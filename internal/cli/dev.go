@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"strings"
-
 	"github.com/certmail/certmail/internal/dev"
 	"github.com/certmail/certmail/internal/logging"
 )
@@ -13,7 +11,7 @@ type DevCmd struct {
 	RedisAddr string `name:"redis-addr" help:"Listen address of the embedded Redis (default: a free loopback port)." group:"Redis"`
 	HTTPAddr  string `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"127.0.0.1:8080" help:"Listen address of the API and the dashboard."`
 	AdminAddr string `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"127.0.0.1:9090" help:"Listen address of the worker's /healthz, /readyz and /metrics."`
-	Tokens    string `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"API tokens, comma separated (default: one generated and printed at start)."`
+	Tokens    string `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"API tokens, comma separated, each optionally followed by a space and its role (default: one operator token generated and printed at start)."`
 	NoDemo    bool   `name:"no-demo" help:"Do not enqueue the demo tasks."`
 	LogLevel  string `name:"log-level" env:"CERTMAIL_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)." group:"Logging"`
 	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"console" enum:"json,console" help:"Log format (json, console)." group:"Logging"`
@@ -26,11 +24,9 @@ func (c *DevCmd) Run(env *Env) error {
 		return usageError{err}
 	}
 	env.logRedisTo(log)
-	var tokens []string
-	for t := range strings.SplitSeq(c.Tokens, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			tokens = append(tokens, t)
-		}
+	tokens, err := parseTokenList(c.Tokens)
+	if err != nil {
+		return usagef("CERTMAIL_API_TOKENS %v", err)
 	}
 	return dev.Run(env.Ctx, dev.Config{
 		RedisURL:  c.RedisURL,

@@ -54,8 +54,9 @@ type Config struct {
 	// AdminAddr serves the worker's /healthz, /readyz and /metrics; default
 	// DefaultAdminAddr.
 	AdminAddr string
-	// Tokens are the API tokens; default one generated at start.
-	Tokens []string
+	// Tokens are the API tokens; default one operator token generated at
+	// start. The first one is printed in the banner.
+	Tokens []api.Token
 	// NoDemo skips the demo tasks and schedule.
 	NoDemo bool
 	// DemoEvery is how often the demo schedule fires; default every minute
@@ -108,9 +109,9 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 	log := cfg.Logger
 	st := &Stack{RedisURL: cfg.RedisURL}
 	if len(cfg.Tokens) == 0 {
-		cfg.Tokens = []string{"dev-" + randomHex(16)}
+		cfg.Tokens = []api.Token{{Secret: account.Secret("dev-" + randomHex(16)), Role: api.RoleOperator}}
 	}
-	st.Token = cfg.Tokens[0]
+	st.Token = cfg.Tokens[0].Secret.Reveal()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/dev"
 	"github.com/certmail/certmail/internal/redistest"
 )
@@ -250,11 +251,11 @@ func TestDevStack(t *testing.T) {
 func TestDevStackExternalRedis(t *testing.T) {
 	t.Parallel()
 	redis := redistest.Start(t)
-	st, banner, stop := stack(t, dev.Config{RedisURL: redis.URL(), NoDemo: true, Tokens: []string{"given-token"}})
-	if st.Embedded || !strings.Contains(banner, "from REDIS_URL") || st.Token != "given-token" {
+	st, banner, stop := stack(t, dev.Config{RedisURL: redis.URL(), NoDemo: true, Tokens: []api.Token{{Secret: "given-token-3f9a0c"}}})
+	if st.Embedded || !strings.Contains(banner, "from REDIS_URL") || st.Token != "given-token-3f9a0c" {
 		t.Errorf("stack embedded=%v token=%q, banner:\n%s", st.Embedded, st.Token, banner)
 	}
-	status, body := call(t, "POST", st.APIURL+"/v1/tasks/resend-dcv", "given-token", "", `{"order_id": 77}`)
+	status, body := call(t, "POST", st.APIURL+"/v1/tasks/resend-dcv", "given-token-3f9a0c", "", `{"order_id": 77}`)
 	if status != http.StatusAccepted {
 		t.Fatalf("enqueue: %d %s", status, body)
 	}
