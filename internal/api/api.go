@@ -85,6 +85,8 @@ type Config struct {
 	// Limits bound the connections Run accepts; zero values take admin's
 	// defaults.
 	Limits admin.Limits
+	// AuthFailures limits failed authentications per client address.
+	AuthFailures AuthFailureLimit
 
 	// Logger receives one line per request (required).
 	Logger *zap.Logger
@@ -105,6 +107,7 @@ func (c Config) WithDefaults() Config {
 		c.Registry = admin.NewRegistry()
 	}
 	c.Limits = c.Limits.WithDefaults()
+	c.AuthFailures = c.AuthFailures.WithDefaults()
 	return c
 }
 
@@ -126,6 +129,9 @@ func (c Config) Validate() error {
 		return errors.New("API tokens are configured and --insecure-no-auth is given: drop one of them")
 	}
 	if err := c.Limits.Validate(); err != nil {
+		return err
+	}
+	if err := c.AuthFailures.Validate(); err != nil {
 		return err
 	}
 	seen := map[string]int{}
@@ -150,6 +156,7 @@ type Server struct {
 	ops       *ops.Service
 	log       *zap.Logger
 	tokens    tokenSet
+	failures  *failureLimiter
 	mux       *http.ServeMux
 	patterns  []string          // every pattern registered on mux, in order
 	access    map[string]access // what each pattern asks of a request
@@ -175,13 +182,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:     cfg,
-		ops:     cfg.Ops,
-		log:     cfg.Logger,
-		tokens:  newTokenSet(cfg.Tokens),
-		mux:     http.NewServeMux(),
-		access:  map[string]access{},
-		metrics: m,
+		cfg:      cfg,
+		ops:      cfg.Ops,
+		log:      cfg.Logger,
+		tokens:   newTokenSet(cfg.Tokens),
+		failures: newFailureLimiter(cfg.AuthFailures),
+		mux:      http.NewServeMux(),
+		access:   map[string]access{},
+		metrics:  m,
 		// Schedules are validated by the same ops service as tasks.
 		schedules: scheduler.NewStore(cfg.Redis.Client, cfg.Ops),
 	}

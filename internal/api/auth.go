@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/certmail/certmail/internal/account"
 )
@@ -194,12 +196,26 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		role := RoleOperator
 		if !s.cfg.InsecureNoAuth {
+			client, now := clientPrefix(r), time.Now()
+			if wait := s.failures.retryAfter(client, now); wait > 0 {
+				s.metrics.authFailures.WithLabelValues(authRateLimited).Inc()
+				w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
+				s.writeProblem(w, r, Problem{Status: http.StatusTooManyRequests,
+					Detail: "too many failed authentications from this address; try again after Retry-After seconds"}, nil)
+				return
+			}
 			token := bearerToken(r)
 			if _, password, ok := r.BasicAuth(); ok && a == accessDashboard {
 				token = password
 			}
 			var ok bool
 			if role, ok = s.tokens.role(token); !ok {
+				reason := authMissing
+				if token != "" {
+					reason = authInvalid
+					s.failures.fail(client, now)
+				}
+				s.metrics.authFailures.WithLabelValues(reason).Inc()
 				s.unauthorized(w, r, a, token != "")
 				return
 			}
@@ -209,14 +225,28 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		switch {
 		case !role.may(a):
+			s.metrics.authFailures.WithLabelValues(authForbidden).Inc()
 			s.writeProblem(w, r, Problem{Status: http.StatusForbidden, Detail: forbiddenDetail(role)}, nil)
 		case a == accessManage && s.cfg.DashboardReadOnly:
+			s.metrics.authFailures.WithLabelValues(authForbidden).Inc()
 			s.writeProblem(w, r, Problem{Status: http.StatusForbidden,
 				Detail: "the API runs read-only (CERTMAIL_DASHBOARD_READONLY): dead letters and schedules cannot be changed through it"}, nil)
 		default:
 			next.ServeHTTP(w, r)
 		}
 	})
+}
+
+// The reasons of certmail_api_auth_failures_total, a fixed set.
+const (
+	authMissing     = "missing"      // no token at all
+	authInvalid     = "invalid"      // a token that is not one of the set
+	authForbidden   = "forbidden"    // a valid token whose role may not use the route
+	authRateLimited = "rate_limited" // refused unseen: the address failed too often
+)
+
+func authFailureReasons() []string {
+	return []string{authMissing, authInvalid, authForbidden, authRateLimited}
 }
 
 // unauthorized answers 401 with the challenge of the route's scheme.

@@ -15,8 +15,9 @@ import (
 
 // metrics are the API's Prometheus series.
 type metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	authFailures *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -30,8 +31,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time taken to answer HTTP requests, by route pattern.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certmail_api_auth_failures_total",
+			Help: "Requests refused by authentication, by reason: missing (no token), invalid (a token that is not valid), forbidden (a role that may not use the route), rate_limited (the address failed too often).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration} {
+	for _, reason := range authFailureReasons() {
+		m.authFailures.WithLabelValues(reason) // every reason is exported from the start, at 0
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.authFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register API metrics: %w", err)
 		}

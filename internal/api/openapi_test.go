@@ -139,8 +139,10 @@ func TestOpenAPISecurity(t *testing.T) {
 			if _, documented := op.Responses["503"]; strings.HasPrefix(path, "/v1/") && !open && !documented {
 				t.Errorf("%s %s needs Redis but does not document 503", method, path)
 			}
-			if _, documented := op.Responses["403"]; documented == open {
-				t.Errorf("%s %s: open=%t but 403 documented=%t", method, path, open, documented)
+			for _, code := range []string{"403", "429"} {
+				if _, documented := op.Responses[code]; documented == open {
+					t.Errorf("%s %s: open=%t but %s documented=%t", method, path, open, code, documented)
+				}
 			}
 			// The roles it documents are those the route's access allows.
 			route := b.srv.Route(httptest.NewRequest(strings.ToUpper(method), param.ReplaceAllString(path, "x1"), nil))
@@ -277,5 +279,26 @@ func TestOpenAPIServed(t *testing.T) {
 	}
 	if !bytes.Equal(res.body, api.OpenAPI()) {
 		t.Error("the served document differs from the embedded one")
+	}
+}
+
+// TestOpenAPIRetryAfter: the answers that tell a client to come back (503,
+// 429) document their Retry-After header.
+func TestOpenAPIRetryAfter(t *testing.T) {
+	t.Parallel()
+	var doc struct {
+		Components struct {
+			Responses map[string]struct {
+				Headers map[string]json.RawMessage `json:"headers"`
+			} `json:"responses"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"Unavailable", "TooManyAuthFailures"} {
+		if _, ok := doc.Components.Responses[name].Headers["Retry-After"]; !ok {
+			t.Errorf("response %s does not document Retry-After", name)
+		}
 	}
 }

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -489,5 +491,67 @@ func TestRunLimits(t *testing.T) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("the API kept an idle connection open for 10 s")
+	}
+}
+
+// TestAuthFailureLimit: an address that sent too many invalid tokens gets
+// 429 with Retry-After on every protected route, even with a valid token,
+// while other addresses and open routes are served; every refusal is
+// counted by reason, and no presented token reaches the log.
+func TestAuthFailureLimit(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{configure: func(c *api.Config) { c.AuthFailures = api.AuthFailureLimit{Burst: 3, Every: time.Hour} }})
+	serve := func(remote, path, token string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		req.RemoteAddr = remote
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		rec := httptest.NewRecorder()
+		b.srv.ServeHTTP(rec, req)
+		return rec
+	}
+	const attacker, other = "198.51.100.9:40000", "203.0.113.5:40000"
+	for i := range 3 {
+		if rec := serve(attacker, "/v1/dead-letters", fmt.Sprintf("guess-%d-0123456789abcdef", i)); rec.Code != 401 {
+			t.Fatalf("guess %d: %d, want 401", i, rec.Code)
+		}
+	}
+	for _, token := range []string{"guess-9-0123456789abcdef", testToken, ""} {
+		rec := serve(attacker, "/v1/dead-letters", token)
+		if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Content-Type") != api.ProblemContentType {
+			t.Fatalf("after 3 guesses, token %.6q: %d %s, want 429 problem", token, rec.Code, rec.Header().Get("Content-Type"))
+		}
+		if ra, err := strconv.Atoi(rec.Header().Get("Retry-After")); err != nil || ra < 1 || ra > 3600 {
+			t.Errorf("Retry-After %q, want 1 to 3600 seconds", rec.Header().Get("Retry-After"))
+		}
+	}
+	if rec := serve(attacker, "/healthz", ""); rec.Code != 200 {
+		t.Errorf("open route for the limited address: %d", rec.Code)
+	}
+	if rec := serve(other, "/v1/dead-letters", testToken); rec.Code != 200 {
+		t.Errorf("another address with a valid token: %d", rec.Code)
+	}
+	// Missing tokens and forbidden roles do not count towards the limit.
+	for range 5 {
+		serve(other, "/v1/dead-letters", "")
+		serve(other, "/v1/dead-letters", producerToken)
+	}
+	if rec := serve(other, "/v1/dead-letters", testToken); rec.Code != 200 {
+		t.Errorf("after missing tokens and forbidden roles: %d, want 200", rec.Code)
+	}
+	res := b.do(t, http.MethodGet, "/metrics", "", http.Header{})
+	for _, want := range []string{
+		`certmail_api_auth_failures_total{reason="invalid"} 3`,
+		`certmail_api_auth_failures_total{reason="rate_limited"} 3`,
+		`certmail_api_auth_failures_total{reason="missing"} 5`,
+		`certmail_api_auth_failures_total{reason="forbidden"} 5`,
+	} {
+		if !strings.Contains(string(res.body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if logs := b.logs.String(); strings.Contains(logs, "guess-") || strings.Contains(logs, testToken) {
+		t.Errorf("the log holds a presented token:\n%s", logs)
 	}
 }
