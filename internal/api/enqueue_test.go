@@ -314,17 +314,21 @@ func TestEnqueueScheduled(t *testing.T) {
 	tests := []struct {
 		name  string
 		query string
-		want  time.Time
+		want  time.Time     // for process_at
+		in    time.Duration // for process_in: from when the request is sent
 		slack time.Duration
 	}{
-		{"process_in", "?process_in=1h30m", time.Now().Add(90 * time.Minute), 10 * time.Second},
-		{"process_at", "?process_at=" + at.Format(time.RFC3339), at, time.Second},
-		{"process_at with offset", "?process_at=" + strings.ReplaceAll(at.In(time.FixedZone("", 2*3600)).Format(time.RFC3339), "+", "%2B"), at, time.Second},
+		{"process_in", "?process_in=1h30m", time.Time{}, 90 * time.Minute, 10 * time.Second},
+		{"process_at", "?process_at=" + at.Format(time.RFC3339), at, 0, time.Second},
+		{"process_at with offset", "?process_at=" + strings.ReplaceAll(at.In(time.FixedZone("", 2*3600)).Format(time.RFC3339), "+", "%2B"), at, 0, time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
+			if tt.in != 0 {
+				tt.want = time.Now().Add(tt.in)
+			}
 			var ref api.TaskRef
 			mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv"+tt.query, `{"order_id":9}`, nil), http.StatusAccepted, &ref)
 			if ref.State != "scheduled" {
