@@ -196,7 +196,7 @@ func New(cfg Config) (*Server, error) {
 	s.dashboard = newDashboard(cfg.Redis, cfg.DashboardReadOnly)
 	s.dashboardRO = newDashboard(cfg.Redis, true)
 	s.routes()
-	s.handler = s.observe(s.authenticate(s.problemsForUnmatched(s.mux)))
+	s.handler = s.observe(securityHeaders(s.crossOrigin(s.authenticate(s.problemsForUnmatched(s.mux)))))
 	return s, nil
 }
 
