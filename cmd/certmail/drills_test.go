@@ -7,10 +7,15 @@ package main_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +23,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/tasks"
@@ -293,4 +299,156 @@ func (d *drill) lastDelivery() time.Time {
 		}
 	}
 	return last
+}
+
+// answer is one enqueue through the API during the outage drill.
+type answer struct {
+	at         time.Time
+	took       time.Duration
+	status     int // 0: no answer (a transport error)
+	problem    bool
+	retryAfter string
+	id         string // of an accepted task
+	err        error
+}
+
+// TestDrillRedisOutageDuringEnqueue: four producers enqueue through
+// `certmail api` while Redis (AOF) is stopped for a few seconds and started
+// again.
+// While it is away every answer is 503 problem+json with Retry-After, none
+// a 500, none slower than the write timeout; once it is back, enqueues
+// succeed again without restarting the API, and every acknowledged task is
+// in Redis.
+func TestDrillRedisOutageDuringEnqueue(t *testing.T) {
+	t.Parallel()
+	r := redistest.Start(t, redistest.Options{AppendOnly: true})
+	const token = "drill-producer-4c1e9a7b"
+	apiProc := start(t, "api", []string{"REDIS_URL=" + r.URL(), "CERTMAIL_HTTP_ADDR=127.0.0.1:0",
+		"CERTMAIL_API_TOKENS=" + token + " producer"}, "api")
+	base := "http://" + apiProc.waitLog("api started", 20*time.Second)["addr"].(string)
+	client := &http.Client{Timeout: admin.DefaultWriteTimeout + 5*time.Second}
+
+	var mu sync.Mutex
+	var answers []answer
+	var orders atomic.Int64
+	orders.Store(500000)
+	stop := make(chan struct{})
+	var producers sync.WaitGroup
+	for range 4 {
+		producers.Go(func() { produceHTTP(t, client, base, token, &orders, stop, &mu, &answers) })
+	}
+	accepted := func(after time.Time) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, a := range answers {
+			if a.at.After(after) && a.status == http.StatusAccepted {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, 20*time.Second, func() bool { return accepted(time.Time{}) }, func() string { return "no enqueue accepted before the outage" })
+	time.Sleep(time.Second) // load before the outage: part of the drill
+	r.Stop()
+	down := time.Now()
+	time.Sleep(5 * time.Second) // the outage
+	r.Relaunch()
+	up := time.Now()
+	waitFor(t, 60*time.Second, func() bool { return accepted(up) }, func() string { return "no enqueue accepted after Redis came back" })
+	time.Sleep(time.Second)
+	close(stop)
+	producers.Wait()
+
+	var ok, unavailable, during int
+	var slowest time.Duration
+	var firstAfter time.Time
+	var ids []string
+	for _, a := range answers {
+		if a.at.After(down) && a.at.Before(up) {
+			during++
+			slowest = max(slowest, a.took)
+		}
+		switch {
+		case a.status == http.StatusAccepted:
+			ok++
+			ids = append(ids, a.id)
+			if a.at.After(up) && firstAfter.IsZero() {
+				firstAfter = a.at.Add(a.took)
+			}
+		case a.status == http.StatusServiceUnavailable && a.problem && a.retryAfter != "":
+			unavailable++
+		default:
+			t.Errorf("answer at %v (%v after Redis stopped): status %d, problem %t, Retry-After %q, error %v",
+				a.at.Format("15:04:05.000"), a.at.Sub(down).Round(time.Millisecond), a.status, a.problem, a.retryAfter, a.err)
+		}
+		if a.took >= admin.DefaultWriteTimeout {
+			t.Errorf("an answer took %v, past the write timeout", a.took)
+		}
+	}
+	if unavailable == 0 || during == 0 {
+		t.Fatalf("%d requests while Redis was away, %d answered 503: the drill did not hit the outage", during, unavailable)
+	}
+	select {
+	case <-apiProc.done:
+		t.Fatalf("the API exited during the drill: %v", apiProc.err)
+	default:
+	}
+	// Every task acknowledged with 202 is in Redis (AOF: a stop writes it).
+	inspector := asynq.NewInspector(r.ConnOpt())
+	defer inspector.Close()
+	for _, id := range ids {
+		if _, err := inspector.GetTaskInfo("default", id); err != nil {
+			t.Errorf("acknowledged task %s: %v", id, err)
+		}
+	}
+	// go-redis's own complaints while Redis was away came out as JSON lines.
+	for _, line := range strings.Split(strings.TrimSpace(apiProc.log()), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("API log line is not JSON: %q", line)
+		}
+	}
+	t.Logf("Redis outage during enqueue drill: %d enqueues, %d accepted (all in Redis afterwards), %d answered 503 with Retry-After, none 500; "+
+		"Redis away %v, slowest answer meanwhile %v; first enqueue accepted %v after Redis was back, same API process",
+		len(answers), ok, unavailable, up.Sub(down).Round(10*time.Millisecond), slowest.Round(time.Millisecond),
+		firstAfter.Sub(up).Round(10*time.Millisecond))
+}
+
+// produceHTTP enqueues resend-dcv tasks through the API at base, one order
+// after another, every 10 ms, until stop is closed; each answer goes to
+// answers.
+func produceHTTP(t *testing.T, client *http.Client, base, token string, orders *atomic.Int64, stop <-chan struct{},
+	mu *sync.Mutex, answers *[]answer) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		order := orders.Add(1)
+		req, err := http.NewRequest(http.MethodPost, base+"/v1/tasks/resend-dcv", strings.NewReader(fmt.Sprintf(`{"order_id": %d}`, order)))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		a := answer{at: time.Now()}
+		res, err := client.Do(req)
+		a.took = time.Since(a.at)
+		if err != nil {
+			a.err = err
+		} else {
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			a.status, a.retryAfter = res.StatusCode, res.Header.Get("Retry-After")
+			a.problem = res.Header.Get("Content-Type") == "application/problem+json"
+			var ref struct{ ID string }
+			if res.StatusCode == http.StatusAccepted && json.Unmarshal(body, &ref) == nil {
+				a.id = ref.ID
+			}
+		}
+		mu.Lock()
+		*answers = append(*answers, a)
+		mu.Unlock()
+	}
 }
