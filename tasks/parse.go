@@ -9,20 +9,25 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 )
+
+// MaxPayloadBytes is the largest payload Parse reads (1 MiB, the HTTP API's
+// body limit); a larger one is refused before it is decoded. The payloads the
+// constructors build are far smaller (under 100 KiB with every list full).
+const MaxPayloadBytes = 1 << 20
 
 // Parse decodes a JSON payload of type taskType strictly, then normalises and
 // validates it, and returns the normalised payload (a SetEmails, ResendDCV or
 // SendCert value).
 //
-// Strict means: the body is exactly one JSON object; unknown and repeated
-// fields, wrong JSON types, ids that are not integers or do not fit in an
-// int64, and a missing order_id, certificate_id or additional_emails are all
-// errors. A member whose value is null counts as absent. Every problem found,
-// structural or not, is returned in one *ValidationError, each under the JSON
-// path of the value (or "" for the body as a whole). A taskType other than the
-// three of this package gives an error wrapping ErrUnknownType.
+// Strict means: the body is exactly one JSON object of at most
+// MaxPayloadBytes; unknown and repeated fields, wrong JSON types, ids that
+// are not integers or do not fit in an int64, and a missing order_id,
+// certificate_id or additional_emails are all errors. A member whose value is
+// null counts as absent. The problems found, structural or not, are returned
+// in one *ValidationError (bounded: see NewValidationError), each under the
+// JSON path of the value (or "" for the body as a whole). A taskType other
+// than the three of this package gives an error wrapping ErrUnknownType.
 func Parse(taskType string, data []byte) (Payload, error) {
 	switch taskType {
 	case TypeSetEmails:
@@ -41,25 +46,22 @@ type checker[T Payload] interface {
 	check() (T, []FieldError)
 }
 
-// parse reads the body, lets decodeFn fill in a T, and merges the structural
-// problems decodeFn found with those check finds, dropping check's reports on
-// values that are already reported as malformed.
+// parse reads the body, lets decodeFn fill in a T, and adds the problems
+// check finds to the structural ones decodeFn found. A value decodeFn
+// reported stands as a valid placeholder, so check does not report it again.
 func parse[T checker[T]](taskType string, data []byte, decodeFn func(*decoder, json.RawMessage) T) (Payload, error) {
+	if len(data) > MaxPayloadBytes {
+		return nil, NewValidationError(taskType, FieldError{Message: "larger than " + strconv.Itoa(MaxPayloadBytes) + " bytes"})
+	}
 	raw, msg := body(data)
 	if msg != "" {
-		return nil, &ValidationError{Type: taskType, Errors: []FieldError{{Message: msg}}}
+		return nil, NewValidationError(taskType, FieldError{Message: msg})
 	}
-	d := decoder{reported: make(map[string]bool)}
+	var d decoder
 	p := decodeFn(&d, raw)
 	n, checked := p.check()
-	errs := d.problems
-	for _, fe := range checked {
-		if !d.covers(fe.Field) {
-			errs = append(errs, fe)
-		}
-	}
-	if len(errs) > 0 {
-		return nil, &ValidationError{Type: taskType, Errors: errs}
+	if err := result(taskType, append(d.problems, checked...)); err != nil {
+		return nil, err
 	}
 	return n, nil
 }
@@ -84,31 +86,33 @@ func body(data []byte) (json.RawMessage, string) {
 	return raw, ""
 }
 
+// Placeholders stand for values the decoder reported as malformed: valid, so
+// that validation, which judges the decoded payload, does not report the same
+// value again as missing or invalid. A payload holding one is never returned.
+const (
+	placeholderID     = 1
+	placeholderEmail  = "malformed@placeholder.invalid"
+	placeholderDomain = "placeholder.invalid"
+)
+
 // decoder walks an already syntactically valid JSON value, recording the
 // structural problems it finds.
 type decoder struct {
 	problems problems
-	reported map[string]bool // paths with a structural problem
 }
 
 func (d *decoder) add(path, msg string) {
 	d.problems.add(path, msg)
-	d.reported[path] = true
 }
 
-// covers reports whether path or one of its ancestors has a structural
-// problem, in which case a validation message about it would only repeat it.
-func (d *decoder) covers(path string) bool {
-	for {
-		if d.reported[path] {
-			return true
-		}
-		i := strings.LastIndexAny(path, ".[")
-		if i < 0 {
-			return false
-		}
-		path = path[:i]
+// addIndex reports element i of the array at path, building the path only
+// when the problem is listed.
+func (d *decoder) addIndex(path string, i int, msg string) {
+	if d.problems.full() {
+		d.problems.skip()
+		return
 	}
+	d.add(index(path, i), msg)
 }
 
 // kind returns the first byte of a JSON value: '{', '[', '"', 'n', 't', 'f',
@@ -129,12 +133,17 @@ func (d *decoder) object(path string, v json.RawMessage, known []string, set fun
 		return nil, false
 	}
 	present = make(map[string]bool, len(known))
+	// seen holds the known members and the first unknown ones: a repeated
+	// unknown member beyond those is reported as unknown rather than as
+	// repeated, which counts the same and keeps the map small.
 	seen := make(map[string]bool, len(known))
+	const maxSeen = 64
 	dec := json.NewDecoder(bytes.NewReader(v))
 	if _, err := dec.Token(); err != nil { // '{'
 		d.add(path, "malformed JSON: "+err.Error())
 		return present, true
 	}
+	var val json.RawMessage // reused: set reads a value before the next one is decoded
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -142,86 +151,168 @@ func (d *decoder) object(path string, v json.RawMessage, known []string, set fun
 			return present, true
 		}
 		key, _ := tok.(string)
-		var val json.RawMessage
+		val = val[:0]
 		if err := dec.Decode(&val); err != nil {
 			d.add(path, "malformed JSON: "+err.Error())
 			return present, true
 		}
-		p := member(path, key)
 		switch {
 		case seen[key]:
-			d.add(p, "duplicate field")
+			d.addMember(path, key, "duplicate field")
 		case !slices.Contains(known, key):
-			d.add(p, "unknown field")
+			d.addMember(path, key, "unknown field")
 		case kind(val) != 'n':
 			present[key] = true
-			set(key, p, val)
+			set(key, member(path, key), val)
 		}
-		seen[key] = true
+		if len(seen) < maxSeen || slices.Contains(known, key) {
+			seen[key] = true
+		}
 	}
 	return present, true
 }
 
-// member returns the path of member key of the object at path.
+// addMember reports member key of the object at path, building the path
+// only when the problem is listed.
+func (d *decoder) addMember(path, key, msg string) {
+	if d.problems.full() {
+		d.problems.skip()
+		return
+	}
+	d.add(member(path, key), msg)
+}
+
+// member returns the path of member key of the object at path. A key that
+// is not a plain name (it can only be an unknown one) is quoted and cut to
+// 64 characters, so that a path never echoes much of the input.
 func member(path, key string) string {
+	if !plainKey(key) {
+		key = fmt.Sprintf("%.64q", key)
+	}
 	if path == "" {
 		return key
 	}
 	return path + "." + key
 }
 
+// plainKey reports whether key is 1 to 64 letters, digits, '_' or '-'.
+func plainKey(key string) bool {
+	if key == "" || len(key) > 64 {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		if c := key[i]; !isAlnum(c) && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
 // integer decodes a JSON integer. Negative values too large for an int64
 // become math.MinInt64 and are left to validation, which rejects them anyway.
-func (d *decoder) integer(path string, v json.RawMessage) int64 {
+// ok is false when the value was reported.
+func (d *decoder) integer(path string, v json.RawMessage) (n int64, ok bool) {
 	s := string(bytes.TrimSpace(v))
 	if c := kind(v); c != '-' && (c < '0' || c > '9') {
 		d.add(path, "must be an integer")
-		return 0
+		return 0, false
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	switch {
 	case err == nil:
-		return n
+		return n, true
 	case errors.Is(err, strconv.ErrRange) && s[0] == '-':
-		return math.MinInt64
+		return math.MinInt64, true
 	case errors.Is(err, strconv.ErrRange):
 		d.add(path, "must be at most "+strconv.FormatInt(math.MaxInt64, 10))
 	default:
 		d.add(path, "must be an integer")
 	}
-	return 0
+	return 0, false
 }
 
 // id decodes a required positive id; an explicit 0 is reported here so that
-// validation's "required" is kept for a missing one.
+// validation's "required" is kept for a missing one. A reported id stands as
+// placeholderID.
 func (d *decoder) id(path string, v json.RawMessage) int64 {
-	n := d.integer(path, v)
-	if n == 0 && !d.reported[path] {
+	n, ok := d.integer(path, v)
+	switch {
+	case !ok:
+		return placeholderID
+	case n == 0:
 		d.add(path, msgPositive)
+		return placeholderID
 	}
 	return n
 }
 
+// str decodes a string; a value of another type is reported and stands as
+// "", which validation accepts for optional members.
 func (d *decoder) str(path string, v json.RawMessage) string {
-	var s string
-	if kind(v) != '"' || json.Unmarshal(v, &s) != nil {
+	return d.strOr(path, v, "")
+}
+
+// strOr decodes a string; a value of another type is reported and stands as
+// placeholder.
+func (d *decoder) strOr(path string, v json.RawMessage, placeholder string) string {
+	s, ok := stringValue(v)
+	if !ok {
 		d.add(path, "must be a string")
-		return ""
+		return placeholder
 	}
 	return s
 }
 
-// strings decodes an array of strings; an element of another type is
-// reported and stands as "" so that later indexes keep their place.
-func (d *decoder) strings(path string, v json.RawMessage) []string {
-	var elems []json.RawMessage
-	if kind(v) != '[' || json.Unmarshal(v, &elems) != nil {
-		d.add(path, "must be an array of strings")
-		return nil
+// stringValue decodes v when it is a JSON string.
+func stringValue(v json.RawMessage) (string, bool) {
+	var s string
+	if kind(v) != '"' || json.Unmarshal(v, &s) != nil {
+		return "", false
 	}
-	out := make([]string, len(elems))
-	for i, e := range elems {
-		out[i] = d.str(index(path, i), e)
+	return s, true
+}
+
+// elements calls fn for each element of the array v, reading one element at a
+// time and stopping after MaxListLength+1 of them (validation reports a list
+// that long); ok is false when v is not an array.
+func elements(v json.RawMessage, fn func(i int, e json.RawMessage)) (ok bool) {
+	if kind(v) != '[' {
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(v))
+	if _, err := dec.Token(); err != nil { // '['
+		return false
+	}
+	var e json.RawMessage
+	for i := 0; i <= MaxListLength && dec.More(); i++ {
+		e = e[:0]
+		if err := dec.Decode(&e); err != nil {
+			return false
+		}
+		fn(i, e)
+	}
+	return true
+}
+
+// emails decodes an array of addresses; an element of another type is
+// reported and stands as placeholderEmail so that later indexes keep their
+// place, and a value that is not an array stands as one placeholder.
+func (d *decoder) emails(path string, v json.RawMessage) []string {
+	var out []string
+	ok := elements(v, func(i int, e json.RawMessage) {
+		s, ok := stringValue(e)
+		if !ok {
+			d.addIndex(path, i, "must be a string")
+			s = placeholderEmail
+		}
+		out = append(out, s)
+	})
+	if !ok {
+		d.add(path, "must be an array of strings")
+		return []string{placeholderEmail}
+	}
+	if out == nil {
+		out = []string{}
 	}
 	return out
 }
@@ -234,11 +325,11 @@ func decodeSetEmails(d *decoder, raw json.RawMessage) SetEmails {
 		case "order_id":
 			p.OrderID = d.id(path, v)
 		case "additional_emails":
-			p.AdditionalEmails = d.strings(path, v)
+			p.AdditionalEmails = d.emails(path, v)
 		case "account":
 			p.Account = d.str(path, v)
 		case "sequence":
-			p.Sequence = d.integer(path, v)
+			p.Sequence, _ = d.integer(path, v)
 		}
 	})
 	if !present["additional_emails"] {
@@ -266,31 +357,50 @@ func decodeResendDCV(d *decoder, raw json.RawMessage) ResendDCV {
 }
 
 // approvals decodes domain_approval_emails; an element that is not an object
-// is reported and stands as an empty entry so that later indexes keep their
-// place.
+// is reported and stands as a valid placeholder entry so that later indexes
+// keep their place, and so does a required member of the wrong type.
 func (d *decoder) approvals(path string, v json.RawMessage) []DomainApprovalEmail {
-	var elems []json.RawMessage
-	if kind(v) != '[' || json.Unmarshal(v, &elems) != nil {
-		d.add(path, "must be an array of objects")
-		return nil
-	}
-	out := make([]DomainApprovalEmail, len(elems))
+	var out []DomainApprovalEmail
 	known := []string{"domain", "email", "email_domain"}
-	for i, e := range elems {
-		ep := index(path, i)
-		_, ok := d.object(ep, e, known, func(key, path string, v json.RawMessage) {
+	ok := elements(v, func(i int, e json.RawMessage) {
+		var a DomainApprovalEmail
+		badDomain := false
+		ep := ""
+		if kind(e) == '{' {
+			ep = index(path, i) // members of an object are reported under it
+		}
+		_, isObject := d.object(ep, e, known, func(key, path string, v json.RawMessage) {
 			switch key {
 			case "domain":
-				out[i].Domain = d.str(path, v)
+				s, ok := stringValue(v)
+				badDomain = !ok
+				if !ok {
+					d.add(path, "must be a string")
+				}
+				a.Domain = s
 			case "email":
-				out[i].Email = d.str(path, v)
+				a.Email = d.strOr(path, v, placeholderEmail)
 			case "email_domain":
-				out[i].EmailDomain = d.str(path, v)
+				a.EmailDomain = d.str(path, v)
 			}
 		})
-		if !ok {
-			d.add(ep, "must be an object")
+		switch {
+		case !isObject:
+			d.addIndex(path, i, "must be an object")
+			a = DomainApprovalEmail{Domain: placeholderDomain, Email: placeholderEmail}
+		case badDomain:
+			// Stand as the email domain when it is valid, so that the check
+			// that relates the two finds nothing to say.
+			a.Domain = placeholderDomain
+			if nd := normalizeDomain(a.EmailDomain); ValidDNSName(nd) {
+				a.Domain = nd
+			}
 		}
+		out = append(out, a)
+	})
+	if !ok {
+		d.add(path, "must be an array of objects")
+		return nil
 	}
 	return out
 }
@@ -303,9 +413,9 @@ func decodeSendCert(d *decoder, raw json.RawMessage) SendCert {
 		case "certificate_id":
 			p.CertificateID = d.id(path, v)
 		case "emails":
-			p.Emails = d.strings(path, v)
+			p.Emails = d.emails(path, v)
 		case "certificate_collect_format":
-			p.CertificateCollectFormat = d.str(path, v)
+			p.CertificateCollectFormat = d.strOr(path, v, CollectAttachment)
 		case "custom_message":
 			p.CustomMessage = d.str(path, v)
 		case "account":

@@ -70,7 +70,7 @@ func (p ResendDCV) check() (ResendDCV, []FieldError) {
 	checkID(&ps, "order_id", p.OrderID)
 	n.DomainApprovalEmails = nil
 	seen := make(map[string]struct{})
-	for i, e := range p.DomainApprovalEmails {
+	for i, e := range checkLength(&ps, "domain_approval_emails", p.DomainApprovalEmails) {
 		path := index("domain_approval_emails", i)
 		ne := checkApproval(&ps, path, e)
 		k := ne.Domain + "\x00" + asciiLower(ne.Email)

@@ -11,16 +11,17 @@ import (
 
 // Messages naming the rules; a message never repeats the value it judges.
 const (
-	msgRequired    = "required"
-	msgPositive    = "must be greater than 0"
-	msgNotNegative = "must not be negative"
-	msgDNSName     = "not a valid DNS name"
-	msgAccount     = "must be 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"
-	msgLocale      = "must look like ll or ll_CC (e.g. en, en_US)"
-	msgCollect     = "must be one of " + CollectAttachment + ", " + CollectPlaintext + ", " + CollectDownloadLink
-	msgMessageUTF8 = "must be valid UTF-8"
-	msgMessageCtrl = "must not contain control characters other than newline and tab"
-	msgEmailDomain = "domain must equal it or be a subdomain of it"
+	msgRequired      = "required"
+	msgPositive      = "must be greater than 0"
+	msgNotNegative   = "must not be negative"
+	msgDNSName       = "not a valid DNS name"
+	msgAccount       = "must be 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"
+	msgLocale        = "must look like ll or ll_CC (e.g. en, en_US)"
+	msgCollect       = "must be one of " + CollectAttachment + ", " + CollectPlaintext + ", " + CollectDownloadLink
+	msgMessageUTF8   = "must be valid UTF-8"
+	msgMessageCtrl   = "must not contain control characters other than newline and tab"
+	msgEmailDomain   = "domain must equal it or be a subdomain of it"
+	msgSequenceAhead = "must not be more than 1m ahead of the current time in Unix nanoseconds"
 )
 
 // Limits of the parts of names and addresses.
@@ -172,12 +173,17 @@ func normalizeDomain(s string) string {
 // list longer than MaxEntries (after de-duplication) as field, and returns
 // the normalised list without case-insensitive duplicates, never nil.
 func checkEmails(ps *problems, field string, list []string) []string {
+	list = checkLength(ps, field, list)
 	out := make([]string, 0, min(len(list), MaxEntries+1))
 	seen := make(map[string]struct{}, len(out))
 	for i, raw := range list {
 		e := normalizeEmail(raw)
 		if err := ValidateEmail(e); err != nil {
-			ps.add(index(field, i), err.Error())
+			if ps.full() {
+				ps.skip() // do not build the path of a problem that is only counted
+			} else {
+				ps.add(index(field, i), err.Error())
+			}
 		}
 		k := asciiLower(e)
 		if _, dup := seen[k]; dup {
@@ -191,6 +197,19 @@ func checkEmails(ps *problems, field string, list []string) []string {
 	}
 	return out
 }
+
+// checkLength reports a list longer than MaxListLength and returns the part
+// of it that is checked further.
+func checkLength[E any](ps *problems, field string, list []E) []E {
+	if len(list) > MaxListLength {
+		ps.add(field, msgTooLong)
+		return list[:MaxListLength]
+	}
+	return list
+}
+
+// msgTooLong is the message for a list longer than MaxListLength.
+var msgTooLong = "at most " + strconv.Itoa(MaxListLength) + " elements as sent, duplicates included"
 
 // msgTooMany is the message for a list longer than MaxEntries.
 func msgTooMany() string {

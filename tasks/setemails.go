@@ -1,5 +1,7 @@
 package tasks
 
+import "time"
+
 // SetEmails is the payload of a set-emails task: replace the additional
 // notification emails of a DigiCert order with AdditionalEmails. An empty
 // list clears them.
@@ -15,7 +17,9 @@ type SetEmails struct {
 	// whatever was written last, so the worker skips a request older than one
 	// already applied. Zero means "stamp it": NewSetEmailsTask and NewTask set
 	// it to the current time in Unix nanoseconds, strictly increasing within
-	// the process.
+	// the process. A producer that sets it gives Unix nanoseconds too, at most
+	// MaxSequenceAhead ahead of the clock of whoever validates it (the
+	// worker too), so that no request can stay newer than every later one.
 	Sequence int64 `json:"sequence,omitempty"`
 }
 
@@ -68,8 +72,11 @@ func (p SetEmails) check() (SetEmails, []FieldError) {
 	checkID(&ps, "order_id", p.OrderID)
 	n.AdditionalEmails = checkEmails(&ps, "additional_emails", p.AdditionalEmails)
 	checkAccount(&ps, p.Account)
-	if p.Sequence < 0 {
+	switch {
+	case p.Sequence < 0:
 		ps.add("sequence", msgNotNegative)
+	case p.Sequence > time.Now().Add(MaxSequenceAhead).UnixNano():
+		ps.add("sequence", msgSequenceAhead)
 	}
 	return n, ps
 }

@@ -62,8 +62,15 @@ const (
 	// MaxEntries is the most emails or approval entries one task may carry,
 	// counted after duplicates are removed.
 	MaxEntries = 100
+	// MaxListLength is the most elements an email or approval list may
+	// have as sent, duplicates included; a longer list is refused without
+	// reading the elements beyond it.
+	MaxListLength = 10 * MaxEntries
 	// MaxEmailLength is the longest email address accepted, in characters.
 	MaxEmailLength = 254
+	// MaxSequenceAhead is how far ahead of the clock a set-emails Sequence
+	// (Unix nanoseconds) may be.
+	MaxSequenceAhead = time.Minute
 	// MaxCustomMessage is the longest custom_message accepted, in characters (runes).
 	MaxCustomMessage = 2000
 )
@@ -128,7 +135,7 @@ func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
 		return nil, fmt.Errorf("new task: %w: %T", ErrUnknownType, p)
 	}
 	if len(errs) > 0 {
-		return nil, &ValidationError{Type: n.TaskType(), Errors: errs}
+		return nil, NewValidationError(n.TaskType(), errs...)
 	}
 	b, err := marshal(n)
 	if err != nil {
