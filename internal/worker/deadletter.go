@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,12 @@ const DeadLetterStream = "certmail:deadletter"
 
 // DefaultDeadLetterMaxLen caps the stream (approximately, as XADD MAXLEN ~ does).
 const DefaultDeadLetterMaxLen = 100000
+
+// DeadLetterPayloadMax is the most bytes of a task's payload a dead-letter
+// entry keeps; the entry of a larger one keeps its first DeadLetterPayloadMax
+// bytes and its full size in the field payload_bytes. The task itself stays
+// whole in asynq's archive.
+const DeadLetterPayloadMax = 8 << 10
 
 // errorHandler is asynq's ErrorHandler: the one place where a failed
 // delivery is logged, and where a task that asynq is about to archive is
@@ -50,12 +57,16 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 		}
 	}
 	fields := []zap.Field{
-		zap.String("task_id", id), zap.String("task_type", t.Type()), zap.String("queue", queue),
+		zap.String("task_id", id), zap.String("task_type", clip(t.Type(), maxLabelLength)), zap.String("queue", queue),
 		zap.Int("attempt", retried+1), zap.Int("max_retry", maxRetry),
 		zap.String("error_code", te.code), zap.String("error_class", te.class),
-		zap.Int("http_status", te.status), zap.Error(err),
+		zap.Int("http_status", te.status), zap.String("error", te.Error()),
+	}
+	if d := te.detail(); d != "" {
+		fields = append(fields, zap.String("error_detail", d))
 	}
 	fields = append(fields, subject(t.Payload())...)
+	typ := h.metrics.taskType(t.Type())
 	archived := errors.Is(err, asynq.SkipRetry) || (retried >= maxRetry && !errors.Is(err, asynq.RevokeTask))
 	wait := !h.isFailure(err)
 	if archived && wait {
@@ -65,7 +76,7 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 		perr := park(pctx, h.rdb, parkedTask{Queue: queue, ID: id}, time.Now().Add(te.retryAfter))
 		cancel()
 		if perr == nil {
-			h.metrics.tasks.WithLabelValues(t.Type(), "wait").Inc()
+			h.metrics.tasks.WithLabelValues(typ, "wait").Inc()
 			h.log.Info("delivery deferred on the task's last retry: parked in the archive until the wait is over",
 				append(fields, zap.Duration("next_delay", te.retryAfter))...)
 			return
@@ -76,18 +87,18 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 	switch {
 	case archived:
 		h.deadLetter(ctx, t, id, queue, retried+1, te)
-		h.metrics.tasks.WithLabelValues(t.Type(), "dead_lettered").Inc()
-		h.metrics.deadLetters.WithLabelValues(t.Type(), te.code).Inc()
+		h.metrics.tasks.WithLabelValues(typ, "dead_lettered").Inc()
+		h.metrics.deadLetters.WithLabelValues(typ, h.metrics.errorCode(te.code)).Inc()
 		h.log.Error("task dead-lettered", fields...)
 	case !wait:
-		h.metrics.tasks.WithLabelValues(t.Type(), "retry").Inc()
+		h.metrics.tasks.WithLabelValues(typ, "retry").Inc()
 		next := te.retryAfter
 		if next <= 0 {
 			next = RetryDelay(retried)
 		}
 		h.log.Warn("delivery failed; will retry", append(fields, zap.Duration("next_delay", next))...)
 	default: // a wait that does not count against the task's retries
-		h.metrics.tasks.WithLabelValues(t.Type(), "wait").Inc()
+		h.metrics.tasks.WithLabelValues(typ, "wait").Inc()
 		h.log.Info("delivery deferred", append(fields, zap.Duration("next_delay", te.retryAfter))...)
 	}
 }
@@ -95,17 +106,18 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 // subject names what a failed task was about (its account and order or
 // certificate), read from the payload as far as it decodes: the operator
 // reading a failure line needs them, and the handler's own report is not
-// visible here. Emails are left out.
+// visible here. Emails are left out, and so is all of a payload too large to
+// be read.
 func subject(payload []byte) []zap.Field {
 	var s struct {
 		Account       string `json:"account"`
 		OrderID       int64  `json:"order_id"`
 		CertificateID int64  `json:"certificate_id"`
 	}
-	_ = json.Unmarshal(payload, &s) // best effort: an invalid payload names what it can
-	if s.Account == "" {
-		s.Account = tasks.DefaultAccount
+	if len(payload) <= tasks.MaxPayloadBytes {
+		_ = json.Unmarshal(payload, &s) // best effort: an invalid payload names what it can
 	}
+	s.Account = clip(cmp.Or(s.Account, tasks.DefaultAccount), maxLabelLength)
 	fields := []zap.Field{zap.String("account", s.Account)}
 	if s.OrderID != 0 {
 		fields = append(fields, zap.Int64("order_id", s.OrderID))
@@ -124,21 +136,26 @@ func (h *errorHandler) deadLetter(ctx context.Context, t *asynq.Task, id, queue 
 	defer cancel()
 	pipe := h.rdb.Pipeline() // not a transaction: the two keys may live on different cluster slots
 	unpark := pipe.ZRem(ctx, parkedKey, parkedTask{Queue: queue, ID: id}.member())
+	payload := t.Payload()
+	values := []any{
+		"task_id", id,
+		"type", clip(t.Type(), maxLabelLength),
+		"queue", queue,
+		"payload", string(payload[:min(len(payload), DeadLetterPayloadMax)]),
+		"error_code", te.code,
+		"error_message", te.message(),
+		"http_status", strconv.Itoa(te.status),
+		"attempts", strconv.Itoa(attempts),
+		"failed_at", time.Now().UTC().Format(time.RFC3339),
+	}
+	if len(payload) > DeadLetterPayloadMax {
+		values = append(values, "payload_bytes", strconv.Itoa(len(payload)))
+	}
 	add := pipe.XAdd(ctx, &redis.XAddArgs{
 		Stream: DeadLetterStream,
 		MaxLen: h.maxLen,
 		Approx: true,
-		Values: []any{
-			"task_id", id,
-			"type", t.Type(),
-			"queue", queue,
-			"payload", string(t.Payload()),
-			"error_code", te.code,
-			"error_message", te.err.Error(),
-			"http_status", strconv.Itoa(te.status),
-			"attempts", strconv.Itoa(attempts),
-			"failed_at", time.Now().UTC().Format(time.RFC3339),
-		},
+		Values: values,
 	})
 	_, _ = pipe.Exec(ctx) // each command's error is read below
 	if err := unpark.Err(); err != nil {

@@ -92,6 +92,11 @@ func (p *processor) begin(ctx context.Context, t *asynq.Task) (tasks.Payload, *d
 	d.taskID, _ = asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
 	d.attempt = retried + 1
+	if n := len(t.Payload()); n > tasks.MaxPayloadBytes {
+		// Refused before it is decoded: no entry point makes such a payload.
+		return nil, nil, permanent("payload_too_large", 0,
+			fmt.Errorf("payload of %d bytes; at most %d are accepted", n, tasks.MaxPayloadBytes))
+	}
 	payload, err := tasks.Parse(t.Type(), t.Payload())
 	if err != nil {
 		return nil, nil, permanent("invalid_payload", 0, err)

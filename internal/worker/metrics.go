@@ -3,14 +3,38 @@ package worker
 import (
 	"context"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/certmail/certmail/tasks"
+)
+
+// Bounds of label values, so that what producers and DigiCert send cannot
+// create series without limit.
+const (
+	// otherLabel stands for every value beyond the bounds.
+	otherLabel = "other"
+	// maxErrorCodes is how many distinct error codes get a series of their
+	// own; later ones are counted under otherLabel.
+	maxErrorCodes = 50
+	// maxLabelLength is the longest error code or task type kept as a label
+	// value or log field, in bytes.
+	maxLabelLength = 64
 )
 
 // metrics are the worker's Prometheus series (see README "Metrics").
 type metrics struct {
+	// knownTypes are the task types with series of their own; any other
+	// (a raw producer's misspelt type) is counted under otherLabel.
+	knownTypes map[string]bool
+
+	codesMu sync.Mutex
+	codes   map[string]bool // error codes with series of their own (at most maxErrorCodes)
+
 	tasks        *prometheus.CounterVec   // certmail_tasks_total{type,outcome}
 	inFlight     *prometheus.GaugeVec     // certmail_tasks_in_flight{type}
 	taskDuration *prometheus.HistogramVec // certmail_task_duration_seconds{type}
@@ -25,6 +49,8 @@ type metrics struct {
 // account names, whose pause is read from rdb at each scrape.
 func newMetrics(reg prometheus.Registerer, rdb redis.UniversalClient, accounts []string) *metrics {
 	m := &metrics{
+		knownTypes: map[string]bool{},
+		codes:      map[string]bool{},
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certmail_tasks_total",
 			Help: "Deliveries by task type and outcome (delivered, superseded, duplicate, retry, wait, dead_lettered).",
@@ -61,12 +87,53 @@ func newMetrics(reg prometheus.Registerer, rdb redis.UniversalClient, accounts [
 			Help: "Shared cool-downs started because DigiCert answered 429.",
 		}, []string{"account"}),
 	}
+	for _, t := range tasks.Types() {
+		m.knownTypes[t] = true
+	}
 	reg.MustRegister(m.tasks, m.inFlight, m.taskDuration, m.requests, m.latency, m.deadLetters,
 		m.limiterWaits, m.coolDowns, &pausedCollector{rdb: rdb, accounts: accounts, desc: prometheus.NewDesc(
 			"certmail_account_paused",
 			"1 while the account is paused because DigiCert rejected its API key (read from Redis: the same on every worker).",
 			[]string{"account"}, nil)})
 	return m
+}
+
+// taskType is the label value of a task type: the type itself when certmail
+// knows it, otherLabel otherwise.
+func (m *metrics) taskType(t string) string {
+	if m.knownTypes[t] {
+		return t
+	}
+	return otherLabel
+}
+
+// errorCode is the label value of an error code: the code itself for the
+// first maxErrorCodes distinct well-formed codes seen, otherLabel for any
+// other (the full code is in the log line and the dead-letter entry).
+func (m *metrics) errorCode(code string) string {
+	if code == "" || len(code) > maxLabelLength || !labelSafe(code) {
+		return otherLabel
+	}
+	m.codesMu.Lock()
+	defer m.codesMu.Unlock()
+	if !m.codes[code] {
+		if len(m.codes) >= maxErrorCodes {
+			return otherLabel
+		}
+		m.codes[code] = true
+	}
+	return code
+}
+
+// labelSafe reports whether s is made of the characters of DigiCert's and
+// certmail's codes: a-z, A-Z, 0-9 and _ | : . -
+func labelSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("_|:.-", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // pausedCollector reports certmail_account_paused from the shared pause in

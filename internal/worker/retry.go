@@ -1,12 +1,21 @@
 package worker
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/tasks"
 )
 
 // The delivery retry schedule (between deliveries of one task, as opposed to
@@ -65,7 +74,87 @@ type taskError struct {
 	err        error
 }
 
-func (e *taskError) Error() string { return e.err.Error() }
+// Error returns the task's reason, "code: message" (for example
+// "not_found|order: Order not found."): short, on one line and bounded, so
+// that asynq's last_error, the dead-letter entry and the log line all say the
+// same thing an operator can act on. The Go error chain is detail().
+func (e *taskError) Error() string { return e.code + ": " + e.message() }
+
+// Bounds of what a failed task carries, in bytes.
+const (
+	maxReasonMessage = 512  // the message of the reason
+	maxErrorDetail   = 2048 // the Go error chain, logged beside the reason
+)
+
+// message is the operator-readable part of the reason: what DigiCert said,
+// what is wrong with the payload, or the error's text, cut to
+// maxReasonMessage.
+func (e *taskError) message() string {
+	return clip(oneLine(describe(e.err)), maxReasonMessage)
+}
+
+// detail is the Go error chain, cut to maxErrorDetail, or "" when it says
+// no more than the message.
+func (e *taskError) detail() string {
+	if e.err == nil {
+		return ""
+	}
+	d := clip(oneLine(e.err.Error()), maxErrorDetail)
+	if d == e.message() {
+		return ""
+	}
+	return d
+}
+
+// describe says what went wrong in an operator's words.
+func describe(err error) string {
+	var apiErr *digicert.APIError
+	var reqErr *digicert.RequestError
+	var ve *tasks.ValidationError
+	switch {
+	case err == nil:
+		return "no error"
+	case errors.As(err, &ve):
+		return ve.Error()
+	case errors.As(err, &apiErr):
+		var msgs []string
+		for _, entry := range apiErr.Errors {
+			msgs = append(msgs, cmp.Or(entry.Message, entry.Code))
+		}
+		if len(msgs) == 0 {
+			return strings.TrimSpace(fmt.Sprintf("DigiCert answered %d %s", apiErr.Status, http.StatusText(apiErr.Status)))
+		}
+		return strings.Join(msgs, "; ")
+	case errors.As(err, &reqErr):
+		return "no answer from DigiCert: " + reqErr.Err.Error()
+	}
+	return err.Error()
+}
+
+// oneLine replaces line breaks and other control characters with spaces.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// clip returns s as valid UTF-8 of at most limit bytes, ending with "…"
+// when it was cut.
+func clip(s string, limit int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= limit {
+		return s
+	}
+	const mark = "…"
+	cut := limit - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}
 
 // Unwrap exposes the cause and, for a permanent error, asynq.SkipRetry, so
 // that errors.Is(err, asynq.SkipRetry) tells asynq to archive the task.

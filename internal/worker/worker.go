@@ -209,7 +209,7 @@ func (w *Worker) Handler() asynq.Handler {
 	maxRetry := max(w.cfg.MaxRetry, 0)
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		if !known[t.Type()] {
-			return permanent("unknown_type", 0, fmt.Errorf("task type %q: %w", t.Type(), tasks.ErrUnknownType))
+			return permanent("unknown_type", 0, fmt.Errorf("task type %.64q: %w", t.Type(), tasks.ErrUnknownType))
 		}
 		err := mux.ProcessTask(ctx, t)
 		if retried, _ := asynq.GetRetryCount(ctx); retried >= maxRetry && IsFailure(err) {
@@ -226,15 +226,16 @@ func (w *Worker) observe(next asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		rep := &report{}
 		ctx = context.WithValue(ctx, reportKey{}, rep)
-		inFlight := w.metrics.inFlight.WithLabelValues(t.Type())
+		typ := w.metrics.taskType(t.Type())
+		inFlight := w.metrics.inFlight.WithLabelValues(typ)
 		inFlight.Inc()
 		start := time.Now()
 		err := next.ProcessTask(ctx, t)
 		elapsed := time.Since(start)
 		inFlight.Dec()
-		w.metrics.taskDuration.WithLabelValues(t.Type()).Observe(elapsed.Seconds())
+		w.metrics.taskDuration.WithLabelValues(typ).Observe(elapsed.Seconds())
 		if err == nil {
-			w.metrics.tasks.WithLabelValues(t.Type(), rep.outcome).Inc()
+			w.metrics.tasks.WithLabelValues(typ, rep.outcome).Inc()
 			id, _ := asynq.GetTaskID(ctx)
 			retried, _ := asynq.GetRetryCount(ctx)
 			queue, _ := asynq.GetQueueName(ctx)
