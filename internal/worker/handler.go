@@ -48,7 +48,6 @@ type processor struct {
 	log       *zap.Logger
 	metrics   *metrics
 	retention time.Duration // how long duplicate guards and applied sequences are kept
-	lockWait  time.Duration // how long a set-emails waits for its order's lock in place
 	// rateLimitPause is how long a task waits after a 429 before its next delivery.
 	rateLimitPause time.Duration
 	afterDelivery  func(ctx context.Context, taskID string)
@@ -132,9 +131,13 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) (err err
 			}
 		}()
 	}
-	lock, err := lockOrder(ctx, p.rdb, orderKey(d.account.name, pl.OrderID, "lock"), orderLockTTL, p.lockWait)
+	// A busy order hands the task back at once rather than waiting for the
+	// lock in place: a hot order must not hold worker slots that other
+	// tasks wait for. The wait costs no retry.
+	lock, err := tryLockOrder(ctx, p.rdb, orderKey(d.account.name, pl.OrderID, "lock"), orderLockTTL)
 	if errors.Is(err, errLockBusy) {
-		return &taskError{code: "order_busy", class: classWait, retryAfter: time.Second, err: errors.New("another set-emails of this order is in progress")}
+		return &taskError{code: "order_busy", class: classWait, retryAfter: jitter(orderBusyWait),
+			err: errors.New("another set-emails of this order is in progress")}
 	}
 	if err != nil {
 		return transient("redis", 0, RetryDelay(d.attempt-1), err)

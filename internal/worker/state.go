@@ -154,32 +154,23 @@ return 0
 
 var errLockBusy = errors.New("order lock busy")
 
-// lockOrder takes the order's lock for ttl, waiting up to wait for it.
-func lockOrder(ctx context.Context, rdb redis.UniversalClient, key string, ttl, wait time.Duration) (*orderLock, error) {
+// orderBusyWait is how long a set-emails whose order is locked waits before
+// it is tried again (plus jitter); the lock is held for one DigiCert call.
+const orderBusyWait = time.Second
+
+// tryLockOrder takes the order's lock for ttl, or returns errLockBusy at once
+// when another delivery holds it.
+func tryLockOrder(ctx context.Context, rdb redis.UniversalClient, key string, ttl time.Duration) (*orderLock, error) {
 	l := &orderLock{rdb: rdb, key: key, token: randomToken(), stop: make(chan struct{}), done: make(chan struct{})}
-	deadline := time.Now().Add(wait)
-	delay := 5 * time.Millisecond
-	for {
-		ok, err := rdb.SetNX(ctx, key, l.token, ttl).Result()
-		if err != nil {
-			return nil, fmt.Errorf("lock order: %w", err)
-		}
-		if ok {
-			go l.renew(ttl)
-			return l, nil
-		}
-		if time.Now().Add(delay).After(deadline) {
-			return nil, errLockBusy
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-		delay = min(delay*2, 200*time.Millisecond)
+	ok, err := rdb.SetNX(ctx, key, l.token, ttl).Result()
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("lock order: %w", err)
+	case !ok:
+		return nil, errLockBusy
 	}
+	go l.renew(ttl)
+	return l, nil
 }
 
 func (l *orderLock) unlock(ctx context.Context) error {
@@ -192,10 +183,14 @@ func (l *orderLock) unlock(ctx context.Context) error {
 }
 
 // setApplied records seq as the order's last applied set-emails, unless a
-// newer one is already recorded.
+// newer one is already recorded. Sequences are compared as the decimal
+// strings they are stored as (non-negative, without leading zeros): Lua's
+// numbers are doubles, which cannot tell nanosecond sequences less than
+// 256 ns apart, so a newer list would not have been recorded as applied.
 var setAppliedScript = redis.NewScript(`
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+local cur = redis.call('GET', KEYS[1]) or '0'
+local new = ARGV[1]
+if #new > #cur or (#new == #cur and new > cur) then redis.call('SET', KEYS[1], new, 'PX', ARGV[2]) end
 return 0
 `)
 

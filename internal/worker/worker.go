@@ -162,7 +162,6 @@ func New(cfg Config) (*Worker, error) {
 		log:            cfg.Logger,
 		metrics:        m,
 		retention:      cfg.GuardRetention,
-		lockWait:       5 * time.Second,
 		rateLimitPause: cfg.RateLimitPause,
 		afterDelivery:  cfg.AfterDelivery,
 	}
