@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -55,8 +57,9 @@ const (
 //
 // The payload is read with tasks.Parse. Every problem with it, an account
 // that is not configured ({"account", "unknown account"}) and bad options
-// ("queue", "process_at", "process_in", "idempotency_key") come back
-// together in one *tasks.ValidationError, and nothing is written to Redis.
+// ("queue", also for a queue no worker serves, "process_at", "process_in",
+// "idempotency_key") come back together in one bounded
+// *tasks.ValidationError, and nothing is written to Redis.
 // An unknown type gives an error wrapping tasks.ErrUnknownType.
 //
 // With an IdempotencyKey, the first request enqueues and the key is
@@ -106,18 +109,23 @@ func (s *Service) check(req EnqueueRequest) (checked, error) {
 	case err != nil:
 		return checked{}, fmt.Errorf("parse %s payload: %w", req.Type, err)
 	}
-	if name, ok := accountOf(p, req.Payload, errs); ok && !s.opts.Accounts.Has(name) {
+	listed := errs
+	if ve != nil && ve.Omitted > 0 {
+		listed = errs[:len(errs)-1] // the last entry counts the problems left out
+	}
+	if name, ok := accountOf(p, req.Payload, listed); ok && !s.opts.Accounts.Has(name) {
 		errs = append(errs, tasks.FieldError{Field: "account", Message: msgUnknownAccount})
 	}
 	errs = append(errs, checkOptions(req)...)
+	queue := cmp.Or(req.Queue, tasks.DefaultQueue)
+	if queuePattern.MatchString(queue) && !slices.Contains(s.opts.Queues, queue) {
+		errs = append(errs, tasks.FieldError{Field: "queue", Message: s.msgNotServed(req.Queue == "")})
+	}
 	if len(errs) > 0 {
-		return checked{}, &tasks.ValidationError{Type: req.Type, Errors: errs}
+		return checked{}, tasks.NewValidationError(req.Type, errs...)
 	}
 
-	c := checked{payload: p, queue: req.Queue, processAt: req.ProcessAt}
-	if c.queue == "" {
-		c.queue = tasks.DefaultQueue
-	}
+	c := checked{payload: p, queue: queue, processAt: req.ProcessAt}
 	if req.ProcessIn > 0 {
 		c.processAt = time.Now().Add(req.ProcessIn)
 	}
@@ -157,6 +165,17 @@ func accountOf(p tasks.Payload, raw []byte, errs []tasks.FieldError) (name strin
 		return "", false
 	}
 	return name, true
+}
+
+// msgNotServed says that a queue is not one the workers serve, and which
+// they serve.
+func (s *Service) msgNotServed(isDefault bool) string {
+	msg := "no worker serves this queue; CERTMAIL_QUEUES serves " + strings.Join(s.opts.Queues, ", ")
+	if isDefault {
+		msg = "the default queue " + tasks.DefaultQueue + " is not served (CERTMAIL_QUEUES serves " +
+			strings.Join(s.opts.Queues, ", ") + "): name one of them"
+	}
+	return msg
 }
 
 func checkOptions(req EnqueueRequest) []tasks.FieldError {

@@ -12,12 +12,15 @@ package ops
 
 import (
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/tasks"
 )
@@ -53,6 +56,12 @@ type Options struct {
 	// IdempotencyTTL is how long an idempotency key is remembered; 0 means
 	// DefaultIdempotencyTTL.
 	IdempotencyTTL time.Duration
+	// Queues are the queues the workers serve (CERTMAIL_QUEUES); a task for
+	// any other queue is refused. Nil means those of queues.Default.
+	Queues []string
+	// Logger reports what is skipped rather than failing a whole listing (a
+	// malformed dead-letter entry); nil logs nothing.
+	Logger *zap.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -71,6 +80,12 @@ func (o Options) withDefaults() Options {
 	if o.IdempotencyTTL <= 0 {
 		o.IdempotencyTTL = DefaultIdempotencyTTL
 	}
+	if o.Queues == nil {
+		o.Queues = queues.DefaultNames()
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
 	return o
 }
 
@@ -86,13 +101,18 @@ type Service struct {
 // New returns a Service on conn. It does not take ownership of conn: Close
 // closes only the asynq client and inspector the Service opened.
 func New(conn *redisconn.Conn, opts Options) *Service {
+	o := opts.withDefaults()
+	o.Queues = slices.Sorted(slices.Values(o.Queues))
 	return &Service{
-		opts:      opts.withDefaults(),
+		opts:      o,
 		rdb:       conn.Client,
 		client:    asynq.NewClient(conn.Opt),
 		inspector: asynq.NewInspector(conn.Opt),
 	}
 }
+
+// Queues returns the queues tasks may be put in, sorted.
+func (s *Service) Queues() []string { return slices.Clone(s.opts.Queues) }
 
 // Close closes the Service's asynq client and inspector.
 func (s *Service) Close() error {

@@ -1,0 +1,53 @@
+// Package queues reads CERTMAIL_QUEUES, the weighted list of asynq queues
+// the workers serve. Every process reads the same setting (the API, the CLI,
+// the scheduler and the workers), so that a task or schedule for a queue no
+// worker serves is refused where it enters instead of waiting forever.
+package queues
+
+import (
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Default is CERTMAIL_QUEUES's default.
+const Default = "critical=6,default=3,bulk=1"
+
+// namePattern is what a queue name may be, as the entry points accept it.
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// Parse reads "critical=6,default=3,bulk=1": names of 1 to 63 characters of
+// a-z, 0-9, '_' or '-' starting with a letter or digit, each with a weight of
+// at least 1, none twice.
+func Parse(s string) (map[string]int, error) {
+	qs := map[string]int{}
+	for part := range strings.SplitSeq(s, ",") {
+		name, weight, ok := strings.Cut(strings.TrimSpace(part), "=")
+		w, err := strconv.Atoi(weight)
+		switch {
+		case !ok || err != nil || w < 1:
+			return nil, fmt.Errorf("queue %.64q: want NAME=WEIGHT with a weight of at least 1, e.g. %s", part, Default)
+		case !namePattern.MatchString(name):
+			return nil, fmt.Errorf("queue %.64q: a name is 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit", name)
+		}
+		if _, dup := qs[name]; dup {
+			return nil, fmt.Errorf("queue %q listed twice", name)
+		}
+		qs[name] = w
+	}
+	return qs, nil
+}
+
+// Names returns the names of weights, sorted.
+func Names(weights map[string]int) []string {
+	return slices.Sorted(maps.Keys(weights))
+}
+
+// DefaultNames returns the names of Default, sorted.
+func DefaultNames() []string {
+	qs, _ := Parse(Default) // a constant that parses: TestParse holds it to that
+	return Names(qs)
+}

@@ -1,0 +1,40 @@
+package queues_test
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/certmail/certmail/internal/queues"
+)
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		in      string
+		want    map[string]int
+		wantErr string
+	}{
+		{in: queues.Default, want: map[string]int{"critical": 6, "default": 3, "bulk": 1}},
+		{in: " a=1 , b_2=5", want: map[string]int{"a": 1, "b_2": 5}},
+		{in: "a", wantErr: "want NAME=WEIGHT"},
+		{in: "a=0", wantErr: "weight of at least 1"},
+		{in: "a=x", wantErr: "want NAME=WEIGHT"},
+		{in: "=1", wantErr: "a name is"},
+		{in: "Critical=1", wantErr: "a name is"},
+		{in: strings.Repeat("q", 64) + "=1", wantErr: "a name is"},
+		{in: "a=1,a=2", wantErr: "listed twice"},
+		{in: "", wantErr: "want NAME=WEIGHT"},
+	} {
+		got, err := queues.Parse(tt.in)
+		switch {
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("Parse(%q) error = %v, want %q", tt.in, err, tt.wantErr)
+		case tt.wantErr == "" && (err != nil || !reflect.DeepEqual(got, tt.want)):
+			t.Errorf("Parse(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+	if got := queues.DefaultNames(); !reflect.DeepEqual(got, []string{"bulk", "critical", "default"}) {
+		t.Errorf("DefaultNames() = %v", got)
+	}
+}
