@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
-	"strings"
-	"unicode/utf8"
+	"strconv"
 
 	"github.com/hibiken/asynqmon"
 
+	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
 )
 
@@ -65,17 +65,54 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	s.dashboardRO.ServeHTTP(w, r)
 }
 
-// formatPayload shows a task's payload or result in the dashboard: JSON
-// indented by two spaces, anything else as text (invalid UTF-8 replaced).
+// maxIndentDepth is the deepest JSON the dashboard indents: indenting costs
+// the depth for every line, so deeper JSON is shown as it is.
+const maxIndentDepth = 16
+
+// formatPayload shows a task's payload or result in the dashboard as
+// ops.Show bounds it: JSON of at most ops.MaxShownBytes indented by two
+// spaces; anything else as text, or as base64 when it is not valid UTF-8,
+// the first ops.MaxShownBytes of it, with a line saying which and how much
+// was left out. The text is always valid UTF-8.
 func formatPayload(_ string, b []byte) string {
-	var buf bytes.Buffer
-	if json.Valid(b) {
-		if err := json.Indent(&buf, b, "", "  "); err == nil {
+	sh := ops.Show(b, len(b))
+	if sh.Encoding == "" {
+		var buf bytes.Buffer
+		if jsonDepth(sh.Value) <= maxIndentDepth && json.Indent(&buf, sh.Value, "", "  ") == nil {
 			return buf.String()
 		}
+		return string(sh.Value)
 	}
-	if utf8.Valid(b) {
-		return string(b)
+	var s string
+	_ = json.Unmarshal(sh.Value, &s) // Show made it a JSON string
+	if sh.Encoding == ops.EncodingBase64 {
+		s = "[base64: not valid UTF-8]\n" + s
 	}
-	return strings.ToValidUTF8(string(b), "\uFFFD")
+	if sh.Truncated {
+		s += "\n[truncated: first " + strconv.Itoa(ops.MaxShownBytes) + " of " + strconv.Itoa(sh.Size) + " bytes shown]"
+	}
+	return s
+}
+
+// jsonDepth returns the deepest nesting of arrays and objects in valid JSON.
+func jsonDepth(b []byte) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for _, c := range b {
+		switch {
+		case escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return deepest
 }

@@ -17,6 +17,11 @@ const MaxDeadLetterPage = 1000
 type DeadLetterPage struct {
 	DeadLetters []ops.DeadLetter `json:"dead_letters"`
 	Next        string           `json:"next,omitempty"`
+	// Skipped names the page's malformed stream entries (at most
+	// ops.MaxSkippedListed), left out of DeadLetters; SkippedCount counts
+	// them all.
+	Skipped      []ops.SkippedEntry `json:"skipped,omitempty"`
+	SkippedCount int                `json:"skipped_count,omitempty"`
 }
 
 // streamID matches a Redis stream entry id, the cursor of the list.
@@ -41,15 +46,13 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, r, validationProblem(errs), nil)
 		return
 	}
-	entries, next, err := s.ops.DeadLetters(r.Context(), limit, before)
+	page, err := s.ops.DeadLetters(r.Context(), limit, before)
 	if err != nil {
 		s.writeOpsError(w, r, err, "")
 		return
 	}
-	if entries == nil {
-		entries = []ops.DeadLetter{}
-	}
-	s.writeJSON(w, r, http.StatusOK, DeadLetterPage{DeadLetters: entries, Next: next})
+	s.writeJSON(w, r, http.StatusOK, DeadLetterPage{DeadLetters: page.Entries, Next: page.Next,
+		Skipped: page.Skipped, SkippedCount: page.SkippedCount})
 }
 
 // requeue is POST /v1/dead-letters/{id}/requeue: the archived task goes back

@@ -46,13 +46,20 @@ type Problem struct {
 	Errors []tasks.FieldError `json:"errors,omitempty"`
 }
 
-// validationProblem is the 400 answer listing errs.
+// validationProblem is the 400 answer listing errs, bounded as a
+// *tasks.ValidationError is: errs may be a ValidationError's Errors, and may
+// come from any number of query parameters.
 func validationProblem(errs []tasks.FieldError) Problem {
-	detail := "the request breaks 1 rule; see errors"
-	if len(errs) != 1 {
-		detail = fmt.Sprintf("the request breaks %d rules; see errors", len(errs))
+	ve := tasks.NewValidationError("", errs...)
+	n := len(ve.Errors) + ve.Omitted
+	if ve.Omitted > 0 {
+		n-- // the last entry counts the others
 	}
-	return Problem{Type: TypeValidation, Title: "Invalid request", Status: http.StatusBadRequest, Detail: detail, Errors: errs}
+	detail := "the request breaks 1 rule; see errors"
+	if n != 1 {
+		detail = fmt.Sprintf("the request breaks %d rules; see errors", n)
+	}
+	return Problem{Type: TypeValidation, Title: "Invalid request", Status: http.StatusBadRequest, Detail: detail, Errors: ve.Errors}
 }
 
 // writeProblem is the one function that answers with an error. cause is the

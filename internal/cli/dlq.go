@@ -46,18 +46,27 @@ func (c *DLQListCmd) Run(env *Env) error {
 		return err
 	}
 	defer done()
-	entries, next, err := svc.DeadLetters(env.Ctx, c.Limit, c.Before)
+	page, err := svc.DeadLetters(env.Ctx, c.Limit, c.Before)
 	if errors.Is(err, ops.ErrInvalidArgument) {
 		return usageError{err}
 	}
 	if err != nil {
 		return err
 	}
+	entries, next := page.Entries, page.Next
+	for _, sk := range page.Skipped {
+		fmt.Fprintf(env.Stderr, "skipped malformed entry %s: %s\n", sk.EntryID, sk.Problem)
+	}
+	if n := page.SkippedCount - len(page.Skipped); n > 0 {
+		fmt.Fprintf(env.Stderr, "skipped %d more malformed entries\n", n)
+	}
 	if c.Output == "json" {
 		return writeJSON(env.Stdout, struct {
-			Entries []ops.DeadLetter `json:"entries"`
-			Next    string           `json:"next,omitempty"`
-		}{entries, next})
+			Entries      []ops.DeadLetter   `json:"entries"`
+			Next         string             `json:"next,omitempty"`
+			Skipped      []ops.SkippedEntry `json:"skipped,omitempty"`
+			SkippedCount int                `json:"skipped_count,omitempty"`
+		}{entries, next, page.Skipped, page.SkippedCount})
 	}
 	if len(entries) == 0 {
 		_, err := fmt.Fprintln(env.Stdout, "no dead-lettered tasks")
@@ -117,7 +126,8 @@ func (c *DLQShowCmd) Run(env *Env) error {
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 1, ' ', 0)
 	fmt.Fprintf(tw, "task id:\t%s\ntype:\t%s\nqueue:\t%s\nfailed at:\t%s\nerror code:\t%s\nerror:\t%s\nhttp status:\t%s\nattempts:\t%d\narchived:\t%s\nentry id:\t%s\npayload:\t%s\n",
 		dl.TaskID, dl.Type, dl.Queue, dl.FailedAt.Format(time.RFC3339), dl.ErrorCode, dl.ErrorMessage,
-		httpStatus(dl.HTTPStatus), dl.Attempts, yesNo(dl.Archived), dl.EntryID, dl.Payload)
+		httpStatus(dl.HTTPStatus), dl.Attempts, yesNo(dl.Archived), dl.EntryID,
+		shownText(dl.Payload, dl.PayloadEncoding, dl.PayloadTruncated, dl.PayloadBytes))
 	return tw.Flush()
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -54,9 +55,30 @@ func taskTable(w io.Writer, st ops.TaskStatus) error {
 	row("last failed at", timeString(st.LastFailedAt))
 	row("next process at", timeString(st.NextProcessAt))
 	row("completed at", timeString(st.CompletedAt))
-	row("result", string(st.Result))
-	row("payload", string(st.Payload))
+	row("result", shownText(st.Result, st.ResultEncoding, st.ResultTruncated, 0))
+	row("payload", shownText(st.Payload, st.PayloadEncoding, st.PayloadTruncated, st.PayloadBytes))
 	return tw.Flush()
+}
+
+// shownText is a payload or result as a table shows it: its JSON, or the
+// JSON string that stands for it followed by what it is ("(text)",
+// "(base64)", "(truncated: 10485760 bytes in all)").
+func shownText(v json.RawMessage, encoding string, truncated bool, size int) string {
+	s := string(v)
+	var notes []string
+	if encoding != "" {
+		notes = append(notes, encoding)
+	}
+	if truncated {
+		notes = append(notes, "truncated: "+strconv.Itoa(size)+" bytes in all")
+		if size == 0 {
+			notes[len(notes)-1] = "truncated"
+		}
+	}
+	if len(notes) > 0 {
+		s += " (" + strings.Join(notes, "; ") + ")"
+	}
+	return s
 }
 
 func timeString(t *time.Time) string {

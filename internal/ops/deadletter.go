@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/worker"
 )
@@ -19,24 +20,52 @@ import (
 // (worker.DeadLetterStream), plus whether the task is still in asynq's
 // archive.
 type DeadLetter struct {
-	EntryID      string          `json:"entry_id"` // the stream entry id
-	TaskID       string          `json:"task_id"`
-	Type         string          `json:"type"`
-	Queue        string          `json:"queue"`
-	Payload      json.RawMessage `json:"payload"` // raw JSON when it is JSON, else a JSON string of the raw bytes
-	ErrorCode    string          `json:"error_code"`
-	ErrorMessage string          `json:"error_message"`
-	HTTPStatus   int             `json:"http_status"`
-	Attempts     int             `json:"attempts"`
-	FailedAt     time.Time       `json:"failed_at"`
-	Archived     bool            `json:"archived"` // still in asynq's archive, so it can be requeued
+	EntryID string `json:"entry_id"` // the stream entry id
+	TaskID  string `json:"task_id"`
+	Type    string `json:"type"`
+	Queue   string `json:"queue"`
+	// Payload, PayloadEncoding, PayloadTruncated and PayloadBytes show the
+	// task's payload as TaskStatus does; the entry keeps at most
+	// worker.DeadLetterPayloadMax bytes of it.
+	Payload          json.RawMessage `json:"payload"`
+	PayloadEncoding  string          `json:"payload_encoding,omitempty"`
+	PayloadTruncated bool            `json:"payload_truncated,omitempty"`
+	PayloadBytes     int             `json:"payload_bytes"`
+	ErrorCode        string          `json:"error_code"`
+	ErrorMessage     string          `json:"error_message"`
+	HTTPStatus       int             `json:"http_status"`
+	Attempts         int             `json:"attempts"`
+	FailedAt         time.Time       `json:"failed_at"`
+	Archived         bool            `json:"archived"` // still in asynq's archive, so it can be requeued
 }
 
 // Page sizes of dead-letter listings.
 const (
 	DefaultDeadLetterLimit = 100
 	MaxDeadLetterLimit     = 1000
+	// MaxSkippedListed is the most malformed entries a page names; the
+	// others are counted.
+	MaxSkippedListed = 20
 )
+
+// DeadLetterPage is one page of the dead-letter stream, newest first.
+type DeadLetterPage struct {
+	// Entries are the page's well-formed entries.
+	Entries []DeadLetter
+	// Next is the cursor of the following page, "" when there is none.
+	Next string
+	// Skipped names the page's malformed entries (at most MaxSkippedListed),
+	// which are left out of Entries rather than failing the page.
+	Skipped []SkippedEntry
+	// SkippedCount is how many entries were skipped, listed or not.
+	SkippedCount int
+}
+
+// SkippedEntry is a stream entry that could not be read as a dead letter.
+type SkippedEntry struct {
+	EntryID string `json:"entry_id"`
+	Problem string `json:"problem"`
+}
 
 // scanPage is how many stream entries one read fetches when searching the
 // stream for a task id.
@@ -46,43 +75,53 @@ var streamIDPattern = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
 
 // DeadLetters lists entries newest first: at most limit of them (1 to
 // MaxDeadLetterLimit; 0 means DefaultDeadLetterLimit), starting strictly
-// before the entry id before ("" starts from the newest). next is the cursor
-// of the following page, "" when there is none. A bad limit or cursor gives
-// an error wrapping ErrInvalidArgument.
-func (s *Service) DeadLetters(ctx context.Context, limit int, before string) (entries []DeadLetter, next string, err error) {
+// before the entry id before ("" starts from the newest). A malformed entry
+// (no task id, type or queue, or a failed_at that is not a time) counts
+// towards limit but is skipped, logged and named in the page's Skipped. A
+// bad limit or cursor gives an error wrapping ErrInvalidArgument.
+func (s *Service) DeadLetters(ctx context.Context, limit int, before string) (DeadLetterPage, error) {
+	page := DeadLetterPage{Entries: []DeadLetter{}}
 	if limit == 0 {
 		limit = DefaultDeadLetterLimit
 	}
 	if limit < 1 || limit > MaxDeadLetterLimit {
-		return nil, "", fmt.Errorf("limit %d: %w: want 1 to %d", limit, ErrInvalidArgument, MaxDeadLetterLimit)
+		return page, fmt.Errorf("limit %d: %w: want 1 to %d", limit, ErrInvalidArgument, MaxDeadLetterLimit)
 	}
 	end := "+"
 	switch {
 	case before == "":
 	case !streamIDPattern.MatchString(before):
-		return nil, "", fmt.Errorf("cursor %.64q: %w: want an entry id such as 1718000000000-0", before, ErrInvalidArgument)
+		return page, fmt.Errorf("cursor %.64q: %w: want an entry id such as 1718000000000-0", before, ErrInvalidArgument)
 	case before == "0-0":
-		return []DeadLetter{}, "", nil // nothing comes before the first possible id
+		return page, nil // nothing comes before the first possible id
 	default:
 		end = "(" + before
 	}
 	msgs, err := s.rdb.XRevRangeN(ctx, worker.DeadLetterStream, end, "-", int64(limit)+1).Result()
 	if err != nil {
-		return nil, "", fmt.Errorf("read dead letters: %w", err)
+		return page, fmt.Errorf("read dead letters: %w", err)
 	}
 	if len(msgs) > limit {
 		msgs = msgs[:limit]
-		next = msgs[limit-1].ID
+		page.Next = msgs[limit-1].ID
 	}
-	entries = make([]DeadLetter, 0, len(msgs))
 	for _, m := range msgs {
-		dl, err := s.withArchived(ctx, entryOf(m))
-		if err != nil {
-			return nil, "", err
+		dl, problem := entryOf(m)
+		if problem == "" {
+			dl, err = s.withArchived(ctx, dl)
+			if err != nil {
+				return DeadLetterPage{}, err
+			}
+			page.Entries = append(page.Entries, dl)
+			continue
 		}
-		entries = append(entries, dl)
+		s.opts.Logger.Warn("malformed dead-letter entry skipped", zap.String("entry_id", m.ID), zap.String("problem", problem))
+		page.SkippedCount++
+		if len(page.Skipped) < MaxSkippedListed {
+			page.Skipped = append(page.Skipped, SkippedEntry{EntryID: m.ID, Problem: problem})
+		}
 	}
-	return entries, next, nil
+	return page, nil
 }
 
 // DeadLetter returns the newest entry of the task taskID. The error wraps
@@ -102,7 +141,8 @@ func (s *Service) DeadLetter(ctx context.Context, taskID string) (DeadLetter, er
 	if found == nil {
 		return DeadLetter{}, fmt.Errorf("dead letter %s: %w", taskID, ErrNotFound)
 	}
-	return s.withArchived(ctx, entryOf(*found))
+	dl, _ := entryOf(*found) // it has the task id looked for; whatever else it lacks shows as empty
+	return s.withArchived(ctx, dl)
 }
 
 // Requeue moves the archived task taskID back to pending (it runs again as
@@ -209,8 +249,8 @@ func (s *Service) withArchived(ctx context.Context, dl DeadLetter) (DeadLetter, 
 	if err := ctx.Err(); err != nil {
 		return DeadLetter{}, err
 	}
-	if dl.Queue == "" || dl.TaskID == "" {
-		return dl, nil
+	if !queuePattern.MatchString(dl.Queue) || dl.TaskID == "" {
+		return dl, nil // not a queue a task can be in
 	}
 	info, err := s.inspector.GetTaskInfo(dl.Queue, dl.TaskID)
 	switch {
@@ -267,28 +307,52 @@ func (s *Service) scan(ctx context.Context, fn func(redis.XMessage) bool) error 
 	}
 }
 
-// entryOf decodes a stream entry as the worker writes it; a missing or
-// malformed field is left at its zero value.
-func entryOf(m redis.XMessage) DeadLetter {
+// Bounds of the short fields of an entry read back, in bytes.
+const (
+	maxEntryID   = 256
+	maxEntryCode = 64
+)
+
+// entryOf decodes a stream entry as the worker writes it. problem says why
+// the entry is not a dead letter: a task id, type or queue missing or too
+// long, or a failed_at that is not an RFC 3339 time. Other fields that are
+// missing or malformed are left at their zero value; text is cut to a fixed
+// length and the payload shown as Show does.
+func entryOf(m redis.XMessage) (dl DeadLetter, problem string) {
 	str := func(k string) string {
 		v, _ := m.Values[k].(string)
 		return v
 	}
 	num := func(k string) int {
 		n, _ := strconv.Atoi(str(k))
-		return n
+		return max(n, 0)
 	}
-	failedAt, _ := time.Parse(time.RFC3339, str("failed_at"))
+	failedAt, err := time.Parse(time.RFC3339, str("failed_at"))
+	switch {
+	case str("task_id") == "" || len(str("task_id")) > maxEntryID:
+		problem = "no task_id"
+	case str("type") == "" || len(str("type")) > maxEntryID:
+		problem = "no type"
+	case str("queue") == "" || len(str("queue")) > maxEntryID:
+		problem = "no queue"
+	case err != nil:
+		problem = "failed_at is not an RFC 3339 time"
+	}
+	payload := []byte(str("payload"))
+	p := Show(payload, max(len(payload), num("payload_bytes")))
 	return DeadLetter{
-		EntryID:      m.ID,
-		TaskID:       str("task_id"),
-		Type:         str("type"),
-		Queue:        str("queue"),
-		Payload:      rawJSON([]byte(str("payload"))),
-		ErrorCode:    str("error_code"),
-		ErrorMessage: str("error_message"),
-		HTTPStatus:   num("http_status"),
-		Attempts:     num("attempts"),
-		FailedAt:     failedAt.UTC(),
-	}
+		EntryID:          m.ID,
+		TaskID:           clipText(str("task_id")),
+		Type:             clipText(str("type")),
+		Queue:            clipText(str("queue")),
+		Payload:          p.Value,
+		PayloadEncoding:  p.Encoding,
+		PayloadTruncated: p.Truncated,
+		PayloadBytes:     p.Size,
+		ErrorCode:        clipText(str("error_code")[:min(len(str("error_code")), maxEntryCode)]),
+		ErrorMessage:     clipText(str("error_message")),
+		HTTPStatus:       num("http_status"),
+		Attempts:         num("attempts"),
+		FailedAt:         failedAt.UTC(),
+	}, problem
 }

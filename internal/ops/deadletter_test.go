@@ -55,7 +55,8 @@ func TestDeadLettersPaging(t *testing.T) {
 	var got []string
 	pages := 0
 	for cursor := ""; ; {
-		entries, next, err := b.svc.DeadLetters(ctx, 2, cursor)
+		page, err := b.svc.DeadLetters(ctx, 2, cursor)
+		entries, next := page.Entries, page.Next
 		if err != nil {
 			t.Fatalf("DeadLetters(2, %q): %v", cursor, err)
 		}
@@ -78,15 +79,18 @@ func TestDeadLettersPaging(t *testing.T) {
 		t.Errorf("pages %d, task ids %v; want 3 pages of %v", pages, got, newestFirst)
 	}
 
-	all, next, err := b.svc.DeadLetters(ctx, 0, "")
+	page, err := b.svc.DeadLetters(ctx, 0, "")
+	all, next := page.Entries, page.Next
 	if err != nil || len(all) != 5 || next != "" {
 		t.Errorf("DeadLetters(0, \"\") = %d entries, next %q, %v; want 5, \"\"", len(all), next, err)
 	}
-	exact, next, err := b.svc.DeadLetters(ctx, 5, "")
+	page, err = b.svc.DeadLetters(ctx, 5, "")
+	exact, next := page.Entries, page.Next
 	if err != nil || len(exact) != 5 || next != "" {
 		t.Errorf("DeadLetters(5, \"\") = %d entries, next %q, %v; want 5 and no next page", len(exact), next, err)
 	}
-	none, next, err := b.svc.DeadLetters(ctx, 10, "0-0")
+	page, err = b.svc.DeadLetters(ctx, 10, "0-0")
+	none, next := page.Entries, page.Next
 	if err != nil || len(none) != 0 || next != "" {
 		t.Errorf("DeadLetters before 0-0 = %v, %q, %v; want nothing", none, next, err)
 	}
@@ -102,11 +106,12 @@ func TestDeadLettersBadArguments(t *testing.T) {
 		{-1, ""}, {1001, ""}, {10, "yesterday"}, {10, "123"}, {10, "1-2-3"}, {10, "+"},
 	}
 	for _, tt := range tests {
-		if _, _, err := b.svc.DeadLetters(context.Background(), tt.limit, tt.before); !errors.Is(err, ops.ErrInvalidArgument) {
+		if _, err := b.svc.DeadLetters(context.Background(), tt.limit, tt.before); !errors.Is(err, ops.ErrInvalidArgument) {
 			t.Errorf("DeadLetters(%d, %q): error = %v, want ErrInvalidArgument", tt.limit, tt.before, err)
 		}
 	}
-	entries, next, err := b.svc.DeadLetters(context.Background(), 1000, "")
+	page, err := b.svc.DeadLetters(context.Background(), 1000, "")
+	entries, next := page.Entries, page.Next
 	if err != nil || len(entries) != 0 || next != "" {
 		t.Errorf("DeadLetters of an empty stream = %v, %q, %v", entries, next, err)
 	}

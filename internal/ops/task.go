@@ -25,7 +25,22 @@ type TaskStatus struct {
 	NextProcessAt *time.Time      `json:"next_process_at,omitempty"`
 	CompletedAt   *time.Time      `json:"completed_at,omitempty"`
 	Result        json.RawMessage `json:"result,omitempty"` // the worker's {"outcome","http_status","attempts","duration_ms"}
-	Payload       json.RawMessage `json:"payload"`
+	// ResultEncoding and ResultTruncated describe Result as PayloadEncoding
+	// and PayloadTruncated describe Payload.
+	ResultEncoding  string `json:"result_encoding,omitempty"`
+	ResultTruncated bool   `json:"result_truncated,omitempty"`
+	// Payload is the task's payload: its JSON when it is valid UTF-8 JSON of
+	// at most MaxShownBytes, otherwise a JSON string of its first
+	// MaxShownBytes, as text or base64 (PayloadEncoding says which).
+	Payload json.RawMessage `json:"payload"`
+	// PayloadEncoding is "" when Payload is the JSON itself, EncodingText or
+	// EncodingBase64 when it is a string holding the bytes.
+	PayloadEncoding string `json:"payload_encoding,omitempty"`
+	// PayloadTruncated says that Payload holds only the first MaxShownBytes
+	// of PayloadBytes.
+	PayloadTruncated bool `json:"payload_truncated,omitempty"`
+	// PayloadBytes is the size of the whole payload.
+	PayloadBytes int `json:"payload_bytes"`
 }
 
 // Task finds the task with id in any queue. The error wraps ErrNotFound
@@ -42,14 +57,16 @@ func (s *Service) Task(ctx context.Context, id string) (TaskStatus, error) {
 		State:         info.State.String(),
 		Retried:       info.Retried,
 		MaxRetry:      info.MaxRetry,
-		LastError:     info.LastErr,
+		LastError:     clipText(info.LastErr),
 		LastFailedAt:  timePtr(info.LastFailedAt),
 		NextProcessAt: timePtr(info.NextProcessAt),
 		CompletedAt:   timePtr(info.CompletedAt),
-		Payload:       rawJSON(info.Payload),
 	}
+	p := Show(info.Payload, len(info.Payload))
+	st.Payload, st.PayloadEncoding, st.PayloadTruncated, st.PayloadBytes = p.Value, p.Encoding, p.Truncated, p.Size
 	if len(info.Result) > 0 {
-		st.Result = rawJSON(info.Result)
+		r := Show(info.Result, len(info.Result))
+		st.Result, st.ResultEncoding, st.ResultTruncated = r.Value, r.Encoding, r.Truncated
 	}
 	if info.State == asynq.TaskStateArchived {
 		// A task parked by a wait on its last retry sits in asynq's archive
@@ -93,14 +110,4 @@ func timePtr(t time.Time) *time.Time {
 	}
 	t = t.UTC()
 	return &t
-}
-
-// rawJSON returns b itself when it is JSON, otherwise b as a JSON string, so
-// that a payload or result always embeds in a JSON answer.
-func rawJSON(b []byte) json.RawMessage {
-	if len(b) > 0 && json.Valid(b) {
-		return json.RawMessage(b)
-	}
-	s, _ := json.Marshal(string(b)) // a string always encodes
-	return s
 }

@@ -1,0 +1,203 @@
+package api_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/url"
+	"runtime"
+	"runtime/metrics"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/tasks"
+)
+
+// maxProblemBytes is what a validation answer may reach whatever the request.
+const maxProblemBytes = 16 << 10
+
+// filled returns a body of about 1 MiB (under api.MaxBodyBytes): prefix,
+// elem repeated with commas, suffix.
+func filled(prefix, elem, suffix string) string {
+	var b strings.Builder
+	b.WriteString(prefix)
+	for b.Len()+2*len(elem)+len(suffix)+2 < api.MaxBodyBytes {
+		b.WriteString(elem + ",")
+	}
+	b.WriteString(elem + suffix)
+	return b.String()
+}
+
+// hugeBodies break rules in every way that grows with the body.
+func hugeBodies() map[string]string {
+	var keys strings.Builder
+	keys.WriteString(`{"order_id":1,"additional_emails":[]`)
+	for i := 0; keys.Len() < api.MaxBodyBytes-32; i++ {
+		fmt.Fprintf(&keys, `,"k%d":1`, i)
+	}
+	keys.WriteString("}")
+	return map[string]string{
+		"1 MiB of bad emails":         filled(`{"order_id":0,"additional_emails":[`, `"not an address"`, `]}`),
+		"500k-element array":          filled(`{"order_id":1,"additional_emails":[`, `1`, `]}`),
+		"deeply nested JSON":          `{"order_id":1,"additional_emails":` + strings.Repeat("[", 400000) + strings.Repeat("]", 400000) + `}`,
+		"100k unknown members":        keys.String(),
+		"a 1 MiB unknown member name": `{"order_id":1,"additional_emails":[],"` + strings.Repeat("k", api.MaxBodyBytes-64) + `":1}`,
+	}
+}
+
+// A rejected request of any size answers a small problem listing at most 20
+// problems and how many it left out.
+func TestValidationAnswerIsBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for name, body := range hugeBodies() {
+		res := b.do(t, http.MethodPost, "/v1/tasks/set-emails?queue=default", body, nil)
+		p := mustProblem(t, res, http.StatusBadRequest)
+		if len(res.body) > maxProblemBytes || len(p.Errors) > tasks.MaxFieldErrors+1 {
+			t.Errorf("%s: answer of %d bytes with %d errors", name, len(res.body), len(p.Errors))
+		}
+		t.Logf("%s (%d bytes): %d-byte answer, %d errors, %q", name, len(body), len(res.body), len(p.Errors), p.Detail)
+	}
+	// Query parameters too: each unknown one is a problem.
+	q := url.Values{}
+	for i := range 5000 {
+		q.Set(fmt.Sprintf("p%d", i), "x")
+	}
+	res := b.do(t, http.MethodPost, "/v1/tasks/set-emails?"+q.Encode(), `{"order_id":1,"additional_emails":[]}`, nil)
+	p := mustProblem(t, res, http.StatusBadRequest)
+	if len(res.body) > maxProblemBytes || len(p.Errors) != tasks.MaxFieldErrors+1 || p.Detail != "the request breaks 5000 rules; see errors" {
+		t.Errorf("5000 unknown parameters: %d bytes, %d errors, %q", len(res.body), len(p.Errors), p.Detail)
+	}
+}
+
+// The API's heap rises by a bounded amount for each of these requests. Not
+// parallel: it measures the process's heap.
+func TestValidationMemoryIsBounded(t *testing.T) {
+	b := setup(t)
+	for name, body := range hugeBodies() {
+		req, err := http.NewRequest(http.MethodPost, b.url+"/v1/tasks/set-emails", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = authJSON()
+		peak := heapPeak(func() {
+			res, err := b.http.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+		})
+		t.Logf("%s: heap rose %.1f MiB", name, float64(peak)/(1<<20))
+		if peak > 40<<20 {
+			t.Errorf("%s: heap rose %.1f MiB, want at most 40", name, float64(peak)/(1<<20))
+		}
+	}
+}
+
+// A task whose payload a raw producer made huge, or not UTF-8, is shown
+// bounded and as valid UTF-8 by GET /v1/tasks/{id}.
+func TestTaskAnswerIsBoundedAndUTF8(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	client := asynq.NewClient(b.redis.ConnOpt())
+	t.Cleanup(func() { _ = client.Close() })
+	for name, payload := range map[string][]byte{
+		"10 MB":         bytes.Repeat([]byte(`"a",`), 10<<20/4),
+		"invalid UTF-8": []byte("{\"order_id\":1,\"account\":\"\xc3\x28\"}"),
+	} {
+		info, err := client.Enqueue(asynq.NewTask("set-emails", payload), asynq.ProcessIn(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := b.get(t, "/v1/tasks/"+info.ID)
+		var st ops.TaskStatus
+		mustJSON(t, res, http.StatusOK, &st)
+		if !utf8.Valid(res.body) || len(res.body) > 2*ops.MaxShownBytes+4096 { // escaping quotes doubles them
+			t.Errorf("%s: answer of %d bytes, valid UTF-8 %v", name, len(res.body), utf8.Valid(res.body))
+		}
+		if st.PayloadEncoding == "" || st.PayloadBytes != len(payload) {
+			t.Errorf("%s: encoding %q, %d bytes", name, st.PayloadEncoding, st.PayloadBytes)
+		}
+	}
+}
+
+// A task for a queue no worker serves is refused with the field named.
+func TestEnqueueRefusesUnservedQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	res := b.do(t, http.MethodPost, "/v1/tasks/set-emails?queue=nobody-serves-this", `{"order_id":1,"additional_emails":[]}`, nil)
+	p := mustProblem(t, res, http.StatusBadRequest)
+	if len(p.Errors) != 1 || p.Errors[0].Field != "queue" || !strings.Contains(p.Errors[0].Message, "bulk, critical, default") {
+		t.Errorf("errors = %+v", p.Errors)
+	}
+	if qs, _ := b.inspector.Queues(); len(qs) != 0 {
+		t.Errorf("queues in Redis: %v", qs)
+	}
+}
+
+// The dashboard's formatter shows JSON indented and anything else bounded,
+// as valid UTF-8, saying what it did.
+func TestDashboardFormatter(t *testing.T) {
+	t.Parallel()
+	deep := strings.Repeat("[", 3000) + strings.Repeat("]", 3000)
+	for _, tt := range []struct {
+		name, in string
+		want     func(string) bool
+	}{
+		{"JSON", `{"order_id":1}`, func(s string) bool { return s == "{\n  \"order_id\": 1\n}" }},
+		{"text", "order 5", func(s string) bool { return s == "order 5" }},
+		{"invalid UTF-8", "a\xffb", func(s string) bool { return s == "[base64: not valid UTF-8]\nYf9i" }},
+		{"invalid UTF-8 in JSON", "{\"a\":\"\xff\"}", func(s string) bool { return strings.HasPrefix(s, "[base64: not valid UTF-8]\n") }},
+		{"deep JSON is not indented", deep, func(s string) bool { return s == deep }},
+		{"10 MB", strings.Repeat("x", 10<<20), func(s string) bool {
+			return len(s) < ops.MaxShownBytes+100 && strings.HasSuffix(s, "\n[truncated: first 8192 of 10485760 bytes shown]")
+		}},
+	} {
+		got := api.FormatPayload("set-emails", []byte(tt.in))
+		if !utf8.ValidString(got) || !tt.want(got) {
+			t.Errorf("%s: %.200q", tt.name, got)
+		}
+	}
+}
+
+// heapPeak runs f and returns how far the live heap rose above what it was
+// before, sampled every 100µs while f runs.
+func heapPeak(f func()) uint64 {
+	runtime.GC()
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(sample)
+	base := sample[0].Value.Uint64()
+	var peak atomic.Uint64
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		tick := time.NewTicker(100 * time.Microsecond)
+		defer tick.Stop()
+		for {
+			metrics.Read(s)
+			if v := s[0].Value.Uint64(); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	f()
+	close(stop)
+	<-done
+	if p := peak.Load(); p > base {
+		return p - base
+	}
+	return 0
+}
