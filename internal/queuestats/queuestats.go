@@ -3,6 +3,10 @@
 // queue is paused, and the length of the dead-letter stream. The figures are
 // read from Redis (asynq's inspector) at each scrape, so every process that
 // registers the collector reports the same values; alert on max() over them.
+//
+// The served queues are reported by name. Any other queue asynq knows (a
+// producer can create one by enqueueing into it) is counted under the queue
+// label "other", so that their number cannot grow the series without limit.
 package queuestats
 
 import (
@@ -17,22 +21,32 @@ import (
 // scrapeTimeout bounds the Redis reads of one scrape.
 const scrapeTimeout = 5 * time.Second
 
+// OtherQueues is the queue label of every queue that is not served.
+const OtherQueues = "other"
+
 // Collector is a prometheus.Collector over asynq's queues and a Redis stream.
 type Collector struct {
 	inspector *asynq.Inspector
 	rdb       redis.UniversalClient
 	stream    string
+	served    map[string]bool
 
 	size, latency, paused, streamLen, up *prometheus.Desc
 }
 
-// New returns a collector reading through rdb (which it does not close) and
-// reporting the length of the stream deadLetterStream.
-func New(rdb redis.UniversalClient, deadLetterStream string) *Collector {
+// New returns a collector reading through rdb (which it does not close),
+// reporting the queues served by name (every other one as OtherQueues) and
+// the length of the stream deadLetterStream.
+func New(rdb redis.UniversalClient, deadLetterStream string, served []string) *Collector {
+	set := map[string]bool{}
+	for _, q := range served {
+		set[q] = true
+	}
 	return &Collector{
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		rdb:       rdb,
 		stream:    deadLetterStream,
+		served:    set,
 		size: prometheus.NewDesc("certmail_queue_tasks",
 			"Tasks in a queue by state (pending, active, scheduled, retry, archived, completed).",
 			[]string{"queue", "state"}, nil),
@@ -72,12 +86,20 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up)
 }
 
+// queueFigures are what is reported of one queue label.
+type queueFigures struct {
+	sizes   map[string]int
+	latency time.Duration
+	paused  bool
+}
+
 func (c *Collector) collectQueues(ch chan<- prometheus.Metric) error {
 	queues, err := c.inspector.Queues()
 	if err != nil {
 		return err
 	}
 	var firstErr error
+	byLabel := map[string]*queueFigures{}
 	for _, q := range queues {
 		info, err := c.inspector.GetQueueInfo(q)
 		if err != nil {
@@ -86,18 +108,34 @@ func (c *Collector) collectQueues(ch chan<- prometheus.Metric) error {
 			}
 			continue
 		}
+		label := q
+		if !c.served[q] {
+			label = OtherQueues
+		}
+		f := byLabel[label]
+		if f == nil {
+			f = &queueFigures{sizes: map[string]int{}}
+			byLabel[label] = f
+		}
 		for state, n := range map[string]int{
 			"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled,
 			"retry": info.Retry, "archived": info.Archived, "completed": info.Completed,
 		} {
-			ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(n), q, state)
+			f.sizes[state] += n
 		}
-		ch <- prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, info.Latency.Seconds(), q)
+		f.latency = max(f.latency, info.Latency)
+		f.paused = f.paused || info.Paused
+	}
+	for label, f := range byLabel {
+		for state, n := range f.sizes {
+			ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(n), label, state)
+		}
+		ch <- prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, f.latency.Seconds(), label)
 		paused := 0.0
-		if info.Paused {
+		if f.paused {
 			paused = 1
 		}
-		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, q)
+		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, label)
 	}
 	return firstErr
 }

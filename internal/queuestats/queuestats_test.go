@@ -2,6 +2,7 @@ package queuestats_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func setup(t *testing.T) (*redistest.Server, redis.UniversalClient, *prometheus.
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(queuestats.New(rdb, "certmail:deadletter"))
+	reg.MustRegister(queuestats.New(rdb, "certmail:deadletter", []string{"critical", "default", "bulk"}))
 	return srv, rdb, reg
 }
 
@@ -78,6 +79,37 @@ certmail_queue_stats_up 1
 	}
 	if got := gauge(t, reg, "certmail_queue_latency_seconds", "default", ""); got < 0 || got > 60 {
 		t.Errorf("latency of default = %v, want a small age", got)
+	}
+}
+
+// Queues nobody serves (a producer can create any) are counted under
+// "other", so that they cannot grow the series without limit.
+func TestUnservedQueuesAreOther(t *testing.T) {
+	t.Parallel()
+	_, rdb, reg := setup(t)
+	client := asynq.NewClientFromRedisClient(rdb)
+	if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":1}`)), asynq.Queue("default")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":1}`)), asynq.Queue(fmt.Sprintf("made-up-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if n := len(f.GetMetric()); strings.HasPrefix(f.GetName(), "certmail_queue_") && n > 2*6 {
+			t.Errorf("%s has %d series for 201 queues", f.GetName(), n)
+		}
+	}
+	if got := gauge(t, reg, "certmail_queue_tasks", queuestats.OtherQueues, "pending"); got != 200 {
+		t.Errorf("other queues' pending tasks = %v, want 200", got)
+	}
+	if got := gauge(t, reg, "certmail_queue_tasks", "default", "pending"); got != 1 {
+		t.Errorf("default's pending tasks = %v, want 1", got)
 	}
 }
 

@@ -153,7 +153,11 @@ func New(cfg Config) (*Worker, error) {
 	}
 	rdb := cfg.Redis.Client
 	m := newMetrics(cfg.Registry, rdb, cfg.Accounts.Names())
-	if err := cfg.Registry.Register(queuestats.New(rdb, DeadLetterStream)); err != nil {
+	served := make([]string, 0, len(cfg.Queues))
+	for q := range cfg.Queues {
+		served = append(served, q)
+	}
+	if err := cfg.Registry.Register(queuestats.New(rdb, DeadLetterStream, served)); err != nil {
 		return nil, fmt.Errorf("register queue metrics: %w", err)
 	}
 	p := &processor{
