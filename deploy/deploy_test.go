@@ -419,7 +419,7 @@ func TestSchedulesFilesValid(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, bad, err := scheduler.ParseFile(b, checker); err != nil || len(bad) > 0 {
+		if _, bad, err := scheduler.ParseFile(b, checker, 0); err != nil || len(bad) > 0 {
 			t.Errorf("%s: %v %v", p, err, bad)
 		}
 	}

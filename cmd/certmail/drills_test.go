@@ -162,7 +162,8 @@ func TestDrillRedisRestart(t *testing.T) {
 	}
 	workers := []*proc{d.worker("worker-1"), d.worker("worker-2")}
 	sched := start(t, "scheduler", []string{"REDIS_URL=" + r.URL(), "CERTMAIL_SCHEDULES_FILE=" + file,
-		"CERTMAIL_ADMIN_ADDR=127.0.0.1:0", "CERTMAIL_SCHEDULER_LEASE=2s", "CERTMAIL_QUEUES=bulk=1"}, "scheduler")
+		"CERTMAIL_ADMIN_ADDR=127.0.0.1:0", "CERTMAIL_SCHEDULER_LEASE=2s", "CERTMAIL_QUEUES=bulk=1",
+		"CERTMAIL_SCHEDULE_MIN_INTERVAL=1s"}, "scheduler")
 	sched.waitLog("scheduler started", 20*time.Second)
 
 	stop := make(chan struct{})

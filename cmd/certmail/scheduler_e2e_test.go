@@ -22,6 +22,8 @@ func (e *e2e) scheduler(t *testing.T, name, file string) *proc {
 		"CERTMAIL_SCHEDULES_FILE=" + file,
 		"CERTMAIL_ADMIN_ADDR=127.0.0.1:0",
 		"CERTMAIL_SCHEDULER_LEASE=2s",
+		"CERTMAIL_SCHEDULE_MIN_INTERVAL=1s", // the schedule fires every second
+		"CERTMAIL_QUEUES=bulk=1",            // as the worker's
 	}, "scheduler")
 	p.waitLog("scheduler started", 20*time.Second)
 	return p

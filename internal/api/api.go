@@ -76,6 +76,10 @@ type Config struct {
 	// routes that change dead letters and schedules to every token, so that
 	// what the dashboard forbids cannot be done through the API instead.
 	DashboardReadOnly bool
+	// ScheduleMinInterval is the shortest time allowed between two ticks of
+	// a schedule added through the API (CERTMAIL_SCHEDULE_MIN_INTERVAL);
+	// default scheduler.DefaultMinInterval.
+	ScheduleMinInterval time.Duration
 
 	// Addr is the listen address of Run; default DefaultAddr.
 	Addr string
@@ -191,7 +195,8 @@ func New(cfg Config) (*Server, error) {
 		access:   map[string]access{},
 		metrics:  m,
 		// Schedules are validated by the same ops service as tasks.
-		schedules: scheduler.NewStore(cfg.Redis.Client, cfg.Ops),
+		schedules: scheduler.NewStore(scheduler.StoreConfig{Redis: cfg.Redis.Client, Checker: cfg.Ops,
+			MinInterval: cfg.ScheduleMinInterval, Logger: cfg.Logger}),
 	}
 	s.dashboard = newDashboard(cfg.Redis, cfg.DashboardReadOnly)
 	s.dashboardRO = newDashboard(cfg.Redis, true)

@@ -1,8 +1,6 @@
 package api
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -14,37 +12,36 @@ import (
 // ScheduleList is the answer of GET /v1/schedules.
 type ScheduleList struct {
 	Schedules []scheduler.Status `json:"schedules"`
+	// Skipped names the schedules kept in Redis that cannot be read (at
+	// most scheduler.MaxSkippedListed), left out of Schedules and logged;
+	// SkippedCount counts them all.
+	Skipped      []scheduler.Skipped `json:"skipped,omitempty"`
+	SkippedCount int                 `json:"skipped_count,omitempty"`
 }
 
 // listSchedules is GET /v1/schedules: every schedule, file and API.
 func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) {
-	all, err := s.schedules.List(r.Context())
+	l, err := s.schedules.Listing(r.Context())
 	if err != nil {
 		s.writeScheduleError(w, r, err)
 		return
 	}
-	if all == nil {
-		all = []scheduler.Status{}
+	if l.Schedules == nil {
+		l.Schedules = []scheduler.Status{}
 	}
-	s.writeJSON(w, r, http.StatusOK, ScheduleList{Schedules: all})
+	s.writeJSON(w, r, http.StatusOK, ScheduleList{Schedules: l.Schedules, Skipped: l.Skipped, SkippedCount: l.SkippedCount})
 }
 
 // addSchedule is POST /v1/schedules: 201 with the schedule, 400 listing
-// every problem, 409 when the id is taken.
+// every problem (a member given twice too), 409 when the id is taken.
 func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request) {
 	body, ok := s.readJSONBody(w, r)
 	if !ok {
 		return
 	}
-	var sc scheduler.Schedule
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&sc); err != nil || dec.More() {
-		msg := "not a JSON schedule object"
-		if err != nil {
-			msg += ": " + err.Error()
-		}
-		s.writeProblem(w, r, validationProblem([]tasks.FieldError{{Field: "", Message: msg}}), nil)
+	sc, err := scheduler.DecodeJSON(body)
+	if err != nil {
+		s.writeScheduleError(w, r, err)
 		return
 	}
 	st, err := s.schedules.Add(r.Context(), sc)

@@ -61,7 +61,13 @@ func TestSchedulesReject(t *testing.T) {
 		fields []string
 	}{
 		{"not JSON", `{`, nil, 400, []string{""}},
-		{"unknown field", `{"id": "a", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}, "every": "day"}`, nil, 400, []string{""}},
+		{"unknown field", `{"id": "a", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}, "every": "day"}`, nil, 400, []string{"every"}},
+		{"duplicate field", `{"id": "a", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}, "cron": "@every 1s"}`, nil, 400, []string{"cron"}},
+		{"duplicate field in the payload", `{"id": "a", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1, "order_id": 2}}`, nil, 400, []string{"payload.order_id"}},
+		{"never fires", `{"id": "a", "cron": "0 0 30 2 *", "type": "resend-dcv", "payload": {"order_id": 1}}`, nil, 400, []string{"cron"}},
+		{"below the floor", `{"id": "a", "cron": "@every 10s", "type": "resend-dcv", "payload": {"order_id": 1}}`, nil, 400, []string{"cron"}},
+		{"until in the past", `{"id": "a", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}, "until": "2020-01-01T00:00:00Z"}`, nil, 400, []string{"until"}},
+		{"queue no worker serves", `{"id": "a", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}, "queue": "nobody"}`, nil, 400, []string{"queue"}},
 		{"trailing data", `{"id": "a", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}} {}`, nil, 400, []string{""}},
 		{"every problem at once", `{"id": "A B", "cron": "whenever", "timezone": "Nowhere/City", "type": "resend-dcv", "payload": {"order_id": 0}, "queue": "Bulk"}`,
 			nil, 400, []string{"id", "timezone", "cron", "payload.order_id", "queue"}},

@@ -20,6 +20,7 @@ type APICmd struct {
 	AccountFlags
 	LogFlags
 	NewTaskFlags
+	ScheduleRuleFlags
 	HTTPAddr          string        `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:":8080" help:"Listen address of the API."`
 	Tokens            string        `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"Accepted bearer tokens, comma separated, each optionally followed by a space and its role: producer, reader or operator (the default). Prefer the _FILE form: flags show in ps." group:"Authentication"`
 	TokensFile        string        `name:"api-tokens-file" env:"CERTMAIL_API_TOKENS_FILE" type:"path" help:"File of accepted bearer tokens, one per line, each optionally followed by its role (producer, reader, operator: the default); # starts a comment." group:"Authentication"`
@@ -40,7 +41,10 @@ func (c *APICmd) Run(env *Env) (err error) {
 	case len(tokens) > 0 && c.InsecureNoAuth:
 		return usagef("--insecure-no-auth given while API tokens are configured: drop one of them")
 	}
-	if err := c.check(); err != nil {
+	if err := c.NewTaskFlags.check(); err != nil {
+		return err
+	}
+	if err := c.ScheduleRuleFlags.check(); err != nil {
 		return err
 	}
 	log, err := c.logger(env)
@@ -55,17 +59,23 @@ func (c *APICmd) Run(env *Env) (err error) {
 	if err != nil {
 		return err
 	}
-	svc := ops.New(conn, c.opsOptions(accounts))
+	opts, err := c.opsOptions(accounts, log)
+	if err != nil {
+		_ = conn.Client.Close()
+		return err
+	}
+	svc := ops.New(conn, opts)
 	defer func() { err = errors.Join(err, svc.Close(), conn.Client.Close()) }()
 	srv, err := api.New(api.Config{
-		Ops:               svc,
-		Redis:             conn,
-		Tokens:            tokens,
-		InsecureNoAuth:    c.InsecureNoAuth,
-		DashboardReadOnly: c.DashboardReadOnly,
-		Addr:              c.HTTPAddr,
-		ShutdownTimeout:   c.ShutdownTimeout,
-		Logger:            log,
+		Ops:                 svc,
+		Redis:               conn,
+		Tokens:              tokens,
+		InsecureNoAuth:      c.InsecureNoAuth,
+		DashboardReadOnly:   c.DashboardReadOnly,
+		ScheduleMinInterval: c.MinInterval,
+		Addr:                c.HTTPAddr,
+		ShutdownTimeout:     c.ShutdownTimeout,
+		Logger:              log,
 	})
 	if err != nil {
 		return usageError{err}

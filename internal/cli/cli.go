@@ -16,6 +16,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/logging"
+	"github.com/certmail/certmail/internal/queues"
+	"github.com/certmail/certmail/internal/scheduler"
 )
 
 // Env is what every command receives: the process context (cancelled on
@@ -72,6 +74,10 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		kong.Exit(func(code int) { exitCode, exited = code, true }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.UsageOnError(),
+		kong.Vars{ // defaults with one source: the package constants
+			"queues":                queues.Default,
+			"schedule_min_interval": scheduler.DefaultMinInterval.String(),
+		},
 	)
 	if err != nil {
 		fmt.Fprintf(stderr, "certmail: %v\n", err)

@@ -633,3 +633,48 @@ func TestRedisLogsAreJSON(t *testing.T) {
 		t.Error("the dial failure is in no JSON line")
 	}
 }
+
+// Every command that puts tasks or schedules in Redis knows the served
+// queues (CERTMAIL_QUEUES, here --queues) and the schedules' floor
+// (CERTMAIL_SCHEDULE_MIN_INTERVAL), and refuses what cannot work as a usage
+// error naming the field.
+func TestQueuesAndScheduleRules(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	jobs := filepath.Join(t.TempDir(), "jobs.jsonl")
+	if err := os.WriteFile(jobs, []byte(`{"type": "resend-dcv", "payload": {"order_id": 1}, "queue": "nobody"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sched := []string{"schedule", "add", "--id", "s1", "--type", "resend-dcv", "--payload", `{"order_id": 1}`}
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--queue", "nobody"}, 2,
+			"queue: no worker serves this queue; CERTMAIL_QUEUES serves bulk, critical, default"},
+		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--queues", "bulk=1"}, 2, "queue: the default queue default is not served"},
+		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--queues", "Bad=1"}, 2, "CERTMAIL_QUEUES: queue \"Bad\""},
+		{[]string{"enqueue", "--file", jobs}, 1, "line 1: queue: no worker serves this queue"},
+		{append(sched, "--cron", "@every 10s"), 2, "cron: fires every 10s at times; the shortest interval allowed is 1m0s"},
+		{append(sched, "--cron", "0 0 30 2 *"), 2, "cron: never fires"},
+		{append(sched, "--cron", "@daily", "--until", "2020-01-01T00:00:00Z"), 2, "until: must be in the future"},
+		{append(sched, "--cron", "@daily", "--queue", "nobody"), 2, "queue: no worker serves this queue"},
+		{append(sched, "--cron", "@daily", "--queues", "critical=1"), 2, "queue: no worker serves this queue"}, // the default bulk
+		{append(sched, "--cron", "@daily", "--schedule-min-interval", "0s"), 2, "CERTMAIL_SCHEDULE_MIN_INTERVAL"},
+		{[]string{"scheduler", "--queues", "a=0"}, 2, "CERTMAIL_QUEUES"},
+		{[]string{"api", "--insecure-no-auth", "--queues", "a"}, 2, "CERTMAIL_QUEUES"},
+	} {
+		r := e.run(tt.args...)
+		if r.code != tt.code || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tt.args, r.code, r.stderr, tt.code, tt.want)
+		}
+	}
+	if n := len(e.tasks()); n != 0 {
+		t.Errorf("%d tasks in Redis", n)
+	}
+	// A lower floor lets a faster schedule in.
+	if r := e.run(append(sched, "--cron", "@every 10s", "--schedule-min-interval", "5s")...); r.code != 0 {
+		t.Errorf("with a 5s floor: %+v", r)
+	}
+}

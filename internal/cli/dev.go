@@ -13,6 +13,8 @@ type DevCmd struct {
 	AdminAddr string `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"127.0.0.1:9090" help:"Listen address of the worker's /healthz, /readyz and /metrics."`
 	Tokens    string `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"API tokens, comma separated, each optionally followed by a space and its role (default: one operator token generated and printed at start)."`
 	NoDemo    bool   `name:"no-demo" help:"Do not enqueue the demo tasks."`
+	QueueFlags
+	ScheduleRuleFlags
 	LogLevel  string `name:"log-level" env:"CERTMAIL_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)." group:"Logging"`
 	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"console" enum:"json,console" help:"Log format (json, console)." group:"Logging"`
 }
@@ -24,6 +26,13 @@ func (c *DevCmd) Run(env *Env) error {
 		return usageError{err}
 	}
 	env.logRedisTo(log)
+	qs, err := c.parseQueues()
+	if err != nil {
+		return err
+	}
+	if err := c.check(); err != nil {
+		return err
+	}
 	tokens, err := parseTokenList(c.Tokens)
 	if err != nil {
 		return usagef("CERTMAIL_API_TOKENS %v", err)
@@ -35,7 +44,10 @@ func (c *DevCmd) Run(env *Env) error {
 		AdminAddr: c.AdminAddr,
 		Tokens:    tokens,
 		NoDemo:    c.NoDemo,
-		Stdout:    env.Stdout,
-		Logger:    log,
+		Queues:    qs,
+
+		ScheduleMinInterval: c.MinInterval,
+		Stdout:              env.Stdout,
+		Logger:              log,
 	}, nil)
 }

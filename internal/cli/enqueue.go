@@ -50,13 +50,17 @@ func (f EnqueueFlags) service(env *Env) (svc *ops.Service, log *zap.Logger, done
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return openOps(env, f.RedisFlags, f.LogFlags, f.opsOptions(accounts))
+	opts, err := f.opsOptions(accounts, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return openOps(env, f.RedisFlags, f.LogFlags, opts)
 }
 
 // TaskOptionFlags are the options of one task enqueued from flags.
 type TaskOptionFlags struct {
 	Account        string        `help:"DigiCert account to act for (default: the account \"default\")."`
-	Queue          string        `help:"Queue (default: default)."`
+	Queue          string        `help:"Queue (default: default); one of CERTMAIL_QUEUES."`
 	ProcessAt      string        `name:"process-at" placeholder:"RFC3339" help:"Run at this time (e.g. 2026-05-01T09:00:00Z) rather than now."`
 	ProcessIn      time.Duration `name:"process-in" help:"Run after this delay (e.g. 10m) rather than now."`
 	IdempotencyKey string        `name:"idempotency-key" help:"Enqueue at most once per key: a repeat returns the first task."`

@@ -1,9 +1,6 @@
 package cli
 
 import (
-	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -11,6 +8,7 @@ import (
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
 )
@@ -64,21 +62,42 @@ func (f AccountFlags) load(needKeys bool) (account.Set, error) {
 	return set, nil
 }
 
-// parseQueues reads "critical=6,default=3,bulk=1".
-func parseQueues(s string) (map[string]int, error) {
-	qs := map[string]int{}
-	for _, part := range strings.Split(s, ",") {
-		name, weight, ok := strings.Cut(strings.TrimSpace(part), "=")
-		w, err := strconv.Atoi(weight)
-		if !ok || name == "" || err != nil || w < 1 {
-			return nil, fmt.Errorf("queue %q: want NAME=WEIGHT with a weight of at least 1, e.g. critical=6,default=3,bulk=1", part)
-		}
-		if _, dup := qs[name]; dup {
-			return nil, fmt.Errorf("queue %q listed twice", name)
-		}
-		qs[name] = w
+// QueueFlags name the queues the workers serve. Every process reads them,
+// so that a task or schedule for any other queue is refused where it enters.
+type QueueFlags struct {
+	Queues string `name:"queues" env:"CERTMAIL_QUEUES" default:"${queues}" help:"Queues the workers serve, with weights; a task or schedule for another queue is refused." group:"Tasks"`
+}
+
+// parseQueues reads CERTMAIL_QUEUES ("critical=6,default=3,bulk=1") as a
+// usage error.
+func (f QueueFlags) parseQueues() (map[string]int, error) {
+	qs, err := queues.Parse(f.Queues)
+	if err != nil {
+		return nil, usagef("CERTMAIL_QUEUES: %v", err)
 	}
 	return qs, nil
+}
+
+// queueNames returns the names of CERTMAIL_QUEUES, sorted.
+func (f QueueFlags) queueNames() ([]string, error) {
+	qs, err := f.parseQueues()
+	if err != nil {
+		return nil, err
+	}
+	return queues.Names(qs), nil
+}
+
+// ScheduleRuleFlags are the rules schedules are judged by.
+type ScheduleRuleFlags struct {
+	MinInterval time.Duration `name:"schedule-min-interval" env:"CERTMAIL_SCHEDULE_MIN_INTERVAL" default:"${schedule_min_interval}" help:"Shortest time allowed between two ticks of a schedule." group:"Schedules"`
+}
+
+// check reports a floor that cannot work, as a usage error.
+func (f ScheduleRuleFlags) check() error {
+	if f.MinInterval <= 0 {
+		return usagef("CERTMAIL_SCHEDULE_MIN_INTERVAL: %v must be positive", f.MinInterval)
+	}
+	return nil
 }
 
 // windowsOrUsage parses rate-limit windows as a usage error.
@@ -92,6 +111,7 @@ func windowsOrUsage(flag, s string) ([]ratelimit.Window, error) {
 
 // NewTaskFlags are what a command that enqueues gives its tasks.
 type NewTaskFlags struct {
+	QueueFlags
 	MaxRetry  int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"12" help:"Retries given to new tasks before they are dead-lettered (0: none)." group:"Tasks"`
 	Retention time.Duration `name:"result-retention" env:"CERTMAIL_RESULT_RETENTION" default:"24h" help:"How long the result of a completed task is kept." group:"Tasks"`
 }
@@ -104,10 +124,17 @@ func (f NewTaskFlags) check() error {
 	if f.Retention <= 0 {
 		return usagef("CERTMAIL_RESULT_RETENTION: %v must be positive", f.Retention)
 	}
-	return nil
+	_, err := f.parseQueues()
+	return err
 }
 
-// opsOptions are the ops.Options of these flags for accounts.
-func (f NewTaskFlags) opsOptions(accounts account.Set) ops.Options {
-	return ops.Options{Accounts: accounts, MaxRetry: maxRetryConfig(f.MaxRetry), Retention: f.Retention}
+// opsOptions are the ops.Options of these flags for accounts, reporting to
+// log what listings skip (nil: nowhere).
+func (f NewTaskFlags) opsOptions(accounts account.Set, log *zap.Logger) (ops.Options, error) {
+	names, err := f.queueNames()
+	if err != nil {
+		return ops.Options{}, err
+	}
+	return ops.Options{Accounts: accounts, MaxRetry: maxRetryConfig(f.MaxRetry), Retention: f.Retention,
+		Queues: names, Logger: log}, nil
 }

@@ -18,6 +18,7 @@ type SchedulerCmd struct {
 	AccountFlags
 	LogFlags
 	NewTaskFlags
+	ScheduleRuleFlags
 	File      string        `name:"schedules-file" env:"CERTMAIL_SCHEDULES_FILE" type:"path" help:"YAML file of schedules (reloaded when it changes)."`
 	AdminAddr string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:":9090" help:"Listen address of /healthz, /readyz and /metrics (empty: none)."`
 	Lease     time.Duration `name:"lease" env:"CERTMAIL_SCHEDULER_LEASE" default:"5s" help:"Leader lease: a dead leader's replica takes over within it."`
@@ -25,7 +26,14 @@ type SchedulerCmd struct {
 
 // Run schedules until SIGTERM/SIGINT.
 func (c *SchedulerCmd) Run(env *Env) error {
-	if err := c.check(); err != nil {
+	if err := c.NewTaskFlags.check(); err != nil {
+		return err
+	}
+	if err := c.ScheduleRuleFlags.check(); err != nil {
+		return err
+	}
+	names, err := c.queueNames()
+	if err != nil {
 		return err
 	}
 	if c.Lease < time.Second {
@@ -45,7 +53,7 @@ func (c *SchedulerCmd) Run(env *Env) error {
 		return err
 	}
 	s, err := scheduler.New(scheduler.Config{Redis: conn, File: c.File, Accounts: accounts, MaxRetry: maxRetryConfig(c.MaxRetry),
-		Retention: c.Retention, Lease: c.Lease, AdminAddr: c.AdminAddr, Logger: log})
+		Retention: c.Retention, Lease: c.Lease, AdminAddr: c.AdminAddr, Queues: names, MinInterval: c.MinInterval, Logger: log})
 	if err != nil {
 		_ = conn.Client.Close()
 		return usageError{err}
@@ -64,9 +72,18 @@ type ScheduleCmd struct {
 type scheduleFlags struct {
 	RedisFlags
 	AccountFlags
+	QueueFlags
+	ScheduleRuleFlags
 }
 
 func (f scheduleFlags) store() (*scheduler.Store, func(), error) {
+	if err := f.ScheduleRuleFlags.check(); err != nil {
+		return nil, nil, err
+	}
+	names, err := f.queueNames()
+	if err != nil {
+		return nil, nil, err
+	}
 	accounts, err := f.load(false)
 	if err != nil {
 		return nil, nil, err
@@ -75,8 +92,8 @@ func (f scheduleFlags) store() (*scheduler.Store, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	svc := ops.New(conn, ops.Options{Accounts: accounts})
-	return scheduler.NewStore(conn.Client, svc), func() {
+	svc := ops.New(conn, ops.Options{Accounts: accounts, Queues: names})
+	return scheduler.NewStore(scheduler.StoreConfig{Redis: conn.Client, Checker: svc, MinInterval: f.MinInterval}), func() {
 		_ = svc.Close()
 		_ = conn.Client.Close()
 	}, nil
@@ -95,9 +112,16 @@ func (c *ScheduleListCmd) Run(env *Env) error {
 		return err
 	}
 	defer done()
-	all, err := st.List(env.Ctx)
+	l, err := st.Listing(env.Ctx)
 	if err != nil {
 		return err
+	}
+	all := l.Schedules
+	for _, sk := range l.Skipped {
+		fmt.Fprintf(env.Stderr, "skipped unreadable %s schedule %s: %s\n", sk.Source, sk.ID, sk.Problem)
+	}
+	if n := l.SkippedCount - len(l.Skipped); n > 0 {
+		fmt.Fprintf(env.Stderr, "skipped %d more unreadable schedules\n", n)
 	}
 	if c.Output == "json" {
 		return writeJSON(env.Stdout, all)
@@ -129,8 +153,8 @@ type ScheduleAddCmd struct {
 	Timezone string `name:"timezone" help:"Time zone of the cron spec (default UTC), e.g. Europe/Berlin."`
 	Type     string `name:"type" required:"" help:"Task type: set-emails, resend-dcv or send-cert."`
 	Payload  string `name:"payload" required:"" help:"Task payload as JSON, e.g. '{\"order_id\": 1002}'."`
-	Queue    string `name:"queue" help:"Queue (default bulk)."`
-	Until    string `name:"until" placeholder:"RFC3339" help:"Last time a tick may run."`
+	Queue    string `name:"queue" help:"Queue (default bulk); one of CERTMAIL_QUEUES."`
+	Until    string `name:"until" placeholder:"RFC3339" help:"Last time a tick may run (in the future)."`
 	MaxRuns  int    `name:"max-runs" help:"End the schedule after this many runs."`
 }
 
@@ -155,7 +179,7 @@ func (c *ScheduleAddCmd) Run(env *Env) error {
 	if errors.As(err, &ve) {
 		var lines []string
 		for _, fe := range ve.Errors {
-			lines = append(lines, "  "+fe.Field+": "+fe.Message)
+			lines = append(lines, "  "+fieldMessage(fe))
 		}
 		return usagef("invalid schedule:\n%s", strings.Join(lines, "\n"))
 	}

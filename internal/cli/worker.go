@@ -13,8 +13,8 @@ type WorkerCmd struct {
 	RedisFlags
 	AccountFlags
 	LogFlags
+	QueueFlags
 	Concurrency       int           `env:"CERTMAIL_CONCURRENCY" default:"20" help:"Deliveries handled at once by this process."`
-	Queues            string        `env:"CERTMAIL_QUEUES" default:"critical=6,default=3,bulk=1" help:"Queues served, with weights."`
 	MaxRetry          int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"12" help:"Retries before a task is dead-lettered (the lower of this and the task's own)."`
 	AdminAddr         string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:":9090" help:"Address of /healthz, /readyz and /metrics (empty: none)."`
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"30s" help:"Time in-flight deliveries get to finish on SIGTERM; the rest go back to the queue."`
@@ -42,9 +42,9 @@ func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
 	if err != nil {
 		return worker.Config{}, err
 	}
-	queues, err := parseQueues(c.Queues)
+	queues, err := c.parseQueues()
 	if err != nil {
-		return worker.Config{}, usagef("CERTMAIL_QUEUES: %v", err)
+		return worker.Config{}, err
 	}
 	if c.Concurrency < 1 {
 		return worker.Config{}, usagef("CERTMAIL_CONCURRENCY: %d must be at least 1", c.Concurrency)

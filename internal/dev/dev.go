@@ -26,6 +26,7 @@ import (
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/scheduler"
@@ -62,6 +63,14 @@ type Config struct {
 	// DemoEvery is how often the demo schedule fires; default every minute
 	// (DemoSchedule). Whole seconds.
 	DemoEvery time.Duration
+	// Queues are the weighted queues the worker serves and the API, the
+	// scheduler and the demo accept (CERTMAIL_QUEUES); default those of
+	// queues.Default.
+	Queues map[string]int
+	// ScheduleMinInterval is the shortest time allowed between two ticks
+	// of a schedule; default scheduler.DefaultMinInterval, or DemoEvery
+	// when that is shorter, so that the demo schedule is accepted.
+	ScheduleMinInterval time.Duration
 	// Stdout receives the banner (URLs, token, curl commands).
 	Stdout io.Writer
 	// Logger receives the components' logs (required).
@@ -105,7 +114,18 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 			return fmt.Errorf("demo schedule every %v: want whole seconds", cfg.DemoEvery)
 		}
 		demo.Cron = "@every " + cfg.DemoEvery.String()
+		if cfg.ScheduleMinInterval == 0 && cfg.DemoEvery < scheduler.DefaultMinInterval {
+			cfg.ScheduleMinInterval = cfg.DemoEvery
+		}
 	}
+	if cfg.Queues == nil {
+		qs, err := queues.Parse(queues.Default)
+		if err != nil {
+			return err
+		}
+		cfg.Queues = qs
+	}
+	queueNames := queues.Names(cfg.Queues)
 	log := cfg.Logger
 	st := &Stack{RedisURL: cfg.RedisURL}
 	if len(cfg.Tokens) == 0 {
@@ -202,7 +222,7 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 		_ = wconn.Client.Close()
 		return err
 	}
-	w, err := worker.New(worker.Config{Redis: wconn, Accounts: accounts, AdminAddr: cfg.AdminAddr,
+	w, err := worker.New(worker.Config{Redis: wconn, Accounts: accounts, AdminAddr: cfg.AdminAddr, Queues: cfg.Queues,
 		ShutdownTimeout: 5 * time.Second, Logger: log.Named("worker")})
 	if err != nil {
 		_ = wconn.Client.Close()
@@ -216,9 +236,9 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 	if err != nil {
 		return err
 	}
-	svc := ops.New(aconn, ops.Options{Accounts: accounts})
+	svc := ops.New(aconn, ops.Options{Accounts: accounts, Queues: queueNames, Logger: log.Named("api")})
 	srv, err := api.New(api.Config{Ops: svc, Redis: aconn, Tokens: cfg.Tokens, Addr: cfg.HTTPAddr,
-		ShutdownTimeout: 5 * time.Second, Logger: log.Named("api")})
+		ScheduleMinInterval: cfg.ScheduleMinInterval, ShutdownTimeout: 5 * time.Second, Logger: log.Named("api")})
 	if err != nil {
 		return errors.Join(err, svc.Close(), aconn.Client.Close())
 	}
@@ -233,7 +253,8 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 	if err != nil {
 		return err
 	}
-	sch, err := scheduler.New(scheduler.Config{Redis: sconn, Accounts: accounts, Logger: log.Named("scheduler")})
+	sch, err := scheduler.New(scheduler.Config{Redis: sconn, Accounts: accounts, Queues: queueNames,
+		MinInterval: cfg.ScheduleMinInterval, Logger: log.Named("scheduler")})
 	if err != nil {
 		_ = sconn.Client.Close()
 		return err
@@ -257,7 +278,9 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 	}
 	if !cfg.NoDemo {
 		run("demo", func() error {
-			return enqueueDemo(ctx, svc, scheduler.NewStore(aconn.Client, svc), demo, st.fake, log.Named("demo"))
+			store := scheduler.NewStore(scheduler.StoreConfig{Redis: aconn.Client, Checker: svc,
+				MinInterval: cfg.ScheduleMinInterval, Logger: log.Named("demo")})
+			return enqueueDemo(ctx, svc, store, demo, st.fake, log.Named("demo"))
 		})
 	}
 	<-ctx.Done()

@@ -214,7 +214,7 @@ func TestDashboardFenced(t *testing.T) {
 	d := e.dashboard()
 	ctx := context.Background()
 	rdb := e.redis.Client()
-	c, err := compile(Schedule{ID: "one", Cron: "@every 1h", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}, SourceAPI, nil)
+	c, err := compile(Schedule{ID: "one", Cron: "@every 1h", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}, SourceAPI, rules{})
 	if err != nil {
 		t.Fatal(err)
 	}

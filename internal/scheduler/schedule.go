@@ -23,10 +23,12 @@ package scheduler
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"regexp"
 	"strings"
 	"time"
@@ -69,16 +71,61 @@ var (
 	cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 )
 
-// Validate checks s with the same rules as every task entry point (through
-// ops, which also checks the account and the queue), plus the id, the cron
-// spec, the time zone and the limits. Problems come back together in one
+// DefaultMinInterval is CERTMAIL_SCHEDULE_MIN_INTERVAL's default: the
+// shortest time allowed between two ticks of a schedule.
+const DefaultMinInterval = time.Minute
+
+// rules are what a schedule is judged by beyond its own form.
+type rules struct {
+	// checker validates the payload, account and queue as every entry point
+	// does; nil skips that part (a schedule read back from Redis).
+	checker *ops.Service
+	// minInterval is the shortest time allowed between two ticks; 0 skips
+	// that check (a schedule read back from Redis).
+	minInterval time.Duration
+	// now, when not zero, is the time an until must be after (a schedule
+	// being added).
+	now time.Time
+}
+
+// Validate checks s as Store.Add does, at time now: the same rules as every
+// task entry point (through checker, which also checks the account and the
+// queue), plus the id, the cron spec (which must fire, and no more often
+// than minInterval, 0 meaning DefaultMinInterval), the time zone, until (in
+// the future) and the limits. Problems come back together in one bounded
 // *tasks.ValidationError, payload fields prefixed with "payload.".
-func Validate(s Schedule, checker *ops.Service) error {
-	_, err := compile(s, "", checker)
+func Validate(s Schedule, checker *ops.Service, minInterval time.Duration, now time.Time) error {
+	_, err := compile(s, "", rules{checker: checker, minInterval: cmp.Or(minInterval, DefaultMinInterval), now: now})
 	return err
 }
 
-func compile(s Schedule, source string, checker *ops.Service) (*compiled, error) {
+// sampledTicks is how many ticks of a cron spec are looked at to find its
+// shortest interval.
+const sampledTicks = 100
+
+// shortestInterval returns the shortest time between two of the ticks of
+// spec that follow from (a sample of sampledTicks of them); ok is false
+// when spec never fires.
+func shortestInterval(spec cron.Schedule, from time.Time) (d time.Duration, ok bool) {
+	if c, isConstant := spec.(cron.ConstantDelaySchedule); isConstant {
+		return c.Delay, true
+	}
+	t := spec.Next(from)
+	if t.IsZero() {
+		return 0, false // robfig/cron gives up after five years without a match
+	}
+	d = time.Duration(math.MaxInt64)
+	for range sampledTicks {
+		next := spec.Next(t)
+		if next.IsZero() {
+			break
+		}
+		d, t = min(d, next.Sub(t)), next
+	}
+	return d, true
+}
+
+func compile(s Schedule, source string, r rules) (*compiled, error) {
 	var errs []tasks.FieldError
 	add := func(field, msg string) { errs = append(errs, tasks.FieldError{Field: field, Message: msg}) }
 	if !idPattern.MatchString(s.ID) {
@@ -105,26 +152,38 @@ func compile(s Schedule, source string, checker *ops.Service) (*compiled, error)
 		sched, err := cronParser.Parse(spec)
 		if err != nil {
 			add("cron", "not a 5-field cron spec or a descriptor such as @every 1h: "+err.Error())
-		} else {
-			c.spec = sched
+			break
 		}
+		c.spec = sched
+		if r.minInterval <= 0 {
+			break
+		}
+		switch d, fires := shortestInterval(sched, time.Now().In(c.loc)); {
+		case !fires:
+			add("cron", "never fires (no date matches it)")
+		case d < r.minInterval:
+			add("cron", "fires every "+d.String()+" at times; the shortest interval allowed is "+
+				r.minInterval.String()+" (CERTMAIL_SCHEDULE_MIN_INTERVAL)")
+		}
+	}
+	if !r.now.IsZero() && s.Until != nil && !s.Until.After(r.now) {
+		add("until", "must be in the future")
 	}
 	if s.MaxRuns < 0 {
 		add("max_runs", "must not be negative")
 	}
 	if len(bytes.TrimSpace(s.Payload)) == 0 {
 		add("payload", "required")
-	} else if checker != nil {
+	} else if checker := r.checker; checker != nil {
 		err := checker.Validate(ops.EnqueueRequest{Type: s.Type, Payload: s.Payload, Queue: c.Queue})
 		var ve *tasks.ValidationError
 		switch {
 		case errors.As(err, &ve):
 			for _, fe := range ve.Errors {
-				if fe.Field == "queue" {
-					errs = append(errs, fe)
-				} else {
-					add(joinField("payload", fe.Field), fe.Message)
+				if fe.Field != "queue" {
+					fe.Field = joinField("payload", fe.Field) // keeps the entry that counts what was left out
 				}
+				errs = append(errs, fe)
 			}
 		case errors.Is(err, tasks.ErrUnknownType):
 			add("type", "unknown task type (want one of "+strings.Join(tasks.Types(), ", ")+")")
@@ -133,7 +192,7 @@ func compile(s Schedule, source string, checker *ops.Service) (*compiled, error)
 		}
 	}
 	if len(errs) > 0 {
-		return nil, &tasks.ValidationError{Type: s.Type, Errors: errs}
+		return nil, tasks.NewValidationError(s.Type, errs...)
 	}
 	return c, nil
 }
@@ -180,16 +239,18 @@ func (e *EntryError) Unwrap() error { return e.Err }
 // defaults filled in); each invalid one (or a repeated id) is an
 // *EntryError in bad, so that the others keep running. err is set only when
 // the file as a whole cannot be read. checker validates payloads as every
-// entry point does; nil skips that part.
-func ParseFile(data []byte, checker *ops.Service) (good []Schedule, bad []*EntryError, err error) {
-	compiled, bad, err := parseFile(data, checker)
+// entry point does; nil skips that part. A cron spec that never fires or
+// fires more often than minInterval (0 means DefaultMinInterval) is
+// invalid; an until in the past is not (the schedule has ended).
+func ParseFile(data []byte, checker *ops.Service, minInterval time.Duration) (good []Schedule, bad []*EntryError, err error) {
+	compiled, bad, err := parseFile(data, rules{checker: checker, minInterval: cmp.Or(minInterval, DefaultMinInterval)})
 	for _, c := range compiled {
 		good = append(good, c.Schedule)
 	}
 	return good, bad, err
 }
 
-func parseFile(data []byte, checker *ops.Service) (good []*compiled, bad []*EntryError, err error) {
+func parseFile(data []byte, r rules) (good []*compiled, bad []*EntryError, err error) {
 	var doc fileDoc
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) { // an empty file has no schedules
@@ -216,7 +277,7 @@ func parseFile(data []byte, checker *ops.Service) (good []*compiled, bad []*Entr
 			continue
 		}
 		seen[s.ID] = i
-		c, err := compile(s, SourceFile, checker)
+		c, err := compile(s, SourceFile, r)
 		if err != nil {
 			bad = append(bad, &EntryError{Index: i, ID: s.ID, Err: err})
 			continue

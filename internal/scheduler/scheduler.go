@@ -53,6 +53,12 @@ type Config struct {
 	ReloadInterval time.Duration // how often the file is checked for changes; default DefaultReloadInterval
 	Heartbeat      time.Duration // how often the leader rewrites the dashboard's entries; default DefaultHeartbeat
 	AdminAddr      string        // /healthz, /readyz, /metrics; "" for none
+	// Queues are the queues the workers serve (CERTMAIL_QUEUES); a schedule
+	// for another is invalid. Nil means those of queues.Default.
+	Queues []string
+	// MinInterval is the shortest time allowed between two ticks of a
+	// schedule (CERTMAIL_SCHEDULE_MIN_INTERVAL); default DefaultMinInterval.
+	MinInterval time.Duration
 
 	Logger   *zap.Logger          // required
 	Registry *prometheus.Registry // default admin.NewRegistry()
@@ -67,6 +73,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReloadInterval == 0 {
 		c.ReloadInterval = DefaultReloadInterval
+	}
+	if c.MinInterval == 0 {
+		c.MinInterval = DefaultMinInterval
 	}
 	if c.Retention == 0 {
 		c.Retention = tasks.DefaultRetention
@@ -109,6 +118,10 @@ type Scheduler struct {
 	// schedules or the leadership change.
 	due map[*compiled]time.Time
 	hb  heartbeat // the dashboard's entries (heartbeat.go)
+	// series are the schedule ids with metric series; the series of a
+	// schedule deleted or ended are removed, so that their number follows
+	// the schedules that exist.
+	series map[string]bool
 }
 
 // New builds a Scheduler; the file, when given, must be readable and parse
@@ -122,7 +135,7 @@ func New(cfg Config) (*Scheduler, error) {
 		return nil, errors.New("no logger")
 	case cfg.Lease < time.Second:
 		return nil, fmt.Errorf("lease %v: want at least 1s", cfg.Lease)
-	case cfg.CatchUp < 0 || cfg.ReloadInterval < 0 || cfg.Retention < 0 || cfg.Heartbeat < 0:
+	case cfg.CatchUp < 0 || cfg.ReloadInterval < 0 || cfg.Retention < 0 || cfg.Heartbeat < 0 || cfg.MinInterval < 0:
 		return nil, errors.New("durations must not be negative")
 	}
 	if cfg.File != "" {
@@ -130,7 +143,7 @@ func New(cfg Config) (*Scheduler, error) {
 		if err != nil {
 			return nil, fmt.Errorf("schedules file: %w", err)
 		}
-		if _, _, err := ParseFile(data, nil); err != nil {
+		if _, _, err := ParseFile(data, nil, cfg.MinInterval); err != nil {
 			return nil, fmt.Errorf("schedules file %s: %w", cfg.File, err)
 		}
 	}
@@ -138,18 +151,20 @@ func New(cfg Config) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := ops.New(cfg.Redis, ops.Options{Accounts: cfg.Accounts, MaxRetry: cfg.MaxRetry, Retention: cfg.Retention})
+	svc := ops.New(cfg.Redis, ops.Options{Accounts: cfg.Accounts, MaxRetry: cfg.MaxRetry, Retention: cfg.Retention,
+		Queues: cfg.Queues, Logger: cfg.Logger})
 	return &Scheduler{
 		cfg:     cfg,
 		rdb:     cfg.Redis.Client,
 		ops:     svc,
-		store:   NewStore(cfg.Redis.Client, svc),
+		store:   NewStore(StoreConfig{Redis: cfg.Redis.Client, Checker: svc, MinInterval: cfg.MinInterval, Logger: cfg.Logger}),
 		client:  asynq.NewClientFromRedisClient(cfg.Redis.Client),
 		log:     cfg.Logger,
 		metrics: m,
 		token:   randomToken(),
 		warned:  map[string]string{},
 		due:     map[*compiled]time.Time{},
+		series:  map[string]bool{},
 	}, nil
 }
 
@@ -287,7 +302,7 @@ func (s *Scheduler) reloadFile() {
 		return
 	}
 	s.fileHash = hash
-	good, bad, err := parseFile(data, s.ops)
+	good, bad, err := parseFile(data, s.rules())
 	if err != nil {
 		s.log.Error("cannot parse the schedules file; keeping its last good version", zap.String("file", s.cfg.File), zap.Error(err))
 		return
@@ -298,6 +313,7 @@ func (s *Scheduler) reloadFile() {
 	}
 	s.fileScheds, s.mirrored = good, false
 	clear(s.due)
+	s.forgetSeries()
 	s.metrics.schedules.WithLabelValues(SourceFile).Set(float64(len(good)))
 	s.log.Info("schedules file loaded", zap.String("file", s.cfg.File), zap.Int("schedules", len(good)), zap.Int("invalid", len(bad)))
 }
@@ -350,7 +366,7 @@ func (s *Scheduler) refreshAPI(ctx context.Context) error {
 			if err := json.Unmarshal([]byte(js), &sc); err != nil {
 				return nil, err
 			}
-			return compile(sc, SourceAPI, s.ops)
+			return compile(sc, SourceAPI, s.rules())
 		}()
 		if err != nil {
 			s.warnOnce(id, "invalid API schedule skipped: "+err.Error())
@@ -358,8 +374,14 @@ func (s *Scheduler) refreshAPI(ctx context.Context) error {
 		}
 		out = append(out, c)
 	}
+	for id := range s.warned {
+		if _, ok := raw[id]; !ok {
+			delete(s.warned, id) // deleted since: forget it
+		}
+	}
 	s.apiScheds = out
 	clear(s.due)
+	s.forgetSeries()
 	s.metrics.schedules.WithLabelValues(SourceAPI).Set(float64(len(out)))
 	return nil
 }
@@ -369,7 +391,36 @@ func (s *Scheduler) warnOnce(id, problem string) {
 		return
 	}
 	s.warned[id] = problem
-	s.log.Error(problem, zap.String("schedule", id))
+	s.log.Error(problem, zap.String("schedule", fmt.Sprintf("%.128s", id)))
+}
+
+// rules are the rules the scheduler judges schedules by.
+func (s *Scheduler) rules() rules {
+	return rules{checker: s.ops, minInterval: s.cfg.MinInterval}
+}
+
+// forgetSeries removes the metric series of schedules that are no longer
+// known (deleted from the API or the file).
+func (s *Scheduler) forgetSeries() {
+	known := map[string]bool{}
+	for _, c := range s.fileScheds {
+		known[c.ID] = true
+	}
+	for _, c := range s.apiScheds {
+		known[c.ID] = true
+	}
+	for id := range s.series {
+		if !known[id] {
+			s.dropSeries(id)
+		}
+	}
+}
+
+// dropSeries removes the metric series of schedule id.
+func (s *Scheduler) dropSeries(id string) {
+	s.metrics.ticks.DeleteLabelValues(id)
+	s.metrics.failed.DeleteLabelValues(id)
+	delete(s.series, id)
 }
 
 // recordScript advances a schedule's state to a fired tick, only for the
@@ -400,8 +451,14 @@ func (s *Scheduler) fire(ctx context.Context, c *compiled) bool {
 		return true // nothing due: no need to ask Redis
 	}
 	state, err := s.rdb.HGetAll(ctx, key).Result()
-	if err != nil || state["ended"] == "1" {
-		return true // Redis trouble (try again next round), or over
+	if err != nil {
+		return true // Redis trouble: try again next round
+	}
+	if state["ended"] == "1" {
+		if s.series[c.ID] {
+			s.dropSeries(c.ID)
+		}
+		return true
 	}
 	if state["since"] == "" { // first seen: ticks count from now
 		if err := s.rdb.HSetNX(ctx, key, "since", now.Unix()).Err(); err != nil {
@@ -482,10 +539,12 @@ func (s *Scheduler) enqueue(ctx context.Context, c *compiled, taskID string, tic
 		s.log.Info("tick already enqueued by an earlier leader", zap.String("schedule", c.ID), zap.String("task_id", taskID))
 		return true
 	case err != nil:
+		s.series[c.ID] = true
 		s.metrics.failed.WithLabelValues(c.ID).Inc()
 		s.log.Warn("could not enqueue a tick; trying again", zap.String("schedule", c.ID), zap.String("task_id", taskID), zap.Error(err))
 		return false
 	}
+	s.series[c.ID] = true
 	s.metrics.ticks.WithLabelValues(c.ID).Inc()
 	s.log.Info("tick enqueued", zap.String("schedule", c.ID), zap.String("task_id", taskID), zap.String("task_type", c.Type),
 		zap.String("queue", c.Queue), zap.Time("tick", tick))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -52,7 +53,7 @@ func (e *env) store() *Store {
 	c := e.conn()
 	svc := ops.New(c, ops.Options{Accounts: testAccounts})
 	e.t.Cleanup(func() { svc.Close(); c.Client.Close() })
-	return NewStore(c.Client, svc)
+	return NewStore(StoreConfig{Redis: c.Client, Checker: svc, MinInterval: time.Second})
 }
 
 // writeFile writes the schedules file and returns its path.
@@ -75,6 +76,9 @@ func (e *env) start(cfg Config) (*observer.ObservedLogs, func()) {
 	e.t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	cfg.Redis, cfg.Logger, cfg.Accounts = e.conn(), zap.New(core), testAccounts
+	if cfg.MinInterval == 0 {
+		cfg.MinInterval = time.Second // the tests' schedules fire every second
+	}
 	if cfg.Lease == 0 {
 		cfg.Lease = 2 * time.Second
 	}
@@ -163,7 +167,7 @@ func TestValidate(t *testing.T) {
 	st := e.store()
 	good := Schedule{ID: "dcv-order-1002", Cron: "0 9 * * *", Timezone: "Europe/Berlin", Type: "resend-dcv",
 		Payload: json.RawMessage(`{"order_id": 1002, "locale": "en"}`)}
-	if err := Validate(good, st.checker); err != nil {
+	if err := Validate(good, st.checker, 0, time.Now()); err != nil {
 		t.Fatalf("valid schedule: %v", err)
 	}
 	tests := []struct {
@@ -185,6 +189,10 @@ func TestValidate(t *testing.T) {
 			[]string{"payload.account"}},
 		{"bad queue", func(s *Schedule) { s.Queue = "Bulk!" }, []string{"queue"}},
 		{"negative max_runs", func(s *Schedule) { s.MaxRuns = -1 }, []string{"max_runs"}},
+		{"never fires", func(s *Schedule) { s.Cron = "0 0 30 2 *" }, []string{"cron"}},
+		{"below the floor", func(s *Schedule) { s.Cron = "@every 30s" }, []string{"cron"}},
+		{"until in the past", func(s *Schedule) { past := time.Now().Add(-time.Minute); s.Until = &past }, []string{"until"}},
+		{"queue no worker serves", func(s *Schedule) { s.Queue = "nobody" }, []string{"queue"}},
 		{"everything at once", func(s *Schedule) { s.ID, s.Cron, s.Timezone = "", "soon", "nowhere" },
 			[]string{"id", "timezone", "cron"}},
 	}
@@ -193,7 +201,7 @@ func TestValidate(t *testing.T) {
 			t.Parallel()
 			s := good
 			tt.change(&s)
-			err := Validate(s, st.checker)
+			err := Validate(s, st.checker, 0, time.Now())
 			var ve *tasks.ValidationError
 			if !errors.As(err, &ve) {
 				t.Fatalf("Validate = %v, want a *tasks.ValidationError", err)
@@ -236,7 +244,7 @@ func TestParseFile(t *testing.T) {
     type: resend-dcv
     payload: {order_id: 1}
 `
-	good, bad, err := ParseFile([]byte(data), st.checker)
+	good, bad, err := ParseFile([]byte(data), st.checker, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,10 +269,10 @@ func TestParseFile(t *testing.T) {
 	if !strings.Contains(bad[0].Error(), "payload.additional_emails[0]") || !strings.Contains(bad[3].Error(), "crom") {
 		t.Errorf("errors lack the field paths: %v", bad)
 	}
-	if _, _, err := ParseFile([]byte("schedules: [\n"), st.checker); err == nil {
+	if _, _, err := ParseFile([]byte("schedules: [\n"), st.checker, 0); err == nil {
 		t.Error("broken YAML parsed")
 	}
-	if good, bad, err := ParseFile(nil, st.checker); err != nil || len(good)+len(bad) != 0 {
+	if good, bad, err := ParseFile(nil, st.checker, 0); err != nil || len(good)+len(bad) != 0 {
 		t.Errorf("empty file: %v %v %v", good, bad, err)
 	}
 }
@@ -492,7 +500,7 @@ func TestStore(t *testing.T) {
 		t.Errorf("second Add = %v, want ErrExists", err)
 	}
 	// A file schedule (as mirrored by the leader) cannot be added or deleted.
-	c, err := compile(Schedule{ID: "file-1", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 2}`)}, SourceFile, nil)
+	c, err := compile(Schedule{ID: "file-1", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 2}`)}, SourceFile, rules{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -517,4 +525,149 @@ func TestStore(t *testing.T) {
 	if n, _ := e.redis.Client().Exists(ctx, stateKey("api-1")).Result(); n != 0 {
 		t.Error("Delete left the schedule's state")
 	}
+}
+
+// A cron spec is judged by its shortest interval, whatever its form.
+func TestMinInterval(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st := e.store()
+	for _, tt := range []struct {
+		cron  string
+		floor time.Duration
+		ok    bool
+	}{
+		{"@every 1m", time.Minute, true},
+		{"@every 59s", time.Minute, false},
+		{"* * * * *", time.Minute, true},
+		{"* * * * *", 5 * time.Minute, false},
+		{"*/5 * * * *", 5 * time.Minute, true},
+		{"0,1 9 * * *", 5 * time.Minute, false}, // one minute apart once a day
+		{"@hourly", time.Hour, true},
+		{"0 0 29 2 *", time.Hour, true}, // leap days only, but it fires
+	} {
+		s := Schedule{ID: "s", Cron: tt.cron, Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}
+		err := Validate(s, st.checker, tt.floor, time.Now())
+		if (err == nil) != tt.ok {
+			t.Errorf("%q with a floor of %v: %v, want ok %v", tt.cron, tt.floor, err, tt.ok)
+		}
+	}
+}
+
+// A schedule posted as JSON is read strictly: a member given twice is a
+// problem named after it, as are unknown members and wrong types.
+func TestDecodeJSON(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name, body string
+		fields     []string
+	}{
+		{"good", `{"id":"a","cron":"@daily","type":"resend-dcv","payload":{"order_id":1},"until":"2030-01-01T00:00:00Z","max_runs":3}`, nil},
+		{"duplicate id", `{"id":"a","cron":"@daily","id":"b","type":"resend-dcv","payload":{"order_id":1}}`, []string{"id"}},
+		{"duplicate payload", `{"id":"a","cron":"@daily","type":"resend-dcv","payload":{"order_id":1},"payload":{"order_id":2}}`, []string{"payload"}},
+		{"unknown member", `{"id":"a","crom":"@daily"}`, []string{"crom"}},
+		{"unknown member with an odd name", `{"id":"a","a b\n":1}`, []string{`"a b\n"`}},
+		{"wrong types", `{"id":1,"cron":"@daily","until":"tomorrow","max_runs":"3"}`, []string{"id", "until", "max_runs"}},
+		{"not an object", `[1]`, []string{""}},
+		{"trailing data", `{"id":"a"} {}`, []string{""}},
+	} {
+		s, err := DecodeJSON([]byte(tt.body))
+		var fields []string
+		var ve *tasks.ValidationError
+		if errors.As(err, &ve) {
+			for _, fe := range ve.Errors {
+				fields = append(fields, fe.Field)
+			}
+		} else if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if strings.Join(fields, ",") != strings.Join(tt.fields, ",") {
+			t.Errorf("%s: fields %q, want %q (%v)", tt.name, fields, tt.fields, err)
+		}
+		if tt.fields == nil && (s.ID != "a" || s.MaxRuns != 3 || s.Until == nil || string(s.Payload) != `{"order_id":1}`) {
+			t.Errorf("%s: decoded %+v", tt.name, s)
+		}
+	}
+}
+
+// A malformed schedule in Redis is skipped and named; the rest is listed.
+func TestListingSkipsUnreadableEntries(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st := e.store()
+	ctx := context.Background()
+	if _, err := st.Add(ctx, Schedule{ID: "fine", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	rdb := e.redis.Client()
+	for _, kv := range [][3]string{
+		{apiSchedulesKey, "garbage", "not JSON"},
+		{apiSchedulesKey, "bad-cron", `{"id":"bad-cron","cron":"whenever","type":"resend-dcv","payload":{"order_id":1}}`},
+		{fileSchedulesKey, "elsewhere", `{"id":"other","cron":"@daily","type":"resend-dcv","payload":{"order_id":1}}`},
+	} {
+		if err := rdb.HSet(ctx, kv[0], kv[1], kv[2]).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := st.Listing(ctx)
+	if err != nil {
+		t.Fatalf("Listing: %v", err)
+	}
+	if len(l.Schedules) != 1 || l.Schedules[0].ID != "fine" {
+		t.Errorf("schedules %+v, want only fine", l.Schedules)
+	}
+	if l.SkippedCount != 3 || len(l.Skipped) != 3 || l.Skipped[0].ID != "bad-cron" || l.Skipped[1].ID != "elsewhere" ||
+		l.Skipped[2].ID != "garbage" || l.Skipped[2].Problem != "not a schedule as JSON" {
+		t.Errorf("skipped %d: %+v", l.SkippedCount, l.Skipped)
+	}
+	if got, err := st.Get(ctx, "fine"); err != nil || got.ID != "fine" {
+		t.Errorf("Get = %+v, %v", got, err)
+	}
+}
+
+// The series of a schedule deleted, or ended, are removed, so that their
+// number follows the schedules that exist.
+func TestSeriesOfGoneSchedulesAreRemoved(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	reg := prometheus.NewRegistry()
+	st := e.store()
+	ctx := context.Background()
+	for _, s := range []Schedule{
+		{ID: "deleted", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)},
+		{ID: "ends", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 2}`), MaxRuns: 2},
+		{ID: "stays", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 3}`)},
+	} {
+		if _, err := st.Add(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start(Config{Registry: reg})
+	series := func() map[string]bool {
+		out := map[string]bool{}
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() != "certmail_scheduler_ticks_total" {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				out[m.GetLabel()[0].GetValue()] = true
+			}
+		}
+		return out
+	}
+	waitFor(t, 15*time.Second, "every schedule ticks", func() bool {
+		s := series()
+		return s["deleted"] && s["stays"] && len(e.ticks("bulk")["ends"]) == 2
+	})
+	if err := st.Delete(ctx, "deleted"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "the series of deleted and ended schedules go", func() bool {
+		s := series()
+		return !s["deleted"] && !s["ends"] && s["stays"]
+	})
 }

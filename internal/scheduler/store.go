@@ -1,15 +1,18 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/asynqsched"
 	"github.com/certmail/certmail/internal/ops"
@@ -43,24 +46,67 @@ type Status struct {
 	Ended      bool       `json:"ended"`
 }
 
+// StoreConfig configures a Store. Zero values take the defaults noted.
+type StoreConfig struct {
+	Redis redis.UniversalClient // required; the Store does not close it
+	// Checker validates payloads, accounts and queues exactly as every
+	// other entry point does (required).
+	Checker *ops.Service
+	// MinInterval is the shortest time allowed between two ticks of a
+	// schedule added (CERTMAIL_SCHEDULE_MIN_INTERVAL); default
+	// DefaultMinInterval.
+	MinInterval time.Duration
+	// Logger reports the entries a listing skips; default none.
+	Logger *zap.Logger
+}
+
 // Store keeps the API's schedules in Redis and reads every schedule's
 // status. The API and the CLI use it; the scheduler reads from it.
 type Store struct {
 	rdb     redis.UniversalClient
 	checker *ops.Service
+	rules   rules
+	log     *zap.Logger
 	now     func() time.Time
 }
 
-// NewStore returns a Store on rdb; checker validates payloads exactly as
-// every other entry point does.
-func NewStore(rdb redis.UniversalClient, checker *ops.Service) *Store {
-	return &Store{rdb: rdb, checker: checker, now: time.Now}
+// NewStore returns a Store configured by cfg.
+func NewStore(cfg StoreConfig) *Store {
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Store{rdb: cfg.Redis, checker: cfg.Checker, log: log, now: time.Now,
+		rules: rules{checker: cfg.Checker, minInterval: cmp.Or(cfg.MinInterval, DefaultMinInterval)}}
+}
+
+// Skipped is a schedule kept in Redis that cannot be read (written by hand,
+// by an older version, or damaged): it is left out of listings, and logged.
+type Skipped struct {
+	ID      string `json:"id"`
+	Source  string `json:"source"`
+	Problem string `json:"problem"`
+}
+
+// MaxSkippedListed is the most skipped schedules a listing names; the others
+// are counted.
+const MaxSkippedListed = 20
+
+// Listing is every readable schedule and what was skipped.
+type Listing struct {
+	Schedules []Status
+	// Skipped names at most MaxSkippedListed entries that could not be read;
+	// SkippedCount counts them all.
+	Skipped      []Skipped
+	SkippedCount int
 }
 
 // Add validates s (a *tasks.ValidationError listing every problem) and
 // stores it. An id used by the API or the file gives ErrExists.
 func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
-	c, err := compile(s, SourceAPI, st.checker)
+	r := st.rules
+	r.now = st.now()
+	c, err := compile(s, SourceAPI, r)
 	if err != nil {
 		return Status{}, err
 	}
@@ -129,45 +175,75 @@ func (st *Store) Get(ctx context.Context, id string) (Status, error) {
 	return Status{}, fmt.Errorf("%s: %w", id, ErrNotFound)
 }
 
-// List returns every schedule (the file's as last mirrored by the leader,
-// then the API's), sorted by id.
+// List returns every readable schedule (the file's as last mirrored by the
+// leader, then the API's), sorted by id; see Listing for what it skips.
 func (st *Store) List(ctx context.Context) ([]Status, error) {
-	scheds, err := st.load(ctx)
+	l, err := st.Listing(ctx)
+	return l.Schedules, err
+}
+
+// Listing returns every readable schedule, sorted by id, and names the
+// entries that cannot be read, each logged at WARN: one entry of Redis
+// never fails the whole list.
+func (st *Store) Listing(ctx context.Context) (Listing, error) {
+	scheds, skipped, err := st.load(ctx)
 	if err != nil {
-		return nil, err
+		return Listing{}, err
 	}
-	out := make([]Status, 0, len(scheds))
+	l := Listing{Schedules: make([]Status, 0, len(scheds)), SkippedCount: len(skipped)}
+	for _, sk := range skipped {
+		st.log.Warn("unreadable schedule in Redis skipped", zap.String("schedule", sk.ID), zap.String("source", sk.Source),
+			zap.String("problem", sk.Problem))
+	}
+	l.Skipped = skipped[:min(len(skipped), MaxSkippedListed)]
 	for _, c := range scheds {
 		state, err := st.rdb.HGetAll(ctx, stateKey(c.ID)).Result()
 		if err != nil {
-			return nil, fmt.Errorf("read schedule state: %w", err)
+			return Listing{}, fmt.Errorf("read schedule state: %w", err)
 		}
-		out = append(out, st.status(c, state))
+		l.Schedules = append(l.Schedules, st.status(c, state))
 	}
-	return out, nil
+	return l, nil
 }
 
+// maxSkippedID bounds the id of a skipped entry as reported, in bytes.
+const maxSkippedID = 128
+
 // load reads both sources from Redis; a file schedule wins over an API one
-// with the same id (Add prevents that, but the file can change later).
-func (st *Store) load(ctx context.Context) ([]*compiled, error) {
+// with the same id (Add prevents that, but the file can change later). An
+// entry that does not decode, or is not a schedule, is skipped.
+func (st *Store) load(ctx context.Context) ([]*compiled, []Skipped, error) {
 	byID := map[string]*compiled{}
+	var skipped []Skipped
 	for _, src := range []struct{ key, name string }{{apiSchedulesKey, SourceAPI}, {fileSchedulesKey, SourceFile}} {
 		raw, err := st.rdb.HGetAll(ctx, src.key).Result()
 		if err != nil {
-			return nil, fmt.Errorf("read schedules: %w", err)
+			return nil, nil, fmt.Errorf("read schedules: %w", err)
 		}
 		for id, js := range raw {
+			skip := func(problem string) {
+				if len(id) > maxSkippedID {
+					id = fmt.Sprintf("%.64q…", id)
+				}
+				skipped = append(skipped, Skipped{ID: strings.ToValidUTF8(id, "\uFFFD"), Source: src.name, Problem: problem})
+			}
 			var s Schedule
 			if err := json.Unmarshal([]byte(js), &s); err != nil {
-				return nil, fmt.Errorf("schedule %s in Redis: %w", id, err)
+				skip("not a schedule as JSON")
+				continue
 			}
 			// Stored schedules were validated when stored; compile without
 			// the payload checker so that an account removed since then
 			// shows the schedule rather than hiding it (the scheduler skips
 			// and reports it).
-			c, err := compile(s, src.name, nil)
-			if err != nil {
-				return nil, fmt.Errorf("schedule %s in Redis: %w", id, err)
+			c, err := compile(s, src.name, rules{})
+			switch {
+			case err != nil:
+				skip(err.Error())
+				continue
+			case s.ID != id:
+				skip("stored under another id")
+				continue
 			}
 			byID[id] = c
 		}
@@ -177,7 +253,8 @@ func (st *Store) load(ctx context.Context) ([]*compiled, error) {
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+	sort.Slice(skipped, func(i, j int) bool { return skipped[i].ID < skipped[j].ID })
+	return out, skipped, nil
 }
 
 // mirrorFile replaces the file schedules kept in Redis.
