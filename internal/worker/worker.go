@@ -23,6 +23,7 @@ import (
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/buildinfo"
 	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/queuestats"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
@@ -35,7 +36,7 @@ type Config struct {
 	Accounts account.Set     // required; every account has its key
 
 	Concurrency       int            // handlers running at once; default 20
-	Queues            map[string]int // weighted queues; default critical=6, default=3, bulk=1
+	Queues            map[string]int // weighted queues; default queues.Default
 	MaxRetry          int            // the worker's cap on a task's retries; 0 means 12, negative means none
 	ShutdownTimeout   time.Duration  // time in-flight deliveries get on shutdown; default 30s
 	AdminAddr         string         // /healthz, /readyz, /metrics; "" for none
@@ -70,16 +71,13 @@ const (
 	DefaultRateLimitPause    = 30 * time.Second
 )
 
-// DefaultQueues is CERTMAIL_QUEUES's default.
-const DefaultQueues = "critical=6,default=3,bulk=1"
-
 // WithDefaults returns c with zero values replaced by the defaults.
 func (c Config) WithDefaults() Config {
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
 	}
 	if len(c.Queues) == 0 {
-		c.Queues = map[string]int{"critical": 6, tasks.DefaultQueue: 3, "bulk": 1}
+		c.Queues, _ = queues.Parse(queues.Default) // a constant that parses (queues' own test)
 	}
 	if c.MaxRetry == 0 {
 		c.MaxRetry = tasks.DefaultMaxRetry
