@@ -248,3 +248,31 @@ func TestParseMemoryBounded(t *testing.T) {
 		}
 	}
 }
+
+// A payload that is not valid UTF-8 is refused as a whole, even where the
+// decoder would have replaced the bad bytes: others keep and show the raw
+// form (a schedule's payload).
+func TestParseRefusesInvalidUTF8(t *testing.T) {
+	t.Parallel()
+	body := "{\"certificate_id\":1,\"emails\":[\"a@example.com\"],\"certificate_collect_format\":\"attachment\",\"custom_message\":\"hi \xff\"}"
+	_, err := tasks.Parse(tasks.TypeSendCert, []byte(body))
+	assertProblems(t, tasks.TypeSendCert, err, []tasks.FieldError{fe("", "must be valid UTF-8")})
+}
+
+// A Go producer's list of 100 000 bad addresses gives a bounded error too.
+func TestConstructorErrorBounded(t *testing.T) {
+	t.Parallel()
+	bad := make([]string, 100000)
+	for i := range bad {
+		bad[i] = "nobody"
+	}
+	_, err := tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1, AdditionalEmails: bad})
+	var ve *tasks.ValidationError
+	if !errors.As(err, &ve) || len(ve.Errors) != tasks.MaxFieldErrors+1 || len(err.Error()) > maxErrorText {
+		t.Fatalf("error of %d bytes: %.200v", len(fmt.Sprint(err)), err)
+	}
+	// The list is too long, and each of its first 1000 elements is bad.
+	if ve.Errors[0] != fe("additional_emails", "at most 1000 elements as sent, duplicates included") || ve.Omitted != 1001-tasks.MaxFieldErrors {
+		t.Errorf("first %+v, %d omitted", ve.Errors[0], ve.Omitted)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"unicode/utf8"
 )
 
 // MaxPayloadBytes is the largest payload Parse reads (1 MiB, the HTTP API's
@@ -21,7 +22,7 @@ const MaxPayloadBytes = 1 << 20
 // SendCert value).
 //
 // Strict means: the body is exactly one JSON object of at most
-// MaxPayloadBytes; unknown and repeated fields, wrong JSON types, ids that
+// MaxPayloadBytes, in valid UTF-8; unknown and repeated fields, wrong JSON types, ids that
 // are not integers or do not fit in an int64, and a missing order_id,
 // certificate_id or additional_emails are all errors. A member whose value is
 // null counts as absent. The problems found, structural or not, are returned
@@ -52,6 +53,11 @@ type checker[T Payload] interface {
 func parse[T checker[T]](taskType string, data []byte, decodeFn func(*decoder, json.RawMessage) T) (Payload, error) {
 	if len(data) > MaxPayloadBytes {
 		return nil, NewValidationError(taskType, FieldError{Message: "larger than " + strconv.Itoa(MaxPayloadBytes) + " bytes"})
+	}
+	if !utf8.Valid(data) {
+		// JSON text is UTF-8; the decoder would replace the bad bytes and
+		// accept the payload, whose raw form others may store and show.
+		return nil, NewValidationError(taskType, FieldError{Message: "must be valid UTF-8"})
 	}
 	raw, msg := body(data)
 	if msg != "" {

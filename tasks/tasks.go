@@ -23,6 +23,11 @@
 // the strict reader used by the worker, the HTTP API and the CLI for payloads
 // that arrive as JSON.
 //
+// What validation builds from its input is bounded whatever the input: a
+// *ValidationError lists at most MaxFieldErrors problems and counts the rest,
+// Parse reads at most MaxPayloadBytes, and a list is read no further than
+// MaxListLength elements.
+//
 // The package imports asynq and the standard library only, so producers never
 // pull in the worker.
 package tasks

@@ -103,3 +103,16 @@ func mustZone(t *testing.T, name string) *time.Location {
 	}
 	return loc
 }
+
+// A schedule's payload is stored as sent: one that is not valid UTF-8 is
+// refused, so that GET /v1/schedules always answers valid UTF-8.
+func TestSchedulePayloadMustBeUTF8(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	body := "{\"id\": \"u\", \"cron\": \"@daily\", \"type\": \"send-cert\", \"payload\": {\"certificate_id\": 1, \"emails\": [\"a@example.com\"], " +
+		"\"certificate_collect_format\": \"attachment\", \"custom_message\": \"hi \xff\"}}"
+	p := mustProblem(t, b.do(t, http.MethodPost, "/v1/schedules", body, nil), http.StatusBadRequest)
+	if len(p.Errors) != 1 || p.Errors[0].Field != "payload" || p.Errors[0].Message != "must be valid UTF-8" {
+		t.Errorf("errors = %+v", p.Errors)
+	}
+}
