@@ -95,7 +95,7 @@ func TestValidationErrorCountsWhatItLeavesOut(t *testing.T) {
 	for i := range bad {
 		bad[i] = fmt.Sprintf("bad%d", i)
 	}
-	body, _ := json_(map[string]any{"order_id": 0, "additional_emails": bad})
+	body := setEmailsBody(0, bad)
 	_, perr := tasks.Parse(tasks.TypeSetEmails, body)
 	_, cerr := tasks.NewSetEmailsTask(tasks.SetEmails{AdditionalEmails: bad})
 	for name, err := range map[string]error{"Parse": perr, "NewSetEmailsTask": cerr} {
@@ -116,19 +116,18 @@ func TestValidationErrorCountsWhatItLeavesOut(t *testing.T) {
 	}
 }
 
-func json_(v any) ([]byte, error) {
+// setEmailsBody returns the JSON of a set-emails payload, addresses as given.
+func setEmailsBody(orderID int, emails []string) []byte {
 	var b bytes.Buffer
-	b.WriteString("{")
-	m := v.(map[string]any)
-	fmt.Fprintf(&b, `"order_id":%d,"additional_emails":[`, m["order_id"])
-	for i, e := range m["additional_emails"].([]string) {
+	fmt.Fprintf(&b, `{"order_id":%d,"additional_emails":[`, orderID)
+	for i, e := range emails {
 		if i > 0 {
 			b.WriteString(",")
 		}
 		b.WriteString(strconv.Quote(e))
 	}
 	b.WriteString("]}")
-	return b.Bytes(), nil
+	return b.Bytes()
 }
 
 // TestNewValidationErrorMerges checks that problems added to a bounded list

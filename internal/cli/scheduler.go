@@ -77,7 +77,7 @@ type scheduleFlags struct {
 }
 
 func (f scheduleFlags) store() (*scheduler.Store, func(), error) {
-	if err := f.ScheduleRuleFlags.check(); err != nil {
+	if err := f.check(); err != nil {
 		return nil, nil, err
 	}
 	names, err := f.queueNames()

@@ -129,11 +129,16 @@ func (m *metrics) errorCode(code string) string {
 // certmail's codes: a-z, A-Z, 0-9 and _ | : . -
 func labelSafe(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("_|:.-", c) >= 0) {
+		if !codeByte(s[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// codeByte reports whether c may appear in an error code label.
+func codeByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("_|:.-", c) >= 0
 }
 
 // pausedCollector reports certmail_account_paused from the shared pause in
