@@ -269,7 +269,7 @@ func TestProbeAnsweredByDigiCertResumes(t *testing.T) {
 	}
 	b.fake.SetAPIKeys("another-key", testKey)
 	b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
-	if n := b.redis.Client().Exists(context.Background(), "certmail:account:default:auth_broken").Val(); n != 0 {
+	if n := intVal(t, b.redis.Client().Exists(context.Background(), "certmail:account:default:auth_broken")); n != 0 {
 		t.Error("the account is still marked broken after DigiCert answered 404 to the probe")
 	}
 	if n := len(b.logLines(t, "info", "DigiCert accepts the API key again; account resumed")); n != 1 {

@@ -51,18 +51,18 @@ func TestUnparkerClaimsAreLeases(t *testing.T) {
 	if err := u.once(ctx, now); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := insp.GetTaskInfo("default", info.ID); st.State != asynq.TaskStateArchived {
-		t.Fatalf("a leased entry was moved by another worker: %v", st.State)
+	if st, err := insp.GetTaskInfo("default", info.ID); err != nil || st.State != asynq.TaskStateArchived {
+		t.Fatalf("a leased entry was moved by another worker: %v (%v)", st, err)
 	}
 	// When the lease ends, another worker moves it and removes the entry.
 	if err := u.once(ctx, now.Add(claimLease+time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := insp.GetTaskInfo("default", info.ID); st.State != asynq.TaskStatePending {
-		t.Errorf("after the lease: task %v, want pending", st.State)
+	if st, err := insp.GetTaskInfo("default", info.ID); err != nil || st.State != asynq.TaskStatePending {
+		t.Errorf("after the lease: task %v (%v), want pending", st, err)
 	}
-	if n := rdb.ZCard(ctx, parkedKey).Val(); n != 0 {
-		t.Errorf("%d entries left, want 0", n)
+	if n, err := rdb.ZCard(ctx, parkedKey).Result(); err != nil || n != 0 {
+		t.Errorf("%d entries left (%v), want 0", n, err)
 	}
 
 	// An error handler that parks the task again after a claim wins: the
@@ -79,13 +79,15 @@ func TestUnparkerClaimsAreLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.settle(ctx, p.member(), strconv.FormatInt(lease, 10), "")
-	if until, parked, _ := ParkedUntil(ctx, rdb, "default", info.ID); !parked || until.UnixMilli() != later.UnixMilli() {
-		t.Errorf("the error handler's new entry: parked %v until %v, want %v", parked, until, later)
+	if until, parked, err := ParkedUntil(ctx, rdb, "default", info.ID); err != nil || !parked || until.UnixMilli() != later.UnixMilli() {
+		t.Errorf("the error handler's new entry: parked %v until %v (%v), want %v", parked, until, err, later)
 	}
 	// With its own lease still in place, settle removes it.
-	rdb.ZAdd(ctx, parkedKey, redis.Z{Score: float64(lease), Member: p.member()})
+	if err := rdb.ZAdd(ctx, parkedKey, redis.Z{Score: float64(lease), Member: p.member()}).Err(); err != nil {
+		t.Fatal(err)
+	}
 	u.settle(ctx, p.member(), strconv.FormatInt(lease, 10), "")
-	if _, parked, _ := ParkedUntil(ctx, rdb, "default", info.ID); parked {
-		t.Error("settle left its own claimed entry")
+	if _, parked, err := ParkedUntil(ctx, rdb, "default", info.ID); err != nil || parked {
+		t.Errorf("settle left its own claimed entry (%v)", err)
 	}
 }

@@ -46,7 +46,7 @@ func TestWaitOnLastDeliveryIsParkedNotDeadLettered(t *testing.T) {
 	if n := len(b.logLines(t, "info", "parked task back in its queue")); n != 2 {
 		t.Errorf("%d unparking lines, want 2", n)
 	}
-	if n := b.redis.Client().ZCard(context.Background(), "certmail:parked").Val(); n != 0 {
+	if n := intVal(t, b.redis.Client().ZCard(context.Background(), "certmail:parked")); n != 0 {
 		t.Errorf("%d parked entries left, want 0", n)
 	}
 }
@@ -68,7 +68,7 @@ func TestParkedTaskStillDeadLettersOnFailure(t *testing.T) {
 	if e := b.deadLetters(t, 1)[0]; e["task_id"] != id || e["error_code"] != "not_found|order" {
 		t.Errorf("dead letter = %v", e)
 	}
-	if n := b.redis.Client().ZCard(context.Background(), "certmail:parked").Val(); n != 0 {
+	if n := intVal(t, b.redis.Client().ZCard(context.Background(), "certmail:parked")); n != 0 {
 		t.Errorf("%d parked entries left, want 0", n)
 	}
 	// With no entry left, nothing brings it back: it stays archived.
@@ -84,14 +84,16 @@ func TestParkedTaskStillDeadLettersOnFailure(t *testing.T) {
 	ctx := context.Background()
 	id = b.enqueue(t, "resend-dcv", `{"order_id": 404}`, asynq.MaxRetry(0), asynq.ProcessIn(time.Second))
 	entry := `{"queue":"default","id":"` + id + `"}`
-	b.redis.Client().ZAdd(ctx, "certmail:parked", redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: entry})
+	if err := b.redis.Client().ZAdd(ctx, "certmail:parked", redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: entry}).Err(); err != nil {
+		t.Fatal(err)
+	}
 	if _, parked, err := worker.ParkedUntil(ctx, b.redis.Client(), "default", id); !parked || err != nil {
 		t.Fatalf("the test's entry is not read as parked: %v", err)
 	}
 	b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
 	waitFor(t, 5*time.Second, func() bool { return len(b.logLines(t, "error", "task dead-lettered")) == 2 },
 		func() string { return "no second dead-letter line" })
-	if n := b.redis.Client().ZCard(ctx, "certmail:parked").Val(); n != 0 {
+	if n := intVal(t, b.redis.Client().ZCard(ctx, "certmail:parked")); n != 0 {
 		t.Errorf("%d parked entries left after the dead letter, want 0", n)
 	}
 }
@@ -158,14 +160,22 @@ func TestUnparkerLeavesTasksNoLongerArchived(t *testing.T) {
 	b.waitState(t, done, asynq.TaskStateCompleted, 10*time.Second)
 	past := float64(time.Now().Add(-time.Second).UnixMilli())
 	for _, id := range []string{done, "deleted-task"} {
-		b.redis.Client().ZAdd(ctx, "certmail:parked", redis.Z{Score: past, Member: `{"queue":"default","id":"` + id + `"}`})
+		if err := b.redis.Client().ZAdd(ctx, "certmail:parked", redis.Z{Score: past, Member: `{"queue":"default","id":"` + id + `"}`}).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	waitFor(t, 5*time.Second, func() bool { return b.redis.Client().ZCard(ctx, "certmail:parked").Val() == 0 },
+	waitFor(t, 5*time.Second, func() bool { return intVal(t, b.redis.Client().ZCard(ctx, "certmail:parked")) == 0 },
 		func() string { return "entries not dropped" })
-	// The entry goes before a wrongly re-run task would reach the fake:
-	// give such a run time to show.
-	time.Sleep(300 * time.Millisecond)
-	b.waitState(t, done, asynq.TaskStateCompleted, time.Second)
+	// A task moved back to its queue is pending from that moment, before its
+	// entry goes: it would now be pending or active, or completed again
+	// after a second DigiCert call.
+	info, err := b.inspector.GetTaskInfo("default", done)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != asynq.TaskStateCompleted {
+		t.Errorf("the completed task is %v after its entry was dropped: it was run again", info.State)
+	}
 	if n := b.fake.RequestCount(); n != 1 {
 		t.Errorf("fake saw %d requests, want 1: the completed task was run again", n)
 	}

@@ -4,13 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/digicert"
@@ -33,6 +39,9 @@ type bundle struct {
 	inspector *asynq.Inspector
 	logs      *syncBuffer
 	workerKey string
+
+	mu     sync.Mutex
+	admins []string // the admin address (/metrics) of each worker started, in order
 }
 
 type setupOpts struct {
@@ -93,6 +102,7 @@ func (b *bundle) startWorkerCtl(t *testing.T, o setupOpts) (stop func()) {
 		Accounts: account.Set{"default": account.Account{
 			Name: "default", BaseURL: b.baseURL, APIKey: account.Secret(o.workerKey)}},
 		Concurrency:       4,
+		AdminAddr:         "127.0.0.1:0",
 		ShutdownTimeout:   2 * time.Second,
 		AuthProbeInterval: 300 * time.Millisecond,
 		RateLimitPause:    300 * time.Millisecond,
@@ -111,10 +121,15 @@ func (b *bundle) startWorkerCtl(t *testing.T, o setupOpts) (stop func()) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	started := make(chan struct{})
-	go func() { done <- w.Run(ctx, func(_ net.Addr) { close(started) }) }()
+	started := make(chan net.Addr, 1)
+	go func() { done <- w.Run(ctx, func(a net.Addr) { started <- a }) }()
 	select {
-	case <-started:
+	case a := <-started:
+		if a != nil {
+			b.mu.Lock()
+			b.admins = append(b.admins, a.String())
+			b.mu.Unlock()
+		}
 	case err := <-done:
 		t.Fatalf("worker stopped at start: %v", err)
 	}
@@ -218,4 +233,160 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// scrape returns the text /metrics serves on the admin address of the i-th
+// worker started, as Prometheus reads it.
+func (b *bundle) scrape(t *testing.T, i int) string {
+	t.Helper()
+	b.mu.Lock()
+	if i >= len(b.admins) {
+		b.mu.Unlock()
+		t.Fatalf("worker %d has no admin address (%d known)", i, len(b.admins))
+	}
+	addr := b.admins[i]
+	b.mu.Unlock()
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %s", res.StatusCode, body)
+	}
+	return string(body)
+}
+
+// sum adds up the samples of metric name in a /metrics text whose labels
+// include every pair of want (name, value, name, value, ...); found is false
+// when no series matches.
+func sum(text, name string, want ...string) (total float64, found bool) {
+	for _, line := range strings.Split(text, "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (!strings.HasPrefix(rest, "{") && !strings.HasPrefix(rest, " ")) {
+			continue
+		}
+		labels := map[string]string{}
+		if strings.HasPrefix(rest, "{") {
+			end := strings.LastIndex(rest, "}")
+			if end < 0 {
+				continue
+			}
+			for _, pair := range splitLabels(rest[1:end]) {
+				k, v, _ := strings.Cut(pair, "=")
+				if uq, err := strconv.Unquote(v); err == nil {
+					labels[k] = uq
+				}
+			}
+			rest = rest[end+1:]
+		}
+		match := true
+		for i := 0; i+1 < len(want); i += 2 {
+			if labels[want[i]] != want[i+1] {
+				match = false
+			}
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		if match && err == nil {
+			total += v
+			found = true
+		}
+	}
+	return total, found
+}
+
+// splitLabels splits `a="x",b="y,z"` at the commas outside quotes.
+func splitLabels(s string) []string {
+	var out []string
+	inQuote, escaped, start := false, false, 0
+	for i, r := range s {
+		switch {
+		case escaped:
+			escaped = false
+		case r == '\\':
+			escaped = true
+		case r == '"':
+			inQuote = !inQuote
+		case r == ',' && !inQuote:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	if start < len(s) {
+		out = append(out, s[start:])
+	}
+	return out
+}
+
+// redisValues returns every key of Redis with every value it holds (string,
+// hash fields and values, list, set and sorted-set members, stream fields
+// and values), each Redis error failing the test.
+func redisValues(t *testing.T, rdb redis.UniversalClient) map[string][]string {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, k := range keys {
+		typ, err := rdb.Type(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var values []string
+		switch typ {
+		case "string":
+			v, err := rdb.Get(ctx, k).Result()
+			if err != nil && !errors.Is(err, redis.Nil) { // expired since KEYS
+				t.Fatal(err)
+			}
+			values = []string{v}
+		case "hash":
+			m, err := rdb.HGetAll(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for f, v := range m {
+				values = append(values, f, v)
+			}
+		case "list":
+			values, err = rdb.LRange(ctx, k, 0, -1).Result()
+		case "set":
+			values, err = rdb.SMembers(ctx, k).Result()
+		case "zset":
+			values, err = rdb.ZRange(ctx, k, 0, -1).Result()
+		case "stream":
+			var msgs []redis.XMessage
+			msgs, err = rdb.XRange(ctx, k, "-", "+").Result()
+			for _, m := range msgs {
+				for f, v := range m.Values {
+					values = append(values, f, fmt.Sprint(v))
+				}
+			}
+		case "none": // expired since KEYS
+		default:
+			t.Fatalf("key %s has type %s, which this scan does not read", k, typ)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[k] = values
+	}
+	return out
+}
+
+// intVal returns an integer reply, failing the test on a Redis error (a
+// bare .Val() would read an error as 0).
+func intVal(t *testing.T, cmd *redis.IntCmd) int64 {
+	t.Helper()
+	n, err := cmd.Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
