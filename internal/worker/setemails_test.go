@@ -1,0 +1,153 @@
+package worker_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/tasks"
+)
+
+// newSetEmails builds a set-emails task as a producer does (sequence
+// stamped, increasing with each call) for one address.
+func newSetEmails(t *testing.T, order int64, email string) *asynq.Task {
+	t.Helper()
+	task, err := tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: order, AdditionalEmails: []string{email}}, asynq.Retention(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task
+}
+
+// Several workers receive set-emails of one order at once while DigiCert
+// takes its time: one call per order is in flight at any moment (each
+// request reaches the fake only after the previous one was answered), no
+// list is ever sent after a newer one, and the newest list is the one the
+// order keeps. The first task is in flight when the others arrive, so the
+// others contend for the order while it is busy.
+func TestSetEmailsOneCallPerOrderInFlight(t *testing.T) {
+	t.Parallel()
+	const latency = 250 * time.Millisecond
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: 3})
+	b.fake.SetFaults(digicerttest.Faults{Latency: latency})
+	const order, n = 31, 8
+	path := fmt.Sprintf("/services/v2/order/certificate/%d/additional-emails", order)
+	email := func(i int) string { return fmt.Sprintf("list%d@example.com", i) }
+
+	ids := make([]string, n)
+	built := make([]*asynq.Task, n)
+	for i := range n {
+		built[i] = newSetEmails(t, order, email(i))
+	}
+	enqueue := func(i int) {
+		info, err := b.client.Enqueue(built[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = info.ID
+	}
+	enqueue(0)
+	waitFor(t, 10*time.Second, func() bool { return b.fake.RequestCount() == 1 }, func() string { return "the first list is not in flight" })
+	for i := 1; i < n; i++ {
+		enqueue(i)
+	}
+	outcomes := map[string]int{}
+	for i, id := range ids {
+		r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 30*time.Second))
+		outcomes[r.Outcome]++
+		if i == n-1 && r.Outcome != worker.OutcomeDelivered {
+			t.Errorf("the newest list's outcome = %q, want delivered", r.Outcome)
+		}
+		if r.Outcome != worker.OutcomeDelivered && r.Outcome != worker.OutcomeSuperseded {
+			t.Errorf("task %d outcome = %q, want delivered or superseded", i, r.Outcome)
+		}
+	}
+
+	var reqs []digicerttest.Request
+	for _, r := range b.fake.Requests() {
+		if r.Path == path {
+			reqs = append(reqs, r)
+		}
+	}
+	sort.Slice(reqs, func(i, j int) bool { return reqs[i].At.Before(reqs[j].At) })
+	if len(reqs) < 2 || len(reqs) != outcomes[worker.OutcomeDelivered] {
+		t.Fatalf("%d requests for %v outcomes: want one per delivered task, and at least the first and the newest", len(reqs), outcomes)
+	}
+	last := -1
+	for k, r := range reqs {
+		if k > 0 {
+			if gap := r.At.Sub(reqs[k-1].At); gap < latency {
+				t.Errorf("request %d reached DigiCert %v after the previous one, which took %v to answer: two calls in flight", k, gap, latency)
+			}
+		}
+		var body struct {
+			AdditionalEmails []string `json:"additional_emails"`
+		}
+		if err := json.Unmarshal(r.Body, &body); err != nil || len(body.AdditionalEmails) != 1 {
+			t.Fatalf("request %d body %s: %v", k, r.Body, err)
+		}
+		var i int
+		if _, err := fmt.Sscanf(body.AdditionalEmails[0], "list%d@example.com", &i); err != nil {
+			t.Fatalf("request %d body %s: %v", k, r.Body, err)
+		}
+		if i <= last {
+			t.Errorf("list %d sent after list %d: an older list overwrote a newer one", i, last)
+		}
+		last = i
+	}
+	if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != email(n-1) {
+		t.Errorf("order %d keeps %v, want the newest list %s", order, got, email(n-1))
+	}
+}
+
+// An older set-emails that arrives after a newer one was applied is
+// superseded without a call; the newer task delivered again (a redelivery
+// after its success, here the same task enqueued again) is a duplicate
+// without a call. The order keeps the newer list throughout.
+func TestSetEmailsSupersededAndDuplicate(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: 2})
+	older := newSetEmails(t, 32, "old@example.com")
+	newer := newSetEmails(t, 32, "new@example.com")
+	run := func(task *asynq.Task) worker.Result {
+		t.Helper()
+		info, err := b.client.Enqueue(task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return result(t, b.waitState(t, info.ID, asynq.TaskStateCompleted, 10*time.Second))
+	}
+	if r := run(newer); r.Outcome != worker.OutcomeDelivered || r.HTTPStatus != 204 {
+		t.Fatalf("newer: %+v, want delivered", r)
+	}
+	if r := run(older); r.Outcome != worker.OutcomeSuperseded {
+		t.Errorf("older after newer: outcome %q, want superseded", r.Outcome)
+	}
+	if r := run(asynq.NewTask(newer.Type(), newer.Payload(), asynq.Retention(time.Hour))); r.Outcome != worker.OutcomeDuplicate {
+		t.Errorf("newer delivered again: outcome %q, want duplicate", r.Outcome)
+	}
+	if n := b.fake.RequestCount(); n != 1 {
+		t.Errorf("fake saw %d requests, want 1: superseded and duplicate tasks do not call DigiCert", n)
+	}
+	if got, _ := b.fake.AdditionalEmails(32); strings.Join(got, ",") != "new@example.com" {
+		t.Errorf("order 32 keeps %v, want the newer list", got)
+	}
+	for _, outcome := range []string{worker.OutcomeDelivered, worker.OutcomeSuperseded, worker.OutcomeDuplicate} {
+		var seen int
+		for _, l := range b.logLines(t, "info", "task done") {
+			if l["outcome"] == outcome {
+				seen++
+			}
+		}
+		if seen != 1 {
+			t.Errorf("%d 'task done' lines with outcome %s, want 1", seen, outcome)
+		}
+	}
+}
