@@ -1,0 +1,186 @@
+package worker_test
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/worker"
+)
+
+// A 429 from DigiCert while work is queued on three workers stops every
+// worker for the shared cool-down, and a second 429 right after it doubles
+// the cool-down. The test checks from the fake's records that no request
+// arrived during either cool-down, that work was waiting at each 429 (tasks
+// still undelivered), that the 429s used no retry, and that the series the
+// 429 alert and the dashboard read moved.
+func TestForced429CoolDownHoldsEveryWorkerAndDoubles(t *testing.T) {
+	t.Parallel()
+	const (
+		pause = 1500 * time.Millisecond
+		// Requests that passed the limiter before the cool-down was written
+		// may reach the fake a little after the 429.
+		slack = 150 * time.Millisecond
+		// The fake's latency makes the queue last longer than that slack
+		// (60 tasks, 12 handlers: at least 5 × 40 ms), so that a worker
+		// that ignored the cool-down would be seen calling during it.
+		latency = 40 * time.Millisecond
+		n       = 60
+	)
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	b.fake.SetFaults(digicerttest.Faults{Latency: latency})
+	b.fake.FailNext(1, 429, limited, "application/json")
+	var ids []string
+	for k := range n {
+		ids = append(ids, b.enqueue(t, "resend-dcv", fmt.Sprintf(`{"order_id": %d}`, k+1)))
+	}
+	o := setupOpts{configure: func(c *worker.Config) { c.RateLimitPause = pause }}
+	for range 3 {
+		b.startWorker(t, o)
+	}
+	waitFor(t, 10*time.Second, func() bool { return b.fake.StatusCount(429) == 1 }, func() string { return "no 429" })
+	b.fake.FailNext(1, 429, limited, "application/json") // the next request after the cool-down: a second 429
+	for _, id := range ids {
+		if info := b.waitState(t, id, asynq.TaskStateCompleted, 60*time.Second); info.Retried != 0 {
+			t.Errorf("task %s used %d retries on 429s, want 0", id, info.Retried)
+		}
+	}
+
+	reqs := b.fake.Requests()
+	sort.Slice(reqs, func(i, j int) bool { return reqs[i].At.Before(reqs[j].At) })
+	var at429 []time.Time
+	for _, r := range reqs {
+		if r.Status == 429 {
+			at429 = append(at429, r.At)
+		}
+	}
+	if len(at429) != 2 {
+		t.Fatalf("%d answers 429, want 2", len(at429))
+	}
+	for i, at := range at429 {
+		coolDown := pause << i // doubles with each 429 of the streak
+		delivered := 0
+		for _, r := range reqs {
+			if r.Status == 204 && r.At.Before(at.Add(slack)) {
+				delivered++
+			}
+			if r.At.After(at.Add(slack)) && r.At.Before(at.Add(coolDown-slack)) {
+				t.Errorf("request at +%v during the %v cool-down after 429 #%d", r.At.Sub(at).Round(time.Millisecond), coolDown, i+1)
+			}
+		}
+		if delivered >= n {
+			t.Errorf("all %d tasks were delivered by the start of cool-down #%d: it held nothing back", n, i+1)
+		}
+	}
+	if got := b.fake.StatusCount(204); got != n {
+		t.Errorf("%d deliveries, want %d", got, n)
+	}
+	var coolDowns, answers429 float64
+	for i := range 3 {
+		text := b.scrape(t, i)
+		v, _ := sum(text, "certmail_ratelimit_cooldowns_total", "account", "default")
+		coolDowns += v
+		v, _ = sum(text, "certmail_digicert_requests_total", "account", "default", "status", "429")
+		answers429 += v
+	}
+	if coolDowns != 2 || answers429 != 2 {
+		t.Errorf("over the three workers: certmail_ratelimit_cooldowns_total = %v, certmail_digicert_requests_total{status=\"429\"} = %v; want 2 and 2",
+			coolDowns, answers429)
+	}
+}
+
+// twoAccounts configures the account "eu" on a fake of its own, besides
+// "default".
+func twoAccounts(t *testing.T, o setupOpts) (*bundle, *digicerttest.Server) {
+	t.Helper()
+	const euKey = "eu-key-0123456789"
+	euFake, euURL := digicerttest.NewTestServer(t, digicerttest.Config{APIKeys: []string{euKey}, AnyIDExists: true})
+	configure := o.configure
+	o.configure = func(c *worker.Config) {
+		c.Accounts["eu"] = account.Account{Name: "eu", BaseURL: euURL, APIKey: euKey}
+		if configure != nil {
+			configure(c)
+		}
+	}
+	return setup(t, o), euFake
+}
+
+// An account whose key DigiCert rejects is paused; another account's tasks
+// are delivered meanwhile, and certmail_account_paused tells them apart.
+func TestAccountPauseIsPerAccount(t *testing.T) {
+	t.Parallel()
+	b, euFake := twoAccounts(t, setupOpts{fake: digicerttest.Config{APIKeys: []string{"another-key"}, AnyIDExists: true}})
+	var held []string
+	for k := range 3 {
+		held = append(held, b.enqueue(t, "resend-dcv", fmt.Sprintf(`{"order_id": %d}`, k+1)))
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		v, _ := sum(b.scrape(t, 0), "certmail_account_paused", "account", "default")
+		return v == 1
+	}, func() string { return "account default not reported paused" })
+	var eu []string
+	for k := range 5 {
+		eu = append(eu, b.enqueue(t, "resend-dcv", fmt.Sprintf(`{"order_id": %d, "account": "eu"}`, k+1)))
+	}
+	for _, id := range eu {
+		b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)
+	}
+	if n := euFake.StatusCount(204); n != 5 {
+		t.Errorf("eu fake delivered %d, want 5", n)
+	}
+	text := b.scrape(t, 0)
+	if v, ok := sum(text, "certmail_account_paused", "account", "default"); !ok || v != 1 {
+		t.Errorf("certmail_account_paused{account=default} = %v (%t) after eu's deliveries, want 1", v, ok)
+	}
+	if v, ok := sum(text, "certmail_account_paused", "account", "eu"); !ok || v != 0 {
+		t.Errorf("certmail_account_paused{account=eu} = %v (%t), want 0", v, ok)
+	}
+	for _, id := range held {
+		info, err := b.inspector.GetTaskInfo("default", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State == asynq.TaskStateCompleted || info.State == asynq.TaskStateArchived || info.Retried != 0 {
+			t.Errorf("task %s of the paused account is %v with %d retries", id, info.State, info.Retried)
+		}
+	}
+	if n := b.fake.StatusCount(204); n != 0 {
+		t.Errorf("the paused account's fake delivered %d", n)
+	}
+}
+
+// A 429 on one account starts a cool-down for that account only: another
+// account's tasks are delivered while the first account's task waits.
+func TestCoolDownIsPerAccount(t *testing.T) {
+	t.Parallel()
+	b, euFake := twoAccounts(t, setupOpts{
+		fake:      digicerttest.Config{AnyIDExists: true},
+		configure: func(c *worker.Config) { c.RateLimitPause = time.Minute },
+	})
+	euFake.FailNext(1, 429, limited, "application/json")
+	euID := b.enqueue(t, "resend-dcv", `{"order_id": 1, "account": "eu"}`)
+	b.waitState(t, euID, asynq.TaskStateRetry, 10*time.Second)
+	var ids []string
+	for k := range 5 {
+		ids = append(ids, b.enqueue(t, "resend-dcv", fmt.Sprintf(`{"order_id": %d}`, k+1)))
+	}
+	for _, id := range ids {
+		b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)
+	}
+	if n := euFake.RequestCount(); n != 1 {
+		t.Errorf("eu fake saw %d requests during its cool-down, want only the 429", n)
+	}
+	if info, err := b.inspector.GetTaskInfo("default", euID); err != nil || info.State == asynq.TaskStateCompleted {
+		t.Errorf("eu's task after default's deliveries: %v, %v; want it still waiting", info, err)
+	}
+	v, _ := sum(b.scrape(t, 0), "certmail_ratelimit_cooldowns_total", "account", "eu")
+	w, _ := sum(b.scrape(t, 0), "certmail_ratelimit_cooldowns_total", "account", "default")
+	if v != 1 || w != 0 {
+		t.Errorf("certmail_ratelimit_cooldowns_total: eu %v, default %v; want 1 and 0", v, w)
+	}
+}
