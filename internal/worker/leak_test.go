@@ -1,0 +1,88 @@
+package worker_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// DigiCert's answer echoes the API key, and the answer is final (a 4xx
+// that dead-letters the task, not a 5xx absorbed by a retry): the key, or
+// its distinctive half, reaches no log line, no dead-letter entry, no
+// series or label of /metrics and no Redis value. The key comes back in an
+// error code (which becomes a metric label and a stream field), in a
+// message, JSON-escaped, and in an HTML page.
+func TestAPIKeyInDeadLetteredAnswerNeverLeaks(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.AddOrder(41, 42, 43)
+	var escaped strings.Builder
+	for _, r := range testKey {
+		fmt.Fprintf(&escaped, `\u%04x`, r)
+	}
+	answers := []struct {
+		order       int64
+		status      int
+		body        string
+		contentType string
+	}{
+		{41, 400, `{"errors":[{"code":"invalid_value:` + testKey + `","message":"key ` + testKey + ` may not do this"}]}`, "application/json"},
+		{42, 400, `{"errors":[{"code":"bad_key","message":"` + escaped.String() + `"}]}`, "application/json"},
+		{43, 404, "<html><body>No route for key " + testKey + "</body></html>", "text/html"},
+	}
+	var ids []string
+	for _, a := range answers {
+		b.fake.FailPath(fmt.Sprintf("/services/v2/order/certificate/%d/resend-emails", a.order), 1, a.status, a.body, a.contentType)
+		ids = append(ids, b.enqueue(t, "resend-dcv", fmt.Sprintf(`{"order_id": %d}`, a.order)))
+	}
+	for _, id := range ids {
+		b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	}
+	waitFor(t, 5*time.Second, func() bool { return len(b.logLines(t, "error", "task dead-lettered")) == len(ids) },
+		func() string { return "not every task was dead-lettered" })
+	if n := b.fake.RequestCount(); n != len(ids) {
+		t.Fatalf("fake saw %d requests, want %d: each answer must be the one final answer of its task", n, len(ids))
+	}
+
+	forms := []string{testKey, testKey[len(testKey)/2:]}
+	leaks := func(where, text string) {
+		t.Helper()
+		for _, f := range forms {
+			if strings.Contains(text, f) {
+				t.Errorf("%s holds %q of the API key", where, f)
+			}
+		}
+	}
+	leaks("the worker's log", b.logs.String())
+	entries := b.deadLetters(t, len(ids))
+	for _, e := range entries {
+		for k, v := range e {
+			leaks("dead-letter field "+k, v)
+		}
+	}
+	metrics := b.scrape(t, 0)
+	leaks("/metrics", metrics)
+	if v, _ := sum(metrics, "certmail_dead_letters_total"); v != float64(len(ids)) {
+		t.Errorf("certmail_dead_letters_total = %v, want %d", v, len(ids))
+	}
+	values := redisValues(t, b.redis.Client())
+	for k, vs := range values {
+		leaks("Redis key name "+k, k)
+		for _, v := range vs {
+			leaks("Redis key "+k, v)
+		}
+	}
+	// The echo was there to leak: each entry says the key was removed.
+	redacted := 0
+	for _, e := range entries {
+		if strings.Contains(e["error_code"]+e["error_message"], "[redacted]") {
+			redacted++
+		}
+	}
+	if redacted != 2 {
+		t.Errorf("%d dead letters show the key redacted, want the 2 whose JSON echoed it: %v", redacted, entries)
+	}
+}
