@@ -1,0 +1,132 @@
+package worker_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/worker"
+)
+
+// The queue series a worker serves follow the queue, as the queue-latency
+// alert and the dashboard read them: tasks nobody serves yet make the
+// latency grow and are counted pending; a paused queue says so; once a
+// worker serves the queue the latency and the pending count fall to 0.
+func TestQueueMetricsFollowTheQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}}) // serves the default queues, not "held"
+	var ids []string
+	for k := range 2 {
+		info, err := b.client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id": 1}`)), asynq.Queue("held"),
+			asynq.Retention(time.Hour), asynq.TaskID("held-"+string(rune('a'+k))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, info.ID)
+	}
+	series := func(name string, labels ...string) float64 {
+		t.Helper()
+		v, ok := sum(b.scrape(t, 0), name, labels...)
+		if !ok {
+			t.Fatalf("/metrics has no %s%v", name, labels)
+		}
+		return v
+	}
+	waitFor(t, 15*time.Second, func() bool { return series("certmail_queue_latency_seconds", "queue", "held") >= 1 },
+		func() string { return "the latency of queue held did not grow" })
+	if v := series("certmail_queue_tasks", "queue", "held", "state", "pending"); v != 2 {
+		t.Errorf("certmail_queue_tasks{queue=held,state=pending} = %v, want 2", v)
+	}
+	if v := series("certmail_queue_stats_up"); v != 1 {
+		t.Errorf("certmail_queue_stats_up = %v, want 1", v)
+	}
+	if err := b.inspector.PauseQueue("held"); err != nil {
+		t.Fatal(err)
+	}
+	if v := series("certmail_queue_paused", "queue", "held"); v != 1 {
+		t.Errorf("certmail_queue_paused{queue=held} = %v after the pause, want 1", v)
+	}
+	if err := b.inspector.UnpauseQueue("held"); err != nil {
+		t.Fatal(err)
+	}
+	b.startWorker(t, setupOpts{configure: func(c *worker.Config) { c.Queues = map[string]int{"held": 1} }})
+	waitFor(t, 15*time.Second, func() bool {
+		for _, id := range ids {
+			if info, err := b.inspector.GetTaskInfo("held", id); err != nil || info.State != asynq.TaskStateCompleted {
+				return false
+			}
+		}
+		return true
+	}, func() string { return "queue held not drained" })
+	if v := series("certmail_queue_latency_seconds", "queue", "held"); v != 0 {
+		t.Errorf("certmail_queue_latency_seconds{queue=held} = %v once drained, want 0", v)
+	}
+	if v := series("certmail_queue_tasks", "queue", "held", "state", "completed"); v != 2 {
+		t.Errorf("certmail_queue_tasks{queue=held,state=completed} = %v, want 2", v)
+	}
+	if v := series("certmail_queue_paused", "queue", "held"); v != 0 {
+		t.Errorf("certmail_queue_paused{queue=held} = %v after the unpause, want 0", v)
+	}
+}
+
+// certmail_queue_stats_up, which the queue-stats alert reads, falls to 0
+// while Redis does not answer and comes back with it; the rest of the
+// scrape still works meanwhile.
+func TestQueueStatsUpFollowsRedis(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	up := func() float64 {
+		t.Helper()
+		v, ok := sum(b.scrape(t, 0), "certmail_queue_stats_up")
+		if !ok {
+			t.Fatal("/metrics has no certmail_queue_stats_up")
+		}
+		return v
+	}
+	if v := up(); v != 1 {
+		t.Fatalf("certmail_queue_stats_up = %v with Redis up, want 1", v)
+	}
+	b.redis.Stop()
+	if v := up(); v != 0 {
+		t.Errorf("certmail_queue_stats_up = %v with Redis stopped, want 0", v)
+	}
+	b.redis.Relaunch()
+	waitFor(t, 15*time.Second, func() bool { return up() == 1 }, func() string { return "certmail_queue_stats_up stays 0 after Redis came back" })
+}
+
+// A delivery moves the series the dashboard draws: in flight while DigiCert
+// takes its time, then counted by outcome, with its duration and the
+// DigiCert request's latency observed.
+func TestDeliveryMetricsMove(t *testing.T) {
+	t.Parallel()
+	const latency = 700 * time.Millisecond
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
+	b.fake.SetFaults(digicerttest.Faults{Latency: latency})
+	id := b.enqueue(t, "send-cert", `{"certificate_id": 5, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	waitFor(t, 10*time.Second, func() bool { return b.fake.RequestCount() == 1 }, func() string { return "no call" })
+	if v, _ := sum(b.scrape(t, 0), "certmail_tasks_in_flight", "type", "send-cert"); v != 1 {
+		t.Errorf("certmail_tasks_in_flight{type=send-cert} = %v during the call, want 1", v)
+	}
+	b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)
+	text := b.scrape(t, 0)
+	for _, m := range []struct {
+		name   string
+		labels []string
+		want   func(float64) bool
+		what   string
+	}{
+		{"certmail_tasks_in_flight", []string{"type", "send-cert"}, func(v float64) bool { return v == 0 }, "0"},
+		{"certmail_tasks_total", []string{"type", "send-cert", "outcome", "delivered"}, func(v float64) bool { return v == 1 }, "1"},
+		{"certmail_task_duration_seconds_count", []string{"type", "send-cert"}, func(v float64) bool { return v == 1 }, "1"},
+		{"certmail_task_duration_seconds_sum", []string{"type", "send-cert"}, func(v float64) bool { return v >= latency.Seconds() }, "the latency or more"},
+		{"certmail_digicert_requests_total", []string{"account", "default", "status", "204"}, func(v float64) bool { return v == 1 }, "1"},
+		{"certmail_digicert_request_duration_seconds_count", []string{"account", "default"}, func(v float64) bool { return v == 1 }, "1"},
+		{"certmail_digicert_request_duration_seconds_sum", []string{"account", "default"}, func(v float64) bool { return v >= latency.Seconds() }, "the latency or more"},
+	} {
+		if v, ok := sum(text, m.name, m.labels...); !ok || !m.want(v) {
+			t.Errorf("%s%v = %v (exposed: %t), want %s", m.name, m.labels, v, ok, m.what)
+		}
+	}
+}
