@@ -1,0 +1,344 @@
+package scheduler_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/internal/scheduler"
+)
+
+// cutProxy stands between a scheduler and Redis. Armed with a trigger, it
+// forwards the first command that contains the trigger, waits for Redis's
+// reply, and then cuts every connection and refuses new ones, before the
+// reply reaches the scheduler: from then on the scheduler is as dead to
+// Redis as a killed process, and its lease is neither renewed nor released.
+type cutProxy struct {
+	t      *testing.T
+	ln     net.Listener
+	target string
+
+	mu      sync.Mutex
+	conns   []net.Conn
+	trigger []byte
+	once    sync.Once
+	cut     chan struct{} // closed when everything is cut
+	cutAt   time.Time
+	wg      sync.WaitGroup
+}
+
+func startCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{t: t, ln: ln, target: target, cut: make(chan struct{})}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() { p.cutAll(); p.wg.Wait() })
+	return p
+}
+
+func (p *cutProxy) url() string { return "redis://" + p.ln.Addr().String() + "/0" }
+
+// arm makes the next command containing trigger the last one through.
+func (p *cutProxy) arm(trigger string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.trigger = []byte(trigger)
+}
+
+func (p *cutProxy) accept() {
+	defer p.wg.Done()
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			return // listener closed by cutAll
+		}
+		server, err := net.Dial("tcp", p.target)
+		if err != nil {
+			client.Close()
+			continue
+		}
+		p.mu.Lock()
+		select {
+		case <-p.cut:
+			p.mu.Unlock()
+			client.Close()
+			server.Close()
+			continue
+		default:
+		}
+		p.conns = append(p.conns, client, server)
+		p.mu.Unlock()
+		replied := make(chan struct{}, 1)
+		var awaiting sync.Mutex // held from a trigger's forwarding until its reply
+		waiting := false
+		p.wg.Add(2)
+		go func() { // Redis → scheduler
+			defer p.wg.Done()
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := server.Read(buf)
+				if n > 0 {
+					awaiting.Lock()
+					w := waiting
+					awaiting.Unlock()
+					if w {
+						replied <- struct{}{}
+						return // the reply is not delivered
+					}
+					if _, werr := client.Write(buf[:n]); werr != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+		go func() { // scheduler → Redis
+			defer p.wg.Done()
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := client.Read(buf)
+				if n > 0 {
+					p.mu.Lock()
+					hit := len(p.trigger) > 0 && bytes.Contains(buf[:n], p.trigger)
+					if hit {
+						p.trigger = nil
+					}
+					p.mu.Unlock()
+					if hit {
+						awaiting.Lock()
+						waiting = true
+						awaiting.Unlock()
+					}
+					if _, werr := server.Write(buf[:n]); werr != nil {
+						return
+					}
+					if hit {
+						select {
+						case <-replied:
+						case <-time.After(5 * time.Second):
+							p.t.Error("cut proxy: Redis did not answer the trigger command")
+						}
+						p.cutAll()
+						return
+					}
+				}
+				if err != nil {
+					_ = server.Close()
+					return
+				}
+			}
+		}()
+	}
+}
+
+// cutAll closes the listener and every connection, once.
+func (p *cutProxy) cutAll() {
+	p.once.Do(func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.cutAt = time.Now()
+		close(p.cut)
+		_ = p.ln.Close()
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+	})
+}
+
+// replica is one running scheduler of a failover test.
+type replica struct {
+	logs *observer.ObservedLogs
+	reg  *prometheus.Registry
+	stop func()
+}
+
+func startReplica(t *testing.T, redisURL, file string) *replica {
+	t.Helper()
+	conn, err := redisconn.Open(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.DebugLevel)
+	r := &replica{logs: logs, reg: prometheus.NewRegistry()}
+	s, err := scheduler.New(scheduler.Config{Redis: conn, File: file, Accounts: account.Set{"default": {Name: "default"}},
+		Lease: 2 * time.Second, ReloadInterval: 200 * time.Millisecond, Logger: zap.New(core), Registry: r.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, nil) }()
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("scheduler Run: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Error("scheduler did not stop within 15s")
+			}
+		})
+	}
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *replica) leaderships() int { return r.logs.FilterMessage("became the scheduler leader").Len() }
+
+// isLeader reads certmail_scheduler_is_leader.
+func (r *replica) isLeader(t *testing.T) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "certmail_scheduler_is_leader" && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("certmail_scheduler_is_leader not exported")
+	return 0
+}
+
+// pendingTicks returns the ticks (Unix seconds) of the schedule's tasks
+// waiting in queue, sorted, failing on any task id that is not
+// sched:<id>:<tick>.
+func pendingTicks(t *testing.T, insp *asynq.Inspector, queue, id string) []int64 {
+	t.Helper()
+	list, err := insp.ListPendingTasks(queue, asynq.PageSize(10000))
+	if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+		t.Fatal(err)
+	}
+	var ticks []int64
+	for _, ti := range list {
+		tick, ok := strings.CutPrefix(ti.ID, "sched:"+id+":")
+		n, err := strconv.ParseInt(tick, 10, 64)
+		if !ok || err != nil {
+			t.Fatalf("task id %q is not sched:%s:<tick>", ti.ID, id)
+		}
+		ticks = append(ticks, n)
+	}
+	sort.Slice(ticks, func(i, j int) bool { return ticks[i] < ticks[j] })
+	return ticks
+}
+
+func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The leader dies (its Redis connections cut, as a SIGKILL does, so its
+// lease is neither renewed nor released) right after enqueueing a tick and
+// before recording it. The follower takes over once the lease has expired,
+// recognises the tick by its task id instead of enqueueing it twice, and
+// fires on: every tick is one task, none missed or doubled around the
+// takeover, each counted once in the schedule's runs, and
+// certmail_scheduler_is_leader moves from the dead leader to the follower.
+func TestFollowerTakesOverAfterLeaderDiesMidTick(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	file := filepath.Join(t.TempDir(), "schedules.yaml")
+	if err := os.WriteFile(file, []byte("schedules:\n  - id: fo\n    cron: \"@every 1s\"\n    type: resend-dcv\n    payload: {order_id: 1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	insp := asynq.NewInspector(srv.ConnOpt())
+	t.Cleanup(func() { insp.Close() })
+
+	proxy := startCutProxy(t, srv.Addr())
+	a := startReplica(t, proxy.url(), file)
+	waitUntil(t, 10*time.Second, "A leads", func() bool { return a.leaderships() == 1 })
+	b := startReplica(t, srv.URL(), file)
+	waitUntil(t, 15*time.Second, "A fires 3 ticks", func() bool { return len(pendingTicks(t, insp, "bulk", "fo")) >= 3 })
+
+	// A dies on the first command that names a tick two seconds ahead.
+	doomed := time.Now().Unix() + 2
+	proxy.arm("sched:fo:" + strconv.FormatInt(doomed, 10))
+	select {
+	case <-proxy.cut:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("A never sent a command for tick %d", doomed)
+	}
+	if n := b.leaderships(); n != 0 {
+		t.Fatalf("B became leader %d times before A died", n)
+	}
+	if ticks := pendingTicks(t, insp, "bulk", "fo"); ticks[len(ticks)-1] != doomed {
+		t.Fatalf("ticks %v at A's death: want the last to be %d, which A enqueued and did not record", ticks, doomed)
+	}
+
+	waitUntil(t, 15*time.Second, "B takes over", func() bool { return b.leaderships() == 1 })
+	t.Logf("B took over %v after A died (lease 2s)", time.Since(proxy.cutAt).Round(10*time.Millisecond))
+	waitUntil(t, 15*time.Second, "B fires 3 ticks after the doomed one", func() bool {
+		ticks := pendingTicks(t, insp, "bulk", "fo")
+		return ticks[len(ticks)-1] >= doomed+3
+	})
+	waitUntil(t, 10*time.Second, "A sees it lost the lease", func() bool { return a.isLeader(t) == 0 })
+	if v := b.isLeader(t); v != 1 {
+		t.Errorf("B's certmail_scheduler_is_leader = %v, want 1", v)
+	}
+	b.stop()
+
+	ticks := pendingTicks(t, insp, "bulk", "fo")
+	for i := 1; i < len(ticks); i++ {
+		if ticks[i] != ticks[i-1]+1 {
+			t.Errorf("ticks %v: %d follows %d (a tick missed or doubled around the takeover)", ticks, ticks[i], ticks[i-1])
+		}
+	}
+	recognised := false
+	for _, e := range b.logs.FilterMessage("tick already enqueued by an earlier leader").All() {
+		if e.ContextMap()["task_id"] == "sched:fo:"+strconv.FormatInt(doomed, 10) {
+			recognised = true
+		}
+	}
+	if !recognised {
+		t.Errorf("B did not say it found tick %d already enqueued", doomed)
+	}
+	conn, err := redisconn.Open(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := ops.New(conn, ops.Options{})
+	t.Cleanup(func() { svc.Close(); conn.Client.Close() })
+	st, err := scheduler.NewStore(conn.Client, svc).Get(context.Background(), "fo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Runs != len(ticks) || st.LastTaskID != "sched:fo:"+strconv.FormatInt(ticks[len(ticks)-1], 10) {
+		t.Errorf("schedule status: %d runs, last task %s; want %d runs (one per tick), last sched:fo:%d",
+			st.Runs, st.LastTaskID, len(ticks), ticks[len(ticks)-1])
+	}
+}
