@@ -334,6 +334,10 @@ func TestMaxRunsEndsSchedule(t *testing.T) {
     type: resend-dcv
     payload: {order_id: 3}
     max_runs: 3
+  - id: clock
+    cron: "@every 1s"
+    type: resend-dcv
+    payload: {order_id: 4}
 `)
 	e.start(Config{File: file})
 	st := e.store()
@@ -341,34 +345,55 @@ func TestMaxRunsEndsSchedule(t *testing.T) {
 		s, err := st.Get(context.Background(), "thrice")
 		return err == nil && s.Ended
 	})
-	// Two more seconds: nothing else fires.
-	time.Sleep(2 * time.Second)
+	// Two more ticks of the other schedule: thrice had its chance to fire again.
+	n := len(e.ticks("bulk")["clock"])
+	waitFor(t, 15*time.Second, "two more ticks of clock", func() bool { return len(e.ticks("bulk")["clock"]) >= n+2 })
 	if got := e.ticks("bulk")["thrice"]; len(got) != 3 || !consecutive(got) {
 		t.Errorf("ticks %v, want exactly 3 consecutive", got)
 	}
-	if s, _ := st.Get(context.Background(), "thrice"); s.Runs != 3 || s.NextRun != nil {
-		t.Errorf("status %+v, want 3 runs and no next run", s)
+	s, err := st.Get(context.Background(), "thrice")
+	if err != nil || s.Runs != 3 || s.NextRun != nil {
+		t.Errorf("status %+v (%v), want 3 runs and no next run", s, err)
 	}
 }
 
 func TestUntilEndsSchedule(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	until := time.Now().Add(2 * time.Second).UTC().Format(time.RFC3339)
+	until := time.Now().Add(4 * time.Second).UTC().Format(time.RFC3339)
 	file := e.writeFile(`schedules:
   - id: briefly
     cron: "@every 1s"
     type: resend-dcv
     payload: {order_id: 3}
-    until: ` + until + "\n")
+    until: ` + until + `
+  - id: clock
+    cron: "@every 1s"
+    type: resend-dcv
+    payload: {order_id: 4}
+`)
 	e.start(Config{File: file})
 	st := e.store()
+	limit, err := time.Parse(time.RFC3339, until)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// It fires while until is ahead...
+	waitFor(t, 15*time.Second, "briefly fires twice", func() bool { return len(e.ticks("bulk")["briefly"]) >= 2 })
 	waitFor(t, 15*time.Second, "the schedule ends", func() bool {
 		s, err := st.Get(context.Background(), "briefly")
 		return err == nil && s.Ended
 	})
-	limit, _ := time.Parse(time.RFC3339, until)
-	for _, tick := range e.ticks("bulk")["briefly"] {
+	// ...and not after it: the other schedule ticks two seconds past until.
+	waitFor(t, 15*time.Second, "clock ticks past until", func() bool {
+		ticks := e.ticks("bulk")["clock"]
+		return len(ticks) > 0 && ticks[len(ticks)-1] >= limit.Unix()+2
+	})
+	ticks := e.ticks("bulk")["briefly"]
+	if len(ticks) < 2 || !consecutive(ticks) {
+		t.Errorf("ticks %v, want consecutive ticks until %s", ticks, until)
+	}
+	for _, tick := range ticks {
 		if tick > limit.Unix() {
 			t.Errorf("tick %d after until %s", tick, until)
 		}
@@ -419,7 +444,8 @@ func TestFileReload(t *testing.T) {
 	e.writeFile("schedules:\n" + entry("second"))
 	waitFor(t, 10*time.Second, "second fires", func() bool { return len(e.ticks("bulk")["second"]) >= 2 })
 	before := len(e.ticks("bulk")["first"])
-	time.Sleep(1500 * time.Millisecond)
+	n := len(e.ticks("bulk")["second"])
+	waitFor(t, 10*time.Second, "second fires twice more", func() bool { return len(e.ticks("bulk")["second"]) >= n+2 })
 	if after := len(e.ticks("bulk")["first"]); after != before {
 		t.Errorf("first kept firing after its removal: %d → %d ticks", before, after)
 	}
@@ -440,15 +466,19 @@ func TestTwoSchedulersOneTaskPerTick(t *testing.T) {
     payload: {order_id: 1}
 `)
 	logsA, stopA := e.start(Config{File: file})
-	logsB, _ := e.start(Config{File: file})
+	logsB, stopB := e.start(Config{File: file})
 	waitFor(t, 30*time.Second, "10 ticks", func() bool { return len(e.ticks("bulk")["both"]) >= 10 })
-	leaders := len(logsA.FilterMessage("became the scheduler leader").All()) + len(logsB.FilterMessage("became the scheduler leader").All())
-	if leaders != 1 {
-		t.Errorf("%d leaderships, want 1", leaders)
+	leaderships := func(l *observer.ObservedLogs) int { return l.FilterMessage("became the scheduler leader").Len() }
+	stopLeader, follower := stopA, logsB
+	switch {
+	case leaderships(logsA) == 1 && leaderships(logsB) == 0:
+	case leaderships(logsA) == 0 && leaderships(logsB) == 1:
+		stopLeader, follower = stopB, logsA
+	default:
+		t.Fatalf("leaderships: A %d, B %d; want exactly one", leaderships(logsA), leaderships(logsB))
 	}
-	// Stop the leader (whichever it is, stopping A covers both cases: if B
-	// leads, nothing changes).
-	stopA()
+	stopLeader()
+	waitFor(t, 10*time.Second, "the follower takes over", func() bool { return leaderships(follower) == 1 })
 	n := len(e.ticks("bulk")["both"])
 	waitFor(t, 20*time.Second, "5 more ticks", func() bool { return len(e.ticks("bulk")["both"]) >= n+5 })
 	ticks := e.ticks("bulk")["both"]
@@ -522,8 +552,8 @@ func TestStore(t *testing.T) {
 	if _, err := st.Get(ctx, "api-1"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get after Delete = %v", err)
 	}
-	if n, _ := e.redis.Client().Exists(ctx, stateKey("api-1")).Result(); n != 0 {
-		t.Error("Delete left the schedule's state")
+	if n, err := e.redis.Client().Exists(ctx, stateKey("api-1")).Result(); err != nil || n != 0 {
+		t.Errorf("Delete left the schedule's state (%v)", err)
 	}
 }
 
