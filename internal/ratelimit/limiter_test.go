@@ -127,11 +127,16 @@ func TestCoolDownStopsEveryoneAndDoubles(t *testing.T) {
 	if d, err := other.Reserve(ctx); err != nil || d != 0 {
 		t.Errorf("another account's Reserve = %v, %v; want admitted", d, err)
 	}
-	second, _ := b.CoolDown(ctx, 200*time.Millisecond, time.Second)
-	third, _ := a.CoolDown(ctx, 200*time.Millisecond, time.Second)
-	fourth, _ := a.CoolDown(ctx, 200*time.Millisecond, time.Second)
-	if second != 400*time.Millisecond || third != 800*time.Millisecond || fourth != time.Second {
-		t.Errorf("streak = %v, %v, %v; want 400ms, 800ms, 1s (capped)", second, third, fourth)
+	var streak []time.Duration
+	for _, l := range []*ratelimit.Limiter{b, a, a} {
+		d, err := l.CoolDown(ctx, 200*time.Millisecond, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		streak = append(streak, d)
+	}
+	if streak[0] != 400*time.Millisecond || streak[1] != 800*time.Millisecond || streak[2] != time.Second {
+		t.Errorf("streak = %v; want 400ms, 800ms, 1s (capped)", streak)
 	}
 	start := time.Now()
 	if _, err := b.Acquire(ctx); err != nil {
@@ -154,8 +159,8 @@ func TestReleaseRestampsTheRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d, _ := l.Reserve(ctx); d <= 0 {
-		t.Fatal("a second request was admitted within the window")
+	if d, err := l.Reserve(ctx); err != nil || d <= 0 {
+		t.Fatalf("a second request within the window: wait %v, %v; want a wait", d, err)
 	}
 	time.Sleep(300 * time.Millisecond) // the request is "in flight" for 300ms
 	release()
