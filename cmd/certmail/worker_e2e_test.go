@@ -187,3 +187,36 @@ func TestSIGKILLAnotherWorkerCompletes(t *testing.T) {
 	}
 	t.Logf("time to recovery after SIGKILL: %v (asynq lease 30s + recoverer cutoff 30s + recoverer interval up to 60s)", recovery.Round(time.Second))
 }
+
+// CERTMAIL_MAX_RETRY caps the retries of every task the worker processes,
+// below a producer's own MaxRetry: with 1, a task that allows 5 is
+// dead-lettered after its second failed delivery.
+func TestWorkerRetryCapFromEnvironment(t *testing.T) {
+	t.Parallel()
+	e := setupE2E(t, digicerttest.Config{AnyIDExists: true})
+	e.fake.FailPath("/services/v2/order/certificate/61/resend-emails", 1000, 503, "<html>503</html>", "text/html")
+	w := e.worker(t, "worker", "CERTMAIL_MAX_RETRY=1")
+	id := e.enqueue(t, "resend-dcv", `{"order_id": 61}`) // MaxRetry(5)
+	waitFor(t, 20*time.Second, func() bool { return e.state(id) == asynq.TaskStateRetry }, func() string { return "state " + e.state(id).String() })
+	if err := e.inspector.RunTask("default", id); err != nil { // the retry is due in about 30 s: now
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, func() bool { return e.state(id) == asynq.TaskStateArchived }, func() string { return "state " + e.state(id).String() })
+	info, err := e.inspector.GetTaskInfo("default", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Retried != 1 || info.MaxRetry != 5 {
+		t.Errorf("archived after %d of the task's %d retries, want 1 of 5", info.Retried, info.MaxRetry)
+	}
+	msgs, err := e.redis.Client().XRange(t.Context(), "certmail:deadletter", "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 1 || msgs[0].Values["task_id"] != id || msgs[0].Values["attempts"] != "2" {
+		t.Errorf("dead-letter stream = %v, want one entry for %s after 2 attempts", msgs, id)
+	}
+	if n := w.count("error", "task dead-lettered"); n != 1 {
+		t.Errorf("%d ERROR dead-letter lines, want 1", n)
+	}
+}
