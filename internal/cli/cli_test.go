@@ -360,7 +360,11 @@ func TestTaskAndDLQ(t *testing.T) {
 	}
 	// Purge asks first; without a yes (stdin empty here) nothing goes.
 	third := id(e.run("enqueue", "resend-dcv", "--order-id", "12"))
+	deadline = time.Now().Add(20 * time.Second)
 	for state(third) != "archived" {
+		if time.Now().After(deadline) {
+			t.Fatalf("third task: %q, want archived", state(third))
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	if r := e.run("dlq", "purge"); !strings.Contains(r.stdout, "[y/N]") || !strings.Contains(r.stdout, "nothing deleted") {
