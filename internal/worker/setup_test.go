@@ -45,6 +45,7 @@ type bundle struct {
 }
 
 type setupOpts struct {
+	redis        redistest.Options
 	fake         digicerttest.Config
 	workerKey    string
 	configure    func(*worker.Config)
@@ -59,7 +60,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	if o.workerKey == "" {
 		o.workerKey = testKey
 	}
-	b := &bundle{redis: redistest.Start(t), logs: &syncBuffer{}}
+	b := &bundle{redis: redistest.Start(t, o.redis), logs: &syncBuffer{}}
 	b.fake, b.baseURL = digicerttest.NewTestServer(t, o.fake)
 	b.client = asynq.NewClient(b.redis.ConnOpt())
 	t.Cleanup(func() { b.client.Close() })
