@@ -10,6 +10,7 @@ import (
 
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/worker"
 )
 
@@ -182,5 +183,36 @@ func TestCoolDownIsPerAccount(t *testing.T) {
 	w, _ := sum(b.scrape(t, 0), "certmail_ratelimit_cooldowns_total", "account", "default")
 	if v != 1 || w != 0 {
 		t.Errorf("certmail_ratelimit_cooldowns_total: eu %v, default %v; want 1 and 0", v, w)
+	}
+}
+
+// A delivery that would wait longer than the limiter's 30 s for a slot of
+// the shared windows hands its task back to the queue at once, without
+// calling DigiCert and without using a retry, due when the slot frees.
+func TestLimiterWaitHandsTaskBackWithoutRetry(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{
+		fake: digicerttest.Config{AnyIDExists: true},
+		configure: func(c *worker.Config) {
+			a := c.Accounts["default"]
+			a.RateLimits = []ratelimit.Window{{Limit: 1, Period: time.Minute}}
+			c.Accounts["default"] = a
+		},
+	})
+	first := b.enqueue(t, "resend-dcv", `{"order_id": 1}`)
+	b.waitState(t, first, asynq.TaskStateCompleted, 10*time.Second)
+	second := b.enqueue(t, "resend-dcv", `{"order_id": 2}`)
+	info := b.waitState(t, second, asynq.TaskStateRetry, 10*time.Second)
+	if info.Retried != 0 {
+		t.Errorf("the waiting task used %d retries, want 0", info.Retried)
+	}
+	if due := time.Until(info.NextProcessAt); due < 30*time.Second || due > 90*time.Second {
+		t.Errorf("the waiting task is due in %v, want when the one-minute window frees its slot", due)
+	}
+	if n := b.fake.RequestCount(); n != 1 {
+		t.Errorf("fake saw %d requests, want 1", n)
+	}
+	if n := len(b.logLines(t, "warn", "")) + len(b.logLines(t, "error", "")); n != 0 {
+		t.Errorf("%d WARN or ERROR lines for a wait, want none", n)
 	}
 }
