@@ -229,6 +229,29 @@ func (r *replica) isLeader(t *testing.T) float64 {
 	return 0
 }
 
+// ticksFired reads certmail_scheduler_ticks_total of one schedule (0 when
+// this replica fired none).
+func (r *replica) ticksFired(t *testing.T, schedule string) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "certmail_scheduler_ticks_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "schedule" && l.GetValue() == schedule {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
 // pendingTicks returns the ticks (Unix seconds) of the schedule's tasks
 // waiting in queue, sorted, failing on any task id that is not
 // sched:<id>:<tick>.
@@ -267,8 +290,9 @@ func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool
 // before recording it. The follower takes over once the lease has expired,
 // recognises the tick by its task id instead of enqueueing it twice, and
 // fires on: every tick is one task, none missed or doubled around the
-// takeover, each counted once in the schedule's runs, and
-// certmail_scheduler_is_leader moves from the dead leader to the follower.
+// takeover, each counted once in the schedule's runs and at most once in
+// certmail_scheduler_ticks_total, and certmail_scheduler_is_leader moves
+// from the dead leader to the follower.
 func TestFollowerTakesOverAfterLeaderDiesMidTick(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
@@ -317,6 +341,12 @@ func TestFollowerTakesOverAfterLeaderDiesMidTick(t *testing.T) {
 		if ticks[i] != ticks[i-1]+1 {
 			t.Errorf("ticks %v: %d follows %d (a tick missed or doubled around the takeover)", ticks, ticks[i], ticks[i-1])
 		}
+	}
+	// Each tick is counted by the replica that saw its enqueue succeed, so
+	// never twice; the doomed tick by neither (A never got Redis's reply, B
+	// found it enqueued).
+	if a, b := a.ticksFired(t, "fo"), b.ticksFired(t, "fo"); a+b != float64(len(ticks)-1) || a == 0 || b == 0 {
+		t.Errorf("certmail_scheduler_ticks_total: A %v + B %v, want the %d ticks but the doomed one, split between them", a, b, len(ticks))
 	}
 	recognised := false
 	for _, e := range b.logs.FilterMessage("tick already enqueued by an earlier leader").All() {
