@@ -26,11 +26,11 @@ func TestForced429CoolDownHoldsEveryWorkerAndDoubles(t *testing.T) {
 		pause = 1500 * time.Millisecond
 		// Requests that passed the limiter before the cool-down was written
 		// may reach the fake a little after the 429.
-		slack = 150 * time.Millisecond
+		slack = 300 * time.Millisecond
 		// The fake's latency makes the queue last longer than that slack
-		// (60 tasks, 12 handlers: at least 5 × 40 ms), so that a worker
+		// (60 tasks, 12 handlers: at least 5 × 100 ms), so that a worker
 		// that ignored the cool-down would be seen calling during it.
-		latency = 40 * time.Millisecond
+		latency = 100 * time.Millisecond
 		n       = 60
 	)
 	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})

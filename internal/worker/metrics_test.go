@@ -101,7 +101,7 @@ func TestQueueStatsUpFollowsRedis(t *testing.T) {
 // DigiCert request's latency observed.
 func TestDeliveryMetricsMove(t *testing.T) {
 	t.Parallel()
-	const latency = 700 * time.Millisecond
+	const latency = 2 * time.Second // long enough to scrape while the call is in flight
 	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
 	b.fake.SetFaults(digicerttest.Faults{Latency: latency})
 	id := b.enqueue(t, "send-cert", `{"certificate_id": 5, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
