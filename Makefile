@@ -6,8 +6,11 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 # The same flags build the binary here and in the Dockerfile (checked by a test).
 LDFLAGS  := -s -w -X github.com/certmail/certmail/internal/buildinfo.Version=$(VERSION)
 GOLANGCI ?= github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
+GREMLINS ?= github.com/go-gremlins/gremlins/cmd/gremlins@v0.6.0
+# The packages that hold certmail's guarantees; `make mutants MUTANT_PKGS=tasks` picks fewer.
+MUTANT_PKGS ?= tasks internal/digicert internal/ratelimit internal/worker internal/scheduler
 
-.PHONY: help build test test-deps lint run bench screenshots clean
+.PHONY: help build test test-deps lint run bench screenshots mutants clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +36,13 @@ bench: build test-deps ## Throughput, rate-limit, memory and API figures (BENCH 
 
 screenshots: test-deps ## Take the README's dashboard screenshots again (internal/dev/screenshots/*.png).
 	$(GO) test -count=1 -run '^TestDashboardInBrowser$$' ./internal/dev -screenshots
+
+mutants: test-deps ## Mutation testing (gremlins) of the guarantee packages: the share of mutants killed per package. Slow: not part of make test.
+	@for p in $(MUTANT_PKGS); do \
+		echo "== $$p"; \
+		$(GO) run $(GREMLINS) unleash --workers 1 --test-cpu 1 ./$$p 2>&1 | \
+			grep -E '^ *(LIVED|TIMED OUT|NOT COVERED)|^(Mutation testing completed|Killed:|Timed out:|Test efficacy:|Mutator coverage:)'; \
+	done
 
 clean: ## Remove build output.
 	rm -rf bin
