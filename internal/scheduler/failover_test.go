@@ -186,7 +186,8 @@ func startReplica(t *testing.T, redisURL, file string) *replica {
 	core, logs := observer.New(zapcore.DebugLevel)
 	r := &replica{logs: logs, reg: prometheus.NewRegistry()}
 	s, err := scheduler.New(scheduler.Config{Redis: conn, File: file, Accounts: account.Set{"default": {Name: "default"}},
-		Lease: 2 * time.Second, ReloadInterval: 200 * time.Millisecond, Logger: zap.New(core), Registry: r.reg})
+		Lease: 2 * time.Second, ReloadInterval: 200 * time.Millisecond, MinInterval: time.Second, // ticks every second
+		Logger: zap.New(core), Registry: r.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +364,7 @@ func TestFollowerTakesOverAfterLeaderDiesMidTick(t *testing.T) {
 	}
 	svc := ops.New(conn, ops.Options{})
 	t.Cleanup(func() { svc.Close(); conn.Client.Close() })
-	st, err := scheduler.NewStore(conn.Client, svc).Get(context.Background(), "fo")
+	st, err := scheduler.NewStore(scheduler.StoreConfig{Redis: conn.Client, Checker: svc}).Get(context.Background(), "fo")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -11,16 +12,24 @@ import (
 )
 
 // The queue series a worker serves follow the queue, as the queue-latency
-// alert and the dashboard read them: tasks nobody serves yet make the
-// latency grow and are counted pending; a paused queue says so; once a
-// worker serves the queue the latency and the pending count fall to 0.
+// alert and the dashboard read them: tasks waiting in a paused queue make
+// its latency grow and are counted pending, the pause is reported, and once
+// the queue is resumed and drained the latency and the pending count fall
+// to 0.
 func TestQueueMetricsFollowTheQueue(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}}) // serves the default queues, not "held"
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
+	// A queue exists in Redis once a task was enqueued to it: a task due in
+	// an hour creates it, then it is paused before the two tasks to count.
+	if _, err := b.client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id": 3}`)), asynq.Queue("bulk"), asynq.ProcessIn(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.inspector.PauseQueue("bulk"); err != nil {
+		t.Fatal(err)
+	}
 	var ids []string
 	for k := range 2 {
-		info, err := b.client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id": 1}`)), asynq.Queue("held"),
-			asynq.Retention(time.Hour), asynq.TaskID("held-"+string(rune('a'+k))))
+		info, err := b.client.Enqueue(asynq.NewTask("resend-dcv", fmt.Appendf(nil, `{"order_id": %d}`, k+1)), asynq.Queue("bulk"), asynq.Retention(time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -34,40 +43,39 @@ func TestQueueMetricsFollowTheQueue(t *testing.T) {
 		}
 		return v
 	}
-	waitFor(t, 15*time.Second, func() bool { return series("certmail_queue_latency_seconds", "queue", "held") >= 1 },
-		func() string { return "the latency of queue held did not grow" })
-	if v := series("certmail_queue_tasks", "queue", "held", "state", "pending"); v != 2 {
-		t.Errorf("certmail_queue_tasks{queue=held,state=pending} = %v, want 2", v)
+	waitFor(t, 15*time.Second, func() bool { return series("certmail_queue_latency_seconds", "queue", "bulk") >= 1 },
+		func() string { return "the latency of the paused queue did not grow" })
+	if v := series("certmail_queue_tasks", "queue", "bulk", "state", "pending"); v != 2 {
+		t.Errorf("certmail_queue_tasks{queue=bulk,state=pending} = %v, want 2", v)
+	}
+	if v := series("certmail_queue_paused", "queue", "bulk"); v != 1 {
+		t.Errorf("certmail_queue_paused{queue=bulk} = %v while paused, want 1", v)
 	}
 	if v := series("certmail_queue_stats_up"); v != 1 {
 		t.Errorf("certmail_queue_stats_up = %v, want 1", v)
 	}
-	if err := b.inspector.PauseQueue("held"); err != nil {
+	if b.fake.RequestCount() != 0 {
+		t.Fatal("a task of the paused queue was delivered")
+	}
+	if err := b.inspector.UnpauseQueue("bulk"); err != nil {
 		t.Fatal(err)
 	}
-	if v := series("certmail_queue_paused", "queue", "held"); v != 1 {
-		t.Errorf("certmail_queue_paused{queue=held} = %v after the pause, want 1", v)
-	}
-	if err := b.inspector.UnpauseQueue("held"); err != nil {
-		t.Fatal(err)
-	}
-	b.startWorker(t, setupOpts{configure: func(c *worker.Config) { c.Queues = map[string]int{"held": 1} }})
 	waitFor(t, 15*time.Second, func() bool {
 		for _, id := range ids {
-			if info, err := b.inspector.GetTaskInfo("held", id); err != nil || info.State != asynq.TaskStateCompleted {
+			if info, err := b.inspector.GetTaskInfo("bulk", id); err != nil || info.State != asynq.TaskStateCompleted {
 				return false
 			}
 		}
 		return true
-	}, func() string { return "queue held not drained" })
-	if v := series("certmail_queue_latency_seconds", "queue", "held"); v != 0 {
-		t.Errorf("certmail_queue_latency_seconds{queue=held} = %v once drained, want 0", v)
+	}, func() string { return "queue bulk not drained" })
+	if v := series("certmail_queue_latency_seconds", "queue", "bulk"); v != 0 {
+		t.Errorf("certmail_queue_latency_seconds{queue=bulk} = %v once drained, want 0", v)
 	}
-	if v := series("certmail_queue_tasks", "queue", "held", "state", "completed"); v != 2 {
-		t.Errorf("certmail_queue_tasks{queue=held,state=completed} = %v, want 2", v)
+	if v := series("certmail_queue_tasks", "queue", "bulk", "state", "completed"); v != 2 {
+		t.Errorf("certmail_queue_tasks{queue=bulk,state=completed} = %v, want 2", v)
 	}
-	if v := series("certmail_queue_paused", "queue", "held"); v != 0 {
-		t.Errorf("certmail_queue_paused{queue=held} = %v after the unpause, want 0", v)
+	if v := series("certmail_queue_paused", "queue", "bulk"); v != 0 {
+		t.Errorf("certmail_queue_paused{queue=bulk} = %v after the unpause, want 0", v)
 	}
 }
 
@@ -102,7 +110,8 @@ func TestQueueStatsUpFollowsRedis(t *testing.T) {
 func TestDeliveryMetricsMove(t *testing.T) {
 	t.Parallel()
 	const latency = 2 * time.Second // long enough to scrape while the call is in flight
-	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true},
+		configure: func(c *worker.Config) { c.Client.Timeout = 4 * latency }})
 	b.fake.SetFaults(digicerttest.Faults{Latency: latency})
 	id := b.enqueue(t, "send-cert", `{"certificate_id": 5, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
 	waitFor(t, 10*time.Second, func() bool { return b.fake.RequestCount() == 1 }, func() string { return "no call" })
