@@ -10,8 +10,8 @@ import (
 // ErrInvalidPayload matches every *ValidationError with errors.Is.
 var ErrInvalidPayload = errors.New("invalid payload")
 
-// ErrUnknownType is wrapped by the error for a task type other than the three
-// this package defines.
+// ErrUnknownType is wrapped by the error for a task type other than the ones
+// this package defines (Types).
 var ErrUnknownType = errors.New("unknown task type")
 
 // Bounds of a *ValidationError, so that an error about input of any size

@@ -80,6 +80,52 @@ func ExampleNewSendCertTask() {
 	// {"certificate_id":456,"emails":["jill.valentine@example.com"],"certificate_collect_format":"attachment","custom_message":"Please install this certificate!"}
 }
 
+func ExampleNewResendDomainDCVTask() {
+	task, err := tasks.NewResendDomainDCVTask(tasks.ResendDomainDCV{
+		DomainID:   1234,
+		NameScope:  "Sub.Example.com",
+		Locale:     "en",
+		EmailArray: []string{"admin@example.com", "ADMIN@example.com"}, // a duplicate: dropped
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	body, err := tasks.ResendDomainDCV{DomainID: 1234}.DigiCertBody()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(task.Type())
+	fmt.Println(string(task.Payload()))
+	fmt.Println(string(body))
+	// Output:
+	// resend-domain-dcv
+	// {"domain_id":1234,"name_scope":"sub.example.com","locale":"en","email_array":["admin@example.com"]}
+	// {}
+}
+
+// A resend-dcv with OnlyIfPending reads the order's validation status first
+// and sends nothing once the order is validated; DigiCert never sees the field.
+func ExampleResendDCV_onlyIfPending() {
+	p := tasks.ResendDCV{OrderID: 123, Locale: "en", OnlyIfPending: true}
+	task, err := tasks.NewResendDCVTask(p)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	body, err := p.DigiCertBody()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(string(task.Payload()))
+	fmt.Println(string(body))
+	// Output:
+	// {"order_id":123,"locale":"en","only_if_pending":true}
+	// {"locale":"en"}
+}
+
 func ExampleParse() {
 	body := []byte(`{"order_id": 0, "additional_emails": ["jill@example.com", "Jill <jill@example.com>"], "colour": "red"}`)
 	_, err := tasks.Parse(tasks.TypeSetEmails, body)

@@ -49,8 +49,20 @@ var (
 		`{"order_id":1,"domain_approval_emails":[{"domain":"example.com..","email":"a@example.com","colour":1}]}`,
 		`{"order_id":1,"domain_approval_emails":{"domain":"example.com"}}`,
 		`{"order_id":1,"locale":"EN"}`,
+		`{"order_id":1,"only_if_pending":true}`,
+		`{"order_id":1,"only_if_pending":"yes"}`,
 		`{"order_id":"1"}`,
 		`null`, ``, `[]`,
+	}
+	resendDomainDCVSeeds = []string{
+		`{"domain_id":1234}`,
+		`{"domain_id":1234,"name_scope":"sub.example.com","locale":"en","email_array":["admin@example.com"]}`,
+		`{"domain_id":1,"name_scope":"Sub.Example.COM.","email_array":[" A@Example.com","a@example.com"],"account":"eu"}`,
+		`{"domain_id":1,"email_array":[]}`,
+		`{"domain_id":1,"email_array":[null,1,"x"]}`,
+		`{"domain_id":1,"name_scope":"*.example.com","locale":"en-US"}`,
+		`{"domain_id":"1","order_id":1}`,
+		`{}`, `null`, ``, `[]`,
 	}
 	sendCertSeeds = []string{
 		`{"certificate_id":456,"emails":["a@example.com"],"certificate_collect_format":"attachment","custom_message":"Please install this certificate!"}`,
@@ -85,6 +97,17 @@ func FuzzParseResendDCV(f *testing.F) {
 			return tasks.ResendDCV{OrderID: 1, Locale: s[0], DomainApprovalEmails: []tasks.DomainApprovalEmail{
 				{Domain: s[1], Email: s[2], EmailDomain: s[3]},
 			}}
+		})
+}
+
+func FuzzParseResendDomainDCV(f *testing.F) {
+	fuzzParse(f, tasks.TypeResendDomainDCV, resendDomainDCVSeeds,
+		func(data []byte) (tasks.Payload, error) {
+			var p tasks.ResendDomainDCV
+			return p, json.Unmarshal(data, &p)
+		},
+		func(s []string) tasks.Payload {
+			return tasks.ResendDomainDCV{DomainID: 1, NameScope: s[0], Locale: s[1], EmailArray: s[2:3], Account: s[3]}
 		})
 }
 

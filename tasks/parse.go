@@ -18,17 +18,18 @@ import (
 const MaxPayloadBytes = 1 << 20
 
 // Parse decodes a JSON payload of type taskType strictly, then normalises and
-// validates it, and returns the normalised payload (a SetEmails, ResendDCV or
-// SendCert value).
+// validates it, and returns the normalised payload (a SetEmails, ResendDCV,
+// SendCert or ResendDomainDCV value).
 //
 // Strict means: the body is exactly one JSON object of at most
-// MaxPayloadBytes, in valid UTF-8; unknown and repeated fields, wrong JSON types, ids that
-// are not integers or do not fit in an int64, and a missing order_id,
-// certificate_id or additional_emails are all errors. A member whose value is
-// null counts as absent. The problems found, structural or not, are returned
-// in one *ValidationError (bounded: see NewValidationError), each under the
-// JSON path of the value (or "" for the body as a whole). A taskType other
-// than the three of this package gives an error wrapping ErrUnknownType.
+// MaxPayloadBytes, in valid UTF-8; unknown and repeated fields, wrong JSON
+// types, ids that are not integers or do not fit in an int64, and a missing
+// order_id, certificate_id, domain_id or additional_emails are all errors. A
+// member whose value is null counts as absent. The problems found,
+// structural or not, are returned in one *ValidationError (bounded: see
+// NewValidationError), each under the JSON path of the value (or "" for the
+// body as a whole). A taskType other than those of Types gives an error
+// wrapping ErrUnknownType.
 func Parse(taskType string, data []byte) (Payload, error) {
 	switch taskType {
 	case TypeSetEmails:
@@ -37,11 +38,13 @@ func Parse(taskType string, data []byte) (Payload, error) {
 		return parse(taskType, data, decodeResendDCV)
 	case TypeSendCert:
 		return parse(taskType, data, decodeSendCert)
+	case TypeResendDomainDCV:
+		return parse(taskType, data, decodeResendDomainDCV)
 	}
 	return nil, fmt.Errorf("parse %.64q: %w", taskType, ErrUnknownType)
 }
 
-// checker is what the three payload types have in common for parse.
+// checker is what the payload types have in common for parse.
 type checker[T Payload] interface {
 	Payload
 	check() (T, []FieldError)
@@ -252,6 +255,19 @@ func (d *decoder) id(path string, v json.RawMessage) int64 {
 	return n
 }
 
+// boolean decodes true or false; a value of another type is reported and
+// stands as false.
+func (d *decoder) boolean(path string, v json.RawMessage) bool {
+	switch string(bytes.TrimSpace(v)) {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	d.add(path, "must be true or false")
+	return false
+}
+
 // str decodes a string; a value of another type is reported and stands as
 // "", which validation accepts for optional members.
 func (d *decoder) str(path string, v json.RawMessage) string {
@@ -346,7 +362,7 @@ func decodeSetEmails(d *decoder, raw json.RawMessage) SetEmails {
 
 func decodeResendDCV(d *decoder, raw json.RawMessage) ResendDCV {
 	var p ResendDCV
-	known := []string{"order_id", "domain_approval_emails", "locale", "account"}
+	known := []string{"order_id", "domain_approval_emails", "locale", "only_if_pending", "account"}
 	d.object("", raw, known, func(key, path string, v json.RawMessage) {
 		switch key {
 		case "order_id":
@@ -355,6 +371,8 @@ func decodeResendDCV(d *decoder, raw json.RawMessage) ResendDCV {
 			p.DomainApprovalEmails = d.approvals(path, v)
 		case "locale":
 			p.Locale = d.str(path, v)
+		case "only_if_pending":
+			p.OnlyIfPending = d.boolean(path, v)
 		case "account":
 			p.Account = d.str(path, v)
 		}
@@ -424,6 +442,26 @@ func decodeSendCert(d *decoder, raw json.RawMessage) SendCert {
 			p.CertificateCollectFormat = d.strOr(path, v, CollectAttachment)
 		case "custom_message":
 			p.CustomMessage = d.str(path, v)
+		case "account":
+			p.Account = d.str(path, v)
+		}
+	})
+	return p
+}
+
+func decodeResendDomainDCV(d *decoder, raw json.RawMessage) ResendDomainDCV {
+	var p ResendDomainDCV
+	known := []string{"domain_id", "name_scope", "locale", "email_array", "account"}
+	d.object("", raw, known, func(key, path string, v json.RawMessage) {
+		switch key {
+		case "domain_id":
+			p.DomainID = d.id(path, v)
+		case "name_scope":
+			p.NameScope = d.str(path, v)
+		case "locale":
+			p.Locale = d.str(path, v)
+		case "email_array":
+			p.EmailArray = d.emails(path, v)
 		case "account":
 			p.Account = d.str(path, v)
 		}

@@ -43,6 +43,7 @@ const (
 	msgObject  = "must be a JSON object"
 	msgUnknown = "unknown field"
 	msgClear   = "required (send [] to clear the list)"
+	msgBool    = "must be true or false"
 )
 
 func TestParseSetEmails(t *testing.T) {
@@ -162,6 +163,53 @@ func TestParseResendDCV(t *testing.T) {
 			errs: []tasks.FieldError{fe("domain_approval_emails[0].email_domain", msgParent)}},
 		{name: "locale number", body: `{"order_id":1,"locale":1}`, errs: []tasks.FieldError{fe("locale", msgString)}},
 		{name: "locale malformed", body: `{"order_id":1,"locale":"en-GB"}`, errs: []tasks.FieldError{fe("locale", msgLocale)}},
+		{name: "only if pending", body: `{"order_id":1,"only_if_pending":true}`, want: tasks.ResendDCV{OrderID: 1, OnlyIfPending: true}},
+		{name: "only if pending false is absent", body: `{"order_id":1,"only_if_pending":false}`, want: tasks.ResendDCV{OrderID: 1}},
+		{name: "only if pending null is absent", body: `{"order_id":1,"only_if_pending":null}`, want: tasks.ResendDCV{OrderID: 1}},
+		{name: "only if pending as string", body: `{"order_id":1,"only_if_pending":"true"}`, errs: []tasks.FieldError{fe("only_if_pending", msgBool)}},
+		{name: "only if pending as number", body: `{"order_id":1,"only_if_pending":1}`, errs: []tasks.FieldError{fe("only_if_pending", msgBool)}},
+	})
+}
+
+func TestParseResendDomainDCV(t *testing.T) {
+	t.Parallel()
+	runParseCases(t, tasks.TypeResendDomainDCV, []parseCase{
+		{name: "domain id only", body: `{"domain_id":1234}`, want: tasks.ResendDomainDCV{DomainID: 1234}},
+		{name: "contract example", body: `{"domain_id": 1234, "name_scope": "Sub.Example.com.", "locale": "en",
+			"email_array": [" admin@Example.com", "ADMIN@example.com", "hostmaster@example.com"], "account": "eu"}`,
+			want: tasks.ResendDomainDCV{DomainID: 1234, NameScope: "sub.example.com", Locale: "en", Account: "eu",
+				EmailArray: []string{"admin@example.com", "hostmaster@example.com"}}},
+		{name: "empty list is absent", body: `{"domain_id":1,"email_array":[]}`, want: tasks.ResendDomainDCV{DomainID: 1}},
+		{name: "nulls are absent", body: `{"domain_id":1,"name_scope":null,"locale":null,"email_array":null,"account":null}`,
+			want: tasks.ResendDomainDCV{DomainID: 1}},
+
+		{name: "empty object", body: `{}`, errs: []tasks.FieldError{fe("domain_id", "required")}},
+		{name: "array body", body: `[]`, errs: []tasks.FieldError{fe("", msgObject)}},
+		{name: "domain id string", body: `{"domain_id":"1234"}`, errs: []tasks.FieldError{fe("domain_id", msgInteger)}},
+		{name: "domain id zero", body: `{"domain_id":0}`, errs: []tasks.FieldError{fe("domain_id", msgPositive)}},
+		{name: "domain id negative", body: `{"domain_id":-3}`, errs: []tasks.FieldError{fe("domain_id", msgPositive)}},
+		{name: "domain id above int64", body: `{"domain_id":9223372036854775808}`, errs: []tasks.FieldError{fe("domain_id", msgMaxInt)}},
+		{name: "order id is not a domain id", body: `{"order_id":1234}`,
+			errs: []tasks.FieldError{fe("order_id", msgUnknown), fe("domain_id", "required")}},
+		{name: "name scope number", body: `{"domain_id":1,"name_scope":5}`, errs: []tasks.FieldError{fe("name_scope", msgString)}},
+		{name: "name scope not a DNS name", body: `{"domain_id":1,"name_scope":"*.example.com"}`, errs: []tasks.FieldError{fe("name_scope", msgDNS)}},
+		{name: "locale malformed", body: `{"domain_id":1,"locale":"en-US"}`, errs: []tasks.FieldError{fe("locale", msgLocale)}},
+		{name: "emails not an array", body: `{"domain_id":1,"email_array":"admin@example.com"}`,
+			errs: []tasks.FieldError{fe("email_array", "must be an array of strings")}},
+		{name: "bad email", body: `{"domain_id":1,"email_array":["admin@example.com","Admin <admin@example.com>",7]}`,
+			errs: []tasks.FieldError{fe("email_array[2]", msgString), fe("email_array[1]", msgBare)}},
+		{name: "101 emails", body: `{"domain_id":1,"email_array":["` + strings.Join(emails(101), `","`) + `"]}`,
+			errs: []tasks.FieldError{fe("email_array", msgTooMany)}},
+		{name: "duplicate field", body: `{"domain_id":1,"domain_id":2}`, errs: []tasks.FieldError{fe("domain_id", "duplicate field")}},
+		{name: "every problem at once", body: `{"domain_id":0,"name_scope":"bad_name","locale":"EN","email_array":["x"],"account":"A","emails":[]}`,
+			errs: []tasks.FieldError{
+				fe("domain_id", msgPositive),
+				fe("emails", msgUnknown),
+				fe("name_scope", msgDNS),
+				fe("locale", msgLocale),
+				fe("email_array[0]", msgBare),
+				fe("account", msgAccount),
+			}},
 	})
 }
 

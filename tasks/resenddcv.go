@@ -25,6 +25,15 @@ type ResendDCV struct {
 	// Locale is the language of the emails, "ll" or "ll_CC"; empty leaves the
 	// choice to DigiCert.
 	Locale string `json:"locale,omitempty"`
+	// OnlyIfPending makes the worker read the order's validation status
+	// first (GET /order/certificate/{order_id}/validation): when the order
+	// is no longer pending, or none of its domains awaits email validation,
+	// nothing is sent and the task completes with the outcome not_pending.
+	// Otherwise a DV order is resent through the order as without the field,
+	// and an OV or EV order through PUT /domain/{domain_id}/dcv/emails for
+	// each domain awaiting email validation. It is never sent to DigiCert;
+	// false is the same as absent.
+	OnlyIfPending bool `json:"only_if_pending,omitempty"`
 	// Account names the configured DigiCert account; empty means DefaultAccount.
 	Account string `json:"account,omitempty"`
 }
@@ -52,7 +61,8 @@ func (p ResendDCV) Normalized() Payload {
 // DigiCertBody returns the body of PUT /order/certificate/{order_id}/resend-emails:
 // {} when neither entries nor locale are set, otherwise
 // {"domain_approval_emails":[...],"locale":"en"} with each field present only
-// when set. An invalid payload gives a *ValidationError.
+// when set (OnlyIfPending and Account are certmail's, never sent). An invalid
+// payload gives a *ValidationError.
 func (p ResendDCV) DigiCertBody() ([]byte, error) {
 	n, ps := p.check()
 	if err := result(TypeResendDCV, ps); err != nil {

@@ -176,6 +176,8 @@ func TestAccountName(t *testing.T) {
 		{tasks.ResendDCV{Account: "eu"}, "eu"},
 		{tasks.SendCert{}, tasks.DefaultAccount},
 		{&tasks.SendCert{Account: "eu"}, "eu"},
+		{tasks.ResendDomainDCV{}, tasks.DefaultAccount},
+		{tasks.ResendDomainDCV{Account: "eu"}, "eu"},
 	}
 	for _, tt := range tests {
 		if got := tt.p.AccountName(); got != tt.want {
@@ -187,7 +189,7 @@ func TestAccountName(t *testing.T) {
 func TestTypes(t *testing.T) {
 	t.Parallel()
 	got := tasks.Types()
-	want := []string{"set-emails", "resend-dcv", "send-cert"}
+	want := []string{"set-emails", "resend-dcv", "send-cert", "resend-domain-dcv"}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("Types() = %v, want %v", got, want)
 	}
@@ -195,7 +197,7 @@ func TestTypes(t *testing.T) {
 	if tasks.Types()[0] != "set-emails" {
 		t.Fatal("Types returns a shared slice")
 	}
-	for _, p := range []tasks.Payload{tasks.SetEmails{}, tasks.ResendDCV{}, tasks.SendCert{}} {
+	for _, p := range []tasks.Payload{tasks.SetEmails{}, tasks.ResendDCV{}, tasks.SendCert{}, tasks.ResendDomainDCV{}} {
 		if !strings.Contains(strings.Join(want, ","), p.TaskType()) {
 			t.Errorf("%T.TaskType() = %q, not in Types()", p, p.TaskType())
 		}

@@ -50,6 +50,9 @@ const (
 	TypeResendDCV = "resend-dcv"
 	// TypeSendCert emails a copy of an issued certificate.
 	TypeSendCert = "send-cert"
+	// TypeResendDomainDCV resends the domain-control-validation emails of
+	// one domain (the domains of OV and EV orders, pre-validated domains).
+	TypeResendDomainDCV = "resend-domain-dcv"
 )
 
 // Defaults and limits shared by every entry point.
@@ -80,13 +83,13 @@ const (
 	MaxCustomMessage = 2000
 )
 
-// Types returns the three task type names in a stable order.
+// Types returns the task type names in a stable order.
 func Types() []string {
-	return []string{TypeSetEmails, TypeResendDCV, TypeSendCert}
+	return []string{TypeSetEmails, TypeResendDCV, TypeSendCert, TypeResendDomainDCV}
 }
 
-// Payload is implemented by SetEmails, ResendDCV and SendCert (value receivers;
-// pointers to them work too).
+// Payload is implemented by SetEmails, ResendDCV, SendCert and
+// ResendDomainDCV (value receivers; pointers to them work too).
 type Payload interface {
 	// TaskType returns the asynq type name of the payload.
 	TaskType() string
@@ -134,6 +137,8 @@ func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
 		n, errs = v.check()
 	case SendCert:
 		n, errs = v.check()
+	case ResendDomainDCV:
+		n, errs = v.check()
 	case nil:
 		return nil, fmt.Errorf("new task: %w: nil payload", ErrInvalidPayload)
 	default:
@@ -164,7 +169,12 @@ func NewSendCertTask(p SendCert, opts ...asynq.Option) (*asynq.Task, error) {
 	return NewTask(p, opts...)
 }
 
-// concrete returns p as one of the three payload values, dereferencing
+// NewResendDomainDCVTask is NewTask for a ResendDomainDCV payload.
+func NewResendDomainDCVTask(p ResendDomainDCV, opts ...asynq.Option) (*asynq.Task, error) {
+	return NewTask(p, opts...)
+}
+
+// concrete returns p as one of the package's payload values, dereferencing
 // pointers; nil for a nil payload or nil pointer; p itself for foreign types.
 func concrete(p Payload) Payload {
 	switch v := p.(type) {
@@ -179,6 +189,11 @@ func concrete(p Payload) Payload {
 		}
 		return *v
 	case *SendCert:
+		if v == nil {
+			return nil
+		}
+		return *v
+	case *ResendDomainDCV:
 		if v == nil {
 			return nil
 		}

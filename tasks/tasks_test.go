@@ -72,6 +72,16 @@ func TestNewTaskTypeAndPayload(t *testing.T) {
 		{"send-cert with message, not HTML-escaped", func() (*asynq.Task, error) {
 			return tasks.NewSendCertTask(tasks.SendCert{CertificateID: 456, Emails: []string{"a@example.com"}, CertificateCollectFormat: "plaintext", CustomMessage: "<b>R&D</b>\n"})
 		}, "send-cert", `{"certificate_id":456,"emails":["a@example.com"],"certificate_collect_format":"plaintext","custom_message":"<b>R&D</b>\n"}`},
+		{"resend-dcv only if pending", func() (*asynq.Task, error) {
+			return tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: 9, Locale: "en", OnlyIfPending: true})
+		}, "resend-dcv", `{"order_id":9,"locale":"en","only_if_pending":true}`},
+		{"resend-domain-dcv domain only", func() (*asynq.Task, error) {
+			return tasks.NewResendDomainDCVTask(tasks.ResendDomainDCV{DomainID: 1234, EmailArray: []string{}})
+		}, "resend-domain-dcv", `{"domain_id":1234}`},
+		{"resend-domain-dcv full", func() (*asynq.Task, error) {
+			return tasks.NewResendDomainDCVTask(tasks.ResendDomainDCV{DomainID: 1234, NameScope: "Sub.Example.com", Locale: "en", Account: "eu",
+				EmailArray: []string{"admin@example.com", "Admin@EXAMPLE.com"}})
+		}, "resend-domain-dcv", `{"domain_id":1234,"name_scope":"sub.example.com","locale":"en","email_array":["admin@example.com"],"account":"eu"}`},
 		{"pointer payload through NewTask", func() (*asynq.Task, error) {
 			return tasks.NewTask(&tasks.SendCert{CertificateID: 1, Emails: []string{"a@example.com"}, CertificateCollectFormat: "downloadlink"})
 		}, "send-cert", `{"certificate_id":1,"emails":["a@example.com"],"certificate_collect_format":"downloadlink"}`},
@@ -118,6 +128,8 @@ func TestNewTaskRejects(t *testing.T) {
 		{"invalid pointer", &tasks.SetEmails{OrderID: -1}, tasks.ErrInvalidPayload},
 		{"nil payload", nil, tasks.ErrInvalidPayload},
 		{"nil pointer", (*tasks.ResendDCV)(nil), tasks.ErrInvalidPayload},
+		{"invalid resend-domain-dcv", tasks.ResendDomainDCV{NameScope: "example.com"}, tasks.ErrInvalidPayload},
+		{"nil resend-domain-dcv pointer", (*tasks.ResendDomainDCV)(nil), tasks.ErrInvalidPayload},
 		{"foreign type", foreign{tasks.SetEmails{OrderID: 1}}, tasks.ErrUnknownType},
 	}
 	for _, tt := range tests {
@@ -187,6 +199,12 @@ func TestDigiCertBody(t *testing.T) {
 			{Domain: "example.com", Email: "someone@example.com"},
 			{Domain: "sub.example2.com", Email: "someone@example2.com", EmailDomain: "example2.com"},
 		}}, `{"domain_approval_emails":[{"domain":"example.com","email":"someone@example.com"},{"domain":"sub.example2.com","email":"someone@example2.com","email_domain":"example2.com"}],"locale":"en"}`},
+		{"resend-dcv only if pending is certmail's", tasks.ResendDCV{OrderID: 1, Locale: "en", OnlyIfPending: true}, `{"locale":"en"}`},
+		{"resend-domain-dcv nothing optional", tasks.ResendDomainDCV{DomainID: 1234, Account: "eu"}, `{}`},
+		{"resend-domain-dcv empty list", tasks.ResendDomainDCV{DomainID: 1234, EmailArray: []string{}}, `{}`},
+		{"resend-domain-dcv name scope only", tasks.ResendDomainDCV{DomainID: 1234, NameScope: "Sub.Example.com."}, `{"name_scope":"sub.example.com"}`},
+		{"resend-domain-dcv full", tasks.ResendDomainDCV{DomainID: 1234, NameScope: "sub.example.com", Locale: "en", EmailArray: []string{"admin@example.com", "ADMIN@example.com"}},
+			`{"name_scope":"sub.example.com","locale":"en","email_array":["admin@example.com"]}`},
 		{"send-cert without message", tasks.SendCert{CertificateID: 456, Emails: []string{"jill.valentine@example.com"}, CertificateCollectFormat: "attachment", Account: "eu"},
 			`{"emails":["jill.valentine@example.com"],"certificate_collect_format":"attachment"}`},
 		{"send-cert with message", tasks.SendCert{CertificateID: 456, Emails: []string{"jill.valentine@example.com"}, CertificateCollectFormat: "attachment", CustomMessage: "Please install this certificate!"},
@@ -215,6 +233,7 @@ func TestDigiCertBodyRejectsInvalid(t *testing.T) {
 		{"set-emails", tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"bad"}}.DigiCertBody},
 		{"resend-dcv", tasks.ResendDCV{OrderID: 1, Locale: "english"}.DigiCertBody},
 		{"send-cert", tasks.SendCert{CertificateID: 1, CertificateCollectFormat: "attachment"}.DigiCertBody},
+		{"resend-domain-dcv", tasks.ResendDomainDCV{DomainID: 1, EmailArray: []string{"bad"}}.DigiCertBody},
 	}
 	for _, tt := range tests {
 		b, err := tt.body()
@@ -307,6 +326,8 @@ func TestRoundTrip(t *testing.T) {
 		tasks.SetEmails{OrderID: 1},
 		tasks.ResendDCV{OrderID: 2, DomainApprovalEmails: []tasks.DomainApprovalEmail{{Domain: "a.example.com", Email: "x@example.com", EmailDomain: "example.com"}}, Locale: "de_DE"},
 		tasks.SendCert{CertificateID: 3, Emails: []string{"a@example.com"}, CertificateCollectFormat: "plaintext", CustomMessage: "\u2028 \"quoted\" \\ é\t"},
+		tasks.ResendDCV{OrderID: 4, OnlyIfPending: true},
+		tasks.ResendDomainDCV{DomainID: 5, NameScope: "Sub.Example.com", Locale: "en", EmailArray: []string{"A@Example.com", "a@example.com"}, Account: "eu"},
 	}
 	for _, p := range payloads {
 		task, err := tasks.NewTask(p)

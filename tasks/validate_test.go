@@ -276,3 +276,65 @@ func TestSendCertNormalized(t *testing.T) {
 		t.Fatalf("Normalized() = %#v, want %#v", got, want)
 	}
 }
+
+func TestResendDomainDCVValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		p    tasks.ResendDomainDCV
+		want []tasks.FieldError
+	}{
+		{"domain id only", tasks.ResendDomainDCV{DomainID: 1}, nil},
+		{"everything", tasks.ResendDomainDCV{DomainID: 1, NameScope: "sub.example.com", Locale: "de_DE", EmailArray: []string{"admin@example.com"}, Account: "eu"}, nil},
+		{"name scope with case, spaces and a trailing dot", tasks.ResendDomainDCV{DomainID: 1, NameScope: " Sub.Example.COM. "}, nil},
+		{"100 emails", tasks.ResendDomainDCV{DomainID: 1, EmailArray: emails(100)}, nil},
+		{"101 emails with a duplicate", tasks.ResendDomainDCV{DomainID: 1, EmailArray: append(emails(100), "USER7@example.com")}, nil},
+		{"empty list", tasks.ResendDomainDCV{DomainID: 1, EmailArray: []string{}}, nil},
+
+		{"domain id missing", tasks.ResendDomainDCV{}, []tasks.FieldError{fe("domain_id", "required")}},
+		{"domain id negative", tasks.ResendDomainDCV{DomainID: -1}, []tasks.FieldError{fe("domain_id", msgPositive)}},
+		{"name scope single label", tasks.ResendDomainDCV{DomainID: 1, NameScope: "localhost"}, []tasks.FieldError{fe("name_scope", msgDNS)}},
+		{"name scope wildcard", tasks.ResendDomainDCV{DomainID: 1, NameScope: "*.example.com"}, []tasks.FieldError{fe("name_scope", msgDNS)}},
+		{"locale", tasks.ResendDomainDCV{DomainID: 1, Locale: "en_us"}, []tasks.FieldError{fe("locale", msgLocale)}},
+		{"bad email", tasks.ResendDomainDCV{DomainID: 1, EmailArray: []string{"admin@example.com", "admin@"}}, []tasks.FieldError{fe("email_array[1]", "domain is not a valid DNS name")}},
+		{"101 emails", tasks.ResendDomainDCV{DomainID: 1, EmailArray: emails(101)}, []tasks.FieldError{fe("email_array", msgTooMany)}},
+		{"bad account", tasks.ResendDomainDCV{DomainID: 1, Account: "EU"}, []tasks.FieldError{fe("account", msgAccount)}},
+		{"every problem at once", tasks.ResendDomainDCV{DomainID: -5, NameScope: "-x.example.com", Locale: "e", EmailArray: append([]string{"<a@example.com>"}, emails(101)...), Account: "_"},
+			[]tasks.FieldError{
+				fe("domain_id", msgPositive),
+				fe("name_scope", msgDNS),
+				fe("locale", msgLocale),
+				fe("email_array[0]", msgBare),
+				fe("email_array", msgTooMany),
+				fe("account", msgAccount),
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			assertProblems(t, tasks.TypeResendDomainDCV, tt.p.Validate(), tt.want)
+		})
+	}
+}
+
+func TestResendDomainDCVNormalized(t *testing.T) {
+	t.Parallel()
+	in := tasks.ResendDomainDCV{DomainID: 9, NameScope: " Sub.Example.COM. ", Locale: "en", Account: "eu",
+		EmailArray: []string{" Admin@Example.COM ", "admin@example.com", "hostmaster@example.com"}}
+	want := tasks.ResendDomainDCV{DomainID: 9, NameScope: "sub.example.com", Locale: "en", Account: "eu",
+		EmailArray: []string{"Admin@example.com", "hostmaster@example.com"}}
+	got := in.Normalized()
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Normalized() =\n%#v\nwant\n%#v", got, want)
+	}
+	if again := got.Normalized(); !reflect.DeepEqual(again, got) {
+		t.Errorf("Normalized is not idempotent: %#v", again)
+	}
+	if in.EmailArray[0] != " Admin@Example.COM " {
+		t.Error("Normalized changed its receiver")
+	}
+	empty := tasks.ResendDomainDCV{DomainID: 1, EmailArray: []string{}}
+	if got := empty.Normalized().(tasks.ResendDomainDCV); got.EmailArray != nil {
+		t.Errorf("empty list normalised to %#v, want nil", got.EmailArray)
+	}
+}

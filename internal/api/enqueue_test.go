@@ -114,6 +114,14 @@ func TestEnqueueRejects(t *testing.T) {
 		{name: "more than 100 approvals", path: "/v1/tasks/resend-dcv", body: `{"order_id":1,"domain_approval_emails":` + approvals(101) + `}`, status: 400, fields: []string{"domain_approval_emails"}},
 		{name: "locale word", path: "/v1/tasks/resend-dcv", body: `{"order_id":1,"locale":"english"}`, status: 400, fields: []string{"locale"}},
 		{name: "locale with hyphen", path: "/v1/tasks/resend-dcv", body: `{"order_id":1,"locale":"en-US"}`, status: 400, fields: []string{"locale"}},
+		{name: "only_if_pending as string", path: "/v1/tasks/resend-dcv", body: `{"order_id":1,"only_if_pending":"yes"}`, status: 400, fields: []string{"only_if_pending"}},
+		// Rules: resend-domain-dcv.
+		{name: "resend-domain-dcv missing fields", path: "/v1/tasks/resend-domain-dcv", body: `{}`, status: 400, fields: []string{"domain_id"}},
+		{name: "resend-domain-dcv with an order id", path: "/v1/tasks/resend-domain-dcv", body: `{"order_id":1}`, status: 400, fields: []string{"order_id", "domain_id"}},
+		{name: "resend-domain-dcv every rule", path: "/v1/tasks/resend-domain-dcv",
+			body:   `{"domain_id":0,"name_scope":"*.example.com","locale":"en-US","email_array":["a@example.com","Jill <j@example.com>"],"account":"other"}`,
+			status: 400, fields: []string{"domain_id", "name_scope", "locale", "email_array[1]", "account"}},
+		{name: "resend-domain-dcv more than 100 emails", path: "/v1/tasks/resend-domain-dcv", body: `{"domain_id":1,"email_array":` + emails(101) + `}`, status: 400, fields: []string{"email_array"}},
 		// Rules: send-cert.
 		{name: "collect format unknown", path: "/v1/tasks/send-cert", body: `{"certificate_id":1,"emails":["a@example.com"],"certificate_collect_format":"pdf"}`, status: 400, fields: []string{"certificate_collect_format"}},
 		{name: "custom message too long", path: "/v1/tasks/send-cert", body: `{"certificate_id":1,"emails":["a@example.com"],"certificate_collect_format":"attachment","custom_message":"` + strings.Repeat("é", 2001) + `"}`, status: 400, fields: []string{"custom_message"}},
@@ -247,6 +255,20 @@ func TestEnqueueAccepts(t *testing.T) {
 			body:        `{"order_id":5,"domain_approval_emails":null,"locale":null}`,
 			queue:       "default",
 			wantPayload: map[string]any{"order_id": 5.0},
+		},
+		{
+			name:        "resend-dcv only if pending",
+			path:        "/v1/tasks/resend-dcv",
+			body:        `{"order_id":6,"only_if_pending":true}`,
+			queue:       "default",
+			wantPayload: map[string]any{"order_id": 6.0, "only_if_pending": true},
+		},
+		{
+			name:        "resend-domain-dcv",
+			path:        "/v1/tasks/resend-domain-dcv?queue=bulk",
+			body:        `{"domain_id":1234,"name_scope":"Sub.Example.com","locale":"en","email_array":["admin@example.com","ADMIN@example.com"]}`,
+			queue:       "bulk",
+			wantPayload: map[string]any{"domain_id": 1234.0, "name_scope": "sub.example.com", "locale": "en", "email_array": []any{"admin@example.com"}},
 		},
 		{
 			name:        "send-cert with charset",

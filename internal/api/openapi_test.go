@@ -173,6 +173,7 @@ func TestOpenAPISchemas(t *testing.T) {
 		{"ResendDCV", tasks.ResendDCV{}, []string{"order_id"}},
 		{"DomainApprovalEmail", tasks.DomainApprovalEmail{}, []string{"domain", "email"}},
 		{"SendCert", tasks.SendCert{}, []string{"certificate_id", "emails", "certificate_collect_format"}},
+		{"ResendDomainDCV", tasks.ResendDomainDCV{}, []string{"domain_id"}},
 		{"TaskRef", api.TaskRef{}, nil},
 		{"TaskStatus", ops.TaskStatus{}, nil},
 		{"DeadLetter", ops.DeadLetter{}, nil},

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -157,7 +158,7 @@ func (s *Server) redisUnavailable(err error) bool {
 }
 
 func unknownType() Problem {
-	return Problem{Status: http.StatusNotFound, Detail: "unknown task type; known types are set-emails, resend-dcv and send-cert"}
+	return Problem{Status: http.StatusNotFound, Detail: "unknown task type; known types are " + strings.Join(tasks.Types(), ", ")}
 }
 
 // problemsForUnmatched turns the mux's own 404 and 405 answers (requests no
