@@ -1,9 +1,10 @@
 // Package digicert is certmail's client for the DigiCert CertCentral Services
-// API. It performs the three email operations certmail offers (replace an
-// order's additional emails, resend an order's DCV emails, email an issued
-// certificate), retries transient failures within a stated budget, and turns
-// every failure into a typed error that Classify sorts into the one retry
-// decision the rest of certmail relies on.
+// API. It performs the email operations certmail offers (replace an order's
+// additional emails, resend an order's or a domain's DCV emails, email an
+// issued certificate) and reads an order's validation status, retries
+// transient failures within a stated budget, and turns every failure into a
+// typed error that Classify sorts into the one retry decision the rest of
+// certmail relies on.
 //
 // The API key travels only in the X-DC-DEVKEY header: it never appears in an
 // error, in a formatted Client or Config, or in a recorded response body.
@@ -34,6 +35,8 @@ const (
 	EndpointAdditionalEmails = "additional-emails" // PUT /order/certificate/{id}/additional-emails
 	EndpointResendEmails     = "resend-emails"     // PUT /order/certificate/{id}/resend-emails
 	EndpointSendEmail        = "sendemail"         // PUT /certificate/{id}/sendemail
+	EndpointDomainDCVEmails  = "domain-dcv-emails" // PUT /domain/{id}/dcv/emails
+	EndpointOrderValidation  = "order-validation"  // GET /order/certificate/{id}/validation
 )
 
 const (
@@ -45,7 +48,8 @@ const (
 
 	backoffMultiplier     = 2
 	backoffJitter         = 0.5      // each wait is the nominal one ±50%
-	maxResponseBody       = 64 << 10 // read at most this much of any answer
+	maxResponseBody       = 64 << 10 // read at most this much of an answer not decoded
+	maxDecodedBody        = 1 << 20  // an answer that is decoded: an order of 250 domains fits many times over
 	headerAPIKey          = "X-DC-DEVKEY"
 	contentTypeJSON       = "application/json"
 	redactedPlaceholder   = "[redacted]"
@@ -94,10 +98,12 @@ type Config struct {
 	// MaxAttempts bounds the HTTP attempts of one call, default 4 (1 = no retry).
 	MaxAttempts int
 	// MaxElapsed bounds one call, waits and attempts included, default 20s.
-	// A call also never runs past its context's deadline. A retry is only
-	// started when, after its wait, a tenth of the budget (at most Timeout)
-	// is left: an attempt cut short may still take effect at DigiCert while
-	// the call reports a failure, and a resent email would then go out twice.
+	// A call also never runs past its context's deadline. A retry of a PUT is
+	// only started when, after its wait, a tenth of the budget (at most
+	// Timeout) is left: an attempt cut short may still take effect at
+	// DigiCert while the call reports a failure, and a resent email would
+	// then go out twice. A read (OrderValidation) has no effect to repeat, so
+	// its retries may start as long as any budget is left.
 	MaxElapsed time.Duration
 	// InitialBackoff is the first wait between attempts, default 500ms; later
 	// waits double, and each is jittered by ±50%.
@@ -308,7 +314,8 @@ func (c *Client) SetAdditionalEmails(ctx context.Context, orderID int64, body []
 
 // ResendDCVEmails resends the domain-control-validation emails of an order:
 // PUT /order/certificate/{orderID}/resend-emails with body sent as is.
-// A retry after a timeout may send the emails twice.
+// A retry after a timeout may send the emails twice. CertCentral accepts it
+// for DV orders only; see ResendDomainDCVEmails for OV and EV orders.
 func (c *Client) ResendDCVEmails(ctx context.Context, orderID int64, body []byte) (Result, error) {
 	return c.put(ctx, EndpointResendEmails, orderID, "/order/certificate/"+strconv.FormatInt(orderID, 10)+"/resend-emails", body)
 }
@@ -320,24 +327,83 @@ func (c *Client) SendCertificateEmail(ctx context.Context, certificateID int64, 
 	return c.put(ctx, EndpointSendEmail, certificateID, "/certificate/"+strconv.FormatInt(certificateID, 10)+"/sendemail", body)
 }
 
-// put is the path shared by the three operations: it sends PUT base+path with
-// body until an attempt succeeds (any 2xx), fails for a reason other than a
-// transient one, or the budget (MaxAttempts, MaxElapsed, ctx) is spent.
-func (c *Client) put(ctx context.Context, endpoint string, id int64, path string, body []byte) (Result, error) {
-	start := time.Now()
-	if id <= 0 {
-		return Result{}, fmt.Errorf("digicert %s: %w: id %d is not positive", endpoint, ErrInvalidRequest, id)
+// ResendDomainDCVEmails resends the domain-control-validation emails of one
+// domain (of an OV or EV order, or submitted for pre-validation):
+// PUT /domain/{domainID}/dcv/emails with body sent as is. A retry after a
+// timeout may send the emails twice.
+func (c *Client) ResendDomainDCVEmails(ctx context.Context, domainID int64, body []byte) (Result, error) {
+	return c.put(ctx, EndpointDomainDCVEmails, domainID, "/domain/"+strconv.FormatInt(domainID, 10)+"/dcv/emails", body)
+}
+
+// OrderValidation reads an order's validation status:
+// GET /order/certificate/{orderID}/validation. It counts against the
+// Limiter and is reported to the Observer like every other call; an answer
+// that is not the JSON object expected (or is over 1 MiB) is an error
+// wrapping ErrBadAnswer.
+func (c *Client) OrderValidation(ctx context.Context, orderID int64) (OrderValidation, Result, error) {
+	var v OrderValidation
+	res, err := c.do(ctx, call{
+		method:   http.MethodGet,
+		endpoint: EndpointOrderValidation,
+		id:       orderID,
+		path:     "/order/certificate/" + strconv.FormatInt(orderID, 10) + "/validation",
+		read:     true,
+		decode: func(body []byte) (err error) {
+			v, err = decodeOrderValidation(body)
+			return err
+		},
+	})
+	if err != nil {
+		return OrderValidation{}, res, err
 	}
-	if !json.Valid(body) {
+	return v, res, nil
+}
+
+// put sends one of the PUT operations.
+func (c *Client) put(ctx context.Context, endpoint string, id int64, path string, body []byte) (Result, error) {
+	return c.do(ctx, call{method: http.MethodPut, endpoint: endpoint, id: id, path: path, body: body})
+}
+
+// call describes one call for do.
+type call struct {
+	method   string
+	endpoint string
+	id       int64
+	path     string
+	body     []byte // sent as is; nil for none (a GET)
+	// read marks a call without effect at DigiCert: an attempt the call's
+	// deadline may cut short is harmless, so retries need no headroom.
+	read bool
+	// decode, when set, reads the body of a 2xx answer (at most 1 MiB); an
+	// answer it cannot read, or a longer one, is an error wrapping
+	// ErrBadAnswer, retried like a transient failure.
+	decode func(body []byte) error
+}
+
+// do is the path shared by every call: it sends cl until an attempt succeeds
+// (a 2xx that cl.decode, if any, could read), fails for a reason other than
+// a transient one, or the budget (MaxAttempts, MaxElapsed, ctx) is spent.
+func (c *Client) do(ctx context.Context, cl call) (Result, error) {
+	start := time.Now()
+	endpoint := cl.endpoint
+	if cl.id <= 0 {
+		return Result{}, fmt.Errorf("digicert %s: %w: id %d is not positive", endpoint, ErrInvalidRequest, cl.id)
+	}
+	if (cl.body != nil || cl.method != http.MethodGet) && !json.Valid(cl.body) {
 		return Result{}, fmt.Errorf("digicert %s: %w: body is not JSON", endpoint, ErrInvalidRequest)
 	}
-	target := c.baseURL + path
 
 	// callCtx carries the call's budget; ctx alone tells the caller's wishes.
 	callCtx, cancel := context.WithTimeout(ctx, c.maxElapsed)
 	defer cancel()
 	deadline, _ := callCtx.Deadline()
+	// headroom is the budget an attempt needs left to be worth sending; a
+	// retry of a read, which an early end cannot harm, needs none.
 	headroom := min(c.timeout, time.Until(deadline)/10)
+	retryHeadroom := headroom
+	if cl.read {
+		retryHeadroom = 0
+	}
 	bo := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(c.initialBackoff),
 		backoff.WithMultiplier(backoffMultiplier),
@@ -358,14 +424,18 @@ func (c *Client) put(ctx context.Context, endpoint string, id int64, path string
 			if err != nil {
 				return Result{}, c.limiterError(ctx, callCtx, endpoint, attempts, lastErr, err)
 			}
-			if time.Until(deadline) < headroom { // the limiter used up the budget
+			need := headroom // a first attempt the limiter kept too long is a wait
+			if attempts > 0 {
+				need = retryHeadroom
+			}
+			if time.Until(deadline) < need { // the limiter used up the budget
 				rel()
 				return Result{}, c.limiterError(ctx, callCtx, endpoint, attempts, lastErr, nil)
 			}
 			release = rel
 		}
 		attempts++
-		status, err := c.attempt(callCtx, endpoint, target, body, attempts)
+		status, err := c.attempt(callCtx, cl, attempts)
 		release()
 		if err == nil {
 			return Result{Status: status, Attempts: attempts, Duration: time.Since(start)}, nil
@@ -382,7 +452,7 @@ func (c *Client) put(ctx context.Context, endpoint string, id int64, path string
 		if wait == backoff.Stop {
 			return Result{}, err
 		}
-		if time.Until(deadline)-wait < headroom {
+		if time.Until(deadline)-wait < retryHeadroom {
 			return Result{}, err // the next attempt could not start, or not finish, in time
 		}
 		timer := time.NewTimer(wait)
@@ -417,17 +487,25 @@ func (c *Client) limiterError(ctx, callCtx context.Context, endpoint string, att
 }
 
 // attempt sends one request and reads its answer. It returns the status of a
-// 2xx answer, an *APIError for any other answer, or a *RequestError when no
-// answer arrived.
-func (c *Client) attempt(ctx context.Context, endpoint, target string, body []byte, attempt int) (int, error) {
+// 2xx answer (decoded by cl.decode, if any), an *APIError for any other
+// answer, or a *RequestError when no answer (or not all of a body to decode)
+// arrived.
+func (c *Client) attempt(ctx context.Context, cl call, attempt int) (int, error) {
+	endpoint := cl.endpoint
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, target, bytes.NewReader(body))
+	var body io.Reader
+	if cl.body != nil {
+		body = bytes.NewReader(cl.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, cl.method, c.baseURL+cl.path, body)
 	if err != nil {
 		return 0, fmt.Errorf("digicert %s: %w: %w", endpoint, ErrInvalidRequest, c.redact.err(err))
 	}
 	req.Header.Set(headerAPIKey, c.apiKey)
-	req.Header.Set("Content-Type", contentTypeJSON)
+	if cl.body != nil {
+		req.Header.Set("Content-Type", contentTypeJSON)
+	}
 	req.Header.Set("Accept", contentTypeJSON)
 	req.Header.Set("User-Agent", c.userAgent)
 
@@ -437,12 +515,28 @@ func (c *Client) attempt(ctx context.Context, endpoint, target string, body []by
 		c.observe(endpoint, 0, time.Since(began))
 		return 0, &RequestError{Endpoint: endpoint, Attempts: attempt, Err: c.redact.err(err)}
 	}
+	ok := resp.StatusCode >= 200 && resp.StatusCode <= 299
+	if ok && cl.decode != nil {
+		data, err := io.ReadAll(io.LimitReader(resp.Body, maxDecodedBody+1))
+		_ = resp.Body.Close()
+		c.observe(endpoint, resp.StatusCode, time.Since(began))
+		switch {
+		case err != nil: // the answer broke off: as if none arrived
+			return 0, &RequestError{Endpoint: endpoint, Attempts: attempt, Err: c.redact.err(err)}
+		case len(data) > maxDecodedBody:
+			return 0, fmt.Errorf("digicert %s: %w: longer than %d bytes", endpoint, ErrBadAnswer, maxDecodedBody)
+		}
+		if err := cl.decode(data); err != nil {
+			return 0, fmt.Errorf("digicert %s: %w: %w", endpoint, ErrBadAnswer, c.redact.err(err))
+		}
+		return resp.StatusCode, nil
+	}
 	// The status decides; the body is best effort, read up to a bound so the
 	// connection can be reused, then closed.
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
 	_ = resp.Body.Close()
 	c.observe(endpoint, resp.StatusCode, time.Since(began))
-	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+	if ok {
 		return resp.StatusCode, nil
 	}
 	return resp.StatusCode, newAPIError(endpoint, resp.StatusCode, data, attempt, c.redact)

@@ -152,6 +152,7 @@ var (
 	setEmails call = (*digicert.Client).SetAdditionalEmails
 	resendDCV call = (*digicert.Client).ResendDCVEmails
 	sendCert  call = (*digicert.Client).SendCertificateEmail
+	domainDCV call = (*digicert.Client).ResendDomainDCVEmails
 )
 
 func TestClient_WireRequest(t *testing.T) {
@@ -208,6 +209,19 @@ func TestClient_WireRequest(t *testing.T) {
 			effect: func(t *testing.T, fake *digicerttest.Server) {
 				if sends := fake.DCVSends(orderID); len(sends) != 1 {
 					t.Errorf("DCVSends = %+v, want one", sends)
+				}
+			},
+		},
+		{
+			name: "resend a domain's DCV emails", call: domainDCV, id: orderID, // the fake's plain order has a domain of its id
+			body:     `{"name_scope":"sub.example.com","locale":"en","email_array":["admin@example.com"]}`,
+			path:     "/services/v2/domain/1001/dcv/emails",
+			endpoint: digicert.EndpointDomainDCVEmails,
+			effect: func(t *testing.T, fake *digicerttest.Server) {
+				sends := fake.DomainDCVSends(orderID)
+				if len(sends) != 1 || sends[0].NameScope != "sub.example.com" || sends[0].Locale != "en" ||
+					!slices.Equal(sends[0].EmailArray, []string{"admin@example.com"}) {
+					t.Errorf("DomainDCVSends = %+v", sends)
 				}
 			},
 		},

@@ -26,6 +26,12 @@ const (
 // JSON. Retrying does not help (ClassPermanent).
 var ErrInvalidRequest = errors.New("invalid request")
 
+// ErrBadAnswer is wrapped by the error of a call whose 2xx answer could not
+// be read as what the endpoint returns (a body that is not the JSON
+// expected, or one too long). A CDN's page answered with 200 during
+// maintenance looks like this; retrying later helps (ClassTransient).
+var ErrBadAnswer = errors.New("unreadable answer")
+
 // errLimiter is wrapped by the error of a call whose Limiter failed.
 var errLimiter = errors.New("rate limiter")
 
@@ -264,7 +270,8 @@ const (
 	ClassPermanent
 	// ClassTransient: retry later. Network errors, timeouts, the caller's
 	// context ending (so the task is redelivered), 408, 5xx, a 406 without
-	// DigiCert errors, and any error this package does not know.
+	// DigiCert errors, a 2xx answer that cannot be read (ErrBadAnswer), and
+	// any error this package does not know.
 	ClassTransient
 	// ClassRateLimited: 429, or the Limiter kept the call from being sent
 	// (RetryAfter says for how long); wait without spending a retry.
@@ -326,9 +333,9 @@ func RetryAfter(err error) (time.Duration, bool) {
 
 // ErrorCode returns a short stable code for logs and the dead-letter stream:
 // DigiCert's first code when there is one ("not_found|order"), else
-// "http_<status>", "invalid_request", "canceled", "rate_limiter", "timeout",
-// "network", or "unknown" for an error this package did not make. It returns
-// "" for nil.
+// "http_<status>", "invalid_request", "bad_answer", "canceled",
+// "rate_limiter", "timeout", "network", or "unknown" for an error this
+// package did not make. It returns "" for nil.
 func ErrorCode(err error) string {
 	if err == nil {
 		return ""
@@ -347,6 +354,8 @@ func ErrorCode(err error) string {
 	switch {
 	case errors.Is(err, ErrInvalidRequest):
 		return "invalid_request"
+	case errors.Is(err, ErrBadAnswer):
+		return "bad_answer"
 	case errors.Is(err, context.Canceled):
 		return "canceled"
 	case errors.Is(err, errLimiter):

@@ -228,6 +228,40 @@ func parseApproval(entry fields) (ApprovalEmail, []errorEntry) {
 	return a, errs
 }
 
+// parseDomainEmails checks a body of PUT /domain/{domain_id}/dcv/emails, in
+// which every field is optional.
+func parseDomainEmails(body []byte) (DomainDCVSend, []errorEntry) {
+	obj, ok := decodeObject(body)
+	if !ok {
+		return DomainDCVSend{}, badFormat()
+	}
+	var send DomainDCVSend
+	var errs []errorEntry
+	if raw, ok := obj.get("name_scope"); ok {
+		name, ok := asString(raw)
+		if !ok || name == "" || strings.ContainsAny(name, " /@") {
+			errs = append(errs, invalid("name_scope", "expected a domain name"))
+		}
+		send.NameScope = name
+	}
+	if raw, ok := obj.get("locale"); ok {
+		locale, ok := asString(raw)
+		if !ok || !validLocale(locale) {
+			errs = append(errs, invalid("locale", "expected a locale such as en or en_US"))
+		}
+		send.Locale = locale
+	}
+	if _, ok := obj.get("email_array"); ok {
+		emails, listErrs := emailList(obj, "email_array", true)
+		errs = append(errs, listErrs...)
+		send.EmailArray = emails
+	}
+	if len(errs) > 0 {
+		return DomainDCVSend{}, errs
+	}
+	return send, nil
+}
+
 // validCollectFormat reports whether s is a certificate_collect_format.
 func validCollectFormat(s string) bool {
 	switch s {

@@ -1,10 +1,14 @@
 // Package digicerttest is a fake DigiCert CertCentral Services API for tests
-// and demos. It serves the three PUT operations certmail performs under
-// /services/v2, checks keys, rate limits, routes and bodies the way
-// CertCentral does, answers with CertCentral's error codes, keeps the effects
-// (stored emails, sent DCV and certificate emails) for tests to inspect, and
-// can misbehave on demand (latency, CDN errors, resets, hangs, scripted
-// answers). Nothing is ever emailed.
+// and demos. It serves the operations certmail performs under /services/v2
+// (the four PUTs and GET /order/certificate/{id}/validation), checks keys,
+// rate limits, routes and bodies the way CertCentral does, answers with
+// CertCentral's error codes, keeps the effects (stored emails, sent DCV and
+// certificate emails) for tests to inspect, and can misbehave on demand
+// (latency, CDN errors, resets, hangs, scripted answers). It models the
+// validation of orders (DV, OV, EV; per domain: id, name scope, method,
+// status) and can approve domains and issue orders, by hand (ApproveDomain,
+// SetOrderStatus) or by a scripted rule (Config.ApproveAfter). Nothing is
+// ever emailed.
 package digicerttest
 
 import (
@@ -41,11 +45,17 @@ type Config struct {
 	// APIKeys are the valid keys; a request with another key or none is
 	// answered 403 access_denied|access_denied_invalid_key.
 	APIKeys []string
-	// AnyIDExists makes every positive order and certificate id exist (demo mode).
+	// AnyIDExists makes every positive order, certificate and domain id
+	// exist (demo mode).
 	AnyIDExists bool
-	// Missing lists order and certificate ids that do not exist even with
-	// AnyIDExists (a demo's way to show a 404).
+	// Missing lists order, certificate and domain ids that do not exist even
+	// with AnyIDExists (a demo's way to show a 404).
 	Missing []int64
+	// ApproveAfter, when positive, approves a domain once that many DCV
+	// resends reached it (through its order or its own endpoint), as if its
+	// owner had answered the last one; an order whose domains are all
+	// approved is issued. 0 never approves by itself.
+	ApproveAfter int
 	// RateLimits are rolling windows counted per valid key (DigiCert: 100/5s
 	// and 1000/3m); none means unlimited. Windows with a limit or period that
 	// is not positive are ignored.
@@ -122,6 +132,9 @@ type Server struct {
 	failNext     []failure
 	orders       map[int64]bool
 	certificates map[int64]bool
+	approveAfter int
+	models       map[int64]*Order // orders whose validation is modelled, by id
+	domainOrder  map[int64]int64  // domain id → its modelled order's id, 0 for a domain on its own
 	requests     []*record
 	gen          uint64 // incremented by Reset
 	total        int
@@ -130,6 +143,8 @@ type Server struct {
 	additional   map[int64][]string
 	dcvSends     map[int64][]DCVSend
 	certSends    map[int64][]CertSend
+	domainSends  map[int64][]DomainDCVSend
+	resends      map[int64]int // DCV resends that reached each domain
 }
 
 // New returns a fake configured by cfg. Orders and certificates are added
@@ -144,6 +159,9 @@ func New(cfg Config) *Server {
 		blockFor:     cfg.BlockFor,
 		orders:       map[int64]bool{},
 		certificates: map[int64]bool{},
+		approveAfter: cfg.ApproveAfter,
+		models:       map[int64]*Order{},
+		domainOrder:  map[int64]int64{},
 	}
 	if s.clock == nil {
 		s.clock = time.Now
@@ -275,9 +293,10 @@ func (s *Server) FailPath(path string, n int, status int, body, contentType stri
 	s.failNext = append(s.failNext, failure{path: path, remaining: n, status: status, body: body, contentType: contentType})
 }
 
-// Reset forgets recorded requests and counts, effects, rate-limit usage and
-// blocks, and pending FailNext answers. Keys, windows, faults and known orders
-// and certificates are kept.
+// Reset forgets recorded requests and counts, effects (the resends counted
+// for ApproveAfter too), rate-limit usage and blocks, and pending FailNext
+// answers. Keys, windows, faults and known orders (with their validation
+// state as it is now), certificates and domains are kept.
 func (s *Server) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -295,6 +314,8 @@ func (s *Server) resetState() {
 	s.additional = map[int64][]string{}
 	s.dcvSends = map[int64][]DCVSend{}
 	s.certSends = map[int64][]CertSend{}
+	s.domainSends = map[int64][]DomainDCVSend{}
+	s.resends = map[int64]int{}
 }
 
 // answer is a response decided by the handler.
@@ -463,9 +484,9 @@ func (s *Server) process(r *http.Request, rec *record, body []byte, readErr erro
 	if !ok {
 		return apiError(http.StatusNotFound, "not_found|route", "The requested route was not found.")
 	}
-	if r.Method != http.MethodPut {
+	if r.Method != rt.method() {
 		a := apiError(http.StatusMethodNotAllowed, "method_not_allowed", "Method "+r.Method+" is not allowed on this route.")
-		a.allow = http.MethodPut
+		a.allow = rt.method()
 		return a
 	}
 	id, ok := parseID(idText)
@@ -480,6 +501,15 @@ func (s *Server) process(r *http.Request, rec *record, body []byte, readErr erro
 		return apiError(http.StatusBadRequest, "bad_request_format", "The request body could not be read.")
 	}
 	switch rt {
+	case routeValidation:
+		return s.validation(id)
+	case routeDomainEmails:
+		send, errs := parseDomainEmails(body)
+		if len(errs) > 0 {
+			return errorsAnswer(http.StatusBadRequest, errs)
+		}
+		send.DomainID = id
+		return s.resendDomainEmails(send)
 	case routeAdditionalEmails:
 		emails, errs := parseAdditionalEmails(body)
 		if len(errs) > 0 {
@@ -547,17 +577,27 @@ func (s *Server) admit(key string) bool {
 	return true
 }
 
-// route is one of the three operations.
+// route is one of the operations served.
 type route int
 
 const (
 	routeAdditionalEmails route = iota + 1
 	routeResendEmails
 	routeSendEmail
+	routeDomainEmails
+	routeValidation
 )
 
-// parseRoute matches a path against the three routes and returns the text of
-// its id segment.
+// method returns the one method a route takes.
+func (rt route) method() string {
+	if rt == routeValidation {
+		return http.MethodGet
+	}
+	return http.MethodPut
+}
+
+// parseRoute matches a path against the routes and returns the text of its
+// id segment.
 func parseRoute(path string) (route, string, bool) {
 	rest, ok := strings.CutPrefix(path, basePath+"/")
 	if !ok {
@@ -571,6 +611,10 @@ func parseRoute(path string) (route, string, bool) {
 		return routeResendEmails, parts[2], true
 	case len(parts) == 3 && parts[0] == "certificate" && parts[2] == "sendemail":
 		return routeSendEmail, parts[1], true
+	case len(parts) == 4 && parts[0] == "domain" && parts[2] == "dcv" && parts[3] == "emails":
+		return routeDomainEmails, parts[1], true
+	case len(parts) == 4 && parts[0] == "order" && parts[1] == "certificate" && parts[3] == "validation":
+		return routeValidation, parts[2], true
 	}
 	return 0, "", false
 }
@@ -591,7 +635,7 @@ func parseID(text string) (int64, bool) {
 
 // orderExists needs s.mu held.
 func (s *Server) orderExists(id int64) bool {
-	return id > 0 && (s.anyID || s.orders[id]) && !s.missing[id]
+	return id > 0 && (s.anyID || s.orders[id] || s.models[id] != nil) && !s.missing[id]
 }
 
 // certificateExists needs s.mu held.
@@ -610,15 +654,20 @@ func (s *Server) setAdditionalEmails(orderID int64, emails []string) answer {
 	return answer{status: http.StatusNoContent}
 }
 
-// resendEmails records a DCV resend of an order.
+// resendEmails records a DCV resend of an order; CertCentral takes it for DV
+// orders only.
 func (s *Server) resendEmails(send DCVSend) answer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.orderExists(send.OrderID) {
 		return orderNotFound()
 	}
+	if m := s.models[send.OrderID]; m != nil && m.Type != OrderDV {
+		return notDVOrder()
+	}
 	send.At = s.clock()
 	s.dcvSends[send.OrderID] = append(s.dcvSends[send.OrderID], send)
+	s.countOrderResend(send.OrderID)
 	return answer{status: http.StatusNoContent}
 }
 

@@ -21,6 +21,15 @@ type DCVSend struct {
 	At                   time.Time
 }
 
+// DomainDCVSend is one accepted PUT /domain/{domain_id}/dcv/emails request.
+type DomainDCVSend struct {
+	DomainID   int64
+	NameScope  string
+	Locale     string
+	EmailArray []string
+	At         time.Time
+}
+
 // CertSend is one accepted sendemail request.
 type CertSend struct {
 	CertificateID int64
@@ -92,6 +101,19 @@ func (s *Server) CertSends(certificateID int64) []CertSend {
 	out := make([]CertSend, len(s.certSends[certificateID]))
 	for i, send := range s.certSends[certificateID] {
 		send.Emails = slices.Clone(send.Emails)
+		out[i] = send
+	}
+	return out
+}
+
+// DomainDCVSends returns the accepted DCV resends of a domain through its own
+// endpoint, oldest first.
+func (s *Server) DomainDCVSends(domainID int64) []DomainDCVSend {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]DomainDCVSend, len(s.domainSends[domainID]))
+	for i, send := range s.domainSends[domainID] {
+		send.EmailArray = slices.Clone(send.EmailArray)
 		out[i] = send
 	}
 	return out

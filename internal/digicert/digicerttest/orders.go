@@ -1,0 +1,305 @@
+package digicerttest
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+)
+
+// Order types the fake models.
+const (
+	OrderDV = "dv" // domain validated: DCV emails are resent through the order
+	OrderOV = "ov" // organization validated: DCV emails are resent per domain
+	OrderEV = "ev" // extended validation: as OV
+)
+
+// Validation states, as CertCentral reports them.
+const (
+	StatusPending  = "pending"  // an order or a domain waiting for validation
+	StatusApproved = "approved" // a validated domain
+	StatusIssued   = "issued"   // an order whose certificate was issued
+	MethodEmail    = "email"    // a domain validated by email
+)
+
+// Domain is one domain of an order and the state of its validation.
+type Domain struct {
+	ID        int64
+	NameScope string   // the FQDN tied to the domain id
+	Method    string   // MethodEmail when empty; also "dns-txt-token", "http-token", ...
+	Status    string   // StatusPending when empty, or StatusApproved
+	DNSNames  []string // the order's names it covers; [NameScope] when empty
+}
+
+// Order is an order and the state of its validation.
+type Order struct {
+	ID      int64
+	Type    string // OrderDV when empty, OrderOV or OrderEV
+	Status  string // StatusPending when empty; StatusIssued, "rejected", "canceled", ...
+	Domains []Domain
+}
+
+// clone returns a deep copy of o.
+func (o Order) clone() Order {
+	o.Domains = slices.Clone(o.Domains)
+	for i := range o.Domains {
+		o.Domains[i].DNSNames = slices.Clone(o.Domains[i].DNSNames)
+	}
+	return o
+}
+
+// withDefaults fills in the documented defaults.
+func (o Order) withDefaults() Order {
+	if o.Type == "" {
+		o.Type = OrderDV
+	}
+	if o.Status == "" {
+		o.Status = StatusPending
+	}
+	for i := range o.Domains {
+		d := &o.Domains[i]
+		if d.Method == "" {
+			d.Method = MethodEmail
+		}
+		if d.Status == "" {
+			d.Status = StatusPending
+		}
+		if len(d.DNSNames) == 0 && d.NameScope != "" {
+			d.DNSNames = []string{d.NameScope}
+		}
+	}
+	return o
+}
+
+// syntheticOrder is the order the fake reports for an id known without a
+// model (AddOrder, AnyIDExists): a pending DV order with one domain, whose
+// id is the order's, waiting for validation by email.
+func syntheticOrder(id int64) Order {
+	name := "order" + strconv.FormatInt(id, 10) + ".example.com"
+	return Order{ID: id, Domains: []Domain{{ID: id, NameScope: name}}}.withDefaults()
+}
+
+// SetOrder adds or replaces an order with its validation state (the
+// defaults of Order and Domain filled in). Its domains become known to
+// PUT /domain/{domain_id}/dcv/emails.
+func (s *Server) SetOrder(o Order) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setOrder(o.clone().withDefaults())
+}
+
+// setOrder needs s.mu held.
+func (s *Server) setOrder(o Order) {
+	if old := s.models[o.ID]; old != nil {
+		for _, d := range old.Domains {
+			delete(s.domainOrder, d.ID)
+		}
+	}
+	s.models[o.ID] = &o
+	for _, d := range o.Domains {
+		s.domainOrder[d.ID] = o.ID
+	}
+}
+
+// AddDomain makes domains known that belong to no order (submitted for
+// pre-validation).
+func (s *Server) AddDomain(ids ...int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		if _, ok := s.domainOrder[id]; !ok {
+			s.domainOrder[id] = 0
+		}
+	}
+}
+
+// Order returns an order's validation state as GET .../validation reports
+// it, and false for an order that does not exist.
+func (s *Server) Order(id int64) (Order, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.orderExists(id) {
+		return Order{}, false
+	}
+	return s.model(id).clone(), true
+}
+
+// model returns the order's model, the synthetic one for an order known
+// without; it needs s.mu held and the order to exist.
+func (s *Server) model(id int64) *Order {
+	if m := s.models[id]; m != nil {
+		return m
+	}
+	o := syntheticOrder(id)
+	return &o
+}
+
+// materialize makes the synthetic model of an existing order a stored one,
+// so that changes to it last; it needs s.mu held.
+func (s *Server) materialize(id int64) *Order {
+	if m := s.models[id]; m != nil {
+		return m
+	}
+	s.setOrder(syntheticOrder(id))
+	return s.models[id]
+}
+
+// ApproveDomain approves a domain, as its owner answering a DCV email
+// would; an order whose domains are then all approved is issued. It
+// reports false for a domain of no known order.
+func (s *Server) ApproveDomain(domainID int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	orderID, ok := s.domainOrder[domainID]
+	switch {
+	case ok && orderID == 0:
+		return true // a domain on its own: nothing else to change
+	case !ok && s.orderExists(domainID) && s.models[domainID] == nil:
+		orderID = domainID // the synthetic order's domain
+		s.materialize(orderID)
+	case !ok:
+		return false
+	}
+	s.approve(s.models[orderID], domainID)
+	return true
+}
+
+// SetOrderStatus sets an order's status (StatusIssued, "rejected",
+// "canceled", or StatusPending again); false for an unknown order.
+func (s *Server) SetOrderStatus(orderID int64, status string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.orderExists(orderID) {
+		return false
+	}
+	s.materialize(orderID).Status = status
+	return true
+}
+
+// approve approves one domain of m and issues m once every domain is
+// approved; it needs s.mu held.
+func (s *Server) approve(m *Order, domainID int64) {
+	all := true
+	for i := range m.Domains {
+		if m.Domains[i].ID == domainID {
+			m.Domains[i].Status = StatusApproved
+		}
+		all = all && m.Domains[i].Status == StatusApproved
+	}
+	if all && m.Status == StatusPending {
+		m.Status = StatusIssued
+	}
+}
+
+// countOrderResend counts a resend through the order for each of its
+// pending domains (ApproveAfter); it needs s.mu held.
+func (s *Server) countOrderResend(orderID int64) {
+	if s.approveAfter <= 0 {
+		return
+	}
+	m := s.materialize(orderID)
+	for _, d := range slices.Clone(m.Domains) {
+		if d.Status == StatusPending {
+			s.countDomainResend(d.ID)
+		}
+	}
+}
+
+// countDomainResend counts one resend that reached a domain and approves it
+// at ApproveAfter; it needs s.mu held.
+func (s *Server) countDomainResend(domainID int64) {
+	if s.approveAfter <= 0 {
+		return
+	}
+	s.resends[domainID]++
+	if s.resends[domainID] < s.approveAfter {
+		return
+	}
+	if orderID := s.domainOrder[domainID]; orderID != 0 {
+		s.approve(s.models[orderID], domainID)
+	}
+}
+
+// domainExists needs s.mu held.
+func (s *Server) domainExists(id int64) bool {
+	if id <= 0 || s.missing[id] {
+		return false
+	}
+	_, known := s.domainOrder[id]
+	return known || s.anyID || s.orders[id] && s.models[id] == nil
+}
+
+// resendDomainEmails records a DCV resend of one domain.
+func (s *Server) resendDomainEmails(send DomainDCVSend) answer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.domainExists(send.DomainID) {
+		// [assumption] CertCentral's code for an unknown domain id is not
+		// documented; not_found|domain follows not_found|order.
+		return apiError(http.StatusNotFound, "not_found|domain", "Domain not found.")
+	}
+	if _, known := s.domainOrder[send.DomainID]; !known && s.approveAfter > 0 && s.orderExists(send.DomainID) {
+		s.materialize(send.DomainID) // the synthetic order's domain, so that its approval lasts
+	}
+	send.At = s.clock()
+	s.domainSends[send.DomainID] = append(s.domainSends[send.DomainID], send)
+	s.countDomainResend(send.DomainID)
+	return answer{status: http.StatusNoContent}
+}
+
+// validation answers GET /order/certificate/{id}/validation with ids as
+// strings, as CertCentral's documented example does.
+func (s *Server) validation(orderID int64) answer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.orderExists(orderID) {
+		return orderNotFound()
+	}
+	m := s.model(orderID)
+	type dnsName struct {
+		DomainID  string   `json:"domain_id"`
+		NameScope string   `json:"name_scope"`
+		Status    string   `json:"status"`
+		Method    string   `json:"method"`
+		DNSNames  []string `json:"dns_names"`
+	}
+	type orgValidation struct {
+		Type   string `json:"type"`
+		Status string `json:"status"`
+	}
+	doc := struct {
+		OrderID         string          `json:"order_id"`
+		OrderStatus     string          `json:"order_status"`
+		OrderDCVMethod  string          `json:"order_dcv_method"`
+		OrgValidations  []orgValidation `json:"organization_validations,omitempty"`
+		NameValidations []dnsName       `json:"dns_name_validations"`
+	}{OrderID: strconv.FormatInt(m.ID, 10), OrderStatus: m.Status, OrderDCVMethod: MethodEmail, NameValidations: []dnsName{}}
+	if m.Type != OrderDV {
+		status := StatusPending
+		if m.Status == StatusIssued {
+			status = "completed"
+		}
+		doc.OrgValidations = []orgValidation{{Type: m.Type, Status: status}}
+	}
+	for i, d := range m.Domains {
+		if i == 0 {
+			doc.OrderDCVMethod = d.Method
+		}
+		doc.NameValidations = append(doc.NameValidations, dnsName{DomainID: strconv.FormatInt(d.ID, 10),
+			NameScope: d.NameScope, Status: d.Status, Method: d.Method, DNSNames: slices.Clone(d.DNSNames)})
+	}
+	body, err := json.Marshal(doc)
+	if err != nil { // cannot happen for these types; answer something honest anyway
+		return answer{status: http.StatusInternalServerError}
+	}
+	return answer{status: http.StatusOK, body: body, contentType: "application/json"}
+}
+
+// notDVOrder is the answer of the order's resend endpoint for an OV or EV
+// order. [assumption] CertCentral documents that the endpoint is for DV
+// orders only, but not the error another order gets: a 400 with this code
+// stands in for it, and certmail treats it as permanent, as every 400.
+func notDVOrder() answer {
+	return apiError(http.StatusBadRequest, "invalid_order_type|dv_only",
+		"DCV emails of an OV or EV order are resent per domain: PUT /domain/{domain_id}/dcv/emails.")
+}

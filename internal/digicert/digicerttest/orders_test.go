@@ -1,0 +1,290 @@
+package digicerttest_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"testing"
+
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+)
+
+func validationURL(base string, id any) string {
+	return fmt.Sprintf("%s/order/certificate/%v/validation", base, id)
+}
+
+func domainURL(base string, id any) string {
+	return fmt.Sprintf("%s/domain/%v/dcv/emails", base, id)
+}
+
+// validationDoc is the validation answer as a test reads it: ids stay raw
+// so that their JSON type can be checked.
+type validationDoc struct {
+	OrderID         json.RawMessage   `json:"order_id"`
+	OrderStatus     string            `json:"order_status"`
+	OrderDCVMethod  string            `json:"order_dcv_method"`
+	OrgValidations  []json.RawMessage `json:"organization_validations"`
+	NameValidations []struct {
+		DomainID  json.RawMessage `json:"domain_id"`
+		NameScope string          `json:"name_scope"`
+		Status    string          `json:"status"`
+		Method    string          `json:"method"`
+		DNSNames  []string        `json:"dns_names"`
+	} `json:"dns_name_validations"`
+}
+
+func readValidation(t *testing.T, base string, id any) validationDoc {
+	t.Helper()
+	resp := send(t, http.MethodGet, validationURL(base, id), testKey, "")
+	if resp.status != http.StatusOK || resp.contentType != "application/json" {
+		t.Fatalf("GET validation: %d %s %s", resp.status, resp.contentType, resp.body)
+	}
+	var doc validationDoc
+	if err := json.Unmarshal(resp.body, &doc); err != nil {
+		t.Fatalf("validation %s: %v", resp.body, err)
+	}
+	return doc
+}
+
+// ovOrder is an OV order with two domains: one waiting for email, one for a
+// DNS token.
+var ovOrder = digicerttest.Order{ID: 3001, Type: digicerttest.OrderOV, Domains: []digicerttest.Domain{
+	{ID: 41, NameScope: "example.com", DNSNames: []string{"example.com", "www.example.com"}},
+	{ID: 42, NameScope: "example.org", Method: "dns-txt-token"},
+}}
+
+func TestServer_Validation(t *testing.T) {
+	t.Parallel()
+	b := setup(t, digicerttest.Config{Missing: []int64{missingID}})
+	b.fake.SetOrder(ovOrder)
+	b.fake.SetOrder(digicerttest.Order{ID: 3002, Type: digicerttest.OrderEV, Status: "canceled",
+		Domains: []digicerttest.Domain{{ID: 51, NameScope: "example.net", Status: digicerttest.StatusApproved}}})
+
+	ov := readValidation(t, b.base, 3001)
+	if string(ov.OrderID) != `"3001"` || ov.OrderStatus != "pending" || ov.OrderDCVMethod != "email" || len(ov.OrgValidations) != 1 {
+		t.Errorf("OV order: %+v", ov)
+	}
+	if len(ov.NameValidations) != 2 {
+		t.Fatalf("OV order domains: %+v", ov.NameValidations)
+	}
+	d := ov.NameValidations[0]
+	if string(d.DomainID) != `"41"` || d.NameScope != "example.com" || d.Status != "pending" || d.Method != "email" ||
+		!slices.Equal(d.DNSNames, []string{"example.com", "www.example.com"}) {
+		t.Errorf("first domain %+v", d)
+	}
+	if d := ov.NameValidations[1]; string(d.DomainID) != `"42"` || d.Method != "dns-txt-token" || !slices.Equal(d.DNSNames, []string{"example.org"}) {
+		t.Errorf("second domain %+v", d)
+	}
+	ev := readValidation(t, b.base, 3002)
+	if ev.OrderStatus != "canceled" || len(ev.OrgValidations) != 1 || ev.NameValidations[0].Status != "approved" {
+		t.Errorf("EV order: %+v", ev)
+	}
+	// An order known without a model is a pending DV order with one domain.
+	dv := readValidation(t, b.base, orderID)
+	if dv.OrderStatus != "pending" || dv.OrgValidations != nil || len(dv.NameValidations) != 1 ||
+		string(dv.NameValidations[0].DomainID) != `"1001"` || dv.NameValidations[0].Method != "email" {
+		t.Errorf("plain order: %+v", dv)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(send(t, http.MethodGet, validationURL(b.base, orderID), testKey, "").body, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if _, present := raw["organization_validations"]; present {
+		t.Error("a DV order's answer has organization_validations")
+	}
+
+	for _, tt := range []struct {
+		name, method, url string
+		status            int
+		codes             []string
+		allow             string
+	}{
+		{"unknown order", http.MethodGet, validationURL(b.base, 42), 404, []string{"not_found|order"}, ""},
+		{"certificate id", http.MethodGet, validationURL(b.base, certID), 404, []string{"not_found|order"}, ""},
+		{"PUT", http.MethodPut, validationURL(b.base, orderID), 405, []string{"method_not_allowed"}, "GET"},
+		{"GET on a PUT route", http.MethodGet, domainURL(b.base, 41), 405, []string{"method_not_allowed"}, "PUT"},
+	} {
+		resp := send(t, tt.method, tt.url, testKey, "")
+		if resp.status != tt.status || !slices.Equal(resp.codes(t), tt.codes) || resp.allow != tt.allow {
+			t.Errorf("%s: %d %s (Allow %q), want %d %v", tt.name, resp.status, resp.body, resp.allow, tt.status, tt.codes)
+		}
+	}
+	if resp := send(t, http.MethodGet, validationURL(b.base, 1), otherKey, ""); resp.status != 403 {
+		t.Errorf("wrong key: %d", resp.status)
+	}
+}
+
+func TestServer_ValidationInDemoMode(t *testing.T) {
+	t.Parallel()
+	b := setup(t, digicerttest.Config{AnyIDExists: true, Missing: []int64{missingID}})
+	if doc := readValidation(t, b.base, 777); doc.OrderStatus != "pending" || len(doc.NameValidations) != 1 {
+		t.Errorf("any order: %+v", doc)
+	}
+	if resp := send(t, http.MethodGet, validationURL(b.base, missingID), testKey, ""); resp.status != 404 {
+		t.Errorf("missing order: %d", resp.status)
+	}
+	if resp := send(t, http.MethodPut, domainURL(b.base, 555), testKey, `{}`); resp.status != 204 {
+		t.Errorf("any domain: %d %s", resp.status, resp.body)
+	}
+	if resp := send(t, http.MethodPut, domainURL(b.base, missingID), testKey, `{}`); resp.status != 404 || !slices.Equal(resp.codes(t), []string{"not_found|domain"}) {
+		t.Errorf("missing domain: %d %s", resp.status, resp.body)
+	}
+}
+
+func TestServer_DomainEmails(t *testing.T) {
+	t.Parallel()
+	at := newFakeClock()
+	b := setup(t, digicerttest.Config{Clock: at.Now})
+	b.fake.SetOrder(ovOrder)
+	b.fake.AddDomain(77)
+
+	body := `{"name_scope":"www.example.com","locale":"de_DE","email_array":["admin@example.com","hostmaster@example.com"]}`
+	if resp := send(t, http.MethodPut, domainURL(b.base, 41), testKey, body); resp.status != 204 || len(resp.body) != 0 {
+		t.Fatalf("resend: %d %s", resp.status, resp.body)
+	}
+	want := digicerttest.DomainDCVSend{DomainID: 41, NameScope: "www.example.com", Locale: "de_DE",
+		EmailArray: []string{"admin@example.com", "hostmaster@example.com"}, At: at.Now()}
+	got := b.fake.DomainDCVSends(41)
+	if len(got) != 1 || got[0].DomainID != want.DomainID || got[0].NameScope != want.NameScope || got[0].Locale != want.Locale ||
+		!slices.Equal(got[0].EmailArray, want.EmailArray) || !got[0].At.Equal(want.At) {
+		t.Errorf("DomainDCVSends = %+v, want [%+v]", got, want)
+	}
+	got[0].EmailArray[0] = "changed"
+	if b.fake.DomainDCVSends(41)[0].EmailArray[0] != "admin@example.com" {
+		t.Error("DomainDCVSends returned the fake's own slice")
+	}
+	for _, id := range []int64{42, 77, orderID} { // another domain, one on its own, a plain order's
+		if resp := send(t, http.MethodPut, domainURL(b.base, id), testKey, `{}`); resp.status != 204 {
+			t.Errorf("domain %d: %d %s", id, resp.status, resp.body)
+		}
+	}
+	if len(b.fake.DomainDCVSends(77)) != 1 || len(b.fake.DCVSends(3001)) != 0 {
+		t.Error("domain sends recorded in the wrong place")
+	}
+
+	for _, tt := range []struct {
+		name string
+		id   any
+		body string
+		code []string
+		st   int
+	}{
+		{"unknown domain", 43, `{}`, []string{"not_found|domain"}, 404},
+		{"not an id", "abc", `{}`, []string{"not_found|route"}, 404},
+		{"not JSON", 41, `{`, []string{"bad_request_format"}, 400},
+		{"name scope not a string", 41, `{"name_scope":5}`, []string{"invalid_value:name_scope"}, 400},
+		{"bad locale", 41, `{"locale":"english"}`, []string{"invalid_value:locale"}, 400},
+		{"bad address", 41, `{"email_array":["Jill <j@example.com>"]}`, []string{"invalid_value:email_array"}, 400},
+		{"emails not a list", 41, `{"email_array":"admin@example.com"}`, []string{"invalid_value:email_array"}, 400},
+	} {
+		before := len(b.fake.DomainDCVSends(41))
+		resp := send(t, http.MethodPut, domainURL(b.base, tt.id), testKey, tt.body)
+		if resp.status != tt.st || !slices.Equal(resp.codes(t), tt.code) {
+			t.Errorf("%s: %d %s, want %d %v", tt.name, resp.status, resp.body, tt.st, tt.code)
+		}
+		if len(b.fake.DomainDCVSends(41)) != before {
+			t.Errorf("%s: a refused request had an effect", tt.name)
+		}
+	}
+}
+
+// The order's resend endpoint is for DV orders: an OV or EV order gets the
+// fake's stand-in error [assumption], and nothing is sent.
+func TestServer_OrderResendIsForDVOrdersOnly(t *testing.T) {
+	t.Parallel()
+	b := setup(t, digicerttest.Config{})
+	b.fake.SetOrder(ovOrder)
+	b.fake.SetOrder(digicerttest.Order{ID: 3002, Type: digicerttest.OrderEV, Domains: []digicerttest.Domain{{ID: 51, NameScope: "example.net"}}})
+	b.fake.SetOrder(digicerttest.Order{ID: 3003, Domains: []digicerttest.Domain{{ID: 61, NameScope: "example.info"}}})
+	for _, id := range []int64{3001, 3002} {
+		resp := send(t, http.MethodPut, resendURL(b.base, id), testKey, `{}`)
+		if resp.status != 400 || !slices.Equal(resp.codes(t), []string{"invalid_order_type|dv_only"}) {
+			t.Errorf("order %d: %d %s", id, resp.status, resp.body)
+		}
+		if len(b.fake.DCVSends(id)) != 0 {
+			t.Errorf("order %d: a refused resend was recorded", id)
+		}
+	}
+	if resp := send(t, http.MethodPut, resendURL(b.base, 3003), testKey, `{}`); resp.status != 204 || len(b.fake.DCVSends(3003)) != 1 {
+		t.Errorf("DV order: %d %s", resp.status, resp.body)
+	}
+}
+
+func TestServer_ApproveAndIssue(t *testing.T) {
+	t.Parallel()
+	b := setup(t, digicerttest.Config{})
+	two := digicerttest.Order{ID: 3004, Type: digicerttest.OrderOV, Domains: []digicerttest.Domain{
+		{ID: 71, NameScope: "a.example.com"}, {ID: 72, NameScope: "b.example.com"}}}
+	b.fake.SetOrder(two)
+	two.Domains[0].NameScope = "changed.example.com"
+	if o, _ := b.fake.Order(3004); o.Domains[0].NameScope != "a.example.com" {
+		t.Error("SetOrder kept the caller's slice")
+	}
+	if !b.fake.ApproveDomain(71) {
+		t.Fatal("ApproveDomain(71) = false")
+	}
+	doc := readValidation(t, b.base, 3004)
+	if doc.OrderStatus != "pending" || doc.NameValidations[0].Status != "approved" || doc.NameValidations[1].Status != "pending" {
+		t.Errorf("partly approved: %+v", doc)
+	}
+	b.fake.ApproveDomain(72)
+	if o, ok := b.fake.Order(3004); !ok || o.Status != "issued" {
+		t.Errorf("all approved: %+v %t, want issued", o, ok)
+	}
+	if b.fake.ApproveDomain(999) || b.fake.SetOrderStatus(999, "issued") {
+		t.Error("approving an unknown domain or issuing an unknown order succeeded")
+	}
+	// A plain order: its synthetic domain shares its id.
+	if !b.fake.ApproveDomain(orderID) || readValidation(t, b.base, orderID).OrderStatus != "issued" {
+		t.Error("the plain order's domain approval did not issue it")
+	}
+	if !b.fake.SetOrderStatus(3004, "canceled") || readValidation(t, b.base, 3004).OrderStatus != "canceled" {
+		t.Error("SetOrderStatus did not show")
+	}
+}
+
+// ApproveAfter approves a domain once that many resends reached it, through
+// the order or its own endpoint; the order is issued when all are approved.
+func TestServer_ApproveAfter(t *testing.T) {
+	t.Parallel()
+	b := setup(t, digicerttest.Config{ApproveAfter: 2})
+	b.fake.SetOrder(digicerttest.Order{ID: 3005, Type: digicerttest.OrderEV, Domains: []digicerttest.Domain{
+		{ID: 81, NameScope: "a.example.com"}, {ID: 82, NameScope: "b.example.com"}}})
+	status := func(id int64) (string, []string) {
+		doc := readValidation(t, b.base, id)
+		var ds []string
+		for _, d := range doc.NameValidations {
+			ds = append(ds, d.Status)
+		}
+		return doc.OrderStatus, ds
+	}
+	send(t, http.MethodPut, domainURL(b.base, 81), testKey, `{}`)
+	if o, ds := status(3005); o != "pending" || !slices.Equal(ds, []string{"pending", "pending"}) {
+		t.Errorf("after one resend: %s %v", o, ds)
+	}
+	send(t, http.MethodPut, domainURL(b.base, 81), testKey, `{}`)
+	if o, ds := status(3005); o != "pending" || !slices.Equal(ds, []string{"approved", "pending"}) {
+		t.Errorf("after two resends of one domain: %s %v", o, ds)
+	}
+	send(t, http.MethodPut, domainURL(b.base, 82), testKey, `{}`)
+	send(t, http.MethodPut, domainURL(b.base, 82), testKey, `{}`)
+	if o, _ := status(3005); o != "issued" {
+		t.Errorf("after both domains: %s, want issued", o)
+	}
+	// A plain DV order, resent through the order.
+	for range 2 {
+		if o, _ := status(orderID); o != "pending" {
+			t.Fatalf("plain order issued too early: %s", o)
+		}
+		send(t, http.MethodPut, resendURL(b.base, orderID), testKey, `{}`)
+	}
+	if o, _ := status(orderID); o != "issued" {
+		t.Errorf("plain order after two resends: %s, want issued", o)
+	}
+	// Reset forgets the counts, not the state.
+	b.fake.Reset()
+	if o, _ := status(3005); o != "issued" {
+		t.Errorf("after Reset: %s", o)
+	}
+}

@@ -1,0 +1,172 @@
+package digicert
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+)
+
+// Order and domain validation states CertCentral reports.
+const (
+	// StatusPending is the order_status of an order waiting for validation,
+	// and the status of a domain not validated yet.
+	StatusPending = "pending"
+	// MethodEmail is the method of a domain validated by email.
+	MethodEmail = "email"
+)
+
+// OrderValidation is what certmail reads of
+// GET /order/certificate/{order_id}/validation. Unknown fields are ignored;
+// ids may come as JSON strings or numbers.
+type OrderValidation struct {
+	OrderID     int64
+	OrderStatus string // "pending" while waiting for validation; "issued", "rejected", "canceled", ...
+	DCVMethod   string // order_dcv_method
+	// OrganizationValidations counts the entries of organization_validations,
+	// which CertCentral sends for OV and EV orders only.
+	OrganizationValidations int
+	DNSNameValidations      []DNSNameValidation
+}
+
+// DV reports whether the order is a DV order, whose DCV emails are resent
+// through the order (PUT /order/certificate/{id}/resend-emails):
+// organization_validations absent, null or empty [assumption: an empty list
+// is read as a DV order's].
+func (v OrderValidation) DV() bool { return v.OrganizationValidations == 0 }
+
+// Pending reports whether the order still waits for validation.
+func (v OrderValidation) Pending() bool { return strings.EqualFold(v.OrderStatus, StatusPending) }
+
+// PendingEmailDomains returns the domains that wait for validation by email,
+// in the answer's order, each domain id once.
+func (v OrderValidation) PendingEmailDomains() []DNSNameValidation {
+	var out []DNSNameValidation
+	seen := map[int64]bool{}
+	for _, d := range v.DNSNameValidations {
+		if !d.PendingEmail() || seen[d.DomainID] {
+			continue
+		}
+		seen[d.DomainID] = true
+		out = append(out, d)
+	}
+	return out
+}
+
+// DNSNameValidation is one entry of dns_name_validations: a domain of the
+// order and how far its validation is.
+type DNSNameValidation struct {
+	DomainID      int64 // 0 when the answer gave none that reads as a positive integer
+	NameScope     string
+	ApprovalScope string
+	Status        string // "approved" or "pending"
+	Method        string // "email", "dns-txt-token", "http-token", ...
+	DNSNames      []string
+}
+
+// PendingEmail reports whether the domain waits for validation by email.
+func (d DNSNameValidation) PendingEmail() bool {
+	return strings.EqualFold(d.Status, StatusPending) && strings.EqualFold(d.Method, MethodEmail)
+}
+
+// flexID is an id CertCentral sends as a JSON string ("1234") or number
+// (1234); anything else reads as 0, left for the caller to judge.
+type flexID int64
+
+// UnmarshalJSON implements json.Unmarshaler; it never fails.
+func (f *flexID) UnmarshalJSON(b []byte) error {
+	*f = 0
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if json.Unmarshal(b, &s) != nil {
+			return nil
+		}
+		b = []byte(strings.TrimSpace(s))
+	}
+	if n, err := strconv.ParseInt(string(b), 10, 64); err == nil && n > 0 {
+		*f = flexID(n)
+	}
+	return nil
+}
+
+// flexText is a string field that tolerates a number or null in its place.
+type flexText string
+
+// UnmarshalJSON implements json.Unmarshaler; it never fails.
+func (f *flexText) UnmarshalJSON(b []byte) error {
+	*f = ""
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		*f = flexText(s)
+		return nil
+	}
+	if b = bytes.TrimSpace(b); len(b) > 0 && (b[0] == '-' || b[0] >= '0' && b[0] <= '9') {
+		*f = flexText(b)
+	}
+	return nil
+}
+
+// decodeOrderValidation reads the answer's body. It fails only when the body
+// is not a JSON object or a known member has a shape that cannot be read
+// (dns_name_validations not a list of objects, say).
+func decodeOrderValidation(body []byte) (OrderValidation, error) {
+	var doc struct {
+		OrderID                 flexID          `json:"order_id"`
+		OrderStatus             flexText        `json:"order_status"`
+		OrderDCVMethod          flexText        `json:"order_dcv_method"`
+		OrganizationValidations json.RawMessage `json:"organization_validations"`
+		DNSNameValidations      []struct {
+			DomainID      flexID     `json:"domain_id"`
+			NameScope     flexText   `json:"name_scope"`
+			ApprovalScope flexText   `json:"approval_scope"`
+			Status        flexText   `json:"status"`
+			Method        flexText   `json:"method"`
+			DNSNames      []flexText `json:"dns_names"`
+		} `json:"dns_name_validations"`
+	}
+	if len(bytes.TrimSpace(body)) == 0 || bytes.TrimSpace(body)[0] != '{' {
+		return OrderValidation{}, errors.New("not a JSON object")
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return OrderValidation{}, err
+	}
+	v := OrderValidation{
+		OrderID:                 int64(doc.OrderID),
+		OrderStatus:             string(doc.OrderStatus),
+		DCVMethod:               string(doc.OrderDCVMethod),
+		OrganizationValidations: countEntries(doc.OrganizationValidations),
+	}
+	for _, d := range doc.DNSNameValidations {
+		names := make([]string, len(d.DNSNames))
+		for i, n := range d.DNSNames {
+			names[i] = string(n)
+		}
+		v.DNSNameValidations = append(v.DNSNameValidations, DNSNameValidation{
+			DomainID:      int64(d.DomainID),
+			NameScope:     string(d.NameScope),
+			ApprovalScope: string(d.ApprovalScope),
+			Status:        string(d.Status),
+			Method:        string(d.Method),
+			DNSNames:      names,
+		})
+	}
+	return v, nil
+}
+
+// countEntries counts the elements of a JSON array; null or nothing is 0,
+// any other value 1 (present, in a shape not documented).
+func countEntries(raw json.RawMessage) int {
+	raw = bytes.TrimSpace(raw)
+	switch {
+	case len(raw) == 0 || string(raw) == "null":
+		return 0
+	case raw[0] == '[':
+		var elems []json.RawMessage
+		if json.Unmarshal(raw, &elems) == nil {
+			return len(elems)
+		}
+	}
+	return 1
+}
