@@ -14,6 +14,7 @@ import (
 
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -175,6 +176,8 @@ func TestOpenAPISchemas(t *testing.T) {
 		{"SendCert", tasks.SendCert{}, []string{"certificate_id", "emails", "certificate_collect_format"}},
 		{"ResendDomainDCV", tasks.ResendDomainDCV{}, []string{"domain_id"}},
 		{"TaskRef", api.TaskRef{}, nil},
+		{"TaskResult", taskresult.Result{}, []string{"outcome", "attempts", "duration_ms"}},
+		{"TaskResultSent", taskresult.Sent{}, []string{"via", "outcome"}},
 		{"TaskStatus", ops.TaskStatus{}, nil},
 		{"DeadLetter", ops.DeadLetter{}, nil},
 		{"DeadLetterPage", api.DeadLetterPage{}, nil},

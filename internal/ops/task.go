@@ -24,7 +24,7 @@ type TaskStatus struct {
 	LastFailedAt  *time.Time      `json:"last_failed_at,omitempty"`
 	NextProcessAt *time.Time      `json:"next_process_at,omitempty"`
 	CompletedAt   *time.Time      `json:"completed_at,omitempty"`
-	Result        json.RawMessage `json:"result,omitempty"` // the worker's {"outcome","http_status","attempts","duration_ms"}
+	Result        json.RawMessage `json:"result,omitempty"` // the worker's taskresult.Result
 	// ResultEncoding and ResultTruncated describe Result as PayloadEncoding
 	// and PayloadTruncated describe Payload.
 	ResultEncoding  string `json:"result_encoding,omitempty"`

@@ -103,8 +103,8 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 	}
 }
 
-// subject names what a failed task was about (its account and order or
-// certificate), read from the payload as far as it decodes: the operator
+// subject names what a failed task was about (its account and order,
+// certificate or domain), read from the payload as far as it decodes: the operator
 // reading a failure line needs them, and the handler's own report is not
 // visible here. Emails are left out, and so is all of a payload too large to
 // be read.
@@ -113,6 +113,7 @@ func subject(payload []byte) []zap.Field {
 		Account       string `json:"account"`
 		OrderID       int64  `json:"order_id"`
 		CertificateID int64  `json:"certificate_id"`
+		DomainID      int64  `json:"domain_id"`
 	}
 	if len(payload) <= tasks.MaxPayloadBytes {
 		_ = json.Unmarshal(payload, &s) // best effort: an invalid payload names what it can
@@ -124,6 +125,9 @@ func subject(payload []byte) []zap.Field {
 	}
 	if s.CertificateID != 0 {
 		fields = append(fields, zap.Int64("certificate_id", s.CertificateID))
+	}
+	if s.DomainID != 0 {
+		fields = append(fields, zap.Int64("domain_id", s.DomainID))
 	}
 	return fields
 }

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -15,23 +14,20 @@ import (
 
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/ratelimit"
+	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
 )
 
-// Outcomes of a delivered task, as written in its result.
+// Outcomes of a delivered task, as written in its result (see taskresult).
 const (
-	OutcomeDelivered  = "delivered"  // DigiCert answered 2xx
-	OutcomeSuperseded = "superseded" // a newer set-emails of the order was already applied
-	OutcomeDuplicate  = "duplicate"  // this task's effect was already delivered
+	OutcomeDelivered  = taskresult.Delivered  // DigiCert answered 2xx
+	OutcomeSuperseded = taskresult.Superseded // a newer set-emails of the order was already applied
+	OutcomeDuplicate  = taskresult.Duplicate  // this task's effect was already delivered
+	OutcomeNotPending = taskresult.NotPending // only_if_pending: nothing left to validate by email
 )
 
 // Result is the JSON kept with a completed task (asynq's ResultWriter).
-type Result struct {
-	Outcome    string `json:"outcome"`
-	HTTPStatus int    `json:"http_status,omitempty"`
-	Attempts   int    `json:"attempts"`
-	DurationMS int64  `json:"duration_ms"`
-}
+type Result = taskresult.Result
 
 // accountRuntime is what a worker holds for one configured DigiCert account.
 type accountRuntime struct {
@@ -55,12 +51,15 @@ type processor struct {
 
 // report is filled by a handler and read by the logging middleware.
 type report struct {
-	orderID    int64
-	certID     int64
-	account    string
-	outcome    string
-	httpStatus int
-	calls      int
+	orderID  int64
+	certID   int64
+	domainID int64
+	account  string
+	// orderStatus is what DigiCert said of the order to an only_if_pending read.
+	orderStatus string
+	outcome     string
+	httpStatus  int
+	calls       int
 }
 
 type reportKey struct{}
@@ -81,6 +80,9 @@ type delivery struct {
 	rw       *asynq.ResultWriter
 	report   *report
 	dedupKey string // set for types whose effect must not repeat
+	// detail is what a resend-dcv with only_if_pending adds to the result:
+	// the order's status and the resends.
+	detail Result
 }
 
 // begin decodes and validates the payload and resolves its account. Any
@@ -178,6 +180,9 @@ func (p *processor) handleResendDCV(ctx context.Context, t *asynq.Task) error {
 	}
 	pl := payload.(tasks.ResendDCV)
 	d.report.orderID = pl.OrderID
+	if pl.OnlyIfPending {
+		return p.resendIfPending(ctx, d, pl)
+	}
 	body, err := pl.DigiCertBody()
 	if err != nil {
 		return permanent("invalid_payload", 0, err)
@@ -200,6 +205,22 @@ func (p *processor) handleSendCert(ctx context.Context, t *asynq.Task) error {
 	}
 	return p.deliverOnce(ctx, d, func(ctx context.Context) (digicert.Result, error) {
 		return d.account.client.SendCertificateEmail(ctx, pl.CertificateID, body)
+	})
+}
+
+func (p *processor) handleResendDomainDCV(ctx context.Context, t *asynq.Task) error {
+	payload, d, err := p.begin(ctx, t)
+	if err != nil {
+		return err
+	}
+	pl := payload.(tasks.ResendDomainDCV)
+	d.report.domainID = pl.DomainID
+	body, err := pl.DigiCertBody()
+	if err != nil {
+		return permanent("invalid_payload", 0, err)
+	}
+	return p.deliverOnce(ctx, d, func(ctx context.Context) (digicert.Result, error) {
+		return d.account.client.ResendDomainDCVEmails(ctx, pl.DomainID, body)
 	})
 }
 
@@ -352,10 +373,11 @@ func jitter(d time.Duration) time.Duration {
 
 func (p *processor) finish(_ context.Context, d *delivery, outcome string, status int) error {
 	d.report.outcome = outcome
-	res := Result{Outcome: outcome, HTTPStatus: status, Attempts: d.attempt, DurationMS: time.Since(d.start).Milliseconds()}
-	b, err := json.Marshal(res)
+	res := d.detail
+	res.Outcome, res.HTTPStatus, res.Attempts, res.DurationMS = outcome, status, d.attempt, time.Since(d.start).Milliseconds()
+	b, err := res.Encode()
 	if err != nil {
-		return fmt.Errorf("encode result: %w", err)
+		return err
 	}
 	if d.rw != nil {
 		if _, err := d.rw.Write(b); err != nil {

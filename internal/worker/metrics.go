@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer, rdb redis.UniversalClient, accounts [
 		codes:      map[string]bool{},
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certmail_tasks_total",
-			Help: "Deliveries by task type and outcome (delivered, superseded, duplicate, retry, wait, dead_lettered).",
+			Help: "Deliveries by task type and outcome (delivered, superseded, duplicate, not_pending, retry, wait, dead_lettered).",
 		}, []string{"type", "outcome"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "certmail_tasks_in_flight",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -111,9 +112,12 @@ func describe(err error) string {
 	var apiErr *digicert.APIError
 	var reqErr *digicert.RequestError
 	var ve *tasks.ValidationError
+	var de *domainError
 	switch {
 	case err == nil:
 		return "no error"
+	case errors.As(err, &de):
+		return "domain " + strconv.FormatInt(de.domainID, 10) + ": " + describe(de.err)
 	case errors.As(err, &ve):
 		return ve.Error()
 	case errors.As(err, &apiErr):

@@ -203,6 +203,7 @@ func (w *Worker) Handler() asynq.Handler {
 	mux.HandleFunc(tasks.TypeSetEmails, w.proc.handleSetEmails)
 	mux.HandleFunc(tasks.TypeResendDCV, w.proc.handleResendDCV)
 	mux.HandleFunc(tasks.TypeSendCert, w.proc.handleSendCert)
+	mux.HandleFunc(tasks.TypeResendDomainDCV, w.proc.handleResendDomainDCV)
 	known := map[string]bool{}
 	for _, t := range tasks.Types() {
 		known[t] = true
@@ -249,6 +250,12 @@ func (w *Worker) observe(next asynq.Handler) asynq.Handler {
 			}
 			if rep.certID != 0 {
 				fields = append(fields, zap.Int64("certificate_id", rep.certID))
+			}
+			if rep.domainID != 0 {
+				fields = append(fields, zap.Int64("domain_id", rep.domainID))
+			}
+			if rep.orderStatus != "" {
+				fields = append(fields, zap.String("order_status", rep.orderStatus))
 			}
 			w.log.Info("task done", fields...)
 		}

@@ -1,0 +1,227 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/taskresult"
+	"github.com/certmail/certmail/tasks"
+)
+
+// maxOrderStatus bounds the order status copied from DigiCert's answer into
+// the result and the logs.
+const maxOrderStatus = 64
+
+// resendIfPending runs a resend-dcv with only_if_pending. It reads the
+// order's validation status first and sends nothing (OutcomeNotPending)
+// when the order is not pending or none of its domains waits for
+// validation by email. Otherwise a DV order is resent through the order,
+// exactly as without only_if_pending, under the task's duplicate guard; an
+// OV or EV order through the domain endpoint, once per domain waiting for
+// email validation, each under a guard of its own, so that a redelivery
+// after some of them succeeded sends only the others.
+//
+// The task's guard is checked before the read (a redelivery of a task whose
+// sends all succeeded reads nothing) and written once every send succeeded.
+func (p *processor) resendIfPending(ctx context.Context, d *delivery, pl tasks.ResendDCV) error {
+	if d.taskID != "" {
+		d.dedupKey = deliveredKey(d.taskID)
+	}
+	var v digicert.OrderValidation
+	_, err := p.call(ctx, d, func(ctx context.Context) (res digicert.Result, err error) {
+		v, res, err = d.account.client.OrderValidation(ctx, pl.OrderID)
+		return res, err
+	})
+	if errors.Is(err, errAlreadyDelivered) {
+		return p.finish(ctx, d, OutcomeDuplicate, 0)
+	}
+	if err != nil {
+		return err
+	}
+	d.detail.OrderStatus = bounded(v.OrderStatus, maxOrderStatus)
+	d.report.orderStatus = d.detail.OrderStatus
+	pending := v.PendingEmailDomains()
+	if !v.Pending() || len(pending) == 0 {
+		return p.finish(ctx, d, OutcomeNotPending, d.report.httpStatus)
+	}
+	if v.DV() {
+		return p.resendThroughOrder(ctx, d, pl)
+	}
+	return p.resendPerDomain(ctx, d, pl, pending)
+}
+
+// resendThroughOrder resends a DV order's DCV emails with the body a
+// resend-dcv without only_if_pending sends, under the task's guard.
+func (p *processor) resendThroughOrder(ctx context.Context, d *delivery, pl tasks.ResendDCV) error {
+	body, err := pl.DigiCertBody()
+	if err != nil {
+		return permanent("invalid_payload", 0, err)
+	}
+	sent := taskresult.Sent{Via: taskresult.ViaOrder, OrderID: pl.OrderID}
+	res, err := p.call(ctx, d, func(ctx context.Context) (digicert.Result, error) {
+		return d.account.client.ResendDCVEmails(ctx, pl.OrderID, body)
+	})
+	if errors.Is(err, errAlreadyDelivered) { // a delivery running alongside got there first
+		sent.Outcome = OutcomeDuplicate
+		d.detail.Add(sent)
+		return p.finish(ctx, d, OutcomeDuplicate, 0)
+	}
+	if err != nil {
+		return err
+	}
+	p.sent(ctx, d)
+	sent.Outcome, sent.HTTPStatus = OutcomeDelivered, res.Status
+	d.detail.Add(sent)
+	return p.finish(ctx, d, OutcomeDelivered, res.Status)
+}
+
+// sent writes the guard of the call that just succeeded, if it has one, and
+// runs the AfterDelivery hook.
+func (p *processor) sent(ctx context.Context, d *delivery) {
+	if d.dedupKey != "" {
+		p.writeGuard(ctx, d)
+	}
+	if p.afterDelivery != nil {
+		p.afterDelivery(ctx, d.taskID)
+	}
+}
+
+// resendPerDomain resends the DCV emails of each domain of an OV or EV order
+// that waits for email validation: PUT /domain/{domain_id}/dcv/emails with
+// the domain's name scope, the payload's locale and, as email_array, the
+// addresses domain_approval_emails gives for that domain (its name scope
+// or one of its DNS names); none when it gives none. A permanent failure of
+// one domain does not keep the others from being reminded: it is returned
+// once all were tried. Any other failure stops the delivery at once; the
+// retry skips the domains already sent.
+func (p *processor) resendPerDomain(ctx context.Context, d *delivery, pl tasks.ResendDCV, pending []digicert.DNSNameValidation) error {
+	for _, dom := range pending {
+		if dom.DomainID <= 0 {
+			return transient("bad_answer", d.report.httpStatus, RetryDelay(d.attempt-1),
+				fmt.Errorf("%w: order %d: a domain waiting for email validation has no usable domain_id", digicert.ErrBadAnswer, pl.OrderID))
+		}
+	}
+	taskGuard := d.dedupKey
+	var failed error
+	delivered, lastStatus := 0, 0
+	for _, dom := range pending {
+		body, scope, err := domainBody(pl, dom)
+		if err != nil {
+			return permanent("invalid_payload", 0, err)
+		}
+		sent := taskresult.Sent{Via: taskresult.ViaDomain, DomainID: dom.DomainID, NameScope: scope}
+		d.dedupKey = ""
+		if d.taskID != "" {
+			d.dedupKey = domainDeliveredKey(d.taskID, dom.DomainID)
+		}
+		res, err := p.call(ctx, d, func(ctx context.Context) (digicert.Result, error) {
+			return d.account.client.ResendDomainDCVEmails(ctx, dom.DomainID, body)
+		})
+		switch {
+		case errors.Is(err, errAlreadyDelivered):
+			sent.Outcome = OutcomeDuplicate
+		case err == nil:
+			p.sent(ctx, d)
+			sent.Outcome, sent.HTTPStatus = OutcomeDelivered, res.Status
+			delivered, lastStatus = delivered+1, res.Status
+		case isPermanent(err):
+			if failed == nil {
+				failed = aboutDomain(err, dom.DomainID)
+			}
+			continue
+		default:
+			return err
+		}
+		d.detail.Add(sent)
+	}
+	if failed != nil {
+		return failed
+	}
+	if d.dedupKey = taskGuard; d.dedupKey != "" {
+		p.writeGuard(ctx, d) // every domain is done: a redelivery need not even read
+	}
+	if delivered == 0 {
+		return p.finish(ctx, d, OutcomeDuplicate, 0)
+	}
+	return p.finish(ctx, d, OutcomeDelivered, lastStatus)
+}
+
+// domainError is the failure of one domain's resend within a resend-dcv:
+// the task's reason names the domain.
+type domainError struct {
+	domainID int64
+	err      error
+}
+
+func (e *domainError) Error() string { return fmt.Sprintf("domain %d: %v", e.domainID, e.err) }
+func (e *domainError) Unwrap() error { return e.err }
+
+// aboutDomain returns a copy of the delivery failure err whose reason names
+// the domain it is about.
+func aboutDomain(err error, domainID int64) error {
+	var te *taskError
+	if !errors.As(err, &te) {
+		return &domainError{domainID: domainID, err: err}
+	}
+	cp := *te
+	cp.err = &domainError{domainID: domainID, err: te.err}
+	return &cp
+}
+
+// domainBody is the body of one domain's resend and the name scope it
+// carries. A name scope that is not a DNS name certmail accepts (a
+// wildcard, say) is left out: DigiCert then uses the domain's own.
+func domainBody(pl tasks.ResendDCV, dom digicert.DNSNameValidation) ([]byte, string, error) {
+	scope := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(dom.NameScope)), ".")
+	if !tasks.ValidDNSName(scope) {
+		scope = ""
+	}
+	names := []string{scope}
+	for _, n := range dom.DNSNames {
+		names = append(names, strings.TrimSuffix(strings.ToLower(strings.TrimSpace(n)), "."))
+	}
+	var emails []string
+	for _, e := range pl.DomainApprovalEmails { // normalised by Parse: lower-case domains
+		if e.Domain != "" && slices.Contains(names, e.Domain) {
+			emails = append(emails, e.Email)
+		}
+	}
+	body, err := tasks.ResendDomainDCV{DomainID: dom.DomainID, NameScope: scope, Locale: pl.Locale, EmailArray: emails}.DigiCertBody()
+	return body, scope, err
+}
+
+// domainDeliveredKey is the duplicate guard of one domain's resend within a
+// resend-dcv task.
+func domainDeliveredKey(taskID string, domainID int64) string {
+	return deliveredKey(taskID) + ":domain:" + strconv.FormatInt(domainID, 10)
+}
+
+// isPermanent reports whether err is a delivery failure that retrying
+// cannot fix.
+func isPermanent(err error) bool {
+	var te *taskError
+	return errors.As(err, &te) && te.class == classPermanent
+}
+
+// bounded returns s cut to at most n bytes on a rune boundary, without
+// control characters.
+func bounded(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+	for len(s) > n {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	return s
+}

@@ -1,0 +1,410 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/certmail/certmail/internal/admin"
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/ratelimit"
+	"github.com/certmail/certmail/internal/taskresult"
+	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/tasks"
+)
+
+// calls lists the fake's requests as "METHOD path-after-base".
+func calls(f *digicerttest.Server) []string {
+	var out []string
+	for _, r := range f.Requests() {
+		out = append(out, r.Method+" "+strings.TrimPrefix(r.Path, "/services/v2"))
+	}
+	return out
+}
+
+// enqueueTask returns a function that enqueues what a tasks constructor
+// built, its result kept, and returns the task id:
+// b.enqueueTask(t)(tasks.NewResendDCVTask(p)).
+func (b *bundle) enqueueTask(t *testing.T) func(*asynq.Task, error) string {
+	return func(task *asynq.Task, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := b.client.Enqueue(task, asynq.Retention(time.Hour), asynq.MaxRetry(3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.ID
+	}
+}
+
+func TestResendDomainDCV(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.AddDomain(1234)
+	id := b.enqueueTask(t)(tasks.NewResendDomainDCVTask(tasks.ResendDomainDCV{DomainID: 1234, NameScope: "Sub.Example.com",
+		Locale: "en", EmailArray: []string{"admin@example.com", "ADMIN@example.com"}}))
+	r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second))
+	if r.Outcome != worker.OutcomeDelivered || r.HTTPStatus != 204 || r.Sent != nil || r.OrderStatus != "" {
+		t.Errorf("result %+v", r)
+	}
+	reqs := b.fake.Requests()
+	if len(reqs) != 1 || reqs[0].Method != "PUT" || reqs[0].Path != "/services/v2/domain/1234/dcv/emails" ||
+		string(reqs[0].Body) != `{"name_scope":"sub.example.com","locale":"en","email_array":["admin@example.com"]}` {
+		t.Fatalf("requests %v (body %s)", reqs, reqs[0].Body)
+	}
+	if sends := b.fake.DomainDCVSends(1234); len(sends) != 1 || sends[0].NameScope != "sub.example.com" {
+		t.Errorf("domain sends %+v", sends)
+	}
+	lines := b.logLines(t, "info", "task done")
+	if len(lines) != 1 || lines[0]["domain_id"] != 1234.0 || lines[0]["task_type"] != "resend-domain-dcv" {
+		t.Errorf("task done lines %v, want one with domain_id 1234", lines)
+	}
+	if strings.Contains(b.logs.String(), "admin@example.com") {
+		t.Error("an email address reached the log")
+	}
+
+	// An unknown domain is dead-lettered at once, its line naming the domain.
+	bad := b.enqueue(t, "resend-domain-dcv", `{"domain_id": 999}`)
+	b.waitState(t, bad, asynq.TaskStateArchived, 10*time.Second)
+	if e := b.deadLetters(t, 1)[0]; e["error_code"] != "not_found|domain" || e["http_status"] != "404" {
+		t.Errorf("dead letter %v", e)
+	}
+	if lines := b.logLines(t, "error", "task dead-lettered"); len(lines) != 1 || lines[0]["domain_id"] != 999.0 {
+		t.Errorf("dead-letter lines %v, want one with domain_id 999", lines)
+	}
+}
+
+// A worker stopped right after DigiCert accepted a resend-domain-dcv hands
+// the task back; the next delivery finds the guard: one email batch in all.
+func TestResendDomainDCVRedeliveryIsDuplicate(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	hit := make(chan struct{}, 1)
+	stopA := b.startWorkerCtl(t, setupOpts{configure: func(c *worker.Config) {
+		c.ShutdownTimeout = 200 * time.Millisecond
+		c.AfterDelivery = func(ctx context.Context, _ string) {
+			hit <- struct{}{}
+			<-ctx.Done()
+		}
+	}})
+	id := b.enqueue(t, "resend-domain-dcv", `{"domain_id": 77}`)
+	<-hit
+	stopA()
+	b.startWorker(t, setupOpts{})
+	if r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 15*time.Second)); r.Outcome != worker.OutcomeDuplicate {
+		t.Errorf("outcome %q, want duplicate", r.Outcome)
+	}
+	if n := len(b.fake.DomainDCVSends(77)); n != 1 {
+		t.Errorf("domain 77 emailed %d times, want once", n)
+	}
+}
+
+// Orders the only_if_pending tests use.
+var (
+	ovPending = digicerttest.Order{ID: 3001, Type: digicerttest.OrderOV, Domains: []digicerttest.Domain{
+		{ID: 41, NameScope: "example.com", DNSNames: []string{"example.com", "www.example.com"}},
+		{ID: 42, NameScope: "example.org"},
+		{ID: 43, NameScope: "example.net", Status: digicerttest.StatusApproved},
+		{ID: 44, NameScope: "example.info", Method: "dns-txt-token"},
+	}}
+	evPartly = digicerttest.Order{ID: 3002, Type: digicerttest.OrderEV, Domains: []digicerttest.Domain{
+		{ID: 51, NameScope: "a.example.com", Status: digicerttest.StatusApproved},
+		{ID: 52, NameScope: "b.example.com"},
+	}}
+	dvApproved = digicerttest.Order{ID: 3003, Domains: []digicerttest.Domain{{ID: 61, NameScope: "example.com", Status: digicerttest.StatusApproved}}}
+	dvDNS      = digicerttest.Order{ID: 3004, Domains: []digicerttest.Domain{{ID: 71, NameScope: "example.com", Method: "dns-txt-token"}}}
+	ovIssued   = digicerttest.Order{ID: 3005, Type: digicerttest.OrderOV, Status: digicerttest.StatusIssued,
+		Domains: []digicerttest.Domain{{ID: 81, NameScope: "example.com", Status: digicerttest.StatusApproved}}}
+	evCanceled = digicerttest.Order{ID: 3006, Type: digicerttest.OrderEV, Status: "canceled",
+		Domains: []digicerttest.Domain{{ID: 91, NameScope: "example.com"}}}
+)
+
+func TestResendDCVOnlyIfPending(t *testing.T) {
+	t.Parallel()
+	approvals := []tasks.DomainApprovalEmail{
+		{Domain: "www.example.com", Email: "admin@example.com", EmailDomain: "example.com"},
+		{Domain: "example.org", Email: "hostmaster@example.org"},
+		{Domain: "b.example.com", Email: "webmaster@example.com", EmailDomain: "example.com"},
+		{Domain: "unrelated.example", Email: "admin@unrelated.example"},
+	}
+	tests := []struct {
+		name        string
+		order       *digicerttest.Order // nil: the fake's plain pending DV order 1001 (domain 1001)
+		orderID     int64
+		outcome     string
+		orderStatus string
+		calls       []string
+		bodies      map[string]string // request path → body
+		sent        []taskresult.Sent
+	}{
+		{
+			name: "DV pending: resent through the order", orderID: 1001, outcome: worker.OutcomeDelivered, orderStatus: "pending",
+			calls: []string{"GET /order/certificate/1001/validation", "PUT /order/certificate/1001/resend-emails"},
+			bodies: map[string]string{"/order/certificate/1001/resend-emails": `{"domain_approval_emails":[` +
+				`{"domain":"www.example.com","email":"admin@example.com","email_domain":"example.com"},` +
+				`{"domain":"example.org","email":"hostmaster@example.org"},` +
+				`{"domain":"b.example.com","email":"webmaster@example.com","email_domain":"example.com"},` +
+				`{"domain":"unrelated.example","email":"admin@unrelated.example"}],"locale":"en"}`},
+			sent: []taskresult.Sent{{Via: "order", OrderID: 1001, Outcome: "delivered", HTTPStatus: 204}},
+		},
+		{
+			name: "DV with its domain approved", order: &dvApproved, outcome: worker.OutcomeNotPending, orderStatus: "pending",
+			calls: []string{"GET /order/certificate/3003/validation"},
+		},
+		{
+			name: "DV validated by DNS", order: &dvDNS, outcome: worker.OutcomeNotPending, orderStatus: "pending",
+			calls: []string{"GET /order/certificate/3004/validation"},
+		},
+		{
+			name: "OV pending: resent per pending email domain", order: &ovPending, outcome: worker.OutcomeDelivered, orderStatus: "pending",
+			calls: []string{"GET /order/certificate/3001/validation", "PUT /domain/41/dcv/emails", "PUT /domain/42/dcv/emails"},
+			bodies: map[string]string{
+				"/domain/41/dcv/emails": `{"name_scope":"example.com","locale":"en","email_array":["admin@example.com"]}`,
+				"/domain/42/dcv/emails": `{"name_scope":"example.org","locale":"en","email_array":["hostmaster@example.org"]}`,
+			},
+			sent: []taskresult.Sent{
+				{Via: "domain", DomainID: 41, NameScope: "example.com", Outcome: "delivered", HTTPStatus: 204},
+				{Via: "domain", DomainID: 42, NameScope: "example.org", Outcome: "delivered", HTTPStatus: 204},
+			},
+		},
+		{
+			name: "EV partly approved", order: &evPartly, outcome: worker.OutcomeDelivered, orderStatus: "pending",
+			calls:  []string{"GET /order/certificate/3002/validation", "PUT /domain/52/dcv/emails"},
+			bodies: map[string]string{"/domain/52/dcv/emails": `{"name_scope":"b.example.com","locale":"en","email_array":["webmaster@example.com"]}`},
+			sent:   []taskresult.Sent{{Via: "domain", DomainID: 52, NameScope: "b.example.com", Outcome: "delivered", HTTPStatus: 204}},
+		},
+		{
+			name: "OV issued", order: &ovIssued, outcome: worker.OutcomeNotPending, orderStatus: "issued",
+			calls: []string{"GET /order/certificate/3005/validation"},
+		},
+		{
+			name: "EV canceled", order: &evCanceled, outcome: worker.OutcomeNotPending, orderStatus: "canceled",
+			calls: []string{"GET /order/certificate/3006/validation"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, setupOpts{})
+			b.fake.AddOrder(1001)
+			orderID := tt.orderID
+			if tt.order != nil {
+				b.fake.SetOrder(*tt.order)
+				orderID = tt.order.ID
+			}
+			id := b.enqueueTask(t)(tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: orderID, Locale: "en", OnlyIfPending: true,
+				DomainApprovalEmails: approvals}))
+			r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second))
+			if r.Outcome != tt.outcome || r.OrderStatus != tt.orderStatus || !slices.Equal(r.Sent, tt.sent) || r.SentOmitted != 0 {
+				t.Errorf("result %+v\nwant outcome %s, order status %s, sent %+v", r, tt.outcome, tt.orderStatus, tt.sent)
+			}
+			if want := 200; tt.outcome == worker.OutcomeNotPending && r.HTTPStatus != want {
+				t.Errorf("http_status %d, want the read's %d", r.HTTPStatus, want)
+			}
+			if got := calls(b.fake); !slices.Equal(got, tt.calls) {
+				t.Errorf("calls %q, want %q", got, tt.calls)
+			}
+			for _, req := range b.fake.Requests() {
+				if want, ok := tt.bodies[strings.TrimPrefix(req.Path, "/services/v2")]; ok && string(req.Body) != want {
+					t.Errorf("%s body\n%s\nwant\n%s", req.Path, req.Body, want)
+				}
+			}
+			lines := b.logLines(t, "info", "task done")
+			if len(lines) != 1 || lines[0]["outcome"] != tt.outcome || lines[0]["order_status"] != tt.orderStatus ||
+				lines[0]["order_id"] != float64(orderID) {
+				t.Errorf("task done lines %v", lines)
+			}
+		})
+	}
+}
+
+// A DV order pending validation gets exactly the request a resend-dcv
+// without only_if_pending sends, byte for byte.
+func TestOnlyIfPendingSendsTheSameDVRequest(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.AddOrder(1001, 1002)
+	p := tasks.ResendDCV{Locale: "de_DE", DomainApprovalEmails: []tasks.DomainApprovalEmail{
+		{Domain: "sub.example2.com", Email: "admin@example2.com", EmailDomain: "example2.com"}}}
+	plain, pending := p, p
+	plain.OrderID, pending.OrderID, pending.OnlyIfPending = 1001, 1002, true
+	for _, q := range []tasks.ResendDCV{plain, pending} {
+		b.waitState(t, b.enqueueTask(t)(tasks.NewResendDCVTask(q)), asynq.TaskStateCompleted, 10*time.Second)
+	}
+	bodies := map[string][]byte{}
+	for _, r := range b.fake.Requests() {
+		if r.Method == "PUT" {
+			bodies[r.Path] = r.Body
+			if r.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("%s content type %q", r.Path, r.Header.Get("Content-Type"))
+			}
+		}
+	}
+	a, c := bodies["/services/v2/order/certificate/1001/resend-emails"], bodies["/services/v2/order/certificate/1002/resend-emails"]
+	if a == nil || string(a) != string(c) {
+		t.Errorf("bodies differ:\nplain        %s\nonly pending %s", a, c)
+	}
+}
+
+// An unknown order is dead-lettered after the read; nothing is sent.
+func TestOnlyIfPendingUnknownOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 404, "only_if_pending": true}`)
+	b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	if e := b.deadLetters(t, 1)[0]; e["error_code"] != "not_found|order" || e["http_status"] != "404" {
+		t.Errorf("dead letter %v", e)
+	}
+	if got := calls(b.fake); !slices.Equal(got, []string{"GET /order/certificate/404/validation"}) {
+		t.Errorf("calls %q", got)
+	}
+}
+
+// Without only_if_pending, an OV order's resend through the order meets
+// CertCentral's refusal (the fake's stand-in code) and is dead-lettered at
+// once, pointing at only_if_pending or resend-domain-dcv.
+func TestPlainResendOfAnOVOrderIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.SetOrder(ovPending)
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 3001}`)
+	b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	if e := b.deadLetters(t, 1)[0]; e["error_code"] != "invalid_order_type|dv_only" || e["attempts"] != "1" {
+		t.Errorf("dead letter %v", e)
+	}
+	if n := b.fake.RequestCount(); n != 1 {
+		t.Errorf("%d requests, want 1", n)
+	}
+}
+
+// A delivery that sent one domain's emails and failed on the next is
+// retried; the retry sends the second only, the first being guarded.
+func TestOnlyIfPendingRedeliveryAfterOneOfSeveralDomains(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.SetOrder(ovPending)
+	b.fake.FailPath("/services/v2/domain/42/dcv/emails", 4, 503, "<html>Service Unavailable</html>", "text/html") // every in-call attempt
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 3001, "only_if_pending": true}`)
+	b.waitState(t, id, asynq.TaskStateRetry, 10*time.Second)
+	if n, m := len(b.fake.DomainDCVSends(41)), len(b.fake.DomainDCVSends(42)); n != 1 || m != 0 {
+		t.Fatalf("after the first delivery: %d and %d sends, want 1 and 0", n, m)
+	}
+	if err := b.inspector.RunTask("default", id); err != nil { // the retry comes now
+		t.Fatal(err)
+	}
+	r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second))
+	want := []taskresult.Sent{
+		{Via: "domain", DomainID: 41, NameScope: "example.com", Outcome: "duplicate"},
+		{Via: "domain", DomainID: 42, NameScope: "example.org", Outcome: "delivered", HTTPStatus: 204},
+	}
+	if r.Outcome != worker.OutcomeDelivered || !slices.Equal(r.Sent, want) {
+		t.Errorf("result %+v, want delivered with %+v", r, want)
+	}
+	if n, m := len(b.fake.DomainDCVSends(41)), len(b.fake.DomainDCVSends(42)); n != 1 || m != 1 {
+		t.Errorf("%d and %d sends, want one each", n, m)
+	}
+	// Every domain done: the task's own guard is set, so a redelivery reads nothing.
+	if n, err := b.redis.Client().Exists(context.Background(), "certmail:delivered:"+id).Result(); err != nil || n != 1 {
+		t.Errorf("task guard: %d, %v", n, err)
+	}
+}
+
+// A domain DigiCert refuses for good does not keep the others from being
+// reminded; the task is then dead-lettered, naming the domain.
+func TestOnlyIfPendingPermanentFailureOfOneDomain(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.SetOrder(ovPending)
+	b.fake.FailPath("/services/v2/domain/41/dcv/emails", 1, 404, `{"errors":[{"code":"not_found|domain","message":"Domain not found."}]}`, "application/json")
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 3001, "only_if_pending": true}`)
+	info := b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	if !strings.Contains(info.LastErr, "domain 41") {
+		t.Errorf("last error %q does not name the domain", info.LastErr)
+	}
+	if e := b.deadLetters(t, 1)[0]; e["error_code"] != "not_found|domain" {
+		t.Errorf("dead letter %v", e)
+	}
+	if n := len(b.fake.DomainDCVSends(42)); n != 1 {
+		t.Errorf("domain 42 sent %d times, want 1", n)
+	}
+}
+
+// The validation reads wait on the shared limiter like every call: three
+// workers, tasks that each read and resend, windows scaled down, and the
+// fake enforcing the same windows answers not one 429.
+func TestLimiterCountsValidationReads(t *testing.T) {
+	t.Parallel()
+	limits := []ratelimit.Window{{Limit: 10, Period: 500 * time.Millisecond}}
+	regs := make([]*prometheus.Registry, 3)
+	i := 0
+	b := setup(t, setupOpts{
+		fake:         digicerttest.Config{AnyIDExists: true, RateLimits: []digicerttest.Window{{Limit: 10, Period: 500 * time.Millisecond}}, BlockFor: 10 * time.Second},
+		startWorkers: 3,
+		configure: func(c *worker.Config) {
+			c.Concurrency = 10
+			a := c.Accounts["default"]
+			a.RateLimits = limits
+			c.Accounts["default"] = a
+			c.Registry = admin.NewRegistry()
+			regs[i] = c.Registry
+			i++
+		},
+	})
+	const n = 30
+	for k := range n {
+		b.enqueueTask(t)(tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: int64(k + 1), OnlyIfPending: true}))
+	}
+	waitFor(t, 60*time.Second, func() bool { return b.fake.StatusCount(204) == n }, func() string {
+		return fmt.Sprintf("%d of %d resent, %d×429", b.fake.StatusCount(204), n, b.fake.StatusCount(429))
+	})
+	if got := b.fake.StatusCount(429); got != 0 {
+		t.Errorf("fake answered %d×429, want 0", got)
+	}
+	if got, want := b.fake.StatusCount(200), n; got != want {
+		t.Errorf("%d validation reads answered, want %d", got, want)
+	}
+	reads := 0.0
+	for _, reg := range regs {
+		reads += counterValue(t, reg, "certmail_digicert_requests_total", map[string]string{"endpoint": "order-validation", "status": "200"})
+	}
+	if reads != n {
+		t.Errorf("certmail_digicert_requests_total{endpoint=order-validation} = %v, want %d", reads, n)
+	}
+}
+
+// counterValue sums the counter name over the series whose labels include want.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue series
+				}
+			}
+			total += m.GetCounter().GetValue()
+		}
+	}
+	return total
+}
