@@ -41,6 +41,7 @@ func TestTwoSchedulersSurviveSIGKILL(t *testing.T) {
     cron: "@every 1s"
     type: resend-dcv
     payload: {order_id: 1002, locale: en}
+    until_validated: false
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}

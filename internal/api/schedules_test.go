@@ -34,8 +34,8 @@ func TestSchedules(t *testing.T) {
 	}
 	var one scheduler.Status
 	mustJSON(t, b.get(t, "/v1/schedules/dcv-1002"), http.StatusOK, &one)
-	if one.MaxRuns != 30 || one.Runs != 0 || one.Ended {
-		t.Errorf("get %+v", one)
+	if one.MaxRuns != 30 || one.Runs != 0 || one.Ended || one.State != "active" || one.UntilValidated == nil || !*one.UntilValidated {
+		t.Errorf("get %+v, want active and until_validated by default", one)
 	}
 	if res := b.do(t, http.MethodDelete, "/v1/schedules/dcv-1002", "", nil); res.status != http.StatusNoContent {
 		t.Errorf("delete: %d %s", res.status, res.body)
@@ -72,6 +72,10 @@ func TestSchedulesReject(t *testing.T) {
 		{"every problem at once", `{"id": "A B", "cron": "whenever", "timezone": "Nowhere/City", "type": "resend-dcv", "payload": {"order_id": 0}, "queue": "Bulk"}`,
 			nil, 400, []string{"id", "timezone", "cron", "payload.order_id", "queue"}},
 		{"unknown type", `{"id": "a", "cron": "@daily", "type": "send-fax", "payload": {}}`, nil, 400, []string{"type"}},
+		{"until_validated for another type", `{"id": "a", "cron": "@daily", "type": "resend-domain-dcv", "payload": {"domain_id": 1}, "until_validated": true}`,
+			nil, 400, []string{"until_validated"}},
+		{"until_validated not a boolean", `{"id": "a", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}, "until_validated": "yes"}`,
+			nil, 400, []string{"until_validated"}},
 		{"wrong content type", `{}`, http.Header{"Authorization": {"Bearer " + testToken}, "Content-Type": {"text/plain"}}, 415, nil},
 		{"no token", `{}`, http.Header{"Content-Type": {"application/json"}}, 401, nil},
 	}

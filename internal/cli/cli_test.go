@@ -168,6 +168,12 @@ func TestEnqueueFromFlags(t *testing.T) {
 			"resend-dcv", `{"order_id":126,"domain_approval_emails":[{"domain":"www.example.com","email":"admin@example.com","email_domain":"example.com"}],"locale":"de"}`, "default"},
 		{[]string{"enqueue", "send-cert", "--certificate-id", "456", "--email", "ops@example.com", "--format", "plaintext", "--message", "Hi"},
 			"send-cert", `{"certificate_id":456,"emails":["ops@example.com"],"certificate_collect_format":"plaintext","custom_message":"Hi"}`, "default"},
+		{[]string{"enqueue", "resend-dcv", "--order-id", "127", "--only-if-pending", "--queue", "bulk"},
+			"resend-dcv", `{"order_id":127,"only_if_pending":true}`, "bulk"},
+		{[]string{"enqueue", "resend-domain-dcv", "--domain-id", "1234"}, "resend-domain-dcv", `{"domain_id":1234}`, "default"},
+		{[]string{"enqueue", "resend-domain-dcv", "--domain-id", "1235", "--name-scope", "Sub.Example.com", "--locale", "en",
+			"--email", "admin@example.com", "--email", "Admin@EXAMPLE.com", "--email", "hostmaster@example.com"},
+			"resend-domain-dcv", `{"domain_id":1235,"name_scope":"sub.example.com","locale":"en","email_array":["admin@example.com","hostmaster@example.com"]}`, "default"},
 	}
 	for _, tt := range tests {
 		r := e.run(tt.args...)
@@ -223,6 +229,7 @@ func TestEnqueueRejects(t *testing.T) {
 		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--locale", "english"}, []string{"locale:"}},
 		{[]string{"enqueue", "send-cert", "--certificate-id", "5", "--email", "a@example.com", "--format", "fax"}, []string{"certificate_collect_format:"}},
 		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--queue", "Not A Queue"}, []string{"queue:"}},
+		{[]string{"enqueue", "resend-domain-dcv", "--name-scope", "*.example.com", "--email", "admin"}, []string{"domain_id: required", "name_scope:", "email_array[0]:"}},
 	}
 	for _, tt := range tests {
 		r := e.run(tt.args...)
@@ -423,6 +430,27 @@ func TestSchedule(t *testing.T) {
 	}
 	if r := e.run("schedule", "list"); r.code != 0 || !strings.Contains(r.stdout, "dcv-1") || !strings.Contains(r.stdout, "api") {
 		t.Errorf("list: %+v", r)
+	}
+	if r := e.run("schedule", "add", "--id", "dcv-2", "--cron", "@daily", "--type", "resend-dcv", "--payload", `{"order_id": 1003}`,
+		"--no-until-validated"); r.code != 0 || !strings.Contains(r.stdout, `"until_validated": false`) {
+		t.Errorf("add --no-until-validated: %+v", r)
+	}
+	if r := e.run("schedule", "add", "--id", "cert-1", "--cron", "@daily", "--type", "send-cert", "--until-validated",
+		"--payload", `{"certificate_id": 5, "emails": ["ops@example.com"], "certificate_collect_format": "attachment"}`); r.code != 2 ||
+		!strings.Contains(r.stderr, "until_validated: only resend-dcv schedules take it") {
+		t.Errorf("add send-cert --until-validated: %+v", r)
+	}
+	// An until_validated schedule the scheduler ended says why in the list.
+	if err := e.redis.Client().HSet(context.Background(), "certmail:schedule:dcv-1", "ended", "1",
+		"ended_reason", "validated", "order_status", "issued").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.run("schedule", "list"); r.code != 0 || !strings.Contains(r.stdout, "(ended: validated, order issued)") {
+		t.Errorf("list of an ended schedule: %+v", r)
+	}
+	if r := e.run("schedule", "list", "-o", "json"); r.code != 0 || !strings.Contains(r.stdout, `"ended_reason": "validated"`) ||
+		!strings.Contains(r.stdout, `"state": "ended"`) || !strings.Contains(r.stdout, `"order_status": "issued"`) {
+		t.Errorf("list -o json of an ended schedule: %+v", r)
 	}
 	if r := e.run("schedule", "rm", "dcv-1"); r.code != 0 {
 		t.Errorf("rm: %+v", r)

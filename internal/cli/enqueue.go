@@ -26,10 +26,11 @@ import (
 // EnqueueCmd enqueues tasks: one described by flags (a subcommand per task
 // type), or many from a JSON Lines file (certmail enqueue --file jobs.jsonl).
 type EnqueueCmd struct {
-	Bulk      EnqueueBulkCmd      `cmd:"" default:"withargs" help:"Enqueue one task per line of a JSON Lines file (the default: certmail enqueue --file jobs.jsonl)."`
-	SetEmails EnqueueSetEmailsCmd `cmd:"" name:"set-emails" help:"Replace the additional notification emails of an order."`
-	ResendDCV EnqueueResendDCVCmd `cmd:"" name:"resend-dcv" help:"Resend the domain-control-validation emails of an order."`
-	SendCert  EnqueueSendCertCmd  `cmd:"" name:"send-cert" help:"Email a copy of an issued certificate."`
+	Bulk            EnqueueBulkCmd            `cmd:"" default:"withargs" help:"Enqueue one task per line of a JSON Lines file (the default: certmail enqueue --file jobs.jsonl)."`
+	SetEmails       EnqueueSetEmailsCmd       `cmd:"" name:"set-emails" help:"Replace the additional notification emails of an order."`
+	ResendDCV       EnqueueResendDCVCmd       `cmd:"" name:"resend-dcv" help:"Resend the domain-control-validation emails of an order (of a DV order; of any order with --only-if-pending)."`
+	SendCert        EnqueueSendCertCmd        `cmd:"" name:"send-cert" help:"Email a copy of an issued certificate."`
+	ResendDomainDCV EnqueueResendDomainDCVCmd `cmd:"" name:"resend-domain-dcv" help:"Resend the domain-control-validation emails of one domain (OV/EV orders, pre-validated domains)."`
 }
 
 // EnqueueFlags are the settings of every enqueue command.
@@ -111,9 +112,10 @@ func (c *EnqueueSetEmailsCmd) Run(env *Env) error {
 type EnqueueResendDCVCmd struct {
 	EnqueueFlags
 	TaskOptionFlags
-	OrderID  *int64   `name:"order-id" help:"DigiCert order id."`
-	Approval []string `name:"approval" sep:"none" placeholder:"domain=D,email=E[,email-domain=D]" help:"Send the email of one domain to this address (repeat for several domains)."`
-	Locale   string   `help:"Language of the emails, ll or ll_CC (e.g. en, de_DE)."`
+	OrderID       *int64   `name:"order-id" help:"DigiCert order id."`
+	Approval      []string `name:"approval" sep:"none" placeholder:"domain=D,email=E[,email-domain=D]" help:"Send the email of one domain to this address (repeat for several domains)."`
+	Locale        string   `help:"Language of the emails, ll or ll_CC (e.g. en, de_DE)."`
+	OnlyIfPending bool     `name:"only-if-pending" help:"Read the order's validation status first: send nothing (outcome not_pending) once it no longer waits for validation by email; resend an OV/EV order per pending domain."`
 }
 
 // Run enqueues the task.
@@ -136,7 +138,38 @@ func (c *EnqueueResendDCVCmd) Run(env *Env) error {
 	if c.Locale != "" {
 		payload["locale"] = c.Locale
 	}
+	if c.OnlyIfPending {
+		payload["only_if_pending"] = true
+	}
 	return c.enqueueOne(env, c.TaskOptionFlags, tasks.TypeResendDCV, payload)
+}
+
+// EnqueueResendDomainDCVCmd enqueues one resend-domain-dcv task.
+type EnqueueResendDomainDCVCmd struct {
+	EnqueueFlags
+	TaskOptionFlags
+	DomainID  *int64   `name:"domain-id" help:"DigiCert domain id (not the order id)."`
+	NameScope string   `name:"name-scope" help:"The FQDN tied to the domain id whose validation the emails are for (e.g. sub.example.com)."`
+	Locale    string   `help:"Language of the emails, ll or ll_CC (e.g. en, de_DE)."`
+	Email     []string `name:"email" sep:"none" help:"Send only to this DCV address of the domain (repeat for several; default: DigiCert's choice)."`
+}
+
+// Run enqueues the task.
+func (c *EnqueueResendDomainDCVCmd) Run(env *Env) error {
+	payload := map[string]any{}
+	if c.DomainID != nil {
+		payload["domain_id"] = *c.DomainID
+	}
+	if c.NameScope != "" {
+		payload["name_scope"] = c.NameScope
+	}
+	if c.Locale != "" {
+		payload["locale"] = c.Locale
+	}
+	if len(c.Email) > 0 {
+		payload["email_array"] = c.Email
+	}
+	return c.enqueueOne(env, c.TaskOptionFlags, tasks.TypeResendDomainDCV, payload)
 }
 
 // parseApproval reads "domain=example.com,email=admin@example.com[,email-domain=example.com]".

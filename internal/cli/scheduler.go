@@ -131,11 +131,24 @@ func (c *ScheduleListCmd) Run(env *Env) error {
 	for _, s := range all {
 		next := timeString(s.NextRun)
 		if s.Ended {
-			next = "(ended)"
+			next = endedText(s)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", s.ID, s.Source, s.Cron, s.Type, next, orDash(timeString(s.LastRun)), s.Runs)
 	}
 	return tw.Flush()
+}
+
+// endedText says why a schedule ended: "(ended: max_runs)", or for an
+// until_validated one "(ended: validated, order issued)".
+func endedText(s scheduler.Status) string {
+	switch {
+	case s.EndedReason == "":
+		return "(ended)"
+	case s.OrderStatus != "":
+		return "(ended: " + s.EndedReason + ", order " + s.OrderStatus + ")"
+	default:
+		return "(ended: " + s.EndedReason + ")"
+	}
 }
 
 func orDash(s string) string {
@@ -148,20 +161,21 @@ func orDash(s string) string {
 // ScheduleAddCmd adds a schedule.
 type ScheduleAddCmd struct {
 	scheduleFlags
-	ID       string `name:"id" required:"" help:"Unique, stable id (a-z, 0-9, '.', '_', '-')."`
-	Cron     string `name:"cron" required:"" help:"5-field cron spec, or @every <duration>, @daily, @hourly ..."`
-	Timezone string `name:"timezone" help:"Time zone of the cron spec (default UTC), e.g. Europe/Berlin."`
-	Type     string `name:"type" required:"" help:"Task type: set-emails, resend-dcv or send-cert."`
-	Payload  string `name:"payload" required:"" help:"Task payload as JSON, e.g. '{\"order_id\": 1002}'."`
-	Queue    string `name:"queue" help:"Queue (default bulk); one of CERTMAIL_QUEUES."`
-	Until    string `name:"until" placeholder:"RFC3339" help:"Last time a tick may run (in the future)."`
-	MaxRuns  int    `name:"max-runs" help:"End the schedule after this many runs."`
+	ID             string `name:"id" required:"" help:"Unique, stable id (a-z, 0-9, '.', '_', '-')."`
+	Cron           string `name:"cron" required:"" help:"5-field cron spec, or @every <duration>, @daily, @hourly ..."`
+	Timezone       string `name:"timezone" help:"Time zone of the cron spec (default UTC), e.g. Europe/Berlin."`
+	Type           string `name:"type" required:"" help:"Task type: set-emails, resend-dcv, send-cert or resend-domain-dcv."`
+	Payload        string `name:"payload" required:"" help:"Task payload as JSON, e.g. '{\"order_id\": 1002}'."`
+	Queue          string `name:"queue" help:"Queue (default bulk); one of CERTMAIL_QUEUES."`
+	Until          string `name:"until" placeholder:"RFC3339" help:"Last time a tick may run (in the future)."`
+	MaxRuns        int    `name:"max-runs" help:"End the schedule after this many runs."`
+	UntilValidated *bool  `name:"until-validated" negatable:"" help:"resend-dcv only (and its default): ticks carry only_if_pending, and the first not_pending outcome ends the schedule. --no-until-validated keeps it running."`
 }
 
 // Run validates and stores the schedule; validation problems are a usage error.
 func (c *ScheduleAddCmd) Run(env *Env) error {
 	s := scheduler.Schedule{ID: c.ID, Cron: c.Cron, Timezone: c.Timezone, Type: c.Type, Payload: []byte(c.Payload),
-		Queue: c.Queue, MaxRuns: c.MaxRuns}
+		Queue: c.Queue, MaxRuns: c.MaxRuns, UntilValidated: c.UntilValidated}
 	if c.Until != "" {
 		t, err := time.Parse(time.RFC3339, c.Until)
 		if err != nil {

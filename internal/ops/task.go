@@ -50,6 +50,26 @@ func (s *Service) Task(ctx context.Context, id string) (TaskStatus, error) {
 	if err != nil {
 		return TaskStatus{}, err
 	}
+	return s.status(ctx, info)
+}
+
+// TaskInQueue is Task for a task whose queue is known: one lookup instead of
+// one per queue. The error wraps ErrNotFound when the queue does not hold
+// it (or does not exist).
+func (s *Service) TaskInQueue(ctx context.Context, queue, id string) (TaskStatus, error) {
+	info, err := s.inspector.GetTaskInfo(queue, id)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w", id, queue, ErrNotFound)
+	case err != nil:
+		return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w", id, queue, err)
+	}
+	return s.status(ctx, info)
+}
+
+// status is what Task reports of info.
+func (s *Service) status(ctx context.Context, info *asynq.TaskInfo) (TaskStatus, error) {
+	id := info.ID
 	st := TaskStatus{
 		ID:            info.ID,
 		Type:          info.Type,

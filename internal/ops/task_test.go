@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/worker"
 )
@@ -85,5 +87,56 @@ func TestTaskCompletedAndArchived(t *testing.T) {
 	}
 	if st.State != "archived" || st.LastError == "" || st.LastFailedAt == nil {
 		t.Errorf("dead-lettered task = %+v", st)
+	}
+}
+
+func TestTaskInQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	ref, _, err := b.svc.Enqueue(ctx, ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id":12}`), Queue: "bulk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.svc.TaskInQueue(ctx, "bulk", ref.ID)
+	if err != nil || st.ID != ref.ID || st.Queue != "bulk" || st.State != "pending" || st.Type != "resend-dcv" {
+		t.Errorf("TaskInQueue = %+v, %v", st, err)
+	}
+	for _, q := range []string{"default", "nowhere"} { // another queue, a queue that does not exist
+		if _, err := b.svc.TaskInQueue(ctx, q, ref.ID); !errors.Is(err, ops.ErrNotFound) {
+			t.Errorf("TaskInQueue(%s) = %v, want ErrNotFound", q, err)
+		}
+	}
+	if _, err := b.svc.TaskInQueue(ctx, "bulk", "no-such-task"); !errors.Is(err, ops.ErrNotFound) {
+		t.Errorf("unknown id: %v, want ErrNotFound", err)
+	}
+}
+
+// A task the worker parked (archived while it waits, listed in
+// certmail:parked) is reported waiting for a retry by TaskInQueue too, so
+// that a schedule waiting for it keeps waiting.
+func TestTaskInQueueParked(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	ref, _, err := b.svc.Enqueue(ctx, ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id":12}`), Queue: "bulk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.inspector.ArchiveTask("bulk", ref.ID); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := b.svc.TaskInQueue(ctx, "bulk", ref.ID); err != nil || st.State != "archived" {
+		t.Fatalf("archived task: %+v, %v", st, err)
+	}
+	due := time.Now().Add(time.Minute)
+	// The worker's parked entry, as internal/worker writes it.
+	member := `{"queue":"bulk","id":"` + ref.ID + `"}`
+	if err := b.rdb.ZAdd(ctx, "certmail:parked", redis.Z{Score: float64(due.UnixMilli()), Member: member}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.svc.TaskInQueue(ctx, "bulk", ref.ID)
+	if err != nil || st.State != "retry" || st.NextProcessAt == nil || st.NextProcessAt.Unix() != due.Unix() {
+		t.Errorf("parked task: %+v, %v; want retry at %v", st, err, due)
 	}
 }

@@ -16,7 +16,7 @@ import (
 var plainName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // scheduleMembers are the members of a schedule as JSON.
-var scheduleMembers = []string{"id", "cron", "timezone", "type", "payload", "queue", "until", "max_runs"}
+var scheduleMembers = []string{"id", "cron", "timezone", "type", "payload", "queue", "until", "max_runs", "until_validated"}
 
 // DecodeJSON reads a schedule as the API receives it: exactly one JSON
 // object whose members are those of Schedule, each at most once and of the
@@ -93,6 +93,8 @@ func decodeMember(s *Schedule, key string, v json.RawMessage) error {
 		target = &s.Until
 	case "max_runs":
 		target = &s.MaxRuns
+	case "until_validated":
+		target = &s.UntilValidated
 	}
 	if err := json.Unmarshal(v, target); err != nil {
 		switch key {
@@ -100,6 +102,8 @@ func decodeMember(s *Schedule, key string, v json.RawMessage) error {
 			return errors.New("must be an RFC 3339 time")
 		case "max_runs":
 			return errors.New("must be an integer")
+		case "until_validated":
+			return errors.New("must be true or false")
 		}
 		return errors.New("must be a string")
 	}

@@ -298,7 +298,7 @@ func TestFollowerTakesOverAfterLeaderDiesMidTick(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	file := filepath.Join(t.TempDir(), "schedules.yaml")
-	if err := os.WriteFile(file, []byte("schedules:\n  - id: fo\n    cron: \"@every 1s\"\n    type: resend-dcv\n    payload: {order_id: 1}\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("schedules:\n  - id: fo\n    cron: \"@every 1s\"\n    type: resend-dcv\n    payload: {order_id: 1}\n    until_validated: false\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	insp := asynq.NewInspector(srv.ConnOpt())

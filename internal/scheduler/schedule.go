@@ -19,6 +19,11 @@
 // next and previous run, expiring after two heartbeats and cleared when it
 // stops leading; and one enqueue event per tick in the schedule's history,
 // whose entry id is the schedule id, so the history outlives a failover.
+//
+// A resend-dcv schedule is until_validated unless it says otherwise: its
+// ticks carry only_if_pending, the leader does not enqueue a tick while the
+// previous tick's task is outstanding, and the first not_pending outcome in
+// that task's result ends the schedule (see settle).
 package scheduler
 
 import (
@@ -53,6 +58,12 @@ type Schedule struct {
 	Queue    string          `json:"queue,omitempty" yaml:"queue"`
 	Until    *time.Time      `json:"until,omitempty" yaml:"until"`
 	MaxRuns  int             `json:"max_runs,omitempty" yaml:"max_runs"`
+	// UntilValidated ends a resend-dcv schedule once its order no longer
+	// waits for validation by email: its ticks carry only_if_pending, and the
+	// first not_pending outcome ends it. Default true for resend-dcv (a
+	// validated schedule reads back with it set); other types must leave it
+	// out, as it cannot apply to them.
+	UntilValidated *bool `json:"until_validated,omitempty" yaml:"until_validated"`
 }
 
 // compiled is a validated schedule ready to fire.
@@ -62,6 +73,9 @@ type compiled struct {
 	spec   cron.Schedule
 	loc    *time.Location
 }
+
+// untilValidated reports whether the schedule ends once its order is validated.
+func (c *compiled) untilValidated() bool { return c.UntilValidated != nil && *c.UntilValidated }
 
 // next returns the first tick strictly after t.
 func (c *compiled) next(t time.Time) time.Time { return c.spec.Next(t.In(c.loc)) }
@@ -171,6 +185,13 @@ func compile(s Schedule, source string, r rules) (*compiled, error) {
 	}
 	if s.MaxRuns < 0 {
 		add("max_runs", "must not be negative")
+	}
+	switch {
+	case s.Type == tasks.TypeResendDCV && s.UntilValidated == nil:
+		yes := true
+		c.UntilValidated = &yes
+	case s.Type != tasks.TypeResendDCV && s.UntilValidated != nil:
+		add("until_validated", "only resend-dcv schedules take it (it ends the schedule once the order is validated)")
 	}
 	if len(bytes.TrimSpace(s.Payload)) == 0 {
 		add("payload", "required")

@@ -11,7 +11,10 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +26,7 @@ import (
 	"github.com/certmail/certmail/internal/buildinfo"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -38,6 +42,13 @@ const (
 	refreshInterval = time.Second
 	// maxFiresPerRound bounds the catch-up of one schedule in one round.
 	maxFiresPerRound = 100
+	// firstLook and lastLook bound how often the leader looks at the
+	// outstanding task of an until_validated schedule's last tick: first
+	// after firstLook, then twice as long each time, up to lastLook.
+	firstLook = 500 * time.Millisecond
+	lastLook  = 30 * time.Second
+	// maxOrderStatus bounds the order status copied from a task's result.
+	maxOrderStatus = 64
 )
 
 // Config configures a Scheduler. Zero values take the defaults noted.
@@ -122,6 +133,18 @@ type Scheduler struct {
 	// schedule deleted or ended are removed, so that their number follows
 	// the schedules that exist.
 	series map[string]bool
+	// awaiting is, per until_validated schedule id, what the leader knows
+	// of its last tick's task (see settle). Cleared when the leadership
+	// changes; it only spares lookups, Redis holds the truth.
+	awaiting map[string]*awaiting
+}
+
+// awaiting is the last tick's task of an until_validated schedule.
+type awaiting struct {
+	taskID  string
+	settled bool          // its outcome is known and does not end the schedule
+	next    time.Time     // when to look at it again while it is outstanding
+	every   time.Duration // the pause before the look after next
 }
 
 // New builds a Scheduler; the file, when given, must be readable and parse
@@ -154,17 +177,18 @@ func New(cfg Config) (*Scheduler, error) {
 	svc := ops.New(cfg.Redis, ops.Options{Accounts: cfg.Accounts, MaxRetry: cfg.MaxRetry, Retention: cfg.Retention,
 		Queues: cfg.Queues, Logger: cfg.Logger})
 	return &Scheduler{
-		cfg:     cfg,
-		rdb:     cfg.Redis.Client,
-		ops:     svc,
-		store:   NewStore(StoreConfig{Redis: cfg.Redis.Client, Checker: svc, MinInterval: cfg.MinInterval, Logger: cfg.Logger}),
-		client:  asynq.NewClientFromRedisClient(cfg.Redis.Client),
-		log:     cfg.Logger,
-		metrics: m,
-		token:   randomToken(),
-		warned:  map[string]string{},
-		due:     map[*compiled]time.Time{},
-		series:  map[string]bool{},
+		cfg:      cfg,
+		rdb:      cfg.Redis.Client,
+		ops:      svc,
+		store:    NewStore(StoreConfig{Redis: cfg.Redis.Client, Checker: svc, MinInterval: cfg.MinInterval, Logger: cfg.Logger}),
+		client:   asynq.NewClientFromRedisClient(cfg.Redis.Client),
+		log:      cfg.Logger,
+		metrics:  m,
+		token:    randomToken(),
+		warned:   map[string]string{},
+		due:      map[*compiled]time.Time{},
+		series:   map[string]bool{},
+		awaiting: map[string]*awaiting{},
 	}, nil
 }
 
@@ -262,6 +286,7 @@ func (s *Scheduler) lead(ctx context.Context, now time.Time) {
 	}
 	if ok != s.leader {
 		clear(s.due)
+		clear(s.awaiting)
 	}
 	s.leader = ok
 	s.metrics.setLeader(ok)
@@ -314,6 +339,7 @@ func (s *Scheduler) reloadFile() {
 	s.fileScheds, s.mirrored = good, false
 	clear(s.due)
 	s.forgetSeries()
+	s.forgetRemoved()
 	s.metrics.schedules.WithLabelValues(SourceFile).Set(float64(len(good)))
 	s.log.Info("schedules file loaded", zap.String("file", s.cfg.File), zap.Int("schedules", len(good)), zap.Int("invalid", len(bad)))
 }
@@ -382,8 +408,25 @@ func (s *Scheduler) refreshAPI(ctx context.Context) error {
 	s.apiScheds = out
 	clear(s.due)
 	s.forgetSeries()
+	s.forgetRemoved()
 	s.metrics.schedules.WithLabelValues(SourceAPI).Set(float64(len(out)))
 	return nil
+}
+
+// forgetRemoved drops what awaiting holds for schedules that are gone.
+func (s *Scheduler) forgetRemoved() {
+	ids := map[string]bool{}
+	for _, c := range s.fileScheds {
+		ids[c.ID] = true
+	}
+	for _, c := range s.apiScheds {
+		ids[c.ID] = true
+	}
+	for id := range s.awaiting {
+		if !ids[id] {
+			delete(s.awaiting, id)
+		}
+	}
 }
 
 func (s *Scheduler) warnOnce(id, problem string) {
@@ -425,7 +468,8 @@ func (s *Scheduler) dropSeries(id string) {
 
 // recordScript advances a schedule's state to a fired tick, only for the
 // lease holder and only forwards; it ends the schedule at max_runs.
-// Returns 1 recorded, 0 already recorded, -1 not the leader.
+// Returns 1 recorded, 2 recorded and ended, 0 already recorded, -1 not the
+// leader.
 var recordScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local last = tonumber(redis.call('HGET', KEYS[2], 'last_tick') or '0')
@@ -433,13 +477,30 @@ if tonumber(ARGV[2]) <= last then return 0 end
 local runs = redis.call('HINCRBY', KEYS[2], 'runs', 1)
 redis.call('HSET', KEYS[2], 'last_tick', ARGV[2], 'last_run_at', ARGV[3], 'last_task_id', ARGV[4])
 local max = tonumber(ARGV[5])
-if max > 0 and runs >= max then redis.call('HSET', KEYS[2], 'ended', '1') end
+if max > 0 and runs >= max and redis.call('HGET', KEYS[2], 'ended') ~= '1' then
+  redis.call('HSET', KEYS[2], 'ended', '1', 'ended_reason', 'max_runs', 'ended_at', ARGV[3])
+  return 2
+end
 return 1`)
 
-// endScript ends a schedule (its until passed), only for the lease holder.
+// endScript ends a schedule for the reason ARGV[2] at ARGV[3] (Unix
+// seconds), recording the order status ARGV[4] when not empty, only for
+// the lease holder. Returns 1 when it ended it, 0 when it had ended
+// already, -1 not the leader.
 var endScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-redis.call('HSET', KEYS[2], 'ended', '1')
+if redis.call('HGET', KEYS[2], 'ended') == '1' then return 0 end
+redis.call('HSET', KEYS[2], 'ended', '1', 'ended_reason', ARGV[2], 'ended_at', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'order_status', ARGV[4]) end
+return 1`)
+
+// intentScript names the task of the tick an until_validated schedule is
+// about to enqueue, before it is enqueued, so that a leader taking over
+// after a crash in between waits for that task too. Only for the lease
+// holder: 1 done, -1 not the leader.
+var intentScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[2], 'last_task_id', ARGV[2])
 return 1`)
 
 // fire enqueues the due ticks of one schedule. It returns false when the
@@ -466,6 +527,14 @@ func (s *Scheduler) fire(ctx context.Context, c *compiled) bool {
 		}
 		state["since"] = strconv.FormatInt(now.Unix(), 10)
 	}
+	if c.untilValidated() {
+		switch s.settle(ctx, c, state, now) {
+		case settleWait, settleEnded:
+			return true
+		case settleLost:
+			return false
+		}
+	}
 	runs, _ := strconv.Atoi(state["runs"])
 	base := unixField(state, "last_tick")
 	if base.IsZero() {
@@ -482,7 +551,21 @@ func (s *Scheduler) fire(ctx context.Context, c *compiled) bool {
 		if c.MaxRuns > 0 && runs >= c.MaxRuns {
 			break
 		}
+		if c.untilValidated() && s.laterTickDue(c, tick, now, n) {
+			continue // one task at a time: only the latest due tick fires
+		}
 		taskID := fmt.Sprintf("sched:%s:%d", c.ID, tick.Unix())
+		if c.untilValidated() {
+			res, err := intentScript.Run(ctx, s.rdb, []string{leaderKey, key}, s.token, taskID).Int()
+			switch {
+			case err != nil:
+				s.log.Warn("could not record the tick about to be enqueued; trying again", zap.String("schedule", c.ID), zap.Error(err))
+				return true
+			case res < 0:
+				s.lostLeadership(c.ID)
+				return false
+			}
+		}
 		if !s.enqueue(ctx, c, taskID, tick) {
 			return true
 		}
@@ -493,25 +576,156 @@ func (s *Scheduler) fire(ctx context.Context, c *compiled) bool {
 			s.log.Warn("could not record a fired tick; it is recognised by its task id next round", zap.String("schedule", c.ID), zap.Error(err))
 			return true
 		case res < 0:
-			s.leader = false
-			clear(s.due)
-			s.metrics.setLeader(false)
-			s.log.Warn("lost the scheduler leadership while firing", zap.String("schedule", c.ID))
+			s.lostLeadership(c.ID)
 			return false
+		case res == 2:
+			runs++
+			s.recordRun(ctx, c, taskID, time.Now())
+			s.log.Info("schedule ended", zap.String("schedule", c.ID), zap.String("reason", EndedMaxRuns), zap.Int("runs", runs))
 		case res == 1:
 			runs++
 			s.recordRun(ctx, c, taskID, time.Now())
 		}
 		last = tick
+		if c.untilValidated() {
+			s.awaiting[c.ID] = &awaiting{taskID: taskID, next: now.Add(firstLook), every: 2 * firstLook}
+			break
+		}
 	}
 	s.due[c] = c.next(last)
+	if a := s.awaiting[c.ID]; a != nil && !a.settled && a.next.Before(s.due[c]) {
+		s.due[c] = a.next // look at the tick's task before the next tick
+	}
 	if c.Until != nil && c.next(maxTime(base, unixField(state, "last_tick"))).After(*c.Until) ||
 		c.MaxRuns > 0 && runs >= c.MaxRuns {
-		if res, err := endScript.Run(ctx, s.rdb, []string{leaderKey, key}, s.token).Int(); err == nil && res == 1 && state["ended"] != "1" {
-			s.log.Info("schedule ended", zap.String("schedule", c.ID), zap.Int("runs", runs))
+		reason := EndedUntil
+		if c.MaxRuns > 0 && runs >= c.MaxRuns {
+			reason = EndedMaxRuns
+		}
+		if res, err := endScript.Run(ctx, s.rdb, []string{leaderKey, key}, s.token, reason, time.Now().Unix(), "").Int(); err == nil && res == 1 {
+			s.log.Info("schedule ended", zap.String("schedule", c.ID), zap.String("reason", reason), zap.Int("runs", runs))
 		}
 	}
 	return true
+}
+
+// lostLeadership notes that a fenced write found another leader.
+func (s *Scheduler) lostLeadership(id string) {
+	s.leader = false
+	clear(s.due)
+	clear(s.awaiting)
+	s.metrics.setLeader(false)
+	s.log.Warn("lost the scheduler leadership while firing", zap.String("schedule", id))
+}
+
+// laterTickDue reports whether a tick after tick (the n-th of this round)
+// is due by now and may still fire.
+func (s *Scheduler) laterTickDue(c *compiled, tick, now time.Time, n int) bool {
+	next := c.next(tick)
+	return !next.After(now) && n+1 < maxFiresPerRound && (c.Until == nil || !next.After(*c.Until))
+}
+
+// settle verdicts.
+type settleVerdict int
+
+const (
+	settleGo    settleVerdict = iota // no task outstanding: due ticks may fire
+	settleWait                       // the last tick's task is outstanding (or cannot be looked at now)
+	settleEnded                      // its outcome ended the schedule
+	settleLost                       // the leadership was lost
+)
+
+// settle looks at the task of an until_validated schedule's last tick,
+// state's last_task_id (named before the task is enqueued, see
+// intentScript). While it is pending, scheduled, active or in retry (parked
+// included) no tick fires; it is looked at again after a pause that doubles
+// up to lastLook. Completed with the outcome not_pending, it ends the
+// schedule (reason validated, DigiCert's order status kept) with one log
+// line. Completed otherwise, dead-lettered, or gone (its result expired,
+// or its enqueue never happened), it is settled and the next due tick
+// fires: that tick reads the order's status again, so at worst it costs
+// one validation read, never an email to a validated order.
+func (s *Scheduler) settle(ctx context.Context, c *compiled, state map[string]string, now time.Time) settleVerdict {
+	taskID := state["last_task_id"]
+	if taskID == "" {
+		return settleGo
+	}
+	a := s.awaiting[c.ID]
+	if a == nil || a.taskID != taskID {
+		a = &awaiting{taskID: taskID, every: firstLook}
+		s.awaiting[c.ID] = a
+	}
+	switch {
+	case a.settled:
+		return settleGo
+	case now.Before(a.next):
+		s.due[c] = a.next
+		return settleWait
+	}
+	st, err := s.ops.TaskInQueue(ctx, c.Queue, taskID)
+	switch {
+	case errors.Is(err, ops.ErrNotFound):
+		a.settled = true
+		return settleGo
+	case err != nil:
+		s.log.Warn("could not look at the last tick's task; trying again", zap.String("schedule", c.ID),
+			zap.String("task_id", taskID), zap.Error(err))
+		return settleWait
+	}
+	switch st.State {
+	case asynq.TaskStateCompleted.String():
+		res, err := taskresult.Decode(st.Result)
+		if err != nil || res.Outcome != taskresult.NotPending {
+			a.settled = true
+			return settleGo
+		}
+		return s.endValidated(ctx, c, taskID, printable(res.OrderStatus, maxOrderStatus), state)
+	case asynq.TaskStateArchived.String():
+		a.settled = true
+		s.log.Info("the last tick's task was dead-lettered; the next tick tries again", zap.String("schedule", c.ID),
+			zap.String("task_id", taskID))
+		return settleGo
+	}
+	a.next, a.every = now.Add(a.every), min(2*a.every, lastLook)
+	s.due[c] = a.next
+	return settleWait
+}
+
+// endValidated ends an until_validated schedule whose last tick found its
+// order validated.
+func (s *Scheduler) endValidated(ctx context.Context, c *compiled, taskID, orderStatus string, state map[string]string) settleVerdict {
+	res, err := endScript.Run(ctx, s.rdb, []string{leaderKey, stateKey(c.ID)}, s.token, EndedValidated, time.Now().Unix(), orderStatus).Int()
+	switch {
+	case err != nil:
+		s.log.Warn("could not end a validated schedule; trying again", zap.String("schedule", c.ID), zap.Error(err))
+		return settleWait
+	case res < 0:
+		s.lostLeadership(c.ID)
+		return settleLost
+	case res == 1:
+		runs, _ := strconv.Atoi(state["runs"])
+		s.log.Info("schedule ended: the order no longer waits for validation by email", zap.String("schedule", c.ID),
+			zap.String("reason", EndedValidated), zap.String("order_status", orderStatus), zap.String("task_id", taskID),
+			zap.Int("runs", runs))
+	}
+	delete(s.awaiting, c.ID)
+	return settleEnded
+}
+
+// printable returns s without control characters, cut to at most n bytes
+// on a rune boundary.
+func printable(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+	for len(s) > n {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	return s
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -528,6 +742,10 @@ func (s *Scheduler) enqueue(ctx context.Context, c *compiled, taskID string, tic
 	if err != nil {
 		s.warnOnce(c.ID, "schedule payload no longer valid: "+err.Error())
 		return false
+	}
+	if rd, ok := p.(tasks.ResendDCV); ok && c.untilValidated() {
+		rd.OnlyIfPending = true
+		p = rd
 	}
 	opts := []asynq.Option{asynq.TaskID(taskID), asynq.Queue(c.Queue), asynq.MaxRetry(s.cfg.MaxRetry), asynq.Retention(s.cfg.Retention)}
 	task, err := tasks.NewTask(p, opts...)

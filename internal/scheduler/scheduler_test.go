@@ -287,6 +287,7 @@ func TestFileAndAPISchedulesFire(t *testing.T) {
     cron: "@every 1s"
     type: resend-dcv
     payload: {order_id: 1002}
+    until_validated: false
 `)
 	st := e.store()
 	if _, err := st.Add(context.Background(), Schedule{ID: "from-api", Cron: "@every 1s", Type: "send-cert", Queue: "bulk",
@@ -333,11 +334,13 @@ func TestMaxRunsEndsSchedule(t *testing.T) {
     cron: "@every 1s"
     type: resend-dcv
     payload: {order_id: 3}
+    until_validated: false
     max_runs: 3
   - id: clock
     cron: "@every 1s"
     type: resend-dcv
     payload: {order_id: 4}
+    until_validated: false
 `)
 	e.start(Config{File: file})
 	st := e.store()
@@ -352,8 +355,8 @@ func TestMaxRunsEndsSchedule(t *testing.T) {
 		t.Errorf("ticks %v, want exactly 3 consecutive", got)
 	}
 	s, err := st.Get(context.Background(), "thrice")
-	if err != nil || s.Runs != 3 || s.NextRun != nil {
-		t.Errorf("status %+v (%v), want 3 runs and no next run", s, err)
+	if err != nil || s.Runs != 3 || s.NextRun != nil || s.State != StateEnded || s.EndedReason != EndedMaxRuns || s.EndedAt == nil {
+		t.Errorf("status %+v (%v), want 3 runs, no next run, ended at max_runs", s, err)
 	}
 }
 
@@ -366,11 +369,13 @@ func TestUntilEndsSchedule(t *testing.T) {
     cron: "@every 1s"
     type: resend-dcv
     payload: {order_id: 3}
+    until_validated: false
     until: ` + until + `
   - id: clock
     cron: "@every 1s"
     type: resend-dcv
     payload: {order_id: 4}
+    until_validated: false
 `)
 	e.start(Config{File: file})
 	st := e.store()
@@ -384,6 +389,9 @@ func TestUntilEndsSchedule(t *testing.T) {
 		s, err := st.Get(context.Background(), "briefly")
 		return err == nil && s.Ended
 	})
+	if s, _ := st.Get(context.Background(), "briefly"); s.EndedReason != EndedUntil || s.State != StateEnded {
+		t.Errorf("status %+v, want ended for until", s)
+	}
 	// ...and not after it: the other schedule ticks two seconds past until.
 	waitFor(t, 15*time.Second, "clock ticks past until", func() bool {
 		ticks := e.ticks("bulk")["clock"]
@@ -410,6 +418,7 @@ func TestInvalidEntrySkipped(t *testing.T) {
     cron: "@every 1s"
     type: resend-dcv
     payload: {order_id: 1}
+    until_validated: false
   - id: broken
     cron: "@every 1s"
     type: resend-dcv
@@ -436,7 +445,7 @@ func TestFileReload(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	entry := func(id string) string {
-		return "  - id: " + id + "\n    cron: \"@every 1s\"\n    type: resend-dcv\n    payload: {order_id: 9}\n"
+		return "  - id: " + id + "\n    cron: \"@every 1s\"\n    type: resend-dcv\n    payload: {order_id: 9}\n    until_validated: false\n"
 	}
 	file := e.writeFile("schedules:\n" + entry("first"))
 	e.start(Config{File: file})
@@ -464,6 +473,7 @@ func TestTwoSchedulersOneTaskPerTick(t *testing.T) {
     cron: "@every 1s"
     type: resend-dcv
     payload: {order_id: 1}
+    until_validated: false
 `)
 	logsA, stopA := e.start(Config{File: file})
 	logsB, stopB := e.start(Config{File: file})
@@ -500,7 +510,7 @@ func TestRecordFenced(t *testing.T) {
 	if err != nil || res != -1 {
 		t.Fatalf("record without the lease = %d, %v; want -1", res, err)
 	}
-	for i, want := range []int{1, 0, 1} { // forward, repeat, forward
+	for i, want := range []int{1, 0, 2} { // forward, repeat, forward and end at max_runs
 		tick := []int{100, 100, 101}[i]
 		res, err := recordScript.Run(ctx, rdb, []string{leaderKey, stateKey("x")}, "other", tick, tick, "t", 2).Int()
 		if err != nil || res != want {
@@ -508,7 +518,7 @@ func TestRecordFenced(t *testing.T) {
 		}
 	}
 	state, err := rdb.HGetAll(ctx, stateKey("x")).Result()
-	if err != nil || state["runs"] != "2" || state["last_tick"] != "101" || state["ended"] != "1" {
+	if err != nil || state["runs"] != "2" || state["last_tick"] != "101" || state["ended"] != "1" || state["ended_reason"] != "max_runs" {
 		t.Errorf("state %v, %v; want 2 runs, last tick 101, ended at max_runs 2", state, err)
 	}
 }
@@ -592,12 +602,12 @@ func TestDecodeJSON(t *testing.T) {
 		name, body string
 		fields     []string
 	}{
-		{"good", `{"id":"a","cron":"@daily","type":"resend-dcv","payload":{"order_id":1},"until":"2030-01-01T00:00:00Z","max_runs":3}`, nil},
+		{"good", `{"id":"a","cron":"@daily","type":"resend-dcv","payload":{"order_id":1},"until":"2030-01-01T00:00:00Z","max_runs":3,"until_validated":false}`, nil},
 		{"duplicate id", `{"id":"a","cron":"@daily","id":"b","type":"resend-dcv","payload":{"order_id":1}}`, []string{"id"}},
 		{"duplicate payload", `{"id":"a","cron":"@daily","type":"resend-dcv","payload":{"order_id":1},"payload":{"order_id":2}}`, []string{"payload"}},
 		{"unknown member", `{"id":"a","crom":"@daily"}`, []string{"crom"}},
 		{"unknown member with an odd name", `{"id":"a","a b\n":1}`, []string{`"a b\n"`}},
-		{"wrong types", `{"id":1,"cron":"@daily","until":"tomorrow","max_runs":"3"}`, []string{"id", "until", "max_runs"}},
+		{"wrong types", `{"id":1,"cron":"@daily","until":"tomorrow","max_runs":"3","until_validated":"yes"}`, []string{"id", "until", "max_runs", "until_validated"}},
 		{"not an object", `[1]`, []string{""}},
 		{"trailing data", `{"id":"a"} {}`, []string{""}},
 	} {
@@ -614,7 +624,8 @@ func TestDecodeJSON(t *testing.T) {
 		if strings.Join(fields, ",") != strings.Join(tt.fields, ",") {
 			t.Errorf("%s: fields %q, want %q (%v)", tt.name, fields, tt.fields, err)
 		}
-		if tt.fields == nil && (s.ID != "a" || s.MaxRuns != 3 || s.Until == nil || string(s.Payload) != `{"order_id":1}`) {
+		if tt.fields == nil && (s.ID != "a" || s.MaxRuns != 3 || s.Until == nil || string(s.Payload) != `{"order_id":1}` ||
+			s.UntilValidated == nil || *s.UntilValidated) {
 			t.Errorf("%s: decoded %+v", tt.name, s)
 		}
 	}
@@ -663,10 +674,11 @@ func TestSeriesOfGoneSchedulesAreRemoved(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	st := e.store()
 	ctx := context.Background()
+	no := false // every tick fires: no worker completes the tasks here
 	for _, s := range []Schedule{
-		{ID: "deleted", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)},
-		{ID: "ends", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 2}`), MaxRuns: 2},
-		{ID: "stays", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 3}`)},
+		{ID: "deleted", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`), UntilValidated: &no},
+		{ID: "ends", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 2}`), MaxRuns: 2, UntilValidated: &no},
+		{ID: "stays", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 3}`), UntilValidated: &no},
 	} {
 		if _, err := st.Add(ctx, s); err != nil {
 			t.Fatal(err)

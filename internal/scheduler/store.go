@@ -23,7 +23,22 @@ const (
 	apiSchedulesKey  = "certmail:schedules"      // hash id → Schedule JSON, added through the API or the CLI
 	fileSchedulesKey = "certmail:schedules:file" // hash id → Schedule JSON, the file's valid entries, mirrored by the leader
 	leaderKey        = "certmail:scheduler:leader"
-	statePrefix      = "certmail:schedule:" // + id: hash since, last_tick, runs, last_run_at, last_task_id, ended
+	// statePrefix + id: hash since, last_tick, runs, last_run_at, last_task_id,
+	// ended, ended_reason, ended_at, order_status.
+	statePrefix = "certmail:schedule:"
+)
+
+// Reasons a schedule ended, as Status.EndedReason says.
+const (
+	EndedMaxRuns   = "max_runs"  // it ran max_runs times
+	EndedUntil     = "until"     // its until passed
+	EndedValidated = "validated" // until_validated: its order no longer waits for validation by email
+)
+
+// States of a schedule, as Status.State says.
+const (
+	StateActive = "active"
+	StateEnded  = "ended"
 )
 
 func stateKey(id string) string { return statePrefix + id }
@@ -39,11 +54,19 @@ var (
 type Status struct {
 	Schedule
 	Source     string     `json:"source"`
+	State      string     `json:"state"` // StateActive or StateEnded
 	NextRun    *time.Time `json:"next_run,omitempty"`
 	LastRun    *time.Time `json:"last_run,omitempty"`
 	LastTaskID string     `json:"last_task_id,omitempty"`
 	Runs       int        `json:"runs"`
 	Ended      bool       `json:"ended"`
+	// EndedReason says why an ended schedule ended: EndedMaxRuns,
+	// EndedUntil or EndedValidated.
+	EndedReason string     `json:"ended_reason,omitempty"`
+	EndedAt     *time.Time `json:"ended_at,omitempty"`
+	// OrderStatus is the order status DigiCert reported to the tick that
+	// ended an until_validated schedule ("issued", "canceled", ...).
+	OrderStatus string `json:"order_status,omitempty"`
 }
 
 // StoreConfig configures a Store. Zero values take the defaults noted.
@@ -276,8 +299,15 @@ func (st *Store) mirrorFile(ctx context.Context, scheds []*compiled) error {
 
 // status computes what GET shows from a schedule and its state hash.
 func (st *Store) status(c *compiled, state map[string]string) Status {
-	s := Status{Schedule: c.Schedule, Source: c.source, LastTaskID: state["last_task_id"], Ended: state["ended"] == "1"}
+	s := Status{Schedule: c.Schedule, Source: c.source, State: StateActive, LastTaskID: state["last_task_id"], Ended: state["ended"] == "1"}
 	s.Runs, _ = strconv.Atoi(state["runs"])
+	if s.Ended {
+		s.State, s.EndedReason, s.OrderStatus = StateEnded, state["ended_reason"], state["order_status"]
+		if at := unixField(state, "ended_at"); !at.IsZero() {
+			at = at.UTC()
+			s.EndedAt = &at
+		}
+	}
 	if at, err := strconv.ParseInt(state["last_run_at"], 10, 64); err == nil && at > 0 {
 		t := time.Unix(at, 0).UTC()
 		s.LastRun = &t
