@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -101,4 +102,85 @@ func schedTicks(t *testing.T, e *e2e, id string) []int64 {
 	}
 	sort.Slice(ticks, func(i, j int) bool { return ticks[i] < ticks[j] })
 	return ticks
+}
+
+// TestSchedulesEndWhenOrdersAreValidated: two scheduler processes (the
+// leader SIGKILLed after the first reminders) and a worker; a DV and an OV
+// order each get a resend-dcv schedule every second, their defaults
+// (until_validated) untouched. The fake approves a domain once three
+// reminders reached it. Each order gets exactly three reminders, the tick
+// after its approval ends its schedule with one log line, and DigiCert is
+// not called again over later tick times.
+func TestSchedulesEndWhenOrdersAreValidated(t *testing.T) {
+	t.Parallel()
+	e := setupE2E(t, digicerttest.Config{ApproveAfter: 3})
+	e.fake.SetOrder(digicerttest.Order{ID: 5001, Domains: []digicerttest.Domain{{ID: 51, NameScope: "dv.example.com"}}})
+	e.fake.SetOrder(digicerttest.Order{ID: 5002, Type: digicerttest.OrderOV, Domains: []digicerttest.Domain{
+		{ID: 61, NameScope: "example.com"}, {ID: 62, NameScope: "example.org"}, {ID: 63, NameScope: "example.net", Method: "dns-txt-token", Status: "approved"}}})
+	file := filepath.Join(t.TempDir(), "schedules.yaml")
+	if err := os.WriteFile(file, []byte(`schedules:
+  - id: remind-dv
+    cron: "@every 1s"
+    type: resend-dcv
+    payload: {order_id: 5001, locale: en}
+  - id: remind-ov
+    cron: "@every 1s"
+    type: resend-dcv
+    payload: {order_id: 5002, domain_approval_emails: [{domain: example.org, email: admin@example.org}]}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.worker(t, "worker", "CERTMAIL_QUEUES=bulk=1")
+	a := e.scheduler(t, "scheduler-a", file)
+	b := e.scheduler(t, "scheduler-b", file)
+
+	sends := func() string {
+		return fmt.Sprintf("DV order %d, domains %d and %d", len(e.fake.DCVSends(5001)), len(e.fake.DomainDCVSends(61)), len(e.fake.DomainDCVSends(62)))
+	}
+	waitFor(t, 30*time.Second, func() bool { return len(e.fake.DCVSends(5001)) >= 1 && len(e.fake.DomainDCVSends(61)) >= 1 }, sends)
+	leader, other := a, b
+	if b.count("info", "became the scheduler leader") == 1 {
+		leader, other = b, a
+	}
+	if err := leader.stop(syscall.SIGKILL, 10*time.Second); err == nil {
+		t.Fatal("the SIGKILLed scheduler exited cleanly")
+	}
+	other.waitLog("became the scheduler leader", 15*time.Second)
+
+	state := func(id string) map[string]string {
+		s, err := e.redis.Client().HGetAll(t.Context(), "certmail:schedule:"+id).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for _, id := range []string{"remind-dv", "remind-ov"} {
+		waitFor(t, 60*time.Second, func() bool { return state(id)["ended"] == "1" }, func() string { return id + " not ended; " + sends() })
+		if s := state(id); s["ended_reason"] != "validated" || s["order_status"] != "issued" {
+			t.Errorf("%s state %v, want ended as validated, order issued", id, s)
+		}
+	}
+	if got := sends(); got != "DV order 3, domains 3 and 3" {
+		t.Errorf("reminders: %s; want 3 each", got)
+	}
+	for _, r := range e.fake.DomainDCVSends(62) {
+		if len(r.EmailArray) != 1 || r.EmailArray[0] != "admin@example.org" || r.NameScope != "example.org" {
+			t.Errorf("domain 62 resend %+v, want its approval address and name scope", r)
+		}
+	}
+	ended := other.count("info", "schedule ended: the order no longer waits for validation by email") +
+		leader.count("info", "schedule ended: the order no longer waits for validation by email")
+	if ended != 2 {
+		t.Errorf("%d end log lines, want one per schedule", ended)
+	}
+
+	// Later tick times pass: no tick, no DigiCert call.
+	calls, ticks := e.fake.RequestCount(), len(schedTicks(t, e, "remind-dv"))+len(schedTicks(t, e, "remind-ov"))
+	time.Sleep(3 * time.Second)
+	if got := e.fake.RequestCount(); got != calls {
+		t.Errorf("DigiCert called %d more times after the schedules ended", got-calls)
+	}
+	if got := len(schedTicks(t, e, "remind-dv")) + len(schedTicks(t, e, "remind-ov")); got != ticks {
+		t.Errorf("%d more ticks after the schedules ended", got-ticks)
+	}
 }
