@@ -23,7 +23,7 @@ func TestFakeDigicertBinary(t *testing.T) {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	start(t, "fake-digicert", nil, "fake-digicert", "--addr", addr, "--api-key", "good-key",
-		"--orders", "1001", "--certs", "2002")
+		"--orders", "1001", "--certs", "2002", "--approve-after", "2")
 	waitFor(t, 20*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
 		if err == nil {
@@ -79,5 +79,17 @@ func TestFakeDigicertBinary(t *testing.T) {
 		if !errors.As(err, &apiErr) || apiErr.Status != tt.status || digicert.Classify(err) != tt.class {
 			t.Errorf("%s: error %v (class %v), want a %d classified %v", tt.name, err, digicert.Classify(err), tt.status, tt.class)
 		}
+	}
+	// Order 1001 is a pending DV order whose one domain has its id; the
+	// second resend that reaches the domain (--approve-after 2) approves it
+	// and issues the order.
+	if v, _, err := good.OrderValidation(ctx, 1001); err != nil || !v.Pending() || !v.DV() || len(v.PendingEmailDomains()) != 1 {
+		t.Fatalf("validation before: %+v, %v", v, err)
+	}
+	if res, err := good.ResendDomainDCVEmails(ctx, 1001, body(tasks.ResendDomainDCV{DomainID: 1001})); err != nil || res.Status != 204 {
+		t.Fatalf("domain resend: %+v, %v", res, err)
+	}
+	if v, _, err := good.OrderValidation(ctx, 1001); err != nil || v.OrderStatus != "issued" || len(v.PendingEmailDomains()) != 0 {
+		t.Errorf("validation after two resends: %+v, %v; want the order issued", v, err)
 	}
 }

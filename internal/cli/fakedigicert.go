@@ -16,18 +16,19 @@ import (
 
 // FakeDigicertCmd serves the fake CertCentral over HTTP.
 type FakeDigicertCmd struct {
-	Addr        string        `default:"127.0.0.1:8443" help:"Listen address."`
-	APIKey      []string      `name:"api-key" env:"DIGICERT_API_KEY" help:"Accepted API key (repeat the flag or separate with commas for several)."`
-	APIKeyFile  string        `name:"api-key-file" env:"DIGICERT_API_KEY_FILE" type:"path" help:"File holding an accepted API key (as the workers' DIGICERT_API_KEY_FILE)."`
-	AnyID       bool          `name:"any-id" help:"Every order and certificate id exists (demo mode)."`
-	Orders      []int64       `help:"Order ids that exist (comma separated)."`
-	Certs       []int64       `help:"Certificate ids that exist (comma separated)."`
-	RateLimits  string        `name:"rate-limits" default:"100/5s,1000/3m" help:"Windows per key, as DigiCert enforces them; empty for none."`
-	BlockFor    time.Duration `name:"block-for" default:"10s" help:"How long a key that went over a window is answered 429."`
-	Latency     time.Duration `help:"Delay added before every answer."`
-	ErrorRate   float64       `name:"error-rate" help:"Share of requests answered 502/503 with an HTML body (0 to 1)."`
-	ResetRate   float64       `name:"reset-rate" help:"Share of requests whose connection is reset (0 to 1)."`
-	ShutdownFor time.Duration `name:"shutdown-timeout" default:"5s" help:"How long to let open requests finish on SIGTERM."`
+	Addr         string        `default:"127.0.0.1:8443" help:"Listen address."`
+	APIKey       []string      `name:"api-key" env:"DIGICERT_API_KEY" help:"Accepted API key (repeat the flag or separate with commas for several)."`
+	APIKeyFile   string        `name:"api-key-file" env:"DIGICERT_API_KEY_FILE" type:"path" help:"File holding an accepted API key (as the workers' DIGICERT_API_KEY_FILE)."`
+	AnyID        bool          `name:"any-id" help:"Every order, certificate and domain id exists (demo mode); an order known without more is a pending DV order with one domain of its id."`
+	Orders       []int64       `help:"Order ids that exist (comma separated)."`
+	Certs        []int64       `help:"Certificate ids that exist (comma separated)."`
+	RateLimits   string        `name:"rate-limits" default:"100/5s,1000/3m" help:"Windows per key, as DigiCert enforces them; empty for none."`
+	BlockFor     time.Duration `name:"block-for" default:"10s" help:"How long a key that went over a window is answered 429."`
+	Latency      time.Duration `help:"Delay added before every answer."`
+	ErrorRate    float64       `name:"error-rate" help:"Share of requests answered 502/503 with an HTML body (0 to 1)."`
+	ResetRate    float64       `name:"reset-rate" help:"Share of requests whose connection is reset (0 to 1)."`
+	ShutdownFor  time.Duration `name:"shutdown-timeout" default:"5s" help:"How long to let open requests finish on SIGTERM."`
+	ApproveAfter int           `name:"approve-after" help:"Approve a domain once this many DCV resends reached it, and issue an order once all its domains are (0: never), so that schedules can be watched ending."`
 }
 
 // Run serves until the process is told to stop.
@@ -35,6 +36,9 @@ func (c *FakeDigicertCmd) Run(env *Env) error {
 	windows, err := ratelimit.ParseWindows(c.RateLimits)
 	if err != nil {
 		return usagef("--rate-limits: %v", err)
+	}
+	if c.ApproveAfter < 0 {
+		return usagef("--approve-after: %d must not be negative", c.ApproveAfter)
 	}
 	for name, rate := range map[string]float64{"--error-rate": c.ErrorRate, "--reset-rate": c.ResetRate} {
 		if rate < 0 || rate > 1 {
@@ -54,7 +58,7 @@ func (c *FakeDigicertCmd) Run(env *Env) error {
 	if len(keys) == 0 {
 		return usagef("no API key: give --api-key or --api-key-file (DIGICERT_API_KEY or DIGICERT_API_KEY_FILE)")
 	}
-	cfg := digicerttest.Config{APIKeys: keys, AnyIDExists: c.AnyID, BlockFor: c.BlockFor}
+	cfg := digicerttest.Config{APIKeys: keys, AnyIDExists: c.AnyID, BlockFor: c.BlockFor, ApproveAfter: c.ApproveAfter}
 	for _, w := range windows {
 		cfg.RateLimits = append(cfg.RateLimits, digicerttest.Window{Limit: w.Limit, Period: w.Period})
 	}
@@ -71,7 +75,10 @@ func (c *FakeDigicertCmd) Run(env *Env) error {
 		fmt.Fprintf(env.Stdout, "fake CertCentral (not DigiCert: nothing is emailed) at http://%s/services/v2\n", a)
 		fmt.Fprintf(env.Stdout, "  point workers at it with DIGICERT_BASE_URL=http://%s/services/v2\n", a)
 		if c.AnyID {
-			fmt.Fprintln(env.Stdout, "  every order and certificate id exists")
+			fmt.Fprintln(env.Stdout, "  every order, certificate and domain id exists")
+		}
+		if c.ApproveAfter > 0 {
+			fmt.Fprintf(env.Stdout, "  a domain is approved after %d DCV resends reached it\n", c.ApproveAfter)
 		}
 	})
 }

@@ -23,10 +23,32 @@ const demoBatch = 250
 // retriedID is the order whose first delivery meets DigiCert 503s.
 const retriedID = 1004
 
+// ovOrderID is the demo's OV order, resent per domain while it is pending.
+const ovOrderID = 1005
+
+// DefaultDemoEvery is how often the demo schedule fires unless
+// Config.DemoEvery says otherwise.
+const DefaultDemoEvery = 20 * time.Second
+
+// DemoApproveAfter is the fewest DCV resends the dev fake lets reach a
+// domain before it approves it (and issues the order once all its domains
+// are); with a short Config.DemoEvery it waits for as many as take about a
+// minute (demoApprovals), so that the demo schedule always runs a while.
+const DemoApproveAfter = 3
+
 // DemoSchedule is the periodic resend the demo adds (Config.DemoEvery
-// changes its interval).
-var DemoSchedule = scheduler.Schedule{ID: "demo-dcv-order-1002", Cron: "@every 1m", Type: "resend-dcv",
+// changes its interval): order 1002 is a pending DV order, reminded until
+// the fake approves it; the tick after that ends the schedule, about a
+// minute and a half after the start by default.
+var DemoSchedule = scheduler.Schedule{ID: "demo-dcv-order-1002", Cron: "@every " + DefaultDemoEvery.String(), Type: "resend-dcv",
 	Payload: []byte(`{"order_id": 1002, "locale": "en"}`)}
+
+// demoOVOrder is the OV order the demo resends per domain.
+var demoOVOrder = digicerttest.Order{ID: ovOrderID, Type: digicerttest.OrderOV, Domains: []digicerttest.Domain{
+	{ID: 2101, NameScope: "example.com", DNSNames: []string{"example.com", "www.example.com"}},
+	{ID: 2102, NameScope: "shop.example.org"},
+	{ID: 2103, NameScope: "example.net", Status: digicerttest.StatusApproved},
+}}
 
 // demoTask is one task of the demo.
 type demoTask struct {
@@ -49,21 +71,28 @@ func demoTasks() []demoTask {
 			Payload: []byte(`{"certificate_id": 2002, "emails": ["ops@example.com"], "certificate_collect_format": "downloadlink"}`)}},
 		{"resend-dcv of an order DigiCert does not know (dead-lettered)", ops.EnqueueRequest{Type: "resend-dcv",
 			Payload: []byte(fmt.Sprintf(`{"order_id": %d}`, MissingID))}},
+		{"resend-dcv of an OV order while it is pending: one resend per domain waiting for email", ops.EnqueueRequest{Type: "resend-dcv",
+			Payload: []byte(fmt.Sprintf(`{"order_id": %d, "locale": "en", "only_if_pending": true, `+
+				`"domain_approval_emails": [{"domain": "www.example.com", "email": "admin@example.com", "email_domain": "example.com"}]}`, ovOrderID))}},
+		{"resend-domain-dcv", ops.EnqueueRequest{Type: "resend-domain-dcv",
+			Payload: []byte(`{"domain_id": 2201, "name_scope": "portal.example.com", "locale": "en", "email_array": ["hostmaster@example.com"]}`)}},
 	}
 }
 
 // enqueueDemo enqueues the demo tasks, then one that meets DigiCert errors
 // (it waits in the retry state about 30 s, then is delivered), then a bulk
 // batch paced by the rate limiter.
-func enqueueDemo(ctx context.Context, svc *ops.Service, schedules *scheduler.Store, demo scheduler.Schedule,
+func enqueueDemo(ctx context.Context, svc *ops.Service, schedules *scheduler.Store, demo scheduler.Schedule, approveAfter int,
 	fake *digicerttest.Server, log *zap.Logger) error {
+	fake.SetOrder(demoOVOrder)
 	_, err := schedules.Add(ctx, demo)
 	switch {
 	case errors.Is(err, scheduler.ErrExists): // a Redis given by REDIS_URL keeps it from an earlier run
 	case err != nil:
 		return fmt.Errorf("demo schedule: %w", err)
 	default:
-		log.Info("demo schedule added", zap.String("schedule", demo.ID), zap.String("cron", demo.Cron))
+		log.Info("demo schedule added: it ends itself once the fake approves the order", zap.String("schedule", demo.ID),
+			zap.String("cron", demo.Cron), zap.Int("approve_after", approveAfter))
 	}
 	for _, d := range demoTasks() {
 		ref, _, err := svc.Enqueue(ctx, d.req)
@@ -96,6 +125,13 @@ func enqueueDemo(ctx context.Context, svc *ops.Service, schedules *scheduler.Sto
 	return nil
 }
 
+// demoApprovals is how many reminders the dev fake lets reach a domain
+// before it approves it, for a demo schedule firing every every: as many as
+// take about a minute, DemoApproveAfter at least.
+func demoApprovals(every time.Duration) int {
+	return max(DemoApproveAfter, int(time.Minute/every))
+}
+
 // CurlEnqueue is the banner's example request.
 func curlEnqueue(st *Stack) string {
 	return fmt.Sprintf(`curl -sS -X POST %s/v1/tasks/set-emails \
@@ -103,7 +139,7 @@ func curlEnqueue(st *Stack) string {
     -d '{"order_id": 1234, "additional_emails": ["you@example.com"]}'`, st.APIURL, st.Token)
 }
 
-func printBanner(w io.Writer, st *Stack, demo scheduler.Schedule) {
+func printBanner(w io.Writer, st *Stack, demo scheduler.Schedule, approveAfter int) {
 	redis := st.RedisURL + " (embedded, in memory: everything is lost on exit)"
 	if !st.Embedded {
 		redis = st.RedisURL + " (from REDIS_URL)"
@@ -124,8 +160,10 @@ func printBanner(w io.Writer, st *Stack, demo scheduler.Schedule) {
 		fmt.Sprintf("  curl -sS -H 'Authorization: Bearer %s' %s/v1/tasks/<id>", st.Token, st.APIURL),
 		"",
 		"Demo tasks of every kind are being enqueued; one fails for good (see the dashboard's Archived tab).",
-		"A demo schedule (" + demo.Cron + ") resends order 1002's DCV emails: see the dashboard's Schedulers tab, or",
-		"  curl -sS -H 'Authorization: Bearer " + st.Token + "' " + st.APIURL + "/v1/schedules",
+		fmt.Sprintf("A demo schedule (%s) reminds order 1002 of its DCV emails until the fake approves the order (after %d reminders);",
+			demo.Cron, approveAfter),
+		"the next tick finds it issued and ends the schedule. See the dashboard's Schedulers tab, or watch its state, ended_reason and order_status:",
+		"  curl -sS -H 'Authorization: Bearer " + st.Token + "' " + st.APIURL + "/v1/schedules/" + demo.ID,
 		"Stop with Ctrl-C.",
 		"",
 	}

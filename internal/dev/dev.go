@@ -1,12 +1,15 @@
 // Package dev runs the whole of certmail in one process for a newcomer
 // (`certmail dev`, run by `make run`): an embedded Redis (miniredis, its clock
-// advanced in real time), the fake CertCentral in "any id exists" mode, a
-// worker, a scheduler with a demo schedule, the HTTP API and the dashboard,
-// plus demo tasks in every state. Nothing it runs is fit for production: the
-// Redis keeps everything in memory and the fake emails nobody.
+// advanced in real time), the fake CertCentral in "any id exists" mode
+// approving a domain after a few DCV resends, a worker, a scheduler with a
+// demo schedule that ends itself once its order is approved, the HTTP API
+// and the dashboard, plus demo tasks in every state. Nothing it runs is fit
+// for production: the Redis keeps everything in memory and the fake emails
+// nobody.
 package dev
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -60,16 +63,19 @@ type Config struct {
 	Tokens []api.Token
 	// NoDemo skips the demo tasks and schedule.
 	NoDemo bool
-	// DemoEvery is how often the demo schedule fires; default every minute
-	// (DemoSchedule). Whole seconds.
+	// DemoEvery is how often the demo schedule fires; default
+	// DefaultDemoEvery. Whole seconds. The fake approves the demo order after
+	// as many reminders as take about a minute, DemoApproveAfter at least.
 	DemoEvery time.Duration
 	// Queues are the weighted queues the worker serves and the API, the
 	// scheduler and the demo accept (CERTMAIL_QUEUES); default those of
 	// queues.Default.
 	Queues map[string]int
 	// ScheduleMinInterval is the shortest time allowed between two ticks
-	// of a schedule; default scheduler.DefaultMinInterval, or DemoEvery
-	// when that is shorter, so that the demo schedule is accepted.
+	// of a schedule; default scheduler.DefaultMinInterval. With the demo,
+	// it is lowered to the demo schedule's interval (DemoEvery,
+	// DefaultDemoEvery) when that is shorter, so that the demo schedule is
+	// accepted.
 	ScheduleMinInterval time.Duration
 	// Stdout receives the banner (URLs, token, curl commands).
 	Stdout io.Writer
@@ -108,16 +114,20 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 	if cfg.AdminAddr == "" {
 		cfg.AdminAddr = DefaultAdminAddr
 	}
-	demo := DemoSchedule
+	demo, every := DemoSchedule, DefaultDemoEvery
 	if cfg.DemoEvery != 0 {
 		if cfg.DemoEvery < time.Second || cfg.DemoEvery%time.Second != 0 {
 			return fmt.Errorf("demo schedule every %v: want whole seconds", cfg.DemoEvery)
 		}
-		demo.Cron = "@every " + cfg.DemoEvery.String()
-		if cfg.ScheduleMinInterval == 0 && cfg.DemoEvery < scheduler.DefaultMinInterval {
-			cfg.ScheduleMinInterval = cfg.DemoEvery
-		}
+		every = cfg.DemoEvery
+		demo.Cron = "@every " + every.String()
 	}
+	if !cfg.NoDemo && every < cmp.Or(cfg.ScheduleMinInterval, scheduler.DefaultMinInterval) {
+		// The demo schedule reminds a fake DigiCert: let it fire as often
+		// as it is set to, whatever the interval guarding the real one.
+		cfg.ScheduleMinInterval = every
+	}
+	approveAfter := demoApprovals(every)
 	if cfg.Queues == nil {
 		qs, err := queues.Parse(queues.Default)
 		if err != nil {
@@ -182,7 +192,7 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 		fakeWindows = append(fakeWindows, digicerttest.Window{Limit: w.Limit, Period: w.Period})
 	}
 	st.fake = digicerttest.New(digicerttest.Config{APIKeys: []string{key}, AnyIDExists: true,
-		Missing: []int64{MissingID}, RateLimits: fakeWindows, RecordLimit: 10000})
+		Missing: []int64{MissingID}, RateLimits: fakeWindows, RecordLimit: 10000, ApproveAfter: approveAfter})
 	fakeLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("fake CertCentral: %w", err)
@@ -272,7 +282,7 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 		}
 	}
 	st.dashboard = st.APIURL + api.DashboardPath + "/"
-	printBanner(cfg.Stdout, st, demo)
+	printBanner(cfg.Stdout, st, demo, approveAfter)
 	if started != nil {
 		started(st)
 	}
@@ -280,7 +290,7 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 		run("demo", func() error {
 			store := scheduler.NewStore(scheduler.StoreConfig{Redis: aconn.Client, Checker: svc,
 				MinInterval: cfg.ScheduleMinInterval, Logger: log.Named("demo")})
-			return enqueueDemo(ctx, svc, store, demo, st.fake, log.Named("demo"))
+			return enqueueDemo(ctx, svc, store, demo, approveAfter, st.fake, log.Named("demo"))
 		})
 	}
 	<-ctx.Done()

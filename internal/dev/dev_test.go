@@ -221,21 +221,46 @@ func TestDevStack(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	waitUntil(t, 60*time.Second, "the bulk batch is delivered", func() bool {
-		return queues()["bulk"].Completed == 250
+		return queues()["bulk"].Completed >= 250 // the demo schedule's ticks go to bulk too
 	})
 	if got := st.Fake().StatusCount(429); got != 0 {
 		t.Errorf("the fake answered 429 %d times; the limiter should prevent it", got)
 	}
-	status, body = call(t, "GET", st.APIURL+"/v1/schedules", st.Token, "", "")
-	var scheds struct {
-		Schedules []struct {
-			ID      string  `json:"id"`
-			NextRun *string `json:"next_run"`
-		} `json:"schedules"`
+	// The demo schedule reminds order 1002 until the fake approves it, then
+	// ends itself, as the banner says.
+	if !strings.Contains(banner, "/v1/schedules/"+dev.DemoSchedule.ID) {
+		t.Errorf("the banner does not show how to watch the demo schedule:\n%s", banner)
 	}
-	if err := json.Unmarshal(body, &scheds); status != http.StatusOK || err != nil || len(scheds.Schedules) != 1 ||
-		scheds.Schedules[0].ID != dev.DemoSchedule.ID || scheds.Schedules[0].NextRun == nil {
-		t.Errorf("schedules: %d %s (%v)", status, body, err)
+	type schedule struct {
+		ID          string  `json:"id"`
+		State       string  `json:"state"`
+		NextRun     *string `json:"next_run"`
+		Runs        int     `json:"runs"`
+		EndedReason string  `json:"ended_reason"`
+		OrderStatus string  `json:"order_status"`
+	}
+	var demo schedule
+	waitUntil(t, 150*time.Second, "the demo schedule ends itself", func() bool {
+		status, body := call(t, "GET", st.APIURL+"/v1/schedules", st.Token, "", "")
+		var scheds struct{ Schedules []schedule }
+		if err := json.Unmarshal(body, &scheds); status != http.StatusOK || err != nil || len(scheds.Schedules) != 1 ||
+			scheds.Schedules[0].ID != dev.DemoSchedule.ID {
+			t.Fatalf("schedules: %d %s (%v)", status, body, err)
+		}
+		demo = scheds.Schedules[0]
+		return demo.State == "ended"
+	})
+	if demo.EndedReason != "validated" || demo.OrderStatus != "issued" || demo.NextRun != nil || demo.Runs != dev.DemoApproveAfter+1 {
+		t.Errorf("demo schedule %+v, want ended as validated after %d runs", demo, dev.DemoApproveAfter+1)
+	}
+	if n := len(st.Fake().DCVSends(1002)); n != dev.DemoApproveAfter {
+		t.Errorf("order 1002 reminded %d times, want %d", n, dev.DemoApproveAfter)
+	}
+	// The OV order was resent per domain waiting for email, the domain task to its domain.
+	f := st.Fake()
+	if a, b, c, d := f.DomainDCVSends(2101), f.DomainDCVSends(2102), f.DomainDCVSends(2103), f.DomainDCVSends(2201); len(a) != 1 || len(b) != 1 ||
+		len(c) != 0 || len(d) != 1 || len(a[0].EmailArray) != 1 || a[0].EmailArray[0] != "admin@example.com" || len(f.DCVSends(1005)) != 0 {
+		t.Errorf("domain resends: 2101 %+v, 2102 %+v, 2103 %+v, 2201 %+v; order 1005 %d", a, b, c, d, len(f.DCVSends(1005)))
 	}
 	if status, _ := call(t, "GET", st.AdminURL+"/readyz", "", "", ""); status != http.StatusOK {
 		t.Errorf("worker /readyz: %d", status)
