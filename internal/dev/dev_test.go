@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -238,6 +239,7 @@ func TestDevStack(t *testing.T) {
 		Runs        int     `json:"runs"`
 		EndedReason string  `json:"ended_reason"`
 		OrderStatus string  `json:"order_status"`
+		LastTaskID  string  `json:"last_task_id"`
 	}
 	var demo schedule
 	waitUntil(t, 150*time.Second, "the demo schedule ends itself", func() bool {
@@ -255,6 +257,30 @@ func TestDevStack(t *testing.T) {
 	}
 	if n := len(st.Fake().DCVSends(1002)); n != dev.DemoApproveAfter {
 		t.Errorf("order 1002 reminded %d times, want %d", n, dev.DemoApproveAfter)
+	}
+	// The dashboard shows the new payloads and results: the tick that ended
+	// the schedule, and the per-domain resends.
+	type dashTask struct {
+		Type, Payload, Result string
+	}
+	status, body = call(t, "GET", st.APIURL+"/monitoring/api/queues/bulk/tasks/"+url.PathEscape(demo.LastTaskID), st.Token, "operator", "")
+	var last dashTask
+	if err := json.Unmarshal(body, &last); status != http.StatusOK || err != nil || !strings.Contains(last.Payload, `"only_if_pending": true`) ||
+		!strings.Contains(last.Result, `"outcome": "not_pending"`) || !strings.Contains(last.Result, `"order_status": "issued"`) {
+		t.Errorf("dashboard, the last tick: %d %+v (%v)", status, last, err)
+	}
+	status, body = call(t, "GET", st.APIURL+"/monitoring/api/queues/default/completed_tasks?size=100", st.Token, "operator", "")
+	var done struct{ Tasks []dashTask }
+	if err := json.Unmarshal(body, &done); status != http.StatusOK || err != nil {
+		t.Fatalf("dashboard, completed tasks: %d %.300s (%v)", status, body, err)
+	}
+	var domainTask, perDomain bool
+	for _, task := range done.Tasks {
+		domainTask = domainTask || task.Type == "resend-domain-dcv" && strings.Contains(task.Payload, `"domain_id": 2201`)
+		perDomain = perDomain || strings.Contains(task.Result, `"via": "domain"`) && strings.Contains(task.Result, `"domain_id": 2102`)
+	}
+	if !domainTask || !perDomain {
+		t.Errorf("dashboard, completed tasks: resend-domain-dcv shown %t, per-domain result shown %t", domainTask, perDomain)
 	}
 	// The OV order was resent per domain waiting for email, the domain task to its domain.
 	f := st.Fake()
