@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sort"
 	"time"
@@ -156,7 +157,7 @@ func (s *Scheduler) entries(ctx context.Context, now time.Time) ([]asynqsched.En
 		if c.Until != nil && next.After(*c.Until) {
 			continue // over; fire marks it ended
 		}
-		out = append(out, asynqsched.Entry{ID: c.ID, Spec: c.Cron, Type: c.Type, Payload: c.Payload,
+		out = append(out, asynqsched.Entry{ID: c.ID, Spec: c.Cron, Type: c.Type, Payload: entryPayload(c),
 			Options: s.entryOptions(c), Next: next, Prev: unixField(state, "last_run_at")})
 	}
 	return out, leftOut, nil
@@ -178,6 +179,24 @@ func (s *Scheduler) firing() []*compiled {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// entryPayload is the payload the dashboard shows for a schedule: the one
+// its ticks carry (only_if_pending added for an until_validated schedule),
+// or its own as written when that cannot be had.
+func entryPayload(c *compiled) []byte {
+	if !c.untilValidated() {
+		return c.Payload
+	}
+	p, err := c.tickPayload()
+	if err != nil {
+		return c.Payload
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return c.Payload
+	}
+	return b
 }
 
 // entryOptions are the options the dashboard shows for a schedule: the

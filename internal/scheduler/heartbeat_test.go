@@ -88,6 +88,7 @@ func TestDashboardListsSchedules(t *testing.T) {
     cron: "@every 1s"
     type: resend-dcv
     payload: {order_id: 7}
+    until_validated: false
     max_runs: 2
 `)
 	st := e.store()
@@ -116,7 +117,9 @@ func TestDashboardListsSchedules(t *testing.T) {
 		t.Errorf("daily = spec %q type %q next %v prev %v; want next %v and no prev", daily.Spec, daily.Task.Type(), daily.Next, daily.Prev, wantNext)
 	}
 	var payload map[string]any
-	if err := json.Unmarshal(daily.Task.Payload(), &payload); err != nil || payload["order_id"] != 1002.0 || payload["locale"] != "en" {
+	// The payload its ticks carry: a resend-dcv schedule is until_validated.
+	if err := json.Unmarshal(daily.Task.Payload(), &payload); err != nil || payload["order_id"] != 1002.0 || payload["locale"] != "en" ||
+		payload["only_if_pending"] != true {
 		t.Errorf("daily payload %s (%v)", daily.Task.Payload(), err)
 	}
 	api := entries["from-api"]
@@ -184,6 +187,7 @@ func TestDashboardFailover(t *testing.T) {
     cron: "@every 1s"
     type: resend-dcv
     payload: {order_id: 1}
+    until_validated: false
 `)
 	logsA, stopA := e.start(Config{File: file, Heartbeat: testHeartbeat})
 	_, stopB := e.start(Config{File: file, Heartbeat: testHeartbeat})

@@ -77,6 +77,20 @@ type compiled struct {
 // untilValidated reports whether the schedule ends once its order is validated.
 func (c *compiled) untilValidated() bool { return c.UntilValidated != nil && *c.UntilValidated }
 
+// tickPayload returns the payload the schedule's ticks carry: its own,
+// with only_if_pending for an until_validated schedule.
+func (c *compiled) tickPayload() (tasks.Payload, error) {
+	p, err := tasks.Parse(c.Type, c.Payload)
+	if err != nil {
+		return nil, err
+	}
+	if rd, ok := p.(tasks.ResendDCV); ok && c.untilValidated() {
+		rd.OnlyIfPending = true
+		p = rd
+	}
+	return p, nil
+}
+
 // next returns the first tick strictly after t.
 func (c *compiled) next(t time.Time) time.Time { return c.spec.Next(t.In(c.loc)) }
 

@@ -738,14 +738,10 @@ func maxTime(a, b time.Time) time.Time {
 // enqueue enqueues one tick's task; true when it is in the queue (now or
 // from an earlier leader).
 func (s *Scheduler) enqueue(ctx context.Context, c *compiled, taskID string, tick time.Time) bool {
-	p, err := tasks.Parse(c.Type, c.Payload)
+	p, err := c.tickPayload()
 	if err != nil {
 		s.warnOnce(c.ID, "schedule payload no longer valid: "+err.Error())
 		return false
-	}
-	if rd, ok := p.(tasks.ResendDCV); ok && c.untilValidated() {
-		rd.OnlyIfPending = true
-		p = rd
 	}
 	opts := []asynq.Option{asynq.TaskID(taskID), asynq.Queue(c.Queue), asynq.MaxRetry(s.cfg.MaxRetry), asynq.Retention(s.cfg.Retention)}
 	task, err := tasks.NewTask(p, opts...)
