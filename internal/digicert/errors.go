@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -172,7 +173,7 @@ func newAPIError(endpoint string, status int, body []byte, attempts int, r redac
 		Endpoint: endpoint,
 		Status:   status,
 		Errors:   parseErrors(body, r),
-		Body:     printable(r.apply(string(body)), maxErrorBody),
+		Body:     printable(withoutEmails(r.apply(string(body))), maxErrorBody),
 		Attempts: attempts,
 	}
 }
@@ -190,8 +191,8 @@ func parseErrors(body []byte, r redactor) []ErrorEntry {
 	var entries []ErrorEntry
 	for _, raw := range doc.Errors {
 		entry := ErrorEntry{
-			Code:    printable(r.apply(jsonText(raw["code"])), maxEntryText),
-			Message: printable(r.apply(jsonText(raw["message"])), maxEntryText),
+			Code:    printable(withoutEmails(r.apply(jsonText(raw["code"]))), maxEntryText),
+			Message: printable(withoutEmails(r.apply(jsonText(raw["message"]))), maxEntryText),
 		}
 		if entry.Code == "" && entry.Message == "" {
 			continue
@@ -376,6 +377,25 @@ func isTimeout(err error) bool {
 	}
 	var netErr net.Error
 	return errors.As(err, &netErr) && netErr.Timeout()
+}
+
+// emailPattern matches what looks like an email address in text DigiCert
+// sent back: a dot-atom local part, '@', and a domain of two or more labels.
+var emailPattern = regexp.MustCompile("[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)+")
+
+// redactedEmail stands for an address removed from DigiCert's answer.
+const redactedEmail = "[email]"
+
+// withoutEmails replaces every address in s with redactedEmail. DigiCert
+// may echo a recipient in an error message ("jill@example.com is not
+// allowed"); the message goes to logs, to asynq's last_error and to the
+// dead-letter stream, and addresses are personal data that only the task's
+// payload may carry.
+func withoutEmails(s string) string {
+	if strings.IndexByte(s, '@') < 0 {
+		return s
+	}
+	return emailPattern.ReplaceAllString(s, redactedEmail)
 }
 
 // redactor removes the API key from text that came from elsewhere: the key

@@ -227,3 +227,38 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 		})
 	}
 }
+
+// DigiCert may name a recipient in an error; the error travels to logs,
+// asynq's last_error and the dead-letter stream, where addresses must not.
+func TestEchoedAddressesAreRemoved(t *testing.T) {
+	t.Parallel()
+	const addr, other = "jill.valentine+certs@Example.COM", "leon@sub.example.org"
+	body := `{"errors":[{"code":"invalid_value:additional_emails","message":"` + addr + ` is not allowed; nor is ` + other + `"},` +
+		`{"code":"x|` + other + `","message":"see admin@example.com"}]}`
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(body))
+	}))
+	t.Cleanup(echo.Close)
+	c := newClient(t, digicert.Config{BaseURL: echo.URL, APIKey: "k-" + strings.Repeat("x", 20), MaxAttempts: 1})
+	_, err := c.SetAdditionalEmails(t.Context(), 7, []byte(`{"additional_emails":[]}`))
+	var apiErr *digicert.APIError
+	if !errors.As(err, &apiErr) {
+		t.Fatalf("error %v, want *APIError", err)
+	}
+	for what, out := range map[string]string{"Error()": err.Error(), "Body": apiErr.Body,
+		"Errors": fmt.Sprintf("%#v", apiErr.Errors), "ErrorCode": digicert.ErrorCode(err)} {
+		for _, a := range []string{"jill.valentine", "Example.COM", "leon@", "admin@example.com"} {
+			if strings.Contains(out, a) {
+				t.Errorf("%s holds %q: %s", what, a, out)
+			}
+		}
+	}
+	if got := apiErr.Errors[0].Message; got != "[email] is not allowed; nor is [email]" {
+		t.Errorf("message = %q, want the addresses replaced and the rest kept", got)
+	}
+	if !apiErr.HasCode("invalid_value") {
+		t.Errorf("codes %v: the code without an address must be kept as it is", apiErr.Errors)
+	}
+}

@@ -86,3 +86,32 @@ func TestAPIKeyInDeadLetteredAnswerNeverLeaks(t *testing.T) {
 		t.Errorf("%d dead letters show the key redacted, want the 2 whose JSON echoed it: %v", redacted, entries)
 	}
 }
+
+// DigiCert's final answer names a recipient: the address reaches neither
+// the worker's log nor the dead letter's reason nor asynq's last_error (the
+// payload, which the dead letter keeps, is where the addresses live).
+func TestAddressInDeadLetteredAnswerIsNotLogged(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.AddOrder(51)
+	const addr = "jill.valentine@example.com"
+	b.fake.FailPath("/services/v2/order/certificate/51/additional-emails", 1, 400,
+		`{"errors":[{"code":"invalid_value:additional_emails","message":"`+addr+` is not an allowed recipient"}]}`, "application/json")
+	id := b.enqueue(t, "set-emails", `{"order_id": 51, "additional_emails": ["`+addr+`"]}`)
+	info := b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	waitFor(t, 5*time.Second, func() bool { return len(b.logLines(t, "error", "task dead-lettered")) == 1 },
+		func() string { return "no dead-letter line" })
+	if strings.Contains(b.logs.String(), addr) {
+		t.Errorf("the worker's log holds the address DigiCert echoed")
+	}
+	if strings.Contains(info.LastErr, addr) || !strings.Contains(info.LastErr, "[email] is not an allowed recipient") {
+		t.Errorf("last_error = %q: want the address replaced, the rest of DigiCert's reason kept", info.LastErr)
+	}
+	e := b.deadLetters(t, 1)[0]
+	if strings.Contains(e["error_message"], addr) || strings.Contains(e["error_code"], addr) {
+		t.Errorf("dead-letter reason holds the address: %q %q", e["error_code"], e["error_message"])
+	}
+	if !strings.Contains(e["payload"], addr) {
+		t.Errorf("dead-letter payload %q lost the task's own addresses", e["payload"])
+	}
+}
