@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -235,15 +236,10 @@ type idempotencyRecord struct {
 	Task TaskRef `json:"task"`
 }
 
-// releaseScript deletes an idempotency record if it is still the one written.
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`)
-
-// enqueueOnce claims the idempotency key with SET NX, recording the id the
-// task will get, and enqueues under that id; a request that finds the key
-// taken returns the recorded task or ErrIdempotencyConflict.
+// enqueueOnce claims the idempotency key (a lease.Lease whose token is the
+// record: the id the task will get and the request's hash) and enqueues
+// under that id; a request that finds the key taken returns the recorded
+// task or ErrIdempotencyConflict.
 func (s *Service) enqueueOnce(ctx context.Context, c checked, idempotencyKey string) (TaskRef, bool, error) {
 	sum := sha256.Sum256([]byte(idempotencyKey))
 	key := idempotencyKeyPrefix + hex.EncodeToString(sum[:])
@@ -259,14 +255,15 @@ func (s *Service) enqueueOnce(ctx context.Context, c checked, idempotencyKey str
 		if err != nil {
 			return TaskRef{}, false, fmt.Errorf("encode idempotency record: %w", err)
 		}
-		claimed, err := s.rdb.SetNX(ctx, key, rec, s.opts.IdempotencyTTL).Result()
+		claim := lease.WithToken(s.rdb, key, string(rec), s.opts.IdempotencyTTL)
+		claimed, err := claim.Acquire(ctx)
 		if err != nil {
 			return TaskRef{}, false, fmt.Errorf("claim idempotency key: %w", err)
 		}
 		if claimed {
 			got, err := s.enqueue(ctx, c, ref.ID)
 			if err != nil {
-				return TaskRef{}, false, s.release(ctx, key, rec, err)
+				return TaskRef{}, false, release(ctx, claim, err)
 			}
 			return got, false, nil
 		}
@@ -292,10 +289,10 @@ func (s *Service) enqueueOnce(ctx context.Context, c checked, idempotencyKey str
 // release forgets a claimed idempotency key after the enqueue failed, so
 // that the producer can retry with the same key; cause is returned, joined
 // with the release's own error if any.
-func (s *Service) release(ctx context.Context, key string, rec []byte, cause error) error {
+func release(ctx context.Context, claim *lease.Lease, cause error) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := releaseScript.Run(ctx, s.rdb, []string{key}, rec).Err(); err != nil {
+	if _, err := claim.Release(ctx); err != nil {
 		return errors.Join(cause, fmt.Errorf("release idempotency key: %w", err))
 	}
 	return cause

@@ -64,7 +64,7 @@ func (s *Scheduler) writeEntries(ctx context.Context, now time.Time) {
 			if err != nil && !errors.Is(err, redis.Nil) {
 				return err
 			}
-			if holder != s.token {
+			if holder != s.lease.Token() {
 				return errNotLeader
 			}
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -102,7 +102,7 @@ func (s *Scheduler) clearEntries(ctx context.Context) {
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
-		if holder != "" && holder != s.token {
+		if holder != "" && holder != s.lease.Token() {
 			return nil
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {

@@ -242,7 +242,7 @@ func TestDashboardFenced(t *testing.T) {
 	if listed() || s.hb.written {
 		t.Fatal("entries written without the lease")
 	}
-	lease(s.token)
+	lease(s.lease.Token())
 	s.beat(ctx, time.Now())
 	if !listed() {
 		t.Fatal("entries not written under the lease")
@@ -255,7 +255,7 @@ func TestDashboardFenced(t *testing.T) {
 		t.Errorf("listed %v, written %v: want the entries left to the new leader", listed(), s.hb.written)
 	}
 	// Lost with nobody leading: cleared.
-	lease(s.token)
+	lease(s.lease.Token())
 	s.leader = true
 	s.beat(ctx, time.Now().Add(time.Hour)) // the heartbeat is due
 	if err := rdb.Del(ctx, leaderKey).Err(); err != nil {

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -24,6 +23,7 @@ import (
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/buildinfo"
+	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/taskresult"
@@ -114,7 +114,7 @@ type Scheduler struct {
 	client  *asynq.Client
 	log     *zap.Logger
 	metrics *metrics
-	token   string
+	lease   *lease.Lease // the leader lease; its token fences every write of a leader
 
 	leader      bool
 	renewedAt   time.Time
@@ -184,7 +184,7 @@ func New(cfg Config) (*Scheduler, error) {
 		client:   asynq.NewClientFromRedisClient(cfg.Redis.Client),
 		log:      cfg.Logger,
 		metrics:  m,
-		token:    randomToken(),
+		lease:    lease.New(cfg.Redis.Client, leaderKey, cfg.Lease),
 		warned:   map[string]string{},
 		due:      map[*compiled]time.Time{},
 		series:   map[string]bool{},
@@ -242,16 +242,6 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) (err error)
 	}
 }
 
-// Lease scripts: renew and release only the caller's own lease.
-var (
-	renewScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0`)
-	releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`)
-)
-
 // lead takes, renews or loses the leader lease.
 func (s *Scheduler) lead(ctx context.Context, now time.Time) {
 	if s.leader && now.Sub(s.renewedAt) < s.cfg.Lease/3 {
@@ -262,14 +252,12 @@ func (s *Scheduler) lead(ctx context.Context, now time.Time) {
 	var ok bool
 	var err error
 	if s.leader {
-		var n int64
-		n, err = renewScript.Run(rctx, s.rdb, []string{leaderKey}, s.token, s.cfg.Lease.Milliseconds()).Int64()
-		ok = err == nil && n == 1
+		ok, err = s.lease.Renew(rctx)
 		if err != nil && now.Sub(s.renewedAt) < s.cfg.Lease*2/3 {
 			return // a Redis hiccup: the lease is still ours for a while
 		}
 	} else {
-		ok, err = s.rdb.SetNX(rctx, leaderKey, s.token, s.cfg.Lease).Result()
+		ok, err = s.lease.Acquire(rctx)
 	}
 	if ctx.Err() != nil {
 		return
@@ -302,7 +290,7 @@ func (s *Scheduler) resign() {
 	if !s.leader {
 		return
 	}
-	if err := releaseScript.Run(ctx, s.rdb, []string{leaderKey}, s.token).Err(); err != nil {
+	if _, err := s.lease.Release(ctx); err != nil {
 		s.log.Warn("could not release the leader lease; another scheduler takes over when it expires", zap.Error(err))
 	}
 	s.leader = false
@@ -556,7 +544,7 @@ func (s *Scheduler) fire(ctx context.Context, c *compiled) bool {
 		}
 		taskID := fmt.Sprintf("sched:%s:%d", c.ID, tick.Unix())
 		if c.untilValidated() {
-			res, err := intentScript.Run(ctx, s.rdb, []string{leaderKey, key}, s.token, taskID).Int()
+			res, err := intentScript.Run(ctx, s.rdb, []string{leaderKey, key}, s.lease.Token(), taskID).Int()
 			switch {
 			case err != nil:
 				s.log.Warn("could not record the tick about to be enqueued; trying again", zap.String("schedule", c.ID), zap.Error(err))
@@ -569,7 +557,7 @@ func (s *Scheduler) fire(ctx context.Context, c *compiled) bool {
 		if !s.enqueue(ctx, c, taskID, tick) {
 			return true
 		}
-		res, err := recordScript.Run(ctx, s.rdb, []string{leaderKey, key}, s.token, tick.Unix(), time.Now().Unix(),
+		res, err := recordScript.Run(ctx, s.rdb, []string{leaderKey, key}, s.lease.Token(), tick.Unix(), time.Now().Unix(),
 			taskID, c.MaxRuns).Int()
 		switch {
 		case err != nil:
@@ -602,7 +590,7 @@ func (s *Scheduler) fire(ctx context.Context, c *compiled) bool {
 		if c.MaxRuns > 0 && runs >= c.MaxRuns {
 			reason = EndedMaxRuns
 		}
-		if res, err := endScript.Run(ctx, s.rdb, []string{leaderKey, key}, s.token, reason, time.Now().Unix(), "").Int(); err == nil && res == 1 {
+		if res, err := endScript.Run(ctx, s.rdb, []string{leaderKey, key}, s.lease.Token(), reason, time.Now().Unix(), "").Int(); err == nil && res == 1 {
 			s.log.Info("schedule ended", zap.String("schedule", c.ID), zap.String("reason", reason), zap.Int("runs", runs))
 		}
 	}
@@ -694,7 +682,7 @@ func (s *Scheduler) settle(ctx context.Context, c *compiled, state map[string]st
 // endValidated ends an until_validated schedule whose last tick found its
 // order validated.
 func (s *Scheduler) endValidated(ctx context.Context, c *compiled, taskID, orderStatus string, state map[string]string) settleVerdict {
-	res, err := endScript.Run(ctx, s.rdb, []string{leaderKey, stateKey(c.ID)}, s.token, EndedValidated, time.Now().Unix(), orderStatus).Int()
+	res, err := endScript.Run(ctx, s.rdb, []string{leaderKey, stateKey(c.ID)}, s.lease.Token(), EndedValidated, time.Now().Unix(), orderStatus).Int()
 	switch {
 	case err != nil:
 		s.log.Warn("could not end a validated schedule; trying again", zap.String("schedule", c.ID), zap.Error(err))
@@ -763,12 +751,6 @@ func (s *Scheduler) enqueue(ctx context.Context, c *compiled, taskID string, tic
 	s.log.Info("tick enqueued", zap.String("schedule", c.ID), zap.String("task_id", taskID), zap.String("task_type", c.Type),
 		zap.String("queue", c.Queue), zap.Time("tick", tick))
 	return true
-}
-
-func randomToken() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b) // crypto/rand.Read does not fail
-	return hex.EncodeToString(b)
 }
 
 // addrString is a listen address for logs; "none" without an admin server.

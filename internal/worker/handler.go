@@ -136,7 +136,7 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) (err err
 	// A busy order hands the task back at once rather than waiting for the
 	// lock in place: a hot order must not hold worker slots that other
 	// tasks wait for. The wait costs no retry.
-	lock, err := tryLockOrder(ctx, p.rdb, orderKey(d.account.name, pl.OrderID, "lock"), orderLockTTL)
+	unlock, err := tryLockOrder(ctx, p.rdb, orderKey(d.account.name, pl.OrderID, "lock"))
 	if errors.Is(err, errLockBusy) {
 		return &taskError{code: "order_busy", class: classWait, retryAfter: jitter(orderBusyWait),
 			err: errors.New("another set-emails of this order is in progress")}
@@ -144,7 +144,7 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) (err err
 	if err != nil {
 		return transient("redis", 0, RetryDelay(d.attempt-1), err)
 	}
-	defer func() { _ = lock.unlock(context.WithoutCancel(ctx)) }()
+	defer unlock(context.WithoutCancel(ctx))
 
 	appliedKey := orderKey(d.account.name, pl.OrderID, "applied")
 	applied, err := p.rdb.Get(ctx, appliedKey).Int64()

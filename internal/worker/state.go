@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/certmail/certmail/internal/lease"
 )
 
 // Redis keys certmail's workers keep besides asynq's own (all under
@@ -112,45 +114,11 @@ func (g *authGate) resume(ctx context.Context) (resumed bool, err error) {
 	return n > 0, nil
 }
 
-// orderLock serialises set-emails of one order across workers. It is a
-// lease: short, and renewed while held, so that the lock of a worker that
-// died frees itself within orderLockTTL.
-type orderLock struct {
-	rdb   redis.UniversalClient
-	key   string
-	token string
-	stop  chan struct{}
-	done  chan struct{}
-}
-
-// orderLockTTL is the lease of an order lock; the holder renews it every third of it.
+// orderLockTTL is the lease of an order lock (a lease.Lease: short, and
+// renewed every third of it while held, so that the lock of a worker that
+// died frees itself within orderLockTTL). It serialises the set-emails of
+// one order across workers.
 const orderLockTTL = 15 * time.Second
-
-var renewScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-`)
-
-func (l *orderLock) renew(ttl time.Duration) {
-	defer close(l.done)
-	t := time.NewTicker(ttl / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), ttl/3)
-			_ = renewScript.Run(ctx, l.rdb, []string{l.key}, l.token, ttl.Milliseconds()).Err()
-			cancel()
-		}
-	}
-}
-
-var unlockScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`)
 
 var errLockBusy = errors.New("order lock busy")
 
@@ -158,28 +126,23 @@ var errLockBusy = errors.New("order lock busy")
 // it is tried again (plus jitter); the lock is held for one DigiCert call.
 const orderBusyWait = time.Second
 
-// tryLockOrder takes the order's lock for ttl, or returns errLockBusy at once
-// when another delivery holds it.
-func tryLockOrder(ctx context.Context, rdb redis.UniversalClient, key string, ttl time.Duration) (*orderLock, error) {
-	l := &orderLock{rdb: rdb, key: key, token: randomToken(), stop: make(chan struct{}), done: make(chan struct{})}
-	ok, err := rdb.SetNX(ctx, key, l.token, ttl).Result()
+// tryLockOrder takes the order's lock and keeps it renewed, or returns
+// errLockBusy at once when another delivery holds it. unlock stops the
+// renewals and releases the lock if it is still this delivery's.
+func tryLockOrder(ctx context.Context, rdb redis.UniversalClient, key string) (unlock func(context.Context), err error) {
+	l := lease.New(rdb, key, orderLockTTL)
+	ok, err := l.Acquire(ctx)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("lock order: %w", err)
 	case !ok:
 		return nil, errLockBusy
 	}
-	go l.renew(ttl)
-	return l, nil
-}
-
-func (l *orderLock) unlock(ctx context.Context) error {
-	close(l.stop)
-	<-l.done
-	if err := unlockScript.Run(ctx, l.rdb, []string{l.key}, l.token).Err(); err != nil {
-		return fmt.Errorf("unlock order: %w", err)
-	}
-	return nil
+	stop := l.KeepAlive()
+	return func(ctx context.Context) {
+		stop()
+		_, _ = l.Release(ctx) // a lock not released expires within orderLockTTL
+	}, nil
 }
 
 // setApplied records seq as the order's last applied set-emails, unless a

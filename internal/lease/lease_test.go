@@ -1,0 +1,147 @@
+package lease_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/certmail/certmail/internal/lease"
+	"github.com/certmail/certmail/internal/redistest"
+)
+
+// Only the holder renews and releases: another token, or a lease taken over
+// after it expired, leaves the key alone.
+func TestOnlyTheHolderRenewsAndReleases(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	a := lease.New(rdb, "certmail:test:lease", time.Minute)
+	b := lease.New(rdb, "certmail:test:lease", time.Minute)
+	if a.Token() == b.Token() || len(a.Token()) != 32 {
+		t.Fatalf("tokens %q and %q: want two different random tokens", a.Token(), b.Token())
+	}
+	if ok, err := a.Acquire(ctx); err != nil || !ok {
+		t.Fatalf("a.Acquire = %v, %v; want the lease", ok, err)
+	}
+	if ok, err := b.Acquire(ctx); err != nil || ok {
+		t.Fatalf("b.Acquire = %v, %v; want refused while a holds it", ok, err)
+	}
+	if err := rdb.PExpire(ctx, a.Key(), time.Second).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.Renew(ctx); err != nil || ok {
+		t.Errorf("b.Renew = %v, %v; want refused", ok, err)
+	}
+	if ttl := rdb.PTTL(ctx, a.Key()).Val(); ttl > time.Second {
+		t.Errorf("another holder's renewal extended the lease to %v", ttl)
+	}
+	if ok, err := a.Renew(ctx); err != nil || !ok {
+		t.Errorf("a.Renew = %v, %v; want renewed", ok, err)
+	}
+	if ttl := rdb.PTTL(ctx, a.Key()).Val(); ttl <= 50*time.Second {
+		t.Errorf("after a.Renew the lease has %v left, want about a minute", ttl)
+	}
+	if ok, err := b.Release(ctx); err != nil || ok {
+		t.Errorf("b.Release = %v, %v; want refused", ok, err)
+	}
+	if got := rdb.Get(ctx, a.Key()).Val(); got != a.Token() {
+		t.Fatalf("key holds %q after another holder's release, want a's token", got)
+	}
+	if ok, err := a.Release(ctx); err != nil || !ok {
+		t.Errorf("a.Release = %v, %v; want released", ok, err)
+	}
+	if n := rdb.Exists(ctx, a.Key()).Val(); n != 0 {
+		t.Error("the key outlived its holder's release")
+	}
+	// Released, the lease is free for the next holder; the first one can no
+	// longer renew it.
+	if ok, err := b.Acquire(ctx); err != nil || !ok {
+		t.Fatalf("b.Acquire after the release = %v, %v", ok, err)
+	}
+	if ok, err := a.Renew(ctx); err != nil || ok {
+		t.Errorf("a.Renew of b's lease = %v, %v; want refused", ok, err)
+	}
+}
+
+// A lease expires when nobody renews it; KeepAlive keeps it until stopped.
+func TestKeepAlive(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	const ttl = 300 * time.Millisecond
+	kept := lease.New(rdb, "certmail:test:kept", ttl)
+	left := lease.New(rdb, "certmail:test:left", ttl)
+	for _, l := range []*lease.Lease{kept, left} {
+		if ok, err := l.Acquire(ctx); err != nil || !ok {
+			t.Fatalf("Acquire %s = %v, %v", l.Key(), ok, err)
+		}
+	}
+	stop := kept.KeepAlive()
+	deadline := time.Now().Add(10 * time.Second)
+	for rdb.Exists(ctx, left.Key()).Val() == 1 {
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatal("a lease nobody renews did not expire")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The kept lease outlived the other by several renewals' worth of time.
+	for range 3 {
+		time.Sleep(ttl)
+		if got := rdb.Get(ctx, kept.Key()).Val(); got != kept.Token() {
+			stop()
+			t.Fatalf("a lease kept alive expired (key holds %q)", got)
+		}
+	}
+	stop()
+	stop() // stopping twice is harmless
+	deadline = time.Now().Add(10 * time.Second)
+	for rdb.Exists(ctx, kept.Key()).Val() == 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the lease was still renewed after stop")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WithToken's token is the value stored: a holder can keep a record in the
+// key and still release only its own.
+func TestWithToken(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	l := lease.WithToken(rdb, "certmail:test:record", `{"hash":"1"}`, time.Minute)
+	if ok, err := l.Acquire(ctx); err != nil || !ok {
+		t.Fatalf("Acquire = %v, %v", ok, err)
+	}
+	if got := rdb.Get(ctx, l.Key()).Val(); got != `{"hash":"1"}` {
+		t.Errorf("key holds %q, want the record", got)
+	}
+	other := lease.WithToken(rdb, l.Key(), `{"hash":"2"}`, time.Minute)
+	if ok, err := other.Release(ctx); err != nil || ok {
+		t.Errorf("release with another record = %v, %v; want refused", ok, err)
+	}
+	if ok, err := l.Release(ctx); err != nil || !ok {
+		t.Errorf("Release = %v, %v", ok, err)
+	}
+}
+
+// Redis errors come back as errors, never as a lease held or lost.
+func TestRedisDown(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	srv.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	l := lease.New(rdb, "certmail:test:down", time.Minute)
+	if ok, err := l.Acquire(ctx); err == nil || ok {
+		t.Errorf("Acquire = %v, %v; want an error", ok, err)
+	}
+	if ok, err := l.Renew(ctx); err == nil || ok {
+		t.Errorf("Renew = %v, %v; want an error", ok, err)
+	}
+	if ok, err := l.Release(ctx); err == nil || ok {
+		t.Errorf("Release = %v, %v; want an error", ok, err)
+	}
+}
