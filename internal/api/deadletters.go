@@ -2,15 +2,12 @@ package api
 
 import (
 	"net/http"
-	"regexp"
 	"strconv"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/tasks"
 )
-
-// MaxDeadLetterPage is the largest limit of GET /v1/dead-letters.
-const MaxDeadLetterPage = 1000
 
 // DeadLetterPage is the answer to GET /v1/dead-letters: entries newest first
 // and, when there are more, the cursor to pass as before for the next page.
@@ -20,12 +17,9 @@ type DeadLetterPage struct {
 	// Skipped names the page's malformed stream entries (at most
 	// ops.MaxSkippedListed), left out of DeadLetters; SkippedCount counts
 	// them all.
-	Skipped      []ops.SkippedEntry `json:"skipped,omitempty"`
-	SkippedCount int                `json:"skipped_count,omitempty"`
+	Skipped      []deadletter.Skipped `json:"skipped,omitempty"`
+	SkippedCount int                  `json:"skipped_count,omitempty"`
 }
-
-// streamID matches a Redis stream entry id, the cursor of the list.
-var streamID = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
 
 // deadLetters is GET /v1/dead-letters?limit=&before=.
 func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
@@ -33,13 +27,13 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
 	limit := 0
 	if v, ok := q["limit"]; ok {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxDeadLetterPage {
-			errs = append(errs, tasks.FieldError{Field: "limit", Message: "must be an integer from 1 to 1000"})
+		if err != nil || n < 1 || n > ops.MaxDeadLetterLimit {
+			errs = append(errs, tasks.FieldError{Field: "limit", Message: "must be an integer from 1 to " + strconv.Itoa(ops.MaxDeadLetterLimit)})
 		}
 		limit = n
 	}
 	before := q["before"]
-	if _, ok := q["before"]; ok && !streamID.MatchString(before) {
+	if _, ok := q["before"]; ok && !deadletter.ValidID(before) {
 		errs = append(errs, tasks.FieldError{Field: "before", Message: "must be a cursor from next of an earlier page"})
 	}
 	if len(errs) > 0 {

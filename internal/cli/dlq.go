@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/term"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/ops"
 )
 
@@ -62,10 +63,10 @@ func (c *DLQListCmd) Run(env *Env) error {
 	}
 	if c.Output == "json" {
 		return writeJSON(env.Stdout, struct {
-			Entries      []ops.DeadLetter   `json:"entries"`
-			Next         string             `json:"next,omitempty"`
-			Skipped      []ops.SkippedEntry `json:"skipped,omitempty"`
-			SkippedCount int                `json:"skipped_count,omitempty"`
+			Entries      []ops.DeadLetter     `json:"entries"`
+			Next         string               `json:"next,omitempty"`
+			Skipped      []deadletter.Skipped `json:"skipped,omitempty"`
+			SkippedCount int                  `json:"skipped_count,omitempty"`
 		}{entries, next, page.Skipped, page.SkippedCount})
 	}
 	if len(entries) == 0 {

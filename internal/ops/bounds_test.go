@@ -14,8 +14,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/ops"
-	"github.com/certmail/certmail/internal/worker"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -85,7 +85,7 @@ func TestMalformedDeadLettersAreSkipped(t *testing.T) {
 			"attempts", "many", "http_status", "-5", "payload", "\xff\xfe", "error_message", strings.Repeat("é", 100000)},
 	}
 	for _, values := range garbage {
-		if err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: worker.DeadLetterStream, Values: values}).Err(); err != nil {
+		if err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: deadletter.Stream, Values: values}).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -114,8 +114,8 @@ func TestDeadLetterOfALargePayloadIsMarked(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	head := strings.Repeat("y", worker.DeadLetterPayloadMax)
-	if err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: worker.DeadLetterStream, Values: []any{
+	head := strings.Repeat("y", deadletter.PayloadMax)
+	if err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: deadletter.Stream, Values: []any{
 		"task_id", "big", "type", "set-emails", "queue", "default", "payload", head, "payload_bytes", "10485760",
 		"error_code", "payload_too_large", "error_message", "payload of 10485760 bytes", "failed_at", time.Now().UTC().Format(time.RFC3339),
 	}}).Err(); err != nil {

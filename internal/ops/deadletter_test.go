@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/ops"
-	"github.com/certmail/certmail/internal/worker"
 )
 
 // setupDead starts a worker, has it dead-letter one task per order id
@@ -167,7 +167,7 @@ func TestRequeueArchivedWithoutEntry(t *testing.T) {
 	t.Parallel()
 	b, ids := setupDead(t, 401)
 	ctx := context.Background()
-	if err := b.rdb.Del(ctx, worker.DeadLetterStream).Err(); err != nil { // as if the worker's XADD had failed
+	if err := b.rdb.Del(ctx, deadletter.Stream).Err(); err != nil { // as if the worker's XADD had failed
 		t.Fatal(err)
 	}
 	ref, err := b.svc.Requeue(ctx, ids[0])
@@ -229,7 +229,7 @@ func TestPurgeDeadLetters(t *testing.T) {
 	if err != nil || n != 3 {
 		t.Fatalf("PurgeDeadLetters = %d, %v; want 3", n, err)
 	}
-	if exists, err := b.rdb.Exists(ctx, worker.DeadLetterStream).Result(); err != nil || exists != 0 {
+	if exists, err := b.rdb.Exists(ctx, deadletter.Stream).Result(); err != nil || exists != 0 {
 		t.Errorf("stream exists = %d, %v; want it gone", exists, err)
 	}
 	for _, id := range ids {

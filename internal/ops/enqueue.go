@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/lease"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -41,8 +41,6 @@ type TaskRef struct {
 	Queue string `json:"queue"`
 	State string `json:"state"`
 }
-
-var queuePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // Messages of the option checks, in the style of the tasks package.
 const (
@@ -119,7 +117,7 @@ func (s *Service) check(req EnqueueRequest) (checked, error) {
 	}
 	errs = append(errs, checkOptions(req)...)
 	queue := cmp.Or(req.Queue, tasks.DefaultQueue)
-	if queuePattern.MatchString(queue) && !slices.Contains(s.opts.Queues, queue) {
+	if queues.ValidName(queue) && !slices.Contains(s.opts.Queues, queue) {
 		errs = append(errs, tasks.FieldError{Field: "queue", Message: s.msgNotServed(req.Queue == "")})
 	}
 	if len(errs) > 0 {
@@ -182,7 +180,7 @@ func (s *Service) msgNotServed(isDefault bool) string {
 func checkOptions(req EnqueueRequest) []tasks.FieldError {
 	var errs []tasks.FieldError
 	add := func(field, msg string) { errs = append(errs, tasks.FieldError{Field: field, Message: msg}) }
-	if req.Queue != "" && !queuePattern.MatchString(req.Queue) {
+	if req.Queue != "" && !queues.ValidName(req.Queue) {
 		add("queue", msgQueue)
 	}
 	if !req.ProcessAt.IsZero() && req.ProcessIn != 0 {

@@ -5,9 +5,9 @@
 //
 // A dead-lettered task lives in two places: asynq's archive of its queue
 // (where the dashboard shows it and from where it can run again) and an
-// entry of the Redis stream certmail:deadletter written by the worker (which
-// keeps the error code and HTTP status). The dead-letter methods keep both in
-// step.
+// entry of the Redis stream certmail:deadletter (package deadletter, written
+// by the worker, which keeps the error code and HTTP status). The
+// dead-letter methods keep both in step.
 package ops
 
 import (

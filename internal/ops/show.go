@@ -3,16 +3,15 @@ package ops
 import (
 	"encoding/base64"
 	"encoding/json"
-	"strings"
 	"unicode/utf8"
 
-	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/internal/deadletter"
 )
 
 // MaxShownBytes is the most bytes of a task's payload or result an answer
 // shows (the same as a dead-letter entry keeps); beyond it the value is cut
 // and marked truncated.
-const MaxShownBytes = worker.DeadLetterPayloadMax
+const MaxShownBytes = deadletter.PayloadMax
 
 // Encodings of a shown payload or result.
 const (
@@ -23,10 +22,6 @@ const (
 	// standard base64, because they are not valid UTF-8.
 	EncodingBase64 = "base64"
 )
-
-// maxTextField bounds other text read back from Redis (an error message, a
-// last_error written by an older version), in bytes.
-const maxTextField = 2048
 
 // Shown is a stored payload or result as an answer shows it: the JSON
 // itself when the bytes are whole, valid UTF-8 JSON of at most
@@ -64,18 +59,4 @@ func Show(b []byte, size int) Shown {
 	}
 	sh.Value, _ = json.Marshal(s) // a valid UTF-8 string always encodes
 	return sh
-}
-
-// clipText returns s as valid UTF-8 of at most maxTextField bytes, ending
-// with "…" when it was cut.
-func clipText(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= maxTextField {
-		return s
-	}
-	cut := maxTextField - len("…")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/internal/deadletter"
 )
 
 // TaskStatus is what is known of one task.
@@ -77,7 +77,7 @@ func (s *Service) status(ctx context.Context, info *asynq.TaskInfo) (TaskStatus,
 		State:         info.State.String(),
 		Retried:       info.Retried,
 		MaxRetry:      info.MaxRetry,
-		LastError:     clipText(info.LastErr),
+		LastError:     deadletter.Clip(info.LastErr, deadletter.MaxText),
 		LastFailedAt:  timePtr(info.LastFailedAt),
 		NextProcessAt: timePtr(info.NextProcessAt),
 		CompletedAt:   timePtr(info.CompletedAt),
@@ -91,7 +91,7 @@ func (s *Service) status(ctx context.Context, info *asynq.TaskInfo) (TaskStatus,
 	if info.State == asynq.TaskStateArchived {
 		// A task parked by a wait on its last retry sits in asynq's archive
 		// without being dead-lettered: it is waiting to be tried again.
-		until, parked, err := worker.ParkedUntil(ctx, s.rdb, info.Queue, info.ID)
+		until, parked, err := deadletter.ParkedUntil(ctx, s.rdb, info.Queue, info.ID)
 		if err != nil {
 			return TaskStatus{}, fmt.Errorf("task %s: parked entry: %w", id, err)
 		}

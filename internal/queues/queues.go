@@ -19,6 +19,10 @@ const Default = "critical=6,default=3,bulk=1"
 // namePattern is what a queue name may be, as the entry points accept it.
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
+// ValidName reports whether name is a queue name the entry points accept:
+// 1 to 63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit.
+func ValidName(name string) bool { return namePattern.MatchString(name) }
+
 // Parse reads "critical=6,default=3,bulk=1": names of 1 to 63 characters of
 // a-z, 0-9, '_' or '-' starting with a letter or digit, each with a weight of
 // at least 1, none twice.
@@ -30,7 +34,7 @@ func Parse(s string) (map[string]int, error) {
 		switch {
 		case !ok || err != nil || w < 1:
 			return nil, fmt.Errorf("queue %.64q: want NAME=WEIGHT with a weight of at least 1, e.g. %s", part, Default)
-		case !namePattern.MatchString(name):
+		case !ValidName(name):
 			return nil, fmt.Errorf("queue %.64q: a name is 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit", name)
 		}
 		if _, dup := qs[name]; dup {

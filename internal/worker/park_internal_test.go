@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"strconv"
 	"testing"
 	"time"
 
@@ -10,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/redistest"
 )
 
@@ -34,17 +34,17 @@ func TestUnparkerClaimsAreLeases(t *testing.T) {
 	if err := insp.ArchiveTask("default", info.ID); err != nil {
 		t.Fatal(err)
 	}
-	p := parkedTask{Queue: "default", ID: info.ID}
-	if err := park(ctx, rdb, p, now.Add(-time.Second)); err != nil {
+	p := deadletter.Parked{Queue: "default", ID: info.ID}
+	if err := deadletter.Park(ctx, rdb, p, now.Add(-time.Second)); err != nil {
 		t.Fatal(err)
 	}
 
 	// A claimer that dies after its claim: the entry stays, leased.
-	due, err := claimDueScript.Run(ctx, rdb, []string{parkedKey}, now.UnixMilli(), now.Add(claimLease).UnixMilli(), 10).StringSlice()
+	due, err := deadletter.ClaimDue(ctx, rdb, now, now.Add(claimLease), 10)
 	if err != nil || len(due) != 1 {
 		t.Fatalf("claim = %v, %v", due, err)
 	}
-	until, parked, err := ParkedUntil(ctx, rdb, "default", info.ID)
+	until, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", info.ID)
 	if err != nil || !parked || until.Before(now.Add(claimLease-time.Second)) {
 		t.Fatalf("after a claim: parked %v until %v (%v), want the lease's end", parked, until, err)
 	}
@@ -61,33 +61,33 @@ func TestUnparkerClaimsAreLeases(t *testing.T) {
 	if st, err := insp.GetTaskInfo("default", info.ID); err != nil || st.State != asynq.TaskStatePending {
 		t.Errorf("after the lease: task %v (%v), want pending", st, err)
 	}
-	if n, err := rdb.ZCard(ctx, parkedKey).Result(); err != nil || n != 0 {
+	if n, err := rdb.ZCard(ctx, deadletter.ParkedKey).Result(); err != nil || n != 0 {
 		t.Errorf("%d entries left (%v), want 0", n, err)
 	}
 
 	// An error handler that parks the task again after a claim wins: the
 	// claimer's settle does not remove the new entry.
-	if err := park(ctx, rdb, p, now.Add(-time.Second)); err != nil {
+	if err := deadletter.Park(ctx, rdb, p, now.Add(-time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	lease := now.Add(claimLease).UnixMilli()
-	if _, err := claimDueScript.Run(ctx, rdb, []string{parkedKey}, now.UnixMilli(), lease, 10).Result(); err != nil {
+	lease := now.Add(claimLease)
+	if _, err := deadletter.ClaimDue(ctx, rdb, now, lease, 10); err != nil {
 		t.Fatal(err)
 	}
 	later := now.Add(time.Hour)
-	if err := park(ctx, rdb, p, later); err != nil {
+	if err := deadletter.Park(ctx, rdb, p, later); err != nil {
 		t.Fatal(err)
 	}
-	u.settle(ctx, p.member(), strconv.FormatInt(lease, 10), "")
-	if until, parked, err := ParkedUntil(ctx, rdb, "default", info.ID); err != nil || !parked || until.UnixMilli() != later.UnixMilli() {
+	u.settle(ctx, p.Member(), lease, time.Time{})
+	if until, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", info.ID); err != nil || !parked || until.UnixMilli() != later.UnixMilli() {
 		t.Errorf("the error handler's new entry: parked %v until %v (%v), want %v", parked, until, err, later)
 	}
 	// With its own lease still in place, settle removes it.
-	if err := rdb.ZAdd(ctx, parkedKey, redis.Z{Score: float64(lease), Member: p.member()}).Err(); err != nil {
+	if err := rdb.ZAdd(ctx, deadletter.ParkedKey, redis.Z{Score: float64(lease.UnixMilli()), Member: p.Member()}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	u.settle(ctx, p.member(), strconv.FormatInt(lease, 10), "")
-	if _, parked, err := ParkedUntil(ctx, rdb, "default", info.ID); err != nil || parked {
+	u.settle(ctx, p.Member(), lease, time.Time{})
+	if _, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", info.ID); err != nil || parked {
 		t.Errorf("settle left its own claimed entry (%v)", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
@@ -87,7 +88,7 @@ func TestParkedTaskStillDeadLettersOnFailure(t *testing.T) {
 	if err := b.redis.Client().ZAdd(ctx, "certmail:parked", redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: entry}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, parked, err := worker.ParkedUntil(ctx, b.redis.Client(), "default", id); !parked || err != nil {
+	if _, parked, err := deadletter.ParkedUntil(ctx, b.redis.Client(), "default", id); !parked || err != nil {
 		t.Fatalf("the test's entry is not read as parked: %v", err)
 	}
 	b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)

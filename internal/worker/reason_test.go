@@ -14,8 +14,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
-	"github.com/certmail/certmail/internal/worker"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -73,7 +73,7 @@ func TestDeadLetterReasonIsTheSameEverywhere(t *testing.T) {
 		if got := entry["error_code"] + ": " + entry["error_message"]; got != info.LastErr {
 			t.Errorf("%s: stream reason %q, last_error %q", tt.name, got, info.LastErr)
 		}
-		if n := len(entry["payload"]); n > worker.DeadLetterPayloadMax {
+		if n := len(entry["payload"]); n > deadletter.PayloadMax {
 			t.Errorf("%s: stream keeps %d bytes of payload", tt.name, n)
 		}
 		var line map[string]any
@@ -113,7 +113,7 @@ func TestHugeRawPayloadIsRefusedCheaply(t *testing.T) {
 	// decode its 10 MB in this process too.
 	peak := heapPeak(func() {
 		waitFor(t, 20*time.Second, func() bool {
-			n, err := b.redis.Client().XLen(context.Background(), worker.DeadLetterStream).Result()
+			n, err := b.redis.Client().XLen(context.Background(), deadletter.Stream).Result()
 			return err == nil && n == 1
 		}, func() string { return "no dead-letter entry" })
 	})
@@ -126,7 +126,7 @@ func TestHugeRawPayloadIsRefusedCheaply(t *testing.T) {
 	b.waitState(t, info.ID, asynq.TaskStateArchived, 5*time.Second)
 	entry := b.deadLetters(t, 1)[0]
 	if entry["error_code"] != "payload_too_large" || entry["payload_bytes"] != strconv.Itoa(size) ||
-		len(entry["payload"]) != worker.DeadLetterPayloadMax {
+		len(entry["payload"]) != deadletter.PayloadMax {
 		t.Errorf("entry: code %q, payload_bytes %q, %d bytes of payload", entry["error_code"], entry["payload_bytes"], len(entry["payload"]))
 	}
 	if n := b.fake.RequestCount(); n != 0 {

@@ -10,11 +10,11 @@ import (
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/tasks"
 )
@@ -91,7 +91,7 @@ const (
 // what is wrong with the payload, or the error's text, cut to
 // maxReasonMessage.
 func (e *taskError) message() string {
-	return clip(oneLine(describe(e.err)), maxReasonMessage)
+	return deadletter.Clip(oneLine(describe(e.err)), maxReasonMessage)
 }
 
 // detail is the Go error chain, cut to maxErrorDetail, or "" when it says
@@ -100,7 +100,7 @@ func (e *taskError) detail() string {
 	if e.err == nil {
 		return ""
 	}
-	d := clip(oneLine(e.err.Error()), maxErrorDetail)
+	d := deadletter.Clip(oneLine(e.err.Error()), maxErrorDetail)
 	if d == e.message() {
 		return ""
 	}
@@ -143,21 +143,6 @@ func oneLine(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// clip returns s as valid UTF-8 of at most limit bytes, ending with "…"
-// when it was cut.
-func clip(s string, limit int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= limit {
-		return s
-	}
-	const mark = "…"
-	cut := limit - len(mark)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + mark
 }
 
 // Unwrap exposes the cause and, for a permanent error, asynq.SkipRetry, so

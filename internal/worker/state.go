@@ -15,14 +15,14 @@ import (
 )
 
 // Redis keys certmail's workers keep besides asynq's own (all under
-// "certmail:"; see README "Redis keys"):
+// "certmail:"; see README "Redis keys"; the dead-letter stream and the
+// parked set are package deadletter's):
 //
 //	certmail:account:{name}:paused       auth pause in force, expires when the next probe is due
 //	certmail:account:{name}:auth_broken  the key was rejected; deleted when a probe succeeds
 //	certmail:account:{name}:probe        held by the one delivery allowed to probe
 //	certmail:delivered:{task_id}         the task's DigiCert call succeeded (duplicate guard)
 //	certmail:first_seen:{task_id}        when a set-emails without a sequence was first processed
-//	certmail:parked                      tasks parked by a wait on their last delivery (park.go)
 //	certmail:order:{account}:{order_id}:applied   sequence of the last set-emails applied
 //	certmail:order:{account}:{order_id}:lock      one set-emails per order at a time
 const keyPrefix = "certmail:"

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/internal/worker"
 )
@@ -33,7 +34,7 @@ func TestDeadLetterStreamIsCapped(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, func() bool { return len(b.logLines(t, "error", "task dead-lettered")) == n },
 		func() string { return "not every task was dead-lettered" })
-	msgs, err := b.redis.Client().XRange(context.Background(), worker.DeadLetterStream, "-", "+").Result()
+	msgs, err := b.redis.Client().XRange(context.Background(), deadletter.Stream, "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/buildinfo"
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/queuestats"
@@ -86,7 +87,7 @@ func (c Config) WithDefaults() Config {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if c.DeadLetterMaxLen == 0 {
-		c.DeadLetterMaxLen = DefaultDeadLetterMaxLen
+		c.DeadLetterMaxLen = deadletter.DefaultMaxLen
 	}
 	if c.GuardRetention == 0 {
 		c.GuardRetention = DefaultGuardRetention
@@ -155,7 +156,7 @@ func New(cfg Config) (*Worker, error) {
 	for q := range cfg.Queues {
 		served = append(served, q)
 	}
-	if err := cfg.Registry.Register(queuestats.New(rdb, DeadLetterStream, served)); err != nil {
+	if err := cfg.Registry.Register(queuestats.New(rdb, deadletter.Stream, served)); err != nil {
 		return nil, fmt.Errorf("register queue metrics: %w", err)
 	}
 	p := &processor{

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/worker"
 	"github.com/certmail/certmail/tasks"
@@ -300,7 +301,7 @@ func TestRejectedKeyPausesThenResumes(t *testing.T) {
 	if n := len(b.logLines(t, "info", "DigiCert accepts the API key again; account resumed")); n != 1 {
 		t.Errorf("%d resume lines, want 1", n)
 	}
-	if n := intVal(t, b.redis.Client().XLen(context.Background(), worker.DeadLetterStream)); n != 0 {
+	if n := intVal(t, b.redis.Client().XLen(context.Background(), deadletter.Stream)); n != 0 {
 		t.Errorf("dead-letter stream has %d entries, want 0", n)
 	}
 }
@@ -309,7 +310,7 @@ func TestRejectedKeyPausesThenResumes(t *testing.T) {
 // of them (any number when want is negative).
 func (b *bundle) deadLetters(t *testing.T, want int) []map[string]string {
 	t.Helper()
-	msgs, err := b.redis.Client().XRange(context.Background(), worker.DeadLetterStream, "-", "+").Result()
+	msgs, err := b.redis.Client().XRange(context.Background(), deadletter.Stream, "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}

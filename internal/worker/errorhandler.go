@@ -5,28 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/tasks"
 )
-
-// DeadLetterStream is the Redis stream that receives one entry per
-// dead-lettered task (the task itself stays in asynq's archive).
-const DeadLetterStream = "certmail:deadletter"
-
-// DefaultDeadLetterMaxLen caps the stream (approximately, as XADD MAXLEN ~ does).
-const DefaultDeadLetterMaxLen = 100000
-
-// DeadLetterPayloadMax is the most bytes of a task's payload a dead-letter
-// entry keeps; the entry of a larger one keeps its first DeadLetterPayloadMax
-// bytes and its full size in the field payload_bytes. The task itself stays
-// whole in asynq's archive.
-const DeadLetterPayloadMax = 8 << 10
 
 // errorHandler is asynq's ErrorHandler: the one place where a failed
 // delivery is logged, and where a task that asynq is about to archive is
@@ -57,7 +44,7 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 		}
 	}
 	fields := []zap.Field{
-		zap.String("task_id", id), zap.String("task_type", clip(t.Type(), maxLabelLength)), zap.String("queue", queue),
+		zap.String("task_id", id), zap.String("task_type", deadletter.Clip(t.Type(), maxLabelLength)), zap.String("queue", queue),
 		zap.Int("attempt", retried+1), zap.Int("max_retry", maxRetry),
 		zap.String("error_code", te.code), zap.String("error_class", te.class),
 		zap.Int("http_status", te.status), zap.String("error", te.Error()),
@@ -71,9 +58,10 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 	wait := !h.isFailure(err)
 	if archived && wait {
 		// asynq archives a task on its last delivery whatever the error;
-		// a wait must not cost it its retries: park it (see park.go).
+		// a wait must not cost it its retries: park it (see
+		// deadletter.ParkedKey).
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		perr := park(pctx, h.rdb, parkedTask{Queue: queue, ID: id}, time.Now().Add(te.retryAfter))
+		perr := deadletter.Park(pctx, h.rdb, deadletter.Parked{Queue: queue, ID: id}, time.Now().Add(te.retryAfter))
 		cancel()
 		if perr == nil {
 			h.metrics.tasks.WithLabelValues(typ, "wait").Inc()
@@ -118,7 +106,7 @@ func subject(payload []byte) []zap.Field {
 	if len(payload) <= tasks.MaxPayloadBytes {
 		_ = json.Unmarshal(payload, &s) // best effort: an invalid payload names what it can
 	}
-	s.Account = clip(cmp.Or(s.Account, tasks.DefaultAccount), maxLabelLength)
+	s.Account = deadletter.Clip(cmp.Or(s.Account, tasks.DefaultAccount), maxLabelLength)
 	fields := []zap.Field{zap.String("account", s.Account)}
 	if s.OrderID != 0 {
 		fields = append(fields, zap.Int64("order_id", s.OrderID))
@@ -138,35 +126,22 @@ func subject(payload []byte) []zap.Field {
 func (h *errorHandler) deadLetter(ctx context.Context, t *asynq.Task, id, queue string, attempts int, te *taskError) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	pipe := h.rdb.Pipeline() // not a transaction: the two keys may live on different cluster slots
-	unpark := pipe.ZRem(ctx, parkedKey, parkedTask{Queue: queue, ID: id}.member())
-	payload := t.Payload()
-	values := []any{
-		"task_id", id,
-		"type", clip(t.Type(), maxLabelLength),
-		"queue", queue,
-		"payload", string(payload[:min(len(payload), DeadLetterPayloadMax)]),
-		"error_code", te.code,
-		"error_message", te.message(),
-		"http_status", strconv.Itoa(te.status),
-		"attempts", strconv.Itoa(attempts),
-		"failed_at", time.Now().UTC().Format(time.RFC3339),
+	unparkErr, appendErr := deadletter.Append(ctx, h.rdb, deadletter.Entry{
+		TaskID:       id,
+		Type:         deadletter.Clip(t.Type(), maxLabelLength),
+		Queue:        queue,
+		Payload:      t.Payload(),
+		ErrorCode:    te.code,
+		ErrorMessage: te.message(),
+		HTTPStatus:   te.status,
+		Attempts:     attempts,
+		FailedAt:     time.Now(),
+	}, h.maxLen)
+	if unparkErr != nil {
+		h.log.Warn("could not clear the task's parked entry", zap.String("task_id", id), zap.Error(unparkErr))
 	}
-	if len(payload) > DeadLetterPayloadMax {
-		values = append(values, "payload_bytes", strconv.Itoa(len(payload)))
-	}
-	add := pipe.XAdd(ctx, &redis.XAddArgs{
-		Stream: DeadLetterStream,
-		MaxLen: h.maxLen,
-		Approx: true,
-		Values: values,
-	})
-	_, _ = pipe.Exec(ctx) // each command's error is read below
-	if err := unpark.Err(); err != nil {
-		h.log.Warn("could not clear the task's parked entry", zap.String("task_id", id), zap.Error(err))
-	}
-	if err := add.Err(); err != nil {
+	if appendErr != nil {
 		// The task is still archived by asynq; the stream entry is what is lost.
-		h.log.Warn("could not append to the dead-letter stream", zap.String("task_id", id), zap.Error(err))
+		h.log.Warn("could not append to the dead-letter stream", zap.String("task_id", id), zap.Error(appendErr))
 	}
 }

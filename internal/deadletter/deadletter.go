@@ -1,0 +1,310 @@
+// Package deadletter owns certmail's two Redis records of tasks that did not
+// complete:
+//
+//   - the stream certmail:deadletter (Stream): one entry per dead-lettered
+//     task, with its error code, message and HTTP status, written by the
+//     worker's error handler (Append) and read by operators (List, Find,
+//     EntryIDs) through internal/ops, the API and the CLI;
+//   - the sorted set certmail:parked (ParkedKey): the tasks parked by a wait
+//     on their last delivery, written by the worker's error handler (Park),
+//     read by ops to report such a task as waiting for a retry (ParkedUntil),
+//     and emptied by every worker's unparker (ClaimDue, Settle).
+//
+// The task itself stays in asynq's archive meanwhile. The worker and the
+// operator side both import this package, and neither imports the other.
+// Readers are tolerant: an entry written by hand, by an older version or
+// damaged is reported as skipped, never fails a whole listing.
+package deadletter
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Stream is the Redis stream of dead letters.
+const Stream = "certmail:deadletter"
+
+// DefaultMaxLen caps the stream (approximately, as XADD MAXLEN ~ does)
+// unless the worker is told otherwise (CERTMAIL_DEADLETTER_MAXLEN).
+const DefaultMaxLen = 100000
+
+// PayloadMax is the most bytes of a task's payload an entry keeps; the entry
+// of a larger one keeps its first PayloadMax bytes and its full size in the
+// field payload_bytes. The task itself stays whole in asynq's archive.
+const PayloadMax = 8 << 10
+
+// MaxText bounds the text fields of an entry read back (the error message,
+// and ids, type and queue, which are refused beyond maxID), in bytes.
+const MaxText = 2048
+
+// Bounds of the short fields of an entry read back, in bytes.
+const (
+	maxID   = 256
+	maxCode = 64
+)
+
+// Entry is one dead letter: the one definition of the stream's fields.
+type Entry struct {
+	// ID is the stream entry id, set when an entry is read back.
+	ID     string
+	TaskID string
+	Type   string
+	Queue  string
+	// Payload is the task's payload: whole when appended (Append keeps its
+	// first PayloadMax bytes), at most PayloadMax bytes when read back.
+	Payload []byte
+	// PayloadBytes is the size of the whole payload when the entry keeps only
+	// part of it, 0 otherwise.
+	PayloadBytes int
+	ErrorCode    string
+	ErrorMessage string
+	HTTPStatus   int // DigiCert's answer, 0 when none
+	Attempts     int
+	FailedAt     time.Time
+}
+
+// Append adds e to the stream, capped at about maxLen entries, and, in the
+// same round trip, removes any parked entry of the task, which would
+// otherwise bring the dead letter back. It is not a transaction (the two
+// keys may live on different cluster slots): each write's error comes back
+// on its own, unparkErr for the parked entry, appendErr for the stream entry.
+func Append(ctx context.Context, rdb redis.UniversalClient, e Entry, maxLen int64) (unparkErr, appendErr error) {
+	pipe := rdb.Pipeline()
+	unpark := pipe.ZRem(ctx, ParkedKey, Parked{Queue: e.Queue, ID: e.TaskID}.Member())
+	values := []any{
+		"task_id", e.TaskID,
+		"type", e.Type,
+		"queue", e.Queue,
+		"payload", string(e.Payload[:min(len(e.Payload), PayloadMax)]),
+		"error_code", e.ErrorCode,
+		"error_message", e.ErrorMessage,
+		"http_status", strconv.Itoa(e.HTTPStatus),
+		"attempts", strconv.Itoa(e.Attempts),
+		"failed_at", e.FailedAt.UTC().Format(time.RFC3339),
+	}
+	if len(e.Payload) > PayloadMax {
+		values = append(values, "payload_bytes", strconv.Itoa(len(e.Payload)))
+	}
+	add := pipe.XAdd(ctx, &redis.XAddArgs{Stream: Stream, MaxLen: maxLen, Approx: true, Values: values})
+	_, _ = pipe.Exec(ctx) // each command's error is read below
+	if err := unpark.Err(); err != nil {
+		unparkErr = fmt.Errorf("clear parked entry: %w", err)
+	}
+	if err := add.Err(); err != nil {
+		appendErr = fmt.Errorf("append dead letter: %w", err)
+	}
+	return unparkErr, appendErr
+}
+
+// Decode reads a stream entry as Append writes it. problem says why the
+// entry is not a dead letter: a task id, type or queue missing or too long,
+// or a failed_at that is not an RFC 3339 time. Other fields that are missing
+// or malformed are left at their zero value, and text is made valid UTF-8
+// and cut to MaxText bytes (an error code to 64), so that whatever the
+// stream holds, an entry read back is bounded.
+func Decode(m redis.XMessage) (e Entry, problem string) {
+	str := func(k string) string {
+		v, _ := m.Values[k].(string)
+		return v
+	}
+	num := func(k string) int {
+		n, _ := strconv.Atoi(str(k))
+		return max(n, 0)
+	}
+	failedAt, err := time.Parse(time.RFC3339, str("failed_at"))
+	switch {
+	case str("task_id") == "" || len(str("task_id")) > maxID:
+		problem = "no task_id"
+	case str("type") == "" || len(str("type")) > maxID:
+		problem = "no type"
+	case str("queue") == "" || len(str("queue")) > maxID:
+		problem = "no queue"
+	case err != nil:
+		problem = "failed_at is not an RFC 3339 time"
+	}
+	payload := []byte(str("payload"))
+	size := num("payload_bytes")
+	if size <= len(payload) {
+		size = 0
+	}
+	code := str("error_code")
+	return Entry{
+		ID:           m.ID,
+		TaskID:       Clip(str("task_id"), MaxText),
+		Type:         Clip(str("type"), MaxText),
+		Queue:        Clip(str("queue"), MaxText),
+		Payload:      payload,
+		PayloadBytes: size,
+		ErrorCode:    Clip(code[:min(len(code), maxCode)], MaxText),
+		ErrorMessage: Clip(str("error_message"), MaxText),
+		HTTPStatus:   num("http_status"),
+		Attempts:     num("attempts"),
+		FailedAt:     failedAt.UTC(),
+	}, problem
+}
+
+// Clip returns s as valid UTF-8 of at most limit bytes, ending with "…"
+// when it was cut: how a failed task's reason and the fields of its dead
+// letter are bounded, when written and when read back.
+func Clip(s string, limit int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= limit {
+		return s
+	}
+	const mark = "…"
+	cut := limit - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}
+
+// idPattern is a stream entry id.
+var idPattern = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
+
+// ValidID reports whether s is a stream entry id such as 1718000000000-0,
+// the cursor of List.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// Skipped is a stream entry that could not be read as a dead letter.
+type Skipped struct {
+	EntryID string `json:"entry_id"`
+	Problem string `json:"problem"`
+}
+
+// Page is one page of the stream, newest first.
+type Page struct {
+	// Entries are the page's well-formed entries.
+	Entries []Entry
+	// Skipped are the page's malformed entries (as many as the page holds),
+	// left out of Entries.
+	Skipped []Skipped
+	// Next is the cursor of the following page, "" when there is none.
+	Next string
+}
+
+// List reads at most limit entries (at least 1), newest first, starting
+// strictly before the entry id before ("" starts from the newest; any other
+// value must be ValidID). Malformed entries count towards limit and are
+// returned in Skipped.
+func List(ctx context.Context, rdb redis.UniversalClient, before string, limit int) (Page, error) {
+	var page Page
+	end := "+"
+	switch before {
+	case "":
+	case "0-0":
+		return page, nil // nothing comes before the first possible id
+	default:
+		end = "(" + before
+	}
+	msgs, err := rdb.XRevRangeN(ctx, Stream, end, "-", int64(limit)+1).Result()
+	if err != nil {
+		return page, fmt.Errorf("read dead letters: %w", err)
+	}
+	if len(msgs) > limit {
+		msgs = msgs[:limit]
+		page.Next = msgs[limit-1].ID
+	}
+	for _, m := range msgs {
+		e, problem := Decode(m)
+		if problem != "" {
+			page.Skipped = append(page.Skipped, Skipped{EntryID: m.ID, Problem: problem})
+			continue
+		}
+		page.Entries = append(page.Entries, e)
+	}
+	return page, nil
+}
+
+// Find returns the newest entry of the task taskID, as Decode reads it
+// whatever else it lacks; found is false when the stream has none.
+func Find(ctx context.Context, rdb redis.UniversalClient, taskID string) (e Entry, found bool, err error) {
+	err = scan(ctx, rdb, func(m redis.XMessage) bool {
+		if m.Values["task_id"] == taskID {
+			e, _ = Decode(m) // it has the task id looked for; whatever else it lacks shows as empty
+			found = true
+			return false
+		}
+		return true
+	})
+	return e, found, err
+}
+
+// EntryIDs returns the ids of every stream entry of the task taskID.
+func EntryIDs(ctx context.Context, rdb redis.UniversalClient, taskID string) ([]string, error) {
+	var ids []string
+	err := scan(ctx, rdb, func(m redis.XMessage) bool {
+		if m.Values["task_id"] == taskID {
+			ids = append(ids, m.ID)
+		}
+		return true
+	})
+	return ids, err
+}
+
+// Remove deletes the stream entries ids.
+func Remove(ctx context.Context, rdb redis.UniversalClient, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := rdb.XDel(ctx, Stream, ids...).Err(); err != nil {
+		return fmt.Errorf("delete dead-letter entries: %w", err)
+	}
+	return nil
+}
+
+// Purge deletes the whole stream and returns how many entries it held.
+func Purge(ctx context.Context, rdb redis.UniversalClient) (int, error) {
+	var n *redis.IntCmd
+	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		n = p.XLen(ctx, Stream)
+		p.Del(ctx, Stream)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("delete dead-letter stream: %w", err)
+	}
+	return int(n.Val()), nil
+}
+
+// Count returns how many entries the stream holds.
+func Count(ctx context.Context, rdb redis.UniversalClient) (int, error) {
+	n, err := rdb.XLen(ctx, Stream).Result()
+	if err != nil {
+		return 0, fmt.Errorf("count dead letters: %w", err)
+	}
+	return int(n), nil
+}
+
+// scanPage is how many stream entries one read fetches when searching the
+// stream for a task id.
+const scanPage = 500
+
+// scan calls fn on the stream's entries, newest first, until fn returns
+// false or the stream ends. The stream is read a page at a time, so that a
+// long stream never blocks Redis.
+func scan(ctx context.Context, rdb redis.UniversalClient, fn func(redis.XMessage) bool) error {
+	end := "+"
+	for {
+		msgs, err := rdb.XRevRangeN(ctx, Stream, end, "-", scanPage).Result()
+		if err != nil {
+			return fmt.Errorf("read dead letters: %w", err)
+		}
+		for _, m := range msgs {
+			if !fn(m) {
+				return nil
+			}
+		}
+		if len(msgs) < scanPage {
+			return nil
+		}
+		end = "(" + msgs[len(msgs)-1].ID
+	}
+}

@@ -1,0 +1,227 @@
+package deadletter_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/redistest"
+)
+
+// What Append writes, Decode reads back field for field; a large payload is
+// cut to PayloadMax with its size kept; the task's parked entry goes in the
+// same round trip.
+func TestAppendDecode(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	at := time.Date(2026, 5, 1, 9, 30, 0, 0, time.FixedZone("CEST", 2*3600))
+	small := deadletter.Entry{TaskID: "t1", Type: "set-emails", Queue: "default", Payload: []byte(`{"order_id":1}`),
+		ErrorCode: "not_found|order", ErrorMessage: "Order not found.", HTTPStatus: 404, Attempts: 3, FailedAt: at}
+	big := small
+	big.TaskID, big.Payload = "t2", bytes.Repeat([]byte("x"), deadletter.PayloadMax+100)
+	if err := deadletter.Park(ctx, rdb, deadletter.Parked{Queue: "default", ID: "t1"}, at); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []deadletter.Entry{small, big} {
+		if unparkErr, appendErr := deadletter.Append(ctx, rdb, e, 1000); unparkErr != nil || appendErr != nil {
+			t.Fatalf("Append %s: %v, %v", e.TaskID, unparkErr, appendErr)
+		}
+	}
+	if _, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", "t1"); err != nil || parked {
+		t.Errorf("t1 still parked after its dead letter (%v)", err)
+	}
+	msgs, err := rdb.XRange(ctx, deadletter.Stream, "-", "+").Result()
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("stream: %d entries (%v), want 2", len(msgs), err)
+	}
+	got, problem := deadletter.Decode(msgs[0])
+	want := small
+	want.ID, want.FailedAt = msgs[0].ID, at.UTC()
+	if problem != "" || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Decode = %+v (%q)\nwant     %+v", got, problem, want)
+	}
+	if _, cut := msgs[0].Values["payload_bytes"]; cut || len(msgs[0].Values) != 9 {
+		t.Errorf("a whole payload's entry has fields %v, want the nine", msgs[0].Values)
+	}
+	if msgs[1].Values["payload_bytes"] != fmt.Sprint(deadletter.PayloadMax+100) {
+		t.Errorf("a cut payload's entry has payload_bytes %v", msgs[1].Values["payload_bytes"])
+	}
+	got, problem = deadletter.Decode(msgs[1])
+	if problem != "" || len(got.Payload) != deadletter.PayloadMax || got.PayloadBytes != deadletter.PayloadMax+100 {
+		t.Errorf("large payload read back: %d bytes kept of %d (%q)", len(got.Payload), got.PayloadBytes, problem)
+	}
+}
+
+// Decode never fails on what the stream holds: an entry that cannot be a
+// dead letter says why, and every field read back is bounded valid UTF-8.
+func TestDecodeIsTolerant(t *testing.T) {
+	t.Parallel()
+	now := time.Now().UTC().Format(time.RFC3339)
+	for i, tt := range []struct {
+		values  map[string]any
+		problem string
+	}{
+		{map[string]any{"hello": "world"}, "no task_id"},
+		{map[string]any{"task_id": strings.Repeat("i", 257), "type": "t", "queue": "q", "failed_at": now}, "no task_id"},
+		{map[string]any{"task_id": "i", "queue": "q", "failed_at": now}, "no type"},
+		{map[string]any{"task_id": "i", "type": "t", "failed_at": now}, "no queue"},
+		{map[string]any{"task_id": "i", "type": "t", "queue": "q", "failed_at": "yesterday"}, "failed_at is not an RFC 3339 time"},
+		{map[string]any{"task_id": "i", "type": "t", "queue": "q", "failed_at": now, "attempts": "many", "http_status": "-5",
+			"error_code": strings.Repeat("c", 100), "error_message": strings.Repeat("é", 100000) + "\xff",
+			"payload": "abcdef", "payload_bytes": "3"}, ""},
+	} {
+		e, problem := deadletter.Decode(redis.XMessage{ID: "1-0", Values: tt.values})
+		if problem != tt.problem {
+			t.Errorf("entry %d: problem %q, want %q", i, problem, tt.problem)
+		}
+		for _, s := range []string{e.TaskID, e.Type, e.Queue, e.ErrorCode, e.ErrorMessage} {
+			if len(s) > deadletter.MaxText || !utf8.ValidString(s) {
+				t.Errorf("entry %d: field of %d bytes read back (valid UTF-8: %v)", i, len(s), utf8.ValidString(s))
+			}
+		}
+		// payload_bytes below the payload's own size says nothing more.
+		if len(e.ErrorCode) > 64 || e.Attempts < 0 || e.HTTPStatus < 0 || e.PayloadBytes != 0 {
+			t.Errorf("entry %d: code %d bytes, attempts %d, status %d, payload_bytes %d", i, len(e.ErrorCode), e.Attempts, e.HTTPStatus, e.PayloadBytes)
+		}
+	}
+}
+
+// List pages newest first, says where the next page starts, and returns a
+// malformed entry as skipped, counted towards the page; Find, EntryIDs,
+// Remove, Count and Purge work on every entry of a task.
+func TestListFindRemove(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	appendEntry := func(id string) {
+		t.Helper()
+		e := deadletter.Entry{TaskID: id, Type: "resend-dcv", Queue: "default", ErrorCode: "c-" + id, FailedAt: time.Now()}
+		if _, err := deadletter.Append(ctx, rdb, e, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendEntry("a")
+	appendEntry("b")
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: deadletter.Stream, Values: []any{"junk", "1"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	appendEntry("a")
+
+	first, err := deadletter.List(ctx, rdb, "", 2)
+	if err != nil || len(first.Entries) != 1 || first.Entries[0].TaskID != "a" || len(first.Skipped) != 1 ||
+		first.Skipped[0].Problem != "no task_id" || !deadletter.ValidID(first.Next) {
+		t.Fatalf("first page = %+v, %v", first, err)
+	}
+	second, err := deadletter.List(ctx, rdb, first.Next, 2)
+	if err != nil || len(second.Entries) != 2 || second.Entries[0].TaskID != "b" || second.Entries[1].TaskID != "a" || second.Next != "" {
+		t.Fatalf("second page = %+v, %v", second, err)
+	}
+	if none, err := deadletter.List(ctx, rdb, "0-0", 10); err != nil || len(none.Entries)+len(none.Skipped) != 0 {
+		t.Errorf("before 0-0 = %+v, %v; want nothing", none, err)
+	}
+	if e, found, err := deadletter.Find(ctx, rdb, "a"); err != nil || !found || e.ID != first.Entries[0].ID {
+		t.Errorf("Find(a) = %+v %v %v, want the newest entry of a", e, found, err)
+	}
+	if _, found, err := deadletter.Find(ctx, rdb, "zzz"); err != nil || found {
+		t.Errorf("Find(zzz) found %v (%v)", found, err)
+	}
+	ids, err := deadletter.EntryIDs(ctx, rdb, "a")
+	if err != nil || len(ids) != 2 {
+		t.Fatalf("EntryIDs(a) = %v, %v", ids, err)
+	}
+	if err := deadletter.Remove(ctx, rdb, ids...); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := deadletter.Count(ctx, rdb); err != nil || n != 2 {
+		t.Errorf("Count after removing a = %d, %v; want b and the junk", n, err)
+	}
+	if n, err := deadletter.Purge(ctx, rdb); err != nil || n != 2 {
+		t.Errorf("Purge = %d, %v; want 2", n, err)
+	}
+	if n, err := rdb.Exists(ctx, deadletter.Stream).Result(); err != nil || n != 0 {
+		t.Errorf("stream left after Purge (%v)", err)
+	}
+	for _, bad := range []string{"", "1", "1-", "-1", "a-b", "1-2-3", strings.Repeat("1", 21) + "-0"} {
+		if deadletter.ValidID(bad) {
+			t.Errorf("ValidID(%q) = true", bad)
+		}
+	}
+}
+
+// A claim moves a due entry to the claim's end; Settle acts only while the
+// entry still holds the claim.
+func TestClaimAndSettle(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	now := time.Now()
+	due, later := deadletter.Parked{Queue: "default", ID: "due"}, deadletter.Parked{Queue: "default", ID: "later"}
+	if err := deadletter.Park(ctx, rdb, due, now.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := deadletter.Park(ctx, rdb, later, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	claimEnd := now.Add(30 * time.Second)
+	claimed, err := deadletter.ClaimDue(ctx, rdb, now, claimEnd, 10)
+	if err != nil || len(claimed) != 1 || claimed[0] != due.Member() {
+		t.Fatalf("ClaimDue = %v, %v; want the due entry only", claimed, err)
+	}
+	p, err := deadletter.ParseParked(claimed[0])
+	if err != nil || p != due {
+		t.Errorf("ParseParked = %+v, %v", p, err)
+	}
+	if _, err := deadletter.ParseParked("not json"); err == nil {
+		t.Error("ParseParked accepted garbage")
+	}
+	if until, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", "due"); err != nil || !parked || until.UnixMilli() != claimEnd.UnixMilli() {
+		t.Errorf("claimed entry due %v (parked %v, %v), want the claim's end", until, parked, err)
+	}
+	// Another claim's settle leaves it; its own moves it, then removes it.
+	if err := deadletter.Settle(ctx, rdb, due.Member(), claimEnd.Add(time.Second), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	next := now.Add(time.Minute)
+	if err := deadletter.Settle(ctx, rdb, due.Member(), claimEnd, next); err != nil {
+		t.Fatal(err)
+	}
+	if until, parked, _ := deadletter.ParkedUntil(ctx, rdb, "default", "due"); !parked || until.UnixMilli() != next.UnixMilli() {
+		t.Errorf("after settling to next: due %v (parked %v), want %v", until, parked, next)
+	}
+	if err := deadletter.Settle(ctx, rdb, due.Member(), next, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, parked, _ := deadletter.ParkedUntil(ctx, rdb, "default", "due"); parked {
+		t.Error("settled entry still parked")
+	}
+	if _, parked, _ := deadletter.ParkedUntil(ctx, rdb, "default", "later"); !parked {
+		t.Error("the entry not yet due was touched")
+	}
+}
+
+func TestClip(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		in    string
+		limit int
+		want  string
+	}{
+		{"short", 10, "short"},
+		{"abcdefghij", 10, "abcdefghij"},
+		{"abcdefghijk", 10, "abcdefg…"},
+		{"ééééé", 8, "éé…"}, // cut on a rune boundary
+		{"a\xffb", 10, "a\uFFFDb"},
+	} {
+		if got := deadletter.Clip(tt.in, tt.limit); got != tt.want || len(got) > tt.limit {
+			t.Errorf("Clip(%q, %d) = %q, want %q", tt.in, tt.limit, got, tt.want)
+		}
+	}
+}
