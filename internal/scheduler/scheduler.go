@@ -10,10 +10,7 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,8 +44,6 @@ const (
 	// after firstLook, then twice as long each time, up to lastLook.
 	firstLook = 500 * time.Millisecond
 	lastLook  = 30 * time.Second
-	// maxOrderStatus bounds the order status copied from a task's result.
-	maxOrderStatus = 64
 )
 
 // Config configures a Scheduler. Zero values take the defaults noted.
@@ -667,7 +662,7 @@ func (s *Scheduler) settle(ctx context.Context, c *compiled, state map[string]st
 			a.settled = true
 			return settleGo
 		}
-		return s.endValidated(ctx, c, taskID, printable(res.OrderStatus, maxOrderStatus), state)
+		return s.endValidated(ctx, c, taskID, taskresult.CleanOrderStatus(res.OrderStatus), state)
 	case asynq.TaskStateArchived.String():
 		a.settled = true
 		s.log.Info("the last tick's task was dead-lettered; the next tick tries again", zap.String("schedule", c.ID),
@@ -698,22 +693,6 @@ func (s *Scheduler) endValidated(ctx context.Context, c *compiled, taskID, order
 	}
 	delete(s.awaiting, c.ID)
 	return settleEnded
-}
-
-// printable returns s without control characters, cut to at most n bytes
-// on a rune boundary.
-func printable(s string, n int) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return -1
-		}
-		return r
-	}, strings.ToValidUTF8(s, "\uFFFD"))
-	for len(s) > n {
-		_, size := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-size]
-	}
-	return s
 }
 
 func maxTime(a, b time.Time) time.Time {

@@ -8,6 +8,9 @@ package taskresult
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Outcomes of a completed task. They are a wire contract: producers and
@@ -35,6 +38,27 @@ const (
 // the others.
 const MaxSent = 20
 
+// MaxOrderStatus bounds Result.OrderStatus, in bytes.
+const MaxOrderStatus = 64
+
+// CleanOrderStatus returns an order status as a result keeps it: without
+// control characters, valid UTF-8, cut to at most MaxOrderStatus bytes on a
+// rune boundary. The worker cleans what DigiCert sent before writing it; the
+// scheduler cleans what it reads back, whoever wrote it.
+func CleanOrderStatus(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+	for len(s) > MaxOrderStatus {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	return s
+}
+
 // Result is the JSON kept with a completed task.
 type Result struct {
 	Outcome    string `json:"outcome"`
@@ -42,7 +66,8 @@ type Result struct {
 	Attempts   int    `json:"attempts"`
 	DurationMS int64  `json:"duration_ms"`
 	// OrderStatus is the order's status as DigiCert reported it to a
-	// resend-dcv with only_if_pending ("pending", "issued", ...).
+	// resend-dcv with only_if_pending ("pending", "issued", ...), cleaned by
+	// CleanOrderStatus.
 	OrderStatus string `json:"order_status,omitempty"`
 	// Sent lists the resends of a resend-dcv with only_if_pending: through
 	// the order, or one per domain, at most MaxSent of them.

@@ -57,3 +57,18 @@ func TestAddIsBounded(t *testing.T) {
 		t.Errorf("encoded %s does not say how many it left out", b)
 	}
 }
+
+func TestCleanOrderStatus(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ in, want string }{
+		{"issued", "issued"},
+		{"pen\nding\x00", "pending"},
+		{"a\xffb", "a\uFFFDb"},
+		{strings.Repeat("é", 40), strings.Repeat("é", 32)}, // 64 bytes, cut on a rune boundary
+		{strings.Repeat("x", 63) + "é", strings.Repeat("x", 63)},
+	} {
+		if got := taskresult.CleanOrderStatus(tt.in); got != tt.want || len(got) > taskresult.MaxOrderStatus {
+			t.Errorf("CleanOrderStatus(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -7,17 +7,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
 )
-
-// maxOrderStatus bounds the order status copied from DigiCert's answer into
-// the result and the logs.
-const maxOrderStatus = 64
 
 // resendIfPending runs a resend-dcv with only_if_pending. It reads the
 // order's validation status first and sends nothing (OutcomeNotPending)
@@ -45,7 +39,7 @@ func (p *processor) resendIfPending(ctx context.Context, d *delivery, pl tasks.R
 	if err != nil {
 		return err
 	}
-	d.detail.OrderStatus = bounded(v.OrderStatus, maxOrderStatus)
+	d.detail.OrderStatus = taskresult.CleanOrderStatus(v.OrderStatus)
 	d.report.orderStatus = d.detail.OrderStatus
 	pending := v.PendingEmailDomains()
 	if !v.Pending() || len(pending) == 0 {
@@ -208,20 +202,4 @@ func domainDeliveredKey(taskID string, domainID int64) string {
 func isPermanent(err error) bool {
 	var te *taskError
 	return errors.As(err, &te) && te.class == classPermanent
-}
-
-// bounded returns s cut to at most n bytes on a rune boundary, without
-// control characters.
-func bounded(s string, n int) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return -1
-		}
-		return r
-	}, strings.ToValidUTF8(s, "\uFFFD"))
-	for len(s) > n {
-		_, size := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-size]
-	}
-	return s
 }
