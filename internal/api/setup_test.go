@@ -21,6 +21,7 @@ import (
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
@@ -71,7 +72,7 @@ func setup(t testing.TB, opts ...setupOpts) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.conn.Client.Close() })
-	b.ops = ops.New(b.conn, ops.Options{Accounts: account.Set{"default": {Name: "default"}, "eu": {Name: "eu"}}})
+	b.ops = ops.New(b.conn, ops.Options{Rules: enqueue.Rules{Accounts: []string{"default", "eu"}}})
 	t.Cleanup(func() { _ = b.ops.Close() })
 	log, err := logging.New("debug", "json", b.logs)
 	if err != nil {

@@ -10,8 +10,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/tasks"
 )
@@ -34,8 +34,10 @@ func taskRef(ref ops.TaskRef) TaskRef {
 
 func statusURL(id string) string { return "/v1/tasks/" + url.PathEscape(id) }
 
-// maxIdempotencyKey is the longest Idempotency-Key accepted.
-const maxIdempotencyKey = 255
+// idempotencyKeyHeader carries a request's idempotency key (the option
+// idempotency_key of the wire format); its problems are reported under the
+// header's name.
+const idempotencyKeyHeader = "Idempotency-Key"
 
 // enqueue is POST /v1/tasks/{type}: 202 with the new task, 200 with the
 // earlier one for a replayed Idempotency-Key.
@@ -49,20 +51,24 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	req, errs := enqueueRequest(r)
-	req.Type, req.Payload = typ, body
+	req, errs := enqueueRequest(r, typ, body)
 	if len(errs) > 0 {
-		// Add what ops finds wrong with the rest, so that one answer lists
-		// everything to fix.
+		// Add what the request's check finds wrong with the rest, so that
+		// one answer lists everything to fix.
 		var ve *tasks.ValidationError
 		if errors.As(s.ops.Validate(req), &ve) {
-			errs = append(errs, ve.Errors...)
+			errs = append(errs, headerNamed(ve.Errors)...)
 		}
 		s.writeProblem(w, r, validationProblem(errs), nil)
 		return
 	}
 	ref, existing, err := s.ops.Enqueue(r.Context(), req)
-	if err != nil {
+	var ve *tasks.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		s.writeProblem(w, r, validationProblem(headerNamed(ve.Errors)), nil)
+		return
+	case err != nil:
 		s.writeOpsError(w, r, err, "")
 		return
 	}
@@ -123,55 +129,31 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 	return body, true
 }
 
-// enqueueRequest reads the query (queue, process_at, process_in) and the
-// Idempotency-Key header, reporting what cannot be read. What can be read is
-// judged by ops: the queue name, a negative process_in, process_at and
-// process_in together.
-func enqueueRequest(r *http.Request) (ops.EnqueueRequest, []tasks.FieldError) {
-	var req ops.EnqueueRequest
-	q, errs := queryParams(r.URL.RawQuery, "queue", "process_at", "process_in")
-	if v, ok := q["queue"]; ok {
-		if v == "" {
-			errs = append(errs, tasks.FieldError{Field: "queue", Message: "must not be empty (leave it out for the default queue)"})
-		}
-		req.Queue = v
-	}
-	if v, ok := q["process_at"]; ok {
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			errs = append(errs, tasks.FieldError{Field: "process_at", Message: "must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z"})
-		}
-		req.ProcessAt = t
-	}
-	if v, ok := q["process_in"]; ok {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			errs = append(errs, tasks.FieldError{Field: "process_in", Message: "must be a Go duration, e.g. 90s or 1h30m"})
-		}
-		req.ProcessIn = d
-	}
-	keys := r.Header.Values("Idempotency-Key")
-	switch {
+// enqueueRequest reads POST /v1/tasks/{type} in the wire format
+// (enqueue.Parse): the type, the body, the query's options (queue,
+// process_at, process_in) and the Idempotency-Key header. What can be read
+// is judged by the request's check.
+func enqueueRequest(r *http.Request, typ string, body []byte) (enqueue.Request, []tasks.FieldError) {
+	opts, errs := queryParams(r.URL.RawQuery, enqueue.OptionQueue, enqueue.OptionProcessAt, enqueue.OptionProcessIn)
+	switch keys := r.Header.Values(idempotencyKeyHeader); {
 	case len(keys) > 1:
-		errs = append(errs, tasks.FieldError{Field: "Idempotency-Key", Message: "must be sent once"})
-	case len(keys) == 1 && !validIdempotencyKey(keys[0]):
-		errs = append(errs, tasks.FieldError{Field: "Idempotency-Key", Message: "must be 1 to 255 printable ASCII characters"})
+		errs = append(errs, tasks.FieldError{Field: idempotencyKeyHeader, Message: "must be sent once"})
 	case len(keys) == 1:
-		req.IdempotencyKey = keys[0]
+		opts[enqueue.OptionIdempotencyKey] = keys[0]
 	}
-	return req, errs
+	req, parseErrs := enqueue.Parse(typ, body, opts)
+	return req, append(errs, headerNamed(parseErrs)...)
 }
 
-func validIdempotencyKey(k string) bool {
-	if k == "" || len(k) > maxIdempotencyKey {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if k[i] < ' ' || k[i] > '~' {
-			return false
+// headerNamed reports the problems of the idempotency key under the name of
+// the header that carries it.
+func headerNamed(errs []tasks.FieldError) []tasks.FieldError {
+	for i := range errs {
+		if errs[i].Field == enqueue.OptionIdempotencyKey {
+			errs[i].Field = idempotencyKeyHeader
 		}
 	}
-	return true
+	return errs
 }
 
 // queryParams parses a raw query that may hold each of known at most once.

@@ -7,10 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
-	"regexp"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/term"
 
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/tasks"
 )
@@ -67,18 +65,18 @@ type TaskOptionFlags struct {
 	IdempotencyKey string        `name:"idempotency-key" help:"Enqueue at most once per key: a repeat returns the first task."`
 }
 
-func (o TaskOptionFlags) request(typ string, payload map[string]any) (ops.EnqueueRequest, error) {
+func (o TaskOptionFlags) request(typ string, payload map[string]any) (enqueue.Request, error) {
 	if o.Account != "" {
 		payload["account"] = o.Account
 	}
 	body, err := json.Marshal(payload)
 	if err != nil {
-		return ops.EnqueueRequest{}, fmt.Errorf("encode payload: %w", err)
+		return enqueue.Request{}, fmt.Errorf("encode payload: %w", err)
 	}
-	req := ops.EnqueueRequest{Type: typ, Payload: body, Queue: o.Queue, ProcessIn: o.ProcessIn, IdempotencyKey: o.IdempotencyKey}
+	req := enqueue.Request{Type: typ, Payload: body, Queue: o.Queue, ProcessIn: o.ProcessIn, IdempotencyKey: o.IdempotencyKey}
 	if o.ProcessAt != "" {
 		if req.ProcessAt, err = time.Parse(time.RFC3339, o.ProcessAt); err != nil {
-			return ops.EnqueueRequest{}, usagef("--process-at: want an RFC 3339 time such as 2026-05-01T09:00:00Z")
+			return enqueue.Request{}, usagef("--process-at: want an RFC 3339 time such as 2026-05-01T09:00:00Z")
 		}
 	}
 	return req, nil
@@ -409,8 +407,12 @@ func (r *bulkRun) one(line []byte, tooLong bool) error {
 		r.counts.skipped++
 		return nil
 	}
-	req, problems := parseBulkLine(line)
-	if len(problems) > 0 {
+	req, lineErrs := enqueue.DecodeLine(line)
+	if len(lineErrs) > 0 {
+		problems := make([]string, len(lineErrs))
+		for i, fe := range lineErrs {
+			problems[i] = fieldMessage(fe)
+		}
 		if req.Type != "" && req.Payload != nil { // list the payload's problems too
 			problems = append(problems, validationProblems(req, r.svc.Validate(req))...)
 		}
@@ -446,7 +448,7 @@ func (r *bulkRun) one(line []byte, tooLong bool) error {
 
 // validationProblems returns the messages of a validation error (an invalid
 // payload or option, an unknown type), nil for any other error.
-func validationProblems(req ops.EnqueueRequest, err error) []string {
+func validationProblems(req enqueue.Request, err error) []string {
 	var ve *tasks.ValidationError
 	switch {
 	case errors.As(err, &ve):
@@ -510,75 +512,6 @@ func readLine(in *bufio.Reader, buf []byte) (line []byte, n int, tooLong bool, e
 		return buf, n, tooLong, err
 	}
 }
-
-// parseBulkLine reads {"type","payload","queue","process_at","process_in",
-// "idempotency_key"}; problems name the member at fault.
-func parseBulkLine(line []byte) (ops.EnqueueRequest, []string) {
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(line, &members); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			return ops.EnqueueRequest{}, []string{"must be a JSON object"}
-		}
-		return ops.EnqueueRequest{}, []string{"malformed JSON: " + strings.TrimPrefix(err.Error(), "json: ")}
-	}
-	if members == nil { // the line is null
-		return ops.EnqueueRequest{}, []string{"must be a JSON object"}
-	}
-	var (
-		req      ops.EnqueueRequest
-		problems []string
-	)
-	str := func(name string, required bool) (string, bool) {
-		raw, ok := members[name]
-		delete(members, name)
-		if !ok || string(raw) == "null" {
-			if required {
-				problems = append(problems, name+": required")
-			}
-			return "", false
-		}
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			problems = append(problems, name+": must be a string")
-			return "", false
-		}
-		return s, true
-	}
-	req.Type, _ = str("type", true)
-	if raw, ok := members["payload"]; ok && string(raw) != "null" {
-		req.Payload = raw
-	} else {
-		problems = append(problems, "payload: required")
-	}
-	delete(members, "payload")
-	req.Queue, _ = str("queue", false)
-	if s, ok := str("process_at", false); ok {
-		t, err := time.Parse(time.RFC3339, s)
-		if err != nil {
-			problems = append(problems, "process_at: must be an RFC 3339 time such as 2026-05-01T09:00:00Z")
-		}
-		req.ProcessAt = t
-	}
-	if s, ok := str("process_in", false); ok {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			problems = append(problems, "process_in: must be a duration such as 10m or 1h30m")
-		}
-		req.ProcessIn = d
-	}
-	req.IdempotencyKey, _ = str("idempotency_key", false)
-	for _, name := range slices.Sorted(maps.Keys(members)) {
-		if !plainName.MatchString(name) {
-			name = fmt.Sprintf("%.64q", name)
-		}
-		problems = append(problems, name+": unknown field")
-	}
-	return req, problems
-}
-
-// plainName is a member name that prints as it is in a message.
-var plainName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // bulkProgress reports how far a bulk run is: a progress bar with rate and
 // ETA when stdout is a terminal, a line of counts every progressEvery lines

@@ -6,6 +6,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/queues"
@@ -135,6 +136,6 @@ func (f NewTaskFlags) opsOptions(accounts account.Set, log *zap.Logger) (ops.Opt
 	if err != nil {
 		return ops.Options{}, err
 	}
-	return ops.Options{Accounts: accounts, MaxRetry: maxRetryConfig(f.MaxRetry), Retention: f.Retention,
-		Queues: names, Logger: log}, nil
+	return ops.Options{Rules: enqueue.Rules{Accounts: accounts.Names(), Queues: names}, MaxRetry: maxRetryConfig(f.MaxRetry),
+		Retention: f.Retention, Logger: log}, nil
 }

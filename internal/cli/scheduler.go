@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/scheduler"
 	"github.com/certmail/certmail/tasks"
@@ -92,7 +93,7 @@ func (f scheduleFlags) store() (*scheduler.Store, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	svc := ops.New(conn, ops.Options{Accounts: accounts, Queues: names})
+	svc := ops.New(conn, ops.Options{Rules: enqueue.Rules{Accounts: accounts.Names(), Queues: names}})
 	return scheduler.NewStore(scheduler.StoreConfig{Redis: conn.Client, Checker: svc, MinInterval: f.MinInterval}), func() {
 		_ = svc.Close()
 		_ = conn.Client.Close()

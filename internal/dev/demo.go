@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/scheduler"
 )
@@ -53,28 +54,28 @@ var demoOVOrder = digicerttest.Order{ID: ovOrderID, Type: digicerttest.OrderOV, 
 // demoTask is one task of the demo.
 type demoTask struct {
 	why string
-	req ops.EnqueueRequest
+	req enqueue.Request
 }
 
 func demoTasks() []demoTask {
 	return []demoTask{
-		{"set-emails", ops.EnqueueRequest{Type: "set-emails",
+		{"set-emails", enqueue.Request{Type: "set-emails",
 			Payload: []byte(`{"order_id": 1001, "additional_emails": ["security@example.com", "pki@example.com"]}`)}},
-		{"set-emails clearing the list", ops.EnqueueRequest{Type: "set-emails",
+		{"set-emails clearing the list", enqueue.Request{Type: "set-emails",
 			Payload: []byte(`{"order_id": 1002, "additional_emails": []}`)}},
-		{"resend-dcv", ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id": 1001, "domain_approval_emails": ` +
+		{"resend-dcv", enqueue.Request{Type: "resend-dcv", Payload: []byte(`{"order_id": 1001, "domain_approval_emails": ` +
 			`[{"domain": "www.example.com", "email": "admin@example.com", "email_domain": "example.com"}], "locale": "en"}`)}},
-		{"resend-dcv without options", ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id": 1003}`)}},
-		{"send-cert", ops.EnqueueRequest{Type: "send-cert", Payload: []byte(`{"certificate_id": 2001, ` +
+		{"resend-dcv without options", enqueue.Request{Type: "resend-dcv", Payload: []byte(`{"order_id": 1003}`)}},
+		{"send-cert", enqueue.Request{Type: "send-cert", Payload: []byte(`{"certificate_id": 2001, ` +
 			`"emails": ["ops@example.com"], "certificate_collect_format": "attachment", "custom_message": "Renewed."}`)}},
-		{"send-cert in an hour (scheduled)", ops.EnqueueRequest{Type: "send-cert", ProcessIn: time.Hour,
+		{"send-cert in an hour (scheduled)", enqueue.Request{Type: "send-cert", ProcessIn: time.Hour,
 			Payload: []byte(`{"certificate_id": 2002, "emails": ["ops@example.com"], "certificate_collect_format": "downloadlink"}`)}},
-		{"resend-dcv of an order DigiCert does not know (dead-lettered)", ops.EnqueueRequest{Type: "resend-dcv",
+		{"resend-dcv of an order DigiCert does not know (dead-lettered)", enqueue.Request{Type: "resend-dcv",
 			Payload: []byte(fmt.Sprintf(`{"order_id": %d}`, MissingID))}},
-		{"resend-dcv of an OV order while it is pending: one resend per domain waiting for email", ops.EnqueueRequest{Type: "resend-dcv",
+		{"resend-dcv of an OV order while it is pending: one resend per domain waiting for email", enqueue.Request{Type: "resend-dcv",
 			Payload: []byte(fmt.Sprintf(`{"order_id": %d, "locale": "en", "only_if_pending": true, `+
 				`"domain_approval_emails": [{"domain": "www.example.com", "email": "admin@example.com", "email_domain": "example.com"}]}`, ovOrderID))}},
-		{"resend-domain-dcv", ops.EnqueueRequest{Type: "resend-domain-dcv",
+		{"resend-domain-dcv", enqueue.Request{Type: "resend-domain-dcv",
 			Payload: []byte(`{"domain_id": 2201, "name_scope": "portal.example.com", "locale": "en", "email_array": ["hostmaster@example.com"]}`)}},
 	}
 }
@@ -106,14 +107,14 @@ func enqueueDemo(ctx context.Context, svc *ops.Service, schedules *scheduler.Sto
 	// or one a newcomer sends at once) can take them.
 	fake.FailPath(fmt.Sprintf("/services/v2/order/certificate/%d/resend-emails", retriedID), 4, 503,
 		"<html><body><h1>503 Service Unavailable</h1></body></html>", "text/html")
-	ref, _, err := svc.Enqueue(ctx, ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(fmt.Sprintf(`{"order_id": %d, "locale": "de"}`, retriedID))})
+	ref, _, err := svc.Enqueue(ctx, enqueue.Request{Type: "resend-dcv", Payload: []byte(fmt.Sprintf(`{"order_id": %d, "locale": "de"}`, retriedID))})
 	if err != nil {
 		return fmt.Errorf("demo task that is retried: %w", err)
 	}
 	log.Info("demo task enqueued", zap.String("task_id", ref.ID), zap.String("what", "resend-dcv meeting DigiCert 503s (retried)"))
 
 	for i := range demoBatch {
-		req := ops.EnqueueRequest{Type: "resend-dcv", Queue: "bulk", Payload: []byte(fmt.Sprintf(`{"order_id": %d}`, 5000+i))}
+		req := enqueue.Request{Type: "resend-dcv", Queue: "bulk", Payload: []byte(fmt.Sprintf(`{"order_id": %d}`, 5000+i))}
 		if _, _, err := svc.Enqueue(ctx, req); err != nil {
 			if ctx.Err() != nil {
 				return nil

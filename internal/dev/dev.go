@@ -28,6 +28,7 @@ import (
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/ratelimit"
@@ -246,7 +247,7 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 	if err != nil {
 		return err
 	}
-	svc := ops.New(aconn, ops.Options{Accounts: accounts, Queues: queueNames, Logger: log.Named("api")})
+	svc := ops.New(aconn, ops.Options{Rules: enqueue.Rules{Accounts: accounts.Names(), Queues: queueNames}, Logger: log.Named("api")})
 	srv, err := api.New(api.Config{Ops: svc, Redis: aconn, Tokens: cfg.Tokens, Addr: cfg.HTTPAddr,
 		ScheduleMinInterval: cfg.ScheduleMinInterval, ShutdownTimeout: 5 * time.Second, Logger: log.Named("api")})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/tasks"
 )
@@ -135,7 +136,7 @@ func TestDeadLetterOfALargePayloadIsMarked(t *testing.T) {
 // served queues; so is a task without queue when "default" is not served.
 func TestEnqueueRefusesUnservedQueues(t *testing.T) {
 	t.Parallel()
-	b := setup(t, ops.Options{Queues: []string{"critical", "bulk"}})
+	b := setup(t, ops.Options{Rules: enqueue.Rules{Queues: []string{"critical", "bulk"}}})
 	ctx := context.Background()
 	payload := []byte(`{"order_id": 1, "additional_emails": []}`)
 	for _, tt := range []struct {
@@ -145,13 +146,13 @@ func TestEnqueueRefusesUnservedQueues(t *testing.T) {
 		{"typo", "no worker serves this queue; CERTMAIL_QUEUES serves bulk, critical"},
 		{"", "the default queue default is not served (CERTMAIL_QUEUES serves bulk, critical): name one of them"},
 	} {
-		_, _, err := b.svc.Enqueue(ctx, ops.EnqueueRequest{Type: tasks.TypeSetEmails, Payload: payload, Queue: tt.queue})
+		_, _, err := b.svc.Enqueue(ctx, enqueue.Request{Type: tasks.TypeSetEmails, Payload: payload, Queue: tt.queue})
 		ve, ok := err.(*tasks.ValidationError)
 		if !ok || len(ve.Errors) != 1 || ve.Errors[0].Field != "queue" || ve.Errors[0].Message != tt.want {
 			t.Errorf("queue %q: %v, want queue: %s", tt.queue, err, tt.want)
 		}
 	}
-	if _, _, err := b.svc.Enqueue(ctx, ops.EnqueueRequest{Type: tasks.TypeSetEmails, Payload: payload, Queue: "bulk"}); err != nil {
+	if _, _, err := b.svc.Enqueue(ctx, enqueue.Request{Type: tasks.TypeSetEmails, Payload: payload, Queue: "bulk"}); err != nil {
 		t.Errorf("served queue: %v", err)
 	}
 	if qs, _ := b.inspector.Queues(); len(qs) != 1 || qs[0] != "bulk" {

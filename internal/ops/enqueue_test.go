@@ -11,7 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/tasks"
 )
@@ -49,11 +49,11 @@ func TestEnqueue(t *testing.T) {
 			wantPayload: `{"certificate_id":14,"emails":["a@example.com"],"certificate_collect_format":"attachment","custom_message":"hi","account":"eu"}`,
 		},
 	}
-	b := setup(t, ops.Options{Accounts: account.Set{"default": {}, "eu": {}}})
+	b := setup(t, ops.Options{Rules: enqueue.Rules{Accounts: []string{"default", "eu"}}})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			ref, existing, err := b.svc.Enqueue(context.Background(), ops.EnqueueRequest{Type: tt.typ, Payload: []byte(tt.payload)})
+			ref, existing, err := b.svc.Enqueue(context.Background(), enqueue.Request{Type: tt.typ, Payload: []byte(tt.payload)})
 			if err != nil {
 				t.Fatalf("Enqueue: %v", err)
 			}
@@ -97,17 +97,17 @@ func TestEnqueueInvalid(t *testing.T) {
 	good := `{"order_id": 12, "additional_emails": ["a@example.com"]}`
 	tests := []struct {
 		name string
-		req  ops.EnqueueRequest
+		req  enqueue.Request
 		want []tasks.FieldError
 	}{
 		{
 			name: "bad email",
-			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": ["a@example.com", "Jill <jill@example.com>"]}`)},
+			req:  enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": ["a@example.com", "Jill <jill@example.com>"]}`)},
 			want: []tasks.FieldError{{Field: "additional_emails[1]", Message: "not a bare email address"}},
 		},
 		{
 			name: "missing fields",
-			req:  ops.EnqueueRequest{Type: "send-cert", Payload: []byte(`{}`)},
+			req:  enqueue.Request{Type: "send-cert", Payload: []byte(`{}`)},
 			want: []tasks.FieldError{
 				{Field: "certificate_id", Message: "required"},
 				{Field: "emails", Message: "required"},
@@ -116,32 +116,32 @@ func TestEnqueueInvalid(t *testing.T) {
 		},
 		{
 			name: "unknown field",
-			req:  ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id": 12, "langue": "fr"}`)},
+			req:  enqueue.Request{Type: "resend-dcv", Payload: []byte(`{"order_id": 12, "langue": "fr"}`)},
 			want: []tasks.FieldError{{Field: "langue", Message: "unknown field"}},
 		},
 		{
 			name: "wrong JSON type",
-			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": "12", "additional_emails": []}`)},
+			req:  enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": "12", "additional_emails": []}`)},
 			want: []tasks.FieldError{{Field: "order_id", Message: "must be an integer"}},
 		},
 		{
 			name: "malformed JSON",
-			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 12,`)},
+			req:  enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": 12,`)},
 			want: []tasks.FieldError{{Field: "", Message: "malformed JSON: unexpected EOF"}},
 		},
 		{
 			name: "empty body",
-			req:  ops.EnqueueRequest{Type: "set-emails"},
+			req:  enqueue.Request{Type: "set-emails"},
 			want: []tasks.FieldError{{Field: "", Message: "empty body"}},
 		},
 		{
 			name: "unknown account",
-			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": [], "account": "eu"}`)},
+			req:  enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": [], "account": "eu"}`)},
 			want: []tasks.FieldError{{Field: "account", Message: "unknown account"}},
 		},
 		{
 			name: "unknown account with other problems",
-			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 0, "additional_emails": [], "account": "eu"}`)},
+			req:  enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": 0, "additional_emails": [], "account": "eu"}`)},
 			want: []tasks.FieldError{
 				{Field: "order_id", Message: "must be greater than 0"},
 				{Field: "account", Message: "unknown account"},
@@ -149,37 +149,37 @@ func TestEnqueueInvalid(t *testing.T) {
 		},
 		{
 			name: "malformed account name",
-			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": [], "account": "EU"}`)},
+			req:  enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": [], "account": "EU"}`)},
 			want: []tasks.FieldError{{Field: "account", Message: "must be 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"}},
 		},
 		{
 			name: "bad queue",
-			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(good), Queue: "Bulk!"},
+			req:  enqueue.Request{Type: "set-emails", Payload: []byte(good), Queue: "Bulk!"},
 			want: []tasks.FieldError{{Field: "queue", Message: "must be 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"}},
 		},
 		{
 			name: "process_at and process_in",
-			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(good), ProcessAt: future, ProcessIn: time.Minute},
+			req:  enqueue.Request{Type: "set-emails", Payload: []byte(good), ProcessAt: future, ProcessIn: time.Minute},
 			want: []tasks.FieldError{{Field: "process_at", Message: "give process_at or process_in, not both"}},
 		},
 		{
 			name: "negative process_in",
-			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(good), ProcessIn: -time.Minute},
+			req:  enqueue.Request{Type: "set-emails", Payload: []byte(good), ProcessIn: -time.Minute},
 			want: []tasks.FieldError{{Field: "process_in", Message: "must not be negative"}},
 		},
 		{
 			name: "idempotency key too long",
-			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(good), IdempotencyKey: strings.Repeat("k", 256)},
+			req:  enqueue.Request{Type: "set-emails", Payload: []byte(good), IdempotencyKey: strings.Repeat("k", 256)},
 			want: []tasks.FieldError{{Field: "idempotency_key", Message: "at most 255 characters"}},
 		},
 		{
 			name: "idempotency key not printable",
-			req:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(good), IdempotencyKey: "key\n1"},
+			req:  enqueue.Request{Type: "set-emails", Payload: []byte(good), IdempotencyKey: "key\n1"},
 			want: []tasks.FieldError{{Field: "idempotency_key", Message: "must be printable ASCII"}},
 		},
 		{
 			name: "payload and option problems in one list",
-			req: ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": -1, "additional_emails": ["nope"]}`),
+			req: enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": -1, "additional_emails": ["nope"]}`),
 				Queue: "-x", IdempotencyKey: "ключ"},
 			want: []tasks.FieldError{
 				{Field: "order_id", Message: "must be greater than 0"},
@@ -222,7 +222,7 @@ func TestEnqueueUnknownType(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	for _, typ := range []string{"", "set_emails", "Set-Emails"} {
-		_, _, err := b.svc.Enqueue(context.Background(), ops.EnqueueRequest{Type: typ, Payload: []byte(`{}`)})
+		_, _, err := b.svc.Enqueue(context.Background(), enqueue.Request{Type: typ, Payload: []byte(`{}`)})
 		var ve *tasks.ValidationError
 		if !errors.Is(err, tasks.ErrUnknownType) || errors.As(err, &ve) {
 			t.Errorf("type %q: error = %v, want one wrapping tasks.ErrUnknownType", typ, err)
@@ -239,7 +239,7 @@ func TestEnqueueOptions(t *testing.T) {
 	tests := []struct {
 		name      string
 		opts      ops.Options
-		req       ops.EnqueueRequest
+		req       enqueue.Request
 		wantQueue string
 		wantState asynq.TaskState
 		wantNext  time.Duration // from now, for scheduled tasks
@@ -248,24 +248,24 @@ func TestEnqueueOptions(t *testing.T) {
 	}{
 		{
 			name:      "queue",
-			req:       ops.EnqueueRequest{Queue: "bulk"},
+			req:       enqueue.Request{Queue: "bulk"},
 			wantQueue: "bulk", wantState: asynq.TaskStatePending, wantRetry: tasks.DefaultMaxRetry, wantKeep: tasks.DefaultRetention,
 		},
 		{
 			name:      "process_in",
-			req:       ops.EnqueueRequest{ProcessIn: 10 * time.Minute},
+			req:       enqueue.Request{ProcessIn: 10 * time.Minute},
 			wantQueue: "default", wantState: asynq.TaskStateScheduled, wantNext: 10 * time.Minute,
 			wantRetry: tasks.DefaultMaxRetry, wantKeep: tasks.DefaultRetention,
 		},
 		{
 			name:      "process_at in the future",
-			req:       ops.EnqueueRequest{ProcessAt: time.Now().Add(2 * time.Hour), Queue: "critical"},
+			req:       enqueue.Request{ProcessAt: time.Now().Add(2 * time.Hour), Queue: "critical"},
 			wantQueue: "critical", wantState: asynq.TaskStateScheduled, wantNext: 2 * time.Hour,
 			wantRetry: tasks.DefaultMaxRetry, wantKeep: tasks.DefaultRetention,
 		},
 		{
 			name:      "process_at in the past runs now",
-			req:       ops.EnqueueRequest{ProcessAt: time.Now().Add(-time.Hour)},
+			req:       enqueue.Request{ProcessAt: time.Now().Add(-time.Hour)},
 			wantQueue: "default", wantState: asynq.TaskStatePending, wantRetry: tasks.DefaultMaxRetry, wantKeep: tasks.DefaultRetention,
 		},
 		{
@@ -314,34 +314,34 @@ func TestEnqueueIdempotency(t *testing.T) {
 	first := `{"order_id": 12, "additional_emails": ["jill@example.com"]}`
 	tests := []struct {
 		name         string
-		second       ops.EnqueueRequest
+		second       enqueue.Request
 		wantExisting bool
 		wantErr      error
 	}{
 		{
 			name:         "same request",
-			second:       ops.EnqueueRequest{Type: "set-emails", Payload: []byte(first)},
+			second:       enqueue.Request{Type: "set-emails", Payload: []byte(first)},
 			wantExisting: true,
 		},
 		{
 			name: "same request written differently",
-			second: ops.EnqueueRequest{Type: "set-emails", Queue: "default",
+			second: enqueue.Request{Type: "set-emails", Queue: "default",
 				Payload: []byte(`{"additional_emails":[" jill@EXAMPLE.com", "jill@example.com"],"order_id":12}`)},
 			wantExisting: true,
 		},
 		{
 			name:    "different payload",
-			second:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": []}`)},
+			second:  enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": []}`)},
 			wantErr: ops.ErrIdempotencyConflict,
 		},
 		{
 			name:    "different queue",
-			second:  ops.EnqueueRequest{Type: "set-emails", Payload: []byte(first), Queue: "bulk"},
+			second:  enqueue.Request{Type: "set-emails", Payload: []byte(first), Queue: "bulk"},
 			wantErr: ops.ErrIdempotencyConflict,
 		},
 		{
 			name:    "different type",
-			second:  ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id": 12}`)},
+			second:  enqueue.Request{Type: "resend-dcv", Payload: []byte(`{"order_id": 12}`)},
 			wantErr: ops.ErrIdempotencyConflict,
 		},
 	}
@@ -350,7 +350,7 @@ func TestEnqueueIdempotency(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			ctx := context.Background()
-			ref1, existing, err := b.svc.Enqueue(ctx, ops.EnqueueRequest{Type: "set-emails", Payload: []byte(first), IdempotencyKey: "order-12 v1"})
+			ref1, existing, err := b.svc.Enqueue(ctx, enqueue.Request{Type: "set-emails", Payload: []byte(first), IdempotencyKey: "order-12 v1"})
 			if err != nil || existing {
 				t.Fatalf("first Enqueue = %+v, %t, %v", ref1, existing, err)
 			}
@@ -366,7 +366,7 @@ func TestEnqueueIdempotency(t *testing.T) {
 			if sizes := b.queueSizes(t); sizes["default"] != 1 || len(sizes) != 1 {
 				t.Errorf("queues = %v, want one task in default", sizes)
 			}
-			ref3, existing, err := b.svc.Enqueue(ctx, ops.EnqueueRequest{Type: "set-emails", Payload: []byte(first), IdempotencyKey: "order-12 v2"})
+			ref3, existing, err := b.svc.Enqueue(ctx, enqueue.Request{Type: "set-emails", Payload: []byte(first), IdempotencyKey: "order-12 v2"})
 			if err != nil || existing || ref3.ID == ref1.ID {
 				t.Errorf("Enqueue with another key = %+v, %t, %v; want a new task", ref3, existing, err)
 			}
@@ -377,7 +377,7 @@ func TestEnqueueIdempotency(t *testing.T) {
 func TestEnqueueIdempotencyExpires(t *testing.T) {
 	t.Parallel()
 	b := setup(t, ops.Options{IdempotencyTTL: 50 * time.Millisecond})
-	req := ops.EnqueueRequest{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": []}`), IdempotencyKey: "k"}
+	req := enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": []}`), IdempotencyKey: "k"}
 	ref1, _, err := b.svc.Enqueue(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -400,7 +400,7 @@ func TestEnqueueIdempotencyConcurrent(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	const n = 32
-	req := ops.EnqueueRequest{Type: "send-cert", IdempotencyKey: "send-456",
+	req := enqueue.Request{Type: "send-cert", IdempotencyKey: "send-456",
 		Payload: []byte(`{"certificate_id": 456, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)}
 	var (
 		wg    sync.WaitGroup

@@ -12,15 +12,13 @@ package ops
 
 import (
 	"errors"
-	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/certmail/certmail/internal/account"
-	"github.com/certmail/certmail/internal/queues"
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/tasks"
 )
@@ -43,10 +41,10 @@ const DefaultIdempotencyTTL = 24 * time.Hour
 
 // Options configure a Service. Zero values take the defaults noted.
 type Options struct {
-	// Accounts are the configured DigiCert accounts (only the names matter);
-	// a payload naming another account is rejected. Nil means the account
-	// "default" alone, as account.Load gives without an accounts file.
-	Accounts account.Set
+	// Rules are the configured accounts and served queues every request is
+	// checked against (enqueue.Check); their zero value takes their
+	// defaults.
+	Rules enqueue.Rules
 	// MaxRetry is the retries given to new tasks; 0 means
 	// tasks.DefaultMaxRetry, a negative value none.
 	MaxRetry int
@@ -56,18 +54,13 @@ type Options struct {
 	// IdempotencyTTL is how long an idempotency key is remembered; 0 means
 	// DefaultIdempotencyTTL.
 	IdempotencyTTL time.Duration
-	// Queues are the queues the workers serve (CERTMAIL_QUEUES); a task for
-	// any other queue is refused. Nil means those of queues.Default.
-	Queues []string
 	// Logger reports what is skipped rather than failing a whole listing (a
 	// malformed dead-letter entry); nil logs nothing.
 	Logger *zap.Logger
 }
 
 func (o Options) withDefaults() Options {
-	if o.Accounts == nil {
-		o.Accounts = account.Set{tasks.DefaultAccount: {Name: tasks.DefaultAccount}}
-	}
+	o.Rules = o.Rules.WithDefaults()
 	switch {
 	case o.MaxRetry == 0:
 		o.MaxRetry = tasks.DefaultMaxRetry
@@ -79,9 +72,6 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IdempotencyTTL <= 0 {
 		o.IdempotencyTTL = DefaultIdempotencyTTL
-	}
-	if o.Queues == nil {
-		o.Queues = queues.DefaultNames()
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -101,18 +91,13 @@ type Service struct {
 // New returns a Service on conn. It does not take ownership of conn: Close
 // closes only the asynq client and inspector the Service opened.
 func New(conn *redisconn.Conn, opts Options) *Service {
-	o := opts.withDefaults()
-	o.Queues = slices.Sorted(slices.Values(o.Queues))
 	return &Service{
-		opts:      o,
+		opts:      opts.withDefaults(),
 		rdb:       conn.Client,
 		client:    asynq.NewClient(conn.Opt),
 		inspector: asynq.NewInspector(conn.Opt),
 	}
 }
-
-// Queues returns the queues tasks may be put in, sorted.
-func (s *Service) Queues() []string { return slices.Clone(s.opts.Queues) }
 
 // Close closes the Service's asynq client and inspector.
 func (s *Service) Close() error {

@@ -17,6 +17,7 @@ import (
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/redistest"
@@ -122,7 +123,7 @@ func (b *bundle) startWorker(t *testing.T, orders ...int64) (stop func()) {
 // enqueue enqueues a set-emails task through the Service and returns its id.
 func (b *bundle) enqueue(t *testing.T, orderID int64) string {
 	t.Helper()
-	ref, _, err := b.svc.Enqueue(context.Background(), ops.EnqueueRequest{
+	ref, _, err := b.svc.Enqueue(context.Background(), enqueue.Request{
 		Type:    "set-emails",
 		Payload: fmt.Appendf(nil, `{"order_id":%d,"additional_emails":["jill@example.com"]}`, orderID),
 	})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/worker"
 )
@@ -20,7 +21,7 @@ func TestTaskAcrossQueues(t *testing.T) {
 	payload := `{"order_id":12,"additional_emails":[],"sequence":5}`
 	refs := map[string]ops.TaskRef{}
 	for _, q := range []string{"default", "bulk", "critical"} {
-		ref, _, err := b.svc.Enqueue(ctx, ops.EnqueueRequest{Type: "set-emails", Payload: []byte(payload), Queue: q, ProcessIn: time.Hour})
+		ref, _, err := b.svc.Enqueue(ctx, enqueue.Request{Type: "set-emails", Payload: []byte(payload), Queue: q, ProcessIn: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +95,7 @@ func TestTaskInQueue(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	ref, _, err := b.svc.Enqueue(ctx, ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id":12}`), Queue: "bulk"})
+	ref, _, err := b.svc.Enqueue(ctx, enqueue.Request{Type: "resend-dcv", Payload: []byte(`{"order_id":12}`), Queue: "bulk"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +120,7 @@ func TestTaskInQueueParked(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	ref, _, err := b.svc.Enqueue(ctx, ops.EnqueueRequest{Type: "resend-dcv", Payload: []byte(`{"order_id":12}`), Queue: "bulk"})
+	ref, _, err := b.svc.Enqueue(ctx, enqueue.Request{Type: "resend-dcv", Payload: []byte(`{"order_id":12}`), Queue: "bulk"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/tasks"
 )
@@ -210,7 +211,7 @@ func compile(s Schedule, source string, r rules) (*compiled, error) {
 	if len(bytes.TrimSpace(s.Payload)) == 0 {
 		add("payload", "required")
 	} else if checker := r.checker; checker != nil {
-		err := checker.Validate(ops.EnqueueRequest{Type: s.Type, Payload: s.Payload, Queue: c.Queue})
+		err := checker.Validate(enqueue.Request{Type: s.Type, Payload: s.Payload, Queue: c.Queue})
 		var ve *tasks.ValidationError
 		switch {
 		case errors.As(err, &ve):

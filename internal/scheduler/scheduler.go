@@ -20,6 +20,7 @@ import (
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/buildinfo"
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
@@ -169,8 +170,8 @@ func New(cfg Config) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := ops.New(cfg.Redis, ops.Options{Accounts: cfg.Accounts, MaxRetry: cfg.MaxRetry, Retention: cfg.Retention,
-		Queues: cfg.Queues, Logger: cfg.Logger})
+	svc := ops.New(cfg.Redis, ops.Options{Rules: enqueue.Rules{Accounts: cfg.Accounts.Names(), Queues: cfg.Queues},
+		MaxRetry: cfg.MaxRetry, Retention: cfg.Retention, Logger: cfg.Logger})
 	return &Scheduler{
 		cfg:      cfg,
 		rdb:      cfg.Redis.Client,

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/redistest"
@@ -51,7 +52,7 @@ func (e *env) conn() *redisconn.Conn {
 // store returns a Store with its own connection, closed at the test's end.
 func (e *env) store() *Store {
 	c := e.conn()
-	svc := ops.New(c, ops.Options{Accounts: testAccounts})
+	svc := ops.New(c, ops.Options{Rules: enqueue.Rules{Accounts: testAccounts.Names()}})
 	e.t.Cleanup(func() { svc.Close(); c.Client.Close() })
 	return NewStore(StoreConfig{Redis: c.Client, Checker: svc, MinInterval: time.Second})
 }

@@ -1,0 +1,210 @@
+// Package enqueue is the one definition of a request to enqueue a task, as
+// every producer entry point receives it (the HTTP API, the command line,
+// the scheduler's ticks): its type, JSON payload and options (Request); the
+// wire format that carries them as text (Parse, and DecodeLine for a line
+// of `certmail enqueue --file`); and Check, which judges a request by the
+// same rules everywhere. Check is a pure function of the request and the
+// configured accounts and queues (Rules): it needs no Redis, so the API,
+// the CLI, the scheduler and the schedule store validate without opening
+// anything. Package ops enqueues what Check accepts.
+package enqueue
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/certmail/certmail/internal/queues"
+	"github.com/certmail/certmail/tasks"
+)
+
+// MaxIdempotencyKey is the longest idempotency key accepted, in bytes.
+const MaxIdempotencyKey = 255
+
+// Request is one task to enqueue, as a producer sent it.
+type Request struct {
+	Type      string        // task type name
+	Payload   []byte        // JSON as received
+	Queue     string        // "" means tasks.DefaultQueue; one of Rules.Queues
+	ProcessAt time.Time     // zero means now
+	ProcessIn time.Duration // 0 means now; ProcessAt and ProcessIn together are an error
+	// IdempotencyKey is "" for none; at most MaxIdempotencyKey printable
+	// ASCII characters.
+	IdempotencyKey string
+	// TaskID, when not "", is the id the task gets (the scheduler's ticks
+	// name theirs); it cannot be combined with IdempotencyKey, which picks
+	// the id itself. It is not part of the wire format.
+	TaskID string
+}
+
+// Rules are what a request is judged by beyond its own form: the
+// configuration every process reads.
+type Rules struct {
+	// Accounts are the names of the configured DigiCert accounts; a payload
+	// naming another is refused. Empty means tasks.DefaultAccount alone, as
+	// account.Load gives without an accounts file.
+	Accounts []string
+	// Queues are the queues the workers serve (CERTMAIL_QUEUES); a task for
+	// any other queue is refused. Empty means those of queues.Default.
+	Queues []string
+}
+
+// WithDefaults returns r with empty lists replaced by the defaults, sorted.
+func (r Rules) WithDefaults() Rules {
+	if len(r.Accounts) == 0 {
+		r.Accounts = []string{tasks.DefaultAccount}
+	}
+	if len(r.Queues) == 0 {
+		r.Queues = queues.DefaultNames()
+	}
+	r.Accounts = slices.Sorted(slices.Values(r.Accounts))
+	r.Queues = slices.Sorted(slices.Values(r.Queues))
+	return r
+}
+
+// Checked is a request that passed Check, ready to become a task.
+type Checked struct {
+	Payload   tasks.Payload // parsed and normalised
+	Queue     string        // the queue, its default filled in
+	ProcessAt time.Time     // zero: now
+	// Hash is a SHA-256 of the type, the normalised payload and the queue,
+	// set with an idempotency key only: two requests with one key are the
+	// same request when their hashes are.
+	Hash           string
+	IdempotencyKey string
+	TaskID         string
+}
+
+// Messages of the option checks, in the style of the tasks package.
+const (
+	msgQueue          = "must be 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"
+	msgBothTimes      = "give process_at or process_in, not both"
+	msgNegative       = "must not be negative"
+	msgKeyLength      = "at most 255 characters"
+	msgKeyPrintable   = "must be printable ASCII"
+	msgKeyAndTaskID   = "a task with an idempotency key gets its id from the key: give one or the other"
+	msgUnknownAccount = "unknown account"
+)
+
+// Check judges req by r: the payload is read with tasks.Parse, and every
+// problem with it, an account that is not configured ({"account", "unknown
+// account"}) and bad options ("queue", also for a queue no worker serves,
+// "process_at", "process_in", "idempotency_key", "task_id") come back
+// together in one bounded *tasks.ValidationError. An unknown type gives an
+// error wrapping tasks.ErrUnknownType.
+func Check(req Request, r Rules) (Checked, error) {
+	r = r.WithDefaults()
+	p, err := tasks.Parse(req.Type, req.Payload)
+	var (
+		ve   *tasks.ValidationError
+		errs []tasks.FieldError
+	)
+	switch {
+	case errors.As(err, &ve):
+		errs = slices.Clone(ve.Errors)
+	case errors.Is(err, tasks.ErrUnknownType):
+		return Checked{}, fmt.Errorf("task type %.64q: %w", req.Type, tasks.ErrUnknownType)
+	case err != nil:
+		return Checked{}, fmt.Errorf("parse %s payload: %w", req.Type, err)
+	}
+	listed := errs
+	if ve != nil && ve.Omitted > 0 {
+		listed = errs[:len(errs)-1] // the last entry counts the problems left out
+	}
+	if name, ok := accountOf(p, req.Payload, listed); ok && !slices.Contains(r.Accounts, cmp.Or(name, tasks.DefaultAccount)) {
+		errs = append(errs, tasks.FieldError{Field: "account", Message: msgUnknownAccount})
+	}
+	errs = append(errs, checkOptions(req)...)
+	queue := cmp.Or(req.Queue, tasks.DefaultQueue)
+	if queues.ValidName(queue) && !slices.Contains(r.Queues, queue) {
+		errs = append(errs, tasks.FieldError{Field: "queue", Message: msgNotServed(r.Queues, req.Queue == "")})
+	}
+	if len(errs) > 0 {
+		return Checked{}, tasks.NewValidationError(req.Type, errs...)
+	}
+
+	c := Checked{Payload: p, Queue: queue, ProcessAt: req.ProcessAt, IdempotencyKey: req.IdempotencyKey, TaskID: req.TaskID}
+	if req.ProcessIn > 0 {
+		c.ProcessAt = time.Now().Add(req.ProcessIn)
+	}
+	if req.IdempotencyKey != "" { // only an idempotency key needs the request's fingerprint
+		canonical, err := json.Marshal(p)
+		if err != nil {
+			return Checked{}, fmt.Errorf("encode %s payload: %w", req.Type, err)
+		}
+		sum := sha256.New()
+		for _, part := range [][]byte{[]byte(p.TaskType()), canonical, []byte(c.Queue)} {
+			sum.Write(part)
+			sum.Write([]byte{0})
+		}
+		c.Hash = hex.EncodeToString(sum.Sum(nil))
+	}
+	return c, nil
+}
+
+// accountOf returns the account a payload names so that it can be checked
+// against the configured ones: from the parsed payload, or, when the payload
+// has other problems, from its "account" member if that is a well-formed
+// name. ok is false when there is no name to check.
+func accountOf(p tasks.Payload, raw []byte, errs []tasks.FieldError) (name string, ok bool) {
+	if p != nil {
+		return p.AccountName(), true
+	}
+	for _, fe := range errs {
+		if fe.Field == "account" || fe.Field == "" {
+			return "", false // already reported, or the body is not an object
+		}
+	}
+	var members map[string]json.RawMessage
+	if json.Unmarshal(raw, &members) != nil {
+		return "", false
+	}
+	if err := json.Unmarshal(members["account"], &name); err != nil || name == "" {
+		return "", false
+	}
+	return name, true
+}
+
+// msgNotServed says that a queue is not one the workers serve, and which
+// they serve.
+func msgNotServed(served []string, isDefault bool) string {
+	msg := "no worker serves this queue; CERTMAIL_QUEUES serves " + strings.Join(served, ", ")
+	if isDefault {
+		msg = "the default queue " + tasks.DefaultQueue + " is not served (CERTMAIL_QUEUES serves " +
+			strings.Join(served, ", ") + "): name one of them"
+	}
+	return msg
+}
+
+func checkOptions(req Request) []tasks.FieldError {
+	var errs []tasks.FieldError
+	add := func(field, msg string) { errs = append(errs, tasks.FieldError{Field: field, Message: msg}) }
+	if req.Queue != "" && !queues.ValidName(req.Queue) {
+		add(OptionQueue, msgQueue)
+	}
+	if !req.ProcessAt.IsZero() && req.ProcessIn != 0 {
+		add(OptionProcessAt, msgBothTimes)
+	}
+	if req.ProcessIn < 0 {
+		add(OptionProcessIn, msgNegative)
+	}
+	if len(req.IdempotencyKey) > MaxIdempotencyKey {
+		add(OptionIdempotencyKey, msgKeyLength)
+	}
+	for i := 0; i < len(req.IdempotencyKey); i++ {
+		if c := req.IdempotencyKey[i]; c < 0x20 || c > 0x7e {
+			add(OptionIdempotencyKey, msgKeyPrintable)
+			break
+		}
+	}
+	if req.TaskID != "" && req.IdempotencyKey != "" {
+		add("task_id", msgKeyAndTaskID)
+	}
+	return errs
+}

@@ -1,0 +1,154 @@
+package enqueue_test
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/certmail/certmail/internal/enqueue"
+	"github.com/certmail/certmail/tasks"
+)
+
+// Check judges by the configured accounts and queues alone: the same
+// request is accepted or refused as the rules say.
+func TestCheckRules(t *testing.T) {
+	t.Parallel()
+	set := func(account, queue string) enqueue.Request {
+		payload := `{"order_id": 1, "additional_emails": []}`
+		if account != "" {
+			payload = `{"order_id": 1, "additional_emails": [], "account": "` + account + `"}`
+		}
+		return enqueue.Request{Type: tasks.TypeSetEmails, Payload: []byte(payload), Queue: queue}
+	}
+	euBulk := enqueue.Rules{Accounts: []string{"eu", "default"}, Queues: []string{"critical", "bulk"}}
+	tests := []struct {
+		name  string
+		req   enqueue.Request
+		rules enqueue.Rules
+		want  []tasks.FieldError
+	}{
+		{"defaults: account default, queue default", set("", ""), enqueue.Rules{}, nil},
+		{"defaults: another account", set("eu", ""), enqueue.Rules{}, []tasks.FieldError{{Field: "account", Message: "unknown account"}}},
+		{"a configured account", set("eu", "bulk"), euBulk, nil},
+		{"an account not configured", set("us", "bulk"), euBulk, []tasks.FieldError{{Field: "account", Message: "unknown account"}}},
+		{"a queue not served", set("", "default"), euBulk,
+			[]tasks.FieldError{{Field: "queue", Message: "no worker serves this queue; CERTMAIL_QUEUES serves bulk, critical"}}},
+		{"the default queue not served", set("", ""), euBulk,
+			[]tasks.FieldError{{Field: "queue", Message: "the default queue default is not served (CERTMAIL_QUEUES serves bulk, critical): name one of them"}}},
+		{"an unknown account beside other problems", enqueue.Request{Type: tasks.TypeSetEmails,
+			Payload: []byte(`{"order_id": 0, "additional_emails": [], "account": "us"}`), Queue: "bulk"}, euBulk,
+			[]tasks.FieldError{{Field: "order_id", Message: "must be greater than 0"}, {Field: "account", Message: "unknown account"}}},
+		{"a task id and an idempotency key", enqueue.Request{Type: tasks.TypeSetEmails, Payload: set("", "").Payload,
+			TaskID: "sched:x:1", IdempotencyKey: "k"}, enqueue.Rules{},
+			[]tasks.FieldError{{Field: "task_id", Message: "a task with an idempotency key gets its id from the key: give one or the other"}}},
+	}
+	for _, tt := range tests {
+		c, err := enqueue.Check(tt.req, tt.rules)
+		var ve *tasks.ValidationError
+		switch {
+		case tt.want == nil && err != nil:
+			t.Errorf("%s: %v, want accepted", tt.name, err)
+		case tt.want == nil && (c.Payload == nil || c.Queue != tasks.DefaultQueue && c.Queue != tt.req.Queue):
+			t.Errorf("%s: checked %+v", tt.name, c)
+		case tt.want != nil && (!errors.As(err, &ve) || !slices.Equal(ve.Errors, tt.want)):
+			t.Errorf("%s: %v, want %+v", tt.name, err, tt.want)
+		}
+	}
+}
+
+// Checked carries what becomes the task: the normalised payload, the queue,
+// the time, the task id, and for an idempotency key a hash that is the same
+// for the same request however it was written.
+func TestChecked(t *testing.T) {
+	t.Parallel()
+	req := enqueue.Request{Type: tasks.TypeSetEmails, Payload: []byte(`{"order_id": 1, "additional_emails": [" A@Example.com"]}`),
+		ProcessIn: time.Hour, IdempotencyKey: "k1"}
+	c, err := enqueue.Check(req, enqueue.Rules{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Queue != tasks.DefaultQueue || c.ProcessAt.Before(time.Now().Add(59*time.Minute)) || c.IdempotencyKey != "k1" || len(c.Hash) != 64 {
+		t.Errorf("checked %+v", c)
+	}
+	if p, ok := c.Payload.(tasks.SetEmails); !ok || p.AdditionalEmails[0] != "A@example.com" {
+		t.Errorf("payload %+v, want it normalised", c.Payload)
+	}
+	same := req
+	same.Payload = []byte(`{"additional_emails":["A@example.com"],"order_id":1}`)
+	other := req
+	other.Queue = "bulk"
+	cs, _ := enqueue.Check(same, enqueue.Rules{})
+	co, _ := enqueue.Check(other, enqueue.Rules{})
+	if cs.Hash != c.Hash || co.Hash == c.Hash {
+		t.Errorf("hashes %s (same request) and %s (other queue), want %s and another", cs.Hash, co.Hash, c.Hash)
+	}
+	if c, _ := enqueue.Check(enqueue.Request{Type: tasks.TypeResendDCV, Payload: []byte(`{"order_id": 2}`), TaskID: "sched:s:1"},
+		enqueue.Rules{}); c.TaskID != "sched:s:1" || c.Hash != "" {
+		t.Errorf("with a task id: %+v", c)
+	}
+	if _, err := enqueue.Check(enqueue.Request{Type: "send-fax", Payload: []byte(`{}`)}, enqueue.Rules{}); !errors.Is(err, tasks.ErrUnknownType) {
+		t.Errorf("unknown type: %v", err)
+	}
+}
+
+// Parse reads the options' text; what it cannot read is a problem under the
+// option's name.
+func TestParse(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2030, 1, 2, 15, 4, 5, 0, time.UTC)
+	req, errs := enqueue.Parse("resend-dcv", []byte(`{}`), map[string]string{
+		"queue": "bulk", "process_at": at.Format(time.RFC3339), "idempotency_key": "k"})
+	if len(errs) != 0 || req.Type != "resend-dcv" || string(req.Payload) != `{}` || req.Queue != "bulk" || !req.ProcessAt.Equal(at) ||
+		req.IdempotencyKey != "k" || req.ProcessIn != 0 {
+		t.Errorf("Parse = %+v, %v", req, errs)
+	}
+	if req, errs := enqueue.Parse("t", nil, map[string]string{"process_in": "90s"}); len(errs) != 0 || req.ProcessIn != 90*time.Second {
+		t.Errorf("process_in: %+v, %v", req, errs)
+	}
+	_, errs = enqueue.Parse("t", nil, map[string]string{"queue": "", "process_at": "tomorrow", "process_in": "5 minutes",
+		"idempotency_key": "", "delay": "5s", "a@example.com": "x"})
+	var fields []string
+	for _, fe := range errs {
+		fields = append(fields, fe.Field)
+	}
+	if want := []string{"queue", "process_at", "process_in", "idempotency_key", `"a@example.com"`, "delay"}; !slices.Equal(fields, want) {
+		t.Errorf("problems %q, want %q", fields, want)
+	}
+}
+
+// A bulk line: type and payload required, options strings, null absent,
+// unknown members named.
+func TestDecodeLine(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		line string
+		want []string // fieldMessage of each problem
+	}{
+		{`{"type": "resend-dcv", "payload": {"order_id": 1}, "queue": "bulk", "process_in": "1h", "idempotency_key": null}`, nil},
+		{`not json`, []string{"malformed JSON: invalid character 'o' in literal null (expecting 'u')"}},
+		{`[1]`, []string{"must be a JSON object"}},
+		{`null`, []string{"must be a JSON object"}},
+		{`{}`, []string{"type: required", "payload: required"}},
+		{`{"type": 1, "payload": null}`, []string{"type: must be a string", "payload: required"}},
+		{`{"type": "t", "payload": {}, "queue": 3, "process_at": "soon", "colour": "red"}`,
+			[]string{"queue: must be a string", "process_at: must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z", "colour: unknown field"}},
+	}
+	for _, tt := range tests {
+		req, errs := enqueue.DecodeLine([]byte(tt.line))
+		var got []string
+		for _, fe := range errs {
+			if fe.Field == "" {
+				got = append(got, fe.Message)
+			} else {
+				got = append(got, fe.Field+": "+fe.Message)
+			}
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s: problems %q, want %q", tt.line, got, tt.want)
+		}
+		if tt.want == nil && (req.Type != "resend-dcv" || req.Queue != "bulk" || req.ProcessIn != time.Hour || string(req.Payload) != `{"order_id": 1}`) {
+			t.Errorf("%s: request %+v", tt.line, req)
+		}
+	}
+}

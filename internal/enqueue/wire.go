@@ -1,0 +1,147 @@
+package enqueue
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/certmail/certmail/tasks"
+)
+
+// Names of the options of the wire format: the API's query parameters (its
+// idempotency key comes in the Idempotency-Key header) and the members of a
+// line of `certmail enqueue --file` besides type and payload.
+const (
+	OptionQueue          = "queue"
+	OptionProcessAt      = "process_at"
+	OptionProcessIn      = "process_in"
+	OptionIdempotencyKey = "idempotency_key"
+)
+
+// Options returns the option names, in the order Parse reads them.
+func Options() []string {
+	return []string{OptionQueue, OptionProcessAt, OptionProcessIn, OptionIdempotencyKey}
+}
+
+// Messages of the wire format's problems.
+const (
+	msgEmptyQueue = "must not be empty (leave it out for the default queue)"
+	msgEmptyKey   = "must not be empty (leave it out for none)"
+	msgTime       = "must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z"
+	msgDuration   = "must be a Go duration, e.g. 90s or 1h30m"
+)
+
+// Parse reads a request of the wire format: its type and payload as given,
+// and the options present in opts, by name (Options), as text. An option
+// that cannot be read is a problem under its name (an empty queue or
+// idempotency key, a process_at that is not an RFC 3339 time, a process_in
+// that is not a Go duration), and so is a name Parse does not know; what
+// can be read is judged by Check.
+func Parse(typ string, payload []byte, opts map[string]string) (Request, []tasks.FieldError) {
+	req := Request{Type: typ, Payload: payload}
+	var errs []tasks.FieldError
+	add := func(field, msg string) { errs = append(errs, tasks.FieldError{Field: field, Message: msg}) }
+	if v, ok := opts[OptionQueue]; ok {
+		if v == "" {
+			add(OptionQueue, msgEmptyQueue)
+		}
+		req.Queue = v
+	}
+	if v, ok := opts[OptionProcessAt]; ok {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			add(OptionProcessAt, msgTime)
+		}
+		req.ProcessAt = t
+	}
+	if v, ok := opts[OptionProcessIn]; ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			add(OptionProcessIn, msgDuration)
+		}
+		req.ProcessIn = d
+	}
+	if v, ok := opts[OptionIdempotencyKey]; ok {
+		if v == "" {
+			add(OptionIdempotencyKey, msgEmptyKey)
+		}
+		req.IdempotencyKey = v
+	}
+	for _, name := range slices.Sorted(maps.Keys(opts)) {
+		if !slices.Contains(Options(), name) {
+			add(memberName(name), "unknown field")
+		}
+	}
+	return req, errs
+}
+
+// DecodeLine reads one line of `certmail enqueue --file`: a JSON object
+// with the members type and payload (required) and the options (Parse),
+// each option a string; null counts as absent. Problems name the member at
+// fault, a member name that is not plain quoted and cut.
+func DecodeLine(line []byte) (Request, []tasks.FieldError) {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(line, &members); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return Request{}, []tasks.FieldError{{Message: "must be a JSON object"}}
+		}
+		return Request{}, []tasks.FieldError{{Message: "malformed JSON: " + strings.TrimPrefix(err.Error(), "json: ")}}
+	}
+	if members == nil { // the line is null
+		return Request{}, []tasks.FieldError{{Message: "must be a JSON object"}}
+	}
+	var errs []tasks.FieldError
+	str := func(name string, required bool) (string, bool) {
+		raw, ok := members[name]
+		delete(members, name)
+		if !ok || string(raw) == "null" {
+			if required {
+				errs = append(errs, tasks.FieldError{Field: name, Message: "required"})
+			}
+			return "", false
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			errs = append(errs, tasks.FieldError{Field: name, Message: "must be a string"})
+			return "", false
+		}
+		return s, true
+	}
+	typ, _ := str("type", true)
+	var payload []byte
+	if raw, ok := members["payload"]; ok && string(raw) != "null" {
+		payload = raw
+	} else {
+		errs = append(errs, tasks.FieldError{Field: "payload", Message: "required"})
+	}
+	delete(members, "payload")
+	opts := map[string]string{}
+	for _, name := range Options() {
+		if v, ok := str(name, false); ok {
+			opts[name] = v
+		}
+	}
+	for name := range members { // unknown: Parse reports them
+		opts[name] = ""
+	}
+	req, optErrs := Parse(typ, payload, opts)
+	return req, append(errs, optErrs...)
+}
+
+// plainName is a member name that is shown as it is in a problem.
+var plainName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// memberName is name as a problem shows it: as it is when plain, otherwise
+// quoted and cut, so that a problem never echoes much of the input.
+func memberName(name string) string {
+	if plainName.MatchString(name) {
+		return name
+	}
+	return fmt.Sprintf("%.64q", name)
+}
