@@ -23,9 +23,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/certmail/certmail/internal/api"
-	"github.com/certmail/certmail/internal/ops"
-	"github.com/certmail/certmail/internal/redisconn"
-	"github.com/certmail/certmail/internal/scheduler"
+	"github.com/certmail/certmail/internal/schedule"
 )
 
 // repo is the repository root, seen from this package's directory.
@@ -407,19 +405,12 @@ func toAnySlice(v any) []any {
 // own validation.
 func TestSchedulesFilesValid(t *testing.T) {
 	t.Parallel()
-	conn, err := redisconn.Open("redis://127.0.0.1:1/0") // never contacted: validation only
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Client.Close()
-	checker := ops.New(conn, ops.Options{})
-	defer checker.Close()
 	for _, p := range []string{"compose/schedules.yaml", "base/schedules.yaml", "overlays/example/schedules.yaml"} {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, bad, err := scheduler.ParseFile(b, checker, 0); err != nil || len(bad) > 0 {
+		if _, bad, err := schedule.ParseFile(b, schedule.Rules{}); err != nil || len(bad) > 0 {
 			t.Errorf("%s: %v %v", p, err, bad)
 		}
 	}

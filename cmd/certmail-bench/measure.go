@@ -23,6 +23,7 @@ import (
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/worker"
 	"github.com/certmail/certmail/tasks"
 )
@@ -293,8 +294,12 @@ func apiEnqueue(ctx context.Context, r *redisServer, o options) ([]figure, error
 	defer conn.Client.Close()
 	svc := ops.New(conn, ops.Options{})
 	defer svc.Close()
+	store, err := schedule.NewStore(schedule.Config{Redis: conn.Client})
+	if err != nil {
+		return nil, err
+	}
 	const token = "bench-token-7d2f91c4"
-	srv, err := api.New(api.Config{Ops: svc, Redis: conn, Tokens: []api.Token{{Secret: token}}, Logger: zap.NewNop()})
+	srv, err := api.New(api.Config{Ops: svc, Redis: conn, Schedules: store, Tokens: []api.Token{{Secret: token}}, Logger: zap.NewNop()})
 	if err != nil {
 		return nil, err
 	}

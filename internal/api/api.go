@@ -2,8 +2,8 @@
 //
 // Producers enqueue tasks with POST /v1/tasks/{type}; operators look tasks up
 // with GET /v1/tasks/{id}, handle dead letters under /v1/dead-letters and
-// manage periodic tasks under /v1/schedules (kept in Redis for `certmail
-// scheduler`). The asynq dashboard is mounted at /monitoring/, and /healthz, /readyz and
+// manage periodic tasks under /v1/schedules (a schedule.Store, read by
+// `certmail scheduler`). The asynq dashboard is mounted at /monitoring/, and /healthz, /readyz and
 // /metrics serve probes and Prometheus. Every error is an RFC 9457
 // application/problem+json document, written by one function (writeProblem).
 // The routes, parameters and bodies are described by the OpenAPI 3.1 document
@@ -34,7 +34,7 @@ import (
 	"github.com/certmail/certmail/internal/buildinfo"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
-	"github.com/certmail/certmail/internal/scheduler"
+	"github.com/certmail/certmail/internal/schedule"
 )
 
 // Defaults of Config.
@@ -61,6 +61,9 @@ type Config struct {
 	// Redis is the connection /readyz pings and the dashboard reads
 	// (required). The Server does not close its client.
 	Redis *redisconn.Conn
+	// Schedules keeps the schedules of /v1/schedules and judges those added
+	// (required).
+	Schedules *schedule.Store
 
 	// Tokens are the accepted bearer tokens (and dashboard passwords) with
 	// their roles. At least one is required unless InsecureNoAuth is set;
@@ -76,10 +79,6 @@ type Config struct {
 	// routes that change dead letters and schedules to every token, so that
 	// what the dashboard forbids cannot be done through the API instead.
 	DashboardReadOnly bool
-	// ScheduleMinInterval is the shortest time allowed between two ticks of
-	// a schedule added through the API (CERTMAIL_SCHEDULE_MIN_INTERVAL);
-	// default scheduler.DefaultMinInterval.
-	ScheduleMinInterval time.Duration
 
 	// Addr is the listen address of Run; default DefaultAddr.
 	Addr string
@@ -123,6 +122,8 @@ func (c Config) Validate() error {
 		return errors.New("no queue operations service")
 	case c.Redis == nil:
 		return errors.New("no Redis configured")
+	case c.Schedules == nil:
+		return errors.New("no schedule store")
 	case c.Logger == nil:
 		return errors.New("no logger")
 	case c.ShutdownTimeout < 0:
@@ -164,7 +165,7 @@ type Server struct {
 	mux       *http.ServeMux
 	patterns  []string          // every pattern registered on mux, in order
 	access    map[string]access // what each pattern asks of a request
-	schedules *scheduler.Store
+	schedules *schedule.Store
 	// dashboard is asynqmon as configured, for operators; dashboardRO is
 	// its read-only twin, for readers (the same when DashboardReadOnly).
 	dashboard   *asynqmon.HTTPHandler
@@ -186,17 +187,15 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		ops:      cfg.Ops,
-		log:      cfg.Logger,
-		tokens:   newTokenSet(cfg.Tokens),
-		failures: newFailureLimiter(cfg.AuthFailures),
-		mux:      http.NewServeMux(),
-		access:   map[string]access{},
-		metrics:  m,
-		// Schedules are validated by the same ops service as tasks.
-		schedules: scheduler.NewStore(scheduler.StoreConfig{Redis: cfg.Redis.Client, Checker: cfg.Ops,
-			MinInterval: cfg.ScheduleMinInterval, Logger: cfg.Logger}),
+		cfg:       cfg,
+		ops:       cfg.Ops,
+		log:       cfg.Logger,
+		tokens:    newTokenSet(cfg.Tokens),
+		failures:  newFailureLimiter(cfg.AuthFailures),
+		mux:       http.NewServeMux(),
+		access:    map[string]access{},
+		metrics:   m,
+		schedules: cfg.Schedules,
 	}
 	s.dashboard = newDashboard(cfg.Redis, cfg.DashboardReadOnly)
 	s.dashboardRO = newDashboard(cfg.Redis, true)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/ops"
-	"github.com/certmail/certmail/internal/scheduler"
+	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
 )
@@ -184,7 +184,7 @@ func TestOpenAPISchemas(t *testing.T) {
 		{"DeadLetterPage", api.DeadLetterPage{}, nil},
 		{"Problem", api.Problem{}, []string{"type", "title", "status"}},
 		{"FieldError", tasks.FieldError{}, []string{"field", "message"}},
-		{"Schedule", scheduler.Schedule{}, []string{"id", "cron", "type", "payload"}},
+		{"Schedule", schedule.Schedule{}, []string{"id", "cron", "type", "payload"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.schema, func(t *testing.T) {

@@ -5,18 +5,18 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/certmail/certmail/internal/scheduler"
+	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/tasks"
 )
 
 // ScheduleList is the answer of GET /v1/schedules.
 type ScheduleList struct {
-	Schedules []scheduler.Status `json:"schedules"`
+	Schedules []schedule.Status `json:"schedules"`
 	// Skipped names the schedules kept in Redis that cannot be read (at
-	// most scheduler.MaxSkippedListed), left out of Schedules and logged;
+	// most schedule.MaxSkippedListed), left out of Schedules and logged;
 	// SkippedCount counts them all.
-	Skipped      []scheduler.Skipped `json:"skipped,omitempty"`
-	SkippedCount int                 `json:"skipped_count,omitempty"`
+	Skipped      []schedule.Skipped `json:"skipped,omitempty"`
+	SkippedCount int                `json:"skipped_count,omitempty"`
 }
 
 // listSchedules is GET /v1/schedules: every schedule, file and API.
@@ -27,7 +27,7 @@ func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if l.Schedules == nil {
-		l.Schedules = []scheduler.Status{}
+		l.Schedules = []schedule.Status{}
 	}
 	s.writeJSON(w, r, http.StatusOK, ScheduleList{Schedules: l.Schedules, Skipped: l.Skipped, SkippedCount: l.SkippedCount})
 }
@@ -39,7 +39,7 @@ func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	sc, err := scheduler.DecodeJSON(body)
+	sc, err := schedule.DecodeJSON(body)
 	if err != nil {
 		s.writeScheduleError(w, r, err)
 		return
@@ -77,11 +77,11 @@ func (s *Server) writeScheduleError(w http.ResponseWriter, r *http.Request, err 
 	switch {
 	case errors.As(err, &ve):
 		s.writeProblem(w, r, validationProblem(ve.Errors), nil)
-	case errors.Is(err, scheduler.ErrNotFound):
+	case errors.Is(err, schedule.ErrNotFound):
 		s.writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: "no schedule has this id"}, nil)
-	case errors.Is(err, scheduler.ErrExists):
+	case errors.Is(err, schedule.ErrExists):
 		s.writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: "a schedule with this id exists; delete it first or pick another id"}, nil)
-	case errors.Is(err, scheduler.ErrFileSchedule):
+	case errors.Is(err, schedule.ErrFileSchedule):
 		s.writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: "this schedule comes from the schedules file; change it there"}, nil)
 	default:
 		s.writeOpsError(w, r, err, "")

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certmail/certmail/internal/scheduler"
+	"github.com/certmail/certmail/internal/schedule"
 )
 
 func TestSchedules(t *testing.T) {
@@ -16,7 +16,7 @@ func TestSchedules(t *testing.T) {
 		"payload": {"order_id": 1002, "locale": "en"}, "max_runs": 30}`
 
 	res := b.do(t, http.MethodPost, "/v1/schedules", body, nil)
-	var created scheduler.Status
+	var created schedule.Status
 	mustJSON(t, res, http.StatusCreated, &created)
 	if created.ID != "dcv-1002" || created.Source != "api" || created.Queue != "bulk" || created.NextRun == nil ||
 		res.header.Get("Location") != "/v1/schedules/dcv-1002" {
@@ -32,7 +32,7 @@ func TestSchedules(t *testing.T) {
 	if len(list.Schedules) != 1 || list.Schedules[0].ID != "dcv-1002" {
 		t.Errorf("list %+v", list)
 	}
-	var one scheduler.Status
+	var one schedule.Status
 	mustJSON(t, b.get(t, "/v1/schedules/dcv-1002"), http.StatusOK, &one)
 	if one.MaxRuns != 30 || one.Runs != 0 || one.Ended || one.State != "active" || one.UntilValidated == nil || !*one.UntilValidated {
 		t.Errorf("get %+v, want active and until_validated by default", one)
@@ -47,7 +47,7 @@ func TestSchedules(t *testing.T) {
 
 // scheduleList decodes api.ScheduleList.
 type scheduleList struct {
-	Schedules []scheduler.Status `json:"schedules"`
+	Schedules []schedule.Status `json:"schedules"`
 }
 
 func TestSchedulesReject(t *testing.T) {

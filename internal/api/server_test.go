@@ -23,6 +23,7 @@ import (
 	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/schedule"
 )
 
 func basicAuth(password string) http.Header {
@@ -324,8 +325,12 @@ func TestNewRejects(t *testing.T) {
 	t.Cleanup(func() { _ = conn.Client.Close() })
 	svc := ops.New(conn, ops.Options{})
 	t.Cleanup(func() { _ = svc.Close() })
+	store, err := schedule.NewStore(schedule.Config{Redis: conn.Client})
+	if err != nil {
+		t.Fatal(err)
+	}
 	good := func() api.Config {
-		return api.Config{Ops: svc, Redis: conn, Tokens: []api.Token{{Secret: testToken}}, Logger: zap.NewNop()}
+		return api.Config{Ops: svc, Redis: conn, Schedules: store, Tokens: []api.Token{{Secret: testToken}}, Logger: zap.NewNop()}
 	}
 	tests := []struct {
 		name   string
@@ -334,6 +339,7 @@ func TestNewRejects(t *testing.T) {
 	}{
 		{"no ops", func(c *api.Config) { c.Ops = nil }, "no queue operations service"},
 		{"no redis", func(c *api.Config) { c.Redis = nil }, "no Redis"},
+		{"no schedule store", func(c *api.Config) { c.Schedules = nil }, "no schedule store"},
 		{"no logger", func(c *api.Config) { c.Logger = nil }, "no logger"},
 		{"no token", func(c *api.Config) { c.Tokens = nil }, "no API token configured"},
 		{"tokens and insecure", func(c *api.Config) { c.InsecureNoAuth = true }, "drop one of them"},
@@ -393,7 +399,7 @@ func TestRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg := api.Config{Ops: b.ops, Redis: b.conn, Tokens: []api.Token{{Secret: testToken}}, Addr: "127.0.0.1:0", Logger: log}
+			cfg := api.Config{Ops: b.ops, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}}, Addr: "127.0.0.1:0", Logger: log}
 			if tt.insecure {
 				cfg.Tokens, cfg.InsecureNoAuth = nil, true
 			}
@@ -448,7 +454,7 @@ func TestRun(t *testing.T) {
 func TestRunLimits(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	cfg := api.Config{Ops: b.ops, Redis: b.conn, Tokens: []api.Token{{Secret: testToken}}, Addr: "127.0.0.1:0", Logger: zap.NewNop(),
+	cfg := api.Config{Ops: b.ops, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}}, Addr: "127.0.0.1:0", Logger: zap.NewNop(),
 		Limits: admin.Limits{IdleTimeout: 200 * time.Millisecond}}
 	s, err := api.New(cfg)
 	if err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/worker"
 )
 
@@ -46,6 +47,7 @@ type bundle struct {
 	redis     *redistest.Server
 	conn      *redisconn.Conn
 	ops       *ops.Service
+	schedules *schedule.Store
 	srv       *api.Server
 	url       string // base URL of the API, no trailing slash
 	http      *http.Client
@@ -72,18 +74,24 @@ func setup(t testing.TB, opts ...setupOpts) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.conn.Client.Close() })
-	b.ops = ops.New(b.conn, ops.Options{Rules: enqueue.Rules{Accounts: []string{"default", "eu"}}})
+	rules := enqueue.Rules{Accounts: []string{"default", "eu"}}
+	b.ops = ops.New(b.conn, ops.Options{Rules: rules})
 	t.Cleanup(func() { _ = b.ops.Close() })
+	b.schedules, err = schedule.NewStore(schedule.Config{Redis: b.conn.Client, Rules: schedule.Rules{Enqueue: rules}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	log, err := logging.New("debug", "json", b.logs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := api.Config{
-		Ops:      b.ops,
-		Redis:    b.conn,
-		Tokens:   []api.Token{{Secret: testToken}, {Secret: otherToken}, {Secret: producerToken, Role: api.RoleProducer}, {Secret: readerToken, Role: api.RoleReader}},
-		Logger:   log,
-		Registry: b.registry,
+		Ops:       b.ops,
+		Redis:     b.conn,
+		Schedules: b.schedules,
+		Tokens:    []api.Token{{Secret: testToken}, {Secret: otherToken}, {Secret: producerToken, Role: api.RoleProducer}, {Secret: readerToken, Role: api.RoleReader}},
+		Logger:    log,
+		Registry:  b.registry,
 	}
 	if o.configure != nil {
 		o.configure(&cfg)

@@ -59,23 +59,27 @@ func (c *APICmd) Run(env *Env) (err error) {
 	if err != nil {
 		return err
 	}
+	defer func() { err = errors.Join(err, conn.Client.Close()) }()
 	opts, err := c.opsOptions(accounts, log)
 	if err != nil {
-		_ = conn.Client.Close()
+		return err
+	}
+	store, err := c.scheduleStore(conn, opts.Rules, log)
+	if err != nil {
 		return err
 	}
 	svc := ops.New(conn, opts)
-	defer func() { err = errors.Join(err, svc.Close(), conn.Client.Close()) }()
+	defer func() { err = errors.Join(err, svc.Close()) }()
 	srv, err := api.New(api.Config{
-		Ops:                 svc,
-		Redis:               conn,
-		Tokens:              tokens,
-		InsecureNoAuth:      c.InsecureNoAuth,
-		DashboardReadOnly:   c.DashboardReadOnly,
-		ScheduleMinInterval: c.MinInterval,
-		Addr:                c.HTTPAddr,
-		ShutdownTimeout:     c.ShutdownTimeout,
-		Logger:              log,
+		Ops:               svc,
+		Redis:             conn,
+		Schedules:         store,
+		Tokens:            tokens,
+		InsecureNoAuth:    c.InsecureNoAuth,
+		DashboardReadOnly: c.DashboardReadOnly,
+		Addr:              c.HTTPAddr,
+		ShutdownTimeout:   c.ShutdownTimeout,
+		Logger:            log,
 	})
 	if err != nil {
 		return usageError{err}

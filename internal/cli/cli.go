@@ -17,7 +17,7 @@ import (
 
 	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/queues"
-	"github.com/certmail/certmail/internal/scheduler"
+	"github.com/certmail/certmail/internal/schedule"
 )
 
 // Env is what every command receives: the process context (cancelled on
@@ -76,7 +76,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		kong.UsageOnError(),
 		kong.Vars{ // defaults with one source: the package constants
 			"queues":                queues.Default,
-			"schedule_min_interval": scheduler.DefaultMinInterval.String(),
+			"schedule_min_interval": schedule.DefaultMinInterval.String(),
 		},
 	)
 	if err != nil {

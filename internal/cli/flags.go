@@ -12,6 +12,7 @@ import (
 	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/schedule"
 )
 
 // RedisFlags select the Redis server.
@@ -132,10 +133,29 @@ func (f NewTaskFlags) check() error {
 // opsOptions are the ops.Options of these flags for accounts, reporting to
 // log what listings skip (nil: nowhere).
 func (f NewTaskFlags) opsOptions(accounts account.Set, log *zap.Logger) (ops.Options, error) {
-	names, err := f.queueNames()
+	rules, err := f.rules(accounts)
 	if err != nil {
 		return ops.Options{}, err
 	}
-	return ops.Options{Rules: enqueue.Rules{Accounts: accounts.Names(), Queues: names}, MaxRetry: maxRetryConfig(f.MaxRetry),
-		Retention: f.Retention, Logger: log}, nil
+	return ops.Options{Rules: rules, MaxRetry: maxRetryConfig(f.MaxRetry), Retention: f.Retention, Logger: log}, nil
+}
+
+// rules are the enqueue.Rules of the queues flag for accounts.
+func (f QueueFlags) rules(accounts account.Set) (enqueue.Rules, error) {
+	names, err := f.queueNames()
+	if err != nil {
+		return enqueue.Rules{}, err
+	}
+	return enqueue.Rules{Accounts: accounts.Names(), Queues: names}, nil
+}
+
+// scheduleStore returns the schedule store on conn, judging schedules by
+// rules and the minimum interval of f.
+func (f ScheduleRuleFlags) scheduleStore(conn *redisconn.Conn, rules enqueue.Rules, log *zap.Logger) (*schedule.Store, error) {
+	st, err := schedule.NewStore(schedule.Config{Redis: conn.Client, Rules: schedule.Rules{Enqueue: rules, MinInterval: f.MinInterval},
+		Logger: log})
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return st, nil
 }

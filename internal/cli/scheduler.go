@@ -7,8 +7,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/scheduler"
 	"github.com/certmail/certmail/tasks"
 )
@@ -26,15 +26,11 @@ type SchedulerCmd struct {
 }
 
 // Run schedules until SIGTERM/SIGINT.
-func (c *SchedulerCmd) Run(env *Env) error {
+func (c *SchedulerCmd) Run(env *Env) (err error) {
 	if err := c.NewTaskFlags.check(); err != nil {
 		return err
 	}
 	if err := c.ScheduleRuleFlags.check(); err != nil {
-		return err
-	}
-	names, err := c.queueNames()
-	if err != nil {
 		return err
 	}
 	if c.Lease < time.Second {
@@ -49,14 +45,24 @@ func (c *SchedulerCmd) Run(env *Env) error {
 	if err != nil {
 		return err
 	}
+	opts, err := c.opsOptions(accounts, log)
+	if err != nil {
+		return err
+	}
 	conn, err := c.open()
 	if err != nil {
 		return err
 	}
-	s, err := scheduler.New(scheduler.Config{Redis: conn, File: c.File, Accounts: accounts, MaxRetry: maxRetryConfig(c.MaxRetry),
-		Retention: c.Retention, Lease: c.Lease, AdminAddr: c.AdminAddr, Queues: names, MinInterval: c.MinInterval, Logger: log})
+	defer func() { err = errors.Join(err, conn.Client.Close()) }()
+	store, err := c.scheduleStore(conn, opts.Rules, log)
 	if err != nil {
-		_ = conn.Client.Close()
+		return err
+	}
+	svc := ops.New(conn, opts)
+	defer func() { err = errors.Join(err, svc.Close()) }()
+	s, err := scheduler.New(scheduler.Config{Redis: conn, Ops: svc, Store: store, File: c.File, Lease: c.Lease,
+		AdminAddr: c.AdminAddr, Logger: log})
+	if err != nil {
 		return usageError{err}
 	}
 	return s.Run(env.Ctx, nil)
@@ -77,15 +83,15 @@ type scheduleFlags struct {
 	ScheduleRuleFlags
 }
 
-func (f scheduleFlags) store() (*scheduler.Store, func(), error) {
+func (f scheduleFlags) store() (*schedule.Store, func(), error) {
 	if err := f.check(); err != nil {
 		return nil, nil, err
 	}
-	names, err := f.queueNames()
+	accounts, err := f.load(false)
 	if err != nil {
 		return nil, nil, err
 	}
-	accounts, err := f.load(false)
+	rules, err := f.rules(accounts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -93,11 +99,12 @@ func (f scheduleFlags) store() (*scheduler.Store, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	svc := ops.New(conn, ops.Options{Rules: enqueue.Rules{Accounts: accounts.Names(), Queues: names}})
-	return scheduler.NewStore(scheduler.StoreConfig{Redis: conn.Client, Checker: svc, MinInterval: f.MinInterval}), func() {
-		_ = svc.Close()
+	st, err := f.scheduleStore(conn, rules, nil)
+	if err != nil {
 		_ = conn.Client.Close()
-	}, nil
+		return nil, nil, err
+	}
+	return st, func() { _ = conn.Client.Close() }, nil
 }
 
 // ScheduleListCmd lists schedules.
@@ -141,7 +148,7 @@ func (c *ScheduleListCmd) Run(env *Env) error {
 
 // endedText says why a schedule ended: "(ended: max_runs)", or for an
 // until_validated one "(ended: validated, order issued)".
-func endedText(s scheduler.Status) string {
+func endedText(s schedule.Status) string {
 	switch {
 	case s.EndedReason == "":
 		return "(ended)"
@@ -175,7 +182,7 @@ type ScheduleAddCmd struct {
 
 // Run validates and stores the schedule; validation problems are a usage error.
 func (c *ScheduleAddCmd) Run(env *Env) error {
-	s := scheduler.Schedule{ID: c.ID, Cron: c.Cron, Timezone: c.Timezone, Type: c.Type, Payload: []byte(c.Payload),
+	s := schedule.Schedule{ID: c.ID, Cron: c.Cron, Timezone: c.Timezone, Type: c.Type, Payload: []byte(c.Payload),
 		Queue: c.Queue, MaxRuns: c.MaxRuns, UntilValidated: c.UntilValidated}
 	if c.Until != "" {
 		t, err := time.Parse(time.RFC3339, c.Until)

@@ -13,7 +13,7 @@ import (
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
-	"github.com/certmail/certmail/internal/scheduler"
+	"github.com/certmail/certmail/internal/schedule"
 )
 
 // demoBatch is the size of the demo's bulk batch: large enough that the
@@ -41,7 +41,7 @@ const DemoApproveAfter = 3
 // changes its interval): order 1002 is a pending DV order, reminded until
 // the fake approves it; the tick after that ends the schedule, about a
 // minute and a half after the start by default.
-var DemoSchedule = scheduler.Schedule{ID: "demo-dcv-order-1002", Cron: "@every " + DefaultDemoEvery.String(), Type: "resend-dcv",
+var DemoSchedule = schedule.Schedule{ID: "demo-dcv-order-1002", Cron: "@every " + DefaultDemoEvery.String(), Type: "resend-dcv",
 	Payload: []byte(`{"order_id": 1002, "locale": "en"}`)}
 
 // demoOVOrder is the OV order the demo resends per domain.
@@ -83,12 +83,12 @@ func demoTasks() []demoTask {
 // enqueueDemo enqueues the demo tasks, then one that meets DigiCert errors
 // (it waits in the retry state about 30 s, then is delivered), then a bulk
 // batch paced by the rate limiter.
-func enqueueDemo(ctx context.Context, svc *ops.Service, schedules *scheduler.Store, demo scheduler.Schedule, approveAfter int,
+func enqueueDemo(ctx context.Context, svc *ops.Service, schedules *schedule.Store, demo schedule.Schedule, approveAfter int,
 	fake *digicerttest.Server, log *zap.Logger) error {
 	fake.SetOrder(demoOVOrder)
 	_, err := schedules.Add(ctx, demo)
 	switch {
-	case errors.Is(err, scheduler.ErrExists): // a Redis given by REDIS_URL keeps it from an earlier run
+	case errors.Is(err, schedule.ErrExists): // a Redis given by REDIS_URL keeps it from an earlier run
 	case err != nil:
 		return fmt.Errorf("demo schedule: %w", err)
 	default:
@@ -140,7 +140,7 @@ func curlEnqueue(st *Stack) string {
     -d '{"order_id": 1234, "additional_emails": ["you@example.com"]}'`, st.APIURL, st.Token)
 }
 
-func printBanner(w io.Writer, st *Stack, demo scheduler.Schedule, approveAfter int) {
+func printBanner(w io.Writer, st *Stack, demo schedule.Schedule, approveAfter int) {
 	redis := st.RedisURL + " (embedded, in memory: everything is lost on exit)"
 	if !st.Embedded {
 		redis = st.RedisURL + " (from REDIS_URL)"

@@ -33,6 +33,7 @@ import (
 	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/scheduler"
 	"github.com/certmail/certmail/internal/worker"
 )
@@ -73,7 +74,7 @@ type Config struct {
 	// queues.Default.
 	Queues map[string]int
 	// ScheduleMinInterval is the shortest time allowed between two ticks
-	// of a schedule; default scheduler.DefaultMinInterval. With the demo,
+	// of a schedule; default schedule.DefaultMinInterval. With the demo,
 	// it is lowered to the demo schedule's interval (DemoEvery,
 	// DefaultDemoEvery) when that is shorter, so that the demo schedule is
 	// accepted.
@@ -123,7 +124,7 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 		every = cfg.DemoEvery
 		demo.Cron = "@every " + every.String()
 	}
-	if !cfg.NoDemo && every < cmp.Or(cfg.ScheduleMinInterval, scheduler.DefaultMinInterval) {
+	if !cfg.NoDemo && every < cmp.Or(cfg.ScheduleMinInterval, schedule.DefaultMinInterval) {
 		// The demo schedule reminds a fake DigiCert: let it fire as often
 		// as it is set to, whatever the interval guarding the real one.
 		cfg.ScheduleMinInterval = every
@@ -247,9 +248,15 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 	if err != nil {
 		return err
 	}
-	svc := ops.New(aconn, ops.Options{Rules: enqueue.Rules{Accounts: accounts.Names(), Queues: queueNames}, Logger: log.Named("api")})
-	srv, err := api.New(api.Config{Ops: svc, Redis: aconn, Tokens: cfg.Tokens, Addr: cfg.HTTPAddr,
-		ScheduleMinInterval: cfg.ScheduleMinInterval, ShutdownTimeout: 5 * time.Second, Logger: log.Named("api")})
+	rules := enqueue.Rules{Accounts: accounts.Names(), Queues: queueNames}
+	svc := ops.New(aconn, ops.Options{Rules: rules, Logger: log.Named("api")})
+	store, err := schedule.NewStore(schedule.Config{Redis: aconn.Client,
+		Rules: schedule.Rules{Enqueue: rules, MinInterval: cfg.ScheduleMinInterval}, Logger: log.Named("api")})
+	if err != nil {
+		return errors.Join(err, svc.Close(), aconn.Client.Close())
+	}
+	srv, err := api.New(api.Config{Ops: svc, Redis: aconn, Schedules: store, Tokens: cfg.Tokens, Addr: cfg.HTTPAddr,
+		ShutdownTimeout: 5 * time.Second, Logger: log.Named("api")})
 	if err != nil {
 		return errors.Join(err, svc.Close(), aconn.Client.Close())
 	}
@@ -264,13 +271,17 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 	if err != nil {
 		return err
 	}
-	sch, err := scheduler.New(scheduler.Config{Redis: sconn, Accounts: accounts, Queues: queueNames,
-		MinInterval: cfg.ScheduleMinInterval, Logger: log.Named("scheduler")})
+	ssvc := ops.New(sconn, ops.Options{Rules: rules, Logger: log.Named("scheduler")})
+	sstore, err := schedule.NewStore(schedule.Config{Redis: sconn.Client,
+		Rules: schedule.Rules{Enqueue: rules, MinInterval: cfg.ScheduleMinInterval}, Logger: log.Named("scheduler")})
 	if err != nil {
-		_ = sconn.Client.Close()
-		return err
+		return errors.Join(err, ssvc.Close(), sconn.Client.Close())
 	}
-	run("scheduler", func() error { return sch.Run(ctx, nil) })
+	sch, err := scheduler.New(scheduler.Config{Redis: sconn, Ops: ssvc, Store: sstore, Logger: log.Named("scheduler")})
+	if err != nil {
+		return errors.Join(err, ssvc.Close(), sconn.Client.Close())
+	}
+	run("scheduler", func() error { return errors.Join(sch.Run(ctx, nil), ssvc.Close(), sconn.Client.Close()) })
 
 	for range 2 {
 		select {
@@ -289,8 +300,6 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 	}
 	if !cfg.NoDemo {
 		run("demo", func() error {
-			store := scheduler.NewStore(scheduler.StoreConfig{Redis: aconn.Client, Checker: svc,
-				MinInterval: cfg.ScheduleMinInterval, Logger: log.Named("demo")})
 			return enqueueDemo(ctx, svc, store, demo, approveAfter, st.fake, log.Named("demo"))
 		})
 	}

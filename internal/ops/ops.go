@@ -99,6 +99,9 @@ func New(conn *redisconn.Conn, opts Options) *Service {
 	}
 }
 
+// MaxRetry returns the retries the Service gives new tasks.
+func (s *Service) MaxRetry() int { return s.opts.MaxRetry }
+
 // Close closes the Service's asynq client and inspector.
 func (s *Service) Close() error {
 	return errors.Join(s.client.Close(), s.inspector.Close())

@@ -20,10 +20,10 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/scheduler"
 )
 
@@ -185,9 +185,13 @@ func startReplica(t *testing.T, redisURL, file string) *replica {
 	}
 	core, logs := observer.New(zapcore.DebugLevel)
 	r := &replica{logs: logs, reg: prometheus.NewRegistry()}
-	s, err := scheduler.New(scheduler.Config{Redis: conn, File: file, Accounts: account.Set{"default": {Name: "default"}},
-		Lease: 2 * time.Second, ReloadInterval: 200 * time.Millisecond, MinInterval: time.Second, // ticks every second
-		Logger: zap.New(core), Registry: r.reg})
+	svc := ops.New(conn, ops.Options{})
+	store, err := schedule.NewStore(schedule.Config{Redis: conn.Client, Rules: schedule.Rules{MinInterval: time.Second}}) // ticks every second
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := scheduler.New(scheduler.Config{Redis: conn, Ops: svc, Store: store, File: file,
+		Lease: 2 * time.Second, ReloadInterval: 200 * time.Millisecond, Logger: zap.New(core), Registry: r.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +210,8 @@ func startReplica(t *testing.T, redisURL, file string) *replica {
 			case <-time.After(15 * time.Second):
 				t.Error("scheduler did not stop within 15s")
 			}
+			_ = svc.Close()
+			_ = conn.Client.Close()
 		})
 	}
 	t.Cleanup(r.stop)
@@ -362,9 +368,12 @@ func TestFollowerTakesOverAfterLeaderDiesMidTick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := ops.New(conn, ops.Options{})
-	t.Cleanup(func() { svc.Close(); conn.Client.Close() })
-	st, err := scheduler.NewStore(scheduler.StoreConfig{Redis: conn.Client, Checker: svc}).Get(context.Background(), "fo")
+	t.Cleanup(func() { conn.Client.Close() })
+	store, err := schedule.NewStore(schedule.Config{Redis: conn.Client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Get(context.Background(), "fo")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/asynqsched"
+	"github.com/certmail/certmail/internal/schedule"
 )
 
 // DefaultHeartbeat is how often the leader rewrites the dashboard's entries
@@ -124,49 +125,42 @@ func (s *Scheduler) entries(ctx context.Context, now time.Time) ([]asynqsched.En
 	scheds := s.firing()
 	leftOut := max(0, len(scheds)-maxEntries)
 	scheds = scheds[:len(scheds)-leftOut]
-	pipe := s.rdb.Pipeline()
-	states := make([]*redis.SliceCmd, len(scheds))
+	ids := make([]string, len(scheds))
 	for i, c := range scheds {
-		states[i] = pipe.HMGet(ctx, stateKey(c.ID), "since", "last_tick", "last_run_at", "ended")
+		ids[i] = c.ID
 	}
-	if len(scheds) > 0 {
-		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, 0, err
-		}
+	states, err := s.store.States(ctx, ids)
+	if err != nil {
+		return nil, 0, err
 	}
 	out := make([]asynqsched.Entry, 0, len(scheds))
 	for i, c := range scheds {
-		state := map[string]string{}
-		for j, name := range []string{"since", "last_tick", "last_run_at", "ended"} {
-			if v, ok := states[i].Val()[j].(string); ok {
-				state[name] = v
-			}
-		}
-		if state["ended"] == "1" {
+		state := states[i]
+		if state.Ended {
 			continue
 		}
 		// The next tick, as fire computes it.
-		base := unixField(state, "last_tick")
+		base := state.LastTick
 		if base.IsZero() {
-			base = unixField(state, "since")
+			base = state.Since
 		}
 		if oldest := now.Add(-s.cfg.CatchUp); base.Before(oldest) {
 			base = oldest
 		}
-		next := c.next(base)
+		next := c.Next(base)
 		if c.Until != nil && next.After(*c.Until) {
 			continue // over; fire marks it ended
 		}
 		out = append(out, asynqsched.Entry{ID: c.ID, Spec: c.Cron, Type: c.Type, Payload: entryPayload(c),
-			Options: s.entryOptions(c), Next: next, Prev: unixField(state, "last_run_at")})
+			Options: s.entryOptions(c), Next: next, Prev: state.LastRunAt})
 	}
 	return out, leftOut, nil
 }
 
 // firing returns the schedules the leader fires (a file schedule hides an
 // API one with its id, as in round), sorted by id.
-func (s *Scheduler) firing() []*compiled {
-	out := make([]*compiled, 0, len(s.fileScheds)+len(s.apiScheds))
+func (s *Scheduler) firing() []*schedule.Compiled {
+	out := make([]*schedule.Compiled, 0, len(s.fileScheds)+len(s.apiScheds))
 	inFile := map[string]bool{}
 	for _, c := range s.fileScheds {
 		inFile[c.ID] = true
@@ -184,11 +178,11 @@ func (s *Scheduler) firing() []*compiled {
 // entryPayload is the payload the dashboard shows for a schedule: the one
 // its ticks carry (only_if_pending added for an until_validated schedule),
 // or its own as written when that cannot be had.
-func entryPayload(c *compiled) []byte {
-	if !c.untilValidated() {
+func entryPayload(c *schedule.Compiled) []byte {
+	if !c.EndsWhenValidated() {
 		return c.Payload
 	}
-	p, err := c.tickPayload()
+	p, err := c.TickPayload()
 	if err != nil {
 		return c.Payload
 	}
@@ -205,14 +199,14 @@ func entryPayload(c *compiled) []byte {
 // are left out: the
 // table is wider than the dashboard's page, and the widest column would
 // push the next and previous runs out of sight.
-func (s *Scheduler) entryOptions(c *compiled) []asynq.Option {
-	return []asynq.Option{asynq.Queue(c.Queue), asynq.MaxRetry(s.cfg.MaxRetry)}
+func (s *Scheduler) entryOptions(c *schedule.Compiled) []asynq.Option {
+	return []asynq.Option{asynq.Queue(c.Queue), asynq.MaxRetry(s.ops.MaxRetry())}
 }
 
 // recordRun adds a tick's task to its schedule's history on the dashboard.
 // Called once per tick, when the tick's run is recorded (the schedule id
 // is the entry id, so the history survives a failover).
-func (s *Scheduler) recordRun(ctx context.Context, c *compiled, taskID string, at time.Time) {
+func (s *Scheduler) recordRun(ctx context.Context, c *schedule.Compiled, taskID string, at time.Time) {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		asynqsched.RecordEvent(ctx, p, c.ID, asynqsched.Event{TaskID: taskID, EnqueuedAt: at})
 		return nil

@@ -10,9 +10,10 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/certmail/certmail/internal/asynqsched"
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/schedule"
 )
 
 // testHeartbeat keeps the tests short; entries expire after two.
@@ -92,11 +93,11 @@ func TestDashboardListsSchedules(t *testing.T) {
     max_runs: 2
 `)
 	st := e.store()
-	if _, err := st.Add(ctx, Schedule{ID: "from-api", Cron: "@every 1s", Type: "send-cert", Queue: "critical",
+	if _, err := st.Add(ctx, schedule.Schedule{ID: "from-api", Cron: "@every 1s", Type: "send-cert", Queue: "critical",
 		Payload: json.RawMessage(`{"certificate_id": 5, "emails": ["ops@example.com"], "certificate_collect_format": "attachment"}`)}); err != nil {
 		t.Fatal(err)
 	}
-	_, stop := e.start(Config{File: file, Heartbeat: testHeartbeat, MaxRetry: 3, Retention: time.Hour})
+	_, stop := e.start(Config{File: file, Heartbeat: testHeartbeat}, ops.Options{MaxRetry: 3, Retention: time.Hour})
 
 	waitFor(t, 10*time.Second, "from-api listed with a previous run", func() bool {
 		en := d.entries()["from-api"]
@@ -218,16 +219,16 @@ func TestDashboardFenced(t *testing.T) {
 	d := e.dashboard()
 	ctx := context.Background()
 	rdb := e.redis.Client()
-	c, err := compile(Schedule{ID: "one", Cron: "@every 1h", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}, SourceAPI, rules{})
+	c, bad, err := schedule.ParseFile([]byte(`schedules: [{id: one, cron: "@every 1h", type: resend-dcv, payload: {order_id: 1}}]`), testRules)
+	if err != nil || len(c) != 1 || len(bad) != 0 {
+		t.Fatal(c, bad, err)
+	}
+	cfg, _ := e.deps(Config{Heartbeat: time.Minute})
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Redis: e.conn(), Accounts: testAccounts, Logger: zaptest.NewLogger(t), Heartbeat: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.ops.Close(); _ = s.rdb.Close() })
-	s.apiScheds = []*compiled{c}
+	s.apiScheds = c
 	lease := func(holder string) {
 		t.Helper()
 		if err := rdb.Set(ctx, leaderKey, holder, time.Minute).Err(); err != nil {

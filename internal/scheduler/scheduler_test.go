@@ -18,15 +18,21 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/tasks"
 )
 
-var testAccounts = account.Set{"default": {Name: "default"}, "eu": {Name: "eu"}}
+// testRules are the rules of the tests: accounts default and eu, the
+// default queues, and schedules may fire every second.
+var testRules = schedule.Rules{Enqueue: enqueue.Rules{Accounts: []string{"default", "eu"}}, MinInterval: time.Second}
+
+// stateKey is the state hash of schedule id (package schedule's), which the
+// tests write behind the store's back to stand for a crashed leader.
+func stateKey(id string) string { return "certmail:schedule:" + id }
 
 // env is one Redis server and what the tests need around it.
 type env struct {
@@ -40,21 +46,43 @@ func setup(t *testing.T) *env {
 	return &env{t: t, redis: redistest.Start(t), dir: t.TempDir()}
 }
 
+// conn returns a connection to the test's Redis, closed at the test's end.
 func (e *env) conn() *redisconn.Conn {
 	e.t.Helper()
 	c, err := redisconn.Open(e.redis.URL())
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	e.t.Cleanup(func() { _ = c.Client.Close() })
 	return c
 }
 
-// store returns a Store with its own connection, closed at the test's end.
-func (e *env) store() *Store {
-	c := e.conn()
-	svc := ops.New(c, ops.Options{Rules: enqueue.Rules{Accounts: testAccounts.Names()}})
-	e.t.Cleanup(func() { svc.Close(); c.Client.Close() })
-	return NewStore(StoreConfig{Redis: c.Client, Checker: svc, MinInterval: time.Second})
+// store returns a schedule store judging by testRules, with its own
+// connection.
+func (e *env) store() *schedule.Store {
+	e.t.Helper()
+	st, err := schedule.NewStore(schedule.Config{Redis: e.conn().Client, Rules: testRules})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+// deps fills in cfg what a scheduler is given: its connection, an ops
+// service by opts (testRules' accounts and queues) and a schedule store,
+// closed at the test's end, and a logger writing to the returned observer.
+func (e *env) deps(cfg Config, opts ...ops.Options) (Config, *observer.ObservedLogs) {
+	e.t.Helper()
+	var o ops.Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	o.Rules = testRules.Enqueue
+	core, logs := observer.New(zapcore.DebugLevel)
+	cfg.Redis, cfg.Logger, cfg.Store = e.conn(), zap.New(core), e.store()
+	cfg.Ops = ops.New(cfg.Redis, o)
+	e.t.Cleanup(func() { _ = cfg.Ops.Close() })
+	return cfg, logs
 }
 
 // writeFile writes the schedules file and returns its path.
@@ -72,14 +100,11 @@ func (e *env) writeFile(content string) string {
 }
 
 // start runs a scheduler until the returned stop is called or the test ends;
-// its logs go to the returned observer.
-func (e *env) start(cfg Config) (*observer.ObservedLogs, func()) {
+// its tasks are given opts' retries and retention, and its logs go to the
+// returned observer.
+func (e *env) start(cfg Config, opts ...ops.Options) (*observer.ObservedLogs, func()) {
 	e.t.Helper()
-	core, logs := observer.New(zapcore.DebugLevel)
-	cfg.Redis, cfg.Logger, cfg.Accounts = e.conn(), zap.New(core), testAccounts
-	if cfg.MinInterval == 0 {
-		cfg.MinInterval = time.Second // the tests' schedules fire every second
-	}
+	cfg, logs := e.deps(cfg, opts...)
 	if cfg.Lease == 0 {
 		cfg.Lease = 2 * time.Second
 	}
@@ -162,122 +187,6 @@ func consecutive(ticks []int64) bool {
 	return true
 }
 
-func TestValidate(t *testing.T) {
-	t.Parallel()
-	e := setup(t)
-	st := e.store()
-	good := Schedule{ID: "dcv-order-1002", Cron: "0 9 * * *", Timezone: "Europe/Berlin", Type: "resend-dcv",
-		Payload: json.RawMessage(`{"order_id": 1002, "locale": "en"}`)}
-	if err := Validate(good, st.checker, 0, time.Now()); err != nil {
-		t.Fatalf("valid schedule: %v", err)
-	}
-	tests := []struct {
-		name   string
-		change func(*Schedule)
-		fields []string
-	}{
-		{"bad id", func(s *Schedule) { s.ID = "Has Spaces" }, []string{"id"}},
-		{"no cron", func(s *Schedule) { s.Cron = "" }, []string{"cron"}},
-		{"bad cron", func(s *Schedule) { s.Cron = "61 * * * *" }, []string{"cron"}},
-		{"six fields", func(s *Schedule) { s.Cron = "0 0 9 * * *" }, []string{"cron"}},
-		{"zone in cron", func(s *Schedule) { s.Cron = "CRON_TZ=UTC 0 9 * * *" }, []string{"cron"}},
-		{"bad zone", func(s *Schedule) { s.Timezone = "Mars/Olympus" }, []string{"timezone"}},
-		{"unknown type", func(s *Schedule) { s.Type = "send-fax" }, []string{"type"}},
-		{"no payload", func(s *Schedule) { s.Payload = nil }, []string{"payload"}},
-		{"payload rules", func(s *Schedule) { s.Payload = json.RawMessage(`{"order_id": 0, "locale": "english"}`) },
-			[]string{"payload.order_id", "payload.locale"}},
-		{"unknown account", func(s *Schedule) { s.Payload = json.RawMessage(`{"order_id": 1, "account": "us"}`) },
-			[]string{"payload.account"}},
-		{"bad queue", func(s *Schedule) { s.Queue = "Bulk!" }, []string{"queue"}},
-		{"negative max_runs", func(s *Schedule) { s.MaxRuns = -1 }, []string{"max_runs"}},
-		{"never fires", func(s *Schedule) { s.Cron = "0 0 30 2 *" }, []string{"cron"}},
-		{"below the floor", func(s *Schedule) { s.Cron = "@every 30s" }, []string{"cron"}},
-		{"until in the past", func(s *Schedule) { past := time.Now().Add(-time.Minute); s.Until = &past }, []string{"until"}},
-		{"queue no worker serves", func(s *Schedule) { s.Queue = "nobody" }, []string{"queue"}},
-		{"everything at once", func(s *Schedule) { s.ID, s.Cron, s.Timezone = "", "soon", "nowhere" },
-			[]string{"id", "timezone", "cron"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			s := good
-			tt.change(&s)
-			err := Validate(s, st.checker, 0, time.Now())
-			var ve *tasks.ValidationError
-			if !errors.As(err, &ve) {
-				t.Fatalf("Validate = %v, want a *tasks.ValidationError", err)
-			}
-			var fields []string
-			for _, fe := range ve.Errors {
-				fields = append(fields, fe.Field)
-			}
-			if strings.Join(fields, ",") != strings.Join(tt.fields, ",") {
-				t.Errorf("fields %v, want %v (%v)", fields, tt.fields, err)
-			}
-		})
-	}
-}
-
-func TestParseFile(t *testing.T) {
-	t.Parallel()
-	e := setup(t)
-	st := e.store()
-	data := `schedules:
-  - id: good
-    cron: "@every 1s"
-    type: resend-dcv
-    payload: {order_id: 1002, locale: en}
-    until: 2030-12-31T00:00:00Z
-    max_runs: 30
-  - id: bad-payload
-    cron: "@daily"
-    type: set-emails
-    payload: {order_id: 7, additional_emails: ["not an email"]}
-  - id: good
-    cron: "@hourly"
-    type: resend-dcv
-    payload: {order_id: 1}
-  - cron: "@hourly"
-    type: resend-dcv
-    payload: {order_id: 1}
-  - id: typo
-    crom: "@hourly"
-    type: resend-dcv
-    payload: {order_id: 1}
-`
-	good, bad, err := ParseFile([]byte(data), st.checker, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(good) != 1 || good[0].ID != "good" || good[0].Queue != DefaultQueue || good[0].MaxRuns != 30 ||
-		good[0].Until == nil || string(good[0].Payload) != `{"locale":"en","order_id":1002}` {
-		t.Fatalf("good = %+v", good)
-	}
-	want := []string{
-		"schedules[1] (bad-payload): invalid set-emails",
-		"schedules[2] (good): id already used by schedules[0]",
-		"schedules[3]: invalid resend-dcv",
-		"schedules[4] (typo): ",
-	}
-	if len(bad) != len(want) {
-		t.Fatalf("bad = %v, want %d entries", bad, len(want))
-	}
-	for i, w := range want {
-		if !strings.HasPrefix(bad[i].Error(), w) {
-			t.Errorf("bad[%d] = %q, want it to start with %q", i, bad[i].Error(), w)
-		}
-	}
-	if !strings.Contains(bad[0].Error(), "payload.additional_emails[0]") || !strings.Contains(bad[3].Error(), "crom") {
-		t.Errorf("errors lack the field paths: %v", bad)
-	}
-	if _, _, err := ParseFile([]byte("schedules: [\n"), st.checker, 0); err == nil {
-		t.Error("broken YAML parsed")
-	}
-	if good, bad, err := ParseFile(nil, st.checker, 0); err != nil || len(good)+len(bad) != 0 {
-		t.Errorf("empty file: %v %v %v", good, bad, err)
-	}
-}
-
 // TestFileAndAPISchedulesFire: a file schedule and an API schedule at
 // @every 1s both fire, once per tick.
 func TestFileAndAPISchedulesFire(t *testing.T) {
@@ -291,7 +200,7 @@ func TestFileAndAPISchedulesFire(t *testing.T) {
     until_validated: false
 `)
 	st := e.store()
-	if _, err := st.Add(context.Background(), Schedule{ID: "from-api", Cron: "@every 1s", Type: "send-cert", Queue: "bulk",
+	if _, err := st.Add(context.Background(), schedule.Schedule{ID: "from-api", Cron: "@every 1s", Type: "send-cert", Queue: "bulk",
 		Payload: json.RawMessage(`{"certificate_id": 5, "emails": ["ops@example.com"], "certificate_collect_format": "attachment"}`)}); err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +218,7 @@ func TestFileAndAPISchedulesFire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(all) != 2 || all[0].ID != "from-api" || all[0].Source != SourceAPI || all[1].Source != SourceFile ||
+	if len(all) != 2 || all[0].ID != "from-api" || all[0].Source != schedule.SourceAPI || all[1].Source != schedule.SourceFile ||
 		all[0].Runs < 3 || all[0].LastRun == nil || all[0].NextRun == nil || !strings.HasPrefix(all[0].LastTaskID, "sched:from-api:") {
 		t.Errorf("List = %+v", all)
 	}
@@ -356,7 +265,7 @@ func TestMaxRunsEndsSchedule(t *testing.T) {
 		t.Errorf("ticks %v, want exactly 3 consecutive", got)
 	}
 	s, err := st.Get(context.Background(), "thrice")
-	if err != nil || s.Runs != 3 || s.NextRun != nil || s.State != StateEnded || s.EndedReason != EndedMaxRuns || s.EndedAt == nil {
+	if err != nil || s.Runs != 3 || s.NextRun != nil || s.State != schedule.StateEnded || s.EndedReason != schedule.EndedMaxRuns || s.EndedAt == nil {
 		t.Errorf("status %+v (%v), want 3 runs, no next run, ended at max_runs", s, err)
 	}
 }
@@ -390,7 +299,7 @@ func TestUntilEndsSchedule(t *testing.T) {
 		s, err := st.Get(context.Background(), "briefly")
 		return err == nil && s.Ended
 	})
-	if s, _ := st.Get(context.Background(), "briefly"); s.EndedReason != EndedUntil || s.State != StateEnded {
+	if s, _ := st.Get(context.Background(), "briefly"); s.EndedReason != schedule.EndedUntil || s.State != schedule.StateEnded {
 		t.Errorf("status %+v, want ended for until", s)
 	}
 	// ...and not after it: the other schedule ticks two seconds past until.
@@ -498,175 +407,6 @@ func TestTwoSchedulersOneTaskPerTick(t *testing.T) {
 	}
 }
 
-// TestRecordFenced: a scheduler whose lease another holds cannot record.
-func TestRecordFenced(t *testing.T) {
-	t.Parallel()
-	e := setup(t)
-	rdb := e.redis.Client()
-	ctx := context.Background()
-	if err := rdb.Set(ctx, leaderKey, "other", time.Minute).Err(); err != nil {
-		t.Fatal(err)
-	}
-	res, err := recordScript.Run(ctx, rdb, []string{leaderKey, stateKey("x")}, "mine", 100, 100, "sched:x:100", 0).Int()
-	if err != nil || res != -1 {
-		t.Fatalf("record without the lease = %d, %v; want -1", res, err)
-	}
-	for i, want := range []int{1, 0, 2} { // forward, repeat, forward and end at max_runs
-		tick := []int{100, 100, 101}[i]
-		res, err := recordScript.Run(ctx, rdb, []string{leaderKey, stateKey("x")}, "other", tick, tick, "t", 2).Int()
-		if err != nil || res != want {
-			t.Errorf("record tick %d = %d, %v; want %d", tick, res, err, want)
-		}
-	}
-	state, err := rdb.HGetAll(ctx, stateKey("x")).Result()
-	if err != nil || state["runs"] != "2" || state["last_tick"] != "101" || state["ended"] != "1" || state["ended_reason"] != "max_runs" {
-		t.Errorf("state %v, %v; want 2 runs, last tick 101, ended at max_runs 2", state, err)
-	}
-}
-
-func TestStore(t *testing.T) {
-	t.Parallel()
-	e := setup(t)
-	st := e.store()
-	ctx := context.Background()
-	s := Schedule{ID: "api-1", Cron: "0 9 * * 1", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}
-	got, err := st.Add(ctx, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Source != SourceAPI || got.Queue != DefaultQueue || got.NextRun == nil || got.NextRun.Weekday() != time.Monday || got.NextRun.Hour() != 9 {
-		t.Errorf("Add = %+v", got)
-	}
-	if _, err := st.Add(ctx, s); !errors.Is(err, ErrExists) {
-		t.Errorf("second Add = %v, want ErrExists", err)
-	}
-	// A file schedule (as mirrored by the leader) cannot be added or deleted.
-	c, err := compile(Schedule{ID: "file-1", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 2}`)}, SourceFile, rules{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.mirrorFile(ctx, []*compiled{c}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Add(ctx, Schedule{ID: "file-1", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 2}`)}); !errors.Is(err, ErrExists) {
-		t.Errorf("Add over a file schedule = %v, want ErrExists", err)
-	}
-	if err := st.Delete(ctx, "file-1"); !errors.Is(err, ErrFileSchedule) {
-		t.Errorf("Delete of a file schedule = %v", err)
-	}
-	if err := st.Delete(ctx, "nope"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Delete of an unknown id = %v", err)
-	}
-	if err := st.Delete(ctx, "api-1"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Get(ctx, "api-1"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Get after Delete = %v", err)
-	}
-	if n, err := e.redis.Client().Exists(ctx, stateKey("api-1")).Result(); err != nil || n != 0 {
-		t.Errorf("Delete left the schedule's state (%v)", err)
-	}
-}
-
-// A cron spec is judged by its shortest interval, whatever its form.
-func TestMinInterval(t *testing.T) {
-	t.Parallel()
-	e := setup(t)
-	st := e.store()
-	for _, tt := range []struct {
-		cron  string
-		floor time.Duration
-		ok    bool
-	}{
-		{"@every 1m", time.Minute, true},
-		{"@every 59s", time.Minute, false},
-		{"* * * * *", time.Minute, true},
-		{"* * * * *", 5 * time.Minute, false},
-		{"*/5 * * * *", 5 * time.Minute, true},
-		{"0,1 9 * * *", 5 * time.Minute, false}, // one minute apart once a day
-		{"@hourly", time.Hour, true},
-		{"0 0 29 2 *", time.Hour, true}, // leap days only, but it fires
-	} {
-		s := Schedule{ID: "s", Cron: tt.cron, Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}
-		err := Validate(s, st.checker, tt.floor, time.Now())
-		if (err == nil) != tt.ok {
-			t.Errorf("%q with a floor of %v: %v, want ok %v", tt.cron, tt.floor, err, tt.ok)
-		}
-	}
-}
-
-// A schedule posted as JSON is read strictly: a member given twice is a
-// problem named after it, as are unknown members and wrong types.
-func TestDecodeJSON(t *testing.T) {
-	t.Parallel()
-	for _, tt := range []struct {
-		name, body string
-		fields     []string
-	}{
-		{"good", `{"id":"a","cron":"@daily","type":"resend-dcv","payload":{"order_id":1},"until":"2030-01-01T00:00:00Z","max_runs":3,"until_validated":false}`, nil},
-		{"duplicate id", `{"id":"a","cron":"@daily","id":"b","type":"resend-dcv","payload":{"order_id":1}}`, []string{"id"}},
-		{"duplicate payload", `{"id":"a","cron":"@daily","type":"resend-dcv","payload":{"order_id":1},"payload":{"order_id":2}}`, []string{"payload"}},
-		{"unknown member", `{"id":"a","crom":"@daily"}`, []string{"crom"}},
-		{"unknown member with an odd name", `{"id":"a","a b\n":1}`, []string{`"a b\n"`}},
-		{"wrong types", `{"id":1,"cron":"@daily","until":"tomorrow","max_runs":"3","until_validated":"yes"}`, []string{"id", "until", "max_runs", "until_validated"}},
-		{"not an object", `[1]`, []string{""}},
-		{"trailing data", `{"id":"a"} {}`, []string{""}},
-	} {
-		s, err := DecodeJSON([]byte(tt.body))
-		var fields []string
-		var ve *tasks.ValidationError
-		if errors.As(err, &ve) {
-			for _, fe := range ve.Errors {
-				fields = append(fields, fe.Field)
-			}
-		} else if err != nil {
-			t.Fatalf("%s: %v", tt.name, err)
-		}
-		if strings.Join(fields, ",") != strings.Join(tt.fields, ",") {
-			t.Errorf("%s: fields %q, want %q (%v)", tt.name, fields, tt.fields, err)
-		}
-		if tt.fields == nil && (s.ID != "a" || s.MaxRuns != 3 || s.Until == nil || string(s.Payload) != `{"order_id":1}` ||
-			s.UntilValidated == nil || *s.UntilValidated) {
-			t.Errorf("%s: decoded %+v", tt.name, s)
-		}
-	}
-}
-
-// A malformed schedule in Redis is skipped and named; the rest is listed.
-func TestListingSkipsUnreadableEntries(t *testing.T) {
-	t.Parallel()
-	e := setup(t)
-	st := e.store()
-	ctx := context.Background()
-	if _, err := st.Add(ctx, Schedule{ID: "fine", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}); err != nil {
-		t.Fatal(err)
-	}
-	rdb := e.redis.Client()
-	for _, kv := range [][3]string{
-		{apiSchedulesKey, "garbage", "not JSON"},
-		{apiSchedulesKey, "bad-cron", `{"id":"bad-cron","cron":"whenever","type":"resend-dcv","payload":{"order_id":1}}`},
-		{fileSchedulesKey, "elsewhere", `{"id":"other","cron":"@daily","type":"resend-dcv","payload":{"order_id":1}}`},
-	} {
-		if err := rdb.HSet(ctx, kv[0], kv[1], kv[2]).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l, err := st.Listing(ctx)
-	if err != nil {
-		t.Fatalf("Listing: %v", err)
-	}
-	if len(l.Schedules) != 1 || l.Schedules[0].ID != "fine" {
-		t.Errorf("schedules %+v, want only fine", l.Schedules)
-	}
-	if l.SkippedCount != 3 || len(l.Skipped) != 3 || l.Skipped[0].ID != "bad-cron" || l.Skipped[1].ID != "elsewhere" ||
-		l.Skipped[2].ID != "garbage" || l.Skipped[2].Problem != "not a schedule as JSON" {
-		t.Errorf("skipped %d: %+v", l.SkippedCount, l.Skipped)
-	}
-	if got, err := st.Get(ctx, "fine"); err != nil || got.ID != "fine" {
-		t.Errorf("Get = %+v, %v", got, err)
-	}
-}
-
 // The series of a schedule deleted, or ended, are removed, so that their
 // number follows the schedules that exist.
 func TestSeriesOfGoneSchedulesAreRemoved(t *testing.T) {
@@ -676,7 +416,7 @@ func TestSeriesOfGoneSchedulesAreRemoved(t *testing.T) {
 	st := e.store()
 	ctx := context.Background()
 	no := false // every tick fires: no worker completes the tasks here
-	for _, s := range []Schedule{
+	for _, s := range []schedule.Schedule{
 		{ID: "deleted", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`), UntilValidated: &no},
 		{ID: "ends", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 2}`), MaxRuns: 2, UntilValidated: &no},
 		{ID: "stays", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 3}`), UntilValidated: &no},

@@ -2,10 +2,8 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
 )
@@ -91,44 +90,6 @@ func (e *env) allTicks(id string) []string {
 	return keys
 }
 
-func TestValidateUntilValidated(t *testing.T) {
-	t.Parallel()
-	e := setup(t)
-	st := e.store()
-	no, yes := false, true
-	resend := Schedule{ID: "r", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}
-	got, err := st.Add(context.Background(), resend)
-	if err != nil || got.UntilValidated == nil || !*got.UntilValidated || got.State != StateActive {
-		t.Fatalf("resend-dcv without until_validated: %+v, %v; want it true", got, err)
-	}
-	resend.ID, resend.UntilValidated = "r2", &no
-	if got, err := st.Add(context.Background(), resend); err != nil || got.UntilValidated == nil || *got.UntilValidated {
-		t.Errorf("until_validated false: %+v, %v", got, err)
-	}
-	for _, v := range []*bool{&yes, &no} {
-		s := Schedule{ID: "c", Cron: "@daily", Type: "send-cert", UntilValidated: v,
-			Payload: json.RawMessage(`{"certificate_id": 5, "emails": ["ops@example.com"], "certificate_collect_format": "attachment"}`)}
-		var ve *tasks.ValidationError
-		if err := Validate(s, st.checker, 0, time.Now()); !errors.As(err, &ve) || len(ve.Errors) != 1 || ve.Errors[0].Field != "until_validated" {
-			t.Errorf("send-cert with until_validated %t: %v, want the field refused", *v, err)
-		}
-	}
-	good, bad, err := ParseFile([]byte(`schedules:
-  - id: a
-    cron: "@daily"
-    type: resend-dcv
-    payload: {order_id: 1}
-  - id: b
-    cron: "@daily"
-    type: set-emails
-    payload: {order_id: 1, additional_emails: []}
-    until_validated: false
-`), st.checker, 0)
-	if err != nil || len(good) != 1 || !*good[0].UntilValidated || len(bad) != 1 || !strings.Contains(bad[0].Error(), "until_validated") {
-		t.Errorf("file: good %+v, bad %v, %v", good, bad, err)
-	}
-}
-
 // TestUntilValidatedEndsTheSchedule: ticks carry only_if_pending, one task
 // at a time (a slow one makes the schedule skip ticks rather than pile them
 // up), and the first not_pending outcome ends the schedule for good, with
@@ -157,7 +118,7 @@ func TestUntilValidatedEndsTheSchedule(t *testing.T) {
 		return err == nil && s.Ended
 	})
 	s, _ := st.Get(context.Background(), "remind")
-	if s.State != StateEnded || s.EndedReason != EndedValidated || s.OrderStatus != "issued" || s.EndedAt == nil || s.NextRun != nil || s.Runs != 3 {
+	if s.State != schedule.StateEnded || s.EndedReason != schedule.EndedValidated || s.OrderStatus != "issued" || s.EndedAt == nil || s.NextRun != nil || s.Runs != 3 {
 		t.Errorf("status %+v", s)
 	}
 	if w.overlap.Load() {
@@ -175,7 +136,7 @@ func TestUntilValidatedEndsTheSchedule(t *testing.T) {
 		t.Errorf("%d tasks handled, %d ticks enqueued; want 3 and 3", n, ticks)
 	}
 	ended := logs.FilterMessage("schedule ended: the order no longer waits for validation by email").All()
-	if len(ended) != 1 || ended[0].ContextMap()["order_status"] != "issued" || ended[0].ContextMap()["reason"] != EndedValidated {
+	if len(ended) != 1 || ended[0].ContextMap()["order_status"] != "issued" || ended[0].ContextMap()["reason"] != schedule.EndedValidated {
 		t.Errorf("end log lines %v, want one with the order status", ended)
 	}
 }

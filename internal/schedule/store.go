@@ -1,13 +1,11 @@
-package scheduler
+package schedule
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -15,16 +13,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/asynqsched"
-	"github.com/certmail/certmail/internal/ops"
 )
 
-// Redis keys of the scheduler (see README "Redis keys").
+// Redis keys of schedules (see README "Redis keys").
 const (
 	apiSchedulesKey  = "certmail:schedules"      // hash id → Schedule JSON, added through the API or the CLI
 	fileSchedulesKey = "certmail:schedules:file" // hash id → Schedule JSON, the file's valid entries, mirrored by the leader
-	leaderKey        = "certmail:scheduler:leader"
 	// statePrefix + id: hash since, last_tick, runs, last_run_at, last_task_id,
-	// ended, ended_reason, ended_at, order_status.
+	// ended, ended_reason, ended_at, order_status (State).
 	statePrefix = "certmail:schedule:"
 )
 
@@ -40,8 +36,6 @@ const (
 	StateActive = "active"
 	StateEnded  = "ended"
 )
-
-func stateKey(id string) string { return statePrefix + id }
 
 // Errors of the Store.
 var (
@@ -69,39 +63,57 @@ type Status struct {
 	OrderStatus string `json:"order_status,omitempty"`
 }
 
-// StoreConfig configures a Store. Zero values take the defaults noted.
-type StoreConfig struct {
+// Config configures a Store. Zero values take the defaults noted.
+type Config struct {
 	Redis redis.UniversalClient // required; the Store does not close it
-	// Checker validates payloads, accounts and queues exactly as every
-	// other entry point does (required).
-	Checker *ops.Service
-	// MinInterval is the shortest time allowed between two ticks of a
-	// schedule added (CERTMAIL_SCHEDULE_MIN_INTERVAL); default
-	// DefaultMinInterval.
-	MinInterval time.Duration
+	// Rules judge the schedules added, and those the scheduler fires,
+	// exactly as every task entry point judges tasks, plus the minimum
+	// interval; their zero value takes their defaults.
+	Rules Rules
 	// Logger reports the entries a listing skips; default none.
 	Logger *zap.Logger
 }
 
-// Store keeps the API's schedules in Redis and reads every schedule's
-// status. The API and the CLI use it; the scheduler reads from it.
-type Store struct {
-	rdb     redis.UniversalClient
-	checker *ops.Service
-	rules   rules
-	log     *zap.Logger
-	now     func() time.Time
+// WithDefaults returns c with zero values replaced by the defaults.
+func (c Config) WithDefaults() Config {
+	c.Rules = c.Rules.WithDefaults()
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c
 }
 
-// NewStore returns a Store configured by cfg.
-func NewStore(cfg StoreConfig) *Store {
-	log := cfg.Logger
-	if log == nil {
-		log = zap.NewNop()
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	if c.Redis == nil {
+		return errors.New("no Redis configured")
 	}
-	return &Store{rdb: cfg.Redis, checker: cfg.Checker, log: log, now: time.Now,
-		rules: rules{checker: cfg.Checker, minInterval: cmp.Or(cfg.MinInterval, DefaultMinInterval)}}
+	return c.Rules.Validate()
 }
+
+// Store keeps the schedules and their state in Redis: the API's (Add,
+// Delete), the file's as the scheduler's leader mirrors them, and each
+// schedule's State, which only the leader advances. Its methods are safe for
+// concurrent use.
+type Store struct {
+	rdb   redis.UniversalClient
+	rules Rules
+	log   *zap.Logger
+	now   func() time.Time
+}
+
+// NewStore returns a Store configured by cfg (after WithDefaults and
+// Validate).
+func NewStore(cfg Config) (*Store, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Store{rdb: cfg.Redis, rules: cfg.Rules, log: cfg.Logger, now: time.Now}, nil
+}
+
+// Rules returns the rules the Store judges schedules by, defaults filled in.
+func (st *Store) Rules() Rules { return st.rules }
 
 // Skipped is a schedule kept in Redis that cannot be read (written by hand,
 // by an older version, or damaged): it is left out of listings, and logged.
@@ -127,9 +139,7 @@ type Listing struct {
 // Add validates s (a *tasks.ValidationError listing every problem) and
 // stores it. An id used by the API or the file gives ErrExists.
 func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
-	r := st.rules
-	r.now = st.now()
-	c, err := compile(s, SourceAPI, r)
+	c, err := compile(s, SourceAPI, judge{rules: &st.rules, now: st.now()})
 	if err != nil {
 		return Status{}, err
 	}
@@ -156,7 +166,7 @@ func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
 	if err := st.rdb.HSet(ctx, stateKey(s.ID), "since", now.Unix()).Err(); err != nil {
 		return Status{}, fmt.Errorf("store schedule state: %w", err)
 	}
-	return st.status(c, map[string]string{"since": strconv.FormatInt(now.Unix(), 10)}), nil
+	return st.status(c, State{Since: time.Unix(now.Unix(), 0)}), nil
 }
 
 // Delete removes an API schedule, its state and its history on the
@@ -220,9 +230,9 @@ func (st *Store) Listing(ctx context.Context) (Listing, error) {
 	}
 	l.Skipped = skipped[:min(len(skipped), MaxSkippedListed)]
 	for _, c := range scheds {
-		state, err := st.rdb.HGetAll(ctx, stateKey(c.ID)).Result()
+		state, err := st.State(ctx, c.ID)
 		if err != nil {
-			return Listing{}, fmt.Errorf("read schedule state: %w", err)
+			return Listing{}, err
 		}
 		l.Schedules = append(l.Schedules, st.status(c, state))
 	}
@@ -235,8 +245,8 @@ const maxSkippedID = 128
 // load reads both sources from Redis; a file schedule wins over an API one
 // with the same id (Add prevents that, but the file can change later). An
 // entry that does not decode, or is not a schedule, is skipped.
-func (st *Store) load(ctx context.Context) ([]*compiled, []Skipped, error) {
-	byID := map[string]*compiled{}
+func (st *Store) load(ctx context.Context) ([]*Compiled, []Skipped, error) {
+	byID := map[string]*Compiled{}
 	var skipped []Skipped
 	for _, src := range []struct{ key, name string }{{apiSchedulesKey, SourceAPI}, {fileSchedulesKey, SourceFile}} {
 		raw, err := st.rdb.HGetAll(ctx, src.key).Result()
@@ -259,7 +269,7 @@ func (st *Store) load(ctx context.Context) ([]*compiled, []Skipped, error) {
 			// the payload checker so that an account removed since then
 			// shows the schedule rather than hiding it (the scheduler skips
 			// and reports it).
-			c, err := compile(s, src.name, rules{})
+			c, err := compile(s, src.name, judge{})
 			switch {
 			case err != nil:
 				skip(err.Error())
@@ -271,7 +281,7 @@ func (st *Store) load(ctx context.Context) ([]*compiled, []Skipped, error) {
 			byID[id] = c
 		}
 	}
-	out := make([]*compiled, 0, len(byID))
+	out := make([]*Compiled, 0, len(byID))
 	for _, c := range byID {
 		out = append(out, c)
 	}
@@ -280,8 +290,9 @@ func (st *Store) load(ctx context.Context) ([]*compiled, []Skipped, error) {
 	return out, skipped, nil
 }
 
-// mirrorFile replaces the file schedules kept in Redis.
-func (st *Store) mirrorFile(ctx context.Context, scheds []*compiled) error {
+// MirrorFile replaces the file schedules kept in Redis, so that listings
+// show them (the scheduler's leader calls it when the file changes).
+func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
 	pipe := st.rdb.TxPipeline()
 	pipe.Del(ctx, fileSchedulesKey)
 	for _, c := range scheds {
@@ -297,39 +308,30 @@ func (st *Store) mirrorFile(ctx context.Context, scheds []*compiled) error {
 	return nil
 }
 
-// status computes what GET shows from a schedule and its state hash.
-func (st *Store) status(c *compiled, state map[string]string) Status {
-	s := Status{Schedule: c.Schedule, Source: c.source, State: StateActive, LastTaskID: state["last_task_id"], Ended: state["ended"] == "1"}
-	s.Runs, _ = strconv.Atoi(state["runs"])
+// status computes what GET shows from a schedule and its state.
+func (st *Store) status(c *Compiled, state State) Status {
+	s := Status{Schedule: c.Schedule, Source: c.Source, State: StateActive, LastTaskID: state.LastTaskID, Ended: state.Ended,
+		Runs: state.Runs}
 	if s.Ended {
-		s.State, s.EndedReason, s.OrderStatus = StateEnded, state["ended_reason"], state["order_status"]
-		if at := unixField(state, "ended_at"); !at.IsZero() {
+		s.State, s.EndedReason, s.OrderStatus = StateEnded, state.EndedReason, state.OrderStatus
+		if at := state.EndedAt; !at.IsZero() {
 			at = at.UTC()
 			s.EndedAt = &at
 		}
 	}
-	if at, err := strconv.ParseInt(state["last_run_at"], 10, 64); err == nil && at > 0 {
-		t := time.Unix(at, 0).UTC()
+	if !state.LastRunAt.IsZero() {
+		t := state.LastRunAt.UTC()
 		s.LastRun = &t
 	}
 	if !s.Ended {
 		base := st.now()
-		if last := unixField(state, "last_tick"); last.After(base) {
+		if last := state.LastTick; last.After(base) {
 			base = last
 		}
-		if next := c.next(base); c.Until == nil || !next.After(*c.Until) {
+		if next := c.Next(base); c.Until == nil || !next.After(*c.Until) {
 			next = next.UTC()
 			s.NextRun = &next
 		}
 	}
 	return s
-}
-
-// unixField reads a Unix-seconds field; zero time when absent.
-func unixField(state map[string]string, name string) time.Time {
-	n, err := strconv.ParseInt(state[name], 10, 64)
-	if err != nil || n <= 0 {
-		return time.Time{}
-	}
-	return time.Unix(n, 0)
 }

@@ -1,30 +1,13 @@
-// Package scheduler enqueues certmail tasks periodically, from schedules in
-// a YAML file (CERTMAIL_SCHEDULES_FILE, reloaded when it changes) and from
-// Redis (added through the API or the CLI), with any number of replicas.
-//
-// asynq's own Scheduler is not used: it enqueues every tick once per
-// process and fixes the task at registration. Here one replica holds a leader
-// lease in Redis and fires; each tick becomes one task with the id
-// sched:<schedule id>:<tick unix seconds>, so a tick enqueued by a leader
-// that died before recording it is recognised (asynq refuses the same task
-// id) instead of enqueued twice. Each schedule's state (last tick, runs,
-// ended) lives in Redis and is only advanced by the lease holder.
-//
-// Ticks missed while no scheduler ran are caught up when they are at most
-// CatchUp old (one minute by default); older ones are skipped.
-//
-// So that the asynq dashboard's Schedulers tab lists the schedules, the
-// leader writes asynq's scheduler records (package asynqsched): every
-// Heartbeat (and after each tick) the list of running schedules with their
-// next and previous run, expiring after two heartbeats and cleared when it
-// stops leading; and one enqueue event per tick in the schedule's history,
-// whose entry id is the schedule id, so the history outlives a failover.
-//
-// A resend-dcv schedule is until_validated unless it says otherwise: its
-// ticks carry only_if_pending, the leader does not enqueue a tick while the
-// previous tick's task is outstanding, and the first not_pending outcome in
-// that task's result ends the schedule (see settle).
-package scheduler
+// Package schedule owns certmail's periodic tasks as a record shared through
+// Redis: the definition of a schedule (Schedule), its validation by the same
+// rules as every task entry point plus its own (Validate, Rules), the
+// schedules file (ParseFile), the API's JSON (DecodeJSON), and the Store
+// that keeps the API's schedules, the file's as the leader mirrors them, and
+// each schedule's state (runs, last tick, last task, ended and why). The
+// API and the CLI read and change schedules through a Store; the scheduler
+// fires them and advances their state through the same Store, each write
+// fenced by its leader lease.
+package schedule
 
 import (
 	"bytes"
@@ -42,7 +25,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/certmail/certmail/internal/enqueue"
-	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -67,33 +49,34 @@ type Schedule struct {
 	UntilValidated *bool `json:"until_validated,omitempty" yaml:"until_validated"`
 }
 
-// compiled is a validated schedule ready to fire.
-type compiled struct {
+// Compiled is a validated schedule ready to fire, its defaults filled in.
+type Compiled struct {
 	Schedule
-	source string // "file" or "api"
+	Source string // SourceFile or SourceAPI
 	spec   cron.Schedule
 	loc    *time.Location
 }
 
-// untilValidated reports whether the schedule ends once its order is validated.
-func (c *compiled) untilValidated() bool { return c.UntilValidated != nil && *c.UntilValidated }
+// EndsWhenValidated reports whether the schedule is until_validated: it
+// ends once its order is validated.
+func (c *Compiled) EndsWhenValidated() bool { return c.UntilValidated != nil && *c.UntilValidated }
 
-// tickPayload returns the payload the schedule's ticks carry: its own,
+// TickPayload returns the payload the schedule's ticks carry: its own,
 // with only_if_pending for an until_validated schedule.
-func (c *compiled) tickPayload() (tasks.Payload, error) {
+func (c *Compiled) TickPayload() (tasks.Payload, error) {
 	p, err := tasks.Parse(c.Type, c.Payload)
 	if err != nil {
 		return nil, err
 	}
-	if rd, ok := p.(tasks.ResendDCV); ok && c.untilValidated() {
+	if rd, ok := p.(tasks.ResendDCV); ok && c.EndsWhenValidated() {
 		rd.OnlyIfPending = true
 		p = rd
 	}
 	return p, nil
 }
 
-// next returns the first tick strictly after t.
-func (c *compiled) next(t time.Time) time.Time { return c.spec.Next(t.In(c.loc)) }
+// Next returns the first tick strictly after t.
+func (c *Compiled) Next(t time.Time) time.Time { return c.spec.Next(t.In(c.loc)) }
 
 var (
 	idPattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
@@ -104,27 +87,50 @@ var (
 // shortest time allowed between two ticks of a schedule.
 const DefaultMinInterval = time.Minute
 
-// rules are what a schedule is judged by beyond its own form.
-type rules struct {
-	// checker validates the payload, account and queue as every entry point
-	// does; nil skips that part (a schedule read back from Redis).
-	checker *ops.Service
-	// minInterval is the shortest time allowed between two ticks; 0 skips
-	// that check (a schedule read back from Redis).
-	minInterval time.Duration
-	// now, when not zero, is the time an until must be after (a schedule
-	// being added).
-	now time.Time
+// Rules are what a schedule is judged by beyond its own form: the
+// configuration every process that takes schedules reads.
+type Rules struct {
+	// Enqueue are the configured accounts and served queues; a schedule's
+	// payload and queue are checked as every task entry point checks them
+	// (enqueue.Check).
+	Enqueue enqueue.Rules
+	// MinInterval is the shortest time allowed between two ticks of a
+	// schedule (CERTMAIL_SCHEDULE_MIN_INTERVAL); 0 means DefaultMinInterval.
+	MinInterval time.Duration
+}
+
+// WithDefaults returns r with zero values replaced by the defaults.
+func (r Rules) WithDefaults() Rules {
+	r.Enqueue = r.Enqueue.WithDefaults()
+	r.MinInterval = cmp.Or(r.MinInterval, DefaultMinInterval)
+	return r
+}
+
+// Validate reports the first rule that cannot work.
+func (r Rules) Validate() error {
+	if r.MinInterval < 0 {
+		return errors.New("schedule minimum interval must not be negative")
+	}
+	return nil
+}
+
+// judge is how compile judges a schedule: by Rules in full (a schedule
+// given to the Store, the scheduler or ParseFile), or by its own form only
+// (a schedule read back from Redis, where it was validated when stored).
+type judge struct {
+	rules *Rules    // nil: the schedule's own form only
+	now   time.Time // when not zero, the time an until must be after (a schedule being added)
 }
 
 // Validate checks s as Store.Add does, at time now: the same rules as every
-// task entry point (through checker, which also checks the account and the
-// queue), plus the id, the cron spec (which must fire, and no more often
-// than minInterval, 0 meaning DefaultMinInterval), the time zone, until (in
-// the future) and the limits. Problems come back together in one bounded
-// *tasks.ValidationError, payload fields prefixed with "payload.".
-func Validate(s Schedule, checker *ops.Service, minInterval time.Duration, now time.Time) error {
-	_, err := compile(s, "", rules{checker: checker, minInterval: cmp.Or(minInterval, DefaultMinInterval), now: now})
+// task entry point (payload, account and queue, by r.Enqueue), plus the id,
+// the cron spec (which must fire, and no more often than r.MinInterval), the
+// time zone, until (in the future) and the limits. Problems come back
+// together in one bounded *tasks.ValidationError, payload fields prefixed
+// with "payload.".
+func Validate(s Schedule, r Rules, now time.Time) error {
+	r = r.WithDefaults()
+	_, err := compile(s, "", judge{rules: &r, now: now})
 	return err
 }
 
@@ -154,13 +160,13 @@ func shortestInterval(spec cron.Schedule, from time.Time) (d time.Duration, ok b
 	return d, true
 }
 
-func compile(s Schedule, source string, r rules) (*compiled, error) {
+func compile(s Schedule, source string, j judge) (*Compiled, error) {
 	var errs []tasks.FieldError
 	add := func(field, msg string) { errs = append(errs, tasks.FieldError{Field: field, Message: msg}) }
 	if !idPattern.MatchString(s.ID) {
 		add("id", "must be 1-128 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit")
 	}
-	c := &compiled{Schedule: s, source: source, loc: time.UTC}
+	c := &Compiled{Schedule: s, Source: source, loc: time.UTC}
 	if c.Queue == "" {
 		c.Queue = DefaultQueue
 	}
@@ -184,18 +190,18 @@ func compile(s Schedule, source string, r rules) (*compiled, error) {
 			break
 		}
 		c.spec = sched
-		if r.minInterval <= 0 {
+		if j.rules == nil {
 			break
 		}
 		switch d, fires := shortestInterval(sched, time.Now().In(c.loc)); {
 		case !fires:
 			add("cron", "never fires (no date matches it)")
-		case d < r.minInterval:
+		case d < j.rules.MinInterval:
 			add("cron", "fires every "+d.String()+" at times; the shortest interval allowed is "+
-				r.minInterval.String()+" (CERTMAIL_SCHEDULE_MIN_INTERVAL)")
+				j.rules.MinInterval.String()+" (CERTMAIL_SCHEDULE_MIN_INTERVAL)")
 		}
 	}
-	if !r.now.IsZero() && s.Until != nil && !s.Until.After(r.now) {
+	if !j.now.IsZero() && s.Until != nil && !s.Until.After(j.now) {
 		add("until", "must be in the future")
 	}
 	if s.MaxRuns < 0 {
@@ -210,8 +216,8 @@ func compile(s Schedule, source string, r rules) (*compiled, error) {
 	}
 	if len(bytes.TrimSpace(s.Payload)) == 0 {
 		add("payload", "required")
-	} else if checker := r.checker; checker != nil {
-		err := checker.Validate(enqueue.Request{Type: s.Type, Payload: s.Payload, Queue: c.Queue})
+	} else if j.rules != nil {
+		_, err := enqueue.Check(enqueue.Request{Type: s.Type, Payload: s.Payload, Queue: c.Queue}, j.rules.Enqueue)
 		var ve *tasks.ValidationError
 		switch {
 		case errors.As(err, &ve):
@@ -271,22 +277,14 @@ func (e *EntryError) Error() string {
 
 func (e *EntryError) Unwrap() error { return e.Err }
 
-// ParseFile reads a schedules file. Valid entries are returned (with their
-// defaults filled in); each invalid one (or a repeated id) is an
-// *EntryError in bad, so that the others keep running. err is set only when
-// the file as a whole cannot be read. checker validates payloads as every
-// entry point does; nil skips that part. A cron spec that never fires or
-// fires more often than minInterval (0 means DefaultMinInterval) is
-// invalid; an until in the past is not (the schedule has ended).
-func ParseFile(data []byte, checker *ops.Service, minInterval time.Duration) (good []Schedule, bad []*EntryError, err error) {
-	compiled, bad, err := parseFile(data, rules{checker: checker, minInterval: cmp.Or(minInterval, DefaultMinInterval)})
-	for _, c := range compiled {
-		good = append(good, c.Schedule)
-	}
-	return good, bad, err
-}
-
-func parseFile(data []byte, r rules) (good []*compiled, bad []*EntryError, err error) {
+// ParseFile reads a schedules file and judges each entry by r, as Validate
+// does. Valid entries are returned compiled (with their defaults filled
+// in); each invalid one (or a repeated id) is an *EntryError in bad, so that
+// the others keep running. err is set only when the file as a whole cannot
+// be read. An until in the past does not make an entry invalid (the
+// schedule has ended).
+func ParseFile(data []byte, r Rules) (good []*Compiled, bad []*EntryError, err error) {
+	r = r.WithDefaults()
 	var doc fileDoc
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) { // an empty file has no schedules
@@ -313,7 +311,7 @@ func parseFile(data []byte, r rules) (good []*compiled, bad []*EntryError, err e
 			continue
 		}
 		seen[s.ID] = i
-		c, err := compile(s, SourceFile, r)
+		c, err := compile(s, SourceFile, judge{rules: &r})
 		if err != nil {
 			bad = append(bad, &EntryError{Index: i, ID: s.ID, Err: err})
 			continue

@@ -1,0 +1,381 @@
+package schedule_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certmail/certmail/internal/enqueue"
+	"github.com/certmail/certmail/internal/lease"
+	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/internal/schedule"
+	"github.com/certmail/certmail/tasks"
+)
+
+// testRules are the rules of the tests: accounts default and eu, the
+// default queues, and schedules may fire every second.
+var testRules = schedule.Rules{Enqueue: enqueue.Rules{Accounts: []string{"default", "eu"}}, MinInterval: time.Second}
+
+// Redis keys the tests look at behind the Store's back.
+const (
+	apiSchedulesKey  = "certmail:schedules"
+	fileSchedulesKey = "certmail:schedules:file"
+	leaderKey        = "certmail:scheduler:leader"
+)
+
+func stateKey(id string) string { return "certmail:schedule:" + id }
+
+// env is one Redis server.
+type env struct {
+	t     *testing.T
+	redis *redistest.Server
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	return &env{t: t, redis: redistest.Start(t)}
+}
+
+// store returns a Store judging by testRules, on a client closed at the
+// test's end.
+func (e *env) store() *schedule.Store {
+	e.t.Helper()
+	st, err := schedule.NewStore(schedule.Config{Redis: e.redis.Client(), Rules: testRules})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	rules := testRules
+	rules.MinInterval = 0 // the default, one minute
+	good := schedule.Schedule{ID: "dcv-order-1002", Cron: "0 9 * * *", Timezone: "Europe/Berlin", Type: "resend-dcv",
+		Payload: json.RawMessage(`{"order_id": 1002, "locale": "en"}`)}
+	if err := schedule.Validate(good, rules, time.Now()); err != nil {
+		t.Fatalf("valid schedule: %v", err)
+	}
+	tests := []struct {
+		name   string
+		change func(*schedule.Schedule)
+		fields []string
+	}{
+		{"bad id", func(s *schedule.Schedule) { s.ID = "Has Spaces" }, []string{"id"}},
+		{"no cron", func(s *schedule.Schedule) { s.Cron = "" }, []string{"cron"}},
+		{"bad cron", func(s *schedule.Schedule) { s.Cron = "61 * * * *" }, []string{"cron"}},
+		{"six fields", func(s *schedule.Schedule) { s.Cron = "0 0 9 * * *" }, []string{"cron"}},
+		{"zone in cron", func(s *schedule.Schedule) { s.Cron = "CRON_TZ=UTC 0 9 * * *" }, []string{"cron"}},
+		{"bad zone", func(s *schedule.Schedule) { s.Timezone = "Mars/Olympus" }, []string{"timezone"}},
+		{"unknown type", func(s *schedule.Schedule) { s.Type = "send-fax" }, []string{"type"}},
+		{"no payload", func(s *schedule.Schedule) { s.Payload = nil }, []string{"payload"}},
+		{"payload rules", func(s *schedule.Schedule) { s.Payload = json.RawMessage(`{"order_id": 0, "locale": "english"}`) },
+			[]string{"payload.order_id", "payload.locale"}},
+		{"unknown account", func(s *schedule.Schedule) { s.Payload = json.RawMessage(`{"order_id": 1, "account": "us"}`) },
+			[]string{"payload.account"}},
+		{"bad queue", func(s *schedule.Schedule) { s.Queue = "Bulk!" }, []string{"queue"}},
+		{"negative max_runs", func(s *schedule.Schedule) { s.MaxRuns = -1 }, []string{"max_runs"}},
+		{"never fires", func(s *schedule.Schedule) { s.Cron = "0 0 30 2 *" }, []string{"cron"}},
+		{"below the floor", func(s *schedule.Schedule) { s.Cron = "@every 30s" }, []string{"cron"}},
+		{"until in the past", func(s *schedule.Schedule) { past := time.Now().Add(-time.Minute); s.Until = &past }, []string{"until"}},
+		{"queue no worker serves", func(s *schedule.Schedule) { s.Queue = "nobody" }, []string{"queue"}},
+		{"everything at once", func(s *schedule.Schedule) { s.ID, s.Cron, s.Timezone = "", "soon", "nowhere" },
+			[]string{"id", "timezone", "cron"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := good
+			tt.change(&s)
+			err := schedule.Validate(s, rules, time.Now())
+			var ve *tasks.ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Validate = %v, want a *tasks.ValidationError", err)
+			}
+			var fields []string
+			for _, fe := range ve.Errors {
+				fields = append(fields, fe.Field)
+			}
+			if strings.Join(fields, ",") != strings.Join(tt.fields, ",") {
+				t.Errorf("fields %v, want %v (%v)", fields, tt.fields, err)
+			}
+		})
+	}
+}
+
+func TestParseFile(t *testing.T) {
+	t.Parallel()
+	data := `schedules:
+  - id: good
+    cron: "@every 1s"
+    type: resend-dcv
+    payload: {order_id: 1002, locale: en}
+    until: 2030-12-31T00:00:00Z
+    max_runs: 30
+  - id: bad-payload
+    cron: "@daily"
+    type: set-emails
+    payload: {order_id: 7, additional_emails: ["not an email"]}
+  - id: good
+    cron: "@hourly"
+    type: resend-dcv
+    payload: {order_id: 1}
+  - cron: "@hourly"
+    type: resend-dcv
+    payload: {order_id: 1}
+  - id: typo
+    crom: "@hourly"
+    type: resend-dcv
+    payload: {order_id: 1}
+`
+	good, bad, err := schedule.ParseFile([]byte(data), testRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(good) != 1 || good[0].ID != "good" || good[0].Queue != schedule.DefaultQueue || good[0].MaxRuns != 30 ||
+		good[0].Until == nil || string(good[0].Payload) != `{"locale":"en","order_id":1002}` {
+		t.Fatalf("good = %+v", good)
+	}
+	want := []string{
+		"schedules[1] (bad-payload): invalid set-emails",
+		"schedules[2] (good): id already used by schedules[0]",
+		"schedules[3]: invalid resend-dcv",
+		"schedules[4] (typo): ",
+	}
+	if len(bad) != len(want) {
+		t.Fatalf("bad = %v, want %d entries", bad, len(want))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(bad[i].Error(), w) {
+			t.Errorf("bad[%d] = %q, want it to start with %q", i, bad[i].Error(), w)
+		}
+	}
+	if !strings.Contains(bad[0].Error(), "payload.additional_emails[0]") || !strings.Contains(bad[3].Error(), "crom") {
+		t.Errorf("errors lack the field paths: %v", bad)
+	}
+	if _, _, err := schedule.ParseFile([]byte("schedules: [\n"), schedule.Rules{}); err == nil {
+		t.Error("broken YAML parsed")
+	}
+	if good, bad, err := schedule.ParseFile(nil, schedule.Rules{}); err != nil || len(good)+len(bad) != 0 {
+		t.Errorf("empty file: %v %v %v", good, bad, err)
+	}
+}
+
+// TestRecordFenced: a scheduler whose lease another holds cannot record.
+func TestRecordFenced(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	rdb := e.redis.Client()
+	st := e.store()
+	ctx := context.Background()
+	if err := rdb.Set(ctx, leaderKey, "other", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	mine := lease.WithToken(rdb, leaderKey, "mine", time.Minute)
+	if recorded, _, err := st.RecordTick(ctx, mine, "x", time.Unix(100, 0), time.Unix(100, 0), "sched:x:100", 0); !errors.Is(err, schedule.ErrNotLeader) || recorded {
+		t.Fatalf("record without the lease = %v, %v; want ErrNotLeader", recorded, err)
+	}
+	if err := st.NoteTask(ctx, mine, "x", "sched:x:100"); !errors.Is(err, schedule.ErrNotLeader) {
+		t.Errorf("note without the lease = %v; want ErrNotLeader", err)
+	}
+	if _, err := st.End(ctx, mine, "x", schedule.EndedUntil, time.Unix(100, 0), ""); !errors.Is(err, schedule.ErrNotLeader) {
+		t.Errorf("end without the lease = %v; want ErrNotLeader", err)
+	}
+	other := lease.WithToken(rdb, leaderKey, "other", time.Minute)
+	for i, want := range [][2]bool{{true, false}, {false, false}, {true, true}} { // forward, repeat, forward and end at max_runs
+		tick := time.Unix([]int64{100, 100, 101}[i], 0)
+		recorded, ended, err := st.RecordTick(ctx, other, "x", tick, tick, "t", 2)
+		if err != nil || recorded != want[0] || ended != want[1] {
+			t.Errorf("record tick %d = %v, %v, %v; want recorded %v, ended %v", tick.Unix(), recorded, ended, err, want[0], want[1])
+		}
+	}
+	state, err := rdb.HGetAll(ctx, stateKey("x")).Result()
+	if err != nil || state["runs"] != "2" || state["last_tick"] != "101" || state["ended"] != "1" || state["ended_reason"] != "max_runs" {
+		t.Errorf("state %v, %v; want 2 runs, last tick 101, ended at max_runs 2", state, err)
+	}
+	if s, err := st.State(ctx, "x"); err != nil || s.Runs != 2 || s.LastTick.Unix() != 101 || !s.Ended || s.EndedReason != schedule.EndedMaxRuns {
+		t.Errorf("State = %+v, %v", s, err)
+	}
+}
+
+func TestStore(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st := e.store()
+	ctx := context.Background()
+	s := schedule.Schedule{ID: "api-1", Cron: "0 9 * * 1", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}
+	got, err := st.Add(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Source != schedule.SourceAPI || got.Queue != schedule.DefaultQueue || got.NextRun == nil || got.NextRun.Weekday() != time.Monday || got.NextRun.Hour() != 9 {
+		t.Errorf("Add = %+v", got)
+	}
+	if _, err := st.Add(ctx, s); !errors.Is(err, schedule.ErrExists) {
+		t.Errorf("second Add = %v, want ErrExists", err)
+	}
+	// A file schedule (as mirrored by the leader) cannot be added or deleted.
+	c, bad, err := schedule.ParseFile([]byte("schedules: [{id: file-1, cron: \"@daily\", type: resend-dcv, payload: {order_id: 2}}]"), testRules)
+	if err != nil || len(c) != 1 || len(bad) != 0 {
+		t.Fatal(c, bad, err)
+	}
+	if err := st.MirrorFile(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Add(ctx, schedule.Schedule{ID: "file-1", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 2}`)}); !errors.Is(err, schedule.ErrExists) {
+		t.Errorf("Add over a file schedule = %v, want ErrExists", err)
+	}
+	if err := st.Delete(ctx, "file-1"); !errors.Is(err, schedule.ErrFileSchedule) {
+		t.Errorf("Delete of a file schedule = %v", err)
+	}
+	if err := st.Delete(ctx, "nope"); !errors.Is(err, schedule.ErrNotFound) {
+		t.Errorf("Delete of an unknown id = %v", err)
+	}
+	if err := st.Delete(ctx, "api-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(ctx, "api-1"); !errors.Is(err, schedule.ErrNotFound) {
+		t.Errorf("Get after Delete = %v", err)
+	}
+	if n, err := e.redis.Client().Exists(ctx, stateKey("api-1")).Result(); err != nil || n != 0 {
+		t.Errorf("Delete left the schedule's state (%v)", err)
+	}
+}
+
+// A cron spec is judged by its shortest interval, whatever its form.
+func TestMinInterval(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		cron  string
+		floor time.Duration
+		ok    bool
+	}{
+		{"@every 1m", time.Minute, true},
+		{"@every 59s", time.Minute, false},
+		{"* * * * *", time.Minute, true},
+		{"* * * * *", 5 * time.Minute, false},
+		{"*/5 * * * *", 5 * time.Minute, true},
+		{"0,1 9 * * *", 5 * time.Minute, false}, // one minute apart once a day
+		{"@hourly", time.Hour, true},
+		{"0 0 29 2 *", time.Hour, true}, // leap days only, but it fires
+	} {
+		s := schedule.Schedule{ID: "s", Cron: tt.cron, Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}
+		err := schedule.Validate(s, schedule.Rules{MinInterval: tt.floor}, time.Now())
+		if (err == nil) != tt.ok {
+			t.Errorf("%q with a floor of %v: %v, want ok %v", tt.cron, tt.floor, err, tt.ok)
+		}
+	}
+}
+
+// A schedule posted as JSON is read strictly: a member given twice is a
+// problem named after it, as are unknown members and wrong types.
+func TestDecodeJSON(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name, body string
+		fields     []string
+	}{
+		{"good", `{"id":"a","cron":"@daily","type":"resend-dcv","payload":{"order_id":1},"until":"2030-01-01T00:00:00Z","max_runs":3,"until_validated":false}`, nil},
+		{"duplicate id", `{"id":"a","cron":"@daily","id":"b","type":"resend-dcv","payload":{"order_id":1}}`, []string{"id"}},
+		{"duplicate payload", `{"id":"a","cron":"@daily","type":"resend-dcv","payload":{"order_id":1},"payload":{"order_id":2}}`, []string{"payload"}},
+		{"unknown member", `{"id":"a","crom":"@daily"}`, []string{"crom"}},
+		{"unknown member with an odd name", `{"id":"a","a b\n":1}`, []string{`"a b\n"`}},
+		{"wrong types", `{"id":1,"cron":"@daily","until":"tomorrow","max_runs":"3","until_validated":"yes"}`, []string{"id", "until", "max_runs", "until_validated"}},
+		{"not an object", `[1]`, []string{""}},
+		{"trailing data", `{"id":"a"} {}`, []string{""}},
+	} {
+		s, err := schedule.DecodeJSON([]byte(tt.body))
+		var fields []string
+		var ve *tasks.ValidationError
+		if errors.As(err, &ve) {
+			for _, fe := range ve.Errors {
+				fields = append(fields, fe.Field)
+			}
+		} else if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if strings.Join(fields, ",") != strings.Join(tt.fields, ",") {
+			t.Errorf("%s: fields %q, want %q (%v)", tt.name, fields, tt.fields, err)
+		}
+		if tt.fields == nil && (s.ID != "a" || s.MaxRuns != 3 || s.Until == nil || string(s.Payload) != `{"order_id":1}` ||
+			s.UntilValidated == nil || *s.UntilValidated) {
+			t.Errorf("%s: decoded %+v", tt.name, s)
+		}
+	}
+}
+
+// A malformed schedule in Redis is skipped and named; the rest is listed.
+func TestListingSkipsUnreadableEntries(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st := e.store()
+	ctx := context.Background()
+	if _, err := st.Add(ctx, schedule.Schedule{ID: "fine", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	rdb := e.redis.Client()
+	for _, kv := range [][3]string{
+		{apiSchedulesKey, "garbage", "not JSON"},
+		{apiSchedulesKey, "bad-cron", `{"id":"bad-cron","cron":"whenever","type":"resend-dcv","payload":{"order_id":1}}`},
+		{fileSchedulesKey, "elsewhere", `{"id":"other","cron":"@daily","type":"resend-dcv","payload":{"order_id":1}}`},
+	} {
+		if err := rdb.HSet(ctx, kv[0], kv[1], kv[2]).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := st.Listing(ctx)
+	if err != nil {
+		t.Fatalf("Listing: %v", err)
+	}
+	if len(l.Schedules) != 1 || l.Schedules[0].ID != "fine" {
+		t.Errorf("schedules %+v, want only fine", l.Schedules)
+	}
+	if l.SkippedCount != 3 || len(l.Skipped) != 3 || l.Skipped[0].ID != "bad-cron" || l.Skipped[1].ID != "elsewhere" ||
+		l.Skipped[2].ID != "garbage" || l.Skipped[2].Problem != "not a schedule as JSON" {
+		t.Errorf("skipped %d: %+v", l.SkippedCount, l.Skipped)
+	}
+	if got, err := st.Get(ctx, "fine"); err != nil || got.ID != "fine" {
+		t.Errorf("Get = %+v, %v", got, err)
+	}
+}
+
+func TestValidateUntilValidated(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st := e.store()
+	no, yes := false, true
+	resend := schedule.Schedule{ID: "r", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}
+	got, err := st.Add(context.Background(), resend)
+	if err != nil || got.UntilValidated == nil || !*got.UntilValidated || got.State != schedule.StateActive {
+		t.Fatalf("resend-dcv without until_validated: %+v, %v; want it true", got, err)
+	}
+	resend.ID, resend.UntilValidated = "r2", &no
+	if got, err := st.Add(context.Background(), resend); err != nil || got.UntilValidated == nil || *got.UntilValidated {
+		t.Errorf("until_validated false: %+v, %v", got, err)
+	}
+	for _, v := range []*bool{&yes, &no} {
+		s := schedule.Schedule{ID: "c", Cron: "@daily", Type: "send-cert", UntilValidated: v,
+			Payload: json.RawMessage(`{"certificate_id": 5, "emails": ["ops@example.com"], "certificate_collect_format": "attachment"}`)}
+		var ve *tasks.ValidationError
+		if err := schedule.Validate(s, testRules, time.Now()); !errors.As(err, &ve) || len(ve.Errors) != 1 || ve.Errors[0].Field != "until_validated" {
+			t.Errorf("send-cert with until_validated %t: %v, want the field refused", *v, err)
+		}
+	}
+	good, bad, err := schedule.ParseFile([]byte(`schedules:
+  - id: a
+    cron: "@daily"
+    type: resend-dcv
+    payload: {order_id: 1}
+  - id: b
+    cron: "@daily"
+    type: set-emails
+    payload: {order_id: 1, additional_emails: []}
+    until_validated: false
+`), schedule.Rules{})
+	if err != nil || len(good) != 1 || !*good[0].UntilValidated || len(bad) != 1 || !strings.Contains(bad[0].Error(), "until_validated") {
+		t.Errorf("file: good %+v, bad %v, %v", good, bad, err)
+	}
+}

@@ -1,0 +1,211 @@
+package schedule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certmail/certmail/internal/lease"
+)
+
+// State is what a schedule has done, as the scheduler's leader records it
+// (the hash certmail:schedule:<id>).
+type State struct {
+	Since      time.Time // ticks count from here (when the schedule was first seen or added)
+	LastTick   time.Time // the latest tick fired
+	LastRunAt  time.Time // when it was fired
+	Runs       int
+	LastTaskID string // the task of the latest tick, named before it is enqueued
+	Ended      bool
+	// EndedReason says why an ended schedule ended: EndedMaxRuns, EndedUntil
+	// or EndedValidated.
+	EndedReason string
+	EndedAt     time.Time
+	// OrderStatus is the order status DigiCert reported to the tick that
+	// ended an until_validated schedule.
+	OrderStatus string
+}
+
+// stateFields are the fields of the state hash, in State's order.
+var stateFields = []string{"since", "last_tick", "last_run_at", "runs", "last_task_id", "ended", "ended_reason", "ended_at", "order_status"}
+
+func stateKey(id string) string { return statePrefix + id }
+
+// stateOf reads a state hash; a field that is missing or malformed is left
+// at its zero value.
+func stateOf(h map[string]string) State {
+	runs, _ := strconv.Atoi(h["runs"])
+	return State{
+		Since:       unixField(h, "since"),
+		LastTick:    unixField(h, "last_tick"),
+		LastRunAt:   unixField(h, "last_run_at"),
+		Runs:        runs,
+		LastTaskID:  h["last_task_id"],
+		Ended:       h["ended"] == "1",
+		EndedReason: h["ended_reason"],
+		EndedAt:     unixField(h, "ended_at"),
+		OrderStatus: h["order_status"],
+	}
+}
+
+// unixField reads a Unix-seconds field; zero time when absent.
+func unixField(state map[string]string, name string) time.Time {
+	n, err := strconv.ParseInt(state[name], 10, 64)
+	if err != nil || n <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(n, 0)
+}
+
+// State returns the state of schedule id (the zero State for a schedule
+// that has none yet).
+func (st *Store) State(ctx context.Context, id string) (State, error) {
+	h, err := st.rdb.HGetAll(ctx, stateKey(id)).Result()
+	if err != nil {
+		return State{}, fmt.Errorf("read schedule state: %w", err)
+	}
+	return stateOf(h), nil
+}
+
+// States returns the states of the schedules ids, in one round trip.
+func (st *Store) States(ctx context.Context, ids []string) ([]State, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	pipe := st.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HMGet(ctx, stateKey(id), stateFields...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read schedule states: %w", err)
+	}
+	out := make([]State, len(ids))
+	for i, cmd := range cmds {
+		h := map[string]string{}
+		for j, name := range stateFields {
+			if v, ok := cmd.Val()[j].(string); ok {
+				h[name] = v
+			}
+		}
+		out[i] = stateOf(h)
+	}
+	return out, nil
+}
+
+// Begin records that schedule id's ticks count from at (whole seconds),
+// unless they count from an earlier time already.
+func (st *Store) Begin(ctx context.Context, id string, at time.Time) error {
+	if err := st.rdb.HSetNX(ctx, stateKey(id), "since", at.Unix()).Err(); err != nil {
+		return fmt.Errorf("record schedule start: %w", err)
+	}
+	return nil
+}
+
+// ErrNotLeader is returned by the fenced writes of the state when the
+// fence's lease is no longer its holder's: another scheduler leads.
+var ErrNotLeader = errors.New("not the scheduler leader")
+
+// recordScript advances a schedule's state to a fired tick, only for the
+// lease holder and only forwards; it ends the schedule at max_runs.
+// Returns 1 recorded, 2 recorded and ended, 0 already recorded, -1 not the
+// leader.
+var recordScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local last = tonumber(redis.call('HGET', KEYS[2], 'last_tick') or '0')
+if tonumber(ARGV[2]) <= last then return 0 end
+local runs = redis.call('HINCRBY', KEYS[2], 'runs', 1)
+redis.call('HSET', KEYS[2], 'last_tick', ARGV[2], 'last_run_at', ARGV[3], 'last_task_id', ARGV[4])
+local max = tonumber(ARGV[5])
+if max > 0 and runs >= max and redis.call('HGET', KEYS[2], 'ended') ~= '1' then
+  redis.call('HSET', KEYS[2], 'ended', '1', 'ended_reason', 'max_runs', 'ended_at', ARGV[3])
+  return 2
+end
+return 1`)
+
+// endScript ends a schedule for the reason ARGV[2] at ARGV[3] (Unix
+// seconds), recording the order status ARGV[4] when not empty, only for
+// the lease holder. Returns 1 when it ended it, 0 when it had ended
+// already, -1 not the leader.
+var endScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('HGET', KEYS[2], 'ended') == '1' then return 0 end
+redis.call('HSET', KEYS[2], 'ended', '1', 'ended_reason', ARGV[2], 'ended_at', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'order_status', ARGV[4]) end
+return 1`)
+
+// intentScript names the task of the tick an until_validated schedule is
+// about to enqueue, before it is enqueued, so that a leader taking over
+// after a crash in between waits for that task too. Only for the lease
+// holder: 1 done, -1 not the leader.
+var intentScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[2], 'last_task_id', ARGV[2])
+return 1`)
+
+// fenced runs script on schedule id's state for the holder of fence,
+// turning its -1 into ErrNotLeader.
+func (st *Store) fenced(ctx context.Context, script *redis.Script, fence *lease.Lease, id string, args ...any) (int, error) {
+	res, err := script.Run(ctx, st.rdb, []string{fence.Key(), stateKey(id)}, append([]any{fence.Token()}, args...)...).Int()
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("schedule %s state: %w", id, err)
+	case res < 0:
+		return 0, fmt.Errorf("schedule %s state: %w", id, ErrNotLeader)
+	}
+	return res, nil
+}
+
+// RecordTick advances schedule id's state to tick, fired at at as the task
+// taskID, while fence is its holder's: runs grows by one, and reaching
+// maxRuns (when above 0) ends the schedule. recorded is false when the tick
+// was already recorded (by an earlier leader); ended reports that this tick
+// ended the schedule.
+func (st *Store) RecordTick(ctx context.Context, fence *lease.Lease, id string, tick, at time.Time, taskID string, maxRuns int) (recorded, ended bool, err error) {
+	res, err := st.fenced(ctx, recordScript, fence, id, tick.Unix(), at.Unix(), taskID, maxRuns)
+	return res > 0, res == 2, err
+}
+
+// End ends schedule id for reason at at, keeping orderStatus when not "",
+// while fence is its holder's. ended is false when it had ended already.
+func (st *Store) End(ctx context.Context, fence *lease.Lease, id, reason string, at time.Time, orderStatus string) (ended bool, err error) {
+	res, err := st.fenced(ctx, endScript, fence, id, reason, at.Unix(), orderStatus)
+	return res == 1, err
+}
+
+// NoteTask records taskID as schedule id's last task before it is enqueued,
+// while fence is its holder's.
+func (st *Store) NoteTask(ctx context.Context, fence *lease.Lease, id, taskID string) error {
+	_, err := st.fenced(ctx, intentScript, fence, id, taskID)
+	return err
+}
+
+// APISchedules reads the API's schedules and judges each by the Store's
+// rules again (an account may have been removed since it was added): good
+// are those that may fire, bad names each of the others with its problem.
+func (st *Store) APISchedules(ctx context.Context) (good []*Compiled, bad map[string]error, err error) {
+	raw, err := st.rdb.HGetAll(ctx, apiSchedulesKey).Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read schedules: %w", err)
+	}
+	bad = map[string]error{}
+	for id, js := range raw {
+		var s Schedule
+		if err := json.Unmarshal([]byte(js), &s); err != nil {
+			bad[id] = err
+			continue
+		}
+		c, err := compile(s, SourceAPI, judge{rules: &st.rules})
+		if err != nil {
+			bad[id] = err
+			continue
+		}
+		good = append(good, c)
+	}
+	return good, bad, nil
+}

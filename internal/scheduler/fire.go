@@ -1,0 +1,289 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/enqueue"
+	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/schedule"
+	"github.com/certmail/certmail/internal/taskresult"
+	"github.com/certmail/certmail/tasks"
+)
+
+// outcome is how a step of firing ended.
+type outcome int
+
+const (
+	goOn    outcome = iota // done: go on
+	retry                  // a write failed or the tick's task is outstanding: look again next round
+	stopped                // the schedule ended
+	lost                   // the leadership was lost: the round stops
+)
+
+// fire enqueues the due ticks of one schedule. It returns false when the
+// leadership was lost (the round stops).
+func (s *Scheduler) fire(ctx context.Context, c *schedule.Compiled) bool {
+	now := time.Now()
+	if due, ok := s.due[c]; ok && now.Before(due) {
+		return true // nothing due: no need to ask Redis
+	}
+	state, err := s.store.State(ctx, c.ID)
+	if err != nil {
+		return true // Redis trouble: try again next round
+	}
+	if state.Ended {
+		if s.series[c.ID] {
+			s.dropSeries(c.ID)
+		}
+		return true
+	}
+	if state.Since.IsZero() { // first seen: ticks count from now
+		if err := s.store.Begin(ctx, c.ID, now); err != nil {
+			return true
+		}
+		state.Since = time.Unix(now.Unix(), 0)
+	}
+	if c.EndsWhenValidated() {
+		switch s.settle(ctx, c, state, now) {
+		case retry, stopped:
+			return true
+		case lost:
+			return false
+		}
+	}
+	base := state.LastTick
+	if base.IsZero() {
+		base = state.Since
+	}
+	if oldest := now.Add(-s.cfg.CatchUp); base.Before(oldest) {
+		base = oldest // ticks older than CatchUp are skipped
+	}
+	last, runs, out := s.fireDue(ctx, c, base, state.Runs, now)
+	switch out {
+	case retry:
+		return true
+	case lost:
+		return false
+	}
+	s.due[c] = c.Next(last)
+	if a := s.awaiting[c.ID]; a != nil && !a.settled && a.next.Before(s.due[c]) {
+		s.due[c] = a.next // look at the tick's task before the next tick
+	}
+	s.endIfOver(ctx, c, maxTime(base, state.LastTick), runs)
+	return true
+}
+
+// fireDue fires the ticks of c due by now after base, as far as its until
+// and max_runs allow; runs is how many it has fired before. It returns the
+// latest tick handled and the runs after it. An until_validated schedule
+// fires only the latest due tick, and no more until its task is settled.
+func (s *Scheduler) fireDue(ctx context.Context, c *schedule.Compiled, base time.Time, runs int, now time.Time) (time.Time, int, outcome) {
+	last := base // the latest tick handled
+	for tick, n := c.Next(base), 0; !tick.After(now) && n < maxFiresPerRound; tick, n = c.Next(tick), n+1 {
+		if c.Until != nil && tick.After(*c.Until) {
+			break
+		}
+		if c.MaxRuns > 0 && runs >= c.MaxRuns {
+			break
+		}
+		if c.EndsWhenValidated() && s.laterTickDue(c, tick, now, n) {
+			continue // one task at a time: only the latest due tick fires
+		}
+		taskID := fmt.Sprintf("sched:%s:%d", c.ID, tick.Unix())
+		recorded, out := s.fireTick(ctx, c, tick, taskID, runs)
+		if out != goOn {
+			return last, runs, out
+		}
+		if recorded {
+			runs++
+		}
+		last = tick
+		if c.EndsWhenValidated() {
+			s.awaiting[c.ID] = &awaiting{taskID: taskID, next: now.Add(firstLook), every: 2 * firstLook}
+			break
+		}
+	}
+	return last, runs, goOn
+}
+
+// fireTick enqueues one tick's task as taskID and records the tick; for an
+// until_validated schedule it names the task in the state first, so that a
+// leader taking over after a crash in between waits for that task too.
+// recorded is false when an earlier leader had recorded the tick.
+func (s *Scheduler) fireTick(ctx context.Context, c *schedule.Compiled, tick time.Time, taskID string, runs int) (recorded bool, out outcome) {
+	if c.EndsWhenValidated() {
+		err := s.store.NoteTask(ctx, s.lease, c.ID, taskID)
+		switch {
+		case errors.Is(err, schedule.ErrNotLeader):
+			s.lostLeadership(c.ID)
+			return false, lost
+		case err != nil:
+			s.log.Warn("could not record the tick about to be enqueued; trying again", zap.String("schedule", c.ID), zap.Error(err))
+			return false, retry
+		}
+	}
+	if !s.enqueue(ctx, c, taskID, tick) {
+		return false, retry
+	}
+	recorded, ended, err := s.store.RecordTick(ctx, s.lease, c.ID, tick, time.Now(), taskID, c.MaxRuns)
+	switch {
+	case errors.Is(err, schedule.ErrNotLeader):
+		s.lostLeadership(c.ID)
+		return false, lost
+	case err != nil:
+		s.log.Warn("could not record a fired tick; it is recognised by its task id next round", zap.String("schedule", c.ID), zap.Error(err))
+		return false, retry
+	case recorded:
+		s.recordRun(ctx, c, taskID, time.Now())
+	}
+	if ended {
+		s.log.Info("schedule ended", zap.String("schedule", c.ID), zap.String("reason", schedule.EndedMaxRuns), zap.Int("runs", runs+1))
+	}
+	return recorded, goOn
+}
+
+// endIfOver ends c once its until is past the tick after last, or it has
+// run max_runs times.
+func (s *Scheduler) endIfOver(ctx context.Context, c *schedule.Compiled, last time.Time, runs int) {
+	reason := ""
+	switch {
+	case c.MaxRuns > 0 && runs >= c.MaxRuns:
+		reason = schedule.EndedMaxRuns
+	case c.Until != nil && c.Next(last).After(*c.Until):
+		reason = schedule.EndedUntil
+	default:
+		return
+	}
+	if ended, err := s.store.End(ctx, s.lease, c.ID, reason, time.Now(), ""); err == nil && ended {
+		s.log.Info("schedule ended", zap.String("schedule", c.ID), zap.String("reason", reason), zap.Int("runs", runs))
+	}
+}
+
+// laterTickDue reports whether a tick after tick (the n-th of this round)
+// is due by now and may still fire.
+func (s *Scheduler) laterTickDue(c *schedule.Compiled, tick, now time.Time, n int) bool {
+	next := c.Next(tick)
+	return !next.After(now) && n+1 < maxFiresPerRound && (c.Until == nil || !next.After(*c.Until))
+}
+
+// settle looks at the task of an until_validated schedule's last tick,
+// state's LastTaskID (named before the task is enqueued, see fireTick).
+// While it is pending, scheduled, active or in retry (parked included) no
+// tick fires (retry); it is looked at again after a pause that doubles up
+// to lastLook. Completed with the outcome not_pending, it ends the schedule
+// (reason validated, DigiCert's order status kept) with one log line
+// (stopped). Completed otherwise, dead-lettered, or gone (its result
+// expired, or its enqueue never happened), it is settled and the next due
+// tick fires (goOn): that tick reads the order's status again, so at worst
+// it costs one validation read, never an email to a validated order.
+func (s *Scheduler) settle(ctx context.Context, c *schedule.Compiled, state schedule.State, now time.Time) outcome {
+	taskID := state.LastTaskID
+	if taskID == "" {
+		return goOn
+	}
+	a := s.awaiting[c.ID]
+	if a == nil || a.taskID != taskID {
+		a = &awaiting{taskID: taskID, every: firstLook}
+		s.awaiting[c.ID] = a
+	}
+	switch {
+	case a.settled:
+		return goOn
+	case now.Before(a.next):
+		s.due[c] = a.next
+		return retry
+	}
+	st, err := s.ops.TaskInQueue(ctx, c.Queue, taskID)
+	switch {
+	case errors.Is(err, ops.ErrNotFound):
+		a.settled = true
+		return goOn
+	case err != nil:
+		s.log.Warn("could not look at the last tick's task; trying again", zap.String("schedule", c.ID),
+			zap.String("task_id", taskID), zap.Error(err))
+		return retry
+	}
+	switch st.State {
+	case asynq.TaskStateCompleted.String():
+		res, err := taskresult.Decode(st.Result)
+		if err != nil || res.Outcome != taskresult.NotPending {
+			a.settled = true
+			return goOn
+		}
+		return s.endValidated(ctx, c, taskID, taskresult.CleanOrderStatus(res.OrderStatus), state.Runs)
+	case asynq.TaskStateArchived.String():
+		a.settled = true
+		s.log.Info("the last tick's task was dead-lettered; the next tick tries again", zap.String("schedule", c.ID),
+			zap.String("task_id", taskID))
+		return goOn
+	}
+	a.next, a.every = now.Add(a.every), min(2*a.every, lastLook)
+	s.due[c] = a.next
+	return retry
+}
+
+// endValidated ends an until_validated schedule whose last tick found its
+// order validated.
+func (s *Scheduler) endValidated(ctx context.Context, c *schedule.Compiled, taskID, orderStatus string, runs int) outcome {
+	ended, err := s.store.End(ctx, s.lease, c.ID, schedule.EndedValidated, time.Now(), orderStatus)
+	switch {
+	case errors.Is(err, schedule.ErrNotLeader):
+		s.lostLeadership(c.ID)
+		return lost
+	case err != nil:
+		s.log.Warn("could not end a validated schedule; trying again", zap.String("schedule", c.ID), zap.Error(err))
+		return retry
+	case ended:
+		s.log.Info("schedule ended: the order no longer waits for validation by email", zap.String("schedule", c.ID),
+			zap.String("reason", schedule.EndedValidated), zap.String("order_status", orderStatus), zap.String("task_id", taskID),
+			zap.Int("runs", runs))
+	}
+	delete(s.awaiting, c.ID)
+	return stopped
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// enqueue enqueues one tick's task through ops, under taskID; true when it
+// is in the queue (now or from an earlier leader).
+func (s *Scheduler) enqueue(ctx context.Context, c *schedule.Compiled, taskID string, tick time.Time) bool {
+	p, err := c.TickPayload()
+	var payload []byte
+	if err == nil {
+		payload, err = json.Marshal(p)
+	}
+	var ve *tasks.ValidationError
+	if err == nil {
+		_, _, err = s.ops.Enqueue(ctx, enqueue.Request{Type: c.Type, Payload: payload, Queue: c.Queue, TaskID: taskID})
+	}
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		s.log.Info("tick already enqueued by an earlier leader", zap.String("schedule", c.ID), zap.String("task_id", taskID))
+		return true
+	case errors.As(err, &ve), errors.Is(err, tasks.ErrUnknownType):
+		s.warnOnce(c.ID, "schedule payload no longer valid: "+err.Error())
+		return false
+	case err != nil:
+		s.series[c.ID] = true
+		s.metrics.failed.WithLabelValues(c.ID).Inc()
+		s.log.Warn("could not enqueue a tick; trying again", zap.String("schedule", c.ID), zap.String("task_id", taskID), zap.Error(err))
+		return false
+	}
+	s.series[c.ID] = true
+	s.metrics.ticks.WithLabelValues(c.ID).Inc()
+	s.log.Info("tick enqueued", zap.String("schedule", c.ID), zap.String("task_id", taskID), zap.String("task_type", c.Type),
+		zap.String("queue", c.Queue), zap.Time("tick", tick))
+	return true
+}
