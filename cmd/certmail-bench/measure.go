@@ -168,6 +168,7 @@ func runWorker(ctx context.Context, r *redisServer, baseURL string, n int) (time
 	if err != nil {
 		return 0, err
 	}
+	defer conn.Client.Close()
 	w, err := worker.New(worker.Config{
 		Redis:             conn,
 		Accounts:          account.Set{"default": {Name: "default", BaseURL: baseURL, APIKey: account.Secret(benchKey)}},

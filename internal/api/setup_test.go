@@ -125,10 +125,11 @@ func setup(t testing.TB, opts ...setupOpts) *bundle {
 func (b *bundle) startWorker(t testing.TB) {
 	t.Helper()
 	_, baseURL := digicerttest.NewTestServer(t, digicerttest.Config{APIKeys: []string{digicertKey}})
-	conn, err := redisconn.Open(b.redis.URL()) // the worker closes its own
+	conn, err := redisconn.Open(b.redis.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = conn.Client.Close() }) // after the worker stopped
 	log, err := logging.New("error", "json", io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -413,6 +413,7 @@ func startWorker(t *testing.T, e *env, baseURL, key string) {
 		if err := <-done; err != nil {
 			t.Errorf("worker: %v", err)
 		}
+		_ = conn.Client.Close()
 	})
 }
 

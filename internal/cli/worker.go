@@ -1,7 +1,7 @@
 package cli
 
 import (
-	"net"
+	"errors"
 	"time"
 
 	"github.com/certmail/certmail/internal/digicert"
@@ -25,16 +25,20 @@ type WorkerCmd struct {
 }
 
 // Run starts the worker and blocks until SIGTERM/SIGINT.
-func (c *WorkerCmd) Run(env *Env) error {
+func (c *WorkerCmd) Run(env *Env) (err error) {
 	cfg, err := c.config(env)
 	if err != nil {
 		return err
 	}
+	if cfg.Redis, err = c.open(); err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, cfg.Redis.Client.Close()) }()
 	w, err := worker.New(cfg)
 	if err != nil {
 		return usageError{err}
 	}
-	return w.Run(env.Ctx, func(net.Addr) {})
+	return w.Run(env.Ctx, nil)
 }
 
 func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
@@ -56,12 +60,7 @@ func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
 	if err != nil {
 		return worker.Config{}, err
 	}
-	conn, err := c.open()
-	if err != nil {
-		return worker.Config{}, err
-	}
 	return worker.Config{
-		Redis:             conn,
 		Accounts:          accounts,
 		Concurrency:       c.Concurrency,
 		Queues:            queues,

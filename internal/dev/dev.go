@@ -225,7 +225,7 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 
 	accounts := account.Set{"default": {Name: "default", BaseURL: st.FakeURL, APIKey: account.Secret(key), RateLimits: windows}}
 
-	// The worker, on its own connection (it closes it when it stops).
+	// The worker, on its own connection.
 	wconn, err := redisconn.Open(st.RedisURL)
 	if err != nil {
 		return err
@@ -241,7 +241,9 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 		return err
 	}
 	workerUp := make(chan net.Addr, 1)
-	run("worker", func() error { return w.Run(ctx, func(a net.Addr) { workerUp <- a }) })
+	run("worker", func() error {
+		return errors.Join(w.Run(ctx, func(a net.Addr) { workerUp <- a }), wconn.Client.Close())
+	})
 
 	// The API and the dashboard.
 	aconn, err := redisconn.Open(st.RedisURL)

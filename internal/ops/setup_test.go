@@ -80,10 +80,7 @@ func (b *bundle) startWorker(t *testing.T, orders ...int64) (stop func()) {
 	t.Helper()
 	fake, baseURL := digicerttest.NewTestServer(t, digicerttest.Config{APIKeys: []string{testKey}})
 	fake.AddOrder(orders...)
-	conn, err := redisconn.Open(b.redis.URL()) // the worker closes its client itself
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := b.open(t)
 	w, err := worker.New(worker.Config{
 		Redis: conn,
 		Accounts: account.Set{"default": account.Account{

@@ -98,6 +98,7 @@ func (b *bundle) startWorkerCtl(t *testing.T, o setupOpts) (stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = conn.Client.Close() }) // after the worker stopped (cleanups run last first)
 	cfg := worker.Config{
 		Redis: conn,
 		Accounts: account.Set{"default": account.Account{

@@ -33,7 +33,7 @@ import (
 
 // Config configures a worker. Zero values take the defaults noted.
 type Config struct {
-	Redis    *redisconn.Conn // required; the worker closes its client when Run returns
+	Redis    *redisconn.Conn // required; the worker does not close its client
 	Accounts account.Set     // required; every account has its key
 
 	Concurrency       int            // handlers running at once; default 20
@@ -269,7 +269,6 @@ func (w *Worker) observe(next asynq.Handler) asynq.Handler {
 // hands the rest back to their queues. started, when not nil, is called with
 // the admin address once the worker is processing.
 func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) error {
-	defer w.rdb.Close()
 	if err := w.cfg.Redis.Wait(ctx, w.log); err != nil {
 		return err
 	}
