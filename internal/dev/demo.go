@@ -44,6 +44,13 @@ const DemoApproveAfter = 3
 var DemoSchedule = schedule.Schedule{ID: "demo-dcv-order-1002", Cron: "@every " + DefaultDemoEvery.String(), Type: "resend-dcv",
 	Payload: []byte(`{"order_id": 1002, "locale": "en"}`)}
 
+// demoSchedule is DemoSchedule firing every every.
+func demoSchedule(every time.Duration) schedule.Schedule {
+	demo := DemoSchedule
+	demo.Cron = "@every " + every.String()
+	return demo
+}
+
 // demoOVOrder is the OV order the demo resends per domain.
 var demoOVOrder = digicerttest.Order{ID: ovOrderID, Type: digicerttest.OrderOV, Domains: []digicerttest.Domain{
 	{ID: 2101, NameScope: "example.com", DNSNames: []string{"example.com", "www.example.com"}},

@@ -6,6 +6,10 @@
 // and the dashboard, plus demo tasks in every state. Nothing it runs is fit
 // for production: the Redis keeps everything in memory and the fake emails
 // nobody.
+//
+// Run is a composition: each component is started by a small function of
+// its own under one errgroup, on its own Redis connection, which it closes
+// when it stops; the first that fails stops the others.
 package dev
 
 import (
@@ -18,11 +22,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/admin"
@@ -47,6 +51,9 @@ const (
 // MissingID is the order and certificate id the dev fake does not know: the
 // demo's permanently failing task uses it.
 const MissingID = 404404
+
+// shutdownTimeout is what in-flight work gets when the stack stops.
+const shutdownTimeout = 5 * time.Second
 
 // Config configures the dev stack. Zero values take the defaults noted.
 type Config struct {
@@ -75,14 +82,45 @@ type Config struct {
 	Queues map[string]int
 	// ScheduleMinInterval is the shortest time allowed between two ticks
 	// of a schedule; default schedule.DefaultMinInterval. With the demo,
-	// it is lowered to the demo schedule's interval (DemoEvery,
-	// DefaultDemoEvery) when that is shorter, so that the demo schedule is
-	// accepted.
+	// it is lowered to the demo schedule's interval (DemoEvery) when that is
+	// shorter, so that the demo schedule is accepted.
 	ScheduleMinInterval time.Duration
-	// Stdout receives the banner (URLs, token, curl commands).
+	// Stdout receives the banner (URLs, token, curl commands); default none.
 	Stdout io.Writer
 	// Logger receives the components' logs (required).
 	Logger *zap.Logger
+}
+
+// WithDefaults returns c with zero values replaced by the defaults, and the
+// minimum interval lowered to the demo schedule's.
+func (c Config) WithDefaults() Config {
+	c.HTTPAddr = cmp.Or(c.HTTPAddr, DefaultHTTPAddr)
+	c.AdminAddr = cmp.Or(c.AdminAddr, DefaultAdminAddr)
+	c.DemoEvery = cmp.Or(c.DemoEvery, DefaultDemoEvery)
+	c.ScheduleMinInterval = cmp.Or(c.ScheduleMinInterval, schedule.DefaultMinInterval)
+	if !c.NoDemo && c.DemoEvery > 0 && c.DemoEvery < c.ScheduleMinInterval {
+		// The demo schedule reminds a fake DigiCert: let it fire as often
+		// as it is set to, whatever the interval guarding the real one.
+		c.ScheduleMinInterval = c.DemoEvery
+	}
+	if c.Queues == nil {
+		c.Queues, _ = queues.Parse(queues.Default) // a constant that parses (queues' own test)
+	}
+	if c.Stdout == nil {
+		c.Stdout = io.Discard
+	}
+	return c
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Logger == nil:
+		return errors.New("no logger")
+	case c.DemoEvery < time.Second || c.DemoEvery%time.Second != 0:
+		return fmt.Errorf("demo schedule every %v: want whole seconds", c.DemoEvery)
+	}
+	return nil
 }
 
 // Stack is the running dev stack, as Run reports it once everything serves.
@@ -103,188 +141,135 @@ func (s *Stack) Fake() *digicerttest.Server { return s.fake }
 // Run starts every component, prints the banner, enqueues the demo tasks and
 // serves until ctx is done; then it stops everything and returns. started,
 // when not nil, is called once everything serves.
-func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
-	if cfg.Logger == nil {
-		return errors.New("no logger")
+func Run(ctx context.Context, cfg Config, started func(*Stack)) error {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
-	if cfg.Stdout == nil {
-		cfg.Stdout = io.Discard
-	}
-	if cfg.HTTPAddr == "" {
-		cfg.HTTPAddr = DefaultHTTPAddr
-	}
-	if cfg.AdminAddr == "" {
-		cfg.AdminAddr = DefaultAdminAddr
-	}
-	demo, every := DemoSchedule, DefaultDemoEvery
-	if cfg.DemoEvery != 0 {
-		if cfg.DemoEvery < time.Second || cfg.DemoEvery%time.Second != 0 {
-			return fmt.Errorf("demo schedule every %v: want whole seconds", cfg.DemoEvery)
-		}
-		every = cfg.DemoEvery
-		demo.Cron = "@every " + every.String()
-	}
-	if !cfg.NoDemo && every < cmp.Or(cfg.ScheduleMinInterval, schedule.DefaultMinInterval) {
-		// The demo schedule reminds a fake DigiCert: let it fire as often
-		// as it is set to, whatever the interval guarding the real one.
-		cfg.ScheduleMinInterval = every
-	}
-	approveAfter := demoApprovals(every)
-	if cfg.Queues == nil {
-		qs, err := queues.Parse(queues.Default)
-		if err != nil {
-			return err
-		}
-		cfg.Queues = qs
-	}
-	queueNames := queues.Names(cfg.Queues)
-	log := cfg.Logger
 	st := &Stack{RedisURL: cfg.RedisURL}
 	if len(cfg.Tokens) == 0 {
 		cfg.Tokens = []api.Token{{Secret: account.Secret("dev-" + randomHex(16)), Role: api.RoleOperator}}
 	}
 	st.Token = cfg.Tokens[0].Secret.Reveal()
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	// run starts a component; its failure stops the whole stack.
-	run := func(name string, fn func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(); err != nil {
-				errs <- fmt.Errorf("%s: %w", name, err)
-				cancel()
-			}
-		}()
-	}
 	var mr *miniredis.Miniredis
-	defer func() {
-		cancel()
-		wg.Wait()
-		if mr != nil {
-			mr.Close()
-		}
-		close(errs)
-		for e := range errs {
-			err = errors.Join(err, e)
-		}
-	}()
-
-	// Redis.
 	if st.RedisURL == "" {
-		mr, err = startMiniredis(ctx, cfg.RedisAddr, &wg)
-		if err != nil {
+		var err error
+		if mr, err = startMiniredis(cfg.RedisAddr); err != nil {
 			return err
 		}
-		st.Embedded = true
-		st.RedisURL = "redis://" + mr.Addr() + "/0"
+		defer mr.Close() // once every component stopped
+		st.Embedded, st.RedisURL = true, "redis://"+mr.Addr()+"/0"
 	}
-
-	// The fake CertCentral, with a key that never leaves the process.
-	key := randomHex(24)
-	windows, err := ratelimit.ParseWindows(ratelimit.DefaultWindows)
+	approveAfter := demoApprovals(cfg.DemoEvery)
+	fakeLn, accounts, err := newFake(st, approveAfter)
 	if err != nil {
 		return err
 	}
-	var fakeWindows []digicerttest.Window
-	for _, w := range windows {
-		fakeWindows = append(fakeWindows, digicerttest.Window{Limit: w.Limit, Period: w.Period})
+	c := components{cfg: cfg, stack: st, accounts: accounts,
+		rules: enqueue.Rules{Accounts: accounts.Names(), Queues: queues.Names(cfg.Queues)}}
+	workerUp, apiUp := make(chan net.Addr, 1), make(chan net.Addr, 1)
+	g, ctx := errgroup.WithContext(ctx)
+	if mr != nil {
+		g.Go(func() error { return tickMiniredis(ctx, mr) })
 	}
-	st.fake = digicerttest.New(digicerttest.Config{APIKeys: []string{key}, AnyIDExists: true,
-		Missing: []int64{MissingID}, RateLimits: fakeWindows, RecordLimit: 10000, ApproveAfter: approveAfter})
-	fakeLn, err := net.Listen("tcp", "127.0.0.1:0")
+	g.Go(func() error { return named("fake CertCentral", serveFake(ctx, st.fake, fakeLn)) })
+	g.Go(func() error { return named("worker", c.worker(ctx, workerUp)) })
+	g.Go(func() error { return named("api", c.api(ctx, apiUp)) })
+	g.Go(func() error { return named("scheduler", c.scheduler(ctx)) })
+	g.Go(func() error { return named("demo", c.demo(ctx, workerUp, apiUp, approveAfter, started)) })
+	return g.Wait()
+}
+
+// named says which component an error came from.
+func named(name string, err error) error {
 	if err != nil {
-		return fmt.Errorf("fake CertCentral: %w", err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	st.FakeURL = "http://" + fakeLn.Addr().String() + "/services/v2"
-	fakeSrv := admin.NewServer(st.fake, admin.Limits{})
-	// Its shutdown is part of its run, so that Run returns only once the
-	// fake's connections are closed.
-	run("fake CertCentral", func() error {
-		served := make(chan error, 1)
-		go func() { served <- fakeSrv.Serve(fakeLn) }()
-		select {
-		case err := <-served:
-			return err // Serve failed before the stack stopped
-		case <-ctx.Done():
-		}
-		st.fake.Close() // releases any request it holds
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		if err := fakeSrv.Shutdown(sctx); err != nil {
-			_ = fakeSrv.Close()
-		}
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	return nil
+}
 
-	accounts := account.Set{"default": {Name: "default", BaseURL: st.FakeURL, APIKey: account.Secret(key), RateLimits: windows}}
+// components start the parts of the stack, each on its own connection.
+type components struct {
+	cfg      Config
+	stack    *Stack
+	accounts account.Set
+	rules    enqueue.Rules
+}
 
-	// The worker, on its own connection.
-	wconn, err := redisconn.Open(st.RedisURL)
+// open returns a connection to the stack's Redis, closed by the caller.
+func (c *components) open() (*redisconn.Conn, error) {
+	return redisconn.Open(c.stack.RedisURL)
+}
+
+// scheduleRules are the rules of the stack's schedules.
+func (c *components) scheduleRules() schedule.Rules {
+	return schedule.Rules{Enqueue: c.rules, MinInterval: c.cfg.ScheduleMinInterval}
+}
+
+// worker runs the worker until ctx is done; up receives its admin address.
+func (c *components) worker(ctx context.Context, up chan<- net.Addr) (err error) {
+	conn, err := c.open()
 	if err != nil {
 		return err
 	}
-	if err := wconn.Wait(ctx, log); err != nil {
-		_ = wconn.Client.Close()
-		return err
-	}
-	w, err := worker.New(worker.Config{Redis: wconn, Accounts: accounts, AdminAddr: cfg.AdminAddr, Queues: cfg.Queues,
-		ShutdownTimeout: 5 * time.Second, Logger: log.Named("worker")})
+	defer func() { err = errors.Join(err, conn.Client.Close()) }()
+	w, err := worker.New(worker.Config{Redis: conn, Accounts: c.accounts, AdminAddr: c.cfg.AdminAddr, Queues: c.cfg.Queues,
+		ShutdownTimeout: shutdownTimeout, Logger: c.cfg.Logger.Named("worker")})
 	if err != nil {
-		_ = wconn.Client.Close()
 		return err
 	}
-	workerUp := make(chan net.Addr, 1)
-	run("worker", func() error {
-		return errors.Join(w.Run(ctx, func(a net.Addr) { workerUp <- a }), wconn.Client.Close())
-	})
+	return w.Run(ctx, func(a net.Addr) { up <- a })
+}
 
-	// The API and the dashboard.
-	aconn, err := redisconn.Open(st.RedisURL)
+// api serves the API and the dashboard until ctx is done; up receives its
+// address.
+func (c *components) api(ctx context.Context, up chan<- net.Addr) (err error) {
+	conn, err := c.open()
 	if err != nil {
 		return err
 	}
-	rules := enqueue.Rules{Accounts: accounts.Names(), Queues: queueNames}
-	svc := ops.New(aconn, ops.Options{Rules: rules, Logger: log.Named("api")})
-	store, err := schedule.NewStore(schedule.Config{Redis: aconn.Client,
-		Rules: schedule.Rules{Enqueue: rules, MinInterval: cfg.ScheduleMinInterval}, Logger: log.Named("api")})
-	if err != nil {
-		return errors.Join(err, svc.Close(), aconn.Client.Close())
-	}
-	srv, err := api.New(api.Config{Ops: svc, Redis: aconn, Schedules: store, Tokens: cfg.Tokens, Addr: cfg.HTTPAddr,
-		ShutdownTimeout: 5 * time.Second, Logger: log.Named("api")})
-	if err != nil {
-		return errors.Join(err, svc.Close(), aconn.Client.Close())
-	}
-	apiUp := make(chan net.Addr, 1)
-	run("api", func() error {
-		err := srv.Run(ctx, func(a net.Addr) { apiUp <- a })
-		return errors.Join(err, srv.Close(), svc.Close(), aconn.Client.Close())
-	})
-
-	// The scheduler, on its own connection too.
-	sconn, err := redisconn.Open(st.RedisURL)
+	defer func() { err = errors.Join(err, conn.Client.Close()) }()
+	log := c.cfg.Logger.Named("api")
+	store, err := schedule.NewStore(schedule.Config{Redis: conn.Client, Rules: c.scheduleRules(), Logger: log})
 	if err != nil {
 		return err
 	}
-	ssvc := ops.New(sconn, ops.Options{Rules: rules, Logger: log.Named("scheduler")})
-	sstore, err := schedule.NewStore(schedule.Config{Redis: sconn.Client,
-		Rules: schedule.Rules{Enqueue: rules, MinInterval: cfg.ScheduleMinInterval}, Logger: log.Named("scheduler")})
+	svc := ops.New(conn, ops.Options{Rules: c.rules, Logger: log})
+	defer func() { err = errors.Join(err, svc.Close()) }()
+	srv, err := api.New(api.Config{Ops: svc, Redis: conn, Schedules: store, Tokens: c.cfg.Tokens, Addr: c.cfg.HTTPAddr,
+		ShutdownTimeout: shutdownTimeout, Logger: log})
 	if err != nil {
-		return errors.Join(err, ssvc.Close(), sconn.Client.Close())
+		return err
 	}
-	sch, err := scheduler.New(scheduler.Config{Redis: sconn, Ops: ssvc, Store: sstore, Logger: log.Named("scheduler")})
-	if err != nil {
-		return errors.Join(err, ssvc.Close(), sconn.Client.Close())
-	}
-	run("scheduler", func() error { return errors.Join(sch.Run(ctx, nil), ssvc.Close(), sconn.Client.Close()) })
+	defer func() { err = errors.Join(err, srv.Close()) }()
+	return srv.Run(ctx, func(a net.Addr) { up <- a })
+}
 
+// scheduler runs the scheduler until ctx is done.
+func (c *components) scheduler(ctx context.Context) (err error) {
+	conn, err := c.open()
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, conn.Client.Close()) }()
+	log := c.cfg.Logger.Named("scheduler")
+	store, err := schedule.NewStore(schedule.Config{Redis: conn.Client, Rules: c.scheduleRules(), Logger: log})
+	if err != nil {
+		return err
+	}
+	svc := ops.New(conn, ops.Options{Rules: c.rules, Logger: log})
+	defer func() { err = errors.Join(err, svc.Close()) }()
+	s, err := scheduler.New(scheduler.Config{Redis: conn, Ops: svc, Store: store, Logger: log})
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx, nil)
+}
+
+// demo waits for the worker and the API to serve, prints the banner, tells
+// started, and enqueues the demo tasks and schedule unless NoDemo.
+func (c *components) demo(ctx context.Context, workerUp, apiUp <-chan net.Addr, approveAfter int, started func(*Stack)) (err error) {
+	st := c.stack
 	for range 2 {
 		select {
 		case a := <-workerUp:
@@ -296,50 +281,104 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) (err error) {
 		}
 	}
 	st.dashboard = st.APIURL + api.DashboardPath + "/"
-	printBanner(cfg.Stdout, st, demo, approveAfter)
+	demo := demoSchedule(c.cfg.DemoEvery)
+	printBanner(c.cfg.Stdout, st, demo, approveAfter)
 	if started != nil {
 		started(st)
 	}
-	if !cfg.NoDemo {
-		run("demo", func() error {
-			return enqueueDemo(ctx, svc, store, demo, approveAfter, st.fake, log.Named("demo"))
-		})
+	if c.cfg.NoDemo {
+		return nil
 	}
-	<-ctx.Done()
+	conn, err := c.open()
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, conn.Client.Close()) }()
+	log := c.cfg.Logger.Named("demo")
+	store, err := schedule.NewStore(schedule.Config{Redis: conn.Client, Rules: c.scheduleRules(), Logger: log})
+	if err != nil {
+		return err
+	}
+	svc := ops.New(conn, ops.Options{Rules: c.rules, Logger: log})
+	defer func() { err = errors.Join(err, svc.Close()) }()
+	return enqueueDemo(ctx, svc, store, demo, approveAfter, st.fake, log)
+}
+
+// newFake builds the stack's fake CertCentral, with a key that never leaves
+// the process, and its listener; accounts are the stack's one account on it.
+func newFake(st *Stack, approveAfter int) (net.Listener, account.Set, error) {
+	key := randomHex(24)
+	windows, err := ratelimit.ParseWindows(ratelimit.DefaultWindows)
+	if err != nil {
+		return nil, nil, err
+	}
+	var fakeWindows []digicerttest.Window
+	for _, w := range windows {
+		fakeWindows = append(fakeWindows, digicerttest.Window{Limit: w.Limit, Period: w.Period})
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, fmt.Errorf("fake CertCentral: %w", err)
+	}
+	st.fake = digicerttest.New(digicerttest.Config{APIKeys: []string{key}, AnyIDExists: true,
+		Missing: []int64{MissingID}, RateLimits: fakeWindows, RecordLimit: 10000, ApproveAfter: approveAfter})
+	st.FakeURL = "http://" + ln.Addr().String() + "/services/v2"
+	accounts := account.Set{"default": {Name: "default", BaseURL: st.FakeURL, APIKey: account.Secret(key), RateLimits: windows}}
+	return ln, accounts, nil
+}
+
+// serveFake serves the fake on ln until ctx is done, then releases any
+// request it holds and shuts down, so that Run returns only once the fake's
+// connections are closed.
+func serveFake(ctx context.Context, fake *digicerttest.Server, ln net.Listener) error {
+	srv := admin.NewServer(fake, admin.Limits{})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err // Serve failed before the stack stopped
+	case <-ctx.Done():
+	}
+	fake.Close() // releases any request it holds
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
 	return nil
 }
 
-// startMiniredis starts the embedded Redis and a goroutine (counted in wg)
-// that moves its clock with the wall clock until ctx is done: miniredis only
-// expires keys when told time passed, and asynq's leases, heartbeats and
-// retention depend on expiry. The caller closes it once everything stopped.
-func startMiniredis(ctx context.Context, addr string, wg *sync.WaitGroup) (*miniredis.Miniredis, error) {
-	if addr == "" {
-		addr = "127.0.0.1:0"
-	}
+// startMiniredis starts the embedded Redis. The caller closes it once
+// everything stopped, and moves its clock (tickMiniredis).
+func startMiniredis(addr string) (*miniredis.Miniredis, error) {
 	mr := miniredis.NewMiniRedis()
-	if err := mr.StartAddr(addr); err != nil {
+	if err := mr.StartAddr(cmp.Or(addr, "127.0.0.1:0")); err != nil {
 		return nil, fmt.Errorf("embedded Redis on %s: %w", addr, err)
 	}
 	mr.SetTime(time.Now())
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		last := time.Now()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				mr.SetTime(now)
-				mr.FastForward(now.Sub(last))
-				last = now
-			}
-		}
-	}()
 	return mr, nil
+}
+
+// tickMiniredis moves the embedded Redis's clock with the wall clock until
+// ctx is done: miniredis only expires keys when told time passed, and
+// asynq's leases, heartbeats and retention depend on expiry.
+func tickMiniredis(ctx context.Context, mr *miniredis.Miniredis) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			mr.SetTime(now)
+			mr.FastForward(now.Sub(last))
+			last = now
+		}
+	}
 }
 
 func randomHex(n int) string {
