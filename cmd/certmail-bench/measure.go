@@ -293,7 +293,10 @@ func apiEnqueue(ctx context.Context, r *redisServer, o options) ([]figure, error
 		return nil, err
 	}
 	defer conn.Client.Close()
-	svc := ops.New(conn, ops.Options{})
+	svc, err := ops.New(ops.Config{Redis: conn})
+	if err != nil {
+		return nil, err
+	}
 	defer svc.Close()
 	store, err := schedule.NewStore(schedule.Config{Redis: conn.Client})
 	if err != nil {

@@ -5,6 +5,7 @@
 package admin
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 )
+
+// DefaultAddr is CERTMAIL_ADMIN_ADDR's default for the worker and the
+// scheduler.
+const DefaultAddr = ":9090"
 
 // Defaults of Limits: what every certmail HTTP server allows a connection.
 const (
@@ -55,24 +60,12 @@ type Limits struct {
 
 // WithDefaults returns l with zero values replaced by the defaults.
 func (l Limits) WithDefaults() Limits {
-	if l.ReadHeaderTimeout == 0 {
-		l.ReadHeaderTimeout = DefaultReadHeaderTimeout
-	}
-	if l.ReadTimeout == 0 {
-		l.ReadTimeout = DefaultReadTimeout
-	}
-	if l.HandlerTimeout == 0 {
-		l.HandlerTimeout = DefaultHandlerTimeout
-	}
-	if l.WriteTimeout == 0 {
-		l.WriteTimeout = DefaultWriteTimeout
-	}
-	if l.IdleTimeout == 0 {
-		l.IdleTimeout = DefaultIdleTimeout
-	}
-	if l.MaxHeaderBytes == 0 {
-		l.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
+	l.ReadHeaderTimeout = cmp.Or(l.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	l.ReadTimeout = cmp.Or(l.ReadTimeout, DefaultReadTimeout)
+	l.HandlerTimeout = cmp.Or(l.HandlerTimeout, DefaultHandlerTimeout)
+	l.WriteTimeout = cmp.Or(l.WriteTimeout, DefaultWriteTimeout)
+	l.IdleTimeout = cmp.Or(l.IdleTimeout, DefaultIdleTimeout)
+	l.MaxHeaderBytes = cmp.Or(l.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	return l
 }
 

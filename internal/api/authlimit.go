@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"errors"
 	"math"
 	"net"
@@ -38,15 +39,9 @@ type AuthFailureLimit struct {
 
 // WithDefaults returns l with zero values replaced by the defaults.
 func (l AuthFailureLimit) WithDefaults() AuthFailureLimit {
-	if l.Burst == 0 {
-		l.Burst = DefaultAuthFailureBurst
-	}
-	if l.Every == 0 {
-		l.Every = DefaultAuthFailureEvery
-	}
-	if l.Clients == 0 {
-		l.Clients = DefaultAuthFailureClients
-	}
+	l.Burst = cmp.Or(l.Burst, DefaultAuthFailureBurst)
+	l.Every = cmp.Or(l.Every, DefaultAuthFailureEvery)
+	l.Clients = cmp.Or(l.Clients, DefaultAuthFailureClients)
 	return l
 }
 

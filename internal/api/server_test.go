@@ -323,7 +323,10 @@ func TestNewRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Client.Close() })
-	svc := ops.New(conn, ops.Options{})
+	svc, err := ops.New(ops.Config{Redis: conn})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { _ = svc.Close() })
 	store, err := schedule.NewStore(schedule.Config{Redis: conn.Client})
 	if err != nil {

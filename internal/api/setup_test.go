@@ -75,7 +75,9 @@ func setup(t testing.TB, opts ...setupOpts) *bundle {
 	}
 	t.Cleanup(func() { _ = b.conn.Client.Close() })
 	rules := enqueue.Rules{Accounts: []string{"default", "eu"}}
-	b.ops = ops.New(b.conn, ops.Options{Rules: rules})
+	if b.ops, err = ops.New(ops.Config{Redis: b.conn, Rules: rules}); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { _ = b.ops.Close() })
 	b.schedules, err = schedule.NewStore(schedule.Config{Redis: b.conn.Client, Rules: schedule.Rules{Enqueue: rules}})
 	if err != nil {

@@ -10,14 +10,30 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/admin"
+	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/dev"
+	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/logging"
+	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/queues"
+	"github.com/certmail/certmail/internal/ratelimit"
+	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/schedule"
+	"github.com/certmail/certmail/internal/scheduler"
+	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/tasks"
 )
 
 // Env is what every command receives: the process context (cancelled on
@@ -74,10 +90,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		kong.Exit(func(code int) { exitCode, exited = code, true }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.UsageOnError(),
-		kong.Vars{ // defaults with one source: the package constants
-			"queues":                queues.Default,
-			"schedule_min_interval": schedule.DefaultMinInterval.String(),
-		},
+		defaults(),
 	)
 	if err != nil {
 		fmt.Fprintf(stderr, "certmail: %v\n", err)
@@ -104,6 +117,51 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return 1
 	}
 	return 0
+}
+
+// defaults are the flags' defaults (default:"${name}" in the command
+// structs), each read from the constant of the package it configures, so
+// that a default has one source.
+func defaults() kong.Vars {
+	return kong.Vars{
+		"redis_url":               redisconn.DefaultURL,
+		"log_level":               logging.DefaultLevel,
+		"log_format":              logging.DefaultFormat,
+		"dev_log_format":          dev.DefaultLogFormat,
+		"digicert_base_url":       account.DefaultBaseURL,
+		"digicert_rate_limits":    ratelimit.DefaultWindows,
+		"digicert_timeout":        duration(digicert.DefaultTimeout),
+		"queues":                  queues.Default,
+		"max_retry":               strconv.Itoa(tasks.DefaultMaxRetry),
+		"result_retention":        duration(tasks.DefaultRetention),
+		"schedule_min_interval":   duration(schedule.DefaultMinInterval),
+		"scheduler_lease":         duration(scheduler.DefaultLease),
+		"admin_addr":              admin.DefaultAddr,
+		"api_addr":                api.DefaultAddr,
+		"api_shutdown_timeout":    duration(api.DefaultShutdownTimeout),
+		"dev_http_addr":           dev.DefaultHTTPAddr,
+		"dev_admin_addr":          dev.DefaultAdminAddr,
+		"concurrency":             strconv.Itoa(worker.DefaultConcurrency),
+		"worker_shutdown_timeout": duration(worker.DefaultShutdownTimeout),
+		"deadletter_maxlen":       strconv.Itoa(deadletter.DefaultMaxLen),
+		"auth_probe_interval":     duration(worker.DefaultAuthProbeInterval),
+		"rate_limit_pause":        duration(worker.DefaultRateLimitPause),
+		"dlq_limit":               strconv.Itoa(ops.DefaultDeadLetterLimit),
+		"fake_addr":               digicerttest.DefaultAddr,
+		"fake_block_for":          duration(digicerttest.DefaultBlockFor),
+		"fake_shutdown_timeout":   duration(fakeShutdownTimeout),
+	}
+}
+
+// duration prints d as a flag's default: 24h rather than 24h0m0s.
+func duration(d time.Duration) string {
+	s := d.String()
+	for _, zeros := range []string{"m0s", "h0m"} {
+		if strings.HasSuffix(s, zeros) {
+			s = s[:len(s)-len("0s")]
+		}
+	}
+	return s
 }
 
 // usageError marks a configuration mistake (exit status 2) as opposed to a

@@ -9,14 +9,14 @@ import (
 type DevCmd struct {
 	RedisURL  string `name:"redis-url" env:"REDIS_URL" help:"Use this Redis instead of the embedded in-memory one." group:"Redis"`
 	RedisAddr string `name:"redis-addr" help:"Listen address of the embedded Redis (default: a free loopback port)." group:"Redis"`
-	HTTPAddr  string `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"127.0.0.1:8080" help:"Listen address of the API and the dashboard."`
-	AdminAddr string `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"127.0.0.1:9090" help:"Listen address of the worker's /healthz, /readyz and /metrics."`
+	HTTPAddr  string `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"${dev_http_addr}" help:"Listen address of the API and the dashboard."`
+	AdminAddr string `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${dev_admin_addr}" help:"Listen address of the worker's /healthz, /readyz and /metrics."`
 	Tokens    string `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"API tokens, comma separated, each optionally followed by a space and its role (default: one operator token generated and printed at start)."`
 	NoDemo    bool   `name:"no-demo" help:"Do not enqueue the demo tasks."`
 	QueueFlags
 	ScheduleRuleFlags
-	LogLevel  string `name:"log-level" env:"CERTMAIL_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)." group:"Logging"`
-	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"console" enum:"json,console" help:"Log format (json, console)." group:"Logging"`
+	LogLevel  string `name:"log-level" env:"CERTMAIL_LOG_LEVEL" default:"${log_level}" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)." group:"Logging"`
+	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"${dev_log_format}" enum:"json,console" help:"Log format (json, console)." group:"Logging"`
 }
 
 // Run serves the demo until SIGINT/SIGTERM.

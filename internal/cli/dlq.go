@@ -32,7 +32,7 @@ type DLQCmd struct {
 type DLQListCmd struct {
 	RedisFlags
 	LogFlags
-	Limit  int    `short:"n" default:"100" help:"Entries per page (1 to 1000)."`
+	Limit  int    `short:"n" default:"${dlq_limit}" help:"Entries per page (1 to 1000)."`
 	Before string `placeholder:"ENTRY-ID" help:"Start after this entry (the cursor printed at the end of the previous page)."`
 	Output string `short:"o" enum:"json,table" default:"table" help:"Output format: table or json."`
 }
@@ -42,7 +42,7 @@ func (c *DLQListCmd) Run(env *Env) error {
 	if c.Limit < 1 || c.Limit > ops.MaxDeadLetterLimit {
 		return usagef("--limit %d: want 1 to %d", c.Limit, ops.MaxDeadLetterLimit)
 	}
-	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Options{})
+	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{})
 	if err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ type DLQShowCmd struct {
 
 // Run prints the entry; a task without dead letter is a failure (exit status 1).
 func (c *DLQShowCmd) Run(env *Env) error {
-	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Options{})
+	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{})
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ type DLQRequeueCmd struct {
 // Run requeues each task, going on past failures; any failure makes the
 // exit status 1.
 func (c *DLQRequeueCmd) Run(env *Env) error {
-	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Options{})
+	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{})
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,7 @@ type DLQDeleteCmd struct {
 // Run deletes each task and its entries, going on past failures; any
 // failure makes the exit status 1.
 func (c *DLQDeleteCmd) Run(env *Env) error {
-	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Options{})
+	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{})
 	if err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ type DLQPurgeCmd struct {
 // without --yes. (A reader other than an *os.File, as Main's callers may
 // pass, is read as the answer.)
 func (c *DLQPurgeCmd) Run(env *Env) error {
-	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Options{})
+	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{})
 	if err != nil {
 		return err
 	}

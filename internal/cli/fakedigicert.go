@@ -14,20 +14,24 @@ import (
 	"github.com/certmail/certmail/internal/ratelimit"
 )
 
+// fakeShutdownTimeout is how long the fake lets open requests finish on
+// SIGTERM unless told otherwise.
+const fakeShutdownTimeout = 5 * time.Second
+
 // FakeDigicertCmd serves the fake CertCentral over HTTP.
 type FakeDigicertCmd struct {
-	Addr         string        `default:"127.0.0.1:8443" help:"Listen address."`
+	Addr         string        `default:"${fake_addr}" help:"Listen address."`
 	APIKey       []string      `name:"api-key" env:"DIGICERT_API_KEY" help:"Accepted API key (repeat the flag or separate with commas for several)."`
 	APIKeyFile   string        `name:"api-key-file" env:"DIGICERT_API_KEY_FILE" type:"path" help:"File holding an accepted API key (as the workers' DIGICERT_API_KEY_FILE)."`
 	AnyID        bool          `name:"any-id" help:"Every order, certificate and domain id exists (demo mode); an order known without more is a pending DV order with one domain of its id."`
 	Orders       []int64       `help:"Order ids that exist (comma separated)."`
 	Certs        []int64       `help:"Certificate ids that exist (comma separated)."`
-	RateLimits   string        `name:"rate-limits" default:"100/5s,1000/3m" help:"Windows per key, as DigiCert enforces them; empty for none."`
-	BlockFor     time.Duration `name:"block-for" default:"10s" help:"How long a key that went over a window is answered 429."`
+	RateLimits   string        `name:"rate-limits" default:"${digicert_rate_limits}" help:"Windows per key, as DigiCert enforces them; empty for none."`
+	BlockFor     time.Duration `name:"block-for" default:"${fake_block_for}" help:"How long a key that went over a window is answered 429."`
 	Latency      time.Duration `help:"Delay added before every answer."`
 	ErrorRate    float64       `name:"error-rate" help:"Share of requests answered 502/503 with an HTML body (0 to 1)."`
 	ResetRate    float64       `name:"reset-rate" help:"Share of requests whose connection is reset (0 to 1)."`
-	ShutdownFor  time.Duration `name:"shutdown-timeout" default:"5s" help:"How long to let open requests finish on SIGTERM."`
+	ShutdownFor  time.Duration `name:"shutdown-timeout" default:"${fake_shutdown_timeout}" help:"How long to let open requests finish on SIGTERM."`
 	ApproveAfter int           `name:"approve-after" help:"Approve a domain once this many DCV resends reached it, and issue an order once all its domains are (0: never), so that schedules can be watched ending."`
 }
 

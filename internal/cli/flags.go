@@ -17,7 +17,7 @@ import (
 
 // RedisFlags select the Redis server.
 type RedisFlags struct {
-	RedisURL string `name:"redis-url" env:"REDIS_URL" default:"redis://127.0.0.1:6379/0" help:"Redis: redis://, rediss:// or redis-sentinel://." group:"Redis"`
+	RedisURL string `name:"redis-url" env:"REDIS_URL" default:"${redis_url}" help:"Redis: redis://, rediss:// or redis-sentinel://." group:"Redis"`
 }
 
 func (f RedisFlags) open() (*redisconn.Conn, error) {
@@ -30,8 +30,8 @@ func (f RedisFlags) open() (*redisconn.Conn, error) {
 
 // LogFlags configure the process logger.
 type LogFlags struct {
-	LogLevel  string `name:"log-level" env:"CERTMAIL_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)." group:"Logging"`
-	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"json" enum:"json,console" help:"Log format (json, console)." group:"Logging"`
+	LogLevel  string `name:"log-level" env:"CERTMAIL_LOG_LEVEL" default:"${log_level}" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)." group:"Logging"`
+	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"${log_format}" enum:"json,console" help:"Log format (json, console)." group:"Logging"`
 }
 
 // logger builds the process logger on env.Stderr and sends go-redis's own
@@ -49,9 +49,9 @@ func (f LogFlags) logger(env *Env) (*zap.Logger, error) {
 type AccountFlags struct {
 	APIKey       string `name:"digicert-api-key" env:"DIGICERT_API_KEY" help:"API key of the account \"default\" (prefer the _FILE form)." group:"DigiCert"`
 	APIKeyFile   string `name:"digicert-api-key-file" env:"DIGICERT_API_KEY_FILE" type:"path" help:"File holding the API key of the account \"default\"." group:"DigiCert"`
-	BaseURL      string `name:"digicert-base-url" env:"DIGICERT_BASE_URL" default:"https://www.digicert.com/services/v2" help:"CertCentral base URL (EU: https://certcentral.digicert.eu/services/v2)." group:"DigiCert"`
+	BaseURL      string `name:"digicert-base-url" env:"DIGICERT_BASE_URL" default:"${digicert_base_url}" help:"CertCentral base URL (EU: https://certcentral.digicert.eu/services/v2)." group:"DigiCert"`
 	AccountsFile string `name:"digicert-accounts-file" env:"DIGICERT_ACCOUNTS_FILE" type:"path" help:"YAML file of named accounts (name, base_url, api_key_file, rate_limits)." group:"DigiCert"`
-	RateLimits   string `name:"digicert-rate-limits" env:"DIGICERT_RATE_LIMITS" default:"100/5s,1000/3m" help:"Request windows per API key, shared by all workers." group:"DigiCert"`
+	RateLimits   string `name:"digicert-rate-limits" env:"DIGICERT_RATE_LIMITS" default:"${digicert_rate_limits}" help:"Request windows per API key, shared by all workers." group:"DigiCert"`
 }
 
 func (f AccountFlags) load(needKeys bool) (account.Set, error) {
@@ -114,8 +114,8 @@ func windowsOrUsage(flag, s string) ([]ratelimit.Window, error) {
 // NewTaskFlags are what a command that enqueues gives its tasks.
 type NewTaskFlags struct {
 	QueueFlags
-	MaxRetry  int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"12" help:"Retries given to new tasks before they are dead-lettered (0: none)." group:"Tasks"`
-	Retention time.Duration `name:"result-retention" env:"CERTMAIL_RESULT_RETENTION" default:"24h" help:"How long the result of a completed task is kept." group:"Tasks"`
+	MaxRetry  int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"Retries given to new tasks before they are dead-lettered (0: none)." group:"Tasks"`
+	Retention time.Duration `name:"result-retention" env:"CERTMAIL_RESULT_RETENTION" default:"${result_retention}" help:"How long the result of a completed task is kept." group:"Tasks"`
 }
 
 // check reports a setting that cannot work, as a usage error.
@@ -130,14 +130,14 @@ func (f NewTaskFlags) check() error {
 	return err
 }
 
-// opsOptions are the ops.Options of these flags for accounts, reporting to
+// opsOptions are the ops.Config of these flags for accounts, reporting to
 // log what listings skip (nil: nowhere).
-func (f NewTaskFlags) opsOptions(accounts account.Set, log *zap.Logger) (ops.Options, error) {
+func (f NewTaskFlags) opsOptions(accounts account.Set, log *zap.Logger) (ops.Config, error) {
 	rules, err := f.rules(accounts)
 	if err != nil {
-		return ops.Options{}, err
+		return ops.Config{}, err
 	}
-	return ops.Options{Rules: rules, MaxRetry: maxRetryConfig(f.MaxRetry), Retention: f.Retention, Logger: log}, nil
+	return ops.Config{Rules: rules, MaxRetry: maxRetryConfig(f.MaxRetry), Retention: f.Retention, Logger: log}, nil
 }
 
 // rules are the enqueue.Rules of the queues flag for accounts.

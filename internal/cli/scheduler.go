@@ -21,8 +21,8 @@ type SchedulerCmd struct {
 	NewTaskFlags
 	ScheduleRuleFlags
 	File      string        `name:"schedules-file" env:"CERTMAIL_SCHEDULES_FILE" type:"path" help:"YAML file of schedules (reloaded when it changes)."`
-	AdminAddr string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:":9090" help:"Listen address of /healthz, /readyz and /metrics (empty: none)."`
-	Lease     time.Duration `name:"lease" env:"CERTMAIL_SCHEDULER_LEASE" default:"5s" help:"Leader lease: a dead leader's replica takes over within it."`
+	AdminAddr string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${admin_addr}" help:"Listen address of /healthz, /readyz and /metrics (empty: none)."`
+	Lease     time.Duration `name:"lease" env:"CERTMAIL_SCHEDULER_LEASE" default:"${scheduler_lease}" help:"Leader lease: a dead leader's replica takes over within it."`
 }
 
 // Run schedules until SIGTERM/SIGINT.
@@ -58,7 +58,11 @@ func (c *SchedulerCmd) Run(env *Env) (err error) {
 	if err != nil {
 		return err
 	}
-	svc := ops.New(conn, opts)
+	opts.Redis = conn
+	svc, err := ops.New(opts)
+	if err != nil {
+		return usageError{err}
+	}
 	defer func() { err = errors.Join(err, svc.Close()) }()
 	s, err := scheduler.New(scheduler.Config{Redis: conn, Ops: svc, Store: store, File: c.File, Lease: c.Lease,
 		AdminAddr: c.AdminAddr, Logger: log})

@@ -24,7 +24,7 @@ type TaskCmd struct {
 
 // Run prints the task's status; a task no queue has is a failure (exit status 1).
 func (c *TaskCmd) Run(env *Env) error {
-	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Options{})
+	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{})
 	if err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func writeJSON(w io.Writer, v any) error {
 
 // openOps opens Redis and an ops.Service on it with a logger from lf;
 // done closes both.
-func openOps(env *Env, rf RedisFlags, lf LogFlags, opts ops.Options) (svc *ops.Service, log *zap.Logger, done func(), err error) {
+func openOps(env *Env, rf RedisFlags, lf LogFlags, opts ops.Config) (svc *ops.Service, log *zap.Logger, done func(), err error) {
 	log, err = lf.logger(env)
 	if err != nil {
 		return nil, nil, nil, err
@@ -107,7 +107,11 @@ func openOps(env *Env, rf RedisFlags, lf LogFlags, opts ops.Options) (svc *ops.S
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	svc = ops.New(conn, opts)
+	opts.Redis = conn
+	if svc, err = ops.New(opts); err != nil {
+		_ = conn.Client.Close()
+		return nil, nil, nil, usageError{err}
+	}
 	return svc, log, func() {
 		// Nothing is left to flush at this point: close errors say nothing useful.
 		_ = svc.Close()

@@ -14,14 +14,14 @@ type WorkerCmd struct {
 	AccountFlags
 	LogFlags
 	QueueFlags
-	Concurrency       int           `env:"CERTMAIL_CONCURRENCY" default:"20" help:"Deliveries handled at once by this process."`
-	MaxRetry          int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"12" help:"Retries before a task is dead-lettered (the lower of this and the task's own)."`
-	AdminAddr         string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:":9090" help:"Address of /healthz, /readyz and /metrics (empty: none)."`
-	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"30s" help:"Time in-flight deliveries get to finish on SIGTERM; the rest go back to the queue."`
-	DeadLetterMaxLen  int64         `name:"deadletter-maxlen" env:"CERTMAIL_DEADLETTER_MAXLEN" default:"100000" help:"Approximate cap of the certmail:deadletter stream."`
-	AuthProbeInterval time.Duration `name:"auth-probe-interval" env:"CERTMAIL_AUTH_PROBE_INTERVAL" default:"1m" help:"While DigiCert rejects an account's key, how often one delivery tries again."`
-	RateLimitPause    time.Duration `name:"rate-limit-pause" env:"CERTMAIL_RATE_LIMIT_PAUSE" default:"30s" help:"Wait after a DigiCert 429 before a task is tried again."`
-	DigiCertTimeout   time.Duration `name:"digicert-timeout" env:"DIGICERT_TIMEOUT" default:"10s" help:"Timeout of one HTTP request to DigiCert."`
+	Concurrency       int           `env:"CERTMAIL_CONCURRENCY" default:"${concurrency}" help:"Deliveries handled at once by this process."`
+	MaxRetry          int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"Retries before a task is dead-lettered (the lower of this and the task's own)."`
+	AdminAddr         string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${admin_addr}" help:"Address of /healthz, /readyz and /metrics (empty: none)."`
+	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"${worker_shutdown_timeout}" help:"Time in-flight deliveries get to finish on SIGTERM; the rest go back to the queue."`
+	DeadLetterMaxLen  int64         `name:"deadletter-maxlen" env:"CERTMAIL_DEADLETTER_MAXLEN" default:"${deadletter_maxlen}" help:"Approximate cap of the certmail:deadletter stream."`
+	AuthProbeInterval time.Duration `name:"auth-probe-interval" env:"CERTMAIL_AUTH_PROBE_INTERVAL" default:"${auth_probe_interval}" help:"While DigiCert rejects an account's key, how often one delivery tries again."`
+	RateLimitPause    time.Duration `name:"rate-limit-pause" env:"CERTMAIL_RATE_LIMIT_PAUSE" default:"${rate_limit_pause}" help:"Wait after a DigiCert 429 before a task is tried again."`
+	DigiCertTimeout   time.Duration `name:"digicert-timeout" env:"DIGICERT_TIMEOUT" default:"${digicert_timeout}" help:"Timeout of one HTTP request to DigiCert."`
 }
 
 // Run starts the worker and blocks until SIGTERM/SIGINT.

@@ -46,6 +46,8 @@ import (
 const (
 	DefaultHTTPAddr  = "127.0.0.1:8080"
 	DefaultAdminAddr = "127.0.0.1:9090"
+	// DefaultLogFormat is the log format of `certmail dev`, for people.
+	DefaultLogFormat = "console"
 )
 
 // MissingID is the order and certificate id the dev fake does not know: the
@@ -234,7 +236,10 @@ func (c *components) api(ctx context.Context, up chan<- net.Addr) (err error) {
 	if err != nil {
 		return err
 	}
-	svc := ops.New(conn, ops.Options{Rules: c.rules, Logger: log})
+	svc, err := ops.New(ops.Config{Redis: conn, Rules: c.rules, Logger: log})
+	if err != nil {
+		return err
+	}
 	defer func() { err = errors.Join(err, svc.Close()) }()
 	srv, err := api.New(api.Config{Ops: svc, Redis: conn, Schedules: store, Tokens: c.cfg.Tokens, Addr: c.cfg.HTTPAddr,
 		ShutdownTimeout: shutdownTimeout, Logger: log})
@@ -257,7 +262,10 @@ func (c *components) scheduler(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	svc := ops.New(conn, ops.Options{Rules: c.rules, Logger: log})
+	svc, err := ops.New(ops.Config{Redis: conn, Rules: c.rules, Logger: log})
+	if err != nil {
+		return err
+	}
 	defer func() { err = errors.Join(err, svc.Close()) }()
 	s, err := scheduler.New(scheduler.Config{Redis: conn, Ops: svc, Store: store, Logger: log})
 	if err != nil {
@@ -299,7 +307,10 @@ func (c *components) demo(ctx context.Context, workerUp, apiUp <-chan net.Addr, 
 	if err != nil {
 		return err
 	}
-	svc := ops.New(conn, ops.Options{Rules: c.rules, Logger: log})
+	svc, err := ops.New(ops.Config{Redis: conn, Rules: c.rules, Logger: log})
+	if err != nil {
+		return err
+	}
 	defer func() { err = errors.Join(err, svc.Close()) }()
 	return enqueueDemo(ctx, svc, store, demo, approveAfter, st.fake, log)
 }

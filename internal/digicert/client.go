@@ -12,6 +12,7 @@ package digicert
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,8 +41,10 @@ const (
 )
 
 const (
-	defaultUserAgent      = "certmail/dev"
-	defaultTimeout        = 10 * time.Second
+	defaultUserAgent = "certmail/dev"
+	// DefaultTimeout bounds one HTTP attempt unless Config says otherwise
+	// (DIGICERT_TIMEOUT).
+	DefaultTimeout        = 10 * time.Second
 	defaultMaxAttempts    = 4
 	defaultMaxElapsed     = 20 * time.Second
 	defaultInitialBackoff = 500 * time.Millisecond
@@ -130,32 +133,20 @@ func (c Config) Format(f fmt.State, _ rune) {
 	_, _ = io.WriteString(f, c.String())
 }
 
-// withDefaults returns c with every zero field set to its default.
-func (c Config) withDefaults() Config {
-	if c.BaseURL == "" {
-		c.BaseURL = DefaultBaseURL
-	}
-	if c.UserAgent == "" {
-		c.UserAgent = defaultUserAgent
-	}
-	if c.Timeout == 0 {
-		c.Timeout = defaultTimeout
-	}
-	if c.MaxAttempts == 0 {
-		c.MaxAttempts = defaultMaxAttempts
-	}
-	if c.MaxElapsed == 0 {
-		c.MaxElapsed = defaultMaxElapsed
-	}
-	if c.InitialBackoff == 0 {
-		c.InitialBackoff = defaultInitialBackoff
-	}
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	c.BaseURL = cmp.Or(c.BaseURL, DefaultBaseURL)
+	c.UserAgent = cmp.Or(c.UserAgent, defaultUserAgent)
+	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
+	c.MaxAttempts = cmp.Or(c.MaxAttempts, defaultMaxAttempts)
+	c.MaxElapsed = cmp.Or(c.MaxElapsed, defaultMaxElapsed)
+	c.InitialBackoff = cmp.Or(c.InitialBackoff, defaultInitialBackoff)
 	return c
 }
 
-// validate reports the first invalid setting. Messages never quote the key or
+// Validate reports the first invalid setting. Messages never quote the key or
 // the base URL (which could hold credentials).
-func (c Config) validate() error {
+func (c Config) Validate() error {
 	if c.APIKey == "" {
 		return errors.New("api key is required")
 	}
@@ -236,8 +227,8 @@ type Client struct {
 
 // New validates cfg and returns a Client.
 func New(cfg Config) (*Client, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new digicert client: %w", err)
 	}
 	base, err := parseBaseURL(cfg.BaseURL)

@@ -12,6 +12,12 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
+// Defaults of CERTMAIL_LOG_LEVEL and CERTMAIL_LOG_FORMAT.
+const (
+	DefaultLevel  = "info"
+	DefaultFormat = "json"
+)
+
 // New returns a logger writing to w. Timestamps are RFC 3339 with milliseconds
 // in UTC so that lines from several processes sort together.
 func New(level, format string, w io.Writer) (*zap.Logger, error) {

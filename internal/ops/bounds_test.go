@@ -136,7 +136,7 @@ func TestDeadLetterOfALargePayloadIsMarked(t *testing.T) {
 // served queues; so is a task without queue when "default" is not served.
 func TestEnqueueRefusesUnservedQueues(t *testing.T) {
 	t.Parallel()
-	b := setup(t, ops.Options{Rules: enqueue.Rules{Queues: []string{"critical", "bulk"}}})
+	b := setup(t, ops.Config{Rules: enqueue.Rules{Queues: []string{"critical", "bulk"}}})
 	ctx := context.Background()
 	payload := []byte(`{"order_id": 1, "additional_emails": []}`)
 	for _, tt := range []struct {

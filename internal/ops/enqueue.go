@@ -33,7 +33,7 @@ type TaskRef struct {
 // nothing is written to Redis.
 //
 // With an IdempotencyKey, the first request enqueues and the key is
-// remembered for Options.IdempotencyTTL together with a SHA-256 of the type,
+// remembered for Config.IdempotencyTTL together with a SHA-256 of the type,
 // the normalised payload and the queue. A later request with the same key and
 // the same hash enqueues nothing and returns the earlier task with existing
 // true; one with a different hash gives ErrIdempotencyConflict. Of concurrent
@@ -66,7 +66,7 @@ func (s *Service) check(req enqueue.Request) (enqueue.Checked, error) {
 func (s *Service) add(ctx context.Context, c enqueue.Checked) (TaskRef, error) {
 	opts := []asynq.Option{
 		asynq.Queue(c.Queue),
-		asynq.MaxRetry(s.opts.MaxRetry),
+		asynq.MaxRetry(s.MaxRetry()),
 		asynq.Retention(s.opts.Retention),
 	}
 	if !c.ProcessAt.IsZero() {

@@ -49,7 +49,7 @@ func TestEnqueue(t *testing.T) {
 			wantPayload: `{"certificate_id":14,"emails":["a@example.com"],"certificate_collect_format":"attachment","custom_message":"hi","account":"eu"}`,
 		},
 	}
-	b := setup(t, ops.Options{Rules: enqueue.Rules{Accounts: []string{"default", "eu"}}})
+	b := setup(t, ops.Config{Rules: enqueue.Rules{Accounts: []string{"default", "eu"}}})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -238,7 +238,7 @@ func TestEnqueueOptions(t *testing.T) {
 	payload := []byte(`{"order_id": 12, "additional_emails": []}`)
 	tests := []struct {
 		name      string
-		opts      ops.Options
+		opts      ops.Config
 		req       enqueue.Request
 		wantQueue string
 		wantState asynq.TaskState
@@ -270,12 +270,12 @@ func TestEnqueueOptions(t *testing.T) {
 		},
 		{
 			name:      "retries and retention",
-			opts:      ops.Options{MaxRetry: 3, Retention: time.Hour},
+			opts:      ops.Config{MaxRetry: 3, Retention: time.Hour},
 			wantQueue: "default", wantState: asynq.TaskStatePending, wantRetry: 3, wantKeep: time.Hour,
 		},
 		{
 			name:      "no retries",
-			opts:      ops.Options{MaxRetry: -1},
+			opts:      ops.Config{MaxRetry: -1},
 			wantQueue: "default", wantState: asynq.TaskStatePending, wantRetry: 0, wantKeep: tasks.DefaultRetention,
 		},
 	}
@@ -376,7 +376,7 @@ func TestEnqueueIdempotency(t *testing.T) {
 
 func TestEnqueueIdempotencyExpires(t *testing.T) {
 	t.Parallel()
-	b := setup(t, ops.Options{IdempotencyTTL: 50 * time.Millisecond})
+	b := setup(t, ops.Config{IdempotencyTTL: 50 * time.Millisecond})
 	req := enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": []}`), IdempotencyKey: "k"}
 	ref1, _, err := b.svc.Enqueue(context.Background(), req)
 	if err != nil {

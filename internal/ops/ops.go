@@ -11,6 +11,7 @@
 package ops
 
 import (
+	"cmp"
 	"errors"
 	"time"
 
@@ -36,11 +37,14 @@ var ErrIdempotencyConflict = errors.New("idempotency key reused with a different
 var ErrInvalidArgument = errors.New("invalid argument")
 
 // DefaultIdempotencyTTL is how long an idempotency key is remembered unless
-// Options says otherwise.
+// Config says otherwise.
 const DefaultIdempotencyTTL = 24 * time.Hour
 
-// Options configure a Service. Zero values take the defaults noted.
-type Options struct {
+// Config configures a Service. Zero values take the defaults noted.
+type Config struct {
+	// Redis is where the queues are (required); the Service does not close
+	// its client.
+	Redis *redisconn.Conn
 	// Rules are the configured accounts and served queues every request is
 	// checked against (enqueue.Check); their zero value takes their
 	// defaults.
@@ -59,48 +63,56 @@ type Options struct {
 	Logger *zap.Logger
 }
 
-func (o Options) withDefaults() Options {
-	o.Rules = o.Rules.WithDefaults()
+// WithDefaults returns c with zero values replaced by the defaults.
+func (c Config) WithDefaults() Config {
+	c.Rules = c.Rules.WithDefaults()
+	c.MaxRetry = cmp.Or(c.MaxRetry, tasks.DefaultMaxRetry)
+	c.Retention = cmp.Or(c.Retention, tasks.DefaultRetention)
+	c.IdempotencyTTL = cmp.Or(c.IdempotencyTTL, DefaultIdempotencyTTL)
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
 	switch {
-	case o.MaxRetry == 0:
-		o.MaxRetry = tasks.DefaultMaxRetry
-	case o.MaxRetry < 0:
-		o.MaxRetry = 0
+	case c.Redis == nil:
+		return errors.New("no Redis configured")
+	case c.Retention < 0 || c.IdempotencyTTL < 0:
+		return errors.New("durations must not be negative")
 	}
-	if o.Retention <= 0 {
-		o.Retention = tasks.DefaultRetention
-	}
-	if o.IdempotencyTTL <= 0 {
-		o.IdempotencyTTL = DefaultIdempotencyTTL
-	}
-	if o.Logger == nil {
-		o.Logger = zap.NewNop()
-	}
-	return o
+	return nil
 }
 
 // Service performs producer and operator actions on certmail's queues in Redis.
 // Its methods are safe for concurrent use.
 type Service struct {
-	opts      Options
+	opts      Config
 	rdb       redis.UniversalClient
 	client    *asynq.Client
 	inspector *asynq.Inspector
 }
 
-// New returns a Service on conn. It does not take ownership of conn: Close
-// closes only the asynq client and inspector the Service opened.
-func New(conn *redisconn.Conn, opts Options) *Service {
-	return &Service{
-		opts:      opts.withDefaults(),
-		rdb:       conn.Client,
-		client:    asynq.NewClient(conn.Opt),
-		inspector: asynq.NewInspector(conn.Opt),
+// New returns a Service configured by cfg (after WithDefaults and Validate).
+// Close closes only the asynq client and inspector the Service opens, not
+// cfg.Redis.
+func New(cfg Config) (*Service, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	return &Service{
+		opts:      cfg,
+		rdb:       cfg.Redis.Client,
+		client:    asynq.NewClient(cfg.Redis.Opt),
+		inspector: asynq.NewInspector(cfg.Redis.Opt),
+	}, nil
 }
 
 // MaxRetry returns the retries the Service gives new tasks.
-func (s *Service) MaxRetry() int { return s.opts.MaxRetry }
+func (s *Service) MaxRetry() int { return max(s.opts.MaxRetry, 0) }
 
 // Close closes the Service's asynq client and inspector.
 func (s *Service) Close() error {

@@ -41,15 +41,19 @@ type bundle struct {
 
 // setup starts a Redis server and a Service on it with opts (the zero
 // Options when none are given).
-func setup(t *testing.T, opts ...ops.Options) *bundle {
+func setup(t *testing.T, opts ...ops.Config) *bundle {
 	t.Helper()
-	var o ops.Options
+	var o ops.Config
 	if len(opts) > 0 {
 		o = opts[0]
 	}
 	b := &bundle{redis: redistest.Start(t)}
 	conn := b.open(t)
-	b.svc = ops.New(conn, o)
+	o.Redis = conn
+	var err error
+	if b.svc, err = ops.New(o); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		if err := b.svc.Close(); err != nil {
 			t.Errorf("Service.Close: %v", err)

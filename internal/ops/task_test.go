@@ -59,7 +59,7 @@ func TestTaskNotFound(t *testing.T) {
 
 func TestTaskCompletedAndArchived(t *testing.T) {
 	t.Parallel()
-	b := setup(t, ops.Options{Retention: time.Hour})
+	b := setup(t, ops.Config{Retention: time.Hour})
 	b.startWorker(t, 1001)
 	ctx := context.Background()
 	done := b.enqueue(t, 1001)

@@ -1,9 +1,11 @@
 package ratelimit
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -47,21 +49,43 @@ type Config struct {
 	OnWait func(time.Duration)
 }
 
-// NewLimiter returns a limiter on rdb.
-func NewLimiter(rdb redis.UniversalClient, cfg Config) *Limiter {
-	l := &Limiter{rdb: rdb, prefix: "certmail:ratelimit:{" + cfg.Account + "}:", windows: cfg.Windows,
-		margin: cfg.Margin, maxWait: cfg.MaxWait, onWait: cfg.OnWait}
-	if l.margin == 0 && len(cfg.Windows) > 0 {
-		shortest := cfg.Windows[0].Period
-		for _, w := range cfg.Windows {
+// DefaultMaxWait is Config.MaxWait's default: the longest wait a delivery
+// may spend for a slot before its task is handed back.
+const DefaultMaxWait = 30 * time.Second
+
+// WithDefaults returns c with zero values replaced by the defaults.
+func (c Config) WithDefaults() Config {
+	if c.Margin == 0 && len(c.Windows) > 0 {
+		shortest := c.Windows[0].Period
+		for _, w := range c.Windows {
 			shortest = min(shortest, w.Period)
 		}
-		l.margin = min(shortest/100, 100*time.Millisecond)
+		c.Margin = min(shortest/100, 100*time.Millisecond)
 	}
-	if l.maxWait == 0 {
-		l.maxWait = 30 * time.Second
+	c.MaxWait = cmp.Or(c.MaxWait, DefaultMaxWait)
+	return c
+}
+
+// Validate reports the first setting that cannot work: a window without a
+// positive limit and period, a negative margin or wait.
+func (c Config) Validate() error {
+	for _, w := range c.Windows {
+		if w.Limit < 1 || w.Period <= 0 {
+			return fmt.Errorf("rate limit %s: want a limit and a period above 0", w)
+		}
 	}
-	return l
+	if c.Margin < 0 || c.MaxWait < 0 {
+		return errors.New("rate limit margin and wait must not be negative")
+	}
+	return nil
+}
+
+// NewLimiter returns a limiter on rdb configured by cfg (after WithDefaults;
+// cfg is expected to pass Validate).
+func NewLimiter(rdb redis.UniversalClient, cfg Config) *Limiter {
+	cfg = cfg.WithDefaults()
+	return &Limiter{rdb: rdb, prefix: "certmail:ratelimit:{" + cfg.Account + "}:", windows: cfg.Windows,
+		margin: cfg.Margin, maxWait: cfg.MaxWait, onWait: cfg.OnWait}
 }
 
 // WaitError says that admission is further away than the limiter's MaxWait.

@@ -51,3 +51,30 @@ func TestFormatWindowsRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigDefaultsAndValidate(t *testing.T) {
+	t.Parallel()
+	c := ratelimit.Config{Windows: []ratelimit.Window{{Limit: 100, Period: 5 * time.Second}, {Limit: 1000, Period: 3 * time.Minute}}}.WithDefaults()
+	if c.Margin != 50*time.Millisecond || c.MaxWait != ratelimit.DefaultMaxWait {
+		t.Errorf("defaults: margin %v, max wait %v; want 1%% of 5s and the default wait", c.Margin, c.MaxWait)
+	}
+	if c := (ratelimit.Config{Windows: []ratelimit.Window{{Limit: 1, Period: time.Hour}}}).WithDefaults(); c.Margin != 100*time.Millisecond {
+		t.Errorf("margin %v, want it capped at 100ms", c.Margin)
+	}
+	if c := (ratelimit.Config{}).WithDefaults(); c.Margin != 0 {
+		t.Errorf("margin %v without windows, want 0", c.Margin)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	for _, bad := range []ratelimit.Config{
+		{Windows: []ratelimit.Window{{Limit: 0, Period: time.Second}}},
+		{Windows: []ratelimit.Window{{Limit: 1, Period: 0}}},
+		{Margin: -time.Millisecond},
+		{MaxWait: -time.Second},
+	} {
+		if bad.Validate() == nil {
+			t.Errorf("Validate(%+v) = nil, want an error", bad)
+		}
+	}
+}

@@ -185,7 +185,10 @@ func startReplica(t *testing.T, redisURL, file string) *replica {
 	}
 	core, logs := observer.New(zapcore.DebugLevel)
 	r := &replica{logs: logs, reg: prometheus.NewRegistry()}
-	svc := ops.New(conn, ops.Options{})
+	svc, err := ops.New(ops.Config{Redis: conn})
+	if err != nil {
+		t.Fatal(err)
+	}
 	store, err := schedule.NewStore(schedule.Config{Redis: conn.Client, Rules: schedule.Rules{MinInterval: time.Second}}) // ticks every second
 	if err != nil {
 		t.Fatal(err)

@@ -97,7 +97,7 @@ func TestDashboardListsSchedules(t *testing.T) {
 		Payload: json.RawMessage(`{"certificate_id": 5, "emails": ["ops@example.com"], "certificate_collect_format": "attachment"}`)}); err != nil {
 		t.Fatal(err)
 	}
-	_, stop := e.start(Config{File: file, Heartbeat: testHeartbeat}, ops.Options{MaxRetry: 3, Retention: time.Hour})
+	_, stop := e.start(Config{File: file, Heartbeat: testHeartbeat}, ops.Config{MaxRetry: 3, Retention: time.Hour})
 
 	waitFor(t, 10*time.Second, "from-api listed with a previous run", func() bool {
 		en := d.entries()["from-api"]

@@ -71,16 +71,20 @@ func (e *env) store() *schedule.Store {
 // deps fills in cfg what a scheduler is given: its connection, an ops
 // service by opts (testRules' accounts and queues) and a schedule store,
 // closed at the test's end, and a logger writing to the returned observer.
-func (e *env) deps(cfg Config, opts ...ops.Options) (Config, *observer.ObservedLogs) {
+func (e *env) deps(cfg Config, opts ...ops.Config) (Config, *observer.ObservedLogs) {
 	e.t.Helper()
-	var o ops.Options
+	var o ops.Config
 	if len(opts) > 0 {
 		o = opts[0]
 	}
 	o.Rules = testRules.Enqueue
 	core, logs := observer.New(zapcore.DebugLevel)
 	cfg.Redis, cfg.Logger, cfg.Store = e.conn(), zap.New(core), e.store()
-	cfg.Ops = ops.New(cfg.Redis, o)
+	o.Redis = cfg.Redis
+	var err error
+	if cfg.Ops, err = ops.New(o); err != nil {
+		e.t.Fatal(err)
+	}
 	e.t.Cleanup(func() { _ = cfg.Ops.Close() })
 	return cfg, logs
 }
@@ -102,7 +106,7 @@ func (e *env) writeFile(content string) string {
 // start runs a scheduler until the returned stop is called or the test ends;
 // its tasks are given opts' retries and retention, and its logs go to the
 // returned observer.
-func (e *env) start(cfg Config, opts ...ops.Options) (*observer.ObservedLogs, func()) {
+func (e *env) start(cfg Config, opts ...ops.Config) (*observer.ObservedLogs, func()) {
 	e.t.Helper()
 	cfg, logs := e.deps(cfg, opts...)
 	if cfg.Lease == 0 {

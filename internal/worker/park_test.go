@@ -110,7 +110,10 @@ func TestPausedAccountParksTasksWithoutRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Client.Close() })
-	svc := ops.New(conn, ops.Options{})
+	svc, err := ops.New(ops.Config{Redis: conn})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { svc.Close() })
 
 	var ids []string

@@ -7,6 +7,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -74,33 +75,17 @@ const (
 
 // WithDefaults returns c with zero values replaced by the defaults.
 func (c Config) WithDefaults() Config {
-	if c.Concurrency == 0 {
-		c.Concurrency = DefaultConcurrency
-	}
+	c.Concurrency = cmp.Or(c.Concurrency, DefaultConcurrency)
 	if len(c.Queues) == 0 {
 		c.Queues, _ = queues.Parse(queues.Default) // a constant that parses (queues' own test)
 	}
-	if c.MaxRetry == 0 {
-		c.MaxRetry = tasks.DefaultMaxRetry
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if c.DeadLetterMaxLen == 0 {
-		c.DeadLetterMaxLen = deadletter.DefaultMaxLen
-	}
-	if c.GuardRetention == 0 {
-		c.GuardRetention = DefaultGuardRetention
-	}
-	if c.AuthProbeInterval == 0 {
-		c.AuthProbeInterval = DefaultAuthProbeInterval
-	}
-	if c.RateLimitPause == 0 {
-		c.RateLimitPause = DefaultRateLimitPause
-	}
-	if c.TaskCheckInterval == 0 {
-		c.TaskCheckInterval = time.Second
-	}
+	c.MaxRetry = cmp.Or(c.MaxRetry, tasks.DefaultMaxRetry)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	c.DeadLetterMaxLen = cmp.Or(c.DeadLetterMaxLen, deadletter.DefaultMaxLen)
+	c.GuardRetention = cmp.Or(c.GuardRetention, DefaultGuardRetention)
+	c.AuthProbeInterval = cmp.Or(c.AuthProbeInterval, DefaultAuthProbeInterval)
+	c.RateLimitPause = cmp.Or(c.RateLimitPause, DefaultRateLimitPause)
+	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, time.Second)
 	if c.Registry == nil {
 		c.Registry = admin.NewRegistry()
 	}
@@ -129,6 +114,9 @@ func (c Config) Validate() error {
 	for name, a := range c.Accounts {
 		if a.APIKey.Reveal() == "" {
 			return fmt.Errorf("account %s: %w", name, account.ErrNoKey)
+		}
+		if err := (ratelimit.Config{Windows: a.RateLimits}).Validate(); err != nil {
+			return fmt.Errorf("account %s: %w", name, err)
 		}
 	}
 	return nil

@@ -26,10 +26,15 @@ import (
 	"time"
 )
 
+// DefaultAddr is where `certmail fake-digicert` listens unless told
+// otherwise.
+const DefaultAddr = "127.0.0.1:8443"
+
 const (
-	basePath        = "/services/v2"
-	headerAPIKey    = "X-DC-DEVKEY"
-	defaultBlockFor = 10 * time.Second
+	basePath     = "/services/v2"
+	headerAPIKey = "X-DC-DEVKEY"
+	// DefaultBlockFor is Config.BlockFor's default.
+	DefaultBlockFor = 10 * time.Second
 	maxRequestBody  = 1 << 20
 )
 
@@ -167,7 +172,7 @@ func New(cfg Config) *Server {
 		s.clock = time.Now
 	}
 	if s.blockFor <= 0 {
-		s.blockFor = defaultBlockFor
+		s.blockFor = DefaultBlockFor
 	}
 	for _, id := range cfg.Missing {
 		s.missing[id] = true
