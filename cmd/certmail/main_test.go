@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/certmail/certmail/internal/certmailtest"
 	"io"
 	"os"
 	"os/exec"
@@ -155,13 +156,8 @@ func (p *proc) stop(sig syscall.Signal, within time.Duration) error {
 	}
 }
 
+// waitFor polls cond until it holds or within passes.
 func waitFor(t *testing.T, within time.Duration, cond func() bool, describe func() string) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %s", within, describe())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	certmailtest.WaitFor(t, within, cond, describe)
 }

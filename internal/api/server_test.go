@@ -16,11 +16,12 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/api"
-	"github.com/certmail/certmail/internal/logging"
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/schedule"
@@ -188,11 +189,11 @@ func TestRedisOutage(t *testing.T) {
 			t.Errorf("%s %s: the problem tells the cause: %q", rq.method, rq.path, p.Detail)
 		}
 		var found bool
-		for _, l := range b.logLines(t) {
-			if l["request_id"] == p.RequestID {
+		for _, e := range b.logs.All() {
+			if l := e.ContextMap(); l["request_id"] == p.RequestID {
 				found = true
-				if l["level"] != "error" || l["status"] != 503.0 || l["error"] == nil {
-					t.Errorf("log line of %s %s: %v", rq.method, rq.path, l)
+				if e.Level != zapcore.ErrorLevel || l["status"] != int64(503) || l["error"] == nil {
+					t.Errorf("log line of %s %s: %s %v", rq.method, rq.path, e.Level, l)
 				}
 			}
 		}
@@ -252,24 +253,24 @@ func TestRequestLog(t *testing.T) {
 	if p.RequestID == "not a sensible id\t" || len(p.RequestID) != 24 {
 		t.Errorf("request id %q, want a generated one", p.RequestID)
 	}
-	logs := b.logs.String()
+	logs := b.logs.Text()
 	for _, secret := range []string{address, "claire", testToken} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("the log holds %q:\n%s", secret, logs)
 		}
 	}
-	lines := b.logLines(t)
-	if len(lines) != 2 {
-		t.Fatalf("%d log lines for 2 requests:\n%s", len(lines), logs)
+	entries := b.logs.All()
+	if len(entries) != 2 {
+		t.Fatalf("%d log lines for 2 requests:\n%s", len(entries), logs)
 	}
 	for i, want := range []struct {
 		id     string
-		status float64
+		status int64
 	}{{"req-from-client.1", 202}, {p.RequestID, 400}} {
-		l := lines[i]
-		if l["level"] != "info" || l["msg"] != "http request" || l["method"] != "POST" || l["route"] != "POST /v1/tasks/{type}" ||
+		e, l := entries[i], entries[i].ContextMap()
+		if e.Level != zapcore.InfoLevel || e.Message != "http request" || l["method"] != "POST" || l["route"] != "POST /v1/tasks/{type}" ||
 			l["status"] != want.status || l["request_id"] != want.id || l["duration"] == nil {
-			t.Errorf("log line %d: %v", i, l)
+			t.Errorf("log line %d: %s %q %v", i, e.Level, e.Message, l)
 		}
 	}
 }
@@ -397,11 +398,7 @@ func TestRun(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			logs := &syncBuffer{}
-			log, err := logging.New("info", "json", logs)
-			if err != nil {
-				t.Fatal(err)
-			}
+			log, logs := certmailtest.NewLogger(t)
 			cfg := api.Config{Ops: b.ops, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}}, Addr: "127.0.0.1:0", Logger: log}
 			if tt.insecure {
 				cfg.Tokens, cfg.InsecureNoAuth = nil, true
@@ -441,12 +438,15 @@ func TestRun(t *testing.T) {
 			case <-time.After(15 * time.Second):
 				t.Fatal("Run did not return after its context was cancelled")
 			}
-			out := logs.String()
-			if !strings.Contains(out, `"msg":"api started"`) || !strings.Contains(out, `"msg":"api stopped"`) {
-				t.Errorf("log lacks start or stop:\n%s", out)
+			if logs.FilterMessage("api started").Len() != 1 || logs.FilterMessage("api stopped").Len() != 1 {
+				t.Errorf("log lacks start or stop:\n%s", logs.Text())
 			}
-			if warned := strings.Contains(out, `"level":"warn"`) && strings.Contains(out, "--insecure-no-auth"); warned != tt.insecure {
-				t.Errorf("warned about missing authentication: %t, want %t:\n%s", warned, tt.insecure, out)
+			warned := false
+			for _, e := range logs.FilterLevelExact(zapcore.WarnLevel).All() {
+				warned = warned || strings.Contains(e.Message, "--insecure-no-auth")
+			}
+			if warned != tt.insecure {
+				t.Errorf("warned about missing authentication: %t, want %t:\n%s", warned, tt.insecure, logs.Text())
 			}
 		})
 	}
@@ -560,7 +560,7 @@ func TestAuthFailureLimit(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	if logs := b.logs.String(); strings.Contains(logs, "guess-") || strings.Contains(logs, testToken) {
+	if logs := b.logs.Text(); strings.Contains(logs, "guess-") || strings.Contains(logs, testToken) {
 		t.Errorf("the log holds a presented token:\n%s", logs)
 	}
 }

@@ -5,24 +5,23 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/enqueue"
-	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/redistest"
@@ -53,7 +52,7 @@ type bundle struct {
 	http      *http.Client
 	inspector *asynq.Inspector
 	registry  *prometheus.Registry
-	logs      *syncBuffer
+	logs      *certmailtest.Logs
 }
 
 type setupOpts struct {
@@ -67,7 +66,7 @@ func setup(t testing.TB, opts ...setupOpts) *bundle {
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	b := &bundle{redis: redistest.Start(t), logs: &syncBuffer{}, registry: admin.NewRegistry()}
+	b := &bundle{redis: redistest.Start(t), registry: admin.NewRegistry()}
 	var err error
 	b.conn, err = redisconn.Open(b.redis.URL())
 	if err != nil {
@@ -83,10 +82,8 @@ func setup(t testing.TB, opts ...setupOpts) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log, err := logging.New("debug", "json", b.logs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var log *zap.Logger
+	log, b.logs = certmailtest.NewLogger(t)
 	cfg := api.Config{
 		Ops:       b.ops,
 		Redis:     b.conn,
@@ -127,17 +124,7 @@ func setup(t testing.TB, opts ...setupOpts) *bundle {
 func (b *bundle) startWorker(t testing.TB) {
 	t.Helper()
 	_, baseURL := digicerttest.NewTestServer(t, digicerttest.Config{APIKeys: []string{digicertKey}})
-	conn, err := redisconn.Open(b.redis.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Client.Close() }) // after the worker stopped
-	log, err := logging.New("error", "json", io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(worker.Config{
-		Redis: conn,
+	certmailtest.StartWorker(t, b.redis.URL(), worker.Config{
 		Accounts: account.Set{
 			"default": {Name: "default", BaseURL: baseURL, APIKey: account.Secret(digicertKey)},
 			"eu":      {Name: "eu", BaseURL: baseURL, APIKey: account.Secret(digicertKey)},
@@ -146,26 +133,6 @@ func (b *bundle) startWorker(t testing.TB) {
 		ShutdownTimeout:   2 * time.Second,
 		TaskCheckInterval: 50 * time.Millisecond,
 		Client:            digicert.Config{Timeout: 2 * time.Second, InitialBackoff: 10 * time.Millisecond},
-		Logger:            log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	started := make(chan struct{})
-	go func() { done <- w.Run(ctx, func(net.Addr) { close(started) }) }()
-	select {
-	case <-started:
-	case err := <-done:
-		cancel()
-		t.Fatalf("worker stopped at start: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker Run: %v", err)
-		}
 	})
 }
 
@@ -300,45 +267,5 @@ func (b *bundle) assertUntouched(t testing.TB) {
 // waitFor polls cond until it holds or within passes.
 func waitFor(t testing.TB, within time.Duration, cond func() bool, describe func() string) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, describe())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// logLines returns the API's log lines, decoded.
-func (b *bundle) logLines(t testing.TB) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(b.logs.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line is not JSON: %q", line)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	certmailtest.WaitFor(t, within, cond, describe)
 }

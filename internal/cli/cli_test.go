@@ -12,18 +12,16 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/cli"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
-	"github.com/certmail/certmail/internal/logging"
-	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/internal/worker"
 )
@@ -388,33 +386,14 @@ func TestTaskAndDLQ(t *testing.T) {
 	}
 }
 
+// startWorker runs a worker against the fake CertCentral at baseURL, which
+// accepts key, until the test ends.
 func startWorker(t *testing.T, e *env, baseURL, key string) {
 	t.Helper()
-	conn, err := redisconn.Open(e.redis.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	log, err := logging.New("error", "json", &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(worker.Config{Redis: conn,
+	certmailtest.StartWorker(t, e.redis.URL(), worker.Config{
 		Accounts:          account.Set{"default": {Name: "default", BaseURL: baseURL, APIKey: account.Secret(key)}},
 		TaskCheckInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second,
-		Client: digicert.Config{InitialBackoff: 10 * time.Millisecond}, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-		_ = conn.Client.Close()
-	})
+		Client: digicert.Config{InitialBackoff: 10 * time.Millisecond}})
 }
 
 func TestSchedule(t *testing.T) {
@@ -541,7 +520,7 @@ func TestAPITokenRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr lockedBuffer
+	var stderr certmailtest.Output
 	code := make(chan int, 1)
 	go func() {
 		code <- cli.Main(ctx, []string{"api", "--redis-url", e.redis.URL(), "--http-addr", "127.0.0.1:0", "--api-tokens-file", file},
@@ -600,24 +579,6 @@ func TestAPITokenRoles(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer a command writes while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestRedisLogsAreJSON: go-redis's own messages (here: a failed dial while
 // the scheduler waits for Redis) reach stderr as zap JSON lines, not as
 // go-redis's plain "redis: <date> pool.go:..." lines.
@@ -631,7 +592,7 @@ func TestRedisLogsAreJSON(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr lockedBuffer
+	var stderr certmailtest.Output
 	code := make(chan int, 1)
 	go func() {
 		code <- cli.Main(ctx, []string{"scheduler", "--redis-url", fmt.Sprintf("redis://127.0.0.1:%d/0", port), "--admin-addr", ""},
@@ -649,12 +610,7 @@ func TestRedisLogsAreJSON(t *testing.T) {
 		t.Errorf("scheduler exit %d", c)
 	}
 	var found bool
-	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Errorf("stderr line is not JSON: %q", line)
-			continue
-		}
+	for _, m := range stderr.JSONLines(t) {
 		if msg, _ := m["msg"].(string); strings.Contains(msg, "failed to dial") {
 			found = true
 			if m["logger"] != "redis" || m["level"] != "warn" || strings.HasPrefix(msg, "redis: ") || m["ts"] == nil {

@@ -1,7 +1,6 @@
 package dev_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -17,33 +16,16 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/dev"
 	"github.com/certmail/certmail/internal/redistest"
 )
-
-// syncBuffer is a bytes.Buffer safe for the writer and the test reading it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // stack runs the dev stack on free ports until the test ends and returns
 // it, its banner, and a function that stops it and returns Run's error.
 func stack(t *testing.T, cfg dev.Config) (*dev.Stack, string, func() error) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &certmailtest.Output{}
 	cfg.HTTPAddr, cfg.AdminAddr, cfg.Stdout, cfg.Logger = "127.0.0.1:0", "127.0.0.1:0", out, zaptest.NewLogger(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	up := make(chan *dev.Stack, 1)
@@ -129,13 +111,7 @@ func taskState(t *testing.T, st *dev.Stack, id string) (state, outcome string) {
 
 func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	certmailtest.WaitFor(t, within, cond, func() string { return what })
 }
 
 var curlPattern = regexp.MustCompile(`curl -sS -X POST (\S+) \\\s+-H 'Authorization: Bearer (\S+)' -H 'Content-Type: application/json' \\\s+-d '([^']*)'`)

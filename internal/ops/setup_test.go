@@ -4,17 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
-	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/enqueue"
@@ -68,12 +66,7 @@ func setup(t *testing.T, opts ...ops.Config) *bundle {
 // open returns a connection to the test's Redis, closed when the test ends.
 func (b *bundle) open(t *testing.T) *redisconn.Conn {
 	t.Helper()
-	conn, err := redisconn.Open(b.redis.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Client.Close() })
-	return conn
+	return certmailtest.Conn(t, b.redis.URL())
 }
 
 // startWorker runs a real worker against a fake CertCentral in which the
@@ -84,41 +77,14 @@ func (b *bundle) startWorker(t *testing.T, orders ...int64) (stop func()) {
 	t.Helper()
 	fake, baseURL := digicerttest.NewTestServer(t, digicerttest.Config{APIKeys: []string{testKey}})
 	fake.AddOrder(orders...)
-	conn := b.open(t)
-	w, err := worker.New(worker.Config{
-		Redis: conn,
+	return certmailtest.StartWorker(t, b.redis.URL(), worker.Config{
 		Accounts: account.Set{"default": account.Account{
 			Name: "default", BaseURL: baseURL, APIKey: account.Secret(testKey)}},
 		Concurrency:       2,
 		ShutdownTimeout:   2 * time.Second,
 		TaskCheckInterval: 20 * time.Millisecond,
 		Client:            digicert.Config{Timeout: 2 * time.Second},
-		Logger:            zap.NewNop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	started := make(chan struct{})
-	go func() { done <- w.Run(ctx, func(net.Addr) { close(started) }) }()
-	select {
-	case <-started:
-	case err := <-done:
-		cancel()
-		t.Fatalf("worker stopped at start: %v", err)
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("worker Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	}).Stop
 }
 
 // enqueue enqueues a set-emails task through the Service and returns its id.
@@ -162,19 +128,8 @@ func (b *bundle) deadLetters(t *testing.T, orderIDs ...int64) []string {
 // error when within passes.
 func waitFor(t *testing.T, within time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", within, err)
-		}
-		<-tick.C
-	}
+	var last error
+	certmailtest.WaitFor(t, within, func() bool { last = cond(); return last == nil }, func() string { return fmt.Sprint(last) })
 }
 
 // queueSizes returns the number of tasks of each queue asynq knows.

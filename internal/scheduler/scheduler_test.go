@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
@@ -49,12 +50,7 @@ func setup(t *testing.T) *env {
 // conn returns a connection to the test's Redis, closed at the test's end.
 func (e *env) conn() *redisconn.Conn {
 	e.t.Helper()
-	c, err := redisconn.Open(e.redis.URL())
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { _ = c.Client.Close() })
-	return c
+	return certmailtest.Conn(e.t, e.redis.URL())
 }
 
 // store returns a schedule store judging by testRules, with its own
@@ -172,13 +168,7 @@ func (e *env) ticks(queue string) map[string][]int64 {
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	certmailtest.WaitFor(t, within, cond, func() string { return what })
 }
 
 // consecutive reports whether ticks are one second apart, without doubles.

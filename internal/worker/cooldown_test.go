@@ -212,7 +212,7 @@ func TestLimiterWaitHandsTaskBackWithoutRetry(t *testing.T) {
 	if n := b.fake.RequestCount(); n != 1 {
 		t.Errorf("fake saw %d requests, want 1", n)
 	}
-	if n := len(b.logLines(t, "warn", "")) + len(b.logLines(t, "error", "")); n != 0 {
+	if n := len(b.logs.Lines("warn", "")) + len(b.logs.Lines("error", "")); n != 0 {
 		t.Errorf("%d WARN or ERROR lines for a wait, want none", n)
 	}
 }

@@ -63,11 +63,11 @@ func TestResendDomainDCV(t *testing.T) {
 	if sends := b.fake.DomainDCVSends(1234); len(sends) != 1 || sends[0].NameScope != "sub.example.com" {
 		t.Errorf("domain sends %+v", sends)
 	}
-	lines := b.logLines(t, "info", "task done")
-	if len(lines) != 1 || lines[0]["domain_id"] != 1234.0 || lines[0]["task_type"] != "resend-domain-dcv" {
+	lines := b.logs.Lines("info", "task done")
+	if len(lines) != 1 || lines[0]["domain_id"] != int64(1234) || lines[0]["task_type"] != "resend-domain-dcv" {
 		t.Errorf("task done lines %v, want one with domain_id 1234", lines)
 	}
-	if strings.Contains(b.logs.String(), "admin@example.com") {
+	if strings.Contains(b.logs.Text(), "admin@example.com") {
 		t.Error("an email address reached the log")
 	}
 
@@ -77,7 +77,7 @@ func TestResendDomainDCV(t *testing.T) {
 	if e := b.deadLetters(t, 1)[0]; e["error_code"] != "not_found|domain" || e["http_status"] != "404" {
 		t.Errorf("dead letter %v", e)
 	}
-	if lines := b.logLines(t, "error", "task dead-lettered"); len(lines) != 1 || lines[0]["domain_id"] != 999.0 {
+	if lines := b.logs.Lines("error", "task dead-lettered"); len(lines) != 1 || lines[0]["domain_id"] != int64(999) {
 		t.Errorf("dead-letter lines %v, want one with domain_id 999", lines)
 	}
 }
@@ -217,9 +217,9 @@ func TestResendDCVOnlyIfPending(t *testing.T) {
 					t.Errorf("%s body\n%s\nwant\n%s", req.Path, req.Body, want)
 				}
 			}
-			lines := b.logLines(t, "info", "task done")
+			lines := b.logs.Lines("info", "task done")
 			if len(lines) != 1 || lines[0]["outcome"] != tt.outcome || lines[0]["order_status"] != tt.orderStatus ||
-				lines[0]["order_id"] != float64(orderID) {
+				lines[0]["order_id"] != orderID {
 				t.Errorf("task done lines %v", lines)
 			}
 		})

@@ -41,7 +41,7 @@ func TestAPIKeyInDeadLetteredAnswerNeverLeaks(t *testing.T) {
 	for _, id := range ids {
 		b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
 	}
-	waitFor(t, 5*time.Second, func() bool { return len(b.logLines(t, "error", "task dead-lettered")) == len(ids) },
+	waitFor(t, 5*time.Second, func() bool { return len(b.logs.Lines("error", "task dead-lettered")) == len(ids) },
 		func() string { return "not every task was dead-lettered" })
 	if n := b.fake.RequestCount(); n != len(ids) {
 		t.Fatalf("fake saw %d requests, want %d: each answer must be the one final answer of its task", n, len(ids))
@@ -56,7 +56,7 @@ func TestAPIKeyInDeadLetteredAnswerNeverLeaks(t *testing.T) {
 			}
 		}
 	}
-	leaks("the worker's log", b.logs.String())
+	leaks("the worker's log", b.logs.Text())
 	entries := b.deadLetters(t, len(ids))
 	for _, e := range entries {
 		for k, v := range e {
@@ -99,9 +99,9 @@ func TestAddressInDeadLetteredAnswerIsNotLogged(t *testing.T) {
 		`{"errors":[{"code":"invalid_value:additional_emails","message":"`+addr+` is not an allowed recipient"}]}`, "application/json")
 	id := b.enqueue(t, "set-emails", `{"order_id": 51, "additional_emails": ["`+addr+`"]}`)
 	info := b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
-	waitFor(t, 5*time.Second, func() bool { return len(b.logLines(t, "error", "task dead-lettered")) == 1 },
+	waitFor(t, 5*time.Second, func() bool { return len(b.logs.Lines("error", "task dead-lettered")) == 1 },
 		func() string { return "no dead-letter line" })
-	if strings.Contains(b.logs.String(), addr) {
+	if strings.Contains(b.logs.Text(), addr) {
 		t.Errorf("the worker's log holds the address DigiCert echoed")
 	}
 	if strings.Contains(info.LastErr, addr) || !strings.Contains(info.LastErr, "[email] is not an allowed recipient") {

@@ -232,7 +232,7 @@ func TestProbeAnsweredByDigiCertResumes(t *testing.T) {
 	if n := intVal(t, b.redis.Client().Exists(context.Background(), "certmail:account:default:auth_broken")); n != 0 {
 		t.Error("the account is still marked broken after DigiCert answered 404 to the probe")
 	}
-	if n := len(b.logLines(t, "info", "DigiCert accepts the API key again; account resumed")); n != 1 {
+	if n := len(b.logs.Lines("info", "DigiCert accepts the API key again; account resumed")); n != 1 {
 		t.Errorf("%d resume lines, want 1", n)
 	}
 	if v := gaugeValue(t, reg, "certmail_account_paused"); v != 0 {

@@ -37,14 +37,14 @@ func TestWaitOnLastDeliveryIsParkedNotDeadLettered(t *testing.T) {
 		t.Errorf("outcome = %q", r.Outcome)
 	}
 	b.deadLetters(t, 0)
-	if n := len(b.logLines(t, "error", "")); n != 0 {
+	if n := len(b.logs.Lines("error", "")); n != 0 {
 		t.Errorf("%d ERROR lines, want none", n)
 	}
-	parked := b.logLines(t, "info", "delivery deferred on the task's last retry: parked in the archive until the wait is over")
+	parked := b.logs.Lines("info", "delivery deferred on the task's last retry: parked in the archive until the wait is over")
 	if len(parked) != 2 || parked[0]["task_id"] != id || parked[0]["error_class"] != "rate_limited" {
 		t.Errorf("parking lines = %v, want two for task %s", parked, id)
 	}
-	if n := len(b.logLines(t, "info", "parked task back in its queue")); n != 2 {
+	if n := len(b.logs.Lines("info", "parked task back in its queue")); n != 2 {
 		t.Errorf("%d unparking lines, want 2", n)
 	}
 	if n := intVal(t, b.redis.Client().ZCard(context.Background(), "certmail:parked")); n != 0 {
@@ -64,7 +64,7 @@ func TestParkedTaskStillDeadLettersOnFailure(t *testing.T) {
 		return strconv.Itoa(b.fake.RequestCount()) + " requests, want 2 (the 429, then the 404)"
 	})
 	b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
-	waitFor(t, 5*time.Second, func() bool { return len(b.logLines(t, "error", "task dead-lettered")) == 1 },
+	waitFor(t, 5*time.Second, func() bool { return len(b.logs.Lines("error", "task dead-lettered")) == 1 },
 		func() string { return "no dead-letter line" })
 	if e := b.deadLetters(t, 1)[0]; e["task_id"] != id || e["error_code"] != "not_found|order" {
 		t.Errorf("dead letter = %v", e)
@@ -92,7 +92,7 @@ func TestParkedTaskStillDeadLettersOnFailure(t *testing.T) {
 		t.Fatalf("the test's entry is not read as parked: %v", err)
 	}
 	b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
-	waitFor(t, 5*time.Second, func() bool { return len(b.logLines(t, "error", "task dead-lettered")) == 2 },
+	waitFor(t, 5*time.Second, func() bool { return len(b.logs.Lines("error", "task dead-lettered")) == 2 },
 		func() string { return "no second dead-letter line" })
 	if n := intVal(t, b.redis.Client().ZCard(ctx, "certmail:parked")); n != 0 {
 		t.Errorf("%d parked entries left after the dead letter, want 0", n)
@@ -149,7 +149,7 @@ func TestPausedAccountParksTasksWithoutRetries(t *testing.T) {
 		}
 	}
 	b.deadLetters(t, 0)
-	if n := len(b.logLines(t, "error", "")); n != 1 {
+	if n := len(b.logs.Lines("error", "")); n != 1 {
 		t.Errorf("%d ERROR lines, want exactly 1 for the pause", n)
 	}
 }
@@ -183,7 +183,7 @@ func TestUnparkerLeavesTasksNoLongerArchived(t *testing.T) {
 	if n := b.fake.RequestCount(); n != 1 {
 		t.Errorf("fake saw %d requests, want 1: the completed task was run again", n)
 	}
-	if n := len(b.logLines(t, "warn", "parked task no longer exists (deleted from the archive)")); n != 1 {
+	if n := len(b.logs.Lines("warn", "parked task no longer exists (deleted from the archive)")); n != 1 {
 		t.Errorf("%d WARN lines for the deleted task, want 1", n)
 	}
 }

@@ -77,7 +77,7 @@ func TestDeadLetterReasonIsTheSameEverywhere(t *testing.T) {
 			t.Errorf("%s: stream keeps %d bytes of payload", tt.name, n)
 		}
 		var line map[string]any
-		for _, l := range b.logLines(t, "error", "task dead-lettered") {
+		for _, l := range b.logs.Lines("error", "task dead-lettered") {
 			if l["task_id"] == id {
 				line = l
 			}

@@ -141,7 +141,7 @@ func TestSetEmailsSupersededAndDuplicate(t *testing.T) {
 	}
 	for _, outcome := range []string{worker.OutcomeDelivered, worker.OutcomeSuperseded, worker.OutcomeDuplicate} {
 		var seen int
-		for _, l := range b.logLines(t, "info", "task done") {
+		for _, l := range b.logs.Lines("info", "task done") {
 			if l["outcome"] == outcome {
 				seen++
 			}

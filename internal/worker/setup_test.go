@@ -1,13 +1,11 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,12 +15,12 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
-	"github.com/certmail/certmail/internal/logging"
-	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/internal/worker"
 )
@@ -37,7 +35,8 @@ type bundle struct {
 	baseURL   string
 	client    *asynq.Client
 	inspector *asynq.Inspector
-	logs      *syncBuffer
+	log       *zap.Logger // every worker of the bundle logs here
+	logs      *certmailtest.Logs
 	workerKey string
 
 	mu     sync.Mutex
@@ -60,7 +59,8 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	if o.workerKey == "" {
 		o.workerKey = testKey
 	}
-	b := &bundle{redis: redistest.Start(t, o.redis), logs: &syncBuffer{}}
+	b := &bundle{redis: redistest.Start(t, o.redis)}
+	b.log, b.logs = certmailtest.NewLogger(t)
 	b.fake, b.baseURL = digicerttest.NewTestServer(t, o.fake)
 	b.client = asynq.NewClient(b.redis.ConnOpt())
 	t.Cleanup(func() { b.client.Close() })
@@ -90,17 +90,7 @@ func (b *bundle) startWorkerCtl(t *testing.T, o setupOpts) (stop func()) {
 	if o.workerKey == "" {
 		o.workerKey = b.workerKey
 	}
-	log, err := logging.New("debug", "json", b.logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := redisconn.Open(b.redis.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Client.Close() }) // after the worker stopped (cleanups run last first)
 	cfg := worker.Config{
-		Redis: conn,
 		Accounts: account.Set{"default": account.Account{
 			Name: "default", BaseURL: b.baseURL, APIKey: account.Secret(o.workerKey)}},
 		Concurrency:       4,
@@ -112,40 +102,18 @@ func (b *bundle) startWorkerCtl(t *testing.T, o setupOpts) (stop func()) {
 		// Retries and waits come back within a tenth of a second.
 		DelayedTaskCheckInterval: 100 * time.Millisecond,
 		Client:                   digicert.Config{Timeout: 2 * time.Second, InitialBackoff: 10 * time.Millisecond},
-		Logger:                   log,
+		Logger:                   b.log,
 	}
 	if o.configure != nil {
 		o.configure(&cfg)
 	}
-	w, err := worker.New(cfg)
-	if err != nil {
-		t.Fatal(err)
+	w := certmailtest.StartWorker(t, b.redis.URL(), cfg)
+	if w.Admin != nil {
+		b.mu.Lock()
+		b.admins = append(b.admins, w.Admin.String())
+		b.mu.Unlock()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	started := make(chan net.Addr, 1)
-	go func() { done <- w.Run(ctx, func(a net.Addr) { started <- a }) }()
-	select {
-	case a := <-started:
-		if a != nil {
-			b.mu.Lock()
-			b.admins = append(b.admins, a.String())
-			b.mu.Unlock()
-		}
-	case err := <-done:
-		t.Fatalf("worker stopped at start: %v", err)
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("worker Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return w.Stop
 }
 
 // enqueue puts a raw task on the default queue with a short retention so
@@ -192,49 +160,7 @@ func result(t *testing.T, info *asynq.TaskInfo) worker.Result {
 // waitFor polls cond until it holds or within passes.
 func waitFor(t *testing.T, within time.Duration, cond func() bool, describe func() string) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %s", within, describe())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// logLines returns the worker's log lines decoded, filtered by level and message.
-func (b *bundle) logLines(t *testing.T, level, msg string) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(b.logs.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line is not JSON: %q", line)
-		}
-		if (level == "" || m["level"] == level) && (msg == "" || m["msg"] == msg) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	certmailtest.WaitFor(t, within, cond, describe)
 }
 
 // scrape returns the text /metrics serves on the admin address of the i-th

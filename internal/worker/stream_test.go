@@ -32,7 +32,7 @@ func TestDeadLetterStreamIsCapped(t *testing.T) {
 	for _, id := range ids {
 		b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
 	}
-	waitFor(t, 5*time.Second, func() bool { return len(b.logLines(t, "error", "task dead-lettered")) == n },
+	waitFor(t, 5*time.Second, func() bool { return len(b.logs.Lines("error", "task dead-lettered")) == n },
 		func() string { return "not every task was dead-lettered" })
 	msgs, err := b.redis.Client().XRange(context.Background(), deadletter.Stream, "-", "+").Result()
 	if err != nil {
@@ -42,7 +42,7 @@ func TestDeadLetterStreamIsCapped(t *testing.T) {
 		t.Fatalf("the stream holds %d entries after %d dead letters, want %d to %d", len(msgs), n, maxLen, maxLen+2)
 	}
 	// The newest are kept: the last task dead-lettered is the last entry.
-	last := b.logLines(t, "error", "task dead-lettered")[n-1]["task_id"]
+	last := b.logs.Lines("error", "task dead-lettered")[n-1]["task_id"]
 	if got := msgs[len(msgs)-1].Values["task_id"]; got != last {
 		t.Errorf("last entry is task %v, want the last dead-lettered, %v", got, last)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
@@ -129,7 +130,7 @@ func TestEachTypeEndToEnd(t *testing.T) {
 					req.Header.Get("Content-Type"), req.Header.Get("User-Agent"))
 			}
 			tt.effect(t, b.fake)
-			lines := b.logLines(t, "info", "task done")
+			lines := b.logs.Lines("info", "task done")
 			if len(lines) != 1 {
 				t.Fatalf("%d INFO 'task done' lines, want 1", len(lines))
 			}
@@ -184,20 +185,20 @@ func TestPermanentErrorIsDeadLetteredOnce(t *testing.T) {
 	if e["error_message"] != "Order not found." {
 		t.Errorf("error_message = %q, want DigiCert's message", e["error_message"])
 	}
-	lines := b.logLines(t, "error", "task dead-lettered")
+	lines := b.logs.Lines("error", "task dead-lettered")
 	if len(lines) != 1 || lines[0]["task_id"] != id {
 		t.Fatalf("ERROR lines = %v, want one with task_id %s", lines, id)
 	}
 	// The operator reading it sees what the task was about without decoding the payload.
-	for k, v := range map[string]any{"account": "default", "order_id": 404.0, "queue": "default", "task_type": "resend-dcv"} {
+	for k, v := range map[string]any{"account": "default", "order_id": int64(404), "queue": "default", "task_type": "resend-dcv"} {
 		if lines[0][k] != v {
 			t.Errorf("ERROR line field %s = %v, want %v", k, lines[0][k], v)
 		}
 	}
 	// asynq's own "Retry exhausted" does not repeat it at WARN.
-	for _, l := range b.logLines(t, "warn", "") {
-		if msg, _ := l["msg"].(string); strings.Contains(msg, "Retry exhausted") {
-			t.Errorf("asynq's WARN line repeats the dead letter: %v", l)
+	for _, e := range b.logs.FilterLevelExact(zapcore.WarnLevel).All() {
+		if strings.Contains(e.Message, "Retry exhausted") {
+			t.Errorf("asynq's WARN line repeats the dead letter: %s %v", e.Message, e.ContextMap())
 		}
 	}
 }
@@ -233,7 +234,7 @@ func TestRateLimitedDoesNotConsumeRetries(t *testing.T) {
 	if n, ok := b.fake.StatusCount(429), b.fake.StatusCount(204); n != 1 || ok != 1 {
 		t.Errorf("fake answered %d×429 and %d×204, want 1 and 1", n, ok)
 	}
-	if n := len(b.logLines(t, "error", "")); n != 0 {
+	if n := len(b.logs.Lines("error", "")); n != 0 {
 		t.Errorf("%d ERROR lines for a 429, want none", n)
 	}
 }
@@ -295,10 +296,10 @@ func TestRejectedKeyPausesThenResumes(t *testing.T) {
 	for _, id := range ids {
 		b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)
 	}
-	if n := len(b.logLines(t, "error", "")); n != 1 {
+	if n := len(b.logs.Lines("error", "")); n != 1 {
 		t.Errorf("%d ERROR lines, want exactly 1 for the pause", n)
 	}
-	if n := len(b.logLines(t, "info", "DigiCert accepts the API key again; account resumed")); n != 1 {
+	if n := len(b.logs.Lines("info", "DigiCert accepts the API key again; account resumed")); n != 1 {
 		t.Errorf("%d resume lines, want 1", n)
 	}
 	if n := intVal(t, b.redis.Client().XLen(context.Background(), deadletter.Stream)); n != 0 {
@@ -337,7 +338,7 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 	bad := b.enqueue(t, "resend-dcv", `{"order_id": 2}`)
 	b.waitState(t, ok, asynq.TaskStateCompleted, 10*time.Second)
 	b.waitState(t, bad, asynq.TaskStateArchived, 10*time.Second)
-	if strings.Contains(b.logs.String(), testKey) {
+	if strings.Contains(b.logs.Text(), testKey) {
 		t.Error("the API key appears in the worker's log")
 	}
 	values := redisValues(t, b.redis.Client())
