@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"github.com/certmail/certmail/internal/certmailtest"
 	"io"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/certmail/certmail/internal/certmailtest"
 )
 
 // binary is the certmail binary built once for the end-to-end tests, with

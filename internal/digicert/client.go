@@ -409,21 +409,13 @@ func (c *Client) do(ctx context.Context, cl call) (Result, error) {
 		if err := ctx.Err(); err != nil {
 			return Result{}, &RequestError{Endpoint: endpoint, Attempts: attempts, Err: err}
 		}
-		release := func() {}
-		if c.limiter != nil {
-			rel, err := c.limiter.Acquire(callCtx)
-			if err != nil {
-				return Result{}, c.limiterError(ctx, callCtx, endpoint, attempts, lastErr, err)
-			}
-			need := headroom // a first attempt the limiter kept too long is a wait
-			if attempts > 0 {
-				need = retryHeadroom
-			}
-			if time.Until(deadline) < need { // the limiter used up the budget
-				rel()
-				return Result{}, c.limiterError(ctx, callCtx, endpoint, attempts, lastErr, nil)
-			}
-			release = rel
+		need := headroom // a first attempt the limiter kept too long is a wait
+		if attempts > 0 {
+			need = retryHeadroom
+		}
+		release, err := c.admit(ctx, callCtx, endpoint, need, attempts, lastErr)
+		if err != nil {
+			return Result{}, err
 		}
 		attempts++
 		status, err := c.attempt(callCtx, cl, attempts)
@@ -457,6 +449,25 @@ func (c *Client) do(ctx context.Context, cl call) (Result, error) {
 			return Result{}, err
 		}
 	}
+}
+
+// admit waits for the limiter, if there is one, before an attempt of a call
+// that has made attempts so far (lastErr the last one's error), and checks
+// that at least need of callCtx's budget is left for it; release ends the
+// attempt's admission.
+func (c *Client) admit(ctx, callCtx context.Context, endpoint string, need time.Duration, attempts int, lastErr error) (release func(), err error) {
+	if c.limiter == nil {
+		return func() {}, nil
+	}
+	rel, err := c.limiter.Acquire(callCtx)
+	if err != nil {
+		return nil, c.limiterError(ctx, callCtx, endpoint, attempts, lastErr, err)
+	}
+	if deadline, _ := callCtx.Deadline(); time.Until(deadline) < need { // the limiter used up the budget
+		rel()
+		return nil, c.limiterError(ctx, callCtx, endpoint, attempts, lastErr, nil)
+	}
+	return rel, nil
 }
 
 // limiterError turns a failed Limiter.Acquire (err) or a wait that left too
