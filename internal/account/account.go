@@ -65,15 +65,6 @@ func (s Set) Names() []string {
 	return names
 }
 
-// Has reports whether name is configured; the empty name means "default".
-func (s Set) Has(name string) bool {
-	if name == "" {
-		name = tasks.DefaultAccount
-	}
-	_, ok := s[name]
-	return ok
-}
-
 // ErrNoKey is returned by Load when an account has no API key and keys are required.
 var ErrNoKey = errors.New("no DigiCert API key")
 

@@ -194,19 +194,6 @@ func TestLoadRejects(t *testing.T) {
 	}
 }
 
-func TestSetHas(t *testing.T) {
-	t.Parallel()
-	set := Set{"default": {Name: "default"}, "eu": {Name: "eu"}}
-	for name, want := range map[string]bool{"": true, "default": true, "eu": true, "us": false} {
-		if got := set.Has(name); got != want {
-			t.Errorf("Has(%q) = %v, want %v", name, got, want)
-		}
-	}
-	if got := (Set{"eu": {}}).Has(""); got {
-		t.Error(`Has("") without a default account = true`)
-	}
-}
-
 // TestSecretRedacted checks every way a key could be printed.
 func TestSecretRedacted(t *testing.T) {
 	t.Parallel()

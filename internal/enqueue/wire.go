@@ -23,8 +23,8 @@ const (
 	OptionIdempotencyKey = "idempotency_key"
 )
 
-// Options returns the option names, in the order Parse reads them.
-func Options() []string {
+// optionNames returns the option names, in the order Parse reads them.
+func optionNames() []string {
 	return []string{OptionQueue, OptionProcessAt, OptionProcessIn, OptionIdempotencyKey}
 }
 
@@ -37,7 +37,7 @@ const (
 )
 
 // Parse reads a request of the wire format: its type and payload as given,
-// and the options present in opts, by name (Options), as text. An option
+// and the options present in opts, by name (OptionQueue, ...), as text. An option
 // that cannot be read is a problem under its name (an empty queue or
 // idempotency key, a process_at that is not an RFC 3339 time, a process_in
 // that is not a Go duration), and so is a name Parse does not know; what
@@ -73,7 +73,7 @@ func Parse(typ string, payload []byte, opts map[string]string) (Request, []tasks
 		req.IdempotencyKey = v
 	}
 	for _, name := range slices.Sorted(maps.Keys(opts)) {
-		if !slices.Contains(Options(), name) {
+		if !slices.Contains(optionNames(), name) {
 			add(memberName(name), "unknown field")
 		}
 	}
@@ -122,7 +122,7 @@ func DecodeLine(line []byte) (Request, []tasks.FieldError) {
 	}
 	delete(members, "payload")
 	opts := map[string]string{}
-	for _, name := range Options() {
+	for _, name := range optionNames() {
 		if v, ok := str(name, false); ok {
 			opts[name] = v
 		}

@@ -42,7 +42,7 @@ type Lease struct {
 
 // New returns a lease on key for ttl with a random token, not yet acquired.
 func New(rdb redis.UniversalClient, key string, ttl time.Duration) *Lease {
-	return WithToken(rdb, key, NewToken(), ttl)
+	return WithToken(rdb, key, newToken(), ttl)
 }
 
 // WithToken returns a lease on key for ttl whose token is token: a value the
@@ -51,8 +51,8 @@ func WithToken(rdb redis.UniversalClient, key, token string, ttl time.Duration) 
 	return &Lease{rdb: rdb, key: key, token: token, ttl: ttl}
 }
 
-// NewToken returns a random token (32 hex digits).
-func NewToken() string {
+// newToken returns a random token (32 hex digits).
+func newToken() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
 	return hex.EncodeToString(b[:])

@@ -11,7 +11,7 @@ import (
 
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
-	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/internal/taskresult"
 )
 
 func TestTaskAcrossQueues(t *testing.T) {
@@ -74,7 +74,7 @@ func TestTaskCompletedAndArchived(t *testing.T) {
 		}
 		return err
 	})
-	var res worker.Result
+	var res taskresult.Result
 	if err := json.Unmarshal(st.Result, &res); err != nil {
 		t.Fatalf("result %s: %v", st.Result, err)
 	}

@@ -61,12 +61,3 @@ func ParseWindows(s string) ([]Window, error) {
 	}
 	return ws, nil
 }
-
-// FormatWindows is the inverse of ParseWindows.
-func FormatWindows(ws []Window) string {
-	parts := make([]string, len(ws))
-	for i, w := range ws {
-		parts[i] = w.String()
-	}
-	return strings.Join(parts, ",")
-}

@@ -2,6 +2,7 @@ package ratelimit_test
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,15 +40,19 @@ func TestParseWindows(t *testing.T) {
 	}
 }
 
-func TestFormatWindowsRoundTrip(t *testing.T) {
+func TestWindowStringRoundTrip(t *testing.T) {
 	t.Parallel()
 	for _, in := range []string{"100/5s,1000/3m", "10/10s", "5/1h", "7/1m30s", "3/250ms"} {
 		ws, err := ratelimit.ParseWindows(in)
 		if err != nil {
 			t.Fatalf("ParseWindows(%q): %v", in, err)
 		}
-		if got := ratelimit.FormatWindows(ws); got != in {
-			t.Errorf("FormatWindows(ParseWindows(%q)) = %q", in, got)
+		parts := make([]string, len(ws))
+		for i, w := range ws {
+			parts[i] = w.String()
+		}
+		if got := strings.Join(parts, ","); got != in {
+			t.Errorf("the windows of ParseWindows(%q) print as %q", in, got)
 		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // resendIfPending runs a resend-dcv with only_if_pending. It reads the
-// order's validation status first and sends nothing (OutcomeNotPending)
+// order's validation status first and sends nothing (the outcome taskresult.NotPending)
 // when the order is not pending or none of its domains waits for
 // validation by email. Otherwise a DV order is resent through the order,
 // exactly as without only_if_pending, under the task's duplicate guard; an
@@ -34,7 +34,7 @@ func (p *processor) resendIfPending(ctx context.Context, d *delivery, pl tasks.R
 		return res, err
 	})
 	if errors.Is(err, errAlreadyDelivered) {
-		return p.finish(ctx, d, OutcomeDuplicate, 0)
+		return p.finish(ctx, d, taskresult.Duplicate, 0)
 	}
 	if err != nil {
 		return err
@@ -43,7 +43,7 @@ func (p *processor) resendIfPending(ctx context.Context, d *delivery, pl tasks.R
 	d.report.orderStatus = d.detail.OrderStatus
 	pending := v.PendingEmailDomains()
 	if !v.Pending() || len(pending) == 0 {
-		return p.finish(ctx, d, OutcomeNotPending, d.report.httpStatus)
+		return p.finish(ctx, d, taskresult.NotPending, d.report.httpStatus)
 	}
 	if v.DV() {
 		return p.resendThroughOrder(ctx, d, pl)
@@ -63,17 +63,17 @@ func (p *processor) resendThroughOrder(ctx context.Context, d *delivery, pl task
 		return d.account.client.ResendDCVEmails(ctx, pl.OrderID, body)
 	})
 	if errors.Is(err, errAlreadyDelivered) { // a delivery running alongside got there first
-		sent.Outcome = OutcomeDuplicate
+		sent.Outcome = taskresult.Duplicate
 		d.detail.Add(sent)
-		return p.finish(ctx, d, OutcomeDuplicate, 0)
+		return p.finish(ctx, d, taskresult.Duplicate, 0)
 	}
 	if err != nil {
 		return err
 	}
 	p.sent(ctx, d)
-	sent.Outcome, sent.HTTPStatus = OutcomeDelivered, res.Status
+	sent.Outcome, sent.HTTPStatus = taskresult.Delivered, res.Status
 	d.detail.Add(sent)
-	return p.finish(ctx, d, OutcomeDelivered, res.Status)
+	return p.finish(ctx, d, taskresult.Delivered, res.Status)
 }
 
 // sent writes the guard of the call that just succeeded, if it has one, and
@@ -120,10 +120,10 @@ func (p *processor) resendPerDomain(ctx context.Context, d *delivery, pl tasks.R
 		})
 		switch {
 		case errors.Is(err, errAlreadyDelivered):
-			sent.Outcome = OutcomeDuplicate
+			sent.Outcome = taskresult.Duplicate
 		case err == nil:
 			p.sent(ctx, d)
-			sent.Outcome, sent.HTTPStatus = OutcomeDelivered, res.Status
+			sent.Outcome, sent.HTTPStatus = taskresult.Delivered, res.Status
 			delivered, lastStatus = delivered+1, res.Status
 		case isPermanent(err):
 			if failed == nil {
@@ -142,9 +142,9 @@ func (p *processor) resendPerDomain(ctx context.Context, d *delivery, pl tasks.R
 		p.writeGuard(ctx, d) // every domain is done: a redelivery need not even read
 	}
 	if delivered == 0 {
-		return p.finish(ctx, d, OutcomeDuplicate, 0)
+		return p.finish(ctx, d, taskresult.Duplicate, 0)
 	}
-	return p.finish(ctx, d, OutcomeDelivered, lastStatus)
+	return p.finish(ctx, d, taskresult.Delivered, lastStatus)
 }
 
 // domainError is the failure of one domain's resend within a resend-dcv:

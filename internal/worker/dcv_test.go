@@ -52,7 +52,7 @@ func TestResendDomainDCV(t *testing.T) {
 	id := b.enqueueTask(t)(tasks.NewResendDomainDCVTask(tasks.ResendDomainDCV{DomainID: 1234, NameScope: "Sub.Example.com",
 		Locale: "en", EmailArray: []string{"admin@example.com", "ADMIN@example.com"}}))
 	r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second))
-	if r.Outcome != worker.OutcomeDelivered || r.HTTPStatus != 204 || r.Sent != nil || r.OrderStatus != "" {
+	if r.Outcome != taskresult.Delivered || r.HTTPStatus != 204 || r.Sent != nil || r.OrderStatus != "" {
 		t.Errorf("result %+v", r)
 	}
 	reqs := b.fake.Requests()
@@ -99,7 +99,7 @@ func TestResendDomainDCVRedeliveryIsDuplicate(t *testing.T) {
 	<-hit
 	stopA()
 	b.startWorker(t, setupOpts{})
-	if r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 15*time.Second)); r.Outcome != worker.OutcomeDuplicate {
+	if r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 15*time.Second)); r.Outcome != taskresult.Duplicate {
 		t.Errorf("outcome %q, want duplicate", r.Outcome)
 	}
 	if n := len(b.fake.DomainDCVSends(77)); n != 1 {
@@ -146,7 +146,7 @@ func TestResendDCVOnlyIfPending(t *testing.T) {
 		sent        []taskresult.Sent
 	}{
 		{
-			name: "DV pending: resent through the order", orderID: 1001, outcome: worker.OutcomeDelivered, orderStatus: "pending",
+			name: "DV pending: resent through the order", orderID: 1001, outcome: taskresult.Delivered, orderStatus: "pending",
 			calls: []string{"GET /order/certificate/1001/validation", "PUT /order/certificate/1001/resend-emails"},
 			bodies: map[string]string{"/order/certificate/1001/resend-emails": `{"domain_approval_emails":[` +
 				`{"domain":"www.example.com","email":"admin@example.com","email_domain":"example.com"},` +
@@ -156,15 +156,15 @@ func TestResendDCVOnlyIfPending(t *testing.T) {
 			sent: []taskresult.Sent{{Via: "order", OrderID: 1001, Outcome: "delivered", HTTPStatus: 204}},
 		},
 		{
-			name: "DV with its domain approved", order: &dvApproved, outcome: worker.OutcomeNotPending, orderStatus: "pending",
+			name: "DV with its domain approved", order: &dvApproved, outcome: taskresult.NotPending, orderStatus: "pending",
 			calls: []string{"GET /order/certificate/3003/validation"},
 		},
 		{
-			name: "DV validated by DNS", order: &dvDNS, outcome: worker.OutcomeNotPending, orderStatus: "pending",
+			name: "DV validated by DNS", order: &dvDNS, outcome: taskresult.NotPending, orderStatus: "pending",
 			calls: []string{"GET /order/certificate/3004/validation"},
 		},
 		{
-			name: "OV pending: resent per pending email domain", order: &ovPending, outcome: worker.OutcomeDelivered, orderStatus: "pending",
+			name: "OV pending: resent per pending email domain", order: &ovPending, outcome: taskresult.Delivered, orderStatus: "pending",
 			calls: []string{"GET /order/certificate/3001/validation", "PUT /domain/41/dcv/emails", "PUT /domain/42/dcv/emails"},
 			bodies: map[string]string{
 				"/domain/41/dcv/emails": `{"name_scope":"example.com","locale":"en","email_array":["admin@example.com"]}`,
@@ -176,17 +176,17 @@ func TestResendDCVOnlyIfPending(t *testing.T) {
 			},
 		},
 		{
-			name: "EV partly approved", order: &evPartly, outcome: worker.OutcomeDelivered, orderStatus: "pending",
+			name: "EV partly approved", order: &evPartly, outcome: taskresult.Delivered, orderStatus: "pending",
 			calls:  []string{"GET /order/certificate/3002/validation", "PUT /domain/52/dcv/emails"},
 			bodies: map[string]string{"/domain/52/dcv/emails": `{"name_scope":"b.example.com","locale":"en","email_array":["webmaster@example.com"]}`},
 			sent:   []taskresult.Sent{{Via: "domain", DomainID: 52, NameScope: "b.example.com", Outcome: "delivered", HTTPStatus: 204}},
 		},
 		{
-			name: "OV issued", order: &ovIssued, outcome: worker.OutcomeNotPending, orderStatus: "issued",
+			name: "OV issued", order: &ovIssued, outcome: taskresult.NotPending, orderStatus: "issued",
 			calls: []string{"GET /order/certificate/3005/validation"},
 		},
 		{
-			name: "EV canceled", order: &evCanceled, outcome: worker.OutcomeNotPending, orderStatus: "canceled",
+			name: "EV canceled", order: &evCanceled, outcome: taskresult.NotPending, orderStatus: "canceled",
 			calls: []string{"GET /order/certificate/3006/validation"},
 		},
 	}
@@ -206,7 +206,7 @@ func TestResendDCVOnlyIfPending(t *testing.T) {
 			if r.Outcome != tt.outcome || r.OrderStatus != tt.orderStatus || !slices.Equal(r.Sent, tt.sent) || r.SentOmitted != 0 {
 				t.Errorf("result %+v\nwant outcome %s, order status %s, sent %+v", r, tt.outcome, tt.orderStatus, tt.sent)
 			}
-			if want := 200; tt.outcome == worker.OutcomeNotPending && r.HTTPStatus != want {
+			if want := 200; tt.outcome == taskresult.NotPending && r.HTTPStatus != want {
 				t.Errorf("http_status %d, want the read's %d", r.HTTPStatus, want)
 			}
 			if got := calls(b.fake); !slices.Equal(got, tt.calls) {
@@ -305,7 +305,7 @@ func TestOnlyIfPendingRedeliveryAfterOneOfSeveralDomains(t *testing.T) {
 		{Via: "domain", DomainID: 41, NameScope: "example.com", Outcome: "duplicate"},
 		{Via: "domain", DomainID: 42, NameScope: "example.org", Outcome: "delivered", HTTPStatus: 204},
 	}
-	if r.Outcome != worker.OutcomeDelivered || !slices.Equal(r.Sent, want) {
+	if r.Outcome != taskresult.Delivered || !slices.Equal(r.Sent, want) {
 		t.Errorf("result %+v, want delivered with %+v", r, want)
 	}
 	if n, m := len(b.fake.DomainDCVSends(41)), len(b.fake.DomainDCVSends(42)); n != 1 || m != 1 {

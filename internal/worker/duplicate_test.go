@@ -7,7 +7,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
-	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/internal/taskresult"
 )
 
 // A producer that reuses a task id (asynq.TaskID) for a send-cert or
@@ -28,7 +28,7 @@ func TestReusedTaskIDIsDuplicate(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if outcomes[0] != worker.OutcomeDelivered || outcomes[1] != worker.OutcomeDuplicate {
+		if outcomes[0] != taskresult.Delivered || outcomes[1] != taskresult.Duplicate {
 			t.Errorf("%s outcomes %v, want delivered then duplicate", tc.typ, outcomes)
 		}
 	}

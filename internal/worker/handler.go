@@ -18,17 +18,6 @@ import (
 	"github.com/certmail/certmail/tasks"
 )
 
-// Outcomes of a delivered task, as written in its result (see taskresult).
-const (
-	OutcomeDelivered  = taskresult.Delivered  // DigiCert answered 2xx
-	OutcomeSuperseded = taskresult.Superseded // a newer set-emails of the order was already applied
-	OutcomeDuplicate  = taskresult.Duplicate  // this task's effect was already delivered
-	OutcomeNotPending = taskresult.NotPending // only_if_pending: nothing left to validate by email
-)
-
-// Result is the JSON kept with a completed task (asynq's ResultWriter).
-type Result = taskresult.Result
-
 // accountRuntime is what a worker holds for one configured DigiCert account.
 type accountRuntime struct {
 	name    string
@@ -82,7 +71,7 @@ type delivery struct {
 	dedupKey string // set for types whose effect must not repeat
 	// detail is what a resend-dcv with only_if_pending adds to the result:
 	// the order's status and the resends.
-	detail Result
+	detail taskresult.Result
 }
 
 // begin decodes and validates the payload and resolves its account. Any
@@ -153,9 +142,9 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) (err err
 	}
 	switch {
 	case seq < applied:
-		return p.finish(ctx, d, OutcomeSuperseded, 0)
+		return p.finish(ctx, d, taskresult.Superseded, 0)
 	case seq == applied:
-		return p.finish(ctx, d, OutcomeDuplicate, 0)
+		return p.finish(ctx, d, taskresult.Duplicate, 0)
 	}
 	body, err := pl.DigiCertBody()
 	if err != nil {
@@ -170,7 +159,7 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) (err err
 	if err := setAppliedScript.Run(context.WithoutCancel(ctx), p.rdb, []string{appliedKey}, seq, p.retention.Milliseconds()).Err(); err != nil {
 		p.log.Warn("could not record applied sequence", zap.String("task_id", d.taskID), zap.Int64("order_id", pl.OrderID), zap.Error(err))
 	}
-	return p.finish(ctx, d, OutcomeDelivered, res.Status)
+	return p.finish(ctx, d, taskresult.Delivered, res.Status)
 }
 
 func (p *processor) handleResendDCV(ctx context.Context, t *asynq.Task) error {
@@ -233,7 +222,7 @@ func (p *processor) deliverOnce(ctx context.Context, d *delivery, call func(cont
 	}
 	res, err := p.call(ctx, d, call)
 	if errors.Is(err, errAlreadyDelivered) {
-		return p.finish(ctx, d, OutcomeDuplicate, 0)
+		return p.finish(ctx, d, taskresult.Duplicate, 0)
 	}
 	if err != nil {
 		return err
@@ -244,7 +233,7 @@ func (p *processor) deliverOnce(ctx context.Context, d *delivery, call func(cont
 	if p.afterDelivery != nil {
 		p.afterDelivery(ctx, d.taskID)
 	}
-	return p.finish(ctx, d, OutcomeDelivered, res.Status)
+	return p.finish(ctx, d, taskresult.Delivered, res.Status)
 }
 
 // errAlreadyDelivered is returned by call when the delivery's duplicate

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/internal/worker"
 )
 
@@ -70,9 +71,9 @@ func TestCloseSequencesKeepTheNewestList(t *testing.T) {
 		email   string
 		outcome string
 	}{
-		{base, "first@example.com", worker.OutcomeDelivered},
-		{base + 2, "newest@example.com", worker.OutcomeDelivered},
-		{base + 1, "older@example.com", worker.OutcomeSuperseded},
+		{base, "first@example.com", taskresult.Delivered},
+		{base + 2, "newest@example.com", taskresult.Delivered},
+		{base + 1, "older@example.com", taskresult.Superseded},
 	} {
 		id := b.enqueue(t, "set-emails", fmt.Sprintf(`{"order_id": 5, "additional_emails": [%q], "sequence": %d}`, step.email, step.seq))
 		if got := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)).Outcome; got != step.outcome {

@@ -14,6 +14,7 @@ import (
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/ratelimit"
+	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/internal/worker"
 	"github.com/certmail/certmail/tasks"
 )
@@ -92,7 +93,7 @@ func TestRedeliveryAfterSuccessIsDuplicate(t *testing.T) {
 	stopA() // shutdown: asynq hands the unfinished task back to its queue
 	b.startWorker(t, setupOpts{})
 	r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 15*time.Second))
-	if r.Outcome != worker.OutcomeDuplicate {
+	if r.Outcome != taskresult.Duplicate {
 		t.Errorf("outcome = %q, want duplicate", r.Outcome)
 	}
 	if n := len(b.fake.CertSends(77)); n != 1 {
@@ -132,13 +133,13 @@ func TestStaleSetEmailsIsSuperseded(t *testing.T) {
 			idA := enqueue("a@example.com")
 			b.waitState(t, idA, asynq.TaskStateRetry, 10*time.Second)
 			idB := enqueue("b@example.com")
-			if r := result(t, b.waitState(t, idB, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != worker.OutcomeDelivered {
+			if r := result(t, b.waitState(t, idB, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != taskresult.Delivered {
 				t.Fatalf("B outcome = %q", r.Outcome)
 			}
 			if err := b.inspector.RunTask("default", idA); err != nil { // A's retry comes now
 				t.Fatal(err)
 			}
-			if r := result(t, b.waitState(t, idA, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != worker.OutcomeSuperseded {
+			if r := result(t, b.waitState(t, idA, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != taskresult.Superseded {
 				t.Errorf("A outcome = %q, want superseded", r.Outcome)
 			}
 			if got, _ := b.fake.AdditionalEmails(5); strings.Join(got, ",") != "b@example.com" {
@@ -248,7 +249,7 @@ func TestReusedTaskIDGetsAFreshStamp(t *testing.T) {
 	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
 	for i, email := range []string{"first@example.com", "second@example.com"} {
 		id := b.enqueue(t, tasks.TypeSetEmails, `{"order_id": 77, "additional_emails": ["`+email+`"]}`, asynq.TaskID("order-77"))
-		if r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != worker.OutcomeDelivered {
+		if r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != taskresult.Delivered {
 			t.Fatalf("task %d outcome = %q, want delivered", i, r.Outcome)
 		}
 		if got, _ := b.fake.AdditionalEmails(77); strings.Join(got, ",") != email {

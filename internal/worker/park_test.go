@@ -13,7 +13,7 @@ import (
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
-	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/internal/taskresult"
 )
 
 const limited = `{"errors":[{"code":"request_limit_exceeded","message":"Service unavailable, please limit request volume"}]}`
@@ -33,7 +33,7 @@ func TestWaitOnLastDeliveryIsParkedNotDeadLettered(t *testing.T) {
 	if n, ok := b.fake.StatusCount(429), b.fake.StatusCount(204); n != 2 || ok != 1 {
 		t.Errorf("fake answered %d×429 and %d×204, want 2 and 1", n, ok)
 	}
-	if r := result(t, info); r.Outcome != worker.OutcomeDelivered {
+	if r := result(t, info); r.Outcome != taskresult.Delivered {
 		t.Errorf("outcome = %q", r.Outcome)
 	}
 	b.deadLetters(t, 0)

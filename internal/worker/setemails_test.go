@@ -11,7 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
-	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -62,10 +62,10 @@ func TestSetEmailsOneCallPerOrderInFlight(t *testing.T) {
 	for i, id := range ids {
 		r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 30*time.Second))
 		outcomes[r.Outcome]++
-		if i == n-1 && r.Outcome != worker.OutcomeDelivered {
+		if i == n-1 && r.Outcome != taskresult.Delivered {
 			t.Errorf("the newest list's outcome = %q, want delivered", r.Outcome)
 		}
-		if r.Outcome != worker.OutcomeDelivered && r.Outcome != worker.OutcomeSuperseded {
+		if r.Outcome != taskresult.Delivered && r.Outcome != taskresult.Superseded {
 			t.Errorf("task %d outcome = %q, want delivered or superseded", i, r.Outcome)
 		}
 	}
@@ -77,7 +77,7 @@ func TestSetEmailsOneCallPerOrderInFlight(t *testing.T) {
 		}
 	}
 	sort.Slice(reqs, func(i, j int) bool { return reqs[i].At.Before(reqs[j].At) })
-	if len(reqs) < 2 || len(reqs) != outcomes[worker.OutcomeDelivered] {
+	if len(reqs) < 2 || len(reqs) != outcomes[taskresult.Delivered] {
 		t.Fatalf("%d requests for %v outcomes: want one per delivered task, and at least the first and the newest", len(reqs), outcomes)
 	}
 	last := -1
@@ -116,7 +116,7 @@ func TestSetEmailsSupersededAndDuplicate(t *testing.T) {
 	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: 2})
 	older := newSetEmails(t, 32, "old@example.com")
 	newer := newSetEmails(t, 32, "new@example.com")
-	run := func(task *asynq.Task) worker.Result {
+	run := func(task *asynq.Task) taskresult.Result {
 		t.Helper()
 		info, err := b.client.Enqueue(task)
 		if err != nil {
@@ -124,13 +124,13 @@ func TestSetEmailsSupersededAndDuplicate(t *testing.T) {
 		}
 		return result(t, b.waitState(t, info.ID, asynq.TaskStateCompleted, 10*time.Second))
 	}
-	if r := run(newer); r.Outcome != worker.OutcomeDelivered || r.HTTPStatus != 204 {
+	if r := run(newer); r.Outcome != taskresult.Delivered || r.HTTPStatus != 204 {
 		t.Fatalf("newer: %+v, want delivered", r)
 	}
-	if r := run(older); r.Outcome != worker.OutcomeSuperseded {
+	if r := run(older); r.Outcome != taskresult.Superseded {
 		t.Errorf("older after newer: outcome %q, want superseded", r.Outcome)
 	}
-	if r := run(asynq.NewTask(newer.Type(), newer.Payload(), asynq.Retention(time.Hour))); r.Outcome != worker.OutcomeDuplicate {
+	if r := run(asynq.NewTask(newer.Type(), newer.Payload(), asynq.Retention(time.Hour))); r.Outcome != taskresult.Duplicate {
 		t.Errorf("newer delivered again: outcome %q, want duplicate", r.Outcome)
 	}
 	if n := b.fake.RequestCount(); n != 1 {
@@ -139,7 +139,7 @@ func TestSetEmailsSupersededAndDuplicate(t *testing.T) {
 	if got, _ := b.fake.AdditionalEmails(32); strings.Join(got, ",") != "new@example.com" {
 		t.Errorf("order 32 keeps %v, want the newer list", got)
 	}
-	for _, outcome := range []string{worker.OutcomeDelivered, worker.OutcomeSuperseded, worker.OutcomeDuplicate} {
+	for _, outcome := range []string{taskresult.Delivered, taskresult.Superseded, taskresult.Duplicate} {
 		var seen int
 		for _, l := range b.logs.Lines("info", "task done") {
 			if l["outcome"] == outcome {

@@ -22,6 +22,7 @@ import (
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/internal/worker"
 )
 
@@ -148,9 +149,9 @@ func (b *bundle) waitState(t *testing.T, id string, state asynq.TaskState, withi
 	return last
 }
 
-func result(t *testing.T, info *asynq.TaskInfo) worker.Result {
+func result(t *testing.T, info *asynq.TaskInfo) taskresult.Result {
 	t.Helper()
-	var r worker.Result
+	var r taskresult.Result
 	if err := json.Unmarshal(info.Result, &r); err != nil {
 		t.Fatalf("task result %q: %v", info.Result, err)
 	}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
-	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -113,7 +113,7 @@ func TestEachTypeEndToEnd(t *testing.T) {
 			}
 			done := b.waitState(t, info.ID, asynq.TaskStateCompleted, 10*time.Second)
 			r := result(t, done)
-			if r.Outcome != worker.OutcomeDelivered || r.HTTPStatus != 204 || r.Attempts != 1 {
+			if r.Outcome != taskresult.Delivered || r.HTTPStatus != 204 || r.Attempts != 1 {
 				t.Errorf("result = %+v, want delivered/204/1 attempt", r)
 			}
 			reqs := b.fake.Requests()
@@ -150,7 +150,7 @@ func TestRawAsynqProducer(t *testing.T) {
 	b.fake.AddOrder(7)
 	id := b.enqueue(t, "set-emails", `{"order_id": 7, "additional_emails": [" Jill@Example.COM ", "jill@example.com"]}`)
 	r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second))
-	if r.Outcome != worker.OutcomeDelivered {
+	if r.Outcome != taskresult.Delivered {
 		t.Errorf("outcome = %q", r.Outcome)
 	}
 	reqs := b.fake.Requests()
@@ -210,7 +210,7 @@ func TestTransientHTMLErrorsThenSuccess(t *testing.T) {
 	b.fake.FailNext(2, 503, "<html><body>Service Unavailable</body></html>", "text/html")
 	id := b.enqueue(t, "send-cert", `{"certificate_id": 3, "emails": ["a@example.com"], "certificate_collect_format": "plaintext"}`)
 	r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second))
-	if r.Outcome != worker.OutcomeDelivered {
+	if r.Outcome != taskresult.Delivered {
 		t.Errorf("outcome = %q", r.Outcome)
 	}
 	if n := b.fake.RequestCount(); n != 3 {
