@@ -11,16 +11,11 @@ import (
 	"time"
 
 	"github.com/certmail/certmail/internal/api"
-	"github.com/certmail/certmail/internal/ops"
 )
 
 // APICmd serves the HTTP API, the dashboard and the probes.
 type APICmd struct {
-	RedisFlags
-	AccountFlags
-	LogFlags
-	NewTaskFlags
-	ScheduleRuleFlags
+	ProducerFlags
 	HTTPAddr          string        `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"${api_addr}" help:"Listen address of the API."`
 	Tokens            string        `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"Accepted bearer tokens, comma separated, each optionally followed by a space and its role: producer, reader or operator (the default). Prefer the _FILE form: flags show in ps." group:"Authentication"`
 	TokensFile        string        `name:"api-tokens-file" env:"CERTMAIL_API_TOKENS_FILE" type:"path" help:"File of accepted bearer tokens, one per line, each optionally followed by its role (producer, reader, operator: the default); # starts a comment." group:"Authentication"`
@@ -41,49 +36,21 @@ func (c *APICmd) Run(env *Env) (err error) {
 	case len(tokens) > 0 && c.InsecureNoAuth:
 		return usagef("--insecure-no-auth given while API tokens are configured: drop one of them")
 	}
-	if err := c.NewTaskFlags.check(); err != nil {
-		return err
-	}
-	if err := c.ScheduleRuleFlags.check(); err != nil {
-		return err
-	}
-	log, err := c.logger(env)
+	p, err := c.producer(env)
 	if err != nil {
 		return err
 	}
-	accounts, err := c.load(false)
-	if err != nil {
-		return err
-	}
-	conn, err := c.open()
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, conn.Client.Close()) }()
-	opts, err := c.opsOptions(accounts, log)
-	if err != nil {
-		return err
-	}
-	store, err := c.scheduleStore(conn, opts.Rules, log)
-	if err != nil {
-		return err
-	}
-	opts.Redis = conn
-	svc, err := ops.New(opts)
-	if err != nil {
-		return usageError{err}
-	}
-	defer func() { err = errors.Join(err, svc.Close()) }()
+	defer func() { err = errors.Join(err, p.close()) }()
 	srv, err := api.New(api.Config{
-		Ops:               svc,
-		Redis:             conn,
-		Schedules:         store,
+		Ops:               p.ops,
+		Redis:             p.conn,
+		Schedules:         p.store,
 		Tokens:            tokens,
 		InsecureNoAuth:    c.InsecureNoAuth,
 		DashboardReadOnly: c.DashboardReadOnly,
 		Addr:              c.HTTPAddr,
 		ShutdownTimeout:   c.ShutdownTimeout,
-		Logger:            log,
+		Logger:            p.log,
 	})
 	if err != nil {
 		return usageError{err}

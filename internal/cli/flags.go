@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"time"
 
 	"go.uber.org/zap"
@@ -100,6 +101,66 @@ func (f ScheduleRuleFlags) check() error {
 		return usagef("CERTMAIL_SCHEDULE_MIN_INTERVAL: %v must be positive", f.MinInterval)
 	}
 	return nil
+}
+
+// ProducerFlags are the settings of a process that puts tasks and
+// schedules in Redis: the API and the scheduler.
+type ProducerFlags struct {
+	RedisFlags
+	AccountFlags
+	LogFlags
+	NewTaskFlags
+	ScheduleRuleFlags
+}
+
+// producer is what such a process works with, each piece closed by close.
+type producer struct {
+	log   *zap.Logger
+	conn  *redisconn.Conn
+	ops   *ops.Service
+	store *schedule.Store
+}
+
+// producer checks the flags and opens the process's logger, Redis
+// connection, ops service and schedule store.
+func (f ProducerFlags) producer(env *Env) (*producer, error) {
+	if err := f.NewTaskFlags.check(); err != nil {
+		return nil, err
+	}
+	if err := f.ScheduleRuleFlags.check(); err != nil {
+		return nil, err
+	}
+	log, err := f.logger(env)
+	if err != nil {
+		return nil, err
+	}
+	accounts, err := f.load(false)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := f.opsOptions(accounts, log)
+	if err != nil {
+		return nil, err
+	}
+	p := &producer{log: log}
+	if p.conn, err = f.open(); err != nil {
+		return nil, err
+	}
+	if p.store, err = f.scheduleStore(p.conn, opts.Rules, log); err != nil {
+		return nil, errors.Join(err, p.conn.Client.Close())
+	}
+	opts.Redis = p.conn
+	if p.ops, err = ops.New(opts); err != nil {
+		return nil, errors.Join(usageError{err}, p.conn.Client.Close())
+	}
+	return p, nil
+}
+
+// close closes the ops service and the connection, and flushes the log.
+func (p *producer) close() error {
+	err := errors.Join(p.ops.Close(), p.conn.Client.Close())
+	_ = p.log.Sync() // nothing is left to tell if stderr is gone
+	return err
 }
 
 // windowsOrUsage parses rate-limit windows as a usage error.

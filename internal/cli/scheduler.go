@@ -7,7 +7,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/scheduler"
 	"github.com/certmail/certmail/tasks"
@@ -15,11 +14,7 @@ import (
 
 // SchedulerCmd enqueues periodic tasks; run as many replicas as wanted.
 type SchedulerCmd struct {
-	RedisFlags
-	AccountFlags
-	LogFlags
-	NewTaskFlags
-	ScheduleRuleFlags
+	ProducerFlags
 	File      string        `name:"schedules-file" env:"CERTMAIL_SCHEDULES_FILE" type:"path" help:"YAML file of schedules (reloaded when it changes)."`
 	AdminAddr string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${admin_addr}" help:"Listen address of /healthz, /readyz and /metrics (empty: none)."`
 	Lease     time.Duration `name:"lease" env:"CERTMAIL_SCHEDULER_LEASE" default:"${scheduler_lease}" help:"Leader lease: a dead leader's replica takes over within it."`
@@ -27,45 +22,16 @@ type SchedulerCmd struct {
 
 // Run schedules until SIGTERM/SIGINT.
 func (c *SchedulerCmd) Run(env *Env) (err error) {
-	if err := c.NewTaskFlags.check(); err != nil {
-		return err
-	}
-	if err := c.ScheduleRuleFlags.check(); err != nil {
-		return err
-	}
 	if c.Lease < time.Second {
 		return usagef("CERTMAIL_SCHEDULER_LEASE: %s must be at least 1s", c.Lease)
 	}
-	log, err := c.logger(env)
+	p, err := c.producer(env)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = log.Sync() }()
-	accounts, err := c.load(false)
-	if err != nil {
-		return err
-	}
-	opts, err := c.opsOptions(accounts, log)
-	if err != nil {
-		return err
-	}
-	conn, err := c.open()
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, conn.Client.Close()) }()
-	store, err := c.scheduleStore(conn, opts.Rules, log)
-	if err != nil {
-		return err
-	}
-	opts.Redis = conn
-	svc, err := ops.New(opts)
-	if err != nil {
-		return usageError{err}
-	}
-	defer func() { err = errors.Join(err, svc.Close()) }()
-	s, err := scheduler.New(scheduler.Config{Redis: conn, Ops: svc, Store: store, File: c.File, Lease: c.Lease,
-		AdminAddr: c.AdminAddr, Logger: log})
+	defer func() { err = errors.Join(err, p.close()) }()
+	s, err := scheduler.New(scheduler.Config{Redis: p.conn, Ops: p.ops, Store: p.store, File: c.File, Lease: c.Lease,
+		AdminAddr: c.AdminAddr, Logger: p.log})
 	if err != nil {
 		return usageError{err}
 	}

@@ -203,9 +203,37 @@ func (c *components) open() (*redisconn.Conn, error) {
 	return redisconn.Open(c.stack.RedisURL)
 }
 
-// scheduleRules are the rules of the stack's schedules.
-func (c *components) scheduleRules() schedule.Rules {
-	return schedule.Rules{Enqueue: c.rules, MinInterval: c.cfg.ScheduleMinInterval}
+// producer is what a component that puts tasks and schedules in Redis
+// works with, each piece closed by close.
+type producer struct {
+	log   *zap.Logger
+	conn  *redisconn.Conn
+	ops   *ops.Service
+	store *schedule.Store
+}
+
+// producer opens the connection, ops service and schedule store of the
+// component name, which logs under its name.
+func (c *components) producer(name string) (*producer, error) {
+	p := &producer{log: c.cfg.Logger.Named(name)}
+	var err error
+	if p.conn, err = c.open(); err != nil {
+		return nil, err
+	}
+	p.store, err = schedule.NewStore(schedule.Config{Redis: p.conn.Client,
+		Rules: schedule.Rules{Enqueue: c.rules, MinInterval: c.cfg.ScheduleMinInterval}, Logger: p.log})
+	if err == nil {
+		p.ops, err = ops.New(ops.Config{Redis: p.conn, Rules: c.rules, Logger: p.log})
+	}
+	if err != nil {
+		return nil, errors.Join(err, p.conn.Client.Close())
+	}
+	return p, nil
+}
+
+// close closes the ops service and the connection.
+func (p *producer) close() error {
+	return errors.Join(p.ops.Close(), p.conn.Client.Close())
 }
 
 // worker runs the worker until ctx is done; up receives its admin address.
@@ -226,23 +254,13 @@ func (c *components) worker(ctx context.Context, up chan<- net.Addr) (err error)
 // api serves the API and the dashboard until ctx is done; up receives its
 // address.
 func (c *components) api(ctx context.Context, up chan<- net.Addr) (err error) {
-	conn, err := c.open()
+	p, err := c.producer("api")
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, conn.Client.Close()) }()
-	log := c.cfg.Logger.Named("api")
-	store, err := schedule.NewStore(schedule.Config{Redis: conn.Client, Rules: c.scheduleRules(), Logger: log})
-	if err != nil {
-		return err
-	}
-	svc, err := ops.New(ops.Config{Redis: conn, Rules: c.rules, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, svc.Close()) }()
-	srv, err := api.New(api.Config{Ops: svc, Redis: conn, Schedules: store, Tokens: c.cfg.Tokens, Addr: c.cfg.HTTPAddr,
-		ShutdownTimeout: shutdownTimeout, Logger: log})
+	defer func() { err = errors.Join(err, p.close()) }()
+	srv, err := api.New(api.Config{Ops: p.ops, Redis: p.conn, Schedules: p.store, Tokens: c.cfg.Tokens, Addr: c.cfg.HTTPAddr,
+		ShutdownTimeout: shutdownTimeout, Logger: p.log})
 	if err != nil {
 		return err
 	}
@@ -252,22 +270,12 @@ func (c *components) api(ctx context.Context, up chan<- net.Addr) (err error) {
 
 // scheduler runs the scheduler until ctx is done.
 func (c *components) scheduler(ctx context.Context) (err error) {
-	conn, err := c.open()
+	p, err := c.producer("scheduler")
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, conn.Client.Close()) }()
-	log := c.cfg.Logger.Named("scheduler")
-	store, err := schedule.NewStore(schedule.Config{Redis: conn.Client, Rules: c.scheduleRules(), Logger: log})
-	if err != nil {
-		return err
-	}
-	svc, err := ops.New(ops.Config{Redis: conn, Rules: c.rules, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, svc.Close()) }()
-	s, err := scheduler.New(scheduler.Config{Redis: conn, Ops: svc, Store: store, Logger: log})
+	defer func() { err = errors.Join(err, p.close()) }()
+	s, err := scheduler.New(scheduler.Config{Redis: p.conn, Ops: p.ops, Store: p.store, Logger: p.log})
 	if err != nil {
 		return err
 	}
@@ -297,22 +305,12 @@ func (c *components) demo(ctx context.Context, workerUp, apiUp <-chan net.Addr, 
 	if c.cfg.NoDemo {
 		return nil
 	}
-	conn, err := c.open()
+	p, err := c.producer("demo")
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, conn.Client.Close()) }()
-	log := c.cfg.Logger.Named("demo")
-	store, err := schedule.NewStore(schedule.Config{Redis: conn.Client, Rules: c.scheduleRules(), Logger: log})
-	if err != nil {
-		return err
-	}
-	svc, err := ops.New(ops.Config{Redis: conn, Rules: c.rules, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, svc.Close()) }()
-	return enqueueDemo(ctx, svc, store, demo, approveAfter, st.fake, log)
+	defer func() { err = errors.Join(err, p.close()) }()
+	return enqueueDemo(ctx, p.ops, p.store, demo, approveAfter, st.fake, p.log)
 }
 
 // newFake builds the stack's fake CertCentral, with a key that never leaves

@@ -120,27 +120,18 @@ func (s *Scheduler) fireDue(ctx context.Context, c *schedule.Compiled, base time
 func (s *Scheduler) fireTick(ctx context.Context, c *schedule.Compiled, tick time.Time, taskID string, runs int) (recorded bool, out outcome) {
 	if c.EndsWhenValidated() {
 		err := s.store.NoteTask(ctx, s.lease, c.ID, taskID)
-		switch {
-		case errors.Is(err, schedule.ErrNotLeader):
-			s.lostLeadership(c.ID)
-			return false, lost
-		case err != nil:
-			s.log.Warn("could not record the tick about to be enqueued; trying again", zap.String("schedule", c.ID), zap.Error(err))
-			return false, retry
+		if out := s.written(c, err, "could not record the tick about to be enqueued; trying again"); out != goOn {
+			return false, out
 		}
 	}
 	if !s.enqueue(ctx, c, taskID, tick) {
 		return false, retry
 	}
 	recorded, ended, err := s.store.RecordTick(ctx, s.lease, c.ID, tick, time.Now(), taskID, c.MaxRuns)
-	switch {
-	case errors.Is(err, schedule.ErrNotLeader):
-		s.lostLeadership(c.ID)
-		return false, lost
-	case err != nil:
-		s.log.Warn("could not record a fired tick; it is recognised by its task id next round", zap.String("schedule", c.ID), zap.Error(err))
-		return false, retry
-	case recorded:
+	if out := s.written(c, err, "could not record a fired tick; it is recognised by its task id next round"); out != goOn {
+		return false, out
+	}
+	if recorded {
 		s.recordRun(ctx, c, taskID, time.Now())
 	}
 	if ended {
@@ -233,20 +224,31 @@ func (s *Scheduler) settle(ctx context.Context, c *schedule.Compiled, state sche
 // order validated.
 func (s *Scheduler) endValidated(ctx context.Context, c *schedule.Compiled, taskID, orderStatus string, runs int) outcome {
 	ended, err := s.store.End(ctx, s.lease, c.ID, schedule.EndedValidated, time.Now(), orderStatus)
-	switch {
-	case errors.Is(err, schedule.ErrNotLeader):
-		s.lostLeadership(c.ID)
-		return lost
-	case err != nil:
-		s.log.Warn("could not end a validated schedule; trying again", zap.String("schedule", c.ID), zap.Error(err))
-		return retry
-	case ended:
+	if out := s.written(c, err, "could not end a validated schedule; trying again"); out != goOn {
+		return out
+	}
+	if ended {
 		s.log.Info("schedule ended: the order no longer waits for validation by email", zap.String("schedule", c.ID),
 			zap.String("reason", schedule.EndedValidated), zap.String("order_status", orderStatus), zap.String("task_id", taskID),
 			zap.Int("runs", runs))
 	}
 	delete(s.awaiting, c.ID)
 	return stopped
+}
+
+// written says how a fenced write of c's state went: lost when another
+// scheduler leads (this one gives up the leadership), retry after logging
+// warning when it failed otherwise, goOn when it was written.
+func (s *Scheduler) written(c *schedule.Compiled, err error, warning string) outcome {
+	switch {
+	case errors.Is(err, schedule.ErrNotLeader):
+		s.lostLeadership(c.ID)
+		return lost
+	case err != nil:
+		s.log.Warn(warning, zap.String("schedule", c.ID), zap.Error(err))
+		return retry
+	}
+	return goOn
 }
 
 func maxTime(a, b time.Time) time.Time {

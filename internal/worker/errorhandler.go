@@ -107,15 +107,18 @@ func subject(payload []byte) []zap.Field {
 		_ = json.Unmarshal(payload, &s) // best effort: an invalid payload names what it can
 	}
 	s.Account = deadletter.Clip(cmp.Or(s.Account, tasks.DefaultAccount), maxLabelLength)
-	fields := []zap.Field{zap.String("account", s.Account)}
-	if s.OrderID != 0 {
-		fields = append(fields, zap.Int64("order_id", s.OrderID))
-	}
-	if s.CertificateID != 0 {
-		fields = append(fields, zap.Int64("certificate_id", s.CertificateID))
-	}
-	if s.DomainID != 0 {
-		fields = append(fields, zap.Int64("domain_id", s.DomainID))
+	return idFields([]zap.Field{zap.String("account", s.Account)}, s.OrderID, s.CertificateID, s.DomainID)
+}
+
+// idFields appends to fields the ids a task is about, those that are set.
+func idFields(fields []zap.Field, orderID, certificateID, domainID int64) []zap.Field {
+	for _, id := range []struct {
+		key string
+		id  int64
+	}{{"order_id", orderID}, {"certificate_id", certificateID}, {"domain_id", domainID}} {
+		if id.id != 0 {
+			fields = append(fields, zap.Int64(id.key, id.id))
+		}
 	}
 	return fields
 }

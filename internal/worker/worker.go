@@ -234,15 +234,7 @@ func (w *Worker) observe(next asynq.Handler) asynq.Handler {
 				zap.String("queue", queue), zap.String("account", rep.account), zap.String("outcome", rep.outcome),
 				zap.Int("http_status", rep.httpStatus), zap.Int("attempt", retried+1),
 				zap.Int("digicert_calls", rep.calls), zap.Duration("duration", elapsed)}
-			if rep.orderID != 0 {
-				fields = append(fields, zap.Int64("order_id", rep.orderID))
-			}
-			if rep.certID != 0 {
-				fields = append(fields, zap.Int64("certificate_id", rep.certID))
-			}
-			if rep.domainID != 0 {
-				fields = append(fields, zap.Int64("domain_id", rep.domainID))
-			}
+			fields = idFields(fields, rep.orderID, rep.certID, rep.domainID)
 			if rep.orderStatus != "" {
 				fields = append(fields, zap.String("order_status", rep.orderStatus))
 			}
