@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -126,4 +129,34 @@ func longestChain(pkgs map[string]goPackage) []string {
 		}
 	}
 	return longest
+}
+
+// TestArchitectureTable: the README's Architecture table lists every
+// package of the module, and no package that is not one.
+func TestArchitectureTable(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join(repo, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Architecture\n")
+	if !ok {
+		t.Fatal("README has no Architecture section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	listed := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| [a-z, ]+ \\| `([a-z0-9/-]+?)/?` \\|").FindAllStringSubmatch(section, -1) {
+		listed[m[1]] = true
+	}
+	pkgs := listPackages(t)
+	for p := range pkgs {
+		if !listed[p] {
+			t.Errorf("package %s has no row in the README's Architecture table", p)
+		}
+	}
+	for p := range listed {
+		if _, ok := pkgs[p]; !ok {
+			t.Errorf("the README's Architecture table lists %s, which is not a package", p)
+		}
+	}
 }

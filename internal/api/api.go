@@ -13,9 +13,11 @@
 // "Authorization: Bearer <token>"; the dashboard takes the same tokens as the
 // password of HTTP basic auth. Each token has a role (producer, reader,
 // operator) and each route, in one table, says which roles may use it; the
-// decision is made on the route the mux picks for the request. Queue
-// operations themselves (validation, idempotency, Redis) live in
-// internal/ops; this package only translates HTTP.
+// decision is made on the route the mux picks for the request. What the
+// routes do lives elsewhere and is given through Config: queue operations
+// (enqueue, task status, dead letters) in an ops.Service, which validates
+// with internal/enqueue, and schedules in a schedule.Store; this package
+// only translates HTTP. It never builds the worker or the DigiCert client.
 package api
 
 import (

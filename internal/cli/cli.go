@@ -1,8 +1,10 @@
 // Package cli is certmail's command line: one binary, one subcommand per role
 // (worker, scheduler, api, dev) and per operator tool (enqueue, task, dlq,
 // schedule). Flags and environment variables are declared once, on the
-// command structs below, through kong; each command then builds the
-// package that does the work and runs it.
+// command structs below, through kong, their defaults read from the
+// packages' constants (defaults); each command then opens what its role
+// needs (Redis, an ops service, a schedule store), builds the package that
+// does the work, runs it, and closes what it opened.
 package cli
 
 import (

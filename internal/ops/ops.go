@@ -1,7 +1,8 @@
 // Package ops performs the producer and operator actions on certmail's
-// queues in Redis, for the HTTP API and the command line alike: enqueue a
-// validated task (with an optional idempotency key), look a task up by id,
-// and list, show, requeue and delete dead-lettered tasks.
+// queues in Redis, for the HTTP API, the command line and the scheduler
+// alike: enqueue a task that enqueue.Check accepts (with an optional
+// idempotency key, held as a lease, or a task id of the producer's), look a
+// task up by id, and list, show, requeue and delete dead-lettered tasks.
 //
 // A dead-lettered task lives in two places: asynq's archive of its queue
 // (where the dashboard shows it and from where it can run again) and an

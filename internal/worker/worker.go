@@ -1,9 +1,12 @@
 // Package worker consumes certmail's tasks from Redis and performs them
 // against DigiCert CertCentral: one handler per task type behind an asynq
 // ServeMux, retries with backoff for transient failures, a pause per account
-// when DigiCert rejects the API key, duplicate and stale-update guards, and a
-// dead-letter stream for what cannot be delivered. Every outcome is logged
-// and counted; see README "Worker" for the retry schedule and call budget.
+// when DigiCert rejects the API key, duplicate and stale-update guards, and
+// the records of what cannot be delivered, written through package
+// deadletter: the dead-letter stream, and the parked set its unparker
+// empties. Every outcome is logged and counted; see README "Retries" for
+// the retry schedule and call budget. The worker imports nothing of the
+// producer side: it meets producers and operators only in Redis.
 package worker
 
 import (
