@@ -19,13 +19,15 @@ type Worker struct {
 }
 
 // StartWorker runs a worker configured by cfg on the Redis at redisURL
-// until Stop is called or the test ends: cfg.Redis is a connection of its
-// own, closed once the worker stopped, and cfg.Logger is a no-op logger
-// unless set. The test fails when the worker cannot start or its Run ends
-// with an error.
+// until Stop is called or the test ends: cfg.Redis, unless set (the caller
+// then owns it), is a connection of its own, closed once the worker
+// stopped, and cfg.Logger is a no-op logger unless set. The test fails when
+// the worker cannot start or its Run ends with an error.
 func StartWorker(tb testing.TB, redisURL string, cfg worker.Config) *Worker {
 	tb.Helper()
-	cfg.Redis = Conn(tb, redisURL) // closed after Stop: cleanups run last first
+	if cfg.Redis == nil {
+		cfg.Redis = Conn(tb, redisURL) // closed after Stop: cleanups run last first
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}

@@ -98,33 +98,59 @@ func (e *WaitError) Error() string {
 	return fmt.Sprintf("rate limit: next DigiCert request slot in %v", e.Wait.Round(time.Millisecond))
 }
 
-// admitScript: KEYS[1] is the cool-down, KEYS[2..] one sorted set per
-// window; ARGV[1] a unique member, then (limit, period ms) per window.
-// Returns 0 when admitted (and recorded in every window) or the number of
-// milliseconds to wait before asking again.
-var admitScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cd = redis.call('PTTL', KEYS[1])
-if cd > 0 then return cd end
-local wait = 0
-for i = 2, #KEYS do
-  local limit = tonumber(ARGV[2 * i - 2])
-  local period = tonumber(ARGV[2 * i - 1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - period)
-  if redis.call('ZCARD', KEYS[i]) >= limit then
-    local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-    local w = tonumber(oldest[2]) + period - now + 1
-    if w > wait then wait = w end
+// Lua defines the limiter's two steps as Lua functions, for the limiter's
+// own scripts and for a caller that folds them into a script of its own (see
+// Ticket). In both, KEYS[c] is the account's cool-down and KEYS[c+1] to
+// KEYS[#KEYS] its windows (the script's last keys, one sorted set each);
+// ARGV[a] is the request's member, and ARGV[a+1], ARGV[a+2] the limit and
+// period (ms) of the first window, and so on. Time is the Redis server's.
+//
+//	admit(c, a)   0 when admitted (the member entered in every window), else the ms to wait
+//	restamp(c, a) moves the member to now in every window it is in
+const Lua = `
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function admit(c, a)
+  local now = now_ms()
+  local cd = redis.call('PTTL', KEYS[c])
+  if cd > 0 then return cd end
+  local wait = 0
+  for i = c + 1, #KEYS do
+    local j = a + 1 + 2 * (i - c - 1)
+    local limit, period = tonumber(ARGV[j]), tonumber(ARGV[j + 1])
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - period)
+    if redis.call('ZCARD', KEYS[i]) >= limit then
+      local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+      local w = tonumber(oldest[2]) + period - now + 1
+      if w > wait then wait = w end
+    end
   end
+  if wait > 0 then return wait end
+  for i = c + 1, #KEYS do
+    redis.call('ZADD', KEYS[i], now, ARGV[a])
+    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[a + 2 + 2 * (i - c - 1)]))
+  end
+  return 0
 end
-if wait > 0 then return wait end
-for i = 2, #KEYS do
-  redis.call('ZADD', KEYS[i], now, ARGV[1])
-  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 * i - 1]))
+local function restamp(c, a)
+  local now = now_ms()
+  for i = c + 1, #KEYS do
+    if redis.call('ZSCORE', KEYS[i], ARGV[a]) then
+      redis.call('ZADD', KEYS[i], 'XX', now, ARGV[a])
+      redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[a + 2 + 2 * (i - c - 1)]))
+    end
+  end
+  return 0
 end
-return 0
-`)
+`
+
+// admitScript admits ARGV[1] (Lua's admit with the cool-down at KEYS[1]).
+var admitScript = redis.NewScript(Lua + `return admit(1, 1)`)
+
+// restampScript moves ARGV[1] to now in every window it is in.
+var restampScript = redis.NewScript(Lua + `return restamp(1, 1)`)
 
 func (l *Limiter) keys() ([]string, []any) {
 	keys := make([]string, 1, 1+len(l.windows))
@@ -149,24 +175,17 @@ func (l *Limiter) reserve(ctx context.Context, member string) (time.Duration, er
 	return time.Duration(ms) * time.Millisecond, nil
 }
 
-// restampScript moves member to the current time in every window it is in.
-var restampScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 2, #KEYS do
-  if redis.call('ZSCORE', KEYS[i], ARGV[1]) then
-    redis.call('ZADD', KEYS[i], 'XX', now, ARGV[1])
-    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 * i - 1]))
-  end
-end
-return 0
-`)
-
 // Acquire blocks until a request may be sent, ctx is done, or the wait
 // would exceed MaxWait or ctx's deadline (*WaitError, which says how long).
 // Call release when the request has ended. It implements digicert.Limiter;
 // it holds no Redis connection while it waits.
+//
+// A ctx that carries an admitted Ticket of l (Ticket.Context) is admitted at
+// once, without Redis, the first time; the ticket's holder restamps.
 func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
+	if t, ok := ctx.Value(ticketKey{}).(*Ticket); ok && t.take(l) {
+		return t.release, nil
+	}
 	member := token()
 	var waited time.Duration
 	defer func() {

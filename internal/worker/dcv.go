@@ -28,6 +28,7 @@ func (p *processor) resendIfPending(ctx context.Context, d *delivery, pl tasks.R
 	if d.taskID != "" {
 		d.dedupKey = deliveredKey(d.taskID)
 	}
+	defer p.settle(ctx, d)
 	var v digicert.OrderValidation
 	_, err := p.call(ctx, d, func(ctx context.Context) (res digicert.Result, err error) {
 		v, res, err = d.account.client.OrderValidation(ctx, pl.OrderID)
@@ -70,17 +71,27 @@ func (p *processor) resendThroughOrder(ctx context.Context, d *delivery, pl task
 	if err != nil {
 		return err
 	}
-	p.sent(ctx, d)
 	sent.Outcome, sent.HTTPStatus = taskresult.Delivered, res.Status
 	d.detail.Add(sent)
-	return p.finish(ctx, d, taskresult.Delivered, res.Status)
+	if d.dedupKey == "" {
+		p.sent(ctx, d)
+		return p.finish(ctx, d, taskresult.Delivered, res.Status)
+	}
+	if d.result, err = p.outcome(d, taskresult.Delivered, res.Status); err != nil {
+		return err
+	}
+	p.sent(ctx, d) // the guard and the result in one round trip
+	return nil
 }
 
-// sent writes the guard of the call that just succeeded, if it has one, and
-// runs the AfterDelivery hook.
+// sent writes the guard of the call that just succeeded, if it has one
+// (with d.result, when set, and the call's restamp), and runs the
+// AfterDelivery hook.
 func (p *processor) sent(ctx context.Context, d *delivery) {
 	if d.dedupKey != "" {
 		p.writeGuard(ctx, d)
+	} else {
+		p.settle(ctx, d)
 	}
 	if p.afterDelivery != nil {
 		p.afterDelivery(ctx, d.taskID)
@@ -138,13 +149,21 @@ func (p *processor) resendPerDomain(ctx context.Context, d *delivery, pl tasks.R
 	if failed != nil {
 		return failed
 	}
-	if d.dedupKey = taskGuard; d.dedupKey != "" {
-		p.writeGuard(ctx, d) // every domain is done: a redelivery need not even read
-	}
+	outcome := taskresult.Delivered
 	if delivered == 0 {
-		return p.finish(ctx, d, taskresult.Duplicate, 0)
+		outcome, lastStatus = taskresult.Duplicate, 0
 	}
-	return p.finish(ctx, d, taskresult.Delivered, lastStatus)
+	if d.dedupKey = taskGuard; d.dedupKey == "" {
+		return p.finish(ctx, d, outcome, lastStatus)
+	}
+	// Every domain is done: a redelivery need not even read. The guard and
+	// the result in one round trip.
+	var err error
+	if d.result, err = p.outcome(d, outcome, lastStatus); err != nil {
+		return err
+	}
+	p.writeGuard(ctx, d)
+	return nil
 }
 
 // domainError is the failure of one domain's resend within a resend-dcv:

@@ -60,7 +60,7 @@ func TestGateVerdicts(t *testing.T) {
 
 	expect := func(step string, guardKey string, want gateVerdict, wantWait bool) {
 		t.Helper()
-		v, wait, err := g.check(ctx, guardKey)
+		v, wait, err := g.check(ctx, guardKey, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}

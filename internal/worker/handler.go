@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
@@ -63,6 +64,7 @@ func reportFrom(ctx context.Context) *report {
 // delivery is one attempt at one task, after decoding.
 type delivery struct {
 	taskID   string
+	queue    string
 	attempt  int // 1 for the first delivery
 	start    time.Time
 	account  *accountRuntime
@@ -72,6 +74,12 @@ type delivery struct {
 	// detail is what a resend-dcv with only_if_pending adds to the result:
 	// the order's status and the resends.
 	detail taskresult.Result
+	// ticket is the limiter's admission of the current DigiCert call, taken
+	// in the round trip before it and restamped in the one after it.
+	ticket *ratelimit.Ticket
+	// result, when set, is written by the round trip after the call (with
+	// the guard) rather than by finish.
+	result []byte
 }
 
 // begin decodes and validates the payload and resolves its account. Any
@@ -80,6 +88,7 @@ func (p *processor) begin(ctx context.Context, t *asynq.Task) (tasks.Payload, *d
 	rep := reportFrom(ctx)
 	d := &delivery{start: time.Now(), rw: t.ResultWriter(), report: rep}
 	d.taskID, _ = asynq.GetTaskID(ctx)
+	d.queue, _ = asynq.GetQueueName(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
 	d.attempt = retried + 1
 	if n := len(t.Payload()); n > tasks.MaxPayloadBytes {
@@ -122,44 +131,62 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) (err err
 			}
 		}()
 	}
-	// A busy order hands the task back at once rather than waiting for the
-	// lock in place: a hot order must not hold worker slots that other
-	// tasks wait for. The wait costs no retry.
-	unlock, err := tryLockOrder(ctx, p.rdb, orderKey(d.account.name, pl.OrderID, "lock"))
-	if errors.Is(err, errLockBusy) {
-		return &taskError{code: "order_busy", class: classWait, retryAfter: jitter(orderBusyWait),
-			err: errors.New("another set-emails of this order is in progress")}
-	}
+	return p.setEmails(ctx, d, pl, seq)
+}
+
+// setEmails delivers a set-emails of sequence seq: one round trip before
+// the call (the order lock, the applied-sequence compare, the auth gate, the
+// limiter) and one after it (result, applied sequence, lock, restamp).
+func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmails, seq int64) error {
+	lock := lease.New(p.rdb, orderKey(d.account.name, pl.OrderID, "lock"), orderLockTTL)
+	appliedKey := orderKey(d.account.name, pl.OrderID, "applied")
+	d.ticket = d.account.limiter.NewTicket()
+	defer p.settle(ctx, d)
+	verdict, wait, err := d.account.gate.checkOrder(ctx, lock, appliedKey, seq, d.ticket)
 	if err != nil {
 		return transient("redis", 0, RetryDelay(d.attempt-1), err)
 	}
-	defer unlock(context.WithoutCancel(ctx))
-
-	appliedKey := orderKey(d.account.name, pl.OrderID, "applied")
-	applied, err := p.rdb.Get(ctx, appliedKey).Int64()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return transient("redis", 0, RetryDelay(d.attempt-1), fmt.Errorf("read applied sequence: %w", err))
-	}
-	switch {
-	case seq < applied:
+	switch verdict {
+	case gateBusy:
+		// A busy order hands the task back at once rather than waiting for
+		// the lock in place: a hot order must not hold worker slots that
+		// other tasks wait for. The wait costs no retry.
+		return &taskError{code: "order_busy", class: classWait, retryAfter: jitter(orderBusyWait),
+			err: errors.New("another set-emails of this order is in progress")}
+	case gateSuperseded:
 		return p.finish(ctx, d, taskresult.Superseded, 0)
-	case seq == applied:
+	case gateApplied:
 		return p.finish(ctx, d, taskresult.Duplicate, 0)
+	}
+	if verdict == gateGo || verdict == gateProbe { // the lock is this delivery's: renewed while held
+		stop := lock.KeepAlive()
+		defer func() {
+			stop()
+			if d.result == nil { // else the round trip after the call released it
+				_, _ = lock.Release(context.WithoutCancel(ctx)) // a lock not released expires within orderLockTTL
+			}
+		}()
 	}
 	body, err := pl.DigiCertBody()
 	if err != nil {
 		return permanent("invalid_payload", 0, err)
 	}
-	res, err := p.call(ctx, d, func(ctx context.Context) (digicert.Result, error) {
+	res, err := p.send(ctx, d, verdict, wait, func(ctx context.Context) (digicert.Result, error) {
 		return d.account.client.SetAdditionalEmails(ctx, pl.OrderID, body)
 	})
 	if err != nil {
 		return err
 	}
-	if err := setAppliedScript.Run(context.WithoutCancel(ctx), p.rdb, []string{appliedKey}, seq, p.retention.Milliseconds()).Err(); err != nil {
-		p.log.Warn("could not record applied sequence", zap.String("task_id", d.taskID), zap.Int64("order_id", pl.OrderID), zap.Error(err))
+	if d.result, err = p.outcome(d, taskresult.Delivered, res.Status); err != nil {
+		return err
 	}
-	return p.finish(ctx, d, taskresult.Delivered, res.Status)
+	member, tk, ta := p.due(d)
+	keys := append([]string{asynqTaskKey(d.queue, d.taskID), appliedKey, lock.Key()}, tk...)
+	args := append([]any{d.result, seq, p.retention.Milliseconds(), lock.Token(), member}, ta...)
+	p.persist(ctx, d, "applied sequence", func(ctx context.Context) error {
+		return afterOrderScript.Run(ctx, p.rdb, keys, args...).Err()
+	})
+	return nil
 }
 
 func (p *processor) handleResendDCV(ctx context.Context, t *asynq.Task) error {
@@ -214,12 +241,14 @@ func (p *processor) handleResendDomainDCV(ctx context.Context, t *asynq.Task) er
 }
 
 // deliverOnce calls DigiCert unless this task's call already succeeded in an
-// earlier delivery (the guard is written right after the 2xx and checked by
-// the account's gate, in the same round trip as the auth pause).
+// earlier delivery: one round trip before the call (the duplicate guard,
+// the auth gate, the limiter) and one after it (the result, the guard, the
+// restamp).
 func (p *processor) deliverOnce(ctx context.Context, d *delivery, call func(context.Context) (digicert.Result, error)) error {
 	if d.taskID != "" {
 		d.dedupKey = deliveredKey(d.taskID)
 	}
+	defer p.settle(ctx, d)
 	res, err := p.call(ctx, d, call)
 	if errors.Is(err, errAlreadyDelivered) {
 		return p.finish(ctx, d, taskresult.Duplicate, 0)
@@ -227,13 +256,14 @@ func (p *processor) deliverOnce(ctx context.Context, d *delivery, call func(cont
 	if err != nil {
 		return err
 	}
-	if d.dedupKey != "" {
-		p.writeGuard(ctx, d)
+	if d.dedupKey == "" {
+		return p.finish(ctx, d, taskresult.Delivered, res.Status)
 	}
-	if p.afterDelivery != nil {
-		p.afterDelivery(ctx, d.taskID)
+	if d.result, err = p.outcome(d, taskresult.Delivered, res.Status); err != nil {
+		return err
 	}
-	return p.finish(ctx, d, taskresult.Delivered, res.Status)
+	p.sent(ctx, d)
+	return nil
 }
 
 // errAlreadyDelivered is returned by call when the delivery's duplicate
@@ -245,33 +275,77 @@ var errAlreadyDelivered = errors.New("already delivered")
 // guard a redelivery would send them again.
 const guardPatience = 30 * time.Second
 
-// writeGuard records that the task's DigiCert call succeeded, retrying with
-// backoff while Redis is unreachable (a restart, a failover).
+// writeGuard records, in one round trip, that the task's DigiCert call
+// succeeded (d.dedupKey), the task's result when d.result is set, and the
+// restamp of the call's limiter admission.
 func (p *processor) writeGuard(ctx context.Context, d *delivery) {
+	member, tk, ta := p.due(d)
+	keys := append([]string{asynqTaskKey(d.queue, d.taskID), d.dedupKey}, tk...)
+	args := append([]any{d.result, time.Now().UTC().Format(time.RFC3339), p.retention.Milliseconds(), member}, ta...)
+	p.persist(ctx, d, "duplicate guard", func(ctx context.Context) error {
+		return afterScript.Run(ctx, p.rdb, keys, args...).Err()
+	})
+}
+
+// persist runs write, the round trip after a successful call, retrying with
+// backoff while Redis is unreachable (a restart, a failover): DigiCert has
+// acted, and what write records keeps a redelivery from acting again.
+func (p *processor) persist(ctx context.Context, d *delivery, what string, write func(context.Context) error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 50*time.Millisecond, 2*time.Second, guardPatience
 	tries := 0
 	err := backoff.Retry(func() error {
 		tries++
-		return p.rdb.Set(context.WithoutCancel(ctx), d.dedupKey, time.Now().UTC().Format(time.RFC3339), p.retention).Err()
+		return write(context.WithoutCancel(ctx))
 	}, b)
 	switch {
 	case err != nil:
-		p.log.Error("could not write the duplicate guard: a redelivery of this task would email again",
+		p.log.Error("could not write the "+what+": a redelivery of this task would email again",
 			zap.String("task_id", d.taskID), zap.Int("tries", tries), zap.Error(err))
 	case tries > 1:
-		p.log.Warn("duplicate guard written after Redis came back", zap.String("task_id", d.taskID), zap.Int("tries", tries))
+		p.log.Warn(what+" written after Redis came back", zap.String("task_id", d.taskID), zap.Int("tries", tries))
+	}
+}
+
+// due returns the limiter's restamp that the round trip after a call does
+// (the member, "" for none) and the limiter's keys and arguments (after the
+// member) that it needs.
+func (p *processor) due(d *delivery) (member string, keys []string, args []any) {
+	if d.ticket == nil {
+		return "", nil, nil
+	}
+	keys, args = d.ticket.Script()
+	return d.ticket.Due(), keys, args[1:]
+}
+
+// settle ends the current call's limiter ticket where no round trip after
+// the call did (a failure, a call not made).
+func (p *processor) settle(ctx context.Context, d *delivery) {
+	if d.ticket == nil {
+		return
+	}
+	if err := d.ticket.Settle(ctx); err != nil {
+		p.log.Warn("could not give back an unused rate-limit slot", zap.String("account", d.account.name), zap.Error(err))
 	}
 }
 
 // call passes the account's auth gate (and the delivery's duplicate guard,
-// if it has one: errAlreadyDelivered), calls DigiCert and turns a failure
-// into a taskError according to digicert.Classify, the one classification.
+// if it has one: errAlreadyDelivered) and the limiter's admission in one
+// round trip, then sends.
 func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Context) (digicert.Result, error)) (digicert.Result, error) {
-	verdict, wait, err := d.account.gate.check(ctx, d.dedupKey)
+	p.settle(ctx, d) // the previous call's, if any
+	d.ticket = d.account.limiter.NewTicket()
+	verdict, wait, err := d.account.gate.check(ctx, d.dedupKey, d.ticket)
 	if err != nil {
 		return digicert.Result{}, transient("redis", 0, RetryDelay(d.attempt-1), err)
 	}
+	return p.send(ctx, d, verdict, wait, fn)
+}
+
+// send acts on the gate's verdict: calls DigiCert (under the delivery's
+// limiter ticket) and turns a failure into a taskError according to
+// digicert.Classify, the one classification.
+func (p *processor) send(ctx context.Context, d *delivery, verdict gateVerdict, wait time.Duration, fn func(context.Context) (digicert.Result, error)) (digicert.Result, error) {
 	if verdict == gateDone {
 		return digicert.Result{}, errAlreadyDelivered
 	}
@@ -279,13 +353,14 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 		return digicert.Result{}, &taskError{code: "account_paused", class: classAuth, retryAfter: jitter(wait),
 			err: fmt.Errorf("account %s is paused: DigiCert rejected its API key", d.account.name)}
 	}
-	res, err := fn(ctx)
+	res, err := fn(d.ticket.Context(ctx))
 	d.report.calls += res.Attempts
 	if err == nil {
 		d.report.httpStatus = res.Status
 		p.keyWorks(ctx, d, verdict)
 		return res, nil
 	}
+	p.settle(ctx, d)
 	var apiErr *digicert.APIError
 	status := 0
 	if errors.As(err, &apiErr) {
@@ -360,11 +435,19 @@ func jitter(d time.Duration) time.Duration {
 	return d + time.Duration(float64(d)*0.25*rand.Float64())
 }
 
-func (p *processor) finish(_ context.Context, d *delivery, outcome string, status int) error {
+// outcome records the delivery's outcome in its report and returns the
+// result to keep with the task.
+func (p *processor) outcome(d *delivery, outcome string, status int) ([]byte, error) {
 	d.report.outcome = outcome
 	res := d.detail
 	res.Outcome, res.HTTPStatus, res.Attempts, res.DurationMS = outcome, status, d.attempt, time.Since(d.start).Milliseconds()
-	b, err := res.Encode()
+	return res.Encode()
+}
+
+// finish ends a delivery whose result no round trip after a call keeps:
+// it writes the result through asynq.
+func (p *processor) finish(_ context.Context, d *delivery, outcome string, status int) error {
+	b, err := p.outcome(d, outcome, status)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/lease"
+	"github.com/certmail/certmail/internal/ratelimit"
 )
 
 // Redis keys certmail's workers keep besides asynq's own (all under
@@ -36,23 +36,112 @@ func orderKey(acct string, orderID int64, what string) string {
 	return keyPrefix + "order:" + acct + ":" + strconv.FormatInt(orderID, 10) + ":" + what
 }
 
-// gateScript decides whether a delivery may call DigiCert: done (3) when
-// the task's duplicate guard (KEYS[4], when given) says its call already
-// succeeded; wait ms (0, ms) while the account's auth pause is in force or
-// another delivery probes; probe (2): this delivery is the one that tries
-// the key again; otherwise go (1). One round trip answers both questions a
-// delivery asks before its call.
-var gateScript = redis.NewScript(`
-if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return {3, 0} end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then return {0, ttl} end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, 0} end
-  local p = redis.call('PTTL', KEYS[3])
-  if p < 0 then p = 1000 end
-  return {0, p}
+// asynqTaskKey is the hash in which asynq keeps a task and its result
+// (asynq v0.26's base.TaskKey; what its ResultWriter writes to, field
+// "result"). The after-call scripts write the result there themselves, in
+// the round trip they make anyway; the tests read it back through asynq's
+// Inspector.
+func asynqTaskKey(queue, taskID string) string { return "asynq:{" + queue + "}:t:" + taskID }
+
+// gateLua defines gate(k, token, ms), the account's auth gate on KEYS[k]
+// (pause), KEYS[k+1] (auth_broken) and KEYS[k+2] (probe): {0, ms} wait while
+// the pause is in force or another delivery probes; {2, 0} probe, this
+// delivery tries the key again (it holds the probe key, token, for ms);
+// otherwise {1, 0} go.
+const gateLua = `
+local function gate(k, token, ms)
+  local ttl = redis.call('PTTL', KEYS[k])
+  if ttl > 0 then return {0, ttl} end
+  if redis.call('EXISTS', KEYS[k + 1]) == 1 then
+    if redis.call('SET', KEYS[k + 2], token, 'NX', 'PX', ms) then return {2, 0} end
+    local p = redis.call('PTTL', KEYS[k + 2])
+    if p < 0 then p = 1000 end
+    return {0, p}
+  end
+  return {1, 0}
 end
-return {1, 0}
+`
+
+// beforeScript is the one round trip before a DigiCert call: the task's
+// duplicate guard, the account's auth gate and the shared limiter's
+// admission. Returns {verdict, wait ms, admission}: admission 0 when the
+// limiter admitted ARGV[4], the ms to wait for a slot, or -1 when not asked
+// (the call does not go ahead, or no limiter keys were given).
+//
+//	KEYS[1]     the task's duplicate guard, checked when ARGV[1] is '1'
+//	KEYS[2..4]  the account's pause, auth_broken and probe keys (gate)
+//	ARGV[2..3]  a probe token and the probe interval (ms)
+//	KEYS[5..]   the limiter's cool-down and windows, ARGV[4..] its member and windows (ratelimit.Lua)
+var beforeScript = redis.NewScript(ratelimit.Lua + gateLua + `
+if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {3, 0, -1} end
+local g = gate(2, ARGV[2], ARGV[3])
+if g[1] == 0 or #KEYS < 5 then return {g[1], g[2], -1} end
+return {g[1], g[2], admit(5, 4)}
+`)
+
+// beforeOrderScript is the one round trip before a set-emails' DigiCert
+// call: the order lock, the applied-sequence compare, the auth gate and the
+// limiter's admission. Returns {verdict, wait ms, admission} as
+// beforeScript, with the verdicts gateBusy, gateSuperseded and gateApplied;
+// the lock is taken (as lease.Acquire takes it) only when the call goes
+// ahead (go, probe). Sequences compare as the decimal strings they are
+// stored as (see setAppliedLua).
+//
+//	KEYS[1]     the order's lock; ARGV[1] this delivery's token, ARGV[2] the lease (ms)
+//	KEYS[2]     the order's applied sequence; ARGV[3] the task's sequence
+//	KEYS[3..5]  the auth gate's keys; ARGV[4..5] a probe token and the probe interval (ms)
+//	KEYS[6..]   the limiter's, ARGV[6..] its member and windows (ratelimit.Lua)
+var beforeOrderScript = redis.NewScript(ratelimit.Lua + gateLua + `
+if redis.call('EXISTS', KEYS[1]) == 1 then return {4, 0, -1} end
+local cur, seq = redis.call('GET', KEYS[2]) or '0', ARGV[3]
+if #seq < #cur or (#seq == #cur and seq < cur) then return {5, 0, -1} end
+if seq == cur then return {6, 0, -1} end
+local g = gate(3, ARGV[4], ARGV[5])
+if g[1] == 0 then return {0, g[2], -1} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {g[1], g[2], admit(6, 6)}
+`)
+
+// afterScript is the one round trip after a DigiCert 2xx: the task's
+// result, its duplicate guard and the limiter's restamp.
+//
+//	KEYS[1]  the task's hash in asynq; ARGV[1] its result, written unless ''
+//	KEYS[2]  the duplicate guard; ARGV[2] its value (the time), ARGV[3] its lifetime (ms)
+//	KEYS[3..] the limiter's, ARGV[4..] its member (none when '') and windows (ratelimit.Lua)
+var afterScript = redis.NewScript(ratelimit.Lua + `
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[1]) end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+if ARGV[4] ~= '' then restamp(3, 4) end
+return 0
+`)
+
+// setAppliedLua defines set_applied(k, seq, ms): KEYS[k] becomes seq, the
+// order's last applied set-emails, for ms, unless a newer one is already
+// recorded. Sequences are compared as the decimal strings they are stored
+// as (non-negative, without leading zeros): Lua's numbers are doubles,
+// which cannot tell nanosecond sequences less than 256 ns apart, so a newer
+// list would not have been recorded as applied.
+const setAppliedLua = `
+local function set_applied(k, seq, ms)
+  local cur = redis.call('GET', KEYS[k]) or '0'
+  if #seq > #cur or (#seq == #cur and seq > cur) then redis.call('SET', KEYS[k], seq, 'PX', ms) end
+end
+`
+
+// afterOrderScript is the one round trip after a set-emails' DigiCert 2xx:
+// the task's result, the order's applied sequence, the release of the
+// order's lock and the limiter's restamp.
+//
+//	KEYS[1]  the task's hash in asynq; ARGV[1] its result
+//	KEYS[2]  the order's applied sequence; ARGV[2] the task's sequence, ARGV[3] its lifetime (ms)
+//	KEYS[3]  the order's lock, deleted if it still holds ARGV[4] (as lease.Release does)
+//	KEYS[4..] the limiter's, ARGV[5..] its member (none when '') and windows (ratelimit.Lua)
+var afterOrderScript = redis.NewScript(ratelimit.Lua + setAppliedLua + `
+redis.call('HSET', KEYS[1], 'result', ARGV[1])
+set_applied(2, ARGV[2], ARGV[3])
+if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
+if ARGV[5] ~= '' then restamp(4, 5) end
+return 0
 `)
 
 type gateVerdict int
@@ -61,7 +150,10 @@ const (
 	gateWait gateVerdict = iota
 	gateGo
 	gateProbe
-	gateDone // the duplicate guard is set: the call already succeeded
+	gateDone       // the duplicate guard is set: the call already succeeded
+	gateBusy       // another set-emails of the order holds its lock
+	gateSuperseded // a newer set-emails of the order was applied
+	gateApplied    // this set-emails' sequence was applied already
 )
 
 // authGate keeps one account's auth pause in Redis, shared by all workers.
@@ -72,15 +164,39 @@ type authGate struct {
 }
 
 // check asks whether a delivery may call DigiCert now; guardKey, when not
-// empty, is the task's duplicate guard, checked first.
-func (g *authGate) check(ctx context.Context, guardKey string) (gateVerdict, time.Duration, error) {
-	keys := []string{pausedKey(g.account), brokenKey(g.account), probeKey(g.account)}
-	if guardKey != "" {
-		keys = append(keys, guardKey)
+// empty, is the task's duplicate guard, checked first. ticket, when not nil,
+// is admitted by the shared limiter in the same round trip if the call may
+// go ahead and a slot is free (else Acquire waits for one as usual).
+func (g *authGate) check(ctx context.Context, guardKey string, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, error) {
+	keys := []string{guardKey, pausedKey(g.account), brokenKey(g.account), probeKey(g.account)}
+	args := []any{"1", randomToken(), g.interval.Milliseconds()}
+	if guardKey == "" {
+		keys[0], args[0] = pausedKey(g.account), "0" // any key: not read
 	}
-	res, err := gateScript.Run(ctx, g.rdb, keys, randomToken(), g.interval.Milliseconds()).Int64Slice()
+	return g.run(ctx, beforeScript, keys, args, ticket)
+}
+
+// checkOrder asks whether a set-emails of sequence seq may call DigiCert
+// now: its order's lock (taken for lock's holder when the call goes ahead),
+// its applied sequence, then as check.
+func (g *authGate) checkOrder(ctx context.Context, lock *lease.Lease, appliedKey string, seq int64, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, error) {
+	keys := []string{lock.Key(), appliedKey, pausedKey(g.account), brokenKey(g.account), probeKey(g.account)}
+	args := []any{lock.Token(), orderLockTTL.Milliseconds(), strconv.FormatInt(seq, 10), randomToken(), g.interval.Milliseconds()}
+	return g.run(ctx, beforeOrderScript, keys, args, ticket)
+}
+
+// run runs a before-call script with the ticket's keys and arguments last.
+func (g *authGate) run(ctx context.Context, script *redis.Script, keys []string, args []any, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, error) {
+	if ticket != nil {
+		tk, ta := ticket.Script()
+		keys, args = append(keys, tk...), append(args, ta...)
+	}
+	res, err := script.Run(ctx, g.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return gateGo, 0, fmt.Errorf("auth gate: %w", err)
+	}
+	if ticket != nil && res[2] == 0 {
+		ticket.Admitted()
 	}
 	return gateVerdict(res[0]), time.Duration(res[1]) * time.Millisecond, nil
 }
@@ -120,42 +236,9 @@ func (g *authGate) resume(ctx context.Context) (resumed bool, err error) {
 // one order across workers.
 const orderLockTTL = 15 * time.Second
 
-var errLockBusy = errors.New("order lock busy")
-
 // orderBusyWait is how long a set-emails whose order is locked waits before
 // it is tried again (plus jitter); the lock is held for one DigiCert call.
 const orderBusyWait = time.Second
-
-// tryLockOrder takes the order's lock and keeps it renewed, or returns
-// errLockBusy at once when another delivery holds it. unlock stops the
-// renewals and releases the lock if it is still this delivery's.
-func tryLockOrder(ctx context.Context, rdb redis.UniversalClient, key string) (unlock func(context.Context), err error) {
-	l := lease.New(rdb, key, orderLockTTL)
-	ok, err := l.Acquire(ctx)
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("lock order: %w", err)
-	case !ok:
-		return nil, errLockBusy
-	}
-	stop := l.KeepAlive()
-	return func(ctx context.Context) {
-		stop()
-		_, _ = l.Release(ctx) // a lock not released expires within orderLockTTL
-	}, nil
-}
-
-// setApplied records seq as the order's last applied set-emails, unless a
-// newer one is already recorded. Sequences are compared as the decimal
-// strings they are stored as (non-negative, without leading zeros): Lua's
-// numbers are doubles, which cannot tell nanosecond sequences less than
-// 256 ns apart, so a newer list would not have been recorded as applied.
-var setAppliedScript = redis.NewScript(`
-local cur = redis.call('GET', KEYS[1]) or '0'
-local new = ARGV[1]
-if #new > #cur or (#new == #cur and new > cur) then redis.call('SET', KEYS[1], new, 'PX', ARGV[2]) end
-return 0
-`)
 
 // firstSeenScript stamps a task with the time it was first processed, once,
 // and returns the stamp.

@@ -1,0 +1,219 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/lease"
+	"github.com/certmail/certmail/internal/ratelimit"
+	"github.com/certmail/certmail/internal/redistest"
+)
+
+// scriptBundle is a Redis, an account's gate and a limiter of one request
+// per minute, for the tests of the before- and after-call scripts.
+type scriptBundle struct {
+	rdb     *redis.Client
+	gate    *authGate
+	limiter *ratelimit.Limiter
+}
+
+func setupScripts(t *testing.T) *scriptBundle {
+	t.Helper()
+	rdb := redistest.Start(t, redistest.Options{}).Client()
+	return &scriptBundle{rdb: rdb, gate: &authGate{rdb: rdb, account: "acct", interval: time.Minute},
+		limiter: ratelimit.NewLimiter(rdb, ratelimit.Config{Account: "acct",
+			Windows: []ratelimit.Window{{Limit: 1, Period: time.Minute}}, MaxWait: time.Millisecond})}
+}
+
+// admitted reports whether the script admitted the ticket: its member is in
+// the window, and Acquire on its context goes through at once although the
+// window (of one) is full. The window is emptied after, unless keepFull.
+func (b *scriptBundle) admitted(t *testing.T, tk *ratelimit.Ticket) bool {
+	t.Helper()
+	ctx := context.Background()
+	keys, args := tk.Script()
+	inWindow := b.rdb.ZScore(ctx, keys[1], args[0].(string)).Err() == nil
+	if inWindow {
+		release, err := b.limiter.Acquire(tk.Context(ctx))
+		if err != nil {
+			t.Fatalf("admitted by the script, but Acquire: %v", err)
+		}
+		release()
+	}
+	if err := b.rdb.Del(ctx, keys[1]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return inWindow
+}
+
+// fill takes the window's one slot.
+func (b *scriptBundle) fill(t *testing.T) {
+	t.Helper()
+	if d, err := b.limiter.Reserve(context.Background()); err != nil || d != 0 {
+		t.Fatalf("fill the window: %v, %v", d, err)
+	}
+}
+
+// TestBeforeScriptAdmitsOnlyACallThatGoes: the round trip before a call
+// admits it at the limiter when the gate lets it go ahead, and leaves the
+// limiter alone when the guard is set or the account paused; a full window
+// leaves the ticket unadmitted (Acquire then waits as usual).
+func TestBeforeScriptAdmitsOnlyACallThatGoes(t *testing.T) {
+	t.Parallel()
+	b := setupScripts(t)
+	ctx := context.Background()
+	guard := deliveredKey("t-before")
+	check := func(step string, want gateVerdict, wantAdmitted bool) {
+		t.Helper()
+		tk := b.limiter.NewTicket()
+		v, _, err := b.gate.check(ctx, guard, tk)
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if v != want {
+			t.Fatalf("%s: verdict %d, want %d", step, v, want)
+		}
+		if got := b.admitted(t, tk); got != wantAdmitted {
+			t.Fatalf("%s: admitted %t, want %t", step, got, wantAdmitted)
+		}
+	}
+	if _, err := b.gate.pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("paused", gateWait, false)
+	if _, err := b.gate.resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("go", gateGo, true)
+	b.fill(t)
+	check("go, window full", gateGo, false)
+	if err := b.rdb.Set(ctx, guard, "x", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check("guard set", gateDone, false)
+}
+
+// TestBeforeOrderScriptVerdicts: the round trip before a set-emails' call
+// answers, in this order, a busy order, a superseded or already applied
+// sequence, the auth pause; it takes the order's lock (with the holder's
+// token) and the limiter's admission only for a call that goes ahead.
+// Sequences compare as decimal strings, exactly at nanosecond scale.
+func TestBeforeOrderScriptVerdicts(t *testing.T) {
+	t.Parallel()
+	b := setupScripts(t)
+	ctx := context.Background()
+	applied := orderKey("acct", 7, "applied")
+	const cur = 1764500000000000100 // nanoseconds: above 2^53
+	if err := b.rdb.Set(ctx, applied, cur, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check := func(step string, seq int64, want gateVerdict, wantLock, wantAdmitted bool) *lease.Lease {
+		t.Helper()
+		lock := lease.New(b.rdb, orderKey("acct", 7, "lock"), orderLockTTL)
+		tk := b.limiter.NewTicket()
+		v, _, err := b.gate.checkOrder(ctx, lock, applied, seq, tk)
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		held, err := b.rdb.Get(ctx, lock.Key()).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+		if v != want || (held == lock.Token()) != wantLock {
+			t.Fatalf("%s: verdict %d, lock ours %t; want %d, %t", step, v, held == lock.Token(), want, wantLock)
+		}
+		if got := b.admitted(t, tk); got != wantAdmitted {
+			t.Fatalf("%s: admitted %t, want %t", step, got, wantAdmitted)
+		}
+		return lock
+	}
+	check("superseded by 1 ns", cur-1, gateSuperseded, false, false)
+	check("shorter sequence", 99, gateSuperseded, false, false)
+	check("already applied", cur, gateApplied, false, false)
+	if _, err := b.gate.pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("paused", cur+1, gateWait, false, false)
+	if _, err := b.gate.resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lock := check("newer by 1 ns", cur+1, gateGo, true, true)
+	check("order busy", cur+2, gateBusy, false, false)
+	if _, err := lock.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.fill(t)
+	check("lock free, window full", cur+2, gateGo, true, false)
+}
+
+// TestAfterScripts: the round trip after a 2xx writes the task's result into
+// asynq's hash, the guard or the applied sequence (never an older one),
+// restamps the call's admission, and releases the order's lock only while it
+// is the delivery's.
+func TestAfterScripts(t *testing.T) {
+	t.Parallel()
+	b := setupScripts(t)
+	ctx := context.Background()
+	p := &processor{rdb: b.rdb, log: zap.NewNop(), retention: time.Hour}
+
+	d := &delivery{taskID: "t-after", queue: "default", dedupKey: deliveredKey("t-after"), result: []byte(`{"outcome":"delivered"}`),
+		ticket: b.limiter.NewTicket()}
+	if _, _, err := b.gate.check(ctx, d.dedupKey, d.ticket); err != nil {
+		t.Fatal(err)
+	}
+	release, err := b.limiter.Acquire(d.ticket.Context(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	window, args := d.ticket.Script()
+	admittedAt := b.rdb.ZScore(ctx, window[1], args[0].(string)).Val()
+	time.Sleep(20 * time.Millisecond) // the call
+	release()
+	p.writeGuard(ctx, d)
+	if at := b.rdb.ZScore(ctx, window[1], args[0].(string)).Val(); at < admittedAt+20 {
+		t.Errorf("request stamped at %v ms after the call, admitted at %v: not restamped", at, admittedAt)
+	}
+	if got := b.rdb.HGet(ctx, asynqTaskKey("default", "t-after"), "result").Val(); got != string(d.result) {
+		t.Errorf("result %q, want %q", got, d.result)
+	}
+	if ttl := b.rdb.PTTL(ctx, d.dedupKey).Val(); ttl <= 0 || ttl > time.Hour {
+		t.Errorf("guard's lifetime %v, want at most the retention", ttl)
+	}
+	domain := &delivery{taskID: "t-domain", queue: "default", dedupKey: domainDeliveredKey("t-domain", 3)}
+	p.writeGuard(ctx, domain)
+	if n := b.rdb.Exists(ctx, asynqTaskKey("default", "t-domain")).Val(); n != 0 || b.rdb.Exists(ctx, domain.dedupKey).Val() != 1 {
+		t.Errorf("a domain's guard without a result: result hash exists %d, guard %d", n, b.rdb.Exists(ctx, domain.dedupKey).Val())
+	}
+
+	applied, lockKey := orderKey("acct", 9, "applied"), orderKey("acct", 9, "lock")
+	run := func(seq int64, token string) {
+		t.Helper()
+		keys := []string{asynqTaskKey("default", "t-order"), applied, lockKey, "certmail:ratelimit:{acct}:cooldown"}
+		if err := afterOrderScript.Run(ctx, b.rdb, keys, `{"outcome":"delivered"}`, seq, 60000, token, "").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.rdb.Set(ctx, lockKey, "other", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	run(1764500000000000200, "mine")
+	run(1764500000000000199, "mine")
+	if got := b.rdb.Get(ctx, applied).Val(); got != "1764500000000000200" {
+		t.Errorf("applied %s, want the newer sequence kept", got)
+	}
+	if got := b.rdb.Get(ctx, lockKey).Val(); got != "other" {
+		t.Errorf("lock %q: another holder's lock was released", got)
+	}
+	run(1764500000000000201, "other")
+	if n := b.rdb.Exists(ctx, lockKey).Val(); n != 0 {
+		t.Error("the holder's lock was not released")
+	}
+	if got := b.rdb.HGet(ctx, asynqTaskKey("default", "t-order"), "result").Val(); got == "" {
+		t.Error("no result written")
+	}
+}
