@@ -148,6 +148,7 @@ func defaults() kong.Vars {
 		"deadletter_maxlen":       strconv.Itoa(deadletter.DefaultMaxLen),
 		"auth_probe_interval":     duration(worker.DefaultAuthProbeInterval),
 		"rate_limit_pause":        duration(worker.DefaultRateLimitPause),
+		"task_check_interval":     duration(worker.DefaultTaskCheckInterval),
 		"dlq_limit":               strconv.Itoa(ops.DefaultDeadLetterLimit),
 		"fake_addr":               digicerttest.DefaultAddr,
 		"fake_block_for":          duration(digicerttest.DefaultBlockFor),

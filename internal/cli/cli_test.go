@@ -148,6 +148,22 @@ func TestVersionAndUsageErrors(t *testing.T) {
 	}
 }
 
+// CERTMAIL_TASK_CHECK_INTERVAL out of its bounds (not positive, too short
+// to leave Redis alone, too long for a task to be noticed) is refused by
+// the worker and by dev, in one line naming the setting.
+func TestTaskCheckIntervalBounds(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range []string{"worker", "dev"} {
+		for _, d := range []string{"0s", "-1s", "5ms", "2m"} {
+			r := run(t, cmd, "--task-check-interval="+d, "--redis-url", "redis://127.0.0.1:1/0")
+			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 ||
+				!strings.Contains(r.stderr, "CERTMAIL_TASK_CHECK_INTERVAL") {
+				t.Errorf("%s --task-check-interval %s: exit %d, %q; want 2 and one line naming the setting", cmd, d, r.code, r.stderr)
+			}
+		}
+	}
+}
+
 func TestEnqueueFromFlags(t *testing.T) {
 	t.Parallel()
 	e := setup(t)

@@ -58,7 +58,7 @@ func TestDefaults(t *testing.T) {
 	w := c.Worker
 	if w.ShutdownTimeout != 30*time.Second || w.RateLimitPause != 30*time.Second || w.DigiCertTimeout != 10*time.Second ||
 		w.AuthProbeInterval != time.Minute || w.Concurrency != 20 || w.MaxRetry != 12 || w.DeadLetterMaxLen != 100000 ||
-		w.AdminAddr != ":9090" || w.RedisURL != "redis://127.0.0.1:6379/0" {
+		w.AdminAddr != ":9090" || w.RedisURL != "redis://127.0.0.1:6379/0" || w.TaskCheckInterval != 50*time.Millisecond {
 		t.Errorf("worker defaults %+v", w)
 	}
 }

@@ -14,6 +14,7 @@ type DevCmd struct {
 	Tokens    string `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"API tokens, comma separated, each optionally followed by a space and its role (default: one operator token generated and printed at start)."`
 	NoDemo    bool   `name:"no-demo" help:"Do not enqueue the demo tasks."`
 	QueueFlags
+	PollFlags
 	ScheduleRuleFlags
 	LogLevel  string `name:"log-level" env:"CERTMAIL_LOG_LEVEL" default:"${log_level}" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)." group:"Logging"`
 	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"${dev_log_format}" enum:"json,console" help:"Log format (json, console)." group:"Logging"`
@@ -30,7 +31,10 @@ func (c *DevCmd) Run(env *Env) error {
 	if err != nil {
 		return err
 	}
-	if err := c.check(); err != nil {
+	if err := c.ScheduleRuleFlags.check(); err != nil {
+		return err
+	}
+	if err := c.PollFlags.check(); err != nil {
 		return err
 	}
 	tokens, err := parseTokenList(c.Tokens)
@@ -47,6 +51,7 @@ func (c *DevCmd) Run(env *Env) error {
 		Queues:    qs,
 
 		ScheduleMinInterval: c.MinInterval,
+		TaskCheckInterval:   c.TaskCheckInterval,
 		Stdout:              env.Stdout,
 		Logger:              log,
 	}, nil)

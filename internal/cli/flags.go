@@ -14,6 +14,7 @@ import (
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/schedule"
+	"github.com/certmail/certmail/internal/worker"
 )
 
 // RedisFlags select the Redis server.
@@ -69,6 +70,20 @@ func (f AccountFlags) load(needKeys bool) (account.Set, error) {
 // so that a task or schedule for any other queue is refused where it enters.
 type QueueFlags struct {
 	Queues string `name:"queues" env:"CERTMAIL_QUEUES" default:"${queues}" help:"Queues the workers serve, with weights; a task or schedule for another queue is refused." group:"Tasks"`
+}
+
+// PollFlags are the settings of a process that runs a worker.
+type PollFlags struct {
+	TaskCheckInterval time.Duration `name:"task-check-interval" env:"CERTMAIL_TASK_CHECK_INTERVAL" default:"${task_check_interval}" help:"How often a worker whose queues are empty looks for new tasks (the longest a task waits to be picked up is about 1.5 times this)." group:"Tasks"`
+}
+
+// check refuses an interval outside the worker's bounds.
+func (f PollFlags) check() error {
+	if d := f.TaskCheckInterval; d < worker.MinTaskCheckInterval || d > worker.MaxTaskCheckInterval {
+		return usagef("CERTMAIL_TASK_CHECK_INTERVAL: %v must be between %v and %v", d,
+			duration(worker.MinTaskCheckInterval), duration(worker.MaxTaskCheckInterval))
+	}
+	return nil
 }
 
 // parseQueues reads CERTMAIL_QUEUES ("critical=6,default=3,bulk=1") as a

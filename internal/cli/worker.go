@@ -14,6 +14,7 @@ type WorkerCmd struct {
 	AccountFlags
 	LogFlags
 	QueueFlags
+	PollFlags
 	Concurrency       int           `env:"CERTMAIL_CONCURRENCY" default:"${concurrency}" help:"Deliveries handled at once by this process."`
 	MaxRetry          int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"Retries before a task is dead-lettered (the lower of this and the task's own)."`
 	AdminAddr         string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${admin_addr}" help:"Address of /healthz, /readyz and /metrics (empty: none)."`
@@ -56,6 +57,9 @@ func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
 	if c.MaxRetry < 0 {
 		return worker.Config{}, usagef("CERTMAIL_MAX_RETRY: %d must not be negative", c.MaxRetry)
 	}
+	if err := c.check(); err != nil {
+		return worker.Config{}, err
+	}
 	accounts, err := c.load(true)
 	if err != nil {
 		return worker.Config{}, err
@@ -70,6 +74,7 @@ func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
 		DeadLetterMaxLen:  c.DeadLetterMaxLen,
 		AuthProbeInterval: c.AuthProbeInterval,
 		RateLimitPause:    c.RateLimitPause,
+		TaskCheckInterval: c.TaskCheckInterval,
 		Client:            digicert.Config{Timeout: c.DigiCertTimeout},
 		Logger:            log,
 	}, nil

@@ -87,6 +87,9 @@ type Config struct {
 	// it is lowered to the demo schedule's interval (DemoEvery) when that is
 	// shorter, so that the demo schedule is accepted.
 	ScheduleMinInterval time.Duration
+	// TaskCheckInterval is how often the idle worker looks for new tasks;
+	// default worker.DefaultTaskCheckInterval.
+	TaskCheckInterval time.Duration
 	// Stdout receives the banner (URLs, token, curl commands); default none.
 	Stdout io.Writer
 	// Logger receives the components' logs (required).
@@ -244,7 +247,7 @@ func (c *components) worker(ctx context.Context, up chan<- net.Addr) (err error)
 	}
 	defer func() { err = errors.Join(err, conn.Client.Close()) }()
 	w, err := worker.New(worker.Config{Redis: conn, Accounts: c.accounts, AdminAddr: c.cfg.AdminAddr, Queues: c.cfg.Queues,
-		ShutdownTimeout: shutdownTimeout, Logger: c.cfg.Logger.Named("worker")})
+		TaskCheckInterval: c.cfg.TaskCheckInterval, ShutdownTimeout: shutdownTimeout, Logger: c.cfg.Logger.Named("worker")})
 	if err != nil {
 		return err
 	}

@@ -49,7 +49,11 @@ type Config struct {
 	GuardRetention    time.Duration  // how long duplicate guards and applied sequences live; default 7 days
 	AuthProbeInterval time.Duration  // pause between probes of a rejected key; default 1m
 	RateLimitPause    time.Duration  // wait after a DigiCert 429; default 30s
-	TaskCheckInterval time.Duration  // asynq's poll interval when queues are empty; default 1s
+	// TaskCheckInterval is how often asynq looks for a task while every
+	// queue was found empty (it does not wait while tasks come); default
+	// DefaultTaskCheckInterval, within MinTaskCheckInterval and
+	// MaxTaskCheckInterval.
+	TaskCheckInterval time.Duration
 	// DelayedTaskCheckInterval is how often tasks due for a retry or a
 	// scheduled run are moved to their queue; default asynq's 5s.
 	DelayedTaskCheckInterval time.Duration
@@ -74,6 +78,19 @@ const (
 	DefaultGuardRetention    = 7 * 24 * time.Hour
 	DefaultAuthProbeInterval = time.Minute
 	DefaultRateLimitPause    = 30 * time.Second
+	// DefaultTaskCheckInterval keeps the pickup of a task that arrives
+	// while the queues are empty under 1.5 times it (asynq sleeps between
+	// half and one and a half intervals), at a few Redis commands per second
+	// per queue when idle.
+	DefaultTaskCheckInterval = 50 * time.Millisecond
+)
+
+// Bounds of Config.TaskCheckInterval: below the minimum an idle worker
+// polls Redis hundreds of times a second per queue; above the maximum a
+// task waits minutes for an idle worker to notice it.
+const (
+	MinTaskCheckInterval = 10 * time.Millisecond
+	MaxTaskCheckInterval = time.Minute
 )
 
 // WithDefaults returns c with zero values replaced by the defaults.
@@ -88,7 +105,7 @@ func (c Config) WithDefaults() Config {
 	c.GuardRetention = cmp.Or(c.GuardRetention, DefaultGuardRetention)
 	c.AuthProbeInterval = cmp.Or(c.AuthProbeInterval, DefaultAuthProbeInterval)
 	c.RateLimitPause = cmp.Or(c.RateLimitPause, DefaultRateLimitPause)
-	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, time.Second)
+	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, DefaultTaskCheckInterval)
 	if c.Registry == nil {
 		c.Registry = admin.NewRegistry()
 	}
@@ -108,6 +125,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("concurrency %d: must be at least 1", c.Concurrency)
 	case c.ShutdownTimeout < 0 || c.AuthProbeInterval < 0 || c.RateLimitPause < 0 || c.GuardRetention < 0:
 		return errors.New("durations must not be negative")
+	case c.TaskCheckInterval < MinTaskCheckInterval || c.TaskCheckInterval > MaxTaskCheckInterval:
+		return fmt.Errorf("task check interval %v: want %v to %v", c.TaskCheckInterval, MinTaskCheckInterval, MaxTaskCheckInterval)
 	}
 	for q, w := range c.Queues {
 		if q == "" || w < 1 {
