@@ -106,7 +106,8 @@ func (e *WaitError) Error() string {
 // period (ms) of the first window, and so on. Time is the Redis server's.
 //
 //	admit(c, a)   0 when admitted (the member entered in every window), else the ms to wait
-//	restamp(c, a) moves the member to now in every window it is in
+//	restamp(c, a) stamps the member now in every window, again if a window
+//	              dropped it while its request was longer in flight than the window
 const Lua = `
 local function now_ms()
   local t = redis.call('TIME')
@@ -137,10 +138,8 @@ end
 local function restamp(c, a)
   local now = now_ms()
   for i = c + 1, #KEYS do
-    if redis.call('ZSCORE', KEYS[i], ARGV[a]) then
-      redis.call('ZADD', KEYS[i], 'XX', now, ARGV[a])
-      redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[a + 2 + 2 * (i - c - 1)]))
-    end
+    redis.call('ZADD', KEYS[i], now, ARGV[a])
+    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[a + 2 + 2 * (i - c - 1)]))
   end
   return 0
 end
@@ -149,7 +148,7 @@ end
 // admitScript admits ARGV[1] (Lua's admit with the cool-down at KEYS[1]).
 var admitScript = redis.NewScript(Lua + `return admit(1, 1)`)
 
-// restampScript moves ARGV[1] to now in every window it is in.
+// restampScript stamps ARGV[1] now in every window.
 var restampScript = redis.NewScript(Lua + `return restamp(1, 1)`)
 
 func (l *Limiter) keys() ([]string, []any) {

@@ -180,3 +180,26 @@ func TestReleaseRestampsTheRequest(t *testing.T) {
 		t.Errorf("admitted %v after the release, want at least a window", waited)
 	}
 }
+
+// A request in flight for longer than a window, which the window dropped
+// meanwhile, counts again from its release: DigiCert may have seen it just
+// before it answered.
+func TestReleaseCountsARequestLongerThanTheWindow(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	l := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "a", Windows: []ratelimit.Window{{Limit: 2, Period: 200 * time.Millisecond}},
+		Margin: time.Millisecond})
+	ctx := context.Background()
+	release, err := l.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(250 * time.Millisecond) // in flight for longer than the window
+	if d, err := l.Reserve(ctx); err != nil || d != 0 {
+		t.Fatalf("a request after the window: wait %v, %v; want admitted", d, err)
+	}
+	release()
+	if d, err := l.Reserve(ctx); err != nil || d <= 0 {
+		t.Errorf("a third request right after the long one's release: wait %v, %v; want a wait (two in the window)", d, err)
+	}
+}
