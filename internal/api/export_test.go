@@ -29,3 +29,6 @@ func (s *Server) Route(r *http.Request) string {
 
 // FormatPayload is the dashboard's payload and result formatter.
 var FormatPayload = formatPayload
+
+// RedisUnavailable is how the server decides between 503 and 500.
+func (s *Server) RedisUnavailable(err error) bool { return s.redisUnavailable(err) }

@@ -140,7 +140,10 @@ const pingTimeout = time.Second
 // now: a connection error of go-redis (a failed dial, a reset, a timeout, a
 // full pool) or a state Redis reports (loading, read-only replica, master
 // down), anywhere in err's chain. asynq turns some of these into text
-// ("redis eval error: dial tcp ..."), so for any other error a PING decides.
+// ("redis eval error: LOADING ..."), so its text is read too, and for any
+// other error a PING decides. The PING alone would not do: Redis may be back
+// by the time it is sent, as it is right after a restart that answered the
+// request with LOADING.
 func (s *Server) redisUnavailable(err error) bool {
 	var ne net.Error
 	switch {
@@ -149,12 +152,35 @@ func (s *Server) redisUnavailable(err error) bool {
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
 		errors.Is(err, redis.ErrClosed), errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted),
 		redis.IsLoadingError(err), redis.IsReadOnlyError(err), redis.IsMasterDownError(err),
-		redis.IsTryAgainError(err), redis.IsClusterDownError(err), redis.IsMaxClientsError(err):
+		redis.IsTryAgainError(err), redis.IsClusterDownError(err), redis.IsMaxClientsError(err),
+		unavailableText(err.Error()):
 		return true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
 	defer cancel()
 	return s.cfg.Redis.Client.Ping(ctx).Err() != nil
+}
+
+// unavailableTexts are what an error flattened to text by asynq ("redis eval
+// error: %v", "redis command error: %v") says when Redis could not serve:
+// Redis's own error prefixes, go-redis's and the network's messages.
+var unavailableTexts = []string{
+	"error: LOADING ", "error: READONLY ", "error: MASTERDOWN ", "error: TRYAGAIN ", "error: CLUSTERDOWN ",
+	"error: ERR max number of clients",
+	"failed: LOADING ", "failed: READONLY ", "failed: MASTERDOWN ", "failed: TRYAGAIN ", "failed: CLUSTERDOWN ",
+	"redis: client is closed", "redis: connection pool timeout", "redis: connection pool exhausted",
+	"connection refused", "connection reset by peer", "broken pipe", "i/o timeout",
+	"dial tcp", "dial unix", ": EOF", "unexpected EOF",
+}
+
+// unavailableText reports whether an error's text is one of unavailableTexts.
+func unavailableText(text string) bool {
+	for _, t := range unavailableTexts {
+		if strings.Contains(text, t) {
+			return true
+		}
+	}
+	return false
 }
 
 func unknownType() Problem {

@@ -146,6 +146,37 @@ func TestProbes(t *testing.T) {
 	}
 }
 
+// TestRedisStatesAsynqFlattensAre503: asynq turns some Redis errors into
+// text ("redis eval error: %v"), which loses them for errors.Is. Right after
+// a Redis restart the request fails with LOADING while the PING that would
+// decide already succeeds: the text alone must give 503, not 500. An error
+// that says nothing of Redis stays a 500 while Redis answers.
+func TestRedisStatesAsynqFlattensAre503(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	unavailable := []string{
+		"redis eval error: LOADING Redis is loading the dataset in memory",
+		"redis eval error: READONLY You can't write against a read only replica.",
+		"redis eval error: MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+		"redis command error: HSET failed: LOADING Redis is loading the dataset in memory",
+		"redis eval error: dial tcp 127.0.0.1:6379: connect: connection refused",
+		"redis eval error: read tcp 127.0.0.1:1->127.0.0.1:6379: read: connection reset by peer",
+		"redis eval error: redis: connection pool timeout",
+		"redis eval error: EOF",
+	}
+	for _, text := range unavailable {
+		err := fmt.Errorf("enqueue: %w", errors.New(text))
+		if !b.srv.RedisUnavailable(err) {
+			t.Errorf("%q with Redis answering: not judged unavailable (a 500)", text)
+		}
+	}
+	for _, text := range []string{"redis eval error: ERR Error running script: bad argument", "task payload: invalid"} {
+		if b.srv.RedisUnavailable(errors.New(text)) {
+			t.Errorf("%q with Redis answering: judged unavailable (a 503)", text)
+		}
+	}
+}
+
 // TestRedisOutage: with Redis gone, every /v1 route that needs it answers
 // 503 problem+json with Retry-After, never 500, and tells no address; the
 // cause is in the request's log line. Once Redis is back, the same server
