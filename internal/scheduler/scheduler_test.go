@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"sort"
@@ -34,6 +35,22 @@ var testRules = schedule.Rules{Enqueue: enqueue.Rules{Accounts: []string{"defaul
 // stateKey is the state hash of schedule id (package schedule's), which the
 // tests write behind the store's back to stand for a crashed leader.
 func stateKey(id string) string { return "certmail:schedule:" + id }
+
+// TestMain runs every test of the package at once unless -parallel says
+// otherwise: each has its own Redis server and spends its time waiting for
+// whole-second ticks and leases, not on the CPU, so the default of one test
+// per CPU only made the package as slow as the sum of its longest tests.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		if err := flag.Set("test.parallel", "64"); err != nil {
+			panic(err)
+		}
+	}
+	os.Exit(m.Run())
+}
 
 // env is one Redis server and what the tests need around it.
 type env struct {
@@ -381,7 +398,7 @@ func TestTwoSchedulersOneTaskPerTick(t *testing.T) {
 `)
 	logsA, stopA := e.start(Config{File: file})
 	logsB, stopB := e.start(Config{File: file})
-	waitFor(t, 30*time.Second, "10 ticks", func() bool { return len(e.ticks("bulk")["both"]) >= 10 })
+	waitFor(t, 30*time.Second, "5 ticks", func() bool { return len(e.ticks("bulk")["both"]) >= 5 })
 	leaderships := func(l *observer.ObservedLogs) int { return l.FilterMessage("became the scheduler leader").Len() }
 	stopLeader, follower := stopA, logsB
 	switch {
@@ -394,7 +411,7 @@ func TestTwoSchedulersOneTaskPerTick(t *testing.T) {
 	stopLeader()
 	waitFor(t, 10*time.Second, "the follower takes over", func() bool { return leaderships(follower) == 1 })
 	n := len(e.ticks("bulk")["both"])
-	waitFor(t, 20*time.Second, "5 more ticks", func() bool { return len(e.ticks("bulk")["both"]) >= n+5 })
+	waitFor(t, 20*time.Second, "3 more ticks", func() bool { return len(e.ticks("bulk")["both"]) >= n+3 })
 	ticks := e.ticks("bulk")["both"]
 	if !consecutive(ticks) {
 		t.Errorf("ticks %v: a gap or a double", ticks)
