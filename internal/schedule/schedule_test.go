@@ -300,6 +300,9 @@ func TestDecodeJSON(t *testing.T) {
 		if strings.Join(fields, ",") != strings.Join(tt.fields, ",") {
 			t.Errorf("%s: fields %q, want %q (%v)", tt.name, fields, tt.fields, err)
 		}
+		if tt.fields == nil && err != nil {
+			t.Errorf("%s: %v, want no error", tt.name, err)
+		}
 		if tt.fields == nil && (s.ID != "a" || s.MaxRuns != 3 || s.Until == nil || string(s.Payload) != `{"order_id":1}` ||
 			s.UntilValidated == nil || *s.UntilValidated) {
 			t.Errorf("%s: decoded %+v", tt.name, s)
@@ -377,5 +380,56 @@ func TestValidateUntilValidated(t *testing.T) {
 `), schedule.Rules{})
 	if err != nil || len(good) != 1 || !*good[0].UntilValidated || len(bad) != 1 || !strings.Contains(bad[0].Error(), "until_validated") {
 		t.Errorf("file: good %+v, bad %v, %v", good, bad, err)
+	}
+}
+
+// TestRules: a minimum interval of 0 takes the default, a negative one is
+// refused; a Store needs Redis.
+func TestRules(t *testing.T) {
+	t.Parallel()
+	if err := (schedule.Rules{}).Validate(); err != nil {
+		t.Errorf("zero rules: %v, want accepted (the defaults)", err)
+	}
+	if got := (schedule.Rules{}).WithDefaults().MinInterval; got != schedule.DefaultMinInterval {
+		t.Errorf("default minimum interval %v, want %v", got, schedule.DefaultMinInterval)
+	}
+	if err := (schedule.Rules{MinInterval: -time.Second}).Validate(); err == nil || !strings.Contains(err.Error(), "minimum interval") {
+		t.Errorf("negative minimum interval: %v, want refused", err)
+	}
+	if _, err := schedule.NewStore(schedule.Config{}); err == nil || !strings.Contains(err.Error(), "Redis") {
+		t.Errorf("a Store without Redis: %v, want refused", err)
+	}
+}
+
+// TestTickPayload: an until_validated resend-dcv schedule's ticks carry
+// only_if_pending; the others carry their payload as written.
+func TestTickPayload(t *testing.T) {
+	t.Parallel()
+	good, bad, err := schedule.ParseFile([]byte(`schedules:
+  - {id: validated, cron: "@daily", type: resend-dcv, payload: {order_id: 1}}
+  - {id: every-day, cron: "@daily", type: resend-dcv, payload: {order_id: 2}, until_validated: false}
+  - {id: cert, cron: "@daily", type: send-cert, payload: {certificate_id: 5, emails: [ops@example.com], certificate_collect_format: attachment}}
+`), testRules)
+	if err != nil || len(good) != 3 || len(bad) != 0 {
+		t.Fatal(good, bad, err)
+	}
+	for i, want := range []bool{true, false, false} {
+		c := good[i]
+		if c.EndsWhenValidated() != want {
+			t.Errorf("%s: EndsWhenValidated %v, want %v", c.ID, !want, want)
+		}
+		p, err := c.TickPayload()
+		if err != nil {
+			t.Fatalf("%s: TickPayload: %v", c.ID, err)
+		}
+		rd, isResend := p.(tasks.ResendDCV)
+		switch {
+		case c.Type == tasks.TypeResendDCV && (!isResend || rd.OnlyIfPending != want || rd.OrderID != int64(i+1)):
+			t.Errorf("%s: tick payload %+v, want order %d with only_if_pending %v", c.ID, p, i+1, want)
+		case c.Type == tasks.TypeSendCert:
+			if sc, ok := p.(tasks.SendCert); !ok || sc.CertificateID != 5 {
+				t.Errorf("%s: tick payload %+v", c.ID, p)
+			}
+		}
 	}
 }
