@@ -465,3 +465,47 @@ func TestSeriesOfGoneSchedulesAreRemoved(t *testing.T) {
 		return !s["deleted"] && !s["ends"] && s["stays"]
 	})
 }
+
+// TestCatchUp: ticks missed while no scheduler ran are enqueued at start
+// when they are at most CatchUp old, older ones are skipped, and a catch-up
+// of several ticks in one round stops at max_runs.
+func TestCatchUp(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st := e.store()
+	ctx := context.Background()
+	no := false
+	for _, s := range []schedule.Schedule{
+		{ID: "old", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`), UntilValidated: &no},
+		{ID: "twice", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 2}`), UntilValidated: &no, MaxRuns: 2},
+	} {
+		if _, err := st.Add(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both were added a while ago, before any scheduler ran.
+	start := time.Now().Unix()
+	rdb := e.redis.Client()
+	for id, ago := range map[string]int64{"old": 100, "twice": 4} {
+		if err := rdb.HSet(ctx, stateKey(id), "since", start-ago).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const catchUp = 10 * time.Second
+	e.start(Config{CatchUp: catchUp})
+	waitFor(t, 15*time.Second, "twice ends", func() bool {
+		s, err := st.Get(ctx, "twice")
+		return err == nil && s.Ended
+	})
+	waitFor(t, 15*time.Second, "old ticks past the start", func() bool {
+		ticks := e.ticks("bulk")["old"]
+		return len(ticks) > 0 && ticks[len(ticks)-1] > start+1
+	})
+	if got := e.ticks("bulk")["twice"]; len(got) != 2 || got[0] != start-3 || got[1] != start-2 {
+		t.Errorf("twice's ticks %v, want the 2 missed ticks %d and %d (max_runs 2)", got, start-3, start-2)
+	}
+	old := e.ticks("bulk")["old"]
+	if !consecutive(old) || old[0] < start-int64(catchUp/time.Second) || old[0] >= start {
+		t.Errorf("old's ticks %v from a start at %d: want the missed ticks of the last %v, and none older", old, start, catchUp)
+	}
+}
