@@ -433,3 +433,159 @@ func TestTickPayload(t *testing.T) {
 		}
 	}
 }
+
+// TestStateWrites: Begin keeps the earliest start, End ends once with its
+// reason, time and order status, only for the lease holder, and States
+// reads several states at once, a hand-damaged field as its zero value.
+func TestStateWrites(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	rdb := e.redis.Client()
+	st := e.store()
+	ctx := context.Background()
+	if err := st.Begin(ctx, "a", time.Unix(100, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Begin(ctx, "a", time.Unix(200, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, leaderKey, "mine", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	mine := lease.WithToken(rdb, leaderKey, "mine", time.Minute)
+	for i, want := range []bool{true, false} {
+		ended, err := st.End(ctx, mine, "a", schedule.EndedValidated, time.Unix(int64(300+i), 0), []string{"issued", "canceled"}[i])
+		if err != nil || ended != want {
+			t.Errorf("End #%d = %v, %v; want ended %v", i+1, ended, err, want)
+		}
+	}
+	if err := st.NoteTask(ctx, mine, "a", "sched:a:300"); err != nil {
+		t.Fatal(err)
+	}
+	// b's state was damaged by hand: a zero and a negative time, runs not a number.
+	if err := rdb.HSet(ctx, stateKey("b"), "since", "0", "last_tick", "-5", "last_run_at", "soon", "runs", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.States(ctx, nil); err != nil || got != nil {
+		t.Errorf("States of none = %v, %v", got, err)
+	}
+	got, err := st.States(ctx, []string{"a", "b", "none"})
+	if err != nil || len(got) != 3 {
+		t.Fatalf("States = %+v, %v", got, err)
+	}
+	a := got[0]
+	if a.Since.Unix() != 100 || !a.Ended || a.EndedReason != schedule.EndedValidated || a.EndedAt.Unix() != 300 ||
+		a.OrderStatus != "issued" || a.LastTaskID != "sched:a:300" {
+		t.Errorf("a's state %+v: want since 100 (the first Begin), ended at 300 validated with the order issued, its last task", a)
+	}
+	if one, err := st.State(ctx, "a"); err != nil || one != a {
+		t.Errorf("State(a) = %+v, %v; want what States read, %+v", one, err, a)
+	}
+	for i, s := range got[1:] {
+		if s != (schedule.State{}) {
+			t.Errorf("state %d = %+v, want the zero State", i+1, s)
+		}
+	}
+}
+
+// TestAPISchedules: the scheduler gets the API's schedules judged again by
+// the Store's rules; a schedule that no longer passes them, or does not
+// decode, is named with its problem.
+func TestAPISchedules(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st := e.store()
+	ctx := context.Background()
+	if _, err := st.Add(ctx, schedule.Schedule{ID: "fine", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	rdb := e.redis.Client()
+	for id, js := range map[string]string{
+		"gone-account": `{"id":"gone-account","cron":"@daily","type":"resend-dcv","payload":{"order_id":1,"account":"us"}}`,
+		"garbage":      "not JSON",
+	} {
+		if err := rdb.HSet(ctx, apiSchedulesKey, id, js).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good, bad, err := st.APISchedules(ctx)
+	if err != nil || len(good) != 1 || good[0].ID != "fine" || good[0].Source != schedule.SourceAPI || len(bad) != 2 {
+		t.Fatalf("APISchedules = %+v, %v, %v", good, bad, err)
+	}
+	if err := bad["gone-account"]; err == nil || !strings.Contains(err.Error(), "payload.account") {
+		t.Errorf("gone-account: %v, want its account refused", err)
+	}
+	if bad["garbage"] == nil {
+		t.Error("garbage not named")
+	}
+}
+
+// TestStatusOfASchedule: the listing, sorted by id, shows the next run
+// until until passes, the last run, and an ended schedule's reason, time
+// and order status instead of a next run.
+func TestStatusOfASchedule(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st := e.store()
+	ctx := context.Background()
+	soon := time.Now().Add(90 * time.Minute).Truncate(time.Second).UTC()
+	later := soon.Add(2 * time.Hour)
+	for _, s := range []schedule.Schedule{
+		{ID: "c-over", Cron: "0 * * * *", Until: &soon, Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)},
+		{ID: "a-hourly", Cron: "0 * * * *", Until: &later, Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 2}`)},
+		{ID: "b-ended", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 3}`)},
+	} {
+		if _, err := st.Add(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rdb := e.redis.Client()
+	// c-over's last tick is its last one before until; b-ended has ended.
+	lastTick := soon.Truncate(time.Hour)
+	if err := rdb.HSet(ctx, stateKey("c-over"), "last_tick", lastTick.Unix(), "last_run_at", lastTick.Unix()+1, "runs", 2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, stateKey("b-ended"), "ended", "1", "ended_reason", "validated", "ended_at", 1000, "order_status", "issued").Err(); err != nil {
+		t.Fatal(err)
+	}
+	all, err := st.List(ctx)
+	if err != nil || len(all) != 3 || all[0].ID != "a-hourly" || all[1].ID != "b-ended" || all[2].ID != "c-over" {
+		t.Fatalf("List = %+v, %v; want a-hourly, b-ended, c-over", all, err)
+	}
+	a, b, c := all[0], all[1], all[2]
+	if a.State != schedule.StateActive || a.NextRun == nil || a.NextRun.Minute() != 0 || !a.NextRun.After(time.Now()) || a.LastRun != nil {
+		t.Errorf("a-hourly %+v: want active, next run at the next full hour, never run", a)
+	}
+	if b.State != schedule.StateEnded || !b.Ended || b.EndedReason != schedule.EndedValidated || b.EndedAt == nil ||
+		b.EndedAt.Unix() != 1000 || b.OrderStatus != "issued" || b.NextRun != nil {
+		t.Errorf("b-ended %+v: want ended validated at 1000, order issued, no next run", b)
+	}
+	if c.NextRun != nil || c.Runs != 2 || c.LastRun == nil || c.LastRun.Unix() != lastTick.Unix()+1 || c.EndedAt != nil {
+		t.Errorf("c-over %+v: want no next run (the next tick is after until), 2 runs, the last run", c)
+	}
+}
+
+// TestSkippedIDsAreBounded: a skipped entry's id is named as it is up to
+// 128 bytes, and shortened and quoted beyond.
+func TestSkippedIDsAreBounded(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st := e.store()
+	ctx := context.Background()
+	longest, tooLong := strings.Repeat("a", 128), strings.Repeat("b", 129)
+	for _, id := range []string{longest, tooLong} {
+		if err := e.redis.Client().HSet(ctx, apiSchedulesKey, id, "not JSON").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := st.Listing(ctx)
+	if err != nil || len(l.Skipped) != 2 {
+		t.Fatalf("Listing = %+v, %v", l, err)
+	}
+	if l.Skipped[1].ID != longest {
+		t.Errorf("a 128-byte id named %q, want it whole", l.Skipped[1].ID)
+	}
+	if want := `"` + strings.Repeat("b", 64) + `"…`; l.Skipped[0].ID != want {
+		t.Errorf("a 129-byte id named %q, want %q", l.Skipped[0].ID, want)
+	}
+}
