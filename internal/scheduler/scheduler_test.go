@@ -509,3 +509,36 @@ func TestCatchUp(t *testing.T) {
 		t.Errorf("old's ticks %v from a start at %d: want the missed ticks of the last %v, and none older", old, start, catchUp)
 	}
 }
+
+// TestMaxRunsLoweredEndsTheSchedule: a file schedule whose max_runs is
+// edited down to the runs it has already made ends at once, without
+// another tick.
+func TestMaxRunsLoweredEndsTheSchedule(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	// Two runs were made while the file said max_runs: 5.
+	if err := e.redis.Client().HSet(ctx, stateKey("lowered"), "since", time.Now().Unix()-60, "last_tick", time.Now().Unix()-30, "runs", 2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	file := e.writeFile(`schedules:
+  - id: lowered
+    cron: "@every 1s"
+    type: resend-dcv
+    payload: {order_id: 3}
+    until_validated: false
+    max_runs: 2
+`)
+	e.start(Config{File: file})
+	st := e.store()
+	waitFor(t, 10*time.Second, "lowered ends", func() bool {
+		s, err := st.Get(ctx, "lowered")
+		return err == nil && s.Ended
+	})
+	if s, err := st.Get(ctx, "lowered"); err != nil || s.EndedReason != schedule.EndedMaxRuns || s.Runs != 2 {
+		t.Errorf("status %+v (%v), want ended at max_runs after 2 runs", s, err)
+	}
+	if got := e.ticks("bulk")["lowered"]; len(got) != 0 {
+		t.Errorf("ticks %v after max_runs was reached, want none", got)
+	}
+}
