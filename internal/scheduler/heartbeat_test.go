@@ -97,7 +97,7 @@ func TestDashboardListsSchedules(t *testing.T) {
 		Payload: json.RawMessage(`{"certificate_id": 5, "emails": ["ops@example.com"], "certificate_collect_format": "attachment"}`)}); err != nil {
 		t.Fatal(err)
 	}
-	_, stop := e.start(Config{File: file, Heartbeat: testHeartbeat}, ops.Config{MaxRetry: 3, Retention: time.Hour})
+	logs, stop := e.start(Config{File: file, Heartbeat: testHeartbeat}, ops.Config{MaxRetry: 3, Retention: time.Hour})
 
 	waitFor(t, 10*time.Second, "from-api listed with a previous run", func() bool {
 		en := d.entries()["from-api"]
@@ -174,6 +174,12 @@ func TestDashboardListsSchedules(t *testing.T) {
 	stop()
 	if got := d.entries(); len(got) != 0 {
 		t.Errorf("after the scheduler stopped: %d entries listed", len(got))
+	}
+	// Every write and the clearing went well: nothing to warn about.
+	for _, msg := range []string{"could not write the schedules for the dashboard", "could not clear the schedules from the dashboard"} {
+		for _, l := range logs.FilterMessage(msg).All() {
+			t.Errorf("%s %q %v", l.Level, l.Message, l.ContextMap())
+		}
 	}
 }
 
