@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
@@ -282,5 +284,49 @@ func TestUntilValidatedFalse(t *testing.T) {
 		if string(ti.Payload) != `{"order_id":5}` {
 			t.Errorf("payload %s, want the schedule's as written", ti.Payload)
 		}
+	}
+}
+
+// TestOutstandingTaskLooksBackOff: while the last tick's task of an
+// until_validated schedule is outstanding, the leader looks at it after
+// 0.5 s, then twice as long each time, up to every 30 s, and fires nothing
+// meanwhile.
+func TestOutstandingTaskLooksBackOff(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	cfg, _ := e.deps(Config{})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, bad, err := schedule.ParseFile([]byte(`schedules: [{id: waits, cron: "@every 1s", type: resend-dcv, payload: {order_id: 1}}]`), testRules)
+	if err != nil || len(good) != 1 || len(bad) != 0 {
+		t.Fatal(good, bad, err)
+	}
+	c := good[0]
+	const taskID = "sched:waits:100"
+	if _, _, err := cfg.Ops.Enqueue(ctx, enqueue.Request{Type: c.Type, Payload: c.Payload, Queue: c.Queue, TaskID: taskID}); err != nil {
+		t.Fatal(err)
+	}
+	state := schedule.State{Since: time.Unix(50, 0), LastTick: time.Unix(100, 0), LastTaskID: taskID}
+	now := time.Now()
+	var pauses []time.Duration
+	for range 9 {
+		if out := s.settle(ctx, c, state, now); out != retry {
+			t.Fatalf("settle with the task pending = %v, want retry", out)
+		}
+		next := s.due[c]
+		pauses = append(pauses, next.Sub(now))
+		// Before the next look is due, nothing is read and nothing fires.
+		if out := s.settle(ctx, c, state, next.Add(-time.Millisecond)); out != retry || !s.due[c].Equal(next) {
+			t.Fatalf("settle before the next look = %v, due %v; want retry, due %v", out, s.due[c], next)
+		}
+		now = next
+	}
+	sec := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
+	want := []time.Duration{sec(0.5), sec(1), sec(2), sec(4), sec(8), sec(16), sec(30), sec(30), sec(30)}
+	if !slices.Equal(pauses, want) {
+		t.Errorf("pauses between looks %v, want %v", pauses, want)
 	}
 }
