@@ -542,3 +542,49 @@ func TestMaxRunsLoweredEndsTheSchedule(t *testing.T) {
 		t.Errorf("ticks %v after max_runs was reached, want none", got)
 	}
 }
+
+// TestOneRoundCatchesUpToTheBound: one round of the leader enqueues every
+// missed tick of a schedule, up to maxFiresPerRound, so that a long
+// catch-up of one schedule does not hold the others back.
+func TestOneRoundCatchesUpToTheBound(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	cfg, _ := e.deps(Config{CatchUp: time.Hour, Lease: time.Minute})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.lease.Acquire(ctx); err != nil || !ok {
+		t.Fatalf("Acquire = %v, %v", ok, err)
+	}
+	s.leader = true
+	good, bad, err := schedule.ParseFile([]byte(`schedules:
+  - {id: few, cron: "@every 1s", type: resend-dcv, payload: {order_id: 1}, until_validated: false}
+  - {id: many, cron: "@every 1s", type: resend-dcv, payload: {order_id: 2}, until_validated: false}
+`), testRules)
+	if err != nil || len(good) != 2 || len(bad) != 0 {
+		t.Fatal(good, bad, err)
+	}
+	now := time.Now().Unix()
+	for id, ago := range map[string]int64{"few": 5, "many": 300} {
+		if err := e.redis.Client().HSet(ctx, stateKey(id), "since", now-ago).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range good {
+		if !s.fire(ctx, c) {
+			t.Fatalf("%s: the leadership was lost", c.ID)
+		}
+	}
+	ticks := e.ticks("bulk")
+	if few := ticks["few"]; len(few) < 5 || few[0] != now-4 || !consecutive(few) {
+		t.Errorf("few's ticks after one round %v, want every tick from %d on", few, now-4)
+	}
+	if many := ticks["many"]; len(many) != maxFiresPerRound || many[0] != now-299 || !consecutive(many) {
+		t.Errorf("many's ticks after one round: %d from %v, want the %d from %d on", len(many), many[:min(len(many), 1)], maxFiresPerRound, now-299)
+	}
+	if st, err := s.store.State(ctx, "many"); err != nil || st.Runs != maxFiresPerRound || st.LastTick.Unix() != now-300+maxFiresPerRound {
+		t.Errorf("many's state %+v (%v), want %d runs up to %d", st, err, maxFiresPerRound, now-300+maxFiresPerRound)
+	}
+}
