@@ -588,3 +588,38 @@ func TestOneRoundCatchesUpToTheBound(t *testing.T) {
 		t.Errorf("many's state %+v (%v), want %d runs up to %d", st, err, maxFiresPerRound, now-300+maxFiresPerRound)
 	}
 }
+
+// TestLeaderRidesOutARedisHiccup: a renewal that fails keeps the
+// leadership while two thirds of the lease since the last renewal are
+// left, and loses it after.
+func TestLeaderRidesOutARedisHiccup(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	cfg, logs := e.deps(Config{Lease: 3 * time.Second})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	s.lead(ctx, t0)
+	if !s.leader {
+		t.Fatal("did not take the free lease")
+	}
+	// Every renewal fails from now on: the lease key is not a string.
+	rdb := e.redis.Client()
+	if err := rdb.Del(ctx, leaderKey).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, leaderKey, "not", "a lease").Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.lead(ctx, t0.Add(1100*time.Millisecond)) // a renewal is due (a third of the lease) and fails
+	if !s.leader || logs.FilterMessage("lost the scheduler leadership").Len() != 0 {
+		t.Fatal("a failed renewal 1.1 s into a 3 s lease gave up the leadership")
+	}
+	s.lead(ctx, t0.Add(2100*time.Millisecond)) // past two thirds of the lease
+	if s.leader || logs.FilterMessage("lost the scheduler leadership").Len() != 1 {
+		t.Error("still the leader after failed renewals for over two thirds of the lease")
+	}
+}
