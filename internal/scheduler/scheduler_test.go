@@ -15,6 +15,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -621,5 +622,39 @@ func TestLeaderRidesOutARedisHiccup(t *testing.T) {
 	s.lead(ctx, t0.Add(2100*time.Millisecond)) // past two thirds of the lease
 	if s.leader || logs.FilterMessage("lost the scheduler leadership").Len() != 1 {
 		t.Error("still the leader after failed renewals for over two thirds of the lease")
+	}
+}
+
+// TestChangedForgetsGoneSchedules: when the schedules change, the leader
+// forgets when each is due, and the metric series and awaited task of the
+// schedules that are gone, not of those that remain.
+func TestChangedForgetsGoneSchedules(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	cfg, _ := e.deps(Config{})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, bad, err := schedule.ParseFile([]byte(`schedules: [{id: stays, cron: "@every 1s", type: resend-dcv, payload: {order_id: 1}}]`), testRules)
+	if err != nil || len(good) != 1 || len(bad) != 0 {
+		t.Fatal(good, bad, err)
+	}
+	s.fileScheds = good
+	s.due[good[0]] = time.Now()
+	for _, id := range []string{"stays", "gone"} {
+		s.series[id] = true
+		s.metrics.ticks.WithLabelValues(id).Inc()
+		s.awaiting[id] = &awaiting{taskID: "sched:" + id + ":1"}
+	}
+	s.changed()
+	if len(s.due) != 0 {
+		t.Errorf("due %v, want forgotten", s.due)
+	}
+	if s.awaiting["stays"] == nil || s.awaiting["gone"] != nil || !s.series["stays"] || s.series["gone"] {
+		t.Errorf("awaiting %v, series %v: want only stays'", s.awaiting, s.series)
+	}
+	if got := testutil.CollectAndCount(s.metrics.ticks); got != 1 {
+		t.Errorf("%d tick series, want stays' only", got)
 	}
 }
