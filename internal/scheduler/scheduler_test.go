@@ -546,7 +546,8 @@ func TestMaxRunsLoweredEndsTheSchedule(t *testing.T) {
 
 // TestOneRoundCatchesUpToTheBound: one round of the leader enqueues every
 // missed tick of a schedule, up to maxFiresPerRound, so that a long
-// catch-up of one schedule does not hold the others back.
+// catch-up of one schedule does not hold the others back; an
+// until_validated schedule that far behind fires one tick, not none.
 func TestOneRoundCatchesUpToTheBound(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
@@ -563,12 +564,13 @@ func TestOneRoundCatchesUpToTheBound(t *testing.T) {
 	good, bad, err := schedule.ParseFile([]byte(`schedules:
   - {id: few, cron: "@every 1s", type: resend-dcv, payload: {order_id: 1}, until_validated: false}
   - {id: many, cron: "@every 1s", type: resend-dcv, payload: {order_id: 2}, until_validated: false}
+  - {id: one-at-a-time, cron: "@every 1s", type: resend-dcv, payload: {order_id: 3}}
 `), testRules)
-	if err != nil || len(good) != 2 || len(bad) != 0 {
+	if err != nil || len(good) != 3 || len(bad) != 0 {
 		t.Fatal(good, bad, err)
 	}
 	now := time.Now().Unix()
-	for id, ago := range map[string]int64{"few": 5, "many": 300} {
+	for id, ago := range map[string]int64{"few": 5, "many": 300, "one-at-a-time": 300} {
 		if err := e.redis.Client().HSet(ctx, stateKey(id), "since", now-ago).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -587,6 +589,10 @@ func TestOneRoundCatchesUpToTheBound(t *testing.T) {
 	}
 	if st, err := s.store.State(ctx, "many"); err != nil || st.Runs != maxFiresPerRound || st.LastTick.Unix() != now-300+maxFiresPerRound {
 		t.Errorf("many's state %+v (%v), want %d runs up to %d", st, err, maxFiresPerRound, now-300+maxFiresPerRound)
+	}
+	// An until_validated schedule fires one tick, the last the bound reaches.
+	if got := ticks["one-at-a-time"]; len(got) != 1 || got[0] != now-300+maxFiresPerRound {
+		t.Errorf("one-at-a-time's ticks after one round %v, want only %d", got, now-300+maxFiresPerRound)
 	}
 }
 
