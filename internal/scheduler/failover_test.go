@@ -177,6 +177,11 @@ type replica struct {
 	stop func()
 }
 
+// replicaLease is the replicas' leader lease: short, so that the takeover
+// after the leader died comes within seconds, and long enough that a leader
+// stalled for a moment on a loaded machine does not lose it.
+const replicaLease = 4 * time.Second
+
 func startReplica(t *testing.T, redisURL, file string) *replica {
 	t.Helper()
 	conn, err := redisconn.Open(redisURL)
@@ -194,7 +199,7 @@ func startReplica(t *testing.T, redisURL, file string) *replica {
 		t.Fatal(err)
 	}
 	s, err := scheduler.New(scheduler.Config{Redis: conn, Ops: svc, Store: store, File: file,
-		Lease: 2 * time.Second, ReloadInterval: 200 * time.Millisecond, Logger: zap.New(core), Registry: r.reg})
+		Lease: replicaLease, ReloadInterval: 200 * time.Millisecond, Logger: zap.New(core), Registry: r.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +330,7 @@ func TestFollowerTakesOverAfterLeaderDiesMidTick(t *testing.T) {
 	select {
 	case <-proxy.cut:
 	case <-time.After(15 * time.Second):
-		t.Fatalf("A never sent a command for tick %d", doomed)
+		t.Fatalf("A never sent a command for tick %d (B became leader %d times)", doomed, b.leaderships())
 	}
 	if n := b.leaderships(); n != 0 {
 		t.Fatalf("B became leader %d times before A died", n)
@@ -335,7 +340,7 @@ func TestFollowerTakesOverAfterLeaderDiesMidTick(t *testing.T) {
 	}
 
 	waitUntil(t, 15*time.Second, "B takes over", func() bool { return b.leaderships() == 1 })
-	t.Logf("B took over %v after A died (lease 2s)", time.Since(proxy.cutAt).Round(10*time.Millisecond))
+	t.Logf("B took over %v after A died (lease %v)", time.Since(proxy.cutAt).Round(10*time.Millisecond), replicaLease)
 	waitUntil(t, 15*time.Second, "B fires 3 ticks after the doomed one", func() bool {
 		ticks := pendingTicks(t, insp, "bulk", "fo")
 		return ticks[len(ticks)-1] >= doomed+3

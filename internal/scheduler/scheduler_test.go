@@ -53,6 +53,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// testLease is the leader lease of the tests' schedulers: short, so that a
+// takeover after a leader died comes within seconds, and long enough that a
+// leader stalled for a moment on a loaded machine does not lose it (a
+// replica renews every third of it).
+const testLease = 4 * time.Second
+
 // env is one Redis server and what the tests need around it.
 type env struct {
 	t     *testing.T
@@ -124,7 +130,7 @@ func (e *env) start(cfg Config, opts ...ops.Config) (*observer.ObservedLogs, fun
 	e.t.Helper()
 	cfg, logs := e.deps(cfg, opts...)
 	if cfg.Lease == 0 {
-		cfg.Lease = 2 * time.Second
+		cfg.Lease = testLease
 	}
 	if cfg.ReloadInterval == 0 {
 		cfg.ReloadInterval = 200 * time.Millisecond
