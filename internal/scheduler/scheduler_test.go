@@ -670,3 +670,37 @@ func TestChangedForgetsGoneSchedules(t *testing.T) {
 		t.Errorf("%d tick series, want stays' only", got)
 	}
 }
+
+// TestInvalidAPIScheduleReportedOnce: an API schedule that no longer
+// passes the rules (its account was removed) is skipped and reported once,
+// not at every refresh.
+func TestInvalidAPIScheduleReportedOnce(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	cfg, logs := e.deps(Config{})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Added while account us was configured.
+	if err := e.redis.Client().HSet(ctx, "certmail:schedules", "gone-account",
+		`{"id":"gone-account","cron":"@daily","type":"resend-dcv","payload":{"order_id":1,"account":"us"}}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := s.refreshAPI(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var reports []string
+	for _, l := range logs.FilterLevelExact(zapcore.ErrorLevel).All() {
+		reports = append(reports, l.Message)
+		if l.ContextMap()["schedule"] != "gone-account" || !strings.HasPrefix(l.Message, "invalid API schedule skipped") {
+			t.Errorf("report %q %v", l.Message, l.ContextMap())
+		}
+	}
+	if len(reports) != 1 || len(s.apiScheds) != 0 {
+		t.Errorf("%d reports after 3 refreshes %q, %d schedules to fire; want 1 report, none to fire", len(reports), reports, len(s.apiScheds))
+	}
+}
