@@ -162,13 +162,14 @@ func TestDashboardListsSchedules(t *testing.T) {
 	if got := d.history("from-api"); len(got) != 0 {
 		t.Errorf("a deleted schedule's history: %q", got)
 	}
-	waitFor(t, 5*time.Second, "from-api leaves the list", func() bool {
-		_, listed := d.entries()["from-api"]
-		return !listed
+	// The entries expire after two heartbeats, which a loaded machine may
+	// let pass: one list without from-api and with daily proves it.
+	waitFor(t, 5*time.Second, "from-api leaves the list, daily stays", func() bool {
+		entries := d.entries()
+		_, api := entries["from-api"]
+		_, daily := entries["daily"]
+		return !api && daily
 	})
-	if _, listed := d.entries()["daily"]; !listed {
-		t.Error("daily left the list too")
-	}
 
 	// Stopped: nothing listed at once, not after an expiry.
 	stop()
