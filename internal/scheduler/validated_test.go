@@ -300,8 +300,11 @@ func TestOutstandingTaskLooksBackOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good, bad, err := schedule.ParseFile([]byte(`schedules: [{id: waits, cron: "@every 1s", type: resend-dcv, payload: {order_id: 1}}]`), testRules)
-	if err != nil || len(good) != 1 || len(bad) != 0 {
+	good, bad, err := schedule.ParseFile([]byte(`schedules:
+  - {id: waits, cron: "@every 1s", type: resend-dcv, payload: {order_id: 1}}
+  - {id: fired, cron: "@every 1s", type: resend-dcv, payload: {order_id: 2}}
+`), testRules)
+	if err != nil || len(good) != 2 || len(bad) != 0 {
 		t.Fatal(good, bad, err)
 	}
 	c := good[0]
@@ -328,5 +331,32 @@ func TestOutstandingTaskLooksBackOff(t *testing.T) {
 	want := []time.Duration{sec(0.5), sec(1), sec(2), sec(4), sec(8), sec(16), sec(30), sec(30), sec(30)}
 	if !slices.Equal(pauses, want) {
 		t.Errorf("pauses between looks %v, want %v", pauses, want)
+	}
+
+	// A tick this leader fires: its task is looked at 0.5 s later, then
+	// after 1 s more.
+	if ok, err := s.lease.Acquire(ctx); err != nil || !ok {
+		t.Fatalf("Acquire = %v, %v", ok, err)
+	}
+	s.leader = true
+	fired := good[1]
+	if err := e.redis.Client().HSet(ctx, stateKey(fired.ID), "since", time.Now().Unix()-2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	if !s.fire(ctx, fired) {
+		t.Fatal("the leadership was lost")
+	}
+	after := time.Now()
+	st, err := s.store.State(ctx, fired.ID)
+	if err != nil || st.LastTaskID == "" {
+		t.Fatalf("state after firing %+v, %v; want its tick's task", st, err)
+	}
+	first := s.due[fired]
+	if first.Before(before.Add(firstLook)) || first.After(after.Add(firstLook)) {
+		t.Errorf("first look at the fired tick's task %v after firing, want %v", first.Sub(before), firstLook)
+	}
+	if out := s.settle(ctx, fired, st, first); out != retry || s.due[fired].Sub(first) != 2*firstLook {
+		t.Errorf("settle at the first look = %v, next look %v later; want retry, %v later", out, s.due[fired].Sub(first), 2*firstLook)
 	}
 }
