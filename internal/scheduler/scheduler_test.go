@@ -376,7 +376,7 @@ func TestFileReload(t *testing.T) {
 		return "  - id: " + id + "\n    cron: \"@every 1s\"\n    type: resend-dcv\n    payload: {order_id: 9}\n    until_validated: false\n"
 	}
 	file := e.writeFile("schedules:\n" + entry("first"))
-	e.start(Config{File: file})
+	logs, _ := e.start(Config{File: file})
 	waitFor(t, 10*time.Second, "first fires", func() bool { return len(e.ticks("bulk")["first"]) >= 1 })
 	e.writeFile("schedules:\n" + entry("second"))
 	waitFor(t, 10*time.Second, "second fires", func() bool { return len(e.ticks("bulk")["second"]) >= 2 })
@@ -388,6 +388,35 @@ func TestFileReload(t *testing.T) {
 	}
 	if all, err := e.store().List(context.Background()); err != nil || len(all) != 1 || all[0].ID != "second" {
 		t.Errorf("List after the edit = %+v, %v", all, err)
+	}
+	if n := logs.FilterMessage("could not publish the file's schedules").Len(); n != 0 {
+		t.Errorf("%d warnings that the file's schedules could not be published, want none", n)
+	}
+}
+
+// TestUnreadableFileKeepsTheLastGoodVersion: a schedules file that can no
+// longer be read is reported once, and its last good version stays.
+func TestUnreadableFileKeepsTheLastGoodVersion(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	file := e.writeFile("schedules: [{id: kept, cron: \"@every 1s\", type: resend-dcv, payload: {order_id: 1}}]\n")
+	cfg, logs := e.deps(Config{File: file})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.reloadFile()
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		s.reloadFile()
+	}
+	if n := logs.FilterMessage("cannot read the schedules file; keeping its last good version").Len(); n != 1 {
+		t.Errorf("%d reports of the unreadable file, want 1", n)
+	}
+	if len(s.fileScheds) != 1 || s.fileScheds[0].ID != "kept" {
+		t.Errorf("file schedules %v, want the last good version's", s.fileScheds)
 	}
 }
 
