@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redistest"
@@ -201,5 +204,117 @@ func TestReleaseCountsARequestLongerThanTheWindow(t *testing.T) {
 	release()
 	if d, err := l.Reserve(ctx); err != nil || d <= 0 {
 		t.Errorf("a third request right after the long one's release: wait %v, %v; want a wait (two in the window)", d, err)
+	}
+}
+
+// An admitted request counts for its window's period plus the margin: the
+// configured one, or by default 1% of the shortest period, at most 100ms.
+func TestMarginLengthensEveryWindow(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	ctx := context.Background()
+
+	// An explicit margin, large enough to see on any clock.
+	l := ratelimit.NewLimiter(rdb, ratelimit.Config{Account: "explicit", Windows: []ratelimit.Window{{Limit: 1, Period: time.Second}},
+		Margin: time.Second})
+	if d, err := l.Reserve(ctx); err != nil || d != 0 {
+		t.Fatalf("first Reserve = %v, %v; want admitted", d, err)
+	}
+	if d, err := l.Reserve(ctx); err != nil || d <= 1500*time.Millisecond || d > 2001*time.Millisecond {
+		t.Errorf("with a 1s margin on 1/1s, the next slot is in %v, %v; want about 2s", d, err)
+	}
+
+	// The default margins are a few ms: measure them on Redis's clock.
+	for _, tt := range []struct {
+		name    string
+		windows []ratelimit.Window
+		want    time.Duration
+	}{
+		{"1% of the shortest period", []ratelimit.Window{{Limit: 100, Period: time.Minute}, {Limit: 1, Period: 2 * time.Second}}, 2020 * time.Millisecond},
+		{"at most 100ms", []ratelimit.Window{{Limit: 1, Period: 20 * time.Second}}, 20100 * time.Millisecond},
+	} {
+		lo, hi := heldFor(t, rdb, tt.windows)
+		if tt.want < lo || tt.want > hi {
+			t.Errorf("%s: %v holds a request for %v to %v, want %v", tt.name, tt.windows, lo, hi, tt.want)
+		}
+	}
+}
+
+// heldFor admits one request under windows (with the default margin) on a
+// fresh account and returns bounds, on Redis's clock, of how long it keeps
+// the fullest window closed. It tries again until Redis answered fast
+// enough for the bounds to be a few ms apart.
+func heldFor(t *testing.T, rdb *redis.Client, windows []ratelimit.Window) (lo, hi time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	now := func() int64 { // Redis's clock in whole ms, as the scripts read it
+		tm, err := rdb.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tm.UnixMilli()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		l := ratelimit.NewLimiter(rdb, ratelimit.Config{Account: "held" + strconv.Itoa(i), Windows: windows})
+		t0 := now()
+		if d, err := l.Reserve(ctx); err != nil || d != 0 {
+			t.Fatalf("first Reserve = %v, %v; want admitted", d, err)
+		}
+		t1, t2 := now(), now()
+		d, err := l.Reserve(ctx)
+		t3 := now()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if t3-t0 > 5 {
+			continue // too slow to measure closely
+		}
+		// d = admitted + held - asked + 1 ms, admitted in [t0, t1], asked in [t2, t3].
+		ms := d.Milliseconds()
+		return time.Duration(ms+t2-t1-1) * time.Millisecond, time.Duration(ms+t3-t0-1) * time.Millisecond
+	}
+	t.Fatal("Redis never answered within 5ms")
+	return 0, 0
+}
+
+// OnWait hears of every wait, with its length, and of nothing else.
+func TestOnWaitHearsOfEveryWait(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	var (
+		mu    sync.Mutex
+		waits []time.Duration
+	)
+	l := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "a", Windows: []ratelimit.Window{{Limit: 1, Period: 300 * time.Millisecond}},
+		Margin: time.Millisecond, OnWait: func(d time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			waits = append(waits, d)
+		}})
+	ctx := context.Background()
+	got := func() []time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]time.Duration(nil), waits...)
+	}
+	release, err := l.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if w := got(); len(w) != 0 {
+		t.Errorf("an admission without a wait told OnWait %v", w)
+	}
+	start := time.Now()
+	release, err = l.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	waited := time.Since(start)
+	if w := got(); len(w) != 1 || w[0] <= 0 || w[0] > waited {
+		t.Errorf("after a wait of %v OnWait was told %v, want one wait of at most that", waited, w)
 	}
 }

@@ -26,6 +26,8 @@ func TestParseWindows(t *testing.T) {
 		{in: "x/5s", wantErr: true},
 		{in: "10/soon", wantErr: true},
 		{in: "10/0s", wantErr: true},
+		{in: "1/1ms", want: []ratelimit.Window{{1, time.Millisecond}}},
+		{in: "1/999us", wantErr: true},
 		{in: "100/5s,", wantErr: true},
 	}
 	for _, tt := range tests {
