@@ -275,3 +275,36 @@ func TestConstructorErrorBounded(t *testing.T) {
 		t.Errorf("first %+v, %d omitted", ve.Errors[0], ve.Omitted)
 	}
 }
+
+// TestBoundsKeepWhatFits checks that each bound is a limit, not a cut below
+// it: a field and a message of exactly the longest length are kept whole, a
+// payload of exactly MaxPayloadBytes is read, and a list of exactly
+// MaxListLength elements as sent is accepted.
+func TestBoundsKeepWhatFits(t *testing.T) {
+	t.Parallel()
+	field, message := strings.Repeat("f", tasks.MaxFieldLength), strings.Repeat("m", tasks.MaxMessageLength)
+	ve := tasks.NewValidationError(tasks.TypeSetEmails, fe(field, message), fe(field+"f", message+"m"))
+	if got := ve.Errors[0]; got.Field != field || got.Message != message {
+		t.Errorf("a field of %d bytes and a message of %d bytes were cut: %q, %q", len(field), len(message), got.Field, got.Message)
+	}
+	if got := ve.Errors[1]; len(got.Field) > tasks.MaxFieldLength || len(got.Message) > tasks.MaxMessageLength ||
+		!strings.HasSuffix(got.Field, "…") || !strings.HasSuffix(got.Message, "…") {
+		t.Errorf("a field and a message one byte longer were not cut with a marker: %q, %q", got.Field, got.Message)
+	}
+
+	body := []byte(`{"order_id":1,"additional_emails":[]}`)
+	exact := append(body, bytes.Repeat([]byte(" "), tasks.MaxPayloadBytes-len(body))...)
+	if _, err := tasks.Parse(tasks.TypeSetEmails, exact); err != nil {
+		t.Errorf("a payload of exactly MaxPayloadBytes: %v", err)
+	}
+	_, err := tasks.Parse(tasks.TypeSetEmails, append(exact, ' '))
+	assertProblems(t, tasks.TypeSetEmails, err, []tasks.FieldError{fe("", "larger than 1048576 bytes")})
+
+	list := make([]string, tasks.MaxListLength)
+	for i := range list {
+		list[i] = "jill@example.com"
+	}
+	assertProblems(t, tasks.TypeSetEmails, tasks.SetEmails{OrderID: 1, AdditionalEmails: list}.Validate(), nil)
+	assertProblems(t, tasks.TypeSetEmails, tasks.SetEmails{OrderID: 1, AdditionalEmails: append(list, "jill@example.com")}.Validate(),
+		[]tasks.FieldError{fe("additional_emails", "at most 1000 elements as sent, duplicates included")})
+}

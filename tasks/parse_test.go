@@ -75,6 +75,16 @@ func TestParseSetEmails(t *testing.T) {
 		{name: "trailing brace", body: `{"order_id":1,"additional_emails":[]}}`, errs: []tasks.FieldError{fe("", "trailing data after the JSON value")}},
 		{name: "unknown field", body: `{"order_id":1,"additional_emails":[],"colour":"red"}`, errs: []tasks.FieldError{fe("colour", msgUnknown)}},
 		{name: "unknown null field", body: `{"order_id":1,"additional_emails":[],"colour":null}`, errs: []tasks.FieldError{fe("colour", msgUnknown)}},
+		// An unknown member's path names it as sent when it is a plain name of
+		// letters, digits, '_' and '-' of at most 64 characters, and quoted
+		// (and cut to 64 characters) otherwise, so that it never echoes much.
+		{name: "unknown plain name", body: `{"order_id":1,"additional_emails":[],"my_colour-2":1}`, errs: []tasks.FieldError{fe("my_colour-2", msgUnknown)}},
+		{name: "unknown name of 64 characters", body: `{"order_id":1,"additional_emails":[],"` + strings.Repeat("k", 64) + `":1}`,
+			errs: []tasks.FieldError{fe(strings.Repeat("k", 64), msgUnknown)}},
+		{name: "unknown name of 65 characters", body: `{"order_id":1,"additional_emails":[],"` + strings.Repeat("k", 65) + `":1}`,
+			errs: []tasks.FieldError{fe(`"`+strings.Repeat("k", 64)+`"`, msgUnknown)}},
+		{name: "unknown name with a space", body: `{"order_id":1,"additional_emails":[],"my colour":1}`, errs: []tasks.FieldError{fe(`"my colour"`, msgUnknown)}},
+		{name: "unknown name with a line break", body: `{"order_id":1,"additional_emails":[],"my\ncolour":1}`, errs: []tasks.FieldError{fe(`"my\ncolour"`, msgUnknown)}},
 		{name: "field names are case-sensitive", body: `{"Order_ID":1,"additional_emails":[]}`,
 			errs: []tasks.FieldError{fe("Order_ID", msgUnknown), fe("order_id", "required")}},
 		{name: "duplicate field", body: `{"order_id":1,"order_id":2,"additional_emails":[]}`, errs: []tasks.FieldError{fe("order_id", "duplicate field")}},

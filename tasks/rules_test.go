@@ -26,6 +26,9 @@ func TestValidateEmail(t *testing.T) {
 		{"x@a-b.c0", ""},
 		{local64 + "@example.com", ""},
 		{local64 + "@" + name189, ""}, // exactly 254 characters
+		{"z@z.example", ""},           // the ends of the ranges of letters and digits
+		{"Z@Z.EXAMPLE", ""},
+		{"a09@a09.example", ""},
 
 		{"", "must not be empty"},
 		{local64 + "@" + name189 + "c", "longer than 254 characters"},
@@ -44,10 +47,12 @@ func TestValidateEmail(t *testing.T) {
 		{"jill,leon@example.com", "not a bare email address"},
 		{"jill;leon@example.com", "not a bare email address"},
 		{"jill@leon@example.com", "not a bare email address"},
+		{"jill@@example.com", "not a bare email address"},
 		{"jill@[192.0.2.1]", "not a bare email address"},
 		{`ji\ll@example.com`, "not a bare email address"},
 		{"jöll@example.com", "must contain only ASCII characters"},
 		{"jill@exämple.com", "must contain only ASCII characters"},
+		{"\x80@example.com", "must contain only ASCII characters"}, // the first byte that is not ASCII
 		{"@example.com", "local part is not a valid dot-atom"},
 		{".jill@example.com", "local part is not a valid dot-atom"},
 		{"jill.@example.com", "local part is not a valid dot-atom"},
@@ -91,6 +96,7 @@ func TestValidDNSName(t *testing.T) {
 	}{
 		{"example.com", true},
 		{"Sub.Example.COM", true},
+		{"zz.ZZ", true},
 		{"a.b", true},
 		{"a-b.example", true},
 		{"xn--bcher-kva.example", true},
@@ -134,6 +140,7 @@ func TestAccountRule(t *testing.T) {
 		{"eu", true},
 		{"0", true},
 		{"team_a-2", true},
+		{"z9", true},
 		{strings.Repeat("a", 63), true},
 
 		{strings.Repeat("a", 64), false},

@@ -84,6 +84,8 @@ func TestSetEmailsNormalized(t *testing.T) {
 		{"nil becomes empty", tasks.SetEmails{OrderID: 1}, tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{}}},
 		{"only ASCII letters are folded", tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"a@EXAMPLE.\u212Aom"}},
 			tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"a@example.\u212Aom"}}},
+		{"Z is folded, first or later", tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"a@Zeta.example", "b@AZ.example"}},
+			tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"a@zeta.example", "b@az.example"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -129,6 +131,8 @@ func TestResendDCVValidate(t *testing.T) {
 		{"case, spaces and one trailing dot", tasks.ResendDCV{OrderID: 1, DomainApprovalEmails: []tasks.DomainApprovalEmail{entry(" Sub.Example.COM. ", " admin@Example.com ", "EXAMPLE.com.")}}, nil},
 		{"locale ll", tasks.ResendDCV{OrderID: 1, Locale: "en"}, nil},
 		{"locale ll_CC", tasks.ResendDCV{OrderID: 1, Locale: "pt_BR"}, nil},
+		{"locale with the first and last letters", tasks.ResendDCV{OrderID: 1, Locale: "az_AZ"}, nil},
+		{"locale with the last and first letters", tasks.ResendDCV{OrderID: 1, Locale: "za_ZA"}, nil},
 		{"100 entries", tasks.ResendDCV{OrderID: 1, DomainApprovalEmails: many(100)}, nil},
 		{"101 entries with a duplicate", tasks.ResendDCV{OrderID: 1, DomainApprovalEmails: append(many(100), entry("EXAMPLE.COM.", "USER3@example.com", ""))}, nil},
 
