@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -808,40 +809,49 @@ func TestClient_Limiter(t *testing.T) {
 			ctxTimeout: 100 * time.Millisecond, wantInErr: "context deadline exceeded", code: "timeout", class: digicert.ClassTransient,
 		},
 	}
+	// A read, whose retries need no headroom, treats a first attempt the
+	// same way: nothing is sent.
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			b := setup(t, func(c *digicert.Config) {
-				c.Limiter = tt.limiter
-				if tt.maxElapsed > 0 {
-					c.MaxElapsed = tt.maxElapsed
+		for _, read := range []bool{false, true} {
+			t.Run(tt.name+map[bool]string{false: "", true: " (read)"}[read], func(t *testing.T) {
+				t.Parallel()
+				b := setup(t, func(c *digicert.Config) {
+					c.Limiter = tt.limiter
+					if tt.maxElapsed > 0 {
+						c.MaxElapsed = tt.maxElapsed
+					}
+				})
+				ctx := t.Context()
+				if tt.ctxTimeout > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, tt.ctxTimeout)
+					defer cancel()
+				}
+				start := time.Now()
+				var err error
+				if read {
+					_, _, err = b.client.OrderValidation(ctx, orderID)
+				} else {
+					_, err = b.client.SetAdditionalEmails(ctx, orderID, []byte(`{"additional_emails":[]}`))
+				}
+				if took := time.Since(start); took > 10*time.Second {
+					t.Errorf("call took %s", took)
+				}
+				var reqErr *digicert.RequestError
+				if !errors.As(err, &reqErr) || reqErr.Attempts != 0 || !strings.Contains(err.Error(), tt.wantInErr) {
+					t.Fatalf("error %v, want a *RequestError saying %q after no attempt", err, tt.wantInErr)
+				}
+				if digicert.Classify(err) != tt.class || digicert.ErrorCode(err) != tt.code {
+					t.Errorf("Classify %s, ErrorCode %q; want %s, %s", digicert.Classify(err), digicert.ErrorCode(err), tt.class, tt.code)
+				}
+				if wait, ok := digicert.RetryAfter(err); ok != (tt.class == digicert.ClassRateLimited) || (ok && wait <= 0) {
+					t.Errorf("RetryAfter = %v, %v", wait, ok)
+				}
+				if n := b.fake.RequestCount(); n != 0 {
+					t.Errorf("fake got %d calls, want none", n)
 				}
 			})
-			ctx := t.Context()
-			if tt.ctxTimeout > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, tt.ctxTimeout)
-				defer cancel()
-			}
-			start := time.Now()
-			_, err := b.client.SetAdditionalEmails(ctx, orderID, []byte(`{"additional_emails":[]}`))
-			if took := time.Since(start); took > 10*time.Second {
-				t.Errorf("call took %s", took)
-			}
-			var reqErr *digicert.RequestError
-			if !errors.As(err, &reqErr) || reqErr.Attempts != 0 || !strings.Contains(err.Error(), tt.wantInErr) {
-				t.Fatalf("error %v, want a *RequestError saying %q after no attempt", err, tt.wantInErr)
-			}
-			if digicert.Classify(err) != tt.class || digicert.ErrorCode(err) != tt.code {
-				t.Errorf("Classify %s, ErrorCode %q; want %s, %s", digicert.Classify(err), digicert.ErrorCode(err), tt.class, tt.code)
-			}
-			if wait, ok := digicert.RetryAfter(err); ok != (tt.class == digicert.ClassRateLimited) || (ok && wait <= 0) {
-				t.Errorf("RetryAfter = %v, %v", wait, ok)
-			}
-			if n := b.fake.RequestCount(); n != 0 {
-				t.Errorf("fake got %d calls, want none", n)
-			}
-		})
+		}
 	}
 }
 
@@ -885,6 +895,14 @@ func TestNew(t *testing.T) {
 		{name: "negative budget", cfg: digicert.Config{APIKey: testKey, MaxElapsed: -1}, wantErr: "elapsed"},
 		{name: "negative backoff", cfg: digicert.Config{APIKey: testKey, InitialBackoff: -1}, wantErr: "backoff"},
 		{name: "user agent with a newline", cfg: digicert.Config{APIKey: testKey, UserAgent: "x\ny"}, wantErr: "user agent"},
+		// The edges of the characters and lengths allowed.
+		{name: "key with a tilde", cfg: digicert.Config{APIKey: "~" + testKey + "~"}},
+		{name: "key with a space", cfg: digicert.Config{APIKey: testKey + " x"}, wantErr: "printable ASCII without spaces"},
+		{name: "key with DEL", cfg: digicert.Config{APIKey: testKey + "\x7f"}, wantErr: "printable ASCII without spaces"},
+		{name: "user agent with a tilde and a space", cfg: digicert.Config{APIKey: testKey, UserAgent: "certmail/1.0 (~ops)"}},
+		{name: "user agent with DEL", cfg: digicert.Config{APIKey: testKey, UserAgent: "certmail\x7f"}, wantErr: "user agent"},
+		{name: "user agent of 256 characters", cfg: digicert.Config{APIKey: testKey, UserAgent: strings.Repeat("u", 256)}},
+		{name: "user agent of 257 characters", cfg: digicert.Config{APIKey: testKey, UserAgent: strings.Repeat("u", 257)}, wantErr: "at most 256 characters"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -903,5 +921,66 @@ func TestNew(t *testing.T) {
 				t.Errorf("error %q holds the key", err)
 			}
 		})
+	}
+}
+
+// TestConfigString: a printed configuration says whether a key, a limiter
+// and an observer are set, and never shows the key.
+func TestConfigString(t *testing.T) {
+	t.Parallel()
+	set := digicert.Config{BaseURL: "https://example.com", APIKey: testKey, Limiter: &countingLimiter{}, Observer: &recordingObserver{}}
+	unset := digicert.Config{BaseURL: "https://example.com"}
+	for _, tt := range []struct {
+		cfg  digicert.Config
+		want string
+	}{
+		{set, `digicert.Config{BaseURL:"https://example.com" APIKey:[redacted] UserAgent:"" Timeout:0s MaxAttempts:0 MaxElapsed:0s InitialBackoff:0s Limiter:true Observer:true}`},
+		{unset, `digicert.Config{BaseURL:"https://example.com" APIKey: UserAgent:"" Timeout:0s MaxAttempts:0 MaxElapsed:0s InitialBackoff:0s Limiter:false Observer:false}`},
+	} {
+		if got := fmt.Sprintf("%v", tt.cfg); got != tt.want {
+			t.Errorf("got  %s\nwant %s", got, tt.want)
+		}
+	}
+}
+
+// TestClient_EveryTwoHundredIsSuccess: every 2xx status is a success, the
+// edges of the range included, and nothing above it is (a 1xx is never
+// final).
+func TestClient_EveryTwoHundredIsSuccess(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{200, 204, 299, 300} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(status) }))
+			t.Cleanup(srv.Close)
+			c := newClient(t, digicert.Config{BaseURL: srv.URL, APIKey: testKey, MaxAttempts: 1})
+			res, err := c.SetAdditionalEmails(t.Context(), orderID, []byte(`{"additional_emails":[]}`))
+			ok := status >= 200 && status <= 299
+			if ok && (err != nil || res.Status != status) {
+				t.Errorf("%d: result %+v, error %v; want a success", status, res, err)
+			}
+			var apiErr *digicert.APIError
+			if !ok && (!errors.As(err, &apiErr) || apiErr.Status != status) {
+				t.Errorf("%d: error %v, want an *APIError", status, err)
+			}
+		})
+	}
+}
+
+// TestClient_DefaultBackoff: without InitialBackoff, a retry waits the
+// documented 500ms, jittered by ±50%, so at least 250ms.
+func TestClient_DefaultBackoff(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *digicert.Config) { c.InitialBackoff, c.MaxAttempts = 0, 2 })
+	b.fake.FailNext(1, 503, "", "")
+	if _, err := b.client.SendCertificateEmail(t.Context(), certID, []byte(`{"emails":["a@example.com"],"certificate_collect_format":"attachment"}`)); err != nil {
+		t.Fatal(err)
+	}
+	reqs := b.fake.Requests()
+	if len(reqs) != 2 {
+		t.Fatalf("%d attempts, want 2", len(reqs))
+	}
+	if gap := reqs[1].At.Sub(reqs[0].At); gap < 250*time.Millisecond {
+		t.Errorf("the retry came %v after the first attempt, want at least 250ms", gap)
 	}
 }

@@ -234,7 +234,8 @@ func TestEchoedAddressesAreRemoved(t *testing.T) {
 	t.Parallel()
 	const addr, other = "jill.valentine+certs@Example.COM", "leon@sub.example.org"
 	body := `{"errors":[{"code":"invalid_value:additional_emails","message":"` + addr + ` is not allowed; nor is ` + other + `"},` +
-		`{"code":"x|` + other + `","message":"see admin@example.com"}]}`
+		`{"code":"x|` + other + `","message":"see admin@example.com"},` +
+		`{"code":"x","message":"@ops: bad recipient ada@example.net"}]}`
 	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
@@ -249,7 +250,7 @@ func TestEchoedAddressesAreRemoved(t *testing.T) {
 	}
 	for what, out := range map[string]string{"Error()": err.Error(), "Body": apiErr.Body,
 		"Errors": fmt.Sprintf("%#v", apiErr.Errors), "ErrorCode": digicert.ErrorCode(err)} {
-		for _, a := range []string{"jill.valentine", "Example.COM", "leon@", "admin@example.com"} {
+		for _, a := range []string{"jill.valentine", "Example.COM", "leon@", "admin@example.com", "ada@"} {
 			if strings.Contains(out, a) {
 				t.Errorf("%s holds %q: %s", what, a, out)
 			}
@@ -258,7 +259,60 @@ func TestEchoedAddressesAreRemoved(t *testing.T) {
 	if got := apiErr.Errors[0].Message; got != "[email] is not allowed; nor is [email]" {
 		t.Errorf("message = %q, want the addresses replaced and the rest kept", got)
 	}
+	if got := apiErr.Errors[2].Message; got != "@ops: bad recipient [email]" {
+		t.Errorf("message = %q, want the address replaced after a leading '@'", got)
+	}
 	if !apiErr.HasCode("invalid_value") {
 		t.Errorf("codes %v: the code without an address must be kept as it is", apiErr.Errors)
+	}
+}
+
+// TestRequestErrorText: the error says how many attempts the call made when
+// it made more than one.
+func TestRequestErrorText(t *testing.T) {
+	t.Parallel()
+	cause := errors.New("connection reset by peer")
+	for _, tt := range []struct {
+		attempts int
+		want     string
+	}{
+		{0, "digicert sendemail: connection reset by peer"},
+		{1, "digicert sendemail: connection reset by peer"},
+		{2, "digicert sendemail: connection reset by peer (after 2 attempts)"},
+	} {
+		if got := (&digicert.RequestError{Endpoint: "sendemail", Attempts: tt.attempts, Err: cause}).Error(); got != tt.want {
+			t.Errorf("%d attempts: %q, want %q", tt.attempts, got, tt.want)
+		}
+	}
+}
+
+// TestRedactedErrorsKeepTheirMeaning: an error whose text holds the key
+// (here the Limiter's) loses the key but still says whether it was the
+// caller's deadline or cancellation.
+func TestRedactedErrorsKeepTheirMeaning(t *testing.T) {
+	t.Parallel()
+	for _, cause := range []error{context.DeadlineExceeded, context.Canceled} {
+		t.Run(cause.Error(), func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { t.Error("a request was sent") }))
+			t.Cleanup(srv.Close)
+			limiter := limiterFunc(func(context.Context) error { return fmt.Errorf("limiter for key %s: %w", testKey, cause) })
+			c := newClient(t, digicert.Config{BaseURL: srv.URL, APIKey: testKey, Limiter: limiter})
+			_, err := c.SendCertificateEmail(t.Context(), certID, []byte(`{}`))
+			if err == nil || strings.Contains(err.Error(), testKey) {
+				t.Fatalf("error %v, want one without the key", err)
+			}
+			other := context.Canceled
+			if cause == context.Canceled {
+				other = context.DeadlineExceeded
+			}
+			if !errors.Is(err, cause) || errors.Is(err, other) {
+				t.Errorf("errors.Is(%v, %v) = %t, errors.Is(…, %v) = %t; want true, false", err, cause, errors.Is(err, cause), other, errors.Is(err, other))
+			}
+			var reqErr *digicert.RequestError
+			if !errors.As(err, &reqErr) || reqErr.Timeout() != (cause == context.DeadlineExceeded) {
+				t.Errorf("error %v: Timeout() should say whether the cause was a deadline", err)
+			}
+		})
 	}
 }

@@ -115,6 +115,11 @@ func TestClient_OrderValidationTolerance(t *testing.T) {
 		{"organization validations", `{"order_status": "pending", "organization_validations": [{"type": "ev", "status": "pending"}]}`, false, "pending", nil},
 		{"organization validations in another shape", `{"order_status": "pending", "organization_validations": {"type": "ov"}}`, false, "pending", nil},
 		{"status a number", `{"order_status": 3}`, true, "3", nil},
+		{"status a negative number", `{"order_status": -3}`, true, "-3", nil},
+		{"status a number from 0", `{"order_status": 0.5}`, true, "0.5", nil},
+		{"status a number from 9", `{"order_status": 9}`, true, "9", nil},
+		{"status of another type", `{"order_status": true}`, true, "", nil},
+		{"exactly 1 MiB", `{"order_status": "pending"` + strings.Repeat(" ", 1<<20-len(`{"order_status": "pending"}`)) + `}`, true, "pending", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
