@@ -80,6 +80,14 @@ func TestServer_Validation(t *testing.T) {
 	if ev.OrderStatus != "canceled" || len(ev.OrgValidations) != 1 || ev.NameValidations[0].Status != "approved" {
 		t.Errorf("EV order: %+v", ev)
 	}
+	// The organization's validation is pending until the order is issued.
+	b.fake.SetOrder(digicerttest.Order{ID: 3007, Type: digicerttest.OrderOV, Status: digicerttest.StatusIssued,
+		Domains: []digicerttest.Domain{{ID: 52, NameScope: "example.biz", Status: digicerttest.StatusApproved}}})
+	for id, want := range map[int64]string{3001: `{"type":"ov","status":"pending"}`, 3007: `{"type":"ov","status":"completed"}`} {
+		if doc := readValidation(t, b.base, id); len(doc.OrgValidations) != 1 || string(doc.OrgValidations[0]) != want {
+			t.Errorf("order %d: organization_validations %s, want [%s]", id, doc.OrgValidations, want)
+		}
+	}
 	// An order known without a model is a pending DV order with one domain.
 	dv := readValidation(t, b.base, orderID)
 	if dv.OrderStatus != "pending" || dv.OrgValidations != nil || len(dv.NameValidations) != 1 ||
@@ -286,5 +294,31 @@ func TestServer_ApproveAfter(t *testing.T) {
 	b.fake.Reset()
 	if o, _ := status(3005); o != "issued" {
 		t.Errorf("after Reset: %s", o)
+	}
+}
+
+// Without ApproveAfter, resends approve nothing, however many; with it, a
+// plain order's domain is approved through its own endpoint too.
+func TestServer_ApproveAfterZeroNeverApproves(t *testing.T) {
+	t.Parallel()
+	b := setup(t, digicerttest.Config{})
+	b.fake.SetOrder(digicerttest.Order{ID: 3006, Type: digicerttest.OrderOV, Domains: []digicerttest.Domain{{ID: 91, NameScope: "example.com"}}})
+	for range 3 {
+		send(t, http.MethodPut, domainURL(b.base, 91), testKey, `{}`)
+		send(t, http.MethodPut, resendURL(b.base, orderID), testKey, `{}`)
+	}
+	if doc := readValidation(t, b.base, 3006); doc.OrderStatus != "pending" || doc.NameValidations[0].Status != "pending" {
+		t.Errorf("OV order after three domain resends: %+v", doc)
+	}
+	if doc := readValidation(t, b.base, orderID); doc.OrderStatus != "pending" {
+		t.Errorf("plain order after three resends: %+v", doc)
+	}
+
+	b = setup(t, digicerttest.Config{ApproveAfter: 1})
+	if resp := send(t, http.MethodPut, domainURL(b.base, orderID), testKey, `{}`); resp.status != http.StatusNoContent {
+		t.Fatalf("the plain order's domain: %d %s", resp.status, resp.body)
+	}
+	if doc := readValidation(t, b.base, orderID); doc.OrderStatus != "issued" {
+		t.Errorf("plain order after its domain's resend: %s, want issued", doc.OrderStatus)
 	}
 }

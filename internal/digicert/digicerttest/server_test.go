@@ -362,6 +362,26 @@ func TestServer_Errors(t *testing.T) {
 			status: 404, codes: []string{"not_found|order"}},
 		{name: "missing certificate in demo mode", path: "/certificate/404404/sendemail", body: goodSend, anyID: true,
 			status: 404, codes: []string{"not_found|certificate"}},
+		{name: "certificate zero", path: "/certificate/0/sendemail", body: goodSend, anyID: true,
+			status: 404, codes: []string{"not_found|certificate"}},
+		{name: "domain zero", path: "/domain/0/dcv/emails", body: `{}`, anyID: true,
+			status: 404, codes: []string{"not_found|domain"}},
+		// CertCentral's loose address check: local@domain, both parts set,
+		// at most 254 characters.
+		{name: "address without a local part", path: "/order/certificate/1001/additional-emails", body: `{"additional_emails":["@example.com"]}`,
+			status: 400, codes: []string{"invalid_value:additional_emails"}},
+		{name: "address without a domain", path: "/order/certificate/1001/additional-emails", body: `{"additional_emails":["jill@"]}`,
+			status: 400, codes: []string{"invalid_value:additional_emails"}},
+		{name: "address of 255 characters", path: "/order/certificate/1001/additional-emails",
+			body:   `{"additional_emails":["` + strings.Repeat("j", 243) + `@example.com"]}`,
+			status: 400, codes: []string{"invalid_value:additional_emails"}},
+		{name: "address of 254 characters", path: "/order/certificate/1001/additional-emails",
+			body:   `{"additional_emails":["` + strings.Repeat("j", 242) + `@example.com"]}`,
+			status: 204},
+		{name: "locale with the first and last letters", path: "/order/certificate/1001/resend-emails", body: `{"locale":"az_AZ"}`,
+			status: 204},
+		{name: "locale with the last and first letters", path: "/order/certificate/1001/resend-emails", body: `{"locale":"za_ZA"}`,
+			status: 204},
 		{name: "body too large", path: "/order/certificate/1001/additional-emails",
 			body:   `{"additional_emails":["` + strings.Repeat("a", 1<<20) + `@example.com"]}`,
 			status: 413, codes: []string{"request_too_large"}},
@@ -512,8 +532,18 @@ func TestServer_FailNext(t *testing.T) {
 	if !slices.Equal(statuses, []int{503, 503, 429, 502, 204}) {
 		t.Errorf("recorded statuses %v", statuses)
 	}
-	if b.fake.RequestCount() != 5 || b.fake.StatusCount(503) != 2 {
-		t.Errorf("RequestCount %d, StatusCount(503) %d; want 5 and 2", b.fake.RequestCount(), b.fake.StatusCount(503))
+	if b.fake.RequestCount() != 5 || b.fake.StatusCount(503) != 2 || b.fake.StatusCount(0) != 0 {
+		t.Errorf("RequestCount %d, StatusCount(503) %d, StatusCount(0) %d; want 5, 2 and 0 (every request answered)",
+			b.fake.RequestCount(), b.fake.StatusCount(503), b.fake.StatusCount(0))
+	}
+
+	// The edges of the statuses a scripted answer may have: 200 and 999.
+	b.fake.FailNext(1, 200, `{"scripted":true}`, "application/json")
+	b.fake.FailNext(1, 999, "", "")
+	for _, w := range []int{200, 999, 204} {
+		if got := send(t, http.MethodPut, url, testKey, `{"additional_emails":["a@example.com"]}`); got.status != w {
+			t.Errorf("status %d %s, want %d", got.status, got.body, w)
+		}
 	}
 }
 
@@ -850,5 +880,49 @@ func TestServer_FormatHidesKeys(t *testing.T) {
 	}
 	if !strings.Contains(reqs[0].String(), "PUT /services/v2/order/certificate/1001/resend-emails: 204") {
 		t.Errorf("String() = %q", reqs[0].String())
+	}
+}
+
+// TestServer_RateLimitEdges: a window holds a request for exactly its
+// period (though a longer window still counts it), a key that went over is
+// blocked for BlockFor (10s by default), and a window whose limit is not
+// positive is ignored.
+func TestServer_RateLimitEdges(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name     string
+		blockFor time.Duration
+		blocked  time.Duration
+	}{
+		{"default BlockFor", 0, 10 * time.Second},
+		{"BlockFor 3s", 3 * time.Second, 3 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			clock := newFakeClock()
+			b := setup(t, digicerttest.Config{
+				RateLimits: []digicerttest.Window{{Limit: 1, Period: time.Second}, {Limit: 0, Period: time.Second}, {Limit: 100, Period: time.Minute}},
+				BlockFor:   tt.blockFor,
+				Clock:      clock.Now,
+			})
+			url := resendURL(b.base, orderID)
+			steps := []struct {
+				name    string
+				advance time.Duration
+				want    int
+			}{
+				{name: "the first request", want: 204},
+				{name: "one period later the window is free", advance: time.Second, want: 204},
+				{name: "a second request within the period", advance: time.Second - time.Nanosecond, want: 429},
+				{name: "blocked just before BlockFor ends", advance: tt.blocked - time.Nanosecond, want: 429},
+				{name: "free once BlockFor ended", advance: time.Nanosecond, want: 204},
+			}
+			for _, step := range steps {
+				clock.Advance(step.advance)
+				if resp := send(t, http.MethodPut, url, testKey, `{}`); resp.status != step.want {
+					t.Fatalf("%s: status %d (%s), want %d", step.name, resp.status, resp.body, step.want)
+				}
+			}
+		})
 	}
 }
