@@ -66,6 +66,7 @@ type pkgResult struct {
 	mutants  []mutant
 	gremlins time.Duration // gremlins' run over the directory it was part of
 	rerun    time.Duration // the second pass over this package's mutants
+	load     string        // the machine's load averages when it was done
 }
 
 // tally counts p's mutants.
@@ -113,8 +114,8 @@ func (p pkgResult) report() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "== %s: %d of %d mutants killed: %.1f %% of all, %.1f %% of the %d gremlins covered (%d killed)",
 		p.name, killed, all, percent(killed, all), percent(coveredKilled, covered), covered, coveredKilled)
-	fmt.Fprintf(&b, "; %d re-run, %d not viable; gremlins %s, re-run %s\n",
-		rerun, notViable, p.gremlins.Round(time.Second), p.rerun.Round(time.Second))
+	fmt.Fprintf(&b, "; %d re-run, %d not viable; gremlins %s, re-run %s%s\n",
+		rerun, notViable, p.gremlins.Round(time.Second), p.rerun.Round(time.Second), loadNote(p.load))
 	for _, m := range p.mutants {
 		if !m.counted() || m.killed() {
 			continue
@@ -129,6 +130,27 @@ func (p pkgResult) report() string {
 		fmt.Fprintf(&b, "   %-11s %-21s %s:%d:%d%s\n", m.Status, m.Type, m.File, m.Line, m.Column, how)
 	}
 	return b.String()
+}
+
+// loadAverage returns the machine's 1, 5 and 15 minute load averages, or ""
+// where /proc/loadavg cannot be read.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	if f := strings.Fields(string(data)); len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return ""
+}
+
+// loadNote is load as the end of a report line.
+func loadNote(load string) string {
+	if load == "" {
+		return ""
+	}
+	return "; load average " + load
 }
 
 // measurer runs the two passes.
@@ -166,6 +188,7 @@ func (m *measurer) measure(ctx context.Context, dir string) ([]pkgResult, error)
 			return nil, fmt.Errorf("%s: %w", pkg, err)
 		}
 		res.rerun = time.Since(rerunStart)
+		res.load = loadAverage()
 		slices.SortFunc(res.mutants, func(a, b mutant) int {
 			return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column), cmp.Compare(a.Type, b.Type))
 		})
@@ -174,8 +197,10 @@ func (m *measurer) measure(ctx context.Context, dir string) ([]pkgResult, error)
 	return results, nil
 }
 
-// runGremlins runs gremlins over dir with one worker and reads its report.
-func (m *measurer) runGremlins(ctx context.Context, dir string) ([]mutant, error) {
+// runGremlins runs gremlins over dir with one worker and reads its report;
+// with extra "--dry-run" it only lists the mutants, as RUNNABLE or NOT
+// COVERED.
+func (m *measurer) runGremlins(ctx context.Context, dir string, extra ...string) ([]mutant, error) {
 	name := strings.ReplaceAll(dir, "/", "_")
 	if name == "." {
 		name = "module"
@@ -186,8 +211,9 @@ func (m *measurer) runGremlins(ctx context.Context, dir string) ([]mutant, error
 		return nil, err
 	}
 	defer func() { _ = logFile.Close() }()
-	cmd := exec.CommandContext(ctx, "go", "run", m.gremlins, "unleash", "--workers", "1",
-		"--timeout-coefficient", strconv.Itoa(m.coefficient), "-o", base+".json", "./"+dir)
+	args := append([]string{"run", m.gremlins, "unleash", "--workers", "1",
+		"--timeout-coefficient", strconv.Itoa(m.coefficient), "-o", base + ".json"}, extra...)
+	cmd := exec.CommandContext(ctx, "go", append(args, "./"+dir)...)
 	cmd.Dir = m.root
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Run(); err != nil {
@@ -238,17 +264,26 @@ func (m *measurer) rerunNotCovered(ctx context.Context, pkg string, mutants []mu
 		return nil
 	}
 	fmt.Fprintf(m.log, "   %s: testing the %d mutants gremlins reports as not covered...\n", pkg, len(todo))
-	start := time.Now()
-	if out, err := m.goTest(ctx, 0, pkg, "-failfast"); err != nil {
-		return fmt.Errorf("the unmutated tests fail: %w\n%s", err, out)
+	timeout, err := m.testTimeout(ctx, pkg)
+	if err != nil {
+		return err
 	}
-	timeout := max(time.Duration(m.coefficient)*time.Since(start), m.minTimeout)
 	for _, mu := range todo {
 		if err := m.rerun(ctx, mu, timeout); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// testTimeout runs pkg's tests unmutated and returns how long a mutant's
+// tests may take: coefficient times as long, and at least minTimeout.
+func (m *measurer) testTimeout(ctx context.Context, pkg string) (time.Duration, error) {
+	start := time.Now()
+	if out, err := m.goTest(ctx, 0, pkg, "-failfast"); err != nil {
+		return 0, fmt.Errorf("the unmutated tests fail: %w\n%s", err, out)
+	}
+	return max(time.Duration(m.coefficient)*time.Since(start), m.minTimeout), nil
 }
 
 // rerun applies mu in the scratch module, runs its package's tests and

@@ -51,7 +51,7 @@ func TestMutate(t *testing.T) {
 
 func TestTallyAndReport(t *testing.T) {
 	t.Parallel()
-	p := pkgResult{name: "tasks", gremlins: 90 * time.Second, rerun: 30 * time.Second, mutants: []mutant{
+	p := pkgResult{name: "tasks", gremlins: 90 * time.Second, rerun: 30 * time.Second, load: "3.93 2.50 2.86", mutants: []mutant{
 		{File: "tasks/a.go", Line: 1, Column: 2, Type: "ARITHMETIC_BASE", Status: statusKilled},
 		{File: "tasks/a.go", Line: 2, Column: 2, Type: "ARITHMETIC_BASE", Status: statusTimedOut},
 		{File: "tasks/a.go", Line: 3, Column: 2, Type: "CONDITIONALS_BOUNDARY", Status: statusLived},
@@ -69,7 +69,7 @@ func TestTallyAndReport(t *testing.T) {
 	if got := p.shareOfAll(); got != 50 {
 		t.Errorf("shareOfAll = %v, want 50", got)
 	}
-	want := "== tasks: 3 of 6 mutants killed: 50.0 % of all, 66.7 % of the 3 gremlins covered (2 killed); 2 re-run, 1 not viable; gremlins 1m30s, re-run 30s\n" +
+	want := "== tasks: 3 of 6 mutants killed: 50.0 % of all, 66.7 % of the 3 gremlins covered (2 killed); 2 re-run, 1 not viable; gremlins 1m30s, re-run 30s; load average 3.93 2.50 2.86\n" +
 		"   LIVED       CONDITIONALS_BOUNDARY tasks/a.go:3:2\n" +
 		"   LIVED       CONDITIONALS_NEGATION tasks/a.go:5:9 (re-run)\n" +
 		"   NOT COVERED INVERT_LOGICAL        tasks/a.go:7:9 (not re-run: mutant type INVERT_LOGICAL not supported)\n"
@@ -112,21 +112,7 @@ func TestMeasure(t *testing.T) {
 			got[key] += " (re-run)"
 		}
 	}
-	want := map[string]string{
-		"calc.go:8:9 CONDITIONALS_BOUNDARY":   "KILLED (re-run)",
-		"calc.go:8:9 CONDITIONALS_NEGATION":   "KILLED (re-run)",
-		"calc.go:9:10 INVERT_NEGATIVES":       "KILLED",
-		"calc.go:9:10 ARITHMETIC_BASE":        "KILLED",
-		"calc.go:10:9 CONDITIONALS_BOUNDARY":  "KILLED (re-run)",
-		"calc.go:10:9 CONDITIONALS_NEGATION":  "KILLED (re-run)",
-		"calc.go:17:28 ARITHMETIC_BASE":       "NOT VIABLE (re-run)",
-		"calc.go:20:17 ARITHMETIC_BASE":       "KILLED (re-run)",
-		"calc.go:24:25 ARITHMETIC_BASE":       "LIVED",
-		"calc.go:25:16 CONDITIONALS_BOUNDARY": "KILLED",
-		"calc.go:25:16 CONDITIONALS_NEGATION": "KILLED",
-		"calc.go:25:22 INCREMENT_DECREMENT":   "TIMED OUT",
-		"calc.go:26:22 ARITHMETIC_BASE":       "KILLED",
-	}
+	want := calcWant
 	for k, w := range want {
 		if got[k] != w {
 			t.Errorf("%s: %q, want %q", k, got[k], w)
@@ -145,4 +131,21 @@ func TestMeasure(t *testing.T) {
 	if orig, _ := os.ReadFile("testdata/calc/calc.go"); string(src) != string(orig) {
 		t.Error("the scratch copy was left mutated")
 	}
+}
+
+// calcWant is each mutant of testdata/calc and what a full run makes of it.
+var calcWant = map[string]string{
+	"calc.go:8:9 CONDITIONALS_BOUNDARY":   "KILLED (re-run)",
+	"calc.go:8:9 CONDITIONALS_NEGATION":   "KILLED (re-run)",
+	"calc.go:9:10 INVERT_NEGATIVES":       "KILLED",
+	"calc.go:9:10 ARITHMETIC_BASE":        "KILLED",
+	"calc.go:10:9 CONDITIONALS_BOUNDARY":  "KILLED (re-run)",
+	"calc.go:10:9 CONDITIONALS_NEGATION":  "KILLED (re-run)",
+	"calc.go:17:28 ARITHMETIC_BASE":       "NOT VIABLE (re-run)",
+	"calc.go:20:17 ARITHMETIC_BASE":       "KILLED (re-run)",
+	"calc.go:24:25 ARITHMETIC_BASE":       "LIVED",
+	"calc.go:25:16 CONDITIONALS_BOUNDARY": "KILLED",
+	"calc.go:25:16 CONDITIONALS_NEGATION": "KILLED",
+	"calc.go:25:22 INCREMENT_DECREMENT":   "TIMED OUT",
+	"calc.go:26:22 ARITHMETIC_BASE":       "KILLED",
 }
