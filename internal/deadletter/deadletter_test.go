@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,10 +29,12 @@ func TestAppendDecode(t *testing.T) {
 		ErrorCode: "not_found|order", ErrorMessage: "Order not found.", HTTPStatus: 404, Attempts: 3, FailedAt: at}
 	big := small
 	big.TaskID, big.Payload = "t2", bytes.Repeat([]byte("x"), deadletter.PayloadMax+100)
+	full := small
+	full.TaskID, full.Payload = "t3", bytes.Repeat([]byte("y"), deadletter.PayloadMax)
 	if err := deadletter.Park(ctx, rdb, deadletter.Parked{Queue: "default", ID: "t1"}, at); err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range []deadletter.Entry{small, big} {
+	for _, e := range []deadletter.Entry{small, big, full} {
 		if unparkErr, appendErr := deadletter.Append(ctx, rdb, e, 1000); unparkErr != nil || appendErr != nil {
 			t.Fatalf("Append %s: %v, %v", e.TaskID, unparkErr, appendErr)
 		}
@@ -39,8 +43,8 @@ func TestAppendDecode(t *testing.T) {
 		t.Errorf("t1 still parked after its dead letter (%v)", err)
 	}
 	msgs, err := rdb.XRange(ctx, deadletter.Stream, "-", "+").Result()
-	if err != nil || len(msgs) != 2 {
-		t.Fatalf("stream: %d entries (%v), want 2", len(msgs), err)
+	if err != nil || len(msgs) != 3 {
+		t.Fatalf("stream: %d entries (%v), want 3", len(msgs), err)
 	}
 	got, problem := deadletter.Decode(msgs[0])
 	want := small
@@ -58,6 +62,13 @@ func TestAppendDecode(t *testing.T) {
 	if problem != "" || len(got.Payload) != deadletter.PayloadMax || got.PayloadBytes != deadletter.PayloadMax+100 {
 		t.Errorf("large payload read back: %d bytes kept of %d (%q)", len(got.Payload), got.PayloadBytes, problem)
 	}
+	// A payload of exactly PayloadMax bytes is kept whole: nine fields.
+	if _, cut := msgs[2].Values["payload_bytes"]; cut || len(msgs[2].Values) != 9 {
+		t.Errorf("a payload of PayloadMax bytes has an entry with fields %v, want the nine", slices.Sorted(maps.Keys(msgs[2].Values)))
+	}
+	if got, _ := deadletter.Decode(msgs[2]); len(got.Payload) != deadletter.PayloadMax || got.PayloadBytes != 0 {
+		t.Errorf("a payload of PayloadMax bytes read back: %d bytes, payload_bytes %d; want it whole", len(got.Payload), got.PayloadBytes)
+	}
 }
 
 // Decode never fails on what the stream holds: an entry that cannot be a
@@ -72,7 +83,14 @@ func TestDecodeIsTolerant(t *testing.T) {
 		{map[string]any{"hello": "world"}, "no task_id"},
 		{map[string]any{"task_id": strings.Repeat("i", 257), "type": "t", "queue": "q", "failed_at": now}, "no task_id"},
 		{map[string]any{"task_id": "i", "queue": "q", "failed_at": now}, "no type"},
+		{map[string]any{"task_id": "i", "type": strings.Repeat("t", 257), "queue": "q", "failed_at": now}, "no type"},
 		{map[string]any{"task_id": "i", "type": "t", "failed_at": now}, "no queue"},
+		{map[string]any{"task_id": "i", "type": "t", "queue": strings.Repeat("q", 257), "failed_at": now}, "no queue"},
+		// 256 bytes is the longest task id, type and queue read back.
+		{map[string]any{"task_id": strings.Repeat("i", 256), "type": strings.Repeat("t", 256), "queue": strings.Repeat("q", 256),
+			"failed_at": now}, ""},
+		// payload_bytes equal to the payload's own size says nothing more.
+		{map[string]any{"task_id": "i", "type": "t", "queue": "q", "failed_at": now, "payload": "abc", "payload_bytes": "3"}, ""},
 		{map[string]any{"task_id": "i", "type": "t", "queue": "q", "failed_at": "yesterday"}, "failed_at is not an RFC 3339 time"},
 		{map[string]any{"task_id": "i", "type": "t", "queue": "q", "failed_at": now, "attempts": "many", "http_status": "-5",
 			"error_code": strings.Repeat("c", 100), "error_message": strings.Repeat("é", 100000) + "\xff",
@@ -87,7 +105,7 @@ func TestDecodeIsTolerant(t *testing.T) {
 				t.Errorf("entry %d: field of %d bytes read back (valid UTF-8: %v)", i, len(s), utf8.ValidString(s))
 			}
 		}
-		// payload_bytes below the payload's own size says nothing more.
+		// payload_bytes up to the payload's own size says nothing more.
 		if len(e.ErrorCode) > 64 || e.Attempts < 0 || e.HTTPStatus < 0 || e.PayloadBytes != 0 {
 			t.Errorf("entry %d: code %d bytes, attempts %d, status %d, payload_bytes %d", i, len(e.ErrorCode), e.Attempts, e.HTTPStatus, e.PayloadBytes)
 		}
@@ -134,14 +152,17 @@ func TestListFindRemove(t *testing.T) {
 		t.Errorf("Find(zzz) found %v (%v)", found, err)
 	}
 	ids, err := deadletter.EntryIDs(ctx, rdb, "a")
-	if err != nil || len(ids) != 2 {
-		t.Fatalf("EntryIDs(a) = %v, %v", ids, err)
+	if want := []string{first.Entries[0].ID, second.Entries[1].ID}; err != nil || !slices.Equal(ids, want) {
+		t.Fatalf("EntryIDs(a) = %v, %v; want a's two entries %v", ids, err, want)
 	}
 	if err := deadletter.Remove(ctx, rdb, ids...); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := deadletter.Count(ctx, rdb); err != nil || n != 2 {
 		t.Errorf("Count after removing a = %d, %v; want b and the junk", n, err)
+	}
+	if _, found, err := deadletter.Find(ctx, rdb, "b"); err != nil || !found {
+		t.Errorf("Find(b) after removing a: found %v (%v)", found, err)
 	}
 	if n, err := deadletter.Purge(ctx, rdb); err != nil || n != 2 {
 		t.Errorf("Purge = %d, %v; want 2", n, err)
