@@ -177,6 +177,35 @@ func TestListFindRemove(t *testing.T) {
 	}
 }
 
+// Find and EntryIDs read the whole stream however long, a page at a time:
+// the oldest entry of a task behind two full pages of others is found.
+func TestFindInALongStream(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	old := deadletter.Entry{TaskID: "old", Type: "resend-dcv", Queue: "default", FailedAt: time.Now()}
+	if _, err := deadletter.Append(ctx, rdb, old, 10000); err != nil {
+		t.Fatal(err)
+	}
+	pipe := rdb.Pipeline()
+	for i := range 1000 { // two pages of the scan exactly
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: deadletter.Stream, Values: []any{"task_id", fmt.Sprint("other-", i)}})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	oldest, err := rdb.XRangeN(ctx, deadletter.Stream, "-", "+", 1).Result()
+	if err != nil || len(oldest) != 1 {
+		t.Fatalf("XRANGE: %v, %v", oldest, err)
+	}
+	if e, found, err := deadletter.Find(ctx, rdb, "old"); err != nil || !found || e.ID != oldest[0].ID {
+		t.Errorf("Find(old) = %q, found %v (%v); want entry %s behind 1000 others", e.ID, found, err, oldest[0].ID)
+	}
+	if ids, err := deadletter.EntryIDs(ctx, rdb, "old"); err != nil || !slices.Equal(ids, []string{oldest[0].ID}) {
+		t.Errorf("EntryIDs(old) = %v, %v; want [%s]", ids, err, oldest[0].ID)
+	}
+}
+
 // A claim moves a due entry to the claim's end; Settle acts only while the
 // entry still holds the claim.
 func TestClaimAndSettle(t *testing.T) {
