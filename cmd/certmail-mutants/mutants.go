@@ -216,6 +216,7 @@ func (m *measurer) runGremlins(ctx context.Context, dir string, extra ...string)
 	cmd := exec.CommandContext(ctx, "go", append(args, "./"+dir)...)
 	cmd.Dir = m.root
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	killGroup(cmd) // go run's child, gremlins, and its go test with it
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("gremlins: %w (its output: %s.log, kept with -keep)", err, base)
 	}
@@ -339,14 +340,20 @@ func (m *measurer) goTest(ctx context.Context, timeout time.Duration, pkg string
 	}
 	cmd := exec.CommandContext(runCtx, "go", append(append([]string{"test", "-count=1"}, args...), "./"+pkg)...)
 	cmd.Dir = m.scratch
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
+	killGroup(cmd)
 	out, err := cmd.CombinedOutput()
 	if err != nil && runCtx.Err() != nil {
 		return out, runCtx.Err()
 	}
 	return out, err
+}
+
+// killGroup makes cmd's context end cmd's whole process group, not only cmd:
+// the programs go run and go test start, and the servers tests start.
+func killGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 }
 
 // swaps returns the token replacements of gremlins' mutant type typ, for
