@@ -71,8 +71,14 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 	if c := (ratelimit.Config{}).WithDefaults(); c.Margin != 0 {
 		t.Errorf("margin %v without windows, want 0", c.Margin)
 	}
-	if err := c.Validate(); err != nil {
-		t.Errorf("Validate: %v", err)
+	for _, good := range []ratelimit.Config{
+		c,
+		{}, // no windows; margin and wait zero take their defaults
+		{Windows: []ratelimit.Window{{Limit: 1, Period: time.Millisecond}}}, // the least window
+	} {
+		if err := good.Validate(); err != nil {
+			t.Errorf("Validate(%+v): %v", good, err)
+		}
 	}
 	for _, bad := range []ratelimit.Config{
 		{Windows: []ratelimit.Window{{Limit: 0, Period: time.Second}}},
