@@ -984,3 +984,24 @@ func TestClient_DefaultBackoff(t *testing.T) {
 		t.Errorf("the retry came %v after the first attempt, want at least 250ms", gap)
 	}
 }
+
+// TestConfigValidateAcceptsZeroes: a timeout, attempts, elapsed time or
+// backoff left at zero means its default, so Validate accepts it before
+// WithDefaults as after; only a negative one is refused.
+func TestConfigValidateAcceptsZeroes(t *testing.T) {
+	t.Parallel()
+	cfg := digicert.Config{APIKey: "key", UserAgent: "certmail/test", BaseURL: "https://www.digicert.com/services/v2"}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate with zero settings: %v", err)
+	}
+	for _, bad := range []digicert.Config{
+		{APIKey: "key", UserAgent: "certmail/test", Timeout: -1},
+		{APIKey: "key", UserAgent: "certmail/test", MaxAttempts: -1},
+		{APIKey: "key", UserAgent: "certmail/test", MaxElapsed: -1},
+		{APIKey: "key", UserAgent: "certmail/test", InitialBackoff: -1},
+	} {
+		if bad.Validate() == nil {
+			t.Errorf("Validate(%v) = nil, want a negative setting refused", bad)
+		}
+	}
+}
