@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -218,5 +219,30 @@ func TestWorkerRetryCapFromEnvironment(t *testing.T) {
 	}
 	if n := w.count("error", "task dead-lettered"); n != 1 {
 		t.Errorf("%d ERROR dead-letter lines, want 1", n)
+	}
+}
+
+// CERTMAIL_PPROF=true serves the worker's profiles on its admin address;
+// without it, there are none.
+func TestWorkerProfilingSwitch(t *testing.T) {
+	t.Parallel()
+	e := setupE2E(t, digicerttest.Config{AnyIDExists: true})
+	for _, tt := range []struct {
+		env  string
+		want int
+	}{{"CERTMAIL_PPROF=true", http.StatusOK}, {"CERTMAIL_PPROF=false", http.StatusNotFound}} {
+		w := e.worker(t, "worker "+tt.env, tt.env)
+		addr, _ := w.waitLog("worker started", 20*time.Second)["admin_addr"].(string)
+		resp, err := http.Get("http://" + addr + "/debug/pprof/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s: GET /debug/pprof/ on the admin address %s = %d, want %d", tt.env, addr, resp.StatusCode, tt.want)
+		}
+		if err := w.stop(syscall.SIGTERM, 20*time.Second); err != nil {
+			t.Errorf("%s: worker exit after SIGTERM: %v", tt.env, err)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package admin serves the operational endpoints every certmail process
 // exposes: /healthz (the process is up), /readyz (its dependencies answer)
-// and /metrics (Prometheus). It also builds every HTTP server certmail runs
+// and /metrics (Prometheus), and, when asked, net/http/pprof's profiles
+// under /debug/pprof/. It also builds every HTTP server certmail runs
 // (NewServer), so that each one has the same timeouts and header limit.
 package admin
 
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -177,15 +179,35 @@ type Background struct {
 	err  error         // why serving ended, when not by Stop
 }
 
+// Option adds to what Start serves.
+type Option func(Router)
+
+// WithProfiling adds net/http/pprof's handlers under /debug/pprof/: CPU,
+// heap, goroutine and other profiles of the process, for whoever reaches
+// the address. A CPU profile must be shorter than the server's handler
+// timeout (DefaultHandlerTimeout): ask for ?seconds=10, say.
+func WithProfiling() Option {
+	return func(mux Router) {
+		mux.Handle("GET /debug/pprof/", http.HandlerFunc(pprof.Index))
+		mux.Handle("GET /debug/pprof/cmdline", http.HandlerFunc(pprof.Cmdline))
+		mux.Handle("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+		mux.Handle("GET /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
+		mux.Handle("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
+	}
+}
+
 // Start serves /healthz, /readyz (ready) and /metrics (g) on addr in the
-// background, with the default Limits; log receives why /readyz failed. An
-// empty addr means no admin server: Start returns nil, nil.
-func Start(addr string, ready func(context.Context) error, g prometheus.Gatherer, log *zap.Logger) (*Background, error) {
+// background, with the default Limits, and what opts add; log receives why
+// /readyz failed. An empty addr means no admin server: Start returns nil, nil.
+func Start(addr string, ready func(context.Context) error, g prometheus.Gatherer, log *zap.Logger, opts ...Option) (*Background, error) {
 	if addr == "" {
 		return nil, nil
 	}
 	mux := http.NewServeMux()
 	Routes(mux, ready, g, log)
+	for _, o := range opts {
+		o(mux)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)

@@ -106,6 +106,40 @@ func TestBackgroundNone(t *testing.T) {
 	}
 }
 
+// Profiles are served only when asked for: a CPU profile of the process on
+// request with WithProfiling, nothing under /debug/pprof/ without it.
+func TestProfiling(t *testing.T) {
+	t.Parallel()
+	ready := func(context.Context) error { return nil }
+	plain, err := admin.Start("127.0.0.1:0", ready, admin.NewRegistry(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = plain.Stop(time.Second) })
+	profiled, err := admin.Start("127.0.0.1:0", ready, admin.NewRegistry(), zap.NewNop(), admin.WithProfiling())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = profiled.Stop(time.Second) })
+
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/profile?seconds=1", "/debug/pprof/heap"} {
+		if status, _ := get(t, "http://"+plain.Addr().String()+path); status != http.StatusNotFound {
+			t.Errorf("GET %s without profiling = %d, want 404", path, status)
+		}
+	}
+	base := "http://" + profiled.Addr().String()
+	if status, body := get(t, base+"/debug/pprof/"); status != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("GET /debug/pprof/ = %d %.200q, want the index of profiles", status, body)
+	}
+	// A CPU profile is gzip-compressed protobuf.
+	if status, body := get(t, base+"/debug/pprof/profile?seconds=1"); status != http.StatusOK || !strings.HasPrefix(body, "\x1f\x8b") {
+		t.Errorf("GET /debug/pprof/profile?seconds=1 = %d, %d bytes, want a CPU profile", status, len(body))
+	}
+	if status, _ := get(t, base+"/healthz"); status != http.StatusOK {
+		t.Errorf("GET /healthz with profiling = %d", status)
+	}
+}
+
 // shortLimits are limits a test can watch run out.
 var shortLimits = admin.Limits{
 	ReadHeaderTimeout: 300 * time.Millisecond,

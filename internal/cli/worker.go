@@ -23,6 +23,7 @@ type WorkerCmd struct {
 	AuthProbeInterval time.Duration `name:"auth-probe-interval" env:"CERTMAIL_AUTH_PROBE_INTERVAL" default:"${auth_probe_interval}" help:"While DigiCert rejects an account's key, how often one delivery tries again."`
 	RateLimitPause    time.Duration `name:"rate-limit-pause" env:"CERTMAIL_RATE_LIMIT_PAUSE" default:"${rate_limit_pause}" help:"Wait after a DigiCert 429 before a task is tried again."`
 	DigiCertTimeout   time.Duration `name:"digicert-timeout" env:"DIGICERT_TIMEOUT" default:"${digicert_timeout}" help:"Timeout of one HTTP request to DigiCert."`
+	Pprof             bool          `name:"pprof" env:"CERTMAIL_PPROF" help:"Serve net/http/pprof's profiles under /debug/pprof/ on the admin address (never on the API's)."`
 }
 
 // Run starts the worker and blocks until SIGTERM/SIGINT.
@@ -71,6 +72,7 @@ func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
 		MaxRetry:          maxRetryConfig(c.MaxRetry),
 		ShutdownTimeout:   c.ShutdownTimeout,
 		AdminAddr:         c.AdminAddr,
+		Profiling:         c.Pprof,
 		DeadLetterMaxLen:  c.DeadLetterMaxLen,
 		AuthProbeInterval: c.AuthProbeInterval,
 		RateLimitPause:    c.RateLimitPause,

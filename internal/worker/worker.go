@@ -57,6 +57,9 @@ type Config struct {
 	// DelayedTaskCheckInterval is how often tasks due for a retry or a
 	// scheduled run are moved to their queue; default asynq's 5s.
 	DelayedTaskCheckInterval time.Duration
+	// Profiling serves net/http/pprof's profiles under /debug/pprof/ on
+	// AdminAddr too; off by default.
+	Profiling bool
 
 	// Client tunes the DigiCert client (timeouts, in-call retries); its
 	// BaseURL, APIKey, UserAgent, Limiter and Observer are set per account.
@@ -290,7 +293,11 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) erro
 	if err := srv.Start(w.Handler()); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	adm, err := admin.Start(w.cfg.AdminAddr, func(ctx context.Context) error { return w.rdb.Ping(ctx).Err() }, w.cfg.Registry, w.log)
+	var opts []admin.Option
+	if w.cfg.Profiling {
+		opts = append(opts, admin.WithProfiling())
+	}
+	adm, err := admin.Start(w.cfg.AdminAddr, func(ctx context.Context) error { return w.rdb.Ping(ctx).Err() }, w.cfg.Registry, w.log, opts...)
 	if err != nil {
 		srv.Shutdown()
 		return err
@@ -298,7 +305,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) erro
 	adminAddr := adm.Addr()
 	w.log.Info("worker started", zap.Int("concurrency", w.cfg.Concurrency), zap.Any("queues", w.cfg.Queues),
 		zap.Strings("accounts", w.cfg.Accounts.Names()), zap.String("admin_addr", addrString(adminAddr)),
-		zap.String("version", buildinfo.Version))
+		zap.Bool("profiling", w.cfg.Profiling && adminAddr != nil), zap.String("version", buildinfo.Version))
 	if started != nil {
 		started(adminAddr)
 	}
