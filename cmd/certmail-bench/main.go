@@ -1,21 +1,45 @@
-// Command certmail-bench measures certmail's throughput, rate-limit use,
-// memory and API overhead, each against a baseline measured in the same run
-// on the same redis-server, and prints one "BENCH name=value" line per
-// figure. `make bench` runs it. It exits 1 when a figure misses its target.
+// Command certmail-bench measures what certmail costs on top of what any
+// asynq service pays, each figure against a baseline measured in the same
+// run on the same redis-server, and prints one "BENCH name=value" line per
+// figure. `make bench` runs it; it exits 1 when a figure misses its target.
 //
-// Figures (targets in parentheses):
+// The baselines are hand-written programs of the same shape, run as
+// processes of their own (this binary re-executed with -child): "plain", an
+// asynq handler that decodes a resend-dcv payload, builds the body and PUTs
+// it to the fake CertCentral with net/http; "noop", an asynq handler that
+// does nothing; "bridge", a net/http server that decodes a JSON body and
+// enqueues it with asynq.Client. certmail runs as `certmail worker` and
+// `certmail api` processes, so that CPU per task is read per process
+// (/proc/<pid>/stat) and Redis's from its own process.
 //
-//	worker_tps, noop_tps, worker_vs_noop_ratio (≥ 0.8)  certmail's worker (in-process, concurrency 20) against
-//	                                                   the fake CertCentral without latency or limits, and a
-//	                                                   no-op asynq handler with the same concurrency; medians
-//	                                                   of alternating runs
-//	ratelimit_share (≥ 0.95), ratelimit_429 (0)        three `certmail worker` processes sharing scaled-down
-//	                                                   windows; calls in whole long windows from the first
-//	                                                   call, as a share of what the windows allow
-//	worker_rss_mb (≤ 80)                               peak RSS (VmHWM) of a `certmail worker` process at
-//	                                                   concurrency 50 with 50 ms DigiCert latency
-//	api_vs_client_enqueue_ratio (≥ 0.5),               50 concurrent clients enqueueing through the HTTP API
-//	api_enqueue_p99_ms                                 against 50 goroutines calling asynq.Client directly
+// Figures (targets in parentheses). The worker runs on two rate-limit
+// windows, as by default, that never bind, except in ratelimit_*:
+//
+//	worker_tps, plain_tps, noop_tps               resend-dcv tasks per second drained at concurrency 20
+//	worker_vs_plain_ratio (≥ 0.8)                 from one queue against the fake CertCentral without
+//	worker_vs_noop_ratio                          latency, between 10 % and 90 % done (steady state);
+//	worker_cpu_us_per_task, plain_..., noop_...   medians of alternating rounds (ratios: of the rounds
+//	worker_vs_plain_cpu_ratio (≤ 1.5)             run side by side); CPU from /proc/<pid>/stat of each
+//	redis_cpu_us_per_task_worker, _plain, _noop   program's process and of redis-server
+//	redis_round_trips_per_task (≤ 4)              per delivered task, between 10 % and 90 % of the
+//	redis_commands_per_task                       DigiCert calls: Redis's read events (INFO stats
+//	..._plain, ..._3_queues                       total_reads_processed, one per round trip) and the
+//	                                              commands MONITOR shows from clients (not Lua's own),
+//	                                              with a breakdown; certmail on one queue, the plain
+//	                                              handler, certmail on the default three queues
+//	pickup_p50_ms, pickup_p99_ms (p99 ≤ 150)      enqueue to DigiCert call at 200 tasks/s into "default"
+//	pickup_plain_asynq_default_p50_ms, _p99_ms    of the three default queues: `certmail worker` with
+//	idle_redis_commands_per_s, ..._plain          default settings, the plain handler on asynq's
+//	                                              default poll interval (and on the worker's when it
+//	                                              differs); Redis commands per second of each idle
+//	api_tps, bridge_tps, api_vs_bridge_ratio      set-emails enqueues by 50 concurrent HTTP clients
+//	(≥ 0.85), api_enqueue_p99_ms, bridge_...      through `certmail api` and through the bridge;
+//	api_cpu_us_per_request, bridge_...            medians of alternating rounds
+//	ratelimit_share (≥ 0.95), ratelimit_429 (0)   three `certmail worker` processes sharing scaled-down
+//	                                              windows; calls in whole long windows from the first
+//	                                              call, as a share of what the windows allow
+//	worker_rss_mb (≤ 80)                          peak RSS (VmHWM) of a `certmail worker` process at
+//	                                              concurrency 50 with 50 ms DigiCert latency
 package main
 
 import (
@@ -30,7 +54,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,33 +64,47 @@ import (
 
 // options are the driver's flags.
 type options struct {
-	binary      string
-	tasks       int
-	rounds      int
-	rateSeconds int
-	rssTasks    int
-	apiRequests int
-	clients     int
-	only        string
-	cpuProfile  string
+	binary         string
+	tasks          int
+	rounds         int
+	countTasks     int
+	rateSeconds    int
+	rssTasks       int
+	apiRequests    int
+	clients        int
+	latencySeconds int
+	idleSeconds    int
+	only           string
+	cpuProfile     string
+	child          childOptions
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.binary, "certmail", "bin/certmail", "the certmail binary (make build)")
-	flag.IntVar(&o.tasks, "tasks", 5000, "tasks per throughput run")
-	flag.IntVar(&o.rounds, "rounds", 3, "alternating worker/no-op rounds (the median is reported)")
+	flag.IntVar(&o.tasks, "tasks", 8000, "tasks per throughput round")
+	flag.IntVar(&o.rounds, "rounds", 3, "alternating rounds of each kind (the median is reported)")
+	flag.IntVar(&o.countTasks, "count-tasks", 2000, "tasks of each Redis command count")
 	flag.IntVar(&o.rateSeconds, "rate-seconds", 18, "length of the rate-limit measurement (a multiple of the 6s window)")
 	flag.IntVar(&o.rssTasks, "rss-tasks", 3000, "tasks of the memory run")
-	flag.IntVar(&o.apiRequests, "api-requests", 5000, "enqueues per API/client run")
+	flag.IntVar(&o.apiRequests, "api-requests", 8000, "enqueues per API/bridge round")
 	flag.IntVar(&o.clients, "clients", 50, "concurrent API clients")
-	flag.StringVar(&o.only, "only", "", "run one step only: throughput, ratelimit, rss or api")
-	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the driver process (the in-process worker, API and fake) to this file")
+	flag.IntVar(&o.latencySeconds, "latency-seconds", 10, "length of each pickup-latency run at 200 tasks/s")
+	flag.IntVar(&o.idleSeconds, "idle-seconds", 10, "length of each idle Redis command count")
+	flag.StringVar(&o.only, "only", "", "run some steps only, comma separated: throughput, roundtrips, latency, api, ratelimit, rss")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of a `certmail worker` process in a throughput round (CERTMAIL_PPROF) to this file")
+	o.child.flags()
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, o); err != nil {
+	var err error
+	if o.child.mode != "" {
+		err = runChild(ctx, o.child)
+	} else {
+		err = run(ctx, o)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "certmail-bench:", err)
 		os.Exit(1)
 	}
@@ -81,43 +118,64 @@ type figure struct {
 	want  string
 }
 
+func atLeast(bound float64) (func(float64) bool, string) {
+	return func(v float64) bool { return v >= bound }, ">= " + strconv.FormatFloat(bound, 'f', -1, 64)
+}
+
+func atMost(bound float64) (func(float64) bool, string) {
+	return func(v float64) bool { return v <= bound }, "<= " + strconv.FormatFloat(bound, 'f', -1, 64)
+}
+
+func target(name string, value float64, check func(float64) (func(float64) bool, string), bound float64) figure {
+	ok, want := check(bound)
+	return figure{name: name, value: value, ok: ok, want: want}
+}
+
+// step is one measurement.
+type step struct {
+	name string
+	fn   func(context.Context, *redisServer, options) ([]figure, error)
+}
+
+var steps = []step{
+	{"throughput", throughput},
+	{"roundtrips", roundTrips},
+	{"latency", pickupLatency},
+	{"api", apiEnqueue},
+	{"ratelimit", rateLimitShare},
+	{"rss", workerRSS},
+}
+
 func run(ctx context.Context, o options) error {
 	if _, err := os.Stat(o.binary); err != nil {
 		return fmt.Errorf("%s: %w (run make build first)", o.binary, err)
+	}
+	selected := map[string]bool{}
+	for _, s := range strings.Split(o.only, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			selected[s] = true
+		}
 	}
 	redis, err := startRedis(ctx)
 	if err != nil {
 		return err
 	}
 	defer redis.stop()
-	fmt.Printf("redis-server on %s; %d tasks per throughput run, %d rounds\n", redis.addr, o.tasks, o.rounds)
+	fmt.Printf("redis-server on %s; load average %s\n", redis.addr, loadAverage())
 
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	steps := []struct {
-		name string
-		fn   func(context.Context, *redisServer, options) ([]figure, error)
-	}{{"throughput", throughput}, {"ratelimit", rateLimitShare}, {"rss", workerRSS}, {"api", apiEnqueue}}
 	var figures []figure
-	for _, step := range steps {
-		if o.only != "" && o.only != step.name {
+	for _, s := range steps {
+		if len(selected) > 0 && !selected[s.name] {
 			continue
 		}
-		fs, err := step.fn(ctx, redis, o)
+		fmt.Printf("== %s\n", s.name)
+		fs, err := s.fn(ctx, redis, o)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", s.name, err)
 		}
 		figures = append(figures, fs...)
 	}
+	fmt.Printf("load average %s\n", loadAverage())
 	var missed []string
 	for _, f := range figures {
 		fmt.Printf("BENCH %s=%s\n", f.name, strconv.FormatFloat(f.value, 'f', -1, 64))
@@ -130,6 +188,19 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Println("every target met")
 	return nil
+}
+
+// loadAverage is the first three fields of /proc/loadavg.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func round(v float64, digits int) float64 {
@@ -176,6 +247,8 @@ func startRedis(ctx context.Context) (*redisServer, error) {
 
 func (s *redisServer) url() string { return "redis://" + s.addr + "/0" }
 
+func (s *redisServer) pid() int { return s.cmd.Process.Pid }
+
 func (s *redisServer) stop() {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	_ = s.cmd.Wait()
@@ -189,6 +262,14 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func freeAddr() (string, error) {
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
 }
 
 // serve runs h on a free loopback port until the returned stop is called.
@@ -211,45 +292,133 @@ func serve(h http.Handler) (addr string, stop func(), err error) {
 	}, nil
 }
 
-// process is a certmail subprocess.
+// process is a subprocess: a certmail command or a child of this binary.
+// Its stderr goes to a file, as a service's log would, so that reading it
+// costs the measurement nothing.
 type process struct {
+	name string
 	cmd  *exec.Cmd
+	log  string
 	done chan error
 }
 
+// startCertmail runs the certmail binary with args and env (added to a
+// minimal environment).
 func startCertmail(ctx context.Context, binary string, env []string, args ...string) (*process, error) {
 	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "CERTMAIL_LOG_LEVEL=warn", "CERTMAIL_ADMIN_ADDR=127.0.0.1:0"}, env...)
-	stderr, err := cmd.StderrPipe()
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "CERTMAIL_ADMIN_ADDR=127.0.0.1:0"}, env...)
+	return startProcess("certmail "+args[0], cmd)
+}
+
+// startChild re-executes this binary as a baseline program.
+func startChild(ctx context.Context, c childOptions) (*process, error) {
+	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	cmd := exec.CommandContext(ctx, self, c.args()...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	if v, ok := os.LookupEnv("GOMAXPROCS"); ok {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+v)
+	}
+	return startProcess(c.mode, cmd)
+}
+
+func startProcess(name string, cmd *exec.Cmd) (*process, error) {
+	f, err := os.CreateTemp("", "certmail-bench-*.log")
+	if err != nil {
 		return nil, err
 	}
-	p := &process{cmd: cmd, done: make(chan error, 1)}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), `"level":"error"`) {
-				fmt.Fprintln(os.Stderr, "worker:", sc.Text())
-			}
-		}
-		p.done <- cmd.Wait()
-	}()
+	defer f.Close()
+	cmd.Stderr, cmd.Stdout = f, f
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 40 * time.Second
+	if err := cmd.Start(); err != nil {
+		_ = os.Remove(f.Name())
+		return nil, err
+	}
+	p := &process{name: name, cmd: cmd, log: f.Name(), done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
 	return p, nil
 }
 
-// stop sends SIGTERM and waits for the exit.
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+// stop sends SIGTERM, waits for the exit and reports the process's ERROR
+// lines (a certmail process that failed a task says so there).
 func (p *process) stop() error {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	var err error
 	select {
-	case err := <-p.done:
-		return err
+	case err = <-p.done:
 	case <-time.After(40 * time.Second):
 		_ = p.cmd.Process.Kill()
-		return errors.New("worker did not stop within 40s of SIGTERM")
+		err = fmt.Errorf("%s did not stop within 40s of SIGTERM", p.name)
 	}
+	if f, oerr := os.Open(p.log); oerr == nil {
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		shown := 0
+		for sc.Scan() {
+			if line := sc.Text(); strings.Contains(line, `"level":"error"`) && shown < 5 {
+				fmt.Fprintf(os.Stderr, "%s: %s\n", p.name, line)
+				shown++
+			}
+		}
+		f.Close()
+	}
+	_ = os.Remove(p.log)
+	return err
+}
+
+// waitHTTP waits until url answers 200.
+func waitHTTP(ctx context.Context, p *process, url string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case err := <-p.done:
+			p.done <- err
+			return fmt.Errorf("%s exited before %s answered: %v", p.name, url, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %s did not answer 200 within 30s", p.name, url)
+		}
+	}
+}
+
+// cpuTime is the CPU time (user and system) a process has used so far.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in parentheses, may hold spaces: count from after it.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, errors.New("unreadable /proc stat")
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14 of the whole line
+	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	const ticksPerSecond = 100 // USER_HZ, the same on every Linux architecture Go builds for
+	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
 
 // peakRSS reads VmHWM (peak resident set) of a process, in MiB.
