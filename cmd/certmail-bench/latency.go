@@ -212,7 +212,12 @@ func workerTaskCheckInterval(binary string) (time.Duration, bool, error) {
 	if err != nil {
 		return 0, false, fmt.Errorf("%s worker --help: %w", binary, err)
 	}
-	help := string(out)
+	return taskCheckIntervalFromHelp(string(out))
+}
+
+// taskCheckIntervalFromHelp finds CERTMAIL_TASK_CHECK_INTERVAL's default
+// in kong's help: the value of the last --flag=value before its name.
+func taskCheckIntervalFromHelp(help string) (time.Duration, bool, error) {
 	i := strings.Index(help, "$CERTMAIL_TASK_CHECK_INTERVAL")
 	if i < 0 {
 		return 0, false, nil
