@@ -83,7 +83,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.binary, "certmail", "bin/certmail", "the certmail binary (make build)")
 	flag.IntVar(&o.tasks, "tasks", 8000, "tasks per throughput round")
-	flag.IntVar(&o.rounds, "rounds", 3, "alternating rounds of each kind (the median is reported)")
+	flag.IntVar(&o.rounds, "rounds", 5, "alternating rounds of each kind (the median is reported)")
 	flag.IntVar(&o.countTasks, "count-tasks", 2000, "tasks of each Redis command count")
 	flag.IntVar(&o.rateSeconds, "rate-seconds", 18, "length of the rate-limit measurement (a multiple of the 6s window)")
 	flag.IntVar(&o.rssTasks, "rss-tasks", 3000, "tasks of the memory run")
