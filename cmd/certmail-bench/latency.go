@@ -25,7 +25,8 @@ const pickupRate = 200
 
 // pickupLatency measures, at 200 tasks/s into "default" of the default
 // three queues, the time from enqueue to the DigiCert call: `certmail
-// worker` with default settings (rate-limit windows off), and the plain
+// worker` with default settings (its poll interval -task-check-interval
+// when given, rate-limit windows that never bind), and the plain
 // handler on asynq's default poll interval and, when the worker's differs,
 // on the worker's. Before each run, the idle process's Redis commands per
 // second.
@@ -42,16 +43,24 @@ func pickupLatency(ctx context.Context, r *redisServer, o options) ([]figure, er
 	if err != nil {
 		return nil, err
 	}
-	if known {
+	worker := program{kind: "worker", queues: defaultQueues}
+	switch {
+	case known && o.taskCheckInterval > 0:
+		interval = o.taskCheckInterval
+		worker.env = []string{"CERTMAIL_TASK_CHECK_INTERVAL=" + interval.String()}
+		fmt.Printf("  certmail worker polls every %v (-task-check-interval)\n", interval)
+	case known:
 		fmt.Printf("  certmail worker polls every %v by default (CERTMAIL_TASK_CHECK_INTERVAL)\n", interval)
-	} else {
+	case o.taskCheckInterval > 0:
+		return nil, errors.New("-task-check-interval: this certmail worker has no CERTMAIL_TASK_CHECK_INTERVAL")
+	default:
 		fmt.Println("  certmail worker has no CERTMAIL_TASK_CHECK_INTERVAL: it polls on asynq's default")
 	}
 	runs := []struct {
 		name string
 		prog program
 	}{
-		{"", program{kind: "worker", queues: defaultQueues}},
+		{"", worker},
 		{"_plain_asynq_default", program{kind: "plain", queues: defaultQueues}},
 	}
 	if known && interval != time.Second { // asynq's default

@@ -74,9 +74,12 @@ type options struct {
 	clients        int
 	latencySeconds int
 	idleSeconds    int
-	only           string
-	cpuProfile     string
-	child          childOptions
+	// taskCheckInterval, when positive, is passed to the worker as
+	// CERTMAIL_TASK_CHECK_INTERVAL in the pickup-latency run.
+	taskCheckInterval time.Duration
+	only              string
+	cpuProfile        string
+	child             childOptions
 }
 
 func main() {
@@ -91,6 +94,7 @@ func main() {
 	flag.IntVar(&o.clients, "clients", 50, "concurrent API clients")
 	flag.IntVar(&o.latencySeconds, "latency-seconds", 10, "length of each pickup-latency run at 200 tasks/s")
 	flag.IntVar(&o.idleSeconds, "idle-seconds", 10, "length of each idle Redis command count")
+	flag.DurationVar(&o.taskCheckInterval, "task-check-interval", 0, "the worker's CERTMAIL_TASK_CHECK_INTERVAL in the pickup-latency run (0: its default)")
 	flag.StringVar(&o.only, "only", "", "run some steps only, comma separated: throughput, roundtrips, latency, api, ratelimit, rss")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of a `certmail worker` process in a throughput round (CERTMAIL_PPROF) to this file")
 	o.child.flags()
