@@ -146,7 +146,7 @@ func latencyRound(ctx context.Context, o options, r *redisServer, rc *redis.Clie
 }
 
 // idleCommands is the commands per second clients send to Redis over span
-// (after a 2 s settle), by MONITOR.
+// (after a 2 s settle), by MONITOR; it prints them by command and key.
 func idleCommands(ctx context.Context, r *redisServer, span time.Duration) (float64, error) {
 	mon, err := startMonitor(r.addr, "")
 	if err != nil {
@@ -165,7 +165,11 @@ func idleCommands(ctx context.Context, r *redisServer, span time.Duration) (floa
 	case <-time.After(span):
 	}
 	mon.counting.Store(false)
-	_, total := mon.counts()
+	labels, total := mon.counts()
+	c := count{tasks: 1, labels: labels}
+	for _, l := range c.breakdown() {
+		fmt.Printf("      idle %5.2f/s  %s\n", l.perTask/span.Seconds(), l.label)
+	}
 	return total / span.Seconds(), nil
 }
 
