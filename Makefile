@@ -38,7 +38,7 @@ lint: ## golangci-lint (errcheck, govet, staticcheck, revive, funlen at 80 lines
 run: build ## The one-process demo (certmail dev): see README.md.
 	$(BIN) dev
 
-bench: build test-deps ## Throughput, rate-limit, memory and API figures (BENCH name=value lines); see README "Performance".
+bench: build test-deps ## certmail against hand-written baselines: throughput, CPU, Redis round trips, pickup, API, rate limit, memory (BENCH lines); see README "Performance".
 	$(GO) run ./cmd/certmail-bench -certmail $(BIN)
 
 screenshots: test-deps ## Take the README's dashboard screenshots again (internal/dev/screenshots/*.png).
