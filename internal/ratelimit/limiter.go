@@ -17,18 +17,21 @@ import (
 // sharing its Redis stay within every window together. Each window is a
 // sliding log (a sorted set of request times) updated atomically by
 // scripts timed by the Redis server's clock, so process clocks do not
-// matter. A request enters the log when it is admitted and is stamped again
-// when its answer arrives: DigiCert saw it somewhere in between, so however
-// long the network took, it is counted for a whole window after DigiCert
-// could have seen it. A limiter also holds the account's shared cool-down,
-// started when DigiCert answers 429 anyway, during which nobody is admitted.
+// matter. A request enters the log when it is admitted, counted as if
+// DigiCert saw it at any moment until its answer arrives, and is stamped
+// again with the answer's time: DigiCert saw it somewhere in between, so
+// however long the request took to leave or to be answered, it is counted
+// for a whole window after DigiCert could have seen it. A limiter also
+// holds the account's shared cool-down, started when DigiCert answers 429
+// anyway, during which nobody is admitted.
 type Limiter struct {
-	rdb     redis.UniversalClient
-	prefix  string
-	windows []Window
-	margin  time.Duration
-	maxWait time.Duration
-	onWait  func(time.Duration)
+	rdb      redis.UniversalClient
+	prefix   string
+	windows  []Window
+	margin   time.Duration
+	maxWait  time.Duration
+	inFlight time.Duration
+	onWait   func(time.Duration)
 }
 
 // Config configures a Limiter.
@@ -47,11 +50,21 @@ type Config struct {
 	MaxWait time.Duration
 	// OnWait, when set, is told of every wait (for metrics).
 	OnWait func(time.Duration)
+	// InFlight bounds how long a request can be in flight, from its
+	// admission to its answer: until its release restamps it, an admitted
+	// request counts in every window for at most this long (a caller that
+	// dies meanwhile leaves its slot taken for InFlight and a window).
+	// Default DefaultInFlight.
+	InFlight time.Duration
 }
 
 // DefaultMaxWait is Config.MaxWait's default: the longest wait a delivery
 // may spend for a slot before its task is handed back.
 const DefaultMaxWait = 30 * time.Second
+
+// DefaultInFlight is Config.InFlight's default, above the DigiCert client's
+// default bound on one call (digicert.Config.MaxElapsed, 20s).
+const DefaultInFlight = time.Minute
 
 // WithDefaults returns c with zero values replaced by the defaults.
 func (c Config) WithDefaults() Config {
@@ -63,19 +76,20 @@ func (c Config) WithDefaults() Config {
 		c.Margin = min(shortest/100, 100*time.Millisecond)
 	}
 	c.MaxWait = cmp.Or(c.MaxWait, DefaultMaxWait)
+	c.InFlight = cmp.Or(c.InFlight, DefaultInFlight)
 	return c
 }
 
 // Validate reports the first setting that cannot work: a window without a
-// positive limit and period, a negative margin or wait.
+// positive limit and period, a negative margin, wait or in-flight bound.
 func (c Config) Validate() error {
 	for _, w := range c.Windows {
 		if w.Limit < 1 || w.Period <= 0 {
 			return fmt.Errorf("rate limit %s: want a limit and a period above 0", w)
 		}
 	}
-	if c.Margin < 0 || c.MaxWait < 0 {
-		return errors.New("rate limit margin and wait must not be negative")
+	if c.Margin < 0 || c.MaxWait < 0 || c.InFlight < 0 {
+		return errors.New("rate limit margin, wait and in-flight bound must not be negative")
 	}
 	return nil
 }
@@ -85,7 +99,7 @@ func (c Config) Validate() error {
 func NewLimiter(rdb redis.UniversalClient, cfg Config) *Limiter {
 	cfg = cfg.WithDefaults()
 	return &Limiter{rdb: rdb, prefix: "certmail:ratelimit:{" + cfg.Account + "}:", windows: cfg.Windows,
-		margin: cfg.Margin, maxWait: cfg.MaxWait, onWait: cfg.OnWait}
+		margin: cfg.Margin, maxWait: cfg.MaxWait, inFlight: cfg.InFlight, onWait: cfg.OnWait}
 }
 
 // WaitError says that admission is further away than the limiter's MaxWait.
@@ -102,12 +116,16 @@ func (e *WaitError) Error() string {
 // own scripts and for a caller that folds them into a script of its own (see
 // Ticket). In both, KEYS[c] is the account's cool-down and KEYS[c+1] to
 // KEYS[#KEYS] its windows (the script's last keys, one sorted set each);
-// ARGV[a] is the request's member, and ARGV[a+1], ARGV[a+2] the limit and
-// period (ms) of the first window, and so on. Time is the Redis server's.
+// ARGV[a] is the request's member, ARGV[a+1], ARGV[a+2] the limit and
+// period (ms) of the first window, and so on, and the argument after the
+// last window's the in-flight bound (ms). Time is the Redis server's.
 //
-//	admit(c, a)   0 when admitted (the member entered in every window), else the ms to wait
-//	restamp(c, a) stamps the member now in every window, again if a window
-//	              dropped it while its request was longer in flight than the window
+//	admit(c, a)   0 when admitted, else the ms to wait. The member enters every
+//	              window stamped at now plus the in-flight bound: until its
+//	              request is answered, nobody knows when DigiCert sees it, so
+//	              it counts as seen now, and no window drops it while it is
+//	              in flight, however long that is (up to the bound)
+//	restamp(c, a) stamps the member now, at its answer, in every window
 const Lua = `
 local function now_ms()
   local t = redis.call('TIME')
@@ -117,29 +135,33 @@ local function admit(c, a)
   local now = now_ms()
   local cd = redis.call('PTTL', KEYS[c])
   if cd > 0 then return cd end
+  local hold = tonumber(ARGV[a + 1 + 2 * (#KEYS - c)])
   local wait = 0
   for i = c + 1, #KEYS do
     local j = a + 1 + 2 * (i - c - 1)
     local limit, period = tonumber(ARGV[j]), tonumber(ARGV[j + 1])
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - period)
     if redis.call('ZCARD', KEYS[i]) >= limit then
+      -- a member in flight (stamped ahead) frees a window after its answer at the soonest
       local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-      local w = tonumber(oldest[2]) + period - now + 1
+      local w = math.min(tonumber(oldest[2]), now) + period - now + 1
       if w > wait then wait = w end
     end
   end
   if wait > 0 then return wait end
   for i = c + 1, #KEYS do
-    redis.call('ZADD', KEYS[i], now, ARGV[a])
-    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[a + 2 + 2 * (i - c - 1)]))
+    local keep = tonumber(ARGV[a + 2 + 2 * (i - c - 1)]) + hold
+    redis.call('ZADD', KEYS[i], now + hold, ARGV[a])
+    if redis.call('PTTL', KEYS[i]) < keep then redis.call('PEXPIRE', KEYS[i], keep) end
   end
   return 0
 end
 local function restamp(c, a)
   local now = now_ms()
   for i = c + 1, #KEYS do
+    local period = tonumber(ARGV[a + 2 + 2 * (i - c - 1)])
     redis.call('ZADD', KEYS[i], now, ARGV[a])
-    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[a + 2 + 2 * (i - c - 1)]))
+    if redis.call('PTTL', KEYS[i]) < period then redis.call('PEXPIRE', KEYS[i], period) end
   end
   return 0
 end
@@ -151,22 +173,26 @@ var admitScript = redis.NewScript(Lua + `return admit(1, 1)`)
 // restampScript stamps ARGV[1] now in every window.
 var restampScript = redis.NewScript(Lua + `return restamp(1, 1)`)
 
+// keys returns the cool-down and window keys, and the arguments Lua's admit
+// and restamp read after the member (args[0], left empty): each window's
+// limit and period, then the in-flight bound.
 func (l *Limiter) keys() ([]string, []any) {
 	keys := make([]string, 1, 1+len(l.windows))
 	keys[0] = l.prefix + "cooldown"
-	args := make([]any, 1, 1+2*len(l.windows))
+	args := make([]any, 1, 2+2*len(l.windows))
 	for _, w := range l.windows {
 		keys = append(keys, l.prefix+strconv.Itoa(w.Limit)+"/"+w.Period.String())
 		args = append(args, w.Limit, (w.Period + l.margin).Milliseconds())
 	}
-	return keys, args
+	return keys, append(args, l.inFlight.Milliseconds())
 }
 
 // reserve takes a slot for member now if every window has room, and
-// otherwise says how long to wait before asking again.
-func (l *Limiter) reserve(ctx context.Context, member string) (time.Duration, error) {
+// otherwise says how long to wait before asking again. The member counts
+// as in flight (for up to hold) until it is restamped.
+func (l *Limiter) reserve(ctx context.Context, member string, hold time.Duration) (time.Duration, error) {
 	keys, args := l.keys()
-	args[0] = member
+	args[0], args[len(args)-1] = member, hold.Milliseconds()
 	ms, err := admitScript.Run(ctx, l.rdb, keys, args...).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("rate limit: %w", err)
@@ -193,7 +219,7 @@ func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
 		}
 	}()
 	for {
-		d, err := l.reserve(ctx, member)
+		d, err := l.reserve(ctx, member, l.inFlight)
 		if err != nil {
 			return nil, err
 		}
@@ -217,8 +243,8 @@ func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
 	}
 }
 
-// restamp counts member from now on. A failure leaves the admission time in
-// place, which errs on the side of admitting a little early.
+// restamp counts member from now on, its answer. A failure leaves it
+// counted as in flight, which errs on the side of holding its slot longer.
 func (l *Limiter) restamp(member string) {
 	if len(l.windows) == 0 {
 		return
@@ -231,9 +257,10 @@ func (l *Limiter) restamp(member string) {
 }
 
 // Reserve takes a slot now, without a release, if every window has room,
-// and otherwise says how long to wait before asking again.
+// and otherwise says how long to wait before asking again: a request sent
+// and answered at once.
 func (l *Limiter) Reserve(ctx context.Context) (time.Duration, error) {
-	return l.reserve(ctx, token())
+	return l.reserve(ctx, token(), 0)
 }
 
 // coolDownScript starts or extends the shared cool-down: each 429 within a

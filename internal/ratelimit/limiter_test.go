@@ -318,3 +318,73 @@ func TestOnWaitHearsOfEveryWait(t *testing.T) {
 		t.Errorf("after a wait of %v OnWait was told %v, want one wait of at most that", waited, w)
 	}
 }
+
+// A request still in flight after a whole window keeps its slot until its
+// answer: it may reach DigiCert only now, so a request admitted meanwhile
+// could land in the same window of DigiCert's. Admitted by Acquire or by a
+// caller's script (Ticket), alike.
+func TestInFlightRequestKeepsItsSlotUntilItsAnswer(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	ctx := context.Background()
+	window := ratelimit.Window{Limit: 1, Period: 200 * time.Millisecond}
+	for _, via := range []string{"acquire", "ticket"} {
+		l := ratelimit.NewLimiter(rdb, ratelimit.Config{Account: via, Windows: []ratelimit.Window{window}, Margin: time.Millisecond})
+		var release func()
+		switch via {
+		case "acquire":
+			var err error
+			if release, err = l.Acquire(ctx); err != nil {
+				t.Fatal(err)
+			}
+		case "ticket":
+			tk := l.NewTicket()
+			keys, args := tk.Script()
+			if ms, err := admitOnly.Run(ctx, rdb, keys, args...).Int64(); err != nil || ms != 0 {
+				t.Fatalf("ticket admission: wait %d ms, %v", ms, err)
+			}
+			release = func() {
+				if err := restampOnly.Run(ctx, rdb, keys, args...).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		time.Sleep(250 * time.Millisecond) // still in flight after the window
+		if d, err := l.Reserve(ctx); err != nil || d <= 0 {
+			t.Errorf("%s: a request while the first is in flight for longer than the window: wait %v, %v; want a wait", via, d, err)
+		}
+		release()
+		answered := time.Now()
+		if d, err := l.Reserve(ctx); err != nil || d <= 0 {
+			t.Errorf("%s: a request right after the answer: wait %v, %v; want a wait", via, d, err)
+		}
+		for time.Since(answered) < 250*time.Millisecond { // a window after the answer
+			time.Sleep(20 * time.Millisecond)
+		}
+		if d, err := l.Reserve(ctx); err != nil || d != 0 {
+			t.Errorf("%s: a window after the answer: wait %v, %v; want admitted", via, d, err)
+		}
+	}
+}
+
+// A request admitted and answered at once (Reserve) beside one in flight
+// does not shorten the window's lifetime in Redis below the in-flight one's.
+func TestInFlightRequestOutlivesItsNeighboursExpiry(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	l := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "a", Windows: []ratelimit.Window{{Limit: 3, Period: 200 * time.Millisecond}},
+		Margin: time.Millisecond, InFlight: 10 * time.Second})
+	release, err := l.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if d, err := l.Reserve(ctx); err != nil || d != 0 {
+		t.Fatalf("a second request: wait %v, %v; want admitted", d, err)
+	}
+	if ttl := srv.Client().PTTL(ctx, "certmail:ratelimit:{a}:3/200ms").Val(); ttl < 5*time.Second {
+		t.Errorf("window kept for %v with a request in flight for up to 10s", ttl)
+	}
+}

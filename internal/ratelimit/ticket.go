@@ -33,7 +33,8 @@ func (l *Limiter) NewTicket() *Ticket { return &Ticket{l: l, member: token()} }
 
 // Script returns what Lua's admit and restamp read, to append to a
 // script's own keys and arguments: the cool-down and one key per window;
-// the member, then the limit and period (ms) of each window.
+// the member, then the limit and period (ms) of each window, then the
+// in-flight bound (ms).
 func (t *Ticket) Script() (keys []string, args []any) {
 	keys, args = t.l.keys()
 	args[0] = t.member

@@ -62,8 +62,8 @@ func TestWindowStringRoundTrip(t *testing.T) {
 func TestConfigDefaultsAndValidate(t *testing.T) {
 	t.Parallel()
 	c := ratelimit.Config{Windows: []ratelimit.Window{{Limit: 100, Period: 5 * time.Second}, {Limit: 1000, Period: 3 * time.Minute}}}.WithDefaults()
-	if c.Margin != 50*time.Millisecond || c.MaxWait != ratelimit.DefaultMaxWait {
-		t.Errorf("defaults: margin %v, max wait %v; want 1%% of 5s and the default wait", c.Margin, c.MaxWait)
+	if c.Margin != 50*time.Millisecond || c.MaxWait != ratelimit.DefaultMaxWait || c.InFlight != ratelimit.DefaultInFlight {
+		t.Errorf("defaults: margin %v, max wait %v, in flight %v; want 1%% of 5s and the default wait and in-flight bound", c.Margin, c.MaxWait, c.InFlight)
 	}
 	if c := (ratelimit.Config{Windows: []ratelimit.Window{{Limit: 1, Period: time.Hour}}}).WithDefaults(); c.Margin != 100*time.Millisecond {
 		t.Errorf("margin %v, want it capped at 100ms", c.Margin)
@@ -85,6 +85,7 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 		{Windows: []ratelimit.Window{{Limit: 1, Period: 0}}},
 		{Margin: -time.Millisecond},
 		{MaxWait: -time.Second},
+		{InFlight: -time.Second},
 	} {
 		if bad.Validate() == nil {
 			t.Errorf("Validate(%+v) = nil, want an error", bad)

@@ -71,7 +71,7 @@ end
 //	KEYS[1]     the task's duplicate guard, checked when ARGV[1] is '1'
 //	KEYS[2..4]  the account's pause, auth_broken and probe keys (gate)
 //	ARGV[2..3]  a probe token and the probe interval (ms)
-//	KEYS[5..]   the limiter's cool-down and windows, ARGV[4..] its member and windows (ratelimit.Lua)
+//	KEYS[5..]   the limiter's cool-down and windows, ARGV[4..] its member, windows and in-flight bound (ratelimit.Lua)
 var beforeScript = redis.NewScript(ratelimit.Lua + gateLua + `
 if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {3, 0, -1} end
 local g = gate(2, ARGV[2], ARGV[3])
@@ -90,7 +90,7 @@ return {g[1], g[2], admit(5, 4)}
 //	KEYS[1]     the order's lock; ARGV[1] this delivery's token, ARGV[2] the lease (ms)
 //	KEYS[2]     the order's applied sequence; ARGV[3] the task's sequence
 //	KEYS[3..5]  the auth gate's keys; ARGV[4..5] a probe token and the probe interval (ms)
-//	KEYS[6..]   the limiter's, ARGV[6..] its member and windows (ratelimit.Lua)
+//	KEYS[6..]   the limiter's, ARGV[6..] its member, windows and in-flight bound (ratelimit.Lua)
 var beforeOrderScript = redis.NewScript(ratelimit.Lua + gateLua + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return {4, 0, -1} end
 local cur, seq = redis.call('GET', KEYS[2]) or '0', ARGV[3]
@@ -107,7 +107,7 @@ return {g[1], g[2], admit(6, 6)}
 //
 //	KEYS[1]  the task's hash in asynq; ARGV[1] its result, written unless ''
 //	KEYS[2]  the duplicate guard; ARGV[2] its value (the time), ARGV[3] its lifetime (ms)
-//	KEYS[3..] the limiter's, ARGV[4..] its member (none when '') and windows (ratelimit.Lua)
+//	KEYS[3..] the limiter's, ARGV[4..] its member (none when ''), windows and in-flight bound (ratelimit.Lua)
 var afterScript = redis.NewScript(ratelimit.Lua + `
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[1]) end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
@@ -135,7 +135,7 @@ end
 //	KEYS[1]  the task's hash in asynq; ARGV[1] its result
 //	KEYS[2]  the order's applied sequence; ARGV[2] the task's sequence, ARGV[3] its lifetime (ms)
 //	KEYS[3]  the order's lock, deleted if it still holds ARGV[4] (as lease.Release does)
-//	KEYS[4..] the limiter's, ARGV[5..] its member (none when '') and windows (ratelimit.Lua)
+//	KEYS[4..] the limiter's, ARGV[5..] its member (none when ''), windows and in-flight bound (ratelimit.Lua)
 var afterOrderScript = redis.NewScript(ratelimit.Lua + setAppliedLua + `
 redis.call('HSET', KEYS[1], 'result', ARGV[1])
 set_applied(2, ARGV[2], ARGV[3])

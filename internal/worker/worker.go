@@ -188,8 +188,12 @@ func New(cfg Config) (*Worker, error) {
 		cc.UserAgent = buildinfo.UserAgent()
 		cc.Observer = observer{m: m, account: name}
 		waits := m.limiterWaits.WithLabelValues(name)
+		// A call's attempts end within its MaxElapsed; Timeout covers the
+		// work between the admission and the call's start.
+		call := cc.WithDefaults()
 		limiter := ratelimit.NewLimiter(rdb, ratelimit.Config{Account: name, Windows: a.RateLimits,
-			OnWait: func(d time.Duration) { waits.Observe(d.Seconds()) }})
+			InFlight: max(ratelimit.DefaultInFlight, call.MaxElapsed+call.Timeout),
+			OnWait:   func(d time.Duration) { waits.Observe(d.Seconds()) }})
 		cc.Limiter = limiter
 		client, err := digicert.New(cc)
 		if err != nil {
