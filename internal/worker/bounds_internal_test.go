@@ -1,0 +1,100 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/redistest"
+)
+
+// jitter spreads a wait by up to +25 % and never shortens it; a wait of zero
+// or less becomes a second, spread the same way.
+func TestJitter(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ in, lo time.Duration }{
+		{300 * time.Millisecond, 300 * time.Millisecond},
+		{time.Minute, time.Minute},
+		{0, time.Second},
+		{-time.Second, time.Second},
+	} {
+		hi := tt.lo + tt.lo/4
+		spread := false
+		for range 200 {
+			got := jitter(tt.in)
+			if got < tt.lo || got > hi {
+				t.Fatalf("jitter(%v) = %v, want %v to %v", tt.in, got, tt.lo, hi)
+			}
+			spread = spread || got != tt.lo
+		}
+		if !spread {
+			t.Errorf("jitter(%v) never spread the wait in 200 draws", tt.in)
+		}
+	}
+}
+
+// The round trip after a call that succeeded is retried with backoff while
+// Redis does not answer: a few tries a second, not a busy loop against a
+// server that is restarting.
+func TestPersistBacksOff(t *testing.T) {
+	t.Parallel()
+	log := zap.NewNop()
+	p := &processor{log: log}
+	start := time.Now()
+	tries := 0
+	p.persist(context.Background(), &delivery{taskID: "t-backoff"}, "duplicate guard", func(context.Context) error {
+		tries++
+		if time.Since(start) < 400*time.Millisecond {
+			return errors.New("connection refused")
+		}
+		return nil
+	})
+	// From 50 ms growing ×1.5, each ±50 %: 400 ms hold at most 7 tries.
+	if tries > 10 {
+		t.Errorf("%d tries while Redis was away for 400 ms, want a handful", tries)
+	}
+}
+
+// Parked tasks are looked for as often as asynq looks for tasks due for a
+// retry: the configured interval, or asynq's 5 s default.
+func TestUnparkInterval(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ cfg, want time.Duration }{
+		{100 * time.Millisecond, 100 * time.Millisecond},
+		{0, 5 * time.Second},
+	} {
+		w := &Worker{cfg: Config{DelayedTaskCheckInterval: tt.cfg}}
+		if got := w.unparkInterval(); got != tt.want {
+			t.Errorf("DelayedTaskCheckInterval %v: unpark interval %v, want %v", tt.cfg, got, tt.want)
+		}
+	}
+}
+
+// One look moves more than one batch of due parked tasks: the 250 entries
+// due at once are all handled by the same look.
+func TestUnparkerTakesSeveralBatchesALook(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	u := &unparker{rdb: rdb, inspector: asynq.NewInspectorFromRedisClient(rdb), log: zap.NewNop(), interval: time.Second}
+	now := time.Now()
+	const n = 250 // tasks deleted from the archive meanwhile: each entry is dropped
+	for i := range n {
+		p := deadletter.Parked{Queue: "default", ID: fmt.Sprintf("gone-%d", i)}
+		if err := deadletter.Park(ctx, rdb, p, now.Add(-time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.once(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := rdb.ZCard(ctx, deadletter.ParkedKey).Result(); err != nil || left != 0 {
+		t.Errorf("%d of %d due entries left after one look (%v), want 0", left, n, err)
+	}
+}
