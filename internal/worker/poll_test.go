@@ -71,7 +71,7 @@ func TestTaskCheckIntervalReachesAsynq(t *testing.T) {
 }
 
 // DefaultTaskCheckInterval is within the bounds Validate enforces, and
-// Validate refuses an interval outside them.
+// Validate accepts the bounds themselves and refuses an interval outside them.
 func TestTaskCheckIntervalValidated(t *testing.T) {
 	t.Parallel()
 	base := worker.Config{Redis: &redisconn.Conn{}, Logger: zap.NewNop(),
@@ -81,6 +81,13 @@ func TestTaskCheckIntervalValidated(t *testing.T) {
 	}
 	if err := base.Validate(); err != nil {
 		t.Fatalf("the defaults: %v", err)
+	}
+	for _, d := range []time.Duration{worker.MinTaskCheckInterval, worker.MaxTaskCheckInterval} {
+		cfg := base
+		cfg.TaskCheckInterval = d
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("TaskCheckInterval %v, a bound: %v, want accepted", d, err)
+		}
 	}
 	for _, d := range []time.Duration{-time.Second, time.Millisecond, worker.MinTaskCheckInterval - 1, worker.MaxTaskCheckInterval + 1} {
 		cfg := base
