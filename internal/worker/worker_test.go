@@ -195,6 +195,16 @@ func TestPermanentErrorIsDeadLetteredOnce(t *testing.T) {
 			t.Errorf("ERROR line field %s = %v, want %v", k, lines[0][k], v)
 		}
 	}
+	// The Go error chain behind the reason is logged beside it, once.
+	if d, _ := lines[0]["error_detail"].(string); d == "" || d == lines[0]["error"] || !strings.Contains(d, "Order not found.") {
+		t.Errorf("ERROR line error_detail = %q, want the error chain behind %q", d, lines[0]["error"])
+	}
+	// The entry was appended, and the task had no parked entry to clear: nothing to warn about.
+	for _, msg := range []string{"could not clear the task's parked entry", "could not append to the dead-letter stream"} {
+		if n := len(b.logs.Lines("warn", msg)); n != 0 {
+			t.Errorf("%d WARN lines %q", n, msg)
+		}
+	}
 	// asynq's own "Retry exhausted" does not repeat it at WARN.
 	for _, e := range b.logs.FilterLevelExact(zapcore.WarnLevel).All() {
 		if strings.Contains(e.Message, "Retry exhausted") {
