@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/taskresult"
+	"github.com/certmail/certmail/internal/worker"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -149,5 +151,46 @@ func TestSetEmailsSupersededAndDuplicate(t *testing.T) {
 		if seen != 1 {
 			t.Errorf("%d 'task done' lines with outcome %s, want 1", seen, outcome)
 		}
+	}
+}
+
+// A set-emails whose account is paused probes the key like any task, and a
+// probe that DigiCert refuses again frees the order's lock: the next probe
+// comes an interval later, not when the lock would have expired.
+func TestRefusedProbeFreesTheOrderLock(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{APIKeys: []string{"another-key"}, AnyIDExists: true},
+		configure: func(c *worker.Config) { c.AuthProbeInterval = time.Second }})
+	info, err := b.client.Enqueue(newSetEmails(t, 7, "ops@example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := b.redis.Client()
+	ctx := context.Background()
+	const lockKey = "certmail:order:default:7:lock"
+	// Look at the lock between two deliveries: the task neither active
+	// before nor after the look, and no request reached DigiCert meanwhile.
+	var locked bool
+	waitFor(t, 30*time.Second, func() bool {
+		refused := b.fake.StatusCount(403)
+		if refused < 2 { // the first call, then a probe
+			return false
+		}
+		before, err := b.inspector.GetTaskInfo("default", info.ID)
+		if err != nil || before.State == asynq.TaskStateActive {
+			return false
+		}
+		n := intVal(t, rdb.Exists(ctx, lockKey))
+		after, err := b.inspector.GetTaskInfo("default", info.ID)
+		if err != nil || after.State != before.State || b.fake.StatusCount(403) != refused {
+			return false
+		}
+		locked = n == 1
+		return true
+	}, func() string {
+		return fmt.Sprintf("%d refused requests, no look between deliveries", b.fake.StatusCount(403))
+	})
+	if locked {
+		t.Error("a refused probe left the order's lock behind")
 	}
 }
