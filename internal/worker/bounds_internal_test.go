@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,5 +97,37 @@ func TestUnparkerTakesSeveralBatchesALook(t *testing.T) {
 	}
 	if left, err := rdb.ZCard(ctx, deadletter.ParkedKey).Result(); err != nil || left != 0 {
 		t.Errorf("%d of %d due entries left after one look (%v), want 0", left, n, err)
+	}
+}
+
+// An error code is its own label value when it is made of the characters of
+// DigiCert's and certmail's codes and is among the first maxErrorCodes
+// distinct ones, and at most maxLabelLength bytes long; any other is
+// otherLabel.
+func TestErrorCodeLabels(t *testing.T) {
+	t.Parallel()
+	m := &metrics{codes: map[string]bool{}}
+	for _, code := range []string{"azAZ09_|:.-", "not_found|order", "a", "Z", "0", "9", "_", "|", ":", ".", "-", strings.Repeat("x", maxLabelLength)} {
+		if got := m.errorCode(code); got != code {
+			t.Errorf("errorCode(%q) = %q, want it kept", code, got)
+		}
+	}
+	// The bytes just outside each range, and a code too long.
+	for _, code := range []string{"", "x`", "x{", "x@", "x[", "x/", "x;", "x y", "é", strings.Repeat("x", maxLabelLength+1)} {
+		if got := m.errorCode(code); got != otherLabel {
+			t.Errorf("errorCode(%q) = %q, want %q", code, got, otherLabel)
+		}
+	}
+	for i := len(m.codes); i < maxErrorCodes; i++ {
+		code := fmt.Sprintf("code_%d", i)
+		if got := m.errorCode(code); got != code {
+			t.Fatalf("code %d of %d, %q, = %q, want it kept", i+1, maxErrorCodes, code, got)
+		}
+	}
+	if got := m.errorCode("one_more"); got != otherLabel {
+		t.Errorf("code %d = %q, want %q", maxErrorCodes+1, got, otherLabel)
+	}
+	if got := m.errorCode("not_found|order"); got != "not_found|order" {
+		t.Errorf("a code seen before the bound = %q, want it kept", got)
 	}
 }
