@@ -131,3 +131,25 @@ func TestErrorCodeLabels(t *testing.T) {
 		t.Errorf("a code seen before the bound = %q, want it kept", got)
 	}
 }
+
+// A set-emails without a sequence whose first-seen stamp cannot be written
+// (Redis away) is retried on the transient schedule: its first retry about
+// 30 s later, as README "Retries" lists it.
+func TestFirstSeenFailureRetriesOnTheSchedule(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	srv.Kill()
+	p := &processor{rdb: rdb, log: zap.NewNop(), accounts: map[string]*accountRuntime{"default": {name: "default"}}}
+	task := asynq.NewTask("set-emails", []byte(`{"order_id": 1, "additional_emails": ["ops@example.com"]}`))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := p.handleSetEmails(ctx, task)
+	var te *taskError
+	if !errors.As(err, &te) || te.code != "redis" || !IsFailure(err) {
+		t.Fatalf("handleSetEmails = %v, want a transient redis failure", err)
+	}
+	if lo, hi := 24*time.Second, 36*time.Second; te.retryAfter < lo || te.retryAfter > hi {
+		t.Errorf("first retry after %v, want %v to %v", te.retryAfter, lo, hi)
+	}
+}
