@@ -78,7 +78,14 @@ func parse[T checker[T]](taskType string, data []byte, decodeFn func(*decoder, j
 // body returns the single JSON value in data, or a message saying why there
 // is not exactly one JSON object.
 func body(data []byte) (json.RawMessage, string) {
-	dec := json.NewDecoder(bytes.NewReader(data))
+	if json.Valid(data) { // one value and nothing else: the walk below may rely on it
+		raw := json.RawMessage(bytes.TrimSpace(data))
+		if kind(raw) != '{' {
+			return nil, "must be a JSON object"
+		}
+		return raw, ""
+	}
+	dec := json.NewDecoder(bytes.NewReader(data)) // only to say what is wrong
 	var raw json.RawMessage
 	if err := dec.Decode(&raw); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -89,10 +96,7 @@ func body(data []byte) (json.RawMessage, string) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, "trailing data after the JSON value"
 	}
-	if kind(raw) != '{' {
-		return nil, "must be a JSON object"
-	}
-	return raw, ""
+	return nil, "malformed JSON"
 }
 
 // Placeholders stand for values the decoder reported as malformed: valid, so
@@ -104,7 +108,7 @@ const (
 	placeholderDomain = "placeholder.invalid"
 )
 
-// decoder walks an already syntactically valid JSON value, recording the
+// decoder walks a JSON value that body found valid, recording the
 // structural problems it finds.
 type decoder struct {
 	problems problems
@@ -147,24 +151,7 @@ func (d *decoder) object(path string, v json.RawMessage, known []string, set fun
 	// repeated, which counts the same and keeps the map small.
 	seen := make(map[string]bool, len(known))
 	const maxSeen = 64
-	dec := json.NewDecoder(bytes.NewReader(v))
-	if _, err := dec.Token(); err != nil { // '{'
-		d.add(path, "malformed JSON: "+err.Error())
-		return present, true
-	}
-	var val json.RawMessage // reused: set reads a value before the next one is decoded
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			d.add(path, "malformed JSON: "+err.Error())
-			return present, true
-		}
-		key, _ := tok.(string)
-		val = val[:0]
-		if err := dec.Decode(&val); err != nil {
-			d.add(path, "malformed JSON: "+err.Error())
-			return present, true
-		}
+	eachMember(v, skipSpace(v, 0), func(key string, val []byte) {
 		switch {
 		case seen[key]:
 			d.addMember(path, key, "duplicate field")
@@ -177,7 +164,7 @@ func (d *decoder) object(path string, v json.RawMessage, known []string, set fun
 		if len(seen) < maxSeen || slices.Contains(known, key) {
 			seen[key] = true
 		}
-	}
+	})
 	return present, true
 }
 
@@ -287,11 +274,11 @@ func (d *decoder) strOr(path string, v json.RawMessage, placeholder string) stri
 
 // stringValue decodes v when it is a JSON string.
 func stringValue(v json.RawMessage) (string, bool) {
-	var s string
-	if kind(v) != '"' || json.Unmarshal(v, &s) != nil {
+	v = bytes.TrimSpace(v)
+	if kind(v) != '"' {
 		return "", false
 	}
-	return s, true
+	return unquote(v), true
 }
 
 // elements calls fn for each element of the array v, reading one element at a
@@ -301,18 +288,10 @@ func elements(v json.RawMessage, fn func(i int, e json.RawMessage)) (ok bool) {
 	if kind(v) != '[' {
 		return false
 	}
-	dec := json.NewDecoder(bytes.NewReader(v))
-	if _, err := dec.Token(); err != nil { // '['
-		return false
-	}
-	var e json.RawMessage
-	for i := 0; i <= MaxListLength && dec.More(); i++ {
-		e = e[:0]
-		if err := dec.Decode(&e); err != nil {
-			return false
-		}
+	eachElement(v, skipSpace(v, 0), func(i int, e []byte) bool {
 		fn(i, e)
-	}
+		return i < MaxListLength
+	})
 	return true
 }
 
