@@ -68,6 +68,13 @@ func (r Rules) WithDefaults() Rules {
 	return r
 }
 
+// normalised reports whether r is as WithDefaults returns it, so that Check
+// need not copy and sort its lists again for every request. Check only reads
+// them.
+func (r Rules) normalised() bool {
+	return len(r.Accounts) > 0 && len(r.Queues) > 0 && slices.IsSorted(r.Accounts) && slices.IsSorted(r.Queues)
+}
+
 // Checked is a request that passed Check, ready to become a task.
 type Checked struct {
 	Payload   tasks.Payload // parsed and normalised
@@ -99,7 +106,9 @@ const (
 // together in one bounded *tasks.ValidationError. An unknown type gives an
 // error wrapping tasks.ErrUnknownType.
 func Check(req Request, r Rules) (Checked, error) {
-	r = r.WithDefaults()
+	if !r.normalised() { // the callers' rules usually are: ops.Service's are
+		r = r.WithDefaults()
+	}
 	p, err := tasks.Parse(req.Type, req.Payload)
 	var (
 		ve   *tasks.ValidationError

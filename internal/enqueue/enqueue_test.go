@@ -40,6 +40,10 @@ func TestCheckRules(t *testing.T) {
 			[]tasks.FieldError{{Field: "queue", Message: "no worker serves this queue; CERTMAIL_QUEUES serves bulk, critical"}}},
 		{"the default queue not served", set("", ""), euBulk,
 			[]tasks.FieldError{{Field: "queue", Message: "the default queue default is not served (CERTMAIL_QUEUES serves bulk, critical): name one of them"}}},
+		{"rules already sorted, a queue not served", set("us", "default"), euBulk.WithDefaults(),
+			[]tasks.FieldError{{Field: "account", Message: "unknown account"},
+				{Field: "queue", Message: "no worker serves this queue; CERTMAIL_QUEUES serves bulk, critical"}}},
+		{"rules already sorted, all served", set("eu", "critical"), euBulk.WithDefaults(), nil},
 		{"an unknown account beside other problems", enqueue.Request{Type: tasks.TypeSetEmails,
 			Payload: []byte(`{"order_id": 0, "additional_emails": [], "account": "us"}`), Queue: "bulk"}, euBulk,
 			[]tasks.FieldError{{Field: "order_id", Message: "must be greater than 0"}, {Field: "account", Message: "unknown account"}}},
@@ -153,6 +157,19 @@ func TestDecodeLine(t *testing.T) {
 		}
 		if tt.want == nil && (req.Type != "resend-dcv" || req.Queue != "bulk" || req.ProcessIn != time.Hour || string(req.Payload) != `{"order_id": 1}`) {
 			t.Errorf("%s: request %+v", tt.line, req)
+		}
+	}
+}
+
+// BenchmarkCheck measures Check on the request the API bench sends, with
+// rules as ops.Service holds them (WithDefaults already applied).
+func BenchmarkCheck(b *testing.B) {
+	req := enqueue.Request{Type: tasks.TypeSetEmails, Payload: []byte(`{"order_id": 4242, "additional_emails": ["bench@example.com"]}`)}
+	rules := enqueue.Rules{Accounts: []string{"default"}, Queues: []string{"critical", "default", "bulk"}}.WithDefaults()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := enqueue.Check(req, rules); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
