@@ -223,6 +223,11 @@ func nextSequence() int64 {
 // marshal encodes v as compact JSON without escaping <, > and &, which keeps
 // addresses and messages readable in the dashboard and in logs.
 func marshal(v any) ([]byte, error) {
+	if m, ok := v.(json.Marshaler); ok {
+		// Its own encoding comes from marshal: the Encoder would only run
+		// it and copy its output through a second, compacting pass.
+		return m.MarshalJSON()
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
