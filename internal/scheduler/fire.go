@@ -73,8 +73,10 @@ func (s *Scheduler) fire(ctx context.Context, c *schedule.Compiled) bool {
 		return false
 	}
 	s.due[c] = c.Next(last)
-	if a := s.awaiting[c.ID]; a != nil && !a.settled && a.next.Before(s.due[c]) {
-		s.due[c] = a.next // look at the tick's task before the next tick
+	if a := s.awaiting[c.ID]; a != nil && !a.settled {
+		// No tick fires while the tick's task is outstanding, so the only
+		// thing worth waking for is the next look at it.
+		s.due[c] = a.next
 	}
 	s.endIfOver(ctx, c, maxTime(base, state.LastTick), runs)
 	return true
