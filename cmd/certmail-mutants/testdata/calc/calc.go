@@ -22,8 +22,17 @@ const Scale = 2 * 5
 // Evens returns the first n even numbers.
 func Evens(n int) []int {
 	out := make([]int, 0, n*2) // a capacity only: its mutant lives
-	for i := 0; i < n; i++ {
+	for i := range n {
 		out = append(out, 2*i)
 	}
 	return out
+}
+
+// Sum returns 0 + 1 + ... + n-1. Its i-- mutant never ends; the loop
+// allocates nothing, so that mutant only spins until its deadline.
+func Sum(n int) (s int) {
+	for i := 0; i < n; i++ {
+		s += i
+	}
+	return s
 }

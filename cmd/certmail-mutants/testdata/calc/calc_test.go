@@ -24,3 +24,9 @@ func TestEvens(t *testing.T) {
 		t.Errorf("Evens(3) = %v", got)
 	}
 }
+
+func TestSum(t *testing.T) {
+	if got := Sum(4); got != 6 {
+		t.Errorf("Sum(4) = %d, want 6", got)
+	}
+}
