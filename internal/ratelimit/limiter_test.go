@@ -155,7 +155,8 @@ func TestCoolDownStopsEveryoneAndDoubles(t *testing.T) {
 func TestReleaseRestampsTheRequest(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	l := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "a", Windows: []ratelimit.Window{{Limit: 1, Period: 400 * time.Millisecond}},
+	rdb := srv.Client()
+	l := ratelimit.NewLimiter(rdb, ratelimit.Config{Account: "a", Windows: []ratelimit.Window{{Limit: 1, Period: 400 * time.Millisecond}},
 		Margin: time.Millisecond})
 	ctx := context.Background()
 	release, err := l.Acquire(ctx)
@@ -166,20 +167,24 @@ func TestReleaseRestampsTheRequest(t *testing.T) {
 		t.Fatalf("a second request within the window: wait %v, %v; want a wait", d, err)
 	}
 	time.Sleep(300 * time.Millisecond) // the request is "in flight" for 300ms
+	before, t0 := time.Now(), redisMillis(t, rdb)
 	release()
-	released := time.Now()
 	d, err := l.Reserve(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Without the re-stamp the slot would free 100ms from now.
-	if d < 300*time.Millisecond {
-		t.Errorf("next slot in %v after the release, want about 400ms", d)
+	t1 := redisMillis(t, rdb)
+	// On Redis's clock the release ran after t0 and Reserve before t1, so
+	// the slot frees a window after t0 at the soonest; counted from the
+	// admission, it would free 100ms from t0.
+	if soonest := time.Duration(t0+400-t1) * time.Millisecond; d < soonest {
+		t.Errorf("next slot in %v after the release, want at least %v: a window after it", d, soonest)
 	}
 	if _, err := l.Acquire(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if waited := time.Since(released); waited < 350*time.Millisecond {
+	// Redis runs on this machine's clock (rounded to the ms).
+	if waited := time.Since(before); waited < 400*time.Millisecond-2*time.Millisecond {
 		t.Errorf("admitted %v after the release, want at least a window", waited)
 	}
 }
@@ -248,13 +253,7 @@ func TestMarginLengthensEveryWindow(t *testing.T) {
 func heldFor(t *testing.T, rdb *redis.Client, windows []ratelimit.Window) (lo, hi time.Duration) {
 	t.Helper()
 	ctx := context.Background()
-	now := func() int64 { // Redis's clock in whole ms, as the scripts read it
-		tm, err := rdb.Time(ctx).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tm.UnixMilli()
-	}
+	now := func() int64 { return redisMillis(t, rdb) }
 	deadline := time.Now().Add(30 * time.Second)
 	for i := 0; time.Now().Before(deadline); i++ {
 		l := ratelimit.NewLimiter(rdb, ratelimit.Config{Account: "held" + strconv.Itoa(i), Windows: windows})
@@ -277,6 +276,16 @@ func heldFor(t *testing.T, rdb *redis.Client, windows []ratelimit.Window) (lo, h
 	}
 	t.Fatal("Redis never answered within 5ms")
 	return 0, 0
+}
+
+// redisMillis returns Redis's clock in whole ms, as the scripts read it.
+func redisMillis(t *testing.T, rdb *redis.Client) int64 {
+	t.Helper()
+	tm, err := rdb.Time(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tm.UnixMilli()
 }
 
 // OnWait hears of every wait, with its length, and of nothing else.
