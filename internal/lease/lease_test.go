@@ -63,12 +63,15 @@ func TestOnlyTheHolderRenewsAndReleases(t *testing.T) {
 	}
 }
 
-// A lease expires when nobody renews it; KeepAlive keeps it until stopped.
+// A lease expires when nobody renews it; KeepAlive renews it, putting it
+// back up to a whole ttl, until stopped.
 func TestKeepAlive(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Start(t).Client()
 	ctx := context.Background()
-	const ttl = 300 * time.Millisecond
+	// Renewed every second with a second's budget: only a stall of 2s
+	// would let the kept lease expire.
+	const ttl = 3 * time.Second
 	kept := lease.New(rdb, "certmail:test:kept", ttl)
 	left := lease.New(rdb, "certmail:test:left", ttl)
 	for _, l := range []*lease.Lease{kept, left} {
@@ -76,29 +79,38 @@ func TestKeepAlive(t *testing.T) {
 			t.Fatalf("Acquire %s = %v, %v", l.Key(), ok, err)
 		}
 	}
+	pttl := func() time.Duration { // only a renewal makes it go up
+		d, err := rdb.PTTL(ctx, kept.Key()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
 	stop := kept.KeepAlive()
-	deadline := time.Now().Add(10 * time.Second)
-	for rdb.Exists(ctx, left.Key()).Val() == 1 {
+	defer stop()
+	last, renewals := pttl(), 0
+	for deadline := time.Now().Add(20 * time.Second); renewals < 2; {
 		if time.Now().After(deadline) {
-			stop()
-			t.Fatal("a lease nobody renews did not expire")
+			t.Fatalf("%d renewals in 20s of a lease renewed every %v", renewals, ttl/3)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	// The kept lease outlived the other by several renewals' worth of time.
-	for range 3 {
-		time.Sleep(ttl)
-		if got := rdb.Get(ctx, kept.Key()).Val(); got != kept.Token() {
-			stop()
-			t.Fatalf("a lease kept alive expired (key holds %q)", got)
+		d := pttl()
+		if d <= 0 {
+			t.Fatalf("a lease kept alive expired after %d renewals (PTTL %v)", renewals, d)
 		}
+		if d > last {
+			renewals++
+		}
+		last = d
 	}
 	stop()
 	stop() // stopping twice is harmless
-	deadline = time.Now().Add(10 * time.Second)
-	for rdb.Exists(ctx, kept.Key()).Val() == 1 {
+	// Neither lease is renewed now: both expire, the kept one within a ttl
+	// of its last renewal.
+	deadline := time.Now().Add(2 * ttl)
+	for rdb.Exists(ctx, kept.Key(), left.Key()).Val() > 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("the lease was still renewed after stop")
+			t.Fatalf("%d of the leases outlived %v after the renewals stopped", rdb.Exists(ctx, kept.Key(), left.Key()).Val(), 2*ttl)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
