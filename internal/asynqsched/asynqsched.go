@@ -13,13 +13,18 @@
 // through asynq.Inspector, field by field, so that an asynq upgrade that
 // changes the format fails them.
 //
-// The functions queue commands on a redis.Pipeliner and leave running them
-// to the caller, who decides what fences them (the scheduler writes entries
-// only while it holds the leader lease).
+// The entry functions queue commands on a redis.Pipeliner and leave running
+// them to the caller, who decides what fences them (the scheduler writes
+// entries only while it holds the leader lease). An event is added by a Lua
+// function, RecordEventLua, that the caller's own script calls, so that the
+// event is written in one step with whatever it goes with (the schedule
+// store records a tick and its event together, and only while the schedule
+// exists).
 package asynqsched
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -160,10 +165,18 @@ func ClearEntries(ctx context.Context, p redis.Pipeliner, schedulerID string) {
 	p.Del(ctx, key)
 }
 
-// RecordEvent queues on p the commands that add ev to entryID's history and
-// drop its oldest events beyond MaxEvents. Run p as a transaction.
-func RecordEvent(ctx context.Context, p redis.Pipeliner, entryID string, ev Event) {
-	key := HistoryKey(entryID)
-	p.ZAdd(ctx, key, redis.Z{Score: float64(ev.EnqueuedAt.Unix()), Member: ev.Marshal()})
-	p.ZRemRangeByRank(ctx, key, 0, -MaxEvents-1)
-}
+// RecordEventLua defines the Lua function record_event(key, score, member),
+// which adds an event to a history (HistoryKey of its entry) and drops the
+// oldest events beyond MaxEvents. A script that records an event starts
+// with it and calls the function with the key and the event's Score and
+// Marshal.
+var RecordEventLua = fmt.Sprintf(`
+local function record_event(key, score, member)
+  redis.call('ZADD', key, score, member)
+  redis.call('ZREMRANGEBYRANK', key, 0, %d)
+end
+`, -MaxEvents-1)
+
+// Score is ev's score in its entry's history: the Unix time (seconds) it was
+// enqueued, by which asynq orders the history.
+func (e Event) Score() int64 { return e.EnqueuedAt.Unix() }

@@ -171,12 +171,17 @@ func TestHistoryReadByInspector(t *testing.T) {
 			EnqueuedAt: start.Add(time.Duration(i)*time.Second + time.Duration(i)*time.Microsecond),
 		})
 	}
-	b.tx(t, func(p redis.Pipeliner) {
-		for _, ev := range events {
-			asynqsched.RecordEvent(ctx, p, "s", ev)
+	// A script that calls record_event, as the schedule store's does.
+	record := redis.NewScript(asynqsched.RecordEventLua + "record_event(KEYS[1], ARGV[1], ARGV[2])\nreturn 1")
+	for _, ev := range events {
+		if err := record.Run(ctx, b.rdb, []string{asynqsched.HistoryKey("s")}, ev.Score(), ev.Marshal()).Err(); err != nil {
+			t.Fatal(err)
 		}
-		asynqsched.RecordEvent(ctx, p, "other", asynqsched.Event{TaskID: "x", EnqueuedAt: start})
-	})
+	}
+	other := asynqsched.Event{TaskID: "x", EnqueuedAt: start}
+	if err := record.Run(ctx, b.rdb, []string{asynqsched.HistoryKey("other")}, other.Score(), other.Marshal()).Err(); err != nil {
+		t.Fatal(err)
+	}
 
 	got, err := b.insp.ListSchedulerEnqueueEvents("s", asynq.PageSize(2*asynqsched.MaxEvents))
 	if err != nil {
@@ -194,8 +199,8 @@ func TestHistoryReadByInspector(t *testing.T) {
 	if last := got[len(got)-1].TaskID; last != events[extra].TaskID {
 		t.Errorf("oldest kept event %s, want %s (the %d oldest dropped)", last, events[extra].TaskID, extra)
 	}
-	other, err := b.insp.ListSchedulerEnqueueEvents("other")
-	if err != nil || len(other) != 1 || other[0].TaskID != "x" {
-		t.Errorf("another entry's history = %v (%v), want its one event", other, err)
+	others, err := b.insp.ListSchedulerEnqueueEvents("other")
+	if err != nil || len(others) != 1 || others[0].TaskID != "x" {
+		t.Errorf("another entry's history = %v (%v), want its one event", others, err)
 	}
 }

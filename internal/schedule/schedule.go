@@ -3,10 +3,11 @@
 // rules as every task entry point plus its own (Validate, Rules), the
 // schedules file (ParseFile), the API's JSON (DecodeJSON), and the Store
 // that keeps the API's schedules, the file's as the leader mirrors them, and
-// each schedule's state (runs, last tick, last task, ended and why). The
-// API and the CLI read and change schedules through a Store; the scheduler
-// fires them and advances their state through the same Store, each write
-// fenced by its leader lease.
+// each schedule's state (runs, last tick, last task, ended and why) and its
+// history on the dashboard. The API and the CLI read and change schedules
+// through a Store; the scheduler fires them and advances their state through
+// the same Store, each write fenced by its leader lease and made only while
+// the schedule exists.
 package schedule
 
 import (

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certmail/certmail/internal/asynqsched"
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/redistest"
@@ -174,7 +175,18 @@ func TestRecordFenced(t *testing.T) {
 	if err := rdb.Set(ctx, leaderKey, "other", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// x is a file schedule, as the leader mirrors it: its state may be written.
+	c, bad, err := schedule.ParseFile([]byte("schedules: [{id: x, cron: \"@daily\", type: resend-dcv, payload: {order_id: 1}}]"), testRules)
+	if err != nil || len(c) != 1 || len(bad) != 0 {
+		t.Fatal(c, bad, err)
+	}
+	if err := st.MirrorFile(ctx, c); err != nil {
+		t.Fatal(err)
+	}
 	mine := lease.WithToken(rdb, leaderKey, "mine", time.Minute)
+	if err := st.Begin(ctx, mine, "x", time.Unix(100, 0)); !errors.Is(err, schedule.ErrNotLeader) {
+		t.Errorf("begin without the lease = %v; want ErrNotLeader", err)
+	}
 	if recorded, _, err := st.RecordTick(ctx, mine, "x", time.Unix(100, 0), time.Unix(100, 0), "sched:x:100", 0); !errors.Is(err, schedule.ErrNotLeader) || recorded {
 		t.Fatalf("record without the lease = %v, %v; want ErrNotLeader", recorded, err)
 	}
@@ -198,6 +210,10 @@ func TestRecordFenced(t *testing.T) {
 	}
 	if s, err := st.State(ctx, "x"); err != nil || s.Runs != 2 || s.LastTick.Unix() != 101 || !s.Ended || s.EndedReason != schedule.EndedMaxRuns {
 		t.Errorf("State = %+v, %v", s, err)
+	}
+	// Each recorded tick is in the history, once.
+	if h, err := rdb.ZRange(ctx, asynqsched.HistoryKey("x"), 0, -1).Result(); err != nil || len(h) != 2 {
+		t.Errorf("history %q, %v; want the 2 recorded ticks", h, err)
 	}
 }
 
@@ -443,16 +459,24 @@ func TestStateWrites(t *testing.T) {
 	rdb := e.redis.Client()
 	st := e.store()
 	ctx := context.Background()
-	if err := st.Begin(ctx, "a", time.Unix(100, 0)); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Begin(ctx, "a", time.Unix(200, 0)); err != nil {
-		t.Fatal(err)
-	}
 	if err := rdb.Set(ctx, leaderKey, "mine", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	mine := lease.WithToken(rdb, leaderKey, "mine", time.Minute)
+	// a is a file schedule the leader sees for the first time: no state yet.
+	c, bad, err := schedule.ParseFile([]byte("schedules: [{id: a, cron: \"@daily\", type: resend-dcv, payload: {order_id: 1}}]"), testRules)
+	if err != nil || len(c) != 1 || len(bad) != 0 {
+		t.Fatal(c, bad, err)
+	}
+	if err := st.MirrorFile(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Begin(ctx, mine, "a", time.Unix(100, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Begin(ctx, mine, "a", time.Unix(200, 0)); err != nil {
+		t.Fatal(err)
+	}
 	for i, want := range []bool{true, false} {
 		ended, err := st.End(ctx, mine, "a", schedule.EndedValidated, time.Unix(int64(300+i), 0), []string{"issued", "canceled"}[i])
 		if err != nil || ended != want {
@@ -587,5 +611,74 @@ func TestSkippedIDsAreBounded(t *testing.T) {
 	}
 	if want := `"` + strings.Repeat("b", 64) + `"…`; l.Skipped[0].ID != want {
 		t.Errorf("a 129-byte id named %q, want %q", l.Skipped[0].ID, want)
+	}
+}
+
+// TestStateWritesNeedTheSchedule: once a schedule is deleted, a write of its
+// state still under way (a leader that read the schedules before the delete
+// begins, fires, notes or ends it) writes nothing and says so, so the
+// schedule's state and history do not come back; added again, the same id
+// starts afresh and runs max_runs times.
+func TestStateWritesNeedTheSchedule(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	rdb := e.redis.Client()
+	st := e.store()
+	ctx := context.Background()
+	if err := rdb.Set(ctx, leaderKey, "mine", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	mine := lease.WithToken(rdb, leaderKey, "mine", time.Minute)
+	s := schedule.Schedule{ID: "again", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`), MaxRuns: 2}
+	if _, err := st.Add(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	tick := time.Now().Truncate(time.Second)
+	if recorded, _, err := st.RecordTick(ctx, mine, "again", tick, tick, "sched:again:1", 2); err != nil || !recorded {
+		t.Fatalf("record while the schedule exists = %v, %v", recorded, err)
+	}
+	if err := st.Delete(ctx, "again"); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{stateKey("again"), asynqsched.HistoryKey("again")}
+	later := tick.Add(time.Second)
+	for _, w := range []struct {
+		name  string
+		write func() error
+	}{
+		{"Begin", func() error { return st.Begin(ctx, mine, "again", later) }},
+		{"RecordTick", func() error {
+			_, _, err := st.RecordTick(ctx, mine, "again", later, later, "sched:again:2", 2)
+			return err
+		}},
+		{"NoteTask", func() error { return st.NoteTask(ctx, mine, "again", "sched:again:2") }},
+		{"End", func() error {
+			_, err := st.End(ctx, mine, "again", schedule.EndedValidated, later, "issued")
+			return err
+		}},
+	} {
+		if err := w.write(); !errors.Is(err, schedule.ErrNotFound) {
+			t.Errorf("%s after the delete = %v, want ErrNotFound", w.name, err)
+		}
+		if n, err := rdb.Exists(ctx, keys...).Result(); err != nil || n != 0 {
+			t.Errorf("%s after the delete brought back %d of the schedule's keys (%v)", w.name, n, err)
+			if err := rdb.Del(ctx, keys...).Err(); err != nil { // judge the next write alone
+				t.Fatal(err)
+			}
+		}
+	}
+
+	if _, err := st.Add(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{false, true} { // ended by the second run, not the first
+		tick := later.Add(time.Duration(i+1) * time.Second)
+		recorded, ended, err := st.RecordTick(ctx, mine, "again", tick, tick, "sched:again:x", 2)
+		if err != nil || !recorded || ended != want {
+			t.Errorf("run %d of the schedule added again = %v, %v, %v; want recorded, ended %v", i+1, recorded, ended, err, want)
+		}
+	}
+	if got, err := st.Get(ctx, "again"); err != nil || got.Runs != 2 || got.EndedReason != schedule.EndedMaxRuns {
+		t.Errorf("the schedule added again: %+v, %v; want 2 runs, ended at max_runs", got, err)
 	}
 }

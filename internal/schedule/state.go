@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/asynqsched"
 	"github.com/certmail/certmail/internal/lease"
 )
 
@@ -98,88 +99,108 @@ func (st *Store) States(ctx context.Context, ids []string) ([]State, error) {
 	return out, nil
 }
 
-// Begin records that schedule id's ticks count from at (whole seconds),
-// unless they count from an earlier time already.
-func (st *Store) Begin(ctx context.Context, id string, at time.Time) error {
-	if err := st.rdb.HSetNX(ctx, stateKey(id), "since", at.Unix()).Err(); err != nil {
-		return fmt.Errorf("record schedule start: %w", err)
-	}
-	return nil
-}
-
 // ErrNotLeader is returned by the fenced writes of the state when the
 // fence's lease is no longer its holder's: another scheduler leads.
 var ErrNotLeader = errors.New("not the scheduler leader")
 
-// recordScript advances a schedule's state to a fired tick, only for the
-// lease holder and only forwards; it ends the schedule at max_runs.
-// Returns 1 recorded, 2 recorded and ended, 0 already recorded, -1 not the
-// leader.
-var recordScript = redis.NewScript(`
+// guardLua starts every script that writes a schedule's state: only the
+// lease holder writes (-1 otherwise), and only while the schedule exists,
+// from the API or as the file's mirror (-2 otherwise). A tick fired as its
+// schedule is deleted thus brings back neither its state nor its history,
+// which a later Add of the same id would inherit. KEYS[1] is the lease,
+// KEYS[2] the state, KEYS[3] and KEYS[4] the two schedule hashes; ARGV[1]
+// is the lease's token, ARGV[2] the schedule id.
+const guardLua = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 and redis.call('HEXISTS', KEYS[4], ARGV[2]) == 0 then return -2 end
+`
+
+// beginScript sets since to ARGV[3] unless it is set. Returns 1.
+var beginScript = redis.NewScript(guardLua + `
+redis.call('HSETNX', KEYS[2], 'since', ARGV[3])
+return 1`)
+
+// recordScript advances a schedule's state to the tick ARGV[3], fired at
+// ARGV[4] as the task ARGV[5], only forwards, and adds the event (score
+// ARGV[7], member ARGV[8]) to the history KEYS[5]; it ends the schedule at
+// max_runs ARGV[6]. Returns 1 recorded, 2 recorded and ended, 0 already
+// recorded.
+var recordScript = redis.NewScript(guardLua + asynqsched.RecordEventLua + `
 local last = tonumber(redis.call('HGET', KEYS[2], 'last_tick') or '0')
-if tonumber(ARGV[2]) <= last then return 0 end
+if tonumber(ARGV[3]) <= last then return 0 end
 local runs = redis.call('HINCRBY', KEYS[2], 'runs', 1)
-redis.call('HSET', KEYS[2], 'last_tick', ARGV[2], 'last_run_at', ARGV[3], 'last_task_id', ARGV[4])
-local max = tonumber(ARGV[5])
+redis.call('HSET', KEYS[2], 'last_tick', ARGV[3], 'last_run_at', ARGV[4], 'last_task_id', ARGV[5])
+record_event(KEYS[5], ARGV[7], ARGV[8])
+local max = tonumber(ARGV[6])
 if max > 0 and runs >= max and redis.call('HGET', KEYS[2], 'ended') ~= '1' then
-  redis.call('HSET', KEYS[2], 'ended', '1', 'ended_reason', 'max_runs', 'ended_at', ARGV[3])
+  redis.call('HSET', KEYS[2], 'ended', '1', 'ended_reason', 'max_runs', 'ended_at', ARGV[4])
   return 2
 end
 return 1`)
 
-// endScript ends a schedule for the reason ARGV[2] at ARGV[3] (Unix
-// seconds), recording the order status ARGV[4] when not empty, only for
-// the lease holder. Returns 1 when it ended it, 0 when it had ended
-// already, -1 not the leader.
-var endScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+// endScript ends a schedule for the reason ARGV[3] at ARGV[4] (Unix
+// seconds), recording the order status ARGV[5] when not empty. Returns 1
+// when it ended it, 0 when it had ended already.
+var endScript = redis.NewScript(guardLua + `
 if redis.call('HGET', KEYS[2], 'ended') == '1' then return 0 end
-redis.call('HSET', KEYS[2], 'ended', '1', 'ended_reason', ARGV[2], 'ended_at', ARGV[3])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'order_status', ARGV[4]) end
+redis.call('HSET', KEYS[2], 'ended', '1', 'ended_reason', ARGV[3], 'ended_at', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'order_status', ARGV[5]) end
 return 1`)
 
 // intentScript names the task of the tick an until_validated schedule is
 // about to enqueue, before it is enqueued, so that a leader taking over
-// after a crash in between waits for that task too. Only for the lease
-// holder: 1 done, -1 not the leader.
-var intentScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-redis.call('HSET', KEYS[2], 'last_task_id', ARGV[2])
+// after a crash in between waits for that task too. Returns 1.
+var intentScript = redis.NewScript(guardLua + `
+redis.call('HSET', KEYS[2], 'last_task_id', ARGV[3])
 return 1`)
 
-// fenced runs script on schedule id's state for the holder of fence,
-// turning its -1 into ErrNotLeader.
+// fenced runs script on schedule id's state for the holder of fence, with
+// args from ARGV[3] on, turning its -1 into ErrNotLeader and its -2 into
+// ErrNotFound.
 func (st *Store) fenced(ctx context.Context, script *redis.Script, fence *lease.Lease, id string, args ...any) (int, error) {
-	res, err := script.Run(ctx, st.rdb, []string{fence.Key(), stateKey(id)}, append([]any{fence.Token()}, args...)...).Int()
+	keys := []string{fence.Key(), stateKey(id), apiSchedulesKey, fileSchedulesKey, asynqsched.HistoryKey(id)}
+	res, err := script.Run(ctx, st.rdb, keys, append([]any{fence.Token(), id}, args...)...).Int()
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("schedule %s state: %w", id, err)
-	case res < 0:
+	case res == -1:
 		return 0, fmt.Errorf("schedule %s state: %w", id, ErrNotLeader)
+	case res < 0:
+		return 0, fmt.Errorf("schedule %s state: %w", id, ErrNotFound)
 	}
 	return res, nil
 }
 
+// The writes below are made only while fence is its holder's (else
+// ErrNotLeader) and schedule id exists (else ErrNotFound: it was deleted,
+// or left the file, since the leader read the schedules).
+
+// Begin records that schedule id's ticks count from at (whole seconds),
+// unless they count from an earlier time already.
+func (st *Store) Begin(ctx context.Context, fence *lease.Lease, id string, at time.Time) error {
+	_, err := st.fenced(ctx, beginScript, fence, id, at.Unix())
+	return err
+}
+
 // RecordTick advances schedule id's state to tick, fired at at as the task
-// taskID, while fence is its holder's: runs grows by one, and reaching
-// maxRuns (when above 0) ends the schedule. recorded is false when the tick
-// was already recorded (by an earlier leader); ended reports that this tick
-// ended the schedule.
+// taskID, and adds that task to the schedule's history on the dashboard:
+// runs grows by one, and reaching maxRuns (when above 0) ends the schedule.
+// recorded is false when the tick was already recorded (by an earlier
+// leader); ended reports that this tick ended the schedule.
 func (st *Store) RecordTick(ctx context.Context, fence *lease.Lease, id string, tick, at time.Time, taskID string, maxRuns int) (recorded, ended bool, err error) {
-	res, err := st.fenced(ctx, recordScript, fence, id, tick.Unix(), at.Unix(), taskID, maxRuns)
+	ev := asynqsched.Event{TaskID: taskID, EnqueuedAt: at}
+	res, err := st.fenced(ctx, recordScript, fence, id, tick.Unix(), at.Unix(), taskID, maxRuns, ev.Score(), ev.Marshal())
 	return res > 0, res == 2, err
 }
 
-// End ends schedule id for reason at at, keeping orderStatus when not "",
-// while fence is its holder's. ended is false when it had ended already.
+// End ends schedule id for reason at at, keeping orderStatus when not "".
+// ended is false when it had ended already.
 func (st *Store) End(ctx context.Context, fence *lease.Lease, id, reason string, at time.Time, orderStatus string) (ended bool, err error) {
 	res, err := st.fenced(ctx, endScript, fence, id, reason, at.Unix(), orderStatus)
 	return res == 1, err
 }
 
-// NoteTask records taskID as schedule id's last task before it is enqueued,
-// while fence is its holder's.
+// NoteTask records taskID as schedule id's last task before it is enqueued.
 func (st *Store) NoteTask(ctx context.Context, fence *lease.Lease, id, taskID string) error {
 	_, err := st.fenced(ctx, intentScript, fence, id, taskID)
 	return err

@@ -93,8 +93,8 @@ func (c Config) Validate() error {
 
 // Store keeps the schedules and their state in Redis: the API's (Add,
 // Delete), the file's as the scheduler's leader mirrors them, and each
-// schedule's State, which only the leader advances. Its methods are safe for
-// concurrent use.
+// schedule's State and dashboard history, which only the leader advances,
+// while the schedule exists. Its methods are safe for concurrent use.
 type Store struct {
 	rdb   redis.UniversalClient
 	rules Rules

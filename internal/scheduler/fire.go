@@ -45,8 +45,12 @@ func (s *Scheduler) fire(ctx context.Context, c *schedule.Compiled) bool {
 		return true
 	}
 	if state.Since.IsZero() { // first seen: ticks count from now
-		if err := s.store.Begin(ctx, c.ID, now); err != nil {
+		err := s.store.Begin(ctx, s.lease, c.ID, now)
+		switch s.written(c, err, "could not record when a schedule's ticks begin; trying again") {
+		case retry:
 			return true
+		case lost:
+			return false
 		}
 		state.Since = time.Unix(now.Unix(), 0)
 	}
@@ -134,7 +138,7 @@ func (s *Scheduler) fireTick(ctx context.Context, c *schedule.Compiled, tick tim
 		return false, out
 	}
 	if recorded {
-		s.recordRun(ctx, c, taskID, time.Now())
+		s.hb.soon = true // the dashboard shows the new previous run at the end of this round
 	}
 	if ended {
 		s.log.Info("schedule ended", zap.String("schedule", c.ID), zap.String("reason", schedule.EndedMaxRuns), zap.Int("runs", runs+1))
@@ -239,13 +243,19 @@ func (s *Scheduler) endValidated(ctx context.Context, c *schedule.Compiled, task
 }
 
 // written says how a fenced write of c's state went: lost when another
-// scheduler leads (this one gives up the leadership), retry after logging
-// warning when it failed otherwise, goOn when it was written.
+// scheduler leads (this one gives up the leadership); retry when c was
+// deleted since the leader read it (nothing was written, and the schedules
+// are read again at once) or, after logging warning, when the write failed
+// otherwise; goOn when it was written.
 func (s *Scheduler) written(c *schedule.Compiled, err error, warning string) outcome {
 	switch {
 	case errors.Is(err, schedule.ErrNotLeader):
 		s.lostLeadership(c.ID)
 		return lost
+	case errors.Is(err, schedule.ErrNotFound):
+		s.log.Info("schedule deleted while it fired; nothing recorded", zap.String("schedule", c.ID))
+		s.refreshedAt = time.Time{}
+		return retry
 	case err != nil:
 		s.log.Warn(warning, zap.String("schedule", c.ID), zap.Error(err))
 		return retry

@@ -202,17 +202,3 @@ func entryPayload(c *schedule.Compiled) []byte {
 func (s *Scheduler) entryOptions(c *schedule.Compiled) []asynq.Option {
 	return []asynq.Option{asynq.Queue(c.Queue), asynq.MaxRetry(s.ops.MaxRetry())}
 }
-
-// recordRun adds a tick's task to its schedule's history on the dashboard.
-// Called once per tick, when the tick's run is recorded (the schedule id
-// is the entry id, so the history survives a failover).
-func (s *Scheduler) recordRun(ctx context.Context, c *schedule.Compiled, taskID string, at time.Time) {
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		asynqsched.RecordEvent(ctx, p, c.ID, asynqsched.Event{TaskID: taskID, EnqueuedAt: at})
-		return nil
-	})
-	if err != nil {
-		s.log.Warn("could not add a tick to the dashboard's history", zap.String("schedule", c.ID), zap.String("task_id", taskID), zap.Error(err))
-	}
-	s.hb.soon = true
-}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/asynqsched"
 	"github.com/certmail/certmail/internal/ops"
@@ -155,7 +156,9 @@ func TestDashboardListsSchedules(t *testing.T) {
 		return !listed && len(d.history("twice")) == 2
 	})
 
-	// Deleted: off the list, history gone.
+	// Deleted: off the list, history gone, and it stays gone although the
+	// leader may fire the schedule until it reads the API's schedules again
+	// (TestTickOfADeletedSchedule holds that race still).
 	if err := st.Delete(ctx, "from-api"); err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +173,12 @@ func TestDashboardListsSchedules(t *testing.T) {
 		_, daily := entries["daily"]
 		return !api && daily
 	})
+	if got := d.history("from-api"); len(got) != 0 {
+		t.Errorf("a deleted schedule's history is back: %q", got)
+	}
+	if n, err := e.redis.Client().Exists(ctx, stateKey("from-api")).Result(); err != nil || n != 0 {
+		t.Errorf("a deleted schedule's state is back (%v)", err)
+	}
 
 	// Stopped: nothing listed at once, not after an expiry.
 	stop()
@@ -299,5 +308,64 @@ func TestDashboardEntriesCapped(t *testing.T) {
 	warns := logs.FilterMessage("the dashboard lists only the first schedules by id").All()
 	if len(warns) != 1 || warns[0].ContextMap()["left_out"] != int64(3) {
 		t.Errorf("warnings %v, want one saying 3 left out", warns)
+	}
+}
+
+// TestTickOfADeletedSchedule: a tick of a schedule deleted while it fired
+// (the leader re-reads the API's schedules once a second, and a tick may be
+// between reading the state and recording when the delete comes) brings
+// back neither the schedule's state nor its history, and costs the leader
+// nothing; the same id added again starts afresh.
+func TestTickOfADeletedSchedule(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	d := e.dashboard()
+	ctx := context.Background()
+	cfg, logs := e.deps(Config{Lease: time.Minute})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.lease.Acquire(ctx); err != nil || !ok {
+		t.Fatalf("Acquire = %v, %v", ok, err)
+	}
+	s.leader = true
+	no := false
+	sched := schedule.Schedule{ID: "again", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`),
+		MaxRuns: 3, UntilValidated: &no}
+	st := e.store()
+	if _, err := st.Add(ctx, sched); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.refreshAPI(ctx); err != nil || len(s.apiScheds) != 1 {
+		t.Fatalf("refresh: %v, %d schedules", err, len(s.apiScheds))
+	}
+	c := s.apiScheds[0]
+	tick := time.Now().Truncate(time.Second)
+	if recorded, out := s.fireTick(ctx, c, tick, fmt.Sprintf("sched:again:%d", tick.Unix()), 0); !recorded || out != goOn {
+		t.Fatalf("tick before the delete: recorded %v, outcome %v", recorded, out)
+	}
+	if err := st.Delete(ctx, "again"); err != nil {
+		t.Fatal(err)
+	}
+	next := tick.Add(time.Second)
+	if _, out := s.fireTick(ctx, c, next, fmt.Sprintf("sched:again:%d", next.Unix()), 1); out == lost || !s.leader {
+		t.Errorf("a tick of a deleted schedule lost the leadership (outcome %v)", out)
+	}
+	if n, err := e.redis.Client().Exists(ctx, stateKey("again")).Result(); err != nil || n != 0 {
+		t.Errorf("the deleted schedule's state is back (%v)", err)
+	}
+	if got := d.history("again"); len(got) != 0 {
+		t.Errorf("the deleted schedule's history is back: %q", got)
+	}
+	for _, l := range logs.FilterLevelExact(zap.WarnLevel).All() {
+		t.Errorf("warning for a tick of a deleted schedule: %s %v", l.Message, l.ContextMap())
+	}
+
+	if _, err := st.Add(ctx, sched); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.Get(ctx, "again"); err != nil || got.Runs != 0 || got.LastRun != nil || got.Ended {
+		t.Errorf("added again: %+v, %v; want no runs yet", got, err)
 	}
 }

@@ -11,7 +11,9 @@
 // enqueued by a leader that died before recording it is recognised (asynq
 // refuses the same task id) instead of enqueued twice. Each schedule's state
 // (last tick, runs, ended) lives in Redis and is only advanced by the lease
-// holder: every write is fenced by the lease's token.
+// holder: every write is fenced by the lease's token, and made only while the
+// schedule exists, so that a tick fired as its schedule is deleted does not
+// bring the state back.
 //
 // Ticks missed while no scheduler ran are caught up when they are at most
 // CatchUp old (one minute by default); older ones are skipped.
@@ -21,7 +23,8 @@
 // Heartbeat (and after each tick) the list of running schedules with their
 // next and previous run, expiring after two heartbeats and cleared when it
 // stops leading; and one enqueue event per tick in the schedule's history,
-// whose entry id is the schedule id, so the history outlives a failover.
+// whose entry id is the schedule id, so the history outlives a failover
+// (the store writes it with the tick's record, in one step).
 //
 // A resend-dcv schedule is until_validated unless it says otherwise: its
 // ticks carry only_if_pending, the leader does not enqueue a tick while the

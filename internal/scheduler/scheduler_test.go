@@ -604,6 +604,9 @@ func TestOneRoundCatchesUpToTheBound(t *testing.T) {
 	if err != nil || len(good) != 3 || len(bad) != 0 {
 		t.Fatal(good, bad, err)
 	}
+	if err := s.store.MirrorFile(ctx, good); err != nil { // as a round does before firing them
+		t.Fatal(err)
+	}
 	now := time.Now().Unix()
 	for id, ago := range map[string]int64{"few": 5, "many": 300, "one-at-a-time": 300} {
 		if err := e.redis.Client().HSet(ctx, stateKey(id), "since", now-ago).Err(); err != nil {

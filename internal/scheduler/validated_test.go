@@ -339,6 +339,9 @@ func TestOutstandingTaskLooksBackOff(t *testing.T) {
 		t.Fatalf("Acquire = %v, %v", ok, err)
 	}
 	s.leader = true
+	if err := s.store.MirrorFile(ctx, good); err != nil { // as a round does before firing them
+		t.Fatal(err)
+	}
 	fired := good[1]
 	if err := e.redis.Client().HSet(ctx, stateKey(fired.ID), "since", time.Now().Unix()-2).Err(); err != nil {
 		t.Fatal(err)
