@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -223,21 +224,26 @@ func TestFileAndAPISchedulesFire(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.start(Config{File: file})
-	waitFor(t, 15*time.Second, "both schedules fire 3 times", func() bool {
-		ticks := e.ticks("bulk")
-		return len(ticks["from-file"]) >= 3 && len(ticks["from-api"]) >= 3
+	// A tick is enqueued before its run is recorded: wait for both.
+	var all []schedule.Status
+	var ticks map[string][]int64
+	certmailtest.WaitFor(t, 15*time.Second, func() bool {
+		ticks = e.ticks("bulk")
+		var err error
+		if all, err = st.List(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return len(ticks["from-file"]) >= 3 && len(ticks["from-api"]) >= 3 && len(all) == 2 && all[0].Runs >= 3 && all[1].Runs >= 3
+	}, func() string {
+		return fmt.Sprintf("want 3 ticks and 3 runs of each schedule; ticks %v, List %+v", ticks, all)
 	})
 	for id, ticks := range e.ticks("bulk") {
 		if !consecutive(ticks) {
 			t.Errorf("%s ticks %v are not one per second", id, ticks)
 		}
 	}
-	all, err := st.List(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(all) != 2 || all[0].ID != "from-api" || all[0].Source != schedule.SourceAPI || all[1].Source != schedule.SourceFile ||
-		all[0].Runs < 3 || all[0].LastRun == nil || all[0].NextRun == nil || !strings.HasPrefix(all[0].LastTaskID, "sched:from-api:") {
+	if all[0].ID != "from-api" || all[0].Source != schedule.SourceAPI || all[1].ID != "from-file" || all[1].Source != schedule.SourceFile ||
+		all[0].LastRun == nil || all[0].NextRun == nil || !strings.HasPrefix(all[0].LastTaskID, "sched:from-api:") {
 		t.Errorf("List = %+v", all)
 	}
 	// The payload reached the task as the tasks package builds it.
