@@ -191,6 +191,23 @@ func (e *env) ticks(queue string) map[string][]int64 {
 	return out
 }
 
+// leads reports whether the scheduler whose metrics are in reg says it leads
+// (certmail_scheduler_is_leader): what it believes now, unlike its log,
+// which keeps every leadership it ever took.
+func leads(t *testing.T, reg *prometheus.Registry) bool {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "certmail_scheduler_is_leader" {
+			return len(f.GetMetric()) == 1 && f.GetMetric()[0].GetGauge().GetValue() == 1
+		}
+	}
+	return false
+}
+
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	certmailtest.WaitFor(t, within, cond, func() string { return what })
