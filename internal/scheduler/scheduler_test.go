@@ -455,20 +455,27 @@ func TestTwoSchedulersOneTaskPerTick(t *testing.T) {
     payload: {order_id: 1}
     until_validated: false
 `)
-	logsA, stopA := e.start(Config{File: file})
-	logsB, stopB := e.start(Config{File: file})
+	regA, regB := prometheus.NewRegistry(), prometheus.NewRegistry()
+	_, stopA := e.start(Config{File: file, Registry: regA})
+	_, stopB := e.start(Config{File: file, Registry: regB})
 	waitFor(t, 30*time.Second, "5 ticks", func() bool { return len(e.ticks("bulk")["both"]) >= 5 })
-	leaderships := func(l *observer.ObservedLogs) int { return l.FilterMessage("became the scheduler leader").Len() }
-	stopLeader, follower := stopA, logsB
-	switch {
-	case leaderships(logsA) == 1 && leaderships(logsB) == 0:
-	case leaderships(logsA) == 0 && leaderships(logsB) == 1:
-		stopLeader, follower = stopB, logsA
-	default:
-		t.Fatalf("leaderships: A %d, B %d; want exactly one", leaderships(logsA), leaderships(logsB))
-	}
+	// The leader is the replica that leads now: a leader stalled past its
+	// lease may have lost it to the other since it first took it.
+	var stopLeader func()
+	var follower *prometheus.Registry
+	waitFor(t, 10*time.Second, "exactly one replica leads", func() bool {
+		switch a, b := leads(t, regA), leads(t, regB); {
+		case a && !b:
+			stopLeader, follower = stopA, regB
+		case b && !a:
+			stopLeader, follower = stopB, regA
+		default:
+			return false
+		}
+		return true
+	})
 	stopLeader()
-	waitFor(t, 10*time.Second, "the follower takes over", func() bool { return leaderships(follower) == 1 })
+	waitFor(t, 10*time.Second, "the follower takes over", func() bool { return leads(t, follower) })
 	n := len(e.ticks("bulk")["both"])
 	waitFor(t, 20*time.Second, "3 more ticks", func() bool { return len(e.ticks("bulk")["both"]) >= n+3 })
 	ticks := e.ticks("bulk")["both"]
