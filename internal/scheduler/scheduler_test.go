@@ -314,7 +314,10 @@ func TestMaxRunsEndsSchedule(t *testing.T) {
 func TestUntilEndsSchedule(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	until := time.Now().Add(4 * time.Second).UTC().Format(time.RFC3339)
+	// until leaves room for two ticks even when the scheduler's first
+	// round comes seconds late (parallel tests, -race); RFC 3339 drops the
+	// fraction.
+	until := time.Now().Add(10 * time.Second).UTC().Format(time.RFC3339)
 	file := e.writeFile(`schedules:
   - id: briefly
     cron: "@every 1s"
@@ -336,7 +339,7 @@ func TestUntilEndsSchedule(t *testing.T) {
 	}
 	// It fires while until is ahead...
 	waitFor(t, 15*time.Second, "briefly fires twice", func() bool { return len(e.ticks("bulk")["briefly"]) >= 2 })
-	waitFor(t, 15*time.Second, "the schedule ends", func() bool {
+	waitFor(t, 30*time.Second, "the schedule ends", func() bool {
 		s, err := st.Get(context.Background(), "briefly")
 		return err == nil && s.Ended
 	})
