@@ -602,16 +602,15 @@ func TestAPITokenRoles(t *testing.T) {
 // Not parallel: go-redis's logger is process-wide, and a command running
 // in parallel would take it over.
 func TestRedisLogsAreJSON(t *testing.T) {
-	port, err := redistest.FreePort() // nothing listens there
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var stderr certmailtest.Output
 	code := make(chan int, 1)
 	go func() {
-		code <- cli.Main(ctx, []string{"scheduler", "--redis-url", fmt.Sprintf("redis://127.0.0.1:%d/0", port), "--admin-addr", ""},
+		// Nothing listens on port 1 (privileged, and no test binds it); a
+		// port found free a moment ago could be taken by then by another
+		// test's server, which would answer the dial.
+		code <- cli.Main(ctx, []string{"scheduler", "--redis-url", "redis://127.0.0.1:1/0", "--admin-addr", ""},
 			strings.NewReader(""), io.Discard, &stderr)
 	}()
 	deadline := time.Now().Add(30 * time.Second)
