@@ -3,13 +3,11 @@ package main_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
+	"regexp"
 	"testing"
 	"time"
 
 	"github.com/certmail/certmail/internal/digicert"
-	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -17,21 +15,19 @@ import (
 // `certmail fake-digicert` run as a process, the way the README starts it.
 func TestFakeDigicertBinary(t *testing.T) {
 	t.Parallel()
-	port, err := redistest.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	start(t, "fake-digicert", nil, "fake-digicert", "--addr", addr, "--api-key", "good-key",
+	// Port 0: the fake prints the address it listens on (a port found free
+	// beforehand could be another test's by the time the fake binds it).
+	fake := start(t, "fake-digicert", nil, "fake-digicert", "--addr", "127.0.0.1:0", "--api-key", "good-key",
 		"--orders", "1001", "--certs", "2002", "--approve-after", "2")
+	listening := regexp.MustCompile(`\bat (http://127\.0\.0\.1:[0-9]+/services/v2)\n`)
+	var baseURL string
 	waitFor(t, 20*time.Second, func() bool {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err == nil {
-			c.Close()
+		m := listening.FindStringSubmatch(fake.output())
+		if m != nil {
+			baseURL = m[1]
 		}
-		return err == nil
-	}, func() string { return "fake-digicert does not listen on " + addr })
-	baseURL := "http://" + addr + "/services/v2"
+		return m != nil
+	}, func() string { return "fake-digicert printed no address it listens on: " + fake.output() })
 	client := func(key string) *digicert.Client {
 		c, err := digicert.New(digicert.Config{BaseURL: baseURL, APIKey: key, MaxAttempts: 1})
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,9 +49,19 @@ type proc struct {
 	done chan struct{}
 	err  error
 
-	mu    sync.Mutex
-	lines []map[string]any
-	raw   strings.Builder
+	mu     sync.Mutex
+	lines  []map[string]any
+	raw    strings.Builder
+	stdout strings.Builder
+}
+
+// stdoutWriter collects a proc's standard output.
+type stdoutWriter struct{ p *proc }
+
+func (w stdoutWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.stdout.Write(b)
 }
 
 // start runs certmail with args and env (added to a minimal environment),
@@ -65,8 +74,8 @@ func start(t *testing.T, name string, env []string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = io.Discard
 	p := &proc{t: t, name: name, cmd: cmd, done: make(chan struct{})}
+	cmd.Stdout = stdoutWriter{p}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -98,6 +107,13 @@ func start(t *testing.T, name string, env []string, args ...string) *proc {
 		}
 	})
 	return p
+}
+
+// output returns what p wrote to its standard output so far.
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stdout.String()
 }
 
 func (p *proc) log() string {
