@@ -670,15 +670,33 @@ func TestClient_CancelBeforeAndDuringAttempt(t *testing.T) {
 	})
 	t.Run("caller deadline during an attempt", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, nil)
+		// The client's own limits are far off: only the caller's deadline
+		// can end the attempt.
+		b := setup(t, func(c *digicert.Config) {
+			c.Timeout = time.Hour
+			c.MaxElapsed = time.Hour
+		})
 		b.fake.SetFaults(digicerttest.Faults{HangRate: 1})
-		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		// Long enough for the request to reach the fake before the deadline
+		// on a loaded machine.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
-		_, err := b.client.SendCertificateEmail(ctx, certID, []byte(`{}`))
-		var reqErr *digicert.RequestError
-		if !errors.As(err, &reqErr) || !errors.Is(err, context.DeadlineExceeded) || digicert.ErrorCode(err) != "timeout" {
-			t.Errorf("error %v, want the caller's deadline", err)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := b.client.SendCertificateEmail(ctx, certID, []byte(`{}`))
+			errc <- err
+		}()
+		select {
+		case err := <-errc:
+			var reqErr *digicert.RequestError
+			if !errors.As(err, &reqErr) || !errors.Is(err, context.DeadlineExceeded) || digicert.ErrorCode(err) != "timeout" {
+				t.Errorf("error %v, want the caller's deadline", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the call did not return at the caller's deadline")
 		}
+		// The fake may record the request after the client gave up on it.
+		waitFor(t, "the request at the fake", func() bool { return b.fake.RequestCount() >= 1 })
 		if n := b.fake.RequestCount(); n != 1 {
 			t.Errorf("fake got %d calls, want 1", n)
 		}
@@ -687,22 +705,25 @@ func TestClient_CancelBeforeAndDuringAttempt(t *testing.T) {
 
 func TestClient_NetworkFaults(t *testing.T) {
 	t.Parallel()
+	// Each attempt gets time enough for the request to reach the fake on a
+	// loaded machine: a reset seen after the attempt timeout would read as a
+	// timeout, and a hang the fake never saw would not be counted.
 	tests := []struct {
 		name    string
 		faults  digicerttest.Faults
+		timeout time.Duration // of one attempt
 		code    string
-		minTook time.Duration
 	}{
-		{name: "connection reset", faults: digicerttest.Faults{ResetRate: 1}, code: "network"},
-		{name: "hang past the attempt timeout", faults: digicerttest.Faults{HangRate: 1}, code: "timeout", minTook: 200 * time.Millisecond},
-		{name: "latency past the attempt timeout", faults: digicerttest.Faults{Latency: time.Hour}, code: "timeout", minTook: 200 * time.Millisecond},
+		{name: "connection reset", faults: digicerttest.Faults{ResetRate: 1}, timeout: 5 * time.Second, code: "network"},
+		{name: "hang past the attempt timeout", faults: digicerttest.Faults{HangRate: 1}, timeout: 500 * time.Millisecond, code: "timeout"},
+		{name: "latency past the attempt timeout", faults: digicerttest.Faults{Latency: time.Hour}, timeout: 500 * time.Millisecond, code: "timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, func(c *digicert.Config) {
 				c.MaxAttempts = 2
-				c.Timeout = 100 * time.Millisecond
+				c.Timeout = tt.timeout
 			})
 			b.fake.SetFaults(tt.faults)
 			start := time.Now()
@@ -718,14 +739,20 @@ func TestClient_NetworkFaults(t *testing.T) {
 			if reqErr.Timeout() != (tt.code == "timeout") {
 				t.Errorf("Timeout() = %t", reqErr.Timeout())
 			}
+			// The fake may record an attempt after the client gave up on it.
+			waitFor(t, "both attempts at the fake", func() bool { return b.fake.RequestCount() >= 2 })
 			if n := b.fake.RequestCount(); n != 2 {
 				t.Errorf("fake got %d calls, want 2", n)
 			}
 			if _, statuses := b.obs.seen(); !slices.Equal(statuses, []int{0, 0}) {
 				t.Errorf("observed statuses %v, want [0 0]", statuses)
 			}
-			if took < tt.minTook || took > 10*time.Second {
-				t.Errorf("call took %s, want at least %s", took, tt.minTook)
+			minTook := time.Duration(0) // a reset ends an attempt at once
+			if tt.code == "timeout" {
+				minTook = 2 * tt.timeout
+			}
+			if took < minTook || took > 10*time.Second {
+				t.Errorf("call took %s, want at least %s", took, minTook)
 			}
 		})
 	}
