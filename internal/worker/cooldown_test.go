@@ -25,12 +25,17 @@ func TestForced429CoolDownHoldsEveryWorkerAndDoubles(t *testing.T) {
 	const (
 		pause = 1500 * time.Millisecond
 		// Requests that passed the limiter before the cool-down was written
-		// may reach the fake a little after the 429.
-		slack = 300 * time.Millisecond
+		// may reach the fake after the 429, as late as a stalled worker
+		// sends them: none may arrive from slack after the 429 until the
+		// cool-down ends. It ends no earlier than the 429's arrival plus
+		// its length (the cool-down is written after that arrival), so no
+		// slack is needed at that end, but for Redis's millisecond clock.
+		slack     = time.Second
+		redisTick = 10 * time.Millisecond
 		// The fake's latency makes the queue last longer than that slack
-		// (60 tasks, 12 handlers: at least 5 × 100 ms), so that a worker
-		// that ignored the cool-down would be seen calling during it.
-		latency = 100 * time.Millisecond
+		// (60 tasks, 12 handlers: at least 5 × 400 ms), so that a worker
+		// that ignored the first cool-down would be seen calling during it.
+		latency = 400 * time.Millisecond
 		n       = 60
 	)
 	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
@@ -46,6 +51,13 @@ func TestForced429CoolDownHoldsEveryWorkerAndDoubles(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, func() bool { return b.fake.StatusCount(429) == 1 }, func() string { return "no 429" })
 	b.fake.FailNext(1, 429, limited, "application/json") // the next request after the cool-down: a second 429
+	waitFor(t, 20*time.Second, func() bool { return b.fake.StatusCount(429) == 2 }, func() string { return "no second 429" })
+	// A second 429 after the first cool-down leaves only the doubled one to
+	// watch, which a shorter latency does not hide (requests resuming early
+	// arrive whatever the latency), and lets the queue drain sooner after it.
+	if at := answered429(b.fake.Requests()); len(at) == 2 && at[1].Sub(at[0]) >= pause {
+		b.fake.SetFaults(digicerttest.Faults{Latency: 10 * time.Millisecond})
+	}
 	for _, id := range ids {
 		if info := b.waitState(t, id, asynq.TaskStateCompleted, 60*time.Second); info.Retried != 0 {
 			t.Errorf("task %s used %d retries on 429s, want 0", id, info.Retried)
@@ -54,12 +66,7 @@ func TestForced429CoolDownHoldsEveryWorkerAndDoubles(t *testing.T) {
 
 	reqs := b.fake.Requests()
 	sort.Slice(reqs, func(i, j int) bool { return reqs[i].At.Before(reqs[j].At) })
-	var at429 []time.Time
-	for _, r := range reqs {
-		if r.Status == 429 {
-			at429 = append(at429, r.At)
-		}
-	}
+	at429 := answered429(reqs)
 	if len(at429) != 2 {
 		t.Fatalf("%d answers 429, want 2", len(at429))
 	}
@@ -70,7 +77,7 @@ func TestForced429CoolDownHoldsEveryWorkerAndDoubles(t *testing.T) {
 			if r.Status == 204 && r.At.Before(at.Add(slack)) {
 				delivered++
 			}
-			if r.At.After(at.Add(slack)) && r.At.Before(at.Add(coolDown-slack)) {
+			if r.At.After(at.Add(slack)) && r.At.Before(at.Add(coolDown-redisTick)) {
 				t.Errorf("request at +%v during the %v cool-down after 429 #%d", r.At.Sub(at).Round(time.Millisecond), coolDown, i+1)
 			}
 		}
@@ -93,6 +100,17 @@ func TestForced429CoolDownHoldsEveryWorkerAndDoubles(t *testing.T) {
 		t.Errorf("over the three workers: certmail_ratelimit_cooldowns_total = %v, certmail_digicert_requests_total{status=\"429\"} = %v; want 2 and 2",
 			coolDowns, answers429)
 	}
+}
+
+// answered429 returns when the requests answered 429 arrived, in the order given.
+func answered429(reqs []digicerttest.Request) []time.Time {
+	var at []time.Time
+	for _, r := range reqs {
+		if r.Status == 429 {
+			at = append(at, r.At)
+		}
+	}
+	return at
 }
 
 // twoAccounts configures the account "eu" on a fake of its own, besides
