@@ -37,9 +37,10 @@ func TestHotOrderDoesNotStarveThePool(t *testing.T) {
 		others = append(others, b.enqueue(t, "resend-dcv", fmt.Sprintf(`{"order_id": %d}`, id)))
 	}
 	// The lock is still held: waiting for it in place (as the worker did,
-	// up to 5 s a delivery) would keep both slots busy well beyond this.
+	// up to 5 s a delivery) would keep both slots busy for the 20 hot tasks,
+	// 50 s, well beyond this.
 	for _, id := range others {
-		b.waitState(t, id, asynq.TaskStateCompleted, 4*time.Second)
+		b.waitState(t, id, asynq.TaskStateCompleted, 20*time.Second)
 	}
 	if emails, _ := b.fake.AdditionalEmails(7); len(emails) != 0 {
 		t.Fatalf("order 7 changed while its lock was held: %v", emails)
