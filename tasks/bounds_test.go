@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"runtime"
-	"runtime/metrics"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -200,47 +198,12 @@ func TestSequenceBound(t *testing.T) {
 	}
 }
 
-// heapPeak runs f and returns how far the live heap rose above what it was
-// before, sampled every 100µs while f runs.
-func heapPeak(f func()) uint64 {
-	runtime.GC()
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	metrics.Read(sample)
-	base := sample[0].Value.Uint64()
-	var peak atomic.Uint64
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-		tick := time.NewTicker(100 * time.Microsecond)
-		defer tick.Stop()
-		for {
-			metrics.Read(s)
-			if v := s[0].Value.Uint64(); v > peak.Load() {
-				peak.Store(v)
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	f()
-	close(stop)
-	<-done
-	if p := peak.Load(); p > base {
-		return p - base
-	}
-	return 0
-}
-
 // TestParseMemoryBounded measures the heap Parse needs for the huge inputs.
 // Not parallel: it measures the process's heap.
 func TestParseMemoryBounded(t *testing.T) {
 	const limit = 32 << 20
 	for _, in := range hugeInputs() {
-		peak := heapPeak(func() { _, _ = tasks.Parse(in.typ, in.body) })
+		peak := certmailtest.HeapPeak(func() { _, _ = tasks.Parse(in.typ, in.body) })
 		t.Logf("%s (%d bytes): heap rose %.1f MiB", in.name, len(in.body), float64(peak)/(1<<20))
 		if peak > limit {
 			t.Errorf("%s: heap rose %.1f MiB, want at most %d MiB", in.name, float64(peak)/(1<<20), limit>>20)

@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"runtime"
-	"runtime/metrics"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -16,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/tasks"
 )
@@ -87,7 +85,7 @@ func TestValidationMemoryIsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		req.Header = authJSON()
-		peak := heapPeak(func() {
+		peak := certmailtest.HeapPeak(func() {
 			res, err := b.http.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -165,39 +163,4 @@ func TestDashboardFormatter(t *testing.T) {
 			t.Errorf("%s: %.200q", tt.name, got)
 		}
 	}
-}
-
-// heapPeak runs f and returns how far the live heap rose above what it was
-// before, sampled every 100µs while f runs.
-func heapPeak(f func()) uint64 {
-	runtime.GC()
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	metrics.Read(sample)
-	base := sample[0].Value.Uint64()
-	var peak atomic.Uint64
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-		tick := time.NewTicker(100 * time.Microsecond)
-		defer tick.Stop()
-		for {
-			metrics.Read(s)
-			if v := s[0].Value.Uint64(); v > peak.Load() {
-				peak.Store(v)
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	f()
-	close(stop)
-	<-done
-	if p := peak.Load(); p > base {
-		return p - base
-	}
-	return 0
 }

@@ -3,8 +3,9 @@
 // logger whose lines a test reads through zap's observer (NewLogger), a
 // buffer a command writes its output to while the test reads it (Output),
 // a Redis connection closed when the test ends (Conn), a real worker run
-// for the length of a test (StartWorker), and waiting on a condition with a
-// deadline (WaitFor). It is imported by tests only.
+// for the length of a test (StartWorker), waiting on a condition with a
+// deadline (WaitFor), and how far a call raises the live heap (HeapPeak).
+// It is imported by tests only.
 package certmailtest
 
 import (

@@ -4,16 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"runtime"
-	"runtime/metrics"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/tasks"
@@ -111,7 +109,7 @@ func TestHugeRawPayloadIsRefusedCheaply(t *testing.T) {
 	big.Reset()
 	// Wait on the stream, not the inspector: reading the task's info would
 	// decode its 10 MB in this process too.
-	peak := heapPeak(func() {
+	peak := certmailtest.HeapPeak(func() {
 		waitFor(t, 20*time.Second, func() bool {
 			n, err := b.redis.Client().XLen(context.Background(), deadletter.Stream).Result()
 			return err == nil && n == 1
@@ -132,39 +130,4 @@ func TestHugeRawPayloadIsRefusedCheaply(t *testing.T) {
 	if n := b.fake.RequestCount(); n != 0 {
 		t.Errorf("fake saw %d requests", n)
 	}
-}
-
-// heapPeak runs f and returns how far the live heap rose above what it was
-// before, sampled every 100µs while f runs.
-func heapPeak(f func()) uint64 {
-	runtime.GC()
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	metrics.Read(sample)
-	base := sample[0].Value.Uint64()
-	var peak atomic.Uint64
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-		tick := time.NewTicker(100 * time.Microsecond)
-		defer tick.Stop()
-		for {
-			metrics.Read(s)
-			if v := s[0].Value.Uint64(); v > peak.Load() {
-				peak.Store(v)
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	f()
-	close(stop)
-	<-done
-	if p := peak.Load(); p > base {
-		return p - base
-	}
-	return 0
 }
