@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/certmail/certmail/internal/asynqsched"
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/lease"
@@ -163,6 +165,16 @@ func TestParseFile(t *testing.T) {
 	if good, bad, err := schedule.ParseFile(nil, schedule.Rules{}); err != nil || len(good)+len(bad) != 0 {
 		t.Errorf("empty file: %v %v %v", good, bad, err)
 	}
+}
+
+// holdLeader makes the test the scheduler's leader: the lease it returns
+// holds the leader key.
+func holdLeader(t *testing.T, rdb *redis.Client) *lease.Lease {
+	t.Helper()
+	if err := rdb.Set(context.Background(), leaderKey, "mine", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return lease.WithToken(rdb, leaderKey, "mine", time.Minute)
 }
 
 // TestRecordFenced: a scheduler whose lease another holds cannot record.
@@ -459,10 +471,7 @@ func TestStateWrites(t *testing.T) {
 	rdb := e.redis.Client()
 	st := e.store()
 	ctx := context.Background()
-	if err := rdb.Set(ctx, leaderKey, "mine", time.Minute).Err(); err != nil {
-		t.Fatal(err)
-	}
-	mine := lease.WithToken(rdb, leaderKey, "mine", time.Minute)
+	mine := holdLeader(t, rdb)
 	// a is a file schedule the leader sees for the first time: no state yet.
 	c, bad, err := schedule.ParseFile([]byte("schedules: [{id: a, cron: \"@daily\", type: resend-dcv, payload: {order_id: 1}}]"), testRules)
 	if err != nil || len(c) != 1 || len(bad) != 0 {
@@ -625,10 +634,7 @@ func TestStateWritesNeedTheSchedule(t *testing.T) {
 	rdb := e.redis.Client()
 	st := e.store()
 	ctx := context.Background()
-	if err := rdb.Set(ctx, leaderKey, "mine", time.Minute).Err(); err != nil {
-		t.Fatal(err)
-	}
-	mine := lease.WithToken(rdb, leaderKey, "mine", time.Minute)
+	mine := holdLeader(t, rdb)
 	s := schedule.Schedule{ID: "again", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`), MaxRuns: 2}
 	if _, err := st.Add(ctx, s); err != nil {
 		t.Fatal(err)
