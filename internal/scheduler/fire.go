@@ -243,9 +243,10 @@ func (s *Scheduler) endValidated(ctx context.Context, c *schedule.Compiled, task
 }
 
 // written says how a fenced write of c's state went: lost when another
-// scheduler leads (this one gives up the leadership); retry when c was
-// deleted since the leader read it (nothing was written, and the schedules
-// are read again at once) or, after logging warning, when the write failed
+// scheduler leads (this one gives up the leadership); retry when c is not
+// in Redis, deleted since the leader read it or its file's mirror gone
+// (nothing was written; the schedules are read and the file published
+// again at once), or, after logging warning, when the write failed
 // otherwise; goOn when it was written.
 func (s *Scheduler) written(c *schedule.Compiled, err error, warning string) outcome {
 	switch {
@@ -253,8 +254,11 @@ func (s *Scheduler) written(c *schedule.Compiled, err error, warning string) out
 		s.lostLeadership(c.ID)
 		return lost
 	case errors.Is(err, schedule.ErrNotFound):
-		s.log.Info("schedule deleted while it fired; nothing recorded", zap.String("schedule", c.ID))
-		s.refreshedAt = time.Time{}
+		// Deleted through the API since the leader read it, or the file's
+		// mirror is gone from Redis: read the API's schedules and publish
+		// the file's again before the next round fires.
+		s.log.Info("schedule not found in Redis as it fired; nothing recorded", zap.String("schedule", c.ID))
+		s.refreshedAt, s.mirrored = time.Time{}, false
 		return retry
 	case err != nil:
 		s.log.Warn(warning, zap.String("schedule", c.ID), zap.Error(err))

@@ -769,3 +769,36 @@ func TestInvalidAPIScheduleReportedOnce(t *testing.T) {
 		t.Errorf("%d reports after 3 refreshes %q, %d schedules to fire; want 1 report, none to fire", len(reports), reports, len(s.apiScheds))
 	}
 }
+
+// TestFileScheduleOutlivesItsLostMirror: a file schedule whose copy in Redis
+// (the mirror the state writes check) is lost, by hand or with Redis's
+// data, is published again by the leader and keeps firing and recording.
+func TestFileScheduleOutlivesItsLostMirror(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	file := e.writeFile(`schedules:
+  - {id: kept, cron: "@every 1s", type: resend-dcv, payload: {order_id: 7}, until_validated: false}
+`)
+	e.start(Config{File: file})
+	st, ctx := e.store(), context.Background()
+	runs := func() int {
+		state, err := st.State(ctx, "kept")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return state.Runs
+	}
+	certmailtest.WaitFor(t, 15*time.Second, func() bool { return runs() >= 1 }, func() string {
+		return fmt.Sprintf("runs %d, want a first tick recorded", runs())
+	})
+	if err := e.redis.Client().Del(ctx, "certmail:schedules:file").Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := runs()
+	certmailtest.WaitFor(t, 15*time.Second, func() bool { return runs() >= before+2 }, func() string {
+		return fmt.Sprintf("runs %d, want %d: the schedule stopped when its mirror was lost", runs(), before+2)
+	})
+	if n, err := e.redis.Client().HExists(ctx, "certmail:schedules:file", "kept").Result(); err != nil || !n {
+		t.Errorf("the file's schedule is published again = %v, %v; want true", n, err)
+	}
+}
