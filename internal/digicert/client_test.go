@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 )
@@ -98,22 +99,6 @@ func (o *recordingObserver) notify(ch chan struct{}) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.attempted = ch
-}
-
-// waitFor polls cond until it holds, failing the test after 10s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	ticker := time.NewTicker(time.Millisecond)
-	defer ticker.Stop()
-	timeout := time.NewTimer(10 * time.Second)
-	defer timeout.Stop()
-	for !cond() {
-		select {
-		case <-ticker.C:
-		case <-timeout.C:
-			t.Fatalf("gave up waiting for %s", what)
-		}
-	}
 }
 
 // countingLimiter counts Acquire calls and releases.
@@ -653,7 +638,9 @@ func TestClient_CancelBeforeAndDuringAttempt(t *testing.T) {
 			_, err := b.client.SendCertificateEmail(ctx, certID, []byte(`{}`))
 			errc <- err
 		}()
-		waitFor(t, "the request to hang at the fake", func() bool { return b.fake.RequestCount() == 1 })
+		certmailtest.WaitFor(t, 10*time.Second, func() bool { return b.fake.RequestCount() == 1 }, func() string {
+			return fmt.Sprintf("waiting for the request to hang at the fake; the fake counted %d", b.fake.RequestCount())
+		})
 		cancel()
 		select {
 		case err := <-errc:
@@ -696,7 +683,9 @@ func TestClient_CancelBeforeAndDuringAttempt(t *testing.T) {
 			t.Fatal("the call did not return at the caller's deadline")
 		}
 		// The fake may record the request after the client gave up on it.
-		waitFor(t, "the request at the fake", func() bool { return b.fake.RequestCount() >= 1 })
+		certmailtest.WaitFor(t, 10*time.Second, func() bool { return b.fake.RequestCount() >= 1 }, func() string {
+			return fmt.Sprintf("waiting for the request at the fake; the fake counted %d", b.fake.RequestCount())
+		})
 		if n := b.fake.RequestCount(); n != 1 {
 			t.Errorf("fake got %d calls, want 1", n)
 		}
@@ -740,7 +729,9 @@ func TestClient_NetworkFaults(t *testing.T) {
 				t.Errorf("Timeout() = %t", reqErr.Timeout())
 			}
 			// The fake may record an attempt after the client gave up on it.
-			waitFor(t, "both attempts at the fake", func() bool { return b.fake.RequestCount() >= 2 })
+			certmailtest.WaitFor(t, 10*time.Second, func() bool { return b.fake.RequestCount() >= 2 }, func() string {
+				return fmt.Sprintf("waiting for both attempts at the fake; the fake counted %d", b.fake.RequestCount())
+			})
 			if n := b.fake.RequestCount(); n != 2 {
 				t.Errorf("fake got %d calls, want 2", n)
 			}

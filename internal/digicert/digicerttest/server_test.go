@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 )
 
@@ -127,22 +128,6 @@ func sendErr(ctx context.Context, method, url, key, body string) (response, erro
 		return response{}, err
 	}
 	return response{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), allow: resp.Header.Get("Allow"), body: data}, nil
-}
-
-// waitFor polls cond until it holds, and fails the test after 10 seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	ticker := time.NewTicker(time.Millisecond)
-	defer ticker.Stop()
-	timeout := time.NewTimer(10 * time.Second)
-	defer timeout.Stop()
-	for !cond() {
-		select {
-		case <-ticker.C:
-		case <-timeout.C:
-			t.Fatalf("gave up waiting for %s", what)
-		}
-	}
 }
 
 func additionalURL(base string, id any) string {
@@ -684,7 +669,9 @@ func TestServer_Faults(t *testing.T) {
 			resp, err := sendErr(ctx, http.MethodPut, resendURL(b.base, orderID), testKey, `{}`)
 			tt.check(t, resp, err, time.Since(start))
 			// A request the client gave up on may reach the handler later.
-			waitFor(t, "the request at the fake", func() bool { return b.fake.RequestCount() >= 1 })
+			certmailtest.WaitFor(t, 10*time.Second, func() bool { return b.fake.RequestCount() >= 1 }, func() string {
+				return fmt.Sprintf("waiting for the request at the fake; the fake counted %d", b.fake.RequestCount())
+			})
 			if b.fake.RequestCount() != 1 {
 				t.Fatalf("RequestCount = %d, want 1", b.fake.RequestCount())
 			}
