@@ -159,6 +159,7 @@ type Server struct {
 	cfg       Config
 	ops       *ops.Service
 	log       *zap.Logger
+	reqLog    *zap.Logger // the request lines: all logged at one place, so without a caller
 	tokens    tokenSet
 	failures  *failureLimiter
 	mux       *http.ServeMux
@@ -189,6 +190,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:       cfg,
 		ops:       cfg.Ops,
 		log:       cfg.Logger,
+		reqLog:    cfg.Logger.WithOptions(zap.WithCaller(false)),
 		tokens:    newTokenSet(cfg.Tokens),
 		failures:  newFailureLimiter(cfg.AuthFailures),
 		mux:       http.NewServeMux(),

@@ -98,7 +98,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		if status >= 500 {
 			level = zapcore.ErrorLevel
 		}
-		if ce := s.log.Check(level, "http request"); ce != nil {
+		if ce := s.reqLog.Check(level, "http request"); ce != nil {
 			fields := []zap.Field{
 				zap.String("method", r.Method), zap.String("route", route), zap.Int("status", status),
 				zap.Duration("duration", elapsed), zap.String("request_id", info.id),

@@ -303,6 +303,9 @@ func TestRequestLog(t *testing.T) {
 			l["status"] != want.status || l["request_id"] != want.id || l["duration"] == nil {
 			t.Errorf("log line %d: %s %q %v", i, e.Level, e.Message, l)
 		}
+		if e.Caller.Defined { // always the same line of observe.go: not worth its cost per request
+			t.Errorf("log line %d names its caller %s", i, e.Caller)
+		}
 	}
 }
 

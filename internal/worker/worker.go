@@ -155,6 +155,7 @@ type Worker struct {
 	errs    *errorHandler
 	metrics *metrics
 	log     *zap.Logger
+	doneLog *zap.Logger // the "task done" lines: all logged at one place, so without a caller
 }
 
 // New builds a worker from cfg (after WithDefaults and Validate).
@@ -209,6 +210,7 @@ func New(cfg Config) (*Worker, error) {
 		errs:    &errorHandler{rdb: rdb, log: cfg.Logger, metrics: m, maxLen: cfg.DeadLetterMaxLen, isFailure: IsFailure},
 		metrics: m,
 		log:     cfg.Logger,
+		doneLog: cfg.Logger.WithOptions(zap.WithCaller(false)),
 	}, nil
 }
 
@@ -267,7 +269,7 @@ func (w *Worker) observe(next asynq.Handler) asynq.Handler {
 			if rep.orderStatus != "" {
 				fields = append(fields, zap.String("order_status", rep.orderStatus))
 			}
-			w.log.Info("task done", fields...)
+			w.doneLog.Info("task done", fields...)
 		}
 		return err
 	})
