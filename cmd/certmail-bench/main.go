@@ -85,12 +85,12 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.binary, "certmail", "bin/certmail", "the certmail binary (make build)")
-	flag.IntVar(&o.tasks, "tasks", 8000, "tasks per throughput round")
+	flag.IntVar(&o.tasks, "tasks", 20000, "tasks per throughput round")
 	flag.IntVar(&o.rounds, "rounds", 5, "alternating rounds of each kind (the median is reported)")
 	flag.IntVar(&o.countTasks, "count-tasks", 2000, "tasks of each Redis command count")
 	flag.IntVar(&o.rateSeconds, "rate-seconds", 18, "length of the rate-limit measurement (a multiple of the 6s window)")
 	flag.IntVar(&o.rssTasks, "rss-tasks", 3000, "tasks of the memory run")
-	flag.IntVar(&o.apiRequests, "api-requests", 8000, "enqueues per API/bridge round")
+	flag.IntVar(&o.apiRequests, "api-requests", 30000, "enqueues per API/bridge round")
 	flag.IntVar(&o.clients, "clients", 50, "concurrent API clients")
 	flag.IntVar(&o.latencySeconds, "latency-seconds", 10, "length of each pickup-latency run at 200 tasks/s")
 	flag.IntVar(&o.idleSeconds, "idle-seconds", 10, "length of each idle Redis command count")
