@@ -40,6 +40,9 @@
 //	                                              call, as a share of what the windows allow
 //	worker_rss_mb (≤ 80)                          peak RSS (VmHWM) of a `certmail worker` process at
 //	                                              concurrency 50 with 50 ms DigiCert latency
+//
+// With -redis-cpus, redis-server runs on CPUs of its own and everything else
+// on the others, as when Redis has a host of its own.
 package main
 
 import (
@@ -54,6 +57,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -79,6 +83,7 @@ type options struct {
 	taskCheckInterval time.Duration
 	only              string
 	cpuProfile        string
+	redisCPUs         string // -redis-cpus: see cpuSplit
 	child             childOptions
 }
 
@@ -96,6 +101,7 @@ func main() {
 	flag.IntVar(&o.idleSeconds, "idle-seconds", 10, "length of each idle Redis command count")
 	flag.DurationVar(&o.taskCheckInterval, "task-check-interval", 0, "the worker's CERTMAIL_TASK_CHECK_INTERVAL in the pickup-latency run (0: its default)")
 	flag.StringVar(&o.only, "only", "", "run some steps only, comma separated: throughput, roundtrips, latency, api, ratelimit, rss")
+	flag.StringVar(&o.redisCPUs, "redis-cpus", "", "run redis-server on these CPUs (such as 1 or 2-3) and everything else on the others (taskset)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of a `certmail worker` process in a throughput round (CERTMAIL_PPROF) to this file")
 	o.child.flags()
 	flag.Parse()
@@ -160,7 +166,18 @@ func run(ctx context.Context, o options) error {
 			selected[s] = true
 		}
 	}
-	redis, err := startRedis(ctx)
+	var split cpuSplit
+	if o.redisCPUs != "" {
+		var err error
+		if split, err = parseCPUSplit(o.redisCPUs, runtime.NumCPU()); err != nil {
+			return err
+		}
+		if err := split.pinSelf(); err != nil {
+			return err
+		}
+		fmt.Printf("redis-server on CPU %s, everything else on CPU %s\n", split.redis, split.rest)
+	}
+	redis, err := startRedis(ctx, split)
 	if err != nil {
 		return err
 	}
@@ -219,7 +236,7 @@ type redisServer struct {
 	dir  string
 }
 
-func startRedis(ctx context.Context) (*redisServer, error) {
+func startRedis(ctx context.Context, split cpuSplit) (*redisServer, error) {
 	dir, err := os.MkdirTemp("", "certmail-bench-")
 	if err != nil {
 		return nil, err
@@ -228,8 +245,9 @@ func startRedis(ctx context.Context) (*redisServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, "redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+	name, args := split.redisCommand("--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--dir", dir, "--save", "", "--appendonly", "no", "--logfile", filepath.Join(dir, "redis.log"))
+	cmd := exec.CommandContext(ctx, name, args...)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-server (make test-deps installs it): %w", err)
 	}
