@@ -27,6 +27,10 @@ const (
 	lost                   // the leadership was lost: the round stops
 )
 
+// tickTimeout bounds the writes of one tick, which a stopping replica
+// finishes (see fireTick).
+const tickTimeout = 5 * time.Second
+
 // fire enqueues the due ticks of one schedule. It returns false when the
 // leadership was lost (the round stops).
 func (s *Scheduler) fire(ctx context.Context, c *schedule.Compiled) bool {
@@ -93,6 +97,9 @@ func (s *Scheduler) fire(ctx context.Context, c *schedule.Compiled) bool {
 func (s *Scheduler) fireDue(ctx context.Context, c *schedule.Compiled, base time.Time, runs int, now time.Time) (time.Time, int, outcome) {
 	last := base // the latest tick handled
 	for tick, n := c.Next(base), 0; !tick.After(now) && n < maxFiresPerRound; tick, n = c.Next(tick), n+1 {
+		if ctx.Err() != nil { // stopping: no tick begins
+			break
+		}
 		if c.Until != nil && tick.After(*c.Until) {
 			break
 		}
@@ -124,6 +131,11 @@ func (s *Scheduler) fireDue(ctx context.Context, c *schedule.Compiled, base time
 // leader taking over after a crash in between waits for that task too.
 // recorded is false when an earlier leader had recorded the tick.
 func (s *Scheduler) fireTick(ctx context.Context, c *schedule.Compiled, tick time.Time, taskID string, runs int) (recorded bool, out outcome) {
+	// A tick begun is finished even when this replica is stopping, so that
+	// a stop leaves the schedule's runs and last task true rather than one
+	// tick behind its queue until the next leader's round.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tickTimeout)
+	defer cancel()
 	if c.EndsWhenValidated() {
 		err := s.store.NoteTask(ctx, s.lease, c.ID, taskID)
 		if out := s.written(c, err, "could not record the tick about to be enqueued; trying again"); out != goOn {

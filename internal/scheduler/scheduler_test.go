@@ -802,3 +802,48 @@ func TestFileScheduleOutlivesItsLostMirror(t *testing.T) {
 		t.Errorf("the file's schedule is published again = %v, %v; want true", n, err)
 	}
 }
+
+// A replica stopped between enqueueing a tick's task and recording the
+// tick still records it: the schedule's runs and last task match the
+// queue at once, not one tick behind until another leader's round.
+func TestStopMidTickRecordsTheTick(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	file := e.writeFile("schedules:\n  - id: stop\n    cron: \"@every 1s\"\n    type: resend-dcv\n    payload: {order_id: 5}\n    until_validated: false\n")
+	cfg, _ := e.deps(Config{File: file, Lease: testLease, ReloadInterval: 200 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The stop comes as the tick's task is in its queue: the line saying
+	// so is written between the enqueue and the record.
+	cfg.Logger = cfg.Logger.WithOptions(zap.Hooks(func(en zapcore.Entry) error {
+		if en.Message == "tick enqueued" {
+			cancel()
+		}
+		return nil
+	}))
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, nil) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the scheduler did not fire and stop within 20s")
+	}
+	ticks := e.ticks("bulk")["stop"]
+	if len(ticks) != 1 {
+		t.Fatalf("ticks %v, want the one enqueued before the stop", ticks)
+	}
+	st, err := e.store().Get(context.Background(), "stop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("sched:stop:%d", ticks[0]); st.Runs != 1 || st.LastTaskID != want {
+		t.Errorf("status: %d runs, last task %q; want 1 run, last task %s", st.Runs, st.LastTaskID, want)
+	}
+}
