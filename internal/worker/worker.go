@@ -296,7 +296,9 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) erro
 
 		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
 	})
-	if err := srv.Start(w.Handler()); err != nil {
+	warm := newWarmPool(w.cfg.Concurrency, w.log)
+	defer warm.stop()
+	if err := srv.Start(warm.wrap(w.Handler())); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
 	var opts []admin.Option
