@@ -3,7 +3,9 @@ package worker
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
@@ -31,13 +33,7 @@ type warmJob struct {
 	ctx  context.Context
 	task *asynq.Task
 	h    asynq.Handler
-	done chan warmResult
-}
-
-type warmResult struct {
-	err      error
-	panicked bool
-	panicVal any
+	done chan error
 }
 
 // maxPanicStack caps the stack logged with a delivery's panic.
@@ -63,38 +59,58 @@ func (p *warmPool) serve() {
 	}
 }
 
-// run runs one delivery. A panic is logged here, with the stack where it
-// happened, and carried back to asynq's goroutine, where asynq recovers it
-// as it recovers any handler's panic.
-func (p *warmPool) run(j warmJob) (res warmResult) {
+// run runs one delivery. A panic fails it as asynq fails a handler that
+// panics, with "panic [file:line]: value" naming where it happened (asynq,
+// recovering it on its own goroutine, would name this file), and is logged
+// once, with its stack.
+func (p *warmPool) run(j warmJob) (err error) {
 	defer func() {
-		if x := recover(); x != nil {
-			id, _ := asynq.GetTaskID(j.ctx)
-			p.log.Error("delivery panicked", zap.String("task_id", id),
-				zap.String("panic", deadletter.Clip(fmt.Sprint(x), maxReasonMessage)),
-				zap.String("stack", deadletter.Clip(string(debug.Stack()), maxPanicStack)))
-			res = warmResult{panicked: true, panicVal: x}
+		x := recover()
+		if x == nil {
+			return
 		}
+		file, line := panicSite()
+		value := deadletter.Clip(fmt.Sprint(x), maxReasonMessage)
+		err = fmt.Errorf("panic [%s:%d]: %s", file, line, value)
+		id, _ := asynq.GetTaskID(j.ctx)
+		p.log.Error("delivery panicked", zap.String("task_id", id), zap.String("task_type", deadletter.Clip(j.task.Type(), maxLabelLength)),
+			zap.String("panic", value), zap.String("stack", deadletter.Clip(string(debug.Stack()), maxPanicStack)))
 	}()
-	return warmResult{err: j.h.ProcessTask(j.ctx, j.task)}
+	return j.h.ProcessTask(j.ctx, j.task)
+}
+
+// panicSite is the file and line that panicked, called from a deferred
+// function that recovered: the first frame outside the runtime after it.
+func panicSite() (string, int) {
+	pcs := make([]uintptr, 32)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs)]) // past Callers, panicSite and the deferred function
+	for {
+		f, more := frames.Next()
+		if !strings.HasPrefix(f.Function, "runtime.") {
+			return f.File, f.Line
+		}
+		if !more {
+			return "unknown", 0
+		}
+	}
 }
 
 // wrap returns h run on the pool's goroutines.
 func (p *warmPool) wrap(h asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-		j := warmJob{ctx: ctx, task: t, h: h, done: make(chan warmResult, 1)}
+		j := warmJob{ctx: ctx, task: t, h: h, done: make(chan error, 1)}
 		select {
 		case p.jobs <- j:
+			return <-j.done
 		default:
 			return h.ProcessTask(ctx, t)
 		}
-		res := <-j.done
-		if res.panicked {
-			panic(res.panicVal)
-		}
-		return res.err
 	})
 }
 
-// stop ends the goroutines, each after the delivery it runs, if any.
+// stop ends the goroutines, each after the delivery it runs, if any. It
+// does not wait for them: a delivery asynq gave up on (its deadline, the
+// shutdown timeout) may still be writing its duplicate guard, for up to
+// guardPatience, and asynq does not wait for its own handler goroutines
+// either.
 func (p *warmPool) stop() { close(p.quit) }
