@@ -28,7 +28,8 @@ const (
 )
 
 // tickTimeout bounds the writes of one tick, which a stopping replica
-// finishes (see fireTick).
+// finishes (see fireTick), or two thirds of the lease if that is shorter:
+// the writes are fenced by the lease.
 const tickTimeout = 5 * time.Second
 
 // fire enqueues the due ticks of one schedule. It returns false when the
@@ -134,7 +135,7 @@ func (s *Scheduler) fireTick(ctx context.Context, c *schedule.Compiled, tick tim
 	// A tick begun is finished even when this replica is stopping, so that
 	// a stop leaves the schedule's runs and last task true rather than one
 	// tick behind its queue until the next leader's round.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tickTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(tickTimeout, s.cfg.Lease*2/3))
 	defer cancel()
 	if c.EndsWhenValidated() {
 		err := s.store.NoteTask(ctx, s.lease, c.ID, taskID)
