@@ -57,7 +57,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -168,8 +167,11 @@ func run(ctx context.Context, o options) error {
 	}
 	var split cpuSplit
 	if o.redisCPUs != "" {
-		var err error
-		if split, err = parseCPUSplit(o.redisCPUs, runtime.NumCPU()); err != nil {
+		allowed, err := allowedCPUs()
+		if err != nil {
+			return err
+		}
+		if split, err = parseCPUSplit(o.redisCPUs, allowed); err != nil {
 			return err
 		}
 		if err := split.pinSelf(); err != nil {
