@@ -26,7 +26,7 @@ func onPool() bool {
 // untilOnPool calls h until a call runs on the pool (until a goroutine
 // first waits for work, calls run on the caller's), and returns that
 // call's error.
-func untilOnPool(t *testing.T, h asynq.Handler, ctx context.Context, task *asynq.Task, ran *bool) error {
+func untilOnPool(ctx context.Context, t *testing.T, h asynq.Handler, task *asynq.Task, ran *bool) error {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -53,7 +53,7 @@ func TestWarmPoolRunsDeliveries(t *testing.T) {
 		return want
 	}))
 	ctx := context.WithValue(context.Background(), ctxKey{}, "v")
-	if err := untilOnPool(t, h, ctx, asynq.NewTask("t", nil), &ranOnPool); err != want {
+	if err := untilOnPool(ctx, t, h, asynq.NewTask("t", nil), &ranOnPool); err != want {
 		t.Fatalf("on the pool: err = %v, want %v", err, want)
 	}
 	p.stop()
@@ -112,7 +112,7 @@ func TestWarmPoolPanic(t *testing.T) {
 		}
 		return panickingDelivery(ctx, task)
 	}))
-	err := untilOnPool(t, h, context.Background(), asynq.NewTask("t", nil), &ranOnPool)
+	err := untilOnPool(context.Background(), t, h, asynq.NewTask("t", nil), &ranOnPool)
 	if err == nil || !strings.HasPrefix(err.Error(), "panic [") || !strings.Contains(err.Error(), "warm_test.go:") ||
 		!strings.HasSuffix(err.Error(), "]: broken invariant") {
 		t.Fatalf("err = %v, want panic [.../warm_test.go:<line>]: broken invariant", err)
