@@ -356,10 +356,7 @@ func TestTickOfADeletedSchedule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := s.lease.Acquire(ctx); err != nil || !ok {
-		t.Fatalf("Acquire = %v, %v", ok, err)
-	}
-	s.leader = true
+	takeLead(t, s)
 	no := false
 	sched := schedule.Schedule{ID: "again", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`),
 		MaxRuns: 3, UntilValidated: &no}

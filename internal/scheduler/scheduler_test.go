@@ -191,6 +191,16 @@ func (e *env) ticks(queue string) map[string][]int64 {
 	return out
 }
 
+// takeLead makes s the leader, as a round's lead would: it takes the
+// lease and says so.
+func takeLead(t *testing.T, s *Scheduler) {
+	t.Helper()
+	if ok, err := s.lease.Acquire(context.Background()); err != nil || !ok {
+		t.Fatalf("Acquire = %v, %v", ok, err)
+	}
+	s.leader = true
+}
+
 // leads reports whether the scheduler whose metrics are in reg says it leads
 // (certmail_scheduler_is_leader): what it believes now, unlike its log,
 // which keeps every leadership it ever took.
@@ -625,10 +635,7 @@ func TestOneRoundCatchesUpToTheBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := s.lease.Acquire(ctx); err != nil || !ok {
-		t.Fatalf("Acquire = %v, %v", ok, err)
-	}
-	s.leader = true
+	takeLead(t, s)
 	good, bad, err := schedule.ParseFile([]byte(`schedules:
   - {id: few, cron: "@every 1s", type: resend-dcv, payload: {order_id: 1}, until_validated: false}
   - {id: many, cron: "@every 1s", type: resend-dcv, payload: {order_id: 2}, until_validated: false}

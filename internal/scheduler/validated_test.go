@@ -335,10 +335,7 @@ func TestOutstandingTaskLooksBackOff(t *testing.T) {
 
 	// A tick this leader fires: its task is looked at 0.5 s later, then
 	// after 1 s more.
-	if ok, err := s.lease.Acquire(ctx); err != nil || !ok {
-		t.Fatalf("Acquire = %v, %v", ok, err)
-	}
-	s.leader = true
+	takeLead(t, s)
 	if err := s.store.MirrorFile(ctx, good); err != nil { // as a round does before firing them
 		t.Fatal(err)
 	}
