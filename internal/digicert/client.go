@@ -213,10 +213,12 @@ func isHeaderText(s string) bool {
 // Client calls CertCentral. It is safe for concurrent use.
 type Client struct {
 	baseURL        string
-	apiKey         string
 	redact         redactor
 	http           *http.Client
-	userAgent      string
+	// headers are every request's headers, with and without a body: each
+	// request gets a copy (one map and one slice, where four Sets would
+	// allocate each value on its own).
+	headers, bodyHeaders http.Header
 	timeout        time.Duration
 	maxAttempts    int
 	maxElapsed     time.Duration
@@ -242,12 +244,18 @@ func New(cfg Config) (*Client, error) {
 		hc.Transport = newTransport()
 	}
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	headers := http.Header{}
+	headers.Set(headerAPIKey, cfg.APIKey)
+	headers.Set("Accept", contentTypeJSON)
+	headers.Set("User-Agent", cfg.UserAgent)
+	bodyHeaders := headers.Clone()
+	bodyHeaders.Set("Content-Type", contentTypeJSON)
 	return &Client{
 		baseURL:        base,
-		apiKey:         cfg.APIKey,
 		redact:         newRedactor(cfg.APIKey),
 		http:           &hc,
-		userAgent:      cfg.UserAgent,
+		headers:        headers,
+		bodyHeaders:    bodyHeaders,
 		timeout:        cfg.Timeout,
 		maxAttempts:    cfg.MaxAttempts,
 		maxElapsed:     cfg.MaxElapsed,
@@ -504,12 +512,11 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (int, error)
 	if err != nil {
 		return 0, fmt.Errorf("digicert %s: %w: %w", endpoint, ErrInvalidRequest, c.redact.err(err))
 	}
-	req.Header.Set(headerAPIKey, c.apiKey)
 	if cl.body != nil {
-		req.Header.Set("Content-Type", contentTypeJSON)
+		req.Header = c.bodyHeaders.Clone()
+	} else {
+		req.Header = c.headers.Clone()
 	}
-	req.Header.Set("Accept", contentTypeJSON)
-	req.Header.Set("User-Agent", c.userAgent)
 
 	began := time.Now()
 	resp, err := c.http.Do(req)
@@ -535,7 +542,10 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (int, error)
 	}
 	// The status decides; the body is best effort, read up to a bound so the
 	// connection can be reused, then closed.
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	var data []byte
+	if resp.Body != http.NoBody { // a 204 has none: no buffer to allocate
+		data, _ = io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	}
 	_ = resp.Body.Close()
 	c.observe(endpoint, resp.StatusCode, time.Since(began))
 	if ok {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -32,6 +33,9 @@ type Limiter struct {
 	maxWait  time.Duration
 	inFlight time.Duration
 	onWait   func(time.Duration)
+	// scriptKeys and scriptArgs are what keys returns copies of, built once.
+	scriptKeys []string
+	scriptArgs []any
 }
 
 // Config configures a Limiter.
@@ -98,8 +102,17 @@ func (c Config) Validate() error {
 // cfg is expected to pass Validate).
 func NewLimiter(rdb redis.UniversalClient, cfg Config) *Limiter {
 	cfg = cfg.WithDefaults()
-	return &Limiter{rdb: rdb, prefix: "certmail:ratelimit:{" + cfg.Account + "}:", windows: cfg.Windows,
+	l := &Limiter{rdb: rdb, prefix: "certmail:ratelimit:{" + cfg.Account + "}:", windows: cfg.Windows,
 		margin: cfg.Margin, maxWait: cfg.MaxWait, inFlight: cfg.InFlight, onWait: cfg.OnWait}
+	l.scriptKeys = make([]string, 1, 1+len(l.windows))
+	l.scriptKeys[0] = l.prefix + "cooldown"
+	l.scriptArgs = make([]any, 1, 2+2*len(l.windows))
+	for _, w := range l.windows {
+		l.scriptKeys = append(l.scriptKeys, l.prefix+strconv.Itoa(w.Limit)+"/"+w.Period.String())
+		l.scriptArgs = append(l.scriptArgs, w.Limit, (w.Period + l.margin).Milliseconds())
+	}
+	l.scriptArgs = append(l.scriptArgs, l.inFlight.Milliseconds())
+	return l
 }
 
 // WaitError says that admission is further away than the limiter's MaxWait.
@@ -175,16 +188,9 @@ var restampScript = redis.NewScript(Lua + `return restamp(1, 1)`)
 
 // keys returns the cool-down and window keys, and the arguments Lua's admit
 // and restamp read after the member (args[0], left empty): each window's
-// limit and period, then the in-flight bound.
+// limit and period, then the in-flight bound. Both are the caller's to change.
 func (l *Limiter) keys() ([]string, []any) {
-	keys := make([]string, 1, 1+len(l.windows))
-	keys[0] = l.prefix + "cooldown"
-	args := make([]any, 1, 2+2*len(l.windows))
-	for _, w := range l.windows {
-		keys = append(keys, l.prefix+strconv.Itoa(w.Limit)+"/"+w.Period.String())
-		args = append(args, w.Limit, (w.Period + l.margin).Milliseconds())
-	}
-	return keys, append(args, l.inFlight.Milliseconds())
+	return slices.Clone(l.scriptKeys), slices.Clone(l.scriptArgs)
 }
 
 // reserve takes a slot for member now if every window has room, and
