@@ -110,21 +110,21 @@ func Check(req Request, r Rules) (Checked, error) {
 		r = r.WithDefaults()
 	}
 	p, err := tasks.Parse(req.Type, req.Payload)
-	var (
-		ve   *tasks.ValidationError
-		errs []tasks.FieldError
-	)
-	switch {
-	case errors.As(err, &ve):
-		errs = slices.Clone(ve.Errors)
-	case errors.Is(err, tasks.ErrUnknownType):
-		return Checked{}, fmt.Errorf("task type %.64q: %w", req.Type, tasks.ErrUnknownType)
-	case err != nil:
-		return Checked{}, fmt.Errorf("parse %s payload: %w", req.Type, err)
-	}
-	listed := errs
-	if ve != nil && ve.Omitted > 0 {
-		listed = errs[:len(errs)-1] // the last entry counts the problems left out
+	var errs, listed []tasks.FieldError
+	if err != nil { // ve lives in here: errors.As moves it to the heap
+		var ve *tasks.ValidationError
+		switch {
+		case errors.As(err, &ve):
+			errs = slices.Clone(ve.Errors)
+		case errors.Is(err, tasks.ErrUnknownType):
+			return Checked{}, fmt.Errorf("task type %.64q: %w", req.Type, tasks.ErrUnknownType)
+		default:
+			return Checked{}, fmt.Errorf("parse %s payload: %w", req.Type, err)
+		}
+		listed = errs
+		if ve.Omitted > 0 {
+			listed = errs[:len(errs)-1] // the last entry counts the problems left out
+		}
 	}
 	if name, ok := accountOf(p, req.Payload, listed); ok && !slices.Contains(r.Accounts, cmp.Or(name, tasks.DefaultAccount)) {
 		errs = append(errs, tasks.FieldError{Field: "account", Message: msgUnknownAccount})
@@ -161,7 +161,7 @@ func Check(req Request, r Rules) (Checked, error) {
 // against the configured ones: from the parsed payload, or, when the payload
 // has other problems, from its "account" member if that is a well-formed
 // name. ok is false when there is no name to check.
-func accountOf(p tasks.Payload, raw []byte, errs []tasks.FieldError) (name string, ok bool) {
+func accountOf(p tasks.Payload, raw []byte, errs []tasks.FieldError) (string, bool) {
 	if p != nil {
 		return p.AccountName(), true
 	}
@@ -174,6 +174,7 @@ func accountOf(p tasks.Payload, raw []byte, errs []tasks.FieldError) (name strin
 	if json.Unmarshal(raw, &members) != nil {
 		return "", false
 	}
+	var name string // not a named result: Unmarshal moves it to the heap, for valid payloads too
 	if err := json.Unmarshal(members["account"], &name); err != nil || name == "" {
 		return "", false
 	}
