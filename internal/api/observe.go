@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,44 @@ type metrics struct {
 	requests     *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 	authFailures *prometheus.CounterVec
+
+	// seen holds the series of requests and duration that requests have
+	// used, by route and status, so that a request finds its two with one
+	// map lookup rather than by hashing its label values twice. It holds
+	// no series the vectors do not hold: entries are added on first use.
+	mu   sync.RWMutex
+	seen map[routeStatus]requestSeries
+}
+
+// routeStatus is a route pattern and the status of an answer.
+type routeStatus struct {
+	route  string
+	status int
+}
+
+// requestSeries are the series a request of one route and status counts in.
+type requestSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// series returns the series of a request of route answered with status.
+func (m *metrics) series(route string, status int) requestSeries {
+	k := routeStatus{route, status}
+	m.mu.RLock()
+	rs, ok := m.seen[k]
+	m.mu.RUnlock()
+	if ok {
+		return rs
+	}
+	rs = requestSeries{
+		requests: m.requests.WithLabelValues(route, strconv.Itoa(status)),
+		duration: m.duration.WithLabelValues(route),
+	}
+	m.mu.Lock()
+	m.seen[k] = rs
+	m.mu.Unlock()
+	return rs
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -35,6 +74,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "certmail_api_auth_failures_total",
 			Help: "Requests refused by authentication, by reason: missing (no token), invalid (a token that is not valid), forbidden (a role that may not use the route), rate_limited (the address failed too often).",
 		}, []string{"reason"}),
+		seen: map[routeStatus]requestSeries{},
 	}
 	for _, reason := range authFailureReasons() {
 		m.authFailures.WithLabelValues(reason) // every reason is exported from the start, at 0
@@ -52,7 +92,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 const routeUnmatched = "unmatched"
 
 // requestIDHeader carries the request id: taken from the request when it is
-// a sensible id, otherwise generated, and always sent back.
+// a sensible id, otherwise generated, and always sent back. It is a
+// canonical key, set without Header.Set.
 const requestIDHeader = "X-Request-Id"
 
 // observe gives each request an id, answers 500 for a handler that panics,
@@ -62,9 +103,9 @@ const requestIDHeader = "X-Request-Id"
 func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		info := &requestInfo{id: requestID(r.Header.Get(requestIDHeader))}
-		w.Header().Set(requestIDHeader, info.id)
-		rec := &statusRecorder{ResponseWriter: w}
+		o := &observed{info: requestInfo{id: requestID(r.Header.Get(requestIDHeader))}, rec: statusRecorder{ResponseWriter: w}}
+		info, rec := &o.info, &o.rec
+		w.Header()[requestIDHeader] = []string{info.id}
 		r = r.WithContext(withInfo(r.Context(), info))
 		func() {
 			defer func() {
@@ -92,17 +133,19 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		if route == "" {
 			route = routeUnmatched
 		}
-		s.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-		s.metrics.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+		series := s.metrics.series(route, status)
+		series.requests.Inc()
+		series.duration.Observe(elapsed.Seconds())
 		level := zapcore.InfoLevel
 		if status >= 500 {
 			level = zapcore.ErrorLevel
 		}
 		if ce := s.reqLog.Check(level, "http request"); ce != nil {
-			fields := []zap.Field{
+			fields := make([]zap.Field, 0, 7) // room for role and error: one allocation
+			fields = append(fields,
 				zap.String("method", r.Method), zap.String("route", route), zap.Int("status", status),
 				zap.Duration("duration", elapsed), zap.String("request_id", info.id),
-			}
+			)
 			if info.role != "" {
 				fields = append(fields, zap.String("role", string(info.role)))
 			}
@@ -134,6 +177,12 @@ func requestID(given string) string {
 
 func isAlnum(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// observed is what observe keeps about a request, in one allocation.
+type observed struct {
+	info requestInfo
+	rec  statusRecorder
 }
 
 // statusRecorder remembers the status code of the answer.

@@ -75,7 +75,7 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := taskRef(ref)
-	w.Header().Set("Location", out.StatusURL)
+	w.Header()["Location"] = []string{out.StatusURL} // a canonical key: no need of Header.Set
 	status := http.StatusAccepted
 	if existing {
 		status = http.StatusOK
@@ -211,7 +211,7 @@ func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v
 		s.writeProblem(w, r, Problem{Status: http.StatusInternalServerError}, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = []string{"application/json"} // a canonical key: no need of Header.Set
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n')) // the client is gone when this fails
 }
