@@ -18,6 +18,9 @@ const (
 	DefaultFormat = "json"
 )
 
+// timeLayout is the layout of the timestamps, in UTC.
+const timeLayout = "2006-01-02T15:04:05.000Z07:00"
+
 // New returns a logger writing to w. Timestamps are RFC 3339 with milliseconds
 // in UTC so that lines from several processes sort together.
 func New(level, format string, w io.Writer) (*zap.Logger, error) {
@@ -27,8 +30,11 @@ func New(level, format string, w io.Writer) (*zap.Logger, error) {
 	}
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey = "ts"
+	// zap's layout encoder writes the time straight into the JSON line,
+	// where Format would first allocate it as a string.
+	layout := zapcore.TimeEncoderOfLayout(timeLayout)
 	enc.EncodeTime = func(t time.Time, pae zapcore.PrimitiveArrayEncoder) {
-		pae.AppendString(t.UTC().Format("2006-01-02T15:04:05.000Z07:00"))
+		layout(t.UTC(), pae)
 	}
 	enc.EncodeDuration = zapcore.MillisDurationEncoder
 	var encoder zapcore.Encoder
