@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -139,33 +140,59 @@ func kind(v json.RawMessage) byte {
 }
 
 // object calls set for each member of the object v (at path) whose value is
-// not null, and reports unknown and repeated members. It returns the names of
-// the members set was called for, or ok false when v is not an object.
-func (d *decoder) object(path string, v json.RawMessage, known []string, set func(key, path string, v json.RawMessage)) (present map[string]bool, ok bool) {
+// not null, and reports unknown and repeated members; ok is false when v is
+// not an object. known holds at most 64 names (a payload has five at most).
+func (d *decoder) object(path string, v json.RawMessage, known []string, set func(key, path string, v json.RawMessage)) (ok bool) {
 	if kind(v) != '{' {
-		return nil, false
+		return false
 	}
-	present = make(map[string]bool, len(known))
-	// seen holds the known members and the first unknown ones: a repeated
-	// unknown member beyond those is reported as unknown rather than as
-	// repeated, which counts the same and keeps the map small.
-	seen := make(map[string]bool, len(known))
+	// seen holds the known members met (bit i for known[i]) and the first
+	// unknown ones: a repeated unknown member beyond those is reported as
+	// unknown rather than as repeated, which counts the same and keeps the
+	// map small. Most objects have only known members, and no map.
+	var (
+		seenKnown uint64
+		seenOther map[string]bool
+	)
 	const maxSeen = 64
-	eachMember(v, skipSpace(v, 0), func(key string, val []byte) {
+	eachRawMember(v, skipSpace(v, 0), func(raw, val []byte) {
+		key, i := memberKey(raw, known)
 		switch {
-		case seen[key]:
+		case i >= 0 && seenKnown&(1<<i) != 0, i < 0 && seenOther[key]:
 			d.addMember(path, key, "duplicate field")
-		case !slices.Contains(known, key):
+		case i < 0:
 			d.addMember(path, key, "unknown field")
 		case kind(val) != 'n':
-			present[key] = true
 			set(key, member(path, key), val)
 		}
-		if len(seen) < maxSeen || slices.Contains(known, key) {
-			seen[key] = true
+		switch {
+		case i >= 0:
+			seenKnown |= 1 << i
+		case bits.OnesCount64(seenKnown)+len(seenOther) < maxSeen:
+			if seenOther == nil {
+				seenOther = map[string]bool{}
+			}
+			seenOther[key] = true
 		}
 	})
-	return present, true
+	return true
+}
+
+// memberKey decodes the JSON string raw, a member name, and returns its
+// index in known (-1 when it is not one of them). A known name comes back
+// as the string of known, without allocating.
+func memberKey(raw []byte, known []string) (string, int) {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		name := raw[1 : len(raw)-1]
+		for i, k := range known {
+			if string(name) == k {
+				return k, i
+			}
+		}
+		return string(name), -1
+	}
+	key := unquote(raw)
+	return key, slices.Index(known, key)
 }
 
 // addMember reports member key of the object at path, building the path
@@ -321,19 +348,21 @@ func (d *decoder) emails(path string, v json.RawMessage) []string {
 func decodeSetEmails(d *decoder, raw json.RawMessage) SetEmails {
 	var p SetEmails
 	known := []string{"order_id", "additional_emails", "account", "sequence"}
-	present, _ := d.object("", raw, known, func(key, path string, v json.RawMessage) {
+	hasEmails := false // additional_emails is present and not null
+	d.object("", raw, known, func(key, path string, v json.RawMessage) {
 		switch key {
 		case "order_id":
 			p.OrderID = d.id(path, v)
 		case "additional_emails":
 			p.AdditionalEmails = d.emails(path, v)
+			hasEmails = true
 		case "account":
 			p.Account = d.str(path, v)
 		case "sequence":
 			p.Sequence, _ = d.integer(path, v)
 		}
 	})
-	if !present["additional_emails"] {
+	if !hasEmails {
 		d.add("additional_emails", "required (send [] to clear the list)")
 	}
 	return p
@@ -372,7 +401,7 @@ func (d *decoder) approvals(path string, v json.RawMessage) []DomainApprovalEmai
 		if kind(e) == '{' {
 			ep = index(path, i) // members of an object are reported under it
 		}
-		_, isObject := d.object(ep, e, known, func(key, path string, v json.RawMessage) {
+		isObject := d.object(ep, e, known, func(key, path string, v json.RawMessage) {
 			switch key {
 			case "domain":
 				s, ok := stringValue(v)

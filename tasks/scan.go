@@ -86,10 +86,16 @@ func unquote(s []byte) string {
 // eachMember calls fn with the name and the value of each member of the JSON
 // object that starts at v[i], in order.
 func eachMember(v []byte, i int, fn func(key string, val []byte)) {
+	eachRawMember(v, i, func(key, val []byte) { fn(unquote(key), val) })
+}
+
+// eachRawMember is eachMember giving each name as the JSON string it is in
+// v, quotes included, so that the caller decodes only the names it needs.
+func eachRawMember(v []byte, i int, fn func(key, val []byte)) {
 	i = skipSpace(v, i+1) // past '{'
 	for i < len(v) && v[i] != '}' {
 		end := stringEnd(v, i)
-		key := unquote(v[i:end])
+		key := v[i:end]
 		i = skipSpace(v, skipSpace(v, end)+1) // past ':'
 		end = valueEnd(v, i)
 		fn(key, v[i:end])
