@@ -160,7 +160,11 @@ func normalizeEmail(s string) string {
 	if at < 0 {
 		return s
 	}
-	return s[:at+1] + asciiLower(s[at+1:])
+	domain := s[at+1:]
+	if lower := asciiLower(domain); lower != domain {
+		return s[:at+1] + lower
+	}
+	return s // already lower-case: no new string
 }
 
 // normalizeDomain trims surrounding spaces, lower-cases and strips one

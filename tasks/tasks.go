@@ -151,7 +151,9 @@ func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new %s task: %w", n.TaskType(), err)
 	}
-	return asynq.NewTask(n.TaskType(), b, append(DefaultOptions(), opts...)...), nil
+	all := make([]asynq.Option, 0, len(DefaultOptions())+len(opts)) // one allocation, not two
+	all = append(append(all, DefaultOptions()...), opts...)
+	return asynq.NewTask(n.TaskType(), b, all...), nil
 }
 
 // NewSetEmailsTask is NewTask for a SetEmails payload.
