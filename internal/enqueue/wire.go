@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -72,10 +71,15 @@ func Parse(typ string, payload []byte, opts map[string]string) (Request, []tasks
 		}
 		req.IdempotencyKey = v
 	}
-	for _, name := range slices.Sorted(maps.Keys(opts)) {
+	var unknown []string // sorted below; a request without any costs no allocation
+	for name := range opts {
 		if !slices.Contains(optionNames(), name) {
-			add(memberName(name), "unknown field")
+			unknown = append(unknown, name)
 		}
+	}
+	slices.Sort(unknown)
+	for _, name := range unknown {
+		add(memberName(name), "unknown field")
 	}
 	return req, errs
 }
