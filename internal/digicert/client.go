@@ -215,16 +215,16 @@ type Client struct {
 	baseURL        string
 	redact         redactor
 	http           *http.Client
-	// headers are every request's headers, with and without a body: each
-	// request gets a copy (one map and one slice, where four Sets would
-	// allocate each value on its own).
-	headers, bodyHeaders http.Header
 	timeout        time.Duration
 	maxAttempts    int
 	maxElapsed     time.Duration
 	initialBackoff time.Duration
 	limiter        Limiter
 	observer       Observer
+	// headers are every request's headers, without and with a body: each
+	// request gets a copy (one map and one slice, where four Sets would
+	// allocate each value on its own).
+	headers, bodyHeaders http.Header
 }
 
 // New validates cfg and returns a Client.
