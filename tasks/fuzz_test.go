@@ -34,6 +34,8 @@ var (
 		`{"order_id":1,"additional_emails":[]} {}`,
 		`{"order_id":1,"additional_emails":[]}x`,
 		`{"order_id":1,"order_id":2,"additional_emails":[]}`,
+		`{"order\u005fid":1,"additional_emails":[]}`,
+		`{"order_id":1,"order\u005fid":2,"additional_emails":[]}`,
 		`{"order_id":1,"additional_emails":["a@example.com."],"sequence":-1}`,
 		`{"order_id":1,"additional_emails":["a@EXAMPLE.\u212Aom"]}`,
 		`{"order_id":1,"additional_emails":["\u00a0a@example.com\u0085"]}`,

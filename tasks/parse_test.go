@@ -88,6 +88,13 @@ func TestParseSetEmails(t *testing.T) {
 		{name: "field names are case-sensitive", body: `{"Order_ID":1,"additional_emails":[]}`,
 			errs: []tasks.FieldError{fe("Order_ID", msgUnknown), fe("order_id", "required")}},
 		{name: "duplicate field", body: `{"order_id":1,"order_id":2,"additional_emails":[]}`, errs: []tasks.FieldError{fe("order_id", "duplicate field")}},
+		// A name is compared once its escapes are decoded, as encoding/json does.
+		{name: "escaped known name", body: `{"order\u005fid":1,"additional_emails":[]}`,
+			want: tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{}}},
+		{name: "duplicate field, once escaped", body: `{"order_id":1,"order\u005fid":2,"additional_emails":[]}`,
+			errs: []tasks.FieldError{fe("order_id", "duplicate field")}},
+		{name: "duplicate unknown field, once escaped", body: `{"order_id":1,"additional_emails":[],"colour":1,"col\u006fur":2}`,
+			errs: []tasks.FieldError{fe("colour", msgUnknown), fe("colour", "duplicate field")}},
 		{name: "order id missing", body: `{"additional_emails":[]}`, errs: []tasks.FieldError{fe("order_id", "required")}},
 		{name: "order id null", body: `{"order_id":null,"additional_emails":[]}`, errs: []tasks.FieldError{fe("order_id", "required")}},
 		{name: "order id string", body: `{"order_id":"1","additional_emails":[]}`, errs: []tasks.FieldError{fe("order_id", msgInteger)}},
