@@ -151,8 +151,9 @@ func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new %s task: %w", n.TaskType(), err)
 	}
-	all := make([]asynq.Option, 0, len(DefaultOptions())+len(opts)) // one allocation, not two
-	all = append(append(all, DefaultOptions()...), opts...)
+	defaults := DefaultOptions()
+	all := make([]asynq.Option, 0, len(defaults)+len(opts)) // one slice for both, not a second to grow into
+	all = append(append(all, defaults...), opts...)
 	return asynq.NewTask(n.TaskType(), b, all...), nil
 }
 
