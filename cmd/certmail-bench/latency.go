@@ -165,9 +165,8 @@ func idleCommands(ctx context.Context, r *redisServer, span time.Duration) (floa
 	case <-time.After(span):
 	}
 	mon.counting.Store(false)
-	labels, total := mon.counts()
-	c := count{tasks: 1, labels: labels}
-	for _, l := range c.breakdown() {
+	labels, total, _, _ := mon.counts()
+	for _, l := range breakdown(labels, 1) {
 		fmt.Printf("      idle %5.2f/s  %s\n", l.perTask/span.Seconds(), l.label)
 	}
 	return total / span.Seconds(), nil

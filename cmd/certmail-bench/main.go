@@ -23,10 +23,11 @@
 //	redis_cpu_us_per_task_worker, _plain, _noop   program's process and of redis-server
 //	redis_round_trips_per_task (≤ 4)              per delivered task, between 10 % and 90 % of the
 //	redis_commands_per_task                       DigiCert calls: Redis's read events (INFO stats
-//	..._plain, ..._3_queues                       total_reads_processed, one per round trip) and the
-//	                                              commands MONITOR shows from clients (not Lua's own),
-//	                                              with a breakdown; certmail on one queue, the plain
-//	                                              handler, certmail on the default three queues
+//	redis_script_commands_per_task                total_reads_processed, one per round trip), the
+//	..._plain, ..._3_queues                       commands MONITOR shows from clients and apart those
+//	                                              their scripts run (Lua's), with breakdowns; certmail
+//	                                              on one queue, the plain handler, certmail on the
+//	                                              default three queues
 //	pickup_p50_ms, pickup_p99_ms (p99 ≤ 150)      enqueue to DigiCert call at 200 tasks/s into "default"
 //	pickup_plain_asynq_default_p50_ms, _p99_ms    of the three default queues: `certmail worker` with
 //	idle_redis_commands_per_s, ..._plain          default settings, the plain handler on asynq's

@@ -29,7 +29,7 @@ func TestTaskCheckIntervalFromHelp(t *testing.T) {
 }
 
 func TestMonitorTallies(t *testing.T) {
-	m := &monitor{ignore: "127.0.0.1:7000", labels: map[string]int{}}
+	m := &monitor{ignore: "127.0.0.1:7000", labels: map[string]int{}, scriptLabels: map[string]int{}}
 	for _, line := range []string{
 		`+1700000000.000001 [0 127.0.0.1:6001] "evalsha" "abc" "2" "asynq:{default}:pending" "asynq:{default}:paused"` + "\r\n",
 		`+1700000000.000002 [0 lua] "zadd" "certmail:ratelimit:{default}:5s" "1" "x"` + "\r\n",
@@ -39,9 +39,12 @@ func TestMonitorTallies(t *testing.T) {
 	} {
 		m.add(line)
 	}
-	labels, total := m.counts()
+	labels, total, scripts, scriptTotal := m.counts()
 	if total != 3 {
 		t.Errorf("counted %v commands, want 3 (Lua's and the ignored client's left out)", total)
+	}
+	if scriptTotal != 1 || scripts["zadd"] != 1 {
+		t.Errorf("counted %v commands run by scripts, %v; want one zadd", scriptTotal, scripts)
 	}
 	var got []string
 	for l := range labels {

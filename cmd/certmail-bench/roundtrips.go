@@ -47,9 +47,14 @@ func roundTrips(ctx context.Context, r *redisServer, o options) ([]figure, error
 		}
 		fmt.Printf("  %s on %s: %.3f round trips, %.3f commands per delivered task (%d tasks counted)\n",
 			run.prog, run.prog.queues, c.roundTrips, c.commands, c.tasks)
-		for _, l := range c.breakdown() {
+		for _, l := range breakdown(c.labels, c.tasks) {
 			fmt.Printf("      %6.2f  %s\n", l.perTask, l.label)
 		}
+		fmt.Printf("    and %.2f commands per task run by those scripts:", c.scriptCommands)
+		for _, l := range breakdown(c.scriptLabels, c.tasks) {
+			fmt.Printf(" %s %.2f,", l.label, l.perTask)
+		}
+		fmt.Println()
 		rt := figure{name: "redis_round_trips_per_task" + run.name, value: round(c.roundTrips, 2)}
 		if run.name == "" {
 			// Judged at one decimal: periodic work in the span (asynq's
@@ -59,17 +64,20 @@ func roundTrips(ctx context.Context, r *redisServer, o options) ([]figure, error
 				return func(v float64) bool { return round(v, 1) <= bound }, "<= 4 (at one decimal)"
 			}, 4)
 		}
-		figures = append(figures, rt, figure{name: "redis_commands_per_task" + run.name, value: round(c.commands, 2)})
+		figures = append(figures, rt, figure{name: "redis_commands_per_task" + run.name, value: round(c.commands, 2)},
+			figure{name: "redis_script_commands_per_task" + run.name, value: round(c.scriptCommands, 2)})
 	}
 	return figures, nil
 }
 
 // count is what Redis did for the tasks delivered in the counted span.
 type count struct {
-	tasks      int
-	roundTrips float64 // read events Redis processed, per task
-	commands   float64 // commands clients sent, per task
-	labels     map[string]int
+	tasks          int
+	roundTrips     float64 // read events Redis processed, per task
+	commands       float64 // commands clients sent, per task
+	labels         map[string]int
+	scriptCommands float64 // commands Lua scripts ran, per task
+	scriptLabels   map[string]int
 }
 
 type labelled struct {
@@ -79,11 +87,11 @@ type labelled struct {
 
 // breakdown is the commands per task by label, most first, those under
 // 0.01 per task summed last as "others".
-func (c count) breakdown() []labelled {
+func breakdown(labels map[string]int, tasks int) []labelled {
 	var l []labelled
 	others := 0.0
-	for k, v := range c.labels {
-		if pt := float64(v) / float64(c.tasks); pt >= 0.01 {
+	for k, v := range labels {
+		if pt := float64(v) / float64(tasks); pt >= 0.01 {
 			l = append(l, labelled{k, pt})
 		} else {
 			others += pt
@@ -101,7 +109,7 @@ func (c count) breakdown() []labelled {
 // countRound drains n queued tasks with prog and counts, between 10 % and
 // 90 % of the DigiCert calls, Redis's read events (INFO stats
 // total_reads_processed: one per round trip, a pipeline arrives in one) and
-// the commands MONITOR shows from clients (not those Lua scripts run).
+// the commands MONITOR shows from clients, and apart those Lua scripts run.
 // Nothing else talks to Redis in that span but asynq's periodic work.
 func countRound(ctx context.Context, o options, r *redisServer, rc *redis.Client, fake *fakeCertCentral, prog program, n int) (c count, err error) {
 	if err := flush(ctx, rc); err != nil {
@@ -156,8 +164,9 @@ func countRound(ctx context.Context, o options, r *redisServer, rc *redis.Client
 	}
 	c.tasks = calls1 - calls0
 	c.roundTrips = float64(reads1-reads0-1) / float64(c.tasks) // less the second INFO's own read
-	c.labels, c.commands = mon.counts()
+	c.labels, c.commands, c.scriptLabels, c.scriptCommands = mon.counts()
 	c.commands /= float64(c.tasks)
+	c.scriptCommands /= float64(c.tasks)
 	return c, nil
 }
 
@@ -188,16 +197,18 @@ func totalReads(conn net.Conn) (int64, error) {
 }
 
 // monitor tallies the commands clients send to Redis while counting is
-// set, by MONITOR, leaving out those run by Lua scripts and those of the
-// address ignore.
+// set, by MONITOR, leaving out those of the address ignore, and apart, by
+// name, the commands Lua scripts run.
 type monitor struct {
-	conn     net.Conn
-	ignore   string
-	counting atomic.Bool
-	mu       sync.Mutex
-	labels   map[string]int
-	total    int
-	done     chan struct{}
+	conn         net.Conn
+	ignore       string
+	counting     atomic.Bool
+	mu           sync.Mutex
+	labels       map[string]int
+	total        int
+	scriptLabels map[string]int
+	scriptTotal  int
+	done         chan struct{}
 }
 
 func startMonitor(addr, ignore string) (*monitor, error) {
@@ -205,7 +216,7 @@ func startMonitor(addr, ignore string) (*monitor, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &monitor{conn: conn, ignore: ignore, labels: map[string]int{}, done: make(chan struct{})}
+	m := &monitor{conn: conn, ignore: ignore, labels: map[string]int{}, scriptLabels: map[string]int{}, done: make(chan struct{})}
 	br := bufio.NewReaderSize(conn, 1<<16)
 	if _, err := conn.Write([]byte("MONITOR\r\n")); err != nil {
 		conn.Close()
@@ -240,7 +251,18 @@ func (m *monitor) add(line string) {
 	if i := strings.IndexByte(client, ' '); i >= 0 {
 		client = client[i+1:]
 	}
-	if client == "lua" || client == m.ignore {
+	if client == m.ignore {
+		return
+	}
+	if client == "lua" {
+		name := "?"
+		if args := quoted(line[end+1:], 1); len(args) == 1 {
+			name = strings.ToLower(args[0])
+		}
+		m.mu.Lock()
+		m.scriptLabels[name]++
+		m.scriptTotal++
+		m.mu.Unlock()
 		return
 	}
 	m.mu.Lock()
@@ -249,10 +271,12 @@ func (m *monitor) add(line string) {
 	m.mu.Unlock()
 }
 
-func (m *monitor) counts() (map[string]int, float64) {
+// counts returns the clients' commands by label and in all, then the
+// scripts' by name and in all.
+func (m *monitor) counts() (map[string]int, float64, map[string]int, float64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.labels, float64(m.total)
+	return m.labels, float64(m.total), m.scriptLabels, float64(m.scriptTotal)
 }
 
 func (m *monitor) close() {

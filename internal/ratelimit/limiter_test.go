@@ -415,3 +415,35 @@ func TestInFlightRequestOutlivesItsNeighboursExpiry(t *testing.T) {
 		t.Errorf("window kept for %v with a request in flight for up to 10s", ttl)
 	}
 }
+
+// A busy window's expiry is moved about once per lifetime, not with every
+// request (a PEXPIRE per window saved in nearly every admission), and is
+// never shorter than its newest member needs.
+func TestBusyWindowMovesItsExpiryOncePerLifetime(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	l := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "a",
+		Windows: []ratelimit.Window{{Limit: 100, Period: time.Minute}, {Limit: 100, Period: time.Hour}},
+		Margin:  time.Millisecond, InFlight: 10 * time.Second})
+	srv.ResetStats()
+	for range 20 {
+		release, err := l.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		release()
+	}
+	calls := srv.Commands()
+	if calls["zadd"] != 80 {
+		t.Fatalf("%d ZADDs for 20 requests in two windows; want 80, an admission and a restamp each", calls["zadd"])
+	}
+	if calls["pexpire"] != 2 {
+		t.Errorf("20 requests moved the expiry of two windows %d times; want once each", calls["pexpire"])
+	}
+	for key, least := range map[string]time.Duration{"certmail:ratelimit:{a}:100/1m0s": time.Minute, "certmail:ratelimit:{a}:100/1h0m0s": time.Hour} {
+		if ttl := srv.Client().PTTL(ctx, key).Val(); ttl < least {
+			t.Errorf("%s kept for %v, under its period %v", key, ttl, least)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -173,6 +174,49 @@ func (s *Server) Client() *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
 	s.tb.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// ResetStats zeroes the server's statistics (CONFIG RESETSTAT), so that
+// Commands counts from here.
+func (s *Server) ResetStats() {
+	s.tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	defer c.Close()
+	if err := c.ConfigResetStat(context.Background()).Err(); err != nil {
+		s.tb.Fatalf("redis CONFIG RESETSTAT: %v", err)
+	}
+}
+
+// Commands counts the commands the server ran since it started or since
+// ResetStats, by lower-case name, as INFO commandstats does: those that Lua
+// scripts call included, each subcommand under its own name
+// ("config|resetstat").
+func (s *Server) Commands() map[string]int64 {
+	s.tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	defer c.Close()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		s.tb.Fatalf("redis INFO commandstats: %v", err)
+	}
+	calls := map[string]int64{}
+	for _, line := range strings.Split(info, "\r\n") {
+		rest, ok := strings.CutPrefix(line, "cmdstat_")
+		if !ok {
+			continue
+		}
+		name, stats, _ := strings.Cut(rest, ":")
+		for _, kv := range strings.Split(stats, ",") {
+			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					s.tb.Fatalf("redis INFO commandstats: %q", line)
+				}
+				calls[name] = n
+			}
+		}
+	}
+	return calls
 }
 
 // Kill stops the server with SIGKILL (no chance to write anything) and waits

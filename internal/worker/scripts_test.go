@@ -17,6 +17,7 @@ import (
 // scriptBundle is a Redis, an account's gate and a limiter of one request
 // per minute, for the tests of the before- and after-call scripts.
 type scriptBundle struct {
+	srv     *redistest.Server
 	rdb     *redis.Client
 	gate    *authGate
 	limiter *ratelimit.Limiter
@@ -24,8 +25,9 @@ type scriptBundle struct {
 
 func setupScripts(t *testing.T) *scriptBundle {
 	t.Helper()
-	rdb := redistest.Start(t, redistest.Options{}).Client()
-	return &scriptBundle{rdb: rdb, gate: &authGate{rdb: rdb, account: "acct", interval: time.Minute},
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.Client()
+	return &scriptBundle{srv: srv, rdb: rdb, gate: &authGate{rdb: rdb, account: "acct", interval: time.Minute},
 		limiter: ratelimit.NewLimiter(rdb, ratelimit.Config{Account: "acct",
 			Windows: []ratelimit.Window{{Limit: 1, Period: time.Minute}}, MaxWait: time.Millisecond})}
 }
@@ -216,5 +218,28 @@ func TestAfterScripts(t *testing.T) {
 	}
 	if got := b.rdb.HGet(ctx, asynqTaskKey("default", "t-order"), "result").Val(); got == "" {
 		t.Error("no result written")
+	}
+}
+
+// The auth gate of an account neither paused nor broken, which is nearly
+// every delivery's, costs Redis one EXISTS; a paused one still waits.
+func TestGateOfAWorkingAccountCostsOneCommand(t *testing.T) {
+	t.Parallel()
+	b := setupScripts(t)
+	ctx := context.Background()
+	b.srv.ResetStats()
+	if v, _, err := b.gate.check(ctx, "", nil); err != nil || v != gateGo {
+		t.Fatalf("gate of a working account: %v, %v; want go", v, err)
+	}
+	calls := b.srv.Commands()
+	if calls["exists"] != 1 || calls["pttl"] != 0 || calls["set"] != 0 {
+		t.Errorf("the gate of a working account ran EXISTS %d, PTTL %d, SET %d times; want one EXISTS alone",
+			calls["exists"], calls["pttl"], calls["set"])
+	}
+	if _, err := b.gate.pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, wait, err := b.gate.check(ctx, "", nil); err != nil || v != gateWait || wait <= 0 {
+		t.Errorf("gate of a paused account: %v for %v, %v; want wait", v, wait, err)
 	}
 }

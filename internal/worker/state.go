@@ -47,9 +47,11 @@ func asynqTaskKey(queue, taskID string) string { return "asynq:{" + queue + "}:t
 // (pause), KEYS[k+1] (auth_broken) and KEYS[k+2] (probe): {0, ms} wait while
 // the pause is in force or another delivery probes; {2, 0} probe, this
 // delivery tries the key again (it holds the probe key, token, for ms);
-// otherwise {1, 0} go.
+// otherwise {1, 0} go. An account neither paused nor broken, the usual
+// case, costs one EXISTS.
 const gateLua = `
 local function gate(k, token, ms)
+  if redis.call('EXISTS', KEYS[k], KEYS[k + 1]) == 0 then return {1, 0} end
   local ttl = redis.call('PTTL', KEYS[k])
   if ttl > 0 then return {0, ttl} end
   if redis.call('EXISTS', KEYS[k + 1]) == 1 then
