@@ -33,7 +33,8 @@ type Limiter struct {
 	maxWait  time.Duration
 	inFlight time.Duration
 	onWait   func(time.Duration)
-	// scriptKeys and scriptArgs are what keys returns copies of, built once.
+	// scriptKeys and scriptArgs, built once, are what keys returns copies of
+	// and Ticket.Script appends.
 	scriptKeys []string
 	scriptArgs []any
 }

@@ -31,13 +31,14 @@ type Ticket struct {
 // NewTicket returns a ticket for one request of l, not yet admitted.
 func (l *Limiter) NewTicket() *Ticket { return &Ticket{l: l, member: token()} }
 
-// Script returns what Lua's admit and restamp read, to append to a
-// script's own keys and arguments: the cool-down and one key per window;
-// the member, then the limit and period (ms) of each window, then the
-// in-flight bound (ms).
-func (t *Ticket) Script() (keys []string, args []any) {
-	keys, args = t.l.keys()
-	args[0] = t.member
+// Script appends what Lua's admit and restamp read to a script's own keys
+// and arguments: the cool-down and one key per window; the member, then
+// the limit and period (ms) of each window, then the in-flight bound (ms).
+// A caller that sizes keys and args for them spares the copies.
+func (t *Ticket) Script(keys []string, args []any) ([]string, []any) {
+	n := len(args)
+	keys, args = append(keys, t.l.scriptKeys...), append(args, t.l.scriptArgs...)
+	args[n] = t.member
 	return keys, args
 }
 

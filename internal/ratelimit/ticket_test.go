@@ -31,7 +31,7 @@ func TestTicketAdmissionIsUsedOnceAndRestampedByTheCaller(t *testing.T) {
 		Margin: time.Millisecond, MaxWait: time.Millisecond})
 	admit := func(tk *ratelimit.Ticket) int64 {
 		t.Helper()
-		keys, args := tk.Script()
+		keys, args := tk.Script(nil, nil)
 		ms, err := admitOnly.Run(ctx, rdb, keys, args...).Int64()
 		if err != nil {
 			t.Fatal(err)
@@ -70,7 +70,7 @@ func TestTicketAdmissionIsUsedOnceAndRestampedByTheCaller(t *testing.T) {
 	if again := tk.Due(); again != "" {
 		t.Fatalf("Due a second time: %q, want none (handed over once)", again)
 	}
-	keys, args := tk.Script()
+	keys, args := tk.Script(nil, nil)
 	t0 := redisMillis(t, rdb)
 	if err := restampOnly.Run(ctx, rdb, keys, args...).Err(); err != nil {
 		t.Fatal(err)

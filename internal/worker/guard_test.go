@@ -55,7 +55,7 @@ func TestGateVerdicts(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	rdb := srv.Client()
 	ctx := context.Background()
-	g := &authGate{rdb: rdb, account: "acct", interval: time.Minute}
+	g := newAuthGate(rdb, "acct", time.Minute)
 	guard := deliveredKey("t-gate")
 
 	expect := func(step string, guardKey string, want gateVerdict, wantWait bool) {

@@ -180,9 +180,8 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 	if d.result, err = p.outcome(d, taskresult.Delivered, res.Status); err != nil {
 		return err
 	}
-	member, tk, ta := p.due(d)
-	keys := append([]string{asynqTaskKey(d.queue, d.taskID), appliedKey, lock.Key()}, tk...)
-	args := append([]any{d.result, seq, p.retention.Milliseconds(), lock.Token(), member}, ta...)
+	keys, args := p.due(d, append(make([]string, 0, 3+scriptRoom), asynqTaskKey(d.queue, d.taskID), appliedKey, lock.Key()),
+		append(make([]any, 0, 4+2*scriptRoom), d.result, seq, p.retention.Milliseconds(), lock.Token()))
 	p.persist(ctx, d, "applied sequence", func(ctx context.Context) error {
 		return afterOrderScript.Run(ctx, p.rdb, keys, args...).Err()
 	})
@@ -279,9 +278,8 @@ const guardPatience = 30 * time.Second
 // succeeded (d.dedupKey), the task's result when d.result is set, and the
 // restamp of the call's limiter admission.
 func (p *processor) writeGuard(ctx context.Context, d *delivery) {
-	member, tk, ta := p.due(d)
-	keys := append([]string{asynqTaskKey(d.queue, d.taskID), d.dedupKey}, tk...)
-	args := append([]any{d.result, time.Now().UTC().Format(time.RFC3339), p.retention.Milliseconds(), member}, ta...)
+	keys, args := p.due(d, append(make([]string, 0, 2+scriptRoom), asynqTaskKey(d.queue, d.taskID), d.dedupKey),
+		append(make([]any, 0, 3+2*scriptRoom), d.result, time.Now().UTC().Format(time.RFC3339), p.retention.Milliseconds()))
 	p.persist(ctx, d, "duplicate guard", func(ctx context.Context) error {
 		return afterScript.Run(ctx, p.rdb, keys, args...).Err()
 	})
@@ -291,13 +289,23 @@ func (p *processor) writeGuard(ctx context.Context, d *delivery) {
 // backoff while Redis is unreachable (a restart, a failover): DigiCert has
 // acted, and what write records keeps a redelivery from acting again.
 func (p *processor) persist(ctx context.Context, d *delivery, what string, write func(context.Context) error) {
+	ctx = context.WithoutCancel(ctx)
+	err := write(ctx)
+	if err == nil {
+		return // the usual case, without the retry's set-up
+	}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 50*time.Millisecond, 2*time.Second, guardPatience
-	tries := 0
-	err := backoff.Retry(func() error {
+	tries := 1
+	for err != nil {
+		wait := b.NextBackOff()
+		if wait == backoff.Stop {
+			break
+		}
+		time.Sleep(wait)
 		tries++
-		return write(context.WithoutCancel(ctx))
-	}, b)
+		err = write(ctx)
+	}
 	switch {
 	case err != nil:
 		p.log.Error("could not write the "+what+": a redelivery of this task would email again",
@@ -307,15 +315,17 @@ func (p *processor) persist(ctx context.Context, d *delivery, what string, write
 	}
 }
 
-// due returns the limiter's restamp that the round trip after a call does
-// (the member, "" for none) and the limiter's keys and arguments (after the
-// member) that it needs.
-func (p *processor) due(d *delivery) (member string, keys []string, args []any) {
+// due appends to the keys and arguments of the round trip after a call the
+// limiter's restamp that it does: the limiter's keys, then the member (""
+// for none) and the limiter's arguments.
+func (p *processor) due(d *delivery, keys []string, args []any) ([]string, []any) {
 	if d.ticket == nil {
-		return "", nil, nil
+		return keys, append(args, "")
 	}
-	keys, args = d.ticket.Script()
-	return d.ticket.Due(), keys, args[1:]
+	n := len(args)
+	keys, args = d.ticket.Script(keys, args)
+	args[n] = d.ticket.Due()
+	return keys, args
 }
 
 // settle ends the current call's limiter ticket where no round trip after

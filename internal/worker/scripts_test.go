@@ -27,7 +27,7 @@ func setupScripts(t *testing.T) *scriptBundle {
 	t.Helper()
 	srv := redistest.Start(t, redistest.Options{})
 	rdb := srv.Client()
-	return &scriptBundle{srv: srv, rdb: rdb, gate: &authGate{rdb: rdb, account: "acct", interval: time.Minute},
+	return &scriptBundle{srv: srv, rdb: rdb, gate: newAuthGate(rdb, "acct", time.Minute),
 		limiter: ratelimit.NewLimiter(rdb, ratelimit.Config{Account: "acct",
 			Windows: []ratelimit.Window{{Limit: 1, Period: time.Minute}}, MaxWait: time.Millisecond})}
 }
@@ -38,7 +38,7 @@ func setupScripts(t *testing.T) *scriptBundle {
 func (b *scriptBundle) admitted(t *testing.T, tk *ratelimit.Ticket) bool {
 	t.Helper()
 	ctx := context.Background()
-	keys, args := tk.Script()
+	keys, args := tk.Script(nil, nil)
 	inWindow := b.rdb.ZScore(ctx, keys[1], args[0].(string)).Err() == nil
 	if inWindow {
 		release, err := b.limiter.Acquire(tk.Context(ctx))
@@ -172,7 +172,7 @@ func TestAfterScripts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	window, args := d.ticket.Script()
+	window, args := d.ticket.Script(nil, nil)
 	redisMS := func() float64 { return float64(b.rdb.Time(ctx).Val().UnixMilli()) }
 	called := redisMS()
 	time.Sleep(20 * time.Millisecond) // the call

@@ -163,17 +163,28 @@ type authGate struct {
 	rdb      redis.UniversalClient
 	account  string
 	interval time.Duration // pause between probes
+	keys     [3]string     // the account's pause, auth_broken and probe keys
 }
+
+func newAuthGate(rdb redis.UniversalClient, account string, interval time.Duration) *authGate {
+	return &authGate{rdb: rdb, account: account, interval: interval,
+		keys: [3]string{pausedKey(account), brokenKey(account), probeKey(account)}}
+}
+
+// scriptRoom is the room a before- or after-call script's keys and
+// arguments are made with for the limiter's, which come last: enough for
+// its cool-down and a few windows, so that they are built in one allocation.
+const scriptRoom = 8
 
 // check asks whether a delivery may call DigiCert now; guardKey, when not
 // empty, is the task's duplicate guard, checked first. ticket, when not nil,
 // is admitted by the shared limiter in the same round trip if the call may
 // go ahead and a slot is free (else Acquire waits for one as usual).
 func (g *authGate) check(ctx context.Context, guardKey string, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, error) {
-	keys := []string{guardKey, pausedKey(g.account), brokenKey(g.account), probeKey(g.account)}
-	args := []any{"1", randomToken(), g.interval.Milliseconds()}
+	keys := append(make([]string, 0, 4+scriptRoom), guardKey, g.keys[0], g.keys[1], g.keys[2])
+	args := append(make([]any, 0, 3+2*scriptRoom), "1", randomToken(), g.interval.Milliseconds())
 	if guardKey == "" {
-		keys[0], args[0] = pausedKey(g.account), "0" // any key: not read
+		keys[0], args[0] = g.keys[0], "0" // any key: not read
 	}
 	return g.run(ctx, beforeScript, keys, args, ticket)
 }
@@ -182,16 +193,16 @@ func (g *authGate) check(ctx context.Context, guardKey string, ticket *ratelimit
 // now: its order's lock (taken for lock's holder when the call goes ahead),
 // its applied sequence, then as check.
 func (g *authGate) checkOrder(ctx context.Context, lock *lease.Lease, appliedKey string, seq int64, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, error) {
-	keys := []string{lock.Key(), appliedKey, pausedKey(g.account), brokenKey(g.account), probeKey(g.account)}
-	args := []any{lock.Token(), orderLockTTL.Milliseconds(), strconv.FormatInt(seq, 10), randomToken(), g.interval.Milliseconds()}
+	keys := append(make([]string, 0, 5+scriptRoom), lock.Key(), appliedKey, g.keys[0], g.keys[1], g.keys[2])
+	args := append(make([]any, 0, 5+2*scriptRoom), lock.Token(), orderLockTTL.Milliseconds(), strconv.FormatInt(seq, 10),
+		randomToken(), g.interval.Milliseconds())
 	return g.run(ctx, beforeOrderScript, keys, args, ticket)
 }
 
 // run runs a before-call script with the ticket's keys and arguments last.
 func (g *authGate) run(ctx context.Context, script *redis.Script, keys []string, args []any, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, error) {
 	if ticket != nil {
-		tk, ta := ticket.Script()
-		keys, args = append(keys, tk...), append(args, ta...)
+		keys, args = ticket.Script(keys, args)
 	}
 	res, err := script.Run(ctx, g.rdb, keys, args...).Int64Slice()
 	if err != nil {
@@ -213,8 +224,7 @@ return 0
 `)
 
 func (g *authGate) pause(ctx context.Context) (first bool, err error) {
-	n, err := pauseScript.Run(ctx, g.rdb,
-		[]string{pausedKey(g.account), brokenKey(g.account), probeKey(g.account)},
+	n, err := pauseScript.Run(ctx, g.rdb, g.keys[:],
 		g.interval.Milliseconds(), time.Now().UTC().Format(time.RFC3339)).Int()
 	if err != nil {
 		return false, fmt.Errorf("pause account: %w", err)
@@ -225,7 +235,7 @@ func (g *authGate) pause(ctx context.Context) (first bool, err error) {
 // resume ends a pause after a successful probe; resumed reports whether a
 // pause was in fact ended (so that one INFO line says so).
 func (g *authGate) resume(ctx context.Context) (resumed bool, err error) {
-	n, err := g.rdb.Del(ctx, brokenKey(g.account), probeKey(g.account), pausedKey(g.account)).Result()
+	n, err := g.rdb.Del(ctx, g.keys[1], g.keys[2], g.keys[0]).Result()
 	if err != nil {
 		return false, fmt.Errorf("resume account: %w", err)
 	}

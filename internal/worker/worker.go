@@ -201,7 +201,7 @@ func New(cfg Config) (*Worker, error) {
 			return nil, fmt.Errorf("account %s: %w", name, err)
 		}
 		p.accounts[name] = &accountRuntime{name: name, client: client, limiter: limiter,
-			gate: &authGate{rdb: rdb, account: name, interval: cfg.AuthProbeInterval}}
+			gate: newAuthGate(rdb, name, cfg.AuthProbeInterval)}
 	}
 	return &Worker{
 		cfg:     cfg,
