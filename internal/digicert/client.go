@@ -221,10 +221,13 @@ type Client struct {
 	initialBackoff time.Duration
 	limiter        Limiter
 	observer       Observer
-	// headers are every request's headers, without and with a body: each
-	// request gets a copy (one map and one slice, where four Sets would
-	// allocate each value on its own).
+	// headers are every request's headers, without and with a body. With
+	// this package's transport, which only reads a request (as a
+	// RoundTripper must), every request carries them as they are;
+	// another client's requests get a copy each (copyHeaders), in case its
+	// transport changes them.
 	headers, bodyHeaders http.Header
+	copyHeaders          bool
 }
 
 // New validates cfg and returns a Client.
@@ -256,6 +259,7 @@ func New(cfg Config) (*Client, error) {
 		http:           &hc,
 		headers:        headers,
 		bodyHeaders:    bodyHeaders,
+		copyHeaders:    cfg.HTTPClient != nil,
 		timeout:        cfg.Timeout,
 		maxAttempts:    cfg.MaxAttempts,
 		maxElapsed:     cfg.MaxElapsed,
@@ -512,10 +516,12 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (int, error)
 	if err != nil {
 		return 0, fmt.Errorf("digicert %s: %w: %w", endpoint, ErrInvalidRequest, c.redact.err(err))
 	}
+	req.Header = c.headers
 	if cl.body != nil {
-		req.Header = c.bodyHeaders.Clone()
-	} else {
-		req.Header = c.headers.Clone()
+		req.Header = c.bodyHeaders
+	}
+	if c.copyHeaders {
+		req.Header = req.Header.Clone()
 	}
 
 	began := time.Now()

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1021,5 +1022,42 @@ func TestConfigValidateAcceptsZeroes(t *testing.T) {
 		if bad.Validate() == nil {
 			t.Errorf("Validate(%v) = nil, want a negative setting refused", bad)
 		}
+	}
+}
+
+// headerMarker is a transport that marks every request's headers before
+// sending it, as a RoundTripper must not, and records whether a request
+// arrived marked already.
+type headerMarker struct {
+	next         http.RoundTripper
+	marked, sent atomic.Int32
+}
+
+func (m *headerMarker) RoundTrip(req *http.Request) (*http.Response, error) {
+	m.sent.Add(1)
+	if req.Header.Get("X-Marked") != "" {
+		m.marked.Add(1)
+	}
+	req.Header.Set("X-Marked", "1")
+	return m.next.RoundTrip(req)
+}
+
+// A request of a caller's HTTP client carries its own copy of the client's
+// headers: a transport that changes them changes no other request. (This
+// package's own transport only reads them, so its requests share one set.)
+func TestClient_CallersTransportGetsItsOwnHeaders(t *testing.T) {
+	t.Parallel()
+	marker := &headerMarker{next: http.DefaultTransport}
+	b := setup(t, func(c *digicert.Config) { c.HTTPClient = &http.Client{Transport: marker} })
+	for range 3 {
+		if _, err := b.client.ResendDCVEmails(t.Context(), orderID, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := b.client.OrderValidation(t.Context(), orderID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if marker.sent.Load() != 6 || marker.marked.Load() != 0 {
+		t.Errorf("%d of %d requests arrived with another request's header", marker.marked.Load(), marker.sent.Load())
 	}
 }
