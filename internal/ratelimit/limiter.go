@@ -33,10 +33,11 @@ type Limiter struct {
 	maxWait  time.Duration
 	inFlight time.Duration
 	onWait   func(time.Duration)
-	// scriptKeys and scriptArgs, built once, are what keys returns copies of
-	// and Ticket.Script appends.
+	// scriptKeys and scriptArgs, built once, are what keys returns copies of;
+	// boxedKeys are scriptKeys as a command's elements (Ticket.AppendKeys).
 	scriptKeys []string
 	scriptArgs []any
+	boxedKeys  []any
 }
 
 // Config configures a Limiter.
@@ -113,6 +114,9 @@ func NewLimiter(rdb redis.UniversalClient, cfg Config) *Limiter {
 		l.scriptArgs = append(l.scriptArgs, w.Limit, (w.Period + l.margin).Milliseconds())
 	}
 	l.scriptArgs = append(l.scriptArgs, l.inFlight.Milliseconds())
+	for _, k := range l.scriptKeys {
+		l.boxedKeys = append(l.boxedKeys, k)
+	}
 	return l
 }
 

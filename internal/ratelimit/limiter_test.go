@@ -367,7 +367,7 @@ func TestInFlightRequestKeepsItsSlotUntilItsAnswer(t *testing.T) {
 			}
 		case "ticket":
 			tk := l.NewTicket()
-			keys, args := tk.Script(nil, nil)
+			keys, args := scriptOf(tk)
 			if ms, err := admitOnly.Run(ctx, rdb, keys, args...).Int64(); err != nil || ms != 0 {
 				t.Fatalf("ticket admission: wait %d ms, %v", ms, err)
 			}

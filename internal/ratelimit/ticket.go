@@ -8,8 +8,8 @@ import (
 )
 
 // Ticket is the admission of one request taken by a caller's own script,
-// which runs Lua's admit on the ticket's Script keys and arguments, rather
-// than by Acquire: a worker folds admission into the round trip it makes
+// which runs Lua's admit on the keys and arguments the ticket appends to
+// its command (AppendKeys, AppendArgs), rather than by Acquire: a worker folds admission into the round trip it makes
 // anyway before a DigiCert call, and the restamp into the one after it.
 //
 // The caller runs its script, calls Admitted if admit returned 0, and makes
@@ -20,6 +20,7 @@ import (
 type Ticket struct {
 	l      *Limiter
 	member string
+	boxed  any // member, boxed once for AppendArgs
 
 	mu       sync.Mutex
 	admitted bool // the caller's script admitted the member
@@ -29,17 +30,26 @@ type Ticket struct {
 }
 
 // NewTicket returns a ticket for one request of l, not yet admitted.
-func (l *Limiter) NewTicket() *Ticket { return &Ticket{l: l, member: token()} }
+func (l *Limiter) NewTicket() *Ticket {
+	m := token()
+	return &Ticket{l: l, member: m, boxed: m}
+}
 
-// Script appends what Lua's admit and restamp read to a script's own keys
-// and arguments: the cool-down and one key per window; the member, then
-// the limit and period (ms) of each window, then the in-flight bound (ms).
-// A caller that sizes keys and args for them spares the copies.
-func (t *Ticket) Script(keys []string, args []any) ([]string, []any) {
-	n := len(args)
-	keys, args = append(keys, t.l.scriptKeys...), append(args, t.l.scriptArgs...)
-	args[n] = t.member
-	return keys, args
+// AppendKeys appends the keys Lua's admit and restamp read, the cool-down
+// and one per window, to cmd: a script's command as go-redis's Do sends it
+// ("evalsha", the hash, the number of keys, the keys, the arguments),
+// which the caller builds in one slice, after its script's own keys. They
+// are boxed once, when the limiter is made.
+func (t *Ticket) AppendKeys(cmd []any) []any { return append(cmd, t.l.boxedKeys...) }
+
+// AppendArgs appends the arguments Lua's admit and restamp read to cmd,
+// after the script's own: the member, then the limit and period (ms) of
+// each window, then the in-flight bound (ms).
+func (t *Ticket) AppendArgs(cmd []any) []any {
+	n := len(cmd)
+	cmd = append(cmd, t.l.scriptArgs...)
+	cmd[n] = t.boxed
+	return cmd
 }
 
 // Admitted records that the caller's script admitted the ticket's member.

@@ -19,6 +19,16 @@ var admitOnly = redis.NewScript(ratelimit.Lua + `return admit(1, 1)`)
 // restampOnly is a caller's script that does nothing but Lua's restamp.
 var restampOnly = redis.NewScript(ratelimit.Lua + `return restamp(1, 1)`)
 
+// scriptOf is what a ticket appends to a command, as the keys and
+// arguments of a script run through go-redis's Script.
+func scriptOf(tk *ratelimit.Ticket) ([]string, []any) {
+	var keys []string
+	for _, k := range tk.AppendKeys(nil) {
+		keys = append(keys, k.(string))
+	}
+	return keys, tk.AppendArgs(nil)
+}
+
 // A ticket admitted by a caller's script lets the first Acquire on its
 // context through without a slot of its own, once; the restamp is the
 // caller's (Due), and an admission no request used is given back (Settle).
@@ -31,7 +41,7 @@ func TestTicketAdmissionIsUsedOnceAndRestampedByTheCaller(t *testing.T) {
 		Margin: time.Millisecond, MaxWait: time.Millisecond})
 	admit := func(tk *ratelimit.Ticket) int64 {
 		t.Helper()
-		keys, args := tk.Script(nil, nil)
+		keys, args := scriptOf(tk)
 		ms, err := admitOnly.Run(ctx, rdb, keys, args...).Int64()
 		if err != nil {
 			t.Fatal(err)
@@ -70,7 +80,7 @@ func TestTicketAdmissionIsUsedOnceAndRestampedByTheCaller(t *testing.T) {
 	if again := tk.Due(); again != "" {
 		t.Fatalf("Due a second time: %q, want none (handed over once)", again)
 	}
-	keys, args := tk.Script(nil, nil)
+	keys, args := scriptOf(tk)
 	t0 := redisMillis(t, rdb)
 	if err := restampOnly.Run(ctx, rdb, keys, args...).Err(); err != nil {
 		t.Fatal(err)

@@ -180,10 +180,10 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 	if d.result, err = p.outcome(d, taskresult.Delivered, res.Status); err != nil {
 		return err
 	}
-	keys, args := p.due(d, append(make([]string, 0, 3+scriptRoom), asynqTaskKey(d.queue, d.taskID), appliedKey, lock.Key()),
-		append(make([]any, 0, 4+2*scriptRoom), d.result, seq, p.retention.Milliseconds(), lock.Token()))
+	cmd := p.afterCommand(afterOrderScript, d, []any{asynqTaskKey(d.queue, d.taskID), appliedKey, lock.Key()},
+		d.result, seq, p.retention.Milliseconds(), lock.Token())
 	p.persist(ctx, d, "applied sequence", func(ctx context.Context) error {
-		return afterOrderScript.Run(ctx, p.rdb, keys, args...).Err()
+		return afterOrderScript.run(ctx, p.rdb, cmd).Err()
 	})
 	return nil
 }
@@ -278,10 +278,10 @@ const guardPatience = 30 * time.Second
 // succeeded (d.dedupKey), the task's result when d.result is set, and the
 // restamp of the call's limiter admission.
 func (p *processor) writeGuard(ctx context.Context, d *delivery) {
-	keys, args := p.due(d, append(make([]string, 0, 2+scriptRoom), asynqTaskKey(d.queue, d.taskID), d.dedupKey),
-		append(make([]any, 0, 3+2*scriptRoom), d.result, time.Now().UTC().Format(time.RFC3339), p.retention.Milliseconds()))
+	cmd := p.afterCommand(afterScript, d, []any{asynqTaskKey(d.queue, d.taskID), d.dedupKey},
+		d.result, time.Now().UTC().Format(time.RFC3339), p.retention.Milliseconds())
 	p.persist(ctx, d, "duplicate guard", func(ctx context.Context) error {
-		return afterScript.Run(ctx, p.rdb, keys, args...).Err()
+		return afterScript.run(ctx, p.rdb, cmd).Err()
 	})
 }
 
@@ -315,17 +315,24 @@ func (p *processor) persist(ctx context.Context, d *delivery, what string, write
 	}
 }
 
-// due appends to the keys and arguments of the round trip after a call the
-// limiter's restamp that it does: the limiter's keys, then the member (""
-// for none) and the limiter's arguments.
-func (p *processor) due(d *delivery, keys []string, args []any) ([]string, []any) {
-	if d.ticket == nil {
-		return keys, append(args, "")
+// afterCommand builds the command of s, the round trip after a call, from
+// its own keys and arguments and the limiter's restamp that it does: the
+// limiter's keys after the script's, then the member ("" for none) and the
+// limiter's arguments after the script's.
+func (p *processor) afterCommand(s *script, d *delivery, keys []any, args ...any) []any {
+	cmd := append(s.command(len(keys)+len(args)+1), keys...)
+	if d.ticket != nil {
+		cmd = d.ticket.AppendKeys(cmd)
 	}
-	n := len(args)
-	keys, args = d.ticket.Script(keys, args)
-	args[n] = d.ticket.Due()
-	return keys, args
+	keysEnd(cmd)
+	cmd = append(cmd, args...)
+	if d.ticket == nil {
+		return append(cmd, "")
+	}
+	n := len(cmd)
+	cmd = d.ticket.AppendArgs(cmd)
+	cmd[n] = d.ticket.Due()
+	return cmd
 }
 
 // settle ends the current call's limiter ticket where no round trip after

@@ -38,8 +38,8 @@ func setupScripts(t *testing.T) *scriptBundle {
 func (b *scriptBundle) admitted(t *testing.T, tk *ratelimit.Ticket) bool {
 	t.Helper()
 	ctx := context.Background()
-	keys, args := tk.Script(nil, nil)
-	inWindow := b.rdb.ZScore(ctx, keys[1], args[0].(string)).Err() == nil
+	keys, args := tk.AppendKeys(nil), tk.AppendArgs(nil)
+	inWindow := b.rdb.ZScore(ctx, keys[1].(string), args[0].(string)).Err() == nil
 	if inWindow {
 		release, err := b.limiter.Acquire(tk.Context(ctx))
 		if err != nil {
@@ -47,7 +47,7 @@ func (b *scriptBundle) admitted(t *testing.T, tk *ratelimit.Ticket) bool {
 		}
 		release()
 	}
-	if err := b.rdb.Del(ctx, keys[1]).Err(); err != nil {
+	if err := b.rdb.Del(ctx, keys[1].(string)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	return inWindow
@@ -172,13 +172,13 @@ func TestAfterScripts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	window, args := d.ticket.Script(nil, nil)
+	window, args := d.ticket.AppendKeys(nil), d.ticket.AppendArgs(nil)
 	redisMS := func() float64 { return float64(b.rdb.Time(ctx).Val().UnixMilli()) }
 	called := redisMS()
 	time.Sleep(20 * time.Millisecond) // the call
 	release()
 	p.writeGuard(ctx, d)
-	if at, answered := b.rdb.ZScore(ctx, window[1], args[0].(string)).Val(), redisMS(); at < called+20 || at > answered {
+	if at, answered := b.rdb.ZScore(ctx, window[1].(string), args[0].(string)).Val(), redisMS(); at < called+20 || at > answered {
 		t.Errorf("request stamped at %v ms after the call, which ran from %v to before %v: not restamped at its answer", at, called, answered)
 	}
 	if got := b.rdb.HGet(ctx, asynqTaskKey("default", "t-after"), "result").Val(); got != string(d.result) {
@@ -241,5 +241,34 @@ func TestGateOfAWorkingAccountCostsOneCommand(t *testing.T) {
 	}
 	if v, wait, err := b.gate.check(ctx, "", nil); err != nil || v != gateWait || wait <= 0 {
 		t.Errorf("gate of a paused account: %v for %v, %v; want wait", v, wait, err)
+	}
+}
+
+// A Redis that lost its scripts (a restart, SCRIPT FLUSH) is given them
+// again: the round trips before and after a call still go through.
+func TestScriptsAreLoadedAgainAfterAFlush(t *testing.T) {
+	t.Parallel()
+	b := setupScripts(t)
+	ctx := context.Background()
+	for range 2 {
+		if err := b.rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		tk := b.limiter.NewTicket()
+		if v, _, err := b.gate.check(ctx, deliveredKey("t-flush"), tk); err != nil || v != gateGo {
+			t.Fatalf("before the call, after SCRIPT FLUSH: %v, %v; want go", v, err)
+		}
+		if !b.admitted(t, tk) {
+			t.Error("the ticket was not admitted")
+		}
+	}
+	if err := b.rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := &processor{rdb: b.rdb, log: zap.NewNop(), retention: time.Hour}
+	d := &delivery{queue: "default", taskID: "t-flush", dedupKey: deliveredKey("t-flush"), result: []byte(`{"outcome":"delivered"}`)}
+	p.writeGuard(ctx, d)
+	if n := b.rdb.Exists(ctx, d.dedupKey).Val(); n != 1 {
+		t.Error("the duplicate guard was not written after SCRIPT FLUSH")
 	}
 }

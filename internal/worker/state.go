@@ -74,7 +74,7 @@ end
 //	KEYS[2..4]  the account's pause, auth_broken and probe keys (gate)
 //	ARGV[2..3]  a probe token and the probe interval (ms)
 //	KEYS[5..]   the limiter's cool-down and windows, ARGV[4..] its member, windows and in-flight bound (ratelimit.Lua)
-var beforeScript = redis.NewScript(ratelimit.Lua + gateLua + `
+var beforeScript = newScript(ratelimit.Lua + gateLua + `
 if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {3, 0, -1} end
 local g = gate(2, ARGV[2], ARGV[3])
 if g[1] == 0 or #KEYS < 5 then return {g[1], g[2], -1} end
@@ -93,7 +93,7 @@ return {g[1], g[2], admit(5, 4)}
 //	KEYS[2]     the order's applied sequence; ARGV[3] the task's sequence
 //	KEYS[3..5]  the auth gate's keys; ARGV[4..5] a probe token and the probe interval (ms)
 //	KEYS[6..]   the limiter's, ARGV[6..] its member, windows and in-flight bound (ratelimit.Lua)
-var beforeOrderScript = redis.NewScript(ratelimit.Lua + gateLua + `
+var beforeOrderScript = newScript(ratelimit.Lua + gateLua + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return {4, 0, -1} end
 local cur, seq = redis.call('GET', KEYS[2]) or '0', ARGV[3]
 if #seq < #cur or (#seq == #cur and seq < cur) then return {5, 0, -1} end
@@ -110,7 +110,7 @@ return {g[1], g[2], admit(6, 6)}
 //	KEYS[1]  the task's hash in asynq; ARGV[1] its result, written unless ''
 //	KEYS[2]  the duplicate guard; ARGV[2] its value (the time), ARGV[3] its lifetime (ms)
 //	KEYS[3..] the limiter's, ARGV[4..] its member (none when ''), windows and in-flight bound (ratelimit.Lua)
-var afterScript = redis.NewScript(ratelimit.Lua + `
+var afterScript = newScript(ratelimit.Lua + `
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[1]) end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 if ARGV[4] ~= '' then restamp(3, 4) end
@@ -138,13 +138,57 @@ end
 //	KEYS[2]  the order's applied sequence; ARGV[2] the task's sequence, ARGV[3] its lifetime (ms)
 //	KEYS[3]  the order's lock, deleted if it still holds ARGV[4] (as lease.Release does)
 //	KEYS[4..] the limiter's, ARGV[5..] its member (none when ''), windows and in-flight bound (ratelimit.Lua)
-var afterOrderScript = redis.NewScript(ratelimit.Lua + setAppliedLua + `
+var afterOrderScript = newScript(ratelimit.Lua + setAppliedLua + `
 redis.call('HSET', KEYS[1], 'result', ARGV[1])
 set_applied(2, ARGV[2], ARGV[3])
 if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
 if ARGV[5] ~= '' then restamp(4, 5) end
 return 0
 `)
+
+// script is a Lua script whose EVALSHA the worker builds in one slice, as
+// go-redis's Do sends it: "evalsha", the hash, the number of keys, the
+// keys, the arguments. go-redis's Script.Run would copy keys and arguments
+// into a slice of its own and box every key on every call; here the keys
+// and arguments that do not change (an account's, the limiter's) come
+// boxed once.
+type script struct {
+	*redis.Script
+	hash any // boxed once
+}
+
+func newScript(src string) *script {
+	s := redis.NewScript(src)
+	return &script{Script: s, hash: s.Hash()}
+}
+
+// limiterRoom is the room a command is made with for the limiter's keys
+// and arguments (Ratelimit.Ticket's), which come after the script's own:
+// enough for its cool-down and four windows, so that a command is built
+// in one allocation.
+const limiterRoom = 16
+
+// command starts a command of s with room for n keys and arguments of its
+// own, and the limiter's.
+func (s *script) command(n int) []any {
+	return append(make([]any, 0, 3+n+limiterRoom), "evalsha", s.hash, 0)
+}
+
+// keysEnd records in cmd that its keys end here: the arguments follow.
+func keysEnd(cmd []any) { cmd[2] = len(cmd) - 3 }
+
+// run sends cmd, loading the script into Redis first when Redis does not
+// have it (after a restart or a SCRIPT FLUSH), as Script.Run does.
+func (s *script) run(ctx context.Context, rdb redis.UniversalClient, cmd []any) *redis.Cmd {
+	c := rdb.Do(ctx, cmd...)
+	if !redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+		return c
+	}
+	if err := s.Load(ctx, rdb).Err(); err != nil {
+		return c
+	}
+	return rdb.Do(ctx, cmd...)
+}
 
 type gateVerdict int
 
@@ -164,47 +208,51 @@ type authGate struct {
 	account  string
 	interval time.Duration // pause between probes
 	keys     [3]string     // the account's pause, auth_broken and probe keys
+	// boxed are keys and the interval (ms) as a command's elements.
+	boxed [4]any
 }
 
 func newAuthGate(rdb redis.UniversalClient, account string, interval time.Duration) *authGate {
-	return &authGate{rdb: rdb, account: account, interval: interval,
+	g := &authGate{rdb: rdb, account: account, interval: interval,
 		keys: [3]string{pausedKey(account), brokenKey(account), probeKey(account)}}
+	g.boxed = [4]any{g.keys[0], g.keys[1], g.keys[2], interval.Milliseconds()}
+	return g
 }
-
-// scriptRoom is the room a before- or after-call script's keys and
-// arguments are made with for the limiter's, which come last: enough for
-// its cool-down and a few windows, so that they are built in one allocation.
-const scriptRoom = 8
 
 // check asks whether a delivery may call DigiCert now; guardKey, when not
 // empty, is the task's duplicate guard, checked first. ticket, when not nil,
 // is admitted by the shared limiter in the same round trip if the call may
 // go ahead and a slot is free (else Acquire waits for one as usual).
 func (g *authGate) check(ctx context.Context, guardKey string, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, error) {
-	keys := append(make([]string, 0, 4+scriptRoom), guardKey, g.keys[0], g.keys[1], g.keys[2])
-	args := append(make([]any, 0, 3+2*scriptRoom), "1", randomToken(), g.interval.Milliseconds())
+	var guard, checked any = guardKey, "1"
 	if guardKey == "" {
-		keys[0], args[0] = g.keys[0], "0" // any key: not read
+		guard, checked = g.boxed[0], "0" // any key: not read
 	}
-	return g.run(ctx, beforeScript, keys, args, ticket)
+	cmd := append(beforeScript.command(7), guard, g.boxed[0], g.boxed[1], g.boxed[2])
+	return g.run(ctx, beforeScript, cmd, ticket, checked, randomToken(), g.boxed[3])
 }
 
 // checkOrder asks whether a set-emails of sequence seq may call DigiCert
 // now: its order's lock (taken for lock's holder when the call goes ahead),
 // its applied sequence, then as check.
 func (g *authGate) checkOrder(ctx context.Context, lock *lease.Lease, appliedKey string, seq int64, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, error) {
-	keys := append(make([]string, 0, 5+scriptRoom), lock.Key(), appliedKey, g.keys[0], g.keys[1], g.keys[2])
-	args := append(make([]any, 0, 5+2*scriptRoom), lock.Token(), orderLockTTL.Milliseconds(), strconv.FormatInt(seq, 10),
-		randomToken(), g.interval.Milliseconds())
-	return g.run(ctx, beforeOrderScript, keys, args, ticket)
+	cmd := append(beforeOrderScript.command(10), lock.Key(), appliedKey, g.boxed[0], g.boxed[1], g.boxed[2])
+	return g.run(ctx, beforeOrderScript, cmd, ticket,
+		lock.Token(), orderLockTTL.Milliseconds(), strconv.FormatInt(seq, 10), randomToken(), g.boxed[3])
 }
 
-// run runs a before-call script with the ticket's keys and arguments last.
-func (g *authGate) run(ctx context.Context, script *redis.Script, keys []string, args []any, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, error) {
+// run runs a before-call script: cmd holds its own keys, the ticket's keys
+// and arguments follow the script's own, args, in each part.
+func (g *authGate) run(ctx context.Context, s *script, cmd []any, ticket *ratelimit.Ticket, args ...any) (gateVerdict, time.Duration, error) {
 	if ticket != nil {
-		keys, args = ticket.Script(keys, args)
+		cmd = ticket.AppendKeys(cmd)
 	}
-	res, err := script.Run(ctx, g.rdb, keys, args...).Int64Slice()
+	keysEnd(cmd)
+	cmd = append(cmd, args...)
+	if ticket != nil {
+		cmd = ticket.AppendArgs(cmd)
+	}
+	res, err := s.run(ctx, g.rdb, cmd).Int64Slice()
 	if err != nil {
 		return gateGo, 0, fmt.Errorf("auth gate: %w", err)
 	}
