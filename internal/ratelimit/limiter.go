@@ -33,8 +33,9 @@ type Limiter struct {
 	maxWait  time.Duration
 	inFlight time.Duration
 	onWait   func(time.Duration)
-	// scriptKeys and scriptArgs, built once, are what keys returns copies of;
-	// boxedKeys are scriptKeys as a command's elements (Ticket.AppendKeys).
+	// scriptKeys and scriptArgs, built once, are what keys returns copies of
+	// and Ticket.AppendArgs appends; boxedKeys are scriptKeys as a command's
+	// elements, which Ticket.AppendKeys appends.
 	scriptKeys []string
 	scriptArgs []any
 	boxedKeys  []any

@@ -9,8 +9,9 @@ import (
 
 // Ticket is the admission of one request taken by a caller's own script,
 // which runs Lua's admit on the keys and arguments the ticket appends to
-// its command (AppendKeys, AppendArgs), rather than by Acquire: a worker folds admission into the round trip it makes
-// anyway before a DigiCert call, and the restamp into the one after it.
+// its command (AppendKeys, AppendArgs), rather than by Acquire: a worker
+// folds admission into the round trip it makes anyway before a DigiCert
+// call, and the restamp into the one after it.
 //
 // The caller runs its script, calls Admitted if admit returned 0, and makes
 // its call with Context: the first Acquire of the ticket's limiter on that

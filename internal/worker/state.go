@@ -163,7 +163,7 @@ func newScript(src string) *script {
 }
 
 // limiterRoom is the room a command is made with for the limiter's keys
-// and arguments (Ratelimit.Ticket's), which come after the script's own:
+// and arguments (ratelimit.Ticket's), which come after the script's own:
 // enough for its cool-down and four windows, so that a command is built
 // in one allocation.
 const limiterRoom = 16
