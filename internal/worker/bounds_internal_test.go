@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
@@ -59,6 +60,28 @@ func TestPersistBacksOff(t *testing.T) {
 	// From 50 ms growing ×1.5, each ±50 %: 400 ms hold at most 7 tries.
 	if tries > 10 {
 		t.Errorf("%d tries while Redis was away for 400 ms, want a handful", tries)
+	}
+}
+
+// persist's retries start soon after the first failure, 50 ms ± 50 %, grow
+// by half each time up to 2 s, and stop after the patience given: a guard
+// is written soon after a short Redis hiccup.
+func TestPersistBackOffTiming(t *testing.T) {
+	t.Parallel()
+	b := persistBackOff(guardPatience)
+	lo, hi := 25*time.Millisecond, 75*time.Millisecond
+	for i := range 12 {
+		d := b.NextBackOff()
+		if d < lo || d > hi {
+			t.Fatalf("retry %d after %v, want %v to %v", i+1, d, lo, hi)
+		}
+		lo, hi = min(lo*3/2, time.Second), min(hi*3/2, 3*time.Second)
+	}
+	for _, spent := range []time.Duration{time.Millisecond, 0, -time.Second} {
+		// None left (the first write took it all) means no retry, not retries forever.
+		if d := persistBackOff(spent).NextBackOff(); d != backoff.Stop {
+			t.Errorf("patience %v: a retry in %v, want none", spent, d)
+		}
 	}
 }
 

@@ -290,12 +290,12 @@ func (p *processor) writeGuard(ctx context.Context, d *delivery) {
 // acted, and what write records keeps a redelivery from acting again.
 func (p *processor) persist(ctx context.Context, d *delivery, what string, write func(context.Context) error) {
 	ctx = context.WithoutCancel(ctx)
+	start := time.Now()
 	err := write(ctx)
 	if err == nil {
 		return // the usual case, without the retry's set-up
 	}
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 50*time.Millisecond, 2*time.Second, guardPatience
+	b := persistBackOff(guardPatience - time.Since(start))
 	tries := 1
 	for err != nil {
 		wait := b.NextBackOff()
@@ -313,6 +313,13 @@ func (p *processor) persist(ctx context.Context, d *delivery, what string, write
 	case tries > 1:
 		p.log.Warn(what+" written after Redis came back", zap.String("task_id", d.taskID), zap.Int("tries", tries))
 	}
+}
+
+// persistBackOff times persist's retries: from 50 ms, growing to 2 s, for
+// patience in all (at least a millisecond: none would mean forever).
+func persistBackOff(patience time.Duration) *backoff.ExponentialBackOff {
+	return backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond),
+		backoff.WithMaxInterval(2*time.Second), backoff.WithMaxElapsedTime(max(patience, time.Millisecond)))
 }
 
 // afterCommand builds the command of s, the round trip after a call, from
