@@ -150,7 +150,18 @@ func TestBeforeOrderScriptVerdicts(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.fill(t)
-	check("lock free, window full", cur+2, gateGo, true, false)
+	lock = check("lock free, window full", cur+2, gateGo, true, false)
+	if _, err := lock.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Without a limiter ticket, as check allows: the lock, no admission.
+	lock = lease.New(b.rdb, orderKey("acct", 7, "lock"), orderLockTTL)
+	if v, _, err := b.gate.checkOrder(ctx, lock, applied, cur+3, nil); err != nil || v != gateGo {
+		t.Fatalf("without a ticket: %v, %v; want go", v, err)
+	}
+	if held := b.rdb.Get(ctx, lock.Key()).Val(); held != lock.Token() {
+		t.Errorf("without a ticket: lock held by %q, want this delivery's", held)
+	}
 }
 
 // TestAfterScripts: the round trip after a 2xx writes the task's result into

@@ -101,6 +101,7 @@ if seq == cur then return {6, 0, -1} end
 local g = gate(3, ARGV[4], ARGV[5])
 if g[1] == 0 then return {0, g[2], -1} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if #KEYS < 6 then return {g[1], g[2], -1} end
 return {g[1], g[2], admit(6, 6)}
 `)
 
