@@ -108,7 +108,7 @@ func (s *Server) launch() error {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	if err := waitReady(s.Addr(), exited); err != nil {
+	if err := waitReady(s.Addr(), cmd.Process.Pid, exited); err != nil {
 		_ = cmd.Process.Kill()
 		out.Close()
 		log, _ := os.ReadFile(out.Name())
@@ -130,7 +130,11 @@ func (s *Server) launch() error {
 	return nil
 }
 
-func waitReady(addr string, exited <-chan error) error {
+// waitReady waits until the redis-server of process pid answers on addr.
+// Another test's server that took the port first answers too, while this
+// one fails to bind it: that is an error, so that Start tries another port
+// rather than let two tests share a server.
+func waitReady(addr string, pid int, exited <-chan error) error {
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
@@ -138,9 +142,12 @@ func waitReady(addr string, exited <-chan error) error {
 	defer tick.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
+		info, err := c.Info(ctx, "server").Result()
 		cancel()
 		if err == nil {
+			if !strings.Contains(info, "\r\nprocess_id:"+strconv.Itoa(pid)+"\r\n") {
+				return fmt.Errorf("another redis-server answers on %s", addr)
+			}
 			return nil
 		}
 		if time.Now().After(deadline) {
