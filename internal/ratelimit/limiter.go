@@ -15,10 +15,10 @@ import (
 )
 
 // Limiter admits requests of one DigiCert account so that all processes
-// sharing its Redis stay within every window together. The windows are
-// counted in one sliding log of the account's requests (a sorted set of
-// request times) updated atomically by scripts timed by the Redis server's
-// clock, so process clocks do not matter. A request enters the log when it is admitted, counted as if
+// sharing its Redis stay within every window together. Each window is a
+// sliding log (a sorted set of request times) updated atomically by
+// scripts timed by the Redis server's clock, so process clocks do not
+// matter. A request enters the log when it is admitted, counted as if
 // DigiCert saw it at any moment until its answer arrives, and is stamped
 // again with the answer's time: DigiCert saw it somewhere in between, so
 // however long the request took to leave or to be answered, it is counted
@@ -105,10 +105,7 @@ func (c Config) Validate() error {
 // cfg is expected to pass Validate).
 func NewLimiter(rdb redis.UniversalClient, cfg Config) *Limiter {
 	cfg = cfg.WithDefaults()
-	// Lua counts every window in the longest one's log: it comes first.
-	windows := slices.Clone(cfg.Windows)
-	slices.SortStableFunc(windows, func(a, b Window) int { return cmp.Compare(b.Period, a.Period) })
-	l := &Limiter{rdb: rdb, prefix: "certmail:ratelimit:{" + cfg.Account + "}:", windows: windows,
+	l := &Limiter{rdb: rdb, prefix: "certmail:ratelimit:{" + cfg.Account + "}:", windows: cfg.Windows,
 		margin: cfg.Margin, maxWait: cfg.MaxWait, inFlight: cfg.InFlight, onWait: cfg.OnWait}
 	l.scriptKeys = make([]string, 1, 1+len(l.windows))
 	l.scriptKeys[0] = l.prefix + "cooldown"
@@ -137,33 +134,23 @@ func (e *WaitError) Error() string {
 // Lua defines the limiter's two steps as Lua functions, for the limiter's
 // own scripts and for a caller that folds them into a script of its own (see
 // Ticket). In both, KEYS[c] is the account's cool-down and KEYS[c+1] to
-// KEYS[#KEYS] its windows (the script's last keys), the longest first;
+// KEYS[#KEYS] its windows (the script's last keys, one sorted set each);
 // ARGV[a] is the request's member, ARGV[a+1], ARGV[a+2] the limit and
 // period (ms) of the first window, and so on, and the argument after the
 // last window's the in-flight bound (ms). Time is the Redis server's.
 //
-//	admit(c, a)   0 when admitted, else the ms to wait. The member enters the
-//	              log stamped at now plus the in-flight bound: until its
+//	admit(c, a)   0 when admitted, else the ms to wait. The member enters every
+//	              window stamped at now plus the in-flight bound: until its
 //	              request is answered, nobody knows when DigiCert sees it, so
 //	              it counts as seen now, and no window drops it while it is
 //	              in flight, however long that is (up to the bound)
-//	restamp(c, a) stamps the member now, at its answer
+//	restamp(c, a) stamps the member now, at its answer, in every window
 //
-// The account's requests are one log, the sorted set of its longest window
-// (KEYS[c+1]): every window holds the same requests, so a shorter one is
-// counted in it over its own period (ZCOUNT) rather than kept as a set of
-// its own. A log lives at least as long as its newest member counts (the
-// longest period, plus the in-flight bound while one is in flight); when
-// its expiry falls short of that, it is set to twice that, so that a busy
-// log's expiry is moved about once per lifetime rather than with every
-// request.
-//
-// Workers of earlier versions keep one set per window, under the same
-// names; they count the longest window in the log too, but a shorter one
-// only in its own set. While such a set exists (a worker that keeps one is
-// running, or ran within twice its lifetime), admit and restamp write the
-// member into the shorter windows' sets as well, so that both kinds of
-// worker see every request during a rolling upgrade.
+// A window's key lives at least as long as its newest member counts (its
+// period, plus the in-flight bound while one is in flight). When its
+// expiry falls short of that, it is set to twice that, so that a busy
+// window's expiry is moved about once per lifetime rather than with every
+// request (a PEXPIRE per window saved in nearly every admission).
 const Lua = `
 local function now_ms()
   local t = redis.call('TIME')
@@ -173,49 +160,33 @@ local function admit(c, a)
   local now = now_ms()
   local cd = redis.call('PTTL', KEYS[c])
   if cd > 0 then return cd end
-  local n = #KEYS - c
-  if n == 0 then return 0 end
-  local log, hold = KEYS[c + 1], tonumber(ARGV[a + 1 + 2 * n])
-  redis.call('ZREMRANGEBYSCORE', log, '-inf', now - tonumber(ARGV[a + 2]))
+  local hold = tonumber(ARGV[a + 1 + 2 * (#KEYS - c)])
   local wait = 0
-  for k = 1, n do
-    local limit, period = tonumber(ARGV[a - 1 + 2 * k]), tonumber(ARGV[a + 2 * k])
-    local from = '(' .. string.format('%d', now - period)
-    local count
-    if k == 1 then count = redis.call('ZCARD', log) else count = redis.call('ZCOUNT', log, from, '+inf') end
-    if count >= limit then
+  for i = c + 1, #KEYS do
+    local j = a + 1 + 2 * (i - c - 1)
+    local limit, period = tonumber(ARGV[j]), tonumber(ARGV[j + 1])
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - period)
+    if redis.call('ZCARD', KEYS[i]) >= limit then
       -- a member in flight (stamped ahead) frees a window after its answer at the soonest
-      local oldest = redis.call('ZRANGEBYSCORE', log, from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+      local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
       local w = math.min(tonumber(oldest[2]), now) + period - now + 1
       if w > wait then wait = w end
     end
   end
   if wait > 0 then return wait end
-  local keep = tonumber(ARGV[a + 2]) + hold
-  redis.call('ZADD', log, now + hold, ARGV[a])
-  if redis.call('PTTL', log) < keep then redis.call('PEXPIRE', log, 2 * keep) end
-  if n > 1 and redis.call('EXISTS', unpack(KEYS, c + 2)) > 0 then
-    for k = 2, n do
-      keep = tonumber(ARGV[a + 2 * k]) + hold
-      redis.call('ZADD', KEYS[c + k], now + hold, ARGV[a])
-      if redis.call('PTTL', KEYS[c + k]) < keep then redis.call('PEXPIRE', KEYS[c + k], 2 * keep) end
-    end
+  for i = c + 1, #KEYS do
+    local keep = tonumber(ARGV[a + 2 + 2 * (i - c - 1)]) + hold
+    redis.call('ZADD', KEYS[i], now + hold, ARGV[a])
+    if redis.call('PTTL', KEYS[i]) < keep then redis.call('PEXPIRE', KEYS[i], 2 * keep) end
   end
   return 0
 end
 local function restamp(c, a)
-  local n = #KEYS - c
-  if n == 0 then return 0 end
   local now = now_ms()
-  local log, period = KEYS[c + 1], tonumber(ARGV[a + 2])
-  redis.call('ZADD', log, now, ARGV[a])
-  if redis.call('PTTL', log) < period then redis.call('PEXPIRE', log, 2 * period) end
-  for k = 2, n do
-    -- XX: a shorter window's own set gets the member only if admit put it there
-    if redis.call('ZADD', KEYS[c + k], 'XX', 'CH', now, ARGV[a]) > 0 then
-      period = tonumber(ARGV[a + 2 * k])
-      if redis.call('PTTL', KEYS[c + k]) < period then redis.call('PEXPIRE', KEYS[c + k], 2 * period) end
-    end
+  for i = c + 1, #KEYS do
+    local period = tonumber(ARGV[a + 2 + 2 * (i - c - 1)])
+    redis.call('ZADD', KEYS[i], now, ARGV[a])
+    if redis.call('PTTL', KEYS[i]) < period then redis.call('PEXPIRE', KEYS[i], 2 * period) end
   end
   return 0
 end
