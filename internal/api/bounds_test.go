@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -162,5 +163,59 @@ func TestDashboardFormatter(t *testing.T) {
 		if !utf8.ValidString(got) || !tt.want(got) {
 			t.Errorf("%s: %.200q", tt.name, got)
 		}
+	}
+}
+
+// TestDashboardPageBounded checks that a dashboard page of tasks cannot be
+// made longer than the dashboard's own largest page: asynqmon hands any size
+// to asynq, which lists a whole queue for a size of 0 or less.
+func TestDashboardPageBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for i := range 105 {
+		var ref api.TaskRef
+		mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", fmt.Sprintf(`{"order_id":%d}`, i+1), nil), http.StatusAccepted, &ref)
+	}
+	const list = "/monitoring/api/queues/default/pending_tasks"
+	for _, q := range []string{"size=0", "size=-7", "size=101", "size=1000000", "size=abc", "size=20&size=0", "page=0", "page=-1", "page=x", "page=1000000001"} {
+		res := b.do(t, http.MethodGet, list+"?"+q, "", basicAuth(readerToken))
+		if res.status != http.StatusBadRequest || !strings.Contains(string(res.body), "from 1 to") {
+			t.Errorf("?%s: %d %.200s, want 400 naming the range", q, res.status, res.body)
+		}
+	}
+	for q, want := range map[string]int{"": 20, "size=100": 100, "size=60&page=2": 45, "page=1000000000": 0} {
+		res := b.do(t, http.MethodGet, list+"?"+q, "", basicAuth(readerToken))
+		var page struct {
+			Tasks []json.RawMessage `json:"tasks"`
+		}
+		if res.status != http.StatusOK || json.Unmarshal(res.body, &page) != nil || len(page.Tasks) != want {
+			t.Errorf("?%s: %d, %d tasks, want 200 with %d (%.200s)", q, res.status, len(page.Tasks), want, res.body)
+		}
+	}
+}
+
+// TestDeadLetterIDNotEchoed checks that the 404 of a dead-letter route stays
+// short whatever id the path names: no dead letter has an id longer than
+// deadletter.MaxID, and the answer does not repeat a longer one.
+func TestDeadLetterIDNotEchoed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, id := range []string{strings.Repeat("A", 257), strings.Repeat("A", 30000), strings.Repeat("%C3%A9", 5000)} {
+		for _, req := range []struct{ method, path string }{
+			{http.MethodDelete, "/v1/dead-letters/" + id},
+			{http.MethodPost, "/v1/dead-letters/" + id + "/requeue"},
+		} {
+			res := b.do(t, req.method, req.path, "", nil)
+			p := mustProblem(t, res, http.StatusNotFound)
+			if len(res.body) > 512 || strings.Contains(p.Detail, "AAAA") || strings.Contains(p.Detail, "éé") {
+				t.Errorf("%s %.60s...: %d bytes, detail %.100q", req.method, req.path, len(res.body), p.Detail)
+			}
+		}
+	}
+	// An id of the longest length a dead letter can have is looked up, and
+	// its answer still bounded.
+	res := b.do(t, http.MethodDelete, "/v1/dead-letters/"+strings.Repeat("B", 256), "", nil)
+	if mustProblem(t, res, http.StatusNotFound); len(res.body) > 1024 {
+		t.Errorf("256-byte id: %d bytes of answer", len(res.body))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/hibiken/asynqmon"
@@ -60,9 +61,45 @@ func (s *Server) crossOrigin(next http.Handler) http.Handler {
 	return c.Handler(next)
 }
 
+// maxDashboardPageSize is the most tasks one dashboard page may list: the
+// dashboard's own page sizes go up to 100, and asynqmon passes any other size
+// on to asynq, which reads a whole queue for a size of 0 or less.
+const maxDashboardPageSize = 100
+
+// maxDashboardPage bounds the page number, so that its offset (the page
+// times its size) stays far from overflowing.
+const maxDashboardPage = 1_000_000_000
+
+// dashboardPageProblem checks the paging parameters of a dashboard request,
+// which asynqmon itself takes as given: size an integer from 1 to
+// maxDashboardPageSize and page one from 1 to maxDashboardPage, each given
+// at most once. It returns what is wrong, or "".
+func dashboardPageProblem(q url.Values) string {
+	for _, p := range []struct {
+		name string
+		max  int
+	}{{"size", maxDashboardPageSize}, {"page", maxDashboardPage}} {
+		vs, ok := q[p.name]
+		if !ok {
+			continue
+		}
+		if n, err := strconv.Atoi(vs[0]); len(vs) > 1 || err != nil || n < 1 || n > p.max {
+			return "query parameter " + p.name + " must be given once, as an integer from 1 to " + strconv.Itoa(p.max)
+		}
+	}
+	return ""
+}
+
 // serveDashboard serves the dashboard as the request's role may see it:
-// read-only for readers, as configured for operators.
+// read-only for readers, as configured for operators. A page of tasks is at
+// most maxDashboardPageSize long: asynqmon would otherwise list a whole
+// queue in one answer, and block Redis while it reads it, for any reader
+// who asks.
 func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
+	if detail := dashboardPageProblem(r.URL.Query()); detail != "" {
+		s.writeProblem(w, r, Problem{Status: http.StatusBadRequest, Detail: detail}, nil)
+		return
+	}
 	if info := infoOf(r.Context()); info != nil && info.role == RoleOperator {
 		s.dashboard.ServeHTTP(w, r)
 		return

@@ -41,14 +41,15 @@ const DefaultMaxLen = 100000
 const PayloadMax = 8 << 10
 
 // MaxText bounds the text fields of an entry read back (the error message,
-// and ids, type and queue, which are refused beyond maxID), in bytes.
+// and ids, type and queue, which are refused beyond MaxID), in bytes.
 const MaxText = 2048
 
-// Bounds of the short fields of an entry read back, in bytes.
-const (
-	maxID   = 256
-	maxCode = 64
-)
+// MaxID bounds the task id, type and queue of an entry read back, in bytes:
+// an entry with a longer one is not a dead letter.
+const MaxID = 256
+
+// maxCode bounds the error code of an entry read back, in bytes.
+const maxCode = 64
 
 // Entry is one dead letter: the one definition of the stream's fields.
 type Entry struct {
@@ -120,11 +121,11 @@ func Decode(m redis.XMessage) (e Entry, problem string) {
 	}
 	failedAt, err := time.Parse(time.RFC3339, str("failed_at"))
 	switch {
-	case str("task_id") == "" || len(str("task_id")) > maxID:
+	case str("task_id") == "" || len(str("task_id")) > MaxID:
 		problem = "no task_id"
-	case str("type") == "" || len(str("type")) > maxID:
+	case str("type") == "" || len(str("type")) > MaxID:
 		problem = "no type"
-	case str("queue") == "" || len(str("queue")) > maxID:
+	case str("queue") == "" || len(str("queue")) > MaxID:
 		problem = "no queue"
 	case err != nil:
 		problem = "failed_at is not an RFC 3339 time"

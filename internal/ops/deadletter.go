@@ -136,6 +136,9 @@ func (s *Service) DeadLetter(ctx context.Context, taskID string) (DeadLetter, er
 // and also, saying so, when the stream has it but the archive no longer does
 // (deleted after its retention, or requeued or deleted by other means).
 func (s *Service) Requeue(ctx context.Context, taskID string) (TaskRef, error) {
+	if err := checkDeadLetterID(taskID); err != nil {
+		return TaskRef{}, err
+	}
 	ids, err := deadletter.EntryIDs(ctx, s.rdb, taskID)
 	if err != nil {
 		return TaskRef{}, err
@@ -158,6 +161,9 @@ func (s *Service) Requeue(ctx context.Context, taskID string) (TaskRef, error) {
 // archived, and the task's stream entries. The error wraps ErrNotFound when
 // there was neither.
 func (s *Service) DeleteDeadLetter(ctx context.Context, taskID string) error {
+	if err := checkDeadLetterID(taskID); err != nil {
+		return err
+	}
 	ids, err := deadletter.EntryIDs(ctx, s.rdb, taskID)
 	if err != nil {
 		return err
@@ -199,6 +205,16 @@ func (s *Service) PurgeDeadLetters(ctx context.Context) (int, error) {
 // CountDeadLetters returns how many entries the dead-letter stream holds.
 func (s *Service) CountDeadLetters(ctx context.Context) (int, error) {
 	return deadletter.Count(ctx, s.rdb)
+}
+
+// checkDeadLetterID refuses, as not found, a task id that no dead letter can
+// have: empty or longer than deadletter.MaxID. Nothing is looked up for it,
+// and the messages that name a task id stay short.
+func checkDeadLetterID(taskID string) error {
+	if taskID == "" || len(taskID) > deadletter.MaxID {
+		return fmt.Errorf("dead letter: %w (a task id is 1 to %d bytes)", ErrNotFound, deadletter.MaxID)
+	}
+	return nil
 }
 
 // archived returns the task taskID if it is archived. The error wraps
