@@ -2,6 +2,7 @@ package api
 
 import (
 	"cmp"
+	"container/list"
 	"errors"
 	"math"
 	"net"
@@ -33,7 +34,8 @@ type AuthFailureLimit struct {
 	Burst int
 	Every time.Duration
 	// Clients bounds how many addresses are tracked (a few hundred bytes
-	// each); beyond it, new addresses share one limit.
+	// each); beyond it, a new address's failure makes the table forget the
+	// address whose last failure is the oldest.
 	Clients int
 }
 
@@ -54,23 +56,30 @@ func (l AuthFailureLimit) Validate() error {
 }
 
 // failureLimiter is the table of AuthFailureLimit: a token bucket per
-// client address, spent by failures only. Addresses whose bucket is full
-// again are dropped when the table fills up; while it stays full, new
-// addresses share the overflow bucket, so the table never grows past its
-// bound whatever the number of addresses that fail.
+// client address, spent by failures only, the addresses kept in the order of
+// their last failure. When the table is full, a new address's failure takes
+// the place of the address whose last failure is the oldest: the table never
+// grows past its bound, whatever the number of addresses that fail, and an
+// address is only ever refused for failures of its own (a client with a valid
+// token that never failed always gets through).
 type failureLimiter struct {
 	every   rate.Limit
 	burst   int
 	max     int
 	mu      sync.Mutex
-	clients map[netip.Prefix]*rate.Limiter
-	full    *rate.Limiter // shared by the addresses the table has no room for
+	clients map[netip.Prefix]*list.Element // of *failingClient
+	order   list.List                      // most recent failure first
+}
+
+// failingClient is an address of the table and its bucket.
+type failingClient struct {
+	addr netip.Prefix
+	lim  *rate.Limiter
 }
 
 func newFailureLimiter(l AuthFailureLimit) *failureLimiter {
-	every := rate.Every(l.Every)
-	return &failureLimiter{every: every, burst: l.Burst, max: l.Clients,
-		clients: map[netip.Prefix]*rate.Limiter{}, full: rate.NewLimiter(every, l.Burst)}
+	return &failureLimiter{every: rate.Every(l.Every), burst: l.Burst, max: l.Clients,
+		clients: map[netip.Prefix]*list.Element{}}
 }
 
 // retryAfter returns how long the address must wait before its next
@@ -78,47 +87,38 @@ func newFailureLimiter(l AuthFailureLimit) *failureLimiter {
 func (f *failureLimiter) retryAfter(addr netip.Prefix, now time.Time) time.Duration {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	lim := f.clients[addr]
-	if lim == nil {
-		if len(f.clients) < f.max {
-			return 0 // unknown and the table has room: never failed
-		}
-		lim = f.full
+	e := f.clients[addr]
+	if e == nil {
+		return 0 // no failure on record
 	}
-	tokens := lim.TokensAt(now)
+	tokens := e.Value.(*failingClient).lim.TokensAt(now)
 	if tokens >= 1 {
 		return 0
 	}
 	return time.Duration((1 - tokens) / float64(f.every) * float64(time.Second))
 }
 
-// fail spends one attempt of the address.
+// fail spends one attempt of the address, making room for it when it is new
+// and the table is full.
 func (f *failureLimiter) fail(addr netip.Prefix, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	lim := f.clients[addr]
-	if lim == nil {
-		if len(f.clients) >= f.max {
-			f.sweep(now)
-		}
-		if len(f.clients) >= f.max {
-			lim = f.full
-		} else {
-			lim = rate.NewLimiter(f.every, f.burst)
-			f.clients[addr] = lim
-		}
+	e := f.clients[addr]
+	switch {
+	case e != nil:
+		f.order.MoveToFront(e)
+	case len(f.clients) < f.max:
+		e = f.order.PushFront(&failingClient{addr: addr, lim: rate.NewLimiter(f.every, f.burst)})
+		f.clients[addr] = e
+	default: // reuse the entry of the oldest failure
+		e = f.order.Back()
+		c := e.Value.(*failingClient)
+		delete(f.clients, c.addr)
+		*c = failingClient{addr: addr, lim: rate.NewLimiter(f.every, f.burst)}
+		f.clients[addr] = e
+		f.order.MoveToFront(e)
 	}
-	lim.AllowN(now, 1)
-}
-
-// sweep drops the addresses whose bucket is full again: forgetting them
-// changes nothing.
-func (f *failureLimiter) sweep(now time.Time) {
-	for addr, lim := range f.clients {
-		if lim.TokensAt(now) >= float64(f.burst) {
-			delete(f.clients, addr)
-		}
-	}
+	e.Value.(*failingClient).lim.AllowN(now, 1)
 }
 
 // size is how many addresses the table holds.

@@ -15,34 +15,44 @@ func TestFailureLimiterBounded(t *testing.T) {
 	addr := func(i int) netip.Prefix {
 		return netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.%d/32", i>>16&255, i>>8&255, i&255))
 	}
-	// Many more addresses than the table holds, each failing once.
+	// Many more addresses than the table holds, each failing twice: the
+	// table keeps the last 100 to fail.
 	for i := range 5000 {
+		f.fail(addr(i), now)
 		f.fail(addr(i), now)
 	}
 	if n := f.size(); n != 100 {
 		t.Fatalf("table holds %d addresses, want its bound 100", n)
 	}
-	// The overflow bucket took the other 4900 failures: new addresses wait.
-	if wait := f.retryAfter(addr(99999), now); wait <= 0 {
-		t.Errorf("an address beyond the table may try at once while the overflow bucket is spent")
+	for _, i := range []int{4900, 4999} {
+		if wait := f.retryAfter(addr(i), now); wait <= 0 || wait > time.Minute {
+			t.Errorf("address %d after two failures: wait %v, want up to a minute", i, wait)
+		}
 	}
-	// An address in the table failed once of two: it may try again.
-	if wait := f.retryAfter(addr(0), now); wait != 0 {
-		t.Errorf("address 0 waits %v after one failure of two", wait)
+	// Whatever the others did, an address is refused only for its own
+	// failures: one that never failed, or was forgotten, may try.
+	for _, i := range []int{0, 4899, 99999} {
+		if wait := f.retryAfter(addr(i), now); wait != 0 {
+			t.Errorf("address %d waits %v without failures on record", i, wait)
+		}
 	}
-	f.fail(addr(0), now)
-	if wait := f.retryAfter(addr(0), now); wait <= 0 || wait > time.Minute {
-		t.Errorf("address 0 after two failures: wait %v, want up to a minute", wait)
+	// An address that keeps failing stays; the oldest failure is forgotten.
+	f.fail(addr(4900), now)
+	for i := range 99 {
+		f.fail(addr(10000+i), now)
 	}
-	// Once their buckets are full again, the addresses are forgotten to make
-	// room for new ones.
-	later := now.Add(10 * time.Minute)
-	f.fail(addr(200000), later)
-	if n := f.size(); n != 1 {
-		t.Errorf("after the sweep the table holds %d addresses, want 1", n)
+	if f.retryAfter(addr(4900), now) == 0 {
+		t.Error("address 4900 failed again and was forgotten")
 	}
-	if wait := f.retryAfter(addr(99999), later); wait != 0 {
-		t.Errorf("a new address waits %v once the table has room", wait)
+	if f.retryAfter(addr(4901), now) != 0 {
+		t.Error("address 4901, the oldest failure, is still refused")
+	}
+	if n := f.size(); n != 100 {
+		t.Errorf("table holds %d addresses, want 100", n)
+	}
+	// A bucket full again lets its address try, as if it were forgotten.
+	if wait := f.retryAfter(addr(4900), now.Add(10*time.Minute)); wait != 0 {
+		t.Errorf("address 4900 waits %v ten minutes later", wait)
 	}
 }
 

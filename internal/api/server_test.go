@@ -541,6 +541,35 @@ func TestRunLimits(t *testing.T) {
 // 429 with Retry-After on every protected route, even with a valid token,
 // while other addresses and open routes are served; every refusal is
 // counted by reason, and no presented token reaches the log.
+// TestAuthFailureLimitFullTable checks that a full table of failing
+// addresses does not lock out others: a client is refused for its own
+// failures only, so a valid token from a new address always gets through.
+func TestAuthFailureLimitFullTable(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{configure: func(c *api.Config) { c.AuthFailures = api.AuthFailureLimit{Burst: 1, Every: time.Hour, Clients: 2} }})
+	serve := func(remote, token string) int {
+		req := httptest.NewRequest(http.MethodGet, "/v1/dead-letters", nil)
+		req.RemoteAddr = remote
+		req.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		b.srv.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for i := range 50 {
+		if code := serve(fmt.Sprintf("198.51.100.%d:4000", i), "guess-0123456789abcdef"); code != http.StatusUnauthorized {
+			t.Fatalf("first guess of address %d: %d, want 401", i, code)
+		}
+	}
+	if code := serve("198.51.100.49:4000", "guess-0123456789abcdef"); code != http.StatusTooManyRequests {
+		t.Errorf("second guess of the last address: %d, want 429", code)
+	}
+	for i := range 5 {
+		if code := serve(fmt.Sprintf("203.0.113.%d:4000", i), testToken); code != http.StatusOK {
+			t.Errorf("valid token from new address %d: %d, want 200", i, code)
+		}
+	}
+}
+
 func TestAuthFailureLimit(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{configure: func(c *api.Config) { c.AuthFailures = api.AuthFailureLimit{Burst: 3, Every: time.Hour} }})
