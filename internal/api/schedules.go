@@ -81,6 +81,9 @@ func (s *Server) writeScheduleError(w http.ResponseWriter, r *http.Request, err 
 		s.writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: "no schedule has this id"}, nil)
 	case errors.Is(err, schedule.ErrExists):
 		s.writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: "a schedule with this id exists; delete it first or pick another id"}, nil)
+	case errors.Is(err, schedule.ErrTooMany):
+		s.writeProblem(w, r, Problem{Status: http.StatusConflict,
+			Detail: "the most schedules allowed (CERTMAIL_SCHEDULE_MAX) exist already; delete one first"}, nil)
 	case errors.Is(err, schedule.ErrFileSchedule):
 		s.writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: "this schedule comes from the schedules file; change it there"}, nil)
 	default:

@@ -1,6 +1,8 @@
 package api_test
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -43,6 +45,25 @@ func TestSchedules(t *testing.T) {
 	mustProblem(t, b.get(t, "/v1/schedules/dcv-1002"), http.StatusNotFound)
 	mustProblem(t, b.do(t, http.MethodDelete, "/v1/schedules/dcv-1002", "", nil), http.StatusNotFound)
 	b.assertUntouched(t)
+}
+
+// TestSchedulesBounded checks that the API refuses a schedule beyond
+// CERTMAIL_SCHEDULE_MAX with a 409 that says so.
+func TestSchedulesBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	fields := make([]any, 0, 2*schedule.DefaultMaxSchedules)
+	for i := range schedule.DefaultMaxSchedules {
+		fields = append(fields, fmt.Sprintf("filler-%d", i), "{}")
+	}
+	if err := b.conn.Client.HSet(context.Background(), "certmail:schedules", fields...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := mustProblem(t, b.do(t, http.MethodPost, "/v1/schedules",
+		`{"id": "one-more", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}}`, nil), http.StatusConflict)
+	if !strings.Contains(p.Detail, "CERTMAIL_SCHEDULE_MAX") {
+		t.Errorf("detail %q does not name CERTMAIL_SCHEDULE_MAX", p.Detail)
+	}
 }
 
 // scheduleList decodes api.ScheduleList.

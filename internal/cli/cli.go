@@ -137,6 +137,7 @@ func defaults() kong.Vars {
 		"max_retry":               strconv.Itoa(tasks.DefaultMaxRetry),
 		"result_retention":        duration(tasks.DefaultRetention),
 		"schedule_min_interval":   duration(schedule.DefaultMinInterval),
+		"schedule_max":            strconv.Itoa(schedule.DefaultMaxSchedules),
 		"scheduler_lease":         duration(scheduler.DefaultLease),
 		"admin_addr":              admin.DefaultAddr,
 		"api_addr":                api.DefaultAddr,

@@ -51,6 +51,7 @@ func (c *DevCmd) Run(env *Env) error {
 		Queues:    qs,
 
 		ScheduleMinInterval: c.MinInterval,
+		MaxSchedules:        c.Max,
 		TaskCheckInterval:   c.TaskCheckInterval,
 		Stdout:              env.Stdout,
 		Logger:              log,

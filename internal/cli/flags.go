@@ -108,12 +108,16 @@ func (f QueueFlags) queueNames() ([]string, error) {
 // ScheduleRuleFlags are the rules schedules are judged by.
 type ScheduleRuleFlags struct {
 	MinInterval time.Duration `name:"schedule-min-interval" env:"CERTMAIL_SCHEDULE_MIN_INTERVAL" default:"${schedule_min_interval}" help:"Shortest time allowed between two ticks of a schedule." group:"Schedules"`
+	Max         int           `name:"schedule-max" env:"CERTMAIL_SCHEDULE_MAX" default:"${schedule_max}" help:"Most schedules added through the API or the CLI that may exist at once (the schedules file's are not counted)." group:"Schedules"`
 }
 
 // check reports a floor that cannot work, as a usage error.
 func (f ScheduleRuleFlags) check() error {
 	if f.MinInterval <= 0 {
 		return usagef("CERTMAIL_SCHEDULE_MIN_INTERVAL: %v must be positive", f.MinInterval)
+	}
+	if f.Max <= 0 {
+		return usagef("CERTMAIL_SCHEDULE_MAX: %d must be positive", f.Max)
 	}
 	return nil
 }
@@ -228,7 +232,7 @@ func (f QueueFlags) rules(accounts account.Set) (enqueue.Rules, error) {
 // scheduleStore returns the schedule store on conn, judging schedules by
 // rules and the minimum interval of f.
 func (f ScheduleRuleFlags) scheduleStore(conn *redisconn.Conn, rules enqueue.Rules, log *zap.Logger) (*schedule.Store, error) {
-	st, err := schedule.NewStore(schedule.Config{Redis: conn.Client, Rules: schedule.Rules{Enqueue: rules, MinInterval: f.MinInterval},
+	st, err := schedule.NewStore(schedule.Config{Redis: conn.Client, Rules: schedule.Rules{Enqueue: rules, MinInterval: f.MinInterval, MaxSchedules: f.Max},
 		Logger: log})
 	if err != nil {
 		return nil, usageError{err}

@@ -87,6 +87,9 @@ type Config struct {
 	// it is lowered to the demo schedule's interval (DemoEvery) when that is
 	// shorter, so that the demo schedule is accepted.
 	ScheduleMinInterval time.Duration
+	// MaxSchedules is the most schedules the API may hold; default
+	// schedule.DefaultMaxSchedules.
+	MaxSchedules int
 	// TaskCheckInterval is how often the idle worker looks for new tasks;
 	// default worker.DefaultTaskCheckInterval.
 	TaskCheckInterval time.Duration
@@ -224,7 +227,7 @@ func (c *components) producer(name string) (*producer, error) {
 		return nil, err
 	}
 	p.store, err = schedule.NewStore(schedule.Config{Redis: p.conn.Client,
-		Rules: schedule.Rules{Enqueue: c.rules, MinInterval: c.cfg.ScheduleMinInterval}, Logger: p.log})
+		Rules: schedule.Rules{Enqueue: c.rules, MinInterval: c.cfg.ScheduleMinInterval, MaxSchedules: c.cfg.MaxSchedules}, Logger: p.log})
 	if err == nil {
 		p.ops, err = ops.New(ops.Config{Redis: p.conn, Rules: c.rules, Logger: p.log})
 	}

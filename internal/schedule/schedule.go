@@ -88,6 +88,10 @@ var (
 // shortest time allowed between two ticks of a schedule.
 const DefaultMinInterval = time.Minute
 
+// DefaultMaxSchedules is CERTMAIL_SCHEDULE_MAX's default: the most schedules
+// the API and the CLI may hold at once.
+const DefaultMaxSchedules = 1000
+
 // Rules are what a schedule is judged by beyond its own form: the
 // configuration every process that takes schedules reads.
 type Rules struct {
@@ -98,12 +102,18 @@ type Rules struct {
 	// MinInterval is the shortest time allowed between two ticks of a
 	// schedule (CERTMAIL_SCHEDULE_MIN_INTERVAL); 0 means DefaultMinInterval.
 	MinInterval time.Duration
+	// MaxSchedules is the most schedules added through the API or the CLI
+	// that may exist at once (CERTMAIL_SCHEDULE_MAX); 0 means
+	// DefaultMaxSchedules. The schedules file's are not counted: the file
+	// bounds them.
+	MaxSchedules int
 }
 
 // WithDefaults returns r with zero values replaced by the defaults.
 func (r Rules) WithDefaults() Rules {
 	r.Enqueue = r.Enqueue.WithDefaults()
 	r.MinInterval = cmp.Or(r.MinInterval, DefaultMinInterval)
+	r.MaxSchedules = cmp.Or(r.MaxSchedules, DefaultMaxSchedules)
 	return r
 }
 
@@ -111,6 +121,9 @@ func (r Rules) WithDefaults() Rules {
 func (r Rules) Validate() error {
 	if r.MinInterval < 0 {
 		return errors.New("schedule minimum interval must not be negative")
+	}
+	if r.MaxSchedules < 0 {
+		return errors.New("the most schedules must not be negative")
 	}
 	return nil
 }

@@ -273,6 +273,51 @@ func TestStore(t *testing.T) {
 	}
 }
 
+// The API's and the CLI's schedules are bounded by Rules.MaxSchedules; the
+// file's are not counted, and a taken id is still ErrExists at the bound.
+func TestStoreBounded(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	rules := testRules
+	rules.MaxSchedules = 3
+	st, err := schedule.NewStore(schedule.Config{Redis: e.redis.Client(), Rules: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, bad, err := schedule.ParseFile([]byte("schedules: [{id: file-1, cron: \"@daily\", type: resend-dcv, payload: {order_id: 2}}]"), testRules)
+	if err != nil || len(c) != 1 || len(bad) != 0 {
+		t.Fatal(c, bad, err)
+	}
+	if err := st.MirrorFile(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	add := func(id string) error {
+		_, err := st.Add(ctx, schedule.Schedule{ID: id, Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)})
+		return err
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		if err := add(id); err != nil {
+			t.Fatalf("Add %s: %v", id, err)
+		}
+	}
+	if err := add("d"); !errors.Is(err, schedule.ErrTooMany) || !strings.Contains(err.Error(), "3") {
+		t.Errorf("fourth Add = %v, want ErrTooMany naming 3", err)
+	}
+	if err := add("a"); !errors.Is(err, schedule.ErrExists) {
+		t.Errorf("Add of a taken id at the bound = %v, want ErrExists", err)
+	}
+	if n, err := e.redis.Client().HLen(ctx, apiSchedulesKey).Result(); err != nil || n != 3 {
+		t.Errorf("%d API schedules stored (%v), want 3", n, err)
+	}
+	if err := st.Delete(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := add("d"); err != nil {
+		t.Errorf("Add after a Delete: %v", err)
+	}
+}
+
 // A cron spec is judged by its shortest interval, whatever its form.
 func TestMinInterval(t *testing.T) {
 	t.Parallel()

@@ -42,6 +42,7 @@ var (
 	ErrNotFound     = errors.New("schedule not found")
 	ErrExists       = errors.New("a schedule with this id exists")
 	ErrFileSchedule = errors.New("the schedule is defined in the schedules file: edit the file")
+	ErrTooMany      = errors.New("the most schedules allowed exist (CERTMAIL_SCHEDULE_MAX)")
 )
 
 // Status is a schedule with its source and what it has done.
@@ -136,8 +137,19 @@ type Listing struct {
 	SkippedCount int
 }
 
+// addScript stores schedule ARGV[2] under id ARGV[1] in the hash KEYS[1]
+// unless the id is taken (0) or the hash holds ARGV[3] schedules already
+// (-1); 1 when stored.
+var addScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`)
+
 // Add validates s (a *tasks.ValidationError listing every problem) and
-// stores it. An id used by the API or the file gives ErrExists.
+// stores it. An id used by the API or the file gives ErrExists; a store
+// that holds Rules.MaxSchedules schedules already gives ErrTooMany.
 func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
 	c, err := compile(s, SourceAPI, judge{rules: &st.rules, now: st.now()})
 	if err != nil {
@@ -154,12 +166,14 @@ func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
 	if err != nil {
 		return Status{}, fmt.Errorf("encode schedule: %w", err)
 	}
-	added, err := st.rdb.HSetNX(ctx, apiSchedulesKey, s.ID, b).Result()
-	if err != nil {
+	added, err := addScript.Run(ctx, st.rdb, []string{apiSchedulesKey}, s.ID, b, st.rules.MaxSchedules).Int()
+	switch {
+	case err != nil:
 		return Status{}, fmt.Errorf("store schedule: %w", err)
-	}
-	if !added {
+	case added == 0:
 		return Status{}, fmt.Errorf("%s: %w", s.ID, ErrExists)
+	case added < 0:
+		return Status{}, fmt.Errorf("%w: %d", ErrTooMany, st.rules.MaxSchedules)
 	}
 	// Ticks count from now (Delete removed any earlier state of this id).
 	now := st.now()
