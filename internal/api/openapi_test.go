@@ -2,13 +2,18 @@ package api_test
 
 import (
 	"bytes"
+	"cmp"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -185,6 +190,7 @@ func TestOpenAPISchemas(t *testing.T) {
 		{"Problem", api.Problem{}, []string{"type", "title", "status"}},
 		{"FieldError", tasks.FieldError{}, []string{"field", "message"}},
 		{"Schedule", schedule.Schedule{}, []string{"id", "cron", "type", "payload"}},
+		{"ScheduleStatus", schedule.Status{}, []string{"id", "cron", "type", "payload", "source", "state", "runs", "ended"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.schema, func(t *testing.T) {
@@ -210,13 +216,35 @@ func TestOpenAPISchemas(t *testing.T) {
 	}
 }
 
-// jsonNames lists the JSON member names of a struct type.
+// jsonNames lists the JSON member names of a struct type's fields that have
+// a json tag naming them. As encoding/json does, it promotes the members of
+// an embedded struct without a json name into the outer object; of the
+// fields that share a name, the least deeply embedded one wins, and none
+// when several are equally deep.
 func jsonNames(typ reflect.Type) []string {
+	depths := map[string][]int{}
+	var walk func(typ reflect.Type, depth int)
+	walk = func(typ reflect.Type, depth int) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			switch {
+			case f.Anonymous && name == "" && ft.Kind() == reflect.Struct:
+				walk(ft, depth+1)
+			case name != "" && name != "-":
+				depths[name] = append(depths[name], depth)
+			}
+		}
+	}
+	walk(typ, 0)
 	var names []string
-	for i := range typ.NumField() {
-		tag := typ.Field(i).Tag.Get("json")
-		name, _, _ := strings.Cut(tag, ",")
-		if name != "" && name != "-" {
+	for name, ds := range depths {
+		shallowest := slices.Min(ds)
+		if n := len(slices.DeleteFunc(ds, func(d int) bool { return d != shallowest })); n == 1 {
 			names = append(names, name)
 		}
 	}
@@ -259,21 +287,28 @@ func TestOpenAPIRefs(t *testing.T) {
 }
 
 func resolves(doc map[string]any, ref string) bool {
+	_, ok := lookup(doc, ref)
+	return ok
+}
+
+// lookup returns what the local reference ref (a JSON pointer after "#",
+// through objects only) names in doc.
+func lookup(doc map[string]any, ref string) (any, bool) {
 	path, ok := strings.CutPrefix(ref, "#/")
 	if !ok {
-		return false
+		return nil, false
 	}
 	var cur any = doc
 	for _, part := range strings.Split(path, "/") {
 		m, ok := cur.(map[string]any)
 		if !ok {
-			return false
+			return nil, false
 		}
 		if cur, ok = m[part]; !ok {
-			return false
+			return nil, false
 		}
 	}
-	return true
+	return cur, true
 }
 
 func TestOpenAPIServed(t *testing.T) {
@@ -306,5 +341,412 @@ func TestOpenAPIRetryAfter(t *testing.T) {
 		if _, ok := doc.Components.Responses[name].Headers["Retry-After"]; !ok {
 			t.Errorf("response %s does not document Retry-After", name)
 		}
+	}
+}
+
+// TestJSONNames holds jsonNames to encoding/json's names: promoted members of
+// embedded structs, hidden and ambiguous ones dropped.
+func TestJSONNames(t *testing.T) {
+	t.Parallel()
+	type Inner struct {
+		A string `json:"a"`
+		B string `json:"b"`
+	}
+	type Other struct {
+		B string `json:"b"`
+		C string `json:"c"`
+	}
+	type tagged struct {
+		Inner `json:"in"`
+		D     string `json:"d"`
+	}
+	type outer struct {
+		*Inner
+		Other
+		B string `json:"b"`
+		E string `json:"-"`
+		F string
+	}
+	// Two members b equally deep, which vet reports in a declared type.
+	ambiguous := reflect.StructOf([]reflect.StructField{
+		{Name: "Inner", Type: reflect.TypeFor[Inner](), Anonymous: true},
+		{Name: "Other", Type: reflect.TypeFor[Other](), Anonymous: true},
+	})
+	tests := []struct {
+		name string
+		v    any
+	}{
+		{"tagged embedded struct", tagged{}},
+		{"promoted and hidden", outer{Inner: &Inner{}}},
+		{"equally deep", reflect.New(ambiguous).Elem().Interface()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b, err := json.Marshal(tt.v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for name := range m {
+				if name != "F" { // untagged: jsonNames leaves it out
+					want = append(want, name)
+				}
+			}
+			got := jsonNames(reflect.TypeOf(tt.v))
+			sort.Strings(got)
+			sort.Strings(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("jsonNames %q, encoding/json %q", got, want)
+			}
+		})
+	}
+}
+
+// TestOpenAPIClosedCombinations: a schema with additionalProperties false
+// rejects every property it does not declare itself, also those declared by
+// the schemas applied with it to the same instance: for an allOf member, the
+// other members and the combining schema's own properties; for an anyOf or
+// oneOf member, the combining schema's own properties and allOf members (its
+// fellow members are alternatives, not applied with it). Such a combination
+// refuses every instance that carries those properties.
+func TestOpenAPIClosedCombinations(t *testing.T) {
+	t.Parallel()
+	var doc map[string]any
+	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, problem := range closedCombinations(doc) {
+		t.Error(problem)
+	}
+
+	// The check finds the mistake it is for: a closed schema extended with
+	// allOf, as ScheduleStatus once extended Schedule.
+	var broken map[string]any
+	if err := json.Unmarshal([]byte(`{"components": {"schemas": {
+		"Closed": {"type": "object", "additionalProperties": false, "properties": {"id": {}}},
+		"Extended": {"allOf": [{"$ref": "#/components/schemas/Closed"}, {"properties": {"state": {}}}]},
+		"Alternatives": {"oneOf": [{"$ref": "#/components/schemas/Closed"}, {"properties": {"state": {}}}]},
+		"Sibling": {"properties": {"kind": {}}, "anyOf": [{"$ref": "#/components/schemas/Closed"}]}
+	}}}`), &broken); err != nil {
+		t.Fatal(err)
+	}
+	got := closedCombinations(broken)
+	want := []string{
+		`/components/schemas/Extended/allOf/0: closed (#/components/schemas/Closed) but applied with "state"`,
+		`/components/schemas/Sibling/anyOf/0: closed (#/components/schemas/Closed) but applied with "kind"`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("on a broken document: %q, want %q", got, want)
+	}
+}
+
+// closedCombinations lists the members of allOf, anyOf and oneOf in doc that
+// have additionalProperties false and do not declare a property that the
+// schemas applied with them declare, in document order.
+func closedCombinations(doc map[string]any) []string {
+	var problems []string
+	var walk func(at string, v any)
+	walk = func(at string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for _, kw := range []string{"allOf", "anyOf", "oneOf"} {
+				members, _ := v[kw].([]any)
+				for i, m := range members {
+					closed, ref := resolveSchema(doc, m)
+					if closed["additionalProperties"] != false {
+						continue
+					}
+					// What applies with member i: the combining schema's
+					// own properties, and the allOf members but itself.
+					with := declared(doc, map[string]any{"properties": v["properties"]})
+					all, _ := v["allOf"].([]any)
+					for j, other := range all {
+						if kw != "allOf" || j != i {
+							with = append(with, declared(doc, other)...)
+						}
+					}
+					own, _ := closed["properties"].(map[string]any)
+					for _, name := range with {
+						if _, ok := own[name]; !ok {
+							problems = append(problems, fmt.Sprintf("%s/%s/%d: closed (%s) but applied with %q", at, kw, i, ref, name))
+							break
+						}
+					}
+				}
+			}
+			keys := slices.Sorted(maps.Keys(v))
+			for _, k := range keys {
+				walk(at+"/"+k, v[k])
+			}
+		case []any:
+			for i, child := range v {
+				walk(at+"/"+strconv.Itoa(i), child)
+			}
+		}
+	}
+	walk("", doc)
+	return problems
+}
+
+// resolveSchema follows the $ref of schema, if any, to the schema it names;
+// ref is the last $ref followed.
+func resolveSchema(doc map[string]any, schema any) (s map[string]any, ref string) {
+	s, _ = schema.(map[string]any)
+	for range 10 { // a longer chain is a loop
+		r, ok := s["$ref"].(string)
+		if !ok {
+			break
+		}
+		ref = r
+		target, _ := lookup(doc, r)
+		s, _ = target.(map[string]any)
+	}
+	return s, ref
+}
+
+// declared lists the property names schema declares, itself or through its
+// allOf members.
+func declared(doc map[string]any, schema any) []string {
+	s, _ := resolveSchema(doc, schema)
+	props, _ := s["properties"].(map[string]any)
+	names := slices.Sorted(maps.Keys(props))
+	members, _ := s["allOf"].([]any)
+	for _, m := range members {
+		names = append(names, declared(doc, m)...)
+	}
+	return names
+}
+
+// TestOpenAPIListLengths: every list of a task payload documents the
+// longest list the rules take as sent, MaxListLength, and says so.
+func TestOpenAPIListLengths(t *testing.T) {
+	t.Parallel()
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]struct {
+					Type        any    `json:"type"` // a string or a list of them
+					MaxItems    *int   `json:"maxItems"`
+					Description string `json:"description"`
+				} `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	say := fmt.Sprintf("At most %d elements as sent, duplicates included.", tasks.MaxListLength)
+	lists := 0
+	for _, name := range []string{"SetEmails", "ResendDCV", "SendCert", "ResendDomainDCV"} {
+		s, ok := doc.Components.Schemas[name]
+		if !ok {
+			t.Errorf("no schema %s", name)
+			continue
+		}
+		for field, p := range s.Properties {
+			if p.Type != "array" {
+				continue
+			}
+			lists++
+			switch {
+			case p.MaxItems == nil:
+				t.Errorf("%s.%s: no maxItems, want %d", name, field, tasks.MaxListLength)
+			case *p.MaxItems != tasks.MaxListLength:
+				t.Errorf("%s.%s: maxItems %d, want %d", name, field, *p.MaxItems, tasks.MaxListLength)
+			}
+			if !strings.Contains(p.Description, say) {
+				t.Errorf("%s.%s: description does not say %q", name, field, say)
+			}
+		}
+	}
+	if lists < 4 {
+		t.Errorf("%d lists found, want at least 4: the walk is broken", lists)
+	}
+}
+
+// TestOpenAPIConflict: every operation that documents 409 is one whose
+// route answers it, and the description names that route's cause.
+func TestOpenAPIConflict(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var doc map[string]any
+	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	// The routes that answer 409 (writeOpsError, writeScheduleError), and
+	// the words that name each of their causes.
+	causes := map[string][]string{
+		"POST /v1/tasks/{type}":     {"Idempotency-Key was used before"},
+		"POST /v1/schedules":        {"a schedule with this id exists", "CERTMAIL_SCHEDULE_MAX"},
+		"DELETE /v1/schedules/{id}": {"schedules file"},
+	}
+	param := regexp.MustCompile(`\{[^}]+\}`)
+	documented := map[string]bool{}
+	paths, _ := doc["paths"].(map[string]any)
+	for _, path := range slices.Sorted(maps.Keys(paths)) {
+		item, _ := paths[path].(map[string]any)
+		for _, method := range httpMethods {
+			op, ok := item[method].(map[string]any)
+			if !ok {
+				continue
+			}
+			responses, _ := op["responses"].(map[string]any)
+			conflict, ok := responses["409"]
+			if !ok {
+				continue
+			}
+			route := b.srv.Route(httptest.NewRequest(strings.ToUpper(method), param.ReplaceAllString(path, "x1"), nil))
+			documented[route] = true
+			want, ok := causes[route]
+			if !ok {
+				t.Errorf("%s %s documents 409, which its route %q never answers", method, path, route)
+				continue
+			}
+			resolved, _ := resolveSchema(doc, conflict)
+			d, _ := resolved["description"].(string)
+			for _, cause := range want {
+				if !strings.Contains(d, cause) {
+					t.Errorf("%s %s: 409 %q does not say %q", method, path, d, cause)
+				}
+			}
+		}
+	}
+	for route := range causes {
+		if !documented[route] {
+			t.Errorf("%s answers 409 but does not document it", route)
+		}
+	}
+}
+
+// TestOpenAPIMethodNotAllowed: only the mux answers 405, to a method that no
+// pattern of the path takes, so never to an operation's own method: no
+// operation documents 405.
+func TestOpenAPIMethodNotAllowed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	doc := readOpenAPI(t)
+	param := regexp.MustCompile(`\{[^}]+\}`)
+	for path, item := range doc.Paths {
+		for method, raw := range item {
+			if !slices.Contains(httpMethods, method) {
+				continue
+			}
+			var op openAPIOperation
+			if err := json.Unmarshal(raw, &op); err != nil {
+				t.Fatalf("%s %s: %v", method, path, err)
+			}
+			if _, ok := op.Responses["405"]; ok {
+				t.Errorf("%s %s documents 405", method, path)
+			}
+			for _, body := range []string{"", "{}", `{"order_id": 1}`} {
+				res := b.do(t, strings.ToUpper(method), param.ReplaceAllString(path, "x1"), body, nil)
+				if res.status == http.StatusMethodNotAllowed {
+					t.Errorf("%s %s with %q: 405", method, path, body)
+				}
+			}
+		}
+	}
+}
+
+// TestOpenAPIChallenges: each 401 answer documents the WWW-Authenticate
+// challenges the server sends with it, without a token and with a wrong one.
+func TestOpenAPIChallenges(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var doc map[string]any
+	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	param := regexp.MustCompile(`\{[^}]+\}`)
+	checked := map[string]bool{} // by 401 response: one operation each
+	paths, _ := doc["paths"].(map[string]any)
+	for _, path := range slices.Sorted(maps.Keys(paths)) {
+		item, _ := paths[path].(map[string]any)
+		for _, method := range httpMethods {
+			op, ok := item[method].(map[string]any)
+			if !ok {
+				continue
+			}
+			responses, _ := op["responses"].(map[string]any)
+			unauthorized, ok := responses["401"]
+			if !ok {
+				continue
+			}
+			resolved, ref := resolveSchema(doc, unauthorized)
+			key := cmp.Or(ref, method+" "+path)
+			if checked[key] {
+				continue
+			}
+			checked[key] = true
+			headers, _ := resolved["headers"].(map[string]any)
+			challenge, _ := headers["WWW-Authenticate"].(map[string]any)
+			described, _ := challenge["description"].(string)
+			basic := strings.Contains(fmt.Sprint(op["security"]), "basicAuth")
+			for _, token := range []string{"", "not-a-token-0123456789abcdef"} {
+				h := http.Header{"Content-Type": {"application/json"}}
+				switch {
+				case token != "" && basic:
+					h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("user:"+token)))
+				case token != "":
+					h.Set("Authorization", "Bearer "+token)
+				}
+				res := b.do(t, strings.ToUpper(method), param.ReplaceAllString(path, "x1"), "{}", h)
+				got := res.header.Get("WWW-Authenticate")
+				if res.status != http.StatusUnauthorized || got == "" {
+					t.Errorf("%s %s with token %q: %d, WWW-Authenticate %q", method, path, token, res.status, got)
+					continue
+				}
+				if !strings.Contains(described, "`"+got+"`") {
+					t.Errorf("%s %s (%s): WWW-Authenticate %q, described as %q", method, path, key, got, described)
+				}
+			}
+		}
+	}
+	if len(checked) < 2 {
+		t.Errorf("%d 401 answers checked, want the bearer and the dashboard's: the walk is broken", len(checked))
+	}
+}
+
+// TestOpenAPIMetrics: the /metrics operation names every certmail metric
+// the API registers, with its labels.
+func TestOpenAPIMetrics(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Description string `json:"description"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	described := doc.Paths["/metrics"]["get"].Description
+	b.get(t, "/healthz") // a request, so that the request series exist
+	families, err := b.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range families {
+		if !strings.HasPrefix(f.GetName(), "certmail_") {
+			continue
+		}
+		n++
+		var labels []string
+		for _, l := range f.GetMetric()[0].GetLabel() {
+			labels = append(labels, l.GetName())
+		}
+		want := "`" + f.GetName() + "{" + strings.Join(labels, ",") + "}`"
+		if !strings.Contains(described, want) {
+			t.Errorf("/metrics description %q does not name %s", described, want)
+		}
+	}
+	if n < 3 {
+		t.Errorf("%d certmail metrics registered, want at least 3: the gathering is broken", n)
 	}
 }
