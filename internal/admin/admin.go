@@ -185,11 +185,12 @@ type Option func(Router)
 // WithProfiling adds net/http/pprof's handlers under /debug/pprof/: CPU,
 // heap, goroutine and other profiles of the process, for whoever reaches
 // the address. A CPU profile must be shorter than the server's handler
-// timeout (DefaultHandlerTimeout): ask for ?seconds=10, say.
+// timeout (DefaultHandlerTimeout): ask for ?seconds=10, say. The command
+// line is not served (/debug/pprof/cmdline is 404): it holds whatever
+// secret was given as a flag.
 func WithProfiling() Option {
 	return func(mux Router) {
 		mux.Handle("GET /debug/pprof/", http.HandlerFunc(pprof.Index))
-		mux.Handle("GET /debug/pprof/cmdline", http.HandlerFunc(pprof.Cmdline))
 		mux.Handle("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
 		mux.Handle("GET /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
 		mux.Handle("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))

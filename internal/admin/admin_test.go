@@ -138,6 +138,10 @@ func TestProfiling(t *testing.T) {
 	if status, _ := get(t, base+"/healthz"); status != http.StatusOK {
 		t.Errorf("GET /healthz with profiling = %d", status)
 	}
+	// The command line can hold a secret given as a flag.
+	if status, body := get(t, base+"/debug/pprof/cmdline"); status != http.StatusNotFound || strings.Contains(body, "admin.test") {
+		t.Errorf("GET /debug/pprof/cmdline = %d %.100q, want 404", status, body)
+	}
 }
 
 // shortLimits are limits a test can watch run out.
