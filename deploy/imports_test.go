@@ -160,3 +160,55 @@ func TestArchitectureTable(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigurationTable: the README's Configuration table has a row for
+// every environment variable a command reads, and none for a variable no
+// command reads.
+func TestConfigurationTable(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join(repo, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
+	if !ok {
+		t.Fatal("README has no Configuration section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	listed := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| (`[A-Z_]+`(?: / `[A-Z_]+`)*) \\|").FindAllStringSubmatch(section, -1) {
+		for _, v := range regexp.MustCompile("[A-Z_]+").FindAllString(m[1], -1) {
+			listed[v] = true
+		}
+	}
+	sources, err := filepath.Glob(filepath.Join(repo, "internal", "cli", "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := map[string]bool{}
+	for _, f := range sources {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`env:"([A-Z_]+)"`).FindAllSubmatch(src, -1) {
+			read[string(m[1])] = true
+		}
+	}
+	if len(read) < 20 {
+		t.Fatalf("%d variables found in internal/cli: the search is broken", len(read))
+	}
+	for v := range read {
+		if !listed[v] {
+			t.Errorf("%s is read by a command but has no row in the README's Configuration table", v)
+		}
+	}
+	for v := range listed {
+		if !read[v] {
+			t.Errorf("the README's Configuration table lists %s, which no command reads", v)
+		}
+	}
+}
