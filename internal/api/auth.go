@@ -5,7 +5,9 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -195,6 +197,12 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		role := RoleOperator
+		if s.cfg.InsecureNoAuth && !rebindSafeHost(r.Host) {
+			s.metrics.authFailures.WithLabelValues(authForbidden).Inc()
+			s.writeProblem(w, r, Problem{Status: http.StatusForbidden, Detail: "without authentication (--insecure-no-auth) the API " +
+				"answers only requests addressed to an IP address, localhost or a host name without dots"}, nil)
+			return
+		}
 		if !s.cfg.InsecureNoAuth {
 			client, now := clientPrefix(r), time.Now()
 			if wait := s.failures.retryAfter(client, now); wait > 0 {
@@ -235,6 +243,26 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		}
 	})
+}
+
+// rebindSafeHost reports whether a request's Host is one a web page of
+// another site cannot get a browser to send by DNS rebinding (its own name
+// resolved to this server's address, which makes the page same-origin with
+// the API): an IP address, localhost or *.localhost, a name without dots
+// (a container's or a host's on the local network), or none. Without
+// authentication that is what keeps a page the operator visits from using
+// the API and the dashboard; with tokens a rebound page has none to send.
+func rebindSafeHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	return !strings.Contains(host, ".") || strings.HasSuffix(host, ".localhost")
 }
 
 // The reasons of certmail_api_auth_failures_total, a fixed set.

@@ -486,6 +486,42 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestInsecureNoAuthHost: without authentication, the API answers only
+// requests addressed to a host that a page of another site cannot rebind
+// to this server (an IP address, localhost, a name without dots); with
+// tokens, the Host does not matter.
+func TestInsecureNoAuthHost(t *testing.T) {
+	t.Parallel()
+	open := setup(t, setupOpts{configure: func(c *api.Config) { c.Tokens, c.InsecureNoAuth = nil, true }})
+	withTokens := setup(t)
+	serve := func(b *bundle, host, path string) int {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		req.Host = host
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		rec := httptest.NewRecorder()
+		b.srv.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for _, host := range []string{"127.0.0.1:8080", "[::1]:8080", "10.0.0.7", "localhost:8080", "LOCALHOST", "api.localhost:8080", "api:8080", "certmail-api", ""} {
+		if code := serve(open, host, "/v1/dead-letters"); code != http.StatusOK {
+			t.Errorf("no auth, Host %q: %d, want 200", host, code)
+		}
+	}
+	for _, host := range []string{"evil.example:8080", "evil.example", "127.0.0.1.nip.io", "localhost.evil.example", "evil.example."} {
+		for _, path := range []string{"/v1/dead-letters", "/monitoring/"} {
+			if code := serve(open, host, path); code != http.StatusForbidden {
+				t.Errorf("no auth, Host %q, %s: %d, want 403", host, path, code)
+			}
+		}
+		if code := serve(open, host, "/healthz"); code != http.StatusOK {
+			t.Errorf("no auth, Host %q, open route: %d, want 200", host, code)
+		}
+		if code := serve(withTokens, host, "/v1/dead-letters"); code != http.StatusOK {
+			t.Errorf("with tokens, Host %q: %d, want 200", host, code)
+		}
+	}
+}
+
 // TestRunLimits: the server Run starts takes Config.Limits; an idle
 // keep-alive connection is closed once its idle timeout runs out.
 func TestRunLimits(t *testing.T) {
