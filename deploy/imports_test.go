@@ -131,19 +131,26 @@ func longestChain(pkgs map[string]goPackage) []string {
 	return longest
 }
 
-// TestArchitectureTable: the README's Architecture table lists every
-// package of the module, and no package that is not one.
-func TestArchitectureTable(t *testing.T) {
-	t.Parallel()
+// readmeSection returns the README's section "## title", up to the next.
+func readmeSection(t *testing.T, title string) string {
+	t.Helper()
 	readme, err := os.ReadFile(filepath.Join(repo, "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(readme), "\n## Architecture\n")
+	_, section, ok := strings.Cut(string(readme), "\n## "+title+"\n")
 	if !ok {
-		t.Fatal("README has no Architecture section")
+		t.Fatalf("README has no %s section", title)
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
+	return section
+}
+
+// TestArchitectureTable: the README's Architecture table lists every
+// package of the module, and no package that is not one.
+func TestArchitectureTable(t *testing.T) {
+	t.Parallel()
+	section := readmeSection(t, "Architecture")
 	listed := map[string]bool{}
 	for _, m := range regexp.MustCompile("(?m)^\\| [a-z, ]+ \\| `([a-z0-9/-]+?)/?` \\|").FindAllStringSubmatch(section, -1) {
 		listed[m[1]] = true
@@ -166,15 +173,7 @@ func TestArchitectureTable(t *testing.T) {
 // command reads.
 func TestConfigurationTable(t *testing.T) {
 	t.Parallel()
-	readme, err := os.ReadFile(filepath.Join(repo, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
-	if !ok {
-		t.Fatal("README has no Configuration section")
-	}
-	section, _, _ = strings.Cut(section, "\n## ")
+	section := readmeSection(t, "Configuration")
 	listed := map[string]bool{}
 	for _, m := range regexp.MustCompile("(?m)^\\| (`[A-Z_]+`(?: / `[A-Z_]+`)*) \\|").FindAllStringSubmatch(section, -1) {
 		for _, v := range regexp.MustCompile("[A-Z_]+").FindAllString(m[1], -1) {

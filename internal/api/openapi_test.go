@@ -69,7 +69,6 @@ func TestOpenAPIRoutes(t *testing.T) {
 	if doc.OpenAPI != "3.1.0" {
 		t.Errorf("openapi %q, want 3.1.0", doc.OpenAPI)
 	}
-	param := regexp.MustCompile(`\{[^}]+\}`)
 	covered := map[string]bool{}
 	var enqueueTypes []string
 	for path, item := range doc.Paths {
@@ -78,7 +77,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 				continue // parameters, summary, ...
 			}
 			M := strings.ToUpper(method)
-			req := httptest.NewRequest(M, param.ReplaceAllString(path, "x1"), nil)
+			req := httptest.NewRequest(M, examplePath(path), nil)
 			route := b.srv.Route(req)
 			switch {
 			case route == "":
@@ -101,17 +100,14 @@ func TestOpenAPIRoutes(t *testing.T) {
 			t.Errorf("route %q is not documented", p)
 		}
 	}
-	sort.Strings(enqueueTypes)
-	want := tasks.Types()
-	sort.Strings(want)
-	if !slices.Equal(enqueueTypes, want) {
+	if want := tasks.Types(); !sameSet(enqueueTypes, want) {
 		t.Errorf("documented task types %q, want %q", enqueueTypes, want)
 	}
 }
 
 // TestOpenAPISecurity checks each operation's security against the server:
 // an operation documented as open answers without a token, every other one
-// answers 401 and documents that.
+// answers 401 and documents that; none answers or documents 405.
 func TestOpenAPISecurity(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -122,7 +118,6 @@ func TestOpenAPISecurity(t *testing.T) {
 	if len(doc.Security) != 1 || doc.Security[0]["bearerAuth"] == nil {
 		t.Errorf("top-level security %v, want bearerAuth", doc.Security)
 	}
-	param := regexp.MustCompile(`\{[^}]+\}`)
 	for path, item := range doc.Paths {
 		for method, raw := range item {
 			if !slices.Contains(httpMethods, method) {
@@ -136,9 +131,14 @@ func TestOpenAPISecurity(t *testing.T) {
 				t.Errorf("%s %s has no operationId", method, path)
 			}
 			open := op.Security != nil && len(*op.Security) == 0
-			res := b.do(t, strings.ToUpper(method), param.ReplaceAllString(path, "x1"), "{}", http.Header{"Content-Type": {"application/json"}})
+			res := b.do(t, strings.ToUpper(method), examplePath(path), "{}", http.Header{"Content-Type": {"application/json"}})
 			if got := res.status == http.StatusUnauthorized; got == open {
 				t.Errorf("%s %s: documented open=%t, answered %d without a token", method, path, open, res.status)
+			}
+			// Only the mux answers 405, to a method no pattern of the path
+			// takes: never to an operation's own method.
+			if _, documented := op.Responses["405"]; documented || res.status == http.StatusMethodNotAllowed {
+				t.Errorf("%s %s: 405 documented=%t, answered %d", method, path, documented, res.status)
 			}
 			if _, documented := op.Responses["401"]; documented == open {
 				t.Errorf("%s %s: open=%t but 401 documented=%t", method, path, open, documented)
@@ -152,7 +152,7 @@ func TestOpenAPISecurity(t *testing.T) {
 				}
 			}
 			// The roles it documents are those the route's access allows.
-			route := b.srv.Route(httptest.NewRequest(strings.ToUpper(method), param.ReplaceAllString(path, "x1"), nil))
+			route := b.srv.Route(httptest.NewRequest(strings.ToUpper(method), examplePath(path), nil))
 			var want []string
 			for _, role := range []string{"producer", "reader", "operator"} {
 				if !open && slices.Contains(roleMay[b.srv.Accesses()[route]], role) {
@@ -204,9 +204,7 @@ func TestOpenAPISchemas(t *testing.T) {
 				got = append(got, name)
 			}
 			want := jsonNames(reflect.TypeOf(tt.goType))
-			sort.Strings(got)
-			sort.Strings(want)
-			if !slices.Equal(got, want) {
+			if !sameSet(got, want) {
 				t.Errorf("properties %q, want %q", got, want)
 			}
 			if tt.required != nil && !slices.Equal(s.Required, tt.required) {
@@ -214,6 +212,14 @@ func TestOpenAPISchemas(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sameSet reports whether a and b hold the same strings, whatever their
+// order; it sorts both, so that a message shows them in order.
+func sameSet(a, b []string) bool {
+	sort.Strings(a)
+	sort.Strings(b)
+	return slices.Equal(a, b)
 }
 
 // jsonNames lists the JSON member names of a struct type's fields that have
@@ -254,10 +260,7 @@ func jsonNames(typ reflect.Type) []string {
 // TestOpenAPIRefs checks that every $ref points at a component that exists.
 func TestOpenAPIRefs(t *testing.T) {
 	t.Parallel()
-	var doc map[string]any
-	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := openAPIMap(t)
 	var walk func(v any)
 	n := 0
 	walk = func(v any) {
@@ -398,9 +401,7 @@ func TestJSONNames(t *testing.T) {
 				}
 			}
 			got := jsonNames(reflect.TypeOf(tt.v))
-			sort.Strings(got)
-			sort.Strings(want)
-			if !slices.Equal(got, want) {
+			if !sameSet(got, want) {
 				t.Errorf("jsonNames %q, encoding/json %q", got, want)
 			}
 		})
@@ -416,10 +417,7 @@ func TestJSONNames(t *testing.T) {
 // refuses every instance that carries those properties.
 func TestOpenAPIClosedCombinations(t *testing.T) {
 	t.Parallel()
-	var doc map[string]any
-	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := openAPIMap(t)
 	for _, problem := range closedCombinations(doc) {
 		t.Error(problem)
 	}
@@ -569,24 +567,18 @@ func TestOpenAPIListLengths(t *testing.T) {
 	}
 }
 
-// TestOpenAPIConflict: every operation that documents 409 is one whose
-// route answers it, and the description names that route's cause.
-func TestOpenAPIConflict(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	var doc map[string]any
-	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
-		t.Fatal(err)
-	}
-	// The routes that answer 409 (writeOpsError, writeScheduleError), and
-	// the words that name each of their causes.
-	causes := map[string][]string{
-		"POST /v1/tasks/{type}":     {"Idempotency-Key was used before"},
-		"POST /v1/schedules":        {"a schedule with this id exists", "CERTMAIL_SCHEDULE_MAX"},
-		"DELETE /v1/schedules/{id}": {"schedules file"},
-	}
-	param := regexp.MustCompile(`\{[^}]+\}`)
-	documented := map[string]bool{}
+// documentedAnswer is an operation of the document that documents a
+// response status, with that response (a $ref or the response itself).
+type documentedAnswer struct {
+	method, path string // method as the document writes it (lower case)
+	op           map[string]any
+	response     any
+}
+
+// answersDocumenting lists, in path order, the operations of doc that
+// document the response status.
+func answersDocumenting(doc map[string]any, status string) []documentedAnswer {
+	var out []documentedAnswer
 	paths, _ := doc["paths"].(map[string]any)
 	for _, path := range slices.Sorted(maps.Keys(paths)) {
 		item, _ := paths[path].(map[string]any)
@@ -596,23 +588,56 @@ func TestOpenAPIConflict(t *testing.T) {
 				continue
 			}
 			responses, _ := op["responses"].(map[string]any)
-			conflict, ok := responses["409"]
-			if !ok {
-				continue
+			if r, ok := responses[status]; ok {
+				out = append(out, documentedAnswer{method: method, path: path, op: op, response: r})
 			}
-			route := b.srv.Route(httptest.NewRequest(strings.ToUpper(method), param.ReplaceAllString(path, "x1"), nil))
-			documented[route] = true
-			want, ok := causes[route]
-			if !ok {
-				t.Errorf("%s %s documents 409, which its route %q never answers", method, path, route)
-				continue
-			}
-			resolved, _ := resolveSchema(doc, conflict)
-			d, _ := resolved["description"].(string)
-			for _, cause := range want {
-				if !strings.Contains(d, cause) {
-					t.Errorf("%s %s: 409 %q does not say %q", method, path, d, cause)
-				}
+		}
+	}
+	return out
+}
+
+// examplePath is path with each parameter given a value.
+func examplePath(path string) string { return pathParam.ReplaceAllString(path, "x1") }
+
+var pathParam = regexp.MustCompile(`\{[^}]+\}`)
+
+// openAPIMap is the document as generic JSON.
+func openAPIMap(t *testing.T) map[string]any {
+	t.Helper()
+	var doc map[string]any
+	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+// TestOpenAPIConflict: every operation that documents 409 is one whose
+// route answers it, and the description names that route's cause.
+func TestOpenAPIConflict(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	doc := openAPIMap(t)
+	// The routes that answer 409 (writeOpsError, writeScheduleError), and
+	// the words that name each of their causes.
+	causes := map[string][]string{
+		"POST /v1/tasks/{type}":     {"Idempotency-Key was used before"},
+		"POST /v1/schedules":        {"a schedule with this id exists", "CERTMAIL_SCHEDULE_MAX"},
+		"DELETE /v1/schedules/{id}": {"schedules file"},
+	}
+	documented := map[string]bool{}
+	for _, a := range answersDocumenting(doc, "409") {
+		route := b.srv.Route(httptest.NewRequest(strings.ToUpper(a.method), examplePath(a.path), nil))
+		documented[route] = true
+		want, ok := causes[route]
+		if !ok {
+			t.Errorf("%s %s documents 409, which its route %q never answers", a.method, a.path, route)
+			continue
+		}
+		resolved, _ := resolveSchema(doc, a.response)
+		d, _ := resolved["description"].(string)
+		for _, cause := range want {
+			if !strings.Contains(d, cause) {
+				t.Errorf("%s %s: 409 %q does not say %q", a.method, a.path, d, cause)
 			}
 		}
 	}
@@ -623,87 +648,40 @@ func TestOpenAPIConflict(t *testing.T) {
 	}
 }
 
-// TestOpenAPIMethodNotAllowed: only the mux answers 405, to a method that no
-// pattern of the path takes, so never to an operation's own method: no
-// operation documents 405.
-func TestOpenAPIMethodNotAllowed(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	doc := readOpenAPI(t)
-	param := regexp.MustCompile(`\{[^}]+\}`)
-	for path, item := range doc.Paths {
-		for method, raw := range item {
-			if !slices.Contains(httpMethods, method) {
-				continue
-			}
-			var op openAPIOperation
-			if err := json.Unmarshal(raw, &op); err != nil {
-				t.Fatalf("%s %s: %v", method, path, err)
-			}
-			if _, ok := op.Responses["405"]; ok {
-				t.Errorf("%s %s documents 405", method, path)
-			}
-			for _, body := range []string{"", "{}", `{"order_id": 1}`} {
-				res := b.do(t, strings.ToUpper(method), param.ReplaceAllString(path, "x1"), body, nil)
-				if res.status == http.StatusMethodNotAllowed {
-					t.Errorf("%s %s with %q: 405", method, path, body)
-				}
-			}
-		}
-	}
-}
-
 // TestOpenAPIChallenges: each 401 answer documents the WWW-Authenticate
 // challenges the server sends with it, without a token and with a wrong one.
 func TestOpenAPIChallenges(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	var doc map[string]any
-	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
-		t.Fatal(err)
-	}
-	param := regexp.MustCompile(`\{[^}]+\}`)
+	doc := openAPIMap(t)
 	checked := map[string]bool{} // by 401 response: one operation each
-	paths, _ := doc["paths"].(map[string]any)
-	for _, path := range slices.Sorted(maps.Keys(paths)) {
-		item, _ := paths[path].(map[string]any)
-		for _, method := range httpMethods {
-			op, ok := item[method].(map[string]any)
-			if !ok {
+	for _, a := range answersDocumenting(doc, "401") {
+		resolved, ref := resolveSchema(doc, a.response)
+		key := cmp.Or(ref, a.method+" "+a.path)
+		if checked[key] {
+			continue
+		}
+		checked[key] = true
+		headers, _ := resolved["headers"].(map[string]any)
+		challenge, _ := headers["WWW-Authenticate"].(map[string]any)
+		described, _ := challenge["description"].(string)
+		basic := strings.Contains(fmt.Sprint(a.op["security"]), "basicAuth")
+		for _, token := range []string{"", "not-a-token-0123456789abcdef"} {
+			h := http.Header{"Content-Type": {"application/json"}}
+			switch {
+			case token != "" && basic:
+				h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("user:"+token)))
+			case token != "":
+				h.Set("Authorization", "Bearer "+token)
+			}
+			res := b.do(t, strings.ToUpper(a.method), examplePath(a.path), "{}", h)
+			got := res.header.Get("WWW-Authenticate")
+			if res.status != http.StatusUnauthorized || got == "" {
+				t.Errorf("%s %s with token %q: %d, WWW-Authenticate %q", a.method, a.path, token, res.status, got)
 				continue
 			}
-			responses, _ := op["responses"].(map[string]any)
-			unauthorized, ok := responses["401"]
-			if !ok {
-				continue
-			}
-			resolved, ref := resolveSchema(doc, unauthorized)
-			key := cmp.Or(ref, method+" "+path)
-			if checked[key] {
-				continue
-			}
-			checked[key] = true
-			headers, _ := resolved["headers"].(map[string]any)
-			challenge, _ := headers["WWW-Authenticate"].(map[string]any)
-			described, _ := challenge["description"].(string)
-			basic := strings.Contains(fmt.Sprint(op["security"]), "basicAuth")
-			for _, token := range []string{"", "not-a-token-0123456789abcdef"} {
-				h := http.Header{"Content-Type": {"application/json"}}
-				switch {
-				case token != "" && basic:
-					h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("user:"+token)))
-				case token != "":
-					h.Set("Authorization", "Bearer "+token)
-				}
-				res := b.do(t, strings.ToUpper(method), param.ReplaceAllString(path, "x1"), "{}", h)
-				got := res.header.Get("WWW-Authenticate")
-				if res.status != http.StatusUnauthorized || got == "" {
-					t.Errorf("%s %s with token %q: %d, WWW-Authenticate %q", method, path, token, res.status, got)
-					continue
-				}
-				if !strings.Contains(described, "`"+got+"`") {
-					t.Errorf("%s %s (%s): WWW-Authenticate %q, described as %q", method, path, key, got, described)
-				}
+			if !strings.Contains(described, "`"+got+"`") {
+				t.Errorf("%s %s (%s): WWW-Authenticate %q, described as %q", a.method, a.path, key, got, described)
 			}
 		}
 	}
