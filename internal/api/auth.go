@@ -197,13 +197,14 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		role := RoleOperator
-		if s.cfg.InsecureNoAuth && !rebindSafeHost(r.Host) {
-			s.metrics.authFailures.WithLabelValues(authForbidden).Inc()
-			s.writeProblem(w, r, Problem{Status: http.StatusForbidden, Detail: "without authentication (--insecure-no-auth) the API " +
-				"answers only requests addressed to an IP address, localhost or a host name without dots"}, nil)
-			return
-		}
-		if !s.cfg.InsecureNoAuth {
+		if s.cfg.InsecureNoAuth {
+			if !rebindSafeHost(r.Host) {
+				s.metrics.authFailures.WithLabelValues(authForbidden).Inc()
+				s.writeProblem(w, r, Problem{Status: http.StatusForbidden, Detail: "without authentication (--insecure-no-auth) the API " +
+					"answers only requests addressed to an IP address, localhost, *.localhost or a host name without dots"}, nil)
+				return
+			}
+		} else {
 			client, now := clientPrefix(r), time.Now()
 			if wait := s.failures.retryAfter(client, now); wait > 0 {
 				s.metrics.authFailures.WithLabelValues(authRateLimited).Inc()

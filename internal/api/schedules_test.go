@@ -48,7 +48,7 @@ func TestSchedules(t *testing.T) {
 }
 
 // TestSchedulesBounded checks that the API refuses a schedule beyond
-// CERTMAIL_SCHEDULE_MAX with a 409 that says so.
+// CERTMAIL_SCHEDULE_MAX, none of them ended, with a 409 that says so.
 func TestSchedulesBounded(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -63,6 +63,9 @@ func TestSchedulesBounded(t *testing.T) {
 		`{"id": "one-more", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}}`, nil), http.StatusConflict)
 	if !strings.Contains(p.Detail, "CERTMAIL_SCHEDULE_MAX") {
 		t.Errorf("detail %q does not name CERTMAIL_SCHEDULE_MAX", p.Detail)
+	}
+	if stored, err := b.conn.Client.HExists(context.Background(), "certmail:schedules", "one-more").Result(); err != nil || stored {
+		t.Errorf("the refused schedule is stored: %t, %v", stored, err)
 	}
 }
 

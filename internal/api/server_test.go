@@ -573,10 +573,6 @@ func TestRunLimits(t *testing.T) {
 	}
 }
 
-// TestAuthFailureLimit: an address that sent too many invalid tokens gets
-// 429 with Retry-After on every protected route, even with a valid token,
-// while other addresses and open routes are served; every refusal is
-// counted by reason, and no presented token reaches the log.
 // TestAuthFailureLimitFullTable checks that a full table of failing
 // addresses does not lock out others: a client is refused for its own
 // failures only, so a valid token from a new address always gets through.
@@ -606,6 +602,10 @@ func TestAuthFailureLimitFullTable(t *testing.T) {
 	}
 }
 
+// TestAuthFailureLimit: an address that sent too many invalid tokens gets
+// 429 with Retry-After on every protected route, even with a valid token,
+// while other addresses and open routes are served; every refusal is
+// counted by reason, and no presented token reaches the log.
 func TestAuthFailureLimit(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{configure: func(c *api.Config) { c.AuthFailures = api.AuthFailureLimit{Burst: 3, Every: time.Hour} }})

@@ -667,6 +667,7 @@ func TestQueuesAndScheduleRules(t *testing.T) {
 		{append(sched, "--cron", "@daily", "--queues", "critical=1"), 2, "queue: no worker serves this queue"}, // the default bulk
 		{append(sched, "--cron", "@daily", "--schedule-min-interval", "0s"), 2, "CERTMAIL_SCHEDULE_MIN_INTERVAL"},
 		{append(sched, "--cron", "@daily", "--schedule-max", "0"), 2, "CERTMAIL_SCHEDULE_MAX: 0 must be positive"},
+		{[]string{"scheduler", "--schedule-max", "5"}, 2, "unknown flag --schedule-max"},
 		{[]string{"scheduler", "--queues", "a=0"}, 2, "CERTMAIL_QUEUES"},
 		{[]string{"api", "--insecure-no-auth", "--queues", "a"}, 2, "CERTMAIL_QUEUES"},
 	} {

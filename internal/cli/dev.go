@@ -16,6 +16,7 @@ type DevCmd struct {
 	QueueFlags
 	PollFlags
 	ScheduleRuleFlags
+	ScheduleCapFlags
 	LogLevel  string `name:"log-level" env:"CERTMAIL_LOG_LEVEL" default:"${log_level}" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)." group:"Logging"`
 	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"${dev_log_format}" enum:"json,console" help:"Log format (json, console)." group:"Logging"`
 }
@@ -29,6 +30,9 @@ func (c *DevCmd) Run(env *Env) error {
 	env.logRedisTo(log)
 	qs, err := c.parseQueues()
 	if err != nil {
+		return err
+	}
+	if err := c.checkMax(); err != nil {
 		return err
 	}
 	if err := c.ScheduleRuleFlags.check(); err != nil {
@@ -51,7 +55,7 @@ func (c *DevCmd) Run(env *Env) error {
 		Queues:    qs,
 
 		ScheduleMinInterval: c.MinInterval,
-		MaxSchedules:        c.Max,
+		MaxSchedules:        c.MaxSchedules,
 		TaskCheckInterval:   c.TaskCheckInterval,
 		Stdout:              env.Stdout,
 		Logger:              log,

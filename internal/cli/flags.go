@@ -108,7 +108,6 @@ func (f QueueFlags) queueNames() ([]string, error) {
 // ScheduleRuleFlags are the rules schedules are judged by.
 type ScheduleRuleFlags struct {
 	MinInterval time.Duration `name:"schedule-min-interval" env:"CERTMAIL_SCHEDULE_MIN_INTERVAL" default:"${schedule_min_interval}" help:"Shortest time allowed between two ticks of a schedule." group:"Schedules"`
-	Max         int           `name:"schedule-max" env:"CERTMAIL_SCHEDULE_MAX" default:"${schedule_max}" help:"Most schedules added through the API or the CLI that may exist at once (the schedules file's are not counted)." group:"Schedules"`
 }
 
 // check reports a floor that cannot work, as a usage error.
@@ -116,8 +115,19 @@ func (f ScheduleRuleFlags) check() error {
 	if f.MinInterval <= 0 {
 		return usagef("CERTMAIL_SCHEDULE_MIN_INTERVAL: %v must be positive", f.MinInterval)
 	}
-	if f.Max <= 0 {
-		return usagef("CERTMAIL_SCHEDULE_MAX: %d must be positive", f.Max)
+	return nil
+}
+
+// ScheduleCapFlags bound the schedules of a command that adds them: the
+// API, dev and schedule add.
+type ScheduleCapFlags struct {
+	MaxSchedules int `name:"schedule-max" env:"CERTMAIL_SCHEDULE_MAX" default:"${schedule_max}" help:"Most schedules added through the API or the CLI kept at once; beyond it the one that ended first is deleted, and with none ended a new one is refused (the schedules file's are not counted)." group:"Schedules"`
+}
+
+// check reports a bound that cannot work, as a usage error.
+func (f ScheduleCapFlags) checkMax() error {
+	if f.MaxSchedules <= 0 {
+		return usagef("CERTMAIL_SCHEDULE_MAX: %d must be positive", f.MaxSchedules)
 	}
 	return nil
 }
@@ -141,8 +151,9 @@ type producer struct {
 }
 
 // producer checks the flags and opens the process's logger, Redis
-// connection, ops service and schedule store.
-func (f ProducerFlags) producer(env *Env) (*producer, error) {
+// connection, ops service and schedule store, which keeps at most
+// maxSchedules API schedules (0: the default; only the API adds any).
+func (f ProducerFlags) producer(env *Env, maxSchedules int) (*producer, error) {
 	if err := f.NewTaskFlags.check(); err != nil {
 		return nil, err
 	}
@@ -165,7 +176,7 @@ func (f ProducerFlags) producer(env *Env) (*producer, error) {
 	if p.conn, err = f.open(); err != nil {
 		return nil, err
 	}
-	if p.store, err = f.scheduleStore(p.conn, opts.Rules, log); err != nil {
+	if p.store, err = f.scheduleStore(p.conn, opts.Rules, maxSchedules, log); err != nil {
 		return nil, errors.Join(err, p.conn.Client.Close())
 	}
 	opts.Redis = p.conn
@@ -231,8 +242,8 @@ func (f QueueFlags) rules(accounts account.Set) (enqueue.Rules, error) {
 
 // scheduleStore returns the schedule store on conn, judging schedules by
 // rules and the minimum interval of f.
-func (f ScheduleRuleFlags) scheduleStore(conn *redisconn.Conn, rules enqueue.Rules, log *zap.Logger) (*schedule.Store, error) {
-	st, err := schedule.NewStore(schedule.Config{Redis: conn.Client, Rules: schedule.Rules{Enqueue: rules, MinInterval: f.MinInterval, MaxSchedules: f.Max},
+func (f ScheduleRuleFlags) scheduleStore(conn *redisconn.Conn, rules enqueue.Rules, maxSchedules int, log *zap.Logger) (*schedule.Store, error) {
+	st, err := schedule.NewStore(schedule.Config{Redis: conn.Client, Rules: schedule.Rules{Enqueue: rules, MinInterval: f.MinInterval, MaxSchedules: maxSchedules},
 		Logger: log})
 	if err != nil {
 		return nil, usageError{err}

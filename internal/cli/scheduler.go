@@ -25,7 +25,7 @@ func (c *SchedulerCmd) Run(env *Env) (err error) {
 	if c.Lease < time.Second {
 		return usagef("CERTMAIL_SCHEDULER_LEASE: %s must be at least 1s", c.Lease)
 	}
-	p, err := c.producer(env)
+	p, err := c.producer(env, 0)
 	if err != nil {
 		return err
 	}
@@ -53,7 +53,9 @@ type scheduleFlags struct {
 	ScheduleRuleFlags
 }
 
-func (f scheduleFlags) store() (*schedule.Store, func(), error) {
+// store opens the schedule store, which keeps at most maxSchedules API
+// schedules (0: the default; only add adds any).
+func (f scheduleFlags) store(maxSchedules int) (*schedule.Store, func(), error) {
 	if err := f.check(); err != nil {
 		return nil, nil, err
 	}
@@ -69,7 +71,7 @@ func (f scheduleFlags) store() (*schedule.Store, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := f.scheduleStore(conn, rules, nil)
+	st, err := f.scheduleStore(conn, rules, maxSchedules, nil)
 	if err != nil {
 		_ = conn.Client.Close()
 		return nil, nil, err
@@ -85,7 +87,7 @@ type ScheduleListCmd struct {
 
 // Run prints the schedules.
 func (c *ScheduleListCmd) Run(env *Env) error {
-	st, done, err := c.store()
+	st, done, err := c.store(0)
 	if err != nil {
 		return err
 	}
@@ -139,6 +141,7 @@ func orDash(s string) string {
 // ScheduleAddCmd adds a schedule.
 type ScheduleAddCmd struct {
 	scheduleFlags
+	ScheduleCapFlags
 	ID             string `name:"id" required:"" help:"Unique, stable id (a-z, 0-9, '.', '_', '-')."`
 	Cron           string `name:"cron" required:"" help:"5-field cron spec, or @every <duration>, @daily, @hourly ..."`
 	Timezone       string `name:"timezone" help:"Time zone of the cron spec (default UTC), e.g. Europe/Berlin."`
@@ -161,7 +164,10 @@ func (c *ScheduleAddCmd) Run(env *Env) error {
 		}
 		s.Until = &t
 	}
-	st, done, err := c.store()
+	if err := c.checkMax(); err != nil {
+		return err
+	}
+	st, done, err := c.store(c.MaxSchedules)
 	if err != nil {
 		return err
 	}
@@ -189,7 +195,7 @@ type ScheduleRmCmd struct {
 
 // Run removes the schedule.
 func (c *ScheduleRmCmd) Run(env *Env) error {
-	st, done, err := c.store()
+	st, done, err := c.store(0)
 	if err != nil {
 		return err
 	}

@@ -120,6 +120,9 @@ func (s *Service) DeadLetters(ctx context.Context, limit int, before string) (De
 // DeadLetter returns the newest entry of the task taskID. The error wraps
 // ErrNotFound when the stream has none.
 func (s *Service) DeadLetter(ctx context.Context, taskID string) (DeadLetter, error) {
+	if err := checkDeadLetterID(taskID); err != nil {
+		return DeadLetter{}, err
+	}
 	e, found, err := deadletter.Find(ctx, s.rdb, taskID)
 	if err != nil {
 		return DeadLetter{}, err

@@ -163,6 +163,23 @@ func TestRequeueNotFound(t *testing.T) {
 	}
 }
 
+// TestDeadLetterIDTooLong: no dead letter has an id longer than
+// deadletter.MaxID; every operation on one says not found without repeating
+// it.
+func TestDeadLetterIDTooLong(t *testing.T) {
+	t.Parallel()
+	b, _ := setupDead(t, 402)
+	ctx := context.Background()
+	id := strings.Repeat("x", deadletter.MaxID+1)
+	_, showErr := b.svc.DeadLetter(ctx, id)
+	_, requeueErr := b.svc.Requeue(ctx, id)
+	for name, err := range map[string]error{"DeadLetter": showErr, "Requeue": requeueErr, "DeleteDeadLetter": b.svc.DeleteDeadLetter(ctx, id)} {
+		if !errors.Is(err, ops.ErrNotFound) || strings.Contains(err.Error(), "xxxx") {
+			t.Errorf("%s of a %d-byte id: %v, want ErrNotFound without the id", name, len(id), err)
+		}
+	}
+}
+
 func TestRequeueArchivedWithoutEntry(t *testing.T) {
 	t.Parallel()
 	b, ids := setupDead(t, 401)

@@ -273,8 +273,10 @@ func TestStore(t *testing.T) {
 	}
 }
 
-// The API's and the CLI's schedules are bounded by Rules.MaxSchedules; the
-// file's are not counted, and a taken id is still ErrExists at the bound.
+// The API's and the CLI's schedules are bounded by Rules.MaxSchedules: at
+// the bound, the one that ended first makes room, and with none ended Add
+// is ErrTooMany. The file's are not counted, and a taken id is still
+// ErrExists at the bound.
 func TestStoreBounded(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
@@ -304,16 +306,40 @@ func TestStoreBounded(t *testing.T) {
 	if err := add("d"); !errors.Is(err, schedule.ErrTooMany) || !strings.Contains(err.Error(), "3") {
 		t.Errorf("fourth Add = %v, want ErrTooMany naming 3", err)
 	}
-	if err := add("a"); !errors.Is(err, schedule.ErrExists) {
-		t.Errorf("Add of a taken id at the bound = %v, want ErrExists", err)
+	for _, id := range []string{"a", "file-1"} {
+		if err := add(id); !errors.Is(err, schedule.ErrExists) {
+			t.Errorf("Add of the taken id %s at the bound = %v, want ErrExists", id, err)
+		}
 	}
-	if n, err := e.redis.Client().HLen(ctx, apiSchedulesKey).Result(); err != nil || n != 3 {
+	// At the bound, the schedule that ended first makes room; one that has
+	// not ended never does.
+	rdb := e.redis.Client()
+	for id, endedAt := range map[string]int64{"b": 200, "c": 100} {
+		if err := rdb.HSet(ctx, stateKey(id), "ended", "1", "ended_at", endedAt).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct{ add, dropped string }{{"d", "c"}, {"e", "b"}} {
+		if err := add(tt.add); err != nil {
+			t.Fatalf("Add %s with an ended schedule to drop: %v", tt.add, err)
+		}
+		if _, err := st.Get(ctx, tt.dropped); !errors.Is(err, schedule.ErrNotFound) {
+			t.Errorf("after Add %s, Get %s = %v, want it dropped", tt.add, tt.dropped, err)
+		}
+		if n, err := rdb.Exists(ctx, stateKey(tt.dropped)).Result(); err != nil || n != 0 {
+			t.Errorf("the state of %s is left (%v)", tt.dropped, err)
+		}
+	}
+	if err := add("f"); !errors.Is(err, schedule.ErrTooMany) {
+		t.Errorf("Add with none ended = %v, want ErrTooMany", err)
+	}
+	if n, err := rdb.HLen(ctx, apiSchedulesKey).Result(); err != nil || n != 3 {
 		t.Errorf("%d API schedules stored (%v), want 3", n, err)
 	}
-	if err := st.Delete(ctx, "b"); err != nil {
+	if err := st.Delete(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	if err := add("d"); err != nil {
+	if err := add("f"); err != nil {
 		t.Errorf("Add after a Delete: %v", err)
 	}
 }
@@ -468,6 +494,12 @@ func TestRules(t *testing.T) {
 	}
 	if err := (schedule.Rules{MinInterval: -time.Second}).Validate(); err == nil || !strings.Contains(err.Error(), "minimum interval") {
 		t.Errorf("negative minimum interval: %v, want refused", err)
+	}
+	if got := (schedule.Rules{}).WithDefaults().MaxSchedules; got != schedule.DefaultMaxSchedules {
+		t.Errorf("default most schedules %d, want %d", got, schedule.DefaultMaxSchedules)
+	}
+	if err := (schedule.Rules{MaxSchedules: -1}).Validate(); err == nil || !strings.Contains(err.Error(), "most schedules") {
+		t.Errorf("negative most schedules: %v, want refused", err)
 	}
 	if _, err := schedule.NewStore(schedule.Config{}); err == nil || !strings.Contains(err.Error(), "Redis") {
 		t.Errorf("a Store without Redis: %v, want refused", err)

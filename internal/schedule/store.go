@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -137,10 +139,11 @@ type Listing struct {
 	SkippedCount int
 }
 
-// addScript stores schedule ARGV[2] under id ARGV[1] in the hash KEYS[1]
-// unless the id is taken (0) or the hash holds ARGV[3] schedules already
-// (-1); 1 when stored.
+// addScript stores schedule ARGV[2] under id ARGV[1] in the API's hash
+// KEYS[1]: 1 when stored; 0 when the id is taken there, 2 when the file's
+// hash KEYS[2] has it; -1 when KEYS[1] holds ARGV[3] schedules already.
 var addScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 2 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -148,32 +151,38 @@ return 1
 `)
 
 // Add validates s (a *tasks.ValidationError listing every problem) and
-// stores it. An id used by the API or the file gives ErrExists; a store
-// that holds Rules.MaxSchedules schedules already gives ErrTooMany.
+// stores it. An id used by the API or the file gives ErrExists. When the
+// store holds Rules.MaxSchedules API schedules already, the one that ended
+// first is deleted to make room (logged); when none has ended, Add gives
+// ErrTooMany.
 func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
 	c, err := compile(s, SourceAPI, judge{rules: &st.rules, now: st.now()})
 	if err != nil {
 		return Status{}, err
 	}
-	inFile, err := st.rdb.HExists(ctx, fileSchedulesKey, s.ID).Result()
-	if err != nil {
-		return Status{}, fmt.Errorf("read schedules: %w", err)
-	}
-	if inFile {
-		return Status{}, fmt.Errorf("%s: %w (in the schedules file)", s.ID, ErrExists)
-	}
 	b, err := json.Marshal(c.Schedule)
 	if err != nil {
 		return Status{}, fmt.Errorf("encode schedule: %w", err)
 	}
-	added, err := addScript.Run(ctx, st.rdb, []string{apiSchedulesKey}, s.ID, b, st.rules.MaxSchedules).Int()
+	add := func() (int, error) {
+		return addScript.Run(ctx, st.rdb, []string{apiSchedulesKey, fileSchedulesKey}, s.ID, b, st.rules.MaxSchedules).Int()
+	}
+	added, err := add()
+	if err == nil && added < 0 {
+		var dropped bool
+		if dropped, err = st.dropEarliestEnded(ctx); err == nil && dropped {
+			added, err = add()
+		}
+	}
 	switch {
 	case err != nil:
 		return Status{}, fmt.Errorf("store schedule: %w", err)
 	case added == 0:
 		return Status{}, fmt.Errorf("%s: %w", s.ID, ErrExists)
+	case added == 2:
+		return Status{}, fmt.Errorf("%s: %w (in the schedules file)", s.ID, ErrExists)
 	case added < 0:
-		return Status{}, fmt.Errorf("%w: %d", ErrTooMany, st.rules.MaxSchedules)
+		return Status{}, fmt.Errorf("%w: %d, none of them ended", ErrTooMany, st.rules.MaxSchedules)
 	}
 	// Ticks count from now (Delete removed any earlier state of this id).
 	now := st.now()
@@ -181,6 +190,44 @@ func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
 		return Status{}, fmt.Errorf("store schedule state: %w", err)
 	}
 	return st.status(c, State{Since: time.Unix(now.Unix(), 0)}), nil
+}
+
+// dropEarliestEnded deletes the API schedule that ended first, as Delete
+// does, and reports whether there was one. It reads every API schedule's
+// state: at most Rules.MaxSchedules, and only when the store is full.
+func (st *Store) dropEarliestEnded(ctx context.Context) (bool, error) {
+	ids, err := st.rdb.HKeys(ctx, apiSchedulesKey).Result()
+	if err != nil {
+		return false, fmt.Errorf("read schedules: %w", err)
+	}
+	pipe := st.rdb.Pipeline()
+	states := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		states[i] = pipe.HMGet(ctx, stateKey(id), "ended", "ended_at")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return false, fmt.Errorf("read schedule states: %w", err)
+	}
+	earliest, at := "", int64(math.MaxInt64)
+	for i, cmd := range states {
+		v := cmd.Val()
+		if len(v) != 2 || v[0] != "1" {
+			continue
+		}
+		endedAt, _ := strconv.ParseInt(fmt.Sprint(v[1]), 10, 64)
+		if endedAt < at || (endedAt == at && ids[i] < earliest) {
+			earliest, at = ids[i], endedAt
+		}
+	}
+	if earliest == "" {
+		return false, nil
+	}
+	if err := st.Delete(ctx, earliest); err != nil && !errors.Is(err, ErrNotFound) {
+		return false, err
+	}
+	st.log.Info("ended schedule deleted to make room for a new one (CERTMAIL_SCHEDULE_MAX)", zap.String("schedule", earliest),
+		zap.Time("ended_at", time.Unix(at, 0)), zap.Int("max", st.rules.MaxSchedules))
+	return true, nil
 }
 
 // Delete removes an API schedule, its state and its history on the
