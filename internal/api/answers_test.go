@@ -1,0 +1,82 @@
+package api_test
+
+import (
+	"bytes"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/certmail/certmail/internal/api"
+)
+
+// TestOpenAPIAnswersValidate validates real answers of the server against
+// the schemas the document gives for them (JSON Schema 2020-12, as OpenAPI
+// 3.1 uses): a task, its status and dead letter, a schedule as added, read
+// and listed, and problems.
+func TestOpenAPIAnswersValidate(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{worker: true})
+	doc := openAPIMap(t)
+	c := jsonschema.NewCompiler()
+	raw, err := jsonschema.UnmarshalJSON(bytes.NewReader(api.OpenAPI()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddResource("openapi.json", raw); err != nil {
+		t.Fatal(err)
+	}
+	// answerSchema compiles the schema the document gives for the answer of
+	// the operation method path with status and content type ct.
+	answerSchema := func(method, path string, status int, ct string) *jsonschema.Schema {
+		t.Helper()
+		escape := strings.NewReplacer("~", "~0", "/", "~1")
+		loc := "/paths/" + escape.Replace(path) + "/" + method + "/responses/" + strconv.Itoa(status)
+		paths, _ := doc["paths"].(map[string]any)
+		item, _ := paths[path].(map[string]any)
+		op, _ := item[method].(map[string]any)
+		responses, _ := op["responses"].(map[string]any)
+		resp, ok := responses[strconv.Itoa(status)].(map[string]any)
+		if !ok {
+			t.Fatalf("%s %s documents no %d", method, path, status)
+		}
+		if ref, ok := resp["$ref"].(string); ok {
+			loc = strings.TrimPrefix(ref, "#")
+		}
+		sch, err := c.Compile("openapi.json#" + loc + "/content/" + escape.Replace(ct) + "/schema")
+		if err != nil {
+			t.Fatalf("%s %s %d: %v", method, path, status, err)
+		}
+		return sch
+	}
+	check := func(method, path string, res response, status int) {
+		t.Helper()
+		if res.status != status {
+			t.Fatalf("%s %s: %d, want %d: %s", method, path, res.status, status, res.body)
+		}
+		ct, _, _ := strings.Cut(res.header.Get("Content-Type"), ";")
+		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(res.body))
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		if err := answerSchema(method, path, status, ct).Validate(v); err != nil {
+			t.Errorf("%s %s %d does not validate against the document: %v\n%s", method, path, status, err, res.body)
+		}
+	}
+
+	dead := b.deadLetter(t, 7)
+	check("get", "/v1/tasks/{id}", b.get(t, "/v1/tasks/"+dead.ID), http.StatusOK)
+	check("get", "/v1/dead-letters", b.get(t, "/v1/dead-letters"), http.StatusOK)
+	check("post", "/v1/tasks/resend-dcv", b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id": 8, "only_if_pending": true}`, nil), http.StatusAccepted)
+	check("post", "/v1/tasks/resend-dcv", b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id": 0}`, nil), http.StatusBadRequest)
+	check("get", "/v1/tasks/{id}", b.get(t, "/v1/tasks/no-such-task"), http.StatusNotFound)
+
+	const schedule = `{"id": "dcv-9", "cron": "0 9 * * *", "type": "resend-dcv", "payload": {"order_id": 9}, "max_runs": 3}`
+	check("post", "/v1/schedules", b.do(t, http.MethodPost, "/v1/schedules", schedule, nil), http.StatusCreated)
+	check("post", "/v1/schedules", b.do(t, http.MethodPost, "/v1/schedules", schedule, nil), http.StatusConflict)
+	check("get", "/v1/schedules/{id}", b.get(t, "/v1/schedules/dcv-9"), http.StatusOK)
+	check("get", "/v1/schedules", b.get(t, "/v1/schedules"), http.StatusOK)
+	check("post", "/v1/dead-letters/{id}/requeue", b.do(t, http.MethodPost, "/v1/dead-letters/"+dead.ID+"/requeue", "", nil), http.StatusOK)
+}
