@@ -83,7 +83,7 @@ func (s *Server) writeScheduleError(w http.ResponseWriter, r *http.Request, err 
 		s.writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: "a schedule with this id exists; delete it first or pick another id"}, nil)
 	case errors.Is(err, schedule.ErrTooMany):
 		s.writeProblem(w, r, Problem{Status: http.StatusConflict,
-			Detail: "the most schedules allowed (CERTMAIL_SCHEDULE_MAX) exist and none of them has ended; delete one first"}, nil)
+			Detail: "the most schedules allowed (CERTMAIL_SCHEDULE_MAX) exist, and too few of them have ended to make room; delete one first"}, nil)
 	case errors.Is(err, schedule.ErrFileSchedule):
 		s.writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: "this schedule comes from the schedules file; change it there"}, nil)
 	default:

@@ -121,7 +121,7 @@ func (f ScheduleRuleFlags) check() error {
 // ScheduleCapFlags bound the schedules of a command that adds them: the
 // API, dev and schedule add.
 type ScheduleCapFlags struct {
-	MaxSchedules int `name:"schedule-max" env:"CERTMAIL_SCHEDULE_MAX" default:"${schedule_max}" help:"Most schedules added through the API or the CLI kept at once; beyond it the one that ended first is deleted, and with none ended a new one is refused (the schedules file's are not counted)." group:"Schedules"`
+	MaxSchedules int `name:"schedule-max" env:"CERTMAIL_SCHEDULE_MAX" default:"${schedule_max}" help:"Most schedules added through the API or the CLI kept at once; beyond it the one that ended first is deleted, and with too few ended a new one is refused (the schedules file's are not counted)." group:"Schedules"`
 }
 
 // check reports a bound that cannot work, as a usage error.

@@ -342,6 +342,34 @@ func TestStoreBounded(t *testing.T) {
 	if err := add("f"); err != nil {
 		t.Errorf("Add after a Delete: %v", err)
 	}
+	// A bound lowered below what is stored: the ended ones go together, and
+	// while an active one is over the bound, nothing is added.
+	rules.MaxSchedules = 1
+	lower, err := schedule.NewStore(schedule.Config{Redis: rdb, Rules: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addLower := func(id string) error {
+		_, err := lower.Add(ctx, schedule.Schedule{ID: id, Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)})
+		return err
+	}
+	for id, endedAt := range map[string]int64{"d": 300, "e": 400} {
+		if err := rdb.HSet(ctx, stateKey(id), "ended", "1", "ended_at", endedAt).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := addLower("g"); !errors.Is(err, schedule.ErrTooMany) {
+		t.Errorf("Add under a lowered bound with f active = %v, want ErrTooMany", err)
+	}
+	if ids, err := rdb.HKeys(ctx, apiSchedulesKey).Result(); err != nil || len(ids) != 1 || ids[0] != "f" {
+		t.Errorf("API schedules %q (%v), want the ended d and e gone, f kept", ids, err)
+	}
+	if err := rdb.HSet(ctx, stateKey("f"), "ended", "1", "ended_at", 500).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := addLower("g"); err != nil {
+		t.Errorf("Add under a lowered bound once f ended: %v", err)
+	}
 }
 
 // A cron spec is judged by its shortest interval, whatever its form.

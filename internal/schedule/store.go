@@ -1,11 +1,12 @@
 package schedule
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -153,8 +154,8 @@ return 1
 // Add validates s (a *tasks.ValidationError listing every problem) and
 // stores it. An id used by the API or the file gives ErrExists. When the
 // store holds Rules.MaxSchedules API schedules already, the one that ended
-// first is deleted to make room (logged); when none has ended, Add gives
-// ErrTooMany.
+// first is deleted to make room (logged; more when the bound was lowered);
+// when too few have ended, Add gives ErrTooMany.
 func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
 	c, err := compile(s, SourceAPI, judge{rules: &st.rules, now: st.now()})
 	if err != nil {
@@ -170,7 +171,7 @@ func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
 	added, err := add()
 	if err == nil && added < 0 {
 		var dropped bool
-		if dropped, err = st.dropEarliestEnded(ctx); err == nil && dropped {
+		if dropped, err = st.makeRoom(ctx); err == nil && dropped {
 			added, err = add()
 		}
 	}
@@ -182,7 +183,7 @@ func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
 	case added == 2:
 		return Status{}, fmt.Errorf("%s: %w (in the schedules file)", s.ID, ErrExists)
 	case added < 0:
-		return Status{}, fmt.Errorf("%w: %d, none of them ended", ErrTooMany, st.rules.MaxSchedules)
+		return Status{}, fmt.Errorf("%w: %d, and not enough of them ended to make room", ErrTooMany, st.rules.MaxSchedules)
 	}
 	// Ticks count from now (Delete removed any earlier state of this id).
 	now := st.now()
@@ -192,10 +193,11 @@ func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
 	return st.status(c, State{Since: time.Unix(now.Unix(), 0)}), nil
 }
 
-// dropEarliestEnded deletes the API schedule that ended first, as Delete
-// does, and reports whether there was one. It reads every API schedule's
-// state: at most Rules.MaxSchedules, and only when the store is full.
-func (st *Store) dropEarliestEnded(ctx context.Context) (bool, error) {
+// makeRoom deletes, as Delete does, the API schedules that ended first,
+// as many as it takes to bring them under Rules.MaxSchedules (one, unless
+// the bound was lowered), and reports whether it deleted any. It reads
+// every API schedule's state, only when the store is full.
+func (st *Store) makeRoom(ctx context.Context) (bool, error) {
 	ids, err := st.rdb.HKeys(ctx, apiSchedulesKey).Result()
 	if err != nil {
 		return false, fmt.Errorf("read schedules: %w", err)
@@ -208,26 +210,27 @@ func (st *Store) dropEarliestEnded(ctx context.Context) (bool, error) {
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return false, fmt.Errorf("read schedule states: %w", err)
 	}
-	earliest, at := "", int64(math.MaxInt64)
+	type ended struct {
+		id string
+		at int64
+	}
+	var done []ended
 	for i, cmd := range states {
-		v := cmd.Val()
-		if len(v) != 2 || v[0] != "1" {
-			continue
-		}
-		endedAt, _ := strconv.ParseInt(fmt.Sprint(v[1]), 10, 64)
-		if endedAt < at || (endedAt == at && ids[i] < earliest) {
-			earliest, at = ids[i], endedAt
+		if v := cmd.Val(); len(v) == 2 && v[0] == "1" {
+			at, _ := strconv.ParseInt(fmt.Sprint(v[1]), 10, 64)
+			done = append(done, ended{ids[i], at})
 		}
 	}
-	if earliest == "" {
-		return false, nil
+	slices.SortFunc(done, func(a, b ended) int { return cmp.Or(cmp.Compare(a.at, b.at), strings.Compare(a.id, b.id)) })
+	done = done[:min(len(done), len(ids)-st.rules.MaxSchedules+1)]
+	for _, e := range done {
+		if err := st.Delete(ctx, e.id); err != nil && !errors.Is(err, ErrNotFound) {
+			return false, err
+		}
+		st.log.Info("ended schedule deleted to make room for a new one (CERTMAIL_SCHEDULE_MAX)", zap.String("schedule", e.id),
+			zap.Time("ended_at", time.Unix(e.at, 0)), zap.Int("max", st.rules.MaxSchedules))
 	}
-	if err := st.Delete(ctx, earliest); err != nil && !errors.Is(err, ErrNotFound) {
-		return false, err
-	}
-	st.log.Info("ended schedule deleted to make room for a new one (CERTMAIL_SCHEDULE_MAX)", zap.String("schedule", earliest),
-		zap.Time("ended_at", time.Unix(at, 0)), zap.Int("max", st.rules.MaxSchedules))
-	return true, nil
+	return len(done) > 0, nil
 }
 
 // Delete removes an API schedule, its state and its history on the
