@@ -124,7 +124,7 @@ type ScheduleCapFlags struct {
 	MaxSchedules int `name:"schedule-max" env:"CERTMAIL_SCHEDULE_MAX" default:"${schedule_max}" help:"Most schedules added through the API or the CLI kept at once; beyond it the one that ended first is deleted, and with too few ended a new one is refused (the schedules file's are not counted)." group:"Schedules"`
 }
 
-// check reports a bound that cannot work, as a usage error.
+// checkMax reports a bound that cannot work, as a usage error.
 func (f ScheduleCapFlags) checkMax() error {
 	if f.MaxSchedules <= 0 {
 		return usagef("CERTMAIL_SCHEDULE_MAX: %d must be positive", f.MaxSchedules)

@@ -103,9 +103,9 @@ type Rules struct {
 	// schedule (CERTMAIL_SCHEDULE_MIN_INTERVAL); 0 means DefaultMinInterval.
 	MinInterval time.Duration
 	// MaxSchedules is the most schedules added through the API or the CLI
-	// that may exist at once (CERTMAIL_SCHEDULE_MAX); 0 means
-	// DefaultMaxSchedules. The schedules file's are not counted: the file
-	// bounds them.
+	// kept at once (CERTMAIL_SCHEDULE_MAX); beyond it the ones that ended
+	// first make room (Store.Add). 0 means DefaultMaxSchedules. The
+	// schedules file's are not counted: the file bounds them.
 	MaxSchedules int
 }
 
