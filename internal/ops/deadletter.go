@@ -236,6 +236,16 @@ func (s *Service) archived(ctx context.Context, taskID string, inStream bool) (*
 	case info.State != asynq.TaskStateArchived:
 		return nil, fmt.Errorf("dead letter %s: %w (the task is %s)", taskID, ErrNotFound, info.State)
 	}
+	// A parked task is in asynq's archive too, but it is alive: it waits to
+	// be tried again (see TaskInQueue), and deleting or running it here
+	// would lose or hurry a delivery.
+	_, parked, err := deadletter.ParkedUntil(ctx, s.rdb, info.Queue, info.ID)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("task %s: parked entry: %w", taskID, err)
+	case parked:
+		return nil, fmt.Errorf("dead letter %s: %w (the task is waiting to be retried)", taskID, ErrNotFound)
+	}
 	return info, nil
 }
 

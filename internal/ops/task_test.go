@@ -140,4 +140,14 @@ func TestTaskInQueueParked(t *testing.T) {
 	if err != nil || st.State != "retry" || st.NextProcessAt == nil || st.NextProcessAt.Unix() != due.Unix() {
 		t.Errorf("parked task: %+v, %v; want retry at %v", st, err, due)
 	}
+	// Not a dead letter: the dead-letter operations neither run nor delete it.
+	if _, err := b.svc.Requeue(ctx, ref.ID); !errors.Is(err, ops.ErrNotFound) {
+		t.Errorf("requeue of a parked task: %v, want not found", err)
+	}
+	if err := b.svc.DeleteDeadLetter(ctx, ref.ID); !errors.Is(err, ops.ErrNotFound) {
+		t.Errorf("delete of a parked task: %v, want not found", err)
+	}
+	if st, err := b.svc.TaskInQueue(ctx, "bulk", ref.ID); err != nil || st.State != "retry" {
+		t.Errorf("parked task after the dead-letter calls: %+v, %v; want it waiting", st, err)
+	}
 }
