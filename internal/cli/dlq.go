@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 )
 
@@ -206,6 +207,7 @@ func eachTask(env *Env, ids []string, what string, fn func(id string) (string, e
 type DLQPurgeCmd struct {
 	RedisFlags
 	LogFlags
+	QueueFlags
 	Yes bool `short:"y" help:"Do not ask for confirmation."`
 }
 
@@ -214,7 +216,11 @@ type DLQPurgeCmd struct {
 // without --yes. (A reader other than an *os.File, as Main's callers may
 // pass, is read as the answer.)
 func (c *DLQPurgeCmd) Run(env *Env) error {
-	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{})
+	queues, err := c.queueNames()
+	if err != nil {
+		return err
+	}
+	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{Rules: enqueue.Rules{Queues: queues}})
 	if err != nil {
 		return err
 	}
@@ -244,8 +250,9 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 	if err != nil {
 		return err
 	}
-	log.Debug("dead letters purged", zap.Int("entries", purged))
-	_, err = fmt.Fprintf(env.Stdout, "deleted %d dead-lettered tasks\n", purged)
+	log.Debug("dead letters purged", zap.Int("entries", purged.Entries), zap.Int("tasks", purged.Tasks))
+	_, err = fmt.Fprintf(env.Stdout, "deleted %d dead-lettered tasks and %d dead-letter entries (parked tasks, which wait to be retried, are kept)\n",
+		purged.Tasks, purged.Entries)
 	return err
 }
 

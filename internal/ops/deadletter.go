@@ -186,23 +186,74 @@ func (s *Service) DeleteDeadLetter(ctx context.Context, taskID string) error {
 	return deadletter.Remove(ctx, s.rdb, ids...)
 }
 
-// PurgeDeadLetters deletes the whole stream and every archived task of
-// every queue, and returns how many stream entries there were.
-func (s *Service) PurgeDeadLetters(ctx context.Context) (int, error) {
-	n, err := deadletter.Purge(ctx, s.rdb)
+// Purged is what PurgeDeadLetters deleted.
+type Purged struct {
+	Entries int // entries of the dead-letter stream
+	Tasks   int // archived tasks of the queues certmail serves
+}
+
+// purgePage is how many archived tasks one listing of a queue's archive
+// fetches while PurgeDeadLetters collects them.
+const purgePage = 1000
+
+// PurgeDeadLetters deletes the archived tasks of the queues certmail serves
+// (Rules.Queues), except parked ones, which wait to be tried again, and
+// then the whole dead-letter stream. The archives of other queues, another
+// asynq application's, are left alone.
+func (s *Service) PurgeDeadLetters(ctx context.Context) (Purged, error) {
+	parked, err := s.rdb.ZRange(ctx, deadletter.ParkedKey, 0, -1).Result()
 	if err != nil {
-		return 0, err
+		return Purged{}, fmt.Errorf("read parked tasks: %w", err)
 	}
-	qs, err := s.inspector.Queues()
-	if err != nil {
-		return n, fmt.Errorf("list queues: %w", err)
+	isParked := make(map[string]bool, len(parked))
+	for _, m := range parked {
+		isParked[m] = true
 	}
-	for _, q := range qs {
-		if _, err := s.inspector.DeleteAllArchivedTasks(q); err != nil {
-			return n, fmt.Errorf("delete archived tasks of queue %s: %w", q, err)
+	var p Purged
+	for _, q := range s.opts.Rules.Queues {
+		ids, err := s.archivedIDs(q)
+		if err != nil {
+			return p, err
+		}
+		for _, id := range ids {
+			if isParked[deadletter.Parked{Queue: q, ID: id}.Member()] {
+				continue
+			}
+			switch err := s.inspector.DeleteTask(q, id); {
+			case errors.Is(err, asynq.ErrTaskNotFound):
+				// requeued or deleted meanwhile
+			case err != nil:
+				return p, fmt.Errorf("delete task %s of queue %s: %w", id, q, err)
+			default:
+				p.Tasks++
+			}
 		}
 	}
-	return n, nil
+	if p.Entries, err = deadletter.Purge(ctx, s.rdb); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// archivedIDs lists the ids of queue q's archived tasks (asynq caps an
+// archive's size); none when asynq does not know the queue.
+func (s *Service) archivedIDs(q string) ([]string, error) {
+	var ids []string
+	for page := 1; ; page++ {
+		infos, err := s.inspector.ListArchivedTasks(q, asynq.PageSize(purgePage), asynq.Page(page))
+		switch {
+		case errors.Is(err, asynq.ErrQueueNotFound):
+			return nil, nil
+		case err != nil:
+			return nil, fmt.Errorf("list archived tasks of queue %s: %w", q, err)
+		}
+		for _, info := range infos {
+			ids = append(ids, info.ID)
+		}
+		if len(infos) < purgePage {
+			return ids, nil
+		}
+	}
 }
 
 // CountDeadLetters returns how many entries the dead-letter stream holds.

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/ops"
 )
@@ -242,9 +245,27 @@ func TestPurgeDeadLetters(t *testing.T) {
 	b, ids := setupDead(t, 401, 402, 403)
 	ctx := context.Background()
 	live := b.enqueue(t, 12)
-	n, err := b.svc.PurgeDeadLetters(ctx)
-	if err != nil || n != 3 {
-		t.Fatalf("PurgeDeadLetters = %d, %v; want 3", n, err)
+	// A parked task (archived, waiting to be tried again, as the worker
+	// parks one) and another asynq application's archived task.
+	parked := b.enqueue(t, 13)
+	if err := b.inspector.ArchiveTask("default", parked); err != nil {
+		t.Fatal(err)
+	}
+	member := deadletter.Parked{Queue: "default", ID: parked}.Member()
+	if err := b.rdb.ZAdd(ctx, deadletter.ParkedKey, redis.Z{Score: float64(time.Now().Add(time.Minute).UnixMilli()), Member: member}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClientFromRedisClient(b.rdb)
+	foreign, err := client.Enqueue(asynq.NewTask("other:job", nil), asynq.Queue("otherapp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.inspector.ArchiveTask("otherapp", foreign.ID); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.svc.PurgeDeadLetters(ctx)
+	if err != nil || p != (ops.Purged{Entries: 3, Tasks: 3}) {
+		t.Fatalf("PurgeDeadLetters = %+v, %v; want 3 entries and 3 tasks", p, err)
 	}
 	if exists, err := b.rdb.Exists(ctx, deadletter.Stream).Result(); err != nil || exists != 0 {
 		t.Errorf("stream exists = %d, %v; want it gone", exists, err)
@@ -257,7 +278,13 @@ func TestPurgeDeadLetters(t *testing.T) {
 	if _, err := b.svc.Task(ctx, live); err != nil {
 		t.Errorf("a pending task was purged: %v", err)
 	}
-	if n, err := b.svc.PurgeDeadLetters(ctx); err != nil || n != 0 {
-		t.Errorf("second PurgeDeadLetters = %d, %v; want 0", n, err)
+	if st, err := b.svc.Task(ctx, parked); err != nil || st.State != "retry" {
+		t.Errorf("parked task after purge: %+v, %v; want it kept, waiting", st, err)
+	}
+	if info, err := b.inspector.GetTaskInfo("otherapp", foreign.ID); err != nil || info.State != asynq.TaskStateArchived {
+		t.Errorf("another application's archived task after purge: %v, %v; want it kept", info, err)
+	}
+	if p, err := b.svc.PurgeDeadLetters(ctx); err != nil || p != (ops.Purged{}) {
+		t.Errorf("second PurgeDeadLetters = %+v, %v; want nothing", p, err)
 	}
 }
