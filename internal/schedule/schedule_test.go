@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -791,5 +792,81 @@ func TestStateWritesNeedTheSchedule(t *testing.T) {
 	}
 	if got, err := st.Get(ctx, "again"); err != nil || got.Runs != 2 || got.EndedReason != schedule.EndedMaxRuns {
 		t.Errorf("the schedule added again: %+v, %v; want 2 runs, ended at max_runs", got, err)
+	}
+}
+
+// TestFileLeftovers: a schedule that leaves the file keeps its state and
+// history for LeftoverTTL (kept again if it comes back), and `schedule rm`
+// deletes them at once; nothing else is found.
+func TestFileLeftovers(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	rdb := e.redis.Client()
+	st := e.store()
+	ctx := context.Background()
+	file := func(ids ...string) []*schedule.Compiled {
+		var y strings.Builder
+		y.WriteString("schedules:\n")
+		for i, id := range ids {
+			fmt.Fprintf(&y, "  - {id: %s, cron: \"@daily\", type: resend-dcv, payload: {order_id: %d}}\n", id, i+1)
+		}
+		c, bad, err := schedule.ParseFile([]byte(y.String()), testRules)
+		if err != nil || len(bad) != 0 {
+			t.Fatal(bad, err)
+		}
+		return c
+	}
+	if err := st.MirrorFile(ctx, file("a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	fence := holdLeader(t, rdb)
+	for _, id := range []string{"a", "b"} {
+		if _, _, err := st.RecordTick(ctx, fence, id, time.Unix(100, 0), time.Unix(100, 0), "sched:"+id+":100", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ttl := func(key string) time.Duration {
+		d, err := rdb.TTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	keys := func(id string) []string { return []string{"certmail:schedule:" + id, "asynq:scheduler_history:" + id} }
+	if err := st.MirrorFile(ctx, file("a")); err != nil { // b leaves the file
+		t.Fatal(err)
+	}
+	for _, k := range keys("b") {
+		if d := ttl(k); d <= schedule.LeftoverTTL-time.Minute || d > schedule.LeftoverTTL {
+			t.Errorf("%s expires in %v after its schedule left the file, want %v", k, d, schedule.LeftoverTTL)
+		}
+	}
+	for _, k := range keys("a") {
+		if d := ttl(k); d != -1 {
+			t.Errorf("%s of a schedule in the file expires in %v, want never", k, d)
+		}
+	}
+	if err := st.MirrorFile(ctx, file("a", "b")); err != nil { // b is back
+		t.Fatal(err)
+	}
+	for _, k := range keys("b") {
+		if d := ttl(k); d != -1 {
+			t.Errorf("%s of a schedule back in the file expires in %v, want never", k, d)
+		}
+	}
+	if err := st.MirrorFile(ctx, file("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Delete(ctx, "b"); err != nil {
+		t.Errorf("delete of a schedule's leftovers: %v", err)
+	}
+	if n, err := rdb.Exists(ctx, keys("b")...).Result(); err != nil || n != 0 {
+		t.Errorf("leftover keys after delete: %d, %v", n, err)
+	}
+	if err := st.Delete(ctx, "b"); !errors.Is(err, schedule.ErrNotFound) {
+		t.Errorf("second delete: %v, want ErrNotFound", err)
+	}
+	if err := st.Delete(ctx, "a"); !errors.Is(err, schedule.ErrFileSchedule) {
+		t.Errorf("delete of a file schedule: %v, want ErrFileSchedule", err)
 	}
 }

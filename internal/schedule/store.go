@@ -234,8 +234,9 @@ func (st *Store) makeRoom(ctx context.Context) (bool, error) {
 }
 
 // Delete removes an API schedule, its state and its history on the
-// dashboard. A file schedule gives ErrFileSchedule, an unknown id
-// ErrNotFound.
+// dashboard, or what is left of a schedule that left the file (its state
+// and history, until they expire). A file schedule gives ErrFileSchedule,
+// an id with nothing to delete ErrNotFound.
 func (st *Store) Delete(ctx context.Context, id string) error {
 	n, err := st.rdb.HDel(ctx, apiSchedulesKey, id).Result()
 	if err != nil {
@@ -248,9 +249,15 @@ func (st *Store) Delete(ctx context.Context, id string) error {
 			return fmt.Errorf("read schedules: %w", err)
 		case inFile:
 			return fmt.Errorf("%s: %w", id, ErrFileSchedule)
-		default:
+		}
+		left, err := st.rdb.Del(ctx, stateKey(id), asynqsched.HistoryKey(id)).Result()
+		switch {
+		case err != nil:
+			return fmt.Errorf("delete schedule state: %w", err)
+		case left == 0:
 			return fmt.Errorf("%s: %w", id, ErrNotFound)
 		}
+		return nil
 	}
 	if err := st.rdb.Del(ctx, stateKey(id), asynqsched.HistoryKey(id)).Err(); err != nil {
 		return fmt.Errorf("delete schedule state: %w", err)
@@ -354,17 +361,39 @@ func (st *Store) load(ctx context.Context) ([]*Compiled, []Skipped, error) {
 	return out, skipped, nil
 }
 
+// LeftoverTTL is how long the state and dashboard history of a schedule
+// that left the file are kept: long enough for the schedule to come back
+// (a file rolled back) where it stopped, bounded when it does not (one
+// file schedule per order, replaced as orders come and go).
+const LeftoverTTL = 7 * 24 * time.Hour
+
 // MirrorFile replaces the file schedules kept in Redis, so that listings
-// show them (the scheduler's leader calls it when the file changes).
+// show them (the scheduler's leader calls it when the file changes). The
+// state and history of a schedule that left the file expire after
+// LeftoverTTL; those of a schedule in the file are kept.
 func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
+	before, err := st.rdb.HKeys(ctx, fileSchedulesKey).Result()
+	if err != nil {
+		return fmt.Errorf("read file schedules: %w", err)
+	}
 	pipe := st.rdb.TxPipeline()
 	pipe.Del(ctx, fileSchedulesKey)
+	inFile := make(map[string]bool, len(scheds))
 	for _, c := range scheds {
 		b, err := json.Marshal(c.Schedule)
 		if err != nil {
 			return fmt.Errorf("encode schedule %s: %w", c.ID, err)
 		}
 		pipe.HSet(ctx, fileSchedulesKey, c.ID, b)
+		pipe.Persist(ctx, stateKey(c.ID))
+		pipe.Persist(ctx, asynqsched.HistoryKey(c.ID))
+		inFile[c.ID] = true
+	}
+	for _, id := range before {
+		if !inFile[id] {
+			pipe.Expire(ctx, stateKey(id), LeftoverTTL)
+			pipe.Expire(ctx, asynqsched.HistoryKey(id), LeftoverTTL)
+		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("mirror file schedules: %w", err)
