@@ -16,10 +16,12 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/cli"
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/redistest"
@@ -682,5 +684,32 @@ func TestQueuesAndScheduleRules(t *testing.T) {
 	// A lower floor lets a faster schedule in.
 	if r := e.run(append(sched, "--cron", "@every 10s", "--schedule-min-interval", "5s")...); r.code != 0 {
 		t.Errorf("with a 5s floor: %+v", r)
+	}
+}
+
+// TestDLQListMalformedPage: a page holding only malformed entries says so
+// and gives the cursor to the older pages, where good entries are.
+func TestDLQListMalformedPage(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	rdb := e.redis.Client()
+	if _, err := deadletter.Append(ctx, rdb, deadletter.Entry{TaskID: "t1", Type: "send-cert", Queue: "default",
+		Payload: []byte(`{}`), ErrorCode: "not_found|order", FailedAt: time.Now()}, 0); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: deadletter.Stream, Values: []any{"junk", "1"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := e.run("dlq", "list", "-n", "2")
+	if r.code != 0 || !strings.Contains(r.stdout, "no readable dead letters on this page") ||
+		!strings.Contains(r.stderr, "more: certmail dlq list --before ") || strings.Contains(r.stdout, "no dead-lettered tasks") {
+		t.Fatalf("a page of malformed entries: %+v", r)
+	}
+	next := strings.TrimSpace(r.stderr[strings.Index(r.stderr, "--before ")+len("--before "):])
+	if r := e.run("dlq", "list", "-n", "2", "--before", next); r.code != 0 || !strings.Contains(r.stdout, "t1") {
+		t.Errorf("the next page: %+v", r)
 	}
 }

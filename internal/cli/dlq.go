@@ -70,18 +70,25 @@ func (c *DLQListCmd) Run(env *Env) error {
 			SkippedCount int                  `json:"skipped_count,omitempty"`
 		}{entries, next, page.Skipped, page.SkippedCount})
 	}
-	if len(entries) == 0 {
+	switch {
+	case len(entries) == 0 && page.SkippedCount == 0:
 		_, err := fmt.Fprintln(env.Stdout, "no dead-lettered tasks")
 		return err
-	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FAILED AT\tTASK ID\tTYPE\tQUEUE\tERROR\tHTTP\tATTEMPTS\tARCHIVED")
-	for _, e := range entries {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.FailedAt.Format(time.RFC3339), e.TaskID, e.Type, e.Queue,
-			e.ErrorCode, httpStatus(e.HTTPStatus), e.Attempts, yesNo(e.Archived))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
+	case len(entries) == 0:
+		// A page of malformed entries only: older pages may hold good ones.
+		if _, err := fmt.Fprintln(env.Stdout, "no readable dead letters on this page"); err != nil {
+			return err
+		}
+	default:
+		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "FAILED AT\tTASK ID\tTYPE\tQUEUE\tERROR\tHTTP\tATTEMPTS\tARCHIVED")
+		for _, e := range entries {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.FailedAt.Format(time.RFC3339), e.TaskID, e.Type, e.Queue,
+				e.ErrorCode, httpStatus(e.HTTPStatus), e.Attempts, yesNo(e.Archived))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 	if next != "" {
 		fmt.Fprintf(env.Stderr, "more: certmail dlq list --before %s\n", next)
