@@ -15,7 +15,7 @@ import (
 // TestOpenAPIAnswersValidate validates real answers of the server against
 // the schemas the document gives for them (JSON Schema 2020-12, as OpenAPI
 // 3.1 uses): a task, its status and dead letter, a schedule as added, read
-// and listed, and problems.
+// and listed, and problems, the dashboard's among them.
 func TestOpenAPIAnswersValidate(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{worker: true})
@@ -79,4 +79,5 @@ func TestOpenAPIAnswersValidate(t *testing.T) {
 	check("get", "/v1/schedules/{id}", b.get(t, "/v1/schedules/dcv-9"), http.StatusOK)
 	check("get", "/v1/schedules", b.get(t, "/v1/schedules"), http.StatusOK)
 	check("post", "/v1/dead-letters/{id}/requeue", b.do(t, http.MethodPost, "/v1/dead-letters/"+dead.ID+"/requeue", "", nil), http.StatusOK)
+	check("get", "/monitoring/", b.do(t, http.MethodGet, "/monitoring/api/queues/nope", "", basicAuth(testToken)), http.StatusNotFound)
 }

@@ -5,7 +5,8 @@
 // manage periodic tasks under /v1/schedules (a schedule.Store, read by
 // `certmail scheduler`). The asynq dashboard is mounted at /monitoring/, and /healthz, /readyz and
 // /metrics serve probes and Prometheus. Every error is an RFC 9457
-// application/problem+json document, written by one function (writeProblem).
+// application/problem+json document (to the dashboard's own page, its
+// detail as text), written by one function (writeProblem).
 // The routes, parameters and bodies are described by the OpenAPI 3.1 document
 // served at /v1/openapi.json (the file openapi.json of this package).
 //

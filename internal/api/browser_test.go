@@ -18,7 +18,8 @@ import (
 
 // TestDashboardInBrowser opens the dashboard in Chromium with the token as
 // basic-auth password, finds the queue and a dead-lettered task with its
-// payload and last error, and saves a screenshot.
+// payload and last error, and saves a screenshot; a task that does not exist
+// shows the API's sentence for it.
 func TestDashboardInBrowser(t *testing.T) {
 	t.Parallel()
 	ctx := browsertest.Start(t, false)
@@ -43,6 +44,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	browsertest.Screenshot(ctx, t, filepath.Join(browsertest.ArtifactsDir(t), "dashboard-archived.png"))
+
+	// A task that is gone (a stale link): the page says so, as it does with
+	// asynqmon alone, rather than going blank on a JSON problem it cannot
+	// show.
+	text(b.url+"/monitoring/queues/default/tasks/no-such-task", "Error", "the dashboard knows no task of this id")
 }
 
 // TestDashboardCrossSiteInBrowser: a page of another site that the operator

@@ -3,9 +3,11 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/hibiken/asynqmon"
 
@@ -94,18 +96,126 @@ func dashboardPageProblem(q url.Values) string {
 // read-only for readers, as configured for operators. A page of tasks is at
 // most maxDashboardPageSize long: asynqmon would otherwise list a whole
 // queue in one answer, and block Redis while it reads it, for any reader
-// who asks.
+// who asks. asynqmon's failures become problems (dashboardError); every
+// other answer streams through as asynqmon writes it.
 func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if detail := dashboardPageProblem(r.URL.Query()); detail != "" {
 		s.writeProblem(w, r, Problem{Status: http.StatusBadRequest, Detail: detail}, nil)
 		return
 	}
+	h := s.dashboardRO
 	if info := infoOf(r.Context()); info != nil && info.role == RoleOperator {
-		s.dashboard.ServeHTTP(w, r)
+		h = s.dashboard
+	}
+	dw := &dashboardWriter{ResponseWriter: w}
+	h.ServeHTTP(dw, r)
+	if dw.held != 0 {
+		s.dashboardError(w, r, dw.held, dw.text, dw.total)
+	}
+}
+
+// maxDashboardErrorText is how much of the text of a failure asynqmon
+// reports is kept: enough to tell a missing queue or task, and for the log.
+const maxDashboardErrorText = 256
+
+// dashboardNotFound are the beginnings of what asynqmon writes, as plain
+// text with status 500 or 404, when a queue or a task does not exist: the
+// text of asynq's errors, which repeats the queue's name (and the path
+// names it, up to the 64 KiB of a request's headers).
+var dashboardNotFound = []struct {
+	prefix, detail string
+}{
+	{"asynq: queue not found", detailNoQueue}, // the Inspector's ErrQueueNotFound
+	{"asynq: task not found", detailNoTask},   // and ErrTaskNotFound
+	{"queue not found", detailNoQueue},        // the same, with asynqmon's own 404
+	{"task not found", detailNoTask},
+	{`NOT_FOUND: queue "`, detailNoQueue}, // asynq's internal errors, which some Inspector methods return as they are
+	{"NOT_FOUND: cannot find task", detailNoTask},
+}
+
+const (
+	detailNoQueue = "the dashboard knows no queue of this name"
+	detailNoTask  = "the dashboard knows no task of this id in this queue"
+)
+
+// dashboardError answers for asynqmon, which answered status with text, the
+// first bytes of total: a queue or a task that does not exist is 404, with a
+// fixed detail that does not repeat the name; any other failure is answered
+// as the API answers a failure of Redis (503 while Redis cannot be reached,
+// else 500), the text clipped in the request's log line.
+func (s *Server) dashboardError(w http.ResponseWriter, r *http.Request, status int, text []byte, total int) {
+	detail := ""
+	for _, nf := range dashboardNotFound {
+		if bytes.HasPrefix(text, []byte(nf.prefix)) {
+			detail = nf.detail
+			break
+		}
+	}
+	if detail == "" && status == http.StatusNotFound {
+		detail = "the dashboard knows no queue or task of this name"
+	}
+	if detail != "" {
+		s.writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: detail}, nil)
 		return
 	}
-	s.dashboardRO.ServeHTTP(w, r)
+	s.writeOpsError(w, r, dashboardCause(text, total), "")
 }
+
+// dashboardCause is the error behind a failure asynqmon reported with text,
+// the first bytes of total: valid UTF-8, and saying how long it was when
+// text is not all of it.
+func dashboardCause(text []byte, total int) error {
+	msg := strings.ToValidUTF8(strings.TrimSpace(string(text)), "\uFFFD")
+	if total > len(text) {
+		msg += " [clipped: " + strconv.Itoa(total) + " bytes]"
+	}
+	return errors.New("dashboard: " + msg)
+}
+
+// dashboardWriter holds back an answer of asynqmon that reports a failure
+// (status 404 or 5xx, plain text) so that serveDashboard can answer a
+// problem instead, keeping the first maxDashboardErrorText bytes of its
+// text. Any other answer goes through as it is written: a page of tasks is
+// never held.
+type dashboardWriter struct {
+	http.ResponseWriter
+	held    int    // the status held back, 0 when none
+	started bool   // an answer went through
+	text    []byte // the beginning of the held answer
+	total   int    // the length of the held answer
+}
+
+func (w *dashboardWriter) WriteHeader(code int) {
+	switch {
+	case w.held != 0:
+	case !w.started && (code == http.StatusNotFound || code >= 500):
+		w.held = code
+	default:
+		w.started = w.started || code >= 200
+		w.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (w *dashboardWriter) Write(b []byte) (int, error) {
+	if w.held != 0 {
+		w.text = append(w.text, b[:min(len(b), maxDashboardErrorText-len(w.text))]...)
+		w.total += len(b)
+		return len(b), nil
+	}
+	w.started = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush lets a page stream; a held answer is not flushed.
+func (w *dashboardWriter) Flush() {
+	if w.held == 0 {
+		w.started = true
+		_ = http.NewResponseController(w.ResponseWriter).Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *dashboardWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // maxIndentDepth is the deepest JSON the dashboard indents: indenting costs
 // the depth for every line, so deeper JSON is shown as it is.

@@ -32,3 +32,10 @@ var FormatPayload = formatPayload
 
 // RedisUnavailable is how the server decides between 503 and 500.
 func (s *Server) RedisUnavailable(err error) bool { return s.redisUnavailable(err) }
+
+// DashboardCause is the error logged for a failure asynqmon reported with
+// text, of which it kept the first bytes of total.
+var DashboardCause = dashboardCause
+
+// MaxDashboardErrorText is how much of a failure's text the dashboard keeps.
+const MaxDashboardErrorText = maxDashboardErrorText

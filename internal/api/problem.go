@@ -65,7 +65,8 @@ func validationProblem(errs []tasks.FieldError) Problem {
 
 // writeProblem is the one function that answers with an error. cause is the
 // error behind a 5xx answer: it goes to the request's log line, never to the
-// client, whose detail is a fixed sentence unless p has one.
+// client, whose detail is a fixed sentence unless p has one. The dashboard's
+// own page gets the detail as text (dashboardPage).
 func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, p Problem, cause error) {
 	if p.Type == "" {
 		p.Type = "about:blank"
@@ -90,12 +91,24 @@ func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, p Problem,
 	if err != nil { // a Problem always encodes; keep the status anyway
 		body = []byte(`{"type":"about:blank","status":500}`)
 	}
+	ct := ProblemContentType
+	if dashboardPage(r) {
+		body, ct = []byte(p.Detail+" (request_id "+p.RequestID+")"), "text/plain; charset=utf-8"
+	}
 	h := w.Header()
-	h.Set("Content-Type", ProblemContentType)
+	h.Set("Content-Type", ct)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Del("Content-Length")
 	w.WriteHeader(p.Status)
 	_, _ = w.Write(append(body, '\n')) // the client is gone when this fails
+}
+
+// dashboardPage reports whether r is a dashboard request that the
+// dashboard's own page made in a browser (Sec-Fetch-Site: same-origin).
+// asynqmon's page shows the body of a failed request as it is, as text:
+// it cannot show a JSON object, and goes blank on one.
+func dashboardPage(r *http.Request) bool {
+	return r.Pattern == DashboardPath+"/" && r.Header.Get("Sec-Fetch-Site") == "same-origin"
 }
 
 // writeOpsError answers with the problem matching an error of internal/ops:

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -177,8 +178,8 @@ func TestRedisStatesAsynqFlattensAre503(t *testing.T) {
 	}
 }
 
-// TestRedisOutage: with Redis gone, every /v1 route that needs it answers
-// 503 problem+json with Retry-After, never 500, and tells no address; the
+// TestRedisOutage: with Redis gone, every /v1 route that needs it, and the
+// dashboard's JSON API, answers 503 problem+json with Retry-After, never 500, and tells no address; the
 // cause is in the request's log line. Once Redis is back, the same server
 // serves again.
 func TestRedisOutage(t *testing.T) {
@@ -205,6 +206,7 @@ func TestRedisOutage(t *testing.T) {
 		{http.MethodPost, "/v1/schedules", schedule, nil},
 		{http.MethodGet, "/v1/schedules/s1", "", nil},
 		{http.MethodDelete, "/v1/schedules/s1", "", nil},
+		{http.MethodGet, "/monitoring/api/queues", "", basicAuth(testToken)},
 	}
 	for _, rq := range requests {
 		res := b.do(t, rq.method, rq.path, rq.body, rq.header)
@@ -348,6 +350,89 @@ func TestDashboard(t *testing.T) {
 				t.Errorf("DELETE through the dashboard: %d, want %d", res.status, tt.delete)
 			}
 		})
+	}
+}
+
+// TestDashboardNotFound: the dashboard's JSON API answers a queue or a task
+// that does not exist (asynqmon says so with a 500 or a 404 of plain text
+// that repeats the name) with a 404 problem that does not repeat it, logged
+// at INFO; any other failure of asynqmon is a 500 problem with a fixed
+// detail, its text in the ERROR line.
+func TestDashboardNotFound(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var ref api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil), http.StatusAccepted, &ref)
+	long := strings.Repeat("Q", 30000)
+	for _, rq := range []struct{ method, path, token string }{
+		{http.MethodGet, "/monitoring/api/queues/nope", readerToken},
+		{http.MethodGet, "/monitoring/api/queues/" + long, readerToken},
+		{http.MethodGet, "/monitoring/api/queues/nope/pending_tasks", readerToken},
+		{http.MethodGet, "/monitoring/api/queues/" + long + "/archived_tasks?size=10", readerToken},
+		{http.MethodGet, "/monitoring/api/queues/default/tasks/nope", readerToken},
+		{http.MethodGet, "/monitoring/api/queues/nope/tasks/" + ref.ID, readerToken},
+		{http.MethodDelete, "/monitoring/api/queues/default/archived_tasks/nope", testToken},
+		{http.MethodDelete, "/monitoring/api/queues/default/archived_tasks/" + long, testToken},
+		{http.MethodPost, "/monitoring/api/queues/default/archived_tasks/nope:run", testToken},
+		{http.MethodDelete, "/monitoring/api/queues/nope", testToken},
+	} {
+		res := b.do(t, rq.method, rq.path, "", basicAuth(rq.token))
+		if res.status != http.StatusNotFound {
+			t.Errorf("%s %.80s: %d %q, want 404", rq.method, rq.path, res.status, res.header.Get("Content-Type"))
+			continue
+		}
+		p := mustProblem(t, res, http.StatusNotFound)
+		if len(res.body) > 300 || strings.Contains(string(res.body), "nope") || strings.Contains(string(res.body), "QQQQ") {
+			t.Errorf("%s %.80s: the answer repeats the name or is long (%d bytes): %.200s", rq.method, rq.path, len(res.body), res.body)
+		}
+		for _, l := range b.logs.Lines("", "http request") {
+			if l["request_id"] == p.RequestID && (l["status"] != int64(404) || l["error"] != nil) {
+				t.Errorf("%s %.80s: log line %v, want 404 without error", rq.method, rq.path, l)
+			}
+		}
+	}
+	if lines := b.logs.Lines("error", ""); len(lines) > 0 {
+		t.Errorf("ERROR lines for answers that are not found: %v", lines)
+	}
+	// The dashboard's own page shows the body as text: it gets the detail.
+	h := basicAuth(readerToken)
+	h.Set("Sec-Fetch-Site", "same-origin")
+	res := b.do(t, http.MethodGet, "/monitoring/api/queues/default/tasks/nope", "", h)
+	if res.status != http.StatusNotFound || res.header.Get("Content-Type") != "text/plain; charset=utf-8" ||
+		!strings.HasPrefix(string(res.body), "the dashboard knows no task of this id in this queue (request_id ") {
+		t.Errorf("from the dashboard's page: %d %q %.200s", res.status, res.header.Get("Content-Type"), res.body)
+	}
+
+	// A failure that is not a missing queue or task: the list of queues is
+	// not a set.
+	if err := b.redis.Client().Set(context.Background(), "asynq:queues", "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res = b.do(t, http.MethodGet, "/monitoring/api/queues", "", basicAuth(readerToken))
+	p := mustProblem(t, res, http.StatusInternalServerError)
+	if strings.Contains(p.Detail, "WRONGTYPE") {
+		t.Errorf("the 500 tells its cause: %q", p.Detail)
+	}
+	var logged bool
+	for _, l := range b.logs.Lines("error", "http request") {
+		if l["request_id"] == p.RequestID {
+			e, _ := l["error"].(string)
+			logged = strings.Contains(e, "WRONGTYPE") && l["status"] == int64(500)
+		}
+	}
+	if !logged {
+		t.Errorf("no ERROR line with the cause for request %s: %s", p.RequestID, b.logs.Text())
+	}
+}
+
+// TestDashboardCauseClipped: what asynqmon says of a failure reaches the log
+// clipped and valid UTF-8, however long it was.
+func TestDashboardCauseClipped(t *testing.T) {
+	t.Parallel()
+	text := "NOT_FOUND: " + strings.Repeat("\xff", 10000) + "\n"
+	got := api.DashboardCause([]byte(text)[:api.MaxDashboardErrorText], len(text)).Error()
+	if len(got) > api.MaxDashboardErrorText+64 || !utf8.ValidString(got) || !strings.Contains(got, "10012 bytes") {
+		t.Errorf("cause %d bytes: %.300q", len(got), got)
 	}
 }
 
