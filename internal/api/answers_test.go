@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hibiken/asynq"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/certmail/certmail/internal/api"
@@ -15,7 +16,8 @@ import (
 // TestOpenAPIAnswersValidate validates real answers of the server against
 // the schemas the document gives for them (JSON Schema 2020-12, as OpenAPI
 // 3.1 uses): a task, its status and dead letter, a schedule as added, read
-// and listed, and problems, the dashboard's among them.
+// and listed, a requeued task of a type certmail does not know, and
+// problems, the dashboard's among them.
 func TestOpenAPIAnswersValidate(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{worker: true})
@@ -79,5 +81,17 @@ func TestOpenAPIAnswersValidate(t *testing.T) {
 	check("get", "/v1/schedules/{id}", b.get(t, "/v1/schedules/dcv-9"), http.StatusOK)
 	check("get", "/v1/schedules", b.get(t, "/v1/schedules"), http.StatusOK)
 	check("post", "/v1/dead-letters/{id}/requeue", b.do(t, http.MethodPost, "/v1/dead-letters/"+dead.ID+"/requeue", "", nil), http.StatusOK)
+
+	// A task of a type certmail does not know, from a raw asynq producer:
+	// dead-lettered at once, and requeued as it is.
+	client := asynq.NewClient(b.redis.ConnOpt())
+	defer client.Close()
+	info, err := client.Enqueue(asynq.NewTask("set-emails-v2", []byte(`{"order_id":1}`)), asynq.MaxRetry(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.waitState(t, info.ID, "archived")
+	check("get", "/v1/tasks/{id}", b.get(t, "/v1/tasks/"+info.ID), http.StatusOK)
+	check("post", "/v1/dead-letters/{id}/requeue", b.do(t, http.MethodPost, "/v1/dead-letters/"+info.ID+"/requeue", "", nil), http.StatusOK)
 	check("get", "/monitoring/", b.do(t, http.MethodGet, "/monitoring/api/queues/nope", "", basicAuth(testToken)), http.StatusNotFound)
 }
