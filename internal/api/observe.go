@@ -99,7 +99,8 @@ const requestIDHeader = "X-Request-Id"
 // observe gives each request an id, answers 500 for a handler that panics,
 // counts and times the request and logs one line for it: INFO, or ERROR for
 // a 5xx answer. The line never holds the body, the query or a header other
-// than the request id, so no address or token can reach the log.
+// than the request id, so no address or token can reach the log, and names
+// a method only when it is a standard one (loggedMethod).
 func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -143,7 +144,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		if ce := s.reqLog.Check(level, "http request"); ce != nil {
 			fields := make([]zap.Field, 0, 7) // room for role and error: one allocation
 			fields = append(fields,
-				zap.String("method", r.Method), zap.String("route", route), zap.Int("status", status),
+				zap.String("method", loggedMethod(r.Method)), zap.String("route", route), zap.Int("status", status),
 				zap.Duration("duration", elapsed), zap.String("request_id", info.id),
 			)
 			if info.role != "" {
@@ -155,6 +156,22 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			ce.Write(fields...)
 		}
 	})
+}
+
+// methodOther is logged for a method that is not one of HTTP's standard
+// ones.
+const methodOther = "other"
+
+// loggedMethod returns method when it is one of the standard HTTP methods
+// (RFC 9110 and PATCH), else methodOther: any token is a method, as long as
+// the request's headers may be, and it would be written into the line.
+func loggedMethod(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return methodOther
 }
 
 // requestID returns given when it is 1 to 64 characters of letters, digits,

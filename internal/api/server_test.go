@@ -311,6 +311,45 @@ func TestRequestLog(t *testing.T) {
 	}
 }
 
+// TestRequestLogMethodBounded: the request line names a standard method as
+// it is and any other as "other", so that a client cannot write 60 KB of
+// method into every line; no metric label takes the method either.
+func TestRequestLogMethodBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	long := strings.Repeat("A", 60000)
+	for _, rq := range []struct{ method, path, logged string }{
+		{long, "/healthz", "other"},
+		{"PROPFIND", "/healthz", "other"},
+		{"get", "/healthz", "other"},
+		{long, "/monitoring/", "other"},
+		{http.MethodGet, "/healthz", "GET"},
+		{http.MethodPatch, "/healthz", "PATCH"},
+	} {
+		res := b.do(t, rq.method, rq.path, "", basicAuth(testToken))
+		id := res.header.Get("X-Request-Id")
+		var found bool
+		for _, l := range b.logs.Lines("", "http request") {
+			if l["request_id"] == id {
+				found = true
+				if l["method"] != rq.logged {
+					t.Errorf("%.20s %s: logged method %.40q, want %q", rq.method, rq.path, l["method"], rq.logged)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%.20s %s: no log line with request_id %q", rq.method, rq.path, id)
+		}
+	}
+	if text := b.logs.Text(); strings.Contains(text, "AAAAAAAA") || strings.Contains(text, "PROPFIND") {
+		t.Errorf("the log holds a method that is not standard (%d bytes)", len(text))
+	}
+	if res := b.do(t, http.MethodGet, "/metrics", "", http.Header{}); strings.Contains(string(res.body), "AAAAAAAA") ||
+		strings.Contains(string(res.body), "PROPFIND") {
+		t.Errorf("a method that is not standard became a label value")
+	}
+}
+
 func TestDashboard(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
