@@ -553,3 +553,68 @@ func TestOpenAPIMetrics(t *testing.T) {
 		t.Errorf("%d certmail metrics registered, want at least 3: the gathering is broken", n)
 	}
 }
+
+// plainInteger is what the document says of every integer a request body
+// carries: the parsers take digits only, while JSON Schema's integer is any
+// number with a zero fraction (1.0, 1e2).
+const plainInteger = "Written as a plain JSON integer, digits only: `1.0` and `1e2` are refused, though JSON Schema counts them as integers."
+
+// TestOpenAPIPlainIntegers: every integer member of a request body says
+// that it must be written as digits only, and the server does refuse it
+// written with a fraction or an exponent.
+func TestOpenAPIPlainIntegers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	doc := openAPIMap(t)
+	// A valid body for each operation that takes one.
+	valid := map[string]string{
+		"/v1/tasks/set-emails":        `{"order_id": 1, "additional_emails": ["a@example.com"]}`,
+		"/v1/tasks/resend-dcv":        `{"order_id": 1}`,
+		"/v1/tasks/send-cert":         `{"certificate_id": 1, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`,
+		"/v1/tasks/resend-domain-dcv": `{"domain_id": 1}`,
+		"/v1/schedules":               `{"id": "s1", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}}`,
+	}
+	checked := 0
+	for _, a := range answersDocumenting(doc, "400") {
+		body, _ := a.op["requestBody"].(map[string]any)
+		content, _ := body["content"].(map[string]any)
+		media, _ := content["application/json"].(map[string]any)
+		schema, _ := resolveSchema(doc, media["schema"])
+		props, _ := schema["properties"].(map[string]any)
+		for _, field := range slices.Sorted(maps.Keys(props)) {
+			p, _ := resolveSchema(doc, props[field])
+			if p["type"] != "integer" {
+				continue
+			}
+			checked++
+			if d, _ := p["description"].(string); !strings.Contains(d, plainInteger) {
+				t.Errorf("%s %s: %s's description %q does not say %q", a.method, a.path, field, d, plainInteger)
+			}
+			base, ok := valid[a.path]
+			if !ok {
+				t.Errorf("%s %s: no valid body to try %s in", a.method, a.path, field)
+				continue
+			}
+			for _, written := range []string{"1.0", "1e2", "1E2"} {
+				var m map[string]json.RawMessage
+				if err := json.Unmarshal([]byte(base), &m); err != nil {
+					t.Fatal(err)
+				}
+				m[field] = json.RawMessage(written)
+				req, _ := json.Marshal(m)
+				res := b.do(t, strings.ToUpper(a.method), a.path, string(req), nil)
+				if res.status != http.StatusBadRequest {
+					t.Errorf("%s %s with %s %s: %d, want 400", a.method, a.path, field, written, res.status)
+					continue
+				}
+				p := mustProblem(t, res, http.StatusBadRequest)
+				if !slices.ContainsFunc(p.Errors, func(e tasks.FieldError) bool { return e.Field == field }) {
+					t.Errorf("%s %s with %s %s: errors %v do not name it", a.method, a.path, field, written, p.Errors)
+				}
+			}
+		}
+	}
+	if checked < 6 {
+		t.Errorf("%d integer members checked, want at least 6 (ids, sequence, max_runs): the walk is broken", checked)
+	}
+}
