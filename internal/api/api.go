@@ -33,6 +33,7 @@ import (
 	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/buildinfo"
@@ -53,6 +54,16 @@ const (
 // MaxBodyBytes is the largest request body accepted (1 MiB); a larger one is
 // answered 413.
 const MaxBodyBytes = 1 << 20
+
+// MaxBodiesInFlight bounds the request bodies held at once (32 MiB): a body
+// is counted at its declared length, or at MaxBodyBytes without one, from
+// before it is read until its answer is written. Beyond it a request waits
+// for room, at most BodyWait, then is answered 503: a burst of large bodies
+// slows down rather than taking the process past its memory limit.
+const MaxBodiesInFlight = 32 << 20
+
+// BodyWait is how long a request waits for room under MaxBodiesInFlight.
+const BodyWait = 5 * time.Second
 
 // DashboardPath is where the asynq dashboard is mounted.
 const DashboardPath = "/monitoring"
@@ -173,6 +184,8 @@ type Server struct {
 	dashboardRO *asynqmon.HTTPHandler
 	metrics     *metrics
 	handler     http.Handler
+	// bodies counts the bytes of the request bodies held (MaxBodiesInFlight).
+	bodies *semaphore.Weighted
 }
 
 // New builds a Server from cfg (after WithDefaults and Validate) and
@@ -198,6 +211,7 @@ func New(cfg Config) (*Server, error) {
 		access:    map[string]access{},
 		metrics:   m,
 		schedules: cfg.Schedules,
+		bodies:    semaphore.NewWeighted(MaxBodiesInFlight),
 	}
 	s.dashboard = newDashboard(cfg.Redis, cfg.DashboardReadOnly)
 	s.dashboardRO = newDashboard(cfg.Redis, true)

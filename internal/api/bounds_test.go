@@ -3,7 +3,9 @@ package api_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -94,8 +96,8 @@ func TestValidationMemoryIsBounded(t *testing.T) {
 			res.Body.Close()
 		})
 		t.Logf("%s: heap rose %.1f MiB", name, float64(peak)/(1<<20))
-		if peak > 40<<20 {
-			t.Errorf("%s: heap rose %.1f MiB, want at most 40", name, float64(peak)/(1<<20))
+		if peak > 8<<20 {
+			t.Errorf("%s: heap rose %.1f MiB, want at most 8", name, float64(peak)/(1<<20))
 		}
 	}
 }
@@ -217,5 +219,112 @@ func TestDeadLetterIDNotEchoed(t *testing.T) {
 	res := b.do(t, http.MethodDelete, "/v1/dead-letters/"+strings.Repeat("B", 256), "", nil)
 	if mustProblem(t, res, http.StatusNotFound); len(res.body) > 1024 {
 		t.Errorf("256-byte id: %d bytes of answer", len(res.body))
+	}
+}
+
+// TestBodiesInFlightBounded: the request bodies held at once are bounded
+// (MaxBodiesInFlight, counted at their declared length): a request beyond
+// waits for room, goes on when a body is let go, and is answered 503 with
+// Retry-After when none is within BodyWait.
+func TestBodiesInFlightBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	// Requests that declare a 1 MiB body and send none hold their room.
+	var held []*io.PipeWriter
+	answers := make(chan int, api.MaxBodiesInFlight/api.MaxBodyBytes)
+	hold := func() {
+		pr, pw := io.Pipe()
+		held = append(held, pw)
+		req, err := http.NewRequest("POST", b.url+"/v1/tasks/set-emails", pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = api.MaxBodyBytes
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		req.Header.Set("Content-Type", "application/json")
+		go func() {
+			res, err := b.http.Do(req)
+			if err != nil {
+				answers <- 0
+				return
+			}
+			res.Body.Close()
+			answers <- res.StatusCode
+		}()
+	}
+	for range api.MaxBodiesInFlight / api.MaxBodyBytes {
+		hold()
+	}
+	t.Cleanup(func() {
+		for _, pw := range held {
+			pw.CloseWithError(errors.New("test over"))
+		}
+	})
+	type answer struct {
+		status     int
+		retryAfter string
+	}
+	small := func() chan answer {
+		c := make(chan answer, 1)
+		req, err := http.NewRequest("POST", b.url+"/v1/tasks/set-emails", strings.NewReader(`{"order_id": 1, "additional_emails": []}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = authJSON()
+		go func() {
+			res, err := b.http.Do(req)
+			if err != nil {
+				c <- answer{}
+				return
+			}
+			res.Body.Close()
+			c <- answer{res.StatusCode, res.Header.Get("Retry-After")}
+		}()
+		return c
+	}
+	// blocked returns a small request that waits: the budget is full once
+	// every held request is being read.
+	blocked := func() (chan answer, time.Time) {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			start, c := time.Now(), small()
+			select {
+			case a := <-c:
+				if a.status != http.StatusAccepted {
+					t.Fatalf("a small request before the budget was full: %d", a.status)
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the held bodies never filled the budget")
+				}
+			case <-time.After(300 * time.Millisecond):
+				return c, start
+			}
+		}
+	}
+	waiting, _ := blocked()
+	// One held body ends (a 1 MiB body that is not JSON): its room goes to
+	// the waiting request.
+	go func() {
+		_, _ = held[0].Write(bytes.Repeat([]byte{' '}, api.MaxBodyBytes))
+		held[0].Close()
+	}()
+	if status := <-answers; status != http.StatusBadRequest {
+		t.Errorf("the body let go: %d, want 400", status)
+	}
+	select {
+	case a := <-waiting:
+		if a.status != http.StatusAccepted {
+			t.Errorf("the waiting request: %d, want 202", a.status)
+		}
+	case <-time.After(api.BodyWait):
+		t.Fatal("the waiting request did not go on when room was made")
+	}
+	// Full again: a request that finds no room within BodyWait is 503.
+	hold()
+	waiting, start := blocked()
+	a := <-waiting
+	if a.status != http.StatusServiceUnavailable || a.retryAfter == "" || time.Since(start) < api.BodyWait {
+		t.Errorf("no room: %d, Retry-After %q after %v; want 503 with Retry-After after %v", a.status, a.retryAfter,
+			time.Since(start), api.BodyWait)
 	}
 }

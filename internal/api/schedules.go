@@ -35,10 +35,11 @@ func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) {
 // addSchedule is POST /v1/schedules: 201 with the schedule, 400 listing
 // every problem (a member given twice too), 409 when the id is taken.
 func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request) {
-	body, ok := s.readJSONBody(w, r)
+	body, release, ok := s.readJSONBody(w, r)
 	if !ok {
 		return
 	}
+	defer release()
 	sc, err := schedule.DecodeJSON(body)
 	if err != nil {
 		s.writeScheduleError(w, r, err)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -47,10 +48,11 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, r, unknownType(), nil)
 		return
 	}
-	body, ok := s.readJSONBody(w, r)
+	body, release, ok := s.readJSONBody(w, r)
 	if !ok {
 		return
 	}
+	defer release()
 	req, errs := enqueueRequest(r, typ, body)
 	if len(errs) > 0 {
 		// Add what the request's check finds wrong with the rest, so that
@@ -104,34 +106,76 @@ func isJSON(contentType string) bool {
 
 // readJSONBody checks that the body is sent as JSON (415 otherwise) and
 // reads it as readBody does.
-func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), ok bool) {
 	if !isJSON(r.Header.Get("Content-Type")) {
 		s.writeProblem(w, r, Problem{Status: http.StatusUnsupportedMediaType,
 			Detail: "the body must be sent as Content-Type: application/json"}, nil)
-		return nil, false
+		return nil, nil, false
 	}
 	return s.readBody(w, r)
 }
 
-// readBody reads at most MaxBodyBytes of the body; it answers 413 (or 400)
-// itself and returns false when the body cannot be had.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+// readBody reads at most MaxBodyBytes of the body, once MaxBodiesInFlight
+// has room for it; the caller calls release once it has answered. It
+// answers 413, 503 (or 400) itself and returns false when the body cannot
+// be had.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), ok bool) {
 	tooLarge := Problem{Status: http.StatusRequestEntityTooLarge, Detail: "the body must be at most 1 MiB (1048576 bytes)"}
 	if r.ContentLength > MaxBodyBytes {
 		s.writeProblem(w, r, tooLarge, nil)
-		return nil, false
+		return nil, nil, false
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	size := int64(MaxBodyBytes) // chunked: it may be that large
+	if r.ContentLength >= 0 {
+		size = r.ContentLength
+	}
+	if !s.bodies.TryAcquire(size) && !s.waitForRoom(r, size) {
+		w.Header().Set("Retry-After", "1")
+		s.writeProblem(w, r, Problem{Status: http.StatusServiceUnavailable,
+			Detail: "too many large request bodies at once; retry in a second"}, nil)
+		return nil, nil, false
+	}
+	release = func() { s.bodies.Release(size) }
+	capacity := size + 1 // a declared length: one allocation (+1 for the read that finds the end)
+	if r.ContentLength < 0 {
+		capacity = 512 // chunked: grown as it comes
+	}
+	body, err := readAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes), make([]byte, 0, capacity))
 	if err != nil {
+		release()
 		var mbe *http.MaxBytesError // here, not above: errors.As moves it to the heap
 		if errors.As(err, &mbe) {
 			s.writeProblem(w, r, tooLarge, nil)
-			return nil, false
+			return nil, nil, false
 		}
 		s.writeProblem(w, r, Problem{Status: http.StatusBadRequest, Detail: "the body could not be read"}, nil)
-		return nil, false
+		return nil, nil, false
 	}
-	return body, true
+	return body, release, true
+}
+
+// waitForRoom waits up to BodyWait for size bytes under MaxBodiesInFlight.
+func (s *Server) waitForRoom(r *http.Request, size int64) bool {
+	ctx, cancel := context.WithTimeout(r.Context(), BodyWait)
+	defer cancel()
+	return s.bodies.Acquire(ctx, size) == nil
+}
+
+// readAll reads rd to its end into buf, growing it as needed.
+func readAll(rd io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // enqueueRequest reads POST /v1/tasks/{type} in the wire format
