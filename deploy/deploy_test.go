@@ -422,21 +422,7 @@ var metricName = regexp.MustCompile(`certmail_[a-z0-9_]+`)
 // the code registers.
 func TestMetricsExist(t *testing.T) {
 	t.Parallel()
-	defined := map[string]bool{}
-	definition := regexp.MustCompile(`(?:Name:\s*|NewDesc\(\s*)"(certmail_[a-z0-9_]+)"`)
-	err := filepath.WalkDir(filepath.Join(repo, "internal"), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		for _, m := range definition.FindAllSubmatch(b, -1) {
-			defined[string(m[1])] = true
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	defined := definedMetrics(t)
 	dash, err := os.ReadFile("grafana/certmail.json")
 	if err != nil {
 		t.Fatal(err)
@@ -463,7 +449,8 @@ func TestMetricsExist(t *testing.T) {
 			exprs = append(exprs, get(r, "expr").(string))
 		}
 	}
-	for _, want := range []string{"CertmailDeadLettersGrowing", "CertmailAccountPaused", "CertmailQueueLatencyHigh", "CertmailDigiCert429", "CertmailNoSchedulerLeader"} {
+	for _, want := range []string{"CertmailDeadLettersGrowing", "CertmailAccountPaused", "CertmailQueueLatencyHigh", "CertmailDigiCert429", "CertmailNoSchedulerLeader",
+		"CertmailWorkersAbsent", "CertmailSchedulersAbsent"} {
 		if !alerts[want] {
 			t.Errorf("alert %s missing", want)
 		}
@@ -474,7 +461,7 @@ func TestMetricsExist(t *testing.T) {
 			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
 				base = strings.TrimSuffix(base, suffix)
 			}
-			if !defined[base] {
+			if _, ok := defined[base]; !ok {
 				t.Errorf("%q uses %s, which no code registers", e, m)
 			}
 		}
