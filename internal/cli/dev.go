@@ -7,7 +7,9 @@ import (
 
 // DevCmd runs the whole product in one process for a local demo.
 type DevCmd struct {
-	RedisURL  string `name:"redis-url" env:"REDIS_URL" help:"Use this Redis instead of the embedded in-memory one." group:"Redis"`
+	// No env tag: a shell set up for the CLI has REDIS_URL, and dev's worker
+	// would process that Redis's tasks against the fake DigiCert.
+	RedisURL  string `name:"redis-url" help:"Use this Redis instead of the embedded in-memory one; its queued tasks are then processed against the fake DigiCert (REDIS_URL is not read)." group:"Redis"`
 	RedisAddr string `name:"redis-addr" help:"Listen address of the embedded Redis (default: a free loopback port)." group:"Redis"`
 	HTTPAddr  string `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"${dev_http_addr}" help:"Listen address of the API and the dashboard."`
 	AdminAddr string `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${dev_admin_addr}" help:"Listen address of the worker's /healthz, /readyz and /metrics."`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"time"
 
@@ -150,7 +151,7 @@ func curlEnqueue(st *Stack) string {
 func printBanner(w io.Writer, st *Stack, demo schedule.Schedule, approveAfter int) {
 	redis := st.RedisURL + " (embedded, in memory: everything is lost on exit)"
 	if !st.Embedded {
-		redis = st.RedisURL + " (from REDIS_URL)"
+		redis = redacted(st.RedisURL) + " (EXTERNAL, from --redis-url: its queued tasks are processed here against the fake DigiCert)"
 	}
 	lines := []string{
 		"",
@@ -176,4 +177,13 @@ func printBanner(w io.Writer, st *Stack, demo schedule.Schedule, approveAfter in
 		"",
 	}
 	_, _ = io.WriteString(w, strings.Join(lines, "\n")+"\n")
+}
+
+// redacted is a Redis URL without its password, for the banner.
+func redacted(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	return u.Redacted()
 }

@@ -59,7 +59,10 @@ const shutdownTimeout = 5 * time.Second
 
 // Config configures the dev stack. Zero values take the defaults noted.
 type Config struct {
-	// RedisURL, when set, is used instead of the embedded Redis.
+	// RedisURL, when set, is used instead of the embedded Redis, and the
+	// tasks already queued there are processed against the fake: the
+	// caller sets it on purpose (certmail dev: --redis-url only, never
+	// REDIS_URL from the environment).
 	RedisURL string
 	// RedisAddr is where the embedded Redis listens; default a free
 	// loopback port.

@@ -274,12 +274,14 @@ func TestDevStack(t *testing.T) {
 	}
 }
 
-// TestDevStackExternalRedis uses REDIS_URL's server instead of the embedded one.
+// TestDevStackExternalRedis uses the server --redis-url names instead of the
+// embedded one, and the banner says that its queued tasks are processed
+// against the fake.
 func TestDevStackExternalRedis(t *testing.T) {
 	t.Parallel()
 	redis := redistest.Start(t)
 	st, banner, stop := stack(t, dev.Config{RedisURL: redis.URL(), NoDemo: true, Tokens: []api.Token{{Secret: "given-token-3f9a0c"}}})
-	if st.Embedded || !strings.Contains(banner, "from REDIS_URL") || st.Token != "given-token-3f9a0c" {
+	if st.Embedded || !strings.Contains(banner, redis.URL()+" (EXTERNAL, from --redis-url: its queued tasks are processed here against the fake DigiCert)") || st.Token != "given-token-3f9a0c" {
 		t.Errorf("stack embedded=%v token=%q, banner:\n%s", st.Embedded, st.Token, banner)
 	}
 	status, body := call(t, "POST", st.APIURL+"/v1/tasks/resend-dcv", "given-token-3f9a0c", "", `{"order_id": 77}`)
