@@ -14,7 +14,7 @@ type DevCmd struct {
 	HTTPAddr  string `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"${dev_http_addr}" help:"Listen address of the API and the dashboard."`
 	AdminAddr string `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${dev_admin_addr}" help:"Listen address of the worker's /healthz, /readyz and /metrics."`
 	Tokens    string `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"API tokens, comma separated, each optionally followed by a space and its role (default: one operator token generated and printed at start)."`
-	NoDemo    bool   `name:"no-demo" help:"Do not enqueue the demo tasks."`
+	NoDemo    bool   `name:"no-demo" help:"Do not enqueue the demo tasks and schedule (the banner announces none)."`
 	QueueFlags
 	PollFlags
 	ScheduleRuleFlags

@@ -148,7 +148,9 @@ func curlEnqueue(st *Stack) string {
     -d '{"order_id": 1234, "additional_emails": ["you@example.com"]}'`, st.APIURL, st.Token)
 }
 
-func printBanner(w io.Writer, st *Stack, demo schedule.Schedule, approveAfter int) {
+// printBanner prints where everything is; demo is nil when no demo runs
+// (NoDemo), and then the banner announces none.
+func printBanner(w io.Writer, st *Stack, demo *schedule.Schedule, approveAfter int) {
 	redis := st.RedisURL + " (embedded, in memory: everything is lost on exit)"
 	if !st.Embedded {
 		redis = redacted(st.RedisURL) + " (EXTERNAL, from --redis-url: its queued tasks are processed here against the fake DigiCert)"
@@ -168,14 +170,17 @@ func printBanner(w io.Writer, st *Stack, demo schedule.Schedule, approveAfter in
 		"Then read its state (use the id from the answer):",
 		fmt.Sprintf("  curl -sS -H 'Authorization: Bearer %s' %s/v1/tasks/<id>", st.Token, st.APIURL),
 		"",
-		"Demo tasks of every kind are being enqueued; one fails for good (see the dashboard's Archived tab).",
-		fmt.Sprintf("A demo schedule (%s) reminds order 1002 of its DCV emails until the fake approves the order (after %d reminders);",
-			demo.Cron, approveAfter),
-		"the next tick finds it issued and ends the schedule. See the dashboard's Schedulers tab, or watch its state, ended_reason and order_status:",
-		"  curl -sS -H 'Authorization: Bearer " + st.Token + "' " + st.APIURL + "/v1/schedules/" + demo.ID,
-		"Stop with Ctrl-C.",
-		"",
 	}
+	if demo != nil {
+		lines = append(lines,
+			"Demo tasks of every kind are being enqueued; one fails for good (see the dashboard's Archived tab).",
+			fmt.Sprintf("A demo schedule (%s) reminds order 1002 of its DCV emails until the fake approves the order (after %d reminders);",
+				demo.Cron, approveAfter),
+			"the next tick finds it issued and ends the schedule. See the dashboard's Schedulers tab, or watch its state, ended_reason and order_status:",
+			"  curl -sS -H 'Authorization: Bearer "+st.Token+"' "+st.APIURL+"/v1/schedules/"+demo.ID,
+		)
+	}
+	lines = append(lines, "Stop with Ctrl-C.", "")
 	_, _ = io.WriteString(w, strings.Join(lines, "\n")+"\n")
 }
 

@@ -307,7 +307,11 @@ func (c *components) demo(ctx context.Context, workerUp, apiUp <-chan net.Addr, 
 	}
 	st.dashboard = st.APIURL + api.DashboardPath + "/"
 	demo := demoSchedule(c.cfg.DemoEvery)
-	printBanner(c.cfg.Stdout, st, demo, approveAfter)
+	announced := &demo
+	if c.cfg.NoDemo {
+		announced = nil
+	}
+	printBanner(c.cfg.Stdout, st, announced, approveAfter)
 	if started != nil {
 		started(st)
 	}

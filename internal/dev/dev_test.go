@@ -276,11 +276,20 @@ func TestDevStack(t *testing.T) {
 
 // TestDevStackExternalRedis uses the server --redis-url names instead of the
 // embedded one, and the banner says that its queued tasks are processed
-// against the fake.
+// against the fake; with NoDemo, it announces no demo.
 func TestDevStackExternalRedis(t *testing.T) {
 	t.Parallel()
 	redis := redistest.Start(t)
 	st, banner, stop := stack(t, dev.Config{RedisURL: redis.URL(), NoDemo: true, Tokens: []api.Token{{Secret: "given-token-3f9a0c"}}})
+	// NoDemo: the banner announces no demo task or schedule.
+	for _, demo := range []string{"Demo tasks", "demo schedule", dev.DemoSchedule.ID} {
+		if strings.Contains(banner, demo) {
+			t.Errorf("with NoDemo the banner mentions %q:\n%s", demo, banner)
+		}
+	}
+	if !strings.Contains(banner, "Enqueue a task:") || !strings.Contains(banner, "Stop with Ctrl-C.") {
+		t.Errorf("with NoDemo the banner lacks its other lines:\n%s", banner)
+	}
 	if st.Embedded || !strings.Contains(banner, redis.URL()+" (EXTERNAL, from --redis-url: its queued tasks are processed here against the fake DigiCert)") || st.Token != "given-token-3f9a0c" {
 		t.Errorf("stack embedded=%v token=%q, banner:\n%s", st.Embedded, st.Token, banner)
 	}
