@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -208,21 +209,33 @@ func New(cfg Config) (*Scheduler, error) {
 	}, nil
 }
 
-// Run schedules until ctx is done, then gives up the lease (so another
-// replica takes over at once). started, when not nil, is called with the
-// admin address (nil without one).
+// Run serves the admin endpoints, waits for Redis, then schedules until ctx
+// is done, then gives up the lease (so another replica takes over at once).
+// While it waits for Redis, /healthz answers 200 (the process is alive: a
+// liveness probe must not restart it) and /readyz 503; /readyz answers 200
+// once it schedules and Redis answers. started, when not nil, is called with
+// the admin address (nil without one) once it schedules.
 func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) error {
-	if err := s.cfg.Redis.Wait(ctx, s.log); err != nil {
-		if ctx.Err() != nil {
-			return nil
+	var running atomic.Bool
+	ready := func(ctx context.Context) error {
+		if !running.Load() {
+			return errWaiting
 		}
-		return err
+		return s.rdb.Ping(ctx).Err()
 	}
-	adm, err := admin.Start(s.cfg.AdminAddr, func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }, s.cfg.Registry, s.log)
+	adm, err := admin.Start(s.cfg.AdminAddr, ready, s.cfg.Registry, s.log)
 	if err != nil {
 		return err
 	}
 	adminAddr := adm.Addr()
+	if err := s.cfg.Redis.Wait(ctx, s.log.With(zap.String("admin_addr", addrString(adminAddr)))); err != nil {
+		stopErr := adm.Stop(5 * time.Second)
+		if ctx.Err() != nil {
+			return stopErr
+		}
+		return errors.Join(err, stopErr)
+	}
+	running.Store(true)
 	s.log.Info("scheduler started", zap.String("file", s.cfg.File), zap.Duration("lease", s.cfg.Lease),
 		zap.String("admin_addr", addrString(adminAddr)), zap.String("version", buildinfo.Version))
 	if started != nil {
@@ -256,6 +269,10 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) error {
 		}
 	}
 }
+
+// errWaiting is /readyz's cause before the scheduler schedules: it is still
+// waiting for Redis.
+var errWaiting = errors.New("waiting for Redis")
 
 // lead takes, renews or loses the leader lease.
 func (s *Scheduler) lead(ctx context.Context, now time.Time) {

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -280,12 +281,41 @@ func (w *Worker) observe(next asynq.Handler) asynq.Handler {
 	})
 }
 
-// Run waits for Redis, then processes tasks until ctx is done; then it stops
-// fetching, gives in-flight deliveries the shutdown timeout to finish and
-// hands the rest back to their queues. started, when not nil, is called with
-// the admin address once the worker is processing.
-func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) error {
-	if err := w.cfg.Redis.Wait(ctx, w.log); err != nil {
+// Run serves the admin endpoints, waits for Redis, then processes tasks
+// until ctx is done; then it stops fetching, gives in-flight deliveries the
+// shutdown timeout to finish and hands the rest back to their queues.
+// While it waits for Redis, /healthz answers 200 (the process is alive: a
+// liveness probe must not restart it) and /readyz 503; /readyz answers 200
+// once tasks are processed and Redis answers. started, when not nil, is
+// called with the admin address once the worker is processing. A ctx done
+// while Redis is awaited ends Run without an error.
+func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (runErr error) {
+	var processing atomic.Bool
+	ready := func(ctx context.Context) error {
+		if !processing.Load() {
+			return errWaiting
+		}
+		return w.rdb.Ping(ctx).Err()
+	}
+	var opts []admin.Option
+	if w.cfg.Profiling {
+		opts = append(opts, admin.WithProfiling())
+	}
+	adm, err := admin.Start(w.cfg.AdminAddr, ready, w.cfg.Registry, w.log, opts...)
+	if err != nil {
+		return err
+	}
+	stopped := false // the admin server, by the end of a normal run
+	defer func() {
+		if !stopped {
+			runErr = errors.Join(runErr, adm.Stop(5*time.Second))
+		}
+	}()
+	adminAddr := adm.Addr()
+	if err := w.cfg.Redis.Wait(ctx, w.log.With(zap.String("admin_addr", addrString(adminAddr)))); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	srv := asynq.NewServer(w.cfg.Redis.Opt, asynq.Config{
@@ -306,16 +336,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) erro
 	if err := srv.Start(warm.wrap(w.Handler())); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	var opts []admin.Option
-	if w.cfg.Profiling {
-		opts = append(opts, admin.WithProfiling())
-	}
-	adm, err := admin.Start(w.cfg.AdminAddr, func(ctx context.Context) error { return w.rdb.Ping(ctx).Err() }, w.cfg.Registry, w.log, opts...)
-	if err != nil {
-		srv.Shutdown()
-		return err
-	}
-	adminAddr := adm.Addr()
+	processing.Store(true)
 	w.log.Info("worker started", zap.Int("concurrency", w.cfg.Concurrency), zap.Any("queues", w.cfg.Queues),
 		zap.Strings("accounts", w.cfg.Accounts.Names()), zap.String("admin_addr", addrString(adminAddr)),
 		zap.Bool("profiling", w.cfg.Profiling && adminAddr != nil), zap.String("version", buildinfo.Version))
@@ -332,19 +353,23 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) erro
 	}()
 	defer func() { stopUnpark(); <-unparked }()
 
-	var runErr error
 	select {
 	case <-ctx.Done():
 	case <-adm.Done():
-		runErr = adm.Err()
 	}
+	processing.Store(false)
 	w.log.Info("shutting down: no new deliveries; in-flight ones get the shutdown timeout",
 		zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
 	srv.Shutdown()
-	runErr = errors.Join(runErr, adm.Stop(5*time.Second))
+	stopped = true
+	err = adm.Stop(5 * time.Second) // and why it ended, if it did by itself
 	w.log.Info("worker stopped")
-	return runErr
+	return err
 }
+
+// errWaiting is /readyz's cause before the worker processes: it is still
+// waiting for Redis.
+var errWaiting = errors.New("waiting for Redis")
 
 // unparkInterval is how often parked tasks are looked for: as often as
 // asynq looks for tasks due for a retry.
