@@ -8,6 +8,7 @@
 //
 // The API key travels only in the X-DC-DEVKEY header: it never appears in an
 // error, in a formatted Client or Config, or in a recorded response body.
+// SetAPIKey replaces it while calls run, for a key read again from its file.
 package digicert
 
 import (
@@ -23,6 +24,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -87,7 +89,7 @@ type Config struct {
 	// query or fragment.
 	BaseURL string
 	// APIKey is required; it is sent as X-DC-DEVKEY and nowhere else. It must
-	// be printable ASCII without spaces.
+	// be printable ASCII without spaces. Client.SetAPIKey replaces it.
 	APIKey string
 	// HTTPClient sends the requests, default a client of this package with
 	// dial and TLS handshake timeouts (never http.DefaultClient). The Client
@@ -151,7 +153,7 @@ func (c Config) Validate() error {
 		return errors.New("api key is required")
 	}
 	if !isToken(c.APIKey) {
-		return errors.New("api key must be printable ASCII without spaces")
+		return errNotToken
 	}
 	if _, err := parseBaseURL(c.BaseURL); err != nil {
 		return err
@@ -190,6 +192,9 @@ func parseBaseURL(raw string) (string, error) {
 	return strings.TrimRight(u.String(), "/"), nil
 }
 
+// errNotToken refuses an API key that cannot travel in a header as it is.
+var errNotToken = errors.New("api key must be printable ASCII without spaces")
+
 // isToken reports whether s is non-empty printable ASCII without spaces.
 func isToken(s string) bool {
 	for i := 0; i < len(s); i++ {
@@ -210,10 +215,10 @@ func isHeaderText(s string) bool {
 	return true
 }
 
-// Client calls CertCentral. It is safe for concurrent use.
+// Client calls CertCentral. It is safe for concurrent use, SetAPIKey
+// included.
 type Client struct {
 	baseURL        string
-	redact         redactor
 	http           *http.Client
 	timeout        time.Duration
 	maxAttempts    int
@@ -221,13 +226,36 @@ type Client struct {
 	initialBackoff time.Duration
 	limiter        Limiter
 	observer       Observer
+	// creds are the key's headers and redactor, replaced whole by
+	// SetAPIKey; each attempt loads them once. A pointer, so that String's
+	// value receiver copies no atomic.
+	creds *atomic.Pointer[credentials]
+	// copyHeaders gives each request a copy of the headers: set when
+	// another client's transport sends them, in case it changes them.
+	copyHeaders bool
+}
+
+// credentials are what a request carries of the API key and what cleans it
+// from what comes back.
+type credentials struct {
+	key string
 	// headers are every request's headers, without and with a body. With
 	// this package's transport, which only reads a request (as a
-	// RoundTripper must), every request carries them as they are;
-	// another client's requests get a copy each (copyHeaders), in case its
-	// transport changes them.
+	// RoundTripper must), every request carries them as they are.
 	headers, bodyHeaders http.Header
-	copyHeaders          bool
+	// redact removes the key, and the one before it, from answers and
+	// errors.
+	redact redactor
+}
+
+// withKey returns cr with key in place of its key; the redactor removes
+// both.
+func (cr *credentials) withKey(key string) *credentials {
+	next := &credentials{key: key, headers: cr.headers.Clone(), bodyHeaders: cr.bodyHeaders.Clone(),
+		redact: newRedactor(key, cr.key)}
+	next.headers.Set(headerAPIKey, key)
+	next.bodyHeaders.Set(headerAPIKey, key)
+	return next
 }
 
 // New validates cfg and returns a Client.
@@ -253,12 +281,12 @@ func New(cfg Config) (*Client, error) {
 	headers.Set("User-Agent", cfg.UserAgent)
 	bodyHeaders := headers.Clone()
 	bodyHeaders.Set("Content-Type", contentTypeJSON)
+	creds := &atomic.Pointer[credentials]{}
+	creds.Store(&credentials{key: cfg.APIKey, headers: headers, bodyHeaders: bodyHeaders, redact: newRedactor(cfg.APIKey)})
 	return &Client{
 		baseURL:        base,
-		redact:         newRedactor(cfg.APIKey),
 		http:           &hc,
-		headers:        headers,
-		bodyHeaders:    bodyHeaders,
+		creds:          creds,
 		copyHeaders:    cfg.HTTPClient != nil,
 		timeout:        cfg.Timeout,
 		maxAttempts:    cfg.MaxAttempts,
@@ -295,6 +323,26 @@ func (c Client) String() string {
 // Format prints String for every verb, so that no verb can print the API key.
 func (c Client) Format(f fmt.State, _ rune) {
 	_, _ = io.WriteString(f, c.String())
+}
+
+// SetAPIKey makes key the API key of every attempt that starts from now on;
+// attempts under way keep theirs. It is safe to call while calls run. A key
+// that is not printable ASCII without spaces is refused, and the key in use
+// kept; the error does not quote the key. Errors and answers have the key
+// and the one it replaced removed.
+func (c *Client) SetAPIKey(key string) error {
+	if !isToken(key) {
+		return errNotToken
+	}
+	for {
+		cur := c.creds.Load()
+		if cur.key == key {
+			return nil
+		}
+		if c.creds.CompareAndSwap(cur, cur.withKey(key)) {
+			return nil
+		}
+	}
 }
 
 // CloseIdleConnections closes the idle connections of the client's transport.
@@ -497,7 +545,7 @@ func (c *Client) limiterError(ctx, callCtx context.Context, endpoint string, att
 		// Nothing was sent and the wait is over: a wait, not a failure.
 		return &RequestError{Endpoint: endpoint, Attempts: attempts, Err: fmt.Errorf("%w: %w", errLimiter, budgetSpent{})}
 	}
-	return &RequestError{Endpoint: endpoint, Attempts: attempts, Err: fmt.Errorf("%w: %w", errLimiter, c.redact.err(err))}
+	return &RequestError{Endpoint: endpoint, Attempts: attempts, Err: fmt.Errorf("%w: %w", errLimiter, c.creds.Load().redact.err(err))}
 }
 
 // attempt sends one request and reads its answer. It returns the status of a
@@ -506,6 +554,7 @@ func (c *Client) limiterError(ctx, callCtx context.Context, endpoint string, att
 // arrived.
 func (c *Client) attempt(ctx context.Context, cl call, attempt int) (int, error) {
 	endpoint := cl.endpoint
+	cr := c.creds.Load() // the key of this attempt, from its request to its errors
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	var body io.Reader
@@ -514,11 +563,11 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (int, error)
 	}
 	req, err := http.NewRequestWithContext(ctx, cl.method, c.baseURL+cl.path, body)
 	if err != nil {
-		return 0, fmt.Errorf("digicert %s: %w: %w", endpoint, ErrInvalidRequest, c.redact.err(err))
+		return 0, fmt.Errorf("digicert %s: %w: %w", endpoint, ErrInvalidRequest, cr.redact.err(err))
 	}
-	req.Header = c.headers
+	req.Header = cr.headers
 	if cl.body != nil {
-		req.Header = c.bodyHeaders
+		req.Header = cr.bodyHeaders
 	}
 	if c.copyHeaders {
 		req.Header = req.Header.Clone()
@@ -528,7 +577,7 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (int, error)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		c.observe(endpoint, 0, time.Since(began))
-		return 0, &RequestError{Endpoint: endpoint, Attempts: attempt, Err: c.redact.err(err)}
+		return 0, &RequestError{Endpoint: endpoint, Attempts: attempt, Err: cr.redact.err(err)}
 	}
 	ok := resp.StatusCode >= 200 && resp.StatusCode <= 299
 	if ok && cl.decode != nil {
@@ -537,12 +586,12 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (int, error)
 		c.observe(endpoint, resp.StatusCode, time.Since(began))
 		switch {
 		case err != nil: // the answer broke off: as if none arrived
-			return 0, &RequestError{Endpoint: endpoint, Attempts: attempt, Err: c.redact.err(err)}
+			return 0, &RequestError{Endpoint: endpoint, Attempts: attempt, Err: cr.redact.err(err)}
 		case len(data) > maxDecodedBody:
 			return 0, fmt.Errorf("digicert %s: %w: longer than %d bytes", endpoint, ErrBadAnswer, maxDecodedBody)
 		}
 		if err := cl.decode(data); err != nil {
-			return 0, fmt.Errorf("digicert %s: %w: %w", endpoint, ErrBadAnswer, c.redact.err(err))
+			return 0, fmt.Errorf("digicert %s: %w: %w", endpoint, ErrBadAnswer, cr.redact.err(err))
 		}
 		return resp.StatusCode, nil
 	}
@@ -557,7 +606,7 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (int, error)
 	if ok {
 		return resp.StatusCode, nil
 	}
-	return resp.StatusCode, newAPIError(endpoint, resp.StatusCode, data, attempt, c.redact)
+	return resp.StatusCode, newAPIError(endpoint, resp.StatusCode, data, attempt, cr.redact)
 }
 
 // observe reports one attempt to the Observer, if any.

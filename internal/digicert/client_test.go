@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -1059,5 +1060,95 @@ func TestClient_CallersTransportGetsItsOwnHeaders(t *testing.T) {
 	}
 	if marker.sent.Load() != 6 || marker.marked.Load() != 0 {
 		t.Errorf("%d of %d requests arrived with another request's header", marker.marked.Load(), marker.sent.Load())
+	}
+}
+
+// SetAPIKey swaps the key while calls run: every attempt carries one whole
+// key, the old or the new, with its Content-Type and User-Agent; a key that
+// cannot be sent is refused without being quoted and the key in use kept;
+// an echo of the new key, or of the one it replaced, is redacted.
+func TestClient_SetAPIKey(t *testing.T) {
+	t.Parallel()
+	const oldKey, newKey = "old-key-0123456789", "new/key<0123456789>"
+	var mu sync.Mutex
+	seen := map[string]int{}
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("X-DC-DEVKEY")
+		mu.Lock()
+		seen[key+" "+r.Header.Get("Content-Type")+" "+r.Header.Get("User-Agent")]++
+		mu.Unlock()
+		if strings.HasSuffix(r.URL.Path, "/sendemail") { // echoes the keys
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprintf(w, `{"errors":[{"code":"access_denied","message":"not %s, nor %s, nor %s"}]}`,
+				oldKey, strings.ReplaceAll(newKey, "/", `\/`), key)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(echo.Close)
+	c := newClient(t, digicert.Config{BaseURL: echo.URL, APIKey: oldKey, UserAgent: "ua/1", MaxAttempts: 1})
+	send := func() {
+		if _, err := c.ResendDCVEmails(t.Context(), orderID, []byte(`{}`)); err != nil {
+			t.Error(err)
+		}
+	}
+	keys := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		out := maps.Clone(seen)
+		clear(seen)
+		return out
+	}
+
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 50 {
+				send()
+			}
+		})
+	}
+	if err := c.SetAPIKey(newKey); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	got := keys()
+	for k, n := range got {
+		if k != oldKey+" application/json ua/1" && k != newKey+" application/json ua/1" {
+			t.Errorf("%d requests with headers %q", n, k)
+		}
+	}
+	send()
+	if got := keys(); got[newKey+" application/json ua/1"] != 1 {
+		t.Errorf("after SetAPIKey: %v, want the new key", got)
+	}
+
+	for _, bad := range []string{"", "new key with spaces", "new-key-\u00e9", "new-key\n"} {
+		err := c.SetAPIKey(bad)
+		if err == nil {
+			t.Errorf("SetAPIKey(%q) accepted", bad)
+			continue
+		}
+		if bad != "" && strings.Contains(err.Error(), bad) {
+			t.Errorf("SetAPIKey's error quotes the key: %v", err)
+		}
+	}
+	send()
+	if got := keys(); got[newKey+" application/json ua/1"] != 1 {
+		t.Errorf("after refused keys: %v, want the last good key", got)
+	}
+
+	_, err := c.SendCertificateEmail(t.Context(), certID, []byte(`{}`))
+	var apiErr *digicert.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
+		t.Fatalf("echo: %v, want a 403 *APIError", err)
+	}
+	for what, out := range map[string]string{"Error()": err.Error(), "Body": apiErr.Body, "Errors": fmt.Sprintf("%#v", apiErr.Errors)} {
+		for _, leak := range []string{oldKey, newKey, strings.ReplaceAll(newKey, "/", `\/`), `new/key\u003c`} {
+			if strings.Contains(out, leak) {
+				t.Errorf("%s holds %q: %s", what, leak, out)
+			}
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -404,17 +405,25 @@ type redactor struct {
 	forms []string
 }
 
-// newRedactor returns a redactor for key.
-func newRedactor(key string) redactor {
-	forms := []string{key}
-	if escaped := strings.ReplaceAll(key, "/", `\/`); escaped != key {
-		forms = append(forms, escaped) // PHP-style JSON escapes slashes
-	}
-	if encoded, err := json.Marshal(key); err == nil {
-		if s := string(encoded[1 : len(encoded)-1]); s != key {
-			forms = append(forms, s) // Go-style JSON escapes <, >, &
+// newRedactor returns a redactor for keys ("" ones ignored).
+func newRedactor(keys ...string) redactor {
+	var forms []string
+	for _, key := range keys {
+		if key == "" {
+			continue
+		}
+		forms = append(forms, key)
+		if escaped := strings.ReplaceAll(key, "/", `\/`); escaped != key {
+			forms = append(forms, escaped) // PHP-style JSON escapes slashes
+		}
+		if encoded, err := json.Marshal(key); err == nil {
+			if s := string(encoded[1 : len(encoded)-1]); s != key {
+				forms = append(forms, s) // Go-style JSON escapes <, >, &
+			}
 		}
 	}
+	// Longest first: a key inside another must not leave the rest of it.
+	slices.SortStableFunc(forms, func(a, b string) int { return len(b) - len(a) })
 	return redactor{forms: forms}
 }
 
