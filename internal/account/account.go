@@ -49,6 +49,7 @@ type Account struct {
 	Name       string
 	BaseURL    string
 	APIKey     Secret
+	KeyFile    string // the file APIKey was read from, for ReadKeyFile; "" for a key given directly
 	RateLimits []ratelimit.Window
 }
 
@@ -103,7 +104,7 @@ func Load(def Default, file string, needKeys bool) (Set, error) {
 		if err != nil {
 			return nil, err
 		}
-		defAcct.APIKey = key
+		defAcct.APIKey, defAcct.KeyFile = key, def.APIKeyFile
 	}
 	if file != "" {
 		fromFile, err := loadFile(file, limits, needKeys)
@@ -149,6 +150,13 @@ func readKey(key, file, what string) (Secret, error) {
 	default:
 		return Secret(strings.TrimSpace(key)), nil
 	}
+}
+
+// ReadKeyFile reads a key file again (an Account's KeyFile), as Load does:
+// surrounding white space removed, empty refused. Errors name the file, never
+// what it holds.
+func ReadKeyFile(path string) (Secret, error) {
+	return readKey("", path, "key file")
 }
 
 func checkBaseURL(s string) error {
@@ -217,6 +225,7 @@ func loadFile(path string, defLimits []ratelimit.Window, needKeys bool) (Set, er
 			if a.APIKey, err = readKey("", keyPath, "api_key_file"); err != nil {
 				return nil, fmt.Errorf("%s: %w", where, err)
 			}
+			a.KeyFile = keyPath
 		}
 		set[e.Name] = a
 	}

@@ -25,6 +25,7 @@ type accountRuntime struct {
 	client  *digicert.Client
 	gate    *authGate
 	limiter *ratelimit.Limiter
+	keyFile *keyFile // nil for a key given directly
 }
 
 // processor runs deliveries. It is shared by the handlers of the three types.
@@ -377,6 +378,9 @@ func (p *processor) send(ctx context.Context, d *delivery, verdict gateVerdict, 
 		return digicert.Result{}, &taskError{code: "account_paused", class: classAuth, retryAfter: jitter(wait),
 			err: fmt.Errorf("account %s is paused: DigiCert rejected its API key", d.account.name)}
 	}
+	if verdict == gateProbe {
+		d.account.keyFile.reload() // a replaced key file ends the pause with this probe
+	}
 	res, err := fn(d.ticket.Context(ctx))
 	d.report.calls += res.Attempts
 	if err == nil {
@@ -423,6 +427,9 @@ func (p *processor) send(ctx context.Context, d *delivery, verdict gateVerdict, 
 			p.log.Error("DigiCert rejected the API key: account paused; tasks stay queued and a probe retries every interval",
 				zap.String("account", d.account.name), zap.Int("http_status", status), zap.String("error_code", code),
 				zap.Duration("probe_interval", d.account.gate.interval))
+		}
+		if verdict != gateProbe { // a probe read the file just before
+			d.account.keyFile.reload() // the file may have a new key since this worker last read it
 		}
 		return res, &taskError{code: code, status: status, class: classAuth, retryAfter: jitter(d.account.gate.interval), err: err}
 	default:

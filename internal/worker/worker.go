@@ -1,7 +1,8 @@
 // Package worker consumes certmail's tasks from Redis and performs them
 // against DigiCert CertCentral: one handler per task type behind an asynq
 // ServeMux, retries with backoff for transient failures, a pause per account
-// when DigiCert rejects the API key, duplicate and stale-update guards, and
+// when DigiCert rejects the API key (ended by a probe, which first reads a
+// key file again: keyfile.go), duplicate and stale-update guards, and
 // the records of what cannot be delivered, written through package
 // deadletter: the dead-letter stream, and the parked set its unparker
 // empties. Every outcome is logged and counted; see README "Retries" for
@@ -201,8 +202,12 @@ func New(cfg Config) (*Worker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("account %s: %w", name, err)
 		}
-		p.accounts[name] = &accountRuntime{name: name, client: client, limiter: limiter,
+		rt := &accountRuntime{name: name, client: client, limiter: limiter,
 			gate: newAuthGate(rdb, name, cfg.AuthProbeInterval)}
+		if a.KeyFile != "" {
+			rt.keyFile = &keyFile{account: name, path: a.KeyFile, client: client, log: cfg.Logger, key: a.APIKey}
+		}
+		p.accounts[name] = rt
 	}
 	return &Worker{
 		cfg:     cfg,
