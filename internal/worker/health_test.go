@@ -3,7 +3,6 @@ package worker_test
 import (
 	"context"
 	"net"
-	"net/http"
 	"testing"
 	"time"
 
@@ -51,33 +50,7 @@ func TestHealthWhileWaitingForRedis(t *testing.T) {
 		}
 	}()
 
-	admin := waitingAdminAddr(t, logs)
-	if got := getStatus(admin + "/healthz"); got != http.StatusOK {
-		t.Errorf("/healthz while waiting for Redis: %d, want 200", got)
-	}
-	if got := getStatus(admin + "/readyz"); got != http.StatusServiceUnavailable {
-		t.Errorf("/readyz while waiting for Redis: %d, want 503", got)
-	}
-	select {
-	case <-started:
-		t.Fatal("started was called before Redis answered")
-	default:
-	}
-
-	r.Relaunch()
-	select {
-	case a := <-started:
-		if "http://"+a.String() != admin {
-			t.Errorf("started with %v; the admin server is at %s", a, admin)
-		}
-	case err := <-done:
-		t.Fatalf("Run ended: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("not started within 30s of Redis answering")
-	}
-	if got := getStatus(admin + "/readyz"); got != http.StatusOK {
-		t.Errorf("/readyz once started: %d, want 200", got)
-	}
+	certmailtest.HealthWhileWaiting(t, logs.ObservedLogs, started, done, r.Relaunch)
 	client := asynq.NewClient(r.ConnOpt())
 	defer client.Close()
 	info, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id": 7}`)), asynq.Retention(time.Hour))
@@ -93,31 +66,4 @@ func TestHealthWhileWaitingForRedis(t *testing.T) {
 	if n := len(fake.DCVSends(7)); n != 1 {
 		t.Errorf("%d DCV sends for order 7, want 1", n)
 	}
-}
-
-// waitingAdminAddr returns the admin server's base URL, as the first
-// "waiting for Redis" line gives it.
-func waitingAdminAddr(t *testing.T, logs *certmailtest.Logs) string {
-	t.Helper()
-	var addr string
-	waitFor(t, 10*time.Second, func() bool {
-		for _, l := range logs.Lines("warn", "waiting for Redis") {
-			if a, ok := l["admin_addr"].(string); ok {
-				addr = a
-				return true
-			}
-		}
-		return false
-	}, func() string { return "no \"waiting for Redis\" line with admin_addr" })
-	return "http://" + addr
-}
-
-// getStatus is the status of a GET of url; 0 when no answer came.
-func getStatus(url string) int {
-	res, err := http.Get(url)
-	if err != nil {
-		return 0
-	}
-	res.Body.Close()
-	return res.StatusCode
 }
