@@ -98,6 +98,8 @@ func TestSchedulesReject(t *testing.T) {
 		{"unknown type", `{"id": "a", "cron": "@daily", "type": "send-fax", "payload": {}}`, nil, 400, []string{"type"}},
 		{"until_validated for another type", `{"id": "a", "cron": "@daily", "type": "resend-domain-dcv", "payload": {"domain_id": 1}, "until_validated": true}`,
 			nil, 400, []string{"until_validated"}},
+		{"set-emails with a sequence", `{"id": "a", "cron": "@daily", "type": "set-emails", "payload": {"order_id": 1, "additional_emails": [], "sequence": 1}}`,
+			nil, 400, []string{"payload.sequence"}},
 		{"until_validated not a boolean", `{"id": "a", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}, "until_validated": "yes"}`,
 			nil, 400, []string{"until_validated"}},
 		{"wrong content type", `{}`, http.Header{"Authorization": {"Bearer " + testToken}, "Content-Type": {"text/plain"}}, 415, nil},

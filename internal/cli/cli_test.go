@@ -438,6 +438,12 @@ func TestSchedule(t *testing.T) {
 		!strings.Contains(r.stderr, "until_validated: only resend-dcv schedules take it") {
 		t.Errorf("add send-cert --until-validated: %+v", r)
 	}
+	// A set-emails schedule with a sequence would repeat it on every tick.
+	if r := e.run("schedule", "add", "--id", "emails-1", "--cron", "@daily", "--type", "set-emails",
+		"--payload", `{"order_id": 1, "additional_emails": [], "sequence": 1}`); r.code != 2 ||
+		!strings.Contains(r.stderr, "payload.sequence: a schedule must leave it out: each run is stamped when it is enqueued") {
+		t.Errorf("add set-emails with a sequence: %+v", r)
+	}
 	// An until_validated schedule the scheduler ended says why in the list.
 	if err := e.redis.Client().HSet(context.Background(), "certmail:schedule:dcv-1", "ended", "1",
 		"ended_reason", "validated", "order_status", "issued").Err(); err != nil {

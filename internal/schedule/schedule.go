@@ -19,6 +19,7 @@ import (
 	"io"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -139,7 +140,8 @@ type judge struct {
 // Validate checks s as Store.Add does, at time now: the same rules as every
 // task entry point (payload, account and queue, by r.Enqueue), plus the id,
 // the cron spec (which must fire, and no more often than r.MinInterval), the
-// time zone, until (in the future) and the limits. Problems come back
+// time zone, until (in the future), the limits, and a set-emails payload
+// without a sequence (each tick is stamped when enqueued). Problems come back
 // together in one bounded *tasks.ValidationError, payload fields prefixed
 // with "payload.".
 func Validate(s Schedule, r Rules, now time.Time) error {
@@ -246,11 +248,35 @@ func compile(s Schedule, source string, j judge) (*Compiled, error) {
 		case err != nil:
 			add("payload", err.Error())
 		}
+		if s.Type == tasks.TypeSetEmails && hasMember(s.Payload, "sequence") && !slices.ContainsFunc(errs, isSequence) {
+			add(sequenceField, msgScheduleSequence)
+		}
 	}
 	if len(errs) > 0 {
 		return nil, tasks.NewValidationError(s.Type, errs...)
 	}
 	return c, nil
+}
+
+// sequenceField and msgScheduleSequence refuse a set-emails schedule whose
+// payload has a sequence: every tick would carry that one sequence, and the
+// worker would skip every tick after the first as a duplicate (or all of
+// them as superseded once a newer set-emails of the order is applied).
+const (
+	sequenceField       = "payload.sequence"
+	msgScheduleSequence = "a schedule must leave it out: each run is stamped when it is enqueued"
+)
+
+func isSequence(fe tasks.FieldError) bool { return fe.Field == sequenceField }
+
+// hasMember reports whether payload is a JSON object with a member name.
+func hasMember(payload []byte, name string) bool {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(payload, &members) != nil {
+		return false
+	}
+	_, ok := members[name]
+	return ok
 }
 
 func joinField(prefix, field string) string {

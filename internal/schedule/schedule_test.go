@@ -86,6 +86,12 @@ func TestValidate(t *testing.T) {
 		{"below the floor", func(s *schedule.Schedule) { s.Cron = "@every 30s" }, []string{"cron"}},
 		{"until in the past", func(s *schedule.Schedule) { past := time.Now().Add(-time.Minute); s.Until = &past }, []string{"until"}},
 		{"queue no worker serves", func(s *schedule.Schedule) { s.Queue = "nobody" }, []string{"queue"}},
+		{"set-emails with a sequence", func(s *schedule.Schedule) {
+			s.Type, s.Payload = "set-emails", json.RawMessage(`{"order_id": 1, "additional_emails": [], "sequence": 1}`)
+		}, []string{"payload.sequence"}},
+		{"set-emails with a bad sequence", func(s *schedule.Schedule) {
+			s.Type, s.Payload = "set-emails", json.RawMessage(`{"order_id": 1, "additional_emails": [], "sequence": -1}`)
+		}, []string{"payload.sequence"}},
 		{"everything at once", func(s *schedule.Schedule) { s.ID, s.Cron, s.Timezone = "", "soon", "nowhere" },
 			[]string{"id", "timezone", "cron"}},
 	}
@@ -134,6 +140,10 @@ func TestParseFile(t *testing.T) {
     crom: "@hourly"
     type: resend-dcv
     payload: {order_id: 1}
+  - id: stamped
+    cron: "@hourly"
+    type: set-emails
+    payload: {order_id: 1, additional_emails: [], sequence: 1}
 `
 	good, bad, err := schedule.ParseFile([]byte(data), testRules)
 	if err != nil {
@@ -148,6 +158,7 @@ func TestParseFile(t *testing.T) {
 		"schedules[2] (good): id already used by schedules[0]",
 		"schedules[3]: invalid resend-dcv",
 		"schedules[4] (typo): ",
+		"schedules[5] (stamped): invalid set-emails payload: payload.sequence: a schedule must leave it out",
 	}
 	if len(bad) != len(want) {
 		t.Fatalf("bad = %v, want %d entries", bad, len(want))
@@ -642,17 +653,22 @@ func TestAPISchedules(t *testing.T) {
 	for id, js := range map[string]string{
 		"gone-account": `{"id":"gone-account","cron":"@daily","type":"resend-dcv","payload":{"order_id":1,"account":"us"}}`,
 		"garbage":      "not JSON",
+		// stored before schedules were refused a sequence: every tick would repeat it
+		"stamped": `{"id":"stamped","cron":"@daily","type":"set-emails","payload":{"order_id":1,"additional_emails":[],"sequence":1}}`,
 	} {
 		if err := rdb.HSet(ctx, apiSchedulesKey, id, js).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	good, bad, err := st.APISchedules(ctx)
-	if err != nil || len(good) != 1 || good[0].ID != "fine" || good[0].Source != schedule.SourceAPI || len(bad) != 2 {
+	if err != nil || len(good) != 1 || good[0].ID != "fine" || good[0].Source != schedule.SourceAPI || len(bad) != 3 {
 		t.Fatalf("APISchedules = %+v, %v, %v", good, bad, err)
 	}
 	if err := bad["gone-account"]; err == nil || !strings.Contains(err.Error(), "payload.account") {
 		t.Errorf("gone-account: %v, want its account refused", err)
+	}
+	if err := bad["stamped"]; err == nil || !strings.Contains(err.Error(), "payload.sequence") {
+		t.Errorf("stamped: %v, want its sequence refused", err)
 	}
 	if bad["garbage"] == nil {
 		t.Error("garbage not named")
