@@ -40,12 +40,12 @@ func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	sc, err := schedule.DecodeJSON(body)
+	sc, problems, err := schedule.DecodeJSON(body)
 	if err != nil {
 		s.writeScheduleError(w, r, err)
 		return
 	}
-	st, err := s.schedules.Add(r.Context(), sc)
+	st, err := s.schedules.Add(r.Context(), sc, problems...)
 	if err != nil {
 		s.writeScheduleError(w, r, err)
 		return

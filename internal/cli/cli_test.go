@@ -426,6 +426,11 @@ func TestSchedule(t *testing.T) {
 		!strings.Contains(r.stderr, "id:") || !strings.Contains(r.stderr, "cron:") || !strings.Contains(r.stderr, "payload.order_id:") {
 		t.Errorf("invalid add: %+v", r)
 	}
+	if r := e.run("schedule", "add", "--id", "Bad Id", "--cron", "soon", "--type", "resend-dcv", "--payload", `{"order_id": 1}`,
+		"--until", "tomorrow"); r.code != 2 || !strings.Contains(r.stderr, "until: must be an RFC 3339 time") ||
+		!strings.Contains(r.stderr, "id:") || !strings.Contains(r.stderr, "cron:") {
+		t.Errorf("invalid add with a bad --until: %+v, want every problem", r)
+	}
 	if r := e.run("schedule", "list"); r.code != 0 || !strings.Contains(r.stdout, "dcv-1") || !strings.Contains(r.stdout, "api") {
 		t.Errorf("list: %+v", r)
 	}

@@ -157,12 +157,14 @@ type ScheduleAddCmd struct {
 func (c *ScheduleAddCmd) Run(env *Env) error {
 	s := schedule.Schedule{ID: c.ID, Cron: c.Cron, Timezone: c.Timezone, Type: c.Type, Payload: []byte(c.Payload),
 		Queue: c.Queue, MaxRuns: c.MaxRuns, UntilValidated: c.UntilValidated}
+	var found []tasks.FieldError // reported with the schedule's other problems
 	if c.Until != "" {
 		t, err := time.Parse(time.RFC3339, c.Until)
 		if err != nil {
-			return usagef("--until: %q is not an RFC 3339 time", c.Until)
+			found = append(found, tasks.FieldError{Field: "until", Message: "must be an RFC 3339 time"})
+		} else {
+			s.Until = &t
 		}
-		s.Until = &t
 	}
 	if err := c.checkMax(); err != nil {
 		return err
@@ -172,7 +174,7 @@ func (c *ScheduleAddCmd) Run(env *Env) error {
 		return err
 	}
 	defer done()
-	status, err := st.Add(env.Ctx, s)
+	status, err := st.Add(env.Ctx, s, found...)
 	var ve *tasks.ValidationError
 	if errors.As(err, &ve) {
 		var lines []string

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
-	"slices"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/certmail/certmail/tasks"
 )
@@ -15,68 +17,112 @@ import (
 // plainName is a member name that is shown as it is in a problem.
 var plainName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-// scheduleMembers are the members of a schedule as JSON.
-var scheduleMembers = []string{"id", "cron", "timezone", "type", "payload", "queue", "until", "max_runs", "until_validated"}
-
 // DecodeJSON reads a schedule as the API receives it: exactly one JSON
 // object whose members are those of Schedule, each at most once and of the
-// right JSON type. Every problem is reported under the member's name in one
-// bounded *tasks.ValidationError; the payload's own members are checked by
-// Validate (through tasks.Parse, which refuses repeated members too).
-func DecodeJSON(data []byte) (Schedule, error) {
-	var s Schedule
-	var errs []tasks.FieldError
-	add := func(field, msg string) { errs = append(errs, tasks.FieldError{Field: field, Message: msg}) }
+// right JSON type. err is a *tasks.ValidationError when data is not one JSON
+// object (malformed, another value, trailing data). Otherwise problems name,
+// each under the member's name, the members that could not be read
+// (unknown, repeated, of the wrong type), and s holds the others: Store.Add
+// judges them with problems, so that every problem comes back at once. The
+// payload's own members are checked there too (through tasks.Parse, which
+// refuses repeated members as well).
+func DecodeJSON(data []byte) (s Schedule, problems []tasks.FieldError, err error) {
+	whole := func(msg string) (Schedule, []tasks.FieldError, error) {
+		return Schedule{}, nil, tasks.NewValidationError("", tasks.FieldError{Message: msg})
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return s, tasks.NewValidationError("", tasks.FieldError{Message: "must be one JSON schedule object"})
+		return whole("must be one JSON schedule object")
 	}
 	seen := map[string]bool{}
 	var val json.RawMessage
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return s, tasks.NewValidationError("", tasks.FieldError{Message: "malformed JSON: " + err.Error()})
+			return whole("malformed JSON: " + err.Error())
 		}
 		key, _ := tok.(string)
 		val = val[:0]
 		if err := dec.Decode(&val); err != nil {
-			return s, tasks.NewValidationError("", tasks.FieldError{Message: "malformed JSON: " + err.Error()})
+			return whole("malformed JSON: " + err.Error())
 		}
-		field := key
-		if !plainName.MatchString(key) {
-			field = fmt.Sprintf("%.64q", key) // never echo much of the input
-		}
-		switch {
-		case !slices.Contains(scheduleMembers, key):
-			add(field, "unknown field")
-		case seen[key]:
-			add(field, "duplicate field")
-		default:
-			seen[key] = true
-			if err := decodeMember(&s, key, val); err != nil {
-				add(key, err.Error())
+		if msg := s.readMember(key, seen, func(target any) error {
+			if key == "payload" {
+				s.Payload = bytes.Clone(val)
+				return nil
 			}
+			return json.Unmarshal(val, target)
+		}); msg != "" {
+			problems = append(problems, tasks.FieldError{Field: memberField(key), Message: msg})
 		}
 	}
 	if _, err := dec.Token(); err != nil { // '}'
-		return s, tasks.NewValidationError("", tasks.FieldError{Message: "malformed JSON: " + err.Error()})
+		return whole("malformed JSON: " + err.Error())
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		add("", "trailing data after the JSON object")
+		return whole("trailing data after the JSON object")
 	}
-	if len(errs) > 0 {
-		return s, tasks.NewValidationError(s.Type, errs...)
-	}
-	return s, nil
+	return s, problems, nil
 }
 
-// decodeMember decodes the member key of a schedule into s.
-func decodeMember(s *Schedule, key string, v json.RawMessage) error {
-	if key == "payload" {
-		s.Payload = bytes.Clone(v)
-		return nil
+// errNotMapping is an entry of the schedules file that is not a mapping.
+var errNotMapping = errors.New("must be a mapping of a schedule's fields")
+
+// decodeYAML reads one entry of the schedules file as DecodeJSON reads the
+// API's JSON: problems name the members that could not be read, s holds the
+// others. The payload, any YAML mapping, is turned into JSON. err is
+// errNotMapping when the entry is not a mapping.
+func decodeYAML(node *yaml.Node) (s Schedule, problems []tasks.FieldError, err error) {
+	if node.Kind == yaml.AliasNode && node.Alias != nil {
+		node = node.Alias
 	}
+	if node.Kind != yaml.MappingNode {
+		return s, nil, errNotMapping
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(node.Content); i += 2 {
+		key, val := node.Content[i].Value, node.Content[i+1]
+		if msg := s.readMember(key, seen, func(target any) error {
+			if key != "payload" {
+				return val.Decode(target)
+			}
+			var m map[string]any
+			if err := val.Decode(&m); err != nil || m == nil {
+				return problem("must be a mapping")
+			}
+			b, err := json.Marshal(m)
+			if err != nil {
+				return problem("must be a mapping whose keys are all strings")
+			}
+			s.Payload = b
+			return nil
+		}); msg != "" {
+			problems = append(problems, tasks.FieldError{Field: memberField(key), Message: msg})
+		}
+	}
+	return s, problems, nil
+}
+
+// problem is what is wrong with a member, as its decode says it.
+type problem string
+
+func (p problem) Error() string { return string(p) }
+
+// memberField is how a problem names member key: as it is when it is plain,
+// quoted and cut short otherwise (never echo much of the input).
+func memberField(key string) string {
+	if plainName.MatchString(key) {
+		return key
+	}
+	return fmt.Sprintf("%.64q", key)
+}
+
+// readMember reads member key of a schedule into s with decode, which
+// decodes the member's value into the target it is given (the payload
+// decode stores itself). It returns the problem with the member: unknown,
+// repeated (recorded in seen) or of the wrong type (the problem decode
+// gives, or one for the member); "" when it was read.
+func (s *Schedule) readMember(key string, seen map[string]bool, decode func(target any) error) string {
 	var target any
 	switch key {
 	case "id":
@@ -87,6 +133,8 @@ func decodeMember(s *Schedule, key string, v json.RawMessage) error {
 		target = &s.Timezone
 	case "type":
 		target = &s.Type
+	case "payload":
+		target = &s.Payload
 	case "queue":
 		target = &s.Queue
 	case "until":
@@ -95,17 +143,28 @@ func decodeMember(s *Schedule, key string, v json.RawMessage) error {
 		target = &s.MaxRuns
 	case "until_validated":
 		target = &s.UntilValidated
+	default:
+		return "unknown field"
 	}
-	if err := json.Unmarshal(v, target); err != nil {
-		switch key {
-		case "until":
-			return errors.New("must be an RFC 3339 time")
-		case "max_runs":
-			return errors.New("must be an integer")
-		case "until_validated":
-			return errors.New("must be true or false")
-		}
-		return errors.New("must be a string")
+	if seen[key] {
+		return "duplicate field"
 	}
-	return nil
+	seen[key] = true
+	err := decode(target)
+	if err == nil {
+		return ""
+	}
+	reflect.ValueOf(target).Elem().SetZero() // a failed decode may leave a part of the value behind
+	if p, ok := errors.AsType[problem](err); ok {
+		return string(p)
+	}
+	switch key {
+	case "until":
+		return "must be an RFC 3339 time"
+	case "max_runs":
+		return "must be an integer"
+	case "until_validated":
+		return "must be true or false"
+	}
+	return "must be a string"
 }

@@ -33,22 +33,23 @@ import (
 // DefaultQueue is where scheduled tasks go unless a schedule names another.
 const DefaultQueue = "bulk"
 
-// Schedule is one periodic task, as written in the file or posted to the API.
+// Schedule is one periodic task, as written in the file or posted to the API
+// (both read by the JSON names, DecodeJSON and ParseFile).
 type Schedule struct {
-	ID       string          `json:"id" yaml:"id"`
-	Cron     string          `json:"cron" yaml:"cron"`
-	Timezone string          `json:"timezone,omitempty" yaml:"timezone"`
-	Type     string          `json:"type" yaml:"type"`
-	Payload  json.RawMessage `json:"payload" yaml:"-"`
-	Queue    string          `json:"queue,omitempty" yaml:"queue"`
-	Until    *time.Time      `json:"until,omitempty" yaml:"until"`
-	MaxRuns  int             `json:"max_runs,omitempty" yaml:"max_runs"`
+	ID       string          `json:"id"`
+	Cron     string          `json:"cron"`
+	Timezone string          `json:"timezone,omitempty"`
+	Type     string          `json:"type"`
+	Payload  json.RawMessage `json:"payload"`
+	Queue    string          `json:"queue,omitempty"`
+	Until    *time.Time      `json:"until,omitempty"`
+	MaxRuns  int             `json:"max_runs,omitempty"`
 	// UntilValidated ends a resend-dcv schedule once its order no longer
 	// waits for validation by email: its ticks carry only_if_pending, and the
 	// first not_pending outcome ends it. Default true for resend-dcv (a
 	// validated schedule reads back with it set); other types must leave it
 	// out, as it cannot apply to them.
-	UntilValidated *bool `json:"until_validated,omitempty" yaml:"until_validated"`
+	UntilValidated *bool `json:"until_validated,omitempty"`
 }
 
 // Compiled is a validated schedule ready to fire, its defaults filled in.
@@ -135,6 +136,25 @@ func (r Rules) Validate() error {
 type judge struct {
 	rules *Rules    // nil: the schedule's own form only
 	now   time.Time // when not zero, the time an until must be after (a schedule being added)
+	// found are problems found in reading the schedule (members that
+	// could not be read): they come first, and what they name is not
+	// judged again (see judgedAlready).
+	found []tasks.FieldError
+}
+
+// judgedAlready reports whether fe is about a member one of j.found names
+// already: a member that could not be read was left at its zero value, so
+// a problem with that (an id or cron "required") would only mislead. A
+// type that could not be read leaves out what depends on it, the payload
+// and until_validated.
+func (j judge) judgedAlready(fe tasks.FieldError) bool {
+	member := fe.Field
+	if i := strings.IndexAny(member, ".["); i >= 0 {
+		member = member[:i]
+	}
+	return slices.ContainsFunc(j.found, func(f tasks.FieldError) bool {
+		return f.Field == member || f.Field == "type" && (member == "payload" || member == "until_validated")
+	})
 }
 
 // Validate checks s as Store.Add does, at time now: the same rules as every
@@ -252,6 +272,9 @@ func compile(s Schedule, source string, j judge) (*Compiled, error) {
 			add(sequenceField, msgScheduleSequence)
 		}
 	}
+	if len(j.found) > 0 {
+		errs = append(slices.Clone(j.found), slices.DeleteFunc(errs, j.judgedAlready)...)
+	}
 	if len(errs) > 0 {
 		return nil, tasks.NewValidationError(s.Type, errs...)
 	}
@@ -294,13 +317,6 @@ type fileDoc struct {
 	Schedules []yaml.Node `yaml:"schedules"`
 }
 
-// yamlSchedule decodes one file entry; the payload is any YAML mapping,
-// turned into JSON.
-type yamlSchedule struct {
-	Schedule `yaml:",inline"`
-	Payload  map[string]any `yaml:"payload"`
-}
-
 // EntryError is an invalid entry of the schedules file.
 type EntryError struct {
 	Index int    // position in the schedules list, from 0
@@ -332,26 +348,17 @@ func ParseFile(data []byte, r Rules) (good []*Compiled, bad []*EntryError, err e
 	}
 	seen := map[string]int{}
 	for i, node := range doc.Schedules {
-		var ys yamlSchedule
-		if err := decodeStrict(&node, &ys); err != nil {
-			bad = append(bad, &EntryError{Index: i, ID: idOf(&node), Err: err})
+		s, found, err := decodeYAML(&node)
+		if err != nil {
+			bad = append(bad, &EntryError{Index: i, Err: err})
 			continue
-		}
-		s := ys.Schedule
-		if ys.Payload != nil {
-			b, err := json.Marshal(ys.Payload)
-			if err != nil {
-				bad = append(bad, &EntryError{Index: i, ID: s.ID, Err: fmt.Errorf("payload: %w", err)})
-				continue
-			}
-			s.Payload = b
 		}
 		if first, dup := seen[s.ID]; dup && s.ID != "" {
 			bad = append(bad, &EntryError{Index: i, ID: s.ID, Err: fmt.Errorf("id already used by schedules[%d]", first)})
 			continue
 		}
 		seen[s.ID] = i
-		c, err := compile(s, SourceFile, judge{rules: &r})
+		c, err := compile(s, SourceFile, judge{rules: &r, found: found})
 		if err != nil {
 			bad = append(bad, &EntryError{Index: i, ID: s.ID, Err: err})
 			continue
@@ -359,25 +366,6 @@ func ParseFile(data []byte, r Rules) (good []*Compiled, bad []*EntryError, err e
 		good = append(good, c)
 	}
 	return good, bad, nil
-}
-
-func decodeStrict(node *yaml.Node, v any) error {
-	// yaml.Node.Decode has no KnownFields; re-encode and decode strictly.
-	b, err := yaml.Marshal(node)
-	if err != nil {
-		return err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	return dec.Decode(v)
-}
-
-func idOf(node *yaml.Node) string {
-	var probe struct {
-		ID string `yaml:"id"`
-	}
-	_ = node.Decode(&probe) // best effort: only names the entry in an error
-	return probe.ID
 }
 
 // Sources of a schedule.

@@ -144,6 +144,14 @@ func TestParseFile(t *testing.T) {
     cron: "@hourly"
     type: set-emails
     payload: {order_id: 1, additional_emails: [], sequence: 1}
+  - id: everything
+    cron: whenever
+    timezone: Local
+    type: resend-dcv
+    payload: {order_id: 0}
+    max_runs: many
+    until_validated: maybe
+    crom: "@daily"
 `
 	good, bad, err := schedule.ParseFile([]byte(data), testRules)
 	if err != nil {
@@ -159,6 +167,8 @@ func TestParseFile(t *testing.T) {
 		"schedules[3]: invalid resend-dcv",
 		"schedules[4] (typo): ",
 		"schedules[5] (stamped): invalid set-emails payload: payload.sequence: a schedule must leave it out",
+		"schedules[6] (everything): invalid resend-dcv payload: max_runs: must be an integer; until_validated: must be true or false; " +
+			"crom: unknown field; timezone: ",
 	}
 	if len(bad) != len(want) {
 		t.Fatalf("bad = %v, want %d entries", bad, len(want))
@@ -167,6 +177,9 @@ func TestParseFile(t *testing.T) {
 		if !strings.HasPrefix(bad[i].Error(), w) {
 			t.Errorf("bad[%d] = %q, want it to start with %q", i, bad[i].Error(), w)
 		}
+	}
+	if msg := bad[5].Error(); !strings.Contains(msg, "; cron: ") || !strings.Contains(msg, "; payload.order_id: ") {
+		t.Errorf("bad[5] = %q, want the other problems with the members of the wrong type", msg)
 	}
 	if !strings.Contains(bad[0].Error(), "payload.additional_emails[0]") || !strings.Contains(bad[3].Error(), "crom") {
 		t.Errorf("errors lack the field paths: %v", bad)
@@ -426,21 +439,25 @@ func TestDecodeJSON(t *testing.T) {
 		{"not an object", `[1]`, []string{""}},
 		{"trailing data", `{"id":"a"} {}`, []string{""}},
 	} {
-		s, err := schedule.DecodeJSON([]byte(tt.body))
-		var fields []string
+		s, problems, err := schedule.DecodeJSON([]byte(tt.body))
 		var ve *tasks.ValidationError
 		if errors.As(err, &ve) {
-			for _, fe := range ve.Errors {
-				fields = append(fields, fe.Field)
-			}
+			problems = ve.Errors
 		} else if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
+		var fields []string
+		for _, fe := range problems {
+			fields = append(fields, fe.Field)
+		}
 		if strings.Join(fields, ",") != strings.Join(tt.fields, ",") {
-			t.Errorf("%s: fields %q, want %q (%v)", tt.name, fields, tt.fields, err)
+			t.Errorf("%s: fields %q, want %q (%v)", tt.name, fields, tt.fields, problems)
 		}
 		if tt.fields == nil && err != nil {
 			t.Errorf("%s: %v, want no error", tt.name, err)
+		}
+		if tt.name == "wrong types" && (s.Until != nil || s.ID != "" || s.Cron != "@daily") {
+			t.Errorf("%s: decoded %+v, want the members of the wrong type left out and the others read", tt.name, s)
 		}
 		if tt.fields == nil && (s.ID != "a" || s.MaxRuns != 3 || s.Until == nil || string(s.Payload) != `{"order_id":1}` ||
 			s.UntilValidated == nil || *s.UntilValidated) {

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/asynqsched"
+	"github.com/certmail/certmail/tasks"
 )
 
 // Redis keys of schedules (see README "Redis keys").
@@ -152,12 +153,15 @@ return 1
 `)
 
 // Add validates s (a *tasks.ValidationError listing every problem) and
-// stores it. An id used by the API or the file gives ErrExists. When the
-// store holds Rules.MaxSchedules API schedules already, the one that ended
-// first is deleted to make room (logged; more when the bound was lowered);
-// when too few have ended, Add gives ErrTooMany.
-func (st *Store) Add(ctx context.Context, s Schedule) (Status, error) {
-	c, err := compile(s, SourceAPI, judge{rules: &st.rules, now: st.now()})
+// stores it. found are problems already found in reading s (DecodeJSON's,
+// or a command line's): they are listed first with the others, what they
+// name is not judged again, and s is not stored. An id used by the API or
+// the file gives ErrExists. When the store holds Rules.MaxSchedules API
+// schedules already, the one that ended first is deleted to make room
+// (logged; more when the bound was lowered); when too few have ended, Add
+// gives ErrTooMany.
+func (st *Store) Add(ctx context.Context, s Schedule, found ...tasks.FieldError) (Status, error) {
+	c, err := compile(s, SourceAPI, judge{rules: &st.rules, now: st.now(), found: found})
 	if err != nil {
 		return Status{}, err
 	}
