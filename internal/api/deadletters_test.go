@@ -144,6 +144,8 @@ func TestDeadLettersRejects(t *testing.T) {
 		{"limit not a number", http.MethodGet, "/v1/dead-letters?limit=ten", 400, []string{"limit"}},
 		{"before not a cursor", http.MethodGet, "/v1/dead-letters?before=yesterday", 400, []string{"before"}},
 		{"before without sequence", http.MethodGet, "/v1/dead-letters?before=1718000000000", 400, []string{"before"}},
+		{"before beyond uint64", http.MethodGet, "/v1/dead-letters?before=18446744073709551616-0", 400, []string{"before"}},
+		{"before's sequence beyond uint64", http.MethodGet, "/v1/dead-letters?before=1-99999999999999999999", 400, []string{"before"}},
 		{"both bad", http.MethodGet, "/v1/dead-letters?limit=-1&before=x", 400, []string{"limit", "before"}},
 		{"unknown parameter", http.MethodGet, "/v1/dead-letters?page=2", 400, []string{"page"}},
 		{"POST on the list", http.MethodPost, "/v1/dead-letters", 405, nil},

@@ -367,6 +367,10 @@ func TestTaskAndDLQ(t *testing.T) {
 	if r := e.run("dlq", "list"); r.code != 0 || !strings.Contains(r.stdout, bad) || strings.Contains(r.stdout, good) {
 		t.Errorf("dlq list: %+v", r)
 	}
+	if r := e.run("dlq", "list", "--before", "99999999999999999999-0"); r.code != 2 || !strings.Contains(r.stderr, "cursor") ||
+		strings.Contains(r.stderr, "ERR") {
+		t.Errorf("dlq list --before beyond uint64: %+v, want a usage error", r)
+	}
 	if r := e.run("dlq", "show", bad); r.code != 0 || !strings.Contains(r.stdout, "not_found|order") {
 		t.Errorf("dlq show: %+v", r)
 	}

@@ -167,12 +167,21 @@ func Clip(s string, limit int) string {
 	return s[:cut] + mark
 }
 
-// idPattern is a stream entry id.
+// idPattern is the form of a stream entry id; ValidID also bounds its halves.
 var idPattern = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
 
 // ValidID reports whether s is a stream entry id such as 1718000000000-0,
-// the cursor of List.
-func ValidID(s string) bool { return idPattern.MatchString(s) }
+// the cursor of List: two decimal uint64s, as Redis reads them (it refuses
+// an id beyond, which would fail List).
+func ValidID(s string) bool {
+	if !idPattern.MatchString(s) {
+		return false
+	}
+	ms, seq, _ := strings.Cut(s, "-")
+	_, errMS := strconv.ParseUint(ms, 10, 64)
+	_, errSeq := strconv.ParseUint(seq, 10, 64)
+	return errMS == nil && errSeq == nil
+}
 
 // Skipped is a stream entry that could not be read as a dead letter.
 type Skipped struct {

@@ -170,10 +170,19 @@ func TestListFindRemove(t *testing.T) {
 	if n, err := rdb.Exists(ctx, deadletter.Stream).Result(); err != nil || n != 0 {
 		t.Errorf("stream left after Purge (%v)", err)
 	}
-	for _, bad := range []string{"", "1", "1-", "-1", "a-b", "1-2-3", strings.Repeat("1", 21) + "-0"} {
+	// Both halves are uint64s, as Redis reads them: beyond, it refuses the id.
+	for _, bad := range []string{"", "1", "1-", "-1", "a-b", "1-2-3", strings.Repeat("1", 21) + "-0",
+		"18446744073709551616-0", "0-18446744073709551616", "99999999999999999999-0", "+1-0"} {
 		if deadletter.ValidID(bad) {
 			t.Errorf("ValidID(%q) = true", bad)
 		}
+	}
+	const highest = "18446744073709551615-18446744073709551615"
+	if !deadletter.ValidID(highest) {
+		t.Errorf("ValidID(%q) = false", highest)
+	}
+	if _, err := deadletter.List(ctx, rdb, highest, 10); err != nil {
+		t.Errorf("List before the highest id: %v", err)
 	}
 }
 
