@@ -40,6 +40,9 @@ func (c *APICmd) Run(env *Env) (err error) {
 	if err := c.checkMax(); err != nil {
 		return err
 	}
+	if err := mustBePositive("CERTMAIL_SHUTDOWN_TIMEOUT", c.ShutdownTimeout); err != nil {
+		return err
+	}
 	p, err := c.producer(env, c.MaxSchedules)
 	if err != nil {
 		return err

@@ -166,6 +166,42 @@ func TestTaskCheckIntervalBounds(t *testing.T) {
 	}
 }
 
+// A cap, timeout, pause or interval of zero or less is refused in one line
+// naming the setting, by every command that reads it: a negative dead-letter
+// cap would have turned the cap off, and a zero silently meant the default.
+func TestSettingsMustBePositive(t *testing.T) {
+	t.Parallel()
+	args := map[string][]string{
+		"worker": {"--digicert-api-key=k", "--admin-addr="},
+		"api":    {"--api-tokens=" + strings.Repeat("t", 20), "--http-addr=127.0.0.1:0"},
+	}
+	for _, tt := range []struct {
+		cmd, flag, env string
+		values         []string
+	}{
+		{"worker", "deadletter-maxlen", "CERTMAIL_DEADLETTER_MAXLEN", []string{"0", "-1"}},
+		{"worker", "shutdown-timeout", "CERTMAIL_SHUTDOWN_TIMEOUT", []string{"0s", "-1s"}},
+		{"worker", "rate-limit-pause", "CERTMAIL_RATE_LIMIT_PAUSE", []string{"0s", "-1s"}},
+		{"worker", "auth-probe-interval", "CERTMAIL_AUTH_PROBE_INTERVAL", []string{"0s", "-1s"}},
+		{"worker", "digicert-timeout", "DIGICERT_TIMEOUT", []string{"0s", "-1s"}},
+		{"api", "shutdown-timeout", "CERTMAIL_SHUTDOWN_TIMEOUT", []string{"0s", "-1s"}},
+	} {
+		for _, v := range tt.values {
+			// Accepted, the command would wait for Redis: the deadline ends the wait.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			var out, errOut bytes.Buffer
+			code := cli.Main(ctx, append([]string{tt.cmd, "--" + tt.flag + "=" + v, "--redis-url", "redis://127.0.0.1:1/0"}, args[tt.cmd]...),
+				strings.NewReader(""), &out, &errOut)
+			cancel()
+			r := result{code, out.String(), errOut.String()}
+			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, tt.env+": ") ||
+				!strings.Contains(r.stderr, "must be positive") {
+				t.Errorf("%s --%s=%s: exit %d, %q; want 2 and one line naming %s", tt.cmd, tt.flag, v, r.code, r.stderr, tt.env)
+			}
+		}
+	}
+}
+
 func TestEnqueueFromFlags(t *testing.T) {
 	t.Parallel()
 	e := setup(t)

@@ -17,6 +17,17 @@ import (
 	"github.com/certmail/certmail/internal/worker"
 )
 
+// mustBePositive refuses a setting of zero or less as a usage error naming
+// it. At the command line a zero is not the package's default (the flag
+// shows the default): taken as one, it would quietly mean something else
+// than it says.
+func mustBePositive[T int64 | time.Duration](setting string, v T) error {
+	if v <= 0 {
+		return usagef("%s: %v must be positive", setting, v)
+	}
+	return nil
+}
+
 // RedisFlags select the Redis server.
 type RedisFlags struct {
 	RedisURL string `name:"redis-url" env:"REDIS_URL" default:"${redis_url}" help:"Redis: redis://, rediss:// or redis-sentinel://." group:"Redis"`

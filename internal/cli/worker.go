@@ -61,6 +61,17 @@ func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
 	if err := c.check(); err != nil {
 		return worker.Config{}, err
 	}
+	for _, err := range []error{ // the first, in one line
+		mustBePositive("CERTMAIL_SHUTDOWN_TIMEOUT", c.ShutdownTimeout),
+		mustBePositive("CERTMAIL_DEADLETTER_MAXLEN", c.DeadLetterMaxLen),
+		mustBePositive("CERTMAIL_AUTH_PROBE_INTERVAL", c.AuthProbeInterval),
+		mustBePositive("CERTMAIL_RATE_LIMIT_PAUSE", c.RateLimitPause),
+		mustBePositive("DIGICERT_TIMEOUT", c.DigiCertTimeout),
+	} {
+		if err != nil {
+			return worker.Config{}, err
+		}
+	}
 	accounts, err := c.load(true)
 	if err != nil {
 		return worker.Config{}, err

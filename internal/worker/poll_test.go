@@ -96,4 +96,10 @@ func TestTaskCheckIntervalValidated(t *testing.T) {
 			t.Errorf("TaskCheckInterval %v: %v, want refused", d, err)
 		}
 	}
+	// A negative cap would leave the dead-letter stream without one.
+	cfg := base
+	cfg.DeadLetterMaxLen = -1
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "dead-letter") {
+		t.Errorf("DeadLetterMaxLen -1: %v, want refused", err)
+	}
 }

@@ -47,7 +47,7 @@ type Config struct {
 	MaxRetry          int            // the worker's cap on a task's retries; 0 means 12, negative means none
 	ShutdownTimeout   time.Duration  // time in-flight deliveries get on shutdown; default 30s
 	AdminAddr         string         // /healthz, /readyz, /metrics; "" for none
-	DeadLetterMaxLen  int64          // approximate cap of certmail:deadletter; default 100000
+	DeadLetterMaxLen  int64          // approximate cap of certmail:deadletter; default 100000, never negative
 	GuardRetention    time.Duration  // how long duplicate guards and applied sequences live; default 7 days
 	AuthProbeInterval time.Duration  // pause between probes of a rejected key; default 1m
 	RateLimitPause    time.Duration  // wait after a DigiCert 429; default 30s
@@ -130,6 +130,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("concurrency %d: must be at least 1", c.Concurrency)
 	case c.ShutdownTimeout < 0 || c.AuthProbeInterval < 0 || c.RateLimitPause < 0 || c.GuardRetention < 0:
 		return errors.New("durations must not be negative")
+	case c.DeadLetterMaxLen < 0: // go-redis would send no MAXLEN: the stream would grow without bound
+		return fmt.Errorf("dead-letter cap %d: must not be negative", c.DeadLetterMaxLen)
 	case c.TaskCheckInterval < MinTaskCheckInterval || c.TaskCheckInterval > MaxTaskCheckInterval:
 		return fmt.Errorf("task check interval %v: want %v to %v", c.TaskCheckInterval, MinTaskCheckInterval, MaxTaskCheckInterval)
 	}
