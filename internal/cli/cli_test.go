@@ -312,6 +312,7 @@ func TestEnqueueFile(t *testing.T) {
 		`{"type": "send-cert", "payload": {"certificate_id": 3, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}, "queue": "bulk"}`,
 		`{"type": "resend-dcv", "payload": {"order_id": 4}, "unknown": true}`,
 		`{"type": "set-emails", "payload": {"order_id": 5, "additional_emails": []}, "process_in": "1h"}`,
+		`{"type": "set-emails", "payload": {"order_id": 6, "additional_emails": []}, "queue": "nope", "queue": "critical"}`,
 	}
 	file := filepath.Join(t.TempDir(), "jobs.jsonl")
 	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
@@ -321,17 +322,20 @@ func TestEnqueueFile(t *testing.T) {
 	if r.code == 0 {
 		t.Errorf("exit 0 with bad lines")
 	}
-	for _, n := range []int{3, 5, 6, 8} {
+	for _, n := range []int{3, 5, 6, 8, 10} {
 		if !strings.Contains(r.stderr, fmt.Sprintf("line %d:", n)) {
 			t.Errorf("line %d not reported: %s", n, r.stderr)
 		}
+	}
+	if !strings.Contains(r.stderr, "queue: duplicate field") {
+		t.Errorf("the repeated queue is not named: %s", r.stderr)
 	}
 	for _, n := range []int{1, 7, 9} {
 		if strings.Contains(r.stderr, fmt.Sprintf("line %d:", n)) {
 			t.Errorf("good line %d reported: %s", n, r.stderr)
 		}
 	}
-	if !strings.Contains(r.stdout, "3 enqueued") || !strings.Contains(r.stdout, "4 failed") {
+	if !strings.Contains(r.stdout, "3 enqueued") || !strings.Contains(r.stdout, "5 failed") {
 		t.Errorf("summary: %s", r.stdout)
 	}
 	if n := len(e.tasks()); n != 3 {

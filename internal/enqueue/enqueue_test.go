@@ -3,6 +3,7 @@ package enqueue_test
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,6 +142,17 @@ func TestDecodeLine(t *testing.T) {
 		{`{"type": 1, "payload": null}`, []string{"type: must be a string", "payload: required"}},
 		{`{"type": "t", "payload": {}, "queue": 3, "process_at": "soon", "colour": "red"}`,
 			[]string{"queue: must be a string", "process_at: must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z", "colour: unknown field"}},
+		// A member given twice fails the line, as the API refuses a repeated
+		// option, whichever value would have been taken.
+		{`{"type": "set-emails", "payload": {"order_id": 1, "additional_emails": []}, "queue": "nope", "queue": "critical"}`,
+			[]string{"queue: duplicate field"}},
+		{`{"type": "set-emails", "payload": {"order_id": 1, "additional_emails": "bad"}, "payload": {"order_id": 2, "additional_emails": []}}`,
+			[]string{"payload: duplicate field"}},
+		{`{"type": "send-cert", "type": "set-emails", "payload": {"order_id": 3, "additional_emails": []}}`, []string{"type: duplicate field"}},
+		{`{"type": "resend-dcv", "typ\u0065": "resend-dcv", "payload": {"order_id": 1}, "process_in": 1, "process_in": "1h"}`,
+			[]string{"type: duplicate field", "process_in: duplicate field"}},
+		{`{"type": "resend-dcv", "payload": {"order_id": 1}, "idempotency_key": "a", "idempotency_key": null}`, []string{"idempotency_key: duplicate field"}},
+		{`{"type": "resend-dcv", "payload": {"order_id": 1}, "colour": 1, "colour": 2}`, []string{"colour: unknown field"}},
 	}
 	for _, tt := range tests {
 		req, errs := enqueue.DecodeLine([]byte(tt.line))
@@ -154,6 +166,9 @@ func TestDecodeLine(t *testing.T) {
 		}
 		if !slices.Equal(got, tt.want) {
 			t.Errorf("%s: problems %q, want %q", tt.line, got, tt.want)
+		}
+		if strings.Contains(tt.line, `"payload": {"order_id": 2`) && req.Payload != nil {
+			t.Errorf("%s: payload %s kept, want none judged when it is given twice", tt.line, req.Payload)
 		}
 		if tt.want == nil && (req.Type != "resend-dcv" || req.Queue != "bulk" || req.ProcessIn != time.Hour || string(req.Payload) != `{"order_id": 1}`) {
 			t.Errorf("%s: request %+v", tt.line, req)

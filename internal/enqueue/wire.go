@@ -1,6 +1,7 @@
 package enqueue
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -87,7 +88,10 @@ func Parse(typ string, payload []byte, opts map[string]string) (Request, []tasks
 // DecodeLine reads one line of `certmail enqueue --file`: a JSON object
 // with the members type and payload (required) and the options (Parse),
 // each option a string; null counts as absent. Problems name the member at
-// fault, a member name that is not plain quoted and cut.
+// fault, a member name that is not plain quoted and cut. Type, payload or
+// an option given twice is a "duplicate field", as the API refuses a
+// repeated option, and only that is said of it (which value was meant is
+// unknown); a line with two types or payloads comes back without them.
 func DecodeLine(line []byte) (Request, []tasks.FieldError) {
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(line, &members); err != nil {
@@ -135,7 +139,48 @@ func DecodeLine(line []byte) (Request, []tasks.FieldError) {
 		opts[name] = ""
 	}
 	req, optErrs := Parse(typ, payload, opts)
-	return req, append(errs, optErrs...)
+	errs = append(errs, optErrs...)
+	if dups := repeated(line); len(dups) > 0 {
+		errs = slices.DeleteFunc(errs, func(fe tasks.FieldError) bool { return slices.Contains(dups, fe.Field) })
+		dupErrs := make([]tasks.FieldError, 0, len(dups)+len(errs))
+		for _, name := range dups {
+			dupErrs = append(dupErrs, tasks.FieldError{Field: name, Message: "duplicate field"})
+			if name == "type" || name == "payload" {
+				req.Type, req.Payload = "", nil // no payload problems of one of two
+			}
+		}
+		errs = append(dupErrs, errs...)
+	}
+	return req, errs
+}
+
+// repeated returns the members of the JSON object line among type, payload
+// and the options that it gives more than once, in the order they repeat.
+func repeated(line []byte) []string {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil
+	}
+	var seen, dups []string
+	var skip json.RawMessage
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			break
+		}
+		if err := dec.Decode(&skip); err != nil {
+			break
+		}
+		name, _ := tok.(string)
+		switch {
+		case name != "type" && name != "payload" && !slices.Contains(optionNames(), name):
+		case !slices.Contains(seen, name):
+			seen = append(seen, name)
+		case !slices.Contains(dups, name):
+			dups = append(dups, name)
+		}
+	}
+	return dups
 }
 
 // plainName is a member name that is shown as it is in a problem.
