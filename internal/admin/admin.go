@@ -13,6 +13,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -140,13 +143,60 @@ func Routes(mux Router, ready func(context.Context) error, g prometheus.Gatherer
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 }
 
+// hostLabel is one label of a DNS name.
+var hostLabel = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+
+// CheckAddr reports why addr cannot be a TCP listen address: it must be
+// host:port, the host empty, an IP address or a DNS name, the port a number
+// up to 65535 (0 or empty: any free one) or a service name. It looks up
+// nothing beyond the local services database: a host name that does not
+// resolve, or a port in use, fails only when listening.
+func CheckAddr(addr string) error {
+	msg := fmt.Sprintf("%.64q is not a listen address", addr)
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New(msg + ": want host:port, such as :8080 or 127.0.0.1:8080")
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return errors.New(msg + ": the port must be a number from 0 to 65535")
+	}
+	if host == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	name := strings.TrimSuffix(host, ".")
+	ok := len(name) > 0 && len(name) <= 253
+	for label := range strings.SplitSeq(name, ".") {
+		ok = ok && hostLabel.MatchString(label)
+	}
+	if !ok {
+		return errors.New(msg + ": the host must be empty, an IP address or a host name")
+	}
+	return nil
+}
+
+// listen listens on addr; its error names addr and why, once.
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		var op *net.OpError // "listen tcp <addr>: bind: address already in use"
+		if errors.As(err, &op) && op.Err != nil {
+			err = op.Err
+		}
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
 // Serve serves srv (built by NewServer) on addr until ctx is done, then
 // shuts down within grace. started, when not nil, receives the bound
 // address (useful with port 0).
 func Serve(ctx context.Context, addr string, srv *http.Server, grace time.Duration, started func(net.Addr)) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen(addr)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
+		return err
 	}
 	if started != nil {
 		started(ln.Addr())
@@ -209,9 +259,9 @@ func Start(addr string, ready func(context.Context) error, g prometheus.Gatherer
 	for _, o := range opts {
 		o(mux)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen(addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
+		return nil, err
 	}
 	b := &Background{srv: NewServer(mux, Limits{}), addr: ln.Addr(), done: make(chan struct{})}
 	go func() {

@@ -306,3 +306,40 @@ func TestNewServerDefaults(t *testing.T) {
 		t.Error("a handler timeout longer than the write timeout validates")
 	}
 }
+
+// CheckAddr accepts what net.Listen takes for an address and refuses what it
+// cannot, saying why without echoing much of it; a name is not looked up.
+func TestCheckAddr(t *testing.T) {
+	t.Parallel()
+	for _, addr := range []string{":8080", "127.0.0.1:0", "[::1]:9090", "[fe80::1%eth0]:80", "localhost:8080", "api.example.com.:443",
+		"no-such-host.invalid:80", "0.0.0.0:", ":http"} {
+		if err := admin.CheckAddr(addr); err != nil {
+			t.Errorf("CheckAddr(%q) = %v, want accepted", addr, err)
+		}
+	}
+	for _, addr := range []string{"", "garbage", "8080", "127.0.0.1:65536", ":-1", ":port", "a host:80", "[::1:80", "-bad-:80",
+		strings.Repeat("a", 300) + ":80", "x..y:80"} {
+		err := admin.CheckAddr(addr)
+		if err == nil || !strings.Contains(err.Error(), "is not a listen address") || len(err.Error()) > 200 {
+			t.Errorf("CheckAddr(%.80q) = %v, want refused in a short message", addr, err)
+		}
+	}
+}
+
+// A port in use fails at listening, naming the address and why, once.
+func TestListenError(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	err = admin.Serve(context.Background(), addr, admin.NewServer(http.NotFoundHandler(), admin.Limits{}), time.Second, nil)
+	if want := "listen " + addr + ": bind: address already in use"; err == nil || err.Error() != want {
+		t.Errorf("Serve on a taken port: %v, want %q", err, want)
+	}
+	if _, err := admin.Start(addr, nil, prometheus.NewRegistry(), zap.NewNop()); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("Start on a taken port: %v", err)
+	}
+}

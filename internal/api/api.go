@@ -283,7 +283,9 @@ func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 	if s.cfg.InsecureNoAuth {
 		s.log.Warn("authentication is off (--insecure-no-auth): anyone who can reach the API can enqueue tasks, manage dead letters and use the dashboard")
 	}
+	var served bool
 	err := admin.Serve(ctx, s.cfg.Addr, admin.NewServer(s, s.cfg.Limits), s.cfg.ShutdownTimeout, func(a net.Addr) {
+		served = true
 		s.log.Info("api started", zap.Stringer("addr", a), zap.String("redis", s.cfg.Redis.Target),
 			zap.Int("tokens", len(s.cfg.Tokens)), zap.Bool("read_only", s.cfg.DashboardReadOnly),
 			zap.String("version", buildinfo.Version))
@@ -291,6 +293,8 @@ func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 			started(a)
 		}
 	})
-	s.log.Info("api stopped")
+	if served { // not when it could not listen: the error says why
+		s.log.Info("api stopped")
+	}
 	return err
 }

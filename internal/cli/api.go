@@ -43,6 +43,9 @@ func (c *APICmd) Run(env *Env) (err error) {
 	if err := mustBePositive("CERTMAIL_SHUTDOWN_TIMEOUT", c.ShutdownTimeout); err != nil {
 		return err
 	}
+	if err := checkListenAddr("CERTMAIL_HTTP_ADDR", c.HTTPAddr); err != nil {
+		return err
+	}
 	p, err := c.producer(env, c.MaxSchedules)
 	if err != nil {
 		return err

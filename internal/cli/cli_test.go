@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -199,6 +200,66 @@ func TestSettingsMustBePositive(t *testing.T) {
 				t.Errorf("%s --%s=%s: exit %d, %q; want 2 and one line naming %s", tt.cmd, tt.flag, v, r.code, r.stderr, tt.env)
 			}
 		}
+	}
+}
+
+// runFor runs certmail with args until it returns or d has passed (a
+// command that starts serves until its context ends).
+func runFor(d time.Duration, args ...string) result {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	code := cli.Main(ctx, args, strings.NewReader(""), &out, &errOut)
+	return result{code, out.String(), errOut.String()}
+}
+
+// A listen address that cannot be one is a setting's mistake: one line
+// naming the setting and exit 2, before anything starts (or says it
+// stopped), in every command that listens.
+func TestListenAddressRefused(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	token := "--api-tokens=" + strings.Repeat("t", 20)
+	for _, tt := range []struct {
+		setting string
+		args    []string
+	}{
+		{"CERTMAIL_HTTP_ADDR", []string{"api", token, "--http-addr=garbage"}},
+		{"CERTMAIL_HTTP_ADDR", []string{"api", token, "--http-addr=127.0.0.1:65536"}},
+		{"CERTMAIL_HTTP_ADDR", []string{"api", token, "--http-addr=a host:80"}},
+		{"CERTMAIL_ADMIN_ADDR", []string{"worker", "--digicert-api-key=k", "--admin-addr=garbage"}},
+		{"CERTMAIL_ADMIN_ADDR", []string{"scheduler", "--admin-addr=:port"}},
+		{"CERTMAIL_HTTP_ADDR", []string{"dev", "--http-addr=garbage", "--admin-addr=127.0.0.1:0"}},
+		{"CERTMAIL_ADMIN_ADDR", []string{"dev", "--http-addr=127.0.0.1:0", "--admin-addr=garbage"}},
+		{"--addr", []string{"fake-digicert", "--api-key=k", "--addr=garbage"}},
+	} {
+		args := tt.args
+		if args[0] != "fake-digicert" {
+			args = append(args, "--redis-url", e.redis.URL())
+		}
+		r := runFor(5*time.Second, args...)
+		if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, tt.setting+": ") ||
+			strings.Contains(r.stderr, "started") || strings.Contains(r.stderr, "stopped") {
+			t.Errorf("%v: exit %d, %q; want 2 and one line naming %s", tt.args, r.code, r.stderr, tt.setting)
+		}
+	}
+}
+
+// An address that is valid but taken is not a setting's mistake: exit 1,
+// with the address and why, and no line saying the API started or stopped.
+func TestListenAddressInUse(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	r := runFor(10*time.Second, "api", "--api-tokens="+strings.Repeat("t", 20), "--http-addr="+addr, "--redis-url", e.redis.URL())
+	if r.code != 1 || !strings.Contains(r.stderr, "listen "+addr+": bind: address already in use") ||
+		strings.Contains(r.stderr, "api started") || strings.Contains(r.stderr, "api stopped") {
+		t.Errorf("api on a taken address: exit %d, %q; want 1 naming the address", r.code, r.stderr)
 	}
 }
 

@@ -43,6 +43,12 @@ func (c *DevCmd) Run(env *Env) error {
 	if err := c.PollFlags.check(); err != nil {
 		return err
 	}
+	if err := checkListenAddr("CERTMAIL_HTTP_ADDR", c.HTTPAddr); err != nil {
+		return err
+	}
+	if err := checkListenAddr("CERTMAIL_ADMIN_ADDR", c.AdminAddr); err != nil {
+		return err
+	}
 	tokens, err := parseTokenList(c.Tokens)
 	if err != nil {
 		return usagef("CERTMAIL_API_TOKENS %v", err)

@@ -41,6 +41,9 @@ func (c *FakeDigicertCmd) Run(env *Env) error {
 	if err != nil {
 		return usagef("--rate-limits: %v", err)
 	}
+	if err := checkListenAddr("--addr", c.Addr); err != nil {
+		return err
+	}
 	if c.ApproveAfter < 0 {
 		return usagef("--approve-after: %d must not be negative", c.ApproveAfter)
 	}

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/ops"
@@ -24,6 +25,19 @@ import (
 func mustBePositive[T int64 | time.Duration](setting string, v T) error {
 	if v <= 0 {
 		return usagef("%s: %v must be positive", setting, v)
+	}
+	return nil
+}
+
+// checkListenAddr refuses an address nothing can listen on as a usage
+// error naming its setting; an empty one is left to the command (none, or
+// its default).
+func checkListenAddr(setting, addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if err := admin.CheckAddr(addr); err != nil {
+		return usagef("%s: %v", setting, err)
 	}
 	return nil
 }

@@ -25,6 +25,9 @@ func (c *SchedulerCmd) Run(env *Env) (err error) {
 	if c.Lease < time.Second {
 		return usagef("CERTMAIL_SCHEDULER_LEASE: %s must be at least 1s", c.Lease)
 	}
+	if err := checkListenAddr("CERTMAIL_ADMIN_ADDR", c.AdminAddr); err != nil {
+		return err
+	}
 	p, err := c.producer(env, 0)
 	if err != nil {
 		return err

@@ -67,6 +67,7 @@ func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
 		mustBePositive("CERTMAIL_AUTH_PROBE_INTERVAL", c.AuthProbeInterval),
 		mustBePositive("CERTMAIL_RATE_LIMIT_PAUSE", c.RateLimitPause),
 		mustBePositive("DIGICERT_TIMEOUT", c.DigiCertTimeout),
+		checkListenAddr("CERTMAIL_ADMIN_ADDR", c.AdminAddr),
 	} {
 		if err != nil {
 			return worker.Config{}, err
