@@ -33,7 +33,9 @@ func (e *e2e) scheduler(t *testing.T, name, file string) *proc {
 		"CERTMAIL_SCHEDULE_MIN_INTERVAL=1s", // the schedule fires every second
 		"CERTMAIL_QUEUES=bulk=1",            // as the worker's
 	}, "scheduler")
-	p.waitLog("scheduler started", 20*time.Second)
+	if got := p.waitLog("scheduler started", 20*time.Second)["redis"]; got != e.redis.URL() {
+		t.Errorf("%s started on redis %v, want %s", name, got, e.redis.URL())
+	}
 	return p
 }
 

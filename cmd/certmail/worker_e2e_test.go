@@ -50,7 +50,9 @@ func (e *e2e) worker(t *testing.T, name string, extra ...string) *proc {
 		"CERTMAIL_CONCURRENCY=4",
 	}, extra...)
 	p := start(t, name, env, "worker")
-	p.waitLog("worker started", 20*time.Second)
+	if got := p.waitLog("worker started", 20*time.Second)["redis"]; got != e.redis.URL() {
+		t.Errorf("%s started on redis %v, want %s", name, got, e.redis.URL())
+	}
 	return p
 }
 

@@ -1,13 +1,20 @@
 // Package redisconn turns REDIS_URL into the two handles certmail needs: an
 // asynq connection option and a go-redis client for certmail's own keys,
-// both on the same server (or Sentinel group), and waits for Redis to answer.
+// both on the same server (or Sentinel group) and database, and waits for
+// Redis to answer.
 package redisconn
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"net/url"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -23,19 +30,27 @@ const DefaultURL = "redis://127.0.0.1:6379/0"
 type Conn struct {
 	Opt    asynq.RedisConnOpt    // for asynq's client, server, scheduler and inspector
 	Client redis.UniversalClient // for certmail's keys; Close it when done
-	Target string                // the URL without credentials, for logs
+	Target string                // the URL as used, database included, without passwords: for logs
 }
 
-// Open parses a redis://, rediss:// or redis-sentinel:// URL.
+// Open parses REDIS_URL, one of
+//
+//	redis://[user:password@]host:port[/db]
+//	rediss://[user:password@]host:port[/db]   (TLS)
+//	redis-sentinel://[user:password@]host:port[,host:port…][/db]?master=name[&sentinel_username=u][&sentinel_password=p]
+//
+// The user and password are those of the server that holds the data (under
+// Sentinel, the master's, and a replica's once promoted); the sentinels' own,
+// when they ask for one, are query parameters. The database is the path, 0
+// when there is none. asynq's parser is not used: it drops the database and
+// the master's password of a Sentinel URL, and the user of any URL. Anything
+// else in the URL (another query parameter, a fragment, a second path
+// segment) is refused, naming it, never dropped. The go-redis client is built
+// from the asynq option, so both reach the same server and database.
 func Open(rawURL string) (*Conn, error) {
-	u, err := url.Parse(rawURL)
+	opt, target, err := parse(rawURL)
 	if err != nil {
-		return nil, errors.New("REDIS_URL is not a URL") // the URL may hold a password: do not echo it
-	}
-	target := redact(u)
-	opt, err := asynq.ParseRedisURI(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL %s: want redis://, rediss:// or redis-sentinel://", target)
+		return nil, err
 	}
 	c, ok := opt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
@@ -44,15 +59,139 @@ func Open(rawURL string) (*Conn, error) {
 	return &Conn{Opt: opt, Client: c, Target: target}, nil
 }
 
-func redact(u *url.URL) string {
-	c := *u
-	if c.User != nil {
-		c.User = url.User(c.User.Username())
+// The query parameters of a redis-sentinel:// URL.
+const (
+	paramMaster           = "master"
+	paramSentinelUsername = "sentinel_username"
+	paramSentinelPassword = "sentinel_password"
+)
+
+// parse returns the option and the target to log: the scheme, the user, the
+// addresses, the database used and the master's name; never a password.
+func parse(rawURL string) (asynq.RedisConnOpt, string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, "", errors.New("REDIS_URL is not a URL") // the URL may hold a password: do not echo it
 	}
-	if c.Scheme == "" {
-		return "(invalid)"
+	const schemes = "want redis://, rediss:// or redis-sentinel://"
+	switch {
+	case u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "redis-sentinel":
+		return nil, "", errors.New("REDIS_URL: " + schemes)
+	case u.Opaque != "":
+		return nil, "", errors.New("REDIS_URL: " + schemes + ", then the address")
+	case u.Fragment != "":
+		return nil, "", errors.New("REDIS_URL: a fragment (#…) is not supported; write a # in a password as %23")
+	case u.Host == "":
+		return nil, "", errors.New("REDIS_URL: no host")
 	}
-	return c.Redacted()
+	db, err := parseDB(u.Path)
+	if err != nil {
+		return nil, "", err
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return nil, "", errors.New("REDIS_URL: the query is not valid") // it may hold a password
+	}
+	var user, password string
+	if u.User != nil {
+		user = u.User.Username()
+		password, _ = u.User.Password()
+	}
+	target := url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/" + strconv.Itoa(db)}
+	if user != "" {
+		target.User = url.User(user)
+	}
+
+	var opt asynq.RedisConnOpt
+	if u.Scheme == "redis-sentinel" {
+		master, err := take(q, paramMaster)
+		if err != nil {
+			return nil, "", err
+		}
+		if master == "" {
+			return nil, "", errors.New("REDIS_URL: redis-sentinel:// needs ?master=<name>, the name the sentinels monitor")
+		}
+		sentinelUser, err := take(q, paramSentinelUsername)
+		if err != nil {
+			return nil, "", err
+		}
+		sentinelPassword, err := take(q, paramSentinelPassword)
+		if err != nil {
+			return nil, "", err
+		}
+		addrs := strings.Split(u.Host, ",")
+		for _, a := range addrs {
+			if err := checkAddr(a); err != nil {
+				return nil, "", err
+			}
+		}
+		opt = asynq.RedisFailoverClientOpt{
+			MasterName: master, SentinelAddrs: addrs,
+			SentinelUsername: sentinelUser, SentinelPassword: sentinelPassword,
+			Username: user, Password: password, DB: db,
+		}
+		target.RawQuery = url.Values{paramMaster: {master}}.Encode()
+	} else {
+		if err := checkAddr(u.Host); err != nil {
+			return nil, "", err
+		}
+		o := asynq.RedisClientOpt{Addr: u.Host, Username: user, Password: password, DB: db}
+		if u.Scheme == "rediss" {
+			o.TLSConfig = &tls.Config{ServerName: u.Hostname()}
+		}
+		opt = o
+	}
+	if len(q) > 0 {
+		takes := "no query parameters"
+		if u.Scheme == "redis-sentinel" {
+			takes = paramMaster + ", " + paramSentinelUsername + " and " + paramSentinelPassword
+		}
+		return nil, "", fmt.Errorf("REDIS_URL: query parameter %s is not supported (%s:// takes %s)",
+			quote(slices.Sorted(maps.Keys(q))[0]), u.Scheme, takes)
+	}
+	return opt, target.String(), nil
+}
+
+// take removes the query parameter name from q and returns its value.
+func take(q url.Values, name string) (string, error) {
+	vs := q[name]
+	delete(q, name)
+	switch len(vs) {
+	case 0:
+		return "", nil
+	case 1:
+		return vs[0], nil
+	}
+	return "", fmt.Errorf("REDIS_URL: query parameter %q more than once", name)
+}
+
+// parseDB reads the database number from the URL's path: "", "/" or "/N".
+func parseDB(path string) (int, error) {
+	s := strings.TrimPrefix(path, "/")
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || s[0] == '+' {
+		return 0, fmt.Errorf("REDIS_URL: database %s in the path: want a number from 0, as in /3", quote(s))
+	}
+	return n, nil
+}
+
+func checkAddr(a string) error {
+	if h, p, err := net.SplitHostPort(a); err != nil || h == "" || p == "" {
+		return fmt.Errorf("REDIS_URL: address %s: want host:port", quote(a))
+	}
+	return nil
+}
+
+// quote quotes a part of the URL for an error, cut to a bounded length.
+func quote(s string) string {
+	const most = 64
+	if len(s) > most {
+		return strconv.Quote(s[:most]) + "…"
+	}
+	return strconv.Quote(s)
 }
 
 // Wait pings Redis with exponential backoff (up to 30 s between tries) until

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,10 @@ type Options struct {
 	AppendOnly bool
 	// Args are extra redis-server arguments, e.g. {"--replicaof", "127.0.0.1", "6380"}.
 	Args []string
+	// Password, when set, is required of clients (requirepass) and given to
+	// the master when the server is a replica (masterauth). The helpers of
+	// Server use it.
+	Password string
 }
 
 // Server is one redis-server process owned by a test.
@@ -90,6 +95,9 @@ func (s *Server) launch() error {
 		"--protected-mode", "no",
 		"--logfile", "",
 	}
+	if s.opts.Password != "" {
+		args = append(args, "--requirepass", s.opts.Password, "--masterauth", s.opts.Password)
+	}
 	if s.opts.AppendOnly {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec")
 	} else {
@@ -108,7 +116,7 @@ func (s *Server) launch() error {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	if err := waitReady(s.Addr(), cmd.Process.Pid, exited); err != nil {
+	if err := waitReady(s.Addr(), s.opts.Password, cmd.Process.Pid, exited); err != nil {
 		_ = cmd.Process.Kill()
 		out.Close()
 		log, _ := os.ReadFile(out.Name())
@@ -134,8 +142,8 @@ func (s *Server) launch() error {
 // Another test's server that took the port first answers too, while this
 // one fails to bind it: that is an error, so that Start tries another port
 // rather than let two tests share a server.
-func waitReady(addr string, pid int, exited <-chan error) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+func waitReady(addr, password string, pid int, exited <-chan error) error {
+	c := redis.NewClient(&redis.Options{Addr: addr, Password: password, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -171,23 +179,35 @@ func (s *Server) Port() int { return s.port }
 func (s *Server) Dir() string { return s.dir }
 
 // URL is the server as a REDIS_URL.
-func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+func (s *Server) URL() string {
+	u := url.URL{Scheme: "redis", Host: s.Addr(), Path: "/0"}
+	if s.opts.Password != "" {
+		u.User = url.UserPassword("", s.opts.Password)
+	}
+	return u.String()
+}
 
 // ConnOpt is the server as an asynq connection option.
-func (s *Server) ConnOpt() asynq.RedisClientOpt { return asynq.RedisClientOpt{Addr: s.Addr()} }
+func (s *Server) ConnOpt() asynq.RedisClientOpt {
+	return asynq.RedisClientOpt{Addr: s.Addr(), Password: s.opts.Password}
+}
 
 // Client returns a go-redis client closed at the test's cleanup.
 func (s *Server) Client() *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	c := s.newClient()
 	s.tb.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+func (s *Server) newClient() *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.opts.Password})
 }
 
 // ResetStats zeroes the server's statistics (CONFIG RESETSTAT), so that
 // Commands counts from here.
 func (s *Server) ResetStats() {
 	s.tb.Helper()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	c := s.newClient()
 	defer c.Close()
 	if err := c.ConfigResetStat(context.Background()).Err(); err != nil {
 		s.tb.Fatalf("redis CONFIG RESETSTAT: %v", err)
@@ -200,7 +220,7 @@ func (s *Server) ResetStats() {
 // ("config|resetstat").
 func (s *Server) Commands() map[string]int64 {
 	s.tb.Helper()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	c := s.newClient()
 	defer c.Close()
 	info, err := c.Info(context.Background(), "commandstats").Result()
 	if err != nil {

@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,19 +23,34 @@ const SentinelMaster = "mymaster"
 // master's death (down-after-milliseconds 1000).
 type SentinelGroup struct {
 	Master, Replica *Server
+	opts            SentinelOptions
 	sentinels       []*exec.Cmd
 	addrs           []string
 }
 
+// SentinelOptions tune the group. The zero value asks no password anywhere.
+type SentinelOptions struct {
+	// Password is the master's and the replica's (requirepass, masterauth);
+	// the sentinels know it (auth-pass).
+	Password string
+	// SentinelPassword is the sentinels' own (requirepass in their config).
+	SentinelPassword string
+}
+
 // StartSentinel starts the group and waits until the replica is in sync and
 // every sentinel knows the master. Everything stops at the test's end.
-func StartSentinel(tb testing.TB) *SentinelGroup {
+func StartSentinel(tb testing.TB, opts ...SentinelOptions) *SentinelGroup {
 	tb.Helper()
 	if _, err := exec.LookPath("redis-sentinel"); err != nil {
 		tb.Fatalf("redistest: redis-sentinel not found on PATH (apt-get install -y redis-sentinel): %v", err)
 	}
-	g := &SentinelGroup{Master: Start(tb, Options{AppendOnly: true})}
-	g.Replica = Start(tb, Options{AppendOnly: true, Args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(g.Master.Port())}})
+	g := &SentinelGroup{}
+	if len(opts) > 0 {
+		g.opts = opts[0]
+	}
+	g.Master = Start(tb, Options{AppendOnly: true, Password: g.opts.Password})
+	g.Replica = Start(tb, Options{AppendOnly: true, Password: g.opts.Password,
+		Args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(g.Master.Port())}})
 	if err := waitFor(15*time.Second, func() bool {
 		info, err := g.Replica.Client().Info(context.Background(), "replication").Result()
 		return err == nil && strings.Contains(info, "master_link_status:up")
@@ -56,6 +72,12 @@ sentinel down-after-milliseconds %s 1000
 sentinel failover-timeout %s 5000
 sentinel parallel-syncs %s 1
 `, port, dir, SentinelMaster, g.Master.Port(), SentinelMaster, SentinelMaster, SentinelMaster)
+		if g.opts.Password != "" {
+			content += fmt.Sprintf("sentinel auth-pass %s %s\n", SentinelMaster, g.opts.Password)
+		}
+		if g.opts.SentinelPassword != "" {
+			content += fmt.Sprintf("requirepass %s\n", g.opts.SentinelPassword)
+		}
 		if err := os.WriteFile(conf, []byte(content), 0o600); err != nil {
 			tb.Fatal(err)
 		}
@@ -77,7 +99,7 @@ sentinel parallel-syncs %s 1
 		g.addrs = append(g.addrs, "127.0.0.1:"+strconv.Itoa(port))
 	}
 	for _, addr := range g.addrs {
-		c := redis.NewSentinelClient(&redis.Options{Addr: addr})
+		c := g.sentinelClient(addr)
 		err := waitFor(15*time.Second, func() bool {
 			a, err := c.GetMasterAddrByName(context.Background(), SentinelMaster).Result()
 			return err == nil && len(a) == 2 && a[1] == strconv.Itoa(g.Master.Port())
@@ -93,16 +115,29 @@ sentinel parallel-syncs %s 1
 // Addrs are the sentinels' addresses.
 func (g *SentinelGroup) Addrs() []string { return g.addrs }
 
-// URL is the group as a REDIS_URL.
+// URL is the group as a REDIS_URL (database 0), passwords included.
 func (g *SentinelGroup) URL() string {
-	return "redis-sentinel://" + strings.Join(g.addrs, ",") + "?master=" + SentinelMaster
+	u := url.URL{Scheme: "redis-sentinel", Host: strings.Join(g.addrs, ","), Path: "/0"}
+	if g.opts.Password != "" {
+		u.User = url.UserPassword("", g.opts.Password)
+	}
+	q := url.Values{"master": {SentinelMaster}}
+	if g.opts.SentinelPassword != "" {
+		q.Set("sentinel_password", g.opts.SentinelPassword)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func (g *SentinelGroup) sentinelClient(addr string) *redis.SentinelClient {
+	return redis.NewSentinelClient(&redis.Options{Addr: addr, Password: g.opts.SentinelPassword})
 }
 
 // CurrentMaster asks the first sentinel that answers for the master's address.
 func (g *SentinelGroup) CurrentMaster(ctx context.Context) (string, error) {
 	var lastErr error
 	for _, addr := range g.addrs {
-		c := redis.NewSentinelClient(&redis.Options{Addr: addr})
+		c := g.sentinelClient(addr)
 		a, err := c.GetMasterAddrByName(ctx, SentinelMaster).Result()
 		c.Close()
 		if err == nil && len(a) == 2 {

@@ -236,7 +236,7 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) error {
 		return errors.Join(err, stopErr)
 	}
 	running.Store(true)
-	s.log.Info("scheduler started", zap.String("file", s.cfg.File), zap.Duration("lease", s.cfg.Lease),
+	s.log.Info("scheduler started", zap.String("redis", s.cfg.Redis.Target), zap.String("file", s.cfg.File), zap.Duration("lease", s.cfg.Lease),
 		zap.String("admin_addr", addrString(adminAddr)), zap.String("version", buildinfo.Version))
 	if started != nil {
 		started(adminAddr)

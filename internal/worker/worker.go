@@ -344,7 +344,8 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 		return fmt.Errorf("start: %w", err)
 	}
 	processing.Store(true)
-	w.log.Info("worker started", zap.Int("concurrency", w.cfg.Concurrency), zap.Any("queues", w.cfg.Queues),
+	w.log.Info("worker started", zap.String("redis", w.cfg.Redis.Target),
+		zap.Int("concurrency", w.cfg.Concurrency), zap.Any("queues", w.cfg.Queues),
 		zap.Strings("accounts", w.cfg.Accounts.Names()), zap.String("admin_addr", addrString(adminAddr)),
 		zap.Bool("profiling", w.cfg.Profiling && adminAddr != nil), zap.String("version", buildinfo.Version))
 	if started != nil {
