@@ -425,6 +425,36 @@ func TestEnqueueFileThousandLines(t *testing.T) {
 }
 
 // TestTaskAndDLQ works on tasks a real worker completed and dead-lettered.
+// TestTaskShowsTheWorkersRetryCap: `certmail task` reads CERTMAIL_MAX_RETRY
+// as the workers do, and shows a raw producer's task (asynq's MaxRetry 25)
+// with the cap that applies.
+func TestTaskShowsTheWorkersRetryCap(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	client := asynq.NewClient(e.redis.ConnOpt())
+	t.Cleanup(func() { client.Close() })
+	info, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id": 5}`)), asynq.ProcessIn(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, `"max_retry": 12,`},
+		{[]string{"--max-retry", "4"}, `"max_retry": 4,`},
+		{[]string{"--max-retry", "40"}, `"max_retry": 25,`},
+		{[]string{"--max-retry", "4", "-o", "table"}, `(?m)^retried:\s+0 of 4$`},
+	} {
+		if r := e.run(append([]string{"task", info.ID}, c.args...)...); r.code != 0 || !regexp.MustCompile(c.want).MatchString(r.stdout) {
+			t.Errorf("task %v: %+v, want %q", c.args, r, c.want)
+		}
+	}
+	if r := e.run("task", info.ID, "--max-retry=-1"); r.code != 2 || !strings.Contains(r.stderr, "CERTMAIL_MAX_RETRY") {
+		t.Errorf("task --max-retry -1: %+v, want exit 2 naming CERTMAIL_MAX_RETRY", r)
+	}
+}
+
 func TestTaskAndDLQ(t *testing.T) {
 	t.Parallel()
 	e := setup(t)

@@ -18,13 +18,17 @@ import (
 type TaskCmd struct {
 	RedisFlags
 	LogFlags
-	ID     string `arg:"" name:"id" help:"Task id, as enqueue printed it."`
-	Output string `short:"o" enum:"json,table" default:"json" help:"Output format: json or table."`
+	ID       string `arg:"" name:"id" help:"Task id, as enqueue printed it."`
+	Output   string `short:"o" enum:"json,table" default:"json" help:"Output format: json or table."`
+	MaxRetry int    `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"The workers' cap on retries: max_retry shows the lower of this and the task's own." group:"Tasks"`
 }
 
 // Run prints the task's status; a task no queue has is a failure (exit status 1).
 func (c *TaskCmd) Run(env *Env) error {
-	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{})
+	if c.MaxRetry < 0 {
+		return usagef("CERTMAIL_MAX_RETRY: %d must not be negative", c.MaxRetry)
+	}
+	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{MaxRetry: maxRetryConfig(c.MaxRetry)})
 	if err != nil {
 		return err
 	}

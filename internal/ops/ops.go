@@ -50,7 +50,8 @@ type Config struct {
 	// checked against (enqueue.Check); their zero value takes their
 	// defaults.
 	Rules enqueue.Rules
-	// MaxRetry is the retries given to new tasks; 0 means
+	// MaxRetry is the retries given to new tasks, and the workers' cap
+	// (CERTMAIL_MAX_RETRY) by which a task's MaxRetry is shown; 0 means
 	// tasks.DefaultMaxRetry, a negative value none.
 	MaxRetry int
 	// Retention is how long the result of a completed task is kept; 0 means

@@ -19,7 +19,7 @@ type TaskStatus struct {
 	Queue         string          `json:"queue"`
 	State         string          `json:"state"` // pending, scheduled, active, retry, archived or completed
 	Retried       int             `json:"retried"`
-	MaxRetry      int             `json:"max_retry"`
+	MaxRetry      int             `json:"max_retry"` // the cap that applies: the lower of the task's own and the Service's (CERTMAIL_MAX_RETRY, as the worker's)
 	LastError     string          `json:"last_error,omitempty"`
 	LastFailedAt  *time.Time      `json:"last_failed_at,omitempty"`
 	NextProcessAt *time.Time      `json:"next_process_at,omitempty"`
@@ -76,7 +76,7 @@ func (s *Service) status(ctx context.Context, info *asynq.TaskInfo) (TaskStatus,
 		Queue:         info.Queue,
 		State:         info.State.String(),
 		Retried:       info.Retried,
-		MaxRetry:      info.MaxRetry,
+		MaxRetry:      min(info.MaxRetry, s.MaxRetry()), // the worker stops at the lower
 		LastError:     deadletter.Clip(info.LastErr, deadletter.MaxText),
 		LastFailedAt:  timePtr(info.LastFailedAt),
 		NextProcessAt: timePtr(info.NextProcessAt),

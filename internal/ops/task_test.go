@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/enqueue"
@@ -38,6 +39,43 @@ func TestTaskAcrossQueues(t *testing.T) {
 		}
 		if st.Result != nil || st.CompletedAt != nil || st.LastFailedAt != nil || st.LastError != "" {
 			t.Errorf("Task(%s) of a task never run = %+v", ref.ID, st)
+		}
+	}
+}
+
+// TestTaskShowsTheRetryCapThatApplies: a raw producer's task carries asynq's
+// MaxRetry (25 by default), but the worker stops at CERTMAIL_MAX_RETRY;
+// what is shown is the lower of the two, the cap that applies.
+func TestTaskShowsTheRetryCapThatApplies(t *testing.T) {
+	t.Parallel()
+	b := setup(t, ops.Config{MaxRetry: 7})
+	client := asynq.NewClient(b.redis.ConnOpt())
+	t.Cleanup(func() { client.Close() })
+	payload := []byte(`{"order_id":12,"additional_emails":[]}`)
+	for _, tc := range []struct {
+		opts []asynq.Option
+		want int
+	}{
+		{nil, 7}, // asynq's default, 25
+		{[]asynq.Option{asynq.MaxRetry(30)}, 7},
+		{[]asynq.Option{asynq.MaxRetry(3)}, 3},
+		{[]asynq.Option{asynq.MaxRetry(0)}, 0},
+	} {
+		info, err := client.Enqueue(asynq.NewTask("set-emails", payload), append(tc.opts, asynq.ProcessIn(time.Hour))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := b.svc.Task(t.Context(), info.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inQueue, err := b.svc.TaskInQueue(t.Context(), info.Queue, info.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.MaxRetry != tc.want || inQueue.MaxRetry != tc.want {
+			t.Errorf("task of MaxRetry %d: max_retry %d (Task) and %d (TaskInQueue), want %d",
+				info.MaxRetry, st.MaxRetry, inQueue.MaxRetry, tc.want)
 		}
 	}
 }

@@ -24,13 +24,17 @@ type errorHandler struct {
 	metrics   *metrics
 	maxLen    int64
 	isFailure func(error) bool
+	// maxRetry is the worker's cap on a task's retries (CERTMAIL_MAX_RETRY):
+	// the lower of it and the task's own is the cap that applies, and the
+	// one logged.
+	maxRetry int
 }
 
 // HandleError implements asynq.ErrorHandler.
 func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error) {
 	id, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx) // the task's own, by which asynq archives
 	queue, _ := asynq.GetQueueName(ctx)
 
 	te := &taskError{code: "internal", class: classTransient, failure: true, err: err}
@@ -45,7 +49,7 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 	}
 	fields := []zap.Field{
 		zap.String("task_id", id), zap.String("task_type", deadletter.Clip(t.Type(), maxLabelLength)), zap.String("queue", queue),
-		zap.Int("attempt", retried+1), zap.Int("max_retry", maxRetry),
+		zap.Int("attempt", retried+1), zap.Int("max_retry", min(maxRetry, h.maxRetry)),
 		zap.String("error_code", te.code), zap.String("error_class", te.class),
 		zap.Int("http_status", te.status), zap.String("error", te.Error()),
 	}

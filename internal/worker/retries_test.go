@@ -117,7 +117,8 @@ func TestTransientFailureExhaustsRetries(t *testing.T) {
 
 // The worker's own cap on retries (CERTMAIL_MAX_RETRY) wins over a
 // producer's larger MaxRetry: with a cap of 1, the second failed delivery
-// dead-letters the task although the task itself allows 5 retries.
+// dead-letters the task although the task itself allows 5 retries, and the
+// log lines show that cap as max_retry.
 func TestWorkerRetryCapOverridesProducer(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{configure: func(c *worker.Config) { c.MaxRetry = 1 }})
@@ -139,8 +140,12 @@ func TestWorkerRetryCapOverridesProducer(t *testing.T) {
 		t.Errorf("dead letter = %v, want task %s after 2 attempts with http_503", e, id)
 	}
 	errs := b.logs.Lines("error", "task dead-lettered")
-	if len(errs) != 1 || errs[0]["attempt"] != int64(2) {
-		t.Errorf("ERROR lines = %v, want one at attempt 2", errs)
+	if len(errs) != 1 || errs[0]["attempt"] != int64(2) || errs[0]["max_retry"] != int64(1) {
+		t.Errorf("ERROR lines = %v, want one at attempt 2 of max_retry 1 (the cap that applies)", errs)
+	}
+	warns := b.logs.Lines("warn", "delivery failed; will retry")
+	if len(warns) != 1 || warns[0]["attempt"] != int64(1) || warns[0]["max_retry"] != int64(1) {
+		t.Errorf("WARN lines = %v, want one at attempt 1 of max_retry 1 (the cap that applies)", warns)
 	}
 	if n := b.fake.RequestCount(); n < 2 || n > 2*4 {
 		t.Errorf("fake saw %d requests for 2 deliveries", n)

@@ -212,15 +212,20 @@ func New(cfg Config) (*Worker, error) {
 		p.accounts[name] = rt
 	}
 	return &Worker{
-		cfg:     cfg,
-		rdb:     rdb,
-		proc:    p,
-		errs:    &errorHandler{rdb: rdb, log: cfg.Logger, metrics: m, maxLen: cfg.DeadLetterMaxLen, isFailure: IsFailure},
+		cfg:  cfg,
+		rdb:  rdb,
+		proc: p,
+		errs: &errorHandler{rdb: rdb, log: cfg.Logger, metrics: m, maxLen: cfg.DeadLetterMaxLen, isFailure: IsFailure,
+			maxRetry: cfg.retryCap()},
 		metrics: m,
 		log:     cfg.Logger,
 		doneLog: cfg.Logger.WithOptions(zap.WithCaller(false)),
 	}, nil
 }
+
+// retryCap is the most retries the worker gives any task: MaxRetry, 0 when
+// negative. A task's own MaxRetry applies when lower.
+func (c Config) retryCap() int { return max(c.MaxRetry, 0) }
 
 // Handler returns the task handler: an asynq ServeMux with one handler per
 // task type, wrapped in the logging and metrics middleware. Task types the
@@ -236,7 +241,7 @@ func (w *Worker) Handler() asynq.Handler {
 	for _, t := range tasks.Types() {
 		known[t] = true
 	}
-	maxRetry := max(w.cfg.MaxRetry, 0)
+	maxRetry := w.cfg.retryCap()
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		if !known[t.Type()] {
 			return permanent("unknown_type", 0, fmt.Errorf("task type %.64q: %w", t.Type(), tasks.ErrUnknownType))
