@@ -3,6 +3,7 @@ package worker_test
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -232,5 +233,15 @@ func TestLimiterWaitHandsTaskBackWithoutRetry(t *testing.T) {
 	}
 	if n := len(b.logs.Lines("warn", "")) + len(b.logs.Lines("error", "")); n != 0 {
 		t.Errorf("%d WARN or ERROR lines for a wait, want none", n)
+	}
+	// The reason says that certmail held the request back, not that
+	// DigiCert did not answer: nothing was sent.
+	const reason = "rate_limit_wait: not sent to DigiCert, held back by certmail's own rate limiter: next request slot in "
+	if !strings.HasPrefix(info.LastErr, reason) {
+		t.Errorf("last_error %q, want it to start with %q", info.LastErr, reason)
+	}
+	lines := b.logs.Lines("info", "delivery deferred")
+	if len(lines) != 1 || !strings.HasPrefix(fmt.Sprint(lines[0]["error"]), reason) {
+		t.Errorf("INFO lines %v, want one whose reason starts with %q", lines, reason)
 	}
 }

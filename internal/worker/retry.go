@@ -16,6 +16,7 @@ import (
 
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -129,6 +130,15 @@ func describe(err error) string {
 			return strings.TrimSpace(fmt.Sprintf("DigiCert answered %d %s", apiErr.Status, http.StatusText(apiErr.Status)))
 		}
 		return strings.Join(msgs, "; ")
+	case errors.As(err, &reqErr) && digicert.ErrorCode(err) == "rate_limiter":
+		// Nothing was sent: certmail's own limiter held the request back
+		// (a wait for a slot, or the limiter's Redis out of reach).
+		why := strings.TrimPrefix(reqErr.Err.Error(), "rate limiter: ")
+		var we *ratelimit.WaitError
+		if errors.As(err, &we) {
+			why = "next request slot in " + we.Wait.Round(time.Millisecond).String()
+		}
+		return "not sent to DigiCert, held back by certmail's own rate limiter: " + why
 	case errors.As(err, &reqErr):
 		return "no answer from DigiCert: " + reqErr.Err.Error()
 	}
