@@ -44,6 +44,9 @@ func definedMetrics(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(defined) < 10 {
+		t.Fatalf("%d metrics found in internal: the search is broken", len(defined))
+	}
 	return defined
 }
 

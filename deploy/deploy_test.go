@@ -418,6 +418,33 @@ func TestSchedulesFilesValid(t *testing.T) {
 
 var metricName = regexp.MustCompile(`certmail_[a-z0-9_]+`)
 
+// TestMetricsTable: the README's Metrics table names every metric the code
+// registers, and none that it does not.
+func TestMetricsTable(t *testing.T) {
+	t.Parallel()
+	_, table, ok := strings.Cut(readmeSection(t, "Operations"), "**Metrics**")
+	if !ok {
+		t.Fatal("README Operations has no **Metrics** paragraph")
+	}
+	_, table, _ = strings.Cut(table, "\n|")
+	table, _, _ = strings.Cut(table, "\n\n")
+	listed := map[string]bool{}
+	for _, m := range metricName.FindAllString(table, -1) {
+		listed[m] = true
+	}
+	defined := definedMetrics(t)
+	for m := range defined {
+		if !listed[m] {
+			t.Errorf("%s is registered but not in the README's Metrics table", m)
+		}
+	}
+	for m := range listed {
+		if _, ok := defined[m]; !ok {
+			t.Errorf("the README's Metrics table lists %s, which no code registers", m)
+		}
+	}
+}
+
 // TestMetricsExist: every metric the alerts and the dashboard use is one
 // the code registers.
 func TestMetricsExist(t *testing.T) {
