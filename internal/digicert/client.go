@@ -42,6 +42,13 @@ const (
 	EndpointOrderValidation  = "order-validation"  // GET /order/certificate/{id}/validation
 )
 
+// Endpoints returns the name of every endpoint the client calls, so that a
+// caller can create each endpoint's metric series before its first request.
+func Endpoints() []string {
+	return []string{EndpointAdditionalEmails, EndpointResendEmails, EndpointSendEmail,
+		EndpointDomainDCVEmails, EndpointOrderValidation}
+}
+
 const (
 	defaultUserAgent = "certmail/dev"
 	// DefaultTimeout bounds one HTTP attempt unless Config says otherwise

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -1150,5 +1151,55 @@ func TestClient_SetAPIKey(t *testing.T) {
 				t.Errorf("%s holds %q: %s", what, leak, out)
 			}
 		}
+	}
+}
+
+// Endpoints names every endpoint the client calls, as the worker creates
+// each one's 429 series from it before the first request: every method that
+// calls DigiCert is called here (a new one fails the test until it is), and
+// the endpoints they report are exactly Endpoints().
+func TestEndpointsNamesEveryCall(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	calls := map[string]func(ctx context.Context) error{
+		"SetAdditionalEmails": func(ctx context.Context) error {
+			_, err := b.client.SetAdditionalEmails(ctx, orderID, []byte(`{"additional_emails":[]}`))
+			return err
+		},
+		"ResendDCVEmails": func(ctx context.Context) error {
+			_, err := b.client.ResendDCVEmails(ctx, orderID, []byte(`{}`))
+			return err
+		},
+		"SendCertificateEmail": func(ctx context.Context) error {
+			_, err := b.client.SendCertificateEmail(ctx, certID, []byte(`{"emails":["jill@example.com"],"certificate_collect_format":"attachment"}`))
+			return err
+		},
+		"ResendDomainDCVEmails": func(ctx context.Context) error {
+			_, err := b.client.ResendDomainDCVEmails(ctx, orderID, []byte(`{"name_scope":"sub.example.com","email_array":["admin@example.com"]}`))
+			return err
+		},
+		"OrderValidation": func(ctx context.Context) error {
+			_, _, err := b.client.OrderValidation(ctx, orderID)
+			return err
+		},
+	}
+	ctxType := reflect.TypeFor[context.Context]()
+	ct := reflect.TypeFor[*digicert.Client]()
+	for i := range ct.NumMethod() {
+		m := ct.Method(i)
+		if m.Type.NumIn() > 1 && m.Type.In(1) == ctxType && calls[m.Name] == nil {
+			t.Errorf("(*Client).%s takes a context, so it may call DigiCert: call it here", m.Name)
+		}
+	}
+	for name, call := range calls {
+		if err := call(t.Context()); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	endpoints, _ := b.obs.seen()
+	slices.Sort(endpoints)
+	want := slices.Sorted(slices.Values(digicert.Endpoints()))
+	if endpoints = slices.Compact(endpoints); !slices.Equal(endpoints, want) {
+		t.Errorf("the calls report endpoints %q, Endpoints() = %q", endpoints, want)
 	}
 }

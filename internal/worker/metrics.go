@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -46,7 +48,8 @@ type metrics struct {
 }
 
 // newMetrics registers the worker's series; accounts are the configured
-// account names, whose pause is read from rdb at each scrape.
+// account names, whose pause is read from rdb at each scrape and whose 429
+// and cool-down series are created at 0.
 func newMetrics(reg prometheus.Registerer, rdb redis.UniversalClient, accounts []string) *metrics {
 	m := &metrics{
 		knownTypes: map[string]bool{},
@@ -89,6 +92,17 @@ func newMetrics(reg prometheus.Registerer, rdb redis.UniversalClient, accounts [
 	}
 	for _, t := range tasks.Types() {
 		m.knownTypes[t] = true
+	}
+	// The series of a first 429 exist at 0 from the start: a counter series
+	// created by its first event, at 1, has no increase, and the 429 alert
+	// would miss the one 429 that the shared cool-down usually leaves. Only
+	// the 429s, whose label values are all known here: the other statuses
+	// appear with their first answer.
+	for _, a := range accounts {
+		for _, e := range digicert.Endpoints() {
+			m.requests.WithLabelValues(a, e, strconv.Itoa(http.StatusTooManyRequests))
+		}
+		m.coolDowns.WithLabelValues(a)
 	}
 	reg.MustRegister(m.tasks, m.inFlight, m.taskDuration, m.requests, m.latency, m.deadLetters,
 		m.limiterWaits, m.coolDowns, &pausedCollector{rdb: rdb, accounts: accounts, desc: prometheus.NewDesc(

@@ -2,11 +2,13 @@ package worker_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/worker"
 )
@@ -137,5 +139,32 @@ func TestDeliveryMetricsMove(t *testing.T) {
 		if v, ok := sum(text, m.name, m.labels...); !ok || !m.want(v) {
 			t.Errorf("%s%v = %v (exposed: %t), want %s", m.name, m.labels, v, ok, m.what)
 		}
+	}
+}
+
+// The series the 429 alert reads exist at 0 from the start, for each
+// configured account and each DigiCert endpoint: a counter series created by
+// its first 429, at 1, has no increase, and CertmailDigiCert429 would miss
+// the single 429 the shared cool-down usually leaves. No other status is
+// created ahead.
+func TestRateLimitSeriesExistFromStart(t *testing.T) {
+	t.Parallel()
+	b, _ := twoAccounts(t, setupOpts{})
+	text := b.scrape(t, 0)
+	for _, a := range []string{"default", "eu"} {
+		for _, e := range digicert.Endpoints() {
+			if v, ok := sum(text, "certmail_digicert_requests_total", "account", a, "endpoint", e, "status", "429"); !ok || v != 0 {
+				t.Errorf(`certmail_digicert_requests_total{account=%q,endpoint=%q,status="429"} = %v (exposed: %t), want 0`, a, e, v, ok)
+			}
+		}
+		if v, ok := sum(text, "certmail_ratelimit_cooldowns_total", "account", a); !ok || v != 0 {
+			t.Errorf("certmail_ratelimit_cooldowns_total{account=%q} = %v (exposed: %t), want 0", a, v, ok)
+		}
+	}
+	if v, ok := sum(text, "certmail_digicert_requests_total"); !ok || v != 0 {
+		t.Errorf("certmail_digicert_requests_total sums to %v before any request, want 0", v)
+	}
+	if strings.Contains(text, `status="204"`) {
+		t.Error("a series of another status exists before any request")
 	}
 }
