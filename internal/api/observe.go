@@ -91,6 +91,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // paths never become label values.
 const routeUnmatched = "unmatched"
 
+// routeLabel is the route of r in the metrics and the request log: the
+// pattern the mux picked for it or, for a request refused before the mux
+// ran (by the cross-origin check or authentication), the pattern it would
+// have picked, as authentication decided on it. Anything but a registered
+// pattern is routeUnmatched, so labels stay within the route table.
+func (s *Server) routeLabel(r *http.Request) string {
+	pattern := r.Pattern
+	if pattern == "" {
+		_, pattern = s.mux.Handler(r)
+	}
+	if _, ok := s.access[pattern]; !ok {
+		return routeUnmatched
+	}
+	return pattern
+}
+
 // requestIDHeader carries the request id: taken from the request when it is
 // a sensible id, otherwise generated, and always sent back. It is a
 // canonical key, set without Header.Set.
@@ -130,10 +146,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		if !rec.wrote {
 			status = http.StatusOK
 		}
-		route := r.Pattern
-		if route == "" {
-			route = routeUnmatched
-		}
+		route := s.routeLabel(r)
 		series := s.metrics.series(route, status)
 		series.requests.Inc()
 		series.duration.Observe(elapsed.Seconds())

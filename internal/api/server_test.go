@@ -269,6 +269,77 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
+// A request refused before its handler runs (no token, a token not valid,
+// a role that may not, an address that failed too often, a cross-origin
+// change) is counted under the pattern of the route it asked for, as its
+// handler's answers are; "unmatched" stays for requests that match no
+// route, with or without a token.
+func TestMetricsRouteOfRefusedRequests(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{configure: func(c *api.Config) { c.AuthFailures = api.AuthFailureLimit{Burst: 2, Every: time.Hour} }})
+	serve := func(method, path, remote string, header http.Header, status int) {
+		t.Helper()
+		req := httptest.NewRequest(method, path, strings.NewReader(`{"order_id": 1}`))
+		req.RemoteAddr = remote
+		req.Header = header
+		rec := httptest.NewRecorder()
+		b.srv.ServeHTTP(rec, req)
+		if rec.Code != status {
+			t.Fatalf("%s %s: %d %.200s, want %d", method, path, rec.Code, rec.Body, status)
+		}
+	}
+	const client, guesser = "203.0.113.5:40000", "198.51.100.9:40000"
+	none := http.Header{}
+	bearer := func(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
+	crossSite := func(h http.Header) http.Header {
+		h.Set("Sec-Fetch-Site", "cross-site")
+		h.Set("Content-Type", "text/plain")
+		return h
+	}
+	serve(http.MethodGet, "/v1/tasks/abc", client, none, http.StatusUnauthorized)
+	serve(http.MethodGet, "/v1/dead-letters", client, bearer(producerToken), http.StatusForbidden)
+	serve(http.MethodGet, "/monitoring/api/queues", client, none, http.StatusUnauthorized)
+	serve(http.MethodPost, "/v1/tasks/resend-dcv", client, crossSite(bearer(testToken)), http.StatusForbidden)
+	serve(http.MethodPost, "/monitoring/api/queues/default:pause", client, crossSite(basicAuth(testToken)), http.StatusForbidden)
+	for i := range 2 {
+		serve(http.MethodGet, "/v1/schedules", guesser, bearer(fmt.Sprintf("guess-%d-0123456789abcdef", i)), http.StatusUnauthorized)
+	}
+	serve(http.MethodGet, "/v1/schedules", guesser, bearer(testToken), http.StatusTooManyRequests)
+	serve(http.MethodGet, "/v1/no/such/route/12345", client, none, http.StatusNotFound)
+	serve(http.MethodGet, "/v1/no/such/route/12345", client, bearer(testToken), http.StatusNotFound)
+	serve(http.MethodPut, "/v1/schedules", client, none, http.StatusMethodNotAllowed)
+
+	res := b.do(t, http.MethodGet, "/metrics", "", http.Header{})
+	text := string(res.body)
+	for _, want := range []string{
+		`certmail_api_requests_total{route="GET /v1/tasks/{id}",status="401"} 1`,
+		`certmail_api_requests_total{route="GET /v1/dead-letters",status="403"} 1`,
+		`certmail_api_requests_total{route="/monitoring/",status="401"} 1`,
+		`certmail_api_requests_total{route="POST /v1/tasks/{type}",status="403"} 1`,
+		`certmail_api_requests_total{route="/monitoring/",status="403"} 1`,
+		`certmail_api_requests_total{route="GET /v1/schedules",status="401"} 2`,
+		`certmail_api_requests_total{route="GET /v1/schedules",status="429"} 1`,
+		`certmail_api_requests_total{route="unmatched",status="404"} 2`,
+		`certmail_api_requests_total{route="unmatched",status="405"} 1`,
+		`certmail_api_request_duration_seconds_count{route="GET /v1/schedules"} 3`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, `certmail_api_requests_total{route="unmatched"`) &&
+			!strings.Contains(line, `status="404"`) && !strings.Contains(line, `status="405"`) {
+			t.Errorf("a refusal counted as matching no route: %s", line)
+		}
+	}
+	for _, path := range []string{"/v1/no/such", "/v1/tasks/abc", "default:pause", "/monitoring/api"} {
+		if strings.Contains(text, path) {
+			t.Errorf("the path %s became a label value", path)
+		}
+	}
+}
+
 func TestRequestLog(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
