@@ -18,6 +18,13 @@ import (
 // SIGTERM unless told otherwise.
 const fakeShutdownTimeout = 5 * time.Second
 
+// fakeRecordLimit is how many requests the standalone fake keeps
+// (digicerttest.Config.RecordLimit). Nothing reads them from outside the
+// process, but unbounded they would grow for as long as the compose
+// sandbox runs; a thousand keep a debugger's view cheap (`certmail dev`,
+// whose tests read them, keeps ten thousand).
+const fakeRecordLimit = 1000
+
 // FakeDigicertCmd serves the fake CertCentral over HTTP.
 type FakeDigicertCmd struct {
 	Addr         string        `default:"${fake_addr}" help:"Listen address."`
@@ -33,6 +40,16 @@ type FakeDigicertCmd struct {
 	ResetRate    float64       `name:"reset-rate" help:"Share of requests whose connection is reset (0 to 1)."`
 	ShutdownFor  time.Duration `name:"shutdown-timeout" default:"${fake_shutdown_timeout}" help:"How long to let open requests finish on SIGTERM."`
 	ApproveAfter int           `name:"approve-after" help:"Approve a domain once this many DCV resends reached it, and issue an order once all its domains are (0: never), so that schedules can be watched ending."`
+}
+
+// config is the fake's configuration.
+func (c *FakeDigicertCmd) config(keys []string, windows []ratelimit.Window) digicerttest.Config {
+	cfg := digicerttest.Config{APIKeys: keys, AnyIDExists: c.AnyID, BlockFor: c.BlockFor, ApproveAfter: c.ApproveAfter,
+		RecordLimit: fakeRecordLimit}
+	for _, w := range windows {
+		cfg.RateLimits = append(cfg.RateLimits, digicerttest.Window{Limit: w.Limit, Period: w.Period})
+	}
+	return cfg
 }
 
 // Run serves until the process is told to stop.
@@ -65,11 +82,7 @@ func (c *FakeDigicertCmd) Run(env *Env) error {
 	if len(keys) == 0 {
 		return usagef("no API key: give --api-key or --api-key-file (DIGICERT_API_KEY or DIGICERT_API_KEY_FILE)")
 	}
-	cfg := digicerttest.Config{APIKeys: keys, AnyIDExists: c.AnyID, BlockFor: c.BlockFor, ApproveAfter: c.ApproveAfter}
-	for _, w := range windows {
-		cfg.RateLimits = append(cfg.RateLimits, digicerttest.Window{Limit: w.Limit, Period: w.Period})
-	}
-	fake := digicerttest.New(cfg)
+	fake := digicerttest.New(c.config(keys, windows))
 	fake.AddOrder(c.Orders...)
 	fake.AddCertificate(c.Certs...)
 	fake.SetFaults(digicerttest.Faults{Latency: c.Latency, ErrorRate: c.ErrorRate, ResetRate: c.ResetRate})

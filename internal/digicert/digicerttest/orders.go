@@ -86,6 +86,7 @@ func (s *Server) SetOrder(o Order) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.setOrder(o.clone().withDefaults())
+	s.learned.remove(o.ID) // set by hand: kept for good
 }
 
 // setOrder needs s.mu held.
@@ -135,13 +136,42 @@ func (s *Server) model(id int64) *Order {
 }
 
 // materialize makes the synthetic model of an existing order a stored one,
-// so that changes to it last; it needs s.mu held.
+// so that changes to it last, for good (a test changed it by hand); it needs
+// s.mu held.
 func (s *Server) materialize(id int64) *Order {
+	m := s.learn(id)
+	s.learned.remove(id)
+	return m
+}
+
+// learn is materialize for a request (ApproveAfter counting resends): the
+// models made this way are kept for the MaxIDs orders learned most
+// recently, since a demo's every id would grow them without bound, and an
+// order forgotten is synthetic again. It needs s.mu held.
+func (s *Server) learn(id int64) *Order {
 	if m := s.models[id]; m != nil {
+		if _, ok := s.learned.get(id); ok {
+			s.learned.put(id, struct{}{}) // the newest again
+		}
 		return m
 	}
 	s.setOrder(syntheticOrder(id))
+	if forgot, ok := s.learned.put(id, struct{}{}); ok {
+		s.forgetOrder(forgot)
+	}
 	return s.models[id]
+}
+
+// forgetOrder drops an order's model and its domains; it needs s.mu held.
+func (s *Server) forgetOrder(id int64) {
+	if m := s.models[id]; m != nil {
+		for _, d := range m.Domains {
+			if s.domainOrder[d.ID] == id {
+				delete(s.domainOrder, d.ID)
+			}
+		}
+		delete(s.models, id)
+	}
 }
 
 // ApproveDomain approves a domain, as its owner answering a DCV email
@@ -160,6 +190,7 @@ func (s *Server) ApproveDomain(domainID int64) bool {
 	case !ok:
 		return false
 	}
+	s.learned.remove(orderID) // changed by hand: kept for good
 	s.approve(s.models[orderID], domainID)
 	return true
 }
@@ -197,7 +228,7 @@ func (s *Server) countOrderResend(orderID int64) {
 	if s.approveAfter <= 0 {
 		return
 	}
-	m := s.materialize(orderID)
+	m := s.learn(orderID)
 	for _, d := range slices.Clone(m.Domains) {
 		if d.Status == StatusPending {
 			s.countDomainResend(d.ID)
@@ -211,8 +242,9 @@ func (s *Server) countDomainResend(domainID int64) {
 	if s.approveAfter <= 0 {
 		return
 	}
-	s.resends[domainID]++
-	if s.resends[domainID] < s.approveAfter {
+	n, _ := s.resends.get(domainID)
+	s.resends.put(domainID, n+1)
+	if n+1 < s.approveAfter {
 		return
 	}
 	if orderID := s.domainOrder[domainID]; orderID != 0 {
@@ -239,10 +271,10 @@ func (s *Server) resendDomainEmails(send DomainDCVSend) answer {
 		return apiError(http.StatusNotFound, "not_found|domain", "Domain not found.")
 	}
 	if _, known := s.domainOrder[send.DomainID]; !known && s.approveAfter > 0 && s.orderExists(send.DomainID) {
-		s.materialize(send.DomainID) // the synthetic order's domain, so that its approval lasts
+		s.learn(send.DomainID) // the synthetic order's domain, so that its approval lasts
 	}
 	send.At = s.clock()
-	s.domainSends[send.DomainID] = append(s.domainSends[send.DomainID], send)
+	appendLog(s.domainSends, send.DomainID, send)
 	s.countDomainResend(send.DomainID)
 	return answer{status: http.StatusNoContent}
 }

@@ -15,7 +15,8 @@ type Request struct {
 	Method   string
 	Path     string
 	Header   http.Header
-	Body     []byte
+	Body     []byte // the first MaxRecordedBody bytes of the body
+	BodySize int    // the size of the body received
 	Status   int
 	At       time.Time
 	KeyValid bool // whether X-DC-DEVKEY held a valid key when the request arrived
@@ -27,7 +28,7 @@ func (r Request) String() string {
 	if r.KeyValid {
 		key = "key valid"
 	}
-	return fmt.Sprintf("%s %s: %d (%s, %d-byte body)", r.Method, r.Path, r.Status, key, len(r.Body))
+	return fmt.Sprintf("%s %s: %d (%s, %d-byte body)", r.Method, r.Path, r.Status, key, r.BodySize)
 }
 
 // Format prints String for every verb, so that no verb prints the key header.

@@ -3,7 +3,9 @@
 // (the four PUTs and GET /order/certificate/{id}/validation), checks keys,
 // rate limits, routes and bodies the way CertCentral does, answers with
 // CertCentral's error codes, keeps the effects (stored emails, sent DCV and
-// certificate emails) for tests to inspect, and can misbehave on demand
+// certificate emails) for tests to inspect, within bounds that hold a
+// long-running demo's memory (MaxSendsPerID, MaxIDs, MaxRecordedBody,
+// Config.RecordLimit), and can misbehave on demand
 // (latency, CDN errors, resets, hangs, scripted answers). It models the
 // validation of orders (DV, OV, EV; per domain: id, name scope, method,
 // status) and can approve domains and issue orders, by hand (ApproveDomain,
@@ -19,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +39,25 @@ const (
 	// DefaultBlockFor is Config.BlockFor's default.
 	DefaultBlockFor = 10 * time.Second
 	maxRequestBody  = 1 << 20
+)
+
+// Bounds on what the fake keeps, so that a long-running demo server
+// (`certmail fake-digicert`, `certmail dev`) holds a bounded amount of
+// memory whatever it is sent. Config.RecordLimit bounds the number of
+// records.
+const (
+	// MaxRecordedBody is how much of a request's body its record keeps
+	// (Request.Body); Request.BodySize tells the size received. Every body
+	// certmail sends in the tests is far smaller.
+	MaxRecordedBody = 16 << 10
+	// MaxSendsPerID is how many entries the effect logs (DCVSends,
+	// CertSends, DomainDCVSends) keep per id: the newest.
+	MaxSendsPerID = 100
+	// MaxIDs is how many ids each effect log, the additional emails, the
+	// resends counted for ApproveAfter and the orders learned from requests
+	// keep: those written most recently. An id written before the last
+	// MaxIDs others is forgotten, as if it had never been written.
+	MaxIDs = 1000
 )
 
 // Window is one rolling rate-limit window: at most Limit requests per key in
@@ -140,16 +162,17 @@ type Server struct {
 	approveAfter int
 	models       map[int64]*Order // orders whose validation is modelled, by id
 	domainOrder  map[int64]int64  // domain id → its modelled order's id, 0 for a domain on its own
+	learned      *idMap[struct{}] // the models made by requests rather than set by hand, bounded
 	requests     []*record
 	gen          uint64 // incremented by Reset
 	total        int
 	statuses     map[int]int
 	usage        map[string]*usage
-	additional   map[int64][]string
-	dcvSends     map[int64][]DCVSend
-	certSends    map[int64][]CertSend
-	domainSends  map[int64][]DomainDCVSend
-	resends      map[int64]int // DCV resends that reached each domain
+	additional   *idMap[[]string]
+	dcvSends     *idMap[[]DCVSend]
+	certSends    *idMap[[]CertSend]
+	domainSends  *idMap[[]DomainDCVSend]
+	resends      *idMap[int] // DCV resends that reached each domain
 }
 
 // New returns a fake configured by cfg. Orders and certificates are added
@@ -167,6 +190,7 @@ func New(cfg Config) *Server {
 		approveAfter: cfg.ApproveAfter,
 		models:       map[int64]*Order{},
 		domainOrder:  map[int64]int64{},
+		learned:      newIDMap[struct{}](MaxIDs),
 	}
 	if s.clock == nil {
 		s.clock = time.Now
@@ -316,11 +340,11 @@ func (s *Server) resetState() {
 	s.total = 0
 	s.statuses = map[int]int{}
 	s.usage = map[string]*usage{}
-	s.additional = map[int64][]string{}
-	s.dcvSends = map[int64][]DCVSend{}
-	s.certSends = map[int64][]CertSend{}
-	s.domainSends = map[int64][]DomainDCVSend{}
-	s.resends = map[int64]int{}
+	s.additional = newIDMap[[]string](MaxIDs)
+	s.dcvSends = newIDMap[[]DCVSend](MaxIDs)
+	s.certSends = newIDMap[[]CertSend](MaxIDs)
+	s.domainSends = newIDMap[[]DomainDCVSend](MaxIDs)
+	s.resends = newIDMap[int](MaxIDs)
 }
 
 // answer is a response decided by the handler.
@@ -357,7 +381,8 @@ func (s *Server) receive(r *http.Request, body []byte) (*record, *answer, Faults
 		Method:   r.Method,
 		Path:     r.URL.Path,
 		Header:   r.Header.Clone(),
-		Body:     body,
+		Body:     slices.Clone(body[:min(len(body), MaxRecordedBody)]), // not a slice of body: that would keep all of it
+		BodySize: len(body),
 		At:       s.clock(),
 		KeyValid: key != "" && s.keys[key],
 	}}
@@ -655,7 +680,7 @@ func (s *Server) setAdditionalEmails(orderID int64, emails []string) answer {
 	if !s.orderExists(orderID) {
 		return orderNotFound()
 	}
-	s.additional[orderID] = emails
+	s.additional.put(orderID, emails)
 	return answer{status: http.StatusNoContent}
 }
 
@@ -671,7 +696,7 @@ func (s *Server) resendEmails(send DCVSend) answer {
 		return notDVOrder()
 	}
 	send.At = s.clock()
-	s.dcvSends[send.OrderID] = append(s.dcvSends[send.OrderID], send)
+	appendLog(s.dcvSends, send.OrderID, send)
 	s.countOrderResend(send.OrderID)
 	return answer{status: http.StatusNoContent}
 }
@@ -684,7 +709,7 @@ func (s *Server) sendEmail(send CertSend) answer {
 		return apiError(http.StatusNotFound, "not_found|certificate", "Certificate not found.")
 	}
 	send.At = s.clock()
-	s.certSends[send.CertificateID] = append(s.certSends[send.CertificateID], send)
+	appendLog(s.certSends, send.CertificateID, send)
 	return answer{status: http.StatusNoContent}
 }
 

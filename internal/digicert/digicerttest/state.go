@@ -71,35 +71,41 @@ func (s *Server) StatusCount(status int) int {
 }
 
 // AdditionalEmails returns the additional emails an order holds now, and
-// false when they were never set.
+// false when they were never set (or were set before the last MaxIDs other
+// orders').
 func (s *Server) AdditionalEmails(orderID int64) ([]string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	emails, ok := s.additional[orderID]
+	emails, ok := s.additional.get(orderID)
 	if !ok {
 		return nil, false
 	}
 	return slices.Clone(emails), true
 }
 
-// DCVSends returns the accepted resend-emails requests of an order, oldest first.
+// DCVSends returns the accepted resend-emails requests of an order, oldest
+// first: the last MaxSendsPerID, none once MaxIDs other orders were sent
+// to since.
 func (s *Server) DCVSends(orderID int64) []DCVSend {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]DCVSend, len(s.dcvSends[orderID]))
-	for i, send := range s.dcvSends[orderID] {
+	log, _ := s.dcvSends.get(orderID)
+	out := make([]DCVSend, len(log))
+	for i, send := range log {
 		send.DomainApprovalEmails = slices.Clone(send.DomainApprovalEmails)
 		out[i] = send
 	}
 	return out
 }
 
-// CertSends returns the accepted sendemail requests of a certificate, oldest first.
+// CertSends returns the accepted sendemail requests of a certificate,
+// oldest first, bounded as DCVSends.
 func (s *Server) CertSends(certificateID int64) []CertSend {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]CertSend, len(s.certSends[certificateID]))
-	for i, send := range s.certSends[certificateID] {
+	log, _ := s.certSends.get(certificateID)
+	out := make([]CertSend, len(log))
+	for i, send := range log {
 		send.Emails = slices.Clone(send.Emails)
 		out[i] = send
 	}
@@ -107,12 +113,13 @@ func (s *Server) CertSends(certificateID int64) []CertSend {
 }
 
 // DomainDCVSends returns the accepted DCV resends of a domain through its own
-// endpoint, oldest first.
+// endpoint, oldest first, bounded as DCVSends.
 func (s *Server) DomainDCVSends(domainID int64) []DomainDCVSend {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]DomainDCVSend, len(s.domainSends[domainID]))
-	for i, send := range s.domainSends[domainID] {
+	log, _ := s.domainSends.get(domainID)
+	out := make([]DomainDCVSend, len(log))
+	for i, send := range log {
 		send.EmailArray = slices.Clone(send.EmailArray)
 		out[i] = send
 	}
