@@ -2,11 +2,13 @@
 // has a name that tasks refer to ("default" unless a task says otherwise), a
 // CertCentral base URL, an API key and its own rate-limit windows. Accounts
 // come from DIGICERT_API_KEY/DIGICERT_BASE_URL (the account "default") and
-// from the YAML file DIGICERT_ACCOUNTS_FILE.
+// from the YAML file DIGICERT_ACCOUNTS_FILE. No two accounts may have the
+// same key at the same base URL, since DigiCert limits a key, not an account.
 package account
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/url"
@@ -86,6 +88,7 @@ type Default struct {
 // environment; otherwise "default" comes from the environment, and exists
 // when there is no file or when DIGICERT_API_KEY or DIGICERT_API_KEY_FILE is
 // set, so that every process sharing the configuration agrees on the names.
+// With needKeys it refuses two accounts with the same key and base URL.
 func Load(def Default, file string, needKeys bool) (Set, error) {
 	set := Set{}
 	limits, err := ratelimit.ParseWindows(def.RateLimits)
@@ -125,7 +128,41 @@ func Load(def Default, file string, needKeys bool) (Set, error) {
 			set[tasks.DefaultAccount] = defAcct
 		}
 	}
+	if needKeys {
+		if err := checkKeysDistinct(set); err != nil {
+			return nil, err
+		}
+	}
 	return set, nil
+}
+
+// checkKeysDistinct refuses two accounts with the same key at the same
+// instance. DigiCert counts and blocks a key, not an account, while
+// certmail limits and cools down per account: two such accounts would go
+// over the key's windows together, and one would keep sending while the
+// other waits out a 429. The keys are compared by hash, never printed.
+func checkKeysDistinct(set Set) error {
+	seen := map[[sha256.Size]byte]string{} // hash of base URL and key → the first account
+	for _, name := range set.Names() {
+		a := set[name]
+		id := sha256.Sum256([]byte(sameInstance(a.BaseURL) + "\x00" + a.APIKey.Reveal()))
+		if first, dup := seen[id]; dup {
+			return fmt.Errorf("DigiCert accounts %q and %q have the same API key and base URL: DigiCert limits a key, not an account, so list the key under one account only", first, name)
+		}
+		seen[id] = name
+	}
+	return nil
+}
+
+// sameInstance returns a base URL in the form that compares equal for the
+// same instance: scheme and host in lower case, no trailing slash.
+func sameInstance(baseURL string) string {
+	u, err := url.Parse(baseURL)
+	if err != nil { // checked by Load already
+		return baseURL
+	}
+	u.Scheme, u.Host = strings.ToLower(u.Scheme), strings.ToLower(u.Host)
+	return strings.TrimRight(u.String(), "/")
 }
 
 // DefaultBaseURL is the US CertCentral instance.

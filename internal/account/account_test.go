@@ -194,6 +194,59 @@ func TestLoadRejects(t *testing.T) {
 	}
 }
 
+// DigiCert limits and blocks a key, not an account: two accounts with the
+// same key at the same instance would go over its windows together, and one
+// would keep sending while the other cools down after a 429. Load refuses
+// them in one line naming both, never the key; the same key at another
+// instance (a different base URL) is another key there.
+func TestLoadRefusesSharedKey(t *testing.T) {
+	t.Parallel()
+	const key = "shared-k3y-that-must-not-leak"
+	d := dir(t, map[string]string{
+		"a.key": key + "\n", "b.key": " " + key, "other.key": "another-key",
+		"shared.yaml": "accounts:\n  - name: us\n    api_key_file: a.key\n  - name: alias\n    api_key_file: b.key\n",
+		"default.yaml": "accounts:\n  - name: us\n    api_key_file: other.key\n  - name: backup\n" +
+			"    base_url: https://www.digicert.com/services/v2/\n    api_key_file: a.key\n",
+		"eu.yaml": "accounts:\n  - name: us\n    api_key_file: a.key\n  - name: eu\n" +
+			"    base_url: https://certcentral.digicert.eu/services/v2\n    api_key_file: b.key\n",
+	})
+	limits := "100/5s,1000/3m"
+	for _, tt := range []struct {
+		name  string
+		def   Default
+		file  string
+		names [2]string // the accounts the error names, or none
+	}{
+		{name: "two file accounts", file: "shared.yaml", names: [2]string{"alias", "us"}},
+		{name: "the environment's default and a file account", def: Default{APIKey: key}, file: "default.yaml", names: [2]string{"backup", "default"}},
+		{name: "another instance", file: "eu.yaml"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			def := tt.def
+			def.RateLimits = limits
+			_, err := Load(def, filepath.Join(d, tt.file), true)
+			if tt.names[0] == "" {
+				if err != nil {
+					t.Fatalf("Load: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Load accepted two accounts with the same key and base URL")
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, fmt.Sprintf("%q and %q", tt.names[0], tt.names[1])) || strings.Contains(msg, key) || strings.Contains(msg, "\n") {
+				t.Errorf("error %q: want one line naming %q and %q, without the key", msg, tt.names[0], tt.names[1])
+			}
+		})
+	}
+	// Without keys (the API, the scheduler) there is nothing to compare.
+	if _, err := Load(Default{RateLimits: limits}, filepath.Join(d, "shared.yaml"), false); err != nil {
+		t.Errorf("names only: %v", err)
+	}
+}
+
 // TestSecretRedacted checks every way a key could be printed.
 func TestSecretRedacted(t *testing.T) {
 	t.Parallel()

@@ -151,6 +151,31 @@ func TestVersionAndUsageErrors(t *testing.T) {
 	}
 }
 
+// Two accounts with one key share DigiCert's limits on it; the worker
+// refuses them, exit 2, in one line naming both and not the key.
+func TestWorkerRefusesSharedKey(t *testing.T) {
+	t.Parallel()
+	const key = "shared-k3y-that-must-not-leak"
+	d := t.TempDir()
+	accounts := filepath.Join(d, "accounts.yaml")
+	for name, content := range map[string]string{"alias.key": key, accounts: "accounts:\n  - name: alias\n    api_key_file: alias.key\n"} {
+		if err := os.WriteFile(filepath.Join(d, filepath.Base(name)), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A worker that accepted the accounts would wait for Redis: stop it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	code := cli.Main(ctx, []string{"worker", "--redis-url", "redis://127.0.0.1:1/0", "--digicert-api-key", key, "--digicert-accounts-file", accounts},
+		strings.NewReader(""), &out, &errOut)
+	r := result{code, out.String(), errOut.String()}
+	if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 ||
+		!strings.Contains(r.stderr, `"alias" and "default"`) || strings.Contains(r.stderr+r.stdout, key) {
+		t.Errorf("worker with two accounts on one key: exit %d, %q; want 2 and one line naming both accounts", r.code, r.stderr)
+	}
+}
+
 // CERTMAIL_TASK_CHECK_INTERVAL out of its bounds (not positive, too short
 // to leave Redis alone, too long for a task to be noticed) is refused by
 // the worker and by dev, in one line naming the setting.
