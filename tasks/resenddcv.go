@@ -28,7 +28,8 @@ type ResendDCV struct {
 	// OnlyIfPending makes the worker read the order's validation status
 	// first (GET /order/certificate/{order_id}/validation): when the order
 	// is no longer pending, or none of its domains awaits email validation,
-	// nothing is sent and the task completes with the outcome not_pending.
+	// nothing is sent and the task completes with the outcome not_pending;
+	// an answer that does not say so is retried, never read as not pending.
 	// Otherwise a DV order is resent through the order as without the field,
 	// and an OV or EV order through PUT /domain/{domain_id}/dcv/emails for
 	// each domain awaiting email validation. It is never sent to DigiCert;

@@ -227,3 +227,40 @@ func TestSchedulesEndWhenOrdersAreValidated(t *testing.T) {
 		t.Errorf("%d more ticks after the schedules ended", got-ticks)
 	}
 }
+
+// TestScheduleOutlivesUnusableValidationAnswers: the first validation reads
+// of an until_validated schedule's order are answered 200 with {} (no
+// order_status), as a proxy might during maintenance. The schedule is not
+// ended by them: the read is retried, the order reminded, and the schedule
+// ends only once the fake approved the order, with its real status.
+func TestScheduleOutlivesUnusableValidationAnswers(t *testing.T) {
+	t.Parallel()
+	e := setupE2E(t, digicerttest.Config{ApproveAfter: 2})
+	e.fake.SetOrder(digicerttest.Order{ID: 5101, Domains: []digicerttest.Domain{{ID: 71, NameScope: "dv.example.com"}}})
+	e.fake.FailPath("/services/v2/order/certificate/5101/validation", 3, 200, `{}`, "application/json") // fewer than a read's attempts
+	file := filepath.Join(t.TempDir(), "schedules.yaml")
+	if err := os.WriteFile(file, []byte(`schedules:
+  - id: remind-5101
+    cron: "@every 1s"
+    type: resend-dcv
+    payload: {order_id: 5101, locale: en}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.worker(t, "worker", "CERTMAIL_QUEUES=bulk=1")
+	e.scheduler(t, "scheduler", file)
+
+	state := func() map[string]string {
+		s, err := e.redis.Client().HGetAll(t.Context(), "certmail:schedule:remind-5101").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	waitFor(t, 60*time.Second, func() bool { return state()["ended"] == "1" }, func() string {
+		return fmt.Sprintf("not ended; %d reminders, state %v", len(e.fake.DCVSends(5101)), state())
+	})
+	if s, n := state(), len(e.fake.DCVSends(5101)); s["ended_reason"] != "validated" || s["order_status"] != "issued" || n != 2 {
+		t.Errorf("state %v after %d reminders; want ended as validated, order issued, after 2", s, n)
+	}
+}

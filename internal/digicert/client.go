@@ -397,7 +397,8 @@ func (c *Client) ResendDomainDCVEmails(ctx context.Context, domainID int64, body
 // GET /order/certificate/{orderID}/validation. It counts against the
 // Limiter and is reported to the Observer like every other call; an answer
 // that is not the JSON object expected (or is over 1 MiB) is an error
-// wrapping ErrBadAnswer.
+// wrapping ErrBadAnswer, and so is one without order_status as a string or,
+// for a pending order, without dns_name_validations as a list.
 func (c *Client) OrderValidation(ctx context.Context, orderID int64) (OrderValidation, Result, error) {
 	var v OrderValidation
 	res, err := c.do(ctx, call{

@@ -19,7 +19,8 @@ const (
 
 // OrderValidation is what certmail reads of
 // GET /order/certificate/{order_id}/validation. Unknown fields are ignored;
-// ids may come as JSON strings or numbers.
+// ids may come as JSON strings or numbers. order_status is required (a
+// string), and dns_name_validations when the order is pending.
 type OrderValidation struct {
 	OrderID     int64
 	OrderStatus string // "pending" while waiting for validation; "issued", "rejected", "canceled", ...
@@ -108,23 +109,21 @@ func (f *flexText) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// decodeOrderValidation reads the answer's body. It fails only when the body
-// is not a JSON object or a known member has a shape that cannot be read
-// (dns_name_validations not a list of objects, say).
+// decodeOrderValidation reads the answer's body. It fails when the body is
+// not a JSON object, when order_status is not a non-empty string, when a
+// pending order's dns_name_validations is not a list, and when a known
+// member has a shape that cannot be read (dns_name_validations a list of
+// something else than objects, say). An answer without the order's status,
+// such as {} or DigiCert's errors sent with 200, says nothing about the
+// order: read as "not pending", it would stop the reminders of an order
+// that still waits. Every other member is read leniently.
 func decodeOrderValidation(body []byte) (OrderValidation, error) {
 	var doc struct {
 		OrderID                 flexID          `json:"order_id"`
-		OrderStatus             flexText        `json:"order_status"`
+		OrderStatus             json.RawMessage `json:"order_status"`
 		OrderDCVMethod          flexText        `json:"order_dcv_method"`
 		OrganizationValidations json.RawMessage `json:"organization_validations"`
-		DNSNameValidations      []struct {
-			DomainID      flexID     `json:"domain_id"`
-			NameScope     flexText   `json:"name_scope"`
-			ApprovalScope flexText   `json:"approval_scope"`
-			Status        flexText   `json:"status"`
-			Method        flexText   `json:"method"`
-			DNSNames      []flexText `json:"dns_names"`
-		} `json:"dns_name_validations"`
+		DNSNameValidations      json.RawMessage `json:"dns_name_validations"`
 	}
 	if len(bytes.TrimSpace(body)) == 0 || bytes.TrimSpace(body)[0] != '{' {
 		return OrderValidation{}, errors.New("not a JSON object")
@@ -132,13 +131,35 @@ func decodeOrderValidation(body []byte) (OrderValidation, error) {
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return OrderValidation{}, err
 	}
+	var status string
+	if raw := bytes.TrimSpace(doc.OrderStatus); len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &status) != nil || strings.TrimSpace(status) == "" {
+		return OrderValidation{}, errors.New("order_status is missing or not a non-empty string")
+	}
 	v := OrderValidation{
 		OrderID:                 int64(doc.OrderID),
-		OrderStatus:             string(doc.OrderStatus),
+		OrderStatus:             status,
 		DCVMethod:               string(doc.OrderDCVMethod),
 		OrganizationValidations: countEntries(doc.OrganizationValidations),
 	}
-	for _, d := range doc.DNSNameValidations {
+	raw := bytes.TrimSpace(doc.DNSNameValidations)
+	if len(raw) == 0 || string(raw) == "null" {
+		if v.Pending() {
+			return OrderValidation{}, errors.New("dns_name_validations of a pending order is missing or null")
+		}
+		return v, nil
+	}
+	var validations []struct {
+		DomainID      flexID     `json:"domain_id"`
+		NameScope     flexText   `json:"name_scope"`
+		ApprovalScope flexText   `json:"approval_scope"`
+		Status        flexText   `json:"status"`
+		Method        flexText   `json:"method"`
+		DNSNames      []flexText `json:"dns_names"`
+	}
+	if raw[0] != '[' || json.Unmarshal(raw, &validations) != nil {
+		return OrderValidation{}, errors.New("dns_name_validations is not a list of objects")
+	}
+	for _, d := range validations {
 		names := make([]string, len(d.DNSNames))
 		for i, n := range d.DNSNames {
 			names[i] = string(n)

@@ -112,14 +112,10 @@ func TestClient_OrderValidationTolerance(t *testing.T) {
 			true, "pending", []int64{0}},
 		{"empty organization validations", `{"order_status": "issued", "organization_validations": []}`, true, "issued", nil},
 		{"null organization validations", `{"order_status": "issued", "organization_validations": null}`, true, "issued", nil},
-		{"organization validations", `{"order_status": "pending", "organization_validations": [{"type": "ev", "status": "pending"}]}`, false, "pending", nil},
-		{"organization validations in another shape", `{"order_status": "pending", "organization_validations": {"type": "ov"}}`, false, "pending", nil},
-		{"status a number", `{"order_status": 3}`, true, "3", nil},
-		{"status a negative number", `{"order_status": -3}`, true, "-3", nil},
-		{"status a number from 0", `{"order_status": 0.5}`, true, "0.5", nil},
-		{"status a number from 9", `{"order_status": 9}`, true, "9", nil},
-		{"status of another type", `{"order_status": true}`, true, "", nil},
-		{"exactly 1 MiB", `{"order_status": "pending"` + strings.Repeat(" ", 1<<20-len(`{"order_status": "pending"}`)) + `}`, true, "pending", nil},
+		{"organization validations", `{"order_status": "pending", "organization_validations": [{"type": "ev", "status": "pending"}], "dns_name_validations": []}`, false, "pending", nil},
+		{"organization validations in another shape", `{"order_status": "pending", "organization_validations": {"type": "ov"}, "dns_name_validations": []}`, false, "pending", nil},
+		{"an order not pending needs no validations", `{"order_status": "canceled", "dns_name_validations": null}`, true, "canceled", nil},
+		{"exactly 1 MiB", `{"order_status": "pending", "dns_name_validations": []` + strings.Repeat(" ", 1<<20-len(`{"order_status": "pending", "dns_name_validations": []}`)) + `}`, true, "pending", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -142,7 +138,10 @@ func TestClient_OrderValidationTolerance(t *testing.T) {
 }
 
 // TestClient_OrderValidationBadAnswers: a 2xx that is not the answer
-// expected is ErrBadAnswer, transient, and retried within the call.
+// expected is ErrBadAnswer, transient, and retried within the call. That
+// includes a JSON object that does not say the order's status as a string,
+// and a pending order's answer without its list of domains: read as "not
+// pending", either would end an until_validated schedule as validated.
 func TestClient_OrderValidationBadAnswers(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -154,6 +153,14 @@ func TestClient_OrderValidationBadAnswers(t *testing.T) {
 		{"empty", ``},
 		{"validations in another shape", `{"order_status": "pending", "dns_name_validations": {"domain_id": 1}}`},
 		{"over 1 MiB", `{"order_status": "pending", "pad": "` + strings.Repeat("x", 1<<20) + `"}`},
+		{"an empty object", `{}`},
+		{"DigiCert errors", `{"errors": [{"code": "service_unavailable", "message": "maintenance"}]}`},
+		{"status null", `{"order_status": null, "dns_name_validations": []}`},
+		{"status empty", `{"order_status": "", "dns_name_validations": []}`},
+		{"status a number", `{"order_status": 3, "dns_name_validations": []}`},
+		{"status of another type", `{"order_status": true, "dns_name_validations": []}`},
+		{"pending without validations", `{"order_status": "pending"}`},
+		{"pending with validations null", `{"order_status": "PENDING", "dns_name_validations": null}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/certmail/certmail/internal/admin"
+	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/taskresult"
@@ -282,6 +283,50 @@ func TestPlainResendOfAnOVOrderIsDeadLettered(t *testing.T) {
 	}
 	if n := b.fake.RequestCount(); n != 1 {
 		t.Errorf("%d requests, want 1", n)
+	}
+}
+
+// A 200 answer to the validation read that does not say the order's status
+// as a string, or a pending order's answer without its list of domains, is
+// a bad answer: retried as transient, never not_pending (which would end an
+// until_validated schedule as validated), and nothing is sent. Once DigiCert
+// answers for real, the retry resends.
+func TestOnlyIfPendingUnusableValidationAnswer(t *testing.T) {
+	t.Parallel()
+	for _, body := range []string{
+		`{}`,
+		`{"errors":[{"code":"service_unavailable","message":"maintenance"}]}`,
+		`{"order_status":null,"dns_name_validations":[]}`,
+		`{"order_status":7,"dns_name_validations":[]}`,
+		`{"order_status":"pending"}`,
+		`{"order_status":"pending","dns_name_validations":null}`,
+	} {
+		t.Run(body, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, setupOpts{})
+			b.fake.AddOrder(1001)
+			b.fake.FailPath("/services/v2/order/certificate/1001/validation", 4, 200, body, "application/json") // every in-call attempt
+			id := b.enqueue(t, "resend-dcv", `{"order_id": 1001, "only_if_pending": true}`)
+			info := b.waitState(t, id, asynq.TaskStateRetry, 10*time.Second)
+			if info.Retried != 1 || !strings.Contains(info.LastErr, digicert.ErrBadAnswer.Error()) {
+				t.Errorf("retried %d, last error %q; want one retry for a bad answer", info.Retried, info.LastErr)
+			}
+			warns := b.logs.Lines("warn", "delivery failed; will retry")
+			if len(warns) != 1 || warns[0]["error_code"] != "bad_answer" || warns[0]["error_class"] != "transient" {
+				t.Errorf("WARN lines %v, want one bad_answer, transient", warns)
+			}
+			if n := len(b.fake.DCVSends(1001)); n != 0 {
+				t.Fatalf("%d resends after a bad answer, want none", n)
+			}
+			if err := b.inspector.RunTask("default", id); err != nil { // the retry comes now
+				t.Fatal(err)
+			}
+			r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second))
+			if r.Outcome != taskresult.Delivered || r.OrderStatus != "pending" || len(b.fake.DCVSends(1001)) != 1 {
+				t.Errorf("after the retry: outcome %q, order status %q, %d resends; want delivered, pending, 1",
+					r.Outcome, r.OrderStatus, len(b.fake.DCVSends(1001)))
+			}
+		})
 	}
 }
 

@@ -1,6 +1,7 @@
 package digicerttest
 
 import (
+	"cmp"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -196,14 +197,14 @@ func (s *Server) ApproveDomain(domainID int64) bool {
 }
 
 // SetOrderStatus sets an order's status (StatusIssued, "rejected",
-// "canceled", or StatusPending again); false for an unknown order.
+// "canceled", or StatusPending again, as "" is); false for an unknown order.
 func (s *Server) SetOrderStatus(orderID int64, status string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.orderExists(orderID) {
 		return false
 	}
-	s.materialize(orderID).Status = status
+	s.materialize(orderID).Status = cmp.Or(status, StatusPending) // CertCentral always names the status
 	return true
 }
 

@@ -252,6 +252,28 @@ func TestServer_ApproveAndIssue(t *testing.T) {
 	}
 }
 
+// The validation answer always has the shape certmail requires: the order's
+// status as a non-empty string, and dns_name_validations as a list, even for
+// an order without domains or one whose status was set to "".
+func TestServer_ValidationShape(t *testing.T) {
+	t.Parallel()
+	b := setup(t, digicerttest.Config{})
+	b.fake.SetOrder(digicerttest.Order{ID: 3010, Type: digicerttest.OrderOV})
+	b.fake.SetOrder(digicerttest.Order{ID: 3011, Domains: []digicerttest.Domain{{ID: 91, NameScope: "example.com"}}})
+	b.fake.SetOrderStatus(3011, "")
+	for _, id := range []int64{orderID, 3010, 3011} {
+		resp := send(t, http.MethodGet, validationURL(b.base, id), testKey, "")
+		var doc map[string]any
+		if err := json.Unmarshal(resp.body, &doc); err != nil {
+			t.Fatalf("order %d: %v", id, err)
+		}
+		status, _ := doc["order_status"].(string)
+		if _, list := doc["dns_name_validations"].([]any); status == "" || !list {
+			t.Errorf("order %d: %s, want order_status a non-empty string and dns_name_validations a list", id, resp.body)
+		}
+	}
+}
+
 // ApproveAfter approves a domain once that many resends reached it, through
 // the order or its own endpoint; the order is issued when all are approved.
 func TestServer_ApproveAfter(t *testing.T) {
