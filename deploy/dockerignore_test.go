@@ -44,7 +44,7 @@ func TestDockerContextLeavesOutSecrets(t *testing.T) {
 	}
 
 	var secrets []string // relative to the repository
-	err = filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(".", func(p string, _ fs.DirEntry, err error) error {
 		if err == nil && slices.Contains(strings.Split(filepath.ToSlash(p), "/"), "secrets") {
 			secrets = append(secrets, filepath.Join("deploy", p))
 		}

@@ -196,6 +196,35 @@ func shortestInterval(spec cron.Schedule, from time.Time) (d time.Duration, ok b
 	return d, true
 }
 
+// parseCron sets c's spec from cron, reporting through add a spec that
+// does not parse, names a time zone, never fires or fires more often than
+// the rules allow.
+func (c *Compiled) parseCron(cron string, j judge, add func(field, msg string)) {
+	switch spec := strings.TrimSpace(cron); {
+	case spec == "":
+		add("cron", "required")
+	case strings.HasPrefix(spec, "CRON_TZ=") || strings.HasPrefix(spec, "TZ="):
+		add("cron", "give the time zone in the timezone field")
+	default:
+		sched, err := cronParser.Parse(spec)
+		if err != nil {
+			add("cron", "not a 5-field cron spec or a descriptor such as @every 1h: "+err.Error())
+			return
+		}
+		c.spec = sched
+		if j.rules == nil {
+			return
+		}
+		switch d, fires := shortestInterval(sched, time.Now().In(c.loc)); {
+		case !fires:
+			add("cron", "never fires (no date matches it)")
+		case d < j.rules.MinInterval:
+			add("cron", "fires every "+d.String()+" at times; the shortest interval allowed is "+
+				j.rules.MinInterval.String()+" (CERTMAIL_SCHEDULE_MIN_INTERVAL)")
+		}
+	}
+}
+
 func compile(s Schedule, source string, j judge) (*Compiled, error) {
 	var errs []tasks.FieldError
 	add := func(field, msg string) { errs = append(errs, tasks.FieldError{Field: field, Message: msg}) }
@@ -214,29 +243,7 @@ func compile(s Schedule, source string, j judge) (*Compiled, error) {
 			c.loc = loc
 		}
 	}
-	switch spec := strings.TrimSpace(s.Cron); {
-	case spec == "":
-		add("cron", "required")
-	case strings.HasPrefix(spec, "CRON_TZ=") || strings.HasPrefix(spec, "TZ="):
-		add("cron", "give the time zone in the timezone field")
-	default:
-		sched, err := cronParser.Parse(spec)
-		if err != nil {
-			add("cron", "not a 5-field cron spec or a descriptor such as @every 1h: "+err.Error())
-			break
-		}
-		c.spec = sched
-		if j.rules == nil {
-			break
-		}
-		switch d, fires := shortestInterval(sched, time.Now().In(c.loc)); {
-		case !fires:
-			add("cron", "never fires (no date matches it)")
-		case d < j.rules.MinInterval:
-			add("cron", "fires every "+d.String()+" at times; the shortest interval allowed is "+
-				j.rules.MinInterval.String()+" (CERTMAIL_SCHEDULE_MIN_INTERVAL)")
-		}
-	}
+	c.parseCron(s.Cron, j, add)
 	if !j.now.IsZero() && s.Until != nil && !s.Until.After(j.now) {
 		add("until", "must be in the future")
 	}
