@@ -902,4 +902,23 @@ func TestFileLeftovers(t *testing.T) {
 	if err := st.Delete(ctx, "a"); !errors.Is(err, schedule.ErrFileSchedule) {
 		t.Errorf("delete of a file schedule: %v, want ErrFileSchedule", err)
 	}
+	// a leaves the file, ended, and is added through the API under its id:
+	// it starts anew, with no runs, no end and no expiry.
+	if _, err := st.End(ctx, fence, "a", schedule.EndedUntil, time.Unix(200, 0), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MirrorFile(ctx, file()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Add(ctx, schedule.Schedule{ID: "a", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.Get(ctx, "a"); err != nil || got.State != schedule.StateActive || got.Runs != 0 || got.Ended {
+		t.Errorf("a added through the API after it left the file: %+v, %v; want active with no runs", got, err)
+	}
+	for _, k := range keys("a") {
+		if d := ttl(k); d >= 0 {
+			t.Errorf("%s of the added schedule expires in %v, want never", k, d)
+		}
+	}
 }

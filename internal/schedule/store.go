@@ -189,9 +189,16 @@ func (st *Store) Add(ctx context.Context, s Schedule, found ...tasks.FieldError)
 	case added < 0:
 		return Status{}, fmt.Errorf("%w: %d, and not enough of them ended to make room", ErrTooMany, st.rules.MaxSchedules)
 	}
-	// Ticks count from now (Delete removed any earlier state of this id).
+	// Ticks count from now, with no earlier state or history of this id:
+	// Delete removes them, but a schedule that left the file keeps them for
+	// LeftoverTTL, and its id may be added here.
 	now := st.now()
-	if err := st.rdb.HSet(ctx, stateKey(s.ID), "since", now.Unix()).Err(); err != nil {
+	_, err = st.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, stateKey(s.ID), asynqsched.HistoryKey(s.ID))
+		p.HSet(ctx, stateKey(s.ID), "since", now.Unix())
+		return nil
+	})
+	if err != nil {
 		return Status{}, fmt.Errorf("store schedule state: %w", err)
 	}
 	return st.status(c, State{Since: time.Unix(now.Unix(), 0)}), nil
