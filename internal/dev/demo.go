@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/schedule"
 )
 
@@ -153,7 +153,7 @@ func curlEnqueue(st *Stack) string {
 func printBanner(w io.Writer, st *Stack, demo *schedule.Schedule, approveAfter int) {
 	redis := st.RedisURL + " (embedded, in memory: everything is lost on exit)"
 	if !st.Embedded {
-		redis = redacted(st.RedisURL) + " (EXTERNAL, from --redis-url: its queued tasks are processed here against the fake DigiCert)"
+		redis = redisconn.Target(st.RedisURL) + " (EXTERNAL, from --redis-url: its queued tasks are processed here against the fake DigiCert)"
 	}
 	lines := []string{
 		"",
@@ -182,13 +182,4 @@ func printBanner(w io.Writer, st *Stack, demo *schedule.Schedule, approveAfter i
 	}
 	lines = append(lines, "Stop with Ctrl-C.", "")
 	_, _ = io.WriteString(w, strings.Join(lines, "\n")+"\n")
-}
-
-// redacted is a Redis URL without its password, for the banner.
-func redacted(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "(invalid URL)"
-	}
-	return u.Redacted()
 }

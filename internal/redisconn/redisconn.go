@@ -66,6 +66,17 @@ const (
 	paramSentinelPassword = "sentinel_password"
 )
 
+// Target is the URL rawURL as Open uses it, database included, without
+// passwords (those of a Sentinel URL's query too): what logs and banners
+// show. An URL Open refuses gives "(invalid URL)".
+func Target(rawURL string) string {
+	_, target, err := parse(rawURL)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	return target
+}
+
 // parse returns the option and the target to log: the scheme, the user, the
 // addresses, the database used and the master's name; never a password.
 func parse(rawURL string) (asynq.RedisConnOpt, string, error) {
