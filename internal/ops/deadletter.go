@@ -201,19 +201,21 @@ const purgePage = 1000
 // then the whole dead-letter stream. The archives of other queues, another
 // asynq application's, are left alone.
 func (s *Service) PurgeDeadLetters(ctx context.Context) (Purged, error) {
-	parked, err := s.rdb.ZRange(ctx, deadletter.ParkedKey, 0, -1).Result()
-	if err != nil {
-		return Purged{}, fmt.Errorf("read parked tasks: %w", err)
-	}
-	isParked := make(map[string]bool, len(parked))
-	for _, m := range parked {
-		isParked[m] = true
-	}
 	var p Purged
 	for _, q := range s.opts.Rules.Queues {
 		ids, err := s.archivedIDs(q)
 		if err != nil {
 			return p, err
+		}
+		// Read after the listing: a worker parks a task before asynq
+		// archives it, so every parked task listed is in the set by now.
+		parked, err := s.rdb.ZRange(ctx, deadletter.ParkedKey, 0, -1).Result()
+		if err != nil {
+			return p, fmt.Errorf("read parked tasks: %w", err)
+		}
+		isParked := make(map[string]bool, len(parked))
+		for _, m := range parked {
+			isParked[m] = true
 		}
 		for _, id := range ids {
 			if isParked[deadletter.Parked{Queue: q, ID: id}.Member()] {
@@ -229,6 +231,7 @@ func (s *Service) PurgeDeadLetters(ctx context.Context) (Purged, error) {
 			}
 		}
 	}
+	var err error
 	if p.Entries, err = deadletter.Purge(ctx, s.rdb); err != nil {
 		return p, err
 	}
