@@ -419,6 +419,12 @@ func (p *processor) send(ctx context.Context, d *delivery, verdict gateVerdict, 
 		p.metrics.coolDowns.WithLabelValues(d.account.name).Inc()
 		return res, &taskError{code: code, status: status, class: classRateLimited, retryAfter: jitter(pause), err: err}
 	case digicert.ClassAuth:
+		if verdict != gateProbe && d.account.keyFile.reload() {
+			// The key was replaced since this worker read it (another
+			// worker's probe may have ended the pause with it): try again
+			// soon with the new one rather than pause the account again.
+			return res, &taskError{code: code, status: status, class: classWait, retryAfter: jitter(keyChangedWait), err: err}
+		}
 		first, perr := d.account.gate.pause(context.WithoutCancel(ctx))
 		if perr != nil {
 			p.log.Warn("could not record auth pause", zap.String("account", d.account.name), zap.Error(perr))
@@ -427,9 +433,6 @@ func (p *processor) send(ctx context.Context, d *delivery, verdict gateVerdict, 
 			p.log.Error("DigiCert rejected the API key: account paused; tasks stay queued and a probe retries every interval",
 				zap.String("account", d.account.name), zap.Int("http_status", status), zap.String("error_code", code),
 				zap.Duration("probe_interval", d.account.gate.interval))
-		}
-		if verdict != gateProbe { // a probe read the file just before
-			d.account.keyFile.reload() // the file may have a new key since this worker last read it
 		}
 		return res, &taskError{code: code, status: status, class: classAuth, retryAfter: jitter(d.account.gate.interval), err: err}
 	default:
@@ -449,6 +452,10 @@ func (p *processor) keyWorks(ctx context.Context, d *delivery, verdict gateVerdi
 		}
 	}
 }
+
+// keyChangedWait is how long a task refused with a key that has since been
+// replaced in its file waits before it is tried with the new one.
+const keyChangedWait = time.Second
 
 // maxCoolDown caps the shared pause after repeated 429s.
 const maxCoolDown = 5 * time.Minute

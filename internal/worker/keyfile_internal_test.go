@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -106,8 +107,9 @@ func TestKeyFileReloadKeepsTheOldKeyOnABadFile(t *testing.T) {
 }
 
 // A call DigiCert refuses for the key makes the worker read the key file
-// again, so that a worker whose old key started a pause again has the new
-// key by the next probe, whoever makes it.
+// again: when it holds a new key (another worker's probe may have ended the
+// pause with it), the task waits a moment and goes again with it, and the
+// account is not paused again.
 func TestRejectionReadsTheKeyFileAgain(t *testing.T) {
 	t.Parallel()
 	const oldKey, newKey = "old-key-7f3a9c1e", "new-key-2b8d4e6f"
@@ -139,11 +141,16 @@ func TestRejectionReadsTheKeyFileAgain(t *testing.T) {
 		return acct.client.ResendDCVEmails(ctx, 1, []byte(`{}`))
 	}
 	d := &delivery{account: acct, report: &report{}, attempt: 1, ticket: acct.limiter.NewTicket()}
-	if _, err := w.proc.send(t.Context(), d, gateGo, 0, resend); err == nil {
-		t.Fatal("a call with the old key succeeded")
+	_, err = w.proc.send(t.Context(), d, gateGo, 0, resend)
+	var te *taskError
+	if !errors.As(err, &te) || te.class != classWait || te.failure || te.retryAfter > 2*keyChangedWait {
+		t.Fatalf("a call refused for a key since replaced: %#v; want a short wait that uses no retry", err)
 	}
 	if fake.StatusCount(403) != 1 {
 		t.Fatalf("%d refusals, want 1", fake.StatusCount(403))
+	}
+	if n, err := conn.Client.Exists(t.Context(), pausedKey("default"), brokenKey("default")).Result(); err != nil || n != 0 {
+		t.Errorf("the account's pause keys: %d, %v; want the account not paused again", n, err)
 	}
 	if _, err := resend(t.Context()); err != nil {
 		t.Errorf("the call after the refusal: %v; want the new key, read from the file", err)
