@@ -432,17 +432,7 @@ func TestMetricsTable(t *testing.T) {
 	for _, m := range metricName.FindAllString(table, -1) {
 		listed[m] = true
 	}
-	defined := definedMetrics(t)
-	for m := range defined {
-		if !listed[m] {
-			t.Errorf("%s is registered but not in the README's Metrics table", m)
-		}
-	}
-	for m := range listed {
-		if _, ok := defined[m]; !ok {
-			t.Errorf("the README's Metrics table lists %s, which no code registers", m)
-		}
-	}
+	sameRows(t, "Metrics", listed, definedMetrics(t), "a metric the code registers")
 }
 
 // TestMetricsExist: every metric the alerts and the dashboard use is one

@@ -155,17 +155,7 @@ func TestArchitectureTable(t *testing.T) {
 	for _, m := range regexp.MustCompile("(?m)^\\| [a-z, ]+ \\| `([a-z0-9/-]+?)/?` \\|").FindAllStringSubmatch(section, -1) {
 		listed[m[1]] = true
 	}
-	pkgs := listPackages(t)
-	for p := range pkgs {
-		if !listed[p] {
-			t.Errorf("package %s has no row in the README's Architecture table", p)
-		}
-	}
-	for p := range listed {
-		if _, ok := pkgs[p]; !ok {
-			t.Errorf("the README's Architecture table lists %s, which is not a package", p)
-		}
-	}
+	sameRows(t, "Architecture", listed, listPackages(t), "a package")
 }
 
 // TestConfigurationTable: the README's Configuration table has a row for
@@ -200,14 +190,22 @@ func TestConfigurationTable(t *testing.T) {
 	if len(read) < 20 {
 		t.Fatalf("%d variables found in internal/cli: the search is broken", len(read))
 	}
-	for v := range read {
-		if !listed[v] {
-			t.Errorf("%s is read by a command but has no row in the README's Configuration table", v)
+	sameRows(t, "Configuration", listed, read, "a variable a command reads")
+}
+
+// sameRows reports each name of have that the README's table (its heading)
+// does not list, and each name it lists that have lacks: what names, as a
+// message says it.
+func sameRows[V any](t *testing.T, table string, listed map[string]bool, have map[string]V, what string) {
+	t.Helper()
+	for name := range have {
+		if !listed[name] {
+			t.Errorf("%s has no row in the README's %s table", name, table)
 		}
 	}
-	for v := range listed {
-		if !read[v] {
-			t.Errorf("the README's Configuration table lists %s, which no command reads", v)
+	for name := range listed {
+		if _, ok := have[name]; !ok {
+			t.Errorf("the README's %s table lists %s, which is not %s", table, name, what)
 		}
 	}
 }
