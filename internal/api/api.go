@@ -33,7 +33,6 @@ import (
 	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/buildinfo"
@@ -56,13 +55,22 @@ const (
 const MaxBodyBytes = 1 << 20
 
 // MaxBodiesInFlight bounds the request bodies held at once (32 MiB): a body
-// is counted at its declared length, or at MaxBodyBytes without one, from
-// before it is read until its answer is written. Beyond it a request waits
-// for room, at most BodyWait, then is answered 503: a burst of large bodies
-// slows down rather than taking the process past its memory limit.
+// is counted as it arrives, at the buffer it is read into (32 KiB at first,
+// doubled as it fills, up to its declared length), until its answer is
+// written. A request that needs more room waits for it, at most BodyWait in
+// all, then is answered 503: a burst of large bodies slows down rather than
+// taking the process past its memory limit, and a body that is not being
+// sent holds only its first buffer.
 const MaxBodiesInFlight = 32 << 20
 
-// BodyWait is how long a request waits for room under MaxBodiesInFlight.
+// MaxBodiesPerToken bounds the bodies held at once for the requests of one
+// token (8 MiB, a quarter of MaxBodiesInFlight), waited for in the same way,
+// so that one producer cannot take the room of the others. Without
+// authentication only MaxBodiesInFlight applies.
+const MaxBodiesPerToken = MaxBodiesInFlight / 4
+
+// BodyWait is how long a request waits in all for room under
+// MaxBodiesInFlight and MaxBodiesPerToken, from its first wait.
 const BodyWait = 5 * time.Second
 
 // DashboardPath is where the asynq dashboard is mounted.
@@ -184,8 +192,9 @@ type Server struct {
 	dashboardRO *asynqmon.HTTPHandler
 	metrics     *metrics
 	handler     http.Handler
-	// bodies counts the bytes of the request bodies held (MaxBodiesInFlight).
-	bodies *semaphore.Weighted
+	// bodies counts the bytes of the request bodies held
+	// (MaxBodiesInFlight, MaxBodiesPerToken).
+	bodies *bodyBudget
 }
 
 // New builds a Server from cfg (after WithDefaults and Validate) and
@@ -211,7 +220,7 @@ func New(cfg Config) (*Server, error) {
 		access:    map[string]access{},
 		metrics:   m,
 		schedules: cfg.Schedules,
-		bodies:    semaphore.NewWeighted(MaxBodiesInFlight),
+		bodies:    newBodyBudget(len(cfg.Tokens)),
 	}
 	s.dashboard = newDashboard(cfg.Redis, cfg.DashboardReadOnly)
 	s.dashboardRO = newDashboard(cfg.Redis, true)

@@ -188,7 +188,8 @@ func (s *Server) accessOf(r *http.Request) access {
 // authenticate lets a request through when its route is open, or when it
 // carries a valid token whose role may use the route (any request, when
 // authentication is off); otherwise it answers 401 (no valid token) or 403
-// (a role that may not). The role goes with the request, for the dashboard.
+// (a role that may not). The role goes with the request, for the dashboard,
+// and the token's position, for its share of the room for request bodies.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a := s.accessOf(r)
@@ -196,7 +197,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		role := RoleOperator
+		role, tokenIndex := RoleOperator, -1
 		if s.cfg.InsecureNoAuth {
 			if !rebindSafeHost(r.Host) {
 				s.metrics.authFailures.WithLabelValues(authForbidden).Inc()
@@ -218,7 +219,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				token = password
 			}
 			var ok bool
-			if role, ok = s.tokens.role(token); !ok {
+			if role, tokenIndex, ok = s.tokens.role(token); !ok {
 				reason := authMissing
 				if token != "" {
 					reason = authInvalid
@@ -230,7 +231,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			}
 		}
 		if info := infoOf(r.Context()); info != nil {
-			info.role = role
+			info.role, info.token = role, tokenIndex+1
 		}
 		switch {
 		case !role.may(a):
@@ -328,24 +329,25 @@ func (t Token) roleOrDefault() Role {
 	return t.Role
 }
 
-// role returns the role of token when it is one of the set. It compares the
-// token's hash with every entry, without stopping at a match, so the time
-// taken says nothing about which token matched or how much of one did.
-func (ts tokenSet) role(token string) (Role, bool) {
+// role returns the role of token and its position in the set when it is
+// one of the set. It compares the token's hash with every entry, without
+// stopping at a match, so the time taken says nothing about which token
+// matched or how much of one did.
+func (ts tokenSet) role(token string) (role Role, index int, ok bool) {
 	if token == "" {
-		return "", false
+		return "", -1, false
 	}
 	sum := sha256.Sum256([]byte(token))
-	var role Role
 	match := 0
+	index = -1
 	for i := range ts {
 		eq := subtle.ConstantTimeCompare(sum[:], ts[i].sum[:])
 		if eq == 1 {
-			role = ts[i].role
+			role, index = ts[i].role, i
 		}
 		match |= eq
 	}
-	return role, match == 1
+	return role, index, match == 1
 }
 
 // bearerToken returns the token of an "Authorization: Bearer <token>" header

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/ops"
@@ -222,109 +223,178 @@ func TestDeadLetterIDNotEchoed(t *testing.T) {
 	}
 }
 
-// TestBodiesInFlightBounded: the request bodies held at once are bounded
-// (MaxBodiesInFlight, counted at their declared length): a request beyond
-// waits for room, goes on when a body is let go, and is answered 503 with
-// Retry-After when none is within BodyWait.
+// heldBody is a request whose body is sent in part, then stalls until the
+// test sends the rest or aborts it.
+type heldBody struct {
+	pw     *io.PipeWriter
+	answer chan int // the status, 0 when the request failed
+}
+
+// holdBody sends a request of token that declares a body of declared bytes
+// (-1: chunked) and sends sent bytes of it (spaces, which are not JSON).
+func (b *bundle) holdBody(t *testing.T, token string, declared int64, sent int) *heldBody {
+	t.Helper()
+	pr, pw := io.Pipe()
+	h := &heldBody{pw: pw, answer: make(chan int, 1)}
+	t.Cleanup(func() { pw.CloseWithError(errors.New("test over")) })
+	req, err := http.NewRequest(http.MethodPost, b.url+"/v1/tasks/set-emails", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = declared
+	req.Header = http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}}
+	go func() {
+		res, err := b.http.Do(req)
+		if err != nil {
+			h.answer <- 0
+			return
+		}
+		res.Body.Close()
+		h.answer <- res.StatusCode
+	}()
+	go func() { _, _ = pw.Write(bytes.Repeat([]byte{' '}, sent)) }()
+	return h
+}
+
+// finish sends the rest of a body of declared bytes of which sent were sent.
+func (h *heldBody) finish(declared, sent int) {
+	go func() {
+		_, _ = h.pw.Write(bytes.Repeat([]byte{' '}, declared-sent))
+		h.pw.Close()
+	}()
+}
+
+// waitBodies waits until the server holds want bytes of bodies and waiters
+// requests wait for room.
+func (b *bundle) waitBodies(t *testing.T, want, waiters int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second) // within the client's timeout
+	for b.srv.BodyBytesHeld() != want || b.srv.BodyWaiters() != waiters {
+		if time.Now().After(deadline) {
+			t.Fatalf("bodies hold %d bytes with %d waiting; want %d bytes with %d waiting",
+				b.srv.BodyBytesHeld(), b.srv.BodyWaiters(), want, waiters)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// smallRequest enqueues a valid task with token; its status comes on the
+// channel, with Retry-After.
+func (b *bundle) smallRequest(t *testing.T, token string) chan [2]string {
+	t.Helper()
+	c := make(chan [2]string, 1)
+	req, err := http.NewRequest(http.MethodPost, b.url+"/v1/tasks/set-emails", strings.NewReader(`{"order_id": 1, "additional_emails": []}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}}
+	go func() {
+		res, err := b.http.Do(req)
+		if err != nil {
+			c <- [2]string{err.Error()}
+			return
+		}
+		res.Body.Close()
+		c <- [2]string{res.Status, res.Header.Get("Retry-After")}
+	}()
+	return c
+}
+
+// TestBodiesInFlightBounded: request bodies are counted as they arrive, so
+// a body that is not being sent holds only its first buffer; one token's
+// bodies hold at most MaxBodiesPerToken, beyond which its requests wait and
+// get 503 after BodyWait while other tokens' go on; all bodies hold at most
+// MaxBodiesInFlight, beyond which any request waits until room is let go;
+// and every request gives back what it held, however it ends.
 func TestBodiesInFlightBounded(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	// Requests that declare a 1 MiB body and send none hold their room.
-	var held []*io.PipeWriter
-	answers := make(chan int, api.MaxBodiesInFlight/api.MaxBodyBytes)
-	hold := func() {
-		pr, pw := io.Pipe()
-		held = append(held, pw)
-		req, err := http.NewRequest("POST", b.url+"/v1/tasks/set-emails", pr)
-		if err != nil {
-			t.Fatal(err)
+	const (
+		kib  = 1 << 10
+		mib  = 1 << 20
+		part = 600 * kib // of a 1 MiB body: read into a 1 MiB buffer
+	)
+	fill := []string{producerToken, "tok-fill-1-a7e0c3d9", "tok-fill-2-5b81f6e2", "tok-fill-3-c09d4a17"}
+	b := setup(t, setupOpts{configure: func(c *api.Config) {
+		for _, tok := range fill[1:] {
+			c.Tokens = append(c.Tokens, api.Token{Secret: account.Secret(tok), Role: api.RoleProducer})
 		}
-		req.ContentLength = api.MaxBodyBytes
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		req.Header.Set("Content-Type", "application/json")
-		go func() {
-			res, err := b.http.Do(req)
-			if err != nil {
-				answers <- 0
-				return
-			}
-			res.Body.Close()
-			answers <- res.StatusCode
-		}()
+	}})
+
+	// (a) Bodies that stall hold what arrived, rounded up to their buffer:
+	// 100 KiB sent of 1 MiB declared is read into 128 KiB, nothing sent
+	// into the first 32 KiB. Aborted, they give it all back.
+	var stalled []*heldBody
+	for range 4 {
+		stalled = append(stalled, b.holdBody(t, testToken, mib, 100*kib))
 	}
-	for range api.MaxBodiesInFlight / api.MaxBodyBytes {
-		hold()
+	stalled = append(stalled, b.holdBody(t, testToken, mib, 0), b.holdBody(t, testToken, -1, 0))
+	b.waitBodies(t, 4*128*kib+2*32*kib, 0)
+	for _, h := range stalled {
+		h.pw.CloseWithError(errors.New("client gone"))
+		<-h.answer
 	}
-	t.Cleanup(func() {
-		for _, pw := range held {
-			pw.CloseWithError(errors.New("test over"))
-		}
-	})
-	type answer struct {
-		status     int
-		retryAfter string
+	b.waitBodies(t, 0, 0)
+
+	// (b) One token fills its share: its next request waits and is 503
+	// after BodyWait, while another token's goes through.
+	var held [][]*heldBody
+	held = append(held, nil)
+	for range api.MaxBodiesPerToken / mib {
+		held[0] = append(held[0], b.holdBody(t, fill[0], mib, part))
 	}
-	small := func() chan answer {
-		c := make(chan answer, 1)
-		req, err := http.NewRequest("POST", b.url+"/v1/tasks/set-emails", strings.NewReader(`{"order_id": 1, "additional_emails": []}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header = authJSON()
-		go func() {
-			res, err := b.http.Do(req)
-			if err != nil {
-				c <- answer{}
-				return
-			}
-			res.Body.Close()
-			c <- answer{res.StatusCode, res.Header.Get("Retry-After")}
-		}()
-		return c
-	}
-	// blocked returns a small request that waits: the budget is full once
-	// every held request is being read.
-	blocked := func() (chan answer, time.Time) {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			start, c := time.Now(), small()
-			select {
-			case a := <-c:
-				if a.status != http.StatusAccepted {
-					t.Fatalf("a small request before the budget was full: %d", a.status)
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the held bodies never filled the budget")
-				}
-			case <-time.After(300 * time.Millisecond):
-				return c, start
-			}
-		}
-	}
-	waiting, _ := blocked()
-	// One held body ends (a 1 MiB body that is not JSON): its room goes to
-	// the waiting request.
-	go func() {
-		_, _ = held[0].Write(bytes.Repeat([]byte{' '}, api.MaxBodyBytes))
-		held[0].Close()
-	}()
-	if status := <-answers; status != http.StatusBadRequest {
-		t.Errorf("the body let go: %d, want 400", status)
+	b.waitBodies(t, api.MaxBodiesPerToken, 0)
+	beyondShare := b.smallRequest(t, fill[0])
+	b.waitBodies(t, api.MaxBodiesPerToken, 1)
+	if res := b.do(t, http.MethodPost, "/v1/tasks/set-emails", `{"order_id": 1, "additional_emails": []}`, nil); res.status != http.StatusAccepted {
+		t.Errorf("another token's request: %d, want 202", res.status)
 	}
 	select {
-	case a := <-waiting:
-		if a.status != http.StatusAccepted {
-			t.Errorf("the waiting request: %d, want 202", a.status)
+	case a := <-beyondShare:
+		t.Fatalf("the request beyond its token's share answered %v before BodyWait", a)
+	default: // still waiting: the other token's request did not wait for it
+	}
+	if a := <-beyondShare; a != [2]string{"503 Service Unavailable", "1"} {
+		t.Errorf("the request beyond its token's share: %v, want 503 with Retry-After 1", a)
+	}
+
+	// (c) Several tokens fill the whole budget: a request of a token that
+	// holds nothing waits, and goes on once a body is let go.
+	for _, tok := range fill[1:] {
+		var hs []*heldBody
+		for range api.MaxBodiesPerToken / mib {
+			hs = append(hs, b.holdBody(t, tok, mib, part))
 		}
-	case <-time.After(api.BodyWait):
-		t.Fatal("the waiting request did not go on when room was made")
+		held = append(held, hs)
 	}
-	// Full again: a request that finds no room within BodyWait is 503.
-	hold()
-	waiting, start := blocked()
-	a := <-waiting
-	if a.status != http.StatusServiceUnavailable || a.retryAfter == "" || time.Since(start) < api.BodyWait {
-		t.Errorf("no room: %d, Retry-After %q after %v; want 503 with Retry-After after %v", a.status, a.retryAfter,
-			time.Since(start), api.BodyWait)
+	b.waitBodies(t, api.MaxBodiesInFlight, 0)
+	waiting := b.smallRequest(t, testToken)
+	b.waitBodies(t, api.MaxBodiesInFlight, 1)
+	held[1][0].finish(mib, part)
+	if status := <-held[1][0].answer; status != http.StatusBadRequest {
+		t.Errorf("the body let go: %d, want 400", status)
 	}
+	if a := <-waiting; a[0] != "202 Accepted" {
+		t.Errorf("the waiting request once room was let go: %v, want 202", a)
+	}
+
+	// (d) Whatever way they end, the requests give back all they held.
+	for i, hs := range held {
+		for j, h := range hs {
+			if i != 1 || j != 0 {
+				h.pw.CloseWithError(errors.New("client gone"))
+				<-h.answer
+			}
+		}
+	}
+	chunked, err := http.NewRequest(http.MethodPost, b.url+"/v1/tasks/set-emails", io.MultiReader(strings.NewReader(strings.Repeat(" ", api.MaxBodyBytes+1))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunked.Header = authJSON()
+	if res, err := b.http.Do(chunked); err != nil || res.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("a chunked body over MaxBodyBytes: %v %v, want 413", res, err)
+	} else {
+		res.Body.Close()
+	}
+	b.waitBodies(t, 0, 0)
 }

@@ -39,3 +39,10 @@ var DashboardCause = dashboardCause
 
 // MaxDashboardErrorText is how much of a failure's text the dashboard keeps.
 const MaxDashboardErrorText = maxDashboardErrorText
+
+// BodyBytesHeld is the room the request bodies being read or answered hold
+// under MaxBodiesInFlight.
+func (s *Server) BodyBytesHeld() int64 { return s.bodies.held.Load() }
+
+// BodyWaiters is the number of requests waiting for room for their body.
+func (s *Server) BodyWaiters() int64 { return s.bodies.waiting.Load() }

@@ -243,9 +243,10 @@ func (w *unmatchedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter
 // requestInfo is what the observe middleware logs about a request beyond
 // what it sees itself.
 type requestInfo struct {
-	id   string
-	role Role  // the role of the request's token, once authenticated
-	err  error // the cause of a 5xx answer
+	id    string
+	role  Role  // the role of the request's token, once authenticated
+	token int   // 1 + the position of the request's token in Config.Tokens, once authenticated; 0 for none
+	err   error // the cause of a 5xx answer
 }
 
 type infoKey struct{}

@@ -1,10 +1,8 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -115,67 +113,46 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) (body []by
 	return s.readBody(w, r)
 }
 
-// readBody reads at most MaxBodyBytes of the body, once MaxBodiesInFlight
-// has room for it; the caller calls release once it has answered. It
-// answers 413, 503 (or 400) itself and returns false when the body cannot
-// be had.
+// readBody reads at most MaxBodyBytes of the body, taking room for it under
+// MaxBodiesInFlight and the token's MaxBodiesPerToken as it arrives; the
+// caller calls release once it has answered. It answers 413, 503 (or 400)
+// itself and returns false when the body cannot be had.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), ok bool) {
 	tooLarge := Problem{Status: http.StatusRequestEntityTooLarge, Detail: "the body must be at most 1 MiB (1048576 bytes)"}
 	if r.ContentLength > MaxBodyBytes {
 		s.writeProblem(w, r, tooLarge, nil)
 		return nil, nil, false
 	}
-	size := int64(MaxBodyBytes) // chunked: it may be that large
+	most := int64(MaxBodyBytes) // chunked: it may be that large
 	if r.ContentLength >= 0 {
-		size = r.ContentLength
+		most = r.ContentLength
 	}
-	if !s.bodies.TryAcquire(size) && !s.waitForRoom(r, size) {
+	token := 0
+	if info := infoOf(r.Context()); info != nil {
+		token = info.token
+	}
+	room := s.bodies.room(token)
+	body, err := readAll(r.Context(), http.MaxBytesReader(w, r.Body, MaxBodyBytes), room, most)
+	if err == nil {
+		return body, room.release, true
+	}
+	room.release()
+	var mbe *http.MaxBytesError // here, not above: errors.As moves it to the heap
+	switch {
+	case errors.Is(err, errNoTokenRoom):
 		w.Header().Set("Retry-After", "1")
 		s.writeProblem(w, r, Problem{Status: http.StatusServiceUnavailable,
-			Detail: "too many large request bodies at once; retry in a second"}, nil)
-		return nil, nil, false
-	}
-	release = func() { s.bodies.Release(size) }
-	capacity := size + 1 // a declared length: one allocation (+1 for the read that finds the end)
-	if r.ContentLength < 0 {
-		capacity = 512 // chunked: grown as it comes
-	}
-	body, err := readAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes), make([]byte, 0, capacity))
-	if err != nil {
-		release()
-		var mbe *http.MaxBytesError // here, not above: errors.As moves it to the heap
-		if errors.As(err, &mbe) {
-			s.writeProblem(w, r, tooLarge, nil)
-			return nil, nil, false
-		}
+			Detail: "this token's request bodies being received take its share (8 MiB); retry in a second"}, nil)
+	case errors.Is(err, errNoRoom):
+		w.Header().Set("Retry-After", "1")
+		s.writeProblem(w, r, Problem{Status: http.StatusServiceUnavailable,
+			Detail: "too many request bodies being received at once; retry in a second"}, nil)
+	case errors.As(err, &mbe):
+		s.writeProblem(w, r, tooLarge, nil)
+	default:
 		s.writeProblem(w, r, Problem{Status: http.StatusBadRequest, Detail: "the body could not be read"}, nil)
-		return nil, nil, false
 	}
-	return body, release, true
-}
-
-// waitForRoom waits up to BodyWait for size bytes under MaxBodiesInFlight.
-func (s *Server) waitForRoom(r *http.Request, size int64) bool {
-	ctx, cancel := context.WithTimeout(r.Context(), BodyWait)
-	defer cancel()
-	return s.bodies.Acquire(ctx, size) == nil
-}
-
-// readAll reads rd to its end into buf, growing it as needed.
-func readAll(rd io.Reader, buf []byte) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := rd.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if errors.Is(err, io.EOF) {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
+	return nil, nil, false
 }
 
 // enqueueRequest reads POST /v1/tasks/{type} in the wire format
