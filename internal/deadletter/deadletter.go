@@ -3,8 +3,9 @@
 //
 //   - the stream certmail:deadletter (Stream): one entry per dead-lettered
 //     task, with its error code, message and HTTP status, written by the
-//     worker's error handler (Append) and read by operators (List, Find,
-//     EntryIDs) through internal/ops, the API and the CLI;
+//     worker's error handler (Append) and read and deleted by operators
+//     (List, Find, EntryIDs, Refs, Remove) through internal/ops, the API and
+//     the CLI;
 //   - the sorted set certmail:parked (ParkedKey): the tasks parked by a wait
 //     on their last delivery, written by the worker's error handler (Park),
 //     read by ops to report such a task as waiting for a retry (ParkedUntil),
@@ -20,6 +21,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -259,29 +261,50 @@ func EntryIDs(ctx context.Context, rdb redis.UniversalClient, taskID string) ([]
 	return ids, err
 }
 
-// Remove deletes the stream entries ids.
-func Remove(ctx context.Context, rdb redis.UniversalClient, ids ...string) error {
-	if len(ids) == 0 {
-		return nil
+// removeBatch is how many entries one XDEL deletes, so that deleting a
+// whole stream's worth never blocks Redis for long.
+const removeBatch = 500
+
+// Remove deletes the stream entries ids, a batch at a time, and returns how
+// many there were (an id already gone is not counted).
+func Remove(ctx context.Context, rdb redis.UniversalClient, ids ...string) (int, error) {
+	removed := 0
+	for batch := range slices.Chunk(ids, removeBatch) {
+		n, err := rdb.XDel(ctx, Stream, batch...).Result()
+		removed += int(n)
+		if err != nil {
+			return removed, fmt.Errorf("delete dead-letter entries: %w", err)
+		}
 	}
-	if err := rdb.XDel(ctx, Stream, ids...).Err(); err != nil {
-		return fmt.Errorf("delete dead-letter entries: %w", err)
-	}
-	return nil
+	return removed, nil
 }
 
-// Purge deletes the whole stream and returns how many entries it held.
-func Purge(ctx context.Context, rdb redis.UniversalClient) (int, error) {
-	var n *redis.IntCmd
-	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		n = p.XLen(ctx, Stream)
-		p.Del(ctx, Stream)
-		return nil
+// Ref is what a purge reads of a stream entry: its id, and its task id and
+// queue as stored (either may be missing or malformed).
+type Ref struct {
+	EntryID string
+	TaskID  string
+	Queue   string
+}
+
+// Refs returns a Ref of every entry of the stream, newest first, read a
+// page at a time. The stream is capped (CERTMAIL_DEADLETTER_MAXLEN), so is
+// the list; a task id or queue longer than MaxID is left empty, as Decode
+// refuses it.
+func Refs(ctx context.Context, rdb redis.UniversalClient) ([]Ref, error) {
+	var refs []Ref
+	err := scan(ctx, rdb, func(m redis.XMessage) bool {
+		str := func(k string) string {
+			v, _ := m.Values[k].(string)
+			if len(v) > MaxID {
+				return ""
+			}
+			return v
+		}
+		refs = append(refs, Ref{EntryID: m.ID, TaskID: str("task_id"), Queue: str("queue")})
+		return true
 	})
-	if err != nil {
-		return 0, fmt.Errorf("delete dead-letter stream: %w", err)
-	}
-	return int(n.Val()), nil
+	return refs, err
 }
 
 // Count returns how many entries the stream holds.

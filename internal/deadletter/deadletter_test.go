@@ -114,7 +114,8 @@ func TestDecodeIsTolerant(t *testing.T) {
 
 // List pages newest first, says where the next page starts, and returns a
 // malformed entry as skipped, counted towards the page; Find, EntryIDs,
-// Remove, Count and Purge work on every entry of a task.
+// Remove and Count work on every entry of a task, and Refs reads what
+// remains.
 func TestListFindRemove(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Start(t).Client()
@@ -155,8 +156,8 @@ func TestListFindRemove(t *testing.T) {
 	if want := []string{first.Entries[0].ID, second.Entries[1].ID}; err != nil || !slices.Equal(ids, want) {
 		t.Fatalf("EntryIDs(a) = %v, %v; want a's two entries %v", ids, err, want)
 	}
-	if err := deadletter.Remove(ctx, rdb, ids...); err != nil {
-		t.Fatal(err)
+	if n, err := deadletter.Remove(ctx, rdb, append(ids, ids[0])...); err != nil || n != 2 {
+		t.Fatalf("Remove(a's entries, one twice) = %d, %v; want 2", n, err)
 	}
 	if n, err := deadletter.Count(ctx, rdb); err != nil || n != 2 {
 		t.Errorf("Count after removing a = %d, %v; want b and the junk", n, err)
@@ -164,11 +165,10 @@ func TestListFindRemove(t *testing.T) {
 	if _, found, err := deadletter.Find(ctx, rdb, "b"); err != nil || !found {
 		t.Errorf("Find(b) after removing a: found %v (%v)", found, err)
 	}
-	if n, err := deadletter.Purge(ctx, rdb); err != nil || n != 2 {
-		t.Errorf("Purge = %d, %v; want 2", n, err)
-	}
-	if n, err := rdb.Exists(ctx, deadletter.Stream).Result(); err != nil || n != 0 {
-		t.Errorf("stream left after Purge (%v)", err)
+	refs, err := deadletter.Refs(ctx, rdb)
+	if want := []deadletter.Ref{{EntryID: first.Skipped[0].EntryID}, {EntryID: second.Entries[0].ID, TaskID: "b", Queue: "default"}}; err != nil ||
+		!slices.Equal(refs, want) {
+		t.Errorf("Refs = %+v, %v; want the junk's and b's, newest first: %+v", refs, err, want)
 	}
 	// Both halves are uint64s, as Redis reads them: beyond, it refuses the id.
 	for _, bad := range []string{"", "1", "1-", "-1", "a-b", "1-2-3", strings.Repeat("1", 21) + "-0",

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -154,7 +157,7 @@ func (s *Service) Requeue(ctx context.Context, taskID string) (TaskRef, error) {
 		return TaskRef{}, fmt.Errorf("requeue task %s: %w", taskID, err)
 	}
 	ref := TaskRef{ID: info.ID, Type: info.Type, Queue: info.Queue, State: asynq.TaskStatePending.String()}
-	if err := deadletter.Remove(ctx, s.rdb, ids...); err != nil {
+	if _, err := deadletter.Remove(ctx, s.rdb, ids...); err != nil {
 		return ref, fmt.Errorf("task %s requeued, but its dead-letter entries remain: %w", taskID, err)
 	}
 	return ref, nil
@@ -183,26 +186,145 @@ func (s *Service) DeleteDeadLetter(ctx context.Context, taskID string) error {
 			return fmt.Errorf("delete task %s: %w", taskID, err)
 		}
 	}
-	return deadletter.Remove(ctx, s.rdb, ids...)
+	_, err = deadletter.Remove(ctx, s.rdb, ids...)
+	return err
 }
 
 // Purged is what PurgeDeadLetters deleted.
 type Purged struct {
 	Entries int // entries of the dead-letter stream
-	Tasks   int // archived tasks of the queues certmail serves
+	Tasks   int // archived tasks
+	// Kept counts the entries of the purged queues left in the stream
+	// because their task is still archived: parked, or archived while the
+	// purge ran.
+	Kept int
 }
 
 // purgePage is how many archived tasks one listing of a queue's archive
 // fetches while PurgeDeadLetters collects them.
 const purgePage = 1000
 
-// PurgeDeadLetters deletes the archived tasks of the queues certmail serves
-// (Rules.Queues), except parked ones, which wait to be tried again, and
-// then the whole dead-letter stream. The archives of other queues, another
-// asynq application's, are left alone.
+// MaxQueuesListed is the most queue names a PurgeCheck lists in Known and
+// Other, and its messages name; the others are counted.
+const MaxQueuesListed = 10
+
+// PurgeCheck is what PurgeDeadLetters finds before it deletes anything.
+type PurgeCheck struct {
+	// Queues are the queues whose dead letters go: Rules.Queues, sorted.
+	Queues []string
+	// Unknown are those of Queues that asynq has never known: nothing was
+	// ever enqueued to them, so they have no archive.
+	Unknown []string
+	// Known lists the queues asynq knows, sorted, at most MaxQueuesListed
+	// of them; KnownCount counts them all.
+	Known      []string
+	KnownCount int
+	// Entries counts the stream entries that go with their tasks: those
+	// that name one of Queues, and the malformed ones that name no queue.
+	Entries int
+	// Other lists the other queues that stream entries name, sorted, at
+	// most MaxQueuesListed of them; OtherCount counts them all, and
+	// OtherEntries their entries, which the purge keeps.
+	Other        []string
+	OtherCount   int
+	OtherEntries int
+
+	refs []deadletter.Ref // the entries counted in Entries
+}
+
+// UnknownNote says which of c.Queues asynq has never known and which
+// queues it knows, both lists bounded: "asynq has never known queue
+// defualt (it knows: critical, default)". It is "" when it knows them all.
+func (c PurgeCheck) UnknownNote() string {
+	if len(c.Unknown) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("asynq has never known %s %s (it knows: %s)", plural(len(c.Unknown), "queue", "queues"),
+		names(c.Unknown[:min(len(c.Unknown), MaxQueuesListed)], len(c.Unknown)), names(c.Known, c.KnownCount))
+}
+
+// UnknownQueuesError is the error of CheckPurge and PurgeDeadLetters when
+// a queue to purge looks mistyped: asynq has never known it, and either it
+// knows none of the queues to purge, or dead-letter entries name a queue
+// that is not among them (likely the one meant). Nothing is deleted then.
+// It matches ErrInvalidArgument.
+type UnknownQueuesError struct {
+	Check PurgeCheck
+}
+
+// Error says which queues asynq has never known, which it knows, and why
+// that is refused.
+func (e *UnknownQueuesError) Error() string {
+	c := e.Check
+	if c.OtherEntries > 0 {
+		return fmt.Sprintf("%s, and %d dead-letter entries name other queues (%s)", c.UnknownNote(), c.OtherEntries, names(c.Other, c.OtherCount))
+	}
+	return c.UnknownNote() + ": none of the queues to purge is known"
+}
+
+// Is reports whether target is ErrInvalidArgument.
+func (e *UnknownQueuesError) Is(target error) bool { return target == ErrInvalidArgument }
+
+// CheckPurge finds what PurgeDeadLetters would delete and keep. The error
+// is an *UnknownQueuesError, with the check, when PurgeDeadLetters would
+// refuse. A queue asynq has never known among known ones (one no task was
+// ever sent to yet) is only reported, in Unknown.
+func (s *Service) CheckPurge(ctx context.Context) (PurgeCheck, error) {
+	c := PurgeCheck{Queues: slices.Clone(s.opts.Rules.Queues)}
+	all, err := s.inspector.Queues()
+	if err != nil {
+		return c, fmt.Errorf("list queues: %w", err)
+	}
+	slices.Sort(all)
+	c.KnownCount = len(all)
+	c.Known = all[:min(len(all), MaxQueuesListed)]
+	for _, q := range c.Queues {
+		if _, found := slices.BinarySearch(all, q); !found {
+			c.Unknown = append(c.Unknown, q)
+		}
+	}
+	refs, err := deadletter.Refs(ctx, s.rdb)
+	if err != nil {
+		return c, err
+	}
+	// The other queues' names are counted in full: the stream is capped,
+	// and a queue name that could hold a task is at most 63 bytes.
+	other := map[string]bool{}
+	for _, r := range refs {
+		if queues.ValidName(r.Queue) && !slices.Contains(c.Queues, r.Queue) {
+			other[r.Queue] = true
+			c.OtherEntries++
+			continue
+		}
+		c.refs = append(c.refs, r)
+	}
+	c.Entries = len(c.refs)
+	c.OtherCount = len(other)
+	c.Other = slices.Sorted(maps.Keys(other))
+	c.Other = c.Other[:min(len(c.Other), MaxQueuesListed)]
+	noneKnown := len(c.Unknown) == len(c.Queues) && c.KnownCount > 0
+	if len(c.Unknown) > 0 && (noneKnown || c.OtherEntries > 0) {
+		return c, &UnknownQueuesError{Check: c}
+	}
+	return c, nil
+}
+
+// PurgeDeadLetters deletes the dead letters of the queues certmail serves
+// (Rules.Queues): their archived tasks, except parked ones, which wait to be
+// tried again, and the stream entries that name them, except those of a
+// task still archived afterwards (parked, or archived meanwhile). Malformed
+// entries that name no queue go too. The archives and entries of other
+// queues (another asynq application's, or queues left out of Rules.Queues)
+// are left alone. It first checks as CheckPurge does, and refuses with its
+// *UnknownQueuesError, deleting nothing.
 func (s *Service) PurgeDeadLetters(ctx context.Context) (Purged, error) {
 	var p Purged
-	for _, q := range s.opts.Rules.Queues {
+	check, err := s.CheckPurge(ctx)
+	if err != nil {
+		return p, err
+	}
+	known := slices.DeleteFunc(slices.Clone(check.Queues), func(q string) bool { return slices.Contains(check.Unknown, q) })
+	for _, q := range known {
 		ids, err := s.archivedIDs(q)
 		if err != nil {
 			return p, err
@@ -231,11 +353,47 @@ func (s *Service) PurgeDeadLetters(ctx context.Context) (Purged, error) {
 			}
 		}
 	}
-	var err error
-	if p.Entries, err = deadletter.Purge(ctx, s.rdb); err != nil {
-		return p, err
+	// Listed after the deletions: the tasks still archived now keep their
+	// entries.
+	stillArchived := map[deadletter.Parked]bool{}
+	for _, q := range known {
+		ids, err := s.archivedIDs(q)
+		if err != nil {
+			return p, err
+		}
+		for _, id := range ids {
+			stillArchived[deadletter.Parked{Queue: q, ID: id}] = true
+		}
 	}
-	return p, nil
+	var gone []string
+	for _, r := range check.refs {
+		if stillArchived[deadletter.Parked{Queue: r.Queue, ID: r.TaskID}] {
+			p.Kept++
+			continue
+		}
+		gone = append(gone, r.EntryID)
+	}
+	p.Entries, err = deadletter.Remove(ctx, s.rdb, gone...)
+	return p, err
+}
+
+// names lists the first of names and says how many of total it left out.
+func names(names []string, total int) string {
+	if total == 0 {
+		return "none"
+	}
+	s := strings.Join(names, ", ")
+	if left := total - len(names); left > 0 {
+		s += fmt.Sprintf(" and %d more", left)
+	}
+	return s
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // archivedIDs lists the ids of queue q's archived tasks (asynq caps an

@@ -3,6 +3,7 @@ package ops_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 )
 
@@ -267,8 +269,8 @@ func TestPurgeDeadLetters(t *testing.T) {
 	if err != nil || p != (ops.Purged{Entries: 3, Tasks: 3}) {
 		t.Fatalf("PurgeDeadLetters = %+v, %v; want 3 entries and 3 tasks", p, err)
 	}
-	if exists, err := b.rdb.Exists(ctx, deadletter.Stream).Result(); err != nil || exists != 0 {
-		t.Errorf("stream exists = %d, %v; want it gone", exists, err)
+	if n, err := b.rdb.XLen(ctx, deadletter.Stream).Result(); err != nil || n != 0 {
+		t.Errorf("stream holds %d entries (%v); want none", n, err)
 	}
 	for _, id := range ids {
 		if _, err := b.svc.Task(ctx, id); !errors.Is(err, ops.ErrNotFound) {
@@ -286,5 +288,139 @@ func TestPurgeDeadLetters(t *testing.T) {
 	}
 	if p, err := b.svc.PurgeDeadLetters(ctx); err != nil || p != (ops.Purged{}) {
 		t.Errorf("second PurgeDeadLetters = %+v, %v; want nothing", p, err)
+	}
+}
+
+// archivedIn enqueues a raw task to queue q, archives it and, unless
+// noEntry, appends its dead-letter entry, as a worker would; it returns the
+// task id.
+func (b *bundle) archivedIn(t *testing.T, q string, noEntry bool) string {
+	t.Helper()
+	client := asynq.NewClientFromRedisClient(b.rdb)
+	info, err := client.Enqueue(asynq.NewTask("set-emails-v2", []byte(`{}`)), asynq.Queue(q))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.inspector.ArchiveTask(q, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	if !noEntry {
+		e := deadletter.Entry{TaskID: info.ID, Type: "set-emails-v2", Queue: q, ErrorCode: "unknown_type", FailedAt: time.Now()}
+		if _, err := deadletter.Append(context.Background(), b.rdb, e, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return info.ID
+}
+
+// streamTasks returns the task ids of the stream's entries, sorted.
+func (b *bundle) streamTasks(t *testing.T) []string {
+	t.Helper()
+	msgs, err := b.rdb.XRange(context.Background(), deadletter.Stream, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range msgs {
+		id, _ := m.Values["task_id"].(string)
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// A purge of some queues deletes the entries of those queues only (and the
+// malformed ones, which name no queue): the dead letters of the others keep
+// theirs, and so does a parked task of a purged queue.
+func TestPurgeDeadLettersKeepsOtherQueues(t *testing.T) {
+	t.Parallel()
+	b := setup(t, ops.Config{Rules: enqueue.Rules{Queues: []string{"critical", "default"}}})
+	ctx := context.Background()
+	inDefault := b.archivedIn(t, "default", false)
+	inCritical := b.archivedIn(t, "critical", false)
+	inBulk := b.archivedIn(t, "bulk", false)
+	parked := b.archivedIn(t, "default", false)
+	if err := deadletter.Park(ctx, b.rdb, deadletter.Parked{Queue: "default", ID: parked}, time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: deadletter.Stream, Values: []any{"junk", "1"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	check, err := b.svc.CheckPurge(ctx)
+	if err != nil || check.Entries != 4 || check.OtherEntries != 1 || !slices.Equal(check.Other, []string{"bulk"}) || len(check.Unknown) != 0 {
+		t.Fatalf("CheckPurge = %+v, %v; want 4 entries to go, 1 of bulk to stay", check, err)
+	}
+	p, err := b.svc.PurgeDeadLetters(ctx)
+	if err != nil || p != (ops.Purged{Entries: 3, Tasks: 2, Kept: 1}) {
+		t.Fatalf("PurgeDeadLetters = %+v, %v; want 3 entries (2 tasks' and the junk), 2 tasks, 1 entry kept", p, err)
+	}
+	if got, want := b.streamTasks(t), slices.Sorted(slices.Values([]string{inBulk, parked})); !slices.Equal(got, want) {
+		t.Errorf("stream after purge holds tasks %v, want bulk's and the parked one's %v", got, want)
+	}
+	if info, err := b.inspector.GetTaskInfo("bulk", inBulk); err != nil || info.State != asynq.TaskStateArchived {
+		t.Errorf("archived task of an unlisted queue after purge: %v, %v; want it kept", info, err)
+	}
+	for q, id := range map[string]string{"default": inDefault, "critical": inCritical} {
+		if _, err := b.inspector.GetTaskInfo(q, id); !errors.Is(err, asynq.ErrTaskNotFound) {
+			t.Errorf("archived task of %s after purge: %v, want it deleted", q, err)
+		}
+	}
+}
+
+// A mistyped queue is refused before anything is deleted when dead letters
+// name a queue that is not listed (the one meant), or when no queue listed
+// is known to asynq; a never-used queue among known ones is only reported.
+func TestPurgeDeadLettersUnknownQueue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name    string
+		queues  []string
+		entry   bool // the archived task of default has a dead-letter entry
+		refused bool
+		unknown []string
+	}{
+		{"mistype with dead letters of the queue meant", []string{"critical", "defualt"}, true, true, []string{"defualt"}},
+		{"no queue known", []string{"defualt"}, false, true, []string{"defualt"}},
+		{"a never-used queue", []string{"bulk", "critical", "default"}, true, false, []string{"bulk"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, ops.Config{Rules: enqueue.Rules{Queues: tt.queues}})
+			inDefault := b.archivedIn(t, "default", !tt.entry)
+			inCritical := b.archivedIn(t, "critical", true)
+			before := b.streamTasks(t)
+
+			check, checkErr := b.svc.CheckPurge(ctx)
+			p, err := b.svc.PurgeDeadLetters(ctx)
+			var unknownErr *ops.UnknownQueuesError
+			if !slices.Equal(check.Unknown, tt.unknown) || !slices.Equal(check.Known, []string{"critical", "default"}) || check.KnownCount != 2 {
+				t.Errorf("CheckPurge = %+v; want unknown %v, known critical and default", check, tt.unknown)
+			}
+			if !tt.refused {
+				if checkErr != nil || err != nil || p != (ops.Purged{Entries: 1, Tasks: 2}) {
+					t.Fatalf("CheckPurge: %v; PurgeDeadLetters = %+v, %v; want both tasks and the entry deleted", checkErr, p, err)
+				}
+				return
+			}
+			for _, e := range []error{checkErr, err} {
+				if !errors.As(e, &unknownErr) || !errors.Is(e, ops.ErrInvalidArgument) || !strings.Contains(e.Error(), "defualt") ||
+					!strings.Contains(e.Error(), "critical, default") {
+					t.Errorf("error = %v, want an UnknownQueuesError naming defualt and the queues asynq knows", e)
+				}
+			}
+			if p != (ops.Purged{}) {
+				t.Errorf("refused purge deleted %+v", p)
+			}
+			if got := b.streamTasks(t); !slices.Equal(got, before) {
+				t.Errorf("stream after a refused purge: %v, want %v", got, before)
+			}
+			for q, id := range map[string]string{"default": inDefault, "critical": inCritical} {
+				if info, err := b.inspector.GetTaskInfo(q, id); err != nil || info.State != asynq.TaskStateArchived {
+					t.Errorf("archived task of %s after a refused purge: %v, %v; want it kept", q, info, err)
+				}
+			}
+		})
 	}
 }

@@ -8,7 +8,8 @@
 // (where the dashboard shows it and from where it can run again) and an
 // entry of the Redis stream certmail:deadletter (package deadletter, written
 // by the worker, which keeps the error code and HTTP status). The
-// dead-letter methods keep both in step.
+// dead-letter methods keep both in step: a purge deletes the entries of the
+// queues it purges, and no others.
 package ops
 
 import (
@@ -34,7 +35,8 @@ var ErrNotFound = errors.New("not found")
 var ErrIdempotencyConflict = errors.New("idempotency key reused with a different request")
 
 // ErrInvalidArgument is wrapped by the errors of DeadLetters for a limit out
-// of range or a cursor that is not a stream entry id.
+// of range or a cursor that is not a stream entry id, and matched by the
+// *UnknownQueuesError of a purge that names a queue asynq has never known.
 var ErrInvalidArgument = errors.New("invalid argument")
 
 // DefaultIdempotencyTTL is how long an idempotency key is remembered unless
