@@ -564,6 +564,90 @@ func TestTaskAndDLQ(t *testing.T) {
 	}
 }
 
+// dlq purge deletes the dead letters of the queues given and no others,
+// names on stderr a queue asynq has never known, and refuses (exit 2,
+// before asking) when that looks like a mistype: none of the queues given
+// is known, or dead letters name a queue that is not given.
+func TestDLQPurgeQueues(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	client := asynq.NewClientFromRedisClient(e.redis.Client())
+	deadLetter := func(q string) {
+		t.Helper()
+		info, err := client.Enqueue(asynq.NewTask("set-emails-v2", []byte(`{}`)), asynq.Queue(q))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.inspector.ArchiveTask(q, info.ID); err != nil {
+			t.Fatal(err)
+		}
+		entry := deadletter.Entry{TaskID: info.ID, Type: "set-emails-v2", Queue: q, ErrorCode: "unknown_type", FailedAt: time.Now()}
+		if _, err := deadletter.Append(ctx, e.redis.Client(), entry, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []string{"default", "default", "default", "bulk"} {
+		deadLetter(q)
+	}
+	entries := func() int64 {
+		n, err := e.redis.Client().XLen(ctx, deadletter.Stream).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	archived := func(q string) int {
+		info, err := e.inspector.GetQueueInfo(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Archived
+	}
+
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--yes", "--queues", "critical=6,defualt=3"},
+			"CERTMAIL_QUEUES: asynq has never known queues critical, defualt (it knows: bulk, default), and 4 dead-letter entries name other queues (bulk, default); nothing deleted"},
+		{[]string{"--yes", "--queues", "bulk=1,defualt=3"},
+			"CERTMAIL_QUEUES: asynq has never known queue defualt (it knows: bulk, default), and 3 dead-letter entries name other queues (default); nothing deleted"},
+		{[]string{"--queues", "bulk=1,defualt=3"}, "queue defualt"}, // refused before asking
+	} {
+		r := e.run(append([]string{"dlq", "purge"}, tt.args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, tt.want) || strings.Contains(r.stdout, "[y/N]") || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("dlq purge %v: %+v, want exit 2 with one line %q, before any question", tt.args, r, tt.want)
+		}
+	}
+	if n, a := entries(), archived("default"); n != 4 || a != 3 {
+		t.Fatalf("after refused purges: %d entries, %d archived in default; want 4 and 3", n, a)
+	}
+
+	// Known queues only: default's dead letters go, bulk's stay.
+	r := e.run("dlq", "purge", "--yes", "--queues", "default=3")
+	if r.code != 0 || r.stderr != "" ||
+		!strings.Contains(r.stdout, "deleted 3 dead-lettered tasks and 3 dead-letter entries of queues default ") ||
+		!strings.Contains(r.stdout, "kept 1 dead-letter entry of other queues (bulk)") {
+		t.Errorf("dlq purge of default: %+v", r)
+	}
+	if n, a, b := entries(), archived("default"), archived("bulk"); n != 1 || a != 0 || b != 1 {
+		t.Errorf("after the purge of default: %d entries, %d archived in default, %d in bulk; want bulk's one left", n, a, b)
+	}
+	if r := e.run("dlq", "list"); r.code != 0 || !strings.Contains(r.stdout, "bulk") {
+		t.Errorf("dlq list after the purge of default: %+v, want bulk's dead letter", r)
+	}
+	// critical has never been used: it is named, and the purge goes on.
+	r = e.run("dlq", "purge", "--yes", "--queues", "critical=6,bulk=1")
+	if r.code != 0 || r.stderr != "CERTMAIL_QUEUES: asynq has never known queue critical (it knows: bulk, default); it has no dead letters\n" ||
+		!strings.Contains(r.stdout, "deleted 1 dead-lettered tasks and 1 dead-letter entries of queues bulk, critical ") {
+		t.Errorf("dlq purge of critical and bulk: %+v", r)
+	}
+	if n := entries(); n != 0 {
+		t.Errorf("after the purge of bulk: %d entries, want none", n)
+	}
+}
+
 // startWorker runs a worker against the fake CertCentral at baseURL, which
 // accepts key, until the test ends.
 func startWorker(t *testing.T, e *env, baseURL, key string) {

@@ -26,7 +26,7 @@ type DLQCmd struct {
 	Show    DLQShowCmd    `cmd:"" help:"Show the dead letter of one task."`
 	Requeue DLQRequeueCmd `cmd:"" help:"Run dead-lettered tasks again (they go back to pending)."`
 	Delete  DLQDeleteCmd  `cmd:"" help:"Delete dead-lettered tasks and their entries."`
-	Purge   DLQPurgeCmd   `cmd:"" help:"Delete every dead-lettered task and the whole dead-letter stream."`
+	Purge   DLQPurgeCmd   `cmd:"" help:"Delete the dead letters of the queues in CERTMAIL_QUEUES: their archived tasks (not parked ones) and their dead-letter entries; those of other queues are kept."`
 }
 
 // DLQListCmd lists dead letters a page at a time.
@@ -210,7 +210,7 @@ func eachTask(env *Env, ids []string, what string, fn func(id string) (string, e
 	return nil
 }
 
-// DLQPurgeCmd deletes every dead letter.
+// DLQPurgeCmd deletes the dead letters of the queues in CERTMAIL_QUEUES.
 type DLQPurgeCmd struct {
 	RedisFlags
 	LogFlags
@@ -221,7 +221,9 @@ type DLQPurgeCmd struct {
 // Run asks for confirmation on stdin unless --yes is given. When stdin is a
 // file or pipe rather than a terminal, there is nobody to ask: it refuses
 // without --yes. (A reader other than an *os.File, as Main's callers may
-// pass, is read as the answer.)
+// pass, is read as the answer.) A queue asynq has never known is named on
+// stderr; when that looks like a mistype (ops.UnknownQueuesError) it is a
+// usage error, before anything is asked or deleted.
 func (c *DLQPurgeCmd) Run(env *Env) error {
 	queues, err := c.queueNames()
 	if err != nil {
@@ -232,19 +234,23 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 		return err
 	}
 	defer done()
+	check, err := svc.CheckPurge(env.Ctx)
+	if err := purgeRefused(err); err != nil {
+		return err
+	}
+	if note := check.UnknownNote(); note != "" {
+		fmt.Fprintf(env.Stderr, "CERTMAIL_QUEUES: %s; %s no dead letters\n", note, plural(len(check.Unknown), "it has", "they have"))
+	}
 	if !c.Yes {
-		n, err := svc.CountDeadLetters(env.Ctx)
-		if err != nil {
-			return err
-		}
+		n := check.Entries
 		if n == 0 {
-			_, err := fmt.Fprintln(env.Stdout, "no dead-lettered tasks")
+			_, err := fmt.Fprintf(env.Stdout, "no dead-lettered tasks in queues %s\n", queueList(check.Queues, len(check.Queues)))
 			return err
 		}
 		if f, ok := env.Stdin.(*os.File); ok && !term.IsTerminal(int(f.Fd())) {
 			return usagef("%d dead-lettered tasks, and stdin is not a terminal to confirm on: give --yes to purge without asking", n)
 		}
-		yes, err := confirm(env.Stdin, env.Stdout, fmt.Sprintf("Delete %d dead-lettered tasks? [y/N] ", n))
+		yes, err := confirm(env.Stdin, env.Stdout, fmt.Sprintf("Delete %d dead-lettered tasks of queues %s? [y/N] ", n, queueList(check.Queues, len(check.Queues))))
 		if err != nil {
 			return err
 		}
@@ -254,13 +260,50 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 		}
 	}
 	purged, err := svc.PurgeDeadLetters(env.Ctx)
-	if err != nil {
+	if err := purgeRefused(err); err != nil {
 		return err
 	}
-	log.Debug("dead letters purged", zap.Int("entries", purged.Entries), zap.Int("tasks", purged.Tasks))
-	_, err = fmt.Fprintf(env.Stdout, "deleted %d dead-lettered tasks and %d dead-letter entries (parked tasks, which wait to be retried, are kept)\n",
-		purged.Tasks, purged.Entries)
+	log.Debug("dead letters purged", zap.Int("entries", purged.Entries), zap.Int("tasks", purged.Tasks), zap.Int("kept", purged.Kept))
+	if _, err := fmt.Fprintf(env.Stdout, "deleted %d dead-lettered tasks and %d dead-letter entries of queues %s (parked tasks, which wait to be retried, are kept)\n",
+		purged.Tasks, purged.Entries, queueList(check.Queues, len(check.Queues))); err != nil {
+		return err
+	}
+	if purged.Kept > 0 {
+		fmt.Fprintf(env.Stdout, "kept %d dead-letter %s of tasks still archived (parked, or archived during the purge)\n", purged.Kept, plural(purged.Kept, "entry", "entries"))
+	}
+	if check.OtherEntries > 0 {
+		fmt.Fprintf(env.Stdout, "kept %d dead-letter %s of other queues (%s)\n", check.OtherEntries, plural(check.OtherEntries, "entry", "entries"),
+			queueList(check.Other, check.OtherCount))
+	}
+	return nil
+}
+
+// purgeRefused makes the refusal of a purge of a queue asynq has never known
+// a usage error.
+func purgeRefused(err error) error {
+	var unknown *ops.UnknownQueuesError
+	if errors.As(err, &unknown) {
+		return usagef("CERTMAIL_QUEUES: %v; nothing deleted", err)
+	}
 	return err
+}
+
+// queueList joins the first ops.MaxQueuesListed of names and says how many
+// of total it left out.
+func queueList(names []string, total int) string {
+	shown := names[:min(len(names), ops.MaxQueuesListed)]
+	s := strings.Join(shown, ", ")
+	if left := total - len(shown); left > 0 {
+		s += fmt.Sprintf(" and %d more", left)
+	}
+	return s
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // confirm prints question and reports whether the answer read from in is

@@ -257,7 +257,8 @@ type UnknownQueuesError struct {
 func (e *UnknownQueuesError) Error() string {
 	c := e.Check
 	if c.OtherEntries > 0 {
-		return fmt.Sprintf("%s, and %d dead-letter entries name other queues (%s)", c.UnknownNote(), c.OtherEntries, names(c.Other, c.OtherCount))
+		return fmt.Sprintf("%s, and %d dead-letter %s other queues (%s)", c.UnknownNote(), c.OtherEntries,
+			plural(c.OtherEntries, "entry names", "entries name"), names(c.Other, c.OtherCount))
 	}
 	return c.UnknownNote() + ": none of the queues to purge is known"
 }
