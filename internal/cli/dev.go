@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"time"
+
 	"github.com/certmail/certmail/internal/dev"
 	"github.com/certmail/certmail/internal/logging"
 )
@@ -17,7 +19,9 @@ type DevCmd struct {
 	NoDemo    bool   `name:"no-demo" help:"Do not enqueue the demo tasks and schedule (the banner announces none)."`
 	QueueFlags
 	PollFlags
-	ScheduleRuleFlags
+	// Not ScheduleRuleFlags: nil when neither the flag nor the variable is
+	// set, so that dev can tell its demo default from a value set.
+	MinInterval *time.Duration `name:"schedule-min-interval" env:"CERTMAIL_SCHEDULE_MIN_INTERVAL" help:"Shortest time allowed between two ticks of a schedule (default: ${schedule_min_interval}, lowered to the demo schedule's interval while the demo runs). A value set holds: the demo schedule then fires no more often than it." group:"Schedules"`
 	ScheduleCapFlags
 	LogLevel  string `name:"log-level" env:"CERTMAIL_LOG_LEVEL" default:"${log_level}" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)." group:"Logging"`
 	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"${dev_log_format}" enum:"json,console" help:"Log format (json, console)." group:"Logging"`
@@ -37,8 +41,12 @@ func (c *DevCmd) Run(env *Env) error {
 	if err := c.checkMax(); err != nil {
 		return err
 	}
-	if err := c.ScheduleRuleFlags.check(); err != nil {
-		return err
+	var minInterval time.Duration // 0: dev's default
+	if c.MinInterval != nil {
+		minInterval = *c.MinInterval
+		if err := (ScheduleRuleFlags{MinInterval: minInterval}).check(); err != nil {
+			return err
+		}
 	}
 	if err := c.PollFlags.check(); err != nil {
 		return err
@@ -62,7 +70,7 @@ func (c *DevCmd) Run(env *Env) error {
 		NoDemo:    c.NoDemo,
 		Queues:    qs,
 
-		ScheduleMinInterval: c.MinInterval,
+		ScheduleMinInterval: minInterval,
 		MaxSchedules:        c.MaxSchedules,
 		TaskCheckInterval:   c.TaskCheckInterval,
 		Stdout:              env.Stdout,

@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"bytes"
+	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/alecthomas/kong"
 )
@@ -35,5 +39,40 @@ func TestDevIgnoresRedisURLEnv(t *testing.T) {
 	// The other commands do read it: the variable reaches the parser.
 	if got := parse("worker").Worker.RedisURL; got != fromEnv {
 		t.Errorf("certmail worker with REDIS_URL=%s uses %q", fromEnv, got)
+	}
+}
+
+// TestDevScheduleMinInterval: dev passes on CERTMAIL_SCHEDULE_MIN_INTERVAL
+// only when it is set (flag or variable), so that its demo default does not
+// override a value set; a value that cannot work is refused.
+func TestDevScheduleMinInterval(t *testing.T) {
+	parse := func(args ...string) *time.Duration {
+		t.Helper()
+		var c CLI
+		parser, err := kong.New(&c, defaults())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := parser.Parse(args); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return c.Dev.MinInterval
+	}
+	if got := parse("dev"); got != nil {
+		t.Errorf("certmail dev: schedule-min-interval %v, want unset", *got)
+	}
+	if got := parse("dev", "--schedule-min-interval", "5m"); got == nil || *got != 5*time.Minute {
+		t.Errorf("certmail dev --schedule-min-interval 5m: %v, want 5m", got)
+	}
+	t.Setenv("CERTMAIL_SCHEDULE_MIN_INTERVAL", "90s")
+	if got := parse("dev"); got == nil || *got != 90*time.Second {
+		t.Errorf("certmail dev with CERTMAIL_SCHEDULE_MIN_INTERVAL=90s: %v, want 90s", got)
+	}
+	for _, bad := range []string{"0s", "-1m"} {
+		var out, errOut bytes.Buffer
+		code := Main(context.Background(), []string{"dev", "--schedule-min-interval=" + bad}, strings.NewReader(""), &out, &errOut)
+		if code != 2 || !strings.Contains(errOut.String(), "CERTMAIL_SCHEDULE_MIN_INTERVAL") {
+			t.Errorf("certmail dev --schedule-min-interval %s: exit %d, %q; want 2 naming the setting", bad, code, errOut.String())
+		}
 	}
 }

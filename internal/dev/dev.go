@@ -78,7 +78,8 @@ type Config struct {
 	// NoDemo skips the demo tasks and schedule.
 	NoDemo bool
 	// DemoEvery is how often the demo schedule fires; default
-	// DefaultDemoEvery. Whole seconds. The fake approves the demo order after
+	// DefaultDemoEvery, raised to a longer ScheduleMinInterval when that is
+	// set. Whole seconds. The fake approves the demo order after
 	// as many reminders as take about a minute, DemoApproveAfter at least.
 	DemoEvery time.Duration
 	// Queues are the weighted queues the worker serves and the API, the
@@ -86,9 +87,11 @@ type Config struct {
 	// queues.Default.
 	Queues map[string]int
 	// ScheduleMinInterval is the shortest time allowed between two ticks
-	// of a schedule; default schedule.DefaultMinInterval. With the demo,
-	// it is lowered to the demo schedule's interval (DemoEvery) when that is
-	// shorter, so that the demo schedule is accepted.
+	// of a schedule (CERTMAIL_SCHEDULE_MIN_INTERVAL). Unset (0), it is
+	// schedule.DefaultMinInterval, lowered to DemoEvery while the demo runs
+	// so that the demo schedule is accepted. A value set holds, for the
+	// demo schedule too: when it is longer than DemoEvery, the demo schedule
+	// fires every ScheduleMinInterval, rounded up to whole seconds.
 	ScheduleMinInterval time.Duration
 	// MaxSchedules is the most schedules the API may hold; default
 	// schedule.DefaultMaxSchedules.
@@ -102,17 +105,25 @@ type Config struct {
 	Logger *zap.Logger
 }
 
-// WithDefaults returns c with zero values replaced by the defaults, and the
-// minimum interval lowered to the demo schedule's.
+// WithDefaults returns c with zero values replaced by the defaults, and
+// either the minimum interval lowered to the demo schedule's (when it is
+// unset) or the demo schedule's raised to it (when it is set).
 func (c Config) WithDefaults() Config {
 	c.HTTPAddr = cmp.Or(c.HTTPAddr, DefaultHTTPAddr)
 	c.AdminAddr = cmp.Or(c.AdminAddr, DefaultAdminAddr)
 	c.DemoEvery = cmp.Or(c.DemoEvery, DefaultDemoEvery)
-	c.ScheduleMinInterval = cmp.Or(c.ScheduleMinInterval, schedule.DefaultMinInterval)
-	if !c.NoDemo && c.DemoEvery > 0 && c.DemoEvery < c.ScheduleMinInterval {
-		// The demo schedule reminds a fake DigiCert: let it fire as often
-		// as it is set to, whatever the interval guarding the real one.
-		c.ScheduleMinInterval = c.DemoEvery
+	switch {
+	case c.ScheduleMinInterval == 0:
+		c.ScheduleMinInterval = schedule.DefaultMinInterval
+		if !c.NoDemo && c.DemoEvery > 0 {
+			// The demo schedule reminds a fake DigiCert: let it fire as
+			// often as it is set to.
+			c.ScheduleMinInterval = min(c.ScheduleMinInterval, c.DemoEvery)
+		}
+	case !c.NoDemo && c.ScheduleMinInterval > c.DemoEvery:
+		// A floor the user set holds, with the schedules of a real Redis
+		// (--redis-url) in mind: the demo schedule keeps to it.
+		c.DemoEvery = (c.ScheduleMinInterval + time.Second - 1).Truncate(time.Second)
 	}
 	if c.Queues == nil {
 		c.Queues, _ = queues.Parse(queues.Default) // a constant that parses (queues' own test)

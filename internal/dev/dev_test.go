@@ -19,6 +19,7 @@ import (
 	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/dev"
 	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/internal/schedule"
 )
 
 // stack runs the dev stack on free ports until the test ends and returns
@@ -323,4 +324,49 @@ func TestDemoEveryWholeSeconds(t *testing.T) {
 			t.Errorf("DemoEvery %v: Run = %v, want a refusal", every, err)
 		}
 	}
+}
+
+// TestScheduleMinInterval: unset, the floor between two ticks is lowered to
+// the demo schedule's interval while the demo runs; set, it holds, and the
+// demo schedule fires at it when it is longer (in whole seconds).
+func TestScheduleMinInterval(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		cfg             dev.Config
+		floor, demoEach time.Duration
+	}{
+		{dev.Config{}, dev.DefaultDemoEvery, dev.DefaultDemoEvery},
+		{dev.Config{NoDemo: true}, schedule.DefaultMinInterval, dev.DefaultDemoEvery},
+		{dev.Config{ScheduleMinInterval: 5 * time.Minute}, 5 * time.Minute, 5 * time.Minute},
+		{dev.Config{ScheduleMinInterval: 30 * time.Second}, 30 * time.Second, 30 * time.Second},
+		{dev.Config{ScheduleMinInterval: 30500 * time.Millisecond}, 30500 * time.Millisecond, 31 * time.Second},
+		{dev.Config{ScheduleMinInterval: 5 * time.Second}, 5 * time.Second, dev.DefaultDemoEvery},
+		{dev.Config{ScheduleMinInterval: 5 * time.Minute, NoDemo: true}, 5 * time.Minute, dev.DefaultDemoEvery},
+		{dev.Config{ScheduleMinInterval: time.Hour, DemoEvery: 2 * time.Second}, time.Hour, time.Hour},
+	} {
+		got := tt.cfg.WithDefaults()
+		if got.ScheduleMinInterval != tt.floor || got.DemoEvery != tt.demoEach {
+			t.Errorf("ScheduleMinInterval %v, DemoEvery %v, NoDemo %t: floor %v, demo every %v; want %v, %v", tt.cfg.ScheduleMinInterval,
+				tt.cfg.DemoEvery, tt.cfg.NoDemo, got.ScheduleMinInterval, got.DemoEvery, tt.floor, tt.demoEach)
+		}
+	}
+
+	// The stack holds a floor set above the demo's: an API schedule below it
+	// is refused, and the demo schedule fires at the floor.
+	st, banner, _ := stack(t, dev.Config{ScheduleMinInterval: 5 * time.Minute})
+	status, body := call(t, "POST", st.APIURL+"/v1/schedules", st.Token, "",
+		`{"id": "dev-1", "cron": "@every 21s", "type": "resend-dcv", "payload": {"order_id": 5}}`)
+	if status != http.StatusBadRequest || !strings.Contains(string(body), "cron") {
+		t.Errorf("a schedule every 21s under a 5m floor: %d %s, want 400 on cron", status, body)
+	}
+	if !strings.Contains(banner, "A demo schedule (@every 5m0s)") {
+		t.Errorf("the banner does not announce the demo schedule at the floor:\n%s", banner)
+	}
+	waitUntil(t, 30*time.Second, "the demo schedule is added", func() bool {
+		status, body := call(t, "GET", st.APIURL+"/v1/schedules/"+dev.DemoSchedule.ID, st.Token, "", "")
+		if status == http.StatusOK && !strings.Contains(string(body), `"cron":"@every 5m0s"`) {
+			t.Fatalf("demo schedule: %s, want it every 5m0s", body)
+		}
+		return status == http.StatusOK
+	})
 }
