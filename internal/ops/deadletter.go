@@ -204,6 +204,10 @@ type Purged struct {
 // fetches while PurgeDeadLetters collects them.
 const purgePage = 1000
 
+// maxQueueName is the most bytes of a queue name a PurgeCheck shows: a
+// queue certmail serves has at most 63 (queues.ValidName).
+const maxQueueName = 64
+
 // MaxQueuesListed is the most queue names a PurgeCheck lists in Known and
 // Other, and its messages name; the others are counted.
 const MaxQueuesListed = 10
@@ -216,7 +220,7 @@ type PurgeCheck struct {
 	// ever enqueued to them, so they have no archive.
 	Unknown []string
 	// Known lists the queues asynq knows, sorted, at most MaxQueuesListed
-	// of them; KnownCount counts them all.
+	// of them, each cut to 64 bytes; KnownCount counts them all.
 	Known      []string
 	KnownCount int
 	// Entries counts the stream entries that go with their tasks: those
@@ -278,7 +282,11 @@ func (s *Service) CheckPurge(ctx context.Context) (PurgeCheck, error) {
 	}
 	slices.Sort(all)
 	c.KnownCount = len(all)
-	c.Known = all[:min(len(all), MaxQueuesListed)]
+	for _, q := range all[:min(len(all), MaxQueuesListed)] {
+		// Any asynq producer names queues: a name is shown cut to the
+		// longest certmail takes.
+		c.Known = append(c.Known, deadletter.Clip(q, maxQueueName))
+	}
 	for _, q := range c.Queues {
 		if _, found := slices.BinarySearch(all, q); !found {
 			c.Unknown = append(c.Unknown, q)

@@ -3,6 +3,7 @@ package ops_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -422,5 +423,38 @@ func TestPurgeDeadLettersUnknownQueue(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// What a purge check shows of the queues asynq knows, which any asynq
+// producer names, is bounded: ten names at most, each cut short, and a
+// count of the rest.
+func TestCheckPurgeBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, ops.Config{Rules: enqueue.Rules{Queues: []string{"default", "defualt"}}})
+	long := "a" + strings.Repeat("x", 300)
+	client := asynq.NewClientFromRedisClient(b.rdb)
+	for i := range 12 {
+		q := fmt.Sprintf("q%02d", i)
+		if i == 0 {
+			q = long
+		}
+		if _, err := client.Enqueue(asynq.NewTask("other:job", nil), asynq.Queue(q)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.enqueue(t, 1) // default
+	check, err := b.svc.CheckPurge(context.Background())
+	if err != nil || check.KnownCount != 13 || len(check.Known) != ops.MaxQueuesListed {
+		t.Fatalf("CheckPurge = %+v, %v; want 13 known queues, %d listed", check, err, ops.MaxQueuesListed)
+	}
+	for _, q := range check.Known {
+		if len(q) > 64 {
+			t.Errorf("known queue shown with %d bytes, want at most 64", len(q))
+		}
+	}
+	if note := check.UnknownNote(); !strings.HasPrefix(note, "asynq has never known queue defualt (it knows: ax") ||
+		!strings.HasSuffix(note, " and 3 more)") || len(note) > 1000 {
+		t.Errorf("UnknownNote = %q", note)
 	}
 }
