@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -281,5 +282,44 @@ func TestScriptsAreLoadedAgainAfterAFlush(t *testing.T) {
 	p.writeGuard(ctx, d)
 	if n := b.rdb.Exists(ctx, d.dedupKey).Val(); n != 1 {
 		t.Error("the duplicate guard was not written after SCRIPT FLUSH")
+	}
+}
+
+// A set-emails without a sequence is stamped with Redis's clock (TIME), as
+// the limiter is timed, not with the clock of the worker that first runs
+// it: a worker whose clock runs ahead would stamp an older list newer than
+// a later one, which would then be skipped as superseded. Redis runs on
+// this machine's clock, so the test tells the two apart by resolution:
+// TIME gives microseconds, Go's clock nanoseconds. Twenty stamps that are
+// all whole microseconds, each between two readings of TIME, come from
+// Redis.
+func TestFirstSeenStampIsRedisTime(t *testing.T) {
+	t.Parallel()
+	b := setupScripts(t)
+	ctx := context.Background()
+	redisNow := func() int64 {
+		now, err := b.rdb.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return now.UnixNano()
+	}
+	for i := range 20 {
+		id := fmt.Sprintf("task-%d", i)
+		before := redisNow()
+		seq, err := firstSeen(ctx, b.rdb, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := redisNow()
+		if seq < before || seq > after {
+			t.Errorf("stamp %d outside Redis's TIME %d to %d", seq, before, after)
+		}
+		if seq%1000 != 0 {
+			t.Fatalf("stamp %d is not a whole microsecond: not Redis's TIME", seq)
+		}
+		if again, err := firstSeen(ctx, b.rdb, id); err != nil || again != seq {
+			t.Errorf("second stamp of %s = %d, %v; want the first, %d", id, again, err, seq)
+		}
 	}
 }

@@ -302,9 +302,13 @@ const orderLockTTL = 15 * time.Second
 const orderBusyWait = time.Second
 
 // firstSeenScript stamps a task with the time it was first processed, once,
-// and returns the stamp.
+// and returns the stamp: Redis's clock (TIME), in nanoseconds, as a decimal
+// string built from TIME's two parts (Lua's doubles would round it), so
+// that the clocks of the workers, which may be skewed, do not order raw
+// set-emails, as they do not time the limiter.
 var firstSeenScript = redis.NewScript(`
-redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+local t = redis.call('TIME')
+redis.call('SET', KEYS[1], string.format('%d%06d000', tonumber(t[1]), tonumber(t[2])), 'NX', 'PX', ARGV[1])
 return redis.call('GET', KEYS[1])
 `)
 
@@ -312,9 +316,10 @@ return redis.call('GET', KEYS[1])
 const firstSeenTTL = 7 * 24 * time.Hour
 
 // firstSeen is the sequence of a set-emails task that carries none: the
-// time, in nanoseconds, its first delivery started, the same on every retry.
+// time on Redis's clock, in nanoseconds, its first delivery started, the
+// same on every retry.
 func firstSeen(ctx context.Context, rdb redis.UniversalClient, taskID string) (int64, error) {
-	seq, err := firstSeenScript.Run(ctx, rdb, []string{firstSeenKey(taskID)}, time.Now().UnixNano(), firstSeenTTL.Milliseconds()).Int64()
+	seq, err := firstSeenScript.Run(ctx, rdb, []string{firstSeenKey(taskID)}, firstSeenTTL.Milliseconds()).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("first-seen stamp: %w", err)
 	}
