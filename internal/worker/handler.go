@@ -110,7 +110,7 @@ func (p *processor) begin(ctx context.Context, t *asynq.Task) (tasks.Payload, *d
 	return payload, d, nil
 }
 
-func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) (err error) {
+func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) error {
 	payload, d, err := p.begin(ctx, t)
 	if err != nil {
 		return err
@@ -120,17 +120,15 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) (err err
 	seq := pl.Sequence
 	if seq == 0 {
 		// A producer that did not go through certmail's entry points: order
-		// by the time the task is first processed, kept for its retries and
-		// forgotten when it ends, so that a task id used again is stamped
-		// anew.
-		if seq, err = firstSeen(ctx, p.rdb, d.taskID); err != nil {
+		// by the time the task is first processed, kept as long as the
+		// duplicate guards and applied sequences, whatever becomes of the
+		// task. A delivery again after the task ended (a worker that died
+		// before asynq recorded the end, a requeued dead letter) then keeps
+		// its place, and a task id used again is a duplicate, as for the
+		// other types.
+		if seq, err = firstSeen(ctx, p.rdb, d.taskID, p.retention); err != nil {
 			return transient("redis", 0, RetryDelay(d.attempt-1), err)
 		}
-		defer func() {
-			if err == nil || errors.Is(err, asynq.SkipRetry) {
-				_ = p.rdb.Del(context.WithoutCancel(ctx), firstSeenKey(d.taskID)).Err() // else it expires
-			}
-		}()
 	}
 	return p.setEmails(ctx, d, pl, seq)
 }
@@ -186,6 +184,9 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 	p.persist(ctx, d, "applied sequence", func(ctx context.Context) error {
 		return afterOrderScript.run(ctx, p.rdb, cmd).Err()
 	})
+	if p.afterDelivery != nil {
+		p.afterDelivery(ctx, d.taskID)
+	}
 	return nil
 }
 

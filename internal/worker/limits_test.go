@@ -241,22 +241,111 @@ func TestProbeAnsweredByDigiCertResumes(t *testing.T) {
 	}
 }
 
+// A raw set-emails (no sequence) keeps the stamp of its first delivery
+// after it ends, as the duplicate guard is kept: a worker stopped after
+// DigiCert applied its list, before asynq recorded the completion, hands it
+// back, and when it comes again after a newer list of the order was
+// applied, it is superseded, not applied over the newer list.
+func TestRawSetEmailsRedeliveredAfterSuccessIsSuperseded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	hit := make(chan struct{}, 1)
+	stopA := b.startWorkerCtl(t, setupOpts{configure: func(c *worker.Config) {
+		c.ShutdownTimeout = 200 * time.Millisecond
+		c.AfterDelivery = func(ctx context.Context, id string) {
+			if id == "old" {
+				hit <- struct{}{}
+				<-ctx.Done() // the process "dies" here: asynq never records the completion
+			}
+		}
+	}})
+	old := b.enqueue(t, tasks.TypeSetEmails, `{"order_id": 77, "additional_emails": ["old@example.com"]}`, asynq.TaskID("old"))
+	<-hit
+	newer := b.enqueue(t, tasks.TypeSetEmails, `{"order_id": 77, "additional_emails": ["new@example.com"]}`)
+	if r := result(t, b.waitState(t, newer, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != taskresult.Delivered {
+		t.Fatalf("the newer task's outcome = %q, want delivered", r.Outcome)
+	}
+	stopA() // shutdown: asynq hands the old task back to its queue
+	// The old task's handler has returned on worker A (its line is logged
+	// after it), so nothing of A runs when B takes the task.
+	waitFor(t, 10*time.Second, func() bool {
+		for _, l := range b.logs.Lines("info", "task done") {
+			if l["task_id"] == old {
+				return true
+			}
+		}
+		return false
+	}, func() string { return "worker A's handler of the old task has not returned" })
+	b.startWorker(t, setupOpts{})
+	if r := result(t, b.waitState(t, old, asynq.TaskStateCompleted, 15*time.Second)); r.Outcome != taskresult.Superseded {
+		t.Errorf("the old task's redelivery: outcome = %q, want superseded", r.Outcome)
+	}
+	if got, _ := b.fake.AdditionalEmails(77); strings.Join(got, ",") != "new@example.com" {
+		t.Errorf("order 77 holds %v after the old task's redelivery, want the newer list", got)
+	}
+	if n := b.fake.RequestCount(); n != 2 {
+		t.Errorf("fake saw %d requests, want 2", n)
+	}
+	// The stamp expires with the guards (GuardRetention, 7 days).
+	if ttl := b.redis.Client().PTTL(context.Background(), "certmail:first_seen:old").Val(); ttl <= 0 || ttl > worker.DefaultGuardRetention {
+		t.Errorf("the stamp's time to live is %v, want at most %v", ttl, worker.DefaultGuardRetention)
+	}
+}
+
 // A raw producer that uses one task id per order, enqueueing again once the
-// previous task is gone, has each new list applied: the worker's stamp of a
-// task without a sequence ends with the task.
-func TestReusedTaskIDGetsAFreshStamp(t *testing.T) {
+// previous task is gone, gets duplicate for the second list, nothing sent,
+// as any task id used again within the guards' retention: the worker keeps
+// the stamp of a task without a sequence as long.
+func TestReusedTaskIDKeepsItsStamp(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
-	for i, email := range []string{"first@example.com", "second@example.com"} {
-		id := b.enqueue(t, tasks.TypeSetEmails, `{"order_id": 77, "additional_emails": ["`+email+`"]}`, asynq.TaskID("order-77"))
-		if r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != taskresult.Delivered {
-			t.Fatalf("task %d outcome = %q, want delivered", i, r.Outcome)
+	for i, c := range []struct{ email, outcome, list string }{
+		{"first@example.com", taskresult.Delivered, "first@example.com"},
+		{"second@example.com", taskresult.Duplicate, "first@example.com"},
+	} {
+		id := b.enqueue(t, tasks.TypeSetEmails, `{"order_id": 77, "additional_emails": ["`+c.email+`"]}`, asynq.TaskID("order-77"))
+		if r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != c.outcome {
+			t.Fatalf("task %d outcome = %q, want %s", i, r.Outcome, c.outcome)
 		}
-		if got, _ := b.fake.AdditionalEmails(77); strings.Join(got, ",") != email {
-			t.Errorf("after task %d the list is %v, want %s", i, got, email)
+		if got, _ := b.fake.AdditionalEmails(77); strings.Join(got, ",") != c.list {
+			t.Errorf("after task %d the list is %v, want %s", i, got, c.list)
 		}
 		if err := b.inspector.DeleteTask("default", id); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if n := b.fake.RequestCount(); n != 1 {
+		t.Errorf("fake saw %d requests, want 1", n)
+	}
+}
+
+// A raw set-emails dead-lettered and requeued (certmail dlq requeue runs the
+// archived task again) keeps the stamp of its first delivery, whether it
+// failed permanently or ran out of retries: after a newer list of its order
+// was applied, both are superseded.
+func TestRequeuedRawSetEmailsKeepsItsStamp(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
+	raw := func(email string) string { return `{"order_id": 9, "additional_emails": ["` + email + `"]}` }
+	b.fake.FailNext(1, 404, `{"errors":[{"code":"not_found|order","message":"Order not found."}]}`, "application/json")
+	permanent := b.enqueue(t, tasks.TypeSetEmails, raw("permanent@example.com"))
+	b.waitState(t, permanent, asynq.TaskStateArchived, 10*time.Second)
+	b.fake.FailNext(4, 503, "<html>bad gateway</html>", "text/html") // every in-call attempt
+	exhausted := b.enqueue(t, tasks.TypeSetEmails, raw("exhausted@example.com"), asynq.MaxRetry(0))
+	b.waitState(t, exhausted, asynq.TaskStateArchived, 10*time.Second)
+	newer := b.enqueue(t, tasks.TypeSetEmails, raw("new@example.com"))
+	if r := result(t, b.waitState(t, newer, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != taskresult.Delivered {
+		t.Fatalf("the newer task's outcome = %q, want delivered", r.Outcome)
+	}
+	for _, id := range []string{permanent, exhausted} {
+		if err := b.inspector.RunTask("default", id); err != nil {
+			t.Fatal(err)
+		}
+		if r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != taskresult.Superseded {
+			t.Errorf("requeued task %s: outcome = %q, want superseded", id, r.Outcome)
+		}
+	}
+	if got, _ := b.fake.AdditionalEmails(9); strings.Join(got, ",") != "new@example.com" {
+		t.Errorf("order 9 holds %v after the requeues, want the newer list", got)
 	}
 }

@@ -307,7 +307,7 @@ func TestFirstSeenStampIsRedisTime(t *testing.T) {
 	for i := range 20 {
 		id := fmt.Sprintf("task-%d", i)
 		before := redisNow()
-		seq, err := firstSeen(ctx, b.rdb, id)
+		seq, err := firstSeen(ctx, b.rdb, id, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -318,7 +318,7 @@ func TestFirstSeenStampIsRedisTime(t *testing.T) {
 		if seq%1000 != 0 {
 			t.Fatalf("stamp %d is not a whole microsecond: not Redis's TIME", seq)
 		}
-		if again, err := firstSeen(ctx, b.rdb, id); err != nil || again != seq {
+		if again, err := firstSeen(ctx, b.rdb, id, time.Hour); err != nil || again != seq {
 			t.Errorf("second stamp of %s = %d, %v; want the first, %d", id, again, err, seq)
 		}
 	}

@@ -22,7 +22,7 @@ import (
 //	certmail:account:{name}:auth_broken  the key was rejected; deleted when a probe succeeds
 //	certmail:account:{name}:probe        held by the one delivery allowed to probe
 //	certmail:delivered:{task_id}         the task's DigiCert call succeeded (duplicate guard)
-//	certmail:first_seen:{task_id}        when a set-emails without a sequence was first processed
+//	certmail:first_seen:{task_id}        when a set-emails without a sequence was first processed (Redis's clock)
 //	certmail:order:{account}:{order_id}:applied   sequence of the last set-emails applied
 //	certmail:order:{account}:{order_id}:lock      one set-emails per order at a time
 const keyPrefix = "certmail:"
@@ -312,14 +312,12 @@ redis.call('SET', KEYS[1], string.format('%d%06d000', tonumber(t[1]), tonumber(t
 return redis.call('GET', KEYS[1])
 `)
 
-// firstSeenTTL outlives a task's retries (about a day by default) many times over.
-const firstSeenTTL = 7 * 24 * time.Hour
-
 // firstSeen is the sequence of a set-emails task that carries none: the
 // time on Redis's clock, in nanoseconds, its first delivery started, the
-// same on every retry.
-func firstSeen(ctx context.Context, rdb redis.UniversalClient, taskID string) (int64, error) {
-	seq, err := firstSeenScript.Run(ctx, rdb, []string{firstSeenKey(taskID)}, firstSeenTTL.Milliseconds()).Int64()
+// same on every delivery for ttl from then (the worker's GuardRetention,
+// 7 days by default: many times a task's retries, about a day).
+func firstSeen(ctx context.Context, rdb redis.UniversalClient, taskID string, ttl time.Duration) (int64, error) {
+	seq, err := firstSeenScript.Run(ctx, rdb, []string{firstSeenKey(taskID)}, ttl.Milliseconds()).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("first-seen stamp: %w", err)
 	}

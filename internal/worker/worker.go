@@ -68,7 +68,8 @@ type Config struct {
 	Client digicert.Config
 
 	// AfterDelivery, when set, runs after a successful DigiCert call and the
-	// write of its duplicate guard, before the task is marked complete: tests
+	// write of its duplicate guard (of a set-emails: its applied sequence),
+	// before the task is marked complete: tests
 	// use it to stop a worker in exactly that window.
 	AfterDelivery func(ctx context.Context, taskID string)
 
