@@ -220,7 +220,11 @@ type components struct {
 
 // open returns a connection to the stack's Redis, closed by the caller.
 func (c *components) open() (*redisconn.Conn, error) {
-	return redisconn.Open(c.stack.RedisURL)
+	conn, err := redisconn.Open(c.stack.RedisURL)
+	if err == nil {
+		conn.Embedded = c.stack.Embedded // miniredis has no INFO memory
+	}
+	return conn, err
 }
 
 // producer is what a component that puts tasks and schedules in Redis

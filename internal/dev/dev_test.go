@@ -27,7 +27,10 @@ import (
 func stack(t *testing.T, cfg dev.Config) (*dev.Stack, string, func() error) {
 	t.Helper()
 	out := &certmailtest.Output{}
-	cfg.HTTPAddr, cfg.AdminAddr, cfg.Stdout, cfg.Logger = "127.0.0.1:0", "127.0.0.1:0", out, zaptest.NewLogger(t)
+	cfg.HTTPAddr, cfg.AdminAddr, cfg.Stdout = "127.0.0.1:0", "127.0.0.1:0", out
+	if cfg.Logger == nil {
+		cfg.Logger = zaptest.NewLogger(t)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	up := make(chan *dev.Stack, 1)
 	done := make(chan error, 1)
@@ -369,4 +372,18 @@ func TestScheduleMinInterval(t *testing.T) {
 		}
 		return status == http.StatusOK
 	})
+}
+
+// The embedded Redis (miniredis) answers no INFO memory: the worker and the
+// scheduler do not warn that its eviction policy could not be read.
+func TestEmbeddedRedisIsNotCheckedForEviction(t *testing.T) {
+	t.Parallel()
+	logger, logs := certmailtest.NewLogger(t)
+	stack(t, dev.Config{NoDemo: true, Logger: logger})
+	waitUntil(t, 30*time.Second, "a scheduler leader", func() bool {
+		return len(logs.Lines("info", "became the scheduler leader")) == 1
+	})
+	if n := len(logs.Lines("warn", "")) + len(logs.Lines("error", "")); n != 0 {
+		t.Errorf("%d WARN or ERROR lines:\n%s", n, logs.Text())
+	}
 }

@@ -1,7 +1,7 @@
 // Package redisconn turns REDIS_URL into the two handles certmail needs: an
 // asynq connection option and a go-redis client for certmail's own keys,
-// both on the same server (or Sentinel group) and database, and waits for
-// Redis to answer.
+// both on the same server (or Sentinel group) and database, waits for
+// Redis to answer, and reports a Redis that may evict certmail's keys.
 package redisconn
 
 import (
@@ -31,6 +31,9 @@ type Conn struct {
 	Opt    asynq.RedisConnOpt    // for asynq's client, server, scheduler and inspector
 	Client redis.UniversalClient // for certmail's keys; Close it when done
 	Target string                // the URL as used, database included, without passwords: for logs
+	// Embedded is set for an in-process Redis (certmail dev's miniredis),
+	// which has no eviction policy to read: CheckEviction skips it.
+	Embedded bool
 }
 
 // Open parses REDIS_URL, one of
@@ -227,4 +230,59 @@ func (c *Conn) Wait(ctx context.Context, log *zap.Logger) error {
 		return fmt.Errorf("wait for Redis at %s: %w", c.Target, err)
 	}
 	return nil
+}
+
+// EvictionRisk says what a process loses when Redis evicts its keys, for
+// CheckEviction's ERROR line.
+type EvictionRisk string
+
+// CheckEviction reads Redis's maxmemory_policy (INFO memory) once and logs
+// one ERROR line when it is not noeviction, Redis's default. Every certmail
+// key that holds a guarantee expires (duplicate guards, order locks and
+// applied sequences, limiter windows, leases), and a volatile-* policy
+// evicts exactly such keys first under memory pressure; an allkeys-* policy
+// evicts asynq's tasks too. risk says what this process then gets wrong. A
+// server that refuses INFO (an ACL, a renamed command) or does not say gets
+// one WARN line instead: the policy is unknown, which is no reason to stop.
+// Nothing stops the process either way.
+func (c *Conn) CheckEviction(ctx context.Context, log *zap.Logger, risk EvictionRisk) {
+	if c.Embedded {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	info, err := c.Client.Info(ctx, "memory").Result()
+	policy, maxmemory := infoField(info, "maxmemory_policy"), infoField(info, "maxmemory")
+	switch {
+	case err != nil || policy == "":
+		if err == nil {
+			err = errors.New("INFO memory has no maxmemory_policy")
+		}
+		log.Warn("could not read Redis's maxmemory-policy; certmail needs noeviction, or Redis may evict the keys that keep its guarantees",
+			zap.String("redis", c.Target), zap.Error(err))
+	case policy != "noeviction":
+		log.Error("Redis may evict certmail's keys: set maxmemory-policy noeviction (Redis's default); "+
+			"volatile-* policies evict first the expiring keys that keep certmail's guarantees, allkeys-* policies tasks too",
+			zap.String("redis", c.Target), zap.String("maxmemory_policy", clip(policy)),
+			zap.String("maxmemory", clip(maxmemory)), zap.String("risk", string(risk)))
+	}
+}
+
+// infoField is the value of name in an INFO answer ("name:value" lines), or "".
+func infoField(info, name string) string {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), name+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// clip bounds a value read from the server for a log line.
+func clip(s string) string {
+	const most = 64
+	if len(s) > most {
+		return s[:most] + "…"
+	}
+	return s
 }

@@ -3,10 +3,14 @@ package scheduler
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/certmail/certmail/internal/certmailtest"
+	"github.com/certmail/certmail/internal/redistest"
 )
 
 // A scheduler started while Redis is out of reach answers /healthz at once,
@@ -36,4 +40,23 @@ func TestHealthWhileWaitingForRedis(t *testing.T) {
 	certmailtest.WaitFor(t, 10*time.Second, func() bool {
 		return logs.FilterMessage("became the scheduler leader").Len() == 1
 	}, func() string { return "no leader" })
+}
+
+// A scheduler whose Redis may evict keys (maxmemory-policy other than
+// noeviction) says so once at start, at ERROR, naming the policy, and
+// leads all the same.
+func TestSchedulerReportsAnEvictingRedis(t *testing.T) {
+	t.Parallel()
+	e := &env{t: t, redis: redistest.Start(t, redistest.Options{Args: []string{"--maxmemory-policy", "volatile-ttl"}}), dir: t.TempDir()}
+	logs, _ := e.start(Config{})
+	certmailtest.WaitFor(t, 10*time.Second, func() bool {
+		return logs.FilterMessage("became the scheduler leader").Len() == 1
+	}, func() string { return "no leader" })
+	lines := logs.FilterField(zap.String("maxmemory_policy", "volatile-ttl")).FilterLevelExact(zap.ErrorLevel).All()
+	if len(lines) != 1 {
+		t.Fatalf("%d ERROR lines naming the policy, want 1", len(lines))
+	}
+	if risk, _ := lines[0].ContextMap()["risk"].(string); !strings.Contains(risk, "leader lease") {
+		t.Errorf("the line's risk %q does not name the leader lease", risk)
+	}
 }

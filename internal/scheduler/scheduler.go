@@ -235,6 +235,7 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) error {
 		}
 		return errors.Join(err, stopErr)
 	}
+	s.cfg.Redis.CheckEviction(ctx, s.log, evictionRisk)
 	running.Store(true)
 	s.log.Info("scheduler started", zap.String("redis", s.cfg.Redis.Target), zap.String("file", s.cfg.File), zap.Duration("lease", s.cfg.Lease),
 		zap.String("admin_addr", addrString(adminAddr)), zap.String("version", buildinfo.Version))
@@ -269,6 +270,10 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) error {
 		}
 	}
 }
+
+// evictionRisk is what a scheduler gets wrong when Redis evicts its keys.
+const evictionRisk redisconn.EvictionRisk = "an evicted leader lease lets two schedulers lead at once; " +
+	"the state of a schedule that left the file is lost"
 
 // errWaiting is /readyz's cause before the scheduler schedules: it is still
 // waiting for Redis.

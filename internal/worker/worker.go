@@ -331,6 +331,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 		}
 		return err
 	}
+	w.cfg.Redis.CheckEviction(ctx, w.log, evictionRisk)
 	srv := asynq.NewServer(w.cfg.Redis.Opt, asynq.Config{
 		Concurrency:       w.cfg.Concurrency,
 		Queues:            w.cfg.Queues,
@@ -380,6 +381,11 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 	w.log.Info("worker stopped")
 	return err
 }
+
+// evictionRisk is what a worker gets wrong when Redis evicts its keys.
+const evictionRisk redisconn.EvictionRisk = "an evicted duplicate guard lets a redelivered task email again; " +
+	"an evicted order lock or applied sequence lets two set-emails of an order run at once or an older address list win; " +
+	"evicted limiter windows or cool-down let the workers exceed DigiCert's rate limits (429s, the key blocked for everyone)"
 
 // errWaiting is /readyz's cause before the worker processes: it is still
 // waiting for Redis.

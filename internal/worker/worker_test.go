@@ -12,6 +12,7 @@ import (
 
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
 )
@@ -366,5 +367,36 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 				t.Errorf("the API key appears in Redis key %s", k)
 			}
 		}
+	}
+}
+
+// A worker whose Redis may evict keys (maxmemory-policy other than
+// noeviction) says so once at start, at ERROR, naming the policy, and
+// processes tasks all the same; on Redis's default policy it says nothing.
+func TestWorkerReportsAnEvictingRedis(t *testing.T) {
+	t.Parallel()
+	for _, policy := range []string{"volatile-lru", "noeviction"} {
+		t.Run(policy, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, setupOpts{redis: redistest.Options{Args: []string{"--maxmemory", "64mb", "--maxmemory-policy", policy}},
+				fake: digicerttest.Config{AnyIDExists: true}})
+			b.waitState(t, b.enqueue(t, "resend-dcv", `{"order_id": 1}`), asynq.TaskStateCompleted, 10*time.Second)
+			var lines []map[string]any
+			for _, l := range b.logs.Lines("error", "") {
+				if _, ok := l["maxmemory_policy"]; ok {
+					lines = append(lines, l)
+				}
+			}
+			want := 0
+			if policy != "noeviction" {
+				want = 1
+			}
+			if len(lines) != want {
+				t.Fatalf("%d ERROR lines about the eviction policy, want %d: %v", len(lines), want, lines)
+			}
+			if want == 1 && (lines[0]["maxmemory_policy"] != policy || !strings.Contains(lines[0]["risk"].(string), "duplicate guard")) {
+				t.Errorf("ERROR line %v: want maxmemory_policy %s and the risk to the duplicate guards", lines[0], policy)
+			}
+		})
 	}
 }
