@@ -33,6 +33,7 @@ type Limiter struct {
 	maxWait  time.Duration
 	inFlight time.Duration
 	onWait   func(time.Duration)
+	settings string // the windows as ParseWindows reads them (settings.go)
 	// scriptKeys and scriptArgs, built once, are what keys returns copies of
 	// and Ticket.AppendArgs appends; boxedKeys are scriptKeys as a command's
 	// elements, which Ticket.AppendKeys appends.
@@ -43,7 +44,9 @@ type Limiter struct {
 
 // Config configures a Limiter.
 type Config struct {
-	// Account names the limited account; its keys are certmail:ratelimit:{<account>}:* (one hash slot).
+	// Account names the limited account; its keys are certmail:ratelimit:{<account>}:* (one hash slot):
+	// the cool-down and its streak, one sorted set per window named after it
+	// (LIMIT/PERIOD), and the settings hash (see Announce).
 	Account string
 	// Windows are the limits; none means every request is admitted (cool-downs still apply).
 	Windows []Window
@@ -106,7 +109,8 @@ func (c Config) Validate() error {
 func NewLimiter(rdb redis.UniversalClient, cfg Config) *Limiter {
 	cfg = cfg.WithDefaults()
 	l := &Limiter{rdb: rdb, prefix: "certmail:ratelimit:{" + cfg.Account + "}:", windows: cfg.Windows,
-		margin: cfg.Margin, maxWait: cfg.MaxWait, inFlight: cfg.InFlight, onWait: cfg.OnWait}
+		margin: cfg.Margin, maxWait: cfg.MaxWait, inFlight: cfg.InFlight, onWait: cfg.OnWait,
+		settings: settingsString(cfg.Windows)}
 	l.scriptKeys = make([]string, 1, 1+len(l.windows))
 	l.scriptKeys[0] = l.prefix + "cooldown"
 	l.scriptArgs = make([]any, 1, 2+2*len(l.windows))

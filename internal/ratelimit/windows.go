@@ -1,6 +1,8 @@
 // Package ratelimit keeps all certmail workers together under DigiCert's
 // per-key request limits: rolling windows such as 100 requests per 5 seconds
 // and 1000 per 3 minutes, counted in Redis so that every process shares them.
+// Each process also records the windows it enforces, so that processes of
+// one account with other windows, which count apart, are seen (settings.go).
 package ratelimit
 
 import (

@@ -349,3 +349,66 @@ func TestRequeuedRawSetEmailsKeepsItsStamp(t *testing.T) {
 		t.Errorf("order 9 holds %v after the requeues, want the newer list", got)
 	}
 }
+
+// Workers of one account with other rate limits (a rollout that lowers
+// DIGICERT_RATE_LIMITS) count in other windows. Each says so once, at
+// ERROR, naming both settings, whichever started first; a worker with the
+// same limits is not reported. When the other worker has been gone for a
+// few checks, one INFO line says so, and the setting is reported again
+// when it comes back.
+func TestWorkersWithOtherRateLimitsAreReported(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	const old, lowered = "100/5s,1000/3m", "80/5s,1000/3m"
+	limits := func(s string) setupOpts {
+		ws, err := ratelimit.ParseWindows(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return setupOpts{configure: func(c *worker.Config) {
+			a := c.Accounts["default"]
+			a.RateLimits = ws
+			c.Accounts["default"] = a
+			c.RateLimitCheckInterval = 100 * time.Millisecond
+		}}
+	}
+	reports := func(level, own string) []map[string]any {
+		var out []map[string]any
+		for _, l := range b.logs.Lines(level, "") {
+			if _, ok := l["other_rate_limits"]; ok && l["rate_limits"] == own {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	b.startWorker(t, limits(old))
+	b.startWorker(t, limits("1000/3m, 100/5s")) // the same windows, in another order
+	stop := b.startWorkerCtl(t, limits(lowered))
+	waitFor(t, 10*time.Second, func() bool {
+		return len(reports("error", old)) == 2 && len(reports("error", lowered)) == 1
+	}, func() string {
+		return fmt.Sprintf("%d ERROR lines of the old workers, %d of the lowered one", len(reports("error", old)), len(reports("error", lowered)))
+	})
+	for _, l := range append(reports("error", old), reports("error", lowered)...) {
+		if l["account"] != "default" || l["other_rate_limits"] == l["rate_limits"] ||
+			(l["other_rate_limits"] != old && l["other_rate_limits"] != lowered) {
+			t.Errorf("ERROR line %v: want account default and the other setting", l)
+		}
+	}
+	stop()
+	// The lowered worker is forgotten after three checks: each old worker
+	// says so once, and has not reported it again meanwhile.
+	waitFor(t, 10*time.Second, func() bool { return len(reports("info", old)) == 2 },
+		func() string { return fmt.Sprintf("%d INFO lines", len(reports("info", old))) })
+	if n := len(reports("error", old)); n != 2 {
+		t.Errorf("%d ERROR lines of the old workers after many checks, want 2 (one each)", n)
+	}
+	b.startWorker(t, limits(lowered))
+	waitFor(t, 10*time.Second, func() bool { return len(reports("error", old)) == 4 },
+		func() string {
+			return fmt.Sprintf("%d ERROR lines of the old workers, want 4", len(reports("error", old)))
+		})
+	if strings.Contains(b.logs.Text(), testKey) {
+		t.Error("the API key is in the logs")
+	}
+}

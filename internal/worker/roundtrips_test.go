@@ -99,9 +99,10 @@ func (o hookedOpt) MakeRedisClient() any {
 
 // countedWorker starts a worker whose Redis round trips of certmail's own
 // are counted: every command of its client, and the result writes it asks
-// of asynq's. The unparker, the only other user of that client while no
-// metrics are scraped, looks once an hour, so every command counted is a
-// handler's. The account has DigiCert's windows, as it has by default.
+// of asynq's. The unparker and the rate-limit check, the only other users
+// of that client while no metrics are scraped, look once an hour (the check
+// once at start, awaited here), so every command counted is a handler's.
+// The account has DigiCert's windows, as it has by default.
 func countedWorker(t *testing.T) (*bundle, *commandCounter) {
 	t.Helper()
 	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
@@ -111,6 +112,7 @@ func countedWorker(t *testing.T) (*bundle, *commandCounter) {
 		cfg.Redis.Client.AddHook(counter)
 		cfg.Redis.Opt = hookedOpt{RedisConnOpt: cfg.Redis.Opt, hook: resultWrites{c: counter}}
 		cfg.DelayedTaskCheckInterval = time.Hour
+		cfg.RateLimitCheckInterval = time.Hour
 		windows, err := ratelimit.ParseWindows(ratelimit.DefaultWindows)
 		if err != nil {
 			t.Fatal(err)
@@ -119,6 +121,9 @@ func countedWorker(t *testing.T) (*bundle, *commandCounter) {
 		acct.RateLimits = windows // DigiCert's: admission and restamp count
 		cfg.Accounts["default"] = acct
 	}})
+	waitFor(t, 10*time.Second, func() bool {
+		return b.redis.Client().Exists(context.Background(), "certmail:ratelimit:{default}:settings").Val() == 1
+	}, func() string { return "the rate-limit check at start has not run" })
 	return b, counter
 }
 

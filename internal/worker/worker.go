@@ -62,6 +62,11 @@ type Config struct {
 	// Profiling serves net/http/pprof's profiles under /debug/pprof/ on
 	// AdminAddr too; off by default.
 	Profiling bool
+	// RateLimitCheckInterval is how often the worker records in Redis the
+	// windows it enforces per account, and compares them with those other
+	// workers recorded (ratelimits.go); default
+	// DefaultRateLimitCheckInterval.
+	RateLimitCheckInterval time.Duration
 
 	// Client tunes the DigiCert client (timeouts, in-call retries); its
 	// BaseURL, APIKey, UserAgent, Limiter and Observer are set per account.
@@ -112,6 +117,7 @@ func (c Config) WithDefaults() Config {
 	c.AuthProbeInterval = cmp.Or(c.AuthProbeInterval, DefaultAuthProbeInterval)
 	c.RateLimitPause = cmp.Or(c.RateLimitPause, DefaultRateLimitPause)
 	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, DefaultTaskCheckInterval)
+	c.RateLimitCheckInterval = cmp.Or(c.RateLimitCheckInterval, DefaultRateLimitCheckInterval)
 	if c.Registry == nil {
 		c.Registry = admin.NewRegistry()
 	}
@@ -129,7 +135,7 @@ func (c Config) Validate() error {
 		return errors.New("no logger")
 	case c.Concurrency < 1:
 		return fmt.Errorf("concurrency %d: must be at least 1", c.Concurrency)
-	case c.ShutdownTimeout < 0 || c.AuthProbeInterval < 0 || c.RateLimitPause < 0 || c.GuardRetention < 0:
+	case c.ShutdownTimeout < 0 || c.AuthProbeInterval < 0 || c.RateLimitPause < 0 || c.GuardRetention < 0 || c.RateLimitCheckInterval < 0:
 		return errors.New("durations must not be negative")
 	case c.DeadLetterMaxLen < 0: // go-redis would send no MAXLEN: the stream would grow without bound
 		return fmt.Errorf("dead-letter cap %d: must not be negative", c.DeadLetterMaxLen)
@@ -367,6 +373,14 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 		u.run(unparkCtx)
 	}()
 	defer func() { stopUnpark(); <-unparked }()
+
+	checkCtx, stopCheck := context.WithCancel(ctx)
+	checked := make(chan struct{})
+	go func() {
+		defer close(checked)
+		newRateLimitCheck(w.proc.accounts, w.cfg.RateLimitCheckInterval, w.log).run(checkCtx)
+	}()
+	defer func() { stopCheck(); <-checked }()
 
 	select {
 	case <-ctx.Done():
