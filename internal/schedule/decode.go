@@ -73,9 +73,7 @@ var errNotMapping = errors.New("must be a mapping of a schedule's fields")
 // others. The payload, any YAML mapping, is turned into JSON. err is
 // errNotMapping when the entry is not a mapping.
 func decodeYAML(node *yaml.Node) (s Schedule, problems []tasks.FieldError, err error) {
-	if node.Kind == yaml.AliasNode && node.Alias != nil {
-		node = node.Alias
-	}
+	node = resolve(node)
 	if node.Kind != yaml.MappingNode {
 		return s, nil, errNotMapping
 	}

@@ -319,9 +319,60 @@ func joinField(prefix, field string) string {
 	return prefix + "." + field
 }
 
-// fileDoc is the schedules file.
-type fileDoc struct {
-	Schedules []yaml.Node `yaml:"schedules"`
+// fileKey is the one top-level key of the schedules file.
+const fileKey = "schedules"
+
+// errNoList is a schedules file without its list: an empty, truncated or
+// mistyped file must not read as "no schedules", which would stop every file
+// schedule.
+var errNoList = errors.New("no " + fileKey + " key (write " + fileKey + ": [] for none)")
+
+// fileEntries returns the entries of the schedules file's list. The file is
+// one mapping whose only key is schedules, a list (the key without a value
+// is none too): any other key, a missing key, a value of another kind, or
+// another document shape is an error of one line.
+func fileEntries(data []byte) ([]*yaml.Node, error) {
+	var root yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&root); errors.Is(err, io.EOF) {
+		return nil, errNoList // empty, or only comments
+	} else if err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	doc := resolve(&root)
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = resolve(doc.Content[0])
+	}
+	if doc.Kind != yaml.MappingNode {
+		return nil, errors.New("the file must be a mapping with a " + fileKey + " list")
+	}
+	var list *yaml.Node
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		key, val := doc.Content[i], resolve(doc.Content[i+1])
+		switch {
+		case key.Value != fileKey:
+			return nil, fmt.Errorf("line %d: unknown top-level key %s (the file holds one key, %s)", key.Line, memberField(key.Value), fileKey)
+		case list != nil:
+			return nil, fmt.Errorf("line %d: %s given twice", key.Line, fileKey)
+		case val.Kind == yaml.ScalarNode && val.ShortTag() == "!!null": // the key written without a list: none
+			list = &yaml.Node{Kind: yaml.SequenceNode}
+		case val.Kind != yaml.SequenceNode:
+			return nil, fmt.Errorf("line %d: %s must be a list (write %s: [] for none)", key.Line, fileKey, fileKey)
+		default:
+			list = val
+		}
+	}
+	if list == nil {
+		return nil, errNoList
+	}
+	return list.Content, nil
+}
+
+// resolve returns the node an alias stands for, or node itself.
+func resolve(node *yaml.Node) *yaml.Node {
+	if node.Kind == yaml.AliasNode && node.Alias != nil {
+		return node.Alias
+	}
+	return node
 }
 
 // EntryError is an invalid entry of the schedules file.
@@ -344,18 +395,19 @@ func (e *EntryError) Unwrap() error { return e.Err }
 // does. Valid entries are returned compiled (with their defaults filled
 // in); each invalid one (or a repeated id) is an *EntryError in bad, so that
 // the others keep running. err is set only when the file as a whole cannot
-// be read. An until in the past does not make an entry invalid (the
-// schedule has ended).
+// be read: it is not YAML, or not one mapping whose only key is schedules,
+// a list (an empty file, or a mistyped key, is such an error; `schedules:
+// []`, or the key without a value, has no schedules). An until in the past does not make an entry
+// invalid (the schedule has ended).
 func ParseFile(data []byte, r Rules) (good []*Compiled, bad []*EntryError, err error) {
 	r = r.WithDefaults()
-	var doc fileDoc
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) { // an empty file has no schedules
-		return nil, nil, fmt.Errorf("parse: %w", err)
+	entries, err := fileEntries(data)
+	if err != nil {
+		return nil, nil, err
 	}
 	seen := map[string]int{}
-	for i, node := range doc.Schedules {
-		s, found, err := decodeYAML(&node)
+	for i, node := range entries {
+		s, found, err := decodeYAML(node)
 		if err != nil {
 			bad = append(bad, &EntryError{Index: i, Err: err})
 			continue

@@ -187,8 +187,41 @@ func TestParseFile(t *testing.T) {
 	if _, _, err := schedule.ParseFile([]byte("schedules: [\n"), schedule.Rules{}); err == nil {
 		t.Error("broken YAML parsed")
 	}
-	if good, bad, err := schedule.ParseFile(nil, schedule.Rules{}); err != nil || len(good)+len(bad) != 0 {
-		t.Errorf("empty file: %v %v %v", good, bad, err)
+	for _, none := range []string{"# none yet\nschedules: []\n", "schedules:\n# - id: later\n"} {
+		if good, bad, err := schedule.ParseFile([]byte(none), schedule.Rules{}); err != nil || len(good)+len(bad) != 0 {
+			t.Errorf("%q = %v %v %v, want no schedules and no error", none, good, bad, err)
+		}
+	}
+}
+
+// TestParseFileRefusesAFileWithoutItsList: a file whose schedules list is
+// missing (a mistyped key, an empty or truncated file) or that has another
+// top-level key cannot be parsed, with one short line naming the problem:
+// taking it as "no schedules" would stop every file schedule.
+func TestParseFileRefusesAFileWithoutItsList(t *testing.T) {
+	t.Parallel()
+	entry := "  - {id: a, cron: \"@daily\", type: resend-dcv, payload: {order_id: 1}}\n"
+	for _, tt := range []struct{ name, data, want string }{
+		{"mistyped key", "schedule:\n" + entry, `line 1: unknown top-level key schedule (the file holds one key, schedules)`},
+		{"another key too", "schedules:\n" + entry + "extra: 1\n", `line 3: unknown top-level key extra`},
+		{"long key", strings.Repeat("k", 500) + ": 1\n", `unknown top-level key "kkkk`},
+		{"empty", "", "no schedules key (write schedules: [] for none)"},
+		{"only a comment", "# schedules: []\n", "no schedules key (write schedules: [] for none)"},
+		{"a mapping", "schedules: {id: a}\n", "line 1: schedules must be a list (write schedules: [] for none)"},
+		{"a string", "schedules: none\n", "line 1: schedules must be a list"},
+		{"twice", "schedules: []\nschedules: []\n", "line 2: schedules given twice"},
+		{"a list at the top", entry, "the file must be a mapping with a schedules list"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			good, bad, err := schedule.ParseFile([]byte(tt.data), testRules)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("ParseFile = %v, %v, %v; want an error with %q", good, bad, err, tt.want)
+			}
+			if msg := err.Error(); strings.Contains(msg, "\n") || len(msg) > 200 {
+				t.Errorf("error %q: want one short line", msg)
+			}
+		})
 	}
 }
 

@@ -456,6 +456,44 @@ func TestUnreadableFileKeepsTheLastGoodVersion(t *testing.T) {
 	}
 }
 
+// TestFileWithoutItsListKeepsTheLastGoodVersion: a schedules file whose
+// list is gone (the key mistyped, the file emptied as a non-atomic write
+// does for a moment) is refused at start, and on reload it is reported
+// once while the last good version goes on; schedules: [] has none.
+func TestFileWithoutItsListKeepsTheLastGoodVersion(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	const entry = "  - {id: kept, cron: \"@every 1s\", type: resend-dcv, payload: {order_id: 1}}\n"
+	cfg, logs := e.deps(Config{File: e.writeFile("schedule:\n" + entry)})
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "unknown top-level key schedule") {
+		t.Fatalf("New with a mistyped key = %v, want the key named", err)
+	}
+	e.writeFile("schedules:\n" + entry)
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.reloadFile()
+	for _, broken := range []string{"schedule:\n" + entry, ""} {
+		e.writeFile(broken)
+		for range 3 {
+			s.reloadFile()
+		}
+		if len(s.fileScheds) != 1 || s.fileScheds[0].ID != "kept" {
+			t.Errorf("file %q: schedules %v, want the last good version's", broken, s.fileScheds)
+		}
+	}
+	reports := logs.FilterMessage("cannot parse the schedules file; keeping its last good version").All()
+	if len(reports) != 2 || reports[0].Level != zapcore.ErrorLevel {
+		t.Errorf("%d reports of the two broken versions, want 2 at ERROR", len(reports))
+	}
+	e.writeFile("schedules: []\n")
+	s.reloadFile()
+	if len(s.fileScheds) != 0 {
+		t.Errorf("schedules: [] left %v", s.fileScheds)
+	}
+}
+
 // TestTwoSchedulersOneTaskPerTick: two replicas, one task per tick; the
 // leader stops and the other takes over without a gap or a double.
 func TestTwoSchedulersOneTaskPerTick(t *testing.T) {
