@@ -32,6 +32,30 @@ type State struct {
 	OrderStatus string
 }
 
+// DefaultCatchUp is how late a missed tick may be and still be fired (the
+// scheduler's Config.CatchUp); older ones are skipped.
+const DefaultCatchUp = time.Minute
+
+// TickBase returns the time after which the next tick of a schedule in
+// state falls at now, as the scheduler fires it: its last tick, or when its
+// ticks began when it has not ticked (now when they have not begun), but
+// no earlier than catchUp before now, since older ticks are skipped.
+// Compiled.Next of it is the next tick; it is before now when a tick is
+// due that no scheduler has fired yet.
+func TickBase(state State, now time.Time, catchUp time.Duration) time.Time {
+	base := state.LastTick
+	if base.IsZero() {
+		base = state.Since
+	}
+	if base.IsZero() {
+		return now // the leader begins its ticks from when it first sees it
+	}
+	if oldest := now.Add(-catchUp); base.Before(oldest) {
+		return oldest
+	}
+	return base
+}
+
 // stateFields are the fields of the state hash, in State's order.
 var stateFields = []string{"since", "last_tick", "last_run_at", "runs", "last_task_id", "ended", "ended_reason", "ended_at", "order_status"}
 

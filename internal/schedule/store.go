@@ -412,7 +412,8 @@ func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
 	return nil
 }
 
-// status computes what GET shows from a schedule and its state.
+// status computes what GET shows from a schedule and its state: the next
+// run is the next tick the scheduler fires (see TickBase).
 func (st *Store) status(c *Compiled, state State) Status {
 	s := Status{Schedule: c.Schedule, Source: c.Source, State: StateActive, LastTaskID: state.LastTaskID, Ended: state.Ended,
 		Runs: state.Runs}
@@ -428,11 +429,9 @@ func (st *Store) status(c *Compiled, state State) Status {
 		s.LastRun = &t
 	}
 	if !s.Ended {
-		base := st.now()
-		if last := state.LastTick; last.After(base) {
-			base = last
-		}
-		if next := c.Next(base); c.Until == nil || !next.After(*c.Until) {
+		// The next tick as the scheduler fires it (from the last one), not
+		// an interval from now: the two differ for @every.
+		if next := c.Next(TickBase(state, st.now(), DefaultCatchUp)); c.Until == nil || !next.After(*c.Until) {
 			next = next.UTC()
 			s.NextRun = &next
 		}

@@ -67,13 +67,7 @@ func (s *Scheduler) fire(ctx context.Context, c *schedule.Compiled) bool {
 			return false
 		}
 	}
-	base := state.LastTick
-	if base.IsZero() {
-		base = state.Since
-	}
-	if oldest := now.Add(-s.cfg.CatchUp); base.Before(oldest) {
-		base = oldest // ticks older than CatchUp are skipped
-	}
+	base := schedule.TickBase(state, now, s.cfg.CatchUp) // ticks older than CatchUp are skipped
 	last, runs, out := s.fireDue(ctx, c, base, state.Runs, now)
 	switch out {
 	case retry:

@@ -139,15 +139,7 @@ func (s *Scheduler) entries(ctx context.Context, now time.Time) ([]asynqsched.En
 		if state.Ended {
 			continue
 		}
-		// The next tick, as fire computes it.
-		base := state.LastTick
-		if base.IsZero() {
-			base = state.Since
-		}
-		if oldest := now.Add(-s.cfg.CatchUp); base.Before(oldest) {
-			base = oldest
-		}
-		next := c.Next(base)
+		next := c.Next(schedule.TickBase(state, now, s.cfg.CatchUp)) // the next tick, as fire computes it
 		if c.Until != nil && next.After(*c.Until) {
 			continue // over; fire marks it ended
 		}

@@ -57,7 +57,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultLease          = 5 * time.Second
-	DefaultCatchUp        = time.Minute
+	DefaultCatchUp        = schedule.DefaultCatchUp
 	DefaultReloadInterval = 2 * time.Second
 	// pollInterval is how often the leader looks for due ticks; ticks are
 	// whole seconds, so a tick is enqueued within this much of its time.
