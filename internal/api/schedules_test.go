@@ -77,6 +77,8 @@ type scheduleList struct {
 func TestSchedulesReject(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	far := time.Now().AddDate(0, 6, 0) // half a year on: the first tick of its date is past an until of tomorrow
+	tomorrow := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
 	tests := []struct {
 		name   string
 		body   string
@@ -84,6 +86,8 @@ func TestSchedulesReject(t *testing.T) {
 		status int
 		fields []string
 	}{
+		{"never fires before until", fmt.Sprintf(`{"id": "a", "cron": "0 9 %d %d *", "type": "resend-dcv", "payload": {"order_id": 1}, "until": %q}`,
+			far.Day(), far.Month(), tomorrow), nil, 400, []string{"until"}},
 		{"not JSON", `{`, nil, 400, []string{""}},
 		{"unknown field", `{"id": "a", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}, "every": "day"}`, nil, 400, []string{"every"}},
 		{"duplicate field", `{"id": "a", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}, "cron": "@every 1s"}`, nil, 400, []string{"cron"}},

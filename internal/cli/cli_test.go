@@ -675,6 +675,12 @@ func TestSchedule(t *testing.T) {
 		!strings.Contains(r.stderr, "id:") || !strings.Contains(r.stderr, "cron:") {
 		t.Errorf("invalid add with a bad --until: %+v, want every problem", r)
 	}
+	far := time.Now().AddDate(0, 6, 0) // half a year on: the first tick of its date is past an until of tomorrow
+	if r := e.run("schedule", "add", "--id", "yearly", "--cron", fmt.Sprintf("0 9 %d %d *", far.Day(), far.Month()), "--type", "resend-dcv",
+		"--payload", `{"order_id": 77}`, "--until", time.Now().Add(24*time.Hour).UTC().Format(time.RFC3339)); r.code != 2 ||
+		!strings.Contains(r.stderr, "until: never fires before until (first tick ") {
+		t.Errorf("add that never fires before its until: %+v", r)
+	}
 	if r := e.run("schedule", "list"); r.code != 0 || !strings.Contains(r.stdout, "dcv-1") || !strings.Contains(r.stdout, "api") {
 		t.Errorf("list: %+v", r)
 	}

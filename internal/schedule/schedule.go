@@ -136,6 +136,10 @@ func (r Rules) Validate() error {
 type judge struct {
 	rules *Rules    // nil: the schedule's own form only
 	now   time.Time // when not zero, the time an until must be after (a schedule being added)
+	// from, when not zero, is when the schedule's ticks would begin (it is
+	// being added, or read from the file): one whose first tick after from
+	// is past an until still ahead never fires, and is refused.
+	from time.Time
 	// found are problems found in reading the schedule (members that
 	// could not be read): they come first, and what they name is not
 	// judged again (see judgedAlready).
@@ -160,13 +164,14 @@ func (j judge) judgedAlready(fe tasks.FieldError) bool {
 // Validate checks s as Store.Add does, at time now: the same rules as every
 // task entry point (payload, account and queue, by r.Enqueue), plus the id,
 // the cron spec (which must fire, and no more often than r.MinInterval), the
-// time zone, until (in the future), the limits, and a set-emails payload
+// time zone, until (in the future, and not before the first tick), the
+// limits, and a set-emails payload
 // without a sequence (each tick is stamped when enqueued). Problems come back
 // together in one bounded *tasks.ValidationError, payload fields prefixed
 // with "payload.".
 func Validate(s Schedule, r Rules, now time.Time) error {
 	r = r.WithDefaults()
-	_, err := compile(s, "", judge{rules: &r, now: now})
+	_, err := compile(s, "", judge{rules: &r, now: now, from: now})
 	return err
 }
 
@@ -246,6 +251,11 @@ func compile(s Schedule, source string, j judge) (*Compiled, error) {
 	c.parseCron(s.Cron, j, add)
 	if !j.now.IsZero() && s.Until != nil && !s.Until.After(j.now) {
 		add("until", "must be in the future")
+	}
+	if !j.from.IsZero() && c.spec != nil && s.Until != nil && s.Until.After(j.from) {
+		if first := c.Next(j.from); !first.IsZero() && first.After(*s.Until) {
+			add("until", "never fires before until (first tick "+first.UTC().Format(time.RFC3339)+")")
+		}
 	}
 	if s.MaxRuns < 0 {
 		add("max_runs", "must not be negative")
@@ -398,13 +408,15 @@ func (e *EntryError) Unwrap() error { return e.Err }
 // be read: it is not YAML, or not one mapping whose only key is schedules,
 // a list (an empty file, or a mistyped key, is such an error; `schedules:
 // []`, or the key without a value, has no schedules). An until in the past does not make an entry
-// invalid (the schedule has ended).
+// invalid (the schedule has ended); one still ahead of the time the file is
+// read but before the entry's first tick after it does: it never fires.
 func ParseFile(data []byte, r Rules) (good []*Compiled, bad []*EntryError, err error) {
 	r = r.WithDefaults()
 	entries, err := fileEntries(data)
 	if err != nil {
 		return nil, nil, err
 	}
+	now := time.Now()
 	seen := map[string]int{}
 	for i, node := range entries {
 		s, found, err := decodeYAML(node)
@@ -417,7 +429,7 @@ func ParseFile(data []byte, r Rules) (good []*Compiled, bad []*EntryError, err e
 			continue
 		}
 		seen[s.ID] = i
-		c, err := compile(s, SourceFile, judge{rules: &r, found: found})
+		c, err := compile(s, SourceFile, judge{rules: &r, from: now, found: found})
 		if err != nil {
 			bad = append(bad, &EntryError{Index: i, ID: s.ID, Err: err})
 			continue

@@ -225,6 +225,55 @@ func TestParseFileRefusesAFileWithoutItsList(t *testing.T) {
 	}
 }
 
+// TestNeverFiresBeforeUntil: a schedule whose first tick comes after its
+// until would be accepted as active and end with no run: it is refused on
+// until, wherever it is added (Validate and Store.Add judge it from now,
+// a file entry from the time it is read). A file entry whose until has
+// passed has ended, and is not refused.
+func TestNeverFiresBeforeUntil(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
+	until := now.Add(24 * time.Hour)
+	s := schedule.Schedule{ID: "yearly", Cron: "0 9 1 6 *", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 77}`), Until: &until}
+	err := schedule.Validate(s, testRules, now)
+	var ve *tasks.ValidationError
+	if !errors.As(err, &ve) || len(ve.Errors) != 1 || ve.Errors[0].Field != "until" ||
+		ve.Errors[0].Message != "never fires before until (first tick 2026-06-01T09:00:00Z)" {
+		t.Fatalf("Validate = %v, want one problem on until naming the first tick", err)
+	}
+	later := time.Date(2026, 6, 1, 9, 0, 0, 0, time.UTC) // the first tick may be until itself
+	s.Until = &later
+	if err := schedule.Validate(s, testRules, now); err != nil {
+		t.Errorf("Validate with until at the first tick = %v, want nil", err)
+	}
+	berlin := time.Date(2026, 6, 1, 8, 30, 0, 0, time.UTC) // 10:30 in Berlin, after 09:00 there
+	s.Until, s.Timezone = &berlin, "Europe/Berlin"
+	if err := schedule.Validate(s, testRules, now); err != nil {
+		t.Errorf("Validate in Berlin = %v, want nil: the first tick is 07:00 UTC", err)
+	}
+
+	// The store refuses it as Validate does.
+	st := setup(t).store()
+	far := time.Now().AddDate(0, 6, 0) // a date half a year on: its first tick is past an until of tomorrow
+	tomorrow := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
+	spec := fmt.Sprintf("0 9 %d %d *", far.Day(), far.Month())
+	_, err = st.Add(context.Background(), schedule.Schedule{ID: "yearly", Cron: spec, Type: "resend-dcv",
+		Payload: json.RawMessage(`{"order_id": 77}`), Until: &tomorrow})
+	if !errors.As(err, &ve) || len(ve.Errors) != 1 || ve.Errors[0].Field != "until" || !strings.HasPrefix(ve.Errors[0].Message, "never fires before until") {
+		t.Errorf("Add = %v, want refused on until", err)
+	}
+
+	// A file entry: skipped as invalid; one whose until has passed has ended.
+	good, bad, err := schedule.ParseFile([]byte(`schedules:
+  - {id: never, cron: "`+spec+`", type: resend-dcv, payload: {order_id: 1}, until: `+tomorrow.Format(time.RFC3339)+`}
+  - {id: over, cron: "`+spec+`", type: resend-dcv, payload: {order_id: 2}, until: 2020-01-01T00:00:00Z}
+`), testRules)
+	if err != nil || len(good) != 1 || good[0].ID != "over" || len(bad) != 1 || bad[0].ID != "never" ||
+		!strings.Contains(bad[0].Error(), "until: never fires before until (first tick ") {
+		t.Errorf("ParseFile = %v, %v, %v; want never refused, over kept", good, bad, err)
+	}
+}
+
 // holdLeader makes the test the scheduler's leader: the lease it returns
 // holds the leader key.
 func holdLeader(t *testing.T, rdb *redis.Client) *lease.Lease {

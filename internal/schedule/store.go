@@ -161,7 +161,8 @@ return 1
 // (logged; more when the bound was lowered); when too few have ended, Add
 // gives ErrTooMany.
 func (st *Store) Add(ctx context.Context, s Schedule, found ...tasks.FieldError) (Status, error) {
-	c, err := compile(s, SourceAPI, judge{rules: &st.rules, now: st.now(), found: found})
+	now := st.now()
+	c, err := compile(s, SourceAPI, judge{rules: &st.rules, now: now, from: now, found: found})
 	if err != nil {
 		return Status{}, err
 	}
@@ -192,7 +193,6 @@ func (st *Store) Add(ctx context.Context, s Schedule, found ...tasks.FieldError)
 	// Ticks count from now, with no earlier state or history of this id:
 	// Delete removes them, but a schedule that left the file keeps them for
 	// LeftoverTTL, and its id may be added here.
-	now := st.now()
 	_, err = st.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, stateKey(s.ID), asynqsched.HistoryKey(s.ID))
 		p.HSet(ctx, stateKey(s.ID), "since", now.Unix())
