@@ -78,8 +78,79 @@ func (c *Compiled) TickPayload() (tasks.Payload, error) {
 	return p, nil
 }
 
-// Next returns the first tick strictly after t.
-func (c *Compiled) Next(t time.Time) time.Time { return c.spec.Next(t.In(c.loc)) }
+// Next returns the first tick strictly after t (the zero time when the
+// spec fires no more). A cron spec whose hour is not "*" fires once per
+// wall-clock time of its time zone, as Vixie cron does across a daylight
+// saving change: in the hour repeated when the clocks go back it fires in
+// the first pass only, and a tick whose time is skipped when they go
+// forward fires once, as they jump. A spec whose hour is "*" (it fires
+// every hour) and @every follow elapsed time, so they fire in both passes
+// of a repeated hour.
+func (c *Compiled) Next(t time.Time) time.Time {
+	spec, ok := c.spec.(*cron.SpecSchedule)
+	if !ok || spec.Hour&cronStar != 0 || c.loc == time.UTC {
+		return c.spec.Next(t.In(c.loc))
+	}
+	// The spec's next wall-clock times, computed as if they were UTC (where
+	// each exists once), each taken at the first instant c's zone shows it:
+	// those of the second pass of a repeated hour map to its first pass,
+	// at or before t, and are passed over.
+	w := wallClock(t.In(c.loc))
+	for range maxWallSteps {
+		if w = spec.Next(w); w.IsZero() {
+			return w
+		}
+		if at := c.firstShown(w); at.After(t) {
+			return at
+		}
+	}
+	return time.Time{}
+}
+
+// cronStar is robfig/cron's mark of a field written "*" in a SpecSchedule
+// (its starBit).
+const cronStar = 1 << 63
+
+// maxWallSteps bounds the wall-clock times Next passes over: those of one
+// repeated or skipped hour at most (60 for a tick a minute), or a few
+// hours' in zones that shift by more.
+const maxWallSteps = 1000
+
+// wallClock returns the wall-clock time t shows in its location, as a UTC
+// time, to the second.
+func wallClock(t time.Time) time.Time {
+	return time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), 0, time.UTC)
+}
+
+// firstShown returns the first instant c's zone shows the wall-clock time
+// w (written as UTC): the earlier of two in an hour repeated when the
+// clocks go back, and the instant they jump for one they skip.
+func (c *Compiled) firstShown(w time.Time) time.Time {
+	at := time.Date(w.Year(), w.Month(), w.Day(), w.Hour(), w.Minute(), w.Second(), 0, c.loc)
+	start, end := at.ZoneBounds()
+	if shown := wallClock(at); !shown.Equal(w) {
+		// Skipped: at is an instant next to the jump, on one side of it.
+		if shown.After(w) && !start.IsZero() {
+			return start
+		}
+		if shown.Before(w) && !end.IsZero() {
+			return end
+		}
+		return at
+	}
+	if start.IsZero() {
+		return at
+	}
+	// Shown again after the clocks went back: the zone before showed it
+	// first, as many seconds earlier as its offset was larger.
+	_, before := start.Add(-time.Second).Zone()
+	if _, offset := at.Zone(); before > offset {
+		if earlier := at.Add(-time.Duration(before-offset) * time.Second); earlier.Before(start) && wallClock(earlier).Equal(w) {
+			return earlier
+		}
+	}
+	return at
+}
 
 var (
 	idPattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
