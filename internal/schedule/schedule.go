@@ -34,7 +34,10 @@ import (
 const DefaultQueue = "bulk"
 
 // Schedule is one periodic task, as written in the file or posted to the API
-// (both read by the JSON names, DecodeJSON and ParseFile).
+// (both read by the JSON names, DecodeJSON and ParseFile). A member added
+// later must be omitempty: an ended file schedule starts anew when the
+// digest of its JSON changes (MirrorFile), so a new encoding would start
+// them all anew.
 type Schedule struct {
 	ID       string          `json:"id"`
 	Cron     string          `json:"cron"`

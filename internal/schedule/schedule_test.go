@@ -274,6 +274,79 @@ func TestNeverFiresBeforeUntil(t *testing.T) {
 	}
 }
 
+// TestEditedEndedFileScheduleStartsAnew: a file schedule that ended stays
+// ended while its entry is unchanged; once its entry is edited (a higher
+// max_runs, a later until, another payload) the next mirror clears its
+// state and history, so that it starts anew, runs from 0. A schedule that
+// ended under a version that did not record its definition takes the
+// entry it has now as that definition.
+func TestEditedEndedFileScheduleStartsAnew(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	rdb := e.redis.Client()
+	st := e.store()
+	ctx := context.Background()
+	file := func(entry string) []*schedule.Compiled {
+		c, bad, err := schedule.ParseFile([]byte("schedules: ["+entry+"]"), testRules)
+		if err != nil || len(bad) != 0 || len(c) != 1 {
+			t.Fatal(c, bad, err)
+		}
+		return c
+	}
+	mirror := func(c []*schedule.Compiled) schedule.State {
+		t.Helper()
+		if err := st.MirrorFile(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		s, err := st.State(ctx, "f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	v1 := file(`{id: f, cron: "@daily", type: resend-dcv, payload: {order_id: 1}, max_runs: 1}`)
+	mirror(v1)
+	fence := holdLeader(t, rdb)
+	if _, ended, err := st.RecordTick(ctx, fence, "f", time.Unix(100, 0), time.Unix(100, 0), "sched:f:100", 1); err != nil || !ended {
+		t.Fatalf("RecordTick = %v, %v; want the schedule ended at max_runs", ended, err)
+	}
+	// The same entry, written again (another comment, another order of its
+	// fields): it stays ended.
+	if s := mirror(file(`{max_runs: 1, id: f, type: resend-dcv, payload: {order_id: 1}, cron: "@daily"}`)); !s.Ended || s.Runs != 1 {
+		t.Fatalf("state after an unchanged mirror %+v, want still ended after 1 run", s)
+	}
+	// A higher max_runs: it starts anew.
+	v2 := file(`{id: f, cron: "@daily", type: resend-dcv, payload: {order_id: 1}, max_runs: 3}`)
+	if s := mirror(v2); s.Ended || s.Runs != 0 || !s.Since.IsZero() || !s.LastTick.IsZero() || s.LastTaskID != "" {
+		t.Errorf("state after max_runs was raised %+v, want a fresh one", s)
+	}
+	if n, err := rdb.Exists(ctx, asynqsched.HistoryKey("f")).Result(); err != nil || n != 0 {
+		t.Errorf("history kept (%d, %v), want it cleared with the state", n, err)
+	}
+	// Ended as validated, then the id given to another order: it starts
+	// anew too.
+	if _, err := st.End(ctx, fence, "f", schedule.EndedValidated, time.Unix(200, 0), "issued"); err != nil {
+		t.Fatal(err)
+	}
+	if s := mirror(v2); !s.Ended {
+		t.Fatalf("state %+v, want ended", s)
+	}
+	if s := mirror(file(`{id: f, cron: "@daily", type: resend-dcv, payload: {order_id: 2}, max_runs: 3}`)); s.Ended || s.OrderStatus != "" {
+		t.Errorf("state after the payload changed %+v, want a fresh one", s)
+	}
+	// Ended under an earlier version (no definition recorded): the entry as
+	// it is now is taken as the one it ended under.
+	if err := rdb.HSet(ctx, stateKey("f"), "ended", "1", "ended_reason", "max_runs", "runs", 3).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if s := mirror(v2); !s.Ended || s.Runs != 3 {
+		t.Errorf("state of one ended by an earlier version %+v, want still ended", s)
+	}
+	if s := mirror(v1); s.Ended || s.Runs != 0 {
+		t.Errorf("state after its entry was edited %+v, want a fresh one", s)
+	}
+}
+
 // holdLeader makes the test the scheduler's leader: the lease it returns
 // holds the leader key.
 func holdLeader(t *testing.T, rdb *redis.Client) *lease.Lease {

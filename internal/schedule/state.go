@@ -144,12 +144,23 @@ var beginScript = redis.NewScript(guardLua + `
 redis.call('HSETNX', KEYS[2], 'since', ARGV[3])
 return 1`)
 
+// endedDefLua records, in the state KEYS[2] of a file schedule being ended,
+// the digest of its definition as mirrored in KEYS[4] (the SHA-1 of its
+// JSON, as MirrorFile computes it), so that MirrorFile can tell when the
+// entry it ended under is edited.
+const endedDefLua = `
+local function note_definition()
+  local def = redis.call('HGET', KEYS[4], ARGV[2])
+  if def then redis.call('HSET', KEYS[2], 'ended_def', redis.sha1hex(def)) end
+end
+`
+
 // recordScript advances a schedule's state to the tick ARGV[3], fired at
 // ARGV[4] as the task ARGV[5], only forwards, and adds the event (score
 // ARGV[7], member ARGV[8]) to the history KEYS[5]; it ends the schedule at
 // max_runs ARGV[6]. Returns 1 recorded, 2 recorded and ended, 0 already
 // recorded.
-var recordScript = redis.NewScript(guardLua + asynqsched.RecordEventLua + `
+var recordScript = redis.NewScript(guardLua + asynqsched.RecordEventLua + endedDefLua + `
 local last = tonumber(redis.call('HGET', KEYS[2], 'last_tick') or '0')
 if tonumber(ARGV[3]) <= last then return 0 end
 local runs = redis.call('HINCRBY', KEYS[2], 'runs', 1)
@@ -158,6 +169,7 @@ record_event(KEYS[5], ARGV[7], ARGV[8])
 local max = tonumber(ARGV[6])
 if max > 0 and runs >= max and redis.call('HGET', KEYS[2], 'ended') ~= '1' then
   redis.call('HSET', KEYS[2], 'ended', '1', 'ended_reason', 'max_runs', 'ended_at', ARGV[4])
+  note_definition()
   return 2
 end
 return 1`)
@@ -165,9 +177,10 @@ return 1`)
 // endScript ends a schedule for the reason ARGV[3] at ARGV[4] (Unix
 // seconds), recording the order status ARGV[5] when not empty. Returns 1
 // when it ended it, 0 when it had ended already.
-var endScript = redis.NewScript(guardLua + `
+var endScript = redis.NewScript(guardLua + endedDefLua + `
 if redis.call('HGET', KEYS[2], 'ended') == '1' then return 0 end
 redis.call('HSET', KEYS[2], 'ended', '1', 'ended_reason', ARGV[3], 'ended_at', ARGV[4])
+note_definition()
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'order_status', ARGV[5]) end
 return 1`)
 

@@ -3,6 +3,8 @@ package schedule
 import (
 	"cmp"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,7 +26,8 @@ const (
 	apiSchedulesKey  = "certmail:schedules"      // hash id → Schedule JSON, added through the API or the CLI
 	fileSchedulesKey = "certmail:schedules:file" // hash id → Schedule JSON, the file's valid entries, mirrored by the leader
 	// statePrefix + id: hash since, last_tick, runs, last_run_at, last_task_id,
-	// ended, ended_reason, ended_at, order_status (State).
+	// ended, ended_reason, ended_at, order_status (State), and for an ended
+	// file schedule ended_def, the digest of the entry it ended under.
 	statePrefix = "certmail:schedule:"
 )
 
@@ -378,10 +381,29 @@ func (st *Store) load(ctx context.Context) ([]*Compiled, []Skipped, error) {
 // file schedule per order, replaced as orders come and go).
 const LeftoverTTL = 7 * 24 * time.Hour
 
+// reviveLua clears the state KEYS[1] and history KEYS[2] of a file
+// schedule that ended under another definition than the digest ARGV[1] of
+// its entry now, and returns 1; 0 otherwise. A state ended without a
+// digest (by an earlier version) takes ARGV[1] as the one it ended under.
+const reviveLua = `
+if redis.call('HGET', KEYS[1], 'ended') ~= '1' then return 0 end
+local def = redis.call('HGET', KEYS[1], 'ended_def')
+if def == ARGV[1] then return 0 end
+if not def then
+  redis.call('HSET', KEYS[1], 'ended_def', ARGV[1])
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1`
+
 // MirrorFile replaces the file schedules kept in Redis, so that listings
 // show them (the scheduler's leader calls it when the file changes). The
 // state and history of a schedule that left the file expire after
-// LeftoverTTL; those of a schedule in the file are kept.
+// LeftoverTTL; those of a schedule in the file are kept, except that an
+// ended schedule whose entry was edited since it ended (any member: a
+// higher max_runs, a later until, another payload) starts anew: its state
+// and history are cleared, so that its runs count from 0 and its ticks
+// from when the leader fires it next (logged at INFO).
 func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
 	before, err := st.rdb.HKeys(ctx, fileSchedulesKey).Result()
 	if err != nil {
@@ -390,12 +412,15 @@ func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
 	pipe := st.rdb.TxPipeline()
 	pipe.Del(ctx, fileSchedulesKey)
 	inFile := make(map[string]bool, len(scheds))
-	for _, c := range scheds {
+	revived := make([]*redis.Cmd, len(scheds))
+	for i, c := range scheds {
 		b, err := json.Marshal(c.Schedule)
 		if err != nil {
 			return fmt.Errorf("encode schedule %s: %w", c.ID, err)
 		}
+		digest := sha1.Sum(b) // as endedDefLua's redis.sha1hex of the same JSON: it tells edits apart, it guards nothing
 		pipe.HSet(ctx, fileSchedulesKey, c.ID, b)
+		revived[i] = pipe.Eval(ctx, reviveLua, []string{stateKey(c.ID), asynqsched.HistoryKey(c.ID)}, hex.EncodeToString(digest[:]))
 		pipe.Persist(ctx, stateKey(c.ID))
 		pipe.Persist(ctx, asynqsched.HistoryKey(c.ID))
 		inFile[c.ID] = true
@@ -408,6 +433,11 @@ func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("mirror file schedules: %w", err)
+	}
+	for i, cmd := range revived {
+		if n, _ := cmd.Int(); n == 1 {
+			st.log.Info("ended file schedule edited in the file: it starts anew", zap.String("schedule", scheds[i].ID))
+		}
 	}
 	return nil
 }

@@ -660,6 +660,42 @@ func TestMaxRunsLoweredEndsTheSchedule(t *testing.T) {
 	}
 }
 
+// TestEditedEndedFileScheduleResumes: a file schedule that ended at
+// max_runs stays ended when its file is written again unchanged, and starts
+// anew, its runs from 0, once its entry is edited (max_runs raised).
+func TestEditedEndedFileScheduleResumes(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	entry := func(maxRuns int) string {
+		return fmt.Sprintf(`schedules:
+  - {id: edited, cron: "@every 1s", type: resend-dcv, payload: {order_id: 3}, until_validated: false, max_runs: %d}
+  - {id: clock, cron: "@every 1s", type: resend-dcv, payload: {order_id: 4}, until_validated: false}
+`, maxRuns)
+	}
+	logs, _ := e.start(Config{File: e.writeFile(entry(2))})
+	st := e.store()
+	ended := func(runs int) func() bool {
+		return func() bool {
+			s, err := st.Get(ctx, "edited")
+			return err == nil && s.Ended && s.Runs == runs
+		}
+	}
+	waitFor(t, 15*time.Second, "edited ends after 2 runs", ended(2))
+	e.writeFile("# written again\n" + entry(2))
+	waitFor(t, 10*time.Second, "the file reloaded", func() bool { return logs.FilterMessage("schedules file loaded").Len() >= 2 })
+	n := len(e.ticks("bulk")["clock"])
+	waitFor(t, 15*time.Second, "two more ticks of clock", func() bool { return len(e.ticks("bulk")["clock"]) >= n+2 })
+	if s, err := st.Get(ctx, "edited"); err != nil || !s.Ended || s.Runs != 2 || len(e.ticks("bulk")["edited"]) != 2 {
+		t.Fatalf("status %+v (%v), %d ticks; want still ended after 2 runs", s, err, len(e.ticks("bulk")["edited"]))
+	}
+	e.writeFile(entry(3))
+	waitFor(t, 15*time.Second, "edited ends again after 3 new runs", ended(3))
+	if got := e.ticks("bulk")["edited"]; len(got) != 5 {
+		t.Errorf("ticks %v, want 2 before the edit and 3 after", got)
+	}
+}
+
 // TestOneRoundCatchesUpToTheBound: one round of the leader enqueues every
 // missed tick of a schedule, up to maxFiresPerRound, so that a long
 // catch-up of one schedule does not hold the others back; an
