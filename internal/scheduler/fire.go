@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -39,41 +40,47 @@ func (s *Scheduler) fire(ctx context.Context, c *schedule.Compiled) bool {
 	if due, ok := s.due[c]; ok && now.Before(due) {
 		return true // nothing due: no need to ask Redis
 	}
+	if r := s.retrying[c.ID]; r != nil && now.Before(r.at) {
+		return true // a write failed: tried again after a pause
+	}
+	out := s.fireSchedule(ctx, c, now)
+	if r := s.retrying[c.ID]; r != nil && (out == goOn || out == stopped) {
+		s.resolve(c.ID, r) // everything due was done
+	}
+	return out != lost
+}
+
+// fireSchedule is fire's work once the schedule needs a look: goOn when
+// everything due was done (the schedule may have ended), retry when it is
+// to be tried again, stopped when it ended now, lost when the leadership
+// was lost.
+func (s *Scheduler) fireSchedule(ctx context.Context, c *schedule.Compiled, now time.Time) outcome {
 	state, err := s.store.State(ctx, c.ID)
 	if err != nil {
-		return true // Redis trouble: try again next round
+		return retry // Redis trouble: try again next round
 	}
 	if state.Ended {
 		if s.series[c.ID] {
 			s.dropSeries(c.ID)
 		}
-		return true
+		return goOn
 	}
 	if state.Since.IsZero() { // first seen: ticks count from now
 		err := s.store.Begin(ctx, s.lease, c.ID, now)
-		switch s.written(c, err, "could not record when a schedule's ticks begin; trying again") {
-		case retry:
-			return true
-		case lost:
-			return false
+		if out := s.written(c, time.Time{}, err, stepBegin); out != goOn {
+			return out
 		}
 		state.Since = time.Unix(now.Unix(), 0)
 	}
 	if c.EndsWhenValidated() {
-		switch s.settle(ctx, c, state, now) {
-		case retry, stopped:
-			return true
-		case lost:
-			return false
+		if out := s.settle(ctx, c, state, now); out != goOn {
+			return out
 		}
 	}
 	base := schedule.TickBase(state, now, s.cfg.CatchUp) // ticks older than CatchUp are skipped
 	last, runs, out := s.fireDue(ctx, c, base, state.Runs, now)
-	switch out {
-	case retry:
-		return true
-	case lost:
-		return false
+	if out != goOn {
+		return out
 	}
 	s.due[c] = c.Next(last)
 	if a := s.awaiting[c.ID]; a != nil && !a.settled {
@@ -82,7 +89,7 @@ func (s *Scheduler) fire(ctx context.Context, c *schedule.Compiled) bool {
 		s.due[c] = a.next
 	}
 	s.endIfOver(ctx, c, maxTime(base, state.LastTick), runs)
-	return true
+	return goOn
 }
 
 // fireDue fires the ticks of c due by now after base, as far as its until
@@ -133,16 +140,19 @@ func (s *Scheduler) fireTick(ctx context.Context, c *schedule.Compiled, tick tim
 	defer cancel()
 	if c.EndsWhenValidated() {
 		err := s.store.NoteTask(ctx, s.lease, c.ID, taskID)
-		if out := s.written(c, err, "could not record the tick about to be enqueued; trying again"); out != goOn {
+		if out := s.written(c, tick, err, stepNote); out != goOn {
 			return false, out
 		}
 	}
-	if !s.enqueue(ctx, c, taskID, tick) {
-		return false, retry
+	if out := s.enqueue(ctx, c, taskID, tick); out != goOn {
+		return false, out
 	}
 	recorded, ended, err := s.store.RecordTick(ctx, s.lease, c.ID, tick, time.Now(), taskID, c.MaxRuns)
-	if out := s.written(c, err, "could not record a fired tick; it is recognised by its task id next round"); out != goOn {
+	if out := s.written(c, tick, err, stepRecord); out != goOn {
 		return false, out
+	}
+	if r := s.retrying[c.ID]; r != nil && r.tick.Equal(tick) {
+		r.fired = true
 	}
 	if recorded {
 		s.hb.soon = true // the dashboard shows the new previous run at the end of this round
@@ -210,9 +220,7 @@ func (s *Scheduler) settle(ctx context.Context, c *schedule.Compiled, state sche
 		a.settled = true
 		return goOn
 	case err != nil:
-		s.log.Warn("could not look at the last tick's task; trying again", zap.String("schedule", c.ID),
-			zap.String("task_id", taskID), zap.Error(err))
-		return retry
+		return s.failed(c, time.Time{}, stepLook, err)
 	}
 	switch st.State {
 	case asynq.TaskStateCompleted.String():
@@ -237,7 +245,7 @@ func (s *Scheduler) settle(ctx context.Context, c *schedule.Compiled, state sche
 // order validated.
 func (s *Scheduler) endValidated(ctx context.Context, c *schedule.Compiled, taskID, orderStatus string, runs int) outcome {
 	ended, err := s.store.End(ctx, s.lease, c.ID, schedule.EndedValidated, time.Now(), orderStatus)
-	if out := s.written(c, err, "could not end a validated schedule; trying again"); out != goOn {
+	if out := s.written(c, time.Time{}, err, stepEnd); out != goOn {
 		return out
 	}
 	if ended {
@@ -249,13 +257,13 @@ func (s *Scheduler) endValidated(ctx context.Context, c *schedule.Compiled, task
 	return stopped
 }
 
-// written says how a fenced write of c's state went: lost when another
-// scheduler leads (this one gives up the leadership); retry when c is not
-// in Redis, deleted since the leader read it or its file's mirror gone
-// (nothing was written; the schedules are read and the file published
-// again at once), or, after logging warning, when the write failed
-// otherwise; goOn when it was written.
-func (s *Scheduler) written(c *schedule.Compiled, err error, warning string) outcome {
+// written says how a fenced write of c's state, step of tick (zero for a
+// step before any tick), went: lost when another scheduler leads (this one
+// gives up the leadership); retry when c is not in Redis, deleted since the
+// leader read it or its file's mirror gone (nothing was written; the
+// schedules are read and the file published again at once), or when the
+// write failed otherwise (see failed); goOn when it was written.
+func (s *Scheduler) written(c *schedule.Compiled, tick time.Time, err error, st step) outcome {
 	switch {
 	case errors.Is(err, schedule.ErrNotLeader):
 		s.lostLeadership(c.ID)
@@ -268,8 +276,7 @@ func (s *Scheduler) written(c *schedule.Compiled, err error, warning string) out
 		s.refreshedAt, s.mirrored = time.Time{}, false
 		return retry
 	case err != nil:
-		s.log.Warn(warning, zap.String("schedule", c.ID), zap.Error(err))
-		return retry
+		return s.failed(c, tick, st, err)
 	}
 	return goOn
 }
@@ -281,9 +288,10 @@ func maxTime(a, b time.Time) time.Time {
 	return b
 }
 
-// enqueue enqueues one tick's task through ops, under taskID; true when it
-// is in the queue (now or from an earlier leader).
-func (s *Scheduler) enqueue(ctx context.Context, c *schedule.Compiled, taskID string, tick time.Time) bool {
+// enqueue enqueues one tick's task through ops, under taskID: goOn when it
+// is in the queue (now or from an earlier leader); retry otherwise, a
+// payload no longer valid reported once, a failed enqueue as failed says.
+func (s *Scheduler) enqueue(ctx context.Context, c *schedule.Compiled, taskID string, tick time.Time) outcome {
 	p, err := c.TickPayload()
 	var payload []byte
 	if err == nil {
@@ -296,19 +304,102 @@ func (s *Scheduler) enqueue(ctx context.Context, c *schedule.Compiled, taskID st
 	switch {
 	case errors.Is(err, asynq.ErrTaskIDConflict):
 		s.log.Info("tick already enqueued by an earlier leader", zap.String("schedule", c.ID), zap.String("task_id", taskID))
-		return true
+		return goOn
 	case errors.As(err, &ve), errors.Is(err, tasks.ErrUnknownType):
 		s.warnOnce(c.ID, "schedule payload no longer valid: "+err.Error())
-		return false
+		return retry
 	case err != nil:
-		s.series[c.ID] = true
-		s.metrics.failed.WithLabelValues(c.ID).Inc()
-		s.log.Warn("could not enqueue a tick; trying again", zap.String("schedule", c.ID), zap.String("task_id", taskID), zap.Error(err))
-		return false
+		return s.failed(c, tick, stepEnqueue, err)
 	}
 	s.series[c.ID] = true
 	s.metrics.ticks.WithLabelValues(c.ID).Inc()
 	s.log.Info("tick enqueued", zap.String("schedule", c.ID), zap.String("task_id", taskID), zap.String("task_type", c.Type),
 		zap.String("queue", c.Queue), zap.Time("tick", tick))
-	return true
+	return goOn
+}
+
+// step is a write of a schedule's firing (or the read of its last tick's
+// task) that is tried again when it fails; its value is the WARN line that
+// reports the failure, once per tick.
+type step string
+
+// The steps of firing.
+const (
+	stepBegin   step = "could not record when a schedule's ticks begin; trying again"
+	stepLook    step = "could not look at the last tick's task; trying again"
+	stepEnd     step = "could not end a validated schedule; trying again"
+	stepNote    step = "could not record the tick about to be enqueued; trying again"
+	stepEnqueue step = "could not enqueue a tick; trying again"
+	stepRecord  step = "could not record a fired tick; it is recognised by its task id when tried again"
+)
+
+// beforeEnqueue reports whether st comes before the tick's task is
+// enqueued: a tick failing there was not enqueued at the first try.
+func (st step) beforeEnqueue() bool { return st == stepNote || st == stepEnqueue }
+
+// retrying is a schedule whose firing failed, tried again after a pause
+// that doubles from firstRetry up to maxRetry. Only the schedule waits:
+// the others fire on time.
+type retrying struct {
+	tick   time.Time     // the tick that failed; zero for a step before any tick
+	tries  int           // failed tries
+	pause  time.Duration // the last pause
+	at     time.Time     // the next try
+	fired  bool          // the tick was enqueued and recorded since
+	logged []step        // the failures reported
+}
+
+// failed notes that step st of tick (zero for a step before any tick) of c
+// failed with err, and returns retry: c is tried again after a pause,
+// firstRetry, then twice as long each time up to maxRetry. A tick whose
+// first failure comes before its task is enqueued counts once in
+// certmail_scheduler_enqueue_errors_total; each kind of failure is logged
+// once per tick, with the pause.
+func (s *Scheduler) failed(c *schedule.Compiled, tick time.Time, st step, err error) outcome {
+	r := s.retrying[c.ID]
+	newTick := !tick.IsZero()
+	switch {
+	case r != nil && (tick.IsZero() || r.tick.Equal(tick)):
+		r.pause, newTick = min(2*r.pause, maxRetry), false
+	case r != nil && r.tick.IsZero(): // a tick fails after a step before it did
+		r.tick, r.pause = tick, min(2*r.pause, maxRetry)
+	default: // the first failure, or one of a later tick than the one that failed
+		if r != nil {
+			s.resolve(c.ID, r)
+		}
+		r = &retrying{tick: tick, pause: firstRetry}
+		s.retrying[c.ID] = r
+	}
+	if newTick && st.beforeEnqueue() {
+		s.series[c.ID] = true
+		s.metrics.failed.WithLabelValues(c.ID).Inc()
+	}
+	r.tries++
+	r.at = time.Now().Add(r.pause)
+	if !slices.Contains(r.logged, st) {
+		r.logged = append(r.logged, st)
+		fields := []zap.Field{zap.String("schedule", c.ID)}
+		if !tick.IsZero() {
+			fields = append(fields, zap.Time("tick", tick))
+		}
+		s.log.Warn(string(st), append(fields, zap.Duration("retry_in", r.pause), zap.Error(err))...)
+	}
+	return retry
+}
+
+// resolve ends the retries of schedule id, r, with one line: its tick
+// fired, its state was written, or its tick was given up (no longer due:
+// older than the catch-up, a later one superseded it, or the schedule
+// ended).
+func (s *Scheduler) resolve(id string, r *retrying) {
+	delete(s.retrying, id)
+	fields := []zap.Field{zap.String("schedule", id), zap.Int("failed_tries", r.tries)}
+	switch {
+	case r.fired:
+		s.log.Info("tick fired after failed tries", append(fields, zap.Time("tick", r.tick))...)
+	case r.tick.IsZero():
+		s.log.Info("schedule state written after failed tries", fields...)
+	default:
+		s.log.Warn("tick given up after failed tries; the ticks after it fire", append(fields, zap.Time("tick", r.tick))...)
+	}
 }

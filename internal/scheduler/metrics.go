@@ -26,7 +26,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"schedule"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certmail_scheduler_enqueue_errors_total",
-			Help: "Ticks that could not be enqueued at the first try (they are tried again), by schedule.",
+			Help: "Ticks that could not be enqueued at the first try, each counted once however often it is tried again, by schedule.",
 		}, []string{"schedule"}),
 		schedules: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "certmail_schedules",

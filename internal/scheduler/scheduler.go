@@ -71,6 +71,11 @@ const (
 	// after firstLook, then twice as long each time, up to lastLook.
 	firstLook = 500 * time.Millisecond
 	lastLook  = 30 * time.Second
+	// firstRetry and maxRetry bound how often the leader tries a schedule
+	// again whose firing failed on a write (Redis refusing writes): first
+	// after firstRetry, then twice as long each time, up to maxRetry.
+	firstRetry = 500 * time.Millisecond
+	maxRetry   = 5 * time.Second
 )
 
 // leaderKey is the leader lease.
@@ -163,6 +168,10 @@ type Scheduler struct {
 	// of its last tick's task (see settle). Cleared when the leadership
 	// changes; it only spares lookups, Redis holds the truth.
 	awaiting map[string]*awaiting
+	// retrying is, per schedule id whose firing failed, when it is tried
+	// again and what was reported (see failed). Cleared when the
+	// leadership changes.
+	retrying map[string]*retrying
 }
 
 // awaiting is the last tick's task of an until_validated schedule.
@@ -206,6 +215,7 @@ func New(cfg Config) (*Scheduler, error) {
 		due:      map[*schedule.Compiled]time.Time{},
 		series:   map[string]bool{},
 		awaiting: map[string]*awaiting{},
+		retrying: map[string]*retrying{},
 	}, nil
 }
 
@@ -312,6 +322,7 @@ func (s *Scheduler) lead(ctx context.Context, now time.Time) {
 	if ok != s.leader {
 		clear(s.due)
 		clear(s.awaiting)
+		clear(s.retrying)
 	}
 	s.leader = ok
 	s.metrics.setLeader(ok)
@@ -339,6 +350,7 @@ func (s *Scheduler) lostLeadership(id string) {
 	s.leader = false
 	clear(s.due)
 	clear(s.awaiting)
+	clear(s.retrying)
 	s.metrics.setLeader(false)
 	s.log.Warn("lost the scheduler leadership while firing", zap.String("schedule", id))
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -935,5 +936,149 @@ func TestStopMidTickRecordsTheTick(t *testing.T) {
 	}
 	if want := fmt.Sprintf("sched:stop:%d", ticks[0]); st.Runs != 1 || st.LastTaskID != want {
 		t.Errorf("status: %d runs, last task %q; want 1 run, last task %s", st.Runs, st.LastTaskID, want)
+	}
+}
+
+// TestRefusedWritesBackOff: while Redis refuses writes (out of memory, or a
+// read-only old master during a failover) and reads still work, a due tick
+// that cannot be enqueued (or, until_validated, noted first) is counted
+// once in certmail_scheduler_enqueue_errors_total and logged once, however
+// often the leader's rounds come, and is tried again after a pause that
+// doubles, up to maxRetry; once writes work again it fires, with one line
+// saying so.
+func TestRefusedWritesBackOff(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	cfg, logs := e.deps(Config{Lease: time.Minute, CatchUp: 2 * time.Hour})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	takeLead(t, s)
+	good, bad, err := schedule.ParseFile([]byte(`schedules:
+  - {id: plain, cron: "@every 1h", type: resend-dcv, payload: {order_id: 1}, until_validated: false}
+  - {id: noted, cron: "@every 1h", type: resend-dcv, payload: {order_id: 2}}
+`), testRules)
+	if err != nil || len(good) != 2 || len(bad) != 0 {
+		t.Fatal(good, bad, err)
+	}
+	if err := s.store.MirrorFile(ctx, good); err != nil { // as a round does before firing them
+		t.Fatal(err)
+	}
+	// One tick of each is due, a second ago; the next is an hour away.
+	since := time.Now().Add(-time.Hour - time.Second).Unix()
+	rdb := e.redis.Client()
+	for _, c := range good {
+		if err := rdb.HSet(ctx, stateKey(c.ID), "since", since).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.ConfigSet(context.Background(), "maxmemory", "0").Err() })
+	round := func() {
+		for _, c := range good {
+			if !s.fire(ctx, c) {
+				t.Fatalf("%s: the leadership was lost", c.ID)
+			}
+		}
+	}
+	for range 20 { // rounds come every 200 ms; twenty of them here at once
+		round()
+	}
+	failed := func(id string) float64 { return testutil.ToFloat64(s.metrics.failed.WithLabelValues(id)) }
+	warned := func(msg string) int { return logs.FilterMessage(msg).Len() }
+	if failed("plain") != 1 || failed("noted") != 1 {
+		t.Errorf("enqueue errors plain %v, noted %v; want 1 each: one tick each", failed("plain"), failed("noted"))
+	}
+	if n, m := warned("could not enqueue a tick; trying again"), warned("could not record the tick about to be enqueued; trying again"); n != 1 || m != 1 {
+		t.Errorf("%d warnings that a tick could not be enqueued, %d that it could not be noted; want 1 each", n, m)
+	}
+	if got := e.ticks("bulk"); len(got) != 0 {
+		t.Fatalf("ticks %v enqueued while writes are refused", got)
+	}
+	// Each try comes after a pause twice as long as the one before, up to
+	// maxRetry; each is one more failure of the same tick, not reported
+	// again. (The test makes each try due at once instead of waiting.)
+	var pauses []time.Duration
+	for range 6 {
+		r := s.retrying["plain"]
+		pauses = append(pauses, r.pause)
+		if left := time.Until(r.at); left <= 0 || left > r.pause {
+			t.Fatalf("next try in %v, want within the pause %v", left, r.pause)
+		}
+		r.at = time.Now()
+		round()
+	}
+	sec := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
+	if want := []time.Duration{sec(0.5), sec(1), sec(2), sec(4), sec(5), sec(5)}; !slices.Equal(pauses, want) {
+		t.Errorf("pauses %v, want %v", pauses, want)
+	}
+	if failed("plain") != 1 || warned("could not enqueue a tick; trying again") != 1 {
+		t.Errorf("after more tries: %v enqueue errors, %d warnings; want 1 and 1", failed("plain"), warned("could not enqueue a tick; trying again"))
+	}
+	// Writes work again: at its next try each tick fires, with one line.
+	if err := rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range good {
+		s.retrying[c.ID].at = time.Now()
+	}
+	round()
+	fired := logs.FilterMessage("tick fired after failed tries").All()
+	if len(fired) != 2 || len(s.retrying) != 0 {
+		t.Errorf("%d lines that a tick fired after failed tries, %d schedules retrying; want 2 and none", len(fired), len(s.retrying))
+	}
+	for _, l := range fired {
+		if n := l.ContextMap()["failed_tries"]; n != int64(7) && l.ContextMap()["schedule"] == "plain" {
+			t.Errorf("plain fired after %v failed tries, want 7", n)
+		}
+	}
+	if got := e.ticks("bulk"); len(got["plain"]) != 1 || len(got["noted"]) != 1 || got["plain"][0] != since+3600 {
+		t.Errorf("ticks %v, want the tick of each that was due, %d", got, since+3600)
+	}
+}
+
+// TestRefusedWriteGivenUp: a tick that could not be fired and is no longer
+// due when it is tried again (older than the catch-up by then) is given up
+// with one WARN line, and the schedule is no longer retried.
+func TestRefusedWriteGivenUp(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	cfg, logs := e.deps(Config{Lease: time.Minute, CatchUp: 2 * time.Hour})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	takeLead(t, s)
+	good, bad, err := schedule.ParseFile([]byte(`schedules: [{id: late, cron: "@every 1h", type: resend-dcv, payload: {order_id: 1}, until_validated: false}]`), testRules)
+	if err != nil || len(good) != 1 || len(bad) != 0 {
+		t.Fatal(good, bad, err)
+	}
+	if err := s.store.MirrorFile(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	rdb := e.redis.Client()
+	if err := rdb.HSet(ctx, stateKey("late"), "since", time.Now().Add(-time.Hour-time.Second).Unix()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.ConfigSet(context.Background(), "maxmemory", "0").Err() })
+	if !s.fire(ctx, good[0]) || s.retrying["late"] == nil {
+		t.Fatalf("retrying %v after a refused enqueue, want late", s.retrying)
+	}
+	s.cfg.CatchUp = time.Millisecond // the failed tick is now older than the catch-up
+	s.retrying["late"].at = time.Now()
+	if !s.fire(ctx, good[0]) {
+		t.Fatal("the leadership was lost")
+	}
+	given := logs.FilterMessage("tick given up after failed tries; the ticks after it fire").All()
+	if len(given) != 1 || given[0].Level != zapcore.WarnLevel || len(s.retrying) != 0 {
+		t.Errorf("%d lines that the tick was given up, %d schedules retrying; want 1 WARN, none", len(given), len(s.retrying))
 	}
 }

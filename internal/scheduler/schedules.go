@@ -106,8 +106,8 @@ func (s *Scheduler) refreshAPI(ctx context.Context) error {
 }
 
 // changed forgets what the leader knew of schedules that may have changed
-// or gone: when each is due, the metric series and awaited tasks of those
-// that are gone.
+// or gone: when each is due, the metric series, awaited tasks and retries
+// of those that are gone.
 func (s *Scheduler) changed() {
 	clear(s.due)
 	known := map[string]bool{}
@@ -125,6 +125,11 @@ func (s *Scheduler) changed() {
 	for id := range s.awaiting {
 		if !known[id] {
 			delete(s.awaiting, id)
+		}
+	}
+	for id := range s.retrying {
+		if !known[id] {
+			delete(s.retrying, id)
 		}
 	}
 }
