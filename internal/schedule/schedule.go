@@ -211,8 +211,10 @@ type judge struct {
 	rules *Rules    // nil: the schedule's own form only
 	now   time.Time // when not zero, the time an until must be after (a schedule being added)
 	// from, when not zero, is when the schedule's ticks would begin (it is
-	// being added, or read from the file): one whose first tick after from
-	// is past an until still ahead never fires, and is refused.
+	// being added): one whose first tick after from is past an until still
+	// ahead never fires, and is refused. A file entry is not judged so: the
+	// file is read again long after its entries began, when one may have
+	// had its last tick with its until still ahead.
 	from time.Time
 	// found are problems found in reading the schedule (members that
 	// could not be read): they come first, and what they name is not
@@ -482,15 +484,14 @@ func (e *EntryError) Unwrap() error { return e.Err }
 // be read: it is not YAML, or not one mapping whose only key is schedules,
 // a list (an empty file, or a mistyped key, is such an error; `schedules:
 // []`, or the key without a value, has no schedules). An until in the past does not make an entry
-// invalid (the schedule has ended); one still ahead of the time the file is
-// read but before the entry's first tick after it does: it never fires.
+// invalid (the schedule has ended), nor does one before the next tick (the
+// scheduler ends it; see Scheduler's endIfOver).
 func ParseFile(data []byte, r Rules) (good []*Compiled, bad []*EntryError, err error) {
 	r = r.WithDefaults()
 	entries, err := fileEntries(data)
 	if err != nil {
 		return nil, nil, err
 	}
-	now := time.Now()
 	seen := map[string]int{}
 	for i, node := range entries {
 		s, found, err := decodeYAML(node)
@@ -503,7 +504,7 @@ func ParseFile(data []byte, r Rules) (good []*Compiled, bad []*EntryError, err e
 			continue
 		}
 		seen[s.ID] = i
-		c, err := compile(s, SourceFile, judge{rules: &r, from: now, found: found})
+		c, err := compile(s, SourceFile, judge{rules: &r, found: found})
 		if err != nil {
 			bad = append(bad, &EntryError{Index: i, ID: s.ID, Err: err})
 			continue

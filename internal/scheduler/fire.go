@@ -175,7 +175,15 @@ func (s *Scheduler) endIfOver(ctx context.Context, c *schedule.Compiled, last ti
 	default:
 		return
 	}
-	if ended, err := s.store.End(ctx, s.lease, c.ID, reason, time.Now(), ""); err == nil && ended {
+	ended, err := s.store.End(ctx, s.lease, c.ID, reason, time.Now(), "")
+	switch {
+	case err != nil || !ended:
+	case runs == 0 && reason == schedule.EndedUntil:
+		// Only a file entry can get here: one added through the store
+		// that would never fire is refused.
+		s.log.Warn("schedule ended without firing: its first tick comes after its until", zap.String("schedule", c.ID),
+			zap.Time("first_tick", c.Next(last)), zap.Time("until", *c.Until))
+	default:
 		s.log.Info("schedule ended", zap.String("schedule", c.ID), zap.String("reason", reason), zap.Int("runs", runs))
 	}
 }

@@ -373,6 +373,43 @@ func TestUntilEndsSchedule(t *testing.T) {
 	}
 }
 
+// TestFileEntryThatNeverFires: a file entry whose first tick comes after
+// its until (the API and the CLI refuse such a schedule; the file is read
+// again long after its entries began, so it is not judged so) ends at once
+// with one WARN line naming both times, and nothing is enqueued.
+func TestFileEntryThatNeverFires(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	far := time.Now().AddDate(0, 6, 0)
+	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	file := e.writeFile(fmt.Sprintf(`schedules:
+  - id: never
+    cron: "0 9 %d %d *"
+    type: resend-dcv
+    payload: {order_id: 5}
+    until: %s
+`, far.Day(), far.Month(), until))
+	logs, _ := e.start(Config{File: file})
+	st := e.store()
+	waitFor(t, 15*time.Second, "the schedule ends", func() bool {
+		s, err := st.Get(context.Background(), "never")
+		return err == nil && s.Ended
+	})
+	if s, _ := st.Get(context.Background(), "never"); s.EndedReason != schedule.EndedUntil || s.Runs != 0 {
+		t.Errorf("status %+v, want ended for until with no run", s)
+	}
+	lines := logs.FilterMessage("schedule ended without firing: its first tick comes after its until").All()
+	if len(lines) != 1 || lines[0].Level != zapcore.WarnLevel || lines[0].ContextMap()["schedule"] != "never" {
+		t.Errorf("%d WARN lines of the ending (%v), want 1 naming the schedule", len(lines), lines)
+	}
+	if n := len(logs.FilterMessage("schedule ended").All()); n != 0 {
+		t.Errorf("%d INFO lines \"schedule ended\" beside the WARN", n)
+	}
+	if got := e.ticks("bulk")["never"]; len(got) != 0 {
+		t.Errorf("the schedule fired: %v", got)
+	}
+}
+
 // TestInvalidEntrySkipped: an invalid entry is reported by id and position,
 // once, and the others run.
 func TestInvalidEntrySkipped(t *testing.T) {
