@@ -2,7 +2,8 @@
 // exposes: /healthz (the process is up), /readyz (its dependencies answer)
 // and /metrics (Prometheus), and, when asked, net/http/pprof's profiles
 // under /debug/pprof/. It also builds every HTTP server certmail runs
-// (NewServer), so that each one has the same timeouts and header limit.
+// (NewServer), so that each one has the same timeouts, header limit and cap
+// on open connections.
 package admin
 
 import (
@@ -16,6 +17,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,9 +47,27 @@ const (
 	// DefaultIdleTimeout is how long a keep-alive connection may wait for
 	// its next request.
 	DefaultIdleTimeout = 60 * time.Second
-	// DefaultMaxHeaderBytes bounds the request line and headers (64 KiB);
-	// a larger request is answered 431.
-	DefaultMaxHeaderBytes = 64 << 10
+	// DefaultMaxHeaderBytes bounds the request line and headers (16 KiB;
+	// net/http allows 4 KiB more before it answers 431). certmail's own
+	// clients send well under 1 KiB; the room is for a browser on the
+	// dashboard, which sends the cookies other applications set on the same
+	// host name (nginx and Apache refuse a header line over 8 KiB by
+	// default, so such a browser has trouble elsewhere first). Go parses
+	// each header line into a map as it arrives, at up to fifteen times its
+	// size: a connection that sends 20 KB of short lines and stalls holds
+	// about 0.3 MB until ReadHeaderTimeout (at 64 KiB it held 0.7 to 1.3 MB).
+	DefaultMaxHeaderBytes = 16 << 10
+	// DefaultMaxConns is the most connections a server keeps open at once
+	// unless its Limits say otherwise: the fake CertCentral's, which three
+	// workers of make bench at 50 deliveries each reach at once (the API
+	// has its own, api.MaxConns). 256 connections stalled in their headers
+	// hold about 80 MB.
+	DefaultMaxConns = 256
+	// AdminMaxConns is the cap of an admin server (Start: a worker's or a
+	// scheduler's /healthz, /readyz, /metrics), whose clients are probes, a
+	// Prometheus or two and an operator: 64 hold about 20 MB at most, well
+	// within the scheduler's 128 MiB in deploy/.
+	AdminMaxConns = 64
 )
 
 // Limits bound the connections of an HTTP server. Zero values take the
@@ -61,6 +81,8 @@ type Limits struct {
 	WriteTimeout   time.Duration
 	IdleTimeout    time.Duration
 	MaxHeaderBytes int
+	// MaxConns is the most connections open at once; see NewServer.
+	MaxConns int
 }
 
 // WithDefaults returns l with zero values replaced by the defaults.
@@ -71,6 +93,7 @@ func (l Limits) WithDefaults() Limits {
 	l.WriteTimeout = cmp.Or(l.WriteTimeout, DefaultWriteTimeout)
 	l.IdleTimeout = cmp.Or(l.IdleTimeout, DefaultIdleTimeout)
 	l.MaxHeaderBytes = cmp.Or(l.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	l.MaxConns = cmp.Or(l.MaxConns, DefaultMaxConns)
 	return l
 }
 
@@ -81,6 +104,8 @@ func (l Limits) Validate() error {
 		return errors.New("HTTP timeouts must not be negative")
 	case l.MaxHeaderBytes < 0:
 		return errors.New("HTTP header limit must not be negative")
+	case l.MaxConns < 0:
+		return errors.New("HTTP connection cap must not be negative")
 	case l.HandlerTimeout >= l.WriteTimeout:
 		return fmt.Errorf("HTTP handler timeout %v must be shorter than the write timeout %v", l.HandlerTimeout, l.WriteTimeout)
 	}
@@ -90,9 +115,18 @@ func (l Limits) Validate() error {
 // NewServer returns a server for h with l's limits (zero values take the
 // defaults): every certmail HTTP server is built here. Each request's
 // context ends after l.HandlerTimeout.
+//
+// The server keeps at most l.MaxConns connections open, on whatever
+// listener it serves: past the cap, a new connection takes the place of an
+// idle keep-alive one, and is closed at once when none is idle. Headers are
+// bounded per request, bodies by the API's budget, and this bounds how many
+// requests hold them, so no client, authenticated or not, can take the
+// process past its memory limit by opening connections.
 func NewServer(h http.Handler, l Limits) *http.Server {
 	l = l.WithDefaults()
+	conns := &connCap{max: l.MaxConns, open: map[net.Conn]struct{}{}, idle: map[net.Conn]struct{}{}}
 	return &http.Server{
+		ConnState: conns.track,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ctx, cancel := context.WithTimeout(r.Context(), l.HandlerTimeout)
 			defer cancel()
@@ -104,6 +138,62 @@ func NewServer(h http.Handler, l Limits) *http.Server {
 		IdleTimeout:       l.IdleTimeout,
 		MaxHeaderBytes:    l.MaxHeaderBytes,
 	}
+}
+
+// connCap keeps count of a server's open connections, through its
+// ConnState hook, and closes those over the cap. It closes rather than
+// waits (as netutil.LimitListener's Accept does): a connection held back
+// in the listen queue would wait for a slot behind every stalled one, with
+// a liveness probe among them, and could never take the place of an idle
+// keep-alive connection, which a client holding its pool open keeps for
+// IdleTimeout. Closed, the client sees its error at once and can try again.
+type connCap struct {
+	max  int
+	mu   sync.Mutex
+	open map[net.Conn]struct{} // the connections counted
+	idle map[net.Conn]struct{} // those of open between two requests
+}
+
+// track is the server's ConnState hook. A connection over the cap is
+// closed here, before the server reads anything from it; the server then
+// ends it as it ends any connection whose peer went away.
+func (c *connCap) track(conn net.Conn, state http.ConnState) {
+	var closing net.Conn
+	c.mu.Lock()
+	switch state {
+	case http.StateNew:
+		if len(c.open) >= c.max {
+			closing = c.anyIdle()
+			if closing == nil {
+				closing = conn // none to replace: conn goes
+				break
+			}
+			delete(c.open, closing)
+			delete(c.idle, closing)
+		}
+		c.open[conn] = struct{}{}
+	case http.StateIdle:
+		if _, ok := c.open[conn]; ok {
+			c.idle[conn] = struct{}{}
+		}
+	case http.StateActive:
+		delete(c.idle, conn)
+	case http.StateClosed, http.StateHijacked:
+		delete(c.open, conn)
+		delete(c.idle, conn)
+	}
+	c.mu.Unlock()
+	if closing != nil {
+		_ = closing.Close()
+	}
+}
+
+// anyIdle returns one idle connection, nil when none is; c.mu is held.
+func (c *connCap) anyIdle() net.Conn {
+	for conn := range c.idle {
+		return conn
+	}
+	return nil
 }
 
 // NewRegistry returns a Prometheus registry with the Go runtime and process
@@ -248,7 +338,7 @@ func WithProfiling() Option {
 }
 
 // Start serves /healthz, /readyz (ready) and /metrics (g) on addr in the
-// background, with the default Limits, and what opts add; log receives why
+// background, with the default Limits but AdminMaxConns, and what opts add; log receives why
 // /readyz failed. An empty addr means no admin server: Start returns nil, nil.
 func Start(addr string, ready func(context.Context) error, g prometheus.Gatherer, log *zap.Logger, opts ...Option) (*Background, error) {
 	if addr == "" {
@@ -263,7 +353,7 @@ func Start(addr string, ready func(context.Context) error, g prometheus.Gatherer
 	if err != nil {
 		return nil, err
 	}
-	b := &Background{srv: NewServer(mux, Limits{}), addr: ln.Addr(), done: make(chan struct{})}
+	b := &Background{srv: NewServer(mux, Limits{MaxConns: AdminMaxConns}), addr: ln.Addr(), done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
 		if err := b.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

@@ -289,6 +289,97 @@ func TestServerLimits(t *testing.T) {
 	})
 }
 
+// TestServerConnectionCap: a server keeps at most MaxConns connections
+// open. Connections stalled in their headers (each holds what its headers
+// parsed into, until ReadHeaderTimeout) fill the cap; the next ones are
+// closed at once, not held or queued; once the stalled ones become idle
+// keep-alive connections, a new client takes the place of one of them.
+func TestServerConnectionCap(t *testing.T) {
+	t.Parallel()
+	const maxConns = 4
+	limits := admin.Limits{ReadHeaderTimeout: time.Minute, IdleTimeout: time.Minute, MaxConns: maxConns}
+	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	}), limits)
+	dial := func() net.Conn {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	stalled := make([]net.Conn, maxConns)
+	for i := range stalled {
+		stalled[i] = dial()
+		if _, err := io.WriteString(stalled[i], "GET /x HTTP/1.1\r\nHost: a\r\nX-Stall: 1\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Over the cap: closed well before the minute of ReadHeaderTimeout.
+	for range 3 {
+		extra := dial()
+		_, _ = io.WriteString(extra, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+		closedWithin(t, extra, 10*time.Second)
+	}
+	// The stalled ones were kept: each gets its answer, and stays open.
+	for i, conn := range stalled {
+		if _, err := io.WriteString(conn, "\r\n"); err != nil {
+			t.Fatalf("stalled connection %d: %v", i, err)
+		}
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("stalled connection %d: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || res.Close {
+			t.Fatalf("stalled connection %d: %d, close %t, want a kept-alive 200", i, res.StatusCode, res.Close)
+		}
+	}
+	// All are idle now (the server marks them so just after answering, so
+	// a dial may still be too early): a new client gets through.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := client.Get("http://" + addr + "/x")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK {
+				t.Fatalf("GET with idle connections at the cap: %d", res.StatusCode)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET with idle connections at the cap: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// An admin server (Start) keeps AdminMaxConns connections open at most.
+func TestBackgroundConnectionCap(t *testing.T) {
+	t.Parallel()
+	b, err := admin.Start("127.0.0.1:0", func(context.Context) error { return nil }, prometheus.NewRegistry(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Stop(time.Second) })
+	for i := range admin.AdminMaxConns + 1 {
+		conn, err := net.Dial("tcp", b.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: a\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if i == admin.AdminMaxConns {
+			closedWithin(t, conn, 5*time.Second) // ReadHeaderTimeout would take 10 s
+		}
+	}
+}
+
 func TestNewServerDefaults(t *testing.T) {
 	t.Parallel()
 	srv := admin.NewServer(http.NotFoundHandler(), admin.Limits{})

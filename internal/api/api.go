@@ -73,6 +73,15 @@ const MaxBodiesPerToken = MaxBodiesInFlight / 4
 // MaxBodiesInFlight and MaxBodiesPerToken, from its first wait.
 const BodyWait = 5 * time.Second
 
+// MaxConns is the most connections the API keeps open at once (see
+// admin.NewServer: past it a new connection replaces an idle keep-alive
+// one, or is closed). A connection stalled in its headers holds up to
+// about 0.3 MB until its ReadHeaderTimeout: 128 of them took the API from
+// 25 to 65 MB, which with MaxBodiesInFlight's bodies keeps it well within
+// the 192 MiB that deploy/ gives it. make bench's 50 clients take 50; idle
+// keep-alive connections of producers' pools give way to new ones.
+const MaxConns = 128
+
 // DashboardPath is where the asynq dashboard is mounted.
 const DashboardPath = "/monitoring"
 
@@ -109,7 +118,7 @@ type Config struct {
 	// Run's context is done; default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 	// Limits bound the connections Run accepts; zero values take admin's
-	// defaults.
+	// defaults, but MaxConns for Limits.MaxConns.
 	Limits admin.Limits
 	// AuthFailures limits failed authentications per client address.
 	AuthFailures AuthFailureLimit
@@ -128,6 +137,7 @@ func (c Config) WithDefaults() Config {
 	if c.Registry == nil {
 		c.Registry = admin.NewRegistry()
 	}
+	c.Limits.MaxConns = cmp.Or(c.Limits.MaxConns, MaxConns)
 	c.Limits = c.Limits.WithDefaults()
 	c.AuthFailures = c.AuthFailures.WithDefaults()
 	return c

@@ -717,13 +717,10 @@ func TestInsecureNoAuthHost(t *testing.T) {
 	}
 }
 
-// TestRunLimits: the server Run starts takes Config.Limits; an idle
-// keep-alive connection is closed once its idle timeout runs out.
-func TestRunLimits(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	cfg := api.Config{Ops: b.ops, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}}, Addr: "127.0.0.1:0", Logger: zap.NewNop(),
-		Limits: admin.Limits{IdleTimeout: 200 * time.Millisecond}}
+// run starts a server from cfg with Run until the test ends, and returns
+// its address.
+func run(t *testing.T, cfg api.Config) string {
+	t.Helper()
 	s, err := api.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -739,13 +736,23 @@ func TestRunLimits(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	var a net.Addr
 	select {
-	case a = <-addr:
+	case a := <-addr:
+		return a.String()
 	case err := <-done:
 		t.Fatalf("Run: %v", err)
+		return ""
 	}
-	conn, err := net.Dial("tcp", a.String())
+}
+
+// TestRunLimits: the server Run starts takes Config.Limits; an idle
+// keep-alive connection is closed once its idle timeout runs out.
+func TestRunLimits(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	addr := run(t, api.Config{Ops: b.ops, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}}, Addr: "127.0.0.1:0", Logger: zap.NewNop(),
+		Limits: admin.Limits{IdleTimeout: 200 * time.Millisecond}})
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -765,6 +772,37 @@ func TestRunLimits(t *testing.T) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("the API kept an idle connection open for 10 s")
+	}
+}
+
+// TestRunConnectionCap: by default the API keeps MaxConns connections open
+// at most. Connections stalled in their headers, before any token is
+// looked at, fill it; the next one is closed at once instead of holding
+// memory until the header timeout (10 s).
+func TestRunConnectionCap(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	addr := run(t, api.Config{Ops: b.ops, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}}, Addr: "127.0.0.1:0", Logger: zap.NewNop()})
+	for i := range api.MaxConns + 1 {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Stall: 1\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if i < api.MaxConns {
+			continue
+		}
+		if err := conn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.Copy(io.Discard, conn)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("connection %d, over the cap, was kept open", i+1)
+		}
 	}
 }
 
