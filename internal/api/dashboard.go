@@ -92,16 +92,33 @@ func dashboardPageProblem(q url.Values) string {
 	return ""
 }
 
+// dashboardMetricsPath is asynqmon's view of Prometheus time series, which
+// needs a Prometheus address; certmail gives it none.
+const dashboardMetricsPath = DashboardPath + "/api/metrics"
+
 // serveDashboard serves the dashboard as the request's role may see it:
 // read-only for readers, as configured for operators. A page of tasks is at
 // most maxDashboardPageSize long: asynqmon would otherwise list a whole
 // queue in one answer, and block Redis while it reads it, for any reader
 // who asks. asynqmon's failures become problems (dashboardError); every
-// other answer streams through as asynqmon writes it.
+// other answer streams through as asynqmon writes it. asynqmon sees no
+// query parameter but size and page, checked: the text of its failures goes
+// to the log, which never holds a request's query.
 func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
-	if detail := dashboardPageProblem(r.URL.Query()); detail != "" {
+	if r.URL.Path == dashboardMetricsPath {
+		// Without Prometheus asynqmon fails every request here (500), and
+		// its error repeats the query.
+		s.writeProblem(w, r, Problem{Status: http.StatusNotFound,
+			Detail: "the dashboard has no Prometheus configured, so no metrics view: the workers' /metrics have the queues' figures"}, nil)
+		return
+	}
+	q := r.URL.Query()
+	if detail := dashboardPageProblem(q); detail != "" {
 		s.writeProblem(w, r, Problem{Status: http.StatusBadRequest, Detail: detail}, nil)
 		return
+	}
+	if r.URL.RawQuery != "" {
+		r = withPaging(r, q)
 	}
 	h := s.dashboardRO
 	if info := infoOf(r.Context()); info != nil && info.role == RoleOperator {
@@ -112,6 +129,23 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if dw.held != 0 {
 		s.dashboardError(w, r, dw.held, dw.text, dw.total)
 	}
+}
+
+// withPaging returns a shallow copy of r whose query holds only the size and
+// page of q, the only parameters asynqmon reads but for its metrics view.
+func withPaging(r *http.Request, q url.Values) *http.Request {
+	kept := url.Values{}
+	for _, name := range []string{"size", "page"} {
+		if v, ok := q[name]; ok {
+			kept[name] = v
+		}
+	}
+	u := *r.URL
+	u.RawQuery = kept.Encode()
+	r2 := *r
+	r2.URL = &u
+	r2.RequestURI = u.RequestURI()
+	return &r2
 }
 
 // maxDashboardErrorText is how much of the text of a failure asynqmon

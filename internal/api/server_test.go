@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -532,6 +533,58 @@ func TestDashboardNotFound(t *testing.T) {
 	}
 	if !logged {
 		t.Errorf("no ERROR line with the cause for request %s: %s", p.RequestID, b.logs.Text())
+	}
+}
+
+// TestDashboardQueryNeverLogged: asynqmon's Prometheus view has no backend
+// (certmail configures no Prometheus for the dashboard), so it is a 404
+// problem, not a 500 and an ERROR line; and no query text a client sends
+// reaches the log, through that route or through asynqmon's failures on
+// any other, here with Redis gone.
+func TestDashboardQueryNeverLogged(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const secret = "alice-7f3a@example.com"
+	query := "?queues=" + url.QueryEscape(secret) + "&duration=" + secret + "&size=10&page=1&x=" + secret
+	for _, token := range []string{readerToken, testToken} {
+		for _, q := range []string{"?queues=" + url.QueryEscape(secret), query} {
+			res := b.do(t, http.MethodGet, "/monitoring/api/metrics"+q, "", basicAuth(token))
+			p := mustProblem(t, res, http.StatusNotFound)
+			if !strings.Contains(p.Detail, "Prometheus") || strings.Contains(string(res.body), "alice") {
+				t.Errorf("metrics%s: %q", q, p.Detail)
+			}
+		}
+	}
+	if lines := b.logs.Lines("error", ""); len(lines) > 0 {
+		t.Errorf("ERROR lines for the metrics view: %v", lines)
+	}
+	if text := b.logs.Text(); strings.Contains(text, "alice") {
+		t.Errorf("the log holds the query:\n%s", text)
+	}
+	b.redis.Kill()
+	for _, path := range []string{
+		"/monitoring/api/metrics",
+		"/monitoring/api/queues",
+		"/monitoring/api/queues/default",
+		"/monitoring/api/queue_stats",
+		"/monitoring/api/queues/default/pending_tasks",
+		"/monitoring/api/queues/default/archived_tasks",
+		"/monitoring/api/queues/default/tasks/x",
+		"/monitoring/api/queues/default/groups",
+		"/monitoring/api/servers",
+		"/monitoring/api/scheduler_entries",
+		"/monitoring/api/scheduler_entries/x/enqueue_events",
+		"/monitoring/api/redis_info",
+	} {
+		if res := b.do(t, http.MethodGet, path+query, "", basicAuth(testToken)); res.status < 400 {
+			t.Errorf("%s with Redis down: %d", path, res.status)
+		}
+	}
+	if text := b.logs.Text(); strings.Contains(text, "alice") {
+		t.Errorf("the log holds the query:\n%s", text)
+	}
+	if len(b.logs.Lines("error", "http request")) == 0 {
+		t.Error("no failure was logged: the check above proves nothing")
 	}
 }
 
