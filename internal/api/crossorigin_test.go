@@ -102,7 +102,8 @@ func TestCrossOrigin(t *testing.T) {
 }
 
 // TestNoFraming: every answer, the dashboard's pages first, forbids framing
-// and content sniffing.
+// and content sniffing, and tells the browser to send no Referer (the
+// dashboard's page loads stylesheets from Google Fonts).
 func TestNoFraming(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -116,12 +117,15 @@ func TestNoFraming(t *testing.T) {
 		{"/monitoring/", http.Header{}}, // the 401
 		{"/v1/dead-letters", http.Header{"Authorization": {"Bearer " + testToken}}},
 		{"/v1/openapi.json", http.Header{}},
+		{"/healthz", http.Header{}},
+		{"/monitoring/api/metrics", basicAuth(testToken)}, // a 404
 	} {
 		res := b.do(t, http.MethodGet, rq.path, "", rq.header)
 		for k, want := range map[string]string{
 			"X-Frame-Options":         "DENY",
 			"Content-Security-Policy": "frame-ancestors 'none'",
 			"X-Content-Type-Options":  "nosniff",
+			"Referrer-Policy":         "no-referrer",
 		} {
 			if got := res.header.Get(k); got != want {
 				t.Errorf("GET %s (%d): %s %q, want %q", rq.path, res.status, k, got, want)

@@ -29,18 +29,21 @@ func newDashboard(conn *redisconn.Conn, readOnly bool) *asynqmon.HTTPHandler {
 
 // securityHeaders forbids framing every answer (the dashboard's pages above
 // all: no other site may show them under a click-jacking overlay) and
-// content sniffing.
+// content sniffing, and sends no Referer from any of them: asynqmon's page
+// loads its stylesheets from fonts.googleapis.com, which would otherwise
+// learn the dashboard's origin on every load.
 func securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Set without Header.Set, which canonicalises keys that already are
 		// and allocates one slice per value: the values are slices of one
 		// array of this request, each of capacity 1 so that an append
 		// copies.
-		v := &[...]string{"DENY", "frame-ancestors 'none'", "nosniff"}
+		v := &[...]string{"DENY", "frame-ancestors 'none'", "nosniff", "no-referrer"}
 		h := w.Header()
 		h["X-Frame-Options"] = v[0:1:1]
 		h["Content-Security-Policy"] = v[1:2:2]
 		h["X-Content-Type-Options"] = v[2:3:3]
+		h["Referrer-Policy"] = v[3:4:4]
 		next.ServeHTTP(w, r)
 	})
 }
