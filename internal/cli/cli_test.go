@@ -270,6 +270,24 @@ func TestListenAddressRefused(t *testing.T) {
 	}
 }
 
+// A REDIS_URL whose port cannot be one is refused like any setting: one line
+// naming it and exit 2, not a wait for a Redis that cannot be dialled.
+func TestRedisURLPortRefused(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"worker", "--digicert-api-key=k", "--admin-addr="},
+		{"scheduler", "--admin-addr="},
+		{"dlq", "list"},
+	} {
+		for _, u := range []string{"redis://127.0.0.1:99999/0", "redis-sentinel://127.0.0.1:26379,127.0.0.1:0/0?master=m"} {
+			r := runFor(10*time.Second, append(args, "--redis-url", u)...)
+			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "REDIS_URL: port ") {
+				t.Errorf("%v with %s: exit %d, %q; want 2 and one line naming the port", args, u, r.code, r.stderr)
+			}
+		}
+	}
+}
+
 // An address that is valid but taken is not a setting's mistake: exit 1,
 // with the address and why, and no line saying the API started or stopped.
 func TestListenAddressInUse(t *testing.T) {

@@ -48,7 +48,8 @@ type Conn struct {
 // when there is none. asynq's parser is not used: it drops the database and
 // the master's password of a Sentinel URL, and the user of any URL. Anything
 // else in the URL (another query parameter, a fragment, a second path
-// segment) is refused, naming it, never dropped. The go-redis client is built
+// segment), and a port outside 1 to 65535, is refused, naming it, never
+// dropped. The go-redis client is built
 // from the asynq option, so both reach the same server and database.
 func Open(rawURL string) (*Conn, error) {
 	opt, target, err := parse(rawURL)
@@ -192,9 +193,16 @@ func parseDB(path string) (int, error) {
 	return n, nil
 }
 
+// checkAddr refuses an address that cannot be dialled: it must be
+// host:port, the port a number from 1 to 65535 (a dial to another port
+// fails every time, so a process would wait for Redis for ever).
 func checkAddr(a string) error {
-	if h, p, err := net.SplitHostPort(a); err != nil || h == "" || p == "" {
+	h, p, err := net.SplitHostPort(a)
+	if err != nil || h == "" || p == "" {
 		return fmt.Errorf("REDIS_URL: address %s: want host:port", quote(a))
+	}
+	if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 || p[0] == '+' {
+		return fmt.Errorf("REDIS_URL: port %s of address %s: want a number from 1 to 65535", quote(p), quote(a))
 	}
 	return nil
 }

@@ -115,6 +115,13 @@ func TestOpenRefusesWhatItCannotHonour(t *testing.T) {
 		{"redis-sentinel://:pw@s0,s1:26379/0?master=m", `address "s0": want host:port`},
 		{"redis-sentinel://:pw@,s1:26379/0?master=m", `address "": want host:port`},
 		{"redis://:pw@h:6379/0#x", "fragment"},
+		{"redis://:pw@127.0.0.1:99999/0", `port "99999" of address "127.0.0.1:99999": want a number from 1 to 65535`},
+		{"rediss://:pw@h:0/0", `port "0"`},
+		{"redis://:pw@[::1]:65536/0", `port "65536"`},
+		{"redis-sentinel://:pw@s0:99999,s1:26379/0?master=m", `port "99999" of address "s0:99999"`},
+		{"redis-sentinel://:pw@s0:26379,s1:0/0?master=m", `port "0" of address "s1:0"`},
+		{"redis-sentinel://:pw@s0:http,s1:26379/0?master=m", `port "http"`},
+		{"redis-sentinel://:pw@s0:+80,s1:26379/0?master=m", `port "+80"`},
 	} {
 		t.Run(tc.url, func(t *testing.T) {
 			t.Parallel()
