@@ -338,8 +338,9 @@ func WithProfiling() Option {
 }
 
 // Start serves /healthz, /readyz (ready) and /metrics (g) on addr in the
-// background, with the default Limits but AdminMaxConns, and what opts add; log receives why
-// /readyz failed. An empty addr means no admin server: Start returns nil, nil.
+// background, with the default Limits but at most AdminMaxConns
+// connections, and what opts add; log receives why /readyz failed. An
+// empty addr means no admin server: Start returns nil, nil.
 func Start(addr string, ready func(context.Context) error, g prometheus.Gatherer, log *zap.Logger, opts ...Option) (*Background, error) {
 	if addr == "" {
 		return nil, nil
