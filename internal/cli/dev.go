@@ -48,7 +48,7 @@ func (c *DevCmd) Run(env *Env) error {
 			return err
 		}
 	}
-	if err := c.PollFlags.check(); err != nil {
+	if err := c.check(); err != nil {
 		return err
 	}
 	if err := checkListenAddr("CERTMAIL_HTTP_ADDR", c.HTTPAddr); err != nil {
