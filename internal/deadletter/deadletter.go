@@ -9,9 +9,10 @@
 //   - the sorted set certmail:parked (ParkedKey): the tasks parked by a wait
 //     on their last delivery, written by the worker's error handler (Park),
 //     read by ops to report such a task as waiting for a retry (ParkedUntil),
-//     and emptied by every worker's unparker (ClaimDue, Settle).
+//     and emptied by every worker's unparker (ListParked, Unpark), which
+//     moves each task from asynq's archive to its retry set.
 //
-// The task itself stays in asynq's archive meanwhile. The worker and the
+// A dead-lettered task itself stays in asynq's archive. The worker and the
 // operator side both import this package, and neither imports the other.
 // Readers are tolerant: an entry written by hand, by an older version or
 // damaged is reported as skipped, never fails a whole listing.

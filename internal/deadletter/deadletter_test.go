@@ -215,54 +215,54 @@ func TestFindInALongStream(t *testing.T) {
 	}
 }
 
-// A claim moves a due entry to the claim's end; Settle acts only while the
-// entry still holds the claim.
-func TestClaimAndSettle(t *testing.T) {
+// ListParked reads the entries soonest due first, from an offset; Unpark
+// removes an entry only while it holds the due time it was read with, and
+// says which it removed.
+func TestListAndUnpark(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Start(t).Client()
 	ctx := context.Background()
 	now := time.Now()
-	due, later := deadletter.Parked{Queue: "default", ID: "due"}, deadletter.Parked{Queue: "default", ID: "later"}
-	if err := deadletter.Park(ctx, rdb, due, now.Add(-time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	soon, later := deadletter.Parked{Queue: "default", ID: "soon"}, deadletter.Parked{Queue: "default", ID: "later"}
 	if err := deadletter.Park(ctx, rdb, later, now.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	claimEnd := now.Add(30 * time.Second)
-	claimed, err := deadletter.ClaimDue(ctx, rdb, now, claimEnd, 10)
-	if err != nil || len(claimed) != 1 || claimed[0] != due.Member() {
-		t.Fatalf("ClaimDue = %v, %v; want the due entry only", claimed, err)
+	if err := deadletter.Park(ctx, rdb, soon, now.Add(time.Second)); err != nil {
+		t.Fatal(err)
 	}
-	p, err := deadletter.ParseParked(claimed[0])
-	if err != nil || p != due {
+	entries, err := deadletter.ListParked(ctx, rdb, 0, 10)
+	want := []deadletter.ParkedEntry{{Member: soon.Member(), DueMS: now.Add(time.Second).UnixMilli()},
+		{Member: later.Member(), DueMS: now.Add(time.Hour).UnixMilli()}}
+	if err != nil || !slices.Equal(entries, want) {
+		t.Fatalf("ListParked = %v, %v; want %v", entries, err, want)
+	}
+	if rest, err := deadletter.ListParked(ctx, rdb, 1, 10); err != nil || !slices.Equal(rest, want[1:]) {
+		t.Errorf("ListParked from 1 = %v, %v", rest, err)
+	}
+	p, err := deadletter.ParseParked(entries[0].Member)
+	if err != nil || p != soon {
 		t.Errorf("ParseParked = %+v, %v", p, err)
 	}
 	if _, err := deadletter.ParseParked("not json"); err == nil {
 		t.Error("ParseParked accepted garbage")
 	}
-	if until, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", "due"); err != nil || !parked || until.UnixMilli() != claimEnd.UnixMilli() {
-		t.Errorf("claimed entry due %v (parked %v, %v), want the claim's end", until, parked, err)
-	}
-	// Another claim's settle leaves it; its own moves it, then removes it.
-	if err := deadletter.Settle(ctx, rdb, due.Member(), claimEnd.Add(time.Second), time.Time{}); err != nil {
+	// "soon" is parked again meanwhile: its new entry stands.
+	again := now.Add(time.Minute)
+	if err := deadletter.Park(ctx, rdb, soon, again); err != nil {
 		t.Fatal(err)
 	}
-	next := now.Add(time.Minute)
-	if err := deadletter.Settle(ctx, rdb, due.Member(), claimEnd, next); err != nil {
-		t.Fatal(err)
+	removed, err := deadletter.Unpark(ctx, rdb, entries)
+	if err != nil || !slices.Equal(removed, []bool{false, true}) {
+		t.Errorf("Unpark = %v, %v; want [false true]", removed, err)
 	}
-	if until, parked, _ := deadletter.ParkedUntil(ctx, rdb, "default", "due"); !parked || until.UnixMilli() != next.UnixMilli() {
-		t.Errorf("after settling to next: due %v (parked %v), want %v", until, parked, next)
+	if until, parked, _ := deadletter.ParkedUntil(ctx, rdb, "default", "soon"); !parked || until.UnixMilli() != again.UnixMilli() {
+		t.Errorf("soon: parked %v until %v, want %v", parked, until, again)
 	}
-	if err := deadletter.Settle(ctx, rdb, due.Member(), next, time.Time{}); err != nil {
-		t.Fatal(err)
+	if _, parked, _ := deadletter.ParkedUntil(ctx, rdb, "default", "later"); parked {
+		t.Error("later still parked")
 	}
-	if _, parked, _ := deadletter.ParkedUntil(ctx, rdb, "default", "due"); parked {
-		t.Error("settled entry still parked")
-	}
-	if _, parked, _ := deadletter.ParkedUntil(ctx, rdb, "default", "later"); !parked {
-		t.Error("the entry not yet due was touched")
+	if removed, err := deadletter.Unpark(ctx, rdb, nil); err != nil || removed != nil {
+		t.Errorf("Unpark(nil) = %v, %v", removed, err)
 	}
 }
 

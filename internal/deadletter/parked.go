@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,10 +18,13 @@ import (
 // where asynq cannot keep it: once a task has used all its retries, asynq
 // archives it whatever error its handler returns, a wait included. So the
 // worker's error handler parks a task that meets a wait on its last
-// delivery instead of dead-lettering it; asynq archives it; and every
-// worker's unparker moves each parked task whose time has come from the
-// archive back to pending. Its retry count is unchanged, so its next
-// failure, not its next wait, dead-letters it.
+// delivery instead of dead-lettering it; asynq archives it; and the
+// unparker of a worker moves it at once from the archive to asynq's retry
+// set, due when the wait is over (asynq deletes archived tasks beyond
+// 10 000 per queue: a parked task must not stay there), and removes the
+// entry (ListParked, Unpark). Its retry count is unchanged, so its next
+// failure, not its next wait, dead-letters it. An entry lives from the park
+// until its task is out of the archive, usually milliseconds.
 const ParkedKey = "certmail:parked"
 
 // Parked names a parked task.
@@ -52,7 +54,8 @@ func Park(ctx context.Context, rdb redis.UniversalClient, p Parked, due time.Tim
 }
 
 // ParkedUntil tells whether the task is parked and when its wait is over.
-// The task is then in asynq's archive but is not dead-lettered.
+// The task is then in asynq's archive (or about to be, or just moved out of
+// it) but is not dead-lettered.
 func ParkedUntil(ctx context.Context, rdb redis.UniversalClient, queue, id string) (time.Time, bool, error) {
 	ms, err := rdb.ZScore(ctx, ParkedKey, Parked{Queue: queue, ID: id}.Member()).Result()
 	switch {
@@ -64,47 +67,60 @@ func ParkedUntil(ctx context.Context, rdb redis.UniversalClient, queue, id strin
 	return time.UnixMilli(int64(ms)), true, nil
 }
 
-// claimDueScript leases up to ARGV[3] parked tasks due by ARGV[1]: their
-// due time moves to the lease's end, ARGV[2], so that of several workers one
-// handles each, and the tasks of a worker that dies meanwhile are claimed
-// again when the lease ends. An entry is removed only once its task has
-// been moved (settleScript).
-var claimDueScript = redis.NewScript(`
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for i = 1, #due do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], due[i]) end
-return due
-`)
-
-// settleScript removes entry ARGV[1] (ARGV[3] empty) or moves it to ARGV[3],
-// only if it still holds this worker's lease, ARGV[2]: an error handler
-// that parked the task again, or dead-lettered it, meanwhile wins.
-var settleScript = redis.NewScript(`
-if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '-1') ~= tonumber(ARGV[2]) then return 0 end
-if ARGV[3] == '' then return redis.call('ZREM', KEYS[1], ARGV[1]) end
-return redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
-`)
-
-// ClaimDue claims up to n parked tasks due by now until claimEnd and returns
-// their members: each stays in ParkedKey, due at claimEnd, until the
-// claimer settles it, so that a claimer that dies meanwhile only delays it.
-func ClaimDue(ctx context.Context, rdb redis.UniversalClient, now, claimEnd time.Time, n int) ([]string, error) {
-	due, err := claimDueScript.Run(ctx, rdb, []string{ParkedKey}, now.UnixMilli(), claimEnd.UnixMilli(), n).StringSlice()
-	if err != nil {
-		return nil, fmt.Errorf("claim parked tasks: %w", err)
-	}
-	return due, nil
+// ParkedEntry is a member of ParkedKey as read back, with its score.
+type ParkedEntry struct {
+	Member string // a Parked, as Member writes it (ParseParked reads it)
+	DueMS  int64  // the Unix milliseconds at which the task's wait is over
 }
 
-// Settle removes the claimed member (next zero) or makes it due at next,
-// unless it no longer holds the claim ending at claimEnd: an error handler
-// that parked or dead-lettered the task meanwhile wins.
-func Settle(ctx context.Context, rdb redis.UniversalClient, member string, claimEnd, next time.Time) error {
-	to := ""
-	if !next.IsZero() {
-		to = strconv.FormatInt(next.UnixMilli(), 10)
+// ListParked returns at most n entries of ParkedKey from the offset-th,
+// the soonest due first.
+func ListParked(ctx context.Context, rdb redis.UniversalClient, offset, n int) ([]ParkedEntry, error) {
+	zs, err := rdb.ZRangeWithScores(ctx, ParkedKey, int64(offset), int64(offset+n-1)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read parked tasks: %w", err)
 	}
-	if err := settleScript.Run(ctx, rdb, []string{ParkedKey}, member, claimEnd.UnixMilli(), to).Err(); err != nil {
-		return fmt.Errorf("settle parked entry: %w", err)
+	out := make([]ParkedEntry, 0, len(zs))
+	for _, z := range zs {
+		m, _ := z.Member.(string) // go-redis reads members as strings
+		out = append(out, ParkedEntry{Member: m, DueMS: int64(z.Score)})
 	}
-	return nil
+	return out, nil
+}
+
+// unparkScript removes each member ARGV[i] (i = 1, 3, ...) whose score is
+// still ARGV[i+1], and returns 1 or 0 for each: an error handler that
+// parked the task again meanwhile (a new due time) wins.
+var unparkScript = redis.NewScript(`
+local out = {}
+for i = 1, #ARGV, 2 do
+  local removed = 0
+  if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i]) or '-1') == tonumber(ARGV[i + 1]) then
+    removed = redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+  out[#out + 1] = removed
+end
+return out
+`)
+
+// Unpark removes the entries that still hold the due time they were read
+// with, in one round trip, and reports which it removed: of several workers
+// that handle the same entry, one removes it.
+func Unpark(ctx context.Context, rdb redis.UniversalClient, entries []ParkedEntry) ([]bool, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, 2*len(entries))
+	for _, e := range entries {
+		args = append(args, e.Member, e.DueMS)
+	}
+	res, err := unparkScript.Run(ctx, rdb, []string{ParkedKey}, args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("remove parked entries: %w", err)
+	}
+	removed := make([]bool, len(entries))
+	for i := range removed {
+		removed[i] = i < len(res) && res[i] == 1
+	}
+	return removed, nil
 }

@@ -339,7 +339,9 @@ func (s *Service) PurgeDeadLetters(ctx context.Context) (Purged, error) {
 			return p, err
 		}
 		// Read after the listing: a worker parks a task before asynq
-		// archives it, so every parked task listed is in the set by now.
+		// archives it, so every parked task listed is in the set by now,
+		// unless a worker has since moved it to asynq's retry set and
+		// removed its entry: each task is read again before it is deleted.
 		parked, err := s.rdb.ZRange(ctx, deadletter.ParkedKey, 0, -1).Result()
 		if err != nil {
 			return p, fmt.Errorf("read parked tasks: %w", err)
@@ -351,6 +353,12 @@ func (s *Service) PurgeDeadLetters(ctx context.Context) (Purged, error) {
 		for _, id := range ids {
 			if isParked[deadletter.Parked{Queue: q, ID: id}.Member()] {
 				continue
+			}
+			switch info, err := s.inspector.GetTaskInfo(q, id); {
+			case errors.Is(err, asynq.ErrTaskNotFound), err == nil && info.State != asynq.TaskStateArchived:
+				continue // moved out of the archive, requeued or deleted meanwhile
+			case err != nil:
+				return p, fmt.Errorf("read task %s of queue %s: %w", id, q, err)
 			}
 			switch err := s.inspector.DeleteTask(q, id); {
 			case errors.Is(err, asynq.ErrTaskNotFound):
@@ -457,15 +465,24 @@ func (s *Service) archived(ctx context.Context, taskID string, inStream bool) (*
 	case info.State != asynq.TaskStateArchived:
 		return nil, fmt.Errorf("dead letter %s: %w (the task is %s)", taskID, ErrNotFound, info.State)
 	}
-	// A parked task is in asynq's archive too, but it is alive: it waits to
-	// be tried again (see TaskInQueue), and deleting or running it here
-	// would lose or hurry a delivery.
+	// A parked task passes through asynq's archive too, but it is alive: it
+	// waits to be tried again (see TaskInQueue), and deleting or running it
+	// here would lose or hurry a delivery. A worker moves it to asynq's
+	// retry set, then removes its entry: without an entry, it is read again.
 	_, parked, err := deadletter.ParkedUntil(ctx, s.rdb, info.Queue, info.ID)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("task %s: parked entry: %w", taskID, err)
 	case parked:
 		return nil, fmt.Errorf("dead letter %s: %w (the task is waiting to be retried)", taskID, ErrNotFound)
+	}
+	switch again, err := s.inspector.GetTaskInfo(info.Queue, info.ID); {
+	case err == nil && again.State != asynq.TaskStateArchived:
+		return nil, fmt.Errorf("dead letter %s: %w (the task is %s)", taskID, ErrNotFound, again.State)
+	case err != nil && !errors.Is(err, asynq.ErrTaskNotFound):
+		return nil, fmt.Errorf("task %s: %w", taskID, err)
+	case err != nil:
+		return nil, fmt.Errorf("dead letter %s: %w", taskID, ErrNotFound)
 	}
 	return info, nil
 }

@@ -89,14 +89,22 @@ func (s *Service) status(ctx context.Context, info *asynq.TaskInfo) (TaskStatus,
 		st.Result, st.ResultEncoding, st.ResultTruncated = r.Value, r.Encoding, r.Truncated
 	}
 	if info.State == asynq.TaskStateArchived {
-		// A task parked by a wait on its last retry sits in asynq's archive
-		// without being dead-lettered: it is waiting to be tried again.
+		// A task parked by a wait on its last retry passes through asynq's
+		// archive without being dead-lettered: it is waiting to be tried
+		// again.
 		until, parked, err := deadletter.ParkedUntil(ctx, s.rdb, info.Queue, info.ID)
 		if err != nil {
 			return TaskStatus{}, fmt.Errorf("task %s: parked entry: %w", id, err)
 		}
 		if parked {
 			st.State, st.NextProcessAt = asynq.TaskStateRetry.String(), &until
+			return st, nil
+		}
+		// Or a worker has moved it to asynq's retry set since info was read,
+		// then removed its entry: as read again now, it is no longer archived.
+		again, err := s.inspector.GetTaskInfo(info.Queue, info.ID)
+		if err == nil && again.State != asynq.TaskStateArchived {
+			return s.status(ctx, again)
 		}
 	}
 	return st, nil

@@ -100,26 +100,34 @@ func TestUnparkInterval(t *testing.T) {
 	}
 }
 
-// One look moves more than one batch of due parked tasks: the 250 entries
-// due at once are all handled by the same look.
-func TestUnparkerTakesSeveralBatchesALook(t *testing.T) {
+// One look handles more than one page of parked entries: the entries of
+// tasks deleted meanwhile, two pages and some, are all dropped, and each
+// task reported lost once, by the same look.
+func TestUnparkerTakesSeveralPagesALook(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Start(t).Client()
 	ctx := context.Background()
-	u := &unparker{rdb: rdb, inspector: asynq.NewInspectorFromRedisClient(rdb), log: zap.NewNop(), interval: time.Second}
+	lost := map[string]int{}
+	u := &unparker{rdb: rdb, log: zap.NewNop(), interval: time.Second,
+		lost: func(_ context.Context, p deadletter.Parked) { lost[p.ID]++ }}
 	now := time.Now()
-	const n = 250 // tasks deleted from the archive meanwhile: each entry is dropped
+	const n = 2*parkedPage + 10
 	for i := range n {
 		p := deadletter.Parked{Queue: "default", ID: fmt.Sprintf("gone-%d", i)}
 		if err := deadletter.Park(ctx, rdb, p, now.Add(-time.Second)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := u.once(ctx, now); err != nil {
-		t.Fatal(err)
+	if waiting, err := u.once(ctx); err != nil || waiting != 0 {
+		t.Fatalf("once = %d waiting, %v", waiting, err)
 	}
 	if left, err := rdb.ZCard(ctx, deadletter.ParkedKey).Result(); err != nil || left != 0 {
-		t.Errorf("%d of %d due entries left after one look (%v), want 0", left, n, err)
+		t.Errorf("%d of %d entries left after one look (%v), want 0", left, n, err)
+	}
+	for i := range n {
+		if k := lost[fmt.Sprintf("gone-%d", i)]; k != 1 {
+			t.Fatalf("gone-%d reported lost %d times, want once", i, k)
+		}
 	}
 }
 

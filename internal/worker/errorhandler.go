@@ -28,6 +28,9 @@ type errorHandler struct {
 	// the lower of it and the task's own is the cap that applies, and the
 	// one logged.
 	maxRetry int
+	// parked wakes the worker's unparker after a park (capacity 1: wakes
+	// that come while one is pending are one).
+	parked chan struct{}
 }
 
 // HandleError implements asynq.ErrorHandler.
@@ -68,8 +71,12 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 		perr := deadletter.Park(pctx, h.rdb, deadletter.Parked{Queue: queue, ID: id}, time.Now().Add(te.retryAfter))
 		cancel()
 		if perr == nil {
+			select {
+			case h.parked <- struct{}{}:
+			default:
+			}
 			h.metrics.tasks.WithLabelValues(typ, "wait").Inc()
-			h.log.Info("delivery deferred on the task's last retry: parked in the archive until the wait is over",
+			h.log.Info("delivery deferred on the task's last retry: parked until the wait is over",
 				append(fields, zap.Duration("next_delay", te.retryAfter))...)
 			return
 		}
@@ -151,4 +158,40 @@ func (h *errorHandler) deadLetter(ctx context.Context, t *asynq.Task, id, queue 
 		// The task is still archived by asynq; the stream entry is what is lost.
 		h.log.Warn("could not append to the dead-letter stream", zap.String("task_id", id), zap.Error(appendErr))
 	}
+}
+
+// Codes of the dead letters the worker writes for tasks its error handler
+// never saw.
+const (
+	// codeLostFromArchive: a parked task deleted from asynq's archive
+	// before the unparker moved it out.
+	codeLostFromArchive = "lost_from_archive"
+	// lostType stands for the type of a lost task, which went with it.
+	lostType = "unknown"
+)
+
+// lostParked dead-letters the parked task p, which no longer exists: asynq
+// deleted it from its archive (beyond 10 000 archived tasks in the queue)
+// or an operator did, in the moment between asynq's archive and the
+// unparker's move. Nothing tells the two apart; the message says so. Its
+// type and payload went with it: the INFO line that parked it has them.
+func (h *errorHandler) lostParked(ctx context.Context, p deadletter.Parked) {
+	const msg = "the task, parked by a wait on its last delivery, was deleted from asynq's archive before it could be moved out: " +
+		"by asynq (which keeps at most 10 000 archived tasks per queue) or by an operator; " +
+		"its type and payload are in the log line that parked it"
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, appendErr := deadletter.Append(ctx, h.rdb, deadletter.Entry{
+		TaskID: p.ID, Type: lostType, Queue: p.Queue,
+		ErrorCode: codeLostFromArchive, ErrorMessage: msg, FailedAt: time.Now(),
+	}, h.maxLen)
+	fields := []zap.Field{zap.String("task_id", p.ID), zap.String("queue", p.Queue),
+		zap.String("error_code", codeLostFromArchive), zap.String("error_class", classPermanent),
+		zap.String("error", codeLostFromArchive+": "+msg)}
+	if appendErr != nil {
+		fields = append(fields, zap.NamedError("deadletter_error", appendErr))
+	}
+	h.metrics.tasks.WithLabelValues(otherLabel, "dead_lettered").Inc()
+	h.metrics.deadLetters.WithLabelValues(otherLabel, h.metrics.errorCode(codeLostFromArchive)).Inc()
+	h.log.Error("task dead-lettered", fields...)
 }

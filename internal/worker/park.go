@@ -2,113 +2,209 @@ package worker
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/deadletter"
 )
 
-// claimLease is how long a claimed parked task is left to the worker that
-// claimed it.
-const claimLease = 30 * time.Second
-
-// unparker moves due parked tasks (deadletter.ParkedKey) back to pending.
+// unparker moves parked tasks (deadletter.ParkedKey) out of asynq's archive
+// into asynq's retry set, due when their wait is over: asynq's forwarder
+// then makes each pending at that time, its retry count unchanged. A task
+// must not stay in the archive, where asynq deletes the oldest beyond
+// 10 000 tasks per queue (and those older than 90 days) at every archive,
+// so the unparker looks just after this worker's error handler parks one
+// (wake), and every interval for the entries of other workers.
 type unparker struct {
-	rdb       redis.UniversalClient
-	inspector *asynq.Inspector
-	log       *zap.Logger
-	interval  time.Duration // between looks
+	rdb      redis.UniversalClient
+	log      *zap.Logger
+	interval time.Duration   // between looks when nothing is parked
+	wake     <-chan struct{} // this worker's error handler parked a task
+	// lost dead-letters a parked task that no longer exists.
+	lost func(ctx context.Context, p deadletter.Parked)
 }
 
-// run looks every interval until ctx is done.
+// Pace of the unparker's looks after a park: asynq archives the task just
+// after the error handler returns, so the first look waits archiveDelay,
+// and while tasks are still to be archived (asynq has not yet, or a lost
+// lease leaves it to asynq's recoverer) the looks space out from there up
+// to the interval.
+const archiveDelay = 10 * time.Millisecond
+
+// Bounds of one look: entries are read a page at a time, at most
+// maxPerLook of them.
+const (
+	parkedPage = 500
+	maxPerLook = 20 * parkedPage
+)
+
+// run looks when woken or every interval until ctx is done.
 func (u *unparker) run(ctx context.Context) {
-	t := time.NewTicker(u.interval)
-	defer t.Stop()
+	next := time.Now().Add(u.interval)
+	timer := time.NewTimer(u.interval)
+	defer timer.Stop()
+	pace := time.Duration(0) // between looks while tasks are still to be archived
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			if err := u.once(ctx, time.Now()); err != nil && ctx.Err() == nil {
-				u.log.Warn("could not move parked tasks back to their queues; will try again", zap.Error(err))
+		case <-u.wake:
+			// Sooner, never later: parks that keep coming do not put the look off.
+			if soon := time.Now().Add(archiveDelay); soon.Before(next) {
+				next = soon
+				timer.Reset(archiveDelay)
+			}
+			continue
+		case <-timer.C:
+		}
+		waiting, err := u.once(ctx)
+		if err != nil && ctx.Err() == nil {
+			u.log.Warn("could not move parked tasks out of the archive; will try again", zap.Error(err))
+		}
+		wait := u.interval
+		if waiting > 0 {
+			pace = min(max(2*pace, archiveDelay), u.interval)
+			wait = pace
+		} else {
+			pace = 0
+		}
+		next = time.Now().Add(wait)
+		timer.Reset(wait)
+	}
+}
+
+// once handles the parked entries, a page at a time and at most maxPerLook
+// of them, and returns how many are left for asynq to archive.
+func (u *unparker) once(ctx context.Context) (waiting int, err error) {
+	for offset := 0; offset < maxPerLook; {
+		if ctx.Err() != nil {
+			return waiting, nil
+		}
+		page, err := deadletter.ListParked(ctx, u.rdb, offset, parkedPage)
+		if err != nil {
+			return waiting, err
+		}
+		kept, w, err := u.movePage(ctx, page)
+		waiting += w
+		if err != nil {
+			return waiting, err
+		}
+		if len(page) < parkedPage {
+			return waiting, nil
+		}
+		offset += kept
+	}
+	return waiting, nil
+}
+
+// moveScript moves each task ARGV[i] (i = 2, 4, ...) of one queue that asynq
+// has archived to its retry set, due at ARGV[i+1] (Unix seconds, asynq's
+// score), as asynq's own retry does (state "retry" in the task's hash,
+// whose message, retry count and last error are left as they are). It
+// returns, for each, "moved" or the state the task is in ("" when it no
+// longer exists). A task asynq's inspector trimmed from the archive keeps
+// its hash, state "archived": it is moved too.
+//
+//	KEYS[1]  asynq:{<queue>}:archived
+//	KEYS[2]  asynq:{<queue>}:retry
+//	ARGV[1]  asynq:{<queue>}:t: (a task's hash is ARGV[1] .. id)
+var moveScript = redis.NewScript(`
+local out = {}
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  local key = ARGV[1] .. id
+  local state = redis.call('HGET', key, 'state')
+  if state == 'archived' then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZADD', KEYS[2], ARGV[i + 1], id)
+    redis.call('HSET', key, 'state', 'retry')
+    state = 'moved'
+  end
+  out[#out + 1] = state or ''
+end
+return out
+`)
+
+// movePage moves the tasks of page, one script per queue, removes the
+// entries of those no longer waiting for asynq's archive, and returns how
+// many entries of page are still in the set and how many of those wait for
+// their task to be archived.
+func (u *unparker) movePage(ctx context.Context, page []deadletter.ParkedEntry) (kept, waiting int, err error) {
+	type item struct {
+		entry  deadletter.ParkedEntry
+		parked deadletter.Parked
+		state  string
+	}
+	items := make([]item, 0, len(page))
+	byQueue := map[string][]int{}
+	var drop []deadletter.ParkedEntry
+	for _, e := range page {
+		p, err := deadletter.ParseParked(e.Member)
+		if err != nil || p.Queue == "" || p.ID == "" {
+			u.log.Error("dropping an unreadable parked-task entry", zap.String("entry", deadletter.Clip(e.Member, deadletter.MaxText)), zap.Error(err))
+			drop = append(drop, e)
+			continue
+		}
+		byQueue[p.Queue] = append(byQueue[p.Queue], len(items))
+		items = append(items, item{entry: e, parked: p})
+	}
+	for q, idx := range byQueue {
+		args := make([]any, 0, 1+2*len(idx))
+		args = append(args, asynqTaskKey(q, ""))
+		for _, i := range idx {
+			// asynq's scores are seconds: rounded up, the task does not come back before its wait is over.
+			args = append(args, items[i].parked.ID, (items[i].entry.DueMS+999)/1000)
+		}
+		states, err := moveScript.Run(ctx, u.rdb, []string{asynqArchivedKey(q), asynqRetryKey(q)}, args...).StringSlice()
+		if err != nil {
+			return len(page), 0, fmt.Errorf("move parked tasks of queue %s: %w", q, err)
+		}
+		for k, i := range idx {
+			if k < len(states) {
+				items[i].state = states[k]
 			}
 		}
 	}
-}
-
-// once moves the tasks due by now, a batch at a time and at most a few
-// batches; the rest wait for the next look.
-func (u *unparker) once(ctx context.Context, now time.Time) error {
-	const batch, batches = 200, 5
-	claimEnd := now.Add(claimLease)
-	for range batches {
-		if ctx.Err() != nil {
-			return nil
+	for _, it := range items {
+		if it.state == "active" {
+			// asynq archives it once its error handler returns, or its
+			// recoverer does after a lost lease: the next look moves it.
+			waiting++
+			continue
 		}
-		due, err := deadletter.ClaimDue(ctx, u.rdb, now, claimEnd, batch)
-		if err != nil {
-			return err
-		}
-		for _, m := range due {
-			u.move(ctx, m, claimEnd)
-		}
-		if len(due) < batch {
-			return nil
-		}
+		drop = append(drop, it.entry)
 	}
-	return nil
-}
-
-// move handles one claimed entry: a task still archived goes back to
-// pending; one still active (asynq archives it just after the error handler
-// parked it, or later after a lost lease; or an operator ran it) is looked
-// at again next time; one deleted, or in any other state, needs nothing
-// more. Errors leave the entry to be claimed again when the claim ends.
-func (u *unparker) move(ctx context.Context, entry string, claimEnd time.Time) {
-	p, err := deadletter.ParseParked(entry)
+	removed, err := deadletter.Unpark(ctx, u.rdb, drop)
 	if err != nil {
-		u.log.Error("dropping an unreadable parked-task entry", zap.String("entry", entry), zap.Error(err))
-		u.settle(ctx, entry, claimEnd, time.Time{})
-		return
+		return len(page), waiting, err
 	}
-	fields := []zap.Field{zap.String("task_id", p.ID), zap.String("queue", p.Queue)}
-	info, err := u.inspector.GetTaskInfo(p.Queue, p.ID)
-	switch {
-	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-		u.log.Warn("parked task no longer exists (deleted from the archive)", fields...)
-		u.settle(ctx, entry, claimEnd, time.Time{})
-		return
-	case err != nil:
-		u.log.Warn("could not look up a parked task; will try again", append(fields, zap.Error(err))...)
-		return
-	}
-	switch info.State {
-	case asynq.TaskStateArchived:
-		if err := u.inspector.RunTask(p.Queue, p.ID); err != nil {
-			u.log.Warn("could not move a parked task back to its queue; will try again", append(fields, zap.Error(err))...)
-			return
+	kept = len(page)
+	isRemoved := make(map[string]bool, len(drop))
+	for i, e := range drop {
+		if removed[i] {
+			isRemoved[e.Member] = true
+			kept--
 		}
-		u.log.Info("parked task back in its queue", fields...)
-		u.settle(ctx, entry, claimEnd, time.Time{})
-	case asynq.TaskStateActive:
-		u.settle(ctx, entry, claimEnd, time.Now().Add(u.interval))
-	default:
-		u.log.Info("parked task left as it is: no longer archived", append(fields, zap.String("state", info.State.String()))...)
-		u.settle(ctx, entry, claimEnd, time.Time{})
 	}
-}
-
-// settle removes the claimed entry (next zero) or makes it due at next,
-// unless an error handler changed it meanwhile.
-func (u *unparker) settle(ctx context.Context, entry string, claimEnd, next time.Time) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := deadletter.Settle(ctx, u.rdb, entry, claimEnd, next); err != nil {
-		u.log.Warn("could not update a parked-task entry; it is looked at again when its claim ends",
-			zap.String("entry", entry), zap.Error(err))
+	for _, it := range items {
+		if it.state == "active" || !isRemoved[it.entry.Member] {
+			continue // waiting for asynq; or parked again, or dead-lettered, meanwhile: the newer entry stands
+		}
+		fields := []zap.Field{zap.String("task_id", it.parked.ID), zap.String("queue", it.parked.Queue)}
+		switch it.state {
+		case "moved":
+			u.log.Info("parked task moved from the archive to retry: asynq runs it when its wait is over",
+				append(fields, zap.Time("next_process_at", time.UnixMilli(it.entry.DueMS)))...)
+		case "":
+			// Of the workers that found it gone, the one whose removal
+			// took the entry reports it: once.
+			u.lost(ctx, it.parked)
+		default:
+			u.log.Info("parked task left as it is: no longer archived", append(fields, zap.String("state", it.state))...)
+		}
 	}
+	return kept, waiting, nil
 }

@@ -6,88 +6,114 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/redistest"
 )
 
-// The unparker's claims are leases: a claimed entry stays until its task
-// has been moved, comes back when a claimer dies, and gives way to an error
-// handler that parks or dead-letters the task meanwhile.
-func TestUnparkerClaimsAreLeases(t *testing.T) {
+// The unparker moves a parked task out of asynq's archive at once, into
+// asynq's retry set due when its wait is over, with its retry count and last
+// error, and removes its entry. An entry whose task asynq has not archived
+// yet stays, and is counted as waiting; one parked again meanwhile stays
+// too. A task asynq's inspector trimmed from the archive (it keeps the
+// task's hash) is moved as well.
+func TestUnparkerMovesParkedTasksToRetry(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	rdb := srv.Client()
 	ctx := context.Background()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	client := asynq.NewClientFromRedisClient(rdb)
-	u := &unparker{rdb: rdb, inspector: insp, log: zap.NewNop(), interval: time.Second}
-	now := time.Now()
+	u := &unparker{rdb: rdb, log: zap.NewNop(), interval: time.Second,
+		lost: func(context.Context, deadletter.Parked) { t.Error("a task reported lost") }}
+	enqueue := func() string {
+		t.Helper()
+		info, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id": 1}`)), asynq.MaxRetry(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.ID
+	}
+	park := func(id string, due time.Time) {
+		t.Helper()
+		if err := deadletter.Park(ctx, rdb, deadletter.Parked{Queue: "default", ID: id}, due); err != nil {
+			t.Fatal(err)
+		}
+	}
+	due := time.Now().Add(time.Hour).Truncate(time.Second).Add(300 * time.Millisecond)
 
-	// An archived task, parked and due.
-	info, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id": 1}`)), asynq.MaxRetry(0))
-	if err != nil {
+	archived, trimmed, pending := enqueue(), enqueue(), enqueue()
+	for _, id := range []string{archived, trimmed} {
+		if err := insp.ArchiveTask("default", id); err != nil {
+			t.Fatal(err)
+		}
+		park(id, due)
+	}
+	if err := rdb.ZRem(ctx, asynqArchivedKey("default"), trimmed).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := insp.ArchiveTask("default", info.ID); err != nil {
+	// Not archived yet: as a task whose error handler runs, asynq's dequeue
+	// made it active.
+	if err := rdb.Eval(ctx, `redis.call('LREM', KEYS[1], 0, ARGV[1]); redis.call('LPUSH', KEYS[2], ARGV[1]);
+		return redis.call('HSET', KEYS[3], 'state', 'active')`,
+		[]string{"asynq:{default}:pending", "asynq:{default}:active", asynqTaskKey("default", pending)}, pending).Err(); err != nil {
 		t.Fatal(err)
 	}
-	p := deadletter.Parked{Queue: "default", ID: info.ID}
-	if err := deadletter.Park(ctx, rdb, p, now.Add(-time.Second)); err != nil {
-		t.Fatal(err)
+	park(pending, due)
+
+	waiting, err := u.once(ctx)
+	if err != nil || waiting != 1 {
+		t.Fatalf("once = %d waiting, %v; want the active task's", waiting, err)
+	}
+	for _, id := range []string{archived, trimmed} {
+		info, err := insp.GetTaskInfo("default", id)
+		if err != nil || info.State != asynq.TaskStateRetry || !info.NextProcessAt.Equal(due.Truncate(time.Second).Add(time.Second)) {
+			t.Errorf("task %s: %+v (%v); want in retry at %v, the due time rounded up to asynq's seconds", id, info, err, due)
+		}
+		if _, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", id); err != nil || parked {
+			t.Errorf("task %s still parked after its move (%v)", id, err)
+		}
+	}
+	if n, err := rdb.ZCard(ctx, asynqArchivedKey("default")).Result(); err != nil || n != 0 {
+		t.Errorf("archive holds %d tasks (%v), want 0", n, err)
+	}
+	if _, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", pending); err != nil || !parked {
+		t.Errorf("the entry of a task not archived yet was dropped (%v)", err)
+	}
+	// asynq's forwarder runs it at its time: retried still 0, as the park left it.
+	q, err := insp.ListRetryTasks("default")
+	if err != nil || len(q) != 2 || q[0].Retried != 0 {
+		t.Errorf("retry set: %+v (%v)", q, err)
 	}
 
-	// A claimer that dies after its claim: the entry stays, leased.
-	due, err := deadletter.ClaimDue(ctx, rdb, now, now.Add(claimLease), 10)
-	if err != nil || len(due) != 1 {
-		t.Fatalf("claim = %v, %v", due, err)
-	}
-	until, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", info.ID)
-	if err != nil || !parked || until.Before(now.Add(claimLease-time.Second)) {
-		t.Fatalf("after a claim: parked %v until %v (%v), want the lease's end", parked, until, err)
-	}
-	if err := u.once(ctx, now); err != nil {
+	// asynq archives it: the next look moves it.
+	if err := rdb.Eval(ctx, `redis.call('LREM', KEYS[1], 0, ARGV[1]); redis.call('ZADD', KEYS[2], 1, ARGV[1]);
+		return redis.call('HSET', KEYS[3], 'state', 'archived')`,
+		[]string{"asynq:{default}:active", asynqArchivedKey("default"), asynqTaskKey("default", pending)}, pending).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := insp.GetTaskInfo("default", info.ID); err != nil || st.State != asynq.TaskStateArchived {
-		t.Fatalf("a leased entry was moved by another worker: %v (%v)", st, err)
+	// Parked again (a new due time) between the read and the removal: the
+	// new entry stands.
+	entries, err := deadletter.ListParked(ctx, rdb, 0, 10)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("ListParked = %v, %v", entries, err)
 	}
-	// When the lease ends, another worker moves it and removes the entry.
-	if err := u.once(ctx, now.Add(claimLease+time.Second)); err != nil {
+	later := due.Add(time.Hour)
+	park(pending, later)
+	if _, _, err := u.movePage(ctx, entries); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := insp.GetTaskInfo("default", info.ID); err != nil || st.State != asynq.TaskStatePending {
-		t.Errorf("after the lease: task %v (%v), want pending", st, err)
+	if until, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", pending); err != nil || !parked || !until.Equal(later.Truncate(time.Millisecond)) {
+		t.Errorf("the new entry: parked %v until %v (%v), want %v", parked, until, err, later)
+	}
+	if info, err := insp.GetTaskInfo("default", pending); err != nil || info.State != asynq.TaskStateRetry {
+		t.Errorf("task %s: %+v (%v); want in retry", pending, info, err)
+	}
+	if waiting, err := u.once(ctx); err != nil || waiting != 0 {
+		t.Errorf("once = %d waiting, %v", waiting, err)
 	}
 	if n, err := rdb.ZCard(ctx, deadletter.ParkedKey).Result(); err != nil || n != 0 {
 		t.Errorf("%d entries left (%v), want 0", n, err)
-	}
-
-	// An error handler that parks the task again after a claim wins: the
-	// claimer's settle does not remove the new entry.
-	if err := deadletter.Park(ctx, rdb, p, now.Add(-time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	lease := now.Add(claimLease)
-	if _, err := deadletter.ClaimDue(ctx, rdb, now, lease, 10); err != nil {
-		t.Fatal(err)
-	}
-	later := now.Add(time.Hour)
-	if err := deadletter.Park(ctx, rdb, p, later); err != nil {
-		t.Fatal(err)
-	}
-	u.settle(ctx, p.Member(), lease, time.Time{})
-	if until, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", info.ID); err != nil || !parked || until.UnixMilli() != later.UnixMilli() {
-		t.Errorf("the error handler's new entry: parked %v until %v (%v), want %v", parked, until, err, later)
-	}
-	// With its own lease still in place, settle removes it.
-	if err := rdb.ZAdd(ctx, deadletter.ParkedKey, redis.Z{Score: float64(lease.UnixMilli()), Member: p.Member()}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	u.settle(ctx, p.Member(), lease, time.Time{})
-	if _, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", info.ID); err != nil || parked {
-		t.Errorf("settle left its own claimed entry (%v)", err)
 	}
 }

@@ -2,7 +2,9 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/taskresult"
+	"github.com/certmail/certmail/internal/worker"
 )
 
 const limited = `{"errors":[{"code":"request_limit_exceeded","message":"Service unavailable, please limit request volume"}]}`
@@ -40,16 +43,16 @@ func TestWaitOnLastDeliveryIsParkedNotDeadLettered(t *testing.T) {
 	if n := len(b.logs.Lines("error", "")); n != 0 {
 		t.Errorf("%d ERROR lines, want none", n)
 	}
-	parked := b.logs.Lines("info", "delivery deferred on the task's last retry: parked in the archive until the wait is over")
+	parked := b.logs.Lines("info", "delivery deferred on the task's last retry: parked until the wait is over")
 	if len(parked) != 2 || parked[0]["task_id"] != id || parked[0]["error_class"] != "rate_limited" {
 		t.Errorf("parking lines = %v, want two for task %s", parked, id)
 	}
-	// The unparker logs and removes its entry after it moved the task back,
-	// so the task may be delivered before it gets there.
+	// The unparker logs and removes its entry after it moved the task to
+	// retry, so the task may be delivered before it gets there.
 	left := func() int64 { return intVal(t, b.redis.Client().ZCard(context.Background(), "certmail:parked")) }
 	waitFor(t, 10*time.Second, func() bool { return left() == 0 },
 		func() string { return strconv.FormatInt(left(), 10) + " parked entries left, want 0" })
-	if n := len(b.logs.Lines("info", "parked task back in its queue")); n != 2 {
+	if n := len(b.logs.Lines("info", "parked task moved from the archive to retry: asynq runs it when its wait is over")); n != 2 {
 		t.Errorf("%d unparking lines, want 2", n)
 	}
 }
@@ -124,7 +127,8 @@ func TestPausedAccountParksTasksWithoutRetries(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, func() bool { return b.fake.StatusCount(403) >= 3 }, func() string { return "fewer than 3 probes" })
 	// Wherever each task is in its cycle, none is dead-lettered, and one
-	// that sits in the archive is reported as waiting.
+	// that is parked (moved to asynq's retry set: with no retries, asynq
+	// itself archives it on every failure) is reported as waiting.
 	sawParked := false
 	waitFor(t, 10*time.Second, func() bool {
 		for _, id := range ids {
@@ -136,7 +140,7 @@ func TestPausedAccountParksTasksWithoutRetries(t *testing.T) {
 				t.Fatalf("task %s reported archived while the account is paused", id)
 			}
 			info, err := b.inspector.GetTaskInfo("default", id)
-			if err == nil && info.State == asynq.TaskStateArchived && st.State == "retry" && st.NextProcessAt != nil {
+			if err == nil && info.State == asynq.TaskStateRetry && st.State == "retry" && st.NextProcessAt != nil {
 				sawParked = true
 			}
 		}
@@ -156,8 +160,10 @@ func TestPausedAccountParksTasksWithoutRetries(t *testing.T) {
 	}
 }
 
-// An entry whose task an operator deleted, or ran to completion, is
-// dropped without touching the task.
+// An entry whose task ran to completion is dropped without touching the
+// task. One whose task no longer exists is a lost task: asynq deleted it
+// from its archive (or an operator did) before the unparker moved it out.
+// It is dead-lettered, so that the operator sees it and the alert fires.
 func TestUnparkerLeavesTasksNoLongerArchived(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
@@ -185,7 +191,76 @@ func TestUnparkerLeavesTasksNoLongerArchived(t *testing.T) {
 	if n := b.fake.RequestCount(); n != 1 {
 		t.Errorf("fake saw %d requests, want 1: the completed task was run again", n)
 	}
-	if n := len(b.logs.Lines("warn", "parked task no longer exists (deleted from the archive)")); n != 1 {
-		t.Errorf("%d WARN lines for the deleted task, want 1", n)
+	lost := b.logs.Lines("error", "task dead-lettered")
+	if len(lost) != 1 || lost[0]["task_id"] != "deleted-task" || lost[0]["error_code"] != "lost_from_archive" {
+		t.Errorf("ERROR lines for the deleted task: %v, want one with code lost_from_archive", lost)
+	}
+	if e := b.deadLetters(t, 1)[0]; e["task_id"] != "deleted-task" || e["queue"] != "default" || e["error_code"] != "lost_from_archive" {
+		t.Errorf("dead letter = %v", e)
+	}
+	if v, _ := sum(b.scrape(t, 0), "certmail_dead_letters_total", "error_code", "lost_from_archive"); v != 1 {
+		t.Errorf("certmail_dead_letters_total{error_code=lost_from_archive} = %v, want 1", v)
+	}
+}
+
+// asynq keeps at most 10 000 archived tasks per queue, deleting the oldest
+// on every archive. Parked tasks must not count among them: with more than
+// that many tasks parked at once (a paused account and tasks without
+// retries), every one is still there, waiting to be retried.
+func TestParkedTasksSurviveTheArchiveCap(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{
+		workerKey: "rejected-key-0123456789",
+		configure: func(c *worker.Config) {
+			c.Concurrency = 20
+			c.AuthProbeInterval = 10 * time.Minute
+		},
+	})
+	const n = 10_050 // asynq's cap, and some
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for k := g; k < n; k += 8 {
+				info, err := b.client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id": `+strconv.Itoa(k+1)+`}`)),
+					asynq.MaxRetry(0))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ids[k] = info.ID
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	var q *asynq.QueueInfo
+	waitFor(t, 3*time.Minute, func() bool {
+		var err error
+		q, err = b.inspector.GetQueueInfo("default")
+		return err == nil && q.Pending == 0 && q.Active == 0
+	}, func() string { return fmt.Sprintf("queue %+v, want every task delivered once", q) })
+	if alive := q.Archived + q.Retry; alive != n {
+		t.Fatalf("%d of %d tasks left (%d archived, %d in retry): %d parked tasks were deleted with asynq's archive",
+			alive, n, q.Archived, q.Retry, n-alive)
+	}
+	// Each ends in asynq's retry set, due when the pause ends.
+	waitFor(t, time.Minute, func() bool {
+		var err error
+		q, err = b.inspector.GetQueueInfo("default")
+		return err == nil && q.Retry == n
+	}, func() string { return fmt.Sprintf("queue %+v, want every task in retry", q) })
+	info, err := b.inspector.GetTaskInfo("default", ids[n-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Retried != 0 || info.NextProcessAt.Before(time.Now().Add(5*time.Minute)) {
+		t.Errorf("task %s: retried %d, next process at %v; want 0 and the pause's end", info.ID, info.Retried, info.NextProcessAt)
+	}
+	b.deadLetters(t, 0)
+	if n := intVal(t, b.redis.Client().ZCard(context.Background(), "certmail:parked")); n != 0 {
+		t.Errorf("%d parked entries left, want 0", n)
 	}
 }

@@ -223,7 +223,7 @@ func New(cfg Config) (*Worker, error) {
 		rdb:  rdb,
 		proc: p,
 		errs: &errorHandler{rdb: rdb, log: cfg.Logger, metrics: m, maxLen: cfg.DeadLetterMaxLen, isFailure: IsFailure,
-			maxRetry: cfg.retryCap()},
+			maxRetry: cfg.retryCap(), parked: make(chan struct{}, 1)},
 		metrics: m,
 		log:     cfg.Logger,
 		doneLog: cfg.Logger.WithOptions(zap.WithCaller(false)),
@@ -369,7 +369,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 	unparked := make(chan struct{})
 	go func() {
 		defer close(unparked)
-		u := &unparker{rdb: w.rdb, inspector: asynq.NewInspectorFromRedisClient(w.rdb), log: w.log, interval: w.unparkInterval()}
+		u := &unparker{rdb: w.rdb, log: w.log, interval: w.unparkInterval(), wake: w.errs.parked, lost: w.errs.lostParked}
 		u.run(unparkCtx)
 	}()
 	defer func() { stopUnpark(); <-unparked }()
@@ -405,8 +405,9 @@ const evictionRisk redisconn.EvictionRisk = "an evicted duplicate guard lets a r
 // waiting for Redis.
 var errWaiting = errors.New("waiting for Redis")
 
-// unparkInterval is how often parked tasks are looked for: as often as
-// asynq looks for tasks due for a retry.
+// unparkInterval is how often parked tasks are looked for besides the looks
+// after this worker's own parks: as often as asynq looks for tasks due for
+// a retry.
 func (w *Worker) unparkInterval() time.Duration {
 	if d := w.cfg.DelayedTaskCheckInterval; d > 0 {
 		return d
