@@ -1,11 +1,13 @@
-// Package deadletter owns certmail's two Redis records of tasks that did not
+// Package deadletter owns certmail's Redis records of tasks that did not
 // complete:
 //
 //   - the stream certmail:deadletter (Stream): one entry per dead-lettered
 //     task, with its error code, message and HTTP status, written by the
-//     worker's error handler (Append) and read and deleted by operators
-//     (List, Find, EntryIDs, Refs, Remove) through internal/ops, the API and
-//     the CLI;
+//     worker's error handler (Append) or its lease sweep (AppendOnce), and
+//     read and deleted by operators (List, Find, EntryIDs, Refs, Remove)
+//     through internal/ops, the API and the CLI;
+//   - the keys certmail:deadlettered:<queue>:<task id> (MarkerKey): a task
+//     dead-lettered in the last hour, so that no task gets two entries;
 //   - the sorted set certmail:parked (ParkedKey): the tasks parked by a wait
 //     on their last delivery, written by the worker's error handler (Park),
 //     read by ops to report such a task as waiting for a retry (ParkedUntil),
@@ -74,14 +76,74 @@ type Entry struct {
 	FailedAt     time.Time
 }
 
-// Append adds e to the stream, capped at about maxLen entries, and, in the
-// same round trip, removes any parked entry of the task, which would
-// otherwise bring the dead letter back. It is not a transaction (the two
-// keys may live on different cluster slots): each write's error comes back
-// on its own, unparkErr for the parked entry, appendErr for the stream entry.
+// MarkerKey is the key that says the task taskID of queue was dead-lettered
+// a moment ago, for MarkerTTL: Append sets it with the stream entry, and a
+// worker's lease sweep writes a dead letter only for a task without one
+// (AppendOnce), so that a task asynq's recoverer archives after certmail's
+// error handler dead-lettered it gets no second entry. A requeue deletes it
+// (Unmark): the task's next failure is a new dead letter.
+func MarkerKey(queue, taskID string) string { return "certmail:deadlettered:" + queue + ":" + taskID }
+
+// MarkerTTL is how long a MarkerKey lives: longer than asynq's recoverer
+// takes to archive a task whose lease expired (a minute or two while any
+// worker runs) and than a lease sweep looks back.
+const MarkerTTL = time.Hour
+
+// Append adds e to the stream, capped at about maxLen entries, sets the
+// task's MarkerKey, and, in the same round trip, removes any parked entry of
+// the task, which would otherwise bring the dead letter back. It is not a
+// transaction: each write's error comes back on its own, unparkErr for the
+// parked entry, appendErr for the stream entry and its marker.
 func Append(ctx context.Context, rdb redis.UniversalClient, e Entry, maxLen int64) (unparkErr, appendErr error) {
 	pipe := rdb.Pipeline()
 	unpark := pipe.ZRem(ctx, ParkedKey, Parked{Queue: e.Queue, ID: e.TaskID}.Member())
+	add := pipe.XAdd(ctx, &redis.XAddArgs{Stream: Stream, MaxLen: maxLen, Approx: true, Values: e.values()})
+	mark := pipe.Set(ctx, MarkerKey(e.Queue, e.TaskID), e.FailedAt.UTC().Format(time.RFC3339), MarkerTTL)
+	_, _ = pipe.Exec(ctx) // each command's error is read below
+	if err := unpark.Err(); err != nil {
+		unparkErr = fmt.Errorf("clear parked entry: %w", err)
+	}
+	if err := add.Err(); err != nil {
+		appendErr = fmt.Errorf("append dead letter: %w", err)
+	} else if err := mark.Err(); err != nil {
+		appendErr = fmt.Errorf("mark the task dead-lettered: %w", err)
+	}
+	return unparkErr, appendErr
+}
+
+// appendOnceScript sets the marker KEYS[1] for ARGV[1] ms unless it is
+// set, and only then appends the entry ARGV[3..] (field, value, ...) to the
+// stream KEYS[2], capped at about ARGV[2] entries. Returns 1 when it
+// appended.
+var appendOnceScript = redis.NewScript(`
+if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4))
+return 1
+`)
+
+// AppendOnce adds e to the stream, as Append does, unless the task's
+// MarkerKey is set: its dead letter was written already, by the error
+// handler or by another worker. Both happen in one step, and appended says
+// whether this call wrote it.
+func AppendOnce(ctx context.Context, rdb redis.UniversalClient, e Entry, maxLen int64) (appended bool, err error) {
+	args := append([]any{MarkerTTL.Milliseconds(), maxLen, e.FailedAt.UTC().Format(time.RFC3339)}, e.values()...)
+	n, err := appendOnceScript.Run(ctx, rdb, []string{MarkerKey(e.Queue, e.TaskID), Stream}, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("append dead letter: %w", err)
+	}
+	return n == 1, nil
+}
+
+// Unmark deletes the task's MarkerKey: the task leaves the dead letters.
+func Unmark(ctx context.Context, rdb redis.UniversalClient, queue, taskID string) error {
+	if err := rdb.Del(ctx, MarkerKey(queue, taskID)).Err(); err != nil {
+		return fmt.Errorf("clear dead-letter marker: %w", err)
+	}
+	return nil
+}
+
+// values are e's stream fields and values.
+func (e Entry) values() []any {
 	values := []any{
 		"task_id", e.TaskID,
 		"type", e.Type,
@@ -96,15 +158,7 @@ func Append(ctx context.Context, rdb redis.UniversalClient, e Entry, maxLen int6
 	if len(e.Payload) > PayloadMax {
 		values = append(values, "payload_bytes", strconv.Itoa(len(e.Payload)))
 	}
-	add := pipe.XAdd(ctx, &redis.XAddArgs{Stream: Stream, MaxLen: maxLen, Approx: true, Values: values})
-	_, _ = pipe.Exec(ctx) // each command's error is read below
-	if err := unpark.Err(); err != nil {
-		unparkErr = fmt.Errorf("clear parked entry: %w", err)
-	}
-	if err := add.Err(); err != nil {
-		appendErr = fmt.Errorf("append dead letter: %w", err)
-	}
-	return unparkErr, appendErr
+	return values
 }
 
 // Decode reads a stream entry as Append writes it. problem says why the

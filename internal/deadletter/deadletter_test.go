@@ -266,6 +266,53 @@ func TestListAndUnpark(t *testing.T) {
 	}
 }
 
+// Append marks the task dead-lettered for MarkerTTL; AppendOnce writes
+// only for a task not marked, and marks it, in one step; Unmark clears it.
+func TestAppendOnce(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	at := time.Date(2026, 5, 1, 9, 30, 0, 0, time.UTC)
+	e := deadletter.Entry{TaskID: "t1", Type: "resend-dcv", Queue: "default", Payload: []byte(`{"order_id":1}`),
+		ErrorCode: "lease_expired", ErrorMessage: "the worker stopped", Attempts: 1, FailedAt: at}
+	if _, err := deadletter.Append(ctx, rdb, e, 1000); err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := rdb.PTTL(ctx, deadletter.MarkerKey("default", "t1")).Result()
+	if err != nil || ttl <= deadletter.MarkerTTL-time.Minute || ttl > deadletter.MarkerTTL {
+		t.Errorf("marker's TTL after Append = %v (%v), want %v", ttl, err, deadletter.MarkerTTL)
+	}
+	if appended, err := deadletter.AppendOnce(ctx, rdb, e, 1000); err != nil || appended {
+		t.Errorf("AppendOnce of a marked task = %v, %v; want nothing written", appended, err)
+	}
+	other := e
+	other.TaskID = "t2"
+	for i, want := range []bool{true, false} {
+		if appended, err := deadletter.AppendOnce(ctx, rdb, other, 1000); err != nil || appended != want {
+			t.Errorf("AppendOnce #%d = %v, %v; want %v", i+1, appended, err, want)
+		}
+	}
+	if err := deadletter.Unmark(ctx, rdb, "default", "t2"); err != nil {
+		t.Fatal(err)
+	}
+	if appended, err := deadletter.AppendOnce(ctx, rdb, other, 1000); err != nil || !appended {
+		t.Errorf("AppendOnce after Unmark = %v, %v; want written", appended, err)
+	}
+	msgs, err := rdb.XRange(ctx, deadletter.Stream, "-", "+").Result()
+	if err != nil || len(msgs) != 3 {
+		t.Fatalf("stream: %d entries (%v), want 3", len(msgs), err)
+	}
+	got, problem := deadletter.Decode(msgs[1])
+	want := other
+	want.ID = msgs[1].ID
+	if problem != "" || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Decode = %+v (%q)\nwant     %+v", got, problem, want)
+	}
+	if ttl, err := rdb.PTTL(ctx, deadletter.MarkerKey("default", "t2")).Result(); err != nil || ttl <= 0 {
+		t.Errorf("marker's TTL after AppendOnce = %v (%v)", ttl, err)
+	}
+}
+
 func TestClip(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {

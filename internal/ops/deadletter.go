@@ -153,6 +153,11 @@ func (s *Service) Requeue(ctx context.Context, taskID string) (TaskRef, error) {
 	if err != nil {
 		return TaskRef{}, err
 	}
+	// Its next failure is a dead letter of its own: the workers' lease sweep
+	// must not take it for this one (deadletter.MarkerKey).
+	if err := deadletter.Unmark(ctx, s.rdb, info.Queue, taskID); err != nil {
+		return TaskRef{}, fmt.Errorf("requeue task %s: %w", taskID, err)
+	}
 	if err := s.inspector.RunTask(info.Queue, taskID); err != nil {
 		return TaskRef{}, fmt.Errorf("requeue task %s: %w", taskID, err)
 	}

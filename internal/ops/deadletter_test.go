@@ -127,12 +127,21 @@ func TestRequeue(t *testing.T) {
 	t.Parallel()
 	b, ids := setupDead(t, 401, 402)
 	ctx := context.Background()
+	marker := deadletter.MarkerKey("default", ids[0])
+	if n, err := b.rdb.Exists(ctx, marker).Result(); err != nil || n != 1 {
+		t.Fatalf("dead letter's marker: %d (%v), want it set", n, err)
+	}
 	ref, err := b.svc.Requeue(ctx, ids[0])
 	if err != nil {
 		t.Fatalf("Requeue: %v", err)
 	}
 	if ref != (ops.TaskRef{ID: ids[0], Type: "set-emails", Queue: "default", State: "pending"}) {
 		t.Errorf("Requeue = %+v", ref)
+	}
+	// Its next failure is a dead letter of its own, even one the workers'
+	// lease sweep writes.
+	if n, err := b.rdb.Exists(ctx, marker).Result(); err != nil || n != 0 {
+		t.Errorf("marker of the requeued task: %d (%v), want it deleted", n, err)
 	}
 	st, err := b.svc.Task(ctx, ids[0])
 	if err != nil || st.State != "pending" {

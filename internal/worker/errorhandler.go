@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -12,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -47,7 +49,7 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 		case errors.Is(err, context.DeadlineExceeded):
 			te.code = "timeout"
 		case errors.Is(err, asynq.ErrLeaseExpired):
-			te.code = "lease_expired"
+			te.code = codeLeaseExpired
 		}
 	}
 	fields := []zap.Field{
@@ -163,6 +165,10 @@ func (h *errorHandler) deadLetter(ctx context.Context, t *asynq.Task, id, queue 
 // Codes of the dead letters the worker writes for tasks its error handler
 // never saw.
 const (
+	// codeLeaseExpired: asynq's recoverer archived the task after its
+	// worker died during its last delivery (also the code of the error
+	// handler's asynq.ErrLeaseExpired).
+	codeLeaseExpired = "lease_expired"
 	// codeLostFromArchive: a parked task deleted from asynq's archive
 	// before the unparker moved it out.
 	codeLostFromArchive = "lost_from_archive"
@@ -194,4 +200,64 @@ func (h *errorHandler) lostParked(ctx context.Context, p deadletter.Parked) {
 	h.metrics.tasks.WithLabelValues(otherLabel, "dead_lettered").Inc()
 	h.metrics.deadLetters.WithLabelValues(otherLabel, h.metrics.errorCode(codeLostFromArchive)).Inc()
 	h.log.Error("task dead-lettered", fields...)
+}
+
+// leaseExpired dead-letters info, a task asynq's recoverer archived after
+// its worker died during its last delivery, unless its dead letter was
+// written already (deadletter.AppendOnce): by the error handler of a worker
+// that lived on, or by another worker's sweep. deliveredAt is its duplicate
+// guard, "" when not set: the worker may have died after DigiCert's answer,
+// and then the entry says that nothing is left to send.
+func (h *errorHandler) leaseExpired(ctx context.Context, info *asynq.TaskInfo, deliveredAt string) error {
+	msg := "the worker stopped during the task's last delivery (killed, out of memory, or its node lost) " +
+		"and asynq archived the task when its lease expired"
+	var outcome string
+	if r, err := taskresult.Decode(info.Result); len(info.Result) > 0 && err == nil {
+		outcome = deadletter.Clip(r.Outcome, maxLabelLength)
+	}
+	deliveredAt = deadletter.Clip(deliveredAt, maxLabelLength)
+	switch {
+	case deliveredAt != "" || outcome == taskresult.Delivered:
+		var when []string
+		if deliveredAt != "" {
+			when = append(when, "at "+deliveredAt)
+		}
+		if outcome != "" {
+			when = append(when, "outcome "+outcome)
+		}
+		msg += "; its DigiCert call had succeeded before (" + strings.Join(when, ", ") + "): nothing is left to send"
+	case outcome != "":
+		msg += "; it had finished before (outcome " + outcome + "): nothing is left to do"
+	}
+	maxRetry := min(info.MaxRetry, h.maxRetry)
+	appended, err := deadletter.AppendOnce(ctx, h.rdb, deadletter.Entry{
+		TaskID:       info.ID,
+		Type:         deadletter.Clip(info.Type, maxLabelLength),
+		Queue:        info.Queue,
+		Payload:      info.Payload,
+		ErrorCode:    codeLeaseExpired,
+		ErrorMessage: msg,
+		Attempts:     info.Retried + 1,
+		FailedAt:     info.LastFailedAt,
+	}, h.maxLen)
+	if err != nil || !appended {
+		return err
+	}
+	typ := h.metrics.taskType(info.Type)
+	h.metrics.tasks.WithLabelValues(typ, "dead_lettered").Inc()
+	h.metrics.deadLetters.WithLabelValues(typ, h.metrics.errorCode(codeLeaseExpired)).Inc()
+	fields := []zap.Field{
+		zap.String("task_id", info.ID), zap.String("task_type", deadletter.Clip(info.Type, maxLabelLength)), zap.String("queue", info.Queue),
+		zap.Int("attempt", info.Retried+1), zap.Int("max_retry", maxRetry),
+		zap.String("error_code", codeLeaseExpired), zap.String("error_class", classTransient),
+		zap.Int("http_status", 0), zap.String("error", codeLeaseExpired+": "+msg),
+	}
+	if deliveredAt != "" {
+		fields = append(fields, zap.String("delivered_at", deliveredAt))
+	}
+	if outcome != "" {
+		fields = append(fields, zap.String("outcome", outcome))
+	}
+	h.log.Error("task dead-lettered", append(fields, subject(info.Payload)...)...)
+	return nil
 }

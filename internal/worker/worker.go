@@ -4,8 +4,9 @@
 // when DigiCert rejects the API key (ended by a probe, which first reads a
 // key file again: keyfile.go), duplicate and stale-update guards, and
 // the records of what cannot be delivered, written through package
-// deadletter: the dead-letter stream, and the parked set its unparker
-// empties. Every outcome is logged and counted; see README "Retries" for
+// deadletter: the dead-letter stream (also for the tasks asynq archives
+// after a worker died, which its lease sweep finds), and the parked set its
+// unparker empties. Every outcome is logged and counted; see README "Retries" for
 // the retry schedule and call budget. The worker imports nothing of the
 // producer side: it meets producers and operators only in Redis.
 package worker
@@ -15,8 +16,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -365,14 +369,15 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 		started(adminAddr)
 	}
 
-	unparkCtx, stopUnpark := context.WithCancel(context.WithoutCancel(ctx))
-	unparked := make(chan struct{})
-	go func() {
-		defer close(unparked)
-		u := &unparker{rdb: w.rdb, log: w.log, interval: w.unparkInterval(), wake: w.errs.parked, lost: w.errs.lostParked}
-		u.run(unparkCtx)
-	}()
-	defer func() { stopUnpark(); <-unparked }()
+	// The unparker and the lease sweep: they stop with the worker, once
+	// asynq has stopped.
+	loopsCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	var loops sync.WaitGroup
+	u := &unparker{rdb: w.rdb, log: w.log, interval: w.unparkInterval(), wake: w.errs.parked, lost: w.errs.lostParked}
+	loops.Go(func() { u.run(loopsCtx) })
+	sweep := newLeaseSweep(w.rdb, w.errs, slices.Sorted(maps.Keys(w.cfg.Queues)), w.unparkInterval())
+	loops.Go(func() { sweep.run(loopsCtx) })
+	defer func() { stopLoops(); loops.Wait() }()
 
 	checkCtx, stopCheck := context.WithCancel(ctx)
 	checked := make(chan struct{})
@@ -406,8 +411,8 @@ const evictionRisk redisconn.EvictionRisk = "an evicted duplicate guard lets a r
 var errWaiting = errors.New("waiting for Redis")
 
 // unparkInterval is how often parked tasks are looked for besides the looks
-// after this worker's own parks: as often as asynq looks for tasks due for
-// a retry.
+// after this worker's own parks, and tasks archived after a lost lease: as
+// often as asynq looks for tasks due for a retry.
 func (w *Worker) unparkInterval() time.Duration {
 	if d := w.cfg.DelayedTaskCheckInterval; d > 0 {
 		return d
