@@ -191,6 +191,9 @@ func TestUnparkerLeavesTasksNoLongerArchived(t *testing.T) {
 	if n := b.fake.RequestCount(); n != 1 {
 		t.Errorf("fake saw %d requests, want 1: the completed task was run again", n)
 	}
+	// The entry goes first, then the dead letter.
+	waitFor(t, 5*time.Second, func() bool { return len(b.logs.Lines("error", "task dead-lettered")) > 0 },
+		func() string { return "the lost task is not dead-lettered" })
 	lost := b.logs.Lines("error", "task dead-lettered")
 	if len(lost) != 1 || lost[0]["task_id"] != "deleted-task" || lost[0]["error_code"] != "lost_from_archive" {
 		t.Errorf("ERROR lines for the deleted task: %v, want one with code lost_from_archive", lost)
