@@ -369,23 +369,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 		started(adminAddr)
 	}
 
-	// The unparker and the lease sweep: they stop with the worker, once
-	// asynq has stopped.
-	loopsCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
-	var loops sync.WaitGroup
-	u := &unparker{rdb: w.rdb, log: w.log, interval: w.unparkInterval(), wake: w.errs.parked, lost: w.errs.lostParked}
-	loops.Go(func() { u.run(loopsCtx) })
-	sweep := newLeaseSweep(w.rdb, w.errs, slices.Sorted(maps.Keys(w.cfg.Queues)), w.unparkInterval())
-	loops.Go(func() { sweep.run(loopsCtx) })
-	defer func() { stopLoops(); loops.Wait() }()
-
-	checkCtx, stopCheck := context.WithCancel(ctx)
-	checked := make(chan struct{})
-	go func() {
-		defer close(checked)
-		newRateLimitCheck(w.proc.accounts, w.cfg.RateLimitCheckInterval, w.log).run(checkCtx)
-	}()
-	defer func() { stopCheck(); <-checked }()
+	defer w.background(ctx)()
 
 	select {
 	case <-ctx.Done():
@@ -399,6 +383,27 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 	err = adm.Stop(5 * time.Second) // and why it ended, if it did by itself
 	w.log.Info("worker stopped")
 	return err
+}
+
+// background starts the worker's loops beside asynq's server: the
+// unparker and the lease sweep, which keep going until the returned stop is
+// called (once asynq has stopped, so that they see its last failures), and
+// the rate-limit settings check, which ends with ctx. stop waits for all
+// three.
+func (w *Worker) background(ctx context.Context) (stop func()) {
+	loopsCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	checkCtx, stopCheck := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	u := &unparker{rdb: w.rdb, log: w.log, interval: w.unparkInterval(), wake: w.errs.parked, lost: w.errs.lostParked}
+	loops.Go(func() { u.run(loopsCtx) })
+	sweep := newLeaseSweep(w.rdb, w.errs, slices.Sorted(maps.Keys(w.cfg.Queues)), w.unparkInterval())
+	loops.Go(func() { sweep.run(loopsCtx) })
+	loops.Go(func() { newRateLimitCheck(w.proc.accounts, w.cfg.RateLimitCheckInterval, w.log).run(checkCtx) })
+	return func() {
+		stopCheck()
+		stopLoops()
+		loops.Wait()
+	}
 }
 
 // evictionRisk is what a worker gets wrong when Redis evicts its keys.
