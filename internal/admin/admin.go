@@ -83,6 +83,9 @@ type Limits struct {
 	MaxHeaderBytes int
 	// MaxConns is the most connections open at once; see NewServer.
 	MaxConns int
+	// Refused, when set, is called for each connection closed as it opened
+	// because MaxConns were open and none was idle (a metric's Inc).
+	Refused func()
 }
 
 // WithDefaults returns l with zero values replaced by the defaults.
@@ -124,7 +127,7 @@ func (l Limits) Validate() error {
 // process past its memory limit by opening connections.
 func NewServer(h http.Handler, l Limits) *http.Server {
 	l = l.WithDefaults()
-	conns := &connCap{max: l.MaxConns, open: map[net.Conn]struct{}{}, idle: map[net.Conn]struct{}{}}
+	conns := &connCap{max: l.MaxConns, refused: l.Refused, open: map[net.Conn]struct{}{}, idle: map[net.Conn]struct{}{}}
 	return &http.Server{
 		ConnState: conns.track,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -148,10 +151,11 @@ func NewServer(h http.Handler, l Limits) *http.Server {
 // keep-alive connection, which a client holding its pool open keeps for
 // IdleTimeout. Closed, the client sees its error at once and can try again.
 type connCap struct {
-	max  int
-	mu   sync.Mutex
-	open map[net.Conn]struct{} // the connections counted
-	idle map[net.Conn]struct{} // those of open between two requests
+	max     int
+	refused func() // told of each connection closed for want of an idle one; may be nil
+	mu      sync.Mutex
+	open    map[net.Conn]struct{} // the connections counted
+	idle    map[net.Conn]struct{} // those of open between two requests
 }
 
 // track is the server's ConnState hook. A connection over the cap is
@@ -185,6 +189,9 @@ func (c *connCap) track(conn net.Conn, state http.ConnState) {
 	c.mu.Unlock()
 	if closing != nil {
 		_ = closing.Close()
+	}
+	if closing == conn && c.refused != nil {
+		c.refused()
 	}
 }
 

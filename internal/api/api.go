@@ -232,6 +232,9 @@ func New(cfg Config) (*Server, error) {
 		schedules: cfg.Schedules,
 		bodies:    newBodyBudget(len(cfg.Tokens)),
 	}
+	if s.cfg.Limits.Refused == nil {
+		s.cfg.Limits.Refused = m.connsRefused.Inc
+	}
 	s.dashboard = newDashboard(cfg.Redis, cfg.DashboardReadOnly)
 	s.dashboardRO = newDashboard(cfg.Redis, true)
 	s.routes()

@@ -19,6 +19,8 @@ type metrics struct {
 	requests     *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 	authFailures *prometheus.CounterVec
+	// connsRefused counts connections closed at the cap (admin.Limits.Refused).
+	connsRefused prometheus.Counter
 
 	// seen holds the series of requests and duration that requests have
 	// used, by route and status, so that a request finds its two with one
@@ -74,12 +76,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "certmail_api_auth_failures_total",
 			Help: "Requests refused by authentication, by reason: missing (no token), invalid (a token that is not valid), forbidden (a role that may not use the route), rate_limited (the address failed too often).",
 		}, []string{"reason"}),
+		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "certmail_api_connections_refused_total",
+			Help: "Connections the API closed as they opened: MaxConns (128) were open and none idle to give way.",
+		}),
 		seen: map[routeStatus]requestSeries{},
 	}
 	for _, reason := range authFailureReasons() {
 		m.authFailures.WithLabelValues(reason) // every reason is exported from the start, at 0
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.authFailures} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.authFailures, m.connsRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register API metrics: %w", err)
 		}

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -835,7 +836,9 @@ func TestRunLimits(t *testing.T) {
 func TestRunConnectionCap(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	addr := run(t, api.Config{Ops: b.ops, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}}, Addr: "127.0.0.1:0", Logger: zap.NewNop()})
+	reg := prometheus.NewRegistry()
+	addr := run(t, api.Config{Ops: b.ops, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}}, Addr: "127.0.0.1:0",
+		Logger: zap.NewNop(), Registry: reg})
 	for i := range api.MaxConns + 1 {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -857,6 +860,26 @@ func TestRunConnectionCap(t *testing.T) {
 			t.Fatalf("connection %d, over the cap, was kept open", i+1)
 		}
 	}
+	// The refusal is counted, for the operator who sees clients fail.
+	if got := counterValue(t, reg, "certmail_api_connections_refused_total"); got != 1 {
+		t.Errorf("certmail_api_connections_refused_total = %v, want 1", got)
+	}
+}
+
+// counterValue reads the counter name (without labels) from reg.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no counter %s", name)
+	return 0
 }
 
 // TestAuthFailureLimitFullTable checks that a full table of failing
