@@ -544,7 +544,10 @@ func TestOpenAPIMetrics(t *testing.T) {
 		for _, l := range f.GetMetric()[0].GetLabel() {
 			labels = append(labels, l.GetName())
 		}
-		want := "`" + f.GetName() + "{" + strings.Join(labels, ",") + "}`"
+		want := "`" + f.GetName() + "`"
+		if len(labels) > 0 {
+			want = "`" + f.GetName() + "{" + strings.Join(labels, ",") + "}`"
+		}
 		if !strings.Contains(described, want) {
 			t.Errorf("/metrics description %q does not name %s", described, want)
 		}
