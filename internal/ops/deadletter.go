@@ -190,6 +190,11 @@ func (s *Service) DeleteDeadLetter(ctx context.Context, taskID string) error {
 		if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
 			return fmt.Errorf("delete task %s: %w", taskID, err)
 		}
+		// A producer may send the task again under its id: its next
+		// failure is a dead letter of its own (deadletter.MarkerKey).
+		if err := deadletter.Unmark(ctx, s.rdb, info.Queue, taskID); err != nil {
+			return fmt.Errorf("delete task %s: %w", taskID, err)
+		}
 	}
 	_, err = deadletter.Remove(ctx, s.rdb, ids...)
 	return err
@@ -372,6 +377,9 @@ func (s *Service) PurgeDeadLetters(ctx context.Context) (Purged, error) {
 				return p, fmt.Errorf("delete task %s of queue %s: %w", id, q, err)
 			default:
 				p.Tasks++
+				if err := deadletter.Unmark(ctx, s.rdb, q, id); err != nil { // as DeleteDeadLetter
+					return p, fmt.Errorf("delete task %s of queue %s: %w", id, q, err)
+				}
 			}
 		}
 	}

@@ -215,6 +215,11 @@ func TestDeleteDeadLetter(t *testing.T) {
 	if err := b.svc.DeleteDeadLetter(ctx, ids[0]); err != nil {
 		t.Fatalf("DeleteDeadLetter: %v", err)
 	}
+	// Sent again under its id, the task's next failure is a dead letter of
+	// its own, even one the workers' lease sweep writes.
+	if n, err := b.rdb.Exists(ctx, deadletter.MarkerKey("default", ids[0])).Result(); err != nil || n != 0 {
+		t.Errorf("marker of the deleted task: %d (%v), want it deleted", n, err)
+	}
 	if _, err := b.svc.Task(ctx, ids[0]); !errors.Is(err, ops.ErrNotFound) {
 		t.Errorf("Task after delete: error = %v, want ErrNotFound", err)
 	}
@@ -289,6 +294,11 @@ func TestPurgeDeadLetters(t *testing.T) {
 	}
 	if _, err := b.svc.Task(ctx, live); err != nil {
 		t.Errorf("a pending task was purged: %v", err)
+	}
+	for _, id := range ids {
+		if n, err := b.rdb.Exists(ctx, deadletter.MarkerKey("default", id)).Result(); err != nil || n != 0 {
+			t.Errorf("marker of purged task %s: %d (%v), want it deleted", id, n, err)
+		}
 	}
 	if st, err := b.svc.Task(ctx, parked); err != nil || st.State != "retry" {
 		t.Errorf("parked task after purge: %+v, %v; want it kept, waiting", st, err)

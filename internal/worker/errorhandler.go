@@ -180,17 +180,23 @@ const (
 // deleted it from its archive (beyond 10 000 archived tasks in the queue)
 // or an operator did, in the moment between asynq's archive and the
 // unparker's move. Nothing tells the two apart; the message says so. Its
-// type and payload went with it: the INFO line that parked it has them.
+// type and payload went with it: the INFO line that parked it has its type
+// and what it was about (account, order, certificate or domain). No marker
+// is left (deadletter.MarkerKey): there is no archived task for a lease
+// sweep to find, and a producer may send the task again under its id.
 func (h *errorHandler) lostParked(ctx context.Context, p deadletter.Parked) {
 	const msg = "the task, parked by a wait on its last delivery, was deleted from asynq's archive before it could be moved out: " +
 		"by asynq (which keeps at most 10 000 archived tasks per queue) or by an operator; " +
-		"its type and payload are in the log line that parked it"
+		"its type, account and order, certificate or domain id are in the log line that parked it"
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_, appendErr := deadletter.Append(ctx, h.rdb, deadletter.Entry{
 		TaskID: p.ID, Type: lostType, Queue: p.Queue,
 		ErrorCode: codeLostFromArchive, ErrorMessage: msg, FailedAt: time.Now(),
 	}, h.maxLen)
+	if appendErr == nil {
+		appendErr = deadletter.Unmark(ctx, h.rdb, p.Queue, p.ID)
+	}
 	fields := []zap.Field{zap.String("task_id", p.ID), zap.String("queue", p.Queue),
 		zap.String("error_code", codeLostFromArchive), zap.String("error_class", classPermanent),
 		zap.String("error", codeLostFromArchive+": "+msg)}
