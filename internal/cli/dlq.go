@@ -244,13 +244,13 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 	if !c.Yes {
 		n := check.Entries
 		if n == 0 {
-			_, err := fmt.Fprintf(env.Stdout, "no dead-lettered tasks in queues %s\n", queueList(check.Queues, len(check.Queues)))
+			_, err := fmt.Fprintf(env.Stdout, "no dead-lettered tasks in queues %s\n", ops.QueueList(check.Queues, len(check.Queues)))
 			return err
 		}
 		if f, ok := env.Stdin.(*os.File); ok && !term.IsTerminal(int(f.Fd())) {
 			return usagef("%d dead-lettered tasks, and stdin is not a terminal to confirm on: give --yes to purge without asking", n)
 		}
-		yes, err := confirm(env.Stdin, env.Stdout, fmt.Sprintf("Delete %d dead-lettered tasks of queues %s? [y/N] ", n, queueList(check.Queues, len(check.Queues))))
+		yes, err := confirm(env.Stdin, env.Stdout, fmt.Sprintf("Delete %d dead-lettered tasks of queues %s? [y/N] ", n, ops.QueueList(check.Queues, len(check.Queues))))
 		if err != nil {
 			return err
 		}
@@ -265,7 +265,7 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 	}
 	log.Debug("dead letters purged", zap.Int("entries", purged.Entries), zap.Int("tasks", purged.Tasks), zap.Int("kept", purged.Kept))
 	if _, err := fmt.Fprintf(env.Stdout, "deleted %d dead-lettered tasks and %d dead-letter entries of queues %s (parked tasks, which wait to be retried, are kept)\n",
-		purged.Tasks, purged.Entries, queueList(check.Queues, len(check.Queues))); err != nil {
+		purged.Tasks, purged.Entries, ops.QueueList(check.Queues, len(check.Queues))); err != nil {
 		return err
 	}
 	if purged.Kept > 0 {
@@ -273,7 +273,7 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 	}
 	if check.OtherEntries > 0 {
 		fmt.Fprintf(env.Stdout, "kept %d dead-letter %s of other queues (%s)\n", check.OtherEntries, plural(check.OtherEntries, "entry", "entries"),
-			queueList(check.Other, check.OtherCount))
+			ops.QueueList(check.Other, check.OtherCount))
 	}
 	return nil
 }
@@ -286,17 +286,6 @@ func purgeRefused(err error) error {
 		return usagef("CERTMAIL_QUEUES: %v; nothing deleted", err)
 	}
 	return err
-}
-
-// queueList joins the first ops.MaxQueuesListed of names and says how many
-// of total it left out.
-func queueList(names []string, total int) string {
-	shown := names[:min(len(names), ops.MaxQueuesListed)]
-	s := strings.Join(shown, ", ")
-	if left := total - len(shown); left > 0 {
-		s += fmt.Sprintf(" and %d more", left)
-	}
-	return s
 }
 
 func plural(n int, one, many string) string {

@@ -254,7 +254,7 @@ func (c PurgeCheck) UnknownNote() string {
 		return ""
 	}
 	return fmt.Sprintf("asynq has never known %s %s (it knows: %s)", plural(len(c.Unknown), "queue", "queues"),
-		names(c.Unknown[:min(len(c.Unknown), MaxQueuesListed)], len(c.Unknown)), names(c.Known, c.KnownCount))
+		QueueList(c.Unknown, len(c.Unknown)), QueueList(c.Known, c.KnownCount))
 }
 
 // UnknownQueuesError is the error of CheckPurge and PurgeDeadLetters when
@@ -272,7 +272,7 @@ func (e *UnknownQueuesError) Error() string {
 	c := e.Check
 	if c.OtherEntries > 0 {
 		return fmt.Sprintf("%s, and %d dead-letter %s other queues (%s)", c.UnknownNote(), c.OtherEntries,
-			plural(c.OtherEntries, "entry names", "entries name"), names(c.Other, c.OtherCount))
+			plural(c.OtherEntries, "entry names", "entries name"), QueueList(c.Other, c.OtherCount))
 	}
 	return c.UnknownNote() + ": none of the queues to purge is known"
 }
@@ -407,13 +407,16 @@ func (s *Service) PurgeDeadLetters(ctx context.Context) (Purged, error) {
 	return p, err
 }
 
-// names lists the first of names and says how many of total it left out.
-func names(names []string, total int) string {
+// QueueList joins the first MaxQueuesListed of names, the first of total
+// queues, and says how many it left out: "bulk, default and 3 more"; "none"
+// when total is 0.
+func QueueList(names []string, total int) string {
 	if total == 0 {
 		return "none"
 	}
-	s := strings.Join(names, ", ")
-	if left := total - len(names); left > 0 {
+	shown := names[:min(len(names), MaxQueuesListed)]
+	s := strings.Join(shown, ", ")
+	if left := total - len(shown); left > 0 {
 		s += fmt.Sprintf(" and %d more", left)
 	}
 	return s
