@@ -255,20 +255,21 @@ func Validate(s Schedule, r Rules, now time.Time) error {
 // shortest interval.
 const sampledTicks = 100
 
-// shortestInterval returns the shortest time between two of the ticks of
-// spec that follow from (a sample of sampledTicks of them); ok is false
-// when spec never fires.
-func shortestInterval(spec cron.Schedule, from time.Time) (d time.Duration, ok bool) {
-	if c, isConstant := spec.(cron.ConstantDelaySchedule); isConstant {
-		return c.Delay, true
+// shortestInterval returns the shortest time between two of c's ticks that
+// follow from (a sample of sampledTicks of them), as they fire (Next: once
+// per wall-clock time across daylight saving changes); ok is false when
+// c's spec never fires.
+func (c *Compiled) shortestInterval(from time.Time) (d time.Duration, ok bool) {
+	if cd, isConstant := c.spec.(cron.ConstantDelaySchedule); isConstant {
+		return cd.Delay, true
 	}
-	t := spec.Next(from)
+	t := c.Next(from)
 	if t.IsZero() {
 		return 0, false // robfig/cron gives up after five years without a match
 	}
 	d = time.Duration(math.MaxInt64)
 	for range sampledTicks {
-		next := spec.Next(t)
+		next := c.Next(t)
 		if next.IsZero() {
 			break
 		}
@@ -296,7 +297,7 @@ func (c *Compiled) parseCron(cron string, j judge, add func(field, msg string)) 
 		if j.rules == nil {
 			return
 		}
-		switch d, fires := shortestInterval(sched, time.Now().In(c.loc)); {
+		switch d, fires := c.shortestInterval(time.Now()); {
 		case !fires:
 			add("cron", "never fires (no date matches it)")
 		case d < j.rules.MinInterval:

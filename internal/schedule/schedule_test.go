@@ -558,20 +558,25 @@ func TestStoreBounded(t *testing.T) {
 func TestMinInterval(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
-		cron  string
-		floor time.Duration
-		ok    bool
+		cron, timezone string
+		floor          time.Duration
+		ok             bool
 	}{
-		{"@every 1m", time.Minute, true},
-		{"@every 59s", time.Minute, false},
-		{"* * * * *", time.Minute, true},
-		{"* * * * *", 5 * time.Minute, false},
-		{"*/5 * * * *", 5 * time.Minute, true},
-		{"0,1 9 * * *", 5 * time.Minute, false}, // one minute apart once a day
-		{"@hourly", time.Hour, true},
-		{"0 0 29 2 *", time.Hour, true}, // leap days only, but it fires
+		{"@every 1m", "", time.Minute, true},
+		{"@every 59s", "", time.Minute, false},
+		{"* * * * *", "", time.Minute, true},
+		{"* * * * *", "", 5 * time.Minute, false},
+		{"*/5 * * * *", "", 5 * time.Minute, true},
+		{"0,1 9 * * *", "", 5 * time.Minute, false}, // one minute apart once a day
+		{"@hourly", "", time.Hour, true},
+		{"0 0 29 2 *", "", time.Hour, true}, // leap days only, but it fires
+		// Once a week, as it fires across daylight saving changes: the EU's
+		// autumn change falls on a Sunday, whose 02:30 comes twice and
+		// fires once.
+		{"30 2 * * 0", "Europe/Berlin", 2 * time.Hour, true},
+		{"30 * * * 0", "Europe/Berlin", 2 * time.Hour, false}, // hourly on Sundays
 	} {
-		s := schedule.Schedule{ID: "s", Cron: tt.cron, Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}
+		s := schedule.Schedule{ID: "s", Cron: tt.cron, Timezone: tt.timezone, Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}
 		err := schedule.Validate(s, schedule.Rules{MinInterval: tt.floor}, time.Now())
 		if (err == nil) != tt.ok {
 			t.Errorf("%q with a floor of %v: %v, want ok %v", tt.cron, tt.floor, err, tt.ok)
