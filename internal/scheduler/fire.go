@@ -88,7 +88,7 @@ func (s *Scheduler) fireSchedule(ctx context.Context, c *schedule.Compiled, now 
 		// thing worth waking for is the next look at it.
 		s.due[c] = a.next
 	}
-	s.endIfOver(ctx, c, maxTime(base, state.LastTick), runs)
+	s.endIfOver(ctx, c, maxTime(base, state.LastTick), runs, state.Since)
 	return goOn
 }
 
@@ -164,8 +164,8 @@ func (s *Scheduler) fireTick(ctx context.Context, c *schedule.Compiled, tick tim
 }
 
 // endIfOver ends c once its until is past the tick after last, or it has
-// run max_runs times.
-func (s *Scheduler) endIfOver(ctx context.Context, c *schedule.Compiled, last time.Time, runs int) {
+// run max_runs times. since is when c's ticks began to count.
+func (s *Scheduler) endIfOver(ctx context.Context, c *schedule.Compiled, last time.Time, runs int, since time.Time) {
 	reason := ""
 	switch {
 	case c.MaxRuns > 0 && runs >= c.MaxRuns:
@@ -178,12 +178,12 @@ func (s *Scheduler) endIfOver(ctx context.Context, c *schedule.Compiled, last ti
 	ended, err := s.store.End(ctx, s.lease, c.ID, reason, time.Now(), "")
 	switch {
 	case err != nil || !ended:
-	case runs == 0 && reason == schedule.EndedUntil:
-		// Only a file entry can get here: one added through the store
-		// that would never fire is refused.
+	case runs == 0 && reason == schedule.EndedUntil && c.Next(since).After(*c.Until):
+		// A schedule added through the store that would never fire is
+		// refused; a file entry is not judged so (see schedule.ParseFile).
 		s.log.Warn("schedule ended without firing: its first tick comes after its until", zap.String("schedule", c.ID),
-			zap.Time("first_tick", c.Next(last)), zap.Time("until", *c.Until))
-	default:
+			zap.Time("first_tick", c.Next(since)), zap.Time("until", *c.Until))
+	default: // with no run too when its ticks were missed (no leader, or older than the catch-up)
 		s.log.Info("schedule ended", zap.String("schedule", c.ID), zap.String("reason", reason), zap.Int("runs", runs))
 	}
 }

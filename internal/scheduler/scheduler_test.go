@@ -665,6 +665,38 @@ func TestCatchUp(t *testing.T) {
 	}
 }
 
+// TestMissedTicksEndAsUsual: a schedule whose every tick before its until
+// was missed (no scheduler led then, older than the catch-up) ends with the
+// usual INFO line and no run, not as one that could never fire.
+func TestMissedTicksEndAsUsual(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st := e.store()
+	ctx := context.Background()
+	no := false
+	until := time.Now().Add(3 * time.Second).UTC().Truncate(time.Second)
+	if _, err := st.Add(ctx, schedule.Schedule{ID: "missed", Cron: "@every 1s", Type: "resend-dcv",
+		Payload: json.RawMessage(`{"order_id": 1}`), UntilValidated: &no, Until: &until}); err != nil {
+		t.Fatal(err)
+	}
+	// Added a while ago; no scheduler runs until its until has passed.
+	if err := e.redis.Client().HSet(ctx, stateKey("missed"), "since", time.Now().Unix()-100).Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(until.Add(1100 * time.Millisecond)))
+	logs, _ := e.start(Config{CatchUp: time.Second})
+	waitFor(t, 15*time.Second, "the schedule ends", func() bool {
+		s, err := st.Get(ctx, "missed")
+		return err == nil && s.Ended
+	})
+	if n := len(logs.FilterMessage("schedule ended without firing: its first tick comes after its until").All()); n != 0 {
+		t.Errorf("%d WARN lines saying the schedule could never fire: its ticks were missed", n)
+	}
+	if ended := logs.FilterMessage("schedule ended").All(); len(ended) != 1 || ended[0].ContextMap()["reason"] != schedule.EndedUntil {
+		t.Errorf("INFO lines of the ending: %v, want one for until", ended)
+	}
+}
+
 // TestMaxRunsLoweredEndsTheSchedule: a file schedule whose max_runs is
 // edited down to the runs it has already made ends at once, without
 // another tick.
