@@ -255,6 +255,10 @@ func Validate(s Schedule, r Rules, now time.Time) error {
 // shortest interval.
 const sampledTicks = 100
 
+// maxEvery is the longest @every interval a schedule may have: five years,
+// as far as a cron spec's next date is looked for.
+const maxEvery = 5 * 365 * 24 * time.Hour
+
 // shortestInterval returns the shortest time between two of c's ticks that
 // follow from (a sample of sampledTicks of them), as they fire (Next: once
 // per wall-clock time across daylight saving changes); ok is false when
@@ -300,6 +304,11 @@ func (c *Compiled) parseCron(cron string, j judge, add func(field, msg string)) 
 		switch d, fires := c.shortestInterval(time.Now()); {
 		case !fires:
 			add("cron", "never fires (no date matches it)")
+		case d > maxEvery:
+			// A cron spec's next date is looked for within five years
+			// (robfig/cron's search): an @every longer than that is as good
+			// as never.
+			add("cron", "fires every "+d.String()+": the longest interval allowed is five years (43800h)")
 		case d < j.rules.MinInterval:
 			add("cron", "fires every "+d.String()+" at times; the shortest interval allowed is "+
 				j.rules.MinInterval.String()+" (CERTMAIL_SCHEDULE_MIN_INTERVAL)")

@@ -84,6 +84,7 @@ func TestValidate(t *testing.T) {
 		{"negative max_runs", func(s *schedule.Schedule) { s.MaxRuns = -1 }, []string{"max_runs"}},
 		{"never fires", func(s *schedule.Schedule) { s.Cron = "0 0 30 2 *" }, []string{"cron"}},
 		{"below the floor", func(s *schedule.Schedule) { s.Cron = "@every 30s" }, []string{"cron"}},
+		{"once a century", func(s *schedule.Schedule) { s.Cron = "@every 1000000h" }, []string{"cron"}},
 		{"until in the past", func(s *schedule.Schedule) { past := time.Now().Add(-time.Minute); s.Until = &past }, []string{"until"}},
 		{"queue no worker serves", func(s *schedule.Schedule) { s.Queue = "nobody" }, []string{"queue"}},
 		{"set-emails with a sequence", func(s *schedule.Schedule) {
@@ -569,7 +570,9 @@ func TestMinInterval(t *testing.T) {
 		{"*/5 * * * *", "", 5 * time.Minute, true},
 		{"0,1 9 * * *", "", 5 * time.Minute, false}, // one minute apart once a day
 		{"@hourly", "", time.Hour, true},
-		{"0 0 29 2 *", "", time.Hour, true}, // leap days only, but it fires
+		{"0 0 29 2 *", "", time.Hour, true},    // leap days only, but it fires
+		{"@every 43800h", "", time.Hour, true}, // five years: the longest
+		{"@every 43801h", "", time.Hour, false},
 		// Once a week, as it fires across daylight saving changes: the EU's
 		// autumn change falls on a Sunday, whose 02:30 comes twice and
 		// fires once.
