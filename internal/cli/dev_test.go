@@ -17,18 +17,7 @@ import (
 func TestDevIgnoresRedisURLEnv(t *testing.T) {
 	const fromEnv = "redis://prod.example:6379/0"
 	t.Setenv("REDIS_URL", fromEnv)
-	parse := func(args ...string) CLI {
-		t.Helper()
-		var c CLI
-		parser, err := kong.New(&c, defaults())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := parser.Parse(args); err != nil {
-			t.Fatalf("%v: %v", args, err)
-		}
-		return c
-	}
+	parse := func(args ...string) CLI { return parseCLI(t, args...) }
 	if got := parse("dev").Dev.RedisURL; got != "" {
 		t.Errorf("certmail dev with REDIS_URL in the environment uses %q, want the embedded Redis", got)
 	}
@@ -46,18 +35,7 @@ func TestDevIgnoresRedisURLEnv(t *testing.T) {
 // only when it is set (flag or variable), so that its demo default does not
 // override a value set; a value that cannot work is refused.
 func TestDevScheduleMinInterval(t *testing.T) {
-	parse := func(args ...string) *time.Duration {
-		t.Helper()
-		var c CLI
-		parser, err := kong.New(&c, defaults())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := parser.Parse(args); err != nil {
-			t.Fatalf("%v: %v", args, err)
-		}
-		return c.Dev.MinInterval
-	}
+	parse := func(args ...string) *time.Duration { return parseCLI(t, args...).Dev.MinInterval }
 	if got := parse("dev"); got != nil {
 		t.Errorf("certmail dev: schedule-min-interval %v, want unset", *got)
 	}
@@ -75,4 +53,19 @@ func TestDevScheduleMinInterval(t *testing.T) {
 			t.Errorf("certmail dev --schedule-min-interval %s: exit %d, %q; want 2 naming the setting", bad, code, errOut.String())
 		}
 	}
+}
+
+// parseCLI parses args as the command line does, with the environment as
+// it is, without running anything.
+func parseCLI(t *testing.T, args ...string) CLI {
+	t.Helper()
+	var c CLI
+	parser, err := kong.New(&c, defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parser.Parse(args); err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return c
 }

@@ -1008,6 +1008,19 @@ func TestStopMidTickRecordsTheTick(t *testing.T) {
 	}
 }
 
+// leader builds a scheduler on e with cfg and makes it the leader without
+// starting its rounds, so that a test drives them; logs are its lines.
+func (e *env) leader(t *testing.T, cfg Config) (*Scheduler, *observer.ObservedLogs) {
+	t.Helper()
+	cfg, logs := e.deps(cfg)
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	takeLead(t, s)
+	return s, logs
+}
+
 // TestRefusedWritesBackOff: while Redis refuses writes (out of memory, or a
 // read-only old master during a failover) and reads still work, a due tick
 // that cannot be enqueued (or, until_validated, noted first) is counted
@@ -1019,12 +1032,7 @@ func TestRefusedWritesBackOff(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	ctx := context.Background()
-	cfg, logs := e.deps(Config{Lease: time.Minute, CatchUp: 2 * time.Hour})
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	takeLead(t, s)
+	s, logs := e.leader(t, Config{Lease: time.Minute, CatchUp: 2 * time.Hour})
 	good, bad, err := schedule.ParseFile([]byte(`schedules:
   - {id: plain, cron: "@every 1h", type: resend-dcv, payload: {order_id: 1}, until_validated: false}
   - {id: noted, cron: "@every 1h", type: resend-dcv, payload: {order_id: 2}}
@@ -1117,12 +1125,7 @@ func TestRefusedWriteGivenUp(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	ctx := context.Background()
-	cfg, logs := e.deps(Config{Lease: time.Minute, CatchUp: 2 * time.Hour})
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	takeLead(t, s)
+	s, logs := e.leader(t, Config{Lease: time.Minute, CatchUp: 2 * time.Hour})
 	good, bad, err := schedule.ParseFile([]byte(`schedules: [{id: late, cron: "@every 1h", type: resend-dcv, payload: {order_id: 1}, until_validated: false}]`), testRules)
 	if err != nil || len(good) != 1 || len(bad) != 0 {
 		t.Fatal(good, bad, err)
