@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"encoding/json"
 	"io/fs"
 	"maps"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -197,4 +199,79 @@ func TestAlertRules(t *testing.T) {
 	}
 	// The file as it is: decoded and encoded again, "0x10" would become 16.
 	run("test", "rules", writeBytes("alerts.promtool.yaml", b))
+}
+
+// TestDashboardShowsAFirstDeadLetter runs the Grafana dashboard's dead-letter
+// expression through promtool. A worker creates a {type,error_code} series
+// with the first dead letter of that kind, at 1, so increase() alone never
+// counts it: a single unknown_account task would never show on the panel.
+// The expression counts a series born within the hour by its value, one
+// older by its increase. It skips where promtool is not installed.
+func TestDashboardShowsAFirstDeadLetter(t *testing.T) {
+	t.Parallel()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool is not installed: the dashboard's expressions are not evaluated")
+	}
+	dash, err := os.ReadFile("grafana/certmail.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var board struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(dash, &board); err != nil {
+		t.Fatal(err)
+	}
+	var expr string
+	for _, p := range board.Panels {
+		for _, tg := range p.Targets {
+			if strings.Contains(tg.Expr, "certmail_dead_letters_total") {
+				expr = tg.Expr
+			}
+		}
+	}
+	if expr == "" {
+		t.Fatal("no dashboard panel reads certmail_dead_letters_total")
+	}
+	sample := func(kind string, v int) map[string]any {
+		return map[string]any{"labels": `{type="` + kind + `",error_code="x"}`, "value": v}
+	}
+	at := func(minutes int, samples ...map[string]any) map[string]any {
+		return map[string]any{"expr": expr, "eval_time": strconv.Itoa(minutes) + "m", "exp_samples": samples}
+	}
+	cases := map[string]any{
+		"rule_files":          []string{},
+		"evaluation_interval": "1m",
+		"tests": []any{map[string]any{
+			"interval": "1m",
+			"input_series": []any{
+				// A series older than the hour, steady.
+				map[string]any{"series": `certmail_dead_letters_total{instance="w0",type="old",error_code="x"}`, "values": "3x200"},
+				// The first dead letter of its kind, at 80m.
+				map[string]any{"series": `certmail_dead_letters_total{instance="w1",type="new",error_code="x"}`, "values": "_x80 1x120"},
+			},
+			// (Exact values only: increase() extrapolates a rise to the
+			// window's edges.)
+			"promql_expr_test": []any{
+				at(100, sample("old", 0), sample("new", 1)),
+				at(135, sample("old", 0), sample("new", 1)),
+				at(150, sample("old", 0), sample("new", 0)), // out of the hour
+			},
+		}},
+	}
+	b, err := yaml.Marshal(cases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "dashboard.promtool.yaml")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "test", "rules", p).CombinedOutput(); err != nil {
+		t.Errorf("promtool test rules: %v\n%s", err, out)
+	}
 }
