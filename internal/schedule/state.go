@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/robfig/cron/v3"
 
 	"github.com/certmail/certmail/internal/asynqsched"
 	"github.com/certmail/certmail/internal/lease"
@@ -36,13 +37,15 @@ type State struct {
 // scheduler's Config.CatchUp); older ones are skipped.
 const DefaultCatchUp = time.Minute
 
-// TickBase returns the time after which the next tick of a schedule in
-// state falls at now, as the scheduler fires it: its last tick, or when its
-// ticks began when it has not ticked (now when they have not begun), but
-// no earlier than catchUp before now, since older ticks are skipped.
-// Compiled.Next of it is the next tick; it is before now when a tick is
-// due that no scheduler has fired yet.
-func TickBase(state State, now time.Time, catchUp time.Duration) time.Time {
+// TickBase returns the time after which the next tick of c in state falls
+// at now, as the scheduler fires it: its last tick, or when its ticks began
+// when it has not ticked (now when they have not begun). Ticks older than
+// catchUp before now are skipped: the base then moves on to just before the
+// first tick that is not, on the schedule's own ticks, so an @every
+// schedule keeps its phase and a tick that is due and not yet fired stays
+// due until it is catchUp late. Compiled.Next of it is the next tick; it is
+// before now when a tick is due that no scheduler has fired yet.
+func (c *Compiled) TickBase(state State, now time.Time, catchUp time.Duration) time.Time {
 	base := state.LastTick
 	if base.IsZero() {
 		base = state.Since
@@ -50,10 +53,17 @@ func TickBase(state State, now time.Time, catchUp time.Duration) time.Time {
 	if base.IsZero() {
 		return now // the leader begins its ticks from when it first sees it
 	}
-	if oldest := now.Add(-catchUp); base.Before(oldest) {
-		return oldest
+	oldest := now.Add(-catchUp)
+	if !c.Next(base).Before(oldest) {
+		return base
 	}
-	return base
+	if every, ok := c.spec.(cron.ConstantDelaySchedule); ok && every.Delay > 0 {
+		// Ticks fall at base + k×Delay: the base becomes the tick before
+		// the first one at or after oldest.
+		k := (oldest.Sub(base) + every.Delay - 1) / every.Delay
+		return base.Add((k - 1) * every.Delay)
+	}
+	return oldest // a cron spec's ticks do not depend on the base
 }
 
 // stateFields are the fields of the state hash, in State's order.

@@ -443,7 +443,7 @@ func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
 }
 
 // status computes what GET shows from a schedule and its state: the next
-// run is the next tick the scheduler fires (see TickBase).
+// run is the next tick the scheduler fires (see Compiled.TickBase).
 func (st *Store) status(c *Compiled, state State) Status {
 	s := Status{Schedule: c.Schedule, Source: c.Source, State: StateActive, LastTaskID: state.LastTaskID, Ended: state.Ended,
 		Runs: state.Runs}
@@ -461,7 +461,7 @@ func (st *Store) status(c *Compiled, state State) Status {
 	if !s.Ended {
 		// The next tick as the scheduler fires it (from the last one), not
 		// an interval from now: the two differ for @every.
-		if next := c.Next(TickBase(state, st.now(), DefaultCatchUp)); c.Until == nil || !next.After(*c.Until) {
+		if next := c.Next(c.TickBase(state, st.now(), DefaultCatchUp)); c.Until == nil || !next.After(*c.Until) {
 			next = next.UTC()
 			s.NextRun = &next
 		}

@@ -77,7 +77,7 @@ func (s *Scheduler) fireSchedule(ctx context.Context, c *schedule.Compiled, now 
 			return out
 		}
 	}
-	base := schedule.TickBase(state, now, s.cfg.CatchUp) // ticks older than CatchUp are skipped
+	base := c.TickBase(state, now, s.cfg.CatchUp) // ticks older than CatchUp are skipped
 	last, runs, out := s.fireDue(ctx, c, base, state.Runs, now)
 	if out != goOn {
 		return out

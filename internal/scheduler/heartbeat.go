@@ -139,7 +139,7 @@ func (s *Scheduler) entries(ctx context.Context, now time.Time) ([]asynqsched.En
 		if state.Ended {
 			continue
 		}
-		next := c.Next(schedule.TickBase(state, now, s.cfg.CatchUp)) // the next tick, as fire computes it
+		next := c.Next(c.TickBase(state, now, s.cfg.CatchUp)) // the next tick, as fire computes it
 		if c.Until != nil && next.After(*c.Until) {
 			continue // over; fire marks it ended
 		}

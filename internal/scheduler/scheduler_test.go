@@ -1154,3 +1154,54 @@ func TestRefusedWriteGivenUp(t *testing.T) {
 		t.Errorf("%d lines that the tick was given up, %d schedules retrying; want 1 WARN, none", len(given), len(s.retrying))
 	}
 }
+
+// TestEveryLongerThanTheCatchUpFires: an @every schedule whose interval is
+// longer than the catch-up fires when its tick falls due, and a schedule
+// that missed ticks for longer than the catch-up fires the one that is not
+// too late, keeping its phase. Counting the next tick from the catch-up's
+// edge instead put it in the future at every look, so such a schedule
+// never fired.
+func TestEveryLongerThanTheCatchUpFires(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	cfg, _ := e.deps(Config{Lease: time.Minute}) // the default catch-up, a minute
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	takeLead(t, s)
+	good, bad, err := schedule.ParseFile([]byte(`schedules:
+  - {id: first, cron: "@every 2m", type: resend-dcv, payload: {order_id: 1}, until_validated: false}
+  - {id: hourly, cron: "@every 1h", type: resend-dcv, payload: {order_id: 2}, until_validated: false}
+  - {id: behind, cron: "@every 2m", type: resend-dcv, payload: {order_id: 3}, until_validated: false}
+`), testRules)
+	if err != nil || len(good) != 3 || len(bad) != 0 {
+		t.Fatal(good, bad, err)
+	}
+	if err := s.store.MirrorFile(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Unix()
+	state := map[string][]any{
+		"first":  {"since", now - 125},                           // its first tick, 5 s ago
+		"hourly": {"since", now - 7230, "last_tick", now - 3630}, // its tick of 30 s ago
+		"behind": {"since", now - 3630, "last_tick", now - 630},  // ticks missed for 10 min
+	}
+	for id, fields := range state {
+		if err := e.redis.Client().HSet(ctx, stateKey(id), fields...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range good {
+		if !s.fire(ctx, c) {
+			t.Fatalf("%s: the leadership was lost", c.ID)
+		}
+	}
+	ticks := e.ticks("bulk")
+	for id, want := range map[string]int64{"first": now - 5, "hourly": now - 30, "behind": now - 30} {
+		if got := ticks[id]; len(got) != 1 || got[0] != want {
+			t.Errorf("%s's ticks %v, want only %d", id, got, want)
+		}
+	}
+}
