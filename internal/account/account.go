@@ -78,7 +78,7 @@ type Default struct {
 	APIKey     string // DIGICERT_API_KEY
 	APIKeyFile string // DIGICERT_API_KEY_FILE
 	BaseURL    string // DIGICERT_BASE_URL
-	RateLimits string // DIGICERT_RATE_LIMITS
+	RateLimits string // DIGICERT_RATE_LIMITS; required: empty is refused, never "no limit"
 }
 
 // Load builds the account set from the default account's settings and, when
@@ -91,6 +91,10 @@ type Default struct {
 // With needKeys it refuses two accounts with the same key and base URL.
 func Load(def Default, file string, needKeys bool) (Set, error) {
 	set := Set{}
+	if strings.TrimSpace(def.RateLimits) == "" {
+		return nil, fmt.Errorf("DIGICERT_RATE_LIMITS: empty; give windows such as %s, or unset it for the default",
+			ratelimit.DefaultWindows)
+	}
 	limits, err := ratelimit.ParseWindows(def.RateLimits)
 	if err != nil {
 		return nil, fmt.Errorf("DIGICERT_RATE_LIMITS: %w", err)
@@ -246,7 +250,7 @@ func loadFile(path string, defLimits []ratelimit.Window, needKeys bool) (Set, er
 		if err := checkBaseURL(a.BaseURL); err != nil {
 			return nil, fmt.Errorf("%s: base_url: %w", where, err)
 		}
-		if e.RateLimits != "" {
+		if strings.TrimSpace(e.RateLimits) != "" { // empty or blank: DIGICERT_RATE_LIMITS's
 			if a.RateLimits, err = ratelimit.ParseWindows(e.RateLimits); err != nil {
 				return nil, fmt.Errorf("%s: rate_limits: %w", where, err)
 			}

@@ -132,6 +132,31 @@ func TestLoad(t *testing.T) {
 	}
 }
 
+// An account's rate_limits left out, empty or blank takes the windows of
+// DIGICERT_RATE_LIMITS; blank text is never "no limit".
+func TestLoadFileEmptyRateLimitsTakeTheDefault(t *testing.T) {
+	t.Parallel()
+	d := dir(t, map[string]string{"k1.key": "k1", "k2.key": "k2", "k3.key": "k3", "accounts.yaml": `accounts:
+  - name: absent
+    api_key_file: k1.key
+  - name: empty
+    api_key_file: k2.key
+    rate_limits: ""
+  - name: blank
+    api_key_file: k3.key
+    rate_limits: "  "
+`})
+	set, err := Load(Default{RateLimits: "10/1s"}, filepath.Join(d, "accounts.yaml"), true)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	for _, name := range []string{"absent", "empty", "blank"} {
+		if got := fmt.Sprint(set[name].RateLimits); got != "[10/1s]" {
+			t.Errorf("account %s: rate limits %s, want DIGICERT_RATE_LIMITS's [10/1s]", name, got)
+		}
+	}
+}
+
 func TestLoadRejects(t *testing.T) {
 	t.Parallel()
 	d := dir(t, map[string]string{
@@ -161,6 +186,8 @@ func TestLoadRejects(t *testing.T) {
 		{name: "empty key file", def: Default{APIKeyFile: filepath.Join(d, "empty.key"), RateLimits: limits}, want: "is empty", errIs: ErrNoKey},
 		{name: "bad base URL", def: Default{APIKey: "a", BaseURL: "www.digicert.com", RateLimits: limits}, want: "DIGICERT_BASE_URL"},
 		{name: "bad rate limits", def: Default{APIKey: "a", RateLimits: "100 per 5s"}, want: "DIGICERT_RATE_LIMITS"},
+		// Blank would have meant no limit at all; "" is the table's "not given".
+		{name: "blank rate limits", def: Default{APIKey: "a", RateLimits: " \t"}, want: "DIGICERT_RATE_LIMITS: empty; give windows such as 100/5s,1000/3m, or unset it for the default"},
 		{name: "unknown field", file: "unknown.yaml", want: "field api_key not found"},
 		{name: "bad name", file: "badname.yaml", want: "accounts[0]: name"},
 		{name: "duplicate name", file: "dup.yaml", want: "accounts[1] (us): name listed twice"},

@@ -25,6 +25,7 @@ import (
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/internal/worker"
 )
@@ -224,6 +225,37 @@ func TestSettingsMustBePositive(t *testing.T) {
 				!strings.Contains(r.stderr, "must be positive") {
 				t.Errorf("%s --%s=%s: exit %d, %q; want 2 and one line naming %s", tt.cmd, tt.flag, v, r.code, r.stderr, tt.env)
 			}
+		}
+	}
+}
+
+// An empty DIGICERT_RATE_LIMITS (a manifest's ${DIGICERT_RATE_LIMITS} with
+// the variable unset) read as no windows at all: a worker sent as fast as
+// it could and DigiCert blocked the key for everyone. Every command that
+// reads the setting refuses it, exit 2, in one line naming it, the form it
+// wants and how to get the default.
+func TestEmptyRateLimitsRefused(t *testing.T) {
+	// Not parallel: t.Setenv. Accepted, a command would wait for Redis (the
+	// deadline ends the wait) or fail to reach it (exit 1).
+	for _, args := range [][]string{
+		{"worker", "--digicert-api-key=k", "--admin-addr="},
+		{"api", "--api-tokens=" + strings.Repeat("t", 20), "--http-addr=127.0.0.1:0"},
+		{"scheduler", "--admin-addr="},
+		{"enqueue", "set-emails", "--order-id=1", "--email=a@example.com"},
+	} {
+		for _, value := range []string{"", "  "} {
+			t.Setenv("DIGICERT_RATE_LIMITS", value)
+			r := runFor(2*time.Second, append(args, "--redis-url", "redis://127.0.0.1:1/0")...)
+			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 ||
+				!strings.Contains(r.stderr, "DIGICERT_RATE_LIMITS: ") || !strings.Contains(r.stderr, ratelimit.DefaultWindows) ||
+				!strings.Contains(r.stderr, "unset it") {
+				t.Errorf("%s with DIGICERT_RATE_LIMITS=%q: exit %d, %q; want 2 and one line naming the setting", args[0], value, r.code, r.stderr)
+			}
+		}
+		os.Unsetenv("DIGICERT_RATE_LIMITS") // t.Setenv restores it at the end
+		r := runFor(2*time.Second, append(args, "--digicert-rate-limits=", "--redis-url", "redis://127.0.0.1:1/0")...)
+		if r.code != 2 || !strings.Contains(r.stderr, "DIGICERT_RATE_LIMITS: ") {
+			t.Errorf("%s --digicert-rate-limits=: exit %d, %q; want 2 naming the setting", args[0], r.code, r.stderr)
 		}
 	}
 }

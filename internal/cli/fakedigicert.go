@@ -54,9 +54,12 @@ func (c *FakeDigicertCmd) config(keys []string, windows []ratelimit.Window) digi
 
 // Run serves until the process is told to stop.
 func (c *FakeDigicertCmd) Run(env *Env) error {
-	windows, err := ratelimit.ParseWindows(c.RateLimits)
-	if err != nil {
-		return usagef("--rate-limits: %v", err)
+	var windows []ratelimit.Window // --rate-limits= : none, as its help says
+	if strings.TrimSpace(c.RateLimits) != "" {
+		var err error
+		if windows, err = ratelimit.ParseWindows(c.RateLimits); err != nil {
+			return usagef("--rate-limits: %v", err)
+		}
 	}
 	if err := checkListenAddr("--addr", c.Addr); err != nil {
 		return err

@@ -39,11 +39,13 @@ func shortDuration(d time.Duration) string {
 }
 
 // ParseWindows reads a comma-separated list of LIMIT/PERIOD pairs such as
-// "100/5s,1000/3m" (PERIOD is a Go duration). An empty string means no limit.
+// "100/5s,1000/3m" (PERIOD is a Go duration). An empty or blank s is an
+// error, not "no limit": a setting left empty by mistake must not turn the
+// limiter off. A caller that gives empty a meaning checks for it first.
 func ParseWindows(s string) ([]Window, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return nil, nil
+		return nil, fmt.Errorf("no windows given: want LIMIT/PERIOD pairs such as %s", DefaultWindows)
 	}
 	var ws []Window
 	for _, part := range strings.Split(s, ",") {

@@ -16,7 +16,8 @@ func TestParseWindows(t *testing.T) {
 		want    []ratelimit.Window
 		wantErr bool
 	}{
-		{in: "", want: nil},
+		{in: "", wantErr: true},
+		{in: " \t", wantErr: true},
 		{in: "100/5s,1000/3m", want: []ratelimit.Window{{100, 5 * time.Second}, {1000, 3 * time.Minute}}},
 		{in: " 10 / 1s ", want: []ratelimit.Window{{10, time.Second}}},
 		{in: "10/90s", want: []ratelimit.Window{{10, 90 * time.Second}}},

@@ -19,6 +19,7 @@ import (
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/redistest"
 )
@@ -124,7 +125,7 @@ func TestRejectionReadsTheKeyFileAgain(t *testing.T) {
 	if err := os.WriteFile(path, []byte(oldKey), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	accounts, err := account.Load(account.Default{APIKeyFile: path, BaseURL: baseURL}, "", true)
+	accounts, err := account.Load(account.Default{APIKeyFile: path, BaseURL: baseURL, RateLimits: ratelimit.DefaultWindows}, "", true)
 	if err != nil {
 		t.Fatal(err)
 	}

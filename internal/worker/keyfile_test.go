@@ -11,6 +11,7 @@ import (
 
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/internal/worker"
 )
@@ -34,9 +35,9 @@ func testReplacedKeyFile(t *testing.T, form string) {
 	dir := t.TempDir()
 	keyPath := filepath.Join(dir, "api-key")
 	writeFile(t, keyPath, wrongKey+"\n")
-	def, accountsFile := account.Default{APIKeyFile: keyPath, BaseURL: b.baseURL}, ""
+	def, accountsFile := account.Default{APIKeyFile: keyPath, BaseURL: b.baseURL, RateLimits: ratelimit.DefaultWindows}, ""
 	if form == "api_key_file" {
-		def, accountsFile = account.Default{}, filepath.Join(dir, "accounts.yaml")
+		def, accountsFile = account.Default{RateLimits: ratelimit.DefaultWindows}, filepath.Join(dir, "accounts.yaml")
 		writeFile(t, accountsFile, "accounts:\n  - name: default\n    base_url: "+b.baseURL+"\n    api_key_file: api-key\n")
 	}
 	accounts, err := account.Load(def, accountsFile, true)
