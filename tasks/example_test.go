@@ -173,3 +173,26 @@ func Example_enqueue() {
 	}
 	fmt.Println("enqueued", info.ID, "in queue", info.Queue)
 }
+
+// A service that has only a type name and JSON builds the task with asynq
+// itself. DefaultOptions give it the constructors' queue, retries, timeout
+// and, above all, result retention: asynq's default keeps no result, so a
+// completed task would be deleted at once, its outcome unreadable. The
+// worker validates the payload and dead-letters it if invalid.
+// (Compiled but not run: it needs a Redis server.)
+func Example_enqueueRaw() {
+	client := asynq.NewClient(asynq.RedisClientOpt{Addr: "127.0.0.1:6379"})
+	defer client.Close()
+
+	payload := []byte(`{"order_id":123,"locale":"en"}`)
+	task := asynq.NewTask(tasks.TypeResendDCV, payload, tasks.DefaultOptions()...)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := client.EnqueueContext(ctx, task)
+	if err != nil {
+		fmt.Println("enqueue:", err)
+		return
+	}
+	fmt.Println("enqueued", info.ID, "result kept for", info.Retention)
+}

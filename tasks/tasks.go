@@ -19,7 +19,11 @@
 //
 // The constructors normalise the payload (trimmed addresses, lower-case
 // domains, duplicates removed), validate it and prepend DefaultOptions, so a
-// task that reaches Redis is always one the certmail worker accepts. Parse is
+// task that reaches Redis is always one the certmail worker accepts. A
+// producer that builds a task with asynq.NewTask itself passes
+// DefaultOptions (or at least asynq.Retention(DefaultRetention)) too:
+// without a retention, asynq deletes a completed task and its result at
+// once, and no one can read its outcome. Parse is
 // the strict reader used by the worker, the HTTP API and the CLI for payloads
 // that arrive as JSON.
 //
@@ -107,7 +111,8 @@ type Payload interface {
 
 // DefaultOptions returns the options NewTask puts before the caller's own:
 // queue DefaultQueue, DefaultMaxRetry retries, DefaultTimeout per attempt and
-// DefaultRetention for the result.
+// DefaultRetention for the result. Give them to asynq.NewTask when building a
+// task from a type name and JSON: asynq's own default keeps no result.
 func DefaultOptions() []asynq.Option {
 	return []asynq.Option{
 		asynq.Queue(DefaultQueue),
