@@ -75,6 +75,18 @@ func TestOpenAPIAnswersValidate(t *testing.T) {
 	check("post", "/v1/tasks/resend-dcv", b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id": 0}`, nil), http.StatusBadRequest)
 	check("get", "/v1/tasks/{id}", b.get(t, "/v1/tasks/no-such-task"), http.StatusNotFound)
 
+	// An idempotent replay, of a task that waits and of one deleted since.
+	withKey := authJSON()
+	withKey.Set("Idempotency-Key", "answers-replay")
+	const later = "/v1/tasks/resend-dcv?process_in=1h"
+	var waiting api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, later, `{"order_id": 10}`, withKey), http.StatusAccepted, &waiting)
+	check("post", "/v1/tasks/resend-dcv", b.do(t, http.MethodPost, later, `{"order_id": 10}`, withKey), http.StatusOK)
+	if err := b.inspector.DeleteTask(waiting.Queue, waiting.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("post", "/v1/tasks/resend-dcv", b.do(t, http.MethodPost, later, `{"order_id": 10}`, withKey), http.StatusOK)
+
 	const schedule = `{"id": "dcv-9", "cron": "0 9 * * *", "type": "resend-dcv", "payload": {"order_id": 9}, "max_runs": 3}`
 	check("post", "/v1/schedules", b.do(t, http.MethodPost, "/v1/schedules", schedule, nil), http.StatusCreated)
 	check("post", "/v1/schedules", b.do(t, http.MethodPost, "/v1/schedules", schedule, nil), http.StatusConflict)

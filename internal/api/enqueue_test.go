@@ -429,6 +429,41 @@ func TestEnqueueIdempotency(t *testing.T) {
 	}
 }
 
+// A replay answers with the task as it is now, the state GET gives: a
+// client that retried after a timeout read "pending" for a task the worker
+// had long dead-lettered. One that no queue holds any more is "unknown".
+func TestEnqueueIdempotencyReplayIsCurrent(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{worker: true}) // its DigiCert knows no order: every task is dead-lettered
+	header := authJSON()
+	header.Set("Idempotency-Key", "crm-7781")
+	const body = `{"order_id":7781,"additional_emails":["a@example.com"]}`
+	var first api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/set-emails", body, header), http.StatusAccepted, &first)
+	now := b.waitState(t, first.ID, "archived")
+
+	var replay api.TaskRef
+	res := b.do(t, http.MethodPost, "/v1/tasks/set-emails", body, header)
+	mustJSON(t, res, http.StatusOK, &replay)
+	want := first
+	want.State = now.State
+	if replay != want || res.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("replay of a dead-lettered task = %+v (Idempotent-Replayed %q), want %+v", replay, res.header.Get("Idempotent-Replayed"), want)
+	}
+
+	if err := b.inspector.DeleteTask(first.Queue, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/set-emails", body, header), http.StatusOK, &replay)
+	want.State = ops.StateUnknown
+	if replay != want {
+		t.Errorf("replay of a deleted task = %+v, want %+v", replay, want)
+	}
+	if n := b.taskCount(t); n != 0 {
+		t.Errorf("%d tasks in Redis after the replays, want 0", n)
+	}
+}
+
 func TestEnqueueBodyLimit(t *testing.T) {
 	t.Parallel()
 	const payload = `{"order_id":1,"additional_emails":[]}`

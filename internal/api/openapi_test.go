@@ -181,6 +181,7 @@ func TestOpenAPISchemas(t *testing.T) {
 		{"SendCert", tasks.SendCert{}, []string{"certificate_id", "emails", "certificate_collect_format"}},
 		{"ResendDomainDCV", tasks.ResendDomainDCV{}, []string{"domain_id"}},
 		{"TaskRef", api.TaskRef{}, nil},
+		{"ReplayedTaskRef", api.TaskRef{}, nil},
 		{"TaskResult", taskresult.Result{}, []string{"outcome", "attempts", "duration_ms"}},
 		{"TaskResultSent", taskresult.Sent{}, []string{"via", "outcome"}},
 		{"TaskStatus", ops.TaskStatus{}, nil},

@@ -21,7 +21,9 @@ type TaskRef struct {
 	ID    string `json:"id"`
 	Type  string `json:"type"`
 	Queue string `json:"queue"`
-	// State is pending, or scheduled for a task with process_at or process_in.
+	// State is pending, or scheduled for a task with process_at or
+	// process_in; in the answer to an idempotent replay, the state the task
+	// is in now (as GET /v1/tasks/{id} says), or ops.StateUnknown.
 	State string `json:"state"`
 	// StatusURL is the path of GET /v1/tasks/{id} for this task.
 	StatusURL string `json:"status_url"`
@@ -39,7 +41,7 @@ func statusURL(id string) string { return "/v1/tasks/" + url.PathEscape(id) }
 const idempotencyKeyHeader = "Idempotency-Key"
 
 // enqueue is POST /v1/tasks/{type}: 202 with the new task, 200 with the
-// earlier one for a replayed Idempotency-Key.
+// earlier one, as it is now, for a replayed Idempotency-Key.
 func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	typ := r.PathValue("type")
 	if !slices.Contains(tasks.Types(), typ) {

@@ -18,13 +18,20 @@ import (
 	"github.com/certmail/certmail/tasks"
 )
 
-// TaskRef names an enqueued task. State is "pending" or "scheduled".
+// TaskRef names an enqueued task. State is "pending" or "scheduled" for a
+// task just enqueued; for an idempotent replay it is the state the task is
+// in now, as Task reports it, or StateUnknown.
 type TaskRef struct {
 	ID    string `json:"id"`
 	Type  string `json:"type"`
 	Queue string `json:"queue"`
 	State string `json:"state"`
 }
+
+// StateUnknown is the State of a replayed TaskRef whose task no queue holds
+// at the moment: deleted, its result's retention over, or not yet enqueued
+// by a concurrent first request with the key.
+const StateUnknown = "unknown"
 
 // Enqueue validates req with enqueue.Check by the Service's rules and
 // enqueues the task it describes, under req.TaskID when it names one. A
@@ -36,8 +43,9 @@ type TaskRef struct {
 // remembered for Config.IdempotencyTTL together with a SHA-256 of the type,
 // the normalised payload and the queue. A later request with the same key and
 // the same hash enqueues nothing and returns the earlier task with existing
-// true; one with a different hash gives ErrIdempotencyConflict. Of concurrent
-// requests with one key, exactly one enqueues.
+// true, in the state it is in now (one lookup in its queue); one with a
+// different hash gives ErrIdempotencyConflict. Of concurrent requests with
+// one key, exactly one enqueues.
 func (s *Service) Enqueue(ctx context.Context, req enqueue.Request) (ref TaskRef, existing bool, err error) {
 	c, err := s.check(req)
 	if err != nil {
@@ -141,9 +149,30 @@ func (s *Service) enqueueOnce(ctx context.Context, c enqueue.Checked) (TaskRef, 
 		if prev.Hash != c.Hash {
 			return TaskRef{}, false, ErrIdempotencyConflict
 		}
-		return prev.Task, true, nil
+		now, err := s.current(ctx, prev.Task)
+		if err != nil {
+			return TaskRef{}, false, err
+		}
+		return now, true, nil
 	}
 	return TaskRef{}, false, errors.New("idempotency key: claimed and released repeatedly by other requests; try again")
+}
+
+// current is ref, as recorded with its idempotency key, in the state its
+// task is in now: a client that retries after a timeout must not read
+// "pending" for a task already done. StateUnknown when its queue does not
+// hold it.
+func (s *Service) current(ctx context.Context, ref TaskRef) (TaskRef, error) {
+	st, err := s.TaskInQueue(ctx, ref.Queue, ref.ID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		ref.State = StateUnknown
+	case err != nil:
+		return TaskRef{}, fmt.Errorf("idempotent replay: %w", err)
+	default:
+		ref.State = st.State
+	}
+	return ref, nil
 }
 
 // release forgets a claimed idempotency key after the enqueue failed, so

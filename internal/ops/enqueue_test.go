@@ -374,6 +374,48 @@ func TestEnqueueIdempotency(t *testing.T) {
 	}
 }
 
+// A replay reports the task as it is now: a client that retries after a
+// timeout read "pending" for a task the worker had already delivered. A task
+// no queue holds any more keeps the recorded id, type and queue, and its
+// state is unknown, never a stale "pending".
+func TestEnqueueIdempotencyReplayState(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, 12)
+	ctx := context.Background()
+	req := enqueue.Request{Type: "set-emails", IdempotencyKey: "order-12 v1",
+		Payload: []byte(`{"order_id": 12, "additional_emails": ["jill@example.com"]}`)}
+	first, existing, err := b.svc.Enqueue(ctx, req)
+	if err != nil || existing || first.State != "pending" {
+		t.Fatalf("first Enqueue = %+v, %t, %v; want a new pending task", first, existing, err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		st, err := b.svc.Task(ctx, first.ID)
+		if err == nil && st.State != "completed" {
+			err = errors.New("task is " + st.State)
+		}
+		return err
+	})
+	replay, existing, err := b.svc.Enqueue(ctx, req)
+	want := first
+	want.State = "completed"
+	if err != nil || !existing || replay != want {
+		t.Errorf("replay of a completed task = %+v, %t, %v; want %+v, existing", replay, existing, err, want)
+	}
+
+	if err := b.inspector.DeleteTask(first.Queue, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	replay, existing, err = b.svc.Enqueue(ctx, req)
+	want.State = ops.StateUnknown
+	if err != nil || !existing || replay != want {
+		t.Errorf("replay of a deleted task = %+v, %t, %v; want %+v, existing", replay, existing, err, want)
+	}
+	if sizes := b.queueSizes(t); sizes["default"] != 0 {
+		t.Errorf("queues = %v: a replay enqueued a task", sizes)
+	}
+}
+
 func TestEnqueueIdempotencyExpires(t *testing.T) {
 	t.Parallel()
 	b := setup(t, ops.Config{IdempotencyTTL: 50 * time.Millisecond})
