@@ -12,7 +12,6 @@ import (
 	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/queues"
-	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/worker"
@@ -216,15 +215,6 @@ func (p *producer) close() error {
 	err := errors.Join(p.ops.Close(), p.conn.Client.Close())
 	_ = p.log.Sync() // nothing is left to tell if stderr is gone
 	return err
-}
-
-// windowsOrUsage parses rate-limit windows as a usage error.
-func windowsOrUsage(flag, s string) ([]ratelimit.Window, error) {
-	ws, err := ratelimit.ParseWindows(s)
-	if err != nil {
-		return nil, usagef("%s: %v", flag, err)
-	}
-	return ws, nil
 }
 
 // NewTaskFlags are what a command that enqueues gives its tasks.

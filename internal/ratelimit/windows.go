@@ -51,15 +51,15 @@ func ParseWindows(s string) ([]Window, error) {
 	for _, part := range strings.Split(s, ",") {
 		limit, period, ok := strings.Cut(strings.TrimSpace(part), "/")
 		if !ok {
-			return nil, fmt.Errorf("rate limit %q: want LIMIT/PERIOD, e.g. 100/5s", part)
+			return nil, fmt.Errorf("rate limit %.40q: want LIMIT/PERIOD, e.g. 100/5s", part)
 		}
 		n, err := strconv.Atoi(strings.TrimSpace(limit))
 		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("rate limit %q: limit must be a whole number above 0", part)
+			return nil, fmt.Errorf("rate limit %.40q: limit must be a whole number above 0", part)
 		}
 		d, err := time.ParseDuration(strings.TrimSpace(period))
 		if err != nil || d < time.Millisecond {
-			return nil, fmt.Errorf("rate limit %q: period must be a duration of at least 1ms, e.g. 5s or 3m", part)
+			return nil, fmt.Errorf("rate limit %.40q: period must be a duration of at least 1ms, e.g. 5s or 3m", part)
 		}
 		ws = append(ws, Window{Limit: n, Period: d})
 	}

@@ -1,6 +1,7 @@
 package ratelimit_test
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -39,6 +40,18 @@ func TestParseWindows(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("ParseWindows(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestParseWindowsErrorIsBounded: a setting pasted wrong (a whole file, a
+// key) is named in the error by its first characters only.
+func TestParseWindowsErrorIsBounded(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{strings.Repeat("x", 5000) + "/5s", "10/" + strings.Repeat("s", 5000), strings.Repeat("1", 5000)} {
+		_, err := ratelimit.ParseWindows(in)
+		if err == nil || len(err.Error()) > 200 {
+			t.Errorf("ParseWindows of %d bytes: error of %d bytes, want one of at most 200: %.300v", len(in), len(fmt.Sprint(err)), err)
 		}
 	}
 }
