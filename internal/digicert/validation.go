@@ -17,6 +17,11 @@ const (
 	MethodEmail = "email"
 )
 
+// MaxOrderNames is the most names (common name and SANs) a CertCentral
+// order holds, and so the most domains of one order that can wait for
+// validation. An answer listing more is not a real order's.
+const MaxOrderNames = 250
+
 // OrderValidation is what certmail reads of
 // GET /order/certificate/{order_id}/validation. Unknown fields are ignored;
 // ids may come as JSON strings or numbers. order_status is required (a

@@ -106,7 +106,17 @@ func (p *processor) sent(ctx context.Context, d *delivery) {
 // one domain does not keep the others from being reminded: it is returned
 // once all were tried. Any other failure stops the delivery at once; the
 // retry skips the domains already sent.
+//
+// An answer listing more domains than an order holds
+// (digicert.MaxOrderNames) is not a real order's: the task fails for good
+// as a bad answer, before any send, so that one task makes at most that
+// many calls per delivery.
 func (p *processor) resendPerDomain(ctx context.Context, d *delivery, pl tasks.ResendDCV, pending []digicert.DNSNameValidation) error {
+	if len(pending) > digicert.MaxOrderNames {
+		return permanent("bad_answer", d.report.httpStatus,
+			fmt.Errorf("%w: order %d: %d domains wait for email validation, more than the %d an order holds",
+				digicert.ErrBadAnswer, pl.OrderID, len(pending), digicert.MaxOrderNames))
+	}
 	for _, dom := range pending {
 		if dom.DomainID <= 0 {
 			return transient("bad_answer", d.report.httpStatus, RetryDelay(d.attempt-1),

@@ -453,3 +453,48 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, want map[
 	}
 	return total
 }
+
+// An OV order's answer listing more domains waiting for email validation
+// than an order holds (digicert.MaxOrderNames) is not a real order's: the
+// task is dead-lettered as a bad answer at once, with not one PUT. At the
+// cap, every domain is reminded.
+func TestOnlyIfPendingCapsTheDomainsReminded(t *testing.T) {
+	t.Parallel()
+	ovOrder := func(n int) digicerttest.Order {
+		o := digicerttest.Order{ID: 3100, Type: digicerttest.OrderOV}
+		for i := range n {
+			o.Domains = append(o.Domains, digicerttest.Domain{ID: int64(10000 + i), NameScope: fmt.Sprintf("d%d.example.com", i)})
+		}
+		return o
+	}
+	t.Run("over the cap", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, setupOpts{})
+		b.fake.SetOrder(ovOrder(digicert.MaxOrderNames + 1))
+		id := b.enqueue(t, "resend-dcv", `{"order_id": 3100, "only_if_pending": true}`)
+		info := b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+		if want := "bad_answer: "; !strings.HasPrefix(info.LastErr, want) ||
+			!strings.Contains(info.LastErr, "251") || !strings.Contains(info.LastErr, "250") {
+			t.Errorf("last error %q, want a bad answer giving the count and the cap", info.LastErr)
+		}
+		if e := b.deadLetters(t, 1)[0]; e["error_code"] != "bad_answer" || e["attempts"] != "1" || e["http_status"] != "200" {
+			t.Errorf("dead letter %v, want bad_answer after one attempt", e)
+		}
+		if got := calls(b.fake); !slices.Equal(got, []string{"GET /order/certificate/3100/validation"}) {
+			t.Errorf("calls %q, want the read only", got)
+		}
+	})
+	t.Run("at the cap", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, setupOpts{})
+		b.fake.SetOrder(ovOrder(digicert.MaxOrderNames))
+		id := b.enqueue(t, "resend-dcv", `{"order_id": 3100, "only_if_pending": true}`)
+		r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 60*time.Second))
+		if r.Outcome != taskresult.Delivered || len(r.Sent)+r.SentOmitted != digicert.MaxOrderNames {
+			t.Errorf("result %+v, want delivered with %d sends", r, digicert.MaxOrderNames)
+		}
+		if n := b.fake.StatusCount(204); n != digicert.MaxOrderNames {
+			t.Errorf("%d PUTs answered, want %d", n, digicert.MaxOrderNames)
+		}
+	})
+}
