@@ -398,7 +398,8 @@ func (c *Client) ResendDomainDCVEmails(ctx context.Context, domainID int64, body
 // Limiter and is reported to the Observer like every other call; an answer
 // that is not the JSON object expected (or is over 1 MiB) is an error
 // wrapping ErrBadAnswer, and so is one without order_status as a string or,
-// for a pending order, without dns_name_validations as a list.
+// for a pending order, without dns_name_validations as a list. No text of
+// the answer it returns holds the API key (see decodeOrderValidation).
 func (c *Client) OrderValidation(ctx context.Context, orderID int64) (OrderValidation, Result, error) {
 	var v OrderValidation
 	res, err := c.do(ctx, call{
@@ -407,8 +408,8 @@ func (c *Client) OrderValidation(ctx context.Context, orderID int64) (OrderValid
 		id:       orderID,
 		path:     "/order/certificate/" + strconv.FormatInt(orderID, 10) + "/validation",
 		read:     true,
-		decode: func(body []byte) (err error) {
-			v, err = decodeOrderValidation(body)
+		decode: func(body []byte, redact redactor) (err error) {
+			v, err = decodeOrderValidation(body, redact)
 			return err
 		},
 	})
@@ -433,10 +434,11 @@ type call struct {
 	// read marks a call without effect at DigiCert: an attempt the call's
 	// deadline may cut short is harmless, so retries need no headroom.
 	read bool
-	// decode, when set, reads the body of a 2xx answer (at most 1 MiB); an
-	// answer it cannot read, or a longer one, is an error wrapping
-	// ErrBadAnswer, retried like a transient failure.
-	decode func(body []byte) error
+	// decode, when set, reads the body of a 2xx answer (at most 1 MiB),
+	// running the text it keeps through redact, the attempt's; an answer it
+	// cannot read, or a longer one, is an error wrapping ErrBadAnswer,
+	// retried like a transient failure.
+	decode func(body []byte, redact redactor) error
 }
 
 // do is the path shared by every call: it sends cl until an attempt succeeds
@@ -598,7 +600,7 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (int, error)
 		case len(data) > maxDecodedBody:
 			return 0, fmt.Errorf("digicert %s: %w: longer than %d bytes", endpoint, ErrBadAnswer, maxDecodedBody)
 		}
-		if err := cl.decode(data); err != nil {
+		if err := cl.decode(data, cr.redact); err != nil {
 			return 0, fmt.Errorf("digicert %s: %w: %w", endpoint, ErrBadAnswer, cr.redact.err(err))
 		}
 		return resp.StatusCode, nil

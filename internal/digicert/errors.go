@@ -400,7 +400,8 @@ func withoutEmails(s string) string {
 }
 
 // redactor removes the API key from text that came from elsewhere: the key
-// itself and the forms a JSON encoder may give it.
+// itself and the forms a JSON encoder may give it, in any ASCII case (a
+// proxy or a firewall may quote a header lower-cased).
 type redactor struct {
 	forms []string
 }
@@ -427,14 +428,50 @@ func newRedactor(keys ...string) redactor {
 	return redactor{forms: forms}
 }
 
-// apply returns s without any form of the key.
+// apply returns s without any form of the key, matched with ASCII case
+// folding.
 func (r redactor) apply(s string) string {
 	for _, form := range r.forms {
-		if form != "" {
-			s = strings.ReplaceAll(s, form, redactedPlaceholder)
-		}
+		s = replaceFold(s, form, redactedPlaceholder)
 	}
 	return s
+}
+
+// replaceFold returns s with every occurrence of old, compared with ASCII
+// case folding, replaced by repl.
+func replaceFold(s, old, repl string) string {
+	if old == "" || len(s) < len(old) {
+		return s
+	}
+	// Folding ASCII letters keeps every byte where it is: an index into
+	// the folded text is one into s.
+	folded, want := asciiLower(s), asciiLower(old)
+	i := strings.Index(folded, want)
+	if i < 0 {
+		return s
+	}
+	var b strings.Builder
+	start := 0
+	for i >= 0 {
+		b.WriteString(s[start : start+i])
+		b.WriteString(repl)
+		start += i + len(want)
+		i = strings.Index(folded[start:], want)
+	}
+	b.WriteString(s[start:])
+	return b.String()
+}
+
+// asciiLower returns s with its ASCII upper-case letters lower-cased and
+// every other byte as it is.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // err returns err itself, or, in the unlikely case its text holds the key, an

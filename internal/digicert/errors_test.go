@@ -186,6 +186,12 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 		{name: "across the 512-byte cut", status: 500, contentType: "text/plain", body: func(k string) string {
 			return strings.Repeat("x", 505) + k + strings.Repeat("y", 100)
 		}},
+		{name: "lower case in a 401 message", status: 401, contentType: "application/json", body: func(k string) string {
+			return `{"errors":[{"code":"access_denied","message":"key ` + strings.ToLower(k) + ` is not valid"}]}`
+		}},
+		{name: "upper case in HTML", status: 502, contentType: "text/html", body: func(k string) string {
+			return "<html><body>X-DC-DEVKEY: " + strings.ToUpper(k) + "</body></html>"
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -219,7 +225,7 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 			}
 			for what, out := range outputs {
 				for _, leak := range []string{key, key[:8], strings.ReplaceAll(key, "/", `\/`), `Se/cret\u0026`} {
-					if strings.Contains(out, leak) {
+					if strings.Contains(strings.ToLower(out), strings.ToLower(leak)) {
 						t.Errorf("%s holds %q: %s", what, leak, out)
 					}
 				}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Order and domain validation states CertCentral reports.
@@ -122,7 +123,11 @@ func (f *flexText) UnmarshalJSON(b []byte) error {
 // such as {} or DigiCert's errors sent with 200, says nothing about the
 // order: read as "not pending", it would stop the reminders of an order
 // that still waits. Every other member is read leniently.
-func decodeOrderValidation(body []byte) (OrderValidation, error) {
+//
+// Every text kept goes through r, as error bodies do: the order status goes
+// to results, log lines and a schedule's state, the name scopes to results,
+// and none of them may carry the key.
+func decodeOrderValidation(body []byte, r redactor) (OrderValidation, error) {
 	var doc struct {
 		OrderID                 flexID          `json:"order_id"`
 		OrderStatus             json.RawMessage `json:"order_status"`
@@ -142,8 +147,8 @@ func decodeOrderValidation(body []byte) (OrderValidation, error) {
 	}
 	v := OrderValidation{
 		OrderID:                 int64(doc.OrderID),
-		OrderStatus:             status,
-		DCVMethod:               string(doc.OrderDCVMethod),
+		OrderStatus:             redactStatus(status, r),
+		DCVMethod:               r.apply(string(doc.OrderDCVMethod)),
 		OrganizationValidations: countEntries(doc.OrganizationValidations),
 	}
 	raw := bytes.TrimSpace(doc.DNSNameValidations)
@@ -167,18 +172,35 @@ func decodeOrderValidation(body []byte) (OrderValidation, error) {
 	for _, d := range validations {
 		names := make([]string, len(d.DNSNames))
 		for i, n := range d.DNSNames {
-			names[i] = string(n)
+			names[i] = r.apply(string(n))
 		}
 		v.DNSNameValidations = append(v.DNSNameValidations, DNSNameValidation{
 			DomainID:      int64(d.DomainID),
-			NameScope:     string(d.NameScope),
-			ApprovalScope: string(d.ApprovalScope),
-			Status:        string(d.Status),
-			Method:        string(d.Method),
+			NameScope:     r.apply(string(d.NameScope)),
+			ApprovalScope: r.apply(string(d.ApprovalScope)),
+			Status:        r.apply(string(d.Status)),
+			Method:        r.apply(string(d.Method)),
 			DNSNames:      names,
 		})
 	}
 	return v, nil
+}
+
+// redactStatus returns an order status without the key: s as it is when
+// neither s nor s without its control characters holds the key, else the
+// latter redacted (a result keeps the status without control characters,
+// which would join a key they split; see taskresult.CleanOrderStatus).
+func redactStatus(s string, r redactor) string {
+	visible := strings.Map(func(c rune) rune {
+		if unicode.IsControl(c) {
+			return -1
+		}
+		return c
+	}, s)
+	if clean := r.apply(visible); clean != visible {
+		return clean
+	}
+	return s
 }
 
 // countEntries counts the elements of a JSON array; null or nothing is 0,

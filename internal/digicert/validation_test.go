@@ -3,6 +3,7 @@ package digicert_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -134,6 +135,32 @@ func TestClient_OrderValidationTolerance(t *testing.T) {
 				t.Errorf("DV %t, status %q, pending email domains %v; want %t, %q, %v", v.DV(), v.OrderStatus, ids, tt.dv, tt.status, tt.domains)
 			}
 		})
+	}
+}
+
+// TestClient_OrderValidationRedactsTheKey: an answer echoing the key, in
+// any ASCII case, keeps none of it in any text the client returns; the
+// order status goes on to results, log lines and schedules.
+func TestClient_OrderValidationRedactsTheKey(t *testing.T) {
+	t.Parallel()
+	upper, lower := strings.ToUpper(testKey), strings.ToLower(testKey)
+	body := `{"order_status": "pending ` + upper + `", "order_dcv_method": "` + lower + `", "dns_name_validations": [` +
+		`{"domain_id": 5, "name_scope": "` + lower + `.example.com", "approval_scope": "` + testKey + `", "status": "pending", ` +
+		`"method": "email", "dns_names": ["www.` + upper + `.example.com"]}]}`
+	base, _ := answering(t, 200, body)
+	c := newClient(t, digicert.Config{BaseURL: base, APIKey: testKey})
+	v, _, err := c.OrderValidation(t.Context(), 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprintf("%#v", v); strings.Contains(strings.ToLower(got), lower) {
+		t.Errorf("the answer holds the key: %s", got)
+	}
+	if v.OrderStatus != "pending [redacted]" || v.Pending() {
+		t.Errorf("order status %q, want %q, not pending", v.OrderStatus, "pending [redacted]")
+	}
+	if d := v.DNSNameValidations; len(d) != 1 || d[0].NameScope != "[redacted].example.com" || !d[0].PendingEmail() {
+		t.Errorf("domains %+v", d)
 	}
 }
 

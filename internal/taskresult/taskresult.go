@@ -66,7 +66,8 @@ type Result struct {
 	Attempts   int    `json:"attempts"`
 	DurationMS int64  `json:"duration_ms"`
 	// OrderStatus is the order's status as DigiCert reported it to a
-	// resend-dcv with only_if_pending ("pending", "issued", ...), cleaned by
+	// resend-dcv with only_if_pending ("pending", "issued", ...), any echo
+	// of the API key replaced by the DigiCert client, cleaned by
 	// CleanOrderStatus.
 	OrderStatus string `json:"order_status,omitempty"`
 	// Sent lists the resends of a resend-dcv with only_if_pending: through

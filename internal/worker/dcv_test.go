@@ -498,3 +498,44 @@ func TestOnlyIfPendingCapsTheDomainsReminded(t *testing.T) {
 		}
 	})
 }
+
+// DigiCert's order_status goes to the task result, the "task done" line
+// and a schedule's state: an echo of the key in it, in any ASCII case or
+// split by control characters a result drops, is redacted first.
+func TestOnlyIfPendingOrderStatusNeverHoldsTheKey(t *testing.T) {
+	t.Parallel()
+	mixed := []byte(testKey)
+	for i := 0; i < len(mixed); i += 2 {
+		mixed[i] = strings.ToUpper(string(mixed[i]))[0]
+	}
+	for _, tt := range []struct{ name, status, want string }{
+		{"as it is", `issued ` + testKey, "issued [redacted]"},
+		{"upper case", `pen\u0000ding` + strings.ToUpper(testKey), "pending[redacted]"},
+		{"mixed case", `issued ` + string(mixed) + ` again`, "issued [redacted] again"},
+		{"split by a control character", `issued ` + testKey[:5] + `\u0007` + testKey[5:], "issued [redacted]"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, setupOpts{})
+			b.fake.AddOrder(1001)
+			b.fake.FailPath("/services/v2/order/certificate/1001/validation", 1, 200,
+				`{"order_status":"`+tt.status+`","dns_name_validations":[]}`, "application/json")
+			id := b.enqueue(t, "resend-dcv", `{"order_id": 1001, "only_if_pending": true}`)
+			info := b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)
+			if r := result(t, info); r.Outcome != taskresult.NotPending || r.OrderStatus != tt.want {
+				t.Errorf("result %+v, want not_pending with order status %q", r, tt.want)
+			}
+			lines := b.logs.Lines("info", "task done")
+			if len(lines) != 1 || lines[0]["order_status"] != tt.want {
+				t.Errorf("task done lines %v, want order_status %q", lines, tt.want)
+			}
+			key := strings.ToLower(testKey)
+			if strings.Contains(strings.ToLower(b.logs.Text()), key) {
+				t.Error("the API key appears in the worker's log")
+			}
+			if strings.Contains(strings.ToLower(string(info.Result)), key) {
+				t.Errorf("the API key appears in the task result %s", info.Result)
+			}
+		})
+	}
+}
