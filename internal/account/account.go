@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -179,9 +180,9 @@ func readKey(key, file, what string) (Secret, error) {
 	case key != "" && file != "":
 		return "", errors.New("set DIGICERT_API_KEY or DIGICERT_API_KEY_FILE, not both")
 	case file != "":
-		b, err := os.ReadFile(file)
+		b, err := ReadSecretFile(what, file)
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", what, err)
+			return "", err
 		}
 		k := strings.TrimSpace(string(b))
 		if k == "" {
@@ -191,6 +192,24 @@ func readKey(key, file, what string) (Secret, error) {
 	default:
 		return Secret(strings.TrimSpace(key)), nil
 	}
+}
+
+// ReadSecretFile reads the file a secret's setting names (DIGICERT_API_KEY_FILE,
+// api_key_file, CERTMAIL_API_TOKENS_FILE, ...); setting names it in errors.
+// An error gives the setting and the reason ("no such file or directory",
+// "permission denied", "is a directory"), never the path: the secret itself
+// put in the setting by mistake is a common slip, and the error goes to the
+// process's log.
+func ReadSecretFile(setting, path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		reason := errors.New("unreadable")
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			reason = pe.Err // the cause alone: the path is in pe.Path
+		}
+		return nil, fmt.Errorf("%s: cannot read the file: %w", setting, reason)
+	}
+	return b, nil
 }
 
 // ReadKeyFile reads a key file again (an Account's KeyFile), as Load does:

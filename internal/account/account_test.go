@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -182,7 +183,7 @@ func TestLoadRejects(t *testing.T) {
 	}{
 		{name: "no key", def: Default{RateLimits: limits}, want: "set DIGICERT_API_KEY or DIGICERT_API_KEY_FILE", errIs: ErrNoKey},
 		{name: "key and key file", def: Default{APIKey: "a", APIKeyFile: filepath.Join(d, "ok.key"), RateLimits: limits}, want: "not both"},
-		{name: "missing key file", def: Default{APIKeyFile: filepath.Join(d, "absent.key"), RateLimits: limits}, want: "DIGICERT_API_KEY_FILE: open"},
+		{name: "missing key file", def: Default{APIKeyFile: filepath.Join(d, "absent.key"), RateLimits: limits}, want: "DIGICERT_API_KEY_FILE: cannot read the file: no such file or directory", errIs: fs.ErrNotExist},
 		{name: "empty key file", def: Default{APIKeyFile: filepath.Join(d, "empty.key"), RateLimits: limits}, want: "is empty", errIs: ErrNoKey},
 		{name: "bad base URL", def: Default{APIKey: "a", BaseURL: "www.digicert.com", RateLimits: limits}, want: "DIGICERT_BASE_URL"},
 		{name: "bad rate limits", def: Default{APIKey: "a", RateLimits: "100 per 5s"}, want: "DIGICERT_RATE_LIMITS"},

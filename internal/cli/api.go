@@ -5,11 +5,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/api"
 )
 
@@ -78,9 +78,9 @@ func (c *APICmd) tokens() ([]api.Token, error) {
 		return nil, usagef("CERTMAIL_API_TOKENS %v", err)
 	}
 	if c.TokensFile != "" {
-		b, err := os.ReadFile(c.TokensFile)
+		b, err := account.ReadSecretFile("CERTMAIL_API_TOKENS_FILE", c.TokensFile)
 		if err != nil {
-			return nil, usagef("CERTMAIL_API_TOKENS_FILE: %v", err)
+			return nil, usageError{err}
 		}
 		fromFile, err := parseTokenFile(b)
 		if err != nil {

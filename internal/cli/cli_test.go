@@ -177,6 +177,55 @@ func TestWorkerRefusesSharedKey(t *testing.T) {
 	}
 }
 
+// A secret's _FILE setting that names no readable file stops the command
+// with exit status 2 and one line naming the setting and the reason, never
+// the path: the secret itself pasted in its place is a common mistake, and
+// the line goes to the pod's log.
+func TestUnreadableSecretFileNotEchoed(t *testing.T) {
+	t.Parallel()
+	const secret = "SECRETKEY123SECRETKEY123" // relative: resolved in the test's directory, where it is absent
+	d := t.TempDir()
+	accounts := filepath.Join(d, "accounts.yaml")
+	if err := os.WriteFile(accounts, []byte("accounts:\n  - name: us\n    api_key_file: "+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	noRedis := []string{"--redis-url", "redis://127.0.0.1:1/0"}
+	tests := []struct {
+		name   string
+		args   []string
+		hidden string // the path, which must not be printed
+		want   []string
+	}{
+		{"key file absent", append([]string{"worker", "--digicert-api-key-file", secret}, noRedis...), secret,
+			[]string{"DIGICERT_API_KEY_FILE", "no such file or directory"}},
+		{"key file a directory", append([]string{"worker", "--digicert-api-key-file", d}, noRedis...), d,
+			[]string{"DIGICERT_API_KEY_FILE", "is a directory"}},
+		{"accounts file's key file absent", append([]string{"worker", "--digicert-accounts-file", accounts}, noRedis...), secret,
+			[]string{"accounts[0] (us)", "api_key_file", "no such file or directory"}},
+		{"tokens file absent", append([]string{"api", "--api-tokens-file", secret}, noRedis...), secret,
+			[]string{"CERTMAIL_API_TOKENS_FILE", "no such file or directory"}},
+		{"fake's key file absent", []string{"fake-digicert", "--api-key-file", secret, "--addr", "127.0.0.1:0"}, secret,
+			[]string{"--api-key-file", "no such file or directory"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := run(t, tt.args...)
+			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+				t.Errorf("exit %d, stderr %q; want 2 and one line", r.code, r.stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("stderr %q does not say %q", r.stderr, w)
+				}
+			}
+			if strings.Contains(r.stderr+r.stdout, tt.hidden) {
+				t.Errorf("the output repeats the path %q: %q", tt.hidden, r.stderr)
+			}
+		})
+	}
+}
+
 // CERTMAIL_TASK_CHECK_INTERVAL out of its bounds (not positive, too short
 // to leave Redis alone, too long for a task to be noticed) is refused by
 // the worker and by dev, in one line naming the setting.

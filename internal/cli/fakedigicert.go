@@ -5,10 +5,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
+	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/ratelimit"
@@ -74,9 +74,9 @@ func (c *FakeDigicertCmd) Run(env *Env) error {
 	}
 	keys := c.APIKey
 	if c.APIKeyFile != "" {
-		b, err := os.ReadFile(c.APIKeyFile)
+		b, err := account.ReadSecretFile("--api-key-file", c.APIKeyFile)
 		if err != nil {
-			return usagef("--api-key-file: %v", err)
+			return usageError{err}
 		}
 		if k := strings.TrimSpace(string(b)); k != "" {
 			keys = append(keys, k)
