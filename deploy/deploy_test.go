@@ -22,6 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/schedule"
 )
@@ -433,6 +434,27 @@ func TestMetricsTable(t *testing.T) {
 		listed[m] = true
 	}
 	sameRows(t, "Metrics", listed, definedMetrics(t), "a metric the code registers")
+}
+
+// TestHeaderLimitRow: the README's Limits row for the request headers gives
+// admin.DefaultMaxHeaderBytes and where a new connection gets 431, which is
+// 4 KiB further (net/http's read-ahead; internal/admin's
+// TestDefaultHeaderLimit pins it).
+func TestHeaderLimitRow(t *testing.T) {
+	t.Parallel()
+	_, row, ok := strings.Cut(readmeSection(t, "Security model"), "\n| request line and headers |")
+	if !ok {
+		t.Fatal("README Security model has no Limits row for the request line and headers")
+	}
+	row, _, _ = strings.Cut(row, "\n")
+	for _, want := range []string{
+		fmt.Sprintf("at most %d KiB", admin.DefaultMaxHeaderBytes>>10),
+		fmt.Sprintf("431 from about %d KiB", (admin.DefaultMaxHeaderBytes+4<<10)>>10),
+	} {
+		if !strings.Contains(row, want) {
+			t.Errorf("the README's Limits row for the headers does not say %q:%s", want, row)
+		}
+	}
 }
 
 // TestMetricsExist: every metric the alerts and the dashboard use is one

@@ -48,11 +48,13 @@ const (
 	// its next request.
 	DefaultIdleTimeout = 60 * time.Second
 	// DefaultMaxHeaderBytes bounds the request line and headers (16 KiB;
-	// net/http allows 4 KiB more before it answers 431). certmail's own
-	// clients send well under 1 KiB; the room is for a browser on the
-	// dashboard, which sends the cookies other applications set on the same
-	// host name (nginx and Apache refuse a header line over 8 KiB by
-	// default, so such a browser has trouble elsewhere first). Go parses
+	// net/http reads 4 KiB more before it answers 431, and on a keep-alive
+	// connection up to 4 KiB more again, read ahead while the connection
+	// waited for its next request). certmail's own clients send well under
+	// 1 KiB; the room is for a browser on the dashboard, which sends the
+	// cookies other applications set on the same host name (nginx and
+	// Apache refuse a header line over 8 KiB by default, so such a browser
+	// has trouble elsewhere first). Go parses
 	// each header line into a map as it arrives, at up to fifteen times its
 	// size: a connection that sends 20 KB of short lines and stalls holds
 	// about 0.3 MB until ReadHeaderTimeout (at 64 KiB it held 0.7 to 1.3 MB).

@@ -434,3 +434,53 @@ func TestListenError(t *testing.T) {
 		t.Errorf("Start on a taken port: %v", err)
 	}
 }
+
+// TestDefaultHeaderLimit: with the default limits, net/http reads up to
+// 4 KiB of request headers past DefaultMaxHeaderBytes before it answers
+// 431 (and a later request on a keep-alive connection up to 4 KiB more,
+// which it read ahead while the connection was idle), as the README's
+// Limits table says.
+func TestDefaultHeaderLimit(t *testing.T) {
+	t.Parallel()
+	addr := serveLimited(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), admin.Limits{})
+	send := func(conn net.Conn, br *bufio.Reader, size int) int {
+		t.Helper()
+		if _, err := fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: a\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", size)); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%d-byte header: %v", size, err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	dial := func() (net.Conn, *bufio.Reader) {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn, bufio.NewReader(conn)
+	}
+	for _, c := range []struct {
+		over int
+		want int
+	}{
+		{3 << 10, http.StatusOK},
+		{5 << 10, http.StatusRequestHeaderFieldsTooLarge},
+	} {
+		conn, br := dial()
+		if got := send(conn, br, admin.DefaultMaxHeaderBytes+c.over); got != c.want {
+			t.Errorf("a new connection's header %d bytes over the limit: %d, want %d", c.over, got, c.want)
+		}
+	}
+	conn, br := dial()
+	if got := send(conn, br, 0); got != http.StatusOK {
+		t.Fatalf("a small first request: %d", got)
+	}
+	if got := send(conn, br, admin.DefaultMaxHeaderBytes+9<<10); got != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a kept-alive connection's header 9 KiB over the limit: %d, want 431", got)
+	}
+}

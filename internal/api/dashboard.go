@@ -158,7 +158,7 @@ const maxDashboardErrorText = 256
 // dashboardNotFound are the beginnings of what asynqmon writes, as plain
 // text with status 500 or 404, when a queue or a task does not exist: the
 // text of asynq's errors, which repeats the queue's name (and the path
-// names it, up to the 16 KiB of a request's headers).
+// names it, up to the 20 KiB or so of a request's headers).
 var dashboardNotFound = []struct {
 	prefix, detail string
 }{
