@@ -402,6 +402,68 @@ func toAnySlice(v any) []any {
 	return l
 }
 
+// TestRunbooksForGeneratedNames: the example overlay generates the DigiCert
+// key's Secret and the schedules' ConfigMap with a hash of their content in
+// their names, so they cannot be edited in place under the names the base
+// gives them. The runbooks that say how to change them (the README's
+// paused-account paragraph, the CertmailAccountPaused alert, the base's
+// schedules file) must say to apply the overlay again, and how an object
+// updated in place under a fixed name is picked up.
+func TestRunbooksForGeneratedNames(t *testing.T) {
+	t.Parallel()
+	k := docs(t, "overlays/example/kustomization.yaml")[0]
+	if get(k, "generatorOptions", "disableNameSuffixHash") == true {
+		t.Skip("the example overlay generates fixed names: the runbooks' apply -k case does not apply")
+	}
+	generated := map[string]bool{}
+	for _, g := range append(toAnySlice(k["secretGenerator"]), toAnySlice(k["configMapGenerator"])...) {
+		generated[get(g, "name").(string)] = true
+	}
+	for _, name := range []string{"certmail-digicert", "certmail-schedules"} {
+		if !generated[name] {
+			t.Errorf("the example overlay no longer generates %s: the runbooks naming it are to be checked", name)
+		}
+	}
+
+	readme, err := os.ReadFile(filepath.Join(repo, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paused string
+	for _, p := range strings.Split(string(readme), "\n\n") {
+		if strings.Contains(p, "(`CertmailAccountPaused`) dead-letters nothing") {
+			paused = p
+		}
+	}
+	var alert string
+	for _, g := range toAnySlice(get(docs(t, "monitoring/prometheusrule.yaml")[0], "spec", "groups")) {
+		for _, r := range toAnySlice(get(g, "rules")) {
+			if get(r, "alert") == "CertmailAccountPaused" {
+				alert, _ = get(r, "annotations", "description").(string)
+			}
+		}
+	}
+	schedules, err := os.ReadFile("base/schedules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rb := range []struct{ where, text string }{
+		{"the README's paused-account paragraph", paused},
+		{"the CertmailAccountPaused alert's description", alert},
+		{"base/schedules.yaml", string(schedules)},
+	} {
+		if rb.text == "" {
+			t.Errorf("%s: not found", rb.where)
+			continue
+		}
+		for _, want := range []string{"apply -k", "in place under a fixed name"} {
+			if !strings.Contains(strings.Join(strings.Fields(rb.text), " "), want) {
+				t.Errorf("%s does not say %q", rb.where, want)
+			}
+		}
+	}
+}
+
 // TestSchedulesFilesValid parses the example schedules with the scheduler's
 // own validation.
 func TestSchedulesFilesValid(t *testing.T) {
