@@ -713,6 +713,9 @@ func TestDLQPurgeQueues(t *testing.T) {
 		{[]string{"--yes", "--queues", "bulk=1,defualt=3"},
 			"CERTMAIL_QUEUES: asynq has never known queue defualt (it knows: bulk, default), and 3 dead-letter entries name other queues (default); nothing deleted"},
 		{[]string{"--queues", "bulk=1,defualt=3"}, "queue defualt"}, // refused before asking
+		{[]string{"--yes", "--queues", "defualt"}, "asynq has never known queue defualt"},
+		{[]string{"--yes", "--queues", "bulk,"}, `CERTMAIL_QUEUES: queue "": a name is 1-63 characters`},
+		{[]string{"--yes", "--queues", "bulk=0"}, `CERTMAIL_QUEUES: queue "bulk=0": want NAME, or NAME=WEIGHT with a weight of at least 1`},
 	} {
 		r := e.run(append([]string{"dlq", "purge"}, tt.args...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, tt.want) || strings.Contains(r.stdout, "[y/N]") || strings.Count(r.stderr, "\n") != 1 {
@@ -723,8 +726,9 @@ func TestDLQPurgeQueues(t *testing.T) {
 		t.Fatalf("after refused purges: %d entries, %d archived in default; want 4 and 3", n, a)
 	}
 
-	// Known queues only: default's dead letters go, bulk's stay.
-	r := e.run("dlq", "purge", "--yes", "--queues", "default=3")
+	// Known queues only, named without weights (which mean nothing to a
+	// purge): default's dead letters go, bulk's stay.
+	r := e.run("dlq", "purge", "--yes", "--queues", "default")
 	if r.code != 0 || r.stderr != "" ||
 		!strings.Contains(r.stdout, "deleted 3 dead-lettered tasks and 3 dead-letter entries of queues default ") ||
 		!strings.Contains(r.stdout, "kept 1 dead-letter entry of other queues (bulk)") {
@@ -737,6 +741,7 @@ func TestDLQPurgeQueues(t *testing.T) {
 		t.Errorf("dlq list after the purge of default: %+v, want bulk's dead letter", r)
 	}
 	// critical has never been used: it is named, and the purge goes on.
+	// CERTMAIL_QUEUES as the workers read it, with weights, is taken too.
 	r = e.run("dlq", "purge", "--yes", "--queues", "critical=6,bulk=1")
 	if r.code != 0 || r.stderr != "CERTMAIL_QUEUES: asynq has never known queue critical (it knows: bulk, default); it has no dead letters\n" ||
 		!strings.Contains(r.stdout, "deleted 1 dead-lettered tasks and 1 dead-letter entries of queues bulk, critical ") {

@@ -26,7 +26,7 @@ type DLQCmd struct {
 	Show    DLQShowCmd    `cmd:"" help:"Show the dead letter of one task."`
 	Requeue DLQRequeueCmd `cmd:"" help:"Run dead-lettered tasks again (they go back to pending)."`
 	Delete  DLQDeleteCmd  `cmd:"" help:"Delete dead-lettered tasks and their entries."`
-	Purge   DLQPurgeCmd   `cmd:"" help:"Delete the dead letters of the queues in CERTMAIL_QUEUES: their archived tasks (not parked ones) and their dead-letter entries; those of other queues are kept."`
+	Purge   DLQPurgeCmd   `cmd:"" help:"Delete the dead letters of the queues in CERTMAIL_QUEUES or --queues (names alone, or with the workers' weights): their archived tasks (not parked ones) and their dead-letter entries; those of other queues are kept."`
 }
 
 // DLQListCmd lists dead letters a page at a time.
@@ -214,7 +214,7 @@ func eachTask(env *Env, ids []string, what string, fn func(id string) (string, e
 type DLQPurgeCmd struct {
 	RedisFlags
 	LogFlags
-	QueueFlags
+	PurgeQueueFlags
 	Yes bool `short:"y" help:"Do not ask for confirmation."`
 }
 

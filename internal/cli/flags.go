@@ -129,6 +129,22 @@ func (f QueueFlags) queueNames() ([]string, error) {
 	return queues.Names(qs), nil
 }
 
+// PurgeQueueFlags name the queues whose dead letters dlq purge deletes:
+// CERTMAIL_QUEUES as the workers read it, or names alone, since weights
+// mean nothing to a purge.
+type PurgeQueueFlags struct {
+	Queues string `name:"queues" env:"CERTMAIL_QUEUES" default:"${queues}" help:"Queues whose dead letters to delete: names (bulk,default), or the workers' list with weights, which are ignored." group:"Tasks"`
+}
+
+// queueNames returns the names of the queues to purge, sorted.
+func (f PurgeQueueFlags) queueNames() ([]string, error) {
+	names, err := queues.ParseNames(f.Queues)
+	if err != nil {
+		return nil, usagef("CERTMAIL_QUEUES: %v", err)
+	}
+	return names, nil
+}
+
 // ScheduleRuleFlags are the rules schedules are judged by.
 type ScheduleRuleFlags struct {
 	MinInterval time.Duration `name:"schedule-min-interval" env:"CERTMAIL_SCHEDULE_MIN_INTERVAL" default:"${schedule_min_interval}" help:"Shortest time allowed between two ticks of a schedule." group:"Schedules"`

@@ -26,14 +26,37 @@ func ValidName(name string) bool { return namePattern.MatchString(name) }
 // Parse reads "critical=6,default=3,bulk=1": names of 1 to 63 characters of
 // a-z, 0-9, '_' or '-' starting with a letter or digit, each with a weight of
 // at least 1, none twice.
-func Parse(s string) (map[string]int, error) {
+func Parse(s string) (map[string]int, error) { return parse(s, true) }
+
+// ParseNames reads a list of queue names for a command to which weights
+// mean nothing (dlq purge): "bulk,default", or CERTMAIL_QUEUES as the
+// workers read it, "critical=6,default=3,bulk=1". A name is checked as Parse
+// checks it, none twice, and so is a weight given. It returns the names,
+// sorted.
+func ParseNames(s string) ([]string, error) {
+	qs, err := parse(s, false)
+	if err != nil {
+		return nil, err
+	}
+	return Names(qs), nil
+}
+
+// parse reads Parse's list; unless weighted, a name may come without its
+// weight, which is then 0.
+func parse(s string, weighted bool) (map[string]int, error) {
 	qs := map[string]int{}
 	for part := range strings.SplitSeq(s, ",") {
-		name, weight, ok := strings.Cut(strings.TrimSpace(part), "=")
-		w, err := strconv.Atoi(weight)
+		name, weight, hasWeight := strings.Cut(strings.TrimSpace(part), "=")
+		w, badWeight := 0, false
+		if hasWeight || weighted {
+			n, err := strconv.Atoi(weight)
+			w, badWeight = n, err != nil || n < 1
+		}
 		switch {
-		case !ok || err != nil || w < 1:
+		case badWeight && weighted:
 			return nil, fmt.Errorf("queue %.64q: want NAME=WEIGHT with a weight of at least 1, e.g. %s", part, Default)
+		case badWeight:
+			return nil, fmt.Errorf("queue %.64q: want NAME, or NAME=WEIGHT with a weight of at least 1, e.g. bulk or %s", part, Default)
 		case !ValidName(name):
 			return nil, fmt.Errorf("queue %.64q: a name is 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit", name)
 		}

@@ -38,3 +38,35 @@ func TestParse(t *testing.T) {
 		t.Errorf("DefaultNames() = %v", got)
 	}
 }
+
+// TestParseNames: a command to which weights mean nothing (dlq purge) takes
+// names alone, or CERTMAIL_QUEUES as the workers read it; a name is checked
+// as Parse checks it, and so is a weight given.
+func TestParseNames(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		in      string
+		want    []string
+		wantErr string
+	}{
+		{in: "bulk", want: []string{"bulk"}},
+		{in: " default , bulk", want: []string{"bulk", "default"}},
+		{in: queues.Default, want: []string{"bulk", "critical", "default"}},
+		{in: "bulk=1,default", want: []string{"bulk", "default"}},
+		{in: "", wantErr: "a name is"},
+		{in: "bulk,", wantErr: "a name is"},
+		{in: "=1", wantErr: "a name is"},
+		{in: "Bulk", wantErr: "a name is"},
+		{in: "bulk=0", wantErr: "want NAME, or NAME=WEIGHT with a weight of at least 1"},
+		{in: "bulk=x", wantErr: "want NAME, or NAME=WEIGHT"},
+		{in: "bulk,bulk=1", wantErr: "listed twice"},
+	} {
+		got, err := queues.ParseNames(tt.in)
+		switch {
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("ParseNames(%q) error = %v, want %q", tt.in, err, tt.wantErr)
+		case tt.wantErr == "" && (err != nil || !reflect.DeepEqual(got, tt.want)):
+			t.Errorf("ParseNames(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+}
