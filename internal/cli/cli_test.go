@@ -1005,6 +1005,54 @@ func TestRedisLogsAreJSON(t *testing.T) {
 	}
 }
 
+// TestOneShotRedisLogsAreJSON: the operator commands (dlq, task, schedule)
+// take the logging flags, and go-redis's own messages (here: the failed
+// dials of a Redis that is not there) reach stderr as zap JSON lines, before
+// the command's one error line; no plain "redis: <date> pool.go:..." line.
+//
+// Not parallel: go-redis's logger is process-wide.
+func TestOneShotRedisLogsAreJSON(t *testing.T) {
+	for _, args := range [][]string{
+		{"dlq", "list"},
+		{"task", "x"},
+		{"schedule", "list"},
+		{"schedule", "add", "--id", "s1", "--cron", "@daily", "--type", "resend-dcv", "--payload", `{"order_id": 1}`},
+		{"schedule", "rm", "s1"},
+	} {
+		h := run(t, append(args, "-h")...)
+		for _, flag := range []string{"--log-level", "$CERTMAIL_LOG_LEVEL", "--log-format", "$CERTMAIL_LOG_FORMAT"} {
+			if !strings.Contains(h.stdout, flag) {
+				t.Errorf("%s -h does not list %s", strings.Join(args[:2], " "), flag)
+			}
+		}
+		// Nothing listens on port 1 (see TestRedisLogsAreJSON).
+		var stderr certmailtest.Output
+		code := cli.Main(context.Background(), append(args, "--redis-url", "redis://127.0.0.1:1/0", "--log-level", "warn"),
+			strings.NewReader(""), io.Discard, &stderr)
+		out := strings.TrimSpace(stderr.String())
+		lines := strings.Split(out, "\n")
+		last := lines[len(lines)-1]
+		if code != 1 || !strings.HasPrefix(last, "certmail "+args[0]+" ") {
+			t.Errorf("%s: exit %d, stderr:\n%s", strings.Join(args[:2], " "), code, out)
+			continue
+		}
+		dials := 0
+		for _, line := range lines[:len(lines)-1] {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Errorf("%s: a line that is not JSON: %q", strings.Join(args[:2], " "), line)
+				continue
+			}
+			if msg, _ := m["msg"].(string); m["logger"] == "redis" && strings.Contains(msg, "failed to dial") {
+				dials++
+			}
+		}
+		if dials == 0 {
+			t.Errorf("%s: go-redis's dial failure is in no JSON line:\n%s", strings.Join(args[:2], " "), out)
+		}
+	}
+}
+
 // Every command that puts tasks or schedules in Redis knows the served
 // queues (CERTMAIL_QUEUES, here --queues) and the schedules' floor
 // (CERTMAIL_SCHEDULE_MIN_INTERVAL), and refuses what cannot work as a usage

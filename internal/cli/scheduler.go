@@ -51,15 +51,21 @@ type ScheduleCmd struct {
 // scheduleFlags open the schedule store.
 type scheduleFlags struct {
 	RedisFlags
+	LogFlags
 	AccountFlags
 	QueueFlags
 	ScheduleRuleFlags
 }
 
 // store opens the schedule store, which keeps at most maxSchedules API
-// schedules (0: the default; only add adds any).
-func (f scheduleFlags) store(maxSchedules int) (*schedule.Store, func(), error) {
+// schedules (0: the default; only add adds any). go-redis's own messages go
+// to the command's logger, as those of the other operator commands do.
+func (f scheduleFlags) store(env *Env, maxSchedules int) (*schedule.Store, func(), error) {
 	if err := f.check(); err != nil {
+		return nil, nil, err
+	}
+	log, err := f.logger(env)
+	if err != nil {
 		return nil, nil, err
 	}
 	accounts, err := f.load(false)
@@ -79,7 +85,11 @@ func (f scheduleFlags) store(maxSchedules int) (*schedule.Store, func(), error) 
 		_ = conn.Client.Close()
 		return nil, nil, err
 	}
-	return st, func() { _ = conn.Client.Close() }, nil
+	return st, func() {
+		// Nothing is left to flush at this point: close errors say nothing useful.
+		_ = conn.Client.Close()
+		_ = log.Sync()
+	}, nil
 }
 
 // ScheduleListCmd lists schedules.
@@ -90,7 +100,7 @@ type ScheduleListCmd struct {
 
 // Run prints the schedules.
 func (c *ScheduleListCmd) Run(env *Env) error {
-	st, done, err := c.store(0)
+	st, done, err := c.store(env, 0)
 	if err != nil {
 		return err
 	}
@@ -172,7 +182,7 @@ func (c *ScheduleAddCmd) Run(env *Env) error {
 	if err := c.checkMax(); err != nil {
 		return err
 	}
-	st, done, err := c.store(c.MaxSchedules)
+	st, done, err := c.store(env, c.MaxSchedules)
 	if err != nil {
 		return err
 	}
@@ -200,7 +210,7 @@ type ScheduleRmCmd struct {
 
 // Run removes the schedule.
 func (c *ScheduleRmCmd) Run(env *Env) error {
-	st, done, err := c.store(0)
+	st, done, err := c.store(env, 0)
 	if err != nil {
 		return err
 	}
