@@ -285,19 +285,34 @@ func (l *Limiter) Reserve(ctx context.Context) (time.Duration, error) {
 	return l.reserve(ctx, token(), 0)
 }
 
-// coolDownScript starts or extends the shared cool-down: each 429 within a
-// streak doubles it from ARGV[1] ms up to ARGV[2] ms. Returns the cool-down in ms.
+// coolDownScript is called for a 429 (KEYS[1] the cool-down, KEYS[2] its
+// streak). It starts a cool-down unless one is in force: ARGV[1] ms after a
+// first 429, doubled for each cool-down of the streak, at most ARGV[2] ms.
+// A 429 during a cool-down answers a request admitted before it began: it
+// neither shortens nor lengthens it, nor counts in the streak, so that the
+// requests in flight at once do not multiply the pause. Every 429 keeps the
+// streak for 4 × ARGV[2] ms from then.
+// Returns what is left of the cool-down in force, in ms.
 var coolDownScript = redis.NewScript(`
+local keep = tonumber(ARGV[2]) * 4
+local left = redis.call('PTTL', KEYS[1])
+if left > 0 then
+  redis.call('PEXPIRE', KEYS[2], keep)
+  return left
+end
 local n = redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) * 4)
-local d = math.min(tonumber(ARGV[1]) * 2 ^ (n - 1), tonumber(ARGV[2]))
-if redis.call('PTTL', KEYS[1]) < d then redis.call('SET', KEYS[1], n, 'PX', math.floor(d)) end
-return math.floor(d)
+redis.call('PEXPIRE', KEYS[2], keep)
+local d = math.floor(math.min(tonumber(ARGV[1]) * 2 ^ (n - 1), tonumber(ARGV[2])))
+redis.call('SET', KEYS[1], n, 'PX', d)
+return d
 `)
 
-// CoolDown pauses every process's requests of this account after DigiCert
-// answered 429: for base the first time, doubling with every further 429 of
-// the streak up to ceiling. It returns the cool-down now in force.
+// CoolDown is told of each 429 DigiCert answers. Unless a cool-down is in
+// force, it starts one that pauses every process's requests of this
+// account: for base after a first 429, doubling with each further cool-down
+// of the streak (429s that keep coming within 4 × ceiling of the last) up
+// to ceiling. A 429 during a cool-down changes nothing but the streak's
+// expiry. CoolDown returns what is left of the cool-down in force.
 func (l *Limiter) CoolDown(ctx context.Context, base, ceiling time.Duration) (time.Duration, error) {
 	ms, err := coolDownScript.Run(ctx, l.rdb, []string{l.prefix + "cooldown", l.prefix + "streak"},
 		base.Milliseconds(), ceiling.Milliseconds()).Int64()

@@ -3,6 +3,7 @@ package ratelimit_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -114,8 +115,8 @@ func TestLimiterWaitErrorBeforeDeadline(t *testing.T) {
 }
 
 // A cool-down stops every process of the account, and no other account,
-// for what is left of it; each further 429 of the streak doubles it up to
-// the ceiling.
+// for what is left of it; the first 429 after it has ended doubles it, up
+// to the ceiling.
 func TestCoolDownStopsEveryoneAndDoubles(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
@@ -123,13 +124,7 @@ func TestCoolDownStopsEveryoneAndDoubles(t *testing.T) {
 	b := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "acct"})
 	other := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "other"})
 	ctx := context.Background()
-	left := func() time.Duration { // what is left of the cool-down, or below 0 when none is in force
-		ttl, err := srv.Client().PTTL(ctx, "certmail:ratelimit:{acct}:cooldown").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ttl
-	}
+	left := func() time.Duration { return coolDownLeft(t, srv.Client(), "acct") }
 	first, err := a.CoolDown(ctx, 200*time.Millisecond, time.Second)
 	if err != nil || first != 200*time.Millisecond {
 		t.Fatalf("first CoolDown = %v, %v; want 200ms", first, err)
@@ -146,6 +141,7 @@ func TestCoolDownStopsEveryoneAndDoubles(t *testing.T) {
 	}
 	var streak []time.Duration
 	for _, l := range []*ratelimit.Limiter{b, a, a} {
+		waitCoolDownOver(t, srv.Client(), "acct")
 		d, err := l.CoolDown(ctx, 200*time.Millisecond, time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -165,6 +161,102 @@ func TestCoolDownStopsEveryoneAndDoubles(t *testing.T) {
 	}
 	if waited := time.Since(start); waited < rest-2*time.Millisecond {
 		t.Errorf("Acquire returned after %v during a 1s cool-down with %v left", waited, rest)
+	}
+}
+
+// The 429s that answer requests admitted before a cool-down began, however
+// many arrive at once or one after another while it is in force, neither
+// lengthen it nor count in its streak: the cool-down doubles once per
+// cool-down, when the first 429 after it has ended arrives, up to the
+// ceiling. Each 429 keeps the streak for 4 × the ceiling.
+func TestCoolDownDoublesOncePerCoolDown(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	ctx := context.Background()
+	const base, ceiling = 10 * time.Second, 25 * time.Second
+	var limiters []*ratelimit.Limiter // one per process
+	for range 4 {
+		limiters = append(limiters, ratelimit.NewLimiter(rdb, ratelimit.Config{Account: "acct"}))
+	}
+	streak := func() int {
+		n, err := rdb.Get(ctx, "certmail:ratelimit:{acct}:streak").Int()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// burst is a 429 answered to every process at once; it returns the
+	// longest cool-down they were told of.
+	burst := func() time.Duration {
+		got := make([]time.Duration, len(limiters))
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, l := range limiters {
+			wg.Go(func() {
+				<-start
+				d, err := l.CoolDown(ctx, base, ceiling)
+				if err != nil {
+					t.Error(err)
+				}
+				got[i] = d
+			})
+		}
+		close(start)
+		wg.Wait()
+		return slices.Max(got)
+	}
+	for i, want := range []time.Duration{base, 2 * base, ceiling} {
+		if i > 0 {
+			// End the cool-down as its expiry would, without waiting for it.
+			if err := rdb.PExpire(ctx, "certmail:ratelimit:{acct}:cooldown", time.Millisecond).Err(); err != nil {
+				t.Fatal(err)
+			}
+			waitCoolDownOver(t, rdb, "acct")
+		}
+		if got := burst(); got != want {
+			t.Errorf("cool-down #%d: %d concurrent 429s told of %v; want %v", i+1, len(limiters), got, want)
+		}
+		if n := streak(); n != i+1 {
+			t.Errorf("cool-down #%d: streak %d after %d concurrent 429s; want %d", i+1, n, len(limiters), i+1)
+		}
+		// Later 429s while it is in force: what is left, no longer.
+		for _, l := range limiters {
+			before := coolDownLeft(t, rdb, "acct")
+			d, err := l.CoolDown(ctx, base, ceiling)
+			if after := coolDownLeft(t, rdb, "acct"); err != nil || d > before || after > before {
+				t.Errorf("cool-down #%d: a 429 with %v left = %v, %v, leaving %v; want at most what was left", i+1, before, d, err, after)
+			}
+		}
+		if n := streak(); n != i+1 {
+			t.Errorf("cool-down #%d: streak %d after 429s during it; want %d", i+1, n, i+1)
+		}
+		if ttl := rdb.PTTL(ctx, "certmail:ratelimit:{acct}:streak").Val(); ttl <= 4*ceiling-10*time.Second || ttl > 4*ceiling {
+			t.Errorf("cool-down #%d: streak kept for %v after the last 429; want 4 × %v", i+1, ttl, ceiling)
+		}
+	}
+}
+
+// coolDownLeft is what is left of account's cool-down, or below 0 when none
+// is in force.
+func coolDownLeft(t *testing.T, rdb redis.UniversalClient, account string) time.Duration {
+	t.Helper()
+	ttl, err := rdb.PTTL(context.Background(), "certmail:ratelimit:{"+account+"}:cooldown").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ttl
+}
+
+// waitCoolDownOver waits until Redis sees account's cool-down ended.
+func waitCoolDownOver(t *testing.T, rdb redis.UniversalClient, account string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for left := coolDownLeft(t, rdb, account); left > 0; left = coolDownLeft(t, rdb, account) {
+		if time.Now().After(deadline) {
+			t.Fatalf("cool-down of %s still in force (%v left)", account, left)
+		}
+		time.Sleep(left + time.Millisecond)
 	}
 }
 
