@@ -16,8 +16,8 @@ import (
 )
 
 // A 429 from DigiCert while work is queued on three workers stops every
-// worker for the shared cool-down, and a second 429 right after it doubles
-// the cool-down. The test checks from the fake's records that no request
+// worker for the shared cool-down, and the first 429 after it has ended
+// doubles the cool-down. The test checks from the fake's records that no request
 // arrived during either cool-down, that work was waiting at each 429 (tasks
 // still undelivered), that the 429s used no retry, and that the series the
 // 429 alert and the dashboard read moved.
@@ -51,14 +51,17 @@ func TestForced429CoolDownHoldsEveryWorkerAndDoubles(t *testing.T) {
 		b.startWorker(t, o)
 	}
 	waitFor(t, 10*time.Second, func() bool { return b.fake.StatusCount(429) == 1 }, func() string { return "no 429" })
-	b.fake.FailNext(1, 429, limited, "application/json") // the next request after the cool-down: a second 429
+	// The second 429 goes to a request sent after the first cool-down: one
+	// sent before it began, answered 429 during it, would not double it.
+	rdb := b.redis.Client()
+	waitFor(t, 10*time.Second, func() bool { return rdb.PTTL(t.Context(), "certmail:ratelimit:{default}:cooldown").Val() < 0 },
+		func() string { return "the first cool-down did not end" })
+	b.fake.FailNext(1, 429, limited, "application/json")
 	waitFor(t, 20*time.Second, func() bool { return b.fake.StatusCount(429) == 2 }, func() string { return "no second 429" })
-	// A second 429 after the first cool-down leaves only the doubled one to
-	// watch, which a shorter latency does not hide (requests resuming early
-	// arrive whatever the latency), and lets the queue drain sooner after it.
-	if at := answered429(b.fake.Requests()); len(at) == 2 && at[1].Sub(at[0]) >= pause {
-		b.fake.SetFaults(digicerttest.Faults{Latency: 10 * time.Millisecond})
-	}
+	// The second 429 leaves only the doubled cool-down to watch, which a
+	// shorter latency does not hide (requests resuming early arrive whatever
+	// the latency), and lets the queue drain sooner after it.
+	b.fake.SetFaults(digicerttest.Faults{Latency: 10 * time.Millisecond})
 	for _, id := range ids {
 		if info := b.waitState(t, id, asynq.TaskStateCompleted, 60*time.Second); info.Retried != 0 {
 			t.Errorf("task %s used %d retries on 429s, want 0", id, info.Retried)
