@@ -292,19 +292,20 @@ func (l *Limiter) Reserve(ctx context.Context) (time.Duration, error) {
 // neither shortens nor lengthens it, nor counts in the streak, so that the
 // requests in flight at once do not multiply the pause. Every 429 keeps the
 // streak for 4 × ARGV[2] ms from then.
-// Returns what is left of the cool-down in force, in ms.
+// Returns what is left of the cool-down in force, in ms, and 1 when this
+// call started it, else 0.
 var coolDownScript = redis.NewScript(`
 local keep = tonumber(ARGV[2]) * 4
 local left = redis.call('PTTL', KEYS[1])
 if left > 0 then
   redis.call('PEXPIRE', KEYS[2], keep)
-  return left
+  return {left, 0}
 end
 local n = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], keep)
 local d = math.floor(math.min(tonumber(ARGV[1]) * 2 ^ (n - 1), tonumber(ARGV[2])))
 redis.call('SET', KEYS[1], n, 'PX', d)
-return d
+return {d, 1}
 `)
 
 // CoolDown is told of each 429 DigiCert answers. Unless a cool-down is in
@@ -312,14 +313,18 @@ return d
 // account: for base after a first 429, doubling with each further cool-down
 // of the streak (429s that keep coming within 4 × ceiling of the last) up
 // to ceiling. A 429 during a cool-down changes nothing but the streak's
-// expiry. CoolDown returns what is left of the cool-down in force.
-func (l *Limiter) CoolDown(ctx context.Context, base, ceiling time.Duration) (time.Duration, error) {
-	ms, err := coolDownScript.Run(ctx, l.rdb, []string{l.prefix + "cooldown", l.prefix + "streak"},
-		base.Milliseconds(), ceiling.Milliseconds()).Int64()
+// expiry. CoolDown returns what is left of the cool-down in force, and
+// whether this 429 started it.
+func (l *Limiter) CoolDown(ctx context.Context, base, ceiling time.Duration) (left time.Duration, started bool, err error) {
+	r, err := coolDownScript.Run(ctx, l.rdb, []string{l.prefix + "cooldown", l.prefix + "streak"},
+		base.Milliseconds(), ceiling.Milliseconds()).Int64Slice()
 	if err != nil {
-		return 0, fmt.Errorf("rate limit cool-down: %w", err)
+		return 0, false, fmt.Errorf("rate limit cool-down: %w", err)
 	}
-	return time.Duration(ms) * time.Millisecond, nil
+	if len(r) != 2 {
+		return 0, false, fmt.Errorf("rate limit cool-down: %d values from the script, want 2", len(r))
+	}
+	return time.Duration(r[0]) * time.Millisecond, r[1] == 1, nil
 }
 
 func token() string {

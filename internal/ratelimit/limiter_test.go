@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -125,9 +126,9 @@ func TestCoolDownStopsEveryoneAndDoubles(t *testing.T) {
 	other := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "other"})
 	ctx := context.Background()
 	left := func() time.Duration { return coolDownLeft(t, srv.Client(), "acct") }
-	first, err := a.CoolDown(ctx, 200*time.Millisecond, time.Second)
-	if err != nil || first != 200*time.Millisecond {
-		t.Fatalf("first CoolDown = %v, %v; want 200ms", first, err)
+	first, started, err := a.CoolDown(ctx, 200*time.Millisecond, time.Second)
+	if err != nil || first != 200*time.Millisecond || !started {
+		t.Fatalf("first CoolDown = %v, %t, %v; want 200ms, started", first, started, err)
 	}
 	// A cool-down still in force after Reserve was in force during it: the
 	// wait is then at least what is left (a stalled machine may see it end
@@ -142,9 +143,12 @@ func TestCoolDownStopsEveryoneAndDoubles(t *testing.T) {
 	var streak []time.Duration
 	for _, l := range []*ratelimit.Limiter{b, a, a} {
 		waitCoolDownOver(t, srv.Client(), "acct")
-		d, err := l.CoolDown(ctx, 200*time.Millisecond, time.Second)
+		d, started, err := l.CoolDown(ctx, 200*time.Millisecond, time.Second)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if !started {
+			t.Errorf("a 429 after the cool-down ended (%v) started none", d)
 		}
 		streak = append(streak, d)
 	}
@@ -187,24 +191,28 @@ func TestCoolDownDoublesOncePerCoolDown(t *testing.T) {
 		return n
 	}
 	// burst is a 429 answered to every process at once; it returns the
-	// longest cool-down they were told of.
-	burst := func() time.Duration {
+	// longest cool-down they were told of and how many of them started one.
+	burst := func() (time.Duration, int) {
 		got := make([]time.Duration, len(limiters))
+		var starts atomic.Int32
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for i, l := range limiters {
 			wg.Go(func() {
 				<-start
-				d, err := l.CoolDown(ctx, base, ceiling)
+				d, started, err := l.CoolDown(ctx, base, ceiling)
 				if err != nil {
 					t.Error(err)
+				}
+				if started {
+					starts.Add(1)
 				}
 				got[i] = d
 			})
 		}
 		close(start)
 		wg.Wait()
-		return slices.Max(got)
+		return slices.Max(got), int(starts.Load())
 	}
 	for i, want := range []time.Duration{base, 2 * base, ceiling} {
 		if i > 0 {
@@ -214,8 +222,8 @@ func TestCoolDownDoublesOncePerCoolDown(t *testing.T) {
 			}
 			waitCoolDownOver(t, rdb, "acct")
 		}
-		if got := burst(); got != want {
-			t.Errorf("cool-down #%d: %d concurrent 429s told of %v; want %v", i+1, len(limiters), got, want)
+		if got, starts := burst(); got != want || starts != 1 {
+			t.Errorf("cool-down #%d: %d concurrent 429s told of %v, %d of them started one; want %v, one", i+1, len(limiters), got, starts, want)
 		}
 		if n := streak(); n != i+1 {
 			t.Errorf("cool-down #%d: streak %d after %d concurrent 429s; want %d", i+1, n, len(limiters), i+1)
@@ -223,9 +231,9 @@ func TestCoolDownDoublesOncePerCoolDown(t *testing.T) {
 		// Later 429s while it is in force: what is left, no longer.
 		for _, l := range limiters {
 			before := coolDownLeft(t, rdb, "acct")
-			d, err := l.CoolDown(ctx, base, ceiling)
-			if after := coolDownLeft(t, rdb, "acct"); err != nil || d > before || after > before {
-				t.Errorf("cool-down #%d: a 429 with %v left = %v, %v, leaving %v; want at most what was left", i+1, before, d, err, after)
+			d, started, err := l.CoolDown(ctx, base, ceiling)
+			if after := coolDownLeft(t, rdb, "acct"); err != nil || started || d > before || after > before {
+				t.Errorf("cool-down #%d: a 429 with %v left = %v, %t, %v, leaving %v; want at most what was left, none started", i+1, before, d, started, err, after)
 			}
 		}
 		if n := streak(); n != i+1 {

@@ -106,6 +106,74 @@ func TestForced429CoolDownHoldsEveryWorkerAndDoubles(t *testing.T) {
 	}
 }
 
+// The requests in flight when DigiCert starts answering 429 (here: sent
+// together, the fake over its window by the second) are all answered 429
+// during the cool-down the first of them starts: they start no other and do
+// not lengthen it. One cool-down is counted, its streak stays at 1, and
+// every task refused comes back when the base pause ends, not after a
+// doubled one.
+func TestConcurrent429sStartOneCoolDown(t *testing.T) {
+	t.Parallel()
+	const pause, n = time.Minute, 4 // a pause longer than the test: no task comes back during it
+	b := setup(t, setupOpts{
+		fake:         digicerttest.Config{AnyIDExists: true, RateLimits: []digicerttest.Window{{Limit: 1, Period: time.Hour}}},
+		startWorkers: -1,
+	})
+	// The fake counts a request after its latency: every request sent
+	// within it is answered after the others were admitted by certmail.
+	b.fake.SetFaults(digicerttest.Faults{Latency: 500 * time.Millisecond})
+	var ids []string
+	for k := range n {
+		ids = append(ids, b.enqueue(t, "resend-dcv", fmt.Sprintf(`{"order_id": %d}`, k+1)))
+	}
+	b.startWorker(t, setupOpts{configure: func(c *worker.Config) { c.RateLimitPause, c.Concurrency = pause, n }})
+	var retry []*asynq.TaskInfo
+	waitFor(t, 10*time.Second, func() bool {
+		retry = retry[:0]
+		done := 0
+		for _, id := range ids {
+			info, err := b.inspector.GetTaskInfo("default", id)
+			if err != nil {
+				return false
+			}
+			switch info.State {
+			case asynq.TaskStateRetry:
+				retry = append(retry, info)
+			case asynq.TaskStateCompleted:
+				done++
+			}
+		}
+		return done == 1 && len(retry) == n-1
+	}, func() string {
+		return fmt.Sprintf("%d of %d tasks waiting, want one delivered and the others waiting", len(retry), n)
+	})
+
+	answers429 := b.fake.StatusCount(429)
+	if answers429 < 2 {
+		t.Fatalf("%d answers 429; want at least 2 (requests in flight together)", answers429)
+	}
+	text := b.scrape(t, 0)
+	if v, _ := sum(text, "certmail_ratelimit_cooldowns_total", "account", "default"); v != 1 {
+		t.Errorf("certmail_ratelimit_cooldowns_total = %v after %d 429s in flight together; want 1", v, answers429)
+	}
+	if v, _ := sum(text, "certmail_digicert_requests_total", "account", "default", "status", "429"); v != float64(answers429) {
+		t.Errorf("certmail_digicert_requests_total{status=\"429\"} = %v; want %d", v, answers429)
+	}
+	rdb := b.redis.Client()
+	if s, err := rdb.Get(t.Context(), "certmail:ratelimit:{default}:streak").Int(); err != nil || s != 1 {
+		t.Errorf("streak = %d, %v; want 1", s, err)
+	}
+	if left := rdb.PTTL(t.Context(), "certmail:ratelimit:{default}:cooldown").Val(); left <= 0 || left > pause {
+		t.Errorf("cool-down left %v; want at most the %v pause", left, pause)
+	}
+	for _, info := range retry {
+		// The pause and its jitter (at most a quarter more), from no later than now.
+		if due := time.Until(info.NextProcessAt); due > pause+pause/4 {
+			t.Errorf("task %s comes back in %v; want by the end of the %v cool-down and its jitter", info.ID, due.Round(time.Second), pause)
+		}
+	}
+}
+
 // answered429 returns when the requests answered 429 arrived, in the order given.
 func answered429(reqs []digicerttest.Request) []time.Time {
 	var at []time.Time

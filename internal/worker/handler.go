@@ -411,13 +411,16 @@ func (p *processor) send(ctx context.Context, d *delivery, verdict gateVerdict, 
 			return res, &taskError{code: "rate_limit_wait", class: classRateLimited, retryAfter: jitter(wait), err: err}
 		}
 		// DigiCert said 429 anyway (another system shares the key, or the
-		// limits changed): every worker of this account pauses.
-		pause, cerr := d.account.limiter.CoolDown(context.WithoutCancel(ctx), p.rateLimitPause, maxCoolDown)
+		// limits changed): every worker of this account pauses. A 429 to a
+		// request sent before the cool-down in force began starts none.
+		pause, started, cerr := d.account.limiter.CoolDown(context.WithoutCancel(ctx), p.rateLimitPause, maxCoolDown)
 		if cerr != nil {
 			p.log.Warn("could not start the shared cool-down", zap.String("account", d.account.name), zap.Error(cerr))
 			pause = p.rateLimitPause
 		}
-		p.metrics.coolDowns.WithLabelValues(d.account.name).Inc()
+		if started {
+			p.metrics.coolDowns.WithLabelValues(d.account.name).Inc()
+		}
 		return res, &taskError{code: code, status: status, class: classRateLimited, retryAfter: jitter(pause), err: err}
 	case digicert.ClassAuth:
 		if verdict != gateProbe && d.account.keyFile.reload() {
