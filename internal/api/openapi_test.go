@@ -393,6 +393,30 @@ func TestOpenAPIListLengths(t *testing.T) {
 	}
 }
 
+// TestOpenAPIScheduleBounds: the document's maxLength of a schedule's cron
+// and timezone are the bounds the API applies.
+func TestOpenAPIScheduleBounds(t *testing.T) {
+	t.Parallel()
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]struct {
+					MaxLength *int `json:"maxLength"`
+				} `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	props := doc.Components.Schemas["Schedule"].Properties
+	for field, want := range map[string]int{"cron": schedule.MaxCronBytes, "timezone": schedule.MaxTimezoneBytes} {
+		if got := props[field].MaxLength; got == nil || *got != want {
+			t.Errorf("Schedule.%s: maxLength %v, want %d", field, got, want)
+		}
+	}
+}
+
 // documentedAnswer is an operation of the document that documents a
 // response status, with that response (a $ref or the response itself).
 type documentedAnswer struct {

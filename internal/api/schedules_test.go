@@ -135,6 +135,37 @@ func TestSchedulesReject(t *testing.T) {
 	}
 }
 
+// TestScheduleOverTheBoundsIsRefused: a cron spec or a time zone over its
+// bound, spaces the parser would trim included, is 400 with a short problem
+// on the field that names the bound, and nothing is stored.
+func TestScheduleOverTheBoundsIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	pad := strings.Repeat(" ", 900_000)
+	for _, tt := range []struct{ name, body, field, msg string }{
+		{"cron", `{"id": "wide", "cron": "@every 1h` + pad + `", "type": "resend-dcv", "payload": {"order_id": 1}}`,
+			"cron", fmt.Sprintf("must be at most %d bytes", schedule.MaxCronBytes)},
+		{"cron of many minutes", `{"id": "wide", "cron": "0 * * * 1` + strings.Repeat(",1", 400_000) + `", "type": "resend-dcv", "payload": {"order_id": 1}}`,
+			"cron", fmt.Sprintf("must be at most %d bytes", schedule.MaxCronBytes)},
+		{"timezone", `{"id": "wide", "cron": "@daily", "timezone": "UTC` + pad + `", "type": "resend-dcv", "payload": {"order_id": 1}}`,
+			"timezone", fmt.Sprintf("must be at most %d bytes", schedule.MaxTimezoneBytes)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			res := b.do(t, http.MethodPost, "/v1/schedules", tt.body, nil)
+			p := mustProblem(t, res, http.StatusBadRequest)
+			if len(p.Errors) != 1 || p.Errors[0].Field != tt.field || p.Errors[0].Message != tt.msg {
+				t.Errorf("problems %v, want %s: %s", p.Errors, tt.field, tt.msg)
+			}
+			if len(res.body) > 2048 {
+				t.Errorf("answer of %d bytes", len(res.body))
+			}
+		})
+	}
+	if n, err := b.conn.Client.HLen(context.Background(), "certmail:schedules").Result(); err != nil || n != 0 {
+		t.Errorf("%d schedules stored (%v), want none", n, err)
+	}
+}
+
 func mustZone(t *testing.T, name string) *time.Location {
 	t.Helper()
 	loc, err := time.LoadLocation(name)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/worker"
 )
 
@@ -1050,6 +1052,46 @@ func TestOneShotRedisLogsAreJSON(t *testing.T) {
 		if dials == 0 {
 			t.Errorf("%s: go-redis's dial failure is in no JSON line:\n%s", strings.Join(args[:2], " "), out)
 		}
+	}
+}
+
+// A cron spec or a time zone over its bound is a usage error of one short
+// line naming the field, from schedule add and, in the schedules file, from
+// the scheduler at start; nothing is stored.
+func TestScheduleOverTheBounds(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	add := []string{"schedule", "add", "--id", "wide", "--type", "resend-dcv", "--payload", `{"order_id": 1}`}
+	long := strings.Repeat(" ", 100_000)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{append(slices.Clone(add), "--cron", "@every 1h"+long), fmt.Sprintf("cron: must be at most %d bytes", schedule.MaxCronBytes)},
+		{append(slices.Clone(add), "--cron", "@daily", "--timezone", "UTC"+long), fmt.Sprintf("timezone: must be at most %d bytes", schedule.MaxTimezoneBytes)},
+	} {
+		r := e.run(tt.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, tt.want) || len(r.stderr) > 200 {
+			t.Errorf("schedule add: exit %d, stderr %q; want 2 and %q", r.code, r.stderr, tt.want)
+		}
+	}
+	if n, err := e.redis.Client().HLen(context.Background(), "certmail:schedules").Result(); err != nil || n != 0 {
+		t.Errorf("%d schedules stored (%v), want none", n, err)
+	}
+	file := filepath.Join(t.TempDir(), "schedules.yaml")
+	entry := "schedules:\n  - {id: wide, cron: \"@every 1h" + long + "\", type: resend-dcv, payload: {order_id: 1}}\n"
+	if err := os.WriteFile(file, []byte(entry), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A scheduler that took the file would run until the context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer
+	code := cli.Main(ctx, []string{"scheduler", "--schedules-file", file, "--admin-addr", "", "--redis-url", e.redis.URL()},
+		strings.NewReader(""), io.Discard, &stderr)
+	want := fmt.Sprintf("schedules[0] (wide): cron: must be at most %d bytes", schedule.MaxCronBytes)
+	if msg := stderr.String(); code != 2 || !strings.Contains(msg, want) || strings.Count(strings.TrimSpace(msg), "\n") > 0 || len(msg) > 300 {
+		t.Errorf("scheduler: exit %d, stderr %.300q; want 2 and one line with %q", code, msg, want)
 	}
 }
 

@@ -160,6 +160,32 @@ var (
 	cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 )
 
+// Bounds of a schedule's cron spec and time zone, in bytes, judged on the
+// value as given, before it is trimmed or parsed: a spec or an IANA zone
+// name is far shorter, and the leader compiles every schedule every second
+// and the API lists them all in one answer. Over its bound, a member is
+// judged no further (overBounds).
+const (
+	MaxCronBytes     = 256
+	MaxTimezoneBytes = 64
+)
+
+// overBounds returns a problem for each member of s over its bound
+// (MaxTimezoneBytes, MaxCronBytes), in the order compile reports them. The
+// message names the bound, never the value.
+func overBounds(s Schedule) []tasks.FieldError {
+	var errs []tasks.FieldError
+	for _, m := range []struct {
+		field, value string
+		limit        int
+	}{{"timezone", s.Timezone, MaxTimezoneBytes}, {"cron", s.Cron, MaxCronBytes}} {
+		if len(m.value) > m.limit {
+			errs = append(errs, tasks.FieldError{Field: m.field, Message: fmt.Sprintf("must be at most %d bytes", m.limit)})
+		}
+	}
+	return errs
+}
+
 // DefaultMinInterval is CERTMAIL_SCHEDULE_MIN_INTERVAL's default: the
 // shortest time allowed between two ticks of a schedule.
 const DefaultMinInterval = time.Minute
@@ -239,8 +265,8 @@ func (j judge) judgedAlready(fe tasks.FieldError) bool {
 
 // Validate checks s as Store.Add does, at time now: the same rules as every
 // task entry point (payload, account and queue, by r.Enqueue), plus the id,
-// the cron spec (which must fire, and no more often than r.MinInterval), the
-// time zone, until (in the future, and not before the first tick), the
+// the cron spec (at most MaxCronBytes; it must fire, and no more often than
+// r.MinInterval), the time zone (at most MaxTimezoneBytes), until (in the future, and not before the first tick), the
 // limits, and a set-emails payload
 // without a sequence (each tick is stamped when enqueued). Problems come back
 // together in one bounded *tasks.ValidationError, payload fields prefixed
@@ -326,7 +352,12 @@ func compile(s Schedule, source string, j judge) (*Compiled, error) {
 	if c.Queue == "" {
 		c.Queue = DefaultQueue
 	}
-	if tz := strings.TrimSpace(s.Timezone); tz != "" {
+	long := overBounds(s)
+	errs = append(errs, long...)
+	over := func(field string) bool {
+		return slices.ContainsFunc(long, func(fe tasks.FieldError) bool { return fe.Field == field })
+	}
+	if tz := strings.TrimSpace(s.Timezone); tz != "" && !over("timezone") {
 		loc, err := time.LoadLocation(tz)
 		if err != nil || tz == "Local" {
 			add("timezone", "not a time zone name such as Europe/Berlin")
@@ -334,7 +365,9 @@ func compile(s Schedule, source string, j judge) (*Compiled, error) {
 			c.loc = loc
 		}
 	}
-	c.parseCron(s.Cron, j, add)
+	if !over("cron") {
+		c.parseCron(s.Cron, j, add)
+	}
 	if !j.now.IsZero() && s.Until != nil && !s.Until.After(j.now) {
 		add("until", "must be in the future")
 	}
@@ -493,7 +526,9 @@ func (e *EntryError) Unwrap() error { return e.Err }
 // the others keep running. err is set only when the file as a whole cannot
 // be read: it is not YAML, or not one mapping whose only key is schedules,
 // a list (an empty file, or a mistyped key, is such an error; `schedules:
-// []`, or the key without a value, has no schedules). An until in the past does not make an entry
+// []`, or the key without a value, has no schedules), or an entry's cron or
+// timezone is over its bound (MaxCronBytes, MaxTimezoneBytes; err is then
+// an *EntryError). An until in the past does not make an entry
 // invalid (the schedule has ended), nor does one before the next tick (the
 // scheduler ends it; see Scheduler's endIfOver).
 func ParseFile(data []byte, r Rules) (good []*Compiled, bad []*EntryError, err error) {
@@ -509,6 +544,12 @@ func ParseFile(data []byte, r Rules) (good []*Compiled, bad []*EntryError, err e
 			bad = append(bad, &EntryError{Index: i, Err: err})
 			continue
 		}
+		if long := overBounds(s); len(long) > 0 {
+			// Not a schedule anyone meant (a broken file, as one that is
+			// not YAML): the file is refused, and a reload keeps its last
+			// good version.
+			return nil, nil, &EntryError{Index: i, ID: plainID(s.ID), Err: fieldProblems(long)}
+		}
 		if first, dup := seen[s.ID]; dup && s.ID != "" {
 			bad = append(bad, &EntryError{Index: i, ID: s.ID, Err: fmt.Errorf("id already used by schedules[%d]", first)})
 			continue
@@ -522,6 +563,24 @@ func ParseFile(data []byte, r Rules) (good []*Compiled, bad []*EntryError, err e
 		good = append(good, c)
 	}
 	return good, bad, nil
+}
+
+// plainID is id when it is a valid schedule id, "" otherwise: an error that
+// names an entry of the file never echoes much of it.
+func plainID(id string) string {
+	if idPattern.MatchString(id) {
+		return id
+	}
+	return ""
+}
+
+// fieldProblems is problems as one error of one line, "field: message; ...".
+func fieldProblems(problems []tasks.FieldError) error {
+	parts := make([]string, 0, len(problems))
+	for _, fe := range problems {
+		parts = append(parts, fe.Field+": "+fe.Message)
+	}
+	return errors.New(strings.Join(parts, "; "))
 }
 
 // Sources of a schedule.

@@ -95,6 +95,12 @@ func TestValidate(t *testing.T) {
 		}, []string{"payload.sequence"}},
 		{"everything at once", func(s *schedule.Schedule) { s.ID, s.Cron, s.Timezone = "", "soon", "nowhere" },
 			[]string{"id", "timezone", "cron"}},
+		// Judged as given: spaces the parser would trim count.
+		{"cron over its bound", func(s *schedule.Schedule) { s.Cron = "@every 1h" + strings.Repeat(" ", schedule.MaxCronBytes) },
+			[]string{"cron"}},
+		{"timezone over its bound", func(s *schedule.Schedule) { s.Timezone = "UTC" + strings.Repeat(" ", schedule.MaxTimezoneBytes) },
+			[]string{"timezone"}},
+		{"a long list of minutes", func(s *schedule.Schedule) { s.Cron = "0 * * * 1" + strings.Repeat(",1", 200) }, []string{"cron"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -192,6 +198,64 @@ func TestParseFile(t *testing.T) {
 		if good, bad, err := schedule.ParseFile([]byte(none), schedule.Rules{}); err != nil || len(good)+len(bad) != 0 {
 			t.Errorf("%q = %v %v %v, want no schedules and no error", none, good, bad, err)
 		}
+	}
+}
+
+// TestBoundsOfCronAndTimezone: a cron spec over MaxCronBytes or a time
+// zone over MaxTimezoneBytes, as given, is refused with a short problem
+// that names the bound and not the value, and is not parsed; at the bound
+// it is judged as usual.
+func TestBoundsOfCronAndTimezone(t *testing.T) {
+	t.Parallel()
+	at := func(n int, s string) string { return s + strings.Repeat(" ", n-len(s)) }
+	good := schedule.Schedule{ID: "long", Cron: at(schedule.MaxCronBytes, "@every 1h"), Timezone: at(schedule.MaxTimezoneBytes, "Europe/Berlin"),
+		Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}
+	if err := schedule.Validate(good, testRules, time.Now()); err != nil {
+		t.Fatalf("cron and timezone at their bounds: %v", err)
+	}
+	long := good
+	long.Cron, long.Timezone = strings.Repeat("@every 1h ", 100_000), strings.Repeat("Mars/Olympus", 100_000)
+	err := schedule.Validate(long, testRules, time.Now())
+	var ve *tasks.ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("Validate = %v, want a *tasks.ValidationError", err)
+	}
+	want := []tasks.FieldError{
+		{Field: "timezone", Message: fmt.Sprintf("must be at most %d bytes", schedule.MaxTimezoneBytes)},
+		{Field: "cron", Message: fmt.Sprintf("must be at most %d bytes", schedule.MaxCronBytes)},
+	}
+	if fmt.Sprint(ve.Errors) != fmt.Sprint(want) {
+		t.Errorf("problems %v, want %v", ve.Errors, want)
+	}
+	if len(err.Error()) > 200 {
+		t.Errorf("error of %d bytes", len(err.Error()))
+	}
+}
+
+// TestParseFileRefusesOverlongCronAndTimezone: an entry of the schedules
+// file whose cron or timezone is over its bound makes the file one that
+// cannot be parsed (one short line naming the entry, the field and the
+// bound), so that at start the scheduler exits and on a reload it keeps
+// the file's last good version.
+func TestParseFileRefusesOverlongCronAndTimezone(t *testing.T) {
+	t.Parallel()
+	const goodEntry = "  - {id: good, cron: \"@daily\", type: resend-dcv, payload: {order_id: 1}}\n"
+	for _, tt := range []struct{ name, entry, want string }{
+		{"cron", "  - {id: wide, cron: \"@every 1h" + strings.Repeat(" ", 900_000) + "\", type: resend-dcv, payload: {order_id: 2}}\n",
+			fmt.Sprintf("schedules[1] (wide): cron: must be at most %d bytes", schedule.MaxCronBytes)},
+		{"timezone", "  - {id: wide, cron: \"@daily\", timezone: \"UTC" + strings.Repeat(" ", 900_000) + "\", type: resend-dcv, payload: {order_id: 2}}\n",
+			fmt.Sprintf("schedules[1] (wide): timezone: must be at most %d bytes", schedule.MaxTimezoneBytes)},
+		{"both, and an id that is not one", "  - {id: \"" + strings.Repeat("W", 5000) + "\", cron: \"" + strings.Repeat("1,", 500) + "1 * * * *\", " +
+			"timezone: \"" + strings.Repeat("Z", 65) + "\", type: resend-dcv, payload: {order_id: 2}}\n",
+			fmt.Sprintf("schedules[1]: timezone: must be at most %d bytes; cron: must be at most %d bytes", schedule.MaxTimezoneBytes, schedule.MaxCronBytes)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			good, bad, err := schedule.ParseFile([]byte("schedules:\n"+goodEntry+tt.entry), testRules)
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("ParseFile = %d good, %v, %v; want the error %q", len(good), bad, err, tt.want)
+			}
+		})
 	}
 }
 
@@ -663,6 +727,37 @@ func TestListingSkipsUnreadableEntries(t *testing.T) {
 	}
 	if got, err := st.Get(ctx, "fine"); err != nil || got.ID != "fine" {
 		t.Errorf("Get = %+v, %v", got, err)
+	}
+}
+
+// TestStoredScheduleOverTheBoundsIsSkipped: a schedule an older version
+// stored with a cron spec over MaxCronBytes is not compiled again: the
+// listing names it as skipped with the bound, and the scheduler gets it
+// among the schedules that may not fire.
+func TestStoredScheduleOverTheBoundsIsSkipped(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st := e.store()
+	ctx := context.Background()
+	wide, err := json.Marshal(schedule.Schedule{ID: "wide", Cron: "@every 1h" + strings.Repeat(" ", 900_000), Type: "resend-dcv",
+		Payload: json.RawMessage(`{"order_id":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.redis.Client().HSet(ctx, apiSchedulesKey, "wide", wide).Err(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := st.Listing(ctx)
+	if err != nil {
+		t.Fatalf("Listing: %v", err)
+	}
+	want := fmt.Sprintf("cron: must be at most %d bytes", schedule.MaxCronBytes)
+	if len(l.Schedules) != 0 || len(l.Skipped) != 1 || l.Skipped[0].ID != "wide" || !strings.HasSuffix(l.Skipped[0].Problem, want) {
+		t.Errorf("listing %+v, want wide skipped with %q", l, want)
+	}
+	good, bad, err := st.APISchedules(ctx)
+	if err != nil || len(good) != 0 || bad["wide"] == nil || !strings.HasSuffix(bad["wide"].Error(), want) {
+		t.Errorf("APISchedules = %v, %v, %v; want wide bad with %q", good, bad, err, want)
 	}
 }
 

@@ -532,6 +532,44 @@ func TestFileWithoutItsListKeepsTheLastGoodVersion(t *testing.T) {
 	}
 }
 
+// TestFileOverTheBoundsKeepsTheLastGoodVersion: a schedules file edited to
+// give an entry a cron spec or a time zone over its bound cannot be parsed:
+// on reload it is reported once, at ERROR, and the last good version goes
+// on, the entry's included.
+func TestFileOverTheBoundsKeepsTheLastGoodVersion(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	const kept = "  - {id: kept, cron: \"@every 1s\", type: resend-dcv, payload: {order_id: 1}}\n"
+	cfg, logs := e.deps(Config{File: e.writeFile("schedules:\n" + kept)})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.reloadFile()
+	pad := strings.Repeat(" ", 900_000)
+	for _, wide := range []string{
+		"  - {id: kept, cron: \"@every 1s" + pad + "\", type: resend-dcv, payload: {order_id: 1}}\n",
+		kept + "  - {id: zoned, cron: \"@daily\", timezone: \"UTC" + pad + "\", type: resend-dcv, payload: {order_id: 2}}\n",
+	} {
+		e.writeFile("schedules:\n" + wide)
+		for range 3 {
+			s.reloadFile()
+		}
+		if len(s.fileScheds) != 1 || s.fileScheds[0].ID != "kept" || s.fileScheds[0].Cron != "@every 1s" {
+			t.Errorf("file schedules %v, want the last good version's", s.fileScheds)
+		}
+	}
+	reports := logs.FilterMessage("cannot parse the schedules file; keeping its last good version").All()
+	if len(reports) != 2 || reports[0].Level != zapcore.ErrorLevel {
+		t.Fatalf("%d reports of the two versions over the bounds, want 2 at ERROR", len(reports))
+	}
+	for i, want := range []string{"schedules[0] (kept): cron: must be at most", "schedules[1] (zoned): timezone: must be at most"} {
+		if msg := fmt.Sprint(reports[i].ContextMap()["error"]); !strings.HasPrefix(msg, want) || len(msg) > 100 {
+			t.Errorf("report %d: error %q, want a short one starting with %q", i, msg, want)
+		}
+	}
+}
+
 // TestTwoSchedulersOneTaskPerTick: two replicas, one task per tick; the
 // leader stops and the other takes over without a gap or a double.
 func TestTwoSchedulersOneTaskPerTick(t *testing.T) {
