@@ -14,6 +14,10 @@ var ErrInvalidPayload = errors.New("invalid payload")
 // this package defines (Types).
 var ErrUnknownType = errors.New("unknown task type")
 
+// ErrTaskIDTooLong is wrapped by NewTask's error for an asynq.TaskID longer
+// than MaxTaskIDBytes.
+var ErrTaskIDTooLong = errors.New("task id too long")
+
 // Bounds of a *ValidationError, so that an error about input of any size
 // stays small wherever it is shown (an HTTP answer, a log line, asynq's
 // last_error, a dead-letter entry).

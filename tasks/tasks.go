@@ -18,14 +18,14 @@
 //	info, err := client.EnqueueContext(ctx, task)
 //
 // The constructors normalise the payload (trimmed addresses, lower-case
-// domains, duplicates removed), validate it and prepend DefaultOptions, so a
-// task that reaches Redis is always one the certmail worker accepts. A
-// producer that builds a task with asynq.NewTask itself passes
-// DefaultOptions (or at least asynq.Retention(DefaultRetention)) too:
-// without a retention, asynq deletes a completed task and its result at
-// once, and no one can read its outcome. Parse is
-// the strict reader used by the worker, the HTTP API and the CLI for payloads
-// that arrive as JSON.
+// domains, duplicates removed), validate it, refuse an asynq.TaskID longer
+// than MaxTaskIDBytes and prepend DefaultOptions, so a task that reaches
+// Redis is always one the certmail worker accepts. A producer that builds a
+// task with asynq.NewTask itself passes DefaultOptions (or at least
+// asynq.Retention(DefaultRetention)) too: without a retention, asynq deletes
+// a completed task and its result at once, and no one can read its outcome.
+// Parse is the strict reader used by the worker, the HTTP API and the CLI for
+// payloads that arrive as JSON.
 //
 // What validation builds from its input is bounded whatever the input: a
 // *ValidationError lists at most MaxFieldErrors problems and counts the rest,
@@ -85,6 +85,10 @@ const (
 	MaxSequenceAhead = time.Minute
 	// MaxCustomMessage is the longest custom_message accepted, in characters (runes).
 	MaxCustomMessage = 2000
+	// MaxTaskIDBytes is the longest task id (asynq.TaskID) accepted, in
+	// bytes: NewTask refuses a longer one, and the worker dead-letters a task
+	// whose id is longer without processing it.
+	MaxTaskIDBytes = 256
 )
 
 // Types returns the task type names in a stable order.
@@ -125,8 +129,13 @@ func DefaultOptions() []asynq.Option {
 // NewTask normalises and validates p, stamps the Sequence of a SetEmails whose
 // Sequence is zero, and returns an asynq task carrying the JSON payload.
 // DefaultOptions come first and opts after them, so the caller's options win.
-// An invalid payload gives a nil task and a *ValidationError.
+// An invalid payload gives a nil task and a *ValidationError; an
+// asynq.TaskID longer than MaxTaskIDBytes, a nil task and an error wrapping
+// ErrTaskIDTooLong.
 func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
+	if err := checkTaskID(opts); err != nil {
+		return nil, err
+	}
 	var (
 		n    Payload
 		errs []FieldError
@@ -160,6 +169,20 @@ func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
 	all := make([]asynq.Option, 0, len(defaults)+len(opts)) // one slice for both, not a second to grow into
 	all = append(append(all, defaults...), opts...)
 	return asynq.NewTask(n.TaskType(), b, all...), nil
+}
+
+// checkTaskID refuses an asynq.TaskID among opts longer than
+// MaxTaskIDBytes, naming its length, never the id.
+func checkTaskID(opts []asynq.Option) error {
+	for _, o := range opts {
+		if o == nil || o.Type() != asynq.TaskIDOpt {
+			continue
+		}
+		if id, _ := o.Value().(string); len(id) > MaxTaskIDBytes {
+			return fmt.Errorf("new task: %w: asynq.TaskID of %d bytes, at most %d", ErrTaskIDTooLong, len(id), MaxTaskIDBytes)
+		}
+	}
+	return nil
 }
 
 // NewSetEmailsTask is NewTask for a SetEmails payload.

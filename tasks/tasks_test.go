@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -138,6 +139,49 @@ func TestNewTaskRejects(t *testing.T) {
 			task, err := tasks.NewTask(tt.p)
 			if task != nil || !errors.Is(err, tt.wantErr) {
 				t.Fatalf("NewTask = %v, %v; want nil, %v", task, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestNewTaskRefusesALongTaskID: every constructor refuses an asynq.TaskID
+// longer than MaxTaskIDBytes, among other options or last, with a short
+// error that names the length and not the id; one of MaxTaskIDBytes is the
+// task's id.
+func TestNewTaskRefusesALongTaskID(t *testing.T) {
+	t.Parallel()
+	long := asynq.TaskID(strings.Repeat("L", 5000))
+	over := asynq.TaskID(strings.Repeat("L", tasks.MaxTaskIDBytes+1))
+	constructors := map[string]func(...asynq.Option) (*asynq.Task, error){
+		"NewSetEmailsTask": func(o ...asynq.Option) (*asynq.Task, error) {
+			return tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"a@example.com"}}, o...)
+		},
+		"NewResendDCVTask": func(o ...asynq.Option) (*asynq.Task, error) {
+			return tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: 1}, o...)
+		},
+		"NewSendCertTask": func(o ...asynq.Option) (*asynq.Task, error) {
+			return tasks.NewSendCertTask(tasks.SendCert{CertificateID: 1, Emails: []string{"a@example.com"}, CertificateCollectFormat: "attachment"}, o...)
+		},
+		"NewResendDomainDCVTask": func(o ...asynq.Option) (*asynq.Task, error) {
+			return tasks.NewResendDomainDCVTask(tasks.ResendDomainDCV{DomainID: 1}, o...)
+		},
+		"NewTask": func(o ...asynq.Option) (*asynq.Task, error) { return tasks.NewTask(tasks.ResendDCV{OrderID: 1}, o...) },
+	}
+	for name, build := range constructors {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			for i, opts := range [][]asynq.Option{{long}, {over}, {asynq.Queue("bulk"), over, asynq.MaxRetry(1)}} {
+				task, err := build(opts...)
+				if task != nil || !errors.Is(err, tasks.ErrTaskIDTooLong) {
+					t.Fatalf("options %d: task %t, error %v; want no task and ErrTaskIDTooLong", i, task != nil, err)
+				}
+				if msg := err.Error(); len(msg) > 100 || strings.Contains(msg, "LLL") {
+					t.Errorf("error %q: want a short one without the id", msg)
+				}
+			}
+			at := strings.Repeat("L", tasks.MaxTaskIDBytes)
+			if task, err := build(asynq.TaskID(at)); err != nil || task == nil {
+				t.Errorf("an id of %d bytes: %v, %v", tasks.MaxTaskIDBytes, task, err)
 			}
 		})
 	}

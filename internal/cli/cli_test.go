@@ -1144,6 +1144,44 @@ func TestQueuesAndScheduleRules(t *testing.T) {
 
 // TestDLQListMalformedPage: a page holding only malformed entries says so
 // and gives the cursor to the older pages, where good entries are.
+// A raw task whose id is over 256 bytes is dead-lettered under a
+// shortened id that dlq list shows (nothing skipped as malformed), and that
+// dlq show and dlq delete take.
+func TestDLQOfALongTaskID(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	fake, baseURL := digicerttest.NewTestServer(t, digicerttest.Config{APIKeys: []string{"cli-key"}, AnyIDExists: true})
+	startWorker(t, e, baseURL, "cli-key")
+	client := asynq.NewClient(e.redis.ConnOpt())
+	defer client.Close()
+	long := strings.Repeat("L", 5000)
+	if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id": 2001}`)), asynq.TaskID(long)); err != nil {
+		t.Fatal(err)
+	}
+	certmailtest.WaitFor(t, 20*time.Second, func() bool {
+		n, err := e.redis.Client().XLen(context.Background(), deadletter.Stream).Result()
+		return err == nil && n == 1
+	}, func() string { return "no dead letter" })
+	if n := fake.RequestCount(); n != 0 {
+		t.Errorf("fake saw %d requests", n)
+	}
+	bounded := deadletter.BoundedID(long)
+	r := e.run("dlq", "list")
+	if r.code != 0 || !strings.Contains(r.stdout, "task_id_too_long") || strings.Contains(r.stderr, "skipped") ||
+		strings.Contains(r.stdout, long[:300]) {
+		t.Errorf("dlq list: exit %d, stdout %.500q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := e.run("dlq", "show", bounded); r.code != 0 || !strings.Contains(r.stdout, "task id of 5000 bytes; at most 256 are accepted") {
+		t.Errorf("dlq show: exit %d, stdout %.500q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := e.run("dlq", "delete", bounded); r.code != 0 {
+		t.Errorf("dlq delete: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if n, err := e.redis.Client().XLen(context.Background(), deadletter.Stream).Result(); err != nil || n != 0 {
+		t.Errorf("%d entries left (%v) after dlq delete", n, err)
+	}
+}
+
 func TestDLQListMalformedPage(t *testing.T) {
 	t.Parallel()
 	e := setup(t)

@@ -22,6 +22,8 @@ package deadletter
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"slices"
@@ -50,8 +52,26 @@ const PayloadMax = 8 << 10
 const MaxText = 2048
 
 // MaxID bounds the task id, type and queue of an entry read back, in bytes:
-// an entry with a longer one is not a dead letter.
+// an entry with a longer one is not a dead letter. It is the longest task id
+// certmail's entry points give (tasks.MaxTaskIDBytes).
 const MaxID = 256
+
+// BoundedID returns the form of the task id id that whatever certmail
+// builds from an id holds (an entry's task_id, MarkerKey, a parked member,
+// the worker's keys and log lines): id itself when it is at most MaxID
+// bytes; otherwise, for a longer one a raw asynq producer gave, its first
+// bytes as valid UTF-8, "…" and 32 hex digits of its SHA-256, at most MaxID
+// bytes in all, so that two long ids that begin alike stay apart. It is the
+// same for the same id, and BoundedID of a bounded id is that id.
+func BoundedID(id string) string {
+	if len(id) <= MaxID {
+		return id
+	}
+	const mark, digest = "…", 32
+	sum := sha256.Sum256([]byte(id))
+	head := strings.TrimSuffix(Clip(id, MaxID-len(mark)-digest), mark)
+	return head + mark + hex.EncodeToString(sum[:digest/2])
+}
 
 // maxCode bounds the error code of an entry read back, in bytes.
 const maxCode = 64
@@ -81,8 +101,11 @@ type Entry struct {
 // worker's lease sweep writes a dead letter only for a task without one
 // (AppendOnce), so that a task asynq's recoverer archives after certmail's
 // error handler dead-lettered it gets no second entry. A requeue deletes it
-// (Unmark): the task's next failure is a new dead letter.
-func MarkerKey(queue, taskID string) string { return "certmail:deadlettered:" + queue + ":" + taskID }
+// (Unmark): the task's next failure is a new dead letter. The key holds
+// the task id's BoundedID.
+func MarkerKey(queue, taskID string) string {
+	return "certmail:deadlettered:" + queue + ":" + BoundedID(taskID)
+}
 
 // MarkerTTL is how long a MarkerKey lives: longer than asynq's recoverer
 // takes to archive a task whose lease expired (a minute or two while any
@@ -142,10 +165,11 @@ func Unmark(ctx context.Context, rdb redis.UniversalClient, queue, taskID string
 	return nil
 }
 
-// values are e's stream fields and values.
+// values are e's stream fields and values; the task id is its BoundedID,
+// so that Decode reads every entry Append writes.
 func (e Entry) values() []any {
 	values := []any{
-		"task_id", e.TaskID,
+		"task_id", BoundedID(e.TaskID),
 		"type", e.Type,
 		"queue", e.Queue,
 		"payload", string(e.Payload[:min(len(e.Payload), PayloadMax)]),

@@ -15,6 +15,7 @@ import (
 
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/tasks"
 )
 
 // What Append writes, Decode reads back field for field; a large payload is
@@ -329,5 +330,67 @@ func TestClip(t *testing.T) {
 		if got := deadletter.Clip(tt.in, tt.limit); got != tt.want || len(got) > tt.limit {
 			t.Errorf("Clip(%q, %d) = %q, want %q", tt.in, tt.limit, got, tt.want)
 		}
+	}
+}
+
+// BoundedID keeps an id of at most MaxID bytes as it is, and gives a
+// longer one a form of at most MaxID bytes, valid UTF-8, the same each
+// time and apart from another id's that begins alike. The bound is the
+// public package's.
+func TestBoundedID(t *testing.T) {
+	t.Parallel()
+	if deadletter.MaxID != tasks.MaxTaskIDBytes {
+		t.Fatalf("MaxID %d, tasks.MaxTaskIDBytes %d: one bound", deadletter.MaxID, tasks.MaxTaskIDBytes)
+	}
+	at := strings.Repeat("é", deadletter.MaxID/2)
+	if got := deadletter.BoundedID(at); got != at {
+		t.Errorf("an id of MaxID bytes became %q", got)
+	}
+	seen := map[string]string{}
+	for _, id := range []string{at + "x", at + "y", strings.Repeat("L", 5000), strings.Repeat("L", 5000) + "M", strings.Repeat("\xff", 1000)} {
+		got := deadletter.BoundedID(id)
+		if len(got) > deadletter.MaxID || !utf8.ValidString(got) || !strings.Contains(got, "…") {
+			t.Errorf("BoundedID of %d bytes = %q (%d bytes)", len(id), got, len(got))
+		}
+		if deadletter.BoundedID(id) != got || deadletter.BoundedID(got) != got {
+			t.Errorf("BoundedID of %d bytes is not stable: %q", len(id), got)
+		}
+		if other, dup := seen[got]; dup {
+			t.Errorf("two ids of %d and %d bytes share %q", len(other), len(id), got)
+		}
+		seen[got] = id
+	}
+}
+
+// An entry, its marker and a parked entry of a task whose id is longer
+// than MaxID hold its BoundedID: the entry reads back as a dead letter.
+func TestLongTaskIDIsBounded(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	long := strings.Repeat("L", 5000)
+	bounded := deadletter.BoundedID(long)
+	if err := deadletter.Park(ctx, rdb, deadletter.Parked{Queue: "default", ID: long}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", bounded); err != nil || !parked {
+		t.Errorf("ParkedUntil by the bounded id = %t, %v", parked, err)
+	}
+	e := deadletter.Entry{TaskID: long, Type: "resend-dcv", Queue: "default", ErrorCode: "task_id_too_long", FailedAt: time.Now()}
+	if unparkErr, appendErr := deadletter.Append(ctx, rdb, e, 1000); unparkErr != nil || appendErr != nil {
+		t.Fatal(unparkErr, appendErr)
+	}
+	if n, err := rdb.ZCard(ctx, deadletter.ParkedKey).Result(); err != nil || n != 0 {
+		t.Errorf("%d parked entries left (%v), want the task's removed", n, err)
+	}
+	page, err := deadletter.List(ctx, rdb, "", 10)
+	if err != nil || len(page.Entries) != 1 || len(page.Skipped) != 0 || page.Entries[0].TaskID != bounded {
+		t.Fatalf("List = %+v, %v; want the entry under %q", page, err, bounded)
+	}
+	if appended, err := deadletter.AppendOnce(ctx, rdb, e, 1000); err != nil || appended {
+		t.Errorf("AppendOnce after Append = %t, %v; want its marker found", appended, err)
+	}
+	if k := deadletter.MarkerKey("default", long); len(k) > len("certmail:deadlettered:default:")+deadletter.MaxID {
+		t.Errorf("marker key of %d bytes", len(k))
 	}
 }

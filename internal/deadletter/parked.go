@@ -33,8 +33,10 @@ type Parked struct {
 	ID    string `json:"id"`
 }
 
-// Member is p as a member of ParkedKey.
+// Member is p as a member of ParkedKey, its task id the BoundedID (the
+// worker parks no task whose id is longer than that: it dead-letters it).
 func (p Parked) Member() string {
+	p.ID = BoundedID(p.ID)
 	b, _ := json.Marshal(p) // two strings: cannot fail
 	return string(b)
 }

@@ -392,7 +392,8 @@ func (s *Service) PurgeDeadLetters(ctx context.Context) (Purged, error) {
 			return p, err
 		}
 		for _, id := range ids {
-			stillArchived[deadletter.Parked{Queue: q, ID: id}] = true
+			// As the entries name it (a long id shortened).
+			stillArchived[deadletter.Parked{Queue: q, ID: deadletter.BoundedID(id)}] = true
 		}
 	}
 	var gone []string

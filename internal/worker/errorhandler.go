@@ -37,7 +37,7 @@ type errorHandler struct {
 
 // HandleError implements asynq.ErrorHandler.
 func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error) {
-	id, _ := asynq.GetTaskID(ctx)
+	id := taskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx) // the task's own, by which asynq archives
 	queue, _ := asynq.GetQueueName(ctx)
@@ -162,6 +162,18 @@ func (h *errorHandler) deadLetter(ctx context.Context, t *asynq.Task, id, queue 
 	}
 }
 
+// codeTaskIDTooLong: a task whose id is longer than tasks.MaxTaskIDBytes
+// (a raw producer's), dead-lettered without a call under its
+// deadletter.BoundedID.
+const codeTaskIDTooLong = "task_id_too_long"
+
+// taskID returns the id of the task ctx delivers as the worker's log lines
+// and records hold it: its deadletter.BoundedID.
+func taskID(ctx context.Context) string {
+	id, _ := asynq.GetTaskID(ctx)
+	return deadletter.BoundedID(id)
+}
+
 // Codes of the dead letters the worker writes for tasks its error handler
 // never saw.
 const (
@@ -253,7 +265,7 @@ func (h *errorHandler) leaseExpired(ctx context.Context, info *asynq.TaskInfo, d
 	h.metrics.tasks.WithLabelValues(typ, "dead_lettered").Inc()
 	h.metrics.deadLetters.WithLabelValues(typ, h.metrics.errorCode(codeLeaseExpired)).Inc()
 	fields := []zap.Field{
-		zap.String("task_id", info.ID), zap.String("task_type", deadletter.Clip(info.Type, maxLabelLength)), zap.String("queue", info.Queue),
+		zap.String("task_id", deadletter.BoundedID(info.ID)), zap.String("task_type", deadletter.Clip(info.Type, maxLabelLength)), zap.String("queue", info.Queue),
 		zap.Int("attempt", info.Retried+1), zap.Int("max_retry", maxRetry),
 		zap.String("error_code", codeLeaseExpired), zap.String("error_class", classTransient),
 		zap.Int("http_status", 0), zap.String("error", codeLeaseExpired+": "+msg),

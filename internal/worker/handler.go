@@ -92,6 +92,13 @@ func (p *processor) begin(ctx context.Context, t *asynq.Task) (tasks.Payload, *d
 	d.queue, _ = asynq.GetQueueName(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
 	d.attempt = retried + 1
+	if n := len(d.taskID); n > tasks.MaxTaskIDBytes {
+		// A raw producer's: no entry point makes such an id. What is built
+		// from it (the dead letter, its marker, log lines) holds its
+		// deadletter.BoundedID; from here on d.taskID is the id itself.
+		return nil, nil, permanent(codeTaskIDTooLong, 0,
+			fmt.Errorf("task id of %d bytes; at most %d are accepted", n, tasks.MaxTaskIDBytes))
+	}
 	if n := len(t.Payload()); n > tasks.MaxPayloadBytes {
 		// Refused before it is decoded: no entry point makes such a payload.
 		return nil, nil, permanent("payload_too_large", 0,

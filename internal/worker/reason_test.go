@@ -131,3 +131,61 @@ func TestHugeRawPayloadIsRefusedCheaply(t *testing.T) {
 		t.Errorf("fake saw %d requests", n)
 	}
 }
+
+// A task enqueued raw with an id over tasks.MaxTaskIDBytes is dead-lettered
+// at once, without a call, under the id's deadletter.BoundedID: the entry
+// reads back as a dead letter, and its marker, its ERROR line and the
+// worker's other keys and lines hold the bounded id, never the whole one.
+func TestLongTaskIDIsDeadLetteredBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
+	long := strings.Repeat("L", 5000)
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 2001}`, asynq.TaskID(long))
+	info := b.waitState(t, id, asynq.TaskStateArchived, 15*time.Second)
+	want := fmt.Sprintf("task_id_too_long: task id of %d bytes; at most %d are accepted", len(long), tasks.MaxTaskIDBytes)
+	if info.LastErr != want || info.Retried != 0 {
+		t.Errorf("last_error %q after %d retries, want %q at once", info.LastErr, info.Retried, want)
+	}
+	if n := b.fake.RequestCount(); n != 0 {
+		t.Errorf("fake saw %d requests, want 0", n)
+	}
+	bounded := deadletter.BoundedID(long)
+	if len(bounded) > tasks.MaxTaskIDBytes || !strings.HasPrefix(bounded, "LLLL") || bounded == deadletter.BoundedID(long+"M") {
+		t.Fatalf("BoundedID = %q (%d bytes): want a distinct form of at most %d bytes", bounded, len(bounded), tasks.MaxTaskIDBytes)
+	}
+	entry := b.deadLetters(t, 1)[0]
+	if entry["task_id"] != bounded || entry["error_code"]+": "+entry["error_message"] != want {
+		t.Errorf("entry %v, want task_id %q and the reason %q", entry, bounded, want)
+	}
+	ctx := context.Background()
+	rdb := b.redis.Client()
+	page, err := deadletter.List(ctx, rdb, "", 10)
+	if err != nil || len(page.Entries) != 1 || len(page.Skipped) != 0 || page.Entries[0].TaskID != bounded {
+		t.Errorf("List = %+v, %v; want the entry read back, nothing skipped", page, err)
+	}
+	if e, found, err := deadletter.Find(ctx, rdb, bounded); err != nil || !found || e.ErrorCode != "task_id_too_long" {
+		t.Errorf("Find by the bounded id = %+v, %t, %v", e, found, err)
+	}
+	if n, err := rdb.Exists(ctx, deadletter.MarkerKey("default", bounded)).Result(); err != nil || n != 1 {
+		t.Errorf("marker under the bounded id: %d (%v), want set", n, err)
+	}
+	keys, err := rdb.Keys(ctx, "certmail:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if len(k) > 300 {
+			t.Errorf("key of %d bytes: %.80s…", len(k), k)
+		}
+	}
+	lines := b.logs.Lines("error", "task dead-lettered")
+	if len(lines) != 1 || lines[0]["task_id"] != bounded || lines[0]["error"] != want {
+		t.Errorf("ERROR lines %v, want one with the bounded task_id and the reason", lines)
+	}
+	// asynq's own lines name the task too: they are cut short.
+	for line := range strings.Lines(b.logs.Text()) {
+		if len(line) > 2048 || !strings.Contains(line, `"logger":"asynq"`) && strings.Contains(line, long[:tasks.MaxTaskIDBytes+1]) {
+			t.Errorf("log line of %d bytes: %.200s…", len(line), line)
+		}
+	}
+}

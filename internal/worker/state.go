@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/ratelimit"
 )
@@ -25,13 +26,20 @@ import (
 //	certmail:first_seen:{task_id}        when a set-emails without a sequence was first processed (Redis's clock)
 //	certmail:order:{account}:{order_id}:applied   sequence of the last set-emails applied
 //	certmail:order:{account}:{order_id}:lock      one set-emails per order at a time
+//
+// {task_id} is the id's deadletter.BoundedID: the id itself, as the worker
+// dead-letters a task whose id is longer before it writes any of these.
 const keyPrefix = "certmail:"
 
-func pausedKey(acct string) string      { return keyPrefix + "account:" + acct + ":paused" }
-func brokenKey(acct string) string      { return keyPrefix + "account:" + acct + ":auth_broken" }
-func probeKey(acct string) string       { return keyPrefix + "account:" + acct + ":probe" }
-func deliveredKey(taskID string) string { return keyPrefix + "delivered:" + taskID }
-func firstSeenKey(taskID string) string { return keyPrefix + "first_seen:" + taskID }
+func pausedKey(acct string) string { return keyPrefix + "account:" + acct + ":paused" }
+func brokenKey(acct string) string { return keyPrefix + "account:" + acct + ":auth_broken" }
+func probeKey(acct string) string  { return keyPrefix + "account:" + acct + ":probe" }
+func deliveredKey(taskID string) string {
+	return keyPrefix + "delivered:" + deadletter.BoundedID(taskID)
+}
+func firstSeenKey(taskID string) string {
+	return keyPrefix + "first_seen:" + deadletter.BoundedID(taskID)
+}
 func orderKey(acct string, orderID int64, what string) string {
 	return keyPrefix + "order:" + acct + ":" + strconv.FormatInt(orderID, 10) + ":" + what
 }

@@ -72,8 +72,7 @@ func (p *warmPool) run(j warmJob) (err error) {
 		file, line := panicSite()
 		value := deadletter.Clip(fmt.Sprint(x), maxReasonMessage)
 		err = fmt.Errorf("panic [%s:%d]: %s", file, line, value)
-		id, _ := asynq.GetTaskID(j.ctx)
-		p.log.Error("delivery panicked", zap.String("task_id", id), zap.String("task_type", deadletter.Clip(j.task.Type(), maxLabelLength)),
+		p.log.Error("delivery panicked", zap.String("task_id", taskID(j.ctx)), zap.String("task_type", deadletter.Clip(j.task.Type(), maxLabelLength)),
 			zap.String("panic", value), zap.String("stack", deadletter.Clip(string(debug.Stack()), maxPanicStack)))
 	}()
 	return j.h.ProcessTask(j.ctx, j.task)

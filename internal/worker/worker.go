@@ -286,7 +286,7 @@ func (w *Worker) observe(next asynq.Handler) asynq.Handler {
 		w.metrics.taskDuration.WithLabelValues(typ).Observe(elapsed.Seconds())
 		if err == nil {
 			w.metrics.tasks.WithLabelValues(typ, rep.outcome).Inc()
-			id, _ := asynq.GetTaskID(ctx)
+			id := taskID(ctx)
 			retried, _ := asynq.GetRetryCount(ctx)
 			queue, _ := asynq.GetQueueName(ctx)
 			// One allocation: room for the ids and the order status too.
@@ -425,24 +425,33 @@ func (w *Worker) unparkInterval() time.Duration {
 	return 5 * time.Second // asynq's default DelayedTaskCheckInterval
 }
 
-// asynqLogger routes asynq's own log lines through zap. asynq's Fatal is
-// logged as an error: only main may end the process.
+// asynqLogger routes asynq's own log lines through zap, each cut to
+// maxAsynqLine bytes: asynq names a task by its id, which a raw producer
+// may make as long as it likes. asynq's Fatal is logged as an error: only
+// main may end the process.
 type asynqLogger struct{ s *zap.SugaredLogger }
 
-func (l asynqLogger) Debug(args ...any) { l.s.Debug(args...) }
-func (l asynqLogger) Info(args ...any)  { l.s.Info(args...) }
+// maxAsynqLine is the most bytes of one asynq log line kept.
+const maxAsynqLine = 1024
+
+// asynqLine is the line asynq logs with args, cut to maxAsynqLine.
+func asynqLine(args []any) string { return deadletter.Clip(fmt.Sprint(args...), maxAsynqLine) }
+
+func (l asynqLogger) Debug(args ...any) { l.s.Debug(asynqLine(args)) }
+func (l asynqLogger) Info(args ...any)  { l.s.Info(asynqLine(args)) }
 
 // Warn demotes asynq's "Retry exhausted" line to debug: the error handler
 // has logged the dead letter once, at ERROR, with its reason.
 func (l asynqLogger) Warn(args ...any) {
-	if msg := fmt.Sprint(args...); strings.HasPrefix(msg, "Retry exhausted for task") {
+	msg := asynqLine(args)
+	if strings.HasPrefix(msg, "Retry exhausted for task") {
 		l.s.Debug(msg)
 		return
 	}
-	l.s.Warn(args...)
+	l.s.Warn(msg)
 }
-func (l asynqLogger) Error(args ...any) { l.s.Error(args...) }
-func (l asynqLogger) Fatal(args ...any) { l.s.Error(args...) }
+func (l asynqLogger) Error(args ...any) { l.s.Error(asynqLine(args)) }
+func (l asynqLogger) Fatal(args ...any) { l.s.Error(asynqLine(args)) }
 
 // addrString is a listen address for logs; "none" without an admin server.
 func addrString(a net.Addr) string {
