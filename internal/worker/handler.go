@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -38,6 +39,9 @@ type processor struct {
 	// rateLimitPause is how long a task waits after a 429 before its next delivery.
 	rateLimitPause time.Duration
 	afterDelivery  func(ctx context.Context, taskID string)
+	// pending are the round trips after successful calls that Redis did
+	// not answer yet, tried again until it does or the worker stops.
+	pending pendingWrites
 }
 
 // report is filled by a handler and read by the logging middleware.
@@ -278,11 +282,6 @@ func (p *processor) deliverOnce(ctx context.Context, d *delivery, call func(cont
 // guard is set: an earlier delivery's DigiCert call succeeded.
 var errAlreadyDelivered = errors.New("already delivered")
 
-// guardPatience is how long a worker keeps trying to write a duplicate guard
-// while Redis does not answer: DigiCert has sent the emails, and without the
-// guard a redelivery would send them again.
-const guardPatience = 30 * time.Second
-
 // writeGuard records, in one round trip, that the task's DigiCert call
 // succeeded (d.dedupKey), the task's result when d.result is set, and the
 // restamp of the call's limiter admission.
@@ -294,41 +293,128 @@ func (p *processor) writeGuard(ctx context.Context, d *delivery) {
 	})
 }
 
-// persist runs write, the round trip after a successful call, retrying with
-// backoff while Redis is unreachable (a restart, a failover): DigiCert has
-// acted, and what write records keeps a redelivery from acting again.
+// persist runs write, the round trip after a successful call, and while
+// Redis does not answer (a restart, a failover, an AOF being loaded) tries
+// it again with backoff until it does: DigiCert has acted, and what write
+// records keeps a redelivery from acting again. No redelivery can happen
+// before Redis is back, so there is no point in giving up earlier; only a
+// stopping worker does, once its shutdown timeout has passed (p.pending).
+// Neither the task's deadline nor the end of its lease stops the tries: the
+// task's context is not theirs.
 func (p *processor) persist(ctx context.Context, d *delivery, what string, write func(context.Context) error) {
 	ctx = context.WithoutCancel(ctx)
-	start := time.Now()
 	err := write(ctx)
 	if err == nil {
 		return // the usual case, without the retry's set-up
 	}
-	b := persistBackOff(guardPatience - time.Since(start))
+	ctx, cancel := p.pending.begin(ctx)
+	defer cancel()
+	start := time.Now()
+	p.log.Warn("could not write the "+what+"; trying again until Redis answers",
+		zap.String("task_id", d.taskID), zap.Error(err))
+	b := persistBackOff()
 	tries := 1
-	for err != nil {
-		wait := b.NextBackOff()
-		if wait == backoff.Stop {
-			break
+	for {
+		timer := time.NewTimer(b.NextBackOff())
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			p.log.Error("could not write the "+what+" before the worker stopped: a redelivery of this task would email again",
+				zap.String("task_id", d.taskID), zap.Int("tries", tries), zap.Duration("tried_for", time.Since(start)), zap.Error(err))
+			return
+		case <-timer.C:
 		}
-		time.Sleep(wait)
 		tries++
-		err = write(ctx)
-	}
-	switch {
-	case err != nil:
-		p.log.Error("could not write the "+what+": a redelivery of this task would email again",
-			zap.String("task_id", d.taskID), zap.Int("tries", tries), zap.Error(err))
-	case tries > 1:
-		p.log.Warn(what+" written after Redis came back", zap.String("task_id", d.taskID), zap.Int("tries", tries))
+		if err = write(ctx); err == nil {
+			p.log.Info(what+" written after Redis came back", zap.String("task_id", d.taskID),
+				zap.Int("tries", tries), zap.Duration("took", time.Since(start)))
+			return
+		}
 	}
 }
 
-// persistBackOff times persist's retries: from 50 ms, growing to 2 s, for
-// patience in all (at least a millisecond: none would mean forever).
-func persistBackOff(patience time.Duration) *backoff.ExponentialBackOff {
+// persistBackOff times persist's retries: from 50 ms, growing to 2 s, with
+// no end of its own.
+func persistBackOff() *backoff.ExponentialBackOff {
 	return backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond),
-		backoff.WithMaxInterval(2*time.Second), backoff.WithMaxElapsedTime(max(patience, time.Millisecond)))
+		backoff.WithMaxInterval(2*time.Second), backoff.WithMaxElapsedTime(0))
+}
+
+// pendingWrites keeps count of the round trips after successful calls that
+// persist is trying again, so that a stopping worker gives them its
+// shutdown timeout (wait), then ends them. The zero value is ready.
+type pendingWrites struct {
+	mu      sync.Mutex
+	n       int
+	idle    chan struct{} // closed when n falls back to 0
+	stopped bool
+	next    uint64
+	cancels map[uint64]context.CancelFunc // of the writes being tried again, by registration
+}
+
+// begin registers a write that is tried again, returning the context its
+// tries use: ctx until the worker gives up on it (at once when it already
+// has). The returned cancel ends the registration.
+func (w *pendingWrites) begin(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		cancel()
+		return ctx, cancel
+	}
+	if w.n == 0 {
+		w.idle = make(chan struct{})
+	}
+	w.n++
+	w.next++
+	key := w.next
+	if w.cancels == nil {
+		w.cancels = map[uint64]context.CancelFunc{}
+	}
+	w.cancels[key] = cancel
+	return ctx, func() {
+		cancel()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		delete(w.cancels, key)
+		if w.n--; w.n == 0 {
+			close(w.idle)
+		}
+	}
+}
+
+// wait lets the writes being tried again go on until deadline, then ends
+// those left, and every later one at once, and waits up to grace for them
+// to log that they gave up.
+func (w *pendingWrites) wait(deadline time.Time, grace time.Duration) {
+	w.mu.Lock()
+	idle := w.idle
+	busy := w.n > 0
+	w.mu.Unlock()
+	if busy {
+		timer := time.NewTimer(time.Until(deadline))
+		select {
+		case <-idle:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+	w.mu.Lock()
+	w.stopped = true
+	for _, cancel := range w.cancels {
+		cancel()
+	}
+	idle, busy = w.idle, w.n > 0
+	w.mu.Unlock()
+	if busy {
+		timer := time.NewTimer(grace)
+		defer timer.Stop()
+		select {
+		case <-idle:
+		case <-timer.C:
+		}
+	}
 }
 
 // afterCommand builds the command of s, the round trip after a call, from

@@ -109,7 +109,7 @@ func (p *warmPool) wrap(h asynq.Handler) asynq.Handler {
 
 // stop ends the goroutines, each after the delivery it runs, if any. It
 // does not wait for them: a delivery asynq gave up on (its deadline, the
-// shutdown timeout) may still be writing its duplicate guard, for up to
-// guardPatience, and asynq does not wait for its own handler goroutines
-// either.
+// shutdown timeout) may still be writing its duplicate guard, until the
+// worker's own wait for those ends (pendingWrites), and asynq does not wait
+// for its own handler goroutines either.
 func (p *warmPool) stop() { close(p.quit) }

@@ -49,7 +49,7 @@ type Config struct {
 	Concurrency       int            // handlers running at once; default 20
 	Queues            map[string]int // weighted queues; default queues.Default
 	MaxRetry          int            // the worker's cap on a task's retries; 0 means 12, negative means none
-	ShutdownTimeout   time.Duration  // time in-flight deliveries get on shutdown; default 30s
+	ShutdownTimeout   time.Duration  // time in-flight deliveries and their guard writes get on shutdown; default 30s
 	AdminAddr         string         // /healthz, /readyz, /metrics; "" for none
 	DeadLetterMaxLen  int64          // approximate cap of certmail:deadletter; default 100000, never negative
 	GuardRetention    time.Duration  // how long duplicate guards and applied sequences live; default 7 days
@@ -378,7 +378,13 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 	processing.Store(false)
 	w.log.Info("shutting down: no new deliveries; in-flight ones get the shutdown timeout",
 		zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
+	deadline := time.Now().Add(w.cfg.ShutdownTimeout)
 	srv.Shutdown()
+	// Deliveries whose DigiCert call succeeded while Redis was away may
+	// still be writing their duplicate guard, some of them no longer
+	// waited for by asynq (their lease ended): they get the rest of the
+	// shutdown timeout.
+	w.proc.pending.wait(deadline, abandonGrace)
 	stopped = true
 	err = adm.Stop(5 * time.Second) // and why it ended, if it did by itself
 	w.log.Info("worker stopped")
@@ -405,6 +411,10 @@ func (w *Worker) background(ctx context.Context) (stop func()) {
 		loops.Wait()
 	}
 }
+
+// abandonGrace is how long a stopping worker waits, past its shutdown
+// timeout, for the writes it gave up on to log so.
+const abandonGrace = time.Second
 
 // evictionRisk is what a worker gets wrong when Redis evicts its keys.
 const evictionRisk redisconn.EvictionRisk = "an evicted duplicate guard lets a redelivered task email again; " +

@@ -1,0 +1,61 @@
+package worker_test
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/worker"
+)
+
+// afterSend is a transport that runs once, after DigiCert's answer to a
+// send-cert arrived and before the worker reads it.
+type afterSend struct {
+	once sync.Once
+	do   func()
+}
+
+func (a *afterSend) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err == nil && strings.HasSuffix(r.URL.Path, "/sendemail") {
+		a.once.Do(a.do)
+	}
+	return resp, err
+}
+
+// A worker stopped while it still tries to write a duplicate guard (Redis
+// went away right after DigiCert's 2xx) keeps trying until its shutdown
+// timeout, then gives up with one ERROR line and exits: Redis's absence
+// does not hold it past the timeout, nor does it exit without saying that
+// the task may email again.
+func TestStopWhileTheGuardWaitsForRedis(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	const timeout = 2 * time.Second
+	stop := b.startWorkerCtl(t, setupOpts{configure: func(c *worker.Config) {
+		c.ShutdownTimeout = timeout
+		c.Client.HTTPClient = &http.Client{Transport: &afterSend{do: b.redis.Kill}}
+	}})
+	b.enqueue(t, "send-cert", `{"certificate_id": 41, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	const tryingAgain = "could not write the duplicate guard; trying again until Redis answers"
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("warn", tryingAgain)) == 1 }, b.logs.Text)
+
+	start := time.Now()
+	stop()
+	// asynq's own shutdown, its last writes refused one by one after
+	// go-redis's dial retries, adds a few seconds to the timeout while
+	// Redis is away, with or without a guard to write.
+	if took := time.Since(start); took > timeout+8*time.Second {
+		t.Errorf("the worker took %v to stop, want its shutdown timeout (%v) and asynq's last tries", took, timeout)
+	}
+	const gaveUp = "could not write the duplicate guard before the worker stopped: a redelivery of this task would email again"
+	if n := len(b.logs.Lines("error", gaveUp)); n != 1 {
+		t.Errorf("%d ERROR lines saying the guard was given up, want 1:\n%s", n, b.logs.Text())
+	}
+	if n := len(b.fake.CertSends(41)); n != 1 {
+		t.Errorf("certificate 41 emailed %d times, want once", n)
+	}
+}
