@@ -55,7 +55,7 @@ func (e *Env) logRedisTo(log *zap.Logger) {
 	if e.redisLog != nil {
 		e.redisLog.Detach()
 	}
-	e.redisLog = logging.NewRedisLogger(log.Named("redis"))
+	e.redisLog = logging.NewRedisLogger(log.Named("redis"), nil)
 	redis.SetLogger(e.redisLog)
 }
 

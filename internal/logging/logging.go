@@ -1,6 +1,7 @@
 // Package logging builds certmail's zap loggers from the two settings operators
 // see: a level (debug, info, warn, error) and a format (json or console), and
-// carries go-redis's own messages to them (RedisLogger).
+// carries go-redis's own messages to them (RedisLogger), a repeated message
+// at most once per ThrottlePeriod (Throttle).
 package logging
 
 import (

@@ -17,7 +17,7 @@ func TestRedisLogger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rl := logging.NewRedisLogger(log.Named("redis"))
+	rl := logging.NewRedisLogger(log.Named("redis"), nil)
 	rl.Printf(context.Background(), "redis: connection pool: failed to dial after %d attempts: %v\n", 5, "connection refused")
 	var m map[string]any
 	if err := json.Unmarshal(out.Bytes(), &m); err != nil {

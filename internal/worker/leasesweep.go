@@ -9,8 +9,10 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/logging"
 )
 
 // leaseSweep dead-letters the tasks asynq's recoverer archives by itself.
@@ -28,6 +30,7 @@ type leaseSweep struct {
 	errs      *errorHandler // writes the entry, the ERROR line and the metrics
 	queues    []string
 	interval  time.Duration
+	throttle  *logging.Throttle // its failed looks, repeated while Redis is away; nil for none
 
 	// from is, per queue, the archive score (Unix seconds) from which the
 	// next look reads, less skewMargin.
@@ -66,7 +69,7 @@ func (s *leaseSweep) run(ctx context.Context) {
 			return
 		case <-t.C:
 			if err := s.once(ctx, time.Now()); err != nil && ctx.Err() == nil {
-				s.errs.log.Warn("could not look for tasks archived after a lost lease; will try again", zap.Error(err))
+				s.throttle.Log(s.errs.log, zapcore.WarnLevel, "could not look for tasks archived after a lost lease; will try again", zap.Error(err))
 			}
 		}
 	}

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
+
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/worker"
 )
 
@@ -57,5 +60,32 @@ func TestStopWhileTheGuardWaitsForRedis(t *testing.T) {
 	}
 	if n := len(b.fake.CertSends(41)); n != 1 {
 		t.Errorf("certificate 41 emailed %d times, want once", n)
+	}
+}
+
+// A worker whose Redis is away logs each of its loops' failures once,
+// not once per try: here asynq's loops, the unparker and the lease sweep
+// try several times a second.
+func TestRedisOutageLogsEachFailureOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.redis.Kill()
+	// Nothing to wait for: the test counts what the loops log in 6 s, in
+	// which each of them fails several times (go-redis's own retries of a
+	// refused dial take about a second and a half).
+	time.Sleep(6 * time.Second)
+	counts := map[string]int{}
+	for _, e := range b.logs.All() {
+		if e.Level >= zapcore.WarnLevel {
+			counts[logging.Key(e.Level, e.Message)]++
+		}
+	}
+	if len(counts) == 0 {
+		t.Fatal("no WARN or ERROR line while Redis was away")
+	}
+	for msg, n := range counts {
+		if n > 1 {
+			t.Errorf("%d lines of %q in 6 s, want 1", n, msg)
+		}
 	}
 }

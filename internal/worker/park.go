@@ -7,8 +7,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/logging"
 )
 
 // unparker moves parked tasks (deadletter.ParkedKey) out of asynq's archive
@@ -21,8 +23,9 @@ import (
 type unparker struct {
 	rdb      redis.UniversalClient
 	log      *zap.Logger
-	interval time.Duration   // between looks when nothing is parked
-	wake     <-chan struct{} // this worker's error handler parked a task
+	throttle *logging.Throttle // its failed looks, repeated while Redis is away; nil for none
+	interval time.Duration     // between looks when nothing is parked
+	wake     <-chan struct{}   // this worker's error handler parked a task
 	// lost dead-letters a parked task that no longer exists.
 	lost func(ctx context.Context, p deadletter.Parked)
 }
@@ -62,7 +65,7 @@ func (u *unparker) run(ctx context.Context) {
 		}
 		waiting, err := u.once(ctx)
 		if err != nil && ctx.Err() == nil {
-			u.log.Warn("could not move parked tasks out of the archive; will try again", zap.Error(err))
+			u.throttle.Log(u.log, zapcore.WarnLevel, "could not move parked tasks out of the archive; will try again", zap.Error(err))
 		}
 		wait := u.interval
 		if waiting > 0 {

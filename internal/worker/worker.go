@@ -28,12 +28,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/buildinfo"
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/queuestats"
 	"github.com/certmail/certmail/internal/ratelimit"
@@ -171,6 +173,9 @@ type Worker struct {
 	metrics *metrics
 	log     *zap.Logger
 	doneLog *zap.Logger // the "task done" lines: all logged at one place, so without a caller
+	// throttle holds back the repeats of the lines that loops log each time
+	// Redis fails them: asynq's, the unparker's and the lease sweep's.
+	throttle *logging.Throttle
 }
 
 // New builds a worker from cfg (after WithDefaults and Validate).
@@ -228,9 +233,10 @@ func New(cfg Config) (*Worker, error) {
 		proc: p,
 		errs: &errorHandler{rdb: rdb, log: cfg.Logger, metrics: m, maxLen: cfg.DeadLetterMaxLen, isFailure: IsFailure,
 			maxRetry: cfg.retryCap(), parked: make(chan struct{}, 1)},
-		metrics: m,
-		log:     cfg.Logger,
-		doneLog: cfg.Logger.WithOptions(zap.WithCaller(false)),
+		metrics:  m,
+		log:      cfg.Logger,
+		doneLog:  cfg.Logger.WithOptions(zap.WithCaller(false)),
+		throttle: logging.NewThrottle(0, nil),
 	}, nil
 }
 
@@ -348,7 +354,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 		RetryDelayFunc:    retryDelayFunc,
 		IsFailure:         IsFailure,
 		ErrorHandler:      w.errs,
-		Logger:            asynqLogger{w.log.Sugar().Named("asynq")},
+		Logger:            asynqLogger{s: w.log.Sugar().Named("asynq"), throttle: w.throttle},
 		LogLevel:          asynq.WarnLevel,
 		ShutdownTimeout:   w.cfg.ShutdownTimeout,
 		TaskCheckInterval: w.cfg.TaskCheckInterval,
@@ -400,9 +406,10 @@ func (w *Worker) background(ctx context.Context) (stop func()) {
 	loopsCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
 	checkCtx, stopCheck := context.WithCancel(ctx)
 	var loops sync.WaitGroup
-	u := &unparker{rdb: w.rdb, log: w.log, interval: w.unparkInterval(), wake: w.errs.parked, lost: w.errs.lostParked}
+	u := &unparker{rdb: w.rdb, log: w.log, throttle: w.throttle, interval: w.unparkInterval(), wake: w.errs.parked, lost: w.errs.lostParked}
 	loops.Go(func() { u.run(loopsCtx) })
 	sweep := newLeaseSweep(w.rdb, w.errs, slices.Sorted(maps.Keys(w.cfg.Queues)), w.unparkInterval())
+	sweep.throttle = w.throttle
 	loops.Go(func() { sweep.run(loopsCtx) })
 	loops.Go(func() { newRateLimitCheck(w.proc.accounts, w.cfg.RateLimitCheckInterval, w.log).run(checkCtx) })
 	return func() {
@@ -438,8 +445,13 @@ func (w *Worker) unparkInterval() time.Duration {
 // asynqLogger routes asynq's own log lines through zap, each cut to
 // maxAsynqLine bytes: asynq names a task by its id, which a raw producer
 // may make as long as it likes. asynq's Fatal is logged as an error: only
-// main may end the process.
-type asynqLogger struct{ s *zap.SugaredLogger }
+// main may end the process. Its warnings and errors go through the
+// worker's throttle: while Redis is away, each of asynq's loops fails again
+// every few seconds, and a line per failure would bury everything else.
+type asynqLogger struct {
+	s        *zap.SugaredLogger
+	throttle *logging.Throttle
+}
 
 // maxAsynqLine is the most bytes of one asynq log line kept.
 const maxAsynqLine = 1024
@@ -458,10 +470,25 @@ func (l asynqLogger) Warn(args ...any) {
 		l.s.Debug(msg)
 		return
 	}
-	l.s.Warn(msg)
+	l.log(zapcore.WarnLevel, []any{msg})
 }
-func (l asynqLogger) Error(args ...any) { l.s.Error(asynqLine(args)) }
-func (l asynqLogger) Fatal(args ...any) { l.s.Error(asynqLine(args)) }
+func (l asynqLogger) Error(args ...any) { l.log(zapcore.ErrorLevel, args) }
+func (l asynqLogger) Fatal(args ...any) { l.log(zapcore.ErrorLevel, args) }
+
+// log writes a line unless the same message (but for its addresses, counts
+// and ids) was written within the throttle's period; the next one written
+// says how many were held back.
+func (l asynqLogger) log(level zapcore.Level, args []any) {
+	msg := asynqLine(args)
+	ok, n := l.throttle.Allow(logging.Key(level, msg))
+	switch {
+	case !ok:
+	case n > 0:
+		l.s.Logw(level, msg, "suppressed", n)
+	default:
+		l.s.Log(level, msg)
+	}
+}
 
 // addrString is a listen address for logs; "none" without an admin server.
 func addrString(a net.Addr) string {
