@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
@@ -34,10 +33,18 @@ type TaskRef struct {
 const StateUnknown = "unknown"
 
 // Enqueue validates req with enqueue.Check by the Service's rules and
-// enqueues the task it describes, under req.TaskID when it names one. A
-// request Check refuses gives Check's error (every problem in one bounded
-// *tasks.ValidationError, or an error wrapping tasks.ErrUnknownType), and
-// nothing is written to Redis.
+// enqueues the task it describes, under req.TaskID when it names one and
+// otherwise under an id from Config.NewTaskID, made before the task is
+// sent. A request Check refuses gives Check's error (every problem in one
+// bounded *tasks.ValidationError, or an error wrapping tasks.ErrUnknownType),
+// and nothing is written to Redis.
+//
+// Redis may run the write and its answer be lost; go-redis then sends it
+// again. When the retry finds the id Enqueue made taken, the first try
+// stored the task, and Enqueue succeeds. When no answer comes at all, the
+// error is an *EnqueueError naming the id under which the task may be
+// stored. A conflict on req.TaskID is an error wrapping
+// asynq.ErrTaskIDConflict.
 //
 // With an IdempotencyKey, the first request enqueues and the key is
 // remembered for Config.IdempotencyTTL together with a SHA-256 of the type,
@@ -45,14 +52,20 @@ const StateUnknown = "unknown"
 // the same hash enqueues nothing and returns the earlier task with existing
 // true, in the state it is in now (one lookup in its queue); one with a
 // different hash gives ErrIdempotencyConflict. Of concurrent requests with
-// one key, exactly one enqueues.
+// one key, exactly one enqueues. A key whose enqueue got no answer is kept
+// unless Redis says the task was not stored (see settle), so that a retry
+// with it does not enqueue the task a second time.
 func (s *Service) Enqueue(ctx context.Context, req enqueue.Request) (ref TaskRef, existing bool, err error) {
 	c, err := s.check(req)
 	if err != nil {
 		return TaskRef{}, false, err
 	}
 	if c.IdempotencyKey == "" {
-		ref, err := s.add(ctx, c)
+		ours := c.TaskID == ""
+		if ours {
+			c.TaskID = s.opts.NewTaskID()
+		}
+		ref, err := s.add(ctx, c, ours)
 		return ref, false, err
 	}
 	return s.enqueueOnce(ctx, c)
@@ -70,28 +83,49 @@ func (s *Service) check(req enqueue.Request) (enqueue.Checked, error) {
 	return enqueue.Check(req, s.opts.Rules)
 }
 
-// add builds the task of c and enqueues it, under c.TaskID when not empty.
-func (s *Service) add(ctx context.Context, c enqueue.Checked) (TaskRef, error) {
+// add builds the task of c and enqueues it under c.TaskID. ours says that
+// the Service made that id for this call. Then a conflict on it means that
+// an earlier try of this same call reached Redis: go-redis sends a command
+// again when its answer does not come in time, and Redis may have run the
+// first one (a UUID of another task is too unlikely to consider). The task
+// is enqueued, and add succeeds. A conflict on an id the producer gave is
+// its to judge (a scheduler's tick enqueued before), and any other failure
+// of the enqueue is an *EnqueueError.
+func (s *Service) add(ctx context.Context, c enqueue.Checked, ours bool) (TaskRef, error) {
 	opts := []asynq.Option{
 		asynq.Queue(c.Queue),
 		asynq.MaxRetry(s.MaxRetry()),
 		asynq.Retention(s.opts.Retention),
+		asynq.TaskID(c.TaskID),
 	}
 	if !c.ProcessAt.IsZero() {
 		opts = append(opts, asynq.ProcessAt(c.ProcessAt))
 	}
-	if c.TaskID != "" {
-		opts = append(opts, asynq.TaskID(c.TaskID))
-	}
+	typ := c.Payload.TaskType()
 	task, err := tasks.NewTask(c.Payload, opts...)
 	if err != nil {
-		return TaskRef{}, fmt.Errorf("new %s task: %w", c.Payload.TaskType(), err)
+		return TaskRef{}, fmt.Errorf("new %s task: %w", typ, err)
 	}
 	info, err := s.client.EnqueueContext(ctx, task)
-	if err != nil {
-		return TaskRef{}, fmt.Errorf("enqueue %s task: %w", c.Payload.TaskType(), err)
+	switch {
+	case err == nil:
+		return TaskRef{ID: info.ID, Type: info.Type, Queue: info.Queue, State: info.State.String()}, nil
+	case ours && errors.Is(err, asynq.ErrTaskIDConflict):
+		return newRef(c), nil
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		return TaskRef{}, fmt.Errorf("enqueue %s task: %w", typ, err)
 	}
-	return TaskRef{ID: info.ID, Type: info.Type, Queue: info.Queue, State: info.State.String()}, nil
+	return TaskRef{}, &EnqueueError{TaskID: c.TaskID, Type: typ, Err: err}
+}
+
+// newRef is the TaskRef of c's task as an enqueue gives it: pending, or
+// scheduled when it is to run later.
+func newRef(c enqueue.Checked) TaskRef {
+	state := asynq.TaskStatePending
+	if c.ProcessAt.After(time.Now()) {
+		state = asynq.TaskStateScheduled
+	}
+	return TaskRef{ID: c.TaskID, Type: c.Payload.TaskType(), Queue: c.Queue, State: state.String()}
 }
 
 // idempotencyKeyPrefix starts the Redis key that remembers an idempotency
@@ -113,11 +147,8 @@ func (s *Service) enqueueOnce(ctx context.Context, c enqueue.Checked) (TaskRef, 
 	// A record can vanish between SET NX and GET (expiry, or a failed
 	// enqueue releasing it): then claim again, a bounded number of times.
 	for range 3 {
-		state := asynq.TaskStatePending
-		if c.ProcessAt.After(time.Now()) {
-			state = asynq.TaskStateScheduled
-		}
-		ref := TaskRef{ID: uuid.NewString(), Type: c.Payload.TaskType(), Queue: c.Queue, State: state.String()}
+		c.TaskID = s.opts.NewTaskID()
+		ref := newRef(c)
 		rec, err := json.Marshal(idempotencyRecord{Hash: c.Hash, Task: ref})
 		if err != nil {
 			return TaskRef{}, false, fmt.Errorf("encode idempotency record: %w", err)
@@ -128,10 +159,9 @@ func (s *Service) enqueueOnce(ctx context.Context, c enqueue.Checked) (TaskRef, 
 			return TaskRef{}, false, fmt.Errorf("claim idempotency key: %w", err)
 		}
 		if claimed {
-			c.TaskID = ref.ID
-			got, err := s.add(ctx, c)
+			got, err := s.add(ctx, c, true)
 			if err != nil {
-				return TaskRef{}, false, release(ctx, claim, err)
+				return s.settle(ctx, claim, ref, err)
 			}
 			return got, false, nil
 		}
@@ -175,14 +205,46 @@ func (s *Service) current(ctx context.Context, ref TaskRef) (TaskRef, error) {
 	return ref, nil
 }
 
-// release forgets a claimed idempotency key after the enqueue failed, so
-// that the producer can retry with the same key; cause is returned, joined
-// with the release's own error if any.
-func release(ctx context.Context, claim *lease.Lease, cause error) error {
+// settle decides what becomes of a claimed idempotency key after the
+// enqueue of its task ref failed with cause. The failure does not say
+// whether Redis stored the task (a write whose answer timed out may have
+// run), so the task is looked up. Stored: the enqueue succeeded. Not
+// stored: the key is released, so that the producer can try again with it.
+// Redis cannot say: the key is kept, so that a retry with it answers the
+// recorded task rather than enqueue a second one (in state StateUnknown if
+// the task was not stored after all); cause is returned.
+func (s *Service) settle(ctx context.Context, claim *lease.Lease, ref TaskRef, cause error) (TaskRef, bool, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if _, err := claim.Release(ctx); err != nil {
-		return errors.Join(cause, fmt.Errorf("release idempotency key: %w", err))
+	// One EXISTS bounded by ctx (asynq's inspector takes no context), on
+	// the hash asynq keeps of every task it holds.
+	n, err := s.rdb.Exists(ctx, "asynq:{"+ref.Queue+"}:t:"+ref.ID).Result()
+	switch {
+	case err != nil:
+		return TaskRef{}, false, cause
+	case n > 0:
+		return ref, false, nil
 	}
-	return cause
+	if _, err := claim.Release(ctx); err != nil {
+		return TaskRef{}, false, errors.Join(cause, fmt.Errorf("release idempotency key: %w", err))
+	}
+	return TaskRef{}, false, cause
 }
+
+// EnqueueError is the error of an Enqueue whose task was sent to Redis
+// without word that Redis stored it: Redis may have stored it under TaskID
+// (a write that ran, its answer lost) or not. Look the task up before
+// enqueueing it again.
+type EnqueueError struct {
+	TaskID string // the id the task has if it was stored
+	Type   string // its task type
+	Err    error  // what the enqueue gave, asynq's error
+}
+
+// Error names the task, its type and id, and what went wrong.
+func (e *EnqueueError) Error() string {
+	return fmt.Sprintf("enqueue %s task %s: %v", e.Type, e.TaskID, e.Err)
+}
+
+// Unwrap returns Err.
+func (e *EnqueueError) Unwrap() error { return e.Err }

@@ -3,6 +3,8 @@
 // alike: enqueue a task that enqueue.Check accepts (with an optional
 // idempotency key, held as a lease, or a task id of the producer's), look a
 // task up by id, and list, show, requeue and delete dead-lettered tasks.
+// Every task has its id before it is sent to Redis, so that an enqueue
+// whose answer was lost names the task it may have stored (EnqueueError).
 //
 // A dead-lettered task lives in two places: asynq's archive of its queue
 // (where the dashboard shows it and from where it can run again) and an
@@ -17,6 +19,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -65,6 +68,10 @@ type Config struct {
 	// Logger reports what is skipped rather than failing a whole listing (a
 	// malformed dead-letter entry); nil logs nothing.
 	Logger *zap.Logger
+	// NewTaskID makes the id of a task whose request names none (every
+	// request of the API and the command line); nil means uuid.NewString.
+	// Tests set it to know an id before Enqueue uses it.
+	NewTaskID func() string
 }
 
 // WithDefaults returns c with zero values replaced by the defaults.
@@ -75,6 +82,9 @@ func (c Config) WithDefaults() Config {
 	c.IdempotencyTTL = cmp.Or(c.IdempotencyTTL, DefaultIdempotencyTTL)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
+	}
+	if c.NewTaskID == nil {
+		c.NewTaskID = uuid.NewString
 	}
 	return c
 }
