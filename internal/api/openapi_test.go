@@ -323,7 +323,7 @@ func TestOpenAPIRetryAfter(t *testing.T) {
 	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"Unavailable", "TooManyAuthFailures"} {
+	for _, name := range []string{"Unavailable", "EnqueueUnavailable", "TooManyAuthFailures"} {
 		if _, ok := doc.Components.Responses[name].Headers["Retry-After"]; !ok {
 			t.Errorf("response %s does not document Retry-After", name)
 		}

@@ -45,6 +45,10 @@ type Problem struct {
 	// the JSON path of the field ("additional_emails[1]"), the query
 	// parameter ("process_at") or the header ("Idempotency-Key").
 	Errors []tasks.FieldError `json:"errors,omitempty"`
+	// TaskID is, in a 503 answer to an enqueue that reached Redis without
+	// word back, the id the task has if Redis stored it: look it up (GET
+	// /v1/tasks/{id}) before sending the request again.
+	TaskID string `json:"task_id,omitempty"`
 }
 
 // validationProblem is the 400 answer listing errs, bounded as a
@@ -114,7 +118,8 @@ func dashboardPage(r *http.Request) bool {
 // writeOpsError answers with the problem matching an error of internal/ops:
 // validation or invalid argument 400, not found 404 (with notFound as
 // detail), idempotency conflict 409, unknown task type 404, Redis out of
-// reach 503 with Retry-After, anything else 500.
+// reach 503 with Retry-After (and the task's id for an *ops.EnqueueError:
+// the task may have been stored), anything else 500.
 func (s *Server) writeOpsError(w http.ResponseWriter, r *http.Request, err error, notFound string) {
 	var ve *tasks.ValidationError
 	switch {
@@ -134,8 +139,15 @@ func (s *Server) writeOpsError(w http.ResponseWriter, r *http.Request, err error
 			Detail: "the client went away before the answer was ready"}, nil)
 	case s.redisUnavailable(err):
 		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterUnavailable))
-		s.writeProblem(w, r, Problem{Status: http.StatusServiceUnavailable,
-			Detail: "Redis, where tasks are kept, cannot be reached right now; try again after Retry-After seconds"}, err)
+		p := Problem{Status: http.StatusServiceUnavailable,
+			Detail: "Redis, where tasks are kept, cannot be reached right now; try again after Retry-After seconds"}
+		var ee *ops.EnqueueError
+		if errors.As(err, &ee) {
+			p.TaskID = ee.TaskID
+			p.Detail = "Redis did not answer the enqueue, and may have stored the task under task_id: look it up " +
+				"(GET /v1/tasks/{task_id}) before sending the request again; a request with an Idempotency-Key can be sent again as it is"
+		}
+		s.writeProblem(w, r, p, err)
 	default:
 		s.writeProblem(w, r, Problem{Status: http.StatusInternalServerError}, err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/account"
@@ -53,11 +54,15 @@ type bundle struct {
 	inspector *asynq.Inspector
 	registry  *prometheus.Registry
 	logs      *certmailtest.Logs
+	proxy     *redistest.Proxy // between ops and Redis, with setupOpts.proxied
 }
 
 type setupOpts struct {
 	configure func(*api.Config) // adjusts the API's configuration
 	worker    bool              // start a worker against a fake CertCentral that knows no order
+	// proxied puts the API's ops.Service behind a redistest.Proxy (bundle.proxy),
+	// its clients giving up a read after 250 ms, its scripts loaded in Redis.
+	proxied bool
 }
 
 func setup(t testing.TB, opts ...setupOpts) *bundle {
@@ -74,10 +79,25 @@ func setup(t testing.TB, opts ...setupOpts) *bundle {
 	}
 	t.Cleanup(func() { _ = b.conn.Client.Close() })
 	rules := enqueue.Rules{Accounts: []string{"default", "eu"}}
-	if b.ops, err = ops.New(ops.Config{Redis: b.conn, Rules: rules}); err != nil {
+	opsConn := b.conn
+	if o.proxied {
+		b.proxy = b.redis.Proxy()
+		opt := asynq.RedisClientOpt{Addr: b.proxy.Addr(),
+			DialTimeout: time.Second, ReadTimeout: 250 * time.Millisecond, WriteTimeout: 250 * time.Millisecond}
+		client := opt.MakeRedisClient().(redis.UniversalClient)
+		t.Cleanup(func() { _ = client.Close() })
+		opsConn = &redisconn.Conn{Opt: opt, Client: client, Target: "redis://" + b.proxy.Addr() + "/0"}
+	}
+	if b.ops, err = ops.New(ops.Config{Redis: opsConn, Rules: rules}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.ops.Close() })
+	if o.proxied { // a first EVALSHA that finds no script is answered NOSCRIPT without running
+		if _, _, err := b.ops.Enqueue(context.Background(), enqueue.Request{Type: "resend-dcv", Queue: "bulk",
+			Payload: []byte(`{"order_id":1}`)}); err != nil {
+			t.Fatalf("prime the scripts: %v", err)
+		}
+	}
 	b.schedules, err = schedule.NewStore(schedule.Config{Redis: b.conn.Client, Rules: schedule.Rules{Enqueue: rules}})
 	if err != nil {
 		t.Fatal(err)
