@@ -1206,3 +1206,29 @@ func TestDLQListMalformedPage(t *testing.T) {
 		t.Errorf("the next page: %+v", r)
 	}
 }
+
+// An enqueue whose first answer Redis lost (go-redis sends it again, and
+// Redis answers that the task's id is taken) succeeds: the CLI printed the
+// conflict as an error although the task was enqueued.
+func TestEnqueueLostAnswer(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	proxy := e.redis.Proxy()
+	url := "redis://" + proxy.Addr() + "/0"
+	args := []string{"enqueue", "send-cert", "--certificate-id", "456", "--email", "ops@example.com", "--format", "plaintext", "--redis-url", url}
+	if r := run(t, args...); r.code != 0 { // loads the scripts: a first EVALSHA finds none and runs nothing
+		t.Fatalf("first enqueue: exit %d: %s", r.code, r.stderr)
+	}
+	proxy.WithholdOnce("evalsha")
+	r := run(t, args...)
+	id := regexp.MustCompile(`id:\s+(\S+)`).FindStringSubmatch(r.stdout)
+	if r.code != 0 || id == nil {
+		t.Fatalf("enqueue with its first answer lost: exit %d, %q %q; want 0 and the task's id", r.code, r.stdout, r.stderr)
+	}
+	if _, err := e.inspector.GetTaskInfo("default", id[1]); err != nil {
+		t.Errorf("task %s: %v", id[1], err)
+	}
+	if n := len(e.tasks()); n != 2 {
+		t.Errorf("%d tasks, want 2", n)
+	}
+}

@@ -246,7 +246,8 @@ func (f EnqueueFlags) enqueueOne(env *Env, o TaskOptionFlags, typ string, payloa
 }
 
 // enqueueError turns a validation failure into a usage error (exit status 2)
-// listing every problem, one per line.
+// listing every problem, one per line, and says of an enqueue that Redis
+// did not answer how to find out whether it was enqueued (unconfirmed).
 func enqueueError(err error) error {
 	var ve *tasks.ValidationError
 	switch {
@@ -255,7 +256,19 @@ func enqueueError(err error) error {
 	case errors.Is(err, ops.ErrIdempotencyConflict):
 		return usagef("--idempotency-key: %w", err)
 	}
-	return err
+	return unconfirmed(err)
+}
+
+// unconfirmed adds to an *ops.EnqueueError that the task may be in its
+// queue all the same, and how to look: enqueueing it again could send its
+// email twice.
+func unconfirmed(err error) error {
+	var ee *ops.EnqueueError
+	if !errors.As(err, &ee) {
+		return err
+	}
+	return fmt.Errorf("%w (it may have been enqueued all the same: look it up with `certmail task %s` before enqueueing it again)",
+		err, ee.TaskID)
 }
 
 // fieldsError prints a *tasks.ValidationError with one problem per line.
@@ -438,6 +451,7 @@ func (r *bulkRun) one(line []byte, tooLong bool) error {
 	default:
 		problems := validationProblems(req, err)
 		if problems == nil { // not the line's fault: Redis, or an interruption
+			err = unconfirmed(err)
 			r.fail(no, err.Error())
 			return err
 		}
