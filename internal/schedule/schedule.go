@@ -507,7 +507,7 @@ func resolve(node *yaml.Node) *yaml.Node {
 // EntryError is an invalid entry of the schedules file.
 type EntryError struct {
 	Index int    // position in the schedules list, from 0
-	ID    string // "" when the entry has none
+	ID    string // "" when the entry has none, or not a valid one (never echoed)
 	Err   error
 }
 
@@ -551,13 +551,13 @@ func ParseFile(data []byte, r Rules) (good []*Compiled, bad []*EntryError, err e
 			return nil, nil, &EntryError{Index: i, ID: plainID(s.ID), Err: fieldProblems(long)}
 		}
 		if first, dup := seen[s.ID]; dup && s.ID != "" {
-			bad = append(bad, &EntryError{Index: i, ID: s.ID, Err: fmt.Errorf("id already used by schedules[%d]", first)})
+			bad = append(bad, &EntryError{Index: i, ID: plainID(s.ID), Err: fmt.Errorf("id already used by schedules[%d]", first)})
 			continue
 		}
 		seen[s.ID] = i
 		c, err := compile(s, SourceFile, judge{rules: &r, found: found})
 		if err != nil {
-			bad = append(bad, &EntryError{Index: i, ID: s.ID, Err: err})
+			bad = append(bad, &EntryError{Index: i, ID: plainID(s.ID), Err: err})
 			continue
 		}
 		good = append(good, c)

@@ -259,6 +259,28 @@ func TestParseFileRefusesOverlongCronAndTimezone(t *testing.T) {
 	}
 }
 
+// TestParseFileNeverEchoesAnInvalidID: an entry skipped as invalid is
+// named by its position, and by its id only when that is a valid one: a
+// 5000-byte id would otherwise fill the reload's ERROR line.
+func TestParseFileNeverEchoesAnInvalidID(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("W", 5000)
+	_, bad, err := schedule.ParseFile([]byte(`schedules:
+  - {id: "`+long+`", cron: "@daily", type: resend-dcv, payload: {order_id: 1}}
+  - {id: twice, cron: "@daily", type: resend-dcv, payload: {order_id: 2}}
+  - {id: twice, cron: "@daily", type: resend-dcv, payload: {order_id: 3}}
+  - {id: fine, cron: "@daily", type: no-such-type, payload: {order_id: 4}}
+`), testRules)
+	if err != nil || len(bad) != 3 {
+		t.Fatalf("ParseFile: %v, %v; want three entries skipped", bad, err)
+	}
+	for i, want := range []string{"", "twice", "fine"} {
+		if e := bad[i]; e.ID != want || strings.Contains(e.Error(), "WWW") || len(e.Error()) > 300 {
+			t.Errorf("entry %d: id %.40q, error %.300q; want the id %q and no echo", e.Index, e.ID, e.Error(), want)
+		}
+	}
+}
+
 // TestParseFileRefusesAFileWithoutItsList: a file whose schedules list is
 // missing (a mistyped key, an empty or truncated file) or that has another
 // top-level key cannot be parsed, with one short line naming the problem:
