@@ -156,16 +156,12 @@ func (s *Service) enqueueOnce(ctx context.Context, c enqueue.Checked) (TaskRef, 
 		claim := lease.WithToken(s.rdb, key, string(rec), s.opts.IdempotencyTTL)
 		claimed, err := claim.Acquire(ctx)
 		if err != nil {
-			return TaskRef{}, false, fmt.Errorf("claim idempotency key: %w", err)
+			return TaskRef{}, false, s.unclaim(ctx, claim, fmt.Errorf("claim idempotency key: %w", err))
 		}
-		if claimed {
-			got, err := s.add(ctx, c, true)
-			if err != nil {
-				return s.settle(ctx, claim, ref, err)
-			}
-			return got, false, nil
+		raw, err := []byte(nil), nil
+		if !claimed {
+			raw, err = s.rdb.Get(ctx, key).Bytes()
 		}
-		raw, err := s.rdb.Get(ctx, key).Bytes()
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
@@ -173,8 +169,20 @@ func (s *Service) enqueueOnce(ctx context.Context, c enqueue.Checked) (TaskRef, 
 			return TaskRef{}, false, fmt.Errorf("read idempotency key: %w", err)
 		}
 		var prev idempotencyRecord
-		if err := json.Unmarshal(raw, &prev); err != nil {
-			return TaskRef{}, false, fmt.Errorf("read idempotency key: record is not JSON: %w", err)
+		if !claimed {
+			if err := json.Unmarshal(raw, &prev); err != nil {
+				return TaskRef{}, false, fmt.Errorf("read idempotency key: record is not JSON: %w", err)
+			}
+		}
+		// The record holds the id this call just made: the claim is this
+		// call's own, its SET run once and its answer lost, then sent again
+		// by the client. Nothing is enqueued under that id yet.
+		if claimed || prev.Task.ID == c.TaskID {
+			got, err := s.add(ctx, c, true)
+			if err != nil {
+				return s.settle(ctx, claim, ref, err)
+			}
+			return got, false, nil
 		}
 		if prev.Hash != c.Hash {
 			return TaskRef{}, false, ErrIdempotencyConflict
@@ -229,6 +237,21 @@ func (s *Service) settle(ctx context.Context, claim *lease.Lease, ref TaskRef, c
 		return TaskRef{}, false, errors.Join(cause, fmt.Errorf("release idempotency key: %w", err))
 	}
 	return TaskRef{}, false, cause
+}
+
+// unclaim releases claim after its SET NX got no answer: Redis may have
+// run it, and a claim left behind would make every retry with the key a
+// replay of a task that was never enqueued. The release deletes the key
+// only while it holds this call's record. cause comes back either way,
+// joined with the release's error when Redis does not answer that either
+// (the key then expires after the idempotency TTL).
+func (s *Service) unclaim(ctx context.Context, claim *lease.Lease, cause error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := claim.Release(ctx); err != nil {
+		return errors.Join(cause, fmt.Errorf("release idempotency key: %w", err))
+	}
+	return cause
 }
 
 // EnqueueError is the error of an Enqueue whose task was sent to Redis

@@ -4,6 +4,9 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,8 +25,20 @@ import (
 
 const lostPayload = `{"order_id":12,"additional_emails":["jill@example.com"]}`
 
-// fixedID is a Config.NewTaskID that always gives id.
-func fixedID(id string) func() string { return func() string { return id } }
+// fixedID is a Config.NewTaskID that gives id first, then ids of its own
+// (id-2, id-3, ...), as uuid.NewString gives each call a new one.
+func fixedID(id string) func() string {
+	var mu sync.Mutex
+	n := 0
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		if n++; n == 1 {
+			return id
+		}
+		return fmt.Sprintf("%s-%d", id, n)
+	}
+}
 
 // setupProxied is setup with the Service behind a redistest.Proxy, its
 // clients giving up a read after 100 ms, and its task ids made by cfg's
@@ -199,6 +214,56 @@ func TestEnqueueTimeoutFoundIsSuccess(t *testing.T) {
 	ref, existing, err = b.svc.Enqueue(context.Background(), req)
 	if err != nil || !existing || ref.ID != id {
 		t.Errorf("replay = %+v, existing %t, %v; want task %s, existing", ref, existing, err, id)
+	}
+	if sizes := b.queueSizes(t); sizes["default"] != 1 {
+		t.Errorf("queues = %v, want the one task in default", sizes)
+	}
+}
+
+// The answer to the idempotency key's claim (SET NX) is lost and go-redis
+// sends it again: Redis answers "not set", since the first try set it. The
+// record holds the id this call made, so the claim is the call's own and
+// the task is enqueued. It was taken for an earlier request's claim: the
+// call answered a replay, state unknown, and nothing was ever enqueued.
+func TestClaimAnswerLostStillEnqueues(t *testing.T) {
+	t.Parallel()
+	const id = "11111111-2222-4333-8444-555555555555"
+	ids := []string{id, "11111111-2222-4333-8444-666666666666"} // the replay makes an id of its own
+	next := 0
+	b, proxy := setupProxied(t, ops.Config{NewTaskID: func() string { next++; return ids[next-1] }})
+	proxy.WithholdOnce("\r\nset\r\n")
+	req := enqueue.Request{Type: "set-emails", Payload: []byte(lostPayload), IdempotencyKey: "order-12 v1"}
+	ref, existing, err := b.svc.Enqueue(context.Background(), req)
+	want := ops.TaskRef{ID: id, Type: "set-emails", Queue: "default", State: "pending"}
+	if err != nil || existing || ref != want {
+		t.Fatalf("Enqueue = %+v, existing %t, %v; want %+v, new", ref, existing, err, want)
+	}
+	proxy.Resume()
+	if ref, existing, err := b.svc.Enqueue(context.Background(), req); err != nil || !existing || ref.ID != id || ref.State != "pending" {
+		t.Errorf("replay = %+v, existing %t, %v; want the pending task %s", ref, existing, err, id)
+	}
+	if sizes := b.queueSizes(t); sizes["default"] != 1 {
+		t.Errorf("queues = %v, want the one task in default", sizes)
+	}
+}
+
+// No answer at all to the claim: the call fails, and releases the claim it
+// may have set, so that the request sent again with its key is enqueued
+// rather than answered as a replay of a task that never was.
+func TestClaimUnansweredIsReleased(t *testing.T) {
+	t.Parallel()
+	ids := []string{"a2a2a2a2-0000-4000-8000-000000000001", "a2a2a2a2-0000-4000-8000-000000000002"}
+	next := 0
+	b, proxy := setupProxied(t, ops.Config{NewTaskID: func() string { next++; return ids[next-1] }})
+	proxy.WithholdEach("\r\nset\r\n") // every try of the SET NX; the release is answered
+	req := enqueue.Request{Type: "set-emails", Payload: []byte(lostPayload), IdempotencyKey: "order-12 v2"}
+	if _, _, err := b.svc.Enqueue(context.Background(), req); err == nil || !strings.Contains(err.Error(), "claim idempotency key") {
+		t.Fatalf("Enqueue error = %v, want the claim's", err)
+	}
+	proxy.Resume()
+	ref, existing, err := b.svc.Enqueue(context.Background(), req)
+	if err != nil || existing || ref.ID != ids[1] || ref.State != "pending" {
+		t.Errorf("sent again with the key = %+v, existing %t, %v; want the new pending task %s", ref, existing, err, ids[1])
 	}
 	if sizes := b.queueSizes(t); sizes["default"] != 1 {
 		t.Errorf("queues = %v, want the one task in default", sizes)
