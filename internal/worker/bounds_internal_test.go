@@ -57,29 +57,29 @@ func TestPersistBacksOff(t *testing.T) {
 		}
 		return nil
 	})
-	// From 50 ms growing ×1.5, each ±50 %: 400 ms hold at most 7 tries.
+	// From 50 ms growing ×1.5: 400 ms hold at most 5 tries.
 	if tries > 10 {
 		t.Errorf("%d tries while Redis was away for 400 ms, want a handful", tries)
 	}
 }
 
-// persist's retries start soon after the first failure, 50 ms ± 50 %, grow
-// by half each time up to 2 s, and never stop by themselves: a guard is
-// written soon after a short Redis hiccup, and within 3 s of the end of a
-// long outage.
+// persist's retries start soon after the first failure, 50 ms, grow by
+// half each time up to a second, and never stop by themselves: a guard is
+// written soon after a short Redis hiccup, and within a second of the end
+// of a long outage, before asynq's recoverer can hand the task back.
 func TestPersistBackOffTiming(t *testing.T) {
 	t.Parallel()
 	b := persistBackOff()
-	lo, hi := 25*time.Millisecond, 75*time.Millisecond
+	want := 50 * time.Millisecond
 	for i := range 200 {
 		d := b.NextBackOff()
 		if d == backoff.Stop {
 			t.Fatalf("retry %d: persist gave up", i+1)
 		}
-		if d < lo || d > hi {
-			t.Fatalf("retry %d after %v, want %v to %v", i+1, d, lo, hi)
+		if d != want {
+			t.Fatalf("retry %d after %v, want %v (no jitter, a second at most)", i+1, d, want)
 		}
-		lo, hi = min(lo*3/2, time.Second), min(hi*3/2, 3*time.Second)
+		want = min(want*3/2, time.Second)
 	}
 }
 
