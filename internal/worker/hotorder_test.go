@@ -61,27 +61,40 @@ func TestHotOrderDoesNotStarveThePool(t *testing.T) {
 
 // Sequences a few nanoseconds apart (as one process stamps them in a burst)
 // keep their order: the applied sequence is recorded exactly, so a list
-// older than the one applied is superseded.
+// older than the one applied is superseded. So do sequences of different
+// lengths (a producer's own counter going from 99 to 101): they compare as
+// numbers, not as strings, in which "100" would sort before "99".
 func TestCloseSequencesKeepTheNewestList(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{})
-	b.fake.AddOrder(5)
 	base := time.Now().UnixNano()
-	for _, step := range []struct {
-		seq     int64
-		email   string
-		outcome string
+	for _, tc := range []struct {
+		name string
+		seqs [3]int64 // the first, the newest, then an older one
 	}{
-		{base, "first@example.com", taskresult.Delivered},
-		{base + 2, "newest@example.com", taskresult.Delivered},
-		{base + 1, "older@example.com", taskresult.Superseded},
+		{"a few ns apart", [3]int64{base, base + 2, base + 1}},
+		{"across a digit count", [3]int64{99, 101, 100}},
 	} {
-		id := b.enqueue(t, "set-emails", fmt.Sprintf(`{"order_id": 5, "additional_emails": [%q], "sequence": %d}`, step.email, step.seq))
-		if got := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)).Outcome; got != step.outcome {
-			t.Errorf("sequence base+%d: outcome %q, want %q", step.seq-base, got, step.outcome)
-		}
-	}
-	if emails, _ := b.fake.AdditionalEmails(5); len(emails) != 1 || emails[0] != "newest@example.com" {
-		t.Errorf("order 5 ends with %v, want [newest@example.com]", emails)
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, setupOpts{})
+			b.fake.AddOrder(5)
+			for i, step := range []struct {
+				email   string
+				outcome string
+			}{
+				{"first@example.com", taskresult.Delivered},
+				{"newest@example.com", taskresult.Delivered},
+				{"older@example.com", taskresult.Superseded},
+			} {
+				seq := tc.seqs[i]
+				id := b.enqueue(t, "set-emails", fmt.Sprintf(`{"order_id": 5, "additional_emails": [%q], "sequence": %d}`, step.email, seq))
+				if got := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)).Outcome; got != step.outcome {
+					t.Errorf("sequence %d: outcome %q, want %q", seq, got, step.outcome)
+				}
+			}
+			if emails, _ := b.fake.AdditionalEmails(5); len(emails) != 1 || emails[0] != "newest@example.com" {
+				t.Errorf("order 5 ends with %v, want [newest@example.com]", emails)
+			}
+		})
 	}
 }

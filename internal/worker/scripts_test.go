@@ -231,6 +231,20 @@ func TestAfterScripts(t *testing.T) {
 	if got := b.rdb.HGet(ctx, asynqTaskKey("default", "t-order"), "result").Val(); got == "" {
 		t.Error("no result written")
 	}
+	// Sequences of different lengths compare as numbers: 100 is newer than
+	// 99 although "100" < "99" as strings.
+	if err := b.rdb.Del(ctx, applied).Err(); err != nil {
+		t.Fatal(err)
+	}
+	run(99, "mine")
+	run(100, "mine")
+	if got := b.rdb.Get(ctx, applied).Val(); got != "100" {
+		t.Errorf("applied %s after 99 then 100, want 100", got)
+	}
+	run(99, "mine")
+	if got := b.rdb.Get(ctx, applied).Val(); got != "100" {
+		t.Errorf("applied %s after 100 then 99, want 100 kept", got)
+	}
 }
 
 // The auth gate of an account neither paused nor broken, which is nearly
