@@ -209,14 +209,21 @@ func TestUntilValidatedWaitsForAnOutstandingTask(t *testing.T) {
 }
 
 // TestUntilValidatedGoesOnAfterOtherEndings: a tick whose task is gone (its
-// enqueue never happened, or its result expired) and a dead-lettered tick
-// let the next tick fire; none ends the schedule.
+// enqueue never happened, or its result expired), a dead-lettered tick, and
+// one whose task completed with an outcome other than not_pending
+// (duplicate, as a redelivery after DigiCert's 2xx answers, or none) let the
+// next tick fire; none ends the schedule.
 func TestUntilValidatedGoesOnAfterOtherEndings(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	w := e.fakeWorker(func(n int, _ *asynq.Task) (*taskresult.Result, error) {
-		if n == 1 {
+		switch n {
+		case 1:
 			return nil, errSkip
+		case 2:
+			return &taskresult.Result{Outcome: taskresult.Duplicate}, nil
+		case 3:
+			return &taskresult.Result{}, nil
 		}
 		return &taskresult.Result{Outcome: taskresult.Delivered}, nil
 	}, 0)
@@ -232,9 +239,13 @@ func TestUntilValidatedGoesOnAfterOtherEndings(t *testing.T) {
     payload: {order_id: 11}
 `)
 	_, stop := e.start(Config{File: file})
-	// The first task is dead-lettered; the next tick fires all the same.
-	waitFor(t, 20*time.Second, "two tasks handled", func() bool { return w.count() >= 2 })
+	// The first task is dead-lettered, the second completes as a
+	// duplicate, the third with no outcome; the next tick fires all the same.
+	waitFor(t, 20*time.Second, "four tasks handled", func() bool { return w.count() >= 4 })
 	stop()
+	if s, _ := e.store().Get(context.Background(), "goes-on"); s.Ended {
+		t.Fatalf("status %+v: ended after a dead-lettered, a duplicate and an empty outcome", s)
+	}
 	insp := asynq.NewInspectorFromRedisClient(e.redis.Client())
 	ids := w.ids()
 	if info, err := insp.GetTaskInfo("bulk", ids[0]); err != nil || info.State != asynq.TaskStateArchived {
