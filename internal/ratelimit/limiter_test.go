@@ -97,6 +97,45 @@ func TestLimiterWaitErrorBeyondMaxWait(t *testing.T) {
 	}
 }
 
+// TestLimiterWaitsUpTo30sByDefault: with MaxWait left at its default, the
+// README's 30 s, a slot 32 s away is refused at once (the task is handed
+// back) and one 28 s away is waited for.
+func TestLimiterWaitsUpTo30sByDefault(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	// acquire fills a window of one per period and acquires again: it
+	// reports whether Acquire was still waiting a second on (then canceled),
+	// and the error it returned.
+	acquire := func(account string, period time.Duration) (waited bool, err error) {
+		t.Helper()
+		l := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: account, Windows: []ratelimit.Window{{Limit: 1, Period: period}}})
+		if d, err := l.Reserve(context.Background()); err != nil || d != 0 {
+			t.Fatalf("fill the window: %v, %v", d, err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() {
+			_, err := l.Acquire(ctx)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			return false, err
+		case <-time.After(time.Second):
+		}
+		cancel()
+		return true, <-done
+	}
+	var we *ratelimit.WaitError
+	if waited, err := acquire("far", 32*time.Second); waited || !errors.As(err, &we) {
+		t.Errorf("a slot 32 s away: Acquire = %v, waited %t; want *WaitError at once", err, waited)
+	}
+	if waited, err := acquire("near", 28*time.Second); !waited || !errors.Is(err, context.Canceled) {
+		t.Errorf("a slot 28 s away: Acquire = %v, waited %t; want it to wait (until canceled)", err, waited)
+	}
+}
+
 func TestLimiterWaitErrorBeforeDeadline(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)

@@ -76,8 +76,8 @@ func TestWindowStringRoundTrip(t *testing.T) {
 func TestConfigDefaultsAndValidate(t *testing.T) {
 	t.Parallel()
 	c := ratelimit.Config{Windows: []ratelimit.Window{{Limit: 100, Period: 5 * time.Second}, {Limit: 1000, Period: 3 * time.Minute}}}.WithDefaults()
-	if c.Margin != 50*time.Millisecond || c.MaxWait != ratelimit.DefaultMaxWait || c.InFlight != ratelimit.DefaultInFlight {
-		t.Errorf("defaults: margin %v, max wait %v, in flight %v; want 1%% of 5s and the default wait and in-flight bound", c.Margin, c.MaxWait, c.InFlight)
+	if c.Margin != 50*time.Millisecond || c.MaxWait != 30*time.Second || c.InFlight != ratelimit.DefaultInFlight {
+		t.Errorf("defaults: margin %v, max wait %v, in flight %v; want 1%% of 5s, 30s and the default in-flight bound", c.Margin, c.MaxWait, c.InFlight)
 	}
 	if c := (ratelimit.Config{Windows: []ratelimit.Window{{Limit: 1, Period: time.Hour}}}).WithDefaults(); c.Margin != 100*time.Millisecond {
 		t.Errorf("margin %v, want it capped at 100ms", c.Margin)
