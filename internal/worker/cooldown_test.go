@@ -106,6 +106,31 @@ func TestForced429CoolDownHoldsEveryWorkerAndDoubles(t *testing.T) {
 	}
 }
 
+// A long streak of 429s doubles the cool-down no further than the README's
+// 5 minutes: the cool-down Redis holds after one more 429 lasts 5 minutes,
+// not the 17 hours the doubling alone would give.
+func TestCoolDownStopsDoublingAt5Minutes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	// Ten cool-downs of the streak have come and gone (the key as
+	// ratelimit's CoolDown names it): the next is 2^10 × the pause.
+	rdb := b.redis.Client()
+	if err := rdb.Set(t.Context(), "certmail:ratelimit:{default}:streak", 10, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b.fake.FailNext(1, 429, limited, "application/json")
+	b.enqueue(t, "resend-dcv", `{"order_id": 1}`)
+	b.startWorker(t, setupOpts{configure: func(c *worker.Config) { c.RateLimitPause = time.Minute }})
+	var left time.Duration
+	waitFor(t, 10*time.Second, func() bool {
+		left = rdb.PTTL(t.Context(), "certmail:ratelimit:{default}:cooldown").Val()
+		return left > 0
+	}, func() string { return "no cool-down after the 429" })
+	if left > 5*time.Minute || left < 5*time.Minute-30*time.Second {
+		t.Errorf("cool-down of %v after a long streak of 429s, want 5m", left)
+	}
+}
+
 // The requests in flight when DigiCert starts answering 429 (here: sent
 // together, the fake over its window by the second) are all answered 429
 // during the cool-down the first of them starts: they start no other and do
