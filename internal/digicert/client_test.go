@@ -1006,6 +1006,19 @@ func TestClient_DefaultBackoff(t *testing.T) {
 	}
 }
 
+// TestConfigDefaultCallBudget: a call left at its defaults, as the worker
+// leaves it, makes at most 4 attempts within 20 s (README, "Retries").
+func TestConfigDefaultCallBudget(t *testing.T) {
+	t.Parallel()
+	if c := (digicert.Config{}).WithDefaults(); c.MaxAttempts != 4 || c.MaxElapsed != 20*time.Second {
+		t.Errorf("defaults: %d attempts within %v, want 4 within 20s", c.MaxAttempts, c.MaxElapsed)
+	}
+	c := newClient(t, digicert.Config{APIKey: testKey})
+	if got := c.String(); !strings.Contains(got, " MaxAttempts:4 MaxElapsed:20s ") {
+		t.Errorf("client with the defaults %s, want MaxAttempts:4 MaxElapsed:20s", got)
+	}
+}
+
 // TestConfigValidateAcceptsZeroes: a timeout, attempts, elapsed time or
 // backoff left at zero means its default, so Validate accepts it before
 // WithDefaults as after; only a negative one is refused.
