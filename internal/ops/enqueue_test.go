@@ -2,6 +2,8 @@ package ops_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"slices"
 	"strings"
@@ -436,6 +438,27 @@ func TestEnqueueIdempotencyExpires(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestEnqueueIdempotencyKeptFor24Hours: with the default configuration an
+// idempotency key is remembered for 24 h, the lifetime of its key in Redis
+// (README, "Redis keys").
+func TestEnqueueIdempotencyKeptFor24Hours(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	if _, _, err := b.svc.Enqueue(ctx, enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": []}`),
+		IdempotencyKey: "order-12 v1"}); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("order-12 v1"))
+	ttl, err := b.rdb.PTTL(ctx, "certmail:idempotency:"+hex.EncodeToString(sum[:])).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl > 24*time.Hour || ttl < 24*time.Hour-time.Minute {
+		t.Errorf("the idempotency key's lifetime in Redis is %v, want 24h", ttl)
+	}
 }
 
 func TestEnqueueIdempotencyConcurrent(t *testing.T) {
