@@ -86,6 +86,9 @@ func TestKey(t *testing.T) {
 	differ := [][2]string{
 		{`Failed to delete expired completed tasks from queue "default": refused`, `Failed to delete expired completed tasks from queue "bulk": refused`},
 		{"Dequeue error: refused", "Failed to forward scheduled tasks: refused"},
+		{`Failed to delete expired completed tasks from queue "tier1": refused`, `Failed to delete expired completed tasks from queue "tier2": refused`},
+		{"Quitting worker. task id=77d763ba-40a6-445c-a19c-adc210ae01fa", "Quitting worker. task id=12345678-90ab-4cde-8f01-23456789abcd"},
+		{"Could not push task id=raw-1 back to queue: refused", "Could not push task id=raw-2 back to queue: refused"},
 	}
 	for _, p := range differ {
 		if a, b := logging.Key(zapcore.ErrorLevel, p[0]), logging.Key(zapcore.ErrorLevel, p[1]); a == b {
