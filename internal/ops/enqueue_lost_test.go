@@ -173,20 +173,19 @@ func TestEnqueueTimeoutNamesTask(t *testing.T) {
 // key, it answers the task rather than enqueue a second one.
 func TestEnqueueTimeoutKeepsIdempotencyKey(t *testing.T) {
 	t.Parallel()
-	ids := []string{"a1a1a1a1-0000-4000-8000-000000000001", "a1a1a1a1-0000-4000-8000-000000000002"}
-	next := 0
-	b, proxy := setupProxied(t, ops.Config{NewTaskID: func() string { next++; return ids[next-1] }})
+	const id = "a1a1a1a1-0000-4000-8000-000000000001"
+	b, proxy := setupProxied(t, ops.Config{NewTaskID: fixedID(id)})
 	proxy.WithholdAfter("evalsha") // the check that follows gets no answer either
 	req := enqueue.Request{Type: "set-emails", Payload: []byte(lostPayload), IdempotencyKey: "order-12 v1"}
 	_, _, err := b.svc.Enqueue(context.Background(), req)
 	var ee *ops.EnqueueError
-	if !errors.As(err, &ee) || ee.TaskID != ids[0] {
-		t.Fatalf("Enqueue error = %v, want an *ops.EnqueueError naming task %s", err, ids[0])
+	if !errors.As(err, &ee) || ee.TaskID != id {
+		t.Fatalf("Enqueue error = %v, want an *ops.EnqueueError naming task %s", err, id)
 	}
 	proxy.Resume()
 	ref, existing, err := b.svc.Enqueue(context.Background(), req)
-	if err != nil || !existing || ref.ID != ids[0] || ref.State != "pending" {
-		t.Errorf("Enqueue again with the key = %+v, existing %t, %v; want the pending task %s, existing", ref, existing, err, ids[0])
+	if err != nil || !existing || ref.ID != id || ref.State != "pending" {
+		t.Errorf("Enqueue again with the key = %+v, existing %t, %v; want the pending task %s, existing", ref, existing, err, id)
 	}
 	if sizes := b.queueSizes(t); sizes["default"] != 1 {
 		t.Errorf("queues = %v, want the one task in default", sizes)
@@ -228,9 +227,7 @@ func TestEnqueueTimeoutFoundIsSuccess(t *testing.T) {
 func TestClaimAnswerLostStillEnqueues(t *testing.T) {
 	t.Parallel()
 	const id = "11111111-2222-4333-8444-555555555555"
-	ids := []string{id, "11111111-2222-4333-8444-666666666666"} // the replay makes an id of its own
-	next := 0
-	b, proxy := setupProxied(t, ops.Config{NewTaskID: func() string { next++; return ids[next-1] }})
+	b, proxy := setupProxied(t, ops.Config{NewTaskID: fixedID(id)}) // the replay makes an id of its own
 	proxy.WithholdOnce("\r\nset\r\n")
 	req := enqueue.Request{Type: "set-emails", Payload: []byte(lostPayload), IdempotencyKey: "order-12 v1"}
 	ref, existing, err := b.svc.Enqueue(context.Background(), req)
@@ -252,9 +249,8 @@ func TestClaimAnswerLostStillEnqueues(t *testing.T) {
 // rather than answered as a replay of a task that never was.
 func TestClaimUnansweredIsReleased(t *testing.T) {
 	t.Parallel()
-	ids := []string{"a2a2a2a2-0000-4000-8000-000000000001", "a2a2a2a2-0000-4000-8000-000000000002"}
-	next := 0
-	b, proxy := setupProxied(t, ops.Config{NewTaskID: func() string { next++; return ids[next-1] }})
+	const id = "a2a2a2a2-0000-4000-8000-000000000001"
+	b, proxy := setupProxied(t, ops.Config{NewTaskID: fixedID(id)})
 	proxy.WithholdEach("\r\nset\r\n") // every try of the SET NX; the release is answered
 	req := enqueue.Request{Type: "set-emails", Payload: []byte(lostPayload), IdempotencyKey: "order-12 v2"}
 	if _, _, err := b.svc.Enqueue(context.Background(), req); err == nil || !strings.Contains(err.Error(), "claim idempotency key") {
@@ -262,8 +258,8 @@ func TestClaimUnansweredIsReleased(t *testing.T) {
 	}
 	proxy.Resume()
 	ref, existing, err := b.svc.Enqueue(context.Background(), req)
-	if err != nil || existing || ref.ID != ids[1] || ref.State != "pending" {
-		t.Errorf("sent again with the key = %+v, existing %t, %v; want the new pending task %s", ref, existing, err, ids[1])
+	if err != nil || existing || ref.ID != id+"-2" || ref.State != "pending" {
+		t.Errorf("sent again with the key = %+v, existing %t, %v; want the new pending task %s-2", ref, existing, err, id)
 	}
 	if sizes := b.queueSizes(t); sizes["default"] != 1 {
 		t.Errorf("queues = %v, want the one task in default", sizes)
