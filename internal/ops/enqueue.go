@@ -166,7 +166,9 @@ func (s *Service) enqueueOnce(ctx context.Context, c enqueue.Checked) (TaskRef, 
 			continue
 		}
 		if err != nil {
-			return TaskRef{}, false, fmt.Errorf("read idempotency key: %w", err)
+			// The claim may be this call's own, its answer lost: release it
+			// (only while it holds this call's record).
+			return TaskRef{}, false, s.unclaim(ctx, claim, fmt.Errorf("read idempotency key: %w", err))
 		}
 		var prev idempotencyRecord
 		if !claimed {

@@ -265,3 +265,26 @@ func TestClaimUnansweredIsReleased(t *testing.T) {
 		t.Errorf("queues = %v, want the one task in default", sizes)
 	}
 }
+
+// The claim's answer is lost and the read that follows gets none either:
+// the call fails, and releases the claim that may be its own, so that the
+// request sent again with its key is enqueued.
+func TestClaimAndReadUnansweredIsReleased(t *testing.T) {
+	t.Parallel()
+	const id = "b3b3b3b3-0000-4000-8000-000000000001"
+	b, proxy := setupProxied(t, ops.Config{NewTaskID: fixedID(id)})
+	proxy.WithholdOnce("\r\nset\r\n")
+	proxy.WithholdEach("\r\nget\r\n")
+	req := enqueue.Request{Type: "set-emails", Payload: []byte(lostPayload), IdempotencyKey: "order-12 v3"}
+	if _, _, err := b.svc.Enqueue(context.Background(), req); err == nil || !strings.Contains(err.Error(), "read idempotency key") {
+		t.Fatalf("Enqueue error = %v, want the read's", err)
+	}
+	proxy.Resume()
+	ref, existing, err := b.svc.Enqueue(context.Background(), req)
+	if err != nil || existing || ref.ID != id+"-2" || ref.State != "pending" {
+		t.Errorf("sent again with the key = %+v, existing %t, %v; want the new pending task %s-2", ref, existing, err, id)
+	}
+	if sizes := b.queueSizes(t); sizes["default"] != 1 {
+		t.Errorf("queues = %v, want the one task in default", sizes)
+	}
+}
