@@ -103,11 +103,12 @@ func (t *Throttle) Log(log *zap.Logger, level zapcore.Level, msg string, fields 
 
 // Key returns what tells a message at level apart from others when its
 // text carries volatile details (a library's formatted line): its words of
-// digits and punctuation without a letter (addresses, ports, counts) and
-// what is in brackets (lists of ids) are left out, and at most the first
-// 200 bytes are kept. A word with a letter stays: a task's id, a queue's
-// name ("tier1"), so that lines about different tasks or queues are not
-// taken for repeats.
+// digits and punctuation without a letter (addresses, ports, counts), or
+// with only the T and Z of a timestamp (an expired certificate's error
+// names the current time), and what is in brackets (lists of ids) are left
+// out, and at most the first 200 bytes are kept. A word with another
+// letter stays: a task's id, a queue's name ("tier1"), so that lines about
+// different tasks or queues are not taken for repeats.
 func Key(level zapcore.Level, msg string) string {
 	var b strings.Builder
 	b.WriteString(level.String())
@@ -119,7 +120,7 @@ func Key(level zapcore.Level, msg string) string {
 		opens, closes := strings.Count(word, "["), strings.Count(word, "]")
 		inList := depth > 0 || opens > 0
 		depth = max(depth+opens-closes, 0)
-		if inList || strings.ContainsFunc(word, unicode.IsDigit) && !strings.ContainsFunc(word, unicode.IsLetter) {
+		if inList || strings.ContainsFunc(word, unicode.IsDigit) && !strings.ContainsFunc(word, isNameLetter) {
 			if left {
 				continue // one mark for a run of words left out: a list of any length
 			}
@@ -133,3 +134,7 @@ func Key(level zapcore.Level, msg string) string {
 	s := b.String()
 	return s[:min(len(s), maxKey)]
 }
+
+// isNameLetter reports whether r is a letter other than the T and Z of an
+// RFC 3339 timestamp.
+func isNameLetter(r rune) bool { return unicode.IsLetter(r) && r != 'T' && r != 'Z' }

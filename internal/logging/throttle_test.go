@@ -77,6 +77,8 @@ func TestKey(t *testing.T) {
 			"Failed to extend lease for tasks [12345678-90ab-4cde-8f01-23456789abcd]: dial tcp 127.0.0.1:2: connect: connection refused"},
 		{"connection pool: failed to dial after 5 attempts: dial tcp 127.0.0.1:42549: connect: connection refused",
 			"connection pool: failed to dial after 4 attempts: dial tcp 127.0.0.1:42549: connect: connection refused"},
+		{"connection pool: failed to dial after 5 attempts: tls: failed to verify certificate: x509: certificate has expired or is not yet valid: current time 2026-12-01T05:43:09Z is after 2026-11-30T00:00:00Z",
+			"connection pool: failed to dial after 5 attempts: tls: failed to verify certificate: x509: certificate has expired or is not yet valid: current time 2026-12-01T05:43:10.25Z is after 2026-11-30T00:00:00Z"},
 	}
 	for _, p := range same {
 		if a, b := logging.Key(zapcore.ErrorLevel, p[0]), logging.Key(zapcore.ErrorLevel, p[1]); a != b {

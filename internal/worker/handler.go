@@ -336,8 +336,8 @@ func (p *processor) persist(ctx context.Context, d *delivery, what string, write
 // persistBackOff times persist's retries: from 50 ms, growing by half to
 // a second at most, without jitter (a recovering Redis gets at most one try
 // a second from each waiting delivery), with no end of its own. The guard
-// must land before asynq's recoverer hands the task back, which is a
-// second after its first look once Redis answers.
+// should land before asynq's recoverer hands the task back, a second after
+// its first look (once a minute) once Redis answers.
 func persistBackOff() *backoff.ExponentialBackOff {
 	return backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond),
 		backoff.WithMultiplier(1.5), backoff.WithRandomizationFactor(0),
