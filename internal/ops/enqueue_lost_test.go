@@ -25,6 +25,14 @@ import (
 
 const lostPayload = `{"order_id":12,"additional_emails":["jill@example.com"]}`
 
+// wantOneTaskInDefault fails t unless the queue default holds one task.
+func (b *bundle) wantOneTaskInDefault(t *testing.T) {
+	t.Helper()
+	if sizes := b.queueSizes(t); sizes["default"] != 1 {
+		t.Errorf("queues = %v, want the one task in default", sizes)
+	}
+}
+
 // fixedID is a Config.NewTaskID that gives id first, then ids of its own
 // (id-2, id-3, ...), as uuid.NewString gives each call a new one.
 func fixedID(id string) func() string {
@@ -187,9 +195,7 @@ func TestEnqueueTimeoutKeepsIdempotencyKey(t *testing.T) {
 	if err != nil || !existing || ref.ID != id || ref.State != "pending" {
 		t.Errorf("Enqueue again with the key = %+v, existing %t, %v; want the pending task %s, existing", ref, existing, err, id)
 	}
-	if sizes := b.queueSizes(t); sizes["default"] != 1 {
-		t.Errorf("queues = %v, want the one task in default", sizes)
-	}
+	b.wantOneTaskInDefault(t)
 }
 
 // When the check that follows a failed enqueue finds the task stored, the
@@ -214,9 +220,7 @@ func TestEnqueueTimeoutFoundIsSuccess(t *testing.T) {
 	if err != nil || !existing || ref.ID != id {
 		t.Errorf("replay = %+v, existing %t, %v; want task %s, existing", ref, existing, err, id)
 	}
-	if sizes := b.queueSizes(t); sizes["default"] != 1 {
-		t.Errorf("queues = %v, want the one task in default", sizes)
-	}
+	b.wantOneTaskInDefault(t)
 }
 
 // The answer to the idempotency key's claim (SET NX) is lost and go-redis
@@ -239,52 +243,40 @@ func TestClaimAnswerLostStillEnqueues(t *testing.T) {
 	if ref, existing, err := b.svc.Enqueue(context.Background(), req); err != nil || !existing || ref.ID != id || ref.State != "pending" {
 		t.Errorf("replay = %+v, existing %t, %v; want the pending task %s", ref, existing, err, id)
 	}
-	if sizes := b.queueSizes(t); sizes["default"] != 1 {
-		t.Errorf("queues = %v, want the one task in default", sizes)
-	}
+	b.wantOneTaskInDefault(t)
 }
 
-// No answer at all to the claim: the call fails, and releases the claim it
-// may have set, so that the request sent again with its key is enqueued
+// When the claim gets no answer at all, or its answer is lost and the read
+// that follows gets none either, the call fails and releases the claim that
+// may be its own, so that the request sent again with its key is enqueued
 // rather than answered as a replay of a task that never was.
 func TestClaimUnansweredIsReleased(t *testing.T) {
 	t.Parallel()
-	const id = "a2a2a2a2-0000-4000-8000-000000000001"
-	b, proxy := setupProxied(t, ops.Config{NewTaskID: fixedID(id)})
-	proxy.WithholdEach("\r\nset\r\n") // every try of the SET NX; the release is answered
-	req := enqueue.Request{Type: "set-emails", Payload: []byte(lostPayload), IdempotencyKey: "order-12 v2"}
-	if _, _, err := b.svc.Enqueue(context.Background(), req); err == nil || !strings.Contains(err.Error(), "claim idempotency key") {
-		t.Fatalf("Enqueue error = %v, want the claim's", err)
-	}
-	proxy.Resume()
-	ref, existing, err := b.svc.Enqueue(context.Background(), req)
-	if err != nil || existing || ref.ID != id+"-2" || ref.State != "pending" {
-		t.Errorf("sent again with the key = %+v, existing %t, %v; want the new pending task %s-2", ref, existing, err, id)
-	}
-	if sizes := b.queueSizes(t); sizes["default"] != 1 {
-		t.Errorf("queues = %v, want the one task in default", sizes)
-	}
-}
-
-// The claim's answer is lost and the read that follows gets none either:
-// the call fails, and releases the claim that may be its own, so that the
-// request sent again with its key is enqueued.
-func TestClaimAndReadUnansweredIsReleased(t *testing.T) {
-	t.Parallel()
-	const id = "b3b3b3b3-0000-4000-8000-000000000001"
-	b, proxy := setupProxied(t, ops.Config{NewTaskID: fixedID(id)})
-	proxy.WithholdOnce("\r\nset\r\n")
-	proxy.WithholdEach("\r\nget\r\n")
-	req := enqueue.Request{Type: "set-emails", Payload: []byte(lostPayload), IdempotencyKey: "order-12 v3"}
-	if _, _, err := b.svc.Enqueue(context.Background(), req); err == nil || !strings.Contains(err.Error(), "read idempotency key") {
-		t.Fatalf("Enqueue error = %v, want the read's", err)
-	}
-	proxy.Resume()
-	ref, existing, err := b.svc.Enqueue(context.Background(), req)
-	if err != nil || existing || ref.ID != id+"-2" || ref.State != "pending" {
-		t.Errorf("sent again with the key = %+v, existing %t, %v; want the new pending task %s-2", ref, existing, err, id)
-	}
-	if sizes := b.queueSizes(t); sizes["default"] != 1 {
-		t.Errorf("queues = %v, want the one task in default", sizes)
+	for _, tt := range []struct {
+		name, wantErr string
+		withhold      func(*redistest.Proxy)
+	}{
+		{"every try of the claim", "claim idempotency key", func(p *redistest.Proxy) { p.WithholdEach("\r\nset\r\n") }},
+		{"the claim's answer, then the read", "read idempotency key", func(p *redistest.Proxy) {
+			p.WithholdOnce("\r\nset\r\n")
+			p.WithholdEach("\r\nget\r\n")
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			const id = "a2a2a2a2-0000-4000-8000-000000000001"
+			b, proxy := setupProxied(t, ops.Config{NewTaskID: fixedID(id)})
+			tt.withhold(proxy) // the release is answered
+			req := enqueue.Request{Type: "set-emails", Payload: []byte(lostPayload), IdempotencyKey: "order-12 v2"}
+			if _, _, err := b.svc.Enqueue(context.Background(), req); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Enqueue error = %v, want %q", err, tt.wantErr)
+			}
+			proxy.Resume()
+			ref, existing, err := b.svc.Enqueue(context.Background(), req)
+			if err != nil || existing || ref.ID != id+"-2" || ref.State != "pending" {
+				t.Errorf("sent again with the key = %+v, existing %t, %v; want the new pending task %s-2", ref, existing, err, id)
+			}
+			b.wantOneTaskInDefault(t)
+		})
 	}
 }
