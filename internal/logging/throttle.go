@@ -84,6 +84,28 @@ func (t *Throttle) Allow(key string) (ok bool, suppressed int) {
 	return true, 0
 }
 
+// Flush writes, through log, one WARN line for each message whose repeats
+// were held back since it was last let through, with the message as Key
+// gives it and their number (`suppressed`), and forgets them: a process
+// that stops does not take the count with it. At most maxThrottled lines.
+func (t *Throttle) Flush(log *zap.Logger) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	held := map[string]int{}
+	for k, e := range t.seen {
+		if e.suppressed > 0 {
+			held[k] = e.suppressed
+			e.suppressed = 0
+		}
+	}
+	t.mu.Unlock()
+	for k, n := range held {
+		log.Warn("repeated lines held back", zap.String("message", k), zap.Int("suppressed", n))
+	}
+}
+
 // Log writes msg with fields at level through log unless msg, at that
 // level, was logged within the period; a line after held-back repeats adds
 // their number as `suppressed`. For messages whose text is constant (the

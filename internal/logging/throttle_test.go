@@ -146,3 +146,26 @@ func TestRedisLoggerThrottles(t *testing.T) {
 		t.Errorf("the reminder %v, want suppressed 99", last)
 	}
 }
+
+// Flush reports each message's held-back repeats once, as one WARN line
+// naming it, and nothing for a message without any: a process that stops
+// does not take the count with it.
+func TestThrottleFlush(t *testing.T) {
+	t.Parallel()
+	c := &clock{now: time.Unix(1_800_000_000, 0)}
+	th := logging.NewThrottle(time.Minute, c.Now)
+	for range 3 {
+		th.Allow("repeated")
+	}
+	th.Allow("once")
+	core, logs := observer.New(zapcore.DebugLevel)
+	th.Flush(zap.New(core))
+	th.Flush(zap.New(core)) // the count was reported: nothing more
+	got := logs.All()
+	if len(got) != 1 || got[0].Message != "repeated lines held back" || got[0].Level != zapcore.WarnLevel ||
+		got[0].ContextMap()["message"] != "repeated" || got[0].ContextMap()["suppressed"] != int64(2) {
+		t.Fatalf("flushed %v, want one WARN line: repeated, 2 held back", got)
+	}
+	var none *logging.Throttle
+	none.Flush(zap.New(core)) // a nil Throttle holds nothing back
+}

@@ -68,7 +68,8 @@ func TestStopWhileTheGuardWaitsForRedis(t *testing.T) {
 // try several times a second.
 func TestRedisOutageLogsEachFailureOnce(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{})
+	b := setup(t, setupOpts{startWorkers: -1})
+	stop := b.startWorkerCtl(t, setupOpts{})
 	b.redis.Kill()
 	// Nothing to wait for: the test counts what the loops log in 6 s, in
 	// which each of them fails several times (go-redis's own retries of a
@@ -87,5 +88,14 @@ func TestRedisOutageLogsEachFailureOnce(t *testing.T) {
 		if n > 1 {
 			t.Errorf("%d lines of %q in 6 s, want 1", n, msg)
 		}
+	}
+	// The worker that stops says how many lines it held back.
+	stop()
+	held := 0
+	for _, e := range b.logs.FilterMessage("repeated lines held back").All() {
+		held += int(e.ContextMap()["suppressed"].(int64))
+	}
+	if held == 0 {
+		t.Error("the stopped worker did not report the lines it held back")
 	}
 }

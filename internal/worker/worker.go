@@ -375,6 +375,8 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 		started(adminAddr)
 	}
 
+	// Last: the lines held back are counted once the loops have stopped.
+	defer w.throttle.Flush(w.log)
 	defer w.background(ctx)()
 
 	select {
