@@ -51,10 +51,14 @@ func (l *RedisLogger) Printf(_ context.Context, format string, v ...any) {
 	}
 }
 
-// Detach makes every later message a no-op, once the messages being written
-// are done.
+// Detach reports the repeats held back and not yet reported (Throttle's
+// Flush), then makes every later message a no-op, once the messages being
+// written are done.
 func (l *RedisLogger) Detach() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.log != nil {
+		l.throttle.Flush(l.log)
+	}
 	l.log = nil
 }

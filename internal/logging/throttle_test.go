@@ -145,6 +145,17 @@ func TestRedisLoggerThrottles(t *testing.T) {
 	if last["suppressed"] != float64(99) {
 		t.Errorf("the reminder %v, want suppressed 99", last)
 	}
+	// Repeats held back when the command ends are reported as it detaches
+	// the logger, and nothing is written after.
+	for range 3 {
+		rl.Printf(context.Background(), "redis: connection pool: failed to dial after 5 attempts: dial tcp 127.0.0.1:1: connect: connection refused")
+	}
+	rl.Detach()
+	rl.Printf(context.Background(), "redis: after the end")
+	lines = strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[3], `"msg":"repeated lines held back"`) || !strings.Contains(lines[3], `"suppressed":3`) {
+		t.Errorf("after Detach, lines:\n%s\nwant a fourth and last one reporting 3 held back", out.String())
+	}
 }
 
 // Flush reports each message's held-back repeats once, as one WARN line
