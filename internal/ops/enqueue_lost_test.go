@@ -198,52 +198,46 @@ func TestEnqueueTimeoutKeepsIdempotencyKey(t *testing.T) {
 	b.wantOneTaskInDefault(t)
 }
 
-// When the check that follows a failed enqueue finds the task stored, the
-// enqueue succeeded, and the idempotency key is remembered for it. The key
-// was released instead, and the same request sent again enqueued a second
-// task.
-func TestEnqueueTimeoutFoundIsSuccess(t *testing.T) {
+// A request with an idempotency key whose answer is lost is enqueued once,
+// and its key remembered for the task, so that the request sent again
+// answers that task:
+//   - the enqueue's answer is lost, and the check that follows finds the
+//     task stored: the key was released instead, and the same request sent
+//     again enqueued a second task;
+//   - the answer to the key's claim (SET NX) is lost and go-redis sends it
+//     again: Redis answers "not set", since the first try set it, but the
+//     record holds the id this call made, so the claim is the call's own.
+//     It was taken for an earlier request's claim: the call answered a
+//     replay, state unknown, and nothing was ever enqueued.
+func TestLostAnswerWithKeyEnqueuesOnce(t *testing.T) {
 	t.Parallel()
-	const id = "5e4d3c2b-1a09-4f8e-b7d6-c5b4a3928170"
-	b, proxy := setupProxied(t, ops.Config{NewTaskID: fixedID(id)})
-	// The enqueue's EVALSHAs name the queue's pending list; the check and
-	// the release of the key do not, and are answered.
-	proxy.WithholdEach(":pending")
-	req := enqueue.Request{Type: "set-emails", Payload: []byte(lostPayload), IdempotencyKey: "order-12 v1"}
-	ref, existing, err := b.svc.Enqueue(context.Background(), req)
-	want := ops.TaskRef{ID: id, Type: "set-emails", Queue: "default", State: "pending"}
-	if err != nil || existing || ref != want {
-		t.Fatalf("Enqueue = %+v, existing %t, %v; want %+v, new", ref, existing, err, want)
+	for _, tt := range []struct {
+		name     string
+		withhold func(*redistest.Proxy)
+	}{
+		// The enqueue's EVALSHAs name the queue's pending list; the check
+		// and the release of the key do not, and are answered.
+		{"the enqueue's", func(p *redistest.Proxy) { p.WithholdEach(":pending") }},
+		{"the claim's", func(p *redistest.Proxy) { p.WithholdOnce("\r\nset\r\n") }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			const id = "5e4d3c2b-1a09-4f8e-b7d6-c5b4a3928170"
+			b, proxy := setupProxied(t, ops.Config{NewTaskID: fixedID(id)}) // the replay makes an id of its own
+			tt.withhold(proxy)
+			req := enqueue.Request{Type: "set-emails", Payload: []byte(lostPayload), IdempotencyKey: "order-12 v1"}
+			ref, existing, err := b.svc.Enqueue(context.Background(), req)
+			want := ops.TaskRef{ID: id, Type: "set-emails", Queue: "default", State: "pending"}
+			if err != nil || existing || ref != want {
+				t.Fatalf("Enqueue = %+v, existing %t, %v; want %+v, new", ref, existing, err, want)
+			}
+			proxy.Resume()
+			if ref, existing, err := b.svc.Enqueue(context.Background(), req); err != nil || !existing || ref != want {
+				t.Errorf("replay = %+v, existing %t, %v; want %+v, existing", ref, existing, err, want)
+			}
+			b.wantOneTaskInDefault(t)
+		})
 	}
-	proxy.Resume()
-	ref, existing, err = b.svc.Enqueue(context.Background(), req)
-	if err != nil || !existing || ref.ID != id {
-		t.Errorf("replay = %+v, existing %t, %v; want task %s, existing", ref, existing, err, id)
-	}
-	b.wantOneTaskInDefault(t)
-}
-
-// The answer to the idempotency key's claim (SET NX) is lost and go-redis
-// sends it again: Redis answers "not set", since the first try set it. The
-// record holds the id this call made, so the claim is the call's own and
-// the task is enqueued. It was taken for an earlier request's claim: the
-// call answered a replay, state unknown, and nothing was ever enqueued.
-func TestClaimAnswerLostStillEnqueues(t *testing.T) {
-	t.Parallel()
-	const id = "11111111-2222-4333-8444-555555555555"
-	b, proxy := setupProxied(t, ops.Config{NewTaskID: fixedID(id)}) // the replay makes an id of its own
-	proxy.WithholdOnce("\r\nset\r\n")
-	req := enqueue.Request{Type: "set-emails", Payload: []byte(lostPayload), IdempotencyKey: "order-12 v1"}
-	ref, existing, err := b.svc.Enqueue(context.Background(), req)
-	want := ops.TaskRef{ID: id, Type: "set-emails", Queue: "default", State: "pending"}
-	if err != nil || existing || ref != want {
-		t.Fatalf("Enqueue = %+v, existing %t, %v; want %+v, new", ref, existing, err, want)
-	}
-	proxy.Resume()
-	if ref, existing, err := b.svc.Enqueue(context.Background(), req); err != nil || !existing || ref.ID != id || ref.State != "pending" {
-		t.Errorf("replay = %+v, existing %t, %v; want the pending task %s", ref, existing, err, id)
-	}
-	b.wantOneTaskInDefault(t)
 }
 
 // When the claim gets no answer at all, or its answer is lost and the read
