@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/queues"
 )
 
 // childOptions configure this binary re-executed as a baseline program.
 type childOptions struct {
-	mode              string // plain, noop or bridge
+	mode              string // plain, guarded, noop or bridge
 	redisAddr         string
 	baseURL           string
 	apiKey            string
@@ -31,13 +32,13 @@ type childOptions struct {
 }
 
 func (c *childOptions) flags() {
-	flag.StringVar(&c.mode, "child", "", "run as a baseline program instead: plain, noop or bridge (the driver does this itself)")
+	flag.StringVar(&c.mode, "child", "", "run as a baseline program instead: plain, guarded, noop or bridge (the driver does this itself)")
 	flag.StringVar(&c.redisAddr, "child-redis", "", "baseline: Redis address")
-	flag.StringVar(&c.baseURL, "child-base-url", "", "plain: the CertCentral base URL")
-	flag.StringVar(&c.apiKey, "child-api-key", "", "plain: the API key")
-	flag.StringVar(&c.queues, "child-queues", "default=1", "plain, noop: weighted queues")
-	flag.IntVar(&c.concurrency, "child-concurrency", 20, "plain, noop: handlers at once")
-	flag.DurationVar(&c.taskCheckInterval, "child-task-check-interval", 0, "plain, noop: asynq's TaskCheckInterval (0: asynq's default)")
+	flag.StringVar(&c.baseURL, "child-base-url", "", "plain, guarded: the CertCentral base URL")
+	flag.StringVar(&c.apiKey, "child-api-key", "", "plain, guarded: the API key")
+	flag.StringVar(&c.queues, "child-queues", "default=1", "plain, guarded, noop: weighted queues")
+	flag.IntVar(&c.concurrency, "child-concurrency", 20, "plain, guarded, noop: handlers at once")
+	flag.DurationVar(&c.taskCheckInterval, "child-task-check-interval", 0, "plain, guarded, noop: asynq's TaskCheckInterval (0: asynq's default)")
 	flag.StringVar(&c.listen, "child-listen", "", "bridge: listen address")
 }
 
@@ -52,6 +53,10 @@ func runChild(ctx context.Context, c childOptions) error {
 	switch c.mode {
 	case "plain":
 		return runServer(ctx, c, plainHandler(c.baseURL, c.apiKey))
+	case "guarded":
+		rc := redis.NewClient(&redis.Options{Addr: c.redisAddr})
+		defer rc.Close()
+		return runServer(ctx, c, guardedHandler(rc, plainHandler(c.baseURL, c.apiKey)))
 	case "noop":
 		return runServer(ctx, c, asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil }))
 	case "bridge":
@@ -122,6 +127,30 @@ func plainHandler(baseURL, apiKey string) asynq.Handler {
 			return fmt.Errorf("DigiCert answered %d", resp.StatusCode)
 		}
 		return nil
+	})
+}
+
+// guardedHandler is plain with the least a hand-written handler needs for
+// one of certmail's guarantees, a duplicate guard: one Redis round trip
+// before the call (EXISTS: was this task's call already made?) and one after
+// a 2xx (SET with a day's expiry), each a plain command on a pooled go-redis
+// client. It makes as many round trips of its own as `certmail worker`
+// does, with none of the worker's other work (limiter, auth gate, result,
+// outcome log line, metrics): what two round trips cost on their own.
+func guardedHandler(rc *redis.Client, plain asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		key := "bench:delivered:" + t.ResultWriter().TaskID()
+		n, err := rc.Exists(ctx, key).Result()
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		if err := plain.ProcessTask(ctx, t); err != nil {
+			return err
+		}
+		return rc.Set(ctx, key, "1", 24*time.Hour).Err()
 	})
 }
 

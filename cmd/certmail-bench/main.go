@@ -6,7 +6,9 @@
 // The baselines are hand-written programs of the same shape, run as
 // processes of their own (this binary re-executed with -child): "plain", an
 // asynq handler that decodes a resend-dcv payload, builds the body and PUTs
-// it to the fake CertCentral with net/http; "noop", an asynq handler that
+// it to the fake CertCentral with net/http; "guarded", plain with a
+// duplicate guard (EXISTS before the call, SET after it: two round trips of
+// its own, as many as the worker makes); "noop", an asynq handler that
 // does nothing; "bridge", a net/http server that decodes a JSON body and
 // enqueues it with asynq.Client. certmail runs as `certmail worker` and
 // `certmail api` processes, so that CPU per task is read per process
@@ -21,13 +23,16 @@
 //	worker_cpu_us_per_task, plain_..., noop_...   medians of alternating rounds (ratios: of the rounds
 //	worker_vs_plain_cpu_ratio (≤ 1.5)             run side by side); CPU from /proc/<pid>/stat of each
 //	redis_cpu_us_per_task_worker, _plain, _noop   program's process and of redis-server
+//	guarded_tps, guarded_cpu_us_per_task, ...     the same for the guarded handler, and the ratios
+//	guarded_vs_plain_ratio, _cpu_ratio            guarded/plain and worker/guarded: what two round
+//	worker_vs_guarded_ratio, _cpu_ratio           trips cost alone, and what the worker adds to them
 //	redis_round_trips_per_task (≤ 4)              per delivered task, between 10 % and 90 % of the
 //	redis_commands_per_task                       DigiCert calls: Redis's read events (INFO stats
 //	redis_script_commands_per_task                total_reads_processed, one per round trip), the
-//	..._plain, ..._3_queues                       commands MONITOR shows from clients and apart those
+//	..._plain, ..._guarded, ..._3_queues          commands MONITOR shows from clients and apart those
 //	                                              their scripts run (Lua's), with breakdowns; certmail
-//	                                              on one queue, the plain handler, certmail on the
-//	                                              default three queues
+//	                                              on one queue, the plain and guarded handlers,
+//	                                              certmail on the default three queues
 //	pickup_p50_ms, pickup_p99_ms (p99 ≤ 150)      enqueue to DigiCert call at 200 tasks/s into "default"
 //	pickup_plain_asynq_default_p50_ms, _p99_ms    of the three default queues: `certmail worker` with
 //	idle_redis_commands_per_s, ..._plain          default settings, the plain handler on asynq's

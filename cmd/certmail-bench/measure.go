@@ -169,12 +169,12 @@ func startFake(cfg digicerttest.Config, wrap func(http.Handler) http.Handler) (*
 	return &fakeCertCentral{Server: fake, baseURL: "http://" + addr + "/services/v2", stop: func() { stop(); fake.Close() }}, nil
 }
 
-// program names a measured program: "worker" (`certmail worker`), "plain"
-// or "noop" (baselines, this binary re-executed).
+// program names a measured program: "worker" (`certmail worker`), "plain",
+// "guarded" or "noop" (baselines, this binary re-executed).
 type program struct {
 	kind              string
 	queues            string
-	taskCheckInterval time.Duration // plain and noop; 0 is asynq's default
+	taskCheckInterval time.Duration // baselines; 0 is asynq's default
 	env               []string      // worker: added to its environment
 }
 

@@ -21,8 +21,9 @@ import (
 )
 
 // roundTrips counts, from Redis, what each delivered task costs in round
-// trips and commands: certmail on one queue, the plain handler on one
-// queue, and certmail on the default three queues (tasks in "default").
+// trips and commands: certmail on one queue, the plain and guarded
+// handlers on one queue, and certmail on the default three queues (tasks in
+// "default").
 func roundTrips(ctx context.Context, r *redisServer, o options) ([]figure, error) {
 	rc := redis.NewClient(&redis.Options{Addr: r.addr})
 	defer rc.Close()
@@ -37,6 +38,7 @@ func roundTrips(ctx context.Context, r *redisServer, o options) ([]figure, error
 	}{
 		{"", program{kind: "worker", queues: oneQueue}},
 		{"_plain", program{kind: "plain", queues: oneQueue}},
+		{"_guarded", program{kind: "guarded", queues: oneQueue}},
 		{"_3_queues", program{kind: "worker", queues: defaultQueues}},
 	}
 	var figures []figure

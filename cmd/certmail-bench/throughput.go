@@ -21,9 +21,9 @@ type usage struct {
 	redisCPUUS float64 // redis-server's CPU per task, µs
 }
 
-// throughput alternates rounds of the no-op handler, the plain handler and
-// `certmail worker`, one queue each, and reports medians: the rates, and
-// the ratios of rounds run side by side.
+// throughput alternates rounds of the no-op handler, the plain handler, the
+// guarded one and `certmail worker`, one queue each, and reports medians:
+// the rates, and the ratios of rounds run side by side.
 func throughput(ctx context.Context, r *redisServer, o options) ([]figure, error) {
 	rc := redis.NewClient(&redis.Options{Addr: r.addr})
 	defer rc.Close()
@@ -33,9 +33,10 @@ func throughput(ctx context.Context, r *redisServer, o options) ([]figure, error
 	}
 	defer fake.stop()
 
-	progs := []program{{kind: "noop", queues: oneQueue}, {kind: "plain", queues: oneQueue}, {kind: "worker", queues: oneQueue}}
+	progs := []program{{kind: "noop", queues: oneQueue}, {kind: "plain", queues: oneQueue},
+		{kind: "guarded", queues: oneQueue}, {kind: "worker", queues: oneQueue}}
 	got := map[string][]usage{}
-	var vsPlain, vsNoop, cpuVsPlain []float64
+	var vsPlain, vsNoop, cpuVsPlain, guardedVsPlain, guardedCPUVsPlain, vsGuarded, cpuVsGuarded []float64
 	for i := range o.rounds {
 		for _, prog := range progs {
 			u, err := throughputRound(ctx, o, r, rc, fake, prog, o.tasks, "")
@@ -45,11 +46,13 @@ func throughput(ctx context.Context, r *redisServer, o options) ([]figure, error
 			fmt.Printf("  round %d %-6s %8.0f tasks/s %7.1f µs CPU/task, redis %6.1f µs/task\n", i+1, prog, u.tps, u.cpuUS, u.redisCPUUS)
 			got[prog.kind] = append(got[prog.kind], u)
 		}
-		w, p, n := got["worker"][i], got["plain"][i], got["noop"][i]
+		w, p, g, n := got["worker"][i], got["plain"][i], got["guarded"][i], got["noop"][i]
 		vsPlain, vsNoop, cpuVsPlain = append(vsPlain, w.tps/p.tps), append(vsNoop, w.tps/n.tps), append(cpuVsPlain, w.cpuUS/p.cpuUS)
+		guardedVsPlain, guardedCPUVsPlain = append(guardedVsPlain, g.tps/p.tps), append(guardedCPUVsPlain, g.cpuUS/p.cpuUS)
+		vsGuarded, cpuVsGuarded = append(vsGuarded, w.tps/g.tps), append(cpuVsGuarded, w.cpuUS/g.cpuUS)
 	}
 	if o.cpuProfile != "" {
-		if _, err := throughputRound(ctx, o, r, rc, fake, progs[2], 4*o.tasks, o.cpuProfile); err != nil {
+		if _, err := throughputRound(ctx, o, r, rc, fake, progs[len(progs)-1], 4*o.tasks, o.cpuProfile); err != nil {
 			return nil, fmt.Errorf("profiled round: %w", err)
 		}
 		fmt.Printf("  CPU profile of a certmail worker in %s\n", o.cpuProfile)
@@ -77,6 +80,13 @@ func throughput(ctx context.Context, r *redisServer, o options) ([]figure, error
 		{name: "redis_cpu_us_per_task_worker", value: round(med("worker", rcpu), 1)},
 		{name: "redis_cpu_us_per_task_plain", value: round(med("plain", rcpu), 1)},
 		{name: "redis_cpu_us_per_task_noop", value: round(med("noop", rcpu), 1)},
+		{name: "guarded_tps", value: round(med("guarded", tps), 0)},
+		{name: "guarded_cpu_us_per_task", value: round(med("guarded", cpu), 1)},
+		{name: "redis_cpu_us_per_task_guarded", value: round(med("guarded", rcpu), 1)},
+		{name: "guarded_vs_plain_ratio", value: round(median(guardedVsPlain), 3)},
+		{name: "guarded_vs_plain_cpu_ratio", value: round(median(guardedCPUVsPlain), 3)},
+		{name: "worker_vs_guarded_ratio", value: round(median(vsGuarded), 3)},
+		{name: "worker_vs_guarded_cpu_ratio", value: round(median(cpuVsGuarded), 3)},
 	}, nil
 }
 
