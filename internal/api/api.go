@@ -300,11 +300,14 @@ func (s *Server) Close() error {
 // Run serves the API on Config.Addr until ctx is done, then gives in-flight
 // requests Config.ShutdownTimeout to finish. started, when not nil, is called
 // with the bound address (useful with port 0) once the API accepts
-// connections.
+// connections. Before it listens it reads Redis's eviction policy once
+// (redisconn.Conn.CheckEviction): the idempotency keys it writes expire, so
+// a policy other than noeviction gets one ERROR line.
 func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 	if s.cfg.InsecureNoAuth {
 		s.log.Warn("authentication is off (--insecure-no-auth): anyone who can reach the API can enqueue tasks, manage dead letters and use the dashboard")
 	}
+	s.cfg.Redis.CheckEviction(ctx, s.log, evictionRisk)
 	var served bool
 	err := admin.Serve(ctx, s.cfg.Addr, admin.NewServer(s, s.cfg.Limits), s.cfg.ShutdownTimeout, func(a net.Addr) {
 		served = true
@@ -320,3 +323,6 @@ func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 	}
 	return err
 }
+
+// evictionRisk is what the API gets wrong when Redis evicts its keys.
+const evictionRisk redisconn.EvictionRisk = "an evicted idempotency key lets a request retried with the same Idempotency-Key enqueue a second task"

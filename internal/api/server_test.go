@@ -27,6 +27,7 @@ import (
 	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
+	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/internal/schedule"
 )
 
@@ -730,6 +731,60 @@ func TestRun(t *testing.T) {
 			}
 			if warned != tt.insecure {
 				t.Errorf("warned about missing authentication: %t, want %t:\n%s", warned, tt.insecure, logs.Text())
+			}
+		})
+	}
+}
+
+// An API whose Redis may evict keys (maxmemory-policy other than
+// noeviction) says so once at start, at ERROR, naming the policy and the
+// risk to the idempotency keys it owns, and serves all the same; on
+// Redis's default policy it says nothing.
+func TestRunReportsAnEvictingRedis(t *testing.T) {
+	t.Parallel()
+	for _, policy := range []string{"volatile-lru", "noeviction"} {
+		t.Run(policy, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, setupOpts{redis: redistest.Options{Args: []string{"--maxmemory", "8mb", "--maxmemory-policy", policy}}})
+			log, logs := certmailtest.NewLogger(t)
+			s, err := api.New(api.Config{Ops: b.ops, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}},
+				Addr: "127.0.0.1:0", Logger: log})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			addr := make(chan net.Addr, 1)
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx, func(a net.Addr) { addr <- a }) }()
+			select {
+			case <-addr:
+			case err := <-done:
+				t.Fatalf("Run: %v", err)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run after cancel: %v", err)
+			}
+			var lines []map[string]any
+			for _, l := range logs.Lines("error", "") {
+				if _, ok := l["maxmemory_policy"]; ok {
+					lines = append(lines, l)
+				}
+			}
+			want := 0
+			if policy != "noeviction" {
+				want = 1
+			}
+			if len(lines) != want {
+				t.Fatalf("%d ERROR lines about the eviction policy, want %d:\n%s", len(lines), want, logs.Text())
+			}
+			if want == 1 && (lines[0]["maxmemory_policy"] != policy || !strings.Contains(lines[0]["risk"].(string), "Idempotency-Key")) {
+				t.Errorf("ERROR line %v: want maxmemory_policy %s and the risk to the idempotency keys", lines[0], policy)
+			}
+			if logs.FilterMessage("api started").Len() != 1 {
+				t.Errorf("the API did not start:\n%s", logs.Text())
 			}
 		})
 	}

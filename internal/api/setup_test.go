@@ -63,6 +63,7 @@ type setupOpts struct {
 	// proxied puts the API's ops.Service behind a redistest.Proxy (bundle.proxy),
 	// its clients giving up a read after 250 ms, its scripts loaded in Redis.
 	proxied bool
+	redis   redistest.Options // the Redis server's options
 }
 
 func setup(t testing.TB, opts ...setupOpts) *bundle {
@@ -71,7 +72,7 @@ func setup(t testing.TB, opts ...setupOpts) *bundle {
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	b := &bundle{redis: redistest.Start(t), registry: admin.NewRegistry()}
+	b := &bundle{redis: redistest.Start(t, o.redis), registry: admin.NewRegistry()}
 	var err error
 	b.conn, err = redisconn.Open(b.redis.URL())
 	if err != nil {

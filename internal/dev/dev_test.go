@@ -374,8 +374,9 @@ func TestScheduleMinInterval(t *testing.T) {
 	})
 }
 
-// The embedded Redis (miniredis) answers no INFO memory: the worker and the
-// scheduler do not warn that its eviction policy could not be read.
+// The embedded Redis (miniredis) answers no INFO memory: the worker, the
+// scheduler and the API do not warn that its eviction policy could not be
+// read.
 func TestEmbeddedRedisIsNotCheckedForEviction(t *testing.T) {
 	t.Parallel()
 	logger, logs := certmailtest.NewLogger(t)
