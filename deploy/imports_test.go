@@ -29,9 +29,11 @@ var (
 
 // maxImportDepth is the longest chain of certmail packages allowed, the
 // importing package and the imported one included (cmd/certmail → cli →
-// dev → scheduler → ops → enqueue → queues: roles side by side, wiring on
-// top). Before the roles were set side by side it was 9.
-const maxImportDepth = 7
+// dev → scheduler → ops → enqueue → queues → tasks: roles side by side,
+// wiring on top, the public tasks package, which imports nothing of
+// certmail's, at the bottom: queues takes the rule of a queue name from it).
+// Before the roles were set side by side it was 9.
+const maxImportDepth = 8
 
 // TestImportGraph holds the packages to their roles: no import from the
 // producer side into the consumer side or back, the shared records

@@ -18,6 +18,10 @@ var ErrUnknownType = errors.New("unknown task type")
 // than MaxTaskIDBytes.
 var ErrTaskIDTooLong = errors.New("task id too long")
 
+// ErrInvalidQueue is wrapped by NewTask's error for an asynq.Queue whose
+// name ValidQueueName refuses: no certmail worker could serve that queue.
+var ErrInvalidQueue = errors.New("invalid queue name")
+
 // Bounds of a *ValidationError, so that an error about input of any size
 // stays small wherever it is shown (an HTTP answer, a log line, asynq's
 // last_error, a dead-letter entry).

@@ -149,7 +149,21 @@ func ExampleParse() {
 	// {OrderID:123 AdditionalEmails:[Jill@example.com] Account: Sequence:0}
 }
 
+// A queue name no certmail worker could serve is refused when the task is
+// built, rather than waiting in Redis forever.
+func ExampleNewTask_invalidQueue() {
+	_, err := tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: 123}, asynq.Queue("Bulk"))
+	fmt.Println(errors.Is(err, tasks.ErrInvalidQueue))
+	fmt.Println(err)
+	fmt.Println(tasks.ValidQueueName("bulk"), tasks.ValidQueueName("Bulk"))
+	// Output:
+	// true
+	// new task: invalid queue name: asynq.Queue "Bulk": a queue name is 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit
+	// true false
+}
+
 // Another Go service enqueues a set-emails task with its own asynq client.
+// The queue goes to the constructor, which checks its name.
 // (Compiled but not run: it needs a Redis server.)
 func Example_enqueue() {
 	client := asynq.NewClient(asynq.RedisClientOpt{Addr: "127.0.0.1:6379"})
@@ -158,15 +172,17 @@ func Example_enqueue() {
 	task, err := tasks.NewSetEmailsTask(tasks.SetEmails{
 		OrderID:          123,
 		AdditionalEmails: []string{"jill.valentine@example.com"},
-	})
+	}, asynq.Queue("critical"))
 	if err != nil {
-		fmt.Println("build task:", err) // a *tasks.ValidationError listing every problem
+		// A *tasks.ValidationError listing every problem, or an error
+		// wrapping tasks.ErrInvalidQueue or tasks.ErrTaskIDTooLong.
+		fmt.Println("build task:", err)
 		return
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	info, err := client.EnqueueContext(ctx, task, asynq.Queue("critical"))
+	info, err := client.EnqueueContext(ctx, task)
 	if err != nil {
 		fmt.Println("enqueue:", err)
 		return

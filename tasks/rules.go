@@ -29,7 +29,7 @@ const (
 	maxLocalPartLen = 64
 	maxDNSNameLen   = 253
 	maxLabelLen     = 63
-	maxAccountLen   = 63
+	maxNameLen      = 63 // of an account or a queue
 )
 
 // Errors returned by ValidateEmail; their text is what FieldError.Message says.
@@ -232,14 +232,23 @@ func checkID(ps *problems, field string, id int64) {
 
 // checkAccount reports an account name that is set and malformed.
 func checkAccount(ps *problems, account string) {
-	if account != "" && !validAccount(account) {
+	if account != "" && !validName(account) {
 		ps.add("account", msgAccount)
 	}
 }
 
-// validAccount reports whether s matches ^[a-z0-9][a-z0-9_-]{0,62}$.
-func validAccount(s string) bool {
-	if s == "" || len(s) > maxAccountLen {
+// ValidQueueName reports whether name is a queue name certmail accepts: 1 to
+// 63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit
+// (^[a-z0-9][a-z0-9_-]{0,62}$). It is the one rule of every entry point:
+// CERTMAIL_QUEUES, the queue of an API request, a CLI command or a schedule,
+// and NewTask's asynq.Queue. A valid name may still be one the workers do
+// not serve; only a process that reads CERTMAIL_QUEUES can tell.
+func ValidQueueName(name string) bool { return validName(name) }
+
+// validName reports whether s matches ^[a-z0-9][a-z0-9_-]{0,62}$, the rule
+// of account and queue names.
+func validName(s string) bool {
+	if s == "" || len(s) > maxNameLen {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

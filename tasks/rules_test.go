@@ -233,3 +233,16 @@ func TestValidationErrorText(t *testing.T) {
 		}
 	}
 }
+
+func TestValidQueueName(t *testing.T) {
+	t.Parallel()
+	for name, want := range map[string]bool{
+		"default": true, "bulk": true, "critical": true, "a_b-1": true, "0": true, strings.Repeat("q", 63): true,
+		"": false, "Default": false, "default\u00a0": false, " default": false, "crit ical": false, "bulk/1": false,
+		"_bulk": false, "-bulk": false, "bülk": false, strings.Repeat("q", 64): false,
+	} {
+		if got := tasks.ValidQueueName(name); got != want {
+			t.Errorf("ValidQueueName(%q) = %t, want %t", name, got, want)
+		}
+	}
+}

@@ -19,8 +19,12 @@
 //
 // The constructors normalise the payload (trimmed addresses, lower-case
 // domains, duplicates removed), validate it, refuse an asynq.TaskID longer
-// than MaxTaskIDBytes and prepend DefaultOptions, so a task that reaches
-// Redis is always one the certmail worker accepts. A producer that builds a
+// than MaxTaskIDBytes and an asynq.Queue that ValidQueueName refuses, and
+// prepend DefaultOptions, so a task that reaches Redis is always one the
+// certmail worker accepts. Give the queue to the constructor: one given to
+// the asynq client's Enqueue is not checked, and no worker serves a name
+// such as "Default" or "bulk/1". Whether the workers serve a valid name
+// (CERTMAIL_QUEUES) the constructors cannot tell. A producer that builds a
 // task with asynq.NewTask itself passes DefaultOptions (or at least
 // asynq.Retention(DefaultRetention)) too: without a retention, asynq deletes
 // a completed task and its result at once, and no one can read its outcome.
@@ -131,9 +135,13 @@ func DefaultOptions() []asynq.Option {
 // DefaultOptions come first and opts after them, so the caller's options win.
 // An invalid payload gives a nil task and a *ValidationError; an
 // asynq.TaskID longer than MaxTaskIDBytes, a nil task and an error wrapping
-// ErrTaskIDTooLong.
+// ErrTaskIDTooLong; an asynq.Queue whose name ValidQueueName refuses, a nil
+// task and an error wrapping ErrInvalidQueue.
 func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
 	if err := checkTaskID(opts); err != nil {
+		return nil, err
+	}
+	if err := checkQueue(opts); err != nil {
 		return nil, err
 	}
 	var (
@@ -180,6 +188,21 @@ func checkTaskID(opts []asynq.Option) error {
 		}
 		if id, _ := o.Value().(string); len(id) > MaxTaskIDBytes {
 			return fmt.Errorf("new task: %w: asynq.TaskID of %d bytes, at most %d", ErrTaskIDTooLong, len(id), MaxTaskIDBytes)
+		}
+	}
+	return nil
+}
+
+// checkQueue refuses an asynq.Queue among opts whose name ValidQueueName
+// refuses, quoting at most its first 64 characters.
+func checkQueue(opts []asynq.Option) error {
+	for _, o := range opts {
+		if o == nil || o.Type() != asynq.QueueOpt {
+			continue
+		}
+		if name, _ := o.Value().(string); !ValidQueueName(name) {
+			return fmt.Errorf("new task: %w: asynq.Queue %.64q: a queue name is 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit",
+				ErrInvalidQueue, name)
 		}
 	}
 	return nil

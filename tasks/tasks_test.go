@@ -187,6 +187,67 @@ func TestNewTaskRefusesALongTaskID(t *testing.T) {
 	}
 }
 
+// A queue name no certmail worker could serve (upper case, a space, a
+// no-break space, a slash, too long) is refused by every constructor with
+// ErrInvalidQueue, in a short error quoting at most the name's first 64
+// characters; so is one that a later asynq.Queue overrides, as an
+// over-long asynq.TaskID is. The names ValidQueueName accepts, and no Queue
+// option at all (DefaultQueue), build a task.
+func TestNewTaskRefusesAnInvalidQueue(t *testing.T) {
+	t.Parallel()
+	constructors := map[string]func(...asynq.Option) (*asynq.Task, error){
+		"NewSetEmailsTask": func(o ...asynq.Option) (*asynq.Task, error) {
+			return tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"a@example.com"}}, o...)
+		},
+		"NewResendDCVTask": func(o ...asynq.Option) (*asynq.Task, error) {
+			return tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: 1}, o...)
+		},
+		"NewSendCertTask": func(o ...asynq.Option) (*asynq.Task, error) {
+			return tasks.NewSendCertTask(tasks.SendCert{CertificateID: 1, Emails: []string{"a@example.com"}, CertificateCollectFormat: "attachment"}, o...)
+		},
+		"NewResendDomainDCVTask": func(o ...asynq.Option) (*asynq.Task, error) {
+			return tasks.NewResendDomainDCVTask(tasks.ResendDomainDCV{DomainID: 1}, o...)
+		},
+		"NewTask": func(o ...asynq.Option) (*asynq.Task, error) { return tasks.NewTask(tasks.ResendDCV{OrderID: 1}, o...) },
+	}
+	long := strings.Repeat("q", 64) + strings.Repeat("Z", 5000)
+	for _, tt := range []struct {
+		name  string
+		opts  []asynq.Option
+		valid bool
+	}{
+		{"Default", []asynq.Option{asynq.Queue("Default")}, false},
+		{"no-break space", []asynq.Option{asynq.Queue("default\u00a0")}, false},
+		{"space", []asynq.Option{asynq.Queue("crit ical")}, false},
+		{"slash", []asynq.Option{asynq.Queue("bulk/1")}, false},
+		{"64 characters", []asynq.Option{asynq.Queue(strings.Repeat("q", 64))}, false},
+		{"long", []asynq.Option{asynq.Queue(long)}, false},
+		{"overridden", []asynq.Option{asynq.Queue("Bulk"), asynq.Queue("bulk")}, false},
+		{"default", []asynq.Option{asynq.Queue("default")}, true},
+		{"bulk", []asynq.Option{asynq.Queue("bulk"), asynq.MaxRetry(1)}, true},
+		{"a_b-1", []asynq.Option{asynq.Queue("a_b-1")}, true},
+		{"63 characters", []asynq.Option{asynq.Queue(strings.Repeat("q", 63))}, true},
+		{"no Queue option", nil, true},
+	} {
+		for name, build := range constructors {
+			task, err := build(tt.opts...)
+			if tt.valid {
+				if err != nil || task == nil {
+					t.Errorf("%s, %s: task %t, error %v; want a task", name, tt.name, task != nil, err)
+				}
+				continue
+			}
+			if task != nil || !errors.Is(err, tasks.ErrInvalidQueue) {
+				t.Errorf("%s, %s: task %t, error %v; want no task and ErrInvalidQueue", name, tt.name, task != nil, err)
+				continue
+			}
+			if msg := err.Error(); len(msg) > 200 || strings.Contains(msg, "Z") || !strings.Contains(msg, "1-63 characters of a-z") {
+				t.Errorf("%s, %s: error %q; want a short one naming the rule, with at most the name's first 64 characters", name, tt.name, msg)
+			}
+		}
+	}
+}
+
 func TestNewTaskReportsIndexesAsSent(t *testing.T) {
 	t.Parallel()
 	_, err := tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"a@example.com", "A@example.com", "not an address"}})

@@ -132,7 +132,7 @@ func Check(req Request, r Rules) (Checked, error) {
 	}
 	errs = append(errs, checkOptions(req)...)
 	queue := cmp.Or(req.Queue, tasks.DefaultQueue)
-	if queues.ValidName(queue) && !slices.Contains(r.Queues, queue) {
+	if tasks.ValidQueueName(queue) && !slices.Contains(r.Queues, queue) {
 		errs = append(errs, tasks.FieldError{Field: "queue", Message: msgNotServed(r.Queues, req.Queue == "")})
 	}
 	if len(errs) > 0 {
@@ -201,7 +201,7 @@ func msgNotServed(served []string, isDefault bool) string {
 func checkOptions(req Request) []tasks.FieldError {
 	var errs []tasks.FieldError
 	add := func(field, msg string) { errs = append(errs, tasks.FieldError{Field: field, Message: msg}) }
-	if req.Queue != "" && !queues.ValidName(req.Queue) {
+	if req.Queue != "" && !tasks.ValidQueueName(req.Queue) {
 		add(OptionQueue, msgQueue)
 	}
 	if !req.ProcessAt.IsZero() && req.ProcessIn != 0 {

@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/deadletter"
-	"github.com/certmail/certmail/internal/queues"
+	"github.com/certmail/certmail/tasks"
 )
 
 // DeadLetter is one entry of the dead-letter stream (a deadletter.Entry) as
@@ -215,7 +215,7 @@ type Purged struct {
 const purgePage = 1000
 
 // maxQueueName is the most bytes of a queue name a PurgeCheck shows: a
-// queue certmail serves has at most 63 (queues.ValidName).
+// queue certmail serves has at most 63 (tasks.ValidQueueName).
 const maxQueueName = 64
 
 // MaxQueuesListed is the most queue names a PurgeCheck lists in Known and
@@ -310,7 +310,7 @@ func (s *Service) CheckPurge(ctx context.Context) (PurgeCheck, error) {
 	// and a queue name that could hold a task is at most 63 bytes.
 	other := map[string]bool{}
 	for _, r := range refs {
-		if queues.ValidName(r.Queue) && !slices.Contains(c.Queues, r.Queue) {
+		if tasks.ValidQueueName(r.Queue) && !slices.Contains(c.Queues, r.Queue) {
 			other[r.Queue] = true
 			c.OtherEntries++
 			continue
@@ -509,7 +509,7 @@ func (s *Service) withArchived(ctx context.Context, dl DeadLetter) (DeadLetter, 
 	if err := ctx.Err(); err != nil {
 		return DeadLetter{}, err
 	}
-	if !queues.ValidName(dl.Queue) || dl.TaskID == "" {
+	if !tasks.ValidQueueName(dl.Queue) || dl.TaskID == "" {
 		return dl, nil // not a queue a task can be in
 	}
 	info, err := s.inspector.GetTaskInfo(dl.Queue, dl.TaskID)

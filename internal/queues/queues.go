@@ -1,31 +1,28 @@
 // Package queues reads CERTMAIL_QUEUES, the weighted list of asynq queues
 // the workers serve. Every process reads the same setting (the API, the CLI,
 // the scheduler and the workers), so that a task or schedule for a queue no
-// worker serves is refused where it enters instead of waiting forever.
+// worker serves is refused where it enters instead of waiting forever. A
+// queue name is one that tasks.ValidQueueName accepts, the rule the Go
+// constructors apply too.
 package queues
 
 import (
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/certmail/certmail/tasks"
 )
 
 // Default is CERTMAIL_QUEUES's default.
 const Default = "critical=6,default=3,bulk=1"
 
-// namePattern is what a queue name may be, as the entry points accept it.
-var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-
-// ValidName reports whether name is a queue name the entry points accept:
-// 1 to 63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit.
-func ValidName(name string) bool { return namePattern.MatchString(name) }
-
-// Parse reads "critical=6,default=3,bulk=1": names of 1 to 63 characters of
-// a-z, 0-9, '_' or '-' starting with a letter or digit, each with a weight of
-// at least 1, none twice.
+// Parse reads "critical=6,default=3,bulk=1": names that
+// tasks.ValidQueueName accepts (1 to 63 characters of a-z, 0-9, '_' or '-'
+// starting with a letter or digit), each with a weight of at least 1, none
+// twice.
 func Parse(s string) (map[string]int, error) { return parse(s, true) }
 
 // ParseNames reads a list of queue names for a command to which weights
@@ -57,7 +54,7 @@ func parse(s string, weighted bool) (map[string]int, error) {
 			return nil, fmt.Errorf("queue %.64q: want NAME=WEIGHT with a weight of at least 1, e.g. %s", part, Default)
 		case badWeight:
 			return nil, fmt.Errorf("queue %.64q: want NAME, or NAME=WEIGHT with a weight of at least 1, e.g. bulk or %s", part, Default)
-		case !ValidName(name):
+		case !tasks.ValidQueueName(name):
 			return nil, fmt.Errorf("queue %.64q: a name is 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit", name)
 		}
 		if _, dup := qs[name]; dup {
