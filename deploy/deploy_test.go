@@ -322,30 +322,12 @@ func TestKustomize(t *testing.T) {
 // them).
 func TestKustomizeBuild(t *testing.T) {
 	t.Parallel()
-	var build []string
-	if p, err := exec.LookPath("kustomize"); err == nil {
-		build = []string{p, "build"}
-	} else if p, err := exec.LookPath("kubectl"); err == nil {
-		build = []string{p, "kustomize"}
-	} else {
-		t.Skip("neither kustomize nor kubectl is installed: rendering not checked (TestKustomize checks the files)")
-	}
+	build := kustomizeCommand(t)
 	for _, dir := range []string{"base", "monitoring", "overlays/example"} {
-		out, err := exec.Command(build[0], append(build[1:], dir)...).Output()
+		objs, err := render(build, dir)
 		if err != nil {
-			t.Errorf("%s %s: %v", strings.Join(build, " "), dir, err)
+			t.Error(err)
 			continue
-		}
-		var objs []map[string]any
-		dec := yaml.NewDecoder(bytes.NewReader(out))
-		for {
-			var o map[string]any
-			if err := dec.Decode(&o); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", dir, err)
-			}
-			objs = append(objs, o)
 		}
 		have := map[string]bool{}
 		for _, o := range objs {
@@ -367,6 +349,40 @@ func TestKustomizeBuild(t *testing.T) {
 		if dir != "monitoring" && deployments != 3 {
 			t.Errorf("%s renders %d Deployments, want 3", dir, deployments)
 		}
+	}
+}
+
+// kustomizeCommand returns the command line that renders a kustomization
+// (kustomize build, or kubectl kustomize), or skips the test when neither
+// is installed.
+func kustomizeCommand(t *testing.T) []string {
+	t.Helper()
+	if p, err := exec.LookPath("kustomize"); err == nil {
+		return []string{p, "build"}
+	}
+	if p, err := exec.LookPath("kubectl"); err == nil {
+		return []string{p, "kustomize"}
+	}
+	t.Skip("neither kustomize nor kubectl is installed: rendering not checked (TestKustomize checks the files)")
+	return nil
+}
+
+// render renders the kustomization in dir with build and returns its objects.
+func render(build []string, dir string) ([]map[string]any, error) {
+	out, err := exec.Command(build[0], append(build[1:], dir)...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", strings.Join(build, " "), dir, err)
+	}
+	var objs []map[string]any
+	dec := yaml.NewDecoder(bytes.NewReader(out))
+	for {
+		var o map[string]any
+		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+			return objs, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("%s: %w", dir, err)
+		}
+		objs = append(objs, o)
 	}
 }
 
@@ -460,6 +476,75 @@ func TestRunbooksForGeneratedNames(t *testing.T) {
 			if !strings.Contains(strings.Join(strings.Fields(rb.text), " "), want) {
 				t.Errorf("%s does not say %q", rb.where, want)
 			}
+		}
+	}
+}
+
+// workersFirst is the label selector of the upgrade procedure (the README's
+// Upgrading paragraph, the example overlay): applied with it, the overlay
+// changes the workers and creates the ConfigMaps and Secrets they use, and
+// leaves the scheduler's and the API's objects as they are, so that no
+// earlier worker is left when a new scheduler or API enqueues what only new
+// workers read.
+const workersFirst = "app.kubernetes.io/component notin (scheduler,api)"
+
+// componentLabel is the label the manifests give each object of one process.
+const componentLabel = "app.kubernetes.io/component"
+
+// TestWorkersRollFirst: the README and the example overlay tell operators
+// to apply workersFirst before the rest, and on the rendered overlay that
+// selector picks the worker's Deployment with every ConfigMap and Secret it
+// refers to, and none of the objects of the scheduler or the API (those
+// labelled so, or selecting their pods).
+func TestWorkersRollFirst(t *testing.T) {
+	t.Parallel()
+	sel := regexp.MustCompile(`^(\S+) notin \(([a-z,-]+)\)$`).FindStringSubmatch(workersFirst)
+	if sel == nil || sel[1] != componentLabel {
+		t.Fatalf("workersFirst %q: want %s notin (...)", workersFirst, componentLabel)
+	}
+	later := strings.Split(sel[2], ",")
+	command := "kubectl apply -k deploy/overlays/example -l '" + workersFirst + "'"
+	overlay, err := os.ReadFile("overlays/example/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for where, text := range map[string]string{
+		"the README's Running in production":  readmeSection(t, "Running in production"),
+		"overlays/example/kustomization.yaml": string(overlay),
+	} {
+		if !strings.Contains(text, command) {
+			t.Errorf("%s does not say %q", where, command)
+		}
+	}
+
+	objs, err := render(kustomizeCommand(t), "overlays/example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	selected := map[string]bool{}
+	var worker map[string]any
+	for _, o := range objs {
+		kind, name := o["kind"].(string), get(o, "metadata", "name").(string)
+		own, _ := get(o, "metadata", "labels", componentLabel).(string)
+		selected[kind+"/"+name] = !slices.Contains(later, own)
+		for _, pods := range []any{get(o, "spec", "selector", "matchLabels", componentLabel), get(o, "spec", "selector", componentLabel)} {
+			if c, _ := pods.(string); slices.Contains(later, c) && !slices.Contains(later, own) {
+				t.Errorf("%s %s selects the %s's pods without the label %s=%s: the workers' step would apply it", kind, name, c, componentLabel, c)
+			}
+		}
+		if kind == "Deployment" && name == "certmail-worker" {
+			worker = o
+		}
+		if kind == "Deployment" && name != "certmail-worker" && selected[kind+"/"+name] {
+			t.Errorf("Deployment %s is applied with the workers", name)
+		}
+	}
+	if worker == nil || !selected["Deployment/certmail-worker"] {
+		t.Fatal("the selector leaves out the worker's Deployment")
+	}
+	for _, ref := range objectRefs(get(worker, "spec", "template", "spec")) {
+		if !selected[ref] {
+			t.Errorf("the worker refers to %s, which the selector leaves out: its new pods could not start", ref)
 		}
 	}
 }
