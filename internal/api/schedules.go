@@ -12,9 +12,10 @@ import (
 // ScheduleList is the answer of GET /v1/schedules.
 type ScheduleList struct {
 	Schedules []schedule.Status `json:"schedules"`
-	// Skipped names the schedules kept in Redis that cannot be read (at
-	// most schedule.MaxSkippedListed), left out of Schedules and logged;
-	// SkippedCount counts them all.
+	// Skipped names the schedules kept in Redis that the scheduler does not
+	// fire (at most schedule.MaxSkippedListed), each with its problem: those
+	// that cannot be read, and API schedules the rules in force refuse. They
+	// are left out of Schedules and logged; SkippedCount counts them all.
 	Skipped      []schedule.Skipped `json:"skipped,omitempty"`
 	SkippedCount int                `json:"skipped_count,omitempty"`
 }
@@ -54,7 +55,8 @@ func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusCreated, st)
 }
 
-// getSchedule is GET /v1/schedules/{id}.
+// getSchedule is GET /v1/schedules/{id}: 404 also for a schedule the list
+// names under skipped, saying why.
 func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) {
 	st, err := s.schedules.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
@@ -75,9 +77,13 @@ func (s *Server) deleteSchedule(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) writeScheduleError(w http.ResponseWriter, r *http.Request, err error) {
 	var ve *tasks.ValidationError
+	var skipped *schedule.SkippedError
 	switch {
 	case errors.As(err, &ve):
 		s.writeProblem(w, r, validationProblem(ve.Errors), nil)
+	case errors.As(err, &skipped):
+		s.writeProblem(w, r, Problem{Status: http.StatusNotFound,
+			Detail: "the scheduler skips this schedule (GET /v1/schedules names it under skipped): " + skipped.Problem}, nil)
 	case errors.Is(err, schedule.ErrNotFound):
 		s.writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: "no schedule has this id"}, nil)
 	case errors.Is(err, schedule.ErrExists):

@@ -71,7 +71,37 @@ func TestSchedulesBounded(t *testing.T) {
 
 // scheduleList decodes api.ScheduleList.
 type scheduleList struct {
-	Schedules []schedule.Status `json:"schedules"`
+	Schedules    []schedule.Status  `json:"schedules"`
+	Skipped      []schedule.Skipped `json:"skipped"`
+	SkippedCount int                `json:"skipped_count"`
+}
+
+// TestScheduleTheSchedulerSkipsIsNotListedAsDue: a schedule stored as an
+// earlier version took it, with ticks closer than
+// CERTMAIL_SCHEDULE_MIN_INTERVAL, is one the scheduler skips: the list
+// names it under skipped with why, without a next run, GET of its id says
+// why in a 404, and it can be deleted.
+func TestScheduleTheSchedulerSkipsIsNotListedAsDue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if err := b.conn.Client.HSet(context.Background(), "certmail:schedules", "old-resend",
+		`{"id":"old-resend","cron":"@every 3s","type":"resend-dcv","payload":{"order_id":2001}}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const why = "cron: fires every 3s at times; the shortest interval allowed is 1m0s (CERTMAIL_SCHEDULE_MIN_INTERVAL)"
+	var list scheduleList
+	mustJSON(t, b.get(t, "/v1/schedules"), http.StatusOK, &list)
+	if len(list.Schedules) != 0 || list.SkippedCount != 1 || len(list.Skipped) != 1 ||
+		list.Skipped[0] != (schedule.Skipped{ID: "old-resend", Source: "api", Problem: why}) {
+		t.Errorf("list %+v, want old-resend skipped with %q", list, why)
+	}
+	p := mustProblem(t, b.get(t, "/v1/schedules/old-resend"), http.StatusNotFound)
+	if !strings.Contains(p.Detail, why) {
+		t.Errorf("GET detail %q, want it to say %q", p.Detail, why)
+	}
+	if res := b.do(t, http.MethodDelete, "/v1/schedules/old-resend", "", nil); res.status != http.StatusNoContent {
+		t.Errorf("delete: %d %s", res.status, res.body)
+	}
 }
 
 func TestSchedulesReject(t *testing.T) {

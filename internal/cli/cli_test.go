@@ -825,6 +825,31 @@ func TestSchedule(t *testing.T) {
 	}
 }
 
+// TestScheduleListSkipsWhatTheSchedulerSkips: a schedule stored as an
+// earlier version took it, with ticks closer than
+// CERTMAIL_SCHEDULE_MIN_INTERVAL, is not in the table or the JSON as if it
+// were due: stderr names it with why the scheduler does not fire it, and a
+// longer minimum interval lists it again.
+func TestScheduleListSkipsWhatTheSchedulerSkips(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	if err := e.redis.Client().HSet(context.Background(), "certmail:schedules", "old-resend",
+		`{"id":"old-resend","cron":"@every 3s","type":"resend-dcv","payload":{"order_id":2001}}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const why = "skipped api schedule old-resend, which the scheduler does not fire: " +
+		"cron: fires every 3s at times; the shortest interval allowed is 1m0s (CERTMAIL_SCHEDULE_MIN_INTERVAL)\n"
+	for _, output := range []string{"table", "json"} {
+		r := e.run("schedule", "list", "-o", output, "--schedule-min-interval", "1m")
+		if r.code != 0 || strings.Contains(r.stdout, "old-resend") || r.stderr != why {
+			t.Errorf("list -o %s: %+v, want old-resend only on stderr: %q", output, r, why)
+		}
+	}
+	if r := e.run("schedule", "list", "--schedule-min-interval", "1s"); r.code != 0 || !strings.Contains(r.stdout, "old-resend") || r.stderr != "" {
+		t.Errorf("list with a minimum interval of 1s: %+v, want old-resend listed", r)
+	}
+}
+
 func TestAPIRefusesWithoutTokens(t *testing.T) {
 	t.Parallel()
 	if r := run(t, "api", "--redis-url", "redis://127.0.0.1:1/0"); r.code != 2 || !strings.Contains(r.stderr, "no API token") {

@@ -110,11 +110,12 @@ func (c *ScheduleListCmd) Run(env *Env) error {
 		return err
 	}
 	all := l.Schedules
+	// Not in the table or the JSON: they have no next run.
 	for _, sk := range l.Skipped {
-		fmt.Fprintf(env.Stderr, "skipped unreadable %s schedule %s: %s\n", sk.Source, sk.ID, sk.Problem)
+		fmt.Fprintf(env.Stderr, "skipped %s schedule %s, which the scheduler does not fire: %s\n", sk.Source, sk.ID, sk.Problem)
 	}
 	if n := l.SkippedCount - len(l.Skipped); n > 0 {
-		fmt.Fprintf(env.Stderr, "skipped %d more unreadable schedules\n", n)
+		fmt.Fprintf(env.Stderr, "skipped %d more schedules the scheduler does not fire\n", n)
 	}
 	if c.Output == "json" {
 		return writeJSON(env.Stdout, all)

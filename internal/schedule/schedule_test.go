@@ -752,6 +752,73 @@ func TestListingSkipsUnreadableEntries(t *testing.T) {
 	}
 }
 
+// TestListingSkipsWhatTheSchedulerSkips: an API schedule stored before the
+// rules in force refused it (an earlier version's @every 3s, an account
+// removed since) is not listed as due: the listing judges it as the
+// scheduler does (APISchedules) and names it under Skipped with its
+// problem, and Get gives that problem. A file schedule is listed as the
+// leader published it.
+func TestListingSkipsWhatTheSchedulerSkips(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	rules := testRules
+	rules.MinInterval = time.Minute
+	st, err := schedule.NewStore(schedule.Config{Redis: e.redis.Client(), Rules: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := st.Add(ctx, schedule.Schedule{ID: "fine", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	rdb := e.redis.Client()
+	for _, kv := range [][3]string{
+		{apiSchedulesKey, "old-resend", `{"id":"old-resend","cron":"@every 3s","type":"resend-dcv","payload":{"order_id":2001}}`},
+		{apiSchedulesKey, "gone-account", `{"id":"gone-account","cron":"@daily","type":"resend-dcv","payload":{"order_id":1,"account":"us"}}`},
+		{fileSchedulesKey, "file-fast", `{"id":"file-fast","cron":"@every 3s","type":"resend-dcv","payload":{"order_id":3}}`},
+	} {
+		if err := rdb.HSet(ctx, kv[0], kv[1], kv[2]).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := st.Listing(ctx)
+	if err != nil {
+		t.Fatalf("Listing: %v", err)
+	}
+	var listed []string
+	for _, s := range l.Schedules {
+		listed = append(listed, s.ID)
+	}
+	if strings.Join(listed, ",") != "file-fast,fine" {
+		t.Errorf("listed %v, want file-fast (as the leader published it) and fine", listed)
+	}
+	const tooOften = "cron: fires every 3s at times; the shortest interval allowed is 1m0s (CERTMAIL_SCHEDULE_MIN_INTERVAL)"
+	want := []schedule.Skipped{
+		{ID: "gone-account", Source: schedule.SourceAPI, Problem: "payload.account: "},
+		{ID: "old-resend", Source: schedule.SourceAPI, Problem: tooOften},
+	}
+	if l.SkippedCount != len(want) || len(l.Skipped) != len(want) {
+		t.Fatalf("skipped %d: %+v, want %+v", l.SkippedCount, l.Skipped, want)
+	}
+	for i, w := range want {
+		if got := l.Skipped[i]; got.ID != w.ID || got.Source != w.Source || !strings.HasPrefix(got.Problem, w.Problem) {
+			t.Errorf("skipped[%d] = %+v, want %+v", i, got, w)
+		}
+	}
+	_, bad, err := st.APISchedules(ctx)
+	if err != nil || len(bad) != 2 || bad["old-resend"] == nil || bad["gone-account"] == nil {
+		t.Errorf("APISchedules bad = %v, %v; want the two the listing skips", bad, err)
+	}
+	_, err = st.Get(ctx, "old-resend")
+	var skipped *schedule.SkippedError
+	if !errors.Is(err, schedule.ErrNotFound) || !errors.As(err, &skipped) || skipped.Problem != tooOften {
+		t.Errorf("Get(old-resend) = %v, want a SkippedError with %q", err, tooOften)
+	}
+	if got, err := st.Get(ctx, "file-fast"); err != nil || got.NextRun == nil {
+		t.Errorf("Get(file-fast) = %+v, %v; want it with its next run", got, err)
+	}
+}
+
 // TestStoredScheduleOverTheBoundsIsSkipped: a schedule an older version
 // stored with a cron spec over MaxCronBytes is not compiled again: the
 // listing names it as skipped with the bound, and the scheduler gets it

@@ -254,8 +254,9 @@ func (st *Store) NoteTask(ctx context.Context, fence *lease.Lease, id, taskID st
 }
 
 // APISchedules reads the API's schedules and judges each by the Store's
-// rules again (an account may have been removed since it was added): good
-// are those that may fire, bad names each of the others with its problem.
+// rules again (readStored: an account may have been removed since it was
+// added): good are those that may fire, bad names each of the others with
+// its problem. Listings skip the same ones.
 func (st *Store) APISchedules(ctx context.Context) (good []*Compiled, bad map[string]error, err error) {
 	raw, err := st.rdb.HGetAll(ctx, apiSchedulesKey).Result()
 	if err != nil {
@@ -263,12 +264,7 @@ func (st *Store) APISchedules(ctx context.Context) (good []*Compiled, bad map[st
 	}
 	bad = map[string]error{}
 	for id, js := range raw {
-		var s Schedule
-		if err := json.Unmarshal([]byte(js), &s); err != nil {
-			bad[id] = err
-			continue
-		}
-		c, err := compile(s, SourceAPI, judge{rules: &st.rules})
+		c, err := st.readStored(js, SourceAPI)
 		if err != nil {
 			bad[id] = err
 			continue
@@ -276,4 +272,26 @@ func (st *Store) APISchedules(ctx context.Context) (good []*Compiled, bad map[st
 		good = append(good, c)
 	}
 	return good, bad, nil
+}
+
+// errNotJSON is a schedule kept in Redis that is not one as JSON.
+var errNotJSON = errors.New("not a schedule as JSON")
+
+// readStored decodes a schedule kept in Redis under source and judges it as
+// the scheduler's leader does before it fires it. An API schedule is judged
+// by the Store's rules in full, as they are now: they may refuse what they
+// took when it was stored (an account removed since, a longer minimum
+// interval, or an earlier version that took what this one refuses). A file
+// schedule is judged by its own form: the leader published it after judging
+// the file by its rules.
+func (st *Store) readStored(js, source string) (*Compiled, error) {
+	var s Schedule
+	if err := json.Unmarshal([]byte(js), &s); err != nil {
+		return nil, errNotJSON
+	}
+	var j judge
+	if source == SourceAPI {
+		j.rules = &st.rules
+	}
+	return compile(s, source, j)
 }

@@ -123,23 +123,40 @@ func NewStore(cfg Config) (*Store, error) {
 // Rules returns the rules the Store judges schedules by, defaults filled in.
 func (st *Store) Rules() Rules { return st.rules }
 
-// Skipped is a schedule kept in Redis that cannot be read (written by hand,
-// by an older version, or damaged): it is left out of listings, and logged.
+// Skipped is a schedule kept in Redis that the scheduler does not fire: one
+// that cannot be read (written by hand, or damaged), or an API schedule the
+// rules in force refuse (stored by an earlier version that took it, or
+// before an account was removed or the minimum interval raised). It is left
+// out of listings, which name it with its problem, and logged.
 type Skipped struct {
-	ID      string `json:"id"`
-	Source  string `json:"source"`
+	ID     string `json:"id"`
+	Source string `json:"source"`
+	// Problem says what is wrong, by field for a schedule that reads
+	// ("cron: fires every 3s at times; ..."), bounded as a
+	// *tasks.ValidationError is.
 	Problem string `json:"problem"`
 }
+
+// SkippedError is Get's error for a schedule listings skip. It matches
+// ErrNotFound: there is no schedule to show.
+type SkippedError struct{ Skipped }
+
+func (e *SkippedError) Error() string {
+	return e.ID + ": skipped: " + e.Problem
+}
+
+// Is reports whether target is ErrNotFound.
+func (e *SkippedError) Is(target error) bool { return target == ErrNotFound }
 
 // MaxSkippedListed is the most skipped schedules a listing names; the others
 // are counted.
 const MaxSkippedListed = 20
 
-// Listing is every readable schedule and what was skipped.
+// Listing is every schedule the scheduler fires and what was skipped.
 type Listing struct {
 	Schedules []Status
-	// Skipped names at most MaxSkippedListed entries that could not be read;
-	// SkippedCount counts them all.
+	// Skipped names at most MaxSkippedListed entries the scheduler does not
+	// fire; SkippedCount counts them all.
 	Skipped      []Skipped
 	SkippedCount int
 }
@@ -279,30 +296,42 @@ func (st *Store) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// Get returns one schedule's status, or ErrNotFound.
+// Get returns one schedule's status; ErrNotFound when there is none, a
+// *SkippedError (which matches ErrNotFound) for one listings skip.
 func (st *Store) Get(ctx context.Context, id string) (Status, error) {
-	all, err := st.List(ctx)
+	scheds, skipped, err := st.load(ctx)
 	if err != nil {
 		return Status{}, err
 	}
-	for _, s := range all {
-		if s.ID == id {
-			return s, nil
+	for _, c := range scheds {
+		if c.ID == id {
+			state, err := st.State(ctx, id)
+			if err != nil {
+				return Status{}, err
+			}
+			return st.status(c, state), nil
+		}
+	}
+	for _, sk := range skipped {
+		if sk.ID == id {
+			return Status{}, &SkippedError{sk}
 		}
 	}
 	return Status{}, fmt.Errorf("%s: %w", id, ErrNotFound)
 }
 
-// List returns every readable schedule (the file's as last mirrored by the
-// leader, then the API's), sorted by id; see Listing for what it skips.
+// List returns every schedule the scheduler fires (the file's as last
+// mirrored by the leader, then the API's), sorted by id; see Listing for
+// what it skips.
 func (st *Store) List(ctx context.Context) ([]Status, error) {
 	l, err := st.Listing(ctx)
 	return l.Schedules, err
 }
 
-// Listing returns every readable schedule, sorted by id, and names the
-// entries that cannot be read, each logged at WARN: one entry of Redis
-// never fails the whole list.
+// Listing returns every schedule the scheduler fires, sorted by id, and
+// names the entries it does not fire (Skipped), each logged at WARN: one
+// entry of Redis never fails the whole list, and none is shown as due when
+// it is not.
 func (st *Store) Listing(ctx context.Context) (Listing, error) {
 	scheds, skipped, err := st.load(ctx)
 	if err != nil {
@@ -310,7 +339,7 @@ func (st *Store) Listing(ctx context.Context) (Listing, error) {
 	}
 	l := Listing{Schedules: make([]Status, 0, len(scheds)), SkippedCount: len(skipped)}
 	for _, sk := range skipped {
-		st.log.Warn("unreadable schedule in Redis skipped", zap.String("schedule", sk.ID), zap.String("source", sk.Source),
+		st.log.Warn("schedule in Redis skipped: the scheduler does not fire it", zap.String("schedule", sk.ID), zap.String("source", sk.Source),
 			zap.String("problem", sk.Problem))
 	}
 	l.Skipped = skipped[:min(len(skipped), MaxSkippedListed)]
@@ -329,7 +358,7 @@ const maxSkippedID = 128
 
 // load reads both sources from Redis; a file schedule wins over an API one
 // with the same id (Add prevents that, but the file can change later). An
-// entry that does not decode, or is not a schedule, is skipped.
+// entry the scheduler does not fire (readStored) is skipped.
 func (st *Store) load(ctx context.Context) ([]*Compiled, []Skipped, error) {
 	byID := map[string]*Compiled{}
 	var skipped []Skipped
@@ -345,21 +374,12 @@ func (st *Store) load(ctx context.Context) ([]*Compiled, []Skipped, error) {
 				}
 				skipped = append(skipped, Skipped{ID: strings.ToValidUTF8(id, "\uFFFD"), Source: src.name, Problem: problem})
 			}
-			var s Schedule
-			if err := json.Unmarshal([]byte(js), &s); err != nil {
-				skip("not a schedule as JSON")
-				continue
-			}
-			// Stored schedules were validated when stored; compile without
-			// the payload checker so that an account removed since then
-			// shows the schedule rather than hiding it (the scheduler skips
-			// and reports it).
-			c, err := compile(s, src.name, judge{})
+			c, err := st.readStored(js, src.name)
 			switch {
 			case err != nil:
-				skip(err.Error())
+				skip(problemOf(err))
 				continue
-			case s.ID != id:
+			case c.ID != id:
 				skip("stored under another id")
 				continue
 			}
@@ -373,6 +393,25 @@ func (st *Store) load(ctx context.Context) ([]*Compiled, []Skipped, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	sort.Slice(skipped, func(i, j int) bool { return skipped[i].ID < skipped[j].ID })
 	return out, skipped, nil
+}
+
+// problemOf is err as Skipped.Problem names it: a schedule's problems as
+// "field: message; ...", without the "invalid <type> payload" of
+// tasks.ValidationError's text, bounded as it is.
+func problemOf(err error) string {
+	var ve *tasks.ValidationError
+	if !errors.As(err, &ve) {
+		return err.Error()
+	}
+	parts := make([]string, 0, len(ve.Errors))
+	for _, fe := range ve.Errors {
+		if fe.Field == "" {
+			parts = append(parts, fe.Message)
+			continue
+		}
+		parts = append(parts, fe.Field+": "+fe.Message)
+	}
+	return strings.Join(parts, "; ")
 }
 
 // LeftoverTTL is how long the state and dashboard history of a schedule
