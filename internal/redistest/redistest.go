@@ -246,6 +246,36 @@ func (s *Server) Commands() map[string]int64 {
 	return calls
 }
 
+// Pause stops the server with SIGSTOP: it keeps its port, the kernel
+// still accepts connections and takes commands in, and nothing answers, as
+// with a partition, a paused VM or a failover's dark old master. Continue
+// ends the pause; so does the cleanup Pause registers, which runs before
+// those registered earlier (a worker started before the pause stops
+// against a server that answers). Kill, Stop and Restart also work on a
+// paused server.
+func (s *Server) Pause() {
+	s.tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		s.tb.Fatal("redistest: Pause: the server is not running")
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.tb.Fatalf("redistest: Pause: %v", err)
+	}
+	s.tb.Cleanup(s.Continue)
+}
+
+// Continue ends a Pause (SIGCONT): the server answers what it took in
+// meanwhile. Continuing a server that is not paused does nothing.
+func (s *Server) Continue() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGCONT)
+	}
+}
+
 // Kill stops the server with SIGKILL (no chance to write anything) and waits
 // for it to go. Killing a stopped server does nothing.
 func (s *Server) Kill() {
@@ -271,6 +301,7 @@ func (s *Server) Stop() {
 		return
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused server handles SIGTERM once it runs
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):

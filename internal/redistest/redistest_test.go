@@ -41,6 +41,27 @@ func TestKillStopsServer(t *testing.T) {
 	}
 }
 
+// A paused server takes connections and commands in and answers none until
+// Continue; then it answers again.
+func TestPauseWithholdsAnswers(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: 200 * time.Millisecond, MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	ctx := context.Background()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Pause()
+	if err := c.Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "i/o timeout") {
+		t.Fatalf("ping while paused: %v, want an i/o timeout", err)
+	}
+	srv.Continue()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("ping after Continue: %v", err)
+	}
+}
+
 func waitRewrite(t *testing.T, c interface {
 	Info(ctx context.Context, section ...string) *redis.StringCmd
 }) {
