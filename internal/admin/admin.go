@@ -219,8 +219,13 @@ type Router interface {
 	Handle(pattern string, h http.Handler)
 }
 
-// Routes adds /healthz, /readyz and /metrics to mux. ready is called with a
-// short deadline on every /readyz request; when it fails, the answer says
+// ReadyTimeout is the deadline of ready on each /readyz request: a Redis
+// that does not answer within it makes the answer 503.
+const ReadyTimeout = 2 * time.Second
+
+// Routes adds /healthz, /readyz and /metrics to mux. ready is called with
+// the deadline ReadyTimeout on every /readyz request, and must end by then
+// (certmail's go-redis clients honour it); when it fails, the answer says
 // only "not ready" and log gets the cause, which may name hosts and ports.
 func Routes(mux Router, ready func(context.Context) error, g prometheus.Gatherer, log *zap.Logger) {
 	mux.Handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -228,7 +233,7 @@ func Routes(mux Router, ready func(context.Context) error, g prometheus.Gatherer
 		fmt.Fprintln(w, "ok")
 	}))
 	mux.Handle("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(r.Context(), ReadyTimeout)
 		defer cancel()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := ready(ctx); err != nil {

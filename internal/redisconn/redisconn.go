@@ -51,16 +51,50 @@ type Conn struct {
 // segment), and a port outside 1 to 65535, is refused, naming it, never
 // dropped. The go-redis client is built
 // from the asynq option, so both reach the same server and database.
+//
+// The go-redis client honours the deadline of each call's context
+// (go-redis's ContextTimeoutEnabled): a command whose answer does not come
+// by then fails at the deadline, as it fails at the read timeout (5 s)
+// without one. Without it go-redis ignores deadlines, and a Redis that
+// takes commands in and never answers (a partition, a paused VM, a
+// failover's dark old master) held every short deadline certmail sets
+// (/readyz's 2 s, the metrics' budget, a lease's renewal) to the read
+// timeout. A context only cancelled still ends waits for a connection,
+// not a read. asynq's own clients, built from Opt, are unchanged.
 func Open(rawURL string) (*Conn, error) {
 	opt, target, err := parse(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	c, ok := opt.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		return nil, fmt.Errorf("REDIS_URL %s: unsupported connection type", target)
+	c, err := newClient(opt)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL %s: %w", target, err)
 	}
 	return &Conn{Opt: opt, Client: c, Target: target}, nil
+}
+
+// newClient is the go-redis client of opt, as opt.MakeRedisClient builds
+// it, with deadlines honoured.
+func newClient(opt asynq.RedisConnOpt) (redis.UniversalClient, error) {
+	switch o := opt.(type) {
+	case asynq.RedisClientOpt:
+		return redis.NewClient(&redis.Options{
+			Network: o.Network, Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB,
+			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			PoolSize: o.PoolSize, TLSConfig: o.TLSConfig,
+			ContextTimeoutEnabled: true,
+		}), nil
+	case asynq.RedisFailoverClientOpt:
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: o.MasterName, SentinelAddrs: o.SentinelAddrs,
+			SentinelUsername: o.SentinelUsername, SentinelPassword: o.SentinelPassword,
+			Username: o.Username, Password: o.Password, DB: o.DB,
+			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			PoolSize: o.PoolSize, TLSConfig: o.TLSConfig,
+			ContextTimeoutEnabled: true,
+		}), nil
+	}
+	return nil, fmt.Errorf("unsupported connection type %T", opt)
 }
 
 // The query parameters of a redis-sentinel:// URL.

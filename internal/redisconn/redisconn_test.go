@@ -13,8 +13,8 @@ import (
 )
 
 // TestOpenHonoursEveryPart: what the URL says reaches both clients, asynq's
-// option and go-redis's client, and the target logged names the database
-// used and no password.
+// option and go-redis's client, the go-redis client honours deadlines, and
+// the target logged names the database used and no password.
 func TestOpenHonoursEveryPart(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -74,6 +74,12 @@ func TestOpenHonoursEveryPart(t *testing.T) {
 			if o.DB != want.db || o.Username != want.username || o.Password != want.password {
 				t.Errorf("go-redis client: DB %d, user %q, password %q; want %d, %q, %q",
 					o.DB, o.Username, o.Password, want.db, want.username, want.password)
+			}
+			if ro, ok := tc.asynq.(asynq.RedisClientOpt); ok && (o.Addr != ro.Addr || !reflect.DeepEqual(o.TLSConfig, ro.TLSConfig)) {
+				t.Errorf("go-redis client: address %q, TLS %v; want %q, %v", o.Addr, o.TLSConfig, ro.Addr, ro.TLSConfig)
+			}
+			if !o.ContextTimeoutEnabled {
+				t.Error("go-redis client ignores context deadlines (ContextTimeoutEnabled is off)")
 			}
 		})
 	}

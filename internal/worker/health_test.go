@@ -3,12 +3,14 @@ package worker_test
 import (
 	"context"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
@@ -65,5 +67,31 @@ func TestHealthWhileWaitingForRedis(t *testing.T) {
 	}, func() string { return "task not completed" })
 	if n := len(fake.DCVSends(7)); n != 1 {
 		t.Errorf("%d DCV sends for order 7, want 1", n)
+	}
+}
+
+// A Redis that takes commands in and never answers (a partition, a paused
+// VM, a failover's dark old master) gets /readyz 503 within
+// admin.ReadyTimeout, not at go-redis's 5 s read timeout, which ignored
+// the deadline.
+func TestStalledRedisReadyzAnswersInTime(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	get := func() (int, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		res, err := http.Get("http://" + b.admins[0] + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode, time.Since(start)
+	}
+	if status, _ := get(); status != http.StatusOK {
+		t.Fatalf("/readyz with Redis up: %d, want 200", status)
+	}
+	b.redis.Pause()
+	if status, took := get(); status != http.StatusServiceUnavailable || took > admin.ReadyTimeout+time.Second {
+		t.Errorf("/readyz with Redis stalled: %d after %v, want 503 within %v", status, took, admin.ReadyTimeout)
 	}
 }
