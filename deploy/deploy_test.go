@@ -24,6 +24,7 @@ import (
 
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/queuestats"
 	"github.com/certmail/certmail/internal/schedule"
 )
 
@@ -581,6 +582,30 @@ func TestMetricsTable(t *testing.T) {
 		listed[m] = true
 	}
 	sameRows(t, "Metrics", listed, definedMetrics(t), "a metric the code registers")
+}
+
+// TestScrapeTimeoutOverBudget: the ServiceMonitor gives every /metrics
+// endpoint a timeout of at least twice the queue figures' budget, so that a
+// worker's scrape during a stalled Redis arrives (with
+// certmail_queue_stats_up 0) rather than time out and leave every worker
+// series stale, which fires CertmailWorkersAbsent instead of
+// CertmailQueueStatsDown.
+func TestScrapeTimeoutOverBudget(t *testing.T) {
+	t.Parallel()
+	endpoints := toAnySlice(get(docs(t, "monitoring/servicemonitor.yaml")[0], "spec", "endpoints"))
+	if len(endpoints) == 0 {
+		t.Fatal("the ServiceMonitor has no endpoints")
+	}
+	for _, e := range endpoints {
+		s, _ := get(e, "scrapeTimeout").(string)
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 2*queuestats.DefaultBudget {
+			t.Errorf("endpoint %v: scrapeTimeout %q, want at least %v (twice queuestats.DefaultBudget)", get(e, "port"), s, 2*queuestats.DefaultBudget)
+		}
+		if i, err := time.ParseDuration(fmt.Sprint(get(e, "interval"))); err != nil || d > i {
+			t.Errorf("endpoint %v: scrapeTimeout %q longer than the interval %v", get(e, "port"), s, get(e, "interval"))
+		}
+	}
 }
 
 // TestHeaderLimitRow: the README's Limits row for the request headers gives

@@ -1,52 +1,95 @@
 // Package queuestats exports the state of certmail's queues to Prometheus:
 // tasks per queue and state, the age of the oldest pending task, whether a
 // queue is paused, and the length of the dead-letter stream. The figures are
-// read from Redis (asynq's inspector) at each scrape, so every process that
-// registers the collector reports the same values; alert on max() over them.
+// read from Redis at each scrape, so every process that registers the
+// collector reports the same values; alert on max() over them.
 //
 // The served queues are reported by name. Any other queue asynq knows (a
 // producer can create one by enqueueing into it) is counted under the queue
-// label "other", so that their number cannot grow the series without limit.
+// label "other", so that their number cannot grow the series without limit;
+// the figures of at most MaxOtherQueues of them are read per scrape, so
+// that their number cannot grow the scrape's work either.
+//
+// A scrape waits for the figures for Config.Budget at most, whatever Redis
+// does (a Redis that takes commands in and never answers included), and
+// reports certmail_queue_stats_up 0 when they did not come, so that the
+// process's other series are served within Prometheus's scrape timeout.
+// The reads run in one goroutine of their own, one at a time: a scrape that
+// finds them running waits for their figures rather than start more.
 package queuestats
 
 import (
+	"cmp"
 	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
-// scrapeTimeout bounds the Redis reads of one scrape.
-const scrapeTimeout = 5 * time.Second
+// DefaultBudget is how long a scrape waits for the figures: half of
+// Prometheus's default scrape timeout (10 s), which the ServiceMonitor in
+// deploy/monitoring sets.
+const DefaultBudget = 5 * time.Second
+
+// MaxOtherQueues is the most queues not served whose figures a scrape reads
+// and sums under OtherQueues; certmail_queue_other_queues counts them all.
+const MaxOtherQueues = 100
 
 // OtherQueues is the queue label of every queue that is not served.
 const OtherQueues = "other"
 
-// Collector is a prometheus.Collector over asynq's queues and a Redis stream.
-type Collector struct {
-	inspector *asynq.Inspector
-	rdb       redis.UniversalClient
-	stream    string
-	served    map[string]bool
-
-	size, latency, paused, streamLen, up *prometheus.Desc
+// Config is what a Collector reads.
+type Config struct {
+	// Redis is the client the figures are read through; the collector does
+	// not close it. A client that honours deadlines (redisconn's) ends the
+	// reads at the budget; another one ends them at its read timeout, and
+	// the scrapes meanwhile still answer within the budget.
+	Redis redis.UniversalClient
+	// DeadLetterStream is the stream whose length is reported.
+	DeadLetterStream string
+	// Served are the queues reported by name.
+	Served []string
+	// Budget bounds the wait of one scrape for the figures, and the reads
+	// themselves on a client that honours deadlines (DefaultBudget when 0).
+	Budget time.Duration
 }
 
-// New returns a collector reading through rdb (which it does not close),
-// reporting the queues served by name (every other one as OtherQueues) and
-// the length of the stream deadLetterStream.
-func New(rdb redis.UniversalClient, deadLetterStream string, served []string) *Collector {
-	set := map[string]bool{}
-	for _, q := range served {
-		set[q] = true
-	}
+// Collector is a prometheus.Collector over asynq's queues and a Redis stream.
+type Collector struct {
+	rdb    redis.UniversalClient
+	stream string
+	served []string // sorted
+	budget time.Duration
+
+	size, latency, paused, streamLen, others, up *prometheus.Desc
+
+	mu      sync.Mutex
+	running *reading // the reads in progress, nil when none are
+}
+
+// reading is one run of the reads; metrics and err are set before done is
+// closed.
+type reading struct {
+	done    chan struct{}
+	metrics []prometheus.Metric
+	err     error
+}
+
+// New returns a collector of cfg's queues and stream.
+func New(cfg Config) *Collector {
+	served := slices.Clone(cfg.Served)
+	slices.Sort(served)
 	return &Collector{
-		inspector: asynq.NewInspectorFromRedisClient(rdb),
-		rdb:       rdb,
-		stream:    deadLetterStream,
-		served:    set,
+		rdb:    cfg.Redis,
+		stream: cfg.DeadLetterStream,
+		served: slices.Compact(served),
+		budget: cmp.Or(cfg.Budget, DefaultBudget),
 		size: prometheus.NewDesc("certmail_queue_tasks",
 			"Tasks in a queue by state (pending, active, scheduled, retry, archived, completed).",
 			[]string{"queue", "state"}, nil),
@@ -56,86 +99,227 @@ func New(rdb redis.UniversalClient, deadLetterStream string, served []string) *C
 			"1 when the queue is paused (from the dashboard or the inspector).", []string{"queue"}, nil),
 		streamLen: prometheus.NewDesc("certmail_deadletter_stream_length",
 			"Entries in the dead-letter stream certmail:deadletter.", nil, nil),
+		others: prometheus.NewDesc("certmail_queue_other_queues",
+			fmt.Sprintf("Queues asynq knows that the worker does not serve; the queue=\"other\" figures sum %d of them at most.", MaxOtherQueues),
+			nil, nil),
 		up: prometheus.NewDesc("certmail_queue_stats_up",
-			"1 when the last scrape could read the queues from Redis.", nil, nil),
+			"1 when the last scrape could read the queues from Redis within its budget.", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.size, c.latency, c.paused, c.streamLen, c.up} {
+	for _, d := range []*prometheus.Desc{c.size, c.latency, c.paused, c.streamLen, c.others, c.up} {
 		ch <- d
 	}
 }
 
-// Collect implements prometheus.Collector. A Redis failure is reported as
-// certmail_queue_stats_up 0 rather than failing the whole scrape, so that
-// the process's other metrics stay visible while Redis is down.
+// Collect implements prometheus.Collector. It waits for the figures for the
+// budget at most; when a read failed or they did not come in time, it
+// reports certmail_queue_stats_up 0 and no queue figures, rather than fail
+// or hold up the whole scrape, so that the process's other series stay
+// visible while Redis is away or stalled.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	up := 1.0
-	if err := c.collectQueues(ch); err != nil {
-		up = 0
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
-	defer cancel()
-	if n, err := c.rdb.XLen(ctx, c.stream).Result(); err == nil {
-		ch <- prometheus.MustNewConstMetric(c.streamLen, prometheus.GaugeValue, float64(n))
-	} else {
-		up = 0
+	timer := time.NewTimer(c.budget)
+	defer timer.Stop()
+	r := c.reading()
+	up := 0.0
+	select {
+	case <-r.done:
+		if r.err == nil {
+			up = 1
+			for _, m := range r.metrics {
+				ch <- m
+			}
+		}
+	case <-timer.C:
 	}
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up)
 }
 
-// queueFigures are what is reported of one queue label.
-type queueFigures struct {
-	sizes   map[string]int
-	latency time.Duration
-	paused  bool
+// reading returns the reads in progress, starting them when none are.
+func (c *Collector) reading() *reading {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running == nil {
+		r := &reading{done: make(chan struct{})}
+		c.running = r
+		go c.run(r)
+	}
+	return c.running
 }
 
-func (c *Collector) collectQueues(ch chan<- prometheus.Metric) error {
-	queues, err := c.inspector.Queues()
-	if err != nil {
-		return err
+// run reads the figures into r under the budget, then lets the next scrape
+// start new reads.
+func (c *Collector) run(r *reading) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.budget)
+	defer cancel()
+	r.metrics, r.err = c.read(ctx)
+	c.mu.Lock()
+	c.running = nil
+	c.mu.Unlock()
+	close(r.done)
+}
+
+// asynq v0.26's keys (its internal/base): the set of the queues it knows,
+// and those of one queue.
+const allQueuesKey = "asynq:queues"
+
+func queueKey(queue, suffix string) string { return "asynq:{" + queue + "}:" + suffix }
+
+// states are the task states reported, in the order statsScript reads them.
+var states = [...]string{"pending", "active", "scheduled", "retry", "archived", "completed"}
+
+// statsScript reads, for each queue, its tasks by state, whether it is
+// paused and when its oldest pending task became pending: asynq's own
+// figures (its currentStatsCmd), without the memory sampling and the
+// per-queue round trips of its Inspector. One run reads every queue at
+// once, so that a queue's figures are of one moment.
+//
+//	KEYS[7i+1..7i+7]  asynq:{q}:pending, :active, :scheduled, :retry, :archived, :completed, :paused
+//	ARGV[i+1]         asynq:{q}:t: (a task's hash is ARGV[i+1] .. id)
+//
+// It returns, per queue, the six counts, 1 or 0 for the pause, and the
+// oldest pending task's pending_since (Unix nanoseconds, as text), or 0.
+var statsScript = redis.NewScript(`
+local res = {}
+for i = 0, #ARGV - 1 do
+	local k = 7 * i
+	local pending = redis.call("LLEN", KEYS[k + 1])
+	table.insert(res, pending)
+	table.insert(res, redis.call("LLEN", KEYS[k + 2]))
+	for j = 3, 6 do
+		table.insert(res, redis.call("ZCARD", KEYS[k + j]))
+	end
+	table.insert(res, redis.call("EXISTS", KEYS[k + 7]))
+	local since = 0
+	if pending > 0 then
+		local id = redis.call("LINDEX", KEYS[k + 1], -1)
+		since = redis.call("HGET", ARGV[i + 1] .. id, "pending_since") or 0
+	end
+	table.insert(res, since)
+end
+return res`)
+
+// figuresPerQueue is how many values statsScript returns per queue.
+const figuresPerQueue = 8
+
+// read reads the figures in two round trips: which queues asynq knows (the
+// served ones, and at most MaxOtherQueues others: one SSCAN page, sorted)
+// with the stream's length, then the queues' figures.
+func (c *Collector) read(ctx context.Context) ([]prometheus.Metric, error) {
+	pipe := c.rdb.Pipeline()
+	known := pipe.SCard(ctx, allQueuesKey)
+	member := make([]*redis.BoolCmd, len(c.served))
+	for i, q := range c.served {
+		member[i] = pipe.SIsMember(ctx, allQueuesKey, q)
 	}
-	var firstErr error
-	byLabel := map[string]*queueFigures{}
-	for _, q := range queues {
-		info, err := c.inspector.GetQueueInfo(q)
-		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
+	page := pipe.SScan(ctx, allQueuesKey, 0, "", MaxOtherQueues)
+	streamLen := pipe.XLen(ctx, c.stream)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, err
+	}
+	var queues []string // the served ones asynq knows, then the others read
+	for i, q := range c.served {
+		if member[i].Val() {
+			queues = append(queues, q)
 		}
+	}
+	served := len(queues)
+	names, _ := page.Val()
+	slices.Sort(names)
+	for _, q := range slices.Compact(names) {
+		if len(queues)-served == MaxOtherQueues {
+			break
+		}
+		if _, ok := slices.BinarySearch(c.served, q); !ok {
+			queues = append(queues, q)
+		}
+	}
+
+	metrics := []prometheus.Metric{
+		prometheus.MustNewConstMetric(c.streamLen, prometheus.GaugeValue, float64(streamLen.Val())),
+		prometheus.MustNewConstMetric(c.others, prometheus.GaugeValue, float64(known.Val()-int64(served))),
+	}
+	if len(queues) == 0 {
+		return metrics, nil
+	}
+	keys := make([]string, 0, 7*len(queues))
+	prefixes := make([]any, 0, len(queues))
+	for _, q := range queues {
+		for _, s := range states {
+			keys = append(keys, queueKey(q, s))
+		}
+		keys = append(keys, queueKey(q, "paused"))
+		prefixes = append(prefixes, queueKey(q, "t:"))
+	}
+	vals, err := statsScript.Run(ctx, c.rdb, keys, prefixes...).Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(vals) != figuresPerQueue*len(queues) {
+		return nil, fmt.Errorf("queue stats: %d values for %d queues", len(vals), len(queues))
+	}
+	now := time.Now()
+	byLabel := map[string]*queueFigures{}
+	var labels []string
+	for i, q := range queues {
 		label := q
-		if !c.served[q] {
+		if i >= served {
 			label = OtherQueues
 		}
 		f := byLabel[label]
 		if f == nil {
-			f = &queueFigures{sizes: map[string]int{}}
+			f = &queueFigures{}
 			byLabel[label] = f
+			labels = append(labels, label)
 		}
-		for state, n := range map[string]int{
-			"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled,
-			"retry": info.Retry, "archived": info.Archived, "completed": info.Completed,
-		} {
-			f.sizes[state] += n
+		v := vals[figuresPerQueue*i:]
+		for s := range len(states) {
+			n, ok := v[s].(int64)
+			if !ok {
+				return nil, errors.New("queue stats: a count is not an integer")
+			}
+			f.sizes[s] += n
 		}
-		f.latency = max(f.latency, info.Latency)
-		f.paused = f.paused || info.Paused
+		f.paused = f.paused || v[6] == int64(1)
+		if since := pendingSince(v[7]); !since.IsZero() {
+			f.latency = max(f.latency, now.Sub(since))
+		}
 	}
-	for label, f := range byLabel {
-		for state, n := range f.sizes {
-			ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(n), label, state)
+	for _, label := range labels {
+		f := byLabel[label]
+		for s, n := range f.sizes {
+			metrics = append(metrics, prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(n), label, states[s]))
 		}
-		ch <- prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, f.latency.Seconds(), label)
 		paused := 0.0
 		if f.paused {
 			paused = 1
 		}
-		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, label)
+		metrics = append(metrics,
+			prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, max(f.latency, 0).Seconds(), label),
+			prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, label))
 	}
-	return firstErr
+	return metrics, nil
+}
+
+// queueFigures are what is reported of one queue label.
+type queueFigures struct {
+	sizes   [len(states)]int64
+	latency time.Duration
+	paused  bool
+}
+
+// pendingSince is the time in statsScript's last value per queue: Unix
+// nanoseconds as text, or 0 (none pending, or a task without the field).
+func pendingSince(v any) time.Time {
+	s, ok := v.(string)
+	if !ok {
+		return time.Time{}
+	}
+	ns, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || ns <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }

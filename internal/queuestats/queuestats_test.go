@@ -2,7 +2,9 @@ package queuestats_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/queuestats"
 	"github.com/certmail/certmail/internal/redistest"
 )
@@ -23,7 +26,7 @@ func setup(t *testing.T) (*redistest.Server, redis.UniversalClient, *prometheus.
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(queuestats.New(rdb, "certmail:deadletter", []string{"critical", "default", "bulk"}))
+	reg.MustRegister(queuestats.New(queuestats.Config{Redis: rdb, DeadLetterStream: "certmail:deadletter", Served: []string{"critical", "default", "bulk"}}))
 	return srv, rdb, reg
 }
 
@@ -59,7 +62,7 @@ certmail_deadletter_stream_length 3
 # TYPE certmail_queue_paused gauge
 certmail_queue_paused{queue="bulk"} 1
 certmail_queue_paused{queue="default"} 0
-# HELP certmail_queue_stats_up 1 when the last scrape could read the queues from Redis.
+# HELP certmail_queue_stats_up 1 when the last scrape could read the queues from Redis within its budget.
 # TYPE certmail_queue_stats_up gauge
 certmail_queue_stats_up 1
 `
@@ -83,7 +86,7 @@ certmail_queue_stats_up 1
 }
 
 // Queues nobody serves (a producer can create any) are counted under
-// "other", so that they cannot grow the series without limit.
+// "other", so that they cannot grow the series without limit, and counted.
 func TestUnservedQueuesAreOther(t *testing.T) {
 	t.Parallel()
 	_, rdb, reg := setup(t)
@@ -91,7 +94,8 @@ func TestUnservedQueuesAreOther(t *testing.T) {
 	if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":1}`)), asynq.Queue("default")); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 200 {
+	const made = 50
+	for i := range made {
 		if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":1}`)), asynq.Queue(fmt.Sprintf("made-up-%d", i))); err != nil {
 			t.Fatal(err)
 		}
@@ -102,15 +106,217 @@ func TestUnservedQueuesAreOther(t *testing.T) {
 	}
 	for _, f := range families {
 		if n := len(f.GetMetric()); strings.HasPrefix(f.GetName(), "certmail_queue_") && n > 2*6 {
-			t.Errorf("%s has %d series for 201 queues", f.GetName(), n)
+			t.Errorf("%s has %d series for %d queues", f.GetName(), n, made+1)
 		}
 	}
-	if got := gauge(t, reg, "certmail_queue_tasks", queuestats.OtherQueues, "pending"); got != 200 {
-		t.Errorf("other queues' pending tasks = %v, want 200", got)
+	if got := gauge(t, reg, "certmail_queue_tasks", queuestats.OtherQueues, "pending"); got != made {
+		t.Errorf("other queues' pending tasks = %v, want %d", got, made)
+	}
+	if got := gauge(t, reg, "certmail_queue_other_queues", "", ""); got != made {
+		t.Errorf("certmail_queue_other_queues = %v, want %d", got, made)
 	}
 	if got := gauge(t, reg, "certmail_queue_tasks", "default", "pending"); got != 1 {
 		t.Errorf("default's pending tasks = %v, want 1", got)
 	}
+}
+
+// However many queue names asynq knows (a raw producer's typos, one per
+// task), a scrape reads the figures of MaxOtherQueues of them at most: its
+// Redis work is bounded, and certmail_queue_other_queues still counts them
+// all. asynq's Inspector took three round trips and a memory sample per
+// queue: 2 000 names took a scrape to about a second.
+func TestUnservedQueuesBoundTheWork(t *testing.T) {
+	t.Parallel()
+	srv, rdb, reg := setup(t)
+	ctx := context.Background()
+	const names = 2000
+	members := make([]any, names)
+	for i := range members {
+		members[i] = fmt.Sprintf("typo-%d", i)
+	}
+	if err := rdb.SAdd(ctx, "asynq:queues", members...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClientFromRedisClient(rdb)
+	if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":1}`)), asynq.Queue("default")); err != nil {
+		t.Fatal(err)
+	}
+	srv.ResetStats()
+	if _, err := reg.Gather(); err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, n := range srv.Commands() {
+		total += n
+	}
+	// One pipeline (SCARD, a SISMEMBER per served queue, SSCAN, XLEN), then
+	// one script (EVALSHA, and EVAL the first time; nine commands per queue
+	// at most).
+	const served = 3
+	if most := int64(3 + served + 2 + 9*(served+queuestats.MaxOtherQueues)); total > most {
+		t.Errorf("one scrape ran %d Redis commands with %d queue names, want at most %d", total, names, most)
+	}
+	if got := gauge(t, reg, "certmail_queue_other_queues", "", ""); got != names {
+		t.Errorf("certmail_queue_other_queues = %v, want %d", got, names)
+	}
+	if got := gauge(t, reg, "certmail_queue_tasks", "default", "pending"); got != 1 {
+		t.Errorf("default's pending tasks = %v, want 1", got)
+	}
+}
+
+// The figures are asynq's own, state by state: those its Inspector reports
+// of a queue with a task in each state, paused, with a pending task waiting.
+func TestFiguresMatchAsynq(t *testing.T) {
+	t.Parallel()
+	_, rdb, reg := setup(t)
+	client := asynq.NewClientFromRedisClient(rdb)
+	inspector := asynq.NewInspectorFromRedisClient(rdb)
+	release := make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: 3, Queues: map[string]int{"default": 1},
+		RetryDelayFunc:  func(int, error, *asynq.Task) time.Duration { return time.Hour },
+		ShutdownTimeout: time.Second, LogLevel: asynq.FatalLevel,
+	})
+	if err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		switch task.Type() {
+		case "fail":
+			return errors.New("fails")
+		case "hold":
+			<-release
+		}
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		close(release)
+		srv.Shutdown()
+	})
+	for _, typ := range []string{"done", "fail", "hold"} {
+		if _, err := client.Enqueue(asynq.NewTask(typ, nil), asynq.Retention(time.Hour), asynq.MaxRetry(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	certmailtest.WaitFor(t, 10*time.Second, func() bool {
+		info, err := inspector.GetQueueInfo("default")
+		return err == nil && info.Completed == 1 && info.Retry == 1 && info.Active == 1
+	}, func() string { return "the tasks did not reach completed, retry and active" })
+	if err := inspector.PauseQueue("default"); err != nil {
+		t.Fatal(err)
+	}
+	for _, opt := range []asynq.Option{asynq.ProcessIn(time.Hour), nil, nil} {
+		opts := []asynq.Option{asynq.MaxRetry(0)}
+		if opt != nil {
+			opts = append(opts, opt)
+		}
+		if _, err := client.Enqueue(asynq.NewTask("archived", nil), opts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending, err := inspector.ListPendingTasks("default")
+	if err != nil || len(pending) != 2 {
+		t.Fatalf("pending tasks %v, %v", pending, err)
+	}
+	if err := inspector.ArchiveTask("default", pending[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	info, err := inspector.GetQueueInfo("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for state, want := range map[string]int{"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled,
+		"retry": info.Retry, "archived": info.Archived, "completed": info.Completed} {
+		if want != 1 {
+			t.Errorf("asynq reports %d %s tasks; the test wants one of each", want, state)
+		}
+		if got := gauge(t, reg, "certmail_queue_tasks", "default", state); got != float64(want) {
+			t.Errorf("certmail_queue_tasks{queue=default,state=%s} = %v, asynq says %d", state, got, want)
+		}
+	}
+	if got := gauge(t, reg, "certmail_queue_paused", "default", ""); got != 1 || !info.Paused {
+		t.Errorf("certmail_queue_paused{queue=default} = %v, asynq says paused %t", got, info.Paused)
+	}
+	latency := gauge(t, reg, "certmail_queue_latency_seconds", "default", "")
+	// Read after asynq's: the same age or a little more.
+	if d := latency - info.Latency.Seconds(); info.Latency <= 0 || d < 0 || d > 5 {
+		t.Errorf("certmail_queue_latency_seconds{queue=default} = %v, asynq says %v", latency, info.Latency)
+	}
+}
+
+// A Redis that takes commands in and never answers (a partition, a paused
+// VM, a failover's dark old master) holds no scrape past the budget, even
+// through a client that ignores deadlines and waits 30 s for an answer:
+// each scrape reports certmail_queue_stats_up 0 at the budget and the
+// process's other series with it, scrapes during the stall, one after the
+// other or at once, share one read rather than pile up more, and the read
+// ends once Redis answers.
+func TestStalledRedisAnswersWithinBudget(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: 30 * time.Second, MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	const budget = 300 * time.Millisecond
+	reg := prometheus.NewPedanticRegistry()
+	own := prometheus.NewCounter(prometheus.CounterOpts{Name: "certmail_own_total", Help: "A series of the process."})
+	c := queuestats.New(queuestats.Config{Redis: rdb, DeadLetterStream: "certmail:deadletter",
+		Served: []string{"default"}, Budget: budget})
+	reg.MustRegister(own, c)
+	readers := func() int { return readers(c) }
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Pause()
+	scrape := func() error {
+		done := make(chan error, 1)
+		go func() {
+			done <- testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP certmail_own_total A series of the process.
+# TYPE certmail_own_total counter
+certmail_own_total 0
+# HELP certmail_queue_stats_up 1 when the last scrape could read the queues from Redis within its budget.
+# TYPE certmail_queue_stats_up gauge
+certmail_queue_stats_up 0
+`))
+		}()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(budget + time.Second):
+			return fmt.Errorf("no answer within %v of a %v budget", budget+time.Second, budget)
+		}
+	}
+	for i := range 5 {
+		if err := scrape(); err != nil {
+			t.Fatalf("scrape %d during the stall: %v", i+1, err)
+		}
+		if n := readers(); n > 1 {
+			t.Fatalf("%d reads running after %d scrapes, want 1 at most", n, i+1)
+		}
+	}
+	errs := make(chan error, 8)
+	for range cap(errs) {
+		go func() { errs <- scrape() }()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent scrape during the stall: %v", err)
+		}
+	}
+	if n := readers(); n > 1 {
+		t.Fatalf("%d reads running after concurrent scrapes, want 1 at most", n)
+	}
+	srv.Continue()
+	certmailtest.WaitFor(t, 10*time.Second, func() bool { return readers() == 0 },
+		func() string { return "the read still runs after Redis answered again" })
+	certmailtest.WaitFor(t, 10*time.Second, func() bool { return gauge(t, reg, "certmail_queue_stats_up", "", "") == 1 },
+		func() string { return "certmail_queue_stats_up stays 0 after Redis answered again" })
+}
+
+// readers counts the goroutines reading queue figures for c.
+func readers(c *queuestats.Collector) int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), fmt.Sprintf("queuestats.(*Collector).run(%p", c))
 }
 
 func TestCollectRedisDown(t *testing.T) {
@@ -118,7 +324,7 @@ func TestCollectRedisDown(t *testing.T) {
 	srv, _, reg := setup(t)
 	srv.Kill()
 	want := `
-# HELP certmail_queue_stats_up 1 when the last scrape could read the queues from Redis.
+# HELP certmail_queue_stats_up 1 when the last scrape could read the queues from Redis within its budget.
 # TYPE certmail_queue_stats_up gauge
 certmail_queue_stats_up 0
 `

@@ -167,7 +167,8 @@ type pausedCollector struct {
 func (c *pausedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 // Collect leaves the series out while Redis does not answer, rather than
-// failing the whole scrape.
+// failing the whole scrape: within a second, a stalled Redis too (the
+// client honours the deadline).
 func (c *pausedCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/queuestats"
 	"github.com/certmail/certmail/internal/worker"
 )
 
@@ -104,6 +105,32 @@ func TestQueueStatsUpFollowsRedis(t *testing.T) {
 	}
 	b.redis.Relaunch()
 	waitFor(t, 15*time.Second, func() bool { return up() == 1 }, func() string { return "certmail_queue_stats_up stays 0 after Redis came back" })
+}
+
+// A Redis that takes commands in and never answers (a partition, a paused
+// VM, a failover's dark old master) does not hold /metrics past the queue
+// figures' budget, well under Prometheus's 10 s scrape timeout: the answer
+// has certmail_queue_stats_up 0, which CertmailQueueStatsDown reads, and
+// the worker's own series. It took 10 to 15 s: the scrape failed, every
+// worker series went stale, and CertmailWorkersAbsent fired instead.
+func TestStalledRedisMetricsAnswerInTime(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	if v, _ := sum(b.scrape(t, 0), "certmail_queue_stats_up"); v != 1 {
+		t.Fatalf("certmail_queue_stats_up = %v with Redis up, want 1", v)
+	}
+	b.redis.Pause()
+	start := time.Now()
+	text := b.scrape(t, 0)
+	if took := time.Since(start); took > queuestats.DefaultBudget+1500*time.Millisecond {
+		t.Errorf("/metrics with Redis stalled took %v, want %v at most", took, queuestats.DefaultBudget)
+	}
+	if v, ok := sum(text, "certmail_queue_stats_up"); !ok || v != 0 {
+		t.Errorf("certmail_queue_stats_up = %v (exposed: %t) with Redis stalled, want 0", v, ok)
+	}
+	if _, ok := sum(text, "certmail_digicert_requests_total", "status", "429"); !ok {
+		t.Error("/metrics with Redis stalled lacks the worker's own series (certmail_digicert_requests_total)")
+	}
 }
 
 // A delivery moves the series the dashboard draws: in flight while DigiCert

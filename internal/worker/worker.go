@@ -190,7 +190,7 @@ func New(cfg Config) (*Worker, error) {
 	for q := range cfg.Queues {
 		served = append(served, q)
 	}
-	if err := cfg.Registry.Register(queuestats.New(rdb, deadletter.Stream, served)); err != nil {
+	if err := cfg.Registry.Register(queuestats.New(queuestats.Config{Redis: rdb, DeadLetterStream: deadletter.Stream, Served: served})); err != nil {
 		return nil, fmt.Errorf("register queue metrics: %w", err)
 	}
 	p := &processor{
