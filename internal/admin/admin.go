@@ -24,6 +24,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/certmail/certmail/internal/logging"
 )
 
 // DefaultAddr is CERTMAIL_ADMIN_ADDR's default for the worker and the
@@ -226,8 +229,13 @@ const ReadyTimeout = 2 * time.Second
 // Routes adds /healthz, /readyz and /metrics to mux. ready is called with
 // the deadline ReadyTimeout on every /readyz request, and must end by then
 // (certmail's go-redis clients honour it); when it fails, the answer says
-// only "not ready" and log gets the cause, which may name hosts and ports.
+// only "not ready" and log gets the cause, which may name hosts and ports:
+// a cause repeated (but for its addresses, ports and counts) is logged at
+// most once per logging.ThrottlePeriod, with the number of probes held
+// back since, so that a probe every few seconds through an outage does not
+// write a line each time.
 func Routes(mux Router, ready func(context.Context) error, g prometheus.Gatherer, log *zap.Logger) {
+	throttle := logging.NewThrottle(0, nil)
 	mux.Handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -237,7 +245,13 @@ func Routes(mux Router, ready func(context.Context) error, g prometheus.Gatherer
 		defer cancel()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := ready(ctx); err != nil {
-			log.Warn("not ready", zap.Error(err))
+			if ok, n := throttle.Allow(logging.Key(zapcore.WarnLevel, err.Error())); ok {
+				fields := []zap.Field{zap.Error(err)}
+				if n > 0 {
+					fields = append(fields, zap.Int("suppressed", n))
+				}
+				log.Warn("not ready", fields...)
+			}
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, "not ready")
 			return

@@ -484,3 +484,45 @@ func TestDefaultHeaderLimit(t *testing.T) {
 		t.Errorf("a kept-alive connection's header 9 KiB over the limit: %d, want 431", got)
 	}
 }
+
+// TestReadyzLogThrottled: a probe that fails every few seconds through a
+// Redis outage logs its cause once, not once per probe: repeats of the same
+// cause (but for addresses and ports) are held back, and a new cause is
+// logged at once.
+func TestReadyzLogThrottled(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var readyErr error
+	core, logs := observer.New(zap.DebugLevel)
+	b, err := admin.Start("127.0.0.1:0", func(context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return readyErr
+	}, admin.NewRegistry(), zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Stop(time.Second) })
+	probe := func(cause error) {
+		t.Helper()
+		mu.Lock()
+		readyErr = cause
+		mu.Unlock()
+		if status, _ := get(t, "http://"+b.Addr().String()+"/readyz"); status != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz failing with %v: %d, want 503", cause, status)
+		}
+	}
+	const probes = 12 // a minute of deploy/'s readiness probe
+	for i := range probes {
+		probe(fmt.Errorf("redis 10.0.0.7:6379: dial tcp 10.0.0.7:6379: connect %d: connection refused", 40000+i))
+	}
+	if l := logs.FilterMessage("not ready").All(); len(l) != 1 {
+		t.Errorf("%d probes failing for the same cause logged %d lines, want 1", probes, len(l))
+	}
+	probe(errors.New("stopping"))
+	probe(errors.New("stopping"))
+	l := logs.FilterMessage("not ready").All()
+	if len(l) != 2 || l[1].ContextMap()["error"] != "stopping" {
+		t.Errorf("a new cause, twice: %d lines in all, the last %v; want one more line, naming it", len(l), l[len(l)-1].ContextMap())
+	}
+}

@@ -113,6 +113,13 @@ func (s *Server) routeLabel(r *http.Request) string {
 	return pattern
 }
 
+// routeReadyz is the readiness probe's route. Its 503 is its answer while
+// Redis is out of reach, not a failure of the API: its request line stays
+// at INFO, as for a 200, since a probe every few seconds would otherwise
+// write an ERROR line each time through an outage; admin.Routes logs the
+// cause, throttled.
+const routeReadyz = "GET /readyz"
+
 // requestIDHeader carries the request id: taken from the request when it is
 // a sensible id, otherwise generated, and always sent back. It is a
 // canonical key, set without Header.Set.
@@ -120,7 +127,7 @@ const requestIDHeader = "X-Request-Id"
 
 // observe gives each request an id, answers 500 for a handler that panics,
 // counts and times the request and logs one line for it: INFO, or ERROR for
-// a 5xx answer. The line never holds the body, the query or a header other
+// a 5xx answer other than /readyz's 503 (routeReadyz). The line never holds the body, the query or a header other
 // than the request id, so no address or token can reach the log, and names
 // a method only when it is a standard one (loggedMethod).
 func (s *Server) observe(next http.Handler) http.Handler {
@@ -157,7 +164,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		series.requests.Inc()
 		series.duration.Observe(elapsed.Seconds())
 		level := zapcore.InfoLevel
-		if status >= 500 {
+		if status >= 500 && (route != routeReadyz || status != http.StatusServiceUnavailable) {
 			level = zapcore.ErrorLevel
 		}
 		if ce := s.reqLog.Check(level, "http request"); ce != nil {

@@ -150,6 +150,36 @@ func TestProbes(t *testing.T) {
 	}
 }
 
+// TestReadyzOutageLog: through a Redis outage, a probe every few seconds
+// writes its request line at INFO (a 503 is /readyz's answer, not a failure
+// of the API) and the cause once, not an ERROR line per probe.
+func TestReadyzOutageLog(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.redis.Kill()
+	const probes = 6 // half a minute of deploy/'s readiness probe
+	for range probes {
+		if res := b.do(t, http.MethodGet, "/readyz", "", http.Header{}); res.status != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz with Redis down: %d %q", res.status, res.body)
+		}
+	}
+	if l := b.logs.Lines("error", ""); len(l) != 0 {
+		t.Errorf("%d probes with Redis down logged %d ERROR lines, want none: %v", probes, len(l), l[0])
+	}
+	requests := 0
+	for _, l := range b.logs.Lines("info", "http request") {
+		if l["route"] == "GET /readyz" && l["status"] == int64(http.StatusServiceUnavailable) {
+			requests++
+		}
+	}
+	if requests != probes {
+		t.Errorf("%d probes with Redis down: %d INFO request lines with status 503, want one each", probes, requests)
+	}
+	if l := b.logs.Lines("warn", "not ready"); len(l) != 1 {
+		t.Errorf("%d probes with Redis down: %d WARN lines with the cause, want 1", probes, len(l))
+	}
+}
+
 // TestRedisStatesAsynqFlattensAre503: asynq turns some Redis errors into
 // text ("redis eval error: %v"), which loses them for errors.Is. Right after
 // a Redis restart the request fails with LOADING while the PING that would
