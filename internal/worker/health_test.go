@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -93,5 +95,62 @@ func TestStalledRedisReadyzAnswersInTime(t *testing.T) {
 	b.redis.Pause()
 	if status, took := get(); status != http.StatusServiceUnavailable || took > admin.ReadyTimeout+time.Second {
 		t.Errorf("/readyz with Redis stalled: %d after %v, want 503 within %v", status, took, admin.ReadyTimeout)
+	}
+}
+
+// holdSend is a transport that holds the first send-cert request until
+// release is closed (or the request is given up), having closed sent.
+type holdSend struct {
+	once          sync.Once
+	sent, release chan struct{}
+}
+
+func (h *holdSend) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(r.URL.Path, "/sendemail") {
+		h.once.Do(func() {
+			close(h.sent)
+			select {
+			case <-h.release:
+			case <-r.Context().Done():
+			}
+		})
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// A stopping worker answers /readyz 503 and logs the cause as "stopping",
+// not "waiting for Redis": Redis is fine, and the line must not send the
+// reader to look at it while each worker of a rollout stops.
+func TestReadyzWhileStopping(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	hold := &holdSend{sent: make(chan struct{}), release: make(chan struct{})}
+	stop := b.startWorkerCtl(t, setupOpts{configure: func(c *worker.Config) {
+		c.ShutdownTimeout = 20 * time.Second
+		c.Client.Timeout = 20 * time.Second
+		c.Client.HTTPClient = &http.Client{Transport: hold}
+	}})
+	b.enqueue(t, "send-cert", `{"certificate_id": 41, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	<-hold.sent // a delivery in flight keeps the worker stopping until release
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		stop()
+	}()
+	const shuttingDown = "shutting down: no new deliveries; in-flight ones get the shutdown timeout"
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", shuttingDown)) == 1 }, b.logs.Text)
+	res, err := http.Get("http://" + b.admins[0] + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz of a stopping worker: %d, want 503", res.StatusCode)
+	}
+	close(hold.release)
+	<-stopped
+	lines := b.logs.Lines("warn", "not ready")
+	if len(lines) != 1 || lines[0]["error"] != "stopping" {
+		t.Errorf("the stopping worker's /readyz logged %v, want one line with the cause \"stopping\"", lines)
 	}
 }

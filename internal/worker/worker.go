@@ -315,13 +315,17 @@ func (w *Worker) observe(next asynq.Handler) asynq.Handler {
 // shutdown timeout to finish and hands the rest back to their queues.
 // While it waits for Redis, /healthz answers 200 (the process is alive: a
 // liveness probe must not restart it) and /readyz 503; /readyz answers 200
-// once tasks are processed and Redis answers. started, when not nil, is
+// once tasks are processed and Redis answers, and 503 again from the
+// moment it stops fetching (the cause logged: "stopping"). started, when not nil, is
 // called with the admin address once the worker is processing. A ctx done
 // while Redis is awaited ends Run without an error.
 func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (runErr error) {
-	var processing atomic.Bool
+	var processing, stopping atomic.Bool
 	ready := func(ctx context.Context) error {
-		if !processing.Load() {
+		switch {
+		case stopping.Load():
+			return errStopping
+		case !processing.Load():
 			return errWaiting
 		}
 		return w.rdb.Ping(ctx).Err()
@@ -383,7 +387,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 	case <-ctx.Done():
 	case <-adm.Done():
 	}
-	processing.Store(false)
+	stopping.Store(true)
 	w.log.Info("shutting down: no new deliveries; in-flight ones get the shutdown timeout",
 		zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
 	deadline := time.Now().Add(w.cfg.ShutdownTimeout)
@@ -430,9 +434,13 @@ const evictionRisk redisconn.EvictionRisk = "an evicted duplicate guard lets a r
 	"an evicted order lock or applied sequence lets two set-emails of an order run at once or an older address list win; " +
 	"evicted limiter windows or cool-down let the workers exceed DigiCert's rate limits (429s, the key blocked for everyone)"
 
-// errWaiting is /readyz's cause before the worker processes: it is still
-// waiting for Redis.
-var errWaiting = errors.New("waiting for Redis")
+// /readyz's causes while the worker does not process tasks: errWaiting
+// before it starts (it is still waiting for Redis), errStopping once it
+// stops fetching, until it ends (Redis may be fine).
+var (
+	errWaiting  = errors.New("waiting for Redis")
+	errStopping = errors.New("stopping")
+)
 
 // unparkInterval is how often parked tasks are looked for besides the looks
 // after this worker's own parks, and tasks archived after a lost lease: as
