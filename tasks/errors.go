@@ -42,8 +42,10 @@ const (
 // FieldError is one problem with a payload. Field is the JSON path of the
 // offending value, indexing arrays as the producer sent them:
 // "order_id", "additional_emails[1]", "domain_approval_emails[0].email_domain",
-// or "" for the body as a whole. Message is a short lower-case phrase naming
-// the rule; it never repeats the value.
+// or "" for the body as a whole. A member name other than 1 to 64 letters,
+// digits, '_' or '-' (an unknown one) is quoted and cut to 64 characters,
+// each of its words holding an address replaced by "[email]". Message is a
+// short lower-case phrase naming the rule; it never repeats the value.
 type FieldError struct {
 	Field   string `json:"field"`
 	Message string `json:"message"`

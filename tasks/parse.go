@@ -10,6 +10,8 @@ import (
 	"math/bits"
 	"slices"
 	"strconv"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -207,15 +209,54 @@ func (d *decoder) addMember(path, key, msg string) {
 
 // member returns the path of member key of the object at path. A key that
 // is not a plain name (it can only be an unknown one) is quoted and cut to
-// 64 characters, so that a path never echoes much of the input.
+// 64 characters, so that a path never echoes much of the input, and each of
+// its words holding an '@' is replaced by redactedEmail first: a problem
+// goes to the worker's log, asynq's last_error and the dead letter, where
+// no address may go (the payload is where addresses live).
 func member(path, key string) string {
 	if !plainKey(key) {
-		key = fmt.Sprintf("%.64q", key)
+		key = fmt.Sprintf("%.64q", withoutAddresses(key, 64*utf8.UTFMax))
 	}
 	if path == "" {
 		return key
 	}
 	return path + "." + key
+}
+
+// redactedEmail stands for an address left out of a problem.
+const redactedEmail = "[email]"
+
+// withoutAddresses returns s with each word (a run of characters other than
+// white space) that holds an '@' after its first character replaced by
+// redactedEmail: an address, with whatever a producer wrote around it, is
+// never echoed, while a JSON-LD name such as "@type" still is. Only the
+// start of the result is built, at least its first limit bytes: a name of
+// any length costs a bounded string.
+func withoutAddresses(s string, limit int) string {
+	if strings.IndexByte(s, '@') < 0 {
+		return s
+	}
+	var b strings.Builder
+	put := func(part string) { b.WriteString(part[:min(len(part), max(limit-b.Len(), 0))]) }
+	for s != "" && b.Len() < limit {
+		space := strings.IndexFunc(s, func(r rune) bool { return !unicode.IsSpace(r) })
+		if space < 0 {
+			space = len(s)
+		}
+		put(s[:space])
+		s = s[space:]
+		end := strings.IndexFunc(s, unicode.IsSpace)
+		if end < 0 {
+			end = len(s)
+		}
+		if word := s[:end]; len(word) > 1 && strings.IndexByte(word[1:], '@') >= 0 {
+			b.WriteString(redactedEmail)
+		} else {
+			put(word)
+		}
+		s = s[end:]
+	}
+	return b.String()
 }
 
 // plainKey reports whether key is 1 to 64 letters, digits, '_' or '-'.

@@ -85,6 +85,7 @@ func TestEnqueueRejects(t *testing.T) {
 		{name: "locale as number", path: "/v1/tasks/resend-dcv", body: `{"order_id":1,"locale":1}`, status: 400, fields: []string{"locale"}},
 		// Fields.
 		{name: "unknown field", body: `{"order_id":1,"additional_emails":[],"emails":[]}`, status: 400, fields: []string{"emails"}},
+		{name: "unknown field named by an address", body: `{"order_id":1,"additional_emails":[],"jill@example.com":1}`, status: 400, fields: []string{`"[email]"`}},
 		{name: "unknown nested field", path: "/v1/tasks/resend-dcv", body: `{"order_id":1,"domain_approval_emails":[{"domain":"example.com","email":"a@example.com","mail":"x"}]}`, status: 400, fields: []string{"domain_approval_emails[0].mail"}},
 		{name: "repeated field", body: `{"order_id":1,"order_id":2,"additional_emails":[]}`, status: 400, fields: []string{"order_id"}},
 		{name: "set-emails missing fields", body: `{}`, status: 400, fields: []string{"order_id", "additional_emails"}},

@@ -115,3 +115,27 @@ func TestAddressInDeadLetteredAnswerIsNotLogged(t *testing.T) {
 		t.Errorf("dead-letter payload %q lost the task's own addresses", e["payload"])
 	}
 }
+
+// A raw producer's payload whose unknown member is named by an address:
+// the problem that dead-letters it names the member without the address,
+// in the worker's log, asynq's last_error and the dead letter's reason.
+func TestAddressAsMemberNameIsNotLogged(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	const addr = "jill@example.com"
+	id := b.enqueue(t, "set-emails", `{"order_id":1,"additional_emails":[],"`+addr+`":1}`)
+	info := b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	waitFor(t, 5*time.Second, func() bool { return len(b.logs.Lines("error", "task dead-lettered")) == 1 },
+		func() string { return "no dead-letter line" })
+	if strings.Contains(b.logs.Text(), "jill") {
+		t.Errorf("the worker's log holds the address of the member name:\n%s", b.logs.Text())
+	}
+	const want = `invalid set-emails payload: "[email]": unknown field`
+	if !strings.Contains(info.LastErr, want) {
+		t.Errorf("last_error = %q, want it to say %q", info.LastErr, want)
+	}
+	e := b.deadLetters(t, 1)[0]
+	if e["error_code"] != "invalid_payload" || strings.Contains(e["error_message"], "jill") || !strings.Contains(e["error_message"], want) {
+		t.Errorf("dead-letter reason %q %q, want invalid_payload and %q", e["error_code"], e["error_message"], want)
+	}
+}
