@@ -275,3 +275,58 @@ func TestDashboardShowsAFirstDeadLetter(t *testing.T) {
 		t.Errorf("promtool test rules: %v\n%s", err, out)
 	}
 }
+
+// alertRunbook is an entry of the README's Alerts list (Operations): a line
+// "- `<alert>`: ...", where the entry starts.
+var alertRunbook = regexp.MustCompile("(?m)^- `(Certmail[A-Za-z0-9]+)`: ")
+
+// TestAlertRunbooks: every alert carries a summary and a description, and
+// the README's Operations section has a runbook entry for it in its Alerts
+// list (what it means, what to look at, what to do), and no entry for an
+// alert that does not exist: an on-call paged at 3 a.m. finds the page.
+func TestAlertRunbooks(t *testing.T) {
+	t.Parallel()
+	rules := docs(t, "monitoring/prometheusrule.yaml")[0]
+	alerts := map[string]bool{}
+	for _, g := range toAnySlice(get(rules, "spec", "groups")) {
+		for _, r := range toAnySlice(get(g, "rules")) {
+			name, _ := get(r, "alert").(string)
+			alerts[name] = true
+			for _, a := range []string{"summary", "description"} {
+				if s, _ := get(r, "annotations", a).(string); strings.TrimSpace(s) == "" {
+					t.Errorf("alert %s has no %s annotation", name, a)
+				}
+			}
+		}
+	}
+	if len(alerts) == 0 {
+		t.Fatal("no alert found: the check would prove nothing")
+	}
+	ops := readmeSection(t, "Operations")
+	_, list, ok := strings.Cut(ops, "\n**Alerts**")
+	if !ok {
+		t.Fatal("README Operations has no **Alerts** paragraph")
+	}
+	list, _, _ = strings.Cut(list, "\n\n**") // up to the next paragraph of the section
+	entries := alertRunbook.FindAllStringSubmatchIndex(list, -1)
+	found := map[string]bool{}
+	for i, m := range entries {
+		name := list[m[2]:m[3]]
+		end := len(list)
+		if i+1 < len(entries) {
+			end = entries[i+1][0]
+		}
+		found[name] = true
+		if !alerts[name] {
+			t.Errorf("the README's Alerts list has an entry for %s, which is not an alert", name)
+		}
+		if words := len(strings.Fields(list[m[1]:end])); words < 40 {
+			t.Errorf("the README's runbook for %s has %d words: say what it means, what to look at and what to do", name, words)
+		}
+	}
+	for name := range alerts {
+		if !found[name] {
+			t.Errorf("alert %s has no runbook entry in the README's Alerts list (Operations)", name)
+		}
+	}
+}
