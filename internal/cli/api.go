@@ -19,7 +19,7 @@ type APICmd struct {
 	ScheduleCapFlags
 	HTTPAddr          string        `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"${api_addr}" help:"Listen address of the API."`
 	Tokens            string        `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"Accepted bearer tokens, comma separated, each optionally followed by a space and its role: producer, reader or operator (the default). Prefer the _FILE form: flags show in ps." group:"Authentication"`
-	TokensFile        string        `name:"api-tokens-file" env:"CERTMAIL_API_TOKENS_FILE" type:"path" help:"File of accepted bearer tokens, one per line, each optionally followed by its role (producer, reader, operator: the default); # starts a comment." group:"Authentication"`
+	TokensFile        string        `name:"api-tokens-file" env:"CERTMAIL_API_TOKENS_FILE" type:"file" help:"File of accepted bearer tokens, one per line, each optionally followed by its role (producer, reader, operator: the default); # starts a comment." group:"Authentication"`
 	InsecureNoAuth    bool          `name:"insecure-no-auth" help:"Serve the API and the dashboard without any token (local development only); requests must then be addressed to an IP address, localhost, *.localhost or a host name without dots." group:"Authentication"`
 	DashboardReadOnly bool          `name:"dashboard-readonly" env:"CERTMAIL_DASHBOARD_READONLY" help:"Dashboard users can look but not delete, run, archive or pause, and no token may change dead letters or schedules through /v1."`
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"${api_shutdown_timeout}" help:"Time in-flight requests get to finish on SIGTERM."`

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -85,7 +86,9 @@ type CLI struct {
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var root CLI
 	exitCode, exited := 0, false
+	empty := map[*kong.Value]bool{} // the file settings given empty (fileSetting)
 	parser, err := kong.New(&root,
+		kong.NamedMapper(fileSettingType, fileSetting(empty)),
 		kong.Name("certmail"),
 		kong.Description("certmail performs DigiCert CertCentral email operations from a Redis-backed task queue."),
 		kong.Writers(stdout, stderr),
@@ -106,6 +109,12 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		fmt.Fprintf(stderr, "certmail: %v\n", err)
 		return 2
 	}
+	for _, f := range kctx.Flags() { // the command's own: kong reads every command's variables
+		if empty[f.Value] && f.Target.String() == "" { // not replaced by a flag given after
+			fmt.Fprintf(stderr, "certmail %s: %s: empty; give a file, or unset it\n", kctx.Command(), settingName(f.Value))
+			return 2
+		}
+	}
 	env := &Env{Ctx: ctx, Stdin: stdin, Stdout: stdout, Stderr: stderr}
 	err = kctx.Run(env)
 	env.done()
@@ -119,6 +128,43 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return 1
 	}
 	return 0
+}
+
+// fileSettingType is the kong type of a setting that names a file
+// (type:"file"), read by fileSetting.
+const fileSettingType = "file"
+
+// fileSetting maps a setting that names a file as kong's type:"path" does
+// (a leading ~ expanded, a relative path made absolute), except for an
+// empty or blank value: type:"path" makes "" the working directory, so that
+// DIGICERT_ACCOUNTS_FILE= (a manifest's ${…} with the variable unset) would
+// be read as a directory. Such a value is recorded in empty and left
+// empty, for Main to refuse when the command reads the setting and no
+// other value took its place (kong maps a flag before the variable it
+// overrides, so the order of the calls does not tell).
+func fileSetting(empty map[*kong.Value]bool) kong.MapperFunc {
+	return func(ctx *kong.DecodeContext, target reflect.Value) error {
+		var path string
+		if err := ctx.Scan.PopValueInto("file", &path); err != nil {
+			return err
+		}
+		if strings.TrimSpace(path) == "" {
+			empty[ctx.Value] = true
+			target.SetString("")
+			return nil
+		}
+		target.SetString(kong.ExpandPath(path))
+		return nil
+	}
+}
+
+// settingName is how an error names setting v: by its variable, else by
+// its flag.
+func settingName(v *kong.Value) string {
+	if len(v.Tag.Envs) > 0 {
+		return v.Tag.Envs[0]
+	}
+	return "--" + v.Name
 }
 
 // defaults are the flags' defaults (default:"${name}" in the command

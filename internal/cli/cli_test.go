@@ -311,6 +311,66 @@ func TestEmptyRateLimitsRefused(t *testing.T) {
 	}
 }
 
+// A setting naming a file, set but empty (a manifest's ${…} with the
+// variable unset), would be the working directory: it is refused with one
+// line naming the setting and exit status 2, in every command that reads
+// one, whether it comes from the environment or a flag; a command that
+// reads none of them does not mind it.
+func TestEmptyFileSettingRefused(t *testing.T) {
+	// Not parallel: t.Setenv. Accepted, a command would wait for Redis (the
+	// deadline ends the wait) or fail to reach it (exit 1).
+	token := "--api-tokens=" + strings.Repeat("t", 20)
+	const noRedis = "--redis-url=redis://127.0.0.1:1/0"
+	for _, tt := range []struct {
+		setting, flag string
+		args          []string
+	}{
+		{"DIGICERT_ACCOUNTS_FILE", "--digicert-accounts-file", []string{"worker", "--digicert-api-key=k", "--admin-addr=", noRedis}},
+		{"DIGICERT_ACCOUNTS_FILE", "--digicert-accounts-file", []string{"api", token, "--http-addr=127.0.0.1:0", noRedis}},
+		{"DIGICERT_ACCOUNTS_FILE", "--digicert-accounts-file", []string{"enqueue", "set-emails", "--order-id=1", "--email=a@example.com", noRedis}},
+		{"DIGICERT_API_KEY_FILE", "--digicert-api-key-file", []string{"worker", "--digicert-api-key=k", "--admin-addr=", noRedis}},
+		{"DIGICERT_API_KEY_FILE", "--api-key-file", []string{"fake-digicert", "--api-key=k", "--addr=127.0.0.1:0"}},
+		{"CERTMAIL_API_TOKENS_FILE", "--api-tokens-file", []string{"api", token, "--http-addr=127.0.0.1:0", noRedis}},
+		{"CERTMAIL_SCHEDULES_FILE", "--schedules-file", []string{"scheduler", "--admin-addr=", noRedis}},
+	} {
+		args := tt.args
+		for _, value := range []string{"", "  "} {
+			t.Setenv(tt.setting, value)
+			r := runFor(2*time.Second, args...)
+			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 ||
+				!strings.Contains(r.stderr, tt.setting+": empty") || !strings.Contains(r.stderr, "unset it") {
+				t.Errorf("%s with %s=%q: exit %d, %q; want 2 and one line naming the setting", args[0], tt.setting, value, r.code, r.stderr)
+			}
+		}
+		os.Unsetenv(tt.setting)
+		r := runFor(2*time.Second, append(args, tt.flag+"=")...)
+		if r.code != 2 || !strings.Contains(r.stderr, tt.setting+": empty") {
+			t.Errorf("%s %s=: exit %d, %q; want 2 naming the setting", args[0], tt.flag, r.code, r.stderr)
+		}
+	}
+	// The flag given wins over the empty variable; a command that reads no
+	// such setting ignores it.
+	dir := t.TempDir()
+	file := filepath.Join(dir, "accounts.yaml")
+	if err := os.WriteFile(file, []byte("accounts:\n  - name: default\n    api_key_file: key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DIGICERT_ACCOUNTS_FILE", "")
+	if r := runFor(2*time.Second, "enqueue", "set-emails", "--order-id=1", "--email=a@example.com", "--digicert-accounts-file="+file,
+		noRedis); strings.Contains(r.stderr, "empty") {
+		t.Errorf("enqueue with the flag over DIGICERT_ACCOUNTS_FILE=\"\": %q", r.stderr)
+	}
+	t.Setenv("DIGICERT_ACCOUNTS_FILE", file) // and the empty flag wins over a file
+	if r := runFor(2*time.Second, "enqueue", "set-emails", "--order-id=1", "--email=a@example.com", "--digicert-accounts-file=",
+		noRedis); r.code != 2 || !strings.Contains(r.stderr, "DIGICERT_ACCOUNTS_FILE: empty") {
+		t.Errorf("enqueue --digicert-accounts-file= over DIGICERT_ACCOUNTS_FILE=%s: exit %d, %q; want 2 naming the setting", file, r.code, r.stderr)
+	}
+	t.Setenv("DIGICERT_ACCOUNTS_FILE", "")
+	if r := runFor(2*time.Second, "version"); r.code != 0 {
+		t.Errorf("version with DIGICERT_ACCOUNTS_FILE=\"\": exit %d, %q", r.code, r.stderr)
+	}
+}
+
 // runFor runs certmail with args until it returns or d has passed (a
 // command that starts serves until its context ends).
 func runFor(d time.Duration, args ...string) result {

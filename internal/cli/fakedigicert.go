@@ -29,7 +29,7 @@ const fakeRecordLimit = 1000
 type FakeDigicertCmd struct {
 	Addr         string        `default:"${fake_addr}" help:"Listen address."`
 	APIKey       []string      `name:"api-key" env:"DIGICERT_API_KEY" help:"Accepted API key (repeat the flag or separate with commas for several)."`
-	APIKeyFile   string        `name:"api-key-file" env:"DIGICERT_API_KEY_FILE" type:"path" help:"File holding an accepted API key (as the workers' DIGICERT_API_KEY_FILE)."`
+	APIKeyFile   string        `name:"api-key-file" env:"DIGICERT_API_KEY_FILE" type:"file" help:"File holding an accepted API key (as the workers' DIGICERT_API_KEY_FILE)."`
 	AnyID        bool          `name:"any-id" help:"Every order, certificate and domain id exists (demo mode); an order known without more is a pending DV order with one domain of its id."`
 	Orders       []int64       `help:"Order ids that exist (comma separated)."`
 	Certs        []int64       `help:"Certificate ids that exist (comma separated)."`

@@ -74,9 +74,9 @@ func (f LogFlags) logger(env *Env) (*zap.Logger, error) {
 // AccountFlags describe the DigiCert accounts.
 type AccountFlags struct {
 	APIKey       string `name:"digicert-api-key" env:"DIGICERT_API_KEY" help:"API key of the account \"default\" (prefer the _FILE form)." group:"DigiCert"`
-	APIKeyFile   string `name:"digicert-api-key-file" env:"DIGICERT_API_KEY_FILE" type:"path" help:"File holding the API key of the account \"default\"." group:"DigiCert"`
+	APIKeyFile   string `name:"digicert-api-key-file" env:"DIGICERT_API_KEY_FILE" type:"file" help:"File holding the API key of the account \"default\"." group:"DigiCert"`
 	BaseURL      string `name:"digicert-base-url" env:"DIGICERT_BASE_URL" default:"${digicert_base_url}" help:"CertCentral base URL (EU: https://certcentral.digicert.eu/services/v2)." group:"DigiCert"`
-	AccountsFile string `name:"digicert-accounts-file" env:"DIGICERT_ACCOUNTS_FILE" type:"path" help:"YAML file of named accounts (name, base_url, api_key_file, rate_limits)." group:"DigiCert"`
+	AccountsFile string `name:"digicert-accounts-file" env:"DIGICERT_ACCOUNTS_FILE" type:"file" help:"YAML file of named accounts (name, base_url, api_key_file, rate_limits)." group:"DigiCert"`
 	RateLimits   string `name:"digicert-rate-limits" env:"DIGICERT_RATE_LIMITS" default:"${digicert_rate_limits}" help:"Request windows per API key, shared by all workers (LIMIT/PERIOD,...; empty is refused, unset for the default)." group:"DigiCert"`
 }
 

@@ -15,7 +15,7 @@ import (
 // SchedulerCmd enqueues periodic tasks; run as many replicas as wanted.
 type SchedulerCmd struct {
 	ProducerFlags
-	File      string        `name:"schedules-file" env:"CERTMAIL_SCHEDULES_FILE" type:"path" help:"YAML file of schedules (reloaded when it changes)."`
+	File      string        `name:"schedules-file" env:"CERTMAIL_SCHEDULES_FILE" type:"file" help:"YAML file of schedules (reloaded when it changes)."`
 	AdminAddr string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${admin_addr}" help:"Listen address of /healthz, /readyz and /metrics (empty: none)."`
 	Lease     time.Duration `name:"lease" env:"CERTMAIL_SCHEDULER_LEASE" default:"${scheduler_lease}" help:"Leader lease: a dead leader's replica takes over within it."`
 }
