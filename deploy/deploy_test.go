@@ -292,6 +292,11 @@ func TestKustomize(t *testing.T) {
 		if get(c, "livenessProbe", "httpGet", "path") != "/healthz" || get(c, "readinessProbe", "httpGet", "path") != "/readyz" {
 			t.Errorf("%s probes: %v %v", name, get(c, "livenessProbe"), get(c, "readinessProbe"))
 		}
+		// The kubelet's default 1 s would give up before /readyz answers
+		// 503 on a Redis that never answers (admin.ReadyTimeout).
+		if secs, _ := get(c, "readinessProbe", "timeoutSeconds").(int); time.Duration(secs)*time.Second <= admin.ReadyTimeout {
+			t.Errorf("%s readinessProbe timeoutSeconds %d, want over /readyz's %v", name, secs, admin.ReadyTimeout)
+		}
 		if get(c, "resources", "requests") == nil || get(c, "resources", "limits") == nil {
 			t.Errorf("%s has no resource requests or limits", name)
 		}
