@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -1021,13 +1022,15 @@ func TestAPISchedules(t *testing.T) {
 		"garbage":      "not JSON",
 		// stored before schedules were refused a sequence: every tick would repeat it
 		"stamped": `{"id":"stamped","cron":"@daily","type":"set-emails","payload":{"order_id":1,"additional_emails":[],"sequence":1}}`,
+		// kept under an id its JSON does not name: the listing skips it, so must the scheduler
+		"moved": `{"id":"elsewhere","cron":"@daily","type":"resend-dcv","payload":{"order_id":1}}`,
 	} {
 		if err := rdb.HSet(ctx, apiSchedulesKey, id, js).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	good, bad, err := st.APISchedules(ctx)
-	if err != nil || len(good) != 1 || good[0].ID != "fine" || good[0].Source != schedule.SourceAPI || len(bad) != 3 {
+	if err != nil || len(good) != 1 || good[0].ID != "fine" || good[0].Source != schedule.SourceAPI || len(bad) != 4 {
 		t.Fatalf("APISchedules = %+v, %v, %v", good, bad, err)
 	}
 	if err := bad["gone-account"]; err == nil || !strings.Contains(err.Error(), "payload.account") {
@@ -1038,6 +1041,20 @@ func TestAPISchedules(t *testing.T) {
 	}
 	if bad["garbage"] == nil {
 		t.Error("garbage not named")
+	}
+	if err := bad["moved"]; err == nil || !strings.Contains(err.Error(), "another id") {
+		t.Errorf("moved: %v, want it refused for its id", err)
+	}
+	l, err := st.Listing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := []string{}
+	for _, sk := range l.Skipped {
+		listed = append(listed, sk.ID)
+	}
+	if slices.Sort(listed); !slices.Equal(listed, []string{"garbage", "gone-account", "moved", "stamped"}) {
+		t.Errorf("listing skips %v, want what APISchedules refuses", listed)
 	}
 }
 

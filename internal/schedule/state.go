@@ -255,8 +255,9 @@ func (st *Store) NoteTask(ctx context.Context, fence *lease.Lease, id, taskID st
 
 // APISchedules reads the API's schedules and judges each by the Store's
 // rules again (readStored: an account may have been removed since it was
-// added): good are those that may fire, bad names each of the others with
-// its problem. Listings skip the same ones.
+// added), and refuses one kept under an id its JSON does not name: good are
+// those that may fire, bad names each of the others with its problem.
+// Listings skip the same ones.
 func (st *Store) APISchedules(ctx context.Context) (good []*Compiled, bad map[string]error, err error) {
 	raw, err := st.rdb.HGetAll(ctx, apiSchedulesKey).Result()
 	if err != nil {
@@ -265,6 +266,9 @@ func (st *Store) APISchedules(ctx context.Context) (good []*Compiled, bad map[st
 	bad = map[string]error{}
 	for id, js := range raw {
 		c, err := st.readStored(js, SourceAPI)
+		if err == nil && c.ID != id {
+			err = errStoredUnderAnotherID
+		}
 		if err != nil {
 			bad[id] = err
 			continue
@@ -273,6 +277,11 @@ func (st *Store) APISchedules(ctx context.Context) (good []*Compiled, bad map[st
 	}
 	return good, bad, nil
 }
+
+// errStoredUnderAnotherID is an API schedule whose JSON names another id
+// than the one it is kept under (damaged or written by hand): neither id
+// could be managed, so it is not fired.
+var errStoredUnderAnotherID = errors.New("stored under another id")
 
 // errNotJSON is a schedule kept in Redis that is not one as JSON.
 var errNotJSON = errors.New("not a schedule as JSON")

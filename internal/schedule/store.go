@@ -380,7 +380,7 @@ func (st *Store) load(ctx context.Context) ([]*Compiled, []Skipped, error) {
 				skip(problemOf(err))
 				continue
 			case c.ID != id:
-				skip("stored under another id")
+				skip(errStoredUnderAnotherID.Error())
 				continue
 			}
 			byID[id] = c
