@@ -300,14 +300,24 @@ func (s *Server) Close() error {
 // Run serves the API on Config.Addr until ctx is done, then gives in-flight
 // requests Config.ShutdownTimeout to finish. started, when not nil, is called
 // with the bound address (useful with port 0) once the API accepts
-// connections. Before it listens it reads Redis's eviction policy once
-// (redisconn.Conn.CheckEviction): the idempotency keys it writes expire, so
-// a policy other than noeviction gets one ERROR line.
+// connections. Beside serving, it reads Redis's eviction policy once Redis
+// answers (redisconn.Conn.CheckEviction), at start or after an outage the
+// API started in: the idempotency keys it writes expire, so a policy other
+// than noeviction gets one ERROR line.
 func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 	if s.cfg.InsecureNoAuth {
 		s.log.Warn("authentication is off (--insecure-no-auth): anyone who can reach the API can enqueue tasks, manage dead letters and use the dashboard")
 	}
-	s.cfg.Redis.CheckEviction(ctx, s.log, evictionRisk)
+	checkCtx, stopCheck := context.WithCancel(ctx)
+	checked := make(chan struct{})
+	go func() {
+		defer close(checked)
+		// Wait's lines would repeat what /readyz and every request say.
+		if s.cfg.Redis.Wait(checkCtx, zap.NewNop()) == nil {
+			s.cfg.Redis.CheckEviction(checkCtx, s.log, evictionRisk)
+		}
+	}()
+	defer func() { stopCheck(); <-checked }()
 	var served bool
 	err := admin.Serve(ctx, s.cfg.Addr, admin.NewServer(s, s.cfg.Limits), s.cfg.ShutdownTimeout, func(a net.Addr) {
 		served = true
