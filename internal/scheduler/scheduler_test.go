@@ -1101,7 +1101,28 @@ func TestRefusedWritesBackOff(t *testing.T) {
 			}
 		}
 	}
-	for range 20 { // rounds come every 200 ms; twenty of them here at once
+	// try runs a round and returns the pause before plain's next try, which
+	// must be measured from the failed try itself: not before the round
+	// began, not after it ended, however long the machine took.
+	try := func() time.Duration {
+		t.Helper()
+		before := time.Now()
+		round()
+		after := time.Now()
+		r := s.retrying["plain"]
+		if r.at.Before(before.Add(r.pause)) || r.at.After(after.Add(r.pause)) {
+			t.Fatalf("next try at %v after the round began (which took %v), want the pause %v after the try", r.at.Sub(before), after.Sub(before), r.pause)
+		}
+		return r.pause
+	}
+	pauses := []time.Duration{try()}
+	// Rounds come every 200 ms; the 19 more here all come before the next
+	// try is due. So that they do however slow the machine is, the tries
+	// are put off while they run.
+	for _, c := range good {
+		s.retrying[c.ID].at = time.Now().Add(time.Hour)
+	}
+	for range 19 {
 		round()
 	}
 	failed := func(id string) float64 { return testutil.ToFloat64(s.metrics.failed.WithLabelValues(id)) }
@@ -1112,24 +1133,21 @@ func TestRefusedWritesBackOff(t *testing.T) {
 	if n, m := warned("could not enqueue a tick; trying again"), warned("could not record the tick about to be enqueued; trying again"); n != 1 || m != 1 {
 		t.Errorf("%d warnings that a tick could not be enqueued, %d that it could not be noted; want 1 each", n, m)
 	}
+	if n := s.retrying["plain"].tries + s.retrying["noted"].tries; n != 2 {
+		t.Errorf("%d tries in 20 rounds before the next was due, want the first of each schedule", n)
+	}
 	if got := e.ticks("bulk"); len(got) != 0 {
 		t.Fatalf("ticks %v enqueued while writes are refused", got)
 	}
 	// Each try comes after a pause twice as long as the one before, up to
 	// maxRetry; each is one more failure of the same tick, not reported
 	// again. (The test makes each try due at once instead of waiting.)
-	var pauses []time.Duration
 	for range 6 {
-		r := s.retrying["plain"]
-		pauses = append(pauses, r.pause)
-		if left := time.Until(r.at); left <= 0 || left > r.pause {
-			t.Fatalf("next try in %v, want within the pause %v", left, r.pause)
-		}
-		r.at = time.Now()
-		round()
+		s.retrying["plain"].at = time.Now()
+		pauses = append(pauses, try())
 	}
 	sec := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
-	if want := []time.Duration{sec(0.5), sec(1), sec(2), sec(4), sec(5), sec(5)}; !slices.Equal(pauses, want) {
+	if want := []time.Duration{sec(0.5), sec(1), sec(2), sec(4), sec(5), sec(5), sec(5)}; !slices.Equal(pauses, want) {
 		t.Errorf("pauses %v, want %v", pauses, want)
 	}
 	if failed("plain") != 1 || warned("could not enqueue a tick; trying again") != 1 {
