@@ -67,6 +67,15 @@ func (e *env) run(args ...string) result {
 	return run(e.t, append(args, "--redis-url", e.redis.URL())...)
 }
 
+// runIn is run with stdin read from in (not a terminal: read as the answer
+// to a question).
+func (e *env) runIn(in io.Reader, args ...string) result {
+	e.t.Helper()
+	var out, errOut bytes.Buffer
+	code := cli.Main(context.Background(), append(args, "--redis-url", e.redis.URL()), in, &out, &errOut)
+	return result{code, out.String(), errOut.String()}
+}
+
 // tasks lists the tasks of every queue in every state.
 func (e *env) tasks() []*asynq.TaskInfo {
 	e.t.Helper()
@@ -811,6 +820,59 @@ func TestDLQPurgeQueues(t *testing.T) {
 	}
 	if n := entries(); n != 0 {
 		t.Errorf("after the purge of bulk: %d entries, want none", n)
+	}
+}
+
+// dlq purge asks about what it deletes: the archived tasks, not the stream's
+// entries. The stream capped lower than the archive (12 tasks, 3 entries),
+// or an archived task with no entry at all (the dashboard's Archive), are
+// asked about as they are, the answer "no dead-lettered tasks" is never
+// given while the archive holds some, and the purge deletes what was asked.
+func TestDLQPurgeAsksAboutWhatItDeletes(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name             string
+		tasks, entries   int
+		question, report string
+	}{
+		{"stream capped lower than the archive", 12, 3,
+			"Delete 12 dead-lettered tasks and 3 dead-letter entries of queues default? [y/N] ",
+			"deleted 12 dead-lettered tasks and 3 dead-letter entries of queues default "},
+		{"an archived task without entry", 1, 0,
+			"Delete 1 dead-lettered tasks and 0 dead-letter entries of queues default? [y/N] ",
+			"deleted 1 dead-lettered tasks and 0 dead-letter entries of queues default "},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := setup(t)
+			client := asynq.NewClientFromRedisClient(e.redis.Client())
+			for i := range tt.tasks {
+				info, err := client.Enqueue(asynq.NewTask("resend-dcv", fmt.Appendf(nil, `{"order_id":%d}`, 5000+i)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := e.inspector.ArchiveTask("default", info.ID); err != nil {
+					t.Fatal(err)
+				}
+				if i < tt.entries {
+					entry := deadletter.Entry{TaskID: info.ID, Type: "resend-dcv", Queue: "default", ErrorCode: "not_found|order", FailedAt: time.Now()}
+					if _, err := deadletter.Append(context.Background(), e.redis.Client(), entry, 1000); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			r := e.runIn(strings.NewReader("n\n"), "dlq", "purge", "--queues", "default")
+			if r.code != 0 || r.stdout != tt.question+"nothing deleted\n" {
+				t.Errorf("purge answered n: %+v, want the question %q", r, tt.question)
+			}
+			r = e.runIn(strings.NewReader("y\n"), "dlq", "purge", "--queues", "default")
+			if r.code != 0 || !strings.HasPrefix(r.stdout, tt.question+tt.report) {
+				t.Errorf("purge answered y: %+v, want the question %q, then %q", r, tt.question, tt.report)
+			}
+			if n := len(e.tasks()); n != 0 {
+				t.Errorf("%d tasks left after the purge, want none", n)
+			}
+		})
 	}
 }
 

@@ -218,7 +218,9 @@ type DLQPurgeCmd struct {
 	Yes bool `short:"y" help:"Do not ask for confirmation."`
 }
 
-// Run asks for confirmation on stdin unless --yes is given. When stdin is a
+// Run asks for confirmation on stdin unless --yes is given, about the
+// tasks and entries ops.CheckPurge counts, and purges that check, so that
+// no more goes than was asked about. When stdin is a
 // file or pipe rather than a terminal, there is nobody to ask: it refuses
 // without --yes. (A reader other than an *os.File, as Main's callers may
 // pass, is read as the answer.) A queue asynq has never known is named on
@@ -242,15 +244,16 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 		fmt.Fprintf(env.Stderr, "CERTMAIL_QUEUES: %s; %s no dead letters\n", note, plural(len(check.Unknown), "it has", "they have"))
 	}
 	if !c.Yes {
-		n := check.Entries
-		if n == 0 {
+		// What the purge below deletes, at most: the check is its plan.
+		what := fmt.Sprintf("%d dead-lettered tasks and %d dead-letter entries", check.Tasks, check.Entries)
+		if check.Tasks == 0 && check.Entries == 0 {
 			_, err := fmt.Fprintf(env.Stdout, "no dead-lettered tasks in queues %s\n", ops.QueueList(check.Queues, len(check.Queues)))
 			return err
 		}
 		if f, ok := env.Stdin.(*os.File); ok && !term.IsTerminal(int(f.Fd())) {
-			return usagef("%d dead-lettered tasks, and stdin is not a terminal to confirm on: give --yes to purge without asking", n)
+			return usagef("%s, and stdin is not a terminal to confirm on: give --yes to purge without asking", what)
 		}
-		yes, err := confirm(env.Stdin, env.Stdout, fmt.Sprintf("Delete %d dead-lettered tasks of queues %s? [y/N] ", n, ops.QueueList(check.Queues, len(check.Queues))))
+		yes, err := confirm(env.Stdin, env.Stdout, fmt.Sprintf("Delete %s of queues %s? [y/N] ", what, ops.QueueList(check.Queues, len(check.Queues))))
 		if err != nil {
 			return err
 		}
@@ -259,7 +262,7 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 			return err
 		}
 	}
-	purged, err := svc.PurgeDeadLetters(env.Ctx)
+	purged, err := svc.Purge(env.Ctx, check)
 	if err := purgeRefused(err); err != nil {
 		return err
 	}

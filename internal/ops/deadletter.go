@@ -233,8 +233,12 @@ type PurgeCheck struct {
 	// of them, each cut to 64 bytes; KnownCount counts them all.
 	Known      []string
 	KnownCount int
-	// Entries counts the stream entries that go with their tasks: those
-	// that name one of Queues, and the malformed ones that name no queue.
+	// Tasks counts the archived tasks of Queues that Purge deletes: all
+	// but parked ones, which wait to be tried again.
+	Tasks int
+	// Entries counts the stream entries that Purge deletes: those that
+	// name one of Queues, and the malformed ones that name no queue, except
+	// those of a parked task, which stay with it.
 	Entries int
 	// Other lists the other queues that stream entries name, sorted, at
 	// most MaxQueuesListed of them; OtherCount counts them all, and
@@ -243,7 +247,8 @@ type PurgeCheck struct {
 	OtherCount   int
 	OtherEntries int
 
-	refs []deadletter.Ref // the entries counted in Entries
+	tasks []deadletter.Parked // the archived tasks counted in Tasks
+	refs  []deadletter.Ref    // the entries of Queues: those counted in Entries, and parked tasks'
 }
 
 // UnknownNote says which of c.Queues asynq has never known and which
@@ -280,9 +285,10 @@ func (e *UnknownQueuesError) Error() string {
 // Is reports whether target is ErrInvalidArgument.
 func (e *UnknownQueuesError) Is(target error) bool { return target == ErrInvalidArgument }
 
-// CheckPurge finds what PurgeDeadLetters would delete and keep. The error
-// is an *UnknownQueuesError, with the check, when PurgeDeadLetters would
-// refuse. A queue asynq has never known among known ones (one no task was
+// CheckPurge finds what a purge deletes and keeps, for Purge to delete: a
+// question asked about its Tasks and Entries is about what goes. The error
+// is an *UnknownQueuesError, with the check, when the purge would be
+// refused. A queue asynq has never known among known ones (one no task was
 // ever sent to yet) is only reported, in Unknown.
 func (s *Service) CheckPurge(ctx context.Context) (PurgeCheck, error) {
 	c := PurgeCheck{Queues: slices.Clone(s.opts.Rules.Queues)}
@@ -317,15 +323,59 @@ func (s *Service) CheckPurge(ctx context.Context) (PurgeCheck, error) {
 		}
 		c.refs = append(c.refs, r)
 	}
-	c.Entries = len(c.refs)
 	c.OtherCount = len(other)
 	c.Other = slices.Sorted(maps.Keys(other))
 	c.Other = c.Other[:min(len(c.Other), MaxQueuesListed)]
 	noneKnown := len(c.Unknown) == len(c.Queues) && c.KnownCount > 0
 	if len(c.Unknown) > 0 && (noneKnown || c.OtherEntries > 0) {
+		c.refs = nil // nothing goes: Purge of this check deletes nothing
 		return c, &UnknownQueuesError{Check: c}
 	}
+	parked := map[deadletter.Parked]bool{} // archived parked tasks, as entries name them
+	for _, q := range c.known() {
+		ids, err := s.archivedIDs(q)
+		if err != nil {
+			return c, err
+		}
+		// Read after the listing: a worker parks a task before asynq
+		// archives it, so every parked task listed is in the set by now.
+		isParked, err := s.parkedMembers(ctx)
+		if err != nil {
+			return c, err
+		}
+		for _, id := range ids {
+			if isParked[deadletter.Parked{Queue: q, ID: id}.Member()] {
+				parked[deadletter.Parked{Queue: q, ID: deadletter.BoundedID(id)}] = true
+				continue
+			}
+			c.tasks = append(c.tasks, deadletter.Parked{Queue: q, ID: id})
+		}
+	}
+	c.Tasks = len(c.tasks)
+	for _, r := range c.refs {
+		if !parked[deadletter.Parked{Queue: r.Queue, ID: r.TaskID}] {
+			c.Entries++
+		}
+	}
 	return c, nil
+}
+
+// known returns the queues of c.Queues that asynq knows.
+func (c PurgeCheck) known() []string {
+	return slices.DeleteFunc(slices.Clone(c.Queues), func(q string) bool { return slices.Contains(c.Unknown, q) })
+}
+
+// parkedMembers returns the members of the parked set (deadletter.ParkedKey).
+func (s *Service) parkedMembers(ctx context.Context) (map[string]bool, error) {
+	parked, err := s.rdb.ZRange(ctx, deadletter.ParkedKey, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read parked tasks: %w", err)
+	}
+	is := make(map[string]bool, len(parked))
+	for _, m := range parked {
+		is[m] = true
+	}
+	return is, nil
 }
 
 // PurgeDeadLetters deletes the dead letters of the queues certmail serves
@@ -334,59 +384,57 @@ func (s *Service) CheckPurge(ctx context.Context) (PurgeCheck, error) {
 // task still archived afterwards (parked, or archived meanwhile). Malformed
 // entries that name no queue go too. The archives and entries of other
 // queues (another asynq application's, or queues left out of Rules.Queues)
-// are left alone. It first checks as CheckPurge does, and refuses with its
+// are left alone. It is CheckPurge then Purge: it refuses with CheckPurge's
 // *UnknownQueuesError, deleting nothing.
 func (s *Service) PurgeDeadLetters(ctx context.Context) (Purged, error) {
-	var p Purged
 	check, err := s.CheckPurge(ctx)
+	if err != nil {
+		return Purged{}, err
+	}
+	return s.Purge(ctx, check)
+}
+
+// Purge deletes what check, from CheckPurge, found: at most its Tasks
+// archived tasks and its entries, so that a purge confirmed on the check's
+// counts deletes no more. A task that is no longer archived, or is parked
+// now, is left, and so are the entries of a task still archived afterwards
+// (Purged.Kept). A check CheckPurge refused deletes nothing.
+func (s *Service) Purge(ctx context.Context, check PurgeCheck) (Purged, error) {
+	var p Purged
+	// A worker moves a parked task to asynq's retry set, then removes its
+	// member: each task is also read again before it is deleted.
+	isParked, err := s.parkedMembers(ctx)
 	if err != nil {
 		return p, err
 	}
-	known := slices.DeleteFunc(slices.Clone(check.Queues), func(q string) bool { return slices.Contains(check.Unknown, q) })
-	for _, q := range known {
-		ids, err := s.archivedIDs(q)
-		if err != nil {
-			return p, err
+	for _, t := range check.tasks {
+		q, id := t.Queue, t.ID
+		if isParked[t.Member()] {
+			continue
 		}
-		// Read after the listing: a worker parks a task before asynq
-		// archives it, so every parked task listed is in the set by now,
-		// unless a worker has since moved it to asynq's retry set and
-		// removed its entry: each task is read again before it is deleted.
-		parked, err := s.rdb.ZRange(ctx, deadletter.ParkedKey, 0, -1).Result()
-		if err != nil {
-			return p, fmt.Errorf("read parked tasks: %w", err)
+		switch info, err := s.inspector.GetTaskInfo(q, id); {
+		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound),
+			err == nil && info.State != asynq.TaskStateArchived:
+			continue // moved out of the archive, requeued or deleted meanwhile
+		case err != nil:
+			return p, fmt.Errorf("read task %s of queue %s: %w", id, q, err)
 		}
-		isParked := make(map[string]bool, len(parked))
-		for _, m := range parked {
-			isParked[m] = true
-		}
-		for _, id := range ids {
-			if isParked[deadletter.Parked{Queue: q, ID: id}.Member()] {
-				continue
-			}
-			switch info, err := s.inspector.GetTaskInfo(q, id); {
-			case errors.Is(err, asynq.ErrTaskNotFound), err == nil && info.State != asynq.TaskStateArchived:
-				continue // moved out of the archive, requeued or deleted meanwhile
-			case err != nil:
-				return p, fmt.Errorf("read task %s of queue %s: %w", id, q, err)
-			}
-			switch err := s.inspector.DeleteTask(q, id); {
-			case errors.Is(err, asynq.ErrTaskNotFound):
-				// requeued or deleted meanwhile
-			case err != nil:
+		switch err := s.inspector.DeleteTask(q, id); {
+		case errors.Is(err, asynq.ErrTaskNotFound):
+			// requeued or deleted meanwhile
+		case err != nil:
+			return p, fmt.Errorf("delete task %s of queue %s: %w", id, q, err)
+		default:
+			p.Tasks++
+			if err := deadletter.Unmark(ctx, s.rdb, q, id); err != nil { // as DeleteDeadLetter
 				return p, fmt.Errorf("delete task %s of queue %s: %w", id, q, err)
-			default:
-				p.Tasks++
-				if err := deadletter.Unmark(ctx, s.rdb, q, id); err != nil { // as DeleteDeadLetter
-					return p, fmt.Errorf("delete task %s of queue %s: %w", id, q, err)
-				}
 			}
 		}
 	}
 	// Listed after the deletions: the tasks still archived now keep their
 	// entries.
 	stillArchived := map[deadletter.Parked]bool{}
-	for _, q := range known {
+	for _, q := range check.known() {
 		ids, err := s.archivedIDs(q)
 		if err != nil {
 			return p, err

@@ -368,8 +368,9 @@ func TestPurgeDeadLettersKeepsOtherQueues(t *testing.T) {
 	}
 
 	check, err := b.svc.CheckPurge(ctx)
-	if err != nil || check.Entries != 4 || check.OtherEntries != 1 || !slices.Equal(check.Other, []string{"bulk"}) || len(check.Unknown) != 0 {
-		t.Fatalf("CheckPurge = %+v, %v; want 4 entries to go, 1 of bulk to stay", check, err)
+	if err != nil || check.Tasks != 2 || check.Entries != 3 || check.OtherEntries != 1 || !slices.Equal(check.Other, []string{"bulk"}) ||
+		len(check.Unknown) != 0 {
+		t.Fatalf("CheckPurge = %+v, %v; want 2 tasks and 3 entries to go (not the parked task's), 1 of bulk to stay", check, err)
 	}
 	p, err := b.svc.PurgeDeadLetters(ctx)
 	if err != nil || p != (ops.Purged{Entries: 3, Tasks: 2, Kept: 1}) {
@@ -384,6 +385,48 @@ func TestPurgeDeadLettersKeepsOtherQueues(t *testing.T) {
 	for q, id := range map[string]string{"default": inDefault, "critical": inCritical} {
 		if _, err := b.inspector.GetTaskInfo(q, id); !errors.Is(err, asynq.ErrTaskNotFound) {
 			t.Errorf("archived task of %s after purge: %v, want it deleted", q, err)
+		}
+	}
+}
+
+// CheckPurge counts what Purge deletes, however the archive and the stream
+// differ: archived tasks without an entry (the stream capped lower than the
+// archive, or a task archived from the dashboard), a task with two entries,
+// a parked task and its entry (both kept). Purge of that check deletes
+// exactly that, and no task archived after the check.
+func TestCheckPurgeCountsWhatPurgeDeletes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, ops.Config{Rules: enqueue.Rules{Queues: []string{"default"}}})
+	ctx := context.Background()
+	for range 5 {
+		b.archivedIn(t, "default", true) // no entry
+	}
+	twice := b.archivedIn(t, "default", false)
+	e := deadletter.Entry{TaskID: twice, Type: "set-emails-v2", Queue: "default", ErrorCode: "unknown_type", FailedAt: time.Now()}
+	if _, err := deadletter.Append(ctx, b.rdb, e, 1000); err != nil {
+		t.Fatal(err)
+	}
+	b.archivedIn(t, "default", false)
+	parked := b.archivedIn(t, "default", false)
+	if err := deadletter.Park(ctx, b.rdb, deadletter.Parked{Queue: "default", ID: parked}, time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+
+	check, err := b.svc.CheckPurge(ctx)
+	if err != nil || check.Tasks != 7 || check.Entries != 3 {
+		t.Fatalf("CheckPurge = %+v, %v; want 7 tasks (not the parked one) and 3 entries (not the parked task's) to go", check, err)
+	}
+	late := b.archivedIn(t, "default", true) // after the question was asked
+	p, err := b.svc.Purge(ctx, check)
+	if err != nil || p != (ops.Purged{Tasks: check.Tasks, Entries: check.Entries, Kept: 1}) {
+		t.Fatalf("Purge = %+v, %v; want the check's %d tasks and %d entries, the parked task's entry kept", p, err, check.Tasks, check.Entries)
+	}
+	if got := b.streamTasks(t); !slices.Equal(got, []string{parked}) {
+		t.Errorf("stream after purge holds tasks %v, want the parked one's", got)
+	}
+	for _, id := range []string{parked, late} {
+		if info, err := b.inspector.GetTaskInfo("default", id); err != nil || info.State != asynq.TaskStateArchived {
+			t.Errorf("task %s after purge: %v, %v; want it still archived", id, info, err)
 		}
 	}
 }
