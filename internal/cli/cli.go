@@ -82,7 +82,9 @@ type CLI struct {
 	Version      VersionCmd      `cmd:"" help:"Print the version."`
 }
 
-// Main runs the command line args and returns the process exit status.
+// Main runs the command line args and returns the process exit status: 0
+// when done, 1 on a failure, 2 on a usage error, and ExitInterrupted when
+// the cancellation of ctx (SIGINT/SIGTERM) stopped the command.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var root CLI
 	exitCode, exited := 0, false
@@ -118,6 +120,15 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	env := &Env{Ctx: ctx, Stdin: stdin, Stdout: stdout, Stderr: stderr}
 	err = kctx.Run(env)
 	env.done()
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// Ctrl-C or SIGTERM: say so, rather than "context canceled".
+		var in interruptedError
+		if !errors.As(err, &in) {
+			in = interruptedError{err: err}
+		}
+		fmt.Fprintf(stderr, "certmail %s: %v\n", kctx.Command(), in)
+		return ExitInterrupted
+	}
 	if err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {
@@ -213,6 +224,27 @@ func duration(d time.Duration) string {
 	}
 	return s
 }
+
+// ExitInterrupted is the exit status of a command that Ctrl-C or SIGTERM
+// (Main's ctx cancelled) stopped before it was done: 128 + SIGINT, as
+// shells report it.
+const ExitInterrupted = 130
+
+// interruptedError is the error of a command stopped by the cancellation of
+// Main's ctx, with what the operator needs to know of what was done:
+// "interrupted: nothing deleted". err wraps context.Canceled.
+type interruptedError struct {
+	done string // what was done, or not; "" says nothing more
+	err  error
+}
+
+func (e interruptedError) Error() string {
+	if e.done == "" {
+		return "interrupted"
+	}
+	return "interrupted: " + e.done
+}
+func (e interruptedError) Unwrap() error { return e.err }
 
 // usageError marks a configuration mistake (exit status 2) as opposed to a
 // failure while running (exit status 1).

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -874,6 +875,93 @@ func TestDLQPurgeAsksAboutWhatItDeletes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Ctrl-C at dlq purge's question ends it at once, without waiting for a
+// line: "interrupted: nothing deleted", exit status 130, the dead letter
+// kept. Here the answer comes from a pipe that never gets a line.
+func TestDLQPurgeQuestionInterrupted(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	client := asynq.NewClientFromRedisClient(e.redis.Client())
+	info, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":5000}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.inspector.ArchiveTask("default", info.ID); err != nil {
+		t.Fatal(err)
+	}
+	stdin, never := io.Pipe()
+	t.Cleanup(func() { never.Close() }) // ends the read the question left behind
+	stdout := &watchedBuffer{want: "[y/N] ", seen: make(chan struct{})}
+	var stderr bytes.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	code := make(chan int, 1)
+	go func() {
+		code <- cli.Main(ctx, []string{"dlq", "purge", "--queues", "default", "--redis-url", e.redis.URL()}, stdin, stdout, &stderr)
+	}()
+	select {
+	case <-stdout.seen:
+	case c := <-code:
+		t.Fatalf("purge ended (exit %d) before asking: %q %q", c, stdout.String(), stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no question after 30 s: %q", stdout.String())
+	}
+	cancel() // Ctrl-C
+	select {
+	case c := <-code:
+		if c != cli.ExitInterrupted || stderr.String() != "certmail dlq purge: interrupted: nothing deleted\n" {
+			t.Errorf("interrupted question: exit %d, stderr %q; want %d and one line saying nothing was deleted", c, stderr.String(), cli.ExitInterrupted)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("purge still waits for an answer 10 s after its context was cancelled")
+	}
+	if got, err := e.inspector.GetTaskInfo("default", info.ID); err != nil || got.State != asynq.TaskStateArchived {
+		t.Errorf("dead letter after the interrupted question: %v, %v; want it kept", got, err)
+	}
+}
+
+// A command stopped by Ctrl-C says it was interrupted, not "context
+// canceled", and exits with status 130.
+func TestInterruptedCommandSaysSo(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, args := range [][]string{{"dlq", "requeue", "a", "b"}, {"dlq", "list"}, {"dlq", "show", "a"}} {
+		var out, errOut bytes.Buffer
+		code := cli.Main(ctx, append(args, "--redis-url", e.redis.URL()), strings.NewReader(""), &out, &errOut)
+		if code != cli.ExitInterrupted || !strings.HasSuffix(errOut.String(), ": interrupted\n") || strings.Contains(errOut.String(), "context canceled") {
+			t.Errorf("%v interrupted: exit %d, stderr %q; want %d and \"interrupted\"", args, code, errOut.String(), cli.ExitInterrupted)
+		}
+	}
+}
+
+// watchedBuffer is a buffer safe for one writer and one reader that closes
+// seen once what was written contains want.
+type watchedBuffer struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+}
+
+func (w *watchedBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	had := strings.Contains(w.buf.String(), w.want)
+	n, err := w.buf.Write(p)
+	if !had && strings.Contains(w.buf.String(), w.want) {
+		close(w.seen)
+	}
+	return n, err
+}
+
+func (w *watchedBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 // startWorker runs a worker against the fake CertCentral at baseURL, which

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -253,8 +254,11 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 		if f, ok := env.Stdin.(*os.File); ok && !term.IsTerminal(int(f.Fd())) {
 			return usagef("%s, and stdin is not a terminal to confirm on: give --yes to purge without asking", what)
 		}
-		yes, err := confirm(env.Stdin, env.Stdout, fmt.Sprintf("Delete %s of queues %s? [y/N] ", what, ops.QueueList(check.Queues, len(check.Queues))))
+		yes, err := confirm(env.Ctx, env.Stdin, env.Stdout, fmt.Sprintf("Delete %s of queues %s? [y/N] ", what, ops.QueueList(check.Queues, len(check.Queues))))
 		if err != nil {
+			if env.Ctx.Err() != nil {
+				return interruptedError{done: "nothing deleted", err: err}
+			}
 			return err
 		}
 		if !yes {
@@ -263,6 +267,10 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 		}
 	}
 	purged, err := svc.Purge(env.Ctx, check)
+	if err != nil && env.Ctx.Err() != nil {
+		return interruptedError{done: fmt.Sprintf("deleted %d dead-lettered tasks and %d dead-letter entries before stopping",
+			purged.Tasks, purged.Entries), err: err}
+	}
 	if err := purgeRefused(err); err != nil {
 		return err
 	}
@@ -299,19 +307,37 @@ func plural(n int, one, many string) string {
 }
 
 // confirm prints question and reports whether the answer read from in is
-// y or yes (in any case); anything else, or no answer at all, is no.
-func confirm(in io.Reader, out io.Writer, question string) (bool, error) {
+// y or yes (in any case); anything else, or no answer at all, is no. It
+// returns ctx's error as soon as ctx is done (Ctrl-C at the question): a
+// read from a terminal cannot be stopped, so the read is left to end with
+// the process, whose next step is to exit.
+func confirm(ctx context.Context, in io.Reader, out io.Writer, question string) (bool, error) {
 	if _, err := io.WriteString(out, question); err != nil {
 		return false, err
 	}
-	answer, err := bufio.NewReader(in).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return false, fmt.Errorf("read answer: %w", err)
+	type line struct {
+		answer string
+		err    error
 	}
-	if errors.Is(err, io.EOF) {
+	read := make(chan line, 1) // never blocks the reader left behind
+	go func() {
+		answer, err := bufio.NewReader(in).ReadString('\n')
+		read <- line{answer, err}
+	}()
+	var l line
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(out) // the answer line never came: end the question's line
+		return false, ctx.Err()
+	case l = <-read:
+	}
+	if l.err != nil && !errors.Is(l.err, io.EOF) {
+		return false, fmt.Errorf("read answer: %w", l.err)
+	}
+	if errors.Is(l.err, io.EOF) {
 		fmt.Fprintln(out) // the answer line never came: end the question's line
 	}
-	switch strings.ToLower(strings.TrimSpace(answer)) {
+	switch strings.ToLower(strings.TrimSpace(l.answer)) {
 	case "y", "yes":
 		return true, nil
 	}
