@@ -1442,6 +1442,45 @@ func TestDLQListMalformedPage(t *testing.T) {
 	}
 }
 
+// dlq list -o json pages as the README's requeue pipeline says: the cursor
+// is the JSON's next (absent on the last page), and nothing is printed on
+// stderr; only the table output prints a "more:" line.
+func TestDLQListJSONCursor(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	for _, id := range []string{"t1", "t2"} {
+		if _, err := deadletter.Append(context.Background(), e.redis.Client(), deadletter.Entry{TaskID: id, Type: "send-cert", Queue: "default",
+			Payload: []byte(`{}`), ErrorCode: "not_found|order", FailedAt: time.Now()}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type page struct {
+		Entries []struct {
+			TaskID string `json:"task_id"`
+		} `json:"entries"`
+		Next *string `json:"next"`
+	}
+	read := func(args ...string) page {
+		t.Helper()
+		r := e.run(append([]string{"dlq", "list", "-n", "1", "-o", "json"}, args...)...)
+		var p page
+		if r.code != 0 || r.stderr != "" || json.Unmarshal([]byte(r.stdout), &p) != nil || len(p.Entries) != 1 {
+			t.Fatalf("dlq list -o json %v: %+v, want one entry and nothing on stderr", args, r)
+		}
+		return p
+	}
+	first := read()
+	if first.Entries[0].TaskID != "t2" || first.Next == nil || *first.Next == "" {
+		t.Fatalf("first page: %+v, want t2 and a next cursor", first)
+	}
+	if last := read("--before", *first.Next); last.Entries[0].TaskID != "t1" || last.Next != nil {
+		t.Errorf("last page: %+v, want t1 and no next", last)
+	}
+	if r := e.run("dlq", "list", "-n", "1"); !strings.HasPrefix(r.stderr, "more: certmail dlq list --before "+*first.Next) {
+		t.Errorf("dlq list -n 1 (table): stderr %q, want the more: line with the same cursor", r.stderr)
+	}
+}
+
 // An enqueue whose first answer Redis lost (go-redis sends it again, and
 // Redis answers that the task's id is taken) succeeds: the CLI printed the
 // conflict as an error although the task was enqueued.
