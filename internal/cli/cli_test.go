@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -1504,5 +1505,53 @@ func TestEnqueueLostAnswer(t *testing.T) {
 	}
 	if n := len(e.tasks()); n != 2 {
 		t.Errorf("%d tasks, want 2", n)
+	}
+}
+
+// Task ids and types a raw asynq producer chose reach table and text output
+// escaped and quoted: no terminal escape, no newline splitting a row.
+func TestDLQShowsOddNamesEscaped(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	rdb := e.redis.Client()
+	client := asynq.NewClient(e.redis.ConnOpt())
+	defer client.Close()
+	const clear, newline, evil = "id\x1b[2Jclear", "id-with\nnewline", "evil\x1b[31mRED\x1b[0m\ttype"
+	for _, tt := range []struct{ id, typ string }{{clear, "set-emails"}, {newline, evil}} {
+		if _, err := client.Enqueue(asynq.NewTask(tt.typ, []byte(`{}`)), asynq.TaskID(tt.id)); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.inspector.ArchiveTask("default", tt.id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := deadletter.Append(ctx, rdb, deadletter.Entry{TaskID: tt.id, Type: tt.typ, Queue: "default",
+			Payload: []byte(`{}`), ErrorCode: "unknown_type", FailedAt: time.Now()}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clean := func(what string, r result, want ...string) {
+		t.Helper()
+		if r.code != 0 || strings.Contains(r.stdout, "\x1b") || strings.Contains(r.stderr, "\x1b") {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want no escape", what, r.code, r.stdout, r.stderr)
+		}
+		for _, w := range want {
+			if !strings.Contains(r.stdout, w) {
+				t.Errorf("%s: stdout %q lacks %s", what, r.stdout, w)
+			}
+		}
+	}
+	r := e.run("dlq", "list")
+	clean("dlq list", r, strconv.Quote(clear), strconv.Quote(newline), strconv.Quote(evil))
+	if lines := strings.Count(r.stdout, "\n"); lines != 3 {
+		t.Errorf("dlq list: %d lines, want a heading and 2 rows: %q", lines, r.stdout)
+	}
+	clean("dlq show", e.run("dlq", "show", newline, "-o", "table"), strconv.Quote(newline), strconv.Quote(evil))
+	clean("task", e.run("task", newline, "-o", "table"), strconv.Quote(newline), strconv.Quote(evil))
+	clean("dlq requeue", e.run("dlq", "requeue", clear), "requeued "+strconv.Quote(clear)+" (set-emails, queue default)")
+	clean("dlq delete", e.run("dlq", "delete", newline), "deleted "+strconv.Quote(newline))
+	// JSON output stays JSON: the ids as they are, escaped by JSON.
+	if r := e.run("task", clear); !strings.Contains(r.stdout, `"id": "id\u001b[2Jclear"`) {
+		t.Errorf("task -o json: %q", r.stdout)
 	}
 }

@@ -84,7 +84,7 @@ func (c *DLQListCmd) Run(env *Env) error {
 		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "FAILED AT\tTASK ID\tTYPE\tQUEUE\tERROR\tHTTP\tATTEMPTS\tARCHIVED")
 		for _, e := range entries {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.FailedAt.Format(time.RFC3339), e.TaskID, e.Type, e.Queue,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.FailedAt.Format(time.RFC3339), ops.ShowName(e.TaskID), ops.ShowName(e.Type), ops.ShowName(e.Queue),
 				e.ErrorCode, httpStatus(e.HTTPStatus), e.Attempts, yesNo(e.Archived))
 		}
 		if err := tw.Flush(); err != nil {
@@ -135,7 +135,7 @@ func (c *DLQShowCmd) Run(env *Env) error {
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 1, ' ', 0)
 	fmt.Fprintf(tw, "task id:\t%s\ntype:\t%s\nqueue:\t%s\nfailed at:\t%s\nerror code:\t%s\nerror:\t%s\nhttp status:\t%s\nattempts:\t%d\narchived:\t%s\nentry id:\t%s\npayload:\t%s\n",
-		dl.TaskID, dl.Type, dl.Queue, dl.FailedAt.Format(time.RFC3339), dl.ErrorCode, dl.ErrorMessage,
+		ops.ShowName(dl.TaskID), ops.ShowName(dl.Type), ops.ShowName(dl.Queue), dl.FailedAt.Format(time.RFC3339), dl.ErrorCode, dl.ErrorMessage,
 		httpStatus(dl.HTTPStatus), dl.Attempts, yesNo(dl.Archived), dl.EntryID,
 		shownText(dl.Payload, dl.PayloadEncoding, dl.PayloadTruncated, dl.PayloadBytes))
 	return tw.Flush()
@@ -162,7 +162,7 @@ func (c *DLQRequeueCmd) Run(env *Env) error {
 			return "", err
 		}
 		log.Debug("dead letter requeued", zap.String("task_id", ref.ID), zap.String("task_type", ref.Type), zap.String("queue", ref.Queue))
-		return fmt.Sprintf("requeued %s (%s, queue %s): %s", ref.ID, ref.Type, ref.Queue, ref.State), nil
+		return fmt.Sprintf("requeued %s (%s, queue %s): %s", ops.ShowName(ref.ID), ops.ShowName(ref.Type), ops.ShowName(ref.Queue), ref.State), nil
 	})
 }
 
@@ -186,7 +186,7 @@ func (c *DLQDeleteCmd) Run(env *Env) error {
 			return "", err
 		}
 		log.Debug("dead letter deleted", zap.String("task_id", id))
-		return "deleted " + id, nil
+		return "deleted " + ops.ShowName(id), nil
 	})
 }
 

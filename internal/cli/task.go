@@ -50,9 +50,9 @@ func taskTable(w io.Writer, st ops.TaskStatus) error {
 			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
 		}
 	}
-	row("id", st.ID)
-	row("type", st.Type)
-	row("queue", st.Queue)
+	row("id", ops.ShowName(st.ID))
+	row("type", ops.ShowName(st.Type))
+	row("queue", ops.ShowName(st.Queue))
 	row("state", st.State)
 	row("retried", strconv.Itoa(st.Retried)+" of "+strconv.Itoa(st.MaxRetry))
 	row("last error", st.LastError)

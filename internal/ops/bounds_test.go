@@ -159,3 +159,31 @@ func TestEnqueueRefusesUnservedQueues(t *testing.T) {
 		t.Errorf("queues in Redis: %v, want only bulk", qs)
 	}
 }
+
+// ShowName leaves a plain name alone and quotes any other: nothing it
+// returns holds a control character, and a long name is cut.
+func TestShowName(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("a", 100000)
+	tests := []struct{ in, want string }{
+		{"6f1c2d3e-0000-4000-8000-000000000000", "6f1c2d3e-0000-4000-8000-000000000000"},
+		{"set-emails", "set-emails"},
+		{"ünïcode-id", "ünïcode-id"},
+		{"id\x1b[2Jclear", `"id\x1b[2Jclear"`},
+		{"id-with\nnewline", `"id-with\nnewline"`},
+		{"evil\x1b[31mRED\x1b[0m\ttype", `"evil\x1b[31mRED\x1b[0m\ttype"`},
+		{"two words", `"two words"`},
+		{"\u202egnp.exe", `"\u202egnp.exe"`},
+		{"bad\xffutf8", `"bad\xffutf8"`},
+		{`"quoted"`, `"\"quoted\""`},
+		{"", `""`},
+		{strings.Repeat("b", 256), strings.Repeat("b", 256)},
+		{long, `"` + long[:32] + `"… (100000 bytes)`},
+		{strings.Repeat("é", 200), `"` + strings.Repeat("é", 16) + `"… (400 bytes)`},
+	}
+	for _, tt := range tests {
+		if got := ops.ShowName(tt.in); got != tt.want {
+			t.Errorf("ShowName(%.40q) = %.80q, want %.80q", tt.in, got, tt.want)
+		}
+	}
+}

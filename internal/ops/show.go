@@ -3,6 +3,8 @@ package ops
 import (
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/certmail/certmail/internal/deadletter"
@@ -59,4 +61,47 @@ func Show(b []byte, size int) Shown {
 	}
 	sh.Value, _ = json.Marshal(s) // a valid UTF-8 string always encodes
 	return sh
+}
+
+// maxShownName is the longest task id, type or queue name ShowName shows
+// whole, in bytes: the longest task id certmail's entry points take.
+const maxShownName = deadletter.MaxID
+
+// cutName is how many bytes of a longer name ShowName shows.
+const cutName = 32
+
+// ShowName returns a task id, task type or queue name as text output and
+// messages show it. A name of 1 to 256 bytes of printable characters, no
+// space among them, that does not begin with a double quote, is itself.
+// Any other is quoted as Go quotes a string (strconv.Quote), every control
+// character, invalid byte or space escaped or inside the quotes, so that a
+// name chosen by a producer can neither drive the operator's terminal nor
+// split a line or a column; one over 256 bytes is cut to its first 32,
+// followed by "…" and its length, as in "aaaa"… (100000 bytes). JSON
+// output has no need of it: encoding/json escapes what it must.
+func ShowName(s string) string {
+	if len(s) > maxShownName {
+		cut := cutName
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return strconv.Quote(s[:cut]) + "… (" + strconv.Itoa(len(s)) + " bytes)"
+	}
+	if plainName(s) {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+// plainName reports whether ShowName shows s as it is.
+func plainName(s string) bool {
+	if s == "" || s[0] == '"' || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r == ' ' || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }
