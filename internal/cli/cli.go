@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/alecthomas/kong"
 	"github.com/redis/go-redis/v9"
@@ -108,7 +110,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return exitCode
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "certmail: %v\n", err)
+		fmt.Fprintf(stderr, "certmail: %s\n", parseErrorText(err))
 		return 2
 	}
 	for _, f := range kctx.Flags() { // the command's own: kong reads every command's variables
@@ -139,6 +141,36 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return 1
 	}
 	return 0
+}
+
+// maxParseError is the most bytes of kong's error that Main prints: kong
+// repeats the argument or flag value it refuses, whatever its length.
+const maxParseError = 512
+
+// parseErrorText is kong's error err as one bounded line: anything not
+// printable (a control character, an invalid byte) escaped as Go escapes it
+// in a quoted string, and the text cut to about maxParseError bytes.
+func parseErrorText(err error) string {
+	s := err.Error()
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		if b.Len() >= maxParseError {
+			b.WriteString("…")
+			break
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // fileSettingType is the kong type of a setting that names a file

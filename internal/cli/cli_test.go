@@ -1555,3 +1555,35 @@ func TestDLQShowsOddNamesEscaped(t *testing.T) {
 		t.Errorf("task -o json: %q", r.stdout)
 	}
 }
+
+// A long id or flag value is never echoed back in full: certmail's own
+// errors name a task id or schedule id by its first 32 bytes, kong's are
+// cut, and neither writes a control character it was given.
+func TestLongIDsNotEchoed(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	long := strings.Repeat("a", 100000)
+	named := `"` + long[:32] + `"… (100000 bytes)`
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"dlq", "requeue", "ok-id", long}, 1, named + ": dead letter: not found"},
+		{[]string{"dlq", "delete", long}, 1, named + ": dead letter: not found"},
+		{[]string{"task", long}, 1, "task " + named + ": not found"},
+		{[]string{"schedule", "rm", long}, 1, named + ": schedule not found"},
+		{[]string{"task", ""}, 2, "the task id is empty"},
+		{[]string{"dlq", long}, 2, "unexpected argument aaaa"},
+		{[]string{"--" + long}, 2, "unknown flag --aaaa"},
+		{[]string{"enqueue", "set-emails", "--order-id", long}, 2, "--order-id"},
+		{[]string{"dlq", "list", "-o", long}, 2, "--output"},
+		{[]string{"dlq", "x\x1b[2Jy\xff"}, 2, `unexpected argument x\x1b[2Jy\xff`},
+	}
+	for _, tt := range tests {
+		r := e.run(tt.args...)
+		if r.code != tt.code || !strings.Contains(r.stderr, tt.want) || len(r.stderr) > 1024 || strings.Contains(r.stderr, "\x1b") {
+			t.Errorf("%.60q: exit %d, stderr (%d bytes) %.300q; want exit %d, under 1 KiB, with %.80q", tt.args, r.code, len(r.stderr), r.stderr, tt.code, tt.want)
+		}
+	}
+}

@@ -190,7 +190,8 @@ func (c *DLQDeleteCmd) Run(env *Env) error {
 	})
 }
 
-// eachTask runs fn for every id, printing its message or its error.
+// eachTask runs fn for every id, printing its message or its error, which
+// names the id as ops.ShowName shows it.
 func eachTask(env *Env, ids []string, what string, fn func(id string) (string, error)) error {
 	failed := 0
 	for _, id := range ids {
@@ -200,7 +201,7 @@ func eachTask(env *Env, ids []string, what string, fn func(id string) (string, e
 		msg, err := fn(id)
 		if err != nil {
 			failed++
-			fmt.Fprintf(env.Stderr, "%s: %v\n", id, err)
+			fmt.Fprintf(env.Stderr, "%s: %v\n", ops.ShowName(id), err)
 			continue
 		}
 		fmt.Fprintln(env.Stdout, msg)

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/scheduler"
 	"github.com/certmail/certmail/tasks"
@@ -217,8 +218,8 @@ func (c *ScheduleRmCmd) Run(env *Env) error {
 	}
 	defer done()
 	if err := st.Delete(env.Ctx, c.ID); err != nil {
-		return err
+		return fmt.Errorf("%s: %w", ops.ShowName(c.ID), err)
 	}
-	fmt.Fprintf(env.Stdout, "removed schedule %s\n", c.ID)
+	fmt.Fprintf(env.Stdout, "removed schedule %s\n", ops.ShowName(c.ID))
 	return nil
 }

@@ -25,6 +25,9 @@ type TaskCmd struct {
 
 // Run prints the task's status; a task no queue has is a failure (exit status 1).
 func (c *TaskCmd) Run(env *Env) error {
+	if c.ID == "" {
+		return usagef("the task id is empty: give the id enqueue printed")
+	}
 	if c.MaxRetry < 0 {
 		return usagef("CERTMAIL_MAX_RETRY: %d must not be negative", c.MaxRetry)
 	}

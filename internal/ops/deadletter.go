@@ -131,7 +131,7 @@ func (s *Service) DeadLetter(ctx context.Context, taskID string) (DeadLetter, er
 		return DeadLetter{}, err
 	}
 	if !found {
-		return DeadLetter{}, fmt.Errorf("dead letter %s: %w", taskID, ErrNotFound)
+		return DeadLetter{}, fmt.Errorf("dead letter %s: %w", ShowName(taskID), ErrNotFound)
 	}
 	return s.withArchived(ctx, deadLetterOf(e))
 }
@@ -156,14 +156,14 @@ func (s *Service) Requeue(ctx context.Context, taskID string) (TaskRef, error) {
 	// Its next failure is a dead letter of its own: the workers' lease sweep
 	// must not take it for this one (deadletter.MarkerKey).
 	if err := deadletter.Unmark(ctx, s.rdb, info.Queue, taskID); err != nil {
-		return TaskRef{}, fmt.Errorf("requeue task %s: %w", taskID, err)
+		return TaskRef{}, fmt.Errorf("requeue task %s: %w", ShowName(taskID), err)
 	}
 	if err := s.inspector.RunTask(info.Queue, taskID); err != nil {
-		return TaskRef{}, fmt.Errorf("requeue task %s: %w", taskID, err)
+		return TaskRef{}, fmt.Errorf("requeue task %s: %w", ShowName(taskID), err)
 	}
 	ref := TaskRef{ID: info.ID, Type: info.Type, Queue: info.Queue, State: asynq.TaskStatePending.String()}
 	if _, err := deadletter.Remove(ctx, s.rdb, ids...); err != nil {
-		return ref, fmt.Errorf("task %s requeued, but its dead-letter entries remain: %w", taskID, err)
+		return ref, fmt.Errorf("task %s requeued, but its dead-letter entries remain: %w", ShowName(taskID), err)
 	}
 	return ref, nil
 }
@@ -188,12 +188,12 @@ func (s *Service) DeleteDeadLetter(ctx context.Context, taskID string) error {
 	default:
 		err := s.inspector.DeleteTask(info.Queue, taskID)
 		if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-			return fmt.Errorf("delete task %s: %w", taskID, err)
+			return fmt.Errorf("delete task %s: %w", ShowName(taskID), err)
 		}
 		// A producer may send the task again under its id: its next
 		// failure is a dead letter of its own (deadletter.MarkerKey).
 		if err := deadletter.Unmark(ctx, s.rdb, info.Queue, taskID); err != nil {
-			return fmt.Errorf("delete task %s: %w", taskID, err)
+			return fmt.Errorf("delete task %s: %w", ShowName(taskID), err)
 		}
 	}
 	_, err = deadletter.Remove(ctx, s.rdb, ids...)
@@ -417,17 +417,17 @@ func (s *Service) Purge(ctx context.Context, check PurgeCheck) (Purged, error) {
 			err == nil && info.State != asynq.TaskStateArchived:
 			continue // moved out of the archive, requeued or deleted meanwhile
 		case err != nil:
-			return p, fmt.Errorf("read task %s of queue %s: %w", id, q, err)
+			return p, fmt.Errorf("read task %s of queue %s: %w", ShowName(id), ShowName(q), err)
 		}
 		switch err := s.inspector.DeleteTask(q, id); {
 		case errors.Is(err, asynq.ErrTaskNotFound):
 			// requeued or deleted meanwhile
 		case err != nil:
-			return p, fmt.Errorf("delete task %s of queue %s: %w", id, q, err)
+			return p, fmt.Errorf("delete task %s of queue %s: %w", ShowName(id), ShowName(q), err)
 		default:
 			p.Tasks++
 			if err := deadletter.Unmark(ctx, s.rdb, q, id); err != nil { // as DeleteDeadLetter
-				return p, fmt.Errorf("delete task %s of queue %s: %w", id, q, err)
+				return p, fmt.Errorf("delete task %s of queue %s: %w", ShowName(id), ShowName(q), err)
 			}
 		}
 	}
@@ -488,7 +488,7 @@ func (s *Service) archivedIDs(q string) ([]string, error) {
 		case errors.Is(err, asynq.ErrQueueNotFound):
 			return nil, nil
 		case err != nil:
-			return nil, fmt.Errorf("list archived tasks of queue %s: %w", q, err)
+			return nil, fmt.Errorf("list archived tasks of queue %s: %w", ShowName(q), err)
 		}
 		for _, info := range infos {
 			ids = append(ids, info.ID)
@@ -520,15 +520,15 @@ func (s *Service) archived(ctx context.Context, taskID string, inStream bool) (*
 	info, err := s.find(ctx, taskID)
 	switch {
 	case errors.Is(err, ErrNotFound) && inStream:
-		return nil, fmt.Errorf("task %s is dead-lettered but no longer archived (deleted after its retention): %w", taskID, ErrNotFound)
+		return nil, fmt.Errorf("task %s is dead-lettered but no longer archived (deleted after its retention): %w", ShowName(taskID), ErrNotFound)
 	case errors.Is(err, ErrNotFound):
-		return nil, fmt.Errorf("dead letter %s: %w", taskID, ErrNotFound)
+		return nil, fmt.Errorf("dead letter %s: %w", ShowName(taskID), ErrNotFound)
 	case err != nil:
 		return nil, err
 	case info.State != asynq.TaskStateArchived && inStream:
-		return nil, fmt.Errorf("task %s is dead-lettered but no longer archived (it is %s now): %w", taskID, info.State, ErrNotFound)
+		return nil, fmt.Errorf("task %s is dead-lettered but no longer archived (it is %s now): %w", ShowName(taskID), info.State, ErrNotFound)
 	case info.State != asynq.TaskStateArchived:
-		return nil, fmt.Errorf("dead letter %s: %w (the task is %s)", taskID, ErrNotFound, info.State)
+		return nil, fmt.Errorf("dead letter %s: %w (the task is %s)", ShowName(taskID), ErrNotFound, info.State)
 	}
 	// A parked task passes through asynq's archive too, but it is alive: it
 	// waits to be tried again (see TaskInQueue), and deleting or running it
@@ -537,17 +537,17 @@ func (s *Service) archived(ctx context.Context, taskID string, inStream bool) (*
 	_, parked, err := deadletter.ParkedUntil(ctx, s.rdb, info.Queue, info.ID)
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("task %s: parked entry: %w", taskID, err)
+		return nil, fmt.Errorf("task %s: parked entry: %w", ShowName(taskID), err)
 	case parked:
-		return nil, fmt.Errorf("dead letter %s: %w (the task is waiting to be retried)", taskID, ErrNotFound)
+		return nil, fmt.Errorf("dead letter %s: %w (the task is waiting to be retried)", ShowName(taskID), ErrNotFound)
 	}
 	switch again, err := s.inspector.GetTaskInfo(info.Queue, info.ID); {
 	case err == nil && again.State != asynq.TaskStateArchived:
-		return nil, fmt.Errorf("dead letter %s: %w (the task is %s)", taskID, ErrNotFound, again.State)
+		return nil, fmt.Errorf("dead letter %s: %w (the task is %s)", ShowName(taskID), ErrNotFound, again.State)
 	case err != nil && !errors.Is(err, asynq.ErrTaskNotFound):
-		return nil, fmt.Errorf("task %s: %w", taskID, err)
+		return nil, fmt.Errorf("task %s: %w", ShowName(taskID), err)
 	case err != nil:
-		return nil, fmt.Errorf("dead letter %s: %w", taskID, ErrNotFound)
+		return nil, fmt.Errorf("dead letter %s: %w", ShowName(taskID), ErrNotFound)
 	}
 	return info, nil
 }
@@ -564,7 +564,7 @@ func (s *Service) withArchived(ctx context.Context, dl DeadLetter) (DeadLetter, 
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 	case err != nil:
-		return DeadLetter{}, fmt.Errorf("task %s: %w", dl.TaskID, err)
+		return DeadLetter{}, fmt.Errorf("task %s: %w", ShowName(dl.TaskID), err)
 	default:
 		dl.Archived = info.State == asynq.TaskStateArchived
 	}

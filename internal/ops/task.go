@@ -60,9 +60,9 @@ func (s *Service) TaskInQueue(ctx context.Context, queue, id string) (TaskStatus
 	info, err := s.inspector.GetTaskInfo(queue, id)
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-		return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w", id, queue, ErrNotFound)
+		return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w", ShowName(id), ShowName(queue), ErrNotFound)
 	case err != nil:
-		return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w", id, queue, err)
+		return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w", ShowName(id), ShowName(queue), err)
 	}
 	return s.status(ctx, info)
 }
@@ -94,7 +94,7 @@ func (s *Service) status(ctx context.Context, info *asynq.TaskInfo) (TaskStatus,
 		// again.
 		until, parked, err := deadletter.ParkedUntil(ctx, s.rdb, info.Queue, info.ID)
 		if err != nil {
-			return TaskStatus{}, fmt.Errorf("task %s: parked entry: %w", id, err)
+			return TaskStatus{}, fmt.Errorf("task %s: parked entry: %w", ShowName(id), err)
 		}
 		if parked {
 			st.State, st.NextProcessAt = asynq.TaskStateRetry.String(), &until
@@ -125,11 +125,11 @@ func (s *Service) find(ctx context.Context, id string) (*asynq.TaskInfo, error) 
 		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 			continue
 		case err != nil:
-			return nil, fmt.Errorf("task %s in queue %s: %w", id, q, err)
+			return nil, fmt.Errorf("task %s in queue %s: %w", ShowName(id), ShowName(q), err)
 		}
 		return info, nil
 	}
-	return nil, fmt.Errorf("task %s: %w", id, ErrNotFound)
+	return nil, fmt.Errorf("task %s: %w", ShowName(id), ErrNotFound)
 }
 
 func timePtr(t time.Time) *time.Time {

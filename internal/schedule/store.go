@@ -267,7 +267,8 @@ func (st *Store) makeRoom(ctx context.Context) (bool, error) {
 // Delete removes an API schedule, its state and its history on the
 // dashboard, or what is left of a schedule that left the file (its state
 // and history, until they expire). A file schedule gives ErrFileSchedule,
-// an id with nothing to delete ErrNotFound.
+// an id with nothing to delete ErrNotFound; neither repeats the id, which
+// the caller has (and bounds as it shows it).
 func (st *Store) Delete(ctx context.Context, id string) error {
 	n, err := st.rdb.HDel(ctx, apiSchedulesKey, id).Result()
 	if err != nil {
@@ -279,14 +280,14 @@ func (st *Store) Delete(ctx context.Context, id string) error {
 		case err != nil:
 			return fmt.Errorf("read schedules: %w", err)
 		case inFile:
-			return fmt.Errorf("%s: %w", id, ErrFileSchedule)
+			return ErrFileSchedule
 		}
 		left, err := st.rdb.Del(ctx, stateKey(id), asynqsched.HistoryKey(id)).Result()
 		switch {
 		case err != nil:
 			return fmt.Errorf("delete schedule state: %w", err)
 		case left == 0:
-			return fmt.Errorf("%s: %w", id, ErrNotFound)
+			return ErrNotFound
 		}
 		return nil
 	}
