@@ -65,7 +65,7 @@ func (s *Server) requeue(w http.ResponseWriter, r *http.Request) {
 // deleteDeadLetter is DELETE /v1/dead-letters/{id}: 204 once the archived
 // task and its entries are gone.
 func (s *Server) deleteDeadLetter(w http.ResponseWriter, r *http.Request) {
-	if err := s.ops.DeleteDeadLetter(r.Context(), r.PathValue("id")); err != nil {
+	if _, err := s.ops.DeleteDeadLetter(r.Context(), r.PathValue("id")); err != nil {
 		s.writeOpsError(w, r, err, notFoundDetail(err))
 		return
 	}

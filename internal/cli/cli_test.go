@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -1410,8 +1411,8 @@ func TestDLQOfALongTaskID(t *testing.T) {
 	if r := e.run("dlq", "show", bounded); r.code != 0 || !strings.Contains(r.stdout, "task id of 5000 bytes; at most 256 are accepted") {
 		t.Errorf("dlq show: exit %d, stdout %.500q, stderr %q", r.code, r.stdout, r.stderr)
 	}
-	if r := e.run("dlq", "delete", bounded); r.code != 0 {
-		t.Errorf("dlq delete: exit %d, stderr %q", r.code, r.stderr)
+	if r := e.run("dlq", "delete", bounded); r.code != 0 || !strings.Contains(r.stdout, "its task was not deleted: not archived under this id in queue default (the shortened form") {
+		t.Errorf("dlq delete: exit %d, stdout %.500q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	if n, err := e.redis.Client().XLen(context.Background(), deadletter.Stream).Result(); err != nil || n != 0 {
 		t.Errorf("%d entries left (%v) after dlq delete", n, err)
@@ -1585,5 +1586,56 @@ func TestLongIDsNotEchoed(t *testing.T) {
 		if r.code != tt.code || !strings.Contains(r.stderr, tt.want) || len(r.stderr) > 1024 || strings.Contains(r.stderr, "\x1b") {
 			t.Errorf("%.60q: exit %d, stderr (%d bytes) %.300q; want exit %d, under 1 KiB, with %.80q", tt.args, r.code, len(r.stderr), r.stderr, tt.code, tt.want)
 		}
+	}
+}
+
+// The reviewer's dup-4: one id dead-lettered in critical and alive in
+// default. dlq delete deletes the dead letter's task, in critical, and says
+// so; a delete that finds the task alive again deletes the entry alone and
+// says it left the task.
+func TestDLQDeleteInTheDeadLettersQueue(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	client := asynq.NewClient(e.redis.ConnOpt())
+	defer client.Close()
+	for _, q := range []string{"default", "critical"} {
+		if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":999}`)), asynq.TaskID("dup-4"), asynq.Queue(q)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.inspector.ArchiveTask("critical", "dup-4"); err != nil {
+		t.Fatal(err)
+	}
+	entry := deadletter.Entry{TaskID: "dup-4", Type: "resend-dcv", Queue: "critical", ErrorCode: "not_found|order", FailedAt: time.Now()}
+	if _, err := deadletter.Append(ctx, e.redis.Client(), entry, 0); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.run("dlq", "delete", "dup-4"); r.code != 0 || r.stdout != "deleted dup-4 (resend-dcv, queue critical)\n" {
+		t.Errorf("dlq delete dup-4: %+v", r)
+	}
+	if _, err := e.inspector.GetTaskInfo("critical", "dup-4"); !errors.Is(err, asynq.ErrTaskNotFound) {
+		t.Errorf("dup-4 in critical after dlq delete: %v, want it gone", err)
+	}
+	if info, err := e.inspector.GetTaskInfo("default", "dup-4"); err != nil || info.State != asynq.TaskStatePending {
+		t.Errorf("dup-4 in default after dlq delete: %v, %v; want it left pending", info, err)
+	}
+
+	// Dead-lettered in critical again, then run again from the dashboard.
+	if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":999}`)), asynq.TaskID("dup-4"), asynq.Queue("critical")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.inspector.ArchiveTask("critical", "dup-4"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.inspector.RunTask("critical", "dup-4"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := deadletter.Append(ctx, e.redis.Client(), entry, 0); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("dlq", "delete", "dup-4")
+	if want := "deleted 1 dead-letter entry of dup-4; its task was not deleted: no longer archived in queue critical (it is pending now)\n"; r.code != 0 || r.stdout != want {
+		t.Errorf("dlq delete of a task run again: %+v, want stdout %q", r, want)
 	}
 }

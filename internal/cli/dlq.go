@@ -174,7 +174,8 @@ type DLQDeleteCmd struct {
 }
 
 // Run deletes each task and its entries, going on past failures; any
-// failure makes the exit status 1.
+// failure makes the exit status 1. When only the entries were left to
+// delete (the task is alive again, or gone), it says so.
 func (c *DLQDeleteCmd) Run(env *Env) error {
 	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{})
 	if err != nil {
@@ -182,11 +183,17 @@ func (c *DLQDeleteCmd) Run(env *Env) error {
 	}
 	defer done()
 	return eachTask(env, c.TaskIDs, "deleted", func(id string) (string, error) {
-		if err := svc.DeleteDeadLetter(env.Ctx, id); err != nil {
+		d, err := svc.DeleteDeadLetter(env.Ctx, id)
+		if err != nil {
 			return "", err
 		}
-		log.Debug("dead letter deleted", zap.String("task_id", id))
-		return "deleted " + ops.ShowName(id), nil
+		log.Debug("dead letter deleted", zap.String("task_id", id), zap.Bool("task_deleted", d.Task != nil), zap.Int("entries", d.Entries))
+		if d.Task == nil {
+			// Only the entries went: the task is alive, or gone already.
+			return fmt.Sprintf("deleted %d dead-letter %s of %s; its task was not deleted: %s", d.Entries,
+				plural(d.Entries, "entry", "entries"), ops.ShowName(id), d.Kept), nil
+		}
+		return fmt.Sprintf("deleted %s (%s, queue %s)", ops.ShowName(id), ops.ShowName(d.Task.Type), ops.ShowName(d.Task.Queue)), nil
 	})
 }
 

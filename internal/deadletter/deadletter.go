@@ -4,7 +4,7 @@
 //   - the stream certmail:deadletter (Stream): one entry per dead-lettered
 //     task, with its error code, message and HTTP status, written by the
 //     worker's error handler (Append) or its lease sweep (AppendOnce), and
-//     read and deleted by operators (List, Find, EntryIDs, Refs, Remove)
+//     read and deleted by operators (List, Find, TaskRefs, Refs, Remove)
 //     through internal/ops, the API and the CLI;
 //   - the keys certmail:deadlettered:<queue>:<task id> (MarkerKey): a task
 //     dead-lettered in the last hour, so that no task gets two entries;
@@ -328,16 +328,21 @@ func Find(ctx context.Context, rdb redis.UniversalClient, taskID string) (e Entr
 	return e, found, err
 }
 
-// EntryIDs returns the ids of every stream entry of the task taskID.
-func EntryIDs(ctx context.Context, rdb redis.UniversalClient, taskID string) ([]string, error) {
-	var ids []string
+// TaskRefs returns a Ref of every stream entry of the task taskID, newest
+// first; a queue longer than MaxID is left empty, as in Refs.
+func TaskRefs(ctx context.Context, rdb redis.UniversalClient, taskID string) ([]Ref, error) {
+	var refs []Ref
 	err := scan(ctx, rdb, func(m redis.XMessage) bool {
 		if m.Values["task_id"] == taskID {
-			ids = append(ids, m.ID)
+			q, _ := m.Values["queue"].(string)
+			if len(q) > MaxID {
+				q = ""
+			}
+			refs = append(refs, Ref{EntryID: m.ID, TaskID: taskID, Queue: q})
 		}
 		return true
 	})
-	return ids, err
+	return refs, err
 }
 
 // removeBatch is how many entries one XDEL deletes, so that deleting a

@@ -114,7 +114,7 @@ func TestDecodeIsTolerant(t *testing.T) {
 }
 
 // List pages newest first, says where the next page starts, and returns a
-// malformed entry as skipped, counted towards the page; Find, EntryIDs,
+// malformed entry as skipped, counted towards the page; Find, TaskRefs,
 // Remove and Count work on every entry of a task, and Refs reads what
 // remains.
 func TestListFindRemove(t *testing.T) {
@@ -153,10 +153,12 @@ func TestListFindRemove(t *testing.T) {
 	if _, found, err := deadletter.Find(ctx, rdb, "zzz"); err != nil || found {
 		t.Errorf("Find(zzz) found %v (%v)", found, err)
 	}
-	ids, err := deadletter.EntryIDs(ctx, rdb, "a")
-	if want := []string{first.Entries[0].ID, second.Entries[1].ID}; err != nil || !slices.Equal(ids, want) {
-		t.Fatalf("EntryIDs(a) = %v, %v; want a's two entries %v", ids, err, want)
+	aRefs, err := deadletter.TaskRefs(ctx, rdb, "a")
+	if want := []deadletter.Ref{{EntryID: first.Entries[0].ID, TaskID: "a", Queue: "default"},
+		{EntryID: second.Entries[1].ID, TaskID: "a", Queue: "default"}}; err != nil || !slices.Equal(aRefs, want) {
+		t.Fatalf("TaskRefs(a) = %v, %v; want a's two entries %v", aRefs, err, want)
 	}
+	ids := []string{aRefs[0].EntryID, aRefs[1].EntryID}
 	if n, err := deadletter.Remove(ctx, rdb, append(ids, ids[0])...); err != nil || n != 2 {
 		t.Fatalf("Remove(a's entries, one twice) = %d, %v; want 2", n, err)
 	}
@@ -187,7 +189,7 @@ func TestListFindRemove(t *testing.T) {
 	}
 }
 
-// Find and EntryIDs read the whole stream however long, a page at a time:
+// Find and TaskRefs read the whole stream however long, a page at a time:
 // the oldest entry of a task behind two full pages of others is found.
 func TestFindInALongStream(t *testing.T) {
 	t.Parallel()
@@ -211,8 +213,8 @@ func TestFindInALongStream(t *testing.T) {
 	if e, found, err := deadletter.Find(ctx, rdb, "old"); err != nil || !found || e.ID != oldest[0].ID {
 		t.Errorf("Find(old) = %q, found %v (%v); want entry %s behind 1000 others", e.ID, found, err, oldest[0].ID)
 	}
-	if ids, err := deadletter.EntryIDs(ctx, rdb, "old"); err != nil || !slices.Equal(ids, []string{oldest[0].ID}) {
-		t.Errorf("EntryIDs(old) = %v, %v; want [%s]", ids, err, oldest[0].ID)
+	if refs, err := deadletter.TaskRefs(ctx, rdb, "old"); err != nil || len(refs) != 1 || refs[0].EntryID != oldest[0].ID {
+		t.Errorf("TaskRefs(old) = %v, %v; want entry %s", refs, err, oldest[0].ID)
 	}
 }
 

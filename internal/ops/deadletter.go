@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -137,19 +138,23 @@ func (s *Service) DeadLetter(ctx context.Context, taskID string) (DeadLetter, er
 }
 
 // Requeue moves the archived task taskID back to pending (it runs again as
-// soon as a worker is free) and removes the task's stream entries. The error
-// wraps ErrNotFound when the task is in neither the stream nor the archive,
-// and also, saying so, when the stream has it but the archive no longer does
-// (deleted after its retention, or requeued or deleted by other means).
+// soon as a worker is free) and removes its stream entries. asynq's task ids
+// are unique per queue only: the task is looked for in the queue its newest
+// entry names (and only those of that queue's entries go), or, with no entry
+// naming a queue, in every queue, an archived one first. The error wraps
+// ErrNotFound when the task is in neither the stream nor the archive, and
+// also, saying so, when the stream has it but that queue no longer holds it
+// archived (deleted after its retention, requeued or deleted by other means,
+// or parked, waiting to be retried).
 func (s *Service) Requeue(ctx context.Context, taskID string) (TaskRef, error) {
 	if err := checkDeadLetterID(taskID); err != nil {
 		return TaskRef{}, err
 	}
-	ids, err := deadletter.EntryIDs(ctx, s.rdb, taskID)
+	queue, ids, err := s.entriesOf(ctx, taskID)
 	if err != nil {
 		return TaskRef{}, err
 	}
-	info, err := s.archived(ctx, taskID, len(ids) > 0)
+	info, err := s.archived(ctx, taskID, queue, len(ids) > 0)
 	if err != nil {
 		return TaskRef{}, err
 	}
@@ -168,36 +173,56 @@ func (s *Service) Requeue(ctx context.Context, taskID string) (TaskRef, error) {
 	return ref, nil
 }
 
-// DeleteDeadLetter deletes the archived task taskID, if it is still
-// archived, and the task's stream entries. The error wraps ErrNotFound when
-// there was neither.
-func (s *Service) DeleteDeadLetter(ctx context.Context, taskID string) error {
+// DeletedDeadLetter is what DeleteDeadLetter deleted.
+type DeletedDeadLetter struct {
+	// Task is the archived task deleted; nil when none was.
+	Task *TaskRef
+	// Entries counts the stream entries deleted.
+	Entries int
+	// Kept says, when Task is nil, why the task was not deleted: "no longer
+	// archived in queue critical (it is pending now)", "waiting to be retried
+	// in queue default".
+	Kept string
+}
+
+// DeleteDeadLetter deletes the archived task taskID, looked for as Requeue
+// does, if it is still archived there, and its stream entries (those of
+// that queue). When the entries are all there is, they go alone, and the
+// answer says why the task was not deleted. The error wraps ErrNotFound
+// when there was neither.
+func (s *Service) DeleteDeadLetter(ctx context.Context, taskID string) (DeletedDeadLetter, error) {
+	var d DeletedDeadLetter
 	if err := checkDeadLetterID(taskID); err != nil {
-		return err
+		return d, err
 	}
-	ids, err := deadletter.EntryIDs(ctx, s.rdb, taskID)
+	queue, ids, err := s.entriesOf(ctx, taskID)
 	if err != nil {
-		return err
+		return d, err
 	}
-	info, err := s.archived(ctx, taskID, len(ids) > 0)
+	info, err := s.archived(ctx, taskID, queue, len(ids) > 0)
+	var kept *notArchivedError
 	switch {
-	case errors.Is(err, ErrNotFound) && len(ids) > 0:
-		// Only the stream entries are left.
+	case errors.As(err, &kept) && len(ids) > 0:
+		d.Kept = kept.reason()
 	case err != nil:
-		return err
+		return d, err
 	default:
-		err := s.inspector.DeleteTask(info.Queue, taskID)
-		if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-			return fmt.Errorf("delete task %s: %w", ShowName(taskID), err)
+		switch err := s.inspector.DeleteTask(info.Queue, taskID); {
+		case errors.Is(err, asynq.ErrTaskNotFound):
+			d.Kept = (&notArchivedError{id: taskID, queue: info.Queue, now: "deleted meanwhile"}).reason()
+		case err != nil:
+			return d, fmt.Errorf("delete task %s: %w", ShowName(taskID), err)
+		default:
+			d.Task = &TaskRef{ID: info.ID, Type: info.Type, Queue: info.Queue, State: "deleted"}
 		}
 		// A producer may send the task again under its id: its next
 		// failure is a dead letter of its own (deadletter.MarkerKey).
 		if err := deadletter.Unmark(ctx, s.rdb, info.Queue, taskID); err != nil {
-			return fmt.Errorf("delete task %s: %w", ShowName(taskID), err)
+			return d, fmt.Errorf("delete task %s: %w", ShowName(taskID), err)
 		}
 	}
-	_, err = deadletter.Remove(ctx, s.rdb, ids...)
-	return err
+	d.Entries, err = deadletter.Remove(ctx, s.rdb, ids...)
+	return d, err
 }
 
 // Purged is what PurgeDeadLetters deleted.
@@ -514,21 +539,112 @@ func checkDeadLetterID(taskID string) error {
 	return nil
 }
 
-// archived returns the task taskID if it is archived. The error wraps
-// ErrNotFound otherwise, with a message that says why when inStream.
-func (s *Service) archived(ctx context.Context, taskID string, inStream bool) (*asynq.TaskInfo, error) {
-	info, err := s.find(ctx, taskID)
+// entriesOf returns the queue that the newest stream entry of the task
+// taskID names, "" when none names one a task can be in, and the entries of
+// the task that go with it: those that name that queue or none (all of
+// them when queue is "").
+func (s *Service) entriesOf(ctx context.Context, taskID string) (queue string, ids []string, err error) {
+	refs, err := deadletter.TaskRefs(ctx, s.rdb, taskID)
+	if err != nil {
+		return "", nil, err
+	}
+	for _, r := range refs {
+		if tasks.ValidQueueName(r.Queue) {
+			queue = r.Queue
+			break
+		}
+	}
+	for _, r := range refs {
+		if r.Queue == queue || !tasks.ValidQueueName(r.Queue) {
+			ids = append(ids, r.EntryID)
+		}
+	}
+	return queue, ids, nil
+}
+
+// notArchivedError is the error of archived for a task that is not, or no
+// longer, a dead letter in asynq's archive. It wraps ErrNotFound.
+type notArchivedError struct {
+	id       string
+	queue    string // where it was looked for or found; "" for every queue
+	now      string // what it is now: an asynq state, "parked", "deleted meanwhile"; "" when not found
+	inStream bool   // the dead-letter stream names it
+}
+
+func (e *notArchivedError) Error() string {
 	switch {
-	case errors.Is(err, ErrNotFound) && inStream:
-		return nil, fmt.Errorf("task %s is dead-lettered but no longer archived (deleted after its retention): %w", ShowName(taskID), ErrNotFound)
+	case e.inStream:
+		return fmt.Sprintf("task %s is dead-lettered but %s: %v", ShowName(e.id), e.reason(), ErrNotFound)
+	case e.now == "parked":
+		return fmt.Sprintf("dead letter %s: %v (the task is waiting to be retried)", ShowName(e.id), ErrNotFound)
+	case e.now != "":
+		return fmt.Sprintf("dead letter %s: %v (the task is %s)", ShowName(e.id), ErrNotFound, e.now)
+	}
+	return fmt.Sprintf("dead letter %s: %v", ShowName(e.id), ErrNotFound)
+}
+
+func (e *notArchivedError) Unwrap() error { return ErrNotFound }
+
+// reason says why the task is no dead letter to act on: "no longer
+// archived in queue critical (it is completed now)".
+func (e *notArchivedError) reason() string {
+	where := ""
+	if e.queue != "" {
+		where = " in queue " + ShowName(e.queue)
+	}
+	switch {
+	case e.now == "" && shortenedID(e.id):
+		return "not archived under this id" + where + " (the shortened form of a longer id: delete the task from the dashboard, or purge)"
+	case e.now == "":
+		return "no longer archived" + where + " (deleted after its retention)"
+	case e.now == "parked":
+		return "waiting to be retried" + where
+	case e.now == "deleted meanwhile":
+		return "no longer archived" + where + " (deleted meanwhile)"
+	}
+	return "no longer archived" + where + " (it is " + e.now + " now)"
+}
+
+// shortenedID reports whether id has the form deadletter.BoundedID gives a
+// longer id: "…" and 32 hex digits at its end.
+func shortenedID(id string) bool {
+	const mark, digest = "…", 32
+	head, tail, found := strings.Cut(id, mark)
+	if !found || len(tail) != digest || len(head)+len(mark)+digest > deadletter.MaxID {
+		return false
+	}
+	_, err := hex.DecodeString(tail)
+	return err == nil
+}
+
+// archived returns the task taskID if it is archived, and not parked, in
+// queue; for queue "", in the first queue asynq knows that holds it so. The
+// error is a *notArchivedError otherwise, whose message says why when
+// inStream.
+func (s *Service) archived(ctx context.Context, taskID, queue string, inStream bool) (*asynq.TaskInfo, error) {
+	var info *asynq.TaskInfo
+	var err error
+	if queue != "" {
+		info, err = s.inspector.GetTaskInfo(queue, taskID)
+		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+			err = fmt.Errorf("task %s in queue %s: %w", ShowName(taskID), ShowName(queue), ErrNotFound)
+		} else if err != nil {
+			err = fmt.Errorf("task %s in queue %s: %w", ShowName(taskID), ShowName(queue), err)
+		}
+	} else {
+		info, err = s.findArchived(ctx, taskID)
+	}
+	notArchived := &notArchivedError{id: taskID, queue: queue, inStream: inStream}
+	switch {
 	case errors.Is(err, ErrNotFound):
-		return nil, fmt.Errorf("dead letter %s: %w", ShowName(taskID), ErrNotFound)
+		return nil, notArchived
 	case err != nil:
 		return nil, err
-	case info.State != asynq.TaskStateArchived && inStream:
-		return nil, fmt.Errorf("task %s is dead-lettered but no longer archived (it is %s now): %w", ShowName(taskID), info.State, ErrNotFound)
-	case info.State != asynq.TaskStateArchived:
-		return nil, fmt.Errorf("dead letter %s: %w (the task is %s)", ShowName(taskID), ErrNotFound, info.State)
+	}
+	notArchived.queue = info.Queue
+	if info.State != asynq.TaskStateArchived {
+		notArchived.now = info.State.String()
+		return nil, notArchived
 	}
 	// A parked task passes through asynq's archive too, but it is alive: it
 	// waits to be tried again (see TaskInQueue), and deleting or running it
@@ -539,17 +655,50 @@ func (s *Service) archived(ctx context.Context, taskID string, inStream bool) (*
 	case err != nil:
 		return nil, fmt.Errorf("task %s: parked entry: %w", ShowName(taskID), err)
 	case parked:
-		return nil, fmt.Errorf("dead letter %s: %w (the task is waiting to be retried)", ShowName(taskID), ErrNotFound)
+		notArchived.now = "parked"
+		return nil, notArchived
 	}
 	switch again, err := s.inspector.GetTaskInfo(info.Queue, info.ID); {
 	case err == nil && again.State != asynq.TaskStateArchived:
-		return nil, fmt.Errorf("dead letter %s: %w (the task is %s)", ShowName(taskID), ErrNotFound, again.State)
+		notArchived.now = again.State.String()
+		return nil, notArchived
 	case err != nil && !errors.Is(err, asynq.ErrTaskNotFound):
 		return nil, fmt.Errorf("task %s: %w", ShowName(taskID), err)
 	case err != nil:
-		return nil, fmt.Errorf("dead letter %s: %w", ShowName(taskID), ErrNotFound)
+		return nil, notArchived
 	}
 	return info, nil
+}
+
+// findArchived looks the task taskID up in every queue asynq knows, as
+// Task does, but takes an archived one before any other: asynq's task ids
+// are unique per queue only.
+func (s *Service) findArchived(ctx context.Context, taskID string) (*asynq.TaskInfo, error) {
+	queues, err := s.inspector.Queues()
+	if err != nil {
+		return nil, fmt.Errorf("list queues: %w", err)
+	}
+	var first *asynq.TaskInfo
+	for _, q := range queues {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		info, err := s.inspector.GetTaskInfo(q, taskID)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("task %s in queue %s: %w", ShowName(taskID), ShowName(q), err)
+		case info.State == asynq.TaskStateArchived:
+			return info, nil
+		case first == nil:
+			first = info
+		}
+	}
+	if first == nil {
+		return nil, fmt.Errorf("task %s: %w", ShowName(taskID), ErrNotFound)
+	}
+	return first, nil
 }
 
 // withArchived sets dl.Archived from asynq's archive of dl.Queue.

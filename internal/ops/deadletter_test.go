@@ -188,7 +188,8 @@ func TestDeadLetterIDTooLong(t *testing.T) {
 	id := strings.Repeat("x", deadletter.MaxID+1)
 	_, showErr := b.svc.DeadLetter(ctx, id)
 	_, requeueErr := b.svc.Requeue(ctx, id)
-	for name, err := range map[string]error{"DeadLetter": showErr, "Requeue": requeueErr, "DeleteDeadLetter": b.svc.DeleteDeadLetter(ctx, id)} {
+	_, deleteErr := b.svc.DeleteDeadLetter(ctx, id)
+	for name, err := range map[string]error{"DeadLetter": showErr, "Requeue": requeueErr, "DeleteDeadLetter": deleteErr} {
 		if !errors.Is(err, ops.ErrNotFound) || strings.Contains(err.Error(), "xxxx") {
 			t.Errorf("%s of a %d-byte id: %v, want ErrNotFound without the id", name, len(id), err)
 		}
@@ -212,8 +213,8 @@ func TestDeleteDeadLetter(t *testing.T) {
 	t.Parallel()
 	b, ids := setupDead(t, 401, 402)
 	ctx := context.Background()
-	if err := b.svc.DeleteDeadLetter(ctx, ids[0]); err != nil {
-		t.Fatalf("DeleteDeadLetter: %v", err)
+	if d, err := b.svc.DeleteDeadLetter(ctx, ids[0]); err != nil || d.Task == nil || d.Task.Queue != "default" || d.Entries != 1 {
+		t.Fatalf("DeleteDeadLetter = %+v, %v; want the task and its entry deleted", d, err)
 	}
 	// Sent again under its id, the task's next failure is a dead letter of
 	// its own, even one the workers' lease sweep writes.
@@ -226,7 +227,7 @@ func TestDeleteDeadLetter(t *testing.T) {
 	if _, err := b.svc.DeadLetter(ctx, ids[0]); !errors.Is(err, ops.ErrNotFound) {
 		t.Errorf("DeadLetter after delete: error = %v, want ErrNotFound", err)
 	}
-	if err := b.svc.DeleteDeadLetter(ctx, ids[0]); !errors.Is(err, ops.ErrNotFound) {
+	if _, err := b.svc.DeleteDeadLetter(ctx, ids[0]); !errors.Is(err, ops.ErrNotFound) {
 		t.Errorf("second DeleteDeadLetter: error = %v, want ErrNotFound", err)
 	}
 	if n, err := b.svc.CountDeadLetters(ctx); err != nil || n != 1 {
@@ -237,8 +238,8 @@ func TestDeleteDeadLetter(t *testing.T) {
 	if err := b.inspector.DeleteTask("default", ids[1]); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.svc.DeleteDeadLetter(ctx, ids[1]); err != nil {
-		t.Errorf("DeleteDeadLetter of an entry without task: %v", err)
+	if d, err := b.svc.DeleteDeadLetter(ctx, ids[1]); err != nil || d.Task != nil || d.Entries != 1 || !strings.Contains(d.Kept, "deleted after its retention") {
+		t.Errorf("DeleteDeadLetter of an entry without task = %+v, %v; want the entry alone deleted, saying why", d, err)
 	}
 	if n, err := b.svc.CountDeadLetters(ctx); err != nil || n != 0 {
 		t.Errorf("CountDeadLetters = %d, %v; want 0", n, err)
@@ -249,7 +250,7 @@ func TestDeleteDeadLetterLeavesLiveTasks(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	id := b.enqueue(t, 12)
-	if err := b.svc.DeleteDeadLetter(context.Background(), id); !errors.Is(err, ops.ErrNotFound) {
+	if _, err := b.svc.DeleteDeadLetter(context.Background(), id); !errors.Is(err, ops.ErrNotFound) {
 		t.Errorf("DeleteDeadLetter of a pending task: error = %v, want ErrNotFound", err)
 	}
 	if st, err := b.svc.Task(context.Background(), id); err != nil || st.State != "pending" {
@@ -518,5 +519,92 @@ func TestCheckPurgeBounded(t *testing.T) {
 	if note := check.UnknownNote(); !strings.HasPrefix(note, "asynq has never known queue defualt (it knows: ax") ||
 		!strings.HasSuffix(note, " and 3 more)") || len(note) > 1000 {
 		t.Errorf("UnknownNote = %q", note)
+	}
+}
+
+// asynq's task ids are unique per queue only: with one id dead-lettered in
+// one queue and alive in another, requeue and delete act on the queue the
+// dead letter names (or, without an entry, on the archived one), whichever
+// queue asynq lists first, and leave the other task alone.
+func TestDeadLetterOfAnIDInTwoQueues(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	client := asynq.NewClientFromRedisClient(b.rdb)
+	// Each id is dead-lettered in one queue and pending in the other, both
+	// ways round, so that one of them is behind the other in asynq's list.
+	put := func(id, dead, alive string, entry bool) {
+		t.Helper()
+		for _, q := range []string{alive, dead} {
+			if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":999}`)), asynq.TaskID(id), asynq.Queue(q)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.inspector.ArchiveTask(dead, id); err != nil {
+			t.Fatal(err)
+		}
+		if entry {
+			e := deadletter.Entry{TaskID: id, Type: "resend-dcv", Queue: dead, ErrorCode: "not_found|order", FailedAt: time.Now()}
+			if _, err := deadletter.Append(ctx, b.rdb, e, 1000); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	state := func(q, id string) string {
+		t.Helper()
+		info, err := b.inspector.GetTaskInfo(q, id)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound):
+			return "gone"
+		case err != nil:
+			return err.Error()
+		}
+		return info.State.String()
+	}
+	for _, tt := range []struct{ dead, alive string }{{"critical", "default"}, {"default", "critical"}} {
+		requeued, deleted, bare := "rq-in-"+tt.dead, "del-in-"+tt.dead, "bare-in-"+tt.dead
+		put(requeued, tt.dead, tt.alive, true)
+		put(deleted, tt.dead, tt.alive, true)
+		put(bare, tt.dead, tt.alive, false)
+
+		if ref, err := b.svc.Requeue(ctx, requeued); err != nil || ref.Queue != tt.dead {
+			t.Errorf("Requeue(%s) = %+v, %v; want it requeued in %s", requeued, ref, err, tt.dead)
+		}
+		if s := state(tt.dead, requeued); s != "pending" {
+			t.Errorf("%s in %s after requeue: %s, want pending", requeued, tt.dead, s)
+		}
+		if ref, err := b.svc.Requeue(ctx, bare); err != nil || ref.Queue != tt.dead {
+			t.Errorf("Requeue(%s), without entry = %+v, %v; want the archived one, in %s", bare, ref, err, tt.dead)
+		}
+
+		d, err := b.svc.DeleteDeadLetter(ctx, deleted)
+		if err != nil || d.Task == nil || d.Task.Queue != tt.dead || d.Entries != 1 {
+			t.Errorf("DeleteDeadLetter(%s) = %+v, %v; want the task of %s and its entry deleted", deleted, d, err, tt.dead)
+		}
+		if s := state(tt.dead, deleted); s != "gone" {
+			t.Errorf("%s in %s after delete: %s, want it gone", deleted, tt.dead, s)
+		}
+		for _, id := range []string{requeued, deleted, bare} {
+			if s := state(tt.alive, id); s != "pending" {
+				t.Errorf("%s in %s, never dead-lettered: %s, want it left pending", id, tt.alive, s)
+			}
+		}
+	}
+	if ids := b.streamTasks(t); len(ids) != 0 {
+		t.Errorf("stream entries left: %v", ids)
+	}
+
+	// The dead letter's task runs again (from the dashboard): a delete takes
+	// the entry, says it left the task, and leaves it.
+	put("rerun", "critical", "default", true)
+	if err := b.inspector.RunTask("critical", "rerun"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := b.svc.DeleteDeadLetter(ctx, "rerun")
+	if err != nil || d.Task != nil || d.Entries != 1 || d.Kept != "no longer archived in queue critical (it is pending now)" {
+		t.Errorf("DeleteDeadLetter of a task run again = %+v, %v; want the entry alone deleted, saying the task is pending", d, err)
+	}
+	if s := state("critical", "rerun"); s != "pending" {
+		t.Errorf("rerun in critical: %s, want it left pending", s)
 	}
 }

@@ -182,7 +182,7 @@ func TestTaskInQueueParked(t *testing.T) {
 	if _, err := b.svc.Requeue(ctx, ref.ID); !errors.Is(err, ops.ErrNotFound) {
 		t.Errorf("requeue of a parked task: %v, want not found", err)
 	}
-	if err := b.svc.DeleteDeadLetter(ctx, ref.ID); !errors.Is(err, ops.ErrNotFound) {
+	if _, err := b.svc.DeleteDeadLetter(ctx, ref.ID); !errors.Is(err, ops.ErrNotFound) {
 		t.Errorf("delete of a parked task: %v, want not found", err)
 	}
 	if st, err := b.svc.TaskInQueue(ctx, "bulk", ref.ID); err != nil || st.State != "retry" {
