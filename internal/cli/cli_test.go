@@ -1518,8 +1518,8 @@ func TestDLQShowsOddNamesEscaped(t *testing.T) {
 	rdb := e.redis.Client()
 	client := asynq.NewClient(e.redis.ConnOpt())
 	defer client.Close()
-	const clear, newline, evil = "id\x1b[2Jclear", "id-with\nnewline", "evil\x1b[31mRED\x1b[0m\ttype"
-	for _, tt := range []struct{ id, typ string }{{clear, "set-emails"}, {newline, evil}} {
+	const clearScreen, newline, evil = "id\x1b[2Jclear", "id-with\nnewline", "evil\x1b[31mRED\x1b[0m\ttype"
+	for _, tt := range []struct{ id, typ string }{{clearScreen, "set-emails"}, {newline, evil}} {
 		if _, err := client.Enqueue(asynq.NewTask(tt.typ, []byte(`{}`)), asynq.TaskID(tt.id)); err != nil {
 			t.Fatal(err)
 		}
@@ -1543,16 +1543,16 @@ func TestDLQShowsOddNamesEscaped(t *testing.T) {
 		}
 	}
 	r := e.run("dlq", "list")
-	clean("dlq list", r, strconv.Quote(clear), strconv.Quote(newline), strconv.Quote(evil))
+	clean("dlq list", r, strconv.Quote(clearScreen), strconv.Quote(newline), strconv.Quote(evil))
 	if lines := strings.Count(r.stdout, "\n"); lines != 3 {
 		t.Errorf("dlq list: %d lines, want a heading and 2 rows: %q", lines, r.stdout)
 	}
 	clean("dlq show", e.run("dlq", "show", newline, "-o", "table"), strconv.Quote(newline), strconv.Quote(evil))
 	clean("task", e.run("task", newline, "-o", "table"), strconv.Quote(newline), strconv.Quote(evil))
-	clean("dlq requeue", e.run("dlq", "requeue", clear), "requeued "+strconv.Quote(clear)+" (set-emails, queue default)")
+	clean("dlq requeue", e.run("dlq", "requeue", clearScreen), "requeued "+strconv.Quote(clearScreen)+" (set-emails, queue default)")
 	clean("dlq delete", e.run("dlq", "delete", newline), "deleted "+strconv.Quote(newline))
 	// JSON output stays JSON: the ids as they are, escaped by JSON.
-	if r := e.run("task", clear); !strings.Contains(r.stdout, `"id": "id\u001b[2Jclear"`) {
+	if r := e.run("task", clearScreen); !strings.Contains(r.stdout, `"id": "id\u001b[2Jclear"`) {
 		t.Errorf("task -o json: %q", r.stdout)
 	}
 }

@@ -208,24 +208,58 @@ const figuresPerQueue = 8
 // served ones, and at most MaxOtherQueues others: one SSCAN page, sorted)
 // with the stream's length, then the queues' figures.
 func (c *Collector) read(ctx context.Context) ([]prometheus.Metric, error) {
+	queues, served, known, streamLen, err := c.listQueues(ctx)
+	if err != nil {
+		return nil, err
+	}
+	metrics := []prometheus.Metric{
+		prometheus.MustNewConstMetric(c.streamLen, prometheus.GaugeValue, float64(streamLen)),
+		prometheus.MustNewConstMetric(c.others, prometheus.GaugeValue, float64(known-int64(served))),
+	}
+	if len(queues) == 0 {
+		return metrics, nil
+	}
+	byLabel, labels, err := c.figures(ctx, queues, served)
+	if err != nil {
+		return nil, err
+	}
+	for _, label := range labels {
+		f := byLabel[label]
+		for s, n := range f.sizes {
+			metrics = append(metrics, prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(n), label, states[s]))
+		}
+		paused := 0.0
+		if f.paused {
+			paused = 1
+		}
+		metrics = append(metrics,
+			prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, max(f.latency, 0).Seconds(), label),
+			prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, label))
+	}
+	return metrics, nil
+}
+
+// listQueues is the first round trip: the queues to read (the served ones
+// asynq knows first, then at most MaxOtherQueues others), how many of them
+// are served, how many queues asynq knows, and the stream's length.
+func (c *Collector) listQueues(ctx context.Context) (queues []string, served int, known, streamLen int64, err error) {
 	pipe := c.rdb.Pipeline()
-	known := pipe.SCard(ctx, allQueuesKey)
+	card := pipe.SCard(ctx, allQueuesKey)
 	member := make([]*redis.BoolCmd, len(c.served))
 	for i, q := range c.served {
 		member[i] = pipe.SIsMember(ctx, allQueuesKey, q)
 	}
 	page := pipe.SScan(ctx, allQueuesKey, 0, "", MaxOtherQueues)
-	streamLen := pipe.XLen(ctx, c.stream)
+	xlen := pipe.XLen(ctx, c.stream)
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, err
+		return nil, 0, 0, 0, err
 	}
-	var queues []string // the served ones asynq knows, then the others read
 	for i, q := range c.served {
 		if member[i].Val() {
 			queues = append(queues, q)
 		}
 	}
-	served := len(queues)
+	served = len(queues)
 	names, _ := page.Val()
 	slices.Sort(names)
 	for _, q := range slices.Compact(names) {
@@ -236,14 +270,12 @@ func (c *Collector) read(ctx context.Context) ([]prometheus.Metric, error) {
 			queues = append(queues, q)
 		}
 	}
+	return queues, served, card.Val(), xlen.Val(), nil
+}
 
-	metrics := []prometheus.Metric{
-		prometheus.MustNewConstMetric(c.streamLen, prometheus.GaugeValue, float64(streamLen.Val())),
-		prometheus.MustNewConstMetric(c.others, prometheus.GaugeValue, float64(known.Val()-int64(served))),
-	}
-	if len(queues) == 0 {
-		return metrics, nil
-	}
+// figures is the second round trip: each queue's figures, the unserved
+// ones (from index served on) summed under OtherQueues; labels in order.
+func (c *Collector) figures(ctx context.Context, queues []string, served int) (map[string]*queueFigures, []string, error) {
 	keys := make([]string, 0, 7*len(queues))
 	prefixes := make([]any, 0, len(queues))
 	for _, q := range queues {
@@ -255,10 +287,10 @@ func (c *Collector) read(ctx context.Context) ([]prometheus.Metric, error) {
 	}
 	vals, err := statsScript.Run(ctx, c.rdb, keys, prefixes...).Slice()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(vals) != figuresPerQueue*len(queues) {
-		return nil, fmt.Errorf("queue stats: %d values for %d queues", len(vals), len(queues))
+		return nil, nil, fmt.Errorf("queue stats: %d values for %d queues", len(vals), len(queues))
 	}
 	now := time.Now()
 	byLabel := map[string]*queueFigures{}
@@ -278,7 +310,7 @@ func (c *Collector) read(ctx context.Context) ([]prometheus.Metric, error) {
 		for s := range len(states) {
 			n, ok := v[s].(int64)
 			if !ok {
-				return nil, errors.New("queue stats: a count is not an integer")
+				return nil, nil, errors.New("queue stats: a count is not an integer")
 			}
 			f.sizes[s] += n
 		}
@@ -287,20 +319,7 @@ func (c *Collector) read(ctx context.Context) ([]prometheus.Metric, error) {
 			f.latency = max(f.latency, now.Sub(since))
 		}
 	}
-	for _, label := range labels {
-		f := byLabel[label]
-		for s, n := range f.sizes {
-			metrics = append(metrics, prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(n), label, states[s]))
-		}
-		paused := 0.0
-		if f.paused {
-			paused = 1
-		}
-		metrics = append(metrics,
-			prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, max(f.latency, 0).Seconds(), label),
-			prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, label))
-	}
-	return metrics, nil
+	return byLabel, labels, nil
 }
 
 // queueFigures are what is reported of one queue label.

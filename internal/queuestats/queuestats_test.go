@@ -177,7 +177,7 @@ func TestFiguresMatchAsynq(t *testing.T) {
 		RetryDelayFunc:  func(int, error, *asynq.Task) time.Duration { return time.Hour },
 		ShutdownTimeout: time.Second, LogLevel: asynq.FatalLevel,
 	})
-	if err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+	if err := srv.Start(asynq.HandlerFunc(func(_ context.Context, task *asynq.Task) error {
 		switch task.Type() {
 		case "fail":
 			return errors.New("fails")
