@@ -11,7 +11,8 @@ import (
 // answers while the commands still reach it: a Redis that runs a write but
 // whose answer is late or lost, as when go-redis gives up a read after its
 // timeout and sends the command again. Commands are never held back, so the
-// server runs every one a client sends.
+// server runs every one a client sends. Disconnect cuts the proxy's clients
+// off instead: a Redis out of their reach that others still use.
 type Proxy struct {
 	target string
 	ln     net.Listener
@@ -21,6 +22,7 @@ type Proxy struct {
 	each     []byte // withhold the answers of every connection that sends this
 	after    []byte // withhold every answer once a connection sends this
 	all      bool   // every answer is withheld
+	cut      bool   // connections are closed and new ones refused (Disconnect)
 	resumed  int    // Resume calls: a connection held before the last one is served again
 	conns    map[net.Conn]bool
 	wg       sync.WaitGroup
@@ -73,12 +75,26 @@ func (p *Proxy) WithholdAfter(trigger string) {
 	p.after = []byte(trigger)
 }
 
+// Disconnect closes every connection of the proxy and refuses new ones
+// (each is closed as soon as it is accepted) until Resume: to its clients,
+// Redis is unreachable, as in a network partition, while the server runs on
+// for everyone else. A command that reached the server whole before the
+// cut is run and its answer lost; Redis runs nothing of one cut short.
+func (p *Proxy) Disconnect() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for c := range p.conns {
+		_ = c.Close()
+	}
+}
+
 // Resume forwards answers again (to answers yet to come; those withheld
-// are lost) and forgets the triggers.
+// are lost), forgets the triggers and ends a Disconnect.
 func (p *Proxy) Resume() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.once, p.each, p.after, p.all = nil, nil, nil, false
+	p.once, p.each, p.after, p.all, p.cut = nil, nil, nil, false, false
 	p.resumed++
 }
 
@@ -100,6 +116,12 @@ func (p *Proxy) accept() {
 			_ = c.Close()
 			_ = s.Close()
 			return
+		}
+		if p.cut {
+			p.mu.Unlock()
+			_ = c.Close()
+			_ = s.Close()
+			continue
 		}
 		p.conns[c], p.conns[s] = true, true
 		p.wg.Add(2)

@@ -62,6 +62,34 @@ func TestPauseWithholdsAnswers(t *testing.T) {
 	}
 }
 
+// A disconnected proxy's clients cannot reach the server, on the
+// connections they had or on new ones, while others still use it; after
+// Resume they reach it again.
+func TestProxyDisconnect(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	proxy := srv.Proxy()
+	c := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "before", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Disconnect()
+	for i := range 3 { // the pooled connection, then new ones
+		if err := c.Set(ctx, "k", "cut off", 0).Err(); err == nil {
+			t.Fatalf("write %d through a disconnected proxy succeeded", i)
+		}
+	}
+	if got, err := srv.Client().Get(ctx, "k").Result(); err != nil || got != "before" {
+		t.Fatalf("server holds %q, %v; want the value written before the cut", got, err)
+	}
+	proxy.Resume()
+	if err := c.Set(ctx, "k", "after", 0).Err(); err != nil {
+		t.Fatalf("write after Resume: %v", err)
+	}
+}
+
 func waitRewrite(t *testing.T, c interface {
 	Info(ctx context.Context, section ...string) *redis.StringCmd
 }) {
