@@ -15,7 +15,7 @@ type SetEmails struct {
 	Account string `json:"account,omitempty"`
 	// Sequence orders the set-emails requests of one order: DigiCert keeps
 	// whatever was written last, so the worker skips a request older than one
-	// already applied. Zero means "stamp it": NewSetEmailsTask and NewTask set
+	// already applied or sent. Zero means "stamp it": NewSetEmailsTask and NewTask set
 	// it to the current time in Unix nanoseconds, strictly increasing within
 	// the process. A producer that sets it gives Unix nanoseconds too, at most
 	// MaxSequenceAhead ahead of the clock of whoever validates it (the

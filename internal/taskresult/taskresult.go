@@ -18,7 +18,8 @@ import (
 const (
 	// Delivered: DigiCert answered 2xx.
 	Delivered = "delivered"
-	// Superseded: a newer set-emails of the same order was already applied.
+	// Superseded: a newer set-emails of the same order was already applied,
+	// or sent and its outcome not recorded yet.
 	Superseded = "superseded"
 	// Duplicate: this task's effect was already delivered.
 	Duplicate = "duplicate"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -14,7 +15,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/digicert"
-	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
@@ -145,14 +145,14 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) error {
 }
 
 // setEmails delivers a set-emails of sequence seq: one round trip before
-// the call (the order lock, the applied-sequence compare, the auth gate, the
-// limiter) and one after it (result, applied sequence, lock, restamp).
-func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmails, seq int64) error {
-	lock := lease.New(p.rdb, orderKey(d.account.name, pl.OrderID, "lock"), orderLockTTL)
-	appliedKey := orderKey(d.account.name, pl.OrderID, "applied")
+// the call (the order lock, the applied and sending sequences' compare and
+// the sending record, the auth gate, the limiter) and one after it (result,
+// applied sequence, sending record, lock, restamp).
+func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmails, seq int64) (err error) {
+	k := newOrderKeys(p.rdb, d.account.name, pl.OrderID)
 	d.ticket = d.account.limiter.NewTicket()
 	defer p.settle(ctx, d)
-	verdict, wait, err := d.account.gate.checkOrder(ctx, lock, appliedKey, seq, d.ticket)
+	verdict, wait, err := d.account.gate.checkOrder(ctx, k, seq, p.retention, d.ticket)
 	if err != nil {
 		return transient("redis", 0, RetryDelay(d.attempt-1), err)
 	}
@@ -169,11 +169,11 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 		return p.finish(ctx, d, taskresult.Duplicate, 0)
 	}
 	if verdict == gateGo || verdict == gateProbe { // the lock is this delivery's: renewed while held
-		stop := lock.KeepAlive()
+		stop := k.lock.KeepAlive()
 		defer func() {
 			stop()
-			if d.result == nil { // else the round trip after the call released it
-				_, _ = lock.Release(context.WithoutCancel(ctx)) // a lock not released expires within orderLockTTL
+			if d.result == nil { // else the round trip after the call ended the hold
+				p.releaseOrder(ctx, d, k, seq, listUnchanged(err))
 			}
 		}()
 	}
@@ -190,8 +190,8 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 	if d.result, err = p.outcome(d, taskresult.Delivered, res.Status); err != nil {
 		return err
 	}
-	cmd := p.afterCommand(afterOrderScript, d, []any{asynqTaskKey(d.queue, d.taskID), appliedKey, lock.Key()},
-		d.result, seq, p.retention.Milliseconds(), lock.Token())
+	cmd := p.afterCommand(afterOrderScript, d, []any{asynqTaskKey(d.queue, d.taskID), k.applied, k.lock.Key(), k.sending},
+		d.result, seq, p.retention.Milliseconds(), k.lock.Token())
 	p.persist(ctx, d, "applied sequence", func(ctx context.Context) error {
 		return afterOrderScript.run(ctx, p.rdb, cmd).Err()
 	})
@@ -199,6 +199,41 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 		p.afterDelivery(ctx, d.taskID)
 	}
 	return nil
+}
+
+// releaseOrder ends a set-emails' hold on its order after a call that
+// DigiCert did not answer with a 2xx, or that was not made: the lock, and
+// when unchanged, the record that the task's list is being sent. A lock
+// not released expires within orderLockTTL; a record left stands until the
+// task's retry is recorded applied or refused, or the record expires with
+// the applied sequences.
+func (p *processor) releaseOrder(ctx context.Context, d *delivery, k orderKeys, seq int64, unchanged bool) {
+	var sending any = ""
+	if unchanged {
+		sending = strconv.FormatInt(seq, 10)
+	}
+	cmd := append(releaseOrderScript.command(4), k.lock.Key(), k.sending)
+	keysEnd(cmd)
+	cmd = append(cmd, k.lock.Token(), sending)
+	if err := releaseOrderScript.run(context.WithoutCancel(ctx), p.rdb, cmd).Err(); err != nil && unchanged {
+		p.log.Warn("could not clear the record of a set-emails refused or not sent: older lists of its order stay superseded until it expires",
+			zap.String("task_id", d.taskID), zap.Int64("order_id", d.report.orderID), zap.Error(err))
+	}
+}
+
+// listUnchanged reports whether err, the failure of a set-emails delivery
+// that held its order, says DigiCert's list cannot have changed: DigiCert
+// refused it for good or it was never sent (a permanent error, which also
+// covers a payload that does not build a request), or certmail's own
+// limiter held it back. Any other failure (no answer, a 5xx, a 429 or a
+// rejected key after an attempt that may have gone through) leaves the list
+// possibly applied, and the task will send it again.
+func listUnchanged(err error) bool {
+	var te *taskError
+	if !errors.As(err, &te) {
+		return false
+	}
+	return te.class == classPermanent || te.code == "rate_limit_wait" // send's code for the limiter's wait
 }
 
 func (p *processor) handleResendDCV(ctx context.Context, t *asynq.Task) error {

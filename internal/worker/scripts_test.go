@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -103,37 +104,53 @@ func TestBeforeScriptAdmitsOnlyACallThatGoes(t *testing.T) {
 
 // TestBeforeOrderScriptVerdicts: the round trip before a set-emails' call
 // answers, in this order, a busy order, a superseded or already applied
-// sequence, the auth pause; it takes the order's lock (with the holder's
-// token) and the limiter's admission only for a call that goes ahead.
-// Sequences compare as decimal strings, exactly at nanosecond scale.
+// sequence (superseded also by a newer one recorded as sending), the auth
+// pause; it takes the order's lock (with the holder's token), records the
+// sequence as sending (for the given lifetime) and takes the limiter's
+// admission only for a call that goes ahead. Sequences compare as decimal
+// strings, exactly at nanosecond scale.
 func TestBeforeOrderScriptVerdicts(t *testing.T) {
 	t.Parallel()
 	b := setupScripts(t)
 	ctx := context.Background()
-	applied := orderKey("acct", 7, "applied")
+	applied, sending := orderKey("acct", 7, "applied"), orderKey("acct", 7, "sending")
 	const cur = 1764500000000000100 // nanoseconds: above 2^53
 	if err := b.rdb.Set(ctx, applied, cur, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	check := func(step string, seq int64, want gateVerdict, wantLock, wantAdmitted bool) *lease.Lease {
 		t.Helper()
-		lock := lease.New(b.rdb, orderKey("acct", 7, "lock"), orderLockTTL)
+		k := newOrderKeys(b.rdb, "acct", 7)
+		if k.applied != applied || k.sending != sending {
+			t.Fatalf("order keys %s, %s; want %s, %s", k.applied, k.sending, applied, sending)
+		}
+		before := b.rdb.Get(ctx, sending).Val()
 		tk := b.limiter.NewTicket()
-		v, _, err := b.gate.checkOrder(ctx, lock, applied, seq, tk)
+		v, _, err := b.gate.checkOrder(ctx, k, seq, time.Hour, tk)
 		if err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}
-		held, err := b.rdb.Get(ctx, lock.Key()).Result()
+		held, err := b.rdb.Get(ctx, k.lock.Key()).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			t.Fatal(err)
 		}
-		if v != want || (held == lock.Token()) != wantLock {
-			t.Fatalf("%s: verdict %d, lock ours %t; want %d, %t", step, v, held == lock.Token(), want, wantLock)
+		if v != want || (held == k.lock.Token()) != wantLock {
+			t.Fatalf("%s: verdict %d, lock ours %t; want %d, %t", step, v, held == k.lock.Token(), want, wantLock)
+		}
+		wantSending := before
+		if wantLock {
+			wantSending = strconv.FormatInt(seq, 10)
+		}
+		if got := b.rdb.Get(ctx, sending).Val(); got != wantSending {
+			t.Fatalf("%s: sending %q, want %q", step, got, wantSending)
+		}
+		if ttl := b.rdb.PTTL(ctx, sending).Val(); wantLock && (ttl <= 59*time.Minute || ttl > time.Hour) {
+			t.Fatalf("%s: sending record's lifetime %v, want the one given, an hour", step, ttl)
 		}
 		if got := b.admitted(t, tk); got != wantAdmitted {
 			t.Fatalf("%s: admitted %t, want %t", step, got, wantAdmitted)
 		}
-		return lock
+		return k.lock
 	}
 	check("superseded by 1 ns", cur-1, gateSuperseded, false, false)
 	check("shorter sequence", 99, gateSuperseded, false, false)
@@ -151,17 +168,28 @@ func TestBeforeOrderScriptVerdicts(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.fill(t)
-	lock = check("lock free, window full", cur+2, gateGo, true, false)
+	lock = check("lock free, window full", cur+20, gateGo, true, false)
+	if _, err := lock.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// cur+20 was sent and is not recorded applied (its worker lost Redis,
+	// its lock expired): an older sequence, newer than the one applied, is
+	// superseded; cur+20 itself (its redelivery) and a newer one go.
+	check("older than the one sending", cur+19, gateSuperseded, false, false)
+	lock = check("the one sending, again", cur+20, gateGo, true, true)
 	if _, err := lock.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// Without a limiter ticket, as check allows: the lock, no admission.
-	lock = lease.New(b.rdb, orderKey("acct", 7, "lock"), orderLockTTL)
-	if v, _, err := b.gate.checkOrder(ctx, lock, applied, cur+3, nil); err != nil || v != gateGo {
+	k := newOrderKeys(b.rdb, "acct", 7)
+	if v, _, err := b.gate.checkOrder(ctx, k, cur+100, time.Hour, nil); err != nil || v != gateGo {
 		t.Fatalf("without a ticket: %v, %v; want go", v, err)
 	}
-	if held := b.rdb.Get(ctx, lock.Key()).Val(); held != lock.Token() {
+	if held := b.rdb.Get(ctx, k.lock.Key()).Val(); held != k.lock.Token() {
 		t.Errorf("without a ticket: lock held by %q, want this delivery's", held)
+	}
+	if got := b.rdb.Get(ctx, sending).Val(); got != strconv.FormatInt(cur+100, 10) {
+		t.Errorf("without a ticket: sending %q, want the newer sequence", got)
 	}
 }
 
@@ -205,10 +233,10 @@ func TestAfterScripts(t *testing.T) {
 		t.Errorf("a domain's guard without a result: result hash exists %d, guard %d", n, b.rdb.Exists(ctx, domain.dedupKey).Val())
 	}
 
-	applied, lockKey := orderKey("acct", 9, "applied"), orderKey("acct", 9, "lock")
+	applied, lockKey, sending := orderKey("acct", 9, "applied"), orderKey("acct", 9, "lock"), orderKey("acct", 9, "sending")
 	run := func(seq int64, token string) {
 		t.Helper()
-		keys := []string{asynqTaskKey("default", "t-order"), applied, lockKey, "certmail:ratelimit:{acct}:cooldown"}
+		keys := []string{asynqTaskKey("default", "t-order"), applied, lockKey, sending, "certmail:ratelimit:{acct}:cooldown"}
 		if err := afterOrderScript.Run(ctx, b.rdb, keys, `{"outcome":"delivered"}`, seq, 60000, token, "").Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -216,10 +244,17 @@ func TestAfterScripts(t *testing.T) {
 	if err := b.rdb.Set(ctx, lockKey, "other", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// A newer list was sent after the lock expired: its record stays.
+	if err := b.rdb.Set(ctx, sending, "1764500000000000201", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
 	run(1764500000000000200, "mine")
 	run(1764500000000000199, "mine")
 	if got := b.rdb.Get(ctx, applied).Val(); got != "1764500000000000200" {
 		t.Errorf("applied %s, want the newer sequence kept", got)
+	}
+	if got := b.rdb.Get(ctx, sending).Val(); got != "1764500000000000201" {
+		t.Errorf("sending %q: the record of a newer list was ended by an older one's", got)
 	}
 	if got := b.rdb.Get(ctx, lockKey).Val(); got != "other" {
 		t.Errorf("lock %q: another holder's lock was released", got)
@@ -227,6 +262,9 @@ func TestAfterScripts(t *testing.T) {
 	run(1764500000000000201, "other")
 	if n := b.rdb.Exists(ctx, lockKey).Val(); n != 0 {
 		t.Error("the holder's lock was not released")
+	}
+	if n := b.rdb.Exists(ctx, sending).Val(); n != 0 {
+		t.Error("the sending record outlived its list's applied sequence")
 	}
 	if got := b.rdb.HGet(ctx, asynqTaskKey("default", "t-order"), "result").Val(); got == "" {
 		t.Error("no result written")
@@ -244,6 +282,47 @@ func TestAfterScripts(t *testing.T) {
 	run(99, "mine")
 	if got := b.rdb.Get(ctx, applied).Val(); got != "100" {
 		t.Errorf("applied %s after 100 then 99, want 100 kept", got)
+	}
+}
+
+// TestReleaseOrderScript: a set-emails whose call got no 2xx releases the
+// order's lock if it is still its own, and ends the record that its list is
+// being sent only when told to (DigiCert refused it, or it was not sent)
+// and while it holds the task's own sequence.
+func TestReleaseOrderScript(t *testing.T) {
+	t.Parallel()
+	b := setupScripts(t)
+	ctx := context.Background()
+	p := &processor{rdb: b.rdb, log: zap.NewNop()}
+	d := &delivery{report: &report{}}
+	k := newOrderKeys(b.rdb, "acct", 11)
+	set := func(lock, sending string) {
+		t.Helper()
+		if err := b.rdb.Set(ctx, k.lock.Key(), lock, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.rdb.Set(ctx, k.sending, sending, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name                 string
+		lock, sending        string
+		unchanged            bool
+		wantLock, wantRecord bool
+	}{
+		{"no answer: the record stays", k.lock.Token(), "100", false, false, true},
+		{"refused: both go", k.lock.Token(), "100", true, false, false},
+		{"refused, a newer list sent since: its record stays", "another", "101", true, true, true},
+	} {
+		set(c.lock, c.sending)
+		p.releaseOrder(ctx, d, k, 100, c.unchanged)
+		if got := b.rdb.Exists(ctx, k.lock.Key()).Val() == 1; got != c.wantLock {
+			t.Errorf("%s: lock kept %t, want %t", c.name, got, c.wantLock)
+		}
+		if got := b.rdb.Exists(ctx, k.sending).Val() == 1; got != c.wantRecord {
+			t.Errorf("%s: sending record kept %t, want %t", c.name, got, c.wantRecord)
+		}
 	}
 }
 

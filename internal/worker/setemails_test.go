@@ -4,13 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/internal/worker"
@@ -192,5 +196,180 @@ func TestRefusedProbeFreesTheOrderLock(t *testing.T) {
 	})
 	if locked {
 		t.Error("a refused probe left the order's lock behind")
+	}
+}
+
+// setEmailsAt builds a set-emails task of sequence seq for one address.
+func setEmailsAt(t *testing.T, order int64, email string, seq int64) *asynq.Task {
+	t.Helper()
+	task, err := tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: order, AdditionalEmails: []string{email}, Sequence: seq},
+		asynq.Retention(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task
+}
+
+// afterSetEmails is a transport that runs do once, after DigiCert's answer
+// to a set-emails arrived and before the worker reads it.
+type afterSetEmails struct {
+	once sync.Once
+	do   func()
+}
+
+func (a *afterSetEmails) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err == nil && strings.HasSuffix(r.URL.Path, "/additional-emails") {
+		a.once.Do(a.do)
+	}
+	return resp, err
+}
+
+// The order's lock is a 15 s lease; the applied sequence of a list that
+// DigiCert accepted waits for Redis however long it takes. A worker cut
+// off from Redis right after DigiCert's 2xx for the newer list can neither
+// renew the lock nor record the list, and the lock expires. An older list
+// of the order that another worker takes meanwhile is superseded, not sent
+// (DigiCert would keep it, and the newer write landing after it would not
+// undo that): the newer list's call was recorded as being sent before it
+// went. When Redis is back, the newer one's write turns that record into
+// the applied sequence.
+func TestOlderSetEmailsAfterLockExpiryIsSuperseded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	const order = 41
+	ctx := context.Background()
+	rdb := b.redis.Client()
+	lockKey, appliedKey := "certmail:order:default:41:lock", "certmail:order:default:41:applied"
+	sendingKey := "certmail:order:default:41:sending"
+	seq := time.Now().UnixNano()
+	older := setEmailsAt(t, order, "old@example.com", seq)
+	newer := setEmailsAt(t, order, "new@example.com", seq+1)
+
+	proxy := b.redis.Proxy()
+	cut := make(chan struct{})
+	b.startWorkerCtl(t, setupOpts{configure: func(c *worker.Config) {
+		c.Redis = certmailtest.Conn(t, "redis://"+proxy.Addr()+"/0")
+		c.Client.HTTPClient = &http.Client{Transport: &afterSetEmails{do: func() { proxy.Disconnect(); close(cut) }}}
+	}})
+	t.Cleanup(proxy.Resume) // before the worker stops
+	if _, err := b.client.Enqueue(newer); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cut:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the newer list was not sent:\n%s", b.logs.Text())
+	}
+	if n := intVal(t, rdb.Exists(ctx, lockKey)); n != 1 {
+		t.Fatal("the newer list's call went out without the order's lock")
+	}
+	// Cut off, its worker does not renew the lock: it expires, 15 s after
+	// the last renewal, cut short here.
+	if err := rdb.PExpire(ctx, lockKey, time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() bool { return intVal(t, rdb.Exists(ctx, lockKey)) == 0 },
+		func() string { return "the lock did not expire" })
+
+	info, err := b.client.Enqueue(older)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.startWorker(t, setupOpts{}) // reaches Redis
+	r := result(t, b.waitState(t, info.ID, asynq.TaskStateCompleted, 15*time.Second))
+	want := strconv.FormatInt(seq+1, 10)
+	if got := rdb.Get(ctx, appliedKey).Val(); got == want {
+		t.Fatal("the newer list's applied sequence was written while its worker was cut off from Redis")
+	}
+	if r.Outcome != taskresult.Superseded {
+		t.Errorf("the older list's outcome = %q, want superseded", r.Outcome)
+	}
+	if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != "new@example.com" {
+		t.Errorf("order %d keeps %v, want the newer list", order, got)
+	}
+
+	proxy.Resume()
+	waitFor(t, 10*time.Second, func() bool {
+		return rdb.Get(ctx, appliedKey).Val() == want && intVal(t, rdb.Exists(ctx, sendingKey)) == 0
+	}, func() string {
+		return fmt.Sprintf("applied %q, sending %q; want applied %s and no sending record",
+			rdb.Get(ctx, appliedKey).Val(), rdb.Get(ctx, sendingKey).Val(), want)
+	})
+	if n := b.fake.RequestCount(); n != 1 {
+		t.Errorf("fake saw %d requests, want 1: the newer list alone", n)
+	}
+	if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != "new@example.com" {
+		t.Errorf("order %d keeps %v once Redis is back, want the newer list", order, got)
+	}
+}
+
+// A newer list whose call fails, then an older list of the order. DigiCert
+// refused the newer one (a 4xx: the task fails for good): nothing of it was
+// applied and the record of its sending goes, so the older list is applied
+// (an operator who requeues an older update gets it). DigiCert did not
+// answer (5xx, every in-call attempt): it may have applied the newer list,
+// and the task will retry it, so the record stays and the older list is
+// superseded; the newer one's retry applies it and clears the record.
+func TestOlderSetEmailsAfterANewerCallFailed(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name             string
+		status, attempts int
+		body, ctype      string
+		state            asynq.TaskState // of the newer task after its failure
+		outcome, list    string          // of the older task, and the order's list after it
+	}{
+		{name: "refused", status: 400, attempts: 1, body: `{"errors":[{"code":"invalid_email","message":"Invalid email."}]}`,
+			ctype: "application/json", state: asynq.TaskStateArchived, outcome: taskresult.Delivered, list: "old@example.com"},
+		{name: "no answer", status: 503, attempts: 4, body: "<html>bad gateway</html>", ctype: "text/html",
+			state: asynq.TaskStateRetry, outcome: taskresult.Superseded, list: ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
+			const order = 42
+			ctx := context.Background()
+			rdb := b.redis.Client()
+			sendingKey := "certmail:order:default:42:sending"
+			seq := time.Now().UnixNano()
+			b.fake.FailPath(fmt.Sprintf("/services/v2/order/certificate/%d/additional-emails", order), c.attempts, c.status, c.body, c.ctype)
+			newer, err := b.client.Enqueue(setEmailsAt(t, order, "new@example.com", seq+1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.waitState(t, newer.ID, c.state, 10*time.Second)
+			if n := b.fake.StatusCount(c.status); n != c.attempts {
+				t.Fatalf("fake answered %d %d times, want %d", c.status, n, c.attempts)
+			}
+			older, err := b.client.Enqueue(setEmailsAt(t, order, "old@example.com", seq))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := result(t, b.waitState(t, older.ID, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != c.outcome {
+				t.Errorf("the older list's outcome = %q, want %s", r.Outcome, c.outcome)
+			}
+			if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != c.list {
+				t.Errorf("order %d keeps %v, want %q", order, got, c.list)
+			}
+			if c.state != asynq.TaskStateRetry {
+				if n := intVal(t, rdb.Exists(ctx, sendingKey)); n != 0 {
+					t.Errorf("the refused list's sending record is left: %q", rdb.Get(ctx, sendingKey).Val())
+				}
+				return
+			}
+			if err := b.inspector.RunTask("default", newer.ID); err != nil { // its retry, now
+				t.Fatal(err)
+			}
+			if r := result(t, b.waitState(t, newer.ID, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != taskresult.Delivered {
+				t.Errorf("the newer list's retry: outcome = %q, want delivered", r.Outcome)
+			}
+			if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != "new@example.com" {
+				t.Errorf("order %d keeps %v after the newer list's retry, want it", order, got)
+			}
+			if n := intVal(t, rdb.Exists(ctx, sendingKey)); n != 0 {
+				t.Errorf("the sending record is left after the list was applied: %q", rdb.Get(ctx, sendingKey).Val())
+			}
+		})
 	}
 }

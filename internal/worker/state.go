@@ -25,6 +25,7 @@ import (
 //	certmail:delivered:{task_id}         the task's DigiCert call succeeded (duplicate guard)
 //	certmail:first_seen:{task_id}        when a set-emails without a sequence was first processed (Redis's clock)
 //	certmail:order:{account}:{order_id}:applied   sequence of the last set-emails applied
+//	certmail:order:{account}:{order_id}:sending   sequence of the newest set-emails sent and not yet recorded applied or refused
 //	certmail:order:{account}:{order_id}:lock      one set-emails per order at a time
 //
 // {task_id} is the id's deadletter.BoundedID: the id itself, as the worker
@@ -97,28 +98,46 @@ if g[1] == 0 or #KEYS < 5 then return {g[1], g[2], -1} end
 return {g[1], g[2], admit(5, 4)}
 `)
 
+// seqLua defines older(a, b): whether sequence a is older than b, both
+// the decimal strings sequences are stored as (non-negative, without
+// leading zeros). Lua's numbers are doubles, which cannot tell nanosecond
+// sequences less than 256 ns apart: a newer list would be taken for one
+// already applied.
+const seqLua = `
+local function older(a, b) return #a < #b or (#a == #b and a < b) end
+`
+
 // beforeOrderScript is the one round trip before a set-emails' DigiCert
-// call: the order lock, the applied-sequence compare, the auth gate and the
-// limiter's admission. Returns {verdict, wait ms, admission} as
-// beforeScript, with the verdicts gateBusy, gateSuperseded and gateApplied;
-// the lock is taken (as lease.Acquire takes it) only when the call goes
-// ahead (go, probe). Sequences compare as the decimal strings they are
-// stored as (see setAppliedLua).
+// call: the order lock, the applied and sending sequences' compare, the
+// auth gate and the limiter's admission. Returns {verdict, wait ms,
+// admission} as beforeScript, with the verdicts gateBusy, gateSuperseded
+// and gateApplied. Only when the call goes ahead (go, probe) does it take
+// the lock (as lease.Acquire takes it) and record the task's sequence as
+// the order's sending one (it is not older than the one recorded there).
+//
+// The sending record outlives the lock: a worker that loses Redis after
+// DigiCert's 2xx writes the applied sequence when Redis answers again,
+// however long after its lock expired, and until then the record keeps any
+// older set-emails from being sent. The task's own sequence there does not
+// stop it (a redelivery after a failed call or a crash sends its list again).
 //
 //	KEYS[1]     the order's lock; ARGV[1] this delivery's token, ARGV[2] the lease (ms)
 //	KEYS[2]     the order's applied sequence; ARGV[3] the task's sequence
-//	KEYS[3..5]  the auth gate's keys; ARGV[4..5] a probe token and the probe interval (ms)
-//	KEYS[6..]   the limiter's, ARGV[6..] its member, windows and in-flight bound (ratelimit.Lua)
-var beforeOrderScript = newScript(ratelimit.Lua + gateLua + `
+//	KEYS[3]     the order's sending sequence; ARGV[6] its lifetime (ms)
+//	KEYS[4..6]  the auth gate's keys; ARGV[4..5] a probe token and the probe interval (ms)
+//	KEYS[7..]   the limiter's, ARGV[7..] its member, windows and in-flight bound (ratelimit.Lua)
+var beforeOrderScript = newScript(ratelimit.Lua + gateLua + seqLua + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return {4, 0, -1} end
 local cur, seq = redis.call('GET', KEYS[2]) or '0', ARGV[3]
-if #seq < #cur or (#seq == #cur and seq < cur) then return {5, 0, -1} end
+if older(seq, cur) then return {5, 0, -1} end
 if seq == cur then return {6, 0, -1} end
-local g = gate(3, ARGV[4], ARGV[5])
+if older(seq, redis.call('GET', KEYS[3]) or '0') then return {5, 0, -1} end
+local g = gate(4, ARGV[4], ARGV[5])
 if g[1] == 0 then return {0, g[2], -1} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if #KEYS < 6 then return {g[1], g[2], -1} end
-return {g[1], g[2], admit(6, 6)}
+redis.call('SET', KEYS[3], seq, 'PX', ARGV[6])
+if #KEYS < 7 then return {g[1], g[2], -1} end
+return {g[1], g[2], admit(7, 7)}
 `)
 
 // afterScript is the one round trip after a DigiCert 2xx: the task's
@@ -134,32 +153,37 @@ if ARGV[4] ~= '' then restamp(3, 4) end
 return 0
 `)
 
-// setAppliedLua defines set_applied(k, seq, ms): KEYS[k] becomes seq, the
-// order's last applied set-emails, for ms, unless a newer one is already
-// recorded. Sequences are compared as the decimal strings they are stored
-// as (non-negative, without leading zeros): Lua's numbers are doubles,
-// which cannot tell nanosecond sequences less than 256 ns apart, so a newer
-// list would not have been recorded as applied.
-const setAppliedLua = `
-local function set_applied(k, seq, ms)
-  local cur = redis.call('GET', KEYS[k]) or '0'
-  if #seq > #cur or (#seq == #cur and seq > cur) then redis.call('SET', KEYS[k], seq, 'PX', ms) end
-end
-`
-
 // afterOrderScript is the one round trip after a set-emails' DigiCert 2xx:
-// the task's result, the order's applied sequence, the release of the
-// order's lock and the limiter's restamp.
+// the task's result, the order's applied sequence (unless a newer one is
+// recorded already), the end of the sending record it turns into (unless a
+// newer set-emails was sent since), the release of the order's lock and the
+// limiter's restamp.
 //
 //	KEYS[1]  the task's hash in asynq; ARGV[1] its result
 //	KEYS[2]  the order's applied sequence; ARGV[2] the task's sequence, ARGV[3] its lifetime (ms)
 //	KEYS[3]  the order's lock, deleted if it still holds ARGV[4] (as lease.Release does)
-//	KEYS[4..] the limiter's, ARGV[5..] its member (none when ''), windows and in-flight bound (ratelimit.Lua)
-var afterOrderScript = newScript(ratelimit.Lua + setAppliedLua + `
+//	KEYS[4]  the order's sending sequence, deleted unless newer than ARGV[2]
+//	KEYS[5..] the limiter's, ARGV[5..] its member (none when ''), windows and in-flight bound (ratelimit.Lua)
+var afterOrderScript = newScript(ratelimit.Lua + seqLua + `
 redis.call('HSET', KEYS[1], 'result', ARGV[1])
-set_applied(2, ARGV[2], ARGV[3])
+if older(redis.call('GET', KEYS[2]) or '0', ARGV[2]) then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
 if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
-if ARGV[5] ~= '' then restamp(4, 5) end
+local sending = redis.call('GET', KEYS[4])
+if sending and not older(ARGV[2], sending) then redis.call('DEL', KEYS[4]) end
+if ARGV[5] ~= '' then restamp(5, 5) end
+return 0
+`)
+
+// releaseOrderScript ends a set-emails' hold on its order when no 2xx was
+// recorded: the lock, deleted if it still holds ARGV[1] (as lease.Release
+// does), and the sending record, deleted if it still holds ARGV[2] (DigiCert
+// refused the list, or it was not sent; an empty ARGV[2] keeps it).
+//
+//	KEYS[1]  the order's lock; ARGV[1] this delivery's token
+//	KEYS[2]  the order's sending sequence; ARGV[2] the task's sequence, or empty
+var releaseOrderScript = newScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
 return 0
 `)
 
@@ -215,7 +239,7 @@ const (
 	gateProbe
 	gateDone       // the duplicate guard is set: the call already succeeded
 	gateBusy       // another set-emails of the order holds its lock
-	gateSuperseded // a newer set-emails of the order was applied
+	gateSuperseded // a newer set-emails of the order was applied, or sent and not yet recorded
 	gateApplied    // this set-emails' sequence was applied already
 )
 
@@ -249,13 +273,26 @@ func (g *authGate) check(ctx context.Context, guardKey string, ticket *ratelimit
 	return g.run(ctx, beforeScript, cmd, ticket, checked, randomToken(), g.boxed[3])
 }
 
+// orderKeys are the keys of one order's set-emails.
+type orderKeys struct {
+	lock    *lease.Lease // one call at a time
+	applied string       // the sequence of the last list DigiCert accepted
+	sending string       // the sequence of the newest list sent, until recorded applied or refused
+}
+
+func newOrderKeys(rdb redis.UniversalClient, acct string, orderID int64) orderKeys {
+	return orderKeys{lock: lease.New(rdb, orderKey(acct, orderID, "lock"), orderLockTTL),
+		applied: orderKey(acct, orderID, "applied"), sending: orderKey(acct, orderID, "sending")}
+}
+
 // checkOrder asks whether a set-emails of sequence seq may call DigiCert
-// now: its order's lock (taken for lock's holder when the call goes ahead),
-// its applied sequence, then as check.
-func (g *authGate) checkOrder(ctx context.Context, lock *lease.Lease, appliedKey string, seq int64, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, error) {
-	cmd := append(beforeOrderScript.command(10), lock.Key(), appliedKey, g.boxed[0], g.boxed[1], g.boxed[2])
-	return g.run(ctx, beforeOrderScript, cmd, ticket,
-		lock.Token(), orderLockTTL.Milliseconds(), strconv.FormatInt(seq, 10), randomToken(), g.boxed[3])
+// now: its order's lock (taken for the lock's holder when the call goes
+// ahead), its applied and sending sequences (seq recorded as sending, for
+// ttl, when the call goes ahead), then as check.
+func (g *authGate) checkOrder(ctx context.Context, k orderKeys, seq int64, ttl time.Duration, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, error) {
+	cmd := append(beforeOrderScript.command(12), k.lock.Key(), k.applied, k.sending, g.boxed[0], g.boxed[1], g.boxed[2])
+	return g.run(ctx, beforeOrderScript, cmd, ticket, k.lock.Token(), orderLockTTL.Milliseconds(),
+		strconv.FormatInt(seq, 10), randomToken(), g.boxed[3], ttl.Milliseconds())
 }
 
 // run runs a before-call script: cmd holds its own keys, the ticket's keys
