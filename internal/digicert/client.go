@@ -110,12 +110,15 @@ type Config struct {
 	// MaxAttempts bounds the HTTP attempts of one call, default 4 (1 = no retry).
 	MaxAttempts int
 	// MaxElapsed bounds one call, waits and attempts included, default 20s.
-	// A call also never runs past its context's deadline. A retry of a PUT is
-	// only started when, after its wait, a tenth of the budget (at most
-	// Timeout) is left: an attempt cut short may still take effect at
-	// DigiCert while the call reports a failure, and a resent email would
-	// then go out twice. A read (OrderValidation) has no effect to repeat, so
-	// its retries may start as long as any budget is left.
+	// A call also never runs past its context's deadline. A first attempt,
+	// and a retry of a PUT, is only started when, after its wait, a tenth of
+	// MaxElapsed (at most Timeout) is left before the earlier of the two: an
+	// attempt cut short may still take effect at DigiCert while the call
+	// reports a failure, and a resent email would then go out twice. A first
+	// attempt not sent for that reason sends nothing and is a wait
+	// (ClassRateLimited, ErrorCode "deadline_near"). A read (OrderValidation)
+	// has no effect to repeat, so its retries may start as long as any
+	// budget is left.
 	MaxElapsed time.Duration
 	// InitialBackoff is the first wait between attempts, default 500ms; later
 	// waits double, and each is jittered by ±50%.
@@ -458,9 +461,11 @@ func (c *Client) do(ctx context.Context, cl call) (Result, error) {
 	callCtx, cancel := context.WithTimeout(ctx, c.maxElapsed)
 	defer cancel()
 	deadline, _ := callCtx.Deadline()
-	// headroom is the budget an attempt needs left to be worth sending; a
-	// retry of a read, which an early end cannot harm, needs none.
-	headroom := min(c.timeout, time.Until(deadline)/10)
+	// headroom is what an attempt needs left of the call's deadline to be
+	// worth sending: a tenth of the whole budget (at most an attempt's
+	// timeout), however much of it the caller's deadline leaves. A retry of
+	// a read, which an early end cannot harm, needs none.
+	headroom := min(c.timeout, c.maxElapsed/10)
 	retryHeadroom := headroom
 	if cl.read {
 		retryHeadroom = 0
@@ -479,7 +484,7 @@ func (c *Client) do(ctx context.Context, cl call) (Result, error) {
 		if err := ctx.Err(); err != nil {
 			return Result{}, &RequestError{Endpoint: endpoint, Attempts: attempts, Err: err}
 		}
-		need := headroom // a first attempt the limiter kept too long is a wait
+		need := headroom // a first attempt without it is a wait
 		if attempts > 0 {
 			need = retryHeadroom
 		}
@@ -521,11 +526,15 @@ func (c *Client) do(ctx context.Context, cl call) (Result, error) {
 	}
 }
 
-// admit waits for the limiter, if there is one, before an attempt of a call
-// that has made attempts so far (lastErr the last one's error), and checks
-// that at least need of callCtx's budget is left for it; release ends the
-// attempt's admission.
+// admit checks that at least need of callCtx's budget is left for an
+// attempt of a call that has made attempts so far (lastErr the last one's
+// error), then waits for the limiter, if there is one, and checks again;
+// release ends the attempt's admission.
 func (c *Client) admit(ctx, callCtx context.Context, endpoint string, need time.Duration, attempts int, lastErr error) (release func(), err error) {
+	deadline, _ := callCtx.Deadline()
+	if left := time.Until(deadline); left < need { // the caller's deadline is too near
+		return nil, c.notSent(ctx, endpoint, attempts, lastErr, deadlineNear{left: left, need: need})
+	}
 	if c.limiter == nil {
 		return func() {}, nil
 	}
@@ -533,11 +542,24 @@ func (c *Client) admit(ctx, callCtx context.Context, endpoint string, need time.
 	if err != nil {
 		return nil, c.limiterError(ctx, callCtx, endpoint, attempts, lastErr, err)
 	}
-	if deadline, _ := callCtx.Deadline(); time.Until(deadline) < need { // the limiter used up the budget
+	if time.Until(deadline) < need { // the limiter used up the budget
 		rel()
 		return nil, c.limiterError(ctx, callCtx, endpoint, attempts, lastErr, nil)
 	}
 	return rel, nil
+}
+
+// notSent is the error of a call whose next attempt is not sent for why: the
+// caller's own end if it came, else DigiCert's last answer if an attempt
+// was made, else why (nothing was sent: a wait, not a failure).
+func (c *Client) notSent(ctx context.Context, endpoint string, attempts int, lastErr, why error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return &RequestError{Endpoint: endpoint, Attempts: attempts, Err: ctxErr}
+	}
+	if lastErr != nil {
+		return lastErr
+	}
+	return &RequestError{Endpoint: endpoint, Attempts: attempts, Err: why}
 }
 
 // limiterError turns a failed Limiter.Acquire (err) or a wait that left too

@@ -661,10 +661,11 @@ func TestClient_CancelBeforeAndDuringAttempt(t *testing.T) {
 	t.Run("caller deadline during an attempt", func(t *testing.T) {
 		t.Parallel()
 		// The client's own limits are far off: only the caller's deadline
-		// can end the attempt.
+		// can end the attempt. The budget's tenth (the headroom a first
+		// attempt needs) is under the caller's deadline, so the attempt goes.
 		b := setup(t, func(c *digicert.Config) {
 			c.Timeout = time.Hour
-			c.MaxElapsed = time.Hour
+			c.MaxElapsed = 5 * time.Second
 		})
 		b.fake.SetFaults(digicerttest.Faults{HangRate: 1})
 		// Long enough for the request to reach the fake before the deadline
@@ -827,7 +828,9 @@ func TestClient_Limiter(t *testing.T) {
 		},
 		{
 			name: "the limiter holds the call past the caller's deadline", limiter: sleepLimiter(time.Hour),
-			ctxTimeout: 100 * time.Millisecond, wantInErr: "context deadline exceeded", code: "timeout", class: digicert.ClassTransient,
+			// The caller's deadline is past the headroom (100ms): the call waits for the limiter.
+			maxElapsed: time.Second, ctxTimeout: 300 * time.Millisecond,
+			wantInErr: "context deadline exceeded", code: "timeout", class: digicert.ClassTransient,
 		},
 	}
 	// A read, whose retries need no headroom, treats a first attempt the
@@ -1215,4 +1218,62 @@ func TestEndpointsNamesEveryCall(t *testing.T) {
 	if endpoints = slices.Compact(endpoints); !slices.Equal(endpoints, want) {
 		t.Errorf("the calls report endpoints %q, Endpoints() = %q", endpoints, want)
 	}
+}
+
+// TestClient_FirstAttemptNeedsAFullHeadroom: a call whose deadline leaves
+// less than a tenth of the budget (at most Timeout) sends nothing and says
+// to come back (a wait, not a failure), with a limiter or without: the
+// headroom is a tenth of the whole budget, not of the time left, so a PUT
+// with 300 ms of its caller's deadline left is not sent to be cut short.
+func TestClient_FirstAttemptNeedsAFullHeadroom(t *testing.T) {
+	t.Parallel()
+	for _, limited := range []bool{false, true} {
+		for _, read := range []bool{false, true} {
+			name := map[bool]string{false: "PUT", true: "GET"}[read] + map[bool]string{false: "", true: " with a limiter"}[limited]
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				b := setup(t, func(c *digicert.Config) { // the defaults: headroom 2s
+					c.Timeout, c.MaxElapsed = 0, 0
+					if limited {
+						c.Limiter = &countingLimiter{}
+					}
+				})
+				b.fake.SetFaults(digicerttest.Faults{Latency: time.Second})
+				ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+				defer cancel()
+				var err error
+				if read {
+					_, _, err = b.client.OrderValidation(ctx, orderID)
+				} else {
+					_, err = b.client.ResendDCVEmails(ctx, orderID, []byte(`{}`))
+				}
+				if n := b.fake.RequestCount(); n != 0 {
+					t.Errorf("DigiCert got %d requests with 300ms left, want none", n)
+				}
+				var reqErr *digicert.RequestError
+				if !errors.As(err, &reqErr) || reqErr.Attempts != 0 {
+					t.Fatalf("error %v, want a *RequestError after no attempt", err)
+				}
+				if digicert.Classify(err) != digicert.ClassRateLimited || digicert.ErrorCode(err) != "deadline_near" {
+					t.Errorf("Classify %s, ErrorCode %q; want rate_limited, deadline_near", digicert.Classify(err), digicert.ErrorCode(err))
+				}
+				if wait, ok := digicert.RetryAfter(err); !ok || wait <= 0 {
+					t.Errorf("RetryAfter = %v, %v; want a wait", wait, ok)
+				}
+				if !strings.Contains(err.Error(), "not sent") {
+					t.Errorf("error %q does not say nothing was sent", err)
+				}
+			})
+		}
+	}
+	// With a tenth of the budget left, the call goes.
+	t.Run("enough left", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, func(c *digicert.Config) { c.Timeout, c.MaxElapsed = 0, 0 })
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		defer cancel()
+		if _, err := b.client.ResendDCVEmails(ctx, orderID, []byte(`{}`)); err != nil {
+			t.Errorf("error %v with 3s left, want the call made", err)
+		}
+	})
 }

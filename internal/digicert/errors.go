@@ -48,6 +48,22 @@ type budgetSpent struct{}
 func (budgetSpent) Error() string             { return "call budget spent waiting for a slot" }
 func (budgetSpent) RetryAfter() time.Duration { return budgetSpentRetryAfter }
 
+// errDeadlineNear is wrapped by the error of a call not sent because less
+// of its deadline was left than an attempt needs (deadlineNear).
+var errDeadlineNear = errors.New("deadline near")
+
+// deadlineNear is the error of a call not sent because only left of its
+// deadline remained, less than the need of an attempt: nothing was sent,
+// and it may be tried again at once with a new deadline.
+type deadlineNear struct{ left, need time.Duration }
+
+func (e deadlineNear) Error() string {
+	return fmt.Sprintf("not sent: %s of the call's deadline left, an attempt needs %s",
+		max(e.left, 0).Round(time.Millisecond), e.need)
+}
+func (deadlineNear) Is(target error) bool      { return target == errDeadlineNear }
+func (deadlineNear) RetryAfter() time.Duration { return budgetSpentRetryAfter }
+
 // ErrorEntry is one entry of DigiCert's {"errors":[{"code","message"}]}.
 type ErrorEntry struct {
 	Code    string `json:"code"`
@@ -275,8 +291,9 @@ const (
 	// DigiCert errors, a 2xx answer that cannot be read (ErrBadAnswer), and
 	// any error this package does not know.
 	ClassTransient
-	// ClassRateLimited: 429, or the Limiter kept the call from being sent
-	// (RetryAfter says for how long); wait without spending a retry.
+	// ClassRateLimited: 429, or the call was not sent, kept back by the
+	// Limiter or by a deadline too near for an attempt (RetryAfter says for
+	// how long); wait without spending a retry.
 	ClassRateLimited
 	// ClassAuth: the key is refused (401, 403 with an invalid-key code such
 	// as access_denied|access_denied_invalid_key, or a 403 without DigiCert
@@ -323,11 +340,12 @@ func Classify(err error) Class {
 }
 
 // RetryAfter reports how long to wait when err is the Limiter's refusal to
-// wait any longer (an error in its chain with a RetryAfter method): the
-// call was not sent, and may be tried again after the returned duration.
+// wait any longer (an error in its chain with a RetryAfter method), or a
+// call not sent because its deadline was too near: the call was not sent,
+// and may be tried again after the returned duration.
 func RetryAfter(err error) (time.Duration, bool) {
 	var ra interface{ RetryAfter() time.Duration }
-	if errors.Is(err, errLimiter) && errors.As(err, &ra) {
+	if (errors.Is(err, errLimiter) || errors.Is(err, errDeadlineNear)) && errors.As(err, &ra) {
 		return ra.RetryAfter(), true
 	}
 	return 0, false
@@ -336,7 +354,8 @@ func RetryAfter(err error) (time.Duration, bool) {
 // ErrorCode returns a short stable code for logs and the dead-letter stream:
 // DigiCert's first code when there is one ("not_found|order"), else
 // "http_<status>", "invalid_request", "bad_answer", "canceled",
-// "rate_limiter", "timeout", "network", or "unknown" for an error this
+// "rate_limiter", "deadline_near" (not sent: too little of the call's
+// deadline left), "timeout", "network", or "unknown" for an error this
 // package did not make. It returns "" for nil.
 func ErrorCode(err error) string {
 	if err == nil {
@@ -362,6 +381,8 @@ func ErrorCode(err error) string {
 		return "canceled"
 	case errors.Is(err, errLimiter):
 		return "rate_limiter"
+	case errors.Is(err, errDeadlineNear):
+		return "deadline_near"
 	case isTimeout(err):
 		return "timeout"
 	case errors.As(err, &reqErr), errors.As(err, &netErr):

@@ -539,6 +539,11 @@ func (p *processor) send(ctx context.Context, d *delivery, verdict gateVerdict, 
 		return res, permanent(code, status, err)
 	case digicert.ClassRateLimited:
 		if wait, ok := digicert.RetryAfter(err); ok {
+			if code == "deadline_near" {
+				// Too little of the delivery's deadline was left for the
+				// call to finish: not sent; the next delivery has a new one.
+				return res, &taskError{code: code, class: classWait, retryAfter: jitter(wait), err: err}
+			}
 			// Our own limiter: the request was not sent; come back when a slot frees.
 			return res, &taskError{code: "rate_limit_wait", class: classRateLimited, retryAfter: jitter(wait), err: err}
 		}

@@ -139,6 +139,8 @@ func describe(err error) string {
 			why = "next request slot in " + we.Wait.Round(time.Millisecond).String()
 		}
 		return "not sent to DigiCert, held back by certmail's own rate limiter: " + why
+	case errors.As(err, &reqErr) && digicert.ErrorCode(err) == "deadline_near":
+		return "not sent to DigiCert, the delivery's deadline is too near: " + strings.TrimPrefix(reqErr.Err.Error(), "not sent: ")
 	case errors.As(err, &reqErr):
 		return "no answer from DigiCert: " + reqErr.Err.Error()
 	}
