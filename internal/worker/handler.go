@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -42,6 +43,9 @@ type processor struct {
 	// pending are the round trips after successful calls that Redis did
 	// not answer yet, tried again until it does or the worker stops.
 	pending pendingWrites
+	// stopping is set once the worker stops fetching: a delivery then starts
+	// no new DigiCert call (see call).
+	stopping atomic.Bool
 }
 
 // report is filled by a handler and read by the logging middleware.
@@ -489,9 +493,17 @@ func (p *processor) settle(ctx context.Context, d *delivery) {
 
 // call passes the account's auth gate (and the delivery's duplicate guard,
 // if it has one: errAlreadyDelivered) and the limiter's admission in one
-// round trip, then sends.
+// round trip, then sends. Once the worker is stopping it starts nothing
+// and hands the task back (errWorkerStopping's wait): a call started now
+// might be cut by the shutdown timeout after DigiCert acted, and its
+// redelivery would email again; a call already in flight finishes.
 func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Context) (digicert.Result, error)) (digicert.Result, error) {
 	p.settle(ctx, d) // the previous call's, if any
+	if p.stopping.Load() {
+		d.ticket = nil
+		return digicert.Result{}, &taskError{code: codeWorkerStopping, class: classWait, retryAfter: jitter(workerStoppingWait),
+			err: errors.New("not sent to DigiCert: the worker is stopping; another worker takes the task")}
+	}
 	d.ticket = d.account.limiter.NewTicket()
 	verdict, wait, err := d.account.gate.check(ctx, d.dedupKey, d.ticket)
 	if err != nil {
@@ -593,6 +605,14 @@ func (p *processor) keyWorks(ctx context.Context, d *delivery, verdict gateVerdi
 		}
 	}
 }
+
+// codeWorkerStopping is the code of a delivery handed back, before a
+// DigiCert call, by a worker that is stopping.
+const codeWorkerStopping = "worker_stopping"
+
+// workerStoppingWait is how long a task handed back by a stopping worker
+// waits: briefly, so that another worker takes it soon.
+const workerStoppingWait = time.Second
 
 // keyChangedWait is how long a task refused with a key that has since been
 // replaced in its file waits before it is tried with the new one.

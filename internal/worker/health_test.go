@@ -137,7 +137,7 @@ func TestReadyzWhileStopping(t *testing.T) {
 		defer close(stopped)
 		stop()
 	}()
-	const shuttingDown = "shutting down: no new deliveries; in-flight ones get the shutdown timeout"
+	const shuttingDown = "shutting down: no new deliveries or DigiCert calls; calls in flight get the shutdown timeout"
 	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", shuttingDown)) == 1 }, b.logs.Text)
 	res, err := http.Get("http://" + b.admins[0] + "/readyz")
 	if err != nil {

@@ -311,8 +311,9 @@ func (w *Worker) observe(next asynq.Handler) asynq.Handler {
 }
 
 // Run serves the admin endpoints, waits for Redis, then processes tasks
-// until ctx is done; then it stops fetching, gives in-flight deliveries the
-// shutdown timeout to finish and hands the rest back to their queues.
+// until ctx is done; then it stops fetching, gives the DigiCert calls in
+// flight the shutdown timeout to finish and hands the rest back to their
+// queues: a delivery starts no new call once the worker is stopping.
 // While it waits for Redis, /healthz answers 200 (the process is alive: a
 // liveness probe must not restart it) and /readyz 503; /readyz answers 200
 // once tasks are processed and Redis answers, and 503 again from the
@@ -388,7 +389,8 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 	case <-adm.Done():
 	}
 	stopping.Store(true)
-	w.log.Info("shutting down: no new deliveries; in-flight ones get the shutdown timeout",
+	w.proc.stopping.Store(true) // deliveries start no new DigiCert call
+	w.log.Info("shutting down: no new deliveries or DigiCert calls; calls in flight get the shutdown timeout",
 		zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
 	deadline := time.Now().Add(w.cfg.ShutdownTimeout)
 	srv.Shutdown()

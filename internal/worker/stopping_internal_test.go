@@ -1,0 +1,47 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/redistest"
+)
+
+// A delivery that comes to its DigiCert call once the worker is stopping
+// makes no call and hands the task back: a wait that uses no retry,
+// coming back soon for another worker.
+func TestStoppingWorkerStartsNoCall(t *testing.T) {
+	t.Parallel()
+	p := guardTestProcessor(redistest.Start(t, redistest.Options{}).Client(), zap.NewNop())
+	p.stopping.Store(true)
+	d := &delivery{taskID: "t-stopping", attempt: 1, start: time.Now(), account: p.accounts["default"], report: &report{}}
+	calls := 0
+	err := p.deliverOnce(context.Background(), d, func(context.Context) (digicert.Result, error) {
+		calls++
+		return digicert.Result{Status: 204, Attempts: 1}, nil
+	})
+	if calls != 0 {
+		t.Errorf("%d DigiCert calls from a stopping worker, want none", calls)
+	}
+	var te *taskError
+	if !errors.As(err, &te) || te.code != "worker_stopping" || te.class != classWait {
+		t.Fatalf("error %v, want a worker_stopping wait", err)
+	}
+	if IsFailure(err) {
+		t.Error("the hand-back counts as a failure: it would use one of the task's retries")
+	}
+	if after := retryDelayFunc(0, err, nil); after < time.Second || after > 1250*time.Millisecond {
+		t.Errorf("handed back for %v, want about a second", after)
+	}
+	if n, err := p.rdb.Exists(context.Background(), deliveredKey(d.taskID)).Result(); err != nil || n != 0 {
+		t.Errorf("duplicate guard: %d, %v; want none written", n, err)
+	}
+	if d.report.calls != 0 || d.report.outcome != "" {
+		t.Errorf("report %+v, want no call and no outcome", d.report)
+	}
+}

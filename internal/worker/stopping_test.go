@@ -1,0 +1,115 @@
+package worker_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/tasks"
+)
+
+// slowAnswer is the fake CertCentral acting on a request at once but
+// answering only after lat; firstPut is closed as the first PUT arrives.
+type slowAnswer struct {
+	fake      *digicerttest.Server
+	lat       atomic.Int64 // nanoseconds
+	puts      atomic.Int32
+	firstPut  chan struct{}
+	closeOnce sync.Once
+}
+
+func (s *slowAnswer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := httptest.NewRecorder()
+	s.fake.ServeHTTP(rec, r)
+	if r.Method == http.MethodPut && s.puts.Add(1) == 1 {
+		s.closeOnce.Do(func() { close(s.firstPut) })
+	}
+	timer := time.NewTimer(time.Duration(s.lat.Load()))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-r.Context().Done():
+		return
+	}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
+}
+
+// TestStoppingWorkerStartsNoNewCall: a resend-dcv with only_if_pending of an
+// OV order with 6 domains waiting for email is in its first domain's PUT
+// when its worker is told to stop. That PUT finishes; the next domains are
+// not started (they would be cut by the shutdown timeout after DigiCert
+// acted, and sent again by the redelivery): the task is handed back at
+// once, without a retry used, the worker stops without waiting for its
+// shutdown timeout, and another worker resends the other domains. Each
+// domain is emailed exactly once.
+func TestStoppingWorkerStartsNoNewCall(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{startWorkers: -1})
+	o := digicerttest.Order{ID: 3901, Type: digicerttest.OrderOV}
+	for i := range 6 {
+		o.Domains = append(o.Domains, digicerttest.Domain{ID: int64(901 + i), NameScope: fmt.Sprintf("d%c.example.com", 'a'+i)})
+	}
+	b.fake.SetOrder(o)
+	const lat = 2 * time.Second
+	slow := &slowAnswer{fake: b.fake, firstPut: make(chan struct{})}
+	slow.lat.Store(int64(lat))
+	ts := httptest.NewServer(slow)
+	t.Cleanup(ts.Close)
+	const shutdownTimeout = 5 * time.Second // past one answer, not past the six of the loop
+	conf := func(c *worker.Config) {
+		c.Accounts = account.Set{"default": account.Account{Name: "default", BaseURL: ts.URL + "/services/v2", APIKey: account.Secret(testKey)}}
+		c.ShutdownTimeout = shutdownTimeout
+		c.Client = digicert.Config{} // the defaults: 10 s per attempt, 20 s per call
+	}
+	stop1 := b.startWorkerCtl(t, setupOpts{configure: conf})
+	id := b.enqueueTask(t)(tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: o.ID, Locale: "en", OnlyIfPending: true}))
+	select {
+	case <-slow.firstPut:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no PUT reached DigiCert")
+	}
+	sigterm := time.Now()
+	stop1()
+	if took := time.Since(sigterm); took >= shutdownTimeout-time.Second {
+		t.Errorf("worker 1 took %v to stop, want about one answer (%v), not its shutdown timeout (%v)", took, lat, shutdownTimeout)
+	}
+	var after []string
+	for _, r := range b.fake.Requests() {
+		if r.Method == http.MethodPut && r.At.After(sigterm) {
+			after = append(after, fmt.Sprintf("%s at +%v", r.Path, r.At.Sub(sigterm).Round(time.Millisecond)))
+		}
+	}
+	if len(after) > 0 {
+		t.Errorf("the stopping worker started PUTs after it was told to stop: %q", after)
+	}
+	lines := b.logs.Lines("info", "delivery deferred")
+	if len(lines) != 1 || fmt.Sprint(lines[0]["error_code"]) != "worker_stopping" {
+		t.Errorf("INFO lines %v, want one hand-back with error_code worker_stopping", lines)
+	}
+
+	slow.lat.Store(int64(10 * time.Millisecond))
+	b.startWorkerCtl(t, setupOpts{configure: conf})
+	info := b.waitState(t, id, asynq.TaskStateCompleted, 30*time.Second)
+	if info.Retried != 0 {
+		t.Errorf("the handed-back task used %d retries, want 0", info.Retried)
+	}
+	for i := range 6 {
+		if n := len(b.fake.DomainDCVSends(int64(901 + i))); n != 1 {
+			t.Errorf("domain %d emailed %d times, want once", 901+i, n)
+		}
+	}
+}
