@@ -222,6 +222,7 @@ func defaults() kong.Vars {
 		"digicert_base_url":       account.DefaultBaseURL,
 		"digicert_rate_limits":    ratelimit.DefaultWindows,
 		"digicert_timeout":        duration(digicert.DefaultTimeout),
+		"digicert_max_elapsed":    duration(digicert.DefaultMaxElapsed),
 		"queues":                  queues.Default,
 		"max_retry":               strconv.Itoa(tasks.DefaultMaxRetry),
 		"result_retention":        duration(tasks.DefaultRetention),

@@ -256,6 +256,26 @@ func TestTaskCheckIntervalBounds(t *testing.T) {
 	}
 }
 
+// DIGICERT_TIMEOUT over the 20 s budget of one call would have no effect
+// (each attempt's timeout comes out of that budget): the worker refuses it,
+// exit 2, in one line naming the setting and the bound. The bound itself
+// is accepted.
+func TestDigiCertTimeoutWithinTheCallBudget(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"21s", "30s", "1h"} { // accepted, the worker would wait for Redis: the deadline ends the wait
+		r := runFor(2*time.Second, "worker", "--digicert-timeout="+v, "--digicert-api-key=k", "--admin-addr=", "--redis-url", "redis://127.0.0.1:1/0")
+		if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 ||
+			!strings.Contains(r.stderr, "DIGICERT_TIMEOUT: ") || !strings.Contains(r.stderr, "20s") {
+			t.Errorf("worker --digicert-timeout=%s: exit %d, %q; want 2 and one line naming the setting and its bound", v, r.code, r.stderr)
+		}
+	}
+	// Accepted, the worker waits for Redis: the deadline ends the wait.
+	r := runFor(2*time.Second, "worker", "--digicert-timeout=20s", "--digicert-api-key=k", "--admin-addr=", "--redis-url", "redis://127.0.0.1:1/0")
+	if r.code == 2 || strings.Contains(r.stderr, "DIGICERT_TIMEOUT") {
+		t.Errorf("worker --digicert-timeout=20s: exit %d, %q; want it accepted", r.code, r.stderr)
+	}
+}
+
 // A cap, timeout, pause or interval of zero or less is refused in one line
 // naming the setting, by every command that reads it: a negative dead-letter
 // cap would have turned the cap off, and a zero silently meant the default.

@@ -21,7 +21,7 @@ func TestDefaults(t *testing.T) {
 	walk = func(typ reflect.Type) {
 		for i := range typ.NumField() {
 			f := typ.Field(i)
-			for _, m := range ref.FindAllStringSubmatch(f.Tag.Get("default"), -1) {
+			for _, m := range ref.FindAllStringSubmatch(f.Tag.Get("default")+" "+f.Tag.Get("help"), -1) {
 				used[m[1]] = true
 				if _, ok := vars[m[1]]; !ok {
 					t.Errorf("%s.%s: default ${%s} is not defined", typ.Name(), f.Name, m[1])

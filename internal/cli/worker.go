@@ -22,7 +22,7 @@ type WorkerCmd struct {
 	DeadLetterMaxLen  int64         `name:"deadletter-maxlen" env:"CERTMAIL_DEADLETTER_MAXLEN" default:"${deadletter_maxlen}" help:"Approximate cap of the certmail:deadletter stream."`
 	AuthProbeInterval time.Duration `name:"auth-probe-interval" env:"CERTMAIL_AUTH_PROBE_INTERVAL" default:"${auth_probe_interval}" help:"While DigiCert rejects an account's key, how often one delivery tries again."`
 	RateLimitPause    time.Duration `name:"rate-limit-pause" env:"CERTMAIL_RATE_LIMIT_PAUSE" default:"${rate_limit_pause}" help:"Wait after a DigiCert 429 before a task is tried again."`
-	DigiCertTimeout   time.Duration `name:"digicert-timeout" env:"DIGICERT_TIMEOUT" default:"${digicert_timeout}" help:"Timeout of one HTTP request to DigiCert."`
+	DigiCertTimeout   time.Duration `name:"digicert-timeout" env:"DIGICERT_TIMEOUT" default:"${digicert_timeout}" help:"Timeout of one HTTP request to DigiCert (at most ${digicert_max_elapsed}, the budget of one call)."`
 	Pprof             bool          `name:"pprof" env:"CERTMAIL_PPROF" help:"Serve net/http/pprof's profiles under /debug/pprof/ on the admin address (never on the API's)."`
 }
 
@@ -60,6 +60,12 @@ func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
 	}
 	if err := c.check(); err != nil {
 		return worker.Config{}, err
+	}
+	if c.DigiCertTimeout > digicert.DefaultMaxElapsed {
+		// Each attempt's timeout comes out of the call's budget: a longer
+		// one would change nothing.
+		return worker.Config{}, usagef("DIGICERT_TIMEOUT: %v must be at most %v, the budget of one DigiCert call",
+			duration(c.DigiCertTimeout), duration(digicert.DefaultMaxElapsed))
 	}
 	for _, err := range []error{ // the first, in one line
 		mustBePositive("CERTMAIL_SHUTDOWN_TIMEOUT", c.ShutdownTimeout),

@@ -53,9 +53,12 @@ const (
 	defaultUserAgent = "certmail/dev"
 	// DefaultTimeout bounds one HTTP attempt unless Config says otherwise
 	// (DIGICERT_TIMEOUT).
-	DefaultTimeout        = 10 * time.Second
-	defaultMaxAttempts    = 4
-	defaultMaxElapsed     = 20 * time.Second
+	DefaultTimeout     = 10 * time.Second
+	defaultMaxAttempts = 4
+	// DefaultMaxElapsed is the budget of one call, its attempts and waits
+	// included, unless Config says otherwise. Each attempt's timeout comes
+	// out of it: a Timeout longer than it has no effect.
+	DefaultMaxElapsed     = 20 * time.Second
 	defaultInitialBackoff = 500 * time.Millisecond
 
 	backoffMultiplier     = 2
@@ -151,7 +154,7 @@ func (c Config) WithDefaults() Config {
 	c.UserAgent = cmp.Or(c.UserAgent, defaultUserAgent)
 	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
 	c.MaxAttempts = cmp.Or(c.MaxAttempts, defaultMaxAttempts)
-	c.MaxElapsed = cmp.Or(c.MaxElapsed, defaultMaxElapsed)
+	c.MaxElapsed = cmp.Or(c.MaxElapsed, DefaultMaxElapsed)
 	c.InitialBackoff = cmp.Or(c.InitialBackoff, defaultInitialBackoff)
 	return c
 }
