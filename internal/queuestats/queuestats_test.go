@@ -137,6 +137,15 @@ func TestUnservedQueuesBoundTheWork(t *testing.T) {
 	if err := rdb.SAdd(ctx, "asynq:queues", members...).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// One pending task id in each: the "other" pending figure then counts
+	// the unserved queues a scrape read.
+	pipe := rdb.Pipeline()
+	for _, q := range members {
+		pipe.RPush(ctx, fmt.Sprintf("asynq:{%s}:pending", q), "t")
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
 	client := asynq.NewClientFromRedisClient(rdb)
 	if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":1}`)), asynq.Queue("default")); err != nil {
 		t.Fatal(err)
@@ -161,6 +170,11 @@ func TestUnservedQueuesBoundTheWork(t *testing.T) {
 	}
 	if got := gauge(t, reg, "certmail_queue_tasks", "default", "pending"); got != 1 {
 		t.Errorf("default's pending tasks = %v, want 1", got)
+	}
+	// SSCAN's page holds at least MaxOtherQueues names, "default" among
+	// them at most: the scrape reads every other queue it may, no more.
+	if got := gauge(t, reg, "certmail_queue_tasks", queuestats.OtherQueues, "pending"); got < queuestats.MaxOtherQueues-1 || got > queuestats.MaxOtherQueues {
+		t.Errorf("other queues read = %v, want %d (or one less when the page held default)", got, queuestats.MaxOtherQueues)
 	}
 }
 
