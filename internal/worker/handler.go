@@ -153,6 +153,9 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) error {
 // the sending record, the auth gate, the limiter) and one after it (result,
 // applied sequence, sending record, lock, restamp).
 func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmails, seq int64) (err error) {
+	if err := p.stoppingWait(); err != nil {
+		return err // as call: before the order's lock and sending record are taken
+	}
 	k := newOrderKeys(p.rdb, d.account.name, pl.OrderID)
 	d.ticket = d.account.limiter.NewTicket()
 	defer p.settle(ctx, d)
@@ -494,15 +497,14 @@ func (p *processor) settle(ctx context.Context, d *delivery) {
 // call passes the account's auth gate (and the delivery's duplicate guard,
 // if it has one: errAlreadyDelivered) and the limiter's admission in one
 // round trip, then sends. Once the worker is stopping it starts nothing
-// and hands the task back (errWorkerStopping's wait): a call started now
+// and hands the task back (a worker_stopping wait): a call started now
 // might be cut by the shutdown timeout after DigiCert acted, and its
 // redelivery would email again; a call already in flight finishes.
 func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Context) (digicert.Result, error)) (digicert.Result, error) {
 	p.settle(ctx, d) // the previous call's, if any
-	if p.stopping.Load() {
+	if err := p.stoppingWait(); err != nil {
 		d.ticket = nil
-		return digicert.Result{}, &taskError{code: codeWorkerStopping, class: classWait, retryAfter: jitter(workerStoppingWait),
-			err: errors.New("not sent to DigiCert: the worker is stopping; another worker takes the task")}
+		return digicert.Result{}, err
 	}
 	d.ticket = d.account.limiter.NewTicket()
 	verdict, wait, err := d.account.gate.check(ctx, d.dedupKey, d.ticket)
@@ -510,6 +512,16 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 		return digicert.Result{}, transient("redis", 0, RetryDelay(d.attempt-1), err)
 	}
 	return p.send(ctx, d, verdict, wait, fn)
+}
+
+// stoppingWait is the hand-back (a worker_stopping wait) of a delivery
+// about to start a DigiCert call once the worker is stopping, nil before.
+func (p *processor) stoppingWait() error {
+	if !p.stopping.Load() {
+		return nil
+	}
+	return &taskError{code: codeWorkerStopping, class: classWait, retryAfter: jitter(workerStoppingWait),
+		err: errors.New("not sent to DigiCert: the worker is stopping; another worker takes the task")}
 }
 
 // send acts on the gate's verdict: calls DigiCert (under the delivery's

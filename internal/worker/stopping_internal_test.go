@@ -3,6 +3,9 @@ package worker
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,6 +13,7 @@ import (
 
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/tasks"
 )
 
 // A delivery that comes to its DigiCert call once the worker is stopping
@@ -43,5 +47,41 @@ func TestStoppingWorkerStartsNoCall(t *testing.T) {
 	}
 	if d.report.calls != 0 || d.report.outcome != "" {
 		t.Errorf("report %+v, want no call and no outcome", d.report)
+	}
+}
+
+// A set-emails that comes to its DigiCert call once the worker is stopping
+// makes no call either, and takes neither its order's lock nor the record
+// that its list is being sent: an older list of the order is not held back
+// by a list that never went.
+func TestStoppingWorkerStartsNoSetEmailsCall(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(ts.Close)
+	p := guardTestProcessor(redistest.Start(t, redistest.Options{}).Client(), zap.NewNop())
+	acct := p.accounts["default"]
+	client, err := digicert.New(digicert.Config{BaseURL: ts.URL, APIKey: "k", Limiter: acct.limiter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct.client = client
+	p.stopping.Store(true)
+	d := &delivery{taskID: "t-stopping-se", attempt: 1, start: time.Now(), account: acct, report: &report{}}
+	pl := tasks.SetEmails{OrderID: 77, AdditionalEmails: []string{"a@example.com"}, Sequence: 100}
+	err = p.setEmails(context.Background(), d, pl, pl.Sequence)
+	if n := calls.Load(); n != 0 {
+		t.Errorf("%d DigiCert calls from a stopping worker, want none", n)
+	}
+	var te *taskError
+	if !errors.As(err, &te) || te.code != "worker_stopping" || te.class != classWait {
+		t.Fatalf("error %v, want a worker_stopping wait", err)
+	}
+	k := newOrderKeys(p.rdb, "default", pl.OrderID)
+	if n, err := p.rdb.Exists(context.Background(), k.lock.Key(), k.sending).Result(); err != nil || n != 0 {
+		t.Errorf("order lock and sending record: %d exist (%v); want neither taken", n, err)
 	}
 }
