@@ -89,6 +89,10 @@ type delivery struct {
 	// result, when set, is written by the round trip after the call (with
 	// the guard) rather than by finish.
 	result []byte
+	// attempts counts the HTTP attempts of the delivery's last DigiCert
+	// call, which may each have reached DigiCert: 0 before a call and for
+	// one that sent nothing, -1 when its error does not say (callAttempts).
+	attempts int
 }
 
 // begin decodes and validates the payload and resolves its account. Any
@@ -159,7 +163,7 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 	k := newOrderKeys(p.rdb, d.account.name, pl.OrderID)
 	d.ticket = d.account.limiter.NewTicket()
 	defer p.settle(ctx, d)
-	verdict, wait, err := d.account.gate.checkOrder(ctx, k, seq, p.retention, d.ticket)
+	verdict, wait, before, err := d.account.gate.checkOrder(ctx, k, seq, p.retention, d.ticket)
 	if err != nil {
 		return transient("redis", 0, RetryDelay(d.attempt-1), err)
 	}
@@ -180,7 +184,7 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 		defer func() {
 			stop()
 			if d.result == nil { // else the round trip after the call ended the hold
-				p.releaseOrder(ctx, d, k, seq, listUnchanged(err))
+				p.releaseOrder(ctx, d, k, seq, before, listUnchanged(d, err))
 			}
 		}()
 	}
@@ -210,37 +214,71 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 
 // releaseOrder ends a set-emails' hold on its order after a call that
 // DigiCert did not answer with a 2xx, or that was not made: the lock, and
-// when unchanged, the record that the task's list is being sent. A lock
-// not released expires within orderLockTTL; a record left stands until the
-// task's retry is recorded applied or refused, or the record expires with
-// the applied sequences.
-func (p *processor) releaseOrder(ctx context.Context, d *delivery, k orderKeys, seq int64, unchanged bool) {
-	var sending any = ""
-	if unchanged {
-		sending = strconv.FormatInt(seq, 10)
+// the record that the task's list is being sent when that record is this
+// delivery's to take back. It is when this delivery's round trip put the
+// task's sequence there (before holds an older one, or none: a sequence
+// already there stands for an earlier delivery's send, whose outcome is
+// unknown) and the call left DigiCert's list unchanged (unchanged). The
+// record then gets back what it held before, for the lifetime it had left
+// (or goes, if it held nothing): an older list that another send put there
+// may have been applied. Otherwise the record stays until the task's retry
+// is recorded applied, or it expires with the applied sequences; a lock
+// not released expires within orderLockTTL.
+func (p *processor) releaseOrder(ctx context.Context, d *delivery, k orderKeys, seq int64, before sendingBefore, unchanged bool) {
+	var sending, prev any = "", ""
+	var left int64
+	seqText := strconv.FormatInt(seq, 10)
+	restore := unchanged && before.seq != seqText
+	if restore {
+		sending = seqText
+		var ttl time.Duration
+		prev, ttl = before.left()
+		left = ttl.Milliseconds()
 	}
-	cmd := append(releaseOrderScript.command(4), k.lock.Key(), k.sending)
+	cmd := append(releaseOrderScript.command(6), k.lock.Key(), k.sending)
 	keysEnd(cmd)
-	cmd = append(cmd, k.lock.Token(), sending)
-	if err := releaseOrderScript.run(context.WithoutCancel(ctx), p.rdb, cmd).Err(); err != nil && unchanged {
-		p.log.Warn("could not clear the record of a set-emails refused or not sent: older lists of its order stay superseded until it expires",
+	cmd = append(cmd, k.lock.Token(), sending, prev, left)
+	if err := releaseOrderScript.run(context.WithoutCancel(ctx), p.rdb, cmd).Err(); err != nil && restore {
+		p.log.Warn("could not take back the record of a set-emails refused or not sent: older lists of its order stay superseded until it expires",
 			zap.String("task_id", d.taskID), zap.Int64("order_id", d.report.orderID), zap.Error(err))
 	}
 }
 
-// listUnchanged reports whether err, the failure of a set-emails delivery
-// that held its order, says DigiCert's list cannot have changed: DigiCert
-// refused it for good or it was never sent (a permanent error, which also
-// covers a payload that does not build a request), or certmail's own
-// limiter held it back. Any other failure (no answer, a 5xx, a 429 or a
-// rejected key after an attempt that may have gone through) leaves the list
-// possibly applied, and the task will send it again.
-func listUnchanged(err error) bool {
-	var te *taskError
-	if !errors.As(err, &te) {
-		return false
+// listUnchanged reports whether no attempt of the delivery's set-emails
+// call can have changed DigiCert's list, err being the delivery's failure:
+// none was made (certmail's limiter or the task's deadline held the call
+// back, the task's context ended first, the payload built no request), or
+// exactly one, which DigiCert refused for good (a permanent 4xx). After any
+// other failure (no answer, a 5xx, a 429 or a rejected key, or a refusal
+// after an attempt that may have gone through) the list may have been
+// applied, and the task will send it again.
+func listUnchanged(d *delivery, err error) bool {
+	switch d.attempts {
+	case 0:
+		return true
+	case 1:
+		var apiErr *digicert.APIError
+		return errors.As(err, &apiErr) && digicert.Classify(apiErr) == digicert.ClassPermanent
 	}
-	return te.class == classPermanent || te.code == "rate_limit_wait" // send's code for the limiter's wait
+	return false
+}
+
+// callAttempts is the number of HTTP attempts a DigiCert call made, which
+// may each have reached DigiCert, from its result or its error; -1 when
+// the error does not say.
+func callAttempts(res digicert.Result, err error) int {
+	if err == nil {
+		return res.Attempts
+	}
+	var apiErr *digicert.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Attempts
+	}
+	var reqErr *digicert.RequestError
+	if errors.As(err, &reqErr) {
+		return reqErr.Attempts
+	}
+	return -1
 }
 
 func (p *processor) handleResendDCV(ctx context.Context, t *asynq.Task) error {
@@ -539,6 +577,7 @@ func (p *processor) send(ctx context.Context, d *delivery, verdict gateVerdict, 
 		d.account.keyFile.reload() // a replaced key file ends the pause with this probe
 	}
 	res, err := fn(d.ticket.Context(ctx))
+	d.attempts = callAttempts(res, err)
 	d.report.calls += res.Attempts
 	if err == nil {
 		d.report.httpStatus = res.Status

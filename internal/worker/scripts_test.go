@@ -106,9 +106,10 @@ func TestBeforeScriptAdmitsOnlyACallThatGoes(t *testing.T) {
 // answers, in this order, a busy order, a superseded or already applied
 // sequence (superseded also by a newer one recorded as sending), the auth
 // pause; it takes the order's lock (with the holder's token), records the
-// sequence as sending (for the given lifetime) and takes the limiter's
-// admission only for a call that goes ahead. Sequences compare as decimal
-// strings, exactly at nanosecond scale.
+// sequence as sending (for the given lifetime), returns what the record held
+// before (and its lifetime left) and takes the limiter's admission only for
+// a call that goes ahead. Sequences compare as decimal strings, exactly at
+// nanosecond scale.
 func TestBeforeOrderScriptVerdicts(t *testing.T) {
 	t.Parallel()
 	b := setupScripts(t)
@@ -125,10 +126,26 @@ func TestBeforeOrderScriptVerdicts(t *testing.T) {
 			t.Fatalf("order keys %s, %s; want %s, %s", k.applied, k.sending, applied, sending)
 		}
 		before := b.rdb.Get(ctx, sending).Val()
+		beforeTTL := b.rdb.PTTL(ctx, sending).Val()
 		tk := b.limiter.NewTicket()
-		v, _, err := b.gate.checkOrder(ctx, k, seq, time.Hour, tk)
+		v, _, got, err := b.gate.checkOrder(ctx, k, seq, time.Hour, tk)
 		if err != nil {
 			t.Fatalf("%s: %v", step, err)
+		}
+		var wantBefore string
+		if wantLock {
+			wantBefore = before
+		}
+		if got.seq != wantBefore {
+			t.Fatalf("%s: the record held %q before, want %q", step, got.seq, wantBefore)
+		}
+		switch {
+		case wantBefore == "" || wantBefore == strconv.FormatInt(seq, 10):
+			if got.ttl != 0 {
+				t.Fatalf("%s: the record's lifetime left before %v, want none (no record, or the task's own)", step, got.ttl)
+			}
+		case got.ttl > beforeTTL || got.ttl < beforeTTL-time.Second:
+			t.Fatalf("%s: the record's lifetime left before %v, want about %v", step, got.ttl, beforeTTL)
 		}
 		held, err := b.rdb.Get(ctx, k.lock.Key()).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
@@ -182,8 +199,8 @@ func TestBeforeOrderScriptVerdicts(t *testing.T) {
 	}
 	// Without a limiter ticket, as check allows: the lock, no admission.
 	k := newOrderKeys(b.rdb, "acct", 7)
-	if v, _, err := b.gate.checkOrder(ctx, k, cur+100, time.Hour, nil); err != nil || v != gateGo {
-		t.Fatalf("without a ticket: %v, %v; want go", v, err)
+	if v, _, before, err := b.gate.checkOrder(ctx, k, cur+100, time.Hour, nil); err != nil || v != gateGo || before.seq != strconv.FormatInt(cur+20, 10) {
+		t.Fatalf("without a ticket: %v, held before %q, %v; want go, %d", v, before.seq, err, cur+20)
 	}
 	if held := b.rdb.Get(ctx, k.lock.Key()).Val(); held != k.lock.Token() {
 		t.Errorf("without a ticket: lock held by %q, want this delivery's", held)
@@ -286,9 +303,11 @@ func TestAfterScripts(t *testing.T) {
 }
 
 // TestReleaseOrderScript: a set-emails whose call got no 2xx releases the
-// order's lock if it is still its own, and ends the record that its list is
-// being sent only when told to (DigiCert refused it, or it was not sent)
-// and while it holds the task's own sequence.
+// order's lock if it is still its own. The record that its list is being
+// sent goes back to what it held before the delivery's round trip (or goes,
+// when it held nothing) only when the call left DigiCert's list unchanged,
+// the delivery's round trip is what put the task's sequence there, the
+// lock is still the delivery's and the record still holds the sequence.
 func TestReleaseOrderScript(t *testing.T) {
 	t.Parallel()
 	b := setupScripts(t)
@@ -305,23 +324,36 @@ func TestReleaseOrderScript(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	none := sendingBefore{at: time.Now()}
+	older := sendingBefore{seq: "99", ttl: 10 * time.Minute, at: time.Now()}
+	expired := sendingBefore{seq: "99", ttl: time.Second, at: time.Now().Add(-2 * time.Second)}
+	own := sendingBefore{seq: "100", at: time.Now()}
 	for _, c := range []struct {
-		name                 string
-		lock, sending        string
-		unchanged            bool
-		wantLock, wantRecord bool
+		name          string
+		lock, sending string
+		before        sendingBefore
+		unchanged     bool
+		wantLock      bool
+		wantRecord    string // "" for none
 	}{
-		{"no answer: the record stays", k.lock.Token(), "100", false, false, true},
-		{"refused: both go", k.lock.Token(), "100", true, false, false},
-		{"refused, a newer list sent since: its record stays", "another", "101", true, true, true},
+		{"no answer: the record stays", k.lock.Token(), "100", none, false, false, "100"},
+		{"refused, none before: both go", k.lock.Token(), "100", none, true, false, ""},
+		{"refused, an older one before: it is back", k.lock.Token(), "100", older, true, false, "99"},
+		{"refused, the older one before has expired since: the record goes", k.lock.Token(), "100", expired, true, false, ""},
+		{"refused, the task's own before (an earlier delivery's send): the record stays", k.lock.Token(), "100", own, true, false, "100"},
+		{"refused, a newer list sent since: its record stays", "another", "101", older, true, true, "101"},
+		{"refused, the lock expired: the record stays", "another", "100", older, true, true, "100"},
 	} {
 		set(c.lock, c.sending)
-		p.releaseOrder(ctx, d, k, 100, c.unchanged)
+		p.releaseOrder(ctx, d, k, 100, c.before, c.unchanged)
 		if got := b.rdb.Exists(ctx, k.lock.Key()).Val() == 1; got != c.wantLock {
 			t.Errorf("%s: lock kept %t, want %t", c.name, got, c.wantLock)
 		}
-		if got := b.rdb.Exists(ctx, k.sending).Val() == 1; got != c.wantRecord {
-			t.Errorf("%s: sending record kept %t, want %t", c.name, got, c.wantRecord)
+		if got := b.rdb.Get(ctx, k.sending).Val(); got != c.wantRecord {
+			t.Errorf("%s: sending record %q, want %q", c.name, got, c.wantRecord)
+		}
+		if ttl := b.rdb.PTTL(ctx, k.sending).Val(); c.before == older && c.wantRecord == "99" && (ttl > 10*time.Minute || ttl < 9*time.Minute) {
+			t.Errorf("%s: the record put back lives %v, want what it had left, about 10m", c.name, ttl)
 		}
 	}
 }

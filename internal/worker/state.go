@@ -25,7 +25,7 @@ import (
 //	certmail:delivered:{task_id}         the task's DigiCert call succeeded (duplicate guard)
 //	certmail:first_seen:{task_id}        when a set-emails without a sequence was first processed (Redis's clock)
 //	certmail:order:{account}:{order_id}:applied   sequence of the last set-emails applied
-//	certmail:order:{account}:{order_id}:sending   sequence of the newest set-emails sent and not yet recorded applied or refused
+//	certmail:order:{account}:{order_id}:sending   sequence of the newest set-emails sent and not yet recorded applied (or taken back: releaseOrder)
 //	certmail:order:{account}:{order_id}:lock      one set-emails per order at a time
 //
 // {task_id} is the id's deadletter.BoundedID: the id itself, as the worker
@@ -113,7 +113,9 @@ local function older(a, b) return #a < #b or (#a == #b and a < b) end
 // admission} as beforeScript, with the verdicts gateBusy, gateSuperseded
 // and gateApplied. Only when the call goes ahead (go, probe) does it take
 // the lock (as lease.Acquire takes it) and record the task's sequence as
-// the order's sending one (it is not older than the one recorded there).
+// the order's sending one (it is not older than the one recorded there);
+// it then also returns what the record held before (empty for none) and its
+// lifetime left (ms), which releaseOrderScript may put back.
 //
 // The sending record outlives the lock: a worker that loses Redis after
 // DigiCert's 2xx writes the applied sequence when Redis answers again,
@@ -131,13 +133,17 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return {4, 0, -1} end
 local cur, seq = redis.call('GET', KEYS[2]) or '0', ARGV[3]
 if older(seq, cur) then return {5, 0, -1} end
 if seq == cur then return {6, 0, -1} end
-if older(seq, redis.call('GET', KEYS[3]) or '0') then return {5, 0, -1} end
+local prev = redis.call('GET', KEYS[3]) or ''
+if older(seq, prev == '' and '0' or prev) then return {5, 0, -1} end
 local g = gate(4, ARGV[4], ARGV[5])
 if g[1] == 0 then return {0, g[2], -1} end
+local left = 0
+if prev ~= '' and prev ~= seq then left = redis.call('PTTL', KEYS[3]) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[3], seq, 'PX', ARGV[6])
-if #KEYS < 7 then return {g[1], g[2], -1} end
-return {g[1], g[2], admit(7, 7)}
+local admission = -1
+if #KEYS >= 7 then admission = admit(7, 7) end
+return {g[1], g[2], admission, prev, left}
 `)
 
 // afterScript is the one round trip after a DigiCert 2xx: the task's
@@ -176,15 +182,21 @@ return 0
 
 // releaseOrderScript ends a set-emails' hold on its order when no 2xx was
 // recorded: the lock, deleted if it still holds ARGV[1] (as lease.Release
-// does), and the sending record, deleted if it still holds ARGV[2] (DigiCert
-// refused the list, or it was not sent; an empty ARGV[2] keeps it).
+// does). Only then, and only while the sending record still holds ARGV[2],
+// does it put back what the record held before this delivery's round trip
+// (ARGV[3], for ARGV[4] ms), or delete it if it held nothing; an empty
+// ARGV[2] keeps the record. A delivery whose lock expired leaves the record
+// alone: another delivery may have taken the lock and sent since.
 //
 //	KEYS[1]  the order's lock; ARGV[1] this delivery's token
 //	KEYS[2]  the order's sending sequence; ARGV[2] the task's sequence, or empty
+//	ARGV[3]  the record's value before (empty for none), ARGV[4] its lifetime left (ms)
 var releaseOrderScript = newScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if ARGV[2] == '' or redis.call('GET', KEYS[2]) ~= ARGV[2] then return 1 end
+if ARGV[3] == '' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end
+return 1
 `)
 
 // script is a Lua script whose EVALSHA the worker builds in one slice, as
@@ -277,7 +289,7 @@ func (g *authGate) check(ctx context.Context, guardKey string, ticket *ratelimit
 type orderKeys struct {
 	lock    *lease.Lease // one call at a time
 	applied string       // the sequence of the last list DigiCert accepted
-	sending string       // the sequence of the newest list sent, until recorded applied or refused
+	sending string       // the sequence of the newest list sent, until recorded applied (or taken back: releaseOrder)
 }
 
 func newOrderKeys(rdb redis.UniversalClient, acct string, orderID int64) orderKeys {
@@ -285,19 +297,66 @@ func newOrderKeys(rdb redis.UniversalClient, acct string, orderID int64) orderKe
 		applied: orderKey(acct, orderID, "applied"), sending: orderKey(acct, orderID, "sending")}
 }
 
+// sendingBefore is what an order's sending record held before a
+// set-emails' round trip recorded the task's sequence there, read in that
+// round trip when the call went ahead.
+type sendingBefore struct {
+	seq string        // "" for none
+	ttl time.Duration // its lifetime left then; 0 when seq is "" or the task's own
+	at  time.Time     // when the round trip answered (the ttl's start, at the latest)
+}
+
+// left is how long the record's earlier value would still live now: the
+// value and its lifetime left, or "" when there was none or it has expired.
+func (b sendingBefore) left() (string, time.Duration) {
+	left := b.ttl - time.Since(b.at)
+	if b.seq == "" || left < time.Millisecond {
+		return "", 0
+	}
+	return b.seq, left
+}
+
 // checkOrder asks whether a set-emails of sequence seq may call DigiCert
 // now: its order's lock (taken for the lock's holder when the call goes
 // ahead), its applied and sending sequences (seq recorded as sending, for
-// ttl, when the call goes ahead), then as check.
-func (g *authGate) checkOrder(ctx context.Context, k orderKeys, seq int64, ttl time.Duration, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, error) {
+// ttl, when the call goes ahead: before says what the record held), then
+// as check.
+func (g *authGate) checkOrder(ctx context.Context, k orderKeys, seq int64, ttl time.Duration, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, sendingBefore, error) {
 	cmd := append(beforeOrderScript.command(12), k.lock.Key(), k.applied, k.sending, g.boxed[0], g.boxed[1], g.boxed[2])
-	return g.run(ctx, beforeOrderScript, cmd, ticket, k.lock.Token(), orderLockTTL.Milliseconds(),
+	res, err := g.runSlice(ctx, beforeOrderScript, cmd, ticket, k.lock.Token(), orderLockTTL.Milliseconds(),
 		strconv.FormatInt(seq, 10), randomToken(), g.boxed[3], ttl.Milliseconds())
+	if err != nil {
+		return gateGo, 0, sendingBefore{}, err
+	}
+	verdict, wait := gateReply(res)
+	var before sendingBefore
+	if len(res) == 5 {
+		before.seq, _ = res[3].(string)
+		before.at = time.Now()
+		switch left, _ := res[4].(int64); {
+		case left > 0:
+			before.ttl = time.Duration(left) * time.Millisecond
+		case left == -1: // a record without an expiry, which certmail never writes: keep it as long as its own
+			before.ttl = ttl
+		}
+	}
+	return verdict, wait, before, nil
 }
 
 // run runs a before-call script: cmd holds its own keys, the ticket's keys
 // and arguments follow the script's own, args, in each part.
 func (g *authGate) run(ctx context.Context, s *script, cmd []any, ticket *ratelimit.Ticket, args ...any) (gateVerdict, time.Duration, error) {
+	res, err := g.runSlice(ctx, s, cmd, ticket, args...)
+	if err != nil {
+		return gateGo, 0, err
+	}
+	verdict, wait := gateReply(res)
+	return verdict, wait, nil
+}
+
+// runSlice is run returning the script's whole reply, whose first three
+// elements are the verdict, the wait (ms) and the admission.
+func (g *authGate) runSlice(ctx context.Context, s *script, cmd []any, ticket *ratelimit.Ticket, args ...any) ([]any, error) {
 	if ticket != nil {
 		cmd = ticket.AppendKeys(cmd)
 	}
@@ -306,14 +365,24 @@ func (g *authGate) run(ctx context.Context, s *script, cmd []any, ticket *rateli
 	if ticket != nil {
 		cmd = ticket.AppendArgs(cmd)
 	}
-	res, err := s.run(ctx, g.rdb, cmd).Int64Slice()
-	if err != nil {
-		return gateGo, 0, fmt.Errorf("auth gate: %w", err)
+	res, err := s.run(ctx, g.rdb, cmd).Slice()
+	if err == nil && len(res) < 3 {
+		err = fmt.Errorf("%d elements in the reply, want at least 3", len(res))
 	}
-	if ticket != nil && res[2] == 0 {
+	if err != nil {
+		return nil, fmt.Errorf("auth gate: %w", err)
+	}
+	if admission, ok := res[2].(int64); ok && admission == 0 && ticket != nil {
 		ticket.Admitted()
 	}
-	return gateVerdict(res[0]), time.Duration(res[1]) * time.Millisecond, nil
+	return res, nil
+}
+
+// gateReply reads the verdict and the wait of a before-call script's reply.
+func gateReply(res []any) (gateVerdict, time.Duration) {
+	verdict, _ := res[0].(int64)
+	wait, _ := res[1].(int64)
+	return gateVerdict(verdict), time.Duration(wait) * time.Millisecond
 }
 
 // pause records a rejected key; first reports whether this starts the pause

@@ -3,9 +3,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"net/http"
-	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,23 +53,12 @@ func TestStoppingWorkerStartsNoCall(t *testing.T) {
 // by a list that never went.
 func TestStoppingWorkerStartsNoSetEmailsCall(t *testing.T) {
 	t.Parallel()
-	var calls atomic.Int32
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		calls.Add(1)
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(ts.Close)
-	p := guardTestProcessor(redistest.Start(t, redistest.Options{}).Client(), zap.NewNop())
+	p, calls := setEmailsTestProcessor(t)
 	acct := p.accounts["default"]
-	client, err := digicert.New(digicert.Config{BaseURL: ts.URL, APIKey: "k", Limiter: acct.limiter})
-	if err != nil {
-		t.Fatal(err)
-	}
-	acct.client = client
 	p.stopping.Store(true)
 	d := &delivery{taskID: "t-stopping-se", attempt: 1, start: time.Now(), account: acct, report: &report{}}
 	pl := tasks.SetEmails{OrderID: 77, AdditionalEmails: []string{"a@example.com"}, Sequence: 100}
-	err = p.setEmails(context.Background(), d, pl, pl.Sequence)
+	err := p.setEmails(context.Background(), d, pl, pl.Sequence)
 	if n := calls.Load(); n != 0 {
 		t.Errorf("%d DigiCert calls from a stopping worker, want none", n)
 	}
