@@ -65,3 +65,31 @@ func TestSetEmailsNotSentNearItsDeadlineLeavesNoRecord(t *testing.T) {
 		t.Errorf("order lock: %d (%v), want released", n, err)
 	}
 }
+
+// The order's lock outlives any one set-emails call, its whole budget
+// (digicert.DefaultMaxElapsed, which DIGICERT_TIMEOUT may fill) and a
+// margin, even when its worker loses Redis as the call starts and renews
+// nothing: another worker cannot send a newer list that the call's late
+// attempt would then overwrite.
+func TestOrderLockOutlivesACall(t *testing.T) {
+	t.Parallel()
+	if margin := orderLockTTL - digicert.DefaultMaxElapsed; margin < digicert.DefaultMaxElapsed/10 {
+		t.Errorf("order lock %v: %v past a call's budget %v, want at least %v", orderLockTTL, margin,
+			digicert.DefaultMaxElapsed, digicert.DefaultMaxElapsed/10)
+	}
+	p, _ := setEmailsTestProcessor(t)
+	ctx := context.Background()
+	k := newOrderKeys(p.rdb, "default", 79)
+	if v, _, _, err := p.accounts["default"].gate.checkOrder(ctx, k, 100, time.Hour, nil); err != nil || v != gateGo {
+		t.Fatalf("checkOrder: %v, %v; want go", v, err)
+	}
+	if ttl := p.rdb.PTTL(ctx, k.lock.Key()).Val(); ttl <= digicert.DefaultMaxElapsed {
+		t.Errorf("order lock taken for %v, want more than a call's budget %v", ttl, digicert.DefaultMaxElapsed)
+	}
+	if _, err := k.lock.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := p.rdb.PTTL(ctx, k.lock.Key()).Val(); ttl <= digicert.DefaultMaxElapsed {
+		t.Errorf("order lock renewed for %v, want more than a call's budget %v", ttl, digicert.DefaultMaxElapsed)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/ratelimit"
 )
@@ -413,11 +414,15 @@ func (g *authGate) resume(ctx context.Context) (resumed bool, err error) {
 	return n > 0, nil
 }
 
-// orderLockTTL is the lease of an order lock (a lease.Lease: short, and
-// renewed every third of it while held, so that the lock of a worker that
-// died frees itself within orderLockTTL). It serialises the set-emails of
-// one order across workers.
-const orderLockTTL = 15 * time.Second
+// orderLockTTL is the lease of an order lock (a lease.Lease, renewed every
+// third of it while held, so that the lock of a worker that died frees
+// itself within orderLockTTL). It serialises the set-emails of one order
+// across workers. It outlasts a whole DigiCert call, the client's budget
+// and a quarter of it for the time between the lock and the call and for a
+// request still on its way when the call ends: a worker cut off from Redis
+// as its call starts renews nothing, and an attempt of that call must not
+// reach DigiCert after another worker took the lock and sent a newer list.
+const orderLockTTL = digicert.DefaultMaxElapsed + digicert.DefaultMaxElapsed/4
 
 // orderBusyWait is how long a set-emails whose order is locked waits before
 // it is tried again (plus jitter); the lock is held for one DigiCert call.
