@@ -22,6 +22,11 @@ var ErrTaskIDTooLong = errors.New("task id too long")
 // name ValidQueueName refuses: no certmail worker could serve that queue.
 var ErrInvalidQueue = errors.New("invalid queue name")
 
+// ErrTimeoutTooShort is wrapped by NewTask's error for an asynq.Timeout
+// shorter than MinTimeout, or an asynq.Deadline nearer than that: no
+// delivery of the task would have the time a DigiCert call needs.
+var ErrTimeoutTooShort = errors.New("timeout too short")
+
 // Bounds of a *ValidationError, so that an error about input of any size
 // stays small wherever it is shown (an HTTP answer, a log line, asynq's
 // last_error, a dead-letter entry).

@@ -175,7 +175,8 @@ func Example_enqueue() {
 	}, asynq.Queue("critical"))
 	if err != nil {
 		// A *tasks.ValidationError listing every problem, or an error
-		// wrapping tasks.ErrInvalidQueue or tasks.ErrTaskIDTooLong.
+		// wrapping tasks.ErrInvalidQueue, tasks.ErrTaskIDTooLong or
+		// tasks.ErrTimeoutTooShort.
 		fmt.Println("build task:", err)
 		return
 	}

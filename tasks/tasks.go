@@ -19,11 +19,13 @@
 //
 // The constructors normalise the payload (trimmed addresses, lower-case
 // domains, duplicates removed), validate it, refuse an asynq.TaskID longer
-// than MaxTaskIDBytes and an asynq.Queue that ValidQueueName refuses, and
-// prepend DefaultOptions, so a task that reaches Redis is always one the
-// certmail worker accepts. Give the queue to the constructor: one given to
-// the asynq client's Enqueue is not checked, and no worker serves a name
-// such as "Default" or "bulk/1". Whether the workers serve a valid name
+// than MaxTaskIDBytes, an asynq.Queue that ValidQueueName refuses and an
+// asynq.Timeout (or asynq.Deadline) shorter than MinTimeout, and prepend
+// DefaultOptions, so a task that reaches Redis is always one the certmail
+// worker accepts. Give the queue and the timeout to the constructor: those
+// given to the asynq client's Enqueue are not checked, no worker serves a
+// name such as "Default" or "bulk/1", and a task with too short a timeout
+// is dead-lettered without a call (timeout_too_short). Whether the workers serve a valid name
 // (CERTMAIL_QUEUES) the constructors cannot tell. A producer that builds a
 // task with asynq.NewTask itself passes DefaultOptions (or at least
 // asynq.Retention(DefaultRetention)) too: without a retention, asynq deletes
@@ -93,6 +95,13 @@ const (
 	// bytes: NewTask refuses a longer one, and the worker dead-letters a task
 	// whose id is longer without processing it.
 	MaxTaskIDBytes = 256
+	// MinTimeout is the shortest asynq.Timeout NewTask accepts, and the
+	// least an asynq.Deadline must be ahead of now. A worker starts a
+	// DigiCert call only with a tenth of the call's 20 s budget (2 s) left
+	// of its delivery's deadline, and asynq counts a timeout in whole
+	// seconds: a task with less is dead-lettered at its first delivery,
+	// without a call (error code timeout_too_short).
+	MinTimeout = 3 * time.Second
 )
 
 // Types returns the task type names in a stable order.
@@ -136,12 +145,17 @@ func DefaultOptions() []asynq.Option {
 // An invalid payload gives a nil task and a *ValidationError; an
 // asynq.TaskID longer than MaxTaskIDBytes, a nil task and an error wrapping
 // ErrTaskIDTooLong; an asynq.Queue whose name ValidQueueName refuses, a nil
-// task and an error wrapping ErrInvalidQueue.
+// task and an error wrapping ErrInvalidQueue; an asynq.Timeout shorter than
+// MinTimeout, or an asynq.Deadline less than MinTimeout away, a nil task and
+// an error wrapping ErrTimeoutTooShort.
 func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
 	if err := checkTaskID(opts); err != nil {
 		return nil, err
 	}
 	if err := checkQueue(opts); err != nil {
+		return nil, err
+	}
+	if err := checkTimeout(opts, time.Now()); err != nil {
 		return nil, err
 	}
 	var (
@@ -203,6 +217,29 @@ func checkQueue(opts []asynq.Option) error {
 		if name, _ := o.Value().(string); !ValidQueueName(name) {
 			return fmt.Errorf("new task: %w: asynq.Queue %.64q: a queue name is 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit",
 				ErrInvalidQueue, name)
+		}
+	}
+	return nil
+}
+
+// checkTimeout refuses an asynq.Timeout among opts shorter than MinTimeout
+// (as asynq keeps it, in whole seconds; 0, no timeout of the caller's, is
+// accepted) and an asynq.Deadline less than MinTimeout after now.
+func checkTimeout(opts []asynq.Option, now time.Time) error {
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		switch o.Type() {
+		case asynq.TimeoutOpt:
+			if d, _ := o.Value().(time.Duration); d != 0 && d.Truncate(time.Second) < MinTimeout {
+				return fmt.Errorf("new task: %w: asynq.Timeout %s, at least %s", ErrTimeoutTooShort, d, MinTimeout)
+			}
+		case asynq.DeadlineOpt:
+			if t, _ := o.Value().(time.Time); !t.IsZero() && t.Sub(now) < MinTimeout {
+				return fmt.Errorf("new task: %w: asynq.Deadline %s from now, at least %s",
+					ErrTimeoutTooShort, t.Sub(now).Truncate(time.Millisecond), MinTimeout)
+			}
 		}
 	}
 	return nil

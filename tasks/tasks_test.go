@@ -248,6 +248,49 @@ func TestNewTaskRefusesAnInvalidQueue(t *testing.T) {
 	}
 }
 
+// A timeout (or deadline) that would leave no delivery the time a DigiCert
+// call needs is refused with ErrTimeoutTooShort, as asynq keeps a timeout:
+// in whole seconds, so 3.9 s is 3 s and 2.9 s is 2 s. MinTimeout itself,
+// no timeout option, asynq.Timeout(0) (no timeout of the caller's) and a
+// deadline far enough ahead build a task. A short timeout that a later
+// option overrides is refused too, as an invalid queue name is.
+func TestNewTaskRefusesATimeoutTooShort(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name  string
+		opts  []asynq.Option
+		valid bool
+	}{
+		{"1.5s", []asynq.Option{asynq.Timeout(1500 * time.Millisecond)}, false},
+		{"2.9s", []asynq.Option{asynq.Timeout(2900 * time.Millisecond)}, false},
+		{"negative", []asynq.Option{asynq.Timeout(-time.Minute)}, false},
+		{"raised then lowered", []asynq.Option{asynq.Timeout(time.Minute), asynq.Timeout(time.Second)}, false},
+		{"deadline 1s ahead", []asynq.Option{asynq.Deadline(time.Now().Add(time.Second))}, false},
+		{"deadline past", []asynq.Option{asynq.Deadline(time.Now().Add(-time.Hour))}, false},
+		{"MinTimeout", []asynq.Option{asynq.Timeout(tasks.MinTimeout)}, true},
+		{"3.9s", []asynq.Option{asynq.Timeout(3900 * time.Millisecond)}, true},
+		{"zero", []asynq.Option{asynq.Timeout(0)}, true},
+		{"lowered then raised", []asynq.Option{asynq.Timeout(time.Second), asynq.Timeout(time.Minute)}, false},
+		{"deadline a minute ahead", []asynq.Option{asynq.Deadline(time.Now().Add(time.Minute))}, true},
+		{"no timeout option", nil, true},
+	} {
+		task, err := tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: 1}, tt.opts...)
+		if tt.valid {
+			if err != nil || task == nil {
+				t.Errorf("%s: task %t, error %v; want a task", tt.name, task != nil, err)
+			}
+			continue
+		}
+		if task != nil || !errors.Is(err, tasks.ErrTimeoutTooShort) {
+			t.Errorf("%s: task %t, error %v; want no task and ErrTimeoutTooShort", tt.name, task != nil, err)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, "at least "+tasks.MinTimeout.String()) {
+			t.Errorf("%s: error %q does not name the least timeout", tt.name, msg)
+		}
+	}
+}
+
 func TestNewTaskReportsIndexesAsSent(t *testing.T) {
 	t.Parallel()
 	_, err := tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"a@example.com", "A@example.com", "not an address"}})

@@ -310,6 +310,15 @@ func New(cfg Config) (*Client, error) {
 	}, nil
 }
 
+// Headroom is the least of a call's deadline (its context's, or MaxElapsed)
+// that must be left for its first attempt to start: a tenth of MaxElapsed, at
+// most Timeout; 2s with the defaults. A call with less left sends nothing and
+// returns a wait (ErrorCode "deadline_near"), so a caller whose deadline is
+// nearer than Headroom when it begins can never call.
+func (c *Client) Headroom() time.Duration {
+	return min(c.timeout, c.maxElapsed/10)
+}
+
 // newTransport returns the default transport: its own connection pool with
 // bounded dial and handshake times (the per-attempt Timeout bounds the rest).
 func newTransport() *http.Transport {
@@ -465,10 +474,9 @@ func (c *Client) do(ctx context.Context, cl call) (Result, error) {
 	defer cancel()
 	deadline, _ := callCtx.Deadline()
 	// headroom is what an attempt needs left of the call's deadline to be
-	// worth sending: a tenth of the whole budget (at most an attempt's
-	// timeout), however much of it the caller's deadline leaves. A retry of
-	// a read, which an early end cannot harm, needs none.
-	headroom := min(c.timeout, c.maxElapsed/10)
+	// worth sending, however much of the budget the caller's deadline
+	// leaves. A retry of a read, which an early end cannot harm, needs none.
+	headroom := c.Headroom()
 	retryHeadroom := headroom
 	if cl.read {
 		retryHeadroom = 0

@@ -1277,3 +1277,41 @@ func TestClient_FirstAttemptNeedsAFullHeadroom(t *testing.T) {
 		}
 	})
 }
+
+// TestClient_Headroom: Headroom is the need the client applies, a tenth of
+// MaxElapsed at most Timeout: a call with a little less than it left sends
+// nothing, one with a little more is sent.
+func TestClient_Headroom(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name                string
+		timeout, maxElapsed time.Duration
+		want                time.Duration
+	}{
+		{"defaults", 0, 0, 2 * time.Second},
+		{"a short Timeout", 300 * time.Millisecond, 0, 300 * time.Millisecond},
+		{"a short MaxElapsed", 0, 4 * time.Second, 400 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, func(c *digicert.Config) { c.Timeout, c.MaxElapsed = tt.timeout, tt.maxElapsed })
+			if got := b.client.Headroom(); got != tt.want {
+				t.Fatalf("Headroom() = %s, want %s", got, tt.want)
+			}
+			short, cancel := context.WithTimeout(t.Context(), tt.want-50*time.Millisecond)
+			defer cancel()
+			if _, err := b.client.ResendDCVEmails(short, orderID, []byte(`{}`)); digicert.ErrorCode(err) != "deadline_near" {
+				t.Errorf("with 50ms less than Headroom left: error %v, want deadline_near", err)
+			}
+			long, cancel := context.WithTimeout(t.Context(), tt.want+time.Second)
+			defer cancel()
+			if _, err := b.client.ResendDCVEmails(long, orderID, []byte(`{}`)); err != nil {
+				t.Errorf("with 1s more than Headroom left: error %v, want the call made", err)
+			}
+			if n := b.fake.RequestCount(); n != 1 {
+				t.Errorf("DigiCert got %d requests, want 1", n)
+			}
+		})
+	}
+}

@@ -167,6 +167,11 @@ func (h *errorHandler) deadLetter(ctx context.Context, t *asynq.Task, id, queue 
 // deadletter.BoundedID.
 const codeTaskIDTooLong = "task_id_too_long"
 
+// codeTimeoutTooShort: a task whose timeout (or deadline) leaves a delivery
+// less time than a DigiCert call needs to start (digicert.Client.Headroom),
+// dead-lettered at the start of a delivery without a call.
+const codeTimeoutTooShort = "timeout_too_short"
+
 // taskID returns the id of the task ctx delivers as the worker's log lines
 // and records hold it: its deadletter.BoundedID.
 func taskID(ctx context.Context) string {

@@ -126,7 +126,31 @@ func (p *processor) begin(ctx context.Context, t *asynq.Task) (tasks.Payload, *d
 	}
 	d.account = acct
 	rep.account = acct.name
+	if err := tooShort(ctx, acct.client.Headroom()); err != nil {
+		return nil, nil, err
+	}
 	return payload, d, nil
+}
+
+// tooShort returns a permanent error when ctx's deadline, the delivery's,
+// is nearer than need, what a DigiCert call needs left to start: every call
+// of the delivery would be a deadline_near wait, and the next delivery gets
+// no more time (the same timeout, or a deadline nearer still), so waiting
+// would hand the task back for ever without a call.
+func tooShort(ctx context.Context, need time.Duration) error {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return nil
+	}
+	left := time.Until(deadline)
+	if left >= need {
+		return nil
+	}
+	// asynq counts a timeout in whole seconds: the least that leaves need.
+	least := need.Truncate(time.Second) + time.Second
+	return permanent(codeTimeoutTooShort, 0, fmt.Errorf(
+		"the task's timeout or deadline leaves a delivery %s, and a DigiCert call needs %s left to start; give it a timeout of %s or more",
+		max(left, 0).Truncate(10*time.Millisecond), need, least))
 }
 
 func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) error {
