@@ -944,6 +944,10 @@ func TestDLQPurgeQuestionInterrupted(t *testing.T) {
 	}
 }
 
+// interruptedLine is Main's last line for an interrupted command: "interrupted",
+// and what was done when it matters.
+var interruptedLine = regexp.MustCompile(`: interrupted(: [^\n]+)?\n$`)
+
 // A command stopped by Ctrl-C says it was interrupted, not "context
 // canceled", and exits with status 130.
 func TestInterruptedCommandSaysSo(t *testing.T) {
@@ -954,10 +958,78 @@ func TestInterruptedCommandSaysSo(t *testing.T) {
 	for _, args := range [][]string{{"dlq", "requeue", "a", "b"}, {"dlq", "list"}, {"dlq", "show", "a"}} {
 		var out, errOut bytes.Buffer
 		code := cli.Main(ctx, append(args, "--redis-url", e.redis.URL()), strings.NewReader(""), &out, &errOut)
-		if code != cli.ExitInterrupted || !strings.HasSuffix(errOut.String(), ": interrupted\n") || strings.Contains(errOut.String(), "context canceled") {
+		if code != cli.ExitInterrupted || !interruptedLine.MatchString(errOut.String()) || strings.Contains(errOut.String(), "context canceled") {
 			t.Errorf("%v interrupted: exit %d, stderr %q; want %d and \"interrupted\"", args, code, errOut.String(), cli.ExitInterrupted)
 		}
 	}
+}
+
+// Ctrl-C while dlq requeue or delete works through its ids stops it there:
+// during an id's Redis command (its answer withheld, the command stopped by
+// the cancellation) or between two ids, it exits 130 with one line saying
+// it was interrupted and how many tasks it did, not 1 with the id it was at
+// counted as a failure ("1 of 1 tasks not requeued"), and tries no other id.
+func TestDLQInterruptedAmongItsIDs(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range []string{"requeue", "delete"} {
+		what := map[string]string{"requeue": "requeued", "delete": "deleted"}[cmd]
+		t.Run(cmd+" during its last id", func(t *testing.T) {
+			t.Parallel()
+			e := setup(t)
+			proxy := e.redis.Proxy()
+			proxy.WithholdAfter("xrevrange") // the lookup of the id's dead-letter entries
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() {
+				// Cancel once the lookup reached Redis: its answer never comes.
+				for ctx.Err() == nil {
+					info, err := e.redis.Client().Info(context.Background(), "commandstats").Result()
+					if err == nil && strings.Contains(info, "cmdstat_xrevrange:") {
+						cancel()
+						return
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}()
+			var out, errOut bytes.Buffer
+			code := cli.Main(ctx, []string{"dlq", cmd, "abc", "--redis-url", "redis://" + proxy.Addr() + "/0"},
+				strings.NewReader(""), &out, &errOut)
+			want := "certmail dlq " + cmd + " <task-id>: interrupted: 0 of 1 tasks " + what + " before stopping\n"
+			if code != cli.ExitInterrupted || errOut.String() != want {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, errOut.String(), cli.ExitInterrupted, want)
+			}
+		})
+		t.Run(cmd+" between two ids", func(t *testing.T) {
+			t.Parallel()
+			e := setup(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			// Ctrl-C as the first id's failure is printed: before the second.
+			errOut := &cancelOnWrite{want: "a: ", cancel: cancel}
+			var out bytes.Buffer
+			code := cli.Main(ctx, []string{"dlq", cmd, "a", "b", "c", "--redis-url", e.redis.URL()}, strings.NewReader(""), &out, errOut)
+			want := "a: dead letter a: not found\ncertmail dlq " + cmd + " <task-id>: interrupted: 0 of 3 tasks " + what + " before stopping\n"
+			if code != cli.ExitInterrupted || errOut.buf.String() != want {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, errOut.buf.String(), cli.ExitInterrupted, want)
+			}
+		})
+	}
+}
+
+// cancelOnWrite is a buffer that calls cancel, within the Write, once what
+// was written contains want.
+type cancelOnWrite struct {
+	buf    bytes.Buffer
+	want   string
+	cancel context.CancelFunc
+}
+
+func (w *cancelOnWrite) Write(p []byte) (int, error) {
+	n, err := w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.want) {
+		w.cancel()
+	}
+	return n, err
 }
 
 // watchedBuffer is a buffer safe for one writer and one reader that closes

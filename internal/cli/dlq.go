@@ -198,19 +198,29 @@ func (c *DLQDeleteCmd) Run(env *Env) error {
 }
 
 // eachTask runs fn for every id, printing its message or its error, which
-// names the id as ops.ShowName shows it.
+// names the id as ops.ShowName shows it. Once env.Ctx is done (Ctrl-C,
+// SIGTERM), it stops, before the next id or as the id it was at fails,
+// and returns an interruptedError saying how many were done: the id it
+// was at may have been done or not.
 func eachTask(env *Env, ids []string, what string, fn func(id string) (string, error)) error {
-	failed := 0
+	failed, done := 0, 0
+	interrupted := func(err error) error {
+		return interruptedError{done: fmt.Sprintf("%d of %d tasks %s before stopping", done, len(ids), what), err: err}
+	}
 	for _, id := range ids {
 		if err := env.Ctx.Err(); err != nil {
-			return err
+			return interrupted(err)
 		}
 		msg, err := fn(id)
 		if err != nil {
+			if ctxErr := env.Ctx.Err(); ctxErr != nil {
+				return interrupted(ctxErr)
+			}
 			failed++
 			fmt.Fprintf(env.Stderr, "%s: %v\n", ops.ShowName(id), err)
 			continue
 		}
+		done++
 		fmt.Fprintln(env.Stdout, msg)
 	}
 	if failed > 0 {
