@@ -298,7 +298,7 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 		return err
 	}
 	if purged.Kept > 0 {
-		fmt.Fprintf(env.Stdout, "kept %d dead-letter %s of tasks still archived (parked, or archived during the purge)\n", purged.Kept, plural(purged.Kept, "entry", "entries"))
+		fmt.Fprintf(env.Stdout, "kept %d dead-letter %s of tasks parked, or archived during the purge\n", purged.Kept, plural(purged.Kept, "entry", "entries"))
 	}
 	if check.OtherEntries > 0 {
 		fmt.Fprintf(env.Stdout, "kept %d dead-letter %s of other queues (%s)\n", check.OtherEntries, plural(check.OtherEntries, "entry", "entries"),

@@ -229,9 +229,9 @@ func (s *Service) DeleteDeadLetter(ctx context.Context, taskID string) (DeletedD
 type Purged struct {
 	Entries int // entries of the dead-letter stream
 	Tasks   int // archived tasks
-	// Kept counts the entries of the purged queues left in the stream
-	// because their task is still archived: parked, or archived while the
-	// purge ran.
+	// Kept counts the entries of the purged queues left in the stream:
+	// those of tasks parked at the check, and those of tasks still archived
+	// after the deletions (archived while the purge ran).
 	Kept int
 }
 
@@ -273,7 +273,11 @@ type PurgeCheck struct {
 	OtherEntries int
 
 	tasks []deadletter.Parked // the archived tasks counted in Tasks
-	refs  []deadletter.Ref    // the entries of Queues: those counted in Entries, and parked tasks'
+	refs  []deadletter.Ref    // the entries counted in Entries, the only ones Purge may delete
+	// parkedEntries counts the entries of Queues left out of Entries: those
+	// of parked tasks, kept even if their task leaves the archive before
+	// Purge runs.
+	parkedEntries int
 }
 
 // UnknownNote says which of c.Queues asynq has never known and which
@@ -377,11 +381,19 @@ func (s *Service) CheckPurge(ctx context.Context) (PurgeCheck, error) {
 		}
 	}
 	c.Tasks = len(c.tasks)
+	// A parked task's entries stay with it: not counted, so not deleted,
+	// even when a worker has moved the task out of the archive by the time
+	// Purge runs.
+	counted := c.refs[:0]
 	for _, r := range c.refs {
-		if !parked[deadletter.Parked{Queue: r.Queue, ID: r.TaskID}] {
-			c.Entries++
+		if parked[deadletter.Parked{Queue: r.Queue, ID: r.TaskID}] {
+			c.parkedEntries++
+			continue
 		}
+		counted = append(counted, r)
 	}
+	c.refs = counted
+	c.Entries = len(c.refs)
 	return c, nil
 }
 
@@ -406,7 +418,8 @@ func (s *Service) parkedMembers(ctx context.Context) (map[string]bool, error) {
 // PurgeDeadLetters deletes the dead letters of the queues certmail serves
 // (Rules.Queues): their archived tasks, except parked ones, which wait to be
 // tried again, and the stream entries that name them, except those of a
-// task still archived afterwards (parked, or archived meanwhile). Malformed
+// task parked when the purge began, wherever it is by its end, and of one
+// still archived afterwards (archived meanwhile). Malformed
 // entries that name no queue go too. The archives and entries of other
 // queues (another asynq application's, or queues left out of Rules.Queues)
 // are left alone. It is CheckPurge then Purge: it refuses with CheckPurge's
@@ -420,12 +433,13 @@ func (s *Service) PurgeDeadLetters(ctx context.Context) (Purged, error) {
 }
 
 // Purge deletes what check, from CheckPurge, found: at most its Tasks
-// archived tasks and its entries, so that a purge confirmed on the check's
-// counts deletes no more. A task that is no longer archived, or is parked
-// now, is left, and so are the entries of a task still archived afterwards
+// archived tasks and its Entries entries, so that a purge confirmed on the
+// check's counts deletes no more. A task that is no longer archived, or is
+// parked now, is left, and so are the entries of a task still archived
+// afterwards, and those of a task parked at the check, wherever it is now
 // (Purged.Kept). A check CheckPurge refused deletes nothing.
 func (s *Service) Purge(ctx context.Context, check PurgeCheck) (Purged, error) {
-	var p Purged
+	p := Purged{Kept: check.parkedEntries}
 	// A worker moves a parked task to asynq's retry set, then removes its
 	// member: each task is also read again before it is deleted.
 	isParked, err := s.parkedMembers(ctx)

@@ -432,6 +432,39 @@ func TestCheckPurgeCountsWhatPurgeDeletes(t *testing.T) {
 	}
 }
 
+// A parked task's entry, left out of the check's count, stays when the
+// worker moves the task out of the archive between the question and the
+// answer: the purge deletes the entries it counted and no others.
+func TestPurgeLeavesTheEntriesItDidNotCount(t *testing.T) {
+	t.Parallel()
+	b := setup(t, ops.Config{Rules: enqueue.Rules{Queues: []string{"default"}}})
+	ctx := context.Background()
+	failed := b.archivedIn(t, "default", false)
+	parked := b.archivedIn(t, "default", false) // an entry of an earlier failure, parked on a wait now
+	if err := deadletter.Park(ctx, b.rdb, deadletter.Parked{Queue: "default", ID: parked}, time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	check, err := b.svc.CheckPurge(ctx)
+	if err != nil || check.Tasks != 1 || check.Entries != 1 {
+		t.Fatalf("CheckPurge = %+v, %v; want 1 task and 1 entry to go, not the parked task's", check, err)
+	}
+	// The worker moves the parked task to the retry set (here: pending)
+	// and removes its parked entry, before the operator answers.
+	if err := b.inspector.RunTask("default", parked); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.rdb.ZRem(ctx, deadletter.ParkedKey, deadletter.Parked{Queue: "default", ID: parked}.Member()).Result(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.svc.Purge(ctx, check)
+	if err != nil || p != (ops.Purged{Tasks: check.Tasks, Entries: check.Entries, Kept: 1}) {
+		t.Fatalf("Purge = %+v, %v; want the check's %d task and %d entry, the parked task's entry kept", p, err, check.Tasks, check.Entries)
+	}
+	if got := b.streamTasks(t); !slices.Equal(got, []string{parked}) {
+		t.Errorf("stream after purge holds tasks %v, want the once-parked one's (and not %s)", got, failed)
+	}
+}
+
 // A mistyped queue is refused before anything is deleted when dead letters
 // name a queue that is not listed (the one meant), or when no queue listed
 // is known to asynq; a never-used queue among known ones is only reported.
