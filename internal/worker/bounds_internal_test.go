@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/redistest"
 )
 
@@ -169,11 +170,15 @@ func TestFirstSeenFailureRetriesOnTheSchedule(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client()
 	srv.Kill()
-	p := &processor{rdb: rdb, log: zap.NewNop(), accounts: map[string]*accountRuntime{"default": {name: "default"}}}
+	client, err := digicert.New(digicert.Config{APIKey: "k"}) // never called: Redis fails first
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &processor{rdb: rdb, log: zap.NewNop(), accounts: map[string]*accountRuntime{"default": {name: "default", client: client}}}
 	task := asynq.NewTask("set-emails", []byte(`{"order_id": 1, "additional_emails": ["ops@example.com"]}`))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := p.handleSetEmails(ctx, task)
+	err = p.handleSetEmails(ctx, task)
 	var te *taskError
 	if !errors.As(err, &te) || te.code != "redis" || !IsFailure(err) {
 		t.Fatalf("handleSetEmails = %v, want a transient redis failure", err)
