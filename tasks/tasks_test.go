@@ -144,15 +144,10 @@ func TestNewTaskRejects(t *testing.T) {
 	}
 }
 
-// TestNewTaskRefusesALongTaskID: every constructor refuses an asynq.TaskID
-// longer than MaxTaskIDBytes, among other options or last, with a short
-// error that names the length and not the id; one of MaxTaskIDBytes is the
-// task's id.
-func TestNewTaskRefusesALongTaskID(t *testing.T) {
-	t.Parallel()
-	long := asynq.TaskID(strings.Repeat("L", 5000))
-	over := asynq.TaskID(strings.Repeat("L", tasks.MaxTaskIDBytes+1))
-	constructors := map[string]func(...asynq.Option) (*asynq.Task, error){
+// everyConstructor is each constructor of a task, by name, building a
+// valid payload of its type with the options given.
+func everyConstructor() map[string]func(...asynq.Option) (*asynq.Task, error) {
+	return map[string]func(...asynq.Option) (*asynq.Task, error){
 		"NewSetEmailsTask": func(o ...asynq.Option) (*asynq.Task, error) {
 			return tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"a@example.com"}}, o...)
 		},
@@ -167,6 +162,17 @@ func TestNewTaskRefusesALongTaskID(t *testing.T) {
 		},
 		"NewTask": func(o ...asynq.Option) (*asynq.Task, error) { return tasks.NewTask(tasks.ResendDCV{OrderID: 1}, o...) },
 	}
+}
+
+// TestNewTaskRefusesALongTaskID: every constructor refuses an asynq.TaskID
+// longer than MaxTaskIDBytes, among other options or last, with a short
+// error that names the length and not the id; one of MaxTaskIDBytes is the
+// task's id.
+func TestNewTaskRefusesALongTaskID(t *testing.T) {
+	t.Parallel()
+	long := asynq.TaskID(strings.Repeat("L", 5000))
+	over := asynq.TaskID(strings.Repeat("L", tasks.MaxTaskIDBytes+1))
+	constructors := everyConstructor()
 	for name, build := range constructors {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -195,21 +201,7 @@ func TestNewTaskRefusesALongTaskID(t *testing.T) {
 // option at all (DefaultQueue), build a task.
 func TestNewTaskRefusesAnInvalidQueue(t *testing.T) {
 	t.Parallel()
-	constructors := map[string]func(...asynq.Option) (*asynq.Task, error){
-		"NewSetEmailsTask": func(o ...asynq.Option) (*asynq.Task, error) {
-			return tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: 1, AdditionalEmails: []string{"a@example.com"}}, o...)
-		},
-		"NewResendDCVTask": func(o ...asynq.Option) (*asynq.Task, error) {
-			return tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: 1}, o...)
-		},
-		"NewSendCertTask": func(o ...asynq.Option) (*asynq.Task, error) {
-			return tasks.NewSendCertTask(tasks.SendCert{CertificateID: 1, Emails: []string{"a@example.com"}, CertificateCollectFormat: "attachment"}, o...)
-		},
-		"NewResendDomainDCVTask": func(o ...asynq.Option) (*asynq.Task, error) {
-			return tasks.NewResendDomainDCVTask(tasks.ResendDomainDCV{DomainID: 1}, o...)
-		},
-		"NewTask": func(o ...asynq.Option) (*asynq.Task, error) { return tasks.NewTask(tasks.ResendDCV{OrderID: 1}, o...) },
-	}
+	constructors := everyConstructor()
 	long := strings.Repeat("q", 64) + strings.Repeat("Z", 5000)
 	for _, tt := range []struct {
 		name  string

@@ -40,17 +40,8 @@ func TestBackground(t *testing.T) {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "certmail_test_total", Help: "A test counter."})
 	reg.MustRegister(c)
 	c.Inc()
-	var mu sync.Mutex
-	var readyErr error
 	core, logs := observer.New(zap.DebugLevel)
-	b, err := admin.Start("127.0.0.1:0", func(context.Context) error {
-		mu.Lock()
-		defer mu.Unlock()
-		return readyErr
-	}, reg, zap.New(core))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, setReady := startSettable(t, reg, zap.New(core))
 	base := "http://" + b.Addr().String()
 	tests := []struct {
 		path   string
@@ -67,9 +58,7 @@ func TestBackground(t *testing.T) {
 		{"/nothing", nil, 404, ""},
 	}
 	for _, tt := range tests {
-		mu.Lock()
-		readyErr = tt.ready
-		mu.Unlock()
+		setReady(tt.ready)
 		status, body := get(t, base+tt.path)
 		if status != tt.status || !strings.Contains(body, tt.body) {
 			t.Errorf("GET %s (ready error %v) = %d %q, want %d with %q", tt.path, tt.ready, status, body, tt.status, tt.body)
@@ -491,23 +480,12 @@ func TestDefaultHeaderLimit(t *testing.T) {
 // logged at once.
 func TestReadyzLogThrottled(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	var readyErr error
 	core, logs := observer.New(zap.DebugLevel)
-	b, err := admin.Start("127.0.0.1:0", func(context.Context) error {
-		mu.Lock()
-		defer mu.Unlock()
-		return readyErr
-	}, admin.NewRegistry(), zap.New(core))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, setReady := startSettable(t, admin.NewRegistry(), zap.New(core))
 	t.Cleanup(func() { _ = b.Stop(time.Second) })
 	probe := func(cause error) {
 		t.Helper()
-		mu.Lock()
-		readyErr = cause
-		mu.Unlock()
+		setReady(cause)
 		if status, _ := get(t, "http://"+b.Addr().String()+"/readyz"); status != http.StatusServiceUnavailable {
 			t.Fatalf("/readyz failing with %v: %d, want 503", cause, status)
 		}
@@ -524,5 +502,26 @@ func TestReadyzLogThrottled(t *testing.T) {
 	l := logs.FilterMessage("not ready").All()
 	if len(l) != 2 || l[1].ContextMap()["error"] != "stopping" {
 		t.Errorf("a new cause, twice: %d lines in all, the last %v; want one more line, naming it", len(l), l[len(l)-1].ContextMap())
+	}
+}
+
+// startSettable starts an admin server on a free port whose readiness
+// answers the error last given to setReady (nil at first).
+func startSettable(t *testing.T, reg *prometheus.Registry, log *zap.Logger) (b *admin.Background, setReady func(error)) {
+	t.Helper()
+	var mu sync.Mutex
+	var readyErr error
+	b, err := admin.Start("127.0.0.1:0", func(context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return readyErr
+	}, reg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		readyErr = err
 	}
 }
