@@ -307,6 +307,8 @@ func (c *Conn) CheckEviction(ctx context.Context, log *zap.Logger, risk Eviction
 			"volatile-* policies evict first the expiring keys that keep certmail's guarantees, allkeys-* policies tasks too",
 			zap.String("redis", c.Target), zap.String("maxmemory_policy", clip(policy)),
 			zap.String("maxmemory", clip(maxmemory)), zap.String("risk", string(risk)))
+	default:
+		log.Debug("Redis's maxmemory-policy is noeviction", zap.String("redis", c.Target))
 	}
 }
 
