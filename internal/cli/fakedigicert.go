@@ -39,7 +39,7 @@ type FakeDigicertCmd struct {
 	ErrorRate    float64       `name:"error-rate" help:"Share of requests answered 502/503 with an HTML body (0 to 1)."`
 	ResetRate    float64       `name:"reset-rate" help:"Share of requests whose connection is reset (0 to 1)."`
 	ShutdownFor  time.Duration `name:"shutdown-timeout" default:"${fake_shutdown_timeout}" help:"How long to let open requests finish on SIGTERM."`
-	ApproveAfter int           `name:"approve-after" help:"Approve a domain once this many DCV resends reached it, and issue an order once all its domains are (0: never), so that schedules can be watched ending."`
+	ApproveAfter int           `name:"approve-after" help:"Approve a domain validated by email once this many DCV resends reached it, and issue an order once all its domains are (0: never), so that schedules can be watched ending."`
 }
 
 // config is the fake's configuration.
@@ -101,7 +101,7 @@ func (c *FakeDigicertCmd) Run(env *Env) error {
 			fmt.Fprintln(env.Stdout, "  every order, certificate and domain id exists")
 		}
 		if c.ApproveAfter > 0 {
-			fmt.Fprintf(env.Stdout, "  a domain is approved after %d DCV resends reached it\n", c.ApproveAfter)
+			fmt.Fprintf(env.Stdout, "  a domain validated by email is approved after %d DCV resends reached it\n", c.ApproveAfter)
 		}
 	})
 }

@@ -224,23 +224,29 @@ func (s *Server) approve(m *Order, domainID int64) {
 }
 
 // countOrderResend counts a resend through the order for each of its
-// pending domains (ApproveAfter); it needs s.mu held.
+// pending domains validated by email (ApproveAfter); it needs s.mu held.
 func (s *Server) countOrderResend(orderID int64) {
 	if s.approveAfter <= 0 {
 		return
 	}
 	m := s.learn(orderID)
 	for _, d := range slices.Clone(m.Domains) {
-		if d.Status == StatusPending {
+		if d.Status == StatusPending && d.Method == MethodEmail {
 			s.countDomainResend(d.ID)
 		}
 	}
 }
 
 // countDomainResend counts one resend that reached a domain and approves it
-// at ApproveAfter; it needs s.mu held.
+// at ApproveAfter. A domain of an order validated otherwise than by email
+// (a DNS or HTTP token) is not counted: it is sent no DCV email, so there is
+// none for its owner to answer. It needs s.mu held.
 func (s *Server) countDomainResend(domainID int64) {
 	if s.approveAfter <= 0 {
+		return
+	}
+	orderID := s.domainOrder[domainID]
+	if orderID != 0 && !s.models[orderID].byEmail(domainID) {
 		return
 	}
 	n, _ := s.resends.get(domainID)
@@ -248,9 +254,19 @@ func (s *Server) countDomainResend(domainID int64) {
 	if n+1 < s.approveAfter {
 		return
 	}
-	if orderID := s.domainOrder[domainID]; orderID != 0 {
+	if orderID != 0 {
 		s.approve(s.models[orderID], domainID)
 	}
+}
+
+// byEmail reports whether the order's domain is validated by email.
+func (o *Order) byEmail(domainID int64) bool {
+	for _, d := range o.Domains {
+		if d.ID == domainID {
+			return d.Method == MethodEmail
+		}
+	}
+	return false
 }
 
 // domainExists needs s.mu held.

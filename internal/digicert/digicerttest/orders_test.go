@@ -344,3 +344,53 @@ func TestServer_ApproveAfterZeroNeverApproves(t *testing.T) {
 		t.Errorf("plain order after its domain's resend: %s, want issued", doc.OrderStatus)
 	}
 }
+
+// ApproveAfter counts only resends that reach a domain validated by email: a
+// domain waiting for a DNS or HTTP token gets no email to answer, whether
+// the resend goes through its order or its own endpoint (answered 204 all
+// the same), so it stays pending and so does its order.
+func TestServer_ApproveAfterCountsEmailDomainsOnly(t *testing.T) {
+	t.Parallel()
+	b := setup(t, digicerttest.Config{ApproveAfter: 1})
+	b.fake.SetOrder(digicerttest.Order{ID: 4001, Domains: []digicerttest.Domain{
+		{ID: 51, NameScope: "a.example.com"},
+		{ID: 52, NameScope: "b.example.com", Method: "dns-txt-token"}}})
+	b.fake.SetOrder(digicerttest.Order{ID: 4002, Type: digicerttest.OrderOV, Domains: []digicerttest.Domain{
+		{ID: 61, NameScope: "c.example.com", Method: "dns-txt-token"},
+		{ID: 62, NameScope: "d.example.com", Method: "http-token"}}})
+	state := func(id int64) string {
+		doc := readValidation(t, b.base, id)
+		s := doc.OrderStatus
+		for _, d := range doc.NameValidations {
+			s += " " + d.Method + "=" + d.Status
+		}
+		return s
+	}
+
+	for range 3 {
+		if resp := send(t, http.MethodPut, resendURL(b.base, 4001), testKey, `{}`); resp.status != http.StatusNoContent {
+			t.Fatalf("order resend: %d %s", resp.status, resp.body)
+		}
+	}
+	if got, want := state(4001), "pending email=approved dns-txt-token=pending"; got != want {
+		t.Errorf("DV order after three order resends: %s, want %s", got, want)
+	}
+	for _, id := range []int64{52, 61, 62} {
+		for range 3 {
+			if resp := send(t, http.MethodPut, domainURL(b.base, id), testKey, `{}`); resp.status != http.StatusNoContent {
+				t.Fatalf("domain %d resend: %d %s", id, resp.status, resp.body)
+			}
+		}
+	}
+	if got, want := state(4001), "pending email=approved dns-txt-token=pending"; got != want {
+		t.Errorf("DV order after its DNS domain's resends: %s, want %s", got, want)
+	}
+	if got, want := state(4002), "pending dns-txt-token=pending http-token=pending"; got != want {
+		t.Errorf("OV order after its domains' resends: %s, want %s", got, want)
+	}
+	// By hand, as the token being found would, the domain is approved.
+	b.fake.ApproveDomain(52)
+	if got, want := state(4001), "issued email=approved dns-txt-token=approved"; got != want {
+		t.Errorf("DV order after approving its DNS domain by hand: %s, want %s", got, want)
+	}
+}

@@ -78,10 +78,12 @@ type Config struct {
 	// Missing lists order, certificate and domain ids that do not exist even
 	// with AnyIDExists (a demo's way to show a 404).
 	Missing []int64
-	// ApproveAfter, when positive, approves a domain once that many DCV
-	// resends reached it (through its order or its own endpoint), as if its
-	// owner had answered the last one; an order whose domains are all
-	// approved is issued. 0 never approves by itself.
+	// ApproveAfter, when positive, approves a domain validated by email
+	// once that many DCV resends reached it (through its order or its own
+	// endpoint), as if its owner had answered the last one; an order whose
+	// domains are all approved is issued. Resends leave a domain validated
+	// otherwise (a DNS or HTTP token) pending: it gets no email to answer.
+	// 0 never approves by itself.
 	ApproveAfter int
 	// RateLimits are rolling windows counted per valid key (DigiCert: 100/5s
 	// and 1000/3m); none means unlimited. Windows with a limit or period that
