@@ -6,7 +6,12 @@
 // `certmail scheduler`). The asynq dashboard is mounted at /monitoring/, and /healthz, /readyz and
 // /metrics serve probes and Prometheus. Every error is an RFC 9457
 // application/problem+json document (to the dashboard's own page, its
-// detail as text), written by one function (writeProblem).
+// detail as text), written by one function (writeProblem); a path with an
+// empty, . or .. segment is no route (404), not redirected. The exception
+// is what net/http answers itself before any handler runs, as text/plain:
+// 431 to a request line and headers over the limit (admin.NewServer), 400,
+// 501 or 505 to a request it cannot parse, 417 to an Expect other than
+// 100-continue.
 // The routes, parameters and bodies are described by the OpenAPI 3.1 document
 // served at /v1/openapi.json (the file openapi.json of this package).
 //

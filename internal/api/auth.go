@@ -169,12 +169,10 @@ func (r Role) may(a access) bool {
 }
 
 // accessOf tells what the request needs, from the route the mux picks for
-// it: the pattern of the handler that will run, or, when the mux answers
-// with a redirect (a cleaned path, a missing trailing slash), of the route
-// the redirect leads to. A request that matches no route is open: the mux
-// answers 404 or 405 itself and no handler runs.
+// it (Server.route). A request that matches no route is open: it is
+// answered 404 or 405 and no handler runs.
 func (s *Server) accessOf(r *http.Request) access {
-	_, pattern := s.mux.Handler(r)
+	pattern := s.route(r)
 	if pattern == "" {
 		return accessOpen
 	}

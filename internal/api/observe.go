@@ -105,7 +105,7 @@ const routeUnmatched = "unmatched"
 func (s *Server) routeLabel(r *http.Request) string {
 	pattern := r.Pattern
 	if pattern == "" {
-		_, pattern = s.mux.Handler(r)
+		pattern = s.route(r)
 	}
 	if _, ok := s.access[pattern]; !ok {
 		return routeUnmatched

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"syscall"
@@ -213,11 +214,51 @@ func unknownType() Problem {
 }
 
 // problemsForUnmatched turns the mux's own 404 and 405 answers (requests no
-// pattern matches) into problems. A 405 keeps the mux's Allow header.
+// pattern matches) into problems. A 405 keeps the mux's Allow header. A
+// path the mux would clean (an empty, . or .. segment) matches no route
+// either: it is answered 404 here, where the mux would redirect to the
+// cleaned path with 307 and an HTML body.
 func (s *Server) problemsForUnmatched(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !pathIsClean(r) {
+			s.writeProblem(w, r, Problem{Status: http.StatusNotFound,
+				Detail: "no such route: the path has an empty, . or .. segment; see /v1/openapi.json"}, nil)
+			return
+		}
 		next.ServeHTTP(&unmatchedWriter{ResponseWriter: w, s: s, r: r}, r)
 	})
+}
+
+// pathIsClean reports whether the mux takes r's path as it is: whether it
+// has no empty, . or .. segment (a trailing slash aside), as net/http's
+// ServeMux judges it, on the escaped path. CONNECT requests are not
+// cleaned by the mux, so their paths always are.
+func pathIsClean(r *http.Request) bool {
+	p := r.URL.EscapedPath()
+	if r.Method == http.MethodConnect {
+		return true
+	}
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	np := path.Clean(p)
+	if strings.HasSuffix(p, "/") && np != "/" {
+		np += "/"
+	}
+	return np == p
+}
+
+// route is the pattern of the route the mux picks for r: the pattern of
+// the handler that will run or, when the mux answers with a redirect to
+// add a trailing slash, of the route the redirect leads to; "" when no
+// route matches, or the path is not clean (problemsForUnmatched answers
+// 404).
+func (s *Server) route(r *http.Request) string {
+	if !pathIsClean(r) {
+		return ""
+	}
+	_, pattern := s.mux.Handler(r)
+	return pattern
 }
 
 // unmatchedWriter replaces the answer of the mux when the request matched no

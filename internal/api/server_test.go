@@ -56,7 +56,7 @@ func TestAuth(t *testing.T) {
 		{"dead letters need a token", "/v1/dead-letters", none, 401, "Bearer "},
 		{"unknown /v1 route is not found, token or not", "/v1/nothing-here", none, 404, ""},
 		{"encoded slash in an id needs a token", "/v1/tasks/..%2Fopenapi.json", none, 401, "Bearer "},
-		{"cleaned path needs a token", "/v1/openapi.json/../dead-letters", none, 401, "Bearer "},
+		{"path to clean is not found, token or not", "/v1/openapi.json/../dead-letters", none, 404, ""},
 		{"wrong token", "/v1/dead-letters", bearer("nope"), 401, `Bearer realm="certmail", error="invalid_token"`},
 		{"empty bearer", "/v1/dead-letters", http.Header{"Authorization": {"Bearer "}}, 401, "Bearer "},
 		{"first token", "/v1/dead-letters", bearer(testToken), 200, ""},
@@ -128,6 +128,58 @@ func TestUnknownRoutes(t *testing.T) {
 				t.Errorf("Allow %q, want %q", got, tt.allow)
 			}
 		})
+	}
+}
+
+// TestPathsWithEmptyOrDotSegments: a path the mux would clean (an empty
+// segment, a . or .. segment) is answered 404 problem+json, token or not,
+// not with the mux's 307 and its HTML body, which a client of the API would
+// have to follow, sending a POST's body again. It counts as no route, in
+// the request log too. The dashboard's path without its slash still
+// redirects to it.
+func TestPathsWithEmptyOrDotSegments(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	bearer := func(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
+	tests := []struct {
+		method, path, body string
+		header             http.Header
+	}{
+		{http.MethodGet, "/v1//tasks/x", "", bearer(testToken)},
+		{http.MethodGet, "/v1/tasks/./x", "", bearer(testToken)},
+		{http.MethodGet, "/v1/x/../dead-letters", "", bearer(testToken)},
+		{http.MethodGet, "//v1/dead-letters", "", bearer(testToken)},
+		{http.MethodPost, "/v1//tasks/set-emails", `{"order_id":77,"additional_emails":[]}`, authJSON()},
+		{http.MethodPost, "/v1/tasks/./set-emails", `{"order_id":77,"additional_emails":[]}`, authJSON()},
+		{http.MethodGet, "/v1/tasks/../dead-letters", "", bearer(producerToken)},
+		{http.MethodGet, "/v1/openapi.json/../dead-letters", "", http.Header{}},
+		{http.MethodDelete, "/v1//schedules/x", "", bearer(testToken)},
+		{http.MethodGet, "/monitoring//api/queues", "", basicAuth(testToken)},
+		{http.MethodGet, "/monitoring/./", "", basicAuth(testToken)},
+		{http.MethodGet, "/./healthz", "", http.Header{}},
+	}
+	for _, tt := range tests {
+		res := b.do(t, tt.method, tt.path, tt.body, tt.header)
+		if res.status != http.StatusNotFound || res.header.Get("Content-Type") != api.ProblemContentType {
+			t.Errorf("%s %s: %d %s %.200s, want 404 problem+json", tt.method, tt.path, res.status, res.header.Get("Content-Type"), res.body)
+			continue
+		}
+		mustProblem(t, res, http.StatusNotFound)
+		if loc := res.header.Get("Location"); loc != "" {
+			t.Errorf("%s %s: Location %q, want none", tt.method, tt.path, loc)
+		}
+		id := res.header.Get("X-Request-Id")
+		for _, l := range b.logs.Lines("", "http request") {
+			if l["request_id"] == id && l["route"] != "unmatched" {
+				t.Errorf("%s %s: logged route %q, want unmatched", tt.method, tt.path, l["route"])
+			}
+		}
+	}
+	if n := b.taskCount(t); n != 0 {
+		t.Errorf("%d tasks enqueued, want none", n)
+	}
+	if res := b.do(t, http.MethodGet, "/monitoring", "", basicAuth(testToken)); res.status != http.StatusTemporaryRedirect || res.header.Get("Location") != "/monitoring/" {
+		t.Errorf("GET /monitoring: %d Location %q, want a redirect to /monitoring/", res.status, res.header.Get("Location"))
 	}
 }
 
