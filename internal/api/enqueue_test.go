@@ -1,11 +1,14 @@
 package api_test
 
 import (
+	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -512,6 +515,87 @@ func TestEnqueueBodyLimit(t *testing.T) {
 			mustProblem(t, answer, tt.status)
 			b.assertUntouched(t)
 		})
+	}
+}
+
+// TestEnqueueContentEncoding: a body sent with a content coding other than
+// identity is answered 415 naming the coding (cut to a bounded length),
+// with Accept-Encoding: identity, before the body is read, rather than read
+// as raw bytes and refused as invalid UTF-8; nothing is enqueued. identity
+// itself, in any case, is taken.
+func TestEnqueueContentEncoding(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const payload = `{"order_id":77,"additional_emails":[]}`
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	if _, err := zw.Write([]byte(payload)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	with := func(codings ...string) http.Header {
+		h := authJSON()
+		h["Content-Encoding"] = codings
+		return h
+	}
+	long := strings.Repeat("x", 10000)
+	tests := []struct {
+		name, path, body string
+		header           http.Header
+		named            string // the coding the 415 names; "" for an accepted body
+	}{
+		{"gzip", "/v1/tasks/set-emails", gz.String(), with("gzip"), `"gzip"`},
+		{"br", "/v1/tasks/set-emails", payload, with("br"), `"br"`},
+		{"identity then gzip", "/v1/tasks/set-emails", gz.String(), with("identity, gzip"), `"gzip"`},
+		{"gzip on a second line", "/v1/tasks/set-emails", gz.String(), with("identity", "gzip"), `"gzip"`},
+		{"a long coding", "/v1/tasks/set-emails", payload, with(long), `"` + long[:64] + `"`},
+		{"schedule in gzip", "/v1/schedules", gz.String(), with("gzip"), `"gzip"`},
+		{"identity", "/v1/tasks/set-emails", payload, with("identity"), ""},
+		{"Identity", "/v1/tasks/set-emails", payload, with("Identity"), ""},
+	}
+	for _, tt := range tests {
+		res := b.do(t, http.MethodPost, tt.path, tt.body, tt.header)
+		if tt.named == "" {
+			mustJSON(t, res, http.StatusAccepted, &api.TaskRef{})
+			continue
+		}
+		if res.status != http.StatusUnsupportedMediaType {
+			t.Errorf("%s: %d %.200s, want 415", tt.name, res.status, res.body)
+			continue
+		}
+		p := mustProblem(t, res, http.StatusUnsupportedMediaType)
+		if !strings.Contains(p.Detail, "Content-Encoding "+tt.named) || len(p.Detail) > 200 {
+			t.Errorf("%s: detail %.300q, want it to name Content-Encoding %.80s, in at most 200 bytes", tt.name, p.Detail, tt.named)
+		}
+		if got := res.header.Get("Accept-Encoding"); got != "identity" {
+			t.Errorf("%s: Accept-Encoding %q, want identity", tt.name, got)
+		}
+	}
+	if n := b.taskCount(t); n != 2 {
+		t.Errorf("%d tasks, want the 2 sent as identity", n)
+	}
+
+	// Before the body is read: a client that waits for 100 Continue gets
+	// the 415 instead, and none of its body was asked for.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(b.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST /v1/tasks/set-emails HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n", testToken)
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer before the body was sent: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("waiting for 100 Continue: %d, want 415 without asking for the body", res.StatusCode)
 	}
 }
 

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"net/url"
@@ -104,12 +105,32 @@ func isJSON(contentType string) bool {
 	return true
 }
 
-// readJSONBody checks that the body is sent as JSON (415 otherwise) and
-// reads it as readBody does.
+// contentCoding returns the first content coding of a request's body other
+// than identity, from every Content-Encoding line; "" when there is none.
+func contentCoding(h http.Header) string {
+	for _, line := range h.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(line, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return c
+			}
+		}
+	}
+	return ""
+}
+
+// readJSONBody checks that the body is sent as JSON and without a content
+// coding (415 otherwise, before any of it is read: the API decompresses
+// nothing) and reads it as readBody does.
 func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), ok bool) {
 	if !isJSON(r.Header.Get("Content-Type")) {
 		s.writeProblem(w, r, Problem{Status: http.StatusUnsupportedMediaType,
 			Detail: "the body must be sent as Content-Type: application/json"}, nil)
+		return nil, nil, false
+	}
+	if c := contentCoding(r.Header); c != "" {
+		w.Header().Set("Accept-Encoding", "identity") // RFC 9110 §12.5.3: tells it from a media type problem
+		s.writeProblem(w, r, Problem{Status: http.StatusUnsupportedMediaType,
+			Detail: fmt.Sprintf("Content-Encoding %.64q is not supported: send the body as is, without a content coding", c)}, nil)
 		return nil, nil, false
 	}
 	return s.readBody(w, r)
