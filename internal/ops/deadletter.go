@@ -239,12 +239,14 @@ type Purged struct {
 // fetches while PurgeDeadLetters collects them.
 const purgePage = 1000
 
-// maxQueueName is the most bytes of a queue name a PurgeCheck shows: a
-// queue certmail serves has at most 63 (tasks.ValidQueueName).
+// maxQueueName is the most bytes of a queue name a PurgeCheck or a
+// TaskStatus's OtherQueues shows: a queue certmail serves has at most 63
+// (tasks.ValidQueueName).
 const maxQueueName = 64
 
 // MaxQueuesListed is the most queue names a PurgeCheck lists in Known and
-// Other, and its messages name; the others are counted.
+// Other, and its messages name, and a TaskStatus in OtherQueues; the others
+// are counted.
 const MaxQueuesListed = 10
 
 // PurgeCheck is what PurgeDeadLetters finds before it deletes anything.

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/deadletter"
 )
@@ -41,16 +43,36 @@ type TaskStatus struct {
 	PayloadTruncated bool `json:"payload_truncated,omitempty"`
 	// PayloadBytes is the size of the whole payload.
 	PayloadBytes int `json:"payload_bytes"`
+	// OtherQueues lists the other queues that hold a task with this id
+	// (asynq's task ids are unique per queue only: a producer may send its
+	// own id to two queues), sorted, at most MaxQueuesListed of them, each
+	// cut to 64 bytes; OtherQueuesCount counts them all. Task fills them;
+	// TaskInQueue, asked about one queue, leaves them empty.
+	OtherQueues      []string `json:"other_queues,omitempty"`
+	OtherQueuesCount int      `json:"other_queues_count,omitempty"`
 }
 
-// Task finds the task with id in any queue. The error wraps ErrNotFound
-// when no queue has it.
+// Task finds the task with id in any queue: the first queue asynq lists
+// that holds it. When others hold a task with the same id too, the status
+// names them (OtherQueues); TaskInQueue shows each. The error wraps
+// ErrNotFound when no queue has it.
 func (s *Service) Task(ctx context.Context, id string) (TaskStatus, error) {
-	info, err := s.find(ctx, id)
+	info, others, err := s.find(ctx, id)
 	if err != nil {
 		return TaskStatus{}, err
 	}
-	return s.status(ctx, info)
+	st, err := s.status(ctx, info)
+	if err != nil {
+		return TaskStatus{}, err
+	}
+	slices.Sort(others)
+	st.OtherQueuesCount = len(others)
+	for _, q := range others[:min(len(others), MaxQueuesListed)] {
+		// Any asynq producer names queues: a name is shown cut to the
+		// longest certmail takes.
+		st.OtherQueues = append(st.OtherQueues, deadletter.Clip(q, maxQueueName))
+	}
+	return st, nil
 }
 
 // TaskInQueue is Task for a task whose queue is known: one lookup instead of
@@ -110,26 +132,42 @@ func (s *Service) status(ctx context.Context, info *asynq.TaskInfo) (TaskStatus,
 	return st, nil
 }
 
-// find looks the task up in every queue asynq knows.
-func (s *Service) find(ctx context.Context, id string) (*asynq.TaskInfo, error) {
+// find looks the task up in every queue asynq knows, one lookup per queue:
+// info is the task of the first queue, in asynq's order, that holds one with
+// this id, and others names the later queues that hold one too.
+func (s *Service) find(ctx context.Context, id string) (info *asynq.TaskInfo, others []string, err error) {
 	queues, err := s.inspector.Queues()
 	if err != nil {
-		return nil, fmt.Errorf("list queues: %w", err)
+		return nil, nil, fmt.Errorf("list queues: %w", err)
 	}
 	for _, q := range queues {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		info, err := s.inspector.GetTaskInfo(q, id)
+		got, err := s.inspector.GetTaskInfo(q, id)
 		switch {
 		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 			continue
+		case err != nil && info != nil:
+			// The task found is the answer whatever a later queue says:
+			// the lookup stops here, with the queues found so far, rather
+			// than fail or try every remaining queue (each lookup could
+			// wait out Redis's timeout when Redis has gone).
+			s.opts.Logger.Warn("task lookup failed in a further queue; other_queues may be incomplete",
+				zap.String("queue", deadletter.Clip(q, maxQueueName)), zap.Error(err))
+			return info, others, nil
 		case err != nil:
-			return nil, fmt.Errorf("task %s in queue %s: %w", ShowName(id), ShowName(q), err)
+			return nil, nil, fmt.Errorf("task %s in queue %s: %w", ShowName(id), ShowName(q), err)
+		case info == nil:
+			info = got
+		default:
+			others = append(others, q)
 		}
-		return info, nil
 	}
-	return nil, fmt.Errorf("task %s: %w", ShowName(id), ErrNotFound)
+	if info == nil {
+		return nil, nil, fmt.Errorf("task %s: %w", ShowName(id), ErrNotFound)
+	}
+	return info, others, nil
 }
 
 func timePtr(t time.Time) *time.Time {

@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/taskresult"
@@ -188,4 +192,129 @@ func TestTaskInQueueParked(t *testing.T) {
 	if st, err := b.svc.TaskInQueue(ctx, "bulk", ref.ID); err != nil || st.State != "retry" {
 		t.Errorf("parked task after the dead-letter calls: %+v, %v; want it waiting", st, err)
 	}
+}
+
+// TestTaskOfAnIDInSeveralQueues: asynq's task ids are unique per queue
+// only, so one id can be in several queues (a producer's own asynq.TaskID
+// sent to two, a task moved by hand). Task shows the first queue asynq lists
+// that holds it and names the others, sorted and capped; TaskInQueue finds
+// each one.
+func TestTaskOfAnIDInSeveralQueues(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{2, ops.MaxQueuesListed + 3} {
+		t.Run(fmt.Sprintf("%d queues", n), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := context.Background()
+			client := asynq.NewClientFromRedisClient(b.rdb)
+			const id = "own-id-7"
+			var holders []string
+			for i := range n {
+				q := fmt.Sprintf("q%02d", i)
+				holders = append(holders, q)
+				if _, err := client.Enqueue(asynq.NewTask("resend-dcv", fmt.Appendf(nil, `{"order_id":%d}`, i+1)),
+					asynq.TaskID(id), asynq.Queue(q)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b.enqueue(t, 5) // a queue that does not hold it
+			first := firstListed(t, b, holders)
+
+			st, err := b.svc.Task(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			others := slices.DeleteFunc(slices.Clone(holders), func(q string) bool { return q == first })
+			listed := others[:min(len(others), ops.MaxQueuesListed)]
+			if st.Queue != first || !slices.Equal(st.OtherQueues, listed) || st.OtherQueuesCount != n-1 {
+				t.Errorf("Task = queue %s, other queues %q (%d); want %s, %q (%d)",
+					st.Queue, st.OtherQueues, st.OtherQueuesCount, first, listed, n-1)
+			}
+			for i, q := range holders {
+				st, err := b.svc.TaskInQueue(ctx, q, id)
+				want := fmt.Sprintf(`{"order_id":%d}`, i+1)
+				if err != nil || st.Queue != q || string(st.Payload) != want || st.OtherQueues != nil || st.OtherQueuesCount != 0 {
+					t.Errorf("TaskInQueue(%s) = %+v, %v; want the task of %s alone", q, st, err, q)
+				}
+			}
+		})
+	}
+}
+
+// TestTaskOfAnIDInOneQueueNamesNoOther: other_queues stays out of the
+// answer for the usual task.
+func TestTaskOfAnIDInOneQueueNamesNoOther(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ref, _, err := b.svc.Enqueue(t.Context(), enqueue.Request{Type: "resend-dcv", Payload: []byte(`{"order_id":12}`), Queue: "bulk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.enqueue(t, 5) // another queue
+	st, err := b.svc.Task(t.Context(), ref.ID)
+	if err != nil || st.Queue != "bulk" || st.OtherQueues != nil || st.OtherQueuesCount != 0 {
+		t.Errorf("Task = %+v, %v; want the task of bulk, no other queue", st, err)
+	}
+	body, err := json.Marshal(st)
+	if err != nil || strings.Contains(string(body), "other_queues") {
+		t.Errorf("JSON %s, %v; want no other_queues", body, err)
+	}
+}
+
+// TestTaskLookupFailingAfterAHit: once a queue holds the task, a failed
+// lookup in a later queue does not fail Task: the task found is the answer,
+// with the queues found before the failure, and the failure is logged.
+func TestTaskLookupFailingAfterAHit(t *testing.T) {
+	t.Parallel()
+	logger, logs := certmailtest.NewLogger(t)
+	b := setup(t, ops.Config{Logger: logger})
+	ctx := context.Background()
+	client := asynq.NewClientFromRedisClient(b.rdb)
+	const id = "own-id-8"
+	// The queues exist first, so that their order is known before the
+	// task is put where the test needs it.
+	for _, q := range []string{"qa", "qb", "qc", "qd"} {
+		if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":1}`)), asynq.Queue(q)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	order, err := b.inspector.Queues()
+	if err != nil || len(order) != 4 {
+		t.Fatalf("queues %q, %v", order, err)
+	}
+	for _, q := range order[:3] {
+		if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":2}`)), asynq.TaskID(id), asynq.Queue(q)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The third queue's task cannot be read: asynq fails on its state.
+	if err := b.rdb.HSet(ctx, "asynq:{"+order[2]+"}:t:"+id, "state", "bogus").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.inspector.GetTaskInfo(order[2], id); err == nil || errors.Is(err, asynq.ErrTaskNotFound) {
+		t.Fatalf("lookup of the broken task: %v, want a failure", err)
+	}
+	st, err := b.svc.Task(ctx, id)
+	if err != nil || st.Queue != order[0] || !slices.Equal(st.OtherQueues, order[1:2]) || st.OtherQueuesCount != 1 {
+		t.Errorf("Task = queue %s, other queues %q (%d), %v; want %s, [%s]", st.Queue, st.OtherQueues, st.OtherQueuesCount, err, order[0], order[1])
+	}
+	if lines := logs.Lines("warn", "task lookup failed in a further queue; other_queues may be incomplete"); len(lines) != 1 || lines[0]["queue"] != order[2] {
+		t.Errorf("log lines %v; want one naming queue %s", lines, order[2])
+	}
+}
+
+// firstListed returns the first of asynq's queues that is among holders.
+func firstListed(t *testing.T, b *bundle, holders []string) string {
+	t.Helper()
+	queues, err := b.inspector.Queues()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range queues {
+		if slices.Contains(holders, q) {
+			return q
+		}
+	}
+	t.Fatalf("asynq lists none of %q: %q", holders, queues)
+	return ""
 }
