@@ -29,6 +29,7 @@ import (
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/internal/schedule"
@@ -1741,5 +1742,86 @@ func TestDLQDeleteInTheDeadLettersQueue(t *testing.T) {
 	r := e.run("dlq", "delete", "dup-4")
 	if want := "deleted 1 dead-letter entry of dup-4; its task was not deleted: no longer archived in queue critical (it is pending now)\n"; r.code != 0 || r.stdout != want {
 		t.Errorf("dlq delete of a task run again: %+v, want stdout %q", r, want)
+	}
+}
+
+// TestTaskOfAnIDInTwoQueues: one id in two queues (a producer's own
+// asynq.TaskID sent to both). `certmail task` shows the first queue asynq
+// lists and names the other, in JSON and, escaped, in the table; --queue
+// looks in one queue only, and refuses a name certmail does not take.
+func TestTaskOfAnIDInTwoQueues(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	client := asynq.NewClient(e.redis.ConnOpt())
+	defer client.Close()
+	const odd = "odd\x1b[2Jqueue" // a raw producer may name a queue so
+	holders := []string{"default", odd}
+	for i, q := range holders {
+		if _, err := client.Enqueue(asynq.NewTask("resend-dcv", fmt.Appendf(nil, `{"order_id":%d}`, i+1)), asynq.TaskID("dup-9"), asynq.Queue(q)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	queues, err := e.inspector.Queues()
+	if err != nil || len(queues) != 2 {
+		t.Fatalf("queues %q, %v", queues, err)
+	}
+	first, other := queues[0], queues[1]
+
+	r := e.run("task", "dup-9")
+	var st ops.TaskStatus
+	if err := json.Unmarshal([]byte(r.stdout), &st); r.code != 0 || err != nil {
+		t.Fatalf("task dup-9: %+v, %v", r, err)
+	}
+	if st.Queue != first || !slices.Equal(st.OtherQueues, []string{other}) || st.OtherQueuesCount != 1 {
+		t.Errorf("task dup-9: queue %q, other queues %q (%d); want %q and [%q]", st.Queue, st.OtherQueues, st.OtherQueuesCount, first, other)
+	}
+	r = e.run("task", "dup-9", "-o", "table")
+	row := regexp.MustCompile(`(?m)^also in queue:\s+(.*)$`).FindStringSubmatch(r.stdout)
+	if want := ops.ShowName(other) + " (pick one with --queue)"; r.code != 0 || row == nil || row[1] != want || strings.Contains(r.stdout, "\x1b") {
+		t.Errorf("task dup-9 -o table: %+v; want the row %q, no escape", r, "also in queue: "+want)
+	}
+	// --queue picks one: that queue's task, no other named.
+	for i, q := range holders {
+		r := e.run("task", "dup-9", "--queue", q)
+		if q == odd { // not a name certmail takes: the dashboard shows that one
+			if r.code != 2 || !strings.Contains(r.stderr, "--queue: a queue name is 1-63 characters") || strings.Contains(r.stderr, "\x1b") {
+				t.Errorf("task --queue %q: %+v; want exit 2 naming --queue, the name not echoed", q, r)
+			}
+			continue
+		}
+		var st ops.TaskStatus
+		if err := json.Unmarshal([]byte(r.stdout), &st); r.code != 0 || err != nil || st.Queue != q ||
+			!strings.Contains(string(st.Payload), fmt.Sprintf(`"order_id": %d`, i+1)) || st.OtherQueues != nil || strings.Contains(r.stdout, "other_queues") {
+			t.Errorf("task dup-9 --queue %s: %+v, %v; want the task of %s alone", q, r, err, q)
+		}
+	}
+	if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":3}`)), asynq.Queue("critical")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		queue string
+		code  int
+		want  string
+	}{
+		{"critical", 1, "task dup-9 in queue critical: not found"}, // a queue asynq knows that does not hold it
+		{"nowhere", 1, "task dup-9 in queue nowhere: not found"},   // a queue asynq does not know
+		{"", 2, "--queue: a queue name is"},
+		{"Default", 2, "--queue: a queue name is"},
+		{strings.Repeat("q", 100000), 2, "--queue: a queue name is"},
+	} {
+		r := e.run("task", "dup-9", "--queue", tt.queue)
+		if r.code != tt.code || !strings.Contains(r.stderr, tt.want) || strings.Count(r.stderr, "\n") != 1 || len(r.stderr) > 256 {
+			t.Errorf("task --queue %.20q: %+v; want exit %d, one short line with %q", tt.queue, r, tt.code, tt.want)
+		}
+	}
+	// A task in one queue has no such row.
+	if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":3}`)), asynq.TaskID("alone")); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.run("task", "alone", "-o", "table"); r.code != 0 || strings.Contains(r.stdout, "also in") {
+		t.Errorf("task alone -o table: %+v; want no other queue named", r)
+	}
+	if r := e.run("task", "alone"); r.code != 0 || strings.Contains(r.stdout, "other_queues") {
+		t.Errorf("task alone: %+v; want no other_queues", r)
 	}
 }

@@ -12,21 +12,28 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/queues"
+	"github.com/certmail/certmail/tasks"
 )
 
 // TaskCmd prints what is known of one task.
 type TaskCmd struct {
 	RedisFlags
 	LogFlags
-	ID       string `arg:"" name:"id" help:"Task id, as enqueue printed it."`
-	Output   string `short:"o" enum:"json,table" default:"json" help:"Output format: json or table."`
-	MaxRetry int    `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"The workers' cap on retries: max_retry shows the lower of this and the task's own." group:"Tasks"`
+	ID       string  `arg:"" name:"id" help:"Task id, as enqueue printed it."`
+	Queue    *string `name:"queue" placeholder:"NAME" help:"Look in this queue only. Without it, every queue is looked in: the first asynq lists that holds the id is shown, and the others that hold it are named."`
+	Output   string  `short:"o" enum:"json,table" default:"json" help:"Output format: json or table."`
+	MaxRetry int     `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"The workers' cap on retries: max_retry shows the lower of this and the task's own." group:"Tasks"`
 }
 
-// Run prints the task's status; a task no queue has is a failure (exit status 1).
+// Run prints the task's status; a task no queue has, or not the queue
+// given, is a failure (exit status 1).
 func (c *TaskCmd) Run(env *Env) error {
 	if c.ID == "" {
 		return usagef("the task id is empty: give the id enqueue printed")
+	}
+	if c.Queue != nil && !tasks.ValidQueueName(*c.Queue) {
+		return usagef("--queue: a queue name is %s", queues.NameRule)
 	}
 	if c.MaxRetry < 0 {
 		return usagef("CERTMAIL_MAX_RETRY: %d must not be negative", c.MaxRetry)
@@ -36,7 +43,12 @@ func (c *TaskCmd) Run(env *Env) error {
 		return err
 	}
 	defer done()
-	st, err := svc.Task(env.Ctx, c.ID)
+	var st ops.TaskStatus
+	if c.Queue != nil {
+		st, err = svc.TaskInQueue(env.Ctx, *c.Queue, c.ID)
+	} else {
+		st, err = svc.Task(env.Ctx, c.ID)
+	}
 	if err != nil {
 		return err
 	}
@@ -64,6 +76,14 @@ func taskTable(w io.Writer, st ops.TaskStatus) error {
 	row("completed at", timeString(st.CompletedAt))
 	row("result", shownText(st.Result, st.ResultEncoding, st.ResultTruncated, 0))
 	row("payload", shownText(st.Payload, st.PayloadEncoding, st.PayloadTruncated, st.PayloadBytes))
+	if st.OtherQueuesCount > 0 {
+		names := make([]string, len(st.OtherQueues))
+		for i, q := range st.OtherQueues {
+			names[i] = ops.ShowName(q)
+		}
+		row(plural(st.OtherQueuesCount, "also in queue", "also in queues"),
+			ops.QueueList(names, st.OtherQueuesCount)+" (pick one with --queue)")
+	}
 	return tw.Flush()
 }
 

@@ -91,7 +91,7 @@ type Checked struct {
 
 // Messages of the option checks, in the style of the tasks package.
 const (
-	msgQueue          = "must be 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"
+	msgQueue          = "must be " + queues.NameRule
 	msgBothTimes      = "give process_at or process_in, not both"
 	msgNegative       = "must not be negative"
 	msgKeyLength      = "at most 255 characters"

@@ -19,6 +19,10 @@ import (
 // Default is CERTMAIL_QUEUES's default.
 const Default = "critical=6,default=3,bulk=1"
 
+// NameRule says what tasks.ValidQueueName accepts, for the messages of
+// every entry point that refuses a queue name: "a name is " + NameRule.
+const NameRule = "1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"
+
 // Parse reads "critical=6,default=3,bulk=1": names that
 // tasks.ValidQueueName accepts (1 to 63 characters of a-z, 0-9, '_' or '-'
 // starting with a letter or digit), each with a weight of at least 1, none
@@ -55,7 +59,7 @@ func parse(s string, weighted bool) (map[string]int, error) {
 		case badWeight:
 			return nil, fmt.Errorf("queue %.64q: want NAME, or NAME=WEIGHT with a weight of at least 1, e.g. bulk or %s", part, Default)
 		case !tasks.ValidQueueName(name):
-			return nil, fmt.Errorf("queue %.64q: a name is 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit", name)
+			return nil, fmt.Errorf("queue %.64q: a name is "+NameRule, name)
 		}
 		if _, dup := qs[name]; dup {
 			return nil, fmt.Errorf("queue %q listed twice", name)
