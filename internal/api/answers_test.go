@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -16,9 +17,9 @@ import (
 
 // TestOpenAPIAnswersValidate validates real answers of the server against
 // the schemas the document gives for them (JSON Schema 2020-12, as OpenAPI
-// 3.1 uses): a task, its status and dead letter, a schedule as added, read
-// and listed, a requeued task of a type certmail does not know, and
-// problems, the dashboard's among them.
+// 3.1 uses): a task, its status (of an id in two queues too) and dead
+// letter, a schedule as added, read and listed, a requeued task of a type
+// certmail does not know, and problems, the dashboard's among them.
 func TestOpenAPIAnswersValidate(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{worker: true})
@@ -113,4 +114,17 @@ func TestOpenAPIAnswersValidate(t *testing.T) {
 	check("get", "/v1/tasks/{id}", b.get(t, "/v1/tasks/"+info.ID), http.StatusOK)
 	check("post", "/v1/dead-letters/{id}/requeue", b.do(t, http.MethodPost, "/v1/dead-letters/"+info.ID+"/requeue", "", nil), http.StatusOK)
 	check("get", "/monitoring/", b.do(t, http.MethodGet, "/monitoring/api/queues/nope", "", basicAuth(testToken)), http.StatusNotFound)
+
+	// One id in two queues: the task of one, the other named, or the task
+	// of the queue asked for.
+	for _, q := range []string{"default", "critical"} {
+		if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":11}`)), asynq.TaskID("answers-dup"),
+			asynq.Queue(q), asynq.ProcessIn(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("get", "/v1/tasks/{id}", b.get(t, "/v1/tasks/answers-dup"), http.StatusOK)
+	check("get", "/v1/tasks/{id}", b.get(t, "/v1/tasks/answers-dup?queue=critical"), http.StatusOK)
+	check("get", "/v1/tasks/{id}", b.get(t, "/v1/tasks/answers-dup?queue=Critical"), http.StatusBadRequest)
+	check("get", "/v1/tasks/{id}", b.get(t, "/v1/tasks/answers-dup?queue=bulk"), http.StatusNotFound)
 }

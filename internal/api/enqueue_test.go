@@ -616,3 +616,74 @@ func TestTaskNotFound(t *testing.T) {
 	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":1}`, nil), http.StatusAccepted, &api.TaskRef{})
 	mustProblem(t, b.get(t, "/v1/tasks/not-this-one"), http.StatusNotFound)
 }
+
+// TestTaskOfAnIDInTwoQueues: one id in two queues (a producer's own
+// asynq.TaskID sent to both). GET /v1/tasks/{id} shows the first queue
+// asynq lists and names the other in other_queues; ?queue= looks in that
+// queue only, and is checked as every query parameter is.
+func TestTaskOfAnIDInTwoQueues(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	client := asynq.NewClient(b.redis.ConnOpt())
+	t.Cleanup(func() { _ = client.Close() })
+	holders := []string{"default", "critical"}
+	for i, q := range holders {
+		if _, err := client.Enqueue(asynq.NewTask("resend-dcv", fmt.Appendf(nil, `{"order_id":%d}`, i+1)), asynq.TaskID("dup-api"), asynq.Queue(q)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	queues, err := b.inspector.Queues()
+	if err != nil || len(queues) != 2 {
+		t.Fatalf("queues %q, %v", queues, err)
+	}
+	first, other := queues[0], queues[1]
+	if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":3}`)), asynq.Queue("bulk")); err != nil {
+		t.Fatal(err)
+	}
+
+	var st ops.TaskStatus
+	mustJSON(t, b.get(t, "/v1/tasks/dup-api"), http.StatusOK, &st)
+	if st.Queue != first || !slices.Equal(st.OtherQueues, []string{other}) || st.OtherQueuesCount != 1 {
+		t.Errorf("GET dup-api: queue %q, other queues %q (%d); want %q and [%q]", st.Queue, st.OtherQueues, st.OtherQueuesCount, first, other)
+	}
+	for i, q := range holders {
+		res := b.get(t, "/v1/tasks/dup-api?queue="+q)
+		var st ops.TaskStatus
+		mustJSON(t, res, http.StatusOK, &st)
+		if st.Queue != q || string(st.Payload) != fmt.Sprintf(`{"order_id":%d}`, i+1) || bytes.Contains(res.body, []byte("other_queues")) {
+			t.Errorf("GET dup-api?queue=%s: %s; want the task of %s alone", q, res.body, q)
+		}
+	}
+	for _, q := range []string{"bulk", "nowhere"} { // a queue that does not hold it, one asynq does not know
+		if p := mustProblem(t, b.get(t, "/v1/tasks/dup-api?queue="+q), http.StatusNotFound); !strings.Contains(p.Detail, "queue "+q+" holds no task with this id") {
+			t.Errorf("GET dup-api?queue=%s: detail %q, want it to name the queue", q, p.Detail)
+		}
+	}
+	for _, tt := range []struct {
+		name, query string
+		fields      []string
+	}{
+		{"upper case", "queue=Default", []string{"queue"}},
+		{"space", "queue=a%20b", []string{"queue"}},
+		{"empty", "queue=", []string{"queue"}},
+		{"too long", "queue=" + strings.Repeat("q", 64), []string{"queue"}},
+		{"control character", "queue=a%1B%5B2J", []string{"queue"}},
+		{"twice", "queue=default&queue=critical", []string{"queue"}},
+		{"unknown parameter", "queues=default", []string{"queues"}},
+		{"unknown parameter beside queue", "queue=default&state=pending", []string{"state"}},
+		{"malformed", "queue=%zz", []string{"query"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			res := b.get(t, "/v1/tasks/dup-api?"+tt.query)
+			p := mustProblem(t, res, http.StatusBadRequest)
+			var got []string
+			for _, fe := range p.Errors {
+				got = append(got, fe.Field)
+			}
+			if !slices.Equal(got, tt.fields) || p.Type != api.TypeValidation || bytes.Contains(res.body, []byte("qqqq")) {
+				t.Errorf("%s: %s; want a validation problem on %q that does not repeat the value", tt.query, res.body, tt.fields)
+			}
+		})
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -238,11 +239,31 @@ func queryParams(raw string, known ...string) (map[string]string, []tasks.FieldE
 	return out, errs
 }
 
-// task is GET /v1/tasks/{id}.
+// task is GET /v1/tasks/{id}?queue=: the task of the queue given, or else
+// of the first queue asynq lists that holds the id, with the others that
+// hold it in other_queues (a task id is unique within a queue only).
 func (s *Server) task(w http.ResponseWriter, r *http.Request) {
-	st, err := s.ops.Task(r.Context(), r.PathValue("id"))
+	q, errs := queryParams(r.URL.RawQuery, enqueue.OptionQueue)
+	queue, inQueue := q[enqueue.OptionQueue]
+	if inQueue && !tasks.ValidQueueName(queue) {
+		errs = append(errs, tasks.FieldError{Field: enqueue.OptionQueue, Message: "must be " + queues.NameRule})
+	}
+	if len(errs) > 0 {
+		s.writeProblem(w, r, validationProblem(errs), nil)
+		return
+	}
+	var st ops.TaskStatus
+	var err error
+	notFound := "no queue holds a task with this id (results are kept for CERTMAIL_RESULT_RETENTION)"
+	if inQueue {
+		st, err = s.ops.TaskInQueue(r.Context(), queue, r.PathValue("id"))
+		// queue is a valid name: at most 63 plain characters.
+		notFound = "queue " + queue + " holds no task with this id (results are kept for CERTMAIL_RESULT_RETENTION)"
+	} else {
+		st, err = s.ops.Task(r.Context(), r.PathValue("id"))
+	}
 	if err != nil {
-		s.writeOpsError(w, r, err, "no queue holds a task with this id (results are kept for CERTMAIL_RESULT_RETENTION)")
+		s.writeOpsError(w, r, err, notFound)
 		return
 	}
 	s.writeJSON(w, r, http.StatusOK, st)
