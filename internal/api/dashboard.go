@@ -95,6 +95,18 @@ func dashboardPageProblem(q url.Values) string {
 	return ""
 }
 
+// dashboardAPIPrefix is where the dashboard's JSON API is: asynqmon answers
+// every path under it that none of its routes matches with its page.
+const dashboardAPIPrefix = DashboardPath + "/api/"
+
+// detailNoAPIPath answers a path under dashboardAPIPrefix that asynqmon
+// routes nowhere. The dashboard's page asks for such paths when it puts a
+// task id or a queue name with a slash (or another character a path does
+// not carry as it is) into the address of a single-task action.
+const detailNoAPIPath = "the dashboard's API has no such path: a task id or queue name with / ? # % or a dot segment " +
+	"cannot be addressed by the dashboard's single-task actions; select the task's checkbox and use the bulk action, " +
+	"or certmail dlq delete/requeue"
+
 // dashboardMetricsPath is asynqmon's view of Prometheus time series, which
 // needs a Prometheus address; certmail gives it none.
 const dashboardMetricsPath = DashboardPath + "/api/metrics"
@@ -106,7 +118,9 @@ const dashboardMetricsPath = DashboardPath + "/api/metrics"
 // who asks. asynqmon's failures become problems (dashboardError); every
 // other answer streams through as asynqmon writes it. asynqmon sees no
 // query parameter but size and page, checked: the text of its failures goes
-// to the log, which never holds a request's query.
+// to the log, which never holds a request's query. A path under the JSON API
+// that asynqmon routes nowhere is a 404 problem, not asynqmon's page with
+// 200, which its page would take for an action that succeeded.
 func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == dashboardMetricsPath {
 		// Without Prometheus asynqmon fails every request here (500), and
@@ -127,8 +141,12 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if info := infoOf(r.Context()); info != nil && info.role == RoleOperator {
 		h = s.dashboard
 	}
-	dw := &dashboardWriter{ResponseWriter: w}
+	dw := &dashboardWriter{ResponseWriter: w, api: strings.HasPrefix(r.URL.Path, dashboardAPIPrefix)}
 	h.ServeHTTP(dw, r)
+	if dw.page {
+		s.writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: detailNoAPIPath}, nil)
+		return
+	}
 	if dw.held != 0 {
 		s.dashboardError(w, r, dw.held, dw.text, dw.total)
 	}
@@ -212,10 +230,14 @@ func dashboardCause(text []byte, total int) error {
 // dashboardWriter holds back an answer of asynqmon that reports a failure
 // (status 404 or 5xx, plain text) so that serveDashboard can answer a
 // problem instead, keeping the first maxDashboardErrorText bytes of its
-// text. Any other answer goes through as it is written: a page of tasks is
+// text; and, for a request under the JSON API, asynqmon's page (HTML, which
+// its page handler serves with 200 for any path no route matches), which it
+// drops. Any other answer goes through as it is written: a page of tasks is
 // never held.
 type dashboardWriter struct {
 	http.ResponseWriter
+	api     bool   // the request is under dashboardAPIPrefix
+	page    bool   // asynqmon answered it with its page, dropped
 	held    int    // the status held back, 0 when none
 	started bool   // an answer went through
 	text    []byte // the beginning of the held answer
@@ -234,6 +256,15 @@ func (w *dashboardWriter) WriteHeader(code int) {
 }
 
 func (w *dashboardWriter) Write(b []byte) (int, error) {
+	// asynqmon's JSON answers set no Content-Type: the first bytes of its
+	// page are told from JSON as net/http would sniff them.
+	if w.api && !w.started && w.held == 0 && w.Header().Get("Content-Type") == "" &&
+		strings.HasPrefix(http.DetectContentType(b), "text/html") {
+		w.page = true
+	}
+	if w.page {
+		return len(b), nil
+	}
 	if w.held != 0 {
 		w.text = append(w.text, b[:min(len(b), maxDashboardErrorText-len(w.text))]...)
 		w.total += len(b)
@@ -243,9 +274,9 @@ func (w *dashboardWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-// Flush lets a page stream; a held answer is not flushed.
+// Flush lets a page stream; a held or dropped answer is not flushed.
 func (w *dashboardWriter) Flush() {
-	if w.held == 0 {
+	if w.held == 0 && !w.page {
 		w.started = true
 		_ = http.NewResponseController(w.ResponseWriter).Flush()
 	}

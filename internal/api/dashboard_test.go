@@ -1,0 +1,76 @@
+package api_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/internal/api"
+)
+
+// rawArchived stores an archived task of queue default under id, as a raw
+// asynq producer may, whatever the id holds.
+func (b *bundle) rawArchived(t *testing.T, id string) {
+	t.Helper()
+	client := asynq.NewClient(b.redis.ConnOpt())
+	defer client.Close()
+	if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":4040}`)), asynq.TaskID(id)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.inspector.ArchiveTask("default", id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDashboardUnroutedAPI: a path under the dashboard's JSON API that
+// asynqmon routes nowhere (its page handler would answer it with its
+// index.html and 200) is a 404 problem, so that the dashboard's page shows
+// an error rather than "deleted" or "now pending" for a Delete or a Run that
+// did nothing: here those of an id with a slash, which the page puts in the
+// path as it is. The task stays as it was. The dashboard's own pages, which
+// are not under the API, are still served.
+func TestDashboardUnroutedAPI(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.rawArchived(t, "crm/7781")
+	for _, rq := range []struct{ method, path string }{
+		{http.MethodGet, "/monitoring/api/queuez"},
+		{http.MethodGet, "/monitoring/api/"},
+		{http.MethodGet, "/monitoring/api/queues/default/tasks/crm%2F7781"},
+		{http.MethodGet, "/monitoring/api/queues/default/tasks/crm/7781"},
+		{http.MethodPost, "/monitoring/api/queues/default/archived_tasks/crm/7781:run"},
+		{http.MethodDelete, "/monitoring/api/queues/default/archived_tasks/crm/7781"},
+		{http.MethodPost, "/monitoring/api/static/js/x:run"},
+	} {
+		res := b.do(t, rq.method, rq.path, "", basicAuth(testToken))
+		if res.status != http.StatusNotFound || res.header.Get("Content-Type") != api.ProblemContentType {
+			t.Errorf("%s %s: %d %q, want a 404 problem", rq.method, rq.path, res.status, res.header.Get("Content-Type"))
+			continue
+		}
+		if p := mustProblem(t, res, http.StatusNotFound); !strings.Contains(p.Detail, "no such path") {
+			t.Errorf("%s %s: detail %q", rq.method, rq.path, p.Detail)
+		}
+	}
+	if st := b.state(t, "crm/7781"); st != "archived" {
+		t.Errorf("the task with a slash is %s, want archived", st)
+	}
+	if lines := b.logs.Lines("error", ""); len(lines) > 0 {
+		t.Errorf("ERROR lines for paths that are not routed: %v", lines)
+	}
+
+	// The pages: the root, a page the browser opens by its address, and an
+	// asset.
+	for _, path := range []string{"/monitoring/", "/monitoring/queues/default", "/monitoring/queues/default/tasks/crm/7781"} {
+		res := b.do(t, http.MethodGet, path, "", basicAuth(testToken))
+		if res.status != http.StatusOK || !strings.HasPrefix(res.header.Get("Content-Type"), "text/html") ||
+			!strings.Contains(string(res.body), "window.FLAG_ROOT_PATH") {
+			t.Errorf("GET %s: %d %q, want the dashboard's page", path, res.status, res.header.Get("Content-Type"))
+		}
+	}
+	if res := b.do(t, http.MethodGet, "/monitoring/manifest.json", "", basicAuth(testToken)); res.status != http.StatusOK ||
+		!strings.Contains(string(res.body), "Asynqmon") {
+		t.Errorf("GET manifest.json: %d %.100s", res.status, res.body)
+	}
+}
