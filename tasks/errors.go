@@ -18,6 +18,11 @@ var ErrUnknownType = errors.New("unknown task type")
 // than MaxTaskIDBytes.
 var ErrTaskIDTooLong = errors.New("task id too long")
 
+// ErrInvalidTaskID is wrapped by NewTask's error for an asynq.TaskID that
+// ValidTaskID refuses for what it holds: the dashboard could not address
+// it.
+var ErrInvalidTaskID = errors.New("invalid task id")
+
 // ErrInvalidQueue is wrapped by NewTask's error for an asynq.Queue whose
 // name ValidQueueName refuses: no certmail worker could serve that queue.
 var ErrInvalidQueue = errors.New("invalid queue name")

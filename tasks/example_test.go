@@ -162,6 +162,21 @@ func ExampleNewTask_invalidQueue() {
 	// true false
 }
 
+// A task id the dashboard could not put in the address of a single-task
+// action (a slash, '?', '#', '%', a backslash, a control character, "." or
+// "..") is refused when the task is built; an id of the service's own, with
+// a colon or dots within, is fine.
+func ExampleNewTask_invalidTaskID() {
+	_, err := tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: 123}, asynq.TaskID("crm/7781"))
+	fmt.Println(errors.Is(err, tasks.ErrInvalidTaskID))
+	fmt.Println(err)
+	fmt.Println(tasks.ValidTaskID("crm:7781.2"), tasks.ValidTaskID("crm/7781"))
+	// Output:
+	// true
+	// new task: invalid task id: asynq.TaskID "crm/7781": a task id may not hold / \ ? # % or a control character, nor be "." or ".."
+	// true false
+}
+
 // Another Go service enqueues a set-emails task with its own asynq client.
 // The queue goes to the constructor, which checks its name.
 // (Compiled but not run: it needs a Redis server.)
@@ -175,7 +190,8 @@ func Example_enqueue() {
 	}, asynq.Queue("critical"))
 	if err != nil {
 		// A *tasks.ValidationError listing every problem, or an error
-		// wrapping tasks.ErrInvalidQueue, tasks.ErrTaskIDTooLong or
+		// wrapping tasks.ErrInvalidQueue, tasks.ErrTaskIDTooLong,
+		// tasks.ErrInvalidTaskID or
 		// tasks.ErrTimeoutTooShort.
 		fmt.Println("build task:", err)
 		return

@@ -19,8 +19,10 @@
 //
 // The constructors normalise the payload (trimmed addresses, lower-case
 // domains, duplicates removed), validate it, refuse an asynq.TaskID longer
-// than MaxTaskIDBytes, an asynq.Queue that ValidQueueName refuses and an
-// asynq.Timeout (or asynq.Deadline) shorter than MinTimeout, and prepend
+// than MaxTaskIDBytes or one the dashboard cannot address (ValidTaskID: no
+// '/', '\\', '?', '#', '%' or control character, not "." or ".."), an
+// asynq.Queue that ValidQueueName refuses and an asynq.Timeout (or
+// asynq.Deadline) shorter than MinTimeout, and prepend
 // DefaultOptions, so a task that reaches Redis is always one the certmail
 // worker accepts. Give the queue and the timeout to the constructor: those
 // given to the asynq client's Enqueue are not checked, no worker serves a
@@ -48,6 +50,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/hibiken/asynq"
 )
@@ -144,7 +147,8 @@ func DefaultOptions() []asynq.Option {
 // DefaultOptions come first and opts after them, so the caller's options win.
 // An invalid payload gives a nil task and a *ValidationError; an
 // asynq.TaskID longer than MaxTaskIDBytes, a nil task and an error wrapping
-// ErrTaskIDTooLong; an asynq.Queue whose name ValidQueueName refuses, a nil
+// ErrTaskIDTooLong; one that ValidTaskID refuses for what it holds, a nil
+// task and an error wrapping ErrInvalidTaskID; an asynq.Queue whose name ValidQueueName refuses, a nil
 // task and an error wrapping ErrInvalidQueue; an asynq.Timeout shorter than
 // MinTimeout, or an asynq.Deadline less than MinTimeout away, a nil task and
 // an error wrapping ErrTimeoutTooShort.
@@ -194,17 +198,56 @@ func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
 }
 
 // checkTaskID refuses an asynq.TaskID among opts longer than
-// MaxTaskIDBytes, naming its length, never the id.
+// MaxTaskIDBytes, naming its length, never the id; and one that holds what
+// ValidTaskID refuses, quoting at most its first 64 characters.
 func checkTaskID(opts []asynq.Option) error {
 	for _, o := range opts {
 		if o == nil || o.Type() != asynq.TaskIDOpt {
 			continue
 		}
-		if id, _ := o.Value().(string); len(id) > MaxTaskIDBytes {
+		id, _ := o.Value().(string)
+		if len(id) > MaxTaskIDBytes {
 			return fmt.Errorf("new task: %w: asynq.TaskID of %d bytes, at most %d", ErrTaskIDTooLong, len(id), MaxTaskIDBytes)
+		}
+		if id != "" && !addressableID(id) {
+			return fmt.Errorf("new task: %w: asynq.TaskID %.64q: %s", ErrInvalidTaskID, id, taskIDRule)
 		}
 	}
 	return nil
+}
+
+// taskIDRule says which task ids ValidTaskID refuses for what they hold.
+const taskIDRule = `a task id may not hold / \ ? # % or a control character, nor be "." or ".."`
+
+// ValidTaskID reports whether id is a task id certmail accepts: 1 to
+// MaxTaskIDBytes bytes, not "." or "..", with no '/', '\\', '?', '#', '%'
+// and no control character. The dashboard builds the address of a
+// single-task action (Run, Delete, Archive) by putting the id into the path
+// as it is: the browser resolves "." and ".." segments, cuts the path at '?'
+// and '#' and splits it at '/' and '\\', and the server decodes '%', so
+// such an action on another id would act on other tasks or on none. NewTask
+// refuses such an id; a task that a raw asynq producer enqueued under one is
+// still processed (the dashboard's bulk actions, which send ids in a body,
+// and certmail dlq address it).
+func ValidTaskID(id string) bool {
+	return id != "" && len(id) <= MaxTaskIDBytes && addressableID(id)
+}
+
+// addressableID reports whether id holds nothing ValidTaskID refuses but
+// for its length.
+func addressableID(id string) bool {
+	if id == "." || id == ".." {
+		return false
+	}
+	for _, r := range id {
+		switch {
+		case r == '/', r == '\\', r == '?', r == '#', r == '%':
+			return false
+		case unicode.IsControl(r):
+			return false
+		}
+	}
+	return true
 }
 
 // checkQueue refuses an asynq.Queue among opts whose name ValidQueueName

@@ -193,6 +193,51 @@ func TestNewTaskRefusesALongTaskID(t *testing.T) {
 	}
 }
 
+// TestNewTaskRefusesAnUnaddressableTaskID: every constructor refuses an
+// asynq.TaskID the dashboard cannot put in the address of a single-task
+// action (the browser resolves "." and ".." segments and cuts the path at
+// "?" or "#", "/" and "\" split it, "%" escapes): with ErrInvalidTaskID,
+// in a short error that quotes at most the id's first 64 characters. Ids
+// with other characters, dots within, a colon (the scheduler's
+// sched:<id>:<tick>) or non-ASCII letters are accepted, and ValidTaskID
+// says the same as the constructors.
+func TestNewTaskRefusesAnUnaddressableTaskID(t *testing.T) {
+	t.Parallel()
+	bad := []string{"crm/7781", "../pending_tasks:delete_all", `a\b`, "victim?", "a#b", "pct%2Fid", ".", "..",
+		"a\x00b", "tab\tid", "nl\n", "del\x7f", "c1\u0085", strings.Repeat("x", 200) + "/"}
+	good := []string{"crm-7781", "a.b", "...", "..a", "a..", "sched:renew.example:1700000000", "ü-ß", "a b", "x:run", "L"}
+	for name, build := range everyConstructor() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			for _, id := range bad {
+				for _, opts := range [][]asynq.Option{{asynq.TaskID(id)}, {asynq.Queue("bulk"), asynq.TaskID(id), asynq.MaxRetry(1)}} {
+					task, err := build(opts...)
+					if task != nil || !errors.Is(err, tasks.ErrInvalidTaskID) {
+						t.Fatalf("id %q: task %t, error %v; want no task and ErrInvalidTaskID", id, task != nil, err)
+					}
+					if msg := err.Error(); len(msg) > 300 || strings.Contains(msg, strings.Repeat("x", 65)) {
+						t.Errorf("id %.70q: error %q (%d bytes): want a short one", id, msg, len(msg))
+					}
+				}
+				if tasks.ValidTaskID(id) {
+					t.Errorf("ValidTaskID(%q) = true", id)
+				}
+			}
+			for _, id := range good {
+				if task, err := build(asynq.TaskID(id)); err != nil || task == nil {
+					t.Errorf("id %q: %v", id, err)
+				}
+				if !tasks.ValidTaskID(id) {
+					t.Errorf("ValidTaskID(%q) = false", id)
+				}
+			}
+		})
+	}
+	if tasks.ValidTaskID(strings.Repeat("L", tasks.MaxTaskIDBytes+1)) || tasks.ValidTaskID("") {
+		t.Error("ValidTaskID accepts an id NewTask refuses: too long, or empty")
+	}
+}
+
 // A queue name no certmail worker could serve (upper case, a space, a
 // no-break space, a slash, too long) is refused by every constructor with
 // ErrInvalidQueue, in a short error quoting at most the name's first 64

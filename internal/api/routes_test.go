@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -27,17 +28,15 @@ const deadLetterStream = "certmail:deadletter"
 var craftedIDs = []string{"../../healthz", "../openapi.json", "../../metrics/x"}
 
 // archiveCrafted stores an archived task under each crafted id, with a
-// dead-letter entry, as if a producer had picked these ids.
+// dead-letter entry, as if a raw asynq producer had picked these ids.
 func (b *bundle) archiveCrafted(t *testing.T) {
 	t.Helper()
 	client := asynq.NewClient(b.redis.ConnOpt())
 	defer client.Close()
 	for i, id := range craftedIDs {
-		task, err := tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: int64(9000 + i)}, asynq.TaskID(id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := client.Enqueue(task); err != nil {
+		// Raw, as tasks.NewTask refuses these ids.
+		task := asynq.NewTask(tasks.TypeResendDCV, []byte(`{"order_id":`+strconv.Itoa(9000+i)+`}`), tasks.DefaultOptions()...)
+		if _, err := client.Enqueue(task, asynq.TaskID(id)); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.inspector.ArchiveTask("default", id); err != nil {

@@ -39,8 +39,9 @@ type Request struct {
 	// ASCII characters.
 	IdempotencyKey string
 	// TaskID, when not "", is the id the task gets (the scheduler's ticks
-	// name theirs); it cannot be combined with IdempotencyKey, which picks
-	// the id itself. It is not part of the wire format.
+	// name theirs), one tasks.ValidTaskID accepts; it cannot be combined
+	// with IdempotencyKey, which picks the id itself. It is not part of the
+	// wire format.
 	TaskID string
 }
 
@@ -97,6 +98,7 @@ const (
 	msgKeyLength      = "at most 255 characters"
 	msgKeyPrintable   = "must be printable ASCII"
 	msgKeyAndTaskID   = "a task with an idempotency key gets its id from the key: give one or the other"
+	msgTaskID         = `must be at most 256 bytes with no / \ ? # % or control character, and not "." or ".."` // tasks.ValidTaskID
 	msgUnknownAccount = "unknown account"
 )
 
@@ -218,6 +220,9 @@ func checkOptions(req Request) []tasks.FieldError {
 			add(OptionIdempotencyKey, msgKeyPrintable)
 			break
 		}
+	}
+	if req.TaskID != "" && !tasks.ValidTaskID(req.TaskID) {
+		add("task_id", msgTaskID)
 	}
 	if req.TaskID != "" && req.IdempotencyKey != "" {
 		add("task_id", msgKeyAndTaskID)

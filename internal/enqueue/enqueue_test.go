@@ -51,6 +51,14 @@ func TestCheckRules(t *testing.T) {
 		{"a task id and an idempotency key", enqueue.Request{Type: tasks.TypeSetEmails, Payload: set("", "").Payload,
 			TaskID: "sched:x:1", IdempotencyKey: "k"}, enqueue.Rules{},
 			[]tasks.FieldError{{Field: "task_id", Message: "a task with an idempotency key gets its id from the key: give one or the other"}}},
+		{"a task id the dashboard cannot address", enqueue.Request{Type: tasks.TypeSetEmails, Payload: set("", "").Payload,
+			TaskID: "sched:../x:1"}, enqueue.Rules{},
+			[]tasks.FieldError{{Field: "task_id", Message: `must be at most 256 bytes with no / \ ? # % or control character, and not "." or ".."`}}},
+		{"a task id too long", enqueue.Request{Type: tasks.TypeSetEmails, Payload: set("", "").Payload,
+			TaskID: strings.Repeat("s", tasks.MaxTaskIDBytes+1)}, enqueue.Rules{},
+			[]tasks.FieldError{{Field: "task_id", Message: `must be at most 256 bytes with no / \ ? # % or control character, and not "." or ".."`}}},
+		{"a scheduler's task id", enqueue.Request{Type: tasks.TypeSetEmails, Payload: set("", "").Payload,
+			TaskID: "sched:renew.example-1:1700000000"}, enqueue.Rules{}, nil},
 	}
 	for _, tt := range tests {
 		c, err := enqueue.Check(tt.req, tt.rules)
