@@ -107,6 +107,14 @@ const detailNoAPIPath = "the dashboard's API has no such path: a task id or queu
 	"cannot be addressed by the dashboard's single-task actions; select the task's checkbox and use the bulk action, " +
 	"or certmail dlq delete/requeue"
 
+// detailActionQuery answers a request under dashboardAPIPrefix that would
+// change something and carries a query. None of the dashboard's actions has
+// one: the page made it from a task id or queue name holding a '?', and the
+// path before it names another task or queue.
+const detailActionQuery = "a dashboard action takes no query: a task id or queue name with ? " +
+	"cannot be addressed by the dashboard's single-task actions; select the task's checkbox and use the bulk action, " +
+	"or certmail dlq delete/requeue"
+
 // dashboardMetricsPath is asynqmon's view of Prometheus time series, which
 // needs a Prometheus address; certmail gives it none.
 const dashboardMetricsPath = DashboardPath + "/api/metrics"
@@ -120,13 +128,20 @@ const dashboardMetricsPath = DashboardPath + "/api/metrics"
 // query parameter but size and page, checked: the text of its failures goes
 // to the log, which never holds a request's query. A path under the JSON API
 // that asynqmon routes nowhere is a 404 problem, not asynqmon's page with
-// 200, which its page would take for an action that succeeded.
+// 200, which its page would take for an action that succeeded; a request
+// under it other than GET or HEAD that carries a query (even an empty one)
+// is refused 400, as none of the page's actions has one.
 func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == dashboardMetricsPath {
 		// Without Prometheus asynqmon fails every request here (500), and
 		// its error repeats the query.
 		s.writeProblem(w, r, Problem{Status: http.StatusNotFound,
 			Detail: "the dashboard has no Prometheus configured, so no metrics view: the workers' /metrics have the queues' figures"}, nil)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && strings.HasPrefix(r.URL.Path, dashboardAPIPrefix) &&
+		(r.URL.RawQuery != "" || r.URL.ForceQuery) {
+		s.writeProblem(w, r, Problem{Status: http.StatusBadRequest, Detail: detailActionQuery}, nil)
 		return
 	}
 	q := r.URL.Query()

@@ -74,3 +74,44 @@ func TestDashboardUnroutedAPI(t *testing.T) {
 		t.Errorf("GET manifest.json: %d %.100s", res.status, res.body)
 	}
 }
+
+// TestDashboardActionWithQuery: no action of the dashboard's page (a
+// request other than GET under its API) carries a query; one that does was
+// built from a task id or queue name holding a '?', which the browser took
+// for the start of a query. It is refused 400 before asynqmon sees it: the
+// Delete of the task "victim?" would delete "victim", and the Pause of the
+// queue "q/pending_tasks:archive_all?x=" would archive every pending task of
+// "q". Nothing changes; a list's paging query still works.
+func TestDashboardActionWithQuery(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.rawArchived(t, "victim")
+	b.rawArchived(t, "victim?")
+	var ref api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil), http.StatusAccepted, &ref)
+	for _, rq := range []struct{ method, path string }{
+		{http.MethodDelete, "/monitoring/api/queues/default/archived_tasks/victim?"},
+		{http.MethodPost, "/monitoring/api/queues/default/archived_tasks/victim?:run"},
+		{http.MethodPost, "/monitoring/api/queues/default/pending_tasks:archive_all?x=:pause"},
+		{http.MethodDelete, "/monitoring/api/queues/default/pending_tasks:delete_all?"},
+		{http.MethodPost, "/monitoring/api/queues/default/archived_tasks:batch_delete?size=10"},
+	} {
+		res := b.do(t, rq.method, rq.path, `{"task_ids":["victim"]}`, basicAuth(testToken))
+		if res.status != http.StatusBadRequest {
+			t.Errorf("%s %s: %d %.200s, want 400", rq.method, rq.path, res.status, res.body)
+			continue
+		}
+		if p := mustProblem(t, res, http.StatusBadRequest); !strings.Contains(p.Detail, "query") {
+			t.Errorf("%s %s: detail %q", rq.method, rq.path, p.Detail)
+		}
+	}
+	for id, want := range map[string]string{"victim": "archived", "victim?": "archived", ref.ID: "pending"} {
+		if st := b.state(t, id); st != want {
+			t.Errorf("task %q is %s, want %s", id, st, want)
+		}
+	}
+	if res := b.do(t, http.MethodGet, "/monitoring/api/queues/default/archived_tasks?size=10&page=1", "", basicAuth(testToken)); res.status != http.StatusOK ||
+		!strings.Contains(string(res.body), `"victim?"`) {
+		t.Errorf("a page of archived tasks: %d %.200s", res.status, res.body)
+	}
+}
