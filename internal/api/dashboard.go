@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"embed"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -115,6 +116,58 @@ const detailActionQuery = "a dashboard action takes no query: a task id or queue
 	"cannot be addressed by the dashboard's single-task actions; select the task's checkbox and use the bulk action, " +
 	"or certmail dlq delete/requeue"
 
+// dashboardAssets are what certmail adds to asynqmon's page: guard.js,
+// which refuses a single-task action whose address the browser would
+// resolve to another one (a task id or queue name with ".", "..", "?", "#",
+// "%" or "\"), and guard.css, which styles its message.
+//
+//go:embed dashboard/guard.js dashboard/guard.css
+var dashboardAssets embed.FS
+
+// dashboardAssetsPath is where dashboardAssets are served.
+const dashboardAssetsPath = DashboardPath + "/certmail/"
+
+// dashboardAssetTags are put at the start of the head of asynqmon's page, so
+// that guard.js wraps XMLHttpRequest and fetch before asynqmon's scripts run.
+const dashboardAssetTags = `<link rel="stylesheet" href="` + dashboardAssetsPath + `guard.css"/>` +
+	`<script src="` + dashboardAssetsPath + `guard.js"></script>`
+
+// serveDashboardAsset answers a request under dashboardAssetsPath.
+func (s *Server) serveDashboardAsset(w http.ResponseWriter, r *http.Request) {
+	name := strings.TrimPrefix(r.URL.Path, dashboardAssetsPath)
+	types := map[string]string{"guard.js": "text/javascript; charset=utf-8", "guard.css": "text/css; charset=utf-8"}
+	b, err := dashboardAssets.ReadFile("dashboard/" + name)
+	if types[name] == "" || err != nil {
+		s.writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: "the dashboard has no such file"}, nil)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		s.writeProblem(w, r, Problem{Status: http.StatusMethodNotAllowed, Detail: "only GET and HEAD read the dashboard's files"}, nil)
+		return
+	}
+	w.Header().Set("Content-Type", types[name])
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(b)
+	}
+}
+
+// withAssetTags returns asynqmon's page with dashboardAssetTags at the
+// start of its head (or of the page, should it have no head).
+func withAssetTags(page []byte) []byte {
+	i := bytes.Index(page, []byte("<head>"))
+	if i >= 0 {
+		i += len("<head>")
+	} else {
+		i = 0
+	}
+	out := make([]byte, 0, len(page)+len(dashboardAssetTags))
+	out = append(append(append(out, page[:i]...), dashboardAssetTags...), page[i:]...)
+	return out
+}
+
 // dashboardMetricsPath is asynqmon's view of Prometheus time series, which
 // needs a Prometheus address; certmail gives it none.
 const dashboardMetricsPath = DashboardPath + "/api/metrics"
@@ -129,8 +182,9 @@ const dashboardMetricsPath = DashboardPath + "/api/metrics"
 // to the log, which never holds a request's query. A path under the JSON API
 // that asynqmon routes nowhere is a 404 problem, not asynqmon's page with
 // 200, which its page would take for an action that succeeded; a request
-// under it other than GET or HEAD that carries a query (even an empty one)
-// is refused 400, as none of the page's actions has one.
+// under the JSON API other than GET or HEAD that carries a query (even an
+// empty one) is refused 400, as none of the page's actions has one.
+// asynqmon's page gets certmail's dashboardAssets.
 func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == dashboardMetricsPath {
 		// Without Prometheus asynqmon fails every request here (500), and
@@ -142,6 +196,10 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && strings.HasPrefix(r.URL.Path, dashboardAPIPrefix) &&
 		(r.URL.RawQuery != "" || r.URL.ForceQuery) {
 		s.writeProblem(w, r, Problem{Status: http.StatusBadRequest, Detail: detailActionQuery}, nil)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, dashboardAssetsPath) {
+		s.serveDashboardAsset(w, r)
 		return
 	}
 	q := r.URL.Query()
@@ -158,6 +216,13 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	}
 	dw := &dashboardWriter{ResponseWriter: w, api: strings.HasPrefix(r.URL.Path, dashboardAPIPrefix)}
 	h.ServeHTTP(dw, r)
+	if dw.index != nil {
+		page := withAssetTags(dw.index.Bytes())
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Length", strconv.Itoa(len(page)))
+		_, _ = w.Write(page)
+		return
+	}
 	if dw.page {
 		s.writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: detailNoAPIPath}, nil)
 		return
@@ -247,16 +312,19 @@ func dashboardCause(text []byte, total int) error {
 // problem instead, keeping the first maxDashboardErrorText bytes of its
 // text; and, for a request under the JSON API, asynqmon's page (HTML, which
 // its page handler serves with 200 for any path no route matches), which it
-// drops. Any other answer goes through as it is written: a page of tasks is
-// never held.
+// drops; outside the API, asynqmon's page itself (a few KiB of a file it
+// embeds), which serveDashboard sends with dashboardAssetTags added. Any
+// other answer goes through as it is written: a page of tasks is never
+// held.
 type dashboardWriter struct {
 	http.ResponseWriter
-	api     bool   // the request is under dashboardAPIPrefix
-	page    bool   // asynqmon answered it with its page, dropped
-	held    int    // the status held back, 0 when none
-	started bool   // an answer went through
-	text    []byte // the beginning of the held answer
-	total   int    // the length of the held answer
+	api     bool          // the request is under dashboardAPIPrefix
+	page    bool          // asynqmon answered it with its page, dropped
+	index   *bytes.Buffer // asynqmon's page, outside the API: held to add dashboardAssetTags
+	held    int           // the status held back, 0 when none
+	started bool          // an answer went through
+	text    []byte        // the beginning of the held answer
+	total   int           // the length of the held answer
 }
 
 func (w *dashboardWriter) WriteHeader(code int) {
@@ -277,6 +345,13 @@ func (w *dashboardWriter) Write(b []byte) (int, error) {
 		strings.HasPrefix(http.DetectContentType(b), "text/html") {
 		w.page = true
 	}
+	if !w.api && !w.started && w.held == 0 && w.index == nil && w.Header().Get("Content-Type") == "" &&
+		strings.HasPrefix(http.DetectContentType(b), "text/html") {
+		w.index = new(bytes.Buffer)
+	}
+	if w.index != nil {
+		return w.index.Write(b)
+	}
 	if w.page {
 		return len(b), nil
 	}
@@ -291,7 +366,7 @@ func (w *dashboardWriter) Write(b []byte) (int, error) {
 
 // Flush lets a page stream; a held or dropped answer is not flushed.
 func (w *dashboardWriter) Flush() {
-	if w.held == 0 && !w.page {
+	if w.held == 0 && !w.page && w.index == nil {
 		w.started = true
 		_ = http.NewResponseController(w.ResponseWriter).Flush()
 	}
