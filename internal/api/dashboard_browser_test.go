@@ -17,7 +17,8 @@ import (
 // tasks; "victim?", which deletes "victim") is not sent, through
 // XMLHttpRequest (asynqmon's) or fetch, and the operator sees a message
 // naming the bulk action and certmail dlq; nothing changes. An action on an
-// ordinary id still goes through.
+// ordinary id still goes through. A task id of 256 bytes without "-" wraps:
+// the archived tasks' table stays within the window.
 func TestDashboardGuardInBrowser(t *testing.T) {
 	t.Parallel()
 	ctx := browsertest.Start(t, false)
@@ -75,6 +76,12 @@ func TestDashboardGuardInBrowser(t *testing.T) {
 		t.Errorf("plain-1 is %s after its DELETE", st)
 	}
 
+	// The long id wraps.
+	width, err := chromedp.Run(ctx, chromedp.Evaluate[float64](
+		`Math.max(...Array.from(document.querySelectorAll("table")).map(t => t.getBoundingClientRect().width))`))
+	if err != nil || width <= 0 || width > 1400 {
+		t.Errorf("the archived tasks' table is %.0f px wide (%v), want at most the window's 1400", width, err)
+	}
 }
 
 // jsString is s as a JavaScript string literal.
