@@ -33,6 +33,7 @@ import (
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/internal/schedule"
+	"github.com/certmail/certmail/internal/scheduler"
 	"github.com/certmail/certmail/internal/worker"
 )
 
@@ -309,6 +310,36 @@ func TestSettingsMustBePositive(t *testing.T) {
 				!strings.Contains(r.stderr, "must be positive") {
 				t.Errorf("%s --%s=%s: exit %d, %q; want 2 and one line naming %s", tt.cmd, tt.flag, v, r.code, r.stderr, tt.env)
 			}
+		}
+	}
+}
+
+// A result retention shorter than the scheduler's longest pause between
+// looks at a tick's task let the result expire unseen: an until_validated
+// schedule never ended and read the order at every tick. Every command that
+// reads CERTMAIL_RESULT_RETENTION refuses it, exit 2, in one line naming the
+// setting and the minimum; the minimum itself is accepted.
+func TestShortResultRetentionRefused(t *testing.T) {
+	t.Parallel()
+	const noRedis = "--redis-url=redis://127.0.0.1:1/0"
+	minimum := scheduler.MinResultRetention
+	for _, args := range [][]string{
+		{"api", "--api-tokens=" + strings.Repeat("t", 20), "--http-addr=127.0.0.1:0", noRedis},
+		{"scheduler", "--admin-addr=", noRedis},
+		{"enqueue", "set-emails", "--order-id=1", "--email=a@example.com", noRedis},
+	} {
+		for _, v := range []string{"1s", (minimum - time.Second).String(), "0s", "-1s"} {
+			// Accepted, the command would wait for Redis (the deadline ends
+			// the wait) or fail to reach it (exit 1).
+			r := runFor(2*time.Second, append(args, "--result-retention="+v)...)
+			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 ||
+				!strings.Contains(r.stderr, "CERTMAIL_RESULT_RETENTION: ") || !strings.Contains(r.stderr, "at least "+minimum.String()) {
+				t.Errorf("%s --result-retention=%s: exit %d, %q; want 2 and one line naming the setting and %v", args[0], v, r.code, r.stderr, minimum)
+			}
+		}
+		r := runFor(2*time.Second, append(args, "--result-retention="+minimum.String())...)
+		if r.code == 2 || strings.Contains(r.stderr, "CERTMAIL_RESULT_RETENTION") {
+			t.Errorf("%s --result-retention=%v: exit %d, %q; want it accepted", args[0], minimum, r.code, r.stderr)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/schedule"
+	"github.com/certmail/certmail/internal/scheduler"
 	"github.com/certmail/certmail/internal/worker"
 )
 
@@ -237,7 +238,7 @@ func (p *producer) close() error {
 type NewTaskFlags struct {
 	QueueFlags
 	MaxRetry  int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"Retries given to new tasks before they are dead-lettered (0: none)." group:"Tasks"`
-	Retention time.Duration `name:"result-retention" env:"CERTMAIL_RESULT_RETENTION" default:"${result_retention}" help:"How long the result of a completed task is kept." group:"Tasks"`
+	Retention time.Duration `name:"result-retention" env:"CERTMAIL_RESULT_RETENTION" default:"${result_retention}" help:"How long the result of a completed task is kept (at least 1m: the scheduler reads its ticks' results)." group:"Tasks"`
 }
 
 // check reports a setting that cannot work, as a usage error.
@@ -245,8 +246,11 @@ func (f NewTaskFlags) check() error {
 	if f.MaxRetry < 0 {
 		return usagef("CERTMAIL_MAX_RETRY: %d must not be negative", f.MaxRetry)
 	}
-	if f.Retention <= 0 {
-		return usagef("CERTMAIL_RESULT_RETENTION: %v must be positive", f.Retention)
+	if f.Retention < scheduler.MinResultRetention {
+		// Refused by every process that reads it, as they share one
+		// environment: the scheduler's own ticks need the minimum.
+		return usagef("CERTMAIL_RESULT_RETENTION: %v must be at least %v, or the scheduler may look for a tick's result after it expired",
+			f.Retention, scheduler.MinResultRetention)
 	}
 	_, err := f.parseQueues()
 	return err

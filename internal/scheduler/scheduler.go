@@ -71,6 +71,14 @@ const (
 	// after firstLook, then twice as long each time, up to lastLook.
 	firstLook = 500 * time.Millisecond
 	lastLook  = 30 * time.Second
+	// MinResultRetention is the shortest CERTMAIL_RESULT_RETENTION that
+	// works with the scheduler: the result of an until_validated tick's
+	// task must outlive the longest pause between the leader's looks at it
+	// (lastLook), with as much again for a late round and clock skew
+	// between the worker and the leader. A result that expires unseen
+	// counts as settled, so with a shorter retention the schedule would
+	// never see its not_pending outcome and never end.
+	MinResultRetention = 2 * lastLook
 	// firstRetry and maxRetry bound how often the leader tries a schedule
 	// again whose firing failed on a write (Redis refusing writes): first
 	// after firstRetry, then twice as long each time, up to maxRetry.
