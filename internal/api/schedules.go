@@ -67,6 +67,8 @@ func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) {
 }
 
 // deleteSchedule is DELETE /v1/schedules/{id}: 204; 409 for a file schedule.
+// An API schedule whose id the file holds is deleted alone (see
+// schedule.Store.Delete).
 func (s *Server) deleteSchedule(w http.ResponseWriter, r *http.Request) {
 	if err := s.schedules.Delete(r.Context(), r.PathValue("id")); err != nil {
 		s.writeScheduleError(w, r, err)
@@ -86,6 +88,9 @@ func (s *Server) writeScheduleError(w http.ResponseWriter, r *http.Request, err 
 			Detail: "the scheduler skips this schedule (GET /v1/schedules names it under skipped): " + skipped.Problem}, nil)
 	case errors.Is(err, schedule.ErrNotFound):
 		s.writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: "no schedule has this id"}, nil)
+	case errors.Is(err, schedule.ErrInFile):
+		s.writeProblem(w, r, Problem{Status: http.StatusConflict,
+			Detail: "a schedule of the schedules file has this id: pick another id (an API schedule cannot share it)"}, nil)
 	case errors.Is(err, schedule.ErrExists):
 		s.writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: "a schedule with this id exists; delete it first or pick another id"}, nil)
 	case errors.Is(err, schedule.ErrTooMany):

@@ -69,6 +69,39 @@ func TestSchedulesBounded(t *testing.T) {
 	}
 }
 
+// An API schedule cannot take the id of a schedule of the schedules file
+// (as the scheduler's leader publishes them): the 409 says so, instead of
+// asking to delete a schedule the API cannot delete. An API schedule that
+// had the id before the file took it is deleted alone: the file's keeps its
+// state.
+func TestScheduleWithAFileScheduleID(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	const body = `{"id": "in-file", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 1}}`
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/schedules", body, nil), http.StatusCreated, &schedule.Status{})
+	file := `{"id":"in-file","cron":"@daily","type":"resend-dcv","payload":{"order_id":2}}`
+	if err := b.conn.Client.HSet(ctx, "certmail:schedules:file", "in-file", file, "only-file", file).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.conn.Client.HSet(ctx, "certmail:schedule:in-file", "source", "file", "runs", 3).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := mustProblem(t, b.do(t, http.MethodPost, "/v1/schedules", strings.ReplaceAll(body, "in-file", "only-file"), nil), http.StatusConflict)
+	if !strings.Contains(p.Detail, "schedules file has this id") || strings.Contains(p.Detail, "delete") {
+		t.Errorf("detail %q, want it to say that the schedules file has the id", p.Detail)
+	}
+	if res := b.do(t, http.MethodDelete, "/v1/schedules/in-file", "", nil); res.status != http.StatusNoContent {
+		t.Errorf("delete of the API copy: %d %s", res.status, res.body)
+	}
+	var one schedule.Status
+	mustJSON(t, b.get(t, "/v1/schedules/in-file"), http.StatusOK, &one)
+	if one.Source != schedule.SourceFile || one.Runs != 3 {
+		t.Errorf("after the API copy was deleted: %+v; want the file's with its 3 runs", one)
+	}
+	mustProblem(t, b.do(t, http.MethodDelete, "/v1/schedules/in-file", "", nil), http.StatusConflict)
+}
+
 // scheduleList decodes api.ScheduleList.
 type scheduleList struct {
 	Schedules    []schedule.Status  `json:"schedules"`

@@ -220,6 +220,10 @@ func (c *ScheduleRmCmd) Run(env *Env) error {
 	if err := st.Delete(env.Ctx, c.ID); err != nil {
 		return fmt.Errorf("%s: %w", ops.ShowName(c.ID), err)
 	}
+	if inFile, err := st.FileHas(env.Ctx, c.ID); err == nil && inFile {
+		fmt.Fprintf(env.Stdout, "removed the API schedule %s; the schedules file's schedule of this id goes on as it was\n", ops.ShowName(c.ID))
+		return nil
+	}
 	fmt.Fprintf(env.Stdout, "removed schedule %s\n", ops.ShowName(c.ID))
 	return nil
 }

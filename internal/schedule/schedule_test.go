@@ -2,6 +2,7 @@ package schedule_test
 
 import (
 	"context"
+	"crypto/sha1"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -1285,6 +1286,177 @@ func TestFileLeftovers(t *testing.T) {
 	for _, k := range keys("a") {
 		if d := ttl(k); d >= 0 {
 			t.Errorf("%s of the added schedule expires in %v, want never", k, d)
+		}
+	}
+}
+
+// A file schedule whose id an API schedule has (added before the file's
+// entry: a schedule moved from the API to the file) used to take that
+// schedule's state: ended, it never fired; active, it went on from its runs
+// and last tick. It now starts with a state of its own, which removing the
+// API schedule leaves alone; an earlier version's state is told apart by
+// ended_def.
+func TestFileScheduleTakingAnAPIScheduleID(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	rdb := e.redis.Client()
+	st := e.store()
+	ctx := context.Background()
+	fence := holdLeader(t, rdb)
+	file := func(ids ...string) []*schedule.Compiled {
+		var y strings.Builder
+		y.WriteString("schedules:\n")
+		for _, id := range ids {
+			fmt.Fprintf(&y, "  - {id: %s, cron: \"@daily\", type: resend-dcv, payload: {order_id: 2222}}\n", id)
+		}
+		c, bad, err := schedule.ParseFile([]byte(y.String()), testRules)
+		if err != nil || len(bad) != 0 {
+			t.Fatal(bad, err)
+		}
+		return c
+	}
+	addAPI := func(id string) {
+		t.Helper()
+		if _, err := st.Add(ctx, schedule.Schedule{ID: id, Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1111}`)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := st.RecordTick(ctx, fence, id, time.Unix(100, 0), time.Unix(100, 0), "sched:"+id+":100", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(id string) schedule.Status {
+		t.Helper()
+		s, err := st.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	history := func(id string) int64 {
+		t.Helper()
+		n, err := rdb.ZCard(ctx, asynqsched.HistoryKey(id)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// ended: the API copy ended as validated; active: it ran once.
+	addAPI("ended")
+	if _, err := st.End(ctx, fence, "ended", schedule.EndedValidated, time.Unix(150, 0), "issued"); err != nil {
+		t.Fatal(err)
+	}
+	addAPI("active")
+	if err := st.MirrorFile(ctx, file("ended", "active")); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"ended", "active"} {
+		if s := get(id); s.Source != schedule.SourceFile || s.State != schedule.StateActive || s.Runs != 0 || s.LastRun != nil ||
+			s.LastTaskID != "" || s.NextRun == nil {
+			t.Errorf("%s after the file took the id: %+v; want the file's, active, with no runs", id, s)
+		}
+		if n := history(id); n != 0 {
+			t.Errorf("%s: %d events of the API schedule in the file schedule's history", id, n)
+		}
+	}
+	// The file schedule runs; publishing the file again keeps its state.
+	if _, _, err := st.RecordTick(ctx, fence, "active", time.Unix(200, 0), time.Unix(200, 0), "sched:active:200", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MirrorFile(ctx, file("ended", "active")); err != nil {
+		t.Fatal(err)
+	}
+	if s := get("active"); s.Runs != 1 || s.LastTaskID != "sched:active:200" {
+		t.Errorf("file schedule after the file was published again: %+v; want its own run kept", s)
+	}
+
+	// Removing the API copy removes its entry alone.
+	if err := st.Delete(ctx, "active"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := rdb.HExists(ctx, apiSchedulesKey, "active").Result(); err != nil || ok {
+		t.Errorf("API entry after Delete: %v, %v; want gone", ok, err)
+	}
+	if s := get("active"); s.Source != schedule.SourceFile || s.Runs != 1 || s.LastTaskID != "sched:active:200" {
+		t.Errorf("file schedule after the API copy was removed: %+v; want its state kept", s)
+	}
+	if n := history("active"); n != 1 {
+		t.Errorf("file schedule's history after the API copy was removed: %d events, want 1", n)
+	}
+	if err := st.Delete(ctx, "active"); !errors.Is(err, schedule.ErrFileSchedule) {
+		t.Errorf("second Delete = %v; want ErrFileSchedule", err)
+	}
+
+	// No API schedule may take a file schedule's id.
+	_, err := st.Add(ctx, schedule.Schedule{ID: "active", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)})
+	if !errors.Is(err, schedule.ErrInFile) || !errors.Is(err, schedule.ErrExists) {
+		t.Errorf("Add of a file schedule's id = %v; want ErrExists and ErrInFile", err)
+	}
+	if s := get("active"); s.Runs != 1 {
+		t.Errorf("file schedule after a refused Add: %+v; want its state kept", s)
+	}
+
+	// The id leaves the file: the API copy fires again, with a state of
+	// its own, which does not expire.
+	if err := st.MirrorFile(ctx, file("active")); err != nil {
+		t.Fatal(err)
+	}
+	if s := get("ended"); s.Source != schedule.SourceAPI || s.Runs != 0 || s.Ended {
+		t.Errorf("API schedule after the file gave its id up: %+v; want it active with a fresh state", s)
+	}
+	if d, err := rdb.TTL(ctx, stateKey("ended")).Result(); err != nil || d != -1 {
+		t.Errorf("API schedule's state expires in %v (%v); want never", d, err)
+	}
+}
+
+// A schedule whose id both sources held before this version shares one
+// state, which names no source. It is the file schedule's when it ended
+// under a file entry (ended_def): an ended file schedule must not fire
+// again at the upgrade. Otherwise it is the API schedule's, and the file
+// schedule starts anew; with no API schedule of its id it is the file's.
+func TestStateOfAnEarlierVersion(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	rdb := e.redis.Client()
+	st := e.store()
+	ctx := context.Background()
+	c, bad, err := schedule.ParseFile([]byte(`schedules:
+  - {id: both-ended, cron: "@daily", type: resend-dcv, payload: {order_id: 1}}
+  - {id: both-active, cron: "@daily", type: resend-dcv, payload: {order_id: 2}}
+  - {id: file-active, cron: "@daily", type: resend-dcv, payload: {order_id: 3}}
+`), testRules)
+	if err != nil || len(bad) != 0 {
+		t.Fatal(bad, err)
+	}
+	def, err := json.Marshal(c[0].Schedule) // both-ended's entry, as the leader publishes it
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := `{"id":"%s","cron":"@daily","type":"resend-dcv","payload":{"order_id":9}}`
+	for _, id := range []string{"both-ended", "both-active"} {
+		if err := rdb.HSet(ctx, apiSchedulesKey, id, fmt.Sprintf(api, id)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, h := range map[string][]any{
+		"both-ended":  {"since", 50, "runs", 3, "ended", "1", "ended_reason", "max_runs", "ended_def", fmt.Sprintf("%x", sha1.Sum(def))},
+		"both-active": {"since", 50, "runs", 3, "last_tick", 90},
+		"file-active": {"since", 50, "runs", 3, "last_tick", 90},
+	} {
+		if err := rdb.HSet(ctx, stateKey(id), h...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.MirrorFile(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]struct {
+		runs  int
+		ended bool
+	}{"both-ended": {3, true}, "both-active": {0, false}, "file-active": {3, false}} {
+		s, err := st.State(ctx, id)
+		if err != nil || s.Runs != want.runs || s.Ended != want.ended {
+			t.Errorf("%s after the upgrade: %+v, %v; want %d runs, ended %v", id, s, err, want.runs, want.ended)
 		}
 	}
 }

@@ -26,8 +26,10 @@ const (
 	apiSchedulesKey  = "certmail:schedules"      // hash id → Schedule JSON, added through the API or the CLI
 	fileSchedulesKey = "certmail:schedules:file" // hash id → Schedule JSON, the file's valid entries, mirrored by the leader
 	// statePrefix + id: hash since, last_tick, runs, last_run_at, last_task_id,
-	// ended, ended_reason, ended_at, order_status (State), and for an ended
-	// file schedule ended_def, the digest of the entry it ended under.
+	// ended, ended_reason, ended_at, order_status (State), source, the
+	// source of the schedule it belongs to (SourceAPI or SourceFile; absent
+	// when written by an earlier version), and for an ended file schedule
+	// ended_def, the digest of the entry it ended under.
 	statePrefix = "certmail:schedule:"
 )
 
@@ -48,6 +50,7 @@ const (
 var (
 	ErrNotFound     = errors.New("schedule not found")
 	ErrExists       = errors.New("a schedule with this id exists")
+	ErrInFile       = errors.New("in the schedules file") // Add's, with ErrExists: the file holds the id
 	ErrFileSchedule = errors.New("the schedule is defined in the schedules file: edit the file")
 	ErrTooMany      = errors.New("the most schedules allowed exist (CERTMAIL_SCHEDULE_MAX)")
 )
@@ -162,13 +165,18 @@ type Listing struct {
 }
 
 // addScript stores schedule ARGV[2] under id ARGV[1] in the API's hash
-// KEYS[1]: 1 when stored; 0 when the id is taken there, 2 when the file's
-// hash KEYS[2] has it; -1 when KEYS[1] holds ARGV[3] schedules already.
+// KEYS[1], with a fresh state KEYS[3] whose ticks count from ARGV[4] and no
+// history KEYS[4]: 1 when stored; 0 when the id is taken there, 2 when the
+// file's hash KEYS[2] has it; -1 when KEYS[1] holds ARGV[3] schedules
+// already. The state is written in the same step, so that a file schedule
+// published meanwhile never finds it (see claimLua).
 var addScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 2 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[3], 'since', ARGV[4], 'source', 'api')
 return 1
 `)
 
@@ -176,7 +184,10 @@ return 1
 // stores it. found are problems already found in reading s (DecodeJSON's,
 // or a command line's): they are listed first with the others, what they
 // name is not judged again, and s is not stored. An id used by the API or
-// the file gives ErrExists. When the store holds Rules.MaxSchedules API
+// the file gives ErrExists (for the file's, matching ErrInFile too). Ticks
+// count from now, with no earlier state or history of the id: Delete
+// removes them, but a schedule that left the file keeps them for
+// LeftoverTTL, and its id may be added here. When the store holds Rules.MaxSchedules API
 // schedules already, the one that ended first is deleted to make room
 // (logged; more when the bound was lowered); when too few have ended, Add
 // gives ErrTooMany.
@@ -191,7 +202,8 @@ func (st *Store) Add(ctx context.Context, s Schedule, found ...tasks.FieldError)
 		return Status{}, fmt.Errorf("encode schedule: %w", err)
 	}
 	add := func() (int, error) {
-		return addScript.Run(ctx, st.rdb, []string{apiSchedulesKey, fileSchedulesKey}, s.ID, b, st.rules.MaxSchedules).Int()
+		keys := []string{apiSchedulesKey, fileSchedulesKey, stateKey(s.ID), asynqsched.HistoryKey(s.ID)}
+		return addScript.Run(ctx, st.rdb, keys, s.ID, b, st.rules.MaxSchedules, now.Unix()).Int()
 	}
 	added, err := add()
 	if err == nil && added < 0 {
@@ -206,20 +218,9 @@ func (st *Store) Add(ctx context.Context, s Schedule, found ...tasks.FieldError)
 	case added == 0:
 		return Status{}, fmt.Errorf("%s: %w", s.ID, ErrExists)
 	case added == 2:
-		return Status{}, fmt.Errorf("%s: %w (in the schedules file)", s.ID, ErrExists)
+		return Status{}, fmt.Errorf("%s: %w (%w)", s.ID, ErrExists, ErrInFile)
 	case added < 0:
 		return Status{}, fmt.Errorf("%w: %d, and not enough of them ended to make room", ErrTooMany, st.rules.MaxSchedules)
-	}
-	// Ticks count from now, with no earlier state or history of this id:
-	// Delete removes them, but a schedule that left the file keeps them for
-	// LeftoverTTL, and its id may be added here.
-	_, err = st.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, stateKey(s.ID), asynqsched.HistoryKey(s.ID))
-		p.HSet(ctx, stateKey(s.ID), "since", now.Unix())
-		return nil
-	})
-	if err != nil {
-		return Status{}, fmt.Errorf("store schedule state: %w", err)
 	}
 	return st.status(c, State{Since: time.Unix(now.Unix(), 0)}), nil
 }
@@ -264,37 +265,51 @@ func (st *Store) makeRoom(ctx context.Context) (bool, error) {
 	return len(done) > 0, nil
 }
 
+// deleteScript deletes schedule ARGV[1] from the API's hash KEYS[1] with
+// its state KEYS[3] and history KEYS[4], or those alone for a schedule that
+// left the file's hash KEYS[2]. Returns 1 deleted; 2 only the API's entry
+// deleted, the file holding the id (the state and history are the file
+// schedule's); -1 a file schedule; 0 nothing to delete.
+var deleteScript = redis.NewScript(`
+local inFile = redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  if inFile then return 2 end
+  redis.call('DEL', KEYS[3], KEYS[4])
+  return 1
+end
+if inFile then return -1 end
+return math.min(redis.call('DEL', KEYS[3], KEYS[4]), 1)
+`)
+
 // Delete removes an API schedule, its state and its history on the
 // dashboard, or what is left of a schedule that left the file (its state
-// and history, until they expire). A file schedule gives ErrFileSchedule,
-// an id with nothing to delete ErrNotFound; neither repeats the id, which
-// the caller has (and bounds as it shows it).
+// and history, until they expire). An API schedule whose id the file holds
+// (added before the file's entry) is removed alone: the state and history
+// are the file schedule's, which goes on as it was (FileHas tells). A file
+// schedule gives ErrFileSchedule, an id with nothing to delete ErrNotFound;
+// neither repeats the id, which the caller has (and bounds as it shows it).
 func (st *Store) Delete(ctx context.Context, id string) error {
-	n, err := st.rdb.HDel(ctx, apiSchedulesKey, id).Result()
-	if err != nil {
+	keys := []string{apiSchedulesKey, fileSchedulesKey, stateKey(id), asynqsched.HistoryKey(id)}
+	n, err := deleteScript.Run(ctx, st.rdb, keys, id).Int()
+	switch {
+	case err != nil:
 		return fmt.Errorf("delete schedule: %w", err)
-	}
-	if n == 0 {
-		inFile, err := st.rdb.HExists(ctx, fileSchedulesKey, id).Result()
-		switch {
-		case err != nil:
-			return fmt.Errorf("read schedules: %w", err)
-		case inFile:
-			return ErrFileSchedule
-		}
-		left, err := st.rdb.Del(ctx, stateKey(id), asynqsched.HistoryKey(id)).Result()
-		switch {
-		case err != nil:
-			return fmt.Errorf("delete schedule state: %w", err)
-		case left == 0:
-			return ErrNotFound
-		}
-		return nil
-	}
-	if err := st.rdb.Del(ctx, stateKey(id), asynqsched.HistoryKey(id)).Err(); err != nil {
-		return fmt.Errorf("delete schedule state: %w", err)
+	case n < 0:
+		return ErrFileSchedule
+	case n == 0:
+		return ErrNotFound
 	}
 	return nil
+}
+
+// FileHas reports whether the schedules file, as the scheduler's leader
+// last published it, has a schedule with this id.
+func (st *Store) FileHas(ctx context.Context, id string) (bool, error) {
+	ok, err := st.rdb.HExists(ctx, fileSchedulesKey, id).Result()
+	if err != nil {
+		return false, fmt.Errorf("read file schedules: %w", err)
+	}
+	return ok, nil
 }
 
 // Get returns one schedule's status; ErrNotFound when there is none, a
@@ -421,20 +436,52 @@ func problemOf(err error) string {
 // file schedule per order, replaced as orders come and go).
 const LeftoverTTL = 7 * 24 * time.Hour
 
-// reviveLua clears the state KEYS[1] and history KEYS[2] of a file
-// schedule that ended under another definition than the digest ARGV[1] of
-// its entry now, and returns 1; 0 otherwise. A state ended without a
-// digest (by an earlier version) takes ARGV[1] as the one it ended under.
-const reviveLua = `
-if redis.call('HGET', KEYS[1], 'ended') ~= '1' then return 0 end
+// claimLua makes the state KEYS[1] and history KEYS[2] those of the file
+// schedule ARGV[2], whose entry's digest is ARGV[1]:
+//   - a state of an API schedule of the same id (one added before the
+//     file's entry, which does not fire while the file has the id) is not
+//     the file schedule's: it is cleared, returns 2. A state written by an
+//     earlier version names no source: it is the API schedule's when the
+//     API's hash KEYS[3] has the id, unless it ended under a file entry
+//     (ended_def, which only a file schedule records).
+//   - a file schedule that ended under another definition than ARGV[1]
+//     starts anew: cleared, returns 1. A state ended without a digest (by
+//     an earlier version) takes ARGV[1] as the one it ended under.
+//   - otherwise it is kept, returns 0.
+//
+// The state is marked as the file's.
+const claimLua = `
+local src = redis.call('HGET', KEYS[1], 'source')
 local def = redis.call('HGET', KEYS[1], 'ended_def')
+if src == 'api' or (not src and not def and redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1) then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[1], 'source', 'file')
+  return 2
+end
+redis.call('HSET', KEYS[1], 'source', 'file')
+if redis.call('HGET', KEYS[1], 'ended') ~= '1' then return 0 end
 if def == ARGV[1] then return 0 end
 if not def then
   redis.call('HSET', KEYS[1], 'ended_def', ARGV[1])
   return 0
 end
 redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'source', 'file')
 return 1`
+
+// leaveLua handles the state KEYS[1] and history KEYS[2] of schedule
+// ARGV[1], which left the file: when the API's hash KEYS[3] has the id, its
+// schedule fires again, with a fresh state of its own (returns 1);
+// otherwise they expire after ARGV[2] seconds (returns 0).
+const leaveLua = `
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[1], 'source', 'api')
+  return 1
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 0`
 
 // MirrorFile replaces the file schedules kept in Redis, so that listings
 // show them (the scheduler's leader calls it when the file changes). The
@@ -444,6 +491,13 @@ return 1`
 // higher max_runs, a later until, another payload) starts anew: its state
 // and history are cleared, so that its runs count from 0 and its ticks
 // from when the leader fires it next (logged at INFO).
+//
+// A schedule's state belongs to one source at a time. A file schedule
+// whose id an API schedule has (added before the file's entry) does not
+// take that schedule's state: it starts with a state of its own, and the
+// API schedule does not fire while the file has the id (logged at WARN).
+// When the id leaves the file, the API schedule fires again, with a fresh
+// state too: the file schedule's is not its own.
 func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
 	before, err := st.rdb.HKeys(ctx, fileSchedulesKey).Result()
 	if err != nil {
@@ -452,7 +506,7 @@ func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
 	pipe := st.rdb.TxPipeline()
 	pipe.Del(ctx, fileSchedulesKey)
 	inFile := make(map[string]bool, len(scheds))
-	revived := make([]*redis.Cmd, len(scheds))
+	claimed := make([]*redis.Cmd, len(scheds))
 	for i, c := range scheds {
 		b, err := json.Marshal(c.Schedule)
 		if err != nil {
@@ -460,23 +514,34 @@ func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
 		}
 		digest := sha1.Sum(b) // as endedDefLua's redis.sha1hex of the same JSON: it tells edits apart, it guards nothing
 		pipe.HSet(ctx, fileSchedulesKey, c.ID, b)
-		revived[i] = pipe.Eval(ctx, reviveLua, []string{stateKey(c.ID), asynqsched.HistoryKey(c.ID)}, hex.EncodeToString(digest[:]))
+		claimed[i] = pipe.Eval(ctx, claimLua, []string{stateKey(c.ID), asynqsched.HistoryKey(c.ID), apiSchedulesKey},
+			hex.EncodeToString(digest[:]), c.ID)
 		pipe.Persist(ctx, stateKey(c.ID))
 		pipe.Persist(ctx, asynqsched.HistoryKey(c.ID))
 		inFile[c.ID] = true
 	}
+	left := map[string]*redis.Cmd{}
 	for _, id := range before {
 		if !inFile[id] {
-			pipe.Expire(ctx, stateKey(id), LeftoverTTL)
-			pipe.Expire(ctx, asynqsched.HistoryKey(id), LeftoverTTL)
+			left[id] = pipe.Eval(ctx, leaveLua, []string{stateKey(id), asynqsched.HistoryKey(id), apiSchedulesKey}, id,
+				int64(LeftoverTTL/time.Second))
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("mirror file schedules: %w", err)
 	}
-	for i, cmd := range revived {
-		if n, _ := cmd.Int(); n == 1 {
+	for i, cmd := range claimed {
+		switch n, _ := cmd.Int(); n {
+		case 1:
 			st.log.Info("ended file schedule edited in the file: it starts anew", zap.String("schedule", scheds[i].ID))
+		case 2:
+			st.log.Warn("a file schedule has the id of an API schedule: the file's fires, with a state of its own, "+
+				"and the API's does not; remove the API's (certmail schedule rm) or give it up in the file", zap.String("schedule", scheds[i].ID))
+		}
+	}
+	for id, cmd := range left {
+		if n, _ := cmd.Int(); n == 1 {
+			st.log.Warn("a schedule left the file; the API schedule of its id fires again, with a fresh state", zap.String("schedule", id))
 		}
 	}
 	return nil

@@ -1262,3 +1262,52 @@ func TestEveryLongerThanTheCatchUpFires(t *testing.T) {
 		}
 	}
 }
+
+// A schedule moved from the API to the file under the same id, with the
+// API copy ended: the file schedule used to take the API copy's state,
+// stayed ended and never fired, while the log claimed that the file's ran;
+// removing the API copy then reset its runs. It now fires, with runs of
+// its own, which removing the API copy leaves alone.
+func TestFileScheduleTakesAnEndedAPIScheduleID(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	st := e.store()
+	if _, err := st.Add(ctx, schedule.Schedule{ID: "dup", Cron: "@every 1s", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1111}`)}); err != nil {
+		t.Fatal(err)
+	}
+	// Ended as the leader ends it.
+	if err := e.redis.Client().HSet(ctx, "certmail:schedule:dup", "ended", "1", "ended_reason", "validated", "order_status", "issued", "runs", 4).Err(); err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := e.start(Config{File: e.writeFile(`schedules:
+  - {id: dup, cron: "@every 1s", type: resend-dcv, payload: {order_id: 2222}, until_validated: false}
+`)})
+	runs := func() int {
+		s, err := st.Get(ctx, "dup")
+		if err != nil || s.Source != schedule.SourceFile || s.Ended {
+			return -1
+		}
+		return s.Runs
+	}
+	waitFor(t, 15*time.Second, "the file schedule fires twice", func() bool { return runs() >= 2 })
+	if got := logs.FilterMessageSnippet("only the file's fires, with a state of its own").Len(); got != 1 {
+		t.Errorf("%d lines saying that the file's schedule fires with its own state, want 1", got)
+	}
+	if err := st.Delete(ctx, "dup"); err != nil {
+		t.Fatal(err)
+	}
+	before := runs()
+	waitFor(t, 15*time.Second, "the file schedule fires on after the API copy is removed", func() bool { return runs() > before })
+	insp := asynq.NewInspector(e.redis.ConnOpt())
+	defer insp.Close()
+	pending, err := insp.ListPendingTasks("bulk")
+	if err != nil || len(pending) == 0 {
+		t.Fatalf("pending tasks %d, %v", len(pending), err)
+	}
+	for _, ti := range pending {
+		if !strings.Contains(string(ti.Payload), "2222") {
+			t.Errorf("task %s carries %s; want the file's order 2222", ti.ID, ti.Payload)
+		}
+	}
+}

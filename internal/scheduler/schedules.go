@@ -65,13 +65,16 @@ func (s *Scheduler) round(ctx context.Context) {
 	fileIDs := map[string]bool{}
 	for _, c := range s.fileScheds {
 		fileIDs[c.ID] = true
-		if !s.fire(ctx, c) {
+		// Not before they are published: publishing gives each a state of
+		// its own, not that of an API schedule of the same id.
+		if s.mirrored && !s.fire(ctx, c) {
 			return
 		}
 	}
 	for _, c := range s.apiScheds {
 		if fileIDs[c.ID] {
-			s.warnOnce(c.ID, "an API schedule has the id of a file schedule; the file's runs")
+			s.warnOnce(c.ID, "an API schedule has the id of a file schedule: only the file's fires, with a state of its own; "+
+				"remove the API's (certmail schedule rm) or give the id up in the file")
 			continue
 		}
 		if !s.fire(ctx, c) {
