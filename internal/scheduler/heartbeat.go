@@ -26,9 +26,9 @@ const (
 	// that a failover replaces the list instead of showing every schedule
 	// twice until the dead leader's expires.
 	dashboardID = "certmail"
-	// maxEntries caps the list; the schedules beyond it, by id, are left
-	// out of the dashboard (and the leader logs how many), not out of
-	// the scheduling.
+	// maxEntries caps the list of running schedules (the ended ones are
+	// not listed); those beyond it, by id, are left out of the dashboard
+	// (and the leader logs how many), not out of the scheduling.
 	maxEntries = 1000
 )
 
@@ -89,7 +89,8 @@ func (s *Scheduler) writeEntries(ctx context.Context, now time.Time) {
 	s.hb.at, s.hb.soon, s.hb.written, s.hb.failing = now, false, true, false
 	if leftOut != s.hb.leftOut {
 		if leftOut > 0 {
-			s.log.Warn("the dashboard lists only the first schedules by id", zap.Int("listed", maxEntries), zap.Int("left_out", leftOut))
+			s.log.Warn("the dashboard lists only the first schedules by id", zap.Int("listed", len(entries)),
+				zap.Int("left_out", leftOut))
 		}
 		s.hb.leftOut = leftOut
 	}
@@ -120,11 +121,12 @@ func (s *Scheduler) clearEntries(ctx context.Context) {
 }
 
 // entries lists the schedules the leader fires, sorted by id, as the
-// dashboard shows them: without the ended ones, at most maxEntries.
-func (s *Scheduler) entries(ctx context.Context, now time.Time) ([]asynqsched.Entry, int, error) {
+// dashboard shows them: without the ended ones, the first maxEntries of
+// those that run; leftOut counts the running ones beyond. The ended ones
+// are dropped before the cap, so that a store full of ended schedules
+// does not hide those that run.
+func (s *Scheduler) entries(ctx context.Context, now time.Time) (out []asynqsched.Entry, leftOut int, err error) {
 	scheds := s.firing()
-	leftOut := max(0, len(scheds)-maxEntries)
-	scheds = scheds[:len(scheds)-leftOut]
 	ids := make([]string, len(scheds))
 	for i, c := range scheds {
 		ids[i] = c.ID
@@ -133,7 +135,6 @@ func (s *Scheduler) entries(ctx context.Context, now time.Time) ([]asynqsched.En
 	if err != nil {
 		return nil, 0, err
 	}
-	out := make([]asynqsched.Entry, 0, len(scheds))
 	for i, c := range scheds {
 		state := states[i]
 		if state.Ended {
@@ -142,6 +143,10 @@ func (s *Scheduler) entries(ctx context.Context, now time.Time) ([]asynqsched.En
 		next := c.Next(c.TickBase(state, now, s.cfg.CatchUp)) // the next tick, as fire computes it
 		if c.Until != nil && next.After(*c.Until) {
 			continue // over; fire marks it ended
+		}
+		if len(out) == maxEntries {
+			leftOut++
+			continue
 		}
 		out = append(out, asynqsched.Entry{ID: c.ID, Spec: c.Cron, Type: c.Type, Payload: entryPayload(c),
 			Options: s.entryOptions(c), Next: next, Prev: state.LastRunAt})

@@ -396,3 +396,66 @@ func TestTickOfADeletedSchedule(t *testing.T) {
 		t.Errorf("added again: %+v, %v; want no runs yet", got, err)
 	}
 }
+
+// TestDashboardCapCountsRunningSchedulesOnly: ended schedules are dropped
+// before the list is capped at maxEntries, so a store full of ended ones
+// (they are deleted only to make room) does not hide the ones that run,
+// and the leader's line says how many it listed and left out.
+func TestDashboardCapCountsRunningSchedulesOnly(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	d := e.dashboard()
+	ctx := context.Background()
+	rdb := e.redis.Client()
+	// put stores API schedules with ids prefix0000… straight into Redis,
+	// ended ones with their state saying so.
+	put := func(prefix string, n int, ended bool) {
+		t.Helper()
+		p := rdb.Pipeline()
+		for i := range n {
+			id := fmt.Sprintf("%s%04d", prefix, i)
+			p.HSet(ctx, "certmail:schedules", id,
+				fmt.Sprintf(`{"id":%q,"cron":"0 9 * * *","type":"resend-dcv","payload":{"order_id":%d}}`, id, i+1))
+			p.HSet(ctx, stateKey(id), "since", time.Now().Unix())
+			if ended {
+				p.HSet(ctx, stateKey(id), "ended", "1", "ended_reason", schedule.EndedValidated)
+			}
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("a", maxEntries, true)
+	put("zz-active", 1, false)
+	s, logs := e.leader(t, Config{Heartbeat: time.Hour, Lease: time.Minute}) // no renewals in this test
+	write := func() {
+		t.Helper()
+		if err := s.refreshAPI(ctx); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		s.writeEntries(ctx, now)
+		if !s.hb.written || !s.hb.at.Equal(now) {
+			t.Fatal("the entries were not written")
+		}
+	}
+	write()
+	if got := d.entries(); len(got) != 1 || got["zz-active0000"] == nil {
+		t.Errorf("%d entries listed, want only zz-active0000, the one that runs", len(got))
+	}
+	const capped = "the dashboard lists only the first schedules by id"
+	if warns := logs.FilterMessage(capped).All(); len(warns) != 0 {
+		t.Errorf("warnings %v with 1 running schedule, want none", warns)
+	}
+
+	put("b", maxEntries, false) // now 1001 run: b0000…b0999 are listed, zz-active0000 left out
+	write()
+	got := d.entries()
+	if len(got) != maxEntries || got["b0000"] == nil || got[fmt.Sprintf("b%04d", maxEntries-1)] == nil || got["zz-active0000"] != nil {
+		t.Errorf("%d entries listed, want the %d running ones first by id", len(got), maxEntries)
+	}
+	warns := logs.FilterMessage(capped).All()
+	if len(warns) != 1 || warns[0].ContextMap()["listed"] != int64(maxEntries) || warns[0].ContextMap()["left_out"] != int64(1) {
+		t.Errorf("warnings %v, want one saying %d listed, 1 left out", warns, maxEntries)
+	}
+}
