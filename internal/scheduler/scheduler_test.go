@@ -391,14 +391,16 @@ func TestFileEntryThatNeverFires(t *testing.T) {
 `, far.Day(), far.Month(), until))
 	logs, _ := e.start(Config{File: file})
 	st := e.store()
-	waitFor(t, 15*time.Second, "the schedule ends", func() bool {
+	const ending = "schedule ended without firing: its first tick comes after its until"
+	// The line follows the write that ends it: wait for both.
+	waitFor(t, 15*time.Second, "the schedule ends, with its line", func() bool {
 		s, err := st.Get(context.Background(), "never")
-		return err == nil && s.Ended
+		return err == nil && s.Ended && logs.FilterMessage(ending).Len() > 0
 	})
 	if s, _ := st.Get(context.Background(), "never"); s.EndedReason != schedule.EndedUntil || s.Runs != 0 {
 		t.Errorf("status %+v, want ended for until with no run", s)
 	}
-	lines := logs.FilterMessage("schedule ended without firing: its first tick comes after its until").All()
+	lines := logs.FilterMessage(ending).All()
 	if len(lines) != 1 || lines[0].Level != zapcore.WarnLevel || lines[0].ContextMap()["schedule"] != "never" {
 		t.Errorf("%d WARN lines of the ending (%v), want 1 naming the schedule", len(lines), lines)
 	}
