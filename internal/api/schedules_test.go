@@ -44,6 +44,12 @@ func TestSchedules(t *testing.T) {
 	}
 	mustProblem(t, b.get(t, "/v1/schedules/dcv-1002"), http.StatusNotFound)
 	mustProblem(t, b.do(t, http.MethodDelete, "/v1/schedules/dcv-1002", "", nil), http.StatusNotFound)
+	// The one key a deleted schedule leaves: the count of adds and deletes
+	// the scheduler's leader watches (schedule.Store.Changes): an add and
+	// the deletes here.
+	if n, err := b.redis.Client().GetDel(context.Background(), "certmail:schedules:changes").Int(); err != nil || n < 2 {
+		t.Errorf("certmail:schedules:changes = %d, %v; want at least 2", n, err)
+	}
 	b.assertUntouched(t)
 }
 

@@ -162,9 +162,9 @@ var (
 
 // Bounds of a schedule's cron spec and time zone, in bytes, judged on the
 // value as given, before it is trimmed or parsed: a spec or an IANA zone
-// name is far shorter, and the leader compiles every schedule every second
-// and the API lists them all in one answer. Over its bound, a member is
-// judged no further (overBounds).
+// name is far shorter, the leader reads every schedule every second (and
+// judges again those whose JSON changed), and the API lists them all in one
+// answer. Over its bound, a member is judged no further (overBounds).
 const (
 	MaxCronBytes     = 256
 	MaxTimezoneBytes = 64

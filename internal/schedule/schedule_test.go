@@ -1460,3 +1460,93 @@ func TestStateOfAnEarlierVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestStoredSchedulesJudgedAgainOnlyWhenChanged: the Store judges an API
+// schedule again only when its JSON changed (the leader reads them every
+// second): an unchanged one comes back as the same *Compiled; one changed
+// to what the rules refuse is refused at the next read, by APISchedules
+// and the listing alike, and one changed back is taken again; a deleted
+// one is forgotten. Every Add and Delete moves Changes.
+func TestStoredSchedulesJudgedAgainOnlyWhenChanged(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st := e.store()
+	ctx := context.Background()
+	rdb := e.redis.Client()
+	changes := func() int64 {
+		t.Helper()
+		n, err := st.Changes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := changes()
+	for _, id := range []string{"kept", "edited"} {
+		if _, err := st.Add(ctx, schedule.Schedule{ID: id, Cron: "0 9 * * 1-5", Timezone: "Europe/Berlin", Type: "resend-dcv",
+			Payload: json.RawMessage(`{"order_id": 1}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := changes(); got != before+2 {
+		t.Errorf("Changes %d after 2 adds, want %d", got, before+2)
+	}
+	byID := func() (map[string]*schedule.Compiled, map[string]error) {
+		t.Helper()
+		good, bad, err := st.APISchedules(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]*schedule.Compiled{}
+		for _, c := range good {
+			out[c.ID] = c
+		}
+		return out, bad
+	}
+	first, _ := byID()
+	again, _ := byID()
+	if len(first) != 2 || again["kept"] != first["kept"] || again["edited"] != first["edited"] {
+		t.Fatalf("read again: %v then %v; want the same two schedules, not judged again", first, again)
+	}
+	fast := `{"id":"edited","cron":"@every 1s","type":"resend-dcv","payload":{"order_id":1}}`
+	rules := testRules
+	rules.MinInterval = time.Minute
+	strict, err := schedule.NewStore(schedule.Config{Redis: rdb, Rules: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = strict
+	first, _ = byID() // the strict Store's own first read
+	if err := rdb.HSet(ctx, apiSchedulesKey, "edited", fast).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, bad := byID()
+	if got["kept"] != first["kept"] || got["edited"] != nil || bad["edited"] == nil ||
+		!strings.Contains(bad["edited"].Error(), "CERTMAIL_SCHEDULE_MIN_INTERVAL") {
+		t.Errorf("after the edit: good %v, bad %v; want kept as it was and edited refused for its interval", got, bad)
+	}
+	l, err := st.Listing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Schedules) != 1 || l.Schedules[0].ID != "kept" || len(l.Skipped) != 1 || l.Skipped[0].ID != "edited" {
+		t.Errorf("listing %+v, want kept listed and edited skipped, as APISchedules", l)
+	}
+	hourly := `{"id":"edited","cron":"@hourly","type":"resend-dcv","payload":{"order_id":1}}`
+	if err := rdb.HSet(ctx, apiSchedulesKey, "edited", hourly).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, bad := byID(); got["edited"] == nil || got["edited"].Cron != "@hourly" || len(bad) != 0 {
+		t.Errorf("after a second edit: good %v, bad %v; want edited taken as @hourly", got, bad)
+	}
+	before = changes()
+	if err := st.Delete(ctx, "edited"); err != nil {
+		t.Fatal(err)
+	}
+	if got := changes(); got != before+1 {
+		t.Errorf("Changes %d after a delete, want %d", got, before+1)
+	}
+	if got, _ := byID(); len(got) != 1 || got["kept"] != first["kept"] {
+		t.Errorf("after the delete: %v, want kept alone, as it was", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -257,25 +258,83 @@ func (st *Store) NoteTask(ctx context.Context, fence *lease.Lease, id, taskID st
 // rules again (readStored: an account may have been removed since it was
 // added), and refuses one kept under an id its JSON does not name: good are
 // those that may fire, bad names each of the others with its problem.
-// Listings skip the same ones.
+// Listings skip the same ones. A schedule whose JSON is the same as at the
+// Store's last read is not judged again: the verdict, and the *Compiled,
+// of that read are returned (see readAll).
 func (st *Store) APISchedules(ctx context.Context) (good []*Compiled, bad map[string]error, err error) {
 	raw, err := st.rdb.HGetAll(ctx, apiSchedulesKey).Result()
 	if err != nil {
 		return nil, nil, fmt.Errorf("read schedules: %w", err)
 	}
 	bad = map[string]error{}
-	for id, js := range raw {
-		c, err := st.readStored(js, SourceAPI)
-		if err == nil && c.ID != id {
+	for id, r := range st.readAll(SourceAPI, raw) {
+		err := r.err
+		if err == nil && r.c.ID != id {
 			err = errStoredUnderAnotherID
 		}
 		if err != nil {
 			bad[id] = err
 			continue
 		}
-		good = append(good, c)
+		good = append(good, r.c)
 	}
 	return good, bad, nil
+}
+
+// Changes returns a count that every Add and Delete raises: the scheduler's
+// leader, which judges again and looks at only the schedules whose JSON
+// changed, looks at the state of every schedule again when it moves. An id
+// deleted and added again with the same JSON starts anew (its state
+// cleared, ended no more) under a JSON that did not change, and Delete
+// clears the state kept under an id whatever its source.
+func (st *Store) Changes(ctx context.Context) (int64, error) {
+	n, err := st.rdb.Get(ctx, changesKey).Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("read schedule changes: %w", err)
+	}
+	return n, nil
+}
+
+// read is what readStored made of one schedule's JSON js.
+type read struct {
+	js  string
+	c   *Compiled
+	err error
+}
+
+// readCache keeps, per source, the last read of each schedule kept in
+// Redis, by id: judging a schedule in full (its cron spec's next 100 ticks
+// sampled, its payload checked) costs up to a millisecond or more, and the
+// leader reads the API's schedules every second. The rules do not change
+// in a Store's life, so the same JSON gets the same verdict (a cron spec's
+// ticks sampled from when its JSON was first read).
+type readCache struct {
+	mu       sync.Mutex
+	bySource map[string]map[string]read
+}
+
+// readAll judges raw (id → JSON, the schedules kept under source) as
+// readStored does, each whose JSON is the one of the last read of source
+// taken from that read (its *Compiled too), and keeps this read for the
+// next one; ids no longer in raw are forgotten.
+func (st *Store) readAll(source string, raw map[string]string) map[string]read {
+	st.reads.mu.Lock()
+	defer st.reads.mu.Unlock()
+	last := st.reads.bySource[source]
+	out := make(map[string]read, len(raw))
+	for id, js := range raw {
+		if r, ok := last[id]; ok && r.js == js {
+			out[id] = r
+			continue
+		}
+		c, err := st.readStored(js, source)
+		out[id] = read{js: js, c: c, err: err}
+	}
+	if st.reads.bySource == nil {
+		st.reads.bySource = map[string]map[string]read{}
+	}
+	st.reads.bySource[source] = out
+	return out
 }
 
 // errStoredUnderAnotherID is an API schedule whose JSON names another id

@@ -25,6 +25,8 @@ import (
 const (
 	apiSchedulesKey  = "certmail:schedules"      // hash id → Schedule JSON, added through the API or the CLI
 	fileSchedulesKey = "certmail:schedules:file" // hash id → Schedule JSON, the file's valid entries, mirrored by the leader
+	// changesKey counts the Adds and Deletes, ever (see Changes).
+	changesKey = "certmail:schedules:changes"
 	// statePrefix + id: hash since, last_tick, runs, last_run_at, last_task_id,
 	// ended, ended_reason, ended_at, order_status (State), source, the
 	// source of the schedule it belongs to (SourceAPI or SourceFile; absent
@@ -111,6 +113,7 @@ type Store struct {
 	rules Rules
 	log   *zap.Logger
 	now   func() time.Time
+	reads readCache
 }
 
 // NewStore returns a Store configured by cfg (after WithDefaults and
@@ -169,7 +172,9 @@ type Listing struct {
 // history KEYS[4]: 1 when stored; 0 when the id is taken there, 2 when the
 // file's hash KEYS[2] has it; -1 when KEYS[1] holds ARGV[3] schedules
 // already. The state is written in the same step, so that a file schedule
-// published meanwhile never finds it (see claimLua).
+// published meanwhile never finds it (see claimLua), and the count of
+// changes KEYS[5] moves with it, so that the leader looks at the state
+// again (Changes).
 var addScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 2 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
@@ -177,6 +182,7 @@ if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('DEL', KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[3], 'since', ARGV[4], 'source', 'api')
+redis.call('INCR', KEYS[5])
 return 1
 `)
 
@@ -202,7 +208,7 @@ func (st *Store) Add(ctx context.Context, s Schedule, found ...tasks.FieldError)
 		return Status{}, fmt.Errorf("encode schedule: %w", err)
 	}
 	add := func() (int, error) {
-		keys := []string{apiSchedulesKey, fileSchedulesKey, stateKey(s.ID), asynqsched.HistoryKey(s.ID)}
+		keys := []string{apiSchedulesKey, fileSchedulesKey, stateKey(s.ID), asynqsched.HistoryKey(s.ID), changesKey}
 		return addScript.Run(ctx, st.rdb, keys, s.ID, b, st.rules.MaxSchedules, now.Unix()).Int()
 	}
 	added, err := add()
@@ -269,16 +275,20 @@ func (st *Store) makeRoom(ctx context.Context) (bool, error) {
 // its state KEYS[3] and history KEYS[4], or those alone for a schedule that
 // left the file's hash KEYS[2]. Returns 1 deleted; 2 only the API's entry
 // deleted, the file holding the id (the state and history are the file
-// schedule's); -1 a file schedule; 0 nothing to delete.
+// schedule's); -1 a file schedule; 0 nothing to delete. A state deleted
+// moves the count of changes KEYS[5] (Changes).
 var deleteScript = redis.NewScript(`
 local inFile = redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
   if inFile then return 2 end
   redis.call('DEL', KEYS[3], KEYS[4])
+  redis.call('INCR', KEYS[5])
   return 1
 end
 if inFile then return -1 end
-return math.min(redis.call('DEL', KEYS[3], KEYS[4]), 1)
+if redis.call('DEL', KEYS[3], KEYS[4]) == 0 then return 0 end
+redis.call('INCR', KEYS[5])
+return 1
 `)
 
 // Delete removes an API schedule, its state and its history on the
@@ -289,7 +299,7 @@ return math.min(redis.call('DEL', KEYS[3], KEYS[4]), 1)
 // schedule gives ErrFileSchedule, an id with nothing to delete ErrNotFound;
 // neither repeats the id, which the caller has (and bounds as it shows it).
 func (st *Store) Delete(ctx context.Context, id string) error {
-	keys := []string{apiSchedulesKey, fileSchedulesKey, stateKey(id), asynqsched.HistoryKey(id)}
+	keys := []string{apiSchedulesKey, fileSchedulesKey, stateKey(id), asynqsched.HistoryKey(id), changesKey}
 	n, err := deleteScript.Run(ctx, st.rdb, keys, id).Int()
 	switch {
 	case err != nil:
@@ -374,7 +384,8 @@ const maxSkippedID = 128
 
 // load reads both sources from Redis; a file schedule wins over an API one
 // with the same id (Add prevents that, but the file can change later). An
-// entry the scheduler does not fire (readStored) is skipped.
+// entry the scheduler does not fire (readStored) is skipped; what readAll
+// read before is not judged again.
 func (st *Store) load(ctx context.Context) ([]*Compiled, []Skipped, error) {
 	byID := map[string]*Compiled{}
 	var skipped []Skipped
@@ -383,17 +394,17 @@ func (st *Store) load(ctx context.Context) ([]*Compiled, []Skipped, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("read schedules: %w", err)
 		}
-		for id, js := range raw {
+		for id, r := range st.readAll(src.name, raw) {
 			skip := func(problem string) {
 				if len(id) > maxSkippedID {
 					id = fmt.Sprintf("%.64q…", id)
 				}
 				skipped = append(skipped, Skipped{ID: strings.ToValidUTF8(id, "\uFFFD"), Source: src.name, Problem: problem})
 			}
-			c, err := st.readStored(js, src.name)
+			c := r.c
 			switch {
-			case err != nil:
-				skip(problemOf(err))
+			case r.err != nil:
+				skip(problemOf(r.err))
 				continue
 			case c.ID != id:
 				skip(errStoredUnderAnotherID.Error())

@@ -33,36 +33,60 @@ const (
 // the writes are fenced by the lease.
 const tickTimeout = 5 * time.Second
 
-// fire enqueues the due ticks of one schedule. It returns false when the
-// leadership was lost (the round stops).
-func (s *Scheduler) fire(ctx context.Context, c *schedule.Compiled) bool {
-	now := time.Now()
+// never is when an ended schedule is due: it is looked at again only when
+// its definition changes (a new *schedule.Compiled) or the store changes
+// (see refreshAPI).
+var never = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// needsLook reports whether c may have something due at now: it is not
+// known to have nothing due before a later time, and is not waiting to be
+// tried again after a failed write.
+func (s *Scheduler) needsLook(c *schedule.Compiled, now time.Time) bool {
 	if due, ok := s.due[c]; ok && now.Before(due) {
-		return true // nothing due: no need to ask Redis
+		return false // nothing due: no need to ask Redis
 	}
 	if r := s.retrying[c.ID]; r != nil && now.Before(r.at) {
-		return true // a write failed: tried again after a pause
+		return false // a write failed: tried again after a pause
 	}
-	out := s.fireSchedule(ctx, c, now)
+	return true
+}
+
+// fire enqueues the due ticks of one schedule, reading its state first
+// when it needs a look. It returns false when the leadership was lost
+// (the round stops).
+func (s *Scheduler) fire(ctx context.Context, c *schedule.Compiled) bool {
+	if !s.needsLook(c, time.Now()) {
+		return true
+	}
+	state, err := s.store.State(ctx, c.ID)
+	if err != nil {
+		return true // Redis trouble: try again next round
+	}
+	return s.fireWith(ctx, c, state)
+}
+
+// fireWith enqueues the due ticks of one schedule that needs a look, whose
+// state is state. It returns false when the leadership was lost (the round
+// stops).
+func (s *Scheduler) fireWith(ctx context.Context, c *schedule.Compiled, state schedule.State) bool {
+	delete(s.states, c) // firing may change it: the dashboard reads it again
+	out := s.fireSchedule(ctx, c, state, time.Now())
 	if r := s.retrying[c.ID]; r != nil && (out == goOn || out == stopped) {
 		s.resolve(c.ID, r) // everything due was done
 	}
 	return out != lost
 }
 
-// fireSchedule is fire's work once the schedule needs a look: goOn when
-// everything due was done (the schedule may have ended), retry when it is
-// to be tried again, stopped when it ended now, lost when the leadership
-// was lost.
-func (s *Scheduler) fireSchedule(ctx context.Context, c *schedule.Compiled, now time.Time) outcome {
-	state, err := s.store.State(ctx, c.ID)
-	if err != nil {
-		return retry // Redis trouble: try again next round
-	}
+// fireSchedule is fire's work once the schedule needs a look, given its
+// state: goOn when everything due was done (the schedule may have ended),
+// retry when it is to be tried again, stopped when it ended now, lost when
+// the leadership was lost.
+func (s *Scheduler) fireSchedule(ctx context.Context, c *schedule.Compiled, state schedule.State, now time.Time) outcome {
 	if state.Ended {
 		if s.series[c.ID] {
 			s.dropSeries(c.ID)
 		}
+		s.due[c] = never
 		return goOn
 	}
 	if state.Since.IsZero() { // first seen: ticks count from now

@@ -127,16 +127,11 @@ func (s *Scheduler) clearEntries(ctx context.Context) {
 // does not hide those that run.
 func (s *Scheduler) entries(ctx context.Context, now time.Time) (out []asynqsched.Entry, leftOut int, err error) {
 	scheds := s.firing()
-	ids := make([]string, len(scheds))
-	for i, c := range scheds {
-		ids[i] = c.ID
-	}
-	states, err := s.store.States(ctx, ids)
-	if err != nil {
+	if err := s.readStates(ctx, scheds); err != nil {
 		return nil, 0, err
 	}
-	for i, c := range scheds {
-		state := states[i]
+	for _, c := range scheds {
+		state := s.states[c]
 		if state.Ended {
 			continue
 		}
@@ -152,6 +147,27 @@ func (s *Scheduler) entries(ctx context.Context, now time.Time) (out []asynqsche
 			Options: s.entryOptions(c), Next: next, Prev: state.LastRunAt})
 	}
 	return out, leftOut, nil
+}
+
+// readStates reads, in one round trip, the states of the schedules of
+// scheds the leader does not know (see Scheduler.states).
+func (s *Scheduler) readStates(ctx context.Context, scheds []*schedule.Compiled) error {
+	var unknown []*schedule.Compiled
+	var ids []string
+	for _, c := range scheds {
+		if _, ok := s.states[c]; !ok {
+			unknown = append(unknown, c)
+			ids = append(ids, c.ID)
+		}
+	}
+	states, err := s.store.States(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for i, c := range unknown {
+		s.states[c] = states[i]
+	}
+	return nil
 }
 
 // firing returns the schedules the leader fires (a file schedule hides an

@@ -18,6 +18,14 @@
 // Ticks missed while no scheduler ran are caught up when they are at most
 // CatchUp old (one minute by default); older ones are skipped.
 //
+// A round with nothing due costs next to nothing, however many schedules
+// there are: the leader re-reads the API's schedules every second but
+// judges again only those whose JSON changed (the Store keeps its last
+// verdicts), remembers when each schedule is next due (never, once ended),
+// reads the states of those that need a look in one round trip, and reads
+// them all again only after a schedule was added or deleted. The lease is
+// renewed during a round too, so a long round does not lose it.
+//
 // So that the asynq dashboard's Schedulers tab lists the schedules, the
 // leader writes asynq's scheduler records (package asynqsched): every
 // Heartbeat (and after each tick) the list of running schedules with their
@@ -164,10 +172,19 @@ type Scheduler struct {
 	refreshedAt time.Time
 	warned      map[string]string // schedule id → problem already logged
 	// due is when each schedule next needs a look, so that rounds do not
-	// read Redis for schedules with nothing due. Cleared whenever the
-	// schedules or the leadership change.
+	// read Redis for schedules with nothing due (never for an ended one).
+	// A schedule whose definition changes is a new *schedule.Compiled, so
+	// its entry goes (see changed); all are cleared when the leadership
+	// changes, or when a schedule was added or deleted (see refreshAPI).
 	due map[*schedule.Compiled]time.Time
-	hb  heartbeat // the dashboard's entries (heartbeat.go)
+	// states are the schedules' states as the dashboard's last write read
+	// them, of the schedules not looked at since (only the leader writes
+	// them, when it fires), so that heartbeats read only the others.
+	// Cleared as due is.
+	states map[*schedule.Compiled]schedule.State
+	// changes is schedule.Store.Changes at the last refresh.
+	changes int64
+	hb      heartbeat // the dashboard's entries (heartbeat.go)
 	// series are the schedule ids with metric series; the series of a
 	// schedule deleted or ended are removed, so that their number follows
 	// the schedules that exist.
@@ -221,6 +238,7 @@ func New(cfg Config) (*Scheduler, error) {
 		lease:    lease.New(cfg.Redis.Client, leaderKey, cfg.Lease),
 		warned:   map[string]string{},
 		due:      map[*schedule.Compiled]time.Time{},
+		states:   map[*schedule.Compiled]schedule.State{},
 		series:   map[string]bool{},
 		awaiting: map[string]*awaiting{},
 		retrying: map[string]*retrying{},
@@ -329,6 +347,7 @@ func (s *Scheduler) lead(ctx context.Context, now time.Time) {
 	}
 	if ok != s.leader {
 		clear(s.due)
+		clear(s.states)
 		clear(s.awaiting)
 		clear(s.retrying)
 	}
@@ -357,10 +376,69 @@ func (s *Scheduler) resign() {
 func (s *Scheduler) lostLeadership(id string) {
 	s.leader = false
 	clear(s.due)
+	clear(s.states)
 	clear(s.awaiting)
 	clear(s.retrying)
 	s.metrics.setLeader(false)
 	s.log.Warn("lost the scheduler leadership while firing", zap.String("schedule", id))
+}
+
+// renewal is the renewal of the leader lease while a round runs (see
+// keepLeading).
+type renewal struct {
+	quit, done chan struct{}
+	at         atomic.Int64 // when the last renewal that kept the lease was sent, Unix nanoseconds; 0 for none
+	gone       atomic.Bool  // a renewal found the lease no longer this replica's
+}
+
+// keepLeading renews the leader lease in the background until stopKeeping,
+// a third of the lease after the last renewal (a tenth after one that
+// failed), as lead does between rounds: a round that lasts longer than the
+// lease (the first after a start judges and reads every schedule; a slow
+// Redis) must not let it expire, or another replica takes over mid-round
+// and the leadership passes back and forth. The writes of the round stay
+// fenced by the lease's token. gone tells the round to stop: another
+// replica leads.
+func (s *Scheduler) keepLeading() *renewal {
+	r := &renewal{quit: make(chan struct{}), done: make(chan struct{})}
+	wait := time.Until(s.renewedAt.Add(s.cfg.Lease / 3))
+	go func() {
+		defer close(r.done)
+		t := time.NewTimer(max(wait, 0))
+		defer t.Stop()
+		for {
+			select {
+			case <-r.quit:
+				return
+			case <-t.C:
+			}
+			sent := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Lease/3)
+			ok, err := s.lease.Renew(ctx)
+			cancel()
+			switch {
+			case err != nil:
+				t.Reset(s.cfg.Lease / 10) // a Redis hiccup: lead decides when it is lost
+			case !ok:
+				r.gone.Store(true)
+				return
+			default:
+				r.at.Store(sent.UnixNano())
+				t.Reset(s.cfg.Lease / 3)
+			}
+		}
+	}()
+	return r
+}
+
+// stopKeeping ends r's renewals, waits for them, and notes the last, so
+// that lead renews a third of the lease after it.
+func (s *Scheduler) stopKeeping(r *renewal) {
+	close(r.quit)
+	<-r.done
+	if at := r.at.Load(); at != 0 {
+		s.renewedAt = time.Unix(0, at)
+	}
 }
 
 // addrString is a listen address for logs; "none" without an admin server.

@@ -895,8 +895,9 @@ func TestLeaderRidesOutARedisHiccup(t *testing.T) {
 }
 
 // TestChangedForgetsGoneSchedules: when the schedules change, the leader
-// forgets when each is due, and the metric series and awaited task of the
-// schedules that are gone, not of those that remain.
+// forgets when each that changed or is gone is due and its state, and the
+// metric series and awaited task of the schedules that are gone, not of
+// those that remain.
 func TestChangedForgetsGoneSchedules(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
@@ -910,15 +911,22 @@ func TestChangedForgetsGoneSchedules(t *testing.T) {
 		t.Fatal(good, bad, err)
 	}
 	s.fileScheds = good
-	s.due[good[0]] = time.Now()
+	edited := *good[0] // the same id, an earlier definition
+	for _, c := range []*schedule.Compiled{good[0], &edited} {
+		s.due[c] = time.Now()
+		s.states[c] = schedule.State{Runs: 1}
+	}
 	for _, id := range []string{"stays", "gone"} {
 		s.series[id] = true
 		s.metrics.ticks.WithLabelValues(id).Inc()
 		s.awaiting[id] = &awaiting{taskID: "sched:" + id + ":1"}
 	}
 	s.changed()
-	if len(s.due) != 0 {
-		t.Errorf("due %v, want forgotten", s.due)
+	if _, ok := s.due[good[0]]; !ok || len(s.due) != 1 {
+		t.Errorf("due %v, want only the schedule that stays", s.due)
+	}
+	if _, ok := s.states[good[0]]; !ok || len(s.states) != 1 {
+		t.Errorf("states %v, want only the schedule that stays", s.states)
 	}
 	if s.awaiting["stays"] == nil || s.awaiting["gone"] != nil || !s.series["stays"] || s.series["gone"] {
 		t.Errorf("awaiting %v, series %v: want only stays'", s.awaiting, s.series)

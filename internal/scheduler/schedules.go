@@ -47,12 +47,21 @@ func (s *Scheduler) reloadFile() {
 }
 
 // round is one pass of the leader: refresh the schedules, fire what is due.
+// The states of the schedules that need a look are read in one round trip;
+// a round with nothing due reads none. The lease is renewed while the round
+// runs (keepLeading), however long it takes.
 func (s *Scheduler) round(ctx context.Context) {
+	r := s.keepLeading()
+	defer s.stopKeeping(r)
 	if !s.mirrored && s.cfg.File != "" {
 		if err := s.store.MirrorFile(ctx, s.fileScheds); err != nil {
 			s.log.Warn("could not publish the file's schedules", zap.Error(err))
 		} else {
+			// Publishing may have given file schedules states of their own:
+			// what was known of any state is read again.
 			s.mirrored = true
+			clear(s.due)
+			clear(s.states)
 		}
 	}
 	if time.Since(s.refreshedAt) >= refreshInterval {
@@ -62,13 +71,15 @@ func (s *Scheduler) round(ctx context.Context) {
 			s.refreshedAt = time.Now()
 		}
 	}
+	now := time.Now()
+	var look []*schedule.Compiled
 	fileIDs := map[string]bool{}
 	for _, c := range s.fileScheds {
 		fileIDs[c.ID] = true
 		// Not before they are published: publishing gives each a state of
 		// its own, not that of an API schedule of the same id.
-		if s.mirrored && !s.fire(ctx, c) {
-			return
+		if s.mirrored && s.needsLook(c, now) {
+			look = append(look, c)
 		}
 	}
 	for _, c := range s.apiScheds {
@@ -77,15 +88,41 @@ func (s *Scheduler) round(ctx context.Context) {
 				"remove the API's (certmail schedule rm) or give the id up in the file")
 			continue
 		}
-		if !s.fire(ctx, c) {
+		if s.needsLook(c, now) {
+			look = append(look, c)
+		}
+	}
+	if len(look) == 0 {
+		return
+	}
+	ids := make([]string, len(look))
+	for i, c := range look {
+		ids[i] = c.ID
+	}
+	states, err := s.store.States(ctx, ids)
+	if err != nil {
+		return // Redis trouble: try again next round
+	}
+	for i, c := range look {
+		if r.gone.Load() {
+			return // another replica leads: lead says so before the next round
+		}
+		if !s.fireWith(ctx, c, states[i]) {
 			return
 		}
 	}
 }
 
-// refreshAPI re-reads the API's schedules, validating each payload again
-// (an account may have been removed since).
+// refreshAPI re-reads the API's schedules. Those whose JSON changed are
+// validated again (an account may have been removed since; see
+// schedule.Store.APISchedules); when a schedule was added or deleted since
+// the last refresh (schedule.Store.Changes), the leader forgets what it
+// knew of every schedule's state, which such a change may have cleared.
 func (s *Scheduler) refreshAPI(ctx context.Context) error {
+	changes, err := s.store.Changes(ctx)
+	if err != nil {
+		return err
+	}
 	good, bad, err := s.store.APISchedules(ctx)
 	if err != nil {
 		return err
@@ -102,23 +139,40 @@ func (s *Scheduler) refreshAPI(ctx context.Context) error {
 			delete(s.warned, id) // deleted since: forget it
 		}
 	}
+	if changes != s.changes {
+		clear(s.due)
+		clear(s.states)
+		s.changes = changes
+	}
 	s.apiScheds = good
 	s.changed()
 	s.metrics.schedules.WithLabelValues(schedule.SourceAPI).Set(float64(len(good)))
 	return nil
 }
 
-// changed forgets what the leader knew of schedules that may have changed
-// or gone: when each is due, the metric series, awaited tasks and retries
-// of those that are gone.
+// changed forgets what the leader knew of schedules that changed or are
+// gone: when each is due and its state (kept by the *schedule.Compiled,
+// which is new when its definition changed), the metric series, awaited
+// tasks and retries of the ids that are gone. What it knew of the others
+// stays, so that rounds do not read their state again.
 func (s *Scheduler) changed() {
-	clear(s.due)
 	known := map[string]bool{}
+	live := map[*schedule.Compiled]bool{}
 	for _, c := range s.fileScheds {
-		known[c.ID] = true
+		known[c.ID], live[c] = true, true
 	}
 	for _, c := range s.apiScheds {
-		known[c.ID] = true
+		known[c.ID], live[c] = true, true
+	}
+	for c := range s.due {
+		if !live[c] {
+			delete(s.due, c)
+		}
+	}
+	for c := range s.states {
+		if !live[c] {
+			delete(s.states, c)
+		}
 	}
 	for id := range s.series {
 		if !known[id] {
