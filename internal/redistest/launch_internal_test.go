@@ -2,7 +2,10 @@ package redistest
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 )
 
 // A server that cannot bind its port because another test's server holds
@@ -18,5 +21,44 @@ func TestTakenPortIsNotShared(t *testing.T) {
 	}
 	if err := a.Client().Ping(context.Background()).Err(); err != nil {
 		t.Errorf("the first server: %v", err)
+	}
+}
+
+// TestFreePortNotReturnedTwice: the kernel may offer a port again as soon
+// as a killed server freed it; FreePort never returns it again within
+// PortHold, so another test's server cannot answer on a killed one's port.
+func TestFreePortNotReturnedTwice(t *testing.T) {
+	seen := map[int]bool{}
+	for range 200 {
+		port, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[port] {
+			t.Fatalf("port %d returned twice", port)
+		}
+		seen[port] = true
+	}
+}
+
+// TestClaimPort: a claim of the last PortHold holds; an older one is taken
+// over.
+func TestClaimPort(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "6379")
+	if !claimPort(name) {
+		t.Fatal("a port never claimed: not claimed")
+	}
+	if claimPort(name) {
+		t.Fatal("a port claimed a moment ago: claimed again")
+	}
+	old := time.Now().Add(-PortHold - time.Minute)
+	if err := os.Chtimes(name, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if !claimPort(name) {
+		t.Fatal("a claim older than PortHold: not taken over")
+	}
+	if claimPort(name) {
+		t.Fatal("a claim just taken over: claimed again")
 	}
 }

@@ -5,7 +5,9 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -75,14 +77,49 @@ func Start(tb testing.TB, opts ...Options) *Server {
 	return s
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that nothing listens on right now.
+// FreePort returns a TCP port on 127.0.0.1 that nothing listens on right
+// now and that no FreePort of any test process on this machine returned in
+// the last PortHold. A killed server's port is then not taken by another
+// test's server while a test still expects nothing to answer there (test
+// packages run in processes of their own, so the claim is a file).
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	dir := filepath.Join(os.TempDir(), "certmail-redistest-ports")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, fmt.Errorf("free port: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		if claimPort(filepath.Join(dir, strconv.Itoa(port))) {
+			return port, nil
+		}
+	}
+	return 0, errors.New("free port: every port offered was claimed in the last hour")
+}
+
+// PortHold is how long FreePort keeps a port it returned from any other
+// caller.
+const PortHold = time.Hour
+
+// claimPort claims the port whose claim file is name, unless a claim of
+// the last PortHold holds it.
+func claimPort(name string) bool {
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err == nil {
+		return f.Close() == nil
+	}
+	st, serr := os.Stat(name)
+	if !errors.Is(err, fs.ErrExist) || serr != nil || time.Since(st.ModTime()) < PortHold {
+		return false
+	}
+	// An old claim: take it over (another process may do so at the same
+	// moment; the later launch then fails to bind and Start tries again).
+	now := time.Now()
+	return os.Chtimes(name, now, now) == nil
 }
 
 func (s *Server) launch() error {
