@@ -173,7 +173,7 @@ func ExampleNewTask_invalidTaskID() {
 	fmt.Println(tasks.ValidTaskID("crm:7781.2"), tasks.ValidTaskID("crm/7781"))
 	// Output:
 	// true
-	// new task: invalid task id: asynq.TaskID "crm/7781": a task id may not hold / \ ? # % or a control character, nor be "." or ".."
+	// new task: invalid task id: asynq.TaskID "crm/7781": a task id may not hold / \ ? # % or a control character, nor begin or end with a space, nor be "." or ".."
 	// true false
 }
 

@@ -48,6 +48,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -217,16 +218,17 @@ func checkTaskID(opts []asynq.Option) error {
 }
 
 // taskIDRule says which task ids ValidTaskID refuses for what they hold.
-const taskIDRule = `a task id may not hold / \ ? # % or a control character, nor be "." or ".."`
+const taskIDRule = `a task id may not hold / \ ? # % or a control character, nor begin or end with a space, nor be "." or ".."`
 
 // ValidTaskID reports whether id is a task id certmail accepts: 1 to
 // MaxTaskIDBytes bytes, not "." or "..", with no '/', '\\', '?', '#', '%'
-// and no control character. The dashboard builds the address of a
-// single-task action (Run, Delete, Archive) by putting the id into the path
-// as it is: the browser resolves "." and ".." segments, cuts the path at '?'
-// and '#' and splits it at '/' and '\\', and the server decodes '%', so
-// such an action on another id would act on other tasks or on none. NewTask
-// refuses such an id; a task that a raw asynq producer enqueued under one is
+// and no control character, neither beginning nor ending with a space. The
+// dashboard builds the address of a single-task action (Run, Delete,
+// Archive) by putting the id into the path as it is: the browser resolves
+// "." and ".." segments, cuts the path at '?' and '#', splits it at '/' and
+// '\\' and drops the spaces that end the address (a Delete's ends with the
+// id), and the server decodes '%', so such an action on another id would
+// act on other tasks or on none. NewTask refuses such an id; a task that a raw asynq producer enqueued under one is
 // still processed (the dashboard's bulk actions, which send ids in a body,
 // and certmail dlq address it).
 func ValidTaskID(id string) bool {
@@ -236,7 +238,7 @@ func ValidTaskID(id string) bool {
 // addressableID reports whether id holds nothing ValidTaskID refuses but
 // for its length.
 func addressableID(id string) bool {
-	if id == "." || id == ".." {
+	if id == "." || id == ".." || strings.HasPrefix(id, " ") || strings.HasSuffix(id, " ") {
 		return false
 	}
 	for _, r := range id {

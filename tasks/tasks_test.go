@@ -203,7 +203,7 @@ func TestNewTaskRefusesALongTaskID(t *testing.T) {
 // says the same as the constructors.
 func TestNewTaskRefusesAnUnaddressableTaskID(t *testing.T) {
 	t.Parallel()
-	bad := []string{"crm/7781", "../pending_tasks:delete_all", `a\b`, "victim?", "a#b", "pct%2Fid", ".", "..",
+	bad := []string{"crm/7781", "../pending_tasks:delete_all", `a\b`, "victim?", "a#b", "pct%2Fid", ".", "..", "victim ", " victim", " ",
 		"a\x00b", "tab\tid", "nl\n", "del\x7f", "c1\u0085", strings.Repeat("x", 200) + "/"}
 	good := []string{"crm-7781", "a.b", "...", "..a", "a..", "sched:renew.example:1700000000", "ü-ß", "a b", "x:run", "L"}
 	for name, build := range everyConstructor() {

@@ -25,7 +25,7 @@ func TestDashboardGuardInBrowser(t *testing.T) {
 	b := setup(t)
 	trap := "../pending_tasks:delete_all"
 	long := strings.Repeat("k", 256)
-	for _, id := range []string{trap, "victim", "victim?", "plain-1", long} {
+	for _, id := range []string{trap, "victim", "victim?", "victim ", "plain-1", long} {
 		b.rawArchived(t, id)
 	}
 	var ref api.TaskRef
@@ -42,6 +42,8 @@ func TestDashboardGuardInBrowser(t *testing.T) {
 		{"xhr", "DELETE", base + "victim?"},
 		{"fetch", "DELETE", base + "victim?"},
 		{"fetch", "POST", base + "victim%3F:run"},
+		{"xhr", "DELETE", base + "victim "}, // the browser drops the space: "victim" would go
+		{"fetch", "DELETE", base + "victim "},
 		{"xhr", "POST", "/monitoring/api/queues/default/./pending_tasks:archive_all"},
 	} {
 		var js string
@@ -60,10 +62,17 @@ func TestDashboardGuardInBrowser(t *testing.T) {
 	if !strings.Contains(shown, "bulk action") {
 		t.Errorf("the message does not name the bulk action: %.500s", shown)
 	}
-	for id, want := range map[string]string{trap: "archived", "victim": "archived", "victim?": "archived", ref.ID: "pending"} {
+	for id, want := range map[string]string{trap: "archived", "victim": "archived", "victim?": "archived", "victim ": "archived", ref.ID: "pending"} {
 		if st := b.state(t, id); st != want {
 			t.Errorf("task %q is %s, want %s", id, st, want)
 		}
+	}
+
+	// An id that only begins with dots is no dot segment: it goes through
+	// (to a 404, no such task).
+	sent, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch(`+jsString(base+"..:x:run")+`, {method: "POST"}).then(r => "sent " + r.status, e => "refused: " + e.message)`, chromedp.EvalAwaitPromise))
+	if err != nil || sent != "sent 404" {
+		t.Errorf("POST of ..:x:run: %q, %v; want it sent, answered 404", sent, err)
 	}
 
 	// An ordinary id, through asynqmon's XMLHttpRequest.

@@ -2,13 +2,13 @@
 // single-task action (Run, Delete, Archive, Cancel) and of a queue's Pause
 // and Resume by putting the task id and the queue name into the path as they
 // are. The browser would resolve a "." or ".." segment, cut the path at "?"
-// or "#" and split it at "\", and the server would decode a "%": the action
-// would reach other tasks or another queue. Such a request is not sent; the
-// operator is told what to use instead.
+// or "#", split it at "\\" and drop a space that ends it, and the server
+// would decode a "%": the action would reach other tasks or another queue.
+// Such a request is not sent; the operator is told what to use instead.
 (function () {
   "use strict";
   var message = "certmail refused this action: the task id or queue name holds a character the dashboard " +
-    "cannot put in an address (. or .. alone, / \\ ? # %), so it would act on other tasks. " +
+    "cannot put in an address (. or .. alone, / \\ ? # %, a space at its end), so it would act on other tasks. " +
     "Select the task's checkbox and use the bulk action above the table, or use " +
     "certmail dlq delete / certmail dlq requeue.";
 
@@ -23,10 +23,12 @@
     if (i < 0) return false;
     var path = url.slice(i + 4);
     if (/[?#%\\]/.test(path)) return true;
+    // The browser drops the spaces that end an address (a Delete's ends
+    // with the task id).
+    if (/ $/.test(path)) return true;
     var segs = path.split("/");
     for (var j = 0; j < segs.length; j++) {
-      var s = segs[j];
-      if (s === "." || s === ".." || s.indexOf("..:") === 0 || s.indexOf(".:") === 0) return true;
+      if (segs[j] === "." || segs[j] === "..") return true;
     }
     return false;
   }
