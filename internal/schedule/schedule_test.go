@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1548,5 +1549,75 @@ func TestStoredSchedulesJudgedAgainOnlyWhenChanged(t *testing.T) {
 	}
 	if got, _ := byID(); len(got) != 1 || got["kept"] != first["kept"] {
 		t.Errorf("after the delete: %v, want kept alone, as it was", got)
+	}
+}
+
+// roundTrips is a go-redis hook that counts round trips: one per command,
+// one per pipeline.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// TestListingReadsStatesInOneRoundTrip: a listing (GET /v1/schedules,
+// certmail schedule list) costs the same round trips for 2 schedules as
+// for 50, each shown with its own state, and no HGETALL per schedule.
+func TestListingReadsStatesInOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	trips := map[int]int64{}
+	for _, n := range []int{2, 50} {
+		e := setup(t)
+		rdb := e.redis.Client()
+		counter := &roundTrips{}
+		rdb.AddHook(counter)
+		st, err := schedule.NewStore(schedule.Config{Redis: rdb, Rules: testRules})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			id := fmt.Sprintf("s%03d", i)
+			if _, err := st.Add(ctx, schedule.Schedule{ID: id, Cron: "@hourly", Type: "resend-dcv",
+				Payload: json.RawMessage(`{"order_id": 1}`)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := rdb.HSet(ctx, stateKey(id), "runs", i, "last_task_id", "task-"+id).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.redis.ResetStats()
+		counter.n.Store(0)
+		l, err := st.Listing(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trips[n] = counter.n.Load()
+		if cmds := e.redis.Commands(); cmds["hgetall"] != 2 {
+			t.Errorf("n=%d: %d HGETALL in a listing, want 2 (the two schedules hashes, none per schedule)", n, cmds["hgetall"])
+		}
+		if len(l.Schedules) != n {
+			t.Fatalf("n=%d: %d schedules listed", n, len(l.Schedules))
+		}
+		for i, s := range l.Schedules {
+			if id := fmt.Sprintf("s%03d", i); s.ID != id || s.Runs != i || s.LastTaskID != "task-"+id {
+				t.Errorf("n=%d: listed %s with runs %d, last task %q; want %s with runs %d, last task task-%s", n, s.ID, s.Runs, s.LastTaskID, id, i, id)
+			}
+		}
+	}
+	if trips[2] != trips[50] {
+		t.Errorf("a listing took %d round trips for 2 schedules, %d for 50; want the same", trips[2], trips[50])
 	}
 }

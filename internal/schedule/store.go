@@ -357,7 +357,7 @@ func (st *Store) List(ctx context.Context) ([]Status, error) {
 // Listing returns every schedule the scheduler fires, sorted by id, and
 // names the entries it does not fire (Skipped), each logged at WARN: one
 // entry of Redis never fails the whole list, and none is shown as due when
-// it is not.
+// it is not. It reads the states of all the schedules in one round trip.
 func (st *Store) Listing(ctx context.Context) (Listing, error) {
 	scheds, skipped, err := st.load(ctx)
 	if err != nil {
@@ -369,12 +369,16 @@ func (st *Store) Listing(ctx context.Context) (Listing, error) {
 			zap.String("problem", sk.Problem))
 	}
 	l.Skipped = skipped[:min(len(skipped), MaxSkippedListed)]
-	for _, c := range scheds {
-		state, err := st.State(ctx, c.ID)
-		if err != nil {
-			return Listing{}, err
-		}
-		l.Schedules = append(l.Schedules, st.status(c, state))
+	ids := make([]string, len(scheds))
+	for i, c := range scheds {
+		ids[i] = c.ID
+	}
+	states, err := st.States(ctx, ids)
+	if err != nil {
+		return Listing{}, err
+	}
+	for i, c := range scheds {
+		l.Schedules = append(l.Schedules, st.status(c, states[i]))
 	}
 	return l, nil
 }
