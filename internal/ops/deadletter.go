@@ -164,7 +164,7 @@ func (s *Service) Requeue(ctx context.Context, taskID string) (TaskRef, error) {
 		return TaskRef{}, fmt.Errorf("requeue task %s: %w", ShowName(taskID), err)
 	}
 	if err := s.inspector.RunTask(info.Queue, taskID); err != nil {
-		return TaskRef{}, fmt.Errorf("requeue task %s: %w", ShowName(taskID), err)
+		return TaskRef{}, s.actionError(ctx, "requeue", info, len(ids) > 0, err)
 	}
 	ref := TaskRef{ID: info.ID, Type: info.Type, Queue: info.Queue, State: asynq.TaskStatePending.String()}
 	if _, err := deadletter.Remove(ctx, s.rdb, ids...); err != nil {
@@ -200,24 +200,41 @@ func (s *Service) DeleteDeadLetter(ctx context.Context, taskID string) (DeletedD
 		return d, err
 	}
 	info, err := s.archived(ctx, taskID, queue, len(ids) > 0)
+	unmark := "" // the queue of the task, once it is gone
+	if err == nil {
+		unmark = info.Queue
+		switch err = s.inspector.DeleteTask(info.Queue, taskID); {
+		case errors.Is(err, asynq.ErrTaskNotFound):
+			d.Kept, err = (&notArchivedError{id: taskID, queue: info.Queue, now: "deleted meanwhile"}).reason(), nil
+		case err != nil:
+			err = s.actionError(ctx, "delete", info, len(ids) > 0, err) // trimmed meanwhile?
+		default:
+			d.Task = &TaskRef{ID: info.ID, Type: info.Type, Queue: info.Queue, State: "deleted"}
+		}
+	}
 	var kept *notArchivedError
+	if errors.As(err, &kept) && kept.now == nowTrimmed {
+		// What asynq left of a task it trimmed from the archive goes too,
+		// so that its id no longer conflicts with a producer's task.
+		switch deleted, terr := s.trimmed(ctx, kept.queue, taskID, true); {
+		case terr != nil:
+			return d, fmt.Errorf("delete task %s: %w", ShowName(taskID), terr)
+		case deleted:
+			d.Task, err, unmark = &TaskRef{ID: taskID, Type: kept.taskType, Queue: kept.queue, State: "deleted"}, nil, kept.queue
+		default:
+			kept.now, unmark = "changed meanwhile", ""
+		}
+	}
 	switch {
 	case errors.As(err, &kept) && len(ids) > 0:
 		d.Kept = kept.reason()
 	case err != nil:
 		return d, err
-	default:
-		switch err := s.inspector.DeleteTask(info.Queue, taskID); {
-		case errors.Is(err, asynq.ErrTaskNotFound):
-			d.Kept = (&notArchivedError{id: taskID, queue: info.Queue, now: "deleted meanwhile"}).reason()
-		case err != nil:
-			return d, fmt.Errorf("delete task %s: %w", ShowName(taskID), err)
-		default:
-			d.Task = &TaskRef{ID: info.ID, Type: info.Type, Queue: info.Queue, State: "deleted"}
-		}
+	}
+	if unmark != "" {
 		// A producer may send the task again under its id: its next
 		// failure is a dead letter of its own (deadletter.MarkerKey).
-		if err := deadletter.Unmark(ctx, s.rdb, info.Queue, taskID); err != nil {
+		if err := deadletter.Unmark(ctx, s.rdb, unmark, taskID); err != nil {
 			return d, fmt.Errorf("delete task %s: %w", ShowName(taskID), err)
 		}
 	}
@@ -583,9 +600,14 @@ func (s *Service) entriesOf(ctx context.Context, taskID string) (queue string, i
 type notArchivedError struct {
 	id       string
 	queue    string // where it was looked for or found; "" for every queue
-	now      string // what it is now: an asynq state, "parked", "deleted meanwhile"; "" when not found
+	now      string // what it is now: an asynq state, "parked", "deleted meanwhile", nowTrimmed; "" when not found
 	inStream bool   // the dead-letter stream names it
+	taskType string // the task's type, when now is nowTrimmed
 }
+
+// nowTrimmed is the now of a notArchivedError for a task asynq trimmed
+// from the archive (trimmedScript).
+const nowTrimmed = "trimmed"
 
 func (e *notArchivedError) Error() string {
 	switch {
@@ -593,6 +615,8 @@ func (e *notArchivedError) Error() string {
 		return fmt.Sprintf("task %s is dead-lettered but %s: %v", ShowName(e.id), e.reason(), ErrNotFound)
 	case e.now == "parked":
 		return fmt.Sprintf("dead letter %s: %v (the task is waiting to be retried)", ShowName(e.id), ErrNotFound)
+	case e.now == nowTrimmed:
+		return fmt.Sprintf("dead letter %s: %v: %s", ShowName(e.id), ErrNotFound, e.reason())
 	case e.now != "":
 		return fmt.Sprintf("dead letter %s: %v (the task is %s)", ShowName(e.id), ErrNotFound, e.now)
 	}
@@ -615,8 +639,11 @@ func (e *notArchivedError) reason() string {
 		return "no longer archived" + where + " (deleted after its retention)"
 	case e.now == "parked":
 		return "waiting to be retried" + where
-	case e.now == "deleted meanwhile":
-		return "no longer archived" + where + " (deleted meanwhile)"
+	case strings.HasSuffix(e.now, " meanwhile"):
+		return "no longer archived" + where + " (" + e.now + ")"
+	case e.now == nowTrimmed:
+		return "no longer archived" + where + " (asynq trimmed it from the archive, over its cap of 10 000 tasks; " +
+			"certmail dlq delete removes what is left of it, and a producer may then send it again)"
 	}
 	return "no longer archived" + where + " (it is " + e.now + " now)"
 }
@@ -636,7 +663,8 @@ func shortenedID(id string) bool {
 // archived returns the task taskID if it is archived, and not parked, in
 // queue; for queue "", in the first queue asynq knows that holds it so. The
 // error is a *notArchivedError otherwise, whose message says why when
-// inStream.
+// inStream; for a task asynq trimmed from the archive (trimmedScript), its
+// now is nowTrimmed.
 func (s *Service) archived(ctx context.Context, taskID, queue string, inStream bool) (*asynq.TaskInfo, error) {
 	var info *asynq.TaskInfo
 	var err error
@@ -674,6 +702,13 @@ func (s *Service) archived(ctx context.Context, taskID, queue string, inStream b
 		notArchived.now = "parked"
 		return nil, notArchived
 	}
+	switch trimmed, err := s.trimmed(ctx, info.Queue, info.ID, false); {
+	case err != nil:
+		return nil, fmt.Errorf("task %s: %w", ShowName(taskID), err)
+	case trimmed:
+		notArchived.now, notArchived.taskType = nowTrimmed, info.Type
+		return nil, notArchived
+	}
 	switch again, err := s.inspector.GetTaskInfo(info.Queue, info.ID); {
 	case err == nil && again.State != asynq.TaskStateArchived:
 		notArchived.now = again.State.String()
@@ -686,9 +721,21 @@ func (s *Service) archived(ctx context.Context, taskID, queue string, inStream b
 	return info, nil
 }
 
+// actionError is the error of asynq's run or delete (action) of the task
+// info, which archived found archived: a *notArchivedError when asynq
+// trimmed it from the archive meanwhile, whose Run and Delete then fail with
+// an internal error of asynq's, else the error wrapped.
+func (s *Service) actionError(ctx context.Context, action string, info *asynq.TaskInfo, inStream bool, err error) error {
+	if trimmed, terr := s.trimmed(ctx, info.Queue, info.ID, false); terr == nil && trimmed {
+		return &notArchivedError{id: info.ID, queue: info.Queue, now: nowTrimmed, inStream: inStream, taskType: info.Type}
+	}
+	return fmt.Errorf("%s task %s: %w", action, ShowName(info.ID), err)
+}
+
 // findArchived looks the task taskID up in every queue asynq knows, as
-// Task does, but takes an archived one before any other: asynq's task ids
-// are unique per queue only.
+// Task does, but takes one the archive lists before any other (such as what
+// asynq left of a task it trimmed from an archive): asynq's task ids are
+// unique per queue only.
 func (s *Service) findArchived(ctx context.Context, taskID string) (*asynq.TaskInfo, error) {
 	queues, err := s.inspector.Queues()
 	if err != nil {
@@ -706,7 +753,15 @@ func (s *Service) findArchived(ctx context.Context, taskID string) (*asynq.TaskI
 		case err != nil:
 			return nil, fmt.Errorf("task %s in queue %s: %w", ShowName(taskID), ShowName(q), err)
 		case info.State == asynq.TaskStateArchived:
-			return info, nil
+			listed, err := s.inArchive(ctx, q, taskID)
+			if err != nil {
+				return nil, fmt.Errorf("task %s in queue %s: %w", ShowName(taskID), ShowName(q), err)
+			}
+			if listed {
+				return info, nil
+			}
+		}
+		switch {
 		case first == nil:
 			first = info
 		}
@@ -717,7 +772,8 @@ func (s *Service) findArchived(ctx context.Context, taskID string) (*asynq.TaskI
 	return first, nil
 }
 
-// withArchived sets dl.Archived from asynq's archive of dl.Queue.
+// withArchived sets dl.Archived from asynq's archive of dl.Queue, in one
+// round trip.
 func (s *Service) withArchived(ctx context.Context, dl DeadLetter) (DeadLetter, error) {
 	if err := ctx.Err(); err != nil {
 		return DeadLetter{}, err
@@ -725,13 +781,12 @@ func (s *Service) withArchived(ctx context.Context, dl DeadLetter) (DeadLetter, 
 	if !tasks.ValidQueueName(dl.Queue) || dl.TaskID == "" {
 		return dl, nil // not a queue a task can be in
 	}
-	info, err := s.inspector.GetTaskInfo(dl.Queue, dl.TaskID)
-	switch {
-	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-	case err != nil:
+	// The archive's own list, not the task's state: a task asynq trimmed
+	// from the archive is still "archived" in its hash (trimmedScript).
+	listed, err := s.inArchive(ctx, dl.Queue, dl.TaskID)
+	if err != nil {
 		return DeadLetter{}, fmt.Errorf("task %s: %w", ShowName(dl.TaskID), err)
-	default:
-		dl.Archived = info.State == asynq.TaskStateArchived
 	}
+	dl.Archived = listed
 	return dl, nil
 }

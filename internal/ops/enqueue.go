@@ -228,7 +228,7 @@ func (s *Service) settle(ctx context.Context, claim *lease.Lease, ref TaskRef, c
 	defer cancel()
 	// One EXISTS bounded by ctx (asynq's inspector takes no context), on
 	// the hash asynq keeps of every task it holds.
-	n, err := s.rdb.Exists(ctx, "asynq:{"+ref.Queue+"}:t:"+ref.ID).Result()
+	n, err := s.rdb.Exists(ctx, asynqTaskKey(ref.Queue, ref.ID)).Result()
 	switch {
 	case err != nil:
 		return TaskRef{}, false, cause

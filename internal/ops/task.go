@@ -53,7 +53,8 @@ type TaskStatus struct {
 }
 
 // Task finds the task with id in any queue: the first queue asynq lists
-// that holds it. When others hold a task with the same id too, the status
+// that holds it (a task trimmed from asynq's archive is not held: see
+// trimmedScript). When others hold a task with the same id too, the status
 // names them (OtherQueues); TaskInQueue shows each. The error wraps
 // ErrNotFound when no queue has it.
 func (s *Service) Task(ctx context.Context, id string) (TaskStatus, error) {
@@ -77,11 +78,16 @@ func (s *Service) Task(ctx context.Context, id string) (TaskStatus, error) {
 
 // TaskInQueue is Task for a task whose queue is known: one lookup instead of
 // one per queue. The error wraps ErrNotFound when the queue does not hold
-// it (or does not exist).
+// it (or does not exist), or holds only what asynq left of it after it
+// trimmed it from the archive.
 func (s *Service) TaskInQueue(ctx context.Context, queue, id string) (TaskStatus, error) {
 	info, err := s.inspector.GetTaskInfo(queue, id)
+	trimmed := false
+	if err == nil && info.State == asynq.TaskStateArchived {
+		trimmed, err = s.trimmed(ctx, queue, id, false)
+	}
 	switch {
-	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound), trimmed:
 		return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w", ShowName(id), ShowName(queue), ErrNotFound)
 	case err != nil:
 		return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w", ShowName(id), ShowName(queue), err)
@@ -134,7 +140,8 @@ func (s *Service) status(ctx context.Context, info *asynq.TaskInfo) (TaskStatus,
 
 // find looks the task up in every queue asynq knows, one lookup per queue:
 // info is the task of the first queue, in asynq's order, that holds one with
-// this id, and others names the later queues that hold one too.
+// this id, and others names the later queues that hold one too. A task
+// trimmed from an archive (trimmedScript) is not held.
 func (s *Service) find(ctx context.Context, id string) (info *asynq.TaskInfo, others []string, err error) {
 	queues, err := s.inspector.Queues()
 	if err != nil {
@@ -145,8 +152,14 @@ func (s *Service) find(ctx context.Context, id string) (info *asynq.TaskInfo, ot
 			return nil, nil, err
 		}
 		got, err := s.inspector.GetTaskInfo(q, id)
+		trimmed := false
+		if err == nil && got.State == asynq.TaskStateArchived {
+			// What asynq left of a task it trimmed from the archive is not
+			// a task (trimmedScript).
+			trimmed, err = s.trimmed(ctx, q, id, false)
+		}
 		switch {
-		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound), trimmed:
 			continue
 		case err != nil && info != nil:
 			// The task found is the answer whatever a later queue says:

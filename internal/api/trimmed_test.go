@@ -1,0 +1,81 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certmail/certmail/internal/api"
+)
+
+// trimArchive has asynq's own "Archive all" script trim every task now in
+// queue's archive from it, as it does to the oldest once an archive goes
+// over its cap: the archive is filled with placeholders newer than any
+// task, up to 9 999, one more pending task is archived, and the
+// placeholders are removed. The tasks' hashes stay, state archived.
+func (b *bundle) trimArchive(t *testing.T, queue string) {
+	t.Helper()
+	ctx := context.Background()
+	key := "asynq:{" + queue + "}:archived"
+	later := float64(time.Now().Add(time.Hour).Unix())
+	fill := make([]redis.Z, 9999)
+	for i := range fill {
+		fill[i] = redis.Z{Score: later, Member: fmt.Sprintf("placeholder-%04d", i)}
+	}
+	if err := b.conn.Client.ZAdd(ctx, key, fill...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := asynq.NewClient(b.redis.ConnOpt())
+	defer c.Close()
+	if _, err := c.Enqueue(asynq.NewTask("placeholder", nil), asynq.Queue(queue)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.inspector.ArchiveAllPendingTasks(queue); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.conn.Client.ZRemRangeByScore(ctx, key, fmt.Sprint(later), "+inf").Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTrimmedFromTheArchiveAnswers: a task asynq trimmed from the archive
+// is 404 to GET /v1/tasks/{id} and to its requeue (saying so), not 500;
+// DELETE of its dead letter deletes what is left of it (204), after which
+// it is not found anywhere.
+func TestTrimmedFromTheArchiveAnswers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	var ref api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil), http.StatusAccepted, &ref)
+	if err := b.inspector.ArchiveTask("default", ref.ID); err != nil {
+		t.Fatal(err)
+	}
+	b.trimArchive(t, "default")
+	hash := "asynq:{default}:t:" + ref.ID
+	if n, err := b.conn.Client.Exists(ctx, hash).Result(); err != nil || n != 1 {
+		t.Fatalf("the trimmed task's hash: %d (%v), want it left as asynq leaves it", n, err)
+	}
+	mustProblem(t, b.get(t, "/v1/tasks/"+ref.ID), http.StatusNotFound)
+	mustProblem(t, b.get(t, "/v1/tasks/"+ref.ID+"?queue=default"), http.StatusNotFound)
+	p := mustProblem(t, b.do(t, http.MethodPost, "/v1/dead-letters/"+ref.ID+"/requeue", "", nil), http.StatusNotFound)
+	if !strings.Contains(p.Detail, "trimmed it from the archive") || strings.Contains(p.Detail, "internal") {
+		t.Errorf("requeue detail %q, want it to say asynq trimmed the task from the archive", p.Detail)
+	}
+	if res := b.do(t, http.MethodDelete, "/v1/dead-letters/"+ref.ID, "", nil); res.status != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s, want 204", res.status, res.body)
+	}
+	if n, err := b.conn.Client.Exists(ctx, hash).Result(); err != nil || n != 0 {
+		t.Errorf("the trimmed task's hash after DELETE: %d (%v), want it deleted", n, err)
+	}
+	mustProblem(t, b.do(t, http.MethodDelete, "/v1/dead-letters/"+ref.ID, "", nil), http.StatusNotFound)
+	if lines := b.logs.Lines("error", ""); len(lines) > 0 {
+		t.Errorf("ERROR lines: %v", lines)
+	}
+}
