@@ -5,12 +5,14 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/hibiken/asynqmon"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
@@ -185,7 +187,9 @@ const dashboardMetricsPath = DashboardPath + "/api/metrics"
 // 200, which its page would take for an action that succeeded; a request
 // under the JSON API other than GET or HEAD that carries a query (even an
 // empty one) is refused 400, as none of the page's actions has one.
-// asynqmon's page gets certmail's dashboardAssets.
+// asynqmon's page gets certmail's dashboardAssets. An "Archive all" that
+// would take the queue's archive to asynq's cap is refused 409
+// (refuseArchiveOverCap).
 func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == dashboardMetricsPath {
 		// Without Prometheus asynqmon fails every request here (500), and
@@ -215,6 +219,9 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if info := infoOf(r.Context()); info != nil && info.role == RoleOperator {
 		h = s.dashboard
 	}
+	if h == s.dashboard && !s.cfg.DashboardReadOnly && s.refuseArchiveOverCap(w, r) {
+		return
+	}
 	dw := &dashboardWriter{ResponseWriter: w, api: strings.HasPrefix(r.URL.Path, dashboardAPIPrefix)}
 	h.ServeHTTP(dw, r)
 	if dw.index != nil {
@@ -231,6 +238,76 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if dw.held != 0 {
 		s.dashboardError(w, r, dw.held, dw.text, dw.total)
 	}
+}
+
+// detailArchiveOverCap answers an "Archive all" refused by
+// refuseArchiveOverCap, given the tasks it would archive, the archive's size
+// and the most asynq keeps there.
+const detailArchiveOverCap = "Archive all refused: it would move %d tasks into this queue's archive, which holds %d, " +
+	"and asynq keeps at most %d there: it would drop the oldest and leave their data in Redis for good. " +
+	"Delete these tasks instead, or make room first (delete archived tasks, or certmail dlq purge)"
+
+// archiveAllSource returns the queue and the Redis key of the tasks that
+// path, a dashboard "Archive all" (of pending, scheduled or retry tasks, or
+// of a group's aggregating tasks), moves to the archive, and whether that
+// key is a list (pending tasks) rather than a sorted set; ok is false for
+// any other path.
+func archiveAllSource(path string) (queue, key string, list, ok bool) {
+	rest, found := strings.CutPrefix(path, dashboardAPIPrefix+"queues/")
+	if !found {
+		return "", "", false, false
+	}
+	queue, action, _ := strings.Cut(rest, "/")
+	prefix := "asynq:{" + queue + "}:"
+	switch action {
+	case "pending_tasks:archive_all":
+		return queue, prefix + "pending", true, queue != ""
+	case "scheduled_tasks:archive_all":
+		return queue, prefix + "scheduled", false, queue != ""
+	case "retry_tasks:archive_all":
+		return queue, prefix + "retry", false, queue != ""
+	}
+	group, found := strings.CutSuffix(strings.TrimPrefix(action, "groups/"), "/aggregating_tasks:archive_all")
+	if !found || !strings.HasPrefix(action, "groups/") || group == "" || strings.Contains(group, "/") || queue == "" {
+		return "", "", false, false
+	}
+	return queue, prefix + "g:" + group, false, true
+}
+
+// refuseArchiveOverCap answers 409, and reports true, for a dashboard
+// "Archive all" whose tasks and the queue's archive would together reach
+// ops.ArchiveCap. asynq's script for it moves every task in one step
+// (Redis is blocked for about half a second at 100 000) and then trims the
+// archive without deleting the trimmed tasks, whose hashes stay in Redis
+// for good (see ops.ArchiveCap). The counts are read in one round trip
+// just before, so an archive that grows meanwhile can still be trimmed.
+func (s *Server) refuseArchiveOverCap(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodPost {
+		return false
+	}
+	queue, key, list, ok := archiveAllSource(r.URL.Path)
+	if !ok {
+		return false
+	}
+	ctx := r.Context()
+	pipe := s.cfg.Redis.Client.Pipeline()
+	var moving *redis.IntCmd
+	if list {
+		moving = pipe.LLen(ctx, key)
+	} else {
+		moving = pipe.ZCard(ctx, key)
+	}
+	archived := pipe.ZCard(ctx, "asynq:{"+queue+"}:archived")
+	if _, err := pipe.Exec(ctx); err != nil {
+		s.writeOpsError(w, r, fmt.Errorf("dashboard: count the tasks to archive: %w", err), "")
+		return true
+	}
+	if moving.Val()+archived.Val() < ops.ArchiveCap {
+		return false
+	}
+	s.writeProblem(w, r, Problem{Status: http.StatusConflict,
+		Detail: fmt.Sprintf(detailArchiveOverCap, moving.Val(), archived.Val(), ops.ArchiveCap-1)}, nil)
+	return true
 }
 
 // withPaging returns a shallow copy of r whose query holds only the size and

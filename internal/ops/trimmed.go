@@ -21,6 +21,11 @@ import (
 // a parked task out of the archive whether or not the archive still lists
 // it. DeleteDeadLetter deletes what is left of it.
 
+// ArchiveCap is the size at which asynq trims a queue's archive
+// (maxArchiveSize in asynq's internal/rdb): an archive that reaches it is
+// cut to ArchiveCap-1 tasks, the oldest dropped.
+const ArchiveCap = 10_000
+
 // trimmedScript reads whether the task ARGV[1] is trimmed: its hash KEYS[1] is
 // in state archived, the archive KEYS[2] does not list it, and the parked
 // set KEYS[3] has no member ARGV[2] for it. With ARGV[3] "1" it deletes
