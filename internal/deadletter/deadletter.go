@@ -21,9 +21,11 @@
 package deadletter
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -112,45 +114,127 @@ func MarkerKey(queue, taskID string) string {
 // worker runs) and than a lease sweep looks back.
 const MarkerTTL = time.Hour
 
-// Append adds e to the stream, capped at about maxLen entries, sets the
-// task's MarkerKey, and, in the same round trip, removes any parked entry of
-// the task, which would otherwise bring the dead letter back. It is not a
-// transaction: each write's error comes back on its own, unparkErr for the
-// parked entry, appendErr for the stream entry and its marker.
+// IndexKey is the sorted set through which Find and TaskRefs reach a
+// task's entries without reading the stream: a member per entry that
+// Append or AppendOnce wrote, "<task id>\x00<entry id>" (the task id as the
+// entry holds it), every score 0, so that a task's members are one range
+// of it. IndexTimeKey holds the same members, scored by the millisecond of
+// their entry id, so that the append that trims the stream removes the
+// members of the entries it trimmed away. Both hold about as many members
+// as the stream holds entries.
+const (
+	IndexKey     = "certmail:deadletter:index"
+	IndexTimeKey = "certmail:deadletter:index:time"
+)
+
+// UnindexedKey holds the id of the newest stream entry known to have no
+// member in IndexKey: written by an earlier version (before an upgrade, or
+// by a worker that is still old during one) or by hand. Find and TaskRefs
+// read the stream from there down, as every lookup did before the index;
+// the append whose trim takes the stream past it deletes it, so that part
+// shrinks to nothing as the stream is trimmed.
+const UnindexedKey = "certmail:deadletter:unindexed"
+
+// staleBatch is the most index members one append removes of entries the
+// stream no longer holds: more than XADD MAXLEN ~ trims at once (a node of
+// the stream, 100 entries by default), so that the index keeps up.
+const staleBatch = 200
+
+// appendScript appends a dead letter and indexes it. KEYS: the task's
+// MarkerKey, Stream, IndexKey, IndexTimeKey, UnindexedKey. ARGV: 1 to set
+// the marker only if it is not set and append only then (AppendOnce), 0 to
+// set it with the entry (Append); the marker's lifetime in ms and value;
+// the stream's cap (0: none); the task id as the entry holds it; the
+// entry's fields and values. Returns 1 when it appended. Before it appends,
+// it looks whether the newest entry has an index member: when not, it
+// records that entry in UnindexedKey.
+var appendScript = redis.NewScript(`
+local function id(s)
+  local ms, seq = string.match(s or '', '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function before(a, b)
+  local ams, aseq = id(a)
+  local bms, bseq = id(b)
+  if not ams or not bms then return true end
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+if ARGV[1] == '1' and not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[2]) then return 0 end
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+if last then
+  local task
+  for i = 1, #last[2], 2 do
+    if last[2][i] == 'task_id' then task = last[2][i + 1] break end
+  end
+  if not task or not redis.call('ZSCORE', KEYS[4], task .. '\0' .. last[1]) then
+    redis.call('SET', KEYS[5], last[1])
+  end
+end
+local entry
+if tonumber(ARGV[4]) > 0 then
+  entry = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 6))
+else
+  entry = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 6))
+end
+local member = ARGV[5] .. '\0' .. entry
+redis.call('ZADD', KEYS[3], 0, member)
+redis.call('ZADD', KEYS[4], string.match(entry, '^%d+'), member)
+if ARGV[1] ~= '1' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2]) end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1][1]
+local stale = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.match(first, '^%d+'), 'LIMIT', 0, ` + strconv.Itoa(staleBatch) + `)
+if #stale > 0 then
+  redis.call('ZREM', KEYS[3], unpack(stale))
+  redis.call('ZREM', KEYS[4], unpack(stale))
+end
+local unindexed = redis.call('GET', KEYS[5])
+if unindexed and before(unindexed, first) then redis.call('DEL', KEYS[5]) end
+return 1
+`)
+
+// appendArgs are appendScript's keys and arguments for e.
+func appendArgs(e Entry, once bool, maxLen int64) (keys []string, args []any) {
+	keys = []string{MarkerKey(e.Queue, e.TaskID), Stream, IndexKey, IndexTimeKey, UnindexedKey}
+	flag := "0"
+	if once {
+		flag = "1"
+	}
+	args = append([]any{flag, MarkerTTL.Milliseconds(), e.FailedAt.UTC().Format(time.RFC3339), max(maxLen, 0), BoundedID(e.TaskID)},
+		e.values()...)
+	return keys, args
+}
+
+// Append adds e to the stream, capped at about maxLen entries (0: no
+// cap), with its index members, sets the task's MarkerKey, and, in the
+// same round trip, removes any parked entry of the task, which would
+// otherwise bring the dead letter back. It is not a transaction: each
+// write's error comes back on its own, unparkErr for the parked entry,
+// appendErr for the stream entry and its marker.
 func Append(ctx context.Context, rdb redis.UniversalClient, e Entry, maxLen int64) (unparkErr, appendErr error) {
+	keys, args := appendArgs(e, false, maxLen)
 	pipe := rdb.Pipeline()
 	unpark := pipe.ZRem(ctx, ParkedKey, Parked{Queue: e.Queue, ID: e.TaskID}.Member())
-	add := pipe.XAdd(ctx, &redis.XAddArgs{Stream: Stream, MaxLen: maxLen, Approx: true, Values: e.values()})
-	mark := pipe.Set(ctx, MarkerKey(e.Queue, e.TaskID), e.FailedAt.UTC().Format(time.RFC3339), MarkerTTL)
+	add := appendScript.EvalSha(ctx, pipe, keys, args...)
 	_, _ = pipe.Exec(ctx) // each command's error is read below
 	if err := unpark.Err(); err != nil {
 		unparkErr = fmt.Errorf("clear parked entry: %w", err)
 	}
-	if err := add.Err(); err != nil {
+	err := add.Err()
+	if redis.HasErrorPrefix(err, "NOSCRIPT") { // Redis lost its scripts (a restart): once more, with the script
+		err = appendScript.Run(ctx, rdb, keys, args...).Err()
+	}
+	if err != nil {
 		appendErr = fmt.Errorf("append dead letter: %w", err)
-	} else if err := mark.Err(); err != nil {
-		appendErr = fmt.Errorf("mark the task dead-lettered: %w", err)
 	}
 	return unparkErr, appendErr
 }
-
-// appendOnceScript sets the marker KEYS[1] for ARGV[1] ms unless it is
-// set, and only then appends the entry ARGV[3..] (field, value, ...) to the
-// stream KEYS[2], capped at about ARGV[2] entries. Returns 1 when it
-// appended.
-var appendOnceScript = redis.NewScript(`
-if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[1]) then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4))
-return 1
-`)
 
 // AppendOnce adds e to the stream, as Append does, unless the task's
 // MarkerKey is set: its dead letter was written already, by the error
 // handler or by another worker. Both happen in one step, and appended says
 // whether this call wrote it.
 func AppendOnce(ctx context.Context, rdb redis.UniversalClient, e Entry, maxLen int64) (appended bool, err error) {
-	args := append([]any{MarkerTTL.Milliseconds(), maxLen, e.FailedAt.UTC().Format(time.RFC3339)}, e.values()...)
-	n, err := appendOnceScript.Run(ctx, rdb, []string{MarkerKey(e.Queue, e.TaskID), Stream}, args...).Int()
+	keys, args := appendArgs(e, true, maxLen)
+	n, err := appendScript.Run(ctx, rdb, keys, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("append dead letter: %w", err)
 	}
@@ -315,47 +399,154 @@ func List(ctx context.Context, rdb redis.UniversalClient, before string, limit i
 }
 
 // Find returns the newest entry of the task taskID, as Decode reads it
-// whatever else it lacks; found is false when the stream has none.
+// whatever else it lacks; found is false when the stream has none. It
+// costs a few commands whatever the stream's length (see lookup).
 func Find(ctx context.Context, rdb redis.UniversalClient, taskID string) (e Entry, found bool, err error) {
-	err = scan(ctx, rdb, func(m redis.XMessage) bool {
-		if m.Values["task_id"] == taskID {
-			e, _ = Decode(m) // it has the task id looked for; whatever else it lacks shows as empty
-			found = true
-			return false
-		}
-		return true
-	})
-	return e, found, err
+	msgs, err := lookup(ctx, rdb, taskID, false)
+	if err != nil || len(msgs) == 0 {
+		return Entry{}, false, err
+	}
+	e, _ = Decode(msgs[0]) // it has the task id looked for; whatever else it lacks shows as empty
+	return e, true, nil
 }
 
 // TaskRefs returns a Ref of every stream entry of the task taskID, newest
-// first; a queue longer than MaxID is left empty, as in Refs.
+// first; a queue longer than MaxID is left empty, as in Refs. It costs a
+// few commands whatever the stream's length (see lookup).
 func TaskRefs(ctx context.Context, rdb redis.UniversalClient, taskID string) ([]Ref, error) {
+	msgs, err := lookup(ctx, rdb, taskID, true)
 	var refs []Ref
-	err := scan(ctx, rdb, func(m redis.XMessage) bool {
-		if m.Values["task_id"] == taskID {
-			q, _ := m.Values["queue"].(string)
-			if len(q) > MaxID {
-				q = ""
-			}
-			refs = append(refs, Ref{EntryID: m.ID, TaskID: taskID, Queue: q})
+	for _, m := range msgs {
+		q, _ := m.Values["queue"].(string)
+		if len(q) > MaxID {
+			q = ""
 		}
-		return true
-	})
+		refs = append(refs, Ref{EntryID: m.ID, TaskID: taskID, Queue: q})
+	}
 	return refs, err
+}
+
+// lookup returns the stream entries of the task taskID, newest first: all
+// of them, or only the newest when not all. It reads the task's members of
+// IndexKey and those entries, in two round trips. Only when the stream
+// holds entries the index may not name (UnindexedKey, or a newest entry
+// without a member) does it also read the stream from the newest of them
+// down to its start, a page at a time, as every lookup did before the
+// index.
+func lookup(ctx context.Context, rdb redis.UniversalClient, taskID string, all bool) ([]redis.XMessage, error) {
+	pipe := rdb.Pipeline()
+	members := pipe.ZRangeByLex(ctx, IndexKey, &redis.ZRangeBy{Min: "[" + taskID + "\x00", Max: "(" + taskID + "\x01"})
+	unindexed := pipe.Get(ctx, UnindexedKey)
+	newest := pipe.XRevRangeN(ctx, Stream, "+", "-", 1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read dead letters: %w", err)
+	}
+	var ids []string
+	for _, m := range members.Val() {
+		task, id, found := cutLast(m, 0)
+		if found && task == taskID && ValidID(id) {
+			ids = append(ids, id)
+		}
+	}
+	slices.SortFunc(ids, func(a, b string) int { return compareID(b, a) })
+	from := unindexed.Val() // "" when none
+	if !ValidID(from) {
+		from = ""
+	}
+
+	pipe = rdb.Pipeline()
+	var newestIndexed *redis.FloatCmd
+	if n := newest.Val(); len(n) == 1 {
+		task, _ := n[0].Values["task_id"].(string)
+		newestIndexed = pipe.ZScore(ctx, IndexTimeKey, task+"\x00"+n[0].ID)
+	}
+	reads := make([]*redis.XMessageSliceCmd, len(ids))
+	for i, id := range ids {
+		reads[i] = pipe.XRangeN(ctx, Stream, id, id, 1)
+	}
+	if pipe.Len() > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("read dead letters: %w", err)
+		}
+	}
+	if newestIndexed != nil && errors.Is(newestIndexed.Err(), redis.Nil) {
+		from = newest.Val()[0].ID
+	}
+	var msgs []redis.XMessage
+	for _, r := range reads {
+		// An entry trimmed or removed since its member was read is gone.
+		if got := r.Val(); len(got) == 1 && got[0].Values["task_id"] == taskID {
+			msgs = append(msgs, got[0])
+		}
+	}
+	if from == "" || (!all && len(msgs) > 0 && compareID(msgs[0].ID, from) > 0) {
+		if !all {
+			msgs = msgs[:min(len(msgs), 1)]
+		}
+		return msgs, nil
+	}
+	seen := map[string]bool{}
+	for _, m := range msgs {
+		seen[m.ID] = true
+	}
+	err := scan(ctx, rdb, from, func(m redis.XMessage) bool {
+		if m.Values["task_id"] != taskID || seen[m.ID] {
+			return true
+		}
+		msgs = append(msgs, m)
+		return all
+	})
+	slices.SortFunc(msgs, func(a, b redis.XMessage) int { return compareID(b.ID, a.ID) })
+	if !all {
+		msgs = msgs[:min(len(msgs), 1)]
+	}
+	return msgs, err
+}
+
+// cutLast slices s around the last instance of sep.
+func cutLast(s string, sep byte) (before, after string, found bool) {
+	if i := strings.LastIndexByte(s, sep); i >= 0 {
+		return s[:i], s[i+1:], true
+	}
+	return s, "", false
+}
+
+// compareID compares the stream entry ids a and b, both ValidID, as Redis
+// orders them.
+func compareID(a, b string) int {
+	ams, aseq, _ := strings.Cut(a, "-")
+	bms, bseq, _ := strings.Cut(b, "-")
+	parse := func(s string) uint64 {
+		n, _ := strconv.ParseUint(s, 10, 64)
+		return n
+	}
+	if c := cmp.Compare(parse(ams), parse(bms)); c != 0 {
+		return c
+	}
+	return cmp.Compare(parse(aseq), parse(bseq))
 }
 
 // removeBatch is how many entries one XDEL deletes, so that deleting a
 // whole stream's worth never blocks Redis for long.
 const removeBatch = 500
 
-// Remove deletes the stream entries ids, a batch at a time, and returns how
-// many there were (an id already gone is not counted).
-func Remove(ctx context.Context, rdb redis.UniversalClient, ids ...string) (int, error) {
+// Remove deletes the stream entries refs, and their index members, a batch
+// at a time, and returns how many entries there were (one already gone is
+// not counted).
+func Remove(ctx context.Context, rdb redis.UniversalClient, refs ...Ref) (int, error) {
 	removed := 0
-	for batch := range slices.Chunk(ids, removeBatch) {
-		n, err := rdb.XDel(ctx, Stream, batch...).Result()
-		removed += int(n)
+	for batch := range slices.Chunk(refs, removeBatch) {
+		ids := make([]string, len(batch))
+		members := make([]any, len(batch))
+		for i, r := range batch {
+			ids[i], members[i] = r.EntryID, r.TaskID+"\x00"+r.EntryID
+		}
+		pipe := rdb.Pipeline()
+		del := pipe.XDel(ctx, Stream, ids...)
+		pipe.ZRem(ctx, IndexKey, members...)
+		pipe.ZRem(ctx, IndexTimeKey, members...)
+		_, err := pipe.Exec(ctx)
+		removed += int(del.Val())
 		if err != nil {
 			return removed, fmt.Errorf("delete dead-letter entries: %w", err)
 		}
@@ -377,7 +568,7 @@ type Ref struct {
 // refuses it.
 func Refs(ctx context.Context, rdb redis.UniversalClient) ([]Ref, error) {
 	var refs []Ref
-	err := scan(ctx, rdb, func(m redis.XMessage) bool {
+	err := scan(ctx, rdb, "+", func(m redis.XMessage) bool {
 		str := func(k string) string {
 			v, _ := m.Values[k].(string)
 			if len(v) > MaxID {
@@ -400,15 +591,15 @@ func Count(ctx context.Context, rdb redis.UniversalClient) (int, error) {
 	return int(n), nil
 }
 
-// scanPage is how many stream entries one read fetches when searching the
-// stream for a task id.
+// scanPage is how many stream entries one read fetches when reading the
+// whole stream, or its part the index does not cover.
 const scanPage = 500
 
-// scan calls fn on the stream's entries, newest first, until fn returns
-// false or the stream ends. The stream is read a page at a time, so that a
-// long stream never blocks Redis.
-func scan(ctx context.Context, rdb redis.UniversalClient, fn func(redis.XMessage) bool) error {
-	end := "+"
+// scan calls fn on the stream's entries, newest first, from the entry id
+// end ("+": the newest) until fn returns false or the stream ends. The
+// stream is read a page at a time, so that a long stream never blocks
+// Redis.
+func scan(ctx context.Context, rdb redis.UniversalClient, end string, fn func(redis.XMessage) bool) error {
 	for {
 		msgs, err := rdb.XRevRangeN(ctx, Stream, end, "-", scanPage).Result()
 		if err != nil {

@@ -158,8 +158,7 @@ func TestListFindRemove(t *testing.T) {
 		{EntryID: second.Entries[1].ID, TaskID: "a", Queue: "default"}}; err != nil || !slices.Equal(aRefs, want) {
 		t.Fatalf("TaskRefs(a) = %v, %v; want a's two entries %v", aRefs, err, want)
 	}
-	ids := []string{aRefs[0].EntryID, aRefs[1].EntryID}
-	if n, err := deadletter.Remove(ctx, rdb, append(ids, ids[0])...); err != nil || n != 2 {
+	if n, err := deadletter.Remove(ctx, rdb, append(aRefs, aRefs[0])...); err != nil || n != 2 {
 		t.Fatalf("Remove(a's entries, one twice) = %d, %v; want 2", n, err)
 	}
 	if n, err := deadletter.Count(ctx, rdb); err != nil || n != 2 {

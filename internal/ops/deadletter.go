@@ -150,11 +150,11 @@ func (s *Service) Requeue(ctx context.Context, taskID string) (TaskRef, error) {
 	if err := checkDeadLetterID(taskID); err != nil {
 		return TaskRef{}, err
 	}
-	queue, ids, err := s.entriesOf(ctx, taskID)
+	queue, refs, err := s.entriesOf(ctx, taskID)
 	if err != nil {
 		return TaskRef{}, err
 	}
-	info, err := s.archived(ctx, taskID, queue, len(ids) > 0)
+	info, err := s.archived(ctx, taskID, queue, len(refs) > 0)
 	if err != nil {
 		return TaskRef{}, err
 	}
@@ -164,10 +164,10 @@ func (s *Service) Requeue(ctx context.Context, taskID string) (TaskRef, error) {
 		return TaskRef{}, fmt.Errorf("requeue task %s: %w", ShowName(taskID), err)
 	}
 	if err := s.inspector.RunTask(info.Queue, taskID); err != nil {
-		return TaskRef{}, s.actionError(ctx, "requeue", info, len(ids) > 0, err)
+		return TaskRef{}, s.actionError(ctx, "requeue", info, len(refs) > 0, err)
 	}
 	ref := TaskRef{ID: info.ID, Type: info.Type, Queue: info.Queue, State: asynq.TaskStatePending.String()}
-	if _, err := deadletter.Remove(ctx, s.rdb, ids...); err != nil {
+	if _, err := deadletter.Remove(ctx, s.rdb, refs...); err != nil {
 		return ref, fmt.Errorf("task %s requeued, but its dead-letter entries remain: %w", ShowName(taskID), err)
 	}
 	return ref, nil
@@ -195,11 +195,11 @@ func (s *Service) DeleteDeadLetter(ctx context.Context, taskID string) (DeletedD
 	if err := checkDeadLetterID(taskID); err != nil {
 		return d, err
 	}
-	queue, ids, err := s.entriesOf(ctx, taskID)
+	queue, refs, err := s.entriesOf(ctx, taskID)
 	if err != nil {
 		return d, err
 	}
-	info, err := s.archived(ctx, taskID, queue, len(ids) > 0)
+	info, err := s.archived(ctx, taskID, queue, len(refs) > 0)
 	unmark := "" // the queue of the task, once it is gone
 	if err == nil {
 		unmark = info.Queue
@@ -207,7 +207,7 @@ func (s *Service) DeleteDeadLetter(ctx context.Context, taskID string) (DeletedD
 		case errors.Is(err, asynq.ErrTaskNotFound):
 			d.Kept, err = (&notArchivedError{id: taskID, queue: info.Queue, now: "deleted meanwhile"}).reason(), nil
 		case err != nil:
-			err = s.actionError(ctx, "delete", info, len(ids) > 0, err) // trimmed meanwhile?
+			err = s.actionError(ctx, "delete", info, len(refs) > 0, err) // trimmed meanwhile?
 		default:
 			d.Task = &TaskRef{ID: info.ID, Type: info.Type, Queue: info.Queue, State: "deleted"}
 		}
@@ -226,7 +226,7 @@ func (s *Service) DeleteDeadLetter(ctx context.Context, taskID string) (DeletedD
 		}
 	}
 	switch {
-	case errors.As(err, &kept) && len(ids) > 0:
+	case errors.As(err, &kept) && len(refs) > 0:
 		d.Kept = kept.reason()
 	case err != nil:
 		return d, err
@@ -238,7 +238,7 @@ func (s *Service) DeleteDeadLetter(ctx context.Context, taskID string) (DeletedD
 			return d, fmt.Errorf("delete task %s: %w", ShowName(taskID), err)
 		}
 	}
-	d.Entries, err = deadletter.Remove(ctx, s.rdb, ids...)
+	d.Entries, err = deadletter.Remove(ctx, s.rdb, refs...)
 	return d, err
 }
 
@@ -502,13 +502,13 @@ func (s *Service) Purge(ctx context.Context, check PurgeCheck) (Purged, error) {
 			stillArchived[deadletter.Parked{Queue: q, ID: deadletter.BoundedID(id)}] = true
 		}
 	}
-	var gone []string
+	var gone []deadletter.Ref
 	for _, r := range check.refs {
 		if stillArchived[deadletter.Parked{Queue: r.Queue, ID: r.TaskID}] {
 			p.Kept++
 			continue
 		}
-		gone = append(gone, r.EntryID)
+		gone = append(gone, r)
 	}
 	p.Entries, err = deadletter.Remove(ctx, s.rdb, gone...)
 	return p, err
@@ -576,7 +576,7 @@ func checkDeadLetterID(taskID string) error {
 // taskID names, "" when none names one a task can be in, and the entries of
 // the task that go with it: those that name that queue or none (all of
 // them when queue is "").
-func (s *Service) entriesOf(ctx context.Context, taskID string) (queue string, ids []string, err error) {
+func (s *Service) entriesOf(ctx context.Context, taskID string) (queue string, entries []deadletter.Ref, err error) {
 	refs, err := deadletter.TaskRefs(ctx, s.rdb, taskID)
 	if err != nil {
 		return "", nil, err
@@ -589,10 +589,10 @@ func (s *Service) entriesOf(ctx context.Context, taskID string) (queue string, i
 	}
 	for _, r := range refs {
 		if r.Queue == queue || !tasks.ValidQueueName(r.Queue) {
-			ids = append(ids, r.EntryID)
+			entries = append(entries, r)
 		}
 	}
-	return queue, ids, nil
+	return queue, entries, nil
 }
 
 // notArchivedError is the error of archived for a task that is not, or no
