@@ -6,6 +6,11 @@
 //     worker's error handler (Append) or its lease sweep (AppendOnce), and
 //     read and deleted by operators (List, Find, TaskRefs, Refs, Remove)
 //     through internal/ops, the API and the CLI;
+//   - the sorted sets certmail:deadletter:index and :index:time (IndexKey,
+//     IndexTimeKey), written with each entry and trimmed with the stream,
+//     through which Find and TaskRefs reach a task's entries without
+//     reading the stream, and certmail:deadletter:unindexed (UnindexedKey),
+//     where the entries the index does not name begin;
 //   - the keys certmail:deadlettered:<queue>:<task id> (MarkerKey): a task
 //     dead-lettered in the last hour, so that no task gets two entries;
 //   - the sorted set certmail:parked (ParkedKey): the tasks parked by a wait
