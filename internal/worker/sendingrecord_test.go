@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,12 +23,14 @@ import (
 
 // lostAnswers is a transport that sends each set-emails request to
 // DigiCert, which applies it, and, while drop is above 0, throws the answer
-// away: the worker sees no answer. On the first answer it throws away it
-// also runs onLost, if set.
+// away: the worker sees no answer, or, when gateway is set, a gateway's
+// error page of that status in its place. On the first answer it throws
+// away it also runs onLost, if set.
 type lostAnswers struct {
-	drop   atomic.Int64
-	once   sync.Once
-	onLost func()
+	drop    atomic.Int64
+	gateway int
+	once    sync.Once
+	onLost  func()
 }
 
 func (l *lostAnswers) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -35,6 +39,11 @@ func (l *lostAnswers) RoundTrip(r *http.Request) (*http.Response, error) {
 		resp.Body.Close()
 		if l.onLost != nil {
 			l.once.Do(l.onLost)
+		}
+		if l.gateway != 0 {
+			return &http.Response{StatusCode: l.gateway, Status: http.StatusText(l.gateway), Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+				Header: http.Header{"Content-Type": {"text/html"}}, Body: io.NopCloser(strings.NewReader("<html>bad gateway</html>")),
+				Request: r}, nil
 		}
 		return nil, errors.New("connection reset after the request was sent")
 	}
@@ -103,6 +112,49 @@ func TestOlderSetEmailsAfterAnUnknownSendThenARefusal(t *testing.T) {
 			}
 			if n := b.fake.StatusCount(400); n != 1 {
 				t.Fatalf("DigiCert refused %d requests, want 1", n)
+			}
+			if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != "a-newer@example.com" {
+				t.Fatalf("DigiCert holds %v before the older list, want A's", got)
+			}
+			older, err := b.client.Enqueue(setEmailsAt(t, order, "b-oldest@example.com", seq))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := result(t, b.waitState(t, older.ID, asynq.TaskStateCompleted, 20*time.Second)); r.Outcome != taskresult.Superseded {
+				t.Errorf("the older list's outcome = %q, want superseded: A, newer, may have been applied", r.Outcome)
+			}
+			if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != "a-newer@example.com" {
+				t.Errorf("DigiCert holds %v, want A's list, the newer", got)
+			}
+		})
+	}
+}
+
+// A newer list A reaches DigiCert, which applies it, and a gateway in
+// between answers its only attempt with a 5xx (DIGICERT_MAX_ATTEMPTS=1, or
+// no headroom left for another): an HTTP error that is not DigiCert's
+// refusal says nothing of whether the list was applied. The sending record
+// stays: an older list B that comes next is superseded, and DigiCert keeps
+// A.
+func TestOlderSetEmailsAfterAOneAttemptGatewayError(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusBadGateway, http.StatusGatewayTimeout} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			t.Parallel()
+			lost := &lostAnswers{gateway: status}
+			lost.drop.Store(1)
+			b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, configure: func(c *worker.Config) {
+				c.Client.HTTPClient = &http.Client{Transport: lost}
+				c.Client.MaxAttempts = 1
+			}})
+			const order = 53
+			seq := time.Now().UnixNano()
+			a, err := b.client.Enqueue(setEmailsAt(t, order, "a-newer@example.com", seq+1), asynq.MaxRetry(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info := b.waitState(t, a.ID, asynq.TaskStateArchived, 20*time.Second); !strings.Contains(info.LastErr, strconv.Itoa(status)) {
+				t.Fatalf("A failed with %q, want its %d", info.LastErr, status)
 			}
 			if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != "a-newer@example.com" {
 				t.Fatalf("DigiCert holds %v before the older list, want A's", got)
