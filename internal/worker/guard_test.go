@@ -225,6 +225,41 @@ func TestGateVerdicts(t *testing.T) {
 	expect("resumed, guard set", guard, gateDone, false)
 }
 
+// A probe whose delivery never reports back (its call got a 5xx, a 429 or
+// no answer, or its worker died: nothing calls pause or resume) holds the
+// account for the probe interval only. The probe key expires with it, the
+// other deliveries wait no longer than what it has left, and then another
+// delivery probes: the account is not paused for good.
+func TestProbeThatNeverReportsBackHoldsTheAccountForTheIntervalOnly(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.Client()
+	ctx := context.Background()
+	const interval = 200 * time.Millisecond
+	g := newAuthGate(rdb, "acct", interval)
+	if _, err := g.pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Del(ctx, pausedKey("acct")).Err(); err != nil { // the pause is over, the key still broken
+		t.Fatal(err)
+	}
+	if v, _, err := g.check(ctx, "", nil); err != nil || v != gateProbe {
+		t.Fatalf("probe due: verdict %d, %v; want a probe", v, err)
+	}
+	if ttl := rdb.PTTL(ctx, probeKey("acct")).Val(); ttl <= 0 || ttl > interval {
+		t.Errorf("probe key lifetime %v, want at most the probe interval, %v", ttl, interval)
+	}
+	if v, wait, err := g.check(ctx, "", nil); err != nil || v != gateWait || wait <= 0 || wait > interval {
+		t.Errorf("another delivery while probing: verdict %d wait %v, %v; want a wait of at most the probe interval", v, wait, err)
+	}
+	waitUntil(t, 10*time.Second, func() bool {
+		v, _, err := g.check(ctx, "", nil)
+		return err == nil && v == gateProbe
+	}, func() string {
+		return fmt.Sprintf("no other probe after the first's interval; probe key lifetime %v", rdb.PTTL(ctx, probeKey("acct")).Val())
+	})
+}
+
 // waitUntil polls cond until it holds, failing the test after within.
 func waitUntil(t *testing.T, within time.Duration, cond func() bool, describe func() string) {
 	t.Helper()
