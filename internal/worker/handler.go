@@ -225,11 +225,7 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 	if d.result, err = p.outcome(d, taskresult.Delivered, res.Status); err != nil {
 		return err
 	}
-	cmd := p.afterCommand(afterOrderScript, d, []any{asynqTaskKey(d.queue, d.taskID), k.applied, k.lock.Key(), k.sending},
-		d.result, seq, p.retention.Milliseconds(), k.lock.Token())
-	p.persist(ctx, d, "applied sequence", func(ctx context.Context) error {
-		return afterOrderScript.run(ctx, p.rdb, cmd).Err()
-	})
+	p.writeApplied(ctx, d, k, seq)
 	if p.afterDelivery != nil {
 		p.afterDelivery(ctx, d.taskID)
 	}
@@ -394,6 +390,18 @@ func (p *processor) writeGuard(ctx context.Context, d *delivery) {
 		d.result, time.Now().UTC().Format(time.RFC3339), p.retention.Milliseconds())
 	p.persist(ctx, d, "duplicate guard", func(ctx context.Context) error {
 		return afterScript.run(ctx, p.rdb, cmd).Err()
+	})
+}
+
+// writeApplied records, in one round trip after a set-emails' 2xx, the
+// task's result (d.result), the order's applied sequence seq, the end of
+// its sending record and of the delivery's hold on its lock, and the
+// restamp of the call's limiter admission (afterOrderScript).
+func (p *processor) writeApplied(ctx context.Context, d *delivery, k orderKeys, seq int64) {
+	cmd := p.afterCommand(afterOrderScript, d, []any{asynqTaskKey(d.queue, d.taskID), k.applied, k.lock.Key(), k.sending},
+		d.result, seq, p.retention.Milliseconds(), k.lock.Token())
+	p.persist(ctx, d, "applied sequence", func(ctx context.Context) error {
+		return afterOrderScript.run(ctx, p.rdb, cmd).Err()
 	})
 }
 

@@ -302,6 +302,40 @@ func TestAfterScripts(t *testing.T) {
 	}
 }
 
+// The round trip after a set-emails' 2xx restamps its request at its
+// answer, as writeGuard does for the other types: the request's limiter
+// slot then ends a window after the answer, not after its admission plus
+// the in-flight bound (a minute ahead), which would hold it for ten times
+// a short window.
+func TestSetEmailsRequestIsRestampedAtItsAnswer(t *testing.T) {
+	t.Parallel()
+	b := setupScripts(t)
+	ctx := context.Background()
+	p := &processor{rdb: b.rdb, log: zap.NewNop(), retention: time.Hour}
+	d := &delivery{taskID: "t-restamp", queue: "default", result: []byte(`{"outcome":"delivered"}`), ticket: b.limiter.NewTicket()}
+	k := newOrderKeys(b.rdb, "acct", 12)
+	const seq = 1764500000000000300
+	if v, _, _, err := b.gate.checkOrder(ctx, k, seq, time.Hour, d.ticket); err != nil || v != gateGo {
+		t.Fatalf("checkOrder: verdict %d, %v; want go", v, err)
+	}
+	release, err := b.limiter.Acquire(d.ticket.Context(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	window, args := d.ticket.AppendKeys(nil), d.ticket.AppendArgs(nil)
+	redisMS := func() float64 { return float64(b.rdb.Time(ctx).Val().UnixMilli()) }
+	called := redisMS()
+	time.Sleep(20 * time.Millisecond) // the call
+	release()
+	p.writeApplied(ctx, d, k, seq)
+	if at, answered := b.rdb.ZScore(ctx, window[1].(string), args[0].(string)).Val(), redisMS(); at < called+20 || at > answered {
+		t.Errorf("set-emails request stamped at %.0f ms after the call, which ran from %.0f to before %.0f: not restamped at its answer", at, called, answered)
+	}
+	if got := b.rdb.Get(ctx, k.applied).Val(); got != strconv.Itoa(seq) {
+		t.Errorf("applied %q, want the task's sequence", got)
+	}
+}
+
 // TestReleaseOrderScript: a set-emails whose call got no 2xx releases the
 // order's lock if it is still its own. The record that its list is being
 // sent goes back to what it held before the delivery's round trip (or goes,
