@@ -158,6 +158,30 @@ func TestSetEmailsSupersededAndDuplicate(t *testing.T) {
 	}
 }
 
+// The order's applied sequence lives as long as the duplicate guards
+// (GuardRetention, 7 days by default; README "Redis keys"), written first
+// or over an older one: a Redis that runs for years does not keep one key
+// for every order ever updated.
+func TestAppliedSequenceExpiresWithTheGuards(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}})
+	const order = 33
+	appliedKey := "certmail:order:default:33:applied"
+	rdb := b.redis.Client()
+	for i, task := range []*asynq.Task{newSetEmails(t, order, "old@example.com"), newSetEmails(t, order, "new@example.com")} {
+		info, err := b.client.Enqueue(task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := result(t, b.waitState(t, info.ID, asynq.TaskStateCompleted, 10*time.Second)); r.Outcome != taskresult.Delivered {
+			t.Fatalf("list %d: outcome %q, want delivered", i, r.Outcome)
+		}
+		if ttl := rdb.PTTL(context.Background(), appliedKey).Val(); ttl <= worker.DefaultGuardRetention-time.Minute || ttl > worker.DefaultGuardRetention {
+			t.Errorf("list %d: the applied sequence's time to live is %v, want %v", i, ttl, worker.DefaultGuardRetention)
+		}
+	}
+}
+
 // A set-emails whose account is paused probes the key like any task, and a
 // probe that DigiCert refuses again frees the order's lock: the next probe
 // comes an interval later, not when the lock would have expired.
