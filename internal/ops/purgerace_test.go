@@ -2,10 +2,14 @@ package ops_test
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 )
@@ -48,5 +52,63 @@ func TestPurgeLeavesATaskRequeuedMeanwhile(t *testing.T) {
 				t.Errorf("requeued task after the purge: %v, %v; want it pending", info, err)
 			}
 		})
+	}
+}
+
+// A task archived and not parked at the question, and parked before the
+// answer (requeued from the dashboard, then parked by a wait on its last
+// delivery), waits to be tried again: the purge leaves it and its entry.
+func TestPurgeLeavesATaskParkedMeanwhile(t *testing.T) {
+	t.Parallel()
+	b := setup(t, ops.Config{Rules: enqueue.Rules{Queues: []string{"default"}}})
+	ctx := context.Background()
+	id := b.archivedIn(t, "default", false)
+	check, err := b.svc.CheckPurge(ctx)
+	if err != nil || check.Tasks != 1 || check.Entries != 1 {
+		t.Fatalf("CheckPurge = %+v, %v; want 1 task and 1 entry to go", check, err)
+	}
+	if err := deadletter.Park(ctx, b.rdb, deadletter.Parked{Queue: "default", ID: id}, time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.svc.Purge(ctx, check)
+	if err != nil || p != (ops.Purged{Kept: 1}) {
+		t.Errorf("Purge = %+v, %v; want nothing deleted, the parked task's entry kept", p, err)
+	}
+	if info, err := b.inspector.GetTaskInfo("default", id); err != nil || info.State != asynq.TaskStateArchived {
+		t.Errorf("parked task after the purge: %v, %v; want it kept, archived", info, err)
+	}
+	if got := b.streamTasks(t); !slices.Equal(got, []string{id}) {
+		t.Errorf("stream after the purge holds tasks %v, want the parked one's", got)
+	}
+}
+
+// A task with an entry, out of the archive at the question (retrying, or
+// run from the dashboard), and archived again before the answer (it failed
+// again) is a dead letter again: the purge keeps its entry (Purged.Kept),
+// and does not delete the task, which the check did not count.
+func TestPurgeKeepsTheEntriesOfATaskArchivedMeanwhile(t *testing.T) {
+	t.Parallel()
+	b := setup(t, ops.Config{Rules: enqueue.Rules{Queues: []string{"default"}}})
+	ctx := context.Background()
+	id := b.archivedIn(t, "default", false)
+	if err := b.inspector.RunTask("default", id); err != nil {
+		t.Fatal(err)
+	}
+	check, err := b.svc.CheckPurge(ctx)
+	if err != nil || check.Tasks != 0 || check.Entries != 1 {
+		t.Fatalf("CheckPurge = %+v, %v; want no task and 1 entry to go", check, err)
+	}
+	if err := b.inspector.ArchiveTask("default", id); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.svc.Purge(ctx, check)
+	if err != nil || p != (ops.Purged{Kept: 1}) {
+		t.Errorf("Purge = %+v, %v; want nothing deleted, the archived task's entry kept", p, err)
+	}
+	if got := b.streamTasks(t); !slices.Equal(got, []string{id}) {
+		t.Errorf("stream after the purge holds tasks %v, want the archived one's", got)
+	}
+	if _, err := b.inspector.GetTaskInfo("default", id); errors.Is(err, asynq.ErrTaskNotFound) {
+		t.Error("the task archived after the check was deleted")
 	}
 }
