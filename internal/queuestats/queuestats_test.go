@@ -257,6 +257,41 @@ func TestFiguresMatchAsynq(t *testing.T) {
 	}
 }
 
+// The latency is the age of the oldest pending task, the one asynq
+// serves next (at the list's tail), as asynq's Inspector reports it: a
+// queue that keeps receiving tasks while none is served shows its wait,
+// not the age of the task that came last.
+func TestLatencyIsTheOldestPendingTasksAge(t *testing.T) {
+	t.Parallel()
+	_, rdb, reg := setup(t)
+	ctx := context.Background()
+	client := asynq.NewClientFromRedisClient(rdb)
+	oldest, err := client.Enqueue(asynq.NewTask("oldest", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pending for an hour (asynq records the time in the task's hash).
+	since := time.Now().Add(-time.Hour).UnixNano()
+	if err := rdb.HSet(ctx, "asynq:{default}:t:"+oldest.ID, "pending_since", since).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Enqueue(asynq.NewTask("newest", nil)); err != nil {
+		t.Fatal(err)
+	}
+	info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Pending != 2 || info.Latency < time.Hour {
+		t.Fatalf("asynq reports %d pending tasks, latency %v; the test wants 2, the oldest an hour old", info.Pending, info.Latency)
+	}
+	// Read after asynq's: the same age or a little more.
+	latency := gauge(t, reg, "certmail_queue_latency_seconds", "default", "")
+	if d := latency - info.Latency.Seconds(); d < 0 || d > 5 {
+		t.Errorf("certmail_queue_latency_seconds{queue=default} = %v, asynq says %v: want the oldest pending task's age", latency, info.Latency)
+	}
+}
+
 // A Redis that takes commands in and never answers (a partition, a paused
 // VM, a failover's dark old master) holds no scrape past the budget, even
 // through a client that ignores deadlines and waits 30 s for an answer:
