@@ -25,7 +25,7 @@ func TestDashboardGuardInBrowser(t *testing.T) {
 	b := setup(t)
 	trap := "../pending_tasks:delete_all"
 	long := strings.Repeat("k", 256)
-	for _, id := range []string{trap, "victim", "victim?", "victim ", "plain-1", long} {
+	for _, id := range []string{trap, "victim", "victim?", "victim ", "vic\ttim", "victim\x01", "plain-1", long} {
 		b.rawArchived(t, id)
 	}
 	var ref api.TaskRef
@@ -44,6 +44,8 @@ func TestDashboardGuardInBrowser(t *testing.T) {
 		{"fetch", "POST", base + "victim%3F:run"},
 		{"xhr", "DELETE", base + "victim "}, // the browser drops the space: "victim" would go
 		{"fetch", "DELETE", base + "victim "},
+		{"xhr", "DELETE", base + "vic\ttim"}, // the browser drops the tab: "victim"
+		{"fetch", "DELETE", base + "victim\x01"},
 		{"xhr", "POST", "/monitoring/api/queues/default/./pending_tasks:archive_all"},
 	} {
 		var js string
@@ -62,7 +64,7 @@ func TestDashboardGuardInBrowser(t *testing.T) {
 	if !strings.Contains(shown, "bulk action") {
 		t.Errorf("the message does not name the bulk action: %.500s", shown)
 	}
-	for id, want := range map[string]string{trap: "archived", "victim": "archived", "victim?": "archived", "victim ": "archived", ref.ID: "pending"} {
+	for id, want := range map[string]string{trap: "archived", "victim": "archived", "victim?": "archived", "victim ": "archived", "vic\ttim": "archived", "victim\x01": "archived", ref.ID: "pending"} {
 		if st := b.state(t, id); st != want {
 			t.Errorf("task %q is %s, want %s", id, st, want)
 		}

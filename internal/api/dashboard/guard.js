@@ -2,13 +2,14 @@
 // single-task action (Run, Delete, Archive, Cancel) and of a queue's Pause
 // and Resume by putting the task id and the queue name into the path as they
 // are. The browser would resolve a "." or ".." segment, cut the path at "?"
-// or "#", split it at "\\" and drop a space that ends it, and the server
-// would decode a "%": the action would reach other tasks or another queue.
-// Such a request is not sent; the operator is told what to use instead.
+// or "#", split it at "\", drop a space or control character that ends it
+// and tabs and newlines anywhere in it, and the server would decode a "%":
+// the action would reach other tasks or another queue. Such a request is
+// not sent; the operator is told what to use instead.
 (function () {
   "use strict";
   var message = "certmail refused this action: the task id or queue name holds a character the dashboard " +
-    "cannot put in an address (. or .. alone, / \\ ? # %, a space at its end), so it would act on other tasks. " +
+    "cannot put in an address (. or .. alone, / \\ ? # %, a control character, a space at its end), so it would act on other tasks. " +
     "Select the task's checkbox and use the bulk action above the table, or use " +
     "certmail dlq delete / certmail dlq requeue.";
 
@@ -23,9 +24,10 @@
     if (i < 0) return false;
     var path = url.slice(i + 4);
     if (/[?#%\\]/.test(path)) return true;
-    // The browser drops the spaces that end an address (a Delete's ends
-    // with the task id).
-    if (/ $/.test(path)) return true;
+    // The browser drops the spaces and control characters that end an
+    // address (a Delete's ends with the task id), and tabs and newlines
+    // anywhere in it.
+    if (/[\x00-\x1f\x7f]| $/.test(path)) return true;
     var segs = path.split("/");
     for (var j = 0; j < segs.length; j++) {
       if (segs[j] === "." || segs[j] === "..") return true;
