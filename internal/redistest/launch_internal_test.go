@@ -2,6 +2,8 @@ package redistest
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -42,23 +44,35 @@ func TestFreePortNotReturnedTwice(t *testing.T) {
 }
 
 // TestClaimPort: a claim of the last PortHold holds; an older one is taken
-// over.
+// over; a claim that cannot be written says why.
 func TestClaimPort(t *testing.T) {
-	name := filepath.Join(t.TempDir(), "6379")
-	if !claimPort(name) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "6379")
+	claim := func() bool {
+		t.Helper()
+		ok, err := claimPort(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !claim() {
 		t.Fatal("a port never claimed: not claimed")
 	}
-	if claimPort(name) {
+	if claim() {
 		t.Fatal("a port claimed a moment ago: claimed again")
 	}
 	old := time.Now().Add(-PortHold - time.Minute)
 	if err := os.Chtimes(name, old, old); err != nil {
 		t.Fatal(err)
 	}
-	if !claimPort(name) {
+	if !claim() {
 		t.Fatal("a claim older than PortHold: not taken over")
 	}
-	if claimPort(name) {
+	if claim() {
 		t.Fatal("a claim just taken over: claimed again")
+	}
+	if ok, err := claimPort(filepath.Join(dir, "missing", "6380")); ok || !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a claim in a directory that does not exist: %t, %v; want the error", ok, err)
 	}
 }

@@ -78,13 +78,14 @@ func Start(tb testing.TB, opts ...Options) *Server {
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that nothing listens on right
-// now and that no FreePort of any test process on this machine returned in
-// the last PortHold. A killed server's port is then not taken by another
-// test's server while a test still expects nothing to answer there (test
-// packages run in processes of their own, so the claim is a file).
+// now and that no FreePort of the same user's test processes on this
+// machine returned in the last PortHold. A killed server's port is then not
+// taken by another test's server while a test still expects nothing to
+// answer there (test packages run in processes of their own, so the claim
+// is a file, in a directory of the user's own).
 func FreePort() (int, error) {
-	dir := filepath.Join(os.TempDir(), "certmail-redistest-ports")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir := filepath.Join(os.TempDir(), "certmail-redistest-ports-"+strconv.Itoa(os.Getuid()))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, fmt.Errorf("free port: %w", err)
 	}
 	for range 100 {
@@ -94,7 +95,10 @@ func FreePort() (int, error) {
 		}
 		port := l.Addr().(*net.TCPAddr).Port
 		_ = l.Close()
-		if claimPort(filepath.Join(dir, strconv.Itoa(port))) {
+		switch ok, err := claimPort(filepath.Join(dir, strconv.Itoa(port))); {
+		case err != nil:
+			return 0, fmt.Errorf("free port: %w", err)
+		case ok:
 			return port, nil
 		}
 	}
@@ -106,20 +110,24 @@ func FreePort() (int, error) {
 const PortHold = time.Hour
 
 // claimPort claims the port whose claim file is name, unless a claim of
-// the last PortHold holds it.
-func claimPort(name string) bool {
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+// the last PortHold holds it; the error says why a claim could not be
+// read or written.
+func claimPort(name string) (bool, error) {
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err == nil {
-		return f.Close() == nil
+		return true, f.Close()
 	}
-	st, serr := os.Stat(name)
-	if !errors.Is(err, fs.ErrExist) || serr != nil || time.Since(st.ModTime()) < PortHold {
-		return false
+	if !errors.Is(err, fs.ErrExist) {
+		return false, err
+	}
+	st, err := os.Stat(name)
+	if err != nil || time.Since(st.ModTime()) < PortHold {
+		return false, err
 	}
 	// An old claim: take it over (another process may do so at the same
 	// moment; the later launch then fails to bind and Start tries again).
 	now := time.Now()
-	return os.Chtimes(name, now, now) == nil
+	return true, os.Chtimes(name, now, now)
 }
 
 func (s *Server) launch() error {
