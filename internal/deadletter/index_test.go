@@ -193,8 +193,12 @@ func TestIndexFollowsTheStream(t *testing.T) {
 // cmpID compares two stream entry ids as Redis orders them.
 func cmpID(a, b string) int {
 	var ams, aseq, bms, bseq uint64
-	fmt.Sscanf(a, "%d-%d", &ams, &aseq)
-	fmt.Sscanf(b, "%d-%d", &bms, &bseq)
+	if _, err := fmt.Sscanf(a, "%d-%d", &ams, &aseq); err != nil {
+		panic("stream entry id " + a + ": " + err.Error())
+	}
+	if _, err := fmt.Sscanf(b, "%d-%d", &bms, &bseq); err != nil {
+		panic("stream entry id " + b + ": " + err.Error())
+	}
 	if c := cmp.Compare(ams, bms); c != 0 {
 		return c
 	}

@@ -761,8 +761,7 @@ func (s *Service) findArchived(ctx context.Context, taskID string) (*asynq.TaskI
 				return info, nil
 			}
 		}
-		switch {
-		case first == nil:
+		if first == nil {
 			first = info
 		}
 	}

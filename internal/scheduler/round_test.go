@@ -77,8 +77,8 @@ func TestIdleRoundsCostTheSameForAnyNumberOfSchedules(t *testing.T) {
 			}
 		}
 		for _, name := range []string{"hmget", "hgetall", "evalsha"} {
-			if max := map[string]int64{"hgetall": rounds}[name]; cmds[name] > max {
-				t.Errorf("n=%d: %d %s in %d idle rounds, want at most %d (the schedules hash, no state)", n, cmds[name], name, rounds, max)
+			if most := map[string]int64{"hgetall": rounds}[name]; cmds[name] > most {
+				t.Errorf("n=%d: %d %s in %d idle rounds, want at most %d (the schedules hash, no state)", n, cmds[name], name, rounds, most)
 			}
 		}
 	}
