@@ -116,16 +116,7 @@ func TestOlderSetEmailsAfterAnUnknownSendThenARefusal(t *testing.T) {
 			if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != "a-newer@example.com" {
 				t.Fatalf("DigiCert holds %v before the older list, want A's", got)
 			}
-			older, err := b.client.Enqueue(setEmailsAt(t, order, "b-oldest@example.com", seq))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r := result(t, b.waitState(t, older.ID, asynq.TaskStateCompleted, 20*time.Second)); r.Outcome != taskresult.Superseded {
-				t.Errorf("the older list's outcome = %q, want superseded: A, newer, may have been applied", r.Outcome)
-			}
-			if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != "a-newer@example.com" {
-				t.Errorf("DigiCert holds %v, want A's list, the newer", got)
-			}
+			olderListSuperseded(t, b, order, seq)
 		})
 	}
 }
@@ -159,16 +150,7 @@ func TestOlderSetEmailsAfterAOneAttemptGatewayError(t *testing.T) {
 			if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != "a-newer@example.com" {
 				t.Fatalf("DigiCert holds %v before the older list, want A's", got)
 			}
-			older, err := b.client.Enqueue(setEmailsAt(t, order, "b-oldest@example.com", seq))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r := result(t, b.waitState(t, older.ID, asynq.TaskStateCompleted, 20*time.Second)); r.Outcome != taskresult.Superseded {
-				t.Errorf("the older list's outcome = %q, want superseded: A, newer, may have been applied", r.Outcome)
-			}
-			if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != "a-newer@example.com" {
-				t.Errorf("DigiCert holds %v, want A's list, the newer", got)
-			}
+			olderListSuperseded(t, b, order, seq)
 		})
 	}
 }
@@ -222,6 +204,23 @@ func TestOlderSetEmailsAfterAnUnknownSendThenALimiterWait(t *testing.T) {
 	}
 	if r := result(t, info); r.Outcome != taskresult.Superseded {
 		t.Errorf("the older list's outcome = %q, want superseded", r.Outcome)
+	}
+	if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != "a-newer@example.com" {
+		t.Errorf("DigiCert holds %v, want A's list, the newer", got)
+	}
+}
+
+// olderListSuperseded enqueues an older list B (sequence seq) for order,
+// after a newer list A ("a-newer@example.com") may have been applied: B
+// must be superseded, and DigiCert keep A.
+func olderListSuperseded(t *testing.T, b *bundle, order int64, seq int64) {
+	t.Helper()
+	older, err := b.client.Enqueue(setEmailsAt(t, order, "b-oldest@example.com", seq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := result(t, b.waitState(t, older.ID, asynq.TaskStateCompleted, 20*time.Second)); r.Outcome != taskresult.Superseded {
+		t.Errorf("the older list's outcome = %q, want superseded: A, newer, may have been applied", r.Outcome)
 	}
 	if got, _ := b.fake.AdditionalEmails(order); strings.Join(got, ",") != "a-newer@example.com" {
 		t.Errorf("DigiCert holds %v, want A's list, the newer", got)
