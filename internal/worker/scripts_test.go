@@ -225,19 +225,7 @@ func TestAfterScripts(t *testing.T) {
 	if _, _, err := b.gate.check(ctx, d.dedupKey, d.ticket); err != nil {
 		t.Fatal(err)
 	}
-	release, err := b.limiter.Acquire(d.ticket.Context(ctx))
-	if err != nil {
-		t.Fatal(err)
-	}
-	window, args := d.ticket.AppendKeys(nil), d.ticket.AppendArgs(nil)
-	redisMS := func() float64 { return float64(b.rdb.Time(ctx).Val().UnixMilli()) }
-	called := redisMS()
-	time.Sleep(20 * time.Millisecond) // the call
-	release()
-	p.writeGuard(ctx, d)
-	if at, answered := b.rdb.ZScore(ctx, window[1].(string), args[0].(string)).Val(), redisMS(); at < called+20 || at > answered {
-		t.Errorf("request stamped at %v ms after the call, which ran from %v to before %v: not restamped at its answer", at, called, answered)
-	}
+	restampedAtAnswer(t, b, d, func() { p.writeGuard(ctx, d) })
 	if got := b.rdb.HGet(ctx, asynqTaskKey("default", "t-after"), "result").Val(); got != string(d.result) {
 		t.Errorf("result %q, want %q", got, d.result)
 	}
@@ -318,19 +306,7 @@ func TestSetEmailsRequestIsRestampedAtItsAnswer(t *testing.T) {
 	if v, _, _, err := b.gate.checkOrder(ctx, k, seq, time.Hour, d.ticket); err != nil || v != gateGo {
 		t.Fatalf("checkOrder: verdict %d, %v; want go", v, err)
 	}
-	release, err := b.limiter.Acquire(d.ticket.Context(ctx))
-	if err != nil {
-		t.Fatal(err)
-	}
-	window, args := d.ticket.AppendKeys(nil), d.ticket.AppendArgs(nil)
-	redisMS := func() float64 { return float64(b.rdb.Time(ctx).Val().UnixMilli()) }
-	called := redisMS()
-	time.Sleep(20 * time.Millisecond) // the call
-	release()
-	p.writeApplied(ctx, d, k, seq)
-	if at, answered := b.rdb.ZScore(ctx, window[1].(string), args[0].(string)).Val(), redisMS(); at < called+20 || at > answered {
-		t.Errorf("set-emails request stamped at %.0f ms after the call, which ran from %.0f to before %.0f: not restamped at its answer", at, called, answered)
-	}
+	restampedAtAnswer(t, b, d, func() { p.writeApplied(ctx, d, k, seq) })
 	if got := b.rdb.Get(ctx, k.applied).Val(); got != strconv.Itoa(seq) {
 		t.Errorf("applied %q, want the task's sequence", got)
 	}
@@ -480,5 +456,27 @@ func TestFirstSeenStampIsRedisTime(t *testing.T) {
 		if again, err := firstSeen(ctx, b.rdb, id, time.Hour); err != nil || again != seq {
 			t.Errorf("second stamp of %s = %d, %v; want the first, %d", id, again, err, seq)
 		}
+	}
+}
+
+// restampedAtAnswer takes the limiter slot of d's ticket, holds it for a
+// call of 20 ms, then runs write, the round trip after the 2xx: the
+// request must then be stamped at its answer, after the call, not at its
+// admission.
+func restampedAtAnswer(t *testing.T, b *scriptBundle, d *delivery, write func()) {
+	t.Helper()
+	ctx := context.Background()
+	release, err := b.limiter.Acquire(d.ticket.Context(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	window, args := d.ticket.AppendKeys(nil), d.ticket.AppendArgs(nil)
+	redisMS := func() float64 { return float64(b.rdb.Time(ctx).Val().UnixMilli()) }
+	called := redisMS()
+	time.Sleep(20 * time.Millisecond) // the call
+	release()
+	write()
+	if at, answered := b.rdb.ZScore(ctx, window[1].(string), args[0].(string)).Val(), redisMS(); at < called+20 || at > answered {
+		t.Errorf("request stamped at %.0f ms after the call, which ran from %.0f to before %.0f: not restamped at its answer", at, called, answered)
 	}
 }
