@@ -241,6 +241,9 @@ func TestListAndUnpark(t *testing.T) {
 	if rest, err := deadletter.ListParked(ctx, rdb, 1, 10); err != nil || !slices.Equal(rest, want[1:]) {
 		t.Errorf("ListParked from 1 = %v, %v", rest, err)
 	}
+	if first, err := deadletter.ListParked(ctx, rdb, 0, 1); err != nil || !slices.Equal(first, want[:1]) {
+		t.Errorf("ListParked of 1 = %v, %v; want the soonest alone", first, err)
+	}
 	p, err := deadletter.ParseParked(entries[0].Member)
 	if err != nil || p != soon {
 		t.Errorf("ParseParked = %+v, %v", p, err)

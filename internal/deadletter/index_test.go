@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,6 +138,17 @@ func TestLookupOfEntriesWithoutIndex(t *testing.T) {
 	if refs, err := deadletter.TaskRefs(ctx, rdb, "t3"); err != nil || len(refs) != 1 || refs[0].EntryID != byHand {
 		t.Errorf("TaskRefs(t3) = %+v, %v; want the entry written by hand", refs, err)
 	}
+	// During a roll: an earlier worker writes a newer entry of a task whose
+	// older entry is indexed. Find gives the newer one.
+	e4 := deadletter.Entry{TaskID: "t4", Type: "resend-dcv", Queue: "default", ErrorCode: "indexed", FailedAt: time.Now()}
+	if _, err := deadletter.Append(ctx, rdb, e4, 100000); err != nil {
+		t.Fatal(err)
+	}
+	byOldWorker := oldEntry(t, rdb, "t4")
+	appendN(t, rdb, "after", 1, 100000)
+	if got, found, err := deadletter.Find(ctx, rdb, "t4"); err != nil || !found || got.ID != byOldWorker {
+		t.Errorf("Find(t4) = %+v, %v, %v; want the newer entry, the earlier worker's", got, found, err)
+	}
 	// Trimmed past every unindexed entry: nothing left to read but the index.
 	appendN(t, rdb, "fill", 2000, 500)
 	if _, found, err := deadletter.Find(ctx, rdb, "t1"); err != nil || found {
@@ -203,4 +215,23 @@ func cmpID(a, b string) int {
 		return c
 	}
 	return cmp.Compare(aseq, bseq)
+}
+
+// A task id of MaxID bytes, the longest certmail gives, is a dead letter's
+// id like any other: found, and read by a purge (Refs).
+func TestEntryWithTheLongestID(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	id := strings.Repeat("i", deadletter.MaxID)
+	e := deadletter.Entry{TaskID: id, Type: "resend-dcv", Queue: "default", ErrorCode: "not_found|order", FailedAt: time.Now()}
+	if _, err := deadletter.Append(ctx, rdb, e, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if got, found, err := deadletter.Find(ctx, rdb, id); err != nil || !found || got.TaskID != id {
+		t.Errorf("Find of a %d-byte id: %+v, %v, %v; want its entry", len(id), got, found, err)
+	}
+	if refs, err := deadletter.Refs(ctx, rdb); err != nil || len(refs) != 1 || refs[0].TaskID != id || refs[0].Queue != "default" {
+		t.Errorf("Refs with a %d-byte id: %+v, %v; want its entry, id and queue", len(id), refs, err)
+	}
 }
