@@ -641,3 +641,32 @@ func TestDeadLetterOfAnIDInTwoQueues(t *testing.T) {
 		t.Errorf("rerun in critical: %s, want it left pending", s)
 	}
 }
+
+// Every parked task of a purged queue is left with its entry, not only the
+// first ones of the parked set: the set is read whole, whatever its size.
+func TestPurgeLeavesEveryParkedTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t, ops.Config{Rules: enqueue.Rules{Queues: []string{"default"}}})
+	ctx := context.Background()
+	due := time.Now().Add(time.Minute)
+	var ids []string
+	for i := range 3 {
+		id := b.archivedIn(t, "default", false)
+		if err := deadletter.Park(ctx, b.rdb, deadletter.Parked{Queue: "default", ID: id}, due.Add(time.Duration(i)*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if p, err := b.svc.PurgeDeadLetters(ctx); err != nil || p != (ops.Purged{Kept: 3}) {
+		t.Errorf("PurgeDeadLetters = %+v, %v; want nothing deleted, the 3 parked tasks' entries kept", p, err)
+	}
+	for _, id := range ids {
+		if info, err := b.inspector.GetTaskInfo("default", id); err != nil || info.State != asynq.TaskStateArchived {
+			t.Errorf("parked task %s after the purge: %v, %v; want it kept, archived", id, info, err)
+		}
+	}
+	slices.Sort(ids)
+	if got := b.streamTasks(t); !slices.Equal(got, ids) {
+		t.Errorf("stream after the purge holds tasks %v, want the parked ones' %v", got, ids)
+	}
+}
