@@ -670,3 +670,26 @@ func TestPurgeLeavesEveryParkedTask(t *testing.T) {
 		t.Errorf("stream after the purge holds tasks %v, want the parked ones' %v", got, ids)
 	}
 }
+
+// A dead letter requeued while DeleteDeadLetter reads it (found archived,
+// then run from the dashboard before the delete) is pending, no dead letter
+// any more: the delete takes its entry and leaves the task, saying so.
+func TestDeleteDeadLetterLeavesATaskRequeuedWhileRead(t *testing.T) {
+	t.Parallel()
+	b, proxy := setupProxied(t, ops.Config{})
+	ctx := context.Background()
+	id := b.archivedIn(t, "default", false)
+	// The parked set is read after the task was found archived.
+	proxy.BeforeOnce("certmail:parked", func() {
+		if err := b.inspector.RunTask("default", id); err != nil {
+			t.Error(err)
+		}
+	})
+	d, err := b.svc.DeleteDeadLetter(ctx, id)
+	if err != nil || d.Task != nil || d.Entries != 1 || d.Kept != "no longer archived in queue default (it is pending now)" {
+		t.Errorf("DeleteDeadLetter = %+v, %v; want the entry alone deleted, saying the task is pending", d, err)
+	}
+	if info, err := b.inspector.GetTaskInfo("default", id); err != nil || info.State != asynq.TaskStatePending {
+		t.Errorf("task requeued meanwhile: %v, %v; want it left pending", info, err)
+	}
+}

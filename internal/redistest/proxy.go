@@ -21,6 +21,8 @@ type Proxy struct {
 	once     []byte // withhold the answers of the next connection that sends this
 	each     []byte // withhold the answers of every connection that sends this
 	after    []byte // withhold every answer once a connection sends this
+	before   []byte // run hook before forwarding the next command that holds this
+	hook     func() // what BeforeOnce runs
 	all      bool   // every answer is withheld
 	cut      bool   // connections are closed and new ones refused (Disconnect)
 	resumed  int    // Resume calls: a connection held before the last one is served again
@@ -75,6 +77,16 @@ func (p *Proxy) WithholdAfter(trigger string) {
 	p.after = []byte(trigger)
 }
 
+// BeforeOnce runs f once, before the proxy forwards the next command
+// containing trigger (compared as WithholdOnce compares): the command then
+// reaches the server after whatever f did, as if another client had acted
+// just before it. f must not use the proxy.
+func (p *Proxy) BeforeOnce(trigger string, f func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.before, p.hook = []byte(trigger), f
+}
+
 // Disconnect closes every connection of the proxy and refuses new ones
 // (each is closed as soon as it is accepted) until Resume: to its clients,
 // Redis is unreachable, as in a network partition, while the server runs on
@@ -95,6 +107,7 @@ func (p *Proxy) Resume() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.once, p.each, p.after, p.all, p.cut = nil, nil, nil, false, false
+	p.before, p.hook = nil, nil
 	p.resumed++
 }
 
@@ -128,6 +141,15 @@ func (p *Proxy) accept() {
 		p.mu.Unlock()
 		held := -1 // p.resumed when this connection's answers began to be withheld; guarded by p.mu
 		go p.pipe(c, s, func(b []byte) {
+			p.mu.Lock()
+			var hook func()
+			if p.before != nil && bytes.Contains(b, p.before) {
+				hook, p.before, p.hook = p.hook, nil, nil
+			}
+			p.mu.Unlock()
+			if hook != nil {
+				hook()
+			}
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			if p.once != nil && bytes.Contains(b, p.once) {
