@@ -116,10 +116,13 @@ func TestDeadLettersBadArguments(t *testing.T) {
 			t.Errorf("DeadLetters(%d, %q): error = %v, want ErrInvalidArgument", tt.limit, tt.before, err)
 		}
 	}
-	page, err := b.svc.DeadLetters(context.Background(), 1000, "")
-	entries, next := page.Entries, page.Next
-	if err != nil || len(entries) != 0 || next != "" {
-		t.Errorf("DeadLetters of an empty stream = %v, %q, %v", entries, next, err)
+	// Both ends of the range are limits.
+	for _, limit := range []int{1, ops.MaxDeadLetterLimit} {
+		page, err := b.svc.DeadLetters(context.Background(), limit, "")
+		entries, next := page.Entries, page.Next
+		if err != nil || len(entries) != 0 || next != "" {
+			t.Errorf("DeadLetters(%d) of an empty stream = %v, %q, %v", limit, entries, next, err)
+		}
 	}
 }
 
