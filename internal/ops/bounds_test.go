@@ -29,6 +29,8 @@ func TestTaskPayloadShownSafely(t *testing.T) {
 	client := asynq.NewClient(b.redis.ConnOpt())
 	t.Cleanup(func() { _ = client.Close() })
 	huge := bytes.Repeat([]byte("x"), 10<<20)
+	// JSON of exactly MaxShownBytes: the most an answer shows as it is.
+	atLimit := append(append([]byte(`{"a":"`), bytes.Repeat([]byte("x"), ops.MaxShownBytes-len(`{"a":""}`))...), '"', '}')
 	tests := []struct {
 		name      string
 		payload   []byte
@@ -40,6 +42,7 @@ func TestTaskPayloadShownSafely(t *testing.T) {
 		{"invalid UTF-8 inside a JSON string", []byte("{\"order_id\":1,\"account\":\"\xff\xfe\"}"), ops.EncodingBase64, false,
 			strconv.Quote(base64.StdEncoding.EncodeToString([]byte("{\"order_id\":1,\"account\":\"\xff\xfe\"}")))},
 		{"not JSON", []byte("order 5 please"), ops.EncodingText, false, `"order 5 please"`},
+		{"JSON of exactly MaxShownBytes", atLimit, "", false, string(atLimit)},
 		{"10 MB of text", huge, ops.EncodingText, true, ""},
 		{"10 MB of JSON", append(append([]byte(`{"a":"`), huge...), '"', '}'), ops.EncodingText, true, ""},
 		{"a rune cut at the limit", append(bytes.Repeat([]byte("a"), ops.MaxShownBytes-1), "é and more"...), ops.EncodingText, true, ""},
