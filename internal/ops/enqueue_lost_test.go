@@ -274,3 +274,33 @@ func TestClaimUnansweredIsReleased(t *testing.T) {
 		})
 	}
 }
+
+// An enqueue with an idempotency key that Redis refuses (out of memory)
+// stores nothing: the key is released, and the error is the enqueue's
+// alone, with nothing said of a release that worked.
+func TestEnqueueRefusedReleasesTheKey(t *testing.T) {
+	t.Parallel()
+	const id = "a3a3a3a3-0000-4000-8000-000000000001"
+	b, proxy := setupProxied(t, ops.Config{NewTaskID: fixedID(id)})
+	ctx := context.Background()
+	// Writes are refused from the enqueue on (the claim before it is stored).
+	proxy.BeforeOnce("evalsha", func() {
+		if err := b.rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+			t.Error(err)
+		}
+	})
+	req := enqueue.Request{Type: "set-emails", Payload: []byte(lostPayload), IdempotencyKey: "order-12 v3"}
+	_, _, err := b.svc.Enqueue(ctx, req)
+	var ee *ops.EnqueueError
+	if !errors.As(err, &ee) || ee.TaskID != id || !strings.Contains(err.Error(), "OOM") || strings.Contains(err.Error(), "release") {
+		t.Fatalf("Enqueue error = %v, want the enqueue's *ops.EnqueueError (OOM) for task %s alone", err, id)
+	}
+	if err := b.rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	ref, existing, err := b.svc.Enqueue(ctx, req)
+	if err != nil || existing || ref.ID != id+"-2" || ref.State != "pending" {
+		t.Errorf("sent again with the key = %+v, existing %t, %v; want the new pending task %s-2", ref, existing, err, id)
+	}
+	b.wantOneTaskInDefault(t)
+}
