@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/ops"
 )
 
@@ -130,5 +131,41 @@ func TestTrimmedFromTheArchive(t *testing.T) {
 	}
 	if _, err := b.svc.DeleteDeadLetter(ctx, dead[1]); !errors.Is(err, ops.ErrNotFound) {
 		t.Errorf("second DeleteDeadLetter: %v, want not found", err)
+	}
+}
+
+// A task without an entry, trimmed from the archive while DeleteDeadLetter
+// deletes it (asynq's delete then fails) and parked again before what is
+// left of it goes, is kept; the error says it is no dead letter, and does
+// not claim the stream names it.
+func TestDeleteDeadLetterTrimmedThenChangedMeanwhile(t *testing.T) {
+	t.Parallel()
+	b, proxy := setupProxied(t, ops.Config{})
+	ctx := context.Background()
+	id := b.archivedIn(t, "default", true)
+	member := deadletter.Parked{Queue: "default", ID: id}.Member()
+	args := func(del string) string { return member + "\r\n$1\r\n" + del + "\r\n" } // of trimmedScript
+	// The task is read archived, not parked, not trimmed; then, before the
+	// read again and asynq's delete, it is trimmed; then, before what is
+	// left of it is deleted, parked.
+	proxy.BeforeOnce(args("0"), func() {
+		proxy.BeforeOnce("evalsha", func() {
+			if err := b.rdb.ZRem(ctx, "asynq:{default}:archived", id).Err(); err != nil {
+				t.Error(err)
+			}
+			proxy.BeforeOnce(args("1"), func() {
+				if err := deadletter.Park(ctx, b.rdb, deadletter.Parked{Queue: "default", ID: id}, time.Now().Add(time.Minute)); err != nil {
+					t.Error(err)
+				}
+			})
+		})
+	})
+	d, err := b.svc.DeleteDeadLetter(ctx, id)
+	const want = "(the task is changed meanwhile)"
+	if !errors.Is(err, ops.ErrNotFound) || !strings.HasSuffix(err.Error(), want) || d.Task != nil {
+		t.Errorf("DeleteDeadLetter = %+v, %v; want not found, ending %q", d, err, want)
+	}
+	if n, err := b.rdb.Exists(ctx, "asynq:{default}:t:"+id).Result(); err != nil || n != 1 {
+		t.Errorf("task hash after the delete: %d (%v), want it kept", n, err)
 	}
 }
