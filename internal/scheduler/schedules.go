@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"time"
 
@@ -164,31 +165,15 @@ func (s *Scheduler) changed() {
 	for _, c := range s.apiScheds {
 		known[c.ID], live[c] = true, true
 	}
-	for c := range s.due {
-		if !live[c] {
-			delete(s.due, c)
-		}
-	}
-	for c := range s.states {
-		if !live[c] {
-			delete(s.states, c)
-		}
-	}
+	maps.DeleteFunc(s.due, func(c *schedule.Compiled, _ time.Time) bool { return !live[c] })
+	maps.DeleteFunc(s.states, func(c *schedule.Compiled, _ schedule.State) bool { return !live[c] })
 	for id := range s.series {
 		if !known[id] {
 			s.dropSeries(id)
 		}
 	}
-	for id := range s.awaiting {
-		if !known[id] {
-			delete(s.awaiting, id)
-		}
-	}
-	for id := range s.retrying {
-		if !known[id] {
-			delete(s.retrying, id)
-		}
-	}
+	maps.DeleteFunc(s.awaiting, func(id string, _ *awaiting) bool { return !known[id] })
+	maps.DeleteFunc(s.retrying, func(id string, _ *retrying) bool { return !known[id] })
 }
 
 func (s *Scheduler) warnOnce(id, problem string) {
