@@ -14,36 +14,6 @@ import (
 	"github.com/certmail/certmail/internal/api"
 )
 
-// trimArchive has asynq's own "Archive all" script trim every task now in
-// queue's archive from it, as it does to the oldest once an archive goes
-// over its cap: the archive is filled with placeholders newer than any
-// task, up to 9 999, one more pending task is archived, and the
-// placeholders are removed. The tasks' hashes stay, state archived.
-func (b *bundle) trimArchive(t *testing.T, queue string) {
-	t.Helper()
-	ctx := context.Background()
-	key := "asynq:{" + queue + "}:archived"
-	later := float64(time.Now().Add(time.Hour).Unix())
-	fill := make([]redis.Z, 9999)
-	for i := range fill {
-		fill[i] = redis.Z{Score: later, Member: fmt.Sprintf("placeholder-%04d", i)}
-	}
-	if err := b.conn.Client.ZAdd(ctx, key, fill...).Err(); err != nil {
-		t.Fatal(err)
-	}
-	c := asynq.NewClient(b.redis.ConnOpt())
-	defer c.Close()
-	if _, err := c.Enqueue(asynq.NewTask("placeholder", nil), asynq.Queue(queue)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.inspector.ArchiveAllPendingTasks(queue); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.conn.Client.ZRemRangeByScore(ctx, key, fmt.Sprint(later), "+inf").Err(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestTrimmedFromTheArchiveAnswers: a task asynq trimmed from the archive
 // is 404 to GET /v1/tasks/{id} and to its requeue (saying so), not 500;
 // DELETE of its dead letter deletes what is left of it (204), after which
@@ -57,7 +27,7 @@ func TestTrimmedFromTheArchiveAnswers(t *testing.T) {
 	if err := b.inspector.ArchiveTask("default", ref.ID); err != nil {
 		t.Fatal(err)
 	}
-	b.trimArchive(t, "default")
+	b.redis.TrimArchive(t, "default")
 	hash := "asynq:{default}:t:" + ref.ID
 	if n, err := b.conn.Client.Exists(ctx, hash).Result(); err != nil || n != 1 {
 		t.Fatalf("the trimmed task's hash: %d (%v), want it left as asynq leaves it", n, err)

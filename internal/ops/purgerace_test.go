@@ -30,11 +30,8 @@ func TestPurgeLeavesATaskRequeuedMeanwhile(t *testing.T) {
 			t.Parallel()
 			b := setup(t, ops.Config{Rules: enqueue.Rules{Queues: []string{"default"}}})
 			ctx := context.Background()
-			id := b.archivedIn(t, "default", false)
-			check, err := b.svc.CheckPurge(ctx)
-			if err != nil || check.Tasks != 1 || check.Entries != 1 {
-				t.Fatalf("CheckPurge = %+v, %v; want 1 task and 1 entry to go", check, err)
-			}
+			id, check := oneToPurge(t, b)
+			var err error
 			switch by {
 			case "dlq requeue":
 				_, err = b.svc.Requeue(ctx, id)
@@ -62,11 +59,7 @@ func TestPurgeLeavesATaskParkedMeanwhile(t *testing.T) {
 	t.Parallel()
 	b := setup(t, ops.Config{Rules: enqueue.Rules{Queues: []string{"default"}}})
 	ctx := context.Background()
-	id := b.archivedIn(t, "default", false)
-	check, err := b.svc.CheckPurge(ctx)
-	if err != nil || check.Tasks != 1 || check.Entries != 1 {
-		t.Fatalf("CheckPurge = %+v, %v; want 1 task and 1 entry to go", check, err)
-	}
+	id, check := oneToPurge(t, b)
 	if err := deadletter.Park(ctx, b.rdb, deadletter.Parked{Queue: "default", ID: id}, time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
@@ -111,4 +104,16 @@ func TestPurgeKeepsTheEntriesOfATaskArchivedMeanwhile(t *testing.T) {
 	if _, err := b.inspector.GetTaskInfo("default", id); errors.Is(err, asynq.ErrTaskNotFound) {
 		t.Error("the task archived after the check was deleted")
 	}
+}
+
+// oneToPurge dead-letters one task in default and asks the purge's
+// question: one task and its entry are to go.
+func oneToPurge(t *testing.T, b *bundle) (string, ops.PurgeCheck) {
+	t.Helper()
+	id := b.archivedIn(t, "default", false)
+	check, err := b.svc.CheckPurge(context.Background())
+	if err != nil || check.Tasks != 1 || check.Entries != 1 {
+		t.Fatalf("CheckPurge = %+v, %v; want 1 task and 1 entry to go", check, err)
+	}
+	return id, check
 }

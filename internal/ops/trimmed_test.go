@@ -3,7 +3,6 @@ package ops_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -14,41 +13,6 @@ import (
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/ops"
 )
-
-// trimArchive has asynq trim every task now in queue's archive from it, as
-// the dashboard's "Archive all" does to the oldest when the archive goes
-// over asynq's cap of 10 000: asynq's own script removes them from the
-// archive's sorted set and leaves their hashes, state "archived". It fills
-// the archive with placeholder members newer than any task, archives one
-// more pending task with asynq's ArchiveAllPendingTasks, and removes the
-// placeholders.
-func trimArchive(t *testing.T, b *bundle, queue string) {
-	t.Helper()
-	ctx := context.Background()
-	key := "asynq:{" + queue + "}:archived"
-	later := float64(time.Now().Add(time.Hour).Unix())
-	fill := make([]redis.Z, 9999)
-	for i := range fill {
-		fill[i] = redis.Z{Score: later, Member: fmt.Sprintf("placeholder-%04d", i)}
-	}
-	if err := b.rdb.ZAdd(ctx, key, fill...).Err(); err != nil {
-		t.Fatal(err)
-	}
-	c := asynq.NewClient(b.redis.ConnOpt())
-	defer c.Close()
-	if _, err := c.Enqueue(asynq.NewTask("placeholder", nil), asynq.Queue(queue)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.inspector.ArchiveAllPendingTasks(queue); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.rdb.ZRemRangeByScore(ctx, key, fmt.Sprint(later), "+inf").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := b.rdb.ZCard(ctx, key).Result(); err != nil || n != 0 {
-		t.Fatalf("archive of %s after the trim: %d tasks (%v), want none", queue, n, err)
-	}
-}
 
 // TestTrimmedFromTheArchive: what asynq leaves of a task it trimmed from
 // the archive (its hash, state archived) is gone for certmail, as a task
@@ -71,7 +35,7 @@ func TestTrimmedFromTheArchive(t *testing.T) {
 	if err := b.rdb.ZAdd(ctx, "certmail:parked", redis.Z{Score: float64(time.Now().Add(time.Minute).UnixMilli()), Member: member}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	trimArchive(t, b, "default")
+	b.redis.TrimArchive(t, "default")
 	exists := func(id string) bool {
 		t.Helper()
 		n, err := b.rdb.Exists(ctx, "asynq:{default}:t:"+id).Result()

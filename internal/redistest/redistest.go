@@ -376,3 +376,42 @@ func (s *Server) Relaunch() {
 	}
 	s.tb.Fatalf("redistest: restart redis-server: %v", err)
 }
+
+// TrimArchive has asynq's own "Archive all" script trim every task now in
+// queue's archive from it, as it does to the oldest once an archive goes
+// over its cap of 10 000: asynq removes them from the archive's sorted set
+// and leaves their hashes, state "archived". It fills the archive with
+// placeholder members newer than any task, up to 9 999, archives one more
+// pending task (ArchiveAllPendingTasks), and removes the placeholders; the
+// archive is then empty.
+func (s *Server) TrimArchive(tb testing.TB, queue string) {
+	tb.Helper()
+	ctx := context.Background()
+	rdb := s.newClient()
+	defer rdb.Close()
+	key := "asynq:{" + queue + "}:archived"
+	later := float64(time.Now().Add(time.Hour).Unix())
+	fill := make([]redis.Z, 9999)
+	for i := range fill {
+		fill[i] = redis.Z{Score: later, Member: fmt.Sprintf("placeholder-%04d", i)}
+	}
+	if err := rdb.ZAdd(ctx, key, fill...).Err(); err != nil {
+		tb.Fatal(err)
+	}
+	c := asynq.NewClient(s.ConnOpt())
+	defer c.Close()
+	if _, err := c.Enqueue(asynq.NewTask("placeholder", nil), asynq.Queue(queue)); err != nil {
+		tb.Fatal(err)
+	}
+	in := asynq.NewInspector(s.ConnOpt())
+	defer in.Close()
+	if _, err := in.ArchiveAllPendingTasks(queue); err != nil {
+		tb.Fatal(err)
+	}
+	if err := rdb.ZRemRangeByScore(ctx, key, fmt.Sprint(later), "+inf").Err(); err != nil {
+		tb.Fatal(err)
+	}
+	if n, err := rdb.ZCard(ctx, key).Result(); err != nil || n != 0 {
+		tb.Fatalf("archive of %s after the trim: %d tasks (%v), want none", queue, n, err)
+	}
+}
