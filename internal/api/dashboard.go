@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/redisconn"
 )
 
@@ -258,20 +259,19 @@ func archiveAllSource(path string) (queue, key string, list, ok bool) {
 		return "", "", false, false
 	}
 	queue, action, _ := strings.Cut(rest, "/")
-	prefix := "asynq:{" + queue + "}:"
 	switch action {
 	case "pending_tasks:archive_all":
-		return queue, prefix + "pending", true, queue != ""
+		return queue, queues.AsynqKey(queue, "pending"), true, queue != ""
 	case "scheduled_tasks:archive_all":
-		return queue, prefix + "scheduled", false, queue != ""
+		return queue, queues.AsynqKey(queue, "scheduled"), false, queue != ""
 	case "retry_tasks:archive_all":
-		return queue, prefix + "retry", false, queue != ""
+		return queue, queues.AsynqKey(queue, "retry"), false, queue != ""
 	}
 	group, found := strings.CutSuffix(strings.TrimPrefix(action, "groups/"), "/aggregating_tasks:archive_all")
 	if !found || !strings.HasPrefix(action, "groups/") || group == "" || strings.Contains(group, "/") || queue == "" {
 		return "", "", false, false
 	}
-	return queue, prefix + "g:" + group, false, true
+	return queue, queues.AsynqKey(queue, "g:"+group), false, true
 }
 
 // refuseArchiveOverCap answers 409, and reports true, for a dashboard
@@ -297,7 +297,7 @@ func (s *Server) refuseArchiveOverCap(w http.ResponseWriter, r *http.Request) bo
 	} else {
 		moving = pipe.ZCard(ctx, key)
 	}
-	archived := pipe.ZCard(ctx, "asynq:{"+queue+"}:archived")
+	archived := pipe.ZCard(ctx, queues.AsynqKey(queue, "archived"))
 	if _, err := pipe.Exec(ctx); err != nil {
 		s.writeOpsError(w, r, fmt.Errorf("dashboard: count the tasks to archive: %w", err), "")
 		return true

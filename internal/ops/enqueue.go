@@ -14,6 +14,7 @@ import (
 
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/lease"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -228,7 +229,7 @@ func (s *Service) settle(ctx context.Context, claim *lease.Lease, ref TaskRef, c
 	defer cancel()
 	// One EXISTS bounded by ctx (asynq's inspector takes no context), on
 	// the hash asynq keeps of every task it holds.
-	n, err := s.rdb.Exists(ctx, asynqTaskKey(ref.Queue, ref.ID)).Result()
+	n, err := s.rdb.Exists(ctx, queues.AsynqTaskKey(ref.Queue, ref.ID)).Result()
 	switch {
 	case err != nil:
 		return TaskRef{}, false, cause

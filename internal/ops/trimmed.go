@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/queues"
 )
 
 // A task trimmed from asynq's archive: asynq caps an archive at 10 000
@@ -53,7 +54,7 @@ func (s *Service) trimmed(ctx context.Context, queue, id string, del bool) (bool
 	if del {
 		flag = "1"
 	}
-	keys := []string{asynqTaskKey(queue, id), asynqArchivedKey(queue), deadletter.ParkedKey}
+	keys := []string{queues.AsynqTaskKey(queue, id), queues.AsynqKey(queue, "archived"), deadletter.ParkedKey}
 	n, err := trimmedScript.Run(ctx, s.rdb, keys, id, deadletter.Parked{Queue: queue, ID: id}.Member(), flag).Int()
 	if err != nil {
 		return false, fmt.Errorf("read asynq's archive: %w", err)
@@ -63,7 +64,7 @@ func (s *Service) trimmed(ctx context.Context, queue, id string, del bool) (bool
 
 // inArchive reports whether asynq's archive of queue lists the task id.
 func (s *Service) inArchive(ctx context.Context, queue, id string) (bool, error) {
-	err := s.rdb.ZScore(ctx, asynqArchivedKey(queue), id).Err()
+	err := s.rdb.ZScore(ctx, queues.AsynqKey(queue, "archived"), id).Err()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return false, nil
@@ -72,9 +73,3 @@ func (s *Service) inArchive(ctx context.Context, queue, id string) (bool, error)
 	}
 	return true, nil
 }
-
-// asynqTaskKey is the hash of asynq's task id in queue.
-func asynqTaskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
-
-// asynqArchivedKey is asynq's archive of queue, a sorted set of task ids.
-func asynqArchivedKey(queue string) string { return "asynq:{" + queue + "}:archived" }

@@ -3,7 +3,8 @@
 // the scheduler and the workers), so that a task or schedule for a queue no
 // worker serves is refused where it enters instead of waiting forever. A
 // queue name is one that tasks.ValidQueueName accepts, the rule the Go
-// constructors apply too.
+// constructors apply too. AsynqKey names the keys asynq keeps for a queue,
+// for the few that certmail reads or writes itself.
 package queues
 
 import (

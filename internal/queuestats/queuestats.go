@@ -30,6 +30,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/certmail/certmail/internal/queues"
 )
 
 // DefaultBudget is how long a scrape waits for the figures: half of
@@ -161,11 +163,9 @@ func (c *Collector) run(r *reading) {
 	close(r.done)
 }
 
-// asynq v0.26's keys (its internal/base): the set of the queues it knows,
-// and those of one queue.
+// asynq v0.26's key of the set of the queues it knows (its internal/base);
+// those of one queue are queues.AsynqKey's.
 const allQueuesKey = "asynq:queues"
-
-func queueKey(queue, suffix string) string { return "asynq:{" + queue + "}:" + suffix }
 
 // states are the task states reported, in the order statsScript reads them.
 var states = [...]string{"pending", "active", "scheduled", "retry", "archived", "completed"}
@@ -273,29 +273,29 @@ func (c *Collector) listQueues(ctx context.Context) (queues []string, served int
 	return queues, served, card.Val(), xlen.Val(), nil
 }
 
-// figures is the second round trip: each queue's figures, the unserved
-// ones (from index served on) summed under OtherQueues; labels in order.
-func (c *Collector) figures(ctx context.Context, queues []string, served int) (map[string]*queueFigures, []string, error) {
-	keys := make([]string, 0, 7*len(queues))
-	prefixes := make([]any, 0, len(queues))
-	for _, q := range queues {
+// figures is the second round trip: each queue's figures (names), the
+// unserved ones (from index served on) summed under OtherQueues; labels in order.
+func (c *Collector) figures(ctx context.Context, names []string, served int) (map[string]*queueFigures, []string, error) {
+	keys := make([]string, 0, 7*len(names))
+	prefixes := make([]any, 0, len(names))
+	for _, q := range names {
 		for _, s := range states {
-			keys = append(keys, queueKey(q, s))
+			keys = append(keys, queues.AsynqKey(q, s))
 		}
-		keys = append(keys, queueKey(q, "paused"))
-		prefixes = append(prefixes, queueKey(q, "t:"))
+		keys = append(keys, queues.AsynqKey(q, "paused"))
+		prefixes = append(prefixes, queues.AsynqKey(q, "t:"))
 	}
 	vals, err := statsScript.Run(ctx, c.rdb, keys, prefixes...).Slice()
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(vals) != figuresPerQueue*len(queues) {
-		return nil, nil, fmt.Errorf("queue stats: %d values for %d queues", len(vals), len(queues))
+	if len(vals) != figuresPerQueue*len(names) {
+		return nil, nil, fmt.Errorf("queue stats: %d values for %d names", len(vals), len(names))
 	}
 	now := time.Now()
 	byLabel := map[string]*queueFigures{}
 	var labels []string
-	for i, q := range queues {
+	for i, q := range names {
 		label := q
 		if i >= served {
 			label = OtherQueues

@@ -22,6 +22,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/certmail/certmail/internal/queues"
 )
 
 // Options tune the server. The zero value is a throw-away in-memory server.
@@ -389,7 +391,7 @@ func (s *Server) TrimArchive(tb testing.TB, queue string) {
 	ctx := context.Background()
 	rdb := s.newClient()
 	defer rdb.Close()
-	key := "asynq:{" + queue + "}:archived"
+	key := queues.AsynqKey(queue, "archived")
 	later := float64(time.Now().Add(time.Hour).Unix())
 	fill := make([]redis.Z, 9999)
 	for i := range fill {

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
@@ -386,7 +387,7 @@ var errAlreadyDelivered = errors.New("already delivered")
 // succeeded (d.dedupKey), the task's result when d.result is set, and the
 // restamp of the call's limiter admission.
 func (p *processor) writeGuard(ctx context.Context, d *delivery) {
-	cmd := p.afterCommand(afterScript, d, []any{asynqTaskKey(d.queue, d.taskID), d.dedupKey},
+	cmd := p.afterCommand(afterScript, d, []any{queues.AsynqTaskKey(d.queue, d.taskID), d.dedupKey},
 		d.result, time.Now().UTC().Format(time.RFC3339), p.retention.Milliseconds())
 	p.persist(ctx, d, "duplicate guard", func(ctx context.Context) error {
 		return afterScript.run(ctx, p.rdb, cmd).Err()
@@ -398,7 +399,7 @@ func (p *processor) writeGuard(ctx context.Context, d *delivery) {
 // its sending record and of the delivery's hold on its lock, and the
 // restamp of the call's limiter admission (afterOrderScript).
 func (p *processor) writeApplied(ctx context.Context, d *delivery, k orderKeys, seq int64) {
-	cmd := p.afterCommand(afterOrderScript, d, []any{asynqTaskKey(d.queue, d.taskID), k.applied, k.lock.Key(), k.sending},
+	cmd := p.afterCommand(afterOrderScript, d, []any{queues.AsynqTaskKey(d.queue, d.taskID), k.applied, k.lock.Key(), k.sending},
 		d.result, seq, p.retention.Milliseconds(), k.lock.Token())
 	p.persist(ctx, d, "applied sequence", func(ctx context.Context) error {
 		return afterOrderScript.run(ctx, p.rdb, cmd).Err()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/logging"
+	"github.com/certmail/certmail/internal/queues"
 )
 
 // leaseSweep dead-letters the tasks asynq's recoverer archives by itself.
@@ -96,7 +97,7 @@ func (s *leaseSweep) queue(ctx context.Context, q string, now time.Time) error {
 	lo := from - int64(skewMargin/time.Second)
 	var archived []redis.Z
 	for offset := 0; offset < maxArchive; offset += sweepPage {
-		page, err := s.rdb.ZRangeByScoreWithScores(ctx, asynqArchivedKey(q), &redis.ZRangeBy{
+		page, err := s.rdb.ZRangeByScoreWithScores(ctx, queues.AsynqKey(q, "archived"), &redis.ZRangeBy{
 			Min: strconv.FormatInt(lo, 10), Max: "+inf", Offset: int64(offset), Count: sweepPage}).Result()
 		if err != nil {
 			return err

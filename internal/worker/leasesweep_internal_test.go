@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/redistest"
 )
 
@@ -39,7 +40,7 @@ func TestLeaseSweepDeadLettersOnce(t *testing.T) {
 	// killed: taken by a worker that died a minute ago (asynq's dequeue, no heartbeat since).
 	if err := rdb.Eval(ctx, `redis.call('LREM', KEYS[1], 0, ARGV[1]); redis.call('LPUSH', KEYS[2], ARGV[1])
 		redis.call('HSET', KEYS[4], 'state', 'active'); return redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])`,
-		[]string{"asynq:{default}:pending", "asynq:{default}:active", "asynq:{default}:lease", asynqTaskKey("default", killed)},
+		[]string{"asynq:{default}:pending", "asynq:{default}:active", "asynq:{default}:lease", queues.AsynqTaskKey("default", killed)},
 		killed, time.Now().Add(-time.Minute).Unix()).Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/logging"
+	"github.com/certmail/certmail/internal/queues"
 )
 
 // unparker moves parked tasks (deadletter.ParkedKey) out of asynq's archive
@@ -156,12 +157,12 @@ func (u *unparker) movePage(ctx context.Context, page []deadletter.ParkedEntry) 
 	}
 	for q, idx := range byQueue {
 		args := make([]any, 0, 1+2*len(idx))
-		args = append(args, asynqTaskKey(q, ""))
+		args = append(args, queues.AsynqTaskKey(q, ""))
 		for _, i := range idx {
 			// asynq's scores are seconds: rounded up, the task does not come back before its wait is over.
 			args = append(args, items[i].parked.ID, (items[i].entry.DueMS+999)/1000)
 		}
-		states, err := moveScript.Run(ctx, u.rdb, []string{asynqArchivedKey(q), asynqRetryKey(q)}, args...).StringSlice()
+		states, err := moveScript.Run(ctx, u.rdb, []string{queues.AsynqKey(q, "archived"), queues.AsynqKey(q, "retry")}, args...).StringSlice()
 		if err != nil {
 			return len(page), 0, fmt.Errorf("move parked tasks of queue %s: %w", q, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/redistest"
 )
 
@@ -50,14 +51,14 @@ func TestUnparkerMovesParkedTasksToRetry(t *testing.T) {
 		}
 		park(id, due)
 	}
-	if err := rdb.ZRem(ctx, asynqArchivedKey("default"), trimmed).Err(); err != nil {
+	if err := rdb.ZRem(ctx, queues.AsynqKey("default", "archived"), trimmed).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// Not archived yet: as a task whose error handler runs, asynq's dequeue
 	// made it active.
 	if err := rdb.Eval(ctx, `redis.call('LREM', KEYS[1], 0, ARGV[1]); redis.call('LPUSH', KEYS[2], ARGV[1]);
 		return redis.call('HSET', KEYS[3], 'state', 'active')`,
-		[]string{"asynq:{default}:pending", "asynq:{default}:active", asynqTaskKey("default", pending)}, pending).Err(); err != nil {
+		[]string{"asynq:{default}:pending", "asynq:{default}:active", queues.AsynqTaskKey("default", pending)}, pending).Err(); err != nil {
 		t.Fatal(err)
 	}
 	park(pending, due)
@@ -75,7 +76,7 @@ func TestUnparkerMovesParkedTasksToRetry(t *testing.T) {
 			t.Errorf("task %s still parked after its move (%v)", id, err)
 		}
 	}
-	if n, err := rdb.ZCard(ctx, asynqArchivedKey("default")).Result(); err != nil || n != 0 {
+	if n, err := rdb.ZCard(ctx, queues.AsynqKey("default", "archived")).Result(); err != nil || n != 0 {
 		t.Errorf("archive holds %d tasks (%v), want 0", n, err)
 	}
 	if _, parked, err := deadletter.ParkedUntil(ctx, rdb, "default", pending); err != nil || !parked {
@@ -90,7 +91,7 @@ func TestUnparkerMovesParkedTasksToRetry(t *testing.T) {
 	// asynq archives it: the next look moves it.
 	if err := rdb.Eval(ctx, `redis.call('LREM', KEYS[1], 0, ARGV[1]); redis.call('ZADD', KEYS[2], 1, ARGV[1]);
 		return redis.call('HSET', KEYS[3], 'state', 'archived')`,
-		[]string{"asynq:{default}:active", asynqArchivedKey("default"), asynqTaskKey("default", pending)}, pending).Err(); err != nil {
+		[]string{"asynq:{default}:active", queues.AsynqKey("default", "archived"), queues.AsynqTaskKey("default", pending)}, pending).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// Parked again (a new due time) between the read and the removal: the

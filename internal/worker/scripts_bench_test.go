@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redistest"
 )
@@ -74,7 +75,7 @@ return {g[1], g[2], 0}`)
 						b.Errorf("before: verdict %d, %v", verdict, err)
 						return
 					}
-					cmd = p.afterCommand(v.after, d, []any{asynqTaskKey(d.queue, d.taskID), d.dedupKey},
+					cmd = p.afterCommand(v.after, d, []any{queues.AsynqTaskKey(d.queue, d.taskID), d.dedupKey},
 						d.result, time.Now().UTC().Format(time.RFC3339), p.retention.Milliseconds())
 					if err := v.after.run(ctx, rdb, cmd).Err(); err != nil {
 						b.Errorf("after: %v", err)

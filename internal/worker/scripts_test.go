@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/lease"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redistest"
 )
@@ -226,7 +227,7 @@ func TestAfterScripts(t *testing.T) {
 		t.Fatal(err)
 	}
 	restampedAtAnswer(t, b, d, func() { p.writeGuard(ctx, d) })
-	if got := b.rdb.HGet(ctx, asynqTaskKey("default", "t-after"), "result").Val(); got != string(d.result) {
+	if got := b.rdb.HGet(ctx, queues.AsynqTaskKey("default", "t-after"), "result").Val(); got != string(d.result) {
 		t.Errorf("result %q, want %q", got, d.result)
 	}
 	if ttl := b.rdb.PTTL(ctx, d.dedupKey).Val(); ttl <= 0 || ttl > time.Hour {
@@ -234,14 +235,14 @@ func TestAfterScripts(t *testing.T) {
 	}
 	domain := &delivery{taskID: "t-domain", queue: "default", dedupKey: domainDeliveredKey("t-domain", 3)}
 	p.writeGuard(ctx, domain)
-	if n := b.rdb.Exists(ctx, asynqTaskKey("default", "t-domain")).Val(); n != 0 || b.rdb.Exists(ctx, domain.dedupKey).Val() != 1 {
+	if n := b.rdb.Exists(ctx, queues.AsynqTaskKey("default", "t-domain")).Val(); n != 0 || b.rdb.Exists(ctx, domain.dedupKey).Val() != 1 {
 		t.Errorf("a domain's guard without a result: result hash exists %d, guard %d", n, b.rdb.Exists(ctx, domain.dedupKey).Val())
 	}
 
 	applied, lockKey, sending := orderKey("acct", 9, "applied"), orderKey("acct", 9, "lock"), orderKey("acct", 9, "sending")
 	run := func(seq int64, token string) {
 		t.Helper()
-		keys := []string{asynqTaskKey("default", "t-order"), applied, lockKey, sending, "certmail:ratelimit:{acct}:cooldown"}
+		keys := []string{queues.AsynqTaskKey("default", "t-order"), applied, lockKey, sending, "certmail:ratelimit:{acct}:cooldown"}
 		if err := afterOrderScript.Run(ctx, b.rdb, keys, `{"outcome":"delivered"}`, seq, 60000, token, "").Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -271,7 +272,7 @@ func TestAfterScripts(t *testing.T) {
 	if n := b.rdb.Exists(ctx, sending).Val(); n != 0 {
 		t.Error("the sending record outlived its list's applied sequence")
 	}
-	if got := b.rdb.HGet(ctx, asynqTaskKey("default", "t-order"), "result").Val(); got == "" {
+	if got := b.rdb.HGet(ctx, queues.AsynqTaskKey("default", "t-order"), "result").Val(); got == "" {
 		t.Error("no result written")
 	}
 	// Sequences of different lengths compare as numbers: 100 is newer than

@@ -46,21 +46,6 @@ func orderKey(acct string, orderID int64, what string) string {
 	return keyPrefix + "order:" + acct + ":" + strconv.FormatInt(orderID, 10) + ":" + what
 }
 
-// asynqTaskKey is the hash in which asynq keeps a task and its result
-// (asynq v0.26's base.TaskKey; what its ResultWriter writes to, field
-// "result"). The after-call scripts write the result there themselves, in
-// the round trip they make anyway; the tests read it back through asynq's
-// Inspector.
-func asynqTaskKey(queue, taskID string) string { return "asynq:{" + queue + "}:t:" + taskID }
-
-// asynqArchivedKey and asynqRetryKey are the sorted sets of a queue's
-// archived tasks and of those waiting for a retry (asynq v0.26's
-// base.ArchivedKey and base.RetryKey), task id → Unix seconds: when the task
-// was archived, when it is retried. The unparker moves parked tasks from the
-// one to the other; the lease sweep reads the archive.
-func asynqArchivedKey(queue string) string { return "asynq:{" + queue + "}:archived" }
-func asynqRetryKey(queue string) string    { return "asynq:{" + queue + "}:retry" }
-
 // gateLua defines gate(k, token, ms), the account's auth gate on KEYS[k]
 // (pause), KEYS[k+1] (auth_broken) and KEYS[k+2] (probe): {0, ms} wait while
 // the pause is in force or another delivery probes; {2, 0} probe, this
