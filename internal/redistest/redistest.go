@@ -80,56 +80,111 @@ func Start(tb testing.TB, opts ...Options) *Server {
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that nothing listens on right
-// now and that no FreePort of the same user's test processes on this
-// machine returned in the last PortHold. A killed server's port is then not
-// taken by another test's server while a test still expects nothing to
-// answer there (test packages run in processes of their own, so the claim
-// is a file, in a directory of the user's own).
+// now and, as far as it can, one that no FreePort of the same user's test
+// processes on this machine returned or a Server freed in the last
+// PortHold. A killed server's port is then not taken by another test's
+// server while a test still expects nothing to answer there (test packages
+// run in processes of their own, so the claim is a file, in a directory of
+// the user's own). When every port the kernel offers is held (many test
+// runs at once on one machine), it returns the one held the longest rather
+// than fail.
 func FreePort() (int, error) {
-	dir := filepath.Join(os.TempDir(), "certmail-redistest-ports-"+strconv.Itoa(os.Getuid()))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	dir, err := claimDir()
+	if err != nil {
 		return 0, fmt.Errorf("free port: %w", err)
 	}
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("free port: %w", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-		switch ok, err := claimPort(filepath.Join(dir, strconv.Itoa(port))); {
-		case err != nil:
-			return 0, fmt.Errorf("free port: %w", err)
-		case ok:
-			return port, nil
-		}
+	port, err := freePort(dir, offeredPort)
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
 	}
-	return 0, errors.New("free port: every port offered was claimed in the last hour")
+	return port, nil
 }
 
-// PortHold is how long FreePort keeps a port it returned from any other
-// caller.
-const PortHold = time.Hour
+// offeredPort is a port the kernel offers on 127.0.0.1, free right now.
+func offeredPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// freePort claims, in dir, the first port offer gives that is not held,
+// or after 100 offers the one held the longest.
+func freePort(dir string, offer func() (int, error)) (int, error) {
+	var oldestPort int
+	var oldest time.Time
+	for range 100 {
+		port, err := offer()
+		if err != nil {
+			return 0, err
+		}
+		ok, since, err := claimPort(filepath.Join(dir, strconv.Itoa(port)))
+		switch {
+		case err != nil:
+			return 0, err
+		case ok:
+			return port, nil
+		case oldestPort == 0 || since.Before(oldest):
+			oldestPort, oldest = port, since
+		}
+	}
+	return oldestPort, holdPortIn(dir, oldestPort)
+}
+
+// PortHold is how long FreePort keeps a port from any other caller after
+// it returned it or a Server on it exited: longer than a test waits on a
+// killed server's port, short enough that many test runs on one machine
+// do not hold every port the kernel offers.
+const PortHold = 5 * time.Minute
+
+func claimDir() (string, error) {
+	dir := filepath.Join(os.TempDir(), "certmail-redistest-ports-"+strconv.Itoa(os.Getuid()))
+	return dir, os.MkdirAll(dir, 0o700)
+}
 
 // claimPort claims the port whose claim file is name, unless a claim of
-// the last PortHold holds it; the error says why a claim could not be
-// read or written.
-func claimPort(name string) (bool, error) {
+// the last PortHold holds it; it then says since when. The error says why
+// a claim could not be read or written.
+func claimPort(name string) (ok bool, since time.Time, err error) {
 	f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err == nil {
-		return true, f.Close()
+		return true, time.Time{}, f.Close()
 	}
 	if !errors.Is(err, fs.ErrExist) {
-		return false, err
+		return false, time.Time{}, err
 	}
 	st, err := os.Stat(name)
-	if err != nil || time.Since(st.ModTime()) < PortHold {
-		return false, err
+	if err != nil {
+		return false, time.Time{}, err
+	}
+	if time.Since(st.ModTime()) < PortHold {
+		return false, st.ModTime(), nil
 	}
 	// An old claim: take it over (another process may do so at the same
 	// moment; the later launch then fails to bind and Start tries again).
 	now := time.Now()
-	return true, os.Chtimes(name, now, now)
+	return true, time.Time{}, os.Chtimes(name, now, now)
+}
+
+// holdPort claims port again from now on, as when a server on it exited:
+// the hold counts from the moment the port was freed.
+func holdPort(port int) error {
+	dir, err := claimDir()
+	if err != nil {
+		return err
+	}
+	return holdPortIn(dir, port)
+}
+
+func holdPortIn(dir string, port int) error {
+	name := filepath.Join(dir, strconv.Itoa(port))
+	now := time.Now()
+	if err := os.Chtimes(name, now, now); !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return os.WriteFile(name, nil, 0o600)
 }
 
 func (s *Server) launch() error {
@@ -175,6 +230,9 @@ func (s *Server) launch() error {
 		// notices through its clients.
 		if err := <-exited; err != nil {
 			s.tb.Logf("redistest: redis-server on %s exited: %v", s.Addr(), err)
+		}
+		if err := holdPort(s.port); err != nil {
+			s.tb.Logf("redistest: hold port %d: %v", s.port, err)
 		}
 		_ = out.Close()
 		close(done)
