@@ -15,6 +15,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -50,6 +51,14 @@ type Env struct {
 	Stderr io.Writer
 
 	redisLog *logging.RedisLogger // go-redis's messages, while the command runs
+}
+
+// newEnv is the Env of a command. The command's logger writes to stderr
+// from go-redis's goroutines too (a dial that fails in the background)
+// while the command writes its own lines there: Env.Stderr takes one write
+// at a time.
+func newEnv(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) *Env {
+	return &Env{Ctx: ctx, Stdin: stdin, Stdout: stdout, Stderr: &lockedWriter{w: stderr}}
 }
 
 // logRedisTo sends go-redis's own log output (process-wide) to log until
@@ -88,6 +97,8 @@ type CLI struct {
 // when done, 1 on a failure, 2 on a usage error, and ExitInterrupted when
 // the cancellation of ctx (SIGINT/SIGTERM) stopped the command.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	env := newEnv(ctx, stdin, stdout, stderr)
+	stderr = env.Stderr
 	var root CLI
 	exitCode, exited := 0, false
 	empty := map[*kong.Value]bool{} // the file settings given empty (fileSetting)
@@ -119,7 +130,6 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 			return 2
 		}
 	}
-	env := &Env{Ctx: ctx, Stdin: stdin, Stdout: stdout, Stderr: stderr}
 	err = kctx.Run(env)
 	env.done()
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
@@ -287,3 +297,16 @@ func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// lockedWriter makes w safe for writes from several goroutines, each
+// write whole.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

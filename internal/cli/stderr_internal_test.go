@@ -1,0 +1,62 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// overlapWriter records whether two writes were ever in progress at once.
+type overlapWriter struct {
+	inFlight, overlaps atomic.Int32
+	mu                 sync.Mutex
+	text               strings.Builder
+}
+
+func (w *overlapWriter) Write(p []byte) (int, error) {
+	if w.inFlight.Add(1) > 1 {
+		w.overlaps.Add(1)
+	}
+	defer w.inFlight.Add(-1)
+	time.Sleep(time.Millisecond) // a slow terminal or pipe: room for another write to overlap
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.text.Write(p)
+}
+
+// TestStderrSharedWithGoRedis: go-redis logs from goroutines of its own (a
+// dial that fails in the background) while the command writes its own
+// lines to the same stderr, a bytes.Buffer in tests: the writes must come
+// one at a time, whole.
+func TestStderrSharedWithGoRedis(t *testing.T) {
+	w := &overlapWriter{}
+	env := newEnv(context.Background(), strings.NewReader(""), io.Discard, w)
+	if _, err := (LogFlags{LogLevel: "warn", LogFormat: "json"}).logger(env); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(2)
+		go func() { // as go-redis's dialer does, through redis.SetLogger
+			defer wg.Done()
+			env.redisLog.Printf(context.Background(), "redis: dial failed on %c", 'a'+i)
+		}()
+		go func() {
+			defer wg.Done()
+			fmt.Fprintf(env.Stderr, "command line %c\n", 'a'+i)
+		}()
+	}
+	wg.Wait()
+	env.done()
+	if n := w.overlaps.Load(); n > 0 {
+		t.Errorf("%d writes to stderr overlapped", n)
+	}
+	if got := strings.Count(w.text.String(), "dial failed on"); got != 20 {
+		t.Errorf("%d of go-redis's 20 lines written, want 20:\n%s", got, w.text.String())
+	}
+}
