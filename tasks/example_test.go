@@ -163,9 +163,9 @@ func ExampleNewTask_invalidQueue() {
 }
 
 // A task id the dashboard could not put in the address of a single-task
-// action (a slash, '?', '#', '%', a backslash, a control character, "." or
-// "..") is refused when the task is built; an id of the service's own, with
-// a colon or dots within, is fine.
+// action (a slash, '?', '#', '%', a backslash, a control character, a space
+// at its start or end, "." or "..") is refused when the task is built; an id
+// of the service's own, with a colon or dots within, is fine.
 func ExampleNewTask_invalidTaskID() {
 	_, err := tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: 123}, asynq.TaskID("crm/7781"))
 	fmt.Println(errors.Is(err, tasks.ErrInvalidTaskID))

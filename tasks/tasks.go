@@ -20,10 +20,10 @@
 // The constructors normalise the payload (trimmed addresses, lower-case
 // domains, duplicates removed), validate it, refuse an asynq.TaskID longer
 // than MaxTaskIDBytes or one the dashboard cannot address (ValidTaskID: no
-// '/', '\\', '?', '#', '%' or control character, not "." or ".."), an
-// asynq.Queue that ValidQueueName refuses and an asynq.Timeout (or
-// asynq.Deadline) shorter than MinTimeout, and prepend
-// DefaultOptions, so a task that reaches Redis is always one the certmail
+// '/', '\\', '?', '#', '%' or control character, not "." or "..", nor
+// beginning or ending with a space), an asynq.Queue that ValidQueueName
+// refuses and an asynq.Timeout (or asynq.Deadline) shorter than MinTimeout,
+// and prepend DefaultOptions, so a task that reaches Redis is always one the certmail
 // worker accepts. Give the queue and the timeout to the constructor: those
 // given to the asynq client's Enqueue are not checked, no worker serves a
 // name such as "Default" or "bulk/1", and a task with too short a timeout
@@ -211,14 +211,16 @@ func checkTaskID(opts []asynq.Option) error {
 			return fmt.Errorf("new task: %w: asynq.TaskID of %d bytes, at most %d", ErrTaskIDTooLong, len(id), MaxTaskIDBytes)
 		}
 		if id != "" && !addressableID(id) {
-			return fmt.Errorf("new task: %w: asynq.TaskID %.64q: %s", ErrInvalidTaskID, id, taskIDRule)
+			return fmt.Errorf("new task: %w: asynq.TaskID %.64q: %s", ErrInvalidTaskID, id, TaskIDRule)
 		}
 	}
 	return nil
 }
 
-// taskIDRule says which task ids ValidTaskID refuses for what they hold.
-const taskIDRule = `a task id may not hold / \ ? # % or a control character, nor begin or end with a space, nor be "." or ".."`
+// TaskIDRule says which task ids ValidTaskID refuses for what they hold, in
+// the words of every message that refuses one (besides its length, at most
+// MaxTaskIDBytes).
+const TaskIDRule = `a task id may not hold / \ ? # % or a control character, nor begin or end with a space, nor be "." or ".."`
 
 // ValidTaskID reports whether id is a task id certmail accepts: 1 to
 // MaxTaskIDBytes bytes, not "." or "..", with no '/', '\\', '?', '#', '%'

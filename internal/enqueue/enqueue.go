@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -98,7 +99,6 @@ const (
 	msgKeyLength      = "at most 255 characters"
 	msgKeyPrintable   = "must be printable ASCII"
 	msgKeyAndTaskID   = "a task with an idempotency key gets its id from the key: give one or the other"
-	msgTaskID         = `must be at most 256 bytes with no / \ ? # % or control character, and not "." or ".."` // tasks.ValidTaskID
 	msgUnknownAccount = "unknown account"
 )
 
@@ -200,6 +200,12 @@ func msgNotServed(served []string, isDefault bool) string {
 	return msg
 }
 
+// taskIDMessage says which task ids tasks.ValidTaskID refuses, in the words
+// of the tasks package, so that the two cannot tell different rules.
+func taskIDMessage() string {
+	return "must be at most " + strconv.Itoa(tasks.MaxTaskIDBytes) + " bytes; " + tasks.TaskIDRule
+}
+
 func checkOptions(req Request) []tasks.FieldError {
 	var errs []tasks.FieldError
 	add := func(field, msg string) { errs = append(errs, tasks.FieldError{Field: field, Message: msg}) }
@@ -222,7 +228,7 @@ func checkOptions(req Request) []tasks.FieldError {
 		}
 	}
 	if req.TaskID != "" && !tasks.ValidTaskID(req.TaskID) {
-		add("task_id", msgTaskID)
+		add("task_id", taskIDMessage())
 	}
 	if req.TaskID != "" && req.IdempotencyKey != "" {
 		add("task_id", msgKeyAndTaskID)

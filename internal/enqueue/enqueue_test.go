@@ -53,10 +53,10 @@ func TestCheckRules(t *testing.T) {
 			[]tasks.FieldError{{Field: "task_id", Message: "a task with an idempotency key gets its id from the key: give one or the other"}}},
 		{"a task id the dashboard cannot address", enqueue.Request{Type: tasks.TypeSetEmails, Payload: set("", "").Payload,
 			TaskID: "sched:../x:1"}, enqueue.Rules{},
-			[]tasks.FieldError{{Field: "task_id", Message: `must be at most 256 bytes with no / \ ? # % or control character, and not "." or ".."`}}},
+			[]tasks.FieldError{{Field: "task_id", Message: "must be at most 256 bytes; " + tasks.TaskIDRule}}},
 		{"a task id too long", enqueue.Request{Type: tasks.TypeSetEmails, Payload: set("", "").Payload,
 			TaskID: strings.Repeat("s", tasks.MaxTaskIDBytes+1)}, enqueue.Rules{},
-			[]tasks.FieldError{{Field: "task_id", Message: `must be at most 256 bytes with no / \ ? # % or control character, and not "." or ".."`}}},
+			[]tasks.FieldError{{Field: "task_id", Message: "must be at most 256 bytes; " + tasks.TaskIDRule}}},
 		{"a scheduler's task id", enqueue.Request{Type: tasks.TypeSetEmails, Payload: set("", "").Payload,
 			TaskID: "sched:renew.example-1:1700000000"}, enqueue.Rules{}, nil},
 	}
@@ -70,6 +70,43 @@ func TestCheckRules(t *testing.T) {
 			t.Errorf("%s: checked %+v", tt.name, c)
 		case tt.want != nil && (!errors.As(err, &ve) || !slices.Equal(ve.Errors, tt.want)):
 			t.Errorf("%s: %v, want %+v", tt.name, err, tt.want)
+		}
+	}
+}
+
+// Check's message for a task id it refuses names the rule that id breaks,
+// whichever of tasks.ValidTaskID's rules that is.
+func TestCheckTaskIDMessage(t *testing.T) {
+	t.Parallel()
+	payload := []byte(`{"order_id": 1, "additional_emails": []}`)
+	tests := []struct {
+		id   string
+		rule string // words of the message that name the rule
+	}{
+		{"abc ", "end with a space"},
+		{" abc", "begin or end with a space"},
+		{"a/b", "/"},
+		{`a\b`, `\`},
+		{"a?b", "?"},
+		{"a#b", "#"},
+		{"a%b", "%"},
+		{"a\tb", "control character"},
+		{".", `"."`},
+		{"..", `".."`},
+		{strings.Repeat("s", tasks.MaxTaskIDBytes+1), "at most 256 bytes"},
+	}
+	for _, tt := range tests {
+		if tasks.ValidTaskID(tt.id) {
+			t.Fatalf("tasks.ValidTaskID(%q) = true: the case tests nothing", tt.id)
+		}
+		_, err := enqueue.Check(enqueue.Request{Type: tasks.TypeSetEmails, Payload: payload, TaskID: tt.id}, enqueue.Rules{})
+		var ve *tasks.ValidationError
+		if !errors.As(err, &ve) || len(ve.Errors) != 1 || ve.Errors[0].Field != "task_id" {
+			t.Errorf("task id %.20q: %v, want one task_id problem", tt.id, err)
+			continue
+		}
+		if msg := ve.Errors[0].Message; !strings.Contains(msg, tt.rule) {
+			t.Errorf("task id %.20q: message %q does not say %q", tt.id, msg, tt.rule)
 		}
 	}
 }
