@@ -467,12 +467,14 @@ func TestOpenAPIConflict(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	doc := openAPIMap(t)
-	// The routes that answer 409 (writeOpsError, writeScheduleError), and
+	// The routes that answer 409 (writeOpsError, writeScheduleError, the
+	// dashboard's "Archive all" over asynq's cap), and
 	// the words that name each of their causes.
 	causes := map[string][]string{
 		"POST /v1/tasks/{type}":     {"Idempotency-Key was used before"},
 		"POST /v1/schedules":        {"a schedule with this id exists", "CERTMAIL_SCHEDULE_MAX"},
 		"DELETE /v1/schedules/{id}": {"schedules file"},
+		"/monitoring/":              {"Archive all", "10 000"}, // refuseArchiveOverCap
 	}
 	documented := map[string]bool{}
 	for _, a := range answersDocumenting(doc, "409") {
