@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"regexp"
 	"slices"
@@ -499,6 +500,54 @@ func TestOpenAPIConflict(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenAPIDashboardGuard: the description of the dashboard names each
+// kind of task id or queue name for which guard.js refuses to send a
+// single-task action. Each refusal of guard.js is a line that returns true;
+// the table holds the condition of each, and the words that name what it
+// refuses. A refusal added to guard.js, or a condition changed, fails the
+// test until the table and the description say it.
+func TestOpenAPIDashboardGuard(t *testing.T) {
+	t.Parallel()
+	refusals := []struct {
+		condition string   // in guard.js: if (condition) return true;
+		named     []string // in the description of /monitoring/
+	}{
+		{`/[?#%\\]/.test(path)`, []string{"`?`", "`#`", "`%`", "a backslash"}},
+		{`/[\x00-\x1f\x7f]| $/.test(path)`, []string{"a control character", "ends with a space"}},
+		{`segs[j] === "." || segs[j] === ".."`, []string{"a `.` or `..` segment"}},
+	}
+	src, err := os.ReadFile("dashboard/guard.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conditions []string
+	for _, m := range guardRefusal.FindAllStringSubmatch(string(src), -1) {
+		conditions = append(conditions, m[1])
+	}
+	if n := strings.Count(string(src), "return true"); n != len(conditions) {
+		t.Fatalf("guard.js returns true %d times, %d of them as if (condition) return true;: read it again", n, len(conditions))
+	}
+	var known []string
+	for _, r := range refusals {
+		known = append(known, r.condition)
+	}
+	if !slices.Equal(conditions, known) {
+		t.Errorf("guard.js refuses when\n\t%s\nthe table knows\n\t%s", strings.Join(conditions, "\n\t"), strings.Join(known, "\n\t"))
+	}
+	get, _ := openAPIMap(t)["paths"].(map[string]any)["/monitoring/"].(map[string]any)["get"].(map[string]any)
+	description, _ := get["description"].(string)
+	for _, r := range refusals {
+		for _, words := range r.named {
+			if !strings.Contains(description, words) {
+				t.Errorf("guard.js refuses %s, which the description of /monitoring/ does not name (%q)", r.condition, words)
+			}
+		}
+	}
+}
+
+// guardRefusal matches a refusal of guard.js, the condition in its group.
+var guardRefusal = regexp.MustCompile(`if \((.+)\) return true;`)
 
 // TestOpenAPIChallenges: each 401 answer documents the WWW-Authenticate
 // challenges the server sends with it, without a token and with a wrong one.
