@@ -91,8 +91,9 @@ func (f AccountFlags) load(needKeys bool) (account.Set, error) {
 	return set, nil
 }
 
-// QueueFlags name the queues the workers serve. Every process reads them,
-// so that a task or schedule for any other queue is refused where it enters.
+// QueueFlags name the queues the workers serve. The commands that run a
+// worker, enqueue or manage schedules read them, so that a task or schedule
+// for any other queue is refused where it enters.
 type QueueFlags struct {
 	Queues string `name:"queues" env:"CERTMAIL_QUEUES" default:"${queues}" help:"Queues the workers serve, with weights; a task or schedule for another queue is refused." group:"Tasks"`
 }

@@ -1,7 +1,9 @@
 // Package logging builds certmail's zap loggers from the two settings operators
-// see: a level (debug, info, warn, error) and a format (json or console), and
-// carries go-redis's own messages to them (RedisLogger), a repeated message
-// at most once per ThrottlePeriod (Throttle).
+// see: a level (debug, info, warn, error) and a format (json or console),
+// CERTMAIL_LOG_LEVEL and CERTMAIL_LOG_FORMAT, which every command reads but
+// fake-digicert (it writes no log) and version; and it carries go-redis's own
+// messages to them (RedisLogger), a repeated message at most once per
+// ThrottlePeriod (Throttle).
 package logging
 
 import (

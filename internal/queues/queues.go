@@ -1,7 +1,10 @@
 // Package queues reads CERTMAIL_QUEUES, the weighted list of asynq queues
-// the workers serve. Every process reads the same setting (the API, the CLI,
-// the scheduler and the workers), so that a task or schedule for a queue no
-// worker serves is refused where it enters instead of waiting forever. A
+// the workers serve. The workers, the scheduler, the API, dev and the CLI's
+// enqueue and schedule commands read the same setting, so that a task or
+// schedule for a queue no worker serves is refused where it enters instead
+// of waiting forever; dlq purge reads it for the queues whose dead letters
+// it deletes. certmail task and the other dlq commands do not: they work on
+// tasks of any queue. A
 // queue name is one that tasks.ValidQueueName accepts, the rule the Go
 // constructors apply too. AsynqKey names the keys asynq keeps for a queue,
 // for the few that certmail reads or writes itself.

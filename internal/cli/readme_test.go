@@ -1,0 +1,150 @@
+package cli
+
+import (
+	"maps"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/alecthomas/kong"
+)
+
+// TestConfigurationUsedBy: the "used by" cell of these rows of the README's
+// configuration table names exactly the commands that read the variable,
+// each as its name (dlq purge) or as its group's when every command of the
+// group reads it (enqueue), or says "all" when every command does.
+func TestConfigurationUsedBy(t *testing.T) {
+	t.Parallel()
+	readers, commands := commandsReading(t)
+	table := readmeConfiguration(t)
+	for _, row := range []string{"`CERTMAIL_QUEUES`", "`CERTMAIL_LOG_LEVEL` / `CERTMAIL_LOG_FORMAT`"} {
+		usedBy, ok := table[row]
+		if !ok {
+			t.Errorf("the README's configuration table has no row %s", row)
+			continue
+		}
+		named := commandsNamed(usedBy, commands)
+		for _, v := range regexp.MustCompile("[A-Z_]+").FindAllString(row, -1) {
+			for _, c := range slices.Sorted(maps.Keys(readers[v])) {
+				if !named[c] {
+					t.Errorf("%s: %s reads it, but used by %q does not name it", v, c, usedBy)
+				}
+			}
+			for _, c := range slices.Sorted(maps.Keys(named)) {
+				if !readers[v][c] {
+					t.Errorf("%s: used by %q names %s, which does not read it", v, usedBy, c)
+				}
+			}
+		}
+	}
+}
+
+// leafCommands are the commands of the CLI that run, as kong sees them.
+func leafCommands(t *testing.T) []*kong.Node {
+	t.Helper()
+	parser, err := kong.New(&CLI{}, kong.Name("certmail"), kong.NamedMapper(fileSettingType, fileSetting(map[*kong.Value]bool{})), defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaves []*kong.Node
+	var walk func(*kong.Node)
+	walk = func(n *kong.Node) {
+		sub := false
+		for _, c := range n.Children {
+			if c.Type == kong.CommandNode {
+				sub = true
+				walk(c)
+			}
+		}
+		if !sub && n.Type == kong.CommandNode {
+			leaves = append(leaves, n)
+		}
+	}
+	walk(parser.Model.Node)
+	if len(leaves) < 15 {
+		t.Fatalf("%d commands found: the walk is broken", len(leaves))
+	}
+	return leaves
+}
+
+// commandsReading maps each variable to the commands (dlq purge) that read
+// it, and lists every command that reads one (not version).
+func commandsReading(t *testing.T) (readers map[string]map[string]bool, commands []string) {
+	t.Helper()
+	readers = map[string]map[string]bool{}
+	for _, c := range leafCommands(t) {
+		name, reads := strings.TrimSpace(c.Path()), false
+		for _, group := range c.AllFlags(false) {
+			for _, f := range group {
+				for _, v := range f.Envs {
+					if readers[v] == nil {
+						readers[v] = map[string]bool{}
+					}
+					readers[v][name], reads = true, true
+				}
+			}
+		}
+		if reads {
+			commands = append(commands, name)
+		}
+	}
+	return readers, commands
+}
+
+// commandsNamed returns the commands of all that text names, by their
+// name or their group's (the first word of theirs); "all" names every one.
+func commandsNamed(text string, all []string) map[string]bool {
+	named := map[string]bool{}
+	if strings.TrimSpace(text) == "all" {
+		for _, c := range all {
+			named[c] = true
+		}
+		return named
+	}
+	word := func(name string) *regexp.Regexp {
+		return regexp.MustCompile(`(^|[^a-z-])` + regexp.QuoteMeta(name) + `($|[^a-z-])`)
+	}
+	for _, c := range all {
+		if word(c).MatchString(text) {
+			named[c] = true
+			text = word(c).ReplaceAllString(text, "$1$2")
+		}
+	}
+	for _, c := range all {
+		group, _, _ := strings.Cut(c, " ")
+		if word(group).MatchString(text) {
+			named[c] = true
+		}
+	}
+	return named
+}
+
+// readmeConfiguration maps the first cell of each row of the README's
+// configuration table to its second, "used by".
+func readmeConfiguration(t *testing.T) map[string]string {
+	t.Helper()
+	rows := map[string]string{}
+	for _, m := range configurationRow.FindAllStringSubmatch(readmeSection(t), -1) {
+		rows[m[1]] = m[2]
+	}
+	return rows
+}
+
+var configurationRow = regexp.MustCompile("(?m)^\\| (`[A-Z_]+`(?: / `[A-Z_]+`)*) \\| ([^|]*) \\|")
+
+// readmeSection returns the README's Configuration section.
+func readmeSection(t *testing.T) string {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
+	if !ok {
+		t.Fatal("README has no Configuration section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	return section
+}
