@@ -239,6 +239,7 @@ func defaults() kong.Vars {
 		"schedule_min_interval":   duration(schedule.DefaultMinInterval),
 		"schedule_max":            strconv.Itoa(schedule.DefaultMaxSchedules),
 		"scheduler_lease":         duration(scheduler.DefaultLease),
+		"scheduler_min_lease":     duration(scheduler.MinLease),
 		"admin_addr":              admin.DefaultAddr,
 		"api_addr":                api.DefaultAddr,
 		"api_shutdown_timeout":    duration(api.DefaultShutdownTimeout),

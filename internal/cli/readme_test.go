@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/certmail/certmail/internal/scheduler"
 )
 
 // TestConfigurationUsedBy: the "used by" cell of these rows of the README's
@@ -38,6 +40,32 @@ func TestConfigurationUsedBy(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestSchedulerLeaseMinimum: the help of --lease and the README say the
+// shortest lease the scheduler accepts.
+func TestSchedulerLeaseMinimum(t *testing.T) {
+	t.Parallel()
+	want := "at least " + duration(scheduler.MinLease)
+	var lease *kong.Flag
+	for _, c := range leafCommands(t) {
+		for _, group := range c.AllFlags(false) {
+			for _, f := range group {
+				if slices.Contains(f.Envs, "CERTMAIL_SCHEDULER_LEASE") {
+					lease = f
+				}
+			}
+		}
+	}
+	if lease == nil {
+		t.Fatal("no flag reads CERTMAIL_SCHEDULER_LEASE")
+	}
+	if !strings.Contains(lease.Help, want) {
+		t.Errorf("--lease help %q does not say %q", lease.Help, want)
+	}
+	if row := readmeRow(t, "`CERTMAIL_SCHEDULER_LEASE`"); !strings.Contains(row, "at least `"+duration(scheduler.MinLease)+"`") {
+		t.Errorf("the README's row %q does not say at least `%s`", row, duration(scheduler.MinLease))
 	}
 }
 
@@ -133,6 +161,18 @@ func readmeConfiguration(t *testing.T) map[string]string {
 }
 
 var configurationRow = regexp.MustCompile("(?m)^\\| (`[A-Z_]+`(?: / `[A-Z_]+`)*) \\| ([^|]*) \\|")
+
+// readmeRow returns the row of the README's configuration table whose first
+// cell is first.
+func readmeRow(t *testing.T, first string) string {
+	t.Helper()
+	for _, line := range strings.Split(readmeSection(t), "\n") {
+		if strings.HasPrefix(line, "| "+first+" |") {
+			return line
+		}
+	}
+	return ""
+}
 
 // readmeSection returns the README's Configuration section.
 func readmeSection(t *testing.T) string {

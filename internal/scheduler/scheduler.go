@@ -94,6 +94,10 @@ const (
 	maxRetry   = 5 * time.Second
 )
 
+// MinLease is the shortest Config.Lease that Validate accepts: the leader
+// renews its lease every third of it, a Redis round trip each time.
+const MinLease = time.Second
+
 // leaderKey is the leader lease.
 const leaderKey = "certmail:scheduler:leader"
 
@@ -145,8 +149,8 @@ func (c Config) Validate() error {
 		return errors.New("no schedule store")
 	case c.Logger == nil:
 		return errors.New("no logger")
-	case c.Lease < time.Second:
-		return fmt.Errorf("lease %v: want at least 1s", c.Lease)
+	case c.Lease < MinLease:
+		return fmt.Errorf("lease %v: want at least %v", c.Lease, MinLease)
 	case c.CatchUp < 0 || c.ReloadInterval < 0 || c.Heartbeat < 0:
 		return errors.New("durations must not be negative")
 	}
