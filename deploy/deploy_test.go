@@ -26,6 +26,7 @@ import (
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/queuestats"
 	"github.com/certmail/certmail/internal/schedule"
+	"github.com/certmail/certmail/internal/worker"
 )
 
 // repo is the repository root, seen from this package's directory.
@@ -112,6 +113,7 @@ func TestComposeFile(t *testing.T) {
 	if len(docs(t, filepath.Join(repo, "deploy/compose/schedules.yaml"))) != 1 {
 		t.Error("compose schedules file is empty")
 	}
+	composeGracePeriods(t, services)
 
 	// `docker compose up` runs the workers that call DigiCert (the .env file
 	// turns their profile on); `docker compose --profile sandbox up` runs the
@@ -318,6 +320,41 @@ func TestKustomize(t *testing.T) {
 	}
 	if shutdown == 0 || time.Duration(grace)*time.Second <= shutdown {
 		t.Errorf("worker grace period %ds is not longer than its shutdown timeout %v", grace, shutdown)
+	}
+}
+
+// composeGracePeriods: each service whose command finishes in-flight work
+// on SIGTERM, within CERTMAIL_SHUTDOWN_TIMEOUT (its own or the command's
+// default), has a stop_grace_period longer than that: compose's default of
+// 10 s would kill it midway.
+func composeGracePeriods(t *testing.T, services map[string]any) {
+	t.Helper()
+	defaults := map[string]time.Duration{"worker": worker.DefaultShutdownTimeout, "api": api.DefaultShutdownTimeout}
+	checked := 0
+	for name, svc := range services {
+		command := toStrings(get(svc, "command"))
+		if len(command) == 0 {
+			continue
+		}
+		shutdown, ok := defaults[command[0]]
+		if !ok {
+			continue
+		}
+		checked++
+		if v, set := get(svc, "environment", "CERTMAIL_SHUTDOWN_TIMEOUT").(string); set {
+			var err error
+			if shutdown, err = time.ParseDuration(v); err != nil {
+				t.Errorf("service %s: CERTMAIL_SHUTDOWN_TIMEOUT: %v", name, err)
+				continue
+			}
+		}
+		period, _ := get(svc, "stop_grace_period").(string)
+		if grace, err := time.ParseDuration(period); err != nil || grace <= shutdown {
+			t.Errorf("service %s: stop_grace_period %q is not longer than its shutdown timeout %v", name, period, shutdown)
+		}
+	}
+	if checked < 3 {
+		t.Errorf("%d services run a worker or the API: the search is broken", checked)
 	}
 }
 
