@@ -1,10 +1,12 @@
 // Package api is certmail's HTTP API, served by `certmail api`.
 //
-// Producers enqueue tasks with POST /v1/tasks/{type}; operators look tasks up
-// with GET /v1/tasks/{id}, handle dead letters under /v1/dead-letters and
-// manage periodic tasks under /v1/schedules (a schedule.Store, read by
-// `certmail scheduler`). The asynq dashboard is mounted at /monitoring/, and /healthz, /readyz and
-// /metrics serve probes and Prometheus. Every error is an RFC 9457
+// Producers (and operators) enqueue tasks with POST /v1/tasks/{type}; every
+// role looks tasks up with GET /v1/tasks/{id}; readers and operators read
+// the dead letters (/v1/dead-letters) and the periodic tasks (/v1/schedules,
+// a schedule.Store read by `certmail scheduler`), and operators also requeue
+// and delete dead letters and add and delete schedules. The asynq dashboard
+// is mounted at /monitoring/, and /healthz, /readyz and /metrics serve
+// probes and Prometheus. Every error is an RFC 9457
 // application/problem+json document (to the dashboard's own page, its
 // detail as text), written by one function (writeProblem); a path with an
 // empty, . or .. segment is no route (404), not redirected. The exception
