@@ -234,6 +234,7 @@ func defaults() kong.Vars {
 		"digicert_timeout":        duration(digicert.DefaultTimeout),
 		"digicert_max_elapsed":    duration(digicert.DefaultMaxElapsed),
 		"queues":                  queues.Default,
+		"max_queue_weight":        strconv.Itoa(queues.MaxWeight),
 		"max_retry":               strconv.Itoa(tasks.DefaultMaxRetry),
 		"result_retention":        duration(tasks.DefaultRetention),
 		"schedule_min_interval":   duration(schedule.DefaultMinInterval),

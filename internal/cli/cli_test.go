@@ -841,7 +841,7 @@ func TestDLQPurgeQueues(t *testing.T) {
 		{[]string{"--queues", "bulk=1,defualt=3"}, "queue defualt"}, // refused before asking
 		{[]string{"--yes", "--queues", "defualt"}, "asynq has never known queue defualt"},
 		{[]string{"--yes", "--queues", "bulk,"}, `CERTMAIL_QUEUES: queue "": a name is 1-63 characters`},
-		{[]string{"--yes", "--queues", "bulk=0"}, `CERTMAIL_QUEUES: queue "bulk=0": want NAME, or NAME=WEIGHT with a weight of at least 1`},
+		{[]string{"--yes", "--queues", "bulk=0"}, `CERTMAIL_QUEUES: queue "bulk=0": want NAME, or NAME=WEIGHT with a weight from 1 to 100`},
 	} {
 		r := e.run(append([]string{"dlq", "purge"}, tt.args...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, tt.want) || strings.Contains(r.stdout, "[y/N]") || strings.Count(r.stderr, "\n") != 1 {

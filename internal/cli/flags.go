@@ -95,7 +95,7 @@ func (f AccountFlags) load(needKeys bool) (account.Set, error) {
 // worker, enqueue or manage schedules read them, so that a task or schedule
 // for any other queue is refused where it enters.
 type QueueFlags struct {
-	Queues string `name:"queues" env:"CERTMAIL_QUEUES" default:"${queues}" help:"Queues the workers serve, with weights; a task or schedule for another queue is refused." group:"Tasks"`
+	Queues string `name:"queues" env:"CERTMAIL_QUEUES" default:"${queues}" help:"Queues the workers serve, with weights (1 to ${max_queue_weight}); a task or schedule for another queue is refused." group:"Tasks"`
 }
 
 // PollFlags are the settings of a process that runs a worker.

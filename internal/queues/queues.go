@@ -27,16 +27,24 @@ const Default = "critical=6,default=3,bulk=1"
 // every entry point that refuses a queue name: "a name is " + NameRule.
 const NameRule = "1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"
 
+// MaxWeight is the largest weight a queue may have. Before every fetch a
+// worker's asynq builds and shuffles a list holding each queue's name as
+// many times as its weight: a weight of 3 000 000 took a worker with no task
+// at all past one core and 220 MB. 100 to 1 is more contrast between two
+// queues than a worker needs.
+const MaxWeight = 100
+
 // Parse reads "critical=6,default=3,bulk=1": names that
 // tasks.ValidQueueName accepts (1 to 63 characters of a-z, 0-9, '_' or '-'
-// starting with a letter or digit), each with a weight of at least 1, none
-// twice.
+// starting with a letter or digit), each with a weight from 1 to
+// MaxWeight, none twice.
 func Parse(s string) (map[string]int, error) { return parse(s, true) }
 
 // ParseNames reads a list of queue names for a command to which weights
 // mean nothing (dlq purge): "bulk,default", or CERTMAIL_QUEUES as the
 // workers read it, "critical=6,default=3,bulk=1". A name is checked as Parse
-// checks it, none twice, and so is a weight given. It returns the names,
+// checks it, none twice, and so is a weight given (up to MaxWeight, so that
+// what ParseNames takes the workers take too). It returns the names,
 // sorted.
 func ParseNames(s string) ([]string, error) {
 	qs, err := parse(s, false)
@@ -58,10 +66,12 @@ func parse(s string, weighted bool) (map[string]int, error) {
 			w, badWeight = n, err != nil || n < 1
 		}
 		switch {
+		case !badWeight && w > MaxWeight:
+			return nil, fmt.Errorf("queue %.64q: a weight is at most %d (a worker shuffles a list as long as the weights' sum before every fetch)", part, MaxWeight)
 		case badWeight && weighted:
-			return nil, fmt.Errorf("queue %.64q: want NAME=WEIGHT with a weight of at least 1, e.g. %s", part, Default)
+			return nil, fmt.Errorf("queue %.64q: want NAME=WEIGHT with a weight from 1 to %d, e.g. %s", part, MaxWeight, Default)
 		case badWeight:
-			return nil, fmt.Errorf("queue %.64q: want NAME, or NAME=WEIGHT with a weight of at least 1, e.g. bulk or %s", part, Default)
+			return nil, fmt.Errorf("queue %.64q: want NAME, or NAME=WEIGHT with a weight from 1 to %d, e.g. bulk or %s", part, MaxWeight, Default)
 		case !tasks.ValidQueueName(name):
 			return nil, fmt.Errorf("queue %.64q: a name is "+NameRule, name)
 		}

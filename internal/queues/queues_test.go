@@ -18,8 +18,13 @@ func TestParse(t *testing.T) {
 		{in: queues.Default, want: map[string]int{"critical": 6, "default": 3, "bulk": 1}},
 		{in: " a=1 , b_2=5", want: map[string]int{"a": 1, "b_2": 5}},
 		{in: "a", wantErr: "want NAME=WEIGHT"},
-		{in: "a=0", wantErr: "weight of at least 1"},
+		{in: "a=0", wantErr: "weight from 1 to 100"},
 		{in: "a=x", wantErr: "want NAME=WEIGHT"},
+		{in: "a=100,b=1", want: map[string]int{"a": 100, "b": 1}},
+		{in: "critical=3000000,default=3,bulk=1", wantErr: "a weight is at most 100"},
+		{in: "default=101", wantErr: "a weight is at most 100"},
+		{in: "default=99999999999", wantErr: "a weight is at most 100"},
+		{in: "default=99999999999999999999", wantErr: "want NAME=WEIGHT"}, // not an int
 		{in: "=1", wantErr: "a name is"},
 		{in: "Critical=1", wantErr: "a name is"},
 		{in: strings.Repeat("q", 64) + "=1", wantErr: "a name is"},
@@ -57,8 +62,9 @@ func TestParseNames(t *testing.T) {
 		{in: "bulk,", wantErr: "a name is"},
 		{in: "=1", wantErr: "a name is"},
 		{in: "Bulk", wantErr: "a name is"},
-		{in: "bulk=0", wantErr: "want NAME, or NAME=WEIGHT with a weight of at least 1"},
+		{in: "bulk=0", wantErr: "want NAME, or NAME=WEIGHT with a weight from 1 to 100"},
 		{in: "bulk=x", wantErr: "want NAME, or NAME=WEIGHT"},
+		{in: "bulk=101,default", wantErr: "a weight is at most 100"},
 		{in: "bulk,bulk=1", wantErr: "listed twice"},
 	} {
 		got, err := queues.ParseNames(tt.in)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/certmailtest"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/worker"
 )
@@ -101,5 +102,13 @@ func TestTaskCheckIntervalValidated(t *testing.T) {
 	cfg.DeadLetterMaxLen = -1
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "dead-letter") {
 		t.Errorf("DeadLetterMaxLen -1: %v, want refused", err)
+	}
+	// asynq lists each queue as often as its weight before every fetch.
+	for _, w := range []int{0, queues.MaxWeight + 1} {
+		cfg := base
+		cfg.Queues = map[string]int{"default": w}
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "weight from 1 to 100") {
+			t.Errorf("a queue of weight %d: %v, want refused", w, err)
+		}
 	}
 }

@@ -149,8 +149,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("task check interval %v: want %v to %v", c.TaskCheckInterval, MinTaskCheckInterval, MaxTaskCheckInterval)
 	}
 	for q, w := range c.Queues {
-		if q == "" || w < 1 {
-			return fmt.Errorf("queue %q weight %d: want a name and a weight of at least 1", q, w)
+		if q == "" || w < 1 || w > queues.MaxWeight {
+			return fmt.Errorf("queue %q weight %d: want a name and a weight from 1 to %d", q, w, queues.MaxWeight)
 		}
 	}
 	for name, a := range c.Accounts {
