@@ -267,8 +267,10 @@ func (j judge) judgedAlready(fe tasks.FieldError) bool {
 // task entry point (payload, account and queue, by r.Enqueue), plus the id,
 // the cron spec (at most MaxCronBytes; it must fire, and no more often than
 // r.MinInterval), the time zone (at most MaxTimezoneBytes), until (in the future, and not before the first tick), the
-// limits, and a set-emails payload
-// without a sequence (each tick is stamped when enqueued). Problems come back
+// limits, a set-emails payload
+// without a sequence (each tick is stamped when enqueued), and a resend-dcv
+// payload without only_if_pending false unless until_validated is false
+// (the ticks of an until_validated schedule carry true). Problems come back
 // together in one bounded *tasks.ValidationError, payload fields prefixed
 // with "payload.".
 func Validate(s Schedule, r Rules, now time.Time) error {
@@ -407,6 +409,9 @@ func compile(s Schedule, source string, j judge) (*Compiled, error) {
 		if s.Type == tasks.TypeSetEmails && hasMember(s.Payload, "sequence") && !slices.ContainsFunc(errs, isSequence) {
 			add(sequenceField, msgScheduleSequence)
 		}
+		if c.EndsWhenValidated() && pendingOnlyFalse(s.Payload) {
+			add(onlyIfPendingField, msgOnlyIfPendingFalse)
+		}
 	}
 	if len(j.found) > 0 {
 		errs = append(slices.Clone(j.found), slices.DeleteFunc(errs, j.judgedAlready)...)
@@ -427,6 +432,26 @@ const (
 )
 
 func isSequence(fe tasks.FieldError) bool { return fe.Field == sequenceField }
+
+// onlyIfPendingField and msgOnlyIfPendingFalse refuse an until_validated
+// resend-dcv schedule (the default) whose payload says only_if_pending
+// false: its ticks carry only_if_pending true, which the schedule needs to
+// learn that the order is validated, so the false would be dropped
+// without a word.
+const (
+	onlyIfPendingField    = "payload.only_if_pending"
+	msgOnlyIfPendingFalse = "false contradicts until_validated (true unless given), whose ticks carry only_if_pending true: " +
+		"give until_validated: false to resend at every tick, or leave only_if_pending out"
+)
+
+// pendingOnlyFalse reports whether payload is a JSON object whose member
+// only_if_pending is false.
+func pendingOnlyFalse(payload []byte) bool {
+	var p struct {
+		OnlyIfPending *bool `json:"only_if_pending"`
+	}
+	return json.Unmarshal(payload, &p) == nil && p.OnlyIfPending != nil && !*p.OnlyIfPending
+}
 
 // hasMember reports whether payload is a JSON object with a member name.
 func hasMember(payload []byte, name string) bool {

@@ -96,6 +96,13 @@ func TestValidate(t *testing.T) {
 		{"set-emails with a bad sequence", func(s *schedule.Schedule) {
 			s.Type, s.Payload = "set-emails", json.RawMessage(`{"order_id": 1, "additional_emails": [], "sequence": -1}`)
 		}, []string{"payload.sequence"}},
+		{"only_if_pending false, until_validated by default", func(s *schedule.Schedule) {
+			s.Payload = json.RawMessage(`{"order_id": 1, "only_if_pending": false}`)
+		}, []string{"payload.only_if_pending"}},
+		{"only_if_pending false, until_validated true", func(s *schedule.Schedule) {
+			yes := true
+			s.Payload, s.UntilValidated = json.RawMessage(`{"order_id": 1, "only_if_pending": false}`), &yes
+		}, []string{"payload.only_if_pending"}},
 		{"everything at once", func(s *schedule.Schedule) { s.ID, s.Cron, s.Timezone = "", "soon", "nowhere" },
 			[]string{"id", "timezone", "cron"}},
 		// Judged as given: spaces the parser would trim count.
@@ -916,18 +923,27 @@ func TestRules(t *testing.T) {
 }
 
 // TestTickPayload: an until_validated resend-dcv schedule's ticks carry
-// only_if_pending; the others carry their payload as written.
+// only_if_pending, and one whose payload says only_if_pending false is
+// refused, saying what to change, rather than have its false dropped; the
+// others carry their payload as written, only_if_pending false included.
 func TestTickPayload(t *testing.T) {
 	t.Parallel()
 	good, bad, err := schedule.ParseFile([]byte(`schedules:
   - {id: validated, cron: "@daily", type: resend-dcv, payload: {order_id: 1}}
   - {id: every-day, cron: "@daily", type: resend-dcv, payload: {order_id: 2}, until_validated: false}
   - {id: cert, cron: "@daily", type: send-cert, payload: {certificate_id: 5, emails: [ops@example.com], certificate_collect_format: attachment}}
+  - {id: said-false, cron: "@daily", type: resend-dcv, payload: {order_id: 4, only_if_pending: false}, until_validated: false}
+  - {id: contradicts, cron: "@daily", type: resend-dcv, payload: {order_id: 5, only_if_pending: false}}
 `), testRules)
-	if err != nil || len(good) != 3 || len(bad) != 0 {
-		t.Fatal(good, bad, err)
+	if err != nil || len(good) != 4 || len(bad) != 1 {
+		t.Fatalf("%d good, refused %v, %v; want 4 good and contradicts refused", len(good), bad, err)
 	}
-	for i, want := range []bool{true, false, false} {
+	if msg := bad[0].Error(); !strings.HasPrefix(msg, "schedules[4] (contradicts): ") ||
+		!strings.Contains(msg, "payload.only_if_pending: false contradicts until_validated") ||
+		!strings.Contains(msg, "give until_validated: false") {
+		t.Errorf("contradicts: %q, want payload.only_if_pending refused, saying to give until_validated: false", msg)
+	}
+	for i, want := range []bool{true, false, false, false} {
 		c := good[i]
 		if c.EndsWhenValidated() != want {
 			t.Errorf("%s: EndsWhenValidated %v, want %v", c.ID, !want, want)
