@@ -592,6 +592,9 @@ func TestEnqueueRejects(t *testing.T) {
 		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--locale", "english"}, []string{"locale:"}},
 		{[]string{"enqueue", "send-cert", "--certificate-id", "5", "--email", "a@example.com", "--format", "fax"}, []string{"certificate_collect_format:"}},
 		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--queue", "Not A Queue"}, []string{"queue:"}},
+		{[]string{"enqueue", "set-emails", "--order-id", "5", "--email", "a@example.com", "--process-at", "9999-12-31T23:59:59Z"},
+			[]string{"process_at: must be at most five years (43800h) ahead"}},
+		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--process-in", "2000000h"}, []string{"process_in: must be at most five years (43800h) ahead"}},
 		{[]string{"enqueue", "resend-domain-dcv", "--name-scope", "*.example.com", "--email", "admin"}, []string{"domain_id: required", "name_scope:", "email_array[0]:"}},
 	}
 	for _, tt := range tests {
@@ -624,6 +627,7 @@ func TestEnqueueFile(t *testing.T) {
 		`{"type": "resend-dcv", "payload": {"order_id": 4}, "unknown": true}`,
 		`{"type": "set-emails", "payload": {"order_id": 5, "additional_emails": []}, "process_in": "1h"}`,
 		`{"type": "set-emails", "payload": {"order_id": 6, "additional_emails": []}, "queue": "nope", "queue": "critical"}`,
+		`{"type": "resend-dcv", "payload": {"order_id": 11}, "process_at": "2999-01-01T00:00:00Z"}`,
 	}
 	file := filepath.Join(t.TempDir(), "jobs.jsonl")
 	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
@@ -633,7 +637,7 @@ func TestEnqueueFile(t *testing.T) {
 	if r.code == 0 {
 		t.Errorf("exit 0 with bad lines")
 	}
-	for _, n := range []int{3, 5, 6, 8, 10} {
+	for _, n := range []int{3, 5, 6, 8, 10, 11} {
 		if !strings.Contains(r.stderr, fmt.Sprintf("line %d:", n)) {
 			t.Errorf("line %d not reported: %s", n, r.stderr)
 		}
@@ -641,12 +645,15 @@ func TestEnqueueFile(t *testing.T) {
 	if !strings.Contains(r.stderr, "queue: duplicate field") {
 		t.Errorf("the repeated queue is not named: %s", r.stderr)
 	}
+	if !strings.Contains(r.stderr, "process_at: must be at most five years (43800h) ahead") {
+		t.Errorf("the far process_at is not named: %s", r.stderr)
+	}
 	for _, n := range []int{1, 7, 9} {
 		if strings.Contains(r.stderr, fmt.Sprintf("line %d:", n)) {
 			t.Errorf("good line %d reported: %s", n, r.stderr)
 		}
 	}
-	if !strings.Contains(r.stdout, "3 enqueued") || !strings.Contains(r.stdout, "5 failed") {
+	if !strings.Contains(r.stdout, "3 enqueued") || !strings.Contains(r.stdout, "6 failed") {
 		t.Errorf("summary: %s", r.stdout)
 	}
 	if n := len(e.tasks()); n != 3 {

@@ -206,6 +206,15 @@ func taskIDMessage() string {
 	return "must be at most " + strconv.Itoa(tasks.MaxTaskIDBytes) + " bytes; " + tasks.TaskIDRule
 }
 
+// MaxDelay is how far ahead a task may be set to run (process_at,
+// process_in): five years, 43800h, the longest interval a schedule may
+// have. A mistyped year (9999, 2999) would otherwise park a task for
+// centuries, its only sign a scheduled state.
+const MaxDelay = 5 * 365 * 24 * time.Hour
+
+// msgTooFar refuses a process_at or process_in beyond MaxDelay.
+const msgTooFar = "must be at most five years (43800h) ahead"
+
 func checkOptions(req Request) []tasks.FieldError {
 	var errs []tasks.FieldError
 	add := func(field, msg string) { errs = append(errs, tasks.FieldError{Field: field, Message: msg}) }
@@ -217,6 +226,12 @@ func checkOptions(req Request) []tasks.FieldError {
 	}
 	if req.ProcessIn < 0 {
 		add(OptionProcessIn, msgNegative)
+	}
+	if req.ProcessIn > MaxDelay {
+		add(OptionProcessIn, msgTooFar)
+	}
+	if !req.ProcessAt.IsZero() && req.ProcessAt.After(time.Now().Add(MaxDelay)) {
+		add(OptionProcessAt, msgTooFar)
 	}
 	if len(req.IdempotencyKey) > MaxIdempotencyKey {
 		add(OptionIdempotencyKey, msgKeyLength)

@@ -233,3 +233,42 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 }
+
+// TestCheckTimeBound: a task may be set to run at most enqueue.MaxDelay
+// (five years) ahead, by process_at or process_in; further is refused,
+// naming the bound, however the request came (API, CLI, a line of a file).
+func TestCheckTimeBound(t *testing.T) {
+	t.Parallel()
+	payload := []byte(`{"order_id": 1}`)
+	now := time.Now()
+	tests := []struct {
+		name  string
+		at    time.Time
+		in    time.Duration
+		field string // "" when accepted
+	}{
+		{"in an hour", now.Add(time.Hour), 0, ""},
+		{"a minute under the bound", now.Add(enqueue.MaxDelay - time.Minute), 0, ""},
+		{"process_in at the bound", time.Time{}, enqueue.MaxDelay, ""},
+		{"a minute over the bound", now.Add(enqueue.MaxDelay + time.Minute), 0, "process_at"},
+		{"a mistyped year", time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC), 0, "process_at"},
+		{"year 2999", time.Date(2999, 1, 1, 0, 0, 0, 0, time.UTC), 0, "process_at"},
+		{"process_in over the bound", time.Time{}, enqueue.MaxDelay + time.Second, "process_in"},
+		{"process_in of 228 years", time.Time{}, 2000000 * time.Hour, "process_in"},
+		{"in the past", now.Add(-time.Hour), 0, ""},
+	}
+	for _, tt := range tests {
+		_, err := enqueue.Check(enqueue.Request{Type: tasks.TypeResendDCV, Payload: payload, ProcessAt: tt.at, ProcessIn: tt.in}, enqueue.Rules{})
+		var ve *tasks.ValidationError
+		want := []tasks.FieldError{{Field: tt.field, Message: "must be at most five years (43800h) ahead"}}
+		switch {
+		case tt.field == "" && err != nil:
+			t.Errorf("%s: %v, want accepted", tt.name, err)
+		case tt.field != "" && (!errors.As(err, &ve) || !slices.Equal(ve.Errors, want)):
+			t.Errorf("%s: %v, want %+v", tt.name, err, want)
+		}
+	}
+	if enqueue.MaxDelay != 43800*time.Hour {
+		t.Errorf("MaxDelay %v, but the messages say 43800h", enqueue.MaxDelay)
+	}
+}
