@@ -256,12 +256,15 @@ func (s *Server) routes() {
 	s.handle("POST /v1/tasks/{type}", accessEnqueue, http.HandlerFunc(s.enqueue))
 	s.handle("GET /v1/tasks/{id}", accessTask, http.HandlerFunc(s.task))
 	s.handle("GET /v1/dead-letters", accessRead, http.HandlerFunc(s.deadLetters))
-	s.handle("POST /v1/dead-letters/{id}/requeue", accessManage, http.HandlerFunc(s.requeue))
-	s.handle("DELETE /v1/dead-letters/{id}", accessManage, http.HandlerFunc(s.deleteDeadLetter))
-	s.handle("GET /v1/schedules", accessRead, http.HandlerFunc(s.listSchedules))
-	s.handle("POST /v1/schedules", accessManage, http.HandlerFunc(s.addSchedule))
-	s.handle("GET /v1/schedules/{id}", accessRead, http.HandlerFunc(s.getSchedule))
-	s.handle("DELETE /v1/schedules/{id}", accessManage, http.HandlerFunc(s.deleteSchedule))
+	s.handle("POST /v1/dead-letters/{id}/requeue", accessManage, s.noQuery(s.requeue))
+	s.handle("DELETE /v1/dead-letters/{id}", accessManage, s.noQuery(s.deleteDeadLetter))
+	s.handle("GET /v1/schedules", accessRead, s.noQuery(s.listSchedules))
+	s.handle("POST /v1/schedules", accessManage, s.noQuery(s.addSchedule))
+	s.handle("GET /v1/schedules/{id}", accessRead, s.noQuery(s.getSchedule))
+	s.handle("DELETE /v1/schedules/{id}", accessManage, s.noQuery(s.deleteSchedule))
+	// The document, the dashboard (asynqmon reads its own query), the
+	// probes and the metrics act on no data: a parameter a probe or a
+	// scraper is configured to send is let through.
 	s.handle("GET /v1/openapi.json", accessOpen, http.HandlerFunc(s.openAPI))
 	s.handle(DashboardPath+"/", accessDashboard, http.HandlerFunc(s.serveDashboard))
 	admin.Routes(openRoutes{s}, s.ready, s.cfg.Registry, s.log)
@@ -272,6 +275,22 @@ func (s *Server) handle(pattern string, a access, h http.Handler) {
 	s.mux.Handle(pattern, h)
 	s.patterns = append(s.patterns, pattern)
 	s.access[pattern] = a
+}
+
+// noQuery serves a route of /v1 that takes no query parameter: a request
+// that carries one is answered 400 before h runs, as the routes that take
+// some refuse the others, since acting as if it were absent would do what
+// the client did not ask (a DELETE with dry_run=true deletes).
+func (s *Server) noQuery(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery != "" {
+			if _, errs := queryParams(r.URL.RawQuery); len(errs) > 0 {
+				s.writeProblem(w, r, validationProblem(errs), nil)
+				return
+			}
+		}
+		h(w, r)
+	})
 }
 
 // openRoutes registers admin's probes and metrics as open routes.

@@ -1,8 +1,12 @@
 package api_test
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
+	"maps"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
@@ -14,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -275,4 +280,122 @@ func TestDashboardRoles(t *testing.T) {
 			}
 		})
 	}
+}
+
+// queryFree are the routes that let any query parameter through: they act
+// on no data (the document, the probes, the metrics, which a probe or a
+// scraper may be configured to send parameters to), or hand the request to
+// asynqmon, which reads its own (the dashboard). Every other route refuses
+// a parameter it does not know, as TestUnknownQueryParameterRefused checks.
+var queryFree = map[string]bool{
+	"GET /v1/openapi.json": true,
+	"GET /healthz":         true,
+	"GET /readyz":          true,
+	"GET /metrics":         true,
+	"/monitoring/":         true,
+}
+
+// queryBodies are valid bodies for the routes that read one, so that only
+// the query can be what is refused.
+var queryBodies = map[string]string{
+	"POST /v1/tasks/{type}": `{"order_id": 1}`,
+	"POST /v1/schedules":    `{"id": "added", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 2}}`,
+}
+
+// TestUnknownQueryParameterRefused walks every route the server registers
+// (but queryFree's) with a query parameter it does not know: each answers
+// 400 naming the parameter, and Redis is left as it was, byte for byte: the
+// dead letter still there, the schedule not deleted, nothing enqueued or
+// added. The OpenAPI document gives each of these operations a 400.
+func TestUnknownQueryParameterRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	// Something for each route to act on: a dead letter and a schedule,
+	// both under the id of the archived task.
+	id := b.archived(t)
+	if err := b.redis.Client().XAdd(ctx, &redis.XAddArgs{Stream: deadLetterStream,
+		Values: map[string]any{"task_id": id, "type": "resend-dcv", "queue": "default"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var created schedule.Status
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/schedules",
+		`{"id": "`+id+`", "cron": "@daily", "type": "resend-dcv", "payload": {"order_id": 3}}`, nil), http.StatusCreated, &created)
+	before := b.dump(t)
+
+	param := regexp.MustCompile(`\{[^}]+\}`)
+	tried := 0
+	for _, pattern := range b.srv.Patterns() {
+		if queryFree[pattern] {
+			continue
+		}
+		method, path, _ := strings.Cut(pattern, " ")
+		path = strings.Replace(path, "{type}", "resend-dcv", 1)
+		path = param.ReplaceAllString(path, id)
+		body := cmp.Or(queryBodies[pattern], "{}")
+		for _, q := range []struct{ query, field string }{
+			{"dry_run=true", "dry_run"},
+			{"x%40example.com=1", "query"}, // not an identifier: not repeated back
+		} {
+			tried++
+			res := b.do(t, method, path+"?"+q.query, body, nil)
+			if res.status != http.StatusBadRequest {
+				t.Errorf("%s %s?%s: %d, want 400; %.200s", method, path, q.query, res.status, res.body)
+				continue
+			}
+			p := mustProblem(t, res, http.StatusBadRequest)
+			if !slices.ContainsFunc(p.Errors, func(fe tasks.FieldError) bool {
+				return fe.Field == q.field && strings.HasPrefix(fe.Message, "unknown query parameter")
+			}) {
+				t.Errorf("%s %s?%s: errors %+v, want %s named as an unknown query parameter", method, path, q.query, p.Errors, q.field)
+			}
+		}
+	}
+	if tried < 2*9 {
+		t.Fatalf("only %d requests sent: the route walk is broken", tried)
+	}
+	if after := b.dump(t); !maps.Equal(before, after) {
+		t.Errorf("Redis changed: keys %v before, %v after", slices.Sorted(maps.Keys(before)), slices.Sorted(maps.Keys(after)))
+	}
+	// The same requests without the parameter would have acted.
+	if res := b.do(t, http.MethodDelete, "/v1/schedules/"+id, "", nil); res.status != http.StatusNoContent {
+		t.Errorf("DELETE of the schedule without a query: %d %s", res.status, res.body)
+	}
+	if res := b.do(t, http.MethodDelete, "/v1/dead-letters/"+id, "", nil); res.status != http.StatusNoContent {
+		t.Errorf("DELETE of the dead letter without a query: %d %s", res.status, res.body)
+	}
+
+	doc := readOpenAPI(t)
+	for path, item := range doc.Paths {
+		for method, raw := range item {
+			if !slices.Contains(httpMethods, method) {
+				continue
+			}
+			route := b.srv.Route(httptest.NewRequest(strings.ToUpper(method), examplePath(path), nil))
+			var op openAPIOperation
+			if err := json.Unmarshal(raw, &op); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := op.Responses["400"]; !ok && !queryFree[route] {
+				t.Errorf("%s %s refuses an unknown query parameter with 400, which the document does not give", method, path)
+			}
+		}
+	}
+}
+
+// dump is every key of Redis with its serialised value.
+func (b *bundle) dump(t *testing.T) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := b.redis.Client().Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]string, len(keys))
+	for _, k := range keys {
+		if out[k], err = b.redis.Client().Dump(ctx, k).Result(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }

@@ -206,10 +206,11 @@ func headerNamed(errs []tasks.FieldError) []tasks.FieldError {
 	return errs
 }
 
-// queryParams parses a raw query that may hold each of known at most once.
-// Malformed, unknown and repeated parameters are reported under their name,
-// or under "query" for a query that cannot be parsed at all and for a name
-// that is not a plain identifier (it is not repeated back to the client).
+// queryParams parses a raw query that may hold each of known at most once
+// (none, for a route that takes no parameter). Malformed, unknown and
+// repeated parameters are reported under their name, or under "query" for
+// a query that cannot be parsed at all and for a name that is not a plain
+// identifier (it is not repeated back to the client).
 func queryParams(raw string, known ...string) (map[string]string, []tasks.FieldError) {
 	var errs []tasks.FieldError
 	values, err := url.ParseQuery(raw)
@@ -229,7 +230,7 @@ func queryParams(raw string, known ...string) (map[string]string, []tasks.FieldE
 			if !identifier(name) {
 				field = "query"
 			}
-			errs = append(errs, tasks.FieldError{Field: field, Message: "unknown query parameter; known: " + strings.Join(known, ", ")})
+			errs = append(errs, tasks.FieldError{Field: field, Message: msgUnknownParam(known)})
 		case len(values[name]) > 1:
 			errs = append(errs, tasks.FieldError{Field: name, Message: "must be given once"})
 		default:
@@ -237,6 +238,15 @@ func queryParams(raw string, known ...string) (map[string]string, []tasks.FieldE
 		}
 	}
 	return out, errs
+}
+
+// msgUnknownParam refuses a query parameter of a route that knows others,
+// or none.
+func msgUnknownParam(known []string) string {
+	if len(known) == 0 {
+		return "unknown query parameter; this route takes none"
+	}
+	return "unknown query parameter; known: " + strings.Join(known, ", ")
 }
 
 // task is GET /v1/tasks/{id}?queue=: the task of the queue given, or else
