@@ -11,12 +11,13 @@ import (
 type DevCmd struct {
 	// No env tag: a shell set up for the CLI has REDIS_URL, and dev's worker
 	// would process that Redis's tasks against the fake DigiCert.
-	RedisURL  string `name:"redis-url" help:"Use this Redis instead of the embedded in-memory one; its queued tasks are then processed against the fake DigiCert (REDIS_URL is not read)." group:"Redis"`
+	RedisURL  string `name:"redis-url" help:"Use this Redis instead of the embedded in-memory one; its queued tasks are then processed against the fake DigiCert, and it gets no demo unless --demo (REDIS_URL is not read)." group:"Redis"`
 	RedisAddr string `name:"redis-addr" help:"Listen address of the embedded Redis (default: a free loopback port)." group:"Redis"`
 	HTTPAddr  string `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"${dev_http_addr}" help:"Listen address of the API and the dashboard."`
 	AdminAddr string `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${dev_admin_addr}" help:"Listen address of the worker's /healthz, /readyz and /metrics."`
 	Tokens    string `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"API tokens, comma separated, each optionally followed by a space and its role (default: one operator token generated and printed at start)."`
-	NoDemo    bool   `name:"no-demo" help:"Do not enqueue the demo tasks and schedule (the banner announces none)."`
+	NoDemo    bool   `name:"no-demo" xor:"demo" help:"Do not enqueue the demo tasks and schedule (the banner announces none)."`
+	Demo      bool   `name:"demo" xor:"demo" help:"Enqueue the demo tasks and schedule into the Redis --redis-url names too, where other workers may take them to a real DigiCert and the schedule outlives dev (the embedded Redis always gets them, unless --no-demo)."`
 	QueueFlags
 	PollFlags
 	// Not ScheduleRuleFlags: nil when neither the flag nor the variable is
@@ -68,6 +69,7 @@ func (c *DevCmd) Run(env *Env) error {
 		AdminAddr: c.AdminAddr,
 		Tokens:    tokens,
 		NoDemo:    c.NoDemo,
+		Demo:      c.Demo,
 		Queues:    qs,
 
 		ScheduleMinInterval: minInterval,

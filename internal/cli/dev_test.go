@@ -69,3 +69,19 @@ func parseCLI(t *testing.T, args ...string) CLI {
 	}
 	return c
 }
+
+// TestDevDemoFlags: --demo (the demo into the Redis --redis-url names too)
+// reaches the parsed command, and cannot be given with --no-demo.
+func TestDevDemoFlags(t *testing.T) {
+	if c := parseCLI(t, "dev", "--redis-url", "redis://127.0.0.1:1/0", "--demo").Dev; !c.Demo || c.NoDemo {
+		t.Errorf("certmail dev --demo: Demo %t, NoDemo %t", c.Demo, c.NoDemo)
+	}
+	if c := parseCLI(t, "dev", "--redis-url", "redis://127.0.0.1:1/0").Dev; c.Demo {
+		t.Error("certmail dev --redis-url: Demo set without --demo")
+	}
+	var out, errOut bytes.Buffer
+	code := Main(context.Background(), []string{"dev", "--demo", "--no-demo"}, strings.NewReader(""), &out, &errOut)
+	if code != 2 || !strings.Contains(errOut.String(), "--no-demo and --demo") {
+		t.Errorf("certmail dev --demo --no-demo: exit %d, %q; want 2 naming both", code, errOut.String())
+	}
+}

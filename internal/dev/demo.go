@@ -148,8 +148,9 @@ func curlEnqueue(st *Stack) string {
     -d '{"order_id": 1234, "additional_emails": ["you@example.com"]}'`, st.APIURL, st.Token)
 }
 
-// printBanner prints where everything is; demo is nil when no demo runs
-// (NoDemo), and then the banner announces none.
+// printBanner prints where everything is; demo is nil when no demo runs,
+// and then the banner announces none. On an external Redis it says whether
+// the demo lands there, and what that means.
 func printBanner(w io.Writer, st *Stack, demo *schedule.Schedule, approveAfter int) {
 	redis := st.RedisURL + " (embedded, in memory: everything is lost on exit)"
 	if !st.Embedded {
@@ -170,6 +171,15 @@ func printBanner(w io.Writer, st *Stack, demo *schedule.Schedule, approveAfter i
 		"Then read its state (use the id from the answer):",
 		fmt.Sprintf("  curl -sS -H 'Authorization: Bearer %s' %s/v1/tasks/<id>", st.Token, st.APIURL),
 		"",
+	}
+	switch {
+	case demo == nil && !st.Embedded:
+		lines = append(lines, "No demo: this Redis is not dev's own (--demo loads the demo tasks and schedule into it).")
+	case demo != nil && !st.Embedded:
+		lines = append(lines,
+			"The demo goes into this EXTERNAL Redis (--demo): any other worker on it may take its tasks to its own DigiCert,",
+			"and the demo schedule stays after exit until it ends or is deleted:",
+			"  curl -sS -X DELETE -H 'Authorization: Bearer "+st.Token+"' "+st.APIURL+"/v1/schedules/"+demo.ID)
 	}
 	if demo != nil {
 		lines = append(lines,

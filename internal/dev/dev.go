@@ -5,7 +5,9 @@
 // demo schedule that ends itself once its order is approved, the HTTP API
 // and the dashboard, plus demo tasks in every state. Nothing it runs is fit
 // for production: the Redis keeps everything in memory and the fake emails
-// nobody.
+// nobody. Pointed at another Redis (Config.RedisURL), it loads no demo there
+// unless asked (Config.Demo): real workers on that Redis would take the
+// demo's tasks to the real DigiCert.
 //
 // Run is a composition: each component is started by a small function of
 // its own under one errgroup, on its own Redis connection, which it closes
@@ -62,7 +64,7 @@ type Config struct {
 	// RedisURL, when set, is used instead of the embedded Redis, and the
 	// tasks already queued there are processed against the fake: the
 	// caller sets it on purpose (certmail dev: --redis-url only, never
-	// REDIS_URL from the environment).
+	// REDIS_URL from the environment). It gets the demo only with Demo.
 	RedisURL string
 	// RedisAddr is where the embedded Redis listens; default a free
 	// loopback port.
@@ -77,6 +79,12 @@ type Config struct {
 	Tokens []api.Token
 	// NoDemo skips the demo tasks and schedule.
 	NoDemo bool
+	// Demo loads the demo tasks and schedule into the Redis RedisURL
+	// names. That Redis is not the stack's own: real workers on it would
+	// deliver the demo's tasks to the real DigiCert, and the demo schedule
+	// outlives the stack. So without Demo only the embedded Redis gets the
+	// demo. Demo and NoDemo cannot both be set.
+	Demo bool
 	// DemoEvery is how often the demo schedule fires; default
 	// DefaultDemoEvery, raised to a longer ScheduleMinInterval when that is
 	// set. Whole seconds. The fake approves the demo order after
@@ -115,12 +123,12 @@ func (c Config) WithDefaults() Config {
 	switch {
 	case c.ScheduleMinInterval == 0:
 		c.ScheduleMinInterval = schedule.DefaultMinInterval
-		if !c.NoDemo && c.DemoEvery > 0 {
+		if c.demoOn() && c.DemoEvery > 0 {
 			// The demo schedule reminds a fake DigiCert: let it fire as
 			// often as it is set to.
 			c.ScheduleMinInterval = min(c.ScheduleMinInterval, c.DemoEvery)
 		}
-	case !c.NoDemo && c.ScheduleMinInterval > c.DemoEvery:
+	case c.demoOn() && c.ScheduleMinInterval > c.DemoEvery:
 		// A floor the user set holds, with the schedules of a real Redis
 		// (--redis-url) in mind: the demo schedule keeps to it.
 		c.DemoEvery = (c.ScheduleMinInterval + time.Second - 1).Truncate(time.Second)
@@ -134,11 +142,22 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// demoOn reports whether the stack loads its demo: into the embedded Redis
+// unless NoDemo, into an external one (RedisURL) only when Demo asks.
+func (c Config) demoOn() bool {
+	if c.RedisURL != "" {
+		return c.Demo && !c.NoDemo
+	}
+	return !c.NoDemo
+}
+
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
 	switch {
 	case c.Logger == nil:
 		return errors.New("no logger")
+	case c.Demo && c.NoDemo:
+		return errors.New("demo both asked for (Demo) and refused (NoDemo)")
 	case c.DemoEvery < time.Second || c.DemoEvery%time.Second != 0:
 		return fmt.Errorf("demo schedule every %v: want whole seconds", c.DemoEvery)
 	}
@@ -307,7 +326,8 @@ func (c *components) scheduler(ctx context.Context) (err error) {
 }
 
 // demo waits for the worker and the API to serve, prints the banner, tells
-// started, and enqueues the demo tasks and schedule unless NoDemo.
+// started, and enqueues the demo tasks and schedule when the demo is on
+// (Config.demoOn).
 func (c *components) demo(ctx context.Context, workerUp, apiUp <-chan net.Addr, approveAfter int, started func(*Stack)) (err error) {
 	st := c.stack
 	for range 2 {
@@ -323,14 +343,14 @@ func (c *components) demo(ctx context.Context, workerUp, apiUp <-chan net.Addr, 
 	st.dashboard = st.APIURL + api.DashboardPath + "/"
 	demo := demoSchedule(c.cfg.DemoEvery)
 	announced := &demo
-	if c.cfg.NoDemo {
+	if !c.cfg.demoOn() {
 		announced = nil
 	}
 	printBanner(c.cfg.Stdout, st, announced, approveAfter)
 	if started != nil {
 		started(st)
 	}
-	if c.cfg.NoDemo {
+	if announced == nil {
 		return nil
 	}
 	p, err := c.producer("demo")

@@ -280,19 +280,22 @@ func TestDevStack(t *testing.T) {
 
 // TestDevStackExternalRedis uses the server --redis-url names instead of the
 // embedded one, and the banner says that its queued tasks are processed
-// against the fake; with NoDemo, it announces no demo.
+// against the fake. That Redis is not dev's own: without Demo it gets no
+// demo task or schedule (real workers on it would deliver the demo's tasks
+// to the real DigiCert), and the banner announces none and says so.
 func TestDevStackExternalRedis(t *testing.T) {
 	t.Parallel()
 	redis := redistest.Start(t)
-	st, banner, stop := stack(t, dev.Config{RedisURL: redis.URL(), NoDemo: true, Tokens: []api.Token{{Secret: "given-token-3f9a0c"}}})
-	// NoDemo: the banner announces no demo task or schedule.
+	st, banner, stop := stack(t, dev.Config{RedisURL: redis.URL(), Tokens: []api.Token{{Secret: "given-token-3f9a0c"}}})
 	for _, demo := range []string{"Demo tasks", "demo schedule", dev.DemoSchedule.ID} {
 		if strings.Contains(banner, demo) {
-			t.Errorf("with NoDemo the banner mentions %q:\n%s", demo, banner)
+			t.Errorf("on an external Redis without Demo the banner mentions %q:\n%s", demo, banner)
 		}
 	}
-	if !strings.Contains(banner, "Enqueue a task:") || !strings.Contains(banner, "Stop with Ctrl-C.") {
-		t.Errorf("with NoDemo the banner lacks its other lines:\n%s", banner)
+	for _, want := range []string{"Enqueue a task:", "Stop with Ctrl-C.", "No demo: this Redis is not dev's own (--demo loads"} {
+		if !strings.Contains(banner, want) {
+			t.Errorf("on an external Redis without Demo the banner lacks %q:\n%s", want, banner)
+		}
 	}
 	if st.Embedded || !strings.Contains(banner, redis.URL()+" (EXTERNAL, from --redis-url: its queued tasks are processed here against the fake DigiCert)") || st.Token != "given-token-3f9a0c" {
 		t.Errorf("stack embedded=%v token=%q, banner:\n%s", st.Embedded, st.Token, banner)
@@ -309,12 +312,52 @@ func TestDevStackExternalRedis(t *testing.T) {
 		state, outcome := taskState(t, st, ref.ID)
 		return state == "completed" && outcome == "delivered"
 	})
-	if n, err := redis.Client().Exists(context.Background(), "asynq:{default}:t:"+ref.ID).Result(); err != nil || n != 1 {
-		t.Errorf("task not in the external Redis: %d, %v", n, err)
-	}
 	if err := stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
+	// Run has returned: a demo would have been enqueued by now.
+	if got := taskKeys(t, redis); len(got) != 1 || got[0] != "asynq:{default}:t:"+ref.ID {
+		t.Errorf("%d tasks in the external Redis (%.120v…), want only the one enqueued (%s)", len(got), got, ref.ID)
+	}
+	if n, err := redis.Client().HLen(context.Background(), "certmail:schedules").Result(); err != nil || n != 0 {
+		t.Errorf("schedules in the external Redis: %d (%v), want none", n, err)
+	}
+}
+
+// TestDevStackExternalRedisDemo: with Demo, the demo tasks and schedule go
+// into the external Redis, and the banner warns of it and shows how to
+// delete the schedule, which outlives the stack.
+func TestDevStackExternalRedisDemo(t *testing.T) {
+	t.Parallel()
+	redis := redistest.Start(t)
+	st, banner, stop := stack(t, dev.Config{RedisURL: redis.URL(), Demo: true})
+	for _, want := range []string{"The demo goes into this EXTERNAL Redis (--demo)", "Demo tasks of every kind",
+		"curl -sS -X DELETE -H 'Authorization: Bearer " + st.Token + "' " + st.APIURL + "/v1/schedules/" + dev.DemoSchedule.ID} {
+		if !strings.Contains(banner, want) {
+			t.Errorf("on an external Redis with Demo the banner lacks %q:\n%s", want, banner)
+		}
+	}
+	waitUntil(t, 30*time.Second, "the demo is enqueued", func() bool { return len(taskKeys(t, redis)) >= demoTasks })
+	if err := stop(); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if ok, err := redis.Client().HExists(context.Background(), "certmail:schedules", dev.DemoSchedule.ID).Result(); err != nil || !ok {
+		t.Errorf("demo schedule in the external Redis after the stack stopped: %v (%v), want it there", ok, err)
+	}
+}
+
+// demoTasks is more tasks than the demo's one-off ones: its bulk batch has
+// begun.
+const demoTasks = 20
+
+// taskKeys returns the keys of the asynq tasks in redis.
+func taskKeys(t *testing.T, redis *redistest.Server) []string {
+	t.Helper()
+	keys, err := redis.Client().Keys(context.Background(), "asynq:{*}:t:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }
 
 // TestDemoEveryWholeSeconds: an interval the demo schedule cannot have is
@@ -346,6 +389,9 @@ func TestScheduleMinInterval(t *testing.T) {
 		{dev.Config{ScheduleMinInterval: 5 * time.Second}, 5 * time.Second, dev.DefaultDemoEvery},
 		{dev.Config{ScheduleMinInterval: 5 * time.Minute, NoDemo: true}, 5 * time.Minute, dev.DefaultDemoEvery},
 		{dev.Config{ScheduleMinInterval: time.Hour, DemoEvery: 2 * time.Second}, time.Hour, time.Hour},
+		// An external Redis gets no demo unless asked: its floor is not lowered.
+		{dev.Config{RedisURL: "redis://127.0.0.1:1/0"}, schedule.DefaultMinInterval, dev.DefaultDemoEvery},
+		{dev.Config{RedisURL: "redis://127.0.0.1:1/0", Demo: true}, dev.DefaultDemoEvery, dev.DefaultDemoEvery},
 	} {
 		got := tt.cfg.WithDefaults()
 		if got.ScheduleMinInterval != tt.floor || got.DemoEvery != tt.demoEach {
