@@ -3,6 +3,7 @@ package api
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -346,6 +347,19 @@ func (ts tokenSet) role(token string) (role Role, index int, ok bool) {
 		match |= eq
 	}
 	return role, index, match == 1
+}
+
+// idempotencyScope is the scope of the Idempotency-Key of an authenticated
+// request: the SHA-256 of its token, in hex, so that two producers' equal
+// keys are two keys and one cannot replay another's, and so that the token
+// itself never reaches Redis. Without authentication every request shares
+// one scope, "".
+func (s *Server) idempotencyScope(r *http.Request) string {
+	info := infoOf(r.Context())
+	if info == nil || info.token == 0 {
+		return ""
+	}
+	return hex.EncodeToString(s.tokens[info.token-1].sum[:])
 }
 
 // bearerToken returns the token of an "Authorization: Bearer <token>" header

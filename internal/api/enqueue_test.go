@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -432,6 +433,74 @@ func TestEnqueueIdempotency(t *testing.T) {
 	}
 	if n := b.taskCount(t); n != 2 {
 		t.Errorf("%d tasks in Redis, want 2", n)
+	}
+}
+
+// TestEnqueueIdempotencyPerToken: Idempotency-Keys are scoped by the token
+// that sends them. Two producers that pick the same key get a task each;
+// one cannot claim another's keys first nor be handed another's task by
+// sending its request under its key; each replays its own. No token
+// reaches Redis.
+func TestEnqueueIdempotencyPerToken(t *testing.T) {
+	t.Parallel()
+	const producerB = "tok-producer-b-7f2c9e10"
+	b := setup(t, setupOpts{configure: func(c *api.Config) {
+		c.Tokens = append(c.Tokens, api.Token{Secret: producerB, Role: api.RoleProducer})
+	}})
+	send := func(token, path, body, key string) response {
+		h := http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}, "Idempotency-Key": {key}}
+		return b.do(t, http.MethodPost, path, body, h)
+	}
+	const setA = `{"order_id": 123, "additional_emails": ["a@example.com"]}`
+	var byB, byA, replay api.TaskRef
+	mustJSON(t, send(producerB, "/v1/tasks/resend-dcv", `{"order_id": 999}`, "crm-7781"), http.StatusAccepted, &byB)
+	mustJSON(t, send(producerToken, "/v1/tasks/set-emails", setA, "crm-7781"), http.StatusAccepted, &byA)
+	if byA.ID == byB.ID {
+		t.Fatalf("two producers' crm-7781 gave one task %s", byA.ID)
+	}
+	res := send(producerToken, "/v1/tasks/set-emails", setA, "crm-7781")
+	mustJSON(t, res, http.StatusOK, &replay)
+	if replay.ID != byA.ID || res.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("producer A's replay: %+v, want task %s replayed", replay, byA.ID)
+	}
+	// B sends A's request under A's key: B's own key, B's own task or conflict.
+	mustProblem(t, send(producerB, "/v1/tasks/set-emails", setA, "crm-7781"), http.StatusConflict)
+	mustJSON(t, send(producerToken, "/v1/tasks/set-emails", setA, "crm-7782"), http.StatusAccepted, &byA)
+	var second api.TaskRef
+	mustJSON(t, send(producerB, "/v1/tasks/set-emails", setA, "crm-7782"), http.StatusAccepted, &second)
+	if second.ID == byA.ID {
+		t.Errorf("producer B was handed producer A's task %s", byA.ID)
+	}
+	if n := b.taskCount(t); n != 4 {
+		t.Errorf("%d tasks in Redis, want 4", n)
+	}
+	ctx := context.Background()
+	keys, err := b.redis.Client().Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		v, _ := b.redis.Client().Dump(ctx, k).Result()
+		for _, tok := range []string{producerToken, producerB} {
+			if strings.Contains(k, tok) || strings.Contains(v, tok) {
+				t.Errorf("Redis key %s holds a token", k)
+			}
+		}
+	}
+}
+
+// TestEnqueueIdempotencyWithoutAuth: without authentication every request
+// shares one scope: the same key replays.
+func TestEnqueueIdempotencyWithoutAuth(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{configure: func(c *api.Config) { c.Tokens, c.InsecureNoAuth = nil, true }})
+	h := http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {"crm-7781"}}
+	const body = `{"order_id": 999}`
+	var first, replay api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", body, h), http.StatusAccepted, &first)
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", body, h), http.StatusOK, &replay)
+	if replay.ID != first.ID {
+		t.Errorf("without authentication the same key gave task %s, then %s", first.ID, replay.ID)
 	}
 }
 

@@ -56,6 +56,9 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 	req, errs := enqueueRequest(r, typ, body)
+	if req.IdempotencyKey != "" {
+		req.IdempotencyScope = s.idempotencyScope(r)
+	}
 	if len(errs) > 0 {
 		// Add what the request's check finds wrong with the rest, so that
 		// one answer lists everything to fix.

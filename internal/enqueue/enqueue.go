@@ -39,6 +39,12 @@ type Request struct {
 	// IdempotencyKey is "" for none; at most MaxIdempotencyKey printable
 	// ASCII characters.
 	IdempotencyKey string
+	// IdempotencyScope is whose IdempotencyKey it is: equal keys in two
+	// scopes are unrelated. The API sets it to a hash of the token that
+	// sent the request, never the token itself; "" is the one scope of the
+	// command line and of an API without authentication. It holds no NUL
+	// and is not part of the wire format.
+	IdempotencyScope string
 	// TaskID, when not "", is the id the task gets (the scheduler's ticks
 	// name theirs), one tasks.ValidTaskID accepts; it cannot be combined
 	// with IdempotencyKey, which picks the id itself. It is not part of the
@@ -86,9 +92,10 @@ type Checked struct {
 	// Hash is a SHA-256 of the type, the normalised payload and the queue,
 	// set with an idempotency key only: two requests with one key are the
 	// same request when their hashes are.
-	Hash           string
-	IdempotencyKey string
-	TaskID         string
+	Hash             string
+	IdempotencyKey   string
+	IdempotencyScope string
+	TaskID           string
 }
 
 // Messages of the option checks, in the style of the tasks package.
@@ -141,7 +148,8 @@ func Check(req Request, r Rules) (Checked, error) {
 		return Checked{}, tasks.NewValidationError(req.Type, errs...)
 	}
 
-	c := Checked{Payload: p, Queue: queue, ProcessAt: req.ProcessAt, IdempotencyKey: req.IdempotencyKey, TaskID: req.TaskID}
+	c := Checked{Payload: p, Queue: queue, ProcessAt: req.ProcessAt, IdempotencyKey: req.IdempotencyKey,
+		IdempotencyScope: req.IdempotencyScope, TaskID: req.TaskID}
 	if req.ProcessIn > 0 {
 		c.ProcessAt = time.Now().Add(req.ProcessIn)
 	}

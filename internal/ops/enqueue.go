@@ -48,7 +48,8 @@ const StateUnknown = "unknown"
 // asynq.ErrTaskIDConflict.
 //
 // With an IdempotencyKey, the first request enqueues and the key is
-// remembered for Config.IdempotencyTTL together with a SHA-256 of the type,
+// remembered, in its scope (req.IdempotencyScope), for Config.IdempotencyTTL
+// together with a SHA-256 of the type,
 // the normalised payload and the queue. A later request with the same key and
 // the same hash enqueues nothing and returns the earlier task with existing
 // true, in the state it is in now (one lookup in its queue); one with a
@@ -130,8 +131,19 @@ func newRef(c enqueue.Checked) TaskRef {
 }
 
 // idempotencyKeyPrefix starts the Redis key that remembers an idempotency
-// key: certmail:idempotency:{hex SHA-256 of the key}, a JSON idempotencyRecord.
+// key: certmail:idempotency:{idempotencyHash}, a JSON idempotencyRecord.
 const idempotencyKeyPrefix = "certmail:idempotency:"
+
+// idempotencyHash is the hex SHA-256 of an idempotency key's scope, a NUL
+// and the key: equal keys of two scopes (two producers' tokens) are two
+// Redis keys, and neither the key nor the scope can be read from it.
+func idempotencyHash(scope, key string) string {
+	h := sha256.New()
+	h.Write([]byte(scope))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	return hex.EncodeToString(h.Sum(nil))
+}
 
 type idempotencyRecord struct {
 	Hash string  `json:"hash"`
@@ -143,8 +155,7 @@ type idempotencyRecord struct {
 // under that id; a request that finds the key taken returns the recorded
 // task or ErrIdempotencyConflict.
 func (s *Service) enqueueOnce(ctx context.Context, c enqueue.Checked) (TaskRef, bool, error) {
-	sum := sha256.Sum256([]byte(c.IdempotencyKey))
-	key := idempotencyKeyPrefix + hex.EncodeToString(sum[:])
+	key := idempotencyKeyPrefix + idempotencyHash(c.IdempotencyScope, c.IdempotencyKey)
 	// A record can vanish between SET NX and GET (expiry, or a failed
 	// enqueue releasing it): then claim again, a bounded number of times.
 	for range 3 {

@@ -451,13 +451,54 @@ func TestEnqueueIdempotencyKeptFor24Hours(t *testing.T) {
 		IdempotencyKey: "order-12 v1"}); err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256([]byte("order-12 v1"))
+	// The key's scope is "" (the command line's), then a NUL, then the key.
+	sum := sha256.Sum256([]byte("\x00order-12 v1"))
 	ttl, err := b.rdb.PTTL(ctx, "certmail:idempotency:"+hex.EncodeToString(sum[:])).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ttl > 24*time.Hour || ttl < 24*time.Hour-time.Minute {
 		t.Errorf("the idempotency key's lifetime in Redis is %v, want 24h", ttl)
+	}
+}
+
+// TestEnqueueIdempotencyScoped: an idempotency key belongs to its scope (the
+// API's: the token that sent it). The same key in two scopes is two keys:
+// two tasks, neither a conflict nor a replay of the other's; in its own
+// scope it replays.
+func TestEnqueueIdempotencyScoped(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	reqA := enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": 123, "additional_emails": ["a@example.com"]}`),
+		IdempotencyKey: "crm-7781", IdempotencyScope: "scope-a"}
+	reqB := enqueue.Request{Type: "resend-dcv", Payload: []byte(`{"order_id": 999}`), IdempotencyKey: "crm-7781", IdempotencyScope: "scope-b"}
+	refB, existing, err := b.svc.Enqueue(ctx, reqB)
+	if err != nil || existing {
+		t.Fatalf("scope b: Enqueue = %+v, %t, %v; want a new task", refB, existing, err)
+	}
+	refA, existing, err := b.svc.Enqueue(ctx, reqA)
+	if err != nil || existing || refA.ID == refB.ID {
+		t.Fatalf("scope a, the same key: Enqueue = %+v, %t, %v; want a task of its own", refA, existing, err)
+	}
+	again, existing, err := b.svc.Enqueue(ctx, reqA)
+	if err != nil || !existing || again.ID != refA.ID {
+		t.Errorf("scope a again: Enqueue = %+v, %t, %v; want a replay of %s", again, existing, err, refA.ID)
+	}
+	// Scope b sends a's request under the same key: not a's task.
+	stolen := reqA
+	stolen.IdempotencyScope = "scope-b"
+	if ref, existing, err := b.svc.Enqueue(ctx, stolen); !errors.Is(err, ops.ErrIdempotencyConflict) {
+		t.Errorf("scope b, a's request under its own key: Enqueue = %+v, %t, %v; want a conflict with b's task", ref, existing, err)
+	}
+	// The scope "" (the command line's) is one more.
+	unscoped := reqA
+	unscoped.IdempotencyScope = ""
+	if ref, existing, err := b.svc.Enqueue(ctx, unscoped); err != nil || existing || ref.ID == refA.ID {
+		t.Errorf("no scope, the same key: Enqueue = %+v, %t, %v; want a task of its own", ref, existing, err)
+	}
+	if sizes := b.queueSizes(t); sizes["default"] != 3 {
+		t.Errorf("queues = %v, want three tasks in default", sizes)
 	}
 }
 
