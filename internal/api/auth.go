@@ -189,6 +189,8 @@ func (s *Server) accessOf(r *http.Request) access {
 // authentication is off); otherwise it answers 401 (no valid token) or 403
 // (a role that may not). The role goes with the request, for the dashboard,
 // and the token's position, for its share of the room for request bodies.
+// An answer that carries data (every route that needs a token but the
+// dashboard's page and files) gets Cache-Control: no-store.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a := s.accessOf(r)
@@ -241,6 +243,12 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeProblem(w, r, Problem{Status: http.StatusForbidden,
 				Detail: "the API runs read-only (CERTMAIL_DASHBOARD_READONLY): dead letters and schedules cannot be changed through it"}, nil)
 		default:
+			if a != accessDashboard || strings.HasPrefix(r.URL.Path, dashboardAPIPrefix) {
+				// Tasks, payloads, dead letters, schedules: email
+				// addresses that no cache, a browser's or a shared one,
+				// may keep. The dashboard's page and scripts hold none.
+				w.Header()["Cache-Control"] = []string{"no-store"}
+			}
 			next.ServeHTTP(w, r)
 		}
 	})

@@ -176,6 +176,38 @@ func withAssetTags(page []byte) []byte {
 // needs a Prometheus address; certmail gives it none.
 const dashboardMetricsPath = DashboardPath + "/api/metrics"
 
+// dashboardRedisInfoPath is asynqmon's view of the Redis server's INFO: the
+// whole instance's, with every database's key count, the clients, the
+// server's version, executable and OS. On an instance shared with other
+// services that describes their data too, so only operators see it.
+const dashboardRedisInfoPath = DashboardPath + "/api/redis_info"
+
+// dashboardRefusal is the problem that answers a dashboard request before
+// asynqmon sees it, if any: a path with an empty, . or .. segment once
+// decoded (%2e%2e, %2F), which asynqmon's router would clean and redirect
+// to, out of the dashboard too; the metrics view, which has no Prometheus;
+// the Redis server's INFO, to a role other than operator; an action under
+// the JSON API that carries a query (detailActionQuery).
+func dashboardRefusal(r *http.Request, role Role) (Problem, bool) {
+	switch {
+	case !isCleanPath(r.URL.Path):
+		return Problem{Status: http.StatusNotFound,
+			Detail: "the dashboard has no such path: it has an empty, . or .. segment once decoded (%2e%2e, %2F)"}, true
+	case r.URL.Path == dashboardMetricsPath:
+		// Without Prometheus asynqmon fails every request here (500), and
+		// its error repeats the query.
+		return Problem{Status: http.StatusNotFound,
+			Detail: "the dashboard has no Prometheus configured, so no metrics view: the workers' /metrics have the queues' figures"}, true
+	case r.URL.Path == dashboardRedisInfoPath && role != RoleOperator:
+		return Problem{Status: http.StatusForbidden,
+			Detail: "the Redis server's INFO describes the whole instance, other services' data too: operators only"}, true
+	case r.Method != http.MethodGet && r.Method != http.MethodHead && strings.HasPrefix(r.URL.Path, dashboardAPIPrefix) &&
+		(r.URL.RawQuery != "" || r.URL.ForceQuery):
+		return Problem{Status: http.StatusBadRequest, Detail: detailActionQuery}, true
+	}
+	return Problem{}, false
+}
+
 // serveDashboard serves the dashboard as the request's role may see it:
 // read-only for readers, as configured for operators. A page of tasks is at
 // most maxDashboardPageSize long: asynqmon would otherwise list a whole
@@ -185,23 +217,18 @@ const dashboardMetricsPath = DashboardPath + "/api/metrics"
 // query parameter but size and page, checked: the text of its failures goes
 // to the log, which never holds a request's query. A path under the JSON API
 // that asynqmon routes nowhere is a 404 problem, not asynqmon's page with
-// 200, which its page would take for an action that succeeded; a request
-// under the JSON API other than GET or HEAD that carries a query (even an
-// empty one) is refused 400, as none of the page's actions has one.
+// 200, which its page would take for an action that succeeded; what
+// dashboardRefusal refuses never reaches asynqmon.
 // asynqmon's page gets certmail's dashboardAssets. An "Archive all" that
 // would take the queue's archive to asynq's cap is refused 409
 // (refuseArchiveOverCap).
 func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == dashboardMetricsPath {
-		// Without Prometheus asynqmon fails every request here (500), and
-		// its error repeats the query.
-		s.writeProblem(w, r, Problem{Status: http.StatusNotFound,
-			Detail: "the dashboard has no Prometheus configured, so no metrics view: the workers' /metrics have the queues' figures"}, nil)
-		return
+	var role Role
+	if info := infoOf(r.Context()); info != nil {
+		role = info.role
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead && strings.HasPrefix(r.URL.Path, dashboardAPIPrefix) &&
-		(r.URL.RawQuery != "" || r.URL.ForceQuery) {
-		s.writeProblem(w, r, Problem{Status: http.StatusBadRequest, Detail: detailActionQuery}, nil)
+	if p, refused := dashboardRefusal(r, role); refused {
+		s.writeProblem(w, r, p, nil)
 		return
 	}
 	if strings.HasPrefix(r.URL.Path, dashboardAssetsPath) {
@@ -217,7 +244,7 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 		r = withPaging(r, q)
 	}
 	h := s.dashboardRO
-	if info := infoOf(r.Context()); info != nil && info.role == RoleOperator {
+	if role == RoleOperator {
 		h = s.dashboard
 	}
 	if h == s.dashboard && !s.cfg.DashboardReadOnly && s.refuseArchiveOverCap(w, r) {

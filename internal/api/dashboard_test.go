@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"net/http"
 	"strings"
 	"testing"
@@ -113,5 +114,55 @@ func TestDashboardActionWithQuery(t *testing.T) {
 	if res := b.do(t, http.MethodGet, "/monitoring/api/queues/default/archived_tasks?size=10&page=1", "", basicAuth(testToken)); res.status != http.StatusOK ||
 		!strings.Contains(string(res.body), `"victim?"`) {
 		t.Errorf("a page of archived tasks: %d %.200s", res.status, res.body)
+	}
+}
+
+// TestDashboardEncodedDotSegments: a dashboard path with an empty, . or ..
+// segment once decoded (%2e%2e, %2F) is a 404 problem, as one written
+// plainly is, not the redirect to the cleaned path that asynqmon's router
+// answers, which can lead out of the dashboard.
+func TestDashboardEncodedDotSegments(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, path := range []string{
+		"/monitoring/%2e%2e/",
+		"/monitoring/%2E%2E",
+		"/monitoring/%2F%2Fevil.com",
+		"/monitoring/api/queues/%2e%2e/redis_info",
+		"/monitoring/api/x%2F..%2Fqueues",
+		"/monitoring/queues/default/%2e",
+	} {
+		res := b.do(t, http.MethodGet, path, "", basicAuth(testToken))
+		if res.status != http.StatusNotFound || res.header.Get("Location") != "" {
+			t.Errorf("GET %s: %d, Location %q; want a 404 problem", path, res.status, res.header.Get("Location"))
+			continue
+		}
+		if p := mustProblem(t, res, http.StatusNotFound); !strings.Contains(p.Detail, "segment") {
+			t.Errorf("GET %s: detail %q", path, p.Detail)
+		}
+	}
+}
+
+// TestDashboardRedisInfoOperatorsOnly: the Redis server's INFO describes the
+// whole instance (every database's keys, the clients, the executable, the
+// OS), other services' data on a shared one: a reader gets 403, an operator
+// the figures.
+func TestDashboardRedisInfoOperatorsOnly(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	res := b.do(t, http.MethodGet, "/monitoring/api/redis_info", "", basicAuth(readerToken))
+	if p := mustProblem(t, res, http.StatusForbidden); !strings.Contains(p.Detail, "operators only") {
+		t.Errorf("reader: detail %q", p.Detail)
+	}
+	if bytes.Contains(res.body, []byte("redis_version")) {
+		t.Errorf("the reader's answer holds INFO: %.200s", res.body)
+	}
+	if res := b.do(t, http.MethodGet, "/monitoring/api/redis_info", "", basicAuth(testToken)); res.status != http.StatusOK ||
+		!bytes.Contains(res.body, []byte("redis_version")) {
+		t.Errorf("operator: %d %.200s, want INFO", res.status, res.body)
+	}
+	// The reader's dashboard still reads the rest.
+	if res := b.do(t, http.MethodGet, "/monitoring/api/queues", "", basicAuth(readerToken)); res.status != http.StatusOK {
+		t.Errorf("reader, queues: %d %.200s", res.status, res.body)
 	}
 }

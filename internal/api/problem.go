@@ -234,10 +234,12 @@ func (s *Server) problemsForUnmatched(next http.Handler) http.Handler {
 // ServeMux judges it, on the escaped path. CONNECT requests are not
 // cleaned by the mux, so their paths always are.
 func pathIsClean(r *http.Request) bool {
-	p := r.URL.EscapedPath()
-	if r.Method == http.MethodConnect {
-		return true
-	}
+	return r.Method == http.MethodConnect || isCleanPath(r.URL.EscapedPath())
+}
+
+// isCleanPath reports whether p starts with / and has no empty, . or ..
+// segment (a trailing slash aside): whether path.Clean leaves it as it is.
+func isCleanPath(p string) bool {
 	if p == "" || p[0] != '/' {
 		return false
 	}

@@ -1139,3 +1139,30 @@ func TestAuthFailureLimit(t *testing.T) {
 		t.Errorf("the log holds a presented token:\n%s", logs)
 	}
 }
+
+// TestNoStore: every answer that needs a token and carries data (tasks and
+// their payloads, dead letters, schedules, the dashboard's JSON API) says
+// Cache-Control: no-store, so that no cache keeps the email addresses in
+// it; the OpenAPI document, open to all, stays cacheable.
+func TestNoStore(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var ref api.TaskRef
+	res := b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil)
+	mustJSON(t, res, http.StatusAccepted, &ref)
+	answers := map[string]response{"POST /v1/tasks/resend-dcv": res}
+	for _, path := range []string{"/v1/tasks/" + ref.ID, "/v1/tasks/no-such-task", "/v1/dead-letters", "/v1/schedules"} {
+		answers["GET "+path] = b.get(t, path)
+	}
+	for _, path := range []string{"/monitoring/api/queues", "/monitoring/api/queues/default/pending_tasks"} {
+		answers["GET "+path] = b.do(t, http.MethodGet, path, "", basicAuth(readerToken))
+	}
+	for what, res := range answers {
+		if got := res.header.Values("Cache-Control"); len(got) != 1 || got[0] != "no-store" {
+			t.Errorf("%s: %d, Cache-Control %q, want no-store", what, res.status, got)
+		}
+	}
+	if got := b.get(t, "/v1/openapi.json").header.Get("Cache-Control"); got == "no-store" {
+		t.Errorf("GET /v1/openapi.json: Cache-Control %q, want it cacheable", got)
+	}
+}
