@@ -5,11 +5,13 @@
 // the dead letters (/v1/dead-letters) and the periodic tasks (/v1/schedules,
 // a schedule.Store read by `certmail scheduler`), and operators also requeue
 // and delete dead letters and add and delete schedules. The asynq dashboard
-// is mounted at /monitoring/, and /healthz, /readyz and /metrics serve
+// is mounted at /monitoring/ (read-only for readers, who do not see the
+// Redis server's INFO), and /healthz, /readyz and /metrics serve
 // probes and Prometheus. Every error is an RFC 9457
 // application/problem+json document (to the dashboard's own page, its
 // detail as text), written by one function (writeProblem); a path with an
-// empty, . or .. segment is no route (404), not redirected. The exception
+// empty, . or .. segment is no route (404), not redirected, nor is one
+// under /monitoring/ with such a segment once decoded. The exception
 // is what net/http answers itself before any handler runs, as text/plain:
 // 431 to a request line and headers over the limit (admin.NewServer), 400,
 // 501 or 505 to a request it cannot parse, 417 to an Expect other than
@@ -21,7 +23,9 @@
 // "Authorization: Bearer <token>"; the dashboard takes the same tokens as the
 // password of HTTP basic auth. Each token has a role (producer, reader,
 // operator) and each route, in one table, says which roles may use it; the
-// decision is made on the route the mux picks for the request. What the
+// decision is made on the route the mux picks for the request. Answers of
+// those routes that carry data say Cache-Control: no-store. An
+// Idempotency-Key is the token's own. What the
 // routes do lives elsewhere and is given through Config: queue operations
 // (enqueue, task status, dead letters) in an ops.Service, which validates
 // with internal/enqueue, and schedules in a schedule.Store; this package
