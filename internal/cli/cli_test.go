@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -980,6 +981,81 @@ func TestDLQPurgeQuestionInterrupted(t *testing.T) {
 	}
 	if got, err := e.inspector.GetTaskInfo("default", info.ID); err != nil || got.State != asynq.TaskStateArchived {
 		t.Errorf("dead letter after the interrupted question: %v, %v; want it kept", got, err)
+	}
+}
+
+// Ctrl-C while enqueue --file - waits on its input (a pipe, a terminal or a
+// FIFO that has not closed) stops it: exit 130, and one line saying how many
+// tasks were enqueued from the lines read.
+func TestEnqueueFileInterruptedWhileReading(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	stdin, w := io.Pipe()
+	t.Cleanup(func() { w.Close() }) // ends the read left behind
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	code := make(chan int, 1)
+	go func() {
+		code <- cli.Main(ctx, []string{"enqueue", "-f", "-", "--redis-url", e.redis.URL()}, stdin, &stdout, &stderr)
+	}()
+	if _, err := w.Write([]byte(`{"type":"resend-dcv","payload":{"order_id":1}}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	certmailtest.WaitFor(t, 10*time.Second, func() bool { return len(e.tasks()) == 1 },
+		func() string { return "the first line's task is not in Redis" })
+	cancel() // Ctrl-C, while the command waits for a second line
+	select {
+	case c := <-code:
+		want := "certmail enqueue bulk: interrupted: 1 task enqueued from the 1 line of stdin read before stopping; later lines were not read\n"
+		if c != cli.ExitInterrupted || stderr.String() != want {
+			t.Errorf("interrupted read: exit %d, stderr %q; want %d and %q", c, stderr.String(), cli.ExitInterrupted, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("enqueue -f - still running 5 s after the interrupt")
+	}
+}
+
+// Ctrl-C while enqueue --file waits for a FIFO's writer stops it too: the
+// open of a FIFO waits until one comes.
+func TestEnqueueFIFOInterruptedWhileOpening(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	fifo := filepath.Join(t.TempDir(), "jobs.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // ends an open still waiting for a writer
+		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+	})
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // Ctrl-C, before any writer opens the FIFO
+	code := make(chan int, 1)
+	go func() {
+		code <- cli.Main(ctx, []string{"enqueue", "--file", fifo, "--redis-url", e.redis.URL()}, strings.NewReader(""), &stdout, &stderr)
+	}()
+	select {
+	case c := <-code:
+		if c != cli.ExitInterrupted || stderr.String() != "certmail enqueue bulk: interrupted: nothing enqueued\n" {
+			t.Errorf("interrupted open: exit %d, stderr %q; want %d and one line saying nothing was enqueued", c, stderr.String(), cli.ExitInterrupted)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("enqueue --file FIFO still waiting for a writer 5 s after the interrupt")
+	}
+}
+
+// A directory given to enqueue --file is a usage error (exit 2), as a
+// missing file is, before anything is read or summed up.
+func TestEnqueueFileDirectoryRefused(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	dir := t.TempDir()
+	r := e.run("enqueue", "--file", dir)
+	if r.code != 2 || r.stdout != "" || !strings.Contains(r.stderr, dir+": is a directory") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("enqueue --file <directory>: exit %d, stdout %q, stderr %q; want 2, no summary and one line", r.code, r.stdout, r.stderr)
 	}
 }
 

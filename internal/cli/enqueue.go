@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -337,6 +338,8 @@ func (c *EnqueueBulkCmd) Run(env *Env) error {
 		zap.Int("enqueued", run.counts.enqueued), zap.Int("existing", run.counts.existing),
 		zap.Int("failed", run.counts.failed), zap.Bool("dry_run", c.DryRun))
 	switch {
+	case stopErr != nil && env.Ctx.Err() != nil:
+		return interruptedError{done: run.interrupted(name), err: stopErr}
 	case stopErr != nil:
 		return fmt.Errorf("%s: stopped at line %d, later lines were not read: %w", name, run.counts.lines, stopErr)
 	case run.counts.failed > 0:
@@ -346,16 +349,52 @@ func (c *EnqueueBulkCmd) Run(env *Env) error {
 }
 
 // open returns the input, its name for messages, and its size when known
-// (for the progress bar), or -1.
+// (for the progress bar), or -1. A file that cannot be opened, or a
+// directory, is a usage error. Opening a FIFO waits for a writer: Ctrl-C
+// ends that wait (openFile).
 func (c *EnqueueBulkCmd) open(env *Env) (io.ReadCloser, string, int64, error) {
 	if c.File == "-" {
 		return io.NopCloser(env.Stdin), "stdin", fileSize(env.Stdin), nil
 	}
-	f, err := os.Open(c.File)
-	if err != nil {
+	f, err := openFile(env.Ctx, c.File)
+	switch {
+	case err != nil && env.Ctx.Err() != nil:
+		return nil, "", 0, interruptedError{done: "nothing enqueued", err: err}
+	case err != nil:
 		return nil, "", 0, usageError{err}
 	}
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		_ = f.Close() // read nothing
+		return nil, "", 0, usagef("--file %s: is a directory: give a JSON Lines file, or - for stdin", c.File)
+	}
 	return f, c.File, fileSize(f), nil
+}
+
+// openFile opens path for reading, or gives up when ctx is done: the open
+// of a FIFO waits until a writer opens it. A file opened after that is
+// closed.
+func openFile(ctx context.Context, path string) (*os.File, error) {
+	type opened struct {
+		f   *os.File
+		err error
+	}
+	done := make(chan opened) // unbuffered: a file is handed over or closed
+	go func() {
+		f, err := os.Open(path)
+		select {
+		case done <- opened{f, err}:
+		case <-ctx.Done():
+			if f != nil {
+				_ = f.Close() // nobody reads it
+			}
+		}
+	}()
+	select {
+	case o := <-done:
+		return o.f, o.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func fileSize(r io.Reader) int64 {
@@ -379,16 +418,25 @@ type bulkRun struct {
 	counts   bulkCounts
 }
 
-// all processes every line of r. It returns an error, after reporting it,
+// all processes every line of in. It returns an error, after reporting it,
 // only when going on makes no sense: the input cannot be read, Redis fails,
-// or the command is interrupted.
+// or the command is interrupted. The lines are read in a goroutine
+// (readLines), so that Ctrl-C stops the run while it waits on a terminal,
+// a pipe or a FIFO.
 func (r *bulkRun) all(in *bufio.Reader) error {
+	next, lines := make(chan []byte, 1), make(chan readResult, 1)
+	defer close(next)
+	go readLines(in, next, lines)
 	var buf []byte
 	for {
-		if err := r.env.Ctx.Err(); err != nil {
-			return err
+		next <- buf[:0]
+		var got readResult
+		select {
+		case <-r.env.Ctx.Done():
+			return r.env.Ctx.Err()
+		case got = <-lines:
 		}
-		line, n, tooLong, err := readLine(in, buf[:0])
+		line, n, err := got.line, got.n, got.err
 		buf = line
 		if errors.Is(err, io.EOF) && n == 0 {
 			return nil
@@ -400,10 +448,30 @@ func (r *bulkRun) all(in *bufio.Reader) error {
 		if r.counts.lines == 1 {
 			line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf")) // a byte order mark
 		}
-		if stop := r.one(line, tooLong); stop != nil {
+		if stop := r.one(line, got.tooLong); stop != nil {
 			return stop
 		}
 		r.progress.add(n, r.counts)
+	}
+}
+
+// readResult is what readLine returned.
+type readResult struct {
+	line    []byte
+	n       int
+	tooLong bool
+	err     error
+}
+
+// readLines reads one line of in into each buffer received from next and
+// sends it on lines, until next is closed. A read from a terminal or a pipe
+// cannot be stopped: when the run stops during one, the read is left to end
+// with the input or the process (whose next step is to exit), and lines has
+// room for its result.
+func readLines(in *bufio.Reader, next <-chan []byte, lines chan<- readResult) {
+	for buf := range next {
+		line, n, tooLong, err := readLine(in, buf)
+		lines <- readResult{line, n, tooLong, err}
 	}
 }
 
@@ -484,6 +552,19 @@ func (r *bulkRun) fail(no int, problems ...string) {
 	for _, p := range problems {
 		fmt.Fprintf(r.env.Stderr, "line %d: %s\n", no, p)
 	}
+}
+
+// interrupted says what a run stopped by Ctrl-C or SIGTERM did with the
+// lines of name it read: "3 tasks enqueued from the 4 lines of stdin read
+// before stopping".
+func (r *bulkRun) interrupted(name string) string {
+	c := r.counts
+	verb := "enqueued"
+	if r.dryRun {
+		verb = "valid (dry run: nothing enqueued)"
+	}
+	return fmt.Sprintf("%d %s %s from the %d %s of %s read before stopping; later lines were not read",
+		c.enqueued, plural(c.enqueued, "task", "tasks"), verb, c.lines, plural(c.lines, "line", "lines"), name)
 }
 
 func (r *bulkRun) summary() {
