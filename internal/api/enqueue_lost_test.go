@@ -2,10 +2,13 @@ package api_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/redistest"
 )
 
 // The answer of an enqueue that Redis ran is lost, and go-redis sends it
@@ -49,5 +52,42 @@ func TestEnqueueUnansweredNamesTask(t *testing.T) {
 	mustJSON(t, b.get(t, "/v1/tasks/"+p.TaskID), http.StatusOK, &st)
 	if st.ID != p.TaskID || st.State != "pending" {
 		t.Errorf("GET /v1/tasks/%s: %+v, want the pending task", p.TaskID, st)
+	}
+}
+
+// An enqueue that certainly stored nothing (Redis down before the task was
+// sent, a wrong password) is 503 without task_id, and its detail does not
+// say that the task may have been stored: there is nothing to look up.
+func TestEnqueueRefusedOutrightNamesNoTask(t *testing.T) {
+	t.Parallel()
+	wrongPassword := func(t *testing.T) setupOpts {
+		return setupOpts{redis: redistest.Options{Password: "right-password"}, configure: func(cfg *api.Config) {
+			conn := certmailtest.Conn(t, "redis://:wrong-password@"+strings.TrimPrefix(cfg.Redis.Target, "redis://"))
+			svc, err := ops.New(ops.Config{Redis: conn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = svc.Close() })
+			cfg.Redis, cfg.Ops = conn, svc
+		}}
+	}
+	for _, tt := range []struct {
+		name    string
+		opts    func(*testing.T) setupOpts
+		breakIt func(*bundle)
+	}{
+		{"Redis down", func(*testing.T) setupOpts { return setupOpts{} }, func(b *bundle) { b.redis.Kill() }},
+		{"a wrong password", wrongPassword, func(*bundle) {}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, tt.opts(t))
+			tt.breakIt(b)
+			res := b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil)
+			p := mustProblem(t, res, http.StatusServiceUnavailable)
+			if p.TaskID != "" || strings.Contains(p.Detail, "may have stored") {
+				t.Errorf("503 %s; want no task_id and nothing said of a task that may be stored", res.body)
+			}
+		})
 	}
 }

@@ -1728,6 +1728,29 @@ func TestEnqueueLostAnswer(t *testing.T) {
 	}
 }
 
+// An enqueue that Redis refused before the task was sent (a wrong
+// password) stored nothing: the error does not send the operator to look
+// the task up. One that failed inside the script that stores it (a key of
+// the wrong type, after the task's hash was written) still does.
+func TestEnqueueRefusedSaysSo(t *testing.T) {
+	t.Parallel()
+	secured := redistest.Start(t, redistest.Options{Password: "right-password"})
+	args := []string{"enqueue", "set-emails", "--order-id", "5", "--email", "a@example.com"}
+	r := run(t, append(args, "--redis-url", "redis://:wrong-password@"+secured.Addr()+"/0")...)
+	if r.code != 1 || !strings.Contains(r.stderr, "WRONGPASS") || !strings.Contains(r.stderr, "nothing enqueued") ||
+		strings.Contains(r.stderr, "may have been enqueued") {
+		t.Errorf("enqueue with a wrong password: exit %d, stderr %q; want 1, WRONGPASS, nothing enqueued", r.code, r.stderr)
+	}
+	e := setup(t)
+	if err := e.redis.Client().Set(context.Background(), "asynq:{default}:pending", "not a list", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r = e.run(args...)
+	if r.code != 1 || !strings.Contains(r.stderr, "WRONGTYPE") || !strings.Contains(r.stderr, "may have been enqueued all the same") {
+		t.Errorf("enqueue failing inside the script: exit %d, stderr %q; want 1 and the advice to look the task up", r.code, r.stderr)
+	}
+}
+
 // Task ids and types a raw asynq producer chose reach table and text output
 // escaped and quoted: no terminal escape, no newline splitting a row.
 func TestDLQShowsOddNamesEscaped(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -44,7 +45,9 @@ const StateUnknown = "unknown"
 // again. When the retry finds the id Enqueue made taken, the first try
 // stored the task, and Enqueue succeeds. When no answer comes at all, the
 // error is an *EnqueueError naming the id under which the task may be
-// stored. A conflict on req.TaskID is an error wrapping
+// stored. An error that says Redis stored nothing (notStored: no
+// connection before the task was sent, WRONGPASS, NOAUTH, NOPERM, an
+// unknown command) is no *EnqueueError and says "nothing enqueued". A conflict on req.TaskID is an error wrapping
 // asynq.ErrTaskIDConflict.
 //
 // With an IdempotencyKey, the first request enqueues and the key is
@@ -91,8 +94,9 @@ func (s *Service) check(req enqueue.Request) (enqueue.Checked, error) {
 // again when its answer does not come in time, and Redis may have run the
 // first one (a UUID of another task is too unlikely to consider). The task
 // is enqueued, and add succeeds. A conflict on an id the producer gave is
-// its to judge (a scheduler's tick enqueued before), and any other failure
-// of the enqueue is an *EnqueueError.
+// its to judge (a scheduler's tick enqueued before), a failure that says
+// nothing was stored (notStored) is a plain error, and any other failure of
+// the enqueue is an *EnqueueError.
 func (s *Service) add(ctx context.Context, c enqueue.Checked, ours bool) (TaskRef, error) {
 	opts := []asynq.Option{
 		asynq.Queue(c.Queue),
@@ -116,8 +120,40 @@ func (s *Service) add(ctx context.Context, c enqueue.Checked, ours bool) (TaskRe
 		return newRef(c), nil
 	case errors.Is(err, asynq.ErrTaskIDConflict):
 		return TaskRef{}, fmt.Errorf("enqueue %s task: %w", typ, err)
+	case notStored(err):
+		return TaskRef{}, fmt.Errorf("enqueue %s task: nothing enqueued: %w", typ, err)
 	}
 	return TaskRef{}, &EnqueueError{TaskID: c.TaskID, Type: typ, Err: err}
+}
+
+// notStored reports whether err, the error of asynq's enqueue, says that
+// Redis certainly stored nothing of the task, so that it is no
+// *EnqueueError. asynq sends two commands: a SADD that registers the
+// queue (once per queue and client), then the script that stores the task.
+// Any error of the SADD means the script was never sent ("redis command
+// error: SADD failed: ...": a refused dial, WRONGPASS, NOAUTH, a timeout,
+// a key of the wrong type). Of the script's errors, which asynq flattens to
+// text ("redis eval error: ..."), only Redis's refusal of the command as a
+// whole is certain: WRONGPASS, NOAUTH, NOPERM and an unknown command, not
+// one raised inside the script (it names the script), which may follow a
+// write. A refused dial there may follow an earlier try whose write ran
+// and whose answer was lost (go-redis tries again on a new connection), so
+// it stays uncertain, as do timeouts.
+func notStored(err error) bool {
+	msg := err.Error()
+	if strings.Contains(msg, "redis command error: SADD failed: ") {
+		return true
+	}
+	_, reply, ok := strings.Cut(msg, "redis eval error: ")
+	if !ok || strings.Contains(reply, "script") {
+		return false
+	}
+	for _, refusal := range []string{"WRONGPASS ", "NOAUTH ", "NOPERM ", "ERR unknown command "} {
+		if strings.HasPrefix(reply, refusal) {
+			return true
+		}
+	}
+	return false
 }
 
 // newRef is the TaskRef of c's task as an enqueue gives it: pending, or
@@ -193,8 +229,12 @@ func (s *Service) enqueueOnce(ctx context.Context, c enqueue.Checked) (TaskRef, 
 		// by the client. Nothing is enqueued under that id yet.
 		if claimed || prev.Task.ID == c.TaskID {
 			got, err := s.add(ctx, c, true)
-			if err != nil {
+			var unsure *EnqueueError
+			switch {
+			case errors.As(err, &unsure):
 				return s.settle(ctx, claim, ref, err)
+			case err != nil: // nothing stored: the key is free for a retry
+				return TaskRef{}, false, s.unclaim(ctx, claim, err)
 			}
 			return got, false, nil
 		}
