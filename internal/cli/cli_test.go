@@ -1195,6 +1195,24 @@ func startWorker(t *testing.T, e *env, baseURL, key string) {
 		Client: digicert.Config{InitialBackoff: 10 * time.Millisecond}})
 }
 
+// --max-runs 0 is refused as other zeros are (mustBePositive): the API
+// reads max_runs 0 as no limit, and a flag given 0 would quietly mean
+// that. The message says how to ask for no limit; nothing is stored.
+func TestScheduleAddMaxRunsZeroRefused(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	for _, v := range []string{"0", "-1"} {
+		r := e.run("schedule", "add", "--id", "s4", "--cron", "@daily", "--type", "resend-dcv", "--payload", `{"order_id": 4}`, "--max-runs="+v)
+		if r.code != 2 || !strings.Contains(r.stderr, "--max-runs: "+v+" must be positive: leave the flag out for no limit") ||
+			strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("--max-runs %s: exit %d, stderr %q; want 2 and one line naming the rule", v, r.code, r.stderr)
+		}
+	}
+	if r := e.run("schedule", "list", "-o", "json"); r.code != 0 || strings.Contains(r.stdout, `"s4"`) {
+		t.Errorf("list after the refused adds: %+v; want no schedule s4", r)
+	}
+}
+
 func TestSchedule(t *testing.T) {
 	t.Parallel()
 	e := setup(t)

@@ -164,14 +164,22 @@ type ScheduleAddCmd struct {
 	Payload        string `name:"payload" required:"" help:"Task payload as JSON, e.g. '{\"order_id\": 1002}'."`
 	Queue          string `name:"queue" help:"Queue (default bulk); one of CERTMAIL_QUEUES."`
 	Until          string `name:"until" placeholder:"RFC3339" help:"Last time a tick may run (in the future)."`
-	MaxRuns        int    `name:"max-runs" help:"End the schedule after this many runs."`
+	MaxRuns        *int   `name:"max-runs" help:"End the schedule after this many runs (at least 1; leave the flag out for no limit)."`
 	UntilValidated *bool  `name:"until-validated" negatable:"" help:"resend-dcv only (and its default): ticks carry only_if_pending, and the first not_pending outcome ends the schedule. --no-until-validated keeps it running."`
 }
 
 // Run validates and stores the schedule; validation problems are a usage error.
 func (c *ScheduleAddCmd) Run(env *Env) error {
 	s := schedule.Schedule{ID: c.ID, Cron: c.Cron, Timezone: c.Timezone, Type: c.Type, Payload: []byte(c.Payload),
-		Queue: c.Queue, MaxRuns: c.MaxRuns, UntilValidated: c.UntilValidated}
+		Queue: c.Queue, UntilValidated: c.UntilValidated}
+	if c.MaxRuns != nil {
+		// The API and the schedules file read max_runs 0 as no limit; a
+		// flag given 0 most likely means something else.
+		if err := mustBePositive("--max-runs", int64(*c.MaxRuns)); err != nil {
+			return usagef("%w: leave the flag out for no limit", err)
+		}
+		s.MaxRuns = *c.MaxRuns
+	}
 	var found []tasks.FieldError // reported with the schedule's other problems
 	if c.Until != "" {
 		t, err := time.Parse(time.RFC3339, c.Until)
