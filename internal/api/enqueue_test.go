@@ -688,6 +688,25 @@ func TestTaskNotFound(t *testing.T) {
 	mustProblem(t, b.get(t, "/v1/tasks/not-this-one"), http.StatusNotFound)
 }
 
+// A task looked for in a queue asynq has never known (?queue=defualt) is
+// 404, and the detail says so and names the queues asynq knows: the name is
+// likely mistyped. A known queue that does not hold the id says only that.
+func TestTaskInAQueueAsynqHasNeverKnown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var ref api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":1}`, nil), http.StatusAccepted, &ref)
+	p := mustProblem(t, b.get(t, "/v1/tasks/"+ref.ID+"?queue=defualt"), http.StatusNotFound)
+	if !strings.HasPrefix(p.Detail, "queue defualt holds no task with this id: asynq has never known queue defualt (it knows: default)") {
+		t.Errorf("?queue=defualt: detail %q; want it to say asynq has never known the queue, and which it knows", p.Detail)
+	}
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv?queue=critical", `{"order_id":2}`, nil), http.StatusAccepted, &api.TaskRef{})
+	p = mustProblem(t, b.get(t, "/v1/tasks/"+ref.ID+"?queue=critical"), http.StatusNotFound)
+	if strings.Contains(p.Detail, "never known") {
+		t.Errorf("?queue=critical: detail %q; want only that the queue holds no task with this id", p.Detail)
+	}
+}
+
 // TestTaskOfAnIDInTwoQueues: one id in two queues (a producer's own
 // asynq.TaskID sent to both). GET /v1/tasks/{id} shows the first queue
 // asynq lists and names the other in other_queues; ?queue= looks in that

@@ -275,6 +275,10 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request) {
 	} else {
 		st, err = s.ops.Task(r.Context(), r.PathValue("id"))
 	}
+	var unknown *ops.UnknownQueueError
+	if errors.As(err, &unknown) { // likely a mistyped name: say which asynq knows
+		notFound = "queue " + queue + " holds no task with this id: " + unknown.Error()
+	}
 	if err != nil {
 		s.writeOpsError(w, r, err, notFound)
 		return

@@ -1769,6 +1769,22 @@ func TestEnqueueRefusedSaysSo(t *testing.T) {
 	}
 }
 
+// certmail task --queue with a queue asynq has never known (a mistyped
+// name) says so and names the queues it knows, rather than only "not found".
+func TestTaskInAQueueAsynqHasNeverKnown(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	r := e.run("enqueue", "resend-dcv", "--order-id", "5")
+	id := regexp.MustCompile(`id:\s+(\S+)`).FindStringSubmatch(r.stdout)
+	if r.code != 0 || id == nil {
+		t.Fatalf("enqueue: %+v", r)
+	}
+	r = e.run("task", id[1], "--queue", "nosuch")
+	if r.code != 1 || !strings.HasSuffix(r.stderr, ": not found: asynq has never known queue nosuch (it knows: default)\n") {
+		t.Errorf("task --queue nosuch: exit %d, stderr %q; want 1, saying asynq has never known the queue and which it knows", r.code, r.stderr)
+	}
+}
+
 // Task ids and types a raw asynq producer chose reach table and text output
 // escaped and quoted: no terminal escape, no newline splitting a row.
 func TestDLQShowsOddNamesEscaped(t *testing.T) {

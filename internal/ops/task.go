@@ -79,7 +79,8 @@ func (s *Service) Task(ctx context.Context, id string) (TaskStatus, error) {
 // TaskInQueue is Task for a task whose queue is known: one lookup instead of
 // one per queue. The error wraps ErrNotFound when the queue does not hold
 // it (or does not exist), or holds only what asynq left of it after it
-// trimmed it from the archive.
+// trimmed it from the archive. For a queue asynq has never known (likely a
+// mistyped name) it also wraps an *UnknownQueueError naming those it knows.
 func (s *Service) TaskInQueue(ctx context.Context, queue, id string) (TaskStatus, error) {
 	info, err := s.inspector.GetTaskInfo(queue, id)
 	trimmed := false
@@ -87,12 +88,51 @@ func (s *Service) TaskInQueue(ctx context.Context, queue, id string) (TaskStatus
 		trimmed, err = s.trimmed(ctx, queue, id, false)
 	}
 	switch {
-	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound), trimmed:
+	case errors.Is(err, asynq.ErrQueueNotFound):
+		if known, count, lerr := s.knownQueues(); lerr == nil {
+			return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w: %w", ShowName(id), ShowName(queue), ErrNotFound,
+				&UnknownQueueError{Queue: queue, Known: known, KnownCount: count})
+		}
+		return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w", ShowName(id), ShowName(queue), ErrNotFound)
+	case errors.Is(err, asynq.ErrTaskNotFound), trimmed:
 		return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w", ShowName(id), ShowName(queue), ErrNotFound)
 	case err != nil:
 		return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w", ShowName(id), ShowName(queue), err)
 	}
 	return s.status(ctx, info)
+}
+
+// UnknownQueueError says that asynq has never known Queue, in which a task
+// was looked for: nothing was ever enqueued to it, so it holds no task, and
+// its name is likely mistyped. Known lists the queues asynq knows, sorted,
+// at most MaxQueuesListed of them, each cut to 64 bytes; KnownCount counts
+// them all.
+type UnknownQueueError struct {
+	Queue      string
+	Known      []string
+	KnownCount int
+}
+
+// Error names the queue and those asynq knows: "asynq has never known
+// queue defualt (it knows: critical, default)".
+func (e *UnknownQueueError) Error() string {
+	return fmt.Sprintf("asynq has never known queue %s (it knows: %s)", ShowName(e.Queue), QueueList(e.Known, e.KnownCount))
+}
+
+// knownQueues lists the queues asynq knows, sorted, at most
+// MaxQueuesListed of them, each cut to 64 bytes, and counts them all.
+func (s *Service) knownQueues() (known []string, count int, err error) {
+	all, err := s.inspector.Queues()
+	if err != nil {
+		return nil, 0, fmt.Errorf("list queues: %w", err)
+	}
+	slices.Sort(all)
+	for _, q := range all[:min(len(all), MaxQueuesListed)] {
+		// Any asynq producer names queues: a name is shown cut to the
+		// longest certmail takes.
+		known = append(known, deadletter.Clip(q, maxQueueName))
+	}
+	return known, len(all), nil
 }
 
 // status is what Task reports of info.

@@ -318,3 +318,26 @@ func firstListed(t *testing.T, b *bundle, holders []string) string {
 	t.Fatalf("asynq lists none of %q: %q", holders, queues)
 	return ""
 }
+
+// A task looked for in a queue asynq has never known (a mistyped name) is
+// not found, and the error says that asynq has never known the queue and
+// which queues it knows; in a known queue that does not hold it, it is
+// only not found.
+func TestTaskInAQueueAsynqHasNeverKnown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.enqueue(t, 5) // in default
+	_, err := b.svc.TaskInQueue(t.Context(), "defualt", id)
+	var unknown *ops.UnknownQueueError
+	if !errors.Is(err, ops.ErrNotFound) || !errors.As(err, &unknown) ||
+		!strings.HasSuffix(err.Error(), ": not found: asynq has never known queue defualt (it knows: default)") {
+		t.Errorf("TaskInQueue(defualt) error = %v; want not found, naming the queues asynq knows", err)
+	}
+	if _, _, err := b.svc.Enqueue(t.Context(), enqueue.Request{Type: "resend-dcv", Payload: []byte(`{"order_id":12}`), Queue: "bulk"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.svc.TaskInQueue(t.Context(), "bulk", id)
+	if !errors.Is(err, ops.ErrNotFound) || errors.As(err, &unknown) || strings.Contains(err.Error(), "never known") {
+		t.Errorf("TaskInQueue(bulk) error = %v; want not found alone", err)
+	}
+}
