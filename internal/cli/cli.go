@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -159,9 +160,10 @@ const maxParseError = 512
 
 // parseErrorText is kong's error err as one bounded line: anything not
 // printable (a control character, an invalid byte) escaped as Go escapes it
-// in a quoted string, and the text cut to about maxParseError bytes.
+// in a quoted string, and the text cut to about maxParseError bytes. A
+// setting given in the environment is named by its variable (fromEnvironment).
 func parseErrorText(err error) string {
-	s := err.Error()
+	s := fromEnvironment(err)
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		if b.Len() >= maxParseError {
@@ -181,6 +183,41 @@ func parseErrorText(err error) string {
 		i += size
 	}
 	return b.String()
+}
+
+// fromEnvironment is the text of kong's error err, naming by its variable
+// a setting whose value came from the environment rather than the command
+// line: kong says "--log-format must be one of ..." of
+// CERTMAIL_LOG_FORMAT=text although no flag was typed. (Other values kong
+// reads from a variable it names itself: "(from envar ...)".)
+func fromEnvironment(err error) string {
+	s := err.Error()
+	var pe *kong.ParseError
+	if !errors.As(err, &pe) || pe.Context == nil {
+		return s
+	}
+	for _, f := range pe.Context.Flags() {
+		flag := "--" + f.Name
+		if !strings.HasPrefix(s, flag+" ") || typed(pe.Context, f.Value) {
+			continue
+		}
+		for _, env := range f.Tag.Envs { // kong reads the first one set
+			if _, ok := os.LookupEnv(env); ok {
+				return env + strings.TrimPrefix(s, flag)
+			}
+		}
+	}
+	return s
+}
+
+// typed reports whether the command line of ctx gives the flag of v.
+func typed(ctx *kong.Context, v *kong.Value) bool {
+	for _, p := range ctx.Path {
+		if p.Flag != nil && p.Flag.Value == v {
+			return true
+		}
+	}
+	return false
 }
 
 // fileSettingType is the kong type of a setting that names a file

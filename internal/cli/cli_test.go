@@ -345,6 +345,31 @@ func TestShortResultRetentionRefused(t *testing.T) {
 	}
 }
 
+// A setting kong refuses (a value outside its enum) is named as the
+// operator gave it: by its variable when it came from the environment, by
+// its flag when the flag was typed (and won over the variable).
+func TestEnumSettingNamedAsGiven(t *testing.T) {
+	// Not parallel: t.Setenv.
+	for _, tt := range []struct {
+		env, value string
+		args       []string
+		want       string
+	}{
+		{"CERTMAIL_LOG_FORMAT", "text", nil, "certmail: CERTMAIL_LOG_FORMAT must be one of"},
+		{"CERTMAIL_LOG_LEVEL", "DEBUG", nil, "certmail: CERTMAIL_LOG_LEVEL must be one of"},
+		{"CERTMAIL_LOG_FORMAT", "json", []string{"--log-format", "text"}, "certmail: --log-format must be one of"},
+		{"CERTMAIL_LOG_FORMAT", "text", []string{"--log-format", "text"}, "certmail: --log-format must be one of"},
+	} {
+		t.Run(tt.env+"="+tt.value+" "+strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Setenv(tt.env, tt.value)
+			r := run(t, append([]string{"dlq", "list", "--redis-url", "redis://127.0.0.1:1/0"}, tt.args...)...)
+			if r.code != 2 || !strings.HasPrefix(r.stderr, tt.want) || strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("exit %d, stderr %q; want 2 and one line starting %q", r.code, r.stderr, tt.want)
+			}
+		})
+	}
+}
+
 // An empty DIGICERT_RATE_LIMITS (a manifest's ${DIGICERT_RATE_LIMITS} with
 // the variable unset) read as no windows at all: a worker sent as fast as
 // it could and DigiCert blocked the key for everyone. Every command that
