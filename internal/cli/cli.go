@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,6 +102,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	env := newEnv(ctx, stdin, stdout, stderr)
 	stderr = env.Stderr
 	var root CLI
+	args = helpArgs(args)
 	exitCode, exited := 0, false
 	empty := map[*kong.Value]bool{} // the file settings given empty (fileSetting)
 	parser, err := kong.New(&root,
@@ -160,10 +162,10 @@ const maxParseError = 512
 
 // parseErrorText is kong's error err as one bounded line: anything not
 // printable (a control character, an invalid byte) escaped as Go escapes it
-// in a quoted string, and the text cut to about maxParseError bytes. A
-// setting given in the environment is named by its variable (fromEnvironment).
+// in a quoted string, and the text cut to about maxParseError bytes. Some
+// errors are explained (parseErrorMessage).
 func parseErrorText(err error) string {
-	s := fromEnvironment(err)
+	s := parseErrorMessage(err)
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		if b.Len() >= maxParseError {
@@ -185,20 +187,69 @@ func parseErrorText(err error) string {
 	return b.String()
 }
 
-// fromEnvironment is the text of kong's error err, naming by its variable
-// a setting whose value came from the environment rather than the command
-// line: kong says "--log-format must be one of ..." of
-// CERTMAIL_LOG_FORMAT=text although no flag was typed. (Other values kong
-// reads from a variable it names itself: "(from envar ...)".)
-func fromEnvironment(err error) string {
+// helpArgs reads "certmail help [command...]" as "certmail [command...]
+// --help": kong knows only the flag.
+func helpArgs(args []string) []string {
+	if len(args) == 0 || args[0] != "help" {
+		return args
+	}
+	return append(slices.Clone(args[1:]), "--help")
+}
+
+// parseErrorMessage is the text of kong's error err, explained where kong's
+// own words mislead: a command that needs a subcommand points to its
+// --help, enqueue without a subcommand or --file lists the task types (bulk
+// is the default subcommand, so kong asks for --file), --queue given to
+// enqueue --file says that each line names its queue, and a setting given
+// in the environment is named by its variable (fromEnvironment).
+func parseErrorMessage(err error) string {
 	s := err.Error()
 	var pe *kong.ParseError
 	if !errors.As(err, &pe) || pe.Context == nil {
 		return s
 	}
-	for _, f := range pe.Context.Flags() {
+	ctx := pe.Context
+	cmd := ctx.Command()
+	bulk := cmd == "enqueue bulk" || cmd == "enqueue" // kong picks the default subcommand after the flags
+	switch {
+	case bulk && strings.HasPrefix(s, "missing flags: --file") && !slices.Contains(ctx.Args, "bulk"):
+		return fmt.Sprintf("enqueue: give a task type (%s), or --file FILE to enqueue the lines of a JSON Lines file; certmail enqueue --help says more",
+			strings.Join(subcommands(ctx, "enqueue", "bulk"), ", "))
+	case bulk && (s == "unknown flag --queue" || strings.HasPrefix(s, "unknown flag --queue,")):
+		return `--queue: enqueue --file takes each task's queue from its line ({"type": ..., "payload": ..., "queue": "bulk"}; ` +
+			`the default queue when it names none); the task-type subcommands take --queue`
+	case strings.HasPrefix(s, "expected one of "):
+		return s + "; " + strings.TrimSpace("certmail "+cmd) + " --help lists them"
+	}
+	return fromEnvironment(ctx, s)
+}
+
+// subcommands lists the names of the subcommands of the top-level command
+// name, but those of skip.
+func subcommands(ctx *kong.Context, name string, skip ...string) []string {
+	var names []string
+	for _, c := range ctx.Model.Children {
+		if c.Name != name {
+			continue
+		}
+		for _, sub := range c.Children {
+			if !slices.Contains(skip, sub.Name) {
+				names = append(names, sub.Name)
+			}
+		}
+	}
+	return names
+}
+
+// fromEnvironment is s, kong's error text, naming by its variable a
+// setting whose value came from the environment rather than the command
+// line of ctx: kong says "--log-format must be one of ..." of
+// CERTMAIL_LOG_FORMAT=text although no flag was typed. (Other values kong
+// reads from a variable it names itself: "(from envar ...)".)
+func fromEnvironment(ctx *kong.Context, s string) string {
+	for _, f := range ctx.Flags() {
 		flag := "--" + f.Name
-		if !strings.HasPrefix(s, flag+" ") || typed(pe.Context, f.Value) {
+		if !strings.HasPrefix(s, flag+" ") || typed(ctx, f.Value) {
 			continue
 		}
 		for _, env := range f.Tag.Envs { // kong reads the first one set

@@ -152,6 +152,40 @@ func hasSubcommands(t reflect.Type) bool {
 	return false
 }
 
+// An operator lost at the command line is pointed the right way: "certmail
+// help [command]" prints the help; a command that needs a subcommand points
+// to its --help; enqueue alone lists the task types rather than ask for
+// --file (bulk, the default subcommand, needs it); and --queue given to
+// enqueue --file says that each line names its queue rather than suggest
+// --queues, the workers' list.
+func TestUsageErrorsPointTheWay(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		code int
+		out  string // on stdout for a 0, on stderr otherwise
+		not  string
+	}{
+		{nil, 2, "; certmail --help lists them", ""},
+		{[]string{"help"}, 0, "Usage: certmail <command>", ""},
+		{[]string{"help", "dlq"}, 0, "Usage: certmail dlq <command>", ""},
+		{[]string{"dlq"}, 2, "; certmail dlq --help lists them", ""},
+		{[]string{"enqueue"}, 2, "give a task type (set-emails, resend-dcv, send-cert, resend-domain-dcv), or --file FILE", "missing flags"},
+		{[]string{"enqueue", "-f", "jobs.jsonl", "--queue", "bulk"}, 2, "enqueue --file takes each task's queue from its line", "--queues"},
+		{[]string{"enqueue", "set-emails", "--order-id"}, 2, "--order-id", "give a task type"},
+	} {
+		r := run(t, tt.args...)
+		got := r.stderr
+		if tt.code == 0 {
+			got = r.stdout
+		}
+		if r.code != tt.code || !strings.Contains(got, tt.out) || (tt.not != "" && strings.Contains(got, tt.not)) ||
+			(tt.code != 0 && strings.Count(r.stderr, "\n") != 1) {
+			t.Errorf("certmail %s: exit %d, stdout %q, stderr %q; want %d and %q", strings.Join(tt.args, " "), r.code, r.stdout, r.stderr, tt.code, tt.out)
+		}
+	}
+}
+
 func TestVersionAndUsageErrors(t *testing.T) {
 	t.Parallel()
 	if r := run(t, "version"); r.code != 0 || strings.TrimSpace(r.stdout) == "" {
