@@ -304,7 +304,7 @@ func TestMaxRunsEndsSchedule(t *testing.T) {
     payload: {order_id: 4}
     until_validated: false
 `)
-	e.start(Config{File: file})
+	logs, _ := e.start(Config{File: file})
 	st := e.store()
 	waitFor(t, 15*time.Second, "the schedule ends", func() bool {
 		s, err := st.Get(context.Background(), "thrice")
@@ -319,6 +319,12 @@ func TestMaxRunsEndsSchedule(t *testing.T) {
 	s, err := st.Get(context.Background(), "thrice")
 	if err != nil || s.Runs != 3 || s.NextRun != nil || s.State != schedule.StateEnded || s.EndedReason != schedule.EndedMaxRuns || s.EndedAt == nil {
 		t.Errorf("status %+v (%v), want 3 runs, no next run, ended at max_runs", s, err)
+	}
+	// The line an operator reads says the runs made, the ending one counted.
+	// It was written before clock's later ticks, in an earlier round.
+	ended := logs.FilterMessage("schedule ended").FilterField(zap.String("schedule", "thrice")).All()
+	if len(ended) != 1 || ended[0].ContextMap()["reason"] != schedule.EndedMaxRuns || ended[0].ContextMap()["runs"] != int64(3) {
+		t.Errorf("INFO lines of the ending: %v, want one for max_runs after 3 runs", ended)
 	}
 }
 
