@@ -242,6 +242,50 @@ func TestBoundsOfCronAndTimezone(t *testing.T) {
 	}
 }
 
+// TestBoundOfOneFieldLeavesTheOtherJudged: a cron spec or a time zone over
+// its bound is refused with the bound alone, not parsed for a second
+// problem as well, while the other field, within its bound, is judged as
+// usual.
+func TestBoundOfOneFieldLeavesTheOtherJudged(t *testing.T) {
+	t.Parallel()
+	cronBound := fmt.Sprintf("must be at most %d bytes", schedule.MaxCronBytes)
+	zoneBound := fmt.Sprintf("must be at most %d bytes", schedule.MaxTimezoneBytes)
+	const notAZone = "not a time zone name such as Europe/Berlin"
+	const notACron = "not a 5-field cron spec"
+	overlong := func(s string, limit int) string { return s + strings.Repeat(" ", limit) } // over the bound only as given
+	for _, tt := range []struct {
+		name, cron, timezone string
+		want                 [][2]string // field and the start of its message
+	}{
+		{"cron over, timezone invalid", overlong("@every 1h", schedule.MaxCronBytes), "Mars/Olympus",
+			[][2]string{{"cron", cronBound}, {"timezone", notAZone}}},
+		{"timezone over, cron invalid", "61 * * * *", overlong("Mars/Olympus", schedule.MaxTimezoneBytes),
+			[][2]string{{"timezone", zoneBound}, {"cron", notACron}}},
+		{"timezone over, invalid trimmed too", "@every 1h", overlong("Mars/Olympus", schedule.MaxTimezoneBytes),
+			[][2]string{{"timezone", zoneBound}}},
+		{"cron over, invalid trimmed too", overlong("61 * * * *", schedule.MaxCronBytes), "Europe/Berlin",
+			[][2]string{{"cron", cronBound}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := schedule.Schedule{ID: "bounds", Cron: tt.cron, Timezone: tt.timezone, Type: "resend-dcv",
+				Payload: json.RawMessage(`{"order_id": 1}`)}
+			err := schedule.Validate(s, testRules, time.Now())
+			var ve *tasks.ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Validate = %v, want a *tasks.ValidationError", err)
+			}
+			ok := len(ve.Errors) == len(tt.want)
+			for i := 0; ok && i < len(tt.want); i++ {
+				ok = ve.Errors[i].Field == tt.want[i][0] && strings.HasPrefix(ve.Errors[i].Message, tt.want[i][1])
+			}
+			if !ok {
+				t.Errorf("problems %v, want %q", ve.Errors, tt.want)
+			}
+		})
+	}
+}
+
 // TestParseFileRefusesOverlongCronAndTimezone: an entry of the schedules
 // file whose cron or timezone is over its bound makes the file one that
 // cannot be parsed (one short line naming the entry, the field and the
