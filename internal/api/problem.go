@@ -145,7 +145,7 @@ func (s *Server) writeOpsError(w http.ResponseWriter, r *http.Request, err error
 		var ee *ops.EnqueueError
 		if errors.As(err, &ee) {
 			p.TaskID = ee.TaskID
-			p.Detail = "Redis did not answer the enqueue, and may have stored the task under task_id: look it up " +
+			p.Detail = "Redis did not confirm the enqueue, and may have stored the task under task_id: look it up " +
 				"(GET /v1/tasks/{task_id}) before sending the request again; a request with an Idempotency-Key can be sent again as it is"
 		}
 		s.writeProblem(w, r, p, err)

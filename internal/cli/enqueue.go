@@ -248,7 +248,7 @@ func (f EnqueueFlags) enqueueOne(env *Env, o TaskOptionFlags, typ string, payloa
 
 // enqueueError turns a validation failure into a usage error (exit status 2)
 // listing every problem, one per line, and says of an enqueue that Redis
-// did not answer how to find out whether it was enqueued (unconfirmed).
+// did not confirm how to find out whether it was enqueued (unconfirmed).
 func enqueueError(err error) error {
 	var ve *tasks.ValidationError
 	switch {

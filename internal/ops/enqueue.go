@@ -45,10 +45,11 @@ const StateUnknown = "unknown"
 // again. When the retry finds the id Enqueue made taken, the first try
 // stored the task, and Enqueue succeeds. When no answer comes at all, the
 // error is an *EnqueueError naming the id under which the task may be
-// stored. An error that says Redis stored nothing (notStored: no
-// connection before the task was sent, WRONGPASS, NOAUTH, NOPERM, an
-// unknown command) is no *EnqueueError and says "nothing enqueued". A conflict on req.TaskID is an error wrapping
-// asynq.ErrTaskIDConflict.
+// stored. An error that says Redis stored nothing (notStored: the
+// queue's registration, sent before the task, failed) is no *EnqueueError
+// and says "nothing enqueued"; a refusal of the task's own write is an
+// *EnqueueError, as it may be the refusal of a retry whose first try ran.
+// A conflict on req.TaskID is an error wrapping asynq.ErrTaskIDConflict.
 //
 // With an IdempotencyKey, the first request enqueues and the key is
 // remembered, in its scope (req.IdempotencyScope), for Config.IdempotencyTTL
@@ -129,31 +130,17 @@ func (s *Service) add(ctx context.Context, c enqueue.Checked, ours bool) (TaskRe
 // notStored reports whether err, the error of asynq's enqueue, says that
 // Redis certainly stored nothing of the task, so that it is no
 // *EnqueueError. asynq sends two commands: a SADD that registers the
-// queue (once per queue and client), then the script that stores the task.
-// Any error of the SADD means the script was never sent ("redis command
-// error: SADD failed: ...": a refused dial, WRONGPASS, NOAUTH, a timeout,
-// a key of the wrong type). Of the script's errors, which asynq flattens to
-// text ("redis eval error: ..."), only Redis's refusal of the command as a
-// whole is certain: WRONGPASS, NOAUTH, NOPERM and an unknown command, not
-// one raised inside the script (it names the script), which may follow a
-// write. A refused dial there may follow an earlier try whose write ran
-// and whose answer was lost (go-redis tries again on a new connection), so
-// it stays uncertain, as do timeouts.
+// queue (the first time a client enqueues to it), then the script that
+// stores the task. Any error of the SADD means the script was never sent
+// ("redis command error: SADD failed: ...": a refused dial, WRONGPASS,
+// NOAUTH, a timeout, a key of the wrong type). No error of the script
+// ("redis eval error: ...") is certain: go-redis sends the script again,
+// on a new connection, when its answer does not come in time, and Redis
+// may have run the first one. The error is then the retry's, whatever
+// refused it: a refused dial, a WRONGPASS, NOAUTH or NOPERM after the
+// credentials changed, an unknown command on a server failed over to.
 func notStored(err error) bool {
-	msg := err.Error()
-	if strings.Contains(msg, "redis command error: SADD failed: ") {
-		return true
-	}
-	_, reply, ok := strings.Cut(msg, "redis eval error: ")
-	if !ok || strings.Contains(reply, "script") {
-		return false
-	}
-	for _, refusal := range []string{"WRONGPASS ", "NOAUTH ", "NOPERM ", "ERR unknown command "} {
-		if strings.HasPrefix(reply, refusal) {
-			return true
-		}
-	}
-	return false
+	return strings.Contains(err.Error(), "redis command error: SADD failed: ")
 }
 
 // newRef is the TaskRef of c's task as an enqueue gives it: pending, or
