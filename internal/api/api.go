@@ -23,8 +23,9 @@
 // "Authorization: Bearer <token>"; the dashboard takes the same tokens as the
 // password of HTTP basic auth. Each token has a role (producer, reader,
 // operator) and each route, in one table, says which roles may use it; the
-// decision is made on the route the mux picks for the request. Answers of
-// those routes that carry data say Cache-Control: no-store. An
+// decision is made on the route the mux picks for the request. Every answer
+// of those routes, refusals included, says Cache-Control: no-store, but the
+// dashboard's page and script files. An
 // Idempotency-Key is the token's own. What the
 // routes do lives elsewhere and is given through Config: queue operations
 // (enqueue, task status, dead letters) in an ops.Service, which validates

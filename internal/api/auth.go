@@ -189,14 +189,18 @@ func (s *Server) accessOf(r *http.Request) access {
 // authentication is off); otherwise it answers 401 (no valid token) or 403
 // (a role that may not). The role goes with the request, for the dashboard,
 // and the token's position, for its share of the room for request bodies.
-// An answer that carries data (every route that needs a token but the
-// dashboard's page and files) gets Cache-Control: no-store.
+// Every answer of a route that needs a token, its refusals (401, 403, 429)
+// included, gets Cache-Control: no-store, but the dashboard's page and
+// files (see noStore).
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a := s.accessOf(r)
 		if a == accessOpen {
 			next.ServeHTTP(w, r)
 			return
+		}
+		if noStore(a, r) {
+			w.Header()["Cache-Control"] = []string{"no-store"}
 		}
 		role, tokenIndex := RoleOperator, -1
 		if s.cfg.InsecureNoAuth {
@@ -243,15 +247,19 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeProblem(w, r, Problem{Status: http.StatusForbidden,
 				Detail: "the API runs read-only (CERTMAIL_DASHBOARD_READONLY): dead letters and schedules cannot be changed through it"}, nil)
 		default:
-			if a != accessDashboard || strings.HasPrefix(r.URL.Path, dashboardAPIPrefix) {
-				// Tasks, payloads, dead letters, schedules: email
-				// addresses that no cache, a browser's or a shared one,
-				// may keep. The dashboard's page and scripts hold none.
-				w.Header()["Cache-Control"] = []string{"no-store"}
-			}
 			next.ServeHTTP(w, r)
 		}
 	})
+}
+
+// noStore reports whether the answers of r, to a route with access a that
+// needs a token, say Cache-Control: no-store. Tasks, payloads, dead letters,
+// schedules hold email addresses that no cache, a browser's or a shared
+// one, may keep; a refusal holds none but is answered the same way, so that
+// the rule has no exception other than the dashboard's page and script
+// files (under /monitoring/ but not /monitoring/api/), which hold no data.
+func noStore(a access, r *http.Request) bool {
+	return a != accessDashboard || strings.HasPrefix(r.URL.Path, dashboardAPIPrefix)
 }
 
 // rebindSafeHost reports whether a request's Host is one a web page of

@@ -1140,10 +1140,11 @@ func TestAuthFailureLimit(t *testing.T) {
 	}
 }
 
-// TestNoStore: every answer that needs a token and carries data (tasks and
-// their payloads, dead letters, schedules, the dashboard's JSON API) says
-// Cache-Control: no-store, so that no cache keeps the email addresses in
-// it; the OpenAPI document, open to all, stays cacheable.
+// TestNoStore: every answer of a route that needs a token (tasks and their
+// payloads, dead letters, schedules, the dashboard's JSON API), its
+// refusals included, says Cache-Control: no-store, so that no cache keeps
+// the email addresses in it; the OpenAPI document, open to all, stays
+// cacheable, and so does the dashboard's page, which holds no data.
 func TestNoStore(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -1157,6 +1158,24 @@ func TestNoStore(t *testing.T) {
 	for _, path := range []string{"/monitoring/api/queues", "/monitoring/api/queues/default/pending_tasks"} {
 		answers["GET "+path] = b.do(t, http.MethodGet, path, "", basicAuth(readerToken))
 	}
+	// The refusals of those routes too: the rule has no exception to
+	// remember but the dashboard's page and files.
+	refusals := map[string]struct {
+		path   string
+		header http.Header
+		status int
+	}{
+		"GET /v1/tasks/x without a token":          {"/v1/tasks/x", http.Header{}, http.StatusUnauthorized},
+		"GET /v1/schedules with a producer token":  {"/v1/schedules", bearer(producerToken), http.StatusForbidden},
+		"GET /monitoring/api/queues without login": {"/monitoring/api/queues", http.Header{}, http.StatusUnauthorized},
+	}
+	for what, r := range refusals {
+		res := b.do(t, http.MethodGet, r.path, "", r.header)
+		if res.status != r.status {
+			t.Errorf("%s: %d, want %d", what, res.status, r.status)
+		}
+		answers[what] = res
+	}
 	for what, res := range answers {
 		if got := res.header.Values("Cache-Control"); len(got) != 1 || got[0] != "no-store" {
 			t.Errorf("%s: %d, Cache-Control %q, want no-store", what, res.status, got)
@@ -1165,4 +1184,13 @@ func TestNoStore(t *testing.T) {
 	if got := b.get(t, "/v1/openapi.json").header.Get("Cache-Control"); got == "no-store" {
 		t.Errorf("GET /v1/openapi.json: Cache-Control %q, want it cacheable", got)
 	}
+	if res := b.do(t, http.MethodGet, "/monitoring/", "", basicAuth(readerToken)); res.status != http.StatusOK ||
+		res.header.Get("Cache-Control") == "no-store" {
+		t.Errorf("GET /monitoring/: %d, Cache-Control %q; want 200, the dashboard's page not no-store", res.status, res.header.Get("Cache-Control"))
+	}
+}
+
+// bearer is the header of a request with token and nothing else.
+func bearer(token string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + token}}
 }
