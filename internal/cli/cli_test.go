@@ -639,6 +639,18 @@ func withoutSequence(t *testing.T, payload []byte) string {
 	return string(payload)
 }
 
+// TestEnqueueHelpNamesTheBound: --process-at and --process-in give the
+// bound as the refusal does, 43800h (1825 days), not as "five years", which
+// a date five calendar years ahead can exceed.
+func TestEnqueueHelpNamesTheBound(t *testing.T) {
+	t.Parallel()
+	r := run(t, "enqueue", "resend-dcv", "--help")
+	help := strings.Join(strings.Fields(r.stdout), " ")
+	if r.code != 0 || strings.Count(help, "43800h (1825 days)") != 2 || strings.Contains(help, "five years") {
+		t.Errorf("enqueue resend-dcv --help: exit %d, %s; want --process-at and --process-in to say 43800h (1825 days)", r.code, help)
+	}
+}
+
 func TestEnqueueRejects(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
@@ -653,8 +665,8 @@ func TestEnqueueRejects(t *testing.T) {
 		{[]string{"enqueue", "send-cert", "--certificate-id", "5", "--email", "a@example.com", "--format", "fax"}, []string{"certificate_collect_format:"}},
 		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--queue", "Not A Queue"}, []string{"queue:"}},
 		{[]string{"enqueue", "set-emails", "--order-id", "5", "--email", "a@example.com", "--process-at", "9999-12-31T23:59:59Z"},
-			[]string{"process_at: must be at most five years (43800h) ahead"}},
-		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--process-in", "2000000h"}, []string{"process_in: must be at most five years (43800h) ahead"}},
+			[]string{"process_at: must be at most 43800h (1825 days) ahead"}},
+		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--process-in", "2000000h"}, []string{"process_in: must be at most 43800h (1825 days) ahead"}},
 		{[]string{"enqueue", "resend-domain-dcv", "--name-scope", "*.example.com", "--email", "admin"}, []string{"domain_id: required", "name_scope:", "email_array[0]:"}},
 	}
 	for _, tt := range tests {
@@ -705,7 +717,7 @@ func TestEnqueueFile(t *testing.T) {
 	if !strings.Contains(r.stderr, "queue: duplicate field") {
 		t.Errorf("the repeated queue is not named: %s", r.stderr)
 	}
-	if !strings.Contains(r.stderr, "process_at: must be at most five years (43800h) ahead") {
+	if !strings.Contains(r.stderr, "process_at: must be at most 43800h (1825 days) ahead") {
 		t.Errorf("the far process_at is not named: %s", r.stderr)
 	}
 	for _, n := range []int{1, 7, 9} {

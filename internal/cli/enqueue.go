@@ -61,8 +61,8 @@ func (f EnqueueFlags) service(env *Env) (svc *ops.Service, log *zap.Logger, done
 type TaskOptionFlags struct {
 	Account        string        `help:"DigiCert account to act for (default: the account \"default\")."`
 	Queue          string        `help:"Queue (default: default); one of CERTMAIL_QUEUES."`
-	ProcessAt      string        `name:"process-at" placeholder:"RFC3339" help:"Run at this time (e.g. 2026-05-01T09:00:00Z) rather than now; at most five years ahead."`
-	ProcessIn      time.Duration `name:"process-in" help:"Run after this delay (e.g. 10m) rather than now; at most five years (43800h)."`
+	ProcessAt      string        `name:"process-at" placeholder:"RFC3339" help:"Run at this time (e.g. 2026-05-01T09:00:00Z) rather than now; at most 43800h (1825 days) ahead."`
+	ProcessIn      time.Duration `name:"process-in" help:"Run after this delay (e.g. 10m) rather than now; at most 43800h (1825 days)."`
 	IdempotencyKey string        `name:"idempotency-key" help:"Enqueue at most once per key: a repeat returns the first task."`
 }
 

@@ -215,13 +215,13 @@ func taskIDMessage() string {
 }
 
 // MaxDelay is how far ahead a task may be set to run (process_at,
-// process_in): five years, 43800h, the longest interval a schedule may
+// process_in): 43800h (1825 days), the longest interval a schedule may
 // have. A mistyped year (9999, 2999) would otherwise park a task for
 // centuries, its only sign a scheduled state.
 const MaxDelay = 5 * 365 * 24 * time.Hour
 
 // msgTooFar refuses a process_at or process_in beyond MaxDelay.
-const msgTooFar = "must be at most five years (43800h) ahead"
+const msgTooFar = "must be at most 43800h (1825 days) ahead"
 
 func checkOptions(req Request) []tasks.FieldError {
 	var errs []tasks.FieldError

@@ -235,7 +235,7 @@ func BenchmarkCheck(b *testing.B) {
 }
 
 // TestCheckTimeBound: a task may be set to run at most enqueue.MaxDelay
-// (five years) ahead, by process_at or process_in; further is refused,
+// (43800h, 1825 days) ahead, by process_at or process_in; further is refused,
 // naming the bound, however the request came (API, CLI, a line of a file).
 func TestCheckTimeBound(t *testing.T) {
 	t.Parallel()
@@ -260,7 +260,7 @@ func TestCheckTimeBound(t *testing.T) {
 	for _, tt := range tests {
 		_, err := enqueue.Check(enqueue.Request{Type: tasks.TypeResendDCV, Payload: payload, ProcessAt: tt.at, ProcessIn: tt.in}, enqueue.Rules{})
 		var ve *tasks.ValidationError
-		want := []tasks.FieldError{{Field: tt.field, Message: "must be at most five years (43800h) ahead"}}
+		want := []tasks.FieldError{{Field: tt.field, Message: "must be at most 43800h (1825 days) ahead"}}
 		switch {
 		case tt.field == "" && err != nil:
 			t.Errorf("%s: %v, want accepted", tt.name, err)
@@ -269,6 +269,6 @@ func TestCheckTimeBound(t *testing.T) {
 		}
 	}
 	if enqueue.MaxDelay != 43800*time.Hour {
-		t.Errorf("MaxDelay %v, but the messages say 43800h", enqueue.MaxDelay)
+		t.Errorf("MaxDelay %v, but the messages say 43800h (1825 days)", enqueue.MaxDelay)
 	}
 }

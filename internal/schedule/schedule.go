@@ -283,8 +283,8 @@ func Validate(s Schedule, r Rules, now time.Time) error {
 // shortest interval.
 const sampledTicks = 100
 
-// maxEvery is the longest @every interval a schedule may have: five years,
-// as far as a cron spec's next date is looked for.
+// maxEvery is the longest @every interval a schedule may have: 43800h
+// (1825 days), as far as a cron spec's next date is looked for.
 const maxEvery = 5 * 365 * 24 * time.Hour
 
 // shortestInterval returns the shortest time between two of c's ticks that
@@ -336,7 +336,7 @@ func (c *Compiled) parseCron(cron string, j judge, add func(field, msg string)) 
 			// A cron spec's next date is looked for within five years
 			// (robfig/cron's search): an @every longer than that is as good
 			// as never.
-			add("cron", "fires every "+d.String()+": the longest interval allowed is five years (43800h)")
+			add("cron", "fires every "+d.String()+": the longest interval allowed is 43800h (1825 days)")
 		case d < j.rules.MinInterval:
 			add("cron", "fires every "+d.String()+" at times; the shortest interval allowed is "+
 				j.rules.MinInterval.String()+" (CERTMAIL_SCHEDULE_MIN_INTERVAL)")

@@ -711,7 +711,7 @@ func TestMinInterval(t *testing.T) {
 		{"0,1 9 * * *", "", 5 * time.Minute, false}, // one minute apart once a day
 		{"@hourly", "", time.Hour, true},
 		{"0 0 29 2 *", "", time.Hour, true},    // leap days only, but it fires
-		{"@every 43800h", "", time.Hour, true}, // five years: the longest
+		{"@every 43800h", "", time.Hour, true}, // 43800h (1825 days): the longest
 		{"@every 43801h", "", time.Hour, false},
 		// Once a week, as it fires across daylight saving changes: the EU's
 		// autumn change falls on a Sunday, whose 02:30 comes twice and
