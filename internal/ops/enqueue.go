@@ -159,11 +159,17 @@ const idempotencyKeyPrefix = "certmail:idempotency:"
 
 // idempotencyHash is the hex SHA-256 of an idempotency key's scope, a NUL
 // and the key: equal keys of two scopes (two producers' tokens) are two
-// Redis keys, and neither the key nor the scope can be read from it.
+// Redis keys, and neither the key nor the scope can be read from it. The
+// empty scope (the command line, an API without authentication) hashes the
+// key alone, as versions before scopes did, so that its keys outlive an
+// upgrade; that cannot meet a scoped hash, as a key holds no NUL
+// (enqueue.Check takes printable ASCII only).
 func idempotencyHash(scope, key string) string {
 	h := sha256.New()
-	h.Write([]byte(scope))
-	h.Write([]byte{0})
+	if scope != "" {
+		h.Write([]byte(scope))
+		h.Write([]byte{0})
+	}
 	h.Write([]byte(key))
 	return hex.EncodeToString(h.Sum(nil))
 }

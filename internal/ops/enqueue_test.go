@@ -451,8 +451,8 @@ func TestEnqueueIdempotencyKeptFor24Hours(t *testing.T) {
 		IdempotencyKey: "order-12 v1"}); err != nil {
 		t.Fatal(err)
 	}
-	// The key's scope is "" (the command line's), then a NUL, then the key.
-	sum := sha256.Sum256([]byte("\x00order-12 v1"))
+	// The key's scope is "" (the command line's): the key alone is hashed.
+	sum := sha256.Sum256([]byte("order-12 v1"))
 	ttl, err := b.rdb.PTTL(ctx, "certmail:idempotency:"+hex.EncodeToString(sum[:])).Result()
 	if err != nil {
 		t.Fatal(err)
@@ -499,6 +499,34 @@ func TestEnqueueIdempotencyScoped(t *testing.T) {
 	}
 	if sizes := b.queueSizes(t); sizes["default"] != 3 {
 		t.Errorf("queues = %v, want three tasks in default", sizes)
+	}
+}
+
+// TestEnqueueIdempotencyUnscopedKeyUnchanged: a key of the empty scope (the
+// command line, an API without authentication) is kept under the Redis key
+// of the versions before scopes, certmail:idempotency: and the SHA-256 of
+// the key alone, so that an upgrade does not forget it; a scoped one is
+// not.
+func TestEnqueueIdempotencyUnscopedKeyUnchanged(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	// printf 'crm-7781' | sha256sum
+	const earlier = "certmail:idempotency:ec340b3afe5495e938b65a9443e400457cce86f65448f18fbff7bd43caf1f887"
+	req := enqueue.Request{Type: "resend-dcv", Payload: []byte(`{"order_id": 999}`), IdempotencyKey: "crm-7781"}
+	if _, _, err := b.svc.Enqueue(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := b.rdb.Keys(ctx, "certmail:idempotency:*").Result()
+	if err != nil || len(keys) != 1 || keys[0] != earlier {
+		t.Fatalf("idempotency keys %v, %v; want only %s", keys, err, earlier)
+	}
+	req.IdempotencyScope = "scope-a"
+	if _, _, err := b.svc.Enqueue(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := b.rdb.Keys(ctx, "certmail:idempotency:*").Result(); err != nil || len(keys) != 2 {
+		t.Errorf("idempotency keys %v, %v; want the scoped key apart from %s", keys, err, earlier)
 	}
 }
 
