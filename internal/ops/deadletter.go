@@ -340,17 +340,11 @@ func (e *UnknownQueuesError) Is(target error) bool { return target == ErrInvalid
 // ever sent to yet) is only reported, in Unknown.
 func (s *Service) CheckPurge(ctx context.Context) (PurgeCheck, error) {
 	c := PurgeCheck{Queues: slices.Clone(s.opts.Rules.Queues)}
-	all, err := s.inspector.Queues()
+	all, known, err := s.knownQueues()
 	if err != nil {
-		return c, fmt.Errorf("list queues: %w", err)
+		return c, err
 	}
-	slices.Sort(all)
-	c.KnownCount = len(all)
-	for _, q := range all[:min(len(all), MaxQueuesListed)] {
-		// Any asynq producer names queues: a name is shown cut to the
-		// longest certmail takes.
-		c.Known = append(c.Known, deadletter.Clip(q, maxQueueName))
-	}
+	c.Known, c.KnownCount = known, len(all)
 	for _, q := range c.Queues {
 		if _, found := slices.BinarySearch(all, q); !found {
 			c.Unknown = append(c.Unknown, q)

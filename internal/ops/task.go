@@ -89,9 +89,9 @@ func (s *Service) TaskInQueue(ctx context.Context, queue, id string) (TaskStatus
 	}
 	switch {
 	case errors.Is(err, asynq.ErrQueueNotFound):
-		if known, count, lerr := s.knownQueues(); lerr == nil {
+		if all, known, lerr := s.knownQueues(); lerr == nil {
 			return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w: %w", ShowName(id), ShowName(queue), ErrNotFound,
-				&UnknownQueueError{Queue: queue, Known: known, KnownCount: count})
+				&UnknownQueueError{Queue: queue, Known: known, KnownCount: len(all)})
 		}
 		return TaskStatus{}, fmt.Errorf("task %s in queue %s: %w", ShowName(id), ShowName(queue), ErrNotFound)
 	case errors.Is(err, asynq.ErrTaskNotFound), trimmed:
@@ -119,20 +119,20 @@ func (e *UnknownQueueError) Error() string {
 	return fmt.Sprintf("asynq has never known queue %s (it knows: %s)", ShowName(e.Queue), QueueList(e.Known, e.KnownCount))
 }
 
-// knownQueues lists the queues asynq knows, sorted, at most
-// MaxQueuesListed of them, each cut to 64 bytes, and counts them all.
-func (s *Service) knownQueues() (known []string, count int, err error) {
-	all, err := s.inspector.Queues()
+// knownQueues lists the queues asynq knows, sorted: all of them, and the
+// first MaxQueuesListed cut to 64 bytes, to be shown.
+func (s *Service) knownQueues() (all, shown []string, err error) {
+	all, err = s.inspector.Queues()
 	if err != nil {
-		return nil, 0, fmt.Errorf("list queues: %w", err)
+		return nil, nil, fmt.Errorf("list queues: %w", err)
 	}
 	slices.Sort(all)
 	for _, q := range all[:min(len(all), MaxQueuesListed)] {
 		// Any asynq producer names queues: a name is shown cut to the
 		// longest certmail takes.
-		known = append(known, deadletter.Clip(q, maxQueueName))
+		shown = append(shown, deadletter.Clip(q, maxQueueName))
 	}
-	return known, len(all), nil
+	return all, shown, nil
 }
 
 // status is what Task reports of info.
