@@ -200,8 +200,10 @@ func helpArgs(args []string) []string {
 // own words mislead: a command that needs a subcommand points to its
 // --help, enqueue without a subcommand or --file lists the task types (bulk
 // is the default subcommand, so kong asks for --file), --queue given to
-// enqueue --file says that each line names its queue, and a setting given
-// in the environment is named by its variable (fromEnvironment).
+// enqueue --file says that each line names its queue, an unexpected
+// argument (certmail help nosuch) points to the --help of the command it
+// was given to, and a setting given in the environment is named by its
+// variable (fromEnvironment).
 func parseErrorMessage(err error) string {
 	s := err.Error()
 	var pe *kong.ParseError
@@ -220,8 +222,24 @@ func parseErrorMessage(err error) string {
 			`the default queue when it names none); the task-type subcommands take --queue`
 	case strings.HasPrefix(s, "expected one of "):
 		return s + "; " + strings.TrimSpace("certmail "+cmd) + " --help lists them"
+	case strings.HasPrefix(s, "unexpected argument ") && cmd == "":
+		return s + "; certmail --help lists the commands"
+	case strings.HasPrefix(s, "unexpected argument "):
+		return s + "; " + commandPath(cmd) + " --help says what it takes"
 	}
 	return fromEnvironment(ctx, s)
+}
+
+// commandPath is "certmail" and the words of kong's command cmd without its
+// arguments ("task <id>" is certmail task): the command whose --help helps.
+func commandPath(cmd string) string {
+	words := []string{"certmail"}
+	for _, w := range strings.Fields(cmd) {
+		if !strings.HasPrefix(w, "<") {
+			words = append(words, w)
+		}
+	}
+	return strings.Join(words, " ")
 }
 
 // subcommands lists the names of the subcommands of the top-level command

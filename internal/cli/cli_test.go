@@ -153,8 +153,9 @@ func hasSubcommands(t reflect.Type) bool {
 }
 
 // An operator lost at the command line is pointed the right way: "certmail
-// help [command]" prints the help; a command that needs a subcommand points
-// to its --help; enqueue alone lists the task types rather than ask for
+// help [command]" prints the help, and a word it does not know (help
+// nosuch) points to the --help that lists the commands; a command that
+// needs a subcommand points to its --help; enqueue alone lists the task types rather than ask for
 // --file (bulk, the default subcommand, needs it); and --queue given to
 // enqueue --file says that each line names its queue rather than suggest
 // --queues, the workers' list.
@@ -169,6 +170,9 @@ func TestUsageErrorsPointTheWay(t *testing.T) {
 		{nil, 2, "; certmail --help lists them", ""},
 		{[]string{"help"}, 0, "Usage: certmail <command>", ""},
 		{[]string{"help", "dlq"}, 0, "Usage: certmail dlq <command>", ""},
+		{[]string{"help", "nosuch"}, 2, "unexpected argument nosuch; certmail --help lists the commands", ""},
+		{[]string{"help", "dlq", "nosuch"}, 2, "unexpected argument nosuch; certmail dlq --help says what it takes", ""},
+		{[]string{"task", "an-id", "nosuch"}, 2, "unexpected argument nosuch; certmail task --help says what it takes", ""},
 		{[]string{"dlq"}, 2, "; certmail dlq --help lists them", ""},
 		{[]string{"enqueue"}, 2, "give a task type (set-emails, resend-dcv, send-cert, resend-domain-dcv), or --file FILE", "missing flags"},
 		{[]string{"enqueue", "-f", "jobs.jsonl", "--queue", "bulk"}, 2, "enqueue --file takes each task's queue from its line", "--queues"},
