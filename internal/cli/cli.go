@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -25,6 +24,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/admin"
@@ -60,7 +60,7 @@ type Env struct {
 // while the command writes its own lines there: Env.Stderr takes one write
 // at a time.
 func newEnv(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) *Env {
-	return &Env{Ctx: ctx, Stdin: stdin, Stdout: stdout, Stderr: &lockedWriter{w: stderr}}
+	return &Env{Ctx: ctx, Stdin: stdin, Stdout: stdout, Stderr: zapcore.Lock(zapcore.AddSync(stderr))}
 }
 
 // logRedisTo sends go-redis's own log output (process-wide) to log until
@@ -405,16 +405,3 @@ func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
-
-// lockedWriter makes w safe for writes from several goroutines, each
-// write whole.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
