@@ -6,40 +6,15 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/redistest"
 )
-
-// appendN appends n entries of tasks prefix-0 … prefix-(n-1), a few
-// appends at a time.
-func appendN(t *testing.T, rdb redis.UniversalClient, prefix string, n int, maxLen int64) {
-	t.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for w := range 8 {
-		wg.Go(func() {
-			for i := w; i < n; i += 8 {
-				e := deadletter.Entry{TaskID: fmt.Sprint(prefix, "-", i), Type: "set-emails", Queue: "default",
-					Payload: []byte(`{"order_id":1,"emails":["a@example.com"]}`), ErrorCode: "not_found|order", FailedAt: time.Now()}
-				if _, err := deadletter.Append(context.Background(), rdb, e, maxLen); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-}
 
 // oldEntry writes an entry as an earlier version (or an operator) did:
 // the stream entry alone.
@@ -92,9 +67,9 @@ func TestLookupCostDoesNotGrowWithTheStream(t *testing.T) {
 	t.Parallel()
 	s := redistest.Start(t)
 	rdb := s.Client()
-	appendN(t, rdb, "a", 200, 100000)
+	certmailtest.AppendDeadLetters(t, rdb, "a", 200, 100000)
 	smallAll, smallReads := lookupCost(t, s, "a-3")
-	appendN(t, rdb, "b", 19800, 100000)
+	certmailtest.AppendDeadLetters(t, rdb, "b", 19800, 100000)
 	bigAll, bigReads := lookupCost(t, s, "a-3")
 	if bigAll != smallAll || bigReads != smallReads || bigAll > 20 {
 		t.Errorf("4 lookups in 20 000 entries: %d commands, %d stream reads; in 200: %d, %d; want the same few",
@@ -113,7 +88,7 @@ func TestLookupOfEntriesWithoutIndex(t *testing.T) {
 	ctx := context.Background()
 	before := oldEntry(t, rdb, "t1") // written before the upgrade
 	oldEntry(t, rdb, "t2")
-	appendN(t, rdb, "new", 3, 100000)
+	certmailtest.AppendDeadLetters(t, rdb, "new", 3, 100000)
 	e := deadletter.Entry{TaskID: "t1", Type: "resend-dcv", Queue: "other", ErrorCode: "new", FailedAt: time.Now()}
 	if _, err := deadletter.Append(ctx, rdb, e, 100000); err != nil {
 		t.Fatal(err)
@@ -134,7 +109,7 @@ func TestLookupOfEntriesWithoutIndex(t *testing.T) {
 		t.Errorf("Find(t3) = %+v, %v, %v; want the entry written by hand", got, found, err)
 	}
 	// Another after it: the hand-written one is still found.
-	appendN(t, rdb, "later", 1, 100000)
+	certmailtest.AppendDeadLetters(t, rdb, "later", 1, 100000)
 	if refs, err := deadletter.TaskRefs(ctx, rdb, "t3"); err != nil || len(refs) != 1 || refs[0].EntryID != byHand {
 		t.Errorf("TaskRefs(t3) = %+v, %v; want the entry written by hand", refs, err)
 	}
@@ -145,12 +120,12 @@ func TestLookupOfEntriesWithoutIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	byOldWorker := oldEntry(t, rdb, "t4")
-	appendN(t, rdb, "after", 1, 100000)
+	certmailtest.AppendDeadLetters(t, rdb, "after", 1, 100000)
 	if got, found, err := deadletter.Find(ctx, rdb, "t4"); err != nil || !found || got.ID != byOldWorker {
 		t.Errorf("Find(t4) = %+v, %v, %v; want the newer entry, the earlier worker's", got, found, err)
 	}
 	// Trimmed past every unindexed entry: nothing left to read but the index.
-	appendN(t, rdb, "fill", 2000, 500)
+	certmailtest.AppendDeadLetters(t, rdb, "fill", 2000, 500)
 	if _, found, err := deadletter.Find(ctx, rdb, "t1"); err != nil || found {
 		t.Errorf("Find(t1) after trimming: found %v (%v)", found, err)
 	}
@@ -190,7 +165,7 @@ func TestIndexFollowsTheStream(t *testing.T) {
 	if got, found, err := deadletter.Find(ctx, rdb, "twice"); err != nil || !found || got.ID != refs[1].EntryID {
 		t.Errorf("Find after removing the newest = %q, %v (%v); want %s", got.ID, found, err, refs[1].EntryID)
 	}
-	appendN(t, rdb, "fill", 3000, 300)
+	certmailtest.AppendDeadLetters(t, rdb, "fill", 3000, 300)
 	if refs, err := deadletter.TaskRefs(ctx, rdb, "twice"); err != nil || len(refs) != 0 {
 		t.Errorf("TaskRefs(twice) after trimming = %+v, %v; want none", refs, err)
 	}

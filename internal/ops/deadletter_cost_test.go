@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/ops"
 )
@@ -15,25 +15,7 @@ import (
 // fillStream appends n entries of other tasks, as the worker does.
 func (b *bundle) fillStream(t *testing.T, n int) {
 	t.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for w := range 8 {
-		wg.Go(func() {
-			for i := w; i < n; i += 8 {
-				e := deadletter.Entry{TaskID: fmt.Sprintf("filler-%d-%d", n, i), Type: "set-emails", Queue: "default",
-					Payload: []byte(`{"order_id":1,"emails":["a@example.com"]}`), ErrorCode: "not_found|order", FailedAt: time.Now()}
-				if _, err := deadletter.Append(context.Background(), b.rdb, e, deadletter.DefaultMaxLen); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	certmailtest.AppendDeadLetters(t, b.rdb, fmt.Sprint("filler-", n), n, deadletter.DefaultMaxLen)
 }
 
 // A show, a requeue, a delete and a requeue of an unknown task id cost the
