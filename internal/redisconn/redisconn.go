@@ -1,7 +1,8 @@
 // Package redisconn turns REDIS_URL into the two handles certmail needs: an
 // asynq connection option and a go-redis client for certmail's own keys,
 // both on the same server (or Sentinel group) and database, waits for
-// Redis to answer, and reports a Redis that may evict certmail's keys.
+// Redis to answer, reports a Redis that may evict certmail's keys, and logs
+// an outage's first and last lines (WatchOutages).
 package redisconn
 
 import (
@@ -15,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -34,6 +36,9 @@ type Conn struct {
 	// Embedded is set for an in-process Redis (certmail dev's miniredis),
 	// which has no eviction policy to read: CheckEviction skips it.
 	Embedded bool
+
+	watchOnce sync.Once
+	watch     *outageWatch // WatchOutages' hook, added once
 }
 
 // Open parses REDIS_URL, one of

@@ -40,6 +40,33 @@ func TestHealthWhileWaitingForRedis(t *testing.T) {
 	certmailtest.WaitFor(t, 10*time.Second, func() bool {
 		return logs.FilterMessage("became the scheduler leader").Len() == 1
 	}, func() string { return "no leader" })
+	if n := logs.FilterMessage(redisGone).Len(); n != 0 {
+		t.Errorf("waiting for Redis at start logged %d outage lines, want none", n)
+	}
+}
+
+const redisGone, redisBack = "Redis is not answering; certmail keeps trying", "Redis is answering again"
+
+// A Redis outage has a first and a last line in the scheduler's log: WARN
+// when Redis stops answering, INFO when it answers again.
+func TestSchedulerRedisOutageFirstAndLastLine(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	logs, _ := e.start(Config{Lease: testLease})
+	certmailtest.WaitFor(t, 10*time.Second, func() bool {
+		return logs.FilterMessage("became the scheduler leader").Len() == 1
+	}, func() string { return "no leader" })
+	e.redis.Kill()
+	certmailtest.WaitFor(t, 10*time.Second, func() bool {
+		return logs.FilterMessage(redisGone).FilterLevelExact(zap.WarnLevel).Len() == 1
+	}, func() string { return "no line saying Redis is not answering" })
+	e.redis.Relaunch()
+	certmailtest.WaitFor(t, 10*time.Second, func() bool {
+		return logs.FilterMessage(redisBack).FilterLevelExact(zap.InfoLevel).Len() == 1
+	}, func() string { return "no line saying Redis answers again" })
+	if n := logs.FilterMessage(redisGone).Len(); n != 1 {
+		t.Errorf("%d lines saying Redis is not answering, want 1", n)
+	}
 }
 
 // A scheduler whose Redis may evict keys (maxmemory-policy other than

@@ -276,6 +276,7 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) error {
 		return errors.Join(err, stopErr)
 	}
 	s.cfg.Redis.CheckEviction(ctx, s.log, evictionRisk)
+	defer s.cfg.Redis.WatchOutages(s.log)()
 	running.Store(true)
 	s.log.Info("scheduler started", zap.String("redis", s.cfg.Redis.Target), zap.String("file", s.cfg.File), zap.Duration("lease", s.cfg.Lease),
 		zap.String("admin_addr", addrString(adminAddr)), zap.String("version", buildinfo.Version))

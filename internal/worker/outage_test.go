@@ -99,3 +99,20 @@ func TestRedisOutageLogsEachFailureOnce(t *testing.T) {
 		t.Error("the stopped worker did not report the lines it held back")
 	}
 }
+
+// A Redis outage has a first and a last line in the worker's log, whatever
+// its loops log meanwhile: WARN when Redis stops answering, INFO when it
+// answers again.
+func TestRedisOutageFirstAndLastLine(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{startWorkers: -1})
+	b.startWorkerCtl(t, setupOpts{})
+	const gone, back = "Redis is not answering; certmail keeps trying", "Redis is answering again"
+	b.redis.Kill()
+	waitFor(t, 20*time.Second, func() bool { return len(b.logs.Lines("warn", gone)) == 1 }, b.logs.Text)
+	b.redis.Relaunch()
+	waitFor(t, 20*time.Second, func() bool { return len(b.logs.Lines("info", back)) == 1 }, b.logs.Text)
+	if n := len(b.logs.Lines("warn", gone)); n != 1 {
+		t.Errorf("%d lines saying Redis is not answering, want 1:\n%s", n, b.logs.Text())
+	}
+}

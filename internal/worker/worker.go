@@ -353,6 +353,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 		return err
 	}
 	w.cfg.Redis.CheckEviction(ctx, w.log, evictionRisk)
+	defer w.cfg.Redis.WatchOutages(w.log)()
 	srv := asynq.NewServer(w.cfg.Redis.Opt, asynq.Config{
 		Concurrency:       w.cfg.Concurrency,
 		Queues:            w.cfg.Queues,
