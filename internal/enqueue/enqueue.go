@@ -111,7 +111,7 @@ const (
 
 // Check judges req by r: the payload is read with tasks.Parse, and every
 // problem with it, an account that is not configured ({"account", "unknown
-// account"}) and bad options ("queue", also for a queue no worker serves,
+// account; the configured accounts are …"}) and bad options ("queue", also for a queue no worker serves,
 // "process_at", "process_in", "idempotency_key", "task_id") come back
 // together in one bounded *tasks.ValidationError. An unknown type gives an
 // error wrapping tasks.ErrUnknownType.
@@ -137,7 +137,7 @@ func Check(req Request, r Rules) (Checked, error) {
 		}
 	}
 	if name, ok := accountOf(p, req.Payload, listed); ok && !slices.Contains(r.Accounts, cmp.Or(name, tasks.DefaultAccount)) {
-		errs = append(errs, tasks.FieldError{Field: "account", Message: msgUnknownAccount})
+		errs = append(errs, tasks.FieldError{Field: "account", Message: msgUnknown(r.Accounts)})
 	}
 	errs = append(errs, checkOptions(req)...)
 	queue := cmp.Or(req.Queue, tasks.DefaultQueue)
@@ -195,6 +195,19 @@ func accountOf(p tasks.Payload, raw []byte, errs []tasks.FieldError) (string, bo
 		return "", false
 	}
 	return *members.Account, true
+}
+
+// maxListed bounds the names an error lists (accounts come from a file of
+// any length).
+const maxListed = 10
+
+// msgUnknown says that an account is not configured, and which are.
+func msgUnknown(accounts []string) string {
+	names := strings.Join(accounts[:min(len(accounts), maxListed)], ", ")
+	if n := len(accounts) - maxListed; n > 0 {
+		names += " and " + strconv.Itoa(n) + " more"
+	}
+	return msgUnknownAccount + "; the configured accounts are " + names
 }
 
 // msgNotServed says that a queue is not one the workers serve, and which

@@ -2,6 +2,7 @@ package enqueue_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -30,24 +31,24 @@ func TestCheckRules(t *testing.T) {
 		want  []tasks.FieldError
 	}{
 		{"defaults: account default, queue default", set("", ""), enqueue.Rules{}, nil},
-		{"defaults: another account", set("eu", ""), enqueue.Rules{}, []tasks.FieldError{{Field: "account", Message: "unknown account"}}},
+		{"defaults: another account", set("eu", ""), enqueue.Rules{}, []tasks.FieldError{{Field: "account", Message: "unknown account; the configured accounts are default"}}},
 		{"a configured account", set("eu", "bulk"), euBulk, nil},
 		{"no account named: default", set("", "bulk"), euBulk, nil},
 		{"no account named, and no account default", set("", "bulk"), enqueue.Rules{Accounts: []string{"eu"}, Queues: []string{"bulk"}},
-			[]tasks.FieldError{{Field: "account", Message: "unknown account"}}},
+			[]tasks.FieldError{{Field: "account", Message: "unknown account; the configured accounts are eu"}}},
 		{"the account default named", set("default", "bulk"), euBulk, nil},
-		{"an account not configured", set("us", "bulk"), euBulk, []tasks.FieldError{{Field: "account", Message: "unknown account"}}},
+		{"an account not configured", set("us", "bulk"), euBulk, []tasks.FieldError{{Field: "account", Message: "unknown account; the configured accounts are default, eu"}}},
 		{"a queue not served", set("", "default"), euBulk,
 			[]tasks.FieldError{{Field: "queue", Message: "no worker serves this queue; CERTMAIL_QUEUES serves bulk, critical"}}},
 		{"the default queue not served", set("", ""), euBulk,
 			[]tasks.FieldError{{Field: "queue", Message: "the default queue default is not served (CERTMAIL_QUEUES serves bulk, critical): name one of them"}}},
 		{"rules already sorted, a queue not served", set("us", "default"), euBulk.WithDefaults(),
-			[]tasks.FieldError{{Field: "account", Message: "unknown account"},
+			[]tasks.FieldError{{Field: "account", Message: "unknown account; the configured accounts are default, eu"},
 				{Field: "queue", Message: "no worker serves this queue; CERTMAIL_QUEUES serves bulk, critical"}}},
 		{"rules already sorted, all served", set("eu", "critical"), euBulk.WithDefaults(), nil},
 		{"an unknown account beside other problems", enqueue.Request{Type: tasks.TypeSetEmails,
 			Payload: []byte(`{"order_id": 0, "additional_emails": [], "account": "us"}`), Queue: "bulk"}, euBulk,
-			[]tasks.FieldError{{Field: "order_id", Message: "must be greater than 0"}, {Field: "account", Message: "unknown account"}}},
+			[]tasks.FieldError{{Field: "order_id", Message: "must be greater than 0"}, {Field: "account", Message: "unknown account; the configured accounts are default, eu"}}},
 		{"a task id and an idempotency key", enqueue.Request{Type: tasks.TypeSetEmails, Payload: set("", "").Payload,
 			TaskID: "sched:x:1", IdempotencyKey: "k"}, enqueue.Rules{},
 			[]tasks.FieldError{{Field: "task_id", Message: "a task with an idempotency key gets its id from the key: give one or the other"}}},
@@ -270,5 +271,20 @@ func TestCheckTimeBound(t *testing.T) {
 	}
 	if enqueue.MaxDelay != 43800*time.Hour {
 		t.Errorf("MaxDelay %v, but the messages say 43800h (1825 days)", enqueue.MaxDelay)
+	}
+}
+
+// An unknown account's message lists the configured ones, at most ten of
+// them: an accounts file of any length gives a bounded answer.
+func TestUnknownAccountListBounded(t *testing.T) {
+	var accounts []string
+	for i := range 15 {
+		accounts = append(accounts, fmt.Sprintf("acct%02d", i))
+	}
+	_, err := enqueue.Check(enqueue.Request{Type: tasks.TypeResendDCV, Payload: []byte(`{"order_id": 1, "account": "mars"}`)},
+		enqueue.Rules{Accounts: accounts})
+	want := "account: unknown account; the configured accounts are acct00, acct01, acct02, acct03, acct04, acct05, acct06, acct07, acct08, acct09 and 5 more"
+	if err == nil || !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("got %v, want it to end with %q", err, want)
 	}
 }

@@ -139,14 +139,14 @@ func TestEnqueueInvalid(t *testing.T) {
 		{
 			name: "unknown account",
 			req:  enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": [], "account": "eu"}`)},
-			want: []tasks.FieldError{{Field: "account", Message: "unknown account"}},
+			want: []tasks.FieldError{{Field: "account", Message: "unknown account; the configured accounts are default"}},
 		},
 		{
 			name: "unknown account with other problems",
 			req:  enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": 0, "additional_emails": [], "account": "eu"}`)},
 			want: []tasks.FieldError{
 				{Field: "order_id", Message: "must be greater than 0"},
-				{Field: "account", Message: "unknown account"},
+				{Field: "account", Message: "unknown account; the configured accounts are default"},
 			},
 		},
 		{
