@@ -63,6 +63,19 @@ func newEnv(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) *Env
 	return &Env{Ctx: ctx, Stdin: stdin, Stdout: stdout, Stderr: zapcore.Lock(zapcore.AddSync(stderr))}
 }
 
+// commandName is the command kctx runs as its errors name it: its words
+// without the placeholders of its arguments ("dlq requeue", not "dlq
+// requeue <task-id>").
+func commandName(kctx *kong.Context) string {
+	var words []string
+	for w := range strings.FieldsSeq(kctx.Command()) {
+		if !strings.HasPrefix(w, "<") {
+			words = append(words, w)
+		}
+	}
+	return strings.Join(words, " ")
+}
+
 // logRedisTo sends go-redis's own log output (process-wide) to log until
 // the command returns: JSON lines stay JSON lines.
 func (e *Env) logRedisTo(log *zap.Logger) {
@@ -129,7 +142,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	}
 	for _, f := range kctx.Flags() { // the command's own: kong reads every command's variables
 		if empty[f.Value] && f.Target.String() == "" { // not replaced by a flag given after
-			fmt.Fprintf(stderr, "certmail %s: %s: empty; give a file, or unset it\n", kctx.Command(), settingName(f.Value))
+			fmt.Fprintf(stderr, "certmail %s: %s: empty; give a file, or unset it\n", commandName(kctx), settingName(f.Value))
 			return 2
 		}
 	}
@@ -141,16 +154,16 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		if !errors.As(err, &in) {
 			in = interruptedError{err: err}
 		}
-		fmt.Fprintf(stderr, "certmail %s: %v\n", kctx.Command(), in)
+		fmt.Fprintf(stderr, "certmail %s: %v\n", commandName(kctx), in)
 		return ExitInterrupted
 	}
 	if err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "certmail %s: %v\n", kctx.Command(), err)
+			fmt.Fprintf(stderr, "certmail %s: %v\n", commandName(kctx), err)
 			return 2
 		}
-		fmt.Fprintf(stderr, "certmail %s: %v\n", kctx.Command(), err)
+		fmt.Fprintf(stderr, "certmail %s: %v\n", commandName(kctx), err)
 		return 1
 	}
 	return 0

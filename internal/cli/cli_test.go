@@ -1185,7 +1185,7 @@ func TestDLQInterruptedAmongItsIDs(t *testing.T) {
 			code := cli.Main(ctx, []string{"dlq", cmd, "abc", "--redis-url", "redis://" + proxy.Addr() + "/0"},
 				strings.NewReader(""), &out, &errOut)
 			// go-redis's log lines, process-wide, may come first.
-			want := "certmail dlq " + cmd + " <task-id>: interrupted: 0 of 1 tasks " + what + " before stopping\n"
+			want := "certmail dlq " + cmd + ": interrupted: 0 of 1 tasks " + what + " before stopping\n"
 			if code != cli.ExitInterrupted || !strings.HasSuffix(errOut.String(), want) || strings.Contains(errOut.String(), "abc:") {
 				t.Errorf("exit %d, stderr %q; want %d and %q alone", code, errOut.String(), cli.ExitInterrupted, want)
 			}
@@ -1199,7 +1199,7 @@ func TestDLQInterruptedAmongItsIDs(t *testing.T) {
 			errOut := &cancelOnWrite{want: "a: dead letter a:", cancel: cancel}
 			var out bytes.Buffer
 			code := cli.Main(ctx, []string{"dlq", cmd, "a", "b", "c", "--redis-url", e.redis.URL()}, strings.NewReader(""), &out, errOut)
-			want := "a: dead letter a: not found\ncertmail dlq " + cmd + " <task-id>: interrupted: 0 of 3 tasks " + what + " before stopping\n"
+			want := "a: dead letter a: not found\ncertmail dlq " + cmd + ": interrupted: 0 of 3 tasks " + what + " before stopping\n"
 			if got := errOut.String(); code != cli.ExitInterrupted || !strings.HasSuffix(got, want) ||
 				strings.Contains(got, "\nb:") || strings.Contains(got, "\nc:") {
 				t.Errorf("exit %d, stderr %q; want %d and %q, b and c not tried", code, got, cli.ExitInterrupted, want)
