@@ -82,7 +82,9 @@ func syntheticOrder(id int64) Order {
 
 // SetOrder adds or replaces an order with its validation state (the
 // defaults of Order and Domain filled in). Its domains become known to
-// PUT /domain/{domain_id}/dcv/emails.
+// PUT /domain/{domain_id}/dcv/emails. The fake ties a domain id to one
+// order, the one set last that lists it (ApproveDomain changes that one);
+// replacing an order lets go of the domains tied to it only.
 func (s *Server) SetOrder(o Order) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -94,7 +96,9 @@ func (s *Server) SetOrder(o Order) {
 func (s *Server) setOrder(o Order) {
 	if old := s.models[o.ID]; old != nil {
 		for _, d := range old.Domains {
-			delete(s.domainOrder, d.ID)
+			if s.domainOrder[d.ID] == o.ID { // not a domain another order took since
+				delete(s.domainOrder, d.ID)
+			}
 		}
 	}
 	s.models[o.ID] = &o

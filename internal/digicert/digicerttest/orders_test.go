@@ -197,6 +197,36 @@ func TestServer_DomainEmails(t *testing.T) {
 	}
 }
 
+// A domain id is tied to the order set last that lists it: replacing
+// another order that once listed it leaves it with its order, known to the
+// domain endpoint, and approving it changes that order.
+func TestServer_SetOrderKeepsAnotherOrdersDomain(t *testing.T) {
+	t.Parallel()
+	b := setup(t, digicerttest.Config{})
+	shared := digicerttest.Domain{ID: 41, NameScope: "example.com"}
+	b.fake.SetOrder(digicerttest.Order{ID: 1, Type: digicerttest.OrderOV, Domains: []digicerttest.Domain{shared}})
+	b.fake.SetOrder(digicerttest.Order{ID: 2, Type: digicerttest.OrderOV, Domains: []digicerttest.Domain{shared}})
+	b.fake.SetOrder(digicerttest.Order{ID: 1, Type: digicerttest.OrderOV, Domains: []digicerttest.Domain{{ID: 99, NameScope: "example.net"}}})
+
+	if doc := readValidation(t, b.base, 2); len(doc.NameValidations) != 1 || doc.NameValidations[0].Status != "pending" {
+		t.Fatalf("order 2: %+v", doc)
+	}
+	for _, id := range []int64{41, 99} {
+		if resp := send(t, http.MethodPut, domainURL(b.base, id), testKey, `{}`); resp.status != 204 {
+			t.Errorf("domain %d: %d %s", id, resp.status, resp.body)
+		}
+	}
+	if !b.fake.ApproveDomain(41) {
+		t.Fatal("ApproveDomain(41) = false")
+	}
+	if o, _ := b.fake.Order(2); o.Status != digicerttest.StatusIssued {
+		t.Errorf("order 2 after approving its only domain: %+v, want issued", o)
+	}
+	if o, _ := b.fake.Order(1); o.Status != digicerttest.StatusPending || o.Domains[0].Status != digicerttest.StatusPending {
+		t.Errorf("order 1 changed by another order's domain: %+v", o)
+	}
+}
+
 // The order's resend endpoint is for DV orders: an OV or EV order gets the
 // fake's stand-in error [assumption], and nothing is sent.
 func TestServer_OrderResendIsForDVOrdersOnly(t *testing.T) {
