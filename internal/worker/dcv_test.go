@@ -330,6 +330,46 @@ func TestOnlyIfPendingUnusableValidationAnswer(t *testing.T) {
 	}
 }
 
+// A domain waiting for email validation whose domain_id does not read as a
+// positive integer makes the answer a bad one: retried as transient before
+// any domain is sent (not refused for good, as a domain call with that id
+// would be). Once DigiCert answers for real, the retry resends.
+func TestOnlyIfPendingUnusableDomainID(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, id string }{
+		{"zero", `"domain_id":0,`}, {"negative", `"domain_id":-1,`}, {"not a number", `"domain_id":"abc",`}, {"absent", ``},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, setupOpts{})
+			b.fake.SetOrder(ovPending)
+			b.fake.FailPath("/services/v2/order/certificate/3001/validation", 1, 200, `{"order_status":"pending",`+
+				`"organization_validations":[{"status":"pending"}],"dns_name_validations":[`+
+				`{"domain_id":"41","name_scope":"example.com","status":"pending","method":"email"},`+
+				`{`+tt.id+`"name_scope":"example.org","status":"pending","method":"email"}]}`, "application/json")
+			task := b.enqueue(t, "resend-dcv", `{"order_id": 3001, "only_if_pending": true}`)
+			info := b.waitState(t, task, asynq.TaskStateRetry, 10*time.Second)
+			if info.Retried != 1 || !strings.HasPrefix(info.LastErr, "bad_answer: ") || !strings.Contains(info.LastErr, "no usable domain_id") {
+				t.Errorf("retried %d, last error %q; want one retry for a bad answer", info.Retried, info.LastErr)
+			}
+			warns := b.logs.Lines("warn", "delivery failed; will retry")
+			if len(warns) != 1 || warns[0]["error_code"] != "bad_answer" || warns[0]["error_class"] != "transient" {
+				t.Errorf("WARN lines %v, want one bad_answer, transient", warns)
+			}
+			if got := calls(b.fake); !slices.Equal(got, []string{"GET /order/certificate/3001/validation"}) {
+				t.Fatalf("calls %q, want the read only", got)
+			}
+			if err := b.inspector.RunTask("default", task); err != nil { // the retry comes now
+				t.Fatal(err)
+			}
+			r := result(t, b.waitState(t, task, asynq.TaskStateCompleted, 10*time.Second))
+			if n, m := len(b.fake.DomainDCVSends(41)), len(b.fake.DomainDCVSends(42)); r.Outcome != taskresult.Delivered || n != 1 || m != 1 {
+				t.Errorf("after the retry: outcome %q, %d and %d sends; want delivered, one each", r.Outcome, n, m)
+			}
+		})
+	}
+}
+
 // A delivery that sent one domain's emails and failed on the next is
 // retried; the retry sends the second only, the first being guarded.
 func TestOnlyIfPendingRedeliveryAfterOneOfSeveralDomains(t *testing.T) {
@@ -359,6 +399,72 @@ func TestOnlyIfPendingRedeliveryAfterOneOfSeveralDomains(t *testing.T) {
 	// Every domain done: the task's own guard is set, so a redelivery reads nothing.
 	if n, err := b.redis.Client().Exists(context.Background(), "certmail:delivered:"+id).Result(); err != nil || n != 1 {
 		t.Errorf("task guard: %d, %v", n, err)
+	}
+}
+
+// A delivery that finds every pending domain already sent (by an earlier
+// delivery; the others were approved since) while the task's own guard is
+// not set sends nothing and completes as duplicate, like a redelivery that
+// finds that guard.
+func TestOnlyIfPendingEveryPendingDomainAlreadySent(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.SetOrder(ovPending)
+	b.fake.FailPath("/services/v2/domain/42/dcv/emails", 4, 503, "<html>Service Unavailable</html>", "text/html") // every in-call attempt
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 3001, "only_if_pending": true}`)
+	b.waitState(t, id, asynq.TaskStateRetry, 10*time.Second)
+	if !b.fake.ApproveDomain(42) {
+		t.Fatal("ApproveDomain(42) = false")
+	}
+	before := b.fake.RequestCount()
+	if err := b.inspector.RunTask("default", id); err != nil { // the retry comes now
+		t.Fatal(err)
+	}
+	r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second))
+	want := []taskresult.Sent{{Via: "domain", DomainID: 41, NameScope: "example.com", Outcome: "duplicate"}}
+	if r.Outcome != taskresult.Duplicate || r.HTTPStatus != 0 || !slices.Equal(r.Sent, want) {
+		t.Errorf("result %+v, want duplicate with no http_status and %+v", r, want)
+	}
+	if got := calls(b.fake)[before:]; !slices.Equal(got, []string{"GET /order/certificate/3001/validation"}) {
+		t.Errorf("the retry's calls %q, want the read only", got)
+	}
+	if n := len(b.fake.DomainDCVSends(41)); n != 1 {
+		t.Errorf("domain 41 sent %d times, want once", n)
+	}
+	lines := b.logs.Lines("info", "task done")
+	if len(lines) != 1 || lines[0]["outcome"] != taskresult.Duplicate {
+		t.Errorf("task done lines %v, want one duplicate", lines)
+	}
+}
+
+// A redelivery of a task whose sends all succeeded (here the same task id
+// enqueued again, within the guard's lifetime) finds the task's own guard
+// and reads nothing: no validation read, no send.
+func TestOnlyIfPendingRedeliveryAfterEverySendReadsNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.SetOrder(ovPending)
+	b.fake.AddOrder(1001)
+	for _, order := range []int64{3001, 1001} { // OV per domain, DV through the order
+		t.Run(fmt.Sprint(order), func(t *testing.T) {
+			payload := fmt.Sprintf(`{"order_id": %d, "only_if_pending": true}`, order)
+			var outcomes []string
+			var reqs []int
+			for range 2 {
+				id := b.enqueue(t, "resend-dcv", payload, asynq.TaskID(fmt.Sprint("reused-", order)))
+				r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second))
+				if len(outcomes) == 1 && len(r.Sent) != 0 {
+					t.Errorf("the redelivery's result lists sends: %+v", r.Sent)
+				}
+				outcomes, reqs = append(outcomes, r.Outcome), append(reqs, b.fake.RequestCount())
+				if err := b.inspector.DeleteTask("default", id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if outcomes[0] != taskresult.Delivered || outcomes[1] != taskresult.Duplicate || reqs[1] != reqs[0] {
+				t.Errorf("outcomes %v, requests after each %v; want delivered then duplicate, no request", outcomes, reqs)
+			}
+		})
 	}
 }
 
