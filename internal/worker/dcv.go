@@ -105,7 +105,8 @@ func (p *processor) sent(ctx context.Context, d *delivery) {
 // or one of its DNS names); none when it gives none. A permanent failure of
 // one domain does not keep the others from being reminded: it is returned
 // once all were tried. Any other failure stops the delivery at once; the
-// retry skips the domains already sent.
+// retry skips the domains already sent. Each failure's reason names its
+// domain (aboutDomain).
 //
 // An answer listing more domains than an order holds
 // (digicert.MaxOrderNames) is not a real order's: the task fails for good
@@ -152,7 +153,7 @@ func (p *processor) resendPerDomain(ctx context.Context, d *delivery, pl tasks.R
 			}
 			continue
 		default:
-			return err
+			return aboutDomain(err, dom.DomainID)
 		}
 		d.detail.Add(sent)
 	}

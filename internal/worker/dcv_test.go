@@ -371,14 +371,23 @@ func TestOnlyIfPendingUnusableDomainID(t *testing.T) {
 }
 
 // A delivery that sent one domain's emails and failed on the next is
-// retried; the retry sends the second only, the first being guarded.
+// retried, its reason naming the domain that failed; the retry sends the
+// second only, the first being guarded.
 func TestOnlyIfPendingRedeliveryAfterOneOfSeveralDomains(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
 	b.fake.SetOrder(ovPending)
 	b.fake.FailPath("/services/v2/domain/42/dcv/emails", 4, 503, "<html>Service Unavailable</html>", "text/html") // every in-call attempt
 	id := b.enqueue(t, "resend-dcv", `{"order_id": 3001, "only_if_pending": true}`)
-	b.waitState(t, id, asynq.TaskStateRetry, 10*time.Second)
+	info := b.waitState(t, id, asynq.TaskStateRetry, 10*time.Second)
+	const reason = "http_503: domain 42: DigiCert answered 503 Service Unavailable"
+	if info.LastErr != reason {
+		t.Errorf("last error %q, want %q", info.LastErr, reason)
+	}
+	if warns := b.logs.Lines("warn", "delivery failed; will retry"); len(warns) != 1 || warns[0]["error"] != reason ||
+		!strings.HasPrefix(fmt.Sprint(warns[0]["error_detail"]), "domain 42: digicert domain-dcv-emails: 503") {
+		t.Errorf("WARN lines %v, want one naming domain 42", warns)
+	}
 	if n, m := len(b.fake.DomainDCVSends(41)), len(b.fake.DomainDCVSends(42)); n != 1 || m != 0 {
 		t.Fatalf("after the first delivery: %d and %d sends, want 1 and 0", n, m)
 	}
