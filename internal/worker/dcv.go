@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
@@ -104,9 +105,14 @@ func (p *processor) sent(ctx context.Context, d *delivery) {
 // addresses domain_approval_emails gives for that domain (its name scope
 // or one of its DNS names); none when it gives none. A permanent failure of
 // one domain does not keep the others from being reminded: it is returned
-// once all were tried. Any other failure stops the delivery at once; the
-// retry skips the domains already sent. Each failure's reason names its
-// domain (aboutDomain).
+// once all were tried. Any other failure (transient, or a wait) stops the
+// delivery at once, with its own class. The retry skips the domains
+// already sent and sends a refused one again (refused again, nothing
+// emailed): once the others went, the task is dead-lettered with the
+// refusal. Each failure's reason names its domain (aboutDomain); one that
+// comes after a refusal names the refusal too (afterRefusal), so that the
+// refusal is seen while the task is retried, and kept if its retries run
+// out.
 //
 // An answer listing more domains than an order holds
 // (digicert.MaxOrderNames) is not a real order's: the task fails for good
@@ -153,7 +159,7 @@ func (p *processor) resendPerDomain(ctx context.Context, d *delivery, pl tasks.R
 			}
 			continue
 		default:
-			return aboutDomain(err, dom.DomainID)
+			return afterRefusal(aboutDomain(err, dom.DomainID), failed)
 		}
 		d.detail.Add(sent)
 	}
@@ -196,6 +202,69 @@ func aboutDomain(err error, domainID int64) error {
 	}
 	cp := *te
 	cp.err = &domainError{domainID: domainID, err: te.err}
+	return &cp
+}
+
+// refusedEarlier is the retryable failure err (the cause, a *domainError)
+// of one domain in a delivery in which an earlier domain was refused for
+// good: its reason and its Go error chain say both, the refusal clipped to
+// maxRefusalNote so that both stay within their bounds. It unwraps to err
+// only: the task keeps the retryable failure's class, code and status.
+type refusedEarlier struct {
+	err      error
+	domainID int64  // the domain refused
+	code     string // the refusal's code
+	cause    error  // the refusal's cause, without its domain
+}
+
+// maxRefusalNote bounds, in bytes, what a failure's reason or error chain
+// says of the refusal before it.
+const maxRefusalNote = 200
+
+// Error is err's chain, then the refusal's, within maxErrorDetail.
+func (e *refusedEarlier) Error() string {
+	return joinRefusal(e.err.Error(), e.note(e.cause.Error()), maxErrorDetail)
+}
+
+func (e *refusedEarlier) Unwrap() error { return e.err }
+
+// reason is describe's account of e, within maxReasonMessage.
+func (e *refusedEarlier) reason() string {
+	return joinRefusal(describe(e.err), e.note(describe(e.cause)), maxReasonMessage)
+}
+
+// note says, on one line and in at most maxRefusalNote bytes, that the
+// domain was refused for good earlier and why.
+func (e *refusedEarlier) note(why string) string {
+	return deadletter.Clip(oneLine(fmt.Sprintf("domain %d refused for good earlier: %s: %s", e.domainID, e.code, why)), maxRefusalNote)
+}
+
+// joinRefusal is failure, clipped so that "; " and note follow it within
+// limit bytes, on one line.
+func joinRefusal(failure, note string, limit int) string {
+	return deadletter.Clip(oneLine(failure), limit-len(note)-2) + "; " + note
+}
+
+// afterRefusal returns err, the retryable failure of a domain (as
+// aboutDomain made it), with its reason also naming refused: the permanent
+// failure of an earlier domain of the delivery (as aboutDomain made it),
+// nil when there was none. err keeps its class, code and status: the task
+// is retried or handed back, and the retry meets the refusal again.
+func afterRefusal(err, refused error) error {
+	var rt *taskError
+	var rd *domainError
+	if refused == nil || !errors.As(refused, &rt) || !errors.As(rt.err, &rd) {
+		return err
+	}
+	wrap := func(cause error) error {
+		return &refusedEarlier{err: cause, domainID: rd.domainID, code: rt.code, cause: rd.err}
+	}
+	var te *taskError
+	if !errors.As(err, &te) {
+		return wrap(err)
+	}
+	cp := *te
+	cp.err = wrap(te.err)
 	return &cp
 }
 

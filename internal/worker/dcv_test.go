@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -494,6 +495,183 @@ func TestOnlyIfPendingPermanentFailureOfOneDomain(t *testing.T) {
 	}
 	if n := len(b.fake.DomainDCVSends(42)); n != 1 {
 		t.Errorf("domain 42 sent %d times, want 1", n)
+	}
+}
+
+// refusedOrder is an OV order of five domains, 101 to 105, waiting for
+// email validation; DigiCert refuses domain 102's resend for good, every
+// time. sends returns how many times each was emailed, in order.
+func refusedOrder(t *testing.T, b *bundle) (sends func() []int) {
+	t.Helper()
+	order := digicerttest.Order{ID: 5002, Type: digicerttest.OrderOV}
+	for i := range 5 {
+		order.Domains = append(order.Domains, digicerttest.Domain{ID: int64(101 + i), NameScope: fmt.Sprintf("d%d.example.com", i+1)})
+	}
+	b.fake.SetOrder(order)
+	b.fake.FailPath("/services/v2/domain/102/dcv/emails", 100, 400,
+		`{"errors":[{"code":"invalid_value:email_array","message":"Invalid email address."}]}`, "application/json")
+	return func() []int {
+		var n []int
+		for _, dom := range order.Domains {
+			n = append(n, len(b.fake.DomainDCVSends(dom.ID)))
+		}
+		return n
+	}
+}
+
+// refusalNote is how a failure's reason names domain 102's refusal.
+const refusalNote = "; domain 102 refused for good earlier: invalid_value:email_array: Invalid email address."
+
+// A transient failure after a domain DigiCert refused for good ends the
+// delivery there and is retried, not dead-lettered, its reason naming the
+// refusal too. The retry skips the domains sent, sends the refused one
+// again (refused again, nothing emailed) and the rest, and the task is
+// dead-lettered with the refusal: each domain DigiCert accepts emailed
+// once.
+func TestOnlyIfPendingTransientFailureAfterARefusal(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	sends := refusedOrder(t, b)
+	b.fake.FailPath("/services/v2/domain/104/dcv/emails", 4, 503, "<html>Service Unavailable</html>", "text/html") // every in-call attempt, once
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 5002, "only_if_pending": true}`)
+	var info *asynq.TaskInfo
+	waitFor(t, 10*time.Second, func() bool {
+		info, _ = b.inspector.GetTaskInfo("default", id)
+		return info != nil && (info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateRetry)
+	}, func() string { return "the task neither archived nor to be retried" })
+	const reason = "http_503: domain 104: DigiCert answered 503 Service Unavailable" + refusalNote
+	if info.State != asynq.TaskStateRetry || info.Retried != 1 || info.LastErr != reason {
+		t.Fatalf("task %s after %d retries, last error %q; want to be retried, last error %q", info.State, info.Retried, info.LastErr, reason)
+	}
+	warns := b.logs.Lines("warn", "delivery failed; will retry")
+	if len(warns) != 1 || warns[0]["error_code"] != "http_503" || warns[0]["error_class"] != "transient" || warns[0]["error"] != reason ||
+		!strings.Contains(fmt.Sprint(warns[0]["error_detail"]), "domain 104: digicert domain-dcv-emails: 503") ||
+		!strings.Contains(fmt.Sprint(warns[0]["error_detail"]), "; domain 102 refused for good earlier: invalid_value:email_array: digicert") {
+		t.Errorf("WARN lines %v, want one naming domain 104 and the refusal of 102", warns)
+	}
+	if got := sends(); !slices.Equal(got, []int{1, 0, 1, 0, 0}) {
+		t.Errorf("sends after the first delivery %v, want domains 101 and 103", got)
+	}
+	if got, want := calls(b.fake), []string{"GET /order/certificate/5002/validation", "PUT /domain/101/dcv/emails",
+		"PUT /domain/102/dcv/emails", "PUT /domain/103/dcv/emails", "PUT /domain/104/dcv/emails", "PUT /domain/104/dcv/emails",
+		"PUT /domain/104/dcv/emails", "PUT /domain/104/dcv/emails"}; !slices.Equal(got, want) {
+		t.Errorf("calls %q\nwant  %q (nothing past domain 104)", got, want)
+	}
+
+	before := b.fake.RequestCount()
+	if err := b.inspector.RunTask("default", id); err != nil { // the retry comes now
+		t.Fatal(err)
+	}
+	info = b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	if got, want := calls(b.fake)[before:], []string{"GET /order/certificate/5002/validation", "PUT /domain/102/dcv/emails",
+		"PUT /domain/104/dcv/emails", "PUT /domain/105/dcv/emails"}; !slices.Equal(got, want) {
+		t.Errorf("the retry's calls %q, want %q", got, want)
+	}
+	if got := sends(); !slices.Equal(got, []int{1, 0, 1, 1, 1}) {
+		t.Errorf("sends %v, want each domain but 102 once", got)
+	}
+	e := b.deadLetters(t, 1)[0]
+	if e["error_code"] != "invalid_value:email_array" || e["http_status"] != "400" || e["attempts"] != "2" ||
+		e["error_message"] != "domain 102: Invalid email address." {
+		t.Errorf("dead letter %v, want the refusal of domain 102 after 2 attempts", e)
+	}
+	if info.LastErr != "invalid_value:email_array: domain 102: Invalid email address." {
+		t.Errorf("last error %q", info.LastErr)
+	}
+	if errs := b.logs.Lines("error", "task dead-lettered"); len(errs) != 1 || errs[0]["error_class"] != "permanent" {
+		t.Errorf("ERROR lines %v, want one, permanent", errs)
+	}
+}
+
+// A domain failing transiently at every delivery after a refusal: once the
+// retries run out, the dead letter has the transient failure's code and
+// status, and its reason still names the refusal.
+func TestOnlyIfPendingRetriesRunOutAfterARefusal(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	sends := refusedOrder(t, b)
+	b.fake.FailPath("/services/v2/domain/104/dcv/emails", 100, 503, "<html>Service Unavailable</html>", "text/html")
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 5002, "only_if_pending": true}`, asynq.MaxRetry(2))
+	for range 2 {
+		b.waitState(t, id, asynq.TaskStateRetry, 10*time.Second)
+		if err := b.inspector.RunTask("default", id); err != nil { // the retry comes now
+			t.Fatal(err)
+		}
+	}
+	info := b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+	const msg = "domain 104: DigiCert answered 503 Service Unavailable" + refusalNote
+	e := b.deadLetters(t, 1)[0]
+	if e["error_code"] != "http_503" || e["http_status"] != "503" || e["attempts"] != "3" || e["error_message"] != msg {
+		t.Errorf("dead letter %v, want http_503 after 3 attempts, its message %q", e, msg)
+	}
+	if info.LastErr != "http_503: "+msg {
+		t.Errorf("last error %q, want the dead letter's reason", info.LastErr)
+	}
+	if warns := b.logs.Lines("warn", "delivery failed; will retry"); len(warns) != 2 || warns[1]["error"] != "http_503: "+msg {
+		t.Errorf("WARN lines %v, want two naming the refusal", warns)
+	}
+	if got := sends(); !slices.Equal(got, []int{1, 0, 1, 0, 0}) {
+		t.Errorf("sends %v, want domains 101 and 103 once", got)
+	}
+}
+
+// A worker stopping after a domain was refused for good hands the task
+// back (a wait, no retry used), its reason naming the refusal; it is not
+// dead-lettered for it. Another worker sends the rest, then dead-letters
+// the task with the refusal.
+func TestStoppingWorkerAfterARefusalHandsTheTaskBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{startWorkers: -1})
+	sends := refusedOrder(t, b)
+	sent, release := make(chan struct{}), make(chan struct{})
+	var n atomic.Int32
+	stop := b.startWorkerCtl(t, setupOpts{configure: func(c *worker.Config) {
+		c.ShutdownTimeout = 10 * time.Second
+		c.AfterDelivery = func(ctx context.Context, _ string) {
+			if n.Add(1) != 2 { // 101 sent, 102 refused, 103 sent: the worker stops before 104
+				return
+			}
+			close(sent)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+	}})
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 5002, "only_if_pending": true}`)
+	<-sent
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		stop()
+	}()
+	const shuttingDown = "shutting down: no new deliveries or DigiCert calls; calls in flight get the shutdown timeout"
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", shuttingDown)) == 1 }, b.logs.Text)
+	close(release)
+	<-stopped
+	const reason = "worker_stopping: domain 104: not sent to DigiCert: the worker is stopping; another worker takes the task" + refusalNote
+	lines := b.logs.Lines("info", "delivery deferred")
+	if len(lines) != 1 || lines[0]["error_code"] != "worker_stopping" || lines[0]["error_class"] != "wait" || lines[0]["error"] != reason {
+		t.Errorf("INFO lines %v, want one hand-back %q", lines, reason)
+	}
+	if n := len(b.logs.Lines("error", "task dead-lettered")); n != 0 {
+		t.Fatalf("%d tasks dead-lettered by the stopping worker, want none", n)
+	}
+	if got := sends(); !slices.Equal(got, []int{1, 0, 1, 0, 0}) {
+		t.Errorf("sends by the stopping worker %v, want domains 101 and 103", got)
+	}
+
+	b.startWorker(t, setupOpts{})
+	info := b.waitState(t, id, asynq.TaskStateArchived, 15*time.Second)
+	if info.Retried != 0 {
+		t.Errorf("the handed-back task used %d retries, want 0", info.Retried)
+	}
+	if e := b.deadLetters(t, 1)[0]; e["error_code"] != "invalid_value:email_array" || e["http_status"] != "400" ||
+		e["error_message"] != "domain 102: Invalid email address." {
+		t.Errorf("dead letter %v, want the refusal of domain 102", e)
+	}
+	if got := sends(); !slices.Equal(got, []int{1, 0, 1, 1, 1}) {
+		t.Errorf("sends %v, want each domain but 102 once", got)
 	}
 }
 

@@ -114,9 +114,12 @@ func describe(err error) string {
 	var reqErr *digicert.RequestError
 	var ve *tasks.ValidationError
 	var de *domainError
+	var re *refusedEarlier
 	switch {
 	case err == nil:
 		return "no error"
+	case errors.As(err, &re): // before domainError, which it wraps
+		return re.reason()
 	case errors.As(err, &de):
 		return "domain " + strconv.FormatInt(de.domainID, 10) + ": " + describe(de.err)
 	case errors.As(err, &ve):
