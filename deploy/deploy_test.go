@@ -22,6 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/queuestats"
@@ -100,11 +101,7 @@ func TestComposeFile(t *testing.T) {
 			t.Errorf("%s replicas = %v, want 2", name, get(services, name, "deploy", "replicas"))
 		}
 	}
-	for _, name := range []string{"worker", "worker-sandbox"} {
-		if get(services, name, "environment", "DIGICERT_API_KEY_FILE") != "/run/secrets/digicert-api-key" {
-			t.Errorf("%s does not read the DigiCert key from the secret", name)
-		}
-	}
+	composeKeys(t, d)
 	for name, s := range get(d, "secrets").(map[string]any) {
 		if _, err := os.Stat(filepath.Join(repo, get(s, "file").(string))); err != nil {
 			t.Errorf("secret %s: %v", name, err)
@@ -183,6 +180,76 @@ func TestComposeFile(t *testing.T) {
 			if got := cfg.Services[name].Environment["DIGICERT_BASE_URL"]; got != want {
 				t.Errorf("docker %s: %s calls DigiCert at %q, want %q", strings.Join(cmd.Args[1:], " "), name, got, want)
 			}
+		}
+	}
+}
+
+// composeKeys: the workers that call DigiCert read the key file
+// deploy/compose/secrets/digicert-api-key, whose placeholder they refuse;
+// the sandbox's workers read a key of their own, which the fake accepts and
+// the workers do too, and which no worker that calls DigiCert is given.
+func composeKeys(t *testing.T, d map[string]any) {
+	t.Helper()
+	services, _ := d["services"].(map[string]any)
+	keyFile := func(service string) (secret, file string) {
+		p, _ := get(services, service, "environment", "DIGICERT_API_KEY_FILE").(string)
+		secret, ok := strings.CutPrefix(p, "/run/secrets/")
+		if !ok || !slices.Contains(toStrings(get(services, service, "secrets")), secret) {
+			t.Errorf("%s reads its key from %q, not from one of its secrets %v", service, p, get(services, service, "secrets"))
+		}
+		file, _ = get(d, "secrets", secret, "file").(string)
+		return secret, filepath.Join(repo, file)
+	}
+	prod, prodFile := keyFile("worker")
+	if prod != "digicert-api-key" {
+		t.Errorf("worker reads the secret %s, want digicert-api-key (the README's)", prod)
+	}
+	if _, err := account.ReadKeyFile(prodFile); err == nil || !strings.Contains(err.Error(), "placeholder shipped in deploy/") {
+		t.Errorf("%s: the worker that calls DigiCert starts on the shipped key (%v); add it to the placeholders of internal/account", prodFile, err)
+	}
+	sandbox, sandboxFile := keyFile("worker-sandbox")
+	if sandbox == prod {
+		t.Errorf("worker-sandbox reads the secret %s of the workers that call DigiCert: it would start on the placeholder", sandbox)
+	}
+	if _, err := account.ReadKeyFile(sandboxFile); err != nil {
+		t.Errorf("%s: the sandbox's worker refuses its key: %v", sandboxFile, err)
+	}
+	fake := strings.Join(toStrings(get(services, "fake-digicert", "command")), " ")
+	if !strings.Contains(fake, "--api-key-file /run/secrets/"+sandbox) || !slices.Contains(toStrings(get(services, "fake-digicert", "secrets")), sandbox) {
+		t.Errorf("fake-digicert does not accept the sandbox workers' key %s: %s", sandbox, fake)
+	}
+	for name := range services {
+		ps := toStrings(get(services, name, "profiles"))
+		if !slices.Contains(ps, "sandbox") && slices.Contains(toStrings(get(services, name, "secrets")), sandbox) {
+			t.Errorf("service %s, outside the sandbox, is given the sandbox's key", name)
+		}
+	}
+}
+
+// TestKeyPlaceholdersRefused reads every DigiCert key file shipped under a
+// secrets/ directory of deploy/ (the compose sandbox's aside, which only
+// its fake CertCentral accepts): each is a placeholder that the worker
+// refuses to start with, so that a deployment fails at once rather than
+// pause its account on DigiCert's 401 minutes later.
+func TestKeyPlaceholdersRefused(t *testing.T) {
+	t.Parallel()
+	var shipped []string
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && filepath.Base(filepath.Dir(path)) == "secrets" &&
+			strings.Contains(d.Name(), "key") && path != filepath.Join("compose", "secrets", "sandbox-api-key") {
+			shipped = append(shipped, path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(shipped) < 2 {
+		t.Fatalf("found %d shipped key files (%v), want the compose and the example overlay's: the search is broken", len(shipped), shipped)
+	}
+	for _, p := range shipped {
+		if _, err := account.ReadKeyFile(p); err == nil || !strings.Contains(err.Error(), "placeholder shipped in deploy/") {
+			t.Errorf("%s: the shipped key is accepted (%v); add it to the placeholders of internal/account", p, err)
 		}
 	}
 }

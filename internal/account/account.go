@@ -173,8 +173,23 @@ func sameInstance(baseURL string) string {
 // DefaultBaseURL is the US CertCentral instance.
 const DefaultBaseURL = "https://www.digicert.com/services/v2"
 
+// placeholderKeys are the DigiCert API keys shipped in deploy/ for the
+// operator to replace (a test in deploy/ reads every key file there, so that
+// a new one cannot be missed here). A worker given one refuses to start:
+// DigiCert would answer 401, and the account would pause minutes later
+// rather than the deployment fail at once. The compose sandbox's key, which
+// only its fake CertCentral accepts, is not one of them.
+func placeholderKeys() []string {
+	return []string{
+		"replace-me-with-the-digicert-api-key", // deploy/compose/secrets/digicert-api-key
+		"replace-with-the-digicert-api-key",    // deploy/overlays/example/secrets/digicert-api-key
+		"sandbox-key-replace-me",               // deploy/compose/secrets/digicert-api-key before it had its own
+	}
+}
+
 // readKey returns the key given directly or read from file; what names the
-// file in errors (the variable or the YAML field).
+// file in errors (the variable or the YAML field). A placeholder shipped in
+// deploy/ is refused.
 func readKey(key, file, what string) (Secret, error) {
 	switch {
 	case key != "" && file != "":
@@ -188,10 +203,21 @@ func readKey(key, file, what string) (Secret, error) {
 		if k == "" {
 			return "", fmt.Errorf("%w: %s %s is empty", ErrNoKey, what, file)
 		}
-		return Secret(k), nil
+		return refusePlaceholder(Secret(k), what)
 	default:
-		return Secret(strings.TrimSpace(key)), nil
+		return refusePlaceholder(Secret(strings.TrimSpace(key)), "DIGICERT_API_KEY")
 	}
+}
+
+// refusePlaceholder returns key, or an error naming where it came from (what)
+// when it is a placeholder shipped in deploy/.
+func refusePlaceholder(key Secret, what string) (Secret, error) {
+	for _, p := range placeholderKeys() {
+		if key.Reveal() == p {
+			return "", fmt.Errorf("%s: the key is the placeholder shipped in deploy/: replace it with the account's DigiCert API key", what)
+		}
+	}
+	return key, nil
 }
 
 // ReadSecretFile reads the file a secret's setting names (DIGICERT_API_KEY_FILE,
@@ -213,8 +239,8 @@ func ReadSecretFile(setting, path string) ([]byte, error) {
 }
 
 // ReadKeyFile reads a key file again (an Account's KeyFile), as Load does:
-// surrounding white space removed, empty refused. Errors name the file, never
-// what it holds.
+// surrounding white space removed, empty or a placeholder refused. Errors
+// name the file, never what it holds.
 func ReadKeyFile(path string) (Secret, error) {
 	return readKey("", path, "key file")
 }

@@ -161,17 +161,21 @@ func TestLoadFileEmptyRateLimitsTakeTheDefault(t *testing.T) {
 func TestLoadRejects(t *testing.T) {
 	t.Parallel()
 	d := dir(t, map[string]string{
-		"empty.key":     " \n",
-		"ok.key":        "k",
-		"unknown.yaml":  "accounts:\n  - name: us\n    api_key: inline\n",
-		"badname.yaml":  "accounts:\n  - name: US East\n    api_key_file: ok.key\n",
-		"dup.yaml":      "accounts:\n  - name: us\n    api_key_file: ok.key\n  - name: us\n    api_key_file: ok.key\n",
-		"nokey.yaml":    "accounts:\n  - name: us\n",
-		"emptykey.yaml": "accounts:\n  - name: us\n    api_key_file: empty.key\n",
-		"badurl.yaml":   "accounts:\n  - name: us\n    base_url: ftp://x\n    api_key_file: ok.key\n",
-		"badrate.yaml":  "accounts:\n  - name: us\n    rate_limits: lots\n    api_key_file: ok.key\n",
-		"none.yaml":     "accounts: []\n",
-		"garbage.yaml":  "accounts: [\n",
+		"empty.key":        " \n",
+		"ok.key":           "k",
+		"compose.key":      "replace-me-with-the-digicert-api-key\n",
+		"overlay.key":      "replace-with-the-digicert-api-key\n",
+		"oldcompose.key":   "sandbox-key-replace-me\n",
+		"placeholder.yaml": "accounts:\n  - name: us\n    api_key_file: overlay.key\n",
+		"unknown.yaml":     "accounts:\n  - name: us\n    api_key: inline\n",
+		"badname.yaml":     "accounts:\n  - name: US East\n    api_key_file: ok.key\n",
+		"dup.yaml":         "accounts:\n  - name: us\n    api_key_file: ok.key\n  - name: us\n    api_key_file: ok.key\n",
+		"nokey.yaml":       "accounts:\n  - name: us\n",
+		"emptykey.yaml":    "accounts:\n  - name: us\n    api_key_file: empty.key\n",
+		"badurl.yaml":      "accounts:\n  - name: us\n    base_url: ftp://x\n    api_key_file: ok.key\n",
+		"badrate.yaml":     "accounts:\n  - name: us\n    rate_limits: lots\n    api_key_file: ok.key\n",
+		"none.yaml":        "accounts: []\n",
+		"garbage.yaml":     "accounts: [\n",
 	})
 	limits := "100/5s,1000/3m"
 	tests := []struct {
@@ -185,6 +189,11 @@ func TestLoadRejects(t *testing.T) {
 		{name: "key and key file", def: Default{APIKey: "a", APIKeyFile: filepath.Join(d, "ok.key"), RateLimits: limits}, want: "not both"},
 		{name: "missing key file", def: Default{APIKeyFile: filepath.Join(d, "absent.key"), RateLimits: limits}, want: "DIGICERT_API_KEY_FILE: cannot read the file: no such file or directory", errIs: fs.ErrNotExist},
 		{name: "empty key file", def: Default{APIKeyFile: filepath.Join(d, "empty.key"), RateLimits: limits}, want: "is empty", errIs: ErrNoKey},
+		// The keys shipped in deploy/ (deploy's TestKeyPlaceholdersRefused reads them).
+		{name: "compose placeholder key", def: Default{APIKeyFile: filepath.Join(d, "compose.key"), RateLimits: limits}, want: "DIGICERT_API_KEY_FILE: the key is the placeholder shipped in deploy/"},
+		{name: "overlay placeholder key", def: Default{APIKeyFile: filepath.Join(d, "overlay.key"), RateLimits: limits}, want: "DIGICERT_API_KEY_FILE: the key is the placeholder shipped in deploy/"},
+		{name: "earlier compose placeholder key", def: Default{APIKeyFile: filepath.Join(d, "oldcompose.key"), RateLimits: limits}, want: "the key is the placeholder shipped in deploy/"},
+		{name: "placeholder key in the environment", def: Default{APIKey: " replace-with-the-digicert-api-key", RateLimits: limits}, want: "DIGICERT_API_KEY: the key is the placeholder shipped in deploy/"},
 		{name: "bad base URL", def: Default{APIKey: "a", BaseURL: "www.digicert.com", RateLimits: limits}, want: "DIGICERT_BASE_URL"},
 		{name: "bad rate limits", def: Default{APIKey: "a", RateLimits: "100 per 5s"}, want: "DIGICERT_RATE_LIMITS"},
 		// Blank would have meant no limit at all; "" is the table's "not given".
@@ -196,6 +205,7 @@ func TestLoadRejects(t *testing.T) {
 		{name: "empty key file in accounts", file: "emptykey.yaml", want: "accounts[0] (us): no DigiCert API key: api_key_file", errIs: ErrNoKey},
 		{name: "bad account URL", file: "badurl.yaml", want: "accounts[0] (us): base_url"},
 		{name: "bad account limits", file: "badrate.yaml", want: "accounts[0] (us): rate_limits"},
+		{name: "placeholder key in accounts", file: "placeholder.yaml", want: "accounts[0] (us): api_key_file: the key is the placeholder shipped in deploy/"},
 		{name: "no accounts", file: "none.yaml", want: "no accounts listed"},
 		{name: "not YAML", file: "garbage.yaml", want: "parse"},
 		{name: "missing file", file: "absent.yaml", want: "DIGICERT_ACCOUNTS_FILE"},
@@ -301,5 +311,19 @@ func TestSecretRedacted(t *testing.T) {
 	}
 	if a.APIKey.Reveal() != key {
 		t.Errorf("Reveal = %q", a.APIKey.Reveal())
+	}
+}
+
+// A worker reads its key file again before each probe of a paused account:
+// a placeholder written there later is refused as at start, and the key in
+// use kept.
+func TestReadKeyFileRefusesPlaceholder(t *testing.T) {
+	t.Parallel()
+	d := dir(t, map[string]string{"k": "  replace-me-with-the-digicert-api-key\n", "ok": "a-real-looking-key\n"})
+	if _, err := ReadKeyFile(filepath.Join(d, "k")); err == nil || !strings.Contains(err.Error(), "key file: the key is the placeholder shipped in deploy/") {
+		t.Errorf("ReadKeyFile(placeholder) error = %v, want the placeholder refused", err)
+	}
+	if k, err := ReadKeyFile(filepath.Join(d, "ok")); err != nil || k.Reveal() != "a-real-looking-key" {
+		t.Errorf("ReadKeyFile(ok) = %v, %v", k.Reveal(), err)
 	}
 }

@@ -281,6 +281,41 @@ func TestUnreadableSecretFileNotEchoed(t *testing.T) {
 	}
 }
 
+// The worker refuses to start on the DigiCert key placeholders shipped in
+// deploy/ (as the API does on the token placeholders), with exit status 2
+// and one line naming the setting, never the key; the compose sandbox's key,
+// which only the fake CertCentral accepts, is taken.
+func TestWorkerRefusesPlaceholderKey(t *testing.T) {
+	t.Parallel()
+	secrets := func(p ...string) string { return filepath.Join(append([]string{"..", "..", "deploy"}, p...)...) }
+	noRedis := []string{"--redis-url", "redis://127.0.0.1:1/0", "--admin-addr="}
+	for _, file := range []string{secrets("compose", "secrets", "digicert-api-key"), secrets("overlays", "example", "secrets", "digicert-api-key")} {
+		t.Run(file, func(t *testing.T) {
+			t.Parallel()
+			key, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := run(t, append([]string{"worker", "--digicert-api-key-file", file}, noRedis...)...)
+			want := "DIGICERT_API_KEY_FILE: the key is the placeholder shipped in deploy/"
+			if r.code != 2 || !strings.Contains(r.stderr, want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+				t.Errorf("exit %d, stderr %q; want 2 and one line with %q", r.code, r.stderr, want)
+			}
+			if strings.Contains(r.stderr+r.stdout, strings.TrimSpace(string(key))) {
+				t.Errorf("the output repeats the key: %q", r.stderr)
+			}
+		})
+	}
+	t.Run("sandbox", func(t *testing.T) {
+		t.Parallel()
+		r := runFor(2*time.Second, append([]string{"worker", "--digicert-api-key-file", secrets("compose", "secrets", "sandbox-api-key"),
+			"--digicert-base-url", "http://127.0.0.1:1/services/v2"}, noRedis...)...)
+		if strings.Contains(r.stderr, "placeholder") || r.code == 2 {
+			t.Errorf("the sandbox's key is refused: exit %d, %q", r.code, r.stderr)
+		}
+	})
+}
+
 // CERTMAIL_TASK_CHECK_INTERVAL out of its bounds (not positive, too short
 // to leave Redis alone, too long for a task to be noticed) is refused by
 // the worker and by dev, in one line naming the setting.
