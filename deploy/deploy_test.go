@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -376,18 +377,84 @@ func TestKustomize(t *testing.T) {
 	if r := get(deployments["certmail-scheduler"], "spec", "replicas"); r != 2 {
 		t.Errorf("scheduler replicas %v, want 2", r)
 	}
-	// The worker's grace period exceeds its shutdown timeout.
-	w := deployments["certmail-worker"]
-	grace, _ := get(w, "spec", "template", "spec", "terminationGracePeriodSeconds").(int)
-	var shutdown time.Duration
-	for _, e := range toAnySlice(get(w, "spec", "template", "spec", "containers", 0, "env")) {
-		if get(e, "name") == "CERTMAIL_SHUTDOWN_TIMEOUT" {
-			shutdown, _ = time.ParseDuration(get(e, "value").(string))
+	deploymentGracePeriods(t, deployments)
+}
+
+// lameDuck is the least time the API's preStop hook must keep it serving
+// after Kubernetes takes it out of the Service's endpoints, for kube-proxy
+// and ingress controllers to stop sending it new connections.
+const lameDuck = 5 * time.Second
+
+// deploymentGracePeriods: the API's pods have a preStop sleep of at least
+// lameDuck (it closes its listener at SIGTERM, which the kubelet sends only
+// once the hook has run), run by a command the image has; and every
+// Deployment whose command finishes in-flight work on SIGTERM has a grace
+// period longer than its preStop plus its CERTMAIL_SHUTDOWN_TIMEOUT (its
+// own or the command's default), both of which the kubelet counts in it.
+func deploymentGracePeriods(t *testing.T, deployments map[string]map[string]any) {
+	t.Helper()
+	defaults := map[string]time.Duration{"worker": worker.DefaultShutdownTimeout, "api": api.DefaultShutdownTimeout}
+	checked := 0
+	for name, d := range deployments {
+		spec := get(d, "spec", "template", "spec")
+		c := get(spec, "containers", 0)
+		preStop := preStopSleep(t, name, c)
+		if name == "certmail-api" && preStop < lameDuck {
+			t.Errorf("%s: preStop sleeps %v, want at least %v: new connections routed to a stopping pod are refused", name, preStop, lameDuck)
+		}
+		shutdown, ok := defaults[toStrings(get(c, "args"))[0]]
+		if !ok {
+			continue
+		}
+		checked++
+		for _, e := range toAnySlice(get(c, "env")) {
+			if get(e, "name") == "CERTMAIL_SHUTDOWN_TIMEOUT" {
+				var err error
+				if shutdown, err = time.ParseDuration(get(e, "value").(string)); err != nil {
+					t.Errorf("%s: CERTMAIL_SHUTDOWN_TIMEOUT: %v", name, err)
+				}
+			}
+		}
+		grace, _ := get(spec, "terminationGracePeriodSeconds").(int)
+		if time.Duration(grace)*time.Second <= preStop+shutdown {
+			t.Errorf("%s: terminationGracePeriodSeconds %d is not longer than its preStop %v and its shutdown timeout %v", name, grace, preStop, shutdown)
 		}
 	}
-	if shutdown == 0 || time.Duration(grace)*time.Second <= shutdown {
-		t.Errorf("worker grace period %ds is not longer than its shutdown timeout %v", grace, shutdown)
+	if checked < 2 {
+		t.Errorf("%d Deployments run a worker or the API: the search is broken", checked)
 	}
+}
+
+// preStopSleep returns how long a container's preStop hook waits: the
+// seconds of a sleep action, or of an exec of sleep, which the image's
+// alpine base has (busybox); 0 without a hook.
+func preStopSleep(t *testing.T, name string, c any) time.Duration {
+	t.Helper()
+	hook := get(c, "lifecycle", "preStop")
+	if hook == nil {
+		return 0
+	}
+	if secs, ok := get(hook, "sleep", "seconds").(int); ok {
+		return time.Duration(secs) * time.Second
+	}
+	cmd := toStrings(get(hook, "exec", "command"))
+	if len(cmd) != 2 || (cmd[0] != "sleep" && cmd[0] != "/bin/sleep") {
+		t.Errorf("%s: preStop %v: want a sleep action or an exec of sleep N", name, hook)
+		return 0
+	}
+	secs, err := strconv.Atoi(cmd[1])
+	if err != nil {
+		t.Errorf("%s: preStop %v: %v", name, cmd, err)
+	}
+	df, err := os.ReadFile(filepath.Join(repo, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	froms := regexp.MustCompile(`(?m)^FROM (\S+)`).FindAllStringSubmatch(string(df), -1)
+	if len(froms) == 0 || !strings.HasPrefix(froms[len(froms)-1][1], "alpine:") {
+		t.Errorf("%s: preStop runs %s, which the image's base %v may not have (alpine's busybox does)", name, cmd[0], froms)
+	}
+	return time.Duration(secs) * time.Second
 }
 
 // composeGracePeriods: each service whose command finishes in-flight work
