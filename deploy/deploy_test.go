@@ -296,8 +296,9 @@ func toStrings(v any) []string {
 	return out
 }
 
-// TestKustomize checks that every resource a kustomization names exists and
-// that every Deployment is production-ready.
+// TestKustomize checks that every resource a kustomization names exists,
+// that no ConfigMap generator sets REDIS_URL (it may carry the Redis
+// password) and that every Deployment is production-ready.
 func TestKustomize(t *testing.T) {
 	t.Parallel()
 	var kustomizations []string
@@ -327,6 +328,12 @@ func TestKustomize(t *testing.T) {
 					file = f
 				}
 				refs = append(refs, file)
+			}
+			refs = append(refs, toStrings(get(gen, "envs"))...)
+		}
+		for _, gen := range toAnySlice(kd["configMapGenerator"]) {
+			if redisURLIn(t, dir, gen) {
+				t.Errorf("%s: the ConfigMap %s holds REDIS_URL, which may carry the Redis password: put it in the Secret certmail-redis", k, get(gen, "name"))
 			}
 		}
 		for _, r := range refs {
@@ -457,6 +464,21 @@ func preStopSleep(t *testing.T, name string, c any) time.Duration {
 	return time.Duration(secs) * time.Second
 }
 
+// redisURLIn reports whether a generator of the kustomization in dir sets
+// REDIS_URL, in a literal or in one of its env files.
+func redisURLIn(t *testing.T, dir string, gen any) bool {
+	t.Helper()
+	lines := toStrings(get(gen, "literals"))
+	for _, f := range toStrings(get(gen, "envs")) {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			continue // reported as a missing file
+		}
+		lines = append(lines, strings.Split(string(b), "\n")...)
+	}
+	return slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(strings.TrimSpace(l), "REDIS_URL=") })
+}
+
 // composeGracePeriods: each service whose command finishes in-flight work
 // on SIGTERM, within CERTMAIL_SHUTDOWN_TIMEOUT (its own or the command's
 // default), has a stop_grace_period longer than that: compose's default of
@@ -496,7 +518,8 @@ func composeGracePeriods(t *testing.T, services map[string]any) {
 // kustomize) where one is installed, and checks that every Secret and
 // ConfigMap a Deployment names exists in the output under its final, hashed
 // name (in the base, Secrets excepted: an overlay or the cluster provides
-// them).
+// them), and that REDIS_URL, which may carry the Redis password, comes from
+// a Secret and is in no ConfigMap.
 func TestKustomizeBuild(t *testing.T) {
 	t.Parallel()
 	build := kustomizeCommand(t)
@@ -509,6 +532,9 @@ func TestKustomizeBuild(t *testing.T) {
 		have := map[string]bool{}
 		for _, o := range objs {
 			have[o["kind"].(string)+"/"+get(o, "metadata", "name").(string)] = true
+			if o["kind"] == "ConfigMap" && get(o, "data", "REDIS_URL") != nil {
+				t.Errorf("%s: the ConfigMap %s holds REDIS_URL, which may carry the Redis password: anyone who may read ConfigMaps reads it", dir, get(o, "metadata", "name"))
+			}
 		}
 		deployments := 0
 		for _, o := range objs {
@@ -516,6 +542,11 @@ func TestKustomizeBuild(t *testing.T) {
 				continue
 			}
 			deployments++
+			for _, c := range toAnySlice(get(o, "spec", "template", "spec", "containers")) {
+				if !redisURLFromSecret(c) {
+					t.Errorf("%s: Deployment %s, container %s: REDIS_URL does not come from a Secret", dir, get(o, "metadata", "name"), get(c, "name"))
+				}
+			}
 			for _, ref := range objectRefs(get(o, "spec", "template", "spec")) {
 				// The base names Secrets the cluster or an overlay provides; the overlay must provide them.
 				if !have[ref] && (dir != "base" || !strings.HasPrefix(ref, "Secret/")) {
@@ -527,6 +558,17 @@ func TestKustomizeBuild(t *testing.T) {
 			t.Errorf("%s renders %d Deployments, want 3", dir, deployments)
 		}
 	}
+}
+
+// redisURLFromSecret reports whether a container's REDIS_URL comes from a
+// Secret's key (env wins over envFrom, so a ConfigMap's cannot override it).
+func redisURLFromSecret(c any) bool {
+	for _, e := range toAnySlice(get(c, "env")) {
+		if get(e, "name") == "REDIS_URL" {
+			return get(e, "valueFrom", "secretKeyRef", "key") != nil
+		}
+	}
+	return false
 }
 
 // kustomizeCommand returns the command line that renders a kustomization

@@ -70,6 +70,9 @@ func TestDockerContextLeavesOutSecrets(t *testing.T) {
 				}
 				secrets = append(secrets, filepath.Join("deploy", filepath.Dir(p), f))
 			}
+			for _, f := range toStrings(get(gen, "envs")) {
+				secrets = append(secrets, filepath.Join("deploy", filepath.Dir(p), f))
+			}
 		}
 		return nil
 	})
