@@ -97,7 +97,7 @@ func TestComposeFile(t *testing.T) {
 	if get(services, "redis", "volumes", 0) != "redis-data:/data" {
 		t.Errorf("redis data is not on the named volume: %v", get(services, "redis", "volumes"))
 	}
-	for _, name := range []string{"worker", "worker-sandbox", "scheduler"} {
+	for _, name := range []string{"worker", "worker-sandbox", "scheduler", "scheduler-sandbox"} {
 		if r, _ := get(services, name, "deploy", "replicas").(int); r != 2 {
 			t.Errorf("%s replicas = %v, want 2", name, get(services, name, "deploy", "replicas"))
 		}
@@ -107,9 +107,6 @@ func TestComposeFile(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(repo, get(s, "file").(string))); err != nil {
 			t.Errorf("secret %s: %v", name, err)
 		}
-	}
-	if len(docs(t, filepath.Join(repo, "deploy/compose/schedules.yaml"))) != 1 {
-		t.Error("compose schedules file is empty")
 	}
 	composeGracePeriods(t, services)
 
@@ -125,7 +122,7 @@ func TestComposeFile(t *testing.T) {
 	}{
 		{defaults, []string{"api", "redis", "scheduler", "worker"},
 			map[string]string{"worker": "https://www.digicert.com/services/v2"}},
-		{[]string{"sandbox"}, []string{"api", "fake-digicert", "redis", "scheduler", "worker-sandbox"},
+		{[]string{"sandbox"}, []string{"api", "fake-digicert", "redis", "scheduler-sandbox", "worker-sandbox"},
 			map[string]string{"worker-sandbox": fakeURL}},
 	}
 	if !strings.Contains(strings.Join(toStrings(get(services, "fake-digicert", "command")), " "), "0.0.0.0:8443") {
@@ -134,6 +131,20 @@ func TestComposeFile(t *testing.T) {
 	for _, r := range runs {
 		if got := activeServices(services, r.profiles); !slices.Equal(got, r.want) {
 			t.Errorf("profiles %v start %v, want %v", r.profiles, got, r.want)
+		}
+		schedulers := 0
+		for _, name := range r.want {
+			if cmd := toStrings(get(services, name, "command")); len(cmd) == 0 || cmd[0] != "scheduler" {
+				continue
+			}
+			schedulers++
+			n := len(composeSchedules(t, services, name))
+			if sandbox := slices.Equal(r.profiles, []string{"sandbox"}); !sandbox && n != 0 {
+				t.Errorf("%s, which runs with DigiCert, reads %d schedules: ship it none (schedules: []), the demo is the sandbox's", name, n)
+			}
+		}
+		if schedulers != 1 {
+			t.Errorf("profiles %v run %d scheduler services, want 1", r.profiles, schedulers)
 		}
 		for name, want := range r.baseURL {
 			if got, _ := get(services, name, "environment", "DIGICERT_BASE_URL").(string); !strings.Contains(got, want) {
@@ -253,6 +264,43 @@ func TestKeyPlaceholdersRefused(t *testing.T) {
 			t.Errorf("%s: the shipped key is accepted (%v); add it to the placeholders of internal/account", p, err)
 		}
 	}
+}
+
+// composeSchedules returns the schedules a compose scheduler service reads:
+// CERTMAIL_SCHEDULES_FILE, in a directory the service mounts from the
+// repository. A directory, not the file: a bind mount of a file keeps the
+// file it was made on, so a save that writes a new file and renames it (sed
+// -i, git checkout, most editors) would never reach the scheduler.
+func composeSchedules(t *testing.T, services map[string]any, name string) []*schedule.Compiled {
+	t.Helper()
+	file, _ := get(services, name, "environment", "CERTMAIL_SCHEDULES_FILE").(string)
+	for _, v := range toStrings(get(services, name, "volumes")) {
+		parts := strings.Split(v, ":")
+		if len(parts) < 2 {
+			continue
+		}
+		rel, err := filepath.Rel(parts[1], file)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			continue
+		}
+		host := filepath.Join(repo, parts[0])
+		if fi, err := os.Stat(host); err != nil || !fi.IsDir() || rel == "." {
+			t.Errorf("%s mounts %s: want the directory that holds its schedules file (%v)", name, v, err)
+			return nil
+		}
+		b, err := os.ReadFile(filepath.Join(host, rel))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			return nil
+		}
+		good, bad, err := schedule.ParseFile(b, schedule.Rules{})
+		if err != nil || len(bad) > 0 {
+			t.Errorf("%s: %s: %v %v", name, v, err, bad)
+		}
+		return good
+	}
+	t.Errorf("%s: CERTMAIL_SCHEDULES_FILE %q is in none of its volumes %v", name, file, get(services, name, "volumes"))
+	return nil
 }
 
 // composeDefaultProfiles reads COMPOSE_PROFILES from the .env file docker
@@ -772,7 +820,7 @@ func TestWorkersRollFirst(t *testing.T) {
 // own validation.
 func TestSchedulesFilesValid(t *testing.T) {
 	t.Parallel()
-	for _, p := range []string{"compose/schedules.yaml", "base/schedules.yaml", "overlays/example/schedules.yaml"} {
+	for _, p := range []string{"compose/schedules/schedules.yaml", "compose/schedules-sandbox/schedules.yaml", "base/schedules.yaml", "overlays/example/schedules.yaml"} {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
