@@ -296,7 +296,8 @@ func TestWorkerRefusesPlaceholderKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := run(t, append([]string{"worker", "--digicert-api-key-file", file}, noRedis...)...)
+			// Bounded: a worker that took the key would wait for Redis for ever.
+			r := runFor(5*time.Second, append([]string{"worker", "--digicert-api-key-file", file}, noRedis...)...)
 			want := "DIGICERT_API_KEY_FILE: the key is the placeholder shipped in deploy/"
 			if r.code != 2 || !strings.Contains(r.stderr, want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 				t.Errorf("exit %d, stderr %q; want 2 and one line with %q", r.code, r.stderr, want)
