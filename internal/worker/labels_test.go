@@ -15,7 +15,8 @@ import (
 
 // What producers and DigiCert send must not create label values without
 // limit: unknown task types count as "other", and so do error codes beyond
-// the first 50.
+// the first 50; an HTTP status DigiCert does not document counts by its
+// class.
 func TestMetricLabelsAreBounded(t *testing.T) {
 	t.Parallel()
 	var reg *prometheus.Registry
@@ -34,6 +35,11 @@ func TestMetricLabelsAreBounded(t *testing.T) {
 		b.fake.FailPath(fmt.Sprintf("/services/v2/order/certificate/%d/resend-emails", 1000+i), 1, 400,
 			fmt.Sprintf(`{"errors":[{"code":"made_up_code_%d","message":"no"}]}`, i), "application/json")
 		ids = append(ids, b.enqueue(t, "resend-dcv", fmt.Sprintf(`{"order_id": %d}`, 1000+i)))
+	}
+	for i, status := range []int{418, 451, 499} { // statuses DigiCert does not document, each its own series if taken as they are
+		b.fake.FailPath(fmt.Sprintf("/services/v2/order/certificate/%d/resend-emails", 2000+i), 1, status,
+			`{"errors":[{"code":"odd","message":"no"}]}`, "application/json")
+		ids = append(ids, b.enqueue(t, "resend-dcv", fmt.Sprintf(`{"order_id": %d}`, 2000+i)))
 	}
 	for _, id := range ids {
 		b.waitState(t, id, asynq.TaskStateArchived, 20*time.Second)
@@ -70,6 +76,10 @@ func TestMetricLabelsAreBounded(t *testing.T) {
 	}
 	if !values["certmail_dead_letters_total{error_code}"]["other"] || !values["certmail_dead_letters_total{type}"]["other"] {
 		t.Errorf("no \"other\" series: %v", values["certmail_dead_letters_total{error_code}"])
+	}
+	statuses := values["certmail_digicert_requests_total{status}"]
+	if !statuses["4xx"] || statuses["418"] || statuses["451"] || statuses["499"] {
+		t.Errorf("DigiCert's undocumented 418, 451 and 499 are not counted as 4xx: %v", statuses)
 	}
 	t.Logf("series: dead letters %d, tasks %d", series["certmail_dead_letters_total"], series["certmail_tasks_total"])
 }

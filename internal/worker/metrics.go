@@ -189,6 +189,32 @@ type observer struct {
 }
 
 func (o observer) ObserveRequest(endpoint string, status int, d time.Duration) {
-	o.m.requests.WithLabelValues(o.account, endpoint, strconv.Itoa(status)).Inc()
+	o.m.requests.WithLabelValues(o.account, endpoint, statusLabel(status)).Inc()
 	o.m.latency.WithLabelValues(o.account, endpoint).Observe(d.Seconds())
+}
+
+// labelledStatuses are the HTTP statuses certmail_digicert_requests_total
+// names one by one: those DigiCert documents and those certmail handles
+// apart. Any other answer counts by its class ("2xx" to "5xx", "other"
+// beyond), so that whatever DigiCert or a proxy on the way sends, the label
+// keeps a fixed set of values.
+var labelledStatuses = map[int]string{}
+
+func init() {
+	for _, s := range []int{0, 200, 201, 202, 204, 400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 422, 429,
+		500, 502, 503, 504} {
+		labelledStatuses[s] = strconv.Itoa(s)
+	}
+}
+
+// statusLabel is status as the label of certmail_digicert_requests_total:
+// itself when labelledStatuses has it ("0": no answer), else its class.
+func statusLabel(status int) string {
+	if l, ok := labelledStatuses[status]; ok {
+		return l
+	}
+	if status >= 200 && status <= 599 {
+		return strconv.Itoa(status/100) + "xx"
+	}
+	return "other"
 }
