@@ -18,7 +18,7 @@ import (
 // go-redis client and when it answers again, so that an outage has a first
 // and a last line whatever the loops that met it log meanwhile:
 //
-//	WARN "Redis is not answering; certmail keeps trying"  the first failure's error
+//	WARN "Redis is not answering; certmail keeps trying"  a failed command's error
 //	INFO "Redis is answering again"                       down_for, failed_commands
 //
 // A command counts as failed when Redis did not answer it (a refused or
@@ -172,14 +172,18 @@ const (
 // answer says what err, a command's error, tells of Redis.
 func answer(err error) outcome {
 	var reply redis.Error
-	var netErr net.Error
+	var opErr *net.OpError
 	switch {
 	case err == nil || errors.Is(err, redis.Nil):
 		return answered
-	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrClosed):
+	case errors.Is(err, context.Canceled) || errors.Is(err, redis.ErrClosed):
 		return undecided
-	case errors.As(err, &netErr):
+	case errors.As(err, &opErr):
+		// Before DeadlineExceeded: a dial's timeout matches it too, and
+		// is Redis not answering, not a caller giving up.
 		return unanswered
+	case errors.Is(err, context.DeadlineExceeded):
+		return undecided
 	case errors.As(err, &reply):
 		if redis.HasErrorPrefix(err, "LOADING") || redis.HasErrorPrefix(err, "MASTERDOWN") {
 			return unanswered

@@ -27,6 +27,7 @@ func (replyError) RedisError()     {}
 // cannot serve), or nothing (cut short by the caller or the client's close).
 func TestAnswer(t *testing.T) {
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	dialTimeout, readTimeout := timeouts(t)
 	for _, tc := range []struct {
 		err  error
 		want outcome
@@ -39,6 +40,9 @@ func TestAnswer(t *testing.T) {
 		{replyError("LOADING Redis is loading the dataset in memory"), unanswered},
 		{replyError("MASTERDOWN Link with MASTER is down"), unanswered},
 		{refused, unanswered},
+		{dialTimeout, unanswered},
+		{fmt.Errorf("redis: all sentinels specified in configuration are unreachable: %w", dialTimeout), unanswered},
+		{readTimeout, unanswered},
 		{fmt.Errorf("auth gate: %w", refused), unanswered},
 		{io.EOF, unanswered},
 		{io.ErrUnexpectedEOF, unanswered},
@@ -102,4 +106,31 @@ func TestOutageLinesThrottled(t *testing.T) {
 	now = now.Add(5 * time.Second)
 	o.observe(replyError("ERR unknown command"))
 	expect("its end", "info Redis is answering again map[down_for:35s failed_commands:3 redis:redis://r:6379/0]")
+}
+
+// timeouts returns the errors of a dial and of a read that time out, as
+// net gives them to go-redis. The dial's matches context.DeadlineExceeded
+// too, as a caller's deadline does.
+func timeouts(t *testing.T) (dial, read error) {
+	t.Helper()
+	_, dial = (&net.Dialer{Timeout: time.Nanosecond}).Dial("tcp", "127.0.0.1:1")
+	if !errors.Is(dial, context.DeadlineExceeded) {
+		t.Fatalf("a dial's timeout (%v) does not match context.DeadlineExceeded: the case below tests nothing", dial)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now())
+	_, read = conn.Read(make([]byte, 1))
+	if read == nil {
+		t.Fatal("a read past its deadline did not fail")
+	}
+	return dial, read
 }

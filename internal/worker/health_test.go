@@ -70,6 +70,9 @@ func TestHealthWhileWaitingForRedis(t *testing.T) {
 	if n := len(fake.DCVSends(7)); n != 1 {
 		t.Errorf("%d DCV sends for order 7, want 1", n)
 	}
+	if n := logs.FilterMessage("Redis is not answering; certmail keeps trying").Len(); n != 0 {
+		t.Errorf("waiting for Redis at start logged %d outage lines, want none", n)
+	}
 }
 
 // A Redis that takes commands in and never answers (a partition, a paused
