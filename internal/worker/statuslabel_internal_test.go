@@ -18,7 +18,7 @@ func TestStatusLabelBounded(t *testing.T) {
 	for status := -10; status < 1100; status++ {
 		values[statusLabel(status)] = true
 	}
-	if max := len(labelledStatuses) + 5; len(values) > max {
-		t.Errorf("%d label values for the statuses -10 to 1099, want at most %d", len(values), max)
+	if most := len(labelledStatuses) + 5; len(values) > most {
+		t.Errorf("%d label values for the statuses -10 to 1099, want at most %d", len(values), most)
 	}
 }
