@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -77,73 +76,21 @@ func commandName(kctx *kong.Context) string {
 	return strings.Join(words, " ")
 }
 
-// logRedisTo sends go-redis's own log output to log until the command
-// returns: JSON lines stay JSON lines. go-redis's logger is process-wide;
-// a line that comes with the command's context (Env.Ctx from here on) goes
-// to this command's log whatever other command runs in the process (tests
-// run many), and one that comes with none (asynq's clients, go-redis's
-// background dials) to the command that attached last (redisLogs).
+// logRedisTo sends go-redis's own log output (process-wide) to log until
+// the command returns: JSON lines stay JSON lines.
 func (e *Env) logRedisTo(log *zap.Logger) {
 	if e.redisLog != nil {
-		redisLogRoutes.detach(e.redisLog)
+		e.redisLog.Detach()
 	}
 	e.redisLog = logging.NewRedisLogger(log.Named("redis"), nil)
-	e.Ctx = context.WithValue(e.Ctx, redisLogKey{}, e.redisLog)
-	redisLogRoutes.attach(e.redisLog)
+	redis.SetLogger(e.redisLog)
 }
 
 // done detaches the command's go-redis logger, so that nothing is written to
 // its streams after Main returns.
 func (e *Env) done() {
 	if e.redisLog != nil {
-		redisLogRoutes.detach(e.redisLog)
-	}
-}
-
-// redisLogKey is the context key of a command's go-redis logger.
-type redisLogKey struct{}
-
-// redisLogs is the process's go-redis logger (redis.SetLogger, once): it
-// passes each line to the logger of the command whose context it comes
-// with, else to the one attached last.
-type redisLogs struct {
-	install sync.Once
-	mu      sync.Mutex
-	last    *logging.RedisLogger
-}
-
-var redisLogRoutes = &redisLogs{}
-
-func (r *redisLogs) Printf(ctx context.Context, format string, v ...any) {
-	if ctx != nil {
-		if l, ok := ctx.Value(redisLogKey{}).(*logging.RedisLogger); ok {
-			l.Printf(ctx, format, v...)
-			return
-		}
-	}
-	r.mu.Lock()
-	l := r.last
-	r.mu.Unlock()
-	if l != nil {
-		l.Printf(ctx, format, v...)
-	}
-}
-
-func (r *redisLogs) attach(l *logging.RedisLogger) {
-	r.install.Do(func() { redis.SetLogger(r) })
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.last = l
-}
-
-// detach silences l (RedisLogger.Detach) and stops sending it the lines
-// that come with no command's context.
-func (r *redisLogs) detach(l *logging.RedisLogger) {
-	l.Detach()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.last == l {
-		r.last = nil
+		e.redisLog.Detach()
 	}
 }
 

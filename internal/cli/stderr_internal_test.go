@@ -60,35 +60,3 @@ func TestStderrSharedWithGoRedis(t *testing.T) {
 		t.Errorf("%d of go-redis's 20 lines written, want 20:\n%s", got, w.text.String())
 	}
 }
-
-// go-redis's logger is process-wide, and several commands may run in one
-// process (tests run many at once): a line that comes with a command's
-// context goes to that command's stderr, whichever attached last; one that
-// comes with no command's context goes to the last, and none goes to a
-// command that has returned.
-func TestRedisLinesFollowTheCommandsContext(t *testing.T) {
-	var first, second strings.Builder
-	envs := []*Env{
-		newEnv(context.Background(), strings.NewReader(""), io.Discard, &first),
-		newEnv(context.Background(), strings.NewReader(""), io.Discard, &second),
-	}
-	for _, env := range envs {
-		if _, err := (LogFlags{LogLevel: "warn", LogFormat: "json"}).logger(env); err != nil {
-			t.Fatal(err)
-		}
-	}
-	redisLogRoutes.Printf(envs[0].Ctx, "dial of the first command failed")
-	redisLogRoutes.Printf(envs[1].Ctx, "dial of the second command failed")
-	redisLogRoutes.Printf(context.Background(), "a background dial failed")
-	envs[1].done()
-	redisLogRoutes.Printf(envs[1].Ctx, "a late line of the second command")
-	redisLogRoutes.Printf(context.Background(), "a late background line")
-	envs[0].done()
-	if got := first.String(); !strings.Contains(got, "dial of the first command failed") || strings.Count(got, "\n") != 1 {
-		t.Errorf("the first command's stderr:\n%s", got)
-	}
-	if got := second.String(); !strings.Contains(got, "dial of the second command failed") ||
-		!strings.Contains(got, "a background dial failed") || strings.Count(got, "\n") != 2 {
-		t.Errorf("the second command's stderr:\n%s", got)
-	}
-}
