@@ -52,7 +52,8 @@ type Env struct {
 	Stdout io.Writer
 	Stderr io.Writer
 
-	redisLog *logging.RedisLogger // go-redis's messages, while the command runs
+	log      *zap.Logger          // the command's logger, once built (LogFlags.logger)
+	redisLog *logging.RedisLogger // go-redis's messages, from the opening of Redis until the command returns
 }
 
 // newEnv is the Env of a command. The command's logger writes to stderr
@@ -77,8 +78,14 @@ func commandName(kctx *kong.Context) string {
 }
 
 // logRedisTo sends go-redis's own log output (process-wide) to log until
-// the command returns: JSON lines stay JSON lines.
+// the command returns: JSON lines stay JSON lines. Commands call it as they
+// open Redis, not before: a command refused before that has no Redis
+// client, and no go-redis line, of another command running in the same
+// process (tests run many), can reach its stderr.
 func (e *Env) logRedisTo(log *zap.Logger) {
+	if log == nil {
+		return // no logger built: go-redis keeps the last command's
+	}
 	if e.redisLog != nil {
 		e.redisLog.Detach()
 	}

@@ -34,7 +34,6 @@ func (c *DevCmd) Run(env *Env) error {
 	if err != nil {
 		return usageError{err}
 	}
-	env.logRedisTo(log)
 	qs, err := c.parseQueues()
 	if err != nil {
 		return err
@@ -62,6 +61,7 @@ func (c *DevCmd) Run(env *Env) error {
 	if err != nil {
 		return usagef("CERTMAIL_API_TOKENS %v", err)
 	}
+	env.logRedisTo(log) // dev opens its Redis itself
 	return dev.Run(env.Ctx, dev.Config{
 		RedisURL:  c.RedisURL,
 		RedisAddr: c.RedisAddr,

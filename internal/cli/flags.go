@@ -47,11 +47,14 @@ type RedisFlags struct {
 	RedisURL string `name:"redis-url" env:"REDIS_URL" default:"${redis_url}" help:"Redis: redis://, rediss:// or redis-sentinel://." group:"Redis"`
 }
 
-func (f RedisFlags) open() (*redisconn.Conn, error) {
+// open opens the Redis of f, and sends go-redis's own messages to the
+// command's logger from then on (Env.logRedisTo).
+func (f RedisFlags) open(env *Env) (*redisconn.Conn, error) {
 	c, err := redisconn.Open(f.RedisURL)
 	if err != nil {
 		return nil, usageError{err}
 	}
+	env.logRedisTo(env.log)
 	return c, nil
 }
 
@@ -61,14 +64,14 @@ type LogFlags struct {
 	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"${log_format}" enum:"json,console" help:"Log format (json, console)." group:"Logging"`
 }
 
-// logger builds the process logger on env.Stderr and sends go-redis's own
-// messages to it too, until the command returns.
+// logger builds the process logger on env.Stderr; go-redis's own messages
+// go to it too once the command opens Redis (RedisFlags.open).
 func (f LogFlags) logger(env *Env) (*zap.Logger, error) {
 	l, err := logging.New(f.LogLevel, f.LogFormat, env.Stderr)
 	if err != nil {
 		return nil, usageError{err}
 	}
-	env.logRedisTo(l)
+	env.log = l
 	return l, nil
 }
 
@@ -215,7 +218,7 @@ func (f ProducerFlags) producer(env *Env, maxSchedules int) (*producer, error) {
 		return nil, err
 	}
 	p := &producer{log: log}
-	if p.conn, err = f.open(); err != nil {
+	if p.conn, err = f.open(env); err != nil {
 		return nil, err
 	}
 	if p.store, err = f.scheduleStore(p.conn, opts.Rules, maxSchedules, log); err != nil {

@@ -77,7 +77,7 @@ func (f scheduleFlags) store(env *Env, maxSchedules int) (*schedule.Store, func(
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, err := f.open()
+	conn, err := f.open(env)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -36,9 +36,11 @@ func (w *overlapWriter) Write(p []byte) (int, error) {
 func TestStderrSharedWithGoRedis(t *testing.T) {
 	w := &overlapWriter{}
 	env := newEnv(context.Background(), strings.NewReader(""), io.Discard, w)
-	if _, err := (LogFlags{LogLevel: "warn", LogFormat: "json"}).logger(env); err != nil {
+	log, err := (LogFlags{LogLevel: "warn", LogFormat: "json"}).logger(env)
+	if err != nil {
 		t.Fatal(err)
 	}
+	env.logRedisTo(log) // as opening Redis does
 	var wg sync.WaitGroup
 	for i := range 20 {
 		wg.Add(2)
@@ -58,5 +60,39 @@ func TestStderrSharedWithGoRedis(t *testing.T) {
 	}
 	if got := strings.Count(w.text.String(), "dial failed on"); got != 20 {
 		t.Errorf("%d of go-redis's 20 lines written, want 20:\n%s", got, w.text.String())
+	}
+}
+
+// go-redis's logger is process-wide, and several commands may run in one
+// process (tests run many at once). A command gets go-redis's lines once it
+// opens Redis, not before: a command refused before that, whenever it
+// starts, gets none of another command's failed dials.
+func TestRedisLinesOnlyOnceRedisIsOpened(t *testing.T) {
+	var opened, refused strings.Builder
+	a := newEnv(context.Background(), strings.NewReader(""), io.Discard, &opened)
+	if _, err := (LogFlags{LogLevel: "warn", LogFormat: "json"}).logger(a); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := (RedisFlags{RedisURL: "redis://127.0.0.1:1/0"}).open(a) // nothing listens on port 1
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Client.Close()
+	b := newEnv(context.Background(), strings.NewReader(""), io.Discard, &refused)
+	if _, err := (LogFlags{LogLevel: "warn", LogFormat: "json"}).logger(b); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := conn.Client.Ping(ctx).Err(); err == nil {
+		t.Fatal("PING answered on port 1")
+	}
+	b.done()
+	a.done()
+	if got := refused.String(); got != "" {
+		t.Errorf("the command that never opened Redis got go-redis's lines:\n%s", got)
+	}
+	if got := opened.String(); !strings.Contains(got, "failed to dial") {
+		t.Errorf("the command that opened Redis did not get its failed dial:\n%s", got)
 	}
 }

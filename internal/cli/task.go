@@ -130,7 +130,7 @@ func openOps(env *Env, rf RedisFlags, lf LogFlags, opts ops.Config) (svc *ops.Se
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	conn, err := rf.open()
+	conn, err := rf.open(env)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -32,7 +32,7 @@ func (c *WorkerCmd) Run(env *Env) (err error) {
 	if err != nil {
 		return err
 	}
-	if cfg.Redis, err = c.open(); err != nil {
+	if cfg.Redis, err = c.open(env); err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, cfg.Redis.Client.Close()) }()
