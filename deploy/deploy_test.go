@@ -590,6 +590,9 @@ func TestKustomizeBuild(t *testing.T) {
 				continue
 			}
 			deployments++
+			if get(o, "spec", "template", "spec", "automountServiceAccountToken") != false {
+				t.Errorf("%s: Deployment %s mounts a service account token, which certmail never uses", dir, get(o, "metadata", "name"))
+			}
 			for _, c := range toAnySlice(get(o, "spec", "template", "spec", "containers")) {
 				if !redisURLFromSecret(c) {
 					t.Errorf("%s: Deployment %s, container %s: REDIS_URL does not come from a Secret", dir, get(o, "metadata", "name"), get(c, "name"))
