@@ -735,6 +735,11 @@ func TestMissedTicksEndAsUsual(t *testing.T) {
 		s, err := st.Get(ctx, "missed")
 		return err == nil && s.Ended
 	})
+	// The line follows the store's record of the ending.
+	waitFor(t, 5*time.Second, "the line of the ending", func() bool {
+		return logs.FilterMessage("schedule ended").Len()+
+			logs.FilterMessage("schedule ended without firing: its first tick comes after its until").Len() > 0
+	})
 	if n := len(logs.FilterMessage("schedule ended without firing: its first tick comes after its until").All()); n != 0 {
 		t.Errorf("%d WARN lines saying the schedule could never fire: its ticks were missed", n)
 	}
