@@ -24,20 +24,20 @@ import (
 func TestForced429CoolDownHoldsEveryWorkerAndDoubles(t *testing.T) {
 	t.Parallel()
 	const (
-		pause = 1500 * time.Millisecond
+		pause = 3 * time.Second
 		// Requests that passed the limiter before the cool-down was written
 		// may reach the fake after the 429, as late as a stalled worker
 		// sends them: none may arrive from slack after the 429 until the
 		// cool-down ends. It ends no earlier than the 429's arrival plus
 		// its length (the cool-down is written after that arrival), so no
 		// slack is needed at that end, but for Redis's millisecond clock.
-		slack     = time.Second
+		slack     = 2 * time.Second
 		redisTick = 10 * time.Millisecond
 		// The fake's latency makes the queue last longer than that slack
-		// (60 tasks, 12 handlers: at least 5 × 400 ms), so that a worker
+		// (90 tasks, 12 handlers: at least 7 × 400 ms), so that a worker
 		// that ignored the first cool-down would be seen calling during it.
 		latency = 400 * time.Millisecond
-		n       = 60
+		n       = 90
 	)
 	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
 	b.fake.SetFaults(digicerttest.Faults{Latency: latency})
