@@ -640,13 +640,7 @@ func TestStoppingWorkerAfterARefusalHandsTheTaskBack(t *testing.T) {
 	}})
 	id := b.enqueue(t, "resend-dcv", `{"order_id": 5002, "only_if_pending": true}`)
 	<-sent
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		stop()
-	}()
-	const shuttingDown = "shutting down: no new deliveries or DigiCert calls; calls in flight get the shutdown timeout"
-	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", shuttingDown)) == 1 }, b.logs.Text)
+	stopped := b.stopping(t, stop)
 	close(release)
 	<-stopped
 	const reason = "worker_stopping: domain 104: not sent to DigiCert: the worker is stopping; another worker takes the task" + refusalNote

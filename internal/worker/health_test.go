@@ -135,13 +135,7 @@ func TestReadyzWhileStopping(t *testing.T) {
 	}})
 	b.enqueue(t, "send-cert", `{"certificate_id": 41, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
 	<-hold.sent // a delivery in flight keeps the worker stopping until release
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		stop()
-	}()
-	const shuttingDown = "shutting down: no new deliveries or DigiCert calls; calls in flight get the shutdown timeout"
-	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", shuttingDown)) == 1 }, b.logs.Text)
+	stopped := b.stopping(t, stop)
 	res, err := http.Get("http://" + b.admins[0] + "/readyz")
 	if err != nil {
 		t.Fatal(err)

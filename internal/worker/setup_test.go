@@ -319,3 +319,18 @@ func intVal(t *testing.T, cmd *redis.IntCmd) int64 {
 	}
 	return n
 }
+
+// stopping stops a worker (stop, from startWorkerCtl) in the background and
+// returns once it says it is shutting down; the channel closes when stop
+// has returned.
+func (b *bundle) stopping(t *testing.T, stop func()) <-chan struct{} {
+	t.Helper()
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		stop()
+	}()
+	const shuttingDown = "shutting down: no new deliveries or DigiCert calls; calls in flight get the shutdown timeout"
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", shuttingDown)) == 1 }, b.logs.Text)
+	return stopped
+}
