@@ -422,8 +422,11 @@ func TestKustomize(t *testing.T) {
 		if secs, _ := get(c, "readinessProbe", "timeoutSeconds").(int); time.Duration(secs)*time.Second <= admin.ReadyTimeout {
 			t.Errorf("%s readinessProbe timeoutSeconds %d, want over /readyz's %v", name, secs, admin.ReadyTimeout)
 		}
-		if get(c, "resources", "requests") == nil || get(c, "resources", "limits") == nil {
-			t.Errorf("%s has no resource requests or limits", name)
+		if get(c, "resources", "requests") == nil || get(c, "resources", "limits", "memory") == nil {
+			t.Errorf("%s has no resource requests or memory limit", name)
+		}
+		if !memLimitFromContainer(c) {
+			t.Errorf("%s: no GOMEMLIMIT taken from its container's limits.memory: the Go heap may grow into an OOM kill", name)
 		}
 		if get(spec, "securityContext", "runAsNonRoot") != true || get(c, "securityContext", "readOnlyRootFilesystem") != true {
 			t.Errorf("%s is not non-root with a read-only root filesystem", name)
@@ -433,6 +436,23 @@ func TestKustomize(t *testing.T) {
 		t.Errorf("scheduler replicas %v, want 2", r)
 	}
 	deploymentGracePeriods(t, deployments)
+}
+
+// memLimitFromContainer reports whether container c sets GOMEMLIMIT from its
+// own memory limit, in bytes (the downward API's default divisor: Go reads
+// a bare number as bytes, so a divisor such as 1Mi would make it 256 bytes).
+func memLimitFromContainer(c any) bool {
+	for _, e := range toAnySlice(get(c, "env")) {
+		if get(e, "name") != "GOMEMLIMIT" {
+			continue
+		}
+		ref := get(e, "valueFrom", "resourceFieldRef")
+		other, _ := get(ref, "containerName").(string)
+		divisor := get(ref, "divisor")
+		return get(ref, "resource") == "limits.memory" && (other == "" || other == get(c, "name")) &&
+			(divisor == nil || divisor == "1" || divisor == 1)
+	}
+	return false
 }
 
 // lameDuck is the least time the API's preStop hook must keep it serving
