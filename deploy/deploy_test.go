@@ -628,7 +628,72 @@ func TestKustomizeBuild(t *testing.T) {
 		if dir != "monitoring" && deployments != 3 {
 			t.Errorf("%s renders %d Deployments, want 3", dir, deployments)
 		}
+		unblockedPorts(t, dir, objs)
 	}
+}
+
+// unblockedPorts: every port a Deployment's container declares is opened
+// by some ingress rule of each NetworkPolicy that selects its pods, so that
+// a policy does not cut off its probes, its scrapes or its API. An overlay
+// with a policy must select every Deployment's pods with one.
+func unblockedPorts(t *testing.T, dir string, objs []map[string]any) {
+	t.Helper()
+	var policies []map[string]any
+	for _, o := range objs {
+		if o["kind"] == "NetworkPolicy" {
+			policies = append(policies, o)
+		}
+	}
+	if len(policies) == 0 {
+		return
+	}
+	for _, o := range objs {
+		if o["kind"] != "Deployment" {
+			continue
+		}
+		labels, _ := get(o, "spec", "template", "metadata", "labels").(map[string]any)
+		selected := false
+		for _, p := range policies {
+			if !selects(get(p, "spec", "podSelector", "matchLabels"), labels) {
+				continue
+			}
+			selected = true
+			for _, c := range toAnySlice(get(o, "spec", "template", "spec", "containers")) {
+				for _, port := range toAnySlice(get(c, "ports")) {
+					if !opens(p, port) {
+						t.Errorf("%s: NetworkPolicy %s closes port %v of Deployment %s", dir, get(p, "metadata", "name"), get(port, "name"), get(o, "metadata", "name"))
+					}
+				}
+			}
+		}
+		if !selected {
+			t.Errorf("%s: no NetworkPolicy selects the pods of Deployment %s", dir, get(o, "metadata", "name"))
+		}
+	}
+}
+
+// selects reports whether matchLabels match labels (every pair present).
+func selects(matchLabels any, labels map[string]any) bool {
+	m, _ := matchLabels.(map[string]any)
+	for k, v := range m {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// opens reports whether an ingress rule of policy p opens a container port
+// (by its name or its number).
+func opens(p map[string]any, port any) bool {
+	for _, rule := range toAnySlice(get(p, "spec", "ingress")) {
+		for _, rp := range toAnySlice(get(rule, "ports")) {
+			if v := get(rp, "port"); v == get(port, "name") || v == get(port, "containerPort") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // redisURLFromSecret reports whether a container's REDIS_URL comes from a
