@@ -134,3 +134,21 @@ func timeouts(t *testing.T) (dial, read error) {
 	}
 	return dial, read
 }
+
+// An outage that starts exactly one period after the last WARN line has
+// "lasted until then": it gets its WARN line at once.
+func TestOutageWarnAtExactlyOnePeriod(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	o := &outageWatch{target: "redis://r:6379/0", now: func() time.Time { return now }, period: 30 * time.Second}
+	core, logs := observer.New(zapcore.DebugLevel)
+	o.start(zap.New(core))
+	down := errors.New("dial tcp: connection refused")
+	o.observe(down) // the first WARN
+	o.observe(nil)  // its INFO
+	_ = logs.TakeAll()
+	now = now.Add(30 * time.Second)
+	o.observe(down)
+	if got := logs.FilterMessage("Redis is not answering; certmail keeps trying").Len(); got != 1 {
+		t.Fatalf("an outage one period after the last WARN: %d WARN lines, want 1", got)
+	}
+}
