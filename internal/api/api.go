@@ -40,6 +40,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynqmon"
@@ -51,6 +52,7 @@ import (
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/schedule"
+	"github.com/certmail/certmail/tasks"
 )
 
 // Defaults of Config.
@@ -334,10 +336,17 @@ func (s *Server) Close() error {
 // connections. Beside serving, it reads Redis's eviction policy once Redis
 // answers (redisconn.Conn.CheckEviction), at start or after an outage the
 // API started in: the idempotency keys it writes expire, so a policy other
-// than noeviction gets one ERROR line.
+// than noeviction gets one ERROR line. It warns at start when
+// authentication is off, and when the queues it enqueues into
+// (CERTMAIL_QUEUES) leave out tasks.DefaultQueue, where every enqueue that
+// names no queue would go.
 func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 	if s.cfg.InsecureNoAuth {
 		s.log.Warn("authentication is off (--insecure-no-auth): anyone who can reach the API can enqueue tasks, manage dead letters and use the dashboard")
+	}
+	if served := s.cfg.Ops.Queues(); !slices.Contains(served, tasks.DefaultQueue) {
+		s.log.Warn("CERTMAIL_QUEUES does not serve the default queue: every enqueue that names no queue is refused (400)",
+			zap.String("default_queue", tasks.DefaultQueue), zap.Strings("queues", served))
 	}
 	checkCtx, stopCheck := context.WithCancel(ctx)
 	checked := make(chan struct{})

@@ -17,6 +17,7 @@ package ops
 import (
 	"cmp"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -124,6 +125,9 @@ func New(cfg Config) (*Service, error) {
 		inspector: asynq.NewInspector(cfg.Redis.Opt),
 	}, nil
 }
+
+// Queues returns the queues the Service enqueues into (Rules.Queues), sorted.
+func (s *Service) Queues() []string { return slices.Clone(s.opts.Rules.Queues) }
 
 // MaxRetry returns the retries the Service gives new tasks.
 func (s *Service) MaxRetry() int { return max(s.opts.MaxRetry, 0) }

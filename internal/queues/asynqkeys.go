@@ -16,3 +16,9 @@ func AsynqKey(queue, suffix string) string { return "asynq:{" + queue + "}:" + s
 // AsynqTaskKey is the hash in which asynq keeps a task of queue and its
 // result (field "result", what asynq's ResultWriter writes).
 func AsynqTaskKey(queue, id string) string { return AsynqKey(queue, "t:"+id) }
+
+// AsynqQueuesKey is the set of every queue asynq has known, in the same
+// layout as AsynqKey's: a queue is added when a task is first enqueued
+// into it, and stays until it is deleted from the dashboard or the
+// inspector.
+const AsynqQueuesKey = "asynq:queues"

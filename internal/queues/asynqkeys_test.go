@@ -11,7 +11,8 @@ import (
 )
 
 // TestAsynqKeys: the keys certmail reads of asynq's are where asynq writes:
-// a task's hash, and the pending list and archive of its queue.
+// the set of queues, a task's hash, and the pending list and archive of its
+// queue.
 func TestAsynqKeys(t *testing.T) {
 	t.Parallel()
 	s := redistest.Start(t)
@@ -25,6 +26,9 @@ func TestAsynqKeys(t *testing.T) {
 	}
 	if state := rdb.HGet(ctx, queues.AsynqTaskKey("bulk", info.ID), "state").Val(); state != "pending" {
 		t.Errorf("state in %s = %q, want pending", queues.AsynqTaskKey("bulk", info.ID), state)
+	}
+	if !rdb.SIsMember(ctx, queues.AsynqQueuesKey, "bulk").Val() {
+		t.Errorf("%s does not hold bulk", queues.AsynqQueuesKey)
 	}
 	if ids := rdb.LRange(ctx, queues.AsynqKey("bulk", "pending"), 0, -1).Val(); len(ids) != 1 || ids[0] != info.ID {
 		t.Errorf("%s = %v, want [%s]", queues.AsynqKey("bulk", "pending"), ids, info.ID)

@@ -7,7 +7,8 @@
 // tasks of any queue. A
 // queue name is one that tasks.ValidQueueName accepts, the rule the Go
 // constructors apply too. AsynqKey names the keys asynq keeps for a queue,
-// for the few that certmail reads or writes itself.
+// and AsynqQueuesKey its set of queues, for the few that certmail reads or
+// writes itself.
 package queues
 
 import (

@@ -163,9 +163,9 @@ func (c *Collector) run(r *reading) {
 	close(r.done)
 }
 
-// asynq v0.26's key of the set of the queues it knows (its internal/base);
-// those of one queue are queues.AsynqKey's.
-const allQueuesKey = "asynq:queues"
+// allQueuesKey is the set of the queues asynq knows; those of one queue
+// are queues.AsynqKey's.
+const allQueuesKey = queues.AsynqQueuesKey
 
 // states are the task states reported, in the order statsScript reads them.
 var states = [...]string{"pending", "active", "scheduled", "retry", "archived", "completed"}

@@ -310,7 +310,8 @@ func (w *Worker) observe(next asynq.Handler) asynq.Handler {
 	})
 }
 
-// Run serves the admin endpoints, waits for Redis, then processes tasks
+// Run serves the admin endpoints, waits for Redis, warns of queues whose
+// tasks wait and that it does not serve (warnUnserved), then processes tasks
 // until ctx is done; then it stops fetching, gives the DigiCert calls in
 // flight the shutdown timeout to finish and hands the rest back to their
 // queues: a delivery starts no new call once the worker is stopping.
@@ -353,6 +354,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 		return err
 	}
 	w.cfg.Redis.CheckEviction(ctx, w.log, evictionRisk)
+	w.warnUnserved(ctx)
 	defer w.cfg.Redis.WatchOutages(w.log)()
 	srv := asynq.NewServer(w.cfg.Redis.Opt, asynq.Config{
 		Concurrency:       w.cfg.Concurrency,
