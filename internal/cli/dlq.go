@@ -82,7 +82,7 @@ func (c *DLQListCmd) Run(env *Env) error {
 		}
 	default:
 		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "FAILED AT\tTASK ID\tTYPE\tQUEUE\tERROR\tHTTP\tATTEMPTS\tARCHIVED")
+		fmt.Fprintln(tw, strings.Join(dlqListColumns, "\t"))
 		for _, e := range entries {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.FailedAt.Format(time.RFC3339), ops.ShowName(e.TaskID), ops.ShowName(e.Type), ops.ShowName(e.Queue),
 				e.ErrorCode, httpStatus(e.HTTPStatus), e.Attempts, yesNo(e.Archived))
@@ -96,6 +96,9 @@ func (c *DLQListCmd) Run(env *Env) error {
 	}
 	return nil
 }
+
+// dlqListColumns head dlq list's table; ERROR holds the entry's error_code.
+var dlqListColumns = []string{"FAILED AT", "TASK ID", "TYPE", "QUEUE", "ERROR", "HTTP", "ATTEMPTS", "ARCHIVED"}
 
 func httpStatus(s int) string {
 	if s == 0 {

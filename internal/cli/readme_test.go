@@ -188,3 +188,23 @@ func readmeSection(t *testing.T) string {
 	section, _, _ = strings.Cut(section, "\n## ")
 	return section
 }
+
+// TestREADMENamesDLQListColumns: each column of certmail dlq list that the
+// README sends the operator to is one the table has.
+func TestREADMENamesDLQListColumns(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(readme)), " ")
+	named := regexp.MustCompile("`([^`]+)` column of `certmail dlq list`").FindAllStringSubmatch(text, -1)
+	if len(named) == 0 {
+		t.Fatal("the README names no column of `certmail dlq list`: the pattern is broken")
+	}
+	for _, m := range named {
+		if !slices.Contains(dlqListColumns, m[1]) {
+			t.Errorf("the README names the column %q of certmail dlq list, which has %q", m[1], dlqListColumns)
+		}
+	}
+}
