@@ -271,8 +271,8 @@ func (j judge) judgedAlready(fe tasks.FieldError) bool {
 // without a sequence (each tick is stamped when enqueued), and a resend-dcv
 // payload without only_if_pending false unless until_validated is false
 // (the ticks of an until_validated schedule carry true). Problems come back
-// together in one bounded *tasks.ValidationError, payload fields prefixed
-// with "payload.".
+// together in one bounded *InvalidError, payload fields prefixed with
+// "payload.".
 func Validate(s Schedule, r Rules, now time.Time) error {
 	r = r.WithDefaults()
 	_, err := compile(s, "", judge{rules: &r, now: now, from: now})
@@ -417,10 +417,23 @@ func compile(s Schedule, source string, j judge) (*Compiled, error) {
 		errs = append(slices.Clone(j.found), slices.DeleteFunc(errs, j.judgedAlready)...)
 	}
 	if len(errs) > 0 {
-		return nil, tasks.NewValidationError(s.Type, errs...)
+		return nil, &InvalidError{Problems: tasks.NewValidationError(s.Type, errs...)}
 	}
 	return c, nil
 }
+
+// InvalidError lists what is wrong with a schedule, by field (payload
+// fields prefixed "payload."). errors.As finds its *tasks.ValidationError
+// (the API answers its list), but its text names the schedule's fields
+// without calling them a payload's: "cron: never fires (no date matches
+// it); until: must be in the future", bounded as the list is.
+type InvalidError struct {
+	Problems *tasks.ValidationError
+}
+
+func (e *InvalidError) Error() string { return problemOf(e.Problems) }
+
+func (e *InvalidError) Unwrap() error { return e.Problems }
 
 // sequenceField and msgScheduleSequence refuse a set-emails schedule whose
 // payload has a sequence: every tick would carry that one sequence, and the

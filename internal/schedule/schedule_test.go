@@ -129,6 +129,10 @@ func TestValidate(t *testing.T) {
 			if strings.Join(fields, ",") != strings.Join(tt.fields, ",") {
 				t.Errorf("fields %v, want %v (%v)", fields, tt.fields, err)
 			}
+			// The text names the schedule's fields, not a payload's problem.
+			if !strings.HasPrefix(err.Error(), tt.fields[0]+": ") {
+				t.Errorf("Validate = %q, want it to start with %q", err, tt.fields[0]+": ")
+			}
 		})
 	}
 }
@@ -179,12 +183,12 @@ func TestParseFile(t *testing.T) {
 		t.Fatalf("good = %+v", good)
 	}
 	want := []string{
-		"schedules[1] (bad-payload): invalid set-emails",
+		"schedules[1] (bad-payload): payload.additional_emails[0]: ",
 		"schedules[2] (good): id already used by schedules[0]",
-		"schedules[3]: invalid resend-dcv",
-		"schedules[4] (typo): ",
-		"schedules[5] (stamped): invalid set-emails payload: payload.sequence: a schedule must leave it out",
-		"schedules[6] (everything): invalid resend-dcv payload: max_runs: must be an integer; until_validated: must be true or false; " +
+		"schedules[3]: id: ",
+		"schedules[4] (typo): crom: unknown field; cron: required",
+		"schedules[5] (stamped): payload.sequence: a schedule must leave it out",
+		"schedules[6] (everything): max_runs: must be an integer; until_validated: must be true or false; " +
 			"crom: unknown field; timezone: ",
 	}
 	if len(bad) != len(want) {

@@ -186,7 +186,8 @@ redis.call('INCR', KEYS[5])
 return 1
 `)
 
-// Add validates s (a *tasks.ValidationError listing every problem) and
+// Add validates s (an *InvalidError, whose *tasks.ValidationError
+// errors.As finds, listing every problem) and
 // stores it. found are problems already found in reading s (DecodeJSON's,
 // or a command line's): they are listed first with the others, what they
 // name is not judged again, and s is not stored. An id used by the API or

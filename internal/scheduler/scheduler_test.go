@@ -433,17 +433,25 @@ func TestInvalidEntrySkipped(t *testing.T) {
     cron: "@every 1s"
     type: resend-dcv
     payload: {order_id: -4}
+  - id: never
+    cron: "0 0 30 2 *"
+    type: resend-dcv
+    payload: {order_id: 1}
 `)
 	logs, _ := e.start(Config{File: file})
 	waitFor(t, 10*time.Second, "the valid schedule fires twice", func() bool { return len(e.ticks("bulk")["fine"]) >= 2 })
 	reports := logs.FilterMessage("invalid schedule skipped").All()
-	if len(reports) != 1 {
-		t.Fatalf("%d reports of the invalid entry, want 1", len(reports))
+	if len(reports) != 2 {
+		t.Fatalf("%d reports of the invalid entries, want 2", len(reports))
 	}
 	fields := reports[0].ContextMap()
 	if reports[0].Level != zapcore.ErrorLevel || fields["schedule"] != "broken" || fields["position"] != "schedules[1]" ||
-		!strings.Contains(fields["error"].(string), "payload.order_id") {
+		!strings.HasPrefix(fields["error"].(string), "payload.order_id: ") {
 		t.Errorf("report %v %v", reports[0].Level, fields)
+	}
+	// A problem of the schedule's own fields is not called a payload's.
+	if fields := reports[1].ContextMap(); fields["schedule"] != "never" || fields["error"] != "cron: never fires (no date matches it)" {
+		t.Errorf("report %v", fields)
 	}
 	if got := e.ticks("bulk")["broken"]; len(got) != 0 {
 		t.Errorf("the invalid schedule fired: %v", got)
@@ -972,7 +980,7 @@ func TestInvalidAPIScheduleReportedOnce(t *testing.T) {
 	var reports []string
 	for _, l := range logs.FilterLevelExact(zapcore.ErrorLevel).All() {
 		reports = append(reports, l.Message)
-		if l.ContextMap()["schedule"] != "gone-account" || !strings.HasPrefix(l.Message, "invalid API schedule skipped") {
+		if l.ContextMap()["schedule"] != "gone-account" || !strings.HasPrefix(l.Message, "invalid API schedule skipped: payload.account: ") {
 			t.Errorf("report %q %v", l.Message, l.ContextMap())
 		}
 	}
