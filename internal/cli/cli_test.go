@@ -989,7 +989,7 @@ func TestDLQPurgeQueues(t *testing.T) {
 	// CERTMAIL_QUEUES as the workers read it, with weights, is taken too.
 	r = e.run("dlq", "purge", "--yes", "--queues", "critical=6,bulk=1")
 	if r.code != 0 || r.stderr != "CERTMAIL_QUEUES: asynq has never known queue critical (it knows: bulk, default); it has no dead letters\n" ||
-		!strings.Contains(r.stdout, "deleted 1 dead-lettered tasks and 1 dead-letter entries of queues bulk, critical ") {
+		!strings.Contains(r.stdout, "deleted 1 dead-lettered task and 1 dead-letter entry of queues bulk, critical ") {
 		t.Errorf("dlq purge of critical and bulk: %+v", r)
 	}
 	if n := entries(); n != 0 {
@@ -1013,8 +1013,11 @@ func TestDLQPurgeAsksAboutWhatItDeletes(t *testing.T) {
 			"Delete 12 dead-lettered tasks and 3 dead-letter entries of queues default? [y/N] ",
 			"deleted 12 dead-lettered tasks and 3 dead-letter entries of queues default "},
 		{"an archived task without entry", 1, 0,
-			"Delete 1 dead-lettered tasks and 0 dead-letter entries of queues default? [y/N] ",
-			"deleted 1 dead-lettered tasks and 0 dead-letter entries of queues default "},
+			"Delete 1 dead-lettered task and 0 dead-letter entries of queues default? [y/N] ",
+			"deleted 1 dead-lettered task and 0 dead-letter entries of queues default "},
+		{"one of each", 1, 1,
+			"Delete 1 dead-lettered task and 1 dead-letter entry of queues default? [y/N] ",
+			"deleted 1 dead-lettered task and 1 dead-letter entry of queues default "},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

@@ -267,7 +267,7 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 	}
 	if !c.Yes {
 		// What the purge below deletes, at most: the check is its plan.
-		what := fmt.Sprintf("%d dead-lettered tasks and %d dead-letter entries", check.Tasks, check.Entries)
+		what := deadLetterCount(check.Tasks, check.Entries)
 		if check.Tasks == 0 && check.Entries == 0 {
 			_, err := fmt.Fprintf(env.Stdout, "no dead-lettered tasks in queues %s\n", ops.QueueList(check.Queues, len(check.Queues)))
 			return err
@@ -289,15 +289,14 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 	}
 	purged, err := svc.Purge(env.Ctx, check)
 	if err != nil && env.Ctx.Err() != nil {
-		return interruptedError{done: fmt.Sprintf("deleted %d dead-lettered tasks and %d dead-letter entries before stopping",
-			purged.Tasks, purged.Entries), err: err}
+		return interruptedError{done: "deleted " + deadLetterCount(purged.Tasks, purged.Entries) + " before stopping", err: err}
 	}
 	if err := purgeRefused(err); err != nil {
 		return err
 	}
 	log.Debug("dead letters purged", zap.Int("entries", purged.Entries), zap.Int("tasks", purged.Tasks), zap.Int("kept", purged.Kept))
-	if _, err := fmt.Fprintf(env.Stdout, "deleted %d dead-lettered tasks and %d dead-letter entries of queues %s (parked tasks, which wait to be retried, are kept)\n",
-		purged.Tasks, purged.Entries, ops.QueueList(check.Queues, len(check.Queues))); err != nil {
+	if _, err := fmt.Fprintf(env.Stdout, "deleted %s of queues %s (parked tasks, which wait to be retried, are kept)\n",
+		deadLetterCount(purged.Tasks, purged.Entries), ops.QueueList(check.Queues, len(check.Queues))); err != nil {
 		return err
 	}
 	if purged.Kept > 0 {
@@ -318,6 +317,13 @@ func purgeRefused(err error) error {
 		return usagef("CERTMAIL_QUEUES: %v; nothing deleted", err)
 	}
 	return err
+}
+
+// deadLetterCount says how many dead-lettered tasks and entries a purge
+// counts: "1 dead-lettered task and 2 dead-letter entries".
+func deadLetterCount(tasks, entries int) string {
+	return fmt.Sprintf("%d dead-lettered %s and %d dead-letter %s",
+		tasks, plural(tasks, "task", "tasks"), entries, plural(entries, "entry", "entries"))
 }
 
 func plural(n int, one, many string) string {
