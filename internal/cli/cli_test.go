@@ -997,6 +997,43 @@ func TestDLQPurgeQueues(t *testing.T) {
 	}
 }
 
+// dlq purge without --yes and with a stdin that is not a terminal (here
+// /dev/null) has nobody to ask: it refuses, exit status 2, naming what it
+// would delete, and deletes nothing, as the README says.
+func TestDLQPurgeWithoutATerminal(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	client := asynq.NewClientFromRedisClient(e.redis.Client())
+	info, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":7}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.inspector.ArchiveTask("default", info.ID); err != nil {
+		t.Fatal(err)
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	const refusal = "1 dead-lettered task and 0 dead-letter entries, and stdin is not a terminal to confirm on: give --yes to purge without asking"
+	r := e.runIn(null, "dlq", "purge", "--queues", "default")
+	if r.code != 2 || !strings.Contains(r.stderr, refusal) || strings.Contains(r.stdout, "deleted") {
+		t.Errorf("purge with stdin %s: %+v, want exit 2 and %q", os.DevNull, r, refusal)
+	}
+	if got, err := e.inspector.GetQueueInfo("default"); err != nil || got.Archived != 1 {
+		t.Errorf("after the refusal: %+v %v, want the archived task kept", got, err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const documented = "stdin is not a terminal to confirm on: give --yes to purge without asking"
+	if !strings.Contains(strings.Join(strings.Fields(string(readme)), " "), documented) {
+		t.Errorf("the README does not quote the refusal %q", documented)
+	}
+}
+
 // dlq purge asks about what it deletes: the archived tasks, not the stream's
 // entries. The stream capped lower than the archive (12 tasks, 3 entries),
 // or an archived task with no entry at all (the dashboard's Archive), are
