@@ -208,3 +208,19 @@ func TestREADMENamesDLQListColumns(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEStoppingWorkerLine: the README quotes the not-ready line of a
+// stopping worker with the field that holds its cause, as the worker
+// writes it (internal/worker's TestReadyzWhileStopping reads the same
+// field): admin logs every /readyz failure's cause under "error".
+func TestREADMEStoppingWorkerLine(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const line = "WARN `not ready` with `\"error\":\"stopping\"`"
+	if !strings.Contains(strings.Join(strings.Fields(string(readme)), " "), line) {
+		t.Errorf("the README does not quote a stopping worker's line as %s", line)
+	}
+}
