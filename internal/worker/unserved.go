@@ -83,8 +83,19 @@ func unservedWithTasks(ctx context.Context, rdb redis.UniversalClient, served ma
 		}
 	}
 	n := min(len(waiting), maxUnservedListed)
-	return waiting[:n], len(waiting) - n, nil
+	names = waiting[:n]
+	for i, q := range names {
+		// A raw producer's queue name may be of any length; certmail's are at most maxQueueNameShown.
+		if len(q) > maxQueueNameShown {
+			names[i] = q[:maxQueueNameShown] + "…"
+		}
+	}
+	return names, len(waiting) - n, nil
 }
+
+// maxQueueNameShown bounds each queue name the line shows: the longest
+// name certmail's entry points accept.
+const maxQueueNameShown = 63
 
 // knownQueues reads at most maxQueuesLooked names of asynq's set of
 // queues, sorted.

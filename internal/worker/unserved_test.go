@@ -36,6 +36,8 @@ func TestWorkerWarnsOfUnservedQueuesWithTasks(t *testing.T) {
 			empty: []string{"retired"}},
 		{name: "bounded", serve: "bulk=1", with: []string{"q01", "q02", "q03", "q04", "q05", "q06", "q07", "q08", "q09", "q10", "q11", "q12"},
 			want: "[q01 q02 q03 q04 q05 q06 q07 q08 q09 q10]", more: 2},
+		{name: "long name", serve: queues.Default, with: []string{strings.Repeat("q", 5000)},
+			want: "[" + strings.Repeat("q", 63) + "…]"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
