@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -173,6 +174,9 @@ func sameInstance(baseURL string) string {
 // DefaultBaseURL is the US CertCentral instance.
 const DefaultBaseURL = "https://www.digicert.com/services/v2"
 
+// EUBaseURL is the European CertCentral instance.
+const EUBaseURL = "https://certcentral.digicert.eu/services/v2"
+
 // placeholderKeys are the DigiCert API keys shipped in deploy/ for the
 // operator to replace (a test in deploy/ reads every key file there, so that
 // a new one cannot be missed here). A worker given one refuses to start:
@@ -245,10 +249,18 @@ func ReadKeyFile(path string) (Secret, error) {
 	return readKey("", path, "key file")
 }
 
+// checkBaseURL refuses a base URL no call can reach: one that is not an
+// absolute http(s) URL, or whose port is not a number from 1 to 65535 (a
+// call to it fails every time, and the tasks would be retried for a day).
 func checkBaseURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute http(s) URL", s)
+		return fmt.Errorf("%.128q is not an absolute http(s) URL", s)
+	}
+	if p := u.Port(); p != "" || strings.HasSuffix(u.Host, ":") {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 || p[0] == '+' {
+			return fmt.Errorf("port %.16q of %.128q: want a number from 1 to 65535", p, s)
+		}
 	}
 	return nil
 }
@@ -262,6 +274,25 @@ type fileEntry struct {
 
 type fileDoc struct {
 	Accounts []fileEntry `yaml:"accounts"`
+}
+
+// givenKeys returns, for each entry of the accounts file raw, the keys it
+// gives, null ones included ("base_url:" decodes as "", as if left out).
+func givenKeys(raw []byte) ([]map[string]bool, error) {
+	var doc struct {
+		Accounts []map[string]yaml.Node `yaml:"accounts"`
+	}
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, err
+	}
+	given := make([]map[string]bool, len(doc.Accounts))
+	for i, entry := range doc.Accounts {
+		given[i] = map[string]bool{}
+		for k := range entry {
+			given[i][k] = true
+		}
+	}
+	return given, nil
 }
 
 func loadFile(path string, defLimits []ratelimit.Window, needKeys bool) (Set, error) {
@@ -278,6 +309,10 @@ func loadFile(path string, defLimits []ratelimit.Window, needKeys bool) (Set, er
 	if len(doc.Accounts) == 0 {
 		return nil, errors.New("no accounts listed under the accounts key")
 	}
+	var given []map[string]bool
+	if given, err = givenKeys(raw); err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
 	set := Set{}
 	for i, e := range doc.Accounts {
 		where := fmt.Sprintf("accounts[%d]", i)
@@ -289,6 +324,11 @@ func loadFile(path string, defLimits []ratelimit.Window, needKeys bool) (Set, er
 			return nil, fmt.Errorf("%s: name listed twice", where)
 		}
 		a := Account{Name: e.Name, BaseURL: e.BaseURL, RateLimits: defLimits}
+		if given[i]["base_url"] && strings.TrimSpace(e.BaseURL) == "" {
+			// Given empty, it most likely came from a template whose
+			// variable was not filled in: the US instance would get the key.
+			return nil, fmt.Errorf("%s: base_url: empty; give a CertCentral base URL, or leave it out for %s", where, DefaultBaseURL)
+		}
 		if a.BaseURL == "" {
 			a.BaseURL = DefaultBaseURL
 		}

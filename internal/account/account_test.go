@@ -174,6 +174,10 @@ func TestLoadRejects(t *testing.T) {
 		"emptykey.yaml":    "accounts:\n  - name: us\n    api_key_file: empty.key\n",
 		"badurl.yaml":      "accounts:\n  - name: us\n    base_url: ftp://x\n    api_key_file: ok.key\n",
 		"badrate.yaml":     "accounts:\n  - name: us\n    rate_limits: lots\n    api_key_file: ok.key\n",
+		"emptyurl.yaml":    "accounts:\n  - name: eu\n    base_url: \"\"\n    api_key_file: ok.key\n",
+		"blankurl.yaml":    "accounts:\n  - name: eu\n    base_url: \" \"\n    api_key_file: ok.key\n",
+		"nullurl.yaml":     "accounts:\n  - name: eu\n    base_url:\n    api_key_file: ok.key\n",
+		"badport.yaml":     "accounts:\n  - name: eu\n    base_url: https://certcentral.digicert.eu:99999/services/v2\n    api_key_file: ok.key\n",
 		"none.yaml":        "accounts: []\n",
 		"garbage.yaml":     "accounts: [\n",
 	})
@@ -205,6 +209,16 @@ func TestLoadRejects(t *testing.T) {
 		{name: "empty key file in accounts", file: "emptykey.yaml", want: "accounts[0] (us): no DigiCert API key: api_key_file", errIs: ErrNoKey},
 		{name: "bad account URL", file: "badurl.yaml", want: "accounts[0] (us): base_url"},
 		{name: "bad account limits", file: "badrate.yaml", want: "accounts[0] (us): rate_limits"},
+		// An EU account whose template rendered empty would send its key to the US instance.
+		{name: "empty account URL", file: "emptyurl.yaml", want: "accounts[0] (eu): base_url: empty; give a CertCentral base URL, or leave it out for https://www.digicert.com/services/v2"},
+		{name: "blank account URL", file: "blankurl.yaml", want: "accounts[0] (eu): base_url: empty"},
+		{name: "null account URL", file: "nullurl.yaml", want: "accounts[0] (eu): base_url: empty"},
+		{name: "account URL port", file: "badport.yaml", want: `accounts[0] (eu): base_url: port "99999" of "https://certcentral.digicert.eu:99999/services/v2": want a number from 1 to 65535`},
+		// A port no call can reach: every delivery would fail and be retried for a day.
+		{name: "base URL port too high", def: Default{APIKey: "a", BaseURL: "http://127.0.0.1:99999/services/v2"}, want: `DIGICERT_BASE_URL: port "99999" of "http://127.0.0.1:99999/services/v2": want a number from 1 to 65535`},
+		{name: "base URL port zero", def: Default{APIKey: "a", BaseURL: "http://127.0.0.1:0/services/v2"}, want: `DIGICERT_BASE_URL: port "0"`},
+		{name: "base URL port empty", def: Default{APIKey: "a", BaseURL: "http://127.0.0.1:/services/v2"}, want: `DIGICERT_BASE_URL: port ""`},
+		{name: "base URL port signed", def: Default{APIKey: "a", BaseURL: "http://127.0.0.1:+80/services/v2"}, want: `DIGICERT_BASE_URL`},
 		{name: "placeholder key in accounts", file: "placeholder.yaml", want: "accounts[0] (us): api_key_file: the key is the placeholder shipped in deploy/"},
 		{name: "no accounts", file: "none.yaml", want: "no accounts listed"},
 		{name: "not YAML", file: "garbage.yaml", want: "parse"},
