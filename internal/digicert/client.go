@@ -58,7 +58,12 @@ const (
 	// DefaultMaxElapsed is the budget of one call, its attempts and waits
 	// included, unless Config says otherwise. Each attempt's timeout comes
 	// out of it: a Timeout longer than it has no effect.
-	DefaultMaxElapsed     = 20 * time.Second
+	DefaultMaxElapsed = 20 * time.Second
+	// MinTimeout is the shortest per-attempt Timeout certmail's settings
+	// accept: the tenth of the call's budget (Headroom) a PUT is given to
+	// start in. DigiCert may take a second or more to answer a sendemail,
+	// and an attempt cut while it acts is retried: its emails go out twice.
+	MinTimeout            = DefaultMaxElapsed / 10
 	defaultInitialBackoff = 500 * time.Millisecond
 
 	backoffMultiplier     = 2

@@ -283,9 +283,9 @@ func Validate(s Schedule, r Rules, now time.Time) error {
 // shortest interval.
 const sampledTicks = 100
 
-// maxEvery is the longest @every interval a schedule may have: 43800h
+// MaxEvery is the longest @every interval a schedule may have: 43800h
 // (1825 days), as far as a cron spec's next date is looked for.
-const maxEvery = 5 * 365 * 24 * time.Hour
+const MaxEvery = 5 * 365 * 24 * time.Hour
 
 // shortestInterval returns the shortest time between two of c's ticks that
 // follow from (a sample of sampledTicks of them), as they fire (Next: once
@@ -332,7 +332,7 @@ func (c *Compiled) parseCron(cron string, j judge, add func(field, msg string)) 
 		switch d, fires := c.shortestInterval(time.Now()); {
 		case !fires:
 			add("cron", "never fires (no date matches it)")
-		case d > maxEvery:
+		case d > MaxEvery:
 			// A cron spec's next date is looked for within five years
 			// (robfig/cron's search): an @every longer than that is as good
 			// as never.

@@ -98,6 +98,12 @@ const (
 // renews its lease every third of it, a Redis round trip each time.
 const MinLease = time.Second
 
+// MaxLease is the longest Config.Lease that Validate accepts: a leader that
+// dies holds its lease to the end, and no schedule fires until then, so a
+// longer lease only lengthens the gap (a minute is the shortest interval
+// schedules may have by default).
+const MaxLease = time.Minute
+
 // leaderKey is the leader lease.
 const leaderKey = "certmail:scheduler:leader"
 
@@ -149,8 +155,8 @@ func (c Config) Validate() error {
 		return errors.New("no schedule store")
 	case c.Logger == nil:
 		return errors.New("no logger")
-	case c.Lease < MinLease:
-		return fmt.Errorf("lease %v: want at least %v", c.Lease, MinLease)
+	case c.Lease < MinLease || c.Lease > MaxLease:
+		return fmt.Errorf("lease %v: want %v to %v", c.Lease, MinLease, MaxLease)
 	case c.CatchUp < 0 || c.ReloadInterval < 0 || c.Heartbeat < 0:
 		return errors.New("durations must not be negative")
 	}

@@ -110,6 +110,30 @@ const (
 	MaxTaskCheckInterval = time.Minute
 )
 
+// MaxConcurrency is the most deliveries one worker process handles at
+// once. DigiCert takes 100 requests per 5 s per key (20 a second) and a
+// call lasts at most 20 s, so one key never keeps more than about 400
+// calls in flight, however many slots wait for it; every slot costs a warm
+// goroutine, started before the worker says it started. A value beyond it
+// is a typo, not a deployment: 1 000 000 grew a worker by 0.5 GB a second.
+const MaxConcurrency = 1000
+
+// Bounds of Config.RateLimitPause: below the minimum a 429 is answered by
+// more requests within DigiCert's own 5-second window; above the maximum
+// the pause would be cut to the cool-down's ceiling anyway.
+const (
+	MinRateLimitPause = time.Second
+	MaxRateLimitPause = maxCoolDown
+)
+
+// Bounds of Config.AuthProbeInterval: below the minimum a rejected key is
+// tried again faster than DigiCert's answer comes back; above the maximum
+// an account whose key was fixed stays paused for hours.
+const (
+	MinAuthProbeInterval = time.Second
+	MaxAuthProbeInterval = time.Hour
+)
+
 // WithDefaults returns c with zero values replaced by the defaults.
 func (c Config) WithDefaults() Config {
 	c.Concurrency = cmp.Or(c.Concurrency, DefaultConcurrency)
@@ -139,8 +163,8 @@ func (c Config) Validate() error {
 		return errors.New("no DigiCert account configured")
 	case c.Logger == nil:
 		return errors.New("no logger")
-	case c.Concurrency < 1:
-		return fmt.Errorf("concurrency %d: must be at least 1", c.Concurrency)
+	case c.Concurrency < 1 || c.Concurrency > MaxConcurrency:
+		return fmt.Errorf("concurrency %d: want 1 to %d", c.Concurrency, MaxConcurrency)
 	case c.ShutdownTimeout < 0 || c.AuthProbeInterval < 0 || c.RateLimitPause < 0 || c.GuardRetention < 0 || c.RateLimitCheckInterval < 0:
 		return errors.New("durations must not be negative")
 	case c.DeadLetterMaxLen < 0: // go-redis would send no MAXLEN: the stream would grow without bound
