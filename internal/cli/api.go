@@ -40,7 +40,10 @@ func (c *APICmd) Run(env *Env) (err error) {
 	if err := c.checkMax(); err != nil {
 		return err
 	}
-	if err := mustBePositive("CERTMAIL_SHUTDOWN_TIMEOUT", c.ShutdownTimeout); err != nil {
+	if err := inRange("CERTMAIL_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, minShutdownTimeout, maxShutdownTimeout); err != nil {
+		return err
+	}
+	if err := notEmpty("CERTMAIL_HTTP_ADDR", c.HTTPAddr, "host:port such as :8080 or 127.0.0.1:8080"); err != nil {
 		return err
 	}
 	if err := checkListenAddr("CERTMAIL_HTTP_ADDR", c.HTTPAddr); err != nil {

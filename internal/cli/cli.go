@@ -53,6 +53,7 @@ type Env struct {
 	Stderr io.Writer
 
 	log      *zap.Logger          // the command's logger, once built (LogFlags.logger)
+	named    func(string) string  // asGiven for the command line parsed, once parsed
 	redisLog *logging.RedisLogger // go-redis's messages, from the opening of Redis until the command returns
 }
 
@@ -91,6 +92,15 @@ func (e *Env) logRedisTo(log *zap.Logger) {
 	}
 	e.redisLog = logging.NewRedisLogger(log.Named("redis"), nil)
 	redis.SetLogger(e.redisLog)
+}
+
+// setting is how a command's line names the setting read from variable:
+// by its flag when the flag was typed (asGiven).
+func (e *Env) setting(variable string) string {
+	if e.named == nil {
+		return variable
+	}
+	return e.named(variable)
 }
 
 // done detaches the command's go-redis logger, so that nothing is written to
@@ -149,10 +159,11 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	}
 	for _, f := range kctx.Flags() { // the command's own: kong reads every command's variables
 		if empty[f.Value] && f.Target.String() == "" { // not replaced by a flag given after
-			fmt.Fprintf(stderr, "certmail %s: %s: empty; give a file, or unset it\n", commandName(kctx), settingName(f.Value))
+			fmt.Fprintf(stderr, "certmail %s: %s: empty; give a file, or unset it\n", commandName(kctx), settingName(kctx, f.Value))
 			return 2
 		}
 	}
+	env.named = func(msg string) string { return asGiven(kctx, msg) }
 	err = kctx.Run(env)
 	env.done()
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
@@ -167,7 +178,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	if err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "certmail %s: %v\n", commandName(kctx), err)
+			fmt.Fprintf(stderr, "certmail %s: %s\n", commandName(kctx), asGiven(kctx, err.Error()))
 			return 2
 		}
 		fmt.Fprintf(stderr, "certmail %s: %v\n", commandName(kctx), err)
@@ -337,13 +348,32 @@ func fileSetting(empty map[*kong.Value]bool) kong.MapperFunc {
 	}
 }
 
-// settingName is how an error names setting v: by its variable, else by
-// its flag.
-func settingName(v *kong.Value) string {
-	if len(v.Tag.Envs) > 0 {
+// settingName is how an error names setting v: by its flag when the
+// command line of ctx gives it or it has no variable, else by its variable.
+func settingName(ctx *kong.Context, v *kong.Value) string {
+	if len(v.Tag.Envs) > 0 && !typed(ctx, v) {
 		return v.Tag.Envs[0]
 	}
 	return "--" + v.Name
+}
+
+// asGiven is msg, a command's usage error, naming its setting the way it
+// was given: the commands name a setting by its variable
+// ("CERTMAIL_QUEUES: ..."), which asGiven replaces by the flag when the
+// command line of ctx typed it ("--queues: ..."). The mirror of
+// fromEnvironment, for the errors of the commands rather than kong's.
+func asGiven(ctx *kong.Context, msg string) string {
+	for _, f := range ctx.Flags() {
+		if !typed(ctx, f.Value) {
+			continue
+		}
+		for _, env := range f.Tag.Envs {
+			if rest, ok := strings.CutPrefix(msg, env); ok && (rest == "" || strings.HasPrefix(rest, ":") || strings.HasPrefix(rest, " ")) {
+				return "--" + f.Name + rest
+			}
+		}
+	}
+	return msg
 }
 
 // defaults are the flags' defaults (default:"${name}" in the command
@@ -359,6 +389,10 @@ func defaults() kong.Vars {
 		"digicert_rate_limits":    ratelimit.DefaultWindows,
 		"digicert_timeout":        duration(digicert.DefaultTimeout),
 		"digicert_max_elapsed":    duration(digicert.DefaultMaxElapsed),
+		"digicert_min_timeout":    duration(digicert.MinTimeout),
+		"max_concurrency":         strconv.Itoa(worker.MaxConcurrency),
+		"min_rate_limit_pause":    duration(worker.MinRateLimitPause),
+		"max_rate_limit_pause":    duration(worker.MaxRateLimitPause),
 		"queues":                  queues.Default,
 		"max_queue_weight":        strconv.Itoa(queues.MaxWeight),
 		"max_retry":               strconv.Itoa(tasks.DefaultMaxRetry),
@@ -367,6 +401,7 @@ func defaults() kong.Vars {
 		"schedule_max":            strconv.Itoa(schedule.DefaultMaxSchedules),
 		"scheduler_lease":         duration(scheduler.DefaultLease),
 		"scheduler_min_lease":     duration(scheduler.MinLease),
+		"scheduler_max_lease":     duration(scheduler.MaxLease),
 		"admin_addr":              admin.DefaultAddr,
 		"api_addr":                api.DefaultAddr,
 		"api_shutdown_timeout":    duration(api.DefaultShutdownTimeout),

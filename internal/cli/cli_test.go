@@ -252,13 +252,13 @@ func TestUnreadableSecretFileNotEchoed(t *testing.T) {
 		want   []string
 	}{
 		{"key file absent", append([]string{"worker", "--digicert-api-key-file", secret}, noRedis...), secret,
-			[]string{"DIGICERT_API_KEY_FILE", "no such file or directory"}},
+			[]string{"--digicert-api-key-file: ", "no such file or directory"}},
 		{"key file a directory", append([]string{"worker", "--digicert-api-key-file", d}, noRedis...), d,
-			[]string{"DIGICERT_API_KEY_FILE", "is a directory"}},
+			[]string{"--digicert-api-key-file: ", "is a directory"}},
 		{"accounts file's key file absent", append([]string{"worker", "--digicert-accounts-file", accounts}, noRedis...), secret,
 			[]string{"accounts[0] (us)", "api_key_file", "no such file or directory"}},
 		{"tokens file absent", append([]string{"api", "--api-tokens-file", secret}, noRedis...), secret,
-			[]string{"CERTMAIL_API_TOKENS_FILE", "no such file or directory"}},
+			[]string{"--api-tokens-file: ", "no such file or directory"}},
 		{"fake's key file absent", []string{"fake-digicert", "--api-key-file", secret, "--addr", "127.0.0.1:0"}, secret,
 			[]string{"--api-key-file", "no such file or directory"}},
 	}
@@ -298,7 +298,7 @@ func TestWorkerRefusesPlaceholderKey(t *testing.T) {
 			}
 			// Bounded: a worker that took the key would wait for Redis for ever.
 			r := runFor(5*time.Second, append([]string{"worker", "--digicert-api-key-file", file}, noRedis...)...)
-			want := "DIGICERT_API_KEY_FILE: the key is the placeholder shipped in deploy/"
+			want := "--digicert-api-key-file: the key is the placeholder shipped in deploy/"
 			if r.code != 2 || !strings.Contains(r.stderr, want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 				t.Errorf("exit %d, stderr %q; want 2 and one line with %q", r.code, r.stderr, want)
 			}
@@ -326,66 +326,88 @@ func TestTaskCheckIntervalBounds(t *testing.T) {
 		for _, d := range []string{"0s", "-1s", "5ms", "2m"} {
 			r := run(t, cmd, "--task-check-interval="+d, "--redis-url", "redis://127.0.0.1:1/0")
 			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 ||
-				!strings.Contains(r.stderr, "CERTMAIL_TASK_CHECK_INTERVAL") {
+				!strings.Contains(r.stderr, "--task-check-interval: ") || !strings.Contains(r.stderr, "between 10ms and 1m") {
 				t.Errorf("%s --task-check-interval %s: exit %d, %q; want 2 and one line naming the setting", cmd, d, r.code, r.stderr)
 			}
 		}
 	}
 }
 
-// DIGICERT_TIMEOUT over the 20 s budget of one call would have no effect
-// (each attempt's timeout comes out of that budget): the worker refuses it,
-// exit 2, in one line naming the setting and the bound. The bound itself
-// is accepted.
-func TestDigiCertTimeoutWithinTheCallBudget(t *testing.T) {
+// outOfRange lists, per setting, values outside the range its row of the
+// README's configuration table states (TestReadmeStatesRanges), the words
+// of that range, and the bounds, which are accepted. A value beyond such a
+// range cannot work or would not be honoured: CERTMAIL_CONCURRENCY=1000000
+// grew a worker by half a gigabyte a second before it wrote a line,
+// DIGICERT_TIMEOUT=1ns timed out every call, CERTMAIL_SCHEDULER_LEASE=1000000h
+// would keep a dead leader's lease for a century.
+var outOfRange = []struct {
+	cmd, flag, env string
+	bad            []string
+	want           string   // the range, as the error says it
+	bounds         []string // accepted
+}{
+	{"worker", "concurrency", "CERTMAIL_CONCURRENCY", []string{"0", "-1", "1001", "1000000"}, "between 1 and 1000", []string{"1000"}},
+	{"worker", "max-retry", "CERTMAIL_MAX_RETRY", []string{"-1", "101"}, "between 0 and 100", []string{"0", "100"}},
+	{"worker", "deadletter-maxlen", "CERTMAIL_DEADLETTER_MAXLEN", []string{"0", "-1", "10000001"}, "between 1 and 10000000", []string{"1", "10000000"}},
+	{"worker", "shutdown-timeout", "CERTMAIL_SHUTDOWN_TIMEOUT", []string{"0s", "-1s", "999ms", "1h1s", "2h"}, "between 1s and 1h", []string{"1s", "1h"}},
+	{"worker", "auth-probe-interval", "CERTMAIL_AUTH_PROBE_INTERVAL", []string{"0s", "-1s", "1ns", "999ms", "1h1s", "2h"}, "between 1s and 1h", []string{"1s", "1h"}},
+	{"worker", "rate-limit-pause", "CERTMAIL_RATE_LIMIT_PAUSE", []string{"0s", "-1s", "1ns", "999ms", "5m1s", "10m", "100000h"}, "between 1s and 5m", []string{"1s", "5m"}},
+	{"worker", "digicert-timeout", "DIGICERT_TIMEOUT", []string{"0s", "-1s", "1ns", "100ms", "1.999s", "21s", "1h"}, "between 2s, the least a call to DigiCert is given, and 20s", []string{"2s", "20s"}},
+	{"api", "shutdown-timeout", "CERTMAIL_SHUTDOWN_TIMEOUT", []string{"0s", "-1s", "999ms", "2h"}, "between 1s and 1h", []string{"1s", "1h"}},
+	{"api", "schedule-max", "CERTMAIL_SCHEDULE_MAX", []string{"0", "-1", "100001"}, "between 1 and 100000", []string{"100000"}},
+	{"api", "schedule-min-interval", "CERTMAIL_SCHEDULE_MIN_INTERVAL", []string{"0s", "1ns", "999ms", "43801h", "1000000h"}, "between 1s and 43800h", []string{"1s", "43800h"}},
+	{"api", "result-retention", "CERTMAIL_RESULT_RETENTION", []string{"721h", "1000000h"}, "between 1m and 720h", []string{"720h"}},
+	{"api", "max-retry", "CERTMAIL_MAX_RETRY", []string{"-1", "101"}, "between 0 and 100", []string{"100"}},
+	{"scheduler", "lease", "CERTMAIL_SCHEDULER_LEASE", []string{"0s", "100ms", "61s", "1000000h"}, "between 1s and 1m", []string{"1s", "1m"}},
+	{"scheduler", "schedule-min-interval", "CERTMAIL_SCHEDULE_MIN_INTERVAL", []string{"0s", "1ns", "1000000h"}, "between 1s and 43800h", []string{"43800h"}},
+}
+
+// outOfRangeArgs are what each command of outOfRange needs besides the
+// setting to get as far as waiting for a Redis that does not answer.
+var outOfRangeArgs = map[string][]string{
+	"worker":    {"--digicert-api-key=k", "--admin-addr=", "--redis-url=redis://127.0.0.1:1/0"},
+	"api":       {"--api-tokens=" + strings.Repeat("t", 20), "--http-addr=127.0.0.1:0", "--redis-url=redis://127.0.0.1:1/0"},
+	"scheduler": {"--admin-addr=", "--redis-url=redis://127.0.0.1:1/0"},
+}
+
+// Each setting outside its documented range, typed as a flag, is refused
+// with exit 2 in one line naming the flag and the range; its bounds are
+// accepted (the command then waits for Redis until the deadline).
+func TestSettingsOutOfRangeRefused(t *testing.T) {
 	t.Parallel()
-	for _, v := range []string{"21s", "30s", "1h"} { // accepted, the worker would wait for Redis: the deadline ends the wait
-		r := runFor(2*time.Second, "worker", "--digicert-timeout="+v, "--digicert-api-key=k", "--admin-addr=", "--redis-url", "redis://127.0.0.1:1/0")
-		if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 ||
-			!strings.Contains(r.stderr, "DIGICERT_TIMEOUT: ") || !strings.Contains(r.stderr, "20s") {
-			t.Errorf("worker --digicert-timeout=%s: exit %d, %q; want 2 and one line naming the setting and its bound", v, r.code, r.stderr)
-		}
-	}
-	// Accepted, the worker waits for Redis: the deadline ends the wait.
-	r := runFor(2*time.Second, "worker", "--digicert-timeout=20s", "--digicert-api-key=k", "--admin-addr=", "--redis-url", "redis://127.0.0.1:1/0")
-	if r.code == 2 || strings.Contains(r.stderr, "DIGICERT_TIMEOUT") {
-		t.Errorf("worker --digicert-timeout=20s: exit %d, %q; want it accepted", r.code, r.stderr)
+	for _, tt := range outOfRange {
+		t.Run(tt.cmd+" "+tt.flag, func(t *testing.T) {
+			t.Parallel()
+			for _, v := range tt.bad {
+				r := runFor(2*time.Second, append([]string{tt.cmd, "--" + tt.flag + "=" + v}, outOfRangeArgs[tt.cmd]...)...)
+				want := "certmail " + tt.cmd + ": --" + tt.flag + ": "
+				if r.code != 2 || !strings.HasPrefix(r.stderr, want) || !strings.Contains(r.stderr, " must be "+tt.want) || strings.Count(r.stderr, "\n") != 1 {
+					t.Errorf("--%s=%s: exit %d, %q; want 2 and one line starting %q, saying %q", tt.flag, v, r.code, r.stderr, want, tt.want)
+				}
+			}
+			for _, v := range tt.bounds {
+				r := runFor(2*time.Second, append([]string{tt.cmd, "--" + tt.flag + "=" + v}, outOfRangeArgs[tt.cmd]...)...)
+				if r.code == 2 || strings.Contains(r.stderr, "--"+tt.flag) || strings.Contains(r.stderr, tt.env) {
+					t.Errorf("--%s=%s: exit %d, %q; want it accepted", tt.flag, v, r.code, r.stderr)
+				}
+			}
+		})
 	}
 }
 
-// A cap, timeout, pause or interval of zero or less is refused in one line
-// naming the setting, by every command that reads it: a negative dead-letter
-// cap would have turned the cap off, and a zero silently meant the default.
-func TestSettingsMustBePositive(t *testing.T) {
-	t.Parallel()
-	args := map[string][]string{
-		"worker": {"--digicert-api-key=k", "--admin-addr="},
-		"api":    {"--api-tokens=" + strings.Repeat("t", 20), "--http-addr=127.0.0.1:0"},
-	}
-	for _, tt := range []struct {
-		cmd, flag, env string
-		values         []string
-	}{
-		{"worker", "deadletter-maxlen", "CERTMAIL_DEADLETTER_MAXLEN", []string{"0", "-1"}},
-		{"worker", "shutdown-timeout", "CERTMAIL_SHUTDOWN_TIMEOUT", []string{"0s", "-1s"}},
-		{"worker", "rate-limit-pause", "CERTMAIL_RATE_LIMIT_PAUSE", []string{"0s", "-1s"}},
-		{"worker", "auth-probe-interval", "CERTMAIL_AUTH_PROBE_INTERVAL", []string{"0s", "-1s"}},
-		{"worker", "digicert-timeout", "DIGICERT_TIMEOUT", []string{"0s", "-1s"}},
-		{"api", "shutdown-timeout", "CERTMAIL_SHUTDOWN_TIMEOUT", []string{"0s", "-1s"}},
-	} {
-		for _, v := range tt.values {
-			// Accepted, the command would wait for Redis: the deadline ends the wait.
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			var out, errOut bytes.Buffer
-			code := cli.Main(ctx, append([]string{tt.cmd, "--" + tt.flag + "=" + v, "--redis-url", "redis://127.0.0.1:1/0"}, args[tt.cmd]...),
-				strings.NewReader(""), &out, &errOut)
-			cancel()
-			r := result{code, out.String(), errOut.String()}
-			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, tt.env+": ") ||
-				!strings.Contains(r.stderr, "must be positive") {
-				t.Errorf("%s --%s=%s: exit %d, %q; want 2 and one line naming %s", tt.cmd, tt.flag, v, r.code, r.stderr, tt.env)
+// The same settings from the environment are refused naming the variable.
+func TestSettingsOutOfRangeFromEnvironment(t *testing.T) {
+	// Not parallel: t.Setenv.
+	for _, tt := range outOfRange {
+		t.Run(tt.env+" "+tt.cmd, func(t *testing.T) {
+			v := tt.bad[len(tt.bad)-1]
+			t.Setenv(tt.env, v)
+			r := runFor(2*time.Second, append([]string{tt.cmd}, outOfRangeArgs[tt.cmd]...)...)
+			want := "certmail " + tt.cmd + ": " + tt.env + ": " + v + " must be " + tt.want
+			if r.code != 2 || !strings.HasPrefix(r.stderr, want) || strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("%s=%s: exit %d, %q; want 2 and one line starting %q", tt.env, v, r.code, r.stderr, want)
 			}
-		}
+		})
 	}
 }
 
@@ -408,7 +430,7 @@ func TestShortResultRetentionRefused(t *testing.T) {
 			// the wait) or fail to reach it (exit 1).
 			r := runFor(2*time.Second, append(args, "--result-retention="+v)...)
 			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 ||
-				!strings.Contains(r.stderr, "CERTMAIL_RESULT_RETENTION: ") || !strings.Contains(r.stderr, "at least "+minimum.String()) {
+				!strings.Contains(r.stderr, "--result-retention: ") || !strings.Contains(r.stderr, "at least "+minimum.String()) {
 				t.Errorf("%s --result-retention=%s: exit %d, %q; want 2 and one line naming the setting and %v", args[0], v, r.code, r.stderr, minimum)
 			}
 		}
@@ -469,7 +491,7 @@ func TestEmptyRateLimitsRefused(t *testing.T) {
 		}
 		t.Setenv("DIGICERT_RATE_LIMITS", ratelimit.DefaultWindows) // the empty flag must win over it
 		r := runFor(2*time.Second, append(args, "--digicert-rate-limits=", "--redis-url", "redis://127.0.0.1:1/0")...)
-		if r.code != 2 || !strings.Contains(r.stderr, "DIGICERT_RATE_LIMITS: ") {
+		if r.code != 2 || !strings.Contains(r.stderr, "--digicert-rate-limits: ") {
 			t.Errorf("%s --digicert-rate-limits=: exit %d, %q; want 2 naming the setting", args[0], r.code, r.stderr)
 		}
 	}
@@ -508,8 +530,8 @@ func TestEmptyFileSettingRefused(t *testing.T) {
 		}
 		os.Unsetenv(tt.setting)
 		r := runFor(2*time.Second, append(args, tt.flag+"=")...)
-		if r.code != 2 || !strings.Contains(r.stderr, tt.setting+": empty") {
-			t.Errorf("%s %s=: exit %d, %q; want 2 naming the setting", args[0], tt.flag, r.code, r.stderr)
+		if r.code != 2 || !strings.Contains(r.stderr, tt.flag+": empty") {
+			t.Errorf("%s %s=: exit %d, %q; want 2 naming the flag", args[0], tt.flag, r.code, r.stderr)
 		}
 	}
 	// The flag given wins over the empty variable; a command that reads no
@@ -526,7 +548,7 @@ func TestEmptyFileSettingRefused(t *testing.T) {
 	}
 	t.Setenv("DIGICERT_ACCOUNTS_FILE", file) // and the empty flag wins over a file
 	if r := runFor(2*time.Second, "enqueue", "set-emails", "--order-id=1", "--email=a@example.com", "--digicert-accounts-file=",
-		noRedis); r.code != 2 || !strings.Contains(r.stderr, "DIGICERT_ACCOUNTS_FILE: empty") {
+		noRedis); r.code != 2 || !strings.Contains(r.stderr, "--digicert-accounts-file: empty") {
 		t.Errorf("enqueue --digicert-accounts-file= over DIGICERT_ACCOUNTS_FILE=%s: exit %d, %q; want 2 naming the setting", file, r.code, r.stderr)
 	}
 	t.Setenv("DIGICERT_ACCOUNTS_FILE", "")
@@ -556,13 +578,13 @@ func TestListenAddressRefused(t *testing.T) {
 		setting string
 		args    []string
 	}{
-		{"CERTMAIL_HTTP_ADDR", []string{"api", token, "--http-addr=garbage"}},
-		{"CERTMAIL_HTTP_ADDR", []string{"api", token, "--http-addr=127.0.0.1:65536"}},
-		{"CERTMAIL_HTTP_ADDR", []string{"api", token, "--http-addr=a host:80"}},
-		{"CERTMAIL_ADMIN_ADDR", []string{"worker", "--digicert-api-key=k", "--admin-addr=garbage"}},
-		{"CERTMAIL_ADMIN_ADDR", []string{"scheduler", "--admin-addr=:port"}},
-		{"CERTMAIL_HTTP_ADDR", []string{"dev", "--http-addr=garbage", "--admin-addr=127.0.0.1:0"}},
-		{"CERTMAIL_ADMIN_ADDR", []string{"dev", "--http-addr=127.0.0.1:0", "--admin-addr=garbage"}},
+		{"--http-addr", []string{"api", token, "--http-addr=garbage"}},
+		{"--http-addr", []string{"api", token, "--http-addr=127.0.0.1:65536"}},
+		{"--http-addr", []string{"api", token, "--http-addr=a host:80"}},
+		{"--admin-addr", []string{"worker", "--digicert-api-key=k", "--admin-addr=garbage"}},
+		{"--admin-addr", []string{"scheduler", "--admin-addr=:port"}},
+		{"--http-addr", []string{"dev", "--http-addr=garbage", "--admin-addr=127.0.0.1:0"}},
+		{"--admin-addr", []string{"dev", "--http-addr=127.0.0.1:0", "--admin-addr=garbage"}},
 		{"--addr", []string{"fake-digicert", "--api-key=k", "--addr=garbage"}},
 	} {
 		args := tt.args
@@ -588,7 +610,7 @@ func TestRedisURLPortRefused(t *testing.T) {
 	} {
 		for _, u := range []string{"redis://127.0.0.1:99999/0", "redis-sentinel://127.0.0.1:26379,127.0.0.1:0/0?master=m"} {
 			r := runFor(10*time.Second, append(args, "--redis-url", u)...)
-			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "REDIS_URL: port ") {
+			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "--redis-url: port ") {
 				t.Errorf("%v with %s: exit %d, %q; want 2 and one line naming the port", args, u, r.code, r.stderr)
 			}
 		}
@@ -819,7 +841,7 @@ func TestTaskShowsTheWorkersRetryCap(t *testing.T) {
 			t.Errorf("task %v: %+v, want %q", c.args, r, c.want)
 		}
 	}
-	if r := e.run("task", info.ID, "--max-retry=-1"); r.code != 2 || !strings.Contains(r.stderr, "CERTMAIL_MAX_RETRY") {
+	if r := e.run("task", info.ID, "--max-retry=-1"); r.code != 2 || !strings.Contains(r.stderr, "--max-retry: -1 must be between 0 and 100") {
 		t.Errorf("task --max-retry -1: %+v, want exit 2 naming CERTMAIL_MAX_RETRY", r)
 	}
 }
@@ -954,13 +976,13 @@ func TestDLQPurgeQueues(t *testing.T) {
 		want string
 	}{
 		{[]string{"--yes", "--queues", "critical=6,defualt=3"},
-			"CERTMAIL_QUEUES: asynq has never known queues critical, defualt (it knows: bulk, default), and 4 dead-letter entries name other queues (bulk, default); nothing deleted"},
+			"--queues: asynq has never known queues critical, defualt (it knows: bulk, default), and 4 dead-letter entries name other queues (bulk, default); nothing deleted"},
 		{[]string{"--yes", "--queues", "bulk=1,defualt=3"},
-			"CERTMAIL_QUEUES: asynq has never known queue defualt (it knows: bulk, default), and 3 dead-letter entries name other queues (default); nothing deleted"},
+			"--queues: asynq has never known queue defualt (it knows: bulk, default), and 3 dead-letter entries name other queues (default); nothing deleted"},
 		{[]string{"--queues", "bulk=1,defualt=3"}, "queue defualt"}, // refused before asking
 		{[]string{"--yes", "--queues", "defualt"}, "asynq has never known queue defualt"},
-		{[]string{"--yes", "--queues", "bulk,"}, `CERTMAIL_QUEUES: queue "": a name is 1-63 characters`},
-		{[]string{"--yes", "--queues", "bulk=0"}, `CERTMAIL_QUEUES: queue "bulk=0": want NAME, or NAME=WEIGHT with a weight from 1 to 100`},
+		{[]string{"--yes", "--queues", "bulk,"}, `--queues: queue "": a name is 1-63 characters`},
+		{[]string{"--yes", "--queues", "bulk=0"}, `--queues: queue "bulk=0": want NAME, or NAME=WEIGHT with a weight from 1 to 100`},
 	} {
 		r := e.run(append([]string{"dlq", "purge"}, tt.args...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, tt.want) || strings.Contains(r.stdout, "[y/N]") || strings.Count(r.stderr, "\n") != 1 {
@@ -988,7 +1010,7 @@ func TestDLQPurgeQueues(t *testing.T) {
 	// critical has never been used: it is named, and the purge goes on.
 	// CERTMAIL_QUEUES as the workers read it, with weights, is taken too.
 	r = e.run("dlq", "purge", "--yes", "--queues", "critical=6,bulk=1")
-	if r.code != 0 || r.stderr != "CERTMAIL_QUEUES: asynq has never known queue critical (it knows: bulk, default); it has no dead letters\n" ||
+	if r.code != 0 || r.stderr != "--queues: asynq has never known queue critical (it knows: bulk, default); it has no dead letters\n" ||
 		!strings.Contains(r.stdout, "deleted 1 dead-lettered task and 1 dead-letter entry of queues bulk, critical ") {
 		t.Errorf("dlq purge of critical and bulk: %+v", r)
 	}
@@ -1484,8 +1506,8 @@ func TestAPIRefusesBadTokens(t *testing.T) {
 		{"role first in the file", "producer k3J9-q8Zr-77aa-b0c1\n", "", "line 1: the role comes after the token", "k3J9-q8Zr-77aa-b0c1"},
 		{"unknown role", "k3J9-q8Zr-77aa-b0c1 admin\n", "", "line 1: the word after the token is not a role", "k3J9-q8Zr-77aa-b0c1"},
 		{"compose placeholder", string(placeholder), "", "placeholder shipped in deploy/", "replace-me-with-a-long-random-token"},
-		{"short in the environment", "", "k3J9-q8Zr-77aa-b0c1 reader, abc123secret", "CERTMAIL_API_TOKENS entry 2: the token has 12 characters", "abc123secret"},
-		{"placeholder in the environment", "", "replace-with-a-long-random-token", "CERTMAIL_API_TOKENS entry 1: the token is the placeholder", "replace-with-a-long-random-token"},
+		{"short in the environment", "", "k3J9-q8Zr-77aa-b0c1 reader, abc123secret", "--api-tokens entry 2: the token has 12 characters", "abc123secret"},
+		{"placeholder in the environment", "", "replace-with-a-long-random-token", "--api-tokens entry 1: the token is the placeholder", "replace-with-a-long-random-token"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1744,18 +1766,18 @@ func TestQueuesAndScheduleRules(t *testing.T) {
 		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--queue", "nobody"}, 2,
 			"queue: no worker serves this queue; CERTMAIL_QUEUES serves bulk, critical, default"},
 		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--queues", "bulk=1"}, 2, "queue: the default queue default is not served"},
-		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--queues", "Bad=1"}, 2, "CERTMAIL_QUEUES: queue \"Bad\""},
+		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--queues", "Bad=1"}, 2, "--queues: queue \"Bad\""},
 		{[]string{"enqueue", "--file", jobs}, 1, "line 1: queue: no worker serves this queue"},
 		{append(sched, "--cron", "@every 10s"), 2, "cron: fires every 10s at times; the shortest interval allowed is 1m0s"},
 		{append(sched, "--cron", "0 0 30 2 *"), 2, "cron: never fires"},
 		{append(sched, "--cron", "@daily", "--until", "2020-01-01T00:00:00Z"), 2, "until: must be in the future"},
 		{append(sched, "--cron", "@daily", "--queue", "nobody"), 2, "queue: no worker serves this queue"},
 		{append(sched, "--cron", "@daily", "--queues", "critical=1"), 2, "queue: no worker serves this queue"}, // the default bulk
-		{append(sched, "--cron", "@daily", "--schedule-min-interval", "0s"), 2, "CERTMAIL_SCHEDULE_MIN_INTERVAL"},
-		{append(sched, "--cron", "@daily", "--schedule-max", "0"), 2, "CERTMAIL_SCHEDULE_MAX: 0 must be positive"},
+		{append(sched, "--cron", "@daily", "--schedule-min-interval", "0s"), 2, "--schedule-min-interval: 0s must be between 1s and 43800h"},
+		{append(sched, "--cron", "@daily", "--schedule-max", "0"), 2, "--schedule-max: 0 must be between 1 and 100000"},
 		{[]string{"scheduler", "--schedule-max", "5"}, 2, "unknown flag --schedule-max"},
-		{[]string{"scheduler", "--queues", "a=0"}, 2, "CERTMAIL_QUEUES"},
-		{[]string{"api", "--insecure-no-auth", "--queues", "a"}, 2, "CERTMAIL_QUEUES"},
+		{[]string{"scheduler", "--queues", "a=0"}, 2, "--queues: "},
+		{[]string{"api", "--insecure-no-auth", "--queues", "a"}, 2, "--queues: "},
 	} {
 		r := e.run(tt.args...)
 		if r.code != tt.code || !strings.Contains(r.stderr, tt.want) {
@@ -2149,5 +2171,102 @@ func TestTaskOfAnIDInTwoQueues(t *testing.T) {
 	}
 	if r := e.run("task", "alone"); r.code != 0 || strings.Contains(r.stdout, "other_queues") {
 		t.Errorf("task alone: %+v; want no other_queues", r)
+	}
+}
+
+// A command's own errors name a setting the way it was given, as kong's do
+// (TestEnumSettingNamedAsGiven): by its flag when the flag was typed, by its
+// variable when the value came from the environment; a flag typed over the
+// variable is named as the flag.
+func TestSettingNamedAsGiven(t *testing.T) {
+	// Not parallel: t.Setenv.
+	e := setup(t)
+	sched := []string{"schedule", "add", "--id", "s1", "--type", "resend-dcv", "--payload", `{"order_id": 1}`, "--cron", "@daily"}
+	for _, tt := range []struct {
+		env, value string
+		flag       string // the flag that gives value
+		args       []string
+	}{
+		{"CERTMAIL_QUEUES", "Default", "--queues", []string{"enqueue", "resend-dcv", "--order-id", "5"}},
+		{"CERTMAIL_QUEUES", "Default", "--queues", sched},
+		{"CERTMAIL_QUEUES", "Bad!", "--queues", []string{"dlq", "purge", "--yes"}},
+		{"CERTMAIL_CONCURRENCY", "0", "--concurrency", []string{"worker", "--digicert-api-key=k", "--admin-addr="}},
+		{"DIGICERT_TIMEOUT", "25s", "--digicert-timeout", []string{"worker", "--digicert-api-key=k", "--admin-addr="}},
+		{"DIGICERT_BASE_URL", "ftp://x", "--digicert-base-url", []string{"worker", "--digicert-api-key=k", "--admin-addr="}},
+		{"CERTMAIL_SCHEDULER_LEASE", "100ms", "--lease", []string{"scheduler", "--admin-addr="}},
+		{"CERTMAIL_HTTP_ADDR", "8080", "--http-addr", []string{"api", "--insecure-no-auth"}},
+		{"CERTMAIL_ADMIN_ADDR", "garbage", "--admin-addr", []string{"scheduler"}},
+		{"CERTMAIL_API_TOKENS", "short", "--api-tokens", []string{"api", "--http-addr=127.0.0.1:0"}},
+		{"CERTMAIL_MAX_RETRY", "-1", "--max-retry", []string{"task", "some-id"}},
+		{"CERTMAIL_RESULT_RETENTION", "1s", "--result-retention", []string{"enqueue", "resend-dcv", "--order-id", "5"}},
+		{"CERTMAIL_SCHEDULE_MIN_INTERVAL", "0s", "--schedule-min-interval", []string{"schedule", "list"}},
+	} {
+		t.Run(tt.env+"="+tt.value+" "+tt.args[0], func(t *testing.T) {
+			check := func(how string, r result, want string) {
+				t.Helper()
+				prefix := "certmail " + strings.Join(commandWords(tt.args), " ") + ": " + want
+				if r.code != 2 || !strings.HasPrefix(r.stderr, prefix) || strings.Count(r.stderr, "\n") != 1 {
+					t.Errorf("%s: exit %d, %q; want 2 and one line starting %q", how, r.code, r.stderr, prefix)
+				}
+				if tt.env == "CERTMAIL_API_TOKENS" && strings.Contains(r.stderr, tt.value) {
+					t.Errorf("%s: the error shows the token: %q", how, r.stderr)
+				}
+			}
+			t.Setenv(tt.env, tt.value)
+			check("from the environment", e.run(tt.args...), tt.env)
+			os.Unsetenv(tt.env)
+			check("typed", e.run(append(slices.Clone(tt.args), tt.flag+"="+tt.value)...), tt.flag)
+		})
+	}
+}
+
+// commandWords are the words of args that name a command: those before the
+// first flag or argument that is not a command word.
+func commandWords(args []string) []string {
+	words := []string{args[0]}
+	if len(args) > 1 && !strings.HasPrefix(args[1], "-") && (args[0] == "enqueue" || args[0] == "schedule" || args[0] == "dlq") {
+		words = append(words, args[1])
+	}
+	return words
+}
+
+// A setting set but empty where empty has no meaning of its own is refused
+// in one line naming it (the variable, or the flag typed), exit 2: an EU
+// deployment whose DIGICERT_BASE_URL rendered empty sent its key to the US
+// instance, and an empty CERTMAIL_HTTP_ADDR listened on every interface.
+// CERTMAIL_ADMIN_ADDR empty means none, and is accepted.
+func TestEmptySettingRefused(t *testing.T) {
+	// Not parallel: t.Setenv. Accepted, a command would wait for Redis (the
+	// deadline ends the wait) or fail to reach it (exit 1).
+	const noRedis = "--redis-url=redis://127.0.0.1:1/0"
+	token := "--api-tokens=" + strings.Repeat("t", 20)
+	for _, tt := range []struct {
+		env, flag string
+		args      []string
+	}{
+		{"DIGICERT_BASE_URL", "--digicert-base-url", []string{"worker", "--digicert-api-key=k", "--admin-addr=", noRedis}},
+		{"DIGICERT_BASE_URL", "--digicert-base-url", []string{"api", token, "--http-addr=127.0.0.1:0", noRedis}},
+		{"DIGICERT_BASE_URL", "--digicert-base-url", []string{"scheduler", "--admin-addr=", noRedis}},
+		{"DIGICERT_BASE_URL", "--digicert-base-url", []string{"enqueue", "set-emails", "--order-id=1", "--email=a@example.com", noRedis}},
+		{"CERTMAIL_HTTP_ADDR", "--http-addr", []string{"api", token, noRedis}},
+		{"CERTMAIL_HTTP_ADDR", "--http-addr", []string{"dev", "--admin-addr=127.0.0.1:0"}},
+	} {
+		for _, value := range []string{"", "  "} {
+			t.Setenv(tt.env, value)
+			r := runFor(2*time.Second, tt.args...)
+			if r.code != 2 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, ": "+tt.env+": empty; give ") ||
+				!strings.Contains(r.stderr, "or unset it for the default") {
+				t.Errorf("%s with %s=%q: exit %d, %q; want 2 and one line naming the setting", tt.args[0], tt.env, value, r.code, r.stderr)
+			}
+		}
+		os.Unsetenv(tt.env)
+		r := runFor(2*time.Second, append(slices.Clone(tt.args), tt.flag+"=")...)
+		if r.code != 2 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, ": "+tt.flag+": empty; give ") {
+			t.Errorf("%s %s=: exit %d, %q; want 2 and one line naming the flag", tt.args[0], tt.flag, r.code, r.stderr)
+		}
+	}
+	t.Setenv("CERTMAIL_ADMIN_ADDR", "")
+	if r := runFor(2*time.Second, "worker", "--digicert-api-key=k", noRedis); r.code == 2 || strings.Contains(r.stderr, "CERTMAIL_ADMIN_ADDR") {
+		t.Errorf("worker with CERTMAIL_ADMIN_ADDR=\"\": exit %d, %q; want it accepted (no admin listener)", r.code, r.stderr)
 	}
 }

@@ -51,6 +51,9 @@ func (c *DevCmd) Run(env *Env) error {
 	if err := c.check(); err != nil {
 		return err
 	}
+	if err := notEmpty("CERTMAIL_HTTP_ADDR", c.HTTPAddr, "host:port such as 127.0.0.1:8080"); err != nil {
+		return err
+	}
 	if err := checkListenAddr("CERTMAIL_HTTP_ADDR", c.HTTPAddr); err != nil {
 		return err
 	}

@@ -263,7 +263,7 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 		return err
 	}
 	if note := check.UnknownNote(); note != "" {
-		fmt.Fprintf(env.Stderr, "CERTMAIL_QUEUES: %s; %s no dead letters\n", note, plural(len(check.Unknown), "it has", "they have"))
+		fmt.Fprintf(env.Stderr, "%s: %s; %s no dead letters\n", env.setting("CERTMAIL_QUEUES"), note, plural(len(check.Unknown), "it has", "they have"))
 	}
 	if !c.Yes {
 		// What the purge below deletes, at most: the check is its plan.

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,6 +20,34 @@ import (
 	"github.com/certmail/certmail/internal/worker"
 )
 
+// Bounds of the settings that no package bounds itself. Each is far from
+// any value a deployment needs: a value beyond it is a typo, or cannot work.
+const (
+	// maxMaxRetry: retries back off to 4 h each, so 100 of them keep a
+	// failing task out of the dead letters for more than two weeks.
+	maxMaxRetry = 100
+	// minShutdownTimeout: under a second, in-flight work is cut at once (a
+	// delivery handed back while DigiCert acts on it is sent again);
+	// maxShutdownTimeout: a DigiCert call lasts 20 s at most, a request a
+	// few seconds, and an orchestrator kills a process long before an hour.
+	minShutdownTimeout = time.Second
+	maxShutdownTimeout = time.Hour
+	// maxDeadLetterMaxLen: an entry holds up to 8 KiB of payload and 2 KiB
+	// of error text, so 10 million of them could fill any Redis.
+	maxDeadLetterMaxLen = 10_000_000
+	// maxResultRetention: results live in Redis's memory; a month covers
+	// any look at a task's outcome (the delivered markers live 7 days).
+	maxResultRetention = 30 * 24 * time.Hour
+	// minScheduleMinInterval: the scheduler fires at whole seconds, so a
+	// shorter floor refuses nothing more than one second does.
+	// schedule.MaxEvery, the longest interval a schedule may have, bounds
+	// it above: a floor beyond it refuses every schedule.
+	minScheduleMinInterval = time.Second
+	// maxScheduleMax: the leader reads the state of every schedule again
+	// after each change, and the dashboard and schedule list show them all.
+	maxScheduleMax = 100_000
+)
+
 // mustBePositive refuses a setting of zero or less as a usage error naming
 // it. At the command line a zero is not the package's default (the flag
 // shows the default): taken as one, it would quietly mean something else
@@ -25,6 +55,34 @@ import (
 func mustBePositive[T int64 | time.Duration](setting string, v T) error {
 	if v <= 0 {
 		return usagef("%s: %v must be positive", setting, v)
+	}
+	return nil
+}
+
+// inRange refuses a setting outside lo to hi as a usage error naming it
+// and the range: a value beyond the bounds documented for it cannot work,
+// or would not be honoured.
+func inRange[T int | int64 | time.Duration](setting string, v, lo, hi T) error {
+	if v < lo || v > hi {
+		return usagef("%s: %s must be between %s and %s", setting, show(v), show(lo), show(hi))
+	}
+	return nil
+}
+
+// show prints a setting's value as --help prints its default: 24h, not 24h0m0s.
+func show[T int | int64 | time.Duration](v T) string {
+	if d, ok := any(v).(time.Duration); ok {
+		return duration(d)
+	}
+	return fmt.Sprint(v)
+}
+
+// notEmpty refuses a setting given but empty, where empty has no meaning
+// of its own: unset, it takes its default; set empty, it most likely came
+// from a template or a variable that was not filled in.
+func notEmpty(setting, v, example string) error {
+	if strings.TrimSpace(v) == "" {
+		return usagef("%s: empty; give %s, or unset it for the default", setting, example)
 	}
 	return nil
 }
@@ -85,6 +143,9 @@ type AccountFlags struct {
 }
 
 func (f AccountFlags) load(needKeys bool) (account.Set, error) {
+	if err := notEmpty("DIGICERT_BASE_URL", f.BaseURL, "a CertCentral base URL such as "+account.DefaultBaseURL+" (US) or "+account.EUBaseURL+" (EU)"); err != nil {
+		return nil, err
+	}
 	set, err := account.Load(account.Default{
 		APIKey: f.APIKey, APIKeyFile: f.APIKeyFile, BaseURL: f.BaseURL, RateLimits: f.RateLimits,
 	}, f.AccountsFile, needKeys)
@@ -157,10 +218,7 @@ type ScheduleRuleFlags struct {
 
 // check reports a floor that cannot work, as a usage error.
 func (f ScheduleRuleFlags) check() error {
-	if f.MinInterval <= 0 {
-		return usagef("CERTMAIL_SCHEDULE_MIN_INTERVAL: %v must be positive", f.MinInterval)
-	}
-	return nil
+	return inRange("CERTMAIL_SCHEDULE_MIN_INTERVAL", f.MinInterval, minScheduleMinInterval, schedule.MaxEvery)
 }
 
 // ScheduleCapFlags bound the schedules of a command that adds them: the
@@ -171,10 +229,7 @@ type ScheduleCapFlags struct {
 
 // checkMax reports a bound that cannot work, as a usage error.
 func (f ScheduleCapFlags) checkMax() error {
-	if f.MaxSchedules <= 0 {
-		return usagef("CERTMAIL_SCHEDULE_MAX: %d must be positive", f.MaxSchedules)
-	}
-	return nil
+	return inRange("CERTMAIL_SCHEDULE_MAX", f.MaxSchedules, 1, maxScheduleMax)
 }
 
 // ProducerFlags are the settings of a process that puts tasks and
@@ -247,8 +302,11 @@ type NewTaskFlags struct {
 
 // check reports a setting that cannot work, as a usage error.
 func (f NewTaskFlags) check() error {
-	if f.MaxRetry < 0 {
-		return usagef("CERTMAIL_MAX_RETRY: %d must not be negative", f.MaxRetry)
+	if err := inRange("CERTMAIL_MAX_RETRY", f.MaxRetry, 0, maxMaxRetry); err != nil {
+		return err
+	}
+	if f.Retention > maxResultRetention {
+		return inRange("CERTMAIL_RESULT_RETENTION", f.Retention, scheduler.MinResultRetention, maxResultRetention)
 	}
 	if f.Retention < scheduler.MinResultRetention {
 		// Refused by every process that reads it, as they share one

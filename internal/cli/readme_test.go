@@ -5,12 +5,16 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/alecthomas/kong"
 
+	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/scheduler"
+	"github.com/certmail/certmail/internal/worker"
 )
 
 // TestConfigurationUsedBy: the "used by" cell of these rows of the README's
@@ -43,11 +47,11 @@ func TestConfigurationUsedBy(t *testing.T) {
 	}
 }
 
-// TestSchedulerLeaseMinimum: the help of --lease and the README say the
-// shortest lease the scheduler accepts.
+// TestSchedulerLeaseMinimum: the help of --lease says the shortest and the
+// longest lease the scheduler accepts (the README: TestReadmeStatesRanges).
 func TestSchedulerLeaseMinimum(t *testing.T) {
 	t.Parallel()
-	want := "at least " + duration(scheduler.MinLease)
+	want := duration(scheduler.MinLease) + " to " + duration(scheduler.MaxLease)
 	var lease *kong.Flag
 	for _, c := range leafCommands(t) {
 		for _, group := range c.AllFlags(false) {
@@ -63,9 +67,6 @@ func TestSchedulerLeaseMinimum(t *testing.T) {
 	}
 	if !strings.Contains(lease.Help, want) {
 		t.Errorf("--lease help %q does not say %q", lease.Help, want)
-	}
-	if row := readmeRow(t, "`CERTMAIL_SCHEDULER_LEASE`"); !strings.Contains(row, "at least `"+duration(scheduler.MinLease)+"`") {
-		t.Errorf("the README's row %q does not say at least `%s`", row, duration(scheduler.MinLease))
 	}
 }
 
@@ -222,5 +223,30 @@ func TestREADMEStoppingWorkerLine(t *testing.T) {
 	const line = "WARN `not ready` with `\"error\":\"stopping\"`"
 	if !strings.Contains(strings.Join(strings.Fields(string(readme)), " "), line) {
 		t.Errorf("the README does not quote a stopping worker's line as %s", line)
+	}
+}
+
+// TestReadmeStatesRanges: the README's configuration table states the
+// range of each bounded setting, as its error does.
+func TestReadmeStatesRanges(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ env, lo, hi string }{
+		{"CERTMAIL_CONCURRENCY", "1", strconv.Itoa(worker.MaxConcurrency)},
+		{"CERTMAIL_MAX_RETRY", "0", strconv.Itoa(maxMaxRetry)},
+		{"CERTMAIL_DEADLETTER_MAXLEN", "1", strconv.Itoa(maxDeadLetterMaxLen)},
+		{"CERTMAIL_SHUTDOWN_TIMEOUT", duration(minShutdownTimeout), duration(maxShutdownTimeout)},
+		{"CERTMAIL_AUTH_PROBE_INTERVAL", duration(worker.MinAuthProbeInterval), duration(worker.MaxAuthProbeInterval)},
+		{"CERTMAIL_RATE_LIMIT_PAUSE", duration(worker.MinRateLimitPause), duration(worker.MaxRateLimitPause)},
+		{"DIGICERT_TIMEOUT", duration(digicert.MinTimeout), duration(digicert.DefaultMaxElapsed)},
+		{"CERTMAIL_RESULT_RETENTION", duration(scheduler.MinResultRetention), duration(maxResultRetention)},
+		{"CERTMAIL_SCHEDULER_LEASE", duration(scheduler.MinLease), duration(scheduler.MaxLease)},
+		{"CERTMAIL_SCHEDULE_MIN_INTERVAL", duration(minScheduleMinInterval), duration(schedule.MaxEvery)},
+		{"CERTMAIL_SCHEDULE_MAX", "1", strconv.Itoa(maxScheduleMax)},
+		{"CERTMAIL_TASK_CHECK_INTERVAL", duration(worker.MinTaskCheckInterval), duration(worker.MaxTaskCheckInterval)},
+	} {
+		want := "`" + tt.lo + "` to `" + tt.hi + "`"
+		if row := readmeRow(t, "`"+tt.env+"`"); !strings.Contains(row, want) {
+			t.Errorf("the README's row of %s does not say %s: %q", tt.env, want, row)
+		}
 	}
 }

@@ -18,13 +18,13 @@ type SchedulerCmd struct {
 	ProducerFlags
 	File      string        `name:"schedules-file" env:"CERTMAIL_SCHEDULES_FILE" type:"file" help:"YAML file of schedules (reloaded when it changes)."`
 	AdminAddr string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${admin_addr}" help:"Listen address of /healthz, /readyz and /metrics (empty: none)."`
-	Lease     time.Duration `name:"lease" env:"CERTMAIL_SCHEDULER_LEASE" default:"${scheduler_lease}" help:"Leader lease: a dead leader's replica takes over within it; at least ${scheduler_min_lease}."`
+	Lease     time.Duration `name:"lease" env:"CERTMAIL_SCHEDULER_LEASE" default:"${scheduler_lease}" help:"Leader lease: a dead leader's replica takes over within it; ${scheduler_min_lease} to ${scheduler_max_lease}."`
 }
 
 // Run schedules until SIGTERM/SIGINT.
 func (c *SchedulerCmd) Run(env *Env) (err error) {
-	if c.Lease < scheduler.MinLease {
-		return usagef("CERTMAIL_SCHEDULER_LEASE: %s must be at least %s", c.Lease, duration(scheduler.MinLease))
+	if err := inRange("CERTMAIL_SCHEDULER_LEASE", c.Lease, scheduler.MinLease, scheduler.MaxLease); err != nil {
+		return err
 	}
 	if err := checkListenAddr("CERTMAIL_ADMIN_ADDR", c.AdminAddr); err != nil {
 		return err

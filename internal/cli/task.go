@@ -35,8 +35,8 @@ func (c *TaskCmd) Run(env *Env) error {
 	if c.Queue != nil && !tasks.ValidQueueName(*c.Queue) {
 		return usagef("--queue: a queue name is %s", queues.NameRule)
 	}
-	if c.MaxRetry < 0 {
-		return usagef("CERTMAIL_MAX_RETRY: %d must not be negative", c.MaxRetry)
+	if err := inRange("CERTMAIL_MAX_RETRY", c.MaxRetry, 0, maxMaxRetry); err != nil {
+		return err
 	}
 	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{MaxRetry: maxRetryConfig(c.MaxRetry)})
 	if err != nil {

@@ -15,14 +15,14 @@ type WorkerCmd struct {
 	LogFlags
 	QueueFlags
 	PollFlags
-	Concurrency       int           `env:"CERTMAIL_CONCURRENCY" default:"${concurrency}" help:"Deliveries handled at once by this process."`
+	Concurrency       int           `env:"CERTMAIL_CONCURRENCY" default:"${concurrency}" help:"Deliveries handled at once by this process (1 to ${max_concurrency})."`
 	MaxRetry          int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"Retries before a task is dead-lettered (the lower of this and the task's own)."`
 	AdminAddr         string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${admin_addr}" help:"Address of /healthz, /readyz and /metrics (empty: none)."`
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"${worker_shutdown_timeout}" help:"Time in-flight deliveries get to finish on SIGTERM; the rest go back to the queue."`
 	DeadLetterMaxLen  int64         `name:"deadletter-maxlen" env:"CERTMAIL_DEADLETTER_MAXLEN" default:"${deadletter_maxlen}" help:"Approximate cap of the certmail:deadletter stream."`
 	AuthProbeInterval time.Duration `name:"auth-probe-interval" env:"CERTMAIL_AUTH_PROBE_INTERVAL" default:"${auth_probe_interval}" help:"While DigiCert rejects an account's key, how often one delivery tries again."`
-	RateLimitPause    time.Duration `name:"rate-limit-pause" env:"CERTMAIL_RATE_LIMIT_PAUSE" default:"${rate_limit_pause}" help:"Wait after a DigiCert 429 before a task is tried again."`
-	DigiCertTimeout   time.Duration `name:"digicert-timeout" env:"DIGICERT_TIMEOUT" default:"${digicert_timeout}" help:"Timeout of one HTTP request to DigiCert (at most ${digicert_max_elapsed}, the budget of one call)."`
+	RateLimitPause    time.Duration `name:"rate-limit-pause" env:"CERTMAIL_RATE_LIMIT_PAUSE" default:"${rate_limit_pause}" help:"Wait after a DigiCert 429 before a task is tried again, doubled by repeated 429s up to ${max_rate_limit_pause} (${min_rate_limit_pause} to ${max_rate_limit_pause})."`
+	DigiCertTimeout   time.Duration `name:"digicert-timeout" env:"DIGICERT_TIMEOUT" default:"${digicert_timeout}" help:"Timeout of one HTTP request to DigiCert (${digicert_min_timeout} to ${digicert_max_elapsed}, the budget of one call)."`
 	Pprof             bool          `name:"pprof" env:"CERTMAIL_PPROF" help:"Serve net/http/pprof's profiles under /debug/pprof/ on the admin address (never on the API's)."`
 }
 
@@ -52,27 +52,19 @@ func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
 	if err != nil {
 		return worker.Config{}, err
 	}
-	if c.Concurrency < 1 {
-		return worker.Config{}, usagef("CERTMAIL_CONCURRENCY: %d must be at least 1", c.Concurrency)
-	}
-	if c.MaxRetry < 0 {
-		return worker.Config{}, usagef("CERTMAIL_MAX_RETRY: %d must not be negative", c.MaxRetry)
-	}
 	if err := c.check(); err != nil {
 		return worker.Config{}, err
 	}
-	if c.DigiCertTimeout > digicert.DefaultMaxElapsed {
-		// Each attempt's timeout comes out of the call's budget: a longer
-		// one would change nothing.
-		return worker.Config{}, usagef("DIGICERT_TIMEOUT: %v must be at most %v, the budget of one DigiCert call",
-			duration(c.DigiCertTimeout), duration(digicert.DefaultMaxElapsed))
+	if err := c.checkTimeout(); err != nil {
+		return worker.Config{}, err
 	}
 	for _, err := range []error{ // the first, in one line
-		mustBePositive("CERTMAIL_SHUTDOWN_TIMEOUT", c.ShutdownTimeout),
-		mustBePositive("CERTMAIL_DEADLETTER_MAXLEN", c.DeadLetterMaxLen),
-		mustBePositive("CERTMAIL_AUTH_PROBE_INTERVAL", c.AuthProbeInterval),
-		mustBePositive("CERTMAIL_RATE_LIMIT_PAUSE", c.RateLimitPause),
-		mustBePositive("DIGICERT_TIMEOUT", c.DigiCertTimeout),
+		inRange("CERTMAIL_CONCURRENCY", c.Concurrency, 1, worker.MaxConcurrency),
+		inRange("CERTMAIL_MAX_RETRY", c.MaxRetry, 0, maxMaxRetry),
+		inRange("CERTMAIL_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, minShutdownTimeout, maxShutdownTimeout),
+		inRange("CERTMAIL_DEADLETTER_MAXLEN", c.DeadLetterMaxLen, 1, maxDeadLetterMaxLen),
+		inRange("CERTMAIL_AUTH_PROBE_INTERVAL", c.AuthProbeInterval, worker.MinAuthProbeInterval, worker.MaxAuthProbeInterval),
+		inRange("CERTMAIL_RATE_LIMIT_PAUSE", c.RateLimitPause, worker.MinRateLimitPause, worker.MaxRateLimitPause),
 		checkListenAddr("CERTMAIL_ADMIN_ADDR", c.AdminAddr),
 	} {
 		if err != nil {
@@ -98,6 +90,18 @@ func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
 		Client:            digicert.Config{Timeout: c.DigiCertTimeout},
 		Logger:            log,
 	}, nil
+}
+
+// checkTimeout refuses a DIGICERT_TIMEOUT outside digicert.MinTimeout to
+// the budget of one call: a shorter attempt may be cut while DigiCert acts
+// on it, and retried, and each attempt's timeout comes out of the call's
+// budget, so a longer one would change nothing.
+func (c *WorkerCmd) checkTimeout() error {
+	if d := c.DigiCertTimeout; d < digicert.MinTimeout || d > digicert.DefaultMaxElapsed {
+		return usagef("DIGICERT_TIMEOUT: %s must be between %s, the least a call to DigiCert is given, and %s, the budget of one call",
+			duration(d), duration(digicert.MinTimeout), duration(digicert.DefaultMaxElapsed))
+	}
+	return nil
 }
 
 // maxRetryConfig maps the flag (0 = no retries) onto worker.Config (0 = default).
