@@ -47,6 +47,11 @@ type processor struct {
 	// stopping is set once the worker stops fetching: a delivery then starts
 	// no new DigiCert call (see call).
 	stopping atomic.Bool
+	// stopped is done, by stopCalls, once stopping is set: a call waiting
+	// for a rate-limit slot for its first request ends its wait
+	// (stopLimiter). Nil in a processor built without New: never done.
+	stopped   context.Context
+	stopCalls context.CancelFunc
 }
 
 // report is filled by a handler and read by the logging middleware.
@@ -609,9 +614,15 @@ func (p *processor) send(ctx context.Context, d *delivery, verdict gateVerdict, 
 	if verdict == gateProbe {
 		d.account.keyFile.reload() // a replaced key file ends the pause with this probe
 	}
-	res, err := fn(d.ticket.Context(ctx))
+	res, err := fn(context.WithValue(d.ticket.Context(ctx), callKey{}, &callState{}))
 	d.attempts = callAttempts(res, err)
 	d.report.calls += res.Attempts
+	if errors.Is(err, errNotSentStopping) {
+		// The worker began stopping while the call waited for a slot for its
+		// first request: nothing was sent, and nothing will be.
+		p.settle(ctx, d)
+		return res, &taskError{code: codeWorkerStopping, class: classWait, retryAfter: jitter(workerStoppingWait), err: errNotSentStopping}
+	}
 	if err == nil {
 		d.report.httpStatus = res.Status
 		p.keyWorks(ctx, d, verdict)
@@ -693,6 +704,55 @@ func (p *processor) keyWorks(ctx context.Context, d *delivery, verdict gateVerdi
 // codeWorkerStopping is the code of a delivery handed back, before a
 // DigiCert call, by a worker that is stopping.
 const codeWorkerStopping = "worker_stopping"
+
+// errNotSentStopping is the reason of a delivery handed back by a stopping
+// worker once its call had begun to wait for a rate-limit slot.
+var errNotSentStopping = errors.New("not sent to DigiCert: the worker is stopping; another worker takes the task")
+
+// callKey carries a DigiCert call's callState on its context.
+type callKey struct{}
+
+// callState is what stopLimiter knows of one DigiCert call.
+type callState struct {
+	admitted atomic.Bool // a request of the call was admitted: it is in flight
+}
+
+// stopLimiter is an account's limiter as its DigiCert client uses it. A
+// call that has had no request admitted yet, waiting for a slot when its
+// worker starts stopping, ends its wait and sends nothing (errNotSentStopping),
+// as a delivery that has not reached its call starts none (stoppingWait):
+// a request sent then could still be in flight at the shutdown timeout,
+// be cut after DigiCert acted, and be sent again by the redelivery. A call
+// with a request admitted goes on, its retries too: it is a call in flight,
+// which the shutdown timeout lets finish.
+type stopLimiter struct {
+	digicert.Limiter
+	p *processor
+}
+
+func (l stopLimiter) Acquire(ctx context.Context) (release func(), err error) {
+	c, _ := ctx.Value(callKey{}).(*callState)
+	if c == nil || c.admitted.Load() || l.p.stopped == nil {
+		return l.Limiter.Acquire(ctx)
+	}
+	if l.p.stopping.Load() {
+		return nil, errNotSentStopping
+	}
+	wait, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(l.p.stopped, cancel)()
+	release, err = l.Limiter.Acquire(wait)
+	switch {
+	case err == nil && l.p.stopping.Load():
+		release() // counted as sent: the slot frees a window from now
+		return nil, errNotSentStopping
+	case err != nil && ctx.Err() == nil && l.p.stopping.Load():
+		return nil, errNotSentStopping
+	case err == nil:
+		c.admitted.Store(true)
+	}
+	return release, err
+}
 
 // workerStoppingWait is how long a task handed back by a stopping worker
 // waits: briefly, so that another worker takes it soon.

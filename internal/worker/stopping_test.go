@@ -14,6 +14,7 @@ import (
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/worker"
 	"github.com/certmail/certmail/tasks"
 )
@@ -111,5 +112,61 @@ func TestStoppingWorkerStartsNoNewCall(t *testing.T) {
 		if n := len(b.fake.DomainDCVSends(int64(901 + i))); n != 1 {
 			t.Errorf("domain %d emailed %d times, want once", 901+i, n)
 		}
+	}
+}
+
+// A delivery whose call waits for a slot of the shared rate limit for its
+// first request when its worker starts stopping ends its wait and sends
+// nothing, rather than sending once the slot frees: the task is handed back
+// (worker_stopping, no retry used), the worker stops without waiting for
+// the slot, and the next worker delivers the task once.
+func TestStoppingWorkerEndsASlotWait(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{startWorkers: -1, fake: digicerttest.Config{AnyIDExists: true}})
+	const period = 10 * time.Second
+	limits := func(c *worker.Config) {
+		a := c.Accounts["default"]
+		a.RateLimits = []ratelimit.Window{{Limit: 1, Period: period}}
+		c.Accounts["default"] = a
+		c.ShutdownTimeout = 3 * period // time enough to wait for the slot and send
+	}
+	stop := b.startWorkerCtl(t, setupOpts{configure: limits})
+	first := b.enqueue(t, "resend-dcv", `{"order_id": 1}`)
+	b.waitState(t, first, asynq.TaskStateCompleted, 10*time.Second)
+	second := b.enqueue(t, "resend-dcv", `{"order_id": 2}`)
+	b.waitState(t, second, asynq.TaskStateActive, 10*time.Second)
+	time.Sleep(300 * time.Millisecond) // past its round trip before the call: waiting for the slot
+	sigterm := time.Now()
+	select {
+	case <-b.stopping(t, stop):
+	case <-time.After(2 * period):
+		t.Fatal("the worker did not stop")
+	}
+	if took := time.Since(sigterm); took > period/2 {
+		t.Errorf("the worker took %v to stop: it waited for the slot (%v)", took, period)
+	}
+	for _, r := range b.fake.Requests() {
+		if r.Method == http.MethodPut && r.At.After(sigterm) {
+			t.Errorf("the stopping worker sent %s at +%v", r.Path, r.At.Sub(sigterm).Round(time.Millisecond))
+		}
+	}
+	lines := b.logs.Lines("info", "delivery deferred")
+	if len(lines) != 1 || fmt.Sprint(lines[0]["error_code"]) != "worker_stopping" {
+		t.Errorf("INFO lines %v, want one hand-back with error_code worker_stopping", lines)
+	}
+
+	b.startWorkerCtl(t, setupOpts{configure: limits})
+	info := b.waitState(t, second, asynq.TaskStateCompleted, 3*period)
+	if info.Retried != 0 {
+		t.Errorf("the handed-back task used %d retries, want 0", info.Retried)
+	}
+	puts := 0
+	for _, r := range b.fake.Requests() {
+		if r.Method == http.MethodPut {
+			puts++
+		}
+	}
+	if puts != 2 {
+		t.Errorf("fake saw %d PUTs, want 2 (one per task)", puts)
 	}
 }

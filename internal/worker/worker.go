@@ -226,6 +226,7 @@ func New(cfg Config) (*Worker, error) {
 		rateLimitPause: cfg.RateLimitPause,
 		afterDelivery:  cfg.AfterDelivery,
 	}
+	p.stopped, p.stopCalls = context.WithCancel(context.Background())
 	for name, a := range cfg.Accounts {
 		cc := cfg.Client
 		cc.BaseURL = a.BaseURL
@@ -239,7 +240,7 @@ func New(cfg Config) (*Worker, error) {
 		limiter := ratelimit.NewLimiter(rdb, ratelimit.Config{Account: name, Windows: a.RateLimits,
 			InFlight: max(ratelimit.DefaultInFlight, call.MaxElapsed+call.Timeout),
 			OnWait:   func(d time.Duration) { waits.Observe(d.Seconds()) }})
-		cc.Limiter = limiter
+		cc.Limiter = stopLimiter{Limiter: limiter, p: p}
 		client, err := digicert.New(cc)
 		if err != nil {
 			return nil, fmt.Errorf("account %s: %w", name, err)
@@ -417,6 +418,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 	}
 	stopping.Store(true)
 	w.proc.stopping.Store(true) // deliveries start no new DigiCert call
+	w.proc.stopCalls()          // and calls waiting for a slot for their first request send none
 	w.log.Info("shutting down: no new deliveries or DigiCert calls; calls in flight get the shutdown timeout",
 		zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
 	deadline := time.Now().Add(w.cfg.ShutdownTimeout)
