@@ -882,9 +882,15 @@ func TestWorkersRollFirst(t *testing.T) {
 		kind, name := o["kind"].(string), get(o, "metadata", "name").(string)
 		own, _ := get(o, "metadata", "labels", componentLabel).(string)
 		selected[kind+"/"+name] = !slices.Contains(later, own)
-		for _, pods := range []any{get(o, "spec", "selector", "matchLabels", componentLabel), get(o, "spec", "selector", componentLabel)} {
-			if c, _ := pods.(string); slices.Contains(later, c) && !slices.Contains(later, own) {
+		for _, m := range podSelectors(o) {
+			if slices.Contains(later, own) {
+				continue
+			}
+			switch c, _ := m[componentLabel].(string); {
+			case slices.Contains(later, c):
 				t.Errorf("%s %s selects the %s's pods without the label %s=%s: the workers' step would apply it", kind, name, c, componentLabel, c)
+			case c == "" && kind != "Deployment":
+				t.Errorf("%s %s selects every component's pods (%v) and is applied with the workers: the scheduler's and the API's pods would change before their step", kind, name, m)
 			}
 		}
 		if kind == "Deployment" && name == "certmail-worker" {
@@ -902,6 +908,26 @@ func TestWorkersRollFirst(t *testing.T) {
 			t.Errorf("the worker refers to %s, which the selector leaves out: its new pods could not start", ref)
 		}
 	}
+}
+
+// podSelectors returns the label selectors by which object o picks pods:
+// a Deployment's or a PodDisruptionBudget's spec.selector.matchLabels, a
+// Service's spec.selector, a NetworkPolicy's spec.podSelector.matchLabels.
+// Other kinds select no pods (a ServiceMonitor selects Services).
+func podSelectors(o map[string]any) []map[string]any {
+	var sel any
+	switch o["kind"] {
+	case "Deployment", "PodDisruptionBudget":
+		sel = get(o, "spec", "selector", "matchLabels")
+	case "Service":
+		sel = get(o, "spec", "selector")
+	case "NetworkPolicy":
+		sel = get(o, "spec", "podSelector", "matchLabels")
+	}
+	if m, ok := sel.(map[string]any); ok {
+		return []map[string]any{m}
+	}
+	return nil
 }
 
 // TestSchedulesFilesValid parses the example schedules with the scheduler's
