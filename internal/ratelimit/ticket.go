@@ -67,6 +67,14 @@ func (t *Ticket) Context(ctx context.Context) context.Context {
 	return context.WithValue(ctx, ticketKey{}, t)
 }
 
+// Ready reports whether the next Acquire of the ticket's limiter on a
+// context carrying t takes its admission at once, without waiting.
+func (t *Ticket) Ready() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.admitted && !t.taken && !t.settled
+}
+
 // take hands the admission to an Acquire of limiter l, once.
 func (t *Ticket) take(l *Limiter) bool {
 	t.mu.Lock()

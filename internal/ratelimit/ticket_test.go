@@ -53,8 +53,14 @@ func TestTicketAdmissionIsUsedOnceAndRestampedByTheCaller(t *testing.T) {
 	}
 
 	tk := l.NewTicket()
+	if tk.Ready() {
+		t.Fatal("a ticket not admitted is ready")
+	}
 	if ms := admit(tk); ms != 0 {
 		t.Fatalf("first admission: wait %d ms, want 0", ms)
+	}
+	if !tk.Ready() {
+		t.Fatal("an admitted ticket is not ready")
 	}
 	if ms := admit(l.NewTicket()); ms <= 0 {
 		t.Fatalf("a second ticket within the window: wait %d ms, want a wait", ms)
@@ -63,6 +69,9 @@ func TestTicketAdmissionIsUsedOnceAndRestampedByTheCaller(t *testing.T) {
 	release, err := l.Acquire(tctx)
 	if err != nil {
 		t.Fatalf("Acquire with the admitted ticket: %v", err)
+	}
+	if tk.Ready() {
+		t.Fatal("a ticket whose admission an Acquire took is still ready")
 	}
 	var we *ratelimit.WaitError
 	if _, err := l.Acquire(tctx); !errors.As(err, &we) {

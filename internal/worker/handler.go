@@ -614,7 +614,7 @@ func (p *processor) send(ctx context.Context, d *delivery, verdict gateVerdict, 
 	if verdict == gateProbe {
 		d.account.keyFile.reload() // a replaced key file ends the pause with this probe
 	}
-	res, err := fn(context.WithValue(d.ticket.Context(ctx), callKey{}, &callState{}))
+	res, err := fn(context.WithValue(d.ticket.Context(ctx), callKey{}, &callState{ticket: d.ticket}))
 	d.attempts = callAttempts(res, err)
 	d.report.calls += res.Attempts
 	if errors.Is(err, errNotSentStopping) {
@@ -714,7 +714,8 @@ type callKey struct{}
 
 // callState is what stopLimiter knows of one DigiCert call.
 type callState struct {
-	admitted atomic.Bool // a request of the call was admitted: it is in flight
+	ticket   *ratelimit.Ticket // the admission taken in the round trip before the call, if any
+	admitted atomic.Bool       // a request of the call was admitted: it is in flight
 }
 
 // stopLimiter is an account's limiter as its DigiCert client uses it. A
@@ -738,10 +739,16 @@ func (l stopLimiter) Acquire(ctx context.Context) (release func(), err error) {
 	if l.p.stopping.Load() {
 		return nil, errNotSentStopping
 	}
-	wait, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(l.p.stopped, cancel)()
-	release, err = l.Limiter.Acquire(wait)
+	acquire := ctx
+	if c.ticket == nil || !c.ticket.Ready() {
+		// Not admitted in the round trip before the call (the usual case,
+		// which takes its admission at once): the wait the stop ends.
+		wait, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(l.p.stopped, cancel)()
+		acquire = wait
+	}
+	release, err = l.Limiter.Acquire(acquire)
 	switch {
 	case err == nil && l.p.stopping.Load():
 		release() // counted as sent: the slot frees a window from now
