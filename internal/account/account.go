@@ -252,14 +252,22 @@ func ReadKeyFile(path string) (Secret, error) {
 // checkBaseURL refuses a base URL no call can reach: one that is not an
 // absolute http(s) URL, or whose port is not a number from 1 to 65535 (a
 // call to it fails every time, and the tasks would be retried for a day).
+// Its errors show the URL without a password a user part may hold.
 func checkBaseURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%.128q is not an absolute http(s) URL", s)
+		shown := "the value"
+		switch {
+		case err == nil:
+			shown = fmt.Sprintf("%.128q", u.Redacted())
+		case !strings.Contains(s, "@"):
+			shown = fmt.Sprintf("%.128q", s)
+		}
+		return fmt.Errorf("%s is not an absolute http(s) URL", shown)
 	}
 	if p := u.Port(); p != "" || strings.HasSuffix(u.Host, ":") {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 || p[0] == '+' {
-			return fmt.Errorf("port %.16q of %.128q: want a number from 1 to 65535", p, s)
+			return fmt.Errorf("port %.16q of host %.128q: want a number from 1 to 65535", p, u.Host)
 		}
 	}
 	return nil

@@ -158,6 +158,9 @@ func TestLoadFileEmptyRateLimitsTakeTheDefault(t *testing.T) {
 	}
 }
 
+// urlSecret is a password in a base URL's user part, which errors never show.
+const urlSecret = "pa55-in-the-url"
+
 func TestLoadRejects(t *testing.T) {
 	t.Parallel()
 	d := dir(t, map[string]string{
@@ -213,12 +216,16 @@ func TestLoadRejects(t *testing.T) {
 		{name: "empty account URL", file: "emptyurl.yaml", want: "accounts[0] (eu): base_url: empty; give a CertCentral base URL, or leave it out for https://www.digicert.com/services/v2"},
 		{name: "blank account URL", file: "blankurl.yaml", want: "accounts[0] (eu): base_url: empty"},
 		{name: "null account URL", file: "nullurl.yaml", want: "accounts[0] (eu): base_url: empty"},
-		{name: "account URL port", file: "badport.yaml", want: `accounts[0] (eu): base_url: port "99999" of "https://certcentral.digicert.eu:99999/services/v2": want a number from 1 to 65535`},
+		{name: "account URL port", file: "badport.yaml", want: `accounts[0] (eu): base_url: port "99999" of host "certcentral.digicert.eu:99999": want a number from 1 to 65535`},
 		// A port no call can reach: every delivery would fail and be retried for a day.
-		{name: "base URL port too high", def: Default{APIKey: "a", BaseURL: "http://127.0.0.1:99999/services/v2"}, want: `DIGICERT_BASE_URL: port "99999" of "http://127.0.0.1:99999/services/v2": want a number from 1 to 65535`},
+		{name: "base URL port too high", def: Default{APIKey: "a", BaseURL: "http://127.0.0.1:99999/services/v2"}, want: `DIGICERT_BASE_URL: port "99999" of host "127.0.0.1:99999": want a number from 1 to 65535`},
 		{name: "base URL port zero", def: Default{APIKey: "a", BaseURL: "http://127.0.0.1:0/services/v2"}, want: `DIGICERT_BASE_URL: port "0"`},
 		{name: "base URL port empty", def: Default{APIKey: "a", BaseURL: "http://127.0.0.1:/services/v2"}, want: `DIGICERT_BASE_URL: port ""`},
 		{name: "base URL port signed", def: Default{APIKey: "a", BaseURL: "http://127.0.0.1:+80/services/v2"}, want: `DIGICERT_BASE_URL`},
+		// A user part's password never shows in the error.
+		{name: "password with a bad port", def: Default{APIKey: "a", BaseURL: "http://u:" + urlSecret + "@127.0.0.1:99999/v2"}, want: `port "99999" of host "127.0.0.1:99999"`},
+		{name: "password in a URL not http", def: Default{APIKey: "a", BaseURL: "ftp://u:" + urlSecret + "@h/v2"}, want: `"ftp://u:xxxxx@h/v2" is not an absolute http(s) URL`},
+		{name: "password in a URL that does not parse", def: Default{APIKey: "a", BaseURL: "http://u:" + urlSecret + "@h:x%zz/v2"}, want: "the value is not an absolute http(s) URL"},
 		{name: "placeholder key in accounts", file: "placeholder.yaml", want: "accounts[0] (us): api_key_file: the key is the placeholder shipped in deploy/"},
 		{name: "no accounts", file: "none.yaml", want: "no accounts listed"},
 		{name: "not YAML", file: "garbage.yaml", want: "parse"},
@@ -238,6 +245,9 @@ func TestLoadRejects(t *testing.T) {
 			_, err := Load(def, file, true)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Load error = %v, want one containing %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), urlSecret) {
+				t.Errorf("Load error %q shows the URL's password", err)
 			}
 			if tt.errIs != nil && !errors.Is(err, tt.errIs) {
 				t.Errorf("error %v is not %v", err, tt.errIs)
