@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -87,7 +88,11 @@ func unservedWithTasks(ctx context.Context, rdb redis.UniversalClient, served ma
 	for i, q := range names {
 		// A raw producer's queue name may be of any length; certmail's are at most maxQueueNameShown.
 		if len(q) > maxQueueNameShown {
-			names[i] = q[:maxQueueNameShown] + "…"
+			cut := maxQueueNameShown
+			for cut > 0 && !utf8.RuneStart(q[cut]) { // whole characters only
+				cut--
+			}
+			names[i] = q[:cut] + "…"
 		}
 	}
 	return names, len(waiting) - n, nil

@@ -38,6 +38,8 @@ func TestWorkerWarnsOfUnservedQueuesWithTasks(t *testing.T) {
 			want: "[q01 q02 q03 q04 q05 q06 q07 q08 q09 q10]", more: 2},
 		{name: "long name", serve: queues.Default, with: []string{strings.Repeat("q", 5000)},
 			want: "[" + strings.Repeat("q", 63) + "…]"},
+		{name: "long name cut between characters", serve: queues.Default, with: []string{"qq" + strings.Repeat("é", 100)},
+			want: "[qq" + strings.Repeat("é", 30) + "…]"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
