@@ -298,7 +298,8 @@ func subcommands(ctx *kong.Context, name string, skip ...string) []string {
 func fromEnvironment(ctx *kong.Context, s string) string {
 	for _, f := range ctx.Flags() {
 		flag := "--" + f.Name
-		if !strings.HasPrefix(s, flag+" ") || typed(ctx, f.Value) {
+		// kong writes "--concurrency must be …" and "--concurrency: expected …".
+		if !(strings.HasPrefix(s, flag+" ") || strings.HasPrefix(s, flag+":")) || typed(ctx, f.Value) {
 			continue
 		}
 		for _, env := range f.Tag.Envs { // kong reads the first one set

@@ -2218,6 +2218,17 @@ func TestSettingNamedAsGiven(t *testing.T) {
 			check("typed", e.run(append(slices.Clone(tt.args), tt.flag+"="+tt.value)...), tt.flag)
 		})
 	}
+	// A value kong itself cannot read ("--concurrency: expected …", written
+	// before the command is known) is named the same way.
+	args := []string{"worker", "--digicert-api-key=k", "--admin-addr="}
+	t.Setenv("CERTMAIL_CONCURRENCY", "abc")
+	if r := e.run(args...); r.code != 2 || !strings.Contains(r.stderr, ": CERTMAIL_CONCURRENCY: expected") {
+		t.Errorf("CERTMAIL_CONCURRENCY=abc: exit %d, %q; want 2 and the variable named", r.code, r.stderr)
+	}
+	os.Unsetenv("CERTMAIL_CONCURRENCY")
+	if r := e.run(append(args, "--concurrency=abc")...); r.code != 2 || !strings.Contains(r.stderr, ": --concurrency: expected") {
+		t.Errorf("--concurrency=abc: exit %d, %q; want 2 and the flag named", r.code, r.stderr)
+	}
 }
 
 // commandWords are the words of args that name a command: those before the
