@@ -15,6 +15,15 @@ import (
 // DefaultWindows is DigiCert's documented limit per API key.
 const DefaultWindows = "100/5s,1000/3m"
 
+// The largest window ParseWindows reads. A window's log holds up to its
+// limit of members for its period: DigiCert's own are 100 per 5 s and 1000
+// per 3 min, and a longer period or a larger limit is a typo ("1/100000h"
+// stops every call for years).
+const (
+	MaxLimit  = 1_000_000
+	MaxPeriod = 24 * time.Hour
+)
+
 // Window allows at most Limit requests in any period of length Period.
 type Window struct {
 	Limit  int
@@ -54,12 +63,12 @@ func ParseWindows(s string) ([]Window, error) {
 			return nil, fmt.Errorf("rate limit %.40q: want LIMIT/PERIOD, e.g. 100/5s", part)
 		}
 		n, err := strconv.Atoi(strings.TrimSpace(limit))
-		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("rate limit %.40q: limit must be a whole number above 0", part)
+		if err != nil || n <= 0 || n > MaxLimit {
+			return nil, fmt.Errorf("rate limit %.40q: limit must be a whole number from 1 to %d", part, MaxLimit)
 		}
 		d, err := time.ParseDuration(strings.TrimSpace(period))
-		if err != nil || d < time.Millisecond {
-			return nil, fmt.Errorf("rate limit %.40q: period must be a duration of at least 1ms, e.g. 5s or 3m", part)
+		if err != nil || d < time.Millisecond || d > MaxPeriod {
+			return nil, fmt.Errorf("rate limit %.40q: period must be a duration from 1ms to %s, e.g. 5s or 3m", part, shortDuration(MaxPeriod))
 		}
 		ws = append(ws, Window{Limit: n, Period: d})
 	}

@@ -31,6 +31,10 @@ func TestParseWindows(t *testing.T) {
 		{in: "1/1ms", want: []ratelimit.Window{{1, time.Millisecond}}},
 		{in: "1/999us", wantErr: true},
 		{in: "100/5s,", wantErr: true},
+		{in: "1000000/100ms,1000000/24h", want: []ratelimit.Window{{1000000, 100 * time.Millisecond}, {1000000, 24 * time.Hour}}},
+		{in: "1000001/5s", wantErr: true},
+		{in: "1/24h1ms", wantErr: true},
+		{in: "1/100000h", wantErr: true},
 	}
 	for _, tt := range tests {
 		got, err := ratelimit.ParseWindows(tt.in)
