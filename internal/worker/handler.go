@@ -707,7 +707,7 @@ const codeWorkerStopping = "worker_stopping"
 
 // errNotSentStopping is the reason of a delivery handed back by a stopping
 // worker once its call had begun to wait for a rate-limit slot.
-var errNotSentStopping = errors.New("not sent to DigiCert: the worker is stopping; another worker takes the task")
+var errNotSentStopping = errors.New("not sent to DigiCert: the worker began stopping while the call waited for a rate-limit slot; another worker takes the task")
 
 // callKey carries a DigiCert call's callState on its context.
 type callKey struct{}

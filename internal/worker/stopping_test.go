@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -135,7 +136,10 @@ func TestStoppingWorkerEndsASlotWait(t *testing.T) {
 	b.waitState(t, first, asynq.TaskStateCompleted, 10*time.Second)
 	second := b.enqueue(t, "resend-dcv", `{"order_id": 2}`)
 	b.waitState(t, second, asynq.TaskStateActive, 10*time.Second)
-	time.Sleep(300 * time.Millisecond) // past its round trip before the call: waiting for the slot
+	// Past its round trip before the call, into the wait for the slot, which
+	// lasts until the first request is a period old. The hand-back's reason
+	// below says that it came from the wait.
+	time.Sleep(time.Second)
 	sigterm := time.Now()
 	select {
 	case <-b.stopping(t, stop):
@@ -151,8 +155,9 @@ func TestStoppingWorkerEndsASlotWait(t *testing.T) {
 		}
 	}
 	lines := b.logs.Lines("info", "delivery deferred")
-	if len(lines) != 1 || fmt.Sprint(lines[0]["error_code"]) != "worker_stopping" {
-		t.Errorf("INFO lines %v, want one hand-back with error_code worker_stopping", lines)
+	if len(lines) != 1 || fmt.Sprint(lines[0]["error_code"]) != "worker_stopping" ||
+		!strings.Contains(fmt.Sprint(lines[0]["error"]), "while the call waited for a rate-limit slot") {
+		t.Errorf("INFO lines %v, want one hand-back with error_code worker_stopping, from the wait for a slot", lines)
 	}
 
 	b.startWorkerCtl(t, setupOpts{configure: limits})
