@@ -194,11 +194,7 @@ func readmeSection(t *testing.T) string {
 // README sends the operator to is one the table has.
 func TestREADMENamesDLQListColumns(t *testing.T) {
 	t.Parallel()
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := strings.Join(strings.Fields(string(readme)), " ")
+	text := readmeWords(t)
 	named := regexp.MustCompile("`([^`]+)` column of `certmail dlq list`").FindAllStringSubmatch(text, -1)
 	if len(named) == 0 {
 		t.Fatal("the README names no column of `certmail dlq list`: the pattern is broken")
@@ -216,12 +212,8 @@ func TestREADMENamesDLQListColumns(t *testing.T) {
 // field): admin logs every /readyz failure's cause under "error".
 func TestREADMEStoppingWorkerLine(t *testing.T) {
 	t.Parallel()
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const line = "WARN `not ready` with `\"error\":\"stopping\"`"
-	if !strings.Contains(strings.Join(strings.Fields(string(readme)), " "), line) {
+	if !strings.Contains(readmeWords(t), line) {
 		t.Errorf("the README does not quote a stopping worker's line as %s", line)
 	}
 }
@@ -249,4 +241,15 @@ func TestReadmeStatesRanges(t *testing.T) {
 			t.Errorf("the README's row of %s does not say %s: %q", tt.env, want, row)
 		}
 	}
+}
+
+// readmeWords is the README with every run of white space made one space,
+// so that a quote matches however the README wraps it.
+func readmeWords(t *testing.T) string {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(strings.Fields(string(readme)), " ")
 }
