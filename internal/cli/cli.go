@@ -299,7 +299,7 @@ func fromEnvironment(ctx *kong.Context, s string) string {
 	for _, f := range ctx.Flags() {
 		flag := "--" + f.Name
 		// kong writes "--concurrency must be …" and "--concurrency: expected …".
-		if !(strings.HasPrefix(s, flag+" ") || strings.HasPrefix(s, flag+":")) || typed(ctx, f.Value) {
+		if (!strings.HasPrefix(s, flag+" ") && !strings.HasPrefix(s, flag+":")) || typed(ctx, f.Value) {
 			continue
 		}
 		for _, env := range f.Tag.Envs { // kong reads the first one set
