@@ -111,6 +111,11 @@ func (l *Lease) KeepAlive() (stop func()) {
 			case <-quit:
 				return
 			case <-t.C:
+				select { // a stop and a tick both ready: the stop wins
+				case <-quit:
+					return
+				default:
+				}
 				ctx, cancel := context.WithTimeout(context.Background(), l.ttl/3)
 				_, _ = l.Renew(ctx) // see above: a lost renewal lets the lease expire
 				cancel()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // Only the holder renews and releases: another token, or a lease taken over
@@ -156,4 +157,29 @@ func TestRedisDown(t *testing.T) {
 	if ok, err := l.Release(ctx); err == nil || ok {
 		t.Errorf("Release = %v, %v; want an error", ok, err)
 	}
+}
+
+// KeepAlive gives each renewal a third of the ttl: a renewal that hangs
+// (Redis paused) ends within it, so stop returns within a third of the ttl
+// of the renewal's start, not after the lease has long expired.
+func TestKeepAliveRenewalBounded(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	// As certmail's own clients (redisconn): the context's deadline bounds a command.
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	const ttl = 900 * time.Millisecond
+	l := lease.New(rdb, "certmail:test:hang", ttl)
+	if ok, err := l.Acquire(context.Background()); err != nil || !ok {
+		t.Fatalf("Acquire = %v, %v", ok, err)
+	}
+	stop := l.KeepAlive()
+	srv.Pause()
+	time.Sleep(ttl/3 + 100*time.Millisecond) // the first renewal is hanging
+	start := time.Now()
+	stop()
+	if took := time.Since(start); took > ttl/3 {
+		t.Errorf("stop took %v with a renewal hanging: want at most a third of the ttl (%v)", took, ttl/3)
+	}
+	srv.Continue()
 }
