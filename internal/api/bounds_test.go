@@ -158,6 +158,9 @@ func TestDashboardFormatter(t *testing.T) {
 		{"invalid UTF-8", "a\xffb", func(s string) bool { return s == "[base64: not valid UTF-8]\nYf9i" }},
 		{"invalid UTF-8 in JSON", "{\"a\":\"\xff\"}", func(s string) bool { return strings.HasPrefix(s, "[base64: not valid UTF-8]\n") }},
 		{"deep JSON is not indented", deep, func(s string) bool { return s == deep }},
+		// A string before the nesting: its quotes open and close it, so the
+		// nesting after it still counts.
+		{"deep JSON after a string is not indented", `{"k":` + deep + `}`, func(s string) bool { return s == `{"k":`+deep+`}` }},
 		{"10 MB", strings.Repeat("x", 10<<20), func(s string) bool {
 			return len(s) < ops.MaxShownBytes+100 && strings.HasSuffix(s, "\n[truncated: first 8192 of 10485760 bytes shown]")
 		}},
@@ -298,6 +301,49 @@ func (b *bundle) smallRequest(t *testing.T, token string) chan [2]string {
 		c <- [2]string{res.Status, res.Header.Get("Retry-After")}
 	}()
 	return c
+}
+
+// TestBodyRoomGivenBackWhenAllIsFull: a request whose token has room but
+// that finds MaxBodiesInFlight taken gets 503 after BodyWait and gives back
+// what it took of its token's share: the token can then fill its whole
+// MaxBodiesPerToken again.
+func TestBodyRoomGivenBackWhenAllIsFull(t *testing.T) {
+	t.Parallel()
+	const (
+		mib  = 1 << 20
+		part = 600 << 10
+	)
+	fill := []string{producerToken, "tok-fill-1-a7e0c3d9", "tok-fill-2-5b81f6e2", "tok-fill-3-c09d4a17"}
+	b := setup(t, setupOpts{configure: func(c *api.Config) {
+		for _, tok := range fill[1:] {
+			c.Tokens = append(c.Tokens, api.Token{Secret: account.Secret(tok), Role: api.RoleProducer})
+		}
+	}})
+	var held []*heldBody
+	for _, tok := range fill {
+		for range api.MaxBodiesPerToken / mib {
+			held = append(held, b.holdBody(t, tok, mib, part))
+		}
+	}
+	b.waitBodies(t, api.MaxBodiesInFlight, 0)
+	if a := <-b.smallRequest(t, testToken); a != [2]string{"503 Service Unavailable", "1"} {
+		t.Errorf("a request with no room under MaxBodiesInFlight: %v, want 503 with Retry-After 1", a)
+	}
+	for _, h := range held {
+		h.pw.CloseWithError(errors.New("client gone"))
+		<-h.answer
+	}
+	b.waitBodies(t, 0, 0)
+	var mine []*heldBody
+	for range api.MaxBodiesPerToken / mib {
+		mine = append(mine, b.holdBody(t, testToken, mib, part))
+	}
+	b.waitBodies(t, api.MaxBodiesPerToken, 0) // a share missing what the 503 took would leave one waiting
+	for _, h := range mine {
+		h.pw.CloseWithError(errors.New("client gone"))
+		<-h.answer
+	}
+	b.waitBodies(t, 0, 0)
 }
 
 // TestBodiesInFlightBounded: request bodies are counted as they arrive, so
