@@ -1,8 +1,9 @@
 // Package redisconn turns REDIS_URL into the two handles certmail needs: an
 // asynq connection option and a go-redis client for certmail's own keys,
 // both on the same server (or Sentinel group) and database, waits for
-// Redis to answer, reports a Redis that may evict certmail's keys, and logs
-// an outage's first and last lines (WatchOutages).
+// Redis to answer (refusing a database the server does not have), reports
+// a Redis that may evict certmail's keys, and logs an outage's first and
+// last lines (WatchOutages).
 package redisconn
 
 import (
@@ -255,8 +256,55 @@ func quote(s string) string {
 	return strconv.Quote(s)
 }
 
+// DatabaseError reports a REDIS_URL whose database the server does not
+// have (one at or beyond its databases setting, 16 by default): Redis
+// refuses the SELECT of every connection with "ERR DB index is out of
+// range", however long one waits, so Wait and CheckDatabase return it
+// rather than wait. Its text starts with REDIS_URL, the setting to change.
+type DatabaseError struct {
+	Target string // the URL as used, without passwords
+	DB     int    // the database asked for
+	Err    error  // Redis's answer
+}
+
+func (e *DatabaseError) Error() string {
+	return fmt.Sprintf("REDIS_URL %s: Redis has no database %d (it answered %q); "+
+		"give a database below its databases setting (16 unless its configuration says otherwise)", e.Target, e.DB, e.Err.Error())
+}
+
+func (e *DatabaseError) Unwrap() error { return e.Err }
+
+// databaseError is err as a *DatabaseError when it is Redis refusing the
+// database of c, else nil.
+func (c *Conn) databaseError(err error) error {
+	if !redis.HasErrorPrefix(err, "DB index is out of range") {
+		return nil
+	}
+	db := 0
+	switch o := c.Opt.(type) {
+	case asynq.RedisClientOpt:
+		db = o.DB
+	case asynq.RedisFailoverClientOpt:
+		db = o.DB
+	}
+	return &DatabaseError{Target: c.Target, DB: db, Err: err}
+}
+
+// CheckDatabase pings Redis once, for at most a second, and returns a
+// *DatabaseError when Redis answers that it has no such database: a
+// command can refuse that mistake at start rather than wait on it. Any
+// other outcome, Redis down or slow included, returns nil: that is for Wait
+// or the commands that follow to meet.
+func (c *Conn) CheckDatabase(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return c.databaseError(c.Client.Ping(ctx).Err())
+}
+
 // Wait pings Redis with exponential backoff (up to 30 s between tries) until
-// it answers or ctx is done, logging each failed try with the target.
+// it answers or ctx is done, logging each failed try with the target. A
+// Redis that answers that it has no such database ends the wait with a
+// *DatabaseError: no try would mend it.
 func (c *Conn) Wait(ctx context.Context, log *zap.Logger) error {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 200 * time.Millisecond
@@ -269,10 +317,17 @@ func (c *Conn) Wait(ctx context.Context, log *zap.Logger) error {
 		if ctx.Err() != nil {
 			return backoff.Permanent(ctx.Err())
 		}
+		if dbErr := c.databaseError(err); dbErr != nil {
+			return backoff.Permanent(dbErr)
+		}
 		return err
 	}, backoff.WithContext(b, ctx), func(err error, next time.Duration) {
 		log.Warn("waiting for Redis", zap.String("redis", c.Target), zap.Error(err), zap.Duration("next_try_in", next))
 	})
+	var dbErr *DatabaseError
+	if errors.As(err, &dbErr) {
+		return dbErr
+	}
 	if err != nil {
 		return fmt.Errorf("wait for Redis at %s: %w", c.Target, err)
 	}
