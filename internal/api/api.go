@@ -336,7 +336,9 @@ func (s *Server) Close() error {
 // connections. Beside serving, it reads Redis's eviction policy once Redis
 // answers (redisconn.Conn.CheckEviction), at start or after an outage the
 // API started in: the idempotency keys it writes expire, so a policy other
-// than noeviction gets one ERROR line. It warns at start when
+// than noeviction gets one ERROR line. A Redis that answers that it has no
+// such database (a *redisconn.DatabaseError) stops the API with that
+// error, as ctx's end does: no request could succeed. It warns at start when
 // authentication is off, and when the queues it enqueues into
 // (CERTMAIL_QUEUES) leave out tasks.DefaultQueue, where every enqueue that
 // names no queue would go.
@@ -348,18 +350,25 @@ func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 		s.log.Warn("CERTMAIL_QUEUES does not serve the default queue: every enqueue that names no queue is refused (400)",
 			zap.String("default_queue", tasks.DefaultQueue), zap.Strings("queues", served))
 	}
+	serveCtx, stopServing := context.WithCancelCause(ctx)
+	defer stopServing(nil)
 	checkCtx, stopCheck := context.WithCancel(ctx)
 	checked := make(chan struct{})
 	go func() {
 		defer close(checked)
 		// Wait's lines would repeat what /readyz and every request say.
-		if s.cfg.Redis.Wait(checkCtx, zap.NewNop()) == nil {
+		err := s.cfg.Redis.Wait(checkCtx, zap.NewNop())
+		var dbErr *redisconn.DatabaseError
+		switch {
+		case err == nil:
 			s.cfg.Redis.CheckEviction(checkCtx, s.log, evictionRisk)
+		case errors.As(err, &dbErr):
+			stopServing(dbErr) // no request could succeed
 		}
 	}()
 	defer func() { stopCheck(); <-checked }()
 	var served bool
-	err := admin.Serve(ctx, s.cfg.Addr, admin.NewServer(s, s.cfg.Limits), s.cfg.ShutdownTimeout, func(a net.Addr) {
+	err := admin.Serve(serveCtx, s.cfg.Addr, admin.NewServer(s, s.cfg.Limits), s.cfg.ShutdownTimeout, func(a net.Addr) {
 		served = true
 		s.log.Info("api started", zap.Stringer("addr", a), zap.String("redis", s.cfg.Redis.Target),
 			zap.Int("tokens", len(s.cfg.Tokens)), zap.Bool("read_only", s.cfg.DashboardReadOnly),
@@ -370,6 +379,10 @@ func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 	})
 	if served { // not when it could not listen: the error says why
 		s.log.Info("api stopped")
+	}
+	var dbErr *redisconn.DatabaseError
+	if errors.As(context.Cause(serveCtx), &dbErr) && ctx.Err() == nil {
+		return errors.Join(dbErr, err)
 	}
 	return err
 }

@@ -175,6 +175,10 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		fmt.Fprintf(stderr, "certmail %s: %v\n", commandName(kctx), in)
 		return ExitInterrupted
 	}
+	var dbErr *redisconn.DatabaseError
+	if errors.As(err, &dbErr) { // a setting, whether met at start or once a waited-for Redis answered
+		err = usageError{dbErr}
+	}
 	if err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {

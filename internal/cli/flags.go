@@ -106,13 +106,19 @@ type RedisFlags struct {
 }
 
 // open opens the Redis of f, and sends go-redis's own messages to the
-// command's logger from then on (Env.logRedisTo).
+// command's logger from then on (Env.logRedisTo). A database the server
+// does not have is refused here, before the command starts anything
+// (redisconn.Conn.CheckDatabase); a Redis that is down is left to the
+// command, which waits for it or fails as it does.
 func (f RedisFlags) open(env *Env) (*redisconn.Conn, error) {
 	c, err := redisconn.Open(f.RedisURL)
 	if err != nil {
 		return nil, usageError{err}
 	}
 	env.logRedisTo(env.log)
+	if err := c.CheckDatabase(env.Ctx); err != nil {
+		return nil, errors.Join(usageError{err}, c.Client.Close())
+	}
 	return c, nil
 }
 
