@@ -15,12 +15,14 @@ import (
 // DefaultWindows is DigiCert's documented limit per API key.
 const DefaultWindows = "100/5s,1000/3m"
 
-// The largest window ParseWindows reads. A window's log holds up to its
+// The bounds of a window ParseWindows reads. A window's log holds up to its
 // limit of members for its period: DigiCert's own are 100 per 5 s and 1000
 // per 3 min, and a longer period or a larger limit is a typo ("1/100000h"
-// stops every call for years).
+// stops every call for years). The limiter's log counts time in
+// milliseconds, the least period it tells apart.
 const (
 	MaxLimit  = 1_000_000
+	MinPeriod = time.Millisecond
 	MaxPeriod = 24 * time.Hour
 )
 
@@ -67,8 +69,8 @@ func ParseWindows(s string) ([]Window, error) {
 			return nil, fmt.Errorf("rate limit %.40q: limit must be a whole number from 1 to %d", part, MaxLimit)
 		}
 		d, err := time.ParseDuration(strings.TrimSpace(period))
-		if err != nil || d < time.Millisecond || d > MaxPeriod {
-			return nil, fmt.Errorf("rate limit %.40q: period must be a duration from 1ms to %s, e.g. 5s or 3m", part, shortDuration(MaxPeriod))
+		if err != nil || d < MinPeriod || d > MaxPeriod {
+			return nil, fmt.Errorf("rate limit %.40q: period must be a duration from %s to %s, e.g. 5s or 3m", part, shortDuration(MinPeriod), shortDuration(MaxPeriod))
 		}
 		ws = append(ws, Window{Limit: n, Period: d})
 	}
