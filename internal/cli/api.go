@@ -22,7 +22,7 @@ type APICmd struct {
 	TokensFile        string        `name:"api-tokens-file" env:"CERTMAIL_API_TOKENS_FILE" type:"file" help:"File of accepted bearer tokens, one per line, each optionally followed by its role (producer, reader, operator: the default); # starts a comment." group:"Authentication"`
 	InsecureNoAuth    bool          `name:"insecure-no-auth" help:"Serve the API and the dashboard without any token (local development only); requests must then be addressed to an IP address, localhost, *.localhost or a host name without dots." group:"Authentication"`
 	DashboardReadOnly bool          `name:"dashboard-readonly" env:"CERTMAIL_DASHBOARD_READONLY" help:"Dashboard users can look but not delete, run, archive or pause, and no token may change dead letters or schedules through /v1."`
-	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"${api_shutdown_timeout}" help:"Time in-flight requests get to finish on SIGTERM."`
+	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"${api_shutdown_timeout}" help:"Time in-flight requests get to finish on SIGTERM (${min_shutdown_timeout} to ${max_shutdown_timeout})."`
 }
 
 // Run serves the API until SIGTERM/SIGINT.

@@ -5,16 +5,12 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/alecthomas/kong"
 
-	"github.com/certmail/certmail/internal/digicert"
-	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/scheduler"
-	"github.com/certmail/certmail/internal/worker"
 )
 
 // TestConfigurationUsedBy: the "used by" cell of these rows of the README's
@@ -222,20 +218,10 @@ func TestREADMEStoppingWorkerLine(t *testing.T) {
 // range of each bounded setting, as its error does.
 func TestReadmeStatesRanges(t *testing.T) {
 	t.Parallel()
-	for _, tt := range []struct{ env, lo, hi string }{
-		{"CERTMAIL_CONCURRENCY", "1", strconv.Itoa(worker.MaxConcurrency)},
-		{"CERTMAIL_MAX_RETRY", "0", strconv.Itoa(maxMaxRetry)},
-		{"CERTMAIL_DEADLETTER_MAXLEN", "1", strconv.Itoa(maxDeadLetterMaxLen)},
-		{"CERTMAIL_SHUTDOWN_TIMEOUT", duration(minShutdownTimeout), duration(maxShutdownTimeout)},
-		{"CERTMAIL_AUTH_PROBE_INTERVAL", duration(worker.MinAuthProbeInterval), duration(worker.MaxAuthProbeInterval)},
-		{"CERTMAIL_RATE_LIMIT_PAUSE", duration(worker.MinRateLimitPause), duration(worker.MaxRateLimitPause)},
-		{"DIGICERT_TIMEOUT", duration(digicert.MinTimeout), duration(digicert.DefaultMaxElapsed)},
-		{"CERTMAIL_RESULT_RETENTION", duration(scheduler.MinResultRetention), duration(maxResultRetention)},
-		{"CERTMAIL_SCHEDULER_LEASE", duration(scheduler.MinLease), duration(scheduler.MaxLease)},
-		{"CERTMAIL_SCHEDULE_MIN_INTERVAL", duration(minScheduleMinInterval), duration(schedule.MaxEvery)},
-		{"CERTMAIL_SCHEDULE_MAX", "1", strconv.Itoa(maxScheduleMax)},
-		{"CERTMAIL_TASK_CHECK_INTERVAL", duration(worker.MinTaskCheckInterval), duration(worker.MaxTaskCheckInterval)},
-	} {
+	for _, tt := range rangedSettings {
+		if tt.helpOnly {
+			continue
+		}
 		want := "`" + tt.lo + "` to `" + tt.hi + "`"
 		if row := readmeRow(t, "`"+tt.env+"`"); !strings.Contains(row, want) {
 			t.Errorf("the README's row of %s does not say %s: %q", tt.env, want, row)

@@ -16,11 +16,11 @@ type WorkerCmd struct {
 	QueueFlags
 	PollFlags
 	Concurrency       int           `env:"CERTMAIL_CONCURRENCY" default:"${concurrency}" help:"Deliveries handled at once by this process (1 to ${max_concurrency})."`
-	MaxRetry          int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"Retries before a task is dead-lettered (the lower of this and the task's own)."`
+	MaxRetry          int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"Retries before a task is dead-lettered (the lower of this and the task's own; 0 to ${max_max_retry})."`
 	AdminAddr         string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${admin_addr}" help:"Address of /healthz, /readyz and /metrics (empty: none)."`
-	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"${worker_shutdown_timeout}" help:"Time in-flight deliveries get to finish on SIGTERM; the rest go back to the queue."`
-	DeadLetterMaxLen  int64         `name:"deadletter-maxlen" env:"CERTMAIL_DEADLETTER_MAXLEN" default:"${deadletter_maxlen}" help:"Approximate cap of the certmail:deadletter stream."`
-	AuthProbeInterval time.Duration `name:"auth-probe-interval" env:"CERTMAIL_AUTH_PROBE_INTERVAL" default:"${auth_probe_interval}" help:"While DigiCert rejects an account's key, how often one delivery tries again."`
+	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"${worker_shutdown_timeout}" help:"Time in-flight deliveries get to finish on SIGTERM; the rest go back to the queue (${min_shutdown_timeout} to ${max_shutdown_timeout})."`
+	DeadLetterMaxLen  int64         `name:"deadletter-maxlen" env:"CERTMAIL_DEADLETTER_MAXLEN" default:"${deadletter_maxlen}" help:"Approximate cap of the certmail:deadletter stream (1 to ${max_deadletter_maxlen})."`
+	AuthProbeInterval time.Duration `name:"auth-probe-interval" env:"CERTMAIL_AUTH_PROBE_INTERVAL" default:"${auth_probe_interval}" help:"While DigiCert rejects an account's key, how often one delivery tries again (${min_auth_probe_interval} to ${max_auth_probe_interval})."`
 	RateLimitPause    time.Duration `name:"rate-limit-pause" env:"CERTMAIL_RATE_LIMIT_PAUSE" default:"${rate_limit_pause}" help:"Wait after a DigiCert 429 before a task is tried again, doubled by repeated 429s up to ${max_rate_limit_pause} (${min_rate_limit_pause} to ${max_rate_limit_pause})."`
 	DigiCertTimeout   time.Duration `name:"digicert-timeout" env:"DIGICERT_TIMEOUT" default:"${digicert_timeout}" help:"Timeout of one HTTP request to DigiCert (${digicert_min_timeout} to ${digicert_max_elapsed}, the budget of one call)."`
 	Pprof             bool          `name:"pprof" env:"CERTMAIL_PPROF" help:"Serve net/http/pprof's profiles under /debug/pprof/ on the admin address (never on the API's)."`
