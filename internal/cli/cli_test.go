@@ -352,6 +352,7 @@ var outOfRange = []struct {
 	{"worker", "shutdown-timeout", "CERTMAIL_SHUTDOWN_TIMEOUT", []string{"0s", "-1s", "999ms", "1h1s", "2h"}, "between 1s and 1h", []string{"1s", "1h"}},
 	{"worker", "auth-probe-interval", "CERTMAIL_AUTH_PROBE_INTERVAL", []string{"0s", "-1s", "1ns", "999ms", "1h1s", "2h"}, "between 1s and 1h", []string{"1s", "1h"}},
 	{"worker", "rate-limit-pause", "CERTMAIL_RATE_LIMIT_PAUSE", []string{"0s", "-1s", "1ns", "999ms", "5m1s", "10m", "100000h"}, "between 1s and 5m", []string{"1s", "5m"}},
+	{"worker", "task-check-interval", "CERTMAIL_TASK_CHECK_INTERVAL", []string{"0s", "-1s", "5ms", "1m1s", "2m"}, "between 10ms and 1m", []string{"10ms", "1m"}},
 	{"worker", "digicert-timeout", "DIGICERT_TIMEOUT", []string{"0s", "-1s", "1ns", "100ms", "1.999s", "21s", "1h"}, "between 2s, the least a call to DigiCert is given, and 20s", []string{"2s", "20s"}},
 	{"api", "shutdown-timeout", "CERTMAIL_SHUTDOWN_TIMEOUT", []string{"0s", "-1s", "999ms", "2h"}, "between 1s and 1h", []string{"1s", "1h"}},
 	{"api", "schedule-max", "CERTMAIL_SCHEDULE_MAX", []string{"0", "-1", "100001"}, "between 1 and 100000", []string{"100000"}},
@@ -415,11 +416,17 @@ func TestSettingsOutOfRangeFromEnvironment(t *testing.T) {
 // looks at a tick's task let the result expire unseen: an until_validated
 // schedule never ended and read the order at every tick. Every command that
 // reads CERTMAIL_RESULT_RETENTION refuses it, exit 2, in one line naming the
-// setting and the minimum; the minimum itself is accepted.
+// setting and its range, worded as a value above the range is (and as every
+// ranged setting's error is: it had a wording of its own); the minimum
+// itself is accepted.
 func TestShortResultRetentionRefused(t *testing.T) {
 	t.Parallel()
 	const noRedis = "--redis-url=redis://127.0.0.1:1/0"
 	minimum := scheduler.MinResultRetention
+	const inRange = " must be between 1m and 720h" // as outOfRange says it
+	if minimum != time.Minute {
+		t.Fatalf("the minimum is now %v: update the range's words", minimum)
+	}
 	for _, args := range [][]string{
 		{"api", "--api-tokens=" + strings.Repeat("t", 20), "--http-addr=127.0.0.1:0", noRedis},
 		{"scheduler", "--admin-addr=", noRedis},
@@ -430,8 +437,9 @@ func TestShortResultRetentionRefused(t *testing.T) {
 			// the wait) or fail to reach it (exit 1).
 			r := runFor(2*time.Second, append(args, "--result-retention="+v)...)
 			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 ||
-				!strings.Contains(r.stderr, "--result-retention: ") || !strings.Contains(r.stderr, "at least "+minimum.String()) {
-				t.Errorf("%s --result-retention=%s: exit %d, %q; want 2 and one line naming the setting and %v", args[0], v, r.code, r.stderr, minimum)
+				!strings.HasPrefix(r.stderr, "certmail "+args[0]) || !strings.HasSuffix(r.stderr, ": --result-retention: "+v+inRange+"\n") {
+				t.Errorf("%s --result-retention=%s: exit %d, %q; want 2 and one line naming the setting and its range from %v, as the other ranged settings say it",
+					args[0], v, r.code, r.stderr, minimum)
 			}
 		}
 		r := runFor(2*time.Second, append(args, "--result-retention="+minimum.String())...)

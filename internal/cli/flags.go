@@ -175,11 +175,7 @@ type PollFlags struct {
 
 // check refuses an interval outside the worker's bounds.
 func (f PollFlags) check() error {
-	if d := f.TaskCheckInterval; d < worker.MinTaskCheckInterval || d > worker.MaxTaskCheckInterval {
-		return usagef("CERTMAIL_TASK_CHECK_INTERVAL: %v must be between %v and %v", d,
-			duration(worker.MinTaskCheckInterval), duration(worker.MaxTaskCheckInterval))
-	}
-	return nil
+	return inRange("CERTMAIL_TASK_CHECK_INTERVAL", f.TaskCheckInterval, worker.MinTaskCheckInterval, worker.MaxTaskCheckInterval)
 }
 
 // parseQueues reads CERTMAIL_QUEUES ("critical=6,default=3,bulk=1") as a
@@ -311,14 +307,10 @@ func (f NewTaskFlags) check() error {
 	if err := inRange("CERTMAIL_MAX_RETRY", f.MaxRetry, 0, maxMaxRetry); err != nil {
 		return err
 	}
-	if f.Retention > maxResultRetention {
-		return inRange("CERTMAIL_RESULT_RETENTION", f.Retention, scheduler.MinResultRetention, maxResultRetention)
-	}
-	if f.Retention < scheduler.MinResultRetention {
-		// Refused by every process that reads it, as they share one
-		// environment: the scheduler's own ticks need the minimum.
-		return usagef("CERTMAIL_RESULT_RETENTION: %v must be at least %v, or the scheduler may look for a tick's result after it expired",
-			f.Retention, scheduler.MinResultRetention)
+	// The minimum is refused by every process that reads it, as they share
+	// one environment: the scheduler's own ticks need it.
+	if err := inRange("CERTMAIL_RESULT_RETENTION", f.Retention, scheduler.MinResultRetention, maxResultRetention); err != nil {
+		return err
 	}
 	_, err := f.parseQueues()
 	return err
