@@ -2,9 +2,14 @@ package worker_test
 
 import (
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/account"
+	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/worker"
 )
 
@@ -26,5 +31,43 @@ func TestDefaults(t *testing.T) {
 	set := worker.Config{Concurrency: 3, MaxRetry: -1, ShutdownTimeout: time.Second, GuardRetention: time.Hour}.WithDefaults()
 	if set.Concurrency != 3 || set.MaxRetry != -1 || set.ShutdownTimeout != time.Second || set.GuardRetention != time.Hour {
 		t.Errorf("set values not kept: %+v", set)
+	}
+}
+
+// Validate bounds the rate-limit pause and the auth probe interval by the
+// constants the command line checks them against (MinRateLimitPause and
+// the rest): a Go caller could pass values the CLI refuses, such as a 1 ns
+// pause that answers a 429 with more requests at once. The bounds
+// themselves and the defaults are accepted.
+func TestPauseBoundsValidated(t *testing.T) {
+	t.Parallel()
+	base := worker.Config{Redis: &redisconn.Conn{}, Logger: zap.NewNop(),
+		Accounts: account.Set{"default": account.Account{Name: "default", APIKey: account.Secret(testKey)}}}.WithDefaults()
+	if err := base.Validate(); err != nil {
+		t.Fatalf("the defaults: %v", err)
+	}
+	for _, tt := range []struct {
+		name   string // as the error names it
+		set    func(*worker.Config, time.Duration)
+		lo, hi time.Duration
+	}{
+		{"rate-limit pause", func(c *worker.Config, d time.Duration) { c.RateLimitPause = d }, worker.MinRateLimitPause, worker.MaxRateLimitPause},
+		{"auth probe interval", func(c *worker.Config, d time.Duration) { c.AuthProbeInterval = d }, worker.MinAuthProbeInterval, worker.MaxAuthProbeInterval},
+	} {
+		for _, d := range []time.Duration{tt.lo, tt.hi} {
+			cfg := base
+			tt.set(&cfg, d)
+			if err := cfg.Validate(); err != nil {
+				t.Errorf("%s %v, a bound: %v, want accepted", tt.name, d, err)
+			}
+		}
+		for _, d := range []time.Duration{-time.Second, time.Nanosecond, tt.lo - 1, tt.hi + 1, 100000 * time.Hour} {
+			cfg := base
+			tt.set(&cfg, d)
+			err := cfg.Validate()
+			if err == nil || !strings.HasPrefix(err.Error(), tt.name+" ") || !strings.Contains(err.Error(), tt.lo.String()+" to "+tt.hi.String()) {
+				t.Errorf("%s %v: %v, want refused, naming it and %v to %v", tt.name, d, err, tt.lo, tt.hi)
+			}
+		}
 	}
 }

@@ -97,8 +97,8 @@ func (b *bundle) startWorkerCtl(t *testing.T, o setupOpts) (stop func()) {
 		Concurrency:       4,
 		AdminAddr:         "127.0.0.1:0",
 		ShutdownTimeout:   2 * time.Second,
-		AuthProbeInterval: 300 * time.Millisecond,
-		RateLimitPause:    300 * time.Millisecond,
+		AuthProbeInterval: worker.MinAuthProbeInterval, // the shortest Validate takes
+		RateLimitPause:    worker.MinRateLimitPause,
 		TaskCheckInterval: 50 * time.Millisecond,
 		// Retries and waits come back within a tenth of a second.
 		DelayedTaskCheckInterval: 100 * time.Millisecond,

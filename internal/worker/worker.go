@@ -55,8 +55,8 @@ type Config struct {
 	AdminAddr         string         // /healthz, /readyz, /metrics; "" for none
 	DeadLetterMaxLen  int64          // approximate cap of certmail:deadletter; default 100000, never negative
 	GuardRetention    time.Duration  // how long duplicate guards and applied sequences live; default 7 days
-	AuthProbeInterval time.Duration  // pause between probes of a rejected key; default 1m
-	RateLimitPause    time.Duration  // wait after a DigiCert 429; default 30s
+	AuthProbeInterval time.Duration  // pause between probes of a rejected key; default 1m, within MinAuthProbeInterval and MaxAuthProbeInterval
+	RateLimitPause    time.Duration  // wait after a DigiCert 429; default 30s, within MinRateLimitPause and MaxRateLimitPause
 	// TaskCheckInterval is how often asynq looks for a task while every
 	// queue was found empty (it does not wait while tasks come); default
 	// DefaultTaskCheckInterval, within MinTaskCheckInterval and
@@ -165,8 +165,12 @@ func (c Config) Validate() error {
 		return errors.New("no logger")
 	case c.Concurrency < 1 || c.Concurrency > MaxConcurrency:
 		return fmt.Errorf("concurrency %d: want 1 to %d", c.Concurrency, MaxConcurrency)
-	case c.ShutdownTimeout < 0 || c.AuthProbeInterval < 0 || c.RateLimitPause < 0 || c.GuardRetention < 0 || c.RateLimitCheckInterval < 0:
+	case c.ShutdownTimeout < 0 || c.GuardRetention < 0 || c.RateLimitCheckInterval < 0:
 		return errors.New("durations must not be negative")
+	case c.AuthProbeInterval < MinAuthProbeInterval || c.AuthProbeInterval > MaxAuthProbeInterval:
+		return fmt.Errorf("auth probe interval %v: want %v to %v", c.AuthProbeInterval, MinAuthProbeInterval, MaxAuthProbeInterval)
+	case c.RateLimitPause < MinRateLimitPause || c.RateLimitPause > MaxRateLimitPause:
+		return fmt.Errorf("rate-limit pause %v: want %v to %v", c.RateLimitPause, MinRateLimitPause, MaxRateLimitPause)
 	case c.DeadLetterMaxLen < 0: // go-redis would send no MAXLEN: the stream would grow without bound
 		return fmt.Errorf("dead-letter cap %d: must not be negative", c.DeadLetterMaxLen)
 	case c.TaskCheckInterval < MinTaskCheckInterval || c.TaskCheckInterval > MaxTaskCheckInterval:
