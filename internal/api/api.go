@@ -134,7 +134,8 @@ type Config struct {
 	// Limits bound the connections Run accepts; zero values take admin's
 	// defaults, but MaxConns for Limits.MaxConns.
 	Limits admin.Limits
-	// AuthFailures limits failed authentications per client address.
+	// AuthFailures limits failed authentications per client address, the
+	// requests of browsers counted apart from those of other clients.
 	AuthFailures AuthFailureLimit
 
 	// Logger receives one line per request (required).

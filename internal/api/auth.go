@@ -211,12 +211,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				return
 			}
 		} else {
-			client, now := clientPrefix(r), time.Now()
+			client, now := failureKeyOf(r), time.Now()
 			if wait := s.failures.retryAfter(client, now); wait > 0 {
 				s.metrics.authFailures.WithLabelValues(authRateLimited).Inc()
 				w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
-				s.writeProblem(w, r, Problem{Status: http.StatusTooManyRequests,
-					Detail: "too many failed authentications from this address; try again after Retry-After seconds"}, nil)
+				s.writeProblem(w, r, Problem{Status: http.StatusTooManyRequests, Detail: rateLimitedDetail(client)}, nil)
 				return
 			}
 			token := bearerToken(r)
@@ -252,6 +251,16 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	})
 }
 
+// rateLimitedDetail is the detail of the 429 answered to a client over the
+// failure limit, which names the budget it used up.
+func rateLimitedDetail(k failureKey) string {
+	from := "this address"
+	if k.browser {
+		from = "browsers at this address"
+	}
+	return "too many failed authentications from " + from + "; try again after Retry-After seconds"
+}
+
 // noStore reports whether the answers of r, to a route with access a that
 // needs a token, say Cache-Control: no-store. Tasks, payloads, dead letters,
 // schedules hold email addresses that no cache, a browser's or a shared
@@ -268,7 +277,8 @@ func noStore(a access, r *http.Request) bool {
 // the API): an IP address, localhost or *.localhost, a name without dots
 // (a container's or a host's on the local network), or none. Without
 // authentication that is what keeps a page the operator visits from using
-// the API and the dashboard; with tokens a rebound page has none to send.
+// the API and the dashboard; with tokens a rebound page has no valid one to
+// send, and the wrong ones it can send count apart (failureKey).
 func rebindSafeHost(hostport string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {

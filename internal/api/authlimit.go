@@ -27,15 +27,18 @@ const (
 )
 
 // AuthFailureLimit limits the failed authentications (a token that is not
-// valid) of each client address. An address over the limit gets 429 with
-// Retry-After on every route that needs a token, whatever it sends, until
-// the limit lets one more attempt through. Zero values take the defaults.
+// valid) of each client address, counted apart for the requests of browsers
+// and for those of other clients (see failureKey). A client over the limit
+// gets 429 with Retry-After on every route that needs a token, whatever it
+// sends, until the limit lets one more attempt through. Zero values take the
+// defaults.
 type AuthFailureLimit struct {
 	Burst int
 	Every time.Duration
-	// Clients bounds how many addresses are tracked (a few hundred bytes
-	// each); beyond it, a new address's failure makes the table forget the
-	// address whose last failure is the oldest.
+	// Clients bounds how many entries are tracked (a few hundred bytes
+	// each; an address whose browsers and other clients both failed takes
+	// two); beyond it, a new entry's failure makes the table forget the
+	// entry whose last failure is the oldest.
 	Clients int
 }
 
@@ -56,38 +59,38 @@ func (l AuthFailureLimit) Validate() error {
 }
 
 // failureLimiter is the table of AuthFailureLimit: a token bucket per
-// client address, spent by failures only, the addresses kept in the order of
-// their last failure. When the table is full, a new address's failure takes
-// the place of the address whose last failure is the oldest: the table never
-// grows past its bound, whatever the number of addresses that fail, and an
-// address is only ever refused for failures of its own (a client with a valid
-// token that never failed always gets through).
+// failureKey, spent by failures only, the entries kept in the order of
+// their last failure. When the table is full, a new entry's failure takes
+// the place of the entry whose last failure is the oldest: the table never
+// holds more entries than its bound, whatever the number of clients that
+// fail, and a client is only ever refused for failures of its own key (a
+// client with a valid token that never failed always gets through).
 type failureLimiter struct {
 	every   rate.Limit
 	burst   int
 	max     int
 	mu      sync.Mutex
-	clients map[netip.Prefix]*list.Element // of *failingClient
-	order   list.List                      // most recent failure first
+	clients map[failureKey]*list.Element // of *failingClient
+	order   list.List                    // most recent failure first
 }
 
-// failingClient is an address of the table and its bucket.
+// failingClient is an entry of the table and its bucket.
 type failingClient struct {
-	addr netip.Prefix
-	lim  *rate.Limiter
+	key failureKey
+	lim *rate.Limiter
 }
 
 func newFailureLimiter(l AuthFailureLimit) *failureLimiter {
 	return &failureLimiter{every: rate.Every(l.Every), burst: l.Burst, max: l.Clients,
-		clients: map[netip.Prefix]*list.Element{}}
+		clients: map[failureKey]*list.Element{}}
 }
 
-// retryAfter returns how long the address must wait before its next
+// retryAfter returns how long the client of key must wait before its next
 // attempt, 0 when it may try now.
-func (f *failureLimiter) retryAfter(addr netip.Prefix, now time.Time) time.Duration {
+func (f *failureLimiter) retryAfter(key failureKey, now time.Time) time.Duration {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	e := f.clients[addr]
+	e := f.clients[key]
 	if e == nil {
 		return 0 // no failure on record
 	}
@@ -98,34 +101,57 @@ func (f *failureLimiter) retryAfter(addr netip.Prefix, now time.Time) time.Durat
 	return time.Duration((1 - tokens) / float64(f.every) * float64(time.Second))
 }
 
-// fail spends one attempt of the address, making room for it when it is new
-// and the table is full.
-func (f *failureLimiter) fail(addr netip.Prefix, now time.Time) {
+// fail spends one attempt of the client of key, making room for it when it
+// is new and the table is full.
+func (f *failureLimiter) fail(key failureKey, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	e := f.clients[addr]
+	e := f.clients[key]
 	switch {
 	case e != nil:
 		f.order.MoveToFront(e)
 	case len(f.clients) < f.max:
-		e = f.order.PushFront(&failingClient{addr: addr, lim: rate.NewLimiter(f.every, f.burst)})
-		f.clients[addr] = e
+		e = f.order.PushFront(&failingClient{key: key, lim: rate.NewLimiter(f.every, f.burst)})
+		f.clients[key] = e
 	default: // reuse the entry of the oldest failure
 		e = f.order.Back()
 		c := e.Value.(*failingClient)
-		delete(f.clients, c.addr)
-		*c = failingClient{addr: addr, lim: rate.NewLimiter(f.every, f.burst)}
-		f.clients[addr] = e
+		delete(f.clients, c.key)
+		*c = failingClient{key: key, lim: rate.NewLimiter(f.every, f.burst)}
+		f.clients[key] = e
 		f.order.MoveToFront(e)
 	}
 	e.Value.(*failingClient).lim.AllowN(now, 1)
 }
 
-// size is how many addresses the table holds.
+// size is how many entries the table holds.
 func (f *failureLimiter) size() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.clients)
+}
+
+// failureKey is what a request's failed authentications count against: its
+// client address, and whether a browser sent it. A browser's requests count
+// apart because a web page the operator opens can make the browser send
+// wrong tokens to the API: once DNS rebinding has made the page's host name
+// resolve to the API's address, the page is same-origin with the API and may
+// set Authorization. Counted with everything else from the address, ten of
+// them would lock out every client there (behind a proxy, every client of
+// the proxy); counted apart, they spend only the budget of that address's
+// browsers. A guesser that marks its requests as a browser's gains one
+// second budget of the same size, no more.
+type failureKey struct {
+	prefix  netip.Prefix
+	browser bool
+}
+
+// failureKeyOf is the failureKey of r. A request is a browser's when it
+// carries Sec-Fetch-Site: browsers send it with every request (those older
+// than 2023 do not, and count with the other clients) and a page can neither
+// set nor remove it; other clients never send it.
+func failureKeyOf(r *http.Request) failureKey {
+	return failureKey{prefix: clientPrefix(r), browser: len(r.Header.Values("Sec-Fetch-Site")) > 0}
 }
 
 // clientPrefix is the address a request's failures count against: the peer

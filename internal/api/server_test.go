@@ -1078,6 +1078,52 @@ func TestAuthFailureLimitFullTable(t *testing.T) {
 	}
 }
 
+// TestAuthFailureLimitBrowserApart: wrong tokens sent by a browser (a web
+// page the operator opens, same-origin with the API by DNS rebinding, can
+// make it send them) spend the budget of that address's browsers only: a
+// service at the same address (behind one proxy, say) is still served, and
+// the browsers' budget is limited as the others' is.
+func TestAuthFailureLimitBrowserApart(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{configure: func(c *api.Config) { c.AuthFailures = api.AuthFailureLimit{Burst: 3, Every: time.Hour} }})
+	serve := func(token string, browser bool) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/v1/dead-letters", nil)
+		req.RemoteAddr = "198.51.100.9:40000"
+		req.Header.Set("Authorization", "Bearer "+token)
+		if browser {
+			req.Header.Set("Sec-Fetch-Site", "same-origin")
+		}
+		rec := httptest.NewRecorder()
+		b.srv.ServeHTTP(rec, req)
+		return rec
+	}
+	for i := range 3 {
+		if rec := serve(fmt.Sprintf("from-page-%d-0123456789abcdef", i), true); rec.Code != http.StatusUnauthorized {
+			t.Fatalf("browser's wrong token %d: %d, want 401", i, rec.Code)
+		}
+	}
+	for _, token := range []string{"from-page-9-0123456789abcdef", testToken} {
+		rec := serve(token, true)
+		if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" ||
+			!strings.Contains(rec.Body.String(), "from browsers at this address") {
+			t.Errorf("browser after 3 wrong tokens, token %.6q: %d %.200s, want 429 with Retry-After naming browsers", token, rec.Code, rec.Body)
+		}
+	}
+	if rec := serve(testToken, false); rec.Code != http.StatusOK {
+		t.Errorf("service at the browser's address with a valid token: %d %.200s, want 200", rec.Code, rec.Body)
+	}
+	// The service's own budget is whole, and its own failures still lock
+	// it out.
+	for i := range 3 {
+		if rec := serve(fmt.Sprintf("guess-%d-0123456789abcdef", i), false); rec.Code != http.StatusUnauthorized {
+			t.Fatalf("service's wrong token %d: %d, want 401", i, rec.Code)
+		}
+	}
+	if rec := serve(testToken, false); rec.Code != http.StatusTooManyRequests {
+		t.Errorf("service after 3 wrong tokens of its own: %d, want 429", rec.Code)
+	}
+}
+
 // TestAuthFailureLimit: an address that sent too many invalid tokens gets
 // 429 with Retry-After on every protected route, even with a valid token,
 // while other addresses and open routes are served; every refusal is
