@@ -409,6 +409,22 @@ func TestEnqueueIdempotency(t *testing.T) {
 		t.Errorf("respaced replay got task %s, want %s", replay.ID, first.ID)
 	}
 
+	// Another time is the same request: the time a task runs is not part of
+	// it (a key sent before an upgrade must keep matching), and the replay
+	// keeps the first task's time: it still runs now.
+	at := time.Now().Add(3 * time.Hour).UTC().Format(time.RFC3339)
+	for _, query := range []string{"?process_in=1h", "?process_at=" + at} {
+		res := b.do(t, http.MethodPost, "/v1/tasks/set-emails"+query, body, withKey("order-42-v5"))
+		mustJSON(t, res, http.StatusOK, &replay)
+		if replay != first {
+			t.Errorf("replay with %s: %+v, want the first task %+v", query, replay, first)
+		}
+		info, err := b.inspector.GetTaskInfo(first.Queue, first.ID)
+		if err != nil || info.State != asynq.TaskStatePending {
+			t.Errorf("after a replay with %s, the task: %v %+v, want it pending", query, err, info)
+		}
+	}
+
 	// The same key with another body, or another queue: 409.
 	conflicts := []struct{ path, body string }{
 		{"/v1/tasks/set-emails", `{"order_id":42,"additional_emails":["b@example.com"],"sequence":5}`},

@@ -63,7 +63,7 @@ type TaskOptionFlags struct {
 	Queue          string        `help:"Queue (default: default); one of CERTMAIL_QUEUES."`
 	ProcessAt      string        `name:"process-at" placeholder:"RFC3339" help:"Run at this time (e.g. 2026-05-01T09:00:00Z) rather than now; at most 43800h (1825 days) ahead."`
 	ProcessIn      time.Duration `name:"process-in" help:"Run after this delay (e.g. 10m) rather than now; at most 43800h (1825 days)."`
-	IdempotencyKey string        `name:"idempotency-key" help:"Enqueue at most once per key: a repeat returns the first task."`
+	IdempotencyKey string        `name:"idempotency-key" help:"Enqueue at most once per key: a repeat returns the first task, which keeps its first time (--process-in is not compared)."`
 }
 
 func (o TaskOptionFlags) request(typ string, payload map[string]any) (enqueue.Request, error) {

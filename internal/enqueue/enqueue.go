@@ -91,7 +91,9 @@ type Checked struct {
 	ProcessAt time.Time     // zero: now
 	// Hash is a SHA-256 of the type, the normalised payload and the queue,
 	// set with an idempotency key only: two requests with one key are the
-	// same request when their hashes are.
+	// same request when their hashes are. The time (ProcessAt) is left out,
+	// and stays out: a key remembered before a change of the hash would no
+	// longer match, and a retry across an upgrade would enqueue twice.
 	Hash             string
 	IdempotencyKey   string
 	IdempotencyScope string

@@ -54,7 +54,8 @@ const StateUnknown = "unknown"
 // With an IdempotencyKey, the first request enqueues and the key is
 // remembered, in its scope (req.IdempotencyScope), for Config.IdempotencyTTL
 // together with a SHA-256 of the type,
-// the normalised payload and the queue. A later request with the same key and
+// the normalised payload and the queue (not the time: a replay with another
+// ProcessAt keeps the earlier task's). A later request with the same key and
 // the same hash enqueues nothing and returns the earlier task with existing
 // true, in the state it is in now (one lookup in its queue); one with a
 // different hash gives ErrIdempotencyConflict. Of concurrent requests with

@@ -336,6 +336,16 @@ func TestEnqueueIdempotency(t *testing.T) {
 			second:  enqueue.Request{Type: "set-emails", Payload: []byte(`{"order_id": 12, "additional_emails": []}`)},
 			wantErr: ops.ErrIdempotencyConflict,
 		},
+		{ // the time is not compared, and the first one is kept
+			name:         "another time",
+			second:       enqueue.Request{Type: "set-emails", Payload: []byte(first), ProcessIn: time.Hour},
+			wantExisting: true,
+		},
+		{
+			name:         "another time, as process_at",
+			second:       enqueue.Request{Type: "set-emails", Payload: []byte(first), ProcessAt: time.Now().Add(2 * time.Hour)},
+			wantExisting: true,
+		},
 		{
 			name:    "different queue",
 			second:  enqueue.Request{Type: "set-emails", Payload: []byte(first), Queue: "bulk"},
