@@ -25,7 +25,7 @@ const MaxPayloadBytes = 1 << 20
 // SendCert or ResendDomainDCV value).
 //
 // Strict means: the body is exactly one JSON object of at most
-// MaxPayloadBytes, in valid UTF-8; unknown and repeated fields, wrong JSON
+// MaxPayloadBytes, in valid UTF-8 without a byte order mark; unknown and repeated fields, wrong JSON
 // types, ids that are not integers or do not fit in an int64, and a missing
 // order_id, certificate_id, domain_id or additional_emails are all errors. A
 // member whose value is null counts as absent. The problems found,
@@ -88,6 +88,9 @@ func body(data []byte) (json.RawMessage, string) {
 		}
 		return raw, ""
 	}
+	if bytes.HasPrefix(data, byteOrderMark) { // encoding/json would name its first byte as 'ï'
+		return nil, msgByteOrderMark
+	}
 	dec := json.NewDecoder(bytes.NewReader(data)) // only to say what is wrong
 	var raw json.RawMessage
 	if err := dec.Decode(&raw); err != nil {
@@ -101,6 +104,15 @@ func body(data []byte) (json.RawMessage, string) {
 	}
 	return nil, "malformed JSON"
 }
+
+// byteOrderMark is U+FEFF in UTF-8, which some editors and Windows tools
+// put at the start of a file; JSON text must not begin with it (RFC 8259).
+var byteOrderMark = []byte("\xef\xbb\xbf")
+
+// msgByteOrderMark is the problem of a body that starts with a byte order
+// mark (internal/enqueue says the same of its JSON, in a copy a test holds
+// equal).
+const msgByteOrderMark = "starts with a byte order mark (U+FEFF): JSON must be sent without one"
 
 // Placeholders stand for values the decoder reported as malformed: valid, so
 // that validation, which judges the decoded payload, does not report the same

@@ -70,6 +70,10 @@ func TestParseSetEmails(t *testing.T) {
 		{name: "truncated", body: `{"order_id":1,`, errs: []tasks.FieldError{fe("", "malformed JSON: unexpected EOF")}},
 		{name: "trailing comma", body: `{"order_id":1,}`,
 			errs: []tasks.FieldError{fe("", "malformed JSON: invalid character '}' looking for beginning of object key string")}},
+		// encoding/json would say "invalid character 'ï'": the mark's first
+		// byte read as a rune.
+		{name: "byte order mark", body: "\ufeff{\"order_id\":1,\"additional_emails\":[]}",
+			errs: []tasks.FieldError{fe("", "starts with a byte order mark (U+FEFF): JSON must be sent without one")}},
 		{name: "second value", body: `{"order_id":1,"additional_emails":[]} {}`, errs: []tasks.FieldError{fe("", "trailing data after the JSON value")}},
 		{name: "trailing garbage", body: `{"order_id":1,"additional_emails":[]}x`, errs: []tasks.FieldError{fe("", "trailing data after the JSON value")}},
 		{name: "trailing brace", body: `{"order_id":1,"additional_emails":[]}}`, errs: []tasks.FieldError{fe("", "trailing data after the JSON value")}},

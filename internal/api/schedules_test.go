@@ -256,3 +256,22 @@ func TestSchedulePayloadMustBeUTF8(t *testing.T) {
 		t.Errorf("errors = %+v", p.Errors)
 	}
 }
+
+// A body that starts with a byte order mark is refused in words that name
+// it, on both routes that take JSON, rather than as encoding/json's
+// "invalid character 'ï'" (the mark's first byte read as a rune).
+func TestByteOrderMarkNamed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for path, body := range map[string]string{
+		"/v1/tasks/set-emails": "\ufeff" + `{"order_id":1,"additional_emails":["a@example.com"]}`,
+		"/v1/schedules":        "\ufeff" + `{"id":"bom","cron":"@daily","type":"resend-dcv","payload":{"order_id":1}}`,
+	} {
+		p := mustProblem(t, b.do(t, http.MethodPost, path, body, nil), http.StatusBadRequest)
+		want := "starts with a byte order mark (U+FEFF): JSON must be sent without one"
+		if len(p.Errors) != 1 || p.Errors[0].Field != "" || p.Errors[0].Message != want {
+			t.Errorf("%s: errors %+v, want one for the body: %q", path, p.Errors, want)
+		}
+	}
+	b.assertUntouched(t)
+}

@@ -759,7 +759,7 @@ func TestEnqueueFile(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	lines := []string{
-		`{"type": "resend-dcv", "payload": {"order_id": 1}}`,
+		"\ufeff" + `{"type": "resend-dcv", "payload": {"order_id": 1}}`, // a file's mark, skipped
 		``,
 		`not json`,
 		`# a comment`,
@@ -770,6 +770,7 @@ func TestEnqueueFile(t *testing.T) {
 		`{"type": "set-emails", "payload": {"order_id": 5, "additional_emails": []}, "process_in": "1h"}`,
 		`{"type": "set-emails", "payload": {"order_id": 6, "additional_emails": []}, "queue": "nope", "queue": "critical"}`,
 		`{"type": "resend-dcv", "payload": {"order_id": 11}, "process_at": "2999-01-01T00:00:00Z"}`,
+		"\ufeff" + `{"type": "resend-dcv", "payload": {"order_id": 12}}`, // not at the file's start: refused
 	}
 	file := filepath.Join(t.TempDir(), "jobs.jsonl")
 	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
@@ -779,7 +780,7 @@ func TestEnqueueFile(t *testing.T) {
 	if r.code == 0 {
 		t.Errorf("exit 0 with bad lines")
 	}
-	for _, n := range []int{3, 5, 6, 8, 10, 11} {
+	for _, n := range []int{3, 5, 6, 8, 10, 11, 12} {
 		if !strings.Contains(r.stderr, fmt.Sprintf("line %d:", n)) {
 			t.Errorf("line %d not reported: %s", n, r.stderr)
 		}
@@ -790,12 +791,15 @@ func TestEnqueueFile(t *testing.T) {
 	if !strings.Contains(r.stderr, "process_at: must be at most 43800h (1825 days) ahead") {
 		t.Errorf("the far process_at is not named: %s", r.stderr)
 	}
+	if !strings.Contains(r.stderr, "line 12: starts with a byte order mark (U+FEFF)") {
+		t.Errorf("the byte order mark of line 12 is not named: %s", r.stderr)
+	}
 	for _, n := range []int{1, 7, 9} {
 		if strings.Contains(r.stderr, fmt.Sprintf("line %d:", n)) {
 			t.Errorf("good line %d reported: %s", n, r.stderr)
 		}
 	}
-	if !strings.Contains(r.stdout, "3 enqueued") || !strings.Contains(r.stdout, "6 failed") {
+	if !strings.Contains(r.stdout, "3 enqueued") || !strings.Contains(r.stdout, "7 failed") {
 		t.Errorf("summary: %s", r.stdout)
 	}
 	if n := len(e.tasks()); n != 3 {

@@ -184,6 +184,7 @@ func TestDecodeLine(t *testing.T) {
 		{`not json`, []string{"malformed JSON: invalid character 'o' in literal null (expecting 'u')"}},
 		{`[1]`, []string{"must be a JSON object"}},
 		{`null`, []string{"must be a JSON object"}},
+		{"\ufeff{\"type\": \"resend-dcv\", \"payload\": {\"order_id\": 1}}", []string{"starts with a byte order mark (U+FEFF): JSON must be sent without one"}},
 		{`{}`, []string{"type: required", "payload: required"}},
 		{`{"type": 1, "payload": null}`, []string{"type: must be a string", "payload: required"}},
 		{`{"type": "t", "payload": {}, "queue": 3, "process_at": "soon", "colour": "red"}`,
@@ -218,6 +219,28 @@ func TestDecodeLine(t *testing.T) {
 		}
 		if tt.want == nil && (req.Type != "resend-dcv" || req.Queue != "bulk" || req.ProcessIn != time.Hour || string(req.Payload) != `{"order_id": 1}`) {
 			t.Errorf("%s: request %+v", tt.line, req)
+		}
+	}
+}
+
+// ByteOrderMark says of a body that starts with a byte order mark what
+// tasks.Parse says, so that the API's schedules, its tasks and the lines of
+// enqueue --file are refused in the same words; other bodies have no such
+// problem.
+func TestByteOrderMark(t *testing.T) {
+	t.Parallel()
+	bom := []byte("\ufeff{\"order_id\": 1}")
+	_, err := tasks.Parse(tasks.TypeResendDCV, bom)
+	var ve *tasks.ValidationError
+	if !errors.As(err, &ve) || len(ve.Errors) != 1 {
+		t.Fatalf("tasks.Parse of a body with a byte order mark: %v", err)
+	}
+	if got := enqueue.ByteOrderMark(bom); got != ve.Errors[0].Message || !strings.Contains(got, "byte order mark") {
+		t.Errorf("ByteOrderMark = %q, tasks.Parse says %q", got, ve.Errors[0].Message)
+	}
+	for _, data := range []string{``, `{"order_id": 1}`, " \ufeff{}", "\xef\xbb"} {
+		if got := enqueue.ByteOrderMark([]byte(data)); got != "" {
+			t.Errorf("ByteOrderMark(%q) = %q, want none", data, got)
 		}
 	}
 }

@@ -85,6 +85,17 @@ func Parse(typ string, payload []byte, opts map[string]string) (Request, []tasks
 	return req, errs
 }
 
+// ByteOrderMark returns the problem of JSON text that starts with a UTF-8
+// byte order mark, in the words of tasks.Parse, or "" when data does not
+// start with one. encoding/json would call it "invalid character 'ï'", its
+// first byte read as a rune, which does not tell what to remove.
+func ByteOrderMark(data []byte) string {
+	if !bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
+		return ""
+	}
+	return "starts with a byte order mark (U+FEFF): JSON must be sent without one"
+}
+
 // DecodeLine reads one line of `certmail enqueue --file`: a JSON object
 // with the members type and payload (required) and the options (Parse),
 // each option a string; null counts as absent. Problems name the member at
@@ -93,6 +104,9 @@ func Parse(typ string, payload []byte, opts map[string]string) (Request, []tasks
 // repeated option, and only that is said of it (which value was meant is
 // unknown); a line with two types or payloads comes back without them.
 func DecodeLine(line []byte) (Request, []tasks.FieldError) {
+	if msg := ByteOrderMark(line); msg != "" {
+		return Request{}, []tasks.FieldError{{Message: msg}}
+	}
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(line, &members); err != nil {
 		var typeErr *json.UnmarshalTypeError

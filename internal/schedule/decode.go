@@ -11,6 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -20,7 +21,8 @@ var plainName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // DecodeJSON reads a schedule as the API receives it: exactly one JSON
 // object whose members are those of Schedule, each at most once and of the
 // right JSON type. err is a *tasks.ValidationError when data is not one JSON
-// object (malformed, another value, trailing data). Otherwise problems name,
+// object (malformed, starting with a byte order mark, another value,
+// trailing data). Otherwise problems name,
 // each under the member's name, the members that could not be read
 // (unknown, repeated, of the wrong type), and s holds the others: Store.Add
 // judges them with problems, so that every problem comes back at once. The
@@ -29,6 +31,9 @@ var plainName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 func DecodeJSON(data []byte) (s Schedule, problems []tasks.FieldError, err error) {
 	whole := func(msg string) (Schedule, []tasks.FieldError, error) {
 		return Schedule{}, nil, tasks.NewValidationError("", tasks.FieldError{Message: msg})
+	}
+	if msg := enqueue.ByteOrderMark(data); msg != "" {
+		return whole(msg)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {

@@ -747,6 +747,7 @@ func TestDecodeJSON(t *testing.T) {
 		{"wrong types", `{"id":1,"cron":"@daily","until":"tomorrow","max_runs":"3","until_validated":"yes"}`, []string{"id", "until", "max_runs", "until_validated"}},
 		{"not an object", `[1]`, []string{""}},
 		{"trailing data", `{"id":"a"} {}`, []string{""}},
+		{"byte order mark", "\ufeff{\"id\":\"a\"}", []string{""}},
 	} {
 		s, problems, err := schedule.DecodeJSON([]byte(tt.body))
 		var ve *tasks.ValidationError
@@ -764,6 +765,9 @@ func TestDecodeJSON(t *testing.T) {
 		}
 		if tt.fields == nil && err != nil {
 			t.Errorf("%s: %v, want no error", tt.name, err)
+		}
+		if tt.name == "byte order mark" && (len(problems) != 1 || !strings.Contains(problems[0].Message, "byte order mark")) {
+			t.Errorf("%s: %v, want the mark named", tt.name, problems)
 		}
 		if tt.name == "wrong types" && (s.Until != nil || s.ID != "" || s.Cron != "@daily") {
 			t.Errorf("%s: decoded %+v, want the members of the wrong type left out and the others read", tt.name, s)
