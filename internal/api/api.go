@@ -135,7 +135,8 @@ type Config struct {
 	// defaults, but MaxConns for Limits.MaxConns.
 	Limits admin.Limits
 	// AuthFailures limits failed authentications per client address, the
-	// requests of browsers counted apart from those of other clients.
+	// requests browsers mark with Sec-Fetch-Site counted apart from the
+	// others.
 	AuthFailures AuthFailureLimit
 
 	// Logger receives one line per request (required).

@@ -278,7 +278,8 @@ func noStore(a access, r *http.Request) bool {
 // (a container's or a host's on the local network), or none. Without
 // authentication that is what keeps a page the operator visits from using
 // the API and the dashboard; with tokens a rebound page has no valid one to
-// send, and the wrong ones it can send count apart (failureKey).
+// send, though the wrong ones it can send count against the operator's
+// address (see failureKey).
 func rebindSafeHost(hostport string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {

@@ -132,24 +132,26 @@ func (f *failureLimiter) size() int {
 }
 
 // failureKey is what a request's failed authentications count against: its
-// client address, and whether a browser sent it. A browser's requests count
-// apart because a web page the operator opens can make the browser send
-// wrong tokens to the API: once DNS rebinding has made the page's host name
-// resolve to the API's address, the page is same-origin with the API and may
-// set Authorization. Counted with everything else from the address, ten of
-// them would lock out every client there (behind a proxy, every client of
-// the proxy); counted apart, they spend only the budget of that address's
-// browsers. A guesser that marks its requests as a browser's gains one
-// second budget of the same size, no more.
+// client address, and whether a browser marked the request as its own
+// (failureKeyOf). A browser's failures count apart so that one that keeps
+// sending a wrong token or dashboard password does not lock out the services
+// at the same address (behind a proxy, every client of the proxy). Browsers
+// mark only requests to https URLs and loopback addresses, so this does not
+// cover a page rebound to the API's address by DNS rebinding: that works
+// only over plain HTTP (over HTTPS the certificate does not name the page's
+// host), where the page's wrong tokens count with the other clients'. A
+// guesser that marks its requests as a browser's gains one second budget of
+// the same size, no more.
 type failureKey struct {
 	prefix  netip.Prefix
 	browser bool
 }
 
 // failureKeyOf is the failureKey of r. A request is a browser's when it
-// carries Sec-Fetch-Site: browsers send it with every request (those older
-// than 2023 do not, and count with the other clients) and a page can neither
-// set nor remove it; other clients never send it.
+// carries Sec-Fetch-Site, which a page can neither set nor remove and other
+// clients never send. Browsers since 2023 send it with every request to an
+// https URL or a loopback address; their requests to a plain http URL with
+// a host name, and those of older browsers, count with the other clients'.
 func failureKeyOf(r *http.Request) failureKey {
 	return failureKey{prefix: clientPrefix(r), browser: len(r.Header.Values("Sec-Fetch-Site")) > 0}
 }

@@ -1078,11 +1078,11 @@ func TestAuthFailureLimitFullTable(t *testing.T) {
 	}
 }
 
-// TestAuthFailureLimitBrowserApart: wrong tokens sent by a browser (a web
-// page the operator opens, same-origin with the API by DNS rebinding, can
-// make it send them) spend the budget of that address's browsers only: a
-// service at the same address (behind one proxy, say) is still served, and
-// the browsers' budget is limited as the others' is.
+// TestAuthFailureLimitBrowserApart: wrong tokens in requests a browser
+// marked with Sec-Fetch-Site (an operator's stale dashboard password, say)
+// spend the budget of that address's browsers only: a service at the same
+// address (behind one proxy, say) is still served, and the browsers' budget
+// is limited as the others' is.
 func TestAuthFailureLimitBrowserApart(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{configure: func(c *api.Config) { c.AuthFailures = api.AuthFailureLimit{Burst: 3, Every: time.Hour} }})
