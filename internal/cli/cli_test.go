@@ -31,6 +31,7 @@ import (
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/internal/schedule"
@@ -2240,6 +2241,29 @@ func TestSettingNamedAsGiven(t *testing.T) {
 	os.Unsetenv("CERTMAIL_CONCURRENCY")
 	if r := e.run(append(args, "--concurrency=abc")...); r.code != 2 || !strings.Contains(r.stderr, ": --concurrency: expected") {
 		t.Errorf("--concurrency=abc: exit %d, %q; want 2 and the flag named", r.code, r.stderr)
+	}
+}
+
+// TestReservedQueueNameRefused: every command that reads CERTMAIL_QUEUES
+// refuses a served queue named as the queue metrics' label of the unserved
+// queues, with exit status 2 and one line saying why, before it touches
+// Redis.
+func TestReservedQueueNameRefused(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	list := "--queues=default=3," + queues.Reserved + "=1"
+	for _, args := range [][]string{
+		{"worker", "--digicert-api-key=k", "--admin-addr="},
+		{"scheduler", "--admin-addr="},
+		{"api", "--insecure-no-auth"},
+		{"enqueue", "resend-dcv", "--order-id", "5"},
+		{"dlq", "purge", "--yes"},
+	} {
+		r := e.run(append(slices.Clone(args), list)...)
+		want := `--queues: queue "other": the name is reserved for the metrics of the queues no process serves`
+		if r.code != 2 || !strings.Contains(r.stderr, want) || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%s %s: exit %d, %q; want 2 and one line saying %q", strings.Join(args, " "), list, r.code, r.stderr, want)
+		}
 	}
 }
 

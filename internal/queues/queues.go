@@ -6,7 +6,8 @@
 // it deletes. certmail task and the other dlq commands do not: they work on
 // tasks of any queue. A
 // queue name is one that tasks.ValidQueueName accepts, the rule the Go
-// constructors apply too. AsynqKey names the keys asynq keeps for a queue,
+// constructors apply too, except Reserved, which no served queue may have
+// (CheckServed says so). AsynqKey names the keys asynq keeps for a queue,
 // and AsynqQueuesKey its set of queues, for the few that certmail reads or
 // writes itself.
 package queues
@@ -28,6 +29,25 @@ const Default = "critical=6,default=3,bulk=1"
 // every entry point that refuses a queue name: "a name is " + NameRule.
 const NameRule = "1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"
 
+// Reserved is the one name tasks.ValidQueueName accepts that no list of
+// served queues may hold: it is the queue label under which the queue
+// metrics (queuestats.OtherQueues) sum the queues that no process serves,
+// so a served queue of that name would have their figures added to its
+// own. A raw producer's queue of that name is one of those it sums.
+const Reserved = "other"
+
+// CheckServed reports why name cannot be a served queue: a name
+// tasks.ValidQueueName refuses, or Reserved.
+func CheckServed(name string) error {
+	switch {
+	case !tasks.ValidQueueName(name):
+		return fmt.Errorf("queue %.64q: a name is "+NameRule, name)
+	case name == Reserved:
+		return fmt.Errorf("queue %q: the name is reserved for the metrics of the queues no process serves", name)
+	}
+	return nil
+}
+
 // MaxWeight is the largest weight a queue may have. Before every fetch a
 // worker's asynq builds and shuffles a list holding each queue's name as
 // many times as its weight: a weight of 3 000 000 took a worker with no task
@@ -37,8 +57,8 @@ const MaxWeight = 100
 
 // Parse reads "critical=6,default=3,bulk=1": names that
 // tasks.ValidQueueName accepts (1 to 63 characters of a-z, 0-9, '_' or '-'
-// starting with a letter or digit), each with a weight from 1 to
-// MaxWeight, none twice.
+// starting with a letter or digit) but Reserved, each with a weight from 1
+// to MaxWeight, none twice.
 func Parse(s string) (map[string]int, error) { return parse(s, true) }
 
 // ParseNames reads a list of queue names for a command to which weights
@@ -73,8 +93,9 @@ func parse(s string, weighted bool) (map[string]int, error) {
 			return nil, fmt.Errorf("queue %.64q: want NAME=WEIGHT with a weight from 1 to %d, e.g. %s", part, MaxWeight, Default)
 		case badWeight:
 			return nil, fmt.Errorf("queue %.64q: want NAME, or NAME=WEIGHT with a weight from 1 to %d, e.g. bulk or %s", part, MaxWeight, Default)
-		case !tasks.ValidQueueName(name):
-			return nil, fmt.Errorf("queue %.64q: a name is "+NameRule, name)
+		}
+		if err := CheckServed(name); err != nil {
+			return nil, err
 		}
 		if _, dup := qs[name]; dup {
 			return nil, fmt.Errorf("queue %q listed twice", name)

@@ -30,6 +30,9 @@ func TestParse(t *testing.T) {
 		{in: strings.Repeat("q", 64) + "=1", wantErr: "a name is"},
 		{in: "a=1,a=2", wantErr: "listed twice"},
 		{in: "", wantErr: "want NAME=WEIGHT"},
+		// The queue metrics' label of the unserved queues: a served queue
+		// of that name would have their figures added to its own.
+		{in: "default=3," + queues.Reserved + "=1", wantErr: `queue "other": the name is reserved for the metrics of the queues no process serves`},
 	} {
 		got, err := queues.Parse(tt.in)
 		switch {
@@ -66,6 +69,7 @@ func TestParseNames(t *testing.T) {
 		{in: "bulk=x", wantErr: "want NAME, or NAME=WEIGHT"},
 		{in: "bulk=101,default", wantErr: "a weight is at most 100"},
 		{in: "bulk,bulk=1", wantErr: "listed twice"},
+		{in: "bulk," + queues.Reserved, wantErr: "reserved for the metrics of the queues no process serves"},
 	} {
 		got, err := queues.ParseNames(tt.in)
 		switch {

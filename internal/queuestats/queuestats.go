@@ -6,7 +6,8 @@
 //
 // The served queues are reported by name. Any other queue asynq knows (a
 // producer can create one by enqueueing into it) is counted under the queue
-// label "other", so that their number cannot grow the series without limit;
+// label "other" (OtherQueues, a name no served queue may have: New refuses
+// it), so that their number cannot grow the series without limit;
 // the figures of at most MaxOtherQueues of them are read per scrape, so
 // that their number cannot grow the scrape's work either.
 //
@@ -43,8 +44,9 @@ const DefaultBudget = 5 * time.Second
 // and sums under OtherQueues; certmail_queue_other_queues counts them all.
 const MaxOtherQueues = 100
 
-// OtherQueues is the queue label of every queue that is not served.
-const OtherQueues = "other"
+// OtherQueues is the queue label of every queue that is not served: the
+// name queues.Reserved, which no served queue may have.
+const OtherQueues = queues.Reserved
 
 // Config is what a Collector reads.
 type Config struct {
@@ -55,11 +57,22 @@ type Config struct {
 	Redis redis.UniversalClient
 	// DeadLetterStream is the stream whose length is reported.
 	DeadLetterStream string
-	// Served are the queues reported by name.
+	// Served are the queues reported by name; OtherQueues is not one.
 	Served []string
 	// Budget bounds the wait of one scrape for the figures, and the reads
 	// themselves on a client that honours deadlines (DefaultBudget when 0).
 	Budget time.Duration
+}
+
+// Validate reports a served queue whose series would mix with those of the
+// unserved queues: one named OtherQueues, or a name no worker takes.
+func (c Config) Validate() error {
+	for _, q := range c.Served {
+		if err := queues.CheckServed(q); err != nil {
+			return fmt.Errorf("queue stats: %w", err)
+		}
+	}
+	return nil
 }
 
 // Collector is a prometheus.Collector over asynq's queues and a Redis stream.
@@ -83,8 +96,11 @@ type reading struct {
 	err     error
 }
 
-// New returns a collector of cfg's queues and stream.
-func New(cfg Config) *Collector {
+// New returns a collector of cfg's queues and stream (after Validate).
+func New(cfg Config) (*Collector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	served := slices.Clone(cfg.Served)
 	slices.Sort(served)
 	return &Collector{
@@ -106,7 +122,7 @@ func New(cfg Config) *Collector {
 			nil, nil),
 		up: prometheus.NewDesc("certmail_queue_stats_up",
 			"1 when the last scrape could read the queues from Redis within its budget.", nil, nil),
-	}
+	}, nil
 }
 
 // Describe implements prometheus.Collector.

@@ -26,8 +26,18 @@ func setup(t *testing.T) (*redistest.Server, redis.UniversalClient, *prometheus.
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(queuestats.New(queuestats.Config{Redis: rdb, DeadLetterStream: "certmail:deadletter", Served: []string{"critical", "default", "bulk"}}))
+	reg.MustRegister(mustNew(t, queuestats.Config{Redis: rdb, DeadLetterStream: "certmail:deadletter", Served: []string{"critical", "default", "bulk"}}))
 	return srv, rdb, reg
+}
+
+// mustNew returns the collector of cfg, failing the test when New refuses it.
+func mustNew(t *testing.T, cfg queuestats.Config) *queuestats.Collector {
+	t.Helper()
+	c, err := queuestats.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func TestCollect(t *testing.T) {
@@ -114,6 +124,35 @@ func TestUnservedQueuesAreOther(t *testing.T) {
 	}
 	if got := gauge(t, reg, "certmail_queue_other_queues", "", ""); got != made {
 		t.Errorf("certmail_queue_other_queues = %v, want %d", got, made)
+	}
+	if got := gauge(t, reg, "certmail_queue_tasks", "default", "pending"); got != 1 {
+		t.Errorf("default's pending tasks = %v, want 1", got)
+	}
+}
+
+// A served queue named OtherQueues would have the figures of every unserved
+// queue added to its own series: New refuses it, as CERTMAIL_QUEUES does. A
+// raw producer's queue of that name is an unserved queue like any other,
+// summed with them.
+func TestServedQueueNamedOtherRefused(t *testing.T) {
+	t.Parallel()
+	_, err := queuestats.New(queuestats.Config{DeadLetterStream: "certmail:deadletter", Served: []string{"default", queuestats.OtherQueues}})
+	if err == nil || !strings.Contains(err.Error(), `queue "other": the name is reserved for the metrics of the queues no process serves`) {
+		t.Errorf("New with a served queue %q: %v, want refused", queuestats.OtherQueues, err)
+	}
+
+	_, rdb, reg := setup(t) // serves critical, default and bulk
+	client := asynq.NewClientFromRedisClient(rdb)
+	for _, q := range []string{"default", queuestats.OtherQueues, "raw-a", "raw-b", "raw-c"} {
+		if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":1}`)), asynq.Queue(q)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := gauge(t, reg, "certmail_queue_tasks", queuestats.OtherQueues, "pending"); got != 4 {
+		t.Errorf(`certmail_queue_tasks{queue="other",state="pending"} = %v, want 4 (the raw queue "other" and three more, all unserved)`, got)
+	}
+	if got := gauge(t, reg, "certmail_queue_other_queues", "", ""); got != 4 {
+		t.Errorf("certmail_queue_other_queues = %v, want 4", got)
 	}
 	if got := gauge(t, reg, "certmail_queue_tasks", "default", "pending"); got != 1 {
 		t.Errorf("default's pending tasks = %v, want 1", got)
@@ -307,7 +346,7 @@ func TestStalledRedisAnswersWithinBudget(t *testing.T) {
 	const budget = 300 * time.Millisecond
 	reg := prometheus.NewPedanticRegistry()
 	own := prometheus.NewCounter(prometheus.CounterOpts{Name: "certmail_own_total", Help: "A series of the process."})
-	c := queuestats.New(queuestats.Config{Redis: rdb, DeadLetterStream: "certmail:deadletter",
+	c := mustNew(t, queuestats.Config{Redis: rdb, DeadLetterStream: "certmail:deadletter",
 		Served: []string{"default"}, Budget: budget})
 	reg.MustRegister(own, c)
 	readers := func() int { return readers(c) }

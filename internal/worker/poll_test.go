@@ -111,4 +111,11 @@ func TestTaskCheckIntervalValidated(t *testing.T) {
 			t.Errorf("a queue of weight %d: %v, want refused", w, err)
 		}
 	}
+	// The queue metrics sum the unserved queues under this name: a served
+	// queue of that name would report their figures as its own.
+	cfg = base
+	cfg.Queues = map[string]int{"default": 3, queues.Reserved: 1}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "reserved for the metrics of the queues no process serves") {
+		t.Errorf("a served queue named %q: %v, want refused", queues.Reserved, err)
+	}
 }

@@ -177,8 +177,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("task check interval %v: want %v to %v", c.TaskCheckInterval, MinTaskCheckInterval, MaxTaskCheckInterval)
 	}
 	for q, w := range c.Queues {
-		if q == "" || w < 1 || w > queues.MaxWeight {
-			return fmt.Errorf("queue %q weight %d: want a name and a weight from 1 to %d", q, w, queues.MaxWeight)
+		if w < 1 || w > queues.MaxWeight {
+			return fmt.Errorf("queue %q weight %d: want a weight from 1 to %d", q, w, queues.MaxWeight)
+		}
+		if err := queues.CheckServed(q); err != nil {
+			return err
 		}
 	}
 	for name, a := range c.Accounts {
@@ -218,7 +221,11 @@ func New(cfg Config) (*Worker, error) {
 	for q := range cfg.Queues {
 		served = append(served, q)
 	}
-	if err := cfg.Registry.Register(queuestats.New(queuestats.Config{Redis: rdb, DeadLetterStream: deadletter.Stream, Served: served})); err != nil {
+	stats, err := queuestats.New(queuestats.Config{Redis: rdb, DeadLetterStream: deadletter.Stream, Served: served})
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Registry.Register(stats); err != nil {
 		return nil, fmt.Errorf("register queue metrics: %w", err)
 	}
 	p := &processor{
