@@ -351,6 +351,32 @@ func (s *Server) Commands() map[string]int64 {
 	return calls
 }
 
+// Reads counts the reads the server made from its clients' connections
+// since it started or since ResetStats (INFO stats total_reads_processed):
+// one per round trip, more for a pipeline longer than one read takes in
+// (16 KiB), and those of the INFO that Reads sends, and of its client's
+// handshake, included.
+func (s *Server) Reads() int64 {
+	s.tb.Helper()
+	c := s.newClient()
+	defer c.Close()
+	info, err := c.Info(context.Background(), "stats").Result()
+	if err != nil {
+		s.tb.Fatalf("redis INFO stats: %v", err)
+	}
+	for line := range strings.SplitSeq(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "total_reads_processed:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				s.tb.Fatalf("redis INFO stats: %q", line)
+			}
+			return n
+		}
+	}
+	s.tb.Fatalf("redis INFO stats: no total_reads_processed")
+	return 0
+}
+
 // Pause stops the server with SIGSTOP: it keeps its port, the kernel
 // still accepts connections and takes commands in, and nothing answers, as
 // with a partition, a paused VM or a failover's dark old master. Continue
