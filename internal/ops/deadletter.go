@@ -663,12 +663,7 @@ func (s *Service) archived(ctx context.Context, taskID, queue string, inStream b
 	var info *asynq.TaskInfo
 	var err error
 	if queue != "" {
-		info, err = s.inspector.GetTaskInfo(queue, taskID)
-		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
-			err = fmt.Errorf("task %s in queue %s: %w", ShowName(taskID), ShowName(queue), ErrNotFound)
-		} else if err != nil {
-			err = fmt.Errorf("task %s in queue %s: %w", ShowName(taskID), ShowName(queue), err)
-		}
+		info, err = s.taskInfo(queue, taskID)
 	} else {
 		info, err = s.findArchived(ctx, taskID)
 	}
@@ -727,42 +722,50 @@ func (s *Service) actionError(ctx context.Context, action string, info *asynq.Ta
 }
 
 // findArchived looks the task taskID up in every queue asynq knows, as
-// Task does, but takes one the archive lists before any other (such as what
-// asynq left of a task it trimmed from an archive): asynq's task ids are
-// unique per queue only.
+// Task does (lookupBatch per round trip), but takes one the archive lists
+// before any other (such as what asynq left of a task
+// it trimmed from an archive): asynq's task ids are unique per queue only.
+// asynq's Inspector reads the one task taken.
 func (s *Service) findArchived(ctx context.Context, taskID string) (*asynq.TaskInfo, error) {
-	queues, err := s.inspector.Queues()
+	known, err := s.inspector.Queues()
 	if err != nil {
 		return nil, fmt.Errorf("list queues: %w", err)
 	}
-	var first *asynq.TaskInfo
-	for _, q := range queues {
+	first := ""
+	for batch := range slices.Chunk(known, lookupBatch) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		info, err := s.inspector.GetTaskInfo(q, taskID)
-		switch {
-		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-			continue
-		case err != nil:
-			return nil, fmt.Errorf("task %s in queue %s: %w", ShowName(taskID), ShowName(q), err)
-		case info.State == asynq.TaskStateArchived:
-			listed, err := s.inArchive(ctx, q, taskID)
-			if err != nil {
-				return nil, fmt.Errorf("task %s in queue %s: %w", ShowName(taskID), ShowName(q), err)
-			}
-			if listed {
-				return info, nil
-			}
+		held, err := s.holders(ctx, batch, taskID)
+		if err != nil {
+			return nil, fmt.Errorf("task %s: %w", ShowName(taskID), err)
 		}
-		if first == nil {
-			first = info
+		for _, h := range held {
+			if h.state == asynq.TaskStateArchived.String() && h.listed {
+				return s.taskInfo(h.queue, taskID)
+			}
+			if first == "" {
+				first = h.queue
+			}
 		}
 	}
-	if first == nil {
+	if first == "" {
 		return nil, fmt.Errorf("task %s: %w", ShowName(taskID), ErrNotFound)
 	}
-	return first, nil
+	return s.taskInfo(first, taskID)
+}
+
+// taskInfo reads the task taskID of queue with asynq's Inspector; the error
+// wraps ErrNotFound when the queue does not hold it.
+func (s *Service) taskInfo(queue, taskID string) (*asynq.TaskInfo, error) {
+	info, err := s.inspector.GetTaskInfo(queue, taskID)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return nil, fmt.Errorf("task %s in queue %s: %w", ShowName(taskID), ShowName(queue), ErrNotFound)
+	case err != nil:
+		return nil, fmt.Errorf("task %s in queue %s: %w", ShowName(taskID), ShowName(queue), err)
+	}
+	return info, nil
 }
 
 // withArchived sets dl.Archived from asynq's archive of dl.Queue, in one

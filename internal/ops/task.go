@@ -178,49 +178,75 @@ func (s *Service) status(ctx context.Context, info *asynq.TaskInfo) (TaskStatus,
 	return st, nil
 }
 
-// find looks the task up in every queue asynq knows, one lookup per queue:
-// info is the task of the first queue, in asynq's order, that holds one with
-// this id, and others names the later queues that hold one too. A task
-// trimmed from an archive (trimmedScript) is not held.
+// find looks the task up in every queue asynq knows, lookupBatch queues per
+// round trip (holders): info is the task of the first queue, in asynq's
+// order, that holds one with this id, read by asynq's Inspector, and others
+// names the later queues that hold one too. A task trimmed from an archive
+// (trimmedScript) is not held.
 func (s *Service) find(ctx context.Context, id string) (info *asynq.TaskInfo, others []string, err error) {
-	queues, err := s.inspector.Queues()
+	known, err := s.inspector.Queues()
 	if err != nil {
 		return nil, nil, fmt.Errorf("list queues: %w", err)
 	}
-	for _, q := range queues {
+	for batch := range slices.Chunk(known, lookupBatch) {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
 		}
-		got, err := s.inspector.GetTaskInfo(q, id)
-		trimmed := false
-		if err == nil && got.State == asynq.TaskStateArchived {
-			// What asynq left of a task it trimmed from the archive is not
-			// a task (trimmedScript).
-			trimmed, err = s.trimmed(ctx, q, id, false)
-		}
+		held, err := s.holders(ctx, batch, id)
 		switch {
-		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound), trimmed:
-			continue
 		case err != nil && info != nil:
-			// The task found is the answer whatever a later queue says:
-			// the lookup stops here, with the queues found so far, rather
-			// than fail or try every remaining queue (each lookup could
-			// wait out Redis's timeout when Redis has gone).
-			s.opts.Logger.Warn("task lookup failed in a further queue; other_queues may be incomplete",
-				zap.String("queue", deadletter.Clip(q, maxQueueName)), zap.Error(err))
+			s.incomplete(batch[0], err)
 			return info, others, nil
 		case err != nil:
-			return nil, nil, fmt.Errorf("task %s in queue %s: %w", ShowName(id), ShowName(q), err)
-		case info == nil:
-			info = got
-		default:
-			others = append(others, q)
+			return nil, nil, fmt.Errorf("task %s: %w", ShowName(id), err)
+		}
+		for _, h := range held {
+			switch {
+			case h.trimmed():
+			case info == nil:
+				if info, err = s.taskIn(ctx, h.queue, id); err != nil {
+					return nil, nil, err
+				}
+			case !h.readable():
+				s.incomplete(h.queue, fmt.Errorf("task state %.32q is not one asynq reads", h.state))
+				return info, others, nil
+			default:
+				others = append(others, h.queue)
+			}
 		}
 	}
 	if info == nil {
 		return nil, nil, fmt.Errorf("task %s: %w", ShowName(id), ErrNotFound)
 	}
 	return info, others, nil
+}
+
+// incomplete logs that the lookup failed in queue (or in a batch of queues
+// from queue on) after the task was found in an earlier one. The task found
+// is the answer whatever a later queue says: the lookup stops there, with
+// the queues found so far, rather than fail or read the remaining queues
+// (each read could wait out Redis's timeout when Redis has gone).
+func (s *Service) incomplete(queue string, err error) {
+	s.opts.Logger.Warn("task lookup failed in a further queue; other_queues may be incomplete",
+		zap.String("queue", deadletter.Clip(queue, maxQueueName)), zap.Error(err))
+}
+
+// taskIn reads the task id of queue with asynq's Inspector: nil when the
+// queue does not hold it (any more), or holds what asynq left of it after it
+// trimmed it from the archive (trimmedScript).
+func (s *Service) taskIn(ctx context.Context, queue, id string) (*asynq.TaskInfo, error) {
+	info, err := s.inspector.GetTaskInfo(queue, id)
+	trimmed := false
+	if err == nil && info.State == asynq.TaskStateArchived {
+		trimmed, err = s.trimmed(ctx, queue, id, false)
+	}
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound), trimmed:
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("task %s in queue %s: %w", ShowName(id), ShowName(queue), err)
+	}
+	return info, nil
 }
 
 func timePtr(t time.Time) *time.Time {

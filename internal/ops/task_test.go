@@ -341,3 +341,141 @@ func TestTaskInAQueueAsynqHasNeverKnown(t *testing.T) {
 		t.Errorf("TaskInQueue(bulk) error = %v; want not found alone", err)
 	}
 }
+
+// TestTaskLookupBoundsTheWork: however many queue names asynq knows (any
+// producer adds one with each queue it enqueues into, and asynq never
+// forgets them), a lookup by id alone reads them ops.LookupBatch per round
+// trip, one command each, and asks asynq's Inspector only about a queue
+// that holds the id. One Inspector lookup
+// per queue took 20 000 names to 40 000 round trips and 2 s.
+func TestTaskLookupBoundsTheWork(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	const names = 5000
+	members := make([]any, names)
+	for i := range members {
+		members[i] = fmt.Sprintf("typo-%d", i)
+	}
+	if err := b.rdb.SAdd(ctx, "asynq:queues", members...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClientFromRedisClient(b.rdb)
+	const id, lone = "own-id-10", "lone-11"
+	for _, q := range []string{"typo-4321", "bulk"} {
+		if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":1}`)), asynq.TaskID(id), asynq.Queue(q)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Archived without a dead-letter entry (from the dashboard): requeue
+	// looks for it by id alone.
+	if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":2}`)), asynq.TaskID(lone), asynq.Queue("typo-777")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.inspector.ArchiveTask("typo-777", lone); err != nil {
+		t.Fatal(err)
+	}
+	first := firstListed(t, b, []string{"typo-4321", "bulk"})
+	other := map[string]string{"typo-4321": "bulk", "bulk": "typo-4321"}[first]
+	batches := int64((names + 1 + ops.LookupBatch - 1) / ops.LookupBatch) // the names and bulk
+	for _, tc := range []struct {
+		name   string
+		lookup func() error
+	}{
+		{"Task of an id in two queues", func() error {
+			st, err := b.svc.Task(ctx, id)
+			if err == nil && (st.Queue != first || !slices.Equal(st.OtherQueues, []string{other}) || st.OtherQueuesCount != 1) {
+				err = fmt.Errorf("queue %s, other queues %q (%d); want %s and [%s]", st.Queue, st.OtherQueues, st.OtherQueuesCount, first, other)
+			}
+			return err
+		}},
+		{"Task of an unknown id", func() error {
+			if _, err := b.svc.Task(ctx, "no-such-task"); !errors.Is(err, ops.ErrNotFound) {
+				return fmt.Errorf("%v, want not found", err)
+			}
+			return nil
+		}},
+		{"Requeue of a task archived without an entry", func() error {
+			ref, err := b.svc.Requeue(ctx, lone)
+			if err == nil && ref.Queue != "typo-777" {
+				err = fmt.Errorf("requeued in %s, want typo-777", ref.Queue)
+			}
+			return err
+		}},
+	} {
+		b.redis.ResetStats()
+		if err := tc.lookup(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		reads := b.redis.Reads()
+		var commands int64
+		for _, n := range b.redis.Commands() {
+			commands += n
+		}
+		// A pipeline of LookupBatch short commands takes the server a few
+		// reads; what comes before and after (listing the queues, asynq's
+		// lookup of the task found, the requeue, the counting itself) a
+		// few dozen at most.
+		if most := 4*batches + 40; reads > most {
+			t.Errorf("%s ran %d reads in Redis with %d queue names, want at most %d", tc.name, reads, names, most)
+		}
+		if most := int64(names) + 60; commands > most {
+			t.Errorf("%s ran %d Redis commands with %d queue names, want at most %d (one per queue and a few)", tc.name, commands, names, most)
+		}
+		t.Logf("%s: %d reads, %d commands", tc.name, reads, commands)
+	}
+}
+
+// TestTaskLookupFailingInALaterBatch: a read that fails in a later round
+// trip of a lookup (here a task key of the wrong type, which fails the whole
+// round trip) does not fail Task once a queue held the task: the task found
+// is the answer, and the failure is logged. Before any queue held it, the
+// failure is Task's error, not a not-found.
+func TestTaskLookupFailingInALaterBatch(t *testing.T) {
+	t.Parallel()
+	logger, logs := certmailtest.NewLogger(t)
+	b := setup(t, ops.Config{Logger: logger})
+	ctx := t.Context()
+	members := make([]any, 2*ops.LookupBatch)
+	for i := range members {
+		members[i] = fmt.Sprintf("typo-%d", i)
+	}
+	if err := b.rdb.SAdd(ctx, "asynq:queues", members...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClientFromRedisClient(b.rdb)
+	const id = "own-id-12"
+	if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":1}`)), asynq.TaskID(id), asynq.Queue("bulk")); err != nil {
+		t.Fatal(err)
+	}
+	// The queues are read in asynq's order: a queue LookupBatch after
+	// bulk is read in a later round trip, and if bulk comes too late for
+	// that, the test holds the task in another queue early enough.
+	known, err := b.inspector.Queues()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hit := slices.Index(known, "bulk")
+	if hit+ops.LookupBatch >= len(known) {
+		hit = 0
+		if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":1}`)), asynq.TaskID(id), asynq.Queue(known[hit])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	broken, first := known[hit+ops.LookupBatch], known[hit]
+	for _, key := range []string{"asynq:{" + broken + "}:t:" + id, "asynq:{" + known[0] + "}:t:lost-13"} {
+		if err := b.rdb.Set(ctx, key, "not a hash", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := b.svc.Task(ctx, id)
+	if err != nil || st.Queue != first || st.OtherQueuesCount != 0 {
+		t.Errorf("Task = queue %s, other queues %q (%d), %v; want %s alone", st.Queue, st.OtherQueues, st.OtherQueuesCount, err, first)
+	}
+	if lines := logs.Lines("warn", "task lookup failed in a further queue; other_queues may be incomplete"); len(lines) != 1 {
+		t.Errorf("log lines %v; want one", lines)
+	}
+	if _, err := b.svc.Task(ctx, "lost-13"); err == nil || errors.Is(err, ops.ErrNotFound) || !strings.Contains(err.Error(), "WRONGTYPE") {
+		t.Errorf("Task(lost-13) error = %v; want the failed read", err)
+	}
+}

@@ -1,0 +1,4 @@
+package ops
+
+// LookupBatch is lookupBatch, for the tests of the lookups by id.
+const LookupBatch = lookupBatch
