@@ -280,23 +280,31 @@ func New(cfg Config) (*Worker, error) {
 // negative. A task's own MaxRetry applies when lower.
 func (c Config) retryCap() int { return max(c.MaxRetry, 0) }
 
+// handlers returns the handler of each task type: the one table that
+// Handler builds its mux and its set of known types from. Every type of
+// tasks.Types() has an entry (TestHandlersCoverTypes).
+func (p *processor) handlers() map[string]asynq.HandlerFunc {
+	return map[string]asynq.HandlerFunc{
+		tasks.TypeSetEmails:       p.handleSetEmails,
+		tasks.TypeResendDCV:       p.handleResendDCV,
+		tasks.TypeSendCert:        p.handleSendCert,
+		tasks.TypeResendDomainDCV: p.handleResendDomainDCV,
+	}
+}
+
 // Handler returns the task handler: an asynq ServeMux with one handler per
 // task type, wrapped in the logging and metrics middleware. Task types the
-// worker does not know are dead-lettered rather than retried.
+// worker has no handler for are dead-lettered rather than retried.
 func (w *Worker) Handler() asynq.Handler {
 	mux := asynq.NewServeMux()
 	mux.Use(w.observe)
-	mux.HandleFunc(tasks.TypeSetEmails, w.proc.handleSetEmails)
-	mux.HandleFunc(tasks.TypeResendDCV, w.proc.handleResendDCV)
-	mux.HandleFunc(tasks.TypeSendCert, w.proc.handleSendCert)
-	mux.HandleFunc(tasks.TypeResendDomainDCV, w.proc.handleResendDomainDCV)
-	known := map[string]bool{}
-	for _, t := range tasks.Types() {
-		known[t] = true
+	table := w.proc.handlers()
+	for typ, h := range table {
+		mux.HandleFunc(typ, h)
 	}
 	maxRetry := w.cfg.retryCap()
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-		if !known[t.Type()] {
+		if _, known := table[t.Type()]; !known {
 			return permanent("unknown_type", 0, fmt.Errorf("task type %.64q: %w", t.Type(), tasks.ErrUnknownType))
 		}
 		err := mux.ProcessTask(ctx, t)

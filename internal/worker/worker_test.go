@@ -284,6 +284,26 @@ func TestInvalidPayloadsAreDeadLetteredWithoutCalls(t *testing.T) {
 	}
 }
 
+// Every task type reaches its handler, which reads the payload: an empty
+// one is dead-lettered at once as invalid, neither retried (asynq's
+// "handler not found") nor refused as an unknown type.
+func TestEveryTypeHasAHandler(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	for _, typ := range tasks.Types() {
+		id := b.enqueue(t, typ, `{}`)
+		info := b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
+		if info.Retried != 0 {
+			t.Errorf("%s: retried %d times, last error %q", typ, info.Retried, info.LastErr)
+		}
+	}
+	for _, e := range b.deadLetters(t, len(tasks.Types())) {
+		if e["error_code"] != "invalid_payload" {
+			t.Errorf("%s: dead-lettered as %s (%s), want invalid_payload", e["type"], e["error_code"], e["error_message"])
+		}
+	}
+}
+
 func TestRejectedKeyPausesThenResumes(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{fake: digicerttest.Config{APIKeys: []string{"another-key"}, AnyIDExists: true}})
