@@ -17,6 +17,8 @@ import (
 	"github.com/certmail/certmail/tasks"
 )
 
+// Each task type makes the documented DigiCert request, and the table has
+// a case of every type of tasks.Types().
 func TestEachTypeEndToEnd(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -97,6 +99,33 @@ func TestEachTypeEndToEnd(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "resend-domain-dcv",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewResendDomainDCVTask(tasks.ResendDomainDCV{DomainID: 3001, Locale: "en"})
+			},
+			wantPath: "/services/v2/domain/3001/dcv/emails",
+			wantBody: `{"locale":"en"}`,
+			effect: func(t *testing.T, f *digicerttest.Server) {
+				sends := f.DomainDCVSends(3001)
+				if len(sends) != 1 || sends[0].Locale != "en" {
+					t.Errorf("DCV sends of domain 3001 = %+v", sends)
+				}
+			},
+		},
+	}
+	covered := map[string]bool{}
+	for _, tt := range tests {
+		task, err := tt.task()
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		covered[task.Type()] = true
+	}
+	for _, typ := range tasks.Types() {
+		if !covered[typ] {
+			t.Errorf("no case of task type %s: add one", typ)
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,6 +133,7 @@ func TestEachTypeEndToEnd(t *testing.T) {
 			b := setup(t, setupOpts{})
 			b.fake.AddOrder(1001, 1002)
 			b.fake.AddCertificate(2001)
+			b.fake.AddDomain(3001)
 			task, err := tt.task()
 			if err != nil {
 				t.Fatal(err)
