@@ -1,6 +1,6 @@
 // Package digicerttest is a fake DigiCert CertCentral Services API for tests
 // and demos. It serves the operations certmail performs under /services/v2
-// (the four PUTs and GET /order/certificate/{id}/validation), checks keys,
+// (a PUT per task type and GET /order/certificate/{id}/validation), checks keys,
 // rate limits, routes and bodies the way CertCentral does, answers with
 // CertCentral's error codes, keeps the effects (stored emails, sent DCV and
 // certificate emails) for tests to inspect, within bounds that hold a
@@ -532,6 +532,14 @@ func (s *Server) process(r *http.Request, rec *record, body []byte, readErr erro
 		}
 		return apiError(http.StatusBadRequest, "bad_request_format", "The request body could not be read.")
 	}
+	return s.apply(rt, id, body)
+}
+
+// apply checks the body of a request to route rt and applies its effect.
+// A route parseRoute knows but apply does not is a fault of the fake: it
+// answers 500 fake_unhandled_route rather than read the body as another
+// route's.
+func (s *Server) apply(rt route, id int64, body []byte) answer {
 	switch rt {
 	case routeValidation:
 		return s.validation(id)
@@ -555,7 +563,7 @@ func (s *Server) process(r *http.Request, rec *record, body []byte, readErr erro
 		}
 		send.OrderID = id
 		return s.resendEmails(send)
-	default:
+	case routeSendEmail:
 		send, errs := parseSendEmail(body)
 		if len(errs) > 0 {
 			return errorsAnswer(http.StatusBadRequest, errs)
@@ -563,7 +571,13 @@ func (s *Server) process(r *http.Request, rec *record, body []byte, readErr erro
 		send.CertificateID = id
 		return s.sendEmail(send)
 	}
+	return apiError(http.StatusInternalServerError, codeUnhandledRoute,
+		fmt.Sprintf("The fake matches route %d but does not apply it: add a case to Server.apply.", rt))
 }
+
+// codeUnhandledRoute is the error code of apply's answer to a route it has
+// no case for.
+const codeUnhandledRoute = "fake_unhandled_route"
 
 // admit counts a request of a valid key against the windows and reports
 // whether it may go on; going over a window blocks the key for BlockFor.
@@ -618,6 +632,7 @@ const (
 	routeSendEmail
 	routeDomainEmails
 	routeValidation
+	routeEnd // one past the last route: keep it last
 )
 
 // method returns the one method a route takes.
