@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -104,6 +105,47 @@ func TestOpenAPIRoutes(t *testing.T) {
 		t.Errorf("documented task types %q, want %q", enqueueTypes, want)
 	}
 }
+
+// TestOpenAPITaskTypeEnums: every enum of the document that names a task
+// type (the schedule's type, which ScheduleStatus shares) names exactly
+// tasks.Types(), so that the API never answers a type its document forbids.
+func TestOpenAPITaskTypeEnums(t *testing.T) {
+	t.Parallel()
+	found := 0
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, e := range v {
+				walk(path+"/"+k, e)
+			}
+		case []any:
+			var names []string
+			for _, e := range v {
+				if s, ok := e.(string); ok {
+					names = append(names, s)
+				}
+			}
+			if !strings.HasSuffix(path, "/enum") || !slices.ContainsFunc(names, isTaskType) {
+				for i, e := range v {
+					walk(path+"/"+strconv.Itoa(i), e)
+				}
+				return
+			}
+			found++
+			if want := tasks.Types(); !sameSet(names, want) {
+				t.Errorf("%s: %q, task types %q", path, names, want)
+			}
+		}
+	}
+	walk("#", openAPIMap(t))
+	if found == 0 {
+		t.Error("no enum of task types found; the schedule's type has one")
+	}
+}
+
+// isTaskType reports whether s is one of tasks.Types().
+func isTaskType(s string) bool { return slices.Contains(tasks.Types(), s) }
 
 // TestOpenAPISecurity checks each operation's security against the server:
 // an operation documented as open answers without a token, every other one
