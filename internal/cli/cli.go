@@ -383,9 +383,11 @@ func asGiven(ctx *kong.Context, msg string) string {
 
 // defaults are the flags' defaults (default:"${name}" in the command
 // structs), each read from the constant of the package it configures, so
-// that a default has one source.
+// that a default has one source; and the list of task types that help
+// texts name (${task_types}), read from tasks.Types().
 func defaults() kong.Vars {
 	return kong.Vars{
+		"task_types":              strings.Join(tasks.Types(), ", "),
 		"redis_url":               redisconn.DefaultURL,
 		"log_level":               logging.DefaultLevel,
 		"log_format":              logging.DefaultFormat,

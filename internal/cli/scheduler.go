@@ -160,7 +160,7 @@ type ScheduleAddCmd struct {
 	ID             string `name:"id" required:"" help:"Unique, stable id (a-z, 0-9, '.', '_', '-')."`
 	Cron           string `name:"cron" required:"" help:"5-field cron spec, or @every <duration>, @daily, @hourly ..."`
 	Timezone       string `name:"timezone" help:"Time zone of the cron spec (default UTC), e.g. Europe/Berlin."`
-	Type           string `name:"type" required:"" help:"Task type: set-emails, resend-dcv, send-cert or resend-domain-dcv."`
+	Type           string `name:"type" required:"" help:"Task type, one of: ${task_types}."`
 	Payload        string `name:"payload" required:"" help:"Task payload as JSON, e.g. '{\"order_id\": 1002}'."`
 	Queue          string `name:"queue" help:"Queue (default bulk); one of CERTMAIL_QUEUES."`
 	Until          string `name:"until" placeholder:"RFC3339" help:"Last time a tick may run (in the future)."`
