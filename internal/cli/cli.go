@@ -234,7 +234,9 @@ func helpArgs(args []string) []string {
 // parseErrorMessage is the text of kong's error err, explained where kong's
 // own words mislead: a command that needs a subcommand points to its
 // --help, enqueue without a subcommand or --file lists the task types (bulk
-// is the default subcommand, so kong asks for --file), --queue given to
+// is the default subcommand, so kong asks for --file), and so does enqueue
+// given a word that is not a task type (kong reads it as an argument of
+// bulk, which takes none), --queue given to
 // enqueue --file says that each line names its queue, an unexpected
 // argument (certmail help nosuch) points to the --help of the command it
 // was given to, and a setting given in the environment is named by its
@@ -250,8 +252,9 @@ func parseErrorMessage(err error) string {
 	bulk := cmd == "enqueue bulk" || cmd == "enqueue" // kong picks the default subcommand after the flags
 	switch {
 	case bulk && strings.HasPrefix(s, "missing flags: --file") && !slices.Contains(ctx.Args, "bulk"):
-		return fmt.Sprintf("enqueue: give a task type (%s), or --file FILE to enqueue the lines of a JSON Lines file; certmail enqueue --help says more",
-			strings.Join(subcommands(ctx, "enqueue", "bulk"), ", "))
+		return "enqueue: " + giveTaskType()
+	case bulk && strings.HasPrefix(s, "unexpected argument ") && !slices.Contains(ctx.Args, "bulk") && !fileGiven(ctx):
+		return "enqueue: " + strings.TrimPrefix(s, "unexpected argument ") + " is not a task type; " + giveTaskType()
 	case bulk && (s == "unknown flag --queue" || strings.HasPrefix(s, "unknown flag --queue,")):
 		return `--queue: enqueue --file takes each task's queue from its line ({"type": ..., "payload": ..., "queue": "bulk"}; ` +
 			`the default queue when it names none); the task-type subcommands take --queue`
@@ -277,21 +280,21 @@ func commandPath(cmd string) string {
 	return strings.Join(words, " ")
 }
 
-// subcommands lists the names of the subcommands of the top-level command
-// name, but those of skip.
-func subcommands(ctx *kong.Context, name string, skip ...string) []string {
-	var names []string
-	for _, c := range ctx.Model.Children {
-		if c.Name != name {
-			continue
-		}
-		for _, sub := range c.Children {
-			if !slices.Contains(skip, sub.Name) {
-				names = append(names, sub.Name)
-			}
+// giveTaskType is what enqueue asks for when it is given neither a task
+// type nor --file.
+func giveTaskType() string {
+	return "give a task type (" + strings.Join(tasks.Types(), ", ") +
+		"), or --file FILE to enqueue the lines of a JSON Lines file; certmail enqueue --help says more"
+}
+
+// fileGiven reports whether the command line of ctx gives enqueue's --file.
+func fileGiven(ctx *kong.Context) bool {
+	for _, f := range ctx.Flags() {
+		if f.Name == "file" && typed(ctx, f.Value) {
+			return true
 		}
 	}
-	return names
+	return false
 }
 
 // fromEnvironment is s, kong's error text, naming by its variable a

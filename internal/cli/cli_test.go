@@ -37,6 +37,7 @@ import (
 	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/scheduler"
 	"github.com/certmail/certmail/internal/worker"
+	"github.com/certmail/certmail/tasks"
 )
 
 // result is one run of the command line.
@@ -157,11 +158,13 @@ func hasSubcommands(t reflect.Type) bool {
 // help [command]" prints the help, and a word it does not know (help
 // nosuch) points to the --help that lists the commands; a command that
 // needs a subcommand points to its --help; enqueue alone lists the task types rather than ask for
-// --file (bulk, the default subcommand, needs it); and --queue given to
-// enqueue --file says that each line names its queue rather than suggest
-// --queues, the workers' list.
+// --file (bulk, the default subcommand, needs it), and so does enqueue
+// given a word that is no task type rather than point to bulk's help; and
+// --queue given to enqueue --file says that each line names its queue
+// rather than suggest --queues, the workers' list.
 func TestUsageErrorsPointTheWay(t *testing.T) {
 	t.Parallel()
+	giveType := "give a task type (" + strings.Join(tasks.Types(), ", ") + "), or --file FILE"
 	for _, tt := range []struct {
 		args []string
 		code int
@@ -175,7 +178,10 @@ func TestUsageErrorsPointTheWay(t *testing.T) {
 		{[]string{"help", "dlq", "nosuch"}, 2, "unexpected argument nosuch; certmail dlq --help says what it takes", ""},
 		{[]string{"task", "an-id", "nosuch"}, 2, "unexpected argument nosuch; certmail task --help says what it takes", ""},
 		{[]string{"dlq"}, 2, "; certmail dlq --help lists them", ""},
-		{[]string{"enqueue"}, 2, "give a task type (set-emails, resend-dcv, send-cert, resend-domain-dcv), or --file FILE", "missing flags"},
+		{[]string{"enqueue"}, 2, "enqueue: " + giveType, "missing flags"},
+		{[]string{"enqueue", "resend-dvc"}, 2, "enqueue: resend-dvc is not a task type; " + giveType, "bulk"},
+		{[]string{"enqueue", "--dry-run", "resend-dvc", "--order-id", "1"}, 2, "enqueue: resend-dvc is not a task type; " + giveType, "bulk"},
+		{[]string{"enqueue", "-f", "jobs.jsonl", "extra"}, 2, "unexpected argument extra; certmail enqueue bulk --help says what it takes", "task type"},
 		{[]string{"enqueue", "-f", "jobs.jsonl", "--queue", "bulk"}, 2, "enqueue --file takes each task's queue from its line", "--queues"},
 		{[]string{"enqueue", "set-emails", "--order-id"}, 2, "--order-id", "give a task type"},
 	} {
