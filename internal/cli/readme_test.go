@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"maps"
 	"os"
 	"regexp"
@@ -227,6 +228,98 @@ func TestReadmeStatesRanges(t *testing.T) {
 			t.Errorf("the README's row of %s does not say %s: %q", tt.env, want, row)
 		}
 	}
+}
+
+// TestReadmeDefaultsMatchFlags: the default cell of each row of the
+// README's configuration table gives, in backquotes, the default of every
+// flag that reads the row's variable (the flag's own, which kong takes from
+// the package constant), so that a changed default cannot leave the table
+// stale. A command whose default differs is named before it in parentheses,
+// "`30s` (api `10s`)"; a row of several variables gives theirs in the same
+// order, "`info` / `json` (dev `console`)". A boolean flag defaults to
+// `false`; a flag without a default (a key, a file) is not checked.
+func TestReadmeDefaultsMatchFlags(t *testing.T) {
+	t.Parallel()
+	_, commands := commandsReading(t)
+	cells := readmeDefaults(t, commands)
+	wrong := map[string][]string{} // the message: the commands it is about
+	for _, c := range leafCommands(t) {
+		name := strings.TrimSpace(c.Path())
+		for _, group := range c.AllFlags(false) {
+			for _, f := range group {
+				def := f.Default
+				if def == "" && f.IsBool() {
+					def = "false"
+				}
+				for _, env := range f.Envs {
+					cell, ok := cells[env]
+					switch {
+					case !ok:
+						t.Errorf("%s (read by %s): the README's configuration table has no row", env, name)
+					case def != "" && cell.of(name) != def:
+						msg := fmt.Sprintf("%s: the default is %q, the README's default cell %q says %q", env, def, cell.text, cell.of(name))
+						wrong[msg] = append(wrong[msg], name)
+					}
+				}
+			}
+		}
+	}
+	for _, msg := range slices.Sorted(maps.Keys(wrong)) {
+		t.Errorf("%s (for %s)", msg, strings.Join(wrong[msg], ", "))
+	}
+}
+
+// defaultCell is one variable's part of a default cell of the README's
+// configuration table: its default, and the commands whose default differs.
+type defaultCell struct {
+	text   string
+	value  string
+	except map[string]string
+}
+
+// of returns the default the cell gives for command.
+func (d defaultCell) of(command string) string {
+	if v, ok := d.except[command]; ok {
+		return v
+	}
+	return d.value
+}
+
+var (
+	defaultValue  = regexp.MustCompile("^`([^`]*)`")
+	defaultExcept = regexp.MustCompile("([a-z][a-z -]*) `([^`]*)`")
+)
+
+// readmeDefaults maps each variable of the README's configuration table to
+// its part of its row's default cell (the last). Commands named in
+// parentheses are resolved as TestConfigurationUsedBy resolves them.
+func readmeDefaults(t *testing.T, commands []string) map[string]defaultCell {
+	t.Helper()
+	cells := map[string]defaultCell{}
+	for first := range readmeConfiguration(t) {
+		row := strings.TrimSuffix(strings.TrimSpace(readmeRow(t, first)), " |")
+		last := row[strings.LastIndex(row, " | ")+3:]
+		envs := regexp.MustCompile("[A-Z_]+").FindAllString(first, -1)
+		parts := strings.Split(last, " / ")
+		if len(parts) != len(envs) {
+			parts = slices.Repeat([]string{last}, len(envs))
+		}
+		for i, env := range envs {
+			cell := defaultCell{text: parts[i], except: map[string]string{}}
+			if m := defaultValue.FindStringSubmatch(parts[i]); m != nil {
+				cell.value = m[1]
+			}
+			if _, paren, ok := strings.Cut(parts[i], "("); ok {
+				for _, m := range defaultExcept.FindAllStringSubmatch(paren, -1) {
+					for c := range commandsNamed(m[1], commands) {
+						cell.except[c] = m[2]
+					}
+				}
+			}
+			cells[env] = cell
+		}
+	}
+	return cells
 }
 
 // readmeWords is the README with every run of white space made one space,
