@@ -23,9 +23,10 @@ import (
 // The delivery retry schedule (between deliveries of one task, as opposed to
 // the client's quick retries inside one delivery): exponential from 30 s,
 // ×2.5 each time, capped at 4 h, each delay ±20 % at random. The first delays
-// stay short (under an hour for the first six retries) and the default 12
-// retries span about 23 h, so a task survives a DigiCert outage of most of a
-// day before it is dead-lettered. See README "Retries".
+// stay short (under an hour for the first six retries), and a task survives
+// a DigiCert outage as long as its retries span before it is dead-lettered.
+// README "Retries" gives the span of tasks.DefaultMaxRetry retries, which
+// TestReadmeRetryFigures computes from these constants.
 const (
 	retryInitial    = 30 * time.Second
 	retryMultiplier = 2.5

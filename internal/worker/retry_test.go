@@ -3,11 +3,17 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -32,7 +38,8 @@ func nominalDelay(n int) time.Duration {
 }
 
 // TestRetryDelaySchedule: each delay, over the default's retries and at
-// least one capped one, is the nominal one ±20 %.
+// least one capped one, is the nominal one ±20 % (the window the default's
+// retries span is the README's: TestReadmeRetryFigures).
 func TestRetryDelaySchedule(t *testing.T) {
 	t.Parallel()
 	for n := range max(tasks.DefaultMaxRetry, len(retryNominal)+1) {
@@ -67,4 +74,108 @@ func TestRetryDelayFunc(t *testing.T) {
 			t.Errorf("retryDelayFunc(%v) = %v, want in [%v, %v]", tt.err, got, tt.lo, tt.hi)
 		}
 	}
+}
+
+// TestReadmeRetryFigures: the figures of the README's Retries section are
+// those of the retry schedule, tasks.DefaultMaxRetry and the client's
+// default attempts, so that a change to any of them fails here until the
+// README follows: the table's columns and delays, the window the default's
+// retries span, and the most DigiCert calls one task can cause.
+func TestReadmeRetryFigures(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRetryTable(t, string(readme))
+	text := strings.Join(strings.Fields(string(readme)), " ")
+	retries := tasks.DefaultMaxRetry
+	var window time.Duration
+	for n := range retries {
+		window += retryDelay(n, func() float64 { return 0.5 })
+	}
+	calls := (retries + 1) * digicert.Config{}.WithDefaults().MaxAttempts
+	perDomain := calls * (digicert.MaxOrderNames + 1)
+	for _, want := range []string{
+		fmt.Sprintf("With the default %d retries a task is retried for about %d h before it is dead-lettered", retries, int(math.Round(window.Hours()))),
+		fmt.Sprintf("%d deliveries × %d attempts = **%d**", retries+1, digicert.Config{}.WithDefaults().MaxAttempts, calls),
+		fmt.Sprintf("its budget is %d × (1 + the number of those domains", calls),
+		fmt.Sprintf("at most %d × %d = %s, as an order holds at most %d domains", calls, digicert.MaxOrderNames+1, thousands(perDomain), digicert.MaxOrderNames),
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the README's Retries section does not say %q", want)
+		}
+	}
+}
+
+// checkRetryTable checks the README's table of retry delays: a column for
+// each retry up to the first at retryMax, then one for the rest of the
+// default's, each delay the nominal one (as the README rounds it, within 1 %).
+func checkRetryTable(t *testing.T, readme string) {
+	t.Helper()
+	_, table, ok := strings.Cut(readme, "\n| retry |")
+	if !ok {
+		t.Fatal("the README has no table of retry delays")
+	}
+	lines := strings.Split(table, "\n")
+	header, delays := strings.Fields(strings.Trim(lines[0], " |")), strings.Split(strings.Trim(lines[2], " |"), " | ")
+	half := func() float64 { return 0.5 }
+	var want []string
+	first := make([]int, 0, len(header)) // each column's first retry, from 0
+	for n := 0; n < tasks.DefaultMaxRetry; n++ {
+		if retryDelay(n, half) < retryMax {
+			want, first = append(want, strconv.Itoa(n+1)), append(first, n)
+			continue
+		}
+		if n+1 < tasks.DefaultMaxRetry {
+			want = append(want, fmt.Sprintf("%d–%d", n+1, tasks.DefaultMaxRetry))
+		} else {
+			want = append(want, strconv.Itoa(n+1))
+		}
+		first = append(first, n)
+		break
+	}
+	if got := slices.DeleteFunc(header, func(s string) bool { return s == "|" }); !slices.Equal(got, want) {
+		t.Errorf("the README's retry table has the columns %q, want %q", got, want)
+		return
+	}
+	if len(delays) != len(want)+1 || delays[0] != "delay (±20 %)" {
+		t.Fatalf("the README's retry table has no row of delays under its columns: %q", lines[2])
+	}
+	for i, n := range first {
+		got, nominal := readmeDuration(t, delays[i+1]), retryDelay(n, half)
+		if math.Abs(float64(got-nominal)) > 0.01*float64(nominal) {
+			t.Errorf("the README's retry table gives retry %d a delay of %q, want about %v", n+1, delays[i+1], nominal)
+		}
+	}
+}
+
+// readmeDuration reads a delay as the README writes it: "30 s",
+// "3.1 min", "2 h 2 min", "4 h each".
+func readmeDuration(t *testing.T, s string) time.Duration {
+	t.Helper()
+	units := map[string]time.Duration{"s": time.Second, "min": time.Minute, "h": time.Hour}
+	var d time.Duration
+	f := strings.Fields(strings.TrimSuffix(s, " each"))
+	if len(f) == 0 || len(f)%2 != 0 {
+		t.Fatalf("the README's retry table has a delay %q that is not numbers with units", s)
+	}
+	for i := 0; i < len(f); i += 2 {
+		v, err := strconv.ParseFloat(f[i], 64)
+		if err != nil || units[f[i+1]] == 0 {
+			t.Fatalf("the README's retry table has a delay %q that is not numbers with units", s)
+		}
+		d += time.Duration(v * float64(units[f[i+1]]))
+	}
+	return d
+}
+
+// thousands writes n as the README does, its digits in groups of three
+// separated by spaces: 13 052.
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + " " + s[i:]
+	}
+	return s
 }
