@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/queues"
+	"github.com/certmail/certmail/tasks"
 )
 
 // childOptions configure this binary re-executed as a baseline program.
@@ -154,35 +155,12 @@ func guardedHandler(rc *redis.Client, plain asynq.Handler) asynq.Handler {
 	})
 }
 
-// runBridge is the smallest HTTP front of asynq.Client: POST
-// /v1/tasks/{type} with a JSON body is enqueued as is (with the options
-// certmail's constructors give), answered 202 with the task's id.
+// runBridge is the smallest HTTP front of asynq.Client: bridgeHandler on
+// c.listen.
 func runBridge(ctx context.Context, c childOptions) error {
 	client := asynq.NewClient(asynq.RedisClientOpt{Addr: c.redisAddr})
 	defer client.Close()
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	mux.HandleFunc("POST /v1/tasks/{type}", func(w http.ResponseWriter, r *http.Request) {
-		var payload map[string]any
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&payload); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		b, err := json.Marshal(payload)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		info, err := client.EnqueueContext(r.Context(), asynq.NewTask(r.PathValue("type"), b),
-			asynq.MaxRetry(12), asynq.Timeout(2*time.Minute), asynq.Retention(24*time.Hour))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusAccepted)
-		_ = json.NewEncoder(w).Encode(map[string]string{"id": info.ID, "type": info.Type, "queue": info.Queue, "state": "pending"})
-	})
+	mux := bridgeHandler(client)
 	srv := &http.Server{Addr: c.listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
 	errc := make(chan error, 1)
@@ -201,4 +179,33 @@ func runBridge(ctx context.Context, c childOptions) error {
 		return err
 	}
 	return nil
+}
+
+// bridgeHandler enqueues the JSON body of POST /v1/tasks/{type} as is, with
+// the options certmail's constructors give (tasks.DefaultOptions), and
+// answers 202 with the task's id.
+func bridgeHandler(client *asynq.Client) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("POST /v1/tasks/{type}", func(w http.ResponseWriter, r *http.Request) {
+		var payload map[string]any
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&payload); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		b, err := json.Marshal(payload)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		info, err := client.EnqueueContext(r.Context(), asynq.NewTask(r.PathValue("type"), b), tasks.DefaultOptions()...)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_ = json.NewEncoder(w).Encode(map[string]string{"id": info.ID, "type": info.Type, "queue": info.Queue, "state": "pending"})
+	})
+	return mux
 }
