@@ -280,9 +280,6 @@ func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.It
 // Port is the server's TCP port.
 func (s *Server) Port() int { return s.port }
 
-// Dir is the server's data directory (the AOF lives there).
-func (s *Server) Dir() string { return s.dir }
-
 // URL is the server as a REDIS_URL.
 func (s *Server) URL() string {
 	u := url.URL{Scheme: "redis", Host: s.Addr(), Path: "/0"}
