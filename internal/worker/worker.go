@@ -8,7 +8,8 @@
 // after a worker died, which its lease sweep finds), and the parked set its
 // unparker empties. Every outcome is logged and counted; see README "Retries" for
 // the retry schedule and call budget. The worker imports nothing of the
-// producer side: it meets producers and operators only in Redis.
+// producer side (ops, api, scheduler), only the shared public package tasks
+// and the shared records: it meets producers and operators only in Redis.
 package worker
 
 import (
