@@ -4,8 +4,11 @@
 // only while the key still holds the holder's token, so a holder whose lease
 // expired and was taken by another can neither extend nor end the other's.
 //
-// The order lock of set-emails (one DigiCert call per order at a time), the
-// scheduler's leader lease and the API's idempotency keys are leases.
+// The scheduler's leader lease and the API's idempotency keys are Leases.
+// The order lock of set-emails (one DigiCert call per order at a time) is
+// one in form: the worker takes and releases it inside its own scripts, in
+// the round trips before and after the call (SET PX, compare-and-DEL, as
+// Acquire and Release do), and renews it with KeepAlive.
 package lease
 
 import (
