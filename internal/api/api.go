@@ -26,7 +26,10 @@
 // decision is made on the route the mux picks for the request. Every answer
 // of those routes, refusals included, says Cache-Control: no-store, but the
 // dashboard's page and script files. An
-// Idempotency-Key is the token's own. What the
+// Idempotency-Key is the token's own. Given Config.Hosts, the API answers,
+// on every route, only requests addressed to those host names or to one a
+// page of another site cannot rebind to it (an IP address, localhost, a
+// name without dots), and refuses the others before any token is looked at. What the
 // routes do lives elsewhere and is given through Config: queue operations
 // (enqueue, task status, dead letters) in an ops.Service, which validates
 // with internal/enqueue, and schedules in a schedule.Store; this package
@@ -120,6 +123,17 @@ type Config struct {
 	// operator. It cannot be combined with Tokens, so that a configured
 	// token is never ignored.
 	InsecureNoAuth bool
+	// Hosts are the host names the API answers besides those a page cannot
+	// rebind to it (IP addresses, localhost, *.localhost, names without
+	// dots): each a name (api.example.com) or *. and a name (any name under
+	// it), at most MaxHosts (ParseHosts reads and checks them). Given, a
+	// request addressed to any other host is refused (403) on every route,
+	// open ones included, before its token is looked at, so that a page
+	// rebound to the API's address (DNS rebinding) can neither read the
+	// open routes nor spend its address's failure budget. Empty: any host is
+	// answered, but without authentication only the rebind-safe ones, on
+	// the routes that need a token.
+	Hosts []string
 	// DashboardReadOnly lets dashboard users look but not change anything
 	// (no deleting, running, archiving or pausing), and refuses the /v1
 	// routes that change dead letters and schedules to every token, so that
@@ -184,6 +198,9 @@ func (c Config) Validate() error {
 	if err := c.AuthFailures.Validate(); err != nil {
 		return err
 	}
+	if err := checkHosts(c.Hosts); err != nil {
+		return err
+	}
 	seen := map[string]int{}
 	for i, t := range c.Tokens {
 		if err := checkSecret(t.Secret.Reveal()); err != nil {
@@ -207,6 +224,7 @@ type Server struct {
 	log       *zap.Logger
 	reqLog    *zap.Logger // the request lines: all logged at one place, so without a caller
 	tokens    tokenSet
+	hosts     *hostList // nil: every host answered (answersHost)
 	failures  *failureLimiter
 	mux       *http.ServeMux
 	patterns  []string          // every pattern registered on mux, in order
@@ -241,6 +259,7 @@ func New(cfg Config) (*Server, error) {
 		log:       cfg.Logger,
 		reqLog:    cfg.Logger.WithOptions(zap.WithCaller(false)),
 		tokens:    newTokenSet(cfg.Tokens),
+		hosts:     newHostList(cfg.Hosts),
 		failures:  newFailureLimiter(cfg.AuthFailures),
 		mux:       http.NewServeMux(),
 		access:    map[string]access{},

@@ -6,9 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -187,7 +185,10 @@ func (s *Server) accessOf(r *http.Request) access {
 // authenticate lets a request through when its route is open, or when it
 // carries a valid token whose role may use the route (any request, when
 // authentication is off); otherwise it answers 401 (no valid token) or 403
-// (a role that may not). The role goes with the request, for the dashboard,
+// (a role that may not). Before it looks at the route's needs or at a token
+// it refuses (403) a request addressed to a host the API does not answer
+// (answersHost): such a request is never counted as a failed
+// authentication. The role goes with the request, for the dashboard,
 // and the token's position, for its share of the room for request bodies.
 // Every answer of a route that needs a token, its refusals (401, 403, 429)
 // included, gets Cache-Control: no-store, but the dashboard's page and
@@ -195,22 +196,19 @@ func (s *Server) accessOf(r *http.Request) access {
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a := s.accessOf(r)
+		if a != accessOpen && noStore(a, r) {
+			w.Header()["Cache-Control"] = []string{"no-store"}
+		}
+		if !s.answersHost(r, a) {
+			s.refuseHost(w, r)
+			return
+		}
 		if a == accessOpen {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if noStore(a, r) {
-			w.Header()["Cache-Control"] = []string{"no-store"}
-		}
 		role, tokenIndex := RoleOperator, -1
-		if s.cfg.InsecureNoAuth {
-			if !rebindSafeHost(r.Host) {
-				s.metrics.authFailures.WithLabelValues(authForbidden).Inc()
-				s.writeProblem(w, r, Problem{Status: http.StatusForbidden, Detail: "without authentication (--insecure-no-auth) the API " +
-					"answers only requests addressed to an IP address, localhost, *.localhost or a host name without dots"}, nil)
-				return
-			}
-		} else {
+		if !s.cfg.InsecureNoAuth {
 			client, now := failureKeyOf(r), time.Now()
 			if wait := s.failures.retryAfter(client, now); wait > 0 {
 				s.metrics.authFailures.WithLabelValues(authRateLimited).Inc()
@@ -271,38 +269,17 @@ func noStore(a access, r *http.Request) bool {
 	return a != accessDashboard || strings.HasPrefix(r.URL.Path, dashboardAPIPrefix)
 }
 
-// rebindSafeHost reports whether a request's Host is one a web page of
-// another site cannot get a browser to send by DNS rebinding (its own name
-// resolved to this server's address, which makes the page same-origin with
-// the API): an IP address, localhost or *.localhost, a name without dots
-// (a container's or a host's on the local network), or none. Without
-// authentication that is what keeps a page the operator visits from using
-// the API and the dashboard; with tokens a rebound page has no valid one to
-// send, though the wrong ones it can send count against the operator's
-// address (see failureKey).
-func rebindSafeHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if _, err := netip.ParseAddr(host); err == nil {
-		return true
-	}
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	return !strings.Contains(host, ".") || strings.HasSuffix(host, ".localhost")
-}
-
 // The reasons of certmail_api_auth_failures_total, a fixed set.
 const (
 	authMissing     = "missing"      // no token at all
 	authInvalid     = "invalid"      // a token that is not one of the set
 	authForbidden   = "forbidden"    // a valid token whose role may not use the route
 	authRateLimited = "rate_limited" // refused unseen: the address failed too often
+	authHost        = "host"         // addressed to a host the API does not answer (answersHost)
 )
 
 func authFailureReasons() []string {
-	return []string{authMissing, authInvalid, authForbidden, authRateLimited}
+	return []string{authMissing, authInvalid, authForbidden, authRateLimited, authHost}
 }
 
 // unauthorized answers 401 with the challenge of the route's scheme.

@@ -74,7 +74,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certmail_api_auth_failures_total",
-			Help: "Requests refused by authentication, by reason: missing (no token), invalid (a token that is not valid), forbidden (a role that may not use the route), rate_limited (the address failed too often).",
+			Help: "Requests refused by authentication, by reason: missing (no token), invalid (a token that is not valid), forbidden (a role that may not use the route), rate_limited (the address failed too often), host (addressed to a host name the API does not answer).",
 		}, []string{"reason"}),
 		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "certmail_api_connections_refused_total",
