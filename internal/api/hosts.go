@@ -95,7 +95,7 @@ func checkHost(entry string) (string, error) {
 	}
 	name := strings.ToLower(strings.TrimSuffix(entry, "."))
 	if name == "*" || name == "*." || name == "" {
-		return "", errors.New("a bare * would answer every host name: unset the setting for that")
+		return "", errors.New("a bare * would answer every host name: unset the setting to answer any")
 	}
 	base, wild := strings.CutPrefix(name, "*.")
 	if wild && !strings.Contains(base, ".") {

@@ -17,10 +17,11 @@ import (
 type APICmd struct {
 	ProducerFlags
 	ScheduleCapFlags
-	HTTPAddr          string        `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"${api_addr}" help:"Listen address of the API."`
-	Tokens            string        `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"Accepted bearer tokens, comma separated, each optionally followed by a space and its role: producer, reader or operator (the default). Prefer the _FILE form: flags show in ps." group:"Authentication"`
-	TokensFile        string        `name:"api-tokens-file" env:"CERTMAIL_API_TOKENS_FILE" type:"file" help:"File of accepted bearer tokens, one per line, each optionally followed by its role (producer, reader, operator: the default); # starts a comment." group:"Authentication"`
-	InsecureNoAuth    bool          `name:"insecure-no-auth" help:"Serve the API and the dashboard without any token (local development only); requests must then be addressed to an IP address, localhost, *.localhost or a host name without dots." group:"Authentication"`
+	HTTPAddr       string `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"${api_addr}" help:"Listen address of the API."`
+	Tokens         string `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"Accepted bearer tokens, comma separated, each optionally followed by a space and its role: producer, reader or operator (the default). Prefer the _FILE form: flags show in ps." group:"Authentication"`
+	TokensFile     string `name:"api-tokens-file" env:"CERTMAIL_API_TOKENS_FILE" type:"file" help:"File of accepted bearer tokens, one per line, each optionally followed by its role (producer, reader, operator: the default); # starts a comment." group:"Authentication"`
+	InsecureNoAuth bool   `name:"insecure-no-auth" help:"Serve the API and the dashboard without any token (local development only); requests must then be addressed to an IP address, localhost, *.localhost, a host name without dots or one of --api-hosts." group:"Authentication"`
+	APIHostFlags
 	DashboardReadOnly bool          `name:"dashboard-readonly" env:"CERTMAIL_DASHBOARD_READONLY" help:"Dashboard users can look but not delete, run, archive or pause, and no token may change dead letters or schedules through /v1."`
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"${api_shutdown_timeout}" help:"Time in-flight requests get to finish on SIGTERM (${min_shutdown_timeout} to ${max_shutdown_timeout})."`
 }
@@ -36,6 +37,10 @@ func (c *APICmd) Run(env *Env) (err error) {
 		return usagef("no API token: set CERTMAIL_API_TOKENS or CERTMAIL_API_TOKENS_FILE (or pass --insecure-no-auth for local development)")
 	case len(tokens) > 0 && c.InsecureNoAuth:
 		return usagef("--insecure-no-auth given while API tokens are configured: drop one of them")
+	}
+	hosts, err := c.hosts()
+	if err != nil {
+		return err
 	}
 	if err := c.checkMax(); err != nil {
 		return err
@@ -60,6 +65,7 @@ func (c *APICmd) Run(env *Env) (err error) {
 		Schedules:         p.store,
 		Tokens:            tokens,
 		InsecureNoAuth:    c.InsecureNoAuth,
+		Hosts:             hosts,
 		DashboardReadOnly: c.DashboardReadOnly,
 		Addr:              c.HTTPAddr,
 		ShutdownTimeout:   c.ShutdownTimeout,
@@ -70,6 +76,28 @@ func (c *APICmd) Run(env *Env) (err error) {
 	}
 	defer func() { err = errors.Join(err, srv.Close()) }()
 	return srv.Run(env.Ctx, nil)
+}
+
+// APIHostFlags name the host names the API answers besides the rebind-safe
+// ones: those of certmail api, and of certmail dev's API. Not a string: a
+// setting set but empty is told apart from one unset, and refused.
+type APIHostFlags struct {
+	Hosts *string `name:"api-hosts" env:"CERTMAIL_API_HOSTS" placeholder:"HOSTS" help:"Host names the API answers besides IP addresses, localhost, *.localhost and names without dots, comma separated; *.example.com is any name under example.com (at most ${max_api_hosts}). Set, a request addressed to any other host is refused (403) on every route, before its token is looked at, which stops DNS rebinding; unset, any host is answered." group:"Authentication"`
+}
+
+// hosts reads the host names of CERTMAIL_API_HOSTS, nil when it is unset.
+func (f APIHostFlags) hosts() ([]string, error) {
+	if f.Hosts == nil {
+		return nil, nil
+	}
+	if err := notEmpty("CERTMAIL_API_HOSTS", *f.Hosts, "host names such as api.example.com,*.example.com"); err != nil {
+		return nil, err
+	}
+	hosts, err := api.ParseHosts(*f.Hosts)
+	if err != nil {
+		return nil, usagef("CERTMAIL_API_HOSTS: %v", err)
+	}
+	return hosts, nil
 }
 
 // tokens gathers the tokens of CERTMAIL_API_TOKENS and of the file

@@ -432,6 +432,7 @@ func defaults() kong.Vars {
 		"admin_addr":              admin.DefaultAddr,
 		"api_addr":                api.DefaultAddr,
 		"api_shutdown_timeout":    duration(api.DefaultShutdownTimeout),
+		"max_api_hosts":           strconv.Itoa(api.MaxHosts),
 		"dev_http_addr":           dev.DefaultHTTPAddr,
 		"dev_admin_addr":          dev.DefaultAdminAddr,
 		"concurrency":             strconv.Itoa(worker.DefaultConcurrency),

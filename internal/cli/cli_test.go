@@ -1559,6 +1559,105 @@ func TestAPIRefusesBadTokens(t *testing.T) {
 	}
 }
 
+// startAPI runs `certmail api` with args on a free loopback port until the
+// test ends, and returns its base URL once it serves, and its stderr.
+func startAPI(t *testing.T, args ...string) (string, *certmailtest.Output) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr := &certmailtest.Output{}
+	code := make(chan int, 1)
+	go func() {
+		code <- cli.Main(ctx, append([]string{"api", "--http-addr", "127.0.0.1:0"}, args...), strings.NewReader(""), io.Discard, stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if c := <-code; c != 0 {
+			t.Errorf("api exit %d: %s", c, stderr.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "api started" {
+				return "http://" + m["addr"].(string), stderr
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the API did not start: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAPIHostsSetting starts `certmail api` with CERTMAIL_API_HOSTS (the
+// flag; the variable: TestSettingNamedAsGiven): it answers the names listed
+// and the rebind-safe hosts, and refuses another on an open route as on one
+// that needs a token.
+func TestAPIHostsSetting(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	token := strings.Repeat("t", 20)
+	base, _ := startAPI(t, "--redis-url", e.redis.URL(), "--api-tokens", token, "--api-hosts", "api.example.com, *.svc.example")
+	for _, tt := range []struct {
+		host, path string
+		status     int
+	}{
+		{"api.example.com", "/v1/dead-letters", 200},
+		{"x.svc.example:8080", "/healthz", 200},
+		{"", "/v1/dead-letters", 200}, // 127.0.0.1:port
+		{"localhost", "/healthz", 200},
+		{"evil.example", "/healthz", 403},
+		{"evil.example", "/v1/dead-letters", 403},
+	} {
+		req, err := http.NewRequest(http.MethodGet, base+tt.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tt.host != "" {
+			req.Host = tt.host
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tt.status {
+			t.Errorf("Host %q, %s: %d, want %d", tt.host, tt.path, res.StatusCode, tt.status)
+		}
+	}
+}
+
+// TestAPIRefusesBadHosts: CERTMAIL_API_HOSTS holding what cannot be a host
+// name stops the API and the dev stack at start, exit status 2, with one
+// line naming the setting and the entry (but one too long to be a name).
+func TestAPIRefusesBadHosts(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 300) + ".example"
+	for _, tt := range []struct{ value, want string }{
+		{"*", `--api-hosts: entry 1 "*": a bare * would answer every host name`},
+		{"ok.example, https://api.example.com", `--api-hosts: entry 2 "https://api.example.com": a host name, not a URL`},
+		{"api.example.com:8443", `--api-hosts: entry 1 "api.example.com:8443": a host name without a port`},
+		{"*.com", "two labels after *."},
+		{"a b.example", "letters, digits, hyphens"},
+		{long, "--api-hosts: entry 1: 308 bytes, more than 253"},
+		{strings.Repeat("a.example,", 101), "--api-hosts: more than 100 entries"},
+		{" , ", "--api-hosts: no host name"},
+	} {
+		for _, args := range [][]string{
+			{"api", "--api-tokens=" + strings.Repeat("t", 20), "--redis-url", "redis://127.0.0.1:1/0"},
+			{"dev", "--no-demo", "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0"},
+		} {
+			r := runFor(5*time.Second, append(args, "--api-hosts="+tt.value)...)
+			if r.code != 2 || !strings.HasPrefix(r.stderr, "certmail "+args[0]+": ") || !strings.Contains(r.stderr, tt.want) ||
+				strings.Count(r.stderr, "\n") != 1 || strings.Contains(r.stderr, long) {
+				t.Errorf("%s --api-hosts=%.30q: exit %d, %.300q; want 2 and one line with %q", args[0], tt.value, r.code, r.stderr, tt.want)
+			}
+		}
+	}
+}
+
 // TestAPITokenRoles starts `certmail api` with a tokens file that gives one
 // token the producer role and leaves another without one: the producer may
 // enqueue but not read dead letters; the other token, an operator's, may.
@@ -1570,33 +1669,7 @@ func TestAPITokenRoles(t *testing.T) {
 	if err := os.WriteFile(file, []byte("# producers\n"+producer+"   producer\n\n# full rights, as before roles\n"+operator+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var stderr certmailtest.Output
-	code := make(chan int, 1)
-	go func() {
-		code <- cli.Main(ctx, []string{"api", "--redis-url", e.redis.URL(), "--http-addr", "127.0.0.1:0", "--api-tokens-file", file},
-			strings.NewReader(""), io.Discard, &stderr)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if c := <-code; c != 0 {
-			t.Errorf("api exit %d: %s", c, stderr.String())
-		}
-	})
-	var base string
-	deadline := time.Now().Add(20 * time.Second)
-	for base == "" {
-		for _, line := range strings.Split(stderr.String(), "\n") {
-			var m map[string]any
-			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "api started" {
-				base = "http://" + m["addr"].(string)
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the API did not start: %s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	base, stderr := startAPI(t, "--redis-url", e.redis.URL(), "--api-tokens-file", file)
 	call := func(method, path, token, body string) int {
 		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
 		if err != nil {
@@ -2216,6 +2289,8 @@ func TestSettingNamedAsGiven(t *testing.T) {
 		{"CERTMAIL_HTTP_ADDR", "8080", "--http-addr", []string{"api", "--insecure-no-auth"}},
 		{"CERTMAIL_ADMIN_ADDR", "garbage", "--admin-addr", []string{"scheduler"}},
 		{"CERTMAIL_API_TOKENS", "short", "--api-tokens", []string{"api", "--http-addr=127.0.0.1:0"}},
+		{"CERTMAIL_API_HOSTS", "*", "--api-hosts", []string{"api", "--api-tokens=" + strings.Repeat("t", 20), "--http-addr=127.0.0.1:0"}},
+		{"CERTMAIL_API_HOSTS", "api.example.com:8443", "--api-hosts", []string{"dev", "--no-demo", "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0"}},
 		{"CERTMAIL_MAX_RETRY", "-1", "--max-retry", []string{"task", "some-id"}},
 		{"CERTMAIL_RESULT_RETENTION", "1s", "--result-retention", []string{"enqueue", "resend-dcv", "--order-id", "5"}},
 		{"CERTMAIL_SCHEDULE_MIN_INTERVAL", "0s", "--schedule-min-interval", []string{"schedule", "list"}},
@@ -2303,6 +2378,8 @@ func TestEmptySettingRefused(t *testing.T) {
 		{"DIGICERT_BASE_URL", "--digicert-base-url", []string{"enqueue", "set-emails", "--order-id=1", "--email=a@example.com", noRedis}},
 		{"CERTMAIL_HTTP_ADDR", "--http-addr", []string{"api", token, noRedis}},
 		{"CERTMAIL_HTTP_ADDR", "--http-addr", []string{"dev", "--admin-addr=127.0.0.1:0"}},
+		{"CERTMAIL_API_HOSTS", "--api-hosts", []string{"api", token, "--http-addr=127.0.0.1:0", noRedis}},
+		{"CERTMAIL_API_HOSTS", "--api-hosts", []string{"dev", "--no-demo", "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0"}},
 	} {
 		for _, value := range []string{"", "  "} {
 			t.Setenv(tt.env, value)

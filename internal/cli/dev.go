@@ -16,8 +16,9 @@ type DevCmd struct {
 	HTTPAddr  string `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"${dev_http_addr}" help:"Listen address of the API and the dashboard."`
 	AdminAddr string `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${dev_admin_addr}" help:"Listen address of the worker's /healthz, /readyz and /metrics."`
 	Tokens    string `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"API tokens, comma separated, each optionally followed by a space and its role (default: one operator token generated and printed at start)."`
-	NoDemo    bool   `name:"no-demo" xor:"demo" help:"Do not enqueue the demo tasks and schedule (the banner announces none)."`
-	Demo      bool   `name:"demo" xor:"demo" help:"Enqueue the demo tasks and schedule into the Redis --redis-url names too, where other workers may take them to a real DigiCert and the schedule outlives dev (the embedded Redis always gets them, unless --no-demo)."`
+	APIHostFlags
+	NoDemo bool `name:"no-demo" xor:"demo" help:"Do not enqueue the demo tasks and schedule (the banner announces none)."`
+	Demo   bool `name:"demo" xor:"demo" help:"Enqueue the demo tasks and schedule into the Redis --redis-url names too, where other workers may take them to a real DigiCert and the schedule outlives dev (the embedded Redis always gets them, unless --no-demo)."`
 	QueueFlags
 	PollFlags
 	// Not ScheduleRuleFlags: nil when neither the flag nor the variable is
@@ -64,6 +65,10 @@ func (c *DevCmd) Run(env *Env) error {
 	if err != nil {
 		return usagef("CERTMAIL_API_TOKENS %v", err)
 	}
+	hosts, err := c.hosts()
+	if err != nil {
+		return err
+	}
 	env.logRedisTo(log) // dev opens its Redis itself
 	return dev.Run(env.Ctx, dev.Config{
 		RedisURL:  c.RedisURL,
@@ -71,6 +76,7 @@ func (c *DevCmd) Run(env *Env) error {
 		HTTPAddr:  c.HTTPAddr,
 		AdminAddr: c.AdminAddr,
 		Tokens:    tokens,
+		APIHosts:  hosts,
 		NoDemo:    c.NoDemo,
 		Demo:      c.Demo,
 		Queues:    qs,

@@ -77,6 +77,9 @@ type Config struct {
 	// Tokens are the API tokens; default one operator token generated at
 	// start. The first one is printed in the banner.
 	Tokens []api.Token
+	// APIHosts are the host names the API answers besides the rebind-safe
+	// ones (api.Config.Hosts, CERTMAIL_API_HOSTS); default none, any host.
+	APIHosts []string
 	// NoDemo skips the demo tasks and schedule.
 	NoDemo bool
 	// Demo loads the demo tasks and schedule into the Redis RedisURL
@@ -302,8 +305,8 @@ func (c *components) api(ctx context.Context, up chan<- net.Addr) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, p.close()) }()
-	srv, err := api.New(api.Config{Ops: p.ops, Redis: p.conn, Schedules: p.store, Tokens: c.cfg.Tokens, Addr: c.cfg.HTTPAddr,
-		ShutdownTimeout: shutdownTimeout, Logger: p.log})
+	srv, err := api.New(api.Config{Ops: p.ops, Redis: p.conn, Schedules: p.store, Tokens: c.cfg.Tokens, Hosts: c.cfg.APIHosts,
+		Addr: c.cfg.HTTPAddr, ShutdownTimeout: shutdownTimeout, Logger: p.log})
 	if err != nil {
 		return err
 	}

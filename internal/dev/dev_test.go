@@ -434,3 +434,28 @@ func TestEmbeddedRedisIsNotCheckedForEviction(t *testing.T) {
 		t.Errorf("%d WARN or ERROR lines:\n%s", n, logs.Text())
 	}
 }
+
+// TestDevAPIHosts: the stack's API answers the host names of APIHosts
+// (CERTMAIL_API_HOSTS) and the rebind-safe ones, and refuses any other on
+// every route, as certmail api does.
+func TestDevAPIHosts(t *testing.T) {
+	t.Parallel()
+	st, _, _ := stack(t, dev.Config{NoDemo: true, APIHosts: []string{"dev.example.test"}})
+	for host, want := range map[string]int{"dev.example.test:8080": 200, "localhost": 200, "": 200, "evil.example": 403} {
+		req, err := http.NewRequest(http.MethodGet, st.APIURL+"/healthz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		res, err := testClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("Host %q: %d, want %d", host, res.StatusCode, want)
+		}
+	}
+}
