@@ -632,6 +632,49 @@ func TestKustomizeBuild(t *testing.T) {
 	}
 }
 
+// TestOverlayAPIHosts: the example overlay's API sets CERTMAIL_API_HOSTS
+// to a list certmail accepts, which answers the names of the API's Service
+// in the overlay's namespace: producers in other namespaces reach it by
+// them, and a namespace changed without the list would refuse them.
+func TestOverlayAPIHosts(t *testing.T) {
+	t.Parallel()
+	objs, err := render(kustomizeCommand(t), "overlays/example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list string
+	var names []string
+	for _, o := range objs {
+		name, _ := get(o, "metadata", "name").(string)
+		switch {
+		case o["kind"] == "Deployment" && name == "certmail-api":
+			for _, e := range toAnySlice(get(o, "spec", "template", "spec", "containers", 0, "env")) {
+				if get(e, "name") == "CERTMAIL_API_HOSTS" {
+					list, _ = get(e, "value").(string)
+				}
+			}
+		case o["kind"] == "Service" && get(o, "metadata", "labels", "app.kubernetes.io/component") == "api":
+			ns, _ := get(o, "metadata", "namespace").(string)
+			names = append(names, name+"."+ns, name+"."+ns+".svc", name+"."+ns+".svc.cluster.local")
+		}
+	}
+	hosts, err := api.ParseHosts(list)
+	if err != nil {
+		t.Fatalf("certmail-api's CERTMAIL_API_HOSTS %q: %v", list, err)
+	}
+	if len(names) == 0 {
+		t.Fatal("no Service of the API rendered: the search is broken")
+	}
+	for _, n := range names {
+		if !slices.ContainsFunc(hosts, func(h string) bool {
+			base, wild := strings.CutPrefix(h, "*.")
+			return h == n || wild && strings.HasSuffix(n, "."+base)
+		}) {
+			t.Errorf("CERTMAIL_API_HOSTS %q does not answer the Service's name %s", list, n)
+		}
+	}
+}
+
 // unblockedPorts: every port a Deployment's container declares is opened
 // by some ingress rule of each NetworkPolicy that selects its pods, so that
 // a policy does not cut off its probes, its scrapes or its API. An overlay
