@@ -87,7 +87,7 @@ func checkHost(entry string) (string, error) {
 	if _, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(entry, "["), "]")); err == nil {
 		return entry, nil
 	}
-	if _, _, err := net.SplitHostPort(entry); err == nil || strings.Contains(entry, ":") {
+	if strings.Contains(entry, ":") {
 		return "", errors.New("a host name without a port: the API answers it whatever the port")
 	}
 	if strings.Contains(entry, "/") {
