@@ -3,7 +3,9 @@ package redisconn_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,5 +69,39 @@ func checkDatabaseError(t *testing.T, call string, err error, addr string) {
 	want := "REDIS_URL redis://" + addr + "/4: Redis has no database 4 "
 	if dbErr.DB != 4 || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "DB index is out of range") {
 		t.Errorf("%s: %q (database %d), want it to start %q and quote Redis's answer", call, err, dbErr.DB, want)
+	}
+}
+
+// CheckDatabase tries once: a Redis that does not answer costs one
+// connection, not go-redis's dial and command retries (about a second
+// when it is down, which every command that opens Redis would pay).
+func TestCheckDatabaseTriesOnce(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close() // no answer: as a Redis that restarts
+		}
+	}()
+	conn, err := redisconn.Open("redis://" + ln.Addr().String() + "/3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Client.Close() })
+	if err := conn.CheckDatabase(context.Background()); err != nil {
+		t.Errorf("CheckDatabase against a server that closes every connection: %v, want nil", err)
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("CheckDatabase opened %d connections, want 1", n)
 	}
 }

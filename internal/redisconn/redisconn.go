@@ -7,6 +7,7 @@
 package redisconn
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -72,22 +73,36 @@ func Open(rawURL string) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := newClient(opt)
+	c, err := newClient(opt, retries)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL %s: %w", target, err)
 	}
 	return &Conn{Opt: opt, Client: c, Target: target}, nil
 }
 
+// How a client built by newClient meets a failure: retries, as go-redis
+// does by default, for the clients commands use; once, for a look that
+// must not outlast a Redis that is down (CheckDatabase).
+const (
+	retries = iota
+	once
+)
+
 // newClient is the go-redis client of opt, as opt.MakeRedisClient builds
-// it, with deadlines honoured.
-func newClient(opt asynq.RedisConnOpt) (redis.UniversalClient, error) {
+// it, with deadlines honoured; with once, each command and each dial is
+// tried once, on one connection.
+func newClient(opt asynq.RedisConnOpt, tries int) (redis.UniversalClient, error) {
+	maxRetries, dialerRetries, poolSize := 0, 0, 0 // go-redis's defaults
+	if tries == once {
+		maxRetries, dialerRetries, poolSize = -1, 1, 1
+	}
 	switch o := opt.(type) {
 	case asynq.RedisClientOpt:
 		return redis.NewClient(&redis.Options{
 			Network: o.Network, Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB,
 			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
-			PoolSize: o.PoolSize, TLSConfig: o.TLSConfig,
+			PoolSize: cmp.Or(poolSize, o.PoolSize), TLSConfig: o.TLSConfig,
+			MaxRetries: maxRetries, DialerRetries: dialerRetries,
 			ContextTimeoutEnabled: true,
 		}), nil
 	case asynq.RedisFailoverClientOpt:
@@ -96,7 +111,8 @@ func newClient(opt asynq.RedisConnOpt) (redis.UniversalClient, error) {
 			SentinelUsername: o.SentinelUsername, SentinelPassword: o.SentinelPassword,
 			Username: o.Username, Password: o.Password, DB: o.DB,
 			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
-			PoolSize: o.PoolSize, TLSConfig: o.TLSConfig,
+			PoolSize: cmp.Or(poolSize, o.PoolSize), TLSConfig: o.TLSConfig,
+			MaxRetries: maxRetries, DialerRetries: dialerRetries,
 			ContextTimeoutEnabled: true,
 		}), nil
 	}
@@ -290,15 +306,22 @@ func (c *Conn) databaseError(err error) error {
 	return &DatabaseError{Target: c.Target, DB: db, Err: err}
 }
 
-// CheckDatabase pings Redis once, for at most a second, and returns a
-// *DatabaseError when Redis answers that it has no such database: a
-// command can refuse that mistake at start rather than wait on it. Any
-// other outcome, Redis down or slow included, returns nil: that is for Wait
-// or the commands that follow to meet.
+// CheckDatabase pings Redis once, for at most a second, on a connection of
+// its own that is dialled once (a Redis that is down costs a refused
+// dial, not go-redis's retries), and returns a *DatabaseError when Redis
+// answers that it has no such database: a command can refuse that mistake
+// at start rather than wait on it. Any other outcome, Redis down or slow
+// included, returns nil: that is for Wait or the commands that follow to
+// meet.
 func (c *Conn) CheckDatabase(ctx context.Context) error {
+	probe, err := newClient(c.Opt, once)
+	if err != nil {
+		return nil // Open built c from the same options
+	}
+	defer probe.Close()
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	return c.databaseError(c.Client.Ping(ctx).Err())
+	return c.databaseError(probe.Ping(ctx).Err())
 }
 
 // Wait pings Redis with exponential backoff (up to 30 s between tries) until
