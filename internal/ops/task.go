@@ -202,11 +202,14 @@ func (s *Service) find(ctx context.Context, id string) (info *asynq.TaskInfo, ot
 		}
 		for _, h := range held {
 			switch {
-			case h.trimmed():
 			case info == nil:
+				// The first holder is read again by asynq, and a trimmed
+				// task told inside one script (taskIn): a task that left
+				// the archive since the batch was read is still found.
 				if info, err = s.taskIn(ctx, h.queue, id); err != nil {
 					return nil, nil, err
 				}
+			case h.trimmed():
 			case !h.readable():
 				s.incomplete(h.queue, fmt.Errorf("task state %.32q is not one asynq reads", h.state))
 				return info, others, nil
