@@ -39,11 +39,17 @@ const Reserved = "other"
 // CheckServed reports why name cannot be a served queue: a name
 // tasks.ValidQueueName refuses, or Reserved.
 func CheckServed(name string) error {
-	switch {
-	case !tasks.ValidQueueName(name):
-		return fmt.Errorf("queue %.64q: a name is "+NameRule, name)
-	case name == Reserved:
+	if name == Reserved {
 		return fmt.Errorf("queue %q: the name is reserved for the metrics of the queues no process serves", name)
+	}
+	return checkName(name)
+}
+
+// checkName reports why name cannot be a queue's: a name
+// tasks.ValidQueueName refuses.
+func checkName(name string) error {
+	if !tasks.ValidQueueName(name) {
+		return fmt.Errorf("queue %.64q: a name is "+NameRule, name)
 	}
 	return nil
 }
@@ -64,7 +70,7 @@ func Parse(s string) (map[string]int, error) { return parse(s, true) }
 // ParseNames reads a list of queue names for a command to which weights
 // mean nothing (dlq purge): "bulk,default", or CERTMAIL_QUEUES as the
 // workers read it, "critical=6,default=3,bulk=1". A name is checked as Parse
-// checks it, none twice, and so is a weight given (up to MaxWeight, so that
+// checks it, but Reserved is taken (a raw producer's queue may bear it), none twice, and so is a weight given (up to MaxWeight, so that
 // what ParseNames takes the workers take too). It returns the names,
 // sorted.
 func ParseNames(s string) ([]string, error) {
@@ -94,7 +100,11 @@ func parse(s string, weighted bool) (map[string]int, error) {
 		case badWeight:
 			return nil, fmt.Errorf("queue %.64q: want NAME, or NAME=WEIGHT with a weight from 1 to %d, e.g. bulk or %s", part, MaxWeight, Default)
 		}
-		if err := CheckServed(name); err != nil {
+		check := CheckServed // the workers' list
+		if !weighted {
+			check = checkName // a list of queues to act on, a raw producer's other too
+		}
+		if err := check(name); err != nil {
 			return nil, err
 		}
 		if _, dup := qs[name]; dup {
