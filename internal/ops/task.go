@@ -195,7 +195,7 @@ func (s *Service) find(ctx context.Context, id string) (info *asynq.TaskInfo, ot
 		held, err := s.holders(ctx, batch, id)
 		switch {
 		case err != nil && info != nil:
-			s.incomplete(batch[0], err)
+			s.incomplete("from_queue", batch[0], err) // one of the batch's queues failed
 			return info, others, nil
 		case err != nil:
 			return nil, nil, fmt.Errorf("task %s: %w", ShowName(id), err)
@@ -211,7 +211,7 @@ func (s *Service) find(ctx context.Context, id string) (info *asynq.TaskInfo, ot
 				}
 			case h.trimmed():
 			case !h.readable():
-				s.incomplete(h.queue, fmt.Errorf("task state %.32q is not one asynq reads", h.state))
+				s.incomplete("queue", h.queue, fmt.Errorf("task state %.32q is not one asynq reads", h.state))
 				return info, others, nil
 			default:
 				others = append(others, h.queue)
@@ -224,14 +224,15 @@ func (s *Service) find(ctx context.Context, id string) (info *asynq.TaskInfo, ot
 	return info, others, nil
 }
 
-// incomplete logs that the lookup failed in queue (or in a batch of queues
-// from queue on) after the task was found in an earlier one. The task found
-// is the answer whatever a later queue says: the lookup stops there, with
-// the queues found so far, rather than fail or read the remaining queues
-// (each read could wait out Redis's timeout when Redis has gone).
-func (s *Service) incomplete(queue string, err error) {
+// incomplete logs that the lookup failed in queue (field "queue"), or in
+// a batch of queues from queue on (field "from_queue"), after the task was
+// found in an earlier one. The task found is the answer whatever a later
+// queue says: the lookup stops there, with the queues found so far, rather
+// than fail or read the remaining queues (each read could wait out Redis's
+// timeout when Redis has gone).
+func (s *Service) incomplete(field, queue string, err error) {
 	s.opts.Logger.Warn("task lookup failed in a further queue; other_queues may be incomplete",
-		zap.String("queue", deadletter.Clip(queue, maxQueueName)), zap.Error(err))
+		zap.String(field, deadletter.Clip(queue, maxQueueName)), zap.Error(err))
 }
 
 // taskIn reads the task id of queue with asynq's Inspector: nil when the

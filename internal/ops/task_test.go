@@ -472,8 +472,9 @@ func TestTaskLookupFailingInALaterBatch(t *testing.T) {
 	if err != nil || st.Queue != first || st.OtherQueuesCount != 0 {
 		t.Errorf("Task = queue %s, other queues %q (%d), %v; want %s alone", st.Queue, st.OtherQueues, st.OtherQueuesCount, err, first)
 	}
-	if lines := logs.Lines("warn", "task lookup failed in a further queue; other_queues may be incomplete"); len(lines) != 1 {
-		t.Errorf("log lines %v; want one", lines)
+	if lines := logs.Lines("warn", "task lookup failed in a further queue; other_queues may be incomplete"); len(lines) != 1 ||
+		lines[0]["from_queue"] == nil || lines[0]["queue"] != nil {
+		t.Errorf("log lines %v; want one naming the failed batch's first queue as from_queue", lines)
 	}
 	if _, err := b.svc.Task(ctx, "lost-13"); err == nil || errors.Is(err, ops.ErrNotFound) || !strings.Contains(err.Error(), "WRONGTYPE") {
 		t.Errorf("Task(lost-13) error = %v; want the failed read", err)
