@@ -123,7 +123,7 @@ func checkLabel(label string) error {
 	}
 	for i := 0; i < len(label); i++ {
 		c := label[i]
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+		if !isAlnum(c) && c != '-' && c != '_' {
 			return errors.New("a host name has only letters, digits, hyphens, underscores and dots (an internationalized name in its xn-- form)")
 		}
 	}

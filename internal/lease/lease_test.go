@@ -5,9 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/redistest"
-	"github.com/redis/go-redis/v9"
 )
 
 // Only the holder renews and releases: another token, or a lease taken over
