@@ -1132,14 +1132,7 @@ func TestAuthFailureLimit(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{configure: func(c *api.Config) { c.AuthFailures = api.AuthFailureLimit{Burst: 3, Every: time.Hour} }})
 	serve := func(remote, path, token string) *httptest.ResponseRecorder {
-		req := httptest.NewRequest(http.MethodGet, path, nil)
-		req.RemoteAddr = remote
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		rec := httptest.NewRecorder()
-		b.srv.ServeHTTP(rec, req)
-		return rec
+		return hostRequest(b, "example.com", remote, path, token) // httptest's own host
 	}
 	const attacker, other = "198.51.100.9:40000", "203.0.113.5:40000"
 	for i := range 3 {
