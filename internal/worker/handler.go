@@ -629,6 +629,13 @@ func (p *processor) send(ctx context.Context, d *delivery, verdict gateVerdict, 
 		return res, nil
 	}
 	p.settle(ctx, d)
+	return res, p.failed(ctx, d, verdict, err)
+}
+
+// failed turns a DigiCert call's error into the delivery's taskError by
+// digicert.Classify, pausing the account or starting the shared cool-down
+// where the answer calls for it.
+func (p *processor) failed(ctx context.Context, d *delivery, verdict gateVerdict, err error) error {
 	var apiErr *digicert.APIError
 	status := 0
 	if errors.As(err, &apiErr) {
@@ -643,49 +650,63 @@ func (p *processor) send(ctx context.Context, d *delivery, verdict gateVerdict, 
 			// DigiCert itself judged the request, past the key check.
 			p.keyWorks(ctx, d, verdict)
 		}
-		return res, permanent(code, status, err)
+		return permanent(code, status, err)
 	case digicert.ClassRateLimited:
-		if wait, ok := digicert.RetryAfter(err); ok {
-			if code == "deadline_near" {
-				// Too little of the delivery's deadline was left for the
-				// call to finish: not sent; the next delivery has a new one.
-				return res, &taskError{code: code, class: classWait, retryAfter: jitter(wait), err: err}
-			}
-			// Our own limiter: the request was not sent; come back when a slot frees.
-			return res, &taskError{code: "rate_limit_wait", class: classRateLimited, retryAfter: jitter(wait), err: err}
-		}
-		// DigiCert said 429 anyway (another system shares the key, or the
-		// limits changed): every worker of this account pauses. A 429 to a
-		// request sent before the cool-down in force began starts none.
-		pause, started, cerr := d.account.limiter.CoolDown(context.WithoutCancel(ctx), p.rateLimitPause, maxCoolDown)
-		if cerr != nil {
-			p.log.Warn("could not start the shared cool-down", zap.String("account", d.account.name), zap.Error(cerr))
-			pause = p.rateLimitPause
-		}
-		if started {
-			p.metrics.coolDowns.WithLabelValues(d.account.name).Inc()
-		}
-		return res, &taskError{code: code, status: status, class: classRateLimited, retryAfter: jitter(pause), err: err}
+		return p.rateLimited(ctx, d, code, status, err)
 	case digicert.ClassAuth:
-		if verdict != gateProbe && d.account.keyFile.reload() {
-			// The key was replaced since this worker read it (another
-			// worker's probe may have ended the pause with it): try again
-			// soon with the new one rather than pause the account again.
-			return res, &taskError{code: code, status: status, class: classWait, retryAfter: jitter(keyChangedWait), err: err}
-		}
-		first, perr := d.account.gate.pause(context.WithoutCancel(ctx))
-		if perr != nil {
-			p.log.Warn("could not record auth pause", zap.String("account", d.account.name), zap.Error(perr))
-		}
-		if first {
-			p.log.Error("DigiCert rejected the API key: account paused; tasks stay queued and a probe retries every interval",
-				zap.String("account", d.account.name), zap.Int("http_status", status), zap.String("error_code", code),
-				zap.Duration("probe_interval", d.account.gate.interval))
-		}
-		return res, &taskError{code: code, status: status, class: classAuth, retryAfter: jitter(d.account.gate.interval), err: err}
+		return p.keyRejected(ctx, d, verdict, code, status, err)
 	default:
-		return res, transient(code, status, RetryDelay(d.attempt-1), err)
+		return transient(code, status, RetryDelay(d.attempt-1), err)
 	}
+}
+
+// rateLimited is the taskError of a call the rate limit stopped: our own
+// limiter or the deadline (not sent), or DigiCert's 429, which starts the
+// cool-down every worker of the account shares.
+func (p *processor) rateLimited(ctx context.Context, d *delivery, code string, status int, err error) error {
+	if wait, ok := digicert.RetryAfter(err); ok {
+		if code == "deadline_near" {
+			// Too little of the delivery's deadline was left for the
+			// call to finish: not sent; the next delivery has a new one.
+			return &taskError{code: code, class: classWait, retryAfter: jitter(wait), err: err}
+		}
+		// Our own limiter: the request was not sent; come back when a slot frees.
+		return &taskError{code: "rate_limit_wait", class: classRateLimited, retryAfter: jitter(wait), err: err}
+	}
+	// DigiCert said 429 anyway (another system shares the key, or the
+	// limits changed): every worker of this account pauses. A 429 to a
+	// request sent before the cool-down in force began starts none.
+	pause, started, cerr := d.account.limiter.CoolDown(context.WithoutCancel(ctx), p.rateLimitPause, maxCoolDown)
+	if cerr != nil {
+		p.log.Warn("could not start the shared cool-down", zap.String("account", d.account.name), zap.Error(cerr))
+		pause = p.rateLimitPause
+	}
+	if started {
+		p.metrics.coolDowns.WithLabelValues(d.account.name).Inc()
+	}
+	return &taskError{code: code, status: status, class: classRateLimited, retryAfter: jitter(pause), err: err}
+}
+
+// keyRejected is the taskError of a call DigiCert refused for the API key:
+// the account pauses (the first worker to see it logs so), unless the key
+// file was replaced since this worker read it.
+func (p *processor) keyRejected(ctx context.Context, d *delivery, verdict gateVerdict, code string, status int, err error) error {
+	if verdict != gateProbe && d.account.keyFile.reload() {
+		// The key was replaced since this worker read it (another
+		// worker's probe may have ended the pause with it): try again
+		// soon with the new one rather than pause the account again.
+		return &taskError{code: code, status: status, class: classWait, retryAfter: jitter(keyChangedWait), err: err}
+	}
+	first, perr := d.account.gate.pause(context.WithoutCancel(ctx))
+	if perr != nil {
+		p.log.Warn("could not record auth pause", zap.String("account", d.account.name), zap.Error(perr))
+	}
+	if first {
+		p.log.Error("DigiCert rejected the API key: account paused; tasks stay queued and a probe retries every interval",
+			zap.String("account", d.account.name), zap.Int("http_status", status), zap.String("error_code", code),
+			zap.Duration("probe_interval", d.account.gate.interval))
+	}
+	return &taskError{code: code, status: status, class: classAuth, retryAfter: jitter(d.account.gate.interval), err: err}
 }
 
 // keyWorks is called when DigiCert accepted the account's key: a probe ends

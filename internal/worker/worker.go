@@ -401,19 +401,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 	w.cfg.Redis.CheckEviction(ctx, w.log, evictionRisk)
 	w.warnUnserved(ctx)
 	defer w.cfg.Redis.WatchOutages(w.log)()
-	srv := asynq.NewServer(w.cfg.Redis.Opt, asynq.Config{
-		Concurrency:       w.cfg.Concurrency,
-		Queues:            w.cfg.Queues,
-		RetryDelayFunc:    retryDelayFunc,
-		IsFailure:         IsFailure,
-		ErrorHandler:      w.errs,
-		Logger:            asynqLogger{s: w.log.Sugar().Named("asynq"), throttle: w.throttle},
-		LogLevel:          asynq.WarnLevel,
-		ShutdownTimeout:   w.cfg.ShutdownTimeout,
-		TaskCheckInterval: w.cfg.TaskCheckInterval,
-
-		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
-	})
+	srv := w.newServer()
 	warm := newWarmPool(w.cfg.Concurrency, w.log)
 	defer warm.stop()
 	if err := srv.Start(warm.wrap(w.Handler())); err != nil {
@@ -437,6 +425,34 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 	case <-adm.Done():
 	}
 	stopping.Store(true)
+	w.shutdown(srv)
+	stopped = true
+	err = adm.Stop(5 * time.Second) // and why it ended, if it did by itself
+	w.log.Info("worker stopped")
+	return err
+}
+
+// newServer is the asynq server that runs the worker's deliveries.
+func (w *Worker) newServer() *asynq.Server {
+	return asynq.NewServer(w.cfg.Redis.Opt, asynq.Config{
+		Concurrency:       w.cfg.Concurrency,
+		Queues:            w.cfg.Queues,
+		RetryDelayFunc:    retryDelayFunc,
+		IsFailure:         IsFailure,
+		ErrorHandler:      w.errs,
+		Logger:            asynqLogger{s: w.log.Sugar().Named("asynq"), throttle: w.throttle},
+		LogLevel:          asynq.WarnLevel,
+		ShutdownTimeout:   w.cfg.ShutdownTimeout,
+		TaskCheckInterval: w.cfg.TaskCheckInterval,
+
+		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
+	})
+}
+
+// shutdown stops srv: no new deliveries or DigiCert calls, calls in flight
+// get the shutdown timeout, and the writes of deliveries asynq gave up on
+// get what is left of it.
+func (w *Worker) shutdown(srv *asynq.Server) {
 	w.proc.stopping.Store(true) // deliveries start no new DigiCert call
 	w.proc.stopCalls()          // and calls waiting for a slot for their first request send none
 	w.log.Info("shutting down: no new deliveries or DigiCert calls; calls in flight get the shutdown timeout",
@@ -448,10 +464,6 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 	// waited for by asynq (their lease ended): they get the rest of the
 	// shutdown timeout.
 	w.proc.pending.wait(deadline, abandonGrace)
-	stopped = true
-	err = adm.Stop(5 * time.Second) // and why it ended, if it did by itself
-	w.log.Info("worker stopped")
-	return err
 }
 
 // background starts the worker's loops beside asynq's server: the
