@@ -116,3 +116,49 @@ func TestRedisOutageFirstAndLastLine(t *testing.T) {
 		t.Errorf("%d lines saying Redis is not answering, want 1:\n%s", n, b.logs.Text())
 	}
 }
+
+// A worker stopped while Redis stalls (it keeps its connections and
+// answers nothing, as in a long fork or a paused VM) exits within its
+// shutdown timeout and a grace, its give-up line before its last one:
+// asynq's own last writes, each waiting for go-redis's timeouts and
+// retries, would otherwise hold it for a minute or more, past any
+// orchestrator's grace period.
+func TestStopWhileRedisStalls(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	const timeout = 2 * time.Second
+	paused := make(chan struct{})
+	stop := b.startWorkerCtl(t, setupOpts{configure: func(c *worker.Config) {
+		c.ShutdownTimeout = timeout
+		c.Client.HTTPClient = &http.Client{Transport: &afterSend{do: func() { b.redis.Pause(); close(paused) }}}
+	}})
+	b.enqueue(t, "send-cert", `{"certificate_id": 42, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	select {
+	case <-paused:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no send-cert call in 10 s:\n%s", b.logs.Text())
+	}
+
+	start := time.Now()
+	stop()
+	// The shutdown timeout, the grace given to writes that give up, and
+	// the admin server's and loops' stop: seconds, not asynq's minute.
+	if took := time.Since(start); took > timeout+6*time.Second {
+		t.Errorf("the worker took %v to stop while Redis stalled, want about its shutdown timeout (%v)", took, timeout)
+	}
+	// The task is named in an ERROR line before the last one: its guard
+	// given up, or the delivery left running in its first try.
+	named, stopped := -1, -1
+	for i, e := range b.logs.All() {
+		switch {
+		case e.Level == zapcore.ErrorLevel && e.ContextMap()["task_id"] != nil:
+			named = i
+		case e.Message == "worker stopped":
+			stopped = i
+		}
+	}
+	if named < 0 || stopped < 0 || named > stopped {
+		t.Errorf("want an ERROR line naming the task (at %d) before \"worker stopped\" (at %d):\n%s", named, stopped, b.logs.Text())
+	}
+	b.redis.Continue()
+}

@@ -425,7 +425,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 	case <-adm.Done():
 	}
 	stopping.Store(true)
-	w.shutdown(srv)
+	w.shutdown(srv, warm)
 	stopped = true
 	err = adm.Stop(5 * time.Second) // and why it ended, if it did by itself
 	w.log.Info("worker stopped")
@@ -451,19 +451,49 @@ func (w *Worker) newServer() *asynq.Server {
 
 // shutdown stops srv: no new deliveries or DigiCert calls, calls in flight
 // get the shutdown timeout, and the writes of deliveries asynq gave up on
-// get what is left of it.
-func (w *Worker) shutdown(srv *asynq.Server) {
+// get what is left of it. asynq's own last writes (its server state, the
+// janitor's) wait for go-redis's timeouts and retries when Redis stalls,
+// a minute or more: the worker waits for them only until the deadline and
+// a grace, and then names, one ERROR line each, the deliveries still
+// running, whose outcome it could not record.
+func (w *Worker) shutdown(srv *asynq.Server, warm *warmPool) {
 	w.proc.stopping.Store(true) // deliveries start no new DigiCert call
 	w.proc.stopCalls()          // and calls waiting for a slot for their first request send none
 	w.log.Info("shutting down: no new deliveries or DigiCert calls; calls in flight get the shutdown timeout",
 		zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
 	deadline := time.Now().Add(w.cfg.ShutdownTimeout)
-	srv.Shutdown()
+	asynqDone := make(chan struct{})
+	go func() {
+		defer close(asynqDone)
+		srv.Shutdown()
+	}()
+	closedBy(asynqDone, deadline)
 	// Deliveries whose DigiCert call succeeded while Redis was away may
 	// still be writing their duplicate guard, some of them no longer
 	// waited for by asynq (their lease ended): they get the rest of the
 	// shutdown timeout.
 	w.proc.pending.wait(deadline, abandonGrace)
+	if closedBy(asynqDone, time.Now().Add(abandonGrace)) {
+		return
+	}
+	w.log.Error("asynq did not stop within the shutdown timeout (Redis does not answer its last writes); the worker stops without it",
+		zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
+	for _, id := range warm.running() {
+		w.log.Error("the worker stopped before this delivery ended (Redis did not answer): its outcome is not recorded; "+
+			"if its DigiCert call succeeded, a redelivery would email again", zap.String("task_id", id))
+	}
+}
+
+// closedBy waits for done until deadline and reports whether it closed.
+func closedBy(done <-chan struct{}, deadline time.Time) bool {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case <-done:
+		return true
+	case <-timer.C:
+		return false
+	}
 }
 
 // background starts the worker's loops beside asynq's server: the
