@@ -88,7 +88,10 @@ func (t *Throttle) Allow(key string) (ok bool, suppressed int) {
 // were held back since it was last let through, with the message as Key
 // gives it and their number (`suppressed`), and forgets them: a process
 // that stops does not take the count with it. At most maxThrottled lines.
-func (t *Throttle) Flush(log *zap.Logger) {
+func (t *Throttle) Flush(log *zap.Logger) { t.FlushAt(log, zapcore.WarnLevel) }
+
+// FlushAt is Flush writing its lines at level.
+func (t *Throttle) FlushAt(log *zap.Logger, level zapcore.Level) {
 	if t == nil {
 		return
 	}
@@ -102,7 +105,9 @@ func (t *Throttle) Flush(log *zap.Logger) {
 	}
 	t.mu.Unlock()
 	for k, n := range held {
-		log.Warn("repeated lines held back", zap.String("message", k), zap.Int("suppressed", n))
+		if ce := log.Check(level, "repeated lines held back"); ce != nil {
+			ce.Write(zap.String("message", k), zap.Int("suppressed", n))
+		}
 	}
 }
 
