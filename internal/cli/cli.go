@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -55,6 +56,17 @@ type Env struct {
 	log      *zap.Logger          // the command's logger, once built (LogFlags.logger)
 	named    func(string) string  // asGiven for the command line parsed, once parsed
 	redisLog *logging.RedisLogger // go-redis's messages, from the opening of Redis until the command returns
+	// redisLevel is the level of go-redis's messages: WARN for the
+	// processes that run until stopped, DEBUG for the one-shot commands,
+	// whose failure is their own one line (redisLogLevel).
+	redisLevel zapcore.Level
+	// redisTarget is REDIS_URL as opened (without passwords), for the line
+	// of a command that could not reach it (unreachable).
+	redisTarget string
+	// interrupt is what the command closes when Ctrl-C comes
+	// (closeOnInterrupt), and interrupted tells that it did.
+	interrupt   func() bool
+	interrupted atomic.Bool
 }
 
 // newEnv is the Env of a command. The command's logger writes to stderr
@@ -62,7 +74,22 @@ type Env struct {
 // while the command writes its own lines there: Env.Stderr takes one write
 // at a time.
 func newEnv(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) *Env {
-	return &Env{Ctx: ctx, Stdin: stdin, Stdout: stdout, Stderr: zapcore.Lock(zapcore.AddSync(stderr))}
+	return &Env{Ctx: ctx, Stdin: stdin, Stdout: stdout, Stderr: zapcore.Lock(zapcore.AddSync(stderr)), redisLevel: zapcore.WarnLevel}
+}
+
+// services are the commands that run until stopped. Their go-redis
+// messages are WARN lines of their log, as a Redis outage is news to
+// whoever watches them; those of every other command, which stops at its
+// first failure and says so in one line, are DEBUG lines.
+var services = map[string]bool{"worker": true, "scheduler": true, "api": true, "dev": true}
+
+// redisLogLevel is the level of go-redis's messages for the command named
+// name (commandName).
+func redisLogLevel(name string) zapcore.Level {
+	if services[name] {
+		return zapcore.WarnLevel
+	}
+	return zapcore.DebugLevel
 }
 
 // commandName is the command kctx runs as its errors name it: its words
@@ -78,8 +105,8 @@ func commandName(kctx *kong.Context) string {
 	return strings.Join(words, " ")
 }
 
-// logRedisTo sends go-redis's own log output (process-wide) to log until
-// the command returns: JSON lines stay JSON lines. Commands call it as they
+// logRedisTo sends go-redis's own log output (process-wide) to log, at
+// e.redisLevel, until the command returns: JSON lines stay JSON lines. Commands call it as they
 // open Redis, not before: a command refused before that has no Redis
 // client, and no go-redis line, of another command running in the same
 // process (tests run many), can reach its stderr.
@@ -90,8 +117,35 @@ func (e *Env) logRedisTo(log *zap.Logger) {
 	if e.redisLog != nil {
 		e.redisLog.Detach()
 	}
-	e.redisLog = logging.NewRedisLogger(log.Named("redis"), nil)
+	e.redisLog = logging.NewRedisLoggerAt(log.Named("redis"), e.redisLevel, nil)
 	redis.SetLogger(e.redisLog)
+}
+
+// closeOnInterrupt has a one-shot command call closeAll (close what it
+// opened on Redis) as soon as e.Ctx is done (Ctrl-C, SIGTERM), rather than
+// when its Redis calls return: asynq's inspector and client take no
+// context, and go-redis ends only a wait for a connection when a context
+// is cancelled, not a read, so a Redis that takes commands in and does not
+// answer (a paused server, a partition) held Ctrl-C for a read timeout at
+// each call. Closed, the calls in flight fail at once, and Main reports
+// the command interrupted (e.interrupted) whatever error they returned.
+// Main's done stops the watch. Not for the services: their shutdown needs
+// Redis.
+func (e *Env) closeOnInterrupt(closeAll func()) {
+	e.interrupt = context.AfterFunc(e.Ctx, func() {
+		e.interrupted.Store(true)
+		closeAll()
+	})
+}
+
+// unreachable is what the failure line of a command adds when err says
+// the Redis it opened could not be reached (redisconn.Unreachable): where
+// it looked, and what to check. "" otherwise.
+func (e *Env) unreachable(err error) string {
+	if e.redisTarget == "" || !redisconn.Unreachable(err) {
+		return ""
+	}
+	return fmt.Sprintf("; Redis at %s did not answer: check that it is running and that %s names it", e.redisTarget, e.setting("REDIS_URL"))
 }
 
 // setting is how a command's line names the setting read from variable:
@@ -106,6 +160,9 @@ func (e *Env) setting(variable string) string {
 // done detaches the command's go-redis logger, so that nothing is written to
 // its streams after Main returns.
 func (e *Env) done() {
+	if e.interrupt != nil {
+		e.interrupt()
+	}
 	if e.redisLog != nil {
 		e.redisLog.Detach()
 	}
@@ -164,9 +221,10 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		}
 	}
 	env.named = func(msg string) string { return asGiven(kctx, msg) }
+	env.redisLevel = redisLogLevel(commandName(kctx))
 	err = kctx.Run(env)
 	env.done()
-	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+	if err != nil && ctx.Err() != nil && (errors.Is(err, context.Canceled) || env.interrupted.Load()) {
 		// Ctrl-C or SIGTERM: say so, rather than "context canceled".
 		var in interruptedError
 		if !errors.As(err, &in) {
@@ -185,7 +243,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 			fmt.Fprintf(stderr, "certmail %s: %s\n", commandName(kctx), asGiven(kctx, err.Error()))
 			return 2
 		}
-		fmt.Fprintf(stderr, "certmail %s: %v\n", commandName(kctx), err)
+		fmt.Fprintf(stderr, "certmail %s: %v%s\n", commandName(kctx), err, env.unreachable(err))
 		return 1
 	}
 	return 0

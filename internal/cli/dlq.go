@@ -259,6 +259,9 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 	}
 	defer done()
 	check, err := svc.CheckPurge(env.Ctx)
+	if err != nil && env.Ctx.Err() != nil {
+		return interruptedError{done: "nothing deleted", err: err}
+	}
 	if err := purgeRefused(err); err != nil {
 		return err
 	}
@@ -289,7 +292,8 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 	}
 	purged, err := svc.Purge(env.Ctx, check)
 	if err != nil && env.Ctx.Err() != nil {
-		return interruptedError{done: "deleted " + deadLetterCount(purged.Tasks, purged.Entries) + " before stopping", err: err}
+		return interruptedError{done: "deleted " + deadLetterCount(purged.Tasks, purged.Entries) +
+			" before stopping; run it again to delete the rest", err: err}
 	}
 	if err := purgeRefused(err); err != nil {
 		return err

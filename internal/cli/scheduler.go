@@ -60,7 +60,8 @@ type scheduleFlags struct {
 
 // store opens the schedule store, which keeps at most maxSchedules API
 // schedules (0: the default; only add adds any). go-redis's own messages go
-// to the command's logger, as those of the other operator commands do.
+// to the command's logger, as those of the other operator commands do;
+// Ctrl-C closes the connection at once (Env.closeOnInterrupt).
 func (f scheduleFlags) store(env *Env, maxSchedules int) (*schedule.Store, func(), error) {
 	if err := f.check(); err != nil {
 		return nil, nil, err
@@ -86,8 +87,9 @@ func (f scheduleFlags) store(env *Env, maxSchedules int) (*schedule.Store, func(
 		_ = conn.Client.Close()
 		return nil, nil, err
 	}
+	// Nothing is left to flush at this point: close errors say nothing useful.
+	env.closeOnInterrupt(func() { _ = conn.Client.Close() })
 	return st, func() {
-		// Nothing is left to flush at this point: close errors say nothing useful.
 		_ = conn.Client.Close()
 		_ = log.Sync()
 	}, nil

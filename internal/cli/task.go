@@ -124,7 +124,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // openOps opens Redis and an ops.Service on it with a logger from lf;
-// done closes both.
+// done closes both, and so does Ctrl-C, at once (Env.closeOnInterrupt).
 func openOps(env *Env, rf RedisFlags, lf LogFlags, opts ops.Config) (svc *ops.Service, log *zap.Logger, done func(), err error) {
 	log, err = lf.logger(env)
 	if err != nil {
@@ -139,10 +139,14 @@ func openOps(env *Env, rf RedisFlags, lf LogFlags, opts ops.Config) (svc *ops.Se
 		_ = conn.Client.Close()
 		return nil, nil, nil, usageError{err}
 	}
-	return svc, log, func() {
+	closeAll := func() {
 		// Nothing is left to flush at this point: close errors say nothing useful.
 		_ = svc.Close()
 		_ = conn.Client.Close()
+	}
+	env.closeOnInterrupt(closeAll)
+	return svc, log, func() {
+		closeAll()
 		_ = log.Sync()
 	}, nil
 }

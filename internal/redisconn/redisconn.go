@@ -12,9 +12,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -412,4 +414,20 @@ func clip(s string) string {
 		return s[:most] + "…"
 	}
 	return s
+}
+
+// Unreachable reports whether err says that Redis could not be reached or
+// did not answer in time: a dial refused or timed out, a name that does
+// not resolve, a read or write that timed out or lost its connection. Not
+// an answer of Redis's (a refused password, a missing database, a full
+// memory): those say what is wrong themselves.
+func Unreachable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	return errors.As(err, &opErr) || errors.As(err, &dnsErr) ||
+		errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
