@@ -85,7 +85,7 @@ type delivery struct {
 	account  *accountRuntime
 	rw       *asynq.ResultWriter
 	report   *report
-	dedupKey string // set for types whose effect must not repeat
+	dedupKey string // set for types whose effect must not repeat, and for set-emails (read in a sequence tie)
 	// detail is what a resend-dcv with only_if_pending adds to the result:
 	// the order's status and the resends.
 	detail taskresult.Result
@@ -184,16 +184,18 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) error {
 
 // setEmails delivers a set-emails of sequence seq: one round trip before
 // the call (the order lock, the applied and sending sequences' compare and
-// the sending record, the auth gate, the limiter) and one after it (result,
+// the sending record, the task's duplicate guard in a sequence tie, the
+// auth gate, the limiter) and one after it (result, duplicate guard,
 // applied sequence, sending record, lock, restamp).
 func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmails, seq int64) (err error) {
 	if err := p.stoppingWait(); err != nil {
 		return err // as call: before the order's lock and sending record are taken
 	}
 	k := newOrderKeys(p.rdb, d.account.name, pl.OrderID)
+	d.dedupKey = deliveredKey(d.taskID)
 	d.ticket = d.account.limiter.NewTicket()
 	defer p.settle(ctx, d)
-	verdict, wait, before, err := d.account.gate.checkOrder(ctx, k, seq, p.retention, d.ticket)
+	verdict, wait, before, err := d.account.gate.checkOrder(ctx, k, d.dedupKey, seq, p.retention, d.ticket)
 	if err != nil {
 		return transient("redis", 0, RetryDelay(d.attempt-1), err)
 	}
@@ -400,12 +402,13 @@ func (p *processor) writeGuard(ctx context.Context, d *delivery) {
 }
 
 // writeApplied records, in one round trip after a set-emails' 2xx, the
-// task's result (d.result), the order's applied sequence seq, the end of
-// its sending record and of the delivery's hold on its lock, and the
-// restamp of the call's limiter admission (afterOrderScript).
+// task's result (d.result) and duplicate guard (d.dedupKey), the order's
+// applied sequence seq, the end of its sending record and of the
+// delivery's hold on its lock, and the restamp of the call's limiter
+// admission (afterOrderScript).
 func (p *processor) writeApplied(ctx context.Context, d *delivery, k orderKeys, seq int64) {
-	cmd := p.afterCommand(afterOrderScript, d, []any{queues.AsynqTaskKey(d.queue, d.taskID), k.applied, k.lock.Key(), k.sending},
-		d.result, seq, p.retention.Milliseconds(), k.lock.Token())
+	cmd := p.afterCommand(afterOrderScript, d, []any{queues.AsynqTaskKey(d.queue, d.taskID), k.applied, k.lock.Key(), k.sending, d.dedupKey},
+		d.result, seq, p.retention.Milliseconds(), k.lock.Token(), time.Now().UTC().Format(time.RFC3339))
 	p.persist(ctx, d, "applied sequence", func(ctx context.Context) error {
 		return afterOrderScript.run(ctx, p.rdb, cmd).Err()
 	})

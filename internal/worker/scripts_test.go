@@ -105,17 +105,19 @@ func TestBeforeScriptAdmitsOnlyACallThatGoes(t *testing.T) {
 
 // TestBeforeOrderScriptVerdicts: the round trip before a set-emails' call
 // answers, in this order, a busy order, a superseded or already applied
-// sequence (superseded also by a newer one recorded as sending), the auth
-// pause; it takes the order's lock (with the holder's token), records the
-// sequence as sending (for the given lifetime), returns what the record held
-// before (and its lifetime left) and takes the limiter's admission only for
-// a call that goes ahead. Sequences compare as decimal strings, exactly at
-// nanosecond scale.
+// sequence (superseded also by a newer one recorded as sending; applied
+// only when the task's duplicate guard is set: another task at the applied
+// sequence goes ahead), the auth pause; it takes the order's lock (with the
+// holder's token), records the sequence as sending (for the given
+// lifetime), returns what the record held before (and its lifetime left)
+// and takes the limiter's admission only for a call that goes ahead.
+// Sequences compare as decimal strings, exactly at nanosecond scale.
 func TestBeforeOrderScriptVerdicts(t *testing.T) {
 	t.Parallel()
 	b := setupScripts(t)
 	ctx := context.Background()
 	applied, sending := orderKey("acct", 7, "applied"), orderKey("acct", 7, "sending")
+	guard := deliveredKey("t-verdicts")
 	const cur = 1764500000000000100 // nanoseconds: above 2^53
 	if err := b.rdb.Set(ctx, applied, cur, time.Minute).Err(); err != nil {
 		t.Fatal(err)
@@ -129,7 +131,7 @@ func TestBeforeOrderScriptVerdicts(t *testing.T) {
 		before := b.rdb.Get(ctx, sending).Val()
 		beforeTTL := b.rdb.PTTL(ctx, sending).Val()
 		tk := b.limiter.NewTicket()
-		v, _, got, err := b.gate.checkOrder(ctx, k, seq, time.Hour, tk)
+		v, _, got, err := b.gate.checkOrder(ctx, k, guard, seq, time.Hour, tk)
 		if err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}
@@ -172,15 +174,29 @@ func TestBeforeOrderScriptVerdicts(t *testing.T) {
 	}
 	check("superseded by 1 ns", cur-1, gateSuperseded, false, false)
 	check("shorter sequence", 99, gateSuperseded, false, false)
-	check("already applied", cur, gateApplied, false, false)
+	if err := b.rdb.Set(ctx, guard, "x", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check("already applied: this task's list", cur, gateApplied, false, false)
+	if err := b.rdb.Del(ctx, guard).Err(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.gate.pause(ctx); err != nil {
 		t.Fatal(err)
 	}
 	check("paused", cur+1, gateWait, false, false)
+	check("the applied sequence, another task's list, paused", cur, gateWait, false, false)
 	if _, err := b.gate.resume(ctx); err != nil {
 		t.Fatal(err)
 	}
-	lock := check("newer by 1 ns", cur+1, gateGo, true, true)
+	// Another task at the applied sequence (no guard of its own) is a
+	// second update of the order: it goes on as a newer one would.
+	lock := check("the applied sequence, another task's list", cur, gateGo, true, true)
+	check("order busy after a tie", cur, gateBusy, false, false)
+	if _, err := lock.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lock = check("newer by 1 ns", cur+1, gateGo, true, true)
 	check("order busy", cur+2, gateBusy, false, false)
 	if _, err := lock.Release(ctx); err != nil {
 		t.Fatal(err)
@@ -200,7 +216,7 @@ func TestBeforeOrderScriptVerdicts(t *testing.T) {
 	}
 	// Without a limiter ticket, as check allows: the lock, no admission.
 	k := newOrderKeys(b.rdb, "acct", 7)
-	if v, _, before, err := b.gate.checkOrder(ctx, k, cur+100, time.Hour, nil); err != nil || v != gateGo || before.seq != strconv.FormatInt(cur+20, 10) {
+	if v, _, before, err := b.gate.checkOrder(ctx, k, guard, cur+100, time.Hour, nil); err != nil || v != gateGo || before.seq != strconv.FormatInt(cur+20, 10) {
 		t.Fatalf("without a ticket: %v, held before %q, %v; want go, %d", v, before.seq, err, cur+20)
 	}
 	if held := b.rdb.Get(ctx, k.lock.Key()).Val(); held != k.lock.Token() {
@@ -212,7 +228,8 @@ func TestBeforeOrderScriptVerdicts(t *testing.T) {
 }
 
 // TestAfterScripts: the round trip after a 2xx writes the task's result into
-// asynq's hash, the guard or the applied sequence (never an older one),
+// asynq's hash, the guard, and for a set-emails the applied sequence (never
+// an older one; an equal one lives on from the write) as well as the guard,
 // restamps the call's admission, and releases the order's lock only while it
 // is the delivery's.
 func TestAfterScripts(t *testing.T) {
@@ -242,8 +259,8 @@ func TestAfterScripts(t *testing.T) {
 	applied, lockKey, sending := orderKey("acct", 9, "applied"), orderKey("acct", 9, "lock"), orderKey("acct", 9, "sending")
 	run := func(seq int64, token string) {
 		t.Helper()
-		keys := []string{queues.AsynqTaskKey("default", "t-order"), applied, lockKey, sending, "certmail:ratelimit:{acct}:cooldown"}
-		if err := afterOrderScript.Run(ctx, b.rdb, keys, `{"outcome":"delivered"}`, seq, 60000, token, "").Err(); err != nil {
+		keys := []string{queues.AsynqTaskKey("default", "t-order"), applied, lockKey, sending, deliveredKey(fmt.Sprintf("t-order-%d", seq)), "certmail:ratelimit:{acct}:cooldown"}
+		if err := afterOrderScript.Run(ctx, b.rdb, keys, `{"outcome":"delivered"}`, seq, 60000, token, "2026-01-02T03:04:05Z", "").Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -275,6 +292,26 @@ func TestAfterScripts(t *testing.T) {
 	if got := b.rdb.HGet(ctx, queues.AsynqTaskKey("default", "t-order"), "result").Val(); got == "" {
 		t.Error("no result written")
 	}
+	// Every set-emails applied gets its duplicate guard, for the applied
+	// sequence's lifetime: an older one too (its list went to DigiCert).
+	for _, seq := range []int64{1764500000000000199, 1764500000000000200, 1764500000000000201} {
+		guard := deliveredKey(fmt.Sprintf("t-order-%d", seq))
+		if got := b.rdb.Get(ctx, guard).Val(); got != "2026-01-02T03:04:05Z" {
+			t.Errorf("guard of %d: %q, want the time given", seq, got)
+		}
+		if ttl := b.rdb.PTTL(ctx, guard).Val(); ttl <= 59*time.Second || ttl > time.Minute {
+			t.Errorf("guard of %d lives %v, want the applied sequence's lifetime, a minute", seq, ttl)
+		}
+	}
+	// An equal sequence (another task's list at it) keeps the value and
+	// lives on from its write, as long as that task's guard.
+	if err := b.rdb.PExpire(ctx, applied, time.Second).Err(); err != nil {
+		t.Fatal(err)
+	}
+	run(1764500000000000201, "other")
+	if got, ttl := b.rdb.Get(ctx, applied).Val(), b.rdb.PTTL(ctx, applied).Val(); got != "1764500000000000201" || ttl <= 59*time.Second {
+		t.Errorf("applied %s living %v after an equal sequence, want it kept for a minute", got, ttl)
+	}
 	// Sequences of different lengths compare as numbers: 100 is newer than
 	// 99 although "100" < "99" as strings.
 	if err := b.rdb.Del(ctx, applied).Err(); err != nil {
@@ -301,10 +338,10 @@ func TestSetEmailsRequestIsRestampedAtItsAnswer(t *testing.T) {
 	b := setupScripts(t)
 	ctx := context.Background()
 	p := &processor{rdb: b.rdb, log: zap.NewNop(), retention: time.Hour}
-	d := &delivery{taskID: "t-restamp", queue: "default", result: []byte(`{"outcome":"delivered"}`), ticket: b.limiter.NewTicket()}
+	d := &delivery{taskID: "t-restamp", queue: "default", dedupKey: deliveredKey("t-restamp"), result: []byte(`{"outcome":"delivered"}`), ticket: b.limiter.NewTicket()}
 	k := newOrderKeys(b.rdb, "acct", 12)
 	const seq = 1764500000000000300
-	if v, _, _, err := b.gate.checkOrder(ctx, k, seq, time.Hour, d.ticket); err != nil || v != gateGo {
+	if v, _, _, err := b.gate.checkOrder(ctx, k, d.dedupKey, seq, time.Hour, d.ticket); err != nil || v != gateGo {
 		t.Fatalf("checkOrder: verdict %d, %v; want go", v, err)
 	}
 	restampedAtAnswer(t, b, d, func() { p.writeApplied(ctx, d, k, seq) })

@@ -80,7 +80,7 @@ func TestOrderLockOutlivesACall(t *testing.T) {
 	p, _ := setEmailsTestProcessor(t)
 	ctx := context.Background()
 	k := newOrderKeys(p.rdb, "default", 79)
-	if v, _, _, err := p.accounts["default"].gate.checkOrder(ctx, k, 100, time.Hour, nil); err != nil || v != gateGo {
+	if v, _, _, err := p.accounts["default"].gate.checkOrder(ctx, k, deliveredKey("t-lock"), 100, time.Hour, nil); err != nil || v != gateGo {
 		t.Fatalf("checkOrder: %v, %v; want go", v, err)
 	}
 	if ttl := p.rdb.PTTL(ctx, k.lock.Key()).Val(); ttl <= digicert.DefaultMaxElapsed {

@@ -115,28 +115,32 @@ func TestSetEmailsOneCallPerOrderInFlight(t *testing.T) {
 
 // An older set-emails that arrives after a newer one was applied is
 // superseded without a call; the newer task delivered again (a redelivery
-// after its success, here the same task enqueued again) is a duplicate
-// without a call. The order keeps the newer list throughout.
+// after its success, here the same task, its id too, enqueued again once
+// the first is gone) is a duplicate without a call. The order keeps the
+// newer list throughout.
 func TestSetEmailsSupersededAndDuplicate(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: 2})
 	older := newSetEmails(t, 32, "old@example.com")
 	newer := newSetEmails(t, 32, "new@example.com")
-	run := func(task *asynq.Task) taskresult.Result {
+	run := func(task *asynq.Task, opts ...asynq.Option) taskresult.Result {
 		t.Helper()
-		info, err := b.client.Enqueue(task)
+		info, err := b.client.Enqueue(task, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return result(t, b.waitState(t, info.ID, asynq.TaskStateCompleted, 10*time.Second))
 	}
-	if r := run(newer); r.Outcome != taskresult.Delivered || r.HTTPStatus != 204 {
+	if r := run(newer, asynq.TaskID("newer")); r.Outcome != taskresult.Delivered || r.HTTPStatus != 204 {
 		t.Fatalf("newer: %+v, want delivered", r)
 	}
 	if r := run(older); r.Outcome != taskresult.Superseded {
 		t.Errorf("older after newer: outcome %q, want superseded", r.Outcome)
 	}
-	if r := run(asynq.NewTask(newer.Type(), newer.Payload(), asynq.Retention(time.Hour))); r.Outcome != taskresult.Duplicate {
+	if err := b.inspector.DeleteTask("default", "newer"); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(newer, asynq.TaskID("newer")); r.Outcome != taskresult.Duplicate {
 		t.Errorf("newer delivered again: outcome %q, want duplicate", r.Outcome)
 	}
 	if n := b.fake.RequestCount(); n != 1 {

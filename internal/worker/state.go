@@ -23,7 +23,7 @@ import (
 //	certmail:account:{name}:paused       auth pause in force, expires when the next probe is due
 //	certmail:account:{name}:auth_broken  the key was rejected; deleted when a probe succeeds
 //	certmail:account:{name}:probe        held by the one delivery allowed to probe
-//	certmail:delivered:{task_id}         the task's DigiCert call succeeded (duplicate guard)
+//	certmail:delivered:{task_id}         the task's DigiCert call succeeded (duplicate guard; for set-emails, read when its sequence equals the applied one)
 //	certmail:first_seen:{task_id}        when a set-emails without a sequence was first processed (Redis's clock)
 //	certmail:order:{account}:{order_id}:applied   sequence of the last set-emails applied
 //	certmail:order:{account}:{order_id}:sending   sequence of the newest set-emails sent and not yet recorded applied (or taken back: releaseOrder)
@@ -109,26 +109,34 @@ local function older(a, b) return #a < #b or (#a == #b and a < b) end
 // older set-emails from being sent. The task's own sequence there does not
 // stop it (a redelivery after a failed call or a crash sends its list again).
 //
+// A sequence equal to the applied one is gateApplied only when the task's
+// duplicate guard is set (afterOrderScript writes it with the applied
+// sequence): this task's list was applied. Another task with the same
+// sequence is a second update of the order and goes on as a newer one
+// would: of two lists at one sequence, the one delivered later wins. The
+// guard costs one EXISTS, read in that tie only.
+//
 //	KEYS[1]     the order's lock; ARGV[1] this delivery's token, ARGV[2] the lease (ms)
 //	KEYS[2]     the order's applied sequence; ARGV[3] the task's sequence
 //	KEYS[3]     the order's sending sequence; ARGV[6] its lifetime (ms)
-//	KEYS[4..6]  the auth gate's keys; ARGV[4..5] a probe token and the probe interval (ms)
-//	KEYS[7..]   the limiter's, ARGV[7..] its member, windows and in-flight bound (ratelimit.Lua)
+//	KEYS[4]     the task's duplicate guard, read when ARGV[3] equals the applied sequence
+//	KEYS[5..7]  the auth gate's keys; ARGV[4..5] a probe token and the probe interval (ms)
+//	KEYS[8..]   the limiter's, ARGV[7..] its member, windows and in-flight bound (ratelimit.Lua)
 var beforeOrderScript = newScript(ratelimit.Lua + gateLua + seqLua + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return {4, 0, -1} end
 local cur, seq = redis.call('GET', KEYS[2]) or '0', ARGV[3]
 if older(seq, cur) then return {5, 0, -1} end
-if seq == cur then return {6, 0, -1} end
+if seq == cur and redis.call('EXISTS', KEYS[4]) == 1 then return {6, 0, -1} end
 local prev = redis.call('GET', KEYS[3]) or ''
 if older(seq, prev == '' and '0' or prev) then return {5, 0, -1} end
-local g = gate(4, ARGV[4], ARGV[5])
+local g = gate(5, ARGV[4], ARGV[5])
 if g[1] == 0 then return {0, g[2], -1} end
 local left = 0
 if prev ~= '' and prev ~= seq then left = redis.call('PTTL', KEYS[3]) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[3], seq, 'PX', ARGV[6])
 local admission = -1
-if #KEYS >= 7 then admission = admit(7, 7) end
+if #KEYS >= 8 then admission = admit(8, 7) end
 return {g[1], g[2], admission, prev, left}
 `)
 
@@ -146,23 +154,28 @@ return 0
 `)
 
 // afterOrderScript is the one round trip after a set-emails' DigiCert 2xx:
-// the task's result, the order's applied sequence (unless a newer one is
-// recorded already), the end of the sending record it turns into (unless a
-// newer set-emails was sent since), the release of the order's lock and the
-// limiter's restamp.
+// the task's result, its duplicate guard (as afterScript writes the other
+// types', with the same lifetime as the applied sequence: beforeOrderScript
+// reads it to tell this task's redelivery from another task with the same
+// sequence), the order's applied sequence (unless a newer one is recorded
+// already; an equal one lives on from now, as long as the guard), the end
+// of the sending record it turns into (unless a newer set-emails was sent
+// since), the release of the order's lock and the limiter's restamp.
 //
 //	KEYS[1]  the task's hash in asynq; ARGV[1] its result
-//	KEYS[2]  the order's applied sequence; ARGV[2] the task's sequence, ARGV[3] its lifetime (ms)
+//	KEYS[2]  the order's applied sequence; ARGV[2] the task's sequence, ARGV[3] its lifetime and the guard's (ms)
 //	KEYS[3]  the order's lock, deleted if it still holds ARGV[4] (as lease.Release does)
 //	KEYS[4]  the order's sending sequence, deleted unless newer than ARGV[2]
-//	KEYS[5..] the limiter's, ARGV[5..] its member (none when ''), windows and in-flight bound (ratelimit.Lua)
+//	KEYS[5]  the task's duplicate guard; ARGV[5] its value (the time)
+//	KEYS[6..] the limiter's, ARGV[6..] its member (none when ''), windows and in-flight bound (ratelimit.Lua)
 var afterOrderScript = newScript(ratelimit.Lua + seqLua + `
 redis.call('HSET', KEYS[1], 'result', ARGV[1])
-if older(redis.call('GET', KEYS[2]) or '0', ARGV[2]) then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
+redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[3])
+if not older(ARGV[2], redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
 if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
 local sending = redis.call('GET', KEYS[4])
 if sending and not older(ARGV[2], sending) then redis.call('DEL', KEYS[4]) end
-if ARGV[5] ~= '' then restamp(5, 5) end
+if ARGV[6] ~= '' then restamp(6, 6) end
 return 0
 `)
 
@@ -238,7 +251,7 @@ const (
 	gateDone       // the duplicate guard is set: the call already succeeded
 	gateBusy       // another set-emails of the order holds its lock
 	gateSuperseded // a newer set-emails of the order was applied, or sent and not yet recorded
-	gateApplied    // this set-emails' sequence was applied already
+	gateApplied    // this set-emails' list was applied already: its sequence is the applied one, and its guard is set
 )
 
 // authGate keeps one account's auth pause in Redis, shared by all workers.
@@ -305,10 +318,11 @@ func (b sendingBefore) left() (string, time.Duration) {
 // checkOrder asks whether a set-emails of sequence seq may call DigiCert
 // now: its order's lock (taken for the lock's holder when the call goes
 // ahead), its applied and sending sequences (seq recorded as sending, for
-// ttl, when the call goes ahead: before says what the record held), then
-// as check.
-func (g *authGate) checkOrder(ctx context.Context, k orderKeys, seq int64, ttl time.Duration, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, sendingBefore, error) {
-	cmd := append(beforeOrderScript.command(12), k.lock.Key(), k.applied, k.sending, g.boxed[0], g.boxed[1], g.boxed[2])
+// ttl, when the call goes ahead: before says what the record held), with
+// guardKey, the task's duplicate guard, telling its own applied list from
+// another's at the same sequence, then as check.
+func (g *authGate) checkOrder(ctx context.Context, k orderKeys, guardKey string, seq int64, ttl time.Duration, ticket *ratelimit.Ticket) (gateVerdict, time.Duration, sendingBefore, error) {
+	cmd := append(beforeOrderScript.command(13), k.lock.Key(), k.applied, k.sending, guardKey, g.boxed[0], g.boxed[1], g.boxed[2])
 	res, err := g.runSlice(ctx, beforeOrderScript, cmd, ticket, k.lock.Token(), orderLockTTL.Milliseconds(),
 		strconv.FormatInt(seq, 10), randomToken(), g.boxed[3], ttl.Milliseconds())
 	if err != nil {
