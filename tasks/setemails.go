@@ -15,11 +15,15 @@ type SetEmails struct {
 	Account string `json:"account,omitempty"`
 	// Sequence orders the set-emails requests of one order: DigiCert keeps
 	// whatever was written last, so the worker skips a request older than one
-	// already applied or sent. Zero means "stamp it": NewSetEmailsTask and NewTask set
-	// it to the current time in Unix nanoseconds, strictly increasing within
-	// the process. A producer that sets it gives Unix nanoseconds too, at most
-	// MaxSequenceAhead ahead of the clock of whoever validates it (the
-	// worker too), so that no request can stay newer than every later one.
+	// already applied or sent. Of two requests with the same sequence, both
+	// are sent and the one delivered later wins; only a redelivery of the
+	// task applied is skipped (duplicate). Give each update a sequence of its
+	// own to have them applied in the order they were made. Zero means
+	// "stamp it": NewSetEmailsTask and NewTask set it to the current time in
+	// Unix nanoseconds, strictly increasing within the process. A producer
+	// that sets it gives Unix nanoseconds too, at most MaxSequenceAhead ahead
+	// of the clock of whoever validates it (the worker too), so that no
+	// request can stay newer than every later one.
 	Sequence int64 `json:"sequence,omitempty"`
 }
 

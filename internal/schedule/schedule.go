@@ -437,8 +437,8 @@ func (e *InvalidError) Unwrap() error { return e.Problems }
 
 // sequenceField and msgScheduleSequence refuse a set-emails schedule whose
 // payload has a sequence: every tick would carry that one sequence, and the
-// worker would skip every tick after the first as a duplicate (or all of
-// them as superseded once a newer set-emails of the order is applied).
+// worker would skip all of them as superseded once a newer set-emails of
+// the order is applied.
 const (
 	sequenceField       = "payload.sequence"
 	msgScheduleSequence = "a schedule must leave it out: each run is stamped when it is enqueued"
