@@ -80,7 +80,7 @@ type Config struct {
 	Client digicert.Config
 
 	// AfterDelivery, when set, runs after a successful DigiCert call and the
-	// write of its duplicate guard (of a set-emails: its applied sequence),
+	// write of its duplicate guard (of a set-emails: with its applied sequence),
 	// before the task is marked complete: tests
 	// use it to stop a worker in exactly that window.
 	AfterDelivery func(ctx context.Context, taskID string)
