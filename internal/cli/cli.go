@@ -426,14 +426,21 @@ func settingName(ctx *kong.Context, v *kong.Value) string {
 // asGiven is msg, a command's usage error, naming its setting the way it
 // was given: the commands name a setting by its variable
 // ("CERTMAIL_QUEUES: ..."), which asGiven replaces by the flag when the
-// command line of ctx typed it ("--queues: ..."). The mirror of
-// fromEnvironment, for the errors of the commands rather than kong's.
+// command line of ctx typed it ("--queues: ..."). A flag that reads no
+// variable but whose value a package's errors name by one (dev's
+// --redis-url: redisconn says REDIS_URL) lists that name in its
+// errorsName tag. The mirror of fromEnvironment, for the errors of the
+// commands rather than kong's.
+// errorsName is the tag of a flag without a variable that names the
+// variable its value's errors are written with (asGiven).
+const errorsName = "errors-name"
+
 func asGiven(ctx *kong.Context, msg string) string {
 	for _, f := range ctx.Flags() {
 		if !typed(ctx, f.Value) {
 			continue
 		}
-		for _, env := range f.Tag.Envs {
+		for _, env := range slices.Concat(f.Tag.Envs, f.Tag.GetAll(errorsName)) {
 			if rest, ok := strings.CutPrefix(msg, env); ok && (rest == "" || strings.HasPrefix(rest, ":") || strings.HasPrefix(rest, " ")) {
 				return "--" + f.Name + rest
 			}

@@ -615,13 +615,15 @@ func TestListenAddressRefused(t *testing.T) {
 }
 
 // A REDIS_URL whose port cannot be one is refused like any setting: one line
-// naming it and exit 2, not a wait for a Redis that cannot be dialled.
+// naming it and exit 2, not a wait for a Redis that cannot be dialled; and
+// by dev too, before it starts anything, as --redis-url (its only source).
 func TestRedisURLPortRefused(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
 		{"worker", "--digicert-api-key=k", "--admin-addr="},
 		{"scheduler", "--admin-addr="},
 		{"dlq", "list"},
+		{"dev", "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--no-demo"},
 	} {
 		for _, u := range []string{"redis://127.0.0.1:99999/0", "redis-sentinel://127.0.0.1:26379,127.0.0.1:0/0?master=m"} {
 			r := runFor(10*time.Second, append(args, "--redis-url", u)...)

@@ -14,8 +14,9 @@ import (
 // A REDIS_URL naming a database the server does not have (here database 4
 // of a server with 4) waited for ever: every process retried as if Redis
 // were down. Every command that connects now refuses it at start, exit 2,
-// in one line naming the setting as it was given, the URL and the database.
-// Not parallel: one case sets REDIS_URL.
+// in one line naming the setting as it was given, the URL and the database:
+// dev's --redis-url too, which has no variable (REDIS_URL, which redisconn's
+// errors name, is not read there). Not parallel: one case sets REDIS_URL.
 func TestMissingDatabaseRefused(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{Args: []string{"--databases", "4"}})
 	url := strings.TrimSuffix(srv.URL(), "/0") + "/4"
@@ -30,6 +31,7 @@ func TestMissingDatabaseRefused(t *testing.T) {
 		{"schedule", "list"},
 		{"schedule", "rm", "s1"},
 		{"enqueue", "set-emails", "--order-id=1", "--email=a@example.com"},
+		{"dev", "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--no-demo"}, // reads the flag only
 	} {
 		cmd := strings.Join(args[:1], " ")
 		if args[0] == "dlq" || args[0] == "schedule" || args[0] == "enqueue" {
@@ -66,6 +68,7 @@ func TestMissingDatabaseMetAfterWaiting(t *testing.T) {
 		{[]string{"worker", "--digicert-api-key=k", "--admin-addr="}, "waiting for Redis"},
 		{[]string{"scheduler", "--admin-addr="}, "waiting for Redis"},
 		{[]string{"api", token, "--http-addr=127.0.0.1:0"}, "api started"},
+		{[]string{"dev", "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--no-demo"}, "waiting for Redis"},
 	} {
 		t.Run(tt.args[0], func(t *testing.T) {
 			t.Parallel()

@@ -1,17 +1,21 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"time"
 
 	"github.com/certmail/certmail/internal/dev"
 	"github.com/certmail/certmail/internal/logging"
+	"github.com/certmail/certmail/internal/redisconn"
 )
 
 // DevCmd runs the whole product in one process for a local demo.
 type DevCmd struct {
 	// No env tag: a shell set up for the CLI has REDIS_URL, and dev's worker
-	// would process that Redis's tasks against the fake DigiCert.
-	RedisURL  string `name:"redis-url" help:"Use this Redis instead of the embedded in-memory one; its queued tasks are then processed against the fake DigiCert, and it gets no demo unless --demo (REDIS_URL is not read)." group:"Redis"`
+	// would process that Redis's tasks against the fake DigiCert. redisconn's
+	// errors say REDIS_URL: errors-name has them say --redis-url (asGiven).
+	RedisURL  string `name:"redis-url" errors-name:"REDIS_URL" help:"Use this Redis instead of the embedded in-memory one; its queued tasks are then processed against the fake DigiCert, and it gets no demo unless --demo (REDIS_URL is not read)." group:"Redis"`
 	RedisAddr string `name:"redis-addr" help:"Listen address of the embedded Redis (default: a free loopback port)." group:"Redis"`
 	HTTPAddr  string `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"${dev_http_addr}" help:"Listen address of the API and the dashboard."`
 	AdminAddr string `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${dev_admin_addr}" help:"Listen address of the worker's /healthz, /readyz and /metrics."`
@@ -70,6 +74,9 @@ func (c *DevCmd) Run(env *Env) error {
 		return err
 	}
 	env.logRedisTo(log) // dev opens its Redis itself
+	if err := checkRedis(env.Ctx, c.RedisURL); err != nil {
+		return err
+	}
 	return dev.Run(env.Ctx, dev.Config{
 		RedisURL:  c.RedisURL,
 		RedisAddr: c.RedisAddr,
@@ -87,4 +94,22 @@ func (c *DevCmd) Run(env *Env) error {
 		Stdout:              env.Stdout,
 		Logger:              log,
 	}, nil)
+}
+
+// checkRedis refuses, before dev starts anything, a --redis-url that Open
+// refuses or whose database the server does not have, as every command
+// that opens Redis does (RedisFlags.open); "" is the embedded Redis. dev's
+// components then open their own connections.
+func checkRedis(ctx context.Context, rawURL string) error {
+	if rawURL == "" {
+		return nil
+	}
+	conn, err := redisconn.Open(rawURL)
+	if err != nil {
+		return usageError{err}
+	}
+	if err := conn.CheckDatabase(ctx); err != nil {
+		return errors.Join(usageError{err}, conn.Client.Close())
+	}
+	return conn.Client.Close()
 }
