@@ -2408,3 +2408,18 @@ func TestEmptySettingRefused(t *testing.T) {
 		t.Errorf("worker with CERTMAIL_ADMIN_ADDR=\"\": exit %d, %q; want it accepted (no admin listener)", r.code, r.stderr)
 	}
 }
+
+// dlq list refuses a --limit outside its range in the words every other
+// ranged setting is refused with (it had a wording of its own), exit 2, in
+// one line, before it opens Redis.
+func TestDLQListLimitRefused(t *testing.T) {
+	t.Parallel()
+	top := strconv.Itoa(ops.MaxDeadLetterLimit)
+	for _, v := range []string{"0", "-1", strconv.Itoa(ops.MaxDeadLetterLimit + 1)} {
+		r := run(t, "dlq", "list", "--limit="+v, "--redis-url=redis://127.0.0.1:1/0")
+		want := "certmail dlq list: --limit: " + v + " must be between 1 and " + top + "\n"
+		if r.code != 2 || r.stderr != want {
+			t.Errorf("dlq list --limit=%s: exit %d, %q; want 2 and %q", v, r.code, r.stderr, want)
+		}
+	}
+}

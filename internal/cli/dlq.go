@@ -41,8 +41,8 @@ type DLQListCmd struct {
 
 // Run prints one page of dead letters.
 func (c *DLQListCmd) Run(env *Env) error {
-	if c.Limit < 1 || c.Limit > ops.MaxDeadLetterLimit {
-		return usagef("--limit %d: want 1 to %d", c.Limit, ops.MaxDeadLetterLimit)
+	if err := inRange("--limit", c.Limit, 1, ops.MaxDeadLetterLimit); err != nil {
+		return err
 	}
 	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{})
 	if err != nil {
