@@ -23,7 +23,7 @@ type APICmd struct {
 	InsecureNoAuth bool   `name:"insecure-no-auth" help:"Serve the API and the dashboard without any token (local development only); requests must then be addressed to an IP address, localhost, *.localhost, a host name without dots or one of --api-hosts." group:"Authentication"`
 	APIHostFlags
 	DashboardReadOnly bool          `name:"dashboard-readonly" env:"CERTMAIL_DASHBOARD_READONLY" help:"Dashboard users can look but not delete, run, archive or pause, and no token may change dead letters or schedules through /v1."`
-	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"${api_shutdown_timeout}" help:"Time in-flight requests get to finish on SIGTERM (${min_shutdown_timeout} to ${max_shutdown_timeout})."`
+	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"${api_shutdown_timeout}" help:"Time in-flight requests get to finish on SIGTERM (${shutdown_timeout_range})."`
 }
 
 // Run serves the API until SIGTERM/SIGINT.

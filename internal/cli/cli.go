@@ -18,7 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -37,6 +36,7 @@ import (
 	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/queues"
+	"github.com/certmail/certmail/internal/ranges"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/schedule"
@@ -455,73 +455,54 @@ func asGiven(ctx *kong.Context, msg string) string {
 // texts name (${task_types}), read from tasks.Types().
 func defaults() kong.Vars {
 	return kong.Vars{
-		"task_types":              strings.Join(tasks.Types(), ", "),
-		"redis_url":               redisconn.DefaultURL,
-		"log_level":               logging.DefaultLevel,
-		"log_format":              logging.DefaultFormat,
-		"dev_log_format":          dev.DefaultLogFormat,
-		"digicert_base_url":       account.DefaultBaseURL,
-		"digicert_rate_limits":    ratelimit.DefaultWindows,
-		"digicert_timeout":        duration(digicert.DefaultTimeout),
-		"digicert_max_elapsed":    duration(digicert.DefaultMaxElapsed),
-		"digicert_min_timeout":    duration(digicert.MinTimeout),
-		"max_concurrency":         strconv.Itoa(worker.MaxConcurrency),
-		"max_max_retry":           strconv.Itoa(maxMaxRetry),
-		"min_shutdown_timeout":    duration(minShutdownTimeout),
-		"max_shutdown_timeout":    duration(maxShutdownTimeout),
-		"max_deadletter_maxlen":   strconv.Itoa(maxDeadLetterMaxLen),
-		"min_auth_probe_interval": duration(worker.MinAuthProbeInterval),
-		"max_auth_probe_interval": duration(worker.MaxAuthProbeInterval),
-		"min_task_check_interval": duration(worker.MinTaskCheckInterval),
-		"max_task_check_interval": duration(worker.MaxTaskCheckInterval),
-		"min_result_retention":    duration(scheduler.MinResultRetention),
-		"max_result_retention":    duration(maxResultRetention),
-		"min_schedule_interval":   duration(minScheduleMinInterval),
-		"max_schedule_interval":   duration(schedule.MaxEvery),
-		"max_schedule_max":        strconv.Itoa(maxScheduleMax),
-		"max_dlq_limit":           strconv.Itoa(ops.MaxDeadLetterLimit),
-		"max_window_limit":        strconv.Itoa(ratelimit.MaxLimit),
-		"min_window_period":       duration(ratelimit.MinPeriod),
-		"max_window_period":       duration(ratelimit.MaxPeriod),
-		"min_rate_limit_pause":    duration(worker.MinRateLimitPause),
-		"max_rate_limit_pause":    duration(worker.MaxRateLimitPause),
-		"queues":                  queues.Default,
-		"max_queue_weight":        strconv.Itoa(queues.MaxWeight),
-		"max_retry":               strconv.Itoa(tasks.DefaultMaxRetry),
-		"result_retention":        duration(tasks.DefaultRetention),
-		"schedule_min_interval":   duration(schedule.DefaultMinInterval),
-		"schedule_max":            strconv.Itoa(schedule.DefaultMaxSchedules),
-		"scheduler_lease":         duration(scheduler.DefaultLease),
-		"scheduler_min_lease":     duration(scheduler.MinLease),
-		"scheduler_max_lease":     duration(scheduler.MaxLease),
-		"admin_addr":              admin.DefaultAddr,
-		"api_addr":                api.DefaultAddr,
-		"api_shutdown_timeout":    duration(api.DefaultShutdownTimeout),
-		"max_api_hosts":           strconv.Itoa(api.MaxHosts),
-		"dev_http_addr":           dev.DefaultHTTPAddr,
-		"dev_admin_addr":          dev.DefaultAdminAddr,
-		"concurrency":             strconv.Itoa(worker.DefaultConcurrency),
-		"worker_shutdown_timeout": duration(worker.DefaultShutdownTimeout),
-		"deadletter_maxlen":       strconv.Itoa(deadletter.DefaultMaxLen),
-		"auth_probe_interval":     duration(worker.DefaultAuthProbeInterval),
-		"rate_limit_pause":        duration(worker.DefaultRateLimitPause),
-		"task_check_interval":     duration(worker.DefaultTaskCheckInterval),
-		"dlq_limit":               strconv.Itoa(ops.DefaultDeadLetterLimit),
-		"fake_addr":               digicerttest.DefaultAddr,
-		"fake_block_for":          duration(digicerttest.DefaultBlockFor),
-		"fake_shutdown_timeout":   duration(fakeShutdownTimeout),
+		"task_types":                  strings.Join(tasks.Types(), ", "),
+		"redis_url":                   redisconn.DefaultURL,
+		"log_level":                   logging.DefaultLevel,
+		"log_format":                  logging.DefaultFormat,
+		"dev_log_format":              dev.DefaultLogFormat,
+		"digicert_base_url":           account.DefaultBaseURL,
+		"digicert_rate_limits":        ratelimit.DefaultWindows,
+		"digicert_timeout":            ranges.Duration(digicert.DefaultTimeout),
+		"max_rate_limit_pause":        ranges.Duration(worker.MaxRateLimitPause),
+		"shutdown_timeout_range":      ranges.Of(minShutdownTimeout, maxShutdownTimeout),
+		"schedule_min_interval_range": ranges.Of(minScheduleMinInterval, schedule.MaxEvery),
+		"dlq_limit_range":             ranges.Of(1, ops.MaxDeadLetterLimit),
+		"window_period_range":         ranges.Of(ratelimit.MinPeriod, ratelimit.MaxPeriod),
+		"window_limit_range":          ranges.Of(1, ratelimit.MaxLimit),
+		"queue_weight_range":          ranges.Of(1, queues.MaxWeight),
+		"task_check_interval_range":   ranges.Of(worker.MinTaskCheckInterval, worker.MaxTaskCheckInterval),
+		"schedule_max_range":          ranges.Of(1, maxScheduleMax),
+		"max_retry_range":             ranges.Of(0, maxMaxRetry),
+		"result_retention_range":      ranges.Of(scheduler.MinResultRetention, maxResultRetention),
+		"scheduler_lease_range":       ranges.Of(scheduler.MinLease, scheduler.MaxLease),
+		"concurrency_range":           ranges.Of(1, worker.MaxConcurrency),
+		"deadletter_maxlen_range":     ranges.Of(1, maxDeadLetterMaxLen),
+		"auth_probe_interval_range":   ranges.Of(worker.MinAuthProbeInterval, worker.MaxAuthProbeInterval),
+		"rate_limit_pause_range":      ranges.Of(worker.MinRateLimitPause, worker.MaxRateLimitPause),
+		"digicert_timeout_range":      ranges.Of(digicert.MinTimeout, digicert.DefaultMaxElapsed),
+		"queues":                      queues.Default,
+		"max_retry":                   strconv.Itoa(tasks.DefaultMaxRetry),
+		"result_retention":            ranges.Duration(tasks.DefaultRetention),
+		"schedule_min_interval":       ranges.Duration(schedule.DefaultMinInterval),
+		"schedule_max":                strconv.Itoa(schedule.DefaultMaxSchedules),
+		"scheduler_lease":             ranges.Duration(scheduler.DefaultLease),
+		"admin_addr":                  admin.DefaultAddr,
+		"api_addr":                    api.DefaultAddr,
+		"api_shutdown_timeout":        ranges.Duration(api.DefaultShutdownTimeout),
+		"max_api_hosts":               strconv.Itoa(api.MaxHosts),
+		"dev_http_addr":               dev.DefaultHTTPAddr,
+		"dev_admin_addr":              dev.DefaultAdminAddr,
+		"concurrency":                 strconv.Itoa(worker.DefaultConcurrency),
+		"worker_shutdown_timeout":     ranges.Duration(worker.DefaultShutdownTimeout),
+		"deadletter_maxlen":           strconv.Itoa(deadletter.DefaultMaxLen),
+		"auth_probe_interval":         ranges.Duration(worker.DefaultAuthProbeInterval),
+		"rate_limit_pause":            ranges.Duration(worker.DefaultRateLimitPause),
+		"task_check_interval":         ranges.Duration(worker.DefaultTaskCheckInterval),
+		"dlq_limit":                   strconv.Itoa(ops.DefaultDeadLetterLimit),
+		"fake_addr":                   digicerttest.DefaultAddr,
+		"fake_block_for":              ranges.Duration(digicerttest.DefaultBlockFor),
+		"fake_shutdown_timeout":       ranges.Duration(fakeShutdownTimeout),
 	}
-}
-
-// duration prints d as a flag's default: 24h rather than 24h0m0s.
-func duration(d time.Duration) string {
-	s := d.String()
-	for _, zeros := range []string{"m0s", "h0m"} {
-		if strings.HasSuffix(s, zeros) {
-			s = s[:len(s)-len("0s")]
-		}
-	}
-	return s
 }
 
 // ExitInterrupted is the exit status of a command that Ctrl-C or SIGTERM

@@ -333,7 +333,7 @@ func TestTaskCheckIntervalBounds(t *testing.T) {
 		for _, d := range []string{"0s", "-1s", "5ms", "2m"} {
 			r := run(t, cmd, "--task-check-interval="+d, "--redis-url", "redis://127.0.0.1:1/0")
 			if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 ||
-				!strings.Contains(r.stderr, "--task-check-interval: ") || !strings.Contains(r.stderr, "between 10ms and 1m") {
+				!strings.Contains(r.stderr, "--task-check-interval: ") || !strings.Contains(r.stderr, "10ms to 1m") {
 				t.Errorf("%s --task-check-interval %s: exit %d, %q; want 2 and one line naming the setting", cmd, d, r.code, r.stderr)
 			}
 		}
@@ -353,21 +353,21 @@ var outOfRange = []struct {
 	want           string   // the range, as the error says it
 	bounds         []string // accepted
 }{
-	{"worker", "concurrency", "CERTMAIL_CONCURRENCY", []string{"0", "-1", "1001", "1000000"}, "between 1 and 1000", []string{"1000"}},
-	{"worker", "max-retry", "CERTMAIL_MAX_RETRY", []string{"-1", "101"}, "between 0 and 100", []string{"0", "100"}},
-	{"worker", "deadletter-maxlen", "CERTMAIL_DEADLETTER_MAXLEN", []string{"0", "-1", "10000001"}, "between 1 and 10000000", []string{"1", "10000000"}},
-	{"worker", "shutdown-timeout", "CERTMAIL_SHUTDOWN_TIMEOUT", []string{"0s", "-1s", "999ms", "1h1s", "2h"}, "between 1s and 1h", []string{"1s", "1h"}},
-	{"worker", "auth-probe-interval", "CERTMAIL_AUTH_PROBE_INTERVAL", []string{"0s", "-1s", "1ns", "999ms", "1h1s", "2h"}, "between 1s and 1h", []string{"1s", "1h"}},
-	{"worker", "rate-limit-pause", "CERTMAIL_RATE_LIMIT_PAUSE", []string{"0s", "-1s", "1ns", "999ms", "5m1s", "10m", "100000h"}, "between 1s and 5m", []string{"1s", "5m"}},
-	{"worker", "task-check-interval", "CERTMAIL_TASK_CHECK_INTERVAL", []string{"0s", "-1s", "5ms", "1m1s", "2m"}, "between 10ms and 1m", []string{"10ms", "1m"}},
-	{"worker", "digicert-timeout", "DIGICERT_TIMEOUT", []string{"0s", "-1s", "1ns", "100ms", "1.999s", "21s", "1h"}, "between 2s, the least a call to DigiCert is given, and 20s", []string{"2s", "20s"}},
-	{"api", "shutdown-timeout", "CERTMAIL_SHUTDOWN_TIMEOUT", []string{"0s", "-1s", "999ms", "2h"}, "between 1s and 1h", []string{"1s", "1h"}},
-	{"api", "schedule-max", "CERTMAIL_SCHEDULE_MAX", []string{"0", "-1", "100001"}, "between 1 and 100000", []string{"100000"}},
-	{"api", "schedule-min-interval", "CERTMAIL_SCHEDULE_MIN_INTERVAL", []string{"0s", "1ns", "999ms", "43801h", "1000000h"}, "between 1s and 43800h", []string{"1s", "43800h"}},
-	{"api", "result-retention", "CERTMAIL_RESULT_RETENTION", []string{"721h", "1000000h"}, "between 1m and 720h", []string{"720h"}},
-	{"api", "max-retry", "CERTMAIL_MAX_RETRY", []string{"-1", "101"}, "between 0 and 100", []string{"100"}},
-	{"scheduler", "lease", "CERTMAIL_SCHEDULER_LEASE", []string{"0s", "100ms", "61s", "1000000h"}, "between 1s and 1m", []string{"1s", "1m"}},
-	{"scheduler", "schedule-min-interval", "CERTMAIL_SCHEDULE_MIN_INTERVAL", []string{"0s", "1ns", "1000000h"}, "between 1s and 43800h", []string{"43800h"}},
+	{"worker", "concurrency", "CERTMAIL_CONCURRENCY", []string{"0", "-1", "1001", "1000000"}, "1 to 1000", []string{"1000"}},
+	{"worker", "max-retry", "CERTMAIL_MAX_RETRY", []string{"-1", "101"}, "0 to 100", []string{"0", "100"}},
+	{"worker", "deadletter-maxlen", "CERTMAIL_DEADLETTER_MAXLEN", []string{"0", "-1", "10000001"}, "1 to 10000000", []string{"1", "10000000"}},
+	{"worker", "shutdown-timeout", "CERTMAIL_SHUTDOWN_TIMEOUT", []string{"0s", "-1s", "999ms", "1h1s", "2h"}, "1s to 1h", []string{"1s", "1h"}},
+	{"worker", "auth-probe-interval", "CERTMAIL_AUTH_PROBE_INTERVAL", []string{"0s", "-1s", "1ns", "999ms", "1h1s", "2h"}, "1s to 1h", []string{"1s", "1h"}},
+	{"worker", "rate-limit-pause", "CERTMAIL_RATE_LIMIT_PAUSE", []string{"0s", "-1s", "1ns", "999ms", "5m1s", "10m", "100000h"}, "1s to 5m", []string{"1s", "5m"}},
+	{"worker", "task-check-interval", "CERTMAIL_TASK_CHECK_INTERVAL", []string{"0s", "-1s", "5ms", "1m1s", "2m"}, "10ms to 1m", []string{"10ms", "1m"}},
+	{"worker", "digicert-timeout", "DIGICERT_TIMEOUT", []string{"0s", "-1s", "1ns", "100ms", "1.999s", "21s", "1h"}, "2s to 20s (the least a call to DigiCert is given", []string{"2s", "20s"}},
+	{"api", "shutdown-timeout", "CERTMAIL_SHUTDOWN_TIMEOUT", []string{"0s", "-1s", "999ms", "2h"}, "1s to 1h", []string{"1s", "1h"}},
+	{"api", "schedule-max", "CERTMAIL_SCHEDULE_MAX", []string{"0", "-1", "100001"}, "1 to 100000", []string{"100000"}},
+	{"api", "schedule-min-interval", "CERTMAIL_SCHEDULE_MIN_INTERVAL", []string{"0s", "1ns", "999ms", "43801h", "1000000h"}, "1s to 43800h", []string{"1s", "43800h"}},
+	{"api", "result-retention", "CERTMAIL_RESULT_RETENTION", []string{"721h", "1000000h"}, "1m to 720h", []string{"720h"}},
+	{"api", "max-retry", "CERTMAIL_MAX_RETRY", []string{"-1", "101"}, "0 to 100", []string{"100"}},
+	{"scheduler", "lease", "CERTMAIL_SCHEDULER_LEASE", []string{"0s", "100ms", "61s", "1000000h"}, "1s to 1m", []string{"1s", "1m"}},
+	{"scheduler", "schedule-min-interval", "CERTMAIL_SCHEDULE_MIN_INTERVAL", []string{"0s", "1ns", "1000000h"}, "1s to 43800h", []string{"43800h"}},
 }
 
 // outOfRangeArgs are what each command of outOfRange needs besides the
@@ -389,7 +389,7 @@ func TestSettingsOutOfRangeRefused(t *testing.T) {
 			for _, v := range tt.bad {
 				r := runFor(2*time.Second, append([]string{tt.cmd, "--" + tt.flag + "=" + v}, outOfRangeArgs[tt.cmd]...)...)
 				want := "certmail " + tt.cmd + ": --" + tt.flag + ": "
-				if r.code != 2 || !strings.HasPrefix(r.stderr, want) || !strings.Contains(r.stderr, " must be "+tt.want) || strings.Count(r.stderr, "\n") != 1 {
+				if r.code != 2 || !strings.HasPrefix(r.stderr, want) || !strings.Contains(r.stderr, ": want "+tt.want) || strings.Count(r.stderr, "\n") != 1 {
 					t.Errorf("--%s=%s: exit %d, %q; want 2 and one line starting %q, saying %q", tt.flag, v, r.code, r.stderr, want, tt.want)
 				}
 			}
@@ -411,7 +411,7 @@ func TestSettingsOutOfRangeFromEnvironment(t *testing.T) {
 			v := tt.bad[len(tt.bad)-1]
 			t.Setenv(tt.env, v)
 			r := runFor(2*time.Second, append([]string{tt.cmd}, outOfRangeArgs[tt.cmd]...)...)
-			want := "certmail " + tt.cmd + ": " + tt.env + ": " + v + " must be " + tt.want
+			want := "certmail " + tt.cmd + ": " + tt.env + ": " + v + ": want " + tt.want
 			if r.code != 2 || !strings.HasPrefix(r.stderr, want) || strings.Count(r.stderr, "\n") != 1 {
 				t.Errorf("%s=%s: exit %d, %q; want 2 and one line starting %q", tt.env, v, r.code, r.stderr, want)
 			}
@@ -430,7 +430,7 @@ func TestShortResultRetentionRefused(t *testing.T) {
 	t.Parallel()
 	const noRedis = "--redis-url=redis://127.0.0.1:1/0"
 	minimum := scheduler.MinResultRetention
-	const inRange = " must be between 1m and 720h" // as outOfRange says it
+	const inRange = ": want 1m to 720h" // as outOfRange says it
 	if minimum != time.Minute {
 		t.Fatalf("the minimum is now %v: update the range's words", minimum)
 	}
@@ -862,7 +862,7 @@ func TestTaskShowsTheWorkersRetryCap(t *testing.T) {
 			t.Errorf("task %v: %+v, want %q", c.args, r, c.want)
 		}
 	}
-	if r := e.run("task", info.ID, "--max-retry=-1"); r.code != 2 || !strings.Contains(r.stderr, "--max-retry: -1 must be between 0 and 100") {
+	if r := e.run("task", info.ID, "--max-retry=-1"); r.code != 2 || !strings.Contains(r.stderr, "--max-retry: -1: want 0 to 100") {
 		t.Errorf("task --max-retry -1: %+v, want exit 2 naming CERTMAIL_MAX_RETRY", r)
 	}
 }
@@ -1869,8 +1869,8 @@ func TestQueuesAndScheduleRules(t *testing.T) {
 		{append(sched, "--cron", "@daily", "--until", "2020-01-01T00:00:00Z"), 2, "until: must be in the future"},
 		{append(sched, "--cron", "@daily", "--queue", "nobody"), 2, "queue: no worker serves this queue"},
 		{append(sched, "--cron", "@daily", "--queues", "critical=1"), 2, "queue: no worker serves this queue"}, // the default bulk
-		{append(sched, "--cron", "@daily", "--schedule-min-interval", "0s"), 2, "--schedule-min-interval: 0s must be between 1s and 43800h"},
-		{append(sched, "--cron", "@daily", "--schedule-max", "0"), 2, "--schedule-max: 0 must be between 1 and 100000"},
+		{append(sched, "--cron", "@daily", "--schedule-min-interval", "0s"), 2, "--schedule-min-interval: 0s: want 1s to 43800h"},
+		{append(sched, "--cron", "@daily", "--schedule-max", "0"), 2, "--schedule-max: 0: want 1 to 100000"},
 		{[]string{"scheduler", "--schedule-max", "5"}, 2, "unknown flag --schedule-max"},
 		{[]string{"scheduler", "--queues", "a=0"}, 2, "--queues: "},
 		{[]string{"api", "--insecure-no-auth", "--queues", "a"}, 2, "--queues: "},
@@ -2417,7 +2417,7 @@ func TestDLQListLimitRefused(t *testing.T) {
 	top := strconv.Itoa(ops.MaxDeadLetterLimit)
 	for _, v := range []string{"0", "-1", strconv.Itoa(ops.MaxDeadLetterLimit + 1)} {
 		r := run(t, "dlq", "list", "--limit="+v, "--redis-url=redis://127.0.0.1:1/0")
-		want := "certmail dlq list: --limit: " + v + " must be between 1 and " + top + "\n"
+		want := "certmail dlq list: --limit: " + v + ": want 1 to " + top + "\n"
 		if r.code != 2 || r.stderr != want {
 			t.Errorf("dlq list --limit=%s: exit %d, %q; want 2 and %q", v, r.code, r.stderr, want)
 		}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/certmail/certmail/internal/ranges"
 )
 
 // Every default a flag names is defined, and a duration default reads back
@@ -42,8 +44,8 @@ func TestDefaults(t *testing.T) {
 		d    time.Duration
 		want string
 	}{{30 * time.Second, "30s"}, {time.Minute, "1m"}, {24 * time.Hour, "24h"}, {90 * time.Minute, "1h30m"}, {0, "0s"}} {
-		if got := duration(tt.d); got != tt.want {
-			t.Errorf("duration(%v) = %q, want %q", tt.d, got, tt.want)
+		if got := ranges.Duration(tt.d); got != tt.want {
+			t.Errorf("ranges.Duration(%v) = %q, want %q", tt.d, got, tt.want)
 		}
 	}
 	// The flags parse to the package constants.

@@ -27,7 +27,7 @@ type DevCmd struct {
 	PollFlags
 	// Not ScheduleRuleFlags: nil when neither the flag nor the variable is
 	// set, so that dev can tell its demo default from a value set.
-	MinInterval *time.Duration `name:"schedule-min-interval" env:"CERTMAIL_SCHEDULE_MIN_INTERVAL" help:"Shortest time allowed between two ticks of a schedule (${min_schedule_interval} to ${max_schedule_interval}; default: ${schedule_min_interval}, lowered to the demo schedule's interval while the demo runs). A value set holds: the demo schedule then fires no more often than it." group:"Schedules"`
+	MinInterval *time.Duration `name:"schedule-min-interval" env:"CERTMAIL_SCHEDULE_MIN_INTERVAL" help:"Shortest time allowed between two ticks of a schedule (${schedule_min_interval_range}; default: ${schedule_min_interval}, lowered to the demo schedule's interval while the demo runs). A value set holds: the demo schedule then fires no more often than it." group:"Schedules"`
 	ScheduleCapFlags
 	LogLevel  string `name:"log-level" env:"CERTMAIL_LOG_LEVEL" default:"${log_level}" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)." group:"Logging"`
 	LogFormat string `name:"log-format" env:"CERTMAIL_LOG_FORMAT" default:"${dev_log_format}" enum:"json,console" help:"Log format (json, console)." group:"Logging"`

@@ -34,7 +34,7 @@ type DLQCmd struct {
 type DLQListCmd struct {
 	RedisFlags
 	LogFlags
-	Limit  int    `short:"n" default:"${dlq_limit}" help:"Entries per page (1 to ${max_dlq_limit})."`
+	Limit  int    `short:"n" default:"${dlq_limit}" help:"Entries per page (${dlq_limit_range})."`
 	Before string `placeholder:"ENTRY-ID" help:"Start after this entry: the previous page's cursor (the table's \"more:\" line on stderr, or the JSON's \"next\")."`
 	Output string `short:"o" enum:"json,table" default:"table" help:"Output format: table or json."`
 }

@@ -33,7 +33,7 @@ type FakeDigicertCmd struct {
 	AnyID        bool          `name:"any-id" help:"Every order, certificate and domain id exists (demo mode); an order known without more is a pending DV order with one domain of its id."`
 	Orders       []int64       `help:"Order ids that exist (comma separated)."`
 	Certs        []int64       `help:"Certificate ids that exist (comma separated)."`
-	RateLimits   string        `name:"rate-limits" default:"${digicert_rate_limits}" help:"Windows per key, as DigiCert enforces them (LIMIT/PERIOD,..., LIMIT 1 to ${max_window_limit}, PERIOD ${min_window_period} to ${max_window_period}); empty for none."`
+	RateLimits   string        `name:"rate-limits" default:"${digicert_rate_limits}" help:"Windows per key, as DigiCert enforces them (LIMIT/PERIOD,..., LIMIT ${window_limit_range}, PERIOD ${window_period_range}); empty for none."`
 	BlockFor     time.Duration `name:"block-for" default:"${fake_block_for}" help:"How long a key that went over a window is answered 429."`
 	Latency      time.Duration `help:"Delay added before every answer."`
 	ErrorRate    float64       `name:"error-rate" help:"Share of requests answered 502/503 with an HTML body (0 to 1)."`

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/queues"
+	"github.com/certmail/certmail/internal/ranges"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/scheduler"
@@ -60,21 +60,13 @@ func mustBePositive[T int64 | time.Duration](setting string, v T) error {
 }
 
 // inRange refuses a setting outside lo to hi as a usage error naming it
-// and the range: a value beyond the bounds documented for it cannot work,
-// or would not be honoured.
-func inRange[T int | int64 | time.Duration](setting string, v, lo, hi T) error {
+// and the range, worded as every range is (ranges.Of): a value beyond the
+// bounds documented for it cannot work, or would not be honoured.
+func inRange[T ranges.Bounded](setting string, v, lo, hi T) error {
 	if v < lo || v > hi {
-		return usagef("%s: %s must be between %s and %s", setting, show(v), show(lo), show(hi))
+		return usagef("%s: %s: want %s", setting, ranges.Value(v), ranges.Of(lo, hi))
 	}
 	return nil
-}
-
-// show prints a setting's value as --help prints its default: 24h, not 24h0m0s.
-func show[T int | int64 | time.Duration](v T) string {
-	if d, ok := any(v).(time.Duration); ok {
-		return duration(d)
-	}
-	return fmt.Sprint(v)
 }
 
 // notEmpty refuses a setting given but empty, where empty has no meaning
@@ -146,7 +138,7 @@ type AccountFlags struct {
 	APIKeyFile   string `name:"digicert-api-key-file" env:"DIGICERT_API_KEY_FILE" type:"file" help:"File holding the API key of the account \"default\"." group:"DigiCert"`
 	BaseURL      string `name:"digicert-base-url" env:"DIGICERT_BASE_URL" default:"${digicert_base_url}" help:"CertCentral base URL (EU: https://certcentral.digicert.eu/services/v2)." group:"DigiCert"`
 	AccountsFile string `name:"digicert-accounts-file" env:"DIGICERT_ACCOUNTS_FILE" type:"file" help:"YAML file of named accounts (name, base_url, api_key_file, rate_limits)." group:"DigiCert"`
-	RateLimits   string `name:"digicert-rate-limits" env:"DIGICERT_RATE_LIMITS" default:"${digicert_rate_limits}" help:"Request windows per API key, shared by all workers (LIMIT/PERIOD,..., LIMIT 1 to ${max_window_limit}, PERIOD ${min_window_period} to ${max_window_period}; empty is refused, unset for the default)." group:"DigiCert"`
+	RateLimits   string `name:"digicert-rate-limits" env:"DIGICERT_RATE_LIMITS" default:"${digicert_rate_limits}" help:"Request windows per API key, shared by all workers (LIMIT/PERIOD,..., LIMIT ${window_limit_range}, PERIOD ${window_period_range}; empty is refused, unset for the default)." group:"DigiCert"`
 }
 
 func (f AccountFlags) load(needKeys bool) (account.Set, error) {
@@ -166,12 +158,12 @@ func (f AccountFlags) load(needKeys bool) (account.Set, error) {
 // worker, enqueue or manage schedules read them, so that a task or schedule
 // for any other queue is refused where it enters.
 type QueueFlags struct {
-	Queues string `name:"queues" env:"CERTMAIL_QUEUES" default:"${queues}" help:"Queues the workers serve, with weights (1 to ${max_queue_weight}); a task or schedule for another queue is refused." group:"Tasks"`
+	Queues string `name:"queues" env:"CERTMAIL_QUEUES" default:"${queues}" help:"Queues the workers serve, with weights (${queue_weight_range}); a task or schedule for another queue is refused." group:"Tasks"`
 }
 
 // PollFlags are the settings of a process that runs a worker.
 type PollFlags struct {
-	TaskCheckInterval time.Duration `name:"task-check-interval" env:"CERTMAIL_TASK_CHECK_INTERVAL" default:"${task_check_interval}" help:"How often a worker whose queues are empty looks for new tasks (the longest a task waits to be picked up is about 1.5 times this; ${min_task_check_interval} to ${max_task_check_interval})." group:"Tasks"`
+	TaskCheckInterval time.Duration `name:"task-check-interval" env:"CERTMAIL_TASK_CHECK_INTERVAL" default:"${task_check_interval}" help:"How often a worker whose queues are empty looks for new tasks (the longest a task waits to be picked up is about 1.5 times this; ${task_check_interval_range})." group:"Tasks"`
 }
 
 // check refuses an interval outside the worker's bounds.
@@ -202,7 +194,7 @@ func (f QueueFlags) queueNames() ([]string, error) {
 // CERTMAIL_QUEUES as the workers read it, or names alone, since weights
 // mean nothing to a purge.
 type PurgeQueueFlags struct {
-	Queues string `name:"queues" env:"CERTMAIL_QUEUES" default:"${queues}" help:"Queues whose dead letters to delete: names (bulk,default), or the workers' list with weights (1 to ${max_queue_weight}), which are checked and then ignored." group:"Tasks"`
+	Queues string `name:"queues" env:"CERTMAIL_QUEUES" default:"${queues}" help:"Queues whose dead letters to delete: names (bulk,default), or the workers' list with weights (${queue_weight_range}), which are checked and then ignored." group:"Tasks"`
 }
 
 // queueNames returns the names of the queues to purge, sorted.
@@ -216,7 +208,7 @@ func (f PurgeQueueFlags) queueNames() ([]string, error) {
 
 // ScheduleRuleFlags are the rules schedules are judged by.
 type ScheduleRuleFlags struct {
-	MinInterval time.Duration `name:"schedule-min-interval" env:"CERTMAIL_SCHEDULE_MIN_INTERVAL" default:"${schedule_min_interval}" help:"Shortest time allowed between two ticks of a schedule (${min_schedule_interval} to ${max_schedule_interval}, the longest interval a schedule may have)." group:"Schedules"`
+	MinInterval time.Duration `name:"schedule-min-interval" env:"CERTMAIL_SCHEDULE_MIN_INTERVAL" default:"${schedule_min_interval}" help:"Shortest time allowed between two ticks of a schedule (${schedule_min_interval_range}, the longest interval a schedule may have)." group:"Schedules"`
 }
 
 // check reports a floor that cannot work, as a usage error.
@@ -227,7 +219,7 @@ func (f ScheduleRuleFlags) check() error {
 // ScheduleCapFlags bound the schedules of a command that adds them: the
 // API, dev and schedule add.
 type ScheduleCapFlags struct {
-	MaxSchedules int `name:"schedule-max" env:"CERTMAIL_SCHEDULE_MAX" default:"${schedule_max}" help:"Most schedules added through the API or the CLI kept at once; beyond it the one that ended first is deleted, and with too few ended a new one is refused (the schedules file's are not counted; 1 to ${max_schedule_max})." group:"Schedules"`
+	MaxSchedules int `name:"schedule-max" env:"CERTMAIL_SCHEDULE_MAX" default:"${schedule_max}" help:"Most schedules added through the API or the CLI kept at once; beyond it the one that ended first is deleted, and with too few ended a new one is refused (the schedules file's are not counted; ${schedule_max_range})." group:"Schedules"`
 }
 
 // checkMax reports a bound that cannot work, as a usage error.
@@ -299,8 +291,8 @@ func (p *producer) close() error {
 // NewTaskFlags are what a command that enqueues gives its tasks.
 type NewTaskFlags struct {
 	QueueFlags
-	MaxRetry  int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"Retries given to new tasks before they are dead-lettered (0 to ${max_max_retry}; 0: none)." group:"Tasks"`
-	Retention time.Duration `name:"result-retention" env:"CERTMAIL_RESULT_RETENTION" default:"${result_retention}" help:"How long the result of a completed task is kept (${min_result_retention} to ${max_result_retention}: the scheduler reads its ticks' results)." group:"Tasks"`
+	MaxRetry  int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"Retries given to new tasks before they are dead-lettered (${max_retry_range}; 0: none)." group:"Tasks"`
+	Retention time.Duration `name:"result-retention" env:"CERTMAIL_RESULT_RETENTION" default:"${result_retention}" help:"How long the result of a completed task is kept (${result_retention_range}: the scheduler reads its ticks' results)." group:"Tasks"`
 }
 
 // check reports a setting that cannot work, as a usage error.

@@ -14,6 +14,7 @@ import (
 	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/queues"
+	"github.com/certmail/certmail/internal/ranges"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/scheduler"
@@ -32,20 +33,20 @@ var rangedSettings = []struct {
 	{env: "CERTMAIL_CONCURRENCY", lo: "1", hi: strconv.Itoa(worker.MaxConcurrency)},
 	{env: "CERTMAIL_MAX_RETRY", lo: "0", hi: strconv.Itoa(maxMaxRetry)},
 	{env: "CERTMAIL_DEADLETTER_MAXLEN", lo: "1", hi: strconv.Itoa(maxDeadLetterMaxLen)},
-	{env: "CERTMAIL_SHUTDOWN_TIMEOUT", lo: duration(minShutdownTimeout), hi: duration(maxShutdownTimeout)},
-	{env: "CERTMAIL_AUTH_PROBE_INTERVAL", lo: duration(worker.MinAuthProbeInterval), hi: duration(worker.MaxAuthProbeInterval)},
-	{env: "CERTMAIL_RATE_LIMIT_PAUSE", lo: duration(worker.MinRateLimitPause), hi: duration(worker.MaxRateLimitPause)},
-	{env: "DIGICERT_TIMEOUT", lo: duration(digicert.MinTimeout), hi: duration(digicert.DefaultMaxElapsed)},
-	{env: "CERTMAIL_RESULT_RETENTION", lo: duration(scheduler.MinResultRetention), hi: duration(maxResultRetention)},
-	{env: "CERTMAIL_SCHEDULER_LEASE", lo: duration(scheduler.MinLease), hi: duration(scheduler.MaxLease)},
-	{env: "CERTMAIL_SCHEDULE_MIN_INTERVAL", lo: duration(minScheduleMinInterval), hi: duration(schedule.MaxEvery)},
+	{env: "CERTMAIL_SHUTDOWN_TIMEOUT", lo: ranges.Duration(minShutdownTimeout), hi: ranges.Duration(maxShutdownTimeout)},
+	{env: "CERTMAIL_AUTH_PROBE_INTERVAL", lo: ranges.Duration(worker.MinAuthProbeInterval), hi: ranges.Duration(worker.MaxAuthProbeInterval)},
+	{env: "CERTMAIL_RATE_LIMIT_PAUSE", lo: ranges.Duration(worker.MinRateLimitPause), hi: ranges.Duration(worker.MaxRateLimitPause)},
+	{env: "DIGICERT_TIMEOUT", lo: ranges.Duration(digicert.MinTimeout), hi: ranges.Duration(digicert.DefaultMaxElapsed)},
+	{env: "CERTMAIL_RESULT_RETENTION", lo: ranges.Duration(scheduler.MinResultRetention), hi: ranges.Duration(maxResultRetention)},
+	{env: "CERTMAIL_SCHEDULER_LEASE", lo: ranges.Duration(scheduler.MinLease), hi: ranges.Duration(scheduler.MaxLease)},
+	{env: "CERTMAIL_SCHEDULE_MIN_INTERVAL", lo: ranges.Duration(minScheduleMinInterval), hi: ranges.Duration(schedule.MaxEvery)},
 	{env: "CERTMAIL_SCHEDULE_MAX", lo: "1", hi: strconv.Itoa(maxScheduleMax)},
-	{env: "CERTMAIL_TASK_CHECK_INTERVAL", lo: duration(worker.MinTaskCheckInterval), hi: duration(worker.MaxTaskCheckInterval)},
+	{env: "CERTMAIL_TASK_CHECK_INTERVAL", lo: ranges.Duration(worker.MinTaskCheckInterval), hi: ranges.Duration(worker.MaxTaskCheckInterval)},
 	{env: "CERTMAIL_QUEUES", lo: "1", hi: strconv.Itoa(queues.MaxWeight), helpOnly: true},
 	{env: "DIGICERT_RATE_LIMITS", lo: "1", hi: strconv.Itoa(ratelimit.MaxLimit), helpOnly: true},
-	{env: "DIGICERT_RATE_LIMITS", lo: duration(ratelimit.MinPeriod), hi: duration(ratelimit.MaxPeriod), helpOnly: true},
+	{env: "DIGICERT_RATE_LIMITS", lo: ranges.Duration(ratelimit.MinPeriod), hi: ranges.Duration(ratelimit.MaxPeriod), helpOnly: true},
 	{flag: "rate-limits", lo: "1", hi: strconv.Itoa(ratelimit.MaxLimit), helpOnly: true},
-	{flag: "rate-limits", lo: duration(ratelimit.MinPeriod), hi: duration(ratelimit.MaxPeriod), helpOnly: true},
+	{flag: "rate-limits", lo: ranges.Duration(ratelimit.MinPeriod), hi: ranges.Duration(ratelimit.MaxPeriod), helpOnly: true},
 	{flag: "limit", lo: "1", hi: strconv.Itoa(ops.MaxDeadLetterLimit), helpOnly: true},
 }
 

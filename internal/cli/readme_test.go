@@ -11,6 +11,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/certmail/certmail/internal/ranges"
 	"github.com/certmail/certmail/internal/scheduler"
 )
 
@@ -48,7 +49,7 @@ func TestConfigurationUsedBy(t *testing.T) {
 // longest lease the scheduler accepts (the README: TestReadmeStatesRanges).
 func TestSchedulerLeaseMinimum(t *testing.T) {
 	t.Parallel()
-	want := duration(scheduler.MinLease) + " to " + duration(scheduler.MaxLease)
+	want := ranges.Duration(scheduler.MinLease) + " to " + ranges.Duration(scheduler.MaxLease)
 	var lease *kong.Flag
 	for _, c := range leafCommands(t) {
 		for _, group := range c.AllFlags(false) {

@@ -18,7 +18,7 @@ type SchedulerCmd struct {
 	ProducerFlags
 	File      string        `name:"schedules-file" env:"CERTMAIL_SCHEDULES_FILE" type:"file" help:"YAML file of schedules (reloaded when it changes)."`
 	AdminAddr string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${admin_addr}" help:"Listen address of /healthz, /readyz and /metrics (empty: none)."`
-	Lease     time.Duration `name:"lease" env:"CERTMAIL_SCHEDULER_LEASE" default:"${scheduler_lease}" help:"Leader lease: a dead leader's replica takes over within it (${scheduler_min_lease} to ${scheduler_max_lease})."`
+	Lease     time.Duration `name:"lease" env:"CERTMAIL_SCHEDULER_LEASE" default:"${scheduler_lease}" help:"Leader lease: a dead leader's replica takes over within it (${scheduler_lease_range})."`
 }
 
 // Run schedules until SIGTERM/SIGINT.

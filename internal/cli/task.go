@@ -23,7 +23,7 @@ type TaskCmd struct {
 	ID       string  `arg:"" name:"id" help:"Task id, as enqueue printed it."`
 	Queue    *string `name:"queue" placeholder:"NAME" help:"Look in this queue only. Without it, every queue is looked in: the first asynq lists that holds the id is shown, and the others that hold it are named."`
 	Output   string  `short:"o" enum:"json,table" default:"json" help:"Output format: json or table."`
-	MaxRetry int     `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"The workers' cap on retries: max_retry shows the lower of this and the task's own (0 to ${max_max_retry})." group:"Tasks"`
+	MaxRetry int     `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"The workers' cap on retries: max_retry shows the lower of this and the task's own (${max_retry_range})." group:"Tasks"`
 }
 
 // Run prints the task's status; a task no queue has, or not the queue

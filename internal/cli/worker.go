@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/ranges"
 	"github.com/certmail/certmail/internal/worker"
 )
 
@@ -15,14 +16,14 @@ type WorkerCmd struct {
 	LogFlags
 	QueueFlags
 	PollFlags
-	Concurrency       int           `env:"CERTMAIL_CONCURRENCY" default:"${concurrency}" help:"Deliveries handled at once by this process (1 to ${max_concurrency})."`
-	MaxRetry          int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"Retries before a task is dead-lettered (the lower of this and the task's own; 0 to ${max_max_retry})."`
+	Concurrency       int           `env:"CERTMAIL_CONCURRENCY" default:"${concurrency}" help:"Deliveries handled at once by this process (${concurrency_range})."`
+	MaxRetry          int           `name:"max-retry" env:"CERTMAIL_MAX_RETRY" default:"${max_retry}" help:"Retries before a task is dead-lettered (the lower of this and the task's own; ${max_retry_range})."`
 	AdminAddr         string        `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${admin_addr}" help:"Address of /healthz, /readyz and /metrics (empty: none)."`
-	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"${worker_shutdown_timeout}" help:"Time in-flight deliveries get to finish on SIGTERM; the rest go back to the queue (${min_shutdown_timeout} to ${max_shutdown_timeout})."`
-	DeadLetterMaxLen  int64         `name:"deadletter-maxlen" env:"CERTMAIL_DEADLETTER_MAXLEN" default:"${deadletter_maxlen}" help:"Approximate cap of the certmail:deadletter stream (1 to ${max_deadletter_maxlen})."`
-	AuthProbeInterval time.Duration `name:"auth-probe-interval" env:"CERTMAIL_AUTH_PROBE_INTERVAL" default:"${auth_probe_interval}" help:"While DigiCert rejects an account's key, how often one delivery tries again (${min_auth_probe_interval} to ${max_auth_probe_interval})."`
-	RateLimitPause    time.Duration `name:"rate-limit-pause" env:"CERTMAIL_RATE_LIMIT_PAUSE" default:"${rate_limit_pause}" help:"Wait after a DigiCert 429 before a task is tried again, doubled by repeated 429s up to ${max_rate_limit_pause} (${min_rate_limit_pause} to ${max_rate_limit_pause})."`
-	DigiCertTimeout   time.Duration `name:"digicert-timeout" env:"DIGICERT_TIMEOUT" default:"${digicert_timeout}" help:"Timeout of one HTTP request to DigiCert (${digicert_min_timeout} to ${digicert_max_elapsed}, the budget of one call)."`
+	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"CERTMAIL_SHUTDOWN_TIMEOUT" default:"${worker_shutdown_timeout}" help:"Time in-flight deliveries get to finish on SIGTERM; the rest go back to the queue (${shutdown_timeout_range})."`
+	DeadLetterMaxLen  int64         `name:"deadletter-maxlen" env:"CERTMAIL_DEADLETTER_MAXLEN" default:"${deadletter_maxlen}" help:"Approximate cap of the certmail:deadletter stream (${deadletter_maxlen_range})."`
+	AuthProbeInterval time.Duration `name:"auth-probe-interval" env:"CERTMAIL_AUTH_PROBE_INTERVAL" default:"${auth_probe_interval}" help:"While DigiCert rejects an account's key, how often one delivery tries again (${auth_probe_interval_range})."`
+	RateLimitPause    time.Duration `name:"rate-limit-pause" env:"CERTMAIL_RATE_LIMIT_PAUSE" default:"${rate_limit_pause}" help:"Wait after a DigiCert 429 before a task is tried again, doubled by repeated 429s up to ${max_rate_limit_pause} (${rate_limit_pause_range})."`
+	DigiCertTimeout   time.Duration `name:"digicert-timeout" env:"DIGICERT_TIMEOUT" default:"${digicert_timeout}" help:"Timeout of one HTTP request to DigiCert (${digicert_timeout_range}, the budget of one call)."`
 	Pprof             bool          `name:"pprof" env:"CERTMAIL_PPROF" help:"Serve net/http/pprof's profiles under /debug/pprof/ on the admin address (never on the API's)."`
 }
 
@@ -98,8 +99,8 @@ func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
 // budget, so a longer one would change nothing.
 func (c *WorkerCmd) checkTimeout() error {
 	if d := c.DigiCertTimeout; d < digicert.MinTimeout || d > digicert.DefaultMaxElapsed {
-		return usagef("DIGICERT_TIMEOUT: %s must be between %s, the least a call to DigiCert is given, and %s, the budget of one call",
-			duration(d), duration(digicert.MinTimeout), duration(digicert.DefaultMaxElapsed))
+		return usagef("DIGICERT_TIMEOUT: %s: want %s (the least a call to DigiCert is given, to the budget of one call)",
+			ranges.Duration(d), ranges.Of(digicert.MinTimeout, digicert.DefaultMaxElapsed))
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/ranges"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -94,7 +95,7 @@ func (s *Service) DeadLetters(ctx context.Context, limit int, before string) (De
 		limit = DefaultDeadLetterLimit
 	}
 	if limit < 1 || limit > MaxDeadLetterLimit {
-		return page, fmt.Errorf("limit %d: %w: want 1 to %d", limit, ErrInvalidArgument, MaxDeadLetterLimit)
+		return page, fmt.Errorf("limit %d: %w: want %s", limit, ErrInvalidArgument, ranges.Of(1, MaxDeadLetterLimit))
 	}
 	if before != "" && !deadletter.ValidID(before) {
 		return page, fmt.Errorf("cursor %.64q: %w: want an entry id such as 1718000000000-0", before, ErrInvalidArgument)

@@ -58,6 +58,7 @@ import (
 	"github.com/certmail/certmail/internal/buildinfo"
 	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/ops"
+	"github.com/certmail/certmail/internal/ranges"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/schedule"
 )
@@ -156,7 +157,7 @@ func (c Config) Validate() error {
 	case c.Logger == nil:
 		return errors.New("no logger")
 	case c.Lease < MinLease || c.Lease > MaxLease:
-		return fmt.Errorf("lease %v: want %v to %v", c.Lease, MinLease, MaxLease)
+		return fmt.Errorf("lease %s: want %s", ranges.Duration(c.Lease), ranges.Of(MinLease, MaxLease))
 	case c.CatchUp < 0 || c.ReloadInterval < 0 || c.Heartbeat < 0:
 		return errors.New("durations must not be negative")
 	}

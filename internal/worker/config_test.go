@@ -37,8 +37,9 @@ func TestDefaults(t *testing.T) {
 // Validate bounds the rate-limit pause and the auth probe interval by the
 // constants the command line checks them against (MinRateLimitPause and
 // the rest): a Go caller could pass values the CLI refuses, such as a 1 ns
-// pause that answers a 429 with more requests at once. The bounds
-// themselves and the defaults are accepted.
+// pause that answers a 429 with more requests at once. The refusal words
+// the range as --help and the CLI do ("1s to 5m", not "1s to 5m0s"). The
+// bounds themselves and the defaults are accepted.
 func TestPauseBoundsValidated(t *testing.T) {
 	t.Parallel()
 	base := worker.Config{Redis: &redisconn.Conn{}, Logger: zap.NewNop(),
@@ -50,9 +51,11 @@ func TestPauseBoundsValidated(t *testing.T) {
 		name   string // as the error names it
 		set    func(*worker.Config, time.Duration)
 		lo, hi time.Duration
+		words  string // the range as --help and the CLI's refusal state it
 	}{
-		{"rate-limit pause", func(c *worker.Config, d time.Duration) { c.RateLimitPause = d }, worker.MinRateLimitPause, worker.MaxRateLimitPause},
-		{"auth probe interval", func(c *worker.Config, d time.Duration) { c.AuthProbeInterval = d }, worker.MinAuthProbeInterval, worker.MaxAuthProbeInterval},
+		{"rate-limit pause", func(c *worker.Config, d time.Duration) { c.RateLimitPause = d }, worker.MinRateLimitPause, worker.MaxRateLimitPause, "want 1s to 5m"},
+		{"auth probe interval", func(c *worker.Config, d time.Duration) { c.AuthProbeInterval = d }, worker.MinAuthProbeInterval, worker.MaxAuthProbeInterval, "want 1s to 1h"},
+		{"task check interval", func(c *worker.Config, d time.Duration) { c.TaskCheckInterval = d }, worker.MinTaskCheckInterval, worker.MaxTaskCheckInterval, "want 10ms to 1m"},
 	} {
 		for _, d := range []time.Duration{tt.lo, tt.hi} {
 			cfg := base
@@ -65,8 +68,8 @@ func TestPauseBoundsValidated(t *testing.T) {
 			cfg := base
 			tt.set(&cfg, d)
 			err := cfg.Validate()
-			if err == nil || !strings.HasPrefix(err.Error(), tt.name+" ") || !strings.Contains(err.Error(), tt.lo.String()+" to "+tt.hi.String()) {
-				t.Errorf("%s %v: %v, want refused, naming it and %v to %v", tt.name, d, err, tt.lo, tt.hi)
+			if err == nil || !strings.HasPrefix(err.Error(), tt.name+" ") || !strings.HasSuffix(err.Error(), ": "+tt.words) {
+				t.Errorf("%s %v: %v, want refused, naming it and ending %q", tt.name, d, err, tt.words)
 			}
 		}
 	}

@@ -39,6 +39,7 @@ import (
 	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/queuestats"
+	"github.com/certmail/certmail/internal/ranges"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/tasks"
@@ -165,17 +166,17 @@ func (c Config) Validate() error {
 	case c.Logger == nil:
 		return errors.New("no logger")
 	case c.Concurrency < 1 || c.Concurrency > MaxConcurrency:
-		return fmt.Errorf("concurrency %d: want 1 to %d", c.Concurrency, MaxConcurrency)
+		return fmt.Errorf("concurrency %d: want %s", c.Concurrency, ranges.Of(1, MaxConcurrency))
 	case c.ShutdownTimeout < 0 || c.GuardRetention < 0 || c.RateLimitCheckInterval < 0:
 		return errors.New("durations must not be negative")
 	case c.AuthProbeInterval < MinAuthProbeInterval || c.AuthProbeInterval > MaxAuthProbeInterval:
-		return fmt.Errorf("auth probe interval %v: want %v to %v", c.AuthProbeInterval, MinAuthProbeInterval, MaxAuthProbeInterval)
+		return fmt.Errorf("auth probe interval %s: want %s", ranges.Duration(c.AuthProbeInterval), ranges.Of(MinAuthProbeInterval, MaxAuthProbeInterval))
 	case c.RateLimitPause < MinRateLimitPause || c.RateLimitPause > MaxRateLimitPause:
-		return fmt.Errorf("rate-limit pause %v: want %v to %v", c.RateLimitPause, MinRateLimitPause, MaxRateLimitPause)
+		return fmt.Errorf("rate-limit pause %s: want %s", ranges.Duration(c.RateLimitPause), ranges.Of(MinRateLimitPause, MaxRateLimitPause))
 	case c.DeadLetterMaxLen < 0: // go-redis would send no MAXLEN: the stream would grow without bound
 		return fmt.Errorf("dead-letter cap %d: must not be negative", c.DeadLetterMaxLen)
 	case c.TaskCheckInterval < MinTaskCheckInterval || c.TaskCheckInterval > MaxTaskCheckInterval:
-		return fmt.Errorf("task check interval %v: want %v to %v", c.TaskCheckInterval, MinTaskCheckInterval, MaxTaskCheckInterval)
+		return fmt.Errorf("task check interval %s: want %s", ranges.Duration(c.TaskCheckInterval), ranges.Of(MinTaskCheckInterval, MaxTaskCheckInterval))
 	}
 	for q, w := range c.Queues {
 		if w < 1 || w > queues.MaxWeight {
