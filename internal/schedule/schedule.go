@@ -344,6 +344,33 @@ func (c *Compiled) parseCron(cron string, j judge, add func(field, msg string)) 
 	}
 }
 
+// zoneComponent is one component of an IANA zone name: it starts with a
+// capital letter ("Europe", "Port-au-Prince", "GMT+5", "EST5EDT"). The
+// files of the zoneinfo database that are no zone (posixrules, localtime,
+// zone.tab, the posix/ and right/ trees) start otherwise, and so do an
+// empty, "." or ".." component.
+var zoneComponent = regexp.MustCompile(`^[A-Z][A-Za-z0-9_+-]*$`)
+
+// loadZone is the location of tz when it is an IANA zone name the zoneinfo
+// database holds. time.LoadLocation also opens any file of the database
+// that parses (posixrules, localtime, right/Europe/Berlin, with leap
+// seconds), a path with empty or "." components (Europe//Berlin), and
+// Local, the process's zone; and Factory is a zone, but the one of a
+// machine whose zone is not set (its abbreviation is "-00"): none is a
+// zone a user means.
+func loadZone(tz string) (*time.Location, bool) {
+	if tz == "Local" || tz == "Factory" {
+		return nil, false
+	}
+	for part := range strings.SplitSeq(tz, "/") {
+		if !zoneComponent.MatchString(part) {
+			return nil, false
+		}
+	}
+	loc, err := time.LoadLocation(tz)
+	return loc, err == nil
+}
+
 func compile(s Schedule, source string, j judge) (*Compiled, error) {
 	var errs []tasks.FieldError
 	add := func(field, msg string) { errs = append(errs, tasks.FieldError{Field: field, Message: msg}) }
@@ -360,11 +387,10 @@ func compile(s Schedule, source string, j judge) (*Compiled, error) {
 		return slices.ContainsFunc(long, func(fe tasks.FieldError) bool { return fe.Field == field })
 	}
 	if tz := strings.TrimSpace(s.Timezone); tz != "" && !over("timezone") {
-		loc, err := time.LoadLocation(tz)
-		if err != nil || tz == "Local" {
-			add("timezone", "not a time zone name such as Europe/Berlin")
-		} else {
+		if loc, ok := loadZone(tz); ok {
 			c.loc = loc
+		} else {
+			add("timezone", "not a time zone name such as Europe/Berlin")
 		}
 	}
 	if !over("cron") {

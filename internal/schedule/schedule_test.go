@@ -1689,3 +1689,32 @@ func TestListingReadsStatesInOneRoundTrip(t *testing.T) {
 		t.Errorf("a listing took %d round trips for 2 schedules, %d for 50; want the same", trips[2], trips[50])
 	}
 }
+
+// TestTimezoneIsAnIANAName: a time zone is an IANA zone name. Files of the
+// zoneinfo database that time.LoadLocation opens but that are no zone a
+// user means (posixrules, localtime, the posix/ and right/ trees, Factory,
+// whose abbreviation is "-00"), Local (the process's zone), and names with
+// an empty, "." or ".." component are refused as an unknown zone is; the
+// names users mean, old links and Etc's offsets included, are accepted.
+func TestTimezoneIsAnIANAName(t *testing.T) {
+	t.Parallel()
+	const notAZone = "not a time zone name such as Europe/Berlin"
+	judge := func(tz string) error {
+		return schedule.Validate(schedule.Schedule{ID: "tz", Cron: "@daily", Timezone: tz, Type: "resend-dcv",
+			Payload: json.RawMessage(`{"order_id": 1}`)}, testRules, time.Now())
+	}
+	for _, tz := range []string{"posixrules", "Factory", "localtime", "Local", "Europe/", "../etc", "Europe/../UTC",
+		"/etc/localtime", "posix/Europe/Berlin", "right/Europe/Berlin", "Europe//Berlin", "./UTC", "Europe/./Berlin",
+		"Europe", "zone.tab", "Mars/Olympus", "europe/berlin"} {
+		var ve *tasks.ValidationError
+		if err := judge(tz); !errors.As(err, &ve) || len(ve.Errors) != 1 || ve.Errors[0].Field != "timezone" || ve.Errors[0].Message != notAZone {
+			t.Errorf("timezone %q: %v, want one problem: timezone: %s", tz, err, notAZone)
+		}
+	}
+	for _, tz := range []string{"Europe/Berlin", "UTC", "Etc/UTC", "Etc/GMT+5", "Etc/GMT-14", "US/Eastern", "EST5EDT",
+		"GMT0", "America/Argentina/Buenos_Aires", "America/Port-au-Prince", " Asia/Tokyo "} {
+		if err := judge(tz); err != nil {
+			t.Errorf("timezone %q: %v, want accepted", tz, err)
+		}
+	}
+}
