@@ -16,7 +16,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/certmail/certmail/internal/deadletter"
-	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 )
 
@@ -253,7 +252,7 @@ func (c *DLQPurgeCmd) Run(env *Env) error {
 	if err != nil {
 		return err
 	}
-	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{Rules: enqueue.Rules{Queues: queues}})
+	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{PurgeQueues: queues})
 	if err != nil {
 		return err
 	}

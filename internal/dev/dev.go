@@ -22,8 +22,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -154,7 +156,8 @@ func (c Config) demoOn() bool {
 	return !c.NoDemo
 }
 
-// Validate reports the first setting that cannot work.
+// Validate reports the first setting that cannot work: queues.Reserved
+// among the queues too, as the worker would, once the stack was up.
 func (c Config) Validate() error {
 	switch {
 	case c.Logger == nil:
@@ -163,6 +166,11 @@ func (c Config) Validate() error {
 		return errors.New("demo both asked for (Demo) and refused (NoDemo)")
 	case c.DemoEvery < time.Second || c.DemoEvery%time.Second != 0:
 		return fmt.Errorf("demo schedule every %v: want whole seconds", c.DemoEvery)
+	}
+	for _, q := range slices.Sorted(maps.Keys(c.Queues)) { // the first in order, whatever the map's
+		if err := queues.CheckServed(q); err != nil {
+			return err
+		}
 	}
 	return nil
 }

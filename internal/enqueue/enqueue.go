@@ -77,6 +77,20 @@ func (r Rules) WithDefaults() Rules {
 	return r
 }
 
+// Validate reports the first of r's queues that no worker may serve
+// (queues.CheckServed): queues.Reserved, the metrics' label of the queues
+// no process serves, or a name no queue may have. Every command that reads
+// CERTMAIL_QUEUES refuses them when it parses the setting; Validate refuses
+// them for a Go caller that builds Rules itself.
+func (r Rules) Validate() error {
+	for _, q := range r.Queues {
+		if err := queues.CheckServed(q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // normalised reports whether r is as WithDefaults returns it, so that Check
 // need not copy and sort its lists again for every request. Check only reads
 // them.

@@ -311,3 +311,30 @@ func TestUnknownAccountListBounded(t *testing.T) {
 		t.Errorf("got %v, want it to end with %q", err, want)
 	}
 }
+
+// Rules naming queues.Reserved among the served queues are refused as the
+// worker's and the metrics' configurations refuse it (queues.CheckServed):
+// a served queue of that name would share the metrics label of the queues
+// no process serves. Every command that reads CERTMAIL_QUEUES refused it;
+// a Go caller building Rules did not. A name no queue may have is refused
+// too; the defaults are accepted.
+func TestRulesValidate(t *testing.T) {
+	t.Parallel()
+	for _, r := range []enqueue.Rules{{}, {Queues: []string{"default", "bulk"}}} {
+		if err := r.Validate(); err != nil {
+			t.Errorf("%+v: %v, want accepted", r, err)
+		}
+	}
+	for _, tt := range []struct {
+		queues []string
+		want   string
+	}{
+		{[]string{"default", "other"}, `queue "other": the name is reserved for the metrics of the queues no process serves`},
+		{[]string{"Bad Name"}, `queue "Bad Name": a name is 1-63 characters`},
+	} {
+		err := enqueue.Rules{Queues: tt.queues}.Validate()
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("queues %q: %v, want %q", tt.queues, err, tt.want)
+		}
+	}
+}

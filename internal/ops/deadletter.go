@@ -269,7 +269,7 @@ const MaxQueuesListed = 10
 
 // PurgeCheck is what PurgeDeadLetters finds before it deletes anything.
 type PurgeCheck struct {
-	// Queues are the queues whose dead letters go: Rules.Queues, sorted.
+	// Queues are the queues whose dead letters go: PurgeQueues, sorted.
 	Queues []string
 	// Unknown are those of Queues that asynq has never known: nothing was
 	// ever enqueued to them, so they have no archive.
@@ -340,7 +340,7 @@ func (e *UnknownQueuesError) Is(target error) bool { return target == ErrInvalid
 // refused. A queue asynq has never known among known ones (one no task was
 // ever sent to yet) is only reported, in Unknown.
 func (s *Service) CheckPurge(ctx context.Context) (PurgeCheck, error) {
-	c := PurgeCheck{Queues: slices.Clone(s.opts.Rules.Queues)}
+	c := PurgeCheck{Queues: slices.Clone(s.opts.PurgeQueues)}
 	all, known, err := s.knownQueues()
 	if err != nil {
 		return c, err
@@ -429,13 +429,13 @@ func (s *Service) parkedMembers(ctx context.Context) (map[string]bool, error) {
 	return is, nil
 }
 
-// PurgeDeadLetters deletes the dead letters of the queues certmail serves
-// (Rules.Queues): their archived tasks, except parked ones, which wait to be
+// PurgeDeadLetters deletes the dead letters of the queues PurgeQueues
+// names (by default those certmail serves, Rules.Queues): their archived tasks, except parked ones, which wait to be
 // tried again, and the stream entries that name them, except those of a
 // task parked when the purge began, wherever it is by its end, and of one
 // still archived afterwards (archived meanwhile). Malformed
 // entries that name no queue go too. The archives and entries of other
-// queues (another asynq application's, or queues left out of Rules.Queues)
+// queues (another asynq application's, or queues left out of PurgeQueues)
 // are left alone. It is CheckPurge then Purge: it refuses with CheckPurge's
 // *UnknownQueuesError, deleting nothing.
 func (s *Service) PurgeDeadLetters(ctx context.Context) (Purged, error) {

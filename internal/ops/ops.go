@@ -17,6 +17,7 @@ package ops
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/enqueue"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/tasks"
 )
@@ -66,6 +68,11 @@ type Config struct {
 	// IdempotencyTTL is how long an idempotency key is remembered; 0 means
 	// DefaultIdempotencyTTL.
 	IdempotencyTTL time.Duration
+	// PurgeQueues are the queues whose dead letters CheckPurge and Purge
+	// delete (dlq purge); empty means Rules.Queues. Unlike the served
+	// queues, they may include queues.Reserved: a raw producer's queue of
+	// that name has dead letters too.
+	PurgeQueues []string
 	// Logger reports what is skipped rather than failing a whole listing (a
 	// malformed dead-letter entry); nil logs nothing.
 	Logger *zap.Logger
@@ -78,6 +85,10 @@ type Config struct {
 // WithDefaults returns c with zero values replaced by the defaults.
 func (c Config) WithDefaults() Config {
 	c.Rules = c.Rules.WithDefaults()
+	if len(c.PurgeQueues) == 0 {
+		c.PurgeQueues = c.Rules.Queues
+	}
+	c.PurgeQueues = slices.Sorted(slices.Values(c.PurgeQueues))
 	c.MaxRetry = cmp.Or(c.MaxRetry, tasks.DefaultMaxRetry)
 	c.Retention = cmp.Or(c.Retention, tasks.DefaultRetention)
 	c.IdempotencyTTL = cmp.Or(c.IdempotencyTTL, DefaultIdempotencyTTL)
@@ -97,6 +108,14 @@ func (c Config) Validate() error {
 		return errors.New("no Redis configured")
 	case c.Retention < 0 || c.IdempotencyTTL < 0:
 		return errors.New("durations must not be negative")
+	}
+	if err := c.Rules.Validate(); err != nil { // the queues served
+		return err
+	}
+	for _, q := range c.PurgeQueues {
+		if !tasks.ValidQueueName(q) {
+			return fmt.Errorf("queue %.64q to purge: a name is %s", q, queues.NameRule)
+		}
 	}
 	return nil
 }

@@ -227,7 +227,7 @@ func (r Rules) Validate() error {
 	if r.MaxSchedules < 0 {
 		return errors.New("the most schedules must not be negative")
 	}
-	return nil
+	return r.Enqueue.Validate()
 }
 
 // judge is how compile judges a schedule: by Rules in full (a schedule

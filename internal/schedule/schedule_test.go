@@ -17,6 +17,7 @@ import (
 	"github.com/certmail/certmail/internal/asynqsched"
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/lease"
+	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/tasks"
@@ -951,7 +952,7 @@ func TestValidateUntilValidated(t *testing.T) {
 }
 
 // TestRules: a minimum interval of 0 takes the default, a negative one is
-// refused; a Store needs Redis.
+// refused; a Store needs Redis; queues.Reserved is no served queue.
 func TestRules(t *testing.T) {
 	t.Parallel()
 	if err := (schedule.Rules{}).Validate(); err != nil {
@@ -971,6 +972,11 @@ func TestRules(t *testing.T) {
 	}
 	if _, err := schedule.NewStore(schedule.Config{}); err == nil || !strings.Contains(err.Error(), "Redis") {
 		t.Errorf("a Store without Redis: %v, want refused", err)
+	}
+	// The queues of the rules are served ones (enqueue.Rules.Validate).
+	reserved := schedule.Rules{Enqueue: enqueue.Rules{Queues: []string{"default", queues.Reserved}}}
+	if err := reserved.Validate(); err == nil || err.Error() != queues.CheckServed(queues.Reserved).Error() {
+		t.Errorf("%q among the queues: %v, want refused as a served queue", queues.Reserved, err)
 	}
 }
 
