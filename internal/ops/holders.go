@@ -23,7 +23,8 @@ import (
 // when each queue was asked of the Inspector.
 
 // lookupBatch is how many queues one round trip of a lookup by id reads
-// (the README states it, at GET /v1/tasks/{id}).
+// (the README states it, at GET /v1/tasks/{id} and in the promise table:
+// TestReadmeStatesLookupBatch holds the two to it).
 const lookupBatch = 500
 
 // holder is a queue whose hash for a task id has a state, as holders read it.
