@@ -248,7 +248,8 @@ func (s *Server) launch() error {
 // one fails to bind it: that is an error, so that Start tries another port
 // rather than let two tests share a server.
 func waitReady(addr, password string, pid int, exited <-chan error) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, Password: password, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	c := redis.NewClient(&redis.Options{Addr: addr, Password: password, MaxRetries: -1, DialTimeout: 200 * time.Millisecond,
+		ContextTimeoutEnabled: true})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -294,15 +295,19 @@ func (s *Server) ConnOpt() asynq.RedisClientOpt {
 	return asynq.RedisClientOpt{Addr: s.Addr(), Password: s.opts.Password}
 }
 
-// Client returns a go-redis client closed at the test's cleanup.
+// Client returns a go-redis client closed at the test's cleanup. As
+// certmail's own clients (redisconn.Open), it honours the deadline of each
+// call's context (go-redis's ContextTimeoutEnabled).
 func (s *Server) Client() *redis.Client {
 	c := s.newClient()
 	s.tb.Cleanup(func() { _ = c.Close() })
 	return c
 }
 
+// newClient is a go-redis client of the server that honours the deadline
+// of each call's context, as certmail's own clients do (redisconn.Open).
 func (s *Server) newClient() *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.opts.Password})
+	return redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.opts.Password, ContextTimeoutEnabled: true})
 }
 
 // ResetStats zeroes the server's statistics (CONFIG RESETSTAT), so that

@@ -137,3 +137,30 @@ func TestSentinelFailover(t *testing.T) {
 		t.Errorf("URL %q", g.URL())
 	}
 }
+
+// Server.Client honours the deadline of a call's context, as certmail's
+// own clients do (redisconn.Open sets go-redis's ContextTimeoutEnabled):
+// a command on a paused server ends at the caller's deadline, not at the
+// 3 s read timeout and its retries, so that a test of a deadline sees
+// what production code would.
+func TestClientHonoursDeadlines(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Options().ContextTimeoutEnabled {
+		t.Error("Client: ContextTimeoutEnabled is off")
+	}
+	srv.Pause()
+	t.Cleanup(srv.Continue)
+	const deadline = 300 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	start := time.Now()
+	err := c.Ping(ctx).Err()
+	if took := time.Since(start); err == nil || took > deadline+time.Second {
+		t.Errorf("PING of a paused server with a %v deadline: %v after %v, want an error by the deadline", deadline, err, took)
+	}
+}

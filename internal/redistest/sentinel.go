@@ -130,7 +130,7 @@ func (g *SentinelGroup) URL() string {
 }
 
 func (g *SentinelGroup) sentinelClient(addr string) *redis.SentinelClient {
-	return redis.NewSentinelClient(&redis.Options{Addr: addr, Password: g.opts.SentinelPassword})
+	return redis.NewSentinelClient(&redis.Options{Addr: addr, Password: g.opts.SentinelPassword, ContextTimeoutEnabled: true})
 }
 
 // CurrentMaster asks the first sentinel that answers for the master's address.
