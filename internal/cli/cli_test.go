@@ -696,6 +696,29 @@ func TestEnqueueFromFlags(t *testing.T) {
 	}
 }
 
+// --account default is the account left out: with one idempotency key, the
+// two spellings are one request, in either order.
+func TestEnqueueIdempotencyKeyDefaultAccount(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	base := []string{"enqueue", "set-emails", "--order-id", "1001", "--email", "a@example.com"}
+	for i, accounts := range [][2][]string{{{"--account", "default"}, nil}, {nil, {"--account", "default"}}} {
+		key := []string{"--idempotency-key", fmt.Sprintf("order-1001 v%d", i)}
+		var ids []string
+		for _, account := range accounts {
+			r := e.run(slices.Concat(base, account, key)...)
+			id := regexp.MustCompile(`id:\s+(\S+)`).FindStringSubmatch(r.stdout)
+			if r.code != 0 || id == nil {
+				t.Fatalf("%v then %v: exit %d: %s%s", accounts[0], accounts[1], r.code, r.stdout, r.stderr)
+			}
+			ids = append(ids, id[1])
+		}
+		if ids[0] != ids[1] {
+			t.Errorf("%v then %v: tasks %s and %s, want the first one twice", accounts[0], accounts[1], ids[0], ids[1])
+		}
+	}
+}
+
 // withoutSequence drops the sequence stamped on set-emails (its value is a
 // clock reading) after checking it is there.
 func withoutSequence(t *testing.T, payload []byte) string {

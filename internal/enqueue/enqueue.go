@@ -105,10 +105,18 @@ type Checked struct {
 	ProcessAt time.Time     // zero: now
 	// Hash is a SHA-256 of the type, the normalised payload and the queue,
 	// set with an idempotency key only: two requests with one key are the
-	// same request when their hashes are. The time (ProcessAt) is left out,
-	// and stays out: a key remembered before a change of the hash would no
-	// longer match, and a retry across an upgrade would enqueue twice.
-	Hash             string
+	// same request when their hashes are (SameRequest). The default account
+	// named explicitly is left out, as the default queue is filled in, so
+	// that {"account":"default"} and no account are one request. The time
+	// (ProcessAt) is left out, and stays out: a key remembered before a
+	// change of the hash would no longer match, and a retry across an
+	// upgrade would enqueue twice.
+	Hash string
+	// oldHash is Hash as versions before the default account was left
+	// out computed it (the account kept as given); it differs from Hash
+	// only for a payload that names the default account. SameRequest
+	// accepts it for keys remembered by those versions.
+	oldHash          string
 	IdempotencyKey   string
 	IdempotencyScope string
 	TaskID           string
@@ -170,18 +178,72 @@ func Check(req Request, r Rules) (Checked, error) {
 		c.ProcessAt = time.Now().Add(req.ProcessIn)
 	}
 	if req.IdempotencyKey != "" { // only an idempotency key needs the request's fingerprint
-		canonical, err := json.Marshal(p)
-		if err != nil {
-			return Checked{}, fmt.Errorf("encode %s payload: %w", req.Type, err)
+		n, named := withoutDefaultAccount(p)
+		if c.Hash, err = requestHash(n, c.Queue); err != nil {
+			return Checked{}, err
 		}
-		sum := sha256.New()
-		for _, part := range [][]byte{[]byte(p.TaskType()), canonical, []byte(c.Queue)} {
-			sum.Write(part)
-			sum.Write([]byte{0})
+		c.oldHash = c.Hash
+		if named {
+			if c.oldHash, err = requestHash(p, c.Queue); err != nil {
+				return Checked{}, err
+			}
 		}
-		c.Hash = hex.EncodeToString(sum.Sum(nil))
 	}
 	return c, nil
+}
+
+// SameRequest reports whether stored, the hash remembered with c's
+// idempotency key, is that of the same request as c: c.Hash, or the hash
+// as versions before this one computed it, which kept an explicit
+// "account":"default" in (a key remembered by one of them, for a body that
+// names the default account, is replayed, not refused). Those keys live for
+// the idempotency keys' TTL (ops.Config.IdempotencyTTL, 24 h by default):
+// the old form must be accepted for that long after the last process of an
+// older version stopped enqueueing, and can go once every key stored before
+// has expired.
+func (c Checked) SameRequest(stored string) bool {
+	return stored != "" && (stored == c.Hash || stored == c.oldHash)
+}
+
+// requestHash is the hex SHA-256 of p's type, p as JSON and queue, each
+// followed by a NUL.
+func requestHash(p tasks.Payload, queue string) (string, error) {
+	canonical, err := json.Marshal(p)
+	if err != nil {
+		return "", fmt.Errorf("encode %s payload: %w", p.TaskType(), err)
+	}
+	sum := sha256.New()
+	for _, part := range [][]byte{[]byte(p.TaskType()), canonical, []byte(queue)} {
+		sum.Write(part)
+		sum.Write([]byte{0})
+	}
+	return hex.EncodeToString(sum.Sum(nil)), nil
+}
+
+// withoutDefaultAccount returns p with an Account that names the default
+// account emptied, which is what an absent account means, and whether it
+// emptied one: the hash of a request is then the same whether it names the
+// default account or not. Other payloads come back as they are.
+func withoutDefaultAccount(p tasks.Payload) (tasks.Payload, bool) {
+	var (
+		account *string       // the Account of cp
+		cp      tasks.Payload // a copy of p
+	)
+	switch v := p.(type) {
+	case tasks.SetEmails:
+		account, cp = &v.Account, &v
+	case tasks.ResendDCV:
+		account, cp = &v.Account, &v
+	case tasks.SendCert:
+		account, cp = &v.Account, &v
+	case tasks.ResendDomainDCV:
+		account, cp = &v.Account, &v
+	}
+	if account == nil || *account != tasks.DefaultAccount {
+		return p, false
+	}
+	*account = ""
+	return cp, true
 }
 
 // accountOf returns the account a payload names so that it can be checked

@@ -147,6 +147,38 @@ func TestChecked(t *testing.T) {
 	}
 }
 
+// For every task type, naming the default account is the same request as
+// naming none: one hash. Another account is another request.
+func TestHashDefaultAccount(t *testing.T) {
+	t.Parallel()
+	bodies := map[string]string{
+		tasks.TypeSetEmails:       `"order_id": 1, "additional_emails": []`,
+		tasks.TypeResendDCV:       `"order_id": 1`,
+		tasks.TypeSendCert:        `"certificate_id": 1, "emails": ["a@example.com"], "certificate_collect_format": "plaintext"`,
+		tasks.TypeResendDomainDCV: `"domain_id": 1`,
+	}
+	rules := enqueue.Rules{Accounts: []string{tasks.DefaultAccount, "eu"}}
+	for _, typ := range tasks.Types() {
+		hash := func(account string) (enqueue.Checked, string) {
+			c, err := enqueue.Check(enqueue.Request{Type: typ, Payload: []byte("{" + bodies[typ] + account + "}"), IdempotencyKey: "k"}, rules)
+			if err != nil {
+				t.Fatalf("%s%s: %v", typ, account, err)
+			}
+			return c, c.Hash
+		}
+		_, none := hash("")
+		named, def := hash(`, "account": "default"`)
+		_, eu := hash(`, "account": "eu"`)
+		if def != none || eu == none {
+			t.Errorf("%s: hashes %s (default account named), %s (none), %s (eu); want the first two equal, the last another", typ, def, none, eu)
+		}
+		if !named.SameRequest(def) || named.SameRequest(eu) || named.SameRequest("") {
+			t.Errorf("%s: SameRequest accepts %s %t, %s %t, \"\" %t; want true, false, false", typ,
+				def, named.SameRequest(def), eu, named.SameRequest(eu), named.SameRequest(""))
+		}
+	}
+}
+
 // Parse reads the options' text; what it cannot read is a problem under the
 // option's name.
 func TestParse(t *testing.T) {

@@ -54,11 +54,12 @@ const StateUnknown = "unknown"
 // With an IdempotencyKey, the first request enqueues and the key is
 // remembered, in its scope (req.IdempotencyScope), for Config.IdempotencyTTL
 // together with a SHA-256 of the type,
-// the normalised payload and the queue (not the time: a replay with another
-// ProcessAt keeps the earlier task's). A later request with the same key and
-// the same hash enqueues nothing and returns the earlier task with existing
-// true, in the state it is in now (one lookup in its queue); one with a
-// different hash gives ErrIdempotencyConflict. Of concurrent requests with
+// the normalised payload and the queue (enqueue.Checked.Hash; not the time: a
+// replay with another ProcessAt keeps the earlier task's). A later request
+// with the same key and the same request (enqueue.Checked.SameRequest)
+// enqueues nothing and returns the earlier task with existing true, in the
+// state it is in now (one lookup in its queue); another request gives
+// ErrIdempotencyConflict. Of concurrent requests with
 // one key, exactly one enqueues. A key whose enqueue got no answer is kept
 // unless Redis says the task was not stored (see settle), so that a retry
 // with it does not enqueue the task a second time.
@@ -232,7 +233,7 @@ func (s *Service) enqueueOnce(ctx context.Context, c enqueue.Checked) (TaskRef, 
 			}
 			return got, false, nil
 		}
-		if prev.Hash != c.Hash {
+		if !c.SameRequest(prev.Hash) {
 			return TaskRef{}, false, ErrIdempotencyConflict
 		}
 		now, err := s.current(ctx, prev.Task)

@@ -386,6 +386,80 @@ func TestEnqueueIdempotency(t *testing.T) {
 	}
 }
 
+// The default account named explicitly is the same request as no account,
+// both ways round, as the default queue is the same as no queue; another
+// body with the same key is still a conflict.
+func TestEnqueueIdempotencyDefaultAccount(t *testing.T) {
+	t.Parallel()
+	const (
+		bare  = `{"domain_id": 7}`
+		named = `{"domain_id": 7, "account": "default"}`
+		other = `{"domain_id": 8, "account": "default"}`
+	)
+	tests := []struct {
+		first, second string
+		wantErr       error
+	}{
+		{first: bare, second: named},
+		{first: named, second: bare},
+		{first: named, second: other, wantErr: ops.ErrIdempotencyConflict},
+		{first: bare, second: other, wantErr: ops.ErrIdempotencyConflict},
+	}
+	for _, tt := range tests {
+		t.Run(tt.first+" then "+tt.second, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := context.Background()
+			req := enqueue.Request{Type: tasks.TypeResendDomainDCV, Payload: []byte(tt.first), IdempotencyKey: "domain-7"}
+			first, _, err := b.svc.Enqueue(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Payload = []byte(tt.second)
+			again, existing, err := b.svc.Enqueue(ctx, req)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("second Enqueue error = %v, want %v", err, tt.wantErr)
+			}
+			if tt.wantErr == nil && (!existing || again.ID != first.ID) {
+				t.Errorf("second Enqueue = %+v, existing %t; want %+v, existing", again, existing, first)
+			}
+		})
+	}
+}
+
+// A key remembered by an earlier version holds the hash it computed, with an
+// explicit "account":"default" kept in the payload: the same body sent again
+// after an upgrade replays the task, and another body is still a conflict.
+func TestEnqueueIdempotencyEarlierDefaultAccountHash(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	const body = `{"domain_id": 7, "account": "default"}`
+	req := enqueue.Request{Type: tasks.TypeResendDomainDCV, Payload: []byte(body), IdempotencyKey: "domain-7"}
+	first, _, err := b.svc.Enqueue(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The record as the earlier version wrote it: the hash of the type, the
+	// payload as tasks encodes it, account included, and the queue, each
+	// followed by a NUL.
+	sum := sha256.Sum256([]byte("resend-domain-dcv\x00" + `{"domain_id":7,"account":"default"}` + "\x00default\x00"))
+	key := sha256.Sum256([]byte("domain-7"))
+	record := `{"hash":"` + hex.EncodeToString(sum[:]) + `","task":{"id":"` + first.ID +
+		`","type":"resend-domain-dcv","queue":"default","state":"pending"}}`
+	if err := b.rdb.Set(ctx, "certmail:idempotency:"+hex.EncodeToString(key[:]), record, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	again, existing, err := b.svc.Enqueue(ctx, req)
+	if err != nil || !existing || again.ID != first.ID {
+		t.Errorf("replay after the upgrade = %+v, %t, %v; want %+v, existing", again, existing, err, first)
+	}
+	req.Payload = []byte(`{"domain_id": 8, "account": "default"}`)
+	if _, _, err := b.svc.Enqueue(ctx, req); !errors.Is(err, ops.ErrIdempotencyConflict) {
+		t.Errorf("another body after the upgrade: %v, want %v", err, ops.ErrIdempotencyConflict)
+	}
+}
+
 // A replay reports the task as it is now: a client that retries after a
 // timeout read "pending" for a task the worker had already delivered. A task
 // no queue holds any more keeps the recorded id, type and queue, and its
