@@ -106,6 +106,31 @@ func TestForced429CoolDownHoldsEveryWorkerAndDoubles(t *testing.T) {
 	}
 }
 
+// DigiCert's own 429 is a transient failure, which the contract logs at
+// WARN: its wait is one WARN line with http_status 429, though it uses no
+// retry. certmail's own waits stay INFO (TestLimiterWaitHandsTaskBackWithoutRetry).
+func TestDigiCert429IsLoggedAtWarn(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{
+		fake:      digicerttest.Config{AnyIDExists: true},
+		configure: func(c *worker.Config) { c.RateLimitPause = worker.MinRateLimitPause },
+	})
+	b.fake.FailNext(1, 429, limited, "application/json")
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 1}`)
+	if info := b.waitState(t, id, asynq.TaskStateCompleted, 20*time.Second); info.Retried != 0 {
+		t.Errorf("the task used %d retries on a 429, want 0", info.Retried)
+	}
+	warn := b.logs.Lines("warn", "delivery deferred")
+	if len(warn) != 1 || fmt.Sprint(warn[0]["http_status"]) != "429" || warn[0]["error_code"] != "request_limit_exceeded" {
+		t.Errorf("WARN lines %v, want one delivery deferred with http_status 429", warn)
+	}
+	for _, line := range b.logs.Lines("info", "delivery deferred") {
+		if fmt.Sprint(line["http_status"]) == "429" {
+			t.Errorf("INFO line for DigiCert's 429: %v", line)
+		}
+	}
+}
+
 // A long streak of 429s doubles the cool-down no further than the README's
 // 5 minutes: the cool-down Redis holds after one more 429 lasts 5 minutes,
 // not the 17 hours the doubling alone would give.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"time"
 
@@ -100,8 +101,20 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 		h.log.Warn("delivery failed; will retry", append(fields, zap.Duration("next_delay", next))...)
 	default: // a wait that does not count against the task's retries
 		h.metrics.tasks.WithLabelValues(typ, "wait").Inc()
-		h.log.Info("delivery deferred", append(fields, zap.Duration("next_delay", te.retryAfter))...)
+		h.deferred(te)("delivery deferred", append(fields, zap.Duration("next_delay", te.retryAfter))...)
 	}
+}
+
+// deferred is how a wait is logged: at WARN when DigiCert answered 429 (a
+// transient failure, which the contract logs at WARN even though it uses
+// no retry), at INFO when certmail chose the wait itself (its limiter's slot
+// or cool-down, the deadline, a paused account, a stopping worker, another
+// set-emails of the order in progress).
+func (h *errorHandler) deferred(te *taskError) func(string, ...zap.Field) {
+	if te.status == http.StatusTooManyRequests {
+		return h.log.Warn
+	}
+	return h.log.Info
 }
 
 // subject names what a failed task was about (its account and order,
