@@ -350,6 +350,9 @@ func TestEnqueueScheduled(t *testing.T) {
 		{"process_in", "?process_in=1h30m", time.Time{}, 90 * time.Minute, 10 * time.Second},
 		{"process_at", "?process_at=" + at.Format(time.RFC3339), at, 0, time.Second},
 		{"process_at with offset", "?process_at=" + strings.ReplaceAll(at.In(time.FixedZone("", 2*3600)).Format(time.RFC3339), "+", "%2B"), at, 0, time.Second},
+		// RFC 3339 (section 5.6) allows a lower-case t and z.
+		{"process_at with lower-case t and z", "?process_at=" + strings.ToLower(at.Format(time.RFC3339)), at, 0, time.Second},
+		{"process_in .5h", "?process_in=.5h", time.Time{}, 30 * time.Minute, 10 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

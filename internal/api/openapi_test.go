@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/schedule"
 	"github.com/certmail/certmail/internal/taskresult"
@@ -737,5 +738,47 @@ func TestOpenAPIPlainIntegers(t *testing.T) {
 	}
 	if checked < 6 {
 		t.Errorf("%d integer members checked, want at least 6 (ids, sequence, max_runs): the walk is broken", checked)
+	}
+}
+
+// TestOpenAPIProcessInPattern: the document's pattern for process_in takes
+// exactly the durations the server does (enqueue.Parse, then enqueue.Check,
+// as the enqueue route runs them), within the bound the description states:
+// a client that validates against the document neither refuses a value the
+// server takes nor sends one it refuses.
+func TestOpenAPIProcessInPattern(t *testing.T) {
+	t.Parallel()
+	var doc struct {
+		Components struct {
+			Parameters map[string]struct {
+				Schema struct {
+					Pattern string `json:"pattern"`
+				} `json:"schema"`
+			} `json:"parameters"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	pattern, err := regexp.Compile(doc.Components.Parameters["ProcessIn"].Schema.Pattern)
+	if err != nil {
+		t.Fatalf("ProcessIn pattern: %v", err)
+	}
+	values := []string{
+		"0", "+0", "0s", "90s", "1h30m", ".5h", "1.h", "1.5h", "0.000h", "+5m", "00001m", "10h0m0s",
+		"1ns", "1us", "1\u00b5s", "1\u03bcs", "1ms",
+		"", "-0", "-0s", "-5m", "5", "00", "0.", "1d", "1H", ".h", ".", "h", "++1h", "+-1h", "1.2.3h",
+		" 1h", "1h ", "5 minutes", "1h-5m", "0x",
+	}
+	for _, v := range values {
+		req, errs := enqueue.Parse(tasks.TypeResendDCV, []byte(`{"order_id": 1}`), map[string]string{enqueue.OptionProcessIn: v})
+		if len(errs) == 0 {
+			if _, err := enqueue.Check(req, enqueue.Rules{}); err != nil {
+				errs = append(errs, tasks.FieldError{Field: enqueue.OptionProcessIn, Message: err.Error()})
+			}
+		}
+		if server, document := len(errs) == 0, pattern.MatchString(v); server != document {
+			t.Errorf("process_in %q: the server takes it %t (%v), the document's pattern %t", v, server, errs, document)
+		}
 	}
 }

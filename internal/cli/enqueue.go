@@ -76,7 +76,7 @@ func (o TaskOptionFlags) request(typ string, payload map[string]any) (enqueue.Re
 	}
 	req := enqueue.Request{Type: typ, Payload: body, Queue: o.Queue, ProcessIn: o.ProcessIn, IdempotencyKey: o.IdempotencyKey}
 	if o.ProcessAt != "" {
-		if req.ProcessAt, err = time.Parse(time.RFC3339, o.ProcessAt); err != nil {
+		if req.ProcessAt, err = enqueue.ParseTime(o.ProcessAt); err != nil {
 			return enqueue.Request{}, usagef("--process-at: want an RFC 3339 time such as 2026-05-01T09:00:00Z")
 		}
 	}

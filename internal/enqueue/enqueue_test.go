@@ -193,6 +193,21 @@ func TestParse(t *testing.T) {
 	if req, errs := enqueue.Parse("t", nil, map[string]string{"process_in": "90s"}); len(errs) != 0 || req.ProcessIn != 90*time.Second {
 		t.Errorf("process_in: %+v, %v", req, errs)
 	}
+	// RFC 3339 (section 5.6) allows a lower-case t and z.
+	for _, v := range []string{"2030-01-02t15:04:05z", "2030-01-02t16:04:05+01:00", "2030-01-02T15:04:05z"} {
+		if req, errs := enqueue.Parse("t", nil, map[string]string{"process_at": v}); len(errs) != 0 || !req.ProcessAt.Equal(at) {
+			t.Errorf("process_at %s: %+v, %v; want %v", v, req.ProcessAt, errs, at)
+		}
+	}
+	// A minus sign is refused once, even on -0, which Go reads as 0.
+	for _, v := range []string{"-5m", "-0"} {
+		req := enqueue.Request{Type: tasks.TypeResendDCV, Payload: []byte(`{"order_id": 1}`)}
+		req, errs := enqueue.Parse(req.Type, req.Payload, map[string]string{"process_in": v})
+		_, err := enqueue.Check(req, enqueue.Rules{})
+		if len(errs) != 1 || errs[0] != (tasks.FieldError{Field: "process_in", Message: "must not be negative"}) || err != nil {
+			t.Errorf("process_in %s: %v, then Check %v; want one process_in problem, must not be negative", v, errs, err)
+		}
+	}
 	_, errs = enqueue.Parse("t", nil, map[string]string{"queue": "", "process_at": "tomorrow", "process_in": "5 minutes",
 		"idempotency_key": "", "delay": "5s", "a@example.com": "x"})
 	var fields []string

@@ -39,9 +39,9 @@ const (
 // Parse reads a request of the wire format: its type and payload as given,
 // and the options present in opts, by name (OptionQueue, ...), as text. An option
 // that cannot be read is a problem under its name (an empty queue or
-// idempotency key, a process_at that is not an RFC 3339 time, a process_in
-// that is not a Go duration), and so is a name Parse does not know; what
-// can be read is judged by Check.
+// idempotency key, a process_at that is not an RFC 3339 time (ParseTime), a
+// process_in that is not a Go duration or has a minus sign, -0 too), and so
+// is a name Parse does not know; what can be read is judged by Check.
 func Parse(typ string, payload []byte, opts map[string]string) (Request, []tasks.FieldError) {
 	req := Request{Type: typ, Payload: payload}
 	var errs []tasks.FieldError
@@ -53,7 +53,7 @@ func Parse(typ string, payload []byte, opts map[string]string) (Request, []tasks
 		req.Queue = v
 	}
 	if v, ok := opts[OptionProcessAt]; ok {
-		t, err := time.Parse(time.RFC3339, v)
+		t, err := ParseTime(v)
 		if err != nil {
 			add(OptionProcessAt, msgTime)
 		}
@@ -61,10 +61,14 @@ func Parse(typ string, payload []byte, opts map[string]string) (Request, []tasks
 	}
 	if v, ok := opts[OptionProcessIn]; ok {
 		d, err := time.ParseDuration(v)
-		if err != nil {
+		switch {
+		case err != nil:
 			add(OptionProcessIn, msgDuration)
+		case strings.HasPrefix(v, "-"): // -0 too, which Go reads as 0: the API's document allows no sign but +
+			add(OptionProcessIn, msgNegative)
+		default:
+			req.ProcessIn = d
 		}
-		req.ProcessIn = d
 	}
 	if v, ok := opts[OptionIdempotencyKey]; ok {
 		if v == "" {
@@ -83,6 +87,13 @@ func Parse(typ string, payload []byte, opts map[string]string) (Request, []tasks
 		add(memberName(name), "unknown field")
 	}
 	return req, errs
+}
+
+// ParseTime reads an RFC 3339 time, such as 2026-01-02T15:04:05Z. The
+// letters T and Z may be lower case, as RFC 3339 (section 5.6) allows and
+// Go's time.RFC3339 layout does not.
+func ParseTime(v string) (time.Time, error) {
+	return time.Parse(time.RFC3339, strings.ToUpper(v))
 }
 
 // ByteOrderMark returns the problem of JSON text that starts with a UTF-8
