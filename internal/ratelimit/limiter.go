@@ -126,12 +126,21 @@ func NewLimiter(rdb redis.UniversalClient, cfg Config) *Limiter {
 }
 
 // WaitError says that admission is further away than the limiter's MaxWait.
-type WaitError struct{ Wait time.Duration }
+type WaitError struct {
+	Wait time.Duration
+	// CoolDown is true when what holds the request back is the account's
+	// cool-down, which DigiCert's 429 started (CoolDown), rather than the
+	// limiter's windows.
+	CoolDown bool
+}
 
 // RetryAfter is when to ask again.
 func (e *WaitError) RetryAfter() time.Duration { return e.Wait }
 
 func (e *WaitError) Error() string {
+	if e.CoolDown {
+		return fmt.Sprintf("rate limit: cool-down after DigiCert's 429, next DigiCert request in %v", e.Wait.Round(time.Millisecond))
+	}
 	return fmt.Sprintf("rate limit: next DigiCert request slot in %v", e.Wait.Round(time.Millisecond))
 }
 
@@ -196,8 +205,14 @@ local function restamp(c, a)
 end
 `
 
-// admitScript admits ARGV[1] (Lua's admit with the cool-down at KEYS[1]).
-var admitScript = redis.NewScript(Lua + `return admit(1, 1)`)
+// admitScript admits ARGV[1] (Lua's admit with the cool-down at KEYS[1]):
+// {0, 0} when admitted, else {ms to wait, 1 when the cool-down is what
+// holds it back, else 0}.
+var admitScript = redis.NewScript(Lua + `
+local wait = admit(1, 1)
+if wait > 0 and redis.call('PTTL', KEYS[1]) > 0 then return {wait, 1} end
+return {wait, 0}
+`)
 
 // restampScript stamps ARGV[1] now in every window.
 var restampScript = redis.NewScript(Lua + `return restamp(1, 1)`)
@@ -210,20 +225,25 @@ func (l *Limiter) keys() ([]string, []any) {
 }
 
 // reserve takes a slot for member now if every window has room, and
-// otherwise says how long to wait before asking again. The member counts
-// as in flight (for up to hold) until it is restamped.
-func (l *Limiter) reserve(ctx context.Context, member string, hold time.Duration) (time.Duration, error) {
+// otherwise says how long to wait before asking again, and whether the
+// account's cool-down is what holds it back. The member counts as in
+// flight (for up to hold) until it is restamped.
+func (l *Limiter) reserve(ctx context.Context, member string, hold time.Duration) (wait time.Duration, coolDown bool, err error) {
 	keys, args := l.keys()
 	args[0], args[len(args)-1] = member, hold.Milliseconds()
-	ms, err := admitScript.Run(ctx, l.rdb, keys, args...).Int64()
-	if err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
+	r, err := admitScript.Run(ctx, l.rdb, keys, args...).Int64Slice()
+	if err == nil && len(r) != 2 {
+		err = fmt.Errorf("%d values from the script, want 2", len(r))
 	}
-	return time.Duration(ms) * time.Millisecond, nil
+	if err != nil {
+		return 0, false, fmt.Errorf("rate limit: %w", err)
+	}
+	return time.Duration(r[0]) * time.Millisecond, r[1] == 1, nil
 }
 
 // Acquire blocks until a request may be sent, ctx is done, or the wait
-// would exceed MaxWait or ctx's deadline (*WaitError, which says how long).
+// would exceed MaxWait or ctx's deadline (*WaitError, which says how long,
+// and whether the account's cool-down is what holds it back).
 // Call release when the request has ended. It implements digicert.Limiter;
 // it holds no Redis connection while it waits.
 //
@@ -241,7 +261,7 @@ func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
 		}
 	}()
 	for {
-		d, err := l.reserve(ctx, member, l.inFlight)
+		d, coolDown, err := l.reserve(ctx, member, l.inFlight)
 		if err != nil {
 			return nil, err
 		}
@@ -249,10 +269,10 @@ func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
 			return func() { l.restamp(member) }, nil
 		}
 		if waited+d > l.maxWait {
-			return nil, &WaitError{Wait: d}
+			return nil, &WaitError{Wait: d, CoolDown: coolDown}
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Now().Add(d).After(dl) {
-			return nil, &WaitError{Wait: d} // sleeping into the deadline would waste the caller's budget
+			return nil, &WaitError{Wait: d, CoolDown: coolDown} // sleeping into the deadline would waste the caller's budget
 		}
 		t := time.NewTimer(d)
 		select {
@@ -282,7 +302,8 @@ func (l *Limiter) restamp(member string) {
 // and otherwise says how long to wait before asking again: a request sent
 // and answered at once.
 func (l *Limiter) Reserve(ctx context.Context) (time.Duration, error) {
-	return l.reserve(ctx, token(), 0)
+	d, _, err := l.reserve(ctx, token(), 0)
+	return d, err
 }
 
 // coolDownScript is called for a 429 (KEYS[1] the cool-down, KEYS[2] its

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -94,6 +95,27 @@ func TestLimiterWaitErrorBeyondMaxWait(t *testing.T) {
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Error("Wait slept although the wait was beyond MaxWait")
+	}
+	if we.CoolDown || strings.Contains(we.Error(), "429") {
+		t.Errorf("a full window's wait = %+v (%v), want one that is no cool-down", we, we)
+	}
+}
+
+// A wait for the cool-down that DigiCert's 429 started says so: it is not
+// the limiter's windows that hold the request back.
+func TestLimiterWaitErrorNamesTheCoolDown(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	l := ratelimit.NewLimiter(srv.Client(), ratelimit.Config{Account: "a", Windows: []ratelimit.Window{{Limit: 100, Period: time.Minute}},
+		MaxWait: 50 * time.Millisecond})
+	ctx := context.Background()
+	if _, _, err := l.CoolDown(ctx, time.Minute, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.Acquire(ctx)
+	var we *ratelimit.WaitError
+	if !errors.As(err, &we) || !we.CoolDown || we.Wait < 50*time.Second || !strings.Contains(we.Error(), "cool-down after DigiCert's 429") {
+		t.Errorf("Acquire during a cool-down = %v (%+v), want a *WaitError for the cool-down, about a minute", err, we)
 	}
 }
 

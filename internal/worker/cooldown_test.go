@@ -131,6 +131,35 @@ func TestDigiCert429IsLoggedAtWarn(t *testing.T) {
 	}
 }
 
+// A task held back by the cool-down that DigiCert's 429 started says so in
+// its last_error, rather than blame certmail's own limiter, and its wait
+// is certmail's: INFO, without a retry.
+func TestCoolDownWaitNamesDigiCerts429(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{
+		fake:      digicerttest.Config{AnyIDExists: true},
+		configure: func(c *worker.Config) { c.RateLimitPause = time.Minute }, // beyond the limiter's 30 s wait
+	})
+	b.fake.FailNext(1, 429, limited, "application/json")
+	first := b.enqueue(t, "resend-dcv", `{"order_id": 1}`)
+	if info := b.waitState(t, first, asynq.TaskStateRetry, 10*time.Second); !strings.HasPrefix(info.LastErr, "request_limit_exceeded: ") {
+		t.Errorf("the task answered 429: last_error %q", info.LastErr)
+	}
+	second := b.enqueue(t, "resend-dcv", `{"order_id": 2}`)
+	info := b.waitState(t, second, asynq.TaskStateRetry, 10*time.Second)
+	const reason = "rate_limit_wait: not sent to DigiCert, held back by the account's cool-down after DigiCert answered 429: next request in "
+	if !strings.HasPrefix(info.LastErr, reason) || info.Retried != 0 {
+		t.Errorf("the task the cool-down held back: last_error %q, retried %d; want %q…, 0", info.LastErr, info.Retried, reason)
+	}
+	if n := b.fake.RequestCount(); n != 1 {
+		t.Errorf("fake saw %d requests, want 1", n)
+	}
+	lines := b.logs.Lines("info", "delivery deferred")
+	if len(lines) != 1 || lines[0]["error_code"] != "rate_limit_wait" || !strings.HasPrefix(fmt.Sprint(lines[0]["error"]), reason) {
+		t.Errorf("INFO lines %v, want one for the cool-down's wait", lines)
+	}
+}
+
 // A long streak of 429s doubles the cool-down no further than the README's
 // 5 minutes: the cool-down Redis holds after one more 429 lasts 5 minutes,
 // not the 17 hours the doubling alone would give.

@@ -135,20 +135,29 @@ func describe(err error) string {
 		}
 		return strings.Join(msgs, "; ")
 	case errors.As(err, &reqErr) && digicert.ErrorCode(err) == "rate_limiter":
-		// Nothing was sent: certmail's own limiter held the request back
-		// (a wait for a slot, or the limiter's Redis out of reach).
-		why := strings.TrimPrefix(reqErr.Err.Error(), "rate limiter: ")
-		var we *ratelimit.WaitError
-		if errors.As(err, &we) {
-			why = "next request slot in " + we.Wait.Round(time.Millisecond).String()
-		}
-		return "not sent to DigiCert, held back by certmail's own rate limiter: " + why
+		return limiterReason(reqErr)
 	case errors.As(err, &reqErr) && digicert.ErrorCode(err) == "deadline_near":
 		return "not sent to DigiCert, the delivery's deadline is too near: " + strings.TrimPrefix(reqErr.Err.Error(), "not sent: ")
 	case errors.As(err, &reqErr):
 		return "no answer from DigiCert: " + reqErr.Err.Error()
 	}
 	return err.Error()
+}
+
+// limiterReason says why certmail's own limiter held a request back, so
+// that nothing was sent: the account's cool-down after DigiCert's 429, a
+// wait for a slot of its windows, or the limiter's Redis out of reach.
+func limiterReason(reqErr *digicert.RequestError) string {
+	var we *ratelimit.WaitError
+	switch {
+	case errors.As(reqErr, &we) && we.CoolDown:
+		return "not sent to DigiCert, held back by the account's cool-down after DigiCert answered 429: next request in " +
+			we.Wait.Round(time.Millisecond).String()
+	case errors.As(reqErr, &we):
+		return "not sent to DigiCert, held back by certmail's own rate limiter: next request slot in " +
+			we.Wait.Round(time.Millisecond).String()
+	}
+	return "not sent to DigiCert, held back by certmail's own rate limiter: " + strings.TrimPrefix(reqErr.Err.Error(), "rate limiter: ")
 }
 
 // oneLine replaces line breaks and other control characters with spaces.
