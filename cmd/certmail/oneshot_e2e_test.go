@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/redistest"
 )
 
@@ -111,6 +112,54 @@ func TestOneShotRedisDownSaysSoInOneLine(t *testing.T) {
 			}
 			if dials == 0 {
 				t.Errorf("at debug: go-redis's failed dial is in no JSON line:\n%s", debug.stderr.String())
+			}
+		})
+	}
+}
+
+// The one-shot commands, given a Redis whose listen queue is full (the
+// kernel drops their SYNs: a dial neither succeeds nor is refused), fail
+// within redisconn.OneShotCommandBound with the one line of a Redis that
+// did not answer, rather than after go-redis's dials and retries (103 s).
+// A command fails at its first Redis command that fails: the bound is
+// that of one Redis command, and a second of room for the process.
+func TestOneShotBlackholedRedisFailsWithinTheBound(t *testing.T) {
+	t.Parallel()
+	url := "redis://" + redistest.Blackhole(t) + "/0"
+	hint := "; Redis at " + url + " did not answer: check that it is running and that --redis-url names it\n"
+	bound := redisconn.OneShotCommandBound + time.Second
+	for _, args := range [][]string{
+		{"task", "abc"},
+		{"dlq", "list"},
+		{"dlq", "purge", "--yes"},
+		{"dlq", "requeue", "abc"},
+		{"schedule", "list"},
+		{"schedule", "add", "--id", "a", "--cron", "@daily", "--type", "set-emails", "--payload", `{"order_id": 1, "additional_emails": []}`},
+		{"schedule", "rm", "a"},
+		{"enqueue", "set-emails", "--order-id", "1", "--email", "a@example.com"},
+	} {
+		name := "certmail " + strings.Join(args[:2], " ")
+		if args[0] == "task" {
+			name = "certmail task"
+		}
+		t.Run(strings.Join(args[:2], " "), func(t *testing.T) {
+			t.Parallel()
+			started := time.Now()
+			o := startOneShot(t, append(args, "--redis-url", url)...)
+			o.wait(t, 30*time.Second)
+			if took := time.Since(started); took > bound {
+				t.Errorf("failed after %v, want within %v", took.Round(time.Millisecond), bound)
+			}
+			if args[1] == "requeue" { // a line for each id it could not requeue, then the count
+				want := "abc: read dead letters: dial tcp "
+				if got := o.stderr.String(); o.code != 1 || !strings.HasPrefix(got, want) || !strings.Contains(got, "i/o timeout") {
+					t.Errorf("exit %d, stderr %q; want 1 and %q…i/o timeout", o.code, got, want)
+				}
+				return
+			}
+			if got := o.stderr.String(); o.code != 1 || strings.Count(got, "\n") != 1 || !strings.HasPrefix(got, name+": ") ||
+				!strings.HasSuffix(got, hint) || !strings.Contains(got, "i/o timeout") {
+				t.Errorf("exit %d, stderr %q; want 1 and one line %q…i/o timeout%q", o.code, got, name+": ", hint)
 			}
 		})
 	}

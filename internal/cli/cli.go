@@ -60,6 +60,10 @@ type Env struct {
 	// processes that run until stopped, DEBUG for the one-shot commands,
 	// whose failure is their own one line (redisLogLevel).
 	redisLevel zapcore.Level
+	// oneShot is set for the commands that stop at their first failure
+	// (all but services), whose Redis commands are bounded
+	// (RedisFlags.open).
+	oneShot bool
 	// redisTarget is REDIS_URL as opened (without passwords), for the line
 	// of a command that could not reach it (unreachable).
 	redisTarget string
@@ -222,6 +226,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	}
 	env.named = func(msg string) string { return asGiven(kctx, msg) }
 	env.redisLevel = redisLogLevel(commandName(kctx))
+	env.oneShot = !services[commandName(kctx)]
 	err = kctx.Run(env)
 	env.done()
 	if err != nil && ctx.Err() != nil && (errors.Is(err, context.Canceled) || env.interrupted.Load()) {

@@ -101,9 +101,15 @@ type RedisFlags struct {
 // command's logger from then on (Env.logRedisTo). A database the server
 // does not have is refused here, before the command starts anything
 // (redisconn.Conn.CheckDatabase); a Redis that is down is left to the
-// command, which waits for it or fails as it does.
+// command, which waits for it or fails as it does. A one-shot command's
+// clients give up on each Redis command within
+// redisconn.OneShotCommandBound (redisconn.OpenOneShot).
 func (f RedisFlags) open(env *Env) (*redisconn.Conn, error) {
-	c, err := redisconn.Open(f.RedisURL)
+	openURL := redisconn.Open
+	if env.oneShot {
+		openURL = redisconn.OpenOneShot
+	}
+	c, err := openURL(f.RedisURL)
 	if err != nil {
 		return nil, usageError{err}
 	}

@@ -75,34 +75,104 @@ func Open(rawURL string) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := newClient(opt, retries)
+	return open(opt, target, retries)
+}
+
+// OpenOneShot is Open for a command that runs once and exits (the
+// operator commands): every go-redis client of the Conn, asynq's built
+// from Opt included, dials a connection once for at most OneShotDialTimeout
+// and tries a command at most twice, so that a Redis that does not take
+// the connection (a full listen queue, a firewall that drops packets) fails
+// a Redis command within OneShotCommandBound, rather than after go-redis's
+// five dials of 5 s for each of its four tries (103 s). An answer is still
+// waited for go-redis's read timeout (3 s) at most. The bound is per Redis
+// command, not per certmail command: dlq purge or enqueue --file, which
+// send many, can take as long as their work does.
+func OpenOneShot(rawURL string) (*Conn, error) {
+	opt, target, err := parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return open(oneShotOpt{opt}, target, oneShot)
+}
+
+// open builds the Conn of opt, its go-redis client tried as tries says.
+func open(opt asynq.RedisConnOpt, target string, tries int) (*Conn, error) {
+	c, err := newClient(opt, tries)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL %s: %w", target, err)
 	}
 	return &Conn{Opt: opt, Client: c, Target: target}, nil
 }
 
+// The settings of a one-shot command's clients (OpenOneShot).
+const (
+	// OneShotDialTimeout is the longest a one-shot command waits for one
+	// connection to Redis to open (TCP, then TLS for rediss://).
+	OneShotDialTimeout = 2 * time.Second
+	// oneShotMaxRetries is how many times a one-shot command's client
+	// tries a failed Redis command again.
+	oneShotMaxRetries = 1
+	// readTimeout is go-redis's read timeout, which certmail's clients
+	// keep (asynq's options leave it unset).
+	readTimeout = 3 * time.Second
+	// OneShotCommandBound is the longest one Redis command of a one-shot
+	// command takes to fail when Redis does not answer: each of its tries
+	// dials for at most OneShotDialTimeout and reads for at most the read
+	// timeout, and go-redis backs off at most 512 ms between two tries.
+	OneShotCommandBound = (oneShotMaxRetries+1)*(OneShotDialTimeout+readTimeout) + oneShotMaxRetries*512*time.Millisecond
+)
+
+// oneShotOpt is the asynq option of a one-shot command's Conn: the
+// clients asynq builds from it (its inspector, its client) take the
+// one-shot settings too, which asynq's own options cannot express.
+type oneShotOpt struct{ asynq.RedisConnOpt }
+
+// MakeRedisClient implements asynq.RedisConnOpt.
+func (o oneShotOpt) MakeRedisClient() any {
+	c, err := newClient(o.RedisConnOpt, oneShot)
+	if err != nil {
+		return nil // asynq says the option is not supported
+	}
+	return c
+}
+
+// baseOpt is opt without the one-shot wrapper: the option REDIS_URL gave.
+func baseOpt(opt asynq.RedisConnOpt) asynq.RedisConnOpt {
+	if o, ok := opt.(oneShotOpt); ok {
+		return o.RedisConnOpt
+	}
+	return opt
+}
+
 // How a client built by newClient meets a failure: retries, as go-redis
-// does by default, for the clients commands use; once, for a look that
-// must not outlast a Redis that is down (CheckDatabase).
+// does by default, for the clients the services use; once, for a look that
+// must not outlast a Redis that is down (CheckDatabase); oneShot, for the
+// clients of a one-shot command (OpenOneShot).
 const (
 	retries = iota
 	once
+	oneShot
 )
 
 // newClient is the go-redis client of opt, as opt.MakeRedisClient builds
 // it, with deadlines honoured; with once, each command and each dial is
-// tried once, on one connection.
+// tried once, on one connection; with oneShot, each dial once for at most
+// OneShotDialTimeout, and each command at most twice.
 func newClient(opt asynq.RedisConnOpt, tries int) (redis.UniversalClient, error) {
 	maxRetries, dialerRetries, poolSize := 0, 0, 0 // go-redis's defaults
-	if tries == once {
+	var dialTimeout time.Duration                  // the option's
+	switch tries {
+	case once:
 		maxRetries, dialerRetries, poolSize = -1, 1, 1
+	case oneShot:
+		maxRetries, dialerRetries, dialTimeout = oneShotMaxRetries, 1, OneShotDialTimeout
 	}
-	switch o := opt.(type) {
+	switch o := baseOpt(opt).(type) {
 	case asynq.RedisClientOpt:
 		return redis.NewClient(&redis.Options{
 			Network: o.Network, Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB,
-			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			DialTimeout: cmp.Or(dialTimeout, o.DialTimeout), ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
 			PoolSize: cmp.Or(poolSize, o.PoolSize), TLSConfig: o.TLSConfig,
 			MaxRetries: maxRetries, DialerRetries: dialerRetries,
 			ContextTimeoutEnabled: true,
@@ -112,7 +182,7 @@ func newClient(opt asynq.RedisConnOpt, tries int) (redis.UniversalClient, error)
 			MasterName: o.MasterName, SentinelAddrs: o.SentinelAddrs,
 			SentinelUsername: o.SentinelUsername, SentinelPassword: o.SentinelPassword,
 			Username: o.Username, Password: o.Password, DB: o.DB,
-			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			DialTimeout: cmp.Or(dialTimeout, o.DialTimeout), ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
 			PoolSize: cmp.Or(poolSize, o.PoolSize), TLSConfig: o.TLSConfig,
 			MaxRetries: maxRetries, DialerRetries: dialerRetries,
 			ContextTimeoutEnabled: true,
@@ -299,7 +369,7 @@ func (c *Conn) databaseError(err error) error {
 		return nil
 	}
 	db := 0
-	switch o := c.Opt.(type) {
+	switch o := baseOpt(c.Opt).(type) {
 	case asynq.RedisClientOpt:
 		db = o.DB
 	case asynq.RedisFailoverClientOpt:
