@@ -68,7 +68,10 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/certmail/certmail/internal/admin"
+	"github.com/certmail/certmail/internal/logging"
 )
 
 // options are the driver's flags.
@@ -302,13 +305,14 @@ func freeAddr() (string, error) {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
 }
 
-// serve runs h on a free loopback port until the returned stop is called.
+// serve runs h on a free loopback port until the returned stop is called;
+// net/http's own messages are JSON lines on stderr (benchLog).
 func serve(h http.Handler) (addr string, stop func(), err error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
-	srv := admin.NewServer(h, admin.Limits{})
+	srv := admin.NewServer(h, admin.Limits{}, benchLog())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -467,4 +471,10 @@ func peakRSS(pid int) (float64, error) {
 		}
 	}
 	return 0, errors.New("no VmHWM in /proc status")
+}
+
+// benchLog is the logger of net/http's own messages in the bench's servers:
+// JSON lines on stderr at WARN, as certmail's services write them.
+func benchLog() *zap.Logger {
+	return zap.Must(logging.New("warn", logging.DefaultFormat, os.Stderr)) // constants: it cannot fail
 }

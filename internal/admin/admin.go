@@ -130,10 +130,18 @@ func (l Limits) Validate() error {
 // bounded per request, bodies by the API's budget, and this bounds how many
 // requests hold them, so no client, authenticated or not, can take the
 // process past its memory limit by opening connections.
-func NewServer(h http.Handler, l Limits) *http.Server {
+//
+// net/http's own messages (a handler's panic, a superfluous WriteHeader, a
+// failed Accept) are lines of the logger "http" of log, throttled
+// (logging.HTTPErrorLog), not plain text on stderr; a nil log drops them.
+func NewServer(h http.Handler, l Limits, log *zap.Logger) *http.Server {
 	l = l.WithDefaults()
+	if log == nil {
+		log = zap.NewNop()
+	}
 	conns := &connCap{max: l.MaxConns, refused: l.Refused, open: map[net.Conn]struct{}{}, idle: map[net.Conn]struct{}{}}
 	return &http.Server{
+		ErrorLog:  logging.HTTPErrorLog(log.Named("http"), nil),
 		ConnState: conns.track,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ctx, cancel := context.WithTimeout(r.Context(), l.HandlerTimeout)
@@ -367,7 +375,8 @@ func WithProfiling() Option {
 
 // Start serves /healthz, /readyz (ready) and /metrics (g) on addr in the
 // background, with the default Limits but at most AdminMaxConns
-// connections, and what opts add; log receives why /readyz failed. An
+// connections, and what opts add; log receives why /readyz failed and
+// net/http's own messages. An
 // empty addr means no admin server: Start returns nil, nil.
 func Start(addr string, ready func(context.Context) error, g prometheus.Gatherer, log *zap.Logger, opts ...Option) (*Background, error) {
 	if addr == "" {
@@ -382,7 +391,7 @@ func Start(addr string, ready func(context.Context) error, g prometheus.Gatherer
 	if err != nil {
 		return nil, err
 	}
-	b := &Background{srv: NewServer(mux, Limits{MaxConns: AdminMaxConns}), addr: ln.Addr(), done: make(chan struct{})}
+	b := &Background{srv: NewServer(mux, Limits{MaxConns: AdminMaxConns}, log), addr: ln.Addr(), done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
 		if err := b.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

@@ -151,7 +151,7 @@ func serveLimited(t *testing.T, h http.Handler, limits admin.Limits) string {
 	addr := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- admin.Serve(ctx, "127.0.0.1:0", admin.NewServer(h, limits), time.Second, func(a net.Addr) { addr <- a })
+		done <- admin.Serve(ctx, "127.0.0.1:0", admin.NewServer(h, limits, nil), time.Second, func(a net.Addr) { addr <- a })
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -371,7 +371,7 @@ func TestBackgroundConnectionCap(t *testing.T) {
 
 func TestNewServerDefaults(t *testing.T) {
 	t.Parallel()
-	srv := admin.NewServer(http.NotFoundHandler(), admin.Limits{})
+	srv := admin.NewServer(http.NotFoundHandler(), admin.Limits{}, nil)
 	got := []any{srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout, srv.MaxHeaderBytes}
 	want := []any{admin.DefaultReadHeaderTimeout, admin.DefaultReadTimeout, admin.DefaultWriteTimeout, admin.DefaultIdleTimeout, admin.DefaultMaxHeaderBytes}
 	for i := range got {
@@ -415,7 +415,7 @@ func TestListenError(t *testing.T) {
 	}
 	defer ln.Close()
 	addr := ln.Addr().String()
-	err = admin.Serve(context.Background(), addr, admin.NewServer(http.NotFoundHandler(), admin.Limits{}), time.Second, nil)
+	err = admin.Serve(context.Background(), addr, admin.NewServer(http.NotFoundHandler(), admin.Limits{}, nil), time.Second, nil)
 	if want := "listen " + addr + ": bind: address already in use"; err == nil || err.Error() != want {
 		t.Errorf("Serve on a taken port: %v, want %q", err, want)
 	}

@@ -389,7 +389,7 @@ func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 	}()
 	defer func() { stopCheck(); <-checked }()
 	var served bool
-	err := admin.Serve(serveCtx, s.cfg.Addr, admin.NewServer(s, s.cfg.Limits), s.cfg.ShutdownTimeout, func(a net.Addr) {
+	err := admin.Serve(serveCtx, s.cfg.Addr, admin.NewServer(s, s.cfg.Limits, s.log), s.cfg.ShutdownTimeout, func(a net.Addr) {
 		served = true
 		s.log.Info("api started", zap.Stringer("addr", a), zap.String("redis", s.cfg.Redis.Target),
 			zap.Int("tokens", len(s.cfg.Tokens)), zap.Bool("read_only", s.cfg.DashboardReadOnly),

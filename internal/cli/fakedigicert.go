@@ -11,6 +11,7 @@ import (
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
+	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/ratelimit"
 )
 
@@ -94,7 +95,13 @@ func (c *FakeDigicertCmd) Run(env *Env) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.Handle("/", fake)
-	return admin.Serve(env.Ctx, c.Addr, admin.NewServer(mux, admin.Limits{}), c.ShutdownFor, func(a net.Addr) {
+	// It writes no log of its own; net/http's messages are JSON lines at the
+	// default level and format, as every certmail server's are.
+	log, err := logging.New(logging.DefaultLevel, logging.DefaultFormat, env.Stderr)
+	if err != nil {
+		return err
+	}
+	return admin.Serve(env.Ctx, c.Addr, admin.NewServer(mux, admin.Limits{}, log), c.ShutdownFor, func(a net.Addr) {
 		fmt.Fprintf(env.Stdout, "fake CertCentral (not DigiCert: nothing is emailed) at http://%s/services/v2\n", a)
 		fmt.Fprintf(env.Stdout, "  point workers at it with DIGICERT_BASE_URL=http://%s/services/v2\n", a)
 		if c.AnyID {

@@ -224,7 +224,9 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) error {
 	if mr != nil {
 		g.Go(func() error { return tickMiniredis(ctx, mr) })
 	}
-	g.Go(func() error { return named("fake CertCentral", serveFake(ctx, st.fake, fakeLn)) })
+	g.Go(func() error {
+		return named("fake CertCentral", serveFake(ctx, st.fake, fakeLn, cfg.Logger.Named("fake")))
+	})
 	g.Go(func() error { return named("worker", c.worker(ctx, workerUp)) })
 	g.Go(func() error { return named("api", c.api(ctx, apiUp)) })
 	g.Go(func() error { return named("scheduler", c.scheduler(ctx)) })
@@ -397,9 +399,9 @@ func newFake(st *Stack, approveAfter int) (net.Listener, account.Set, error) {
 
 // serveFake serves the fake on ln until ctx is done, then releases any
 // request it holds and shuts down, so that Run returns only once the fake's
-// connections are closed.
-func serveFake(ctx context.Context, fake *digicerttest.Server, ln net.Listener) error {
-	srv := admin.NewServer(fake, admin.Limits{})
+// connections are closed. log gets net/http's own messages.
+func serveFake(ctx context.Context, fake *digicerttest.Server, ln net.Listener, log *zap.Logger) error {
+	srv := admin.NewServer(fake, admin.Limits{}, log)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {

@@ -1,8 +1,10 @@
 // Package logging builds certmail's zap loggers from the two settings operators
 // see: a level (debug, info, warn, error) and a format (json or console),
 // CERTMAIL_LOG_LEVEL and CERTMAIL_LOG_FORMAT, which every command reads but
-// fake-digicert (it writes no log) and version; and it carries go-redis's own
-// messages to them (RedisLogger), a repeated message at most once per
+// fake-digicert (it writes no log of its own) and version; and it carries
+// go-redis's own messages to them (RedisLogger), and those of the standard
+// library's log package (HTTPErrorLog for net/http's, RedirectStdLog for
+// the process-wide logger), a repeated message at most once per
 // ThrottlePeriod (Throttle).
 package logging
 
