@@ -11,6 +11,7 @@ import (
 
 	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/logging"
 )
 
 // APICmd serves the HTTP API, the dashboard and the probes.
@@ -59,6 +60,8 @@ func (c *APICmd) Run(env *Env) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, p.close()) }()
+	// asynqmon's handlers call the standard library's log.Printf.
+	defer logging.RedirectStdLog(p.log.Named("stdlog"), nil)()
 	srv, err := api.New(api.Config{
 		Ops:               p.ops,
 		Redis:             p.conn,

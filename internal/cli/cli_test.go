@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -2444,5 +2445,52 @@ func TestDLQListLimitRefused(t *testing.T) {
 		if r.code != 2 || r.stderr != want {
 			t.Errorf("dlq list --limit=%s: exit %d, %q; want 2 and %q", v, r.code, r.stderr, want)
 		}
+	}
+}
+
+// TestAPIStandardLogIsJSON: asynqmon, served by the API under /monitoring/,
+// reports a failed batch action through the standard library's log.Printf
+// (here: deleting a task that does not exist); `certmail api` carries it to
+// its zap log, so that every stderr line is one JSON object, and hands the
+// standard logger back once it stops.
+//
+// Not parallel: the standard logger is process-wide.
+func TestAPIStandardLogIsJSON(t *testing.T) {
+	e := setup(t)
+	token := strings.Repeat("t", 20)
+	before := log.Writer()
+	base, stderr := startAPI(t, "--redis-url", e.redis.URL(), "--api-tokens", token)
+	req, err := http.NewRequest(http.MethodPost, base+"/monitoring/api/queues/default/pending_tasks:batch_delete",
+		strings.NewReader(`{"task_ids":["nosuch-1","nosuch-2"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth("anyone", token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("batch delete: %d", res.StatusCode)
+	}
+	var found, held bool
+	for _, m := range stderr.JSONLines(t) { // fails on a line that is not JSON
+		msg, _ := m["msg"].(string)
+		switch {
+		case strings.Contains(msg, `could not delete task with id "nosuch-1"`):
+			found = m["logger"] == "stdlog" && m["level"] == "warn"
+		case strings.Contains(msg, "nosuch-2"):
+			held = true
+		}
+	}
+	if !found {
+		t.Errorf("asynqmon's failed delete is in no WARN line of the logger stdlog:\n%s", stderr.String())
+	}
+	if held {
+		t.Errorf("the repeat of asynqmon's line was not held back:\n%s", stderr.String())
+	}
+	if log.Writer() == before {
+		t.Error("the standard logger was not redirected while the API ran")
 	}
 }

@@ -77,6 +77,8 @@ func (c *DevCmd) Run(env *Env) error {
 	if err := checkRedis(env.Ctx, c.RedisURL); err != nil {
 		return err
 	}
+	// asynqmon's handlers call the standard library's log.Printf.
+	defer logging.RedirectStdLog(log.Named("stdlog"), nil)()
 	return dev.Run(env.Ctx, dev.Config{
 		RedisURL:  c.RedisURL,
 		RedisAddr: c.RedisAddr,
