@@ -16,7 +16,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/tasks"
 )
@@ -163,7 +162,7 @@ func runBridge(ctx context.Context, c childOptions) error {
 	defer client.Close()
 	mux := bridgeHandler(client)
 	srv := &http.Server{Addr: c.listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, ErrorLog: logging.HTTPErrorLog(benchLog().Named("http"), nil)}
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	select {
