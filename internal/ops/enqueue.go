@@ -62,7 +62,8 @@ const StateUnknown = "unknown"
 // ErrIdempotencyConflict. Of concurrent requests with
 // one key, exactly one enqueues. A key whose enqueue got no answer is kept
 // unless Redis says the task was not stored (see settle), so that a retry
-// with it does not enqueue the task a second time.
+// with it does not enqueue the task a second time. A deadline on ctx bounds
+// the whole call, that clean-up of the key included (see enqueueOnce).
 func (s *Service) Enqueue(ctx context.Context, req enqueue.Request) (ref TaskRef, existing bool, err error) {
 	c, err := s.check(req)
 	if err != nil {
@@ -185,7 +186,15 @@ type idempotencyRecord struct {
 // record: the id the task will get and the request's hash) and enqueues
 // under that id; a request that finds the key taken returns the recorded
 // task or ErrIdempotencyConflict.
+//
+// When ctx has a deadline, the claim, the enqueue and the replay's lookup
+// end cleanupReserve before it (workContext), so that settle and unclaim,
+// which run after them, still answer by ctx's deadline: a handler bounded
+// by it does not overrun it to release a key.
 func (s *Service) enqueueOnce(ctx context.Context, c enqueue.Checked) (TaskRef, bool, error) {
+	cleanupCtx := ctx
+	ctx, cancel := s.workContext(ctx)
+	defer cancel()
 	key := idempotencyKeyPrefix + idempotencyHash(c.IdempotencyScope, c.IdempotencyKey)
 	// A record can vanish between SET NX and GET (expiry, or a failed
 	// enqueue releasing it): then claim again, a bounded number of times.
@@ -199,7 +208,7 @@ func (s *Service) enqueueOnce(ctx context.Context, c enqueue.Checked) (TaskRef, 
 		claim := lease.WithToken(s.rdb, key, string(rec), s.opts.IdempotencyTTL)
 		claimed, err := claim.Acquire(ctx)
 		if err != nil {
-			return TaskRef{}, false, s.unclaim(ctx, claim, fmt.Errorf("claim idempotency key: %w", err))
+			return TaskRef{}, false, s.unclaim(cleanupCtx, claim, fmt.Errorf("claim idempotency key: %w", err))
 		}
 		raw, err := []byte(nil), nil
 		if !claimed {
@@ -211,7 +220,7 @@ func (s *Service) enqueueOnce(ctx context.Context, c enqueue.Checked) (TaskRef, 
 		if err != nil {
 			// The claim may be this call's own, its answer lost: release it
 			// (only while it holds this call's record).
-			return TaskRef{}, false, s.unclaim(ctx, claim, fmt.Errorf("read idempotency key: %w", err))
+			return TaskRef{}, false, s.unclaim(cleanupCtx, claim, fmt.Errorf("read idempotency key: %w", err))
 		}
 		var prev idempotencyRecord
 		if !claimed {
@@ -227,9 +236,9 @@ func (s *Service) enqueueOnce(ctx context.Context, c enqueue.Checked) (TaskRef, 
 			var unsure *EnqueueError
 			switch {
 			case errors.As(err, &unsure):
-				return s.settle(ctx, claim, ref, err)
+				return s.settle(cleanupCtx, claim, ref, err)
 			case err != nil: // nothing stored: the key is free for a retry
-				return TaskRef{}, false, s.unclaim(ctx, claim, err)
+				return TaskRef{}, false, s.unclaim(cleanupCtx, claim, err)
 			}
 			return got, false, nil
 		}
@@ -271,7 +280,7 @@ func (s *Service) current(ctx context.Context, ref TaskRef) (TaskRef, error) {
 // recorded task rather than enqueue a second one (in state StateUnknown if
 // the task was not stored after all); cause is returned.
 func (s *Service) settle(ctx context.Context, claim *lease.Lease, ref TaskRef, cause error) (TaskRef, bool, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	ctx, cancel := s.cleanupContext(ctx)
 	defer cancel()
 	// One EXISTS bounded by ctx (asynq's inspector takes no context), on
 	// the hash asynq keeps of every task it holds.
@@ -295,12 +304,42 @@ func (s *Service) settle(ctx context.Context, claim *lease.Lease, ref TaskRef, c
 // joined with the release's error when Redis does not answer that either
 // (the key then expires after the idempotency TTL).
 func (s *Service) unclaim(ctx context.Context, claim *lease.Lease, cause error) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	ctx, cancel := s.cleanupContext(ctx)
 	defer cancel()
 	if _, err := claim.Release(ctx); err != nil {
 		return errors.Join(cause, fmt.Errorf("release idempotency key: %w", err))
 	}
 	return cause
+}
+
+// cleanupReserve is the part of what is left of a deadline d away that
+// enqueueOnce keeps for settle or unclaim: Config.CleanupTimeout, or a
+// quarter of d when that is less (a short deadline still leaves the claim
+// most of it).
+func (s *Service) cleanupReserve(d time.Duration) time.Duration {
+	return min(s.opts.CleanupTimeout, d/4)
+}
+
+// workContext is ctx ending cleanupReserve before ctx's deadline, or ctx
+// itself when it has none.
+func (s *Service) workContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(ctx, deadline.Add(-s.cleanupReserve(time.Until(deadline))))
+}
+
+// cleanupContext is the context of settle and unclaim, given the caller's
+// ctx: not cancelled with it (a request cancelled while its claim was in
+// flight must still release the key), but ending after
+// Config.CleanupTimeout, and by ctx's deadline when that comes first.
+func (s *Service) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	end := time.Now().Add(s.opts.CleanupTimeout)
+	if deadline, ok := ctx.Deadline(); ok && deadline.Before(end) {
+		end = deadline
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), end)
 }
 
 // EnqueueError is the error of an Enqueue whose task was sent to Redis

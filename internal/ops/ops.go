@@ -49,6 +49,12 @@ var ErrInvalidArgument = errors.New("invalid argument")
 // Config says otherwise.
 const DefaultIdempotencyTTL = 24 * time.Hour
 
+// DefaultCleanupTimeout is the most time an Enqueue takes, unless Config
+// says otherwise, to settle or release its idempotency key after a failed
+// claim or enqueue: a few round trips, with room for a Redis that answers
+// slowly.
+const DefaultCleanupTimeout = 5 * time.Second
+
 // Config configures a Service. Zero values take the defaults noted.
 type Config struct {
 	// Redis is where the queues are (required); the Service does not close
@@ -73,6 +79,11 @@ type Config struct {
 	// queues, they may include queues.Reserved: a raw producer's queue of
 	// that name has dead letters too.
 	PurgeQueues []string
+	// CleanupTimeout is the most time an Enqueue with an idempotency key
+	// takes to settle or release the key after its claim or enqueue failed,
+	// kept out of the deadline of the Enqueue's context; 0 means
+	// DefaultCleanupTimeout.
+	CleanupTimeout time.Duration
 	// Logger reports what is skipped rather than failing a whole listing (a
 	// malformed dead-letter entry); nil logs nothing.
 	Logger *zap.Logger
@@ -92,6 +103,7 @@ func (c Config) WithDefaults() Config {
 	c.MaxRetry = cmp.Or(c.MaxRetry, tasks.DefaultMaxRetry)
 	c.Retention = cmp.Or(c.Retention, tasks.DefaultRetention)
 	c.IdempotencyTTL = cmp.Or(c.IdempotencyTTL, DefaultIdempotencyTTL)
+	c.CleanupTimeout = cmp.Or(c.CleanupTimeout, DefaultCleanupTimeout)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -106,7 +118,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.Redis == nil:
 		return errors.New("no Redis configured")
-	case c.Retention < 0 || c.IdempotencyTTL < 0:
+	case c.Retention < 0 || c.IdempotencyTTL < 0 || c.CleanupTimeout < 0:
 		return errors.New("durations must not be negative")
 	}
 	if err := c.Rules.Validate(); err != nil { // the queues served
