@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -316,14 +317,44 @@ func listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
+// Shutdown says how Serve stops once its context is done.
+type Shutdown struct {
+	// Timeout is the time the requests in flight get to answer. Past it
+	// their connections are closed, and Serve fails saying how many were
+	// cut off.
+	Timeout time.Duration
+	// CancelBefore is how long before Timeout runs out the contexts of the
+	// requests still running are cancelled, with the cause ErrStopping, so
+	// that they give up what they wait for and answer before their
+	// connections are closed: the time a handler needs to answer once
+	// cancelled. The requests get a second to finish on their own first
+	// (half of Timeout when it is under 2 s), whatever CancelBefore says; 0
+	// cancels them at the timeout.
+	CancelBefore time.Duration
+	// Cancelled, when set, is called with the number of requests still
+	// running when their contexts are cancelled before the timeout (never
+	// with 0).
+	Cancelled func(running int)
+}
+
+// ErrStopping is the cause (context.Cause) of the context of a request that
+// Serve cancelled because its server is shutting down.
+var ErrStopping = errors.New("the server is shutting down")
+
 // Serve serves srv (built by NewServer) on addr until ctx is done, then
-// shuts down within grace. started, when not nil, receives the bound
-// address (useful with port 0).
-func Serve(ctx context.Context, addr string, srv *http.Server, grace time.Duration, started func(net.Addr)) error {
+// shuts down as sd says: it stops accepting connections, waits for the
+// requests in flight, cancels those still running sd.CancelBefore before
+// sd.Timeout, and closes the connections of any still running at
+// sd.Timeout. started, when not nil, receives the bound address (useful
+// with port 0). Serve sets srv.BaseContext and wraps srv.Handler to count
+// and cancel the requests.
+func Serve(ctx context.Context, addr string, srv *http.Server, sd Shutdown, started func(net.Addr)) error {
 	ln, err := listen(addr)
 	if err != nil {
 		return err
 	}
+	reqs := track(srv)
+	defer reqs.cancel(ErrStopping) // no request outlives Serve
 	if started != nil {
 		started(ln.Addr())
 	}
@@ -334,15 +365,75 @@ func Serve(ctx context.Context, addr string, srv *http.Server, grace time.Durati
 		return fmt.Errorf("serve %s: %w", addr, err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	if err := reqs.shutdown(srv, sd); err != nil {
+		<-errc
 		return fmt.Errorf("shutdown %s: %w", addr, err)
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve %s: %w", addr, err)
 	}
 	return nil
+}
+
+// requests counts the requests a server is handling; cancel ends the
+// contexts of all of them, each request's context being a child of ctx.
+type requests struct {
+	running atomic.Int64
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+}
+
+// track makes every request of srv counted by the requests it returns, and
+// its context a child of theirs.
+func track(srv *http.Server) *requests {
+	r := &requests{}
+	r.ctx, r.cancel = context.WithCancelCause(context.Background())
+	srv.BaseContext = func(net.Listener) context.Context { return r.ctx }
+	h := srv.Handler
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.running.Add(1)
+		defer r.running.Add(-1)
+		h.ServeHTTP(w, req)
+	})
+	return r
+}
+
+// shutdown shuts srv down as sd says. Its error, when the timeout ran out,
+// says how many requests were still running; their connections are closed.
+func (r *requests) shutdown(srv *http.Server, sd Shutdown) error {
+	ctx, cancel := context.WithTimeout(context.Background(), sd.Timeout)
+	defer cancel()
+	stopping := time.AfterFunc(sd.cancelAt(), func() {
+		if n := r.running.Load(); n > 0 && sd.Cancelled != nil {
+			sd.Cancelled(int(n))
+		}
+		r.cancel(ErrStopping)
+	})
+	defer stopping.Stop()
+	err := srv.Shutdown(ctx)
+	if err == nil {
+		return nil
+	}
+	n := r.running.Load()
+	r.cancel(ErrStopping)
+	_ = srv.Close()
+	return fmt.Errorf("%s still running after the shutdown timeout (%v), closed without an answer: %w", requestCount(n), sd.Timeout, err)
+}
+
+// cancelAt is how long after the shutdown begins the requests still
+// running are cancelled: CancelBefore before the timeout, but not before a
+// second (half the timeout, under 2 s) in which a request that is not stuck
+// ends on its own.
+func (sd Shutdown) cancelAt() time.Duration {
+	return max(sd.Timeout-sd.CancelBefore, min(sd.Timeout/2, time.Second))
+}
+
+// requestCount is "1 request" or "n requests".
+func requestCount(n int64) string {
+	if n == 1 {
+		return "1 request"
+	}
+	return fmt.Sprintf("%d requests", n)
 }
 
 // Background is the admin server of a process whose main work is elsewhere

@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,7 +153,7 @@ func serveLimited(t *testing.T, h http.Handler, limits admin.Limits) string {
 	addr := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- admin.Serve(ctx, "127.0.0.1:0", admin.NewServer(h, limits, nil), time.Second, func(a net.Addr) { addr <- a })
+		done <- admin.Serve(ctx, "127.0.0.1:0", admin.NewServer(h, limits, nil), admin.Shutdown{Timeout: time.Second}, func(a net.Addr) { addr <- a })
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -415,7 +417,7 @@ func TestListenError(t *testing.T) {
 	}
 	defer ln.Close()
 	addr := ln.Addr().String()
-	err = admin.Serve(context.Background(), addr, admin.NewServer(http.NotFoundHandler(), admin.Limits{}, nil), time.Second, nil)
+	err = admin.Serve(context.Background(), addr, admin.NewServer(http.NotFoundHandler(), admin.Limits{}, nil), admin.Shutdown{Timeout: time.Second}, nil)
 	if want := "listen " + addr + ": bind: address already in use"; err == nil || err.Error() != want {
 		t.Errorf("Serve on a taken port: %v, want %q", err, want)
 	}
@@ -523,5 +525,69 @@ func startSettable(t *testing.T, reg *prometheus.Registry, log *zap.Logger) (b *
 		mu.Lock()
 		defer mu.Unlock()
 		readyErr = err
+	}
+}
+
+// Serve cancels the requests still running sd.CancelBefore before the
+// shutdown timeout, with the cause admin.ErrStopping, so that a handler
+// that heeds its context answers; one that does not is cut at the timeout,
+// and Serve's error says how many were.
+func TestServeStopsRequestsBeforeItsTimeout(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{}) // the handler that ignores its context waits for it
+	defer close(release)
+	running := make(chan struct{}, 2)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		running <- struct{}{}
+		if r.URL.Path == "/ignores" {
+			<-release
+			return
+		}
+		<-r.Context().Done()
+		if !errors.Is(context.Cause(r.Context()), admin.ErrStopping) {
+			t.Errorf("cause %v, want admin.ErrStopping", context.Cause(r.Context()))
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	var cancelled atomic.Int64
+	sd := admin.Shutdown{Timeout: time.Second, CancelBefore: 400 * time.Millisecond, Cancelled: func(n int) { cancelled.Store(int64(n)) }}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	addrc := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- admin.Serve(ctx, "127.0.0.1:0", admin.NewServer(h, admin.Limits{}, nil), sd, func(a net.Addr) { addrc <- a })
+	}()
+	base := "http://" + (<-addrc).String()
+	statuses := make(chan string, 2)
+	for _, path := range []string{"/heeds", "/ignores"} {
+		go func() {
+			res, err := http.Get(base + path)
+			if err != nil {
+				statuses <- path + ": no answer"
+				return
+			}
+			res.Body.Close()
+			statuses <- fmt.Sprintf("%s: %d", path, res.StatusCode)
+		}()
+	}
+	<-running
+	<-running
+	start := time.Now()
+	stop()
+	err := <-done
+	if took := time.Since(start); took < sd.Timeout || took > sd.Timeout+500*time.Millisecond {
+		t.Errorf("Serve returned %v after its context ended, want at its timeout %v", took, sd.Timeout)
+	}
+	if want := "1 request still running after the shutdown timeout (1s), closed without an answer: context deadline exceeded"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Serve: %v; want it to say %q", err, want)
+	}
+	got := []string{<-statuses, <-statuses}
+	slices.Sort(got)
+	if want := []string{"/heeds: 503", "/ignores: no answer"}; !slices.Equal(got, want) {
+		t.Errorf("answers %v, want %v", got, want)
+	}
+	if n := cancelled.Load(); n != 2 {
+		t.Errorf("Cancelled told of %d requests, want 2", n)
 	}
 }

@@ -64,7 +64,22 @@ const (
 	DefaultAddr = ":8080"
 	// DefaultShutdownTimeout is the time in-flight requests get to finish
 	// once Run's context is done.
-	DefaultShutdownTimeout = 10 * time.Second
+	// It is shorter than a handler's 20 s on purpose: the requests still
+	// running DefaultStopReserve before it are stopped, not waited for.
+	DefaultShutdownTimeout = 15 * time.Second
+	// DefaultStopReserve is how long before the shutdown timeout runs out
+	// the requests still running are cancelled, to answer 503 with
+	// Retry-After before their connections are closed. Once cancelled, a
+	// request waiting on a stalled Redis still waits for the Redis command
+	// in flight, which the cancel does not cut (up to 5 s, go-redis's dial
+	// timeout, for a new connection's handshake; 3 s for a read), then an
+	// enqueue with an Idempotency-Key settles or releases its key
+	// (ops.DefaultCleanupTimeout, 5 s), and a second is left to write the
+	// answer. Under DefaultShutdownTimeout, the requests in flight get 4 s
+	// to finish on their own: a request that Redis answers takes
+	// milliseconds. A shutdown timeout under 12 s leaves a stopped request
+	// less, and it may be cut.
+	DefaultStopReserve = 11 * time.Second
 )
 
 // MaxBodyBytes is the largest request body accepted (1 MiB); a larger one is
@@ -145,6 +160,10 @@ type Config struct {
 	// ShutdownTimeout is the time in-flight requests get to finish once
 	// Run's context is done; default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// StopReserve is how long before ShutdownTimeout runs out the requests
+	// still running are cancelled, after a second at least (see
+	// admin.Shutdown); default DefaultStopReserve.
+	StopReserve time.Duration
 	// Limits bound the connections Run accepts; zero values take admin's
 	// defaults, but MaxConns for Limits.MaxConns.
 	Limits admin.Limits
@@ -164,6 +183,7 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	c.Addr = cmp.Or(c.Addr, DefaultAddr)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	c.StopReserve = cmp.Or(c.StopReserve, DefaultStopReserve)
 	if c.Registry == nil {
 		c.Registry = admin.NewRegistry()
 	}
@@ -185,8 +205,8 @@ func (c Config) Validate() error {
 		return errors.New("no schedule store")
 	case c.Logger == nil:
 		return errors.New("no logger")
-	case c.ShutdownTimeout < 0:
-		return errors.New("shutdown timeout must not be negative")
+	case c.ShutdownTimeout < 0 || c.StopReserve < 0:
+		return errors.New("shutdown timeout and stop reserve must not be negative")
 	case len(c.Tokens) == 0 && !c.InsecureNoAuth:
 		return errors.New("no API token configured (set CERTMAIL_API_TOKENS or CERTMAIL_API_TOKENS_FILE, or pass --insecure-no-auth)")
 	case len(c.Tokens) > 0 && c.InsecureNoAuth:
@@ -352,7 +372,11 @@ func (s *Server) Close() error {
 }
 
 // Run serves the API on Config.Addr until ctx is done, then gives in-flight
-// requests Config.ShutdownTimeout to finish. started, when not nil, is called
+// requests Config.ShutdownTimeout to finish: those still running
+// Config.StopReserve before its end are cancelled and answer 503 with
+// Retry-After, as when Redis fails, and Run returns nil once every request
+// has its answer. A request still running at the timeout has its
+// connection closed, and Run's error says how many were. started, when not nil, is called
 // with the bound address (useful with port 0) once the API accepts
 // connections. Beside serving, it reads Redis's eviction policy once Redis
 // answers (redisconn.Conn.CheckEviction), at start or after an outage the
@@ -389,7 +413,11 @@ func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 	}()
 	defer func() { stopCheck(); <-checked }()
 	var served bool
-	err := admin.Serve(serveCtx, s.cfg.Addr, admin.NewServer(s, s.cfg.Limits, s.log), s.cfg.ShutdownTimeout, func(a net.Addr) {
+	stopLog := context.AfterFunc(serveCtx, func() {
+		s.log.Info("api shutting down", zap.Duration("shutdown_timeout", s.cfg.ShutdownTimeout))
+	})
+	defer stopLog()
+	err := admin.Serve(serveCtx, s.cfg.Addr, admin.NewServer(s, s.cfg.Limits, s.log), s.shutdown(), func(a net.Addr) {
 		served = true
 		s.log.Info("api started", zap.Stringer("addr", a), zap.String("redis", s.cfg.Redis.Target),
 			zap.Int("tokens", len(s.cfg.Tokens)), zap.Bool("read_only", s.cfg.DashboardReadOnly),
@@ -406,6 +434,16 @@ func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 		return errors.Join(dbErr, err)
 	}
 	return err
+}
+
+// shutdown is how Run stops: the requests in flight get
+// Config.ShutdownTimeout, and those still running Config.StopReserve
+// before its end are cancelled, with one WARN line.
+func (s *Server) shutdown() admin.Shutdown {
+	return admin.Shutdown{Timeout: s.cfg.ShutdownTimeout, CancelBefore: s.cfg.StopReserve, Cancelled: func(n int) {
+		s.log.Warn("requests still running near the shutdown timeout are stopped: they answer 503",
+			zap.Int("running", n), zap.Duration("shutdown_timeout", s.cfg.ShutdownTimeout))
+	}}
 }
 
 // evictionRisk is what the API gets wrong when Redis evicts its keys.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/tasks"
 )
@@ -120,7 +121,8 @@ func dashboardPage(r *http.Request) bool {
 // validation or invalid argument 400, not found 404 (with notFound as
 // detail), idempotency conflict 409, unknown task type 404, Redis out of
 // reach 503 with Retry-After (and the task's id for an *ops.EnqueueError:
-// the task may have been stored), anything else 500.
+// the task may have been stored), and so is a request the API's shutdown
+// stopped (admin.ErrStopping); anything else 500.
 func (s *Server) writeOpsError(w http.ResponseWriter, r *http.Request, err error, notFound string) {
 	var ve *tasks.ValidationError
 	switch {
@@ -135,13 +137,16 @@ func (s *Server) writeOpsError(w http.ResponseWriter, r *http.Request, err error
 			Detail: "this Idempotency-Key was used before with another request; use a new key for a new request"}, nil)
 	case errors.Is(err, tasks.ErrUnknownType):
 		s.writeProblem(w, r, unknownType(), nil)
-	case errors.Is(r.Context().Err(), context.Canceled):
+	case errors.Is(r.Context().Err(), context.Canceled) && !stopping(r):
 		s.writeProblem(w, r, Problem{Status: statusClientClosed, Title: "Client Closed Request",
 			Detail: "the client went away before the answer was ready"}, nil)
-	case s.redisUnavailable(err):
+	case stopping(r) || s.redisUnavailable(err):
 		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterUnavailable))
 		p := Problem{Status: http.StatusServiceUnavailable,
 			Detail: "Redis, where tasks are kept, cannot be reached right now; try again after Retry-After seconds"}
+		if stopping(r) {
+			p.Detail = "the API is shutting down, and Redis had not answered this request yet; try again after Retry-After seconds"
+		}
 		var ee *ops.EnqueueError
 		if errors.As(err, &ee) {
 			p.TaskID = ee.TaskID
@@ -152,6 +157,13 @@ func (s *Server) writeOpsError(w http.ResponseWriter, r *http.Request, err error
 	default:
 		s.writeProblem(w, r, Problem{Status: http.StatusInternalServerError}, err)
 	}
+}
+
+// stopping reports whether r's context was cancelled because the API is
+// shutting down (admin.ErrStopping): the request was still waiting on Redis
+// near the shutdown timeout.
+func stopping(r *http.Request) bool {
+	return errors.Is(context.Cause(r.Context()), admin.ErrStopping)
 }
 
 // RetryAfterUnavailable is the Retry-After, in seconds, of a 503 answer while

@@ -101,7 +101,7 @@ func (c *FakeDigicertCmd) Run(env *Env) error {
 	if err != nil {
 		return err
 	}
-	return admin.Serve(env.Ctx, c.Addr, admin.NewServer(mux, admin.Limits{}, log), c.ShutdownFor, func(a net.Addr) {
+	return admin.Serve(env.Ctx, c.Addr, admin.NewServer(mux, admin.Limits{}, log), admin.Shutdown{Timeout: c.ShutdownFor}, func(a net.Addr) {
 		fmt.Fprintf(env.Stdout, "fake CertCentral (not DigiCert: nothing is emailed) at http://%s/services/v2\n", a)
 		fmt.Fprintf(env.Stdout, "  point workers at it with DIGICERT_BASE_URL=http://%s/services/v2\n", a)
 		if c.AnyID {
