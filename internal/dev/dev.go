@@ -1,6 +1,6 @@
 // Package dev runs the whole of certmail in one process for a newcomer
-// (`certmail dev`, run by `make run`): an embedded Redis (miniredis, its clock
-// advanced in real time), the fake CertCentral in "any id exists" mode
+// (`certmail dev`, run by `make run`): an embedded Redis (miniredis, on the
+// wall clock), the fake CertCentral in "any id exists" mode
 // approving a domain after a few DCV resends, a worker, a scheduler with a
 // demo schedule that ends itself once its order is approved, the HTTP API
 // and the dashboard, plus demo tasks in every state. Nothing it runs is fit
@@ -221,9 +221,6 @@ func Run(ctx context.Context, cfg Config, started func(*Stack)) error {
 		rules: enqueue.Rules{Accounts: accounts.Names(), Queues: queues.Names(cfg.Queues)}}
 	workerUp, apiUp := make(chan net.Addr, 1), make(chan net.Addr, 1)
 	g, ctx := errgroup.WithContext(ctx)
-	if mr != nil {
-		g.Go(func() error { return tickMiniredis(ctx, mr) })
-	}
 	g.Go(func() error {
 		return named("fake CertCentral", serveFake(ctx, st.fake, fakeLn, cfg.Logger.Named("fake")))
 	})
@@ -421,34 +418,20 @@ func serveFake(ctx context.Context, fake *digicerttest.Server, ln net.Listener, 
 	return nil
 }
 
-// startMiniredis starts the embedded Redis. The caller closes it once
-// everything stopped, and moves its clock (tickMiniredis).
+// startMiniredis starts the embedded Redis, closed by the caller once
+// everything stopped. Its clock is the wall clock, the fake CertCentral's:
+// TIME, which the rate limiter's scripts stamp requests with, tells the time
+// of the call, and keys expire as it passes (ClockTTL), as asynq's leases,
+// heartbeats and retention need. A clock set by hand now and then would lag
+// between two settings, more under load, and the limiter would drop a
+// request from a window while the fake still counts it: a 429.
 func startMiniredis(addr string) (*miniredis.Miniredis, error) {
 	mr := miniredis.NewMiniRedis()
+	mr.ClockTTL(true)
 	if err := mr.StartAddr(cmp.Or(addr, "127.0.0.1:0")); err != nil {
 		return nil, fmt.Errorf("embedded Redis on %s: %w", addr, err)
 	}
-	mr.SetTime(time.Now())
 	return mr, nil
-}
-
-// tickMiniredis moves the embedded Redis's clock with the wall clock until
-// ctx is done: miniredis only expires keys when told time passed, and
-// asynq's leases, heartbeats and retention depend on expiry.
-func tickMiniredis(ctx context.Context, mr *miniredis.Miniredis) error {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	last := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case now := <-t.C:
-			mr.SetTime(now)
-			mr.FastForward(now.Sub(last))
-			last = now
-		}
-	}
 }
 
 func randomHex(n int) string {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
@@ -458,4 +459,40 @@ func TestDevAPIHosts(t *testing.T) {
 			t.Errorf("Host %q: %d, want %d", host, res.StatusCode, want)
 		}
 	}
+}
+
+// TestEmbeddedRedisClock: the embedded Redis tells the wall clock's time,
+// the fake CertCentral's, at every call (TIME, which the rate limiter's
+// scripts stamp requests with), and expires keys as it passes. A clock that
+// lags, even between two settings 100ms apart, makes the limiter drop a
+// request from its 5s window while the fake still counts it: a 429.
+func TestEmbeddedRedisClock(t *testing.T) {
+	t.Parallel()
+	st, _, _ := stack(t, dev.Config{NoDemo: true})
+	opt, err := goredis.ParseURL(st.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := goredis.NewClient(opt)
+	defer rdb.Close()
+	ctx := context.Background()
+	for range 5 {
+		before := time.Now().Truncate(time.Microsecond) // TIME tells microseconds
+		got, err := rdb.Time(ctx).Result()
+		after := time.Now()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Before(before) || got.After(after) {
+			t.Fatalf("TIME %s, asked between %s and %s: the embedded Redis's clock is %v off the wall clock",
+				got.Format(time.StampMicro), before.Format(time.StampMicro), after.Format(time.StampMicro), before.Sub(got))
+		}
+	}
+	if err := rdb.Set(ctx, "clock-test", "x", 20*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "a key set for 20ms expires", func() bool {
+		n, err := rdb.Exists(ctx, "clock-test").Result()
+		return err == nil && n == 0
+	})
 }
