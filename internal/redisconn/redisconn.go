@@ -85,7 +85,7 @@ func Open(rawURL string) (*Conn, error) {
 // the connection (a full listen queue, a firewall that drops packets) fails
 // a Redis command within OneShotCommandBound, rather than after go-redis's
 // five dials of 5 s for each of its four tries (103 s). An answer is still
-// waited for go-redis's read timeout (3 s) at most. The bound is per Redis
+// waited for go-redis's read timeout (5 s) at most. The bound is per Redis
 // command, not per certmail command: dlq purge or enqueue --file, which
 // send many, can take as long as their work does.
 func OpenOneShot(rawURL string) (*Conn, error) {
@@ -113,9 +113,10 @@ const (
 	// oneShotMaxRetries is how many times a one-shot command's client
 	// tries a failed Redis command again.
 	oneShotMaxRetries = 1
-	// readTimeout is go-redis's read timeout, which certmail's clients
-	// keep (asynq's options leave it unset).
-	readTimeout = 3 * time.Second
+	// readTimeout is go-redis's default read timeout, which certmail's
+	// clients keep (asynq's options leave it unset);
+	// TestReadTimeoutIsGoRedisDefault holds it to go-redis's.
+	readTimeout = 5 * time.Second
 	// OneShotCommandBound is the longest one Redis command of a one-shot
 	// command takes to fail when Redis does not answer: each of its tries
 	// dials for at most OneShotDialTimeout and reads for at most the read
