@@ -366,7 +366,9 @@ func Serve(ctx context.Context, addr string, srv *http.Server, sd Shutdown, star
 	case <-ctx.Done():
 	}
 	if err := reqs.shutdown(srv, sd); err != nil {
-		_ = <-errc // http.ErrServerClosed once the connections are closed: the shutdown's error is the one to tell
+		if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
 		return fmt.Errorf("shutdown %s: %w", addr, err)
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
