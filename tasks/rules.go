@@ -82,21 +82,32 @@ func ValidateEmail(s string) error {
 
 // ValidDNSName reports whether s is an ASCII DNS name of at least two labels,
 // each 1 to 63 letters, digits or hyphens and neither starting nor ending with
-// a hyphen, at most 253 characters in all, without a trailing dot. Letters may
-// be of either case. Internationalised names must be given in their xn--
-// (punycode) form.
+// a hyphen, at most 253 characters in all, without a trailing dot, and whose
+// last label (the top-level domain) is not all digits: no top-level domain
+// is, and it keeps IPv4 addresses such as 192.0.2.1 out. Letters may be of
+// either case. Internationalised names must be given in their xn-- (punycode)
+// form.
 func ValidDNSName(s string) bool {
 	if len(s) > maxDNSNameLen {
 		return false
 	}
-	labels := 0
+	labels, last := 0, ""
 	for label := range strings.SplitSeq(s, ".") {
 		if !dnsLabel(label) {
 			return false
 		}
-		labels++
+		labels, last = labels+1, label
 	}
-	return labels >= 2
+	return labels >= 2 && !allDigits(last)
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func dnsLabel(l string) bool {

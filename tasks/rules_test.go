@@ -68,6 +68,8 @@ func TestValidateEmail(t *testing.T) {
 		{"jill@example-.com", "domain is not a valid DNS name"},
 		{"jill@exa_mple.com", "domain is not a valid DNS name"},
 		{"jill@" + strings.Repeat("d", 64) + ".com", "domain is not a valid DNS name"},
+		{"jill@192.0.2.1", "domain is not a valid DNS name"},
+		{"jill@example.123", "domain is not a valid DNS name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -101,7 +103,8 @@ func TestValidDNSName(t *testing.T) {
 		{"a.b", true},
 		{"a-b.example", true},
 		{"xn--bcher-kva.example", true},
-		{"192.0.2.1", true}, // all-digit labels are letters-digits-hyphens too
+		{"192.0.2.example", true}, // all-digit labels are letters-digits-hyphens too
+		{"example.c0", true},
 		{label63 + ".com", true},
 		{name253, true},
 
@@ -118,6 +121,9 @@ func TestValidDNSName(t *testing.T) {
 		{"exämple.com", false},
 		{label63 + "x.com", false},
 		{name253 + "y", false},
+		{"192.0.2.1", false}, // an IPv4 address: no top-level domain is all digits
+		{"example.123", false},
+		{"example.0", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
