@@ -7,6 +7,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/internal/worker"
 )
 
@@ -149,5 +150,33 @@ func TestWorkerRetryCapOverridesProducer(t *testing.T) {
 	}
 	if n := b.fake.RequestCount(); n < 2 || n > 2*4 {
 		t.Errorf("fake saw %d requests for 2 deliveries", n)
+	}
+}
+
+// A result's attempts counts deliveries, not HTTP attempts: a task whose
+// first delivery spends its quick retries on 503s and whose second is
+// answered 204 reports attempts 2, and duration_ms covers the second
+// delivery alone.
+func TestResultCountsDeliveries(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.fake.AddOrder(23)
+	b.fake.FailPath("/services/v2/order/certificate/23/resend-emails", 1000, 503, cdn503, "text/html")
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 23}`, asynq.MaxRetry(3))
+	b.waitState(t, id, asynq.TaskStateRetry, 20*time.Second)
+	if n := b.fake.RequestCount(); n < 2 {
+		t.Fatalf("the first delivery made %d requests, want its quick retries too", n)
+	}
+	b.fake.Reset()
+	if err := b.inspector.RunTask("default", id); err != nil {
+		t.Fatal(err)
+	}
+	rerun := time.Now()
+	r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 20*time.Second))
+	if r.Outcome != taskresult.Delivered || r.HTTPStatus != 204 || r.Attempts != 2 {
+		t.Errorf("result = %+v, want delivered/204 at attempt 2", r)
+	}
+	if limit := time.Since(rerun).Milliseconds(); r.DurationMS < 0 || r.DurationMS > limit {
+		t.Errorf("duration_ms = %d, want the second delivery's, at most %d", r.DurationMS, limit)
 	}
 }
