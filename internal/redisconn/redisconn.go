@@ -213,20 +213,9 @@ func Target(rawURL string) string {
 // parse returns the option and the target to log: the scheme, the user, the
 // addresses, the database used and the master's name; never a password.
 func parse(rawURL string) (asynq.RedisConnOpt, string, error) {
-	u, err := url.Parse(rawURL)
+	u, err := parseURL(rawURL)
 	if err != nil {
-		return nil, "", errors.New("REDIS_URL is not a URL") // the URL may hold a password: do not echo it
-	}
-	const schemes = "want redis://, rediss:// or redis-sentinel://"
-	switch {
-	case u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "redis-sentinel":
-		return nil, "", errors.New("REDIS_URL: " + schemes)
-	case u.Opaque != "":
-		return nil, "", errors.New("REDIS_URL: " + schemes + ", then the address")
-	case u.Fragment != "":
-		return nil, "", errors.New("REDIS_URL: a fragment (#…) is not supported; write a # in a password as %23")
-	case u.Host == "":
-		return nil, "", errors.New("REDIS_URL: no host")
+		return nil, "", err
 	}
 	db, err := parseDB(u.Path)
 	if err != nil {
@@ -245,55 +234,98 @@ func parse(rawURL string) (asynq.RedisConnOpt, string, error) {
 	if user != "" {
 		target.User = url.User(user)
 	}
-
 	var opt asynq.RedisConnOpt
 	if u.Scheme == "redis-sentinel" {
-		master, err := take(q, paramMaster)
-		if err != nil {
-			return nil, "", err
-		}
-		if master == "" {
-			return nil, "", errors.New("REDIS_URL: redis-sentinel:// needs ?master=<name>, the name the sentinels monitor")
-		}
-		sentinelUser, err := take(q, paramSentinelUsername)
-		if err != nil {
-			return nil, "", err
-		}
-		sentinelPassword, err := take(q, paramSentinelPassword)
-		if err != nil {
-			return nil, "", err
-		}
-		addrs := strings.Split(u.Host, ",")
-		for _, a := range addrs {
-			if err := checkAddr(a); err != nil {
-				return nil, "", err
-			}
-		}
-		opt = asynq.RedisFailoverClientOpt{
-			MasterName: master, SentinelAddrs: addrs,
-			SentinelUsername: sentinelUser, SentinelPassword: sentinelPassword,
-			Username: user, Password: password, DB: db,
-		}
+		var master string
+		opt, master, err = sentinelOpt(u.Host, q, user, password, db)
 		target.RawQuery = url.Values{paramMaster: {master}}.Encode()
 	} else {
-		if err := checkAddr(u.Host); err != nil {
-			return nil, "", err
-		}
-		o := asynq.RedisClientOpt{Addr: u.Host, Username: user, Password: password, DB: db}
-		if u.Scheme == "rediss" {
-			o.TLSConfig = &tls.Config{ServerName: u.Hostname()}
-		}
-		opt = o
+		opt, err = directOpt(u, user, password, db)
 	}
-	if len(q) > 0 {
-		takes := "no query parameters"
-		if u.Scheme == "redis-sentinel" {
-			takes = paramMaster + ", " + paramSentinelUsername + " and " + paramSentinelPassword
-		}
-		return nil, "", fmt.Errorf("REDIS_URL: query parameter %s is not supported (%s:// takes %s)",
-			quote(slices.Sorted(maps.Keys(q))[0]), u.Scheme, takes)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := noQueryLeft(q, u.Scheme); err != nil {
+		return nil, "", err
 	}
 	return opt, target.String(), nil
+}
+
+// parseURL parses rawURL and refuses what no scheme certmail reads takes:
+// another scheme, an opaque URL, a fragment, no host.
+func parseURL(rawURL string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, errors.New("REDIS_URL is not a URL") // the URL may hold a password: do not echo it
+	}
+	const schemes = "want redis://, rediss:// or redis-sentinel://"
+	switch {
+	case u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "redis-sentinel":
+		return nil, errors.New("REDIS_URL: " + schemes)
+	case u.Opaque != "":
+		return nil, errors.New("REDIS_URL: " + schemes + ", then the address")
+	case u.Fragment != "":
+		return nil, errors.New("REDIS_URL: a fragment (#…) is not supported; write a # in a password as %23")
+	case u.Host == "":
+		return nil, errors.New("REDIS_URL: no host")
+	}
+	return u, nil
+}
+
+// sentinelOpt is the option of a redis-sentinel:// URL whose host part is
+// hosts; it takes its own parameters out of q and returns the master's name.
+func sentinelOpt(hosts string, q url.Values, user, password string, db int) (asynq.RedisConnOpt, string, error) {
+	master, err := take(q, paramMaster)
+	if err != nil {
+		return nil, "", err
+	}
+	if master == "" {
+		return nil, "", errors.New("REDIS_URL: redis-sentinel:// needs ?master=<name>, the name the sentinels monitor")
+	}
+	sentinelUser, err := take(q, paramSentinelUsername)
+	if err != nil {
+		return nil, "", err
+	}
+	sentinelPassword, err := take(q, paramSentinelPassword)
+	if err != nil {
+		return nil, "", err
+	}
+	addrs := strings.Split(hosts, ",")
+	for _, a := range addrs {
+		if err := checkAddr(a); err != nil {
+			return nil, "", err
+		}
+	}
+	return asynq.RedisFailoverClientOpt{
+		MasterName: master, SentinelAddrs: addrs,
+		SentinelUsername: sentinelUser, SentinelPassword: sentinelPassword,
+		Username: user, Password: password, DB: db,
+	}, master, nil
+}
+
+// directOpt is the option of a redis:// or rediss:// URL.
+func directOpt(u *url.URL, user, password string, db int) (asynq.RedisConnOpt, error) {
+	if err := checkAddr(u.Host); err != nil {
+		return nil, err
+	}
+	o := asynq.RedisClientOpt{Addr: u.Host, Username: user, Password: password, DB: db}
+	if u.Scheme == "rediss" {
+		o.TLSConfig = &tls.Config{ServerName: u.Hostname()}
+	}
+	return o, nil
+}
+
+// noQueryLeft refuses the query parameters the scheme's option did not take.
+func noQueryLeft(q url.Values, scheme string) error {
+	if len(q) == 0 {
+		return nil
+	}
+	takes := "no query parameters"
+	if scheme == "redis-sentinel" {
+		takes = paramMaster + ", " + paramSentinelUsername + " and " + paramSentinelPassword
+	}
+	return fmt.Errorf("REDIS_URL: query parameter %s is not supported (%s:// takes %s)",
+		quote(slices.Sorted(maps.Keys(q))[0]), scheme, takes)
 }
 
 // take removes the query parameter name from q and returns its value.
