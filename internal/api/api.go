@@ -72,8 +72,8 @@ const (
 	// Retry-After before their connections are closed. Once cancelled, a
 	// request waiting on a stalled Redis still waits for the Redis command
 	// in flight, which the cancel does not cut (up to 5 s, go-redis's dial
-	// timeout, for a new connection's handshake; 3 s for a read), then an
-	// enqueue with an Idempotency-Key settles or releases its key
+	// timeout, for a new connection's handshake; 5 s, its read timeout, for
+	// a read), then an enqueue with an Idempotency-Key settles or releases its key
 	// (ops.DefaultCleanupTimeout, 5 s), and a second is left to write the
 	// answer. Under DefaultShutdownTimeout, the requests in flight get 4 s
 	// to finish on their own: a request that Redis answers takes
