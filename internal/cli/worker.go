@@ -99,7 +99,7 @@ func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
 // budget, so a longer one would change nothing.
 func (c *WorkerCmd) checkTimeout() error {
 	if d := c.DigiCertTimeout; d < digicert.MinTimeout || d > digicert.DefaultMaxElapsed {
-		return usagef("DIGICERT_TIMEOUT: %s: want %s (the least a call to DigiCert is given, to the budget of one call)",
+		return usagef("DIGICERT_TIMEOUT: %s: want %s: at least what a call to DigiCert is given to start in, at most the budget of one call",
 			ranges.Duration(d), ranges.Of(digicert.MinTimeout, digicert.DefaultMaxElapsed))
 	}
 	return nil
