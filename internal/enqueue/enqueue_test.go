@@ -247,6 +247,10 @@ func TestDecodeLine(t *testing.T) {
 			[]string{"type: duplicate field", "process_in: duplicate field"}},
 		{`{"type": "resend-dcv", "payload": {"order_id": 1}, "idempotency_key": "a", "idempotency_key": null}`, []string{"idempotency_key: duplicate field"}},
 		{`{"type": "resend-dcv", "payload": {"order_id": 1}, "colour": 1, "colour": 2}`, []string{"colour: unknown field"}},
+		// A repeated option among more problems than repeats: the others are
+		// kept after it, and so are the type and payload.
+		{`{"type": "resend-dcv", "payload": {"order_id": 1}, "queue": "a", "queue": "b", "process_at": "soon", "colour": 1}`,
+			[]string{"queue: duplicate field", "process_at: must be an RFC 3339 time, e.g. 2026-01-02T15:04:05Z", "colour: unknown field"}},
 	}
 	for _, tt := range tests {
 		req, errs := enqueue.DecodeLine([]byte(tt.line))
@@ -266,6 +270,9 @@ func TestDecodeLine(t *testing.T) {
 		}
 		if tt.want == nil && (req.Type != "resend-dcv" || req.Queue != "bulk" || req.ProcessIn != time.Hour || string(req.Payload) != `{"order_id": 1}`) {
 			t.Errorf("%s: request %+v", tt.line, req)
+		}
+		if strings.Contains(tt.line, `"queue": "a", "queue": "b"`) && (req.Type != "resend-dcv" || string(req.Payload) != `{"order_id": 1}`) {
+			t.Errorf("%s: type %q and payload %s, want both kept when only an option repeats", tt.line, req.Type, req.Payload)
 		}
 	}
 }
@@ -383,5 +390,51 @@ func TestRulesValidate(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
 			t.Errorf("queues %q: %v, want %q", tt.queues, err, tt.want)
 		}
+	}
+}
+
+// TestCheckIdempotencyKeyBounds: a key is 1 to MaxIdempotencyKey characters
+// of printable ASCII, space and tilde included; one more character, a
+// control character or DEL is refused.
+func TestCheckIdempotencyKeyBounds(t *testing.T) {
+	t.Parallel()
+	payload := []byte(`{"order_id": 1}`)
+	tests := []struct {
+		key  string
+		want string // "" when accepted
+	}{
+		{strings.Repeat("k", enqueue.MaxIdempotencyKey), ""},
+		{"a b", ""},
+		{"~!", ""},
+		{strings.Repeat("k", enqueue.MaxIdempotencyKey+1), "at most 255 characters"},
+		{"a\x1fb", "must be printable ASCII"},
+		{"a\x7fb", "must be printable ASCII"},
+	}
+	for _, tt := range tests {
+		_, err := enqueue.Check(enqueue.Request{Type: tasks.TypeResendDCV, Payload: payload, IdempotencyKey: tt.key}, enqueue.Rules{})
+		var ve *tasks.ValidationError
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("key %q (%d bytes): %v, want accepted", tt.key, len(tt.key), err)
+		case tt.want != "" && (!errors.As(err, &ve) ||
+			!slices.Equal(ve.Errors, []tasks.FieldError{{Field: enqueue.OptionIdempotencyKey, Message: tt.want}})):
+			t.Errorf("key %q (%d bytes): %v, want %s", tt.key, len(tt.key), err, tt.want)
+		}
+	}
+}
+
+// TestCheckProcessInZeroIsNow: process_in 0 asks for no delay, so the
+// checked request has no time to run at; a positive one has it.
+func TestCheckProcessInZeroIsNow(t *testing.T) {
+	t.Parallel()
+	payload := []byte(`{"order_id": 1}`)
+	c, err := enqueue.Check(enqueue.Request{Type: tasks.TypeResendDCV, Payload: payload, ProcessIn: 0}, enqueue.Rules{})
+	if err != nil || !c.ProcessAt.IsZero() {
+		t.Errorf("process_in 0: process at %v, %v; want none", c.ProcessAt, err)
+	}
+	before := time.Now()
+	c, err = enqueue.Check(enqueue.Request{Type: tasks.TypeResendDCV, Payload: payload, ProcessIn: time.Minute}, enqueue.Rules{})
+	if err != nil || c.ProcessAt.Before(before.Add(time.Minute)) || c.ProcessAt.After(time.Now().Add(time.Minute)) {
+		t.Errorf("process_in 1m: process at %v, %v; want a minute from the call", c.ProcessAt, err)
 	}
 }
