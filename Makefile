@@ -8,7 +8,7 @@ LDFLAGS  := -s -w -X github.com/certmail/certmail/internal/buildinfo.Version=$(V
 GOLANGCI ?= github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 GREMLINS ?= github.com/go-gremlins/gremlins/cmd/gremlins@v0.6.0
 # The packages that hold certmail's guarantees; `make mutants MUTANT_PKGS=tasks` picks fewer.
-MUTANT_PKGS ?= tasks internal/digicert internal/ratelimit internal/worker internal/schedule internal/scheduler
+MUTANT_PKGS ?= tasks internal/enqueue internal/digicert internal/ratelimit internal/worker internal/schedule internal/scheduler
 # The least share of a package's mutants its tests must kill.
 MUTANT_MIN  ?= 85
 # 0 tests every mutant. N tests a sample of N mutants per package, drawn by
