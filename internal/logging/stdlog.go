@@ -18,7 +18,8 @@ const maxStdLine = 16 << 10
 
 // stdKeyWords is how many words of a line's first line tell its repeats
 // apart (Key): what net/http and asynqmon write before the details that
-// vary (an address, a task id a client chose).
+// vary (an address, a task id a client chose). A handler's panic is told
+// apart by its value and site instead (panicKey).
 const stdKeyWords = 6
 
 // stdWriter carries the lines of a standard library logger (one Write per
@@ -46,9 +47,7 @@ func (w *stdWriter) Write(p []byte) (int, error) {
 	}
 	msg := string(p)
 	level := w.level(msg)
-	first, _, _ := strings.Cut(msg, "\n")
-	words := strings.Fields(first)
-	ok, held := w.throttle.Allow(Key(level, strings.Join(words[:min(len(words), stdKeyWords)], " ")))
+	ok, held := w.throttle.Allow(stdKey(level, msg))
 	if !ok {
 		return n, nil
 	}
@@ -65,15 +64,47 @@ func (w *stdWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// detach reports the repeats held back (Throttle.Flush), then drops every
-// later line, once the lines being written are done.
+// stdKey is the throttle key of msg, a line at level: for a handler's
+// panic, its value and its site (panicKey); for any other line, its first
+// stdKeyWords words.
+func stdKey(level zapcore.Level, msg string) string {
+	if isPanic(msg) {
+		return panicKey(msg)
+	}
+	first, _, _ := strings.Cut(msg, "\n")
+	words := strings.Fields(first)
+	return Key(level, strings.Join(words[:min(len(words), stdKeyWords)], " "))
+}
+
+// detach reports the repeats held back (flush), then drops every later
+// line, once the lines being written are done.
 func (w *stdWriter) detach() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.log != nil {
-		w.throttle.Flush(w.log)
+		w.throttle.flushBy(w.log, keyLevel)
 	}
 	w.log = nil
+}
+
+// flush reports the repeats held back, each message's count at its
+// level: a panic's at ERROR.
+func (w *stdWriter) flush() {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.log != nil {
+		w.throttle.flushBy(w.log, keyLevel)
+	}
+}
+
+// keyLevel is the level a key of stdKey starts with (Key's first word).
+func keyLevel(key string) zapcore.Level {
+	name, _, _ := strings.Cut(key, " ")
+	level, err := zapcore.ParseLevel(name)
+	if err != nil {
+		return zapcore.WarnLevel
+	}
+	return level
 }
 
 // HTTPErrorLog returns the ErrorLog of an http.Server: net/http's own
@@ -82,6 +113,11 @@ func (w *stdWriter) detach() {
 // the others at WARN, each cut to 16 KiB, a repeat held back as throttle
 // does (a new Throttle of ThrottlePeriod when nil): a client can make
 // net/http write them. (zap.NewStdLogAt writes every line, unbounded.)
+// A panic repeats another only when its value (but for its addresses,
+// ports and counts) and its site, the first frame of its stack outside
+// net/http and the runtime, are the same: a panic of another bug is
+// written at once, with its stack. When the server stops, FlushHTTPErrorLog
+// reports the repeats held back.
 func HTTPErrorLog(log *zap.Logger, throttle *Throttle) *stdlog.Logger {
 	if throttle == nil {
 		throttle = NewThrottle(0, nil)
@@ -89,10 +125,24 @@ func HTTPErrorLog(log *zap.Logger, throttle *Throttle) *stdlog.Logger {
 	return stdlog.New(&stdWriter{log: log, level: httpLevel, throttle: throttle}, "", 0)
 }
 
+// FlushHTTPErrorLog writes, through the logger HTTPErrorLog made l with,
+// one line for each of l's messages whose repeats were held back since it
+// was last written, with their number (Throttle.Flush; a panic's at
+// ERROR), so that a server that stops does not take the count with it. It
+// does nothing when l was not made by HTTPErrorLog.
+func FlushHTTPErrorLog(l *stdlog.Logger) {
+	if l == nil {
+		return
+	}
+	if w, ok := l.Writer().(*stdWriter); ok {
+		w.flush()
+	}
+}
+
 // httpLevel is the level of one of net/http's messages: ERROR for a
 // handler's panic, a bug of certmail's; WARN for the rest.
 func httpLevel(msg string) zapcore.Level {
-	if strings.HasPrefix(msg, "http: panic serving") {
+	if isPanic(msg) {
 		return zapcore.ErrorLevel
 	}
 	return zapcore.WarnLevel

@@ -92,6 +92,12 @@ func (t *Throttle) Flush(log *zap.Logger) { t.FlushAt(log, zapcore.WarnLevel) }
 
 // FlushAt is Flush writing its lines at level.
 func (t *Throttle) FlushAt(log *zap.Logger, level zapcore.Level) {
+	t.flushBy(log, func(string) zapcore.Level { return level })
+}
+
+// flushBy is Flush writing the line of the message of each key at
+// level(key).
+func (t *Throttle) flushBy(log *zap.Logger, level func(key string) zapcore.Level) {
 	if t == nil {
 		return
 	}
@@ -105,7 +111,7 @@ func (t *Throttle) FlushAt(log *zap.Logger, level zapcore.Level) {
 	}
 	t.mu.Unlock()
 	for k, n := range held {
-		if ce := log.Check(level, "repeated lines held back"); ce != nil {
+		if ce := log.Check(level(k), "repeated lines held back"); ce != nil {
 			ce.Write(zap.String("message", k), zap.Int("suppressed", n))
 		}
 	}
