@@ -323,6 +323,7 @@ func serve(h http.Handler) (addr string, stop func(), err error) {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 		<-done
+		logging.FlushHTTPErrorLog(srv.ErrorLog)
 	}, nil
 }
 

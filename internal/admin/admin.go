@@ -135,6 +135,9 @@ func (l Limits) Validate() error {
 // net/http's own messages (a handler's panic, a superfluous WriteHeader, a
 // failed Accept) are lines of the logger "http" of log, throttled
 // (logging.HTTPErrorLog), not plain text on stderr; a nil log drops them.
+// Serve and Background.Stop write the count of those held back when the
+// server stops; whoever stops a server otherwise calls
+// logging.FlushHTTPErrorLog(srv.ErrorLog).
 func NewServer(h http.Handler, l Limits, log *zap.Logger) *http.Server {
 	l = l.WithDefaults()
 	if log == nil {
@@ -347,12 +350,14 @@ var ErrStopping = errors.New("the server is shutting down")
 // sd.Timeout, and closes the connections of any still running at
 // sd.Timeout. started, when not nil, receives the bound address (useful
 // with port 0). Serve sets srv.BaseContext and wraps srv.Handler to count
-// and cancel the requests.
+// and cancel the requests. When it returns, the count of net/http's
+// messages held back is written (logging.FlushHTTPErrorLog).
 func Serve(ctx context.Context, addr string, srv *http.Server, sd Shutdown, started func(net.Addr)) error {
 	ln, err := listen(addr)
 	if err != nil {
 		return err
 	}
+	defer logging.FlushHTTPErrorLog(srv.ErrorLog) // the repeats held back, counted as it stops
 	reqs := track(srv)
 	defer reqs.cancel(ErrStopping) // no request outlives Serve
 	if started != nil {
@@ -520,7 +525,9 @@ func (b *Background) Err() error {
 	return b.err
 }
 
-// Stop gives open requests grace to finish, then closes the server.
+// Stop gives open requests grace to finish, then closes the server and
+// writes the count of net/http's messages held back
+// (logging.FlushHTTPErrorLog).
 func (b *Background) Stop(grace time.Duration) error {
 	if b == nil {
 		return nil
@@ -529,6 +536,7 @@ func (b *Background) Stop(grace time.Duration) error {
 	defer cancel()
 	err := b.srv.Shutdown(ctx)
 	<-b.done
+	logging.FlushHTTPErrorLog(b.srv.ErrorLog)
 	if err != nil {
 		return errors.Join(fmt.Errorf("shutdown %s: %w", b.addr, err), b.err)
 	}

@@ -37,6 +37,7 @@ import (
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/enqueue"
+	"github.com/certmail/certmail/internal/logging"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/internal/ratelimit"
@@ -412,6 +413,7 @@ func serveFake(ctx context.Context, fake *digicerttest.Server, ln net.Listener, 
 	if err := srv.Shutdown(sctx); err != nil {
 		_ = srv.Close()
 	}
+	logging.FlushHTTPErrorLog(srv.ErrorLog)
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
