@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -134,4 +136,112 @@ func TestShutdownWhileRedisStallsAnswersEveryRequest(t *testing.T) {
 	if len(warned) != 1 || warned[0]["running"] != int64(requests) {
 		t.Errorf("WARN lines %v; want one with running %d:\n%s", warned, requests, logs.Text())
 	}
+}
+
+// An enqueue without an Idempotency-Key whose script reached a stalled
+// Redis when the API's shutdown stops it answers 503 with Retry-After and
+// the task's id, saying that the task may be stored and to look it up
+// before sending the request again: it is stored once Redis answers, so a
+// client told only to try again would enqueue it twice.
+func TestShutdownStopsAKeylessEnqueueNamingItsTask(t *testing.T) {
+	t.Parallel()
+	// The script's read gives up after go-redis's 5 s read timeout, not at
+	// the cancel (1 s after the stop): the answer comes within the timeout.
+	const shutdownTimeout, stopReserve = 8 * time.Second, 7 * time.Second
+	b := setup(t)
+	proxy := b.redis.Proxy() // to tell when the enqueue's script is sent; Redis itself stalls
+	conn, err := redisconn.Open(strings.Replace(b.redis.URL(), b.redis.Addr(), proxy.Addr(), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Client.Close() })
+	svc, err := ops.New(ops.Config{Redis: conn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close() })
+	log, logs := certmailtest.NewLogger(t)
+	s, err := api.New(api.Config{Ops: svc, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}},
+		Addr: "127.0.0.1:0", Logger: log, ShutdownTimeout: shutdownTimeout, StopReserve: stopReserve})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	addrc := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, func(a net.Addr) { addrc <- a }) }()
+	addr := (<-addrc).String()
+
+	// A first enqueue registers the queue and loads the script: the next
+	// sends only the script (EVALSHA).
+	var primed api.TaskRef
+	res, err := postKeyless(b.http, addr)
+	if err != nil {
+		t.Fatalf("first POST: %v", err)
+	}
+	mustJSON(t, res, http.StatusAccepted, &primed)
+	sent := make(chan struct{})
+	proxy.BeforeOnce("evalsha", func() { close(sent) })
+	b.redis.Pause()
+	answered := make(chan response, 1)
+	go func() {
+		res, err := postKeyless(b.http, addr)
+		if err != nil {
+			t.Errorf("POST: %v", err)
+		}
+		answered <- res
+	}()
+	select {
+	case <-sent:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the enqueue's script was not sent within 10 s")
+	}
+	stopped := time.Now()
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v; want nil, the request answered", err)
+		}
+	case <-time.After(shutdownTimeout + 5*time.Second):
+		t.Fatal("Run did not return after its shutdown timeout")
+	}
+	res = <-answered
+	t.Logf("answer %v after the stop: %d Retry-After %q %s", time.Since(stopped), res.status, res.header.Get("Retry-After"), res.body)
+	p := mustProblem(t, res, http.StatusServiceUnavailable)
+	if got := res.header.Get("Retry-After"); got != strconv.Itoa(api.RetryAfterUnavailable) {
+		t.Errorf("Retry-After %q, want %d", got, api.RetryAfterUnavailable)
+	}
+	if p.TaskID == "" || !strings.Contains(p.Detail, "may have stored the task under task_id") || !strings.Contains(p.Detail, "look it up") {
+		t.Fatalf("answer %s; want the task's id and a detail saying it may be stored and to look it up before sending again", res.body)
+	}
+	if warned := logs.Lines("warn", "requests still running near the shutdown timeout are stopped: they answer 503"); len(warned) != 1 {
+		t.Errorf("WARN lines %v; want one: the request was stopped by the shutdown:\n%s", warned, logs.Text())
+	}
+	b.redis.Continue()
+	waitFor(t, 10*time.Second, func() bool {
+		info, err := b.inspector.GetTaskInfo(primed.Queue, p.TaskID)
+		return err == nil && info.ID == p.TaskID
+	}, func() string {
+		return fmt.Sprintf("task %s not stored in queue %q once Redis answered", p.TaskID, primed.Queue)
+	})
+}
+
+// postKeyless sends an enqueue without an Idempotency-Key to the API at addr
+// and returns its answer read in full.
+func postKeyless(client *http.Client, addr string) (response, error) {
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/tasks/resend-dcv", strings.NewReader(`{"order_id":7}`))
+	if err != nil {
+		return response{}, err
+	}
+	req.Header = authJSON()
+	res, err := client.Do(req)
+	if err != nil {
+		return response{}, err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	return response{status: res.StatusCode, header: res.Header, body: body}, err
 }
