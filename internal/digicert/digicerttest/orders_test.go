@@ -36,7 +36,13 @@ type validationDoc struct {
 
 func readValidation(t *testing.T, base string, id any) validationDoc {
 	t.Helper()
-	resp := send(t, http.MethodGet, validationURL(base, id), testKey, "")
+	return readValidationWith(t, base, id, testKey)
+}
+
+// readValidationWith is readValidation with another key.
+func readValidationWith(t *testing.T, base string, id any, key string) validationDoc {
+	t.Helper()
+	resp := send(t, http.MethodGet, validationURL(base, id), key, "")
 	if resp.status != http.StatusOK || resp.contentType != "application/json" {
 		t.Fatalf("GET validation: %d %s %s", resp.status, resp.contentType, resp.body)
 	}

@@ -19,13 +19,18 @@ type Request struct {
 	BodySize int    // the size of the body received
 	Status   int
 	At       time.Time
-	KeyValid bool // whether X-DC-DEVKEY held a valid key when the request arrived
+	KeyValid bool // whether X-DC-DEVKEY held a valid key when the request arrived, View Only or not
+	ViewOnly bool // whether that valid key was View Only (Config.ViewOnlyKeys)
 }
 
-// String reads like "PUT /services/v2/certificate/1/sendemail: 204 (key valid, 87-byte body)".
+// String reads like "PUT /services/v2/certificate/1/sendemail: 204 (key valid, 87-byte body)",
+// "key valid, view only" for a View Only key.
 func (r Request) String() string {
 	key := "key invalid"
-	if r.KeyValid {
+	switch {
+	case r.ViewOnly:
+		key = "key valid, view only"
+	case r.KeyValid:
 		key = "key valid"
 	}
 	return fmt.Sprintf("%s %s: %d (%s, %d-byte body)", r.Method, r.Path, r.Status, key, r.BodySize)

@@ -1,7 +1,8 @@
 // Package digicerttest is a fake DigiCert CertCentral Services API for tests
 // and demos. It serves the operations certmail performs under /services/v2
 // (a PUT per task type and GET /order/certificate/{id}/validation), checks keys,
-// rate limits, routes and bodies the way CertCentral does, answers with
+// rate limits, routes and bodies the way CertCentral does (a key can be
+// restricted to View Only: Config.ViewOnlyKeys), answers with
 // CertCentral's error codes, keeps the effects (stored emails, sent DCV and
 // certificate emails) for tests to inspect, within bounds that hold a
 // long-running demo's memory (MaxSendsPerID, MaxIDs, MaxRecordedBody,
@@ -72,6 +73,12 @@ type Config struct {
 	// APIKeys are the valid keys; a request with another key or none is
 	// answered 403 access_denied|access_denied_invalid_key.
 	APIKeys []string
+	// ViewOnlyKeys are valid keys restricted to View Only, as a CertCentral
+	// account can restrict a key: they read (GET) as APIKeys do, and every
+	// PUT they send to a known route is answered 403
+	// access_denied|missing_permission. A key listed in both is View Only:
+	// the restriction wins.
+	ViewOnlyKeys []string
 	// AnyIDExists makes every positive order, certificate and domain id
 	// exist (demo mode).
 	AnyIDExists bool
@@ -104,8 +111,8 @@ type Config struct {
 
 // String describes the configuration without the keys.
 func (c Config) String() string {
-	return fmt.Sprintf("digicerttest.Config{APIKeys:%d keys AnyIDExists:%t RateLimits:%v BlockFor:%s}",
-		len(c.APIKeys), c.AnyIDExists, c.RateLimits, c.BlockFor)
+	return fmt.Sprintf("digicerttest.Config{APIKeys:%d keys ViewOnlyKeys:%d keys AnyIDExists:%t RateLimits:%v BlockFor:%s}",
+		len(c.APIKeys), len(c.ViewOnlyKeys), c.AnyIDExists, c.RateLimits, c.BlockFor)
 }
 
 // Format prints String for every verb, so that no verb prints a key.
@@ -153,6 +160,7 @@ type Server struct {
 
 	mu           sync.Mutex
 	keys         map[string]bool
+	viewOnly     map[string]bool // View Only keys
 	anyID        bool
 	missing      map[int64]bool
 	windows      []Window
@@ -204,6 +212,7 @@ func New(cfg Config) *Server {
 		s.missing[id] = true
 	}
 	s.setAPIKeys(cfg.APIKeys)
+	s.setViewOnlyKeys(cfg.ViewOnlyKeys)
 	s.setRateLimits(cfg.RateLimits)
 	s.resetState()
 	return s
@@ -266,12 +275,31 @@ func (s *Server) SetAPIKeys(keys ...string) {
 
 // setAPIKeys needs s.mu held (or s unshared).
 func (s *Server) setAPIKeys(keys []string) {
-	s.keys = make(map[string]bool, len(keys))
+	s.keys = keySet(keys)
+}
+
+// SetViewOnlyKeys replaces the View Only keys (Config.ViewOnlyKeys), e.g. to
+// lift the restriction of a key: SetViewOnlyKeys() and SetAPIKeys with it.
+func (s *Server) SetViewOnlyKeys(keys ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setViewOnlyKeys(keys)
+}
+
+// setViewOnlyKeys needs s.mu held (or s unshared).
+func (s *Server) setViewOnlyKeys(keys []string) {
+	s.viewOnly = keySet(keys)
+}
+
+// keySet returns the keys but "" as a set.
+func keySet(keys []string) map[string]bool {
+	set := make(map[string]bool, len(keys))
 	for _, k := range keys {
 		if k != "" {
-			s.keys[k] = true
+			set[k] = true
 		}
 	}
+	return set
 }
 
 // SetRateLimits replaces the rate-limit windows; requests already counted
@@ -359,7 +387,7 @@ type answer struct {
 
 // ServeHTTP handles one request. The order of checks is CertCentral's, with
 // the test hooks first: recording, FailNext, faults, key, rate limits, route and
-// method, id, body, existence, effect.
+// method, id, a View Only key's PUT, body, existence, effect.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
 	rec, scripted, faults := s.receive(r, body)
@@ -386,7 +414,8 @@ func (s *Server) receive(r *http.Request, body []byte) (*record, *answer, Faults
 		Body:     slices.Clone(body[:min(len(body), MaxRecordedBody)]), // not a slice of body: that would keep all of it
 		BodySize: len(body),
 		At:       s.clock(),
-		KeyValid: key != "" && s.keys[key],
+		KeyValid: key != "" && (s.keys[key] || s.viewOnly[key]),
+		ViewOnly: key != "" && s.viewOnly[key],
 	}}
 	s.requests = append(s.requests, rec)
 	if s.recordLimit > 0 && len(s.requests) >= 2*s.recordLimit { // compact now and then, not on every request
@@ -524,6 +553,9 @@ func (s *Server) process(r *http.Request, rec *record, body []byte, readErr erro
 	id, ok := parseID(idText)
 	if !ok {
 		return apiError(http.StatusNotFound, "not_found|route", "The requested route was not found.")
+	}
+	if rec.ViewOnly && r.Method != http.MethodGet {
+		return missingPermission()
 	}
 	if readErr != nil {
 		var tooBig *http.MaxBytesError
@@ -728,6 +760,19 @@ func (s *Server) sendEmail(send CertSend) answer {
 	send.At = s.clock()
 	appendLog(s.certSends, send.CertificateID, send)
 	return answer{status: http.StatusNoContent}
+}
+
+// missingPermission is the answer to a View Only key's PUT. DigiCert
+// documents the status and code (403 access_denied|missing_permission);
+// [assumption] the rest is the fake's: the message's wording, and where the
+// check sits among the others, once the route, the method and the id are
+// known and before the body and the id's existence are looked at, so that a
+// View Only key's PUT of a bad body or an unknown order is refused for the
+// permission too, and one to an unknown route or with the wrong method is
+// answered as any key's.
+func missingPermission() answer {
+	return apiError(http.StatusForbidden, "access_denied|missing_permission",
+		"The API key is View Only: it does not have permission to make changes.")
 }
 
 // orderNotFound is the answer for an unknown order.
