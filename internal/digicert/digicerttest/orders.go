@@ -23,13 +23,23 @@ const (
 	MethodEmail    = "email"    // a domain validated by email
 )
 
+// Defaults of the validation answer's descriptive fields, the values of
+// DigiCert's documented example. [assumption] The other values they take
+// are not documented; certmail reads none of them to decide anything.
+const (
+	DefaultOrderNameScope = "base_domain" // order_name_scope
+	DefaultApprovalScope  = "subdomains"  // a domain's approval_scope
+	DefaultOrganizationID = 12345         // organization_id of an OV or EV order
+)
+
 // Domain is one domain of an order and the state of its validation.
 type Domain struct {
-	ID        int64
-	NameScope string   // the FQDN tied to the domain id
-	Method    string   // MethodEmail when empty; also "dns-txt-token", "http-token", ...
-	Status    string   // StatusPending when empty, or StatusApproved
-	DNSNames  []string // the order's names it covers; [NameScope] when empty
+	ID            int64
+	NameScope     string   // the FQDN tied to the domain id
+	ApprovalScope string   // approval_scope: DefaultApprovalScope when empty
+	Method        string   // MethodEmail when empty; also "dns-txt-token", "http-token", ...
+	Status        string   // StatusPending when empty, or StatusApproved
+	DNSNames      []string // the order's names it covers; [NameScope] when empty
 }
 
 // Order is an order and the state of its validation.
@@ -38,6 +48,13 @@ type Order struct {
 	Type    string // OrderDV when empty, OrderOV or OrderEV
 	Status  string // StatusPending when empty; StatusIssued, "rejected", "canceled", ...
 	Domains []Domain
+	// NameScope is order_name_scope: DefaultOrderNameScope when empty.
+	NameScope string
+	// OrganizationID is organization_id: DefaultOrganizationID for an OV or
+	// EV order when 0. A DV order reports none unless it is set
+	// [assumption: DigiCert's example is an OV order's, and a DV order
+	// needs no organization].
+	OrganizationID int64
 }
 
 // clone returns a deep copy of o.
@@ -57,8 +74,13 @@ func (o Order) withDefaults() Order {
 	if o.Status == "" {
 		o.Status = StatusPending
 	}
+	o.NameScope = cmp.Or(o.NameScope, DefaultOrderNameScope)
+	if o.OrganizationID == 0 && o.Type != OrderDV {
+		o.OrganizationID = DefaultOrganizationID
+	}
 	for i := range o.Domains {
 		d := &o.Domains[i]
+		d.ApprovalScope = cmp.Or(d.ApprovalScope, DefaultApprovalScope)
 		if d.Method == "" {
 			d.Method = MethodEmail
 		}
@@ -300,8 +322,37 @@ func (s *Server) resendDomainEmails(send DomainDCVSend) answer {
 	return answer{status: http.StatusNoContent}
 }
 
-// validation answers GET /order/certificate/{id}/validation with ids as
-// strings, as CertCentral's documented example does.
+// validationDNSName is one entry of the validation answer's
+// dns_name_validations.
+type validationDNSName struct {
+	DomainID      string   `json:"domain_id"`
+	NameScope     string   `json:"name_scope"`
+	ApprovalScope string   `json:"approval_scope"`
+	Status        string   `json:"status"`
+	Method        string   `json:"method"`
+	DNSNames      []string `json:"dns_names"`
+}
+
+// orgValidation is one entry of the validation answer's
+// organization_validations.
+type orgValidation struct {
+	Type   string `json:"type"`
+	Status string `json:"status"`
+}
+
+// validationDoc is the validation answer: every member of CertCentral's
+// documented example, ids as strings as there.
+type validationDoc struct {
+	OrderID         string              `json:"order_id"`
+	OrderStatus     string              `json:"order_status"`
+	OrderNameScope  string              `json:"order_name_scope"`
+	OrderDCVMethod  string              `json:"order_dcv_method"`
+	OrganizationID  string              `json:"organization_id,omitempty"`
+	OrgValidations  []orgValidation     `json:"organization_validations,omitempty"`
+	NameValidations []validationDNSName `json:"dns_name_validations"`
+}
+
+// validation answers GET /order/certificate/{id}/validation.
 func (s *Server) validation(orderID int64) answer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -309,24 +360,11 @@ func (s *Server) validation(orderID int64) answer {
 		return orderNotFound()
 	}
 	m := s.model(orderID)
-	type dnsName struct {
-		DomainID  string   `json:"domain_id"`
-		NameScope string   `json:"name_scope"`
-		Status    string   `json:"status"`
-		Method    string   `json:"method"`
-		DNSNames  []string `json:"dns_names"`
+	doc := validationDoc{OrderID: strconv.FormatInt(m.ID, 10), OrderStatus: m.Status, OrderNameScope: m.NameScope,
+		OrderDCVMethod: MethodEmail, NameValidations: []validationDNSName{}}
+	if m.OrganizationID != 0 {
+		doc.OrganizationID = strconv.FormatInt(m.OrganizationID, 10)
 	}
-	type orgValidation struct {
-		Type   string `json:"type"`
-		Status string `json:"status"`
-	}
-	doc := struct {
-		OrderID         string          `json:"order_id"`
-		OrderStatus     string          `json:"order_status"`
-		OrderDCVMethod  string          `json:"order_dcv_method"`
-		OrgValidations  []orgValidation `json:"organization_validations,omitempty"`
-		NameValidations []dnsName       `json:"dns_name_validations"`
-	}{OrderID: strconv.FormatInt(m.ID, 10), OrderStatus: m.Status, OrderDCVMethod: MethodEmail, NameValidations: []dnsName{}}
 	if m.Type != OrderDV {
 		status := StatusPending
 		if m.Status == StatusIssued {
@@ -338,8 +376,9 @@ func (s *Server) validation(orderID int64) answer {
 		if i == 0 {
 			doc.OrderDCVMethod = d.Method
 		}
-		doc.NameValidations = append(doc.NameValidations, dnsName{DomainID: strconv.FormatInt(d.ID, 10),
-			NameScope: d.NameScope, Status: d.Status, Method: d.Method, DNSNames: slices.Clone(d.DNSNames)})
+		doc.NameValidations = append(doc.NameValidations, validationDNSName{DomainID: strconv.FormatInt(d.ID, 10),
+			NameScope: d.NameScope, ApprovalScope: d.ApprovalScope, Status: d.Status, Method: d.Method,
+			DNSNames: slices.Clone(d.DNSNames)})
 	}
 	body, err := json.Marshal(doc)
 	if err != nil { // cannot happen for these types; answer something honest anyway

@@ -1,12 +1,15 @@
 package digicerttest_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"testing"
 
+	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 )
 
@@ -428,5 +431,78 @@ func TestServer_ApproveAfterCountsEmailDomainsOnly(t *testing.T) {
 	b.fake.ApproveDomain(52)
 	if got, want := state(4001), "issued email=approved dns-txt-token=approved"; got != want {
 		t.Errorf("DV order after approving its DNS domain by hand: %s, want %s", got, want)
+	}
+}
+
+// The validation answer has every member of CertCentral's documented
+// example (digicert-api.md), with the example's values by default:
+// order_name_scope, organization_id (OV and EV orders) and each domain's
+// approval_scope too, or the values an Order sets; certmail's client reads
+// what it reads of them.
+func TestServer_ValidationDocumentedFields(t *testing.T) {
+	t.Parallel()
+	b := setup(t, digicerttest.Config{})
+	b.fake.SetOrder(ovOrder)
+	b.fake.SetOrder(digicerttest.Order{ID: 3020, Type: digicerttest.OrderEV, NameScope: "fqdn", OrganizationID: 777,
+		Domains: []digicerttest.Domain{{ID: 61, NameScope: "example.com", ApprovalScope: "fqdn"}}})
+	raw := func(id int64) (map[string]json.RawMessage, []map[string]json.RawMessage) {
+		t.Helper()
+		var doc map[string]json.RawMessage
+		if err := json.Unmarshal(send(t, http.MethodGet, validationURL(b.base, id), testKey, "").body, &doc); err != nil {
+			t.Fatal(err)
+		}
+		var domains []map[string]json.RawMessage
+		if err := json.Unmarshal(doc["dns_name_validations"], &domains); err != nil {
+			t.Fatal(err)
+		}
+		return doc, domains
+	}
+	keys := func(m map[string]json.RawMessage) []string {
+		out := slices.Collect(maps.Keys(m))
+		slices.Sort(out)
+		return out
+	}
+	ov, ovDomains := raw(3001)
+	documented := []string{"dns_name_validations", "order_dcv_method", "order_id", "order_name_scope", "order_status",
+		"organization_id", "organization_validations"}
+	if got := keys(ov); !slices.Equal(got, documented) {
+		t.Errorf("OV order's members %q, want the documented %q", got, documented)
+	}
+	documentedDomain := []string{"approval_scope", "dns_names", "domain_id", "method", "name_scope", "status"}
+	for _, d := range ovDomains {
+		if got := keys(d); !slices.Equal(got, documentedDomain) {
+			t.Errorf("domain's members %q, want the documented %q", got, documentedDomain)
+		}
+	}
+	want := map[string]string{"order_name_scope": `"base_domain"`, "organization_id": `"12345"`}
+	for k, v := range want {
+		if string(ov[k]) != v {
+			t.Errorf("OV order's %s = %s, want %s", k, ov[k], v)
+		}
+	}
+	if got := string(ovDomains[0]["approval_scope"]); got != `"subdomains"` {
+		t.Errorf("approval_scope = %s, want \"subdomains\"", got)
+	}
+	dv, dvDomains := raw(orderID)
+	if _, present := dv["organization_id"]; present || string(dv["order_name_scope"]) != `"base_domain"` ||
+		string(dvDomains[0]["approval_scope"]) != `"subdomains"` {
+		t.Errorf("DV order %s, domain %s: want order_name_scope and approval_scope, no organization_id", dv, dvDomains[0])
+	}
+	ev, evDomains := raw(3020)
+	if string(ev["order_name_scope"]) != `"fqdn"` || string(ev["organization_id"]) != `"777"` ||
+		string(evDomains[0]["approval_scope"]) != `"fqdn"` {
+		t.Errorf("EV order set by hand %s, domain %s", ev, evDomains[0])
+	}
+	if o, _ := b.fake.Order(3001); o.NameScope != "base_domain" || o.OrganizationID != 12345 || o.Domains[0].ApprovalScope != "subdomains" {
+		t.Errorf("Order(3001) = %+v, want the defaults filled in", o)
+	}
+
+	c, err := digicert.New(digicert.Config{BaseURL: b.base, APIKey: testKey, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _, err := c.OrderValidation(context.Background(), 3001)
+	if err != nil || len(v.DNSNameValidations) != 2 || v.DNSNameValidations[0].ApprovalScope != "subdomains" {
+		t.Errorf("the client read %+v, %v; want approval_scope subdomains", v, err)
 	}
 }
