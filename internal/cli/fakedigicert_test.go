@@ -7,7 +7,7 @@ import "testing"
 // fake itself).
 func TestFakeDigicertRecordLimit(t *testing.T) {
 	t.Parallel()
-	cfg := (&FakeDigicertCmd{AnyID: true}).config([]string{"demo-key"}, nil)
+	cfg := (&FakeDigicertCmd{AnyID: true}).config(fakeKeys{full: []string{"demo-key"}}, nil)
 	if cfg.RecordLimit <= 0 {
 		t.Errorf("RecordLimit %d: every request is kept for the life of the process", cfg.RecordLimit)
 	}

@@ -94,12 +94,20 @@ func (o Order) withDefaults() Order {
 	return o
 }
 
-// syntheticOrder is the order the fake reports for an id known without a
-// model (AddOrder, AnyIDExists): a pending DV order with one domain, whose
-// id is the order's, waiting for validation by email.
-func syntheticOrder(id int64) Order {
+// SingleDomainOrder returns a pending order of type typ (OrderDV when
+// empty) with one domain, whose id is the order's and whose name is
+// order<id>.example.com, waiting for validation by email. Its DV form is
+// what the fake reports for an order known without a model (AddOrder,
+// AnyIDExists).
+func SingleDomainOrder(id int64, typ string) Order {
 	name := "order" + strconv.FormatInt(id, 10) + ".example.com"
-	return Order{ID: id, Domains: []Domain{{ID: id, NameScope: name}}}.withDefaults()
+	return Order{ID: id, Type: typ, Domains: []Domain{{ID: id, NameScope: name}}}
+}
+
+// syntheticOrder is the order the fake reports for an id known without a
+// model: SingleDomainOrder's DV order, its defaults filled in.
+func syntheticOrder(id int64) Order {
+	return SingleDomainOrder(id, OrderDV).withDefaults()
 }
 
 // SetOrder adds or replaces an order with its validation state (the
