@@ -8,10 +8,11 @@
 // long-running demo's memory (MaxSendsPerID, MaxIDs, MaxRecordedBody,
 // Config.RecordLimit), and can misbehave on demand
 // (latency, CDN errors, resets, hangs, scripted answers). It models the
-// validation of orders (DV, OV, EV; per domain: id, name scope, method,
-// status) and can approve domains and issue orders, by hand (ApproveDomain,
-// SetOrderStatus) or by a scripted rule (Config.ApproveAfter). Nothing is
-// ever emailed.
+// validation of orders (DV, OV, EV; per domain: id, name scope, approval
+// scope, method, status), answering the validation read with every member
+// of CertCentral's documented example, and can approve domains and issue
+// orders, by hand (ApproveDomain, SetOrderStatus) or by a scripted rule
+// (Config.ApproveAfter). Nothing is ever emailed.
 package digicerttest
 
 import (
