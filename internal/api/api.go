@@ -413,10 +413,16 @@ func (s *Server) Run(ctx context.Context, started func(net.Addr)) error {
 	}()
 	defer func() { stopCheck(); <-checked }()
 	var served bool
+	logged := make(chan struct{})
 	stopLog := context.AfterFunc(serveCtx, func() {
+		defer close(logged)
 		s.log.Info("api shutting down", zap.Duration("shutdown_timeout", s.cfg.ShutdownTimeout))
 	})
-	defer stopLog()
+	defer func() {
+		if !stopLog() { // the line is being written: Run's caller may close the log once Run returns
+			<-logged
+		}
+	}()
 	err := admin.Serve(serveCtx, s.cfg.Addr, admin.NewServer(s, s.cfg.Limits, s.log), s.shutdown(), func(a net.Addr) {
 		served = true
 		s.log.Info("api started", zap.Stringer("addr", a), zap.String("redis", s.cfg.Redis.Target),
