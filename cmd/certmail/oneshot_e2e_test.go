@@ -64,56 +64,72 @@ func (o *oneShot) wait(t *testing.T, within time.Duration) {
 // one line: what failed, where Redis was looked for and what to check;
 // go-redis's own lines (its failed dials) are DEBUG lines of the command's
 // JSON log, not on stderr at the default level, and never plain text.
+// Under Sentinel, go-redis joins the errors of the sentinels it could not
+// reach with newlines: the line holds them all, "; " between them.
 func TestOneShotRedisDownSaysSoInOneLine(t *testing.T) {
 	t.Parallel()
-	// Nothing listens on port 1 (privileged, and no test binds it).
-	const url = "redis://127.0.0.1:1/0"
-	const hint = "; Redis at " + url + " did not answer: check that it is running and that --redis-url names it\n"
-	for _, args := range [][]string{
-		{"task", "abc"},
-		{"dlq", "list"},
-		{"dlq", "purge", "--yes"},
-		{"schedule", "list"},
-		{"enqueue", "set-emails", "--order-id", "1", "--email", "a@example.com"},
+	// Nothing listens on ports 1 and 2 (privileged, and no test binds them).
+	for _, tt := range []struct{ url, shown string }{
+		{"redis://127.0.0.1:1/0", "redis://127.0.0.1:1/0"},
+		{"redis-sentinel://127.0.0.1:1,127.0.0.1:2?master=m", "redis-sentinel://127.0.0.1:1,127.0.0.1:2/0?master=m"},
 	} {
-		name := "certmail " + strings.Join(args[:2], " ")
-		if args[0] == "task" {
-			name = "certmail task"
-		}
-		t.Run(strings.Join(args[:2], " "), func(t *testing.T) {
-			t.Parallel()
-			o := startOneShot(t, append(args, "--redis-url", url)...)
-			o.wait(t, 30*time.Second)
-			got := o.stderr.String()
-			if o.code != 1 || strings.Count(got, "\n") != 1 || !strings.HasPrefix(got, name+": ") || !strings.HasSuffix(got, hint) ||
-				strings.Contains(got, "failed to dial") || strings.Contains(got, "redis: ") {
-				t.Errorf("exit %d, stderr %q; want 1 and one line %q…%q", o.code, got, name+": ", hint)
+		url := tt.url
+		sentinel := strings.HasPrefix(url, "redis-sentinel:")
+		hint := "; Redis at " + tt.shown + " did not answer: check that it is running and that --redis-url names it\n"
+		for _, args := range [][]string{
+			{"task", "abc"},
+			{"dlq", "list"},
+			{"dlq", "purge", "--yes"},
+			{"schedule", "list"},
+			{"enqueue", "set-emails", "--order-id", "1", "--email", "a@example.com"},
+		} {
+			name := "certmail " + strings.Join(args[:2], " ")
+			if args[0] == "task" {
+				name = "certmail task"
 			}
-
-			debug := startOneShot(t, append(args, "--redis-url", url, "--log-level", "debug")...)
-			debug.wait(t, 30*time.Second)
-			lines := strings.Split(strings.TrimSuffix(debug.stderr.String(), "\n"), "\n")
-			if last := lines[len(lines)-1] + "\n"; debug.code != 1 || last != got {
-				t.Errorf("at debug: exit %d, last line %q; want 1 and %q", debug.code, last, got)
-			}
-			dials := 0
-			for _, line := range lines[:len(lines)-1] {
-				var m map[string]any
-				if err := json.Unmarshal([]byte(line), &m); err != nil {
-					t.Errorf("at debug: a line that is not JSON: %q", line)
-					continue
+			t.Run(strings.SplitN(url, ":", 2)[0]+"/"+strings.Join(args[:2], " "), func(t *testing.T) {
+				t.Parallel()
+				o := startOneShot(t, append(args, "--redis-url", url)...)
+				o.wait(t, 30*time.Second)
+				got := o.stderr.String()
+				if o.code != 1 || strings.Count(got, "\n") != 1 || !strings.HasPrefix(got, name+": ") || !strings.HasSuffix(got, hint) ||
+					strings.Contains(got, "failed to dial") || (!sentinel && strings.Contains(got, "redis: ")) {
+					t.Errorf("exit %d, stderr %q; want 1 and one line %q…%q", o.code, got, name+": ", hint)
 				}
-				if msg, _ := m["msg"].(string); m["logger"] == "redis" && strings.Contains(msg, "failed to dial") {
-					dials++
-					if m["level"] != "debug" {
-						t.Errorf("at debug: go-redis's line at %v, want debug: %q", m["level"], line)
+				// go-redis dials the sentinels at once: their errors come in either order.
+				if sentinel && (!strings.Contains(got, "127.0.0.1:1: connect: connection refused") || !strings.Contains(got, "127.0.0.1:2: connect: connection refused") ||
+					!strings.Contains(got, "connection refused; dial tcp 127.0.0.1:")) {
+					t.Errorf("stderr %q; want both sentinels' errors, \"; \" between them", got)
+				}
+				if sentinel {
+					return // go-redis logs no dial of a sentinel: the lines at debug are those of the URL above
+				}
+
+				debug := startOneShot(t, append(args, "--redis-url", url, "--log-level", "debug")...)
+				debug.wait(t, 30*time.Second)
+				lines := strings.Split(strings.TrimSuffix(debug.stderr.String(), "\n"), "\n")
+				if last := lines[len(lines)-1] + "\n"; debug.code != 1 || last != got {
+					t.Errorf("at debug: exit %d, last line %q; want 1 and %q", debug.code, last, got)
+				}
+				dials := 0
+				for _, line := range lines[:len(lines)-1] {
+					var m map[string]any
+					if err := json.Unmarshal([]byte(line), &m); err != nil {
+						t.Errorf("at debug: a line that is not JSON: %q", line)
+						continue
+					}
+					if msg, _ := m["msg"].(string); m["logger"] == "redis" && strings.Contains(msg, "failed to dial") {
+						dials++
+						if m["level"] != "debug" {
+							t.Errorf("at debug: go-redis's line at %v, want debug: %q", m["level"], line)
+						}
 					}
 				}
-			}
-			if dials == 0 {
-				t.Errorf("at debug: go-redis's failed dial is in no JSON line:\n%s", debug.stderr.String())
-			}
-		})
+				if dials == 0 {
+					t.Errorf("at debug: go-redis's failed dial is in no JSON line:\n%s", debug.stderr.String())
+				}
+			})
+		}
 	}
 }
 

@@ -207,7 +207,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		defaults(),
 	)
 	if err != nil {
-		fmt.Fprintf(stderr, "certmail: %v\n", err)
+		fmt.Fprintf(stderr, "certmail: %s\n", oneLine(err.Error()))
 		return 2
 	}
 	kctx, err := parser.Parse(args)
@@ -235,7 +235,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		if !errors.As(err, &in) {
 			in = interruptedError{err: err}
 		}
-		fmt.Fprintf(stderr, "certmail %s: %v\n", commandName(kctx), in)
+		fmt.Fprintf(stderr, "certmail %s: %s\n", commandName(kctx), oneLine(in.Error()))
 		return ExitInterrupted
 	}
 	var dbErr *redisconn.DatabaseError
@@ -245,10 +245,10 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	if err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "certmail %s: %s\n", commandName(kctx), asGiven(kctx, err.Error()))
+			printError(stderr, commandName(kctx), asGiven(kctx, err.Error()), err)
 			return 2
 		}
-		fmt.Fprintf(stderr, "certmail %s: %v%s\n", commandName(kctx), err, env.unreachable(err))
+		printError(stderr, commandName(kctx), err.Error()+env.unreachable(err), err)
 		return 1
 	}
 	return 0
@@ -258,15 +258,34 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 // repeats the argument or flag value it refuses, whatever its length.
 const maxParseError = 512
 
-// parseErrorText is kong's error err as one bounded line: anything not
-// printable (a control character, an invalid byte) escaped as Go escapes it
-// in a quoted string, and the text cut to about maxParseError bytes. Some
+// maxErrorLine is the most bytes of an error's text that a command prints
+// on one line (oneLine): an error may repeat a value it refuses, and
+// go-redis's, under Sentinel, holds one error per sentinel.
+const maxErrorLine = 1024
+
+// parseErrorText is kong's error err as one bounded line (printable). Some
 // errors are explained (parseErrorMessage).
 func parseErrorText(err error) string {
-	s := parseErrorMessage(err)
+	return printable(parseErrorMessage(err), maxParseError)
+}
+
+// lineBreaks are what oneLine replaces, with what.
+var lineBreaks = strings.NewReplacer("\r\n", "; ", "\n", "; ", "\r", "; ")
+
+// oneLine is the text s of an error as one line of at most about
+// maxErrorLine bytes: each line break as "; " (go-redis joins the errors
+// of the sentinels it could not reach with newlines), then printable.
+func oneLine(s string) string {
+	return printable(lineBreaks.Replace(strings.TrimRight(s, "\r\n")), maxErrorLine)
+}
+
+// printable is s with anything not printable (a control character, an
+// invalid byte) escaped as Go escapes it in a quoted string, and cut to
+// about max bytes.
+func printable(s string, max int) string {
 	var b strings.Builder
 	for i := 0; i < len(s); {
-		if b.Len() >= maxParseError {
+		if b.Len() >= max {
 			b.WriteString("…")
 			break
 		}
@@ -284,6 +303,40 @@ func parseErrorText(err error) string {
 	}
 	return b.String()
 }
+
+// printError writes the line of command name that failed with err: text,
+// err's text as the user reads it (asGiven, a hint added), as one line
+// (oneLine). When text ends with a problemsError err holds, its heading
+// and each of its problems get a line of their own instead.
+func printError(w io.Writer, name, text string, err error) {
+	var pe problemsError
+	if errors.As(err, &pe) {
+		if before, ok := strings.CutSuffix(text, pe.Error()); ok {
+			fmt.Fprintf(w, "certmail %s: %s\n", name, oneLine(before+pe.head+":"))
+			for _, p := range pe.problems {
+				fmt.Fprintf(w, "  %s\n", oneLine(p))
+			}
+			return
+		}
+	}
+	fmt.Fprintf(w, "certmail %s: %s\n", name, oneLine(text))
+}
+
+// problemsError is an error that lists several problems (a task's or a
+// schedule's fields), which Main prints one per line under head. err is
+// what it explains, for errors.As; its list is bounded where it is built
+// (tasks.ValidationError).
+type problemsError struct {
+	head     string
+	problems []string
+	err      error
+}
+
+func (e problemsError) Error() string {
+	return e.head + ":\n  " + strings.Join(e.problems, "\n  ")
+}
+
+func (e problemsError) Unwrap() error { return e.err }
 
 // helpArgs reads "certmail help [command...]" as "certmail [command...]
 // --help": kong knows only the flag.

@@ -57,7 +57,7 @@ func (c *DLQListCmd) Run(env *Env) error {
 	}
 	entries, next := page.Entries, page.Next
 	for _, sk := range page.Skipped {
-		fmt.Fprintf(env.Stderr, "skipped malformed entry %s: %s\n", sk.EntryID, sk.Problem)
+		fmt.Fprintf(env.Stderr, "skipped malformed entry %s: %s\n", sk.EntryID, oneLine(sk.Problem))
 	}
 	if n := page.SkippedCount - len(page.Skipped); n > 0 {
 		fmt.Fprintf(env.Stderr, "skipped %d more malformed entries\n", n)
@@ -219,7 +219,7 @@ func eachTask(env *Env, ids []string, what string, fn func(id string) (string, e
 				return interrupted(ctxErr)
 			}
 			failed++
-			fmt.Fprintf(env.Stderr, "%s: %v\n", ops.ShowName(id), err)
+			fmt.Fprintf(env.Stderr, "%s: %s\n", ops.ShowName(id), oneLine(err.Error()))
 			continue
 		}
 		done++

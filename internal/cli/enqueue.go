@@ -253,7 +253,7 @@ func enqueueError(err error) error {
 	var ve *tasks.ValidationError
 	switch {
 	case errors.As(err, &ve):
-		return usageError{fieldsError{ve}}
+		return usageError{fieldsError(ve)}
 	case errors.Is(err, ops.ErrIdempotencyConflict):
 		return usagef("--idempotency-key: %w", err)
 	}
@@ -272,20 +272,20 @@ func unconfirmed(err error) error {
 		err, ee.TaskID)
 }
 
-// fieldsError prints a *tasks.ValidationError with one problem per line.
-type fieldsError struct{ ve *tasks.ValidationError }
-
-func (e fieldsError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "invalid %s task:", e.ve.Type)
-	for _, fe := range e.ve.Errors {
-		b.WriteString("\n  ")
-		b.WriteString(fieldMessage(fe))
-	}
-	return b.String()
+// fieldsError is a *tasks.ValidationError as Main prints it: one problem
+// per line.
+func fieldsError(ve *tasks.ValidationError) problemsError {
+	return problemsError{head: "invalid " + ve.Type + " task", problems: fieldMessages(ve), err: ve}
 }
 
-func (e fieldsError) Unwrap() error { return e.ve }
+// fieldMessages are the problems of ve, each as fieldMessage words it.
+func fieldMessages(ve *tasks.ValidationError) []string {
+	msgs := make([]string, len(ve.Errors))
+	for i, fe := range ve.Errors {
+		msgs[i] = fieldMessage(fe)
+	}
+	return msgs
+}
 
 func fieldMessage(fe tasks.FieldError) string {
 	if fe.Field == "" {
@@ -534,11 +534,7 @@ func validationProblems(req enqueue.Request, err error) []string {
 	var ve *tasks.ValidationError
 	switch {
 	case errors.As(err, &ve):
-		msgs := make([]string, len(ve.Errors))
-		for i, fe := range ve.Errors {
-			msgs[i] = fieldMessage(fe)
-		}
-		return msgs
+		return fieldMessages(ve)
 	case errors.Is(err, tasks.ErrUnknownType):
 		return []string{fmt.Sprintf("type: unknown task type %.64q (want one of %s)", req.Type, strings.Join(tasks.Types(), ", "))}
 	}
@@ -550,7 +546,7 @@ func (r *bulkRun) fail(no int, problems ...string) {
 	r.counts.failed++
 	r.progress.clear()
 	for _, p := range problems {
-		fmt.Fprintf(r.env.Stderr, "line %d: %s\n", no, p)
+		fmt.Fprintf(r.env.Stderr, "line %d: %s\n", no, oneLine(p))
 	}
 }
 

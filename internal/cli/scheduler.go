@@ -3,7 +3,6 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -115,7 +114,7 @@ func (c *ScheduleListCmd) Run(env *Env) error {
 	all := l.Schedules
 	// Not in the table or the JSON: they have no next run.
 	for _, sk := range l.Skipped {
-		fmt.Fprintf(env.Stderr, "skipped %s schedule %s, which the scheduler does not fire: %s\n", sk.Source, sk.ID, sk.Problem)
+		fmt.Fprintf(env.Stderr, "skipped %s schedule %s, which the scheduler does not fire: %s\n", sk.Source, sk.ID, oneLine(sk.Problem))
 	}
 	if n := l.SkippedCount - len(l.Skipped); n > 0 {
 		fmt.Fprintf(env.Stderr, "skipped %d more schedules the scheduler does not fire\n", n)
@@ -202,11 +201,7 @@ func (c *ScheduleAddCmd) Run(env *Env) error {
 	status, err := st.Add(env.Ctx, s, found...)
 	var ve *tasks.ValidationError
 	if errors.As(err, &ve) {
-		var lines []string
-		for _, fe := range ve.Errors {
-			lines = append(lines, "  "+fieldMessage(fe))
-		}
-		return usagef("invalid schedule:\n%s", strings.Join(lines, "\n"))
+		return usageError{problemsError{head: "invalid schedule", problems: fieldMessages(ve), err: ve}}
 	}
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -94,5 +95,40 @@ func TestRedisLinesOnlyOnceRedisIsOpened(t *testing.T) {
 	}
 	if got := opened.String(); !strings.Contains(got, "failed to dial") {
 		t.Errorf("the command that opened Redis did not get its failed dial:\n%s", got)
+	}
+}
+
+// Every error line a command prints is one line, whatever the error's text
+// holds (go-redis joins the errors of the sentinels it could not reach
+// with newlines), with control characters escaped, and bounded; a list of
+// problems gets a line per problem under its heading, each one line too.
+func TestErrorLinesAreOneLineEach(t *testing.T) {
+	t.Parallel()
+	sentinels := errors.New("redis: all sentinels specified in configuration are unreachable: dial tcp 127.0.0.1:1: refused\ndial tcp 127.0.0.1:2: refused")
+	problems := problemsError{head: "invalid schedule", problems: []string{"cron: bad\nvalue", "id: \x1b[2J"}}
+	tests := []struct {
+		name, text string
+		err        error
+		want       string
+	}{
+		{"sentinels", sentinels.Error() + "; Redis at … did not answer", sentinels,
+			"certmail x: redis: all sentinels specified in configuration are unreachable: dial tcp 127.0.0.1:1: refused; dial tcp 127.0.0.1:2: refused; Redis at … did not answer\n"},
+		{"line breaks of every kind", "a\r\nb\rc\n", errors.New(""), "certmail x: a; b; c\n"},
+		{"control characters", "a\x1b[2J\tb\xff", errors.New(""), `certmail x: a\x1b[2J\tb\xff` + "\n"},
+		{"problems", problems.Error(), usageError{problems}, "certmail x: invalid schedule:\n  cron: bad; value\n  id: \\x1b[2J\n"},
+		{"problems wrapped", "add: " + problems.Error(), fmt.Errorf("add: %w", problems), "certmail x: add: invalid schedule:\n  cron: bad; value\n  id: \\x1b[2J\n"},
+		{"problems and more", problems.Error() + "\nlater", problems, "certmail x: invalid schedule:;   cron: bad; value;   id: \\x1b[2J; later\n"},
+	}
+	for _, tt := range tests {
+		var b strings.Builder
+		printError(&b, "x", tt.text, tt.err)
+		if b.String() != tt.want {
+			t.Errorf("%s: %q, want %q", tt.name, b.String(), tt.want)
+		}
+	}
+	var b strings.Builder
+	printError(&b, "x", strings.Repeat("a\n", 10000), errors.New(""))
+	if got := b.String(); strings.Count(got, "\n") != 1 || len(got) > maxErrorLine+64 || !strings.HasSuffix(got, "…\n") {
+		t.Errorf("a long error: %d bytes, %d lines; want one line of about %d bytes, cut", len(got), strings.Count(got, "\n"), maxErrorLine)
 	}
 }
