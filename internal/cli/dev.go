@@ -18,7 +18,7 @@ type DevCmd struct {
 	RedisURL  string `name:"redis-url" errors-name:"REDIS_URL" help:"Use this Redis instead of the embedded in-memory one; its queued tasks are then processed against the fake DigiCert, and it gets no demo unless --demo (REDIS_URL is not read)." group:"Redis"`
 	RedisAddr string `name:"redis-addr" help:"Listen address of the embedded Redis (default: a free loopback port)." group:"Redis"`
 	HTTPAddr  string `name:"http-addr" env:"CERTMAIL_HTTP_ADDR" default:"${dev_http_addr}" help:"Listen address of the API and the dashboard."`
-	AdminAddr string `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${dev_admin_addr}" help:"Listen address of the worker's /healthz, /readyz and /metrics."`
+	AdminAddr string `name:"admin-addr" env:"CERTMAIL_ADMIN_ADDR" default:"${dev_admin_addr}" help:"Listen address of the worker's /healthz, /readyz and /metrics (empty: none)."`
 	Tokens    string `name:"api-tokens" env:"CERTMAIL_API_TOKENS" help:"API tokens, comma separated, each optionally followed by a space and its role (default: one operator token generated and printed at start)."`
 	APIHostFlags
 	NoDemo bool `name:"no-demo" xor:"demo" help:"Do not enqueue the demo tasks and schedule (the banner announces none)."`
@@ -84,6 +84,7 @@ func (c *DevCmd) Run(env *Env) error {
 		RedisAddr: c.RedisAddr,
 		HTTPAddr:  c.HTTPAddr,
 		AdminAddr: c.AdminAddr,
+		NoAdmin:   c.AdminAddr == "", // given empty: the default is the flag's
 		Tokens:    tokens,
 		APIHosts:  hosts,
 		NoDemo:    c.NoDemo,

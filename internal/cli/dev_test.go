@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/certmail/certmail/internal/dev"
 )
 
 // TestDevIgnoresRedisURLEnv: `certmail dev` does not adopt REDIS_URL from
@@ -84,4 +87,74 @@ func TestDevDemoFlags(t *testing.T) {
 	if code != 2 || !strings.Contains(errOut.String(), "--no-demo and --demo") {
 		t.Errorf("certmail dev --demo --no-demo: exit %d, %q; want 2 naming both", code, errOut.String())
 	}
+}
+
+// TestDevEmptyAdminAddrIsNone: CERTMAIL_ADMIN_ADDR or --admin-addr given
+// empty means no admin server in dev, as in the worker and the scheduler:
+// the worker logs none, and the banner names no worker metrics URL (not
+// dev's default address).
+func TestDevEmptyAdminAddrIsNone(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		env  bool
+	}{{"flag", false}, {"variable", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			args := []string{"dev", "--http-addr", "127.0.0.1:0", "--no-demo", "--log-format", "json"}
+			if tt.env {
+				t.Setenv("CERTMAIL_ADMIN_ADDR", "")
+			} else {
+				args = append(args, "--admin-addr=")
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			out := &bannerWriter{up: make(chan struct{}), cancel: cancel}
+			var errOut bytes.Buffer
+			done := make(chan int, 1)
+			go func() { done <- Main(ctx, args, strings.NewReader(""), out, &errOut) }()
+			select {
+			case code := <-done:
+				t.Fatalf("dev stopped at start: exit %d, %s", code, errOut.String())
+			case <-out.up:
+			case <-time.After(30 * time.Second):
+				t.Fatal("no banner within 30s")
+			}
+			if code := <-done; code != ExitInterrupted && code != 0 {
+				t.Errorf("exit %d, %s", code, errOut.String())
+			}
+			banner := out.String()
+			if strings.Contains(banner, dev.DefaultAdminAddr) || strings.Contains(banner, "(worker)") ||
+				!strings.Contains(banner, "the worker serves none") {
+				t.Errorf("banner names a worker metrics URL:\n%s", banner)
+			}
+			if !strings.Contains(errOut.String(), `"admin_addr":"none"`) {
+				t.Errorf("the worker's log does not say admin_addr none:\n%s", errOut.String())
+			}
+		})
+	}
+}
+
+// bannerWriter is dev's stdout in a test: once the banner's metrics line
+// is written, it closes up and stops dev (cancel).
+type bannerWriter struct {
+	mu     sync.Mutex
+	b      strings.Builder
+	up     chan struct{}
+	once   sync.Once
+	cancel func()
+}
+
+func (w *bannerWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b.Write(p)
+	if strings.Contains(w.b.String(), "  metrics ") {
+		w.once.Do(func() { close(w.up); w.cancel() })
+	}
+	return len(p), nil
+}
+
+func (w *bannerWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

@@ -148,6 +148,15 @@ func curlEnqueue(st *Stack) string {
     -d '{"order_id": 1234, "additional_emails": ["you@example.com"]}'`, st.APIURL, st.Token)
 }
 
+// metricsURLs are the banner's metrics URLs: the worker's, unless it serves
+// none (Config.NoAdmin), and the API's.
+func metricsURLs(st *Stack) string {
+	if st.AdminURL == "" {
+		return st.APIURL + "/metrics (API; the worker serves none: its admin address is empty)"
+	}
+	return st.AdminURL + "/metrics (worker), " + st.APIURL + "/metrics (API)"
+}
+
 // printBanner prints where everything is; demo is nil when no demo runs,
 // and then the banner announces none. On an external Redis it says whether
 // the demo lands there, and what that means.
@@ -163,7 +172,7 @@ func printBanner(w io.Writer, st *Stack, demo *schedule.Schedule, approveAfter i
 		"  dashboard  " + st.dashboard + "   (log in with any user name, the token as password)",
 		"  API        " + st.APIURL + "/v1   (OpenAPI: " + st.APIURL + "/v1/openapi.json)",
 		"  token      " + st.Token,
-		"  metrics    " + st.AdminURL + "/metrics (worker), " + st.APIURL + "/metrics (API)",
+		"  metrics    " + metricsURLs(st),
 		"  redis      " + redis,
 		"",
 		"Enqueue a task:",

@@ -75,8 +75,12 @@ type Config struct {
 	// HTTPAddr is the API and dashboard address; default DefaultHTTPAddr.
 	HTTPAddr string
 	// AdminAddr serves the worker's /healthz, /readyz and /metrics; default
-	// DefaultAdminAddr.
+	// DefaultAdminAddr, unless NoAdmin.
 	AdminAddr string
+	// NoAdmin has the worker serve no /healthz, /readyz or /metrics, as an
+	// empty admin address does for the worker (CERTMAIL_ADMIN_ADDR given
+	// empty); AdminAddr must then be empty.
+	NoAdmin bool
 	// Tokens are the API tokens; default one operator token generated at
 	// start. The first one is printed in the banner.
 	Tokens []api.Token
@@ -124,7 +128,9 @@ type Config struct {
 // unset) or the demo schedule's raised to it (when it is set).
 func (c Config) WithDefaults() Config {
 	c.HTTPAddr = cmp.Or(c.HTTPAddr, DefaultHTTPAddr)
-	c.AdminAddr = cmp.Or(c.AdminAddr, DefaultAdminAddr)
+	if !c.NoAdmin {
+		c.AdminAddr = cmp.Or(c.AdminAddr, DefaultAdminAddr)
+	}
 	c.DemoEvery = cmp.Or(c.DemoEvery, DefaultDemoEvery)
 	switch {
 	case c.ScheduleMinInterval == 0:
@@ -165,6 +171,8 @@ func (c Config) Validate() error {
 		return errors.New("no logger")
 	case c.Demo && c.NoDemo:
 		return errors.New("demo both asked for (Demo) and refused (NoDemo)")
+	case c.NoAdmin && c.AdminAddr != "":
+		return fmt.Errorf("admin address %q both given (AdminAddr) and refused (NoAdmin)", c.AdminAddr)
 	case c.DemoEvery < time.Second || c.DemoEvery%time.Second != 0:
 		return fmt.Errorf("demo schedule every %v: want whole seconds", c.DemoEvery)
 	}
@@ -179,7 +187,7 @@ func (c Config) Validate() error {
 // Stack is the running dev stack, as Run reports it once everything serves.
 type Stack struct {
 	APIURL    string // http://host:port
-	AdminURL  string // the worker's admin server
+	AdminURL  string // the worker's admin server; "" without one (Config.NoAdmin)
 	RedisURL  string
 	Token     string
 	Embedded  bool // Redis is the in-memory miniredis
@@ -344,7 +352,9 @@ func (c *components) demo(ctx context.Context, workerUp, apiUp <-chan net.Addr, 
 	for range 2 {
 		select {
 		case a := <-workerUp:
-			st.AdminURL = "http://" + a.String()
+			if a != nil { // nil: the worker serves no admin address
+				st.AdminURL = "http://" + a.String()
+			}
 		case a := <-apiUp:
 			st.APIURL = "http://" + a.String()
 		case <-ctx.Done():

@@ -28,7 +28,10 @@ import (
 func stack(t *testing.T, cfg dev.Config) (*dev.Stack, string, func() error) {
 	t.Helper()
 	out := &certmailtest.Output{}
-	cfg.HTTPAddr, cfg.AdminAddr, cfg.Stdout = "127.0.0.1:0", "127.0.0.1:0", out
+	cfg.HTTPAddr, cfg.Stdout = "127.0.0.1:0", out
+	if !cfg.NoAdmin {
+		cfg.AdminAddr = "127.0.0.1:0"
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = zaptest.NewLogger(t)
 	}
@@ -359,6 +362,29 @@ func taskKeys(t *testing.T, redis *redistest.Server) []string {
 		t.Fatal(err)
 	}
 	return keys
+}
+
+// TestDevStackWithoutAdmin: with NoAdmin (CERTMAIL_ADMIN_ADDR given
+// empty) the worker serves no admin address, as the worker command does,
+// and the banner names no worker metrics URL; an admin address given as
+// well is refused.
+func TestDevStackWithoutAdmin(t *testing.T) {
+	t.Parallel()
+	st, banner, stop := stack(t, dev.Config{NoAdmin: true, NoDemo: true})
+	if st.AdminURL != "" {
+		t.Errorf("AdminURL %q, want none", st.AdminURL)
+	}
+	want := "  metrics    " + st.APIURL + "/metrics (API; the worker serves none: its admin address is empty)\n"
+	if !strings.Contains(banner, want) || strings.Contains(banner, "(worker)") {
+		t.Errorf("banner:\n%s\nwant the line %q and no worker metrics URL", banner, want)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	err := dev.Run(context.Background(), dev.Config{NoAdmin: true, AdminAddr: "127.0.0.1:0", Logger: zaptest.NewLogger(t)}, nil)
+	if err == nil || !strings.Contains(err.Error(), "NoAdmin") {
+		t.Errorf("NoAdmin with an AdminAddr: %v, want refused", err)
+	}
 }
 
 // TestDemoEveryWholeSeconds: an interval the demo schedule cannot have is
