@@ -2,8 +2,11 @@
 // has a name that tasks refer to ("default" unless a task says otherwise), a
 // CertCentral base URL, an API key and its own rate-limit windows. Accounts
 // come from DIGICERT_API_KEY/DIGICERT_BASE_URL (the account "default") and
-// from the YAML file DIGICERT_ACCOUNTS_FILE. No two accounts may have the
-// same key at the same base URL, since DigiCert limits a key, not an account.
+// from the YAML file DIGICERT_ACCOUNTS_FILE. A base URL is judged by the
+// client's own rules (digicert.CheckBaseURL), so that the processes that
+// only name accounts refuse what the worker would. No two accounts may have
+// the same key at the same base URL, since DigiCert limits a key, not an
+// account.
 package account
 
 import (
@@ -17,11 +20,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/tasks"
 )
@@ -104,7 +107,7 @@ func Load(def Default, file string, needKeys bool) (Set, error) {
 	if def.BaseURL == "" {
 		def.BaseURL = DefaultBaseURL
 	}
-	if err := checkBaseURL(def.BaseURL); err != nil {
+	if err := digicert.CheckBaseURL(def.BaseURL); err != nil {
 		return nil, fmt.Errorf("DIGICERT_BASE_URL: %w", err)
 	}
 	defAcct := Account{Name: tasks.DefaultAccount, BaseURL: def.BaseURL, RateLimits: limits}
@@ -249,30 +252,6 @@ func ReadKeyFile(path string) (Secret, error) {
 	return readKey("", path, "key file")
 }
 
-// checkBaseURL refuses a base URL no call can reach: one that is not an
-// absolute http(s) URL, or whose port is not a number from 1 to 65535 (a
-// call to it fails every time, and the tasks would be retried for a day).
-// Its errors show the URL without a password a user part may hold.
-func checkBaseURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		shown := "the value"
-		switch {
-		case err == nil:
-			shown = fmt.Sprintf("%.128q", u.Redacted())
-		case !strings.Contains(s, "@"):
-			shown = fmt.Sprintf("%.128q", s)
-		}
-		return fmt.Errorf("%s is not an absolute http(s) URL", shown)
-	}
-	if p := u.Port(); p != "" || strings.HasSuffix(u.Host, ":") {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 || p[0] == '+' {
-			return fmt.Errorf("port %.16q of host %.128q: want a number from 1 to 65535", p, u.Host)
-		}
-	}
-	return nil
-}
-
 type fileEntry struct {
 	Name       string `yaml:"name"`
 	BaseURL    string `yaml:"base_url"`
@@ -340,7 +319,7 @@ func loadFile(path string, defLimits []ratelimit.Window, needKeys bool) (Set, er
 		if a.BaseURL == "" {
 			a.BaseURL = DefaultBaseURL
 		}
-		if err := checkBaseURL(a.BaseURL); err != nil {
+		if err := digicert.CheckBaseURL(a.BaseURL); err != nil {
 			return nil, fmt.Errorf("%s: base_url: %w", where, err)
 		}
 		if strings.TrimSpace(e.RateLimits) != "" { // empty or blank: DIGICERT_RATE_LIMITS's

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/ratelimit"
 )
 
@@ -349,5 +351,72 @@ func TestReadKeyFileRefusesPlaceholder(t *testing.T) {
 	}
 	if k, err := ReadKeyFile(filepath.Join(d, "ok")); err != nil || k.Reveal() != "a-real-looking-key" {
 		t.Errorf("ReadKeyFile(ok) = %v, %v", k.Reveal(), err)
+	}
+}
+
+// Every process judges a base URL alike: the API, the scheduler and the
+// CLI through Load (DIGICERT_BASE_URL, or an accounts file's base_url,
+// with or without keys), the worker through Load and then digicert.New.
+// What one refuses, all refuse at start, with a line naming the setting,
+// never the URL's password, query or fragment.
+func TestBaseURLJudgedAlike(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cret-in-the-url"
+	tests := []struct {
+		url string
+		ok  bool
+	}{
+		{DefaultBaseURL, true},
+		{EUBaseURL + "/", true},
+		{"http://127.0.0.1:8443/services/v2", true},
+		{"https://[::1]:443/services/v2", true},
+		{"HTTPS://www.digicert.com/services/v2", true},
+		{"www.digicert.com/services/v2", false},
+		{"/services/v2", false},
+		{"ftp://www.digicert.com/services/v2", false},
+		{"https:///services/v2", false},
+		{"https://exa mple.com/services/v2", false},
+		{"https://www.digicert.com:0/services/v2", false},
+		{"https://www.digicert.com:65536/services/v2", false},
+		{"https://www.digicert.com:/services/v2", false},
+		{"https://user:" + secret + "@www.digicert.com/services/v2", false},
+		{"https://" + secret + "@www.digicert.com/services/v2", false},
+		{"https://www.digicert.com/services/v2?key=" + secret, false},
+		{"https://www.digicert.com/services/v2?", false},
+		{"https://www.digicert.com/services/v2#" + secret, false},
+	}
+	for i, tt := range tests {
+		t.Run(strconv.Itoa(i), func(t *testing.T) { // not the URL: the temporary directory's name holds the test's
+			t.Parallel()
+			d := dir(t, map[string]string{
+				"eu.key":        "an-api-key-of-eu",
+				"accounts.yaml": fmt.Sprintf("accounts:\n  - name: eu\n    base_url: %q\n    api_key_file: eu.key\n", tt.url),
+			})
+			def := Default{APIKey: "an-api-key", BaseURL: tt.url, RateLimits: ratelimit.DefaultWindows}
+			judged := map[string]error{}
+			for _, needKeys := range []bool{false, true} {
+				set, err := Load(def, "", needKeys)
+				judged[fmt.Sprintf("DIGICERT_BASE_URL (keys %t)", needKeys)] = err
+				if err == nil && needKeys { // the worker then builds its client
+					_, err = digicert.New(digicert.Config{APIKey: set["default"].APIKey.Reveal(), BaseURL: set["default"].BaseURL})
+					judged["the worker's client"] = err
+				}
+				_, err = Load(Default{RateLimits: ratelimit.DefaultWindows}, filepath.Join(d, "accounts.yaml"), needKeys)
+				judged[fmt.Sprintf("base_url (keys %t)", needKeys)] = err
+			}
+			for by, err := range judged {
+				if (err == nil) != tt.ok {
+					t.Errorf("%s %q: %v, want accepted %t", by, tt.url, err, tt.ok)
+				}
+				if err == nil {
+					continue
+				}
+				if msg := err.Error(); !strings.HasPrefix(msg, "DIGICERT_BASE_URL: ") && !strings.Contains(msg, "accounts[0] (eu): base_url: ") {
+					t.Errorf("%s: %q names no setting", by, msg)
+				} else if strings.Contains(msg, secret) {
+					t.Errorf("%s: %q shows the secret", by, msg)
+				}
+			}
+		})
 	}
 }

@@ -2433,6 +2433,37 @@ func TestEmptySettingRefused(t *testing.T) {
 	}
 }
 
+// A base URL the worker's client cannot call (credentials, a query, a
+// fragment) is refused at start by every command that reads it, not by
+// the worker alone, in one line naming the setting and not the secret the
+// URL holds, exit 2 (account's TestBaseURLJudgedAlike holds the rules).
+func TestBaseURLRefusedByEveryCommand(t *testing.T) {
+	t.Parallel()
+	// Accepted, a command would wait for Redis (the deadline ends the wait)
+	// or fail to reach it (exit 1).
+	const noRedis = "--redis-url=redis://127.0.0.1:1/0"
+	const secret = "s3cret-in-the-url"
+	token := "--api-tokens=" + strings.Repeat("t", 20)
+	for _, url := range []string{
+		"https://user:" + secret + "@www.digicert.com/services/v2",
+		"https://www.digicert.com/services/v2?key=" + secret,
+		"https://www.digicert.com/services/v2#" + secret,
+	} {
+		for _, args := range [][]string{
+			{"worker", "--digicert-api-key=k", "--admin-addr="},
+			{"api", token, "--http-addr=127.0.0.1:0"},
+			{"scheduler", "--admin-addr="},
+			{"enqueue", "set-emails", "--order-id=1", "--email=a@example.com"},
+		} {
+			r := runFor(2*time.Second, append(args, noRedis, "--digicert-base-url="+url)...)
+			want := "certmail " + strings.Join(commandWords(args), " ") + ": --digicert-base-url: "
+			if r.code != 2 || !strings.HasPrefix(r.stderr, want) || strings.Count(r.stderr, "\n") != 1 || strings.Contains(r.stderr, secret) {
+				t.Errorf("%s with %q: exit %d, %q; want 2 and one line starting %q, without the secret", args[0], url, r.code, r.stderr, want)
+			}
+		}
+	}
+}
+
 // dlq list refuses a --limit outside its range in the words every other
 // ranged setting is refused with (it had a wording of its own), exit 2, in
 // one line, before it opens Redis.

@@ -164,8 +164,8 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports the first invalid setting. Messages never quote the key or
-// the base URL (which could hold credentials).
+// Validate reports the first invalid setting. Messages never quote the key,
+// nor the password, query or fragment of the base URL (CheckBaseURL).
 func (c Config) Validate() error {
 	if c.APIKey == "" {
 		return errors.New("api key is required")
@@ -192,21 +192,13 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// parseBaseURL checks a base URL and returns it without trailing slashes.
+// parseBaseURL checks a base URL (CheckBaseURL) and returns it without
+// trailing slashes.
 func parseBaseURL(raw string) (string, error) {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
-		return "", errors.New("base URL does not parse")
-	case u.Scheme != "http" && u.Scheme != "https":
-		return "", errors.New("base URL must be an absolute http or https URL")
-	case u.Host == "":
-		return "", errors.New("base URL has no host")
-	case u.User != nil:
-		return "", errors.New("base URL must not hold credentials")
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return "", errors.New("base URL must not have a query or fragment")
+	if err := CheckBaseURL(raw); err != nil {
+		return "", fmt.Errorf("base URL: %w", err)
 	}
+	u, _ := url.Parse(raw) // parses: CheckBaseURL parsed it
 	return strings.TrimRight(u.String(), "/"), nil
 }
 
