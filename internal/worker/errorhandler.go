@@ -45,12 +45,17 @@ func (h *errorHandler) HandleError(ctx context.Context, t *asynq.Task, err error
 
 	te := &taskError{code: "internal", class: classTransient, failure: true, err: err}
 	if !errors.As(err, &te) {
-		// Raised outside a handler: the task's deadline, a lost lease, a panic.
+		// Raised outside a handler: the task's deadline, a lost lease
+		// (asynq.ErrLeaseExpired, though asynq cancels the context too),
+		// asynq's cancel (the context's own error, context.Canceled), a
+		// panic.
 		switch {
 		case errors.Is(err, context.DeadlineExceeded):
 			te.code = "timeout"
 		case errors.Is(err, asynq.ErrLeaseExpired):
 			te.code = codeLeaseExpired
+		case errors.Is(err, context.Canceled):
+			te = canceledError()
 		}
 	}
 	fields := []zap.Field{

@@ -52,6 +52,11 @@ type processor struct {
 	// (stopLimiter). Nil in a processor built without New: never done.
 	stopped   context.Context
 	stopCalls context.CancelFunc
+	// abandoned is done, by abandon, once a stopping worker's shutdown
+	// timeout has passed: the deliveries still running end (detach). Nil
+	// in a processor built without New: never done.
+	abandoned context.Context
+	abandon   context.CancelFunc
 }
 
 // report is filled by a handler and read by the logging middleware.
@@ -188,7 +193,7 @@ func (p *processor) handleSetEmails(ctx context.Context, t *asynq.Task) error {
 // auth gate, the limiter) and one after it (result, duplicate guard,
 // applied sequence, sending record, lock, restamp).
 func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmails, seq int64) (err error) {
-	if err := p.stoppingWait(); err != nil {
+	if err := p.holdBack(ctx); err != nil {
 		return err // as call: before the order's lock and sending record are taken
 	}
 	k := newOrderKeys(p.rdb, d.account.name, pl.OrderID)
@@ -578,10 +583,12 @@ func (p *processor) settle(ctx context.Context, d *delivery) {
 // round trip, then sends. Once the worker is stopping it starts nothing
 // and hands the task back (a worker_stopping wait): a call started now
 // might be cut by the shutdown timeout after DigiCert acted, and its
-// redelivery would email again; a call already in flight finishes.
+// redelivery would email again; a call already in flight finishes. Once
+// asynq cancelled the delivery it starts nothing either (canceled): asynq
+// has handed the task back already (cancel.go).
 func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Context) (digicert.Result, error)) (digicert.Result, error) {
 	p.settle(ctx, d) // the previous call's, if any
-	if err := p.stoppingWait(); err != nil {
+	if err := p.holdBack(ctx); err != nil {
 		d.ticket = nil
 		return digicert.Result{}, err
 	}
@@ -593,9 +600,13 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 	return p.send(ctx, d, verdict, wait, fn)
 }
 
-// stoppingWait is the hand-back (a worker_stopping wait) of a delivery
-// about to start a DigiCert call once the worker is stopping, nil before.
-func (p *processor) stoppingWait() error {
+// holdBack is the end of a delivery about to start a DigiCert call once
+// asynq cancelled it (canceled) or the worker is stopping (a
+// worker_stopping wait, handed back); nil otherwise.
+func (p *processor) holdBack(ctx context.Context) error {
+	if cancelled(ctx) {
+		return canceledError()
+	}
 	if !p.stopping.Load() {
 		return nil
 	}
@@ -625,6 +636,14 @@ func (p *processor) send(ctx context.Context, d *delivery, verdict gateVerdict, 
 		// first request: nothing was sent, and nothing will be.
 		p.settle(ctx, d)
 		return res, &taskError{code: codeWorkerStopping, class: classWait, retryAfter: jitter(workerStoppingWait), err: errNotSentStopping}
+	}
+	if errors.Is(err, errNotSentCanceled) {
+		// asynq cancelled the delivery while the call waited for a slot for
+		// its first request: nothing was sent.
+		p.settle(ctx, d)
+		te := canceledError()
+		te.err = errNotSentCanceled
+		return res, te
 	}
 	if err == nil {
 		d.report.httpStatus = res.Status
@@ -745,11 +764,13 @@ type callState struct {
 // stopLimiter is an account's limiter as its DigiCert client uses it. A
 // call that has had no request admitted yet, waiting for a slot when its
 // worker starts stopping, ends its wait and sends nothing (errNotSentStopping),
-// as a delivery that has not reached its call starts none (stoppingWait):
+// as a delivery that has not reached its call starts none (holdBack):
 // a request sent then could still be in flight at the shutdown timeout,
 // be cut after DigiCert acted, and be sent again by the redelivery. A call
 // with a request admitted goes on, its retries too: it is a call in flight,
-// which the shutdown timeout lets finish.
+// which the shutdown timeout lets finish. A call of a delivery asynq
+// cancels is held back the same way (errNotSentCanceled): asynq no longer
+// waits for it.
 type stopLimiter struct {
 	digicert.Limiter
 	p *processor
@@ -760,29 +781,45 @@ func (l stopLimiter) Acquire(ctx context.Context) (release func(), err error) {
 	if c == nil || c.admitted.Load() || l.p.stopped == nil {
 		return l.Limiter.Acquire(ctx)
 	}
-	if l.p.stopping.Load() {
-		return nil, errNotSentStopping
+	if err := l.notSent(ctx); err != nil {
+		return nil, err
 	}
 	acquire := ctx
 	if c.ticket == nil || !c.ticket.Ready() {
 		// Not admitted in the round trip before the call (the usual case,
-		// which takes its admission at once): the wait the stop ends.
+		// which takes its admission at once): the wait the stop or a
+		// cancel ends.
 		wait, cancel := context.WithCancel(ctx)
 		defer cancel()
 		defer context.AfterFunc(l.p.stopped, cancel)()
+		defer afterCancel(ctx, cancel)()
 		acquire = wait
 	}
 	release, err = l.Limiter.Acquire(acquire)
+	held := l.notSent(ctx)
 	switch {
-	case err == nil && l.p.stopping.Load():
+	case err == nil && held != nil:
 		release() // counted as sent: the slot frees a window from now
-		return nil, errNotSentStopping
-	case err != nil && ctx.Err() == nil && l.p.stopping.Load():
-		return nil, errNotSentStopping
+		return nil, held
+	case err != nil && ctx.Err() == nil && held != nil:
+		return nil, held
 	case err == nil:
 		c.admitted.Store(true)
 	}
 	return release, err
+}
+
+// notSent is why a call whose first request is not admitted yet sends
+// nothing: its delivery was cancelled, or the worker is stopping; nil
+// when neither.
+func (l stopLimiter) notSent(ctx context.Context) error {
+	switch {
+	case cancelled(ctx):
+		return errNotSentCanceled
+	case l.p.stopping.Load():
+		return errNotSentStopping
+	}
+	return nil
 }
 
 // workerStoppingWait is how long a task handed back by a stopping worker

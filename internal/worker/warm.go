@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync"
 
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
@@ -24,26 +23,10 @@ import (
 // A delivery that finds no warm goroutine free (there is one per handler
 // slot, so only while a delivery asynq gave up on still runs) or comes
 // after stop runs on asynq's goroutine, as without the pool.
-//
-// Each goroutine keeps the id of the task it runs in a slot of its own, so
-// that a worker that stops can name the deliveries it leaves running.
 type warmPool struct {
-	jobs  chan warmJob
-	quit  chan struct{}
-	log   *zap.Logger
-	slots []warmSlot
-}
-
-// warmSlot is the task one of the pool's goroutines runs ("" when idle).
-type warmSlot struct {
-	mu     sync.Mutex
-	taskID string
-}
-
-func (s *warmSlot) set(id string) {
-	s.mu.Lock()
-	s.taskID = id
-	s.mu.Unlock()
+	jobs chan warmJob
+	quit chan struct{}
+	log  *zap.Logger
 }
 
 type warmJob struct {
@@ -58,40 +41,22 @@ const maxPanicStack = 8 << 10
 
 // newWarmPool starts n goroutines, which end at stop.
 func newWarmPool(n int, log *zap.Logger) *warmPool {
-	p := &warmPool{jobs: make(chan warmJob), quit: make(chan struct{}), log: log, slots: make([]warmSlot, n)}
-	for i := range n {
-		go p.serve(&p.slots[i])
+	p := &warmPool{jobs: make(chan warmJob), quit: make(chan struct{}), log: log}
+	for range n {
+		go p.serve()
 	}
 	return p
 }
 
-func (p *warmPool) serve(slot *warmSlot) {
+func (p *warmPool) serve() {
 	for {
 		select {
 		case j := <-p.jobs:
-			slot.set(taskID(j.ctx))
-			err := p.run(j)
-			slot.set("")
-			j.done <- err
+			j.done <- p.run(j)
 		case <-p.quit:
 			return
 		}
 	}
-}
-
-// running returns the ids of the tasks the pool's goroutines run now (at
-// most one per goroutine).
-func (p *warmPool) running() []string {
-	var ids []string
-	for i := range p.slots {
-		s := &p.slots[i]
-		s.mu.Lock()
-		if s.taskID != "" {
-			ids = append(ids, s.taskID)
-		}
-		s.mu.Unlock()
-	}
-	return ids
 }
 
 // run runs one delivery. A panic fails it as asynq fails a handler that
@@ -144,7 +109,8 @@ func (p *warmPool) wrap(h asynq.Handler) asynq.Handler {
 
 // stop ends the goroutines, each after the delivery it runs, if any. It
 // does not wait for them: a delivery asynq gave up on (its deadline, the
-// shutdown timeout) may still be writing its duplicate guard, until the
-// worker's own wait for those ends (pendingWrites), and asynq does not wait
-// for its own handler goroutines either.
+// shutdown timeout, a cancel) may still be finishing its call or writing
+// its duplicate guard, until the worker's own waits for those end
+// (deliveries, pendingWrites), and asynq does not wait for its own handler
+// goroutines either.
 func (p *warmPool) stop() { close(p.quit) }

@@ -6,7 +6,9 @@
 // the records of what cannot be delivered, written through package
 // deadletter: the dead-letter stream (also for the tasks asynq archives
 // after a worker died, which its lease sweep finds), and the parked set its
-// unparker empties. Every outcome is logged and counted; see README "Retries" for
+// unparker empties. A cancel through asynq, as the worker's stop, starts no
+// new DigiCert call but lets the one in flight finish (cancel.go). Every
+// outcome is logged and counted; see README "Retries" for
 // the retry schedule and call budget. The worker imports nothing of the
 // producer side (ops, api, scheduler), only the shared public package tasks
 // and the shared records: it meets producers and operators only in Redis.
@@ -209,6 +211,9 @@ type Worker struct {
 	// throttle holds back the repeats of the lines that loops log each time
 	// Redis fails them: asynq's, the unparker's and the lease sweep's.
 	throttle *logging.Throttle
+	// running are the deliveries running, those asynq cancelled and no
+	// longer waits for too: the stop waits for them.
+	running deliveries
 }
 
 // New builds a worker from cfg (after WithDefaults and Validate).
@@ -240,6 +245,7 @@ func New(cfg Config) (*Worker, error) {
 		afterDelivery:  cfg.AfterDelivery,
 	}
 	p.stopped, p.stopCalls = context.WithCancel(context.Background())
+	p.abandoned, p.abandon = context.WithCancel(context.Background())
 	for name, a := range cfg.Accounts {
 		cc := cfg.Client
 		cc.BaseURL = a.BaseURL
@@ -296,7 +302,9 @@ func (p *processor) handlers() map[string]asynq.HandlerFunc {
 
 // Handler returns the task handler: an asynq ServeMux with one handler per
 // task type, wrapped in the logging and metrics middleware. Task types the
-// worker has no handler for are dead-lettered rather than retried.
+// worker has no handler for are dead-lettered rather than retried. Each
+// delivery runs on its detached context (cancel.go): asynq's cancel holds
+// back its next DigiCert call but does not cut the one in flight.
 func (w *Worker) Handler() asynq.Handler {
 	mux := asynq.NewServeMux()
 	mux.Use(w.observe)
@@ -309,13 +317,34 @@ func (w *Worker) Handler() asynq.Handler {
 		if _, known := table[t.Type()]; !known {
 			return permanent("unknown_type", 0, fmt.Errorf("task type %.64q: %w", t.Type(), tasks.ErrUnknownType))
 		}
+		defer w.running.begin(taskID(ctx))()
+		ctx, cancel := detach(ctx, w.proc.abandoned)
+		defer cancel()
 		err := mux.ProcessTask(ctx, t)
+		if err != nil && cancelled(ctx) && w.proc.abandoned.Err() == nil {
+			w.cancelledEnded(ctx, t, err)
+		}
 		if retried, _ := asynq.GetRetryCount(ctx); retried >= maxRetry && IsFailure(err) {
 			// The worker's cap is lower than the task's own: stop here.
 			return exhausted(err)
 		}
 		return err
 	})
+}
+
+// cancelledEnded logs the end of a delivery asynq cancelled, err being
+// how it ended: asynq reported the cancel to the error handler already,
+// and reports nothing of this end. A success is logged as any other
+// ("task done"); a delivery the worker's stop gave up on is not (asynq
+// cancels those too, once it has handed them back).
+func (w *Worker) cancelledEnded(ctx context.Context, t *asynq.Task, err error) {
+	te := &taskError{code: "internal", err: err}
+	errors.As(err, &te)
+	queue, _ := asynq.GetQueueName(ctx)
+	w.log.Info("cancelled delivery ended", append([]zap.Field{zap.String("task_id", taskID(ctx)),
+		zap.String("task_type", deadletter.Clip(t.Type(), maxLabelLength)), zap.String("queue", queue),
+		zap.String("error_code", te.code), zap.Int("http_status", te.status), zap.String("error", te.Error())},
+		subject(t.Payload())...)...)
 }
 
 // doneFields is the most fields a "task done" line has: nine, three ids and
@@ -426,7 +455,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 	case <-adm.Done():
 	}
 	stopping.Store(true)
-	w.shutdown(srv, warm)
+	w.shutdown(srv)
 	stopped = true
 	err = adm.Stop(5 * time.Second) // and why it ended, if it did by itself
 	w.log.Info("worker stopped")
@@ -451,13 +480,14 @@ func (w *Worker) newServer() *asynq.Server {
 }
 
 // shutdown stops srv: no new deliveries or DigiCert calls, calls in flight
-// get the shutdown timeout, and the writes of deliveries asynq gave up on
+// get the shutdown timeout (those of deliveries asynq cancelled, which it
+// no longer waits for, too), and the writes of deliveries asynq gave up on
 // get what is left of it. asynq's own last writes (its server state, the
 // janitor's) wait for go-redis's timeouts and retries when Redis stalls,
 // a minute or more: the worker waits for them only until the deadline and
 // a grace, and then names, one ERROR line each, the deliveries still
 // running, whose outcome it could not record.
-func (w *Worker) shutdown(srv *asynq.Server, warm *warmPool) {
+func (w *Worker) shutdown(srv *asynq.Server) {
 	w.proc.stopping.Store(true) // deliveries start no new DigiCert call
 	w.proc.stopCalls()          // and calls waiting for a slot for their first request send none
 	w.log.Info("shutting down: no new deliveries or DigiCert calls; calls in flight get the shutdown timeout",
@@ -469,17 +499,24 @@ func (w *Worker) shutdown(srv *asynq.Server, warm *warmPool) {
 		srv.Shutdown()
 	}()
 	closedBy(asynqDone, deadline)
+	// Deliveries asynq no longer waits for (cancelled: their call in
+	// flight finishes) get the rest of the shutdown timeout.
+	w.running.wait(deadline)
 	// Deliveries whose DigiCert call succeeded while Redis was away may
 	// still be writing their duplicate guard, some of them no longer
 	// waited for by asynq (their lease ended): they get the rest of the
 	// shutdown timeout.
 	w.proc.pending.wait(deadline, abandonGrace)
-	if closedBy(asynqDone, time.Now().Add(abandonGrace)) {
+	asynqStopped := closedBy(asynqDone, time.Now().Add(abandonGrace))
+	// The calls still running are cut, once asynq has handed their tasks
+	// back, as asynq's own give-up cut those of the deliveries it waited for.
+	w.proc.abandon()
+	if asynqStopped {
 		return
 	}
 	w.log.Error("asynq did not stop within the shutdown timeout (Redis does not answer its last writes); the worker stops without it",
 		zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
-	for _, id := range warm.running() {
+	for _, id := range w.running.running() {
 		w.log.Error("the worker stopped before this delivery ended (Redis did not answer): its outcome is not recorded; "+
 			"if its DigiCert call succeeded, a redelivery would email again", zap.String("task_id", id))
 	}
