@@ -378,12 +378,40 @@ const (
 	detailNoTask  = "the dashboard knows no task of this id in this queue"
 )
 
+// dashboardConflict are the beginnings of what asynqmon writes, as plain
+// text with status 500, when asynq refuses to act on a task in the state it
+// is in (asynq's FAILED_PRECONDITION): a Delete, Run or Archive of a task
+// that a worker took since the page was loaded, or one that another action
+// moved. The first that matches applies.
+var dashboardConflict = []struct {
+	prefix, detail string
+}{
+	{"asynq: FAILED_PRECONDITION: cannot delete task in active state", detailTaskActive},
+	{"asynq: FAILED_PRECONDITION: cannot archive task in active state", detailTaskActive},
+	{"asynq: FAILED_PRECONDITION: task is already running", detailTaskActive},
+	{"asynq: FAILED_PRECONDITION: ", detailTaskMoved},
+}
+
+const (
+	detailTaskActive = "the task is running now: a worker is delivering it, and it can be deleted, run or archived " +
+		"only once that delivery ends (within its call budget, 20 s by default); wait for it to end and act again"
+	detailTaskMoved = "the task is no longer in the state this page shows: a worker or another action moved it; " +
+		"act again on the page as it is now"
+)
+
 // dashboardError answers for asynqmon, which answered status with text, the
-// first bytes of total: a queue or a task that does not exist is 404, with a
+// first bytes of total: a queue or a task that does not exist is 404, and a
+// task in a state asynq does not act on (dashboardConflict) 409, each with a
 // fixed detail that does not repeat the name; any other failure is answered
 // as the API answers a failure of Redis (503 while Redis cannot be reached,
 // else 500), the text clipped in the request's log line.
 func (s *Server) dashboardError(w http.ResponseWriter, r *http.Request, status int, text []byte, total int) {
+	for _, c := range dashboardConflict {
+		if bytes.HasPrefix(text, []byte(c.prefix)) {
+			s.writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: c.detail}, nil)
+			return
+		}
+	}
 	detail := ""
 	for _, nf := range dashboardNotFound {
 		if bytes.HasPrefix(text, []byte(nf.prefix)) {

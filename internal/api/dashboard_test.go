@@ -2,11 +2,14 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/api"
 )
@@ -164,5 +167,65 @@ func TestDashboardRedisInfoOperatorsOnly(t *testing.T) {
 	// The reader's dashboard still reads the rest.
 	if res := b.do(t, http.MethodGet, "/monitoring/api/queues", "", basicAuth(readerToken)); res.status != http.StatusOK {
 		t.Errorf("reader, queues: %d %.200s", res.status, res.body)
+	}
+}
+
+// activate makes the pending task id of queue default active, as a
+// worker's dequeue does (asynq's dequeue script): off the pending list,
+// onto the active one, state active, with a lease a minute long.
+func (b *bundle) activate(t *testing.T, id string) {
+	t.Helper()
+	ctx := context.Background()
+	pipe := b.redis.Client().TxPipeline()
+	moved := pipe.LRem(ctx, "asynq:{default}:pending", 0, id)
+	pipe.LPush(ctx, "asynq:{default}:active", id)
+	pipe.HSet(ctx, "asynq:{default}:t:"+id, "state", "active")
+	pipe.HDel(ctx, "asynq:{default}:t:"+id, "pending_since")
+	pipe.ZAdd(ctx, "asynq:{default}:lease", redis.Z{Score: float64(time.Now().Add(time.Minute).Unix()), Member: id})
+	if _, err := pipe.Exec(ctx); err != nil || moved.Val() != 1 {
+		t.Fatalf("activate %s: moved %d (%v), want the pending task", id, moved.Val(), err)
+	}
+}
+
+// TestDashboardActionOnActiveTask: a Delete, Run or Archive of a task that
+// a worker took since the page was loaded (asynq refuses it:
+// FAILED_PRECONDITION) is 409 with a fixed sentence, logged at INFO, not a
+// 500 with an ERROR line; so is a Run of a task that another action made
+// pending meanwhile. The tasks stay as they were.
+func TestDashboardActionOnActiveTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var active, pending api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil), http.StatusAccepted, &active)
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":4}`, nil), http.StatusAccepted, &pending)
+	b.activate(t, active.ID)
+	const base = "/monitoring/api/queues/default/"
+	for _, rq := range []struct{ method, path, want string }{
+		{http.MethodDelete, base + "pending_tasks/" + active.ID, "running now"},
+		{http.MethodPost, base + "pending_tasks/" + active.ID + ":archive", "running now"},
+		{http.MethodPost, base + "archived_tasks/" + active.ID + ":run", "running now"},
+		{http.MethodPost, base + "scheduled_tasks/" + pending.ID + ":run", "no longer in the state this page shows"},
+	} {
+		p := mustProblem(t, b.do(t, rq.method, rq.path, "", basicAuth(testToken)), http.StatusConflict)
+		if !strings.Contains(p.Detail, rq.want) || strings.Contains(p.Detail, "FAILED_PRECONDITION") {
+			t.Errorf("%s %s: detail %q, want %q", rq.method, rq.path, p.Detail, rq.want)
+		}
+		logged := false
+		for _, l := range b.logs.Lines("info", "http request") {
+			if l["request_id"] == p.RequestID {
+				logged = l["status"] == int64(http.StatusConflict) && l["error"] == nil
+			}
+		}
+		if !logged {
+			t.Errorf("%s %s: no INFO line with status 409 and no error", rq.method, rq.path)
+		}
+	}
+	if lines := b.logs.Lines("error", ""); len(lines) > 0 {
+		t.Errorf("ERROR lines: %v", lines)
+	}
+	for id, want := range map[string]string{active.ID: "active", pending.ID: "pending"} {
+		if st := b.state(t, id); st != want {
+			t.Errorf("task %s is %s, want %s", id, st, want)
+		}
 	}
 }
