@@ -219,9 +219,10 @@ func dashboardRefusal(r *http.Request, role Role) (Problem, bool) {
 // that asynqmon routes nowhere is a 404 problem, not asynqmon's page with
 // 200, which its page would take for an action that succeeded; what
 // dashboardRefusal refuses never reaches asynqmon.
-// asynqmon's page gets certmail's dashboardAssets. An "Archive all" that
-// would take the queue's archive to asynq's cap is refused 409
-// (refuseArchiveOverCap).
+// asynqmon's page gets certmail's dashboardAssets. A Cancel of active
+// tasks is refused 409 (refuseCancel), and so is an "Archive all" that
+// would take the queue's archive to asynq's cap (refuseArchiveOverCap);
+// readers and a read-only dashboard get asynqmon's own 405 for both.
 func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	var role Role
 	if info := infoOf(r.Context()); info != nil {
@@ -247,7 +248,7 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if role == RoleOperator {
 		h = s.dashboard
 	}
-	if h == s.dashboard && !s.cfg.DashboardReadOnly && s.refuseArchiveOverCap(w, r) {
+	if h == s.dashboard && !s.cfg.DashboardReadOnly && (s.refuseCancel(w, r) || s.refuseArchiveOverCap(w, r)) {
 		return
 	}
 	dw := &dashboardWriter{ResponseWriter: w, api: strings.HasPrefix(r.URL.Path, dashboardAPIPrefix)}
@@ -266,6 +267,49 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if dw.held != 0 {
 		s.dashboardError(w, r, dw.held, dw.text, dw.total)
 	}
+}
+
+// detailCancelRefused answers a dashboard Cancel of active tasks, refused
+// by refuseCancel.
+const detailCancelRefused = "Cancel refused: certmail does not cut a delivery in flight. DigiCert may already " +
+	"have acted on the call it would cut, so the retry could email again, or an older address list could land " +
+	"after a newer one. A delivery ends by itself within its call budget (20 s by default). To keep a task from " +
+	"running again, delete or archive it once it is no longer active, or pause the queue"
+
+// isCancelPath reports whether path is one of the dashboard's Cancel
+// actions, as asynqmon routes them: a task's
+// (queues/{qname}/active_tasks/{task_id}:cancel), all of a queue's active
+// tasks (active_tasks:cancel_all) or those selected (active_tasks:batch_cancel).
+func isCancelPath(path string) bool {
+	rest, found := strings.CutPrefix(path, dashboardAPIPrefix+"queues/")
+	if !found {
+		return false
+	}
+	queue, action, _ := strings.Cut(rest, "/")
+	if queue == "" {
+		return false
+	}
+	if action == "active_tasks:cancel_all" || action == "active_tasks:batch_cancel" {
+		return true
+	}
+	id, found := strings.CutPrefix(action, "active_tasks/")
+	id, cancel := strings.CutSuffix(id, ":cancel")
+	return found && cancel && id != "" && !strings.Contains(id, "/")
+}
+
+// refuseCancel answers 409, and reports true, for a dashboard Cancel of
+// active tasks. asynq cancels a task by cancelling its handler's context,
+// which cuts the DigiCert call in flight after DigiCert may have received
+// it: the delivery then fails and is retried (the certificate is emailed
+// twice), and a set-emails' order lease is released while the cut call may
+// still land at DigiCert after a newer list. The shutdown's rule holds
+// here too: no call in flight is cut.
+func (s *Server) refuseCancel(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodPost || !isCancelPath(r.URL.Path) {
+		return false
+	}
+	s.writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: detailCancelRefused}, nil)
+	return true
 }
 
 // detailArchiveOverCap answers an "Archive all" refused by

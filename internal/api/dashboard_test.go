@@ -187,6 +187,67 @@ func (b *bundle) activate(t *testing.T, id string) {
 	}
 }
 
+// TestDashboardCancelRefused: the dashboard's Cancel of active tasks (one,
+// all of a queue's, those selected) would cut the DigiCert call in flight,
+// after DigiCert may have acted on it. An operator's is refused 409 with a
+// detail that says why and what to do instead; no cancel is published and
+// the task stays active. Readers, and operators of a read-only dashboard,
+// still get asynqmon's 405, and producers 403; the active tasks are still
+// listed.
+func TestDashboardCancelRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var ref api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil), http.StatusAccepted, &ref)
+	b.activate(t, ref.ID)
+	const base = "/monitoring/api/queues/default/active_tasks"
+	cancels := []struct{ path, body string }{
+		{base + "/" + ref.ID + ":cancel", ""},
+		{base + ":cancel_all", ""},
+		{base + ":batch_cancel", `{"task_ids":["` + ref.ID + `"]}`},
+	}
+	b.redis.ResetStats()
+	for _, c := range cancels {
+		p := mustProblem(t, b.do(t, http.MethodPost, c.path, c.body, basicAuth(testToken)), http.StatusConflict)
+		for _, want := range []string{"does not cut a delivery in flight", "20 s", "delete or archive it", "pause the queue"} {
+			if !strings.Contains(p.Detail, want) {
+				t.Errorf("POST %s: detail %q lacks %q", c.path, p.Detail, want)
+			}
+		}
+	}
+	if n := b.redis.Commands()["publish"]; n != 0 {
+		t.Errorf("%d cancels published, want none", n)
+	}
+	if st := b.state(t, ref.ID); st != "active" {
+		t.Errorf("the task is %s, want active", st)
+	}
+	if res := b.do(t, http.MethodGet, base+"?size=10&page=1", "", basicAuth(testToken)); res.status != http.StatusOK ||
+		!strings.Contains(string(res.body), ref.ID) {
+		t.Errorf("the active tasks: %d %.200s", res.status, res.body)
+	}
+	if lines := b.logs.Lines("error", ""); len(lines) > 0 {
+		t.Errorf("ERROR lines: %v", lines)
+	}
+
+	ro := setup(t, setupOpts{configure: func(c *api.Config) { c.DashboardReadOnly = true }})
+	for _, tt := range []struct {
+		name   string
+		b      *bundle
+		token  string
+		status int
+	}{
+		{"reader", b, readerToken, http.StatusMethodNotAllowed},
+		{"producer", b, producerToken, http.StatusForbidden},
+		{"operator, read-only dashboard", ro, testToken, http.StatusMethodNotAllowed},
+	} {
+		for _, c := range cancels {
+			if res := tt.b.do(t, http.MethodPost, c.path, c.body, basicAuth(tt.token)); res.status != tt.status {
+				t.Errorf("%s: POST %s: %d %.200s, want %d", tt.name, c.path, res.status, res.body, tt.status)
+			}
+		}
+	}
+}
+
 // TestDashboardActionOnActiveTask: a Delete, Run or Archive of a task that
 // a worker took since the page was loaded (asynq refuses it:
 // FAILED_PRECONDITION) is 409 with a fixed sentence, logged at INFO, not a
