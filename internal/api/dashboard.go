@@ -122,8 +122,9 @@ const detailActionQuery = "a dashboard action takes no query: a task id or queue
 // dashboardAssets are what certmail adds to asynqmon's page: guard.js,
 // which refuses a single-task action whose address the browser would
 // resolve to another one (a task id or queue name with ".", "..", "?", "#",
-// "%", "\" or a control character, or ending with a space), and guard.css,
-// which styles its message and wraps long task ids in the tables.
+// "%", "\" or a control character, or ending with a space) and shows why an
+// action failed (the problem's detail), which asynqmon's page does not; and
+// guard.css, which styles its message and wraps long task ids in the tables.
 //
 //go:embed dashboard/guard.js dashboard/guard.css
 var dashboardAssets embed.FS

@@ -1,11 +1,16 @@
 package api_test
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/api"
 	"github.com/certmail/certmail/internal/browsertest"
@@ -95,7 +100,111 @@ func TestDashboardGuardInBrowser(t *testing.T) {
 	}
 }
 
+// rowButton is the XPath of the button with the tooltip tip in the table
+// row that holds text: the tooltip is the button's title until it shows,
+// then an element the button names (aria-describedby).
+func rowButton(text, tip string) string {
+	return `//tr[contains(., "` + text + `")]//button[@title="` + tip + `" or ` +
+		`@aria-describedby = //*[@role="tooltip"][normalize-space(.)="` + tip + `"]/@id]`
+}
+
 // jsString is s as a JavaScript string literal.
 func jsString(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\n", `\n`).Replace(s) + "'"
+}
+
+// TestDashboardActionFailuresInBrowser: asynqmon's page shows no failed
+// action (it logs it to the console); certmail's guard shows why, as an
+// operator clicks asynqmon's own buttons. "Archive all" of scheduled tasks
+// that would fill the archive shows the 409's detail, and nothing moves; Run
+// on the row of an archived task deleted since the page was loaded shows
+// the 404's; Cancel of an active task shows why certmail refuses it, and
+// the task stays active. An answer of asynqmon's own (plain text: the 400
+// for deleting a queue that holds tasks) gets a fixed sentence with its
+// status.
+func TestDashboardActionFailuresInBrowser(t *testing.T) {
+	t.Parallel()
+	ctx := browsertest.Start(t, false)
+	b := setup(t)
+	rdb := b.redis.Client()
+	client := asynq.NewClient(b.redis.ConnOpt())
+	defer client.Close()
+	for i := range 3 {
+		if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":5}`)), asynq.Queue("bulk"),
+			asynq.TaskID(fmt.Sprintf("later%d", i)), asynq.ProcessIn(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 9 997 archived tasks, with hashes: the queue's page samples their
+	// memory.
+	fill := make([]redis.Z, 9997)
+	pipe := rdb.Pipeline()
+	for i := range fill {
+		fill[i] = redis.Z{Score: float64(time.Now().Add(-time.Minute).Unix()), Member: fmt.Sprintf("placeholder-%04d", i)}
+		pipe.HSet(context.Background(), fmt.Sprintf("asynq:{bulk}:t:placeholder-%04d", i), "state", "archived")
+	}
+	pipe.ZAdd(context.Background(), "asynq:{bulk}:archived", fill...)
+	if _, err := pipe.Exec(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b.rawArchived(t, "gone1")
+	b.rawArchived(t, "kept1")
+	var running api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil), http.StatusAccepted, &running)
+	b.activate(t, running.ID)
+
+	browsertest.BasicAuth(ctx, t, "operator", testToken)
+	// The page reloads its lists every 8 s, and would drop a row that went
+	// stale: it polls once an hour here, as an operator may set it.
+	browsertest.Open(ctx, t, b.url+"/monitoring/settings", "Settings")
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](
+		`localStorage.setItem("asynqmon:state", JSON.stringify({settings: {pollInterval: 3600}})), true`)); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("archive all over the cap", func(t *testing.T) {
+		browsertest.Open(ctx, t, b.url+"/monitoring/queues/bulk?status=scheduled", "Scheduled 3", "later0", "later2")
+		browsertest.Click(ctx, t, `button[aria-label="actions"]`)
+		browsertest.ClickXPath(ctx, t, `//li[normalize-space(.)="Archive All"]`)
+		browsertest.Wait(ctx, t, "Archive all refused: it would move 3 tasks into this queue's archive, which holds 9997")
+		if n, err := rdb.ZCard(context.Background(), "asynq:{bulk}:scheduled").Result(); err != nil || n != 3 {
+			t.Errorf("scheduled tasks after the refusal: %d (%v), want 3", n, err)
+		}
+	})
+
+	t.Run("run of a task deleted meanwhile", func(t *testing.T) {
+		browsertest.Open(ctx, t, b.url+"/monitoring/queues/default?status=archived", "gone1", "kept1")
+		if err := b.inspector.DeleteTask("default", "gone1"); err != nil {
+			t.Fatal(err)
+		}
+		browsertest.Hover(ctx, t, `//tr[contains(., "gone1")]/td[last()]`) // the row's actions cell
+		browsertest.ClickXPath(ctx, t, rowButton("gone1", "Run"))
+		browsertest.Wait(ctx, t, "the dashboard knows no task of this id in this queue")
+	})
+
+	t.Run("cancel", func(t *testing.T) {
+		browsertest.Open(ctx, t, b.url+"/monitoring/queues/default?status=active", running.ID[:8])
+		b.redis.ResetStats()
+		browsertest.Hover(ctx, t, `//tr[contains(., "`+running.ID[:8]+`")]/td[last()]`)
+		browsertest.ClickXPath(ctx, t, rowButton(running.ID[:8], "Cancel"))
+		browsertest.Wait(ctx, t, "certmail does not cut a delivery in flight", "pause the queue")
+		if st := b.state(t, running.ID); st != "active" {
+			t.Errorf("the task is %s after Cancel, want active", st)
+		}
+		if n := b.redis.Commands()["publish"]; n != 0 {
+			t.Errorf("%d cancels published, want none", n)
+		}
+	})
+
+	t.Run("asynqmon's own answer", func(t *testing.T) {
+		// Plain text: a fixed sentence with the status, not the text.
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](
+			`(() => { const x = new XMLHttpRequest(); x.open("DELETE", "/monitoring/api/queues/bulk"); x.send(); return true; })()`)); err != nil {
+			t.Fatal(err)
+		}
+		shown := browsertest.Wait(ctx, t, "the server answered 400 without a reason to show here")
+		if strings.Contains(shown, "not empty") {
+			t.Errorf("asynqmon's text is shown as it is: %.500s", shown)
+		}
+	})
 }

@@ -109,12 +109,14 @@ func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, p Problem,
 	_, _ = w.Write(append(body, '\n')) // the client is gone when this fails
 }
 
-// dashboardPage reports whether r is a dashboard request that the
-// dashboard's own page made in a browser (Sec-Fetch-Site: same-origin).
-// asynqmon's page shows the body of a failed request as it is, as text:
-// it cannot show a JSON object, and goes blank on one.
+// dashboardPage reports whether r is a dashboard read (GET or HEAD) that
+// the dashboard's own page made in a browser (Sec-Fetch-Site: same-origin).
+// asynqmon's page shows the body of a failed read as it is, as text: it
+// cannot show a JSON object, and goes blank on one. The body of a failed
+// action it never shows: certmail's guard.js shows the problem's detail.
 func dashboardPage(r *http.Request) bool {
-	return r.Pattern == DashboardPath+"/" && r.Header.Get("Sec-Fetch-Site") == "same-origin"
+	return r.Pattern == DashboardPath+"/" && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		r.Header.Get("Sec-Fetch-Site") == "same-origin"
 }
 
 // writeOpsError answers with the problem matching an error of internal/ops:

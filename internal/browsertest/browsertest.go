@@ -1,6 +1,6 @@
 // Package browsertest drives headless Chromium (through chromedp) for the
 // tests that look at the dashboard as an operator does: open a page, wait
-// for its text, click, take a screenshot.
+// for its text, point at and click what it shows, take a screenshot.
 package browsertest
 
 import (
@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 )
@@ -86,6 +87,42 @@ func Click(ctx context.Context, tb testing.TB, selector string) {
 	defer cancel()
 	if err := chromedp.Do(tctx, chromedp.Click(chromedp.CSS(selector), chromedp.NodeVisible)); err != nil {
 		tb.Fatalf("click %s: %v", selector, err)
+	}
+}
+
+// ClickXPath clicks the first element the XPath expression finds, once
+// visible: an element told by its text or its place, which CSS cannot say
+// ("the Run button of the row holding this id").
+func ClickXPath(ctx context.Context, tb testing.TB, xpath string) {
+	tb.Helper()
+	tctx, cancel := context.WithTimeout(ctx, waitFor)
+	defer cancel()
+	if err := chromedp.Do(tctx, chromedp.Click(chromedp.Search(xpath), chromedp.NodeVisible)); err != nil {
+		tb.Fatalf("click %s: %v", xpath, err)
+	}
+}
+
+// Hover moves the mouse onto the middle of the first element the XPath
+// expression finds, once visible, as an operator points at it (asynqmon
+// shows a row's buttons only while the mouse is over its actions cell).
+func Hover(ctx context.Context, tb testing.TB, xpath string) {
+	tb.Helper()
+	tctx, cancel := context.WithTimeout(ctx, waitFor)
+	defer cancel()
+	x, _ := json.Marshal(xpath) // strings always encode
+	err := chromedp.Do(tctx, chromedp.ScrollIntoView(chromedp.Search(xpath), chromedp.NodeVisible))
+	var at []float64
+	if err == nil {
+		at, err = chromedp.Run(tctx, chromedp.Evaluate[[]float64](`(() => { const r = document.evaluate(`+string(x)+
+			`, document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue.getBoundingClientRect(); `+
+			`return [r.x + r.width / 2, r.y + r.height / 2]; })()`))
+	}
+	if err == nil && len(at) == 2 { // from the corner: a mouse already there enters nothing
+		err = chromedp.Do(tctx, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, 0, 0),
+			chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, at[0], at[1]))
+	}
+	if err != nil || len(at) != 2 {
+		tb.Fatalf("hover %s: %v (at %v)", xpath, err, at)
 	}
 }
 
