@@ -145,8 +145,8 @@ func (s *Service) DeadLetter(ctx context.Context, taskID string) (DeadLetter, er
 // naming a queue, in every queue, an archived one first. The error wraps
 // ErrNotFound when the task is in neither the stream nor the archive, and
 // also, saying so, when the stream has it but that queue no longer holds it
-// archived (deleted after its retention, requeued or deleted by other means,
-// or parked, waiting to be retried).
+// archived (deleted after its retention or by an operator, requeued or
+// deleted by other means, or parked, waiting to be retried).
 func (s *Service) Requeue(ctx context.Context, taskID string) (TaskRef, error) {
 	if err := checkDeadLetterID(taskID); err != nil {
 		return TaskRef{}, err
@@ -631,7 +631,7 @@ func (e *notArchivedError) reason() string {
 	case e.now == "" && shortenedID(e.id):
 		return "not archived under this id" + where + " (the shortened form of a longer id: delete the task from the dashboard, or purge)"
 	case e.now == "":
-		return "no longer archived" + where + " (deleted after its retention)"
+		return "no longer archived" + where + " (deleted, after its retention or by an operator)"
 	case e.now == "parked":
 		return "waiting to be retried" + where
 	case strings.HasSuffix(e.now, " meanwhile"):

@@ -241,7 +241,7 @@ func TestDeleteDeadLetter(t *testing.T) {
 	if err := b.inspector.DeleteTask("default", ids[1]); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := b.svc.DeleteDeadLetter(ctx, ids[1]); err != nil || d.Task != nil || d.Entries != 1 || !strings.Contains(d.Kept, "deleted after its retention") {
+	if d, err := b.svc.DeleteDeadLetter(ctx, ids[1]); err != nil || d.Task != nil || d.Entries != 1 || !strings.Contains(d.Kept, "deleted, after its retention or by an operator") {
 		t.Errorf("DeleteDeadLetter of an entry without task = %+v, %v; want the entry alone deleted, saying why", d, err)
 	}
 	if n, err := b.svc.CountDeadLetters(ctx); err != nil || n != 0 {
