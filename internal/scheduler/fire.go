@@ -264,7 +264,7 @@ func (s *Scheduler) settle(ctx context.Context, c *schedule.Compiled, state sche
 		return s.endValidated(ctx, c, taskID, taskresult.CleanOrderStatus(res.OrderStatus), state.Runs)
 	case asynq.TaskStateArchived.String():
 		a.settled = true
-		s.log.Info("the last tick's task was dead-lettered; the next tick tries again", zap.String("schedule", c.ID),
+		s.log.Info("the last tick's task was dead-lettered or archived by an operator; the next tick tries again", zap.String("schedule", c.ID),
 			zap.String("task_id", taskID))
 		return goOn
 	}
