@@ -272,10 +272,11 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 
 // detailCancelRefused answers a dashboard Cancel of active tasks, refused
 // by refuseCancel.
-const detailCancelRefused = "Cancel refused: certmail does not cut a delivery in flight. DigiCert may already " +
-	"have acted on the call it would cut, so the retry could email again, or an older address list could land " +
-	"after a newer one. A delivery ends by itself within its call budget (20 s by default). To keep a task from " +
-	"running again, delete or archive it once it is no longer active, or pause the queue"
+const detailCancelRefused = "Cancel refused: certmail does not cut a DigiCert call in flight (DigiCert may already " +
+	"have acted on it: cut, its retry could email again, or an older address list land after a newer one), so a " +
+	"cancel would not stop the call, only hand the task back for a retry. A delivery ends by itself within its call " +
+	"budget (20 s by default). To keep a task from running again, delete or archive it once it is no longer active, " +
+	"or pause the queue"
 
 // isCancelPath reports whether path is one of the dashboard's Cancel
 // actions, as asynqmon routes them: a task's
@@ -299,12 +300,12 @@ func isCancelPath(path string) bool {
 }
 
 // refuseCancel answers 409, and reports true, for a dashboard Cancel of
-// active tasks. asynq cancels a task by cancelling its handler's context,
-// which cuts the DigiCert call in flight after DigiCert may have received
-// it: the delivery then fails and is retried (the certificate is emailed
-// twice), and a set-emails' order lease is released while the cut call may
-// still land at DigiCert after a newer list. The shutdown's rule holds
-// here too: no call in flight is cut.
+// active tasks. asynq cancels a task by cancelling its handler's context
+// and retrying it at once; the worker lets a DigiCert call in flight finish
+// all the same (cut after DigiCert may have received it, its retry would
+// email again, and a set-emails' older list could land after a newer one),
+// so a Cancel cannot stop what an operator would want it to stop, and its
+// retry could be run by hand while the call still runs.
 func (s *Server) refuseCancel(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method != http.MethodPost || !isCancelPath(r.URL.Path) {
 		return false

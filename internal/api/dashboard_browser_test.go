@@ -187,7 +187,7 @@ func TestDashboardActionFailuresInBrowser(t *testing.T) {
 		b.redis.ResetStats()
 		browsertest.Hover(ctx, t, `//tr[contains(., "`+running.ID[:8]+`")]/td[last()]`)
 		browsertest.ClickXPath(ctx, t, rowButton(running.ID[:8], "Cancel"))
-		browsertest.Wait(ctx, t, "certmail does not cut a delivery in flight", "pause the queue")
+		browsertest.Wait(ctx, t, "certmail does not cut a DigiCert call in flight", "pause the queue")
 		if st := b.state(t, running.ID); st != "active" {
 			t.Errorf("the task is %s after Cancel, want active", st)
 		}

@@ -209,7 +209,7 @@ func TestDashboardCancelRefused(t *testing.T) {
 	b.redis.ResetStats()
 	for _, c := range cancels {
 		p := mustProblem(t, b.do(t, http.MethodPost, c.path, c.body, basicAuth(testToken)), http.StatusConflict)
-		for _, want := range []string{"does not cut a delivery in flight", "20 s", "delete or archive it", "pause the queue"} {
+		for _, want := range []string{"does not cut a DigiCert call in flight", "20 s", "delete or archive it", "pause the queue"} {
 			if !strings.Contains(p.Detail, want) {
 				t.Errorf("POST %s: detail %q lacks %q", c.path, p.Detail, want)
 			}
