@@ -3,7 +3,7 @@
 // CertCentral base URL, an API key and its own rate-limit windows. Accounts
 // come from DIGICERT_API_KEY/DIGICERT_BASE_URL (the account "default") and
 // from the YAML file DIGICERT_ACCOUNTS_FILE. A base URL is judged by the
-// client's own rules (digicert.CheckBaseURL), so that the processes that
+// client's own rules (baseurl.Check), so that the processes that
 // only name accounts refuse what the worker would. No two accounts may have
 // the same key at the same base URL, since DigiCert limits a key, not an
 // account.
@@ -24,7 +24,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/certmail/certmail/internal/digicert"
+	"github.com/certmail/certmail/internal/digicert/baseurl"
 	"github.com/certmail/certmail/internal/ratelimit"
 	"github.com/certmail/certmail/tasks"
 )
@@ -107,7 +107,7 @@ func Load(def Default, file string, needKeys bool) (Set, error) {
 	if def.BaseURL == "" {
 		def.BaseURL = DefaultBaseURL
 	}
-	if err := digicert.CheckBaseURL(def.BaseURL); err != nil {
+	if err := baseurl.Check(def.BaseURL); err != nil {
 		return nil, fmt.Errorf("DIGICERT_BASE_URL: %w", err)
 	}
 	defAcct := Account{Name: tasks.DefaultAccount, BaseURL: def.BaseURL, RateLimits: limits}
@@ -319,7 +319,7 @@ func loadFile(path string, defLimits []ratelimit.Window, needKeys bool) (Set, er
 		if a.BaseURL == "" {
 			a.BaseURL = DefaultBaseURL
 		}
-		if err := digicert.CheckBaseURL(a.BaseURL); err != nil {
+		if err := baseurl.Check(a.BaseURL); err != nil {
 			return nil, fmt.Errorf("%s: base_url: %w", where, err)
 		}
 		if strings.TrimSpace(e.RateLimits) != "" { // empty or blank: DIGICERT_RATE_LIMITS's

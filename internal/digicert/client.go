@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+
+	"github.com/certmail/certmail/internal/digicert/baseurl"
 )
 
 // DefaultBaseURL is the CertCentral Services API of DigiCert's US instance.
@@ -165,7 +167,7 @@ func (c Config) WithDefaults() Config {
 }
 
 // Validate reports the first invalid setting. Messages never quote the key,
-// nor the password, query or fragment of the base URL (CheckBaseURL).
+// nor the password, query or fragment of the base URL (baseurl.Check).
 func (c Config) Validate() error {
 	if c.APIKey == "" {
 		return errors.New("api key is required")
@@ -192,13 +194,13 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// parseBaseURL checks a base URL (CheckBaseURL) and returns it without
+// parseBaseURL checks a base URL (baseurl.Check) and returns it without
 // trailing slashes.
 func parseBaseURL(raw string) (string, error) {
-	if err := CheckBaseURL(raw); err != nil {
+	if err := baseurl.Check(raw); err != nil {
 		return "", fmt.Errorf("base URL: %w", err)
 	}
-	u, _ := url.Parse(raw) // parses: CheckBaseURL parsed it
+	u, _ := url.Parse(raw) // parses: baseurl.Check parsed it
 	return strings.TrimRight(u.String(), "/"), nil
 }
 

@@ -1,4 +1,9 @@
-package digicert
+// Package baseurl holds the one set of rules for a CertCentral base URL,
+// which the worker's DigiCert client and every process that reads an
+// account's settings (package account) apply alike. It imports nothing of
+// certmail's, so that the producer side can check a base URL without
+// building the DigiCert client.
+package baseurl
 
 import (
 	"errors"
@@ -8,7 +13,7 @@ import (
 	"strings"
 )
 
-// CheckBaseURL refuses a CertCentral base URL that the client cannot call
+// Check refuses a CertCentral base URL that the client cannot call
 // as it is: one that is not an absolute http or https URL with a host;
 // whose port, when it has one, is not a number from 1 to 65535 (a call
 // would fail every time, and its tasks be retried for a day); that holds a
@@ -18,7 +23,7 @@ import (
 // through New and the others through package account, so that all refuse
 // the same values. Its errors show the URL without its password, query
 // and fragment, and the caller names the setting.
-func CheckBaseURL(raw string) error {
+func Check(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("%s is not an absolute http(s) URL: it does not parse", unparsed(raw))
