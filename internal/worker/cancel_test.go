@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -309,5 +310,66 @@ func TestStopWaitsForACancelledCall(t *testing.T) {
 	}
 	if n := slow.puts.Load(); n != 1 {
 		t.Errorf("%d PUTs, want 1", n)
+	}
+}
+
+// A cancelled delivery whose call is still running when the shutdown
+// timeout has passed is cut, as any call past it is, and named: one ERROR
+// line with its task id says that its outcome is not recorded, since the
+// cancel's own line said the call was left to finish.
+func TestStopNamesACancelledCallItCuts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{startWorkers: -1, fake: digicerttest.Config{AnyIDExists: true}})
+	slow := &slowAnswer{fake: b.fake, firstPut: make(chan struct{})}
+	slow.lat.Store(int64(6 * time.Second))
+	conf := slowWorker(slow, t, func(c *worker.Config) { c.ShutdownTimeout = time.Second })
+	stop := b.startWorkerCtl(t, setupOpts{configure: conf})
+	id := b.enqueue(t, "send-cert", `{"certificate_id": 4405, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	b.cancelWhenPut(t, id, slow.firstPut)
+	b.waitState(t, id, asynq.TaskStateRetry, 10*time.Second)
+	stop()
+	lines := b.logs.Lines("error", "the worker stopped before this delivery ended: its outcome is not recorded; "+
+		"if its DigiCert call succeeded, a redelivery would email again")
+	if len(lines) != 1 || lines[0]["task_id"] != id {
+		t.Errorf("ERROR lines naming the cut delivery: %v, want one for %s\n%s", lines, id, b.logs.Text())
+	}
+}
+
+// slowGet is a DigiCert whose first GET (an only_if_pending read) answers
+// after 2 s, counting the PUTs it receives.
+type slowGet struct {
+	fake     http.Handler
+	firstGet chan struct{}
+	once     sync.Once
+	puts     atomic.Int32
+}
+
+func (s *slowGet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		first := false
+		s.once.Do(func() { first = true; close(s.firstGet) })
+		if first {
+			time.Sleep(2 * time.Second)
+		}
+	}
+	if r.Method == http.MethodPut {
+		s.puts.Add(1)
+	}
+	s.fake.ServeHTTP(w, r)
+}
+
+// A cancel while a resend-dcv's validation read is in flight lets the read
+// finish, but the delivery starts no new call: the resend is not sent.
+func TestCancelDuringTheReadStartsNoResend(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{startWorkers: -1, fake: digicerttest.Config{AnyIDExists: true}})
+	sg := &slowGet{fake: b.fake, firstGet: make(chan struct{})}
+	b.startWorkerCtl(t, setupOpts{configure: slowWorker(sg, t, nil)})
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 7, "only_if_pending": true}`)
+	b.cancelWhenPut(t, id, sg.firstGet)
+	b.waitState(t, id, asynq.TaskStateRetry, 10*time.Second)
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", "cancelled delivery ended")) == 1 }, b.logs.Text)
+	if n := sg.puts.Load(); n != 0 {
+		t.Errorf("%d PUTs after the cancel, want 0", n)
 	}
 }

@@ -509,15 +509,17 @@ func (w *Worker) shutdown(srv *asynq.Server) {
 	w.proc.pending.wait(deadline, abandonGrace)
 	asynqStopped := closedBy(asynqDone, time.Now().Add(abandonGrace))
 	// The calls still running are cut, once asynq has handed their tasks
-	// back, as asynq's own give-up cut those of the deliveries it waited for.
+	// back, as asynq's own give-up cut those of the deliveries it waited for;
+	// each is named, whatever kept it (a call past the timeout, a cancelled
+	// delivery's call, Redis not answering).
+	left := w.running.running()
 	w.proc.abandon()
-	if asynqStopped {
-		return
+	if !asynqStopped {
+		w.log.Error("asynq did not stop within the shutdown timeout (Redis does not answer its last writes); the worker stops without it",
+			zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
 	}
-	w.log.Error("asynq did not stop within the shutdown timeout (Redis does not answer its last writes); the worker stops without it",
-		zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
-	for _, id := range w.running.running() {
-		w.log.Error("the worker stopped before this delivery ended (Redis did not answer): its outcome is not recorded; "+
+	for _, id := range left {
+		w.log.Error("the worker stopped before this delivery ended: its outcome is not recorded; "+
 			"if its DigiCert call succeeded, a redelivery would email again", zap.String("task_id", id))
 	}
 }
