@@ -603,15 +603,19 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 // holdBack is the end of a delivery about to start a DigiCert call once
 // asynq cancelled it (canceled) or the worker is stopping (a
 // worker_stopping wait, handed back); nil otherwise.
+//
+// A stopping worker's reason comes first: asynq's abort at the shutdown
+// timeout ends a delivery's context as a cancel does, and that delivery
+// was handed back by the stop, not by an operator.
 func (p *processor) holdBack(ctx context.Context) error {
-	if cancelled(ctx) {
+	switch {
+	case p.stopping.Load():
+		return &taskError{code: codeWorkerStopping, class: classWait, retryAfter: jitter(workerStoppingWait),
+			err: errors.New("not sent to DigiCert: the worker is stopping; another worker takes the task")}
+	case cancelled(ctx):
 		return canceledError()
 	}
-	if !p.stopping.Load() {
-		return nil
-	}
-	return &taskError{code: codeWorkerStopping, class: classWait, retryAfter: jitter(workerStoppingWait),
-		err: errors.New("not sent to DigiCert: the worker is stopping; another worker takes the task")}
+	return nil
 }
 
 // send acts on the gate's verdict: calls DigiCert (under the delivery's
@@ -813,11 +817,11 @@ func (l stopLimiter) Acquire(ctx context.Context) (release func(), err error) {
 // nothing: its delivery was cancelled, or the worker is stopping; nil
 // when neither.
 func (l stopLimiter) notSent(ctx context.Context) error {
-	switch {
-	case cancelled(ctx):
-		return errNotSentCanceled
+	switch { // the stop first, as in holdBack
 	case l.p.stopping.Load():
 		return errNotSentStopping
+	case cancelled(ctx):
+		return errNotSentCanceled
 	}
 	return nil
 }
