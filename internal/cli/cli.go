@@ -281,11 +281,11 @@ func oneLine(s string) string {
 
 // printable is s with anything not printable (a control character, an
 // invalid byte) escaped as Go escapes it in a quoted string, and cut to
-// about max bytes.
-func printable(s string, max int) string {
+// about limit bytes.
+func printable(s string, limit int) string {
 	var b strings.Builder
 	for i := 0; i < len(s); {
-		if b.Len() >= max {
+		if b.Len() >= limit {
 			b.WriteString("…")
 			break
 		}
