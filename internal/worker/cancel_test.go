@@ -217,7 +217,7 @@ func TestCancelEndsASlotWait(t *testing.T) {
 	b.waitState(t, first, asynq.TaskStateCompleted, 10*time.Second)
 	second := b.enqueue(t, "resend-dcv", `{"order_id": 2}`)
 	b.waitState(t, second, asynq.TaskStateActive, 10*time.Second)
-	time.Sleep(time.Second) // into the wait for the slot
+	time.Sleep(time.Second) // into the wait for the slot: nothing outside shows it (a cancel before it ends the delivery too)
 	cancelled := time.Now()
 	if err := b.inspector.CancelProcessing(second); err != nil {
 		t.Fatal(err)
@@ -227,7 +227,8 @@ func TestCancelEndsASlotWait(t *testing.T) {
 	if took := time.Since(cancelled); took > period/2 {
 		t.Errorf("the cancelled delivery ended %v after the cancel: it waited for the slot", took)
 	}
-	time.Sleep(period) // past the slot
+	// The delivery has ended (its line is written as it returns): no
+	// request of its can come once the slot frees.
 	puts := 0
 	for _, r := range b.fake.Requests() {
 		if r.Method == http.MethodPut {
