@@ -3,6 +3,7 @@ package cli_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -79,24 +80,30 @@ func TestFakeDigicertOrdersFromFlags(t *testing.T) {
 		<-code
 	})
 	listening := regexp.MustCompile(`\bat (http://127\.0\.0\.1:[0-9]+/services/v2)\n`)
-	var base string
-	certmailtest.WaitFor(t, 20*time.Second, func() bool {
-		m := listening.FindStringSubmatch(stdout.String())
-		if m != nil {
-			base = m[1]
-		}
-		return m != nil
-	}, stdout.String)
-	for _, want := range []string{
+	notes := []string{
 		"  OV orders 3001, 3003: pending, each with one domain of the order's id waiting for validation by email\n",
 		"  EV orders 3002: pending, each with one domain of the order's id waiting for validation by email\n",
 		"  domains on their own (resend-domain-dcv): 7001\n",
 		"  1 View Only key(s): every PUT they send is answered 403 access_denied|missing_permission\n",
-	} {
-		if !strings.Contains(stdout.String(), want) {
-			t.Errorf("stdout %q does not say %q", stdout.String(), want)
-		}
 	}
+	var base string
+	// The notes are written one by one after the address: wait for all.
+	certmailtest.WaitFor(t, 20*time.Second, func() bool {
+		out := stdout.String()
+		m := listening.FindStringSubmatch(out)
+		if m == nil {
+			return false
+		}
+		base = m[1]
+		for _, want := range notes {
+			if !strings.Contains(out, want) {
+				return false
+			}
+		}
+		return true
+	}, func() string {
+		return fmt.Sprintf("stdout %q, want the address and the notes %q", stdout.String(), notes)
+	})
 	if out := stdout.String(); strings.Contains(out, "full-key") || strings.Contains(out, "view-key") {
 		t.Errorf("stdout holds a key: %q", out)
 	}
