@@ -80,19 +80,8 @@ func TestShutdownWhileRedisStallsAnswersEveryRequest(t *testing.T) {
 	const shutdownTimeout, stopReserve, requests = 5 * time.Second, 2500 * time.Millisecond, 3
 	b := setup(t)
 	svc, sent := stalledOps(t, b.redis)
-	log, logs := certmailtest.NewLogger(t)
-	s, err := api.New(api.Config{Ops: svc, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}},
-		Addr: "127.0.0.1:0", Logger: log, ShutdownTimeout: shutdownTimeout, StopReserve: stopReserve})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	ctx, stop := context.WithCancel(context.Background())
+	addr, logs, stop, done := runAPI(t, b, svc, shutdownTimeout, stopReserve)
 	defer stop()
-	addrc := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, func(a net.Addr) { addrc <- a }) }()
-	addr := (<-addrc).String()
 
 	b.redis.Pause()
 	var wg sync.WaitGroup
@@ -160,19 +149,8 @@ func TestShutdownStopsAKeylessEnqueueNamingItsTask(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Close() })
-	log, logs := certmailtest.NewLogger(t)
-	s, err := api.New(api.Config{Ops: svc, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}},
-		Addr: "127.0.0.1:0", Logger: log, ShutdownTimeout: shutdownTimeout, StopReserve: stopReserve})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	ctx, stop := context.WithCancel(context.Background())
+	addr, logs, stop, done := runAPI(t, b, svc, shutdownTimeout, stopReserve)
 	defer stop()
-	addrc := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, func(a net.Addr) { addrc <- a }) }()
-	addr := (<-addrc).String()
 
 	// A first enqueue registers the queue and loads the script: the next
 	// sends only the script (EVALSHA).
@@ -244,4 +222,24 @@ func postKeyless(client *http.Client, addr string) (response, error) {
 	defer res.Body.Close()
 	body, err := io.ReadAll(res.Body)
 	return response{status: res.StatusCode, header: res.Header, body: body}, err
+}
+
+// runAPI runs an API over svc with the given shutdown timeout and stop
+// reserve, and returns its address, its log, the stop that starts its
+// shutdown, and what Run returns once it has stopped.
+func runAPI(t *testing.T, b *bundle, svc *ops.Service, shutdownTimeout, stopReserve time.Duration) (addr string, logs *certmailtest.Logs, stop context.CancelFunc, done <-chan error) {
+	t.Helper()
+	log, logs := certmailtest.NewLogger(t)
+	s, err := api.New(api.Config{Ops: svc, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}},
+		Addr: "127.0.0.1:0", Logger: log, ShutdownTimeout: shutdownTimeout, StopReserve: stopReserve})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	addrc := make(chan net.Addr, 1)
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx, func(a net.Addr) { addrc <- a }) }()
+	return (<-addrc).String(), logs, stop, ran
 }
