@@ -204,11 +204,11 @@ func (c *connCap) track(conn net.Conn, state http.ConnState) {
 		delete(c.idle, conn)
 	}
 	c.mu.Unlock()
+	if closing == conn && c.refused != nil {
+		c.refused() // before the close, which the client sees: it finds the refusal counted
+	}
 	if closing != nil {
 		_ = closing.Close()
-	}
-	if closing == conn && c.refused != nil {
-		c.refused()
 	}
 }
 
