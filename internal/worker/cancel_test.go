@@ -374,3 +374,27 @@ func TestCancelDuringTheReadStartsNoResend(t *testing.T) {
 		t.Errorf("%d PUTs after the cancel, want 0", n)
 	}
 }
+
+// A cancel while a resend-dcv's validation read is in flight, on an order
+// no longer pending, ends not_pending without a warning: asynq refuses a
+// result once it cancelled the delivery, and the task's retry records its
+// own.
+func TestCancelledNotPendingWarnsNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{startWorkers: -1, fake: digicerttest.Config{AnyIDExists: true}})
+	if !b.fake.SetOrderStatus(8, digicerttest.StatusIssued) {
+		t.Fatal("the fake does not know order 8")
+	}
+	sg := &slowGet{fake: b.fake, firstGet: make(chan struct{})}
+	b.startWorkerCtl(t, setupOpts{configure: slowWorker(sg, t, nil)})
+	id := b.enqueue(t, "resend-dcv", `{"order_id": 8, "only_if_pending": true}`)
+	b.cancelWhenPut(t, id, sg.firstGet)
+	b.waitState(t, id, asynq.TaskStateRetry, 10*time.Second)
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", "task done")) == 1 }, b.logs.Text)
+	if got := b.logs.Lines("info", "task done")[0]["outcome"]; got != taskresult.NotPending {
+		t.Errorf("the cancelled delivery ended %v, want %s", got, taskresult.NotPending)
+	}
+	if lines := b.logs.Lines("warn", "could not store task result"); len(lines) != 0 {
+		t.Errorf("a cancelled delivery warned %v", lines)
+	}
+}

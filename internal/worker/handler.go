@@ -860,13 +860,14 @@ func (p *processor) outcome(d *delivery, outcome string, status int) ([]byte, er
 }
 
 // finish ends a delivery whose result no round trip after a call keeps:
-// it writes the result through asynq.
-func (p *processor) finish(_ context.Context, d *delivery, outcome string, status int) error {
+// it writes the result through asynq, unless asynq cancelled the delivery
+// (it refuses the write then, and the task's retry records its own).
+func (p *processor) finish(ctx context.Context, d *delivery, outcome string, status int) error {
 	b, err := p.outcome(d, outcome, status)
 	if err != nil {
 		return err
 	}
-	if d.rw != nil {
+	if d.rw != nil && !cancelled(ctx) {
 		if _, err := d.rw.Write(b); err != nil {
 			// The effect happened; failing now would repeat it. Say so and complete.
 			p.log.Warn("could not store task result", zap.String("task_id", d.taskID), zap.Error(err))
