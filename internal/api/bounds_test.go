@@ -161,6 +161,18 @@ func TestDashboardFormatter(t *testing.T) {
 		// A string before the nesting: its quotes open and close it, so the
 		// nesting after it still counts.
 		{"deep JSON after a string is not indented", `{"k":` + deep + `}`, func(s string) bool { return s == `{"k":`+deep+`}` }},
+		// The page parses JSON again with JavaScript's numbers: JSON it
+		// would round is not JSON to it, so it shows the digits as they are.
+		{"sequence beyond 2^53", `{"order_id":1,"sequence":1764500000000000123}`, func(s string) bool {
+			return s == "{\n  \"order_id\": 1,\n  \"sequence\": 1764500000000000123\n}"+api.ExactNote && shownByPage(s) == s
+		}},
+		{"2^53 itself, and below -2^53", `[9007199254740992,-9007199254740993]`, func(s string) bool {
+			return strings.HasSuffix(s, api.ExactNote) && strings.Contains(s, "-9007199254740993")
+		}},
+		{"out of float64's range", `{"a":1e400,"b":1e-400}`, func(s string) bool { return strings.HasSuffix(s, api.ExactNote) }},
+		{"numbers JavaScript holds", `{"a":9007199254740992,"b":-9007199254740992,"c":2.5,"d":"12345678901234567890"}`, func(s string) bool {
+			return !strings.Contains(s, "[shown") && shownByPage(s) == s
+		}},
 		{"10 MB", strings.Repeat("x", 10<<20), func(s string) bool {
 			return len(s) < ops.MaxShownBytes+100 && strings.HasSuffix(s, "\n[truncated: first 8192 of 10485760 bytes shown]")
 		}},
@@ -170,6 +182,21 @@ func TestDashboardFormatter(t *testing.T) {
 			t.Errorf("%s: %.200q", tt.name, got)
 		}
 	}
+}
+
+// shownByPage is what asynqmon's page shows of a formatted payload s: JSON
+// parsed with JavaScript's numbers (float64) and printed indented again,
+// anything else as it is.
+func shownByPage(s string) string {
+	var v any
+	if json.Unmarshal([]byte(s), &v) != nil {
+		return s
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return "(not printable: " + err.Error() + ")"
+	}
+	return string(b)
 }
 
 // TestDashboardPageBounded checks that a dashboard page of tasks cannot be

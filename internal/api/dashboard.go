@@ -558,19 +558,31 @@ func (w *dashboardWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter
 // the depth for every line, so deeper JSON is shown as it is.
 const maxIndentDepth = 16
 
+// exactNote ends the JSON the dashboard shows when the page would round a
+// number of it: it makes the text no JSON for the page, which shows it as
+// it is.
+const exactNote = "\n[shown as stored: the page would round integers beyond 2^53, such as a set-emails sequence]"
+
 // formatPayload shows a task's payload or result in the dashboard as
 // ops.Show bounds it: JSON of at most ops.MaxShownBytes indented by two
 // spaces; anything else as text, or as base64 when it is not valid UTF-8,
 // the first ops.MaxShownBytes of it, with a line saying which and how much
-// was left out. The text is always valid UTF-8.
+// was left out. The text is always valid UTF-8. asynqmon's page parses
+// text that is JSON again, with JavaScript's numbers: JSON with a number
+// they cannot hold (a set-emails sequence, in Unix nanoseconds) ends with
+// exactNote, so that the page shows its digits as stored.
 func formatPayload(_ string, b []byte) string {
 	sh := ops.Show(b, len(b))
 	if sh.Encoding == "" {
 		var buf bytes.Buffer
+		out := string(sh.Value)
 		if jsonDepth(sh.Value) <= maxIndentDepth && json.Indent(&buf, sh.Value, "", "  ") == nil {
-			return buf.String()
+			out = buf.String()
 		}
-		return string(sh.Value)
+		if json.Valid(sh.Value) && !exactInJavaScript(sh.Value) {
+			out += exactNote
+		}
+		return out
 	}
 	var s string
 	_ = json.Unmarshal(sh.Value, &s) // Show made it a JSON string
@@ -581,6 +593,51 @@ func formatPayload(_ string, b []byte) string {
 		s += "\n[truncated: first " + strconv.Itoa(ops.MaxShownBytes) + " of " + strconv.Itoa(sh.Size) + " bytes shown]"
 	}
 	return s
+}
+
+// maxExactInteger is the largest integer from which every smaller one is a
+// JavaScript number exactly (2^53).
+const maxExactInteger = 1 << 53
+
+// exactInJavaScript reports whether every number of the JSON b reads back
+// as written once JavaScript parsed and printed it, as far as an integer
+// goes: false for an integer beyond ±2^53 (printed rounded) and for a
+// number out of a float64's range (printed as null or 0). b must be valid
+// JSON.
+func exactInJavaScript(b []byte) bool {
+	inString, escaped := false, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '-' || ('0' <= c && c <= '9'):
+			j := i + 1
+			for j < len(b) && strings.IndexByte("0123456789.eE+-", b[j]) >= 0 {
+				j++
+			}
+			if !exactNumber(string(b[i:j])) {
+				return false
+			}
+			i = j - 1
+		}
+	}
+	return true
+}
+
+// exactNumber is exactInJavaScript for one number.
+func exactNumber(n string) bool {
+	if strings.ContainsAny(n, ".eE") {
+		_, err := strconv.ParseFloat(n, 64)
+		return !errors.Is(err, strconv.ErrRange)
+	}
+	i, err := strconv.ParseInt(n, 10, 64)
+	return err == nil && -maxExactInteger <= i && i <= maxExactInteger
 }
 
 // jsonDepth returns the deepest nesting of arrays and objects in valid JSON.

@@ -208,3 +208,22 @@ func TestDashboardActionFailuresInBrowser(t *testing.T) {
 		}
 	})
 }
+
+// TestDashboardShowsSequenceExactly: a set-emails' sequence (Unix
+// nanoseconds, beyond the 2^53 JavaScript numbers hold) shows on the
+// task's page with the digits it was stored with; asynqmon's page parsed
+// it as a number and showed it rounded.
+func TestDashboardShowsSequenceExactly(t *testing.T) {
+	t.Parallel()
+	ctx := browsertest.Start(t, false)
+	b := setup(t)
+	seq := time.Now().UnixNano()/1000*1000 + 123 // never a multiple of a power of two JavaScript could hold
+	var ref api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/set-emails",
+		fmt.Sprintf(`{"order_id":3,"additional_emails":["a@example.com"],"sequence":%d}`, seq), nil), http.StatusAccepted, &ref)
+	browsertest.BasicAuth(ctx, t, "operator", testToken)
+	shown := browsertest.Open(ctx, t, b.url+"/monitoring/queues/default/tasks/"+ref.ID, "additional_emails")
+	if want := fmt.Sprintf(`"sequence": %d`, seq); !strings.Contains(shown, want) {
+		t.Errorf("the task's page does not show %s: %.800s", want, shown)
+	}
+}

@@ -30,6 +30,8 @@ func (s *Server) Route(r *http.Request) string {
 // FormatPayload is the dashboard's payload and result formatter.
 var FormatPayload = formatPayload
 
+const ExactNote = exactNote
+
 // RedisUnavailable is how the server decides between 503 and 500.
 func (s *Server) RedisUnavailable(err error) bool { return s.redisUnavailable(err) }
 
