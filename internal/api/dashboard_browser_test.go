@@ -227,3 +227,33 @@ func TestDashboardShowsSequenceExactly(t *testing.T) {
 		t.Errorf("the task's page does not show %s: %.800s", want, shown)
 	}
 }
+
+// TestDashboardPauseResumeInBrowser: asynqmon's Pause and Resume buttons of
+// the Queues tab go through certmail's guard and the dashboard's routes to
+// asynq: the queue's pause, which workers read, follows them.
+func TestDashboardPauseResumeInBrowser(t *testing.T) {
+	t.Parallel()
+	ctx := browsertest.Start(t, false)
+	b := setup(t)
+	var ref api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil), http.StatusAccepted, &ref)
+	browsertest.BasicAuth(ctx, t, "operator", testToken)
+	paused := func() bool {
+		info, err := b.inspector.GetQueueInfo("default")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Paused
+	}
+	browsertest.Open(ctx, t, b.url+"/monitoring/", "Queues", "default")
+	for _, step := range []struct {
+		button string
+		want   bool
+	}{{"Pause", true}, {"Resume", false}} {
+		browsertest.Hover(ctx, t, `//tr[contains(., "default")]/td[last()]`)
+		browsertest.ClickXPath(ctx, t, rowButton("default", step.button))
+		waitFor(t, 10*time.Second, func() bool { return paused() == step.want }, func() string {
+			return fmt.Sprintf("after %s the queue's pause is not %v", step.button, step.want)
+		})
+	}
+}
