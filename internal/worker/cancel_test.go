@@ -96,6 +96,14 @@ func TestCancelLetsTheCallInFlightFinish(t *testing.T) {
 	if len(lines) != 1 || lines[0]["error_code"] != "canceled" {
 		t.Errorf("WARN lines %v, want one with error_code canceled", lines)
 	}
+	// The cancelled delivery counts at the cancel and at its end (README
+	// "Metrics"), its retry once.
+	metrics := b.scrape(t, 0)
+	for outcome, want := range map[string]float64{"retry": 1, "delivered": 1, taskresult.Duplicate: 1} {
+		if v, _ := sum(metrics, "certmail_tasks_total", "type", "send-cert", "outcome", outcome); v != want {
+			t.Errorf("certmail_tasks_total{outcome=%q} = %v, want %v", outcome, v, want)
+		}
+	}
 }
 
 // lateActor is a DigiCert slow to act on the first PUT it receives: it
