@@ -222,8 +222,9 @@ func dashboardRefusal(r *http.Request, role Role) (Problem, bool) {
 // dashboardRefusal refuses never reaches asynqmon.
 // asynqmon's page gets certmail's dashboardAssets. A Cancel of active
 // tasks is refused 409 (refuseCancel), and so is an "Archive all" that
-// would take the queue's archive to asynq's cap (refuseArchiveOverCap);
-// readers and a read-only dashboard get asynqmon's own 405 for both.
+// would take the queue's archive to asynq's cap (refuseArchiveOverCap); a
+// Pause of a queue asynq does not know is 404 (refuseUnknownPause);
+// readers and a read-only dashboard get asynqmon's own 405 for all three.
 func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	var role Role
 	if info := infoOf(r.Context()); info != nil {
@@ -249,7 +250,7 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if role == RoleOperator {
 		h = s.dashboard
 	}
-	if h == s.dashboard && !s.cfg.DashboardReadOnly && (s.refuseCancel(w, r) || s.refuseArchiveOverCap(w, r)) {
+	if h == s.dashboard && !s.cfg.DashboardReadOnly && (s.refuseCancel(w, r) || s.refuseArchiveOverCap(w, r) || s.refuseUnknownPause(w, r)) {
 		return
 	}
 	dw := &dashboardWriter{ResponseWriter: w, api: strings.HasPrefix(r.URL.Path, dashboardAPIPrefix)}
@@ -380,6 +381,36 @@ func (s *Server) refuseArchiveOverCap(w http.ResponseWriter, r *http.Request) bo
 	}
 	s.writeProblem(w, r, Problem{Status: http.StatusConflict,
 		Detail: fmt.Sprintf(detailArchiveOverCap, moving.Val(), archived.Val(), ops.ArchiveCap-1)}, nil)
+	return true
+}
+
+// detailUnknownPause answers a dashboard Pause of a queue asynq does not
+// know, refused by refuseUnknownPause.
+const detailUnknownPause = "Pause refused: asynq knows no queue of this name (the dashboard lists those it knows). " +
+	"A pause of it would leave a key in Redis for good and hold nothing"
+
+// refuseUnknownPause answers 404, and reports true, for a dashboard Pause
+// of a queue that is not in asynq's set of queues: asynq would store the
+// pause, a key of that name without expiry that no listing shows, for any
+// name an operator's request holds (a mistyped one, or thousands).
+func (s *Server) refuseUnknownPause(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodPost {
+		return false
+	}
+	rest, found := strings.CutPrefix(r.URL.Path, dashboardAPIPrefix+"queues/")
+	queue, pause := strings.CutSuffix(rest, ":pause")
+	if !found || !pause || strings.Contains(queue, "/") {
+		return false
+	}
+	known, err := s.cfg.Redis.Client.SIsMember(r.Context(), queues.AsynqQueuesKey, queue).Result()
+	if err != nil {
+		s.writeOpsError(w, r, fmt.Errorf("dashboard: look up the queue to pause: %w", err), "")
+		return true
+	}
+	if known {
+		return false
+	}
+	s.writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: detailUnknownPause}, nil)
 	return true
 }
 

@@ -248,6 +248,37 @@ func TestDashboardCancelRefused(t *testing.T) {
 	}
 }
 
+// TestDashboardPauseOfUnknownQueue: a Pause of a queue asynq does not know
+// (a mistyped name, or any of thousands of names) is 404 with a detail
+// saying so, and leaves no key in Redis; a Pause and a Resume of a queue
+// asynq knows go through.
+func TestDashboardPauseOfUnknownQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var ref api.TaskRef
+	mustJSON(t, b.do(t, http.MethodPost, "/v1/tasks/resend-dcv", `{"order_id":3}`, nil), http.StatusAccepted, &ref)
+	ctx := context.Background()
+	rdb := b.redis.Client()
+	before, err := rdb.DBSize(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"defualt", "junk-1", strings.Repeat("b", 4000), "bulk"} {
+		p := mustProblem(t, b.do(t, http.MethodPost, "/monitoring/api/queues/"+q+":pause", "", basicAuth(testToken)), http.StatusNotFound)
+		if !strings.Contains(p.Detail, "asynq knows no queue of this name") {
+			t.Errorf("pause of %.20s: detail %q", q, p.Detail)
+		}
+	}
+	if after, err := rdb.DBSize(ctx).Result(); err != nil || after != before {
+		t.Errorf("Redis holds %d keys after the refused pauses, %d before (%v)", after, before, err)
+	}
+	for _, action := range []string{":pause", ":resume"} {
+		if res := b.do(t, http.MethodPost, "/monitoring/api/queues/default"+action, "", basicAuth(testToken)); res.status != http.StatusNoContent {
+			t.Errorf("POST default%s: %d %.200s, want 204", action, res.status, res.body)
+		}
+	}
+}
+
 // TestDashboardActionOnActiveTask: a Delete, Run or Archive of a task that
 // a worker took since the page was loaded (asynq refuses it:
 // FAILED_PRECONDITION) is 409 with a fixed sentence, logged at INFO, not a
