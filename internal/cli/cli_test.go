@@ -771,6 +771,10 @@ func TestEnqueueRejects(t *testing.T) {
 			[]string{"process_at: must be at most 43800h (1825 days) ahead"}},
 		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--process-in", "2000000h"}, []string{"process_in: must be at most 43800h (1825 days) ahead"}},
 		{[]string{"enqueue", "resend-domain-dcv", "--name-scope", "*.example.com", "--email", "admin"}, []string{"domain_id: required", "name_scope:", "email_array[0]:"}},
+		// A member given twice is refused even when the first is empty,
+		// as the API refuses a repeated member.
+		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--approval", "domain=,domain=x.example.com,email=a@example.com"}, []string{"domain given twice"}},
+		{[]string{"enqueue", "resend-dcv", "--order-id", "5", "--approval", "domain=x.example.com,email=a@example.com,email-domain=,email_domain=example.com"}, []string{"email_domain given twice"}},
 	}
 	for _, tt := range tests {
 		r := e.run(tt.args...)

@@ -181,7 +181,8 @@ func parseApproval(s string) (map[string]string, error) {
 		switch {
 		case !ok || !known:
 			return nil, errors.New("want domain=D,email=E[,email-domain=D]")
-		case e[name] != "":
+		}
+		if _, given := e[name]; given {
 			return nil, fmt.Errorf("%s given twice", k)
 		}
 		e[name] = v
