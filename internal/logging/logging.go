@@ -11,7 +11,11 @@ package logging
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
+	"unicode/utf8"
+
+	"go.uber.org/zap/buffer"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -48,10 +52,55 @@ func New(level, format string, w io.Writer) (*zap.Logger, error) {
 		encoder = zapcore.NewJSONEncoder(enc)
 	case "console":
 		enc.EncodeLevel = zapcore.CapitalLevelEncoder
-		encoder = zapcore.NewConsoleEncoder(enc)
+		encoder = oneLineEncoder{zapcore.NewConsoleEncoder(enc)}
 	default:
 		return nil, fmt.Errorf("log format %q: want json or console", format)
 	}
 	core := zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), lvl)
 	return zap.New(core, zap.AddCaller()), nil
+}
+
+// oneLineEncoder is the console encoder with each message's control
+// characters escaped: zap's console format writes a message as it is, and
+// text that reaches one from outside (a library's line through the
+// standard log package, a panic's value) could otherwise split an entry or
+// drive the terminal. Fields are JSON, escaped already.
+type oneLineEncoder struct{ zapcore.Encoder }
+
+func (e oneLineEncoder) Clone() zapcore.Encoder { return oneLineEncoder{e.Encoder.Clone()} }
+
+func (e oneLineEncoder) EncodeEntry(ent zapcore.Entry, fields []zapcore.Field) (*buffer.Buffer, error) {
+	ent.Message = escapeControl(ent.Message)
+	return e.Encoder.EncodeEntry(ent, fields)
+}
+
+// escapeControl returns s with its control characters (C0, DEL, C1, and
+// the Unicode line and paragraph separators) written as escapes: \n, \r,
+// \t, or \u followed by four hex digits. s is returned as it is when it
+// holds none.
+func escapeControl(s string) string {
+	if strings.IndexFunc(s, isControl) < 0 {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 16)
+	for _, r := range s {
+		switch {
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case isControl(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func isControl(r rune) bool {
+	return r < 0x20 || (0x7f <= r && r <= 0x9f) || r == 0x2028 || r == 0x2029 || r == utf8.RuneError
 }

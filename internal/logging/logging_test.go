@@ -46,3 +46,30 @@ func TestTimestamps(t *testing.T) {
 		}
 	}
 }
+
+// A message that holds control characters (text from outside: a library's
+// line through the standard log package, a panic's value) stays one line
+// in the console format, its characters escaped, also in a logger made by
+// With; the JSON format escapes them already.
+func TestConsoleMessageIsOneLine(t *testing.T) {
+	const msg = "a\nINJECTED 2026-12-02T00:00:00.000Z\tERROR\x1b[31m\r\u2028\u0085end"
+	var buf bytes.Buffer
+	log, err := logging.New("info", "console", &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info(msg, zap.String("field", "x\ny"))
+	log.With(zap.Int("n", 1)).Warn(msg)
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2: %q", len(lines), buf.String())
+	}
+	for _, l := range lines {
+		if strings.ContainsAny(l, "\r\x1b\u2028\u0085") || !strings.Contains(l, `a\nINJECTED 2026-12-02T00:00:00.000Z\tERROR\u001b[31m\r\u2028\u0085end`) {
+			t.Errorf("line %q: want the message escaped", l)
+		}
+	}
+	if !strings.Contains(lines[0], `"field": "x\ny"`) {
+		t.Errorf("line %q: want the field JSON-escaped", lines[0])
+	}
+}
