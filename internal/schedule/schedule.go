@@ -515,6 +515,12 @@ func joinField(prefix, field string) string {
 // fileKey is the one top-level key of the schedules file.
 const fileKey = "schedules"
 
+// MaxFileEntries is the most entries the schedules file may list: each is
+// judged when the file is read (a cron spec's next 100 ticks), and each
+// valid one is a schedule the leader tracks and a label value of its
+// metrics. A file with more cannot be parsed.
+const MaxFileEntries = 10_000
+
 // errNoList is a schedules file without its list: an empty, truncated or
 // mistyped file must not read as "no schedules", which would stop every file
 // schedule.
@@ -590,7 +596,8 @@ func (e *EntryError) Unwrap() error { return e.Err }
 // the others keep running. err is set only when the file as a whole cannot
 // be read: it is not YAML, or not one mapping whose only key is schedules,
 // a list (an empty file, or a mistyped key, is such an error; `schedules:
-// []`, or the key without a value, has no schedules), or an entry's cron or
+// []`, or the key without a value, has no schedules), it lists more than
+// MaxFileEntries entries, or an entry's cron or
 // timezone is over its bound (MaxCronBytes, MaxTimezoneBytes; err is then
 // an *EntryError). An until in the past does not make an entry
 // invalid (the schedule has ended), nor does one before the next tick (the
@@ -600,6 +607,9 @@ func ParseFile(data []byte, r Rules) (good []*Compiled, bad []*EntryError, err e
 	entries, err := fileEntries(data)
 	if err != nil {
 		return nil, nil, err
+	}
+	if len(entries) > MaxFileEntries {
+		return nil, nil, fmt.Errorf("%s lists %d entries: at most %d are allowed", fileKey, len(entries), MaxFileEntries)
 	}
 	seen := map[string]int{}
 	for i, node := range entries {

@@ -371,6 +371,24 @@ func TestParseFileRefusesAFileWithoutItsList(t *testing.T) {
 	}
 }
 
+// TestParseFileRefusesTooManyEntries: a file listing more than
+// MaxFileEntries entries cannot be parsed (each would be judged, tracked by
+// the leader and a label value); MaxFileEntries are read.
+func TestParseFileRefusesTooManyEntries(t *testing.T) {
+	t.Parallel()
+	list := func(n int) []byte {
+		return []byte("schedules:\n" + strings.Repeat("  - {}\n", n))
+	}
+	_, bad, err := schedule.ParseFile(list(schedule.MaxFileEntries), testRules)
+	if err != nil || len(bad) != schedule.MaxFileEntries {
+		t.Errorf("ParseFile of %d entries = %d invalid, %v; want each judged", schedule.MaxFileEntries, len(bad), err)
+	}
+	_, _, err = schedule.ParseFile(list(schedule.MaxFileEntries+1), testRules)
+	if want := "schedules lists 10001 entries: at most 10000 are allowed"; err == nil || err.Error() != want {
+		t.Errorf("ParseFile of %d entries = %v, want %q", schedule.MaxFileEntries+1, err, want)
+	}
+}
+
 // TestNeverFiresBeforeUntil: a schedule whose first tick comes after its
 // until would be accepted as active and end with no run: it is refused on
 // until, wherever it is added (Validate and Store.Add judge it from now,
