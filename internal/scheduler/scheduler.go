@@ -46,7 +46,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -174,9 +173,12 @@ type Scheduler struct {
 	metrics *metrics
 	lease   *lease.Lease // the leader lease; its token fences every write of a leader
 
-	leader      bool
-	renewedAt   time.Time
-	fileHash    string
+	leader    bool
+	renewedAt time.Time
+	// file reads the schedules file (nil without one); firstFile is the
+	// version New read, until Run takes it in.
+	file        *fileReader
+	firstFile   *fileVersion
 	fileScheds  []*schedule.Compiled
 	mirrored    bool
 	apiScheds   []*schedule.Compiled
@@ -219,20 +221,23 @@ type awaiting struct {
 }
 
 // New builds a Scheduler from cfg (after WithDefaults and Validate); the
-// file, when given, must be readable and parse as YAML (invalid entries are
-// reported and skipped by Run).
+// file, when given, must be a regular file of at most MaxFileBytes that
+// parses as YAML (invalid entries are reported and skipped by Run, which
+// takes in the version read here without parsing it again).
 func New(cfg Config) (*Scheduler, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	var file *fileReader
+	var first *fileVersion
 	if cfg.File != "" {
-		data, err := os.ReadFile(cfg.File)
-		if err != nil {
-			return nil, fmt.Errorf("schedules file: %w", err)
-		}
-		if _, _, err := schedule.ParseFile(data, cfg.Store.Rules()); err != nil {
-			return nil, fmt.Errorf("schedules file %s: %w", cfg.File, err)
+		file = newFileReader(cfg.File, cfg.Store.Rules())
+		switch first = file.look(); {
+		case first.err != nil && first.parse:
+			return nil, fmt.Errorf("schedules file %s: %w", cfg.File, first.err)
+		case first.err != nil:
+			return nil, fmt.Errorf("schedules file: %w", first.err)
 		}
 	}
 	m, err := newMetrics(cfg.Registry)
@@ -240,19 +245,21 @@ func New(cfg Config) (*Scheduler, error) {
 		return nil, err
 	}
 	return &Scheduler{
-		cfg:      cfg,
-		rdb:      cfg.Redis.Client,
-		ops:      cfg.Ops,
-		store:    cfg.Store,
-		log:      cfg.Logger,
-		metrics:  m,
-		lease:    lease.New(cfg.Redis.Client, leaderKey, cfg.Lease),
-		warned:   map[string]string{},
-		due:      map[*schedule.Compiled]time.Time{},
-		states:   map[*schedule.Compiled]schedule.State{},
-		series:   map[string]bool{},
-		awaiting: map[string]*awaiting{},
-		retrying: map[string]*retrying{},
+		file:      file,
+		firstFile: first,
+		cfg:       cfg,
+		rdb:       cfg.Redis.Client,
+		ops:       cfg.Ops,
+		store:     cfg.Store,
+		log:       cfg.Logger,
+		metrics:   m,
+		lease:     lease.New(cfg.Redis.Client, leaderKey, cfg.Lease),
+		warned:    map[string]string{},
+		due:       map[*schedule.Compiled]time.Time{},
+		states:    map[*schedule.Compiled]schedule.State{},
+		series:    map[string]bool{},
+		awaiting:  map[string]*awaiting{},
+		retrying:  map[string]*retrying{},
 	}, nil
 }
 
@@ -296,7 +303,7 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) error {
 	defer t.Stop()
 	for {
 		now := time.Now()
-		if s.cfg.File != "" && now.Sub(reloadedAt) >= s.cfg.ReloadInterval {
+		if s.file != nil && now.Sub(reloadedAt) >= s.cfg.ReloadInterval {
 			s.reloadFile()
 			reloadedAt = now
 		}

@@ -2,11 +2,8 @@ package scheduler
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"maps"
-	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -14,37 +11,39 @@ import (
 	"github.com/certmail/certmail/internal/schedule"
 )
 
-// reloadFile re-reads the schedules file when its content changed. Invalid
-// entries are reported once per version of the file; an unreadable file
-// keeps the last good version.
+// reloadFile takes in the schedules file's version New read, or else looks
+// at the file again (only when it changed; see fileReader.look).
 func (s *Scheduler) reloadFile() {
-	data, err := os.ReadFile(s.cfg.File)
-	if err != nil {
-		if s.fileHash != "unreadable" {
-			s.log.Error("cannot read the schedules file; keeping its last good version", zap.String("file", s.cfg.File), zap.Error(err))
-			s.fileHash = "unreadable"
-		}
+	v := s.firstFile
+	s.firstFile = nil
+	if v == nil {
+		v = s.file.look()
+	}
+	if v != nil {
+		s.takeFile(v)
+	}
+}
+
+// takeFile takes in a version of the schedules file. Invalid entries are
+// reported once per version of the file; a file that cannot be read or
+// parsed keeps the last good version.
+func (s *Scheduler) takeFile(v *fileVersion) {
+	switch {
+	case v.err != nil && v.parse:
+		s.log.Error("cannot parse the schedules file; keeping its last good version", zap.String("file", s.cfg.File), zap.Error(v.err))
+		return
+	case v.err != nil:
+		s.log.Error("cannot read the schedules file; keeping its last good version", zap.String("file", s.cfg.File), zap.Error(v.err))
 		return
 	}
-	sum := sha256.Sum256(data)
-	hash := hex.EncodeToString(sum[:])
-	if hash == s.fileHash {
-		return
-	}
-	s.fileHash = hash
-	good, bad, err := schedule.ParseFile(data, s.store.Rules())
-	if err != nil {
-		s.log.Error("cannot parse the schedules file; keeping its last good version", zap.String("file", s.cfg.File), zap.Error(err))
-		return
-	}
-	for _, e := range bad {
+	for _, e := range v.bad {
 		s.log.Error("invalid schedule skipped", zap.String("file", s.cfg.File), zap.String("schedule", e.ID),
 			zap.String("position", fmt.Sprintf("schedules[%d]", e.Index)), zap.Error(e.Err))
 	}
-	s.fileScheds, s.mirrored = good, false
+	s.fileScheds, s.mirrored = v.good, false
 	s.changed()
-	s.metrics.schedules.WithLabelValues(schedule.SourceFile).Set(float64(len(good)))
-	s.log.Info("schedules file loaded", zap.String("file", s.cfg.File), zap.Int("schedules", len(good)), zap.Int("invalid", len(bad)))
+	s.metrics.schedules.WithLabelValues(schedule.SourceFile).Set(float64(len(v.good)))
+	s.log.Info("schedules file loaded", zap.String("file", s.cfg.File), zap.Int("schedules", len(v.good)), zap.Int("invalid", len(v.bad)))
 }
 
 // round is one pass of the leader: refresh the schedules, fire what is due.

@@ -1,0 +1,201 @@
+package scheduler
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/certmail/certmail/internal/schedule"
+)
+
+// fileEntry is a valid entry of the schedules file, schedule id.
+func fileEntry(id string) string {
+	return "  - {id: " + id + ", cron: \"@every 1s\", type: resend-dcv, payload: {order_id: 1}}\n"
+}
+
+// newWithin runs New, failing the test when it does not return within a
+// few seconds (it would hang on a named pipe).
+func newWithin(t *testing.T, cfg Config) (*Scheduler, error) {
+	t.Helper()
+	type result struct {
+		s   *Scheduler
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, err := New(cfg)
+		done <- result{s, err}
+	}()
+	select {
+	case r := <-done:
+		return r.s, r.err
+	case <-time.After(5 * time.Second):
+		t.Fatalf("New(%s) did not return within 5s", cfg.File)
+		return nil, nil
+	}
+}
+
+// TestFileThatIsNotARegularFileIsRefused: at start, a schedules file that
+// is a named pipe, a device or a directory is refused at once with one line
+// naming it, unread (a pipe would block the scheduler, /dev/zero would fill
+// its memory).
+func TestFileThatIsNotARegularFileIsRefused(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	fifo := filepath.Join(e.dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A scheduler that opened the pipe waits for a writer: give it one.
+	t.Cleanup(func() {
+		if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
+	for _, c := range []struct{ file, want string }{
+		{fifo, "not a regular file (a named pipe)"},
+		{"/dev/zero", "not a regular file (a character device)"},
+		{e.dir, "is a directory"},
+	} {
+		t.Run(filepath.Base(c.file), func(t *testing.T) {
+			cfg, _ := e.deps(Config{File: c.file})
+			_, err := newWithin(t, cfg)
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), c.file) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("New = %v, want one line naming %s and saying %q", err, c.file, c.want)
+			}
+		})
+	}
+}
+
+// TestFileOverTheCapIsRefused: a schedules file over MaxFileBytes is
+// refused at start with one line naming the setting and the cap; on reload
+// it is reported once, at ERROR, and the last good version goes on.
+func TestFileOverTheCapIsRefused(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	padding := strings.Repeat("# padding\n", MaxFileBytes/10+1)
+	cfg, logs := e.deps(Config{File: e.writeFile("schedules:\n" + fileEntry("kept") + padding)})
+	_, err := New(cfg)
+	if err == nil || !strings.Contains(err.Error(), "larger than 4 MiB") || !strings.Contains(err.Error(), "CERTMAIL_SCHEDULES_FILE") {
+		t.Fatalf("New with a file over the cap = %v, want it refused naming the setting and the cap", err)
+	}
+	e.writeFile("schedules:\n" + fileEntry("kept"))
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.reloadFile()
+	e.writeFile("schedules:\n" + fileEntry("kept") + fileEntry("more") + padding)
+	for range 3 {
+		s.reloadFile()
+	}
+	reports := logs.FilterMessage("cannot read the schedules file; keeping its last good version").All()
+	if len(reports) != 1 || reports[0].Level != zapcore.ErrorLevel ||
+		!strings.Contains(reports[0].ContextMap()["error"].(string), "larger than 4 MiB") {
+		t.Errorf("reports of the file over the cap: %v, want one at ERROR naming the cap", reports)
+	}
+	if len(s.fileScheds) != 1 || s.fileScheds[0].ID != "kept" {
+		t.Errorf("file schedules %v, want the last good version's", s.fileScheds)
+	}
+}
+
+// TestFileReadOnlyWhenChanged: the file is read again only when it changed:
+// a look at the same file, of the same size and modification time, does
+// not read it; a Kubernetes ConfigMap update, which points the path's
+// symbolic links at a new file, is seen.
+func TestFileReadOnlyWhenChanged(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	// The layout of a ConfigMap volume: schedules.yaml → ..data/schedules.yaml,
+	// ..data → ..<timestamp>, a directory of the files.
+	version := func(name, content string) {
+		t.Helper()
+		dir := filepath.Join(e.dir, name)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "schedules.yaml"), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(e.dir, "..data_tmp")
+		if err := os.Symlink(name, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(e.dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..v1", "schedules:\n"+fileEntry("first"))
+	path := filepath.Join(e.dir, "schedules.yaml")
+	if err := os.Symlink("..data/schedules.yaml", path); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := e.deps(Config{File: path})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.reloadFile()
+	if len(s.fileScheds) != 1 || s.fileScheds[0].ID != "first" {
+		t.Fatalf("file schedules %v, want first", s.fileScheds)
+	}
+
+	// Rewritten in place, same size and modification time: not read.
+	inPlace := filepath.Join(e.dir, "..v1", "schedules.yaml")
+	info, err := os.Stat(inPlace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(inPlace, []byte("schedules:\n"+fileEntry("FIRST")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(inPlace, info.ModTime(), info.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		s.reloadFile()
+	}
+	if len(s.fileScheds) != 1 || s.fileScheds[0].ID != "first" {
+		t.Errorf("file schedules %v after looks at a file of the same size and time, want it not read again", s.fileScheds)
+	}
+
+	version("..v2", "schedules:\n"+fileEntry("second"))
+	s.reloadFile()
+	if len(s.fileScheds) != 1 || s.fileScheds[0].ID != "second" {
+		t.Errorf("file schedules %v after the ConfigMap update, want second", s.fileScheds)
+	}
+}
+
+// TestFileParsedOnceAtStart: Run takes in the version of the file New
+// read, without reading or parsing it again.
+func TestFileParsedOnceAtStart(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	cfg, logs := e.deps(Config{File: e.writeFile("schedules:\n" + fileEntry("once")), Lease: testLease})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parses := make(chan struct{}, 10)
+	s.file.parse = func(data []byte, r schedule.Rules) ([]*schedule.Compiled, []*schedule.EntryError, error) {
+		parses <- struct{}{}
+		return schedule.ParseFile(data, r)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, nil) }()
+	waitFor(t, 10*time.Second, "the file loaded", func() bool { return logs.FilterMessage("schedules file loaded").Len() == 1 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(parses); n != 0 {
+		t.Errorf("the file was parsed %d more times at start, want once (by New)", n)
+	}
+}
