@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/certmail/certmail/internal/schedule"
 )
@@ -22,7 +24,7 @@ const MaxFileBytes = 4 << 20
 var errFileTooLarge = errors.New("larger than 4 MiB, the most the scheduler reads (CERTMAIL_SCHEDULES_FILE)")
 
 // fileReader reads the schedules file, and again only when it changed.
-// One goroutine at a time calls look: New, then Run.
+// One goroutine at a time calls look: New, then Run's watchFile.
 type fileReader struct {
 	path  string
 	rules schedule.Rules
@@ -148,4 +150,27 @@ func fileKind(mode fs.FileMode) string {
 		return "a socket"
 	}
 	return "mode " + mode.String()
+}
+
+// watchFile looks at the schedules file every ReloadInterval and sends what
+// it found to out, until ctx is done. It runs beside Run's loop, so that
+// reading and parsing a large file never holds up the renewal of the
+// leader lease or the ticks; the loop takes each version in (takeFile).
+func (s *Scheduler) watchFile(ctx context.Context, out chan<- *fileVersion) {
+	t := time.NewTicker(s.cfg.ReloadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if v := s.file.look(); v != nil {
+			select {
+			case out <- v:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
 }

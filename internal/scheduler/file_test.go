@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/schedule"
 )
 
@@ -197,5 +198,65 @@ func TestFileParsedOnceAtStart(t *testing.T) {
 	}
 	if n := len(parses); n != 0 {
 		t.Errorf("the file was parsed %d more times at start, want once (by New)", n)
+	}
+}
+
+// TestSlowReloadKeepsTheLease: while a changed schedules file is parsed
+// for longer than the lease, the leader keeps renewing it: no other
+// replica takes over.
+func TestSlowReloadKeepsTheLease(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	const leaseFor = time.Second
+	rival := lease.New(e.redis.Client(), leaderKey, leaseFor)
+	cfg, logs := e.deps(Config{File: e.writeFile("schedules:\n" + fileEntry("fast")), Lease: leaseFor,
+		ReloadInterval: 100 * time.Millisecond})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slowStart := make(chan time.Time, 1)
+	taken := make(chan time.Duration, 1) // when the rival took the lease, after the slow parse began
+	s.file.parse = func(data []byte, r schedule.Rules) ([]*schedule.Compiled, []*schedule.EntryError, error) {
+		start := time.Now()
+		slowStart <- start
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for range tick.C {
+			if ok, err := rival.Acquire(ctx); err == nil && ok {
+				taken <- time.Since(start)
+				break
+			}
+			if time.Since(start) > 3*leaseFor {
+				break
+			}
+		}
+		return schedule.ParseFile(data, r)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx, nil) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(t, 10*time.Second, "the scheduler leads", func() bool { return leads(t, s.cfg.Registry) })
+	e.writeFile("schedules:\n" + fileEntry("slow"))
+	select {
+	case <-slowStart:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the changed file was not parsed")
+	}
+	waitFor(t, 10*time.Second, "the slow version loaded", func() bool { return logs.FilterMessage("schedules file loaded").Len() == 2 })
+	select {
+	case after := <-taken:
+		t.Errorf("another replica took the lease %v into a reload of %v; want it kept", after, 3*leaseFor)
+	default:
+	}
+	if n := logs.FilterMessageSnippet("lost the scheduler leadership").Len(); n != 0 {
+		t.Errorf("%d lines of a lost leadership", n)
 	}
 }

@@ -24,7 +24,9 @@
 // verdicts), remembers when each schedule is next due (never, once ended),
 // reads the states of those that need a look in one round trip, and reads
 // them all again only after a schedule was added or deleted. The lease is
-// renewed during a round too, so a long round does not lose it.
+// renewed during a round too, so a long round does not lose it, and the
+// schedules file is read and parsed again beside the leader's loop (see
+// watchFile), so a large file does not hold up the renewal either.
 //
 // So that the asynq dashboard's Schedulers tab lists the schedules, the
 // leader writes asynq's scheduler records (package asynqsched): every
@@ -298,15 +300,27 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) error {
 		started(adminAddr)
 	}
 
-	var reloadedAt time.Time
+	var versions chan *fileVersion // nil without a file: never ready
+	if s.file != nil {
+		s.reloadFile()
+		versions = make(chan *fileVersion)
+		wctx, stop := context.WithCancel(ctx)
+		watching := make(chan struct{})
+		go func() {
+			defer close(watching)
+			s.watchFile(wctx, versions)
+		}()
+		defer func() { stop(); <-watching }()
+	}
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {
-		now := time.Now()
-		if s.file != nil && now.Sub(reloadedAt) >= s.cfg.ReloadInterval {
-			s.reloadFile()
-			reloadedAt = now
+		select {
+		case v := <-versions:
+			s.takeFile(v)
+		default:
 		}
+		now := time.Now()
 		s.lead(ctx, now)
 		if s.leader {
 			s.round(ctx)
