@@ -25,6 +25,10 @@ import (
 const (
 	apiSchedulesKey  = "certmail:schedules"      // hash id → Schedule JSON, added through the API or the CLI
 	fileSchedulesKey = "certmail:schedules:file" // hash id → Schedule JSON, the file's valid entries, mirrored by the leader
+	// fileWithdrawnKey is when a leader without a schedules file last
+	// withdrew the file's schedules (see WithdrawFile), until a leader with
+	// a file publishes them again.
+	fileWithdrawnKey = "certmail:schedules:file:withdrawn"
 	// changesKey counts the Adds and Deletes, ever (see Changes).
 	changesKey = "certmail:schedules:changes"
 	// statePrefix + id: hash since, last_tick, runs, last_run_at, last_task_id,
@@ -514,7 +518,43 @@ return 0`
 // API schedule does not fire while the file has the id (logged at WARN).
 // When the id leaves the file, the API schedule fires again, with a fresh
 // state too: the file schedule's is not its own.
+//
+// When a leader without a schedules file had withdrawn the file's schedules
+// (WithdrawFile) since one with a file last published them, MirrorFile says
+// so at WARN: the replicas differ.
 func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
+	return st.mirror(ctx, scheds, false)
+}
+
+// WithdrawFile is what a scheduler leader without a schedules file
+// publishes: none. The file schedules kept in Redis, published by a leader
+// that had a file, become leftovers as when they leave the file (see
+// MirrorFile): they no longer fire or hold their ids, and their state and
+// history expire after LeftoverTTL. When there were any, it says so at WARN
+// and notes when, so that the next leader with a file says so too: a
+// scheduler replica without the file was given another configuration.
+func (st *Store) WithdrawFile(ctx context.Context) error {
+	n, err := st.rdb.HLen(ctx, fileSchedulesKey).Result()
+	if err != nil {
+		return fmt.Errorf("read file schedules: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := st.mirror(ctx, nil, true); err != nil {
+		return err
+	}
+	st.log.Warn("this scheduler has no schedules file (CERTMAIL_SCHEDULES_FILE) and withdrew the schedules a scheduler with one "+
+		"published: they no longer fire, and their state expires in 7 days unless a scheduler with the file leads again; "+
+		"give every scheduler the same CERTMAIL_SCHEDULES_FILE", zap.Int64("schedules", n))
+	return nil
+}
+
+// mirror replaces the file schedules kept in Redis with scheds (see
+// MirrorFile); withdraw notes that a leader without a file did (see
+// WithdrawFile), otherwise the note of an earlier withdrawal is read and
+// deleted.
+func (st *Store) mirror(ctx context.Context, scheds []*Compiled, withdraw bool) error {
 	before, err := st.rdb.HKeys(ctx, fileSchedulesKey).Result()
 	if err != nil {
 		return fmt.Errorf("read file schedules: %w", err)
@@ -543,8 +583,22 @@ func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
 				int64(LeftoverTTL/time.Second))
 		}
 	}
+	var withdrawn *redis.SliceCmd
+	if withdraw {
+		pipe.Set(ctx, fileWithdrawnKey, st.now().UTC().Format(time.RFC3339), LeftoverTTL)
+	} else {
+		withdrawn = pipe.MGet(ctx, fileWithdrawnKey) // never redis.Nil, which would fail Exec
+		pipe.Del(ctx, fileWithdrawnKey)
+	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("mirror file schedules: %w", err)
+	}
+	if withdrawn != nil {
+		if at, ok := withdrawn.Val()[0].(string); ok {
+			st.log.Warn("published the schedules file's schedules again, which a scheduler without a schedules file "+
+				"(CERTMAIL_SCHEDULES_FILE) had withdrawn: they fire again; give every scheduler the same CERTMAIL_SCHEDULES_FILE",
+				zap.String("withdrawn_at", at), zap.Int("schedules", len(scheds)))
+		}
 	}
 	for i, cmd := range claimed {
 		switch n, _ := cmd.Int(); n {

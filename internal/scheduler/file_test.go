@@ -5,11 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/schedule"
@@ -259,4 +261,79 @@ func TestSlowReloadKeepsTheLease(t *testing.T) {
 	if n := logs.FilterMessageSnippet("lost the scheduler leadership").Len(); n != 0 {
 		t.Errorf("%d lines of a lost leadership", n)
 	}
+}
+
+// TestLeaderWithoutAFileWithdrawsTheFileSchedules: a leader without a
+// schedules file publishes none, so that the schedules a leader with a file
+// published stop showing as active, holding their ids and lasting forever:
+// they become leftovers, their state expiring after schedule.LeftoverTTL,
+// with a WARN line. A leader with the file publishes them again, with their
+// state kept, and says they had been withdrawn.
+func TestLeaderWithoutAFileWithdrawsTheFileSchedules(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	st := e.store()
+	rdb := e.redis.Client()
+	listed := func() bool {
+		all, err := st.List(ctx)
+		return err == nil && len(all) == 1 && all[0].ID == "filesched" && all[0].Source == schedule.SourceFile
+	}
+	file := e.writeFile("schedules:\n" + fileEntry("filesched"))
+	_, stop := e.startStoreLogged(Config{File: file})
+	waitFor(t, 10*time.Second, "the file schedule fires", func() bool { return len(e.ticks("bulk")["filesched"]) >= 1 })
+	stop()
+
+	logs, stop := e.startStoreLogged(Config{})
+	waitFor(t, 10*time.Second, "the file schedule withdrawn", func() bool { return !listed() })
+	if has, err := st.FileHas(ctx, "filesched"); err != nil || has {
+		t.Errorf("FileHas after the withdrawal = %v, %v; want the id free", has, err)
+	}
+	if ttl := rdb.TTL(ctx, stateKey("filesched")).Val(); ttl <= 0 || ttl > schedule.LeftoverTTL {
+		t.Errorf("the withdrawn schedule's state expires in %v, want within %v", ttl, schedule.LeftoverTTL)
+	}
+	warned := logs.FilterMessageSnippet("this scheduler has no schedules file").All()
+	if len(warned) != 1 || warned[0].Level != zapcore.WarnLevel || warned[0].ContextMap()["schedules"] != int64(1) {
+		t.Errorf("lines of the withdrawal: %v, want one WARN with schedules 1", warned)
+	}
+	stop()
+
+	logs, _ = e.startStoreLogged(Config{File: file})
+	waitFor(t, 10*time.Second, "the file schedule published again", listed)
+	if ttl := rdb.TTL(ctx, stateKey("filesched")).Val(); ttl != -1 {
+		t.Errorf("the published schedule's state expires in %v, want kept", ttl)
+	}
+	if n := logs.FilterMessageSnippet("published the schedules file's schedules again").Len(); n != 1 {
+		t.Errorf("%d lines saying the file's schedules are published again, want 1", n)
+	}
+}
+
+// startStoreLogged runs a scheduler as start does, its store's lines in
+// its log, until the returned stop is called or the test ends.
+func (e *env) startStoreLogged(cfg Config) (*observer.ObservedLogs, func()) {
+	e.t.Helper()
+	cfg, logs := e.deps(cfg)
+	var err error
+	if cfg.Store, err = schedule.NewStore(schedule.Config{Redis: cfg.Redis.Client, Rules: testRules, Logger: cfg.Logger}); err != nil {
+		e.t.Fatal(err)
+	}
+	cfg.Lease, cfg.ReloadInterval = testLease, 200*time.Millisecond
+	s, err := New(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, nil) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				e.t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	e.t.Cleanup(stop)
+	return logs, stop
 }

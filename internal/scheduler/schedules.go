@@ -53,8 +53,8 @@ func (s *Scheduler) takeFile(v *fileVersion) {
 func (s *Scheduler) round(ctx context.Context) {
 	r := s.keepLeading()
 	defer s.stopKeeping(r)
-	if !s.mirrored && s.cfg.File != "" {
-		if err := s.store.MirrorFile(ctx, s.fileScheds); err != nil {
+	if !s.mirrored {
+		if err := s.publishFile(ctx); err != nil {
 			s.log.Warn("could not publish the file's schedules", zap.Error(err))
 		} else {
 			// Publishing may have given file schedules states of their own:
@@ -111,6 +111,19 @@ func (s *Scheduler) round(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// publishFile publishes the file's schedules, so that listings show them:
+// those of the file, or none without a file, so that the schedules a leader
+// with a file published stop showing as active and holding their ids (see
+// schedule.Store.WithdrawFile). Each leader publishes its own: replicas
+// with another file, or none, flap at each change of leader, with a WARN
+// line each time when one has no file.
+func (s *Scheduler) publishFile(ctx context.Context) error {
+	if s.cfg.File == "" {
+		return s.store.WithdrawFile(ctx)
+	}
+	return s.store.MirrorFile(ctx, s.fileScheds)
 }
 
 // refreshAPI re-reads the API's schedules. Those whose JSON changed are
