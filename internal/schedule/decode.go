@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"regexp"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
@@ -73,14 +74,25 @@ func DecodeJSON(data []byte) (s Schedule, problems []tasks.FieldError, err error
 // errNotMapping is an entry of the schedules file that is not a mapping.
 var errNotMapping = errors.New("must be a mapping of a schedule's fields")
 
+// errMergeKey is an entry of the schedules file with a YAML merge key
+// (<<: *base): the entry's own members are read one by one, so that each
+// is judged (unknown, repeated), and merged ones would be neither.
+var errMergeKey = errors.New("YAML merge keys (<<) are not supported: write each field of the entry")
+
 // decodeYAML reads one entry of the schedules file as DecodeJSON reads the
 // API's JSON: problems name the members that could not be read, s holds the
 // others. The payload, any YAML mapping, is turned into JSON. err is
-// errNotMapping when the entry is not a mapping.
+// errNotMapping when the entry is not a mapping, errMergeKey when it has a
+// merge key.
 func decodeYAML(node *yaml.Node) (s Schedule, problems []tasks.FieldError, err error) {
 	node = resolve(node)
 	if node.Kind != yaml.MappingNode {
 		return s, nil, errNotMapping
+	}
+	for i := 0; i < len(node.Content); i += 2 {
+		if node.Content[i].ShortTag() == "!!merge" {
+			return s, nil, errMergeKey
+		}
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(node.Content); i += 2 {
@@ -90,8 +102,12 @@ func decodeYAML(node *yaml.Node) (s Schedule, problems []tasks.FieldError, err e
 				return val.Decode(target)
 			}
 			var m map[string]any
-			if err := val.Decode(&m); err != nil || m == nil {
+			err := val.Decode(&m)
+			if _, isType := errors.AsType[*yaml.TypeError](err); isType || err == nil && m == nil {
 				return problem("must be a mapping")
+			}
+			if err != nil { // the decoder's own refusal, such as excessive aliasing
+				return problem(strings.TrimPrefix(err.Error(), "yaml: "))
 			}
 			b, err := json.Marshal(m)
 			if err != nil {
