@@ -322,7 +322,7 @@ func (c *Compiled) parseCron(cron string, j judge, add func(field, msg string)) 
 	default:
 		sched, err := cronParser.Parse(spec)
 		if err != nil {
-			add("cron", "not a 5-field cron spec or a descriptor such as @every 1h: "+err.Error())
+			add("cron", cronParseProblem(spec, err))
 			return
 		}
 		c.spec = sched

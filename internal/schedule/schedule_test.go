@@ -1742,3 +1742,53 @@ func TestTimezoneIsAnIANAName(t *testing.T) {
 		}
 	}
 }
+
+// TestParseFileNamesYAMLProblems: an entry whose payload the YAML decoder
+// refuses (an alias bomb) is reported with the decoder's reason, not as a
+// payload that is no mapping; an entry with a merge key is reported as
+// such, without follow-on problems of the fields it merged.
+func TestParseFileNamesYAMLProblems(t *testing.T) {
+	t.Parallel()
+	bomb := "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n" +
+		"d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+	var indented strings.Builder
+	for line := range strings.Lines(bomb) {
+		indented.WriteString("        " + line)
+	}
+	for _, tt := range []struct{ name, data, want string }{
+		{"alias bomb", "schedules:\n  - id: bomb\n    cron: \"@daily\"\n    type: resend-dcv\n    payload:\n      order_id: 1\n      x:\n" +
+			indented.String(), "payload: document contains excessive aliasing"},
+		{"merge key", "schedules:\n  - &base {id: base, cron: \"@daily\", type: resend-dcv, payload: {order_id: 1}}\n  - <<: *base\n    id: merged\n",
+			"schedules[1]: YAML merge keys (<<) are not supported: write each field of the entry"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, bad, err := schedule.ParseFile([]byte(tt.data), testRules)
+			if err != nil || len(bad) != 1 || bad[0].Error() != tt.want && !strings.HasSuffix(bad[0].Error(), tt.want) {
+				t.Fatalf("ParseFile = %v, %v; want one invalid entry: %q", bad, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestSundayAsSeven: a 7 in the day-of-week field (Sunday, to Vixie cron)
+// is refused saying to write 0, wherever a schedule is judged; a step of 7
+// is no day.
+func TestSundayAsSeven(t *testing.T) {
+	t.Parallel()
+	const want = "cron: day of week 7: write 0 for Sunday (days of the week are 0-6, or SUN-SAT)"
+	for _, spec := range []string{"0 9 * * 7", "0 9 * * 5-7", "0 9 * * 1,7"} {
+		s := schedule.Schedule{ID: "sun", Cron: spec, Type: "resend-dcv", Payload: []byte(`{"order_id":1}`)}
+		if err := schedule.Validate(s, testRules, time.Now()); err == nil || err.Error() != want {
+			t.Errorf("Validate(%q) = %v, want %q", spec, err, want)
+		}
+		_, bad, err := schedule.ParseFile([]byte("schedules:\n  - {id: sun, cron: \""+spec+"\", type: resend-dcv, payload: {order_id: 1}}\n"), testRules)
+		if err != nil || len(bad) != 1 || bad[0].Err.Error() != want {
+			t.Errorf("ParseFile(%q) = %v, %v; want %q", spec, bad, err, want)
+		}
+	}
+	s := schedule.Schedule{ID: "step", Cron: "0 9 * * */7", Type: "resend-dcv", Payload: []byte(`{"order_id":1}`)}
+	if err := schedule.Validate(s, testRules, time.Now()); err != nil && strings.Contains(err.Error(), "write 0") {
+		t.Errorf("Validate(*/7) = %v", err)
+	}
+}
