@@ -326,6 +326,10 @@ func (c *Compiled) parseCron(cron string, j judge, add func(field, msg string)) 
 			return
 		}
 		c.spec = sched
+		if msg := everyProblem(spec); msg != "" {
+			add("cron", msg)
+			return
+		}
 		if j.rules == nil {
 			return
 		}
@@ -342,6 +346,29 @@ func (c *Compiled) parseCron(cron string, j judge, add func(field, msg string)) 
 				j.rules.MinInterval.String()+" (CERTMAIL_SCHEDULE_MIN_INTERVAL)")
 		}
 	}
+}
+
+// everyPrefix starts an @every descriptor, as robfig/cron reads it.
+const everyPrefix = "@every "
+
+// everyProblem is what is wrong with spec's duration when spec is an @every
+// descriptor that robfig/cron parses but would not fire as written: it
+// fires every second for a duration of zero, below zero or below a
+// second, and drops the fraction of a second of any other. "" when there
+// is nothing wrong, or spec is no @every.
+func everyProblem(spec string) string {
+	arg, ok := strings.CutPrefix(spec, everyPrefix)
+	if !ok {
+		return ""
+	}
+	d, err := time.ParseDuration(arg)
+	switch {
+	case err != nil: // robfig/cron parsed it: cannot happen
+		return "@every: " + err.Error()
+	case d <= 0 || d%time.Second != 0:
+		return "@every needs a positive whole number of seconds (such as 90s or 1h30m), not " + d.String()
+	}
+	return ""
 }
 
 // zoneComponent is one component of an IANA zone name: it starts with a

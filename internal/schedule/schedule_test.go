@@ -750,6 +750,44 @@ func TestMinInterval(t *testing.T) {
 	}
 }
 
+// An @every that robfig/cron would fire every second (zero, below zero,
+// below a second) or round down to whole seconds is refused for what it
+// is, whatever the shortest interval allowed, in the file as through the
+// API; a whole number of seconds is taken.
+func TestEveryNeedsAPositiveWholeNumberOfSeconds(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	for _, tt := range []struct {
+		spec string
+		ok   bool
+	}{
+		{"@every -5m", false},
+		{"@every 0s", false},
+		{"@every 1ms", false},
+		{"@every 1m500ms", false},
+		{"@every 1.5s", false},
+		{"@every 1s", true},
+		{"@every 1m30s", true},
+		{"@every 1.5m", true}, // 90s
+	} {
+		s := schedule.Schedule{ID: "e", Cron: tt.spec, Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}
+		for _, floor := range []time.Duration{time.Second, 0} { // 0: the default, a minute
+			err := schedule.Validate(s, schedule.Rules{MinInterval: floor}, now)
+			if tt.ok && floor == time.Second && err != nil {
+				t.Errorf("%q with a floor of 1s: %v, want it taken", tt.spec, err)
+			}
+			if !tt.ok && (err == nil || !strings.Contains(err.Error(), "positive whole number of seconds")) {
+				t.Errorf("%q with a floor of %v: %v, want it refused as not a positive whole number of seconds", tt.spec, floor, err)
+			}
+		}
+		file := "schedules:\n  - {id: e, cron: '" + tt.spec + "', type: resend-dcv, payload: {order_id: 1}}\n"
+		good, bad, err := schedule.ParseFile([]byte(file), schedule.Rules{MinInterval: time.Second})
+		if err != nil || len(good)+len(bad) != 1 || (len(good) == 1) != tt.ok {
+			t.Errorf("%q in the file: %d taken, %v refused, %v; want taken %v", tt.spec, len(good), bad, err, tt.ok)
+		}
+	}
+}
+
 // A schedule posted as JSON is read strictly: a member given twice is a
 // problem named after it, as are unknown members and wrong types.
 func TestDecodeJSON(t *testing.T) {
