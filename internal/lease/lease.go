@@ -3,6 +3,9 @@
 // when it is done. Renewal and release are compare-and-set scripts: they act
 // only while the key still holds the holder's token, so a holder whose lease
 // expired and was taken by another can neither extend nor end the other's.
+// Acquire takes a free key (SET NX), or one that holds the holder's own
+// token (its earlier Acquire ran on Redis, the answer lost) with the
+// renewal's script.
 //
 // The scheduler's leader lease and the API's idempotency keys are Leases.
 // The order lock of set-emails (one DigiCert call per order at a time) is
@@ -69,13 +72,26 @@ func (l *Lease) Key() string { return l.key }
 func (l *Lease) Token() string { return l.token }
 
 // Acquire sets the key to the token for the lease's ttl unless the key
-// exists; ok reports whether this holder now has the lease.
+// exists; ok reports whether this holder now has the lease. A key that
+// holds the token already is this holder's: its lease is extended to a
+// whole ttl (as Renew does) and ok is true. That is the case when an
+// earlier Acquire timed out on the way back but ran on Redis: without it
+// the holder would wait a whole lease for its own key to expire, and
+// nobody would hold the lease meanwhile. The SET NX comes first, alone,
+// so that taking a free key costs one command, as it always did.
 func (l *Lease) Acquire(ctx context.Context) (ok bool, err error) {
 	ok, err = l.rdb.SetNX(ctx, l.key, l.token, l.ttl).Result()
 	if err != nil {
 		return false, fmt.Errorf("acquire lease %s: %w", l.key, err)
 	}
-	return ok, nil
+	if ok {
+		return true, nil
+	}
+	n, err := renewScript.Run(ctx, l.rdb, []string{l.key}, l.token, l.ttl.Milliseconds()).Int64()
+	if err != nil {
+		return false, fmt.Errorf("acquire lease %s: %w", l.key, err)
+	}
+	return n == 1, nil
 }
 
 // Renew extends the lease to a whole ttl from now if the key still holds

@@ -184,3 +184,29 @@ func TestKeepAliveRenewalBounded(t *testing.T) {
 	}
 	srv.Continue()
 }
+
+// A key that holds the holder's own token (an earlier Acquire that ran on
+// Redis but whose answer was lost) is the holder's: Acquire takes it and
+// extends it to a whole ttl. Another holder's token still refuses it.
+func TestAcquireTakesTheHoldersOwnKey(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	l := lease.WithToken(rdb, "certmail:test:own", "tok-1", time.Minute)
+	if err := rdb.Set(ctx, l.Key(), "tok-1", time.Second).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := l.Acquire(ctx); err != nil || !ok {
+		t.Fatalf("Acquire with the key holding the holder's own token = %v, %v; want the lease", ok, err)
+	}
+	if ttl := rdb.PTTL(ctx, l.Key()).Val(); ttl <= 50*time.Second {
+		t.Errorf("after Acquire the lease has %v left, want about a minute", ttl)
+	}
+	other := lease.WithToken(rdb, l.Key(), "tok-2", time.Minute)
+	if ok, err := other.Acquire(ctx); err != nil || ok {
+		t.Errorf("another holder's Acquire = %v, %v; want refused", ok, err)
+	}
+	if got := rdb.Get(ctx, l.Key()).Val(); got != "tok-1" {
+		t.Errorf("key holds %q after another holder's Acquire, want tok-1", got)
+	}
+}
