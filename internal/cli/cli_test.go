@@ -1478,7 +1478,7 @@ func TestSchedule(t *testing.T) {
 	}
 	// An until_validated schedule the scheduler ended says why in the list.
 	if err := e.redis.Client().HSet(context.Background(), "certmail:schedule:dcv-1", "ended", "1",
-		"ended_reason", "validated", "order_status", "issued").Err(); err != nil {
+		"ended_reason", "validated", "order_status", "issued", "last_task_id", "sched:dcv-1:1796186292").Err(); err != nil {
 		t.Fatal(err)
 	}
 	if r := e.run("schedule", "list"); r.code != 0 || !strings.Contains(r.stdout, "(ended: validated, order issued)") {
@@ -1488,8 +1488,10 @@ func TestSchedule(t *testing.T) {
 		!strings.Contains(r.stdout, `"state": "ended"`) || !strings.Contains(r.stdout, `"order_status": "issued"`) {
 		t.Errorf("list -o json of an ended schedule: %+v", r)
 	}
-	if r := e.run("schedule", "rm", "dcv-1"); r.code != 0 {
-		t.Errorf("rm: %+v", r)
+	// Removing a schedule leaves the tasks it enqueued, and says so.
+	if r := e.run("schedule", "rm", "dcv-1"); r.code != 0 || !strings.Contains(r.stdout, "removed schedule dcv-1\n") ||
+		!strings.Contains(r.stdout, "its last tick's task sched:dcv-1:1796186292 (queue bulk) stays") {
+		t.Errorf("rm: %+v, want the last tick's task named", r)
 	}
 	if r := e.run("schedule", "rm", "dcv-1"); r.code != 1 || !strings.Contains(r.stderr, "not found") {
 		t.Errorf("rm again: %+v", r)

@@ -222,6 +222,9 @@ func (c *ScheduleRmCmd) Run(env *Env) error {
 		return err
 	}
 	defer done()
+	// Its last tick's task, read first: the state that names it goes with
+	// the schedule. Only a line of the output depends on it.
+	prev, prevErr := st.Get(env.Ctx, c.ID)
 	if err := st.Delete(env.Ctx, c.ID); err != nil {
 		return fmt.Errorf("%s: %w", ops.ShowName(c.ID), err)
 	}
@@ -230,5 +233,10 @@ func (c *ScheduleRmCmd) Run(env *Env) error {
 		return nil
 	}
 	fmt.Fprintf(env.Stdout, "removed schedule %s\n", ops.ShowName(c.ID))
+	if prevErr == nil && prev.Source == schedule.SourceAPI && prev.LastTaskID != "" {
+		id := ops.ShowName(prev.LastTaskID)
+		fmt.Fprintf(env.Stdout, "its last tick's task %s (queue %s) stays: removing a schedule leaves the tasks it enqueued, "+
+			"which run, retry or are dead-lettered as any task (certmail task %s)\n", id, ops.ShowName(prev.Queue), id)
+	}
 	return nil
 }
