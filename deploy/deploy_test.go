@@ -1084,7 +1084,7 @@ func TestMetricsExist(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"CertmailDeadLettersGrowing", "CertmailAccountPaused", "CertmailQueueLatencyHigh", "CertmailDigiCert429", "CertmailNoSchedulerLeader",
-		"CertmailWorkersAbsent", "CertmailSchedulersAbsent"} {
+		"CertmailWorkersAbsent", "CertmailSchedulersAbsent", "CertmailSchedulerTicksSkipped"} {
 		if !alerts[want] {
 			t.Errorf("alert %s missing", want)
 		}

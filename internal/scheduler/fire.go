@@ -102,6 +102,7 @@ func (s *Scheduler) fireSchedule(ctx context.Context, c *schedule.Compiled, stat
 		}
 	}
 	base := c.TickBase(state, now, s.cfg.CatchUp) // ticks older than CatchUp are skipped
+	s.noteSkipped(c, state, base)
 	last, runs, out := s.fireDue(ctx, c, base, state.Runs, now)
 	if out != goOn {
 		return out
@@ -267,6 +268,10 @@ func (s *Scheduler) settle(ctx context.Context, c *schedule.Compiled, state sche
 		s.log.Info("the last tick's task was dead-lettered or archived by an operator; the next tick tries again", zap.String("schedule", c.ID),
 			zap.String("task_id", taskID))
 		return goOn
+	}
+	s.notes.outstanding(c.ID, now)
+	if st.State == asynq.TaskStatePending.String() {
+		s.checkServed(ctx, c, taskID, now)
 	}
 	a.next, a.every = now.Add(a.every), min(2*a.every, lastLook)
 	s.due[c] = a.next
@@ -434,4 +439,187 @@ func (s *Scheduler) resolve(id string, r *retrying) {
 	default:
 		s.log.Warn("tick given up after failed tries; the ticks after it fire", append(fields, zap.Time("tick", r.tick))...)
 	}
+}
+
+// tickNotes is what the leader noted of ticks that did not fire as they
+// fell due, so that each is reported once. It lives in memory only: a new
+// leader may report again what the one before it reported.
+type tickNotes struct {
+	// skippedTo is, per schedule id, the last tick reported as skipped.
+	skippedTo map[string]time.Time
+	// outstandingAt is, per until_validated schedule id, when the leader
+	// last saw its last tick's task outstanding: the ticks that fell due
+	// until then were skipped by design, not lost (see noteSkipped).
+	outstandingAt map[string]time.Time
+	// pending is, per until_validated schedule id, its last tick's task
+	// while it is pending (see checkServed).
+	pending map[string]*pendingTask
+	// served is the set of queues live asynq servers (workers) listed at
+	// servedAt; nil before the first look.
+	served    map[string]bool
+	servedAt  time.Time
+	inspector *asynq.Inspector
+}
+
+// pendingTask is an until_validated schedule's last tick's task, pending.
+type pendingTask struct {
+	taskID string
+	since  time.Time // when the leader first saw it pending
+	warned bool      // its queue was reported as served by no worker
+}
+
+// outstanding notes that the last tick's task of schedule id was
+// outstanding at now.
+func (n *tickNotes) outstanding(id string, now time.Time) {
+	if n.outstandingAt == nil {
+		n.outstandingAt = map[string]time.Time{}
+	}
+	n.outstandingAt[id] = now
+}
+
+// maxSkippedCounted bounds how many skipped ticks of one schedule are
+// counted one by one at a time (a week of ticks a minute apart); beyond it
+// the count is a lower bound, said so in the log line.
+const maxSkippedCounted = 10_000
+
+// noteSkipped reports the ticks of c that fell due after its last tick (or
+// since it began, or the last skipped tick already reported) and up to
+// base, which TickBase skipped as older than the catch-up window (Redis out
+// of reach or no leader for longer than it): one WARN line with their count
+// and the first and last of them, and certmail_scheduler_ticks_skipped_total.
+// Ticks after c's until are not counted (they would not have fired), nor,
+// for an until_validated schedule, those that fell due while the leader
+// saw its last tick's task outstanding (they are skipped by design).
+func (s *Scheduler) noteSkipped(c *schedule.Compiled, state schedule.State, base time.Time) {
+	from := state.LastTick
+	if from.IsZero() {
+		from = state.Since
+	}
+	from = maxTime(from, s.notes.skippedTo[c.ID])
+	if c.EndsWhenValidated() {
+		from = maxTime(from, s.notes.outstandingAt[c.ID])
+	}
+	to := base
+	if c.Until != nil && c.Until.Before(to) {
+		to = *c.Until
+	}
+	n, first, last, more := skippedTicks(c, from, to)
+	if n == 0 {
+		return
+	}
+	if s.notes.skippedTo == nil {
+		s.notes.skippedTo = map[string]time.Time{}
+	}
+	s.notes.skippedTo[c.ID] = last
+	s.series[c.ID] = true
+	s.metrics.skipped.WithLabelValues(c.ID).Add(float64(n))
+	fields := []zap.Field{zap.String("schedule", c.ID), zap.Int("skipped", n), zap.Time("first_tick", first),
+		zap.Time("last_tick", last), zap.Duration("catch_up", s.cfg.CatchUp)}
+	if more {
+		fields = append(fields, zap.Bool("skipped_counted_up_to_a_bound", true))
+	}
+	s.log.Warn("ticks skipped: they fell due longer ago than the catch-up window (Redis out of reach or no leader meanwhile)", fields...)
+}
+
+// skippedTicks counts the ticks of c after from and at or before to, up to
+// maxSkippedCounted (more is true when there are more), and returns the
+// first and last of them all.
+func skippedTicks(c *schedule.Compiled, from, to time.Time) (n int, first, last time.Time, more bool) {
+	first = c.Next(from)
+	if first.IsZero() || first.After(to) {
+		return 0, time.Time{}, time.Time{}, false
+	}
+	for t := first; !t.IsZero() && !t.After(to); t = c.Next(t) {
+		if n == maxSkippedCounted {
+			return n, first, lastTickBy(c, last, to), true
+		}
+		n, last = n+1, t
+	}
+	return n, first, last, false
+}
+
+// lastTickBy returns the last tick of c at or before to, given a tick
+// after at or before to. It looks from ever earlier points before to, a
+// minute, then twice as long each time, so that it walks through few ticks
+// however far after is.
+func lastTickBy(c *schedule.Compiled, after, to time.Time) time.Time {
+	for w := time.Minute; ; w *= 2 {
+		from := to.Add(-w)
+		if !from.After(after) {
+			from = after
+		}
+		if t := c.Next(from); !t.IsZero() && !t.After(to) {
+			for next := c.Next(t); !next.IsZero() && !next.After(to); next = c.Next(next) {
+				t = next
+			}
+			return t
+		}
+		if from.Equal(after) {
+			return after
+		}
+	}
+}
+
+// unservedAfter is how long an until_validated schedule's last tick's task
+// stays pending before the leader asks whether any worker serves its
+// queue; servedFor is how long the answer is reused, for every schedule,
+// so that asking costs at most one listing of the asynq servers a minute.
+const (
+	unservedAfter = time.Minute
+	servedFor     = time.Minute
+)
+
+// checkServed notes that taskID, the last tick's task of the
+// until_validated schedule c, is pending at now. Once it has been pending
+// for unservedAfter, it logs one WARN line when no live asynq server
+// (worker) lists its queue: no tick of c fires until the task is settled,
+// so c would stop without a word while it shows "active". One line per
+// task, not per look.
+func (s *Scheduler) checkServed(ctx context.Context, c *schedule.Compiled, taskID string, now time.Time) {
+	if s.notes.pending == nil {
+		s.notes.pending = map[string]*pendingTask{}
+	}
+	p := s.notes.pending[c.ID]
+	if p == nil || p.taskID != taskID {
+		s.notes.pending[c.ID] = &pendingTask{taskID: taskID, since: now}
+		return
+	}
+	if p.warned || now.Sub(p.since) < unservedAfter {
+		return
+	}
+	served, err := s.queueServed(ctx, c.Queue, now)
+	if err != nil || served {
+		return
+	}
+	p.warned = true
+	s.log.Warn("the last tick's task waits in a queue no live worker serves; no tick fires until it is done, "+
+		"so the schedule does not go on: run a worker that serves the queue (CERTMAIL_QUEUES), or remove the schedule",
+		zap.String("schedule", c.ID), zap.String("task_id", taskID), zap.String("queue", c.Queue),
+		zap.Duration("pending_for", now.Sub(p.since).Truncate(time.Second)))
+}
+
+// queueServed reports whether a live asynq server (a worker) lists queue,
+// from a listing at most servedFor old.
+func (s *Scheduler) queueServed(ctx context.Context, queue string, now time.Time) (bool, error) {
+	if s.notes.served == nil || now.Sub(s.notes.servedAt) >= servedFor {
+		if s.notes.inspector == nil {
+			s.notes.inspector = asynq.NewInspectorFromRedisClient(s.rdb)
+		}
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		servers, err := s.notes.inspector.Servers() // asynq's inspector takes no context
+		if err != nil {
+			return false, fmt.Errorf("list the asynq servers: %w", err)
+		}
+		s.notes.served, s.notes.servedAt = map[string]bool{}, now
+		for _, srv := range servers {
+			for q, weight := range srv.Queues {
+				if weight > 0 {
+					s.notes.served[q] = true
+				}
+			}
+		}
+	}
+	return s.notes.served[queue], nil
 }

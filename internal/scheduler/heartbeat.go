@@ -39,14 +39,22 @@ type heartbeat struct {
 	written bool      // this replica's entries may be in Redis
 	failing bool      // the last write failed (logged once)
 	leftOut int       // schedules left out at the last write (logged on change)
+	led     bool      // this replica led at the last beat
 }
 
 var errNotLeader = errors.New("not the leader")
 
 // beat writes the dashboard's entries when the leader's heartbeat is due or
-// a tick was just recorded, and clears them once this replica no longer
-// leads.
+// a tick was just recorded, and clears them, and the metrics only a leader
+// keeps (forgetLeading), once this replica no longer leads.
 func (s *Scheduler) beat(ctx context.Context, now time.Time) {
+	switch {
+	case s.leader:
+		s.hb.led = true
+	case s.hb.led:
+		s.forgetLeading()
+		s.hb.led = false
+	}
 	switch {
 	case s.leader && (s.hb.soon || now.Sub(s.hb.at) >= s.cfg.Heartbeat):
 		s.writeEntries(ctx, now)

@@ -212,6 +212,9 @@ type Scheduler struct {
 	// again and what was reported (see failed). Cleared when the
 	// leadership changes.
 	retrying map[string]*retrying
+	// notes is what the leader reported of ticks skipped and of ticks'
+	// tasks no worker serves (fire.go). Cleared when the leadership is lost.
+	notes tickNotes
 }
 
 // awaiting is the last tick's task of an until_validated schedule.

@@ -200,5 +200,6 @@ func (s *Scheduler) warnOnce(id, problem string) {
 func (s *Scheduler) dropSeries(id string) {
 	s.metrics.ticks.DeleteLabelValues(id)
 	s.metrics.failed.DeleteLabelValues(id)
+	s.metrics.skipped.DeleteLabelValues(id)
 	delete(s.series, id)
 }
