@@ -58,7 +58,10 @@ type Conn struct {
 // the master's password of a Sentinel URL, and the user of any URL. Anything
 // else in the URL (another query parameter, a fragment, a second path
 // segment), and a port outside 1 to 65535, is refused, naming it, never
-// dropped. The go-redis client is built
+// dropped. No error names a part of the user or password: a URL in which
+// an @ follows the address (a password's unescaped /, ? or # ended the
+// address early) is refused naming none of it, and a path that is not a
+// database number is not quoted. The go-redis client is built
 // from the asynq option, so both reach the same server and database.
 //
 // The go-redis client honours the deadline of each call's context
@@ -234,6 +237,7 @@ func parse(rawURL string) (asynq.RedisConnOpt, string, error) {
 	if user != "" {
 		target.User = url.User(user)
 	}
+	secretInQuery := u.Scheme == "redis-sentinel" && q.Has(paramSentinelPassword)
 	var opt asynq.RedisConnOpt
 	if u.Scheme == "redis-sentinel" {
 		var master string
@@ -245,7 +249,7 @@ func parse(rawURL string) (asynq.RedisConnOpt, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	if err := noQueryLeft(q, u.Scheme); err != nil {
+	if err := noQueryLeft(q, u.Scheme, secretInQuery); err != nil {
 		return nil, "", err
 	}
 	return opt, target.String(), nil
@@ -255,21 +259,41 @@ func parse(rawURL string) (asynq.RedisConnOpt, string, error) {
 // another scheme, an opaque URL, a fragment, no host.
 func parseURL(rawURL string) (*url.URL, error) {
 	u, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, errors.New("REDIS_URL is not a URL") // the URL may hold a password: do not echo it
+	if err != nil { // the URL may hold a password: do not echo it
+		return nil, errors.New("REDIS_URL is not a URL (" + escapeHint + ")")
 	}
 	const schemes = "want redis://, rediss:// or redis-sentinel://"
 	switch {
+	case atAfterAddress(u):
+		return nil, errors.New("REDIS_URL: an @ follows the address, so a user or password was cut short " +
+			"and taken for the address, database or query (not repeated here: it may hold a password); " + escapeHint)
 	case u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "redis-sentinel":
 		return nil, errors.New("REDIS_URL: " + schemes)
 	case u.Opaque != "":
 		return nil, errors.New("REDIS_URL: " + schemes + ", then the address")
 	case u.Fragment != "":
-		return nil, errors.New("REDIS_URL: a fragment (#…) is not supported; write a # in a password as %23")
+		return nil, errors.New("REDIS_URL: a fragment (#…) is not supported; " + escapeHint)
 	case u.Host == "":
 		return nil, errors.New("REDIS_URL: no host")
 	}
 	return u, nil
+}
+
+// escapeHint says how a user or password writes the characters that
+// would end it, or start an escape, in a URL.
+const escapeHint = "a /, ?, #, @ or % in a user or password must be written %2F, %3F, %23, %40 or %25"
+
+// atAfterAddress reports whether an @ follows u's address, in the path, the
+// query or the fragment as written. A URL parser takes the address to end at
+// the first /, ? or #, so a password holding one of them unescaped is cut
+// there: its start becomes the address (or the user, when it is all digits
+// or empty), and its end, up to the @ that closes it, the path, query or
+// fragment. No part of such a URL may be named in an error. certmail reads
+// no @ there otherwise: the path is a number, a master's name or a
+// sentinel's password writes one as %40.
+func atAfterAddress(u *url.URL) bool {
+	return strings.Contains(u.EscapedPath(), "@") || strings.Contains(u.RawQuery, "@") ||
+		strings.Contains(u.EscapedFragment(), "@")
 }
 
 // sentinelOpt is the option of a redis-sentinel:// URL whose host part is
@@ -315,8 +339,11 @@ func directOpt(u *url.URL, user, password string, db int) (asynq.RedisConnOpt, e
 	return o, nil
 }
 
-// noQueryLeft refuses the query parameters the scheme's option did not take.
-func noQueryLeft(q url.Values, scheme string) error {
+// noQueryLeft refuses the query parameters the scheme's option did not take,
+// naming one, sentinel_password first; none when the option took a
+// password from the query (secret): an unescaped & in sentinel_password
+// starts a parameter with the password's end.
+func noQueryLeft(q url.Values, scheme string, secret bool) error {
 	if len(q) == 0 {
 		return nil
 	}
@@ -324,8 +351,16 @@ func noQueryLeft(q url.Values, scheme string) error {
 	if scheme == "redis-sentinel" {
 		takes = paramMaster + ", " + paramSentinelUsername + " and " + paramSentinelPassword
 	}
-	return fmt.Errorf("REDIS_URL: query parameter %s is not supported (%s:// takes %s)",
-		quote(slices.Sorted(maps.Keys(q))[0]), scheme, takes)
+	name := slices.Sorted(maps.Keys(q))[0]
+	switch {
+	case q.Has(paramSentinelPassword): // rather than a parameter that may be its end
+		name = paramSentinelPassword
+	case secret:
+		return fmt.Errorf("REDIS_URL: a query parameter is not supported (%s:// takes %s); "+
+			"not named here, as it may be the end of %s: write a & in it as %%26, a + as %%2B",
+			scheme, takes, paramSentinelPassword)
+	}
+	return fmt.Errorf("REDIS_URL: query parameter %s is not supported (%s:// takes %s)", quote(name), scheme, takes)
 }
 
 // take removes the query parameter name from q and returns its value.
@@ -342,6 +377,9 @@ func take(q url.Values, name string) (string, error) {
 }
 
 // parseDB reads the database number from the URL's path: "", "/" or "/N".
+// A path that is not one is not quoted: a password holding an unescaped /
+// leaves its end in the path (atAfterAddress refuses the forms known to
+// do so; this is the second line of that defence).
 func parseDB(path string) (int, error) {
 	s := strings.TrimPrefix(path, "/")
 	if s == "" {
@@ -349,7 +387,7 @@ func parseDB(path string) (int, error) {
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 0 || s[0] == '+' {
-		return 0, fmt.Errorf("REDIS_URL: database %s in the path: want a number from 0, as in /3", quote(s))
+		return 0, errors.New("REDIS_URL: the path is not a database number: want / and a number from 0, as in /3 (" + escapeHint + ")")
 	}
 	return n, nil
 }

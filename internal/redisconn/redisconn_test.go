@@ -107,9 +107,9 @@ func TestOpenRefusesWhatItCannotHonour(t *testing.T) {
 	for _, tc := range []struct{ url, want string }{
 		{"redis-sentinel://:pw@s0:26379/3", "?master=<name>"},
 		{"redis-sentinel://:pw@s0:26379/3?master=", "?master=<name>"},
-		{"redis-sentinel://:pw@s0:26379/x?master=m", `database "x"`},
-		{"redis-sentinel://:pw@s0:26379/3/4?master=m", `database "3/4"`},
-		{"redis://:pw@h:6379/-1", `database "-1"`},
+		{"redis-sentinel://:pw@s0:26379/x?master=m", "the path is not a database number"},
+		{"redis-sentinel://:pw@s0:26379/3/4?master=m", "the path is not a database number"},
+		{"redis://:pw@h:6379/-1", "the path is not a database number"},
 		{"redis-sentinel://:pw@s0:26379/3?master=m&db=4", `query parameter "db"`},
 		{"redis://:pw@h:6379/0?dial_timeout=3", `query parameter "dial_timeout"`},
 		{"redis://:pw@h:6379/0?master=m", `query parameter "master"`},
