@@ -64,9 +64,9 @@ type Env struct {
 	// (all but services), whose Redis commands are bounded
 	// (RedisFlags.open).
 	oneShot bool
-	// redisTarget is REDIS_URL as opened (without passwords), for the line
-	// of a command that could not reach it (unreachable).
-	redisTarget string
+	// redisConn is the Redis the command opened, for the line of a command
+	// that could not reach it (advice).
+	redisConn *redisconn.Conn
 	// interrupt is what the command closes when Ctrl-C comes
 	// (closeOnInterrupt), and interrupted tells that it did.
 	interrupt   func() bool
@@ -142,14 +142,15 @@ func (e *Env) closeOnInterrupt(closeAll func()) {
 	})
 }
 
-// unreachable is what the failure line of a command adds when err says
-// the Redis it opened could not be reached (redisconn.Unreachable): where
-// it looked, and what to check. "" otherwise.
-func (e *Env) unreachable(err error) string {
-	if e.redisTarget == "" || !redisconn.Unreachable(err) {
+// advice is what the failure line of a command adds when err says the
+// Redis it opened could not be reached, its sentinels did not give the
+// master, or TLS failed (redisconn.Conn.Advice): where it looked, and what
+// to check. "" otherwise.
+func (e *Env) advice(err error) string {
+	if e.redisConn == nil {
 		return ""
 	}
-	return fmt.Sprintf("; Redis at %s did not answer: check that it is running and that %s names it", e.redisTarget, e.setting("REDIS_URL"))
+	return e.redisConn.Advice(err, e.setting("REDIS_URL"))
 }
 
 // setting is how a command's line names the setting read from variable:
@@ -248,7 +249,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 			printError(stderr, commandName(kctx), asGiven(kctx, err.Error()), err)
 			return 2
 		}
-		printError(stderr, commandName(kctx), err.Error()+env.unreachable(err), err)
+		printError(stderr, commandName(kctx), err.Error()+env.advice(err), err)
 		return 1
 	}
 	return 0

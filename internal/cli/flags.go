@@ -114,7 +114,7 @@ func (f RedisFlags) open(env *Env) (*redisconn.Conn, error) {
 		return nil, usageError{err}
 	}
 	env.logRedisTo(env.log)
-	env.redisTarget = c.Target
+	env.redisConn = c
 	if err := c.CheckDatabase(env.Ctx); err != nil {
 		return nil, errors.Join(usageError{err}, c.Client.Close())
 	}

@@ -2,8 +2,9 @@
 // asynq connection option and a go-redis client for certmail's own keys,
 // both on the same server (or Sentinel group) and database, waits for
 // Redis to answer (refusing a database the server does not have), reports
-// a Redis that may evict certmail's keys, and logs an outage's first and
-// last lines (WatchOutages).
+// a Redis that may evict certmail's keys, logs an outage's first and
+// last lines (WatchOutages), and says what to check when a command could
+// not reach Redis, its sentinels or its TLS (Advice).
 package redisconn
 
 import (

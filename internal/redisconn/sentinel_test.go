@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/certmail/certmail/internal/cli"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/redistest"
 )
@@ -56,5 +57,58 @@ func TestSentinelURLReachesProtectedMasterInItsDatabase(t *testing.T) {
 	}
 	if n, err := g.Master.Client().DBSize(ctx).Result(); err != nil || n != 0 {
 		t.Errorf("database 0 of the master holds %d keys (%v), want none", n, err)
+	}
+}
+
+// TestSentinelRefusalsSayWhatToCheck: when the sentinels answer but give no
+// master, a one-shot command's line says why and what to check: a master
+// name they do not know names the master and ?master=, a refused
+// password names sentinel_password; neither says that Redis did not
+// answer. Sentinels that do not answer keep that advice.
+func TestSentinelRefusalsSayWhatToCheck(t *testing.T) {
+	t.Parallel()
+	const masterPW, sentinelPW = "master-pw-77a1", "sentinel-pw-3c52"
+	g := redistest.StartSentinel(t, redistest.SentinelOptions{Password: masterPW, SentinelPassword: sentinelPW})
+	addrs := strings.Join(g.Addrs(), ",")
+	for _, tc := range []struct {
+		name, url string
+		want      []string
+	}{{
+		name: "unknown master",
+		url:  "redis-sentinel://:" + masterPW + "@" + addrs + "/2?master=nosuch&sentinel_password=" + sentinelPW,
+		want: []string{`do not know master "nosuch"`, "check ?master= in --redis-url"},
+	}, {
+		name: "wrong sentinel password",
+		url:  "redis-sentinel://:" + masterPW + "@" + addrs + "/2?master=" + redistest.SentinelMaster + "&sentinel_password=wrong-7f",
+		want: []string{"refused the password", "check sentinel_password", "in --redis-url", "WRONGPASS"},
+	}, {
+		name: "no sentinel password",
+		url:  "redis-sentinel://:" + masterPW + "@" + addrs + "/2?master=" + redistest.SentinelMaster,
+		want: []string{"refused the password", "check sentinel_password", "NOAUTH"},
+	}, {
+		name: "no sentinel answers",
+		url:  "redis-sentinel://127.0.0.1:1,127.0.0.1:2/2?master=nosuch",
+		want: []string{"did not answer: check that it is running and that --redis-url names it"},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr strings.Builder
+			code := cli.Main(context.Background(), []string{"dlq", "list", "--redis-url", tc.url}, strings.NewReader(""), &stdout, &stderr)
+			line := stderr.String()
+			if code != 1 || strings.Count(line, "\n") != 1 {
+				t.Fatalf("exit %d, stderr %q; want 1 and one line", code, line)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("line %q does not say %q", line, w)
+				}
+			}
+			if strings.Contains(line, masterPW) || strings.Contains(line, sentinelPW) {
+				t.Errorf("line %q shows a password", line)
+			}
+			if tc.name != "no sentinel answers" && strings.Contains(line, "did not answer") {
+				t.Errorf("line %q says Redis did not answer, yet the sentinels did", line)
+			}
+		})
 	}
 }
