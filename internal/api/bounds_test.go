@@ -155,6 +155,9 @@ func TestDashboardFormatter(t *testing.T) {
 	}{
 		{"JSON", `{"order_id":1}`, func(s string) bool { return s == "{\n  \"order_id\": 1\n}" }},
 		{"text", "order 5", func(s string) bool { return s == "order 5" }},
+		// ops.Show gives JSON that is no object as text; the page shows it as JSON still.
+		{"a JSON array", `[1,2]`, func(s string) bool { return s == "[\n  1,\n  2\n]" }},
+		{"JSON null", `null`, func(s string) bool { return s == "null" }},
 		{"invalid UTF-8", "a\xffb", func(s string) bool { return s == "[base64: not valid UTF-8]\nYf9i" }},
 		{"invalid UTF-8 in JSON", "{\"a\":\"\xff\"}", func(s string) bool { return strings.HasPrefix(s, "[base64: not valid UTF-8]\n") }},
 		{"deep JSON is not indented", deep, func(s string) bool { return s == deep }},

@@ -596,24 +596,18 @@ const exactNote = "\n[shown as stored: the page would round integers beyond 2^53
 
 // formatPayload shows a task's payload or result in the dashboard as
 // ops.Show bounds it: JSON of at most ops.MaxShownBytes indented by two
-// spaces; anything else as text, or as base64 when it is not valid UTF-8,
-// the first ops.MaxShownBytes of it, with a line saying which and how much
-// was left out. The text is always valid UTF-8. asynqmon's page parses
-// text that is JSON again, with JavaScript's numbers: JSON with a number
-// they cannot hold (a set-emails sequence, in Unix nanoseconds) ends with
-// exactNote, so that the page shows its digits as stored.
+// spaces (an array, a number or null too, which ops.Show gives as text so
+// that the API's answers hold an object or a string); anything else as
+// text, or as base64 when it is not valid UTF-8, the first
+// ops.MaxShownBytes of it, with a line saying which and how much was left
+// out. The text is always valid UTF-8. asynqmon's page parses text that is
+// JSON again, with JavaScript's numbers: JSON with a number they cannot
+// hold (a set-emails sequence, in Unix nanoseconds) ends with exactNote, so
+// that the page shows its digits as stored.
 func formatPayload(_ string, b []byte) string {
 	sh := ops.Show(b, len(b))
-	if sh.Encoding == "" {
-		var buf bytes.Buffer
-		out := string(sh.Value)
-		if jsonDepth(sh.Value) <= maxIndentDepth && json.Indent(&buf, sh.Value, "", "  ") == nil {
-			out = buf.String()
-		}
-		if json.Valid(sh.Value) && !exactInJavaScript(sh.Value) {
-			out += exactNote
-		}
-		return out
+	if sh.Encoding == "" || (sh.Encoding == ops.EncodingText && !sh.Truncated && json.Valid(b)) {
+		return formatJSON(b) // whole valid UTF-8 JSON of at most ops.MaxShownBytes
 	}
 	var s string
 	_ = json.Unmarshal(sh.Value, &s) // Show made it a JSON string
@@ -624,6 +618,21 @@ func formatPayload(_ string, b []byte) string {
 		s += "\n[truncated: first " + strconv.Itoa(ops.MaxShownBytes) + " of " + strconv.Itoa(sh.Size) + " bytes shown]"
 	}
 	return s
+}
+
+// formatJSON indents the valid JSON b, unless it nests deeper than
+// maxIndentDepth, and adds exactNote when the page would round a number of
+// it.
+func formatJSON(b []byte) string {
+	var buf bytes.Buffer
+	out := string(b)
+	if jsonDepth(b) <= maxIndentDepth && json.Indent(&buf, b, "", "  ") == nil {
+		out = buf.String()
+	}
+	if !exactInJavaScript(b) {
+		out += exactNote
+	}
+	return out
 }
 
 // maxExactInteger is the largest integer from which every smaller one is a

@@ -20,8 +20,8 @@ import (
 	"github.com/certmail/certmail/tasks"
 )
 
-// A task's payload is shown as its JSON only when it is whole, valid UTF-8
-// JSON; otherwise as a bounded string, text or base64, saying which. The
+// A task's payload is shown as its JSON only when it is a whole, valid UTF-8
+// JSON object; otherwise as a bounded string, text or base64, saying which. The
 // answer is always valid UTF-8 and small.
 func TestTaskPayloadShownSafely(t *testing.T) {
 	t.Parallel()
@@ -42,6 +42,11 @@ func TestTaskPayloadShownSafely(t *testing.T) {
 		{"invalid UTF-8 inside a JSON string", []byte("{\"order_id\":1,\"account\":\"\xff\xfe\"}"), ops.EncodingBase64, false,
 			strconv.Quote(base64.StdEncoding.EncodeToString([]byte("{\"order_id\":1,\"account\":\"\xff\xfe\"}")))},
 		{"not JSON", []byte("order 5 please"), ops.EncodingText, false, `"order 5 please"`},
+		{"JSON object after white space", []byte(" \n{\"order_id\":1}"), "", false, " \n{\"order_id\":1}"},
+		{"a JSON array", []byte(`[1,2]`), ops.EncodingText, false, `"[1,2]"`},
+		{"a JSON number", []byte(`42`), ops.EncodingText, false, `"42"`},
+		{"a JSON string", []byte(`"str"`), ops.EncodingText, false, `"\"str\""`},
+		{"JSON null", []byte(`null`), ops.EncodingText, false, `"null"`},
 		{"JSON of exactly MaxShownBytes", atLimit, "", false, string(atLimit)},
 		{"10 MB of text", huge, ops.EncodingText, true, ""},
 		{"10 MB of JSON", append(append([]byte(`{"a":"`), huge...), '"', '}'), ops.EncodingText, true, ""},

@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"strconv"
@@ -18,7 +19,7 @@ const MaxShownBytes = deadletter.PayloadMax
 // Encodings of a shown payload or result.
 const (
 	// EncodingText: the value is a JSON string holding the bytes as text,
-	// because they are not JSON or were cut.
+	// because they are not a JSON object or were cut.
 	EncodingText = "text"
 	// EncodingBase64: the value is a JSON string holding the bytes in
 	// standard base64, because they are not valid UTF-8.
@@ -26,10 +27,13 @@ const (
 )
 
 // Shown is a stored payload or result as an answer shows it: the JSON
-// itself when the bytes are whole, valid UTF-8 JSON of at most
+// itself when the bytes are a whole, valid UTF-8 JSON object of at most
 // MaxShownBytes; otherwise a JSON string of the first MaxShownBytes as text
-// or base64, with Encoding saying which. An answer holding it is then always
-// valid UTF-8 and bounded.
+// or base64, with Encoding saying which. Other JSON (an array, a number,
+// a string, null), which only a raw asynq producer can store, is text too,
+// so that an answer's payload is always an object or a string, as the API's
+// document says. An answer holding it is then always valid UTF-8 and
+// bounded.
 type Shown struct {
 	Value     json.RawMessage
 	Encoding  string // "" for the JSON itself, EncodingText or EncodingBase64
@@ -42,7 +46,7 @@ type Shown struct {
 // most MaxShownBytes).
 func Show(b []byte, size int) Shown {
 	size = max(size, len(b))
-	if size <= MaxShownBytes && len(b) > 0 && utf8.Valid(b) && json.Valid(b) {
+	if size <= MaxShownBytes && isObject(b) && utf8.Valid(b) && json.Valid(b) {
 		return Shown{Value: json.RawMessage(b), Size: size}
 	}
 	cut := b[:min(len(b), MaxShownBytes)]
@@ -61,6 +65,13 @@ func Show(b []byte, size int) Shown {
 	}
 	sh.Value, _ = json.Marshal(s) // a valid UTF-8 string always encodes
 	return sh
+}
+
+// isObject reports whether b, when it is JSON, is an object: whether its
+// first byte other than JSON's white space is '{'.
+func isObject(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return len(b) > 0 && b[0] == '{'
 }
 
 // maxShownName is the longest task id, type or queue name ShowName shows

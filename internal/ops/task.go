@@ -31,8 +31,8 @@ type TaskStatus struct {
 	// and PayloadTruncated describe Payload.
 	ResultEncoding  string `json:"result_encoding,omitempty"`
 	ResultTruncated bool   `json:"result_truncated,omitempty"`
-	// Payload is the task's payload: its JSON when it is valid UTF-8 JSON of
-	// at most MaxShownBytes, otherwise a JSON string of its first
+	// Payload is the task's payload: its JSON when it is a valid UTF-8 JSON
+	// object of at most MaxShownBytes, otherwise a JSON string of its first
 	// MaxShownBytes, as text or base64 (PayloadEncoding says which).
 	Payload json.RawMessage `json:"payload"`
 	// PayloadEncoding is "" when Payload is the JSON itself, EncodingText or
