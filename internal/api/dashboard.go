@@ -517,6 +517,9 @@ func dashboardCause(text []byte, total int) error {
 	return errors.New("dashboard: " + msg)
 }
 
+// dashboardJSONType is the Content-Type of the dashboard's JSON answers.
+const dashboardJSONType = "application/json; charset=utf-8"
+
 // dashboardWriter holds back an answer of asynqmon that reports a failure
 // (status 404 or 5xx, plain text) so that serveDashboard can answer a
 // problem instead, keeping the first maxDashboardErrorText bytes of its
@@ -525,7 +528,8 @@ func dashboardCause(text []byte, total int) error {
 // drops; outside the API, asynqmon's page itself (a few KiB of a file it
 // embeds), which serveDashboard sends with dashboardAssetTags added. Any
 // other answer goes through as it is written: a page of tasks is never
-// held.
+// held. asynqmon sets no Content-Type on its JSON: an answer of the API
+// that goes through with 200 and none set gets dashboardJSONType.
 type dashboardWriter struct {
 	http.ResponseWriter
 	api     bool          // the request is under dashboardAPIPrefix
@@ -564,6 +568,11 @@ func (w *dashboardWriter) Write(b []byte) (int, error) {
 	}
 	if w.page {
 		return len(b), nil
+	}
+	if w.api && !w.started && w.held == 0 && w.Header().Get("Content-Type") == "" {
+		// An answer of the JSON API that goes through with the implicit
+		// 200: JSON, which net/http would otherwise sniff as text/plain.
+		w.Header().Set("Content-Type", dashboardJSONType)
 	}
 	if w.held != 0 {
 		w.text = append(w.text, b[:min(len(b), maxDashboardErrorText-len(w.text))]...)

@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -319,5 +320,24 @@ func TestDashboardActionOnActiveTask(t *testing.T) {
 		if st := b.state(t, id); st != want {
 			t.Errorf("task %s is %s, want %s", id, st, want)
 		}
+	}
+}
+
+// TestDashboardJSONContentType: asynqmon sets no Content-Type on the
+// answers of its JSON API, which net/http would sniff as text/plain; they
+// go out as JSON, and the dashboard's page stays HTML.
+func TestDashboardJSONContentType(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.rawArchived(t, "crm-1")
+	for _, path := range []string{"/monitoring/api/queues", "/monitoring/api/queues/default/archived_tasks?page=1&size=20",
+		"/monitoring/api/scheduler_entries"} {
+		res := b.do(t, http.MethodGet, path, "", basicAuth(readerToken))
+		if res.status != http.StatusOK || res.header.Get("Content-Type") != "application/json; charset=utf-8" || !json.Valid(res.body) {
+			t.Errorf("GET %s: %d %q %.100s, want JSON", path, res.status, res.header.Get("Content-Type"), res.body)
+		}
+	}
+	if res := b.do(t, http.MethodGet, "/monitoring/", "", basicAuth(readerToken)); !strings.HasPrefix(res.header.Get("Content-Type"), "text/html") {
+		t.Errorf("GET /monitoring/: %q, want the page as HTML", res.header.Get("Content-Type"))
 	}
 }
