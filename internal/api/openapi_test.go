@@ -442,26 +442,69 @@ func TestOpenAPIListLengths(t *testing.T) {
 }
 
 // TestOpenAPIScheduleBounds: the document's maxLength of a schedule's cron
-// and timezone are the bounds the API applies.
+// and timezone (the components ScheduleCron and ScheduleTimezone, which
+// Schedule and ScheduleStatus refer to) are the bounds the API applies.
 func TestOpenAPIScheduleBounds(t *testing.T) {
 	t.Parallel()
 	var doc struct {
 		Components struct {
 			Schemas map[string]struct {
-				Properties map[string]struct {
-					MaxLength *int `json:"maxLength"`
-				} `json:"properties"`
+				MaxLength *int `json:"maxLength"`
 			} `json:"schemas"`
 		} `json:"components"`
 	}
 	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
 		t.Fatal(err)
 	}
-	props := doc.Components.Schemas["Schedule"].Properties
-	for field, want := range map[string]int{"cron": schedule.MaxCronBytes, "timezone": schedule.MaxTimezoneBytes} {
-		if got := props[field].MaxLength; got == nil || *got != want {
-			t.Errorf("Schedule.%s: maxLength %v, want %d", field, got, want)
+	for name, want := range map[string]int{"ScheduleCron": schedule.MaxCronBytes, "ScheduleTimezone": schedule.MaxTimezoneBytes} {
+		if got := doc.Components.Schemas[name].MaxLength; got == nil || *got != want {
+			t.Errorf("%s: maxLength %v, want %d", name, got, want)
 		}
+	}
+}
+
+// TestOpenAPIGeneratorFriendly holds the document to rules that common
+// client generators need, though OpenAPI 3.1 allows more: no "type" is a
+// list of types (oneOf says it), and no $ref reaches into a schema
+// (#/components/schemas/Schedule/properties/cron): a $ref names a
+// component, #/components/<kind>/<name>, and a shared member is a component
+// of its own (oapi-codegen reads neither). An object schema without
+// properties says additionalProperties, which openapi-typescript otherwise
+// types as an object that can hold no member.
+func TestOpenAPIGeneratorFriendly(t *testing.T) {
+	t.Parallel()
+	component := regexp.MustCompile(`^#/components/[A-Za-z]+/[A-Za-z0-9._-]+$`)
+	refs := 0
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			_, props := v["properties"]
+			_, extra := v["additionalProperties"]
+			if typ, _ := v["type"].(string); typ == "object" && !props && !extra {
+				t.Errorf("%s: an object schema with neither properties nor additionalProperties", path)
+			}
+			for k, e := range v {
+				switch _, list := e.([]any); {
+				case k == "type" && list && !strings.HasSuffix(path, "/properties"):
+					t.Errorf("%s/type is a list of types %v; write a oneOf", path, e)
+				case k == "$ref":
+					refs++
+					if ref, _ := e.(string); !component.MatchString(ref) {
+						t.Errorf("%s: $ref %q names no component; make the target a component of its own", path, ref)
+					}
+				}
+				walk(path+"/"+k, e)
+			}
+		case []any:
+			for i, e := range v {
+				walk(path+"/"+strconv.Itoa(i), e)
+			}
+		}
+	}
+	walk("#", openAPIMap(t))
+	if refs == 0 {
+		t.Fatal("no $ref found: the walk is broken")
 	}
 }
 
