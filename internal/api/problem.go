@@ -231,10 +231,12 @@ func unknownType() Problem {
 // pattern matches) into problems. A 405 keeps the mux's Allow header. A
 // path the mux would clean (an empty, . or .. segment) matches no route
 // either: it is answered 404 here, where the mux would redirect to the
-// cleaned path with 307 and an HTML body.
+// cleaned path with 307 and an HTML body. These problems say
+// Cache-Control: no-store, as those of the routes that need a token do.
 func (s *Server) problemsForUnmatched(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !pathIsClean(r) {
+			w.Header()["Cache-Control"] = []string{"no-store"}
 			s.writeProblem(w, r, Problem{Status: http.StatusNotFound,
 				Detail: "no such route: the path has an empty, . or .. segment; see /v1/openapi.json"}, nil)
 			return
@@ -289,6 +291,7 @@ type unmatchedWriter struct {
 func (w *unmatchedWriter) WriteHeader(code int) {
 	if w.r.Pattern == "" && (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) {
 		w.replaced = true
+		w.Header()["Cache-Control"] = []string{"no-store"}
 		p := Problem{Status: code, Detail: "no such route; see /v1/openapi.json"}
 		if code == http.StatusMethodNotAllowed {
 			p.Detail = "this route does not take that method; see the Allow header"

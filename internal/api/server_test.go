@@ -1181,7 +1181,8 @@ func TestAuthFailureLimit(t *testing.T) {
 
 // TestNoStore: every answer of a route that needs a token (tasks and their
 // payloads, dead letters, schedules, the dashboard's JSON API), its
-// refusals included, says Cache-Control: no-store, so that no cache keeps
+// refusals included, and the problem answered to a request no route takes
+// (404, 405) say Cache-Control: no-store, so that no cache keeps
 // the email addresses in it; the OpenAPI document, open to all, stays
 // cacheable, and so does the dashboard's page, which holds no data.
 func TestNoStore(t *testing.T) {
@@ -1207,6 +1208,14 @@ func TestNoStore(t *testing.T) {
 		"GET /v1/tasks/x without a token":          {"/v1/tasks/x", http.Header{}, http.StatusUnauthorized},
 		"GET /v1/schedules with a producer token":  {"/v1/schedules", bearer(producerToken), http.StatusForbidden},
 		"GET /monitoring/api/queues without login": {"/monitoring/api/queues", http.Header{}, http.StatusUnauthorized},
+	}
+	// The answers of no route (404, 405) are problems like the others.
+	for what, r := range map[string]struct{ method, path string }{
+		"PATCH /v1/schedules/x": {http.MethodPatch, "/v1/schedules/x"},
+		"GET /v1/nowhere":       {http.MethodGet, "/v1/nowhere"},
+		"GET /v1//tasks/x":      {http.MethodGet, "/v1//tasks/x"},
+	} {
+		answers[what] = b.do(t, r.method, r.path, "", bearer(testToken))
 	}
 	for what, r := range refusals {
 		res := b.do(t, http.MethodGet, r.path, "", r.header)
