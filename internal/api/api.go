@@ -25,7 +25,8 @@
 // operator) and each route, in one table, says which roles may use it; the
 // decision is made on the route the mux picks for the request. Every answer
 // of those routes, refusals included, says Cache-Control: no-store, but the
-// dashboard's page and script files. An
+// dashboard's page and script files, and so does the 404 or 405 problem
+// to a request no route takes. An
 // Idempotency-Key is the token's own. Given Config.Hosts, the API answers,
 // on every route, only requests addressed to those host names or to one a
 // page of another site cannot rebind to it (an IP address, localhost, a
