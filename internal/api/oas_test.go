@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -72,7 +73,8 @@ type call struct {
 // its schema accepts, and every header documented for that status (but
 // those of oasOptional). An answer of no route (404, 405, documented in the
 // document's description) must be a problem whose status is the HTTP
-// status. Every answer carries X-Request-Id.
+// status. Every answer carries X-Request-Id. A request the server took
+// (2xx) must be one the document accepts.
 func (b *bundle) checkAnswer(t *testing.T, c call) response {
 	t.Helper()
 	doc, err := loadOpenAPI()
@@ -110,8 +112,16 @@ func (b *bundle) checkAnswer(t *testing.T, c call) response {
 		}
 		return res
 	}
+	rin := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, MultiError: true}}
+	if res.status < 300 && c.method != http.MethodHead {
+		if err := openapi3filter.ValidateRequest(context.Background(), rin); err != nil {
+			t.Errorf("%s: the server took a request the document refuses: %v", what, err)
+		}
+		req.Body = io.NopCloser(strings.NewReader(c.body)) // read by ValidateRequest
+	}
 	in := &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route},
+		RequestValidationInput: rin,
 		Status:                 res.status,
 		Header:                 res.header,
 		Options:                &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
