@@ -285,16 +285,28 @@ func parseURL(rawURL string) (*url.URL, error) {
 const escapeHint = "a /, ?, #, @ or % in a user or password must be written %2F, %3F, %23, %40 or %25"
 
 // atAfterAddress reports whether an @ follows u's address, in the path, the
-// query or the fragment as written. A URL parser takes the address to end at
-// the first /, ? or #, so a password holding one of them unescaped is cut
-// there: its start becomes the address (or the user, when it is all digits
-// or empty), and its end, up to the @ that closes it, the path, query or
-// fragment. No part of such a URL may be named in an error. certmail reads
-// no @ there otherwise: the path is a number, a master's name or a
-// sentinel's password writes one as %40.
+// fragment, or a query parameter that is none of certmail's, as written. A
+// URL parser takes the address to end at the first /, ? or #, so a password
+// holding one of them unescaped is cut there: its start becomes the address
+// (or the user, when it is all digits or empty), and its end, up to the @
+// that closes it, the path, query or fragment. No part of such a URL may be
+// named in an error. certmail reads no @ there otherwise: the path is a
+// number, and an @ in the value of master, sentinel_username or
+// sentinel_password is that value's (an ACL user such as ops@corp).
 func atAfterAddress(u *url.URL) bool {
-	return strings.Contains(u.EscapedPath(), "@") || strings.Contains(u.RawQuery, "@") ||
-		strings.Contains(u.EscapedFragment(), "@")
+	if strings.Contains(u.EscapedPath(), "@") || strings.Contains(u.EscapedFragment(), "@") {
+		return true
+	}
+	for pair := range strings.SplitSeq(u.RawQuery, "&") {
+		name, _, _ := strings.Cut(pair, "=")
+		switch {
+		case !strings.Contains(pair, "@"):
+		case name == paramMaster, name == paramSentinelUsername, name == paramSentinelPassword:
+		default:
+			return true
+		}
+	}
+	return false
 }
 
 // sentinelOpt is the option of a redis-sentinel:// URL whose host part is

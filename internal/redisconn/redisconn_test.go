@@ -32,6 +32,13 @@ func TestOpenHonoursEveryPart(t *testing.T) {
 			SentinelUsername: "sent", SentinelPassword: "sp", Username: "app", Password: "pw", DB: 2},
 		target: "redis-sentinel://app@s0:26379,s1:26380,s2:26381/2?master=mymaster",
 	}, {
+		// An @ in the value of one of certmail's parameters is the value's:
+		// an ACL user name, a master's name, a sentinel's password.
+		url: "redis-sentinel://s0:26379/1?master=my@master&sentinel_username=ops@corp&sentinel_password=p@ss",
+		asynq: asynq.RedisFailoverClientOpt{MasterName: "my@master", SentinelAddrs: []string{"s0:26379"},
+			SentinelUsername: "ops@corp", SentinelPassword: "p@ss", DB: 1},
+		target: "redis-sentinel://s0:26379/1?master=my%40master",
+	}, {
 		url:    "redis-sentinel://s0:26379?master=m",
 		asynq:  asynq.RedisFailoverClientOpt{MasterName: "m", SentinelAddrs: []string{"s0:26379"}},
 		target: "redis-sentinel://s0:26379/0?master=m",
