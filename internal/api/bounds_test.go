@@ -172,7 +172,11 @@ func TestDashboardFormatter(t *testing.T) {
 		{"2^53 itself, and below -2^53", `[9007199254740992,-9007199254740993]`, func(s string) bool {
 			return strings.HasSuffix(s, api.ExactNote) && strings.Contains(s, "-9007199254740993")
 		}},
-		{"out of float64's range", `{"a":1e400,"b":1e-400}`, func(s string) bool { return strings.HasSuffix(s, api.ExactNote) }},
+		{"out of float64's range", `{"a":1e400}`, func(s string) bool { return strings.HasSuffix(s, api.ExactNote) }},
+		{"below the smallest float64", `{"b":1e-400}`, func(s string) bool { return strings.HasSuffix(s, api.ExactNote) }},
+		{"beyond 2^53 with a fraction", `{"c":9007199254740993.0}`, func(s string) bool { return strings.HasSuffix(s, api.ExactNote) }},
+		{"beyond 2^53 with an exponent", `{"d":12345678901234567890e0}`, func(s string) bool { return strings.HasSuffix(s, api.ExactNote) }},
+		{"zeros and small numbers", `{"a":0.0,"b":-0e5,"c":1e-300,"d":123.25}`, func(s string) bool { return !strings.Contains(s, "[shown") }},
 		{"numbers JavaScript holds", `{"a":9007199254740992,"b":-9007199254740992,"c":2.5,"d":"12345678901234567890"}`, func(s string) bool {
 			return !strings.Contains(s, "[shown") && shownByPage(s) == s
 		}},

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -650,9 +651,8 @@ const maxExactInteger = 1 << 53
 
 // exactInJavaScript reports whether every number of the JSON b reads back
 // as written once JavaScript parsed and printed it, as far as an integer
-// goes: false for an integer beyond ±2^53 (printed rounded) and for a
-// number out of a float64's range (printed as null or 0). b must be valid
-// JSON.
+// goes: false for a number beyond ±2^53 (printed rounded) and for one out
+// of a float64's range (printed as null or 0). b must be valid JSON.
 func exactInJavaScript(b []byte) bool {
 	inString, escaped := false, false
 	for i := 0; i < len(b); i++ {
@@ -679,11 +679,21 @@ func exactInJavaScript(b []byte) bool {
 	return true
 }
 
-// exactNumber is exactInJavaScript for one number.
+// exactNumber is exactInJavaScript for one number: one written with a
+// fraction or an exponent is not exact when it is out of range (Inf), when
+// it is not 0 but reads as 0 (below the smallest float64), or when it is
+// beyond ±2^53, where the page prints it with other digits.
 func exactNumber(n string) bool {
 	if strings.ContainsAny(n, ".eE") {
-		_, err := strconv.ParseFloat(n, 64)
-		return !errors.Is(err, strconv.ErrRange)
+		f, err := strconv.ParseFloat(n, 64)
+		mantissa, _, _ := strings.Cut(strings.ToLower(n), "e")
+		switch {
+		case errors.Is(err, strconv.ErrRange):
+			return false
+		case f == 0:
+			return strings.Trim(mantissa, "-0.") == ""
+		}
+		return math.Abs(f) < maxExactInteger
 	}
 	i, err := strconv.ParseInt(n, 10, 64)
 	return err == nil && -maxExactInteger <= i && i <= maxExactInteger
