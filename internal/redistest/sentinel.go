@@ -49,14 +49,7 @@ func StartSentinel(tb testing.TB, opts ...SentinelOptions) *SentinelGroup {
 		g.opts = opts[0]
 	}
 	g.Master = Start(tb, Options{AppendOnly: true, Password: g.opts.Password})
-	g.Replica = Start(tb, Options{AppendOnly: true, Password: g.opts.Password,
-		Args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(g.Master.Port())}})
-	if err := waitFor(15*time.Second, func() bool {
-		info, err := g.Replica.Client().Info(context.Background(), "replication").Result()
-		return err == nil && strings.Contains(info, "master_link_status:up")
-	}); err != nil {
-		tb.Fatalf("redistest: replica not in sync: %v", err)
-	}
+	g.Replica = StartReplica(tb, g.Master, Options{AppendOnly: true})
 	for i := range 3 {
 		port, err := FreePort()
 		if err != nil {
@@ -110,6 +103,26 @@ sentinel parallel-syncs %s 1
 		}
 	}
 	return g
+}
+
+// StartReplica starts a replica of master (--replicaof, with master's
+// password as its own and as masterauth; opts' Args come after) and waits
+// until it is in sync. It stops at the test's end; Pause stops it
+// acknowledging the master's writes, as a replica that falls behind or a
+// broken link does.
+func StartReplica(tb testing.TB, master *Server, opts Options) *Server {
+	tb.Helper()
+	opts.Password = master.opts.Password
+	opts.Args = append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(master.Port())}, opts.Args...)
+	r := Start(tb, opts)
+	c := r.Client()
+	if err := waitFor(15*time.Second, func() bool {
+		info, err := c.Info(context.Background(), "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	}); err != nil {
+		tb.Fatalf("redistest: replica not in sync: %v", err)
+	}
+	return r
 }
 
 // Addrs are the sentinels' addresses.

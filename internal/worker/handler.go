@@ -38,6 +38,9 @@ type processor struct {
 	log       *zap.Logger
 	metrics   *metrics
 	retention time.Duration // how long duplicate guards and applied sequences are kept
+	// replicas is how many replicas must acknowledge the round trip after
+	// a successful call before it counts as written (replicas.go); 0: none.
+	replicas int
 	// rateLimitPause is how long a task waits after a 429 before its next delivery.
 	rateLimitPause time.Duration
 	afterDelivery  func(ctx context.Context, taskID string)
@@ -402,7 +405,7 @@ func (p *processor) writeGuard(ctx context.Context, d *delivery) {
 	cmd := p.afterCommand(afterScript, d, []any{queues.AsynqTaskKey(d.queue, d.taskID), d.dedupKey},
 		d.result, time.Now().UTC().Format(time.RFC3339), p.retention.Milliseconds())
 	p.persist(ctx, d, "duplicate guard", func(ctx context.Context) error {
-		return afterScript.run(ctx, p.rdb, cmd).Err()
+		return p.runAfter(ctx, afterScript, cmd)
 	})
 }
 
@@ -415,18 +418,21 @@ func (p *processor) writeApplied(ctx context.Context, d *delivery, k orderKeys, 
 	cmd := p.afterCommand(afterOrderScript, d, []any{queues.AsynqTaskKey(d.queue, d.taskID), k.applied, k.lock.Key(), k.sending, d.dedupKey},
 		d.result, seq, p.retention.Milliseconds(), k.lock.Token(), time.Now().UTC().Format(time.RFC3339))
 	p.persist(ctx, d, "applied sequence", func(ctx context.Context) error {
-		return afterOrderScript.run(ctx, p.rdb, cmd).Err()
+		return p.runAfter(ctx, afterOrderScript, cmd)
 	})
 }
 
 // persist runs write, the round trip after a successful call, and while
-// Redis does not answer (a restart, a failover, an AOF being loaded) tries
-// it again with backoff until it does: DigiCert has acted, and what write
-// records keeps a redelivery from acting again. No redelivery can happen
-// before Redis is back, so there is no point in giving up earlier; only a
-// stopping worker does, once its shutdown timeout has passed (p.pending).
-// Neither the task's deadline nor the end of its lease stops the tries: the
-// task's context is not theirs.
+// Redis does not answer (a restart, a failover, an AOF being loaded), or
+// fewer replicas than the worker asks acknowledged it (replicas.go), tries
+// it again with backoff until it is written: DigiCert has acted, and what
+// write records keeps a redelivery from acting again. No redelivery can
+// happen before Redis is back, so there is no point in giving up earlier;
+// only a stopping worker does, once its shutdown timeout has passed
+// (p.pending). Neither the task's deadline nor the end of its lease stops
+// the tries: the task's context is not theirs. It logs one WARN when the
+// write first fails and one when it is first not acknowledged, and one
+// INFO when it is written.
 func (p *processor) persist(ctx context.Context, d *delivery, what string, write func(context.Context) error) {
 	ctx = context.WithoutCancel(ctx)
 	err := write(ctx)
@@ -436,8 +442,8 @@ func (p *processor) persist(ctx context.Context, d *delivery, what string, write
 	ctx, cancel := p.pending.begin(ctx)
 	defer cancel()
 	start := time.Now()
-	p.log.Warn("could not write the "+what+"; trying again until Redis answers",
-		zap.String("task_id", d.taskID), zap.Error(err))
+	var warned persistWarned
+	warned.warn(p.log, d, what, err)
 	b := persistBackOff()
 	tries := 1
 	for {
@@ -452,10 +458,34 @@ func (p *processor) persist(ctx context.Context, d *delivery, what string, write
 		}
 		tries++
 		if err = write(ctx); err == nil {
-			p.log.Info(what+" written after Redis came back", zap.String("task_id", d.taskID),
-				zap.Int("tries", tries), zap.Duration("took", time.Since(start)))
+			msg := what + " written after Redis came back"
+			if warned.replicas {
+				msg = what + " written and acknowledged by enough replicas"
+			}
+			p.log.Info(msg, zap.String("task_id", d.taskID), zap.Int("tries", tries), zap.Duration("took", time.Since(start)))
 			return
 		}
+		warned.warn(p.log, d, what, err)
+	}
+}
+
+// persistWarned is what persist has warned of: a write Redis did not
+// take (unanswered), one too few replicas acknowledged (replicas).
+type persistWarned struct{ unanswered, replicas bool }
+
+// warn logs the first failure of each kind once.
+func (w *persistWarned) warn(log *zap.Logger, d *delivery, what string, err error) {
+	var nr *notReplicatedError
+	switch {
+	case errors.As(err, &nr) && !w.replicas:
+		w.replicas = true
+		log.Warn("the "+what+" was written but too few replicas acknowledged it, and a failover could lose it; "+
+			"trying again until a master with enough replicas holds it",
+			zap.String("task_id", d.taskID), zap.Int64("replicas_asked", nr.asked), zap.Int64("replicas_acknowledged", nr.acked))
+	case nr == nil && !w.unanswered:
+		w.unanswered = true
+		log.Warn("could not write the "+what+"; trying again until Redis answers",
+			zap.String("task_id", d.taskID), zap.Error(err))
 	}
 }
 

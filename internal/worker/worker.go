@@ -61,6 +61,12 @@ type Config struct {
 	GuardRetention    time.Duration  // how long duplicate guards and applied sequences live; default 7 days
 	AuthProbeInterval time.Duration  // pause between probes of a rejected key; default 1m, within MinAuthProbeInterval and MaxAuthProbeInterval
 	RateLimitPause    time.Duration  // wait after a DigiCert 429; default 30s, within MinRateLimitPause and MaxRateLimitPause
+	// GuardReplicas is how many replicas must acknowledge the round trip
+	// after a DigiCert 2xx (the duplicate guard; for a set-emails, the
+	// applied sequence) before the delivery ends, WAIT sent with it
+	// (replicas.go); 0 means DefaultGuardReplicas (1 under Sentinel, none
+	// otherwise), negative means none; at most MaxGuardReplicas.
+	GuardReplicas int
 	// TaskCheckInterval is how often asynq looks for a task while every
 	// queue was found empty (it does not wait while tasks come); default
 	// DefaultTaskCheckInterval, within MinTaskCheckInterval and
@@ -148,6 +154,7 @@ func (c Config) WithDefaults() Config {
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
 	c.DeadLetterMaxLen = cmp.Or(c.DeadLetterMaxLen, deadletter.DefaultMaxLen)
 	c.GuardRetention = cmp.Or(c.GuardRetention, DefaultGuardRetention)
+	c.GuardReplicas = cmp.Or(c.GuardReplicas, DefaultGuardReplicas(c.Redis))
 	c.AuthProbeInterval = cmp.Or(c.AuthProbeInterval, DefaultAuthProbeInterval)
 	c.RateLimitPause = cmp.Or(c.RateLimitPause, DefaultRateLimitPause)
 	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, DefaultTaskCheckInterval)
@@ -175,6 +182,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("auth probe interval %s: want %s", ranges.Duration(c.AuthProbeInterval), ranges.Of(MinAuthProbeInterval, MaxAuthProbeInterval))
 	case c.RateLimitPause < MinRateLimitPause || c.RateLimitPause > MaxRateLimitPause:
 		return fmt.Errorf("rate-limit pause %s: want %s", ranges.Duration(c.RateLimitPause), ranges.Of(MinRateLimitPause, MaxRateLimitPause))
+	case c.GuardReplicas > MaxGuardReplicas:
+		return fmt.Errorf("guard replicas %d: want at most %d", c.GuardReplicas, MaxGuardReplicas)
 	case c.DeadLetterMaxLen < 0: // go-redis would send no MAXLEN: the stream would grow without bound
 		return fmt.Errorf("dead-letter cap %d: must not be negative", c.DeadLetterMaxLen)
 	case c.TaskCheckInterval < MinTaskCheckInterval || c.TaskCheckInterval > MaxTaskCheckInterval:
@@ -241,6 +250,7 @@ func New(cfg Config) (*Worker, error) {
 		log:            cfg.Logger,
 		metrics:        m,
 		retention:      cfg.GuardRetention,
+		replicas:       max(cfg.GuardReplicas, 0),
 		rateLimitPause: cfg.RateLimitPause,
 		afterDelivery:  cfg.AfterDelivery,
 	}
@@ -385,7 +395,8 @@ func (w *Worker) observe(next asynq.Handler) asynq.Handler {
 	})
 }
 
-// Run serves the admin endpoints, waits for Redis, warns of queues whose
+// Run serves the admin endpoints, waits for Redis, warns of a master with
+// fewer replicas than GuardReplicas (warnFewReplicas) and of queues whose
 // tasks wait and that it does not serve (warnUnserved), then processes tasks
 // until ctx is done; then it stops fetching, gives the DigiCert calls in
 // flight the shutdown timeout to finish and hands the rest back to their
@@ -429,6 +440,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 		return err
 	}
 	w.cfg.Redis.CheckEviction(ctx, w.log, evictionRisk)
+	w.warnFewReplicas(ctx)
 	w.warnUnserved(ctx)
 	defer w.cfg.Redis.WatchOutages(w.log)()
 	srv := w.newServer()
@@ -441,6 +453,7 @@ func (w *Worker) Run(ctx context.Context, started func(adminAddr net.Addr)) (run
 	w.log.Info("worker started", zap.String("redis", w.cfg.Redis.Target),
 		zap.Int("concurrency", w.cfg.Concurrency), zap.Any("queues", w.cfg.Queues),
 		zap.Strings("accounts", w.cfg.Accounts.Names()), zap.String("admin_addr", addrString(adminAddr)),
+		zap.Int("guard_replicas", w.proc.replicas),
 		zap.Bool("profiling", w.cfg.Profiling && adminAddr != nil), zap.String("version", buildinfo.Version))
 	if started != nil {
 		started(adminAddr)
