@@ -530,6 +530,8 @@ func defaults() kong.Vars {
 		"window_limit_range":          ranges.Of(1, ratelimit.MaxLimit),
 		"queue_weight_range":          ranges.Of(1, queues.MaxWeight),
 		"task_check_interval_range":   ranges.Of(worker.MinTaskCheckInterval, worker.MaxTaskCheckInterval),
+		"guard_replicas_range":        ranges.Of(0, worker.MaxGuardReplicas),
+		"guard_replicas_timeout":      ranges.Duration(worker.GuardReplicasTimeout),
 		"schedule_max_range":          ranges.Of(1, maxScheduleMax),
 		"max_retry_range":             ranges.Of(0, maxMaxRetry),
 		"result_retention_range":      ranges.Of(scheduler.MinResultRetention, maxResultRetention),

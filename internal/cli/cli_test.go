@@ -361,6 +361,8 @@ var outOfRange = []struct {
 	{"worker", "auth-probe-interval", "CERTMAIL_AUTH_PROBE_INTERVAL", []string{"0s", "-1s", "1ns", "999ms", "1h1s", "2h"}, "1s to 1h", []string{"1s", "1h"}},
 	{"worker", "rate-limit-pause", "CERTMAIL_RATE_LIMIT_PAUSE", []string{"0s", "-1s", "1ns", "999ms", "5m1s", "10m", "100000h"}, "1s to 5m", []string{"1s", "5m"}},
 	{"worker", "task-check-interval", "CERTMAIL_TASK_CHECK_INTERVAL", []string{"0s", "-1s", "5ms", "1m1s", "2m"}, "10ms to 1m", []string{"10ms", "1m"}},
+	{"worker", "guard-replicas", "CERTMAIL_GUARD_REPLICAS", []string{"-1", "6", "1000"}, "0 to 5", []string{"0", "5"}},
+	{"dev", "guard-replicas", "CERTMAIL_GUARD_REPLICAS", []string{"-1", "6"}, "0 to 5", []string{"0", "5"}},
 	{"worker", "digicert-timeout", "DIGICERT_TIMEOUT", []string{"0s", "-1s", "1ns", "100ms", "1.999s", "21s", "1h"}, "2s to 20s: at least what a call to DigiCert is given to start in, at most the budget of one call", []string{"2s", "20s"}},
 	{"api", "shutdown-timeout", "CERTMAIL_SHUTDOWN_TIMEOUT", []string{"0s", "-1s", "999ms", "2h"}, "1s to 1h", []string{"1s", "1h"}},
 	{"api", "schedule-max", "CERTMAIL_SCHEDULE_MAX", []string{"0", "-1", "100001"}, "1 to 100000", []string{"100000"}},
@@ -377,6 +379,7 @@ var outOfRangeArgs = map[string][]string{
 	"worker":    {"--digicert-api-key=k", "--admin-addr=", "--redis-url=redis://127.0.0.1:1/0"},
 	"api":       {"--api-tokens=" + strings.Repeat("t", 20), "--http-addr=127.0.0.1:0", "--redis-url=redis://127.0.0.1:1/0"},
 	"scheduler": {"--admin-addr=", "--redis-url=redis://127.0.0.1:1/0"},
+	"dev":       {"--redis-url=redis://127.0.0.1:1/0"},
 }
 
 // Each setting outside its documented range, typed as a flag, is refused

@@ -64,3 +64,30 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("worker defaults %+v", w)
 	}
 }
+
+// CERTMAIL_GUARD_REPLICAS unset leaves the choice to the worker (0: one
+// replica under Sentinel, none otherwise); set to 0 it asks for none
+// (worker.Config's negative), and a number is passed on.
+func TestGuardReplicasSetting(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args string
+		want int
+	}{{"worker", 0}, {"worker --guard-replicas=0", -1}, {"worker --guard-replicas=2", 2}, {"dev --guard-replicas=0", -1}} {
+		var c CLI
+		parser, err := kong.New(&c, defaults())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := parser.Parse(strings.Fields(tt.args)); err != nil {
+			t.Fatal(err)
+		}
+		f := c.Worker.PollFlags
+		if strings.HasPrefix(tt.args, "dev") {
+			f = c.Dev.PollFlags
+		}
+		if got := f.guardReplicas(); got != tt.want {
+			t.Errorf("%s: %d, want %d", tt.args, got, tt.want)
+		}
+	}
+}

@@ -94,6 +94,7 @@ func (c *DevCmd) Run(env *Env) error {
 		ScheduleMinInterval: minInterval,
 		MaxSchedules:        c.MaxSchedules,
 		TaskCheckInterval:   c.TaskCheckInterval,
+		GuardReplicas:       c.guardReplicas(),
 		Stdout:              env.Stdout,
 		Logger:              log,
 	}, nil)

@@ -169,12 +169,34 @@ type QueueFlags struct {
 
 // PollFlags are the settings of a process that runs a worker.
 type PollFlags struct {
+	// Not an int with a default: nil when neither the flag nor the
+	// variable is set, so that the worker picks the default for its Redis.
+	GuardReplicas     *int          `name:"guard-replicas" env:"CERTMAIL_GUARD_REPLICAS" help:"Replicas that must acknowledge the duplicate guard written after DigiCert's 2xx before a delivery ends (WAIT, ${guard_replicas_timeout} per try, tried again until they do), so that a failover cannot lose it (${guard_replicas_range}; default: 1 under redis-sentinel://, 0 otherwise)." group:"Redis"`
 	TaskCheckInterval time.Duration `name:"task-check-interval" env:"CERTMAIL_TASK_CHECK_INTERVAL" default:"${task_check_interval}" help:"How often a worker whose queues are empty looks for new tasks (the longest a task waits to be picked up is about 1.5 times this; ${task_check_interval_range})." group:"Tasks"`
 }
 
-// check refuses an interval outside the worker's bounds.
+// check refuses an interval or a number of replicas outside the worker's
+// bounds.
 func (f PollFlags) check() error {
+	if f.GuardReplicas != nil {
+		if err := inRange("CERTMAIL_GUARD_REPLICAS", *f.GuardReplicas, 0, worker.MaxGuardReplicas); err != nil {
+			return err
+		}
+	}
 	return inRange("CERTMAIL_TASK_CHECK_INTERVAL", f.TaskCheckInterval, worker.MinTaskCheckInterval, worker.MaxTaskCheckInterval)
+}
+
+// guardReplicas is CERTMAIL_GUARD_REPLICAS as worker.Config takes it: 0
+// (the default for the Redis: worker.DefaultGuardReplicas) when unset,
+// negative (none) for 0.
+func (f PollFlags) guardReplicas() int {
+	switch {
+	case f.GuardReplicas == nil:
+		return 0
+	case *f.GuardReplicas == 0:
+		return -1
+	}
+	return *f.GuardReplicas
 }
 
 // parseQueues reads CERTMAIL_QUEUES ("critical=6,default=3,bulk=1") as a

@@ -88,6 +88,7 @@ func (c *WorkerCmd) config(env *Env) (worker.Config, error) {
 		AuthProbeInterval: c.AuthProbeInterval,
 		RateLimitPause:    c.RateLimitPause,
 		TaskCheckInterval: c.TaskCheckInterval,
+		GuardReplicas:     c.guardReplicas(),
 		Client:            digicert.Config{Timeout: c.DigiCertTimeout},
 		Logger:            log,
 	}, nil

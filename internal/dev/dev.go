@@ -117,6 +117,11 @@ type Config struct {
 	// TaskCheckInterval is how often the idle worker looks for new tasks;
 	// default worker.DefaultTaskCheckInterval.
 	TaskCheckInterval time.Duration
+	// GuardReplicas is how many replicas of the Redis RedisURL names must
+	// acknowledge a delivery's duplicate guard (CERTMAIL_GUARD_REPLICAS),
+	// as worker.Config.GuardReplicas: 0 the default for that Redis,
+	// negative none. The embedded Redis has no replica: none there.
+	GuardReplicas int
 	// Stdout receives the banner (URLs, token, curl commands); default none.
 	Stdout io.Writer
 	// Logger receives the components' logs (required).
@@ -305,8 +310,13 @@ func (c *components) worker(ctx context.Context, up chan<- net.Addr) (err error)
 		return err
 	}
 	defer func() { err = errors.Join(err, conn.Client.Close()) }()
+	replicas := c.cfg.GuardReplicas
+	if conn.Embedded {
+		replicas = -1
+	}
 	w, err := worker.New(worker.Config{Redis: conn, Accounts: c.accounts, AdminAddr: c.cfg.AdminAddr, Queues: c.cfg.Queues,
-		TaskCheckInterval: c.cfg.TaskCheckInterval, ShutdownTimeout: shutdownTimeout, Logger: c.cfg.Logger.Named("worker")})
+		TaskCheckInterval: c.cfg.TaskCheckInterval, GuardReplicas: replicas, ShutdownTimeout: shutdownTimeout,
+		Logger: c.cfg.Logger.Named("worker")})
 	if err != nil {
 		return err
 	}
