@@ -15,6 +15,7 @@ import (
 	"github.com/certmail/certmail/internal/certmailtest"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/ratelimit"
+	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/internal/worker"
 )
@@ -102,8 +103,9 @@ func (o hookedOpt) MakeRedisClient() any {
 // of asynq's. The unparker and the rate-limit check, the only other users
 // of that client while no metrics are scraped, look once an hour (the check
 // once at start, awaited here), so every command counted is a handler's.
-// The account has DigiCert's windows, as it has by default.
-func countedWorker(t *testing.T) (*bundle, *commandCounter) {
+// The account has DigiCert's windows, as it has by default. before, when
+// given, runs before the worker starts.
+func countedWorker(t *testing.T, before ...func(*bundle, *worker.Config)) (*bundle, *commandCounter) {
 	t.Helper()
 	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
 	counter := &commandCounter{names: map[string]int{}}
@@ -120,6 +122,9 @@ func countedWorker(t *testing.T) (*bundle, *commandCounter) {
 		acct := cfg.Accounts["default"]
 		acct.RateLimits = windows // DigiCert's: admission and restamp count
 		cfg.Accounts["default"] = acct
+		for _, f := range before {
+			f(b, cfg)
+		}
 	}})
 	waitFor(t, 10*time.Second, func() bool {
 		return b.redis.Client().Exists(context.Background(), "certmail:ratelimit:{default}:settings").Val() == 1
@@ -176,4 +181,21 @@ func TestSetEmailsRoundTrips(t *testing.T) {
 		t.Errorf("set-emails: %.1f round trips of certmail's own per delivered task, want at most 2 (%s)", perTask, by)
 	}
 	t.Logf("set-emails: %.1f round trips per task (%s)", perTask, by)
+}
+
+// A worker that waits for a replica to acknowledge the guard sends WAIT in
+// the round trip after the call, not in one of its own: still two.
+func TestGuardWaitKeepsTwoRoundTrips(t *testing.T) {
+	t.Parallel()
+	b, counter := countedWorker(t, func(b *bundle, cfg *worker.Config) {
+		redistest.StartReplica(t, b.redis, redistest.Options{})
+		cfg.GuardReplicas = 1
+	})
+	perTask, by := tripsPerTask(t, b, counter, "send-cert", func(i int) string {
+		return fmt.Sprintf(`{"certificate_id": %d, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`, 300+i)
+	})
+	if perTask > 2 || !strings.Contains(by, "pipeline×10") {
+		t.Errorf("send-cert with a replica asked: %.1f round trips of certmail's own per delivered task (%s), want at most 2, the one after the call a pipeline", perTask, by)
+	}
+	t.Logf("send-cert with a replica asked: %.1f round trips per task (%s)", perTask, by)
 }
