@@ -2,7 +2,8 @@
 // against DigiCert CertCentral: one handler per task type behind an asynq
 // ServeMux, retries with backoff for transient failures, a pause per account
 // when DigiCert rejects the API key (ended by a probe, which first reads a
-// key file again: keyfile.go), duplicate and stale-update guards, and
+// key file again: keyfile.go), duplicate and stale-update guards (confirmed
+// on Redis's replicas, when asked, before a delivery ends: replicas.go), and
 // the records of what cannot be delivered, written through package
 // deadletter: the dead-letter stream (also for the tasks asynq archives
 // after a worker died, which its lease sweep finds), and the parked set its
