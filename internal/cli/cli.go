@@ -532,6 +532,7 @@ func defaults() kong.Vars {
 		"task_check_interval_range":   ranges.Of(worker.MinTaskCheckInterval, worker.MaxTaskCheckInterval),
 		"guard_replicas_range":        ranges.Of(0, worker.MaxGuardReplicas),
 		"guard_replicas_timeout":      ranges.Duration(worker.GuardReplicasTimeout),
+		"guard_replicas_bound":        ranges.Duration(worker.GuardReplicasWaitBound),
 		"schedule_max_range":          ranges.Of(1, maxScheduleMax),
 		"max_retry_range":             ranges.Of(0, maxMaxRetry),
 		"result_retention_range":      ranges.Of(scheduler.MinResultRetention, maxResultRetention),

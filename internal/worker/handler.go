@@ -41,6 +41,11 @@ type processor struct {
 	// replicas is how many replicas must acknowledge the round trip after
 	// a successful call before it counts as written (replicas.go); 0: none.
 	replicas int
+	// replicaBound is how long a write too few replicas acknowledged is
+	// tried again (GuardReplicasWaitBound), guard whether the worker is
+	// short of replicas (replicas.go).
+	replicaBound time.Duration
+	guard        replicaGuard
 	// rateLimitPause is how long a task waits after a 429 before its next delivery.
 	rateLimitPause time.Duration
 	afterDelivery  func(ctx context.Context, taskID string)
@@ -429,24 +434,31 @@ func (p *processor) writeApplied(ctx context.Context, d *delivery, k orderKeys, 
 // write records keeps a redelivery from acting again. No redelivery can
 // happen before Redis is back, so there is no point in giving up earlier;
 // only a stopping worker does, once its shutdown timeout has passed
-// (p.pending). Neither the task's deadline nor the end of its lease stops
-// the tries: the task's context is not theirs. It logs one WARN when the
-// write first fails and one when it is first not acknowledged, and one
-// INFO when it is written.
+// (p.pending). A shortfall of replicas alone is tried again for at most
+// p.replicaBound (GuardReplicasWaitBound): then, or at once while the
+// worker is short of replicas (replicaGuard), the delivery ends with its
+// write on the master only. Neither the task's deadline nor the end of its
+// lease stops the tries: the task's context is not theirs. It logs one
+// WARN when the write first fails, one when it is first not acknowledged
+// and one when it stops waiting for replicas, and one INFO when it is
+// written.
 func (p *processor) persist(ctx context.Context, d *delivery, what string, write func(context.Context) error) {
 	ctx = context.WithoutCancel(ctx)
 	err := write(ctx)
-	if err == nil {
+	if err == nil || p.guard.isShort() && isNotReplicated(err) {
 		return // the usual case, without the retry's set-up
 	}
 	ctx, cancel := p.pending.begin(ctx)
 	defer cancel()
 	start := time.Now()
 	var warned persistWarned
-	warned.warn(p.log, d, what, err)
+	warned.warn(p.log, d, what, err, p.replicaBound)
 	b := persistBackOff()
 	tries := 1
 	for {
+		if p.stopWaiting(d, what, err, &warned) {
+			return
+		}
 		timer := time.NewTimer(b.NextBackOff())
 		select {
 		case <-ctx.Done():
@@ -465,23 +477,57 @@ func (p *processor) persist(ctx context.Context, d *delivery, what string, write
 			p.log.Info(msg, zap.String("task_id", d.taskID), zap.Int("tries", tries), zap.Duration("took", time.Since(start)))
 			return
 		}
-		warned.warn(p.log, d, what, err)
+		warned.warn(p.log, d, what, err, p.replicaBound)
 	}
 }
 
-// persistWarned is what persist has warned of: a write Redis did not
-// take (unanswered), one too few replicas acknowledged (replicas).
-type persistWarned struct{ unanswered, replicas bool }
+// stopWaiting reports whether persist ends the tries of a write err says
+// too few replicas acknowledged: once they have fallen short for
+// p.replicaBound, or when the worker is short of replicas. Then it logs
+// one WARN naming the task, and the worker is short of replicas.
+func (p *processor) stopWaiting(d *delivery, what string, err error, warned *persistWarned) bool {
+	var nr *notReplicatedError
+	if !errors.As(err, &nr) {
+		return false
+	}
+	waited := time.Since(warned.shortSince)
+	if waited < p.replicaBound && !p.guard.isShort() {
+		return false
+	}
+	p.log.Warn("the "+what+" is on the master only: too few replicas acknowledged it, and the delivery ends without them; "+
+		"a failover before a replica copies it could email again",
+		zap.String("task_id", d.taskID), zap.Int64("replicas_asked", nr.asked), zap.Int64("replicas_acknowledged", nr.acked),
+		zap.Duration("waited", waited))
+	p.guard.fallShort(p.log, nr, waited)
+	return true
+}
 
-// warn logs the first failure of each kind once.
-func (w *persistWarned) warn(log *zap.Logger, d *delivery, what string, err error) {
+// isNotReplicated reports whether err is a write too few replicas
+// acknowledged.
+func isNotReplicated(err error) bool {
+	var nr *notReplicatedError
+	return errors.As(err, &nr)
+}
+
+// persistWarned is what persist has warned of: a write Redis did not
+// take (unanswered), one too few replicas acknowledged (replicas, first
+// at shortSince).
+type persistWarned struct {
+	unanswered, replicas bool
+	shortSince           time.Time
+}
+
+// warn logs the first failure of each kind once; bound is how long a
+// shortfall of replicas is tried again.
+func (w *persistWarned) warn(log *zap.Logger, d *delivery, what string, err error, bound time.Duration) {
 	var nr *notReplicatedError
 	switch {
 	case errors.As(err, &nr) && !w.replicas:
-		w.replicas = true
+		w.replicas, w.shortSince = true, time.Now()
 		log.Warn("the "+what+" was written but too few replicas acknowledged it, and a failover could lose it; "+
-			"trying again until a master with enough replicas holds it",
-			zap.String("task_id", d.taskID), zap.Int64("replicas_asked", nr.asked), zap.Int64("replicas_acknowledged", nr.acked))
+			"trying again, for wait_bound at most, until a master with enough replicas holds it",
+			zap.String("task_id", d.taskID), zap.Int64("replicas_asked", nr.asked), zap.Int64("replicas_acknowledged", nr.acked),
+			zap.Duration("wait_bound", bound))
 	case nr == nil && !w.unanswered:
 		w.unanswered = true
 		log.Warn("could not write the "+what+"; trying again until Redis answers",

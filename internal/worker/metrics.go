@@ -45,6 +45,9 @@ type metrics struct {
 	deadLetters  *prometheus.CounterVec   // certmail_dead_letters_total{type,error_code}
 	limiterWaits *prometheus.HistogramVec // certmail_ratelimit_wait_seconds{account}
 	coolDowns    *prometheus.CounterVec   // certmail_ratelimit_cooldowns_total{account}
+	// replicasShort is certmail_guard_replicas_short: 1 while the worker is
+	// short of replicas (replicaGuard).
+	replicasShort prometheus.Gauge
 }
 
 // newMetrics registers the worker's series; accounts are the configured
@@ -89,6 +92,10 @@ func newMetrics(reg prometheus.Registerer, rdb redis.UniversalClient, accounts [
 			Name: "certmail_ratelimit_cooldowns_total",
 			Help: "Shared cool-downs started because DigiCert answered 429.",
 		}, []string{"account"}),
+		replicasShort: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "certmail_guard_replicas_short",
+			Help: "1 while deliveries end without waiting for replicas to acknowledge their duplicate guards: a wait for them timed out, and none acknowledged enough since.",
+		}),
 	}
 	for _, t := range tasks.Types() {
 		m.knownTypes[t] = true
@@ -105,7 +112,7 @@ func newMetrics(reg prometheus.Registerer, rdb redis.UniversalClient, accounts [
 		m.coolDowns.WithLabelValues(a)
 	}
 	reg.MustRegister(m.tasks, m.inFlight, m.taskDuration, m.requests, m.latency, m.deadLetters,
-		m.limiterWaits, m.coolDowns, &pausedCollector{rdb: rdb, accounts: accounts, desc: prometheus.NewDesc(
+		m.limiterWaits, m.coolDowns, m.replicasShort, &pausedCollector{rdb: rdb, accounts: accounts, desc: prometheus.NewDesc(
 			"certmail_account_paused",
 			"1 while the account is paused because DigiCert rejected its API key (read from Redis: the same on every worker).",
 			[]string{"account"}, nil)})

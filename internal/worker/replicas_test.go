@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +19,11 @@ import (
 )
 
 const (
-	notAcknowledged = "the duplicate guard was written but too few replicas acknowledged it, and a failover could lose it; trying again until a master with enough replicas holds it"
-	appliedNotAcked = "the applied sequence was written but too few replicas acknowledged it, and a failover could lose it; trying again until a master with enough replicas holds it"
+	notAcknowledged = "the duplicate guard was written but too few replicas acknowledged it, and a failover could lose it; trying again, for wait_bound at most, until a master with enough replicas holds it"
+	appliedNotAcked = "the applied sequence was written but too few replicas acknowledged it, and a failover could lose it; trying again, for wait_bound at most, until a master with enough replicas holds it"
+	guardOnMaster   = "the duplicate guard is on the master only: too few replicas acknowledged it, and the delivery ends without them; a failover before a replica copies it could email again"
+	becameShort     = "too few Redis replicas acknowledge the duplicate guards: deliveries now end without waiting for them, their guards on the master only (a failover before a replica copies one could email again), until enough acknowledge again"
+	shortEnded      = "enough Redis replicas acknowledge the duplicate guards again: deliveries wait for them again"
 	acknowledged    = "duplicate guard written and acknowledged by enough replicas"
 	appliedAcked    = "applied sequence written and acknowledged by enough replicas"
 )
@@ -75,6 +79,88 @@ func TestGuardWaitsForReplica(t *testing.T) {
 	}
 }
 
+// A replica gone for longer than the wait's bound (a group of a master and
+// one replica whose master died) does not hold deliveries: the delivery
+// waiting for it ends after the bound, delivered, with one WARN naming it,
+// and the worker is short of replicas (one WARN, the gauge at 1). The next
+// delivery ends at once, without a line of its own. Once the replica is
+// back, the next WAIT acknowledges it: one INFO, the gauge at 0, and the
+// guard on the replica.
+func TestGuardStopsWaitingForAGoneReplica(t *testing.T) {
+	t.Parallel()
+	const bound = 1500 * time.Millisecond
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	replica := redistest.StartReplica(t, b.redis, redistest.Options{})
+	b.startWorker(t, setupOpts{configure: func(c *worker.Config) { c.GuardReplicas, c.GuardWaitBound = 1, bound }})
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", "worker started")) == 1 }, b.logs.Text)
+	short := func() float64 {
+		v, found := sum(b.scrape(t, 0), "certmail_guard_replicas_short")
+		if !found {
+			t.Fatalf("no certmail_guard_replicas_short in /metrics")
+		}
+		return v
+	}
+	if v := short(); v != 0 {
+		t.Fatalf("certmail_guard_replicas_short %v before any delivery, want 0", v)
+	}
+
+	replica.Pause()
+	start := time.Now()
+	first := b.enqueue(t, "send-cert", `{"certificate_id": 71, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	if r := result(t, b.waitState(t, first, asynq.TaskStateCompleted, 10*bound)); r.Outcome != taskresult.Delivered {
+		t.Errorf("first task: outcome %q, want delivered", r.Outcome)
+	}
+	if took := time.Since(start); took < bound {
+		t.Errorf("first task completed after %s, want the bound (%s) first", took, bound)
+	}
+	gaveUp := b.logs.Lines("warn", guardOnMaster)
+	if len(gaveUp) != 1 || gaveUp[0]["task_id"] != first {
+		t.Errorf("want one WARN naming %s for its guard on the master only, got %v:\n%s", first, gaveUp, b.logs.Text())
+	}
+	if v := short(); v != 1 {
+		t.Errorf("certmail_guard_replicas_short %v once short, want 1", v)
+	}
+
+	start = time.Now()
+	second := b.enqueue(t, "send-cert", `{"certificate_id": 72, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	b.waitState(t, second, asynq.TaskStateCompleted, 10*bound)
+	if took := time.Since(start); took >= bound {
+		t.Errorf("second task, while short, completed after %s, want well within the bound (%s)", took, bound)
+	}
+	for msg, want := range map[string]int{notAcknowledged: 1, guardOnMaster: 1, becameShort: 1} {
+		if n := len(b.logs.Lines("warn", msg)); n != want {
+			t.Errorf("%d WARN lines %q, want %d", n, msg, want)
+		}
+	}
+
+	replica.Continue()
+	ctx := context.Background()
+	waitFor(t, 10*time.Second, func() bool {
+		n, err := replica.Client().Exists(ctx, "certmail:delivered:"+second).Result()
+		return err == nil && n == 1
+	}, func() string { return "the replica did not catch up" })
+	// A replica in sync acknowledges within ShortReplicasTimeout; a busy
+	// machine may take longer, so a few deliveries get the chance.
+	for i := range 5 {
+		id := b.enqueue(t, "send-cert", fmt.Sprintf(`{"certificate_id": %d, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`, 73+i))
+		b.waitState(t, id, asynq.TaskStateCompleted, 10*bound)
+		if len(b.logs.Lines("info", shortEnded)) > 0 {
+			break
+		}
+	}
+	if n := len(b.logs.Lines("info", shortEnded)); n != 1 {
+		t.Errorf("%d INFO lines %q once the replica is back, want 1:\n%s", n, shortEnded, b.logs.Text())
+	}
+	if v := short(); v != 0 {
+		t.Errorf("certmail_guard_replicas_short %v once replicas acknowledge again, want 0", v)
+	}
+	for _, c := range []int64{71, 72} {
+		if n := len(b.fake.CertSends(c)); n != 1 {
+			t.Errorf("certificate %d emailed %d times, want once", c, n)
+		}
+	}
+}
+
 // With no replica asked for (the default without Sentinel, or set to 0
 // under it), nothing waits for one: a stopped replica does not hold a
 // delivery, and no WAIT is sent.
@@ -101,8 +187,9 @@ func TestFewReplicasWarnedAtStart(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{startWorkers: -1})
 	b.startWorker(t, setupOpts{configure: func(c *worker.Config) { c.GuardReplicas = 1 }})
-	const warning = "Redis's master has fewer replicas connected than CERTMAIL_GUARD_REPLICAS asks: deliveries will wait after each DigiCert 2xx " +
-		"until enough acknowledge its duplicate guard; for a Redis without replicas, set CERTMAIL_GUARD_REPLICAS=0"
+	const warning = "Redis's master has fewer replicas connected than CERTMAIL_GUARD_REPLICAS asks: a delivery will wait, up to wait_bound, " +
+		"for enough to acknowledge its duplicate guard, then deliveries end without them until enough do; " +
+		"for a Redis without replicas, set CERTMAIL_GUARD_REPLICAS=0"
 	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("warn", warning)) == 1 }, b.logs.Text)
 	line := b.logs.Lines("warn", warning)[0]
 	if line["guard_replicas"] != int64(1) || line["connected_replicas"] != int64(0) {

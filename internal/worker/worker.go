@@ -68,6 +68,10 @@ type Config struct {
 	// (replicas.go); 0 means DefaultGuardReplicas (1 under Sentinel, none
 	// otherwise), negative means none; at most MaxGuardReplicas.
 	GuardReplicas int
+	// GuardWaitBound is how long a write fewer replicas than GuardReplicas
+	// acknowledged is tried again before its delivery ends without them;
+	// 0 means GuardReplicasWaitBound. Not a setting: tests shorten it.
+	GuardWaitBound time.Duration
 	// TaskCheckInterval is how often asynq looks for a task while every
 	// queue was found empty (it does not wait while tasks come); default
 	// DefaultTaskCheckInterval, within MinTaskCheckInterval and
@@ -156,6 +160,7 @@ func (c Config) WithDefaults() Config {
 	c.DeadLetterMaxLen = cmp.Or(c.DeadLetterMaxLen, deadletter.DefaultMaxLen)
 	c.GuardRetention = cmp.Or(c.GuardRetention, DefaultGuardRetention)
 	c.GuardReplicas = cmp.Or(c.GuardReplicas, DefaultGuardReplicas(c.Redis))
+	c.GuardWaitBound = cmp.Or(c.GuardWaitBound, GuardReplicasWaitBound)
 	c.AuthProbeInterval = cmp.Or(c.AuthProbeInterval, DefaultAuthProbeInterval)
 	c.RateLimitPause = cmp.Or(c.RateLimitPause, DefaultRateLimitPause)
 	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, DefaultTaskCheckInterval)
@@ -252,6 +257,8 @@ func New(cfg Config) (*Worker, error) {
 		metrics:        m,
 		retention:      cfg.GuardRetention,
 		replicas:       max(cfg.GuardReplicas, 0),
+		replicaBound:   cfg.GuardWaitBound,
+		guard:          replicaGuard{gauge: m.replicasShort},
 		rateLimitPause: cfg.RateLimitPause,
 		afterDelivery:  cfg.AfterDelivery,
 	}
