@@ -42,8 +42,8 @@ type processor struct {
 	// a successful call before it counts as written (replicas.go); 0: none.
 	replicas int
 	// replicaBound is how long a write too few replicas acknowledged is
-	// tried again (GuardReplicasWaitBound), guard whether the worker is
-	// short of replicas (replicas.go).
+	// tried again (GuardReplicasWaitBound); guard says whether the worker
+	// is short of replicas (replicas.go).
 	replicaBound time.Duration
 	guard        replicaGuard
 	// rateLimitPause is how long a task waits after a 429 before its next delivery.

@@ -3,7 +3,8 @@
 // ServeMux, retries with backoff for transient failures, a pause per account
 // when DigiCert rejects the API key (ended by a probe, which first reads a
 // key file again: keyfile.go), duplicate and stale-update guards (confirmed
-// on Redis's replicas, when asked, before a delivery ends: replicas.go), and
+// on Redis's replicas, when asked, before a delivery ends, waiting for
+// them a bounded time: replicas.go), and
 // the records of what cannot be delivered, written through package
 // deadletter: the dead-letter stream (also for the tasks asynq archives
 // after a worker died, which its lease sweep finds), and the parked set its
