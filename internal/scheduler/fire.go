@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -86,6 +87,7 @@ func (s *Scheduler) fireSchedule(ctx context.Context, c *schedule.Compiled, stat
 		if s.series[c.ID] {
 			s.dropSeries(c.ID)
 		}
+		s.notes.forget(c.ID)
 		s.due[c] = never
 		return goOn
 	}
@@ -183,6 +185,7 @@ func (s *Scheduler) fireTick(ctx context.Context, c *schedule.Compiled, tick tim
 		s.hb.soon = true // the dashboard shows the new previous run at the end of this round
 	}
 	if ended {
+		s.notes.forget(c.ID)
 		s.log.Info("schedule ended", zap.String("schedule", c.ID), zap.String("reason", schedule.EndedMaxRuns), zap.Int("runs", runs+1))
 	}
 	return recorded, goOn
@@ -201,6 +204,9 @@ func (s *Scheduler) endIfOver(ctx context.Context, c *schedule.Compiled, last ti
 		return
 	}
 	ended, err := s.store.End(ctx, s.lease, c.ID, reason, time.Now(), "")
+	if err == nil && ended {
+		s.notes.forget(c.ID)
+	}
 	switch {
 	case err != nil || !ended:
 	case runs == 0 && reason == schedule.EndedUntil && c.Next(since).After(*c.Until):
@@ -291,6 +297,7 @@ func (s *Scheduler) endValidated(ctx context.Context, c *schedule.Compiled, task
 			zap.Int("runs", runs))
 	}
 	delete(s.awaiting, c.ID)
+	s.notes.forget(c.ID)
 	return stopped
 }
 
@@ -475,6 +482,21 @@ func (n *tickNotes) outstanding(id string, now time.Time) {
 		n.outstandingAt = map[string]time.Time{}
 	}
 	n.outstandingAt[id] = now
+}
+
+// forget drops the notes of schedule id, deleted or ended: nothing of it
+// is reported any more.
+func (n *tickNotes) forget(id string) {
+	delete(n.skippedTo, id)
+	delete(n.outstandingAt, id)
+	delete(n.pending, id)
+}
+
+// keep drops the notes of the schedule ids that known does not hold.
+func (n *tickNotes) keep(known map[string]bool) {
+	maps.DeleteFunc(n.skippedTo, func(id string, _ time.Time) bool { return !known[id] })
+	maps.DeleteFunc(n.outstandingAt, func(id string, _ time.Time) bool { return !known[id] })
+	maps.DeleteFunc(n.pending, func(id string, _ *pendingTask) bool { return !known[id] })
 }
 
 // maxSkippedCounted bounds how many skipped ticks of one schedule are

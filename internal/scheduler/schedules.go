@@ -166,7 +166,7 @@ func (s *Scheduler) refreshAPI(ctx context.Context) error {
 // changed forgets what the leader knew of schedules that changed or are
 // gone: when each is due and its state (kept by the *schedule.Compiled,
 // which is new when its definition changed), the metric series, awaited
-// tasks and retries of the ids that are gone. What it knew of the others
+// tasks, retries and notes of the ids that are gone. What it knew of the others
 // stays, so that rounds do not read their state again.
 func (s *Scheduler) changed() {
 	known := map[string]bool{}
@@ -186,6 +186,7 @@ func (s *Scheduler) changed() {
 	}
 	maps.DeleteFunc(s.awaiting, func(id string, _ *awaiting) bool { return !known[id] })
 	maps.DeleteFunc(s.retrying, func(id string, _ *retrying) bool { return !known[id] })
+	s.notes.keep(known)
 }
 
 func (s *Scheduler) warnOnce(id, problem string) {
