@@ -84,13 +84,13 @@ func (s *Scheduler) fireWith(ctx context.Context, c *schedule.Compiled, state sc
 // the leadership was lost.
 func (s *Scheduler) fireSchedule(ctx context.Context, c *schedule.Compiled, state schedule.State, now time.Time) outcome {
 	if state.Ended {
-		if s.series[c.ID] {
-			s.dropSeries(c.ID)
-		}
+		s.endedSeries(c.ID, now)
 		s.notes.forget(c.ID)
 		s.due[c] = never
 		return goOn
 	}
+	// Not ended (or edited since it ended): its series go on.
+	delete(s.dropAt, c.ID)
 	if state.Since.IsZero() { // first seen: ticks count from now
 		err := s.store.Begin(ctx, s.lease, c.ID, now)
 		if out := s.written(c, time.Time{}, err, stepBegin); out != goOn {
@@ -509,9 +509,10 @@ const maxSkippedCounted = 10_000
 // base, which TickBase skipped as older than the catch-up window (Redis out
 // of reach or no leader for longer than it): one WARN line with their count
 // and the first and last of them, and certmail_scheduler_ticks_skipped_total.
-// Ticks after c's until are not counted (they would not have fired), nor,
-// for an until_validated schedule, those that fell due while the leader
-// saw its last tick's task outstanding (they are skipped by design).
+// Ticks after c's until are not counted, nor those beyond the runs its
+// max_runs leaves (they would not have fired), nor, for an until_validated
+// schedule, those that fell due while the leader saw its last tick's task
+// outstanding (they are skipped by design).
 func (s *Scheduler) noteSkipped(c *schedule.Compiled, state schedule.State, base time.Time) {
 	from := state.LastTick
 	if from.IsZero() {
@@ -525,19 +526,33 @@ func (s *Scheduler) noteSkipped(c *schedule.Compiled, state schedule.State, base
 	if c.Until != nil && c.Until.Before(to) {
 		to = *c.Until
 	}
-	n, first, last, more := skippedTicks(c, from, to)
+	limit, runsLeft := maxSkippedCounted, false
+	if c.MaxRuns > 0 && c.MaxRuns-state.Runs <= limit {
+		limit, runsLeft = c.MaxRuns-state.Runs, true
+	}
+	if limit <= 0 {
+		return // no run left: none would have fired
+	}
+	n, first, last, more := countTicks(c, from, to, limit)
 	if n == 0 {
 		return
+	}
+	reported := last // the ticks after it up to to are not reported again
+	if more {
+		reported = lastTickBy(c, last, to)
+	}
+	if !runsLeft {
+		last = reported
 	}
 	if s.notes.skippedTo == nil {
 		s.notes.skippedTo = map[string]time.Time{}
 	}
-	s.notes.skippedTo[c.ID] = last
+	s.notes.skippedTo[c.ID] = reported
 	s.series[c.ID] = true
 	s.metrics.skipped.WithLabelValues(c.ID).Add(float64(n))
 	fields := []zap.Field{zap.String("schedule", c.ID), zap.Int("skipped", n), zap.Time("first_tick", first),
 		zap.Time("last_tick", last), zap.Duration("catch_up", s.cfg.CatchUp)}
-	if more {
+	if more && !runsLeft {
 		fields = append(fields, zap.Bool("skipped_counted_up_to_a_bound", true))
 	}
 	s.log.Warn("ticks skipped: they fell due longer ago than the catch-up window (Redis out of reach or no leader meanwhile)", fields...)
@@ -547,13 +562,24 @@ func (s *Scheduler) noteSkipped(c *schedule.Compiled, state schedule.State, base
 // maxSkippedCounted (more is true when there are more), and returns the
 // first and last of them all.
 func skippedTicks(c *schedule.Compiled, from, to time.Time) (n int, first, last time.Time, more bool) {
+	n, first, last, more = countTicks(c, from, to, maxSkippedCounted)
+	if more {
+		last = lastTickBy(c, last, to)
+	}
+	return n, first, last, more
+}
+
+// countTicks counts the ticks of c after from and at or before to, one by
+// one up to limit (at least 1), and returns the first and last counted;
+// more is true when there are more.
+func countTicks(c *schedule.Compiled, from, to time.Time, limit int) (n int, first, last time.Time, more bool) {
 	first = c.Next(from)
 	if first.IsZero() || first.After(to) {
 		return 0, time.Time{}, time.Time{}, false
 	}
 	for t := first; !t.IsZero() && !t.After(to); t = c.Next(t) {
-		if n == maxSkippedCounted {
-			return n, first, lastTickBy(c, last, to), true
+		if n == limit {
+			return n, first, last, true
 		}
 		n, last = n+1, t
 	}

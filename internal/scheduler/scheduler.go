@@ -201,9 +201,15 @@ type Scheduler struct {
 	changes int64
 	hb      heartbeat // the dashboard's entries (heartbeat.go)
 	// series are the schedule ids with metric series; the series of a
-	// schedule deleted or ended are removed, so that their number follows
+	// schedule deleted are removed, those of a schedule ended
+	// keepEndedSeries later (see endedSeries), so that their number follows
 	// the schedules that exist.
 	series map[string]bool
+	// dropAt is, per ended schedule id with series, when they are removed.
+	dropAt map[string]time.Time
+	// skipCounted is how many skipped ticks the round counted so far (see
+	// noteSkipped).
+	skipCounted int
 	// awaiting is, per until_validated schedule id, what the leader knows
 	// of its last tick's task (see settle). Cleared when the leadership
 	// changes; it only spares lookups, Redis holds the truth.
@@ -263,6 +269,7 @@ func New(cfg Config) (*Scheduler, error) {
 		due:       map[*schedule.Compiled]time.Time{},
 		states:    map[*schedule.Compiled]schedule.State{},
 		series:    map[string]bool{},
+		dropAt:    map[string]time.Time{},
 		awaiting:  map[string]*awaiting{},
 		retrying:  map[string]*retrying{},
 	}, nil

@@ -72,6 +72,8 @@ func (s *Scheduler) round(ctx context.Context) {
 		}
 	}
 	now := time.Now()
+	s.dropEndedSeries(now)
+	s.skipCounted = 0
 	var look []*schedule.Compiled
 	fileIDs := map[string]bool{}
 	for _, c := range s.fileScheds {
@@ -197,10 +199,36 @@ func (s *Scheduler) warnOnce(id, problem string) {
 	s.log.Error(problem, zap.String("schedule", fmt.Sprintf("%.128s", id)))
 }
 
+// keepEndedSeries is how long the metric series of an ended schedule stay:
+// the window of the alert CertmailSchedulerTicksSkipped, so that scrapes
+// see the ticks a schedule fired or skipped as it ended (the skipped ticks
+// of a schedule whose last runs all fell due in an outage end it at once)
+// and the alert lasts as for a schedule that goes on.
+const keepEndedSeries = 15 * time.Minute
+
+// endedSeries notes at now that schedule id ended: its series, if any, are
+// removed keepEndedSeries later (see dropEndedSeries).
+func (s *Scheduler) endedSeries(id string, now time.Time) {
+	if _, noted := s.dropAt[id]; s.series[id] && !noted {
+		s.dropAt[id] = now.Add(keepEndedSeries)
+	}
+}
+
+// dropEndedSeries removes the series of the schedules that ended
+// keepEndedSeries or longer before now.
+func (s *Scheduler) dropEndedSeries(now time.Time) {
+	for id, at := range s.dropAt {
+		if !now.Before(at) {
+			s.dropSeries(id)
+		}
+	}
+}
+
 // dropSeries removes the metric series of schedule id.
 func (s *Scheduler) dropSeries(id string) {
 	s.metrics.ticks.DeleteLabelValues(id)
 	s.metrics.failed.DeleteLabelValues(id)
 	s.metrics.skipped.DeleteLabelValues(id)
 	delete(s.series, id)
+	delete(s.dropAt, id)
 }

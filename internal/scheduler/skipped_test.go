@@ -220,3 +220,51 @@ func TestUnservedQueueWarnedOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestSkippedTicksWithinMaxRuns: a schedule with one run left before its
+// max_runs reports one tick skipped, not every tick of the outage (no more
+// would have fired), and its series stay keepEndedSeries after it ends, so
+// that a scrape sees the skip; then they are removed.
+func TestSkippedTicksWithinMaxRuns(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	no := false
+	if _, err := e.store().Add(ctx, schedule.Schedule{ID: "mr", Cron: "@every 1s", Type: "resend-dcv",
+		Payload: json.RawMessage(`{"order_id": 1}`), UntilValidated: &no, MaxRuns: 11}); err != nil {
+		t.Fatal(err)
+	}
+	last := time.Now().Unix() - 100
+	if err := e.redis.Client().HSet(ctx, stateKey("mr"), "since", last-10, "last_tick", last, "runs", 10).Err(); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	s, logs := e.leader(t, Config{Lease: time.Minute, CatchUp: 10 * time.Second, Registry: reg})
+	s.renewedAt = time.Now()
+	for range 3 {
+		s.refreshedAt = time.Time{}
+		clear(s.due)
+		s.round(ctx)
+	}
+	if st, err := e.store().State(ctx, "mr"); err != nil || !st.Ended {
+		t.Fatalf("state %+v, %v: want mr ended", st, err)
+	}
+	warns := logs.FilterMessageSnippet("ticks skipped").All()
+	if len(warns) != 1 {
+		t.Fatalf("%d WARN lines of skipped ticks, want 1", len(warns))
+	}
+	f := warns[0].ContextMap()
+	first, _ := f["first_tick"].(time.Time)
+	lastSkipped, _ := f["last_tick"].(time.Time)
+	if f["skipped"] != int64(1) || first.Unix() != last+1 || !lastSkipped.Equal(first) {
+		t.Errorf("WARN line %v: want 1 skipped, the tick at %d, the one run left", f, last+1)
+	}
+	if got := series(t, reg)["certmail_scheduler_ticks_skipped_total"]["mr"]; got != 1 {
+		t.Errorf("certmail_scheduler_ticks_skipped_total{schedule=mr} = %v after it ended, want 1 until a scrape sees it", got)
+	}
+	s.dropAt["mr"] = time.Now() // keepEndedSeries later
+	s.round(ctx)
+	if got, ok := series(t, reg)["certmail_scheduler_ticks_skipped_total"]["mr"]; ok {
+		t.Errorf("certmail_scheduler_ticks_skipped_total{schedule=mr} = %v kept after keepEndedSeries, want it removed", got)
+	}
+}
