@@ -500,9 +500,16 @@ func (n *tickNotes) keep(known map[string]bool) {
 }
 
 // maxSkippedCounted bounds how many skipped ticks of one schedule are
-// counted one by one at a time (a week of ticks a minute apart); beyond it
-// the count is a lower bound, said so in the log line.
-const maxSkippedCounted = 10_000
+// counted one by one at a time (a week of ticks a minute apart), and
+// maxSkippedPerRound how many in all in one round (the first after an
+// outage, or a new leader's, may find every schedule with ticks skipped:
+// counting them all would hold back the ticks due meanwhile, for minutes
+// with thousands of schedules). Beyond either the count is a lower bound
+// (at least 1 for each schedule), said so in the log line.
+const (
+	maxSkippedCounted  = 10_000
+	maxSkippedPerRound = 2 * maxSkippedCounted
+)
 
 // noteSkipped reports the ticks of c that fell due after its last tick (or
 // since it began, or the last skipped tick already reported) and up to
@@ -526,7 +533,8 @@ func (s *Scheduler) noteSkipped(c *schedule.Compiled, state schedule.State, base
 	if c.Until != nil && c.Until.Before(to) {
 		to = *c.Until
 	}
-	limit, runsLeft := maxSkippedCounted, false
+	limit := max(1, min(maxSkippedCounted, maxSkippedPerRound-s.skipCounted))
+	runsLeft := false
 	if c.MaxRuns > 0 && c.MaxRuns-state.Runs <= limit {
 		limit, runsLeft = c.MaxRuns-state.Runs, true
 	}
@@ -534,6 +542,7 @@ func (s *Scheduler) noteSkipped(c *schedule.Compiled, state schedule.State, base
 		return // no run left: none would have fired
 	}
 	n, first, last, more := countTicks(c, from, to, limit)
+	s.skipCounted += n
 	if n == 0 {
 		return
 	}

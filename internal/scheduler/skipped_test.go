@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -266,5 +267,58 @@ func TestSkippedTicksWithinMaxRuns(t *testing.T) {
 	s.round(ctx)
 	if got, ok := series(t, reg)["certmail_scheduler_ticks_skipped_total"]["mr"]; ok {
 		t.Errorf("certmail_scheduler_ticks_skipped_total{schedule=mr} = %v kept after keepEndedSeries, want it removed", got)
+	}
+}
+
+// TestSkippedTicksBoundedPerRound: a round that finds many schedules with
+// many ticks skipped (the first after a long outage) counts at most
+// maxSkippedPerRound of them one by one in all, so that the ticks due
+// meanwhile are not held back; each schedule is still reported once, those
+// counted beyond the bound with a lower bound said so and the last tick
+// skipped, so that the next round reports nothing more.
+func TestSkippedTicksBoundedPerRound(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	no := false
+	const schedules = 5 // each with a day of ticks a second apart skipped
+	last := time.Now().Unix() - 24*3600
+	for i := range schedules {
+		id := fmt.Sprintf("out%d", i)
+		if _, err := e.store().Add(ctx, schedule.Schedule{ID: id, Cron: "@every 1s", Type: "resend-dcv",
+			Payload: json.RawMessage(`{"order_id": 1}`), UntilValidated: &no}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.redis.Client().HSet(ctx, stateKey(id), "since", last-10, "last_tick", last).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, logs := e.leader(t, Config{Lease: time.Minute, CatchUp: 10 * time.Second})
+	s.renewedAt = time.Now()
+	s.round(ctx)
+	if s.skipCounted > maxSkippedPerRound+schedules {
+		t.Errorf("the round counted %d skipped ticks one by one, want at most %d", s.skipCounted, maxSkippedPerRound+schedules)
+	}
+	warns := logs.FilterMessageSnippet("ticks skipped").All()
+	if len(warns) != schedules {
+		t.Fatalf("%d WARN lines of skipped ticks, want %d", len(warns), schedules)
+	}
+	total := int64(0)
+	for _, w := range warns {
+		f := w.ContextMap()
+		n, _ := f["skipped"].(int64)
+		lastSkipped, _ := f["last_tick"].(time.Time)
+		total += n
+		if f["skipped_counted_up_to_a_bound"] != true || n < 1 || time.Since(lastSkipped) > time.Minute {
+			t.Errorf("WARN line %v: want a lower bound of at least 1, said so, and the last tick skipped", f)
+		}
+	}
+	if total > maxSkippedPerRound+schedules {
+		t.Errorf("%d skipped ticks counted in one round, want at most %d", total, maxSkippedPerRound+schedules)
+	}
+	clear(s.due)
+	s.round(ctx)
+	if n := logs.FilterMessageSnippet("ticks skipped").Len(); n != schedules {
+		t.Errorf("%d WARN lines of skipped ticks after another round, want still %d", n, schedules)
 	}
 }
