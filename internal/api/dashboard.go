@@ -654,29 +654,16 @@ const maxExactInteger = 1 << 53
 // goes: false for a number beyond ±2^53 (printed rounded) and for one out
 // of a float64's range (printed as null or 0). b must be valid JSON.
 func exactInJavaScript(b []byte) bool {
-	inString, escaped := false, false
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		switch {
-		case escaped:
-			escaped = false
-		case inString && c == '\\':
-			escaped = true
-		case c == '"':
-			inString = !inString
-		case inString:
-		case c == '-' || ('0' <= c && c <= '9'):
-			j := i + 1
-			for j < len(b) && strings.IndexByte("0123456789.eE+-", b[j]) >= 0 {
-				j++
-			}
-			if !exactNumber(string(b[i:j])) {
-				return false
-			}
-			i = j - 1
+	return outsideStrings(b, func(i int) (int, bool) {
+		if c := b[i]; c != '-' && (c < '0' || '9' < c) {
+			return i + 1, true
 		}
-	}
-	return true
+		j := i + 1
+		for j < len(b) && strings.IndexByte("0123456789.eE+-", b[j]) >= 0 {
+			j++
+		}
+		return j, exactNumber(string(b[i:j]))
+	})
 }
 
 // exactNumber is exactInJavaScript for one number: one written with a
@@ -702,8 +689,26 @@ func exactNumber(n string) bool {
 // jsonDepth returns the deepest nesting of arrays and objects in valid JSON.
 func jsonDepth(b []byte) int {
 	depth, deepest := 0, 0
+	outsideStrings(b, func(i int) (int, bool) {
+		switch b[i] {
+		case '[', '{':
+			depth++
+			deepest = max(deepest, depth)
+		case ']', '}':
+			depth--
+		}
+		return i + 1, true
+	})
+	return deepest
+}
+
+// outsideStrings calls f with the index of each byte of the JSON b that is
+// outside its strings (their quotes excluded), in order, and goes on from
+// the index f returns while f reports true; it reports whether f always did.
+func outsideStrings(b []byte, f func(i int) (next int, ok bool)) bool {
 	inString, escaped := false, false
-	for _, c := range b {
+	for i := 0; i < len(b); {
+		c := b[i]
 		switch {
 		case escaped:
 			escaped = false
@@ -712,12 +717,15 @@ func jsonDepth(b []byte) int {
 		case c == '"':
 			inString = !inString
 		case inString:
-		case c == '[' || c == '{':
-			depth++
-			deepest = max(deepest, depth)
-		case c == ']' || c == '}':
-			depth--
+		default:
+			next, ok := f(i)
+			if !ok {
+				return false
+			}
+			i = next
+			continue
 		}
+		i++
 	}
-	return deepest
+	return true
 }
