@@ -161,6 +161,25 @@ func (g *SentinelGroup) CurrentMaster(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("no sentinel answered: %w", lastErr)
 }
 
+// Failover asks the sentinels, in turn, for an orderly failover (SENTINEL
+// FAILOVER) until one accepts: the replica is promoted while the master
+// still runs and takes writes, until the sentinels make it the new master's
+// replica, seconds later, dropping them. A sentinel refuses while a
+// failover is under way or no replica is in sync with the master; the
+// error is then the last refusal.
+func (g *SentinelGroup) Failover(ctx context.Context) error {
+	var lastErr error
+	for _, addr := range g.addrs {
+		c := g.sentinelClient(addr)
+		lastErr = c.Failover(ctx, SentinelMaster).Err()
+		c.Close()
+		if lastErr == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("no sentinel started a failover: %w", lastErr)
+}
+
 func waitFor(within time.Duration, cond func() bool) error {
 	deadline := time.Now().Add(within)
 	for !cond() {
