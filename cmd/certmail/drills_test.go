@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +28,7 @@ import (
 	"github.com/certmail/certmail/internal/admin"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/internal/worker"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -78,9 +81,10 @@ func (d *drill) firstSendKey(order int64) string {
 	return ""
 }
 
-// producer enqueues resend-dcv tasks for orders from first on, one every
-// interval, until stop is closed; acked are the orders whose enqueue was
-// acknowledged (and, with confirm, confirmed by it).
+// producer enqueues the tasks newTask makes of numbers from first on (for
+// resendDCV, an order each), one every interval, until stop is closed;
+// acked are the numbers whose enqueue was acknowledged (and, with confirm,
+// confirmed by it).
 type producer struct {
 	mu    sync.Mutex
 	acked []int64
@@ -88,8 +92,13 @@ type producer struct {
 	done  chan struct{}
 }
 
-func produce(t *testing.T, opt asynq.RedisConnOpt, first int64, interval time.Duration, stop <-chan struct{},
-	confirm func(context.Context) bool) *producer {
+// resendDCV is a resend-dcv task for order n.
+func resendDCV(n int64) (*asynq.Task, error) {
+	return tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: n})
+}
+
+func produce(t *testing.T, opt asynq.RedisConnOpt, newTask func(int64) (*asynq.Task, error), first int64,
+	interval time.Duration, stop <-chan struct{}, confirm func(context.Context) bool) *producer {
 	t.Helper()
 	client := asynq.NewClient(opt)
 	p := &producer{done: make(chan struct{})}
@@ -103,13 +112,13 @@ func produce(t *testing.T, opt asynq.RedisConnOpt, first int64, interval time.Du
 				return
 			case <-time.After(interval):
 			}
-			task, err := tasks.NewResendDCVTask(tasks.ResendDCV{OrderID: order}, asynq.MaxRetry(20))
+			task, err := newTask(order)
 			if err != nil {
 				t.Error(err)
 				return
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_, err = client.EnqueueContext(ctx, task)
+			_, err = client.EnqueueContext(ctx, task, asynq.MaxRetry(20))
 			ok := err == nil
 			if ok && confirm != nil {
 				pending = append(pending, order)
@@ -138,24 +147,59 @@ func (p *producer) result() (acked []int64, tries int) {
 	return p.acked, p.tries
 }
 
+// confirmOnReplica is a producer's confirm under g: an enqueue counts as
+// acknowledged once a later write of the producer reached a replica
+// (replication keeps order), as asynchronous replication may lose what
+// the master accepted just before a failover.
+func confirmOnReplica(t *testing.T, g *redistest.SentinelGroup) func(context.Context) bool {
+	t.Helper()
+	waiter := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: redistest.SentinelMaster, SentinelAddrs: g.Addrs()})
+	t.Cleanup(func() { waiter.Close() })
+	return func(ctx context.Context) bool {
+		if err := waiter.Incr(ctx, "certmail:drill:confirm").Err(); err != nil {
+			return false
+		}
+		n, err := waiter.Do(ctx, "WAIT", 1, 1000).Int()
+		return err == nil && n >= 1
+	}
+}
+
 // waitDelivered waits until every order has a DCV send at the fake and
 // returns the orders sent more than once.
 func (d *drill) waitDelivered(orders []int64, within time.Duration) (doubles []int64) {
 	d.t.Helper()
+	return d.waitSent(orders, within, d.dcvSends)
+}
+
+// dcvSends counts each order's DCV sends at the fake.
+func (d *drill) dcvSends(orders []int64) map[int64]int {
+	sends := make(map[int64]int, len(orders))
+	for _, o := range orders {
+		sends[o] = len(d.fake.DCVSends(o))
+	}
+	return sends
+}
+
+// waitSent waits until sends, which counts each task's calls the fake
+// accepted, counts one at least for every task of ns, and returns those
+// with more than one.
+func (d *drill) waitSent(ns []int64, within time.Duration, sends func([]int64) map[int64]int) (doubles []int64) {
+	d.t.Helper()
 	missing := func() int {
 		n := 0
-		for _, o := range orders {
-			if len(d.fake.DCVSends(o)) == 0 {
+		for _, c := range sends(ns) {
+			if c == 0 {
 				n++
 			}
 		}
 		return n
 	}
 	waitFor(d.t, within, func() bool { return missing() == 0 },
-		func() string { return fmt.Sprintf("%d of %d acknowledged tasks not delivered", missing(), len(orders)) })
-	for _, o := range orders {
-		if len(d.fake.DCVSends(o)) > 1 {
-			doubles = append(doubles, o)
+		func() string { return fmt.Sprintf("%d of %d acknowledged tasks not delivered", missing(), len(ns)) })
+	counts := sends(ns)
+	for _, n := range ns {
+		if counts[n] > 1 {
+			doubles = append(doubles, n)
 		}
 	}
 	return doubles
@@ -189,7 +233,7 @@ func TestDrillRedisRestart(t *testing.T) {
 	sched.waitLog("scheduler started", 20*time.Second)
 
 	stop := make(chan struct{})
-	prod := produce(t, r.ConnOpt(), 100000, 10*time.Millisecond, stop, nil)
+	prod := produce(t, r.ConnOpt(), resendDCV, 100000, 10*time.Millisecond, stop, nil)
 	time.Sleep(2 * time.Second) // load before the restart: the point of the drill
 	r.Stop()
 	down := time.Now()
@@ -231,20 +275,8 @@ func TestDrillSentinelFailover(t *testing.T) {
 	d := newDrill(t, g.URL(), 20*time.Millisecond)
 	workers := []*proc{d.worker("worker-1"), d.worker("worker-2")}
 	opt := asynq.RedisFailoverClientOpt{MasterName: redistest.SentinelMaster, SentinelAddrs: g.Addrs()}
-	waiter := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: redistest.SentinelMaster, SentinelAddrs: g.Addrs()})
-	t.Cleanup(func() { waiter.Close() })
-	// An enqueue counts as acknowledged once a later write of the producer
-	// reached the replica (replication keeps order): asynchronous
-	// replication may lose what the master accepted just before dying.
-	confirm := func(ctx context.Context) bool {
-		if err := waiter.Incr(ctx, "certmail:drill:confirm").Err(); err != nil {
-			return false
-		}
-		n, err := waiter.Do(ctx, "WAIT", 1, 1000).Int()
-		return err == nil && n >= 1
-	}
 	stop := make(chan struct{})
-	prod := produce(t, opt, 200000, 10*time.Millisecond, stop, confirm)
+	prod := produce(t, opt, resendDCV, 200000, 10*time.Millisecond, stop, confirmOnReplica(t, g))
 	time.Sleep(2 * time.Second)
 	killing := time.Now()
 	g.Master.Kill()
@@ -290,6 +322,157 @@ func TestDrillSentinelFailover(t *testing.T) {
 		"failover %v after the kill, first delivery %v after the kill; %d of %d workers stopped waiting for the gone replica",
 		tries, len(acked), len(doubles), promoted.Sub(killed).Round(10*time.Millisecond), recovered.Sub(killed).Round(10*time.Millisecond),
 		short, len(workers))
+}
+
+// TestDrillOrderlySentinelFailover: a sentinel is asked for a failover
+// (SENTINEL FAILOVER) while send-cert and set-emails tasks stream in
+// faster than the workers deliver them. The replica is promoted while the
+// master still runs: until the workers follow the sentinels to the new
+// master, the old one takes their writes (dequeues, duplicate guards,
+// completions), and drops them when it becomes the new master's replica,
+// while the tasks it handed out are still pending on the new master. The
+// workers' guards wait for a replica (CERTMAIL_GUARD_REPLICAS, 1 under
+// Sentinel), which the old master no longer has, and are written again on
+// the new master: every task confirmed on the replica is delivered, none
+// is called twice at the fake, and the new master serves the workers.
+func TestDrillOrderlySentinelFailover(t *testing.T) {
+	t.Parallel()
+	const failovers = 1
+	g := redistest.StartSentinel(t)
+	// 20 slots over 200 ms calls deliver fewer tasks than the producer
+	// enqueues: a backlog the workers dequeue from the old master.
+	d := newDrill(t, g.URL(), 200*time.Millisecond)
+	workers := []*proc{d.worker("worker-1"), d.worker("worker-2")}
+	opt := asynq.RedisFailoverClientOpt{MasterName: redistest.SentinelMaster, SentinelAddrs: g.Addrs()}
+	const first = 600000
+	stop := make(chan struct{})
+	prod := produce(t, opt, sendCertOrSetEmails, first, 5*time.Millisecond, stop, confirmOnReplica(t, g))
+	waitFor(t, 30*time.Second, func() bool { return d.fake.StatusCount(204) >= 50 }, func() string { return "too few deliveries" })
+	master, replica := g.Master, g.Replica
+	var took []time.Duration
+	for i := range failovers {
+		if i > 0 {
+			waitReplicaOf(t, replica, master)
+		}
+		asked := time.Now()
+		var refused error
+		waitFor(t, 30*time.Second, func() bool {
+			refused = g.Failover(context.Background())
+			return refused == nil
+		}, func() string { return fmt.Sprintf("failover %d: %v", i+1, refused) })
+		waitFor(t, 30*time.Second, func() bool {
+			m, err := g.CurrentMaster(context.Background())
+			return err == nil && m == replica.Addr()
+		}, func() string { return fmt.Sprintf("failover %d: %s not promoted", i+1, replica.Addr()) })
+		took = append(took, time.Since(asked).Round(10*time.Millisecond))
+		master, replica = replica, master
+	}
+	// The old master serves no longer once it is the new one's replica
+	// (the sentinels wait 8 s before they make it one); a task enqueued
+	// after that is delivered from the new master.
+	promoted := time.Now()
+	waitReplicaOf(t, replica, master)
+	rejoined := time.Since(promoted).Round(100 * time.Millisecond)
+	close(stop)
+	acked, tries := prod.result()
+	last := int64(first + tries)
+	task, err := sendCertOrSetEmails(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClient(master.ConnOpt())
+	defer client.Close()
+	if _, err := client.Enqueue(task); err != nil {
+		t.Fatalf("enqueue on the new master: %v", err)
+	}
+	d.waitSent(append(acked, last), 60*time.Second, d.callsByTask)
+
+	all := make([]int64, 0, tries+1)
+	for n := range int64(tries + 1) {
+		all = append(all, first+n)
+	}
+	var doubles []int64
+	for n, calls := range d.callsByTask(all) {
+		if calls > 1 {
+			doubles = append(doubles, n)
+		}
+	}
+	if len(doubles) > 0 {
+		slices.Sort(doubles)
+		t.Errorf("%d tasks called twice or more at the fake (even: send-cert, odd: set-emails): %v", len(doubles), doubles)
+	}
+	for _, w := range workers {
+		select {
+		case <-w.done:
+			t.Errorf("%s exited during the drill: %v", w.name, w.err)
+		default:
+		}
+	}
+	var notAcked, onMaster, short int
+	for _, w := range workers {
+		notAcked += w.count("warn", "the duplicate guard was written but too few replicas acknowledged it, and a failover could lose it; "+
+			"trying again, for wait_bound at most, until a master with enough replicas holds it") +
+			w.count("warn", "the applied sequence was written but too few replicas acknowledged it, and a failover could lose it; "+
+				"trying again, for wait_bound at most, until a master with enough replicas holds it")
+		onMaster += w.count("warn", "the duplicate guard is on the master only: too few replicas acknowledged it, and the delivery ends without them; "+
+			"a failover before a replica copies it could email again") +
+			w.count("warn", "the applied sequence is on the master only: too few replicas acknowledged it, and the delivery ends without them; "+
+				"a failover before a replica copies it could email again")
+		short += w.count("warn", "too few Redis replicas acknowledge the duplicate guards: deliveries now end without waiting for them, "+
+			"their guards on the master only (a failover before a replica copies one could email again), until enough acknowledge again")
+	}
+	t.Logf("orderly Sentinel failover drill: %d failover(s), each promoted %v after the ask, the old master the new one's replica %v after that; "+
+		"%d enqueues tried, %d confirmed on a replica, all delivered, %d called twice; "+
+		"%d guards not acknowledged by a replica and written again, %d of them given up on after %v; %d of %d workers short of replicas",
+		failovers, took, rejoined, tries, len(acked), len(doubles), notAcked, onMaster, worker.GuardReplicasWaitBound, short, len(workers))
+}
+
+// sendCertOrSetEmails is a send-cert task for certificate n when n is
+// even, a set-emails task for order n when it is odd.
+func sendCertOrSetEmails(n int64) (*asynq.Task, error) {
+	if n%2 == 0 {
+		return tasks.NewSendCertTask(tasks.SendCert{CertificateID: n, Emails: []string{"a@example.com"},
+			CertificateCollectFormat: tasks.CollectAttachment})
+	}
+	return tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: n, AdditionalEmails: []string{"b@example.com"}})
+}
+
+// callsByTask counts the calls the fake accepted (2xx) for each task of ns
+// that sendCertOrSetEmails made.
+func (d *drill) callsByTask(ns []int64) map[int64]int {
+	calls := make(map[int64]int, len(ns))
+	for _, n := range ns {
+		calls[n] = 0
+	}
+	for _, r := range d.fake.Requests() {
+		// .../certificate/{id}/sendemail, .../order/certificate/{id}/additional-emails
+		parts := strings.Split(r.Path, "/")
+		if r.Status/100 != 2 || len(parts) < 2 {
+			continue
+		}
+		n, err := strconv.ParseInt(parts[len(parts)-2], 10, 64)
+		if _, ok := calls[n]; !ok || err != nil {
+			continue
+		}
+		if endpoint := parts[len(parts)-1]; (n%2 == 0 && endpoint == "sendemail") || (n%2 == 1 && endpoint == "additional-emails") {
+			calls[n]++
+		}
+	}
+	return calls
+}
+
+// waitReplicaOf waits until r is master's replica, in sync.
+func waitReplicaOf(t *testing.T, r, master *redistest.Server) {
+	t.Helper()
+	c := r.Client()
+	var info string
+	waitFor(t, 60*time.Second, func() bool {
+		info, _ = c.Info(context.Background(), "replication").Result()
+		return strings.Contains(info, "role:slave") && strings.Contains(info, fmt.Sprintf("master_port:%d\r\n", master.Port())) &&
+			strings.Contains(info, "master_link_status:up")
+	}, func() string {
+		return fmt.Sprintf("%s is not %s's replica in sync:\n%s", r.Addr(), master.Addr(), info)
+	})
 }
 
 // TestDrillWorkerSIGKILL: one of two workers is killed under load; nothing
