@@ -61,8 +61,10 @@ type Conn struct {
 // segment), and a port outside 1 to 65535, is refused, naming it, never
 // dropped. No error names a part of the user or password: a URL in which
 // an @ follows the address (a password's unescaped /, ? or # ended the
-// address early) is refused naming none of it, and a path that is not a
-// database number is not quoted. The go-redis client is built
+// address early) is refused naming none of it, but for an @ in the value
+// of a Sentinel URL's master, sentinel_username or sentinel_password that
+// no address, database or query follows (atAfterAddress), and a path that
+// is not a database number is not quoted. The go-redis client is built
 // from the asynq option, so both reach the same server and database.
 //
 // The go-redis client honours the deadline of each call's context
@@ -284,29 +286,67 @@ func parseURL(rawURL string) (*url.URL, error) {
 // would end it, or start an escape, in a URL.
 const escapeHint = "a /, ?, #, @ or % in a user or password must be written %2F, %3F, %23, %40 or %25"
 
-// atAfterAddress reports whether an @ follows u's address, in the path, the
-// fragment, or a query parameter that is none of certmail's, as written. A
-// URL parser takes the address to end at the first /, ? or #, so a password
-// holding one of them unescaped is cut there: its start becomes the address
-// (or the user, when it is all digits or empty), and its end, up to the @
-// that closes it, the path, query or fragment. No part of such a URL may be
-// named in an error. certmail reads no @ there otherwise: the path is a
-// number, and an @ in the value of master, sentinel_username or
-// sentinel_password is that value's (an ACL user such as ops@corp).
+// atAfterAddress reports whether an @ follows u's address where a password
+// cut short may have left it. A URL parser takes the address to end at the
+// first /, ? or #, so a password holding one of them unescaped is cut
+// there: its start becomes the address (or the user, when it is all digits
+// or empty), and its end, up to the @ that closes it, the path, query or
+// fragment. No part of such a URL may be named in an error. certmail reads
+// no @ there otherwise: the path is a number, and redis:// and rediss://
+// take no query. An @ in the value of master, sentinel_username or
+// sentinel_password of a redis-sentinel:// URL is that value's (an ACL user
+// such as ops@corp) when sentinelAtIsValues says so.
 func atAfterAddress(u *url.URL) bool {
-	if strings.Contains(u.EscapedPath(), "@") || strings.Contains(u.EscapedFragment(), "@") {
+	switch {
+	case strings.Contains(u.EscapedPath(), "@") || strings.Contains(u.EscapedFragment(), "@"):
+		return true
+	case !strings.Contains(u.RawQuery, "@"):
+		return false
+	case u.Scheme != "redis-sentinel":
 		return true
 	}
+	return !sentinelAtIsValues(u)
+}
+
+// sentinelAtIsValues reports whether each @ in the query of the
+// redis-sentinel:// URL u belongs to a value of master, sentinel_username or
+// sentinel_password rather than to a password cut short. The address list
+// must be a valid one (else checkAddr's error would name it, and it may be
+// a password's start), and what follows each @ in its value must not be
+// what follows a cut password's @: an address list, or a / or ? (a
+// database, a query). A value that reads so is refused too (ops@corp:80);
+// it writes its @ as %40. What remains, a password's start that reads as
+// host:port and its end as such a value with no address after its @,
+// names no server of its own: it cannot be told from a valid URL.
+func sentinelAtIsValues(u *url.URL) bool {
+	if !isAddrList(u.Host) {
+		return false
+	}
 	for pair := range strings.SplitSeq(u.RawQuery, "&") {
-		name, _, _ := strings.Cut(pair, "=")
-		switch {
-		case !strings.Contains(pair, "@"):
-		case name == paramMaster, name == paramSentinelUsername, name == paramSentinelPassword:
-		default:
-			return true
+		name, value, _ := strings.Cut(pair, "=")
+		if !strings.Contains(pair, "@") {
+			continue
+		}
+		if name != paramMaster && name != paramSentinelUsername && name != paramSentinelPassword {
+			return false
+		}
+		for _, tail := range strings.Split(value, "@")[1:] {
+			if strings.ContainsAny(tail, "/?") || isAddrList(tail) {
+				return false
+			}
 		}
 	}
-	return false
+	return true
+}
+
+// isAddrList reports whether s is host:port[,host:port…] as checkAddr takes it.
+func isAddrList(s string) bool {
+	for a := range strings.SplitSeq(s, ",") {
+		if checkAddr(a) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // sentinelOpt is the option of a redis-sentinel:// URL whose host part is

@@ -135,6 +135,14 @@ func TestOpenRefusesWhatItCannotHonour(t *testing.T) {
 		{"redis-sentinel://:pw@s0:26379,s1:0/0?master=m", `port "0" of address "s1:0"`},
 		{"redis-sentinel://:pw@s0:http,s1:26379/0?master=m", `port "http"`},
 		{"redis-sentinel://:pw@s0:+80,s1:26379/0?master=m", `port "+80"`},
+		// A password cut at its ?, its end read as master or a sentinel's
+		// user or password up to the @ before the address.
+		{"redis://:12345?master=sec@127.0.0.1:6379/0", "an @ follows the address"},
+		{"redis-sentinel://:12345?master=sec@127.0.0.1:26379?master=mymaster", "an @ follows the address"},
+		{"redis-sentinel://app:12345?sentinel_username=sec@s0:26379/0?master=m", "an @ follows the address"},
+		{"redis-sentinel://app:12345?master=m&sentinel_password=sec@s0:26379", "an @ follows the address"},
+		// A value whose @ an address follows reads as one.
+		{"redis-sentinel://:pw@s0:26379?master=m&sentinel_username=ops@corp:80", "an @ follows the address"},
 	} {
 		t.Run(tc.url, func(t *testing.T) {
 			t.Parallel()

@@ -1,6 +1,7 @@
 package redisconn_test
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +20,10 @@ var secretShapes = []string{
 	"redis-sentinel://%s@s1:26379,s2:26379/0?master=m",
 	"redis-sentinel://%s@s1:26379/5?master=m&sentinel_password=%[2]s",
 	"redis-sentinel://s1:26379/5?master=m&sentinel_password=%[2]s",
+	"redis://%s@127.0.0.1:6379/0",
+	"rediss://%s@127.0.0.1:6380",
+	"redis-sentinel://%s@127.0.0.1:26379?master=mymaster",
+	"redis-sentinel://%s@s1:26379,s2:26379?master=m&sentinel_username=ops@corp",
 }
 
 // The users a password follows.
@@ -48,10 +53,21 @@ func TestErrorsNeverShowThePassword(t *testing.T) {
 		"kQz9x%41Leak",
 		"kQz9xLe@k",
 		"kQz9xLeak",
+		// A password cut at its ? whose end reads as one of certmail's
+		// query parameters, its value running on to the URL's @.
+		"12345?master=sec",
+		"4821?master=kQz9xLeak",
+		"4821?sentinel_username=kQz9xLeak",
+		"4821?sentinel_password=kQz9xLeak",
+		"4821?master=m&sentinel_password=kQz9xLeak",
+		"4821/0?master=m&sentinel_password=kQz9xLeak",
+		"?master=kQz9xLeak",
+		"kQz9?sentinel_username=xLeak",
+		"kQz9@x:6379?master=Leak",
 	} {
 		for _, user := range secretUsers {
 			for _, shape := range secretShapes {
-				checkNoPassword(t, shape, user, pw, nil)
+				checkNoPassword(t, shape, user, pw, notInCuts)
 			}
 		}
 	}
@@ -62,19 +78,26 @@ func TestErrorsNeverShowThePassword(t *testing.T) {
 // each followed by one of QJXZ, which nothing else in the URLs or in
 // Open's errors holds, so that a piece of 4 with one of them found in an
 // error came from the password. The digits let a / in s end an address
-// with a valid port, as in the reviewed leak.
+// with a valid port, as in the reviewed leak; one of cuts, unmarked, may
+// follow them, so that the password's end reads as a query parameter
+// certmail takes.
 func FuzzErrorsNeverShowThePassword(f *testing.F) {
-	for _, s := range []string{"/kQz9xLeak+Ab", "/kQz9", "?a=b&c", "#x@y", "%2F/%", "::@@//"} {
-		f.Add(uint8(0), uint8(0), uint16(0), s)
-		f.Add(uint8(3), uint8(2), uint16(4821), s)
-		f.Add(uint8(5), uint8(1), uint16(7), s)
+	for _, s := range []string{"/kQz9xLeak+Ab", "/kQz9", "?a=b&c", "#x@y", "%2F/%", "::@@//", "sec", "a@s1:1/0?", ""} {
+		f.Add(uint8(0), uint8(0), uint16(0), uint8(0), s)
+		f.Add(uint8(3), uint8(2), uint16(4821), uint8(0), s)
+		f.Add(uint8(5), uint8(1), uint16(7), uint8(0), s)
+		for cut := range len(cuts) {
+			f.Add(uint8(cut), uint8(1), uint16(4821), uint8(cut), s)
+			f.Add(uint8(cut+4), uint8(0), uint16(12345), uint8(cut), s)
+		}
 	}
-	f.Fuzz(func(t *testing.T, shape, user uint8, digits uint16, s string) {
+	f.Fuzz(func(t *testing.T, shape, user uint8, digits uint16, cut uint8, s string) {
 		const markers = "QJXZ"
 		var pw strings.Builder
 		if digits > 0 {
 			pw.WriteString(strconv.Itoa(int(digits)))
 		}
+		pw.WriteString(cuts[int(cut)%len(cuts)])
 		for i, r := range []rune(s) {
 			if i == 32 {
 				break
@@ -85,6 +108,17 @@ func FuzzErrorsNeverShowThePassword(f *testing.F) {
 		marked := func(piece string) bool { return strings.ContainsAny(piece, markers) }
 		checkNoPassword(t, secretShapes[int(shape)%len(secretShapes)], secretUsers[int(user)%len(secretUsers)], pw.String(), marked)
 	})
+}
+
+// cuts are what may follow a password's digits in the fuzz target: nothing,
+// or a ? (an & after one) that ends the address and starts one of
+// certmail's query parameters.
+var cuts = []string{"", "?master=", "?sentinel_username=", "?sentinel_password=", "?master=m&sentinel_password=", "/0?master=m&sentinel_username="}
+
+// notInCuts reports whether piece is found in none of cuts: a piece of a
+// parameter's name, which Open's errors name, is not the password's.
+func notInCuts(piece string) bool {
+	return !slices.ContainsFunc(cuts, func(c string) bool { return strings.Contains(c, piece) })
 }
 
 // checkNoPassword fails t when Open's error for the URL of shape, user
