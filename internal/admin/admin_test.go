@@ -559,7 +559,10 @@ func TestServeStopsRequestsBeforeItsTimeout(t *testing.T) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
 	var cancelled atomic.Int64
-	sd := admin.Shutdown{Timeout: time.Second, CancelBefore: 400 * time.Millisecond, Cancelled: func(n int) { cancelled.Store(int64(n)) }}
+	// The handler that heeds its context has CancelBefore to answer once
+	// cancelled: 400 ms of a 1 s timeout were too few on a loaded machine
+	// with -race (both requests still running at the timeout).
+	sd := admin.Shutdown{Timeout: 3 * time.Second, CancelBefore: 1500 * time.Millisecond, Cancelled: func(n int) { cancelled.Store(int64(n)) }}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	addrc := make(chan net.Addr, 1)
@@ -588,7 +591,7 @@ func TestServeStopsRequestsBeforeItsTimeout(t *testing.T) {
 	if took := time.Since(start); took < sd.Timeout || took > sd.Timeout+500*time.Millisecond {
 		t.Errorf("Serve returned %v after its context ended, want at its timeout %v", took, sd.Timeout)
 	}
-	if want := "1 request still running after the shutdown timeout (1s), closed without an answer: context deadline exceeded"; err == nil || !strings.Contains(err.Error(), want) {
+	if want := "1 request still running after the shutdown timeout (3s), closed without an answer: context deadline exceeded"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Serve: %v; want it to say %q", err, want)
 	}
 	got := []string{<-statuses, <-statuses}
