@@ -284,26 +284,41 @@ func TestLeaderWithoutAFileWithdrawsTheFileSchedules(t *testing.T) {
 	waitFor(t, 10*time.Second, "the file schedule fires", func() bool { return len(e.ticks("bulk")["filesched"]) >= 1 })
 	stop()
 
+	// The lines of the withdrawal and of the publication come once Redis
+	// answered the change, after it shows in the store: wait for them.
+	withdrawal := func(logs *observer.ObservedLogs) []observer.LoggedEntry {
+		return logs.FilterMessageSnippet("this scheduler has no schedules file").All()
+	}
+	publication := func(logs *observer.ObservedLogs) []observer.LoggedEntry {
+		return logs.FilterMessageSnippet("published the schedules file's schedules again").All()
+	}
+
 	logs, stop := e.startStoreLogged(Config{})
-	waitFor(t, 10*time.Second, "the file schedule withdrawn", func() bool { return !listed() })
+	waitFor(t, 10*time.Second, "the file schedule withdrawn", func() bool { return len(withdrawal(logs)) > 0 })
+	if listed() {
+		t.Error("the file schedule is still listed after its withdrawal")
+	}
 	if has, err := st.FileHas(ctx, "filesched"); err != nil || has {
 		t.Errorf("FileHas after the withdrawal = %v, %v; want the id free", has, err)
 	}
 	if ttl := rdb.TTL(ctx, stateKey("filesched")).Val(); ttl <= 0 || ttl > schedule.LeftoverTTL {
 		t.Errorf("the withdrawn schedule's state expires in %v, want within %v", ttl, schedule.LeftoverTTL)
 	}
-	warned := logs.FilterMessageSnippet("this scheduler has no schedules file").All()
+	warned := withdrawal(logs)
 	if len(warned) != 1 || warned[0].Level != zapcore.WarnLevel || warned[0].ContextMap()["schedules"] != int64(1) {
 		t.Errorf("lines of the withdrawal: %v, want one WARN with schedules 1", warned)
 	}
 	stop()
 
 	logs, _ = e.startStoreLogged(Config{File: file})
-	waitFor(t, 10*time.Second, "the file schedule published again", listed)
+	waitFor(t, 10*time.Second, "the file schedule published again", func() bool { return len(publication(logs)) > 0 })
+	if !listed() {
+		t.Error("the file schedule is not listed after its publication")
+	}
 	if ttl := rdb.TTL(ctx, stateKey("filesched")).Val(); ttl != -1 {
 		t.Errorf("the published schedule's state expires in %v, want kept", ttl)
 	}
-	if n := logs.FilterMessageSnippet("published the schedules file's schedules again").Len(); n != 1 {
+	if n := len(publication(logs)); n != 1 {
 		t.Errorf("%d lines saying the file's schedules are published again, want 1", n)
 	}
 }
