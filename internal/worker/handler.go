@@ -440,8 +440,9 @@ func (p *processor) writeApplied(ctx context.Context, d *delivery, k orderKeys, 
 // write on the master only. Neither the task's deadline nor the end of its
 // lease stops the tries: the task's context is not theirs. It logs one
 // WARN when the write first fails, one when it is first not acknowledged
-// and one when it stops waiting for replicas, and one INFO when it is
-// written.
+// and one when it stops waiting for replicas (by itself or because the
+// worker stops), one INFO when it is written, and one ERROR when the
+// worker stops before the master took it.
 func (p *processor) persist(ctx context.Context, d *delivery, what string, write func(context.Context) error) {
 	ctx = context.WithoutCancel(ctx)
 	err := write(ctx)
@@ -463,8 +464,7 @@ func (p *processor) persist(ctx context.Context, d *delivery, what string, write
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			p.log.Error("could not write the "+what+" before the worker stopped: a redelivery of this task would email again",
-				zap.String("task_id", d.taskID), zap.Int("tries", tries), zap.Duration("tried_for", time.Since(start)), zap.Error(err))
+			p.stoppedWriting(d, what, err, tries, start, &warned)
 			return
 		case <-timer.C:
 		}
@@ -494,12 +494,32 @@ func (p *processor) stopWaiting(d *delivery, what string, err error, warned *per
 	if waited < p.replicaBound && !p.guard.isShort() {
 		return false
 	}
+	p.warnOnMaster(d, what, nr, waited)
+	p.guard.fallShort(p.log, nr, waited)
+	return true
+}
+
+// warnOnMaster logs that the write of d, which nr says too few replicas
+// acknowledged, ends on the master only.
+func (p *processor) warnOnMaster(d *delivery, what string, nr *notReplicatedError, waited time.Duration) {
 	p.log.Warn("the "+what+" is on the master only: too few replicas acknowledged it, and the delivery ends without them; "+
 		"a failover before a replica copies it could email again",
 		zap.String("task_id", d.taskID), zap.Int64("replicas_asked", nr.asked), zap.Int64("replicas_acknowledged", nr.acked),
 		zap.Duration("waited", waited))
-	p.guard.fallShort(p.log, nr, waited)
-	return true
+}
+
+// stoppedWriting logs why persist ends, the worker stopping, after tries
+// tries since start whose last failed with err: a write the master took
+// and too few replicas acknowledged is on the master only (a WARN, as
+// when the wait ends by itself); any other is not written (an ERROR).
+func (p *processor) stoppedWriting(d *delivery, what string, err error, tries int, start time.Time, warned *persistWarned) {
+	var nr *notReplicatedError
+	if errors.As(err, &nr) {
+		p.warnOnMaster(d, what, nr, time.Since(warned.shortSince))
+		return
+	}
+	p.log.Error("could not write the "+what+" before the worker stopped: a redelivery of this task would email again",
+		zap.String("task_id", d.taskID), zap.Int("tries", tries), zap.Duration("tried_for", time.Since(start)), zap.Error(err))
 }
 
 // isNotReplicated reports whether err is a write too few replicas

@@ -197,6 +197,29 @@ func TestFewReplicasWarnedAtStart(t *testing.T) {
 	}
 }
 
+// A worker stopped while a delivery waits for a replica to acknowledge its
+// guard, which the master holds, says the guard is on the master only (a
+// WARN), not that a redelivery would email again (an ERROR).
+func TestStopDuringReplicaWait(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	replica := redistest.StartReplica(t, b.redis, redistest.Options{})
+	stop := b.startWorkerCtl(t, setupOpts{configure: func(c *worker.Config) {
+		c.GuardReplicas, c.GuardWaitBound = 1, time.Minute
+	}})
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", "worker started")) == 1 }, b.logs.Text)
+	replica.Pause()
+	id := b.enqueue(t, "send-cert", `{"certificate_id": 96, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	waitFor(t, 15*time.Second, func() bool { return len(b.logs.Lines("warn", notAcknowledged)) == 1 }, b.logs.Text)
+	<-b.stopping(t, stop)
+	if lines := b.logs.Lines("error", "could not write the duplicate guard before the worker stopped: a redelivery of this task would email again"); len(lines) != 0 {
+		t.Errorf("an ERROR says a guard the master holds was not written: %v", lines)
+	}
+	if lines := b.logs.Lines("warn", guardOnMaster); len(lines) != 1 || lines[0]["task_id"] != id {
+		t.Errorf("want one WARN naming %s for its guard on the master only, got %v:\n%s", id, lines, b.logs.Text())
+	}
+}
+
 // GuardReplicas defaults to 1 under Sentinel and to none otherwise, and
 // is bounded by MaxGuardReplicas.
 func TestGuardReplicasDefaults(t *testing.T) {
