@@ -2,9 +2,11 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,7 +36,16 @@ import (
 // until a WAIT acknowledges enough of them again its deliveries send WAIT
 // with a short timeout (ShortReplicasTimeout) and end without retrying a
 // shortfall. Their guards are then on the master only: a failover before
-// a replica copies one could email again. Both scripts (afterScript,
+// a replica copies one could email again. While short, a goroutine of the
+// worker's Run (probeReplicas) sends such a WAIT every
+// ShortReplicasProbeInterval, so that an idle worker ends the shortage
+// too. A worker whose master has fewer replicas connected at start than
+// it asks starts short. A WAIT that Redis refuses (an ACL user without
+// +wait, a proxy that does not know it) makes the worker short as well:
+// the script has run, so the guard is on the master and the delivery
+// ends; each delivery still sends WAIT (it costs only the refused
+// command, in the same round trip), so that the first one Redis accepts
+// again, and enough replicas acknowledge, ends the shortage. Both scripts (afterScript,
 // afterOrderScript) are safe to run again: the result and the guard are
 // set to the same values, the applied sequence is set only when not older,
 // the lock and the sending record are deleted only while they still hold
@@ -63,6 +74,12 @@ const (
 	// delivery is barely slowed when none does. Never 0: WAIT's 0 waits
 	// forever.
 	ShortReplicasTimeout = 20 * time.Millisecond
+	// ShortReplicasProbeInterval is how often a worker short of replicas
+	// sends a WAIT of its own (probeReplicas), so that it ends the
+	// shortage without a delivery: the alert on
+	// certmail_guard_replicas_short stops within about this much of the
+	// replicas' return.
+	ShortReplicasProbeInterval = 10 * time.Second
 )
 
 // DefaultGuardReplicas is Config.GuardReplicas' default for conn: 1 under
@@ -95,7 +112,9 @@ func (e *notReplicatedError) Error() string {
 // when the worker asks no replica to acknowledge it, else with WAIT in
 // the same pipeline (one round trip still), returning a
 // *notReplicatedError when too few did. A WAIT that enough replicas
-// acknowledged ends the worker's shortage of replicas.
+// acknowledged ends the worker's shortage of replicas; one that Redis
+// refuses makes the worker short (replicaGuard.refused) and the write
+// done: the script ran, the guard is on the master.
 func (p *processor) runAfter(ctx context.Context, s *script, cmd []any) error {
 	if p.replicas <= 0 {
 		return s.run(ctx, p.rdb, cmd).Err()
@@ -112,14 +131,24 @@ func (p *processor) runAfter(ctx context.Context, s *script, cmd []any) error {
 		return err
 	}
 	n, err := acked.Int64()
-	if err != nil {
+	switch {
+	case isErrorReply(err):
+		p.guard.refused(p.log, p.replicas, err)
+		return nil
+	case err != nil:
 		return fmt.Errorf("WAIT: %w", err)
-	}
-	if n < int64(p.replicas) {
+	case n < int64(p.replicas):
 		return &notReplicatedError{asked: int64(p.replicas), acked: n, timeout: timeout}
 	}
 	p.guard.acknowledged(p.log, p.replicas)
 	return nil
+}
+
+// isErrorReply reports whether err is Redis's error reply to a command
+// (NOPERM, ERR unknown command, …), not a failure to reach Redis.
+func isErrorReply(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && !errors.Is(err, redis.Nil)
 }
 
 // pipeWait sends cmd and WAIT in one pipeline: WAIT counts the replicas
@@ -134,12 +163,18 @@ func (p *processor) pipeWait(ctx context.Context, cmd []any, timeout time.Durati
 }
 
 // replicaGuard is whether the worker is short of replicas: a write
-// waited GuardReplicasWaitBound for them in vain, and no WAIT acknowledged
-// enough since (certmail_guard_replicas_short). Its zero value is not
-// short; gauge may be nil.
+// waited GuardReplicasWaitBound for them in vain, Redis refused WAIT, or
+// the master had too few at start, and no WAIT acknowledged enough since
+// (certmail_guard_replicas_short). Its zero value is not short; gauge may
+// be nil. mu makes each change of short and its gauge one step, so that
+// the two agree whatever the order of concurrent changes.
 type replicaGuard struct {
+	mu    sync.Mutex
 	short atomic.Bool
 	gauge prometheus.Gauge
+	// refusalWarned is set once a refused WAIT was logged: Redis refuses
+	// every delivery's alike, so the worker says it once.
+	refusalWarned atomic.Bool
 }
 
 // isShort reports whether the worker is short of replicas.
@@ -153,40 +188,94 @@ func (g *replicaGuard) waitTimeout() time.Duration {
 	return GuardReplicasTimeout
 }
 
+// flip sets short to v and the gauge with it, reporting whether short
+// changed.
+func (g *replicaGuard) flip(v bool) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.short.CompareAndSwap(!v, v) {
+		return false
+	}
+	if g.gauge != nil {
+		g.gauge.Set(gaugeValue(v))
+	}
+	return true
+}
+
+// gaugeValue is v as a gauge's value: 1 for true, 0 for false.
+func gaugeValue(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
 // fallShort makes the worker short of replicas, with one WARN when it was
 // not yet.
 func (g *replicaGuard) fallShort(log *zap.Logger, nr *notReplicatedError, waited time.Duration) {
-	if !g.short.CompareAndSwap(false, true) {
+	if !g.flip(true) {
 		return
 	}
-	g.set(1)
 	log.Warn("too few Redis replicas acknowledge the duplicate guards: deliveries now end without waiting for them, "+
 		"their guards on the master only (a failover before a replica copies one could email again), until enough acknowledge again",
 		zap.Int64("replicas_asked", nr.asked), zap.Int64("replicas_acknowledged", nr.acked), zap.Duration("waited", waited))
 }
 
+// refused makes the worker short of replicas because Redis answered WAIT
+// with err, an error reply, logging it once for the worker's life.
+func (g *replicaGuard) refused(log *zap.Logger, asked int, err error) {
+	g.flip(true)
+	if g.refusalWarned.CompareAndSwap(false, true) {
+		log.Warn(waitRefused, zap.Int("replicas_asked", asked), zap.Error(err))
+	}
+}
+
+// waitRefused is the WARN of a WAIT Redis refuses, logged once per worker.
+const waitRefused = "Redis refuses WAIT, so no replica can be asked to acknowledge the duplicate guards: deliveries end with their guards " +
+	"on the master only (a failover before a replica copies one could email again); allow WAIT (an ACL user needs +wait) " +
+	"or set CERTMAIL_GUARD_REPLICAS=0"
+
 // acknowledged ends a shortage of replicas, with one INFO, when there is
 // one: a WAIT acknowledged enough.
 func (g *replicaGuard) acknowledged(log *zap.Logger, asked int) {
-	if !g.short.CompareAndSwap(true, false) {
+	if !g.isShort() || !g.flip(false) {
 		return
 	}
-	g.set(0)
 	log.Info("enough Redis replicas acknowledge the duplicate guards again: deliveries wait for them again",
 		zap.Int("replicas_asked", asked))
 }
 
-func (g *replicaGuard) set(v float64) {
-	if g.gauge != nil {
-		g.gauge.Set(v)
+// probeReplicas, while the worker is short of replicas, sends a WAIT of
+// its own every interval, ShortReplicasTimeout long, which ends the
+// shortage once enough replicas acknowledge it: a worker that gets no
+// delivery ends it too. It returns when ctx is done.
+func (p *processor) probeReplicas(ctx context.Context, interval time.Duration) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		if !p.guard.isShort() {
+			continue
+		}
+		n, err := p.rdb.Do(ctx, "wait", p.replicas, ShortReplicasTimeout.Milliseconds()).Int64()
+		if err == nil && n >= int64(p.replicas) {
+			p.guard.acknowledged(p.log, p.replicas)
+		}
 	}
 }
 
-// warnFewReplicas logs one WARN when Redis's master reports fewer
-// connected replicas than the worker asks to acknowledge its writes after
-// a DigiCert 2xx: the deliveries then running wait for them up to
-// GuardWaitBound, and the next ones end without them until enough
-// acknowledge.
+// warnFewReplicas checks, at start, what the worker's WAITs will meet.
+// When Redis refuses WAIT (probed with WAIT 0 0, which returns at once),
+// it logs so once and the worker starts short of replicas: no guard can
+// be confirmed on a replica. When the master reports fewer connected
+// replicas than the worker asks, it logs one WARN and the worker starts
+// short too, so that its first deliveries do not each wait
+// GuardWaitBound for replicas that are not there; probeReplicas ends the
+// shortage once enough acknowledge.
 func (w *Worker) warnFewReplicas(ctx context.Context) {
 	asked := w.proc.replicas
 	if asked <= 0 {
@@ -194,6 +283,10 @@ func (w *Worker) warnFewReplicas(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
+	if err := w.rdb.Do(ctx, "wait", 0, 0).Err(); isErrorReply(err) {
+		w.proc.guard.refused(w.log.With(zap.String("redis", w.cfg.Redis.Target)), asked, err)
+		return
+	}
 	info, err := w.rdb.Info(ctx, "replication").Result()
 	connected, perr := strconv.Atoi(infoValue(info, "connected_slaves"))
 	if err == nil && perr != nil {
@@ -204,13 +297,17 @@ func (w *Worker) warnFewReplicas(ctx context.Context) {
 		w.log.Warn("could not read how many replicas Redis's master has; after each DigiCert 2xx a delivery waits, up to wait_bound, until enough acknowledge its record",
 			zap.String("redis", w.cfg.Redis.Target), zap.Int("guard_replicas", asked), zap.Duration("wait_bound", w.cfg.GuardWaitBound), zap.Error(err))
 	case connected < asked:
-		w.log.Warn("Redis's master has fewer replicas connected than CERTMAIL_GUARD_REPLICAS asks: a delivery will wait, up to wait_bound, "+
-			"for enough to acknowledge its duplicate guard, then deliveries end without them until enough do; "+
-			"for a Redis without replicas, set CERTMAIL_GUARD_REPLICAS=0",
-			zap.String("redis", w.cfg.Redis.Target), zap.Int("guard_replicas", asked), zap.Int("connected_replicas", connected),
-			zap.Duration("wait_bound", w.cfg.GuardWaitBound))
+		w.proc.guard.flip(true)
+		w.log.Warn(fewReplicasAtStart,
+			zap.String("redis", w.cfg.Redis.Target), zap.Int("guard_replicas", asked), zap.Int("connected_replicas", connected))
 	}
 }
+
+// fewReplicasAtStart is the WARN of a master with fewer replicas
+// connected at start than the worker asks.
+const fewReplicasAtStart = "Redis's master has fewer replicas connected than CERTMAIL_GUARD_REPLICAS asks: the worker starts short of replicas, " +
+	"its deliveries ending with their duplicate guards on the master only until enough replicas acknowledge a WAIT " +
+	"(it tries every 10 s); for a Redis without replicas, set CERTMAIL_GUARD_REPLICAS=0"
 
 // infoValue is the value of name in an INFO answer ("name:value" lines),
 // or "".

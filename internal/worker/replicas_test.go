@@ -49,6 +49,9 @@ func TestGuardWaitsForReplica(t *testing.T) {
 		return len(b.logs.Lines("warn", notAcknowledged)) == 1 && len(b.logs.Lines("warn", appliedNotAcked)) == 1
 	}, b.logs.Text)
 	// Two more tries, each waiting a second for the replica: still active.
+	// A fixed sleep, not a wait on a condition: what it shows is that
+	// nothing happens (the tasks do not complete) while the replica is
+	// stopped, and no event marks the end of such a stretch.
 	time.Sleep(2500 * time.Millisecond)
 	for _, id := range []string{cert, order} {
 		if info, err := b.inspector.GetTaskInfo("default", id); err != nil || info.State != asynq.TaskStateActive {
@@ -182,18 +185,147 @@ func TestGuardWaitsForNoReplicaWhenNoneAsked(t *testing.T) {
 }
 
 // A worker that asks for more replicas than the master has says so once
-// at start: its deliveries will wait, and how to ask for none.
+// at start, and starts short of replicas (the gauge at 1): its first
+// deliveries do not each wait the bound for replicas that are not there.
+// A replica that then joins ends the shortage without any delivery (the
+// worker's own WAIT): one INFO, the gauge at 0.
 func TestFewReplicasWarnedAtStart(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{startWorkers: -1})
-	b.startWorker(t, setupOpts{configure: func(c *worker.Config) { c.GuardReplicas = 1 }})
-	const warning = "Redis's master has fewer replicas connected than CERTMAIL_GUARD_REPLICAS asks: a delivery will wait, up to wait_bound, " +
-		"for enough to acknowledge its duplicate guard, then deliveries end without them until enough do; " +
-		"for a Redis without replicas, set CERTMAIL_GUARD_REPLICAS=0"
+	b.startWorker(t, setupOpts{configure: func(c *worker.Config) {
+		c.GuardReplicas, c.GuardProbeInterval = 1, 100*time.Millisecond
+	}})
+	const warning = "Redis's master has fewer replicas connected than CERTMAIL_GUARD_REPLICAS asks: the worker starts short of replicas, " +
+		"its deliveries ending with their duplicate guards on the master only until enough replicas acknowledge a WAIT " +
+		"(it tries every 10 s); for a Redis without replicas, set CERTMAIL_GUARD_REPLICAS=0"
 	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("warn", warning)) == 1 }, b.logs.Text)
 	line := b.logs.Lines("warn", warning)[0]
 	if line["guard_replicas"] != int64(1) || line["connected_replicas"] != int64(0) {
 		t.Errorf("the warning's fields %v, want guard_replicas 1 and connected_replicas 0", line)
+	}
+	if v := shortGauge(t, b); v != 1 {
+		t.Errorf("certmail_guard_replicas_short %v at start without a replica, want 1", v)
+	}
+
+	redistest.StartReplica(t, b.redis, redistest.Options{})
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", shortEnded)) == 1 }, b.logs.Text)
+	if v := shortGauge(t, b); v != 0 {
+		t.Errorf("certmail_guard_replicas_short %v once a replica acknowledges, want 0", v)
+	}
+}
+
+// An idle worker ends its shortage of replicas by itself once they are
+// back: short after a delivery waited the bound for a stopped replica, it
+// gets no delivery after the replica runs again, and its own WAIT ends
+// the shortage (one INFO, the gauge at 0), so that the alert stops.
+func TestShortEndsWhileIdle(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	replica := redistest.StartReplica(t, b.redis, redistest.Options{})
+	b.startWorker(t, setupOpts{configure: func(c *worker.Config) {
+		c.GuardReplicas, c.GuardWaitBound, c.GuardProbeInterval = 1, 500*time.Millisecond, 200*time.Millisecond
+	}})
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", "worker started")) == 1 }, b.logs.Text)
+
+	replica.Pause()
+	id := b.enqueue(t, "send-cert", `{"certificate_id": 81, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	b.waitState(t, id, asynq.TaskStateCompleted, 10*time.Second)
+	if v := shortGauge(t, b); v != 1 {
+		t.Fatalf("certmail_guard_replicas_short %v after the replica stopped, want 1", v)
+	}
+	replica.Continue()
+	waitFor(t, 10*time.Second, func() bool { return shortGauge(t, b) == 0 }, b.logs.Text)
+	if n := len(b.logs.Lines("info", shortEnded)); n != 1 {
+		t.Errorf("%d INFO lines %q, want 1", n, shortEnded)
+	}
+}
+
+// waitRefused is the WARN of a worker whose WAIT Redis refuses.
+const waitRefused = "Redis refuses WAIT, so no replica can be asked to acknowledge the duplicate guards: deliveries end with their guards " +
+	"on the master only (a failover before a replica copies one could email again); allow WAIT (an ACL user needs +wait) " +
+	"or set CERTMAIL_GUARD_REPLICAS=0"
+
+// A WAIT that Redis refuses (here an ACL without it; a proxy that does not
+// know it answers alike) once the guard's script has run does not hold
+// the delivery: the guard is on the master, the task completes, delivered,
+// within the bound, and the worker is short of replicas with one WARN
+// naming the refusal, however many deliveries meet it. No line says the
+// guard could not be written. Once Redis takes WAIT again, the next one
+// acknowledged ends the shortage.
+func TestGuardWaitRefused(t *testing.T) {
+	t.Parallel()
+	const bound = time.Second
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	redistest.StartReplica(t, b.redis, redistest.Options{})
+	b.startWorker(t, setupOpts{configure: func(c *worker.Config) {
+		c.GuardReplicas, c.GuardWaitBound, c.GuardProbeInterval = 1, bound, 100*time.Millisecond
+	}})
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", "worker started")) == 1 }, b.logs.Text)
+	ctx := context.Background()
+	admin := b.redis.Client()
+	if err := admin.Do(ctx, "ACL", "SETUSER", "default", "-wait").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	for i := range 2 {
+		start := time.Now()
+		id := b.enqueue(t, "send-cert", fmt.Sprintf(`{"certificate_id": %d, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`, 91+i))
+		if r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 8*bound)); r.Outcome != taskresult.Delivered {
+			t.Errorf("task %s: outcome %q, want delivered", id, r.Outcome)
+		}
+		if took := time.Since(start); took > bound {
+			t.Errorf("task %s with WAIT refused completed after %s, want within the bound (%s)", id, took, bound)
+		}
+		if n, err := admin.Exists(ctx, "certmail:delivered:"+id).Result(); err != nil || n != 1 {
+			t.Errorf("guard of %s: %d, %v; want it on the master", id, n, err)
+		}
+	}
+	refusals := b.logs.Lines("warn", waitRefused)
+	if len(refusals) != 1 || !strings.Contains(fmt.Sprint(refusals[0]["error"]), "NOPERM") {
+		t.Errorf("want one WARN for the refusal, naming NOPERM, got %v:\n%s", refusals, b.logs.Text())
+	}
+	if strings.Contains(b.logs.Text(), "could not write the duplicate guard") {
+		t.Errorf("a line says the guard was not written:\n%s", b.logs.Text())
+	}
+	if v := shortGauge(t, b); v != 1 {
+		t.Errorf("certmail_guard_replicas_short %v while WAIT is refused, want 1", v)
+	}
+
+	if err := admin.Do(ctx, "ACL", "SETUSER", "default", "+wait").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool { return shortGauge(t, b) == 0 }, b.logs.Text)
+	if n := len(b.logs.Lines("info", shortEnded)); n != 1 {
+		t.Errorf("%d INFO lines %q once WAIT is allowed again, want 1", n, shortEnded)
+	}
+}
+
+// A worker whose Redis refuses WAIT at start (WAIT 0 0) says so there,
+// once, and starts short of replicas: its deliveries end at once, without
+// another line about it.
+func TestGuardWaitRefusedAtStart(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	redistest.StartReplica(t, b.redis, redistest.Options{})
+	if err := b.redis.Client().Do(context.Background(), "ACL", "SETUSER", "default", "-wait").Err(); err != nil {
+		t.Fatal(err)
+	}
+	b.startWorker(t, setupOpts{configure: func(c *worker.Config) { c.GuardReplicas = 1 }})
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", "worker started")) == 1 }, b.logs.Text)
+	if lines := b.logs.Lines("warn", waitRefused); len(lines) != 1 || lines[0]["redis"] == nil {
+		t.Fatalf("want one WARN at start for the refusal, naming the Redis, got %v:\n%s", lines, b.logs.Text())
+	}
+	if v := shortGauge(t, b); v != 1 {
+		t.Errorf("certmail_guard_replicas_short %v at start with WAIT refused, want 1", v)
+	}
+	start := time.Now()
+	id := b.enqueue(t, "send-cert", `{"certificate_id": 95, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	b.waitState(t, id, asynq.TaskStateCompleted, 5*time.Second)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("delivery with WAIT refused took %s, want no wait", took)
+	}
+	if n := len(b.logs.Lines("warn", waitRefused)); n != 1 {
+		t.Errorf("%d WARN lines for the refusal, want 1 (at start)", n)
 	}
 }
 
@@ -218,6 +350,16 @@ func TestStopDuringReplicaWait(t *testing.T) {
 	if lines := b.logs.Lines("warn", guardOnMaster); len(lines) != 1 || lines[0]["task_id"] != id {
 		t.Errorf("want one WARN naming %s for its guard on the master only, got %v:\n%s", id, lines, b.logs.Text())
 	}
+}
+
+// shortGauge is certmail_guard_replicas_short on the bundle's first worker.
+func shortGauge(t *testing.T, b *bundle) float64 {
+	t.Helper()
+	v, found := sum(b.scrape(t, 0), "certmail_guard_replicas_short")
+	if !found {
+		t.Fatalf("no certmail_guard_replicas_short in /metrics")
+	}
+	return v
 }
 
 // GuardReplicas defaults to 1 under Sentinel and to none otherwise, and

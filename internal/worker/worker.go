@@ -73,6 +73,10 @@ type Config struct {
 	// acknowledged is tried again before its delivery ends without them;
 	// 0 means GuardReplicasWaitBound. Not a setting: tests shorten it.
 	GuardWaitBound time.Duration
+	// GuardProbeInterval is how often a worker short of replicas sends a
+	// WAIT of its own to end the shortage; 0 means
+	// ShortReplicasProbeInterval. Not a setting: tests shorten it.
+	GuardProbeInterval time.Duration
 	// TaskCheckInterval is how often asynq looks for a task while every
 	// queue was found empty (it does not wait while tasks come); default
 	// DefaultTaskCheckInterval, within MinTaskCheckInterval and
@@ -162,6 +166,7 @@ func (c Config) WithDefaults() Config {
 	c.GuardRetention = cmp.Or(c.GuardRetention, DefaultGuardRetention)
 	c.GuardReplicas = cmp.Or(c.GuardReplicas, DefaultGuardReplicas(c.Redis))
 	c.GuardWaitBound = cmp.Or(c.GuardWaitBound, GuardReplicasWaitBound)
+	c.GuardProbeInterval = cmp.Or(c.GuardProbeInterval, ShortReplicasProbeInterval)
 	c.AuthProbeInterval = cmp.Or(c.AuthProbeInterval, DefaultAuthProbeInterval)
 	c.RateLimitPause = cmp.Or(c.RateLimitPause, DefaultRateLimitPause)
 	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, DefaultTaskCheckInterval)
@@ -183,7 +188,7 @@ func (c Config) Validate() error {
 		return errors.New("no logger")
 	case c.Concurrency < 1 || c.Concurrency > MaxConcurrency:
 		return fmt.Errorf("concurrency %d: want %s", c.Concurrency, ranges.Of(1, MaxConcurrency))
-	case c.ShutdownTimeout < 0 || c.GuardRetention < 0 || c.RateLimitCheckInterval < 0:
+	case c.ShutdownTimeout < 0 || c.GuardRetention < 0 || c.RateLimitCheckInterval < 0 || c.GuardProbeInterval < 0:
 		return errors.New("durations must not be negative")
 	case c.AuthProbeInterval < MinAuthProbeInterval || c.AuthProbeInterval > MaxAuthProbeInterval:
 		return fmt.Errorf("auth probe interval %s: want %s", ranges.Duration(c.AuthProbeInterval), ranges.Of(MinAuthProbeInterval, MaxAuthProbeInterval))
@@ -561,8 +566,9 @@ func closedBy(done <-chan struct{}, deadline time.Time) bool {
 // background starts the worker's loops beside asynq's server: the
 // unparker and the lease sweep, which keep going until the returned stop is
 // called (once asynq has stopped, so that they see its last failures), and
-// the rate-limit settings check, which ends with ctx. stop waits for all
-// three.
+// the rate-limit settings check and, when the worker asks replicas to
+// acknowledge its guards, the probe that ends a shortage of them
+// (probeReplicas), which end with ctx. stop waits for all of them.
 func (w *Worker) background(ctx context.Context) (stop func()) {
 	loopsCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
 	checkCtx, stopCheck := context.WithCancel(ctx)
@@ -573,6 +579,9 @@ func (w *Worker) background(ctx context.Context) (stop func()) {
 	sweep.throttle = w.throttle
 	loops.Go(func() { sweep.run(loopsCtx) })
 	loops.Go(func() { newRateLimitCheck(w.proc.accounts, w.cfg.RateLimitCheckInterval, w.log).run(checkCtx) })
+	if w.proc.replicas > 0 {
+		loops.Go(func() { w.proc.probeReplicas(checkCtx, w.cfg.GuardProbeInterval) })
+	}
 	return func() {
 		stopCheck()
 		stopLoops()
