@@ -46,7 +46,8 @@ var otherKeys = map[string]func(context.Context, *redis.Client, string) error{
 // touches Redis: every task type delivered, a set-emails superseded by its
 // sequence, an idempotent enqueue, a scheduled task, a dead letter
 // requeued and deleted, a schedule that runs, the dashboard's read routes,
-// the worker's queue metrics. Redis then logs no ACL refusal at all, and
+// the worker's queue metrics, the worker asking a replica to acknowledge
+// its guards (WAIT). Redis then logs no ACL refusal at all, and
 // the other service's keys are as they were: certmail keeps to its keys,
 // its channel and its commands, as the README promises.
 func TestRestrictedACLUser(t *testing.T) {
@@ -68,7 +69,10 @@ func TestRestrictedACLUser(t *testing.T) {
 	// after a failure that ended the test too.
 	t.Cleanup(func() { checkUntouched(t, admin, before) })
 
-	st, _, stop := stack(t, dev.Config{RedisURL: redisURL, ScheduleMinInterval: time.Second, TaskCheckInterval: 20 * time.Millisecond})
+	// A replica asked for, though the Redis has none: the worker sends WAIT
+	// at start and after each DigiCert 2xx, which the rule must allow.
+	st, _, stop := stack(t, dev.Config{RedisURL: redisURL, ScheduleMinInterval: time.Second, TaskCheckInterval: 20 * time.Millisecond,
+		GuardReplicas: 1})
 	a := aclAPI{t: t, st: st}
 	a.deliverEveryType()
 	a.deadLetterRequeueDelete()

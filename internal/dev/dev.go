@@ -312,6 +312,9 @@ func (c *components) worker(ctx context.Context, up chan<- net.Addr) (err error)
 	defer func() { err = errors.Join(err, conn.Client.Close()) }()
 	replicas := c.cfg.GuardReplicas
 	if conn.Embedded {
+		if replicas > 0 {
+			c.cfg.Logger.Info("the embedded Redis has no replica: --guard-replicas is ignored", zap.Int("guard_replicas", replicas))
+		}
 		replicas = -1
 	}
 	w, err := worker.New(worker.Config{Redis: conn, Accounts: c.accounts, AdminAddr: c.cfg.AdminAddr, Queues: c.cfg.Queues,
