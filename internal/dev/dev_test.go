@@ -462,6 +462,24 @@ func TestEmbeddedRedisIsNotCheckedForEviction(t *testing.T) {
 	}
 }
 
+// A --guard-replicas given with the embedded Redis, which has no replica,
+// is ignored, and one INFO line says so: the worker asks none and warns
+// of none missing.
+func TestEmbeddedRedisIgnoresGuardReplicas(t *testing.T) {
+	t.Parallel()
+	logger, logs := certmailtest.NewLogger(t)
+	stack(t, dev.Config{NoDemo: true, GuardReplicas: 2, Logger: logger})
+	waitUntil(t, 30*time.Second, "the worker started", func() bool {
+		return len(logs.Lines("info", "worker started")) == 1
+	})
+	if lines := logs.Lines("info", "the embedded Redis has no replica: --guard-replicas is ignored"); len(lines) != 1 || lines[0]["guard_replicas"] != int64(2) {
+		t.Errorf("want one INFO line naming guard_replicas 2, got %v:\n%s", lines, logs.Text())
+	}
+	if started := logs.Lines("info", "worker started"); started[0]["guard_replicas"] != int64(0) {
+		t.Errorf("worker started asking %v replicas, want 0", started[0]["guard_replicas"])
+	}
+}
+
 // TestDevAPIHosts: the stack's API answers the host names of APIHosts
 // (CERTMAIL_API_HOSTS) and the rebind-safe ones, and refuses any other on
 // every route, as certmail api does.
