@@ -121,6 +121,11 @@ func (p *processor) runAfter(ctx context.Context, s *script, cmd []any) error {
 	}
 	timeout := p.guard.waitTimeout()
 	c, acked := p.pipeWait(ctx, cmd, timeout)
+	// A NOSCRIPT (Redis lost its scripts: a restart, a failover) leaves the
+	// pipeline's WAIT sent for nothing, and the second pipeline sends
+	// another: whether Redis has the script is known only from this reply,
+	// and asking before would cost every guard a round trip for what
+	// happens once per lost script cache.
 	if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
 		if err := s.Load(ctx, p.rdb).Err(); err != nil {
 			return c.Err()
