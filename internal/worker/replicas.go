@@ -28,9 +28,12 @@ import (
 // also sends WAIT, in the same pipeline, and a write fewer replicas
 // acknowledged than asked is not done: persist runs it again, for at most
 // GuardReplicasWaitBound, until a master with enough replicas holds it.
-// That covers the orderly failover (clients move to the new master within
-// a second or two, and the old master rejoins it as a replica within
-// seconds). A replica that is gone for longer (a group of one master and
+// That covers the orderly failover of a group with two replicas or more
+// (clients move to the new master within a second or two, and it has a
+// replica left); with one, the promoted master has none until Sentinel
+// makes the old master its replica, about 15 s after the promotion in the
+// orderly-failover drill, so the deliveries then running wait the whole
+// bound and the worker falls short until it rejoins. A replica that is gone for longer (a group of one master and
 // one replica whose master died) must not stop deliveries: once a write
 // gave up waiting, the worker is short of replicas (replicaGuard), and
 // until a WAIT acknowledges enough of them again its deliveries send WAIT
@@ -64,10 +67,10 @@ const (
 	GuardReplicasTimeout = time.Second
 	// GuardReplicasWaitBound is how long a write fewer replicas
 	// acknowledged is tried again before its delivery ends without them:
-	// long enough for an orderly failover (clients on the new master
-	// within a second or two, the old master its replica within seconds),
-	// short enough that a replica that is gone holds a worker slot only
-	// that long.
+	// long enough for an orderly failover of a group with two replicas
+	// or more (clients on the new master within a second or two, a
+	// replica left to it), short enough that a replica that is gone holds
+	// a worker slot only that long.
 	GuardReplicasWaitBound = 10 * time.Second
 	// ShortReplicasTimeout is how long WAIT waits while the worker is
 	// short of replicas: a replica in sync acknowledges within it, and a
