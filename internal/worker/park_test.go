@@ -3,15 +3,20 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certmail/certmail/internal/account"
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/digicert/digicerttest"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/redisconn"
@@ -62,11 +67,44 @@ func TestWaitOnLastDeliveryIsParkedNotDeadLettered(t *testing.T) {
 	}
 }
 
+// heldAnswer passes requests on to the fake; once armed, it holds the next
+// one until release is closed, and closes arrived when that one comes: the
+// task that sent it is running (asynq's state "active") until then.
+type heldAnswer struct {
+	fake    http.Handler
+	armed   atomic.Bool
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func newHeldAnswer(fake http.Handler) *heldAnswer {
+	return &heldAnswer{fake: fake, arrived: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (h *heldAnswer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.armed.CompareAndSwap(true, false) {
+		close(h.arrived)
+		select {
+		case <-h.release:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	h.fake.ServeHTTP(w, r)
+}
+
 // A parked task's retries are still spent: its next failure, not its next
 // wait, dead-letters it, once, and leaves no parked entry behind.
 func TestParkedTaskStillDeadLettersOnFailure(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{}) // order 404 does not exist at the fake
+	b := setup(t, setupOpts{startWorkers: -1}) // order 404 does not exist at the fake
+	held := newHeldAnswer(b.fake)
+	ts := httptest.NewServer(held)
+	t.Cleanup(ts.Close)
+	b.startWorker(t, setupOpts{configure: func(c *worker.Config) {
+		c.Accounts = account.Set{"default": account.Account{Name: "default", BaseURL: ts.URL + "/services/v2", APIKey: account.Secret(testKey)}}
+		c.Client.Timeout = digicert.DefaultTimeout // the held answer is not cut by a stall of the test
+	}})
 	b.fake.FailNext(1, 429, limited, "application/json")
 	id := b.enqueue(t, "resend-dcv", `{"order_id": 404}`, asynq.MaxRetry(0))
 	b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
@@ -91,9 +129,18 @@ func TestParkedTaskStillDeadLettersOnFailure(t *testing.T) {
 	}
 
 	// One an operator ran before its wait was over leaves no entry either,
-	// or the unparker would bring the dead letter back at the due time.
+	// or the unparker would bring the dead letter back at the due time. Its
+	// entry is written while it runs (its call is held): the unparker
+	// keeps the entry of a running task, and drops that of a task waiting
+	// to run.
 	ctx := context.Background()
-	id = b.enqueue(t, "resend-dcv", `{"order_id": 404}`, asynq.MaxRetry(0), asynq.ProcessIn(time.Second))
+	held.armed.Store(true)
+	id = b.enqueue(t, "resend-dcv", `{"order_id": 404}`, asynq.MaxRetry(0))
+	select {
+	case <-held.arrived:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the second task's call did not reach DigiCert")
+	}
 	entry := `{"queue":"default","id":"` + id + `"}`
 	if err := b.redis.Client().ZAdd(ctx, "certmail:parked", redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: entry}).Err(); err != nil {
 		t.Fatal(err)
@@ -101,11 +148,20 @@ func TestParkedTaskStillDeadLettersOnFailure(t *testing.T) {
 	if _, parked, err := deadletter.ParkedUntil(ctx, b.redis.Client(), "default", id); !parked || err != nil {
 		t.Fatalf("the test's entry is not read as parked: %v", err)
 	}
+	close(held.release)
 	b.waitState(t, id, asynq.TaskStateArchived, 10*time.Second)
 	waitFor(t, 5*time.Second, func() bool { return len(b.logs.Lines("error", "task dead-lettered")) == 2 },
 		func() string { return "no second dead-letter line" })
+	// Only the dead letter clears the entry of an archived task: the
+	// unparker would move the task to retry first, then remove the entry.
 	if n := intVal(t, b.redis.Client().ZCard(ctx, "certmail:parked")); n != 0 {
 		t.Errorf("%d parked entries left after the dead letter, want 0", n)
+	}
+	if info := b.waitState(t, id, asynq.TaskStateArchived, time.Second); info.Retried != 0 {
+		t.Errorf("retried = %d", info.Retried)
+	}
+	if lines := b.logs.Lines("info", "parked task moved from the archive to retry: asynq runs it when its wait is over"); len(lines) != 1 {
+		t.Errorf("%d unparking lines, want 1 (the first task's)", len(lines))
 	}
 }
 
