@@ -21,11 +21,7 @@ import (
 func TestWatchOutages(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	conn, err := redisconn.Open(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Client.Close() })
+	conn := fixedPoolConn(t, srv)
 	core, logs := observer.New(zapcore.DebugLevel)
 	stop := conn.WatchOutages(zap.New(core))
 	ctx := context.Background()
@@ -88,4 +84,24 @@ func TestWatchOutages(t *testing.T) {
 	if n := logs.Len(); n != 2 {
 		t.Errorf("lines after the watch stopped: %v", logs.All()[2:])
 	}
+}
+
+// fixedPoolConn is the Conn Open gives for srv, its client's pool of a
+// size that does not depend on GOMAXPROCS: go-redis refuses to dial once
+// PoolSize dials have failed (its default, 10 per GOMAXPROCS) until a probe,
+// once a second, reaches Redis again, and answers each command with the last
+// dial error meanwhile. TestWatchOutages' failed commands make 16 failed
+// dials (4 tries each), which with one CPU would fail the first commands
+// after a relaunch.
+func fixedPoolConn(t *testing.T, srv *redistest.Server) *redisconn.Conn {
+	t.Helper()
+	conn, err := redisconn.Open(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Client.Close()
+	conn = &redisconn.Conn{Opt: conn.Opt, Target: conn.Target,
+		Client: redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 64, ContextTimeoutEnabled: true})}
+	t.Cleanup(func() { _ = conn.Client.Close() })
+	return conn
 }
