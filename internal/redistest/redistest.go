@@ -48,6 +48,7 @@ type Server struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
+	held *portHold     // the port while no server runs on it, once one exited
 }
 
 // Start launches a redis-server and registers its shutdown with tb.Cleanup.
@@ -75,6 +76,7 @@ func Start(tb testing.TB, opts ...Options) *Server {
 	if err != nil {
 		tb.Fatalf("redistest: start redis-server: %v", err)
 	}
+	tb.Cleanup(s.releasePort) // after the Kill below
 	tb.Cleanup(s.Kill)
 	return s
 }
@@ -231,6 +233,7 @@ func (s *Server) launch() error {
 		if err := <-exited; err != nil {
 			s.tb.Logf("redistest: redis-server on %s exited: %v", s.Addr(), err)
 		}
+		s.holdSocket()
 		if err := holdPort(s.port); err != nil {
 			s.tb.Logf("redistest: hold port %d: %v", s.port, err)
 		}
@@ -239,8 +242,35 @@ func (s *Server) launch() error {
 	}()
 	s.mu.Lock()
 	s.cmd, s.done = cmd, done
+	held := s.held
+	s.held = nil
 	s.mu.Unlock()
+	held.release() // the server has the port now
 	return nil
+}
+
+// holdSocket holds the port of the server that just exited (portHold),
+// so that Relaunch finds it free.
+func (s *Server) holdSocket() {
+	h, err := holdPortSocket(s.port)
+	if err != nil {
+		s.tb.Logf("redistest: hold port %d: %v", s.port, err)
+		return
+	}
+	s.mu.Lock()
+	old := s.held
+	s.held = h
+	s.mu.Unlock()
+	old.release()
+}
+
+// releasePort frees the port held since the server exited.
+func (s *Server) releasePort() {
+	s.mu.Lock()
+	h := s.held
+	s.held = nil
+	s.mu.Unlock()
+	h.release()
 }
 
 // waitReady waits until the redis-server of process pid answers on addr.
@@ -452,7 +482,8 @@ func (s *Server) Restart() {
 }
 
 // Relaunch starts a stopped or killed server again on the same port and
-// data directory.
+// data directory. The port is held from the server's exit (see portHold):
+// no listener or connection of another test takes it meanwhile.
 func (s *Server) Relaunch() {
 	s.tb.Helper()
 	var err error
