@@ -223,9 +223,12 @@ func TestCancelEndsASlotWait(t *testing.T) {
 	}})
 	first := b.enqueue(t, "resend-dcv", `{"order_id": 1}`)
 	b.waitState(t, first, asynq.TaskStateCompleted, 10*time.Second)
+	refused := b.watchFullWindows(t)
 	second := b.enqueue(t, "resend-dcv", `{"order_id": 2}`)
-	b.waitState(t, second, asynq.TaskStateActive, 10*time.Second)
-	time.Sleep(time.Second) // into the wait for the slot: nothing outside shows it (a cancel before it ends the delivery too)
+	// Into the wait for the slot (a cancel before it ends the delivery too).
+	waitFor(t, period/2, func() bool { return refused() >= 2 }, func() string {
+		return fmt.Sprintf("%d refused admissions, want 2 (the round trip's, then the wait's)", refused())
+	})
 	cancelled := time.Now()
 	if err := b.inspector.CancelProcessing(second); err != nil {
 		t.Fatal(err)

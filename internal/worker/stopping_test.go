@@ -1,7 +1,9 @@
 package worker_test
 
 import (
+	"bufio"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,6 +21,41 @@ import (
 	"github.com/certmail/certmail/internal/worker"
 	"github.com/certmail/certmail/tasks"
 )
+
+// watchFullWindows counts, from now until the test ends, the admissions of
+// the default account's limiter that found a window full: Lua's admit reads
+// the oldest member of a full window (ZRANGE), which nothing else does to a
+// window, and MONITOR shows the commands scripts call. A delivery whose
+// first request waits for a slot is refused twice: in its round trip before
+// the call, then by Acquire, which then waits.
+func (b *bundle) watchFullWindows(t *testing.T) (refused func() int) {
+	t.Helper()
+	conn, err := net.Dial("tcp", b.redis.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	r := bufio.NewReader(conn)
+	if _, err := conn.Write([]byte("MONITOR\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK") {
+		t.Fatalf("MONITOR answered %q: %v", line, err)
+	}
+	var n atomic.Int32
+	go func() {
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if strings.Contains(strings.ToLower(line), `"zrange" "certmail:ratelimit:{default}:`) {
+				n.Add(1)
+			}
+		}
+	}()
+	return func() int { return int(n.Load()) }
+}
 
 // slowAnswer is the fake CertCentral acting on a request at once but
 // answering only after lat; firstPut is closed as the first PUT arrives.
@@ -134,12 +171,14 @@ func TestStoppingWorkerEndsASlotWait(t *testing.T) {
 	stop := b.startWorkerCtl(t, setupOpts{configure: limits})
 	first := b.enqueue(t, "resend-dcv", `{"order_id": 1}`)
 	b.waitState(t, first, asynq.TaskStateCompleted, 10*time.Second)
+	refused := b.watchFullWindows(t)
 	second := b.enqueue(t, "resend-dcv", `{"order_id": 2}`)
-	b.waitState(t, second, asynq.TaskStateActive, 10*time.Second)
 	// Past its round trip before the call, into the wait for the slot, which
 	// lasts until the first request is a period old. The hand-back's reason
 	// below says that it came from the wait.
-	time.Sleep(time.Second)
+	waitFor(t, period/2, func() bool { return refused() >= 2 }, func() string {
+		return fmt.Sprintf("%d refused admissions, want 2 (the round trip's, then the wait's)", refused())
+	})
 	sigterm := time.Now()
 	select {
 	case <-b.stopping(t, stop):
