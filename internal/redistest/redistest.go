@@ -482,8 +482,8 @@ func (s *Server) Restart() {
 }
 
 // Relaunch starts a stopped or killed server again on the same port and
-// data directory. The port is held from the server's exit (see portHold):
-// no listener or connection of another test takes it meanwhile.
+// data directory. On Linux the port is held from the server's exit (see
+// portHold): no listener or connection of another test takes it meanwhile.
 func (s *Server) Relaunch() {
 	s.tb.Helper()
 	var err error
