@@ -208,9 +208,10 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 	d.dedupKey = deliveredKey(d.taskID)
 	d.ticket = d.account.limiter.NewTicket()
 	defer p.settle(ctx, d)
-	verdict, wait, before, err := d.account.gate.checkOrder(ctx, k, d.dedupKey, seq, p.retention, d.ticket)
-	if err != nil {
-		return transient("redis", 0, RetryDelay(d.attempt-1), err)
+	verdict, wait, before, gateErr := d.account.gate.checkOrder(ctx, k, d.dedupKey, seq, p.retention, d.ticket)
+	var ue *unconfirmedError
+	if gateErr != nil && !errors.As(gateErr, &ue) {
+		return transient("redis", 0, RetryDelay(d.attempt-1), gateErr)
 	}
 	switch verdict {
 	case gateBusy:
@@ -232,6 +233,9 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 				p.releaseOrder(ctx, d, k, seq, before, listUnchanged(d, err))
 			}
 		}()
+	}
+	if err := p.beforeCall(d, verdict, gateErr); err != nil {
+		return err // the lock and the sending record go back: no call was made
 	}
 	body, err := pl.DigiCertBody()
 	if err != nil {
@@ -690,8 +694,8 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 	}
 	d.ticket = d.account.limiter.NewTicket()
 	verdict, wait, err := d.account.gate.check(ctx, d.dedupKey, d.ticket)
-	if err != nil {
-		return digicert.Result{}, transient("redis", 0, RetryDelay(d.attempt-1), err)
+	if err := p.beforeCall(d, verdict, err); err != nil {
+		return digicert.Result{}, err
 	}
 	return p.send(ctx, d, verdict, wait, fn)
 }

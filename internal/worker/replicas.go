@@ -53,6 +53,27 @@ import (
 // set to the same values, the applied sequence is set only when not older,
 // the lock and the sending record are deleted only while they still hold
 // this delivery's, and the limiter's restamp moves the same member to now.
+//
+// The dequeue itself is lost the same way: asynq leased the task on the
+// old master, and on the new one it is still pending, so that a worker
+// there can take it while the first one's DigiCert call is in flight, or
+// before its guard lands, and call DigiCert a second time. So, when
+// Config.GuardReplicas asks for replicas, the round trip before a call
+// sends WAIT too, in the same pipeline (authGate.replicated). The script
+// writes on every path that leads to a call (the set-emails' lock and
+// sending record; for the other types the wait mark, whatever the limiter
+// does), and replication keeps order, so a replica that acknowledged it
+// holds the dequeue, written earlier. When too few did, the delivery makes
+// no call (beforeCall): it hands the task back (replicas_behind, a wait
+// that uses no retry), giving back its limiter admission and its order's
+// lock and sending record; on a master a failover has replaced, that hand-
+// back is lost with the dequeue, and the task, pending on the new master,
+// is delivered from there. This is bounded as the wait after the call is:
+// once such round trips have gone unacknowledged for GuardReplicasWaitBound
+// (since a WAIT last acknowledged enough), the worker is short of
+// replicas, and while it is short a shortfall before a call holds nothing
+// back. A delivery handed back while it held the account's probe leaves
+// the probe key to expire: the next probe comes an interval later.
 
 // Bounds and timing of Config.GuardReplicas.
 const (
@@ -114,14 +135,26 @@ func (e *notReplicatedError) Error() string {
 // runAfter sends cmd, a command of s, the round trip after a call: alone
 // when the worker asks no replica to acknowledge it, else with WAIT in
 // the same pipeline (one round trip still), returning a
-// *notReplicatedError when too few did. A WAIT that enough replicas
-// acknowledged ends the worker's shortage of replicas; one that Redis
-// refuses makes the worker short (replicaGuard.refused) and the write
-// done: the script ran, the guard is on the master.
+// *notReplicatedError when too few did (runWaited).
 func (p *processor) runAfter(ctx context.Context, s *script, cmd []any) error {
 	if p.replicas <= 0 {
 		return s.run(ctx, p.rdb, cmd).Err()
 	}
+	c, err := p.runWaited(ctx, s, cmd)
+	if err == nil {
+		err = c.Err()
+	}
+	return err
+}
+
+// runWaited sends cmd, a command of s, with WAIT in the same pipeline, and
+// returns cmd's reply, with a *notReplicatedError when too few replicas
+// acknowledged it, or an error when WAIT's own reply is missing. A WAIT
+// that enough replicas acknowledged ends the worker's shortage of
+// replicas; one that Redis refuses makes the worker short
+// (replicaGuard.refused) and counts as no shortfall: the script ran, what
+// it wrote is on the master. The worker must ask replicas (p.replicas > 0).
+func (p *processor) runWaited(ctx context.Context, s *script, cmd []any) (*redis.Cmd, error) {
 	timeout := p.guard.waitTimeout()
 	c, acked := p.pipeWait(ctx, cmd, timeout)
 	// A NOSCRIPT (Redis lost its scripts: a restart, a failover) leaves the
@@ -131,25 +164,76 @@ func (p *processor) runAfter(ctx context.Context, s *script, cmd []any) error {
 	// happens once per lost script cache.
 	if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
 		if err := s.Load(ctx, p.rdb).Err(); err != nil {
-			return c.Err()
+			return c, nil
 		}
 		c, acked = p.pipeWait(ctx, cmd, timeout)
 	}
-	if err := c.Err(); err != nil {
-		return err
+	if c.Err() != nil {
+		return c, nil
 	}
 	n, err := acked.Int64()
 	switch {
 	case isErrorReply(err):
 		p.guard.refused(p.log, p.replicas, err)
-		return nil
+		return c, nil
 	case err != nil:
-		return fmt.Errorf("WAIT: %w", err)
+		return c, fmt.Errorf("WAIT: %w", err)
 	case n < int64(p.replicas):
-		return &notReplicatedError{asked: int64(p.replicas), acked: n, timeout: timeout}
+		return c, &notReplicatedError{asked: int64(p.replicas), acked: n, timeout: timeout}
 	}
 	p.guard.acknowledged(p.log, p.replicas)
-	return nil
+	return c, nil
+}
+
+// unconfirmedError is a round trip before a call that Redis answered but
+// that err says is not confirmed on the replicas asked: too few
+// acknowledged it (a *notReplicatedError), or WAIT's reply is missing.
+type unconfirmedError struct{ err error }
+
+func (e *unconfirmedError) Error() string {
+	return "the round trip before the call is not confirmed on the replicas: " + e.err.Error()
+}
+
+func (e *unconfirmedError) Unwrap() error { return e.err }
+
+// codeReplicasBehind is the code of a delivery handed back before its
+// call because too few replicas acknowledged its dequeue.
+const codeReplicasBehind = "replicas_behind"
+
+// replicasBehindWait is how long a task handed back with
+// codeReplicasBehind waits (plus jitter) before it is delivered again,
+// after the second its WAIT already waited.
+const replicasBehindWait = time.Second
+
+// beforeCall decides, after the round trip before a call (verdict, err),
+// whether the delivery goes on: nil when it may (no error; a verdict that
+// makes no call; a shortfall of replicas while the worker is short of
+// them, or one that has lasted p.replicaBound, which makes the worker
+// short), else the delivery's end. A round trip not confirmed on the
+// replicas hands the task back without a call and without using a retry
+// (codeReplicasBehind): the master may be one a failover has just
+// replaced, and lose the dequeue, so that the task is pending again where
+// the workers go next and another delivery could call DigiCert while this
+// one's call is in flight. Any other error is Redis's (a transient end).
+func (p *processor) beforeCall(d *delivery, verdict gateVerdict, err error) error {
+	var ue *unconfirmedError
+	switch {
+	case err == nil:
+		return nil
+	case !errors.As(err, &ue):
+		return transient("redis", 0, RetryDelay(d.attempt-1), err)
+	case verdict != gateGo && verdict != gateProbe, p.guard.isShort():
+		return nil
+	}
+	var nr *notReplicatedError
+	if errors.As(err, &nr) {
+		if waited := p.guard.behind(); waited >= p.replicaBound {
+			p.guard.fallShort(p.log, nr, waited)
+			return nil
+		}
+	}
+	return &taskError{code: codeReplicasBehind, class: classWait, retryAfter: jitter(replicasBehindWait),
+		err: fmt.Errorf("not sent to DigiCert: %w; a failover could hand the task out again while the call is in flight", err)}
 }
 
 // isErrorReply reports whether err is Redis's error reply to a command
@@ -183,6 +267,10 @@ type replicaGuard struct {
 	// refusalWarned is set once a refused WAIT was logged: Redis refuses
 	// every delivery's alike, so the worker says it once.
 	refusalWarned atomic.Bool
+	// behindSince is when (Unix ns) a round trip before a call was first
+	// not acknowledged by enough replicas since a WAIT last was; 0 for
+	// never.
+	behindSince atomic.Int64
 }
 
 // isShort reports whether the worker is short of replicas.
@@ -243,9 +331,21 @@ const waitRefused = "Redis refuses WAIT, so no replica can be asked to acknowled
 	"on the master only (a failover before a replica copies one could email again); allow WAIT (an ACL user needs +wait) " +
 	"or set CERTMAIL_GUARD_REPLICAS=0"
 
+// behind records a round trip before a call that too few replicas
+// acknowledged, returning how long such round trips have been so since a
+// WAIT last acknowledged enough.
+func (g *replicaGuard) behind() time.Duration {
+	now := time.Now().UnixNano()
+	g.behindSince.CompareAndSwap(0, now)
+	return time.Duration(now - g.behindSince.Load())
+}
+
 // acknowledged ends a shortage of replicas, with one INFO, when there is
 // one: a WAIT acknowledged enough.
 func (g *replicaGuard) acknowledged(log *zap.Logger, asked int) {
+	if g.behindSince.Load() != 0 {
+		g.behindSince.Store(0)
+	}
 	if !g.isShort() || !g.flip(false) {
 		return
 	}

@@ -28,9 +28,23 @@ const (
 	appliedAcked    = "applied sequence written and acknowledged by enough replicas"
 )
 
+// callLatency is how long the fake holds its answers in the tests that
+// stop a replica during a call (pauseDuringCalls).
+const callLatency = 500 * time.Millisecond
+
+// pauseDuringCalls stops replica (SIGSTOP) once the fake, answering after
+// callLatency (set before the tasks were enqueued), has received calls
+// requests in all: the round trips before those calls, which wait for a
+// replica too, are done, and the ones after them meet the stopped replica.
+func pauseDuringCalls(t *testing.T, b *bundle, replica *redistest.Server, calls int) {
+	t.Helper()
+	waitFor(t, 15*time.Second, func() bool { return b.fake.RequestCount() >= calls }, b.logs.Text)
+	replica.Pause()
+}
+
 // A delivery whose DigiCert call succeeded does not end until a replica
 // acknowledged its duplicate guard (for a set-emails, its applied
-// sequence): with the replica stopped (SIGSTOP), the task stays active,
+// sequence): with the replica stopped (SIGSTOP) during the call, the task stays active,
 // one WARN line says why, and it completes once the replica runs again,
 // the guard on the replica, with one INFO line. A failover's promoted
 // replica then holds the guard, and the redelivery of a task whose
@@ -42,9 +56,10 @@ func TestGuardWaitsForReplica(t *testing.T) {
 	b.startWorker(t, setupOpts{configure: func(c *worker.Config) { c.GuardReplicas = 1 }})
 	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", "worker started")) == 1 }, b.logs.Text)
 
-	replica.Pause()
+	b.fake.SetFaults(digicerttest.Faults{Latency: callLatency})
 	cert := b.enqueue(t, "send-cert", `{"certificate_id": 61, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
 	order := b.enqueue(t, "set-emails", `{"order_id": 62, "additional_emails": ["b@example.com"], "sequence": 7}`)
+	pauseDuringCalls(t, b, replica, 2)
 	waitFor(t, 15*time.Second, func() bool {
 		return len(b.logs.Lines("warn", notAcknowledged)) == 1 && len(b.logs.Lines("warn", appliedNotAcked)) == 1
 	}, b.logs.Text)
@@ -107,9 +122,10 @@ func TestGuardStopsWaitingForAGoneReplica(t *testing.T) {
 		t.Fatalf("certmail_guard_replicas_short %v before any delivery, want 0", v)
 	}
 
-	replica.Pause()
+	b.fake.SetFaults(digicerttest.Faults{Latency: callLatency})
 	start := time.Now()
 	first := b.enqueue(t, "send-cert", `{"certificate_id": 71, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	pauseDuringCalls(t, b, replica, 1)
 	if r := result(t, b.waitState(t, first, asynq.TaskStateCompleted, 10*bound)); r.Outcome != taskresult.Delivered {
 		t.Errorf("first task: outcome %q, want delivered", r.Outcome)
 	}
@@ -340,8 +356,9 @@ func TestStopDuringReplicaWait(t *testing.T) {
 		c.GuardReplicas, c.GuardWaitBound = 1, time.Minute
 	}})
 	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", "worker started")) == 1 }, b.logs.Text)
-	replica.Pause()
+	b.fake.SetFaults(digicerttest.Faults{Latency: callLatency})
 	id := b.enqueue(t, "send-cert", `{"certificate_id": 96, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	pauseDuringCalls(t, b, replica, 1)
 	waitFor(t, 15*time.Second, func() bool { return len(b.logs.Lines("warn", notAcknowledged)) == 1 }, b.logs.Text)
 	<-b.stopping(t, stop)
 	if lines := b.logs.Lines("error", "could not write the duplicate guard before the worker stopped: a redelivery of this task would email again"); len(lines) != 0 {
@@ -394,5 +411,84 @@ func TestGuardReplicasDefaults(t *testing.T) {
 		if err := cfg.Validate(); (err == nil) != ok {
 			t.Errorf("GuardReplicas %d: %v, want accepted %v", n, err, ok)
 		}
+	}
+}
+
+// No DigiCert call is made before a replica acknowledged the round trip
+// before it, and with it the task's dequeue: a failover's promoted replica
+// would hold the task pending, and another worker could call DigiCert for
+// it while this call is in flight. With the replica stopped (SIGSTOP), a
+// send-cert and a set-emails are handed back without a call, without using
+// a retry (replicas_behind), the set-emails' lock and sending record given
+// back; once the replica runs again, each is delivered once.
+func TestCallWaitsForReplica(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	replica := redistest.StartReplica(t, b.redis, redistest.Options{})
+	b.startWorker(t, setupOpts{configure: func(c *worker.Config) { c.GuardReplicas, c.GuardWaitBound = 1, time.Minute }})
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", "worker started")) == 1 }, b.logs.Text)
+
+	replica.Pause()
+	cert := b.enqueue(t, "send-cert", `{"certificate_id": 81, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	order := b.enqueue(t, "set-emails", `{"order_id": 82, "additional_emails": ["b@example.com"], "sequence": 7}`)
+	handedBack := func(id string) int {
+		n := 0
+		for _, l := range b.logs.Lines("info", "delivery deferred") {
+			if l["task_id"] == id && l["error_code"] == "replicas_behind" {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, 15*time.Second, func() bool { return handedBack(cert) >= 2 && handedBack(order) >= 2 }, b.logs.Text)
+	if n := b.fake.RequestCount(); n != 0 {
+		t.Fatalf("%d DigiCert calls while the replica is stopped, want none", n)
+	}
+	ctx := context.Background()
+	for _, id := range []string{cert, order} {
+		if info, err := b.inspector.GetTaskInfo("default", id); err != nil || info.Retried != 0 {
+			t.Errorf("task %s while the replica is stopped: %v %v, want no retry used", id, info, err)
+		}
+	}
+	if n, err := b.redis.Client().Exists(ctx, "certmail:order:default:82:lock", "certmail:order:default:82:sending").Result(); err != nil || n != 0 {
+		t.Errorf("the order's lock and sending record after a delivery handed back: %d of them, %v; want none", n, err)
+	}
+
+	replica.Continue()
+	for _, id := range []string{cert, order} {
+		if r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 15*time.Second)); r.Outcome != taskresult.Delivered {
+			t.Errorf("task %s: outcome %q, want delivered", id, r.Outcome)
+		}
+	}
+	if n, m := len(b.fake.CertSends(81)), b.fake.RequestCount(); n != 1 || m != 2 {
+		t.Errorf("certificate 81 emailed %d times, %d calls in all; want once, 2", n, m)
+	}
+}
+
+// A replica gone for good does not stop deliveries: once the round trips
+// before calls have gone unacknowledged for the bound, the worker is short
+// of replicas (one WARN) and calls DigiCert.
+func TestCallGoesAheadWithoutAGoneReplica(t *testing.T) {
+	t.Parallel()
+	const bound = 1500 * time.Millisecond
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	replica := redistest.StartReplica(t, b.redis, redistest.Options{})
+	b.startWorker(t, setupOpts{configure: func(c *worker.Config) { c.GuardReplicas, c.GuardWaitBound = 1, bound }})
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", "worker started")) == 1 }, b.logs.Text)
+
+	replica.Pause()
+	start := time.Now()
+	id := b.enqueue(t, "send-cert", `{"certificate_id": 91, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	if r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, 10*bound)); r.Outcome != taskresult.Delivered {
+		t.Errorf("outcome %q, want delivered", r.Outcome)
+	}
+	if took := time.Since(start); took < bound {
+		t.Errorf("completed after %s, want the bound (%s) first", took, bound)
+	}
+	if n := len(b.logs.Lines("warn", becameShort)); n != 1 {
+		t.Errorf("%d WARN lines %q, want 1:\n%s", n, becameShort, b.logs.Text())
+	}
+	if n := len(b.fake.CertSends(91)); n != 1 {
+		t.Errorf("certificate 91 emailed %d times, want once", n)
 	}
 }

@@ -28,6 +28,7 @@ import (
 //	certmail:order:{account}:{order_id}:applied   sequence of the last set-emails applied
 //	certmail:order:{account}:{order_id}:sending   sequence of the newest set-emails sent and not yet recorded applied (or taken back: releaseOrder)
 //	certmail:order:{account}:{order_id}:lock      one set-emails per order at a time
+//	certmail:wait_mark                   a counter every call's round trip before it increments when replicas are asked (beforeScript)
 //
 // {task_id} is the id's deadletter.BoundedID: the id itself, as the worker
 // dead-letters a task whose id is longer before it writes any of these.
@@ -42,6 +43,12 @@ func deliveredKey(taskID string) string {
 func firstSeenKey(taskID string) string {
 	return keyPrefix + "first_seen:" + deadletter.BoundedID(taskID)
 }
+
+// waitMarkKey is the counter beforeScript increments, when asked, so that
+// the round trip before a call always writes: WAIT counts the replicas
+// that acknowledged its connection's last write.
+const waitMarkKey = keyPrefix + "wait_mark"
+
 func orderKey(acct string, orderID int64, what string) string {
 	return keyPrefix + "order:" + acct + ":" + strconv.FormatInt(orderID, 10) + ":" + what
 }
@@ -70,18 +77,25 @@ end
 // beforeScript is the one round trip before a DigiCert call: the task's
 // duplicate guard, the account's auth gate and the shared limiter's
 // admission. Returns {verdict, wait ms, admission}: admission 0 when the
-// limiter admitted ARGV[4], the ms to wait for a slot, or -1 when not asked
-// (the call does not go ahead, or no limiter keys were given).
+// limiter admitted ARGV[5], the ms to wait for a slot, or -1 when not asked
+// (the call does not go ahead, or no limiter keys were given). When the
+// call goes ahead and ARGV[4] is '1' (the worker asks replicas to
+// acknowledge the round trip: authGate.replicated), it increments KEYS[5]:
+// a write whatever the limiter does, so that the WAIT after it covers the
+// task's dequeue, written earlier.
 //
 //	KEYS[1]     the task's duplicate guard, checked when ARGV[1] is '1'
 //	KEYS[2..4]  the account's pause, auth_broken and probe keys (gate)
 //	ARGV[2..3]  a probe token and the probe interval (ms)
-//	KEYS[5..]   the limiter's cool-down and windows, ARGV[4..] its member, windows and in-flight bound (ratelimit.Lua)
+//	KEYS[5]     the wait mark, incremented when ARGV[4] is '1'
+//	KEYS[6..]   the limiter's cool-down and windows, ARGV[5..] its member, windows and in-flight bound (ratelimit.Lua)
 var beforeScript = newScript(ratelimit.Lua + gateLua + `
 if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {3, 0, -1} end
 local g = gate(2, ARGV[2], ARGV[3])
-if g[1] == 0 or #KEYS < 5 then return {g[1], g[2], -1} end
-return {g[1], g[2], admit(5, 4)}
+if g[1] == 0 then return {0, g[2], -1} end
+if ARGV[4] == '1' then redis.call('INCR', KEYS[5]) end
+if #KEYS < 6 then return {g[1], g[2], -1} end
+return {g[1], g[2], admit(6, 5)}
 `)
 
 // seqLua defines older(a, b): whether sequence a is older than b, both
@@ -262,6 +276,11 @@ type authGate struct {
 	keys     [3]string     // the account's pause, auth_broken and probe keys
 	// boxed are keys and the interval (ms) as a command's elements.
 	boxed [4]any
+	// replicated, when set (the worker asks replicas to acknowledge its
+	// writes), sends the round trip before a call with WAIT
+	// (processor.runWaited): a failover must not hand the task out again
+	// while the call is in flight (replicas.go).
+	replicated func(ctx context.Context, s *script, cmd []any) (*redis.Cmd, error)
 }
 
 func newAuthGate(rdb redis.UniversalClient, account string, interval time.Duration) *authGate {
@@ -280,8 +299,12 @@ func (g *authGate) check(ctx context.Context, guardKey string, ticket *ratelimit
 	if guardKey == "" {
 		guard, checked = g.boxed[0], "0" // any key: not read
 	}
-	cmd := append(beforeScript.command(7), guard, g.boxed[0], g.boxed[1], g.boxed[2])
-	return g.run(ctx, beforeScript, cmd, ticket, checked, randomToken(), g.boxed[3])
+	var mark any = "0"
+	if g.replicated != nil {
+		mark = "1"
+	}
+	cmd := append(beforeScript.command(9), guard, g.boxed[0], g.boxed[1], g.boxed[2], waitMarkKey)
+	return g.run(ctx, beforeScript, cmd, ticket, checked, randomToken(), g.boxed[3], mark)
 }
 
 // orderKeys are the keys of one order's set-emails.
@@ -325,7 +348,7 @@ func (g *authGate) checkOrder(ctx context.Context, k orderKeys, guardKey string,
 	cmd := append(beforeOrderScript.command(13), k.lock.Key(), k.applied, k.sending, guardKey, g.boxed[0], g.boxed[1], g.boxed[2])
 	res, err := g.runSlice(ctx, beforeOrderScript, cmd, ticket, k.lock.Token(), orderLockTTL.Milliseconds(),
 		strconv.FormatInt(seq, 10), randomToken(), g.boxed[3], ttl.Milliseconds())
-	if err != nil {
+	if res == nil {
 		return gateGo, 0, sendingBefore{}, err
 	}
 	verdict, wait := gateReply(res)
@@ -340,22 +363,25 @@ func (g *authGate) checkOrder(ctx context.Context, k orderKeys, guardKey string,
 			before.ttl = ttl
 		}
 	}
-	return verdict, wait, before, nil
+	return verdict, wait, before, err
 }
 
 // run runs a before-call script: cmd holds its own keys, the ticket's keys
 // and arguments follow the script's own, args, in each part.
 func (g *authGate) run(ctx context.Context, s *script, cmd []any, ticket *ratelimit.Ticket, args ...any) (gateVerdict, time.Duration, error) {
 	res, err := g.runSlice(ctx, s, cmd, ticket, args...)
-	if err != nil {
+	if res == nil {
 		return gateGo, 0, err
 	}
 	verdict, wait := gateReply(res)
-	return verdict, wait, nil
+	return verdict, wait, err
 }
 
 // runSlice is run returning the script's whole reply, whose first three
-// elements are the verdict, the wait (ms) and the admission.
+// elements are the verdict, the wait (ms) and the admission; nil with the
+// error when the script did not answer. With g.replicated, a reply comes
+// with an *unconfirmedError when the replicas asked did not acknowledge
+// the round trip.
 func (g *authGate) runSlice(ctx context.Context, s *script, cmd []any, ticket *ratelimit.Ticket, args ...any) ([]any, error) {
 	if ticket != nil {
 		cmd = ticket.AppendKeys(cmd)
@@ -365,7 +391,8 @@ func (g *authGate) runSlice(ctx context.Context, s *script, cmd []any, ticket *r
 	if ticket != nil {
 		cmd = ticket.AppendArgs(cmd)
 	}
-	res, err := s.run(ctx, g.rdb, cmd).Slice()
+	c, unconfirmed := g.send(ctx, s, cmd)
+	res, err := c.Slice()
 	if err == nil && len(res) < 3 {
 		err = fmt.Errorf("%d elements in the reply, want at least 3", len(res))
 	}
@@ -375,7 +402,20 @@ func (g *authGate) runSlice(ctx context.Context, s *script, cmd []any, ticket *r
 	if admission, ok := res[2].(int64); ok && admission == 0 && ticket != nil {
 		ticket.Admitted()
 	}
+	if unconfirmed != nil {
+		return res, &unconfirmedError{err: unconfirmed}
+	}
 	return res, nil
+}
+
+// send sends cmd, a command of s: with WAIT when g.replicated is set, the
+// second result then saying why the round trip is not confirmed on the
+// replicas asked (nil when it is).
+func (g *authGate) send(ctx context.Context, s *script, cmd []any) (*redis.Cmd, error) {
+	if g.replicated == nil {
+		return s.run(ctx, g.rdb, cmd), nil
+	}
+	return g.replicated(ctx, s, cmd)
 }
 
 // gateReply reads the verdict and the wait of a before-call script's reply.

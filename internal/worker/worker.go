@@ -290,6 +290,9 @@ func New(cfg Config) (*Worker, error) {
 		}
 		rt := &accountRuntime{name: name, client: client, limiter: limiter,
 			gate: newAuthGate(rdb, name, cfg.AuthProbeInterval)}
+		if p.replicas > 0 {
+			rt.gate.replicated = p.runWaited
+		}
 		if a.KeyFile != "" {
 			rt.keyFile = &keyFile{account: name, path: a.KeyFile, client: client, log: cfg.Logger, key: a.APIKey}
 		}
