@@ -171,7 +171,7 @@ type QueueFlags struct {
 type PollFlags struct {
 	// Not an int with a default: nil when neither the flag nor the
 	// variable is set, so that the worker picks the default for its Redis.
-	GuardReplicas     *int          `name:"guard-replicas" env:"CERTMAIL_GUARD_REPLICAS" help:"Replicas that must acknowledge the duplicate guard written after DigiCert's 2xx before a delivery ends (WAIT, ${guard_replicas_timeout} per try, tried again for ${guard_replicas_bound} at most; after that, and from the start when the master has fewer, deliveries end without waiting for replicas until enough acknowledge again), so that a failover cannot lose it (${guard_replicas_range}; default: 1 under redis-sentinel://, 0 otherwise)." group:"Redis"`
+	GuardReplicas     *int          `name:"guard-replicas" env:"CERTMAIL_GUARD_REPLICAS" help:"Replicas that must acknowledge the duplicate guard written after DigiCert's 2xx before a delivery ends, and the round trip before a call before it is made (WAIT, ${guard_replicas_timeout} per try, tried again for ${guard_replicas_bound} at most; after that, and from the start when the master has fewer, deliveries end without waiting for replicas until enough acknowledge again), so that a failover cannot lose it or hand the task out again during the call (${guard_replicas_range}; default: 1 under redis-sentinel://, 0 otherwise)." group:"Redis"`
 	TaskCheckInterval time.Duration `name:"task-check-interval" env:"CERTMAIL_TASK_CHECK_INTERVAL" default:"${task_check_interval}" help:"How often a worker whose queues are empty looks for new tasks (the longest a task waits to be picked up is about 1.5 times this; ${task_check_interval_range})." group:"Tasks"`
 }
 

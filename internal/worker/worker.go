@@ -65,8 +65,9 @@ type Config struct {
 	RateLimitPause    time.Duration  // wait after a DigiCert 429; default 30s, within MinRateLimitPause and MaxRateLimitPause
 	// GuardReplicas is how many replicas must acknowledge the round trip
 	// after a DigiCert 2xx (the duplicate guard; for a set-emails, the
-	// applied sequence) before the delivery ends, WAIT sent with it
-	// (replicas.go); 0 means DefaultGuardReplicas (1 under Sentinel, none
+	// applied sequence) before the delivery ends, and the round trip
+	// before a call (with it the task's dequeue) before the call is made,
+	// WAIT sent with each (replicas.go); 0 means DefaultGuardReplicas (1 under Sentinel, none
 	// otherwise), negative means none; at most MaxGuardReplicas.
 	GuardReplicas int
 	// GuardWaitBound is how long a write fewer replicas than GuardReplicas
