@@ -1,0 +1,128 @@
+package main_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/certmail/certmail/internal/redistest"
+	"github.com/certmail/certmail/tasks"
+)
+
+// TestDrillFailoverCallsInFlight: an orderly Sentinel failover (SENTINEL
+// FAILOVER) while send-cert tasks (no per-order lock) stream in, DigiCert
+// answers in 2 s and the workers have idle slots. An idle slot looks for
+// a task once a second, so the tasks enqueued in the second before the
+// promotion are dequeued on the old master after it, and that dequeue is
+// lost when the old master becomes a replica: on the new master the task
+// is pending while its call is in flight. A worker that moved there must
+// not call DigiCert for it a second time: the round trip before a call
+// waits for a replica (CERTMAIL_GUARD_REPLICAS, 1 under Sentinel), which
+// the old master no longer has, and the delivery is handed back without a
+// call (replicas_behind). Every task confirmed on the replica is
+// delivered, none is called twice at the fake.
+func TestDrillFailoverCallsInFlight(t *testing.T) {
+	t.Parallel()
+	const latency = 2 * time.Second
+	g := redistest.StartSentinel(t)
+	d := newDrill(t, g.URL(), latency)
+	var workers []*proc
+	for i := range 2 {
+		p := start(t, fmt.Sprintf("worker-%d", i+1), []string{
+			"REDIS_URL=" + d.redisURL, "DIGICERT_API_KEY=" + e2eKey, "DIGICERT_BASE_URL=" + d.baseURL,
+			"CERTMAIL_ADMIN_ADDR=127.0.0.1:0", "CERTMAIL_CONCURRENCY=100",
+		}, "worker")
+		p.waitLog("worker started", 20*time.Second)
+		workers = append(workers, p)
+	}
+	opt := asynq.RedisFailoverClientOpt{MasterName: redistest.SentinelMaster, SentinelAddrs: g.Addrs()}
+	const first = 700000
+	stop := make(chan struct{})
+	prod := produce(t, opt, sendCert, first, 10*time.Millisecond, stop, confirmOnReplica(t, g))
+	waitFor(t, 30*time.Second, func() bool { return d.fake.StatusCount(204) >= 20 }, func() string { return "too few deliveries" })
+	asked := time.Now()
+	var refused error
+	waitFor(t, 30*time.Second, func() bool {
+		refused = g.Failover(context.Background())
+		return refused == nil
+	}, func() string { return fmt.Sprintf("failover: %v", refused) })
+	waitFor(t, 30*time.Second, func() bool {
+		m, err := g.CurrentMaster(context.Background())
+		return err == nil && m == g.Replica.Addr()
+	}, func() string { return "the replica not promoted" })
+	promoted := time.Since(asked)
+	time.Sleep(time.Second)
+	close(stop)
+	acked, tries := prod.result()
+	d.waitSent(acked, 60*time.Second, d.sendCertCalls)
+	// A second call of a task may still be in flight at the fake.
+	waitFor(t, 2*latency+5*time.Second, func() bool { return d.fake.StatusCount(0) == 0 }, func() string { return "calls still unanswered" })
+
+	all := make([]int64, 0, tries)
+	for n := range int64(tries) {
+		all = append(all, first+n)
+	}
+	var doubles []int64
+	for n, calls := range d.sendCertCalls(all) {
+		if calls > 1 {
+			doubles = append(doubles, n)
+		}
+	}
+	if len(doubles) > 0 {
+		slices.Sort(doubles)
+		t.Errorf("%d send-cert tasks called twice or more at the fake: %v", len(doubles), doubles)
+	}
+	behind := 0
+	for _, w := range workers {
+		behind += w.countField("error_code", "replicas_behind")
+	}
+	t.Logf("failover with calls in flight drill: DigiCert answering in %v, 2 workers of 100 slots; promoted %v after the ask; "+
+		"%d enqueues, %d confirmed on a replica, all delivered, %d called twice; %d deliveries handed back before their call (replicas_behind)",
+		latency, promoted.Round(10*time.Millisecond), tries, len(acked), len(doubles), behind)
+}
+
+// countField counts p's log lines whose field name is value.
+func (p *proc) countField(name, value string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lines {
+		if l[name] == value {
+			n++
+		}
+	}
+	return n
+}
+
+// sendCert is a send-cert task for certificate n.
+func sendCert(n int64) (*asynq.Task, error) {
+	return tasks.NewSendCertTask(tasks.SendCert{CertificateID: n, Emails: []string{"a@example.com"},
+		CertificateCollectFormat: tasks.CollectAttachment})
+}
+
+// sendCertCalls counts the send-cert calls the fake accepted (2xx) for
+// each certificate of ns.
+func (d *drill) sendCertCalls(ns []int64) map[int64]int {
+	calls := make(map[int64]int, len(ns))
+	for _, n := range ns {
+		calls[n] = 0
+	}
+	for _, r := range d.fake.Requests() {
+		// .../certificate/{id}/sendemail
+		parts := strings.Split(r.Path, "/")
+		if r.Status/100 != 2 || len(parts) < 2 || parts[len(parts)-1] != "sendemail" {
+			continue
+		}
+		n, err := strconv.ParseInt(parts[len(parts)-2], 10, 64)
+		if _, ok := calls[n]; ok && err == nil {
+			calls[n]++
+		}
+	}
+	return calls
+}
