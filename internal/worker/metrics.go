@@ -94,7 +94,7 @@ func newMetrics(reg prometheus.Registerer, rdb redis.UniversalClient, accounts [
 		}, []string{"account"}),
 		replicasShort: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "certmail_guard_replicas_short",
-			Help: "1 while deliveries end without waiting for replicas to acknowledge their duplicate guards: a wait for them timed out, and none acknowledged enough since.",
+			Help: "1 while deliveries call DigiCert and end without waiting for replicas to acknowledge their dequeues and duplicate guards: a wait for them timed out, Redis refuses WAIT, or the master had too few at start, and no WAIT acknowledged enough since.",
 		}),
 	}
 	for _, t := range tasks.Types() {
