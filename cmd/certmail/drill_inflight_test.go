@@ -3,7 +3,6 @@ package main_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -64,18 +63,8 @@ func TestDrillFailoverCallsInFlight(t *testing.T) {
 	// A second call of a task may still be in flight at the fake.
 	waitFor(t, 2*latency+5*time.Second, func() bool { return d.fake.StatusCount(0) == 0 }, func() string { return "calls still unanswered" })
 
-	all := make([]int64, 0, tries)
-	for n := range int64(tries) {
-		all = append(all, first+n)
-	}
-	var doubles []int64
-	for n, calls := range d.sendCertCalls(all) {
-		if calls > 1 {
-			doubles = append(doubles, n)
-		}
-	}
+	doubles := calledTwice(first, tries, d.sendCertCalls)
 	if len(doubles) > 0 {
-		slices.Sort(doubles)
 		t.Errorf("%d send-cert tasks called twice or more at the fake: %v", len(doubles), doubles)
 	}
 	behind := 0

@@ -387,18 +387,8 @@ func TestDrillOrderlySentinelFailover(t *testing.T) {
 	}
 	d.waitSent(append(acked, last), 60*time.Second, d.callsByTask)
 
-	all := make([]int64, 0, tries+1)
-	for n := range int64(tries + 1) {
-		all = append(all, first+n)
-	}
-	var doubles []int64
-	for n, calls := range d.callsByTask(all) {
-		if calls > 1 {
-			doubles = append(doubles, n)
-		}
-	}
+	doubles := calledTwice(first, tries+1, d.callsByTask)
 	if len(doubles) > 0 {
-		slices.Sort(doubles)
 		t.Errorf("%d tasks called twice or more at the fake (even: send-cert, odd: set-emails): %v", len(doubles), doubles)
 	}
 	for _, w := range workers {
@@ -435,6 +425,23 @@ func sendCertOrSetEmails(n int64) (*asynq.Task, error) {
 			CertificateCollectFormat: tasks.CollectAttachment})
 	}
 	return tasks.NewSetEmailsTask(tasks.SetEmails{OrderID: n, AdditionalEmails: []string{"b@example.com"}})
+}
+
+// calledTwice is, in order, the tasks first to first+n-1 that calls (a
+// count of the fake's accepted calls per task) finds called more than once.
+func calledTwice(first int64, n int, calls func(ns []int64) map[int64]int) []int64 {
+	all := make([]int64, 0, n)
+	for i := range int64(n) {
+		all = append(all, first+i)
+	}
+	var doubles []int64
+	for task, c := range calls(all) {
+		if c > 1 {
+			doubles = append(doubles, task)
+		}
+	}
+	slices.Sort(doubles)
+	return doubles
 }
 
 // callsByTask counts the calls the fake accepted (2xx) for each task of ns
