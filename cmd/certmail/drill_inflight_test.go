@@ -3,8 +3,6 @@ package main_test
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -98,20 +96,5 @@ func sendCert(n int64) (*asynq.Task, error) {
 // sendCertCalls counts the send-cert calls the fake accepted (2xx) for
 // each certificate of ns.
 func (d *drill) sendCertCalls(ns []int64) map[int64]int {
-	calls := make(map[int64]int, len(ns))
-	for _, n := range ns {
-		calls[n] = 0
-	}
-	for _, r := range d.fake.Requests() {
-		// .../certificate/{id}/sendemail
-		parts := strings.Split(r.Path, "/")
-		if r.Status/100 != 2 || len(parts) < 2 || parts[len(parts)-1] != "sendemail" {
-			continue
-		}
-		n, err := strconv.ParseInt(parts[len(parts)-2], 10, 64)
-		if _, ok := calls[n]; ok && err == nil {
-			calls[n]++
-		}
-	}
-	return calls
+	return d.acceptedCalls(ns, func(_ int64, endpoint string) bool { return endpoint == "sendemail" })
 }

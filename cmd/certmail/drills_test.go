@@ -447,21 +447,26 @@ func calledTwice(first int64, n int, calls func(ns []int64) map[int64]int) []int
 // callsByTask counts the calls the fake accepted (2xx) for each task of ns
 // that sendCertOrSetEmails made.
 func (d *drill) callsByTask(ns []int64) map[int64]int {
+	return d.acceptedCalls(ns, func(n int64, endpoint string) bool {
+		return (n%2 == 0 && endpoint == "sendemail") || (n%2 == 1 && endpoint == "additional-emails")
+	})
+}
+
+// acceptedCalls counts, for each id of ns, the calls the fake accepted
+// (2xx) whose path ends in that id and an endpoint (.../certificate/{id}/sendemail,
+// .../order/certificate/{id}/additional-emails) that counts takes.
+func (d *drill) acceptedCalls(ns []int64, counts func(id int64, endpoint string) bool) map[int64]int {
 	calls := make(map[int64]int, len(ns))
 	for _, n := range ns {
 		calls[n] = 0
 	}
 	for _, r := range d.fake.Requests() {
-		// .../certificate/{id}/sendemail, .../order/certificate/{id}/additional-emails
 		parts := strings.Split(r.Path, "/")
 		if r.Status/100 != 2 || len(parts) < 2 {
 			continue
 		}
 		n, err := strconv.ParseInt(parts[len(parts)-2], 10, 64)
-		if _, ok := calls[n]; !ok || err != nil {
-			continue
-		}
-		if endpoint := parts[len(parts)-1]; (n%2 == 0 && endpoint == "sendemail") || (n%2 == 1 && endpoint == "additional-emails") {
+		if _, ok := calls[n]; ok && err == nil && counts(n, parts[len(parts)-1]) {
 			calls[n]++
 		}
 	}
