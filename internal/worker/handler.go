@@ -45,7 +45,11 @@ type processor struct {
 	// tried again (GuardReplicasWaitBound); guard says whether the worker
 	// is short of replicas (replicas.go).
 	replicaBound time.Duration
-	guard        replicaGuard
+	// behindGap is the longest pause between two round trips before calls
+	// too few replicas acknowledged that still makes them one shortfall
+	// (replicaGuard.behind): a task handed back comes again within it.
+	behindGap time.Duration
+	guard     replicaGuard
 	// rateLimitPause is how long a task waits after a 429 before its next delivery.
 	rateLimitPause time.Duration
 	afterDelivery  func(ctx context.Context, taskID string)
@@ -209,8 +213,7 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 	d.ticket = d.account.limiter.NewTicket()
 	defer p.settle(ctx, d)
 	verdict, wait, before, gateErr := d.account.gate.checkOrder(ctx, k, d.dedupKey, seq, p.retention, d.ticket)
-	var ue *unconfirmedError
-	if gateErr != nil && !errors.As(gateErr, &ue) {
+	if gateErr != nil && !isUnconfirmed(gateErr) {
 		return transient("redis", 0, RetryDelay(d.attempt-1), gateErr)
 	}
 	switch verdict {

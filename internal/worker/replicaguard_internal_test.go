@@ -56,3 +56,66 @@ func (g *interleavingGauge) Set(v float64) {
 	}
 	g.Gauge.Set(v)
 }
+
+// Round trips before calls that too few replicas acknowledge count as one
+// shortfall while each follows the last within the gap: its length grows
+// from the first. A pause longer than the gap (the task handed back did
+// not come again: the shortfall is stale) or an acknowledged WAIT starts
+// a new one at 0, so that a lone shortfall long ago does not let a call go
+// ahead unconfirmed at the next.
+func TestBehindCountsOnlyAShortfallThatGoesOn(t *testing.T) {
+	t.Parallel()
+	const gap = 8 * time.Second
+	g := &replicaGuard{}
+	t0 := time.Unix(1_800_000_000, 0)
+	steps := []struct {
+		at   time.Duration // after t0
+		ack  bool          // a WAIT acknowledged enough just before
+		want time.Duration
+	}{
+		{at: 0, want: 0},
+		{at: 6 * time.Second, want: 6 * time.Second},
+		{at: 12 * time.Second, want: 12 * time.Second}, // each within the gap of the last
+		{at: 30 * time.Second, want: 0},                // 18 s since the last: stale, a new one
+		{at: 35 * time.Second, want: 5 * time.Second},
+		{at: 36 * time.Second, ack: true, want: 0}, // acknowledged meanwhile: a new one
+		{at: 37 * time.Second, want: time.Second},
+	}
+	for _, s := range steps {
+		if s.ack {
+			g.acknowledged(zap.NewNop(), 1)
+		}
+		if got := g.behind(t0.Add(s.at), gap); got != s.want {
+			t.Errorf("shortfall at %v (acknowledged before: %v): lasted %v, want %v", s.at, s.ack, got, s.want)
+		}
+	}
+}
+
+// A WAIT acknowledged by another delivery while one records its shortfall
+// never makes that shortfall look long: each lasts from a moment of its
+// own, never before the first.
+func TestBehindBesideAcknowledged(t *testing.T) {
+	t.Parallel()
+	g := &replicaGuard{}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				g.acknowledged(zap.NewNop(), 1)
+			}
+		}
+	})
+	start := time.Now()
+	for range 20000 {
+		now := time.Now()
+		if got := g.behind(now, time.Minute); got < 0 || got > now.Sub(start) {
+			t.Fatalf("a shortfall recorded beside acknowledged WAITs lasted %v, more than the %v since the first", got, now.Sub(start))
+		}
+	}
+	close(stop)
+	wg.Wait()
+}

@@ -70,7 +70,8 @@ import (
 // back is lost with the dequeue, and the task, pending on the new master,
 // is delivered from there. This is bounded as the wait after the call is:
 // once such round trips have gone unacknowledged for GuardReplicasWaitBound
-// (since a WAIT last acknowledged enough), the worker is short of
+// (since a WAIT last acknowledged enough, each within handBackGap of the
+// last: a lone shortfall long ago does not count), the worker is short of
 // replicas, and while it is short a shortfall before a call holds nothing
 // back. A delivery handed back while it held the account's probe leaves
 // the probe key to expire: the next probe comes an interval later.
@@ -205,6 +206,14 @@ const codeReplicasBehind = "replicas_behind"
 // after the second its WAIT already waited.
 const replicasBehindWait = time.Second
 
+// handBackGap is how long a task handed back with codeReplicasBehind can
+// take to come again, at most: its WAIT's timeout, its wait with jitter,
+// and asynq's move of due tasks (every retryCheck), with a second to
+// spare.
+func handBackGap(retryCheck time.Duration) time.Duration {
+	return GuardReplicasTimeout + replicasBehindWait*5/4 + retryCheck + time.Second
+}
+
 // beforeCall decides, after the round trip before a call (verdict, err),
 // whether the delivery goes on: nil when it may (no error; a verdict that
 // makes no call; a shortfall of replicas while the worker is short of
@@ -216,18 +225,17 @@ const replicasBehindWait = time.Second
 // the workers go next and another delivery could call DigiCert while this
 // one's call is in flight. Any other error is Redis's (a transient end).
 func (p *processor) beforeCall(d *delivery, verdict gateVerdict, err error) error {
-	var ue *unconfirmedError
 	switch {
 	case err == nil:
 		return nil
-	case !errors.As(err, &ue):
+	case !isUnconfirmed(err):
 		return transient("redis", 0, RetryDelay(d.attempt-1), err)
 	case verdict != gateGo && verdict != gateProbe, p.guard.isShort():
 		return nil
 	}
 	var nr *notReplicatedError
 	if errors.As(err, &nr) {
-		if waited := p.guard.behind(); waited >= p.replicaBound {
+		if waited := p.guard.behind(time.Now(), p.behindGap); waited >= p.replicaBound {
 			p.guard.fallShort(p.log, nr, waited)
 			return nil
 		}
@@ -236,9 +244,20 @@ func (p *processor) beforeCall(d *delivery, verdict gateVerdict, err error) erro
 		err: fmt.Errorf("not sent to DigiCert: %w; a failover could hand the task out again while the call is in flight", err)}
 }
 
+// isUnconfirmed reports whether err is an *unconfirmedError. Call it only
+// with an error: its target escapes, an allocation a delivery without one
+// need not make.
+func isUnconfirmed(err error) bool {
+	var ue *unconfirmedError
+	return errors.As(err, &ue)
+}
+
 // isErrorReply reports whether err is Redis's error reply to a command
 // (NOPERM, ERR unknown command, …), not a failure to reach Redis.
 func isErrorReply(err error) bool {
+	if err == nil {
+		return false // before re, which escapes: no allocation for a reply
+	}
 	var re redis.Error
 	return errors.As(err, &re) && !errors.Is(err, redis.Nil)
 }
@@ -267,10 +286,12 @@ type replicaGuard struct {
 	// refusalWarned is set once a refused WAIT was logged: Redis refuses
 	// every delivery's alike, so the worker says it once.
 	refusalWarned atomic.Bool
-	// behindSince is when (Unix ns) a round trip before a call was first
-	// not acknowledged by enough replicas since a WAIT last was; 0 for
-	// never.
-	behindSince atomic.Int64
+	// behindActive is set while round trips before calls go
+	// unacknowledged (behind), from behindSince, the last at behindLast;
+	// the times are guarded by mu, and a WAIT acknowledged clears it.
+	behindActive atomic.Bool
+	behindSince  time.Time
+	behindLast   time.Time
 }
 
 // isShort reports whether the worker is short of replicas.
@@ -331,20 +352,30 @@ const waitRefused = "Redis refuses WAIT, so no replica can be asked to acknowled
 	"on the master only (a failover before a replica copies one could email again); allow WAIT (an ACL user needs +wait) " +
 	"or set CERTMAIL_GUARD_REPLICAS=0"
 
-// behind records a round trip before a call that too few replicas
-// acknowledged, returning how long such round trips have been so since a
-// WAIT last acknowledged enough.
-func (g *replicaGuard) behind() time.Duration {
-	now := time.Now().UnixNano()
-	g.behindSince.CompareAndSwap(0, now)
-	return time.Duration(now - g.behindSince.Load())
+// behind records, at now, a round trip before a call that too few
+// replicas acknowledged, and returns how long such round trips have
+// followed one another: since the first of them after a WAIT last
+// acknowledged enough, or after a pause longer than gap without one (a
+// task handed back comes again within gap, so a longer pause means the
+// shortfall it saw is stale, and a new one starts at 0).
+func (g *replicaGuard) behind(now time.Time, gap time.Duration) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.behindActive.Load() || now.Sub(g.behindLast) > gap {
+		g.behindSince = now
+		g.behindActive.Store(true)
+	}
+	g.behindLast = now
+	return now.Sub(g.behindSince)
 }
 
 // acknowledged ends a shortage of replicas, with one INFO, when there is
 // one: a WAIT acknowledged enough.
 func (g *replicaGuard) acknowledged(log *zap.Logger, asked int) {
-	if g.behindSince.Load() != 0 {
-		g.behindSince.Store(0)
+	if g.behindActive.Load() {
+		g.mu.Lock()
+		g.behindActive.Store(false)
+		g.mu.Unlock()
 	}
 	if !g.isShort() || !g.flip(false) {
 		return

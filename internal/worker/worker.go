@@ -265,6 +265,7 @@ func New(cfg Config) (*Worker, error) {
 		retention:      cfg.GuardRetention,
 		replicas:       max(cfg.GuardReplicas, 0),
 		replicaBound:   cfg.GuardWaitBound,
+		behindGap:      handBackGap(cfg.retryCheckInterval()),
 		guard:          replicaGuard{gauge: m.replicasShort},
 		rateLimitPause: cfg.RateLimitPause,
 		afterDelivery:  cfg.AfterDelivery,
@@ -614,8 +615,12 @@ var (
 // unparkInterval is how often parked tasks are looked for besides the looks
 // after this worker's own parks, and tasks archived after a lost lease: as
 // often as asynq looks for tasks due for a retry.
-func (w *Worker) unparkInterval() time.Duration {
-	if d := w.cfg.DelayedTaskCheckInterval; d > 0 {
+func (w *Worker) unparkInterval() time.Duration { return w.cfg.retryCheckInterval() }
+
+// retryCheckInterval is how often asynq moves the tasks due for a retry
+// or a scheduled run to their queue.
+func (c Config) retryCheckInterval() time.Duration {
+	if d := c.DelayedTaskCheckInterval; d > 0 {
 		return d
 	}
 	return 5 * time.Second // asynq's default DelayedTaskCheckInterval
