@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -158,6 +159,7 @@ type Server struct {
 	recordLimit int
 	done        chan struct{}
 	closeOnce   sync.Once
+	inFlight    atomic.Int64 // requests whose handling has not returned
 
 	mu           sync.Mutex
 	keys         map[string]bool
@@ -390,6 +392,8 @@ type answer struct {
 // the test hooks first: recording, FailNext, faults, key, rate limits, route and
 // method, id, a View Only key's PUT, body, existence, effect.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
 	body, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
 	rec, scripted, faults := s.receive(r, body)
 	if scripted != nil {

@@ -717,6 +717,31 @@ func TestServer_CloseReleasesHangs(t *testing.T) {
 	}
 }
 
+// TestServer_InFlight: a request counts as in flight while it is handled,
+// and no longer once its client gave up, though it stays unanswered.
+func TestServer_InFlight(t *testing.T) {
+	t.Parallel()
+	b := setup(t, digicerttest.Config{})
+	b.fake.SetFaults(digicerttest.Faults{Latency: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := sendErr(ctx, http.MethodPut, resendURL(b.base, orderID), testKey, `{}`)
+		errc <- err
+	}()
+	certmailtest.WaitFor(t, 10*time.Second, func() bool { return b.fake.InFlight() == 1 },
+		func() string { return fmt.Sprintf("InFlight = %d while the request waits, want 1", b.fake.InFlight()) })
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("a cancelled request got an answer")
+	}
+	certmailtest.WaitFor(t, 10*time.Second, func() bool { return b.fake.InFlight() == 0 },
+		func() string { return fmt.Sprintf("InFlight = %d after the client gave up, want 0", b.fake.InFlight()) })
+	if got := b.fake.StatusCount(0); got != 1 {
+		t.Errorf("StatusCount(0) = %d, want 1: the abandoned request stays unanswered", got)
+	}
+}
+
 func TestServer_StateAndReset(t *testing.T) {
 	t.Parallel()
 	b := setup(t, digicerttest.Config{})

@@ -70,6 +70,12 @@ func (s *Server) StatusCount(status int) int {
 	return s.statuses[status]
 }
 
+// InFlight returns how many requests the server is handling now: received
+// and neither answered nor given up (by the client, Close or a fault).
+// Unlike StatusCount(0), it falls back once a request the client abandoned
+// has been left.
+func (s *Server) InFlight() int { return int(s.inFlight.Load()) }
+
 // AdditionalEmails returns the additional emails an order holds now, and
 // false when they were never set (or were set before the last MaxIDs other
 // orders').
