@@ -8,6 +8,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/certmail/certmail/internal/digicert"
 	"github.com/certmail/certmail/internal/redistest"
 	"github.com/certmail/certmail/tasks"
 )
@@ -57,9 +58,13 @@ func TestDrillFailoverCallsInFlight(t *testing.T) {
 	time.Sleep(time.Second)
 	close(stop)
 	acked, tries := prod.result()
-	d.waitSent(acked, 60*time.Second, d.sendCertCalls)
-	// A second call of a task may still be in flight at the fake.
-	waitFor(t, 2*latency+5*time.Second, func() bool { return d.fake.StatusCount(0) == 0 }, func() string { return "calls still unanswered" })
+	d.explain = whereAre(opt, prod, workers)
+	d.waitSent(acked, recoveredWithin, d.sendCertCalls)
+	// A second call of a task may still be in flight at the fake. A call
+	// stays there until the fake answers or the worker gives up (the
+	// per-attempt timeout, 10 s): one given up stays unanswered for good.
+	waitFor(t, digicert.DefaultTimeout+5*time.Second, func() bool { return d.fake.InFlight() == 0 },
+		func() string { return fmt.Sprintf("%d calls still in flight at the fake", d.fake.InFlight()) })
 
 	doubles := calledTwice(first, tries, d.sendCertCalls)
 	if len(doubles) > 0 {
