@@ -319,6 +319,7 @@ func TestDrillRedisRestart(t *testing.T) {
 	close(stop)
 	acked, tries := prod.result()
 
+	d.explain = whereAre(r.ConnOpt(), prod, workers)
 	doubles := d.waitDelivered(acked, recoveredWithin)
 	if len(doubles) > 0 {
 		t.Errorf("orders emailed twice: %v", doubles)
@@ -368,6 +369,7 @@ func TestDrillSentinelFailover(t *testing.T) {
 	close(stop)
 	acked, tries := prod.result()
 
+	d.explain = whereAre(opt, prod, workers)
 	doubles := d.waitDelivered(acked, recoveredWithin)
 	// A double is explained only by a send in flight when the master died:
 	// its guard (or its task's dequeue) reached the master and not the
