@@ -179,8 +179,12 @@ func TestKeepAliveRenewalBounded(t *testing.T) {
 	time.Sleep(ttl/3 + 100*time.Millisecond) // the first renewal is hanging
 	start := time.Now()
 	stop()
-	if took := time.Since(start); took > ttl/3 {
-		t.Errorf("stop took %v with a renewal hanging: want at most a third of the ttl (%v)", took, ttl/3)
+	// A renewal lasts a third of the ttl at most. Under load the tick can
+	// start one just as stop is called, which then waits all of it: allow a
+	// second third for that, far below a renewal bounded by go-redis's
+	// own timeouts (seconds), which this test is about.
+	if took := time.Since(start); took > 2*ttl/3 {
+		t.Errorf("stop took %v with a renewal hanging: want at most two thirds of the ttl (%v)", took, 2*ttl/3)
 	}
 	srv.Continue()
 }
