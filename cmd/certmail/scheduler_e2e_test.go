@@ -211,10 +211,15 @@ func TestSchedulesEndWhenOrdersAreValidated(t *testing.T) {
 			t.Errorf("domain 62 resend %+v, want its approval address and name scope", r)
 		}
 	}
-	ended := other.count("info", "schedule ended: the order no longer waits for validation by email") +
-		leader.count("info", "schedule ended: the order no longer waits for validation by email")
-	if ended != 2 {
-		t.Errorf("%d end log lines, want one per schedule", ended)
+	// The scheduler logs the end after Redis has it: wait for the lines.
+	ended := func() int {
+		return other.count("info", "schedule ended: the order no longer waits for validation by email") +
+			leader.count("info", "schedule ended: the order no longer waits for validation by email")
+	}
+	waitFor(t, 10*time.Second, func() bool { return ended() >= 2 },
+		func() string { return fmt.Sprintf("%d end log lines, want one per schedule", ended()) })
+	if n := ended(); n != 2 {
+		t.Errorf("%d end log lines, want one per schedule", n)
 	}
 
 	// Later tick times pass: no tick, no DigiCert call.
