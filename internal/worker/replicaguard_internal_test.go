@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -8,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
+
+	"github.com/certmail/certmail/internal/redistest"
 )
 
 // A shortage that starts and one that ends at the same moment leave the
@@ -118,4 +122,82 @@ func TestBehindBesideAcknowledged(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// beforeCall counts a shortfall toward the bound only while each follows
+// the last within behindGap: shortfalls spread wider (a task handed back
+// long ago, then a quiet spell) each hand the task back, however long
+// they span in all; close ones let the call go ahead once they have
+// lasted the bound, the worker then short of replicas.
+func TestBeforeCallCountsShortfallsWithinTheGap(t *testing.T) {
+	t.Parallel()
+	p := &processor{log: zap.NewNop(), replicas: 1, replicaBound: time.Second, behindGap: 200 * time.Millisecond}
+	d := &delivery{taskID: "t-1", attempt: 1}
+	unconfirmed := &unconfirmedError{err: &notReplicatedError{asked: 1, timeout: GuardReplicasTimeout}}
+	handedBack := func(err error) bool {
+		var te *taskError
+		return errors.As(err, &te) && te.code == codeReplicasBehind && !te.failure
+	}
+	for i := range 4 { // 1.2 s in all, each 400 ms after the last
+		if i > 0 {
+			time.Sleep(2 * p.behindGap)
+		}
+		if err := p.beforeCall(d, gateGo, unconfirmed); !handedBack(err) {
+			t.Fatalf("shortfall %d, %v after the last: %v; want the task handed back without a retry used", i+1, 2*p.behindGap, err)
+		}
+	}
+	if p.guard.isShort() {
+		t.Fatal("short of replicas after shortfalls each beyond the gap")
+	}
+	start := time.Now()
+	for {
+		err := p.beforeCall(d, gateGo, unconfirmed)
+		if err == nil {
+			break
+		}
+		if !handedBack(err) || time.Since(start) > 10*p.replicaBound {
+			t.Fatalf("after %v of close shortfalls: %v; want the call to go ahead after %v", time.Since(start), err, p.replicaBound)
+		}
+		time.Sleep(p.behindGap / 10)
+	}
+	if took := time.Since(start); took < p.replicaBound || !p.guard.isShort() {
+		t.Errorf("went ahead after %v, short %v; want after the bound (%v), short", took, p.guard.isShort(), p.replicaBound)
+	}
+}
+
+// The probe of a worker short of replicas writes before its WAIT: a WAIT
+// on a connection that wrote nothing counts every replica the master
+// still lists, a stalled one too, and would end the shortage while the
+// replica acknowledges nothing.
+func TestProbeDoesNotCountAStalledReplica(t *testing.T) {
+	t.Parallel()
+	master := redistest.Start(t, redistest.Options{})
+	replica := redistest.StartReplica(t, master, redistest.Options{})
+	replica.Pause()
+	t.Cleanup(replica.Continue)
+	rdb := master.Client() // fresh connections: none has written yet
+	p := &processor{rdb: rdb, log: zap.NewNop(), replicas: 1}
+	p.guard.fallShort(zap.NewNop(), &notReplicatedError{asked: 1}, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	p.probeReplicas(ctx, 50*time.Millisecond)
+	if !p.guard.isShort() {
+		t.Fatal("a probe ended the shortage while the only replica is stopped")
+	}
+	replica.Continue()
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.probeReplicas(ctx, 50*time.Millisecond)
+	}()
+	for p.guard.isShort() && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if p.guard.isShort() {
+		t.Error("the shortage did not end within 10 s of the replica running again")
+	}
 }

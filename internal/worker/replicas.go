@@ -208,10 +208,11 @@ const replicasBehindWait = time.Second
 
 // handBackGap is how long a task handed back with codeReplicasBehind can
 // take to come again, at most: its WAIT's timeout, its wait with jitter,
-// and asynq's move of due tasks (every retryCheck), with a second to
-// spare.
-func handBackGap(retryCheck time.Duration) time.Duration {
-	return GuardReplicasTimeout + replicasBehindWait*5/4 + retryCheck + time.Second
+// asynq's move of due tasks (every retryCheck), and the sleep of an idle
+// worker's slots before they look for a task again (asynq: half of
+// taskCheck plus up to one more), with a second to spare.
+func handBackGap(retryCheck, taskCheck time.Duration) time.Duration {
+	return GuardReplicasTimeout + replicasBehindWait*5/4 + retryCheck + taskCheck*3/2 + time.Second
 }
 
 // beforeCall decides, after the round trip before a call (verdict, err),
@@ -400,8 +401,12 @@ func (p *processor) probeReplicas(ctx context.Context, interval time.Duration) {
 		if !p.guard.isShort() {
 			continue
 		}
-		n, err := p.rdb.Do(ctx, "wait", p.replicas, ShortReplicasTimeout.Milliseconds()).Int64()
-		if err == nil && n >= int64(p.replicas) {
+		// A write first, as a delivery's: WAIT counts the replicas that
+		// acknowledged its connection's last write, and a connection
+		// without one counts every replica still listed, a stalled one too.
+		mark, acked := p.pipeWait(ctx, []any{"incr", waitMarkKey}, ShortReplicasTimeout)
+		n, err := acked.Int64()
+		if err == nil && mark.Err() == nil && n >= int64(p.replicas) {
 			p.guard.acknowledged(p.log, p.replicas)
 		}
 	}

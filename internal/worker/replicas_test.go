@@ -474,6 +474,38 @@ func TestCallWaitsForReplica(t *testing.T) {
 	}
 }
 
+// The same on a worker that polls slowly when idle
+// (CERTMAIL_TASK_CHECK_INTERVAL): a lone task handed back comes again only
+// after its slot's idle sleep (half the interval to 1.5 times it, 4 to
+// 12 s here, one slot), and its shortfalls still make one streak that
+// reaches the bound, rather than each looking stale and the task being
+// handed back for good.
+func TestCallGoesAheadWithoutAGoneReplicaOnASlowPoll(t *testing.T) {
+	t.Parallel()
+	const bound = 2 * time.Second
+	b := setup(t, setupOpts{fake: digicerttest.Config{AnyIDExists: true}, startWorkers: -1})
+	replica := redistest.StartReplica(t, b.redis, redistest.Options{})
+	b.startWorker(t, setupOpts{configure: func(c *worker.Config) {
+		c.GuardReplicas, c.GuardWaitBound = 1, bound
+		c.Concurrency, c.TaskCheckInterval, c.DelayedTaskCheckInterval = 1, 8*time.Second, 500*time.Millisecond
+	}})
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("info", "worker started")) == 1 }, b.logs.Text)
+
+	replica.Pause()
+	id := b.enqueue(t, "send-cert", `{"certificate_id": 92, "emails": ["a@example.com"], "certificate_collect_format": "attachment"}`)
+	// A pickup within 12 s, then a hand-back or two, each up to 1 + 12 s
+	// after the last.
+	if r := result(t, b.waitState(t, id, asynq.TaskStateCompleted, time.Minute)); r.Outcome != taskresult.Delivered {
+		t.Errorf("outcome %q, want delivered", r.Outcome)
+	}
+	if n := len(b.logs.Lines("warn", becameShort)); n != 1 {
+		t.Errorf("%d WARN lines %q, want 1:\n%s", n, becameShort, b.logs.Text())
+	}
+	if n := len(b.fake.CertSends(92)); n != 1 {
+		t.Errorf("certificate 92 emailed %d times, want once", n)
+	}
+}
+
 // A replica gone for good does not stop deliveries: once the round trips
 // before calls have gone unacknowledged for the bound, the worker is short
 // of replicas (one WARN) and calls DigiCert.

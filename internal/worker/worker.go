@@ -265,7 +265,7 @@ func New(cfg Config) (*Worker, error) {
 		retention:      cfg.GuardRetention,
 		replicas:       max(cfg.GuardReplicas, 0),
 		replicaBound:   cfg.GuardWaitBound,
-		behindGap:      handBackGap(cfg.retryCheckInterval()),
+		behindGap:      handBackGap(cfg.retryCheckInterval(), cfg.TaskCheckInterval),
 		guard:          replicaGuard{gauge: m.replicasShort},
 		rateLimitPause: cfg.RateLimitPause,
 		afterDelivery:  cfg.AfterDelivery,
