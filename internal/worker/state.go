@@ -28,7 +28,7 @@ import (
 //	certmail:order:{account}:{order_id}:applied   sequence of the last set-emails applied
 //	certmail:order:{account}:{order_id}:sending   sequence of the newest set-emails sent and not yet recorded applied (or taken back: releaseOrder)
 //	certmail:order:{account}:{order_id}:lock      one set-emails per order at a time
-//	certmail:wait_mark                   a counter every call's round trip before it increments when replicas are asked (beforeScript)
+//	certmail:wait_mark                   a counter every call's round trip before it increments when replicas are asked (beforeScript), and the probe of a worker short of them (probeReplicas)
 //
 // {task_id} is the id's deadletter.BoundedID: the id itself, as the worker
 // dead-letters a task whose id is longer before it writes any of these.
