@@ -2,6 +2,8 @@ package redistest_test
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +137,80 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	if !strings.HasPrefix(g.URL(), "redis-sentinel://127.0.0.1:") || !strings.HasSuffix(g.URL(), "?master=mymaster") {
 		t.Errorf("URL %q", g.URL())
+	}
+}
+
+// A group of two replicas knows both at start; after an orderly failover
+// (SENTINEL FAILOVER) one of them is the master, and the other replica
+// and the old master are its replicas, in sync.
+func TestSentinelTwoReplicasFailover(t *testing.T) {
+	t.Parallel()
+	g := redistest.StartSentinel(t, redistest.SentinelOptions{Replicas: 2})
+	if len(g.Replicas) != 2 || g.Replica != g.Replicas[0] {
+		t.Fatalf("%d replicas, want 2, the first of them Replica", len(g.Replicas))
+	}
+	ctx := context.Background()
+	for _, r := range g.Replicas {
+		if role := replicationField(r.Client(), "role"); role != "slave" {
+			t.Fatalf("%s is a %s, want a replica", r.Addr(), role)
+		}
+	}
+	var promoted *redistest.Server
+	waitUntil(t, 30*time.Second, func() error { return g.Failover(ctx) })
+	waitUntil(t, 30*time.Second, func() error {
+		m, err := g.CurrentMaster(ctx)
+		if err != nil {
+			return err
+		}
+		if promoted = g.Member(m); promoted == nil || promoted == g.Master {
+			return fmt.Errorf("the master is %s, not one of the replicas", m)
+		}
+		return nil
+	})
+	for _, s := range append([]*redistest.Server{g.Master}, g.Replicas...) {
+		if s == promoted {
+			continue
+		}
+		c := s.Client()
+		waitUntil(t, 60*time.Second, func() error {
+			port, link := replicationField(c, "master_port"), replicationField(c, "master_link_status")
+			if port != strconv.Itoa(promoted.Port()) || link != "up" {
+				return fmt.Errorf("%s replicates from port %q (link %q), not from %s", s.Addr(), port, link, promoted.Addr())
+			}
+			return nil
+		})
+	}
+}
+
+// replicationField is field's value in c's INFO replication, "" when it
+// has none or does not answer.
+func replicationField(c *redis.Client, field string) string {
+	info, err := c.Info(context.Background(), "replication").Result()
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// waitUntil calls cond until it returns nil, failing the test with its
+// last error when within passes first.
+func waitUntil(t *testing.T, within time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %v", within, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

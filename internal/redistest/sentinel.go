@@ -18,14 +18,19 @@ import (
 // SentinelMaster is the master name the Sentinel group monitors.
 const SentinelMaster = "mymaster"
 
-// SentinelGroup is a master, a replica and three sentinels on loopback, as
-// in a small production setup; failover happens within a few seconds of the
-// master's death (down-after-milliseconds 1000).
+// SentinelGroup is a master, its replicas (one unless SentinelOptions
+// asks more) and three sentinels on loopback, as in a small production
+// setup; failover happens within a few seconds of the master's death
+// (down-after-milliseconds 1000).
 type SentinelGroup struct {
-	Master, Replica *Server
-	opts            SentinelOptions
-	sentinels       []*exec.Cmd
-	addrs           []string
+	Master *Server
+	// Replica is the first of Replicas.
+	Replica *Server
+	// Replicas are the master's replicas, as the group started.
+	Replicas  []*Server
+	opts      SentinelOptions
+	sentinels []*exec.Cmd
+	addrs     []string
 }
 
 // SentinelOptions tune the group. The zero value asks no password anywhere.
@@ -35,10 +40,13 @@ type SentinelOptions struct {
 	Password string
 	// SentinelPassword is the sentinels' own (requirepass in their config).
 	SentinelPassword string
+	// Replicas is how many replicas the master has: 0 means 1.
+	Replicas int
 }
 
-// StartSentinel starts the group and waits until the replica is in sync and
-// every sentinel knows the master. Everything stops at the test's end.
+// StartSentinel starts the group and waits until every replica is in sync
+// and every sentinel knows the master and each of its replicas, so that
+// a failover may promote any of them. Everything stops at the test's end.
 func StartSentinel(tb testing.TB, opts ...SentinelOptions) *SentinelGroup {
 	tb.Helper()
 	if _, err := exec.LookPath("redis-sentinel"); err != nil {
@@ -49,7 +57,10 @@ func StartSentinel(tb testing.TB, opts ...SentinelOptions) *SentinelGroup {
 		g.opts = opts[0]
 	}
 	g.Master = Start(tb, Options{AppendOnly: true, Password: g.opts.Password})
-	g.Replica = StartReplica(tb, g.Master, Options{AppendOnly: true})
+	for range max(g.opts.Replicas, 1) {
+		g.Replicas = append(g.Replicas, StartReplica(tb, g.Master, Options{AppendOnly: true}))
+	}
+	g.Replica = g.Replicas[0]
 	for i := range 3 {
 		port, err := FreePort()
 		if err != nil {
@@ -97,12 +108,38 @@ sentinel parallel-syncs %s 1
 			a, err := c.GetMasterAddrByName(context.Background(), SentinelMaster).Result()
 			return err == nil && len(a) == 2 && a[1] == strconv.Itoa(g.Master.Port())
 		})
+		if err == nil {
+			err = g.waitReplicasKnown(c)
+		}
 		c.Close()
 		if err != nil {
-			tb.Fatalf("redistest: sentinel %s does not know the master: %v", addr, err)
+			tb.Fatalf("redistest: sentinel %s does not know the master and its %d replicas: %v", addr, len(g.Replicas), err)
 		}
 	}
 	return g
+}
+
+// waitReplicasKnown waits until the sentinel c lists every replica of g as
+// one (flags "slave") whose link to the master is up.
+func (g *SentinelGroup) waitReplicasKnown(c *redis.SentinelClient) error {
+	return waitFor(15*time.Second, func() bool {
+		known, err := c.Replicas(context.Background(), SentinelMaster).Result()
+		if err != nil {
+			return false
+		}
+		up := map[string]bool{}
+		for _, r := range known {
+			if r["flags"] == "slave" && r["master-link-status"] == "ok" {
+				up[r["ip"]+":"+r["port"]] = true
+			}
+		}
+		for _, r := range g.Replicas {
+			if !up[r.Addr()] {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // StartReplica starts a replica of master (--replicaof, with master's
@@ -161,10 +198,22 @@ func (g *SentinelGroup) CurrentMaster(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("no sentinel answered: %w", lastErr)
 }
 
+// Member is the group's server at addr (the master or a replica, as the
+// group started), nil when none is.
+func (g *SentinelGroup) Member(addr string) *Server {
+	for _, s := range append([]*Server{g.Master}, g.Replicas...) {
+		if s.Addr() == addr {
+			return s
+		}
+	}
+	return nil
+}
+
 // Failover asks the sentinels, in turn, for an orderly failover (SENTINEL
-// FAILOVER) until one accepts: the replica is promoted while the master
+// FAILOVER) until one accepts: a replica is promoted while the master
 // still runs and takes writes, until the sentinels make it the new master's
-// replica, seconds later, dropping them. A sentinel refuses while a
+// replica, seconds later, dropping them; the other replicas are made the
+// new master's replicas as soon as the promotion is seen. A sentinel refuses while a
 // failover is under way or no replica is in sync with the master; the
 // error is then the last refusal.
 func (g *SentinelGroup) Failover(ctx context.Context) error {
