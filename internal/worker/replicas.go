@@ -419,7 +419,8 @@ func (p *processor) probeReplicas(ctx context.Context, interval time.Duration) {
 // replicas than the worker asks, it logs one WARN and the worker starts
 // short too, so that its first deliveries do not each wait
 // GuardWaitBound for replicas that are not there; probeReplicas ends the
-// shortage once enough acknowledge.
+// shortage once enough acknowledge. When it reports more, it logs one
+// WARN: an orderly failover can then lose what too few acknowledged.
 func (w *Worker) warnFewReplicas(ctx context.Context) {
 	asked := w.proc.replicas
 	if asked <= 0 {
@@ -444,8 +445,19 @@ func (w *Worker) warnFewReplicas(ctx context.Context) {
 		w.proc.guard.flip(true)
 		w.log.Warn(fewReplicasAtStart,
 			zap.String("redis", w.cfg.Redis.Target), zap.Int("guard_replicas", asked), zap.Int("connected_replicas", connected))
+	case connected > asked:
+		w.log.Warn(moreReplicasAtStart,
+			zap.String("redis", w.cfg.Redis.Target), zap.Int("guard_replicas", asked), zap.Int("connected_replicas", connected))
 	}
 }
+
+// moreReplicasAtStart is the WARN of a master with more replicas
+// connected at start than the worker asks: in an orderly failover the
+// replicas not promoted acknowledge the old master's writes until the
+// sentinels make them the new master's, and then drop them.
+const moreReplicasAtStart = "Redis's master has more replicas connected than CERTMAIL_GUARD_REPLICAS asks: in an orderly Sentinel failover " +
+	"a replica that was not promoted can acknowledge a dequeue or duplicate guard the old master then loses, and a task can be sent twice; " +
+	"set CERTMAIL_GUARD_REPLICAS to the number of replicas"
 
 // fewReplicasAtStart is the WARN of a master with fewer replicas
 // connected at start than the worker asks.

@@ -230,6 +230,29 @@ func TestFewReplicasWarnedAtStart(t *testing.T) {
 	}
 }
 
+// A worker that asks fewer replicas than its master has says so at start,
+// once, with both numbers: an orderly failover can lose a write that the
+// replicas not promoted acknowledged (TestDrillTwoReplicasFailover). It
+// is not short of replicas for that.
+func TestMoreReplicasWarnedAtStart(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{startWorkers: -1})
+	redistest.StartReplica(t, b.redis, redistest.Options{})
+	redistest.StartReplica(t, b.redis, redistest.Options{})
+	b.startWorker(t, setupOpts{configure: func(c *worker.Config) { c.GuardReplicas = 1 }})
+	const warning = "Redis's master has more replicas connected than CERTMAIL_GUARD_REPLICAS asks: in an orderly Sentinel failover " +
+		"a replica that was not promoted can acknowledge a dequeue or duplicate guard the old master then loses, and a task can be sent twice; " +
+		"set CERTMAIL_GUARD_REPLICAS to the number of replicas"
+	waitFor(t, 10*time.Second, func() bool { return len(b.logs.Lines("warn", warning)) == 1 }, b.logs.Text)
+	line := b.logs.Lines("warn", warning)[0]
+	if line["guard_replicas"] != int64(1) || line["connected_replicas"] != int64(2) {
+		t.Errorf("the warning's fields %v, want guard_replicas 1 and connected_replicas 2", line)
+	}
+	if v := shortGauge(t, b); v != 0 {
+		t.Errorf("certmail_guard_replicas_short %v, want 0: the replicas asked are there", v)
+	}
+}
+
 // An idle worker ends its shortage of replicas by itself once they are
 // back: short after a delivery waited the bound for a stopped replica, it
 // gets no delivery after the replica runs again, and its own WAIT ends

@@ -416,7 +416,7 @@ func (w *Worker) observe(next asynq.Handler) asynq.Handler {
 
 // Run serves the admin endpoints, waits for Redis, warns of a master with
 // fewer replicas than GuardReplicas or a Redis that refuses WAIT, starting
-// short of replicas then (warnFewReplicas), and of queues whose
+// short of replicas then, and of one with more (warnFewReplicas), and of queues whose
 // tasks wait and that it does not serve (warnUnserved), then processes tasks
 // until ctx is done; then it stops fetching, gives the DigiCert calls in
 // flight the shutdown timeout to finish and hands the rest back to their
