@@ -68,7 +68,9 @@ type Config struct {
 	// applied sequence) before the delivery ends, and the round trip
 	// before a call (with it the task's dequeue) before the call is made,
 	// WAIT sent with each (replicas.go); 0 means DefaultGuardReplicas (1 under Sentinel, none
-	// otherwise), negative means none; at most MaxGuardReplicas.
+	// otherwise), negative means none; at most MaxGuardReplicas. Under
+	// Sentinel it must be the number of the master's replicas for an
+	// orderly failover to lose none of these writes (replicas.go).
 	GuardReplicas int
 	// GuardWaitBound is how long a write fewer replicas than GuardReplicas
 	// acknowledged is tried again before its delivery ends without them;
