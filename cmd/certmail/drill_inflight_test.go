@@ -30,26 +30,13 @@ func TestDrillFailoverCallsInFlight(t *testing.T) {
 	const latency = 2 * time.Second
 	g := redistest.StartSentinel(t)
 	d := newDrill(t, g.URL(), latency)
-	var workers []*proc
-	for i := range 2 {
-		p := start(t, fmt.Sprintf("worker-%d", i+1), []string{
-			"REDIS_URL=" + d.redisURL, "DIGICERT_API_KEY=" + e2eKey, "DIGICERT_BASE_URL=" + d.baseURL,
-			"CERTMAIL_ADMIN_ADDR=127.0.0.1:0", "CERTMAIL_CONCURRENCY=100",
-		}, "worker")
-		p.waitLog("worker started", 20*time.Second)
-		workers = append(workers, p)
-	}
+	workers := d.wideWorkers()
 	opt := asynq.RedisFailoverClientOpt{MasterName: redistest.SentinelMaster, SentinelAddrs: g.Addrs()}
 	const first = 700000
 	stop := make(chan struct{})
 	prod := produce(t, opt, sendCert, first, 10*time.Millisecond, stop, confirmOnReplica(t, g))
 	waitFor(t, 30*time.Second, func() bool { return d.fake.StatusCount(204) >= 20 }, func() string { return "too few deliveries" })
-	asked := time.Now()
-	var refused error
-	waitFor(t, 30*time.Second, func() bool {
-		refused = g.Failover(context.Background())
-		return refused == nil
-	}, func() string { return fmt.Sprintf("failover: %v", refused) })
+	asked := askFailover(t, g)
 	waitFor(t, 30*time.Second, func() bool {
 		m, err := g.CurrentMaster(context.Background())
 		return err == nil && m == g.Replica.Addr()
@@ -77,6 +64,36 @@ func TestDrillFailoverCallsInFlight(t *testing.T) {
 	t.Logf("failover with calls in flight drill: DigiCert answering in %v, 2 workers of 100 slots; promoted %v after the ask; "+
 		"%d enqueues, %d confirmed on a replica, all delivered, %d called twice; %d deliveries handed back before their call (replicas_behind)",
 		latency, promoted.Round(10*time.Millisecond), tries, len(acked), len(doubles), behind)
+}
+
+// wideWorkers starts two workers of 100 slots each, with env added to
+// their environment, and waits until both have started.
+func (d *drill) wideWorkers(env ...string) []*proc {
+	d.t.Helper()
+	var workers []*proc
+	for i := range 2 {
+		p := start(d.t, fmt.Sprintf("worker-%d", i+1), append([]string{
+			"REDIS_URL=" + d.redisURL, "DIGICERT_API_KEY=" + e2eKey, "DIGICERT_BASE_URL=" + d.baseURL,
+			"CERTMAIL_ADMIN_ADDR=127.0.0.1:0", "CERTMAIL_CONCURRENCY=100",
+		}, env...), "worker")
+		p.waitLog("worker started", 20*time.Second)
+		workers = append(workers, p)
+	}
+	return workers
+}
+
+// askFailover asks g's sentinels for a failover until one takes it (one
+// just after another is refused for a while), and returns when it was
+// first asked.
+func askFailover(t *testing.T, g *redistest.SentinelGroup) time.Time {
+	t.Helper()
+	asked := time.Now()
+	var refused error
+	waitFor(t, 30*time.Second, func() bool {
+		refused = g.Failover(context.Background())
+		return refused == nil
+	}, func() string { return fmt.Sprintf("failover: %v", refused) })
+	return asked
 }
 
 // countField counts p's log lines whose field name is value.

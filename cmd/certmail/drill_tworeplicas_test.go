@@ -83,28 +83,14 @@ func twoReplicasFailover(t *testing.T, guardReplicas int) twoReplicasFigures {
 	const latency = 2 * time.Second
 	g := redistest.StartSentinel(t, redistest.SentinelOptions{Replicas: 2})
 	d := newDrill(t, g.URL(), latency)
-	var workers []*proc
-	for i := range 2 {
-		p := start(t, fmt.Sprintf("worker-%d", i+1), []string{
-			"REDIS_URL=" + d.redisURL, "DIGICERT_API_KEY=" + e2eKey, "DIGICERT_BASE_URL=" + d.baseURL,
-			"CERTMAIL_ADMIN_ADDR=127.0.0.1:0", "CERTMAIL_CONCURRENCY=100",
-			"CERTMAIL_GUARD_REPLICAS=" + strconv.Itoa(guardReplicas),
-		}, "worker")
-		p.waitLog("worker started", 20*time.Second)
-		workers = append(workers, p)
-	}
+	workers := d.wideWorkers("CERTMAIL_GUARD_REPLICAS=" + strconv.Itoa(guardReplicas))
 	opt := asynq.RedisFailoverClientOpt{MasterName: redistest.SentinelMaster, SentinelAddrs: g.Addrs()}
 	const first = 800000
 	stop := make(chan struct{})
 	prod := produce(t, opt, sendCert, first, 10*time.Millisecond, stop, confirmOnReplicas(t, g, len(g.Replicas)))
 	waitFor(t, 30*time.Second, func() bool { return d.fake.StatusCount(204) >= 20 }, func() string { return "too few deliveries" })
 	f := twoReplicasFigures{guardReplicas: guardReplicas}
-	asked := time.Now()
-	var refused error
-	waitFor(t, 30*time.Second, func() bool {
-		refused = g.Failover(context.Background())
-		return refused == nil
-	}, func() string { return fmt.Sprintf("failover: %v", refused) })
+	asked := askFailover(t, g)
 	var master *redistest.Server
 	waitFor(t, 30*time.Second, func() bool {
 		m, err := g.CurrentMaster(context.Background())

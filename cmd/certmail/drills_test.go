@@ -443,12 +443,7 @@ func TestDrillOrderlySentinelFailover(t *testing.T) {
 		if i > 0 {
 			waitReplicaOf(t, replica, master)
 		}
-		asked := time.Now()
-		var refused error
-		waitFor(t, 30*time.Second, func() bool {
-			refused = g.Failover(context.Background())
-			return refused == nil
-		}, func() string { return fmt.Sprintf("failover %d: %v", i+1, refused) })
+		asked := askFailover(t, g)
 		waitFor(t, 30*time.Second, func() bool {
 			m, err := g.CurrentMaster(context.Background())
 			return err == nil && m == replica.Addr()
