@@ -237,7 +237,7 @@ func (p *processor) setEmails(ctx context.Context, d *delivery, pl tasks.SetEmai
 			}
 		}()
 	}
-	if err := p.beforeCall(d, verdict, gateErr); err != nil {
+	if err := p.beforeCall(ctx, d, verdict, gateErr); err != nil {
 		return err // the lock and the sending record go back: no call was made
 	}
 	body, err := pl.DigiCertBody()
@@ -697,7 +697,7 @@ func (p *processor) call(ctx context.Context, d *delivery, fn func(context.Conte
 	}
 	d.ticket = d.account.limiter.NewTicket()
 	verdict, wait, err := d.account.gate.check(ctx, d.dedupKey, d.ticket)
-	if err := p.beforeCall(d, verdict, err); err != nil {
+	if err := p.beforeCall(ctx, d, verdict, err); err != nil {
 		return digicert.Result{}, err
 	}
 	return p.send(ctx, d, verdict, wait, fn)

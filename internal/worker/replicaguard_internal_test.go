@@ -131,18 +131,15 @@ func TestBehindBesideAcknowledged(t *testing.T) {
 // lasted the bound, the worker then short of replicas.
 func TestBeforeCallCountsShortfallsWithinTheGap(t *testing.T) {
 	t.Parallel()
-	p := &processor{log: zap.NewNop(), replicas: 1, replicaBound: time.Second, behindGap: 200 * time.Millisecond}
+	rdb := redistest.Start(t, redistest.Options{}).Client()
+	p := &processor{rdb: rdb, log: zap.NewNop(), replicas: 1, replicaBound: time.Second, behindGap: 200 * time.Millisecond}
 	d := &delivery{taskID: "t-1", attempt: 1}
-	unconfirmed := &unconfirmedError{err: &notReplicatedError{asked: 1, timeout: GuardReplicasTimeout}}
-	handedBack := func(err error) bool {
-		var te *taskError
-		return errors.As(err, &te) && te.code == codeReplicasBehind && !te.failure
-	}
+	ctx := context.Background()
 	for i := range 4 { // 1.2 s in all, each 400 ms after the last
 		if i > 0 {
 			time.Sleep(2 * p.behindGap)
 		}
-		if err := p.beforeCall(d, gateGo, unconfirmed); !handedBack(err) {
+		if err := p.beforeCall(ctx, d, gateGo, unconfirmed); !handedBack(err) {
 			t.Fatalf("shortfall %d, %v after the last: %v; want the task handed back without a retry used", i+1, 2*p.behindGap, err)
 		}
 	}
@@ -151,7 +148,7 @@ func TestBeforeCallCountsShortfallsWithinTheGap(t *testing.T) {
 	}
 	start := time.Now()
 	for {
-		err := p.beforeCall(d, gateGo, unconfirmed)
+		err := p.beforeCall(ctx, d, gateGo, unconfirmed)
 		if err == nil {
 			break
 		}
@@ -162,6 +159,47 @@ func TestBeforeCallCountsShortfallsWithinTheGap(t *testing.T) {
 	}
 	if took := time.Since(start); took < p.replicaBound || !p.guard.isShort() {
 		t.Errorf("went ahead after %v, short %v; want after the bound (%v), short", took, p.guard.isShort(), p.replicaBound)
+	}
+}
+
+// unconfirmed is the error of a round trip before a call that too few
+// replicas acknowledged.
+var unconfirmed = &unconfirmedError{err: &notReplicatedError{asked: 1, timeout: GuardReplicasTimeout}}
+
+// handedBack reports whether err hands the task back for too few
+// replicas, without using a retry.
+func handedBack(err error) bool {
+	var te *taskError
+	return errors.As(err, &te) && te.code == codeReplicasBehind && !te.failure
+}
+
+// A lone task handed back to one worker, then another, goes ahead once
+// its own hand-backs have lasted the bound, though neither worker's
+// shortfalls follow one another within the gap: each worker sees it
+// every other time, 400 ms apart, the task every 200 ms.
+func TestBeforeCallCountsATasksHandBacksAcrossWorkers(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t, redistest.Options{}).Client()
+	workers := make([]*processor, 2)
+	for i := range workers {
+		workers[i] = &processor{rdb: rdb, log: zap.NewNop(), replicas: 1, replicaBound: time.Second, behindGap: 300 * time.Millisecond}
+	}
+	d := &delivery{taskID: "t-lone", attempt: 1}
+	start := time.Now()
+	for i := 0; ; i++ {
+		p := workers[i%2]
+		err := p.beforeCall(context.Background(), d, gateGo, unconfirmed)
+		if err == nil {
+			if took := time.Since(start); took < p.replicaBound || !p.guard.isShort() {
+				t.Errorf("went ahead after %v, short %v; want after the bound (%v), short", took, p.guard.isShort(), p.replicaBound)
+			}
+			return
+		}
+		if !handedBack(err) || time.Since(start) > 10*time.Second {
+			t.Fatalf("after %v and %d hand-backs between two workers: %v; want the call to go ahead after %v",
+				time.Since(start), i+1, err, p.replicaBound)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

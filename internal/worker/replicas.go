@@ -230,13 +230,14 @@ func handBackGap(retryCheck, taskCheck time.Duration) time.Duration {
 // whether the delivery goes on: nil when it may (no error; a verdict that
 // makes no call; a shortfall of replicas while the worker is short of
 // them, or one that has lasted p.replicaBound, which makes the worker
-// short), else the delivery's end. A round trip not confirmed on the
+// short: the worker's shortfalls, or the task's own hand-backs, which
+// other workers may have made), else the delivery's end. A round trip not confirmed on the
 // replicas hands the task back without a call and without using a retry
 // (codeReplicasBehind): the master may be one a failover has just
 // replaced, and lose the dequeue, so that the task is pending again where
 // the workers go next and another delivery could call DigiCert while this
 // one's call is in flight. Any other error is Redis's (a transient end).
-func (p *processor) beforeCall(d *delivery, verdict gateVerdict, err error) error {
+func (p *processor) beforeCall(ctx context.Context, d *delivery, verdict gateVerdict, err error) error {
 	switch {
 	case err == nil:
 		return nil
@@ -247,7 +248,11 @@ func (p *processor) beforeCall(d *delivery, verdict gateVerdict, err error) erro
 	}
 	var nr *notReplicatedError
 	if errors.As(err, &nr) {
-		if waited := p.guard.behind(time.Now(), p.behindGap); waited >= p.replicaBound {
+		waited := p.guard.behind(time.Now(), p.behindGap)
+		if waited < p.replicaBound {
+			waited = max(waited, p.taskBehind(ctx, d.taskID))
+		}
+		if waited >= p.replicaBound {
 			p.guard.fallShort(p.log, nr, waited)
 			return nil
 		}
@@ -255,6 +260,33 @@ func (p *processor) beforeCall(d *delivery, verdict gateVerdict, err error) erro
 	return &taskError{code: codeReplicasBehind, class: classWait, retryAfter: jitter(replicasBehindWait),
 		err: fmt.Errorf("not sent to DigiCert: %w; a failover could hand the task out again while the call is in flight", err)}
 }
+
+// taskBehind records a hand-back of task taskID for too few replicas and
+// returns how long its hand-backs have followed one another, each within
+// p.behindGap of the last, whichever workers made them: a worker counts
+// only its own shortfalls, and a lone task handed back to one worker,
+// then another, would take each's count longer to reach the bound. 0
+// when Redis does not answer: the worker's own count still applies.
+func (p *processor) taskBehind(ctx context.Context, taskID string) time.Duration {
+	ms, err := taskBehindScript.Run(ctx, p.rdb, []string{taskBehindKey(taskID)}, p.behindGap.Milliseconds()).Int64()
+	if err != nil {
+		return 0
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// taskBehindScript keeps, in KEYS[1], when a task's hand-backs for too
+// few replicas began (ms, Redis's clock), while each follows the last
+// within ARGV[1] ms, and returns how long ago that was (ms).
+var taskBehindScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call('GET', KEYS[1])
+local first = v and tonumber(v) or now
+if first > now then first = now end
+redis.call('SET', KEYS[1], first, 'PX', ARGV[1])
+return now - first
+`)
 
 // isUnconfirmed reports whether err is an *unconfirmedError. Call it only
 // with an error: its target escapes, an allocation a delivery without one

@@ -28,6 +28,7 @@ import (
 //	certmail:order:{account}:{order_id}:applied   sequence of the last set-emails applied
 //	certmail:order:{account}:{order_id}:sending   sequence of the newest set-emails sent and not yet recorded applied (or taken back: releaseOrder)
 //	certmail:order:{account}:{order_id}:lock      one set-emails per order at a time
+//	certmail:replicas_behind:{task_id}   when a task's hand-backs for too few replicas began, while they follow one another (taskBehind)
 //	certmail:wait_mark                   a counter every call's round trip before it increments when replicas are asked (beforeScript), and the probe of a worker short of them (probeReplicas)
 //
 // {task_id} is the id's deadletter.BoundedID: the id itself, as the worker
@@ -48,6 +49,9 @@ func firstSeenKey(taskID string) string {
 // the round trip before a call always writes: WAIT counts the replicas
 // that acknowledged its connection's last write.
 const waitMarkKey = keyPrefix + "wait_mark"
+
+// taskBehindKey is the key taskBehind keeps a task's hand-backs in.
+func taskBehindKey(taskID string) string { return keyPrefix + "replicas_behind:" + taskID }
 
 func orderKey(acct string, orderID int64, what string) string {
 	return keyPrefix + "order:" + acct + ":" + strconv.FormatInt(orderID, 10) + ":" + what
