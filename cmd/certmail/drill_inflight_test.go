@@ -96,19 +96,6 @@ func askFailover(t *testing.T, g *redistest.SentinelGroup) time.Time {
 	return asked
 }
 
-// countField counts p's log lines whose field name is value.
-func (p *proc) countField(name, value string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, l := range p.lines {
-		if l[name] == value {
-			n++
-		}
-	}
-	return n
-}
-
 // sendCert is a send-cert task for certificate n.
 func sendCert(n int64) (*asynq.Task, error) {
 	return tasks.NewSendCertTask(tasks.SendCert{CertificateID: n, Emails: []string{"a@example.com"},

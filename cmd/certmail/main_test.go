@@ -147,11 +147,23 @@ func (p *proc) waitLog(msg string, within time.Duration) map[string]any {
 
 // count returns how many log lines have level and msg ("" matches any).
 func (p *proc) count(level, msg string) int {
+	return p.countWhere(func(l map[string]any) bool {
+		return (level == "" || l["level"] == level) && (msg == "" || l["msg"] == msg)
+	})
+}
+
+// countField counts p's log lines whose field name is value.
+func (p *proc) countField(name, value string) int {
+	return p.countWhere(func(l map[string]any) bool { return l[name] == value })
+}
+
+// countWhere counts p's log lines that match.
+func (p *proc) countWhere(match func(map[string]any) bool) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
 	for _, l := range p.lines {
-		if (level == "" || l["level"] == level) && (msg == "" || l["msg"] == msg) {
+		if match(l) {
 			n++
 		}
 	}
