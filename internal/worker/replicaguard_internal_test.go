@@ -135,10 +135,12 @@ func TestBeforeCallCountsShortfallsWithinTheGap(t *testing.T) {
 	p := &processor{rdb: rdb, log: zap.NewNop(), replicas: 1, replicaBound: time.Second, behindGap: 200 * time.Millisecond}
 	d := &delivery{taskID: "t-1", attempt: 1}
 	ctx := context.Background()
+	var start time.Time // of the last spread shortfall: the close ones follow it within the gap
 	for i := range 4 { // 1.2 s in all, each 400 ms after the last
 		if i > 0 {
 			time.Sleep(2 * p.behindGap)
 		}
+		start = time.Now()
 		if err := p.beforeCall(ctx, d, gateGo, unconfirmed); !handedBack(err) {
 			t.Fatalf("shortfall %d, %v after the last: %v; want the task handed back without a retry used", i+1, 2*p.behindGap, err)
 		}
@@ -146,7 +148,6 @@ func TestBeforeCallCountsShortfallsWithinTheGap(t *testing.T) {
 	if p.guard.isShort() {
 		t.Fatal("short of replicas after shortfalls each beyond the gap")
 	}
-	start := time.Now()
 	for {
 		err := p.beforeCall(ctx, d, gateGo, unconfirmed)
 		if err == nil {
