@@ -136,7 +136,7 @@ func TestBeforeCallCountsShortfallsWithinTheGap(t *testing.T) {
 	d := &delivery{taskID: "t-1", attempt: 1}
 	ctx := context.Background()
 	var start time.Time // of the last spread shortfall: the close ones follow it within the gap
-	for i := range 4 { // 1.2 s in all, each 400 ms after the last
+	for i := range 4 {  // 1.2 s in all, each 400 ms after the last
 		if i > 0 {
 			time.Sleep(2 * p.behindGap)
 		}
