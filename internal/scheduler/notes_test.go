@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/certmail/certmail/internal/schedule"
+	"github.com/certmail/certmail/internal/taskresult"
 )
 
 // notesOf returns how many schedule ids each map of s.notes holds.
@@ -98,5 +101,38 @@ func TestNotesDroppedWhenEnded(t *testing.T) {
 	}
 	if got := notesOf(s); got != notesOf(&Scheduler{}) {
 		t.Errorf("after mr ended: %s; want none", got)
+	}
+}
+
+// TestNotesDroppedWhenValidated: an until_validated schedule that ends
+// because its last tick's task found the order validated leaves no notes
+// behind, though the leader noted that task while it was outstanding.
+func TestNotesDroppedWhenValidated(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	e.fakeWorker(func(int, *asynq.Task) (*taskresult.Result, error) {
+		return &taskresult.Result{Outcome: taskresult.NotPending, OrderStatus: "issued"}, nil
+	}, time.Second) // outstanding for a second: the leader notes it meanwhile
+	if _, err := e.store().Add(ctx, schedule.Schedule{ID: "uv", Cron: "@every 1s", Type: "resend-dcv",
+		Payload: json.RawMessage(`{"order_id": 1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := e.leader(t, Config{Lease: time.Minute})
+	noted := false
+	waitFor(t, 20*time.Second, "uv ends", func() bool {
+		s.renewedAt = time.Now()
+		s.round(ctx)
+		if _, ok := s.notes.outstandingAt["uv"]; ok {
+			noted = true
+		}
+		state, err := e.store().State(ctx, "uv")
+		return err == nil && state.Ended && state.EndedReason == schedule.EndedValidated
+	})
+	if !noted {
+		t.Fatal("the leader never noted the outstanding task: nothing to drop")
+	}
+	if got := notesOf(s); got != notesOf(&Scheduler{}) {
+		t.Errorf("after uv ended: %s; want none", got)
 	}
 }
