@@ -53,7 +53,10 @@ func TestEnqueueAnswersByTheHandlerDeadlineWhileRedisStalls(t *testing.T) {
 	if res.header.Get("Retry-After") == "" {
 		t.Errorf("503 without Retry-After: %s", res.body)
 	}
-	if limit := handlerTimeout + 800*time.Millisecond; took > limit {
+	// The answer comes at the deadline (2.00 to 2.06 s measured); the fault
+	// this test holds took a fresh 5 s past it. The slack between is for a
+	// loaded machine's scheduling, not for the API.
+	if limit := handlerTimeout + 1500*time.Millisecond; took > limit {
 		t.Errorf("the answer took %v; want it by the handler's deadline (%v), within %v", took, handlerTimeout, limit)
 	}
 }
