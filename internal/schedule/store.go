@@ -29,6 +29,10 @@ const (
 	// withdrew the file's schedules (see WithdrawFile), until a leader with
 	// a file publishes them again.
 	fileWithdrawnKey = "certmail:schedules:file:withdrawn"
+	// publishedKey is which version of the schedules file which scheduler
+	// replica published last, and the version before it (see
+	// publications): a hash of six short fields.
+	publishedKey = "certmail:schedules:file:published"
 	// changesKey counts the Adds and Deletes, ever (see Changes).
 	changesKey = "certmail:schedules:changes"
 	// statePrefix + id: hash since, last_tick, runs, last_run_at, last_task_id,
@@ -522,8 +526,16 @@ return 0`
 // When a leader without a schedules file had withdrawn the file's schedules
 // (WithdrawFile) since one with a file last published them, MirrorFile says
 // so at WARN: the replicas differ.
-func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
-	return st.mirror(ctx, scheds, false)
+//
+// replica names the publishing scheduler (its leader lease token): the
+// Store records which version of the file which replica published, and the
+// version before it (publishedKey). A version that replaces another
+// replica's says so at INFO (a rolling deploy does it once), and at WARN
+// when the replaced version had itself replaced this one: replicas with
+// different files, whose schedules swap at each change of leader. A
+// replica's edit of its own file says nothing.
+func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled, replica string) error {
+	return st.mirror(ctx, scheds, replica, false)
 }
 
 // WithdrawFile is what a scheduler leader without a schedules file
@@ -532,7 +544,9 @@ func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled) error {
 // MirrorFile): they no longer fire or hold their ids, and their state and
 // history expire after LeftoverTTL. When there were any, it says so at WARN
 // and notes when, so that the next leader with a file says so too: a
-// scheduler replica without the file was given another configuration.
+// scheduler replica without the file was given another configuration. The
+// record of which replica published which version of the file is left as it
+// was: the withdrawal and the next publication say so in lines of their own.
 func (st *Store) WithdrawFile(ctx context.Context) error {
 	n, err := st.rdb.HLen(ctx, fileSchedulesKey).Result()
 	if err != nil {
@@ -541,7 +555,7 @@ func (st *Store) WithdrawFile(ctx context.Context) error {
 	if n == 0 {
 		return nil
 	}
-	if err := st.mirror(ctx, nil, true); err != nil {
+	if err := st.mirror(ctx, nil, "", true); err != nil {
 		return err
 	}
 	st.log.Warn("this scheduler has no schedules file (CERTMAIL_SCHEDULES_FILE) and withdrew the schedules a scheduler with one "+
@@ -551,27 +565,31 @@ func (st *Store) WithdrawFile(ctx context.Context) error {
 }
 
 // mirror replaces the file schedules kept in Redis with scheds (see
-// MirrorFile); withdraw notes that a leader without a file did (see
-// WithdrawFile), otherwise the note of an earlier withdrawal is read and
-// deleted.
-func (st *Store) mirror(ctx context.Context, scheds []*Compiled, withdraw bool) error {
-	before, err := st.rdb.HKeys(ctx, fileSchedulesKey).Result()
-	if err != nil {
+// MirrorFile), published by replica; withdraw notes that a leader without a
+// file did (see WithdrawFile), otherwise the note of an earlier withdrawal
+// is read and deleted, and the publication recorded.
+func (st *Store) mirror(ctx context.Context, scheds []*Compiled, replica string, withdraw bool) error {
+	read := st.rdb.Pipeline()
+	keys, published := read.HKeys(ctx, fileSchedulesKey), read.HGetAll(ctx, publishedKey)
+	if _, err := read.Exec(ctx); err != nil {
 		return fmt.Errorf("read file schedules: %w", err)
 	}
+	before, record := keys.Val(), decodePublications(published.Val())
 	pipe := st.rdb.TxPipeline()
 	pipe.Del(ctx, fileSchedulesKey)
 	inFile := make(map[string]bool, len(scheds))
 	claimed := make([]*redis.Cmd, len(scheds))
+	entries := make([]string, len(scheds))
 	for i, c := range scheds {
 		b, err := json.Marshal(c.Schedule)
 		if err != nil {
 			return fmt.Errorf("encode schedule %s: %w", c.ID, err)
 		}
 		digest := sha1.Sum(b) // as endedDefLua's redis.sha1hex of the same JSON: it tells edits apart, it guards nothing
+		entries[i] = hex.EncodeToString(digest[:])
 		pipe.HSet(ctx, fileSchedulesKey, c.ID, b)
 		claimed[i] = pipe.Eval(ctx, claimLua, []string{stateKey(c.ID), asynqsched.HistoryKey(c.ID), apiSchedulesKey},
-			hex.EncodeToString(digest[:]), c.ID)
+			entries[i], c.ID)
 		pipe.Persist(ctx, stateKey(c.ID))
 		pipe.Persist(ctx, asynqsched.HistoryKey(c.ID))
 		inFile[c.ID] = true
@@ -584,15 +602,29 @@ func (st *Store) mirror(ctx context.Context, scheds []*Compiled, withdraw bool) 
 		}
 	}
 	var withdrawn *redis.SliceCmd
+	now, version := st.now().UTC().Format(time.RFC3339), fileDigest(entries)
 	if withdraw {
-		pipe.Set(ctx, fileWithdrawnKey, st.now().UTC().Format(time.RFC3339), LeftoverTTL)
+		pipe.Set(ctx, fileWithdrawnKey, now, LeftoverTTL)
 	} else {
 		withdrawn = pipe.MGet(ctx, fileWithdrawnKey) // never redis.Nil, which would fail Exec
 		pipe.Del(ctx, fileWithdrawnKey)
+		record.after(replica, version, now).write(ctx, pipe)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("mirror file schedules: %w", err)
 	}
+	if !withdraw {
+		st.reportPublication(record, replica, version)
+	}
+	st.reportMirror(scheds, claimed, left, withdrawn)
+	return nil
+}
+
+// reportMirror logs what mirror found once Redis answered: the file's
+// schedules published again after a withdrawal (withdrawn; nil for a
+// withdrawal), ended file schedules edited and file schedules with an API
+// schedule's id (claimed), and API schedules that fire again (left).
+func (st *Store) reportMirror(scheds []*Compiled, claimed []*redis.Cmd, left map[string]*redis.Cmd, withdrawn *redis.SliceCmd) {
 	if withdrawn != nil {
 		if at, ok := withdrawn.Val()[0].(string); ok {
 			st.log.Warn("published the schedules file's schedules again, which a scheduler without a schedules file "+
@@ -614,7 +646,6 @@ func (st *Store) mirror(ctx context.Context, scheds []*Compiled, withdraw bool) 
 			st.log.Warn("a schedule left the file; the API schedule of its id fires again, with a fresh state", zap.String("schedule", id))
 		}
 	}
-	return nil
 }
 
 // status computes what GET shows from a schedule and its state: the next

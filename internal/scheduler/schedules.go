@@ -120,12 +120,14 @@ func (s *Scheduler) round(ctx context.Context) {
 // with a file published stop showing as active and holding their ids (see
 // schedule.Store.WithdrawFile). Each leader publishes its own: replicas
 // with another file, or none, flap at each change of leader, with a WARN
-// line each time when one has no file.
+// line each time when one has no file, and from the second change on when
+// their files differ (schedule.Store.MirrorFile tells the replicas apart by
+// their lease tokens).
 func (s *Scheduler) publishFile(ctx context.Context) error {
 	if s.cfg.File == "" {
 		return s.store.WithdrawFile(ctx)
 	}
-	return s.store.MirrorFile(ctx, s.fileScheds)
+	return s.store.MirrorFile(ctx, s.fileScheds, s.lease.Token())
 }
 
 // refreshAPI re-reads the API's schedules. Those whose JSON changed are

@@ -1,0 +1,206 @@
+package schedule_test
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/certmail/certmail/internal/schedule"
+)
+
+// The lines of a publication that replaces another replica's version.
+const (
+	differentFiles = "the scheduler replicas have different schedules files"
+	otherFile      = "published a schedules file that differs from the one another scheduler published"
+	publishedKey   = "certmail:schedules:file:published"
+)
+
+// loggedStore returns a Store whose lines go to the returned observer.
+func (e *env) loggedStore() (*schedule.Store, *observer.ObservedLogs) {
+	e.t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	st, err := schedule.NewStore(schedule.Config{Redis: e.redis.Client(), Rules: testRules, Logger: zap.New(core)})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st, logs
+}
+
+// fileVersion returns the schedules of a file with the given ids, in that
+// order; version tells versions of the file apart (another order id).
+func fileVersion(t *testing.T, version int, ids ...string) []*schedule.Compiled {
+	t.Helper()
+	var y strings.Builder
+	y.WriteString("schedules:\n")
+	for _, id := range ids {
+		fmt.Fprintf(&y, "  - {id: %s, cron: \"@daily\", type: resend-dcv, payload: {order_id: %d}}\n", id, version)
+	}
+	c, bad, err := schedule.ParseFile([]byte(y.String()), testRules)
+	if err != nil || len(bad) != 0 {
+		t.Fatal(bad, err)
+	}
+	return c
+}
+
+// publisher publishes versions of the file as replicas do, failing the test
+// on an error, and counts the lines each publication adds.
+type publisher struct {
+	t    *testing.T
+	st   *schedule.Store
+	logs *observer.ObservedLogs
+}
+
+func (p publisher) publish(replica string, scheds []*schedule.Compiled) {
+	p.t.Helper()
+	if err := p.st.MirrorFile(context.Background(), scheds, replica); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p publisher) lines(msg string) []observer.LoggedEntry {
+	return p.logs.FilterMessageSnippet(msg).All()
+}
+
+// TestReplicasWithDifferentFilesWarn: replica a publishes its file, b its
+// other file (a first replacement: INFO, as a rolling deploy), a its own
+// again: the replicas' files differ, one WARN, with the other replica, both
+// versions and when the other published. Every flap back warns again.
+func TestReplicasWithDifferentFilesWarn(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st, logs := e.loggedStore()
+	p := publisher{t: t, st: st, logs: logs}
+	x, y := fileVersion(t, 1, "a", "b"), fileVersion(t, 2, "a", "b")
+
+	p.publish("replica-a", x)
+	p.publish("replica-b", y)
+	if got := p.lines(otherFile); len(got) != 1 || got[0].Level != zapcore.InfoLevel {
+		t.Fatalf("lines of b replacing a's file: %v, want one INFO", got)
+	}
+	if got := p.lines(differentFiles); len(got) != 0 {
+		t.Fatalf("b replacing a's file once warned: %v", got)
+	}
+	p.publish("replica-a", x)
+	warned := p.lines(differentFiles)
+	if len(warned) != 1 || warned[0].Level != zapcore.WarnLevel {
+		t.Fatalf("lines of a publishing its file again after b: %v, want one WARN", warned)
+	}
+	f := warned[0].ContextMap()
+	hex12 := regexp.MustCompile(`^[0-9a-f]{12}$`)
+	if f["replica"] != "replica-a" || f["other_replica"] != "replica-b" || !hex12.MatchString(fmt.Sprint(f["digest"])) ||
+		!hex12.MatchString(fmt.Sprint(f["other_digest"])) || f["digest"] == f["other_digest"] || f["published_at"] == "" {
+		t.Errorf("fields of the WARN: %v, want both replicas, two 12-digit digests that differ and published_at", f)
+	}
+	p.publish("replica-b", y)
+	if n := len(p.lines(differentFiles)); n != 2 {
+		t.Errorf("%d WARN lines after a, b, a, b, want 2: one per flap back", n)
+	}
+	if n := len(p.lines(otherFile)); n != 1 {
+		t.Errorf("%d INFO lines after a, b, a, b, want 1: the first replacement", n)
+	}
+}
+
+// TestRollingDeployOnlyInforms: a file replaced once, by replicas that each
+// publish the new version, says so once at INFO and never warns; replicas
+// with the same file, its entries in another order, say nothing.
+func TestRollingDeployOnlyInforms(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st, logs := e.loggedStore()
+	p := publisher{t: t, st: st, logs: logs}
+	p.publish("old-1", fileVersion(t, 1, "a", "b"))
+	p.publish("old-2", fileVersion(t, 1, "b", "a"))
+	if n := logs.Len(); n != 0 {
+		t.Fatalf("%d lines of two replicas with the same file: %v", n, logs.All())
+	}
+	p.publish("old-1", fileVersion(t, 1, "a", "b"))
+	p.publish("new-1", fileVersion(t, 2, "a", "b"))
+	p.publish("new-2", fileVersion(t, 2, "a", "b"))
+	p.publish("new-1", fileVersion(t, 2, "a", "b"))
+	if got := p.lines(otherFile); len(got) != 1 || got[0].ContextMap()["other_replica"] != "old-1" {
+		t.Errorf("lines of the deploy: %v, want one INFO naming old-1", got)
+	}
+	if got := p.lines(differentFiles); len(got) != 0 {
+		t.Errorf("a rolling deploy warned: %v", got)
+	}
+}
+
+// TestEditOfTheOwnFileSaysNothing: a replica that edits its file back and
+// forth is not told it differs from another.
+func TestEditOfTheOwnFileSaysNothing(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st, logs := e.loggedStore()
+	p := publisher{t: t, st: st, logs: logs}
+	for _, v := range []int{1, 2, 1, 2, 1} {
+		p.publish("replica-a", fileVersion(t, v, "a"))
+	}
+	if n := len(p.lines(differentFiles)) + len(p.lines(otherFile)); n != 0 {
+		t.Errorf("%d lines of a replica editing its own file: %v", n, logs.All())
+	}
+}
+
+// TestWithdrawalLeavesThePublicationRecord: a leader without a file
+// withdraws the file's schedules with the WARN it had, and the record of
+// publications stays: the replica that published them publishes them again
+// without being told the files differ.
+func TestWithdrawalLeavesThePublicationRecord(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st, logs := e.loggedStore()
+	p := publisher{t: t, st: st, logs: logs}
+	x := fileVersion(t, 1, "a")
+	p.publish("replica-a", x)
+	if err := st.WithdrawFile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.publish("replica-a", x)
+	if n := len(p.lines("withdrew the schedules")) + len(p.lines("published the schedules file's schedules again")); n != 2 {
+		t.Errorf("%d lines of the withdrawal and the publication after it, want 2", n)
+	}
+	if n := len(p.lines(differentFiles)) + len(p.lines(otherFile)); n != 0 {
+		t.Errorf("%d lines of other files around a withdrawal: %v", n, logs.All())
+	}
+}
+
+// TestPublicationRecordIsBounded: the record holds six fields however many
+// replicas publish, each bounded, without an expiry to outlive; a replica id
+// over the bound is cut in it and in the lines.
+func TestPublicationRecordIsBounded(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	st, logs := e.loggedStore()
+	p := publisher{t: t, st: st, logs: logs}
+	long := strings.Repeat("r", 1000)
+	for i := range 20 {
+		p.publish(fmt.Sprintf("%d-%s", i%2, long), fileVersion(t, 1+i%2, "a"))
+	}
+	rec, err := e.redis.Client().HGetAll(context.Background(), publishedKey).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec) != 6 {
+		t.Errorf("the record has %d fields, want 6: %v", len(rec), rec)
+	}
+	for k, v := range rec {
+		if len(v) > 128 {
+			t.Errorf("field %s holds %d bytes, want at most 128", k, len(v))
+		}
+	}
+	for _, l := range logs.All() {
+		for k, v := range l.ContextMap() {
+			if s, ok := v.(string); ok && len(s) > 128 {
+				t.Errorf("line %q: field %s has %d bytes, want at most 128", l.Message, k, len(s))
+			}
+		}
+	}
+	if n := len(p.lines(differentFiles)); n == 0 {
+		t.Error("no WARN from two replicas publishing two files in turn")
+	}
+}
