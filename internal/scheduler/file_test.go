@@ -352,3 +352,47 @@ func (e *env) startStoreLogged(cfg Config) (*observer.ObservedLogs, func()) {
 	e.t.Cleanup(stop)
 	return logs, stop
 }
+
+// TestReplicasWithDifferentFilesAreToldApart: scheduler replicas on one
+// Redis with different schedules files, leading in turn, each restarted as
+// it gives up the leadership (as a deploy or a node drain does): the first
+// that replaces the other's file says so at INFO, the next leader that
+// brings its file back warns, naming the other replica as its "scheduler
+// started" line does.
+func TestReplicasWithDifferentFilesAreToldApart(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	st := e.store()
+	published := func(id string) func() bool {
+		return func() bool { has, err := st.FileHas(ctx, id); return err == nil && has }
+	}
+	x, y := "schedules:\n"+fileEntry("x"), "schedules:\n"+fileEntry("y")
+
+	_, stop := e.startStoreLogged(Config{File: e.writeFile(x)})
+	waitFor(t, 10*time.Second, "a's file published", published("x"))
+	stop()
+	logsB, stop := e.startStoreLogged(Config{File: e.writeFile(y)})
+	waitFor(t, 10*time.Second, "b's file published", published("y"))
+	stop()
+	if got := logsB.FilterMessageSnippet("differs from the one another scheduler published").All(); len(got) != 1 ||
+		got[0].Level != zapcore.InfoLevel {
+		t.Errorf("lines of b replacing a's file: %v, want one INFO", got)
+	}
+	logsA, _ := e.startStoreLogged(Config{File: e.writeFile(x)})
+	warned := func() []observer.LoggedEntry {
+		return logsA.FilterMessageSnippet("the scheduler replicas have different schedules files").All()
+	}
+	waitFor(t, 10*time.Second, "the WARN of different files", func() bool { return len(warned()) > 0 })
+	started := logsB.FilterMessage("scheduler started").All()
+	if len(started) != 1 {
+		t.Fatalf("b's lines of its start: %v, want one", started)
+	}
+	b, _ := started[0].ContextMap()["replica"].(string)
+	if b == "" {
+		t.Fatalf("b's line of its start names no replica: %v", started[0].ContextMap())
+	}
+	if got := warned(); len(got) != 1 || got[0].Level != zapcore.WarnLevel || got[0].ContextMap()["other_replica"] != b {
+		t.Errorf("lines of a's file published again: %v, want one WARN naming b's replica %s", got, b)
+	}
+}

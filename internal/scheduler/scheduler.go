@@ -305,7 +305,8 @@ func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) error {
 	defer s.cfg.Redis.WatchOutages(s.log)()
 	running.Store(true)
 	s.log.Info("scheduler started", zap.String("redis", s.cfg.Redis.Target), zap.String("file", s.cfg.File), zap.Duration("lease", s.cfg.Lease),
-		zap.String("admin_addr", addrString(adminAddr)), zap.String("version", buildinfo.Version))
+		zap.String("admin_addr", addrString(adminAddr)), zap.String("version", buildinfo.Version),
+		zap.String("replica", s.lease.Token()))
 	if started != nil {
 		started(adminAddr)
 	}
