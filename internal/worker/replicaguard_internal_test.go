@@ -3,6 +3,8 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -201,6 +203,69 @@ func TestBeforeCallCountsATasksHandBacksAcrossWorkers(t *testing.T) {
 				time.Since(start), i+1, err, p.replicaBound)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// A task's count never runs ahead of the time that passed: two
+// hand-backs within the same millisecond of Redis's clock, or in
+// consecutive ones, count no more than Go's clock measured around them.
+// Readings rounded down to the ms would count 1 ms for a pair a
+// fraction of one apart, whenever it spans a ms boundary.
+func TestTaskBehindNeverCountsAheadOfTheClock(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t, redistest.Options{}).Client()
+	p := &processor{rdb: rdb, log: zap.NewNop(), behindGap: time.Minute}
+	ctx := context.Background()
+	pauses := []time.Duration{0, 300 * time.Microsecond, 700 * time.Microsecond, 1200 * time.Microsecond}
+	counted := 0
+	for i := range 400 {
+		id := fmt.Sprintf("t-clock-%d", i)
+		start := time.Now()
+		p.taskBehind(ctx, id)
+		if pause := pauses[i%len(pauses)]; pause > 0 {
+			time.Sleep(pause)
+		}
+		got := p.taskBehind(ctx, id)
+		if elapsed := time.Since(start); got > elapsed {
+			t.Fatalf("pair %d: the task's hand-backs counted %v, %v after the first began", i+1, got, elapsed)
+		}
+		if got > 0 {
+			counted++
+		}
+	}
+	if counted == 0 {
+		t.Error("no pair counted a millisecond: the pauses were too short to show the count grows")
+	}
+}
+
+// A task's count keeps when its hand-backs began as an exact integer of
+// microseconds, unchanged by the hand-backs that follow: Lua's own
+// conversion of a number to text keeps 14 digits, and would write such a
+// time in exponent form, rounded.
+func TestTaskBehindKeepsTheFirstMicrosecond(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t, redistest.Options{}).Client()
+	p := &processor{rdb: rdb, log: zap.NewNop(), behindGap: time.Minute}
+	ctx := context.Background()
+	const id = "t-exact"
+	before := time.Now()
+	p.taskBehind(ctx, id)
+	after := time.Now()
+	first, err := rdb.Get(ctx, taskBehindKey(id)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	us, err := strconv.ParseInt(first, 10, 64)
+	// Redis's clock and Go's are this host's; a second covers a step of it.
+	if err != nil || us < before.Add(-time.Second).UnixMicro() || us > after.Add(time.Second).UnixMicro() {
+		t.Fatalf("stored %q (%v); want whole microseconds between %d and %d", first, err, before.UnixMicro(), after.UnixMicro())
+	}
+	for range 3 {
+		time.Sleep(time.Millisecond)
+		p.taskBehind(ctx, id)
+		if again, err := rdb.Get(ctx, taskBehindKey(id)).Result(); err != nil || again != first {
+			t.Fatalf("after another hand-back: %q (%v), want %q kept", again, err, first)
+		}
 	}
 }
 

@@ -276,16 +276,24 @@ func (p *processor) taskBehind(ctx context.Context, taskID string) time.Duration
 }
 
 // taskBehindScript keeps, in KEYS[1], when a task's hand-backs for too
-// few replicas began (ms, Redis's clock), while each follows the last
-// within ARGV[1] ms, and returns how long ago that was (ms).
+// few replicas began (whole microseconds on Redis's clock), while each
+// follows the last within ARGV[1] ms, and returns how long ago that was,
+// in whole ms rounded down, so that the count never exceeds the time that
+// passed: readings rounded to the ms would count up to 1 ms early. TIME's
+// two parts make an exact double (under 2^53 µs until the year 2255), and
+// string.format writes it whole: Lua's own conversion keeps 14 digits.
+// A forward step of that clock (on the master, or a replica promoted with
+// its clock ahead) adds its size to a running count, which may let one
+// call go ahead at its first shortfall, the worker then short of
+// replicas; a backward step starts the count again at 0.
 var taskBehindScript = redis.NewScript(`
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local v = redis.call('GET', KEYS[1])
 local first = v and tonumber(v) or now
 if first > now then first = now end
-redis.call('SET', KEYS[1], first, 'PX', ARGV[1])
-return now - first
+redis.call('SET', KEYS[1], string.format('%.0f', first), 'PX', ARGV[1])
+return math.floor((now - first) / 1000)
 `)
 
 // isUnconfirmed reports whether err is an *unconfirmedError. Call it only
