@@ -206,6 +206,36 @@ func TestBeforeCallCountsATasksHandBacksAcrossWorkers(t *testing.T) {
 	}
 }
 
+// A task's hand-backs count toward its own bound only: another task's
+// first shortfall, on a worker that has seen no other, is handed back,
+// though the first task's hand-backs, which still follow one another
+// within the gap, began longer than the bound ago.
+func TestBeforeCallCountsEachTasksOwnHandBacks(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t, redistest.Options{}).Client()
+	workers := make([]*processor, 2)
+	for i := range workers {
+		workers[i] = &processor{rdb: rdb, log: zap.NewNop(), replicas: 1, replicaBound: time.Second, behindGap: time.Second}
+	}
+	ctx := context.Background()
+	a := &delivery{taskID: "t-a", attempt: 1}
+	start := time.Now()
+	for time.Since(start) < 700*time.Millisecond { // short of the bound: each handed back
+		if err := workers[0].beforeCall(ctx, a, gateGo, unconfirmed); !handedBack(err) {
+			t.Fatalf("task A %v after its first hand-back: %v; want it handed back", time.Since(start), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Until(start.Add(1200 * time.Millisecond))) // past the bound, within the gap of A's last
+	b := &delivery{taskID: "t-b", attempt: 1}
+	if err := workers[1].beforeCall(ctx, b, gateGo, unconfirmed); !handedBack(err) {
+		t.Errorf("task B's first shortfall, %v after task A's first: %v; want B handed back", time.Since(start), err)
+	}
+	if workers[1].guard.isShort() {
+		t.Error("the worker that saw task B's first shortfall is short of replicas")
+	}
+}
+
 // A task's count never runs ahead of the time that passed: two
 // hand-backs within the same millisecond of Redis's clock, or in
 // consecutive ones, count no more than Go's clock measured around them.
