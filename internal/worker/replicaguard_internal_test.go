@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	zapobserver "go.uber.org/zap/zaptest/observer"
 
 	"github.com/certmail/certmail/internal/redistest"
 )
@@ -236,6 +239,50 @@ func TestBeforeCallCountsEachTasksOwnHandBacks(t *testing.T) {
 	}
 }
 
+// A Redis that answers the count of a task's hand-backs with an error
+// (here an ACL user not allowed scripts) gets one WARN per worker, naming
+// the reply, however many tasks meet it; each task is still handed back
+// (the worker's own count applies). A Redis not reached logs nothing.
+func TestTaskBehindErrorReplyWarnedOnce(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := context.Background()
+	if err := srv.Client().Do(ctx, "ACL", "SETUSER", "noscript", "on", ">pw", "~*", "&*", "+@all", "-evalsha", "-eval").Err(); err != nil {
+		t.Fatal(err)
+	}
+	refused := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "noscript", Password: "pw"})
+	t.Cleanup(func() { _ = refused.Close() })
+	unreached := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialerRetries: 1}) // nothing listens
+	t.Cleanup(func() { _ = unreached.Close() })
+	for _, tt := range []struct {
+		name  string
+		rdb   *redis.Client
+		warns int
+	}{
+		{"error reply", refused, 1},
+		{"not reached", unreached, 0},
+	} {
+		core, logs := zapobserver.New(zap.WarnLevel)
+		p := &processor{rdb: tt.rdb, log: zap.New(core), replicas: 1, replicaBound: time.Second, behindGap: time.Second}
+		for i := range 3 {
+			d := &delivery{taskID: fmt.Sprintf("t-%d", i), attempt: 1}
+			if err := p.beforeCall(ctx, d, gateGo, unconfirmed); !handedBack(err) {
+				t.Errorf("%s: task %s: %v; want it handed back", tt.name, d.taskID, err)
+			}
+		}
+		lines := logs.FilterMessage(taskCountFailed).All()
+		if len(lines) != tt.warns || logs.Len() != tt.warns {
+			t.Errorf("%s: %d WARN lines of the count failing, %d lines in all; want %d", tt.name, len(lines), logs.Len(), tt.warns)
+			continue
+		}
+		for _, l := range lines {
+			if e, _ := l.ContextMap()["error"].(string); !strings.Contains(e, "NOPERM") || len(e) > maxReplyShown+len("…") {
+				t.Errorf("%s: the WARN's error %q; want Redis's NOPERM reply, at most %d bytes", tt.name, e, maxReplyShown)
+			}
+		}
+	}
+}
+
 // A task's count never runs ahead of the time that passed: two
 // hand-backs within the same millisecond of Redis's clock, or in
 // consecutive ones, count no more than Go's clock measured around them.
@@ -333,5 +380,24 @@ func TestProbeDoesNotCountAStalledReplica(t *testing.T) {
 	<-done
 	if p.guard.isShort() {
 		t.Error("the shortage did not end within 10 s of the replica running again")
+	}
+}
+
+// clipped cuts text to its bound on a character's boundary, marking the cut.
+func TestClipped(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"NOPERM", 6, "NOPERM"},
+		{"NOPERM", 5, "NOPER…"},
+		{"aé", 2, "a…"}, // é is 2 bytes: cut before it, not inside
+		{"é", 1, "…"},
+	} {
+		if got := clipped(tt.s, tt.n); got != tt.want {
+			t.Errorf("clipped(%q, %d) = %q, want %q", tt.s, tt.n, got, tt.want)
+		}
 	}
 }

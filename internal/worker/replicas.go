@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
@@ -266,10 +267,16 @@ func (p *processor) beforeCall(ctx context.Context, d *delivery, verdict gateVer
 // p.behindGap of the last, whichever workers made them: a worker counts
 // only its own shortfalls, and a lone task handed back to one worker,
 // then another, would take each's count longer to reach the bound. 0
-// when Redis does not answer: the worker's own count still applies.
+// when Redis does not answer, or answers with an error: the worker's own
+// count still applies. An error reply (an ACL user not allowed scripts)
+// would switch the task's count off for every task, so the worker logs
+// the first; a connection error is the worker's own count's case.
 func (p *processor) taskBehind(ctx context.Context, taskID string) time.Duration {
 	ms, err := taskBehindScript.Run(ctx, p.rdb, []string{taskBehindKey(taskID)}, p.behindGap.Milliseconds()).Int64()
 	if err != nil {
+		if isErrorReply(err) {
+			p.guard.taskCountFailed(p.log, err)
+		}
 		return 0
 	}
 	return time.Duration(ms) * time.Millisecond
@@ -338,6 +345,9 @@ type replicaGuard struct {
 	// refusalWarned is set once a refused WAIT was logged: Redis refuses
 	// every delivery's alike, so the worker says it once.
 	refusalWarned atomic.Bool
+	// taskCountWarned is set once an error reply to taskBehindScript
+	// was logged: Redis answers every task's alike.
+	taskCountWarned atomic.Bool
 	// behindActive is set while round trips before calls go
 	// unacknowledged (behind), from behindSince, the last at behindLast;
 	// the times are guarded by mu, and a WAIT acknowledged clears it.
@@ -403,6 +413,36 @@ func (g *replicaGuard) refused(log *zap.Logger, asked int, err error) {
 const waitRefused = "Redis refuses WAIT, so no replica can be asked to acknowledge the duplicate guards: deliveries end with their guards " +
 	"on the master only (a failover before a replica copies one could email again); allow WAIT (an ACL user needs +wait) " +
 	"or set CERTMAIL_GUARD_REPLICAS=0"
+
+// taskCountFailed logs err, Redis's error reply to the count of a task's
+// hand-backs (taskBehindScript), once for the worker's life, cut to
+// maxReplyShown bytes.
+func (g *replicaGuard) taskCountFailed(log *zap.Logger, err error) {
+	if g.taskCountWarned.CompareAndSwap(false, true) {
+		log.Warn(taskCountFailed, zap.String("error", clipped(err.Error(), maxReplyShown)))
+	}
+}
+
+// taskCountFailed is the WARN of an error reply to the count of a task's
+// hand-backs, logged once per worker.
+const taskCountFailed = "Redis answers the count of a task's hand-backs for too few replicas with an error: each worker counts only " +
+	"its own shortfalls, so a task handed back to one worker, then another, can wait longer than the bound before its call " +
+	"goes ahead; allow the worker's Redis user to run scripts (EVALSHA, EVAL) on certmail:* keys"
+
+// maxReplyShown bounds the text of a Redis error reply a log line shows.
+const maxReplyShown = 200
+
+// clipped is s cut to at most n bytes, whole characters only, with "…"
+// when cut.
+func clipped(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
 
 // behind records, at now, a round trip before a call that too few
 // replicas acknowledged, and returns how long such round trips have
