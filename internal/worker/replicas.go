@@ -82,8 +82,20 @@ import (
 // (since a WAIT last acknowledged enough, each within handBackGap of the
 // last: a lone shortfall long ago does not count), the worker is short of
 // replicas, and while it is short a shortfall before a call holds nothing
-// back. A delivery handed back while it held the account's probe leaves
-// the probe key to expire: the next probe comes an interval later.
+// back. A task's own hand-backs count the same way, whichever workers
+// made them (taskBehind), so that a lone task passed from worker to
+// worker goes ahead after about the bound too. Only a pause longer than
+// handBackGap restarts that count: a WAIT acknowledged restarts the
+// worker's, not the task's, so a task whose own round trips go on
+// unacknowledged while other deliveries' are acknowledged goes ahead once
+// its hand-backs have lasted the bound. That is the bound's meaning: no
+// task is held back much longer than it. The task's count reads Redis's
+// clock (TIME): a forward step of it, on the master or in a failover to
+// a replica whose clock is ahead, adds its size to a running count, and
+// may let one call go ahead at its first shortfall, the worker then short
+// of replicas as above. A delivery handed back while it held the
+// account's probe leaves the probe key to expire: the next probe comes an
+// interval later.
 
 // Bounds and timing of Config.GuardReplicas.
 const (

@@ -28,7 +28,7 @@ import (
 //	certmail:order:{account}:{order_id}:applied   sequence of the last set-emails applied
 //	certmail:order:{account}:{order_id}:sending   sequence of the newest set-emails sent and not yet recorded applied (or taken back: releaseOrder)
 //	certmail:order:{account}:{order_id}:lock      one set-emails per order at a time
-//	certmail:replicas_behind:{task_id}   when a task's hand-backs for too few replicas began, while they follow one another (taskBehind)
+//	certmail:replicas_behind:{task_id}   when a task's hand-backs for too few replicas began (µs, Redis's clock), while they follow one another (taskBehind)
 //	certmail:wait_mark                   a counter every call's round trip before it increments when replicas are asked (beforeScript), and the probe of a worker short of them (probeReplicas)
 //
 // {task_id} is the id's deadletter.BoundedID: the id itself, as the worker
