@@ -346,6 +346,26 @@ func TestTaskBehindKeepsTheFirstMicrosecond(t *testing.T) {
 	}
 }
 
+// A start a worker of the version before wrote, in milliseconds, counts
+// from when it says: during a rolling upgrade, read as microseconds, it
+// would let the task's first shortfall go ahead at once.
+func TestTaskBehindReadsAStartInMilliseconds(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t, redistest.Options{}).Client()
+	p := &processor{rdb: rdb, log: zap.NewNop(), behindGap: time.Minute}
+	ctx := context.Background()
+	const id = "t-ms"
+	start := time.Now().Add(-500 * time.Millisecond)
+	if err := rdb.Set(ctx, taskBehindKey(id), strconv.FormatInt(start.UnixMilli(), 10), time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := p.taskBehind(ctx, id)
+	// Redis's clock and Go's are this host's; a second covers a step of it.
+	if want := time.Since(start); got < want-time.Second || got > want+time.Second {
+		t.Fatalf("a start written in ms %v ago counted %v", want, got)
+	}
+}
+
 // The probe of a worker short of replicas writes before its WAIT: a WAIT
 // on a connection that wrote nothing counts every replica the master
 // still lists, a stalled one too, and would end the shortage while the

@@ -304,12 +304,16 @@ func (p *processor) taskBehind(ctx context.Context, taskID string) time.Duration
 // A forward step of that clock (on the master, or a replica promoted with
 // its clock ahead) adds its size to a running count, which may let one
 // call go ahead at its first shortfall, the worker then short of
-// replicas; a backward step starts the count again at 0.
+// replicas; a backward step starts the count again at 0. A start under
+// 1e14 is in milliseconds, as workers before this version wrote it (read
+// as microseconds it would be in 1970, and count decades at once): during
+// a rolling upgrade the two write the same key.
 var taskBehindScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local v = redis.call('GET', KEYS[1])
 local first = v and tonumber(v) or now
+if first < 1e14 then first = first * 1000 end
 if first > now then first = now end
 redis.call('SET', KEYS[1], string.format('%.0f', first), 'PX', ARGV[1])
 return math.floor((now - first) / 1000)
