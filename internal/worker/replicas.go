@@ -280,13 +280,15 @@ func (p *processor) beforeCall(ctx context.Context, d *delivery, verdict gateVer
 // only its own shortfalls, and a lone task handed back to one worker,
 // then another, would take each's count longer to reach the bound. 0
 // when Redis does not answer, or answers with an error: the worker's own
-// count still applies. An error reply (an ACL user not allowed scripts)
-// would switch the task's count off for every task, so the worker logs
-// the first; a connection error is the worker's own count's case.
+// count still applies. A refusal (NOPERM: an ACL user not allowed
+// scripts) would switch the task's count off for every task for good, so
+// the worker logs the first; other replies (READONLY, OOM, LOADING: a
+// failover or memory pressure, likely while replicas are behind) pass,
+// as a connection error does.
 func (p *processor) taskBehind(ctx context.Context, taskID string) time.Duration {
 	ms, err := taskBehindScript.Run(ctx, p.rdb, []string{taskBehindKey(taskID)}, p.behindGap.Milliseconds()).Int64()
 	if err != nil {
-		if isErrorReply(err) {
+		if redis.HasErrorPrefix(err, "NOPERM") {
 			p.guard.taskCountFailed(p.log, err)
 		}
 		return 0
@@ -361,8 +363,8 @@ type replicaGuard struct {
 	// refusalWarned is set once a refused WAIT was logged: Redis refuses
 	// every delivery's alike, so the worker says it once.
 	refusalWarned atomic.Bool
-	// taskCountWarned is set once an error reply to taskBehindScript
-	// was logged: Redis answers every task's alike.
+	// taskCountWarned is set once a refusal of taskBehindScript was
+	// logged: Redis refuses every task's alike.
 	taskCountWarned atomic.Bool
 	// behindActive is set while round trips before calls go
 	// unacknowledged (behind), from behindSince, the last at behindLast;
@@ -430,7 +432,7 @@ const waitRefused = "Redis refuses WAIT, so no replica can be asked to acknowled
 	"on the master only (a failover before a replica copies one could email again); allow WAIT (an ACL user needs +wait) " +
 	"or set CERTMAIL_GUARD_REPLICAS=0"
 
-// taskCountFailed logs err, Redis's error reply to the count of a task's
+// taskCountFailed logs err, Redis's refusal of the count of a task's
 // hand-backs (taskBehindScript), once for the worker's life, cut to
 // maxReplyShown bytes.
 func (g *replicaGuard) taskCountFailed(log *zap.Logger, err error) {
@@ -439,9 +441,9 @@ func (g *replicaGuard) taskCountFailed(log *zap.Logger, err error) {
 	}
 }
 
-// taskCountFailed is the WARN of an error reply to the count of a task's
+// taskCountFailed is the WARN of a refusal of the count of a task's
 // hand-backs, logged once per worker.
-const taskCountFailed = "Redis answers the count of a task's hand-backs for too few replicas with an error: each worker counts only " +
+const taskCountFailed = "Redis refuses the count of a task's hand-backs for too few replicas: each worker counts only " +
 	"its own shortfalls, so a task handed back to one worker, then another, can wait longer than the bound before its call " +
 	"goes ahead; allow the worker's Redis user to run scripts (EVALSHA, EVAL) on certmail:* keys"
 
