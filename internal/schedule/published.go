@@ -40,13 +40,25 @@ type publication struct {
 // one before it (prev), each a few bytes, so the record never grows.
 type publications struct{ cur, prev publication }
 
-// decodePublications reads the record from its hash (empty when no leader
-// of this version published yet).
-func decodePublications(m map[string]string) publications {
-	get := func(field string) string { return capBytes(m[field], maxRecordedBytes) }
+// publicationFields are the record's fields, in the order
+// decodePublications reads them: the hash is read by name, so that
+// whatever else it holds is never read.
+var publicationFields = []string{"by", "digest", "at", "prev_by", "prev_digest", "prev_at"}
+
+// decodePublications reads the record from the values of its
+// publicationFields (nil for a field not there: no leader of this version
+// published yet).
+func decodePublications(vals []any) publications {
+	get := func(i int) string {
+		if i >= len(vals) {
+			return ""
+		}
+		v, _ := vals[i].(string)
+		return capBytes(v, maxRecordedBytes)
+	}
 	return publications{
-		cur:  publication{by: get("by"), digest: get("digest"), at: get("at")},
-		prev: publication{by: get("prev_by"), digest: get("prev_digest"), at: get("prev_at")},
+		cur:  publication{by: get(0), digest: get(1), at: get(2)},
+		prev: publication{by: get(3), digest: get(4), at: get(5)},
 	}
 }
 
@@ -65,8 +77,9 @@ func (p publications) after(by, digest, at string) publications {
 
 // write replaces the record with p, all six fields at once.
 func (p publications) write(ctx context.Context, pipe redis.Pipeliner) {
-	pipe.HSet(ctx, publishedKey, "by", p.cur.by, "digest", p.cur.digest, "at", p.cur.at,
-		"prev_by", p.prev.by, "prev_digest", p.prev.digest, "prev_at", p.prev.at)
+	f := publicationFields
+	pipe.HSet(ctx, publishedKey, f[0], p.cur.by, f[1], p.cur.digest, f[2], p.cur.at,
+		f[3], p.prev.by, f[4], p.prev.digest, f[5], p.prev.at)
 }
 
 // news is what a publication tells of the replicas (see

@@ -570,7 +570,7 @@ func (st *Store) WithdrawFile(ctx context.Context) error {
 // is read and deleted, and the publication recorded.
 func (st *Store) mirror(ctx context.Context, scheds []*Compiled, replica string, withdraw bool) error {
 	read := st.rdb.Pipeline()
-	keys, published := read.HKeys(ctx, fileSchedulesKey), read.HGetAll(ctx, publishedKey)
+	keys, published := read.HKeys(ctx, fileSchedulesKey), read.HMGet(ctx, publishedKey, publicationFields...)
 	if _, err := read.Exec(ctx); err != nil {
 		return fmt.Errorf("read file schedules: %w", err)
 	}

@@ -121,8 +121,9 @@ func (s *Scheduler) round(ctx context.Context) {
 // schedule.Store.WithdrawFile). Each leader publishes its own: replicas
 // with another file, or none, flap at each change of leader, with a WARN
 // line each time when one has no file, and from the second change on when
-// their files differ (schedule.Store.MirrorFile tells the replicas apart by
-// their lease tokens).
+// their files differ (schedule.Store.MirrorFile compares the version each
+// publishes with the one the last replaced; a replica's lease token only
+// tells its own edits apart).
 func (s *Scheduler) publishFile(ctx context.Context) error {
 	if s.cfg.File == "" {
 		return s.store.WithdrawFile(ctx)
