@@ -9,13 +9,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/redisconn"
 )
 
@@ -437,7 +437,7 @@ const waitRefused = "Redis refuses WAIT, so no replica can be asked to acknowled
 // maxReplyShown bytes.
 func (g *replicaGuard) taskCountFailed(log *zap.Logger, err error) {
 	if g.taskCountWarned.CompareAndSwap(false, true) {
-		log.Warn(taskCountFailed, zap.String("error", clipped(err.Error(), maxReplyShown)))
+		log.Warn(taskCountFailed, zap.String("error", deadletter.Clip(err.Error(), maxReplyShown)))
 	}
 }
 
@@ -449,18 +449,6 @@ const taskCountFailed = "Redis refuses the count of a task's hand-backs for too 
 
 // maxReplyShown bounds the text of a Redis error reply a log line shows.
 const maxReplyShown = 200
-
-// clipped is s cut to at most n bytes, whole characters only, with "…"
-// when cut.
-func clipped(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
-}
 
 // behind records, at now, a round trip before a call that too few
 // replicas acknowledged, and returns how long such round trips have
