@@ -20,6 +20,13 @@ import (
 // read is. With schedule.MaxFileEntries it bounds what a reload costs.
 const MaxFileBytes = 4 << 20
 
+// racyWindow is how recently before a read the file may have been modified
+// for its size and modification time not to be trusted at the next look: a
+// rewrite within the timestamp granularity of the file system (up to 2 s on
+// some) can keep both, so such a file is read again, and its content
+// compared, until it has been left alone for this long.
+const racyWindow = 3 * time.Second
+
 // errFileTooLarge is a schedules file over MaxFileBytes.
 var errFileTooLarge = errors.New("larger than 4 MiB, the most the scheduler reads (CERTMAIL_SCHEDULES_FILE)")
 
@@ -30,7 +37,8 @@ type fileReader struct {
 	rules schedule.Rules
 	// parse is schedule.ParseFile (a test slows it down).
 	parse func([]byte, schedule.Rules) ([]*schedule.Compiled, []*schedule.EntryError, error)
-	// seen is the file as it was last read; nil when it could not be.
+	// seen is the file as it was last read; nil when it could not be, or
+	// when it had been modified within racyWindow of that read.
 	seen os.FileInfo
 	// hash is the digest of the content last parsed; "" after a problem
 	// reading it, so that the content is taken again once readable.
@@ -57,9 +65,11 @@ type fileVersion struct {
 // look reads and parses the file when it changed since the last look:
 // another file at the path (a Kubernetes ConfigMap update points the
 // path's symbolic links at a new file), or another size or modification
-// time, and then its content. nil when there is nothing new to report: the
-// file unchanged, its content unchanged, or the same problem reading it.
+// time, or a file modified within racyWindow of the last read, and then
+// its content. nil when there is nothing new to report: the file
+// unchanged, its content unchanged, or the same problem reading it.
 func (r *fileReader) look() *fileVersion {
+	start := time.Now()
 	data, info, err := r.read()
 	switch {
 	case err != nil:
@@ -73,6 +83,9 @@ func (r *fileReader) look() *fileVersion {
 		return nil
 	}
 	r.seen, r.problem = info, ""
+	if info.ModTime().After(start.Add(-racyWindow)) {
+		r.seen = nil
+	}
 	sum := sha256.Sum256(data)
 	hash := hex.EncodeToString(sum[:])
 	if hash == r.hash {

@@ -110,8 +110,10 @@ func TestFileOverTheCapIsRefused(t *testing.T) {
 
 // TestFileReadOnlyWhenChanged: the file is read again only when it changed:
 // a look at the same file, of the same size and modification time, does
-// not read it; a Kubernetes ConfigMap update, which points the path's
-// symbolic links at a new file, is seen.
+// not read it once it was left alone for racyWindow before the last read,
+// and does while it was modified within it (a rewrite in the same tick of
+// the file system's clock keeps both); a Kubernetes ConfigMap update, which
+// points the path's symbolic links at a new file, is seen.
 func TestFileReadOnlyWhenChanged(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
@@ -134,7 +136,7 @@ func TestFileReadOnlyWhenChanged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	version("..v1", "schedules:\n"+fileEntry("first"))
+	version("..v1", "schedules:\n"+fileEntry("first1"))
 	path := filepath.Join(e.dir, "schedules.yaml")
 	if err := os.Symlink("..data/schedules.yaml", path); err != nil {
 		t.Fatal(err)
@@ -145,33 +147,59 @@ func TestFileReadOnlyWhenChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.reloadFile()
-	if len(s.fileScheds) != 1 || s.fileScheds[0].ID != "first" {
-		t.Fatalf("file schedules %v, want first", s.fileScheds)
-	}
+	wantFile(t, s, "first1", "at start")
 
-	// Rewritten in place, same size and modification time: not read.
+	// rewrite writes the file in place, keeping its size and setting its
+	// modification time to mtime.
 	inPlace := filepath.Join(e.dir, "..v1", "schedules.yaml")
+	rewrite := func(id string, mtime time.Time) {
+		t.Helper()
+		if err := os.WriteFile(inPlace, []byte("schedules:\n"+fileEntry(id)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(inPlace, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
 	info, err := os.Stat(inPlace)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(inPlace, []byte("schedules:\n"+fileEntry("FIRST")), 0o600); err != nil {
+	// Modified just before it was read: a rewrite within the file system's
+	// timestamp granularity keeps its size and time, and is read.
+	rewrite("first2", info.ModTime())
+	s.reloadFile()
+	wantFile(t, s, "first2", "after a rewrite of the same size and time as a file modified just before it was read")
+
+	// Left alone for longer than racyWindow before it was read: its size
+	// and time are trusted, and the file is not read at each look.
+	settled := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(inPlace, settled, settled); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chtimes(inPlace, info.ModTime(), info.ModTime()); err != nil {
-		t.Fatal(err)
-	}
+	s.reloadFile()
+	rewrite("first3", settled)
 	for range 3 {
 		s.reloadFile()
 	}
-	if len(s.fileScheds) != 1 || s.fileScheds[0].ID != "first" {
-		t.Errorf("file schedules %v after looks at a file of the same size and time, want it not read again", s.fileScheds)
-	}
+	wantFile(t, s, "first2", "after looks at a settled file of the same size and time (want it not read again)")
 
 	version("..v2", "schedules:\n"+fileEntry("second"))
 	s.reloadFile()
 	if len(s.fileScheds) != 1 || s.fileScheds[0].ID != "second" {
 		t.Errorf("file schedules %v after the ConfigMap update, want second", s.fileScheds)
+	}
+}
+
+// wantFile fails the test unless s holds one file schedule, id.
+func wantFile(t *testing.T, s *Scheduler, id, when string) {
+	t.Helper()
+	ids := make([]string, 0, len(s.fileScheds))
+	for _, c := range s.fileScheds {
+		ids = append(ids, c.ID)
+	}
+	if len(ids) != 1 || ids[0] != id {
+		t.Errorf("file schedules %v %s, want %s", ids, when, id)
 	}
 }
 
