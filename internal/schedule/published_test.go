@@ -3,6 +3,7 @@ package schedule_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"regexp"
 	"strings"
 	"testing"
@@ -148,7 +149,7 @@ func TestEditOfTheOwnFileSaysNothing(t *testing.T) {
 
 // TestWithdrawalLeavesThePublicationRecord: a leader without a file
 // withdraws the file's schedules with the WARN it had, and the record of
-// publications stays: the replica that published them publishes them again
+// publications stays as it was: the replica that published them publishes them again
 // without being told the files differ.
 func TestWithdrawalLeavesThePublicationRecord(t *testing.T) {
 	t.Parallel()
@@ -157,8 +158,20 @@ func TestWithdrawalLeavesThePublicationRecord(t *testing.T) {
 	p := publisher{t: t, st: st, logs: logs}
 	x := fileVersion(t, 1, "a")
 	p.publish("replica-a", x)
+	record := func() map[string]string {
+		t.Helper()
+		rec, err := e.redis.Client().HGetAll(context.Background(), publishedKey).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	before := record()
 	if err := st.WithdrawFile(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if after := record(); !maps.Equal(after, before) {
+		t.Errorf("the record after a withdrawal: %v, want it as before: %v", after, before)
 	}
 	p.publish("replica-a", x)
 	if n := len(p.lines("withdrew the schedules")) + len(p.lines("published the schedules file's schedules again")); n != 2 {
