@@ -182,6 +182,76 @@ func TestWithdrawalLeavesThePublicationRecord(t *testing.T) {
 	}
 }
 
+// TestPublicationBetweenReadAndWriteIsReadAgain: two leaders at a change of
+// leader publish at the same instant: replica b publishes its file between
+// a's read of the record and a's write. a reads again and writes from what
+// b wrote: its file replaces b's, which had replaced it (the WARN), and the
+// record keeps b's version as the one before, rather than a's write taking
+// b's publication out of the record unseen.
+func TestPublicationBetweenReadAndWriteIsReadAgain(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	a, aLogs := e.loggedStore()
+	b, bLogs := e.loggedStore()
+	pa := publisher{t: t, st: a, logs: aLogs}
+	pb := publisher{t: t, st: b, logs: bLogs}
+	x, y := fileVersion(t, 1, "a"), fileVersion(t, 2, "a")
+	pa.publish("replica-a", x)
+	cut := 0
+	schedule.SetBeforeMirrorWrite(a, func() {
+		if cut++; cut == 1 {
+			pb.publish("replica-b", y)
+		}
+	})
+	pa.publish("replica-a", x)
+	if cut < 2 {
+		t.Errorf("a read the record %d times, want it to read again after b's publication", cut)
+	}
+	if n := len(pb.lines(otherFile)); n != 1 {
+		t.Errorf("%d INFO lines from b's publication, want 1", n)
+	}
+	if n := len(pa.lines(differentFiles)); n != 1 {
+		t.Errorf("%d WARN lines from a's publication after b's, want 1: %v", n, aLogs.All())
+	}
+	rec, err := e.redis.Client().HGetAll(context.Background(), publishedKey).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec["by"] != "replica-a" || rec["prev_by"] != "replica-b" {
+		t.Errorf("record %v, want a's publication after b's", rec)
+	}
+}
+
+// TestPublicationChangedAtEachTryGivesUp: a publication that another
+// client's changes interrupt at every try ends with an error saying so
+// after a bounded number of tries, having written nothing.
+func TestPublicationChangedAtEachTryGivesUp(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	a, aLogs := e.loggedStore()
+	b, bLogs := e.loggedStore()
+	pb := publisher{t: t, st: b, logs: bLogs}
+	tries := 0
+	schedule.SetBeforeMirrorWrite(a, func() {
+		tries++
+		pb.publish("replica-b", fileVersion(t, 1+tries%2, "b"))
+	})
+	err := a.MirrorFile(context.Background(), fileVersion(t, 1, "a"), "replica-a")
+	if err == nil || !strings.Contains(err.Error(), "another client changed them") {
+		t.Fatalf("MirrorFile: %v, want an error saying another client changed the file schedules", err)
+	}
+	if tries != 5 {
+		t.Errorf("%d tries, want 5", tries)
+	}
+	rec, err := e.redis.Client().HGet(context.Background(), publishedKey, "by").Result()
+	if err != nil || rec != "replica-b" {
+		t.Errorf("record by %q (%v), want replica-b's last publication", rec, err)
+	}
+	if n := len(aLogs.All()); n != 0 {
+		t.Errorf("%d lines from the publication that gave up: %v", n, aLogs.All())
+	}
+}
+
 // TestPublicationRecordIsBounded: the record holds six fields however many
 // replicas publish, each bounded, without an expiry to outlive; a replica id
 // over the bound is cut in it and in the lines.

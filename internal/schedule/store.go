@@ -122,6 +122,9 @@ type Store struct {
 	log   *zap.Logger
 	now   func() time.Time
 	reads readCache
+	// beforeMirrorWrite, when set (by a test), runs in mirror between its
+	// read and its write.
+	beforeMirrorWrite func()
 }
 
 // NewStore returns a Store configured by cfg (after WithDefaults and
@@ -564,60 +567,106 @@ func (st *Store) WithdrawFile(ctx context.Context) error {
 	return nil
 }
 
+// mirrorTries is how many times mirror reads and writes the file schedules
+// when another client changed them between its read and its write.
+const mirrorTries = 5
+
 // mirror replaces the file schedules kept in Redis with scheds (see
 // MirrorFile), published by replica; withdraw notes that a leader without a
 // file did (see WithdrawFile), otherwise the note of an earlier withdrawal
-// is read and deleted, and the publication recorded.
+// is read and deleted, and the publication recorded. What it reads (the
+// ids published before, the record of publications) is watched, so that a
+// publication by another replica between the read and the write (two
+// leaders at a change of leader) makes it read again rather than write
+// from what it read before.
 func (st *Store) mirror(ctx context.Context, scheds []*Compiled, replica string, withdraw bool) error {
-	read := st.rdb.Pipeline()
-	keys, published := read.HKeys(ctx, fileSchedulesKey), read.HMGet(ctx, publishedKey, publicationFields...)
-	if _, err := read.Exec(ctx); err != nil {
-		return fmt.Errorf("read file schedules: %w", err)
-	}
-	before, record := keys.Val(), decodePublications(published.Val())
-	pipe := st.rdb.TxPipeline()
-	pipe.Del(ctx, fileSchedulesKey)
-	inFile := make(map[string]bool, len(scheds))
-	claimed := make([]*redis.Cmd, len(scheds))
 	entries := make([]string, len(scheds))
+	encoded := make([][]byte, len(scheds))
 	for i, c := range scheds {
 		b, err := json.Marshal(c.Schedule)
 		if err != nil {
 			return fmt.Errorf("encode schedule %s: %w", c.ID, err)
 		}
 		digest := sha1.Sum(b) // as endedDefLua's redis.sha1hex of the same JSON: it tells edits apart, it guards nothing
-		entries[i] = hex.EncodeToString(digest[:])
-		pipe.HSet(ctx, fileSchedulesKey, c.ID, b)
-		claimed[i] = pipe.Eval(ctx, claimLua, []string{stateKey(c.ID), asynqsched.HistoryKey(c.ID), apiSchedulesKey},
-			entries[i], c.ID)
-		pipe.Persist(ctx, stateKey(c.ID))
-		pipe.Persist(ctx, asynqsched.HistoryKey(c.ID))
-		inFile[c.ID] = true
+		entries[i], encoded[i] = hex.EncodeToString(digest[:]), b
 	}
-	left := map[string]*redis.Cmd{}
-	for _, id := range before {
-		if !inFile[id] {
-			left[id] = pipe.Eval(ctx, leaveLua, []string{stateKey(id), asynqsched.HistoryKey(id), apiSchedulesKey}, id,
-				int64(LeftoverTTL/time.Second))
-		}
+	var w *mirrorWrite
+	var err error = redis.TxFailedErr
+	for try := 0; try < mirrorTries && errors.Is(err, redis.TxFailedErr); try++ {
+		err = st.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			var err error
+			w, err = st.mirrorTx(ctx, tx, scheds, encoded, entries, replica, withdraw)
+			return err
+		}, fileSchedulesKey, publishedKey)
 	}
-	var withdrawn *redis.SliceCmd
-	now, version := st.now().UTC().Format(time.RFC3339), fileDigest(entries)
-	if withdraw {
-		pipe.Set(ctx, fileWithdrawnKey, now, LeftoverTTL)
-	} else {
-		withdrawn = pipe.MGet(ctx, fileWithdrawnKey) // never redis.Nil, which would fail Exec
-		pipe.Del(ctx, fileWithdrawnKey)
-		record.after(replica, version, now).write(ctx, pipe)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	switch {
+	case errors.Is(err, redis.TxFailedErr):
+		return fmt.Errorf("mirror file schedules: another client changed them during each of %d tries: %w", mirrorTries, err)
+	case err != nil:
 		return fmt.Errorf("mirror file schedules: %w", err)
 	}
 	if !withdraw {
-		st.reportPublication(record, replica, version)
+		st.reportPublication(w.record, replica, fileDigest(entries))
 	}
-	st.reportMirror(scheds, claimed, left, withdrawn)
+	st.reportMirror(scheds, w.claimed, w.left, w.withdrawn)
 	return nil
+}
+
+// mirrorWrite is what one transaction of mirror read and wrote, for its
+// report.
+type mirrorWrite struct {
+	record    publications
+	claimed   []*redis.Cmd
+	left      map[string]*redis.Cmd
+	withdrawn *redis.SliceCmd
+}
+
+// mirrorTx is one try of mirror, on a connection watching what it reads:
+// the write fails with redis.TxFailedErr when either changed meanwhile.
+func (st *Store) mirrorTx(ctx context.Context, tx *redis.Tx, scheds []*Compiled, encoded [][]byte, entries []string,
+	replica string, withdraw bool,
+) (*mirrorWrite, error) {
+	var keys *redis.StringSliceCmd
+	var published *redis.SliceCmd
+	if _, err := tx.Pipelined(ctx, func(read redis.Pipeliner) error {
+		keys, published = read.HKeys(ctx, fileSchedulesKey), read.HMGet(ctx, publishedKey, publicationFields...)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read file schedules: %w", err)
+	}
+	if st.beforeMirrorWrite != nil {
+		st.beforeMirrorWrite()
+	}
+	w := &mirrorWrite{record: decodePublications(published.Val()), claimed: make([]*redis.Cmd, len(scheds)),
+		left: map[string]*redis.Cmd{}}
+	_, err := tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.Del(ctx, fileSchedulesKey)
+		inFile := make(map[string]bool, len(scheds))
+		for i, c := range scheds {
+			pipe.HSet(ctx, fileSchedulesKey, c.ID, encoded[i])
+			w.claimed[i] = pipe.Eval(ctx, claimLua, []string{stateKey(c.ID), asynqsched.HistoryKey(c.ID), apiSchedulesKey},
+				entries[i], c.ID)
+			pipe.Persist(ctx, stateKey(c.ID))
+			pipe.Persist(ctx, asynqsched.HistoryKey(c.ID))
+			inFile[c.ID] = true
+		}
+		for _, id := range keys.Val() {
+			if !inFile[id] {
+				w.left[id] = pipe.Eval(ctx, leaveLua, []string{stateKey(id), asynqsched.HistoryKey(id), apiSchedulesKey}, id,
+					int64(LeftoverTTL/time.Second))
+			}
+		}
+		now := st.now().UTC().Format(time.RFC3339)
+		if withdraw {
+			pipe.Set(ctx, fileWithdrawnKey, now, LeftoverTTL)
+			return nil
+		}
+		w.withdrawn = pipe.MGet(ctx, fileWithdrawnKey) // never redis.Nil, which would fail Exec
+		pipe.Del(ctx, fileWithdrawnKey)
+		w.record.after(replica, fileDigest(entries), now).write(ctx, pipe)
+		return nil
+	})
+	return w, err
 }
 
 // reportMirror logs what mirror found once Redis answered: the file's
