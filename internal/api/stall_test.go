@@ -1,7 +1,9 @@
 package api_test
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -58,5 +60,60 @@ func TestEnqueueAnswersByTheHandlerDeadlineWhileRedisStalls(t *testing.T) {
 	// loaded machine's scheduling, not for the API.
 	if limit := handlerTimeout + 1500*time.Millisecond; took > limit {
 		t.Errorf("the answer took %v; want it by the handler's deadline (%v), within %v", took, handlerTimeout, limit)
+	}
+}
+
+// A body that stops arriving is answered 408, as problem+json, within three
+// quarters of the handler's deadline and with Connection: close; before,
+// the body had the server's ReadTimeout, which ends with the write
+// deadline, so the client got the connection closed without an answer
+// while the log recorded a 400. Both a body of a declared length and a
+// chunked one.
+func TestStalledBodyIsAnswered408(t *testing.T) {
+	t.Parallel()
+	const handlerTimeout = 2 * time.Second
+	b := setup(t)
+	addr := run(t, api.Config{Ops: b.ops, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}},
+		Addr: "127.0.0.1:0", Logger: zap.NewNop(), Limits: admin.Limits{HandlerTimeout: handlerTimeout}})
+	for name, framing := range map[string]string{
+		"declared length": "Content-Length: 100\r\n\r\n{\"order_id\":",
+		"chunked":         "Transfer-Encoding: chunked\r\n\r\nc\r\n{\"order_id\":\r\n",
+	} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		start := time.Now()
+		head := "POST /v1/tasks/resend-dcv HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + testToken +
+			"\r\nContent-Type: application/json\r\n" + framing
+		if _, err := io.WriteString(conn, head); err != nil {
+			t.Fatal(err)
+		}
+		// No more of the body is sent; the handler's deadline plus the
+		// write timeout's default would be 30 s.
+		if err := conn.SetReadDeadline(time.Now().Add(handlerTimeout + 5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s: no answer to a stalled body after %v: %v", name, time.Since(start), err)
+		}
+		body, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		p := mustProblem(t, response{status: res.StatusCode, header: res.Header, body: body}, http.StatusRequestTimeout)
+		if !strings.Contains(p.Detail, "1.5s") {
+			t.Errorf("%s: detail %q, want the time the body had (1.5s)", name, p.Detail)
+		}
+		if !res.Close {
+			t.Errorf("%s: 408 without Connection: close", name)
+		}
+		if took < handlerTimeout*3/4 || took > handlerTimeout+time.Second {
+			t.Errorf("%s: answered after %v, want at three quarters of the handler's %v", name, took, handlerTimeout)
+		}
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/certmail/certmail/internal/enqueue"
 	"github.com/certmail/certmail/internal/ops"
@@ -140,10 +142,16 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) (body []by
 	return s.readBody(w, r)
 }
 
+// bodyShare is the quarters of the time left to a handler's deadline that a
+// request body has to arrive (15 s of the API's 20), leaving the rest for
+// the work it asks for; the answer's write deadline comes 10 s after.
+const bodyShare = 3
+
 // readBody reads at most MaxBodyBytes of the body, taking room for it under
 // MaxBodiesInFlight and the token's MaxBodiesPerToken as it arrives; the
-// caller calls release once it has answered. It answers 413, 503 (or 400)
-// itself and returns false when the body cannot be had.
+// caller calls release once it has answered. It answers 413, 503, 408 (the
+// body did not arrive in time: bodyDeadline) or 400 itself and returns false
+// when the body cannot be had.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), ok bool) {
 	tooLarge := Problem{Status: http.StatusRequestEntityTooLarge, Detail: "the body must be at most 1 MiB (1048576 bytes)"}
 	if r.ContentLength > MaxBodyBytes {
@@ -158,6 +166,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, 
 	if info := infoOf(r.Context()); info != nil {
 		token = info.token
 	}
+	within := bodyDeadline(w, r)
 	room := s.bodies.room(token)
 	body, err := readAll(r.Context(), http.MaxBytesReader(w, r.Body, MaxBodyBytes), room, most)
 	if err == nil {
@@ -176,10 +185,32 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, 
 			Detail: "too many request bodies being received at once; retry in a second"}, nil)
 	case errors.As(err, &mbe):
 		s.writeProblem(w, r, tooLarge, nil)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		w.Header().Set("Connection", "close") // what is left of the body is not read
+		s.writeProblem(w, r, Problem{Status: http.StatusRequestTimeout,
+			Detail: fmt.Sprintf("the body did not arrive within %v of the request's headers; send it again", within)}, nil)
 	default:
 		s.writeProblem(w, r, Problem{Status: http.StatusBadRequest, Detail: "the body could not be read"}, nil)
 	}
 	return nil, nil, false
+}
+
+// bodyDeadline gives the body of r, which a handler is about to read,
+// bodyShare of the time left to the handler's deadline to arrive, and
+// returns that time, rounded to a tenth of a second. Without it the body would have
+// the server's ReadTimeout from the start of the request, which ends when
+// the write deadline does: a client whose body stalls would get no answer,
+// and one whose body came late would leave the handler no time for Redis.
+func bodyDeadline(w http.ResponseWriter, r *http.Request) time.Duration {
+	deadline, ok := r.Context().Deadline()
+	if !ok {
+		return 0
+	}
+	within := time.Until(deadline) * bodyShare / 4
+	if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(within)); err != nil {
+		return 0 // the server's ReadTimeout applies
+	}
+	return within.Round(100 * time.Millisecond)
 }
 
 // enqueueRequest reads POST /v1/tasks/{type} in the wire format
