@@ -187,8 +187,11 @@ func printBanner(w io.Writer, st *Stack, demo *schedule.Schedule, approveAfter i
 	case demo != nil && !st.Embedded:
 		lines = append(lines,
 			"The demo goes into this EXTERNAL Redis (--demo): any other worker on it may take its tasks to its own DigiCert,",
-			"and the demo schedule stays after exit until it ends or is deleted:",
-			"  curl -sS -X DELETE -H 'Authorization: Bearer "+st.Token+"' "+st.APIURL+"/v1/schedules/"+demo.ID)
+			"and the demo schedule stays after exit until it is deleted (other schedulers skip its "+demo.Cron+
+				" unless their CERTMAIL_SCHEDULE_MIN_INTERVAL allows it). Delete it while dev runs:",
+			"  curl -sS -X DELETE -H 'Authorization: Bearer "+st.Token+"' "+st.APIURL+"/v1/schedules/"+demo.ID,
+			"or after (dev's token and API end with it):",
+			"  REDIS_URL='<the --redis-url>' certmail schedule rm "+demo.ID)
 	}
 	if demo != nil {
 		lines = append(lines,

@@ -330,13 +330,15 @@ func TestDevStackExternalRedis(t *testing.T) {
 
 // TestDevStackExternalRedisDemo: with Demo, the demo tasks and schedule go
 // into the external Redis, and the banner warns of it and shows how to
-// delete the schedule, which outlives the stack.
+// delete the schedule, which outlives the stack: through dev's API while
+// it runs, and with the CLI after (dev's token and API end with it).
 func TestDevStackExternalRedisDemo(t *testing.T) {
 	t.Parallel()
 	redis := redistest.Start(t)
 	st, banner, stop := stack(t, dev.Config{RedisURL: redis.URL(), Demo: true})
 	for _, want := range []string{"The demo goes into this EXTERNAL Redis (--demo)", "Demo tasks of every kind",
-		"curl -sS -X DELETE -H 'Authorization: Bearer " + st.Token + "' " + st.APIURL + "/v1/schedules/" + dev.DemoSchedule.ID} {
+		"curl -sS -X DELETE -H 'Authorization: Bearer " + st.Token + "' " + st.APIURL + "/v1/schedules/" + dev.DemoSchedule.ID,
+		"REDIS_URL='<the --redis-url>' certmail schedule rm " + dev.DemoSchedule.ID} {
 		if !strings.Contains(banner, want) {
 			t.Errorf("on an external Redis with Demo the banner lacks %q:\n%s", want, banner)
 		}
