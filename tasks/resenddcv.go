@@ -123,8 +123,8 @@ func checkApproval(ps *problems, path string, e DomainApprovalEmail) DomainAppro
 		ps.add(path+".email", err.Error())
 	}
 	switch {
-	case n.EmailDomain == "":
-	case !ValidDNSName(n.EmailDomain):
+	case e.EmailDomain == "": // absent: the domain itself
+	case !ValidDNSName(n.EmailDomain): // "." and " " name nothing
 		ps.add(path+".email_domain", msgDNSName)
 	case domainOK && n.Domain != n.EmailDomain && !strings.HasSuffix(n.Domain, "."+n.EmailDomain):
 		ps.add(path+".email_domain", msgEmailDomain)

@@ -62,7 +62,7 @@ func (p ResendDomainDCV) check() (ResendDomainDCV, []FieldError) {
 	n := p
 	checkID(&ps, "domain_id", p.DomainID)
 	n.NameScope = normalizeDomain(p.NameScope)
-	if n.NameScope != "" && !ValidDNSName(n.NameScope) {
+	if (n.NameScope != "" || p.NameScope != "") && !ValidDNSName(n.NameScope) { // "." and " " name nothing
 		ps.add("name_scope", msgDNSName)
 	}
 	if p.Locale != "" && !validLocale(p.Locale) {

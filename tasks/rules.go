@@ -17,6 +17,7 @@ const (
 	msgDNSName       = "not a valid DNS name"
 	msgAccount       = "must be 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"
 	msgLocale        = "must look like ll or ll_CC (e.g. en, en_US)"
+	msgNoEmails      = "must list at least one address"
 	msgCollect       = "must be one of " + CollectAttachment + ", " + CollectPlaintext + ", " + CollectDownloadLink
 	msgMessageUTF8   = "must be valid UTF-8"
 	msgMessageCtrl   = "must not contain control characters other than newline and tab"

@@ -67,9 +67,12 @@ func (p SendCert) check() (SendCert, []FieldError) {
 	var ps problems
 	n := p
 	checkID(&ps, "certificate_id", p.CertificateID)
-	if len(p.Emails) == 0 {
+	switch {
+	case p.Emails == nil:
 		ps.add("emails", msgRequired)
-	} else {
+	case len(p.Emails) == 0:
+		ps.add("emails", msgNoEmails)
+	default:
 		n.Emails = checkEmails(&ps, "emails", p.Emails)
 	}
 	switch p.CertificateCollectFormat {

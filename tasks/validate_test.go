@@ -234,7 +234,7 @@ func TestSendCertValidate(t *testing.T) {
 		{"certificate id missing", good(func(p *tasks.SendCert) { p.CertificateID = 0 }), []tasks.FieldError{fe("certificate_id", "required")}},
 		{"certificate id negative", good(func(p *tasks.SendCert) { p.CertificateID = -456 }), []tasks.FieldError{fe("certificate_id", msgPositive)}},
 		{"emails nil", good(func(p *tasks.SendCert) { p.Emails = nil }), []tasks.FieldError{fe("emails", "required")}},
-		{"emails empty", good(func(p *tasks.SendCert) { p.Emails = []string{} }), []tasks.FieldError{fe("emails", "required")}},
+		{"emails empty", good(func(p *tasks.SendCert) { p.Emails = []string{} }), []tasks.FieldError{fe("emails", "must list at least one address")}},
 		{"bad email", good(func(p *tasks.SendCert) { p.Emails = []string{"jill@example.com", "jill@example", "leon@example.com"} }),
 			[]tasks.FieldError{fe("emails[1]", "domain is not a valid DNS name")}},
 		{"101 emails", good(func(p *tasks.SendCert) { p.Emails = emails(101) }), []tasks.FieldError{fe("emails", msgTooMany)}},
