@@ -255,8 +255,12 @@ type Server struct {
 	// its read-only twin, for readers (the same when DashboardReadOnly).
 	dashboard   *asynqmon.HTTPHandler
 	dashboardRO *asynqmon.HTTPHandler
-	metrics     *metrics
-	handler     http.Handler
+	// dashboardRoutes match a request's path against the routes of
+	// asynqmon's JSON API, for the Allow header of a 405 (asynqmon's own
+	// has none).
+	dashboardRoutes *dashboardRouter
+	metrics         *metrics
+	handler         http.Handler
 	// bodies counts the bytes of the request bodies held
 	// (MaxBodiesInFlight, MaxBodiesPerToken).
 	bodies *bodyBudget
@@ -293,6 +297,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.dashboard = newDashboard(cfg.Redis, cfg.DashboardReadOnly)
 	s.dashboardRO = newDashboard(cfg.Redis, true)
+	s.dashboardRoutes = newDashboardRouter()
 	s.routes()
 	s.handler = s.observe(securityHeaders(s.crossOrigin(s.authenticate(s.problemsForUnmatched(s.mux)))))
 	return s, nil

@@ -225,7 +225,9 @@ func dashboardRefusal(r *http.Request, role Role) (Problem, bool) {
 // tasks is refused 409 (refuseCancel), and so is an "Archive all" that
 // would take the queue's archive to asynq's cap (refuseArchiveOverCap); a
 // Pause of a queue asynq does not know is 404 (refuseUnknownPause);
-// readers and a read-only dashboard get asynqmon's own 405 for all three.
+// readers and a read-only dashboard get 405 for all three. asynqmon's 405s
+// (a method no route of the path takes, an action of a read-only
+// dashboard) become problems with Allow (dashboardMethodNotAllowed).
 func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	var role Role
 	if info := infoOf(r.Context()); info != nil {
@@ -267,7 +269,11 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: detailNoAPIPath}, nil)
 		return
 	}
-	if dw.held != 0 {
+	switch dw.held {
+	case 0:
+	case http.StatusMethodNotAllowed:
+		s.dashboardMethodNotAllowed(w, r, h == s.dashboardRO || s.cfg.DashboardReadOnly, dw.text, dw.total)
+	default:
 		s.dashboardError(w, r, dw.held, dw.text, dw.total)
 	}
 }
@@ -511,20 +517,26 @@ func (s *Server) dashboardError(w http.ResponseWriter, r *http.Request, status i
 // the first bytes of total: valid UTF-8, and saying how long it was when
 // text is not all of it.
 func dashboardCause(text []byte, total int) error {
+	return errors.New("dashboard: " + clippedText(text, total))
+}
+
+// clippedText is text, the first bytes of total, trimmed and made valid
+// UTF-8, saying how long it was when text is not all of it.
+func clippedText(text []byte, total int) string {
 	msg := strings.ToValidUTF8(strings.TrimSpace(string(text)), "\uFFFD")
 	if total > len(text) {
 		msg += " [clipped: " + strconv.Itoa(total) + " bytes]"
 	}
-	return errors.New("dashboard: " + msg)
+	return msg
 }
 
 // dashboardJSONType is the Content-Type of the dashboard's JSON answers.
 const dashboardJSONType = "application/json; charset=utf-8"
 
 // dashboardWriter holds back an answer of asynqmon that reports a failure
-// (status 404 or 5xx, plain text) so that serveDashboard can answer a
-// problem instead, keeping the first maxDashboardErrorText bytes of its
-// text; and, for a request under the JSON API, asynqmon's page (HTML, which
+// (status 404, 405 or 5xx, plain text or none) so that serveDashboard can
+// answer a problem instead, keeping the first maxDashboardErrorText bytes
+// of its text; and, for a request under the JSON API, asynqmon's page (HTML, which
 // its page handler serves with 200 for any path no route matches), which it
 // drops; outside the API, asynqmon's page itself (a few KiB of a file it
 // embeds), which serveDashboard sends with dashboardAssetTags added. Any
@@ -545,7 +557,7 @@ type dashboardWriter struct {
 func (w *dashboardWriter) WriteHeader(code int) {
 	switch {
 	case w.held != 0:
-	case !w.started && (code == http.StatusNotFound || code >= 500):
+	case !w.started && (code == http.StatusNotFound || code == http.StatusMethodNotAllowed || code >= 500):
 		w.held = code
 	default:
 		w.started = w.started || code >= 200

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certmail/certmail/internal/api"
+	"github.com/certmail/certmail/internal/queues"
 )
 
 // rawArchived stores an archived task of queue default under id, as a raw
@@ -193,7 +196,7 @@ func (b *bundle) activate(t *testing.T, id string) {
 // after DigiCert may have acted on it. An operator's is refused 409 with a
 // detail that says why and what to do instead; no cancel is published and
 // the task stays active. Readers, and operators of a read-only dashboard,
-// still get asynqmon's 405, and producers 403; the active tasks are still
+// still get a 405 problem, and producers 403; the active tasks are still
 // listed.
 func TestDashboardCancelRefused(t *testing.T) {
 	t.Parallel()
@@ -242,9 +245,7 @@ func TestDashboardCancelRefused(t *testing.T) {
 		{"operator, read-only dashboard", ro, testToken, http.StatusMethodNotAllowed},
 	} {
 		for _, c := range cancels {
-			if res := tt.b.do(t, http.MethodPost, c.path, c.body, basicAuth(tt.token)); res.status != tt.status {
-				t.Errorf("%s: POST %s: %d %.200s, want %d", tt.name, c.path, res.status, res.body, tt.status)
-			}
+			mustProblem(t, tt.b.do(t, http.MethodPost, c.path, c.body, basicAuth(tt.token)), tt.status)
 		}
 	}
 }
@@ -339,5 +340,83 @@ func TestDashboardJSONContentType(t *testing.T) {
 	}
 	if res := b.do(t, http.MethodGet, "/monitoring/", "", basicAuth(readerToken)); !strings.HasPrefix(res.header.Get("Content-Type"), "text/html") {
 		t.Errorf("GET /monitoring/: %q, want the page as HTML", res.header.Get("Content-Type"))
+	}
+}
+
+// TestDashboardRoutesAreAsynqmons: the routes certmail matches a path
+// against, for the Allow header of a 405 under /monitoring/api/, are those
+// of asynqmon's own router, method for method. An upgrade of asynqmon that
+// adds, drops or changes a route fails this test until the table follows.
+func TestDashboardRoutesAreAsynqmons(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	got, err := b.srv.AsynqmonRoutes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := api.DashboardRoutes(); !slices.Equal(got, want) {
+		t.Errorf("asynqmon routes\n\t%s\ncertmail knows\n\t%s", strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+	}
+}
+
+// TestDashboardMethodNotAllowed: a method that no route of a path under
+// /monitoring/api/ takes is answered as the API answers one: a problem,
+// with Allow listing the methods the path takes on the dashboard the token
+// gets. Readers and a read-only dashboard take GET only (Allow is empty
+// where the path has no GET), and the problem's detail is asynqmon's
+// reason. Nothing is done: the queue stays unpaused.
+func TestDashboardMethodNotAllowed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ro := setup(t, setupOpts{configure: func(c *api.Config) { c.DashboardReadOnly = true }})
+	const (
+		q        = "/monitoring/api/queues"
+		pause    = q + "/default:pause"
+		run      = q + "/default/archived_tasks/raw-unk:run"
+		readOnly = "API Server is running in read-only mode: POST request is not allowed"
+		generic  = "this route does not take that method; see the Allow header"
+	)
+	tests := []struct {
+		name         string
+		b            *bundle
+		token        string
+		method, path string
+		allow        string
+		detail       string
+	}{
+		{"list", b, testToken, http.MethodPatch, q, "GET", generic},
+		{"list, HEAD", b, testToken, http.MethodHead, q, "GET", ""},
+		{"pause", b, testToken, http.MethodPut, pause, "DELETE, GET, POST", generic},
+		{"run", b, testToken, http.MethodGet, run, "DELETE, POST", generic},
+		{"bulk", b, testToken, http.MethodDelete, q + "/default/pending_tasks:batch_delete", "POST", generic},
+		{"reader, list", b, readerToken, http.MethodPatch, q, "GET", generic},
+		{"reader, pause", b, readerToken, http.MethodPost, pause, "GET", readOnly},
+		{"reader, run", b, readerToken, http.MethodPost, run, "", readOnly},
+		{"read-only, pause", ro, testToken, http.MethodPost, pause, "GET", readOnly},
+		{"read-only, run", ro, testToken, http.MethodPost, run, "", readOnly},
+		{"read-only, delete", ro, testToken, http.MethodDelete, q + "/default", "GET",
+			"API Server is running in read-only mode: DELETE request is not allowed"},
+	}
+	for _, tt := range tests {
+		res := tt.b.do(t, tt.method, tt.path, "", basicAuth(tt.token))
+		what := fmt.Sprintf("%s: %s %s", tt.name, tt.method, tt.path)
+		if allow, ok := res.header["Allow"]; !ok || len(allow) != 1 || allow[0] != tt.allow {
+			t.Errorf("%s: Allow %q (present %t), want %q", what, allow, ok, tt.allow)
+		}
+		if tt.method == http.MethodHead {
+			if res.status != http.StatusMethodNotAllowed || res.header.Get("Content-Type") != api.ProblemContentType {
+				t.Errorf("%s: %d %q, want a 405 problem", what, res.status, res.header.Get("Content-Type"))
+			}
+			continue
+		}
+		if p := mustProblem(t, res, http.StatusMethodNotAllowed); p.Detail != tt.detail {
+			t.Errorf("%s: detail %q, want %q", what, p.Detail, tt.detail)
+		}
+		if cc := res.header.Get("Cache-Control"); cc != "no-store" {
+			t.Errorf("%s: Cache-Control %q, want no-store", what, cc)
+		}
+	}
+	if paused, err := b.redis.Client().Exists(context.Background(), queues.AsynqKey("default", "paused")).Result(); err != nil || paused != 0 {
+		t.Errorf("the default queue is paused (%d, %v)", paused, err)
 	}
 }

@@ -1,8 +1,13 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
+	"unsafe"
+
+	"github.com/gorilla/mux"
 )
 
 // Patterns returns every pattern the server registered, for the test that
@@ -48,3 +53,43 @@ func (s *Server) BodyBytesHeld() int64 { return s.bodies.held.Load() }
 
 // BodyWaiters is the number of requests waiting for room for their body.
 func (s *Server) BodyWaiters() int64 { return s.bodies.waiting.Load() }
+
+// DashboardRoutes are the routes certmail knows asynqmon's JSON API by
+// (dashboardRoutes), each as "METHOD path template", sorted.
+func DashboardRoutes() []string {
+	var out []string
+	for _, rt := range dashboardRoutes {
+		out = append(out, rt.method+" "+dashboardAPIPrefix+rt.path)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// AsynqmonRoutes are the routes of the operators' dashboard's own router,
+// each as "METHOD path template", sorted. asynqmon keeps its router in an
+// unexported field, read here through reflection: a test that breaks when
+// asynqmon changes its layout is where that belongs, not the server.
+func (s *Server) AsynqmonRoutes() ([]string, error) {
+	f := reflect.ValueOf(s.dashboard).Elem().FieldByName("router")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[*mux.Router]() {
+		return nil, fmt.Errorf("asynqmon.HTTPHandler has no router field of type *mux.Router")
+	}
+	router := reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem().Interface().(*mux.Router)
+	var out []string
+	err := router.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		methods, err := route.GetMethods()
+		if err != nil { // a subrouter's prefix: no methods of its own
+			return nil
+		}
+		tpl, err := route.GetPathTemplate()
+		if err != nil {
+			return err
+		}
+		for _, m := range methods {
+			out = append(out, m+" "+tpl)
+		}
+		return nil
+	})
+	slices.Sort(out)
+	return out, err
+}

@@ -294,7 +294,7 @@ func (w *unmatchedWriter) WriteHeader(code int) {
 		w.Header()["Cache-Control"] = []string{"no-store"}
 		p := Problem{Status: code, Detail: "no such route; see /v1/openapi.json"}
 		if code == http.StatusMethodNotAllowed {
-			p.Detail = "this route does not take that method; see the Allow header"
+			p.Detail = detailMethodNotAllowed
 		}
 		w.s.writeProblem(w.ResponseWriter, w.r, p, nil)
 		return
