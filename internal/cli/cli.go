@@ -356,7 +356,7 @@ func helpArgs(args []string) []string {
 // bulk, which takes none), --queue given to
 // enqueue --file says that each line names its queue, an unexpected
 // argument (certmail help nosuch) points to the --help of the command it
-// was given to, and a setting given in the environment is named by its
+// was given to, and so does a missing one (certmail dlq show), and a setting given in the environment is named by its
 // variable (fromEnvironment).
 func parseErrorMessage(err error) string {
 	s := err.Error()
@@ -377,6 +377,8 @@ func parseErrorMessage(err error) string {
 			`the default queue when it names none); the task-type subcommands take --queue`
 	case strings.HasPrefix(s, "expected one of "):
 		return s + "; " + strings.TrimSpace("certmail "+cmd) + " --help lists them"
+	case strings.HasPrefix(s, `expected "<`): // a missing argument: expected "<task-id> ..."
+		return s + "; " + commandPath(cmd) + " --help says what it takes"
 	case strings.HasPrefix(s, "unexpected argument ") && cmd == "":
 		return s + "; certmail --help lists the commands"
 	case strings.HasPrefix(s, "unexpected argument "):

@@ -158,7 +158,8 @@ func hasSubcommands(t reflect.Type) bool {
 // An operator lost at the command line is pointed the right way: "certmail
 // help [command]" prints the help, and a word it does not know (help
 // nosuch) points to the --help that lists the commands; a command that
-// needs a subcommand points to its --help; enqueue alone lists the task types rather than ask for
+// needs a subcommand, or is given too many arguments or too few, points to
+// its --help; enqueue alone lists the task types rather than ask for
 // --file (bulk, the default subcommand, needs it), and so does enqueue
 // given a word that is no task type rather than point to bulk's help; and
 // --queue given to enqueue --file says that each line names its queue
@@ -179,6 +180,11 @@ func TestUsageErrorsPointTheWay(t *testing.T) {
 		{[]string{"help", "dlq", "nosuch"}, 2, "unexpected argument nosuch; certmail dlq --help says what it takes", ""},
 		{[]string{"task", "an-id", "nosuch"}, 2, "unexpected argument nosuch; certmail task --help says what it takes", ""},
 		{[]string{"dlq"}, 2, "; certmail dlq --help lists them", ""},
+		{[]string{"task"}, 2, `expected "<id>"; certmail task --help says what it takes`, ""},
+		{[]string{"schedule", "rm"}, 2, `expected "<id>"; certmail schedule rm --help says what it takes`, ""},
+		{[]string{"dlq", "show"}, 2, `expected "<task-id>"; certmail dlq show --help says what it takes`, ""},
+		{[]string{"dlq", "requeue"}, 2, `expected "<task-id> ..."; certmail dlq requeue --help says what it takes`, ""},
+		{[]string{"dlq", "delete"}, 2, `expected "<task-id> ..."; certmail dlq delete --help says what it takes`, ""},
 		{[]string{"enqueue"}, 2, "enqueue: " + giveType, "missing flags"},
 		{[]string{"enqueue", "resend-dvc"}, 2, "enqueue: resend-dvc is not a task type; " + giveType, "bulk"},
 		{[]string{"enqueue", "--dry-run", "resend-dvc", "--order-id", "1"}, 2, "enqueue: resend-dvc is not a task type; " + giveType, "bulk"},
