@@ -2145,6 +2145,45 @@ func TestDLQShowsOddNamesEscaped(t *testing.T) {
 	}
 }
 
+// A task id that no task the command acts on can have is a usage mistake
+// (exit status 2), refused before Redis is opened, the same way by every
+// command that takes one: an empty id, and for the dead-letter commands an
+// id over 256 bytes, which no dead letter has (a longer id's is kept under
+// its shortened form). certmail task takes a longer id: a raw producer's
+// task keeps it whole in asynq.
+func TestMalformedTaskIDIsAUsageError(t *testing.T) {
+	t.Parallel()
+	over := strings.Repeat("b", 257)
+	down := "redis://127.0.0.1:1/0" // never reached: a lookup would fail with exit status 1
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"task", ""}, `certmail task: task id "": empty; give the id enqueue printed`},
+		{[]string{"dlq", "show", ""}, `certmail dlq show: task id "": empty; give the id dlq list shows`},
+		{[]string{"dlq", "requeue", "ok-id", ""}, `certmail dlq requeue: task id "": empty; give the id dlq list shows`},
+		{[]string{"dlq", "delete", "", "ok-id"}, `certmail dlq delete: task id "": empty; give the id dlq list shows`},
+		{[]string{"dlq", "show", over}, `certmail dlq show: task id "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"… (257 bytes): longer than 256 bytes, ` +
+			`which no dead letter's id is; give the id dlq list shows (a longer one shortened)`},
+		{[]string{"dlq", "requeue", "ok-id", over}, `(257 bytes): longer than 256 bytes`},
+		{[]string{"dlq", "delete", over}, `(257 bytes): longer than 256 bytes`},
+	} {
+		r := run(t, append(tt.args, "--redis-url", down)...)
+		if r.code != 2 || !strings.Contains(r.stderr, tt.want) || strings.Count(r.stderr, "\n") != 1 || r.stdout != "" {
+			t.Errorf("certmail %.80q: exit %d, stdout %q, stderr %q; want 2 and one line with %q", tt.args, r.code, r.stdout, r.stderr, tt.want)
+		}
+	}
+	e := setup(t)
+	client := asynq.NewClient(e.redis.ConnOpt())
+	defer client.Close()
+	if _, err := client.Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id": 7}`)), asynq.TaskID(over)); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.run("task", over); r.code != 0 || !strings.Contains(r.stdout, `"state": "pending"`) {
+		t.Errorf("task of a raw producer's %d-byte id: exit %d, stdout %.300q, stderr %q; want 0 and the task", len(over), r.code, r.stdout, r.stderr)
+	}
+}
+
 // A long id or flag value is never echoed back in full: certmail's own
 // errors name a task id or schedule id by its first 32 bytes, kong's are
 // cut, and neither writes a control character it was given.
@@ -2158,11 +2197,11 @@ func TestLongIDsNotEchoed(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"dlq", "requeue", "ok-id", long}, 1, named + ": dead letter: not found"},
-		{[]string{"dlq", "delete", long}, 1, named + ": dead letter: not found"},
+		{[]string{"dlq", "requeue", "ok-id", long}, 2, "task id " + named + ": longer than 256 bytes"},
+		{[]string{"dlq", "delete", long}, 2, "task id " + named + ": longer than 256 bytes"},
 		{[]string{"task", long}, 1, "task " + named + ": not found"},
 		{[]string{"schedule", "rm", long}, 1, named + ": schedule not found"},
-		{[]string{"task", ""}, 2, "the task id is empty"},
+		{[]string{"task", ""}, 2, `task id "": empty`},
 		{[]string{"dlq", long}, 2, "unexpected argument aaaa"},
 		{[]string{"--" + long}, 2, "unknown flag --aaaa"},
 		{[]string{"enqueue", "set-emails", "--order-id", long}, 2, "--order-id"},

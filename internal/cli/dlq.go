@@ -121,8 +121,12 @@ type DLQShowCmd struct {
 	Output string `short:"o" enum:"json,table" default:"json" help:"Output format: json or table."`
 }
 
-// Run prints the entry; a task without dead letter is a failure (exit status 1).
+// Run prints the entry; a task without dead letter is a failure (exit
+// status 1), an id no dead letter can have a usage error (checkDeadLetterIDs).
 func (c *DLQShowCmd) Run(env *Env) error {
+	if err := checkDeadLetterIDs(c.TaskID); err != nil {
+		return err
+	}
 	svc, _, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{})
 	if err != nil {
 		return err
@@ -151,8 +155,12 @@ type DLQRequeueCmd struct {
 }
 
 // Run requeues each task, going on past failures; any failure makes the
-// exit status 1.
+// exit status 1. An id no dead letter can have is a usage error, before
+// any is requeued (checkDeadLetterIDs).
 func (c *DLQRequeueCmd) Run(env *Env) error {
+	if err := checkDeadLetterIDs(c.TaskIDs...); err != nil {
+		return err
+	}
 	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{})
 	if err != nil {
 		return err
@@ -177,8 +185,13 @@ type DLQDeleteCmd struct {
 
 // Run deletes each task and its entries, going on past failures; any
 // failure makes the exit status 1. When only the entries were left to
-// delete (the task is alive again, or gone), it says so.
+// delete (the task is alive again, or gone), it says so. An id no dead
+// letter can have is a usage error, before any is deleted
+// (checkDeadLetterIDs).
 func (c *DLQDeleteCmd) Run(env *Env) error {
+	if err := checkDeadLetterIDs(c.TaskIDs...); err != nil {
+		return err
+	}
 	svc, log, done, err := openOps(env, c.RedisFlags, c.LogFlags, ops.Config{})
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/ops"
 	"github.com/certmail/certmail/internal/queues"
 	"github.com/certmail/certmail/tasks"
@@ -29,8 +30,9 @@ type TaskCmd struct {
 // Run prints the task's status; a task no queue has, or not the queue
 // given, is a failure (exit status 1).
 func (c *TaskCmd) Run(env *Env) error {
-	if c.ID == "" {
-		return usagef("the task id is empty: give the id enqueue printed")
+	// Not bounded by length: a raw producer's task keeps a long id whole in asynq.
+	if err := checkTaskID(c.ID, "enqueue printed"); err != nil {
+		return err
 	}
 	if c.Queue != nil && !tasks.ValidQueueName(*c.Queue) {
 		return usagef("--queue: a queue name is %s", queues.NameRule)
@@ -121,6 +123,35 @@ func writeJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
+}
+
+// checkTaskID refuses, as a usage mistake, an empty task id, which names
+// no task (a shell variable left unset): before Redis is opened, saying
+// where the ids to give are shown (where: "enqueue printed").
+func checkTaskID(id, where string) error {
+	if id == "" {
+		return usagef("task id %s: empty; give the id %s", ops.ShowName(id), where)
+	}
+	return nil
+}
+
+// checkDeadLetterIDs refuses, as a usage mistake, the first of ids that no
+// dead letter can have, before Redis is opened and any id acted on: an
+// empty one (checkTaskID), or one over deadletter.MaxID bytes, as the
+// dead letter of a longer id is kept under its shortened form
+// (deadletter.BoundedID), which dlq list shows.
+func checkDeadLetterIDs(ids ...string) error {
+	const where = "dlq list shows"
+	for _, id := range ids {
+		if err := checkTaskID(id, where); err != nil {
+			return err
+		}
+		if len(id) > deadletter.MaxID {
+			return usagef("task id %s: longer than %d bytes, which no dead letter's id is; give the id %s (a longer one shortened)",
+				ops.ShowName(id), deadletter.MaxID, where)
+		}
+	}
+	return nil
 }
 
 // openOps opens Redis and an ops.Service on it with a logger from lf;
