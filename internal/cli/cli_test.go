@@ -2058,26 +2058,69 @@ func TestEnqueueLostAnswer(t *testing.T) {
 	}
 }
 
-// An enqueue that Redis refused before the task was sent (a wrong
-// password) stored nothing: the error does not send the operator to look
-// the task up. One that failed inside the script that stores it (a key of
-// the wrong type, after the task's hash was written) still does.
+// An enqueue that Redis refused before the task was sent (asynq's
+// registration of the queue, SADD, refused to an ACL user) stored nothing:
+// the error does not send the operator to look the task up. One that
+// failed inside the script that stores it (a key of the wrong type, after
+// the task's hash was written) still does.
 func TestEnqueueRefusedSaysSo(t *testing.T) {
 	t.Parallel()
-	secured := redistest.Start(t, redistest.Options{Password: "right-password"})
-	args := []string{"enqueue", "set-emails", "--order-id", "5", "--email", "a@example.com"}
-	r := run(t, append(args, "--redis-url", "redis://:wrong-password@"+secured.Addr()+"/0")...)
-	if r.code != 1 || !strings.Contains(r.stderr, "WRONGPASS") || !strings.Contains(r.stderr, "nothing enqueued") ||
-		strings.Contains(r.stderr, "may have been enqueued") {
-		t.Errorf("enqueue with a wrong password: exit %d, stderr %q; want 1, WRONGPASS, nothing enqueued", r.code, r.stderr)
-	}
 	e := setup(t)
+	if err := e.redis.Client().Do(context.Background(), "ACL", "SETUSER", "no-sadd", "on", ">no-sadd-pw", "~*", "&*", "+@all", "-sadd").Err(); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"enqueue", "set-emails", "--order-id", "5", "--email", "a@example.com"}
+	r := run(t, append(args, "--redis-url", "redis://no-sadd:no-sadd-pw@"+e.redis.Addr()+"/0")...)
+	if r.code != 1 || !strings.Contains(r.stderr, "NOPERM") || !strings.Contains(r.stderr, "nothing enqueued") ||
+		strings.Contains(r.stderr, "may have been enqueued") {
+		t.Errorf("enqueue refused its queue's registration: exit %d, stderr %q; want 1, NOPERM, nothing enqueued", r.code, r.stderr)
+	}
 	if err := e.redis.Client().Set(context.Background(), "asynq:{default}:pending", "not a list", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	r = e.run(args...)
 	if r.code != 1 || !strings.Contains(r.stderr, "WRONGTYPE") || !strings.Contains(r.stderr, "may have been enqueued all the same") {
 		t.Errorf("enqueue failing inside the script: exit %d, stderr %q; want 1 and the advice to look the task up", r.code, r.stderr)
+	}
+}
+
+// A one-shot command whose REDIS_URL Redis refuses (a wrong password or
+// ACL user: WRONGPASS; no password where Redis asks for one: NOAUTH) is
+// refused before it does anything, as a configuration mistake: exit status
+// 2, one line that names the setting as it was given and says what to
+// check, without the URL's user or password.
+func TestRedisAuthRefusedSaysWhatToCheck(t *testing.T) {
+	t.Parallel()
+	const password = "right-pw-6a0e"
+	secured := redistest.Start(t, redistest.Options{Password: password})
+	ctx := context.Background()
+	if err := secured.Client().Do(ctx, "ACL", "SETUSER", "ops-user", "on", ">ops-pw-19f4", "~*", "&*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	commands := [][]string{
+		{"task", "some-id"}, {"dlq", "list"}, {"dlq", "delete", "some-id"}, {"schedule", "list"},
+		{"enqueue", "set-emails", "--order-id", "5", "--email", "a@example.com"},
+	}
+	for _, tc := range []struct{ userinfo, want string }{
+		{":wrong-pw-2c81@", "--redis-url: WRONGPASS"},
+		{"ops-user:wrong-pw-2c81@", "--redis-url: WRONGPASS"},
+		{"", "--redis-url: NOAUTH"},
+	} {
+		advice := "; Redis at redis://" + secured.Addr() + "/0 refused the user and password that --redis-url gives: check them"
+		if tc.userinfo == "" {
+			advice = "; Redis at redis://" + secured.Addr() + "/0 asks for a password, which --redis-url does not give: add it"
+		}
+		for _, args := range commands {
+			r := run(t, append(args, "--redis-url", "redis://"+tc.userinfo+secured.Addr()+"/0")...)
+			if r.code != 2 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stderr, advice) ||
+				strings.Contains(r.stderr, "wrong-pw") || strings.Contains(r.stderr, "ops-user") {
+				t.Errorf("certmail %s as %q: exit %d, stderr %q; want 2 and one line with %q and %q, no user or password",
+					strings.Join(args, " "), tc.userinfo, r.code, r.stderr, tc.want, advice)
+			}
+		}
+	}
+	if n, err := secured.Client().DBSize(ctx).Result(); err != nil || n != 0 {
+		t.Errorf("%d keys (%v) after the refused commands, want none", n, err)
 	}
 }
 

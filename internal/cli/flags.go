@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -100,14 +101,18 @@ type RedisFlags struct {
 // open opens the Redis of f, and sends go-redis's own messages to the
 // command's logger from then on (Env.logRedisTo). A database the server
 // does not have is refused here, before the command starts anything
-// (redisconn.Conn.CheckDatabase); a Redis that is down is left to the
-// command, which waits for it or fails as it does. A one-shot command's
-// clients give up on each Redis command within
-// redisconn.OneShotCommandBound (redisconn.OpenOneShot).
+// (redisconn.Conn.CheckDatabase), and so, for a one-shot command, is a
+// user or password Redis refuses, or a password it asks for and the URL
+// does not give (redisconn.Conn.CheckAccess), with what to check; a Redis
+// that is down is left to the command, which waits for it or fails as it
+// does, and so is a refused password to a service, which waits for it as
+// for a Redis that is down. A one-shot command's clients give up on each
+// Redis command within redisconn.OneShotCommandBound
+// (redisconn.OpenOneShot).
 func (f RedisFlags) open(env *Env) (*redisconn.Conn, error) {
-	openURL := redisconn.Open
+	openURL, check := redisconn.Open, (*redisconn.Conn).CheckDatabase
 	if env.oneShot {
-		openURL = redisconn.OpenOneShot
+		openURL, check = redisconn.OpenOneShot, (*redisconn.Conn).CheckAccess
 	}
 	c, err := openURL(f.RedisURL)
 	if err != nil {
@@ -115,7 +120,10 @@ func (f RedisFlags) open(env *Env) (*redisconn.Conn, error) {
 	}
 	env.logRedisTo(env.log)
 	env.redisConn = c
-	if err := c.CheckDatabase(env.Ctx); err != nil {
+	if err := check(c, env.Ctx); err != nil {
+		if redisconn.AuthRefused(err) {
+			err = fmt.Errorf("%s: %w%s", env.setting("REDIS_URL"), err, env.advice(err))
+		}
 		return nil, errors.Join(usageError{err}, c.Client.Close())
 	}
 	return c, nil

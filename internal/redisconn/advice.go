@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -22,10 +23,12 @@ import (
 //   - a TLS connection failed (rediss://): the server's certificate is not
 //     trusted, or the server refused the client (it asks for a client
 //     certificate, which certmail does not send), or it does not speak TLS;
+//   - Redis refused the user and password setting gives, or asked for a
+//     password and setting gives none (AuthRefused);
 //   - Redis could not be reached or did not answer (Unreachable).
 //
-// An answer of Redis's (a refused password, a missing database, a full
-// memory) says what is wrong itself.
+// Another answer of Redis's (a missing database, a full memory) says what
+// is wrong itself.
 func (c *Conn) Advice(err error, setting string) string {
 	if err == nil {
 		return ""
@@ -38,10 +41,48 @@ func (c *Conn) Advice(err error, setting string) string {
 			"authorities (a private one is added with SSL_CERT_FILE or SSL_CERT_DIR) and sends no client certificate "+
 			"(the server needs tls-auth-clients no or optional)", c.Target)
 	}
+	if a := c.authAdvice(err, setting); a != "" {
+		return a
+	}
 	if Unreachable(err) {
 		return fmt.Sprintf("; Redis at %s did not answer: check that it is running and that %s names it", c.Target, setting)
 	}
 	return ""
+}
+
+// AuthRefused reports whether err is Redis refusing the credentials of
+// REDIS_URL: a user or password it does not accept (WRONGPASS), or none
+// where it asks for one (NOAUTH). Not the sentinels' refusal of theirs,
+// which Advice names apart (sentinel_password).
+func AuthRefused(err error) bool {
+	return (redis.HasErrorPrefix(err, "WRONGPASS") || redis.HasErrorPrefix(err, "NOAUTH")) &&
+		!strings.Contains(err.Error(), sentinelsUnreachable)
+}
+
+// authAdvice is Advice for Redis's refusal of the credentials setting
+// gives (AuthRefused), "" for any other error. It names Redis by its
+// address alone: neither the password nor the user of the URL.
+func (c *Conn) authAdvice(err error, setting string) string {
+	switch {
+	case !AuthRefused(err):
+		return ""
+	case redis.HasErrorPrefix(err, "NOAUTH"):
+		return fmt.Sprintf("; Redis at %s asks for a password, which %s does not give: add it "+
+			"(redis://:PASSWORD@host:port/db, or USER:PASSWORD@ for an ACL user)", c.address(), setting)
+	}
+	return fmt.Sprintf("; Redis at %s refused the user and password that %s gives: check them "+
+		"(a password's /, ?, #, @ and %% are written %%2F, %%3F, %%23, %%40 and %%25)", c.address(), setting)
+}
+
+// address is c.Target without its user: the scheme, the addresses, the
+// database and the master's name.
+func (c *Conn) address() string {
+	u, err := url.Parse(c.Target)
+	if err != nil {
+		return "(the URL given)" // Open built Target as a URL
+	}
+	u.User = nil
+	return u.String()
 }
 
 // sentinelsUnreachable starts go-redis's error when no sentinel gave the

@@ -510,6 +510,28 @@ func (c *Conn) databaseError(err error) error {
 // included, returns nil: that is for Wait or the commands that follow to
 // meet.
 func (c *Conn) CheckDatabase(ctx context.Context) error {
+	return c.databaseError(c.probe(ctx))
+}
+
+// CheckAccess is CheckDatabase for a command that stops at its first
+// failure: it also returns Redis's refusal of REDIS_URL's user or
+// password (AuthRefused), as it answered the ping, so that such a command
+// can refuse the setting before it does anything. (A service waits on that
+// refusal, logging it, as on a Redis that is down: Wait.)
+func (c *Conn) CheckAccess(ctx context.Context) error {
+	err := c.probe(ctx)
+	if dbErr := c.databaseError(err); dbErr != nil {
+		return dbErr
+	}
+	if AuthRefused(err) {
+		return err
+	}
+	return nil
+}
+
+// probe pings Redis once, for at most a second, on a connection of its own
+// that is dialled once, and returns the ping's error.
+func (c *Conn) probe(ctx context.Context) error {
 	probe, err := newClient(c.Opt, once)
 	if err != nil {
 		return nil // Open built c from the same options
@@ -517,7 +539,7 @@ func (c *Conn) CheckDatabase(ctx context.Context) error {
 	defer probe.Close()
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	return c.databaseError(probe.Ping(ctx).Err())
+	return probe.Ping(ctx).Err()
 }
 
 // Wait pings Redis with exponential backoff (up to 30 s between tries) until
