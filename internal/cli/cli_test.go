@@ -817,6 +817,10 @@ func TestEnqueueFile(t *testing.T) {
 		`{"type": "set-emails", "payload": {"order_id": 6, "additional_emails": []}, "queue": "nope", "queue": "critical"}`,
 		`{"type": "resend-dcv", "payload": {"order_id": 11}, "process_at": "2999-01-01T00:00:00Z"}`,
 		"\ufeff" + `{"type": "resend-dcv", "payload": {"order_id": 12}}`, // not at the file's start: refused
+		`{"type": "resend-dcv", "payload": "{\"order_id\": 13}"}`,        // a payload that is a JSON string
+		`["resend-dcv", {"order_id": 14}]`,                   // a line that is not an object
+		`{"type": "resend-dcv", "payload": 15, "queue": ""}`, // the payload's problem among the line's
+		`{"type": "set-emails", "payload": {"order_id": 16, "additional_emails": [` + strings.Repeat(`"x", `, 29) + `"x"]}}`,
 	}
 	file := filepath.Join(t.TempDir(), "jobs.jsonl")
 	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
@@ -826,7 +830,7 @@ func TestEnqueueFile(t *testing.T) {
 	if r.code == 0 {
 		t.Errorf("exit 0 with bad lines")
 	}
-	for _, n := range []int{3, 5, 6, 8, 10, 11, 12} {
+	for _, n := range []int{3, 5, 6, 8, 10, 11, 12, 13, 14, 15, 16} {
 		if !strings.Contains(r.stderr, fmt.Sprintf("line %d:", n)) {
 			t.Errorf("line %d not reported: %s", n, r.stderr)
 		}
@@ -840,12 +844,20 @@ func TestEnqueueFile(t *testing.T) {
 	if !strings.Contains(r.stderr, "line 12: starts with a byte order mark (U+FEFF)") {
 		t.Errorf("the byte order mark of line 12 is not named: %s", r.stderr)
 	}
+	// A problem of the payload as a whole names the member; one of the
+	// line as a whole, and the count of problems not listed, name none.
+	for _, want := range []string{"line 13: payload: must be a JSON object\n", "line 14: must be a JSON object\n",
+		"line 15: queue: must not be empty", "line 15: payload: must be a JSON object\n", "line 16: and 10 more problems not listed\n"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not say %q: %s", want, r.stderr)
+		}
+	}
 	for _, n := range []int{1, 7, 9} {
 		if strings.Contains(r.stderr, fmt.Sprintf("line %d:", n)) {
 			t.Errorf("good line %d reported: %s", n, r.stderr)
 		}
 	}
-	if !strings.Contains(r.stdout, "3 enqueued") || !strings.Contains(r.stdout, "7 failed") {
+	if !strings.Contains(r.stdout, "3 enqueued") || !strings.Contains(r.stdout, "11 failed") {
 		t.Errorf("summary: %s", r.stdout)
 	}
 	if n := len(e.tasks()); n != 3 {

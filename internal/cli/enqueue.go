@@ -529,17 +529,38 @@ func (r *bulkRun) one(line []byte, tooLong bool) error {
 	return nil
 }
 
-// validationProblems returns the messages of a validation error (an invalid
-// payload or option, an unknown type), nil for any other error.
+// validationProblems returns the messages of a validation error of a line
+// (an invalid payload or option, an unknown type; lineMessages), nil for
+// any other error.
 func validationProblems(req enqueue.Request, err error) []string {
 	var ve *tasks.ValidationError
 	switch {
 	case errors.As(err, &ve):
-		return fieldMessages(ve)
+		return lineMessages(ve)
 	case errors.Is(err, tasks.ErrUnknownType):
 		return []string{fmt.Sprintf("type: unknown task type %.64q (want one of %s)", req.Type, strings.Join(tasks.Types(), ", "))}
 	}
 	return nil
+}
+
+// lineMessages are the problems of ve, a line's, as fieldMessages words
+// them, but for a problem of the payload as a whole (Field "": tasks.Parse
+// speaks of the payload alone), which names the member at fault: "payload:
+// must be a JSON object", where the same words alone are a problem of the
+// line as a whole (enqueue.DecodeLine). The last entry, when it counts the
+// problems not listed, names none.
+func lineMessages(ve *tasks.ValidationError) []string {
+	msgs := fieldMessages(ve)
+	listed := len(ve.Errors)
+	if ve.Omitted > 0 && listed > 0 {
+		listed--
+	}
+	for i, fe := range ve.Errors[:listed] {
+		if fe.Field == "" {
+			msgs[i] = "payload: " + fe.Message
+		}
+	}
+	return msgs
 }
 
 // fail counts a failed line and reports each of its problems on stderr.
