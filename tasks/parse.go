@@ -341,21 +341,6 @@ func (d *decoder) str(path string, v json.RawMessage) string {
 	return d.strOr(path, v, "")
 }
 
-// optional decodes an optional string member whose rule no empty string
-// meets (a locale, a DNS name): "" is reported with the rule's
-// message, rather than taken as the member left out, which is how a Go
-// caller's zero value reads. null still counts as absent.
-func (d *decoder) optional(path string, v json.RawMessage, rule string) string {
-	s, ok := stringValue(v)
-	switch {
-	case !ok:
-		d.add(path, "must be a string")
-	case s == "":
-		d.add(path, rule)
-	}
-	return s
-}
-
 // strOr decodes a string; a value of another type is reported and stands as
 // placeholder.
 func (d *decoder) strOr(path string, v json.RawMessage, placeholder string) string {
@@ -446,7 +431,7 @@ func decodeResendDCV(d *decoder, raw json.RawMessage) ResendDCV {
 		case "domain_approval_emails":
 			p.DomainApprovalEmails = d.approvals(path, v)
 		case "locale":
-			p.Locale = d.optional(path, v, msgLocale)
+			p.Locale = d.str(path, v)
 		case "only_if_pending":
 			p.OnlyIfPending = d.boolean(path, v)
 		case "account":
@@ -481,7 +466,7 @@ func (d *decoder) approvals(path string, v json.RawMessage) []DomainApprovalEmai
 			case "email":
 				a.Email = d.strOr(path, v, placeholderEmail)
 			case "email_domain":
-				a.EmailDomain = d.optional(path, v, msgDNSName)
+				a.EmailDomain = d.str(path, v)
 			}
 		})
 		switch {
@@ -533,9 +518,9 @@ func decodeResendDomainDCV(d *decoder, raw json.RawMessage) ResendDomainDCV {
 		case "domain_id":
 			p.DomainID = d.id(path, v)
 		case "name_scope":
-			p.NameScope = d.optional(path, v, msgDNSName)
+			p.NameScope = d.str(path, v)
 		case "locale":
-			p.Locale = d.optional(path, v, msgLocale)
+			p.Locale = d.str(path, v)
 		case "email_array":
 			p.EmailArray = d.emails(path, v)
 		case "account":
