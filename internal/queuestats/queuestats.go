@@ -17,6 +17,11 @@
 // process's other series are served within Prometheus's scrape timeout.
 // The reads run in one goroutine of their own, one at a time: a scrape that
 // finds them running waits for their figures rather than start more.
+//
+// The stream's length is read apart from the queues: when Redis refuses it
+// (the key holds another type, on a Redis shared with other programs, or
+// an ACL denies it), the stream's gauge alone is left out, with one WARN
+// line until it can be read again, and the queues are reported as usual.
 package queuestats
 
 import (
@@ -27,11 +32,14 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
+	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/queues"
 )
 
@@ -62,6 +70,9 @@ type Config struct {
 	// Budget bounds the wait of one scrape for the figures, and the reads
 	// themselves on a client that honours deadlines (DefaultBudget when 0).
 	Budget time.Duration
+	// Logger gets the WARN line of a stream whose length Redis refuses to
+	// read (none when nil).
+	Logger *zap.Logger
 }
 
 // Validate reports a served queue whose series would mix with those of the
@@ -81,6 +92,11 @@ type Collector struct {
 	stream string
 	served []string // sorted
 	budget time.Duration
+	log    *zap.Logger
+
+	// streamRefused is set while Redis refuses the stream's length, so
+	// that its WARN line is written once, not at every scrape.
+	streamRefused atomic.Bool
 
 	size, latency, paused, streamLen, others, up *prometheus.Desc
 
@@ -108,6 +124,7 @@ func New(cfg Config) (*Collector, error) {
 		stream: cfg.DeadLetterStream,
 		served: slices.Compact(served),
 		budget: cmp.Or(cfg.Budget, DefaultBudget),
+		log:    cmp.Or(cfg.Logger, zap.NewNop()),
 		size: prometheus.NewDesc("certmail_queue_tasks",
 			"Tasks in a queue by state (pending, active, scheduled, retry, archived, completed).",
 			[]string{"queue", "state"}, nil),
@@ -224,18 +241,20 @@ const figuresPerQueue = 8
 // served ones, and at most MaxOtherQueues others: one SSCAN page, sorted)
 // with the stream's length, then the queues' figures.
 func (c *Collector) read(ctx context.Context) ([]prometheus.Metric, error) {
-	queues, served, known, streamLen, err := c.listQueues(ctx)
+	l, err := c.listQueues(ctx)
 	if err != nil {
 		return nil, err
 	}
 	metrics := []prometheus.Metric{
-		prometheus.MustNewConstMetric(c.streamLen, prometheus.GaugeValue, float64(streamLen)),
-		prometheus.MustNewConstMetric(c.others, prometheus.GaugeValue, float64(known-int64(served))),
+		prometheus.MustNewConstMetric(c.others, prometheus.GaugeValue, float64(l.known-int64(l.served))),
 	}
-	if len(queues) == 0 {
+	if c.streamRead(l.streamErr) {
+		metrics = append(metrics, prometheus.MustNewConstMetric(c.streamLen, prometheus.GaugeValue, float64(l.streamLen)))
+	}
+	if len(l.names) == 0 {
 		return metrics, nil
 	}
-	byLabel, labels, err := c.figures(ctx, queues, served)
+	byLabel, labels, err := c.figures(ctx, l.names, l.served)
 	if err != nil {
 		return nil, err
 	}
@@ -255,10 +274,21 @@ func (c *Collector) read(ctx context.Context) ([]prometheus.Metric, error) {
 	return metrics, nil
 }
 
-// listQueues is the first round trip: the queues to read (the served ones
-// asynq knows first, then at most MaxOtherQueues others), how many of them
-// are served, how many queues asynq knows, and the stream's length.
-func (c *Collector) listQueues(ctx context.Context) (queues []string, served int, known, streamLen int64, err error) {
+// queueList is what the first round trip reads.
+type queueList struct {
+	names  []string // the queues to read: the served ones asynq knows first, then at most MaxOtherQueues others
+	served int      // how many of names are served
+	known  int64    // how many queues asynq knows
+	// streamLen is the stream's length, unless streamErr is Redis's
+	// refusal to read it.
+	streamLen int64
+	streamErr error
+}
+
+// listQueues is the first round trip. Redis's error reply to the stream's
+// length is its own (queueList.streamErr): it says nothing of the queues;
+// any other error fails the read.
+func (c *Collector) listQueues(ctx context.Context) (queueList, error) {
 	pipe := c.rdb.Pipeline()
 	card := pipe.SCard(ctx, allQueuesKey)
 	member := make([]*redis.BoolCmd, len(c.served))
@@ -267,26 +297,77 @@ func (c *Collector) listQueues(ctx context.Context) (queues []string, served int
 	}
 	page := pipe.SScan(ctx, allQueuesKey, 0, "", MaxOtherQueues)
 	xlen := pipe.XLen(ctx, c.stream)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, 0, 0, 0, err
+	_, _ = pipe.Exec(ctx) // each command's error is read below
+	for _, cmd := range pipe.Cmds() {
+		if err := cmd.Err(); err != nil && cmd != xlen {
+			return queueList{}, err
+		}
+	}
+	l := queueList{known: card.Val(), streamLen: xlen.Val(), streamErr: xlen.Err()}
+	if l.streamErr != nil && !isErrorReply(l.streamErr) {
+		return queueList{}, l.streamErr // Redis did not answer
 	}
 	for i, q := range c.served {
 		if member[i].Val() {
-			queues = append(queues, q)
+			l.names = append(l.names, q)
 		}
 	}
-	served = len(queues)
+	l.served = len(l.names)
 	names, _ := page.Val()
 	slices.Sort(names)
 	for _, q := range slices.Compact(names) {
-		if len(queues)-served == MaxOtherQueues {
+		if len(l.names)-l.served == MaxOtherQueues {
 			break
 		}
 		if _, ok := slices.BinarySearch(c.served, q); !ok {
-			queues = append(queues, q)
+			l.names = append(l.names, q)
 		}
 	}
-	return queues, served, card.Val(), xlen.Val(), nil
+	return l, nil
+}
+
+// isErrorReply reports whether err is Redis's error reply to a command
+// (WRONGTYPE, NOPERM, …), not a failure to reach Redis.
+func isErrorReply(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && !errors.Is(err, redis.Nil)
+}
+
+// maxReplyShown bounds the text of a Redis error reply in a log line.
+const maxReplyShown = 200
+
+// streamRead reports whether the stream's length was read (err, Redis's
+// refusal of it, is nil). The first refusal after a read is logged at
+// WARN: the gauge is missing until the length is read again, while the
+// queues' figures, certmail_queue_stats_up 1 and /readyz say all is well.
+func (c *Collector) streamRead(err error) bool {
+	if err == nil {
+		c.streamRefused.Store(false)
+		return true
+	}
+	if !c.streamRefused.Swap(true) {
+		fields := []zap.Field{zap.String("key", deadletter.Clip(c.stream, maxReplyShown)),
+			zap.String("error", deadletter.Clip(err.Error(), maxReplyShown))}
+		if a := streamAdvice(err); a != "" {
+			fields = append(fields, zap.String("advice", a))
+		}
+		c.log.Warn("Redis refuses the length of the dead-letter stream: certmail_deadletter_stream_length is left out "+
+			"until it can be read, the queue figures are reported", fields...)
+	}
+	return false
+}
+
+// streamAdvice is what an operator does about err, Redis's refusal of the
+// stream's length, or "" when certmail has no advice.
+func streamAdvice(err error) string {
+	switch {
+	case redis.HasErrorPrefix(err, "WRONGTYPE"):
+		return "the key is not a stream: another program writes under certmail's names on a shared Redis (TYPE names what it holds); " +
+			"move that data away (RENAME, or the program to a Redis or database of its own), and the workers append to the key again"
+	case redis.HasErrorPrefix(err, "NOPERM"):
+		return "the ACL of the user in REDIS_URL denies it: allow the certmail:* keys and XLEN (the README's ACL SETUSER line)"
+	}
+	return ""
 }
 
 // figures is the second round trip: each queue's figures (names), the

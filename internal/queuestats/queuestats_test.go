@@ -445,3 +445,107 @@ func gauge(t *testing.T, reg *prometheus.Registry, name, queue, state string) fl
 	t.Fatalf("%s{queue=%q,state=%q} not exported", name, queue, state)
 	return 0
 }
+
+// A dead-letter stream Redis refuses to read (its key of another type, on
+// a Redis shared with another program, or an ACL that denies XLEN) leaves
+// out the stream's gauge alone: the queues are reported and
+// certmail_queue_stats_up is 1. One WARN line names the key and what to
+// do, however many scrapes follow; once the stream is read again its gauge
+// is back, and a later refusal is logged again.
+func TestStreamRefusedLeavesOutItsGaugeAlone(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, reply, advice string
+		refuse, allow       func(ctx context.Context, admin *redis.Client) error
+	}{
+		{"wrongtype", "WRONGTYPE", "not a stream",
+			func(ctx context.Context, admin *redis.Client) error {
+				return admin.Set(ctx, "certmail:deadletter", "another program's", 0).Err()
+			},
+			func(ctx context.Context, admin *redis.Client) error {
+				return admin.Del(ctx, "certmail:deadletter").Err()
+			}},
+		{"noperm", "NOPERM", "ACL SETUSER",
+			func(ctx context.Context, admin *redis.Client) error {
+				return admin.Do(ctx, "ACL", "SETUSER", "certmail", "-xlen").Err()
+			},
+			func(ctx context.Context, admin *redis.Client) error {
+				return admin.Do(ctx, "ACL", "SETUSER", "certmail", "+xlen").Err()
+			}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := redistest.Start(t)
+			admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+			t.Cleanup(func() { admin.Close() })
+			if err := admin.Do(ctx, "ACL", "SETUSER", "certmail", "on", ">pw", "~*", "&*", "+@all").Err(); err != nil {
+				t.Fatal(err)
+			}
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "certmail", Password: "pw", MaxRetries: -1})
+			t.Cleanup(func() { rdb.Close() })
+			log, logs := certmailtest.NewLogger(t)
+			reg := prometheus.NewPedanticRegistry()
+			reg.MustRegister(mustNew(t, queuestats.Config{Redis: rdb, DeadLetterStream: "certmail:deadletter",
+				Served: []string{"default"}, Logger: log}))
+			if _, err := asynq.NewClientFromRedisClient(admin).Enqueue(asynq.NewTask("resend-dcv", []byte(`{"order_id":1}`))); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.refuse(ctx, admin); err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				scrapeWithoutStream(t, reg)
+			}
+			warns := logs.Lines("warn", "")
+			if len(warns) != 1 {
+				t.Fatalf("%d WARN lines after three scrapes, want 1: %v", len(warns), warns)
+			}
+			if warns[0]["key"] != "certmail:deadletter" || !strings.HasPrefix(fmt.Sprint(warns[0]["error"]), c.reply) ||
+				!strings.Contains(fmt.Sprint(warns[0]["advice"]), c.advice) {
+				t.Errorf("WARN line %v: want the key, Redis's %s and advice with %q", warns[0], c.reply, c.advice)
+			}
+			if err := c.allow(ctx, admin); err != nil {
+				t.Fatal(err)
+			}
+			if got := seriesCount(t, reg, "certmail_deadletter_stream_length"); got != 1 {
+				t.Errorf("%d certmail_deadletter_stream_length series once the stream reads, want 1", got)
+			}
+			if err := c.refuse(ctx, admin); err != nil {
+				t.Fatal(err)
+			}
+			scrapeWithoutStream(t, reg)
+			if n := len(logs.Lines("warn", "")); n != 2 {
+				t.Errorf("%d WARN lines after the stream was refused again, want 2", n)
+			}
+		})
+	}
+}
+
+// scrapeWithoutStream gathers reg and checks that the queues are reported
+// without the stream's length.
+func scrapeWithoutStream(t *testing.T, reg *prometheus.Registry) {
+	t.Helper()
+	if got := gauge(t, reg, "certmail_queue_tasks", "default", "pending"); got != 1 {
+		t.Errorf("certmail_queue_tasks{queue=default,state=pending} = %v, want 1", got)
+	}
+	if got := seriesCount(t, reg, "certmail_queue_stats_up"); got != 1 {
+		t.Fatalf("%d certmail_queue_stats_up series", got)
+	}
+	if up := gauge(t, reg, "certmail_queue_stats_up", "", ""); up != 1 {
+		t.Errorf("certmail_queue_stats_up %v, want 1: the queues were read", up)
+	}
+	if got := seriesCount(t, reg, "certmail_deadletter_stream_length"); got != 0 {
+		t.Errorf("%d certmail_deadletter_stream_length series while Redis refuses the stream, want none", got)
+	}
+}
+
+// seriesCount is how many series of metric name reg gathers.
+func seriesCount(t *testing.T, reg *prometheus.Registry, name string) int {
+	t.Helper()
+	n, err := testutil.GatherAndCount(reg, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -252,7 +252,7 @@ func New(cfg Config) (*Worker, error) {
 	for q := range cfg.Queues {
 		served = append(served, q)
 	}
-	stats, err := queuestats.New(queuestats.Config{Redis: rdb, DeadLetterStream: deadletter.Stream, Served: served})
+	stats, err := queuestats.New(queuestats.Config{Redis: rdb, DeadLetterStream: deadletter.Stream, Served: served, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
