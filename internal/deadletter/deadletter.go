@@ -140,6 +140,35 @@ const (
 // shrinks to nothing as the stream is trimmed.
 const UnindexedKey = "certmail:deadletter:unindexed"
 
+// recordTypes are the keys Append writes whose type Redis checks, each
+// with the type it holds; any other type in one makes Append fail with
+// WRONGTYPE. (MarkerKey is written by SET, which replaces any type.)
+var recordTypes = [...]struct{ key, typ string }{
+	{Stream, "stream"}, {IndexKey, "zset"}, {IndexTimeKey, "zset"}, {UnindexedKey, "string"},
+}
+
+// WrongTypeKeys returns the keys Append writes that hold another type than
+// it writes there (none when each holds its own type or does not exist):
+// on a Redis shared with other programs, another program's data under
+// certmail's names, which makes every append fail with WRONGTYPE.
+func WrongTypeKeys(ctx context.Context, rdb redis.UniversalClient) ([]string, error) {
+	pipe := rdb.Pipeline()
+	types := make([]*redis.StatusCmd, len(recordTypes))
+	for i, r := range recordTypes {
+		types[i] = pipe.Type(ctx, r.key)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("dead-letter key types: %w", err)
+	}
+	var wrong []string
+	for i, r := range recordTypes {
+		if t := types[i].Val(); t != "none" && t != r.typ {
+			wrong = append(wrong, r.key)
+		}
+	}
+	return wrong, nil
+}
+
 // staleBatch is the most index members one append removes of entries the
 // stream no longer holds: more than XADD MAXLEN ~ trims at once (a node of
 // the stream, 100 entries by default), so that the index keeps up.

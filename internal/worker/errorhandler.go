@@ -172,13 +172,65 @@ func (h *errorHandler) deadLetter(ctx context.Context, t *asynq.Task, id, queue 
 		FailedAt:     time.Now(),
 	}, h.maxLen)
 	if unparkErr != nil {
-		h.log.Warn("could not clear the task's parked entry", zap.String("task_id", id), zap.Error(unparkErr))
+		h.log.Warn("could not clear the task's parked entry", zap.String("task_id", id),
+			zap.String("key", deadletter.ParkedKey), zap.String("error", deadletter.Clip(unparkErr.Error(), maxReplyShown)))
 	}
 	if appendErr != nil {
 		// The task is still archived by asynq; the stream entry is what is lost.
-		h.log.Warn("could not append to the dead-letter stream", zap.String("task_id", id), zap.Error(appendErr))
+		h.log.Warn("could not append to the dead-letter stream",
+			append([]zap.Field{zap.String("task_id", id)}, h.appendFailure(ctx, appendErr)...)...)
 	}
 }
+
+// appendFailure names, for err, a dead-letter append's failure, the key it
+// failed on and, for a refusal by Redis an operator must fix (WRONGTYPE,
+// NOPERM), what to do: Redis's reply does not name the key, and every
+// later dead letter fails alike until it is fixed. A WRONGTYPE costs one
+// more round trip, which finds the keys of another type (the stream's
+// index keys as well as the stream); the stream is named when it cannot.
+func (h *errorHandler) appendFailure(ctx context.Context, err error) []zap.Field {
+	key := deadletter.Stream
+	if redis.HasErrorPrefix(err, "WRONGTYPE") {
+		if keys, kerr := deadletter.WrongTypeKeys(ctx, h.rdb); kerr == nil && len(keys) > 0 {
+			key = strings.Join(keys, ",")
+		}
+	}
+	return append([]zap.Field{zap.String("key", key)}, refusalFields(err, appendWrongType, appendNoPerm)...)
+}
+
+// refusalFields are the fields of a log line about err, a failed command
+// on a certmail key: Redis's reply (cut to maxReplyShown bytes) and, for
+// another type under the key or an ACL refusal, wrongType or noPerm, what
+// to do about it.
+func refusalFields(err error, wrongType, noPerm string) []zap.Field {
+	fields := []zap.Field{zap.String("error", deadletter.Clip(err.Error(), maxReplyShown))}
+	switch {
+	case redis.HasErrorPrefix(err, "WRONGTYPE"):
+		fields = append(fields, zap.String("advice", wrongType))
+	case isACLRefusal(err):
+		fields = append(fields, zap.String("advice", noPerm))
+	}
+	return fields
+}
+
+// isACLRefusal reports whether err is Redis's ACL refusal of a command or
+// of one a script runs: NOPERM, or, inside a script, "ERR ACL failure in
+// script" (Redis 7.2 on) or "ERR The user executing the script can't"
+// (Redis 7.0).
+func isACLRefusal(err error) bool {
+	return redis.HasErrorPrefix(err, "NOPERM") || redis.HasErrorPrefix(err, "ACL failure in script") ||
+		redis.HasErrorPrefix(err, "The user executing the script can't")
+}
+
+// appendWrongType and appendNoPerm are what to do about a dead-letter
+// append Redis refuses.
+const (
+	appendWrongType = "the key holds another type than certmail writes there (TYPE shows it): another program writes under " +
+		"certmail's names on a shared Redis; move that data away (RENAME it, and give that program, or certmail, a Redis " +
+		"or database of its own), and later dead letters are appended again"
+	appendNoPerm = "the ACL of the user in REDIS_URL refuses the append (EVALSHA and the stream's commands on the certmail:* keys): " +
+		"give it the README's ACL SETUSER line"
+)
 
 // codeTaskIDTooLong: a task whose id is longer than tasks.MaxTaskIDBytes
 // (a raw producer's), dead-lettered without a call under its
