@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/deadletter"
@@ -31,10 +32,11 @@ type rateLimitCheck struct {
 	interval time.Duration
 	log      *zap.Logger
 	reported map[string]map[string]bool // account → the other settings reported
+	refused  map[string]bool            // the settings keys whose refusal by Redis was logged
 }
 
 func newRateLimitCheck(accounts map[string]*accountRuntime, interval time.Duration, log *zap.Logger) *rateLimitCheck {
-	c := &rateLimitCheck{interval: interval, log: log, reported: map[string]map[string]bool{}}
+	c := &rateLimitCheck{interval: interval, log: log, reported: map[string]map[string]bool{}, refused: map[string]bool{}}
 	for _, a := range accounts {
 		c.accounts = append(c.accounts, a)
 		c.reported[a.name] = map[string]bool{}
@@ -57,19 +59,59 @@ func (c *rateLimitCheck) run(ctx context.Context) {
 }
 
 // check announces every account's windows once. An account whose
-// announcement fails (Redis away, which the deliveries report) keeps what
-// it reported until the next check.
+// announcement fails keeps what it reported until the next check.
 func (c *rateLimitCheck) check(ctx context.Context) {
 	for _, a := range c.accounts {
 		actx, cancel := context.WithTimeout(ctx, c.interval)
 		others, err := a.limiter.Announce(actx, rateLimitCheckKeep*c.interval)
 		cancel()
 		if err != nil {
+			c.failed(a, err)
 			continue
 		}
 		c.compare(a.name, a.limiter.Settings(), others)
 	}
 }
+
+// failed logs err, Redis's refusal of a's announcement, once per settings
+// key for the worker's life: another type under the key (a Redis shared
+// with other programs) or an ACL that denies it switches the check off for
+// the account, and nothing else would say so, the deliveries never reading
+// that key. A failure to reach Redis, or a reply that says it serves no
+// writes for now (busyReply), is not logged: the deliveries report it.
+func (c *rateLimitCheck) failed(a *accountRuntime, err error) {
+	key := a.limiter.SettingsKey()
+	if !isErrorReply(err) || busyReply(err) || c.refused[key] {
+		return
+	}
+	c.refused[key] = true
+	c.log.Warn("Redis refuses the announcement of the worker's rate limits: whether workers of the account enforce other "+
+		"limits is not checked (see the README's Rate limits)",
+		append([]zap.Field{zap.String("account", deadletter.Clip(a.name, maxLabelLength)),
+			zap.String("key", deadletter.Clip(key, maxReplyShown))},
+			refusalFields(err, settingsWrongType, settingsNoPerm)...)...)
+}
+
+// busyReply reports whether err is a reply by which Redis says it serves
+// no writes for now: loading its data, a replica or without its master, a
+// script running too long, out of memory.
+func busyReply(err error) bool {
+	for _, p := range []string{"LOADING", "MASTERDOWN", "READONLY", "BUSY", "OOM"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// settingsWrongType and settingsNoPerm are what to do about an
+// announcement Redis refuses.
+const (
+	settingsWrongType = "the key is not a hash: another program writes under certmail's names on a shared Redis (TYPE shows it); " +
+		"move that data away (RENAME it, and give that program, or certmail, a Redis or database of its own)"
+	settingsNoPerm = "the ACL of the user in REDIS_URL refuses it (EVALSHA and the hash commands on the certmail:* keys): " +
+		"give it the README's ACL SETUSER line"
+)
 
 // compare logs the settings of others not reported yet, and those reported
 // that others no longer has.
