@@ -280,15 +280,17 @@ func (p *processor) beforeCall(ctx context.Context, d *delivery, verdict gateVer
 // only its own shortfalls, and a lone task handed back to one worker,
 // then another, would take each's count longer to reach the bound. 0
 // when Redis does not answer, or answers with an error: the worker's own
-// count still applies. A refusal (NOPERM: an ACL user not allowed
-// scripts) would switch the task's count off for every task for good, so
+// count still applies. A refusal by the ACL (NOPERM: a user not allowed
+// scripts; an ACL failure in the script: one not allowed a command it
+// runs, such as TIME) would switch the task's count off for every task
+// for good, so
 // the worker logs the first; other replies (READONLY, OOM, LOADING: a
 // failover or memory pressure, likely while replicas are behind) pass,
 // as a connection error does.
 func (p *processor) taskBehind(ctx context.Context, taskID string) time.Duration {
 	ms, err := taskBehindScript.Run(ctx, p.rdb, []string{taskBehindKey(taskID)}, p.behindGap.Milliseconds()).Int64()
 	if err != nil {
-		if redis.HasErrorPrefix(err, "NOPERM") {
+		if isACLRefusal(err) {
 			p.guard.taskCountFailed(p.log, err)
 		}
 		return 0
