@@ -27,6 +27,16 @@ const MaxFileBytes = 4 << 20
 // compared, until it has been left alone for this long.
 const racyWindow = 3 * time.Second
 
+// racy reports whether a file modified at mtime, read at start, may be
+// rewritten later with the same modification time: modified within
+// racyWindow of the read. A time further ahead (a file copied with its
+// times from a host whose clock runs ahead) counts as settled too, so that
+// such a file is not read at every look until the clock catches up.
+func racy(mtime, start time.Time) bool {
+	d := start.Sub(mtime)
+	return d < racyWindow && d > -racyWindow
+}
+
 // errFileTooLarge is a schedules file over MaxFileBytes.
 var errFileTooLarge = errors.New("larger than 4 MiB, the most the scheduler reads (CERTMAIL_SCHEDULES_FILE)")
 
@@ -83,7 +93,7 @@ func (r *fileReader) look() *fileVersion {
 		return nil
 	}
 	r.seen, r.problem = info, ""
-	if info.ModTime().After(start.Add(-racyWindow)) {
+	if racy(info.ModTime(), start) {
 		r.seen = nil
 	}
 	sum := sha256.Sum256(data)

@@ -184,6 +184,18 @@ func TestFileReadOnlyWhenChanged(t *testing.T) {
 	}
 	wantFile(t, s, "first2", "after looks at a settled file of the same size and time (want it not read again)")
 
+	// Modified an hour ahead of the clock: settled too, not read at each
+	// look until the clock catches up.
+	ahead := time.Now().Add(time.Hour)
+	rewrite("first4", ahead)
+	s.reloadFile()
+	wantFile(t, s, "first4", "after a rewrite an hour ahead of the clock")
+	rewrite("first5", ahead)
+	for range 3 {
+		s.reloadFile()
+	}
+	wantFile(t, s, "first4", "after looks at a file an hour ahead of the clock, of the same size and time (want it not read again)")
+
 	version("..v2", "schedules:\n"+fileEntry("second"))
 	s.reloadFile()
 	if len(s.fileScheds) != 1 || s.fileScheds[0].ID != "second" {
