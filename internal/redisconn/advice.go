@@ -140,3 +140,36 @@ func TLSFailure(err error) bool {
 	return errors.As(err, &verify) || errors.As(err, &record) ||
 		(errors.As(err, &op) && op.Op == "remote error") // crypto/tls's way to report the peer's alert
 }
+
+// KeyAdvice is what a line reporting err, an error of a command on keys,
+// adds to it when Redis refused the command for the keys themselves: where
+// to look and what to do, after "; ". Redis's answer names neither the key
+// nor the application that made it, and both refusals last until someone
+// acts, so the line says which keys the command used:
+//
+//   - WRONGTYPE: one of them holds a value of another type than certmail
+//     writes there, so another application uses that name;
+//   - NOPERM: the ACL user certmail connects as may not use them (or the
+//     command).
+//
+// keys are certmail's own names (a pattern such as certmail:schedule:<id>
+// for a key of each id), never input. It is "" for any other error.
+func KeyAdvice(err error, keys ...string) string {
+	if err == nil || len(keys) == 0 {
+		return ""
+	}
+	named := "the key " + keys[0]
+	if len(keys) > 1 {
+		named = "one of the keys " + strings.Join(keys, ", ")
+	}
+	switch {
+	case redis.HasErrorPrefix(err, "WRONGTYPE"):
+		return "; " + named + " holds a value of another type than certmail writes there: another application uses " +
+			"that name (redis-cli TYPE shows which key); give certmail a Redis database of its own " +
+			"(README, \"A database of its own\") or move the other application's key"
+	case redis.HasErrorPrefix(err, "NOPERM"):
+		return "; Redis's ACL does not allow the user certmail connects as (REDIS_URL) " + named +
+			" or the command: its rule must allow ~certmail:* and ~asynq:* (README, \"An ACL user for certmail\")"
+	}
+	return ""
+}
