@@ -103,7 +103,7 @@ func unixField(state map[string]string, name string) time.Time {
 func (st *Store) State(ctx context.Context, id string) (State, error) {
 	h, err := st.rdb.HGetAll(ctx, stateKey(id)).Result()
 	if err != nil {
-		return State{}, fmt.Errorf("read schedule state: %w", err)
+		return State{}, keyed("read schedule state", err, stateKeys)
 	}
 	return stateOf(h), nil
 }
@@ -119,7 +119,7 @@ func (st *Store) States(ctx context.Context, ids []string) ([]State, error) {
 		cmds[i] = pipe.HMGet(ctx, stateKey(id), stateFields...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("read schedule states: %w", err)
+		return nil, keyed("read schedule states", err, stateKeys)
 	}
 	out := make([]State, len(ids))
 	for i, cmd := range cmds {
@@ -210,7 +210,7 @@ func (st *Store) fenced(ctx context.Context, script *redis.Script, fence *lease.
 	res, err := script.Run(ctx, st.rdb, keys, append([]any{fence.Token(), id}, args...)...).Int()
 	switch {
 	case err != nil:
-		return 0, fmt.Errorf("schedule %s state: %w", id, err)
+		return 0, keyed("schedule "+id+" state", err, fence.Key(), stateKeys, apiSchedulesKey, fileSchedulesKey, historyKeys)
 	case res == -1:
 		return 0, fmt.Errorf("schedule %s state: %w", id, ErrNotLeader)
 	case res < 0:
@@ -264,7 +264,7 @@ func (st *Store) NoteTask(ctx context.Context, fence *lease.Lease, id, taskID st
 func (st *Store) APISchedules(ctx context.Context) (good []*Compiled, bad map[string]error, err error) {
 	raw, err := st.rdb.HGetAll(ctx, apiSchedulesKey).Result()
 	if err != nil {
-		return nil, nil, fmt.Errorf("read schedules: %w", err)
+		return nil, nil, keyed("read schedules", err, apiSchedulesKey)
 	}
 	bad = map[string]error{}
 	for id, r := range st.readAll(SourceAPI, raw) {
@@ -290,7 +290,7 @@ func (st *Store) APISchedules(ctx context.Context) (good []*Compiled, bad map[st
 func (st *Store) Changes(ctx context.Context) (int64, error) {
 	n, err := st.rdb.Get(ctx, changesKey).Int64()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return 0, fmt.Errorf("read schedule changes: %w", err)
+		return 0, keyed("read schedule changes", err, changesKey)
 	}
 	return n, nil
 }

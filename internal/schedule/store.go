@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/asynqsched"
+	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/tasks"
 )
 
@@ -42,6 +43,33 @@ const (
 	// ended_def, the digest of the entry it ended under.
 	statePrefix = "certmail:schedule:"
 )
+
+// The keys of every id, as errors name them (see keyed).
+var (
+	stateKeys   = stateKey("<id>")
+	historyKeys = asynqsched.HistoryKey("<id>")
+)
+
+// keyed wraps err, an error of op's commands on keys, as "op: err"; when
+// Redis refused them for the keys themselves (a key of another type, an
+// ACL refusal), the text goes on with which keys and what to do
+// (redisconn.KeyAdvice), so that the scheduler's line, the API's log and
+// the CLI's answer all say it. An error that says it already is not told
+// again.
+func keyed(op string, err error, keys ...string) error {
+	var k *keysError
+	advice := redisconn.KeyAdvice(err, keys...)
+	if advice == "" || errors.As(err, &k) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return &keysError{fmt.Errorf("%s: %w%s", op, err, advice)}
+}
+
+// keysError is an error keyed gave advice to.
+type keysError struct{ err error }
+
+func (e *keysError) Error() string { return e.err.Error() }
+func (e *keysError) Unwrap() error { return e.err }
 
 // Reasons a schedule ended, as Status.EndedReason says.
 const (
@@ -232,7 +260,7 @@ func (st *Store) Add(ctx context.Context, s Schedule, found ...tasks.FieldError)
 	}
 	switch {
 	case err != nil:
-		return Status{}, fmt.Errorf("store schedule: %w", err)
+		return Status{}, keyed("store schedule", err, apiSchedulesKey, fileSchedulesKey, stateKeys, historyKeys, changesKey)
 	case added == 0:
 		return Status{}, fmt.Errorf("%s: %w", s.ID, ErrExists)
 	case added == 2:
@@ -250,7 +278,7 @@ func (st *Store) Add(ctx context.Context, s Schedule, found ...tasks.FieldError)
 func (st *Store) makeRoom(ctx context.Context) (bool, error) {
 	ids, err := st.rdb.HKeys(ctx, apiSchedulesKey).Result()
 	if err != nil {
-		return false, fmt.Errorf("read schedules: %w", err)
+		return false, keyed("read schedules", err, apiSchedulesKey)
 	}
 	pipe := st.rdb.Pipeline()
 	states := make([]*redis.SliceCmd, len(ids))
@@ -258,7 +286,7 @@ func (st *Store) makeRoom(ctx context.Context) (bool, error) {
 		states[i] = pipe.HMGet(ctx, stateKey(id), "ended", "ended_at")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return false, fmt.Errorf("read schedule states: %w", err)
+		return false, keyed("read schedule states", err, stateKeys)
 	}
 	type ended struct {
 		id string
@@ -315,7 +343,7 @@ func (st *Store) Delete(ctx context.Context, id string) error {
 	n, err := deleteScript.Run(ctx, st.rdb, keys, id).Int()
 	switch {
 	case err != nil:
-		return fmt.Errorf("delete schedule: %w", err)
+		return keyed("delete schedule", err, apiSchedulesKey, fileSchedulesKey, stateKeys, historyKeys, changesKey)
 	case n < 0:
 		return ErrFileSchedule
 	case n == 0:
@@ -329,7 +357,7 @@ func (st *Store) Delete(ctx context.Context, id string) error {
 func (st *Store) FileHas(ctx context.Context, id string) (bool, error) {
 	ok, err := st.rdb.HExists(ctx, fileSchedulesKey, id).Result()
 	if err != nil {
-		return false, fmt.Errorf("read file schedules: %w", err)
+		return false, keyed("read file schedules", err, fileSchedulesKey)
 	}
 	return ok, nil
 }
@@ -408,7 +436,7 @@ func (st *Store) load(ctx context.Context) ([]*Compiled, []Skipped, error) {
 	for _, src := range []struct{ key, name string }{{apiSchedulesKey, SourceAPI}, {fileSchedulesKey, SourceFile}} {
 		raw, err := st.rdb.HGetAll(ctx, src.key).Result()
 		if err != nil {
-			return nil, nil, fmt.Errorf("read schedules: %w", err)
+			return nil, nil, keyed("read schedules", err, src.key)
 		}
 		for id, r := range st.readAll(src.name, raw) {
 			skip := func(problem string) {
@@ -553,7 +581,7 @@ func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled, replica str
 func (st *Store) WithdrawFile(ctx context.Context) error {
 	n, err := st.rdb.HLen(ctx, fileSchedulesKey).Result()
 	if err != nil {
-		return fmt.Errorf("read file schedules: %w", err)
+		return keyed("read file schedules", err, fileSchedulesKey)
 	}
 	if n == 0 {
 		return nil
@@ -603,7 +631,8 @@ func (st *Store) mirror(ctx context.Context, scheds []*Compiled, replica string,
 	case errors.Is(err, redis.TxFailedErr):
 		return fmt.Errorf("mirror file schedules: another client changed them during each of %d tries: %w", mirrorTries, err)
 	case err != nil:
-		return fmt.Errorf("mirror file schedules: %w", err)
+		return keyed("mirror file schedules", err, fileSchedulesKey, publishedKey, fileWithdrawnKey, stateKeys, historyKeys,
+			apiSchedulesKey)
 	}
 	if !withdraw {
 		st.reportPublication(w.record, replica, fileDigest(entries))
