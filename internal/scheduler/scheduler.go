@@ -186,6 +186,9 @@ type Scheduler struct {
 	apiScheds   []*schedule.Compiled
 	refreshedAt time.Time
 	warned      map[string]string // schedule id → problem already logged
+	// publishing and reading are the failures to publish the file's
+	// schedules and to read the API's, logged once while they last.
+	publishing, reading trouble
 	// due is when each schedule next needs a look, so that rounds do not
 	// read Redis for schedules with nothing due (never for an ended one).
 	// A schedule whose definition changes is a new *schedule.Compiled, so
@@ -256,22 +259,24 @@ func New(cfg Config) (*Scheduler, error) {
 		return nil, err
 	}
 	return &Scheduler{
-		file:      file,
-		firstFile: first,
-		cfg:       cfg,
-		rdb:       cfg.Redis.Client,
-		ops:       cfg.Ops,
-		store:     cfg.Store,
-		log:       cfg.Logger,
-		metrics:   m,
-		lease:     lease.New(cfg.Redis.Client, leaderKey, cfg.Lease),
-		warned:    map[string]string{},
-		due:       map[*schedule.Compiled]time.Time{},
-		states:    map[*schedule.Compiled]schedule.State{},
-		series:    map[string]bool{},
-		dropAt:    map[string]time.Time{},
-		awaiting:  map[string]*awaiting{},
-		retrying:  map[string]*retrying{},
+		file:       file,
+		firstFile:  first,
+		cfg:        cfg,
+		rdb:        cfg.Redis.Client,
+		ops:        cfg.Ops,
+		store:      cfg.Store,
+		log:        cfg.Logger,
+		metrics:    m,
+		lease:      lease.New(cfg.Redis.Client, leaderKey, cfg.Lease),
+		publishing: publishTrouble,
+		reading:    readTrouble,
+		warned:     map[string]string{},
+		due:        map[*schedule.Compiled]time.Time{},
+		states:     map[*schedule.Compiled]schedule.State{},
+		series:     map[string]bool{},
+		dropAt:     map[string]time.Time{},
+		awaiting:   map[string]*awaiting{},
+		retrying:   map[string]*retrying{},
 	}, nil
 }
 

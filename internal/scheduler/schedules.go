@@ -46,6 +46,16 @@ func (s *Scheduler) takeFile(v *fileVersion) {
 	s.log.Info("schedules file loaded", zap.String("file", s.cfg.File), zap.Int("schedules", len(v.good)), zap.Int("invalid", len(v.bad)))
 }
 
+// publishTrouble and readTrouble are the leader's failures to publish the
+// file's schedules and to read the API's, which it tries again at each
+// round (WRONGTYPE, NOPERM: see schedule's errors, which name the keys).
+var (
+	publishTrouble = trouble{msg: "could not publish the file's schedules",
+		cleared: "published the file's schedules after failed tries"}
+	readTrouble = trouble{msg: "could not read the API's schedules",
+		cleared: "read the API's schedules after failed tries"}
+)
+
 // round is one pass of the leader: refresh the schedules, fire what is due.
 // The states of the schedules that need a look are read in one round trip;
 // a round with nothing due reads none. The lease is renewed while the round
@@ -54,9 +64,9 @@ func (s *Scheduler) round(ctx context.Context) {
 	r := s.keepLeading()
 	defer s.stopKeeping(r)
 	if !s.mirrored {
-		if err := s.publishFile(ctx); err != nil {
-			s.log.Warn("could not publish the file's schedules", zap.Error(err))
-		} else {
+		err := s.publishFile(ctx)
+		s.publishing.note(s.log, err, zap.String("file", s.cfg.File))
+		if err == nil {
 			// Publishing may have given file schedules states of their own:
 			// what was known of any state is read again.
 			s.mirrored = true
@@ -65,9 +75,9 @@ func (s *Scheduler) round(ctx context.Context) {
 		}
 	}
 	if time.Since(s.refreshedAt) >= refreshInterval {
-		if err := s.refreshAPI(ctx); err != nil {
-			s.log.Warn("could not read the API's schedules", zap.Error(err))
-		} else {
+		err := s.refreshAPI(ctx)
+		s.reading.note(s.log, err)
+		if err == nil {
 			s.refreshedAt = time.Now()
 		}
 	}
