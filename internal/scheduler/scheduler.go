@@ -177,6 +177,11 @@ type Scheduler struct {
 
 	leader    bool
 	renewedAt time.Time
+	// leasing is Redis refusing the commands of the lease (leaseTrouble);
+	// refusal is its error for /readyz, which another goroutine reads (nil
+	// while none lasts).
+	leasing trouble
+	refusal atomic.Pointer[error]
 	// file reads the schedules file (nil without one); firstFile is the
 	// version New read, until Run takes it in.
 	file        *fileReader
@@ -268,6 +273,7 @@ func New(cfg Config) (*Scheduler, error) {
 		log:        cfg.Logger,
 		metrics:    m,
 		lease:      lease.New(cfg.Redis.Client, leaderKey, cfg.Lease),
+		leasing:    leaseTrouble,
 		publishing: publishTrouble,
 		reading:    readTrouble,
 		warned:     map[string]string{},
@@ -284,13 +290,19 @@ func New(cfg Config) (*Scheduler, error) {
 // is done, then gives up the lease (so another replica takes over at once).
 // While it waits for Redis, /healthz answers 200 (the process is alive: a
 // liveness probe must not restart it) and /readyz 503; /readyz answers 200
-// once it schedules and Redis answers. started, when not nil, is called with
-// the admin address (nil without one) once it schedules.
+// once it schedules and Redis answers, except while Redis refuses the
+// commands of the leader lease (see leaseTrouble): then this replica
+// cannot lead, whoever holds the lease, and PING alone would not say so.
+// started, when not nil, is called with the admin address (nil without
+// one) once it schedules.
 func (s *Scheduler) Run(ctx context.Context, started func(net.Addr)) error {
 	var running atomic.Bool
 	ready := func(ctx context.Context) error {
 		if !running.Load() {
 			return errWaiting
+		}
+		if err := s.refusal.Load(); err != nil {
+			return fmt.Errorf("cannot lead: %w", *err)
 		}
 		return s.rdb.Ping(ctx).Err()
 	}
@@ -375,14 +387,15 @@ func (s *Scheduler) lead(ctx context.Context, now time.Time) {
 	var err error
 	if s.leader {
 		ok, err = s.lease.Renew(rctx)
-		if err != nil && now.Sub(s.renewedAt) < s.cfg.Lease*2/3 {
-			return // a Redis hiccup: the lease is still ours for a while
-		}
 	} else {
 		ok, err = s.lease.Acquire(rctx)
 	}
 	if ctx.Err() != nil {
 		return
+	}
+	s.noteLease(err)
+	if s.leader && err != nil && now.Sub(s.renewedAt) < s.cfg.Lease*2/3 {
+		return // a Redis hiccup: the lease is still ours for a while
 	}
 	switch {
 	case ok && !s.leader:
@@ -402,6 +415,31 @@ func (s *Scheduler) lead(ctx context.Context, now time.Time) {
 	}
 	s.leader = ok
 	s.metrics.setLeader(ok)
+}
+
+// leaseTrouble is Redis refusing the commands of the leader lease: an
+// answer that lasts until someone acts (WRONGTYPE: another application's
+// key of that name, which refuses every replica; NOPERM: an ACL user
+// without certmail:*; READONLY: a replica of Redis), not an outage. A
+// replica it refuses tries again at each round and cannot lead meanwhile.
+var leaseTrouble = trouble{
+	msg:     "Redis refuses the scheduler leader lease: this scheduler cannot lead",
+	cleared: "Redis no longer refuses the scheduler leader lease",
+}
+
+// noteLease notes err, the outcome of a try to take or renew the lease
+// (nil: Redis answered, whether or not the lease is this replica's), as
+// leasing and for /readyz.
+func (s *Scheduler) noteLease(err error) {
+	if err != nil {
+		err = fmt.Errorf("%w%s", err, redisconn.KeyAdvice(err, leaderKey))
+	}
+	s.leasing.note(s.log, err, zap.String("key", leaderKey))
+	if err := s.leasing.lasting(); err != nil {
+		s.refusal.Store(&err)
+	} else {
+		s.refusal.Store(nil)
+	}
 }
 
 // resign clears the dashboard's entries and gives up the lease.
