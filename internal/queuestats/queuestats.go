@@ -41,6 +41,7 @@ import (
 
 	"github.com/certmail/certmail/internal/deadletter"
 	"github.com/certmail/certmail/internal/queues"
+	"github.com/certmail/certmail/internal/redisconn"
 )
 
 // DefaultBudget is how long a scrape waits for the figures: half of
@@ -348,26 +349,13 @@ func (c *Collector) streamRead(err error) bool {
 	if !c.streamRefused.Swap(true) {
 		fields := []zap.Field{zap.String("key", deadletter.Clip(c.stream, maxReplyShown)),
 			zap.String("error", deadletter.Clip(err.Error(), maxReplyShown))}
-		if a := streamAdvice(err); a != "" {
+		if a := redisconn.RefusalAdvice(err, c.stream); a != "" {
 			fields = append(fields, zap.String("advice", a))
 		}
 		c.log.Warn("Redis refuses the length of the dead-letter stream: certmail_deadletter_stream_length is left out "+
 			"until it can be read, the queue figures are reported", fields...)
 	}
 	return false
-}
-
-// streamAdvice is what an operator does about err, Redis's refusal of the
-// stream's length, or "" when certmail has no advice.
-func streamAdvice(err error) string {
-	switch {
-	case redis.HasErrorPrefix(err, "WRONGTYPE"):
-		return "the key is not a stream: another program writes under certmail's names on a shared Redis (TYPE names what it holds); " +
-			"move that data away (RENAME, or the program to a Redis or database of its own), and the workers append to the key again"
-	case redis.HasErrorPrefix(err, "NOPERM"):
-		return "the ACL of the user in REDIS_URL denies it: allow the certmail:* keys and XLEN (the README's ACL SETUSER line)"
-	}
-	return ""
 }
 
 // figures is the second round trip: each queue's figures (names), the

@@ -458,14 +458,14 @@ func TestStreamRefusedLeavesOutItsGaugeAlone(t *testing.T) {
 		name, reply, advice string
 		refuse, allow       func(ctx context.Context, admin *redis.Client) error
 	}{
-		{"wrongtype", "WRONGTYPE", "not a stream",
+		{"wrongtype", "WRONGTYPE", "another type",
 			func(ctx context.Context, admin *redis.Client) error {
 				return admin.Set(ctx, "certmail:deadletter", "another program's", 0).Err()
 			},
 			func(ctx context.Context, admin *redis.Client) error {
 				return admin.Del(ctx, "certmail:deadletter").Err()
 			}},
-		{"noperm", "NOPERM", "ACL SETUSER",
+		{"noperm", "NOPERM", "An ACL user for certmail",
 			func(ctx context.Context, admin *redis.Client) error {
 				return admin.Do(ctx, "ACL", "SETUSER", "certmail", "-xlen").Err()
 			},

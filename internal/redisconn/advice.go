@@ -142,19 +142,29 @@ func TLSFailure(err error) bool {
 }
 
 // KeyAdvice is what a line reporting err, an error of a command on keys,
-// adds to it when Redis refused the command for the keys themselves: where
-// to look and what to do, after "; ". Redis's answer names neither the key
-// nor the application that made it, and both refusals last until someone
-// acts, so the line says which keys the command used:
+// adds to it when Redis refused the command for the keys themselves
+// (RefusalAdvice): where to look and what to do, after "; ". It is "" for
+// any other error.
+func KeyAdvice(err error, keys ...string) string {
+	if a := RefusalAdvice(err, keys...); a != "" {
+		return "; " + a
+	}
+	return ""
+}
+
+// RefusalAdvice is what to do about err, Redis's refusal of a command on
+// keys for the keys themselves. Redis's answer names neither the key nor
+// the application that made it, and both refusals last until someone acts,
+// so the advice says which keys the command used:
 //
 //   - WRONGTYPE: one of them holds a value of another type than certmail
 //     writes there, so another application uses that name;
-//   - NOPERM: the ACL user certmail connects as may not use them (or the
-//     command).
+//   - an ACL refusal (ACLRefused): the ACL user certmail connects as may
+//     not use them, or the command (or one its script runs).
 //
 // keys are certmail's own names (a pattern such as certmail:schedule:<id>
 // for a key of each id), never input. It is "" for any other error.
-func KeyAdvice(err error, keys ...string) string {
+func RefusalAdvice(err error, keys ...string) string {
 	if err == nil || len(keys) == 0 {
 		return ""
 	}
@@ -164,12 +174,22 @@ func KeyAdvice(err error, keys ...string) string {
 	}
 	switch {
 	case redis.HasErrorPrefix(err, "WRONGTYPE"):
-		return "; " + named + " holds a value of another type than certmail writes there: another application uses " +
+		return named + " holds a value of another type than certmail writes there: another application uses " +
 			"that name (redis-cli TYPE shows which key); give certmail a Redis database of its own " +
 			"(README, \"A database of its own\") or move the other application's key"
-	case redis.HasErrorPrefix(err, "NOPERM"):
-		return "; Redis's ACL does not allow the user certmail connects as (REDIS_URL) " + named +
-			" or the command: its rule must allow ~certmail:* and ~asynq:* (README, \"An ACL user for certmail\")"
+	case ACLRefused(err):
+		return "Redis's ACL does not allow the user certmail connects as (REDIS_URL) " + named +
+			" or the command: its rule must allow ~certmail:*, ~asynq:* and the commands certmail sends " +
+			"(README, \"An ACL user for certmail\")"
 	}
 	return ""
+}
+
+// ACLRefused reports whether err is Redis's ACL refusal of a command or of
+// one a script runs: NOPERM, or, inside a script, "ERR ACL failure in
+// script" (Redis 7.2 on) or "ERR The user executing the script can't"
+// (Redis 7.0).
+func ACLRefused(err error) bool {
+	return redis.HasErrorPrefix(err, "NOPERM") || redis.HasErrorPrefix(err, "ACL failure in script") ||
+		redis.HasErrorPrefix(err, "The user executing the script can't")
 }

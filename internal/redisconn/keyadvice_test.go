@@ -13,7 +13,8 @@ import (
 )
 
 // Redis's refusals of a command for its keys, a key of another type
-// (WRONGTYPE) or an ACL that does not allow it (NOPERM), get advice naming
+// (WRONGTYPE) or an ACL that does not allow it (NOPERM, or inside a
+// script its own reply), get advice naming
 // the keys and what to do, however wrapped; its other answers, and other
 // errors, get none.
 func TestKeyAdvice(t *testing.T) {
@@ -33,6 +34,10 @@ func TestKeyAdvice(t *testing.T) {
 	wrongType := admin.Get(ctx, "certmail:test:taken").Err()
 	noPerm := other.Get(ctx, "certmail:test:taken").Err()
 	otherReply := admin.Do(ctx, "NOSUCHCOMMAND").Err()
+	// A script that runs a command the user may not: no NOPERM, but
+	// "ACL failure in script" (7.2 on) or "The user executing the script
+	// can't" (7.0).
+	inScript := other.Eval(ctx, "return redis.call('GET', 'certmail:test:taken')", nil).Err()
 	for _, tt := range []struct {
 		name string
 		err  error
@@ -45,6 +50,8 @@ func TestKeyAdvice(t *testing.T) {
 			[]string{"one of the keys certmail:a, certmail:b", "another application"}},
 		{"an ACL refusal", noPerm, []string{"certmail:test:taken"},
 			[]string{"; Redis's ACL does not allow", "the key certmail:test:taken", "~certmail:*", "An ACL user for certmail"}},
+		{"an ACL refusal in a script", inScript, []string{"certmail:test:taken"},
+			[]string{"; Redis's ACL does not allow", "the key certmail:test:taken", "An ACL user for certmail"}},
 		{"another reply", otherReply, []string{"certmail:test:taken"}, nil},
 		{"not Redis's", errors.New("WRONGTYPE but not from Redis"), []string{"certmail:test:taken"}, nil},
 		{"no keys", wrongType, nil, nil},

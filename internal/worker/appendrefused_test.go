@@ -29,7 +29,7 @@ func TestRefusedDeadLetterNamesTheKey(t *testing.T) {
 			func(ctx context.Context, rdb *redis.Client) error {
 				return rdb.Set(ctx, "certmail:deadletter:index", "another program's", 0).Err()
 			}},
-		{"ACL", "certmail:deadletter", "", "ACL SETUSER",
+		{"ACL", "certmail:deadletter", "", "An ACL user for certmail",
 			func(ctx context.Context, rdb *redis.Client) error {
 				return rdb.Do(ctx, "ACL", "SETUSER", "default", "-xadd").Err()
 			}},

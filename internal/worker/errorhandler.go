@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/deadletter"
+	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/internal/taskresult"
 	"github.com/certmail/certmail/tasks"
 )
@@ -195,42 +196,20 @@ func (h *errorHandler) appendFailure(ctx context.Context, err error) []zap.Field
 			key = strings.Join(keys, ",")
 		}
 	}
-	return append([]zap.Field{zap.String("key", key)}, refusalFields(err, appendWrongType, appendNoPerm)...)
+	return append([]zap.Field{zap.String("key", key)}, refusalFields(err, key)...)
 }
 
 // refusalFields are the fields of a log line about err, a failed command
-// on a certmail key: Redis's reply (cut to maxReplyShown bytes) and, for
-// another type under the key or an ACL refusal, wrongType or noPerm, what
-// to do about it.
-func refusalFields(err error, wrongType, noPerm string) []zap.Field {
+// on the certmail key named: Redis's reply (cut to maxReplyShown bytes)
+// and, for another type under the key or an ACL refusal, what to do about
+// it (redisconn.RefusalAdvice).
+func refusalFields(err error, key string) []zap.Field {
 	fields := []zap.Field{zap.String("error", deadletter.Clip(err.Error(), maxReplyShown))}
-	switch {
-	case redis.HasErrorPrefix(err, "WRONGTYPE"):
-		fields = append(fields, zap.String("advice", wrongType))
-	case isACLRefusal(err):
-		fields = append(fields, zap.String("advice", noPerm))
+	if advice := redisconn.RefusalAdvice(err, key); advice != "" {
+		fields = append(fields, zap.String("advice", advice))
 	}
 	return fields
 }
-
-// isACLRefusal reports whether err is Redis's ACL refusal of a command or
-// of one a script runs: NOPERM, or, inside a script, "ERR ACL failure in
-// script" (Redis 7.2 on) or "ERR The user executing the script can't"
-// (Redis 7.0).
-func isACLRefusal(err error) bool {
-	return redis.HasErrorPrefix(err, "NOPERM") || redis.HasErrorPrefix(err, "ACL failure in script") ||
-		redis.HasErrorPrefix(err, "The user executing the script can't")
-}
-
-// appendWrongType and appendNoPerm are what to do about a dead-letter
-// append Redis refuses.
-const (
-	appendWrongType = "the key holds another type than certmail writes there (TYPE shows it): another program writes under " +
-		"certmail's names on a shared Redis; move that data away (RENAME it, and give that program, or certmail, a Redis " +
-		"or database of its own), and later dead letters are appended again"
-	appendNoPerm = "the ACL of the user in REDIS_URL refuses the append (EVALSHA and the stream's commands on the certmail:* keys): " +
-		"give it the README's ACL SETUSER line"
-)
 
 // codeTaskIDTooLong: a task whose id is longer than tasks.MaxTaskIDBytes
 // (a raw producer's), dead-lettered without a call under its

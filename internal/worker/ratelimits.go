@@ -89,7 +89,7 @@ func (c *rateLimitCheck) failed(a *accountRuntime, err error) {
 		"limits is not checked (see the README's Rate limits)",
 		append([]zap.Field{zap.String("account", deadletter.Clip(a.name, maxLabelLength)),
 			zap.String("key", deadletter.Clip(key, maxReplyShown))},
-			refusalFields(err, settingsWrongType, settingsNoPerm)...)...)
+			refusalFields(err, key)...)...)
 }
 
 // busyReply reports whether err is a reply by which Redis says it serves
@@ -103,15 +103,6 @@ func busyReply(err error) bool {
 	}
 	return false
 }
-
-// settingsWrongType and settingsNoPerm are what to do about an
-// announcement Redis refuses.
-const (
-	settingsWrongType = "the key is not a hash: another program writes under certmail's names on a shared Redis (TYPE shows it); " +
-		"move that data away (RENAME it, and give that program, or certmail, a Redis or database of its own)"
-	settingsNoPerm = "the ACL of the user in REDIS_URL refuses it (EVALSHA and the hash commands on the certmail:* keys): " +
-		"give it the README's ACL SETUSER line"
-)
 
 // compare logs the settings of others not reported yet, and those reported
 // that others no longer has.

@@ -290,7 +290,7 @@ func (p *processor) beforeCall(ctx context.Context, d *delivery, verdict gateVer
 func (p *processor) taskBehind(ctx context.Context, taskID string) time.Duration {
 	ms, err := taskBehindScript.Run(ctx, p.rdb, []string{taskBehindKey(taskID)}, p.behindGap.Milliseconds()).Int64()
 	if err != nil {
-		if isACLRefusal(err) {
+		if redisconn.ACLRefused(err) {
 			p.guard.taskCountFailed(p.log, err)
 		}
 		return 0

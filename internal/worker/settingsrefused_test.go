@@ -27,12 +27,12 @@ func TestRefusedRateLimitSettingsAreReported(t *testing.T) {
 		refuse              func(ctx context.Context, rdb *redis.Client) error
 		refused             func(t *testing.T, rdb *redis.Client) int // how many commands Redis refused so
 	}{
-		{"another type", "WRONGTYPE", "not a hash",
+		{"another type", "WRONGTYPE", "another type",
 			func(ctx context.Context, rdb *redis.Client) error {
 				return rdb.Set(ctx, key, "another program's", 0).Err()
 			},
 			wrongTypeReplies},
-		{"ACL", "", "ACL SETUSER",
+		{"ACL", "", "An ACL user for certmail",
 			func(ctx context.Context, rdb *redis.Client) error {
 				return rdb.Do(ctx, "ACL", "SETUSER", "default", "-hgetall").Err()
 			},
