@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
@@ -257,7 +260,21 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	dw := &dashboardWriter{ResponseWriter: w, api: strings.HasPrefix(r.URL.Path, dashboardAPIPrefix)}
+	var body *lateBody
+	var within time.Duration
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		// asynqmon reads an action's body itself: it gets the time
+		// readBody gives, and a body that stops arriving is answered 408.
+		within = bodyDeadline(w, r)
+		body = &lateBody{ReadCloser: r.Body}
+		r.Body, dw.late = body, body
+	}
 	h.ServeHTTP(dw, r)
+	if body != nil && body.late && !dw.started {
+		w.Header().Set("Connection", "close")
+		s.writeProblem(w, r, bodyLateProblem(within), nil)
+		return
+	}
 	if dw.index != nil {
 		page := withAssetTags(dw.index.Bytes())
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -552,12 +569,29 @@ type dashboardWriter struct {
 	started bool          // an answer went through
 	text    []byte        // the beginning of the held answer
 	total   int           // the length of the held answer
+	late    *lateBody     // the request's body, when it has one: a 400 after it came late is held too
+}
+
+// lateBody is a request body that notes whether a read ended at its
+// deadline (bodyDeadline).
+type lateBody struct {
+	io.ReadCloser
+	late bool
+}
+
+func (b *lateBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		b.late = true
+	}
+	return n, err
 }
 
 func (w *dashboardWriter) WriteHeader(code int) {
 	switch {
 	case w.held != 0:
-	case !w.started && (code == http.StatusNotFound || code == http.StatusMethodNotAllowed || code >= 500):
+	case !w.started && (code == http.StatusNotFound || code == http.StatusMethodNotAllowed || code >= 500 ||
+		code == http.StatusBadRequest && w.late != nil && w.late.late):
 		w.held = code
 	default:
 		w.started = w.started || code >= 200

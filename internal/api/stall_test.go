@@ -68,16 +68,19 @@ func TestEnqueueAnswersByTheHandlerDeadlineWhileRedisStalls(t *testing.T) {
 // the body had the server's ReadTimeout, which ends with the write
 // deadline, so the client got the connection closed without an answer
 // while the log recorded a 400. Both a body of a declared length and a
-// chunked one.
+// chunked one, read by the API and by asynqmon (a dashboard action).
 func TestStalledBodyIsAnswered408(t *testing.T) {
 	t.Parallel()
 	const handlerTimeout = 2 * time.Second
 	b := setup(t)
 	addr := run(t, api.Config{Ops: b.ops, Redis: b.conn, Schedules: b.schedules, Tokens: []api.Token{{Secret: testToken}},
 		Addr: "127.0.0.1:0", Logger: zap.NewNop(), Limits: admin.Limits{HandlerTimeout: handlerTimeout}})
-	for name, framing := range map[string]string{
-		"declared length": "Content-Length: 100\r\n\r\n{\"order_id\":",
-		"chunked":         "Transfer-Encoding: chunked\r\n\r\nc\r\n{\"order_id\":\r\n",
+	const batch = "/monitoring/api/queues/default/pending_tasks:batch_delete" // asynqmon reads its body itself
+	for name, c := range map[string]struct{ path, framing string }{
+		"declared length":            {"/v1/tasks/resend-dcv", "Content-Length: 100\r\n\r\n{\"order_id\":"},
+		"chunked":                    {"/v1/tasks/resend-dcv", "Transfer-Encoding: chunked\r\n\r\nc\r\n{\"order_id\":\r\n"},
+		"dashboard, declared length": {batch, "Content-Length: 100\r\n\r\n{\"task_ids\":"},
+		"dashboard, chunked":         {batch, "Transfer-Encoding: chunked\r\n\r\nc\r\n{\"task_ids\":\r\n"},
 	} {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -85,8 +88,8 @@ func TestStalledBodyIsAnswered408(t *testing.T) {
 		}
 		defer conn.Close()
 		start := time.Now()
-		head := "POST /v1/tasks/resend-dcv HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + testToken +
-			"\r\nContent-Type: application/json\r\n" + framing
+		head := "POST " + c.path + " HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + testToken +
+			"\r\nContent-Type: application/json\r\n" + c.framing
 		if _, err := io.WriteString(conn, head); err != nil {
 			t.Fatal(err)
 		}

@@ -187,8 +187,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, 
 		s.writeProblem(w, r, tooLarge, nil)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		w.Header().Set("Connection", "close") // what is left of the body is not read
-		s.writeProblem(w, r, Problem{Status: http.StatusRequestTimeout,
-			Detail: fmt.Sprintf("the body did not arrive within %v of the request's headers; send it again", within)}, nil)
+		s.writeProblem(w, r, bodyLateProblem(within), nil)
 	default:
 		s.writeProblem(w, r, Problem{Status: http.StatusBadRequest, Detail: "the body could not be read"}, nil)
 	}
@@ -211,6 +210,13 @@ func bodyDeadline(w http.ResponseWriter, r *http.Request) time.Duration {
 		return 0 // the server's ReadTimeout applies
 	}
 	return within.Round(100 * time.Millisecond)
+}
+
+// bodyLateProblem answers a request whose body did not arrive within the
+// time bodyDeadline gave it.
+func bodyLateProblem(within time.Duration) Problem {
+	return Problem{Status: http.StatusRequestTimeout,
+		Detail: fmt.Sprintf("the body did not arrive within %v of the request's headers; send it again", within)}
 }
 
 // enqueueRequest reads POST /v1/tasks/{type} in the wire format
