@@ -2,16 +2,19 @@ package schedule_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/schedule"
 )
 
@@ -53,13 +56,14 @@ func fileVersion(t *testing.T, version int, ids ...string) []*schedule.Compiled 
 // on an error, and counts the lines each publication adds.
 type publisher struct {
 	t    *testing.T
+	e    *env // each publication takes the leader lease first, as a change of leader does
 	st   *schedule.Store
 	logs *observer.ObservedLogs
 }
 
 func (p publisher) publish(replica string, scheds []*schedule.Compiled) {
 	p.t.Helper()
-	if err := p.st.MirrorFile(context.Background(), scheds, replica); err != nil {
+	if err := p.st.MirrorFile(context.Background(), p.e.leading(replica), scheds); err != nil {
 		p.t.Fatal(err)
 	}
 }
@@ -76,7 +80,7 @@ func TestReplicasWithDifferentFilesWarn(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	st, logs := e.loggedStore()
-	p := publisher{t: t, st: st, logs: logs}
+	p := publisher{t: t, e: e, st: st, logs: logs}
 	x, y := fileVersion(t, 1, "a", "b"), fileVersion(t, 2, "a", "b")
 
 	p.publish("replica-a", x)
@@ -114,7 +118,7 @@ func TestRollingDeployOnlyInforms(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	st, logs := e.loggedStore()
-	p := publisher{t: t, st: st, logs: logs}
+	p := publisher{t: t, e: e, st: st, logs: logs}
 	p.publish("old-1", fileVersion(t, 1, "a", "b"))
 	p.publish("old-2", fileVersion(t, 1, "b", "a"))
 	if n := logs.Len(); n != 0 {
@@ -138,7 +142,7 @@ func TestEditOfTheOwnFileSaysNothing(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	st, logs := e.loggedStore()
-	p := publisher{t: t, st: st, logs: logs}
+	p := publisher{t: t, e: e, st: st, logs: logs}
 	for _, v := range []int{1, 2, 1, 2, 1} {
 		p.publish("replica-a", fileVersion(t, v, "a"))
 	}
@@ -155,7 +159,7 @@ func TestWithdrawalLeavesThePublicationRecord(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	st, logs := e.loggedStore()
-	p := publisher{t: t, st: st, logs: logs}
+	p := publisher{t: t, e: e, st: st, logs: logs}
 	x := fileVersion(t, 1, "a")
 	p.publish("replica-a", x)
 	record := func() map[string]string {
@@ -167,7 +171,7 @@ func TestWithdrawalLeavesThePublicationRecord(t *testing.T) {
 		return rec
 	}
 	before := record()
-	if err := st.WithdrawFile(context.Background()); err != nil {
+	if err := st.WithdrawFile(context.Background(), e.leading("replica-without-a-file")); err != nil {
 		t.Fatal(err)
 	}
 	if after := record(); !maps.Equal(after, before) {
@@ -182,73 +186,107 @@ func TestWithdrawalLeavesThePublicationRecord(t *testing.T) {
 	}
 }
 
-// TestPublicationBetweenReadAndWriteIsReadAgain: two leaders at a change of
-// leader publish at the same instant: replica b publishes its file between
-// a's read of the record and a's write. a reads again and writes from what
-// b wrote: its file replaces b's, which had replaced it (the WARN), and the
-// record keeps b's version as the one before, rather than a's write taking
-// b's publication out of the record unseen.
-func TestPublicationBetweenReadAndWriteIsReadAgain(t *testing.T) {
+// TestDeposedLeaderDoesNotPublish: replica b takes the lead and publishes
+// its file between replica a's read and a's write (a deposed while it
+// published). a's write fails, its next try finds that it no longer leads
+// and writes nothing: b's file stays published and recorded, and a's publication
+// says nothing. Unfenced, a's write would replace its successor's.
+func TestDeposedLeaderDoesNotPublish(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	a, aLogs := e.loggedStore()
 	b, bLogs := e.loggedStore()
-	pa := publisher{t: t, st: a, logs: aLogs}
-	pb := publisher{t: t, st: b, logs: bLogs}
-	x, y := fileVersion(t, 1, "a"), fileVersion(t, 2, "a")
+	pa := publisher{t: t, e: e, st: a, logs: aLogs}
+	pb := publisher{t: t, e: e, st: b, logs: bLogs}
+	x, y := fileVersion(t, 1, "x"), fileVersion(t, 2, "y")
 	pa.publish("replica-a", x)
-	cut := 0
+	reads := 0
 	schedule.SetBeforeMirrorWrite(a, func() {
-		if cut++; cut == 1 {
+		if reads++; reads == 1 {
 			pb.publish("replica-b", y)
 		}
 	})
-	pa.publish("replica-a", x)
-	if cut < 2 {
-		t.Errorf("a read the record %d times, want it to read again after b's publication", cut)
+	aLogs.TakeAll()
+	err := a.MirrorFile(context.Background(), lease.WithToken(e.redis.Client(), leaderKey, "replica-a", time.Minute), x)
+	if !errors.Is(err, schedule.ErrNotLeader) {
+		t.Fatalf("MirrorFile of the deposed leader: %v, want ErrNotLeader", err)
+	}
+	if reads != 1 {
+		t.Errorf("a wrote %d times, want once: the try after b's publication reads that b leads", reads)
 	}
 	if n := len(pb.lines(otherFile)); n != 1 {
 		t.Errorf("%d INFO lines from b's publication, want 1", n)
 	}
-	if n := len(pa.lines(differentFiles)); n != 1 {
-		t.Errorf("%d WARN lines from a's publication after b's, want 1: %v", n, aLogs.All())
+	if n := aLogs.Len(); n != 0 {
+		t.Errorf("%d lines from the deposed leader's publication: %v", n, aLogs.All())
 	}
-	rec, err := e.redis.Client().HGetAll(context.Background(), publishedKey).Result()
-	if err != nil {
-		t.Fatal(err)
+	rdb := e.redis.Client()
+	if by, err := rdb.HGet(context.Background(), publishedKey, "by").Result(); err != nil || by != "replica-b" {
+		t.Errorf("record by %q (%v), want replica-b", by, err)
 	}
-	if rec["by"] != "replica-a" || rec["prev_by"] != "replica-b" {
-		t.Errorf("record %v, want a's publication after b's", rec)
+	if ids, err := rdb.HKeys(context.Background(), fileSchedulesKey).Result(); err != nil || len(ids) != 1 || ids[0] != "y" {
+		t.Errorf("file schedules %v (%v), want b's (y)", ids, err)
+	}
+
+	// b takes the lead between a's read and a's write but has not
+	// published yet: a's write still fails.
+	schedule.SetBeforeMirrorWrite(a, func() {
+		if err := rdb.Set(context.Background(), leaderKey, "replica-c", time.Minute).Err(); err != nil {
+			t.Error(err)
+		}
+	})
+	pa.e.leading("replica-a")
+	err = a.MirrorFile(context.Background(), lease.WithToken(rdb, leaderKey, "replica-a", time.Minute), x)
+	if !errors.Is(err, schedule.ErrNotLeader) {
+		t.Errorf("MirrorFile of a leader deposed before its write: %v, want ErrNotLeader", err)
+	}
+	if ids, err := rdb.HKeys(context.Background(), fileSchedulesKey).Result(); err != nil || len(ids) != 1 || ids[0] != "y" {
+		t.Errorf("file schedules %v (%v), want b's (y) still", ids, err)
 	}
 }
 
-// TestPublicationChangedAtEachTryGivesUp: a publication that another
-// client's changes interrupt at every try ends with an error saying so
-// after a bounded number of tries, having written nothing.
-func TestPublicationChangedAtEachTryGivesUp(t *testing.T) {
+// TestRenewalDuringAPublicationIsReadAgain: the publishing leader's own
+// lease renewal between its read and its write makes it read again and
+// publish; renewed at every try, it gives up after a bounded number of
+// them with an error saying why, having written nothing.
+func TestRenewalDuringAPublicationIsReadAgain(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	a, aLogs := e.loggedStore()
-	b, bLogs := e.loggedStore()
-	pb := publisher{t: t, st: b, logs: bLogs}
-	tries := 0
-	schedule.SetBeforeMirrorWrite(a, func() {
-		tries++
-		pb.publish("replica-b", fileVersion(t, 1+tries%2, "b"))
-	})
-	err := a.MirrorFile(context.Background(), fileVersion(t, 1, "a"), "replica-a")
-	if err == nil || !strings.Contains(err.Error(), "another client changed them") {
-		t.Fatalf("MirrorFile: %v, want an error saying another client changed the file schedules", err)
-	}
-	if tries != 5 {
-		t.Errorf("%d tries, want 5", tries)
-	}
-	rec, err := e.redis.Client().HGet(context.Background(), publishedKey, "by").Result()
-	if err != nil || rec != "replica-b" {
-		t.Errorf("record by %q (%v), want replica-b's last publication", rec, err)
+	fence := e.leading("replica-a")
+	for _, tt := range []struct {
+		renewals, tries int
+		wantErr         bool
+	}{
+		{renewals: 1, tries: 2},
+		{renewals: 1000, tries: 5, wantErr: true},
+	} {
+		tries := 0
+		schedule.SetBeforeMirrorWrite(a, func() {
+			if tries++; tries <= tt.renewals {
+				if ok, err := fence.Renew(context.Background()); !ok || err != nil {
+					t.Errorf("renew: %v %v", ok, err)
+				}
+			}
+		})
+		version := fileVersion(t, tt.tries, "a")
+		err := a.MirrorFile(context.Background(), fence, version)
+		switch {
+		case tt.wantErr && (err == nil || !strings.Contains(err.Error(), "another client changed them")):
+			t.Errorf("renewed at every try: %v, want an error saying the keys changed at each try", err)
+		case !tt.wantErr && err != nil:
+			t.Errorf("renewed once: %v, want the publication made", err)
+		}
+		if tries != tt.tries {
+			t.Errorf("renewed %d times: %d tries, want %d", tt.renewals, tries, tt.tries)
+		}
 	}
 	if n := len(aLogs.All()); n != 0 {
-		t.Errorf("%d lines from the publication that gave up: %v", n, aLogs.All())
+		t.Errorf("%d lines from a replica publishing its own file: %v", n, aLogs.All())
+	}
+	raw, err := e.redis.Client().HGet(context.Background(), fileSchedulesKey, "a").Result()
+	if err != nil || !strings.Contains(raw, `"order_id":2`) {
+		t.Errorf("published %s (%v), want the first version's (the second gave up)", raw, err)
 	}
 }
 
@@ -259,7 +297,7 @@ func TestPublicationRecordIsBounded(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	st, logs := e.loggedStore()
-	p := publisher{t: t, st: st, logs: logs}
+	p := publisher{t: t, e: e, st: st, logs: logs}
 	long := strings.Repeat("r", 1000)
 	for i := range 20 {
 		p.publish(fmt.Sprintf("%d-%s", i%2, long), fileVersion(t, 1+i%2, "a"))

@@ -461,7 +461,7 @@ func TestEditedEndedFileScheduleStartsAnew(t *testing.T) {
 	}
 	mirror := func(c []*schedule.Compiled) schedule.State {
 		t.Helper()
-		if err := st.MirrorFile(ctx, c, "replica-1"); err != nil {
+		if err := st.MirrorFile(ctx, e.leading("mine"), c); err != nil {
 			t.Fatal(err)
 		}
 		s, err := st.State(ctx, "f")
@@ -513,14 +513,27 @@ func TestEditedEndedFileScheduleStartsAnew(t *testing.T) {
 	}
 }
 
+// leading makes replica the scheduler's leader, as a change of leader
+// does, and returns its lease.
+func (e *env) leading(replica string) *lease.Lease {
+	e.t.Helper()
+	return holdLeaderAs(e.t, e.redis.Client(), replica)
+}
+
 // holdLeader makes the test the scheduler's leader: the lease it returns
 // holds the leader key.
 func holdLeader(t *testing.T, rdb *redis.Client) *lease.Lease {
 	t.Helper()
-	if err := rdb.Set(context.Background(), leaderKey, "mine", time.Minute).Err(); err != nil {
+	return holdLeaderAs(t, rdb, "mine")
+}
+
+// holdLeaderAs makes token the holder of the scheduler's leader lease.
+func holdLeaderAs(t *testing.T, rdb *redis.Client, token string) *lease.Lease {
+	t.Helper()
+	if err := rdb.Set(context.Background(), leaderKey, token, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
-	return lease.WithToken(rdb, leaderKey, "mine", time.Minute)
+	return lease.WithToken(rdb, leaderKey, token, time.Minute)
 }
 
 // TestRecordFenced: a scheduler whose lease another holds cannot record.
@@ -538,7 +551,7 @@ func TestRecordFenced(t *testing.T) {
 	if err != nil || len(c) != 1 || len(bad) != 0 {
 		t.Fatal(c, bad, err)
 	}
-	if err := st.MirrorFile(ctx, c, "replica-1"); err != nil {
+	if err := st.MirrorFile(ctx, lease.WithToken(rdb, leaderKey, "other", time.Minute), c); err != nil { // by the leader
 		t.Fatal(err)
 	}
 	mine := lease.WithToken(rdb, leaderKey, "mine", time.Minute)
@@ -596,7 +609,7 @@ func TestStore(t *testing.T) {
 	if err != nil || len(c) != 1 || len(bad) != 0 {
 		t.Fatal(c, bad, err)
 	}
-	if err := st.MirrorFile(ctx, c, "replica-1"); err != nil {
+	if err := st.MirrorFile(ctx, e.leading("mine"), c); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Add(ctx, schedule.Schedule{ID: "file-1", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 2}`)}); !errors.Is(err, schedule.ErrExists) {
@@ -637,7 +650,7 @@ func TestStoreBounded(t *testing.T) {
 	if err != nil || len(c) != 1 || len(bad) != 0 {
 		t.Fatal(c, bad, err)
 	}
-	if err := st.MirrorFile(ctx, c, "replica-1"); err != nil {
+	if err := st.MirrorFile(ctx, e.leading("mine"), c); err != nil {
 		t.Fatal(err)
 	}
 	add := func(id string) error {
@@ -1093,7 +1106,7 @@ func TestStateWrites(t *testing.T) {
 	if err != nil || len(c) != 1 || len(bad) != 0 {
 		t.Fatal(c, bad, err)
 	}
-	if err := st.MirrorFile(ctx, c, "replica-1"); err != nil {
+	if err := st.MirrorFile(ctx, e.leading("mine"), c); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Begin(ctx, mine, "a", time.Unix(100, 0)); err != nil {
@@ -1347,7 +1360,7 @@ func TestFileLeftovers(t *testing.T) {
 		}
 		return c
 	}
-	if err := st.MirrorFile(ctx, file("a", "b"), "replica-1"); err != nil {
+	if err := st.MirrorFile(ctx, e.leading("mine"), file("a", "b")); err != nil {
 		t.Fatal(err)
 	}
 	fence := holdLeader(t, rdb)
@@ -1364,7 +1377,7 @@ func TestFileLeftovers(t *testing.T) {
 		return d
 	}
 	keys := func(id string) []string { return []string{"certmail:schedule:" + id, "asynq:scheduler_history:" + id} }
-	if err := st.MirrorFile(ctx, file("a"), "replica-1"); err != nil { // b leaves the file
+	if err := st.MirrorFile(ctx, e.leading("mine"), file("a")); err != nil { // b leaves the file
 		t.Fatal(err)
 	}
 	for _, k := range keys("b") {
@@ -1377,7 +1390,7 @@ func TestFileLeftovers(t *testing.T) {
 			t.Errorf("%s of a schedule in the file expires in %v, want never", k, d)
 		}
 	}
-	if err := st.MirrorFile(ctx, file("a", "b"), "replica-1"); err != nil { // b is back
+	if err := st.MirrorFile(ctx, e.leading("mine"), file("a", "b")); err != nil { // b is back
 		t.Fatal(err)
 	}
 	for _, k := range keys("b") {
@@ -1385,7 +1398,7 @@ func TestFileLeftovers(t *testing.T) {
 			t.Errorf("%s of a schedule back in the file expires in %v, want never", k, d)
 		}
 	}
-	if err := st.MirrorFile(ctx, file("a"), "replica-1"); err != nil {
+	if err := st.MirrorFile(ctx, e.leading("mine"), file("a")); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Delete(ctx, "b"); err != nil {
@@ -1405,7 +1418,7 @@ func TestFileLeftovers(t *testing.T) {
 	if _, err := st.End(ctx, fence, "a", schedule.EndedUntil, time.Unix(200, 0), ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.MirrorFile(ctx, file(), "replica-1"); err != nil {
+	if err := st.MirrorFile(ctx, e.leading("mine"), file()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Add(ctx, schedule.Schedule{ID: "a", Cron: "@daily", Type: "resend-dcv", Payload: json.RawMessage(`{"order_id": 1}`)}); err != nil {
@@ -1478,7 +1491,7 @@ func TestFileScheduleTakingAnAPIScheduleID(t *testing.T) {
 		t.Fatal(err)
 	}
 	addAPI("active")
-	if err := st.MirrorFile(ctx, file("ended", "active"), "replica-1"); err != nil {
+	if err := st.MirrorFile(ctx, e.leading("mine"), file("ended", "active")); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"ended", "active"} {
@@ -1494,7 +1507,7 @@ func TestFileScheduleTakingAnAPIScheduleID(t *testing.T) {
 	if _, _, err := st.RecordTick(ctx, fence, "active", time.Unix(200, 0), time.Unix(200, 0), "sched:active:200", 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.MirrorFile(ctx, file("ended", "active"), "replica-1"); err != nil {
+	if err := st.MirrorFile(ctx, e.leading("mine"), file("ended", "active")); err != nil {
 		t.Fatal(err)
 	}
 	if s := get("active"); s.Runs != 1 || s.LastTaskID != "sched:active:200" {
@@ -1529,7 +1542,7 @@ func TestFileScheduleTakingAnAPIScheduleID(t *testing.T) {
 
 	// The id leaves the file: the API copy fires again, with a state of
 	// its own, which does not expire.
-	if err := st.MirrorFile(ctx, file("active"), "replica-1"); err != nil {
+	if err := st.MirrorFile(ctx, e.leading("mine"), file("active")); err != nil {
 		t.Fatal(err)
 	}
 	if s := get("ended"); s.Source != schedule.SourceAPI || s.Runs != 0 || s.Ended {
@@ -1578,7 +1591,7 @@ func TestStateOfAnEarlierVersion(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := st.MirrorFile(ctx, c, "replica-1"); err != nil {
+	if err := st.MirrorFile(ctx, e.leading("mine"), c); err != nil {
 		t.Fatal(err)
 	}
 	for id, want := range map[string]struct {

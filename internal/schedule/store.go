@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certmail/certmail/internal/asynqsched"
+	"github.com/certmail/certmail/internal/lease"
 	"github.com/certmail/certmail/internal/redisconn"
 	"github.com/certmail/certmail/tasks"
 )
@@ -558,15 +559,17 @@ return 0`
 // (WithdrawFile) since one with a file last published them, MirrorFile says
 // so at WARN: the replicas differ.
 //
-// replica names the publishing scheduler (its leader lease token): the
-// Store records which version of the file which replica published, and the
+// fence is the publishing scheduler's leader lease: the schedules are
+// published only while it holds the lease (ErrNotLeader otherwise), so
+// that a leader deposed meanwhile does not replace its successor's. Its
+// token names the replica: the Store records which version of the file which replica published, and the
 // version before it (publishedKey). A version that replaces another
 // replica's says so at INFO (a rolling deploy does it once), and at WARN
 // when the replaced version had itself replaced this one: replicas with
 // different files, whose schedules swap at each change of leader. A
 // replica's edit of its own file says nothing.
-func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled, replica string) error {
-	return st.mirror(ctx, scheds, replica, false)
+func (st *Store) MirrorFile(ctx context.Context, fence *lease.Lease, scheds []*Compiled) error {
+	return st.mirror(ctx, fence, scheds, false)
 }
 
 // WithdrawFile is what a scheduler leader without a schedules file
@@ -578,7 +581,8 @@ func (st *Store) MirrorFile(ctx context.Context, scheds []*Compiled, replica str
 // scheduler replica without the file was given another configuration. The
 // record of which replica published which version of the file is left as it
 // was: the withdrawal and the next publication say so in lines of their own.
-func (st *Store) WithdrawFile(ctx context.Context) error {
+// It is fenced by the leader lease as MirrorFile is.
+func (st *Store) WithdrawFile(ctx context.Context, fence *lease.Lease) error {
 	n, err := st.rdb.HLen(ctx, fileSchedulesKey).Result()
 	if err != nil {
 		return keyed("read file schedules", err, fileSchedulesKey)
@@ -586,7 +590,7 @@ func (st *Store) WithdrawFile(ctx context.Context) error {
 	if n == 0 {
 		return nil
 	}
-	if err := st.mirror(ctx, nil, "", true); err != nil {
+	if err := st.mirror(ctx, fence, nil, true); err != nil {
 		return err
 	}
 	st.log.Warn("this scheduler has no schedules file (CERTMAIL_SCHEDULES_FILE) and withdrew the schedules a scheduler with one "+
@@ -600,14 +604,15 @@ func (st *Store) WithdrawFile(ctx context.Context) error {
 const mirrorTries = 5
 
 // mirror replaces the file schedules kept in Redis with scheds (see
-// MirrorFile), published by replica; withdraw notes that a leader without a
-// file did (see WithdrawFile), otherwise the note of an earlier withdrawal
-// is read and deleted, and the publication recorded. What it reads (the
-// ids published before, the record of publications) is watched, so that a
-// publication by another replica between the read and the write (two
-// leaders at a change of leader) makes it read again rather than write
-// from what it read before.
-func (st *Store) mirror(ctx context.Context, scheds []*Compiled, replica string, withdraw bool) error {
+// MirrorFile), published by fence's holder; withdraw notes that a leader
+// without a file did (see WithdrawFile), otherwise the note of an earlier
+// withdrawal is read and deleted, and the publication recorded. What it
+// reads (the lease's holder, the ids published before, the record of
+// publications) is watched, so that a change of leader between the read
+// and the write makes it read again, and find that it no longer leads,
+// rather than write from what it read before. Its own lease's renewal
+// makes it read again too.
+func (st *Store) mirror(ctx context.Context, fence *lease.Lease, scheds []*Compiled, withdraw bool) error {
 	entries := make([]string, len(scheds))
 	encoded := make([][]byte, len(scheds))
 	for i, c := range scheds {
@@ -623,11 +628,13 @@ func (st *Store) mirror(ctx context.Context, scheds []*Compiled, replica string,
 	for try := 0; try < mirrorTries && errors.Is(err, redis.TxFailedErr); try++ {
 		err = st.rdb.Watch(ctx, func(tx *redis.Tx) error {
 			var err error
-			w, err = st.mirrorTx(ctx, tx, scheds, encoded, entries, replica, withdraw)
+			w, err = st.mirrorTx(ctx, tx, fence, scheds, encoded, entries, withdraw)
 			return err
-		}, fileSchedulesKey, publishedKey)
+		}, fence.Key(), fileSchedulesKey, publishedKey)
 	}
 	switch {
+	case errors.Is(err, ErrNotLeader):
+		return fmt.Errorf("mirror file schedules: %w", err)
 	case errors.Is(err, redis.TxFailedErr):
 		return fmt.Errorf("mirror file schedules: another client changed them during each of %d tries: %w", mirrorTries, err)
 	case err != nil:
@@ -635,7 +642,7 @@ func (st *Store) mirror(ctx context.Context, scheds []*Compiled, replica string,
 			apiSchedulesKey)
 	}
 	if !withdraw {
-		st.reportPublication(w.record, replica, fileDigest(entries))
+		st.reportPublication(w.record, fence.Token(), fileDigest(entries))
 	}
 	st.reportMirror(scheds, w.claimed, w.left, w.withdrawn)
 	return nil
@@ -651,17 +658,22 @@ type mirrorWrite struct {
 }
 
 // mirrorTx is one try of mirror, on a connection watching what it reads:
-// the write fails with redis.TxFailedErr when either changed meanwhile.
-func (st *Store) mirrorTx(ctx context.Context, tx *redis.Tx, scheds []*Compiled, encoded [][]byte, entries []string,
-	replica string, withdraw bool,
+// the write fails with redis.TxFailedErr when any of it changed meanwhile,
+// and none is made (ErrNotLeader) when fence no longer holds the lease.
+func (st *Store) mirrorTx(ctx context.Context, tx *redis.Tx, fence *lease.Lease, scheds []*Compiled, encoded [][]byte,
+	entries []string, withdraw bool,
 ) (*mirrorWrite, error) {
+	var holder, published *redis.SliceCmd
 	var keys *redis.StringSliceCmd
-	var published *redis.SliceCmd
 	if _, err := tx.Pipelined(ctx, func(read redis.Pipeliner) error {
+		holder = read.MGet(ctx, fence.Key()) // never redis.Nil, which would fail the pipeline
 		keys, published = read.HKeys(ctx, fileSchedulesKey), read.HMGet(ctx, publishedKey, publicationFields...)
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("read file schedules: %w", err)
+	}
+	if token, _ := holder.Val()[0].(string); token != fence.Token() {
+		return nil, ErrNotLeader
 	}
 	if st.beforeMirrorWrite != nil {
 		st.beforeMirrorWrite()
@@ -692,7 +704,7 @@ func (st *Store) mirrorTx(ctx context.Context, tx *redis.Tx, scheds []*Compiled,
 		}
 		w.withdrawn = pipe.MGet(ctx, fileWithdrawnKey) // never redis.Nil, which would fail Exec
 		pipe.Del(ctx, fileWithdrawnKey)
-		w.record.after(replica, fileDigest(entries), now).write(ctx, pipe)
+		w.record.after(fence.Token(), fileDigest(entries), now).write(ctx, pipe)
 		return nil
 	})
 	return w, err

@@ -849,7 +849,7 @@ func TestOneRoundCatchesUpToTheBound(t *testing.T) {
 	if err != nil || len(good) != 3 || len(bad) != 0 {
 		t.Fatal(good, bad, err)
 	}
-	if err := s.store.MirrorFile(ctx, good, s.lease.Token()); err != nil { // as a round does before firing them
+	if err := s.store.MirrorFile(ctx, s.lease, good); err != nil { // as a round does before firing them
 		t.Fatal(err)
 	}
 	now := time.Now().Unix()
@@ -1110,7 +1110,7 @@ func TestRefusedWritesBackOff(t *testing.T) {
 	if err != nil || len(good) != 2 || len(bad) != 0 {
 		t.Fatal(good, bad, err)
 	}
-	if err := s.store.MirrorFile(ctx, good, s.lease.Token()); err != nil { // as a round does before firing them
+	if err := s.store.MirrorFile(ctx, s.lease, good); err != nil { // as a round does before firing them
 		t.Fatal(err)
 	}
 	// One tick of each is due, a second ago; the next is an hour away.
@@ -1218,7 +1218,7 @@ func TestRefusedWriteGivenUp(t *testing.T) {
 	if err != nil || len(good) != 1 || len(bad) != 0 {
 		t.Fatal(good, bad, err)
 	}
-	if err := s.store.MirrorFile(ctx, good, s.lease.Token()); err != nil {
+	if err := s.store.MirrorFile(ctx, s.lease, good); err != nil {
 		t.Fatal(err)
 	}
 	rdb := e.redis.Client()
@@ -1267,7 +1267,7 @@ func TestEveryLongerThanTheCatchUpFires(t *testing.T) {
 	if err != nil || len(good) != 3 || len(bad) != 0 {
 		t.Fatal(good, bad, err)
 	}
-	if err := s.store.MirrorFile(ctx, good, s.lease.Token()); err != nil {
+	if err := s.store.MirrorFile(ctx, s.lease, good); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().Unix()

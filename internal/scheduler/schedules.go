@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"time"
@@ -65,7 +66,9 @@ func (s *Scheduler) round(ctx context.Context) {
 	defer s.stopKeeping(r)
 	if !s.mirrored {
 		err := s.publishFile(ctx)
-		s.publishing.note(s.log, err, zap.String("file", s.cfg.File))
+		if !errors.Is(err, schedule.ErrNotLeader) { // lead notices at its next renewal
+			s.publishing.note(s.log, err, zap.String("file", s.cfg.File))
+		}
 		if err == nil {
 			// Publishing may have given file schedules states of their own:
 			// what was known of any state is read again.
@@ -136,9 +139,9 @@ func (s *Scheduler) round(ctx context.Context) {
 // tells its own edits apart).
 func (s *Scheduler) publishFile(ctx context.Context) error {
 	if s.cfg.File == "" {
-		return s.store.WithdrawFile(ctx)
+		return s.store.WithdrawFile(ctx, s.lease)
 	}
-	return s.store.MirrorFile(ctx, s.fileScheds, s.lease.Token())
+	return s.store.MirrorFile(ctx, s.lease, s.fileScheds)
 }
 
 // refreshAPI re-reads the API's schedules. Those whose JSON changed are

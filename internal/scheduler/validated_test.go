@@ -352,7 +352,7 @@ func TestOutstandingTaskLooksBackOff(t *testing.T) {
 	// A tick this leader fires: its task is looked at 0.5 s later, then
 	// after 1 s more.
 	takeLead(t, s)
-	if err := s.store.MirrorFile(ctx, good, s.lease.Token()); err != nil { // as a round does before firing them
+	if err := s.store.MirrorFile(ctx, s.lease, good); err != nil { // as a round does before firing them
 		t.Fatal(err)
 	}
 	fired := good[1]
